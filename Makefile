@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv when it is missing and (re)installs only when a pyproject.toml,
+# requirements-dev.txt or constraints.txt changed since the last install.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.deepseek-installed
+DISTS  := core plugins/medical plugins/manufacturing plugins/finance
+INPUTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTS)) requirements-dev.txt constraints.txt
+PYTEST_ARGS ?=
+
+.PHONY: demo test install lint bench clean
+
+demo: $(STAMP)
+	$(VENV)/bin/deepseek demo
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+
+$(STAMP): $(PY) $(INPUTS)
+	@echo "installing the four distributions (editable) and the test tools into $(VENV)"
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt \
+		$(foreach d,$(DISTS),-e ./$(d))
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check core plugins tests benchmarks
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache

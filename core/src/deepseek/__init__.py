@@ -1,0 +1,40 @@
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
+
+# DeepSeek Toolkit core: plugin hooks and registries, CLI, model loading, mixed precision,
+# training helpers. Domain plugins (deepseek.medical, deepseek.manufacturing, deepseek.finance)
+# are separate distributions sharing this namespace through the line above; they never ship
+# this file. Heavy modules (torch) load on first use, so `import deepseek` stays fast.
+
+from importlib import import_module
+from typing import Any
+
+from deepseek.errors import DeepSeekError
+from deepseek.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ModelLoader": "deepseek.loader",
+    "LoadedModel": "deepseek.loader",
+    "save_model": "deepseek.loader",
+    "AutoMixedPrecision": "deepseek.amp",
+    "Trainer": "deepseek.train",
+    "PipelineResult": "deepseek.report",
+    "Table": "deepseek.report",
+    "get_registry": "deepseek.plugins",
+    "temporary_plugin": "deepseek.plugins",
+}
+
+__all__ = ["DeepSeekError", "hookimpl", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'deepseek' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

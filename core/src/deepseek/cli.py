@@ -1,0 +1,275 @@
+"""The ``deepseek`` command line.
+
+Core commands: ``plugins``, ``models``, ``pipelines``, ``summary``, ``run`` and ``demo``;
+installed plugins add their own groups (``deepseek medical ...``) through the
+``register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deepseek import __version__
+from deepseek.errors import DeepSeekError
+
+log = logging.getLogger("deepseek")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _versions_line() -> str:
+    from deepseek.plugins import plugin_infos
+
+    parts = [f"deepseek-core {__version__}"]
+    for info in plugin_infos():
+        parts.append(f"{info.distribution or info.name} {info.version or '?'}"
+                     + ("" if info.ok else " (failed to load)"))
+    return ", ".join(parts)
+
+
+class DeepSeekGroup(click.Group):
+    """Click group that turns DeepSeekError into a clean message and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DeepSeekError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            if ctx.obj and ctx.obj.get("verbose", 0) > 1:
+                traceback.print_exc()
+            ctx.exit(2)
+
+
+@click.group(cls=DeepSeekGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="deepseek",
+                      message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug and tracebacks).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """DeepSeek Toolkit: deep learning for medical imaging, manufacturing inspection and
+    low-latency finance.
+
+    Start with `deepseek demo` (every pipeline on built-in synthetic data) or
+    `deepseek plugins` (what is installed).
+    """
+    _setup_logging(verbose, quiet)
+    ctx.ensure_object(dict)
+    ctx.obj.update(verbose=verbose, quiet=quiet)
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def plugins_cmd(as_json: bool) -> None:
+    """List installed plugins, their versions and what they register."""
+    from deepseek.plugins import plugin_infos
+
+    infos = plugin_infos()
+    if as_json:
+        click.echo(json.dumps({"deepseek_core": __version__,
+                               "plugins": [i.to_dict() for i in infos]}, indent=2))
+        return
+    click.echo(f"deepseek-core {__version__}")
+    if not infos:
+        click.echo("no plugins installed (pip install deepseek-core[all])")
+    for info in infos:
+        status = "" if info.ok else click.style("  FAILED", fg="red")
+        click.echo(f"\n{info.name} {info.version or '?'}"
+                   f"{f' ({info.distribution})' if info.distribution else ''}{status}")
+        if info.hooks:
+            click.echo(f"  hooks: {', '.join(info.hooks)}")
+        for kind, names in info.registered.items():
+            if names:
+                click.echo(f"  {kind}s: {', '.join(names)}")
+        for where, err in info.errors.items():
+            click.echo(f"  error in {where}: {err}")
+
+
+def _list_registry(kind: str, pattern: str, as_json: bool) -> None:
+    from deepseek.plugins import get_registry
+
+    reg = get_registry(kind)
+    entries = [reg.entry(n) for n in reg.names(pattern)]
+    if as_json:
+        rows = []
+        for e in entries:
+            row = {"name": e.name, "plugin": e.plugin, "description": e.description}
+            if kind == "model":
+                row.update(config=e.meta.get("config") or {},
+                           weights=bool(e.meta.get("weights")),
+                           inputs=e.meta.get("inputs"))
+            rows.append(row)
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not entries:
+        click.echo(f"no {kind}s match {pattern!r}" if pattern != "*"
+                   else f"no {kind}s registered (install a plugin: pip install deepseek-core[all])")
+        return
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        extra = " [weights]" if kind == "model" and e.meta.get("weights") else ""
+        click.echo(f"{e.name.ljust(width)}  {e.plugin or '-':<14} {e.description}{extra}")
+
+
+@cli.command("models")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def models_cmd(pattern: str, as_json: bool) -> None:
+    """List registered models, optionally matching PATTERN (glob, or a substring)."""
+    _list_registry("model", pattern, as_json)
+
+
+@cli.command("pipelines")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def pipelines_cmd(pattern: str, as_json: bool) -> None:
+    """List registered pipelines (what `deepseek run` and `deepseek demo` run)."""
+    _list_registry("pipeline", pattern, as_json)
+
+
+@cli.command("summary")
+@click.argument("model")
+@click.option("--framework", type=click.Choice(["auto", "pytorch", "torchscript", "onnx"]),
+              default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
+              show_default=True)
+@click.option("--input-shape", help="Example input shape for output shapes, e.g. 1,3,32,32.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading pickled checkpoints.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def summary_cmd(model: str, framework: str, precision: str, input_shape: str | None,
+                trust_pickle: bool, as_json: bool) -> None:
+    """Print a layer table for MODEL (a registry name or a model file)."""
+    from deepseek.loader import ModelLoader
+
+    loaded = ModelLoader.load(model, framework=framework, precision=precision,
+                              trust_pickle=trust_pickle)
+    example = None
+    if input_shape:
+        try:
+            example = tuple(int(s) for s in input_shape.replace("x", ",").split(","))
+        except ValueError:
+            raise click.BadParameter(f"{input_shape!r}: use integers separated by commas",
+                                     param_hint="--input-shape") from None
+    elif loaded.inputs:
+        example = tuple(1 if int(d) < 0 else int(d) for d in loaded.inputs[0]["shape"])
+    s = loaded.summary(example)
+    click.echo(json.dumps(s.to_dict(), indent=2) if as_json else str(s))
+
+
+def _run_one(name: str, input_path: Path | None, out_dir: Path, quiet: bool) -> Any:
+    from deepseek.plugins import pipelines
+    from deepseek.report import PipelineResult
+
+    pipeline = pipelines().get(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        result = pipeline(input=input_path, out_dir=out_dir, quiet=quiet)
+    except DeepSeekError as exc:
+        result = PipelineResult(pipeline=name, error=str(exc))
+    if not isinstance(result, PipelineResult):
+        raise DeepSeekError(f"pipeline {name!r} returned {type(result).__name__}, not a "
+                            "PipelineResult (plugin bug)")
+    result.seconds = time.perf_counter() - t0
+    result.input = result.input or (str(input_path) if input_path else "built-in synthetic")
+    return result
+
+
+@cli.command("run")
+@click.argument("pipeline")
+@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path),
+              help="Input data (default: the pipeline's built-in synthetic input).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Report folder [default: reports/PIPELINE].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def run_cmd(ctx: click.Context, pipeline: str, input_path: Path | None, out_dir: Path | None,
+            as_json: bool) -> None:
+    """Run one PIPELINE and write its report (index.html + summary.json)."""
+    from deepseek.plugins import pipelines
+    from deepseek.report import write_report
+
+    pipelines().entry(pipeline)  # unknown names fail here, with suggestions
+    out_dir = out_dir or Path("reports") / pipeline
+    result = _run_one(pipeline, input_path, out_dir, ctx.obj["quiet"])
+    index = write_report(out_dir, [result], title=f"DeepSeek: {pipeline}")
+    if as_json:
+        click.echo(json.dumps(result.to_dict(relative_to=out_dir), indent=2))
+    else:
+        for k, v in result.metrics.items():
+            click.echo(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+        click.echo(f"report: {index.resolve()}")
+    if result.error:
+        click.secho(f"error: pipeline {pipeline} failed: {result.error}", fg="red", err=True)
+        ctx.exit(1)
+
+
+@cli.command("demo")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("reports") / "demo", show_default=True, help="Report folder.")
+@click.option("--only", "pattern", default="*", help="Run only pipelines matching this pattern.")
+@click.pass_context
+def demo_cmd(ctx: click.Context, out_dir: Path, pattern: str) -> None:
+    """Run every registered pipeline on its built-in synthetic data and write one report."""
+    from deepseek.plugins import pipelines, plugin_infos
+    from deepseek.report import write_report
+
+    names = pipelines().names(pattern)
+    notes = [_versions_line()]
+    failed = [i for i in plugin_infos() if not i.ok]
+    for info in failed:
+        notes.append(f"plugin {info.name} has errors: {info.errors}")
+    if not names:
+        msg = ("no pipelines are registered yet: the installed plugins "
+               f"({', '.join(i.name for i in plugin_infos()) or 'none'}) add none, "
+               "so the report lists no results")
+        click.echo(msg)
+        notes.append(msg)
+    results = []
+    for i, name in enumerate(names, 1):
+        click.echo(f"[{i}/{len(names)}] {name} ...")
+        res = _run_one(name, None, out_dir / name, ctx.obj["quiet"])
+        results.append(res)
+        status = "failed: " + res.error if res.error else f"done in {res.seconds:.1f} s"
+        click.echo(f"[{i}/{len(names)}] {name} {status}")
+        for k, v in res.metrics.items():
+            click.echo(f"    {k}: {v:.4g}" if isinstance(v, float) else f"    {k}: {v}")
+    index = write_report(out_dir, results, title="DeepSeek demo", notes=notes)
+    click.echo(f"report: {index.resolve()}")
+    click.echo(f"summary: {(out_dir / 'summary.json').resolve()}")
+    if any(r.error for r in results):
+        ctx.exit(1)
+
+
+_commands_added = False
+
+
+def build_cli() -> click.Group:
+    """The top-level group with the plugins' commands added (once)."""
+    global _commands_added
+    if not _commands_added:
+        from deepseek.plugins import add_commands
+
+        _commands_added = True
+        add_commands(cli)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    build_cli().main(args=argv, prog_name="deepseek")
+
+
+if __name__ == "__main__":
+    main()

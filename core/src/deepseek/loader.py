@@ -1,0 +1,554 @@
+"""Model loading with precision and device control.
+
+``ModelLoader.load(name_or_path, framework=..., precision=..., device=...)`` returns a
+:class:`LoadedModel`: call it like a function (numpy arrays or torch tensors in, the same kind
+out) and print ``.summary()``. What loads:
+
+* a registry name (``deepseek models`` lists them): the registered builder with its default
+  config updated by ``**config``, and the plugin's packaged weights when it ships them;
+* ``*.safetensors`` (or a folder holding ``model.safetensors``) with its JSON config naming a
+  registered architecture -- written by :func:`save_model`;
+* TorchScript archives (``torch.jit.save``);
+* ONNX files, run by onnxruntime;
+* pickled checkpoints (``torch.save``) only with ``trust_pickle=True``: unpickling runs
+  arbitrary code from the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepseek.errors import ModelLoadError, PrecisionError, UnknownNameError, UntrustedPickleError
+from deepseek.summary import ModelSummary, summarize_module, summarize_onnx
+
+log = logging.getLogger(__name__)
+
+PRECISIONS: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+FRAMEWORKS = ("auto", "pytorch", "torchscript", "onnx")
+CONFIG_META_KEY = "deepseek.config"
+ARCH_META_KEY = "deepseek.architecture"
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
+
+
+# --------------------------------------------------------------------------- devices, dtypes
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; other strings as ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PrecisionError(f"device {device!r} requested but CUDA is not available here; "
+                             "use device='cpu' or 'auto'")
+    return dev
+
+
+def resolve_precision(precision: str) -> torch.dtype:
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        raise PrecisionError(
+            f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}"
+        ) from None
+
+
+def check_precision(device: torch.device, dtype: torch.dtype) -> None:
+    """Raise :class:`PrecisionError` when ``device`` cannot compute in ``dtype``."""
+    if dtype == torch.float32:
+        return
+    name = {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise PrecisionError(f"{torch.cuda.get_device_name(device)} has no bf16 support; "
+                             "use precision='fp16' or 'fp32'")
+    try:
+        a = torch.ones(4, 4, dtype=dtype, device=device)
+        torch.nn.functional.linear(a, a)
+    except RuntimeError as exc:
+        raise PrecisionError(f"precision {name} cannot run on {device}: {exc}; "
+                             "use precision='fp32'") from exc
+
+
+# --------------------------------------------------------------------------- saving
+def save_model(module: torch.nn.Module, path: str | Path, *, architecture: str,
+               config: dict[str, Any] | None = None) -> Path:
+    """Save ``module`` as safetensors plus a JSON config naming its registered architecture.
+
+    Writes ``path`` (``.safetensors`` is appended when missing) and ``<stem>.json`` beside it;
+    the config is also embedded in the safetensors header, so either file alone identifies the
+    model. Returns the safetensors path.
+    """
+    from safetensors.torch import save_model as st_save_model
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = dict(config or {})
+    json.dumps(cfg)  # fail early on a config that cannot be written
+    st_save_model(module, str(path), metadata={ARCH_META_KEY: architecture,
+                                               CONFIG_META_KEY: json.dumps(cfg)})
+    path.with_suffix(".json").write_text(
+        json.dumps({"architecture": architecture, "config": cfg}, indent=2) + "\n")
+    return path
+
+
+def read_model_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """The ``(architecture, config)`` stored with a safetensors file (sidecar JSON or header)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    for side in (path.with_suffix(".json"), path.parent / "config.json"):
+        if side.is_file():
+            try:
+                data = json.loads(side.read_text())
+            except json.JSONDecodeError as exc:
+                raise ModelLoadError(f"{side}: not valid JSON ({exc}); fix or delete it") from exc
+            if isinstance(data, dict) and "architecture" in data:
+                cfg = data.get("config", {})
+                if not isinstance(cfg, dict):
+                    raise ModelLoadError(f"{side}: field 'config' must be an object")
+                return str(data["architecture"]), cfg
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({exc})") from exc
+    cfg = json.loads(meta[CONFIG_META_KEY]) if CONFIG_META_KEY in meta else {}
+    return meta.get(ARCH_META_KEY), cfg
+
+
+def export_onnx(module: torch.nn.Module, example_input: Any, path: str | Path, *,
+                input_names: list[str] | None = None, output_names: list[str] | None = None,
+                dynamic_batch: bool = True, opset: int = 17) -> Path:
+    """Export ``module`` to ONNX with a free batch dimension (first axis) by default."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    input_names = input_names or ([f"input{i}" for i in range(len(inputs))]
+                                  if len(inputs) > 1 else ["input"])
+    module = module.eval()
+    with torch.inference_mode():
+        probe = module(*inputs)
+    n_out = len(probe) if isinstance(probe, (tuple, list)) else 1
+    output_names = output_names or ([f"output{i}" for i in range(n_out)]
+                                    if n_out > 1 else ["output"])
+    axes = {n: {0: "batch"} for n in input_names + output_names} if dynamic_batch else None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, inputs, str(path), input_names=input_names,
+                          output_names=output_names, dynamic_axes=axes, opset_version=opset,
+                          dynamo=False)
+    return path
+
+
+# --------------------------------------------------------------------------- the wrapper
+class LoadedModel:
+    """A loaded model: callable, with ``summary()``.
+
+    Attributes: ``framework`` (pytorch/torchscript/onnx), ``precision``, ``device``,
+    ``source`` (registry name or path), ``module`` (torch) or ``session`` (onnxruntime),
+    ``architecture`` and ``config`` when known, ``inputs`` (tensor descriptions when the
+    registry declares them).
+    """
+
+    def __init__(self, *, framework: str, precision: str, device: torch.device, source: str,
+                 module: torch.nn.Module | None = None, session: Any = None,
+                 onnx_model: Any = None, architecture: str | None = None,
+                 config: dict[str, Any] | None = None,
+                 inputs: list[dict[str, Any]] | None = None) -> None:
+        self.framework = framework
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        self.device = device
+        self.source = source
+        self.module = module
+        self.session = session
+        self.onnx_model = onnx_model
+        self.architecture = architecture
+        self.config = config or {}
+        self.inputs = inputs
+
+    def __repr__(self) -> str:
+        return (f"LoadedModel({self.source!r}, framework={self.framework!r}, "
+                f"precision={self.precision!r}, device='{self.device}')")
+
+    # calling ---------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.session is not None:
+            return self._call_onnx(*args, **kwargs)
+        as_numpy = any(isinstance(a, np.ndarray) for a in list(args) + list(kwargs.values()))
+        targs = [self._to_tensor(a) for a in args]
+        tkw = {k: self._to_tensor(v) for k, v in kwargs.items()}
+        try:
+            with torch.inference_mode():
+                out = self.module(*targs, **tkw)
+        except RuntimeError as exc:
+            if self.precision != "fp32" and "not implemented for" in str(exc):
+                raise PrecisionError(f"{self.source}: an operator has no {self.precision} kernel "
+                                     f"on {self.device}: {exc}; load with precision='fp32'") from exc
+            raise
+        return _to_numpy(out) if as_numpy else out
+
+    def _to_tensor(self, x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        if isinstance(x, torch.Tensor):
+            if x.is_floating_point() and x.dtype != self.dtype:
+                x = x.to(self.dtype)
+            return x.to(self.device)
+        return x
+
+    def _call_onnx(self, *args: Any, **kwargs: Any) -> Any:
+        as_torch = any(isinstance(a, torch.Tensor) for a in list(args) + list(kwargs.values()))
+        metas = self.session.get_inputs()
+        if len(args) > len(metas):
+            raise TypeError(f"{self.source}: model takes {len(metas)} inputs, got {len(args)}")
+        feed: dict[str, np.ndarray] = {}
+        by_name = {m.name: m for m in metas}
+        for meta, value in list(zip(metas, args)) + [(by_name.get(k), v) for k, v in kwargs.items()]:
+            if meta is None:
+                raise TypeError(f"{self.source}: unknown input name; the model's inputs are "
+                                f"{[m.name for m in metas]}")
+            arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else \
+                np.asarray(value)
+            want = _ORT_TYPES.get(meta.type)
+            if want is not None and arr.dtype != want:
+                arr = arr.astype(want)
+            feed[meta.name] = arr
+        outs = self.session.run(None, feed)
+        if as_torch:
+            outs = [torch.from_numpy(o) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    # introspection ---------------------------------------------------------------------
+    def summary(self, example_input: Any = None) -> ModelSummary:
+        """Layer table (name, type, output shape with ``example_input``, params), totals, MB."""
+        title = f"{self.source} [{self.framework}, {self.precision}, {self.device}]"
+        if self.session is not None:
+            return summarize_onnx(self.onnx_model, title=title)
+        return summarize_module(self.module, example_input, title=title, device=self.device)
+
+    def num_parameters(self) -> int:
+        if self.module is not None:
+            return sum(p.numel() for p in {id(p): p for p in self.module.parameters()}.values())
+        return self.summary().total_params
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+    "tensor(uint8)": np.uint8,
+}
+
+
+def _to_numpy(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        t = out.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return t.numpy()
+    if isinstance(out, (list, tuple)):
+        return type(out)(_to_numpy(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _to_numpy(v) for k, v in out.items()}
+    return out
+
+
+# --------------------------------------------------------------------------- the loader
+class ModelLoader:
+    """Loads registry models and model files; see the module docstring."""
+
+    @classmethod
+    def load(cls, name_or_path: str | Path | torch.nn.Module, framework: str = "auto",
+             precision: str = "fp32", device: str | torch.device = "auto", *,
+             trust_pickle: bool = False, pretrained: bool = True,
+             architecture: str | None = None, onnx_threads: int | None = None,
+             **config: Any) -> LoadedModel:
+        """Load a model.
+
+        Args:
+            name_or_path: a registry name, a file path, or an ``nn.Module`` to wrap.
+            framework: ``"auto"`` (from the file), ``"pytorch"``, ``"torchscript"`` or
+                ``"onnx"``. A registry model asked for as ``"torchscript"`` or ``"onnx"`` is
+                traced/exported from its declared inputs.
+            precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``: parameters (or the ONNX graph)
+                are converted, and float inputs are cast on the way in.
+            device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"`` ...
+            trust_pickle: allow unpickling ``torch.save`` checkpoints (runs code from the
+                file; only for files you trust).
+            pretrained: load the plugin's packaged weights for registry models.
+            architecture: registry name to build for a bare state dict.
+            onnx_threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+            **config: overrides of the registry model's default config.
+        """
+        if framework not in FRAMEWORKS:
+            raise ModelLoadError(f"unknown framework {framework!r}; use one of "
+                                 f"{', '.join(FRAMEWORKS)}")
+        dtype = resolve_precision(precision)
+        dev = resolve_device(device)
+
+        if isinstance(name_or_path, torch.nn.Module):
+            module = name_or_path
+            return cls._finish_torch(module, framework if framework != "auto" else "pytorch",
+                                     precision, dtype, dev, source=type(module).__name__)
+
+        path = Path(name_or_path)
+        if path.exists():
+            return cls._load_path(path, framework, precision, dtype, dev, trust_pickle,
+                                  architecture, onnx_threads, config)
+        name = str(name_or_path)
+        from deepseek.plugins import models
+
+        registry = models()
+        if name not in registry and (path.suffix or "/" in name or "\\" in name):
+            raise ModelLoadError(f"{name}: no such file, and not a registered model name "
+                                 "(`deepseek models` lists the names)")
+        try:
+            entry = registry.entry(name)
+        except UnknownNameError as exc:
+            raise ModelLoadError(str(exc) + " (or give the path of a model file)") from None
+        module, cfg = build_registered(name, pretrained=pretrained, **config)
+        inputs = entry.meta.get("inputs")
+        if framework in ("auto", "pytorch"):
+            return cls._finish_torch(module, "pytorch", precision, dtype, dev, source=name,
+                                     architecture=name, config=cfg, inputs=inputs)
+        example = example_from_inputs(inputs, name)
+        if framework == "torchscript":
+            module = module.eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scripted = torch.jit.trace(module, example)
+            return cls._finish_torch(scripted, "torchscript", precision, dtype, dev, source=name,
+                                     architecture=name, config=cfg, inputs=inputs)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_onnx(module, example, Path(tmp) / f"{name}.onnx",
+                                    input_names=[i["name"] for i in inputs])
+            loaded = cls._load_onnx(onnx_path, precision, dev, onnx_threads, source=name)
+        loaded.architecture, loaded.config, loaded.inputs = name, cfg, inputs
+        return loaded
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def _load_path(cls, path: Path, framework: str, precision: str, dtype: torch.dtype,
+                   dev: torch.device, trust_pickle: bool, architecture: str | None,
+                   onnx_threads: int | None, config: dict[str, Any]) -> LoadedModel:
+        if path.is_dir():
+            for cand in ("model.safetensors", "model.onnx", "model.pt"):
+                if (path / cand).is_file():
+                    path = path / cand
+                    break
+            else:
+                raise ModelLoadError(f"{path}: folder holds no model.safetensors, model.onnx or "
+                                     "model.pt; give the model file itself")
+        kind = detect_format(path)
+        if framework == "onnx" and kind != "onnx":
+            raise ModelLoadError(f"{path}: framework='onnx' but the file is {kind}; export it "
+                                 "with deepseek.loader.export_onnx first")
+        if framework == "torchscript" and kind != "torchscript":
+            raise ModelLoadError(f"{path}: framework='torchscript' but the file is {kind}")
+        if framework == "pytorch" and kind in ("onnx", "torchscript"):
+            raise ModelLoadError(f"{path}: framework='pytorch' but the file is {kind}; use "
+                                 f"framework='{kind}' or 'auto'")
+        if kind == "onnx":
+            return cls._load_onnx(path, precision, dev, onnx_threads, source=str(path))
+        if kind == "torchscript":
+            try:
+                module = torch.jit.load(str(path), map_location="cpu")
+            except Exception as exc:
+                raise ModelLoadError(f"{path}: TorchScript archive could not be loaded: {exc}") \
+                    from exc
+            return cls._finish_torch(module, "torchscript", precision, dtype, dev,
+                                     source=str(path))
+        if kind == "safetensors":
+            arch, cfg = read_model_config(path)
+            arch = architecture or arch
+            if not arch:
+                raise ModelLoadError(
+                    f"{path}: no architecture recorded (no {path.with_suffix('.json').name}, no "
+                    f"config.json, no '{ARCH_META_KEY}' in the header); pass "
+                    "architecture='<registered model name>'")
+            cfg = {**cfg, **config}
+            module, _ = build_registered(arch, pretrained=False, **cfg)
+            load_safetensors_into(module, path)
+            return cls._finish_torch(module, "pytorch", precision, dtype, dev, source=str(path),
+                                     architecture=arch, config=cfg)
+        # a pickle
+        if not trust_pickle:
+            raise UntrustedPickleError(
+                f"{path} is a pickled checkpoint; unpickling can run arbitrary code from the "
+                "file, so it is refused. Convert it to safetensors (deepseek.loader.save_model) "
+                "or, if you trust its source, pass trust_pickle=True (CLI: --trust-pickle)")
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: could not unpickle: {exc}") from exc
+        if isinstance(obj, torch.nn.Module):
+            return cls._finish_torch(obj, "pytorch", precision, dtype, dev, source=str(path))
+        if isinstance(obj, dict):
+            state = obj.get("state_dict", obj.get("model", obj))
+            if not architecture:
+                raise ModelLoadError(f"{path} holds a state dict, not a model; pass "
+                                     "architecture='<registered model name>' to build it")
+            module, cfg = build_registered(architecture, pretrained=False, **config)
+            _load_state(module, state, path)
+            return cls._finish_torch(module, "pytorch", precision, dtype, dev, source=str(path),
+                                     architecture=architecture, config=cfg)
+        raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a model or state dict")
+
+    @staticmethod
+    def _finish_torch(module: torch.nn.Module, framework: str, precision: str,
+                      dtype: torch.dtype, dev: torch.device, *, source: str,
+                      architecture: str | None = None, config: dict[str, Any] | None = None,
+                      inputs: list[dict[str, Any]] | None = None) -> LoadedModel:
+        check_precision(dev, dtype)
+        module = module.to(device=dev)
+        if dtype != torch.float32:
+            module = module.to(dtype=dtype)
+        module.eval()
+        return LoadedModel(framework=framework, precision=precision, device=dev, source=source,
+                           module=module, architecture=architecture, config=config,
+                           inputs=inputs)
+
+    @staticmethod
+    def _load_onnx(path: Path, precision: str, dev: torch.device, threads: int | None, *,
+                   source: str) -> LoadedModel:
+        import onnx
+        import onnxruntime as ort
+
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: not a readable ONNX file ({exc})") from exc
+        if precision == "bf16":
+            raise PrecisionError(f"{path}: onnxruntime has no bf16 kernels for most operators; "
+                                 "use precision='fp16' or 'fp32' for ONNX models")
+        if precision == "fp16":
+            from onnxconverter_common import float16
+
+            model = float16.convert_float_to_float16(model, keep_io_types=True)
+        providers = ["CPUExecutionProvider"]
+        if dev.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise PrecisionError(f"{path}: device {dev} requested but this onnxruntime has "
+                                     "no CUDAExecutionProvider; install onnxruntime-gpu or use "
+                                     "device='cpu'")
+            providers.insert(0, "CUDAExecutionProvider")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: onnxruntime could not create a session "
+                                 f"({precision}): {exc}") from exc
+        return LoadedModel(framework="onnx", precision=precision, device=dev, source=source,
+                           session=session, onnx_model=model)
+
+
+# --------------------------------------------------------------------------- helpers
+def detect_format(path: Path) -> str:
+    """``onnx``, ``safetensors``, ``torchscript`` or ``pickle``, from the file's content."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".onnx":
+        return "onnx"
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if any(n.split("/", 1)[-1].startswith("code/") or n.endswith("constants.pkl")
+               for n in names):
+            return "torchscript"
+        return "pickle"
+    if head[:1] == b"\x80" or path.suffix in PICKLE_SUFFIXES:
+        return "pickle"
+    if len(head) >= 8 and int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{":
+        return "safetensors"
+    raise ModelLoadError(f"{path}: unrecognised model format; expected .safetensors (+ JSON "
+                         "config), .onnx, a TorchScript archive or a torch.save checkpoint")
+
+
+def build_registered(name: str, pretrained: bool = True,
+                     **config: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build registry model ``name`` with its default config updated by ``config``.
+
+    Loads the packaged weights when ``pretrained`` and the plugin ships them. Returns the
+    module and the full config used.
+    """
+    from deepseek.plugins import models
+
+    entry = models().entry(name)
+    cfg = {**(entry.meta.get("config") or {}), **config}
+    try:
+        module = entry.obj(**cfg)
+    except TypeError as exc:
+        raise ModelLoadError(f"model {name!r}: bad config {config}: {exc}") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise ModelLoadError(f"model {name!r}: its builder returned {type(module).__name__}, "
+                             "not a torch.nn.Module (plugin bug)")
+    weights = entry.meta.get("weights")
+    if pretrained and weights:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise ModelLoadError(f"model {name!r}: packaged weights {weights} are missing; "
+                                 "reinstall the plugin or pass pretrained=False")
+        try:
+            load_safetensors_into(module, weights)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{exc}; the packaged weights fit the default config only - "
+                                 "pass pretrained=False to build with new settings") from None
+    return module, cfg
+
+
+def load_safetensors_into(module: torch.nn.Module, path: str | Path) -> None:
+    from safetensors.torch import load_model
+
+    try:
+        missing, unexpected = load_model(module, str(path), strict=False)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: weights do not fit the model: {exc}") from exc
+    if missing or unexpected:
+        raise ModelLoadError(f"{path}: weights do not fit the model (missing: "
+                             f"{sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})")
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path}: state dict does not fit the model: {exc}") from exc
+
+
+def example_from_inputs(inputs: list[dict[str, Any]] | None, name: str) -> tuple:
+    """Zero tensors for a registry model's declared inputs (free dimensions set to 1)."""
+    if not inputs:
+        raise ModelLoadError(f"model {name!r} declares no inputs, so it cannot be traced or "
+                             "exported; load it with framework='pytorch'")
+    out = []
+    for spec in inputs:
+        shape = [1 if int(d) < 0 else int(d) for d in spec["shape"]]
+        dtype = getattr(torch, spec.get("dtype", "float32"))
+        out.append(torch.zeros(shape, dtype=dtype))
+    return tuple(out)

@@ -1,0 +1,7 @@
+"""deepseek-finance: A microsecond tick-to-decision inference path and a latency-aware backtester."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
