@@ -69,7 +69,7 @@ def load_plugins() -> pluggy.PluginManager:
     _loaded = True
     only = _env_names("DEEPSEEK_LOAD_PLUGINS")
     disabled = _env_names("DEEPSEEK_DISABLE_PLUGINS") or set()
-    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         name = ep.name
         if (only is not None and name not in only) or name in disabled:
             log.debug("plugin %s not loaded (selected out by environment)", name)
@@ -95,7 +95,7 @@ def _fingerprint() -> frozenset:
 def _call_hook(hook_name: str, kwargs_for: Callable[[str], dict[str, Any]]) -> None:
     """Call each plugin's implementation of ``hook_name`` separately, isolating failures."""
     caller = getattr(pm.hook, hook_name)
-    for impl in sorted(caller.get_hookimpls(), key=lambda i: i.plugin_name):
+    for impl in caller.get_hookimpls():  # registration order: the first plugin wins a name
         kwargs = kwargs_for(impl.plugin_name)
         try:
             impl.function(**{k: kwargs[k] for k in impl.argnames})

@@ -1,0 +1,84 @@
+"""Shared fixtures: a tiny test plugin registered for the duration of a test."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deepseek import hookimpl
+from deepseek.plugins import temporary_plugin
+
+
+class TinyNet(torch.nn.Module):
+    """A small MLP with no batch-dependent layers."""
+
+    def __init__(self, n_in: int = 8, hidden: int = 16, n_out: int = 3) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(n_in, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class TinyConv(torch.nn.Module):
+    """A small CNN with a buffer (BatchNorm) for summary/size checks."""
+
+    def __init__(self, channels: int = 4) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, channels, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(channels)
+        self.head = torch.nn.Linear(channels, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        return self.head(y.mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def tiny_plugin(tmp_path):
+    """Registers models ``test-tiny`` (with packaged weights) and ``test-conv``, a reader, a
+    metric and a pipeline, then removes them."""
+    from deepseek.loader import save_model
+    from deepseek.report import PipelineResult, Table
+
+    torch.manual_seed(0)
+    weights = save_model(TinyNet(), tmp_path / "weights" / "test-tiny.safetensors",
+                         architecture="test-tiny", config={})
+
+    class Plugin:
+        __version__ = "9.9.9"
+
+        @staticmethod
+        @hookimpl
+        def register_models(register):
+            register("test-tiny", TinyNet, config={"n_in": 8, "hidden": 16, "n_out": 3},
+                     weights=str(weights), description="tiny MLP for tests",
+                     inputs=[{"name": "x", "dtype": "float32", "shape": [-1, 8]}])
+            register("test-conv", TinyConv, config={"channels": 4},
+                     inputs=[{"name": "image", "dtype": "float32", "shape": [-1, 1, 8, 8]}])
+
+        @staticmethod
+        @hookimpl
+        def register_readers(register):
+            register("test-reader", lambda path: open(path).read(), description="reads text")
+
+        @staticmethod
+        @hookimpl
+        def register_metrics(register):
+            register("test-accuracy",
+                     lambda p, r: {"accuracy": float((p == r).mean())})
+
+        @staticmethod
+        @hookimpl
+        def register_pipelines(register):
+            def pipeline(input=None, out_dir=None, quiet=False):
+                return PipelineResult(pipeline="test-pipeline", title="Test pipeline",
+                                      metrics={"score": 0.75},
+                                      tables=[Table("rows", ["a", "b"], [[1, 2.5]])],
+                                      input=str(input) if input else None)
+
+            register("test-pipeline", pipeline, description="returns a fixed result")
+
+    with temporary_plugin(Plugin, name="test-plugin"):
+        yield Plugin

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from deepseek import __version__
+from deepseek.cli import build_cli
+
+
+@pytest.fixture
+def invoke():
+    runner = CliRunner()
+
+    def _invoke(*args):
+        return runner.invoke(build_cli(), list(args), catch_exceptions=False)
+
+    return _invoke
+
+
+def test_version(invoke):
+    res = invoke("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"deepseek {__version__}"
+
+
+def test_plugins_json_lists_the_three_plugins(invoke):
+    res = invoke("plugins", "--json")
+    assert res.exit_code == 0
+    data = json.loads(res.output)
+    by_name = {p["name"]: p for p in data["plugins"]}
+    for name in ("medical", "manufacturing", "finance"):
+        p = by_name[name]
+        assert p["version"] == "0.1.0" and p["errors"] == {}
+        assert {"readers", "models", "metrics", "pipelines", "hooks"} <= set(p)
+
+
+def test_plugin_groups_are_added(invoke):
+    res = invoke("--help")
+    for name in ("medical", "manufacturing", "finance", "plugins", "models", "run", "demo"):
+        assert name in res.output
+    res = invoke("medical", "--help")
+    assert res.exit_code == 0 and "Medical imaging" in res.output
+
+
+def test_models_lists_and_filters(invoke, tiny_plugin):
+    res = invoke("models")
+    assert "test-tiny" in res.output and "[weights]" in res.output
+    res = invoke("models", "conv", "--json")
+    rows = json.loads(res.output)
+    assert [r["name"] for r in rows] == ["test-conv"] and rows[0]["plugin"] == "test-plugin"
+    assert "no models match" in invoke("models", "zzz").output
+
+
+def test_summary_command(invoke, tiny_plugin):
+    res = invoke("summary", "test-conv")
+    assert res.exit_code == 0, res.output
+    assert "Conv2d" in res.output and "[1, 4, 8, 8]" in res.output
+    res = invoke("summary", "test-conv", "--input-shape", "2,1,8,8", "--json")
+    assert json.loads(res.output)["output_shape"] == [2, 2]
+
+
+def test_run_writes_report(invoke, tiny_plugin, tmp_path):
+    out = tmp_path / "rep"
+    res = invoke("run", "test-pipeline", "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["metrics"] == {"score": 0.75}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pipelines"][0]["pipeline"] == "test-pipeline"
+    html = (out / "index.html").read_text()
+    assert "Test pipeline" in html and "score" in html
+
+
+def test_run_unknown_pipeline_suggests(invoke, tiny_plugin):
+    res = invoke("run", "test-pipelin")
+    assert res.exit_code == 2
+    assert "unknown pipeline 'test-pipelin'" in res.output and "test-pipeline" in res.output
+
+
+def test_demo_runs_every_pipeline(invoke, tiny_plugin, tmp_path):
+    res = invoke("demo", "--out", str(tmp_path / "demo"))
+    assert res.exit_code == 0, res.output
+    assert "test-pipeline done" in res.output
+    assert f"report: {(tmp_path / 'demo' / 'index.html').resolve()}" in res.output
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    names = [p["pipeline"] for p in summary["pipelines"]]
+    assert "test-pipeline" in names
+
+
+def test_demo_without_pipelines_says_so(invoke, tmp_path, monkeypatch):
+    from deepseek import plugins
+
+    monkeypatch.setenv("DEEPSEEK_LOAD_PLUGINS", "")
+    plugins._reset_for_tests()
+    try:
+        res = invoke("demo", "--out", str(tmp_path / "d"))
+    finally:
+        monkeypatch.delenv("DEEPSEEK_LOAD_PLUGINS")
+        plugins._reset_for_tests()
+    assert res.exit_code == 0
+    assert "no pipelines are registered yet" in res.output
+    assert (tmp_path / "d" / "index.html").is_file()
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["pipelines"] == []
+
+
+def test_bad_model_file_is_a_clean_error(invoke, tmp_path):
+    bad = tmp_path / "m.onnx"
+    bad.write_text("garbage")
+    res = invoke("summary", str(bad))
+    assert res.exit_code == 2 and res.output.startswith("error: ")
+    assert "m.onnx" in res.output and "Traceback" not in res.output

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepseek import ModelLoader
+from deepseek.errors import ModelLoadError, PrecisionError, UntrustedPickleError
+from deepseek.loader import export_onnx, save_model
+
+from ..conftest import TinyConv, TinyNet
+
+
+@pytest.fixture
+def x():
+    torch.manual_seed(1)
+    return torch.randn(5, 8)
+
+
+def test_registry_name_loads_packaged_weights(tiny_plugin, x):
+    m = ModelLoader.load("test-tiny", device="cpu")
+    assert m.framework == "pytorch" and m.precision == "fp32"
+    torch.manual_seed(0)
+    expect = TinyNet()(x)  # the fixture saved the weights of this seed-0 model
+    torch.testing.assert_close(m(x), expect, rtol=0, atol=0)
+    # numpy in, numpy out
+    out = m(x.numpy())
+    assert isinstance(out, np.ndarray) and np.allclose(out, expect.detach().numpy(), atol=1e-6)
+
+
+def test_registry_config_override_and_pretrained(tiny_plugin):
+    m = ModelLoader.load("test-tiny", hidden=32, pretrained=False)
+    assert m.module.body[0].out_features == 32 and m.config["hidden"] == 32
+    with pytest.raises(ModelLoadError, match="default config only"):
+        ModelLoader.load("test-tiny", hidden=32)
+
+
+def test_safetensors_round_trip(tiny_plugin, tmp_path, x):
+    torch.manual_seed(3)
+    net = TinyNet(hidden=12)
+    path = save_model(net, tmp_path / "m", architecture="test-tiny", config={"hidden": 12})
+    assert path.suffix == ".safetensors" and path.with_suffix(".json").is_file()
+    m = ModelLoader.load(path)
+    torch.testing.assert_close(m(x), net(x), rtol=0, atol=0)
+    # the header alone carries the config when the sidecar JSON is gone
+    path.with_suffix(".json").unlink()
+    m2 = ModelLoader.load(path)
+    assert m2.architecture == "test-tiny" and m2.config["hidden"] == 12
+
+
+def test_torchscript_round_trip(tmp_path, x):
+    net = TinyNet().eval()
+    path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(net), str(path))
+    m = ModelLoader.load(path)
+    assert m.framework == "torchscript"
+    torch.testing.assert_close(m(x), net(x), rtol=0, atol=0)
+
+
+def test_onnx_matches_pytorch(tmp_path, x):
+    net = TinyNet().eval()
+    path = export_onnx(net, torch.randn(1, 8), tmp_path / "m.onnx", input_names=["x"])
+    m = ModelLoader.load(path)
+    assert m.framework == "onnx"
+    out = m(x.numpy())
+    np.testing.assert_allclose(out, net(x).detach().numpy(), atol=1e-5, rtol=0)
+    out_t = m(x)  # torch in, torch out
+    assert isinstance(out_t, torch.Tensor)
+
+
+def test_registry_model_as_onnx_and_torchscript(tiny_plugin, x):
+    ref = ModelLoader.load("test-tiny")(x)
+    onnx_m = ModelLoader.load("test-tiny", framework="onnx")
+    np.testing.assert_allclose(onnx_m(x.numpy()), ref.numpy(), atol=1e-5, rtol=0)
+    ts = ModelLoader.load("test-tiny", framework="torchscript")
+    torch.testing.assert_close(ts(x), ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_precision_changes_parameter_dtypes(tiny_plugin, x, precision, dtype):
+    m = ModelLoader.load("test-tiny", precision=precision, device="cpu")
+    assert {p.dtype for p in m.module.parameters()} == {dtype}
+    out = m(x)
+    assert out.dtype == dtype
+    ref = ModelLoader.load("test-tiny")(x)
+    torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
+
+
+def test_onnx_fp16_converts_the_graph(tmp_path, x):
+    import onnx
+
+    net = TinyNet().eval()
+    path = export_onnx(net, torch.randn(1, 8), tmp_path / "m.onnx")
+    m = ModelLoader.load(path, precision="fp16")
+    types = {i.data_type for i in m.onnx_model.graph.initializer}
+    assert types == {onnx.TensorProto.FLOAT16}
+    np.testing.assert_allclose(m(x.numpy()), net(x).detach().numpy(), atol=2e-2)
+    with pytest.raises(PrecisionError, match="bf16"):
+        ModelLoader.load(path, precision="bf16")
+
+
+def test_bad_precision_and_device():
+    with pytest.raises(PrecisionError, match="unknown precision 'fp8'"):
+        ModelLoader.load(TinyNet(), precision="fp8")
+    if not torch.cuda.is_available():
+        with pytest.raises(PrecisionError, match="CUDA is not available"):
+            ModelLoader.load(TinyNet(), device="cuda")
+
+
+def test_summary_totals_and_shapes(tiny_plugin):
+    m = ModelLoader.load("test-conv")
+    s = m.summary(example_input=(2, 1, 8, 8))
+    expected = sum(p.numel() for p in m.module.parameters())
+    assert s.total_params == expected == sum(r.params for r in s.rows)
+    assert s.trainable_params == expected
+    rows = {r.name: r for r in s.rows}
+    assert rows["conv"].output_shape == [2, 4, 8, 8]
+    assert rows["head"].output_shape == [2, 2]
+    assert s.output_shape == [2, 2]
+    buffers = sum(b.numel() * b.element_size() for b in m.module.buffers())
+    assert s.size_mb == pytest.approx((expected * 4 + buffers) / 1e6)
+    text = str(s)
+    assert "Total params" in text and f"{expected:,}" in text and "Conv2d" in text
+    # without an example input: no shapes, same totals
+    s2 = m.summary()
+    assert s2.total_params == expected and all(r.output_shape is None for r in s2.rows)
+
+
+def test_summary_shared_parameters_counted_once():
+    lin = torch.nn.Linear(4, 4)
+    net = torch.nn.Sequential(lin, torch.nn.ReLU(), lin)
+    s = ModelLoader.load(net).summary(torch.randn(1, 4))
+    assert s.total_params == 20 == sum(r.params for r in s.rows)
+
+
+def test_summary_frozen_parameters():
+    net = TinyNet()
+    for p in net.body[0].parameters():
+        p.requires_grad_(False)
+    s = ModelLoader.load(net).summary()
+    assert s.trainable_params == sum(p.numel() for p in net.body[2].parameters())
+    assert s.non_trainable_params == 8 * 16 + 16
+
+
+def test_onnx_summary_totals(tmp_path):
+    net = TinyConv().eval()
+    path = export_onnx(net, torch.randn(1, 1, 8, 8), tmp_path / "c.onnx")
+    s = ModelLoader.load(path).summary()
+    # BatchNorm folds into the conv at export; the head is unchanged
+    assert s.total_params == sum(r.params for r in s.rows)
+    assert s.total_params >= sum(p.numel() for p in net.head.parameters())
+
+
+def test_pickle_refused_without_trust_flag(tmp_path, x):
+    net = TinyNet()
+    path = tmp_path / "model.pt"
+    torch.save(net, path)
+    with pytest.raises(UntrustedPickleError, match="trust_pickle=True"):
+        ModelLoader.load(path)
+    m = ModelLoader.load(path, trust_pickle=True)
+    torch.testing.assert_close(m(x), net(x))
+
+
+def test_pickled_state_dict_needs_architecture(tiny_plugin, tmp_path, x):
+    net = TinyNet()
+    path = tmp_path / "state.pth"
+    torch.save({"state_dict": net.state_dict()}, path)
+    with pytest.raises(ModelLoadError, match="architecture="):
+        ModelLoader.load(path, trust_pickle=True)
+    m = ModelLoader.load(path, trust_pickle=True, architecture="test-tiny")
+    torch.testing.assert_close(m(x), net(x))
+
+
+def test_bad_files(tiny_plugin, tmp_path):
+    with pytest.raises(ModelLoadError, match="no such file"):
+        ModelLoader.load(tmp_path / "missing.onnx")
+    with pytest.raises(ModelLoadError, match="did you mean: test-tiny"):
+        ModelLoader.load("test-tin")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not an onnx file at all")
+    with pytest.raises(ModelLoadError, match="junk.onnx"):
+        ModelLoader.load(junk)
+    bare = tmp_path / "bare.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(TinyNet().state_dict(), str(bare))
+    with pytest.raises(ModelLoadError, match="no architecture recorded"):
+        ModelLoader.load(bare)
+    wrong = save_model(TinyNet(hidden=5), tmp_path / "wrong", architecture="test-tiny",
+                       config={})  # config says default hidden=16, weights have 5
+    with pytest.raises(ModelLoadError, match="do not fit"):
+        ModelLoader.load(wrong)
+    with pytest.raises(ModelLoadError, match="framework='onnx'"):
+        ModelLoader.load(wrong, framework="onnx")
+    with pytest.raises(ModelLoadError, match="unknown framework"):
+        ModelLoader.load(wrong, framework="tensorflow")
