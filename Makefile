@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check core plugins tests benchmarks
 
 bench: $(STAMP)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+	@for b in $(wildcard benchmarks/*.py); do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache
