@@ -1,0 +1,556 @@
+"""A synthetic chest CT phantom written as a real DICOM CT series, with LUNA16 ground truth.
+
+The phantom is defined analytically in world space (LPS mm), so any slice geometry -- pixel
+size, slice step, gantry tilt -- samples the same anatomy: body outline with a fat layer and
+muscle, ribs and spine, mediastinum, two lungs with a posterior density gradient, trachea and
+main bronchi, branching vessel trees, and nodules of 3-30 mm (solid and part-solid; some
+touching the pleura or a vessel). Gaussian noise is added per slice.
+
+``write_phantom(out_dir, ...)`` writes a CT Image Storage series (or one Enhanced CT file) and
+``annotations.csv`` in LUNA16's format (``seriesuid,coordX,coordY,coordZ,diameter_mm``, world
+mm). ``deepseek medical phantom OUT_DIR`` is the CLI.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepseek.medical.errors import MedicalError
+
+log = logging.getLogger(__name__)
+
+TRANSFER_SYNTAXES = {
+    "explicit": "1.2.840.10008.1.2.1",
+    "implicit": "1.2.840.10008.1.2",
+    "big-endian": "1.2.840.10008.1.2.2",
+    "deflate": "1.2.840.10008.1.2.1.99",
+    "rle": "1.2.840.10008.1.2.5",
+    "jpeg-ls": "1.2.840.10008.1.2.4.80",
+    "jpeg2000": "1.2.840.10008.1.2.4.90",
+}
+_COMPRESSED = {"rle", "jpeg-ls", "jpeg2000"}
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+@dataclass
+class Nodule:
+    center: tuple[float, float, float]  # world (x, y, z) mm
+    diameter_mm: float
+    kind: str = "solid"  # or "part-solid"
+    attached: str = "none"  # or "pleura", "vessel"
+
+
+@dataclass
+class _Tube:
+    a: np.ndarray
+    b: np.ndarray
+    radius: float
+    hu: float
+    lumen_hu: float | None = None  # airways: air inside a wall
+
+
+class ChestPhantom:
+    """The analytic anatomy. ``hu(points)`` gives noise-free HU at world points ``(N, 3)``."""
+
+    def __init__(self, seed: int = 0, z_range: tuple[float, float] = (-150.0, 150.0),
+                 n_nodules: int = 6, diameters: tuple[float, float] = (3.0, 30.0)) -> None:
+        self.rng = np.random.default_rng(seed)
+        z0, z1 = z_range
+        self.z0, self.z1 = z0, z1
+        self.zc = 0.5 * (z0 + z1)
+        L = z1 - z0
+        r = self.rng
+        self.body = (160.0 + r.uniform(-10, 10), 112.0 + r.uniform(-8, 8))  # semi-axes x, y
+        self.fat = 14.0 + r.uniform(-4, 4)
+        self.lungs = [
+            (np.array([side * 72.0, -4.0, self.zc + 10.0]),
+             np.array([56.0 + r.uniform(-4, 4), 78.0 + r.uniform(-4, 4), 0.5 * L + 30.0]))
+            for side in (-1.0, 1.0)
+        ]
+        self.heart = (np.array([8.0, -22.0, self.zc - 0.2 * L]), np.array([58.0, 52.0, 0.35 * L]))
+        self.spine = (np.array([0.0, 82.0]), 17.0)
+        tubes: list[_Tube] = []
+        carina = np.array([0.0, -18.0, self.zc + 0.15 * L])
+        tubes.append(_Tube(np.array([0.0, -30.0, z1 + 20.0]), carina, 9.0, 40.0, -1000.0))
+        hila = []
+        for side in (-1.0, 1.0):
+            hilum = np.array([side * 42.0, -8.0, self.zc + 0.05 * L])
+            tubes.append(_Tube(carina, hilum, 6.0, 40.0, -1000.0))
+            hila.append(hilum)
+        self.vessels: list[_Tube] = []
+        for (center, axes), hilum in zip(self.lungs, hila):
+            self._tree(hilum + np.array([0.0, 6.0, 0.0]), center, axes, depth=4, radius=4.5)
+        self.tubes = tubes
+        self.nodules = self._place_nodules(n_nodules, diameters)
+
+    # anatomy ---------------------------------------------------------------------------------
+    def _tree(self, start: np.ndarray, center: np.ndarray, axes: np.ndarray, depth: int,
+              radius: float, direction: np.ndarray | None = None) -> None:
+        r = self.rng
+        for _ in range(2 if direction is not None else 4):
+            if direction is None:
+                d = center - start + r.normal(0, 25, 3)
+            else:
+                d = direction + r.normal(0, 0.6, 3)
+            d /= np.linalg.norm(d)
+            length = 22.0 + depth * 9.0 + r.uniform(-5, 5)
+            end = start + d * length
+            if not self._in_lung(end[None], margin=0.0)[0]:
+                end = start + d * length * 0.5
+            self.vessels.append(_Tube(start.copy(), end, radius, 40.0))
+            if depth > 1:
+                self._tree(end, center, axes, depth - 1, max(0.8, radius * 0.68), d)
+
+    def _in_body(self, p: np.ndarray, shrink: float = 0.0) -> np.ndarray:
+        a, b = self.body
+        return ((p[:, 0] / (a - shrink)) ** 2 + (p[:, 1] / (b - shrink)) ** 2) <= 1.0
+
+    def _lung_value(self, p: np.ndarray) -> np.ndarray:
+        """Signed 'inside-ness' of the lungs: > 0 inside (max over both lungs)."""
+        best = np.full(len(p), -np.inf)
+        for c, ax in self.lungs:
+            q = (p - c) / ax
+            best = np.maximum(best, 1.0 - np.sqrt((q ** 2).sum(1)))
+        hc, hax = self.heart
+        heart_in = 1.0 - np.sqrt((((p - hc) / hax) ** 2).sum(1))
+        return np.minimum(best, -heart_in)
+
+    def _in_lung(self, p: np.ndarray, margin: float = 0.0) -> np.ndarray:
+        return (self._lung_value(p) > margin) & self._in_body(p, shrink=self.fat + 10)
+
+    def _place_nodules(self, n: int, diameters: tuple[float, float]) -> list[Nodule]:
+        r = self.rng
+        out: list[Nodule] = []
+        lo, hi = diameters
+        attempts = 0
+        while len(out) < n and attempts < 20000:
+            attempts += 1
+            # log-uniform sizes: many small nodules, a few large ones, as in screening data
+            d = float(math.exp(r.uniform(math.log(lo), math.log(hi))))
+            rad = d / 2
+            kind = "part-solid" if r.random() < 0.3 and d >= 6 else "solid"
+            mode = ("pleura", "vessel", "none")[len(out) % 3] if n >= 3 else "none"
+            c, ax = self.lungs[int(r.integers(2))]
+            p = c + ax * r.uniform(-0.85, 0.85, 3)
+            p[2] = np.clip(p[2], self.z0 + rad + 12, self.z1 - rad - 12)
+            if mode == "vessel":
+                v = self.vessels[int(r.integers(len(self.vessels)))]
+                t = r.uniform(0.2, 0.8)
+                axis = v.a + t * (v.b - v.a)
+                off = np.cross(v.b - v.a, r.normal(size=3))
+                off /= np.linalg.norm(off) + 1e-9
+                p = axis + off * (rad + v.radius * 0.8)
+            if mode == "pleura":
+                # move outwards until the sphere touches the lung boundary
+                c_l = min(self.lungs, key=lambda lv: np.linalg.norm((p - lv[0]) / lv[1]))[0]
+                d_out = p - c_l
+                d_out[2] = 0
+                d_out /= np.linalg.norm(d_out) + 1e-9
+                for _ in range(200):
+                    if not self._in_lung((p + d_out * (rad + 1.0))[None])[0]:
+                        break
+                    p = p + d_out * 1.0
+            if not (self.z0 + 10 + rad + 2 <= p[2] <= self.z1 - 10 - rad - 2):
+                continue  # keep every nodule wholly inside the scanned slab
+            sphere = p + rad * _fibonacci(24)
+            inside = self._in_lung(sphere)
+            need = 0.4 if mode != "none" else 1.0
+            if not self._in_lung(p[None])[0] or inside.mean() < need:
+                continue
+            if any(np.linalg.norm(p - np.asarray(o.center)) < rad + o.diameter_mm / 2 + 8
+                   for o in out):
+                continue
+            out.append(Nodule(tuple(float(v) for v in p), round(d, 2), kind, mode))
+        if len(out) < n:
+            log.warning("placed %d of %d nodules (the lungs are too small for more)", len(out), n)
+        return out
+
+    def hu(self, p: np.ndarray) -> np.ndarray:
+        """Noise-free HU at world points ``p`` of shape ``(N, 3)``."""
+        out = np.full(len(p), -1000.0, dtype=np.float32)  # outside air
+        body = self._in_body(p)
+        out[body] = -100.0  # subcutaneous fat
+        inner = self._in_body(p, shrink=self.fat)
+        out[inner] = 40.0  # muscle / soft tissue
+        a, b = self.body
+        # ribs: an elliptical shell in bands along z
+        shell = self._in_body(p, shrink=self.fat + 4) & ~self._in_body(p, shrink=self.fat + 11)
+        band = np.mod(p[:, 2] - self.z0, 26.0) < 10.0
+        out[shell & band & (p[:, 1] > -a * 0.6)] = 650.0
+        sc, sr = self.spine
+        dist = np.hypot(p[:, 0] - sc[0], p[:, 1] - sc[1])
+        out[dist < sr] = 300.0
+        out[(dist < sr) & (dist > sr - 3)] = 900.0
+        lung = self._in_lung(p)
+        out[lung] = (-860.0 + 50.0 * np.clip(p[lung, 1] / 80.0, -1, 1)).astype(np.float32)
+        self._draw_tubes(p, out, self.vessels, within=lung)
+        self._draw_tubes(p, out, self.tubes, within=inner)
+        for nod in self.nodules:
+            c = np.asarray(nod.center)
+            rad = nod.diameter_mm / 2
+            dd = np.sqrt(((p - c) ** 2).sum(1))
+            if nod.kind == "part-solid":
+                ggo = dd <= rad
+                out[ggo] = np.maximum(out[ggo], -520.0)
+                core = dd <= rad * 0.5
+                out[core] = 25.0
+            else:
+                # a slightly soft edge (partial volume) over 0.6 mm
+                w = np.clip((rad - dd) / 0.6 + 0.5, 0, 1)
+                hit = w > 0
+                out[hit] = out[hit] * (1 - w[hit]) + 30.0 * w[hit]
+        return out
+
+    @staticmethod
+    def _draw_tubes(p: np.ndarray, out: np.ndarray, tubes: list[_Tube], within: np.ndarray) -> None:
+        if not len(p):
+            return
+        lo_p, hi_p = p.min(0), p.max(0)
+        for t in tubes:
+            lo = np.minimum(t.a, t.b) - t.radius
+            hi = np.maximum(t.a, t.b) + t.radius
+            if np.any(hi < lo_p) or np.any(lo > hi_p):
+                continue
+            sel = np.nonzero(np.all((p >= lo) & (p <= hi), axis=1) & within)[0]
+            if not sel.size:
+                continue
+            q = p[sel]
+            ab = t.b - t.a
+            s = np.clip(((q - t.a) @ ab) / (ab @ ab), 0, 1)
+            d = np.linalg.norm(q - (t.a + s[:, None] * ab), axis=1)
+            wall = d <= t.radius
+            out[sel[wall]] = t.hu
+            if t.lumen_hu is not None:
+                out[sel[d <= t.radius - 2.0]] = t.lumen_hu
+
+
+def _fibonacci(n: int) -> np.ndarray:
+    i = np.arange(n) + 0.5
+    phi = np.arccos(1 - 2 * i / n)
+    theta = math.pi * (1 + 5 ** 0.5) * i
+    return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
+
+
+@dataclass
+class PhantomSeries:
+    """What :func:`write_phantom` wrote."""
+
+    out_dir: Path
+    files: list[Path]
+    series_uid: str
+    nodules: list[Nodule]
+    annotations: Path
+    spacing: tuple[float, float, float]
+    positions: list[tuple[float, float, float]] = field(default_factory=list)
+    extra_series: list[str] = field(default_factory=list)
+    dicomdir: Path | None = None
+
+
+def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices: int = 120,
+                  pixel_spacing: float | None = None, slice_step: float = 2.5,
+                  slice_thickness: float | None = None, n_nodules: int = 6,
+                  diameters: tuple[float, float] = (3.0, 30.0), tilt_deg: float = 0.0,
+                  noise: float = 15.0, transfer_syntax: str = "explicit",
+                  enhanced: bool = False, shuffle: bool = False, missing_slice: bool = False,
+                  extra_series: bool = False, localizer: bool = False,
+                  out_of_field: bool = False, vary_rescale: bool = False,
+                  dicomdir: bool = False, fov_mm: float = 360.0) -> PhantomSeries:
+    """Write a chest CT phantom series to ``out_dir`` plus ``annotations.csv``.
+
+    Args:
+        seed: the random seed (anatomy, nodules, noise); the same seed gives the same files
+            except for UIDs and dates.
+        size: rows = columns of each image.
+        slices: number of slices.
+        pixel_spacing: in-plane spacing in mm (default ``fov_mm / size``).
+        slice_step: table step between slices in mm.
+        slice_thickness: nominal SliceThickness (default: the step).
+        n_nodules, diameters: how many nodules and their diameter range in mm.
+        tilt_deg: gantry tilt about the patient's left-right axis.
+        noise: standard deviation of the Gaussian noise in HU.
+        transfer_syntax: one of ``explicit``, ``implicit``, ``big-endian``, ``deflate``,
+            ``rle``, ``jpeg-ls``, ``jpeg2000`` (lossless ones, so HU survive exactly).
+        enhanced: write one Enhanced CT multi-frame file instead of one file per slice.
+        shuffle: random file names and shuffled InstanceNumbers.
+        missing_slice: drop one slice in the middle (a gap).
+        extra_series: add a second, thicker axial CT series (5 mm) in the same folder.
+        localizer: add a coronal localizer image sharing the main SeriesInstanceUID.
+        out_of_field: set pixels outside a circular field of view to -3024 HU (as scanners
+            do), and declare PixelPaddingValue.
+        vary_rescale: a different RescaleIntercept on every slice.
+        dicomdir: write the series as a DICOM File-set with a ``DICOMDIR``.
+    """
+    import pydicom  # noqa: F401  (fail early with a clear import error)
+    from pydicom.uid import generate_uid
+
+    if transfer_syntax not in TRANSFER_SYNTAXES:
+        raise MedicalError(f"unknown transfer_syntax {transfer_syntax!r}; use one of "
+                           f"{', '.join(TRANSFER_SYNTAXES)}")
+    if size < 16 or slices < 1:
+        raise MedicalError("size must be >= 16 and slices >= 1")
+    if enhanced and transfer_syntax not in ("explicit", "implicit"):
+        raise MedicalError("enhanced output is written uncompressed (explicit or implicit)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ps = float(pixel_spacing or fov_mm / size)
+    thick = float(slice_thickness or slice_step)
+    theta = math.radians(tilt_deg)
+    row = np.array([1.0, 0.0, 0.0])
+    col = np.array([0.0, math.cos(theta), math.sin(theta)])
+    extent = (slices - 1) * slice_step
+    z_first = -extent / 2
+    phantom = ChestPhantom(seed=seed, z_range=(z_first - 10, z_first + extent + 10),
+                           n_nodules=n_nodules, diameters=diameters)
+    rng = np.random.default_rng(seed + 1)
+    study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    half = (size - 1) * ps / 2
+    origin0 = np.array([-half, -half * math.cos(theta), z_first - half * math.sin(theta)])
+    ipps = [origin0 + np.array([0.0, 0.0, k * slice_step]) for k in range(slices)]
+    keep = list(range(slices))
+    if missing_slice and slices >= 5:
+        keep.remove(slices // 2)
+    ii, jj = np.meshgrid(np.arange(size), np.arange(size))
+    offsets = (ii.reshape(-1, 1) * ps * row + jj.reshape(-1, 1) * ps * col)
+    fov = (ii - (size - 1) / 2) ** 2 + (jj - (size - 1) / 2) ** 2 > ((size - 1) / 2) ** 2
+
+    images = []
+    for k in keep:
+        hu = phantom.hu(ipps[k] + offsets).reshape(size, size)
+        hu = hu + rng.normal(0.0, noise, hu.shape).astype(np.float32) if noise > 0 else hu
+        if out_of_field:
+            hu[fov] = -3024.0
+        images.append(np.clip(np.rint(hu), -3024, 3071).astype(np.int16))
+
+    base = _base_dataset(study_uid, series_uid, frame_uid, seed, thick, ps)
+    files: list[Path] = []
+    order = np.arange(len(keep))
+    if shuffle:
+        rng.shuffle(order)
+    if enhanced:
+        path = out_dir / "enhanced_ct.dcm"
+        _write_enhanced(base, path, images, [ipps[k] for k in keep], row, col,
+                        TRANSFER_SYNTAXES[transfer_syntax])
+        files.append(path)
+    else:
+        for n, (k, img) in enumerate(zip(keep, images)):
+            intercept = -1024.0 - (10.0 * (n % 4) if vary_rescale else 0.0)
+            inst = int(order[n]) + 1 if shuffle else n + 1
+            name = f"{generate_uid(prefix=None)[-12:]}.dcm" if shuffle else f"slice_{n + 1:04d}.dcm"
+            path = out_dir / name
+            _write_slice(base, path, img, intercept, ipps[k], row, col, inst,
+                         TRANSFER_SYNTAXES[transfer_syntax], out_of_field)
+            files.append(path)
+    extra: list[str] = []
+    if extra_series:
+        uid2 = generate_uid()
+        b2 = _base_dataset(study_uid, uid2, frame_uid, seed, 5.0, ps)
+        b2.SeriesNumber = 3
+        b2.SeriesDescription = "Chest 5mm"
+        step2 = 5.0
+        n2 = max(2, int(extent // step2) // 2)
+        for n in range(n2):
+            ipp = origin0 + np.array([0.0, 0.0, n * step2])
+            hu = phantom.hu(ipp + offsets).reshape(size, size)
+            img = np.clip(np.rint(hu), -3024, 3071).astype(np.int16)
+            path = out_dir / f"thick_{n + 1:04d}.dcm"
+            _write_slice(b2, path, img, -1024.0, ipp, row, col, n + 1, TRANSFER_SYNTAXES["explicit"],
+                         False)
+        extra.append(uid2)
+    if localizer:
+        loc_row, loc_col = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])
+        ipp = np.array([-half, 0.0, z_first + extent])
+        pts = ipp + ii.reshape(-1, 1) * ps * loc_row + jj.reshape(-1, 1) * \
+            (extent / max(size - 1, 1)) * loc_col
+        img = np.clip(np.rint(phantom.hu(pts).reshape(size, size)), -3024, 3071).astype(np.int16)
+        b3 = _base_dataset(study_uid, series_uid, frame_uid, seed, 1.0, ps)
+        b3.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        _write_slice(b3, out_dir / "localizer.dcm", img, -1024.0, ipp, loc_row, loc_col, 999,
+                     TRANSFER_SYNTAXES["explicit"], False)
+    dd_path = None
+    if dicomdir:
+        dd_path = _as_fileset(out_dir, files)
+        files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != "DICOMDIR"
+                       and p.suffix != ".csv")
+    annotations = out_dir / "annotations.csv"
+    with open(annotations, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"])
+        for nod in phantom.nodules:
+            w.writerow([series_uid, *(f"{c:.3f}" for c in nod.center), f"{nod.diameter_mm:.2f}"])
+    with open(out_dir / "nodules.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "type", "attached"])
+        for nod in phantom.nodules:
+            w.writerow([series_uid, *(f"{c:.3f}" for c in nod.center), f"{nod.diameter_mm:.2f}",
+                        nod.kind, nod.attached])
+    return PhantomSeries(out_dir, files, str(series_uid), phantom.nodules, annotations,
+                         (ps, ps, slice_step * math.cos(theta)),
+                         [tuple(ipps[k]) for k in keep], extra, dd_path)
+
+
+def _base_dataset(study_uid: str, series_uid: str, frame_uid: str, seed: int, thick: float,
+                  ps: float) -> Any:
+    from pydicom.dataset import Dataset
+
+    now = _dt.datetime(2026, 1, 1, 9, 0, 0)
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.AccessionNumber = ""
+    ds.Modality = "CT"
+    ds.Manufacturer = "DeepSeek Toolkit phantom"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "Synthetic chest CT phantom"
+    ds.SeriesDescription = "Chest phantom"
+    ds.PatientName = f"Phantom^{seed}"
+    ds.PatientID = f"PHANTOM-{seed:04d}"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.BodyPartExamined = "CHEST"
+    ds.SliceThickness = f"{thick:.6g}"
+    ds.KVP = "120"
+    ds.PatientPosition = "HFS"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = 2
+    ds.FrameOfReferenceUID = frame_uid
+    ds.PositionReferenceIndicator = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelSpacing = [f"{ps:.6g}", f"{ps:.6g}"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.WindowCenter = "-600"
+    ds.WindowWidth = "1500"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    return ds
+
+
+def _file_meta(sop_class: str, sop_uid: str, ts: str) -> Any:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ts
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    return meta
+
+
+def _write_slice(base: Any, path: Path, hu: np.ndarray, intercept: float, ipp: np.ndarray,
+                 row: np.ndarray, col: np.ndarray, instance: int, ts: str,
+                 padding: bool) -> None:
+    import copy
+
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+    ds = copy.deepcopy(base)
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
+    ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([row, col])]
+    ds.SliceLocation = f"{float(ipp[2]):.6f}"
+    ds.RescaleIntercept = f"{intercept:g}"
+    ds.Rows, ds.Columns = hu.shape
+    stored = (hu.astype(np.int32) - int(intercept)).astype(np.int16)
+    if padding:
+        ds.PixelPaddingValue = int(-3024 - int(intercept))
+    ds.PixelData = stored.tobytes()
+    ds.file_meta = _file_meta(CT_IMAGE_STORAGE, ds.SOPInstanceUID, ExplicitVRLittleEndian)
+    uid = UID(ts)
+    if uid.is_compressed:
+        ds.compress(uid)
+    elif ts == "1.2.840.10008.1.2.2":  # big endian: the pixel bytes are swapped too
+        ds.PixelData = stored.astype(">i2").tobytes()
+        ds.file_meta.TransferSyntaxUID = uid
+    else:
+        ds.file_meta.TransferSyntaxUID = uid
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _write_enhanced(base: Any, path: Path, images: list[np.ndarray], ipps: list[np.ndarray],
+                    row: np.ndarray, col: np.ndarray, ts: str) -> None:
+    import copy
+
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+
+    ds = copy.deepcopy(base)
+    ds.SOPClassUID = ENHANCED_CT_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = len(images)
+    ds.Rows, ds.Columns = images[0].shape
+    for name in ("PixelSpacing", "SliceThickness", "RescaleSlope", "RescaleType",
+                 "WindowCenter", "WindowWidth"):
+        if name in ds:
+            delattr(ds, name)
+    shared = Dataset()
+    meas = Dataset()
+    meas.PixelSpacing = base.PixelSpacing
+    meas.SliceThickness = base.SliceThickness
+    shared.PixelMeasuresSequence = Sequence([meas])
+    ori = Dataset()
+    ori.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([row, col])]
+    shared.PlaneOrientationSequence = Sequence([ori])
+    pvt = Dataset()
+    pvt.RescaleIntercept = "-1024"
+    pvt.RescaleSlope = "1"
+    pvt.RescaleType = "HU"
+    shared.PixelValueTransformationSequence = Sequence([pvt])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per = []
+    for n, ipp in enumerate(ipps):
+        f = Dataset()
+        pos = Dataset()
+        pos.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
+        f.PlanePositionSequence = Sequence([pos])
+        fc = Dataset()
+        fc.InStackPositionNumber = n + 1
+        fc.StackID = "1"
+        f.FrameContentSequence = Sequence([fc])
+        per.append(f)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per)
+    stack = np.stack([(im.astype(np.int32) + 1024).astype(np.int16) for im in images])
+    ds.PixelData = stack.tobytes()
+    ds.file_meta = _file_meta(ENHANCED_CT_STORAGE, ds.SOPInstanceUID, ts)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _as_fileset(out_dir: Path, files: list[Path]) -> Path:
+    """Rewrite ``files`` as a DICOM File-set (DICOMDIR + IHE-style names) inside ``out_dir``."""
+    import shutil
+    import tempfile
+
+    from pydicom.fileset import FileSet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        moved = []
+        for f in files:
+            dst = Path(tmp) / f.name
+            shutil.move(str(f), dst)
+            moved.append(dst)
+        fs = FileSet()
+        for f in moved:
+            fs.add(str(f))
+        fs.write(str(out_dir))
+    return out_dir / "DICOMDIR"

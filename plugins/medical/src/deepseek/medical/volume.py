@@ -1,0 +1,288 @@
+"""`Volume`: a CT (or any 3-D) image with explicit physical geometry.
+
+Conventions (the whole plugin follows them):
+
+* ``array`` is indexed ``(z, y, x)``: slice, row, column.
+* ``spacing`` and ``origin`` are ``(x, y, z)`` in millimetres in the DICOM/ITK patient frame
+  (LPS: +x towards the patient's left, +y posterior, +z head).
+* ``direction`` is a 3x3 matrix whose columns are the world directions of the column (x),
+  row (y) and slice (z) index axes. For an ordinary scan it is orthonormal. For a gantry-tilted
+  scan the slice axis is sheared: column 2 is the slice-to-slice step divided by
+  ``spacing[2]`` (the spacing measured along the slice normal), so it is longer than 1 and not
+  orthogonal to the others, and every voxel's world position stays exact.
+* Voxel indices given to or returned by :meth:`Volume.voxel_to_world` and
+  :meth:`Volume.world_to_voxel` are in array order ``(z, y, x)``; world points are
+  ``(x, y, z)`` mm.
+
+World point of voxel ``(k, j, i)``: ``origin + direction @ (spacing * (i, j, k))``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepseek.medical.errors import MedicalError, VolumeFileError
+
+log = logging.getLogger(__name__)
+
+AIR_HU = -1024.0
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".nrrd")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+@dataclass
+class Volume:
+    """A 3-D image with geometry; see the module docstring for the conventions."""
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.array = np.asarray(self.array)
+        if self.array.ndim != 3:
+            raise MedicalError(f"Volume needs a 3-D (z, y, x) array, got shape {self.array.shape}")
+        self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
+        self.origin = tuple(float(o) for o in self.origin)  # type: ignore[assignment]
+        self.direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise MedicalError(f"spacing must be three positive numbers (x, y, z) mm, got "
+                               f"{self.spacing}")
+        if abs(np.linalg.det(self.direction)) < 1e-6:
+            raise MedicalError("direction matrix is singular")
+
+    # -- geometry ------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 matrix mapping ``(x, y, z, 1)`` index (column, row, slice) to world mm."""
+        a = np.eye(4)
+        a[:3, :3] = self.direction * np.asarray(self.spacing)[None, :]
+        a[:3, 3] = self.origin
+        return a
+
+    @property
+    def is_sheared(self) -> bool:
+        """True for a gantry-tilted (non-orthonormal) grid."""
+        d = self.direction
+        return not np.allclose(d.T @ d, np.eye(3), atol=1e-6)
+
+    def voxel_to_world(self, zyx: Any) -> np.ndarray:
+        """World ``(x, y, z)`` mm of voxel indices given in array order ``(z, y, x)``.
+
+        Accepts one index triple or an ``(N, 3)`` array (fractional indices allowed).
+        """
+        idx = np.asarray(zyx, dtype=float)
+        flat = idx.reshape(-1, 3)[:, ::-1]  # -> (x, y, z) index order
+        world = flat @ (self.direction * np.asarray(self.spacing)[None, :]).T + \
+            np.asarray(self.origin)
+        return world.reshape(idx.shape)
+
+    def world_to_voxel(self, xyz: Any) -> np.ndarray:
+        """Continuous voxel indices, array order ``(z, y, x)``, of world points ``(x, y, z)``."""
+        pts = np.asarray(xyz, dtype=float)
+        m = self.direction * np.asarray(self.spacing)[None, :]
+        idx = np.linalg.solve(m, (pts.reshape(-1, 3) - np.asarray(self.origin)).T).T
+        return idx[:, ::-1].reshape(pts.shape)
+
+    def world_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Min and max world ``(x, y, z)`` over the voxel centres of the eight corners."""
+        nz, ny, nx = self.shape
+        corners = np.array([[z, y, x] for z in (0, nz - 1) for y in (0, ny - 1)
+                            for x in (0, nx - 1)], dtype=float)
+        w = self.voxel_to_world(corners)
+        return w.min(axis=0), w.max(axis=0)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __repr__(self) -> str:
+        return (f"Volume(shape={self.shape}, dtype={self.array.dtype}, spacing="
+                f"{tuple(round(s, 4) for s in self.spacing)}, origin="
+                f"{tuple(round(o, 3) for o in self.origin)}{', sheared' if self.is_sheared else ''})")
+
+    def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
+        """The same geometry with another array (same shape)."""
+        if array.shape != self.array.shape:
+            raise MedicalError(f"array shape {array.shape} != volume shape {self.shape}")
+        return Volume(array, self.spacing, self.origin, self.direction.copy(),
+                      {**self.metadata, **meta})
+
+    # -- intensity ------------------------------------------------------------------------
+    def normalized(self, window: tuple[float, float] = (-1000.0, 400.0)) -> Volume:
+        """Map the HU ``window`` (low, high) to [0, 1], clipping outside it."""
+        lo, hi = float(window[0]), float(window[1])
+        if not hi > lo:
+            raise MedicalError(f"window must be (low, high) with high > low, got {window}")
+        arr = np.clip((self.array.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+        return self.with_array(arr, normalized_window=[lo, hi])
+
+    # -- SimpleITK --------------------------------------------------------------------------
+    def to_sitk(self) -> Any:
+        """A ``SimpleITK.Image`` with the same array and geometry (a sheared grid is kept)."""
+        import SimpleITK as sitk
+
+        img = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        img.SetSpacing(self.spacing)
+        img.SetOrigin(self.origin)
+        img.SetDirection(self.direction.flatten().tolist())
+        return img
+
+    @classmethod
+    def from_sitk(cls, image: Any, metadata: dict[str, Any] | None = None) -> Volume:
+        import SimpleITK as sitk
+
+        if image.GetDimension() != 3:
+            raise MedicalError(f"expected a 3-D image, got {image.GetDimension()}-D")
+        return cls(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(),
+                   np.asarray(image.GetDirection()).reshape(3, 3), dict(metadata or {}))
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write NIfTI (``.nii``, ``.nii.gz``) or MetaImage (``.mhd`` + ``.raw``, ``.mha``)."""
+        import SimpleITK as sitk
+
+        path = Path(path)
+        if _suffix(path) not in IMAGE_SUFFIXES:
+            raise VolumeFileError(f"{path}: unsupported file type; use one of "
+                                  f"{', '.join(IMAGE_SUFFIXES)}")
+        if self.is_sheared:
+            raise VolumeFileError(
+                f"{path}: this volume has a gantry-tilted (sheared) grid, which NIfTI and "
+                "MetaImage cannot store; call volume.straighten() first (or read the series "
+                "with DICOMReader(..., tilt='resample'))")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            sitk.WriteImage(self.to_sitk(), str(path), useCompression=_suffix(path) != ".nii")
+        except RuntimeError as exc:
+            raise VolumeFileError(f"{path}: could not write: {exc}") from exc
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Volume:
+        """Read a NIfTI / MetaImage / NRRD file (LUNA16 ``.mhd``/``.raw`` included)."""
+        import SimpleITK as sitk
+
+        path = Path(path)
+        if not path.is_file():
+            raise VolumeFileError(f"{path}: no such file")
+        try:
+            img = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[-1]
+                          if first else "")
+            raise VolumeFileError(f"{path}: could not read as {_suffix(path)}: {detail.strip()}"
+                                  " (for .mhd, check that the .raw file named by "
+                                  "ElementDataFile is beside it and complete)") from exc
+        if img.GetNumberOfComponentsPerPixel() != 1:
+            raise VolumeFileError(f"{path}: has {img.GetNumberOfComponentsPerPixel()} "
+                                  "components per voxel; expected a scalar image")
+        if img.GetDimension() == 2:
+            img = sitk.JoinSeries([img])
+        vol = cls.from_sitk(img)
+        stem = path.name[: -len(_suffix(path))]
+        vol.metadata.update(source=str(path), series_uid=stem, format=_suffix(path).lstrip("."))
+        if vol.array.dtype != np.float32:
+            vol.array = vol.array.astype(np.float32)
+        return vol
+
+    # -- resampling -------------------------------------------------------------------------
+    def resample(self, spacing: Any, interpolator: str = "linear",
+                 default_value: float | None = None) -> Volume:
+        """Resample onto a straight grid with ``spacing`` (x, y, z) mm, in physical space.
+
+        The output keeps the input's row/column directions (the slice axis becomes the slice
+        normal for a tilted input), covers the input's whole extent and starts at the same
+        world point for an untilted input, so the same world point shows the same anatomy
+        before and after. ``interpolator``: ``"linear"`` for images, ``"nearest"`` for label
+        masks, ``"bspline"``. Outside the field of view: ``default_value`` (-1024 HU for
+        images, 0 for ``nearest``).
+        """
+        import SimpleITK as sitk
+
+        sp = np.asarray(spacing, dtype=float).reshape(-1)
+        if sp.size != 3 or not np.all(sp > 0):
+            raise MedicalError(f"spacing must be three positive numbers (x, y, z) mm, got "
+                               f"{spacing}")
+        interps = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor,
+                   "bspline": sitk.sitkBSpline}
+        if interpolator not in interps:
+            raise MedicalError(f"interpolator must be one of {sorted(interps)}")
+        if default_value is None:
+            default_value = 0.0 if interpolator == "nearest" else AIR_HU
+        # output frame: orthonormal, row/column axes kept, slice axis = their normal
+        x_ax = self.direction[:, 0] / np.linalg.norm(self.direction[:, 0])
+        y_ax = self.direction[:, 1] - x_ax * (x_ax @ self.direction[:, 1])
+        y_ax /= np.linalg.norm(y_ax)
+        z_ax = np.cross(x_ax, y_ax)
+        if z_ax @ self.direction[:, 2] < 0:
+            z_ax = -z_ax
+        frame = np.stack([x_ax, y_ax, z_ax], axis=1)
+        lo, hi = self._frame_extent(frame)
+        size = np.floor((hi - lo) / sp + 1e-6).astype(int) + 1
+        out_origin = np.asarray(self.origin) + frame @ lo
+
+        src = sitk.GetImageFromArray(np.ascontiguousarray(self.array))  # index space geometry
+        m = self.direction * np.asarray(self.spacing)[None, :]
+        minv = np.linalg.inv(m)
+        tf = sitk.AffineTransform(3)
+        tf.SetMatrix(minv.flatten().tolist())
+        tf.SetTranslation((-minv @ np.asarray(self.origin)).tolist())
+        ref = sitk.Image([int(s) for s in size], sitk.sitkUInt8)
+        ref.SetSpacing(sp.tolist())
+        ref.SetOrigin(out_origin.tolist())
+        ref.SetDirection(frame.flatten().tolist())
+        out_type = src.GetPixelID() if interpolator == "nearest" else sitk.sitkFloat32
+        res = sitk.Resample(src, ref, tf, interps[interpolator], float(default_value), out_type)
+        out = Volume.from_sitk(res, dict(self.metadata))
+        out.metadata["resampled_from"] = {"spacing": list(self.spacing), "shape":
+                                          list(self.shape), "sheared": self.is_sheared}
+        return out
+
+    def straighten(self) -> Volume:
+        """A tilted (sheared) volume resampled onto a straight grid with the same spacing."""
+        return self.resample(self.spacing) if self.is_sheared else self
+
+    def _frame_extent(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nz, ny, nx = self.shape
+        corners = np.array([[z, y, x] for z in (0, nz - 1) for y in (0, ny - 1)
+                            for x in (0, nx - 1)], dtype=float)
+        rel = self.voxel_to_world(corners) - np.asarray(self.origin)
+        c = rel @ frame  # coordinates along the output axes
+        return c.min(axis=0), c.max(axis=0)
+
+
+def read_volume(path: str | Path, **options: Any) -> Volume:
+    """Open any supported input as a :class:`Volume` in HU.
+
+    A folder, ``DICOMDIR``, ``.dcm`` file or list of files goes to :class:`DICOMReader`
+    (``options`` are its arguments); ``.mhd``/``.mha``/``.nii``/``.nii.gz``/``.nrrd`` files
+    go to SimpleITK.
+    """
+    if isinstance(path, (list, tuple)):
+        from deepseek.medical.dicom import DICOMReader
+
+        return DICOMReader(path, **options).load()
+    p = Path(path)
+    if p.is_file() and _suffix(p) in IMAGE_SUFFIXES:
+        return Volume.load(p)
+    if not p.exists():
+        raise VolumeFileError(f"{p}: no such file or folder")
+    from deepseek.medical.dicom import DICOMReader
+
+    return DICOMReader(p, **options).load()
