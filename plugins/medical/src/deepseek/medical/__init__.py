@@ -1,7 +1,44 @@
-"""deepseek-medical: CT DICOM series to Hounsfield volumes, physical-space resampling and lung-nodule detection scored with the LUNA16 FROC/CPM protocol."""
+"""deepseek-medical: CT DICOM series to Hounsfield volumes, physical-space resampling, and
+lung-nodule detection scored with the LUNA16 FROC/CPM protocol.
+
+    from deepseek.medical import DICOMReader
+    reader = DICOMReader(path="/data/ct_scans")
+    images = reader.load(normalize=True, window=[-1000, 1000])
+    voxels = reader.to_voxels(spacing=[0.5, 0.5, 1.0])
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_LAZY = {
+    "DICOMReader": "deepseek.medical.dicom",
+    "SeriesInfo": "deepseek.medical.dicom",
+    "Volume": "deepseek.medical.volume",
+    "read_volume": "deepseek.medical.volume",
+    "write_phantom": "deepseek.medical.phantom",
+    "ChestPhantom": "deepseek.medical.phantom",
+    "MedicalError": "deepseek.medical.errors",
+    "DicomReadError": "deepseek.medical.errors",
+    "SeriesError": "deepseek.medical.errors",
+    "GeometryError": "deepseek.medical.errors",
+    "DecoderMissingError": "deepseek.medical.errors",
+    "VolumeFileError": "deepseek.medical.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'deepseek.medical' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

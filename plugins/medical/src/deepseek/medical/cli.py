@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
 from deepseek.medical import __version__
@@ -11,16 +14,116 @@ from deepseek.medical import __version__
 @click.version_option(__version__, "--version", prog_name="deepseek-medical",
                       message="%(prog)s %(version)s")
 def medical() -> None:
-    """Medical imaging: CT DICOM series to Hounsfield volumes, physical-space resampling and lung-nodule detection scored with the LUNA16 FROC/CPM protocol."""
+    """Medical imaging: CT DICOM series to Hounsfield volumes, physical-space resampling,
+    lung-nodule detection (LUNA16 FROC/CPM).
+
+    Inputs: DICOM folders (searched recursively), DICOMDIR, single or enhanced multi-frame
+    files, LUNA16 .mhd/.raw, NIfTI (.nii, .nii.gz).
+    """
 
 
 @medical.command("info")
-def info() -> None:
-    """Show what this plugin registers."""
-    from deepseek.plugins import plugin_infos
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def info(path: Path, as_json: bool) -> None:
+    """List the series found under PATH (a folder, DICOMDIR or file)."""
+    from deepseek.medical.dicom import discover
+    from deepseek.medical.volume import IMAGE_SUFFIXES, Volume
 
-    for plugin in plugin_infos():
-        if plugin.name == "medical":
-            click.echo(f"deepseek-medical {__version__}")
-            for kind, names in plugin.registered.items():
-                click.echo(f"  {kind}s: {', '.join(names) or '(none yet)'}")
+    if path.is_file() and any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+        vol = Volume.load(path)
+        row = {"file": str(path), "shape_zyx": list(vol.shape), "spacing_xyz": list(vol.spacing),
+               "origin_xyz": list(vol.origin)}
+        click.echo(json.dumps(row, indent=2) if as_json else
+                   "\n".join(f"{k}: {v}" for k, v in row.items()))
+        return
+    series, skipped = discover(path)
+    if as_json:
+        click.echo(json.dumps({"series": [s.to_dict() for s in series], "skipped": skipped},
+                              indent=2))
+        return
+    if not series:
+        click.echo(f"no DICOM images under {path}" + (f" (skipped: {skipped})" if skipped else ""))
+        return
+    header = ["series uid", "description", "mod", "orient", "slices", "size", "transfer syntax"]
+    rows = []
+    from pydicom.uid import UID
+
+    for s in series:
+        rows.append([s.uid, s.description[:28], s.modality, s.orientation, str(s.n_slices),
+                     f"{s.rows}x{s.cols}", ", ".join(UID(t).name for t in s.transfer_syntaxes)])
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    if skipped:
+        click.echo("skipped: " + ", ".join(f"{n} {what}" for what, n in skipped.items()))
+
+
+@medical.command("convert")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--spacing", nargs=3, type=float, default=None, metavar="X Y Z",
+              help="Resample to this spacing in mm (x y z) before writing.")
+@click.option("--series-uid", default=None, help="Which series (default: the largest axial CT).")
+@click.option("--on-gap", type=click.Choice(["error", "warn"]), default="error",
+              show_default=True, help="What to do with duplicate/missing/uneven slices.")
+@click.option("--interpolator", type=click.Choice(["linear", "nearest", "bspline"]),
+              default="linear", show_default=True)
+def convert(path: Path, out: Path, spacing: tuple[float, float, float] | None,
+            series_uid: str | None, on_gap: str, interpolator: str) -> None:
+    """Convert a DICOM series (or .mhd/NIfTI) at PATH to OUT (.nii, .nii.gz, .mhd, .mha).
+
+    A gantry-tilted series is resampled onto a straight grid, since these formats cannot
+    store a sheared one.
+    """
+    from deepseek.medical.dicom import DICOMReader
+    from deepseek.medical.volume import IMAGE_SUFFIXES, Volume
+
+    if path.is_file() and any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+        vol = Volume.load(path)
+    else:
+        vol = DICOMReader(path, series_uid=series_uid, on_gap=on_gap, tilt="resample").load()
+    if spacing:
+        vol = vol.resample(spacing, interpolator=interpolator)
+    written = vol.save(out)
+    click.echo(f"wrote {written}: shape (z, y, x) {vol.shape}, spacing (x, y, z) "
+               f"{tuple(round(s, 4) for s in vol.spacing)} mm")
+
+
+@medical.command("phantom")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=int, default=256, show_default=True, help="Rows = columns.")
+@click.option("--slices", type=int, default=120, show_default=True)
+@click.option("--pixel-spacing", type=float, default=None, help="mm (default 360 / size).")
+@click.option("--slice-step", type=float, default=2.5, show_default=True, help="mm.")
+@click.option("--nodules", type=int, default=6, show_default=True)
+@click.option("--tilt", "tilt_deg", type=float, default=0.0, show_default=True,
+              help="Gantry tilt in degrees.")
+@click.option("--noise", type=float, default=15.0, show_default=True, help="HU (std).")
+@click.option("--transfer-syntax", type=click.Choice(
+    ["explicit", "implicit", "big-endian", "deflate", "rle", "jpeg-ls", "jpeg2000"]),
+    default="explicit", show_default=True)
+@click.option("--enhanced", is_flag=True, help="One Enhanced CT multi-frame file.")
+@click.option("--shuffle", is_flag=True, help="Random file names and instance numbers.")
+@click.option("--missing-slice", is_flag=True, help="Drop one slice in the middle.")
+@click.option("--extra-series", is_flag=True, help="Add a 5 mm series in the same folder.")
+@click.option("--localizer", is_flag=True, help="Add a coronal localizer in the same series.")
+@click.option("--out-of-field", is_flag=True, help="-3024 HU outside a circular field of view.")
+@click.option("--dicomdir", is_flag=True, help="Write a DICOM File-set with DICOMDIR.")
+def phantom(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: float | None,
+            slice_step: float, nodules: int, tilt_deg: float, noise: float,
+            transfer_syntax: str, enhanced: bool, shuffle: bool, missing_slice: bool,
+            extra_series: bool, localizer: bool, out_of_field: bool, dicomdir: bool) -> None:
+    """Write a synthetic chest CT phantom series to OUT_DIR, with annotations.csv (LUNA16)."""
+    from deepseek.medical.phantom import write_phantom
+
+    res = write_phantom(out_dir, seed=seed, size=size, slices=slices,
+                        pixel_spacing=pixel_spacing, slice_step=slice_step, n_nodules=nodules,
+                        tilt_deg=tilt_deg, noise=noise, transfer_syntax=transfer_syntax,
+                        enhanced=enhanced, shuffle=shuffle, missing_slice=missing_slice,
+                        extra_series=extra_series, localizer=localizer,
+                        out_of_field=out_of_field, dicomdir=dicomdir)
+    click.echo(f"wrote {len(res.files)} file(s) of series {res.series_uid} to {out_dir}")
+    click.echo(f"{len(res.nodules)} nodules: {res.annotations}")

@@ -663,35 +663,46 @@ class DICOMReader:
         return _decode(h)
 
 
-def _decode(h: SliceHeader) -> np.ndarray:
+def decode_pixels(path: str | Path) -> np.ndarray:
+    """Stored pixel values of one DICOM file (all frames, all samples), through pydicom and
+    the installed decoders, with errors that name the file and the transfer syntax."""
     import pydicom
     from pydicom.uid import UID
 
+    path = Path(path)
     try:
-        ds = pydicom.dcmread(h.path)
+        ds = pydicom.dcmread(path)
     except Exception as exc:
-        raise DicomReadError(f"{h.path}: unreadable ({type(exc).__name__}: {exc})") from exc
+        raise DicomReadError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
     if "PixelData" not in ds:
-        raise DicomReadError(f"{h.path}: PixelData (7FE0,0010) is missing; the file holds no "
+        raise DicomReadError(f"{path}: PixelData (7FE0,0010) is missing; the file holds no "
                              "image")
-    ts = UID(h.transfer_syntax)
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", _EXPLICIT_LE)))
     try:
-        arr = ds.pixel_array
-    except (NotImplementedError, RuntimeError, ImportError) as exc:
+        return ds.pixel_array
+    except NotImplementedError as exc:
+        raise DecoderMissingError(
+            f"{path}: no decoder exists for transfer syntax {ts.name} ({ts}) in this "
+            f"installation; convert the file (e.g. dcmdjpeg/gdcmconv) or install "
+            f"{DECODER_PACKAGES.get(str(ts), 'python-gdcm')}") from exc
+    except (RuntimeError, ImportError) as exc:
         text = str(exc)
-        if isinstance(exc, NotImplementedError) or "missing" in text.lower() or \
-                "no pixel data" in text.lower() or "plugin" in text.lower():
+        if "missing dependencies" in text or "no pixel data handlers" in text.lower() \
+                or isinstance(exc, ImportError):
             pkg = DECODER_PACKAGES.get(str(ts), "python-gdcm")
             raise DecoderMissingError(
-                f"{h.path}: no installed decoder handles transfer syntax {ts.name} ({ts}); "
+                f"{path}: no installed decoder handles transfer syntax {ts.name} ({ts}); "
                 f"install one: pip install {pkg}") from exc
-        raise DicomReadError(f"{h.path}: pixel data could not be decoded ({ts.name}): {text}") \
-            from exc
+        raise DicomReadError(f"{path}: pixel data could not be decoded ({ts.name}); the "
+                             f"decoders said: {text}") from exc
     except (ValueError, EOFError, OSError) as exc:
-        raise DicomReadError(f"{h.path}: pixel data is truncated or corrupt ({ts.name}): {exc}") \
+        raise DicomReadError(f"{path}: pixel data is truncated or corrupt ({ts.name}): {exc}") \
             from exc
-    expected = (h.rows, h.cols) if h.frame is None else None
-    if expected is not None and arr.shape != expected:
+
+
+def _decode(h: SliceHeader) -> np.ndarray:
+    arr = decode_pixels(h.path)
+    if h.frame is None and arr.shape != (h.rows, h.cols):
         raise DicomReadError(f"{h.path}: decoded pixel data has shape {arr.shape}, expected "
-                             f"{expected} (Rows, Columns)")
+                             f"{(h.rows, h.cols)} (Rows, Columns)")
     return arr
