@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmarks: machine description and the JSON result shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def goal(name: str, value: float, target: str, unit: str, met: bool) -> dict[str, Any]:
+    return {"name": name, "value": value, "target": target, "unit": unit, "met": bool(met)}
+
+
+def emit(benchmark: str, results: dict[str, Any], goals: list[dict[str, Any]],
+         **extra: Any) -> None:
+    out = {"benchmark": benchmark, "machine": {**machine(), **extra.pop("machine", {})},
+           "results": results, "goals": goals, **extra}
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")

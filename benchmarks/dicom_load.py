@@ -1,0 +1,132 @@
+"""Benchmark: DICOMReader.load() against SimpleITK's ImageSeriesReader on the same folder.
+
+Writes an uncompressed 512x512x300 phantom series (``--quick``: 256x256x100), then reads it
+in fresh subprocesses (after one warm-up read each, so both read from the page cache) and
+reports the best of ``--repeat`` times, the ratio ours/SimpleITK, the peak memory each read
+added to its process (max RSS after minus RSS before), and whether the HU agree exactly.
+
+    python benchmarks/dicom_load.py [--quick] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, goal  # noqa: E402
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(kind: str, folder: str, repeat: int) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    import pydicom  # noqa: F401  (imports are not part of the measured memory)
+    import tqdm.auto  # noqa: F401
+
+    from deepseek.medical.dicom import DICOMReader
+
+    def ours():
+        return DICOMReader(folder, progress=False).load(normalize=False).array
+
+    def theirs():
+        r = sitk.ImageSeriesReader()
+        r.SetFileNames(r.GetGDCMSeriesFileNames(folder))
+        return sitk.GetArrayFromImage(r.Execute())
+
+    fn = ours if kind == "ours" else theirs
+    before = _rss_mb()
+    arr = fn()  # warm-up (page cache, imports) and the memory measurement
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    volume_mb = arr.nbytes / 2**20
+    del arr
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        arr = fn()
+        times.append(time.perf_counter() - t0)
+        del arr
+    print(json.dumps({"seconds": min(times), "all_seconds": times,
+                      "peak_added_mb": peak - before, "volume_mb": volume_mb,
+                      }))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="256x256x100 instead of 512x512x300")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", type=Path, help="write the phantom here and keep it")
+    ap.add_argument("--worker", nargs=2, metavar=("KIND", "DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], args.repeat)
+        return
+    import numpy as np
+    import SimpleITK as sitk
+
+    from deepseek.medical import DICOMReader
+    from deepseek.medical.phantom import write_phantom
+
+    size, slices = (256, 100) if args.quick else (512, 300)
+    tmp = None
+    if args.keep:
+        folder = args.keep
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="dicom-bench-")
+        folder = Path(tmp.name)
+    t0 = time.perf_counter()
+    if not any(folder.glob("*.dcm")):
+        write_phantom(folder, seed=0, size=size, slices=slices, slice_step=1.0, n_nodules=10,
+                      pixel_spacing=0.7)
+    t_write = time.perf_counter() - t0
+
+    runs = {}
+    for kind in ("ours", "simpleitk"):
+        res = subprocess.run([sys.executable, __file__, "--repeat", str(args.repeat),
+                              "--worker", "ours" if kind == "ours" else "sitk", str(folder)],
+                             capture_output=True, text=True, check=True)
+        runs[kind] = json.loads(res.stdout.strip().splitlines()[-1])
+
+    ours = DICOMReader(folder, progress=False).load().array
+    r = sitk.ImageSeriesReader()
+    r.SetFileNames(r.GetGDCMSeriesFileNames(str(folder)))
+    theirs = sitk.GetArrayFromImage(r.Execute())
+    identical = bool(np.array_equal(ours, theirs.astype(np.float32)))
+    ratio = runs["ours"]["seconds"] / runs["simpleitk"]["seconds"]
+    mem_ratio = runs["ours"]["peak_added_mb"] / runs["ours"]["volume_mb"]
+    results = {
+        "series": {"size": size, "slices": slices, "transfer_syntax": "explicit VR little endian",
+                   "volume_mb_float32": runs["ours"]["volume_mb"],
+                   "phantom_write_seconds": round(t_write, 2)},
+        "ours": runs["ours"],
+        "simpleitk": runs["simpleitk"],
+        "time_ratio_ours_over_simpleitk": ratio,
+        "peak_memory_over_volume": mem_ratio,
+        "hu_identical_to_simpleitk": identical,
+    }
+    goals = [
+        goal("load time ratio ours / SimpleITK", round(ratio, 3), "<= 1.0", "ratio", ratio <= 1.0),
+        goal("peak memory / final volume", round(mem_ratio, 3), "<= 2x", "ratio", mem_ratio <= 2.0),
+        goal("HU identical to SimpleITK", identical, "identical", "bool", identical),
+    ]
+    emit("dicom_load", results, goals, quick=args.quick)
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
