@@ -32,12 +32,9 @@ def _rss_mb() -> float:
 
 
 def worker(kind: str, folder: str, repeat: int) -> None:
-    import numpy as np
-    import SimpleITK as sitk
-
     import pydicom  # noqa: F401  (imports are not part of the measured memory)
+    import SimpleITK as sitk
     import tqdm.auto  # noqa: F401
-
     from deepseek.medical.dicom import DICOMReader
 
     def ours():
@@ -77,7 +74,6 @@ def main() -> None:
         return
     import numpy as np
     import SimpleITK as sitk
-
     from deepseek.medical import DICOMReader
     from deepseek.medical.phantom import write_phantom
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from deepseek import hookimpl
 from deepseek.plugins import temporary_plugin
 

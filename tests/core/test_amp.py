@@ -4,7 +4,6 @@ import logging
 
 import pytest
 import torch
-
 from deepseek.amp import AutoMixedPrecision
 
 

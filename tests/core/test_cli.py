@@ -4,7 +4,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from deepseek import __version__
 from deepseek.cli import build_cli
 

@@ -200,8 +200,9 @@ class LoadedModel:
                 out = self.module(*targs, **tkw)
         except RuntimeError as exc:
             if self.precision != "fp32" and "not implemented for" in str(exc):
-                raise PrecisionError(f"{self.source}: an operator has no {self.precision} kernel "
-                                     f"on {self.device}: {exc}; load with precision='fp32'") from exc
+                raise PrecisionError(
+                    f"{self.source}: an operator has no {self.precision} kernel on "
+                    f"{self.device}: {exc}; load with precision='fp32'") from exc
             raise
         return _to_numpy(out) if as_numpy else out
 
@@ -221,7 +222,8 @@ class LoadedModel:
             raise TypeError(f"{self.source}: model takes {len(metas)} inputs, got {len(args)}")
         feed: dict[str, np.ndarray] = {}
         by_name = {m.name: m for m in metas}
-        for meta, value in list(zip(metas, args)) + [(by_name.get(k), v) for k, v in kwargs.items()]:
+        pairs = list(zip(metas, args)) + [(by_name.get(k), v) for k, v in kwargs.items()]
+        for meta, value in pairs:
             if meta is None:
                 raise TypeError(f"{self.source}: unknown input name; the model's inputs are "
                                 f"{[m.name for m in metas]}")

@@ -1,4 +1,5 @@
-"""deepseek-finance: A microsecond tick-to-decision inference path and a latency-aware backtester."""
+"""deepseek-finance: a microsecond tick-to-decision inference path and a latency-aware
+backtester."""
 
 from __future__ import annotations
 

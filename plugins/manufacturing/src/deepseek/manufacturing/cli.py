@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-
 from deepseek.manufacturing import __version__
 
 
@@ -11,7 +10,8 @@ from deepseek.manufacturing import __version__
 @click.version_option(__version__, "--version", prog_name="deepseek-manufacturing",
                       message="%(prog)s %(version)s")
 def manufacturing() -> None:
-    """Manufacturing inspection: Crack detection on live camera streams with a streaming 3D-CNN + LSTM."""
+    """Manufacturing inspection: crack detection on live camera streams with a streaming
+    3D-CNN + LSTM."""
 
 
 @manufacturing.command("info")

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import click
-
 from deepseek.medical import __version__
 
 

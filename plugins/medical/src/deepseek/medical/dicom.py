@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from deepseek.medical.errors import (
     DecoderMissingError,
     DicomReadError,

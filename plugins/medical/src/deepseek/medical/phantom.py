@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from deepseek.medical.errors import MedicalError
 
 log = logging.getLogger(__name__)
@@ -362,8 +361,8 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
             hu = phantom.hu(ipp + offsets).reshape(size, size)
             img = np.clip(np.rint(hu), -3024, 3071).astype(np.int16)
             path = out_dir / f"thick_{n + 1:04d}.dcm"
-            _write_slice(b2, path, img, -1024.0, ipp, row, col, n + 1, TRANSFER_SYNTAXES["explicit"],
-                         False)
+            _write_slice(b2, path, img, -1024.0, ipp, row, col, n + 1,
+                         TRANSFER_SYNTAXES["explicit"], False)
         extra.append(uid2)
     if localizer:
         loc_row, loc_col = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])

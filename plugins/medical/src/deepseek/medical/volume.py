@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from deepseek.medical.errors import MedicalError, VolumeFileError
 
 log = logging.getLogger(__name__)
@@ -111,9 +110,10 @@ class Volume:
         return self.array if dtype is None else self.array.astype(dtype)
 
     def __repr__(self) -> str:
+        sheared = ", sheared" if self.is_sheared else ""
         return (f"Volume(shape={self.shape}, dtype={self.array.dtype}, spacing="
                 f"{tuple(round(s, 4) for s in self.spacing)}, origin="
-                f"{tuple(round(o, 3) for o in self.origin)}{', sheared' if self.is_sheared else ''})")
+                f"{tuple(round(o, 3) for o in self.origin)}{sheared})")
 
     def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
         """The same geometry with another array (same shape)."""
