@@ -1,0 +1,198 @@
+"""Benchmark: per-tick latency of feature update + forward, fast path vs PyTorch eager,
+TorchScript and ONNX Runtime (one thread), for tick-mlp (16->64->64->3) and tick-gru
+(hidden 32), plus the UDP loopback round trip through the feed server.
+
+    python benchmarks/tick_latency.py [--quick]
+
+Every path gets the same features from the same streaming feature code; only the model
+call differs (the fast path fuses both into one compiled call). Latencies are measured per
+tick with time.perf_counter_ns over N ticks after a warm-up, on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, goal  # noqa: E402
+
+
+def pct(ns: np.ndarray) -> dict[str, float]:
+    us = ns.astype(np.float64) / 1e3
+    return {"p50": round(float(np.percentile(us, 50)), 3),
+            "p99": round(float(np.percentile(us, 99)), 3),
+            "p99_9": round(float(np.percentile(us, 99.9)), 3),
+            "mean": round(float(us.mean()), 3)}
+
+
+def timed(fn, args: list[tuple], warmup: int) -> dict[str, float]:
+    clock = time.perf_counter_ns
+    out = np.empty(len(args), dtype=np.int64)
+    for i, a in enumerate(args):
+        t0 = clock()
+        fn(*a)
+        out[i] = clock() - t0
+    return pct(out[warmup:])
+
+
+def bench_model(name: str, args: list[tuple], warmup: int, tmp: Path) -> dict[str, dict]:
+    import onnxruntime as ort
+    import torch
+    from deepseek.finance.fastpath import FastPath
+    from deepseek.finance.features import StreamingFeatures
+    from deepseek.finance.models import GRUStep
+    from deepseek.loader import ModelLoader, export_onnx
+
+    model = ModelLoader.load(name, device="cpu").module
+    res: dict[str, dict] = {}
+    fp = FastPath.from_model(model)
+    res["fast_path"] = timed(fp.on_tick, args, warmup)
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    x0 = torch.zeros(1, 16)
+    if name == "tick-mlp":
+        traced = torch.jit.trace(model, x0)
+        path = export_onnx(model, x0, tmp / "mlp.onnx", input_names=["features"])
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+        def runner(call):
+            sf = StreamingFeatures()
+
+            def f(*a):
+                feat = sf.update(*a)
+                return call(feat)
+            return f
+
+        with torch.inference_mode():
+            res["pytorch_eager"] = timed(
+                runner(lambda x: model(torch.from_numpy(x).unsqueeze(0)).argmax(1)), args, warmup)
+            res["torchscript"] = timed(
+                runner(lambda x: traced(torch.from_numpy(x).unsqueeze(0)).argmax(1)), args, warmup)
+        res["onnxruntime_1thread"] = timed(
+            runner(lambda x: sess.run(None, {"features": x[None]})[0].argmax(1)), args, warmup)
+    else:
+        step = GRUStep(model).eval()
+        h0 = torch.zeros(1, 1, model.hidden)
+        traced = torch.jit.trace(step, (x0, h0))
+        path = tmp / "gru.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(step, (x0, h0), str(path), input_names=["features", "h"],
+                              output_names=["logits", "h_out"], opset_version=17, dynamo=False)
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+        def stateful(call, h_init):
+            sf = StreamingFeatures()
+            state = {"h": h_init}
+
+            def f(*a):
+                feat = sf.update(*a)
+                logits, state["h"] = call(feat, state["h"])
+                return logits
+            return f
+
+        with torch.inference_mode():
+            res["pytorch_eager"] = timed(stateful(
+                lambda x, h: step(torch.from_numpy(x).unsqueeze(0), h), h0.clone()), args, warmup)
+            res["torchscript"] = timed(stateful(
+                lambda x, h: traced(torch.from_numpy(x).unsqueeze(0), h), h0.clone()), args,
+                warmup)
+        res["onnxruntime_1thread"] = timed(stateful(
+            lambda x, h: tuple(sess.run(None, {"features": x[None], "h": h})),
+            np.zeros((1, 1, model.hidden), np.float32)), args, warmup)
+    return res
+
+
+def free_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def bench_udp(n: int, busy: bool, csv_path: Path) -> dict:
+    import json
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "deepseek.cli", "finance", "serve", "--udp",
+           f"127.0.0.1:{port}", "--model", "tick-mlp", "--duration", "600"]
+    if busy:
+        cmd.append("--busy-poll")
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()  # "serving ..." once ready
+        if "serving" not in line:
+            raise RuntimeError(f"feed server did not start: {line}{server.stderr.read()}")
+        client = [sys.executable, "-m", "deepseek.cli", "finance", "replay", str(csv_path),
+                  "--udp", f"127.0.0.1:{port}", "--limit", str(n), "--warmup",
+                  str(min(2000, n // 5))]
+        if busy:
+            client.append("--busy-poll")
+        out = subprocess.run(client, capture_output=True, text=True, timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError(f"replay failed: {out.stdout}{out.stderr}")
+        return json.loads(out.stdout)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="20,000 ticks instead of 100,000")
+    args = ap.parse_args()
+    import torch
+    from deepseek.finance.ticks import synthetic_ticks, write_csv
+
+    torch.set_num_threads(1)
+    n = 20_000 if args.quick else 100_000
+    warmup = 5_000
+    ticks = synthetic_ticks(n + warmup, seed=777)
+    tick_args = [(int(t["exch_ns"]), float(t["bid"]), float(t["ask"]), float(t["bid_size"]),
+                  float(t["ask_size"]), float(t["last_px"]), float(t["last_size"]),
+                  int(t["side"])) for t in ticks]
+    results: dict = {"ticks_measured": n, "warmup_ticks": warmup}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("tick-mlp", "tick-gru"):
+            results[name] = bench_model(name, tick_args, warmup, Path(tmp))
+        csv_path = write_csv(ticks[: (5_000 if args.quick else 20_000)], Path(tmp) / "t.csv")
+        n_udp = 5_000 if args.quick else 20_000
+        results["udp_round_trip_us"] = {
+            "blocking": bench_udp(n_udp, False, csv_path)["rtt_us"],
+            "busy_poll": bench_udp(n_udp, True, csv_path)["rtt_us"],
+        }
+    mlp, gru = results["tick-mlp"], results["tick-gru"]
+    ratio = mlp["onnxruntime_1thread"]["p99"] / mlp["fast_path"]["p99"]
+    results["mlp_p99_onnxruntime_over_fast_path"] = round(ratio, 2)
+    udp = results["udp_round_trip_us"]["busy_poll"]
+    goals = [
+        goal("tick-mlp fast path p50", mlp["fast_path"]["p50"], "<= 2 µs", "µs",
+             mlp["fast_path"]["p50"] <= 2.0),
+        goal("tick-mlp fast path p99", mlp["fast_path"]["p99"], "<= 5 µs", "µs",
+             mlp["fast_path"]["p99"] <= 5.0),
+        goal("tick-mlp p99 ONNX Runtime / fast path", round(ratio, 2), ">= 4x", "ratio",
+             ratio >= 4.0),
+        goal("tick-gru fast path p99", gru["fast_path"]["p99"], "<= 10 µs", "µs",
+             gru["fast_path"]["p99"] <= 10.0),
+        goal("UDP loopback round trip p50 (busy-poll)", round(udp["p50"], 2), "<= 30 µs", "µs",
+             udp["p50"] <= 30.0),
+    ]
+    emit("tick_latency", results, goals, quick=args.quick,
+         machine={"omp_threads": os.environ.get("OMP_NUM_THREADS", "unset")})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""The fast path: feature update + model forward in one compiled, allocation-free call.
+
+    fp = FastPath.from_model(model)               # a TickMLP or TickGRU (or a LoadedModel)
+    decision, scores = fp.on_tick(exch_ns, bid, ask, bid_size, ask_size, last_px, last_size,
+                                  side)
+
+``FastPath.from_model`` copies the weights into one flat float32 array and compiles (numba
+``njit``) a kernel specialised to the layer sizes. Each call updates the streaming features
+(:mod:`deepseek.finance.features`), standardises them, runs the network in float32 over
+preallocated buffers (the GRU hidden state carried from tick to tick) and returns the
+decision (-1 down, 0 flat, +1 up: the arg-max class) and the class logits (a view of an
+internal buffer, overwritten by the next call; copy it to keep it). Logits equal the PyTorch
+model's on the same features within 1e-5.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from deepseek.finance.errors import FastPathError
+from deepseek.finance.features import N_FEATURES, new_state, update_features
+from deepseek.finance.models import DECISIONS, TickGRU, TickMLP
+from numba import njit
+
+
+@njit(inline="always")
+def _sigmoid(x):  # pragma: no cover - compiled
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _mlp_kernel(dims: tuple[int, ...], relu: bool):
+    """A kernel for an MLP with layer widths ``dims`` (input first)."""
+    n_layers = len(dims) - 1
+    nf = dims[0]
+    offsets = []
+    off = 2 * nf  # mean, std first
+    for i in range(n_layers):
+        offsets.append(off)
+        off += dims[i] * dims[i + 1] + dims[i + 1]
+    offsets_t = tuple(offsets)
+    dims_t = tuple(dims)
+    max_w = max(dims)
+    n_out = dims[-1]
+
+    @njit(nogil=True)
+    def kernel(fs, is_, w, buf, exch_ns, bid, ask, bsz, asz, last_px, last_sz,
+               side):  # pragma: no cover - compiled
+        # buf layout: [0:nf] features, [max_w:2max_w] a, [2max_w:3max_w] b, [3max_w:] logits
+        update_features(fs, is_, buf[0:nf], exch_ns, bid, ask, bsz, asz, last_px, last_sz,
+                        side)
+        a = buf[max_w:2 * max_w]
+        b = buf[2 * max_w:3 * max_w]
+        for i in range(nf):
+            a[i] = (buf[i] - w[i]) / w[nf + i]
+        for layer in range(n_layers):
+            n_in = dims_t[layer]
+            n_o = dims_t[layer + 1]
+            base = offsets_t[layer]  # weights stored transposed: (n_in, n_o), then bias
+            bias = base + n_in * n_o
+            for o in range(n_o):
+                b[o] = w[bias + o]
+            for i in range(n_in):
+                ai = a[i]
+                row = base + i * n_o
+                for o in range(n_o):  # independent outputs: vectorises without reassociation
+                    b[o] += w[row + o] * ai
+            if layer < n_layers - 1:
+                for o in range(n_o):
+                    if relu:
+                        a[o] = b[o] if b[o] > 0.0 else np.float32(0.0)
+                    else:
+                        a[o] = np.float32(math.tanh(b[o]))
+            else:
+                for o in range(n_o):
+                    a[o] = b[o]
+        best = 0
+        for o in range(n_out):
+            buf[3 * max_w + o] = a[o]
+            if a[o] > a[best]:
+                best = o
+        return best
+
+    return kernel, 3 * max(dims) + n_out, 3 * max(dims)
+
+
+def _gru_kernel(nf: int, hidden: int, n_out: int):
+    H = hidden
+    o_mean, o_std = 0, nf
+    o_wih = 2 * nf
+    o_whh = o_wih + 3 * H * nf
+    o_bih = o_whh + 3 * H * H
+    o_bhh = o_bih + 3 * H
+    o_wo = o_bhh + 3 * H
+    o_bo = o_wo + n_out * H
+    # buf: [0:nf] features, [nf:2nf] x, [h0:h0+H] h, [g:g+6H] gates, [lo:lo+n_out] logits
+    h0 = 2 * nf
+    g0 = h0 + H
+    lo = g0 + 6 * H
+
+    @njit(nogil=True)
+    def kernel(fs, is_, w, buf, exch_ns, bid, ask, bsz, asz, last_px, last_sz,
+               side):  # pragma: no cover - compiled
+        update_features(fs, is_, buf[0:nf], exch_ns, bid, ask, bsz, asz, last_px, last_sz,
+                        side)
+        for i in range(nf):
+            buf[nf + i] = (buf[i] - w[o_mean + i]) / w[o_std + i]
+        # gi = W_ih x + b_ih ; gh = W_hh h + b_hh (gates ordered r, z, n); the weights are
+        # stored transposed so that the inner loops run over independent outputs
+        for r in range(3 * H):
+            buf[g0 + r] = w[o_bih + r]
+            buf[g0 + 3 * H + r] = w[o_bhh + r]
+        for i in range(nf):
+            xi = buf[nf + i]
+            row = o_wih + i * 3 * H
+            for r in range(3 * H):
+                buf[g0 + r] += w[row + r] * xi
+        for j in range(H):
+            hj = buf[h0 + j]
+            row = o_whh + j * 3 * H
+            for r in range(3 * H):
+                buf[g0 + 3 * H + r] += w[row + r] * hj
+        for j in range(H):
+            rg = _sigmoid(buf[g0 + j] + buf[g0 + 3 * H + j])
+            zg = _sigmoid(buf[g0 + H + j] + buf[g0 + 4 * H + j])
+            ng = math.tanh(buf[g0 + 2 * H + j] + rg * buf[g0 + 5 * H + j])
+            buf[h0 + j] = (1.0 - zg) * ng + zg * buf[h0 + j]
+        for o in range(n_out):
+            buf[lo + o] = w[o_bo + o]
+        for j in range(H):
+            hj = buf[h0 + j]
+            row = o_wo + j * n_out
+            for o in range(n_out):
+                buf[lo + o] += w[row + o] * hj
+        best = 0
+        for o in range(n_out):
+            if buf[lo + o] > buf[lo + best]:
+                best = o
+        return best
+
+    return kernel, lo + n_out, lo, h0
+
+
+class FastPath:
+    """A compiled tick -> decision path for a :class:`TickMLP` or :class:`TickGRU`."""
+
+    def __init__(self, kind: str, kernel: Any, weights: np.ndarray, buf_size: int,
+                 logits_at: int, n_out: int, hidden_at: int | None = None,
+                 hidden: int = 0) -> None:
+        self.kind = kind
+        self._kernel = kernel
+        self.weights = weights
+        self.buf = np.zeros(buf_size, dtype=np.float32)
+        self.fs, self.istate = new_state()
+        self.scores = self.buf[logits_at:logits_at + n_out]
+        self.features = self.buf[:N_FEATURES]
+        self._hidden_at = hidden_at
+        self.hidden = self.buf[hidden_at:hidden_at + hidden] if hidden_at is not None else None
+        self.on_tick(1, 1.0, 1.01, 1.0, 1.0, np.nan, 0.0, 0)  # compile now, not on tick one
+        self.reset()
+
+    @classmethod
+    def from_model(cls, model: Any, features: Any = None) -> FastPath:
+        """Compile ``model`` (TickMLP, TickGRU, or a LoadedModel wrapping one).
+
+        ``features`` may be a :class:`StreamingFeatures` (only its layout is used; the fast
+        path keeps its own state) or ``None``.
+        """
+        module = getattr(model, "module", model)
+        if features is not None and getattr(features, "n_features", N_FEATURES) != N_FEATURES:
+            raise FastPathError("the fast path computes the 16 standard tick features")
+        if isinstance(module, TickMLP):
+            linears = [m for m in module.net if isinstance(m, torch.nn.Linear)]
+            acts = {type(m).__name__ for m in module.net
+                    if not isinstance(m, torch.nn.Linear)}
+            if acts - {"ReLU", "Tanh"} or len(acts) > 1:
+                raise FastPathError(f"unsupported activations {sorted(acts)}")
+            dims = [linears[0].in_features] + [lin.out_features for lin in linears]
+            if dims[0] != N_FEATURES:
+                raise FastPathError(f"the model takes {dims[0]} features, the fast path "
+                                    f"computes {N_FEATURES}")
+            parts = [module.mean, module.std]
+            for lin in linears:
+                parts += [lin.weight.t().contiguous().reshape(-1), lin.bias]
+            w = torch.cat([p.detach().float().contiguous().reshape(-1) for p in parts]).numpy()
+            kernel, size, logits_at = _mlp_kernel(tuple(dims), relu=acts != {"Tanh"})
+            return cls("mlp", kernel, w, size, logits_at, dims[-1])
+        if isinstance(module, TickGRU):
+            g = module.gru
+            if g.num_layers != 1 or g.bidirectional or not g.bias:
+                raise FastPathError("the fast path supports a single-layer, unidirectional GRU "
+                                    "with biases")
+            nf, H, n_out = g.input_size, g.hidden_size, module.head.out_features
+            if nf != N_FEATURES:
+                raise FastPathError(f"the model takes {nf} features, the fast path computes "
+                                    f"{N_FEATURES}")
+            parts = [module.mean, module.std, g.weight_ih_l0.t(), g.weight_hh_l0.t(),
+                     g.bias_ih_l0, g.bias_hh_l0, module.head.weight.t(), module.head.bias]
+            w = torch.cat([p.detach().float().contiguous().reshape(-1) for p in parts]).numpy()
+            kernel, size, logits_at, h_at = _gru_kernel(nf, H, n_out)
+            return cls("gru", kernel, w, size, logits_at, n_out, h_at, H)
+        raise FastPathError(f"cannot compile {type(module).__name__}: the fast path supports "
+                            "TickMLP and TickGRU")
+
+    def on_tick(self, exch_ns: int, bid: float, ask: float, bid_size: float, ask_size: float,
+                last_px: float = math.nan, last_size: float = 0.0,
+                side: int = 0) -> tuple[int, np.ndarray]:
+        """Update on one tick; returns (decision -1/0/+1, logits view)."""
+        best = self._kernel(self.fs, self.istate, self.weights, self.buf, exch_ns, bid, ask,
+                            bid_size, ask_size, last_px, last_size, side)
+        return DECISIONS[best], self.scores
+
+    def step(self, exch_ns: int, bid: float, ask: float, bid_size: float, ask_size: float,
+             last_px: float, last_size: float, side: int) -> int:
+        """Like :meth:`on_tick` but returns only the class index (0 down, 1 flat, 2 up)."""
+        return self._kernel(self.fs, self.istate, self.weights, self.buf, exch_ns, bid, ask,
+                            bid_size, ask_size, last_px, last_size, side)
+
+    def run(self, ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feed a TICK_DTYPE array; returns (class index per tick, logits per tick)."""
+        cls_ = np.empty(len(ticks), dtype=np.int64)
+        logits = np.empty((len(ticks), len(self.scores)), dtype=np.float32)
+        for i, t in enumerate(ticks):
+            cls_[i] = self.step(int(t["exch_ns"]), float(t["bid"]), float(t["ask"]),
+                                float(t["bid_size"]), float(t["ask_size"]),
+                                float(t["last_px"]), float(t["last_size"]), int(t["side"]))
+            logits[i] = self.scores
+        return cls_, logits
+
+    def reset(self) -> None:
+        """Forget the feature history and the hidden state (a new session)."""
+        self.fs[:], self.istate[:] = new_state()
+        self.buf[:] = 0.0

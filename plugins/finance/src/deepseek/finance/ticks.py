@@ -1,0 +1,279 @@
+"""Tick records and readers.
+
+A tick is the state of the top of the book after one market event (a quote update or a
+trade), as one row of the numpy structured dtype :data:`TICK_DTYPE`:
+
+============  ======  ==========================================================
+field         dtype   meaning
+============  ======  ==========================================================
+exch_ns       int64   exchange (event) timestamp, ns since the epoch
+recv_ns       int64   local receive timestamp, ns since the epoch
+bid, ask      f8      best bid / ask price
+bid_size      f8      size at the best bid
+ask_size      f8      size at the best ask
+last_px       f8      price of the last trade (NaN before the first trade)
+last_size     f8      size of the last trade (0 before the first trade)
+side          i1      aggressor of this event's trade: +1 buy, -1 sell, 0 no trade
+============  ======  ==========================================================
+
+Readers: :func:`read_csv` (columns named as the fields; ``last_px``, ``last_size``, ``side``
+optional) and :func:`read_binance` (Binance WebSocket recordings, one ``<receive_ns> <json>``
+per line, with ``bookTicker``, ``trade``/``aggTrade`` and ``depthUpdate`` messages, raw or
+wrapped in combined-stream ``{"stream": ..., "data": ...}`` envelopes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from deepseek.finance.errors import TickFileError
+
+TICK_DTYPE = np.dtype([
+    ("exch_ns", "<i8"), ("recv_ns", "<i8"), ("bid", "<f8"), ("ask", "<f8"),
+    ("bid_size", "<f8"), ("ask_size", "<f8"), ("last_px", "<f8"), ("last_size", "<f8"),
+    ("side", "i1"),
+])
+REQUIRED_CSV = ("exch_ns", "recv_ns", "bid", "ask", "bid_size", "ask_size")
+
+
+def empty(n: int = 0) -> np.ndarray:
+    return np.zeros(n, dtype=TICK_DTYPE)
+
+
+def validate(ticks: np.ndarray, source: str = "ticks") -> None:
+    """Raise :class:`TickFileError` naming the first bad row (0-based) of ``ticks``."""
+    checks = [
+        (~np.isfinite(ticks["bid"]) | ~np.isfinite(ticks["ask"]), "bid/ask not finite"),
+        ((ticks["bid"] <= 0) | (ticks["ask"] <= 0), "bid/ask not positive"),
+        (ticks["bid"] >= ticks["ask"], "crossed or locked book (bid >= ask)"),
+        ((ticks["bid_size"] < 0) | (ticks["ask_size"] < 0) | ~np.isfinite(ticks["bid_size"])
+         | ~np.isfinite(ticks["ask_size"]), "negative or non-finite size"),
+    ]
+    if len(ticks) > 1:
+        back = np.zeros(len(ticks), bool)
+        back[1:] = np.diff(ticks["exch_ns"]) < 0
+        checks.append((back, "exchange timestamp goes backwards"))
+    for mask, what in checks:
+        bad = np.flatnonzero(mask)
+        if bad.size:
+            raise TickFileError(f"{source}: row {int(bad[0])}: {what} ({bad.size} rows affected)")
+
+
+def read_csv(path: str | Path) -> np.ndarray:
+    """Read ticks from a CSV with a header naming the :data:`TICK_DTYPE` fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise TickFileError(f"{path}: no such file")
+    rows: list[tuple] = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        missing = [c for c in REQUIRED_CSV if c not in cols]
+        if missing:
+            raise TickFileError(f"{path}: missing column(s) {', '.join(missing)}; the header "
+                                f"must name {', '.join(REQUIRED_CSV)} (+ optional last_px, "
+                                "last_size, side)")
+        prev = -(2**63)
+        for line, row in enumerate(reader, start=2):
+            try:
+                exch, recv = int(row["exch_ns"]), int(row["recv_ns"])
+                bid, ask = float(row["bid"]), float(row["ask"])
+                bsz, asz = float(row["bid_size"]), float(row["ask_size"])
+                last_px = float(row["last_px"]) if row.get("last_px") not in (None, "") \
+                    else math.nan
+                last_sz = float(row["last_size"]) if row.get("last_size") not in (None, "") \
+                    else 0.0
+                side = int(row["side"]) if row.get("side") not in (None, "") else 0
+            except (TypeError, ValueError) as exc:
+                raise TickFileError(f"{path}, line {line}: {exc}") from None
+            problem = _check(exch, prev, bid, ask, bsz, asz, side)
+            if problem:
+                raise TickFileError(f"{path}, line {line}: {problem}")
+            prev = exch
+            rows.append((exch, recv, bid, ask, bsz, asz, last_px, last_sz, side))
+    if not rows:
+        raise TickFileError(f"{path}: no ticks (only a header)")
+    return np.array(rows, dtype=TICK_DTYPE)
+
+
+def _check(exch: int, prev: int, bid: float, ask: float, bsz: float, asz: float,
+           side: int) -> str | None:
+    if not (math.isfinite(bid) and math.isfinite(ask)) or bid <= 0 or ask <= 0:
+        return f"bad price (bid={bid}, ask={ask}): prices must be finite and positive"
+    if bid >= ask:
+        return f"crossed book (bid {bid} >= ask {ask})"
+    if not (math.isfinite(bsz) and math.isfinite(asz)) or bsz < 0 or asz < 0:
+        return f"bad size (bid_size={bsz}, ask_size={asz})"
+    if exch < prev:
+        return f"exchange timestamp goes backwards ({exch} < {prev})"
+    if side not in (-1, 0, 1):
+        return f"side must be -1, 0 or 1, got {side}"
+    return None
+
+
+def write_csv(ticks: np.ndarray, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(TICK_DTYPE.names)
+        for t in ticks:
+            w.writerow([int(t["exch_ns"]), int(t["recv_ns"]), repr(float(t["bid"])),
+                        repr(float(t["ask"])), repr(float(t["bid_size"])),
+                        repr(float(t["ask_size"])),
+                        "" if math.isnan(t["last_px"]) else repr(float(t["last_px"])),
+                        repr(float(t["last_size"])), int(t["side"])])
+    return path
+
+
+class _Book:
+    """Price levels from depthUpdate diffs (quantity 0 removes a level)."""
+
+    def __init__(self) -> None:
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+
+    def apply(self, side: dict[float, float], levels: Any) -> None:
+        for px, qty in levels:
+            p, q = float(px), float(qty)
+            if q == 0.0:
+                side.pop(p, None)
+            else:
+                side[p] = q
+
+    def best(self) -> tuple[float, float, float, float] | None:
+        if not self.bids or not self.asks:
+            return None
+        b = max(self.bids)
+        a = min(self.asks)
+        return b, self.bids[b], a, self.asks[a]
+
+
+def read_binance(path: str | Path, symbol: str | None = None) -> np.ndarray:
+    """Read a Binance WebSocket recording (``<receive_ns> <json>`` per line) into ticks.
+
+    ``bookTicker`` sets the top of book; ``depthUpdate`` diffs maintain a book whose best
+    levels are used when no ``bookTicker`` stream is recorded; ``trade``/``aggTrade`` add the
+    last trade (``m`` true: the buyer is the maker, so the aggressor sold, side -1). Event
+    times (``E``/``T``, ms) become ``exch_ns``; without them the receive time is used.
+    Messages of other symbols than ``symbol`` (default: the first seen) are skipped. A
+    tick is emitted once both sides of the book are known.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TickFileError(f"{path}: no such file")
+    out: list[tuple] = []
+    book = _Book()
+    top: list[float] | None = None  # bid, bid_size, ask, ask_size from bookTicker
+    use_ticker = False
+    last_px, last_sz = math.nan, 0.0
+    prev_exch = -(2**63)
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            head, _, body = line.partition(" ")
+            try:
+                recv = int(head)
+                msg = json.loads(body)
+            except (ValueError, json.JSONDecodeError) as exc:
+                raise TickFileError(f"{path}, line {line_no}: expected '<receive_ns> <json>' "
+                                    f"({type(exc).__name__}: {exc})") from None
+            if isinstance(msg, dict) and "data" in msg and "stream" in msg:
+                msg = msg["data"]
+            if not isinstance(msg, dict):
+                raise TickFileError(f"{path}, line {line_no}: the JSON message is not an object")
+            sym = msg.get("s")
+            if symbol is None and sym:
+                symbol = sym
+            if sym and symbol and sym != symbol:
+                continue
+            event = msg.get("e") or ("bookTicker" if {"b", "a", "B", "A"} <= msg.keys()
+                                     else None)
+            ms = msg.get("T") or msg.get("E")
+            exch = int(ms) * 1_000_000 if ms is not None else recv
+            side = 0
+            try:
+                if event == "bookTicker":
+                    top = [float(msg["b"]), float(msg["B"]), float(msg["a"]), float(msg["A"])]
+                    use_ticker = True
+                elif event == "depthUpdate":
+                    book.apply(book.bids, msg.get("b", []))
+                    book.apply(book.asks, msg.get("a", []))
+                elif event in ("trade", "aggTrade"):
+                    last_px, last_sz = float(msg["p"]), float(msg["q"])
+                    side = -1 if msg.get("m") else 1
+                else:
+                    continue  # other streams (kline, ...) carry no tick
+            except (KeyError, TypeError, ValueError) as exc:
+                raise TickFileError(f"{path}, line {line_no}: {event} message lacks or mangles "
+                                    f"field {exc}") from None
+            state = top if use_ticker else (list(book.best()) if book.best() else None)
+            if state is None:
+                continue
+            bid, bsz, ask, asz = state
+            exch = max(exch, prev_exch)  # trades and quotes interleave at ms resolution
+            problem = _check(exch, prev_exch, bid, ask, bsz, asz, side)
+            if problem:
+                raise TickFileError(f"{path}, line {line_no}: {problem}")
+            prev_exch = exch
+            out.append((exch, recv, bid, ask, bsz, asz, last_px, last_sz, side))
+    if not out:
+        raise TickFileError(f"{path}: no ticks (no bookTicker/depthUpdate with both sides)")
+    return np.array(out, dtype=TICK_DTYPE)
+
+
+def synthetic_ticks(n: int = 100_000, seed: int = 0, price: float = 100.0,
+                    tick_size: float = 0.01) -> np.ndarray:
+    """A synthetic limit-order-book stream whose order flow carries short-term signal.
+
+    The mid price moves by whole ticks; the probability of an up move depends on the
+    queue imbalance and on recent signed trade flow, as in real books, so models have
+    something to learn. Event times are exponential with bursts.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n, dtype=TICK_DTYPE)
+    t = 1_700_000_000_000_000_000
+    bid_ticks = int(round(price / tick_size))
+    spread = 1
+    bsz, asz = 5.0, 5.0
+    flow = 0.0
+    last_px, last_sz = math.nan, 0.0
+    for i in range(n):
+        t += int(rng.exponential(2_000_000 if rng.random() < 0.8 else 40_000_000))
+        imb = (bsz - asz) / (bsz + asz)
+        side = 0
+        if rng.random() < 0.3:  # a trade; buyers more likely when bids are heavy
+            side = 1 if rng.random() < 0.5 + 0.35 * imb else -1
+            last_sz = float(rng.integers(1, 4))
+            last_px = (bid_ticks + (spread if side > 0 else 0)) * tick_size
+            flow = 0.9 * flow + side * last_sz
+            if side > 0:
+                asz = max(asz - last_sz, 0.0)
+            else:
+                bsz = max(bsz - last_sz, 0.0)
+        # queue replenishment and cancellation
+        bsz = max(0.0, bsz + rng.normal(0.3, 1.5))
+        asz = max(0.0, asz + rng.normal(0.3, 1.5))
+        # price moves: a depleted queue gives way; imbalance and flow tilt the odds
+        p_up = 0.02 + 0.10 * max(imb, 0) + 0.02 * max(math.tanh(flow / 5), 0)
+        p_dn = 0.02 + 0.10 * max(-imb, 0) + 0.02 * max(-math.tanh(flow / 5), 0)
+        u = rng.random()
+        if asz < 0.5 or u < p_up:
+            bid_ticks += 1
+            bsz, asz = float(rng.integers(1, 8)), float(rng.integers(2, 10))
+        elif bsz < 0.5 or u > 1 - p_dn:
+            bid_ticks -= 1
+            bsz, asz = float(rng.integers(2, 10)), float(rng.integers(1, 8))
+        spread = 1 if rng.random() < 0.85 else 2
+        bid = round(bid_ticks * tick_size, 8)
+        ask = round((bid_ticks + spread) * tick_size, 8)
+        out[i] = (t, t + int(rng.integers(20_000, 80_000)), bid, ask, max(bsz, 1.0),
+                  max(asz, 1.0), last_px, last_sz if side else 0.0, side)
+    return out
