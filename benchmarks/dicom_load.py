@@ -35,6 +35,7 @@ def worker(kind: str, folder: str, repeat: int) -> None:
     import pydicom  # noqa: F401  (imports are not part of the measured memory)
     import SimpleITK as sitk
     import tqdm.auto  # noqa: F401
+
     from deepseek.medical.dicom import DICOMReader
 
     def ours():
@@ -74,6 +75,7 @@ def main() -> None:
         return
     import numpy as np
     import SimpleITK as sitk
+
     from deepseek.medical import DICOMReader
     from deepseek.medical.phantom import write_phantom
 

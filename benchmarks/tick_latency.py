@@ -48,6 +48,7 @@ def timed(fn, args: list[tuple], warmup: int) -> dict[str, float]:
 def bench_model(name: str, args: list[tuple], warmup: int, tmp: Path) -> dict[str, dict]:
     import onnxruntime as ort
     import torch
+
     from deepseek.finance.fastpath import FastPath
     from deepseek.finance.features import StreamingFeatures
     from deepseek.finance.models import GRUStep
@@ -155,6 +156,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20,000 ticks instead of 100,000")
     args = ap.parse_args()
     import torch
+
     from deepseek.finance.ticks import synthetic_ticks, write_csv
 
     torch.set_num_threads(1)

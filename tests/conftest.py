@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from deepseek import hookimpl
 from deepseek.plugins import temporary_plugin
 

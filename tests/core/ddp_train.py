@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import torch
-from deepseek.train import Trainer
 from safetensors.torch import save_file
 from torch.utils.data import TensorDataset
+
+from deepseek.train import Trainer
 
 
 def data() -> TensorDataset:

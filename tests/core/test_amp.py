@@ -4,6 +4,7 @@ import logging
 
 import pytest
 import torch
+
 from deepseek.amp import AutoMixedPrecision
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from deepseek import __version__
 from deepseek.cli import build_cli
 

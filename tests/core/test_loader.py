@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from deepseek import ModelLoader
 from deepseek.errors import ModelLoadError, PrecisionError, UntrustedPickleError
 from deepseek.loader import export_onnx, save_model

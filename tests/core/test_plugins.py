@@ -4,6 +4,7 @@ import sys
 import textwrap
 
 import pytest
+
 from deepseek import hookimpl, plugins
 from deepseek.errors import RegistryError, UnknownNameError
 from deepseek.plugins import get_registry, models, pipelines, plugin_infos, pm, temporary_plugin
@@ -154,6 +155,7 @@ def test_plugin_failing_at_import_is_reported(fake_entry_points):
 
 def test_cli_survives_a_broken_plugin(fake_entry_points):
     from click.testing import CliRunner
+
     from deepseek.cli import build_cli
 
     res = CliRunner().invoke(build_cli(), ["plugins"])

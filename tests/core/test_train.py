@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
+
 from deepseek import ModelLoader
 from deepseek.errors import CheckpointError, DeepSeekError
 from deepseek.train import Trainer
-from torch.utils.data import TensorDataset
 
 from ..conftest import TinyNet
 

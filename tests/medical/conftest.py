@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+
 from deepseek.medical.phantom import write_phantom
 
 #: pydicom's bundled sample files, opened by path (its download helpers are never called)

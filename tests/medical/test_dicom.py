@@ -7,6 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+
 from deepseek.medical import DICOMReader, Volume, read_volume
 from deepseek.medical.dicom import decode_pixels
 from deepseek.medical.errors import (

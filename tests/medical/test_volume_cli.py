@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from deepseek.cli import build_cli
 from deepseek.medical import DICOMReader, Volume
 from deepseek.medical.errors import MedicalError, VolumeFileError

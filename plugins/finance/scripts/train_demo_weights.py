@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import torch
+
 from deepseek.finance.ticks import synthetic_ticks
 from deepseek.finance.training import train
 from deepseek.loader import save_model

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import click
+
 from deepseek.finance import __version__
 
 log = logging.getLogger(__name__)

@@ -4,13 +4,13 @@
     decision, scores = fp.on_tick(exch_ns, bid, ask, bid_size, ask_size, last_px, last_size,
                                   side)
 
-``FastPath.from_model`` copies the weights into one flat float32 array and compiles (numba
-``njit``) a kernel specialised to the layer sizes. Each call updates the streaming features
-(:mod:`deepseek.finance.features`), standardises them, runs the network in float32 over
-preallocated buffers (the GRU hidden state carried from tick to tick) and returns the
-decision (-1 down, 0 flat, +1 up: the arg-max class) and the class logits (a view of an
-internal buffer, overwritten by the next call; copy it to keep it). Logits equal the PyTorch
-model's on the same features within 1e-5.
+``FastPath.from_model`` copies the model's float32 weights into one flat array and compiles
+(numba ``njit``) a kernel specialised to the layer sizes. Each call updates the streaming
+features (:mod:`deepseek.finance.features`), standardises them in float32 as the model does,
+runs the network with float64 accumulation over preallocated buffers (the GRU hidden state
+carried from tick to tick) and returns the decision (-1 down, 0 flat, +1 up: the arg-max
+class) and the class logits (a view of an internal buffer, overwritten by the next call;
+copy it to keep it). Logits equal the PyTorch model's on the same features within 1e-5.
 """
 
 from __future__ import annotations
@@ -20,15 +20,28 @@ from typing import Any
 
 import numpy as np
 import torch
+from numba import njit
+
 from deepseek.finance.errors import FastPathError
 from deepseek.finance.features import N_FEATURES, new_state, update_features
 from deepseek.finance.models import DECISIONS, TickGRU, TickMLP
-from numba import njit
 
 
 @njit(inline="always")
 def _sigmoid(x):  # pragma: no cover - compiled
     return 1.0 / (1.0 + math.exp(-x))
+
+
+@njit(inline="always")
+def _f32(x):  # pragma: no cover - compiled
+    return np.float64(np.float32(x))
+
+
+# Both kernels share one signature: (float state, int state, weights, work buffer, tick).
+# The work buffer (float64) starts with the 16 features, rounded to float32 as the PyTorch
+# model would see them; standardisation is done in float32 like PyTorch; the layers
+# accumulate in float64 (weights are the model's float32 values), so the logits differ from
+# PyTorch's float32 results by PyTorch's own rounding only.
 
 
 def _mlp_kernel(dims: tuple[int, ...], relu: bool):
@@ -44,46 +57,46 @@ def _mlp_kernel(dims: tuple[int, ...], relu: bool):
     dims_t = tuple(dims)
     max_w = max(dims)
     n_out = dims[-1]
+    a0, b0, lo = nf, nf + max_w, nf + 2 * max_w  # buffer layout
 
     @njit(nogil=True)
     def kernel(fs, is_, w, buf, exch_ns, bid, ask, bsz, asz, last_px, last_sz,
                side):  # pragma: no cover - compiled
-        # buf layout: [0:nf] features, [max_w:2max_w] a, [2max_w:3max_w] b, [3max_w:] logits
         update_features(fs, is_, buf[0:nf], exch_ns, bid, ask, bsz, asz, last_px, last_sz,
                         side)
-        a = buf[max_w:2 * max_w]
-        b = buf[2 * max_w:3 * max_w]
         for i in range(nf):
-            a[i] = (buf[i] - w[i]) / w[nf + i]
+            x = _f32(buf[i])
+            buf[i] = x
+            buf[a0 + i] = _f32(_f32(x - w[i]) / w[nf + i])
         for layer in range(n_layers):
             n_in = dims_t[layer]
             n_o = dims_t[layer + 1]
             base = offsets_t[layer]  # weights stored transposed: (n_in, n_o), then bias
             bias = base + n_in * n_o
             for o in range(n_o):
-                b[o] = w[bias + o]
+                buf[b0 + o] = w[bias + o]
             for i in range(n_in):
-                ai = a[i]
+                ai = buf[a0 + i]
                 row = base + i * n_o
                 for o in range(n_o):  # independent outputs: vectorises without reassociation
-                    b[o] += w[row + o] * ai
-            if layer < n_layers - 1:
-                for o in range(n_o):
+                    buf[b0 + o] += w[row + o] * ai
+            last = layer == n_layers - 1
+            for o in range(n_o):
+                v = buf[b0 + o]
+                if not last:
                     if relu:
-                        a[o] = b[o] if b[o] > 0.0 else np.float32(0.0)
+                        v = v if v > 0.0 else 0.0
                     else:
-                        a[o] = np.float32(math.tanh(b[o]))
-            else:
-                for o in range(n_o):
-                    a[o] = b[o]
+                        v = math.tanh(v)
+                buf[a0 + o] = v
         best = 0
         for o in range(n_out):
-            buf[3 * max_w + o] = a[o]
-            if a[o] > a[best]:
+            buf[lo + o] = buf[a0 + o]
+            if buf[lo + o] > buf[lo + best]:
                 best = o
         return best
 
-    return kernel, 3 * max(dims) + n_out, 3 * max(dims)
+    return kernel, lo + n_out, lo
 
 
 def _gru_kernel(nf: int, hidden: int, n_out: int):
@@ -95,7 +108,7 @@ def _gru_kernel(nf: int, hidden: int, n_out: int):
     o_bhh = o_bih + 3 * H
     o_wo = o_bhh + 3 * H
     o_bo = o_wo + n_out * H
-    # buf: [0:nf] features, [nf:2nf] x, [h0:h0+H] h, [g:g+6H] gates, [lo:lo+n_out] logits
+    # buffer: [0:nf] features, [nf:2nf] x, [h0:h0+H] h, [g0:g0+6H] gates, [lo:lo+n_out] logits
     h0 = 2 * nf
     g0 = h0 + H
     lo = g0 + 6 * H
@@ -106,7 +119,9 @@ def _gru_kernel(nf: int, hidden: int, n_out: int):
         update_features(fs, is_, buf[0:nf], exch_ns, bid, ask, bsz, asz, last_px, last_sz,
                         side)
         for i in range(nf):
-            buf[nf + i] = (buf[i] - w[o_mean + i]) / w[o_std + i]
+            x = _f32(buf[i])
+            buf[i] = x
+            buf[nf + i] = _f32(_f32(x - w[o_mean + i]) / w[o_std + i])
         # gi = W_ih x + b_ih ; gh = W_hh h + b_hh (gates ordered r, z, n); the weights are
         # stored transposed so that the inner loops run over independent outputs
         for r in range(3 * H):
@@ -152,7 +167,7 @@ class FastPath:
         self.kind = kind
         self._kernel = kernel
         self.weights = weights
-        self.buf = np.zeros(buf_size, dtype=np.float32)
+        self.buf = np.zeros(buf_size, dtype=np.float64)
         self.fs, self.istate = new_state()
         self.scores = self.buf[logits_at:logits_at + n_out]
         self.features = self.buf[:N_FEATURES]
@@ -184,7 +199,8 @@ class FastPath:
             parts = [module.mean, module.std]
             for lin in linears:
                 parts += [lin.weight.t().contiguous().reshape(-1), lin.bias]
-            w = torch.cat([p.detach().float().contiguous().reshape(-1) for p in parts]).numpy()
+            w = torch.cat([p.detach().float().contiguous().reshape(-1) for p in parts])
+            w = w.double().numpy()
             kernel, size, logits_at = _mlp_kernel(tuple(dims), relu=acts != {"Tanh"})
             return cls("mlp", kernel, w, size, logits_at, dims[-1])
         if isinstance(module, TickGRU):
@@ -198,7 +214,8 @@ class FastPath:
                                     f"{N_FEATURES}")
             parts = [module.mean, module.std, g.weight_ih_l0.t(), g.weight_hh_l0.t(),
                      g.bias_ih_l0, g.bias_hh_l0, module.head.weight.t(), module.head.bias]
-            w = torch.cat([p.detach().float().contiguous().reshape(-1) for p in parts]).numpy()
+            w = torch.cat([p.detach().float().contiguous().reshape(-1) for p in parts])
+            w = w.double().numpy()
             kernel, size, logits_at, h_at = _gru_kernel(nf, H, n_out)
             return cls("gru", kernel, w, size, logits_at, n_out, h_at, H)
         raise FastPathError(f"cannot compile {type(module).__name__}: the fast path supports "
@@ -221,7 +238,7 @@ class FastPath:
     def run(self, ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed a TICK_DTYPE array; returns (class index per tick, logits per tick)."""
         cls_ = np.empty(len(ticks), dtype=np.int64)
-        logits = np.empty((len(ticks), len(self.scores)), dtype=np.float32)
+        logits = np.empty((len(ticks), len(self.scores)), dtype=np.float64)
         for i, t in enumerate(ticks):
             cls_[i] = self.step(int(t["exch_ns"]), float(t["bid"]), float(t["ask"]),
                                 float(t["bid_size"]), float(t["ask_size"]),

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from deepseek.finance.errors import FinanceError
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,10 @@ def replay(ticks: np.ndarray, host: str, port: int, *, timeout: float = 1.0,
     sock.close()
     valid = rtts[warmup:] if n > warmup else rtts
     valid = valid[valid >= 0] / 1e3
-    pct = (lambda q: float(np.percentile(valid, q)) if valid.size else float("nan"))
+
+    def pct(q: float) -> float:
+        return float(np.percentile(valid, q)) if valid.size else float("nan")
+
     return {"ticks": n, "lost": lost, "statuses": statuses, "measured": int(valid.size),
             "rtt_us": {"p50": pct(50), "p99": pct(99), "p99_9": pct(99.9),
                        "mean": float(valid.mean()) if valid.size else float("nan")}}

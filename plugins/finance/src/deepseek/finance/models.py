@@ -7,8 +7,9 @@ data, so a saved model is self-contained.
 from __future__ import annotations
 
 import torch
-from deepseek.finance.features import N_FEATURES
 from torch import nn
+
+from deepseek.finance.features import N_FEATURES
 
 CLASSES = ("down", "flat", "up")
 DECISIONS = (-1, 0, 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from deepseek.report import PipelineResult, Table
 
 
@@ -25,6 +26,7 @@ def tick_latency(input: Path | None = None, out_dir: Path = Path("."), quiet: bo
                  n_ticks: int = 20_000) -> PipelineResult:
     """Score the packaged tick-mlp on held-out ticks and time its fast path against eager."""
     import torch
+
     from deepseek.finance.fastpath import FastPath
     from deepseek.finance.features import StreamingFeatures, batch_features
     from deepseek.finance.training import evaluate, labels, load_ticks
@@ -82,7 +84,8 @@ def tick_latency(input: Path | None = None, out_dir: Path = Path("."), quiet: bo
                     round(pf["p99_9"], 2)],
                    ["PyTorch eager", round(pe["p50"], 2), round(pe["p99"], 2),
                     round(pe["p99_9"], 2)]])
-    notes = [f"{len(ticks)} ticks ({'synthetic, seed 12345: not the training seed' if input is None else input}); "
+    source = "synthetic, seed 12345: not the training seed" if input is None else input
+    notes = [f"{len(ticks)} ticks ({source}); "
              f"labels: mid move over {horizon} ticks; latency over {n - warm} ticks after "
              f"{warm} warm-up ticks on one thread. benchmarks/tick_latency.py adds TorchScript, "
              "ONNX Runtime, the GRU and the UDP round trip."]

@@ -53,6 +53,7 @@ def _weights(name: str) -> str | None:
 def _classification_metric(predictions: Any, references: Any, **options: Any) -> dict:
     """Accuracy, macro F1 and majority baseline of class logits against labels 0/1/2."""
     import numpy as np
+
     from deepseek.finance.training import evaluate
 
     return evaluate(np.asarray(predictions), np.asarray(references))

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from deepseek.finance.errors import TickFileError
 
 TICK_DTYPE = np.dtype([

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from deepseek.finance.errors import FinanceError
 from deepseek.finance.features import FEATURE_NAMES, batch_features
 from deepseek.finance.models import TickGRU, TickMLP
@@ -69,8 +70,9 @@ def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
           checkpoint_dir: str | Path | None = None, progress: bool | None = None,
           accum_steps: int = 1, **config: Any) -> TrainResult:
     """Train ``tick-mlp`` or ``tick-gru`` on ``ticks``; returns the model and held-out metrics."""
-    from deepseek.train import Trainer
     from torch.utils.data import TensorDataset
+
+    from deepseek.train import Trainer
 
     if model not in ("tick-mlp", "tick-gru"):
         raise FinanceError(f"unknown tick model {model!r}; use tick-mlp or tick-gru")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from deepseek.manufacturing import __version__
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+
 from deepseek.medical import __version__
 
 

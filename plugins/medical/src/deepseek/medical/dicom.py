@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from deepseek.medical.errors import (
     DecoderMissingError,
     DicomReadError,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from deepseek.report import PipelineResult, Table
 
 log = logging.getLogger(__name__)

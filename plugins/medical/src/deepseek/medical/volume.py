@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from deepseek.medical.errors import MedicalError, VolumeFileError
 
 log = logging.getLogger(__name__)

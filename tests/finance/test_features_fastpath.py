@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from deepseek.finance.errors import FastPathError
+from deepseek.finance.fastpath import FastPath
+from deepseek.finance.features import (
+    CAPACITY,
+    FEATURE_NAMES,
+    StreamingFeatures,
+    batch_features,
+)
+from deepseek.finance.models import TickGRU, TickMLP
+from deepseek.finance.ticks import TICK_DTYPE, synthetic_ticks
+from deepseek.loader import ModelLoader
+
+
+@pytest.fixture(scope="module")
+def ticks():
+    return synthetic_ticks(4000, seed=3)
+
+
+def bursty_ticks() -> np.ndarray:
+    """Long silences and a burst of more ticks than the ring holds within 100 ms."""
+    rng = np.random.default_rng(1)
+    n = 1500
+    t = np.cumsum(np.where(rng.random(n) < 0.05, 3_000_000_000, 50_000)).astype(np.int64)
+    t[600:600 + 2 * CAPACITY] = t[600] + np.arange(2 * CAPACITY) * 1000  # a 0.5 ms burst
+    t = np.maximum.accumulate(t)
+    out = np.zeros(n, TICK_DTYPE)
+    out["exch_ns"] = t
+    out["recv_ns"] = t + 10
+    mid = 50.0 + np.cumsum(rng.integers(-1, 2, n)) * 0.5
+    out["bid"] = mid - 0.25
+    out["ask"] = mid + 0.25
+    out["bid_size"] = rng.integers(0, 20, n)  # zero sizes happen
+    out["ask_size"] = rng.integers(0, 20, n)
+    side = rng.choice([-1, 0, 0, 1], n)
+    out["side"] = side
+    out["last_size"] = np.where(side != 0, rng.integers(1, 5, n), 0)
+    out["last_px"] = np.where(side != 0, mid + side * 0.25, np.nan)
+    out["last_px"] = np.where(np.arange(n) < 10, np.nan, out["last_px"])
+    return out
+
+
+@pytest.mark.parametrize("source", ["synthetic", "bursty"])
+def test_streaming_equals_batch_exactly(ticks, source):
+    data = ticks if source == "synthetic" else bursty_ticks()
+    batch = batch_features(data)
+    assert batch.shape == (len(data), len(FEATURE_NAMES)) == (len(data), 16)
+    sf = StreamingFeatures()
+    one_by_one = np.stack([sf.update_tick(t).copy() for t in data])
+    np.testing.assert_array_equal(one_by_one, batch)
+    np.testing.assert_array_equal(StreamingFeatures().run(data), batch)
+    assert np.isfinite(batch).all()
+
+
+def test_streaming_state_is_fixed_size(ticks):
+    sf = StreamingFeatures()
+    sizes = (sf.fs.nbytes, sf.istate.nbytes)
+    sf.run(ticks)
+    assert (sf.fs.nbytes, sf.istate.nbytes) == sizes
+
+
+def test_feature_values_are_what_they_say():
+    t = np.zeros(3, TICK_DTYPE)
+    t["exch_ns"] = [0, 1_000_000, 2_000_000]
+    t["bid"], t["ask"] = [99.0, 99.0, 100.0], [101.0, 101.0, 102.0]
+    t["bid_size"], t["ask_size"] = [3, 3, 1], [1, 1, 1]
+    t["last_px"] = [np.nan, 101.0, 101.0]
+    t["last_size"] = [0, 2, 2]
+    t["side"] = [0, 1, 0]
+    f = batch_features(t)
+    names = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    assert f[0, names["spread_bps"]] == pytest.approx(200.0)
+    assert f[0, names["imbalance"]] == pytest.approx(0.5)
+    assert f[0, names["microprice_bps"]] == pytest.approx((100.5 - 100) / 100 * 1e4)
+    assert f[2, names["ret_1t"]] == pytest.approx(100.0, rel=1e-6)
+    assert f[0, names["since_trade_s"]] == 60.0
+    assert f[2, names["since_trade_s"]] == pytest.approx(0.001)
+    assert f[1, names["flow_imbalance"]] == 1.0
+    assert f[2, names["last_trade_bps"]] == pytest.approx((101 - 101) / 101 * 1e4)
+
+
+def standardised(model, feats):
+    with torch.no_grad():
+        model.mean.copy_(torch.from_numpy(feats.mean(0)))
+        model.std.copy_(torch.from_numpy(feats.std(0) + 1e-3))
+    return model.eval()
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_mlp_fast_path_matches_pytorch(ticks, activation):
+    feats = batch_features(ticks)
+    torch.manual_seed(0)
+    model = standardised(TickMLP(activation=activation), feats)
+    fp = FastPath.from_model(model)
+    cls_, logits = fp.run(ticks)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(feats)).numpy()
+    np.testing.assert_allclose(logits, ref, atol=1e-5, rtol=0)
+    assert (cls_ == ref.argmax(1)).mean() > 0.999
+    np.testing.assert_array_equal(fp.features, feats[-1])
+
+
+def test_gru_fast_path_carries_hidden_state(ticks):
+    feats = batch_features(ticks)
+    torch.manual_seed(1)
+    model = standardised(TickGRU(hidden=32), feats)
+    fp = FastPath.from_model(model)
+    _, logits = fp.run(ticks)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(feats)[None]).numpy()[0]
+    np.testing.assert_allclose(logits, ref, atol=1e-5, rtol=0)
+    assert np.abs(fp.hidden).sum() > 0
+    fp.reset()
+    assert np.abs(fp.hidden).sum() == 0
+    _, again = fp.run(ticks[:100])
+    np.testing.assert_allclose(again, ref[:100], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["tick-mlp", "tick-gru"])
+def test_packaged_models_compile_and_match(ticks, name):
+    loaded = ModelLoader.load(name, device="cpu")
+    fp = FastPath.from_model(loaded)
+    decision, scores = fp.on_tick(1, 100.0, 100.01, 5.0, 3.0, math.nan, 0.0, 0)
+    assert decision in (-1, 0, 1) and scores.shape == (3,)
+    fp.reset()
+    _, logits = fp.run(ticks[:1000])
+    feats = torch.from_numpy(batch_features(ticks[:1000]))
+    with torch.no_grad():
+        ref = loaded.module(feats if name == "tick-mlp" else feats[None])
+    np.testing.assert_allclose(logits, ref.numpy().reshape(-1, 3), atol=1e-5, rtol=0)
+
+
+def test_unsupported_models_are_refused():
+    with pytest.raises(FastPathError, match="supports TickMLP and TickGRU"):
+        FastPath.from_model(torch.nn.Linear(16, 3))
+    with pytest.raises(FastPathError, match="takes 8 features"):
+        FastPath.from_model(TickMLP(n_features=8))
