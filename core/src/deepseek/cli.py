@@ -253,6 +253,56 @@ def demo_cmd(ctx: click.Context, out_dir: Path, pattern: str) -> None:
         ctx.exit(1)
 
 
+@cli.command("serve")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--name", default=None, help="Name to serve a single MODEL under.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True, help="REST port.")
+@click.option("--grpc-port", type=int, default=8081, show_default=True, help="gRPC port.")
+@click.option("--no-grpc", is_flag=True, help="Serve REST only.")
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Largest dynamic batch (1: no batching).")
+@click.option("--max-delay-ms", type=float, default=5.0, show_default=True,
+              help="How long a batch waits to fill.")
+@click.option("--max-queue", type=int, default=256, show_default=True,
+              help="Waiting requests per model before 503 / RESOURCE_EXHAUSTED.")
+@click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
+              help="Per-request time limit in seconds.")
+@click.option("--max-request-mb", type=float, default=64.0, show_default=True)
+@click.option("--token", envvar="DEEPSEEK_SERVING_TOKEN", default=None,
+              help="Require 'Authorization: Bearer TOKEN' [env: DEEPSEEK_SERVING_TOKEN].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
+              show_default=True)
+@click.option("--framework", type=click.Choice(["auto", "pytorch", "torchscript", "onnx"]),
+              default="auto", show_default=True)
+@click.option("--trust-pickle", is_flag=True, help="Allow pickled model files.")
+def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, grpc_port: int,
+              no_grpc: bool, batch_size: int, max_delay_ms: float, max_queue: int,
+              timeout_s: float, max_request_mb: float, token: str | None, precision: str,
+              framework: str, trust_pickle: bool) -> None:
+    """Serve MODELS over REST and gRPC (KServe Open Inference Protocol V2).
+
+    Each MODEL is a registry name (`deepseek models`), a model file, or NAME=SOURCE.
+    Clients: curl, tritonclient.http / tritonclient.grpc, KServe tooling.
+    """
+    from deepseek.serving import DeepSeekServing
+    from deepseek.serving.models import default_name
+
+    specs: dict[str, str] = {}
+    for m in models:
+        key, sep, src = m.partition("=")
+        if sep and key and not src.startswith("="):
+            specs[key] = src
+        else:
+            specs[name if name and len(models) == 1 else default_name(m)] = m
+    server = DeepSeekServing(models=specs, port=port, grpc_port=None if no_grpc else grpc_port,
+                             batch_size=batch_size, max_delay_ms=max_delay_ms, host=host,
+                             max_queue=max_queue, timeout_s=timeout_s,
+                             max_request_mb=max_request_mb, token=token, precision=precision,
+                             framework=framework, trust_pickle=trust_pickle)
+    server.start()
+
+
 _commands_added = False
 
 

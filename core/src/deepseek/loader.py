@@ -392,8 +392,11 @@ class ModelLoader:
             cfg = {**cfg, **config}
             module, _ = build_registered(arch, pretrained=False, **cfg)
             load_safetensors_into(module, path)
+            from deepseek.plugins import models
+
             return cls._finish_torch(module, "pytorch", precision, dtype, dev, source=str(path),
-                                     architecture=arch, config=cfg)
+                                     architecture=arch, config=cfg,
+                                     inputs=models().entry(arch).meta.get("inputs"))
         # a pickle
         if not trust_pickle:
             raise UntrustedPickleError(

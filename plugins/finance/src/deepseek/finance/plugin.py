@@ -74,7 +74,9 @@ def register_models(register: Any) -> None:
              inputs=[{"name": "features", "dtype": "float32", "shape": [-1, 16]}])
     register("tick-gru", _tick_gru, config={"n_features": 16, "hidden": 32, "n_classes": 3},
              weights=_weights("tick-gru"),
-             inputs=[{"name": "features", "dtype": "float32", "shape": [-1, -1, 16]}])
+             inputs=[{"name": "features", "dtype": "float32", "shape": [-1, -1, 16]}],
+             # served sequences of different lengths are padded along time and cut back
+             batching={"policy": "pad", "pad_axes": [1], "pad_value": 0.0})
 
 
 @hookimpl

@@ -1,0 +1,160 @@
+"""The gRPC side of the V2 protocol: ``inference.GRPCInferenceService``.
+
+The message and service definitions are the protocol's published ``grpc_service.proto``, used
+through the generated stubs that the ``tritonclient[grpc]`` package ships, so the server is
+wire-compatible with ``tritonclient.grpc`` and other V2 clients.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from deepseek.serving.protocol import (
+    V2_TO_NUMPY,
+    InferenceError,
+    array_from_json,
+    array_from_raw,
+    check_shape,
+    encode_bytes,
+    v2_datatype,
+)
+
+CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+         404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+         503: grpc.StatusCode.RESOURCE_EXHAUSTED, 504: grpc.StatusCode.DEADLINE_EXCEEDED,
+         500: grpc.StatusCode.INTERNAL}
+CONTENT_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+                 "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+                 "UINT16": "uint_contents", "UINT32": "uint_contents",
+                 "UINT64": "uint64_contents", "FP32": "fp32_contents",
+                 "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+
+
+class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    async def _fail(self, context: Any, exc: InferenceError) -> None:
+        await context.abort(CODES.get(exc.status, grpc.StatusCode.UNKNOWN), str(exc))
+
+    def _auth(self, context: Any) -> None:
+        meta = dict(context.invocation_metadata() or ())
+        self.server.check_token(meta.get("authorization"))
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerReadyResponse(ready=self.server._accepting)
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context)
+            self._model(request.name, request.version)
+        except InferenceError as exc:
+            await self._fail(context, exc)
+        return service_pb2.ModelReadyResponse(ready=self.server._accepting)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context)
+        except InferenceError as exc:
+            await self._fail(context, exc)
+        md = self.server.server_metadata()
+        return service_pb2.ServerMetadataResponse(name=md["name"], version=md["version"],
+                                                  extensions=md["extensions"])
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context)
+            m = self._model(request.name, request.version)
+        except InferenceError as exc:
+            await self._fail(context, exc)
+        md = m.metadata()
+        tm = service_pb2.ModelMetadataResponse.TensorMetadata
+        return service_pb2.ModelMetadataResponse(
+            name=md["name"], versions=md["versions"], platform=md["platform"],
+            inputs=[tm(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                    for t in md["inputs"]],
+            outputs=[tm(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                     for t in md["outputs"]])
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        t0 = time.perf_counter()
+        name = request.model_name
+        code = None
+        try:
+            self._auth(context)
+            m = self._model(name, request.model_version)
+            arrays, datatypes = self._inputs(request)
+            remaining = context.time_remaining()
+            names, outs = await self.server.infer(name, arrays, datatypes, remaining)
+            wanted = [o.name for o in request.outputs]
+            for w in wanted:
+                if w not in names:
+                    raise InferenceError(f"unknown output {w!r}; the outputs are {names}")
+            resp = service_pb2.ModelInferResponse(model_name=name, model_version=m.version,
+                                                  id=request.id)
+            for n, a in zip(names, outs):
+                if wanted and n not in wanted:
+                    continue
+                resp.outputs.add(name=n, datatype=v2_datatype(a), shape=list(a.shape))
+                resp.raw_output_contents.append(
+                    encode_bytes(a) if a.dtype == np.object_ else
+                    np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes())
+            return resp
+        except InferenceError as exc:
+            code = str(exc.status)
+            await self._fail(context, exc)
+        finally:
+            self.server.metrics.observe(name if name in self.server.models else "_unknown",
+                                        "grpc", time.perf_counter() - t0, code)
+
+    def _model(self, name: str, version: str) -> Any:
+        m = self.server.model(name)
+        if version not in ("", m.version):
+            raise InferenceError(f"model '{name}' has version {m.version} only, not "
+                                 f"{version!r}", 404)
+        return m
+
+    @staticmethod
+    def _inputs(request: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        arrays: dict[str, np.ndarray] = {}
+        datatypes: dict[str, str] = {}
+        raw = list(request.raw_input_contents)
+        if raw and len(raw) != len(request.inputs):
+            raise InferenceError(f"{len(raw)} raw_input_contents for {len(request.inputs)} "
+                                 "inputs; send raw contents for every input or for none")
+        for i, t in enumerate(request.inputs):
+            shape = check_shape(t.name, list(t.shape))
+            if t.datatype not in V2_TO_NUMPY:
+                raise InferenceError(f"input '{t.name}': unsupported datatype {t.datatype!r}")
+            if raw:
+                arrays[t.name] = array_from_raw(t.name, t.datatype, shape, raw[i])
+            else:
+                field = CONTENT_FIELD.get(t.datatype)
+                if field is None:
+                    raise InferenceError(f"input '{t.name}': {t.datatype} must be sent in "
+                                         "raw_input_contents")
+                values = list(getattr(t.contents, field))
+                arrays[t.name] = array_from_json(t.name, t.datatype, shape, values)
+            datatypes[t.name] = t.datatype
+        return arrays, datatypes
+
+
+async def start_grpc(server: Any) -> tuple[Any, int]:
+    opts = [("grpc.max_receive_message_length", server.max_request_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0)]
+    g = grpc.aio.server(options=opts)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(server), g)
+    port = g.add_insecure_port(f"{server.host}:{server.grpc_port}")
+    if port == 0:
+        raise InferenceError(f"cannot bind gRPC to {server.host}:{server.grpc_port}", 500)
+    await g.start()
+    return g, port

@@ -1,0 +1,130 @@
+"""A model as the server sees it: loaded through ModelLoader, with V2 tensor metadata."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepseek.loader import LoadedModel, ModelLoader
+from deepseek.serving.protocol import (
+    TORCH_NAME_TO_V2,
+    InferenceError,
+    TensorSpec,
+    v2_datatype,
+)
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = {"pytorch": "pytorch_libtorch", "torchscript": "pytorch_libtorch",
+             "onnx": "onnxruntime_onnx"}
+_NUMPY = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64,
+          "INT32": np.int32, "UINT8": np.uint8, "BOOL": np.bool_}
+_ORT_TO_V2 = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64",
+              "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int8)": "INT8",
+              "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL"}
+
+
+class ServedModel:
+    """Wraps a :class:`LoadedModel`: input/output specs, batching policy, batched call.
+
+    ``batching``: ``{"policy": "bucket"}`` (default) or ``{"policy": "pad", "pad_axes":
+    [1], "pad_value": 0}``; registry models may declare it with their ``inputs``.
+    """
+
+    def __init__(self, name: str, source: Any, *, framework: str = "auto",
+                 precision: str = "fp32", device: str = "auto", trust_pickle: bool = False,
+                 batching: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.source = str(source) if not hasattr(source, "forward") else type(source).__name__
+        self.model: LoadedModel = source if isinstance(source, LoadedModel) else \
+            ModelLoader.load(source, framework=framework, precision=precision, device=device,
+                             trust_pickle=trust_pickle)
+        self.platform = PLATFORMS.get(self.model.framework, self.model.framework)
+        self.version = "1"
+        meta_batching = None
+        if self.model.architecture:
+            from deepseek.plugins import models
+
+            reg = models()
+            if self.model.architecture in reg:
+                meta_batching = reg.entry(self.model.architecture).meta.get("batching")
+        self.batching = dict(batching or meta_batching or {"policy": "bucket"})
+        self.inputs = self._input_specs()
+        self.outputs = self._output_specs()
+
+    # specs --------------------------------------------------------------------------------
+    def _input_specs(self) -> list[TensorSpec]:
+        m = self.model
+        if m.session is not None:
+            return [TensorSpec(i.name, _ORT_TO_V2.get(i.type, "FP32"),
+                               [d if isinstance(d, int) else -1 for d in i.shape])
+                    for i in m.session.get_inputs()]
+        if m.inputs:
+            return [TensorSpec(i["name"], TORCH_NAME_TO_V2.get(i.get("dtype", "float32"), "FP32"),
+                               [int(d) for d in i["shape"]]) for i in m.inputs]
+        log.info("model %s declares no inputs; accepting one FP32 input 'input' of any shape",
+                 self.name)
+        return [TensorSpec("input", "FP32", [])]  # [] = any shape
+
+    def _output_specs(self) -> list[TensorSpec]:
+        m = self.model
+        if m.session is not None:
+            return [TensorSpec(o.name, _ORT_TO_V2.get(o.type, "FP32"),
+                               [d if isinstance(d, int) else -1 for d in o.shape])
+                    for o in m.session.get_outputs()]
+        if not all(s.shape for s in self.inputs):
+            return [TensorSpec("output", "FP32", [])]
+        runs = []
+        for free in (2, 3):  # dims that follow the free input sizes are free outputs too
+            probe = []
+            for s in self.inputs:
+                shape = [free if d == -1 else d for d in s.shape]
+                probe.append(np.zeros(shape, dtype=_NUMPY.get(s.datatype, np.float32)))
+            runs.append(self._as_list(m(*probe)))
+        names = ["output"] if len(runs[0]) == 1 else [f"output{i}" for i in range(len(runs[0]))]
+        return [TensorSpec(n, v2_datatype(a), [-1] + [-1 if da != db else int(da)
+                                                      for da, db in zip(a.shape[1:], b.shape[1:])])
+                for n, a, b in zip(names, runs[0], runs[1])]
+
+    @staticmethod
+    def _as_list(out: Any) -> list[np.ndarray]:
+        if isinstance(out, (list, tuple)):
+            return [np.asarray(o) for o in out]
+        if isinstance(out, dict):
+            return [np.asarray(v) for v in out.values()]
+        return [np.asarray(out)]
+
+    def metadata(self) -> dict[str, Any]:
+        def shape(s: TensorSpec) -> list[int]:
+            return s.shape if s.shape else [-1]
+
+        return {
+            "name": self.name, "versions": [self.version], "platform": self.platform,
+            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": shape(s)}
+                       for s in self.inputs],
+            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": shape(s)}
+                        for s in self.outputs],
+        }
+
+    # running --------------------------------------------------------------------------------
+    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        outs = self._as_list(self.model(*arrays))
+        if len(outs) != len(self.outputs) and self.outputs and self.outputs[0].shape:
+            raise InferenceError(f"model '{self.name}' returned {len(outs)} outputs, its "
+                                 f"metadata says {len(self.outputs)}", 500)
+        return outs
+
+    def output_names(self, n: int) -> list[str]:
+        if len(self.outputs) == n:
+            return [s.name for s in self.outputs]
+        return ["output"] if n == 1 else [f"output{i}" for i in range(n)]
+
+
+def default_name(source: Any) -> str:
+    p = Path(str(source))
+    if p.exists():
+        return p.name.split(".")[0] if p.is_file() else p.name
+    return str(source)

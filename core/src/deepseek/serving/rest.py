@@ -1,0 +1,143 @@
+"""The REST side of the V2 protocol (a Starlette ASGI app, served by uvicorn)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from deepseek.serving.protocol import InferenceError, parse_rest_request, rest_inputs
+from deepseek.serving.server import dumps, output_json
+
+HEADER_LEN = "Inference-Header-Content-Length"
+
+
+def _error(exc: InferenceError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+def build_app(server: Any) -> Starlette:
+    def guarded(handler: Any, auth: bool = True) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                if auth:
+                    server.check_token(request.headers.get("authorization"))
+                return await handler(request)
+            except InferenceError as exc:
+                return _error(exc)
+        return endpoint
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        ok = server._accepting
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    async def metadata(request: Request) -> Response:
+        return JSONResponse(server.server_metadata())
+
+    async def model_metadata(request: Request) -> Response:
+        m = server.model(request.path_params["model"])
+        _check_version(m, request)
+        return JSONResponse(m.metadata())
+
+    async def model_ready(request: Request) -> Response:
+        m = server.model(request.path_params["model"])
+        _check_version(m, request)
+        return JSONResponse({"name": m.name, "ready": server._accepting},
+                            status_code=200 if server._accepting else 503)
+
+    async def repository_index(request: Request) -> Response:
+        return JSONResponse([{"name": n, "version": "1", "state": "READY"}
+                             for n in server.models])
+
+    async def infer(request: Request) -> Response:
+        t0 = time.perf_counter()
+        name = request.path_params["model"]
+        code = None
+        try:
+            server.check_token(request.headers.get("authorization"))
+            m = server.model(name)
+            _check_version(m, request)
+            body = await _read_body(request, server.max_request_bytes)
+            hl = request.headers.get(HEADER_LEN)
+            try:
+                header_length = int(hl) if hl is not None else None
+            except ValueError:
+                raise InferenceError(f"{HEADER_LEN} must be an integer, got {hl!r}") from None
+            req, tail = parse_rest_request(body, header_length)
+            arrays = rest_inputs(req, tail)
+            datatypes = {str(t["name"]): t["datatype"] for t in req["inputs"]}
+            params = req.get("parameters") or {}
+            timeout = params.get("timeout")  # microseconds, as tritonclient sends it
+            names, outs = await server.infer(name, arrays, datatypes,
+                                             timeout / 1e6 if isinstance(timeout, (int, float))
+                                             and timeout > 0 else None)
+            payload, blobs = output_json(names, outs, req.get("outputs"),
+                                         bool(params.get("binary_data_output", False)))
+            payload.update(model_name=name, model_version=m.version)
+            if "id" in req:
+                payload["id"] = req["id"]
+            head = dumps(payload)
+            if blobs:
+                return Response(head + b"".join(blobs), media_type="application/octet-stream",
+                                headers={HEADER_LEN: str(len(head))})
+            return Response(head, media_type="application/json")
+        except InferenceError as exc:
+            code = str(exc.status)
+            return _error(exc)
+        finally:
+            server.metrics.observe(name if name in server.models else "_unknown", "rest",
+                                   time.perf_counter() - t0, code)
+
+    async def metrics(request: Request) -> Response:
+        return Response(server.metrics.render(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"no such endpoint: {request.method} {request.url.path}"},
+                            status_code=404)
+
+    routes = [
+        Route("/v2/health/live", guarded(live, auth=False)),
+        Route("/v2/health/ready", guarded(ready, auth=False)),
+        Route("/v2", guarded(metadata)),
+        Route("/v2/models/{model}", guarded(model_metadata)),
+        Route("/v2/models/{model}/versions/{version}", guarded(model_metadata)),
+        Route("/v2/models/{model}/ready", guarded(model_ready)),
+        Route("/v2/models/{model}/versions/{version}/ready", guarded(model_ready)),
+        Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v2/repository/index", guarded(repository_index), methods=["POST", "GET"]),
+        Route("/metrics", metrics),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found})
+
+
+def _check_version(model: Any, request: Request) -> None:
+    v = request.path_params.get("version")
+    if v not in (None, "", model.version):
+        raise InferenceError(f"model '{model.name}' has version {model.version} only, not {v!r}",
+                             404)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise InferenceError(f"request of {int(length)} bytes exceeds the limit of {limit} "
+                             "bytes", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InferenceError(f"request exceeds the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if length is not None and length.isdigit() and len(body) != int(length):
+        raise InferenceError(f"body truncated: {len(body)} of {length} bytes", 400)
+    return body

@@ -1,0 +1,270 @@
+"""DeepSeekServing: REST + gRPC on the Open Inference Protocol (V2) with dynamic batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from typing import Any
+
+import numpy as np
+
+from deepseek import __version__
+from deepseek.batching import DynamicBatcher, QueueFull
+from deepseek.errors import DeepSeekError
+from deepseek.serving.models import ServedModel, default_name
+from deepseek.serving.protocol import (
+    InferenceError,
+    encode_bytes,
+    v2_datatype,
+    validate_inputs,
+)
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+TOKEN_ENV = "DEEPSEEK_SERVING_TOKEN"
+
+
+class DeepSeekServing:
+    """Serve models over REST (``port``) and gRPC (``grpc_port``) with dynamic batching.
+
+    ::
+
+        server = DeepSeekServing(model_path="model.pt", port=8080, batch_size=32)
+        server.start()                       # blocks; Ctrl-C / SIGTERM shut down gracefully
+
+        with DeepSeekServing(models={"mlp": "tick-mlp"}, port=0, grpc_port=0) as s:
+            ...                              # background; s.http_url, s.grpc_address
+
+    Args:
+        model_path: one model (registry name or file) served under its name (or ``name``).
+        models: ``{name: registry name, file path or LoadedModel}`` for several models.
+        port, grpc_port: 0 picks a free port (see ``http_port``/``grpc_port`` after start);
+            ``grpc_port=None`` turns gRPC off.
+        batch_size, max_delay_ms: a batch closes at this many samples or after this delay
+            (``batch_size=1``: no batching).
+        max_queue: requests waiting per model before new ones get 503 / RESOURCE_EXHAUSTED.
+        timeout_s: per-request time limit (504 / DEADLINE_EXCEEDED).
+        max_request_mb: larger requests are refused (413 / RESOURCE_EXHAUSTED).
+        token: bearer token required on both protocols (default: ``$DEEPSEEK_SERVING_TOKEN``;
+            health endpoints stay open for probes).
+    """
+
+    def __init__(self, model_path: Any = None, port: int = 8080, batch_size: int = 32, *,
+                 name: str | None = None, grpc_port: int | None = 8081,
+                 max_delay_ms: float = 5.0, host: str = "127.0.0.1",
+                 models: dict[str, Any] | None = None, max_queue: int = 256,
+                 timeout_s: float = 30.0, max_request_mb: float = 64.0,
+                 token: str | None = None, framework: str = "auto", precision: str = "fp32",
+                 device: str = "auto", trust_pickle: bool = False) -> None:
+        specs: dict[str, Any] = dict(models or {})
+        if model_path is not None:
+            specs[name or default_name(model_path)] = model_path
+        if not specs:
+            raise DeepSeekError("no model to serve: pass model_path=... or models={...}")
+        self.models: dict[str, ServedModel] = {}
+        for n, src in specs.items():
+            self.models[n] = src if isinstance(src, ServedModel) else ServedModel(
+                n, src, framework=framework, precision=precision, device=device,
+                trust_pickle=trust_pickle)
+        self.host = host
+        self.http_port = int(port)
+        self.grpc_port = None if grpc_port is None else int(grpc_port)
+        self.batch_size = int(batch_size)
+        self.max_delay_ms = float(max_delay_ms)
+        self.max_queue = int(max_queue)
+        self.timeout_s = float(timeout_s)
+        self.max_request_bytes = int(max_request_mb * 2**20)
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self.batchers: dict[str, DynamicBatcher] = {}
+        self._ready = threading.Event()
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._accepting = False
+        from deepseek.serving.metrics import ServerMetrics
+
+        self.metrics = ServerMetrics(self)
+
+    # urls ----------------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    # lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Serve until SIGINT/SIGTERM (blocking), then shut down gracefully."""
+        asyncio.run(self._main(install_signals=True))
+
+    def start_background(self, timeout: float = 60.0) -> DeepSeekServing:
+        """Serve from a background thread; returns once both protocols accept requests."""
+        self._thread = threading.Thread(target=self._thread_main, name="deepseek-serving",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise DeepSeekError("the server did not start in time")
+        if self._error is not None:
+            raise DeepSeekError(f"the server failed to start: {self._error}")
+        return self
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main(install_signals=False))
+        except BaseException as exc:  # surfaced by start_background
+            self._error = exc
+            self._ready.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, finish in-flight requests, close. Safe to call twice."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> DeepSeekServing:
+        return self.start_background()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    async def _main(self, install_signals: bool) -> None:
+        import uvicorn
+
+        from deepseek.serving.grpc_service import start_grpc
+        from deepseek.serving.rest import build_app
+
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for name, model in self.models.items():
+            b = model.batching
+            batcher = DynamicBatcher(model, max_batch_size=self.batch_size,
+                                     max_delay_ms=self.max_delay_ms, max_queue=self.max_queue,
+                                     policy=b.get("policy", "bucket"),
+                                     pad_axes=b.get("pad_axes", ()),
+                                     pad_value=b.get("pad_value", 0.0), name=name,
+                                     on_batch=lambda n, _m=name: self.metrics.batch(_m, n))
+            batcher.start()
+            self.batchers[name] = batcher
+        config = uvicorn.Config(build_app(self), host=self.host, port=self.http_port,
+                                log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=self.timeout_s)
+        http = uvicorn.Server(config)
+        http.install_signal_handlers = lambda: None  # we handle signals ourselves
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.http_port))
+        except OSError as exc:
+            sock.close()
+            raise DeepSeekError(f"cannot serve REST on {self.host}:{self.http_port}: "
+                                f"{exc.strerror}") from None
+        self.http_port = sock.getsockname()[1]
+        http_task = asyncio.create_task(http.serve(sockets=[sock]))
+        while not http.started:
+            if http_task.done():
+                raise DeepSeekError(f"REST server on {self.http_url} stopped while starting")
+            await asyncio.sleep(0.01)
+        grpc_server = None
+        if self.grpc_port is not None:
+            grpc_server, self.grpc_port = await start_grpc(self)
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self._stopping.set)
+            log.warning("serving %s: REST http://%s  gRPC %s", ", ".join(self.models),
+                        self.http_url, self.grpc_address if grpc_server else "off")
+        self._accepting = True
+        self._ready.set()
+        await self._stopping.wait()
+        # graceful: refuse new work, let queued and running requests finish, then close
+        self._accepting = False
+        await asyncio.gather(*(b.drain(self.timeout_s) for b in self.batchers.values()))
+        if grpc_server is not None:
+            await grpc_server.stop(grace=self.timeout_s)
+        http.should_exit = True
+        await http_task
+        for b in self.batchers.values():
+            await b.close()
+
+    # the one inference path both protocols use ----------------------------------------------
+    def model(self, name: str) -> ServedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise InferenceError(f"unknown model '{name}'; this server has "
+                                 f"{sorted(self.models)}", 404) from None
+
+    async def infer(self, name: str, arrays: dict[str, np.ndarray], datatypes: dict[str, str],
+                    timeout_s: float | None = None) -> tuple[list[str], list[np.ndarray]]:
+        model = self.model(name)
+        if not self._accepting:
+            raise InferenceError("the server is shutting down", 503)
+        ordered = validate_inputs(name, model.inputs, arrays, datatypes)
+        limit = self.timeout_s if timeout_s is None else min(self.timeout_s, timeout_s)
+        try:
+            outs = await asyncio.wait_for(self.batchers[name].submit(ordered), limit)
+        except QueueFull as exc:
+            raise InferenceError(str(exc), 503) from None
+        except asyncio.TimeoutError:
+            raise InferenceError(f"model '{name}': no answer within {limit:g} s", 504) from None
+        except InferenceError:
+            raise
+        except DeepSeekError as exc:
+            raise InferenceError(f"model '{name}': {exc}", 400) from None
+        except Exception as exc:
+            raise InferenceError(f"model '{name}' failed on this request: "
+                                 f"{type(exc).__name__}: {exc}", 400) from None
+        return model.output_names(len(outs)), outs
+
+    def check_token(self, header: str | None) -> None:
+        if self.token is None:
+            return
+        if header != f"Bearer {self.token}":
+            raise InferenceError("missing or wrong bearer token (Authorization: Bearer ...)",
+                                 401)
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "deepseek", "version": __version__, "extensions": EXTENSIONS}
+
+
+def output_json(names: list[str], outs: list[np.ndarray], requested: list[dict] | None,
+                binary_default: bool) -> tuple[dict[str, Any], list[bytes]]:
+    """V2 response outputs; binary where asked (per output or ``binary_data_output``)."""
+    want: dict[str, dict] = {}
+    if requested:
+        for r in requested:
+            if not isinstance(r, dict) or "name" not in r:
+                raise InferenceError("each requested output needs a 'name'")
+            if r["name"] not in names:
+                raise InferenceError(f"unknown output {r['name']!r}; the outputs are {names}")
+            want[r["name"]] = r.get("parameters") or {}
+    items, blobs = [], []
+    for n, a in zip(names, outs):
+        if requested and n not in want:
+            continue
+        binary = bool(want.get(n, {}).get("binary_data", binary_default))
+        entry: dict[str, Any] = {"name": n, "datatype": v2_datatype(a), "shape": list(a.shape)}
+        if binary:
+            blob = encode_bytes(a) if a.dtype == np.object_ else \
+                np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = [v.decode(errors="replace") if isinstance(v, bytes) else v
+                             for v in a.reshape(-1).tolist()]
+        items.append(entry)
+    return {"outputs": items}, blobs
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()

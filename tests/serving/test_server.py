@@ -1,0 +1,328 @@
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as tg
+import tritonclient.http as th
+from tritonclient.utils import InferenceServerException
+
+from deepseek import ModelLoader
+from deepseek.loader import export_onnx
+from deepseek.serving import DeepSeekServing
+
+X = np.arange(8, dtype=np.float32).reshape(2, 4)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    return export_onnx(net, torch.zeros(1, 4), tmp_path_factory.mktemp("m") / "net.onnx",
+                       input_names=["x"], output_names=["y"])
+
+
+@pytest.fixture(scope="module")
+def server(onnx_file):
+    models = {"double": "test-double", "mlp": "tick-mlp", "net": str(onnx_file),
+              "gru": "tick-gru"}
+    with DeepSeekServing(models=models, port=0, grpc_port=0, batch_size=16, max_delay_ms=20,
+                         max_request_mb=1) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    return th.InferenceServerClient(server.http_url)
+
+
+@pytest.fixture(scope="module")
+def grpc_client(server):
+    return tg.InferenceServerClient(server.grpc_address)
+
+
+def test_health_and_metadata(http, grpc_client):
+    assert http.is_server_live() and http.is_server_ready()
+    assert grpc_client.is_server_live() and grpc_client.is_server_ready()
+    assert http.is_model_ready("double") and grpc_client.is_model_ready("mlp")
+    md = http.get_server_metadata()
+    assert md["name"] == "deepseek" and "binary_tensor_data" in md["extensions"]
+    assert grpc_client.get_server_metadata().name == "deepseek"
+    mm = http.get_model_metadata("mlp")
+    assert mm["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 16]}]
+    assert mm["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}]
+    g = grpc_client.get_model_metadata("net")
+    assert g.platform == "onnxruntime_onnx" and g.inputs[0].name == "x"
+    assert list(g.outputs[0].shape) == [-1, 3]
+    gru = http.get_model_metadata("gru")
+    assert gru["inputs"][0]["shape"] == [-1, -1, 16] and gru["outputs"][0]["shape"] == [-1, -1, 3]
+
+
+def _http_infer(http, model, name, x, binary=True, out_binary=True):
+    inp = th.InferInput(name, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    return http.infer(model, [inp], outputs=[th.InferRequestedOutput(
+        "output" if model != "net" else "y", binary_data=out_binary)])
+
+
+def _grpc_infer(client, model, name, x):
+    inp = tg.InferInput(name, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    return client.infer(model, [inp])
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_http_inference_json_and_binary(http, binary):
+    r = _http_infer(http, "double", "x", X, binary=binary, out_binary=binary)
+    np.testing.assert_array_equal(r.as_numpy("output"), X * 2)
+    feats = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
+    r = _http_infer(http, "mlp", "features", feats, binary=binary, out_binary=binary)
+    ref = ModelLoader.load("tick-mlp")(feats)
+    np.testing.assert_allclose(r.as_numpy("output"), ref, atol=1e-6)
+
+
+def test_grpc_inference_and_onnx(grpc_client, http, onnx_file):
+    np.testing.assert_array_equal(_grpc_infer(grpc_client, "double", "x", X).as_numpy("output"),
+                                  X * 2)
+    ref = ModelLoader.load(onnx_file)(X)
+    np.testing.assert_allclose(_grpc_infer(grpc_client, "net", "x", X).as_numpy("y"), ref,
+                               atol=1e-6)
+    np.testing.assert_allclose(_http_infer(http, "net", "x", X).as_numpy("y"), ref, atol=1e-6)
+
+
+def test_plain_json_with_curl_style_request(server):
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                        "data": [[1, 2, 3, 4]]}], "id": "r1"}
+    r = httpx.post(f"http://{server.http_url}/v2/models/double/infer", json=body)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    out = r.json()
+    assert out["id"] == "r1" and out["outputs"][0]["data"] == [2, 4, 6, 8]
+    r = httpx.post(f"http://{server.http_url}/v2/models/double/versions/1/infer", json=body)
+    assert r.status_code == 200
+
+
+def test_sequences_of_different_lengths_are_padded_and_cut_back(server):
+    gru = ModelLoader.load("tick-gru")
+    rng = np.random.default_rng(1)
+    seqs = [rng.normal(size=(1, n, 16)).astype(np.float32) for n in (5, 9, 2, 7)]
+
+    def call(x):
+        c = th.InferenceServerClient(server.http_url)
+        inp = th.InferInput("features", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        return c.infer("gru", [inp]).as_numpy("output")
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(call, seqs))
+    for x, y in zip(seqs, outs):
+        assert y.shape == (1, x.shape[1], 3)
+        np.testing.assert_allclose(y, gru(x), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ bad input
+def _post(server, path, content, headers=None):
+    return httpx.post(f"http://{server.http_url}{path}", content=content, headers=headers or {})
+
+
+def _req(name="x", shape=(1, 4), datatype="FP32", data=(1, 2, 3, 4)):
+    return json.dumps({"inputs": [{"name": name, "shape": list(shape), "datatype": datatype,
+                                   "data": list(data)}]}).encode()
+
+
+@pytest.mark.parametrize("path,body,status,pattern", [
+    ("/v2/models/nope/infer", _req(), 404, "unknown model 'nope'"),
+    ("/v2/models/double/infer", _req(name="y"), 400, "has no input 'y'"),
+    ("/v2/models/double/infer", _req(shape=(2, 2)), 400, r"shape \[2, 2\]; expected \[-1, 4\]"),
+    ("/v2/models/double/infer", _req(datatype="INT32"), 400, "must be FP32, got INT32"),
+    ("/v2/models/double/infer", _req(data=(1, 2, 3)), 400, r"3 values for shape \[1, 4\]"),
+    ("/v2/models/double/infer", b"{not json", 400, "malformed JSON"),
+    ("/v2/models/double/infer", b'{"inputs": 3}', 400, "'inputs' list"),
+    ("/v2/models/double/infer", _req(datatype="FP8"), 400, "unsupported datatype 'FP8'"),
+    ("/v2/models/double/versions/7/infer", _req(), 404, "version 1 only"),
+])
+def test_rest_errors(server, path, body, status, pattern):
+    r = _post(server, path, body)
+    assert r.status_code == status, r.text
+    assert "error" in r.json()
+    import re
+
+    assert re.search(pattern, r.json()["error"]), r.json()["error"]
+
+
+def test_rest_binary_errors_and_oversize(server):
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 16}}]}).encode()
+    ok = _post(server, "/v2/models/double/infer", head + X[:1].tobytes(),
+               {"Inference-Header-Content-Length": str(len(head))})
+    assert ok.status_code == 200
+    trunc = _post(server, "/v2/models/double/infer", head + X[:1].tobytes()[:10],
+                  {"Inference-Header-Content-Length": str(len(head))})
+    assert trunc.status_code == 400 and "binary data truncated" in trunc.json()["error"]
+    bad_len = _post(server, "/v2/models/double/infer", head + X[:1].tobytes(),
+                    {"Inference-Header-Content-Length": "99999"})
+    assert bad_len.status_code == 400 and "Inference-Header-Content-Length" in \
+        bad_len.json()["error"]
+    big = _post(server, "/v2/models/double/infer", b"0" * (2 * 2**20))
+    assert big.status_code == 413 and "exceeds the limit" in big.json()["error"]
+    assert _post(server, "/v2/models/double/infer", _req()).status_code == 200  # still serving
+
+
+def test_failing_model_call_is_a_clean_error(server):
+    r = _post(server, "/v2/models/double/infer", _req(data=(-5000, 1, 2, 3)))
+    assert r.status_code == 400 and "values below -1000 are refused" in r.json()["error"]
+
+
+@pytest.mark.parametrize("case,code,pattern", [
+    ("unknown model", "NOT_FOUND", "unknown model"),
+    ("wrong name", "INVALID_ARGUMENT", "has no input"),
+    ("wrong shape", "INVALID_ARGUMENT", "expected"),
+    ("wrong dtype", "INVALID_ARGUMENT", "must be FP32"),
+    ("wrong length", "INVALID_ARGUMENT", "bytes of data for shape"),
+    ("oversize", "RESOURCE_EXHAUSTED", ""),
+])
+def test_grpc_errors(server, grpc_client, case, code, pattern):
+    model, name, x, dt = "double", "x", X, "FP32"
+    if case == "unknown model":
+        model = "nope"
+    elif case == "wrong name":
+        name = "y"
+    elif case == "wrong shape":
+        x = np.zeros((2, 3), np.float32)
+    elif case == "wrong dtype":
+        x, dt = X.astype(np.int32), "INT32"
+    elif case == "oversize":
+        x = np.zeros((2**16, 8), np.float32)  # 2 MiB > 1 MiB limit
+    inp = tg.InferInput(name, list(x.shape), dt)
+    inp.set_data_from_numpy(x)
+    if case == "wrong length":
+        inp._raw_content = X.tobytes()[:20]  # 20 bytes for a 2x4 FP32 tensor
+    with pytest.raises(InferenceServerException) as exc:
+        grpc_client.infer(model, [inp])
+    assert code in str(exc.value.status()), exc.value
+    assert pattern in exc.value.message()
+    np.testing.assert_array_equal(_grpc_infer(grpc_client, "double", "x", X).as_numpy("output"),
+                                  X * 2)  # still serving
+
+
+def test_metrics_endpoint(server, http):
+    _http_infer(http, "double", "x", X)
+    text = httpx.get(f"http://{server.http_url}/metrics").text
+    assert 'deepseek_requests_total{model="double",protocol="rest"}' in text
+    assert "deepseek_request_latency_seconds_bucket" in text
+    assert 'deepseek_queue_depth{model="double"}' in text
+    assert 'deepseek_batch_size_count{model="double"}' in text
+
+
+# ------------------------------------------------------------------------------ batching
+def test_concurrent_requests_form_batches_and_bad_ones_fail_alone():
+    with DeepSeekServing(models={"slow": "test-slow"}, port=0, grpc_port=0, batch_size=32,
+                         max_delay_ms=30) as s:
+        url = f"http://{s.http_url}/v2/models/slow/infer"
+
+        def call(i):
+            data = [-5000.0, 0, 0, 0] if i == 3 else [i, i, i, i]
+            body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                "data": data}]}
+            return i, httpx.post(url, json=body, timeout=30)
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(call, range(16)))
+        stats = s.batchers["slow"].stats
+    for i, r in results:
+        if i == 3:
+            assert r.status_code == 400 and "refused" in r.json()["error"]
+        else:
+            assert r.status_code == 200, r.text
+            assert r.json()["outputs"][0]["data"] == [2.0 * i] * 4
+    assert max(stats.sizes) > 1, stats.sizes
+    assert stats.fallbacks >= 1
+
+
+def test_queue_bound_answers_503_and_resource_exhausted():
+    with DeepSeekServing(models={"slow": "test-slow"}, port=0, grpc_port=0, batch_size=1,
+                         max_queue=2) as s:
+        url = f"http://{s.http_url}/v2/models/slow/infer"
+        body = json.loads(_req().decode())
+
+        def call(_):
+            return httpx.post(url, json=body, timeout=30).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(call, range(12)))
+        assert 503 in codes and 200 in codes
+        c = tg.InferenceServerClient(s.grpc_address)
+
+        def gcall(_):
+            try:
+                _grpc_infer(c, "slow", "x", X[:1])
+                return "OK"
+            except InferenceServerException as exc:
+                return str(exc.status())
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            gcodes = list(pool.map(gcall, range(12)))
+        assert "OK" in gcodes and any("RESOURCE_EXHAUSTED" in g for g in gcodes), gcodes
+
+
+def test_token_on_both_protocols():
+    with DeepSeekServing(models={"double": "test-double"}, port=0, grpc_port=0,
+                         token="s3cret") as s:
+        url = f"http://{s.http_url}/v2/models/double/infer"
+        assert httpx.post(url, content=_req()).status_code == 401
+        r = httpx.post(url, content=_req(), headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and "bearer token" in r.json()["error"]
+        r = httpx.post(url, content=_req(), headers={"Authorization": "Bearer s3cret"})
+        assert r.status_code == 200
+        assert httpx.get(f"http://{s.http_url}/v2/health/live").status_code == 200
+        assert httpx.get(f"http://{s.http_url}/v2/models/double").status_code == 401
+        c = tg.InferenceServerClient(s.grpc_address)
+        with pytest.raises(InferenceServerException) as exc:
+            _grpc_infer(c, "double", "x", X)
+        assert "UNAUTHENTICATED" in str(exc.value.status())
+        inp = tg.InferInput("x", [2, 4], "FP32")
+        inp.set_data_from_numpy(X)
+        out = c.infer("double", [inp], headers={"authorization": "Bearer s3cret"})
+        np.testing.assert_array_equal(out.as_numpy("output"), X * 2)
+        h = th.InferenceServerClient(s.http_url)
+        inp2 = th.InferInput("x", [2, 4], "FP32")
+        inp2.set_data_from_numpy(X)
+        res = h.infer("double", [inp2], headers={"Authorization": "Bearer s3cret"})
+        np.testing.assert_array_equal(res.as_numpy("output"), X * 2)
+
+
+def test_shutdown_drains_in_flight_requests():
+    s = DeepSeekServing(models={"slow": "test-slow"}, port=0, grpc_port=0, batch_size=1)
+    s.start_background()
+    url = f"http://{s.http_url}/v2/models/slow/infer"
+    results = []
+
+    def call():
+        results.append(httpx.post(url, content=_req(), timeout=30))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.08)  # requests are queued / running
+    s.stop()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and all(r.status_code == 200 for r in results), \
+        [r.status_code for r in results]
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(url, content=_req(), timeout=2)
+
+
+def test_no_model_and_bad_port():
+    from deepseek.errors import DeepSeekError
+
+    with pytest.raises(DeepSeekError, match="no model to serve"):
+        DeepSeekServing()
+    with DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None) as s:
+        with pytest.raises(DeepSeekError, match="failed to start"):
+            DeepSeekServing(models={"d": "test-double"}, port=s.http_port,
+                            grpc_port=None).start_background()
