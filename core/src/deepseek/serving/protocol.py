@@ -44,7 +44,7 @@ def v2_datatype(arr: np.ndarray) -> str:
 class TensorSpec:
     name: str
     datatype: str
-    shape: list[int]  # -1: any size (the first axis is the batch)
+    shape: list[int]  # -1: any size (the first axis is the batch); []: any shape
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -204,7 +204,7 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
         if datatypes.get(s.name) != s.datatype:
             raise InferenceError(f"model '{model}': input '{s.name}' must be {s.datatype}, got "
                                  f"{datatypes.get(s.name)}")
-        if len(a.shape) != len(s.shape) or any(d != -1 and d != n for d, n in
+        if s.shape and len(a.shape) != len(s.shape) or any(d != -1 and d != n for d, n in
                                                zip(s.shape, a.shape)):
             raise InferenceError(f"model '{model}': input '{s.name}' has shape {list(a.shape)}; "
                                  f"expected {s.shape} (-1: any size)")

@@ -163,6 +163,7 @@ class DeepSeekServing:
         http.install_signal_handlers = lambda: None  # we handle signals ourselves
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by connections
         try:
             sock.bind((self.host, self.http_port))
         except OSError as exc:
