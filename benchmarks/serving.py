@@ -33,7 +33,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, goal  # noqa: E402
 
-
 # without TCP_NODELAY, a request written as headers + body waits for the delayed ACK (40 ms)
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
