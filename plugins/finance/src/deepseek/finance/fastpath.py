@@ -173,6 +173,24 @@ class FastPath:
         self.features = self.buf[:N_FEATURES]
         self._hidden_at = hidden_at
         self.hidden = self.buf[hidden_at:hidden_at + hidden] if hidden_at is not None else None
+        # the per-tick entry points close over the arrays, saving attribute look-ups per call
+        k, fs_, is_, w_, b_, sc = kernel, self.fs, self.istate, weights, self.buf, self.scores
+
+        def on_tick(exch_ns: int, bid: float, ask: float, bid_size: float, ask_size: float,
+                    last_px: float = math.nan, last_size: float = 0.0,
+                    side: int = 0) -> tuple[int, np.ndarray]:
+            return DECISIONS[k(fs_, is_, w_, b_, exch_ns, bid, ask, bid_size, ask_size,
+                               last_px, last_size, side)], sc
+
+        def step(exch_ns: int, bid: float, ask: float, bid_size: float, ask_size: float,
+                 last_px: float, last_size: float, side: int) -> int:
+            return k(fs_, is_, w_, b_, exch_ns, bid, ask, bid_size, ask_size, last_px,
+                     last_size, side)
+
+        on_tick.__doc__ = FastPath.on_tick.__doc__
+        step.__doc__ = FastPath.step.__doc__
+        self.on_tick = on_tick  # type: ignore[method-assign]
+        self.step = step  # type: ignore[method-assign]
         self.on_tick(1, 1.0, 1.01, 1.0, 1.0, np.nan, 0.0, 0)  # compile now, not on tick one
         self.reset()
 
@@ -224,7 +242,10 @@ class FastPath:
     def on_tick(self, exch_ns: int, bid: float, ask: float, bid_size: float, ask_size: float,
                 last_px: float = math.nan, last_size: float = 0.0,
                 side: int = 0) -> tuple[int, np.ndarray]:
-        """Update on one tick; returns (decision -1/0/+1, logits view)."""
+        """Update on one tick; returns (decision -1/0/+1, logits view).
+
+        (Replaced per instance by an equivalent closure that skips attribute look-ups.)
+        """
         best = self._kernel(self.fs, self.istate, self.weights, self.buf, exch_ns, bid, ask,
                             bid_size, ask_size, last_px, last_size, side)
         return DECISIONS[best], self.scores
