@@ -127,3 +127,105 @@ def phantom(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: flo
                         out_of_field=out_of_field, dicomdir=dicomdir)
     click.echo(f"wrote {len(res.files)} file(s) of series {res.series_uid} to {out_dir}")
     click.echo(f"{len(res.nodules)} nodules: {res.annotations}")
+
+
+@medical.command("detect")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write candidates as LUNA16 results CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print the candidates as JSON.")
+@click.option("--threshold", type=float, default=0.02, show_default=True,
+              help="Lowest probability reported.")
+@click.option("--max-candidates", type=int, default=100, show_default=True)
+@click.option("--model", default="lung-nodule-attention", show_default=True,
+              help="Registry name or weights file (safetensors + JSON).")
+@click.option("--series-uid", default=None, help="Which DICOM series (default: largest CT).")
+@click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
+def detect(path: Path, out: Path | None, as_json: bool, threshold: float,
+           max_candidates: int, model: str, series_uid: str | None, amp: bool) -> None:
+    """Find lung nodules in PATH (DICOM folder/file, .mhd or NIfTI)."""
+    from deepseek.loader import ModelLoader
+    from deepseek.medical.detector import NoduleDetector
+    from deepseek.medical.froc import write_results
+    from deepseek.medical.volume import IMAGE_SUFFIXES, Volume
+
+    if path.is_file() and any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+        vol = Volume.load(path)
+    else:
+        from deepseek.medical.dicom import DICOMReader
+
+        vol = DICOMReader(path, series_uid=series_uid).load()
+    det = NoduleDetector(ModelLoader.load(model), threshold=threshold,
+                         max_candidates=max_candidates, amp=amp)
+    cands = det.detect(vol)
+    if out:
+        write_results(cands, out)
+    if as_json:
+        click.echo(json.dumps({"candidates": cands, "timings_s": det.timings}, indent=2))
+    else:
+        for c in cands[:20]:
+            click.echo(f"p={c['probability']:.3f}  ({c['xyz'][0]:.1f}, {c['xyz'][1]:.1f}, "
+                       f"{c['xyz'][2]:.1f}) mm  d={c['diameter_mm']:.1f} mm")
+        click.echo(f"{len(cands)} candidates in {det.timings['total']:.1f} s"
+                   + (f"; written to {out}" if out else ""))
+
+
+@medical.command("evaluate")
+@click.option("--annotations", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--results", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--excluded", type=click.Path(exists=True, path_type=Path), default=None,
+              help="annotations_excluded.csv: hits on these count as neither TP nor FP.")
+@click.option("--series", "series_file", type=click.Path(exists=True, path_type=Path),
+              default=None, help="A file listing every evaluated seriesuid, one per line "
+              "(default: those in the annotations and results).")
+@click.option("--bootstrap", type=int, default=1000, show_default=True)
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="FROC curve PNG.")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(annotations: Path, results: Path, excluded: Path | None, series_file: Path | None,
+             bootstrap: int, plot: Path | None, as_json: bool) -> None:
+    """Score a LUNA16 results CSV with the FROC / CPM protocol."""
+    from deepseek.medical.froc import froc, plot_froc, read_annotations, read_results
+
+    scans = None
+    if series_file:
+        scans = [s.strip() for s in series_file.read_text().splitlines() if s.strip()]
+    r = froc(read_annotations(annotations), read_results(results),
+             read_annotations(excluded) if excluded else None, scans=scans,
+             bootstrap=bootstrap)
+    if plot:
+        plot_froc(r, plot)
+    if as_json:
+        click.echo(json.dumps(r.to_dict(), indent=2))
+        return
+    ci = f" (95% CI {r.ci95[0]:.3f}-{r.ci95[1]:.3f})" if r.ci95 else ""
+    click.echo(f"CPM {r.cpm:.4f}{ci} over {r.n_scans} scans, {r.n_nodules} nodules")
+    for k, v in r.sensitivities.items():
+        click.echo(f"  sensitivity at {k:g} FP/scan: {v:.4f}")
+
+
+@medical.command("train")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--luna16", type=click.Path(exists=True, path_type=Path), default=None,
+              help="LUNA16-layout folder (subset*/*.mhd + annotations.csv); default: "
+              "phantom patches generated for the run.")
+@click.option("--patches", type=int, default=2400, show_default=True)
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--accum-steps", type=int, default=1, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--val-scans", type=int, default=2, show_default=True,
+              help="Phantom scans scored by CPM after each epoch (0: none).")
+@click.option("--amp", is_flag=True, help="Mixed precision.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size: int,
+          accum_steps: int, lr: float, val_scans: int, amp: bool, resume: bool,
+          seed: int) -> None:
+    """Train lung-nodule-attention through the core Trainer (checkpoints, resume, best kept)."""
+    from deepseek.medical.nodule_training import train_detector
+
+    res = train_detector(out, luna16=luna16, n_patches=patches, epochs=epochs,
+                         batch_size=batch_size, accum_steps=accum_steps, lr=lr,
+                         val_scans=val_scans, amp=amp, resume=resume, seed=seed)
+    click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
+                          default=str))

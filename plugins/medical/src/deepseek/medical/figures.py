@@ -17,7 +17,7 @@ def slice_montage(volume: Any, points: list[dict[str, Any]], path: Path,
                   window: tuple[float, float] = (-1000.0, 400.0), tile: int = 256,
                   columns: int = 4) -> Path:
     """Axial slices through each world point (``{"xyz": (x, y, z), "diameter_mm": d,
-    "label": str}``) with a circle of the given diameter drawn around it."""
+    "label": str}``) with a box of the given diameter drawn around it."""
     from PIL import Image, ImageDraw
 
     arr = volume.array
@@ -31,7 +31,7 @@ def slice_montage(volume: Any, points: list[dict[str, Any]], path: Path,
         draw = ImageDraw.Draw(img)
         r = max(3.0, 0.5 * p.get("diameter_mm", 10.0) / volume.spacing[0] * sx + 3)
         cx, cy = i * sx, j * sy
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=(255, 64, 64), width=2)
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], outline=(255, 64, 64), width=2)
         draw.text((4, 4), f"{p.get('label', '')} z={z}", fill=(255, 255, 0))
         tiles.append(img)
     if not tiles:

@@ -554,3 +554,34 @@ def _as_fileset(out_dir: Path, files: list[Path]) -> Path:
             fs.add(str(f))
         fs.write(str(out_dir))
     return out_dir / "DICOMDIR"
+
+
+def render_volume(phantom: ChestPhantom, spacing: tuple[float, float, float],
+                  shape: tuple[int, int, int], noise: float = 15.0, seed: int = 0,
+                  origin: tuple[float, float, float] | None = None) -> Any:
+    """Sample ``phantom`` on an axial grid straight into a Volume (no DICOM files).
+
+    ``spacing`` is (x, y, z) mm, ``shape`` (z, y, x); the grid is centred on the phantom
+    unless ``origin`` (world mm of voxel 0) is given. Values are rounded to whole HU as a
+    scanner stores them.
+    """
+    from deepseek.medical.volume import Volume
+
+    nz, ny, nx = shape
+    sx, sy, sz = spacing
+    if origin is None:
+        origin = (-(nx - 1) * sx / 2, -(ny - 1) * sy / 2, -(nz - 1) * sz / 2)
+    rng = np.random.default_rng(seed)
+    xs = origin[0] + np.arange(nx) * sx
+    ys = origin[1] + np.arange(ny) * sy
+    out = np.empty(shape, dtype=np.float32)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    for k in range(nz):
+        z = origin[2] + k * sz
+        pts = np.stack([xx.ravel(), yy.ravel(), np.full(xx.size, z)], 1)
+        hu = phantom.hu(pts).reshape(ny, nx)
+        if noise > 0:
+            hu = hu + rng.normal(0.0, noise, hu.shape)
+        out[k] = np.rint(hu)
+    return Volume(out, spacing, origin, np.eye(3), {
+        "nodules": [n.__dict__ for n in phantom.nodules], "modality": "CT"})

@@ -120,3 +120,69 @@ def dicom_io(input: Path | None = None, out_dir: Path = Path("."), quiet: bool =
     return PipelineResult(pipeline="medical.dicom-io", title="Medical: DICOM CT to HU volume",
                           metrics=metrics, tables=tables, figures=figs, notes=notes,
                           input=str(input))
+
+
+def nodule_detection(input: Path | None = None, out_dir: Path = Path("."), quiet: bool = False,
+                     seed: int = 510_000) -> PipelineResult:
+    """Detect nodules in a CT (default: a fresh phantom series, seed outside training) and
+    score them with the LUNA16 FROC against its annotations.csv when there is one."""
+    from deepseek.medical.detector import NoduleDetector
+    from deepseek.medical.dicom import DICOMReader
+    from deepseek.medical.figures import slice_montage
+    from deepseek.medical.froc import froc, plot_froc, write_results
+    from deepseek.medical.phantom import write_phantom
+    from deepseek.medical.volume import IMAGE_SUFFIXES, Volume
+
+    out_dir = Path(out_dir)
+    notes = []
+    if input is None:
+        series = write_phantom(out_dir / "phantom", seed=seed, size=320, slices=100,
+                               pixel_spacing=0.9, slice_step=2.0, n_nodules=8)
+        input = series.out_dir
+        notes.append(f"input: a phantom chest CT (seed {seed}, never used in training): "
+                     f"320x320 px at 0.9 mm, 100 slices of 2 mm, {len(series.nodules)} "
+                     "nodules of 3-30 mm")
+    path = Path(input)
+    if path.is_file() and any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+        vol = Volume.load(path)
+        ann_path = path.parent / "annotations.csv"
+    else:
+        vol = DICOMReader(path, progress=not quiet).load()
+        ann_path = path / "annotations.csv"
+    det = NoduleDetector(progress=not quiet)
+    cands = det.detect(vol)
+    sid = vol.metadata.get("series_uid") or "scan"
+    write_results(cands, out_dir / "results.csv")
+    metrics: dict[str, float] = {f"{k}_seconds": v for k, v in det.timings.items()}
+    metrics["candidates"] = float(len(cands))
+    tables = [Table("Candidates (most probable first)",
+                    ["x mm", "y mm", "z mm", "diameter mm", "probability"],
+                    [[round(c["xyz"][0], 1), round(c["xyz"][1], 1), round(c["xyz"][2], 1),
+                      round(c["diameter_mm"], 1), round(c["probability"], 3)]
+                     for c in cands[:25]])]
+    figs = []
+    if ann_path.is_file():
+        ann = _read_annotations(ann_path, sid)
+        ann_rows = [{"seriesuid": sid, "xyz": a["xyz"], "diameter_mm": a["diameter_mm"]}
+                    for a in ann]
+        r = froc(ann_rows, cands, scans=[sid], bootstrap=0)
+        metrics.update(cpm_single_scan=r.cpm, max_sensitivity=r.max_sensitivity,
+                       false_positives=float(r.n_false_positives))
+        figs.append(plot_froc(r, out_dir / "froc.png", title="FROC (one scan)"))
+        rows = []
+        for a in ann:
+            hit = max((c["probability"] for c in cands if np.linalg.norm(
+                np.subtract(c["xyz"], a["xyz"])) <= a["diameter_mm"] / 2), default=None)
+            rows.append([*(round(v, 1) for v in a["xyz"]), a["diameter_mm"],
+                         "-" if hit is None else round(hit, 3)])
+        tables.append(Table("Ground truth and the best hit on it",
+                            ["x mm", "y mm", "z mm", "diameter mm", "best probability"], rows))
+        notes.append("one scan only: the CPM here is noisy; benchmarks/nodule_froc.py scores "
+                     "20+ scans with a bootstrap interval")
+    shown = [{"xyz": c["xyz"], "diameter_mm": c["diameter_mm"],
+              "label": f"p={c['probability']:.2f}"} for c in cands[:8]]
+    figs.append(slice_montage(vol, shown, out_dir / "detections.png"))
+    return PipelineResult(pipeline="medical.nodule-detection",
+                          title="Medical: lung-nodule detection (LUNA16 FROC)",
+                          metrics=metrics, tables=tables, figures=figs, notes=notes,
+                          input=str(input))

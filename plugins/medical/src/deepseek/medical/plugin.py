@@ -47,6 +47,36 @@ def read_phantom(source: Any = None, **options: Any) -> Any:
     return vol
 
 
+def _lung_nodule_attention(**config: Any) -> Any:
+    """Attention 3D CNN (CBAM + attention gate), centre-heatmap lung-nodule detector at 1 mm."""
+    from deepseek.medical.nodule_model import build
+
+    return build(**config)
+
+
+def _luna16_froc(predictions: Any, references: Any, **options: Any) -> dict:
+    """LUNA16 FROC: CPM, sensitivity at 1/8..8 FPs/scan, 95% bootstrap interval."""
+    from deepseek.medical.froc import froc
+
+    return froc(references, predictions, **options).to_dict()
+
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+@hookimpl
+def register_models(register: Any) -> None:
+    w = WEIGHTS / "lung-nodule-attention.safetensors"
+    register("lung-nodule-attention", _lung_nodule_attention, config={"base": 12},
+             weights=str(w) if w.is_file() else None,
+             inputs=[{"name": "ct", "dtype": "float32", "shape": [-1, 1, -1, -1, -1]}])
+
+
+@hookimpl
+def register_metrics(register: Any) -> None:
+    register("luna16-froc", _luna16_froc)
+
+
 @hookimpl
 def register_readers(register: Any) -> None:
     register("dicom", read_dicom)
@@ -57,11 +87,14 @@ def register_readers(register: Any) -> None:
 
 @hookimpl
 def register_pipelines(register: Any) -> None:
-    from deepseek.medical.pipelines import dicom_io
+    from deepseek.medical.pipelines import dicom_io, nodule_detection
 
     register("medical.dicom-io", dicom_io,
              description="CT series -> HU volume -> physical-space resampling, checked "
                          "against the phantom's ground truth")
+    register("medical.nodule-detection", nodule_detection,
+             description="phantom CT series -> lung-nodule-attention -> LUNA16 FROC against "
+                         "the ground truth, with candidates, FROC curve and a montage")
 
 
 @hookimpl

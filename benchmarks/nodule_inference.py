@@ -1,0 +1,78 @@
+"""Benchmark: whole-scan nodule inference time and peak memory on a 512x512x300 series.
+
+Writes a 512x512x300 phantom DICOM series (0.7 x 0.7 x 1.0 mm; --quick: 256x256x100), then,
+in a fresh process, reads it and runs NoduleDetector, reporting the time of every stage
+(read, resample, mask, sliding-window inference, peaks + NMS) and the peak memory of the
+process (max RSS). With --amp on a CUDA machine the same script measures the GPU path.
+
+    python benchmarks/nodule_inference.py [--quick] [--amp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, goal  # noqa: E402
+
+
+def worker(folder: str, amp: bool) -> None:
+    from deepseek.medical.detector import NoduleDetector
+    from deepseek.medical.dicom import DICOMReader
+
+    t0 = time.perf_counter()
+    vol = DICOMReader(folder, progress=False).load()
+    t_read = time.perf_counter() - t0
+    det = NoduleDetector(progress=False, amp=amp)
+    cands = det.detect(vol)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(json.dumps({"read_s": t_read, **{f"{k}_s": v for k, v in det.timings.items()},
+                      "candidates": len(cands), "peak_rss_gib": peak,
+                      "device": str(det.device)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    ap.add_argument("--worker", nargs=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.amp)
+        return
+    from deepseek.medical.phantom import write_phantom
+
+    size, slices = (256, 100) if args.quick else (512, 300)
+    with tempfile.TemporaryDirectory(prefix="nodule-bench-") as tmp:
+        t0 = time.perf_counter()
+        write_phantom(tmp, seed=520_000, size=size, slices=slices, pixel_spacing=0.7,
+                      slice_step=1.0, n_nodules=10)
+        t_write = time.perf_counter() - t0
+        cmd = [sys.executable, __file__, "--worker", tmp] + (["--amp"] if args.amp else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+    total = r["read_s"] + r["total_s"]
+    results = {"series": {"size": size, "slices": slices, "spacing_mm": [0.7, 0.7, 1.0],
+                          "phantom_write_s": round(t_write, 1)},
+               **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()},
+               "read_plus_detect_s": round(total, 2)}
+    if args.amp:
+        goals = [goal("whole-scan inference with AMP on the GPU", round(r["total_s"], 2),
+                      "<= 3 s", "s", r["total_s"] <= 3.0)]
+    else:
+        goals = [goal("whole-scan inference, 512x512x300 (read + detect)", round(total, 2),
+                      "<= 60 s", "s", total <= 60.0),
+                 goal("peak memory", round(r["peak_rss_gib"], 2), "<= 6 GiB", "GiB",
+                      r["peak_rss_gib"] <= 6.0)]
+    emit("nodule_inference", results, goals, quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Whole-scan nodule detection with ``lung-nodule-attention``.
+
+    from deepseek.medical import NoduleDetector, read_volume
+    detector = NoduleDetector()                      # packaged weights
+    candidates = detector.detect(read_volume("/data/scan"))
+
+Steps: resample the volume to the 1 mm working grid (any spacing, tilted or not: the grid is
+straight and the world coordinates exact) -> body and lung mask (SimpleITK) so that windows in
+outside air are skipped -> sliding-window inference with overlapping windows blended by a
+Gaussian importance map, several windows per batch -> peaks of the heatmap (3x3x3 local
+maxima) -> world coordinates, diameter and probability -> non-maximum suppression in world
+space -> at most ``max_candidates`` (100, as LUNA16 allows) candidates, most probable first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from deepseek.medical.nodule_model import STRIDE, WINDOW, WORKING_SPACING
+from deepseek.medical.volume import Volume
+
+log = logging.getLogger(__name__)
+
+
+def lung_mask(vol: Volume, dilate_mm: float = 10.0) -> np.ndarray:
+    """Boolean (z, y, x) mask of the lungs (air inside the body), dilated by ``dilate_mm``.
+
+    Works on a 1 mm grid. Falls back to "everything inside the body" when no lung is found,
+    and to the whole volume when no body is found.
+    """
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(vol.array.astype(np.float32))
+    body = sitk.BinaryThreshold(img, -500.0, 1e9, 1, 0)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(body), sortByObjectSize=True)
+    body = sitk.BinaryThreshold(cc, 1, 1, 1, 0)
+    if sitk.GetArrayViewFromImage(body).sum() == 0:
+        return np.ones(vol.shape, bool)
+    filled = sitk.BinaryFillhole(body)
+    # slice by slice too: the lungs touch the top and bottom of the volume
+    arr = sitk.GetArrayFromImage(body)
+    per_slice = np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(
+        sitk.GetImageFromArray(s.astype(np.uint8)))) for s in arr])
+    inside = (sitk.GetArrayFromImage(filled) > 0) | (per_slice > 0)
+    lungs = inside & (vol.array < -400)
+    if lungs.sum() < 1000:
+        lungs = inside
+    m = sitk.GetImageFromArray(lungs.astype(np.uint8))
+    r = max(1, int(round(dilate_mm / WORKING_SPACING)))
+    m = sitk.BinaryDilate(m, [r, r, r])
+    return sitk.GetArrayFromImage(m) > 0
+
+
+def _gaussian_weight(n: int) -> torch.Tensor:
+    c = (n - 1) / 2
+    g = torch.exp(-((torch.arange(n) - c) ** 2) / (2 * (n / 8) ** 2))
+    w = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    return (w / w.max()).clamp(min=1e-3)
+
+
+class NoduleDetector:
+    """Detects nodules in any :class:`Volume`; see the module docstring.
+
+    Args:
+        model: a ``LoadedModel``, an ``nn.Module`` or ``None`` (the registered
+            ``lung-nodule-attention`` with its packaged weights).
+        threshold: lowest probability reported.
+        max_candidates: most candidates reported per scan.
+        window: sliding-window edge in voxels (1 mm), a multiple of 4.
+        overlap: overlap between neighbouring windows in voxels.
+        batch_size: windows per forward pass.
+        amp: mixed precision (useful on CUDA).
+    """
+
+    def __init__(self, model: Any = None, *, threshold: float = 0.02, max_candidates: int = 100,
+                 window: int = 96, overlap: int = 24, batch_size: int = 2,
+                 device: str = "auto", amp: bool = False, progress: bool | None = None) -> None:
+        from deepseek.loader import ModelLoader, resolve_device
+
+        if window % 4 or overlap >= window:
+            raise ValueError("window must be a multiple of 4 and larger than overlap")
+        if model is None:
+            model = ModelLoader.load("lung-nodule-attention", device=device)
+        self.net = getattr(model, "module", model).eval()
+        self.device = next(self.net.parameters()).device if device == "auto" else \
+            resolve_device(device)
+        self.net.to(self.device)
+        self.threshold = threshold
+        self.max_candidates = max_candidates
+        self.window = window
+        self.overlap = overlap
+        self.batch_size = batch_size
+        self.amp = amp
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.timings: dict[str, float] = {}
+
+    # --------------------------------------------------------------------------------------
+    def detect(self, volume: Volume, series_uid: str | None = None) -> list[dict[str, Any]]:
+        """Candidates ``{"seriesuid", "xyz" (world mm), "diameter_mm", "probability"}``."""
+        t = {}
+        t0 = time.perf_counter()
+        iso = volume.resample([WORKING_SPACING] * 3)
+        t["resample"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mask = lung_mask(iso)
+        t["mask"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        heat, size, offset, origin = self._infer(iso, mask)
+        t["inference"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cands = self._candidates(iso, mask, heat, size, offset, origin)
+        t["peaks_nms"] = time.perf_counter() - t0
+        t["total"] = sum(t.values())
+        self.timings = t
+        sid = series_uid or volume.metadata.get("series_uid") or "scan"
+        for c in cands:
+            c["seriesuid"] = sid
+        return cands
+
+    def _infer(self, iso: Volume, mask: np.ndarray) -> tuple:
+        from tqdm.auto import tqdm
+
+        from deepseek.amp import AutoMixedPrecision
+
+        zyx = np.argwhere(mask)
+        lo = np.maximum(zyx.min(0) - 4, 0)
+        hi = np.minimum(zyx.max(0) + 5, mask.shape)
+        # the cropped region, padded to at least one window and to a multiple of 4
+        size = np.maximum(hi - lo, self.window)
+        size = ((size + 3) // 4) * 4
+        vol = np.full(size, WINDOW[0], np.float32)
+        src = tuple(slice(lo[a], min(lo[a] + size[a], iso.shape[a])) for a in range(3))
+        part = iso.array[src]
+        vol[tuple(slice(0, part.shape[a]) for a in range(3))] = part
+        msk = np.zeros(size, bool)
+        msk[tuple(slice(0, part.shape[a]) for a in range(3))] = mask[src]
+        x = torch.from_numpy(vol)
+        x = ((x - WINDOW[0]) / (WINDOW[1] - WINDOW[0])).clamp_(0, 1)
+        w, step = self.window, self.window - self.overlap
+        starts = [sorted({*range(0, max(int(size[a]) - w, 0) + 1, step),
+                          max(int(size[a]) - w, 0)}) for a in range(3)]
+        windows = [(z, y, xx) for z in starts[0] for y in starts[1] for xx in starts[2]
+                   if msk[z:z + w, y:y + w, xx:xx + w].any()]
+        m = [int(s) // STRIDE for s in size]
+        acc = torch.zeros((5, *m))
+        wsum = torch.zeros(m)
+        gw = _gaussian_weight(w // STRIDE)
+        amp = AutoMixedPrecision(self.device, enabled=self.amp)
+        bar = tqdm(total=len(windows), desc="windows", disable=not self.progress, leave=False)
+        with torch.inference_mode():
+            for i in range(0, len(windows), self.batch_size):
+                chunk = windows[i:i + self.batch_size]
+                batch = torch.stack([x[z:z + w, y:y + w, xx:xx + w] for z, y, xx in chunk])
+                with amp:
+                    out = self.net(batch[:, None].to(self.device))
+                pred = torch.cat([out["heatmap"], out["size"], out["offset"]], 1).float().cpu()
+                for (z, y, xx), p in zip(chunk, pred):
+                    sz, sy, sx = z // STRIDE, y // STRIDE, xx // STRIDE
+                    n = w // STRIDE
+                    acc[:, sz:sz + n, sy:sy + n, sx:sx + n] += p * gw
+                    wsum[sz:sz + n, sy:sy + n, sx:sx + n] += gw
+                bar.update(len(chunk))
+        bar.close()
+        acc /= wsum.clamp(min=1e-6)
+        heat = torch.sigmoid(acc[0])
+        heat[wsum == 0] = 0
+        # only peaks inside the (dilated) lung mask count
+        mask_s = torch.from_numpy(msk[::STRIDE, ::STRIDE, ::STRIDE][:m[0], :m[1], :m[2]].copy())
+        heat = heat * mask_s
+        return heat, acc[1], acc[2:5], lo
+
+    def _candidates(self, iso: Volume, mask: np.ndarray, heat: torch.Tensor,
+                    size: torch.Tensor, offset: torch.Tensor, origin: np.ndarray
+                    ) -> list[dict[str, Any]]:
+        pooled = F.max_pool3d(heat[None, None], 3, stride=1, padding=1)[0, 0]
+        peaks = (heat == pooled) & (heat >= self.threshold)
+        idx = torch.nonzero(peaks)
+        if idx.numel() == 0:
+            return []
+        probs = heat[peaks]
+        order = torch.argsort(probs, descending=True)[: 4 * self.max_candidates]
+        idx, probs = idx[order].numpy(), probs[order].numpy()
+        offs = offset[:, idx[:, 0], idx[:, 1], idx[:, 2]].T.numpy()
+        diam = np.exp(np.clip(size[idx[:, 0], idx[:, 1], idx[:, 2]].numpy(), 0.0, 4.5))
+        vox = (idx + offs) * STRIDE + origin  # (z, y, x) on the 1 mm grid
+        world = iso.voxel_to_world(vox)
+        kept: list[int] = []
+        for i in range(len(idx)):
+            ok = True
+            for j in kept:
+                if np.linalg.norm(world[i] - world[j]) < max(diam[i], diam[j], 6.0) / 2:
+                    ok = False
+                    break
+            if ok:
+                kept.append(i)
+            if len(kept) >= self.max_candidates:
+                break
+        return [{"xyz": tuple(float(v) for v in world[i]), "diameter_mm": float(diam[i]),
+                 "probability": float(probs[i])} for i in kept]

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from deepseek import ModelLoader
+from deepseek.cli import build_cli
+from deepseek.medical import DICOMReader, NoduleDetector, Volume, read_volume
+from deepseek.medical.nodule_data import Luna16Patches, PatchDataset, make_targets
+from deepseek.medical.nodule_model import (
+    AttentionGate,
+    ChannelAttention,
+    SpatialAttention,
+    build,
+)
+from deepseek.medical.nodule_training import train_detector
+from deepseek.medical.phantom import ChestPhantom, render_volume, write_phantom
+from deepseek.plugins import get_registry
+
+
+def test_model_shapes_and_attention_blocks():
+    net = build(base=4)
+    out = net(torch.zeros(2, 1, 32, 32, 32))
+    assert out["heatmap"].shape == (2, 1, 16, 16, 16)
+    assert out["size"].shape == (2, 1, 16, 16, 16) and out["offset"].shape == (2, 3, 16, 16, 16)
+    kinds = {type(m) for m in net.modules()}
+    assert {ChannelAttention, SpatialAttention, AttentionGate} <= kinds
+
+
+def test_targets_peak_at_the_centre():
+    t = make_targets([np.array([10.0, 20.4, 31.0])], [8.0])
+    peak = np.unravel_index(np.argmax(t["heatmap"]), t["heatmap"].shape)
+    assert peak == (5, 10, 16) and t["heatmap"][peak] == 1.0 and t["mask"].sum() == 1
+    assert t["size"][peak] == pytest.approx(np.log(8.0))
+    np.testing.assert_allclose(t["offset"][(slice(None), *peak)], [0.0, 0.2, -0.5], atol=1e-6)
+
+
+def test_training_steps_lower_the_loss(tmp_path):
+    res = train_detector(tmp_path, n_patches=16, epochs=4, batch_size=8, val_scans=0,
+                         workers=1, base=4, lr=5e-3, progress=False)
+    losses = [h["train_loss"] for h in res["history"]]
+    assert losses[-1] < losses[0], losses
+    assert (tmp_path / "model.safetensors").is_file()
+    m = ModelLoader.load(tmp_path / "model.safetensors")
+    assert m.architecture == "lung-nodule-attention" and m.config == {"base": 4}
+    # resume continues from the last checkpoint
+    res2 = train_detector(tmp_path, n_patches=16, epochs=5, batch_size=8, val_scans=0,
+                          workers=1, base=4, progress=False, resume=True)
+    assert [h["epoch"] for h in res2["history"]] == [1, 2, 3, 4, 5]
+
+
+def test_registered_with_packaged_weights():
+    entry = get_registry("model").entry("lung-nodule-attention")
+    assert entry.meta["weights"], "packaged weights are missing"
+    m = ModelLoader.load("lung-nodule-attention")
+    assert sum(p.numel() for p in m.module.parameters()) > 100_000
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return NoduleDetector(progress=False)
+
+
+def _check_found(cands, nodules, min_d=8.0):
+    for n in nodules:
+        if n["diameter_mm"] < min_d:
+            continue
+        c = np.asarray(n["center"])
+        d = [np.linalg.norm(np.subtract(k["xyz"], c)) for k in cands if k["probability"] > 0.3]
+        assert d and min(d) <= n["diameter_mm"] / 2, (n, sorted(d)[:3])
+
+
+@pytest.mark.slow
+def test_world_positions_anisotropic_volume(detector):
+    ph = ChestPhantom(seed=700_001, n_nodules=4, diameters=(9.0, 20.0), z_range=(-60, 60))
+    vol = render_volume(ph, (0.8, 0.8, 2.5), (41, 400, 400), seed=1)
+    cands = detector.detect(vol, series_uid="aniso")
+    assert len(cands) <= 100
+    _check_found(cands, vol.metadata["nodules"])
+
+
+@pytest.mark.slow
+def test_world_positions_tilted_and_shuffled_series(detector, tmp_path):
+    for opts in ({"tilt_deg": 15.0}, {"shuffle": True}):
+        out = tmp_path / next(iter(opts))
+        ph = write_phantom(out, seed=700_002, size=400, pixel_spacing=0.8, slices=40,
+                           slice_step=2.5, n_nodules=4, diameters=(9.0, 20.0), **opts)
+        vol = DICOMReader(out).load()
+        cands = detector.detect(vol)
+        _check_found(cands, [n.__dict__ for n in ph.nodules])
+
+
+def test_luna16_layout_patches_and_cli_training(tmp_path):
+    root = tmp_path / "luna"
+    rows = ["seriesuid,coordX,coordY,coordZ,diameter_mm"]
+    for i in range(2):
+        ph = ChestPhantom(seed=800 + i, n_nodules=2, z_range=(-30, 30))
+        vol = render_volume(ph, (1.5, 1.5, 2.0), (30, 240, 240), seed=i)
+        uid = f"1.2.3.{i}"
+        vol.save(root / f"subset{i}" / f"{uid}.mhd")
+        rows += [f"{uid},{n.center[0]},{n.center[1]},{n.center[2]},{n.diameter_mm}"
+                 for n in ph.nodules]
+    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
+    arrays = Luna16Patches(root).arrays(6, seed=0, per_scan=3)
+    assert arrays["x"].shape == (6, 48, 48, 48) and len(PatchDataset(arrays)) == 6
+    res = CliRunner().invoke(build_cli(), [
+        "medical", "train", "--out", str(tmp_path / "run"), "--luna16", str(root),
+        "--patches", "8", "--epochs", "1", "--val-scans", "0", "--batch-size", "4"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["history"][0]["epoch"] == 1
+    bad = tmp_path / "empty"
+    bad.mkdir()
+    res = CliRunner().invoke(build_cli(), ["medical", "train", "--out", str(tmp_path / "r2"),
+                                           "--luna16", str(bad)])
+    assert res.exit_code == 2 and "subset*/*.mhd" in res.output
+
+
+@pytest.mark.slow
+def test_cli_detect_and_evaluate(tmp_path):
+    ph = write_phantom(tmp_path / "ct", seed=700_003, size=320, pixel_spacing=0.9, slices=36,
+                       slice_step=2.5, n_nodules=3, diameters=(8.0, 18.0))
+    runner = CliRunner()
+    res = runner.invoke(build_cli(), ["medical", "detect", str(ph.out_dir), "--out",
+                                      str(tmp_path / "r.csv")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(build_cli(), ["medical", "evaluate", "--annotations",
+                                      str(ph.annotations), "--results", str(tmp_path / "r.csv"),
+                                      "--json", "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["max_sensitivity"] == 1.0
+    # the same scan as NIfTI gives the same detections
+    read_volume(ph.out_dir).save(tmp_path / "ct.nii.gz")
+    res = runner.invoke(build_cli(), ["medical", "detect", str(tmp_path / "ct.nii.gz"),
+                                      "--json"])
+    assert res.exit_code == 0 and len(json.loads(res.output)["candidates"]) >= 3
+
+
+def test_detector_on_a_volume_without_lungs():
+    vol = Volume(np.full((20, 40, 40), 40.0, np.float32), (1.0, 1.0, 1.0))
+    cands = NoduleDetector(build(base=4), progress=False, window=32, overlap=8).detect(vol)
+    assert isinstance(cands, list) and len(cands) <= 100
+
+
+def test_nodule_pipeline_on_a_given_series(tmp_path):
+    from deepseek.plugins import pipelines
+
+    ph = write_phantom(tmp_path / "ct", seed=700_004, size=160, pixel_spacing=2.0, slices=24,
+                       slice_step=4.0, n_nodules=2, diameters=(10.0, 16.0))
+    shutil.copy(ph.annotations, tmp_path / "ct" / "annotations.csv")
+    res = pipelines().get("medical.nodule-detection")(input=ph.out_dir, out_dir=tmp_path / "r",
+                                                      quiet=True)
+    assert res.error is None and (tmp_path / "r" / "results.csv").is_file()
+    assert "cpm_single_scan" in res.metrics and all(f.is_file() for f in res.figures)

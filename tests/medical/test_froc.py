@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deepseek.cli import build_cli
+from deepseek.medical.froc import (
+    FP_RATES,
+    FROCError,
+    froc,
+    plot_froc,
+    read_annotations,
+    read_results,
+    sensitivity_by_size_at,
+    write_results,
+)
+from deepseek.plugins import get_registry
+
+
+def nod(sid, x, y, z, d):
+    return {"seriesuid": sid, "xyz": (x, y, z), "diameter_mm": d}
+
+
+def cand(sid, x, y, z, p):
+    return {"seriesuid": sid, "xyz": (x, y, z), "probability": p}
+
+
+ANN = [nod("a", 0, 0, 0, 10), nod("a", 50, 0, 0, 6), nod("b", 0, 0, 0, 20),
+       nod("c", 10, 10, 10, 4)]
+
+
+def test_perfect_detector_scores_one():
+    res = froc(ANN, [cand(n["seriesuid"], *n["xyz"], 0.9) for n in ANN], bootstrap=0)
+    assert res.cpm == 1.0 and all(v == 1.0 for v in res.sensitivities.values())
+
+
+def test_no_detections_score_zero():
+    res = froc(ANN, [], scans=["a", "b", "c"], bootstrap=0)
+    assert res.cpm == 0.0 and res.n_nodules == 4
+
+
+def test_hit_radius_is_inclusive_and_in_mm():
+    ann = [nod("a", 0, 0, 0, 10)]
+    assert froc(ann, [cand("a", 5, 0, 0, 1)], bootstrap=0).cpm == 1.0
+    res = froc(ann, [cand("a", 5.01, 0, 0, 1)], bootstrap=0)
+    assert res.cpm == 0.0 and res.n_false_positives == 1
+
+
+def test_hits_on_excluded_findings_change_nothing():
+    exc = [nod("a", 100, 100, 100, 8)]
+    base = froc(ANN, [cand("a", 0, 0, 0, 0.9)], scans=["a", "b", "c"], bootstrap=0)
+    more = froc(ANN, [cand("a", 0, 0, 0, 0.9), cand("a", 101, 100, 100, 0.99)], excluded=exc,
+                scans=["a", "b", "c"], bootstrap=0)
+    assert more.cpm == base.cpm and more.n_false_positives == 0 and more.n_excluded_hits == 1
+    # without the exclusion list the same candidate is a false positive
+    worse = froc(ANN, [cand("a", 0, 0, 0, 0.9), cand("a", 101, 100, 100, 0.99)],
+                 scans=["a", "b", "c"], bootstrap=0)
+    assert worse.n_false_positives == 1
+
+
+def test_duplicate_hits_count_once_with_the_highest_probability():
+    ann = [nod("a", 0, 0, 0, 10)]
+    res = froc(ann, [cand("a", 1, 0, 0, 0.2), cand("a", 0, 1, 0, 0.8), cand("a", 0, 0, 1, 0.5),
+                     cand("a", 90, 0, 0, 0.5)], bootstrap=0)
+    assert res.n_false_positives == 1
+    assert res.n_true_positives == 3
+    # the FP (0.5) scores below the nodule's best hit (0.8): sensitivity 1 at 0 FPs
+    assert res.sensitivities[0.125] == 1.0
+
+
+def test_hand_built_case_with_known_sensitivities():
+    # 4 scans, 4 nodules; candidates sorted by probability:
+    #  0.9 TP(n1)  0.8 FP  0.7 TP(n2)  0.6 FP  0.5 FP  0.4 TP(n3)  (n4 missed)
+    ann = [nod("s1", 0, 0, 0, 10), nod("s2", 0, 0, 0, 10), nod("s3", 0, 0, 0, 10),
+           nod("s4", 0, 0, 0, 10)]
+    res = [cand("s1", 0, 0, 0, 0.9), cand("s1", 99, 0, 0, 0.8), cand("s2", 0, 0, 0, 0.7),
+           cand("s3", 99, 0, 0, 0.6), cand("s4", 99, 0, 0, 0.5), cand("s3", 0, 0, 0, 0.4)]
+    r = froc(ann, res, bootstrap=0)
+    # curve points (FP/scan, sensitivity): (0,0) (0,.25) (.25,.25) (.25,.5) (.5,.5) (.75,.5)
+    # (.75,.75); beyond: .75
+    np.testing.assert_allclose(r.curve_fps, [0, 0, .25, .25, .5, .75, .75])
+    np.testing.assert_allclose(r.curve_sens, [0, .25, .25, .5, .5, .5, .75])
+    expected = {0.125: 0.25, 0.25: 0.25, 0.5: 0.5, 1: 0.75, 2: 0.75, 4: 0.75, 8: 0.75}
+    # np.interp on a curve with repeated x takes the last point at that x
+    for rate, s in expected.items():
+        assert r.sensitivities[rate] == pytest.approx(s), rate
+    assert r.cpm == pytest.approx(np.mean(list(expected.values())))
+    assert r.max_sensitivity == 0.75
+
+
+def test_bootstrap_interval_brackets_the_cpm():
+    rng = np.random.default_rng(0)
+    ann, res = [], []
+    for s in range(30):
+        sid = f"s{s}"
+        ann.append(nod(sid, 0, 0, 0, 10))
+        res.append(cand(sid, 0, 0, 0, float(rng.uniform(0.3, 1))))
+        res.append(cand(sid, 80, 0, 0, float(rng.uniform(0, 0.7))))
+    r = froc(ann, res, bootstrap=300)
+    assert r.ci95[0] <= r.cpm <= r.ci95[1] and r.ci95[0] < r.ci95[1]
+
+
+def test_size_bins():
+    ann = [nod("a", 0, 0, 0, 4), nod("a", 50, 0, 0, 8), nod("a", 100, 0, 0, 20)]
+    res = [cand("a", 50, 0, 0, 0.9), cand("a", 100, 0, 0, 0.2), cand("a", 0, 90, 0, 0.5)]
+    by = sensitivity_by_size_at(ann, res, 0.0)  # threshold above the FP's 0.5
+    assert by == {"3-6mm": 0.0, "6-10mm": 1.0, "10-30mm": 0.0}
+
+
+def test_csv_round_trip_cli_and_plot(tmp_path):
+    ann_csv = tmp_path / "annotations.csv"
+    ann_csv.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n"
+                       "a,0,0,0,10\nb,5,5,5,6\n")
+    write_results([cand("a", 0, 0, 0, 0.9), cand("b", 50, 0, 0, 0.3)], tmp_path / "r.csv")
+    assert len(read_annotations(ann_csv)) == 2 and len(read_results(tmp_path / "r.csv")) == 2
+    res = CliRunner().invoke(build_cli(), ["medical", "evaluate", "--annotations", str(ann_csv),
+                                           "--results", str(tmp_path / "r.csv"), "--json",
+                                           "--plot", str(tmp_path / "froc.png")])
+    assert res.exit_code == 0, res.output
+    import json
+
+    data = json.loads(res.output)
+    assert data["cpm"] == pytest.approx(np.mean([0.5] * 7))
+    assert (tmp_path / "froc.png").is_file()
+    r = froc(read_annotations(ann_csv), read_results(tmp_path / "r.csv"), bootstrap=0)
+    plot_froc(r, tmp_path / "f2.png")
+    assert sorted(FP_RATES) == list(FP_RATES)
+
+
+def test_bad_csvs(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("seriesuid,coordX,coordY\na,1,2\n")
+    with pytest.raises(FROCError, match="missing column.*coordZ"):
+        read_annotations(p)
+    p.write_text("seriesuid,coordX,coordY,coordZ,probability\na,1,2,x,0.5\n")
+    with pytest.raises(FROCError, match="line 2"):
+        read_results(p)
+    with pytest.raises(FROCError, match="no such file"):
+        read_results(tmp_path / "none.csv")
+    with pytest.raises(FROCError, match="not evaluated"):
+        froc(ANN, [cand("zzz", 0, 0, 0, 1)], scans=["a"], bootstrap=0)
+
+
+def test_metric_registered():
+    m = get_registry("metric").get("luna16-froc")
+    out = m([cand("a", 0, 0, 0, 0.9)], [nod("a", 0, 0, 0, 10)], bootstrap=0)
+    assert out["cpm"] == 1.0
