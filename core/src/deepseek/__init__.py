@@ -5,11 +5,9 @@ __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 # are separate distributions sharing this namespace through the line above; they never ship
 # this file. Heavy modules (torch) load on first use, so `import deepseek` stays fast.
 
-from importlib import import_module
-from typing import Any
-
 from deepseek.errors import DeepSeekError
 from deepseek.hookspecs import hookimpl
+from deepseek.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -28,13 +26,4 @@ _LAZY = {
 __all__ = ["DeepSeekError", "hookimpl", "__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'deepseek' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from deepseek.lazy import lazy_exports
 
-from importlib import import_module  # noqa: E402
-from typing import Any  # noqa: E402
+__version__ = "0.1.0"
 
 _LAZY = {
     "TICK_DTYPE": "deepseek.finance.ticks",
@@ -28,9 +27,4 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'deepseek.finance' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -9,8 +9,7 @@ lung-nodule detection scored with the LUNA16 FROC/CPM protocol.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from deepseek.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -35,13 +34,4 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'deepseek.medical' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

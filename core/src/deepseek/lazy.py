@@ -1,0 +1,28 @@
+"""Lazy public names for packages: import heavy modules on first attribute access.
+
+    __getattr__, __dir__ = lazy_exports(__name__, {"Name": "package.module", ...})
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+
+def lazy_exports(module: str, names: dict[str, str]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Module-level ``__getattr__`` and ``__dir__`` serving ``names`` from their modules."""
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            value = getattr(import_module(names[name]), name)
+            setattr(sys.modules[module], name, value)  # later look-ups are plain attributes
+            return value
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[module])) | set(names))
+
+    return __getattr__, __dir__
