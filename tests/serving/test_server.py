@@ -326,3 +326,16 @@ def test_no_model_and_bad_port():
         with pytest.raises(DeepSeekError, match="failed to start"):
             DeepSeekServing(models={"d": "test-double"}, port=s.http_port,
                             grpc_port=None).start_background()
+
+
+def test_per_request_timeout_on_both_protocols():
+    with DeepSeekServing(models={"slow": "test-slow"}, port=0, grpc_port=0, batch_size=1,
+                         timeout_s=0.01) as s:
+        r = httpx.post(f"http://{s.http_url}/v2/models/slow/infer", content=_req(), timeout=10)
+        assert r.status_code == 504 and "no answer within" in r.json()["error"]
+        c = tg.InferenceServerClient(s.grpc_address)
+        with pytest.raises(InferenceServerException) as exc:
+            _grpc_infer(c, "slow", "x", X)
+        assert "DEADLINE_EXCEEDED" in str(exc.value.status())
+        time.sleep(0.2)  # the abandoned work finishes; the server still answers health checks
+        assert httpx.get(f"http://{s.http_url}/v2/health/ready").status_code == 200
