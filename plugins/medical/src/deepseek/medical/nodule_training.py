@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,17 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
     net = build(base=base)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(arrays["x"]) / batch_size / accum_steps))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1),
-                                                pct_start=0.15)
+    warm = max(1, int(0.15 * steps))
+
+    def schedule(step: int) -> float:
+        """Linear warm-up, then cosine decay; a function of the planned steps only, so a
+        resumed run with more epochs stretches the schedule instead of failing."""
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, steps - warm))
+        return 0.5 * (1 + math.cos(math.pi * t)) + 1e-3
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
     def step_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return centernet_loss(model(batch["x"]), batch)

@@ -308,7 +308,11 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
     col = np.array([0.0, math.cos(theta), math.sin(theta)])
     extent = (slices - 1) * slice_step
     z_first = -extent / 2
-    phantom = ChestPhantom(seed=seed, z_range=(z_first - 10, z_first + extent + 10),
+    # a tilted plane reaches `shift` mm less far along z at the edges of the field of view:
+    # keep the nodules inside the slab that every image row covers
+    shift = abs((size - 1) * ps / 2 * math.sin(theta))
+    phantom = ChestPhantom(seed=seed, z_range=(z_first - 10 + shift,
+                                               z_first + extent + 10 - shift),
                            n_nodules=n_nodules, diameters=diameters)
     rng = np.random.default_rng(seed + 1)
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
