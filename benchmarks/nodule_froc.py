@@ -33,7 +33,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="4 smaller scans")
     ap.add_argument("--scans", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="also write results.csv and annotations.csv here")
     args = ap.parse_args()
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
     from deepseek.medical.detector import NoduleDetector
     from deepseek.medical.froc import froc, sensitivity_by_size_at
     from deepseek.medical.phantom import ChestPhantom, render_volume
@@ -75,14 +79,25 @@ def main() -> None:
     kinds = {}
     for attached in ("none", "pleura", "vessel"):
         sub = [a for a in ann if a["attached"] == attached]
+        rest = [a for a in ann if a["attached"] != attached]  # hits there count for nothing
         if sub:
-            kinds[attached] = froc(sub, res, scans=scans, bootstrap=0).cpm
+            kinds[attached] = round(froc(sub, res, excluded=rest, scans=scans,
+                                         bootstrap=0).cpm, 4)
+    if args.out:
+        from deepseek.medical.froc import write_results
+
+        write_results(res, args.out / "results.csv")
+        with open(args.out / "annotations.csv", "w") as f:
+            f.write("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+            for a in ann:
+                f.write(f"{a['seriesuid']},{a['xyz'][0]:.3f},{a['xyz'][1]:.3f},"
+                        f"{a['xyz'][2]:.3f},{a['diameter_mm']:.2f}\n")
     results = {
         "scans": n_scans, "nodules": len(ann), "cpm": round(r.cpm, 4),
         "cpm_ci95": [round(v, 4) for v in r.ci95] if r.ci95 else None,
         "sensitivity_at_fps": {f"{k:g}": round(v, 4) for k, v in r.sensitivities.items()},
         "sensitivity_by_size_at_1_fp": by1, "sensitivity_by_size_at_8_fp": by8,
-        "cpm_by_attachment (sub-FROC, all FPs)": kinds,
+        "cpm_by_attachment": kinds,
         "false_positives_per_scan_all_candidates": round(r.n_false_positives / n_scans, 2),
         "max_sensitivity": round(r.max_sensitivity, 4),
         "per_scan": per_scan, "seconds": round(time.perf_counter() - t_all, 1),
