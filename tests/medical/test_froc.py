@@ -81,8 +81,8 @@ def test_hand_built_case_with_known_sensitivities():
     # (.75,.75); beyond: .75
     np.testing.assert_allclose(r.curve_fps, [0, 0, .25, .25, .5, .75, .75])
     np.testing.assert_allclose(r.curve_sens, [0, .25, .25, .5, .5, .5, .75])
-    expected = {0.125: 0.25, 0.25: 0.25, 0.5: 0.5, 1: 0.75, 2: 0.75, 4: 0.75, 8: 0.75}
-    # np.interp on a curve with repeated x takes the last point at that x
+    expected = {0.125: 0.25, 0.25: 0.5, 0.5: 0.5, 1: 0.75, 2: 0.75, 4: 0.75, 8: 0.75}
+    # where the curve reaches an x it rises vertically: the highest sensitivity there counts
     for rate, s in expected.items():
         assert r.sensitivities[rate] == pytest.approx(s), rate
     assert r.cpm == pytest.approx(np.mean(list(expected.values())))
