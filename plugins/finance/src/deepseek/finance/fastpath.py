@@ -37,6 +37,18 @@ def _f32(x):  # pragma: no cover - compiled
     return np.float64(np.float32(x))
 
 
+@njit(inline="always")
+def _standardised_features(fs, is_, w, buf, nf, exch_ns, bid, ask, bsz, asz, last_px, last_sz,
+                           side):  # pragma: no cover - compiled
+    """Features into buf[0:nf] (rounded to float32, as the model sees them) and, standardised
+    in float32 with the mean/std at the head of ``w``, into buf[nf:2nf]."""
+    update_features(fs, is_, buf[0:nf], exch_ns, bid, ask, bsz, asz, last_px, last_sz, side)
+    for i in range(nf):
+        x = _f32(buf[i])
+        buf[i] = x
+        buf[nf + i] = _f32(_f32(x - w[i]) / w[nf + i])
+
+
 # Both kernels share one signature: (float state, int state, weights, work buffer, tick).
 # The work buffer (float64) starts with the 16 features, rounded to float32 as the PyTorch
 # model would see them; standardisation is done in float32 like PyTorch; the layers
@@ -57,17 +69,13 @@ def _mlp_kernel(dims: tuple[int, ...], relu: bool):
     dims_t = tuple(dims)
     max_w = max(dims)
     n_out = dims[-1]
-    a0, b0, lo = nf, nf + max_w, nf + 2 * max_w  # buffer layout
+    a0, b0, lo = nf, nf + max_w, nf + 2 * max_w  # buffer layout (a0 = nf: standardised x)
 
     @njit(nogil=True)
     def kernel(fs, is_, w, buf, exch_ns, bid, ask, bsz, asz, last_px, last_sz,
                side):  # pragma: no cover - compiled
-        update_features(fs, is_, buf[0:nf], exch_ns, bid, ask, bsz, asz, last_px, last_sz,
-                        side)
-        for i in range(nf):
-            x = _f32(buf[i])
-            buf[i] = x
-            buf[a0 + i] = _f32(_f32(x - w[i]) / w[nf + i])
+        _standardised_features(fs, is_, w, buf, nf, exch_ns, bid, ask, bsz, asz, last_px,
+                               last_sz, side)
         for layer in range(n_layers):
             n_in = dims_t[layer]
             n_o = dims_t[layer + 1]
@@ -101,8 +109,7 @@ def _mlp_kernel(dims: tuple[int, ...], relu: bool):
 
 def _gru_kernel(nf: int, hidden: int, n_out: int):
     H = hidden
-    o_mean, o_std = 0, nf
-    o_wih = 2 * nf
+    o_wih = 2 * nf  # after mean and std
     o_whh = o_wih + 3 * H * nf
     o_bih = o_whh + 3 * H * H
     o_bhh = o_bih + 3 * H
@@ -116,12 +123,8 @@ def _gru_kernel(nf: int, hidden: int, n_out: int):
     @njit(nogil=True)
     def kernel(fs, is_, w, buf, exch_ns, bid, ask, bsz, asz, last_px, last_sz,
                side):  # pragma: no cover - compiled
-        update_features(fs, is_, buf[0:nf], exch_ns, bid, ask, bsz, asz, last_px, last_sz,
-                        side)
-        for i in range(nf):
-            x = _f32(buf[i])
-            buf[i] = x
-            buf[nf + i] = _f32(_f32(x - w[o_mean + i]) / w[o_std + i])
+        _standardised_features(fs, is_, w, buf, nf, exch_ns, bid, ask, bsz, asz, last_px,
+                               last_sz, side)
         # gi = W_ih x + b_ih ; gh = W_hh h + b_hh (gates ordered r, z, n); the weights are
         # stored transposed so that the inner loops run over independent outputs
         for r in range(3 * H):
