@@ -415,6 +415,9 @@ class Trainer:
     def close(self) -> None:
         """Leave the process group if this trainer created it."""
         if self._owns_group and dist.is_initialized():
+            # every rank arrives before the group is torn down: a rank that leaves while its
+            # peer still talks to it makes gloo abort the process
+            dist.barrier()
             dist.destroy_process_group()
             self._owns_group = False
 
