@@ -28,9 +28,9 @@ def medical() -> None:
 def info(path: Path, as_json: bool) -> None:
     """List the series found under PATH (a folder, DICOMDIR or file)."""
     from deepseek.medical.dicom import discover
-    from deepseek.medical.volume import IMAGE_SUFFIXES, Volume
+    from deepseek.medical.volume import Volume, is_image_file
 
-    if path.is_file() and any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+    if is_image_file(path):
         vol = Volume.load(path)
         row = {"file": str(path), "shape_zyx": list(vol.shape), "spacing_xyz": list(vol.spacing),
                "origin_xyz": list(vol.origin)}
@@ -77,13 +77,9 @@ def convert(path: Path, out: Path, spacing: tuple[float, float, float] | None,
     A gantry-tilted series is resampled onto a straight grid, since these formats cannot
     store a sheared one.
     """
-    from deepseek.medical.dicom import DICOMReader
-    from deepseek.medical.volume import IMAGE_SUFFIXES, Volume
+    from deepseek.medical.volume import read_volume
 
-    if path.is_file() and any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
-        vol = Volume.load(path)
-    else:
-        vol = DICOMReader(path, series_uid=series_uid, on_gap=on_gap, tilt="resample").load()
+    vol = read_volume(path, series_uid=series_uid, on_gap=on_gap, tilt="resample")
     if spacing:
         vol = vol.resample(spacing, interpolator=interpolator)
     written = vol.save(out)
@@ -147,14 +143,9 @@ def detect(path: Path, out: Path | None, as_json: bool, threshold: float,
     from deepseek.loader import ModelLoader
     from deepseek.medical.detector import NoduleDetector
     from deepseek.medical.froc import write_results
-    from deepseek.medical.volume import IMAGE_SUFFIXES, Volume
+    from deepseek.medical.volume import read_volume
 
-    if path.is_file() and any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
-        vol = Volume.load(path)
-    else:
-        from deepseek.medical.dicom import DICOMReader
-
-        vol = DICOMReader(path, series_uid=series_uid).load()
+    vol = read_volume(path, series_uid=series_uid)
     det = NoduleDetector(ModelLoader.load(model), threshold=threshold,
                          max_candidates=max_candidates, amp=amp)
     cands = det.detect(vol)

@@ -9,7 +9,6 @@ sub-cell offset at each nodule's peak cell.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections import defaultdict
@@ -192,19 +191,13 @@ def centernet_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
 
 # ------------------------------------------------------------------------------ LUNA16 layout
 def read_luna16_annotations(path: Path) -> dict[str, list[tuple[np.ndarray, float]]]:
+    """annotations.csv (read by :func:`deepseek.medical.froc.read_annotations`) grouped by
+    series: ``{seriesuid: [(centre xyz, diameter_mm), ...]}``."""
+    from deepseek.medical.froc import read_annotations
+
     out: dict[str, list] = defaultdict(list)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        need = {"seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"}
-        if not need <= set(reader.fieldnames or []):
-            raise MedicalError(f"{path}: expected columns {','.join(sorted(need))}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                out[row["seriesuid"]].append(
-                    (np.array([float(row["coordX"]), float(row["coordY"]),
-                               float(row["coordZ"])]), float(row["diameter_mm"])))
-            except ValueError as exc:
-                raise MedicalError(f"{path}, line {line}: {exc}") from None
+    for a in read_annotations(path):
+        out[a["seriesuid"]].append((np.asarray(a["xyz"], float), a["diameter_mm"]))
     return out
 
 

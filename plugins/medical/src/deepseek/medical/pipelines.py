@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
@@ -15,22 +14,11 @@ from deepseek.report import PipelineResult, Table
 log = logging.getLogger(__name__)
 
 
-def _read_annotations(path: Path, series_uid: str | None) -> list[dict[str, Any]]:
-    out = []
-    with open(path, newline="") as f:
-        for n, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                if series_uid and row["seriesuid"] != series_uid:
-                    continue
-                out.append({"xyz": (float(row["coordX"]), float(row["coordY"]),
-                                    float(row["coordZ"])),
-                            "diameter_mm": float(row["diameter_mm"])})
-            except (KeyError, ValueError) as exc:
-                from deepseek.medical.errors import MedicalError
+def _annotations_of(path: Path, series_uid: str | None) -> list[dict[str, Any]]:
+    """The rows of a LUNA16 annotations.csv for one series (all rows without a uid)."""
+    from deepseek.medical.froc import read_annotations
 
-                raise MedicalError(f"{path}, line {n}: expected seriesuid,coordX,coordY,coordZ,"
-                                   f"diameter_mm with numbers ({exc})") from None
-    return out
+    return [a for a in read_annotations(path) if not series_uid or a["seriesuid"] == series_uid]
 
 
 def dicom_io(input: Path | None = None, out_dir: Path = Path("."), quiet: bool = False,
@@ -40,7 +28,7 @@ def dicom_io(input: Path | None = None, out_dir: Path = Path("."), quiet: bool =
     from deepseek.medical.dicom import DICOMReader
     from deepseek.medical.figures import orthogonal_views, slice_montage
     from deepseek.medical.phantom import write_phantom
-    from deepseek.medical.volume import IMAGE_SUFFIXES, Volume
+    from deepseek.medical.volume import Volume, is_image_file
 
     out_dir = Path(out_dir)
     notes = []
@@ -58,7 +46,7 @@ def dicom_io(input: Path | None = None, out_dir: Path = Path("."), quiet: bool =
     t_write = time.perf_counter() - t0
     t0 = time.perf_counter()
     path = Path(input)
-    if path.is_file() and any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+    if is_image_file(path):
         vol = Volume.load(path)
         info_rows: list[list[Any]] = []
     else:
@@ -68,7 +56,7 @@ def dicom_io(input: Path | None = None, out_dir: Path = Path("."), quiet: bool =
                       f"{s.rows}x{s.cols}"] for s in reader.found()]
         ann = path / "annotations.csv"
         if not annotations and ann.is_file():
-            annotations = _read_annotations(ann, vol.metadata.get("series_uid"))
+            annotations = _annotations_of(ann, vol.metadata.get("series_uid"))
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
     iso = vol.resample(spacing)
@@ -127,11 +115,10 @@ def nodule_detection(input: Path | None = None, out_dir: Path = Path("."), quiet
     """Detect nodules in a CT (default: a fresh phantom series, seed outside training) and
     score them with the LUNA16 FROC against its annotations.csv when there is one."""
     from deepseek.medical.detector import NoduleDetector
-    from deepseek.medical.dicom import DICOMReader
     from deepseek.medical.figures import slice_montage
     from deepseek.medical.froc import froc, plot_froc, write_results
     from deepseek.medical.phantom import write_phantom
-    from deepseek.medical.volume import IMAGE_SUFFIXES, Volume
+    from deepseek.medical.volume import is_image_file, read_volume
 
     out_dir = Path(out_dir)
     notes = []
@@ -143,12 +130,8 @@ def nodule_detection(input: Path | None = None, out_dir: Path = Path("."), quiet
                      f"320x320 px at 0.9 mm, 100 slices of 2 mm, {len(series.nodules)} "
                      "nodules of 3-30 mm")
     path = Path(input)
-    if path.is_file() and any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
-        vol = Volume.load(path)
-        ann_path = path.parent / "annotations.csv"
-    else:
-        vol = DICOMReader(path, progress=not quiet).load()
-        ann_path = path / "annotations.csv"
+    vol = read_volume(path, progress=not quiet)  # DICOM options are ignored for image files
+    ann_path = (path.parent if is_image_file(path) else path) / "annotations.csv"
     det = NoduleDetector(progress=not quiet)
     cands = det.detect(vol)
     sid = vol.metadata.get("series_uid") or "scan"
@@ -162,7 +145,7 @@ def nodule_detection(input: Path | None = None, out_dir: Path = Path("."), quiet
                      for c in cands[:25]])]
     figs = []
     if ann_path.is_file():
-        ann = _read_annotations(ann_path, sid)
+        ann = _annotations_of(ann_path, sid)
         ann_rows = [{"seriesuid": sid, "xyz": a["xyz"], "diameter_mm": a["diameter_mm"]}
                     for a in ann]
         r = froc(ann_rows, cands, scans=[sid], bootstrap=0)

@@ -268,6 +268,12 @@ class Volume:
         return c.min(axis=0), c.max(axis=0)
 
 
+def is_image_file(path: str | Path) -> bool:
+    """A NIfTI / MetaImage / NRRD file (read by SimpleITK rather than as DICOM)."""
+    p = Path(path)
+    return p.is_file() and _suffix(p) in IMAGE_SUFFIXES
+
+
 def read_volume(path: str | Path, **options: Any) -> Volume:
     """Open any supported input as a :class:`Volume` in HU.
 
@@ -280,7 +286,7 @@ def read_volume(path: str | Path, **options: Any) -> Volume:
 
         return DICOMReader(path, **options).load()
     p = Path(path)
-    if p.is_file() and _suffix(p) in IMAGE_SUFFIXES:
+    if is_image_file(p):
         return Volume.load(p)
     if not p.exists():
         raise VolumeFileError(f"{p}: no such file or folder")
