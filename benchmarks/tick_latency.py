@@ -157,19 +157,17 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from deepseek.finance.ticks import synthetic_ticks, write_csv
+    from deepseek.finance.ticks import synthetic_ticks, tick_args, write_csv
 
     torch.set_num_threads(1)
     n = 20_000 if args.quick else 100_000
     warmup = 5_000
     ticks = synthetic_ticks(n + warmup, seed=777)
-    tick_args = [(int(t["exch_ns"]), float(t["bid"]), float(t["ask"]), float(t["bid_size"]),
-                  float(t["ask_size"]), float(t["last_px"]), float(t["last_size"]),
-                  int(t["side"])) for t in ticks]
+    args_per_tick = [tick_args(t) for t in ticks]
     results: dict = {"ticks_measured": n, "warmup_ticks": warmup}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("tick-mlp", "tick-gru"):
-            results[name] = bench_model(name, tick_args, warmup, Path(tmp))
+            results[name] = bench_model(name, args_per_tick, warmup, Path(tmp))
         csv_path = write_csv(ticks[: (5_000 if args.quick else 20_000)], Path(tmp) / "t.csv")
         n_udp = 5_000 if args.quick else 20_000
         results["udp_round_trip_us"] = {

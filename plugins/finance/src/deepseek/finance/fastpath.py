@@ -25,6 +25,7 @@ from numba import njit
 from deepseek.finance.errors import FastPathError
 from deepseek.finance.features import N_FEATURES, new_state, update_features
 from deepseek.finance.models import DECISIONS, TickGRU, TickMLP
+from deepseek.finance.ticks import tick_args
 
 
 @njit(inline="always")
@@ -264,9 +265,7 @@ class FastPath:
         cls_ = np.empty(len(ticks), dtype=np.int64)
         logits = np.empty((len(ticks), len(self.scores)), dtype=np.float64)
         for i, t in enumerate(ticks):
-            cls_[i] = self.step(int(t["exch_ns"]), float(t["bid"]), float(t["ask"]),
-                                float(t["bid_size"]), float(t["ask_size"]),
-                                float(t["last_px"]), float(t["last_size"]), int(t["side"]))
+            cls_[i] = self.step(*tick_args(t))
             logits[i] = self.scores
         return cls_, logits
 

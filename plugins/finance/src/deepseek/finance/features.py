@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from deepseek.finance.ticks import tick_args
+
 FEATURE_NAMES = (
     "spread_bps", "imbalance", "microprice_bps", "ret_1t", "ret_5t", "ret_20t", "ret_100t",
     "ret_100ms", "ret_1s", "ret_10s", "vol_bps", "flow_imbalance", "since_trade_s",
@@ -148,9 +150,7 @@ class StreamingFeatures:
         return self.out
 
     def update_tick(self, t: np.void) -> np.ndarray:
-        return self.update(int(t["exch_ns"]), float(t["bid"]), float(t["ask"]),
-                           float(t["bid_size"]), float(t["ask_size"]), float(t["last_px"]),
-                           float(t["last_size"]), int(t["side"]))
+        return self.update(*tick_args(t))
 
     def run(self, ticks: np.ndarray) -> np.ndarray:
         """Features after every tick of a TICK_DTYPE array, as an (N, 16) float32 array."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -17,11 +16,6 @@ def percentiles_us(ns: np.ndarray) -> dict[str, float]:
             "p99_9": float(np.percentile(us, 99.9))}
 
 
-def tick_args(t: Any) -> tuple:
-    return (int(t["exch_ns"]), float(t["bid"]), float(t["ask"]), float(t["bid_size"]),
-            float(t["ask_size"]), float(t["last_px"]), float(t["last_size"]), int(t["side"]))
-
-
 def tick_latency(input: Path | None = None, out_dir: Path = Path("."), quiet: bool = False,
                  n_ticks: int = 20_000) -> PipelineResult:
     """Score the packaged tick-mlp on held-out ticks and time its fast path against eager."""
@@ -29,6 +23,7 @@ def tick_latency(input: Path | None = None, out_dir: Path = Path("."), quiet: bo
 
     from deepseek.finance.fastpath import FastPath
     from deepseek.finance.features import StreamingFeatures, batch_features
+    from deepseek.finance.ticks import tick_args
     from deepseek.finance.training import evaluate, labels, load_ticks
     from deepseek.loader import ModelLoader
 

@@ -46,23 +46,11 @@ def empty(n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=TICK_DTYPE)
 
 
-def validate(ticks: np.ndarray, source: str = "ticks") -> None:
-    """Raise :class:`TickFileError` naming the first bad row (0-based) of ``ticks``."""
-    checks = [
-        (~np.isfinite(ticks["bid"]) | ~np.isfinite(ticks["ask"]), "bid/ask not finite"),
-        ((ticks["bid"] <= 0) | (ticks["ask"] <= 0), "bid/ask not positive"),
-        (ticks["bid"] >= ticks["ask"], "crossed or locked book (bid >= ask)"),
-        ((ticks["bid_size"] < 0) | (ticks["ask_size"] < 0) | ~np.isfinite(ticks["bid_size"])
-         | ~np.isfinite(ticks["ask_size"]), "negative or non-finite size"),
-    ]
-    if len(ticks) > 1:
-        back = np.zeros(len(ticks), bool)
-        back[1:] = np.diff(ticks["exch_ns"]) < 0
-        checks.append((back, "exchange timestamp goes backwards"))
-    for mask, what in checks:
-        bad = np.flatnonzero(mask)
-        if bad.size:
-            raise TickFileError(f"{source}: row {int(bad[0])}: {what} ({bad.size} rows affected)")
+def tick_args(t: np.void) -> tuple:
+    """One TICK_DTYPE record as the positional arguments of ``StreamingFeatures.update`` and
+    ``FastPath.on_tick``: (exch_ns, bid, ask, bid_size, ask_size, last_px, last_size, side)."""
+    return (int(t["exch_ns"]), float(t["bid"]), float(t["ask"]), float(t["bid_size"]),
+            float(t["ask_size"]), float(t["last_px"]), float(t["last_size"]), int(t["side"]))
 
 
 def read_csv(path: str | Path) -> np.ndarray:
