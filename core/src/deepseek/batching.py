@@ -150,9 +150,6 @@ class DynamicBatcher:
         size = int(inputs[0].shape[0]) if inputs[0].ndim else 1
         if any(a.ndim == 0 or a.shape[0] != size for a in inputs):
             raise BatchingError("all inputs of a request must share the batch size on axis 0")
-        if size > self.max_batch_size and self.max_batch_size > 1:
-            # a request larger than a batch runs alone, as its own batch
-            pass
         key = _pad_key(inputs, self.pad_axes if self.policy == "pad" else ())
         fut = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(inputs, key, fut, size))
@@ -188,6 +185,7 @@ class DynamicBatcher:
                 r = self._queue.popleft()
                 if r.future.done():  # cancelled or timed out while waiting
                     continue
+                # the first request always goes in: one larger than a batch runs alone
                 if r.key == first.key and (not batch or total + r.size <= self.max_batch_size):
                     batch.append(r)
                     total += r.size
