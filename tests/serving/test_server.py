@@ -296,7 +296,8 @@ def test_token_on_both_protocols():
 
 
 def test_shutdown_drains_in_flight_requests():
-    s = DeepSeekServing(models={"slow": "test-slow"}, port=0, grpc_port=0, batch_size=1)
+    slow = ModelLoader.load("test-slow", delay=0.3)  # 4 requests keep it busy for 1.2 s
+    s = DeepSeekServing(models={"slow": slow}, port=0, grpc_port=0, batch_size=1)
     s.start_background()
     url = f"http://{s.http_url}/v2/models/slow/infer"
     results = []
@@ -307,7 +308,13 @@ def test_shutdown_drains_in_flight_requests():
     threads = [threading.Thread(target=call) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.08)  # requests are queued / running
+    batcher = s.batchers["slow"]
+    deadline = time.monotonic() + 20
+    # accepted = started (stats.requests) + waiting (depth); stop once all four are in
+    while batcher.stats.requests + batcher.depth < 4 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert batcher.stats.requests + batcher.depth == 4, "the requests never reached the server"
+    assert batcher.busy  # work is still in flight when the stop begins
     s.stop()
     for t in threads:
         t.join()
