@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import click
 
 from deepseek.manufacturing import __version__
+
+SOURCE_HELP = ("SOURCE is a video file, cam:N, an rtsp:// or http:// URL, a GStreamer pipeline "
+               "ending in appsink, an image folder, or synthetic:?seed=N&frames=N.")
 
 
 @click.group("manufacturing")
@@ -12,7 +21,14 @@ from deepseek.manufacturing import __version__
                       message="%(prog)s %(version)s")
 def manufacturing() -> None:
     """Manufacturing inspection: crack detection on live camera streams with a streaming
-    3D-CNN + LSTM."""
+    3D-CNN + LSTM (defect-3dcnn-lstm).
+
+    \b
+    generate  write a synthetic line video + per-frame ground truth
+    stream    run the detector on a camera, file, URL or folder
+    train     train the model on synthetic clips or a good/ defect/ image folder
+    bench     end-to-end fps and latency on a video file
+    """
 
 
 @manufacturing.command("info")
@@ -24,4 +40,218 @@ def info() -> None:
         if plugin.name == "manufacturing":
             click.echo(f"deepseek-manufacturing {__version__}")
             for kind, names in plugin.registered.items():
-                click.echo(f"  {kind}s: {', '.join(names) or '(none yet)'}")
+                click.echo(f"  {kind}s: {', '.join(names) or '(none)'}")
+
+
+@manufacturing.command("generate")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--frames", type=int, default=900, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--width", type=int, default=640, show_default=True)
+@click.option("--height", type=int, default=480, show_default=True)
+@click.option("--fps", type=float, default=300.0, show_default=True)
+@click.option("--mm-per-px", type=float, default=0.1, show_default=True,
+              help="Calibration: millimetres per pixel.")
+@click.option("--surface", type=click.Choice(["mixed", "brushed", "cast", "painted"]),
+              default="mixed", show_default=True)
+@click.option("--crack-width", nargs=2, type=float, default=(0.1, 0.6), show_default=True,
+              help="Crack width range in mm.")
+@click.option("--crack-length", nargs=2, type=float, default=(2.0, 25.0), show_default=True,
+              help="Crack length range in mm.")
+@click.option("--crack-spacing", type=float, default=90.0, show_default=True,
+              help="Mean gap between cracks along the line in mm ('inf': no cracks).")
+@click.option("--truth", type=click.Path(path_type=Path), default=None,
+              help="Ground-truth CSV (default: OUT.truth.csv).")
+def generate(out: Path, frames: int, seed: int, width: int, height: int, fps: float,
+             mm_per_px: float, surface: str, crack_width: tuple[float, float],
+             crack_length: tuple[float, float], crack_spacing: float,
+             truth: Path | None) -> None:
+    """Write a synthetic production-line video OUT (.avi MJPG or .mp4 mp4v) and its per-frame
+    ground truth (frame, defect flag, box, crack width in mm)."""
+    from deepseek.manufacturing.synthetic import SyntheticLine, write_video
+
+    line = SyntheticLine(seed=seed, frames=frames, width=width, height=height, fps=fps,
+                         mm_per_px=mm_per_px, surface=surface, crack_width_mm=crack_width,
+                         crack_length_mm=crack_length, crack_spacing_mm=crack_spacing)
+    video, tpath = write_video(out, line, truth=truth)
+    d = line.describe()
+    n_def = sum(line.truth(i)["defect"] for i in range(len(line)))
+    click.echo(f"wrote {video} ({frames} frames, {d['surface']}, {d['speed_px']} px/frame, "
+               f"{d['cracks']} cracks, {n_def} defect frames) and {tpath}")
+
+
+def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
+    now = time.perf_counter()
+    if now - t0[0] < 0.25:
+        return
+    t0[0] = now
+    fps = rep.frames / rep.seconds if rep.seconds > 0 else 0.0
+    sys.stderr.write(f"\rframes {rep.frames}  {fps:7.1f} fps  latency "
+                     f"{last['latency_s'] * 1e3:6.1f} ms  events {last['events']}  "
+                     f"{'DEFECT' if last['flag'] else 'ok    '}   ")
+    sys.stderr.flush()
+
+
+@manufacturing.command("stream")
+@click.argument("source")
+@click.option("--events", "events_path", type=click.Path(path_type=Path), default=None,
+              help="Write events as JSON lines here.")
+@click.option("--model", default="defect-3dcnn-lstm", show_default=True,
+              help="Registry name or .safetensors file.")
+@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option("--debounce", nargs=2, type=int, default=(2, 3), show_default=True,
+              help="An event needs K of the last N frames flagged.")
+@click.option("--policy", type=click.Choice(["drop-oldest", "block"]), default=None,
+              help="Queue overflow policy (default: drop-oldest for live sources and "
+                   "--realtime, block for files and folders).")
+@click.option("--queue-size", type=int, default=64, show_default=True)
+@click.option("--realtime", is_flag=True, help="Play a file at its nominal fps, like a camera.")
+@click.option("--fps", type=float, default=None, help="Nominal fps (folders; overrides files).")
+@click.option("--size", nargs=2, type=int, default=None,
+              help="Resize every frame to W H (default: the first frame's size).")
+@click.option("--fit", type=click.Choice(["resize", "letterbox"]), default="resize",
+              show_default=True, help="How frames of another size are fitted.")
+@click.option("--mm-per-px", type=float, default=0.1, show_default=True,
+              help="Calibration for the width estimate.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto",
+              show_default=True)
+@click.option("--max-frames", type=int, default=None)
+@click.option("--truth", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Ground-truth CSV: also print recall and false-detection rate.")
+@click.option("--show", is_flag=True, help="Show frames with boxes in a window (needs an "
+              "OpenCV with GUI support).")
+@click.option("--quiet", is_flag=True, help="No status line.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def stream(source: str, events_path: Path | None, model: str, threshold: float,
+           debounce: tuple[int, int], policy: str | None, queue_size: int, realtime: bool,
+           fps: float | None, size: tuple[int, int] | None, fit: str, mm_per_px: float,
+           backend: str, max_frames: int | None, truth: Path | None, show: bool, quiet: bool,
+           as_json: bool) -> None:
+    """Run the crack detector on SOURCE with a live status line (fps, latency, events).
+
+    SOURCE is a video file, cam:N, an rtsp:// or http:// URL, a GStreamer pipeline ending in
+    appsink, an image folder, or synthetic:?seed=N&frames=N.
+    """
+    from deepseek.manufacturing.errors import ManufacturingError
+    from deepseek.manufacturing.metrics import event_metrics, frame_metrics
+    from deepseek.manufacturing.sources import FrameSource
+    from deepseek.manufacturing.stream import DefectStream
+    from deepseek.manufacturing.synthetic import read_truth
+
+    opts: dict[str, Any] = {"queue_size": queue_size, "realtime": realtime, "fit": fit}
+    if policy:
+        opts["policy"] = policy
+    if fps:
+        opts["fps"] = fps
+    if size:
+        opts["size"] = tuple(size)
+    if show:
+        import cv2
+
+        try:
+            cv2.namedWindow("deepseek")
+        except cv2.error as exc:
+            raise ManufacturingError("--show needs an OpenCV with window support; "
+                                     "opencv-python-headless has none (pip install "
+                                     "opencv-python)") from exc
+    src = FrameSource.open(source, **opts)
+    t0 = [0.0]
+
+    def on_event(ev: Any) -> None:
+        if not quiet:
+            sys.stderr.write("\n")
+        click.echo(f"defect at frame {ev.frame} (t={ev.time_s:.3f} s) score {ev.score:.3f} "
+                   f"box {ev.box} width~{ev.width_mm} mm", err=True)
+
+    def on_batch(rep: Any, last: dict[str, Any]) -> None:
+        if not quiet:
+            _status_line(rep, last, t0)
+
+    ds = DefectStream(src, model, threshold=threshold, debounce=tuple(debounce),
+                      backend=backend, mm_per_px=mm_per_px, on_event=on_event,
+                      events=events_path, on_batch=on_batch)
+    try:
+        rep = ds.run(max_frames=max_frames)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted", err=True)
+        return
+    if not quiet:
+        sys.stderr.write("\n")
+    out: dict[str, Any] = rep.summary()
+    if truth is not None:
+        rows = read_truth(truth)
+        out["frame_metrics"] = frame_metrics((rep.frame_index, rep.scores), rows, threshold)
+        out["event_metrics"] = event_metrics(rep.events, rows)
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    click.echo(f"{rep.frames} frames in {rep.seconds:.2f} s: {rep.fps:.1f} fps ({rep.backend}); "
+               f"latency p50 {rep.latency_ms.get('p50', 0):.2f} ms, p99 "
+               f"{rep.latency_ms.get('p99', 0):.2f} ms; dropped "
+               f"{rep.source['frames_dropped']}, rejected {rep.source['frames_rejected']}, "
+               f"resized {rep.source['frames_resized']}; {len(rep.events)} events")
+    for err in rep.source.get("errors", []):
+        click.echo(f"source: {err}", err=True)
+    if truth is not None:
+        fm, em = out["frame_metrics"], out["event_metrics"]
+        click.echo(f"frame recall {fm['recall']:.4f} on {fm['defect_frames']} defect frames; "
+                   f"false-detection rate {fm['false_detection_rate']:.4f} on "
+                   f"{fm['clean_frames']} clean frames; event recall {em['event_recall']:.3f}")
+
+
+@manufacturing.command("train")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Image folder with good/ and defect/ subfolders (default: "
+              "synthetic clips generated for the run).")
+@click.option("--clips", type=int, default=2400, show_default=True,
+              help="Synthetic training clips.")
+@click.option("--clip-frames", type=int, default=16, show_default=True)
+@click.option("--clip-size", nargs=2, type=int, default=(160, 128), show_default=True,
+              help="Clip W H (multiples of 16).")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--accum-steps", type=int, default=1, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--val-videos", type=int, default=2, show_default=True,
+              help="Synthetic 640x480 videos scored after each epoch (0: none).")
+@click.option("--amp", is_flag=True, help="Mixed precision.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(out: Path, folder: Path | None, clips: int, clip_frames: int,
+          clip_size: tuple[int, int], epochs: int, batch_size: int, accum_steps: int, lr: float,
+          val_videos: int, amp: bool, resume: bool, seed: int) -> None:
+    """Train defect-3dcnn-lstm through the core Trainer (checkpoints, resume, best kept)."""
+    from deepseek.manufacturing.training import train_model
+
+    res = train_model(out, folder=folder, clips=clips, frames=clip_frames, width=clip_size[0],
+                      height=clip_size[1], epochs=epochs, batch_size=batch_size,
+                      accum_steps=accum_steps, lr=lr, val_videos=val_videos, amp=amp,
+                      resume=resume, seed=seed)
+    click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
+                          default=str))
+
+
+@manufacturing.command("bench")
+@click.argument("source", required=False)
+@click.option("--frames", type=int, default=3000, show_default=True,
+              help="Frames of the synthetic video written when SOURCE is not given.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto",
+              show_default=True)
+@click.option("--realtime", is_flag=True, help="Pace the file at its fps (latency under load).")
+def bench(source: str | None, frames: int, backend: str, realtime: bool) -> None:
+    """End-to-end fps and latency on a video file (default: a synthetic 640x480 video)."""
+    import tempfile
+
+    from deepseek.manufacturing.sources import FrameSource
+    from deepseek.manufacturing.stream import DefectStream
+    from deepseek.manufacturing.synthetic import SyntheticLine, write_video
+
+    if source is None:
+        tmp = Path(tempfile.mkdtemp(prefix="deepseek-bench-"))
+        source = str(write_video(tmp / "bench.avi", SyntheticLine(seed=700_000,
+                                                                   frames=frames))[0])
+    src = FrameSource.open(source, realtime=realtime,
+                           policy="drop-oldest" if realtime else "block")
+    rep = DefectStream(src, backend=backend).run()
+    click.echo(json.dumps(rep.summary(), indent=2, default=str))

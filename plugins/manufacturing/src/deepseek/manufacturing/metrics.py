@@ -1,0 +1,124 @@
+"""Defect-stream metrics against per-frame ground truth (see :mod:`.synthetic` for its CSV).
+
+- *frame recall*: flagged defect frames / defect frames;
+- *false-detection rate*: flagged defect-free frames / defect-free frames;
+- frames marked ``partial`` (a sliver of crack entering or leaving) count in neither;
+- *recall per width bin* (crack width in mm, the widest crack a frame shows);
+- *event recall*: a crack counts as caught when an event starts between its first defect frame
+  and ``slack`` frames after its last one; events that overlap no crack are false alarms;
+- frames missing from the predictions (dropped by the source) count as not flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+WIDTH_BINS_MM = (0.1, 0.2, 0.3, 0.5, 1.0)
+
+
+def _as_flags(predictions: Any, n: int, threshold: float) -> np.ndarray:
+    """Per-frame flags from a dict ``{frame: score}``, a sequence of scores/flags aligned with
+    the truth, or a pair ``(frame_indices, scores)``."""
+    flags = np.zeros(n, bool)
+    if isinstance(predictions, dict):
+        for f, s in predictions.items():
+            if 0 <= int(f) < n:
+                flags[int(f)] = float(s) >= threshold
+        return flags
+    if isinstance(predictions, tuple) and len(predictions) == 2:
+        idx, s = (np.asarray(v) for v in predictions)
+        ok = (idx >= 0) & (idx < n)
+        flags[idx[ok]] = s[ok].astype(float) >= threshold
+        return flags
+    s = np.asarray(predictions, dtype=float)
+    if len(s) != n:
+        raise ValueError(f"{len(s)} predictions for {n} frames of ground truth; pass "
+                         "(frame_indices, scores) when frames were dropped")
+    return s >= threshold
+
+
+def frame_metrics(predictions: Any, truth: Sequence[dict[str, Any]], threshold: float = 0.5,
+                  min_width_mm: float = 0.0,
+                  width_bins: Sequence[float] = WIDTH_BINS_MM) -> dict[str, Any]:
+    """Frame recall, false-detection rate and recall per width bin."""
+    n = len(truth)
+    flags = _as_flags(predictions, n, threshold)
+    defect = np.array([int(r["defect"]) == 1 for r in truth])
+    partial = np.array([int(r.get("partial", 0)) == 1 for r in truth])
+    width = np.array([float(r.get("width_mm", 0.0)) for r in truth])
+    pos = defect & ~partial & (width >= min_width_mm)
+    neg = ~defect & ~partial
+    out: dict[str, Any] = {
+        "defect_frames": int(pos.sum()), "clean_frames": int(neg.sum()),
+        "partial_frames": int(partial.sum()),
+        "recall": float(flags[pos].mean()) if pos.any() else float("nan"),
+        "false_detection_rate": float(flags[neg].mean()) if neg.any() else float("nan"),
+        "false_detections": int(flags[neg].sum()), "missed": int((~flags[pos]).sum()),
+    }
+    bins = {}
+    for lo, hi in zip(width_bins[:-1], width_bins[1:]):
+        m = defect & ~partial & (width >= lo) & (width < hi)
+        bins[f"{lo:g}-{hi:g}"] = {"frames": int(m.sum()),
+                                  "recall": float(flags[m].mean()) if m.any() else None}
+    out["recall_by_width_mm"] = bins
+    return out
+
+
+def crack_spans(truth: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per crack id: first and last frame where it shows (defect frames only) and its width."""
+    spans: dict[int, dict[str, Any]] = {}
+    for r in truth:
+        if not int(r["defect"]):
+            continue
+        ids = r.get("crack_ids") or []
+        if isinstance(ids, str):
+            ids = [int(v) for v in ids.split(";") if v]
+        for c in ids:
+            s = spans.setdefault(c, {"first": r["frame"], "last": r["frame"],
+                                     "width_mm": float(r.get("width_mm", 0.0))})
+            s["last"] = r["frame"]
+    return spans
+
+
+def event_metrics(events: Sequence[Any], truth: Sequence[dict[str, Any]], slack: int = 3,
+                  min_width_mm: float = 0.0) -> dict[str, Any]:
+    """Event recall over cracks and the events that match none (false alarms). ``events``
+    are :class:`DefectEvent` objects or ``(start_frame, end_frame)`` pairs."""
+    pairs = []
+    for e in events:
+        if isinstance(e, (tuple, list)):
+            pairs.append((int(e[0]), int(e[1])))
+        else:
+            pairs.append((int(e.frame), int(e.end_frame if e.end_frame is not None else e.frame)))
+    spans = {c: s for c, s in crack_spans(truth).items() if s["width_mm"] >= min_width_mm}
+    caught = {c for c, s in spans.items()
+              if any(s["first"] - slack <= a <= s["last"] + slack for a, _ in pairs)}
+    all_spans = crack_spans(truth)
+    partial = [r["frame"] for r in truth if int(r.get("partial", 0))]
+    false_alarms = 0
+    for a, b in pairs:
+        hit = any(a <= s["last"] + slack and b >= s["first"] - slack for s in all_spans.values())
+        near_partial = any(a - slack <= f <= b + slack for f in partial)
+        false_alarms += not (hit or near_partial)
+    return {"cracks": len(spans), "cracks_caught": len(caught),
+            "event_recall": len(caught) / len(spans) if spans else float("nan"),
+            "events": len(pairs), "false_alarms": false_alarms}
+
+
+def stream_metric(predictions: Any, references: Any, **options: Any) -> dict[str, Any]:
+    """Registered metric ``defect-stream``: ``predictions`` a :class:`StreamReport` (or per
+    frame scores), ``references`` the ground-truth rows. Frame recall, false-detection rate,
+    recall by width, event recall, latency percentiles, fps and dropped frames."""
+    threshold = float(options.get("threshold", 0.5))
+    rep = predictions
+    if hasattr(rep, "scores"):
+        out = frame_metrics((rep.frame_index, rep.scores), references, threshold)
+        out.update(event_metrics(rep.events, references))
+        out["latency_ms"] = rep.latency_ms
+        out["fps"] = rep.fps
+        out["frames_dropped"] = rep.source.get("frames_dropped", 0)
+        return out
+    return frame_metrics(predictions, references, threshold)

@@ -1,0 +1,138 @@
+"""``defect-3dcnn-lstm``: a streaming crack detector, 3D convolutions over time and an LSTM.
+
+Architecture (input: grayscale frames ``(B, T, H, W)``, uint8 or float in 0..255, ``H`` and
+``W`` multiples of 16):
+
+1. *Light normalisation*: each frame is divided by its own mean, so a drifting light level
+   changes nothing.
+2. *Frame encoder* (per frame, 2D): a 4x4 stride-4 convolution that sees every pixel at full
+   resolution (no pooling or skipped pixels, so a 2-pixel crack reaches the network intact),
+   then two 3x3 stride-2 convolutions: stride 16, ``channels[2]`` features per 1.6 mm cell at
+   0.1 mm per pixel.
+3. *Temporal 3D convolution*: a causal ``(temporal, 3, 3)`` Conv3d over the last ``temporal``
+   frames' features. In a stream it keeps a buffer of the previous ``temporal - 1`` frames'
+   features, so every frame is encoded exactly once.
+4. *Localisation head*: a 1x1x1 convolution, one crack logit per cell (the coarse map a box
+   is read from).
+5. *LSTM*: per frame, the global max of the temporal features and of the map go into an LSTM
+   whose state runs along the stream; the frame logit is the LSTM's output plus the map's
+   maximum.
+
+Streaming: :meth:`DefectNet.forward` takes and returns the state ``(buffer, h, c)``; feeding a
+clip frame by frame with the state carried gives the same outputs as the whole clip at once.
+:func:`export_step_onnx` exports that same step (state in, state out) for onnxruntime, the fast
+path the stream uses on CPU.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import torch
+from torch import nn
+
+STRIDE = 16
+State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _bn_relu(conv: nn.Module, c: int, three_d: bool = False) -> nn.Sequential:
+    return nn.Sequential(conv, nn.BatchNorm3d(c) if three_d else nn.BatchNorm2d(c),
+                         nn.ReLU(inplace=True))
+
+
+class DefectNet(nn.Module):
+    """Streaming 3D-CNN + LSTM crack detector; see the module docstring."""
+
+    def __init__(self, channels: tuple[int, int, int] | list[int] = (16, 32, 32),
+                 temporal: int = 3, hidden: int = 32) -> None:
+        super().__init__()
+        c0, c1, c2 = (int(c) for c in channels)
+        if temporal < 1:
+            raise ValueError("temporal must be >= 1")
+        self.channels, self.temporal, self.hidden = (c0, c1, c2), int(temporal), int(hidden)
+        self.encoder = nn.Sequential(
+            _bn_relu(nn.Conv2d(1, c0, 4, stride=4, bias=False), c0),
+            _bn_relu(nn.Conv2d(c0, c1, 3, stride=2, padding=1, bias=False), c1),
+            _bn_relu(nn.Conv2d(c1, c2, 3, stride=2, padding=1, bias=False), c2),
+        )
+        self.temporal_conv = _bn_relu(
+            nn.Conv3d(c2, c2, (self.temporal, 3, 3), padding=(0, 1, 1), bias=False), c2,
+            three_d=True)
+        self.map_head = nn.Conv3d(c2, 1, 1)
+        self.lstm = nn.LSTM(c2 + 1, self.hidden, batch_first=True)
+        self.frame_head = nn.Linear(self.hidden, 1)
+        nn.init.constant_(self.map_head.bias, -4.0)  # cracks are rare: start near p = 0.02
+
+    def initial_state(self, batch: int, height: int, width: int,
+                      device: torch.device | str = "cpu") -> State:
+        h, w = height // STRIDE, width // STRIDE
+        c2 = self.channels[2]
+        return (torch.zeros(batch, c2, self.temporal - 1, h, w, device=device),
+                torch.zeros(1, batch, self.hidden, device=device),
+                torch.zeros(1, batch, self.hidden, device=device))
+
+    def forward(self, frames: torch.Tensor, state: State | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """``frames (B, T, H, W)`` -> frame logits ``(B, T)``, map logits
+        ``(B, T, H/16, W/16)`` and the new state."""
+        b, t, hh, ww = frames.shape
+        x = frames.float().reshape(b * t, 1, hh, ww)
+        x = x / (x.mean(dim=(2, 3), keepdim=True) + 1.0) - 1.0
+        f = self.encoder(x * 4.0)
+        c, h, w = f.shape[1:]
+        f = f.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # B, C, T, h, w
+        if state is None:
+            state = self.initial_state(b, hh, ww, frames.device)
+        buf, h0, c0 = state
+        seq = torch.cat([buf, f], dim=2)
+        g = self.temporal_conv(seq)                           # B, C, T, h, w
+        keep = self.temporal - 1
+        new_buf = seq[:, :, -keep:] if keep else seq[:, :, :0]
+        maps = self.map_head(g)[:, 0]                         # B, T, h, w
+        map_max = maps.amax(dim=(2, 3))                       # B, T
+        feats = torch.cat([g.amax(dim=(3, 4)).permute(0, 2, 1), map_max.unsqueeze(-1)], -1)
+        out, (h1, c1) = self.lstm(feats, (h0, c0))
+        logits = self.frame_head(out)[..., 0] + map_max
+        return logits, maps, (new_buf, h1, c1)
+
+
+def build(**config: Any) -> DefectNet:
+    return DefectNet(**config)
+
+
+def export_step_onnx(model: DefectNet, height: int, width: int,
+                     opset: int = 17) -> bytes:
+    """The streaming step of ``model`` as an ONNX graph (bytes): inputs ``frames`` (uint8,
+    ``1 x T x H x W``, T dynamic), ``buffer``, ``h``, ``c``; outputs ``logits``, ``maps``,
+    ``buffer_out``, ``h_out``, ``c_out``."""
+
+    class _Step(nn.Module):
+        def __init__(self, net: DefectNet) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, frames: torch.Tensor, buf: torch.Tensor, h: torch.Tensor,
+                    c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            lg, mp, (b2, h2, c2) = self.net(frames, (buf, h, c))
+            return lg, mp, b2, h2, c2
+
+    was_training = model.training
+    model.eval()
+    state = model.initial_state(1, height, width)
+    frames = torch.zeros(1, 2, height, width, dtype=torch.uint8)
+    out = io.BytesIO()
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Step(model), (frames, *state), out, opset_version=opset,
+                              input_names=["frames", "buffer", "h", "c"],
+                              output_names=["logits", "maps", "buffer_out", "h_out", "c_out"],
+                              dynamic_axes={"frames": {1: "time"}, "logits": {1: "time"},
+                                            "maps": {1: "time"}},
+                              dynamo=False)
+    finally:
+        model.train(was_training)
+    return out.getvalue()

@@ -1,0 +1,109 @@
+"""Pipelines of the manufacturing plugin for ``deepseek run`` and ``deepseek demo``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from deepseek.report import PipelineResult, Table
+
+DEMO_SEED = 700_050  # in the benchmark range: never used for training or validation
+
+
+def _truth_beside(video: Path) -> Path | None:
+    for cand in (video.with_suffix(video.suffix + ".truth.csv"),
+                 video.with_suffix(".truth.csv"), video.parent / "truth.csv"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def defect_stream(input: Path | None = None, out_dir: Path = Path("."), quiet: bool = False,
+                  seed: int = DEMO_SEED, frames: int = 900) -> PipelineResult:
+    """Stream a video (default: a fresh synthetic line video, seed outside training) through
+    defect-3dcnn-lstm, score it against its ground truth when there is one, and report the
+    metrics, a score timeline and sample frames."""
+    from deepseek.manufacturing.figures import sample_frames, timeline
+    from deepseek.manufacturing.metrics import event_metrics, frame_metrics
+    from deepseek.manufacturing.sources import FrameSource
+    from deepseek.manufacturing.stream import DefectStream
+    from deepseek.manufacturing.synthetic import SyntheticLine, read_truth, write_video
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes = []
+    if input is None:
+        line = SyntheticLine(seed=seed, frames=frames, first_crack_mm=60.0)
+        input, _ = write_video(out_dir / "line.avi", line, progress=not quiet)
+        d = line.describe()
+        notes.append(f"input: a synthetic line video (seed {seed}, never used in training): "
+                     f"{frames} frames of 640x480 at 300 fps, 0.1 mm/px, {d['surface']} "
+                     f"surface moving {d['speed_px']} px/frame, {d['cracks']} cracks of "
+                     "0.1-0.6 mm, scratches, stains and dust as distractors; MJPG .avi")
+    video = Path(input)
+    truth_path = _truth_beside(video) if video.is_file() else None
+    truth = read_truth(truth_path) if truth_path else None
+    threshold = 0.5
+    stream = DefectStream(FrameSource.open(str(video), policy="block"), threshold=threshold,
+                          events=out_dir / "events.jsonl")
+    rep = stream.run()
+    s = rep.summary()
+    metrics: dict[str, float] = {
+        "frames": float(rep.frames), "fps_end_to_end": rep.fps,
+        "latency_p50_ms": rep.latency_ms.get("p50", math.nan),
+        "latency_p99_ms": rep.latency_ms.get("p99", math.nan),
+        "model_ms_per_frame": rep.stage_ms_per_frame.get("model", math.nan),
+        "frames_dropped": float(rep.source.get("frames_dropped", 0)),
+        "events": float(len(rep.events)),
+    }
+    tables = []
+    if truth is not None:
+        fm = frame_metrics((rep.frame_index, rep.scores), truth, threshold)
+        em = event_metrics(rep.events, truth)
+        fm02 = frame_metrics((rep.frame_index, rep.scores), truth, threshold, min_width_mm=0.2)
+        metrics.update(frame_recall=fm["recall"], frame_recall_ge_0_2mm=fm02["recall"],
+                       false_detection_rate=fm["false_detection_rate"],
+                       event_recall=em["event_recall"], false_alarms=float(em["false_alarms"]))
+        tables.append(Table("Frame recall by crack width",
+                            ["width mm", "defect frames", "recall"],
+                            [[k, v["frames"], "-" if v["recall"] is None else
+                              round(v["recall"], 4)] for k, v in
+                             fm["recall_by_width_mm"].items()]))
+        notes.append(f"{fm['defect_frames']} defect frames, {fm['clean_frames']} defect-free, "
+                     f"{fm['partial_frames']} partial (a crack entering or leaving: not "
+                     "scored); benchmarks/defect_stream.py scores several unseen videos")
+    tables.append(Table("Events (debounce 2 of 3 frames)",
+                        ["start frame", "end frame", "score", "peak", "box", "width mm"],
+                        [[e.frame, e.end_frame, e.score, round(e.peak_score, 3),
+                          str(e.box), e.width_mm] for e in rep.events[:30]]))
+    tables.append(Table("Stages (ms per frame, stream thread)", list(s["stage_ms_per_frame"]),
+                        [list(s["stage_ms_per_frame"].values())]))
+    figs = [timeline(out_dir / "timeline.png", rep.frame_index, rep.scores, truth, threshold,
+                     rep.events)]
+    samples = []
+    by_frame = {int(f): k for k, f in enumerate(rep.frame_index)}
+    wanted = [(e.frame, e) for e in rep.events[:5]]
+    if truth is not None:
+        missed = [r["frame"] for r in truth if r["defect"] and not r["partial"]
+                  and r["frame"] in by_frame and not rep.flags[by_frame[r["frame"]]]]
+        wanted += [(f, None) for f in missed[:1]]
+    if wanted:
+        src = FrameSource.open(str(video), policy="block")
+        want = {f: e for f, e in wanted}
+        with src:
+            for fr in src:
+                if fr.index in want:
+                    e = want[fr.index]
+                    k = by_frame.get(fr.index)
+                    p = float(rep.scores[k]) if k is not None else math.nan
+                    tbox = truth[fr.index]["box"] if truth and fr.index < len(truth) else None
+                    label = (f"frame {fr.index} p={p:.2f}" + (" event" if e else " missed"))
+                    samples.append((fr.image, label, e.box if e else None, tbox))
+                if fr.index >= max(want):
+                    break
+        figs.append(sample_frames(out_dir / "samples.png", samples))
+    return PipelineResult(pipeline="manufacturing.defect-stream",
+                          title="Manufacturing: crack detection on a 300 fps stream",
+                          metrics=metrics, tables=tables, figures=figs, notes=notes,
+                          input=str(input))
+

@@ -1,0 +1,475 @@
+"""Frame sources: video files, cameras, network streams, GStreamer, image folders, synthetic.
+
+``FrameSource.open(uri)`` picks the backend from the URI:
+
+=========================  ==========================================================
+``path/to/video.mp4``      a video file, whatever OpenCV's FFmpeg backend reads
+``cam:0``, ``/dev/video0`` a camera (V4L2 / the platform's default backend)
+``rtsp://``, ``http://``   a network stream (also ``https://``, ``rtmp://``, ``udp://``)
+``... ! appsink``          a GStreamer pipeline string (needs OpenCV built with GStreamer)
+``path/to/folder/``        the images in a folder, in natural sort order
+``synthetic:?seed=3``      the synthetic line (any :class:`LineConfig` field as a query key)
+=========================  ==========================================================
+
+A grabber thread reads and converts frames (colour to gray, 16-bit to 8-bit, size changes) and
+feeds a bounded queue with an explicit overflow policy: ``drop-oldest`` (the default for live
+sources, so a slow consumer never falls behind the camera) or ``block`` (the default for files
+and folders, so nothing is lost). Live sources that fail after opening reconnect with
+exponential backoff. Every frame read, dropped, rejected, resized or lost to a reconnect is
+counted in :attr:`FrameSource.stats`; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import cv2
+import numpy as np
+
+from deepseek.manufacturing.errors import FrameError, SourceError
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("drop-oldest", "block")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+
+
+@dataclass
+class Frame:
+    """One frame: ``index`` counts every frame the source produced (dropped ones included),
+    ``t_capture`` is ``time.perf_counter()`` when it was captured (or was due, for a file played
+    in real time)."""
+
+    index: int
+    image: np.ndarray
+    t_capture: float
+
+
+@dataclass
+class SourceStats:
+    frames_read: int = 0
+    frames_delivered: int = 0
+    frames_dropped: int = 0
+    frames_rejected: int = 0
+    frames_resized: int = 0
+    reconnects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frames_read": self.frames_read, "frames_delivered": self.frames_delivered,
+                "frames_dropped": self.frames_dropped, "frames_rejected": self.frames_rejected,
+                "frames_resized": self.frames_resized, "reconnects": self.reconnects,
+                "errors": list(self.errors)}
+
+
+def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None = None
+            ) -> np.ndarray:
+    """Any OpenCV image as 8-bit grayscale: BGR/BGRA converted, 16-bit scaled by
+    ``bit_depth`` (default: the full 16-bit range), float taken as 0..1 when its maximum is at
+    most 1. Raises :class:`FrameError` for an empty or unsupported frame."""
+    if img is None or img.size == 0:
+        raise FrameError(f"{where}: empty frame")
+    if img.ndim == 3:
+        ch = img.shape[2]
+        if ch == 1:
+            img = img[:, :, 0]
+        elif ch == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        elif ch == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+        else:
+            raise FrameError(f"{where}: {ch} channels; expected 1 (gray), 3 (BGR) or 4 (BGRA)")
+    elif img.ndim != 2:
+        raise FrameError(f"{where}: array of shape {img.shape} is not an image")
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        top = (1 << bit_depth) - 1 if bit_depth else 65535
+        return cv2.convertScaleAbs(img, alpha=255.0 / top)
+    if img.dtype in (np.float32, np.float64):
+        scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(img) * scale + 0.5, 0, 255).astype(np.uint8)
+    raise FrameError(f"{where}: pixel type {img.dtype} is not supported; use 8- or 16-bit "
+                     "integers or float")
+
+
+def fit_size(img: np.ndarray, size: tuple[int, int], mode: str = "resize") -> np.ndarray:
+    """``img`` at ``size = (width, height)``: stretched (``resize``) or scaled to fit and
+    padded with its edge values (``letterbox``)."""
+    w, h = size
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    if mode == "resize":
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    if mode != "letterbox":
+        raise SourceError(f"fit={mode!r}: use 'resize' or 'letterbox'")
+    s = min(w / img.shape[1], h / img.shape[0])
+    nw, nh = max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))
+    small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    return cv2.copyMakeBorder(small, top, h - nh - top, left, w - nw - left,
+                              cv2.BORDER_REPLICATE)
+
+
+def _natural_key(p: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
+class _Reader:
+    """Backend: ``read()`` returns an image, or None at the end of the stream."""
+
+    live = False
+    fps = 0.0
+    size: tuple[int, int] | None = None
+
+    def read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def reopen(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class _CaptureReader(_Reader):
+    def __init__(self, target: str | int, live: bool, api: int = cv2.CAP_ANY) -> None:
+        self.target, self.live, self.api = target, live, api
+        self.cap = self._open()
+        if self.cap is None:
+            if isinstance(target, int):
+                raise SourceError(f"cam:{target}: no camera at index {target} (is "
+                                  f"/dev/video{target} present and free?)")
+            raise SourceError(f"{target}: OpenCV cannot open this stream (wrong URL or "
+                              "pipeline, server down, or no decoder for its codec)")
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        w, h = (int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self.size = (w, h) if w > 0 and h > 0 else None
+
+    def _open(self) -> Any:
+        cap = cv2.VideoCapture(self.target, self.api)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        return cap
+
+    def read(self) -> np.ndarray | None:
+        ok, img = self.cap.read()
+        return img if ok else None
+
+    def reopen(self) -> bool:
+        self.cap.release()
+        cap = self._open()
+        if cap is None:
+            return False
+        self.cap = cap
+        return True
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class _FolderReader(_Reader):
+    def __init__(self, folder: Path, fps: float) -> None:
+        self.files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                            key=_natural_key)
+        if not self.files:
+            raise SourceError(f"{folder}: no images here (looked for "
+                              f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.fps, self.i = fps, 0
+        first = cv2.imread(str(self.files[0]), cv2.IMREAD_UNCHANGED)
+        self.size = (first.shape[1], first.shape[0]) if first is not None else None
+
+    def read(self) -> np.ndarray | None:
+        if self.i >= len(self.files):
+            return None
+        p = self.files[self.i]
+        self.i += 1
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise FrameError(f"{p}: OpenCV cannot read this image")
+        return img
+
+
+class _SyntheticReader(_Reader):
+    def __init__(self, options: dict[str, Any]) -> None:
+        from deepseek.manufacturing.synthetic import SyntheticLine, line_config_fields
+
+        known = set(line_config_fields()) | {"seed"}
+        bad = sorted(set(options) - known)
+        if bad:
+            raise SourceError(f"synthetic: unknown option(s) {', '.join(bad)}; known: "
+                              f"{', '.join(sorted(known))}")
+        self.line = SyntheticLine(**options)
+        self.fps = self.line.config.fps
+        self.size = (self.line.config.width, self.line.config.height)
+        self.i = 0
+
+    def read(self) -> np.ndarray | None:
+        if self.i >= len(self.line):
+            return None
+        self.i += 1
+        return self.line.frame(self.i - 1)
+
+
+def _parse_synthetic(uri: str) -> dict[str, Any]:
+    rest = uri[len("synthetic:"):].lstrip("?")
+    out: dict[str, Any] = {}
+    for k, v in parse_qsl(rest, keep_blank_values=True):
+        k = k.replace("-", "_")
+        if "," in v:
+            out[k] = tuple(float(x) if "." in x else int(x) for x in v.split(","))
+            continue
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    if isinstance(out.get("speed_px"), int):
+        out["speed_px"] = (out["speed_px"], out["speed_px"])
+    return out
+
+
+class FrameSource:
+    """A stream of grayscale :class:`Frame` objects from any supported URI (see the module
+    docstring). Use as an iterator, ideally inside ``with``::
+
+        with FrameSource.open("line.avi") as src:
+            for frame in src:
+                ...
+        print(src.stats.as_dict())
+    """
+
+    def __init__(self, reader: _Reader, uri: str, *, policy: str | None = None,
+                 queue_size: int = 64, size: tuple[int, int] | None = None,
+                 fit: str = "resize", on_size_change: str = "resize", realtime: bool = False,
+                 fps: float | None = None, bit_depth: int | None = None,
+                 reconnect_attempts: int = 5, reconnect_backoff: float = 0.5) -> None:
+        policy = policy or ("drop-oldest" if reader.live or realtime else "block")
+        if policy not in POLICIES:
+            raise SourceError(f"policy={policy!r}: use one of {', '.join(POLICIES)}")
+        if on_size_change not in ("resize", "error"):
+            raise SourceError(f"on_size_change={on_size_change!r}: use 'resize' or 'error'")
+        if queue_size < 1:
+            raise SourceError("queue_size must be at least 1")
+        self.uri, self.policy, self.queue_size = uri, policy, int(queue_size)
+        self.live, self.realtime = reader.live, bool(realtime)
+        self.fps = float(fps or reader.fps or 30.0)
+        self.size = size or reader.size
+        self.fit, self.on_size_change, self.bit_depth = fit, on_size_change, bit_depth
+        self.reconnect_attempts, self.reconnect_backoff = reconnect_attempts, reconnect_backoff
+        self.stats = SourceStats()
+        self.error: BaseException | None = None
+        self._reader = reader
+        self._q: collections.deque[Frame] = collections.deque()
+        self._cv = threading.Condition()
+        self._done = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, uri: str | int | Path, **options: Any) -> FrameSource:
+        """Open ``uri`` (see the module docstring). Options: ``policy`` (``drop-oldest`` or
+        ``block``), ``queue_size``, ``size=(w, h)`` with ``fit`` (``resize`` or ``letterbox``),
+        ``on_size_change`` (``resize`` or ``error``), ``realtime`` (play a file at its fps, like
+        a camera), ``fps`` (override or set the nominal rate), ``bit_depth`` (for 16-bit
+        frames), ``reconnect_attempts``, ``reconnect_backoff`` (seconds, doubled per try)."""
+        fps = options.get("fps")
+        if isinstance(uri, int):
+            uri = f"cam:{uri}"
+        s = str(uri)
+        reader: _Reader
+        if s.startswith("synthetic:") or s == "synthetic":
+            reader = _SyntheticReader(_parse_synthetic(s if s != "synthetic" else "synthetic:"))
+        elif s.startswith("cam:"):
+            try:
+                idx = int(s[4:])
+            except ValueError:
+                raise SourceError(f"{s}: a camera is cam:N with N an index (cam:0)") from None
+            reader = _CaptureReader(idx, live=True)
+        elif s.startswith(LIVE_SCHEMES):
+            reader = _CaptureReader(s, live=True, api=cv2.CAP_FFMPEG)
+        elif " ! " in s or s.rstrip().endswith("appsink"):
+            if not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
+                raise SourceError(f"{s!r}: this OpenCV build has no GStreamer support; "
+                                  "install an OpenCV built with GStreamer to use pipelines")
+            reader = _CaptureReader(s, live=True, api=cv2.CAP_GSTREAMER)
+        elif s.startswith("/dev/video"):
+            if not Path(s).exists():
+                raise SourceError(f"{s}: no such camera device")
+            reader = _CaptureReader(s, live=True)
+        else:
+            p = Path(s)
+            if p.is_dir():
+                reader = _FolderReader(p, float(fps or 30.0))
+            elif p.is_file():
+                if p.stat().st_size == 0:
+                    raise SourceError(f"{p}: the file is empty")
+                reader = _CaptureReader(str(p), live=False, api=cv2.CAP_FFMPEG)
+            else:
+                raise SourceError(f"{s}: no such file or folder (a camera is cam:N, a stream "
+                                  "rtsp://..., synthetic data synthetic:?seed=N)")
+        return cls(reader, s, **options)
+
+    # ------------------------------------------------------------------ grabber
+    def start(self) -> FrameSource:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._grab, name="frame-grabber",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _put(self, frame: Frame) -> None:
+        with self._cv:
+            if self.policy == "block":
+                while len(self._q) >= self.queue_size and not self._stop.is_set():
+                    self._cv.wait(0.1)
+            elif len(self._q) >= self.queue_size:
+                self._q.popleft()
+                self.stats.frames_dropped += 1
+            self._q.append(frame)
+            self._cv.notify_all()
+
+    def _prepare(self, img: np.ndarray, n: int) -> np.ndarray | None:
+        try:
+            g = to_gray(img, f"{self.uri} frame {n}", self.bit_depth)
+        except FrameError as exc:
+            self.stats.frames_rejected += 1
+            log.warning("%s (skipped)", exc)
+            return None
+        if self.size is None:
+            self.size = (g.shape[1], g.shape[0])
+        elif (g.shape[1], g.shape[0]) != tuple(self.size):
+            if self.on_size_change == "error" and not isinstance(self._reader, _FolderReader):
+                raise FrameError(f"{self.uri} frame {n}: size changed to {g.shape[1]}x"
+                                 f"{g.shape[0]} from {self.size[0]}x{self.size[1]}")
+            if self.stats.frames_resized == 0:
+                log.warning("%s frame %d: %dx%d differs from %dx%d; %s to fit (counted in "
+                            "frames_resized)", self.uri, n, g.shape[1], g.shape[0],
+                            self.size[0], self.size[1], self.fit)
+            self.stats.frames_resized += 1
+            g = fit_size(g, tuple(self.size), self.fit)  # type: ignore[arg-type]
+        return g
+
+    def _grab(self) -> None:
+        n = 0
+        t0 = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                try:
+                    img = self._reader.read()
+                except FrameError as exc:  # one unreadable image in a folder
+                    self.stats.frames_rejected += 1
+                    self.stats.frames_read += 1
+                    n += 1
+                    log.warning("%s (skipped)", exc)
+                    continue
+                if img is None:
+                    if self._reader.live and self._reconnect():
+                        continue
+                    break
+                self.stats.frames_read += 1
+                g = self._prepare(img, n)
+                if g is not None:
+                    if self.realtime:
+                        due = t0 + n / self.fps
+                        delay = due - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
+                        t_cap = due
+                    else:
+                        t_cap = time.perf_counter()
+                    self._put(Frame(n, g, t_cap))
+                n += 1
+        except BaseException as exc:  # handed to the consumer
+            self.error = exc
+            self.stats.errors.append(str(exc))
+        finally:
+            with self._cv:
+                self._done = True
+                self._cv.notify_all()
+
+    def _reconnect(self) -> bool:
+        delay = self.reconnect_backoff
+        for attempt in range(1, self.reconnect_attempts + 1):
+            if self._stop.wait(delay):
+                return False
+            log.warning("%s: stream lost; reconnect %d/%d", self.uri, attempt,
+                        self.reconnect_attempts)
+            self.stats.reconnects += 1
+            if self._reader.reopen():
+                return True
+            delay = min(delay * 2, 10.0)
+        msg = (f"{self.uri}: stream lost and {self.reconnect_attempts} reconnect attempts "
+               "failed; stopped")
+        log.error(msg)
+        self.stats.errors.append(msg)
+        return False
+
+    # ------------------------------------------------------------------ consumer
+    def get(self, max_frames: int = 1, timeout: float | None = None) -> list[Frame]:
+        """Up to ``max_frames`` queued frames (at least one unless the stream ended; then an
+        empty list). Raises the grabber's error, if it had one, once the queue is empty."""
+        self.start()
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        with self._cv:
+            while not self._q and not self._done:
+                wait = 0.1 if deadline is None else min(0.1, deadline - time.perf_counter())
+                if wait <= 0:
+                    return []
+                self._cv.wait(wait)
+            out = []
+            while self._q and len(out) < max_frames:
+                out.append(self._q.popleft())
+            self.stats.frames_delivered += len(out)
+            self._cv.notify_all()
+        if not out and self.error is not None:
+            err, self.error = self.error, None
+            if isinstance(err, Exception):
+                raise err
+        return out
+
+    @property
+    def finished(self) -> bool:
+        with self._cv:
+            return self._done and not self._q
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            got = self.get(1)
+            if not got:
+                return
+            yield got[0]
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._reader.close()
+
+    def __enter__(self) -> FrameSource:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"uri": self.uri, "live": self.live, "policy": self.policy,
+                "fps": None if math.isnan(self.fps) else self.fps,
+                "size": list(self.size) if self.size else None, "realtime": self.realtime}

@@ -1,0 +1,368 @@
+"""``DefectStream``: frames in, crack decisions and events out, as fast as the line runs.
+
+Stages: the source's grabber thread decodes and converts frames while the stream thread
+preprocesses (stack, pad to a multiple of 16) and runs the model on whatever has queued up
+(at most ``max_batch`` frames per step; a batch is a run of consecutive frames, the recurrent
+state carries from one batch to the next). Decoding and inference overlap, since OpenCV and
+onnxruntime both release the GIL.
+
+Decisions: a frame is *flagged* when its probability reaches ``threshold``. An *event* (a
+defect that should stop the line) starts when ``k`` of the last ``n`` frames are flagged
+(debounce) and ends when ``n`` frames in a row are not. At the start the callback gets a
+:class:`DefectEvent` (frame index, time, score, box from the localisation map, width estimate),
+and both ends go to the JSON-lines event log.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.model import STRIDE, DefectNet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DefectEvent:
+    frame: int
+    time_s: float
+    score: float
+    box: tuple[int, int, int, int] | None
+    width_mm: float | None
+    end_frame: int | None = None
+    peak_score: float = 0.0
+
+
+@dataclass
+class StreamReport:
+    frames: int = 0
+    seconds: float = 0.0
+    fps: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    stage_ms_per_frame: dict[str, float] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    events: list[DefectEvent] = field(default_factory=list)
+    frame_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    flags: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    latencies_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    backend: str = ""
+    batches: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"frames": self.frames, "seconds": round(self.seconds, 3),
+                "fps": round(self.fps, 1), "latency_ms": self.latency_ms,
+                "stage_ms_per_frame": self.stage_ms_per_frame, "source": self.source,
+                "events": len(self.events), "flagged_frames": int(self.flags.sum()),
+                "backend": self.backend,
+                "mean_batch": round(self.frames / self.batches, 2) if self.batches else 0}
+
+
+def latency_percentiles(lat_s: np.ndarray) -> dict[str, float]:
+    if len(lat_s) == 0:
+        return {}
+    ms = np.asarray(lat_s) * 1e3
+    return {"p50": round(float(np.percentile(ms, 50)), 3),
+            "p99": round(float(np.percentile(ms, 99)), 3),
+            "max": round(float(ms.max()), 3), "mean": round(float(ms.mean()), 3)}
+
+
+class TorchStep:
+    """The model step in PyTorch (reference; any device)."""
+
+    name = "torch"
+
+    def __init__(self, net: DefectNet, threads: int | None = None) -> None:
+        import torch
+
+        self.net = net.eval()
+        self.state: Any = None
+        self.shape: tuple[int, int] | None = None
+        if threads:
+            torch.set_num_threads(threads)
+
+    def reset(self) -> None:
+        self.state = None
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        if self.shape != frames.shape[1:]:
+            self.shape, self.state = frames.shape[1:], None
+        with torch.inference_mode():
+            lg, mp, self.state = self.net(torch.from_numpy(frames)[None], self.state)
+        return torch.sigmoid(lg[0]).numpy(), mp[0].numpy()
+
+
+class OnnxStep:
+    """The same step exported to ONNX and run by onnxruntime (CPU fast path); the graph is
+    exported for the frame size on first use and again if it changes."""
+
+    name = "onnxruntime"
+
+    def __init__(self, net: DefectNet, threads: int | None = None) -> None:
+        self.net = net.eval()
+        self.threads = threads
+        self.session: Any = None
+        self.shape: tuple[int, int] | None = None
+        self.state: list[np.ndarray] = []
+
+    def _build(self, height: int, width: int) -> None:
+        import onnxruntime as ort
+
+        from deepseek.manufacturing.model import export_step_onnx
+
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(export_step_onnx(self.net, height, width), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.shape = (height, width)
+        self.reset()
+
+    def reset(self) -> None:
+        if self.shape is not None:
+            self.state = [s.numpy() for s in self.net.initial_state(1, *self.shape)]
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.shape != frames.shape[1:]:
+            self._build(*frames.shape[1:])
+        buf, h, c = self.state
+        lg, mp, buf, h, c = self.session.run(None, {"frames": frames[None], "buffer": buf,
+                                                    "h": h, "c": c})
+        self.state = [buf, h, c]
+        return 1.0 / (1.0 + np.exp(-lg[0])), mp[0]
+
+
+def load_net(model: Any = "defect-3dcnn-lstm") -> DefectNet:
+    """A :class:`DefectNet` from a registry name, a ``.safetensors`` path or a module."""
+    if isinstance(model, DefectNet):
+        return model
+    from deepseek.loader import ModelLoader
+
+    loaded = ModelLoader.load(model, device="cpu")
+    net = getattr(loaded, "module", None)
+    if not isinstance(net, DefectNet):
+        raise ManufacturingError(f"{model}: not a defect-3dcnn-lstm model")
+    return net
+
+
+def make_step(net: DefectNet, backend: str = "auto", threads: int | None = None) -> Any:
+    if backend == "auto":
+        try:
+            import onnxruntime  # noqa: F401
+
+            backend = "onnxruntime"
+        except ImportError:
+            backend = "torch"
+    if backend in ("onnx", "onnxruntime"):
+        return OnnxStep(net, threads)
+    if backend == "torch":
+        return TorchStep(net, threads)
+    raise ManufacturingError(f"backend={backend!r}: use auto, onnxruntime or torch")
+
+
+def pad16(frames: np.ndarray) -> np.ndarray:
+    """Pad ``(T, H, W)`` frames with their edge values up to multiples of 16."""
+    h, w = frames.shape[1:]
+    ph, pw = (-h) % STRIDE, (-w) % STRIDE
+    if ph or pw:
+        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw)), mode="edge")
+    return frames
+
+
+def box_from_map(prob_map: np.ndarray, shape: tuple[int, int], level: float = 0.5
+                 ) -> tuple[int, int, int, int]:
+    """Pixel box ``(x0, y0, x1, y1)`` around the map cells at or above ``level`` (the best
+    cell alone when none is)."""
+    cells = np.argwhere(prob_map >= level)
+    if len(cells) == 0:
+        cells = np.array([np.unravel_index(int(np.argmax(prob_map)), prob_map.shape)])
+    (r0, c0), (r1, c1) = cells.min(axis=0), cells.max(axis=0)
+    h, w = shape
+    return (int(c0 * STRIDE), int(r0 * STRIDE), int(min(w - 1, (c1 + 1) * STRIDE - 1)),
+            int(min(h - 1, (r1 + 1) * STRIDE - 1)))
+
+
+def estimate_width_px(image: np.ndarray, box: tuple[int, int, int, int]) -> float | None:
+    """Width of the darkest thin structure in ``box``: twice its area over its perimeter (a
+    line of width w and length L has area wL and perimeter about 2L)."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    pad = 8
+    ys, xs = max(0, y0 - pad), max(0, x0 - pad)
+    roi = image[ys:y1 + pad + 1, xs:x1 + pad + 1].astype(np.float32)
+    if roi.size < 16:
+        return None
+    bg = cv2.medianBlur(roi.astype(np.uint8), 9).astype(np.float32)
+    dark = bg - roi
+    noise = float(np.median(np.abs(dark - np.median(dark)))) * 1.4826 + 1.0
+    mask = ((dark > max(4 * noise, 0.12 * float(bg.mean()))) * 255).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return None
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    comp = (labels == k).astype(np.uint8)
+    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    perim = sum(cv2.arcLength(c, True) for c in contours)
+    area = float(comp.sum())
+    if perim <= 0:
+        return None
+    return max(1.0, 2 * area / perim)
+
+
+class DefectStream:
+    """Run ``model`` over ``source`` (a :class:`FrameSource` or anything it opens) and decide
+    per frame; see the module docstring. ``run()`` returns a :class:`StreamReport`."""
+
+    def __init__(self, source: Any, model: Any = "defect-3dcnn-lstm", *,
+                 threshold: float = 0.5, debounce: tuple[int, int] = (2, 3),
+                 max_batch: int = 16, backend: str = "auto", threads: int | None = None,
+                 mm_per_px: float = 0.1, on_event: Callable[[DefectEvent], None] | None = None,
+                 events: str | Path | IO[str] | None = None,
+                 on_batch: Callable[[StreamReport, dict[str, Any]], None] | None = None,
+                 source_options: dict[str, Any] | None = None) -> None:
+        from deepseek.manufacturing.sources import FrameSource
+
+        k, n = debounce
+        if not 1 <= k <= n:
+            raise ManufacturingError(f"debounce={debounce}: need 1 <= k <= n (k of n frames)")
+        if not 0 < threshold < 1:
+            raise ManufacturingError(f"threshold={threshold}: must be between 0 and 1")
+        if max_batch < 1:
+            raise ManufacturingError("max_batch must be at least 1")
+        self.source = (source if isinstance(source, FrameSource)
+                       else FrameSource.open(source, **(source_options or {})))
+        self.net = load_net(model)
+        self.step = make_step(self.net, backend, threads)
+        self.threshold, self.k, self.n = float(threshold), int(k), int(n)
+        self.max_batch, self.mm_per_px = int(max_batch), float(mm_per_px)
+        self.on_event, self.on_batch = on_event, on_batch
+        self._events_target = events
+
+    def warm_up(self) -> None:
+        """Build the runtime for the source's frame size before frames arrive."""
+        if self.source.size is not None:
+            w, h = self.source.size
+            self.step(pad16(np.zeros((1, h, w), np.uint8)))
+            self.step.reset()
+
+    def run(self, max_frames: int | None = None) -> StreamReport:
+        rep = StreamReport(backend=self.step.name, source=self.source.describe())
+        out: IO[str] | None = None
+        close_out = False
+        if isinstance(self._events_target, (str, Path)):
+            out = Path(self._events_target).open("w")
+            close_out = True
+        elif self._events_target is not None:
+            out = self._events_target
+        window: collections.deque[bool] = collections.deque(maxlen=self.n)
+        active: DefectEvent | None = None
+        idx, scores, flags, lats = [], [], [], []
+        stage = collections.Counter()
+        t_start = None
+        self.warm_up()
+        try:
+            with self.source:
+                while max_frames is None or len(idx) < max_frames:
+                    t0 = time.perf_counter()
+                    want = self.max_batch if max_frames is None else \
+                        min(self.max_batch, max_frames - len(idx))
+                    batch = self.source.get(want)
+                    if not batch:
+                        break
+                    t1 = time.perf_counter()
+                    if t_start is None:
+                        t_start = batch[0].t_capture
+                    frames = pad16(np.stack([f.image for f in batch]))
+                    t2 = time.perf_counter()
+                    probs, maps = self.step(frames)
+                    t3 = time.perf_counter()
+                    for j, f in enumerate(batch):
+                        p = float(probs[j])
+                        flag = p >= self.threshold
+                        window.append(flag)
+                        if active is None and sum(window) >= self.k:
+                            active = self._start_event(f, p, maps[j])
+                            self._emit(out, "defect", active)
+                        elif active is not None:
+                            active.peak_score = max(active.peak_score, p)
+                            if len(window) == self.n and not any(window):
+                                active.end_frame = f.index
+                                self._emit(out, "clear", active)
+                                rep.events.append(active)
+                                active = None
+                        idx.append(f.index)
+                        scores.append(p)
+                        flags.append(flag)
+                    t4 = time.perf_counter()
+                    lats.extend(t4 - f.t_capture for f in batch)
+                    stage["wait"] += t1 - t0
+                    stage["preprocess"] += t2 - t1
+                    stage["model"] += t3 - t2
+                    stage["decide"] += t4 - t3
+                    rep.batches += 1
+                    if self.on_batch is not None:
+                        rep.frames = len(idx)
+                        rep.seconds = t4 - (t_start or t4)
+                        self.on_batch(rep, {"latency_s": lats[-1], "flag": flags[-1],
+                                            "events": len(rep.events) + (active is not None)})
+            if active is not None:
+                active.end_frame = idx[-1] if idx else active.frame
+                self._emit(out, "clear", active)
+                rep.events.append(active)
+        finally:
+            if close_out and out is not None:
+                out.close()
+        t_end = time.perf_counter()
+        rep.frames = len(idx)
+        rep.seconds = (t_end - t_start) if t_start is not None else 0.0
+        rep.fps = rep.frames / rep.seconds if rep.seconds > 0 else 0.0
+        rep.frame_index = np.asarray(idx, np.int64)
+        rep.scores = np.asarray(scores, np.float32)
+        rep.flags = np.asarray(flags, bool)
+        rep.latencies_s = np.asarray(lats)
+        rep.latency_ms = latency_percentiles(rep.latencies_s)
+        rep.stage_ms_per_frame = {k: round(v / max(rep.frames, 1) * 1e3, 4)
+                                  for k, v in stage.items()}
+        rep.source = {**self.source.describe(), **self.source.stats.as_dict()}
+        if self.source.stats.frames_dropped:
+            log.warning("%s: %d frames dropped (consumer slower than the source)",
+                        self.source.uri, self.source.stats.frames_dropped)
+        return rep
+
+    def _start_event(self, frame: Any, score: float, logit_map: np.ndarray) -> DefectEvent:
+        prob = 1.0 / (1.0 + np.exp(-logit_map))
+        h, w = frame.image.shape
+        box = box_from_map(prob[: (h + STRIDE - 1) // STRIDE, : (w + STRIDE - 1) // STRIDE],
+                           (h, w))
+        wpx = estimate_width_px(frame.image, box)
+        ev = DefectEvent(frame=frame.index, time_s=round(frame.index / self.source.fps, 6),
+                         score=round(score, 5), box=box, peak_score=score,
+                         width_mm=None if wpx is None else round(wpx * self.mm_per_px, 3))
+        if self.on_event is not None:
+            self.on_event(ev)
+        return ev
+
+    @staticmethod
+    def _emit(out: IO[str] | None, kind: str, ev: DefectEvent) -> None:
+        if out is None:
+            return
+        rec = {"event": kind, **asdict(ev)}
+        if kind == "clear":
+            rec["frame"] = ev.end_frame
+            rec["start_frame"] = ev.frame
+        out.write(json.dumps(rec) + "\n")
+        out.flush()

@@ -1,0 +1,82 @@
+"""CLI (generate, stream, train, bench) and the manufacturing.defect-stream pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+from click.testing import CliRunner
+
+from deepseek.cli import build_cli
+
+
+def test_generate_then_stream_with_truth(tmp_path):
+    runner = CliRunner()
+    cli = build_cli()
+    video = tmp_path / "line.avi"
+    res = runner.invoke(cli, ["manufacturing", "generate", str(video), "--frames", "60",
+                              "--seed", "700901", "--crack-spacing", "20"])
+    assert res.exit_code == 0, res.output
+    assert video.is_file() and (tmp_path / "line.avi.truth.csv").is_file()
+    res = runner.invoke(cli, ["manufacturing", "stream", str(video), "--quiet", "--json",
+                              "--truth", str(tmp_path / "line.avi.truth.csv"),
+                              "--events", str(tmp_path / "ev.jsonl")])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["frames"] == 60 and out["source"]["frames_dropped"] == 0
+    assert out["frame_metrics"]["defect_frames"] > 0
+    assert 0.0 <= out["frame_metrics"]["recall"] <= 1.0
+    assert (tmp_path / "ev.jsonl").exists()
+
+
+def test_stream_reports_bad_sources_cleanly(tmp_path):
+    runner = CliRunner()
+    cli = build_cli()
+    res = runner.invoke(cli, ["manufacturing", "stream", str(tmp_path / "missing.avi")])
+    assert res.exit_code == 2 and "no such file or folder" in res.output
+    res = runner.invoke(cli, ["manufacturing", "stream", "cam:57"])
+    assert res.exit_code == 2 and "no camera" in res.output
+    res = runner.invoke(cli, ["manufacturing", "stream", "synthetic:?frames=4", "--show"])
+    assert res.exit_code == 2 and "window support" in res.output
+
+
+def test_stream_image_folder_of_colour_and_16bit_frames(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((48, 64, 3), 90, np.uint8))
+    cv2.imwrite(str(tmp_path / "3.png"), np.full((48, 64), 40000, np.uint16))
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "stream", str(tmp_path),
+                                           "--quiet", "--fps", "50"])
+    assert res.exit_code == 0, res.output
+    assert "4 frames" in res.output and "dropped 0" in res.output
+
+
+def test_train_and_bench_commands(tmp_path):
+    runner = CliRunner()
+    cli = build_cli()
+    res = runner.invoke(cli, ["manufacturing", "train", "--out", str(tmp_path / "run"),
+                              "--clips", "8", "--clip-frames", "4", "--clip-size", "48", "32",
+                              "--epochs", "1", "--batch-size", "4", "--val-videos", "0"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    res = runner.invoke(cli, ["manufacturing", "train", "--out", str(tmp_path / "r2"),
+                              "--clip-size", "50", "32"])
+    assert res.exit_code == 2 and "multiples of 16" in res.output
+    runner.invoke(cli, ["manufacturing", "generate", str(tmp_path / "b.avi"), "--frames", "30"])
+    res = runner.invoke(cli, ["manufacturing", "bench", str(tmp_path / "b.avi"),
+                              "--backend", "torch"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["frames"] == 30
+
+
+def test_pipeline_report(tmp_path):
+    from deepseek.plugins import pipelines
+
+    res = pipelines().get("manufacturing.defect-stream")(input=None, out_dir=tmp_path,
+                                                         quiet=True, frames=150)
+    m = res.metrics
+    assert m["frames"] == 150 and m["frames_dropped"] == 0
+    assert 0 <= m["frame_recall"] <= 1 and 0 <= m["false_detection_rate"] <= 1
+    assert all(f.is_file() for f in res.figures) and len(res.figures) >= 1
+    assert (tmp_path / "events.jsonl").is_file()
+    assert any("never used in training" in n for n in res.notes)

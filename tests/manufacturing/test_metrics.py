@@ -1,0 +1,82 @@
+"""Defect metrics on hand-built cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from deepseek.manufacturing.metrics import event_metrics, frame_metrics
+from deepseek.manufacturing.stream import DefectEvent, latency_percentiles
+
+
+def _truth(flags, partial=(), widths=None, ids=None):
+    rows = []
+    for i, f in enumerate(flags):
+        rows.append({"frame": i, "defect": int(f), "partial": int(i in partial),
+                     "width_mm": (widths or {}).get(i, 0.3 if f else 0.0),
+                     "crack_ids": (ids or {}).get(i, [0] if f else [])})
+    return rows
+
+
+def test_frame_recall_fdr_and_partial_frames_left_out():
+    #          0  1  2  3  4  5  6  7  8  9
+    truth = _truth([0, 0, 1, 1, 1, 1, 0, 0, 0, 0], partial={1, 6})
+    scores = [0.9, 0.9, 0.8, 0.2, 0.7, 0.6, 0.9, 0.1, 0.1, 0.1]
+    m = frame_metrics(scores, truth, 0.5)
+    assert m["defect_frames"] == 4 and m["clean_frames"] == 4 and m["partial_frames"] == 2
+    assert m["recall"] == pytest.approx(3 / 4)          # frame 3 missed
+    assert m["false_detection_rate"] == pytest.approx(1 / 4)  # frame 0; 1 and 6 are partial
+    assert m["false_detections"] == 1 and m["missed"] == 1
+
+
+def test_perfect_and_empty_detectors():
+    truth = _truth([0, 1, 1, 0])
+    perfect = frame_metrics([0, 1, 1, 0], truth)
+    assert perfect["recall"] == 1.0 and perfect["false_detection_rate"] == 0.0
+    none = frame_metrics([0, 0, 0, 0], truth)
+    assert none["recall"] == 0.0 and none["false_detection_rate"] == 0.0
+    assert math.isnan(frame_metrics([0, 0], _truth([0, 0]))["recall"])
+
+
+def test_recall_by_width_bins_and_min_width():
+    truth = _truth([1, 1, 1, 1], widths={0: 0.15, 1: 0.25, 2: 0.25, 3: 0.7})
+    m = frame_metrics([0, 1, 0, 1], truth)
+    bins = m["recall_by_width_mm"]
+    assert bins["0.1-0.2"] == {"frames": 1, "recall": 0.0}
+    assert bins["0.2-0.3"] == {"frames": 2, "recall": 0.5}
+    assert bins["0.3-0.5"] == {"frames": 0, "recall": None}
+    assert bins["0.5-1"] == {"frames": 1, "recall": 1.0}
+    assert frame_metrics([0, 1, 0, 1], truth, min_width_mm=0.2)["recall"] == pytest.approx(2 / 3)
+
+
+def test_dropped_frames_count_as_not_flagged():
+    truth = _truth([1, 1, 1, 0])
+    m = frame_metrics((np.array([0, 2, 3]), np.array([0.9, 0.9, 0.1])), truth)
+    assert m["recall"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="frame_indices"):
+        frame_metrics([0.9, 0.9], truth)
+
+
+def test_event_recall_and_false_alarms():
+    flags = [0] * 30
+    ids = {}
+    for f in range(5, 10):
+        flags[f], ids[f] = 1, [0]
+    for f in range(20, 24):
+        flags[f], ids[f] = 1, [1]
+    truth = _truth(flags, ids=ids)
+    ev = [DefectEvent(frame=6, time_s=0.0, score=0.9, box=None, width_mm=None, end_frame=9),
+          DefectEvent(frame=15, time_s=0.0, score=0.9, box=None, width_mm=None, end_frame=15)]
+    m = event_metrics(ev, truth, slack=2)
+    assert m["cracks"] == 2 and m["cracks_caught"] == 1 and m["event_recall"] == 0.5
+    assert m["events"] == 2 and m["false_alarms"] == 1
+    m = event_metrics([(21, 25)], truth, slack=2)
+    assert m["cracks_caught"] == 1 and m["false_alarms"] == 0
+
+
+def test_latency_percentiles():
+    lat = latency_percentiles(np.arange(1, 101) / 1000.0)
+    assert lat["p50"] == pytest.approx(50.5) and lat["p99"] == pytest.approx(99.01)
+    assert lat["max"] == 100.0 and latency_percentiles(np.array([])) == {}

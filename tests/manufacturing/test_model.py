@@ -1,0 +1,129 @@
+"""defect-3dcnn-lstm: streaming equals whole-clip, ONNX step equals PyTorch, training learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepseek.manufacturing.model import DefectNet, export_step_onnx
+from deepseek.manufacturing.stream import OnnxStep, TorchStep
+
+
+def _net(seed=0, **kw):
+    torch.manual_seed(seed)
+    net = DefectNet(**kw)
+    for m in net.modules():  # non-trivial batch-norm statistics, as after training
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("temporal", [1, 3, 4])
+def test_frame_by_frame_with_carried_state_equals_whole_clip(temporal):
+    net = _net(temporal=temporal)
+    x = torch.randint(0, 256, (2, 11, 64, 80), dtype=torch.uint8)
+    with torch.no_grad():
+        whole_l, whole_m, whole_s = net(x)
+        state, ls, ms = None, [], []
+        for t in range(x.shape[1]):
+            lg, mp, state = net(x[:, t:t + 1], state)
+            ls.append(lg)
+            ms.append(mp)
+        chunked, st2 = [], None
+        for a, b in [(0, 4), (4, 5), (5, 11)]:
+            lg, _, st2 = net(x[:, a:b], st2)
+            chunked.append(lg)
+    assert torch.allclose(torch.cat(ls, 1), whole_l, atol=1e-5)
+    assert torch.allclose(torch.cat(ms, 1), whole_m, atol=1e-5)
+    assert torch.allclose(torch.cat(chunked, 1), whole_l, atol=1e-5)
+    for a, b in zip(state, whole_s):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert whole_m.shape == (2, 11, 4, 5)
+
+
+def test_state_matters():
+    """The LSTM state carries information: a different history gives a different output."""
+    net = _net()
+    x = torch.randint(0, 256, (1, 6, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        a, _, _ = net(x[:, 3:])
+        _, _, s = net(x[:, :3])
+        b, _, _ = net(x[:, 3:], s)
+    assert not torch.allclose(a, b)
+
+
+def test_onnx_step_matches_torch_step_across_batches():
+    net = _net(1)
+    frames = np.random.default_rng(0).integers(0, 256, (9, 48, 64), dtype=np.uint8)
+    t, o = TorchStep(net), OnnxStep(net)
+    pt = [t(frames[a:b]) for a, b in [(0, 1), (1, 5), (5, 9)]]
+    po = [o(frames[a:b]) for a, b in [(0, 1), (1, 5), (5, 9)]]
+    for (p1, m1), (p2, m2) in zip(pt, po):
+        np.testing.assert_allclose(p1, p2, atol=1e-5)
+        np.testing.assert_allclose(m1, m2, atol=1e-4)
+    import onnx
+
+    graph = onnx.load_from_string(export_step_onnx(net, 48, 64)).graph
+    assert [i.name for i in graph.input] == ["frames", "buffer", "h", "c"]
+
+
+def test_training_steps_reduce_the_loss():
+    from deepseek.manufacturing.training import ClipDataset, clip_loss, make_clips
+
+    arrays = make_clips(8, seed=3, frames=6, height=64, width=64, workers=1)
+    assert arrays["x"].shape == (8, 6, 64, 64) and arrays["map"].shape == (8, 6, 4, 4)
+    assert arrays["y"].sum() > 0
+    torch.manual_seed(0)
+    net = DefectNet()
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    batch = {k: torch.stack([ClipDataset(arrays, augment=False)[i][k] for i in range(8)])
+             for k in ("x", "y", "w", "map", "mw")}
+    losses = []
+    for _ in range(25):
+        loss = clip_loss(net, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_trainer_run_writes_a_loadable_model(tmp_path):
+    from deepseek.loader import ModelLoader
+    from deepseek.manufacturing.training import train_model
+
+    res = train_model(tmp_path, clips=8, frames=4, height=32, width=48, epochs=1,
+                      batch_size=4, val_videos=0, workers=1, progress=False)
+    assert len(res["history"]) == 1
+    m = ModelLoader.load(str(tmp_path / "model.safetensors"))
+    assert isinstance(m.module, DefectNet)
+    assert (tmp_path / "checkpoints" / "latest").exists()
+
+
+def test_folder_training_data(tmp_path):
+    import cv2
+
+    from deepseek.manufacturing.errors import ManufacturingError
+    from deepseek.manufacturing.training import folder_clips
+
+    with pytest.raises(ManufacturingError, match="good/ and defect/"):
+        folder_clips(tmp_path)
+    for name, v in (("good", 120), ("defect", 60)):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            cv2.imwrite(str(tmp_path / name / f"{i}.png"), np.full((100, 90, 3), v, np.uint8))
+    a = folder_clips(tmp_path, frames=4, height=64, width=64, per_image=2)
+    assert a["x"].shape == (8, 4, 64, 64) and a["y"][:, 0].tolist() == [0] * 4 + [1] * 4
+    assert a["mw"].sum() == 0  # no map target for folder images
+
+
+def test_packaged_weights_load_by_name():
+    from deepseek.loader import ModelLoader
+    from deepseek.plugins import get_registry
+
+    entry = get_registry("model").entry("defect-3dcnn-lstm")
+    assert entry.meta["weights"], "packaged weights are missing"
+    m = ModelLoader.load("defect-3dcnn-lstm")
+    assert isinstance(m.module, DefectNet) and not m.module.training

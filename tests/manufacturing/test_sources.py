@@ -1,0 +1,183 @@
+"""Frame sources: files, folders, synthetic URIs, conversions, policies, reconnects, errors."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from deepseek.manufacturing.errors import FrameError, SourceError
+from deepseek.manufacturing.sources import FrameSource, _Reader, fit_size, to_gray
+
+
+def _write_video(path, n=20, size=(64, 48), colour=True):
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size, isColor=colour)
+    assert wr.isOpened()
+    for i in range(n):
+        img = np.full((size[1], size[0], 3) if colour else (size[1], size[0]), i * 10, np.uint8)
+        wr.write(img)
+    wr.release()
+    return path
+
+
+def test_video_file_every_frame_in_order(tmp_path):
+    p = _write_video(tmp_path / "v.avi", n=20)
+    with FrameSource.open(p) as src:
+        assert src.policy == "block" and not src.live
+        assert src.fps == pytest.approx(25.0)
+        assert tuple(src.size) == (64, 48)
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(20))
+    assert all(f.image.dtype == np.uint8 and f.image.shape == (48, 64) for f in frames)
+    # the grey level written into frame i survives encoding (gray conversion of BGR input)
+    assert [int(round(float(f.image.mean()) / 10)) for f in frames] == list(range(20))
+    assert src.stats.frames_read == 20 and src.stats.frames_dropped == 0
+
+
+def test_image_folder_natural_order_sizes_and_bad_files(tmp_path):
+    for i in (1, 2, 10):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((40, 60), i * 20, np.uint8))
+    cv2.imwrite(str(tmp_path / "img3.png"), np.full((80, 60, 3), 60, np.uint8))  # other size
+    (tmp_path / "img4.png").write_bytes(b"not a png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    with FrameSource.open(tmp_path, fit="letterbox") as src:
+        frames = list(src)
+    assert [round(float(f.image.mean())) for f in frames] == [20, 40, 60, 200]
+    assert all(f.image.shape == (40, 60) for f in frames)
+    assert src.stats.frames_resized == 1
+    assert src.stats.frames_rejected == 1          # the unreadable img4.png, counted
+    assert [f.index for f in frames] == [0, 1, 2, 4]  # natural sort: 1, 2, 3, (4), 10
+
+
+def test_synthetic_uri_options():
+    with FrameSource.open("synthetic:?seed=3&frames=5&width=96&height=64&speed_px=2") as src:
+        frames = list(src)
+    assert len(frames) == 5 and frames[0].image.shape == (64, 96)
+    assert src.fps == 300.0
+    with pytest.raises(SourceError, match="unknown option"):
+        FrameSource.open("synthetic:?sed=3")
+
+
+def test_missing_empty_unreadable_and_absent_camera(tmp_path):
+    with pytest.raises(SourceError, match="no such file"):
+        FrameSource.open(tmp_path / "nope.avi")
+    (tmp_path / "empty.avi").write_bytes(b"")
+    with pytest.raises(SourceError, match="empty"):
+        FrameSource.open(tmp_path / "empty.avi")
+    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 1000)
+    with pytest.raises(SourceError, match="cannot open"):
+        FrameSource.open(tmp_path / "junk.mp4")
+    with pytest.raises(SourceError, match="no camera"):
+        FrameSource.open("cam:57")
+    with pytest.raises(SourceError, match="cam:N"):
+        FrameSource.open("cam:front")
+    with pytest.raises(SourceError, match="no images"):
+        FrameSource.open(tmp_path.joinpath("emptydir").mkdir() or tmp_path / "emptydir")
+    with pytest.raises(SourceError, match="policy"):
+        FrameSource.open(_write_video(tmp_path / "v.avi"), policy="newest")
+
+
+def test_to_gray_conversions():
+    bgr = np.zeros((4, 5, 3), np.uint8)
+    bgr[..., 2] = 255  # red
+    assert to_gray(bgr)[0, 0] == cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[0, 0] > 0
+    assert to_gray(np.zeros((4, 5, 4), np.uint8)).shape == (4, 5)
+    assert to_gray(np.full((4, 5), 65535, np.uint16))[0, 0] == 255
+    assert to_gray(np.full((4, 5), 4095, np.uint16), bit_depth=12)[0, 0] == 255
+    assert to_gray(np.full((4, 5), 0.5, np.float32))[0, 0] == 128
+    for bad, msg in [(np.zeros((0, 0), np.uint8), "empty"), (None, "empty"),
+                     (np.zeros((4, 5, 2), np.uint8), "channels"),
+                     (np.zeros((4, 5), np.int64), "pixel type")]:
+        with pytest.raises(FrameError, match=msg):
+            to_gray(bad)
+
+
+def test_fit_size_letterbox_keeps_aspect():
+    img = np.zeros((20, 40), np.uint8)
+    img[:, 20:] = 200
+    out = fit_size(img, (40, 40), "letterbox")
+    assert out.shape == (40, 40)
+    assert out[20, 5] == 0 and out[20, 35] == 200  # content centred, not stretched
+
+
+class _Scripted(_Reader):
+    """A fake live camera: frames from a list; None means the connection dropped."""
+
+    def __init__(self, items, reopen_ok=True, live=True, delay=0.0):
+        self.items, self.reopen_ok, self.live, self.delay = list(items), reopen_ok, live, delay
+        self.fps, self.size, self.reopens = 100.0, None, 0
+
+    def read(self):
+        time.sleep(self.delay)
+        if not self.items:
+            return None
+        return self.items.pop(0)
+
+    def reopen(self):
+        self.reopens += 1
+        return self.reopen_ok and bool(self.items)
+
+
+def _img(v, shape=(32, 48)):
+    return np.full(shape, v, np.uint8)
+
+
+def test_live_source_reconnects_then_stops_cleanly():
+    items = [_img(1), _img(2), None, _img(3), _img(4)]
+    src = FrameSource(_Scripted(items), "fake://cam", reconnect_backoff=0.01,
+                      reconnect_attempts=2)
+    with src:
+        got = [int(f.image[0, 0]) for f in src]
+    assert got == [1, 2, 3, 4]
+    assert src.stats.reconnects >= 1
+    assert any("reconnect attempts failed" in e for e in src.stats.errors)  # the final drop
+
+
+def test_empty_frames_and_size_change_are_counted_or_raised():
+    items = [_img(1), np.zeros((0, 0), np.uint8), _img(2, (64, 96)), _img(3)]
+    src = FrameSource(_Scripted(items, live=False), "fake://file")
+    with src:
+        frames = list(src)
+    assert [f.image.shape for f in frames] == [(32, 48)] * 3
+    assert src.stats.frames_rejected == 1 and src.stats.frames_resized == 1
+    src = FrameSource(_Scripted([_img(1), _img(2, (64, 96))], live=False), "fake://file",
+                      on_size_change="error")
+    with src, pytest.raises(FrameError, match="size changed to 96x64"):
+        list(src)
+
+
+def test_drop_oldest_drops_and_counts_block_loses_nothing():
+    n = 60
+    src = FrameSource(_Scripted([_img(i) for i in range(n)], live=True, delay=0.001),
+                      "fake://cam", queue_size=4, reconnect_attempts=0)
+    assert src.policy == "drop-oldest"
+    got = []
+    with src:
+        for f in src:
+            got.append(f.index)
+            time.sleep(0.01)  # a consumer ten times slower than the camera
+    assert src.stats.frames_dropped > 0
+    assert len(got) + src.stats.frames_dropped == n
+    assert got == sorted(got) and got[-1] == n - 1  # the newest frame is never the one lost
+
+    src = FrameSource(_Scripted([_img(i) for i in range(n)], live=False), "fake://file",
+                      queue_size=4)
+    assert src.policy == "block"
+    got = []
+    with src:
+        for f in src:
+            got.append(f.index)
+            time.sleep(0.002)
+    assert got == list(range(n)) and src.stats.frames_dropped == 0
+
+
+def test_realtime_file_is_paced_at_its_fps(tmp_path):
+    p = _write_video(tmp_path / "v.avi", n=10)
+    t0 = time.perf_counter()
+    with FrameSource.open(p, realtime=True, fps=100.0) as src:
+        frames = list(src)
+    assert src.policy == "drop-oldest"
+    assert time.perf_counter() - t0 >= 0.085
+    assert frames[-1].t_capture - frames[0].t_capture == pytest.approx(0.09, abs=1e-6)

@@ -1,0 +1,117 @@
+"""DefectStream: decisions, debounce, events, timings, with scripted and real models."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.model import DefectNet
+from deepseek.manufacturing.sources import FrameSource
+from deepseek.manufacturing.stream import DefectStream, box_from_map, estimate_width_px, pad16
+
+
+class _Scripted:
+    """A stand-in model step returning scripted probabilities, one per frame, in order."""
+
+    name = "scripted"
+
+    def __init__(self, probs):
+        self.probs, self.i = list(probs), 0
+
+    def reset(self):  # called after the warm-up step
+        self.i = 0
+
+    def __call__(self, frames):
+        p = np.array(self.probs[self.i:self.i + len(frames)], np.float32)
+        self.i += len(frames)
+        maps = np.full((len(frames), frames.shape[1] // 16, frames.shape[2] // 16), -5.0)
+        maps[:, 1, 2] = 5.0  # the crack sits in cell (row 1, column 2)
+        return p, maps
+
+
+def _stream(probs, **kw):
+    n = len(probs)
+    src = FrameSource.open(f"synthetic:?seed=1&frames={n}&width=96&height=64")
+    ds = DefectStream(src, DefectNet(), **kw)
+    ds.step = _Scripted(probs)
+    return ds
+
+
+def test_debounce_k_of_n_events_and_json_lines():
+    probs = [0.1, 0.9, 0.1, 0.1, 0.1,   # a single flagged frame: no event with 2 of 3
+             0.9, 0.8, 0.2, 0.9, 0.1,   # event starts at frame 6 (2 of the last 3)
+             0.1, 0.1, 0.1, 0.1, 0.7,   # clears at frame 11 (3 unflagged in a row)
+             0.9]                       # starts again at 15; open at the end
+    seen = []
+    buf = io.StringIO()
+    rep = _stream(probs, debounce=(2, 3), max_batch=4, on_event=seen.append, events=buf).run()
+    assert rep.frames == 16 and rep.frame_index.tolist() == list(range(16))
+    assert rep.flags.tolist() == [p >= 0.5 for p in probs]
+    assert [(e.frame, e.end_frame) for e in rep.events] == [(6, 11), (15, 15)]
+    assert [e.frame for e in seen] == [6, 15]
+    assert rep.events[0].peak_score == pytest.approx(0.9)
+    assert rep.events[0].box == (32, 16, 47, 31)  # the map's hot cell, in pixels
+    lines = [json.loads(v) for v in buf.getvalue().splitlines()]
+    assert [(r["event"], r["frame"]) for r in lines] == [("defect", 6), ("clear", 11),
+                                                       ("defect", 15), ("clear", 15)]
+    assert set(rep.stage_ms_per_frame) == {"wait", "preprocess", "model", "decide"}
+    assert len(rep.latencies_s) == 16 and rep.latency_ms["p99"] >= rep.latency_ms["p50"] > 0
+
+
+def test_one_of_one_debounce_fires_on_every_onset():
+    rep = _stream([0.9, 0.1, 0.9, 0.9], debounce=(1, 1)).run()
+    assert [(e.frame, e.end_frame) for e in rep.events] == [(0, 1), (2, 3)]
+
+
+def test_bad_options():
+    src = "synthetic:?frames=2&width=32&height=32"
+    for kw, msg in [({"debounce": (3, 2)}, "k of n"), ({"threshold": 1.5}, "between 0 and 1"),
+                    ({"max_batch": 0}, "max_batch"), ({"backend": "tensorrt"}, "backend")]:
+        with pytest.raises(ManufacturingError, match=msg):
+            DefectStream(src, DefectNet(), **kw)
+    with pytest.raises(ManufacturingError, match="not a defect-3dcnn-lstm"):
+        DefectStream(src, "tick-mlp")
+
+
+def test_odd_frame_sizes_are_padded_and_max_frames_stops():
+    torch.manual_seed(0)
+    src = FrameSource.open("synthetic:?seed=2&frames=20&width=100&height=70")
+    rep = DefectStream(src, DefectNet(), backend="torch").run(max_frames=7)
+    assert rep.frames == 7 and rep.scores.shape == (7,)
+    assert pad16(np.zeros((2, 70, 100), np.uint8)).shape == (2, 80, 112)
+
+
+def test_box_and_width_estimate():
+    prob = np.zeros((4, 5))
+    prob[1, 2] = prob[2, 3] = 0.8
+    assert box_from_map(prob, (64, 80)) == (32, 16, 63, 47)
+    img = np.full((64, 80), 150, np.uint8)
+    img[30:33, 10:70] = 60  # a 3-pixel-wide dark line
+    w = estimate_width_px(img, (0, 20, 79, 40))
+    assert w == pytest.approx(3.0, abs=0.6)
+    assert estimate_width_px(np.full((64, 80), 150, np.uint8), (0, 0, 79, 63)) is None
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_packaged_model_finds_wide_cracks_and_stays_quiet_on_clean_surface(backend):
+    """Quality smoke test on an unseen seed (the benchmark measures it properly)."""
+    from deepseek.manufacturing.metrics import frame_metrics
+    from deepseek.manufacturing.synthetic import SyntheticLine
+
+    line = SyntheticLine(seed=700_900, frames=120, crack_width_mm=(0.3, 0.6),
+                         crack_spacing_mm=25.0)
+    truth = [line.truth(i) for i in range(len(line))]
+    assert sum(r["defect"] for r in truth) > 20
+    rep = DefectStream(FrameSource.open("synthetic:?seed=700900&frames=120&crack_width_mm=0.3,"
+                                        "0.6&crack_spacing_mm=25.0"), backend=backend).run()
+    m = frame_metrics((rep.frame_index, rep.scores), truth)
+    assert m["recall"] >= 0.95 and m["false_detection_rate"] <= 0.05
+    quiet = SyntheticLine(seed=700_901, frames=60, crack_spacing_mm=float("inf"))
+    rep = DefectStream(FrameSource.open("synthetic:?seed=700901&frames=60&crack_spacing_mm=inf"),
+                       backend=backend).run()
+    assert not rep.flags.any() and not rep.events and len(quiet) == 60
