@@ -208,15 +208,17 @@ def evaluate(annotations: Path, results: Path, excluded: Path | None, series_fil
               help="Phantom scans scored by CPM after each epoch (0: none).")
 @click.option("--amp", is_flag=True, help="Mixed precision.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints.")
+@click.option("--init", default=None,
+              help="Start from these weights (registry name or .safetensors) to fine-tune.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size: int,
           accum_steps: int, lr: float, val_scans: int, amp: bool, resume: bool,
-          seed: int) -> None:
+          init: str | None, seed: int) -> None:
     """Train lung-nodule-attention through the core Trainer (checkpoints, resume, best kept)."""
     from deepseek.medical.nodule_training import train_detector
 
     res = train_detector(out, luna16=luna16, n_patches=patches, epochs=epochs,
                          batch_size=batch_size, accum_steps=accum_steps, lr=lr,
-                         val_scans=val_scans, amp=amp, resume=resume, seed=seed)
+                         val_scans=val_scans, amp=amp, resume=resume, init=init, seed=seed)
     click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
                           default=str))

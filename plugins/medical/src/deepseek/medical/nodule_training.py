@@ -80,7 +80,14 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
                    n_patches: int = 2400, epochs: int = 3, batch_size: int = 8,
                    lr: float = 2e-3, seed: int = 0, val_scans: int = 2, accum_steps: int = 1,
                    amp: bool = False, resume: bool = False, base: int = 12,
-                   workers: int = 2, progress: bool | None = None) -> dict[str, Any]:
+                   init: str | Path | None = None, workers: int = 2,
+                   progress: bool | None = None) -> dict[str, Any]:
+    """Train and write ``out_dir/model.safetensors``.
+
+    ``init`` starts from existing weights (a registry name such as
+    ``"lung-nodule-attention"`` or a ``.safetensors`` path) instead of a random
+    initialisation: fine-tuning on fresh patches with a smaller ``lr``.
+    """
     from deepseek.loader import save_model
     from deepseek.train import Trainer
 
@@ -98,6 +105,16 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
              int((arrays["mask"].sum(axis=(1, 2, 3)) > 0).sum()), time.perf_counter() - t0)
     val = validation_volumes(val_scans) if val_scans else []
     net = build(base=base)
+    if init is not None:
+        from deepseek.loader import ModelLoader
+
+        src = ModelLoader.load(str(init), device="cpu")
+        try:
+            net.load_state_dict(src.module.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f"--init {init}: weights do not fit lung-nodule-attention "
+                             f"with base={base}: {exc}") from exc
+        log.info("initialised from %s", init)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(arrays["x"]) / batch_size / accum_steps))
     warm = max(1, int(0.15 * steps))
