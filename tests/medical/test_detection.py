@@ -51,6 +51,17 @@ def test_training_steps_lower_the_loss(tmp_path):
     res2 = train_detector(tmp_path, n_patches=16, epochs=5, batch_size=8, val_scans=0,
                           workers=1, base=4, progress=False, resume=True)
     assert [h["epoch"] for h in res2["history"]] == [1, 2, 3, 4, 5]
+    # --init fine-tunes from those weights in a fresh run; wrong-sized weights are refused
+    first = ModelLoader.load(tmp_path / "model.safetensors").module.state_dict()
+    res3 = train_detector(tmp_path / "ft", n_patches=8, epochs=1, batch_size=8, val_scans=0,
+                          workers=1, base=4, lr=1e-9, progress=False,
+                          init=tmp_path / "model.safetensors")
+    tuned = ModelLoader.load(res3["model"]).module.state_dict()
+    k = next(n for n in first if n.endswith("weight"))
+    assert torch.allclose(first[k], tuned[k], atol=1e-5)
+    with pytest.raises(ValueError, match="base=8"):
+        train_detector(tmp_path / "bad", n_patches=8, epochs=1, val_scans=0, workers=1, base=8,
+                       progress=False, init=tmp_path / "model.safetensors")
 
 
 def test_registered_with_packaged_weights():
