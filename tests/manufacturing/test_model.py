@@ -127,3 +127,14 @@ def test_packaged_weights_load_by_name():
     assert entry.meta["weights"], "packaged weights are missing"
     m = ModelLoader.load("defect-3dcnn-lstm")
     assert isinstance(m.module, DefectNet) and not m.module.training
+
+
+def test_servable_by_name_as_stateless_clips():
+    """`deepseek serve defect-3dcnn-lstm`: a request is a clip from a fresh state; the
+    outputs are frame logits, maps and the state after the clip (flattened)."""
+    from deepseek.serving.models import ServedModel
+
+    m = ServedModel("defect-3dcnn-lstm", "defect-3dcnn-lstm")
+    assert [o["shape"] for o in m.metadata()["outputs"][:2]] == [[-1, -1], [-1, -1, 30, 40]]
+    outs = m([np.zeros((1, 3, 480, 640), np.uint8)])
+    assert [o.shape for o in outs[:2]] == [(1, 3), (1, 3, 30, 40)] and len(outs) == 5

@@ -91,8 +91,14 @@ class ServedModel:
 
     @staticmethod
     def _as_list(out: Any) -> list[np.ndarray]:
+        """Model outputs as a flat list of arrays (nested tuples, such as a recurrent
+        model's returned state, are flattened in order)."""
         if isinstance(out, (list, tuple)):
-            return [np.asarray(o) for o in out]
+            flat: list[np.ndarray] = []
+            for o in out:
+                flat.extend(ServedModel._as_list(o) if isinstance(o, (list, tuple, dict))
+                            else [np.asarray(o)])
+            return flat
         if isinstance(out, dict):
             return [np.asarray(v) for v in out.values()]
         return [np.asarray(out)]
