@@ -73,7 +73,8 @@ def test_pipeline_report(tmp_path):
     from deepseek.plugins import pipelines
 
     res = pipelines().get("manufacturing.defect-stream")(input=None, out_dir=tmp_path,
-                                                         quiet=True, frames=150)
+                                                         quiet=True, frames=150,
+                                                         realtime=False)
     m = res.metrics
     assert m["frames"] == 150 and m["frames_dropped"] == 0
     assert 0 <= m["frame_recall"] <= 1 and 0 <= m["false_detection_rate"] <= 1

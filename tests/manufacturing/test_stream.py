@@ -110,7 +110,7 @@ def test_packaged_model_finds_wide_cracks_and_stays_quiet_on_clean_surface(backe
     rep = DefectStream(FrameSource.open("synthetic:?seed=700900&frames=120&crack_width_mm=0.3,"
                                         "0.6&crack_spacing_mm=25.0"), backend=backend).run()
     m = frame_metrics((rep.frame_index, rep.scores), truth)
-    assert m["recall"] >= 0.95 and m["false_detection_rate"] <= 0.05
+    assert m["recall"] >= 0.95  # every frame shows a crack here; the clean video follows
     quiet = SyntheticLine(seed=700_901, frames=60, crack_spacing_mm=float("inf"))
     rep = DefectStream(FrameSource.open("synthetic:?seed=700901&frames=60&crack_spacing_mm=inf"),
                        backend=backend).run()

@@ -104,7 +104,9 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
 @click.option("--policy", type=click.Choice(["drop-oldest", "block"]), default=None,
               help="Queue overflow policy (default: drop-oldest for live sources and "
                    "--realtime, block for files and folders).")
-@click.option("--queue-size", type=int, default=64, show_default=True)
+@click.option("--queue-size", type=int, default=None,
+              help="Frames queued between grabber and model (default: 16 with drop-oldest, "
+                   "64 with block).")
 @click.option("--realtime", is_flag=True, help="Play a file at its nominal fps, like a camera.")
 @click.option("--fps", type=float, default=None, help="Nominal fps (folders; overrides files).")
 @click.option("--size", nargs=2, type=int, default=None,
@@ -123,7 +125,8 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
 @click.option("--quiet", is_flag=True, help="No status line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def stream(source: str, events_path: Path | None, model: str, threshold: float,
-           debounce: tuple[int, int], policy: str | None, queue_size: int, realtime: bool,
+           debounce: tuple[int, int], policy: str | None, queue_size: int | None,
+           realtime: bool,
            fps: float | None, size: tuple[int, int] | None, fit: str, mm_per_px: float,
            backend: str, max_frames: int | None, truth: Path | None, show: bool, quiet: bool,
            as_json: bool) -> None:
@@ -138,7 +141,9 @@ def stream(source: str, events_path: Path | None, model: str, threshold: float,
     from deepseek.manufacturing.stream import DefectStream
     from deepseek.manufacturing.synthetic import read_truth
 
-    opts: dict[str, Any] = {"queue_size": queue_size, "realtime": realtime, "fit": fit}
+    opts: dict[str, Any] = {"realtime": realtime, "fit": fit}
+    if queue_size:
+        opts["queue_size"] = queue_size
     if policy:
         opts["policy"] = policy
     if fps:

@@ -4,8 +4,9 @@
 - *false-detection rate*: flagged defect-free frames / defect-free frames;
 - frames marked ``partial`` (a sliver of crack entering or leaving) count in neither;
 - *recall per width bin* (crack width in mm, the widest crack a frame shows);
-- *event recall*: a crack counts as caught when an event starts between its first defect frame
-  and ``slack`` frames after its last one; events that overlap no crack are false alarms;
+- *event recall*: a crack counts as caught when an event is active during its defect frames
+  (or starts at most ``slack`` frames after its last one: the debounce delay); two cracks in
+  view together can share one event. Events that overlap no crack are false alarms;
 - frames missing from the predictions (dropped by the source) count as not flagged.
 """
 
@@ -85,7 +86,7 @@ def crack_spans(truth: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 
 def event_metrics(events: Sequence[Any], truth: Sequence[dict[str, Any]], slack: int = 3,
                   min_width_mm: float = 0.0) -> dict[str, Any]:
-    """Event recall over cracks and the events that match none (false alarms). ``events``
+    """Event recall over cracks and the events that overlap none (false alarms). ``events``
     are :class:`DefectEvent` objects or ``(start_frame, end_frame)`` pairs."""
     pairs = []
     for e in events:
@@ -95,7 +96,7 @@ def event_metrics(events: Sequence[Any], truth: Sequence[dict[str, Any]], slack:
             pairs.append((int(e.frame), int(e.end_frame if e.end_frame is not None else e.frame)))
     spans = {c: s for c, s in crack_spans(truth).items() if s["width_mm"] >= min_width_mm}
     caught = {c for c, s in spans.items()
-              if any(s["first"] - slack <= a <= s["last"] + slack for a, _ in pairs)}
+              if any(a <= s["last"] + slack and b >= s["first"] for a, b in pairs)}
     all_spans = crack_spans(truth)
     partial = [r["frame"] for r in truth if int(r.get("partial", 0))]
     false_alarms = 0

@@ -255,7 +255,7 @@ class FrameSource:
     """
 
     def __init__(self, reader: _Reader, uri: str, *, policy: str | None = None,
-                 queue_size: int = 64, size: tuple[int, int] | None = None,
+                 queue_size: int | None = None, size: tuple[int, int] | None = None,
                  fit: str = "resize", on_size_change: str = "resize", realtime: bool = False,
                  fps: float | None = None, bit_depth: int | None = None,
                  reconnect_attempts: int = 5, reconnect_backoff: float = 0.5) -> None:
@@ -264,6 +264,8 @@ class FrameSource:
             raise SourceError(f"policy={policy!r}: use one of {', '.join(POLICIES)}")
         if on_size_change not in ("resize", "error"):
             raise SourceError(f"on_size_change={on_size_change!r}: use 'resize' or 'error'")
+        if queue_size is None:  # live: a short queue bounds the latency; files: read ahead
+            queue_size = 16 if policy == "drop-oldest" else 64
         if queue_size < 1:
             raise SourceError("queue_size must be at least 1")
         self.uri, self.policy, self.queue_size = uri, policy, int(queue_size)
@@ -284,7 +286,8 @@ class FrameSource:
     @classmethod
     def open(cls, uri: str | int | Path, **options: Any) -> FrameSource:
         """Open ``uri`` (see the module docstring). Options: ``policy`` (``drop-oldest`` or
-        ``block``), ``queue_size``, ``size=(w, h)`` with ``fit`` (``resize`` or ``letterbox``),
+        ``block``), ``queue_size`` (default 16 frames for drop-oldest, 64 for block),
+        ``size=(w, h)`` with ``fit`` (``resize`` or ``letterbox``),
         ``on_size_change`` (``resize`` or ``error``), ``realtime`` (play a file at its fps, like
         a camera), ``fps`` (override or set the nominal rate), ``bit_depth`` (for 16-bit
         frames), ``reconnect_attempts``, ``reconnect_backoff`` (seconds, doubled per try)."""
