@@ -88,7 +88,8 @@ def defect_stream(input: Path | None = None, out_dir: Path = Path("."), quiet: b
                      rep.events)]
     samples = []
     by_frame = {int(f): k for k, f in enumerate(rep.frame_index)}
-    wanted = [(e.frame, e) for e in rep.events[:5]]
+    wanted = [(e.peak_frame if e.peak_frame is not None else e.frame, e)
+              for e in rep.events[:5]]
     if truth is not None:
         missed = [r["frame"] for r in truth if r["defect"] and not r["partial"]
                   and r["frame"] in by_frame and not rep.flags[by_frame[r["frame"]]]]
@@ -104,7 +105,8 @@ def defect_stream(input: Path | None = None, out_dir: Path = Path("."), quiet: b
                     p = float(rep.scores[k]) if k is not None else math.nan
                     tbox = truth[fr.index]["box"] if truth and fr.index < len(truth) else None
                     label = (f"frame {fr.index} p={p:.2f}" + (" event" if e else " missed"))
-                    samples.append((fr.image, label, e.box if e else None, tbox))
+                    samples.append((fr.image, label, (e.peak_box or e.box) if e else None,
+                                    tbox))
                 if fr.index >= max(want):
                     break
         figs.append(sample_frames(out_dir / "samples.png", samples))

@@ -41,6 +41,9 @@ class DefectEvent:
     width_mm: float | None
     end_frame: int | None = None
     peak_score: float = 0.0
+    peak_frame: int | None = None   # the frame with the strongest map evidence, and its box
+    peak_box: tuple[int, int, int, int] | None = None
+    _peak_logit: float = float("-inf")
 
 
 @dataclass
@@ -299,6 +302,10 @@ class DefectStream:
                             self._emit(out, "defect", active)
                         elif active is not None:
                             active.peak_score = max(active.peak_score, p)
+                            top = float(maps[j].max())
+                            if flag and top > active._peak_logit:
+                                active._peak_logit, active.peak_frame = top, f.index
+                                active.peak_box = self._box(maps[j], f.image.shape)
                             if len(window) == self.n and not any(window):
                                 active.end_frame = f.index
                                 self._emit(out, "clear", active)
@@ -343,15 +350,21 @@ class DefectStream:
                         self.source.uri, self.source.stats.frames_dropped)
         return rep
 
+    @staticmethod
+    def _box(logit_map: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        h, w = shape
+        prob = 1.0 / (1.0 + np.exp(-logit_map[: (h + STRIDE - 1) // STRIDE,
+                                              : (w + STRIDE - 1) // STRIDE]))
+        return box_from_map(prob, (h, w))
+
     def _start_event(self, frame: Any, score: float, logit_map: np.ndarray) -> DefectEvent:
-        prob = 1.0 / (1.0 + np.exp(-logit_map))
-        h, w = frame.image.shape
-        box = box_from_map(prob[: (h + STRIDE - 1) // STRIDE, : (w + STRIDE - 1) // STRIDE],
-                           (h, w))
+        box = self._box(logit_map, frame.image.shape)
         wpx = estimate_width_px(frame.image, box)
         ev = DefectEvent(frame=frame.index, time_s=round(frame.index / self.source.fps, 6),
                          score=round(score, 5), box=box, peak_score=score,
-                         width_mm=None if wpx is None else round(wpx * self.mm_per_px, 3))
+                         width_mm=None if wpx is None else round(wpx * self.mm_per_px, 3),
+                         peak_frame=frame.index, peak_box=box,
+                         _peak_logit=float(logit_map.max()))
         if self.on_event is not None:
             self.on_event(ev)
         return ev
@@ -360,7 +373,7 @@ class DefectStream:
     def _emit(out: IO[str] | None, kind: str, ev: DefectEvent) -> None:
         if out is None:
             return
-        rec = {"event": kind, **asdict(ev)}
+        rec = {"event": kind, **{k: v for k, v in asdict(ev).items() if not k.startswith("_")}}
         if kind == "clear":
             rec["frame"] = ev.end_frame
             rec["start_frame"] = ev.frame
