@@ -113,9 +113,9 @@ class OnnxStep:
 
     name = "onnxruntime"
 
-    def __init__(self, net: DefectNet, threads: int | None = None) -> None:
+    def __init__(self, net: DefectNet, threads: int | None = None, spin: bool = False) -> None:
         self.net = net.eval()
-        self.threads = threads
+        self.threads, self.spin = threads, spin
         self.session: Any = None
         self.shape: tuple[int, int] | None = None
         self.state: list[np.ndarray] = []
@@ -129,6 +129,8 @@ class OnnxStep:
         if self.threads:
             opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
+        if not self.spin:  # idle workers sleep instead of spinning: the decoder needs the core
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(export_step_onnx(self.net, height, width), opts,
                                             providers=["CPUExecutionProvider"])
         self.shape = (height, width)
