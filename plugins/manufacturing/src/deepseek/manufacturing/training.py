@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 VAL_SEED0 = 800_000     # validation videos
 BENCH_SEED0 = 700_000   # benchmark / pipeline videos: never used for training or validation
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def synthetic_clip(seed: int, frames: int = 16, height: int = 128, width: int = 160
@@ -87,7 +86,7 @@ def folder_clips(root: str | Path, frames: int = 16, height: int = 128, width: i
     """Clips from an inspection image folder with ``good/`` and ``defect/`` subfolders."""
     import cv2
 
-    from deepseek.manufacturing.sources import to_gray
+    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, to_gray
 
     root = Path(root)
     folders = {"good": 0.0, "defect": 1.0}
