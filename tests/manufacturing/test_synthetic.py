@@ -56,6 +56,20 @@ def test_no_cracks_when_spacing_is_infinite():
     assert not any(line.truth(i)["defect"] or line.truth(i)["partial"] for i in range(40))
 
 
+def test_orientation_and_branching_are_controlled():
+    straight = _line(crack_angle_deg=(90.0, 90.0), branch_prob=0.0, crack_length_mm=(8, 8))
+    for c in straight.cracks:
+        assert len(c.paths) == 1
+        d = c.paths[0][-1] - c.paths[0][0]
+        assert abs(d[1]) > 3 * abs(d[0])  # runs along the motion (y)
+    across = _line(crack_angle_deg=(0.0, 0.0), crack_length_mm=(8, 8))
+    for c in across.cracks:
+        d = c.paths[0][-1] - c.paths[0][0]
+        assert abs(d[0]) > 3 * abs(d[1])
+    with pytest.raises(ManufacturingError, match="branch_prob"):
+        _line(branch_prob=1.0)
+
+
 def test_crack_mask_cells_match_the_model_grid():
     line = _line()
     f = next(r["frame"] for r in (line.truth(i) for i in range(40)) if r["defect"])

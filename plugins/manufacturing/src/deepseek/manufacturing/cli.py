@@ -60,19 +60,24 @@ def info() -> None:
               help="Crack length range in mm.")
 @click.option("--crack-spacing", type=float, default=90.0, show_default=True,
               help="Mean gap between cracks along the line in mm ('inf': no cracks).")
+@click.option("--crack-angle", nargs=2, type=float, default=(0.0, 180.0), show_default=True,
+              help="Crack orientation range in degrees (0: across the motion, 90: along it).")
+@click.option("--branching", type=float, default=0.5, show_default=True,
+              help="Chance of each further branch of a crack (0: none, at most 3).")
 @click.option("--truth", type=click.Path(path_type=Path), default=None,
               help="Ground-truth CSV (default: OUT.truth.csv).")
 def generate(out: Path, frames: int, seed: int, width: int, height: int, fps: float,
              mm_per_px: float, surface: str, crack_width: tuple[float, float],
              crack_length: tuple[float, float], crack_spacing: float,
-             truth: Path | None) -> None:
+             crack_angle: tuple[float, float], branching: float, truth: Path | None) -> None:
     """Write a synthetic production-line video OUT (.avi MJPG or .mp4 mp4v) and its per-frame
     ground truth (frame, defect flag, box, crack width in mm)."""
     from deepseek.manufacturing.synthetic import SyntheticLine, write_video
 
     line = SyntheticLine(seed=seed, frames=frames, width=width, height=height, fps=fps,
                          mm_per_px=mm_per_px, surface=surface, crack_width_mm=crack_width,
-                         crack_length_mm=crack_length, crack_spacing_mm=crack_spacing)
+                         crack_length_mm=crack_length, crack_spacing_mm=crack_spacing,
+                         crack_angle_deg=crack_angle, branch_prob=branching)
     video, tpath = write_video(out, line, truth=truth)
     d = line.describe()
     n_def = sum(line.truth(i)["defect"] for i in range(len(line)))

@@ -50,7 +50,8 @@ class LineConfig:
     crack_width_mm: tuple[float, float] = (0.1, 0.6)
     crack_length_mm: tuple[float, float] = (2.0, 25.0)
     crack_depth: tuple[float, float] = (0.35, 0.7)  # fractional darkening at full coverage
-    branch_prob: float = 0.5
+    branch_prob: float = 0.5          # chance of each further branch (at most 3)
+    crack_angle_deg: tuple[float, float] = (0.0, 180.0)  # orientation; 0 = across the motion
     scratches_per_m: float = 25.0     # distractors per metre of line
     stains_per_m: float = 12.0
     dust_per_cm2: float = 0.4
@@ -71,6 +72,10 @@ class LineConfig:
             raise ManufacturingError("LineConfig: mm_per_px and fps must be positive")
         if min(self.speed_px) < 0:
             raise ManufacturingError("LineConfig.speed_px must not be negative")
+        if not 0 <= self.branch_prob < 1:
+            raise ManufacturingError("LineConfig.branch_prob must be in [0, 1)")
+        if min(self.crack_width_mm) <= 0 or min(self.crack_length_mm) <= 0:
+            raise ManufacturingError("LineConfig: crack widths and lengths must be positive")
 
 
 @dataclass
@@ -255,7 +260,7 @@ class SyntheticLine:
                           depth=float(rng.uniform(*cfg.crack_depth)))
             length = length_mm / cfg.mm_per_px
             wpx = width_mm / cfg.mm_per_px
-            theta = rng.uniform(0, math.pi)
+            theta = math.radians(rng.uniform(*cfg.crack_angle_deg))
             centre = np.array([rng.uniform(0.1 * w, 0.9 * w), y])
             start = centre - 0.5 * length * np.array([math.cos(theta), math.sin(theta)])
             trunk = _walk(rng, start, theta, length)
