@@ -63,6 +63,16 @@ def test_debounce_k_of_n_events_and_json_lines():
     assert len(rep.latencies_s) == 16 and rep.latency_ms["p99"] >= rep.latency_ms["p50"] > 0
 
 
+def test_on_frame_gets_the_newest_frame_of_each_step_with_its_box():
+    shown = []
+    ds = _stream([0.1, 0.9, 0.2, 0.8], max_batch=2,
+                 on_frame=lambda f, p, box: shown.append((f.index, round(p, 1), box)))
+    ds.run()
+    assert shown and shown[-1][0] == 3  # the last step ends with the last frame
+    assert all((box is None) == (p < 0.5) for _, p, box in shown)
+    assert any(box == (32, 16, 47, 31) for _, _, box in shown)
+
+
 def test_one_of_one_debounce_fires_on_every_onset():
     rep = _stream([0.9, 0.1, 0.9, 0.9], debounce=(1, 1)).run()
     assert [(e.frame, e.end_frame) for e in rep.events] == [(0, 1), (2, 3)]

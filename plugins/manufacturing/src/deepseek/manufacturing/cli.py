@@ -126,7 +126,7 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
 @click.option("--truth", type=click.Path(exists=True, path_type=Path), default=None,
               help="Ground-truth CSV: also print recall and false-detection rate.")
 @click.option("--show", is_flag=True, help="Show frames with boxes in a window (needs an "
-              "OpenCV with GUI support).")
+              "OpenCV with GUI support; q or Esc stops).")
 @click.option("--quiet", is_flag=True, help="No status line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def stream(source: str, events_path: Path | None, model: str, threshold: float,
@@ -177,14 +177,32 @@ def stream(source: str, events_path: Path | None, model: str, threshold: float,
         if not quiet:
             _status_line(rep, last, t0)
 
+    def on_frame(frame: Any, p: float, box: Any) -> None:
+        import cv2
+
+        img = cv2.cvtColor(frame.image, cv2.COLOR_GRAY2BGR)
+        if box is not None:
+            cv2.rectangle(img, box[:2], box[2:], (0, 0, 255), 2)
+        cv2.putText(img, f"frame {frame.index}  p={p:.2f}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.6, (0, 255, 0), 1)
+        cv2.imshow("deepseek", img)
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            raise KeyboardInterrupt
+
     ds = DefectStream(src, model, threshold=threshold, debounce=tuple(debounce),
                       backend=backend, mm_per_px=mm_per_px, on_event=on_event,
-                      events=events_path, on_batch=on_batch)
+                      events=events_path, on_batch=on_batch,
+                      on_frame=on_frame if show else None)
     try:
         rep = ds.run(max_frames=max_frames)
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
         return
+    finally:
+        if show:
+            import cv2
+
+            cv2.destroyAllWindows()
     if not quiet:
         sys.stderr.write("\n")
     out: dict[str, Any] = rep.summary()

@@ -230,7 +230,11 @@ def estimate_width_px(image: np.ndarray, box: tuple[int, int, int, int]) -> floa
 
 class DefectStream:
     """Run ``model`` over ``source`` (a :class:`FrameSource` or anything it opens) and decide
-    per frame; see the module docstring. ``run()`` returns a :class:`StreamReport`."""
+    per frame; see the module docstring. ``run()`` returns a :class:`StreamReport`.
+
+    Callbacks: ``on_event(event)`` when an event starts; ``on_batch(report, last)`` after
+    every model step (a status line); ``on_frame(frame, probability, box_or_None)`` with the
+    newest frame of each step (a display)."""
 
     def __init__(self, source: Any, model: Any = "defect-3dcnn-lstm", *,
                  threshold: float = 0.5, debounce: tuple[int, int] = (2, 3),
@@ -238,6 +242,8 @@ class DefectStream:
                  mm_per_px: float = 0.1, on_event: Callable[[DefectEvent], None] | None = None,
                  events: str | Path | IO[str] | None = None,
                  on_batch: Callable[[StreamReport, dict[str, Any]], None] | None = None,
+                 on_frame: Callable[[Any, float, tuple[int, int, int, int] | None], None]
+                 | None = None,
                  source_options: dict[str, Any] | None = None) -> None:
         from deepseek.manufacturing.sources import FrameSource
 
@@ -254,7 +260,7 @@ class DefectStream:
         self.step = make_step(self.net, backend, threads)
         self.threshold, self.k, self.n = float(threshold), int(k), int(n)
         self.max_batch, self.mm_per_px = int(max_batch), float(mm_per_px)
-        self.on_event, self.on_batch = on_event, on_batch
+        self.on_event, self.on_batch, self.on_frame = on_event, on_batch, on_frame
         self._events_target = events
 
     def warm_up(self) -> None:
@@ -323,6 +329,10 @@ class DefectStream:
                     stage["model"] += t3 - t2
                     stage["decide"] += t4 - t3
                     rep.batches += 1
+                    if self.on_frame is not None:  # the newest frame, for a display
+                        f, p = batch[-1], float(probs[-1])
+                        self.on_frame(f, p, self._box(maps[-1], f.image.shape)
+                                      if p >= self.threshold else None)
                     if self.on_batch is not None:
                         rep.frames = len(idx)
                         rep.seconds = t4 - (t_start or t4)
