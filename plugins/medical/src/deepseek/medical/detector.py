@@ -77,15 +77,22 @@ class NoduleDetector:
         overlap: overlap between neighbouring windows in voxels.
         batch_size: windows per forward pass.
         amp: mixed precision (useful on CUDA).
+        tta_top: the most probable candidates re-scored with flip test-time augmentation
+            (0: none): a ``tta_crop``-voxel cube around each is run flipped along z, y and
+            x, and the candidate's probability becomes the mean of its window-blended value
+            and the three flipped ones.
     """
 
     def __init__(self, model: Any = None, *, threshold: float = 0.02, max_candidates: int = 100,
                  window: int = 96, overlap: int = 24, batch_size: int = 2,
-                 device: str = "auto", amp: bool = False, progress: bool | None = None) -> None:
+                 device: str = "auto", amp: bool = False, progress: bool | None = None,
+                 tta_top: int = 0, tta_crop: int = 64) -> None:
         from deepseek.loader import ModelLoader, resolve_device
 
         if window % 4 or overlap >= window:
             raise ValueError("window must be a multiple of 4 and larger than overlap")
+        if tta_crop % 4 or tta_crop < 16:
+            raise ValueError("tta_crop must be a multiple of 4 and at least 16")
         if model is None:
             model = ModelLoader.load("lung-nodule-attention", device=device)
         self.net = getattr(model, "module", model).eval()
@@ -99,7 +106,9 @@ class NoduleDetector:
         self.batch_size = batch_size
         self.amp = amp
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.tta_top, self.tta_crop = int(tta_top), int(tta_crop)
         self.timings: dict[str, float] = {}
+        self.plain_candidates: list[dict[str, Any]] = []  # before re-scoring (diagnostics)
 
     # --------------------------------------------------------------------------------------
     def detect(self, volume: Volume, series_uid: str | None = None) -> list[dict[str, Any]]:
@@ -112,11 +121,16 @@ class NoduleDetector:
         mask = lung_mask(iso)
         t["mask"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        heat, size, offset, origin = self._infer(iso, mask)
+        heat, size, offset, origin, x = self._infer(iso, mask)
         t["inference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         cands = self._candidates(iso, mask, heat, size, offset, origin)
         t["peaks_nms"] = time.perf_counter() - t0
+        self.plain_candidates = [dict(c) for c in cands]
+        if self.tta_top > 0 and cands:
+            t0 = time.perf_counter()
+            cands = self._rescore(iso, x, origin, cands)
+            t["tta"] = time.perf_counter() - t0
         t["total"] = sum(t.values())
         self.timings = t
         sid = series_uid or volume.metadata.get("series_uid") or "scan"
@@ -174,7 +188,48 @@ class NoduleDetector:
         # only peaks inside the (dilated) lung mask count
         mask_s = torch.from_numpy(msk[::STRIDE, ::STRIDE, ::STRIDE][:m[0], :m[1], :m[2]].copy())
         heat = heat * mask_s
-        return heat, acc[1], acc[2:5], lo
+        return heat, acc[1], acc[2:5], lo, x
+
+    def _rescore(self, iso: Volume, x: torch.Tensor, origin: np.ndarray,
+                 cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Flip test-time augmentation for the ``tta_top`` most probable candidates."""
+        from deepseek.amp import AutoMixedPrecision
+
+        n, top = self.tta_crop, cands[: self.tta_top]
+        half = n // 2
+        crops, centres = [], []
+        for c in top:
+            v = np.round(iso.world_to_voxel(c["xyz"]) - origin).astype(int)  # (z, y, x)
+            crop = torch.zeros((n, n, n))
+            src, dst = [], []
+            for a in range(3):
+                lo, hi = v[a] - half, v[a] + half
+                s0, s1 = max(lo, 0), min(hi, x.shape[a])
+                src.append(slice(s0, max(s0, s1)))
+                dst.append(slice(s0 - lo, s0 - lo + max(0, s1 - s0)))
+            crop[tuple(dst)] = x[tuple(src)]
+            crops.append(crop)
+            centres.append(half // STRIDE)
+        amp = AutoMixedPrecision(self.device, enabled=self.amp)
+        flips = [(0,), (1,), (2,)]
+        scores = np.zeros((len(top), len(flips)))
+        with torch.inference_mode():
+            for i in range(0, len(top), self.batch_size):
+                chunk = torch.stack(crops[i:i + self.batch_size])[:, None]
+                for k, dims in enumerate(flips):
+                    d = tuple(a + 2 for a in dims)
+                    with amp:
+                        out = self.net(torch.flip(chunk, d).to(self.device))
+                    heat = torch.sigmoid(torch.flip(out["heatmap"].float().cpu(), d))[:, 0]
+                    c = centres[0]
+                    # the peak may move by a cell under a flip: the best of the 3x3x3 centre
+                    local = heat[:, c - 1:c + 2, c - 1:c + 2, c - 1:c + 2]
+                    scores[i:i + len(chunk), k] = local.amax(dim=(1, 2, 3)).numpy()
+        out_c = [dict(c) for c in cands]
+        for j, c in enumerate(out_c[: len(top)]):
+            c["probability"] = float((c["probability"] + scores[j].sum()) / (1 + len(flips)))
+        out_c.sort(key=lambda c: -c["probability"])
+        return out_c
 
     def _candidates(self, iso: Volume, mask: np.ndarray, heat: torch.Tensor,
                     size: torch.Tensor, offset: torch.Tensor, origin: np.ndarray
