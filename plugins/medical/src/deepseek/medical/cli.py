@@ -137,8 +137,11 @@ def phantom(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: flo
               help="Registry name or weights file (safetensors + JSON).")
 @click.option("--series-uid", default=None, help="Which DICOM series (default: largest CT).")
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
+@click.option("--tta-top", type=int, default=24, show_default=True,
+              help="Re-score this many top candidates with flip test-time augmentation (0: off).")
 def detect(path: Path, out: Path | None, as_json: bool, threshold: float,
-           max_candidates: int, model: str, series_uid: str | None, amp: bool) -> None:
+           max_candidates: int, model: str, series_uid: str | None, amp: bool,
+           tta_top: int) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd or NIfTI)."""
     from deepseek.loader import ModelLoader
     from deepseek.medical.detector import NoduleDetector
@@ -147,7 +150,7 @@ def detect(path: Path, out: Path | None, as_json: bool, threshold: float,
 
     vol = read_volume(path, series_uid=series_uid)
     det = NoduleDetector(ModelLoader.load(model), threshold=threshold,
-                         max_candidates=max_candidates, amp=amp)
+                         max_candidates=max_candidates, amp=amp, tta_top=tta_top)
     cands = det.detect(vol)
     if out:
         write_results(cands, out)

@@ -9,7 +9,8 @@ straight and the world coordinates exact) -> body and lung mask (SimpleITK) so t
 outside air are skipped -> sliding-window inference with overlapping windows blended by a
 Gaussian importance map, several windows per batch -> peaks of the heatmap (3x3x3 local
 maxima) -> world coordinates, diameter and probability -> non-maximum suppression in world
-space -> at most ``max_candidates`` (100, as LUNA16 allows) candidates, most probable first.
+space -> at most ``max_candidates`` (100, as LUNA16 allows) candidates, most probable first ->
+flip test-time augmentation re-scores the most probable ones.
 """
 
 from __future__ import annotations
@@ -78,15 +79,16 @@ class NoduleDetector:
         batch_size: windows per forward pass.
         amp: mixed precision (useful on CUDA).
         tta_top: the most probable candidates re-scored with flip test-time augmentation
-            (0: none): a ``tta_crop``-voxel cube around each is run flipped along z, y and
-            x, and the candidate's probability becomes the mean of its window-blended value
-            and the three flipped ones.
+            (0: none; default 24, which covers the operating points up to 8 false positives
+            per scan): a ``tta_crop``-voxel cube around each is run flipped along z, y and x,
+            and the candidate's probability becomes the mean of its window-blended value and
+            the three flipped ones. About 6 s on 2 CPU cores.
     """
 
     def __init__(self, model: Any = None, *, threshold: float = 0.02, max_candidates: int = 100,
                  window: int = 96, overlap: int = 24, batch_size: int = 2,
                  device: str = "auto", amp: bool = False, progress: bool | None = None,
-                 tta_top: int = 0, tta_crop: int = 64) -> None:
+                 tta_top: int = 24, tta_crop: int = 64) -> None:
         from deepseek.loader import ModelLoader, resolve_device
 
         if window % 4 or overlap >= window:
