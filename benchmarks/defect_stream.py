@@ -154,14 +154,12 @@ def main() -> None:
     t0 = time.perf_counter()
     for v in range(args.videos):
         seed = BENCH_SEED0 + 1 + v
-        path, tpath = write_video(tmp / f"q{v}.avi", SyntheticLine(seed=seed,
-                                                                  frames=args.frames),
-                                  progress=False)
+        line = SyntheticLine(seed=seed, frames=args.frames)
+        path, tpath = write_video(tmp / f"q{v}.avi", line, progress=False)
         truth = read_truth(tpath)
         rep = DefectStream(FrameSource.open(str(path), policy="block"), net).run()
         fm = frame_metrics((rep.frame_index, rep.scores), truth)
         em = event_metrics(rep.events, truth)
-        line = SyntheticLine(seed=seed, frames=2)
         per_video.append({"seed": seed, "surface": line.surface, "speed_px": line.speed,
                           "recall": fm["recall"], "fdr": fm["false_detection_rate"],
                           "event_recall": em["event_recall"]})

@@ -199,9 +199,9 @@ class NoduleDetector:
 
         n, top = self.tta_crop, cands[: self.tta_top]
         half = n // 2
-        crops, centres = [], []
-        for c in top:
-            v = np.round(iso.world_to_voxel(c["xyz"]) - origin).astype(int)  # (z, y, x)
+        crops = []
+        for cand in top:
+            v = np.round(iso.world_to_voxel(cand["xyz"]) - origin).astype(int)  # (z, y, x)
             crop = torch.zeros((n, n, n))
             src, dst = [], []
             for a in range(3):
@@ -211,7 +211,7 @@ class NoduleDetector:
                 dst.append(slice(s0 - lo, s0 - lo + max(0, s1 - s0)))
             crop[tuple(dst)] = x[tuple(src)]
             crops.append(crop)
-            centres.append(half // STRIDE)
+        c = half // STRIDE  # the candidate's cell in every crop's heatmap
         amp = AutoMixedPrecision(self.device, enabled=self.amp)
         flips = [(0,), (1,), (2,)]
         scores = np.zeros((len(top), len(flips)))
@@ -223,14 +223,14 @@ class NoduleDetector:
                     with amp:
                         out = self.net(torch.flip(chunk, d).to(self.device))
                     heat = torch.sigmoid(torch.flip(out["heatmap"].float().cpu(), d))[:, 0]
-                    c = centres[0]
                     # the peak may move by a cell under a flip: the best of the 3x3x3 centre
                     local = heat[:, c - 1:c + 2, c - 1:c + 2, c - 1:c + 2]
                     scores[i:i + len(chunk), k] = local.amax(dim=(1, 2, 3)).numpy()
-        out_c = [dict(c) for c in cands]
-        for j, c in enumerate(out_c[: len(top)]):
-            c["probability"] = float((c["probability"] + scores[j].sum()) / (1 + len(flips)))
-        out_c.sort(key=lambda c: -c["probability"])
+        out_c = [dict(k) for k in cands]
+        for j, cand in enumerate(out_c[: len(top)]):
+            cand["probability"] = float((cand["probability"] + scores[j].sum())
+                                        / (1 + len(flips)))
+        out_c.sort(key=lambda k: -k["probability"])
         return out_c
 
     def _candidates(self, iso: Volume, mask: np.ndarray, heat: torch.Tensor,
