@@ -446,11 +446,6 @@ class FrameSource:
                 raise err
         return out
 
-    @property
-    def finished(self) -> bool:
-        with self._cv:
-            return self._done and not self._q
-
     def __iter__(self) -> Iterator[Frame]:
         while True:
             got = self.get(1)
