@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deepseek-installed
-DISTS  := core plugins/medical plugins/manufacturing plugins/finance
+PLUGINS := plugins/medical plugins/manufacturing plugins/finance
+DISTS  := core $(PLUGINS)
 INPUTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTS)) requirements-dev.txt constraints.txt
 PYTEST_ARGS ?=
 
@@ -28,7 +29,7 @@ $(STAMP): $(PY) $(INPUTS)
 	@echo "installing the four distributions (editable) and the test tools into $(VENV)"
 	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt \
-		$(foreach d,$(DISTS),-e ./$(d))
+		-e "./core[serve,onnx]" $(foreach d,$(PLUGINS),-e ./$(d))
 	@touch $(STAMP)
 
 lint: $(STAMP)

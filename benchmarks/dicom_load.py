@@ -77,7 +77,7 @@ def main() -> None:
     import SimpleITK as sitk
 
     from deepseek.medical import DICOMReader
-    from deepseek.medical.phantom import write_phantom
+    from deepseek.medical.synthetic import write_phantom
 
     size, slices = (256, 100) if args.quick else (512, 300)
     tmp = None

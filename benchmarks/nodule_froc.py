@@ -44,8 +44,8 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     from deepseek.medical.detector import NoduleDetector
-    from deepseek.medical.froc import froc, sensitivity_by_size_at
-    from deepseek.medical.phantom import ChestPhantom, render_volume
+    from deepseek.medical.metrics import froc, sensitivity_by_size_at
+    from deepseek.medical.synthetic import ChestPhantom, render_volume
 
     n_scans = args.scans or (4 if args.quick else 20)
     size = 384 if args.quick else 512
@@ -92,7 +92,7 @@ def main() -> None:
             kinds[attached] = round(froc(sub, res, excluded=rest, scans=scans,
                                          bootstrap=0).cpm, 4)
     if args.out:
-        from deepseek.medical.froc import write_results
+        from deepseek.medical.metrics import write_results
 
         write_results(res, args.out / "results.csv")
         with open(args.out / "annotations.csv", "w") as f:

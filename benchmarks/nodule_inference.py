@@ -47,7 +47,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], args.amp)
         return
-    from deepseek.medical.phantom import write_phantom
+    from deepseek.medical.synthetic import write_phantom
 
     size, slices = (256, 100) if args.quick else (512, 300)
     with tempfile.TemporaryDirectory(prefix="nodule-bench-") as tmp:

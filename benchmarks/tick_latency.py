@@ -157,7 +157,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from deepseek.finance.ticks import synthetic_ticks, tick_args, write_csv
+    from deepseek.finance.synthetic import synthetic_ticks
+    from deepseek.finance.ticks import tick_args, write_csv
 
     torch.set_num_threads(1)
     n = 20_000 if args.quick else 100_000

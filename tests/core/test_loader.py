@@ -192,5 +192,13 @@ def test_bad_files(tiny_plugin, tmp_path):
         ModelLoader.load(wrong)
     with pytest.raises(ModelLoadError, match="framework='onnx'"):
         ModelLoader.load(wrong, framework="onnx")
-    with pytest.raises(ModelLoadError, match="unknown framework"):
+    with pytest.raises(ModelLoadError, match="unknown framework 'caffe'"):
+        ModelLoader.load(wrong, framework="caffe")
+    with pytest.raises(ModelLoadError, match="export to ONNX with tf2onnx"):
         ModelLoader.load(wrong, framework="tensorflow")
+    keras = tmp_path / "model.keras"
+    keras.write_bytes(b"PK")
+    with pytest.raises(ModelLoadError, match="model.keras: TensorFlow/Keras .* tf2onnx"):
+        ModelLoader.load(keras)
+    with pytest.raises(ModelLoadError, match="framework='safetensors' but the file is onnx"):
+        ModelLoader.load(junk, framework="safetensors")

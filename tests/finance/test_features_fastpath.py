@@ -15,7 +15,8 @@ from deepseek.finance.features import (
     batch_features,
 )
 from deepseek.finance.models import TickGRU, TickMLP
-from deepseek.finance.ticks import TICK_DTYPE, synthetic_ticks
+from deepseek.finance.synthetic import synthetic_ticks
+from deepseek.finance.ticks import TICK_DTYPE
 from deepseek.loader import ModelLoader
 
 

@@ -20,7 +20,8 @@ from deepseek.finance.feed import (
     parse_address,
     replay,
 )
-from deepseek.finance.ticks import read_binance, read_csv, synthetic_ticks, write_csv
+from deepseek.finance.synthetic import synthetic_ticks
+from deepseek.finance.ticks import read_binance, read_csv, write_csv
 from deepseek.loader import ModelLoader
 from deepseek.plugins import get_registry
 

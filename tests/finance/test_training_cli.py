@@ -8,10 +8,12 @@ import torch
 from click.testing import CliRunner
 
 from deepseek.cli import build_cli
+from deepseek.errors import ModelLoadError
 from deepseek.finance.errors import FinanceError
 from deepseek.finance.features import batch_features
-from deepseek.finance.ticks import synthetic_ticks
-from deepseek.finance.training import evaluate, labels, train
+from deepseek.finance.metrics import classification as evaluate
+from deepseek.finance.synthetic import synthetic_ticks
+from deepseek.finance.training import labels, train
 from deepseek.loader import ModelLoader
 
 
@@ -55,17 +57,21 @@ def test_packaged_weights_beat_the_baseline_on_unseen_ticks():
 def test_too_little_data():
     with pytest.raises(FinanceError, match="too few"):
         train(synthetic_ticks(300, seed=1), "tick-mlp")
-    with pytest.raises(FinanceError, match="unknown tick model"):
+    with pytest.raises(ModelLoadError, match="unknown model 'tick-lstm'.*models for tick "
+                       "classification .*: tick-gru, tick-mlp"):
         train(synthetic_ticks(3000, seed=1), "tick-lstm")
+    with pytest.raises(ModelLoadError, match="'lung-nodule-attention' does not fit tick "
+                       "classification"):
+        train(synthetic_ticks(3000, seed=1), "lung-nodule-attention")
 
 
 def test_cli_synth_train_and_load(tmp_path):
     runner = CliRunner()
     cli = build_cli()
-    res = runner.invoke(cli, ["finance", "synth", str(tmp_path / "t.csv"), "--ticks", "8000"])
+    res = runner.invoke(cli, ["finance", "generate", str(tmp_path / "t.csv"), "--ticks", "8000"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(cli, ["finance", "train", str(tmp_path / "t.csv"), "--out",
-                              str(tmp_path / "m"), "--epochs", "1"])
+                              str(tmp_path / "m"), "--epochs", "1", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert set(out["held_out"]) >= {"accuracy", "macro_f1", "majority_baseline"}

@@ -10,6 +10,8 @@ import pytest
 
 from deepseek.manufacturing.errors import FrameError, SourceError
 from deepseek.manufacturing.sources import FrameSource, _Reader, fit_size, to_gray
+from deepseek.readers import ReaderError
+from deepseek.readers import open as open_source
 
 
 def _write_video(path, n=20, size=(64, 48), colour=True):
@@ -73,8 +75,14 @@ def test_missing_empty_unreadable_and_absent_camera(tmp_path):
         FrameSource.open("cam:57")
     with pytest.raises(SourceError, match="cam:N"):
         FrameSource.open("cam:front")
-    with pytest.raises(SourceError, match="no images"):
+    with pytest.raises(ReaderError, match="folder is empty"):
         FrameSource.open(tmp_path.joinpath("emptydir").mkdir() or tmp_path / "emptydir")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    with pytest.raises(ReaderError, match="holds 1 files, none in a format"):
+        FrameSource.open(tmp_path / "notes")
+    with pytest.raises(SourceError, match="no images"):  # the reader itself, asked by name
+        open_source(tmp_path / "notes", reader="image-folder")
     with pytest.raises(SourceError, match="policy"):
         FrameSource.open(_write_video(tmp_path / "v.avi"), policy="newest")
 

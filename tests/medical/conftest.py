@@ -6,7 +6,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from deepseek.medical.phantom import write_phantom
+from deepseek.medical.synthetic import write_phantom
 
 #: pydicom's bundled sample files, opened by path (its download helpers are never called)
 PYDICOM_FILES = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files"

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from deepseek import ModelLoader
 from deepseek.cli import build_cli
-from deepseek.medical import DICOMReader, NoduleDetector, Volume, read_volume
+from deepseek.medical import DICOMReader, MedicalError, NoduleDetector, Volume, read_volume
 from deepseek.medical.nodule_data import Luna16Patches, PatchDataset, make_targets
 from deepseek.medical.nodule_model import (
     AttentionGate,
@@ -18,7 +18,7 @@ from deepseek.medical.nodule_model import (
     build,
 )
 from deepseek.medical.nodule_training import train_detector
-from deepseek.medical.phantom import ChestPhantom, render_volume, write_phantom
+from deepseek.medical.synthetic import ChestPhantom, render_volume, write_phantom
 from deepseek.plugins import get_registry
 
 
@@ -59,7 +59,7 @@ def test_training_steps_lower_the_loss(tmp_path):
     tuned = ModelLoader.load(res3["model"]).module.state_dict()
     k = next(n for n in first if n.endswith("weight"))
     assert torch.allclose(first[k], tuned[k], atol=1e-5)
-    with pytest.raises(ValueError, match="base=8"):
+    with pytest.raises(MedicalError, match="'base': 8"):
         train_detector(tmp_path / "bad", n_patches=8, epochs=1, val_scans=0, workers=1, base=8,
                        progress=False, init=tmp_path / "model.safetensors")
 
@@ -120,7 +120,7 @@ def test_luna16_layout_patches_and_cli_training(tmp_path):
     assert arrays["x"].shape == (6, 48, 48, 48) and len(PatchDataset(arrays)) == 6
     res = CliRunner().invoke(build_cli(), [
         "medical", "train", "--out", str(tmp_path / "run"), "--luna16", str(root),
-        "--patches", "8", "--epochs", "1", "--val-scans", "0", "--batch-size", "4"])
+        "--patches", "8", "--epochs", "1", "--val-scans", "0", "--batch-size", "4", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["history"][0]["epoch"] == 1
     bad = tmp_path / "empty"
@@ -138,8 +138,8 @@ def test_cli_detect_and_evaluate(tmp_path):
     res = runner.invoke(build_cli(), ["medical", "detect", str(ph.out_dir), "--out",
                                       str(tmp_path / "r.csv")])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(build_cli(), ["medical", "evaluate", "--annotations",
-                                      str(ph.annotations), "--results", str(tmp_path / "r.csv"),
+    res = runner.invoke(build_cli(), ["medical", "evaluate", "--ref",
+                                      str(ph.annotations), "--pred", str(tmp_path / "r.csv"),
                                       "--json", "--bootstrap", "0"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["max_sensitivity"] == 1.0

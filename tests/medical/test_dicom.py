@@ -106,7 +106,7 @@ def test_tilt_resample_gives_a_straight_grid(phantom_factory):
 def test_transfer_syntaxes_through_phantom(phantom_factory, plain, ts):
     ph = phantom_factory(transfer_syntax=ts)
     got = pydicom.dcmread(ph.files[0], stop_before_pixels=True).file_meta.TransferSyntaxUID
-    from deepseek.medical.phantom import TRANSFER_SYNTAXES
+    from deepseek.medical.synthetic import TRANSFER_SYNTAXES
 
     assert str(got) == TRANSFER_SYNTAXES[ts]
     vol = DICOMReader(ph.out_dir).load()
@@ -379,7 +379,7 @@ def test_uneven_spacing(plain, tmp_path):
 def test_missing_decoder_names_syntax_and_package(plain, tmp_path, monkeypatch):
     d = tmp_path / "nodecoder"
     shutil.copytree(plain.out_dir, d)
-    from deepseek.medical.phantom import write_phantom
+    from deepseek.medical.synthetic import write_phantom
 
     rle = write_phantom(tmp_path / "rle", **{"size": 64, "slices": 3, "n_nodules": 0,
                                              "transfer_syntax": "rle"})

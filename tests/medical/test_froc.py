@@ -5,11 +5,11 @@ import pytest
 from click.testing import CliRunner
 
 from deepseek.cli import build_cli
-from deepseek.medical.froc import (
+from deepseek.medical.figures import plot_froc
+from deepseek.medical.metrics import (
     FP_RATES,
     FROCError,
     froc,
-    plot_froc,
     read_annotations,
     read_results,
     sensitivity_by_size_at,
@@ -114,8 +114,8 @@ def test_csv_round_trip_cli_and_plot(tmp_path):
                        "a,0,0,0,10\nb,5,5,5,6\n")
     write_results([cand("a", 0, 0, 0, 0.9), cand("b", 50, 0, 0, 0.3)], tmp_path / "r.csv")
     assert len(read_annotations(ann_csv)) == 2 and len(read_results(tmp_path / "r.csv")) == 2
-    res = CliRunner().invoke(build_cli(), ["medical", "evaluate", "--annotations", str(ann_csv),
-                                           "--results", str(tmp_path / "r.csv"), "--json",
+    res = CliRunner().invoke(build_cli(), ["medical", "evaluate", "--ref", str(ann_csv),
+                                           "--pred", str(tmp_path / "r.csv"), "--json",
                                            "--plot", str(tmp_path / "froc.png")])
     assert res.exit_code == 0, res.output
     import json
@@ -123,6 +123,12 @@ def test_csv_round_trip_cli_and_plot(tmp_path):
     data = json.loads(res.output)
     assert data["cpm"] == pytest.approx(np.mean([0.5] * 7))
     assert (tmp_path / "froc.png").is_file()
+    # the core command computes the same registered metric from the same files
+    res = CliRunner().invoke(build_cli(), ["evaluate", "luna16-froc", "--pred",
+                                           str(tmp_path / "r.csv"), "--ref", str(ann_csv),
+                                           "-o", "bootstrap=0", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["result"]["cpm"] == pytest.approx(data["cpm"])
     r = froc(read_annotations(ann_csv), read_results(tmp_path / "r.csv"), bootstrap=0)
     plot_froc(r, tmp_path / "f2.png")
     assert sorted(FP_RATES) == list(FP_RATES)

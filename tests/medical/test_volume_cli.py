@@ -94,16 +94,21 @@ def test_readers_and_pipeline_registered():
 
 
 def test_phantom_reader_returns_ground_truth(tmp_path):
-    vol = get_registry("reader").get("ct-phantom")(tmp_path / "p", size=48, slices=12,
-                                                   n_nodules=2, slice_step=4.0)
+    vol = get_registry("reader").get("ct-phantom")("synthetic:?size=48&slices=12&n_nodules=2",
+                                                   slice_step=4.0, out_dir=tmp_path / "p")
     assert vol.shape == (12, 48, 48) and len(vol.metadata["nodules"]) == 2
+    assert vol.spacing[2] == pytest.approx(4.0)
+    assert len(list((tmp_path / "p").glob("*.dcm"))) == 12
+    assert vol.metadata["annotations"] == str(tmp_path / "p" / "annotations.csv")
+    with pytest.raises(MedicalError, match="write_phantom"):
+        get_registry("reader").get("ct-phantom")("synthetic:?colour=red")
 
 
 def test_cli_phantom_info_convert(tmp_path):
     runner = CliRunner()
     cli = build_cli()
     out = tmp_path / "ph"
-    res = runner.invoke(cli, ["medical", "phantom", str(out), "--size", "48", "--slices", "10",
+    res = runner.invoke(cli, ["medical", "generate", str(out), "--size", "48", "--slices", "10",
                               "--nodules", "2", "--localizer"])
     assert res.exit_code == 0, res.output
     assert "wrote 10 file(s)" in res.output

@@ -12,6 +12,8 @@ from deepseek.lazy import lazy_exports
 __version__ = "0.1.0"
 
 _LAZY = {
+    "open": "deepseek.readers",
+    "evaluate": "deepseek.evaluation",
     "ModelLoader": "deepseek.loader",
     "LoadedModel": "deepseek.loader",
     "save_model": "deepseek.loader",
@@ -19,6 +21,7 @@ _LAZY = {
     "Trainer": "deepseek.train",
     "PipelineResult": "deepseek.report",
     "Table": "deepseek.report",
+    "Headline": "deepseek.report",
     "get_registry": "deepseek.plugins",
     "temporary_plugin": "deepseek.plugins",
 }

@@ -1,8 +1,8 @@
 """The ``deepseek`` command line.
 
-Core commands: ``plugins``, ``models``, ``pipelines``, ``summary``, ``run`` and ``demo``;
-installed plugins add their own groups (``deepseek medical ...``) through the
-``register_commands`` hook.
+Core commands: ``plugins``, ``readers``, ``read``, ``models``, ``summary``, ``metrics``,
+``evaluate``, ``pipelines``, ``run``, ``demo`` and ``serve``; installed plugins add their own
+groups (``deepseek medical ...``) through the ``register_commands`` hook.
 """
 
 from __future__ import annotations
@@ -24,9 +24,20 @@ log = logging.getLogger("deepseek")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    """Warnings by default, -v info, -vv debug; -q errors only. Applies to every
+    ``deepseek.*`` logger, however often the CLI is invoked in one process."""
+    if quiet:
+        level = logging.ERROR
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logger = logging.getLogger("deepseek")
+    logger.setLevel(level)
+    if not any(getattr(h, "_deepseek_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._deepseek_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def _versions_line() -> str:
@@ -55,15 +66,18 @@ class DeepSeekGroup(click.Group):
 @click.group(cls=DeepSeekGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="deepseek",
                       message="%(prog)s %(version)s")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug and tracebacks).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("-v", "--verbose", count=True,
+              help="More logging: -v info, -vv debug and tracebacks (default: warnings).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """DeepSeek Toolkit: deep learning for medical imaging, manufacturing inspection and
     low-latency finance.
 
     Start with `deepseek demo` (every pipeline on built-in synthetic data) or
-    `deepseek plugins` (what is installed).
+    `deepseek plugins` (what is installed). Inputs go through the reader registry
+    (`deepseek readers`), evaluation through the metric registry (`deepseek metrics`),
+    models through the model registry and ModelLoader (`deepseek models`).
     """
     _setup_logging(verbose, quiet)
     ctx.ensure_object(dict)
@@ -76,7 +90,7 @@ def plugins_cmd(as_json: bool) -> None:
     """List installed plugins, their versions and what they register."""
     from deepseek.plugins import plugin_infos
 
-    infos = plugin_infos()
+    infos = plugin_infos(check_weights=True)
     if as_json:
         click.echo(json.dumps({"deepseek_core": __version__,
                                "plugins": [i.to_dict() for i in infos]}, indent=2))
@@ -94,7 +108,20 @@ def plugins_cmd(as_json: bool) -> None:
             if names:
                 click.echo(f"  {kind}s: {', '.join(names)}")
         for where, err in info.errors.items():
-            click.echo(f"  error in {where}: {err}")
+            click.secho(f"  error in {where}: {err}", fg="red")
+
+
+def _row(kind: str, e: Any) -> dict[str, Any]:
+    row = {"name": e.name, "plugin": e.plugin, "description": e.description}
+    if kind == "model":
+        row.update(config=e.meta.get("config") or {}, weights=bool(e.meta.get("weights")),
+                   inputs=e.meta.get("inputs"))
+    elif kind == "reader":
+        row.update(kind=e.meta.get("kind"), schemes=list(e.meta.get("schemes", ())),
+                   suffixes=list(e.meta.get("suffixes", ())), probe="accepts" in e.meta)
+    elif kind == "metric":
+        row.update(files=e.meta.get("files", ""), reads_files="load_files" in e.meta)
+    return row
 
 
 def _list_registry(kind: str, pattern: str, as_json: bool) -> None:
@@ -103,24 +130,85 @@ def _list_registry(kind: str, pattern: str, as_json: bool) -> None:
     reg = get_registry(kind)
     entries = [reg.entry(n) for n in reg.names(pattern)]
     if as_json:
-        rows = []
-        for e in entries:
-            row = {"name": e.name, "plugin": e.plugin, "description": e.description}
-            if kind == "model":
-                row.update(config=e.meta.get("config") or {},
-                           weights=bool(e.meta.get("weights")),
-                           inputs=e.meta.get("inputs"))
-            rows.append(row)
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps([_row(kind, e) for e in entries], indent=2, default=str))
         return
     if not entries:
         click.echo(f"no {kind}s match {pattern!r}" if pattern != "*"
                    else f"no {kind}s registered (install a plugin: pip install deepseek-core[all])")
-        return
-    width = max(len(e.name) for e in entries)
-    for e in entries:
-        extra = " [weights]" if kind == "model" and e.meta.get("weights") else ""
-        click.echo(f"{e.name.ljust(width)}  {e.plugin or '-':<14} {e.description}{extra}")
+    else:
+        width = max(len(e.name) for e in entries)
+        for e in entries:
+            extra = ""
+            if kind == "model" and e.meta.get("weights"):
+                extra = " [weights]"
+            elif kind == "reader":
+                how = list(e.meta.get("schemes", ())) + list(e.meta.get("suffixes", ()))
+                if "accepts" in e.meta:
+                    how.append("probe")
+                extra = f" [{e.meta.get('kind', '?')}: {' '.join(how) or 'by name'}]"
+            click.echo(f"{e.name.ljust(width)}  {e.plugin or '-':<14} {e.description}{extra}")
+    if kind == "model" and not as_json:
+        from deepseek import zoo
+
+        if zoo.import_error():
+            click.echo(f"(model zoo unavailable: {zoo.import_error()})")
+        elif pattern in ("*", ""):
+            for provider in reg.providers:
+                click.echo(f"(and {provider.count()} {provider.name} architectures: "
+                           f"`deepseek models 'resnet*'` lists those matching a pattern)")
+            if not reg.providers:
+                click.echo('(timm architectures by name: pip install "deepseek-core[zoo]")')
+
+
+@cli.command("readers")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def readers_cmd(pattern: str, as_json: bool) -> None:
+    """List registered readers: what each yields and the schemes, suffixes or probe by which
+    `deepseek.open` / `deepseek read` pick it."""
+    _list_registry("reader", pattern, as_json)
+
+
+def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as JSON when they parse, else kept as text."""
+    out: dict[str, Any] = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="-o/--option")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@cli.command("read")
+@click.argument("source")
+@click.option("--kind", default=None, help="Only readers of this kind (volume, frames, ticks).")
+@click.option("--reader", default=None, help="Use this reader (see `deepseek readers`).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Reader option (repeatable); VALUE is JSON when it parses.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def read_cmd(source: str, kind: str | None, reader: str | None, options: tuple[str, ...],
+             as_json: bool) -> None:
+    """Open SOURCE with the reader that accepts it and describe what it holds."""
+    from deepseek.readers import describe, resolve
+
+    entry = resolve(source, kind, reader)
+    obj = entry.obj(source, **_parse_options(options))
+    try:
+        info = {"source": source, "reader": entry.name, "plugin": entry.plugin,
+                "kind": entry.meta.get("kind"), **describe(obj)}
+    finally:
+        close = getattr(obj, "close", None)
+        if callable(close):
+            close()
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+    else:
+        for k, v in info.items():
+            click.echo(f"{k}: {v}")
 
 
 @cli.command("models")
@@ -129,6 +217,36 @@ def _list_registry(kind: str, pattern: str, as_json: bool) -> None:
 def models_cmd(pattern: str, as_json: bool) -> None:
     """List registered models, optionally matching PATTERN (glob, or a substring)."""
     _list_registry("model", pattern, as_json)
+
+
+@cli.command("metrics")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def metrics_cmd(pattern: str, as_json: bool) -> None:
+    """List registered metrics (what `deepseek evaluate` and the pipelines compute)."""
+    _list_registry("metric", pattern, as_json)
+
+
+@cli.command("evaluate")
+@click.argument("metric")
+@click.option("--pred", "pred_path", type=click.Path(exists=True, path_type=Path),
+              required=True, help="Predictions file (see `deepseek metrics` for each format).")
+@click.option("--ref", "ref_path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="References / ground-truth file.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Metric option (repeatable); VALUE is JSON when it parses.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def evaluate_cmd(metric: str, pred_path: Path, ref_path: Path, options: tuple[str, ...],
+                 as_json: bool) -> None:
+    """Compute registered METRIC from a predictions file and a references file."""
+    from deepseek.evaluation import evaluate_files
+
+    result = evaluate_files(metric, pred_path, ref_path, **_parse_options(options))
+    if as_json:
+        click.echo(json.dumps({"metric": metric, "result": result}, indent=2, default=str))
+        return
+    for k, v in result.items():
+        click.echo(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
 
 
 @cli.command("pipelines")
@@ -141,20 +259,26 @@ def pipelines_cmd(pattern: str, as_json: bool) -> None:
 
 @cli.command("summary")
 @click.argument("model")
-@click.option("--framework", type=click.Choice(["auto", "pytorch", "torchscript", "onnx"]),
+@click.option("--framework", type=click.Choice(["auto", "pytorch", "torchscript", "onnx",
+                                                "safetensors"]),
               default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               show_default=True)
+@click.option("--pretrained/--no-pretrained", default=None,
+              help="Load weights (default: a plugin model's packaged ones; a zoo model's only "
+                   "when asked, from local files).")
 @click.option("--input-shape", help="Example input shape for output shapes, e.g. 1,3,32,32.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickled checkpoints.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-def summary_cmd(model: str, framework: str, precision: str, input_shape: str | None,
-                trust_pickle: bool, as_json: bool) -> None:
-    """Print a layer table for MODEL (a registry name or a model file)."""
+def summary_cmd(model: str, framework: str, precision: str, pretrained: bool | None,
+                input_shape: str | None, trust_pickle: bool, as_json: bool) -> None:
+    """Print a layer table for MODEL (a registry name, a timm architecture, or a model
+    file)."""
     from deepseek.loader import ModelLoader
 
+    extra = {} if pretrained is None else {"pretrained": pretrained}
     loaded = ModelLoader.load(model, framework=framework, precision=precision,
-                              trust_pickle=trust_pickle)
+                              trust_pickle=trust_pickle, **extra)
     example = None
     if input_shape:
         try:
@@ -168,7 +292,9 @@ def summary_cmd(model: str, framework: str, precision: str, input_shape: str | N
     click.echo(json.dumps(s.to_dict(), indent=2) if as_json else str(s))
 
 
-def _run_one(name: str, input_path: Path | None, out_dir: Path, quiet: bool) -> Any:
+def _run_one(name: str, source: str | None, out_dir: Path, quiet: bool) -> Any:
+    """Run one pipeline; any exception becomes a failed result (with its traceback written
+    to ``out_dir/error.txt``), so one broken pipeline never stops the others."""
     from deepseek.plugins import pipelines
     from deepseek.report import PipelineResult
 
@@ -176,40 +302,54 @@ def _run_one(name: str, input_path: Path | None, out_dir: Path, quiet: bool) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        result = pipeline(input=input_path, out_dir=out_dir, quiet=quiet)
+        result = pipeline(input=source, out_dir=out_dir, quiet=quiet)
+        if not isinstance(result, PipelineResult):
+            raise DeepSeekError(f"pipeline {name!r} returned {type(result).__name__}, not a "
+                                "PipelineResult (plugin bug)")
     except DeepSeekError as exc:
         result = PipelineResult(pipeline=name, error=str(exc))
-    if not isinstance(result, PipelineResult):
-        raise DeepSeekError(f"pipeline {name!r} returned {type(result).__name__}, not a "
-                            "PipelineResult (plugin bug)")
+    except Exception as exc:  # a plugin bug: report it, keep going
+        (out_dir / "error.txt").write_text(traceback.format_exc())
+        log.error("pipeline %s failed: %s: %s (traceback in %s)", name, type(exc).__name__,
+                  exc, out_dir / "error.txt")
+        result = PipelineResult(pipeline=name, error=f"{type(exc).__name__}: {exc} "
+                                                     f"(traceback: {out_dir / 'error.txt'})")
     result.seconds = time.perf_counter() - t0
-    result.input = result.input or (str(input_path) if input_path else "built-in synthetic")
+    result.input = result.input or (source if source else "built-in synthetic")
     return result
+
+
+def _echo_result(res: Any, indent: str = "") -> None:
+    for group in (res.metrics, res.timings):
+        for k, v in group.items():
+            click.echo(f"{indent}{k}: {v:.4g}" if isinstance(v, float) else f"{indent}{k}: {v}")
 
 
 @cli.command("run")
 @click.argument("pipeline")
-@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path),
-              help="Input data (default: the pipeline's built-in synthetic input).")
+@click.option("--input", "source", default=None,
+              help="Input: a path or URI any registered reader opens (default: the "
+                   "pipeline's built-in synthetic input).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Report folder [default: reports/PIPELINE].")
+@click.option("--copy-media", is_flag=True, help="Copy videos into the report (default: link).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def run_cmd(ctx: click.Context, pipeline: str, input_path: Path | None, out_dir: Path | None,
-            as_json: bool) -> None:
+def run_cmd(ctx: click.Context, pipeline: str, source: str | None, out_dir: Path | None,
+            copy_media: bool, as_json: bool) -> None:
     """Run one PIPELINE and write its report (index.html + summary.json)."""
     from deepseek.plugins import pipelines
     from deepseek.report import write_report
 
     pipelines().entry(pipeline)  # unknown names fail here, with suggestions
     out_dir = out_dir or Path("reports") / pipeline
-    result = _run_one(pipeline, input_path, out_dir, ctx.obj["quiet"])
-    index = write_report(out_dir, [result], title=f"DeepSeek: {pipeline}")
+    result = _run_one(pipeline, source, out_dir, ctx.obj["quiet"])
+    index = write_report(out_dir, [result], title=f"DeepSeek: {pipeline}",
+                         copy_media=copy_media)
     if as_json:
         click.echo(json.dumps(result.to_dict(relative_to=out_dir), indent=2))
     else:
-        for k, v in result.metrics.items():
-            click.echo(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+        _echo_result(result)
         click.echo(f"report: {index.resolve()}")
     if result.error:
         click.secho(f"error: pipeline {pipeline} failed: {result.error}", fg="red", err=True)
@@ -220,8 +360,11 @@ def run_cmd(ctx: click.Context, pipeline: str, input_path: Path | None, out_dir:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("reports") / "demo", show_default=True, help="Report folder.")
 @click.option("--only", "pattern", default="*", help="Run only pipelines matching this pattern.")
+@click.option("--copy-media", is_flag=True, help="Copy videos into the report (default: link).")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json on stdout at the end.")
 @click.pass_context
-def demo_cmd(ctx: click.Context, out_dir: Path, pattern: str) -> None:
+def demo_cmd(ctx: click.Context, out_dir: Path, pattern: str, copy_media: bool,
+             as_json: bool) -> None:
     """Run every registered pipeline on its built-in synthetic data and write one report."""
     from deepseek.plugins import pipelines, plugin_infos
     from deepseek.report import write_report
@@ -239,17 +382,27 @@ def demo_cmd(ctx: click.Context, out_dir: Path, pattern: str) -> None:
         notes.append(msg)
     results = []
     for i, name in enumerate(names, 1):
-        click.echo(f"[{i}/{len(names)}] {name} ...")
+        say = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+        say(f"[{i}/{len(names)}] {name} ...")
         res = _run_one(name, None, out_dir / name, ctx.obj["quiet"])
         results.append(res)
         status = "failed: " + res.error if res.error else f"done in {res.seconds:.1f} s"
-        click.echo(f"[{i}/{len(names)}] {name} {status}")
-        for k, v in res.metrics.items():
-            click.echo(f"    {k}: {v:.4g}" if isinstance(v, float) else f"    {k}: {v}")
-    index = write_report(out_dir, results, title="DeepSeek demo", notes=notes)
-    click.echo(f"report: {index.resolve()}")
-    click.echo(f"summary: {(out_dir / 'summary.json').resolve()}")
-    if any(r.error for r in results):
+        say(f"[{i}/{len(names)}] {name} {status}")
+        for h in (res.quality, res.speed):
+            if h is not None:
+                say(f"    {h.text()}" + (f" (goal {h.goal}: {'met' if h.met else 'MISSED'})"
+                                         if h.goal else ""))
+    index = write_report(out_dir, results, title="DeepSeek demo", notes=notes,
+                         copy_media=copy_media)
+    failed = [r.pipeline for r in results if r.error]
+    if as_json:
+        click.echo((out_dir / "summary.json").read_text())
+    else:
+        click.echo(f"report: {index.resolve()}")
+        click.echo(f"summary: {(out_dir / 'summary.json').resolve()}")
+    if failed:
+        click.secho(f"error: {len(failed)} of {len(results)} pipelines failed: "
+                    f"{', '.join(failed)}", fg="red", err=True)
         ctx.exit(1)
 
 
@@ -273,7 +426,8 @@ def demo_cmd(ctx: click.Context, out_dir: Path, pattern: str) -> None:
               help="Require 'Authorization: Bearer TOKEN' [env: DEEPSEEK_SERVING_TOKEN].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               show_default=True)
-@click.option("--framework", type=click.Choice(["auto", "pytorch", "torchscript", "onnx"]),
+@click.option("--framework", type=click.Choice(["auto", "pytorch", "torchscript", "onnx",
+                                                "safetensors"]),
               default="auto", show_default=True)
 @click.option("--trust-pickle", is_flag=True, help="Allow pickled model files.")
 def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, grpc_port: int,
@@ -285,6 +439,9 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
     Each MODEL is a registry name (`deepseek models`), a model file, or NAME=SOURCE.
     Clients: curl, tritonclient.http / tritonclient.grpc, KServe tooling.
     """
+    from deepseek.extras import require
+
+    require("serve", "deepseek serve")
     from deepseek.serving import DeepSeekServing
     from deepseek.serving.models import default_name
 

@@ -24,10 +24,18 @@ hookimpl = pluggy.HookimplMarker("deepseek")
 def register_readers(register):  # type: ignore[no-untyped-def]
     """Register data readers.
 
-    Called when the reader registry is first built. Call
-    ``register(name, reader, description="")`` once per reader, where ``reader`` is a callable
-    that opens a path, URL or device (``reader(source, **options)``) and returns or yields the
-    plugin's domain objects (a CT volume, video frames, market ticks).
+    Called when the reader registry is first built. Call once per reader::
+
+        register(name, reader, description="", kind=None, schemes=None, suffixes=None,
+                 accepts=None)
+
+    ``reader(source, **options)`` opens a path, URL or device and returns (or yields) the
+    plugin's domain objects (a CT volume, a frame source, a tick array). ``kind`` names what
+    it yields (``"volume"``, ``"frames"``, ``"ticks"``); ``schemes`` are URI prefixes it
+    opens (``["cam:", "rtsp://"]``); ``suffixes`` file endings (``[".mhd", ".nii.gz"]``);
+    ``accepts(source) -> bool`` is a cheap probe for sources neither identifies (a DICOM
+    folder). ``deepseek.open(source)`` picks a reader by scheme, then suffix, then probe.
+    Unknown options and wrong types are errors reported against the plugin.
     """
 
 
@@ -35,13 +43,19 @@ def register_readers(register):  # type: ignore[no-untyped-def]
 def register_models(register):  # type: ignore[no-untyped-def]
     """Register model builders.
 
-    Called when the model registry is first built. Call
-    ``register(name, builder, config=None, weights=None, description="", inputs=None)``:
+    Called when the model registry is first built. Call once per model::
+
+        register(name, builder, config=None, weights=None, description="", inputs=None,
+                 batching=None)
+
     ``builder(**config)`` returns a ``torch.nn.Module``; ``config`` is the default
-    configuration (a JSON-serialisable dict); ``weights`` is an optional path to packaged
-    safetensors weights for that default configuration; ``inputs`` optionally describes the
+    configuration (a JSON-serialisable dict); ``weights`` is the path of packaged
+    safetensors weights for that default configuration (a missing file is an error, and
+    ``deepseek plugins`` checks that the weights fit the builder); ``inputs`` describes the
     input tensors as ``[{"name", "dtype", "shape"}]`` (``-1`` for a free dimension), used by
-    ``summary()`` and by the model server's metadata.
+    ``summary()``, the model server's metadata and the training commands, which accept any
+    model whose inputs fit their task; ``batching`` is the server's policy for inputs of
+    different shapes (``{"policy": "pad", "pad_axes": [1]}``).
     """
 
 
@@ -50,8 +64,11 @@ def register_metrics(register):  # type: ignore[no-untyped-def]
     """Register metrics.
 
     Called when the metric registry is first built. Call
-    ``register(name, metric, description="")`` where
-    ``metric(predictions, references, **options)`` returns a ``dict`` of floats.
+    ``register(name, metric, description="", load_files=None, files="")`` where
+    ``metric(predictions, references, **options)`` returns a ``dict`` of numbers.
+    ``load_files(pred_path, ref_path) -> (predictions, references)`` reads the metric's
+    files for ``deepseek evaluate METRIC --pred P --ref R`` (default: numeric arrays from
+    .npy/.csv/.json); ``files`` says in a few words what those files are.
     """
 
 
@@ -60,11 +77,13 @@ def register_pipelines(register):  # type: ignore[no-untyped-def]
     """Register end-to-end pipelines (reader -> model -> metric -> report).
 
     Called when the pipeline registry is first built. Call
-    ``register(name, pipeline, description="")`` where ``pipeline`` is a callable
-    ``pipeline(input=None, out_dir=Path, quiet=False) -> deepseek.report.PipelineResult``.
-    With ``input=None`` the pipeline must make its own built-in synthetic input, so that
-    ``deepseek run NAME`` and ``deepseek demo`` work with no data. It writes its figures
-    under ``out_dir``.
+    ``register(name, pipeline, description="", input_kind=None)`` where ``pipeline`` is a
+    callable ``pipeline(input=None, out_dir=Path, quiet=False) ->
+    deepseek.report.PipelineResult``. With ``input=None`` the pipeline must make its own
+    built-in synthetic input, so that ``deepseek run NAME`` and ``deepseek demo`` work with no
+    data; otherwise ``input`` is the source given to ``deepseek run --input`` (a path or URI),
+    which the pipeline opens with ``deepseek.open(input, kind=input_kind)``. It writes its
+    figures under ``out_dir`` and sets the result's headline quality and speed figures.
     """
 
 

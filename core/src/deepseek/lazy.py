@@ -26,3 +26,27 @@ def lazy_exports(module: str, names: dict[str, str]
         return sorted(set(vars(sys.modules[module])) | set(names))
 
     return __getattr__, __dir__
+
+
+def lazy_callable(target: str) -> Callable[..., Any]:
+    """A function that imports ``"package.module:attr"`` on its first call and forwards to it.
+
+    Plugins register these, so that building a registry imports none of the heavy modules
+    behind it::
+
+        register("dicom", lazy_callable("deepseek.medical.dicom:read_dicom"), ...)
+    """
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"lazy_callable needs 'package.module:attr', got {target!r}")
+    resolved: list[Callable[..., Any]] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not resolved:
+            resolved.append(getattr(import_module(module), attr))
+        return resolved[0](*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = attr
+    call.__doc__ = None
+    call.target = target  # type: ignore[attr-defined]
+    return call

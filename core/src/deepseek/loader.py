@@ -9,9 +9,14 @@ out) and print ``.summary()``. What loads:
 * ``*.safetensors`` (or a folder holding ``model.safetensors``) with its JSON config naming a
   registered architecture -- written by :func:`save_model`;
 * TorchScript archives (``torch.jit.save``);
-* ONNX files, run by onnxruntime;
+* ONNX files, run by onnxruntime (the ``onnx`` extra);
+* every architecture of timm by name (``resnet50``; the ``zoo`` extra, see
+  :mod:`deepseek.zoo`), built with random weights unless ``pretrained=True`` finds local ones;
 * pickled checkpoints (``torch.save``) only with ``trust_pickle=True``: unpickling runs
   arbitrary code from the file.
+
+TensorFlow / Keras models are not read directly: export them to ONNX (``tf2onnx``) and load
+the ``.onnx`` file.
 """
 
 from __future__ import annotations
@@ -39,7 +44,13 @@ PRECISIONS: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
-FRAMEWORKS = ("auto", "pytorch", "torchscript", "onnx")
+FRAMEWORKS = ("auto", "pytorch", "torchscript", "onnx", "safetensors")
+TF_FRAMEWORKS = ("tensorflow", "tf", "keras", "tflite")
+TF_SUFFIXES = {".h5", ".keras", ".pb", ".tflite"}
+TF_MESSAGE = ("TensorFlow/Keras models are not loaded directly: export to ONNX with tf2onnx "
+              "(python -m tf2onnx.convert --saved-model DIR --output model.onnx, or "
+              "--keras model.keras / --tflite model.tflite) and load the .onnx file with "
+              "framework='onnx'")
 CONFIG_META_KEY = "deepseek.config"
 ARCH_META_KEY = "deepseek.architecture"
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
@@ -137,6 +148,9 @@ def export_onnx(module: torch.nn.Module, example_input: Any, path: str | Path, *
                 input_names: list[str] | None = None, output_names: list[str] | None = None,
                 dynamic_batch: bool = True, opset: int = 17) -> Path:
     """Export ``module`` to ONNX with a free batch dimension (first axis) by default."""
+    from deepseek.extras import require
+
+    require("onnx", "ONNX export")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
@@ -283,29 +297,34 @@ class ModelLoader:
     @classmethod
     def load(cls, name_or_path: str | Path | torch.nn.Module, framework: str = "auto",
              precision: str = "fp32", device: str | torch.device = "auto", *,
-             trust_pickle: bool = False, pretrained: bool = True,
-             architecture: str | None = None, onnx_threads: int | None = None,
-             **config: Any) -> LoadedModel:
+             trust_pickle: bool = False, pretrained: bool | None = None,
+             weights: str | Path | None = None, architecture: str | None = None,
+             onnx_threads: int | None = None, **config: Any) -> LoadedModel:
         """Load a model.
 
         Args:
             name_or_path: a registry name, a file path, or an ``nn.Module`` to wrap.
-            framework: ``"auto"`` (from the file), ``"pytorch"``, ``"torchscript"`` or
-                ``"onnx"``. A registry model asked for as ``"torchscript"`` or ``"onnx"`` is
-                traced/exported from its declared inputs.
+            framework: ``"auto"`` (from the file), ``"pytorch"``, ``"torchscript"``,
+                ``"onnx"`` or ``"safetensors"`` (a state dict + JSON config, built as PyTorch).
+                A registry model asked for as ``"torchscript"`` or ``"onnx"`` is
+                traced/exported from its declared inputs. TensorFlow/Keras: export to ONNX.
             precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``: parameters (or the ONNX graph)
                 are converted, and float inputs are cast on the way in.
             device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"`` ...
             trust_pickle: allow unpickling ``torch.save`` checkpoints (runs code from the
                 file; only for files you trust).
-            pretrained: load the plugin's packaged weights for registry models.
+            pretrained: load weights: a plugin model's packaged weights (default: yes), a
+                zoo model's local weights (default: no; see :mod:`deepseek.zoo`).
+            weights: a weights file to load instead of the packaged ones.
             architecture: registry name to build for a bare state dict.
             onnx_threads: onnxruntime intra-op threads (default: onnxruntime's choice).
             **config: overrides of the registry model's default config.
         """
+        if str(framework).lower() in TF_FRAMEWORKS:
+            raise ModelLoadError(TF_MESSAGE)
         if framework not in FRAMEWORKS:
             raise ModelLoadError(f"unknown framework {framework!r}; use one of "
-                                 f"{', '.join(FRAMEWORKS)}")
+                                 f"{', '.join(FRAMEWORKS)} ({TF_MESSAGE})")
         dtype = resolve_precision(precision)
         dev = resolve_device(device)
 
@@ -315,7 +334,13 @@ class ModelLoader:
                                      precision, dtype, dev, source=type(module).__name__)
 
         path = Path(name_or_path)
+        if path.suffix.lower() in TF_SUFFIXES or (path.is_dir()
+                                                  and (path / "saved_model.pb").is_file()):
+            raise ModelLoadError(f"{path}: {TF_MESSAGE}")
         if path.exists():
+            if pretrained is not None or weights is not None:
+                raise ModelLoadError(f"{path}: pretrained= and weights= apply to registry "
+                                     "names; a model file carries its own weights")
             return cls._load_path(path, framework, precision, dtype, dev, trust_pickle,
                                   architecture, onnx_threads, config)
         name = str(name_or_path)
@@ -328,10 +353,19 @@ class ModelLoader:
         try:
             entry = registry.entry(name)
         except UnknownNameError as exc:
-            raise ModelLoadError(str(exc) + " (or give the path of a model file)") from None
-        module, cfg = build_registered(name, pretrained=pretrained, **config)
+            from deepseek import zoo
+
+            hint = ""
+            if zoo.import_error():
+                hint = f"; the model zoo is unavailable: {zoo.import_error()}"
+            elif not zoo.available():
+                hint = ("; timm architectures such as resnet50 need the zoo extra: "
+                        "pip install \"deepseek-core[zoo]\"")
+            raise ModelLoadError(str(exc) + " (or give the path of a model file)" + hint) \
+                from None
+        module, cfg = build_registered(name, pretrained=pretrained, weights=weights, **config)
         inputs = entry.meta.get("inputs")
-        if framework in ("auto", "pytorch"):
+        if framework in ("auto", "pytorch", "safetensors"):
             return cls._finish_torch(module, "pytorch", precision, dtype, dev, source=name,
                                      architecture=name, config=cfg, inputs=inputs)
         example = example_from_inputs(inputs, name)
@@ -363,6 +397,8 @@ class ModelLoader:
                 raise ModelLoadError(f"{path}: folder holds no model.safetensors, model.onnx or "
                                      "model.pt; give the model file itself")
         kind = detect_format(path)
+        if framework == "safetensors" and kind != "safetensors":
+            raise ModelLoadError(f"{path}: framework='safetensors' but the file is {kind}")
         if framework == "onnx" and kind != "onnx":
             raise ModelLoadError(f"{path}: framework='onnx' but the file is {kind}; export it "
                                  "with deepseek.loader.export_onnx first")
@@ -437,6 +473,9 @@ class ModelLoader:
     @staticmethod
     def _load_onnx(path: Path, precision: str, dev: torch.device, threads: int | None, *,
                    source: str) -> LoadedModel:
+        from deepseek.extras import require
+
+        require("onnx", "loading ONNX models")
         import onnx
         import onnxruntime as ort
 
@@ -495,17 +534,24 @@ def detect_format(path: Path) -> str:
                          "config), .onnx, a TorchScript archive or a torch.save checkpoint")
 
 
-def build_registered(name: str, pretrained: bool = True,
+def build_registered(name: str, pretrained: bool | None = None,
+                     weights: str | Path | None = None,
                      **config: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build registry model ``name`` with its default config updated by ``config``.
 
-    Loads the packaged weights when ``pretrained`` and the plugin ships them. Returns the
+    A plugin model loads its packaged weights unless ``pretrained`` is False (``weights``
+    replaces them); a zoo (timm) model is random unless ``pretrained`` is True. Returns the
     module and the full config used.
     """
     from deepseek.plugins import models
 
     entry = models().entry(name)
     cfg = {**(entry.meta.get("config") or {}), **config}
+    if entry.meta.get("zoo"):
+        from deepseek import zoo
+
+        return zoo.create(entry.meta["architecture"], pretrained=bool(pretrained),
+                          weights=weights, **cfg), cfg
     try:
         module = entry.obj(**cfg)
     except TypeError as exc:
@@ -513,14 +559,21 @@ def build_registered(name: str, pretrained: bool = True,
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"model {name!r}: its builder returned {type(module).__name__}, "
                              "not a torch.nn.Module (plugin bug)")
-    weights = entry.meta.get("weights")
-    if pretrained and weights:
-        weights = Path(weights)
-        if not weights.is_file():
-            raise ModelLoadError(f"model {name!r}: packaged weights {weights} are missing; "
+    if weights is not None:
+        if pretrained is False:
+            raise ModelLoadError(f"model {name!r}: weights= was given with pretrained=False")
+        load_safetensors_into(module, weights)
+        return module, cfg
+    packaged = entry.meta.get("weights")
+    if pretrained is None:
+        pretrained = True
+    if pretrained and packaged:
+        packaged = Path(packaged)
+        if not packaged.is_file():
+            raise ModelLoadError(f"model {name!r}: packaged weights {packaged} are missing; "
                                  "reinstall the plugin or pass pretrained=False")
         try:
-            load_safetensors_into(module, weights)
+            load_safetensors_into(module, packaged)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{exc}; the packaged weights fit the default config only - "
                                  "pass pretrained=False to build with new settings") from None
@@ -557,3 +610,50 @@ def example_from_inputs(inputs: list[dict[str, Any]] | None, name: str) -> tuple
         dtype = getattr(torch, spec.get("dtype", "float32"))
         out.append(torch.zeros(shape, dtype=dtype))
     return tuple(out)
+
+
+# --------------------------------------------------------------------------- tasks
+def inputs_fit(declared: list[dict[str, Any]] | None, wanted: list[dict[str, Any]]) -> bool:
+    """Whether a model's declared inputs fit what a task feeds it.
+
+    ``wanted`` lists ``{"dtype", "shape"}`` per input (``-1``: any size). A declared free
+    dimension (``-1``) fits any wanted size; ranks, input counts and dtypes must agree.
+    """
+    if not declared or len(declared) != len(wanted):
+        return False
+    for d, w in zip(declared, wanted):
+        if w.get("dtype") and d.get("dtype", "float32") != w["dtype"]:
+            return False
+        ds, ws = list(d["shape"]), list(w["shape"])
+        if len(ds) != len(ws):
+            return False
+        if any(a != -1 and b != -1 and a != b for a, b in zip(ds, ws)):
+            return False
+    return True
+
+
+def fitting_models(*wanted: list[dict[str, Any]]) -> list[str]:
+    """Registered (plugin) models whose declared inputs fit any of ``wanted``."""
+    from deepseek.plugins import models
+
+    return [e.name for e in models().entries()
+            if any(inputs_fit(e.meta.get("inputs"), w) for w in wanted)]
+
+
+def require_fit(name: str, task: str, *wanted: list[dict[str, Any]]) -> int:
+    """Which of the ``wanted`` input layouts model ``name`` fits (its index); a
+    ModelLoadError that lists the registered models that fit ``task`` when none does."""
+    from deepseek.plugins import models
+
+    fitting = ", ".join(fitting_models(*wanted)) or "none registered"
+    try:
+        entry = models().entry(name)
+    except UnknownNameError as exc:
+        raise ModelLoadError(f"{exc}; models for {task}: {fitting}") from None
+    for i, w in enumerate(wanted):
+        if inputs_fit(entry.meta.get("inputs"), w):
+            return i
+    feeds = " or ".join(str([s["shape"] for s in w]) for w in wanted)
+    raise ModelLoadError(
+        f"model {name!r} does not fit {task}: it declares inputs "
+        f"{entry.meta.get('inputs')}, the task feeds {feeds}; models that fit: {fitting}")

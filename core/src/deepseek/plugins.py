@@ -29,6 +29,7 @@ from typing import Any
 import pluggy
 
 from deepseek import hookspecs
+from deepseek.errors import RegistryError
 from deepseek.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,13 @@ def _fingerprint() -> frozenset:
     return frozenset((name, id(obj)) for name, obj in pm.list_name_plugin())
 
 
+def _record(plugin_name: str, where: str, msg: str) -> None:
+    """Remember a plugin's error (several in one place are joined) and log it."""
+    errs = _hook_errors.setdefault(plugin_name, {})
+    errs[where] = f"{errs[where]}; {msg}" if where in errs else msg
+    log.warning("plugin %r: error in %s: %s", plugin_name, where, msg)
+
+
 def _call_hook(hook_name: str, kwargs_for: Callable[[str], dict[str, Any]]) -> None:
     """Call each plugin's implementation of ``hook_name`` separately, isolating failures."""
     caller = getattr(pm.hook, hook_name)
@@ -100,9 +108,7 @@ def _call_hook(hook_name: str, kwargs_for: Callable[[str], dict[str, Any]]) -> N
         try:
             impl.function(**{k: kwargs[k] for k in impl.argnames})
         except Exception as exc:
-            msg = f"{type(exc).__name__}: {exc}"
-            _hook_errors.setdefault(impl.plugin_name, {})[hook_name] = msg
-            log.warning("plugin %r failed in %s: %s", impl.plugin_name, hook_name, msg)
+            _record(impl.plugin_name, hook_name, f"{type(exc).__name__}: {exc}")
 
 
 def get_registry(kind: str) -> Registry:
@@ -125,11 +131,22 @@ def get_registry(kind: str) -> Registry:
 
     def kwargs_for(plugin_name: str) -> dict[str, Any]:
         def register(name: str, obj: Any, **options: Any) -> Any:
-            return registry.register(name, obj, plugin=plugin_name, **options)
+            """One registration; a bad one is recorded against the plugin and skipped, so
+            the plugin's other registrations still happen."""
+            try:
+                return registry.register(name, obj, plugin=plugin_name, **options)
+            except RegistryError as exc:
+                _record(plugin_name, hook_name, str(exc))
+                return obj
 
         return {"register": register}
 
     _call_hook(hook_name, kwargs_for)
+    if kind == "model":
+        from deepseek import zoo
+
+        if zoo.available():
+            registry.add_provider(zoo.TimmProvider())
     _registry_cache[kind] = (fp, registry)
     return registry
 
@@ -182,8 +199,71 @@ class PluginInfo:
         }
 
 
-def plugin_infos() -> list[PluginInfo]:
-    """Every loaded plugin (entry points and test-registered objects) and every failed one."""
+def unknown_hooks(plugin: object) -> dict[str, str]:
+    """Hook implementations of ``plugin`` that match no hook specification (a misspelled
+    ``register_model``), as pluggy's ``check_pending`` finds them, with the closest hook."""
+    import difflib
+
+    specs = [n for n in dir(hookspecs) if n.startswith("register_")]
+    found: dict[str, str] = {}
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.has_spec():
+            continue
+        if any(i.optionalhook for i in caller.get_hookimpls() if i.plugin is plugin):
+            continue
+        close = difflib.get_close_matches(caller.name, specs, n=1, cutoff=0.6)
+        found[caller.name] = (f"unknown hook {caller.name!r}"
+                              + (f"; did you mean {close[0]!r}?" if close else "")
+                              + f" (hooks: {', '.join(specs)})")
+    return found
+
+
+def check_model_weights(entry: Any) -> str | None:
+    """Why a registered model's packaged weights do not fit its builder, or None.
+
+    The model is built on PyTorch's meta device (no memory, no computation) with its default
+    config and its parameter names and shapes are compared with the safetensors header.
+    """
+    weights = entry.meta.get("weights")
+    if not weights:
+        return None
+    import torch
+    from safetensors import safe_open
+
+    try:
+        with torch.device("meta"):
+            module = entry.obj(**(entry.meta.get("config") or {}))
+        want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    except Exception as exc:
+        return f"model {entry.name!r}: builder failed with its default config: {exc}"
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:
+        return f"model {entry.name!r}: weights {weights} are not readable safetensors: {exc}"
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    if not (missing or unexpected or wrong):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:3]}")
+    if unexpected:
+        parts.append(f"unexpected {unexpected[:3]}")
+    if wrong:
+        parts.append("shape of " + ", ".join(f"{k} {have[k]} != {want[k]}" for k in wrong[:3]))
+    return (f"model {entry.name!r}: weights {weights} do not fit its default config "
+            f"{entry.meta.get('config') or {}}: " + "; ".join(parts))
+
+
+def plugin_infos(check_weights: bool = False) -> list[PluginInfo]:
+    """Every loaded plugin (entry points and test-registered objects) and every failed one.
+
+    Errors include import failures, hooks that raised or registered badly, hook names that
+    match no specification and, with ``check_weights``, packaged weights that do not fit
+    their model (this imports torch).
+    """
     load_plugins()
     regs = {kind: get_registry(kind) for kind in REGISTRY_HOOKS}
     infos: list[PluginInfo] = []
@@ -195,9 +275,16 @@ def plugin_infos() -> list[PluginInfo]:
         registered = {
             kind: [e.name for e in reg.entries() if e.plugin == name] for kind, reg in regs.items()
         }
-        infos.append(
-            PluginInfo(name, version, dist, hooks, registered, dict(_hook_errors.get(name, {})))
-        )
+        errors = dict(_hook_errors.get(name, {}))
+        for hook, msg in unknown_hooks(obj).items():
+            errors[hook] = msg
+        if check_weights:
+            for entry in regs["model"].entries():
+                if entry.plugin == name:
+                    problem = check_model_weights(entry)
+                    if problem:
+                        errors[f"weights of {entry.name}"] = problem
+        infos.append(PluginInfo(name, version, dist, hooks, registered, errors))
     for name, err in sorted(_load_errors.items()):
         dist, version = _dist_of.get(name, (None, None))
         infos.append(PluginInfo(name, version, dist, [], {}, {"import": err}))

@@ -1,8 +1,11 @@
 """Pipeline results and the HTML/JSON report that ``deepseek run`` and ``deepseek demo`` write.
 
-A pipeline returns a :class:`PipelineResult`: headline metrics, tables and figures (PNG files
-it wrote under its output folder). :func:`write_report` turns a list of results into
-``index.html`` (one section per pipeline) and ``summary.json`` in the report folder.
+A pipeline returns a :class:`PipelineResult`: a headline quality figure and a headline speed
+figure (each with its goal), the quality metrics and the timings kept apart, tables, figures
+(PNG files it wrote under its output folder), media (large files such as videos, linked from
+the report rather than copied) and notes. :func:`write_report` turns a list of results into
+``index.html`` -- a summary table first (pipeline, status, headline quality and speed against
+their goals), then one section per pipeline -- and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import html
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,18 +34,69 @@ class Table:
 
 
 @dataclass
+class Headline:
+    """One headline figure: ``value`` in ``unit`` against an optional goal.
+
+    ``target`` with ``higher_is_better`` states the goal (``>= 0.90``, ``<= 60 s``); ``met``
+    is derived from them.
+    """
+
+    name: str
+    value: float | None
+    unit: str = ""
+    target: float | None = None
+    higher_is_better: bool = True
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None or self.value is None or not math.isfinite(self.value):
+            return None
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+    @property
+    def goal(self) -> str:
+        if self.target is None:
+            return ""
+        return f"{'>=' if self.higher_is_better else '<='} {_fmt(self.target)} {self.unit}".strip()
+
+    def text(self) -> str:
+        return f"{self.name} {_fmt(self.value)} {self.unit}".strip()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": _json_float(self.value), "unit": self.unit,
+                "target": self.target, "goal": self.goal, "met": self.met}
+
+
+@dataclass
 class PipelineResult:
-    """What a pipeline returns: metrics (floats), tables, figure files and free-text notes."""
+    """What a pipeline returns.
+
+    ``quality`` and ``speed`` are the headline figures of the summary table; ``metrics`` are
+    the quality figures and ``timings`` the speed figures (seconds, fps, latencies), shown
+    apart; ``figures`` are PNG files under the pipeline's output folder; ``media`` are large
+    files (videos) the report links to.
+    """
 
     pipeline: str
     title: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    quality: Headline | None = None
+    speed: Headline | None = None
     tables: list[Table] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
+    media: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     input: str | None = None
     seconds: float | None = None
     error: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "failed"
+        met = [h.met for h in (self.quality, self.speed) if h is not None and h.met is not None]
+        return "goal missed" if met and not all(met) else "ok"
 
     def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
         def rel(p: Path) -> str:
@@ -52,17 +107,24 @@ class PipelineResult:
         return {
             "pipeline": self.pipeline,
             "title": self.title or self.pipeline,
+            "status": self.status,
             "input": self.input,
             "seconds": self.seconds,
+            "quality": self.quality.to_dict() if self.quality else None,
+            "speed": self.speed.to_dict() if self.speed else None,
             "metrics": {k: _json_float(v) for k, v in self.metrics.items()},
+            "timings": {k: _json_float(v) for k, v in self.timings.items()},
             "tables": [t.to_dict() for t in self.tables],
             "figures": [rel(f) for f in self.figures],
+            "media": [rel(f) for f in self.media],
             "notes": self.notes,
             "error": self.error,
         }
 
 
 def _json_float(v: Any) -> Any:
+    if isinstance(v, bool) or v is None:
+        return v
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -71,20 +133,70 @@ def _json_float(v: Any) -> Any:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
 
 
+_CSS = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1150px;"
+    "margin:2em auto;padding:0 1em;color:#1d1d1f;line-height:1.45}"
+    "h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:2.2em;border-bottom:1px solid #ddd;"
+    "padding-bottom:.2em}h3{font-size:1.05em;margin:1.2em 0 .3em;color:#333}"
+    "table{border-collapse:collapse;margin:.4em 0 1.2em;font-size:.93em}"
+    "td,th{border:1px solid #d5d5d5;padding:.3em .7em;text-align:right}"
+    "th{background:#f4f4f6}td:first-child,th:first-child{text-align:left}"
+    "img{max-width:100%;border:1px solid #e2e2e2;margin:.5em 0}"
+    ".ok{color:#127a2e;font-weight:600}.failed,.missed{color:#b00020;font-weight:600}"
+    ".note{color:#555;font-size:.92em}.err{color:#b00020;white-space:pre-wrap}"
+    ".cols{display:flex;gap:2.5em;flex-wrap:wrap}"
+)
+
+
+def _headline_cell(h: Headline | None) -> str:
+    if h is None:
+        return "<td>-</td>"
+    text = html.escape(h.text())
+    if h.goal:
+        mark = "ok" if h.met else "missed"
+        text += f" <span class='{mark}'>({'meets' if h.met else 'misses'} " \
+                f"{html.escape(h.goal)})</span>"
+    return f"<td>{text}</td>"
+
+
+def _kv_table(title: str, values: dict[str, Any], esc: Any) -> list[str]:
+    if not values:
+        return []
+    rows = [f"<div><h3>{esc(title)}</h3><table><tr><th>figure</th><th>value</th></tr>"]
+    rows += [f"<tr><td>{esc(k)}</td><td>{esc(_fmt(v))}</td></tr>" for k, v in values.items()]
+    rows.append("</table></div>")
+    return rows
+
+
 def write_report(out_dir: Path, results: list[PipelineResult], title: str = "DeepSeek report",
-                 notes: list[str] | None = None) -> Path:
+                 notes: list[str] | None = None, copy_media: bool = False) -> Path:
     """Write ``index.html`` and ``summary.json`` for ``results`` into ``out_dir``.
 
-    Returns the path of ``index.html``.
+    Media files are linked where they are unless ``copy_media`` (then they are copied into
+    ``out_dir/media/``). Returns the path of ``index.html``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from deepseek import __version__
+
+    if copy_media:
+        media_dir = out_dir / "media"
+        for r in results:
+            copied = []
+            for m in r.media:
+                media_dir.mkdir(exist_ok=True)
+                target = media_dir / f"{r.pipeline}-{Path(m).name}"
+                if Path(m).resolve() != target.resolve():
+                    shutil.copy2(m, target)
+                copied.append(target)
+            r.media = copied
 
     summary = {
         "title": title,
@@ -98,20 +210,27 @@ def write_report(out_dir: Path, results: list[PipelineResult], title: str = "Dee
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{esc(title)}</title>",
-        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-        "padding:0 1em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}"
-        "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-        "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-        "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}"
-        ".err{color:#a00}.note{color:#555}</style></head><body>",
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         f"<p class='note'>deepseek-core {esc(__version__)} &middot; {esc(summary['created'])}</p>",
     ]
+    if results:
+        parts.append("<table><tr><th>pipeline</th><th>status</th><th>quality</th>"
+                     "<th>speed</th><th>run time</th></tr>")
+        for r in results:
+            status = r.status
+            cls = {"ok": "ok", "failed": "failed"}.get(status, "missed")
+            parts.append(
+                f"<tr><td><a href='#{esc(r.pipeline)}'>{esc(r.pipeline)}</a></td>"
+                f"<td class='{cls}'>{esc(status)}</td>"
+                + (f"<td colspan='2' class='err'>{esc(r.error or '')[:160]}</td>" if r.error
+                   else _headline_cell(r.quality) + _headline_cell(r.speed))
+                + f"<td>{'-' if r.seconds is None else f'{r.seconds:.1f} s'}</td></tr>")
+        parts.append("</table>")
+    else:
+        parts.append("<p>No pipelines ran.</p>")
     for n in summary["notes"]:
         parts.append(f"<p class='note'>{esc(n)}</p>")
-    if not results:
-        parts.append("<p>No pipelines ran.</p>")
     for r, d in zip(results, summary["pipelines"]):
         parts.append(f"<h2 id='{esc(r.pipeline)}'>{esc(d['title'])}</h2>")
         meta = f"pipeline <code>{esc(r.pipeline)}</code>"
@@ -122,11 +241,10 @@ def write_report(out_dir: Path, results: list[PipelineResult], title: str = "Dee
         parts.append(f"<p class='note'>{meta}</p>")
         if r.error:
             parts.append(f"<p class='err'>failed: {esc(r.error)}</p>")
-        if r.metrics:
-            parts.append("<table><tr><th>metric</th><th>value</th></tr>")
-            for k, v in r.metrics.items():
-                parts.append(f"<tr><td>{esc(k)}</td><td>{esc(_fmt(v))}</td></tr>")
-            parts.append("</table>")
+        parts.append("<div class='cols'>")
+        parts += _kv_table("Quality", r.metrics, esc)
+        parts += _kv_table("Timing", r.timings, esc)
+        parts.append("</div>")
         for t in r.tables:
             parts.append(f"<h3>{esc(t.title)}</h3><table><tr>")
             parts.extend(f"<th>{esc(str(c))}</th>" for c in t.columns)
@@ -135,7 +253,9 @@ def write_report(out_dir: Path, results: list[PipelineResult], title: str = "Dee
                 parts.append("<tr>" + "".join(f"<td>{esc(_fmt(v))}</td>" for v in row) + "</tr>")
             parts.append("</table>")
         for f in d["figures"]:
-            parts.append(f"<div><img src='{esc(f)}' alt='{esc(f)}'></div>")
+            parts.append(f"<div><img src='{esc(f)}' alt='{esc(Path(f).stem)}'></div>")
+        for f in d["media"]:
+            parts.append(f"<p>media: <a href='{esc(f)}'>{esc(Path(f).name)}</a></p>")
         for n in r.notes:
             parts.append(f"<p class='note'>{esc(n)}</p>")
     parts.append("</body></html>\n")

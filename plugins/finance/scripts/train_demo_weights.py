@@ -3,7 +3,7 @@
     python plugins/finance/scripts/train_demo_weights.py [--ticks 200000] [--seed 0]
 
 Writes src/deepseek/finance/weights/{tick-mlp,tick-gru}.safetensors (+ .json) and prints the
-held-out metrics. The data are synthetic (deepseek.finance.ticks.synthetic_ticks).
+held-out metrics. The data are synthetic (deepseek.finance.synthetic.synthetic_ticks).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from deepseek.finance.ticks import synthetic_ticks
+from deepseek.finance.synthetic import synthetic_ticks
 from deepseek.finance.training import train
 from deepseek.loader import save_model
 

@@ -16,10 +16,12 @@ last_size     f8      size of the last trade (0 before the first trade)
 side          i1      aggressor of this event's trade: +1 buy, -1 sell, 0 no trade
 ============  ======  ==========================================================
 
-Readers: :func:`read_csv` (columns named as the fields; ``last_px``, ``last_size``, ``side``
-optional) and :func:`read_binance` (Binance WebSocket recordings, one ``<receive_ns> <json>``
-per line, with ``bookTicker``, ``trade``/``aggTrade`` and ``depthUpdate`` messages, raw or
-wrapped in combined-stream ``{"stream": ..., "data": ...}`` envelopes).
+Readers (registered, kind ``ticks``): :func:`read_csv` (columns named as the fields;
+``last_px``, ``last_size``, ``side`` optional) and :func:`read_binance` (Binance WebSocket
+recordings, one ``<receive_ns> <json>`` per line, with ``bookTicker``, ``trade``/``aggTrade``
+and ``depthUpdate`` messages, raw or wrapped in combined-stream ``{"stream": ..., "data":
+...}`` envelopes). Both read plain, gzip and zstd files. Synthetic ticks are in
+:mod:`deepseek.finance.synthetic`.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def read_csv(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise TickFileError(f"{path}: no such file")
     rows: list[tuple] = []
-    with open(path, newline="") as f:
+    with open_text(path) as f:
         reader = csv.DictReader(f)
         cols = reader.fieldnames or []
         missing = [c for c in REQUIRED_CSV if c not in cols]
@@ -143,6 +145,44 @@ class _Book:
         return b, self.bids[b], a, self.asks[a]
 
 
+def open_text(path: Path) -> Any:
+    """A text stream over a plain, ``.gz`` or ``.zst`` file (by its magic bytes, whatever its
+    name), decoded as UTF-8; undecodable bytes are an error that names the file."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    if magic == b"\x28\xb5\x2f\xfd":
+        try:
+            import zstandard
+        except ImportError:
+            raise TickFileError(f"{path}: a zstd file; pip install zstandard to read it") \
+                from None
+        import io
+
+        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")),
+                                encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def is_capture(source: Any) -> bool:
+    """Probe: a file (plain, .gz or .zst) whose first line is ``<receive_ns> {json}``."""
+    if not isinstance(source, (str, Path)):
+        return False
+    p = Path(source)
+    if not p.is_file():
+        return False
+    try:
+        with open_text(p) as f:
+            first = f.readline(4096)
+    except (OSError, UnicodeDecodeError, EOFError, TickFileError):
+        return False
+    head, _, body = first.partition(" ")
+    return head.isdigit() and body.lstrip().startswith("{")
+
+
 def read_binance(path: str | Path, symbol: str | None = None) -> np.ndarray:
     """Read a Binance WebSocket recording (``<receive_ns> <json>`` per line) into ticks.
 
@@ -162,8 +202,8 @@ def read_binance(path: str | Path, symbol: str | None = None) -> np.ndarray:
     use_ticker = False
     last_px, last_sz = math.nan, 0.0
     prev_exch = -(2**63)
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with open_text(path) as f:
+        for line_no, line in _numbered_lines(f, path):
             line = line.strip()
             if not line:
                 continue
@@ -218,51 +258,22 @@ def read_binance(path: str | Path, symbol: str | None = None) -> np.ndarray:
     return np.array(out, dtype=TICK_DTYPE)
 
 
-def synthetic_ticks(n: int = 100_000, seed: int = 0, price: float = 100.0,
-                    tick_size: float = 0.01) -> np.ndarray:
-    """A synthetic limit-order-book stream whose order flow carries short-term signal.
+def _numbered_lines(f: Any, path: Path) -> Any:
+    """``enumerate(f, 1)`` that turns a decoding error into a TickFileError naming the line."""
+    n = 0
+    while True:
+        try:
+            line = f.readline()
+        except UnicodeDecodeError as exc:
+            raise TickFileError(f"{path}, line {n + 1}: not UTF-8 text ({exc}); is this a "
+                                "capture of '<receive_ns> <json>' lines?") from None
+        if not line:
+            return
+        n += 1
+        yield n, line
 
-    The mid price moves by whole ticks; the probability of an up move depends on the
-    queue imbalance and on recent signed trade flow, as in real books, so models have
-    something to learn. Event times are exponential with bursts.
-    """
-    rng = np.random.default_rng(seed)
-    out = np.zeros(n, dtype=TICK_DTYPE)
-    t = 1_700_000_000_000_000_000
-    bid_ticks = int(round(price / tick_size))
-    spread = 1
-    bsz, asz = 5.0, 5.0
-    flow = 0.0
-    last_px, last_sz = math.nan, 0.0
-    for i in range(n):
-        t += int(rng.exponential(2_000_000 if rng.random() < 0.8 else 40_000_000))
-        imb = (bsz - asz) / (bsz + asz)
-        side = 0
-        if rng.random() < 0.3:  # a trade; buyers more likely when bids are heavy
-            side = 1 if rng.random() < 0.5 + 0.35 * imb else -1
-            last_sz = float(rng.integers(1, 4))
-            last_px = (bid_ticks + (spread if side > 0 else 0)) * tick_size
-            flow = 0.9 * flow + side * last_sz
-            if side > 0:
-                asz = max(asz - last_sz, 0.0)
-            else:
-                bsz = max(bsz - last_sz, 0.0)
-        # queue replenishment and cancellation
-        bsz = max(0.0, bsz + rng.normal(0.3, 1.5))
-        asz = max(0.0, asz + rng.normal(0.3, 1.5))
-        # price moves: a depleted queue gives way; imbalance and flow tilt the odds
-        p_up = 0.02 + 0.10 * max(imb, 0) + 0.02 * max(math.tanh(flow / 5), 0)
-        p_dn = 0.02 + 0.10 * max(-imb, 0) + 0.02 * max(-math.tanh(flow / 5), 0)
-        u = rng.random()
-        if asz < 0.5 or u < p_up:
-            bid_ticks += 1
-            bsz, asz = float(rng.integers(1, 8)), float(rng.integers(2, 10))
-        elif bsz < 0.5 or u > 1 - p_dn:
-            bid_ticks -= 1
-            bsz, asz = float(rng.integers(2, 10)), float(rng.integers(1, 8))
-        spread = 1 if rng.random() < 0.85 else 2
-        bid = round(bid_ticks * tick_size, 8)
-        ask = round((bid_ticks + spread) * tick_size, 8)
-        out[i] = (t, t + int(rng.integers(20_000, 80_000)), bid, ask, max(bsz, 1.0),
-                  max(asz, 1.0), last_px, last_sz if side else 0.0, side)
-    return out
+
+def read_capture(source: str | Path, **options: Any) -> np.ndarray:
+    """Registered reader ``binance``: a capture file, or ``binance:PATH``."""
+    s = str(source)
+    return read_binance(s[len("binance:"):] if s.startswith("binance:") else s, **options)

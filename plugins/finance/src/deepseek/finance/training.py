@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from deepseek.finance.errors import FinanceError
-from deepseek.finance.features import FEATURE_NAMES, batch_features
-from deepseek.finance.models import TickGRU, TickMLP
+from deepseek.finance.features import FEATURE_NAMES, N_FEATURES, batch_features
+from deepseek.finance.metrics import classification as evaluate
 
 log = logging.getLogger(__name__)
 
@@ -46,36 +46,23 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
-def evaluate(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro F1 and the majority-class baseline accuracy."""
-    pred = logits.argmax(-1)
-    acc = float((pred == y).mean())
-    f1s = []
-    for c in range(3):
-        tp = float(((pred == c) & (y == c)).sum())
-        fp = float(((pred == c) & (y != c)).sum())
-        fn = float(((pred != c) & (y == c)).sum())
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    counts = np.bincount(y, minlength=3)
-    share = counts.max() / max(len(y), 1)
-    return {"accuracy": acc, "macro_f1": float(np.mean(f1s)),
-            "majority_baseline": float(share),
-            # always predicting the majority class: F1 of that class, 0 for the others
-            "majority_baseline_macro_f1": float(2 * share / (1 + share) / 3)}
-
-
 def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
           threshold: float = 0.0, epochs: int = 6, batch_size: int = 256, lr: float = 2e-3,
           val_fraction: float = 0.2, seq_len: int = 64, seed: int = 0,
           checkpoint_dir: str | Path | None = None, progress: bool | None = None,
           accum_steps: int = 1, **config: Any) -> TrainResult:
-    """Train ``tick-mlp`` or ``tick-gru`` on ``ticks``; returns the model and held-out metrics."""
+    """Train ``model`` on ``ticks``; returns the model and held-out metrics.
+
+    ``model`` is any registered model whose declared input is the feature vector of a tick
+    (``[N, 16]``, like ``tick-mlp``) or a sequence of them (``[N, T, 16]``, like
+    ``tick-gru``) and whose output is 3 class scores per tick. Models with ``mean``/``std``
+    buffers get them set from the training features (so the saved model standardises its
+    own input); others see the raw features. ``config`` overrides the model's defaults."""
     from torch.utils.data import TensorDataset
 
     from deepseek.train import Trainer
 
-    if model not in ("tick-mlp", "tick-gru"):
-        raise FinanceError(f"unknown tick model {model!r}; use tick-mlp or tick-gru")
+    sequence = task_mode(model)
     if len(ticks) < 10 * (horizon + seq_len):
         raise FinanceError(f"{len(ticks)} ticks are too few to train on with horizon {horizon}; "
                            "give at least a few thousand")
@@ -94,8 +81,11 @@ def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
     log.info("training %s on %d ticks, validating on %d; train classes down/flat/up = %s",
              model, len(y_tr), len(y_va), counts.tolist())
 
-    if model == "tick-mlp":
-        net: torch.nn.Module = TickMLP(**config)
+    from deepseek.loader import build_registered
+
+    net, cfg = build_registered(model, pretrained=False, **config)
+    _check_outputs(net, model, sequence)
+    if not sequence:
         ds = TensorDataset(torch.from_numpy(x_tr), torch.from_numpy(y_tr))
         val = TensorDataset(torch.from_numpy(x_va), torch.from_numpy(y_va))
 
@@ -104,8 +94,6 @@ def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
 
         step_fn = None
     else:
-        net = TickGRU(**config)
-
         def windows(x: np.ndarray, t: np.ndarray, stride: int) -> TensorDataset:
             starts = range(0, len(t) - seq_len + 1, stride)
             xs = np.stack([x[s:s + seq_len] for s in starts])
@@ -121,10 +109,13 @@ def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
             out = m(xb)
             return torch.nn.functional.cross_entropy(out.reshape(-1, 3), yb.reshape(-1),
                                                      weight=weight)
-    with torch.no_grad():
-        net.mean.copy_(torch.from_numpy(mean))
-        net.std.copy_(torch.from_numpy(std))
-    cfg = _config_of(net)
+    if isinstance(getattr(net, "mean", None), torch.Tensor) and \
+            isinstance(getattr(net, "std", None), torch.Tensor):
+        with torch.no_grad():
+            net.mean.copy_(torch.from_numpy(mean))
+            net.std.copy_(torch.from_numpy(std))
+    else:
+        log.info("%s has no mean/std buffers: it is fed the raw features", model)
 
     def eval_fn(m: torch.nn.Module, data: Any) -> dict[str, float]:
         m.eval()
@@ -139,14 +130,14 @@ def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
                       loss_fn=loss_fn, step_fn=step_fn, accum_steps=accum_steps,
                       checkpoint_dir=checkpoint_dir, progress=progress, architecture=model,
                       config=cfg, device="cpu")
-    history = trainer.fit(ds, epochs=epochs, batch_size=batch_size if model == "tick-mlp"
-                          else max(8, batch_size // seq_len), val_data=val, eval_fn=eval_fn,
+    history = trainer.fit(ds, epochs=epochs, batch_size=max(8, batch_size // seq_len)
+                          if sequence else batch_size, val_data=val, eval_fn=eval_fn,
                           best_metric="val_macro_f1", mode="max")
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "best").is_dir():
         trainer.load_checkpoint(Path(checkpoint_dir) / "best")
     net.eval()
     with torch.no_grad():
-        if model == "tick-mlp":
+        if not sequence:
             logits = net(torch.from_numpy(x_va)).numpy()
         else:  # one pass over the whole validation stream, state carried
             logits = net(torch.from_numpy(x_va)[None]).numpy()[0]
@@ -156,31 +147,40 @@ def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
     return TrainResult(net, model, cfg, metrics, history)
 
 
-def _config_of(net: torch.nn.Module) -> dict[str, Any]:
-    if isinstance(net, TickMLP):
-        lins = [m for m in net.net if isinstance(m, torch.nn.Linear)]
-        act = "tanh" if any(isinstance(m, torch.nn.Tanh) for m in net.net) else "relu"
-        return {"n_features": lins[0].in_features,
-                "hidden": [lin.out_features for lin in lins[:-1]],
-                "n_classes": lins[-1].out_features, "activation": act}
-    return {"n_features": net.gru.input_size, "hidden": net.hidden,
-            "n_classes": net.head.out_features}
+#: what training feeds a model: one tick's features, or a sequence of them
+TICK_INPUTS = [{"dtype": "float32", "shape": [-1, N_FEATURES]}]
+SEQUENCE_INPUTS = [{"dtype": "float32", "shape": [-1, -1, N_FEATURES]}]
 
 
-def load_ticks(source: str | Path) -> np.ndarray:
-    """``synthetic[:N[:SEED]]``, a CSV file, or a Binance recording (``.jsonl``/``.log``/...)."""
-    from deepseek.finance.ticks import read_binance, read_csv, synthetic_ticks
+def task_mode(model: str) -> bool:
+    """Whether registered ``model`` takes sequences (True) or single ticks (False); a
+    ModelLoadError lists the models that fit when it takes neither."""
+    from deepseek.loader import require_fit
 
-    s = str(source)
-    if s.startswith("synthetic"):
-        parts = s.split(":")
-        n = int(parts[1]) if len(parts) > 1 and parts[1] else 100_000
-        seed = int(parts[2]) if len(parts) > 2 else 0
-        return synthetic_ticks(n, seed=seed)
-    path = Path(s)
-    if path.suffix.lower() == ".csv":
-        return read_csv(path)
-    return read_binance(path)
+    return require_fit(model, f"tick classification ([N, {N_FEATURES}] features or "
+                              f"[N, T, {N_FEATURES}] sequences)",
+                       TICK_INPUTS, SEQUENCE_INPUTS) == 1
+
+
+def _check_outputs(net: torch.nn.Module, name: str, sequence: bool) -> None:
+    x = torch.zeros((1, 4, N_FEATURES) if sequence else (2, N_FEATURES))
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+    net.train()
+    want = (1, 4, 3) if sequence else (2, 3)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise FinanceError(f"model {name!r} must return 3 class scores per tick "
+                           f"(shape {list(want)} for this input); it returned {got}")
+
+
+def load_ticks(source: str | Path, **options: Any) -> np.ndarray:
+    """Ticks from any registered tick reader: ``deepseek.open(source, kind="ticks")`` (a CSV,
+    a Binance capture, ``synthetic:?n=N&seed=S`` ...)."""
+    from deepseek.readers import open as open_source
+
+    return open_source(str(source), kind="ticks", **options)
 
 
 FEATURES = FEATURE_NAMES

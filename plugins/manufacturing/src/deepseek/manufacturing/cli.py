@@ -24,20 +24,28 @@ def manufacturing() -> None:
     3D-CNN + LSTM (defect-3dcnn-lstm).
 
     \b
+    info      what this plugin registers
     generate  write a synthetic line video + per-frame ground truth
-    stream    run the detector on a camera, file, URL or folder
     train     train the model on synthetic clips or a good/ defect/ image folder
+    evaluate  frame or event metrics of a stream's output against a truth CSV
+    stream    run the detector on a camera, file, URL or folder
     bench     end-to-end fps and latency on a video file
+
+    Sources go through the reader registry (`deepseek readers --json | grep frames`).
     """
 
 
 @manufacturing.command("info")
-def info() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info(as_json: bool) -> None:
     """Show what this plugin registers."""
     from deepseek.plugins import plugin_infos
 
     for plugin in plugin_infos():
         if plugin.name == "manufacturing":
+            if as_json:
+                click.echo(json.dumps({"version": __version__, **plugin.to_dict()}, indent=2))
+                return
             click.echo(f"deepseek-manufacturing {__version__}")
             for kind, names in plugin.registered.items():
                 click.echo(f"  {kind}s: {', '.join(names) or '(none)'}")
@@ -66,10 +74,12 @@ def info() -> None:
               help="Chance of each further branch of a crack (0: none, at most 3).")
 @click.option("--truth", type=click.Path(path_type=Path), default=None,
               help="Ground-truth CSV (default: OUT.truth.csv).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def generate(out: Path, frames: int, seed: int, width: int, height: int, fps: float,
              mm_per_px: float, surface: str, crack_width: tuple[float, float],
              crack_length: tuple[float, float], crack_spacing: float,
-             crack_angle: tuple[float, float], branching: float, truth: Path | None) -> None:
+             crack_angle: tuple[float, float], branching: float, truth: Path | None,
+             as_json: bool) -> None:
     """Write a synthetic production-line video OUT (.avi MJPG or .mp4 mp4v) and its per-frame
     ground truth (frame, defect flag, box, crack width in mm)."""
     from deepseek.manufacturing.synthetic import SyntheticLine, write_video
@@ -81,6 +91,10 @@ def generate(out: Path, frames: int, seed: int, width: int, height: int, fps: fl
     video, tpath = write_video(out, line, truth=truth)
     d = line.describe()
     n_def = sum(line.truth(i)["defect"] for i in range(len(line)))
+    if as_json:
+        click.echo(json.dumps({"video": str(video), "truth": str(tpath), "frames": frames,
+                               "defect_frames": n_def, **d}, indent=2, default=str))
+        return
     click.echo(f"wrote {video} ({frames} frames, {d['surface']}, {d['speed_px']} px/frame, "
                f"{d['cracks']} cracks, {n_def} defect frames) and {tpath}")
 
@@ -101,6 +115,8 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
 @click.argument("source")
 @click.option("--events", "events_path", type=click.Path(path_type=Path), default=None,
               help="Write events as JSON lines here.")
+@click.option("--scores", "scores_path", type=click.Path(path_type=Path), default=None,
+              help="Write the score of every frame as CSV (frame,score) here.")
 @click.option("--model", default="defect-3dcnn-lstm", show_default=True,
               help="Registry name or .safetensors file.")
 @click.option("--threshold", type=float, default=0.5, show_default=True)
@@ -129,7 +145,8 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
               "OpenCV with GUI support; q or Esc stops).")
 @click.option("--quiet", is_flag=True, help="No status line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def stream(source: str, events_path: Path | None, model: str, threshold: float,
+def stream(source: str, events_path: Path | None, scores_path: Path | None, model: str,
+           threshold: float,
            debounce: tuple[int, int], policy: str | None, queue_size: int | None,
            realtime: bool,
            fps: float | None, size: tuple[int, int] | None, fit: str, mm_per_px: float,
@@ -140,11 +157,11 @@ def stream(source: str, events_path: Path | None, model: str, threshold: float,
     SOURCE is a video file, cam:N, an rtsp:// or http:// URL, a GStreamer pipeline ending in
     appsink, an image folder, or synthetic:?seed=N&frames=N.
     """
+    from deepseek.evaluation import evaluate
     from deepseek.manufacturing.errors import ManufacturingError
-    from deepseek.manufacturing.metrics import event_metrics, frame_metrics
-    from deepseek.manufacturing.sources import FrameSource
     from deepseek.manufacturing.stream import DefectStream
     from deepseek.manufacturing.synthetic import read_truth
+    from deepseek.readers import open as open_source
 
     opts: dict[str, Any] = {"realtime": realtime, "fit": fit}
     if queue_size:
@@ -164,7 +181,7 @@ def stream(source: str, events_path: Path | None, model: str, threshold: float,
             raise ManufacturingError("--show needs an OpenCV with window support; "
                                      "opencv-python-headless has none (pip install "
                                      "opencv-python)") from exc
-    src = FrameSource.open(source, **opts)
+    src = open_source(source, kind="frames", **opts)
     t0 = [0.0]
 
     def on_event(ev: Any) -> None:
@@ -205,11 +222,18 @@ def stream(source: str, events_path: Path | None, model: str, threshold: float,
             cv2.destroyAllWindows()
     if not quiet:
         sys.stderr.write("\n")
+    if scores_path is not None:
+        scores_path.parent.mkdir(parents=True, exist_ok=True)
+        with scores_path.open("w") as fh:
+            fh.write("frame,score\n")
+            for f, p in zip(rep.frame_index.tolist(), rep.scores.tolist()):
+                fh.write(f"{f},{p:.6f}\n")
     out: dict[str, Any] = rep.summary()
     if truth is not None:
         rows = read_truth(truth)
-        out["frame_metrics"] = frame_metrics((rep.frame_index, rep.scores), rows, threshold)
-        out["event_metrics"] = event_metrics(rep.events, rows)
+        out["frame_metrics"] = evaluate("defect-frames", (rep.frame_index, rep.scores), rows,
+                                        threshold=threshold)
+        out["event_metrics"] = evaluate("defect-events", rep.events, rows)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
         return
@@ -246,18 +270,62 @@ def stream(source: str, events_path: Path | None, model: str, threshold: float,
 @click.option("--amp", is_flag=True, help="Mixed precision.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--model", default="defect-3dcnn-lstm", show_default=True,
+              help="Any registered model that takes uint8 clips [N, T, H, W] and returns frame "
+                   "logits, maps and a state.")
+@click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 def train(out: Path, folder: Path | None, clips: int, clip_frames: int,
           clip_size: tuple[int, int], epochs: int, batch_size: int, accum_steps: int, lr: float,
-          val_videos: int, amp: bool, resume: bool, seed: int) -> None:
-    """Train defect-3dcnn-lstm through the core Trainer (checkpoints, resume, best kept)."""
+          val_videos: int, amp: bool, resume: bool, seed: int, model: str,
+          as_json: bool) -> None:
+    """Train a crack model through the core Trainer (checkpoints, resume, best kept)."""
     from deepseek.manufacturing.training import train_model
 
     res = train_model(out, folder=folder, clips=clips, frames=clip_frames, width=clip_size[0],
                       height=clip_size[1], epochs=epochs, batch_size=batch_size,
                       accum_steps=accum_steps, lr=lr, val_videos=val_videos, amp=amp,
-                      resume=resume, seed=seed)
-    click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
-                          default=str))
+                      resume=resume, seed=seed, model=model)
+    if as_json:
+        click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
+                              default=str))
+        return
+    for h in res["history"]:
+        click.echo("epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in h.items()))
+    click.echo(f"model: {res['model']}")
+
+
+@manufacturing.command("evaluate")
+@click.option("--metric", type=click.Choice(["defect-events", "defect-frames"]),
+              default="defect-events", show_default=True)
+@click.option("--pred", "pred_path", type=click.Path(exists=True, path_type=Path),
+              required=True, help="events JSONL (stream --events) or frame,score CSV "
+              "(stream --scores).")
+@click.option("--ref", "ref_path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Ground-truth CSV (generate writes one beside each video).")
+@click.option("--threshold", type=float, default=None,
+              help="defect-frames: score at or above which a frame is flagged [0.5].")
+@click.option("--min-width-mm", type=float, default=0.0, show_default=True,
+              help="Only cracks at least this wide count.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def evaluate_cmd(metric: str, pred_path: Path, ref_path: Path, threshold: float | None,
+                 min_width_mm: float, as_json: bool) -> None:
+    """Score a stream's events or frame scores against a ground-truth CSV (the registered
+    metrics, as `deepseek evaluate` computes them)."""
+    from deepseek.evaluation import evaluate_files
+
+    opts: dict[str, Any] = {"min_width_mm": min_width_mm}
+    if threshold is not None:
+        if metric != "defect-frames":
+            raise click.BadParameter("applies to --metric defect-frames only",
+                                     param_hint="--threshold")
+        opts["threshold"] = threshold
+    res = evaluate_files(metric, pred_path, ref_path, **opts)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    for k, v in res.items():
+        click.echo(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
 
 
 @manufacturing.command("bench")
@@ -267,19 +335,26 @@ def train(out: Path, folder: Path | None, clips: int, clip_frames: int,
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto",
               show_default=True)
 @click.option("--realtime", is_flag=True, help="Pace the file at its fps (latency under load).")
-def bench(source: str | None, frames: int, backend: str, realtime: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+def bench(source: str | None, frames: int, backend: str, realtime: bool, as_json: bool) -> None:
     """End-to-end fps and latency on a video file (default: a synthetic 640x480 video)."""
     import tempfile
 
-    from deepseek.manufacturing.sources import FrameSource
     from deepseek.manufacturing.stream import DefectStream
     from deepseek.manufacturing.synthetic import SyntheticLine, write_video
+    from deepseek.readers import open as open_source
 
     if source is None:
         tmp = Path(tempfile.mkdtemp(prefix="deepseek-bench-"))
         source = str(write_video(tmp / "bench.avi", SyntheticLine(seed=700_000,
                                                                    frames=frames))[0])
-    src = FrameSource.open(source, realtime=realtime,
-                           policy="drop-oldest" if realtime else "block")
+    src = open_source(source, kind="frames", realtime=realtime,
+                      policy="drop-oldest" if realtime else "block")
     rep = DefectStream(src, backend=backend).run()
-    click.echo(json.dumps(rep.summary(), indent=2, default=str))
+    if as_json:
+        click.echo(json.dumps(rep.summary(), indent=2, default=str))
+        return
+    click.echo(f"{rep.frames} frames in {rep.seconds:.2f} s: {rep.fps:.1f} fps ({rep.backend}); "
+               f"latency p50 {rep.latency_ms.get('p50', 0):.2f} ms, p99 "
+               f"{rep.latency_ms.get('p99', 0):.2f} ms; dropped "
+               f"{rep.source['frames_dropped']}")

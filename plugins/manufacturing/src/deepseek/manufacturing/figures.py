@@ -1,4 +1,6 @@
-"""PNG figures for reports (OpenCV drawing): score timeline and sample frames with boxes."""
+"""Report figures of the manufacturing plugin (matplotlib, through :mod:`deepseek.plotting`):
+the stream timeline (scores, ground truth, events and dropped frames) and sample frames with
+their predicted and true boxes."""
 
 from __future__ import annotations
 
@@ -6,78 +8,85 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+
+from deepseek.plotting import axes, figure, save, style
+
+
+def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of True in ``mask`` as (first, last + 1)."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2], edges[1::2]))
 
 
 def timeline(path: str | Path, frame_index: np.ndarray, scores: np.ndarray,
              truth: Sequence[dict[str, Any]] | None, threshold: float,
-             events: Sequence[Any] = (), width: int = 1200, height: int = 300) -> Path:
-    """Score per frame (blue) over the ground truth (defect frames shaded red, partial ones
-    grey), the threshold (dashed) and the events (green ticks)."""
-    path = Path(path)
-    m_l, m_r, m_t, m_b = 50, 15, 20, 35
-    img = np.full((height, width, 3), 255, np.uint8)
-    n = int(max(len(truth) if truth else 0, (frame_index.max() + 1) if len(frame_index) else 1))
-    pw, ph = width - m_l - m_r, height - m_t - m_b
-
-    def fx(f: float) -> int:
-        return int(m_l + pw * f / max(n - 1, 1))
-
-    def fy(s: float) -> int:
-        return int(m_t + ph * (1 - s))
-
+             events: Sequence[Any] = (), fps: float | None = None) -> Path:
+    """Score per frame over the ground truth (defect frames shaded red, partial ones grey),
+    the threshold, the events (green) and the frames the source dropped (black ticks below
+    the axis: the model never saw them)."""
+    frame_index = np.asarray(frame_index)
+    n = int(max(len(truth) if truth else 0,
+                (frame_index.max() + 1) if len(frame_index) else 1))
+    xlabel = "frame" + (f" (at {fps:g} fps)" if fps else "")
+    fig, ax = axes("Crack score per frame", xlabel, "crack probability", width=11, height=3.8)
     if truth:
-        for r in truth:
-            if int(r["defect"]) or int(r.get("partial", 0)):
-                colour = (200, 200, 255) if int(r["defect"]) else (225, 225, 225)
-                cv2.rectangle(img, (fx(r["frame"]), m_t), (fx(r["frame"] + 1), m_t + ph),
-                              colour, -1)
-    for x in range(m_l, m_l + pw, 12):
-        cv2.line(img, (x, fy(threshold)), (min(x + 6, m_l + pw), fy(threshold)), (80, 80, 80), 1)
-    if len(frame_index):
-        pts = np.stack([[fx(f) for f in frame_index], [fy(float(s)) for s in scores]], 1)
-        cv2.polylines(img, [pts.astype(np.int32)], False, (180, 80, 0), 1, cv2.LINE_AA)
-    for e in events:
-        cv2.line(img, (fx(e.frame), m_t + ph), (fx(e.frame), m_t + ph - 12), (0, 150, 0), 2)
-    cv2.rectangle(img, (m_l, m_t), (m_l + pw, m_t + ph), (0, 0, 0), 1)
-    for s in (0.0, 0.5, 1.0):
-        cv2.putText(img, f"{s:.1f}", (8, fy(s) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0))
-    for k in range(6):
-        f = int(round(k * (n - 1) / 5))
-        cv2.putText(img, str(f), (fx(f) - 10, height - 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (0, 0, 0))
-    cv2.putText(img, "frame   (blue: score, red: defect frames, grey: partial, green: events)",
-                (m_l, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0))
-    cv2.imwrite(str(path), img)
-    return path
+        defect = np.array([bool(int(r["defect"])) and not int(r.get("partial", 0))
+                           for r in truth])
+        partial = np.array([bool(int(r.get("partial", 0))) for r in truth])
+        for a, b in _spans(defect):
+            ax.axvspan(a - 0.5, b - 0.5, color="#f4b6b4", lw=0)
+        for a, b in _spans(partial):
+            ax.axvspan(a - 0.5, b - 0.5, color="#dddddd", lw=0)
+    ax.plot(frame_index, scores, color="#1f6fb4", lw=0.9, label="score")
+    ax.axhline(threshold, color="#555555", ls="--", lw=1, label=f"threshold {threshold:g}")
+    for k, e in enumerate(events):
+        end = e.end_frame if e.end_frame is not None else e.frame
+        ax.axvspan(e.frame - 0.5, end + 0.5, ymin=0.93, ymax=1.0, color="#2a9d50",
+                   label="events" if k == 0 else None)
+    seen = np.zeros(n, bool)
+    seen[frame_index[(frame_index >= 0) & (frame_index < n)]] = True
+    dropped = np.flatnonzero(~seen)
+    if len(dropped):
+        ax.plot(dropped, np.full(len(dropped), -0.04), "|", color="black", ms=6,
+                label=f"dropped ({len(dropped)})")
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(-0.08, 1.02)
+    handles, labels = ax.get_legend_handles_labels()
+    from matplotlib.patches import Patch
+
+    handles += [Patch(color="#f4b6b4"), Patch(color="#dddddd")]
+    labels += ["defect frames (truth)", "partial (not scored)"]
+    ax.legend(handles, labels, loc="upper left", ncol=3, fontsize=8.5, framealpha=0.9)
+    return save(fig, path)
 
 
 def sample_frames(path: str | Path, frames: Sequence[tuple[np.ndarray, str,
                   tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]],
-                  columns: int = 3, tile_width: int = 400) -> Path:
-    """A montage of ``(image, label, predicted_box, true_box)``: predicted box red, true
-    box green."""
-    path = Path(path)
-    tiles = []
-    for img, label, pbox, tbox in frames:
-        t = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        if tbox is not None:
-            cv2.rectangle(t, tbox[:2], tbox[2:], (0, 200, 0), 2)
-        if pbox is not None:
-            cv2.rectangle(t, pbox[:2], pbox[2:], (0, 0, 255), 2)
-        s = tile_width / t.shape[1]
-        t = cv2.resize(t, (tile_width, int(round(t.shape[0] * s))), interpolation=cv2.INTER_AREA)
-        cv2.rectangle(t, (0, 0), (tile_width, 22), (0, 0, 0), -1)
-        cv2.putText(t, label, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
-        tiles.append(t)
-    if not tiles:
-        tiles = [np.full((60, tile_width, 3), 255, np.uint8)]
-    th = max(t.shape[0] for t in tiles)
-    tiles = [cv2.copyMakeBorder(t, 0, th - t.shape[0] + 4, 0, 4, cv2.BORDER_CONSTANT,
-                                value=(255, 255, 255)) for t in tiles]
-    while len(tiles) % columns:
-        tiles.append(np.full_like(tiles[0], 255))
-    rows = [np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
-    cv2.imwrite(str(path), np.vstack(rows))
-    return path
+                  columns: int = 3, mm_per_px: float | None = None) -> Path:
+    """A grid of ``(image, label, predicted_box, true_box)``: predicted box red, true box
+    green; axes in pixels (or mm with ``mm_per_px``)."""
+    from matplotlib.patches import Rectangle
+
+    shown = list(frames) or [(np.full((48, 64), 255, np.uint8), "no frames", None, None)]
+    cols = min(columns, len(shown))
+    rows = (len(shown) + cols - 1) // cols
+    h, w = shown[0][0].shape[:2]
+    fig, axs = figure(4.2 * cols, 4.2 * cols * rows * h / w / cols + 0.6 * rows, rows, cols,
+                      squeeze=False)
+    for ax in axs.ravel()[len(shown):]:
+        ax.set_axis_off()
+    s = mm_per_px or 1.0
+    unit = "mm" if mm_per_px else "px"
+    for ax, (img, label, pbox, tbox) in zip(axs.ravel(), shown):
+        ih, iw = img.shape[:2]
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255, extent=(0, iw * s, ih * s, 0))
+        for box, colour in ((tbox, "#2ad04a"), (pbox, "#ff3030")):
+            if box is not None:
+                x0, y0, x1, y1 = (v * s for v in box)
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                                       edgecolor=colour, linewidth=1.6))
+        style(ax, label, f"x ({unit})", f"y ({unit})")
+        ax.grid(False)
+    fig.suptitle("red: predicted box, green: true box")
+    return save(fig, path)

@@ -12,7 +12,10 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,6 +110,79 @@ def event_metrics(events: Sequence[Any], truth: Sequence[dict[str, Any]], slack:
     return {"cracks": len(spans), "cracks_caught": len(caught),
             "event_recall": len(caught) / len(spans) if spans else float("nan"),
             "events": len(pairs), "false_alarms": false_alarms}
+
+
+def read_events(path: str | Path) -> list[tuple[int, int]]:
+    """``(start_frame, end_frame)`` of each event in a JSON-lines file written by
+    ``deepseek manufacturing stream --events`` (an event never cleared ends at its start)."""
+    from deepseek.manufacturing.errors import TruthFileError
+
+    path = Path(path)
+    starts: dict[int, int] = {}
+    ends: dict[int, int] = {}
+    with path.open() as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                kind = rec["event"]
+                if kind == "start":
+                    starts[int(rec["frame"])] = int(rec["frame"])
+                elif kind == "clear":
+                    ends[int(rec["start_frame"])] = int(rec["frame"])
+                else:
+                    raise ValueError(f"unknown event {kind!r} (expected start or clear)")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TruthFileError(f"{path}, line {n}: not an event record ({exc})") from None
+    return [(a, ends.get(a, a)) for a in sorted(starts)]
+
+
+def read_frame_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(frame_indices, scores)`` from a CSV with columns ``frame,score`` (as written by
+    ``deepseek manufacturing stream --scores``)."""
+    from deepseek.manufacturing.errors import TruthFileError
+
+    path = Path(path)
+    with path.open(newline="") as fh:
+        rd = csv.DictReader(fh)
+        if not {"frame", "score"} <= set(rd.fieldnames or []):
+            raise TruthFileError(f"{path}: needs the columns frame,score")
+        idx, sc = [], []
+        for n, r in enumerate(rd, 2):
+            try:
+                idx.append(int(r["frame"]))
+                sc.append(float(r["score"]))
+            except (TypeError, ValueError) as exc:
+                raise TruthFileError(f"{path}, line {n}: unreadable value ({exc})") from None
+    return np.asarray(idx, np.int64), np.asarray(sc, np.float64)
+
+
+def load_event_files(pred_path: Path, ref_path: Path) -> tuple[list, list[dict[str, Any]]]:
+    """``deepseek evaluate defect-events --pred events.jsonl --ref truth.csv``."""
+    from deepseek.manufacturing.synthetic import read_truth
+
+    return read_events(pred_path), read_truth(ref_path)
+
+
+def load_frame_files(pred_path: Path, ref_path: Path) -> tuple[tuple, list[dict[str, Any]]]:
+    """``deepseek evaluate defect-frames --pred scores.csv --ref truth.csv``."""
+    from deepseek.manufacturing.synthetic import read_truth
+
+    return read_frame_scores(pred_path), read_truth(ref_path)
+
+
+def events_metric(predictions: Any, references: Any, slack: int = 3,
+                  min_width_mm: float = 0.0) -> dict[str, Any]:
+    """Registered metric ``defect-events``: event recall over cracks and false alarms."""
+    return event_metrics(predictions, references, slack=slack, min_width_mm=min_width_mm)
+
+
+def frames_metric(predictions: Any, references: Any, threshold: float = 0.5,
+                  min_width_mm: float = 0.0) -> dict[str, Any]:
+    """Registered metric ``defect-frames``: frame recall, false-detection rate and recall by
+    width of per-frame scores against the ground-truth rows."""
+    return frame_metrics(predictions, references, threshold, min_width_mm=min_width_mm)
 
 
 def stream_metric(predictions: Any, references: Any, **options: Any) -> dict[str, Any]:

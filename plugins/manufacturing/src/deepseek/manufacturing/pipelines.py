@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from deepseek.report import PipelineResult, Table
+from deepseek.report import Headline, PipelineResult, Table
 
 DEMO_SEED = 700_050  # in the benchmark range: never used for training or validation
 
@@ -18,17 +18,17 @@ def _truth_beside(video: Path) -> Path | None:
     return None
 
 
-def defect_stream(input: Path | None = None, out_dir: Path = Path("."), quiet: bool = False,
+def defect_stream(input: str | None = None, out_dir: Path = Path("."), quiet: bool = False,
                   seed: int = DEMO_SEED, frames: int = 900, realtime: bool = True
                   ) -> PipelineResult:
     """Stream a video (default: a fresh synthetic line video, seed outside training) through
     defect-3dcnn-lstm, score it against its ground truth when there is one, and report the
     metrics, a score timeline and sample frames."""
+    from deepseek.evaluation import evaluate
     from deepseek.manufacturing.figures import sample_frames, timeline
-    from deepseek.manufacturing.metrics import event_metrics, frame_metrics
-    from deepseek.manufacturing.sources import FrameSource
     from deepseek.manufacturing.stream import DefectStream
     from deepseek.manufacturing.synthetic import SyntheticLine, read_truth, write_video
+    from deepseek.readers import open as open_source
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -41,32 +41,37 @@ def defect_stream(input: Path | None = None, out_dir: Path = Path("."), quiet: b
                      f"{frames} frames of 640x480 at 300 fps, 0.1 mm/px, {d['surface']} "
                      f"surface moving {d['speed_px']} px/frame, {d['cracks']} cracks of "
                      "0.1-0.6 mm, scratches, stains and dust as distractors; MJPG .avi")
-    video = Path(input)
+    source = str(input)
+    video = Path(source)
     truth_path = _truth_beside(video) if video.is_file() else None
     truth = read_truth(truth_path) if truth_path else None
     threshold = 0.5
-    # played at its frame rate like a camera (drop-oldest), so the latency is the one a line
-    # would see; benchmarks/defect_stream.py measures the unpaced throughput
-    stream = DefectStream(FrameSource.open(str(video), realtime=realtime), threshold=threshold,
+    # a file is played at its frame rate like a camera (drop-oldest), so the latency is the
+    # one a line would see; benchmarks/defect_stream.py measures the unpaced throughput
+    opts = {"realtime": realtime} if video.is_file() else {}
+    stream = DefectStream(open_source(source, kind="frames", **opts), threshold=threshold,
                           events=out_dir / "events.jsonl")
     rep = stream.run()
     s = rep.summary()
-    metrics: dict[str, float] = {
-        "frames": float(rep.frames), "fps_sustained": rep.fps,
+    metrics: dict[str, float] = {"frames": float(rep.frames), "events": float(len(rep.events))}
+    timings: dict[str, float] = {
+        "fps_sustained": rep.fps,
         "latency_p50_ms": rep.latency_ms.get("p50", math.nan),
         "latency_p99_ms": rep.latency_ms.get("p99", math.nan),
         "model_ms_per_frame": rep.stage_ms_per_frame.get("model", math.nan),
         "frames_dropped": float(rep.source.get("frames_dropped", 0)),
-        "events": float(len(rep.events)),
     }
+    quality = None
     tables = []
     if truth is not None:
-        fm = frame_metrics((rep.frame_index, rep.scores), truth, threshold)
-        em = event_metrics(rep.events, truth)
-        fm02 = frame_metrics((rep.frame_index, rep.scores), truth, threshold, min_width_mm=0.2)
+        scored = (rep.frame_index, rep.scores)
+        fm = evaluate("defect-frames", scored, truth, threshold=threshold)
+        em = evaluate("defect-events", rep.events, truth)
+        fm02 = evaluate("defect-frames", scored, truth, threshold=threshold, min_width_mm=0.2)
         metrics.update(frame_recall=fm["recall"], frame_recall_ge_0_2mm=fm02["recall"],
                        false_detection_rate=fm["false_detection_rate"],
                        event_recall=em["event_recall"], false_alarms=float(em["false_alarms"]))
+        quality = Headline("frame recall, cracks >= 0.2 mm", fm02["recall"], target=0.99)
         tables.append(Table("Frame recall by crack width",
                             ["width mm", "defect frames", "recall"],
                             [[k, v["frames"], "-" if v["recall"] is None else
@@ -85,7 +90,7 @@ def defect_stream(input: Path | None = None, out_dir: Path = Path("."), quiet: b
     tables.append(Table("Stages (ms per frame, stream thread)", list(s["stage_ms_per_frame"]),
                         [list(s["stage_ms_per_frame"].values())]))
     figs = [timeline(out_dir / "timeline.png", rep.frame_index, rep.scores, truth, threshold,
-                     rep.events)]
+                     rep.events, fps=rep.source.get("fps"))]
     samples = []
     by_frame = {int(f): k for k, f in enumerate(rep.frame_index)}
     wanted = [(e.peak_frame if e.peak_frame is not None else e.frame, e)
@@ -95,7 +100,7 @@ def defect_stream(input: Path | None = None, out_dir: Path = Path("."), quiet: b
                   and r["frame"] in by_frame and not rep.flags[by_frame[r["frame"]]]]
         wanted += [(f, None) for f in missed[:1]]
     if wanted:
-        src = FrameSource.open(str(video), policy="block")
+        src = open_source(source, kind="frames", policy="block")
         want = {f: e for f, e in wanted}
         with src:
             for fr in src:
@@ -110,8 +115,12 @@ def defect_stream(input: Path | None = None, out_dir: Path = Path("."), quiet: b
                 if fr.index >= max(want):
                     break
         figs.append(sample_frames(out_dir / "samples.png", samples))
+    p99 = rep.latency_ms.get("p99", math.nan)
     return PipelineResult(pipeline="manufacturing.defect-stream",
                           title="Manufacturing: crack detection on a 300 fps stream",
-                          metrics=metrics, tables=tables, figures=figs, notes=notes,
-                          input=str(input))
+                          metrics=metrics, timings=timings, quality=quality,
+                          speed=Headline(f"latency p99 at {rep.fps:.0f} fps", p99, "ms",
+                                         target=50.0, higher_is_better=False),
+                          tables=tables, figures=figs, notes=notes, input=source,
+                          media=[video] if video.is_file() else [])
 

@@ -1,6 +1,7 @@
 """Hook implementations of the manufacturing plugin (found through the ``deepseek`` entry point).
 
-Only registration happens here; the heavy modules load when something is used.
+Only registration happens here; what is registered lives in the plugin's modules and loads
+when it is first used.
 """
 
 from __future__ import annotations
@@ -9,73 +10,64 @@ from pathlib import Path
 from typing import Any
 
 from deepseek import hookimpl
+from deepseek.lazy import lazy_callable
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-
-
-def read_frames(source: Any, **options: Any) -> Any:
-    """Frames from a video file, cam:N, rtsp/http URL, GStreamer pipeline, image folder or
-    synthetic: URI -> FrameSource (iterate it for grayscale frames)."""
-    from deepseek.manufacturing.sources import FrameSource
-
-    return FrameSource.open(source, **options)
-
-
-def read_synthetic_line(source: Any = None, **options: Any) -> Any:
-    """The synthetic production line (seed=, frames=, any LineConfig field) -> SyntheticLine."""
-    from deepseek.manufacturing.synthetic import SyntheticLine
-
-    return SyntheticLine(**options)
-
-
-def _defect_3dcnn_lstm(**config: Any) -> Any:
-    """Streaming crack detector: stride-4 patch stem, causal 3D conv, LSTM across the stream,
-    per-frame probability and a coarse localisation map."""
-    from deepseek.manufacturing.model import DefectNet
-
-    return DefectNet(**config)
-
-
-def _defect_stream_metric(predictions: Any, references: Any, **options: Any) -> dict:
-    """Frame recall, false-detection rate, recall by width, event recall, latency, fps, drops."""
-    from deepseek.manufacturing.metrics import stream_metric
-
-    return stream_metric(predictions, references, **options)
-
-
-def _defect_frames_metric(predictions: Any, references: Any, **options: Any) -> dict:
-    """Frame recall and false-detection rate of per-frame scores against ground-truth rows."""
-    from deepseek.manufacturing.metrics import frame_metrics
-
-    return frame_metrics(predictions, references, **options)
+M = "deepseek.manufacturing."
+VIDEO_SUFFIXES = [".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv",
+                  ".flv", ".ts", ".mjpg", ".mjpeg", ".h264", ".h265", ".y4m"]
+STREAM_SCHEMES = ["rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://"]
 
 
 @hookimpl
 def register_readers(register: Any) -> None:
-    register("frames", read_frames)
-    register("synthetic-line", read_synthetic_line)
+    register("video", lazy_callable(M + "sources:open_video"), kind="frames",
+             suffixes=VIDEO_SUFFIXES, description="video file (OpenCV FFmpeg) -> FrameSource")
+    register("camera", lazy_callable(M + "sources:open_camera"), kind="frames",
+             schemes=["cam:", "/dev/video"], description="camera cam:N or /dev/videoN")
+    register("stream", lazy_callable(M + "sources:open_stream"), kind="frames",
+             schemes=STREAM_SCHEMES,
+             description="network stream (RTSP, HTTP, RTMP, UDP) that reconnects")
+    register("gstreamer", lazy_callable(M + "sources:open_gstreamer"), kind="frames",
+             accepts=lazy_callable(M + "sources:is_gstreamer_pipeline"),
+             description="GStreamer pipeline ending in appsink")
+    register("image-folder", lazy_callable(M + "sources:open_folder"), kind="frames",
+             accepts=lazy_callable(M + "sources:is_image_folder"),
+             description="folder of images, natural order, as one stream")
+    register("synthetic-line", lazy_callable(M + "sources:open_synthetic"), kind="frames",
+             schemes=["synthetic:"],
+             description="synthetic production line with cracks (synthetic:?seed=3&frames=300)")
 
 
 @hookimpl
 def register_models(register: Any) -> None:
-    w = WEIGHTS / "defect-3dcnn-lstm.safetensors"
-    register("defect-3dcnn-lstm", _defect_3dcnn_lstm,
+    register("defect-3dcnn-lstm", lazy_callable(M + "model:DefectNet"),
              config={"channels": [16, 32, 32], "temporal": 3, "hidden": 32},
-             weights=str(w) if w.is_file() else None,
+             weights=str(WEIGHTS / "defect-3dcnn-lstm.safetensors"),
+             description="streaming crack detector: stride-4 patch stem, causal 3D conv, LSTM "
+                         "across the stream, per-frame probability and a localisation map",
              inputs=[{"name": "frames", "dtype": "uint8", "shape": [-1, -1, 480, 640]}])
 
 
 @hookimpl
 def register_metrics(register: Any) -> None:
-    register("defect-stream", _defect_stream_metric)
-    register("defect-frames", _defect_frames_metric)
+    register("defect-stream", lazy_callable(M + "metrics:stream_metric"),
+             description="frame recall, false-detection rate, recall by width, event recall, "
+                         "latency, fps and drops of a StreamReport")
+    register("defect-frames", lazy_callable(M + "metrics:frames_metric"),
+             load_files=lazy_callable(M + "metrics:load_frame_files"),
+             files="--pred frame,score CSV (stream --scores), --ref truth CSV",
+             description="frame recall, false-detection rate and recall by crack width")
+    register("defect-events", lazy_callable(M + "metrics:events_metric"),
+             load_files=lazy_callable(M + "metrics:load_event_files"),
+             files="--pred events JSONL (stream --events), --ref truth CSV",
+             description="event recall over cracks and false alarms")
 
 
 @hookimpl
 def register_pipelines(register: Any) -> None:
-    from deepseek.manufacturing.pipelines import defect_stream
-
-    register("manufacturing.defect-stream", defect_stream,
+    register("manufacturing.defect-stream", lazy_callable(M + "pipelines:defect_stream"),
+             input_kind="frames",
              description="synthetic line video -> frame source -> defect-3dcnn-lstm stream -> "
                          "frame/event recall, false-detection rate, fps and latency")
 

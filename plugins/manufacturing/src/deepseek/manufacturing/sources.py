@@ -1,6 +1,8 @@
 """Frame sources: video files, cameras, network streams, GStreamer, image folders, synthetic.
 
-``FrameSource.open(uri)`` picks the backend from the URI:
+Each backend is a registered reader of kind ``frames`` (``deepseek readers``), so
+``deepseek.open(uri, kind="frames")`` -- and :meth:`FrameSource.open`, which is that call --
+picks it by scheme, suffix or probe:
 
 =========================  ==========================================================
 ``path/to/video.mp4``      a video file, whatever OpenCV's FFmpeg backend reads
@@ -31,7 +33,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import cv2
 import numpy as np
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("drop-oldest", "block")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
-LIVE_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 
 
 @dataclass
@@ -224,26 +224,6 @@ class _SyntheticReader(_Reader):
         return self.line.frame(self.i - 1)
 
 
-def _parse_synthetic(uri: str) -> dict[str, Any]:
-    rest = uri[len("synthetic:"):].lstrip("?")
-    out: dict[str, Any] = {}
-    for k, v in parse_qsl(rest, keep_blank_values=True):
-        k = k.replace("-", "_")
-        if "," in v:
-            out[k] = tuple(float(x) if "." in x else int(x) for x in v.split(","))
-            continue
-        try:
-            out[k] = int(v)
-        except ValueError:
-            try:
-                out[k] = float(v)
-            except ValueError:
-                out[k] = v
-    if isinstance(out.get("speed_px"), int):
-        out["speed_px"] = (out["speed_px"], out["speed_px"])
-    return out
-
-
 class FrameSource:
     """A stream of grayscale :class:`Frame` objects from any supported URI (see the module
     docstring). Use as an iterator, ideally inside ``with``::
@@ -285,48 +265,18 @@ class FrameSource:
 
     @classmethod
     def open(cls, uri: str | int | Path, **options: Any) -> FrameSource:
-        """Open ``uri`` (see the module docstring). Options: ``policy`` (``drop-oldest`` or
-        ``block``), ``queue_size`` (default 16 frames for drop-oldest, 64 for block),
-        ``size=(w, h)`` with ``fit`` (``resize`` or ``letterbox``),
-        ``on_size_change`` (``resize`` or ``error``), ``realtime`` (play a file at its fps, like
-        a camera), ``fps`` (override or set the nominal rate), ``bit_depth`` (for 16-bit
+        """Open ``uri`` through the reader registry (see the module docstring); the same as
+        ``deepseek.open(uri, kind="frames", **options)``. Options: ``policy``
+        (``drop-oldest`` or ``block``), ``queue_size`` (default 16 frames for drop-oldest,
+        64 for block), ``size=(w, h)`` with ``fit`` (``resize`` or ``letterbox``),
+        ``on_size_change`` (``resize`` or ``error``), ``realtime`` (play a file at its fps,
+        like a camera), ``fps`` (override or set the nominal rate), ``bit_depth`` (for 16-bit
         frames), ``reconnect_attempts``, ``reconnect_backoff`` (seconds, doubled per try)."""
-        fps = options.get("fps")
+        from deepseek.readers import open as open_source
+
         if isinstance(uri, int):
             uri = f"cam:{uri}"
-        s = str(uri)
-        reader: _Reader
-        if s.startswith("synthetic:") or s == "synthetic":
-            reader = _SyntheticReader(_parse_synthetic(s if s != "synthetic" else "synthetic:"))
-        elif s.startswith("cam:"):
-            try:
-                idx = int(s[4:])
-            except ValueError:
-                raise SourceError(f"{s}: a camera is cam:N with N an index (cam:0)") from None
-            reader = _CaptureReader(idx, live=True)
-        elif s.startswith(LIVE_SCHEMES):
-            reader = _CaptureReader(s, live=True, api=cv2.CAP_FFMPEG)
-        elif " ! " in s or s.rstrip().endswith("appsink"):
-            if not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
-                raise SourceError(f"{s!r}: this OpenCV build has no GStreamer support; "
-                                  "install an OpenCV built with GStreamer to use pipelines")
-            reader = _CaptureReader(s, live=True, api=cv2.CAP_GSTREAMER)
-        elif s.startswith("/dev/video"):
-            if not Path(s).exists():
-                raise SourceError(f"{s}: no such camera device")
-            reader = _CaptureReader(s, live=True)
-        else:
-            p = Path(s)
-            if p.is_dir():
-                reader = _FolderReader(p, float(fps or 30.0))
-            elif p.is_file():
-                if p.stat().st_size == 0:
-                    raise SourceError(f"{p}: the file is empty")
-                reader = _CaptureReader(str(p), live=False, api=cv2.CAP_FFMPEG)
-            else:
-                raise SourceError(f"{s}: no such file or folder (a camera is cam:N, a stream "
-                                  "rtsp://..., synthetic data synthetic:?seed=N)")
-        return cls(reader, s, **options)
+        return open_source(str(uri), kind="frames", **options)
 
     # ------------------------------------------------------------------ grabber
     def start(self) -> FrameSource:
@@ -471,3 +421,84 @@ class FrameSource:
         return {"uri": self.uri, "live": self.live, "policy": self.policy,
                 "fps": None if math.isnan(self.fps) else self.fps,
                 "size": list(self.size) if self.size else None, "realtime": self.realtime}
+
+
+# ---------------------------------------------------------------------- registered readers
+def open_video(source: str | Path, **options: Any) -> FrameSource:
+    """A video file, read by OpenCV's FFmpeg backend (reader ``video``)."""
+    p = Path(source)
+    if not p.is_file():
+        raise SourceError(f"{p}: no such file or folder")
+    if p.stat().st_size == 0:
+        raise SourceError(f"{p}: the file is empty")
+    return FrameSource(_CaptureReader(str(p), live=False, api=cv2.CAP_FFMPEG), str(p),
+                       **options)
+
+
+def open_camera(source: str, **options: Any) -> FrameSource:
+    """A camera: ``cam:N`` (index N) or ``/dev/videoN`` (reader ``camera``)."""
+    s = str(source)
+    if s.startswith("/dev/video"):
+        if not Path(s).exists():
+            raise SourceError(f"{s}: no such camera device")
+        return FrameSource(_CaptureReader(s, live=True), s, **options)
+    try:
+        idx = int(s[4:])
+    except ValueError:
+        raise SourceError(f"{s}: a camera is cam:N with N an index (cam:0)") from None
+    return FrameSource(_CaptureReader(idx, live=True), s, **options)
+
+
+def open_stream(source: str, **options: Any) -> FrameSource:
+    """A network stream (RTSP, HTTP(S), RTMP, UDP, TCP) through FFmpeg, reconnecting when it
+    drops (reader ``stream``)."""
+    s = str(source)
+    return FrameSource(_CaptureReader(s, live=True, api=cv2.CAP_FFMPEG), s, **options)
+
+
+def is_gstreamer_pipeline(source: Any) -> bool:
+    """Probe: a GStreamer pipeline string (elements joined by `` ! ``, ending in appsink)."""
+    s = str(source) if isinstance(source, (str, Path)) else ""
+    return " ! " in s or s.rstrip().endswith("appsink")
+
+
+def open_gstreamer(source: str, **options: Any) -> FrameSource:
+    """A GStreamer pipeline ending in ``appsink`` (needs an OpenCV built with GStreamer;
+    reader ``gstreamer``)."""
+    s = str(source)
+    if not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
+        raise SourceError(f"{s!r}: this OpenCV build has no GStreamer support; "
+                          "install an OpenCV built with GStreamer to use pipelines")
+    return FrameSource(_CaptureReader(s, live=True, api=cv2.CAP_GSTREAMER), s, **options)
+
+
+def is_image_folder(source: Any) -> bool:
+    """Probe: a folder with at least one image file directly in it."""
+    if not isinstance(source, (str, Path)):
+        return False
+    p = Path(source)
+    return p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())
+
+
+def open_folder(source: str | Path, **options: Any) -> FrameSource:
+    """The images of a folder, in natural sort order, as one stream (reader
+    ``image-folder``); ``fps`` sets the nominal rate (default 30)."""
+    p = Path(source)
+    if not p.is_dir():
+        raise SourceError(f"{p}: no such folder")
+    return FrameSource(_FolderReader(p, float(options.get("fps") or 30.0)), str(p), **options)
+
+
+def open_synthetic(source: str = "synthetic:", **options: Any) -> FrameSource:
+    """The synthetic production line as a frame stream (reader ``synthetic-line``):
+    ``synthetic:?seed=3&frames=300&surface=cast`` -- any :class:`LineConfig` field, in the
+    URI or (``line=dict(...)``) as keyword."""
+    from deepseek.readers import uri_options
+
+    s = str(source or "synthetic:")
+    line = uri_options(s, "synthetic:")
+    line.update(options.pop("line", None) or {})
+    if isinstance(line.get("speed_px"), (int, float)):
+        line["speed_px"] = (line["speed_px"], line["speed_px"])
+    return FrameSource(_SyntheticReader(line), s, **options)
+

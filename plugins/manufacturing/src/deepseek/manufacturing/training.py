@@ -206,16 +206,39 @@ def evaluate_lines(model: DefectNet, lines: list, threshold: float = 0.5) -> dic
             "val_fdr": float((s[neg] >= threshold).mean()) if neg.any() else float("nan")}
 
 
+#: what training feeds a model: uint8 grayscale clips [N, T, H, W]
+TASK_INPUTS = [{"dtype": "uint8", "shape": [-1, -1, -1, -1]}]
+TASK = "crack detection on clips (uint8 [N, T, H, W] -> frame logits, maps, state)"
+
+
+def _check_outputs(net: torch.nn.Module, name: str) -> None:
+    """Training reads frame logits ``[N, T]`` and maps ``[N, T, h, w]`` (then a state)."""
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.zeros(1, 2, 4 * STRIDE, 4 * STRIDE, dtype=torch.uint8))
+    net.train()
+    ok = (isinstance(out, (tuple, list)) and len(out) >= 2 and out[0].shape == (1, 2)
+          and out[1].ndim == 4 and tuple(out[1].shape[:2]) == (1, 2))
+    if not ok:
+        shapes = [tuple(o.shape) for o in out if hasattr(o, "shape")] \
+            if isinstance(out, (tuple, list)) else type(out).__name__
+        raise ManufacturingError(f"model {name!r} does not fit {TASK}: it returns {shapes}")
+
+
 def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips: int = 1600,
                 frames: int = 16, height: int = 128, width: int = 160, epochs: int = 4,
                 batch_size: int = 8, lr: float = 3e-3, seed: int = 0, val_videos: int = 2,
                 accum_steps: int = 1, amp: bool = False, resume: bool = False,
                 config: dict[str, Any] | None = None, workers: int = 2,
-                progress: bool | None = None) -> dict[str, Any]:
-    """Train ``defect-3dcnn-lstm`` and write ``out_dir/model.safetensors`` (+ ``.json``)."""
-    from deepseek.loader import save_model
+                progress: bool | None = None, model: str = "defect-3dcnn-lstm"
+                ) -> dict[str, Any]:
+    """Train ``model`` (``defect-3dcnn-lstm``, or any registered model that fits the task:
+    uint8 clips ``[N, T, H, W]`` in, ``(frame logits [N, T], maps [N, T, h, w], state)`` out)
+    and write ``out_dir/model.safetensors`` (+ ``.json``)."""
+    from deepseek.loader import build_registered, require_fit, save_model
     from deepseek.train import Trainer
 
+    require_fit(model, TASK, TASK_INPUTS)
     if height % STRIDE or width % STRIDE:
         raise ManufacturingError(f"clip size {width}x{height}: both must be multiples of "
                                  f"{STRIDE}")
@@ -231,8 +254,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     log.info("%d training clips (%d defect frames of %d) in %.0f s", len(arrays["x"]),
              int(arrays["y"].sum()), arrays["y"].size, time.perf_counter() - t0)
     val = validation_lines(val_videos) if val_videos else []
-    cfg = dict(config or {})
-    net = DefectNet(**cfg)
+    net, cfg = build_registered(model, pretrained=False, **(config or {}))
+    _check_outputs(net, model)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(arrays["x"]) / batch_size / accum_steps))
     warm = max(1, int(0.1 * steps))
@@ -253,7 +276,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
 
     trainer = Trainer(net, opt, step_fn=clip_loss, accum_steps=accum_steps, amp=amp,
                       scheduler=sched, checkpoint_dir=out / "checkpoints", progress=progress,
-                      grad_clip=5.0, architecture="defect-3dcnn-lstm", config=cfg,
+                      grad_clip=5.0, architecture=model, config=cfg,
                       device="cpu" if not torch.cuda.is_available() else "auto")
     history = trainer.fit(ClipDataset(arrays), epochs=epochs, batch_size=batch_size,
                           val_data=val or None, eval_fn=eval_fn if val else None,
@@ -262,9 +285,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     best = out / "checkpoints" / "best"
     if best.is_dir():
         trainer.load_checkpoint(best)
-    full = {"channels": list(net.channels), "temporal": net.temporal, "hidden": net.hidden}
-    path = save_model(net, out / "model.safetensors", architecture="defect-3dcnn-lstm",
-                      config=full)
+    path = save_model(net, out / "model.safetensors", architecture=model, config=cfg)
     summary = {"model": str(path), "history": history, "seconds": time.perf_counter() - t0,
                "data": "folder" if folder is not None else "synthetic",
                "clips": len(arrays["x"]), "clip_shape": [frames, height, width]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,25 +18,39 @@ def medical() -> None:
     """Medical imaging: CT DICOM series to Hounsfield volumes, physical-space resampling,
     lung-nodule detection (LUNA16 FROC/CPM).
 
-    Inputs: DICOM folders (searched recursively), DICOMDIR, single or enhanced multi-frame
-    files, LUNA16 .mhd/.raw, NIfTI (.nii, .nii.gz).
+    \b
+    info      the series in a folder, or what an image file holds
+    generate  write a synthetic chest CT phantom series + annotations.csv
+    train     train a nodule detector (phantom patches or a LUNA16 folder)
+    evaluate  LUNA16 FROC / CPM of a results CSV against annotations
+    convert   a series or image to .nii.gz / .mhd / .nrrd, optionally resampled
+    detect    find lung nodules in a CT
+
+    Inputs go through the reader registry (`deepseek readers`): DICOM folders (searched
+    recursively), DICOMDIR, single or enhanced multi-frame files, LUNA16 .mhd/.raw, NIfTI
+    (.nii, .nii.gz), NRRD, and synthetic:?seed=N phantoms.
     """
 
 
-@medical.command("info")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def info(path: Path, as_json: bool) -> None:
-    """List the series found under PATH (a folder, DICOMDIR or file)."""
-    from deepseek.medical.dicom import discover
-    from deepseek.medical.volume import Volume, is_image_file
+def _echo(data: dict[str, Any], as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
-    if is_image_file(path):
-        vol = Volume.load(path)
-        row = {"file": str(path), "shape_zyx": list(vol.shape), "spacing_xyz": list(vol.spacing),
-               "origin_xyz": list(vol.origin)}
-        click.echo(json.dumps(row, indent=2) if as_json else
-                   "\n".join(f"{k}: {v}" for k, v in row.items()))
+
+@medical.command("info")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def info(path: str, as_json: bool) -> None:
+    """List the series found under PATH (a DICOM folder, DICOMDIR or file), or describe an
+    image file (.mhd, .nii.gz, .nrrd) or a synthetic: phantom URI."""
+    from deepseek.medical.dicom import discover
+    from deepseek.readers import resolve
+
+    entry = resolve(path, kind="volume")
+    if entry.name != "dicom":
+        vol = entry.obj(path)
+        row = {"source": path, "reader": entry.name, "shape_zyx": list(vol.shape),
+               "spacing_xyz": list(vol.spacing), "origin_xyz": list(vol.origin)}
+        _echo(row, as_json, "\n".join(f"{k}: {v}" for k, v in row.items()))
         return
     series, skipped = discover(path)
     if as_json:
@@ -61,7 +76,7 @@ def info(path: Path, as_json: bool) -> None:
 
 
 @medical.command("convert")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("path")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--spacing", nargs=3, type=float, default=None, metavar="X Y Z",
               help="Resample to this spacing in mm (x y z) before writing.")
@@ -70,8 +85,9 @@ def info(path: Path, as_json: bool) -> None:
               show_default=True, help="What to do with duplicate/missing/uneven slices.")
 @click.option("--interpolator", type=click.Choice(["linear", "nearest", "bspline"]),
               default="linear", show_default=True)
-def convert(path: Path, out: Path, spacing: tuple[float, float, float] | None,
-            series_uid: str | None, on_gap: str, interpolator: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def convert(path: str, out: Path, spacing: tuple[float, float, float] | None,
+            series_uid: str | None, on_gap: str, interpolator: str, as_json: bool) -> None:
     """Convert a DICOM series (or .mhd/NIfTI) at PATH to OUT (.nii, .nii.gz, .mhd, .mha).
 
     A gantry-tilted series is resampled onto a straight grid, since these formats cannot
@@ -83,11 +99,13 @@ def convert(path: Path, out: Path, spacing: tuple[float, float, float] | None,
     if spacing:
         vol = vol.resample(spacing, interpolator=interpolator)
     written = vol.save(out)
-    click.echo(f"wrote {written}: shape (z, y, x) {vol.shape}, spacing (x, y, z) "
-               f"{tuple(round(s, 4) for s in vol.spacing)} mm")
+    _echo({"written": str(written), "shape_zyx": list(vol.shape),
+           "spacing_xyz": list(vol.spacing), "origin_xyz": list(vol.origin)}, as_json,
+          f"wrote {written}: shape (z, y, x) {vol.shape}, spacing (x, y, z) "
+          f"{tuple(round(s, 4) for s in vol.spacing)} mm")
 
 
-@medical.command("phantom")
+@medical.command("generate")
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=int, default=256, show_default=True, help="Rows = columns.")
@@ -108,12 +126,15 @@ def convert(path: Path, out: Path, spacing: tuple[float, float, float] | None,
 @click.option("--localizer", is_flag=True, help="Add a coronal localizer in the same series.")
 @click.option("--out-of-field", is_flag=True, help="-3024 HU outside a circular field of view.")
 @click.option("--dicomdir", is_flag=True, help="Write a DICOM File-set with DICOMDIR.")
-def phantom(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: float | None,
-            slice_step: float, nodules: int, tilt_deg: float, noise: float,
-            transfer_syntax: str, enhanced: bool, shuffle: bool, missing_slice: bool,
-            extra_series: bool, localizer: bool, out_of_field: bool, dicomdir: bool) -> None:
-    """Write a synthetic chest CT phantom series to OUT_DIR, with annotations.csv (LUNA16)."""
-    from deepseek.medical.phantom import write_phantom
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: float | None,
+             slice_step: float, nodules: int, tilt_deg: float, noise: float,
+             transfer_syntax: str, enhanced: bool, shuffle: bool, missing_slice: bool,
+             extra_series: bool, localizer: bool, out_of_field: bool, dicomdir: bool,
+             as_json: bool) -> None:
+    """Write a synthetic chest CT phantom series to OUT_DIR, with its ground truth as a
+    LUNA16 annotations.csv (the same generator as the synthetic: reader)."""
+    from deepseek.medical.synthetic import write_phantom
 
     res = write_phantom(out_dir, seed=seed, size=size, slices=slices,
                         pixel_spacing=pixel_spacing, slice_step=slice_step, n_nodules=nodules,
@@ -121,12 +142,14 @@ def phantom(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: flo
                         enhanced=enhanced, shuffle=shuffle, missing_slice=missing_slice,
                         extra_series=extra_series, localizer=localizer,
                         out_of_field=out_of_field, dicomdir=dicomdir)
-    click.echo(f"wrote {len(res.files)} file(s) of series {res.series_uid} to {out_dir}")
-    click.echo(f"{len(res.nodules)} nodules: {res.annotations}")
+    _echo({"out_dir": str(out_dir), "files": len(res.files), "series_uid": res.series_uid,
+           "nodules": [n.__dict__ for n in res.nodules], "annotations": str(res.annotations)},
+          as_json, f"wrote {len(res.files)} file(s) of series {res.series_uid} to {out_dir}\n"
+                   f"{len(res.nodules)} nodules: {res.annotations}")
 
 
 @medical.command("detect")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("path")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write candidates as LUNA16 results CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print the candidates as JSON.")
@@ -139,16 +162,16 @@ def phantom(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: flo
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
 @click.option("--tta-top", type=int, default=24, show_default=True,
               help="Re-score this many top candidates with flip test-time augmentation (0: off).")
-def detect(path: Path, out: Path | None, as_json: bool, threshold: float,
+def detect(path: str, out: Path | None, as_json: bool, threshold: float,
            max_candidates: int, model: str, series_uid: str | None, amp: bool,
            tta_top: int) -> None:
-    """Find lung nodules in PATH (DICOM folder/file, .mhd or NIfTI)."""
+    """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.loader import ModelLoader
     from deepseek.medical.detector import NoduleDetector
-    from deepseek.medical.froc import write_results
+    from deepseek.medical.metrics import write_results
     from deepseek.medical.volume import read_volume
 
-    vol = read_volume(path, series_uid=series_uid)
+    vol = read_volume(path, **({"series_uid": series_uid} if series_uid else {}))
     det = NoduleDetector(ModelLoader.load(model), threshold=threshold,
                          max_candidates=max_candidates, amp=amp, tta_top=tta_top)
     cands = det.detect(vol)
@@ -165,8 +188,12 @@ def detect(path: Path, out: Path | None, as_json: bool, threshold: float,
 
 
 @medical.command("evaluate")
-@click.option("--annotations", type=click.Path(exists=True, path_type=Path), required=True)
-@click.option("--results", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--pred", "pred_path", type=click.Path(exists=True, path_type=Path),
+              required=True, help="LUNA16 results CSV (seriesuid,coordX,coordY,coordZ,"
+              "probability).")
+@click.option("--ref", "ref_path", type=click.Path(exists=True, path_type=Path),
+              required=True, help="LUNA16 annotations CSV (seriesuid,coordX,coordY,coordZ,"
+              "diameter_mm).")
 @click.option("--excluded", type=click.Path(exists=True, path_type=Path), default=None,
               help="annotations_excluded.csv: hits on these count as neither TP nor FP.")
 @click.option("--series", "series_file", type=click.Path(exists=True, path_type=Path),
@@ -175,26 +202,24 @@ def detect(path: Path, out: Path | None, as_json: bool, threshold: float,
 @click.option("--bootstrap", type=int, default=1000, show_default=True)
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="FROC curve PNG.")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(annotations: Path, results: Path, excluded: Path | None, series_file: Path | None,
+def evaluate(pred_path: Path, ref_path: Path, excluded: Path | None, series_file: Path | None,
              bootstrap: int, plot: Path | None, as_json: bool) -> None:
-    """Score a LUNA16 results CSV with the FROC / CPM protocol."""
-    from deepseek.medical.froc import froc, plot_froc, read_annotations, read_results
+    """Score a LUNA16 results CSV with the FROC / CPM protocol (the registered metric
+    luna16-froc, as `deepseek evaluate luna16-froc --pred --ref` computes it)."""
+    from deepseek.evaluation import evaluate_files
+    from deepseek.medical.figures import plot_froc
 
-    scans = None
-    if series_file:
-        scans = [s.strip() for s in series_file.read_text().splitlines() if s.strip()]
-    r = froc(read_annotations(annotations), read_results(results),
-             read_annotations(excluded) if excluded else None, scans=scans,
-             bootstrap=bootstrap)
+    r = evaluate_files("luna16-froc", pred_path, ref_path, excluded=excluded,
+                       scans=series_file, bootstrap=bootstrap)
     if plot:
         plot_froc(r, plot)
     if as_json:
-        click.echo(json.dumps(r.to_dict(), indent=2))
+        click.echo(json.dumps(r, indent=2))
         return
-    ci = f" (95% CI {r.ci95[0]:.3f}-{r.ci95[1]:.3f})" if r.ci95 else ""
-    click.echo(f"CPM {r.cpm:.4f}{ci} over {r.n_scans} scans, {r.n_nodules} nodules")
-    for k, v in r.sensitivities.items():
-        click.echo(f"  sensitivity at {k:g} FP/scan: {v:.4f}")
+    ci = f" (95% CI {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f})" if r["ci95"] else ""
+    click.echo(f"CPM {r['cpm']:.4f}{ci} over {r['n_scans']} scans, {r['n_nodules']} nodules")
+    for k, v in r["sensitivity_at_fps"].items():
+        click.echo(f"  sensitivity at {k} FP/scan: {v:.4f}")
 
 
 @medical.command("train")
@@ -214,14 +239,26 @@ def evaluate(annotations: Path, results: Path, excluded: Path | None, series_fil
 @click.option("--init", default=None,
               help="Start from these weights (registry name or .safetensors) to fine-tune.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--model", default="lung-nodule-attention", show_default=True,
+              help="Any registered model whose input is a CT patch [N, 1, D, H, W] and whose "
+                   "output is the heatmap/size/offset dict.")
+@click.option("--json", "as_json", is_flag=True, help="Print the history as JSON (the "
+              "default output is a short summary).")
 def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size: int,
           accum_steps: int, lr: float, val_scans: int, amp: bool, resume: bool,
-          init: str | None, seed: int) -> None:
-    """Train lung-nodule-attention through the core Trainer (checkpoints, resume, best kept)."""
+          init: str | None, seed: int, model: str, as_json: bool) -> None:
+    """Train a nodule detector through the core Trainer (checkpoints, resume, best kept)."""
     from deepseek.medical.nodule_training import train_detector
 
     res = train_detector(out, luna16=luna16, n_patches=patches, epochs=epochs,
                          batch_size=batch_size, accum_steps=accum_steps, lr=lr,
-                         val_scans=val_scans, amp=amp, resume=resume, init=init, seed=seed)
-    click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
-                          default=str))
+                         val_scans=val_scans, amp=amp, resume=resume, init=init, seed=seed,
+                         model=model)
+    if as_json:
+        click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
+                              default=str))
+        return
+    for h in res["history"]:
+        click.echo("epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in h.items()))
+    click.echo(f"model: {res['model']}")

@@ -327,6 +327,40 @@ def _dicomdir_files(p: Path) -> list[Path]:
     return files
 
 
+def _has_dicm_magic(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def is_dicom_source(source: Any, max_files: int = 64) -> bool:
+    """Probe for the reader registry: a list of files, a DICOMDIR, a file with the ``DICM``
+    preamble, or a folder holding one of those among its first ``max_files`` files."""
+    if isinstance(source, (list, tuple)):
+        return bool(source) and all(Path(p).is_file() for p in source)
+    p = Path(source)
+    if p.is_file():
+        return p.name.upper() == "DICOMDIR" or p.suffix.lower() == ".dcm" or _has_dicm_magic(p)
+    if p.is_dir():
+        for n, f in enumerate(p.rglob("*")):
+            if n >= max_files:
+                break
+            if f.is_file() and (f.name.upper() == "DICOMDIR" or f.suffix.lower() == ".dcm"
+                                or _has_dicm_magic(f)):
+                return True
+    return False
+
+
+def read_dicom(source: Any, **options: Any) -> Volume:
+    """DICOM CT series (folder, files, DICOMDIR, multi-frame file) -> Volume in HU.
+
+    ``options`` are :class:`DICOMReader`'s (``series_uid``, ``on_gap``, ``tilt`` ...)."""
+    return DICOMReader(source, **options).load()
+
+
 def discover(path: Any, progress: bool = False) -> tuple[list[SeriesInfo], dict[str, int]]:
     """Find the series under ``path``. Returns the series and counts of skipped files."""
     from tqdm.auto import tqdm

@@ -1,4 +1,5 @@
-"""PNG figures for reports: windowed slice montages with markers (Pillow)."""
+"""Report figures of the medical plugin (matplotlib, through :mod:`deepseek.plotting`):
+the FROC curve, orthogonal CT views in millimetres, and axial slices through findings."""
 
 from __future__ import annotations
 
@@ -7,69 +8,107 @@ from typing import Any
 
 import numpy as np
 
+from deepseek.plotting import axes, figure, save, style
 
-def window_to_uint8(hu: np.ndarray, window: tuple[float, float] = (-1000.0, 400.0)) -> np.ndarray:
+
+def plot_froc(result: Any, path: str | Path, title: str = "FROC") -> Path:
+    """Sensitivity against false positives per scan (log axis), the seven LUNA16 operating
+    points marked and the CPM (with its bootstrap interval) in the title. ``result`` is the
+    ``luna16-froc`` metric's dict (or a FROCResult)."""
+    from deepseek.medical.metrics import FP_RATES
+
+    d = result if isinstance(result, dict) else result.to_dict()
+    ci = f", 95% CI {d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}" if d.get("ci95") else ""
+    fig, ax = axes(f"{title}: CPM {d['cpm']:.3f}{ci} ({d['n_nodules']} nodules, "
+                   f"{d['n_scans']} scans)", "false positives per scan (log scale)",
+                   "sensitivity", width=7.5, height=4.6)
+    fps = np.asarray(d["curve"]["fps_per_scan"], dtype=float)
+    sens = np.asarray(d["curve"]["sensitivity"], dtype=float)
+    keep = fps > 0
+    if keep.any():
+        x = np.concatenate([[1 / 16], fps[keep], [16]])
+        y = np.concatenate([[sens[keep][0]], sens[keep], [sens[keep][-1]]])
+        ax.step(x, y, where="post", color="#1f6fb4", linewidth=2, label="FROC curve")
+    at = {float(k): v for k, v in d["sensitivity_at_fps"].items()}
+    ax.plot(list(at), list(at.values()), "o", color="#d9534f", label="LUNA16 operating points")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(FP_RATES, [f"{r:g}" for r in FP_RATES])
+    ax.set_xlim(1 / 16, 16)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right")
+    return save(fig, path)
+
+
+def _window(a: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     lo, hi = window
-    return (np.clip((hu - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-
-
-def slice_montage(volume: Any, points: list[dict[str, Any]], path: Path,
-                  window: tuple[float, float] = (-1000.0, 400.0), tile: int = 256,
-                  columns: int = 4) -> Path:
-    """Axial slices through each world point (``{"xyz": (x, y, z), "diameter_mm": d,
-    "label": str}``) with a box of the given diameter drawn around it."""
-    from PIL import Image, ImageDraw
-
-    arr = volume.array
-    tiles = []
-    for p in points:
-        k, j, i = volume.world_to_voxel(p["xyz"])
-        z = int(np.clip(round(k), 0, arr.shape[0] - 1))
-        img = Image.fromarray(window_to_uint8(arr[z], window)).convert("RGB")
-        sx, sy = tile / arr.shape[2], tile / arr.shape[1]
-        img = img.resize((tile, tile), Image.BILINEAR)
-        draw = ImageDraw.Draw(img)
-        r = max(3.0, 0.5 * p.get("diameter_mm", 10.0) / volume.spacing[0] * sx + 3)
-        cx, cy = i * sx, j * sy
-        draw.rectangle([cx - r, cy - r, cx + r, cy + r], outline=(255, 64, 64), width=2)
-        draw.text((4, 4), f"{p.get('label', '')} z={z}", fill=(255, 255, 0))
-        tiles.append(img)
-    if not tiles:
-        tiles = [Image.fromarray(window_to_uint8(arr[arr.shape[0] // 2], window)).convert("RGB")
-                 .resize((tile, tile))]
-    rows = (len(tiles) + columns - 1) // columns
-    cols = min(columns, len(tiles))
-    sheet = Image.new("RGB", (cols * tile, rows * tile))
-    for n, t in enumerate(tiles):
-        sheet.paste(t, ((n % columns) * tile, (n // columns) * tile))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+    return np.clip((a - lo) / (hi - lo), 0, 1)
 
 
 def orthogonal_views(volume: Any, path: Path, window: tuple[float, float] = (-1000.0, 400.0),
-                     height: int = 256) -> Path:
-    """Axial, coronal and sagittal mid-planes side by side, each at its physical aspect."""
-    from PIL import Image
-
+                     points: list[dict[str, Any]] | None = None) -> Path:
+    """Axial, coronal and sagittal mid-planes at their physical aspect, axes in mm (voxel
+    indices times spacing), with ``points`` (``{"xyz", "label"}``) marked where they lie in
+    the plane's slab."""
     arr = volume.array
     sx, sy, sz = volume.spacing
     nz, ny, nx = arr.shape
-    views = [
-        (arr[nz // 2], nx * sx, ny * sy),
-        (arr[:, ny // 2, :][::-1], nx * sx, nz * sz),
-        (arr[:, :, nx // 2][::-1], ny * sy, nz * sz),
-    ]
-    imgs = []
-    for a, w_mm, h_mm in views:
-        w = max(1, int(round(height * w_mm / h_mm))) if h_mm > 0 else height
-        imgs.append(Image.fromarray(window_to_uint8(a, window)).resize((min(w, 3 * height),
-                                                                        height)))
-    sheet = Image.new("L", (sum(i.width for i in imgs), height))
-    x = 0
-    for im in imgs:
-        sheet.paste(im, (x, 0))
-        x += im.width
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+    fig, axs = figure(12.0, 4.4, 1, 3)
+    views = [("axial (z mid)", arr[nz // 2], (0, nx * sx, ny * sy, 0), "x (mm)", "y (mm)"),
+             ("coronal (y mid)", arr[:, ny // 2, :], (0, nx * sx, nz * sz, 0), "x (mm)",
+              "z (mm)"),
+             ("sagittal (x mid)", arr[:, :, nx // 2], (0, ny * sy, nz * sz, 0), "y (mm)",
+              "z (mm)")]
+    for ax, (name, plane, extent, xl, yl) in zip(axs, views):
+        ax.imshow(_window(plane, window), cmap="gray", extent=extent, interpolation="bilinear",
+                  vmin=0, vmax=1)
+        style(ax, name, xl, yl)
+        ax.grid(False)
+    for p in points or []:
+        k, j, i = volume.world_to_voxel(p["xyz"])
+        for ax, (u, v, dist) in zip(axs, [(i * sx, j * sy, abs(k - nz // 2) * sz),
+                                          (i * sx, k * sz, abs(j - ny // 2) * sy),
+                                          (j * sy, k * sz, abs(i - nx // 2) * sx)]):
+            if dist <= p.get("diameter_mm", 10.0) / 2:
+                ax.plot(u, v, "o", mfc="none", mec="#ff4040", ms=10, mew=1.5)
+    fig.suptitle(f"shape (z, y, x) {tuple(arr.shape)}, spacing (x, y, z) "
+                 f"{tuple(round(s, 3) for s in volume.spacing)} mm, window {window} HU")
+    return save(fig, path)
+
+
+def slice_montage(volume: Any, points: list[dict[str, Any]], path: Path,
+                  window: tuple[float, float] = (-1000.0, 400.0), columns: int = 4,
+                  half_width_mm: float = 40.0) -> Path:
+    """An axial crop (``2 * half_width_mm`` wide) through each world point (``{"xyz",
+    "diameter_mm", "label"}``), the point circled at its diameter and labelled."""
+    arr = volume.array
+    sx, sy, _ = volume.spacing
+    shown = points or [{"xyz": volume.voxel_to_world(np.array(arr.shape) // 2),
+                        "diameter_mm": 0.0, "label": "centre slice"}]
+    n = len(shown)
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    fig, axs = figure(3.0 * cols, 3.1 * rows, rows, cols, squeeze=False)
+    for ax in axs.ravel()[n:]:
+        ax.set_axis_off()
+    for ax, p in zip(axs.ravel(), shown):
+        k, j, i = (float(c) for c in volume.world_to_voxel(p["xyz"]))
+        z = int(np.clip(round(k), 0, arr.shape[0] - 1))
+        hy, hx = int(half_width_mm / sy), int(half_width_mm / sx)
+        y0, y1 = max(0, int(j) - hy), min(arr.shape[1], int(j) + hy)
+        x0, x1 = max(0, int(i) - hx), min(arr.shape[2], int(i) + hx)
+        ax.imshow(_window(arr[z, y0:y1, x0:x1], window), cmap="gray", vmin=0, vmax=1,
+                  extent=(x0 * sx, x1 * sx, y1 * sy, y0 * sy))
+        d = float(p.get("diameter_mm", 0.0))
+        if d > 0:
+            ax.add_patch(_circle((i * sx, j * sy), d / 2 + 1.5))
+        xyz = p["xyz"]
+        style(ax, f"{p.get('label', '')}\n({xyz[0]:.0f}, {xyz[1]:.0f}, {xyz[2]:.0f}) mm",
+              "x (mm)", "y (mm)")
+        ax.grid(False)
+    return save(fig, path)
+
+
+def _circle(centre: tuple[float, float], radius: float) -> Any:
+    from matplotlib.patches import Circle
+
+    return Circle(centre, radius, fill=False, edgecolor="#ff4040", linewidth=1.5)

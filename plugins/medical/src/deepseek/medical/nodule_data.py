@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from deepseek.medical.errors import MedicalError
 from deepseek.medical.nodule_model import STRIDE, WINDOW, WORKING_SPACING
-from deepseek.medical.phantom import ChestPhantom
+from deepseek.medical.synthetic import ChestPhantom
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,9 @@ def centernet_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
 
 # ------------------------------------------------------------------------------ LUNA16 layout
 def read_luna16_annotations(path: Path) -> dict[str, list[tuple[np.ndarray, float]]]:
-    """annotations.csv (read by :func:`deepseek.medical.froc.read_annotations`) grouped by
+    """annotations.csv (read by :func:`deepseek.medical.metrics.read_annotations`) grouped by
     series: ``{seriesuid: [(centre xyz, diameter_mm), ...]}``."""
-    from deepseek.medical.froc import read_annotations
+    from deepseek.medical.metrics import read_annotations
 
     out: dict[str, list] = defaultdict(list)
     for a in read_annotations(path):

@@ -1,4 +1,6 @@
-"""Training of ``lung-nodule-attention`` through the core Trainer.
+"""Training of a nodule detector (``lung-nodule-attention`` by default, or any registered
+model whose input is a CT patch ``[N, 1, D, H, W]`` and whose output is the centre-heatmap
+dict ``heatmap`` / ``size`` / ``offset``) through the core Trainer.
 
 Data: phantom patches generated for the run (:func:`phantom_patch_set`, seeds from the run's
 seed) or a LUNA16-layout folder (:class:`Luna16Patches`). Validation: whole-scan detection on
@@ -19,9 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepseek.medical.froc import froc
 from deepseek.medical.nodule_data import PatchDataset, centernet_loss, phantom_patch_set
-from deepseek.medical.nodule_model import build
+
+#: what the detector feeds a model: one-channel float CT patches
+TASK_INPUTS = [{"dtype": "float32", "shape": [-1, 1, -1, -1, -1]}]
+TASK = "nodule detection (CT patches [N, 1, D, H, W] -> heatmap/size/offset)"
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ def make_patches(n: int, seed: int, workers: int = 2) -> dict[str, np.ndarray]:
 
 def validation_volumes(n: int, size: int = 384, slices: int = 90,
                        spacing: tuple[float, float, float] = (0.9, 0.9, 2.0)) -> list:
-    from deepseek.medical.phantom import ChestPhantom, render_volume
+    from deepseek.medical.synthetic import ChestPhantom, render_volume
 
     vols = []
     extent = (slices - 1) * spacing[2]
@@ -71,26 +75,53 @@ def evaluate_volumes(net: torch.nn.Module, volumes: list, **detector_opts: Any) 
             ann.append({"seriesuid": sid, "xyz": tuple(nod["center"]),
                         "diameter_mm": nod["diameter_mm"]})
         res.extend(det.detect(v, series_uid=sid))
-    r = froc(ann, res, scans=[v.metadata["series_uid"] for v in volumes], bootstrap=0)
-    return {"val_cpm": r.cpm, "val_max_sensitivity": r.max_sensitivity,
-            "val_fps_per_scan": r.n_false_positives / max(r.n_scans, 1)}
+    from deepseek.evaluation import evaluate
+
+    r = evaluate("luna16-froc", res, ann, scans=[v.metadata["series_uid"] for v in volumes],
+                 bootstrap=0)
+    return {"val_cpm": r["cpm"], "val_max_sensitivity": r["max_sensitivity"],
+            "val_fps_per_scan": r["fps_per_scan_total"]}
+
+
+def _check_outputs(net: torch.nn.Module, name: str) -> None:
+    """The detector reads ``heatmap``, ``size`` and ``offset`` at half the input size."""
+    from deepseek.medical.errors import MedicalError
+
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.zeros(1, 1, 32, 32, 32))
+    net.train()
+    want = {"heatmap": 1, "size": 1, "offset": 3}
+    if not isinstance(out, dict) or any(k not in out for k in want):
+        raise MedicalError(f"model {name!r} does not fit {TASK}: it returns "
+                           f"{type(out).__name__}, not a dict with {sorted(want)}")
+    for k, c in want.items():
+        if out[k].ndim != 5 or out[k].shape[1] != c:
+            raise MedicalError(f"model {name!r}: output {k!r} has shape "
+                               f"{tuple(out[k].shape)}; expected [N, {c}, d, h, w]")
 
 
 def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
                    n_patches: int = 2400, epochs: int = 3, batch_size: int = 8,
                    lr: float = 2e-3, seed: int = 0, val_scans: int = 2, accum_steps: int = 1,
-                   amp: bool = False, resume: bool = False, base: int = 12,
+                   amp: bool = False, resume: bool = False, base: int | None = None,
                    init: str | Path | None = None, workers: int = 2,
-                   progress: bool | None = None) -> dict[str, Any]:
-    """Train and write ``out_dir/model.safetensors``.
+                   progress: bool | None = None, model: str = "lung-nodule-attention",
+                   **config: Any) -> dict[str, Any]:
+    """Train ``model`` (any registered model that fits the task) and write
+    ``out_dir/model.safetensors``.
 
-    ``init`` starts from existing weights (a registry name such as
-    ``"lung-nodule-attention"`` or a ``.safetensors`` path) instead of a random
-    initialisation: fine-tuning on fresh patches with a smaller ``lr``.
+    ``base`` (and any ``config``) override the model's default configuration. ``init``
+    starts from existing weights (a registry name such as ``"lung-nodule-attention"`` or a
+    ``.safetensors`` path) instead of a random initialisation: fine-tuning on fresh patches
+    with a smaller ``lr``.
     """
-    from deepseek.loader import save_model
+    from deepseek.loader import build_registered, require_fit, save_model
     from deepseek.train import Trainer
 
+    require_fit(model, TASK, TASK_INPUTS)
+    if base is not None:
+        config["base"] = base
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -104,7 +135,8 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
     log.info("%d training patches (%d with a nodule peak) in %.0f s", len(arrays["x"]),
              int((arrays["mask"].sum(axis=(1, 2, 3)) > 0).sum()), time.perf_counter() - t0)
     val = validation_volumes(val_scans) if val_scans else []
-    net = build(base=base)
+    net, cfg = build_registered(model, pretrained=False, **config)
+    _check_outputs(net, model)
     if init is not None:
         from deepseek.loader import ModelLoader
 
@@ -112,8 +144,10 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
         try:
             net.load_state_dict(src.module.state_dict())
         except RuntimeError as exc:
-            raise ValueError(f"--init {init}: weights do not fit lung-nodule-attention "
-                             f"with base={base}: {exc}") from exc
+            from deepseek.medical.errors import MedicalError
+
+            raise MedicalError(f"--init {init}: weights do not fit {model} with config "
+                               f"{cfg}: {exc}") from exc
         log.info("initialised from %s", init)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(arrays["x"]) / batch_size / accum_steps))
@@ -143,7 +177,7 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
 
     trainer = Trainer(net, opt, step_fn=step_fn, accum_steps=accum_steps, amp=amp,
                       scheduler=sched, checkpoint_dir=out / "checkpoints", progress=progress,
-                      architecture="lung-nodule-attention", config={"base": base},
+                      architecture=model, config=cfg,
                       device="cpu" if not torch.cuda.is_available() else "auto")
     history = trainer.fit(PatchDataset(arrays), epochs=epochs, batch_size=batch_size,
                           val_data=val if val else None, eval_fn=eval_fn if val else None,
@@ -152,8 +186,7 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
     best = out / "checkpoints" / "best"
     if best.is_dir():
         trainer.load_checkpoint(best)
-    path = save_model(net, out / "model.safetensors", architecture="lung-nodule-attention",
-                      config={"base": base})
+    path = save_model(net, out / "model.safetensors", architecture=model, config=cfg)
     summary = {"model": str(path), "history": history, "seconds": time.perf_counter() - t0}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

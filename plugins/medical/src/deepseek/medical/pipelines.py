@@ -9,26 +9,38 @@ from typing import Any
 
 import numpy as np
 
-from deepseek.report import PipelineResult, Table
+from deepseek.report import Headline, PipelineResult, Table
 
 log = logging.getLogger(__name__)
 
 
 def _annotations_of(path: Path, series_uid: str | None) -> list[dict[str, Any]]:
     """The rows of a LUNA16 annotations.csv for one series (all rows without a uid)."""
-    from deepseek.medical.froc import read_annotations
+    from deepseek.medical.metrics import read_annotations
 
     return [a for a in read_annotations(path) if not series_uid or a["seriesuid"] == series_uid]
 
 
-def dicom_io(input: Path | None = None, out_dir: Path = Path("."), quiet: bool = False,
+def _annotation_file(source: str, vol: Any) -> Path | None:
+    """The LUNA16 annotations.csv that goes with an input: the phantom's own, or one beside
+    the file / inside the folder."""
+    if vol.metadata.get("annotations"):
+        return Path(vol.metadata["annotations"])
+    p = Path(source)
+    if not p.exists():
+        return None
+    cand = (p if p.is_dir() else p.parent) / "annotations.csv"
+    return cand if cand.is_file() else None
+
+
+def dicom_io(input: str | None = None, out_dir: Path = Path("."), quiet: bool = False,
              spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> PipelineResult:
     """Read a CT (default: a freshly written phantom series), resample it to 1 mm, and check
     that every ground-truth nodule centre shows nodule density before and after."""
     from deepseek.medical.dicom import DICOMReader
     from deepseek.medical.figures import orthogonal_views, slice_montage
-    from deepseek.medical.phantom import write_phantom
-    from deepseek.medical.volume import Volume, is_image_file
+    from deepseek.medical.synthetic import write_phantom
+    from deepseek.readers import resolve
 
     out_dir = Path(out_dir)
     notes = []
@@ -45,24 +57,26 @@ def dicom_io(input: Path | None = None, out_dir: Path = Path("."), quiet: bool =
                      f"files, {len(series.nodules)} nodules) written to {series.out_dir}")
     t_write = time.perf_counter() - t0
     t0 = time.perf_counter()
-    path = Path(input)
-    if is_image_file(path):
-        vol = Volume.load(path)
-        info_rows: list[list[Any]] = []
-    else:
-        reader = DICOMReader(path, progress=not quiet)
+    source = str(input)
+    entry = resolve(source, kind="volume")
+    info_rows: list[list[Any]] = []
+    if entry.name == "dicom":
+        reader = DICOMReader(source, progress=not quiet)
         vol = reader.load()
         info_rows = [[s.uid[-16:], s.description, s.modality, s.orientation, s.n_slices,
                       f"{s.rows}x{s.cols}"] for s in reader.found()]
-        ann = path / "annotations.csv"
-        if not annotations and ann.is_file():
-            annotations = _annotations_of(ann, vol.metadata.get("series_uid"))
+    else:
+        vol = entry.obj(source)
     t_load = time.perf_counter() - t0
+    ann = _annotation_file(source, vol)
+    if not annotations and ann is not None:
+        annotations = [{**a, "label": f"{a['diameter_mm']:.0f} mm"}
+                       for a in _annotations_of(ann, vol.metadata.get("series_uid"))]
     t0 = time.perf_counter()
     iso = vol.resample(spacing)
     t_resample = time.perf_counter() - t0
 
-    def hu_at(v: Volume, xyz: Any) -> float:
+    def hu_at(v: Any, xyz: Any) -> float:
         k = np.rint(v.world_to_voxel(xyz)).astype(int)
         if np.any(k < 0) or np.any(k >= np.array(v.shape)):
             return float("nan")
@@ -76,18 +90,18 @@ def dicom_io(input: Path | None = None, out_dir: Path = Path("."), quiet: bool =
         inside += ok
         rows.append([*(round(c, 1) for c in a["xyz"]), a["diameter_mm"], round(h0, 1),
                      round(h1, 1), "yes" if ok else "NO"])
-    figs = [orthogonal_views(iso, out_dir / "views.png")]
+    figs = [orthogonal_views(iso, out_dir / "views.png", points=annotations)]
     if annotations:
         figs.append(slice_montage(vol, annotations, out_dir / "nodules.png"))
-    metrics: dict[str, float] = {
-        "slices": float(vol.shape[0]),
-        "load_seconds": t_load,
-        "resample_seconds": t_resample,
-    }
+    metrics: dict[str, float] = {"slices": float(vol.shape[0])}
+    timings: dict[str, float] = {"load_seconds": t_load, "resample_seconds": t_resample}
     if generated:
-        metrics["phantom_write_seconds"] = t_write
+        timings["phantom_write_seconds"] = t_write
+    quality = None
     if annotations:
         metrics["nodule_centres_dense"] = inside / len(annotations)
+        quality = Headline("nodule centres dense", inside / len(annotations), target=1.0)
+    mb = vol.array.size * 2 / 1e6  # the stored 16-bit pixels
     geometry = Table("Geometry", ["", "shape (z, y, x)", "spacing (x, y, z) mm", "origin mm"], [
         ["as read", str(vol.shape), str(tuple(round(s, 4) for s in vol.spacing)),
          str(tuple(round(o, 2) for o in vol.origin))],
@@ -106,19 +120,21 @@ def dicom_io(input: Path | None = None, out_dir: Path = Path("."), quiet: bool =
     if findings:
         notes.append(f"findings: {findings}")
     return PipelineResult(pipeline="medical.dicom-io", title="Medical: DICOM CT to HU volume",
-                          metrics=metrics, tables=tables, figures=figs, notes=notes,
-                          input=str(input))
+                          metrics=metrics, timings=timings, quality=quality,
+                          speed=Headline("read", mb / max(t_load, 1e-9), "MB/s"),
+                          tables=tables, figures=figs, notes=notes, input=source)
 
 
-def nodule_detection(input: Path | None = None, out_dir: Path = Path("."), quiet: bool = False,
+def nodule_detection(input: str | None = None, out_dir: Path = Path("."), quiet: bool = False,
                      seed: int = 510_000) -> PipelineResult:
     """Detect nodules in a CT (default: a fresh phantom series, seed outside training) and
     score them with the LUNA16 FROC against its annotations.csv when there is one."""
+    from deepseek.evaluation import evaluate
     from deepseek.medical.detector import NoduleDetector
-    from deepseek.medical.figures import slice_montage
-    from deepseek.medical.froc import froc, plot_froc, write_results
-    from deepseek.medical.phantom import write_phantom
-    from deepseek.medical.volume import is_image_file, read_volume
+    from deepseek.medical.figures import orthogonal_views, plot_froc, slice_montage
+    from deepseek.medical.metrics import write_results
+    from deepseek.medical.synthetic import write_phantom
+    from deepseek.readers import open as open_source
 
     out_dir = Path(out_dir)
     notes = []
@@ -129,29 +145,32 @@ def nodule_detection(input: Path | None = None, out_dir: Path = Path("."), quiet
         notes.append(f"input: a phantom chest CT (seed {seed}, never used in training): "
                      f"320x320 px at 0.9 mm, 100 slices of 2 mm, {len(series.nodules)} "
                      "nodules of 3-30 mm")
-    path = Path(input)
-    vol = read_volume(path, progress=not quiet)  # DICOM options are ignored for image files
-    ann_path = (path.parent if is_image_file(path) else path) / "annotations.csv"
+    source = str(input)
+    vol = open_source(source, kind="volume")
+    ann_path = _annotation_file(source, vol)
     det = NoduleDetector(progress=not quiet)
     cands = det.detect(vol)
     sid = vol.metadata.get("series_uid") or "scan"
     write_results(cands, out_dir / "results.csv")
-    metrics: dict[str, float] = {f"{k}_seconds": v for k, v in det.timings.items()}
-    metrics["candidates"] = float(len(cands))
+    timings: dict[str, float] = {f"{k}_seconds": v for k, v in det.timings.items()}
+    metrics: dict[str, float] = {"candidates": float(len(cands))}
+    quality = None
     tables = [Table("Candidates (most probable first)",
                     ["x mm", "y mm", "z mm", "diameter mm", "probability"],
                     [[round(c["xyz"][0], 1), round(c["xyz"][1], 1), round(c["xyz"][2], 1),
                       round(c["diameter_mm"], 1), round(c["probability"], 3)]
                      for c in cands[:25]])]
     figs = []
-    if ann_path.is_file():
+    if ann_path is not None:
         ann = _annotations_of(ann_path, sid)
         ann_rows = [{"seriesuid": sid, "xyz": a["xyz"], "diameter_mm": a["diameter_mm"]}
                     for a in ann]
-        r = froc(ann_rows, cands, scans=[sid], bootstrap=0)
-        metrics.update(cpm_single_scan=r.cpm, max_sensitivity=r.max_sensitivity,
-                       false_positives=float(r.n_false_positives))
-        figs.append(plot_froc(r, out_dir / "froc.png", title="FROC (one scan)"))
+        scores = evaluate("luna16-froc", cands, ann_rows, scans=[sid], bootstrap=0)
+        metrics.update(cpm_single_scan=scores["cpm"],
+                       max_sensitivity=scores["max_sensitivity"],
+                       false_positives=float(scores["false_positives"]))
+        quality = Headline("CPM (one scan)", scores["cpm"], target=0.90)
+        figs.append(plot_froc(scores, out_dir / "froc.png", title="FROC (one scan)"))
         rows = []
         for a in ann:
             hit = max((c["probability"] for c in cands if np.linalg.norm(
@@ -165,7 +184,11 @@ def nodule_detection(input: Path | None = None, out_dir: Path = Path("."), quiet
     shown = [{"xyz": c["xyz"], "diameter_mm": c["diameter_mm"],
               "label": f"p={c['probability']:.2f}"} for c in cands[:8]]
     figs.append(slice_montage(vol, shown, out_dir / "detections.png"))
+    figs.append(orthogonal_views(vol, out_dir / "views.png", points=shown[:4]))
+    slices = vol.shape[0]
     return PipelineResult(pipeline="medical.nodule-detection",
                           title="Medical: lung-nodule detection (LUNA16 FROC)",
-                          metrics=metrics, tables=tables, figures=figs, notes=notes,
-                          input=str(input))
+                          metrics=metrics, timings=timings, quality=quality,
+                          speed=Headline(f"detect ({slices} slices)", det.timings["total"], "s",
+                                         higher_is_better=False),
+                          tables=tables, figures=figs, notes=notes, input=source)

@@ -274,22 +274,19 @@ def is_image_file(path: str | Path) -> bool:
     return p.is_file() and _suffix(p) in IMAGE_SUFFIXES
 
 
-def read_volume(path: str | Path, **options: Any) -> Volume:
-    """Open any supported input as a :class:`Volume` in HU.
+def read_image(source: str | Path, *, series_uid: str | None = None, on_gap: str | None = None,
+               tilt: str | None = None) -> Volume:
+    """NIfTI / MetaImage (LUNA16 ``.mhd``) / NRRD file -> Volume (reader ``mhd``, ``nifti``,
+    ``nrrd``). These files hold one regular grid, so the DICOM series options (accepted so
+    that one command line serves every input) have nothing to choose or repair."""
+    return Volume.load(source)
 
-    A folder, ``DICOMDIR``, ``.dcm`` file or list of files goes to :class:`DICOMReader`
-    (``options`` are its arguments); ``.mhd``/``.mha``/``.nii``/``.nii.gz``/``.nrrd`` files
-    go to SimpleITK.
-    """
-    if isinstance(path, (list, tuple)):
-        from deepseek.medical.dicom import DICOMReader
 
-        return DICOMReader(path, **options).load()
-    p = Path(path)
-    if is_image_file(p):
-        return Volume.load(p)
-    if not p.exists():
-        raise VolumeFileError(f"{p}: no such file or folder")
-    from deepseek.medical.dicom import DICOMReader
+def read_volume(source: Any, **options: Any) -> Volume:
+    """Open any CT input as a :class:`Volume` in HU, through the reader registry
+    (``deepseek.open(source, kind="volume")``): DICOM folders, files and DICOMDIRs,
+    ``.mhd``/``.mha``/``.nii``/``.nii.gz``/``.nrrd`` files and ``synthetic:`` phantoms.
+    ``options`` go to the reader (DICOM: ``series_uid``, ``on_gap``, ``tilt`` ...)."""
+    from deepseek.readers import open as open_source
 
-    return DICOMReader(p, **options).load()
+    return open_source(source, kind="volume", **options)

@@ -589,3 +589,31 @@ def render_volume(phantom: ChestPhantom, spacing: tuple[float, float, float],
         out[k] = np.rint(hu)
     return Volume(out, spacing, origin, np.eye(3), {
         "nodules": [n.__dict__ for n in phantom.nodules], "modality": "CT"})
+
+
+def read_synthetic(source: Any = "synthetic:", **options: Any) -> Any:
+    """A chest CT phantom as a Volume (reader ``ct-phantom``, scheme ``synthetic:``):
+    ``synthetic:?seed=3&size=128&slices=40&n_nodules=4`` -- any :func:`write_phantom`
+    option, in the URI or as keyword; ``out_dir`` keeps the DICOM files (default: a temporary
+    folder). The volume's metadata holds the nodules and the annotations.csv path."""
+    import tempfile
+
+    from deepseek.medical.dicom import DICOMReader
+    from deepseek.readers import uri_options
+
+    opts = {**uri_options(str(source or "synthetic:"), "synthetic:"), **options}
+    out = opts.pop("out_dir", None)
+    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="deepseek-phantom-"))
+    if opts.get("series_uid") is None:
+        opts.pop("series_uid", None)  # the phantom writes one series; nothing to choose
+    reader_opts = {k: opts.pop(k) for k in ("progress", "on_gap", "tilt") if k in opts}
+    try:
+        series = write_phantom(out, **opts)
+    except TypeError as exc:
+        raise MedicalError(f"{source}: {exc}; the options are write_phantom's "
+                           "(seed, size, slices, slice_step, n_nodules, ...)") from None
+    vol = DICOMReader(out, series_uid=series.series_uid, **reader_opts).load()
+    vol.metadata["nodules"] = [n.__dict__ for n in series.nodules]
+    vol.metadata["annotations"] = str(series.annotations)
+    return vol
+

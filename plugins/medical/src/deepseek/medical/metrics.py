@@ -123,6 +123,8 @@ class FROCResult:
             "fps_per_scan_total": self.n_false_positives / max(self.n_scans, 1),
             "excluded_hits": self.n_excluded_hits, "max_sensitivity": self.max_sensitivity,
             "sensitivity_by_size_at_all_candidates": self.size_sensitivity,
+            "curve": {"fps_per_scan": [float(v) for v in self.curve_fps],
+                      "sensitivity": [float(v) for v in self.curve_sens]},
         }
 
 
@@ -264,41 +266,23 @@ def sensitivity_by_size_at(annotations: list[dict], results: list[dict], fp_rate
     return out
 
 
-def plot_froc(result: FROCResult, path: str | Path, title: str = "FROC") -> Path:
-    """A FROC curve PNG (log-scaled FP axis from 1/8 to 8), the seven points marked."""
-    from PIL import Image, ImageDraw
+def luna16_froc(predictions: list[dict], references: list[dict], *,
+                excluded: list[dict] | str | Path | None = None,
+                scans: list[str] | str | Path | None = None, bootstrap: int = 1000,
+                seed: int = 0) -> dict[str, Any]:
+    """LUNA16 FROC: CPM, sensitivity at 1/8..8 FPs/scan, 95% bootstrap interval.
 
-    w, h, m = 640, 440, 60
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    x0, x1, y0, y1 = m, w - 20, h - m, 30
-    lo, hi = np.log2(1 / 16), np.log2(16)
+    ``predictions`` are result rows (``seriesuid``, ``xyz``, ``probability``), ``references``
+    annotation rows (``seriesuid``, ``xyz``, ``diameter_mm``); ``excluded`` may be the path of
+    annotations_excluded.csv and ``scans`` the path of a file listing every series uid."""
+    if isinstance(excluded, (str, Path)):
+        excluded = read_annotations(excluded)
+    if isinstance(scans, (str, Path)):
+        scans = [s.strip() for s in Path(scans).read_text().splitlines() if s.strip()]
+    return froc(references, predictions, excluded, scans, bootstrap=bootstrap,
+                seed=seed).to_dict()
 
-    def px(fp: float, s: float) -> tuple[float, float]:
-        lx = np.log2(max(fp, 1 / 16))
-        return (x0 + (lx - lo) / (hi - lo) * (x1 - x0), y0 - s * (y0 - y1))
 
-    d.rectangle([x0, y1, x1, y0], outline="black")
-    for r in FP_RATES:
-        x, _ = px(r, 0)
-        d.line([x, y0, x, y1], fill=(225, 225, 225))
-        d.text((x - 10, y0 + 6), f"{r:g}", fill="black")
-    for s in np.linspace(0, 1, 6):
-        _, y = px(1, s)
-        d.line([x0, y, x1, y], fill=(225, 225, 225))
-        d.text((x0 - 34, y - 6), f"{s:.1f}", fill="black")
-    pts = [px(f, s) for f, s in zip(result.curve_fps, result.curve_sens) if f > 0]
-    if pts:
-        pts = [(x0, pts[0][1])] + pts + [(x1, pts[-1][1])]
-        d.line(pts, fill=(30, 90, 200), width=2)
-    for r, s in result.sensitivities.items():
-        x, y = px(r, s)
-        d.ellipse([x - 4, y - 4, x + 4, y + 4], outline=(200, 40, 40), width=2)
-    ci = f" (95% CI {result.ci95[0]:.3f}-{result.ci95[1]:.3f})" if result.ci95 else ""
-    d.text((x0, 8), f"{title}: CPM {result.cpm:.3f}{ci}, {result.n_nodules} nodules, "
-                    f"{result.n_scans} scans", fill="black")
-    d.text(((x0 + x1) / 2 - 80, h - 24), "false positives per scan (log scale)", fill="black")
-    d.text((4, y1 - 20), "sensitivity", fill="black")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return Path(path)
+def load_luna16_files(pred_path: Path, ref_path: Path) -> tuple[list[dict], list[dict]]:
+    """``deepseek evaluate luna16-froc --pred results.csv --ref annotations.csv``."""
+    return read_results(pred_path), read_annotations(ref_path)

@@ -1,0 +1,41 @@
+"""Optional parts of deepseek-core and the message that says how to install a missing one.
+
+``pip install deepseek-core`` brings what plugins, the CLI and the model loader need. The
+rest are extras::
+
+    pip install "deepseek-core[serve]"   # REST + gRPC model server (deepseek serve)
+    pip install "deepseek-core[onnx]"    # ONNX files and export (onnxruntime, onnx)
+    pip install "deepseek-core[zoo]"     # timm architectures by name
+    pip install "deepseek-core[all]"     # the three plugins, serve and onnx
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from deepseek.errors import DeepSeekError
+
+#: extra -> the import names it provides
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "serve": ("starlette", "uvicorn", "grpc", "tritonclient", "prometheus_client"),
+    "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
+    "zoo": ("timm",),
+}
+
+
+class MissingExtraError(DeepSeekError):
+    """An optional part of the toolkit is used but its packages are not installed."""
+
+
+def missing(extra: str) -> list[str]:
+    """The import names of ``extra`` that are not installed."""
+    return [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+
+
+def require(extra: str, what: str) -> None:
+    """Raise :class:`MissingExtraError` with the pip command when ``extra`` is incomplete."""
+    gone = missing(extra)
+    if gone:
+        raise MissingExtraError(
+            f"{what} needs the '{extra}' extra, which is not installed (missing: "
+            f"{', '.join(gone)}): pip install \"deepseek-core[{extra}]\"")
