@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import cv2
 import numpy as np
@@ -113,13 +113,14 @@ def test_fit_size_letterbox_keeps_aspect():
 class _Scripted(_Reader):
     """A fake live camera: frames from a list; None means the connection dropped."""
 
-    def __init__(self, items, reopen_ok=True, live=True, delay=0.0):
-        self.items, self.reopen_ok, self.live, self.delay = list(items), reopen_ok, live, delay
+    def __init__(self, items, reopen_ok=True, live=True):
+        self.items, self.reopen_ok, self.live = list(items), reopen_ok, live
         self.fps, self.size, self.reopens = 100.0, None, 0
+        self.exhausted = threading.Event()
 
     def read(self):
-        time.sleep(self.delay)
         if not self.items:
+            self.exhausted.set()
             return None
         return self.items.pop(0)
 
@@ -158,34 +159,52 @@ def test_empty_frames_and_size_change_are_counted_or_raised():
 
 def test_drop_oldest_drops_and_counts_block_loses_nothing():
     n = 60
-    src = FrameSource(_Scripted([_img(i) for i in range(n)], live=True, delay=0.001),
-                      "fake://cam", queue_size=4, reconnect_attempts=0)
+    reader = _Scripted([_img(i) for i in range(n)], live=True)
+    src = FrameSource(reader, "fake://cam", queue_size=4, reconnect_attempts=0)
     assert src.policy == "drop-oldest"
-    got = []
     with src:
-        for f in src:
-            got.append(f.index)
-            time.sleep(0.01)  # a consumer ten times slower than the camera
-    assert src.stats.frames_dropped > 0
+        # the consumer starts only after the camera has sent everything: a queue of 4
+        # can keep just the newest 4 frames
+        assert reader.exhausted.wait(30), "the fake camera never finished"
+        got = [f.index for f in src]
+    assert got == list(range(n - 4, n))
+    assert src.stats.frames_dropped == n - 4
     assert len(got) + src.stats.frames_dropped == n
-    assert got == sorted(got) and got[-1] == n - 1  # the newest frame is never the one lost
 
-    src = FrameSource(_Scripted([_img(i) for i in range(n)], live=False), "fake://file",
-                      queue_size=4)
+    reader = _Scripted([_img(i) for i in range(n)], live=False)
+    src = FrameSource(reader, "fake://file", queue_size=4)
     assert src.policy == "block"
-    got = []
     with src:
-        for f in src:
-            got.append(f.index)
-            time.sleep(0.002)
+        got = [f.index for f in src]  # however slow the consumer, nothing is lost
     assert got == list(range(n)) and src.stats.frames_dropped == 0
 
 
-def test_realtime_file_is_paced_at_its_fps(tmp_path):
+class _FakeTime:
+    """A clock for the grabber thread: sleep() advances it instead of waiting."""
+
+    def __init__(self):
+        self.now, self.slept = 1000.0, 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept += max(0.0, seconds)
+        self.now += max(0.0, seconds)
+
+
+def test_realtime_file_is_paced_at_its_fps(tmp_path, monkeypatch):
+    from deepseek.manufacturing import sources
+
     p = _write_video(tmp_path / "v.avi", n=10)
-    t0 = time.perf_counter()
-    with FrameSource.open(p, realtime=True, fps=100.0) as src:
+    clock = _FakeTime()
+    monkeypatch.setattr(sources, "time", clock)
+    with FrameSource.open(p, realtime=True, fps=100.0, policy="block") as src:
         frames = list(src)
-    assert src.policy == "drop-oldest"
-    assert time.perf_counter() - t0 >= 0.085
-    assert frames[-1].t_capture - frames[0].t_capture == pytest.approx(0.09, abs=1e-6)
+    assert len(frames) == 10
+    # ten frames at 100 fps: the grabber waits until each one is due, 90 ms in all
+    assert clock.slept == pytest.approx(0.09, abs=1e-9)
+    assert [round(f.t_capture - frames[0].t_capture, 9) for f in frames] == \
+        [round(0.01 * i, 9) for i in range(10)]
+    with FrameSource.open(p, realtime=True) as src:
+        assert src.policy == "drop-oldest"  # played like a camera unless told otherwise

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -39,16 +41,23 @@ def wheels(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def fresh_env(wheels, tmp_path_factory):
-    base = tmp_path_factory.mktemp("fresh")
+#: the serving extra's import packages and their distributions, left out of the partial env
+SERVE_PACKAGES = ("starlette", "uvicorn", "grpc", "grpcio", "tritonclient",
+                  "prometheus_client", "prometheus-client")
+
+
+def _make_env(base: Path, wheels: Path, requirement: str, leave_out: tuple[str, ...] = ()
+              ) -> Path:
+    """A fresh virtual environment with ``requirement`` installed from the built wheels.
+
+    Third-party packages of the development environment, minus every trace of the editable
+    deepseek installs and minus ``leave_out``, are linked into one folder named by a .pth
+    file, so nothing is downloaded."""
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     py = venv / "bin" / "python"
     fresh_site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_path("
                                            "'purelib'))"]).stdout.strip())
-    # Third-party packages of the development environment, minus every trace of the
-    # editable deepseek installs, are linked into one folder named by a .pth file.
     shared = base / "thirdparty"
     shared.mkdir()
     dev_site = Path(sysconfig.get_path("purelib"))
@@ -56,11 +65,24 @@ def fresh_env(wheels, tmp_path_factory):
         low = entry.name.lower()
         if "deepseek" in low or low.startswith("__editable__") or entry.suffix == ".pth":
             continue
+        if any(low == p or low.startswith((f"{p}-", f"{p.replace('-', '_')}-"))
+               for p in leave_out):
+            continue
         (shared / entry.name).symlink_to(entry)
     (fresh_site / "thirdparty.pth").write_text(str(shared) + "\n")
     _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--quiet", "--no-index",
-          "--find-links", str(wheels), "deepseek-core[all]"])
+          "--find-links", str(wheels), requirement])
     return venv
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "DEEPSEEK_LOAD_PLUGINS", "DEEPSEEK_DISABLE_PLUGINS")}
+
+
+@pytest.fixture(scope="module")
+def fresh_env(wheels, tmp_path_factory):
+    return _make_env(tmp_path_factory.mktemp("fresh"), wheels, "deepseek-core[all]")
 
 
 def test_plugin_wheels_do_not_ship_the_namespace_init(wheels):
@@ -95,7 +117,7 @@ def test_installed_wheels_share_the_namespace(fresh_env):
         "print(json.dumps({m.__name__: m.__file__ for m in (deepseek, deepseek.medical, "
         "deepseek.manufacturing, deepseek.finance)}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = _env()
     res = _run([str(py), "-c", code], env=env, cwd=str(fresh_env))
     files = json.loads(res.stdout)
     for name, file in files.items():
@@ -106,3 +128,86 @@ def test_installed_wheels_share_the_namespace(fresh_env):
     plugins = {p["name"]: p for p in data["plugins"]}
     assert set(plugins) >= {"medical", "manufacturing", "finance"}
     assert all(p["errors"] == {} and p["version"] == "0.1.0" for p in plugins.values())
+
+
+def test_core_and_one_plugin_without_the_serving_extra(wheels, tmp_path_factory):
+    """A partial install: deepseek-core + deepseek-finance, no serving packages at all."""
+    venv = _make_env(tmp_path_factory.mktemp("partial"), wheels, "deepseek-finance",
+                     leave_out=SERVE_PACKAGES)
+    exe = str(venv / "bin" / "deepseek")
+    res = _run([exe, "plugins", "--json"], env=_env(), cwd=str(venv))
+    plugins = {p["name"]: p for p in json.loads(res.stdout)["plugins"]}
+    assert set(plugins) == {"finance"} and plugins["finance"]["errors"] == {}
+    res = _run([exe, "read", "synthetic:?n=300&seed=2", "--json"], env=_env(), cwd=str(venv))
+    assert json.loads(res.stdout)["records"] == 300
+    res = subprocess.run([exe, "serve", "tick-mlp", "--port", "0"], capture_output=True,
+                         text=True, timeout=300, env=_env(), cwd=str(venv))
+    assert res.returncode == 2, res.stderr
+    assert "deepseek serve needs the 'serve' extra" in res.stderr
+    assert 'pip install "deepseek-core[serve]"' in res.stderr and "Traceback" not in res.stderr
+    code = "import starlette"
+    res = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
+                         text=True, timeout=300, env=_env(), cwd=str(venv))
+    assert res.returncode != 0 and "starlette" in res.stderr  # truly absent, not hidden
+
+
+def _readme_plugin(root: Path) -> Path:
+    """The example plugin of the README, written to ``root`` file by file, as a reader
+    would copy it (each block follows a ``<!-- plugin-example: PATH -->`` line)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"<!-- plugin-example: (\S+) -->\n```\w*\n(.*?)\n```", text, re.S)
+    assert {p for p, _ in blocks} == {"pyproject.toml", "src/deepseek_vibration/__init__.py"}
+    for path, body in blocks:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(body + "\n")
+    return root
+
+
+def test_the_readme_plugin_works_everywhere_without_touching_the_core(fresh_env, tmp_path):
+    src = _readme_plugin(tmp_path / "deepseek-vibration")
+    py, exe, env = str(fresh_env / "bin" / "python"), str(fresh_env / "bin" / "deepseek"), _env()
+    _run([sys.executable, "-m", "pip", "--python", py, "install", "--quiet", "--no-index",
+          "--no-deps", "--no-build-isolation", str(src)])
+    plugins = {p["name"]: p for p in json.loads(
+        _run([exe, "plugins", "--json"], env=env, cwd=str(tmp_path)).stdout)["plugins"]}
+    vib = plugins["vibration"]
+    assert vib["errors"] == {} and vib["models"] == ["fault-net"]
+    assert vib["readers"] == ["vibration"] and vib["pipelines"] == ["vibration.demo"]
+    # open
+    res = _run([exe, "read", "vib-synthetic:?n=5", "--json"], env=env, cwd=str(tmp_path))
+    assert json.loads(res.stdout)["reader"] == "vibration"
+    (tmp_path / "w.vib").write_text(" ".join(["0.5"] * 64) + "\n")
+    res = _run([exe, "read", str(tmp_path / "w.vib"), "--json"], env=env, cwd=str(tmp_path))
+    assert json.loads(res.stdout)["reader"] == "vibration"
+    # evaluate
+    (tmp_path / "pred.csv").write_text("0.9,0.1\n0.2,0.8\n0.3,0.7\n")
+    (tmp_path / "ref.csv").write_text("0\n1\n0\n")
+    res = _run([exe, "evaluate", "vib-accuracy", "--pred", str(tmp_path / "pred.csv"), "--ref",
+                str(tmp_path / "ref.csv"), "--json"], env=env, cwd=str(tmp_path))
+    assert json.loads(res.stdout)["result"]["accuracy"] == pytest.approx(2 / 3)
+    # run and demo
+    res = _run([exe, "run", "vibration.demo", "--out", str(tmp_path / "run"), "--json"],
+               env=env, cwd=str(tmp_path))
+    assert 0 <= json.loads(res.stdout)["metrics"]["accuracy"] <= 1
+    res = _run([exe, "demo", "--only", "vibration.*", "--out", str(tmp_path / "demo")],
+               env=env, cwd=str(tmp_path))
+    assert "vibration.demo done" in res.stdout
+    # serve: the first stdout line says where; one inference through REST
+    import httpx
+
+    proc = subprocess.Popen([exe, "serve", "fault-net", "--port", "0", "--grpc-port", "0",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=str(tmp_path))
+    try:
+        line = proc.stdout.readline()  # printed once both protocols accept requests
+        assert line, proc.stderr.read()
+        info = json.loads(line)
+        assert info["models"]["fault-net"]["inputs"][0]["shape"] == [-1, 64]
+        body = {"inputs": [{"name": "window", "shape": [2, 64], "datatype": "FP32",
+                            "data": [0.1] * 128}]}
+        r = httpx.post(f"{info['rest']}/v2/models/fault-net/infer", json=body, timeout=60)
+        assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [2, 2]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from deepseek import __version__
-from deepseek.errors import DeepSeekError
+from deepseek.errors import DeepSeekError, PipelineError
 
 log = logging.getLogger("deepseek")
 
@@ -32,12 +32,21 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logger = logging.getLogger("deepseek")
     logger.setLevel(level)
-    if not any(getattr(h, "_deepseek_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _CliHandler) for h in logger.handlers):
+        handler = _CliHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler._deepseek_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-        logger.propagate = False
+
+
+class _CliHandler(logging.StreamHandler):
+    """The CLI's log handler: writes to the current ``sys.stderr`` (which tests swap)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _versions_line() -> str:
@@ -304,7 +313,7 @@ def _run_one(name: str, source: str | None, out_dir: Path, quiet: bool) -> Any:
     try:
         result = pipeline(input=source, out_dir=out_dir, quiet=quiet)
         if not isinstance(result, PipelineResult):
-            raise DeepSeekError(f"pipeline {name!r} returned {type(result).__name__}, not a "
+            raise PipelineError(f"pipeline {name!r} returned {type(result).__name__}, not a "
                                 "PipelineResult (plugin bug)")
     except DeepSeekError as exc:
         result = PipelineResult(pipeline=name, error=str(exc))
@@ -430,10 +439,13 @@ def demo_cmd(ctx: click.Context, out_dir: Path, pattern: str, copy_media: bool,
                                                 "safetensors"]),
               default="auto", show_default=True)
 @click.option("--trust-pickle", is_flag=True, help="Allow pickled model files.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON line with the endpoints and models once serving (for "
+                   "scripts; with --port 0 it tells the ports chosen).")
 def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, grpc_port: int,
               no_grpc: bool, batch_size: int, max_delay_ms: float, max_queue: int,
               timeout_s: float, max_request_mb: float, token: str | None, precision: str,
-              framework: str, trust_pickle: bool) -> None:
+              framework: str, trust_pickle: bool, as_json: bool) -> None:
     """Serve MODELS over REST and gRPC (KServe Open Inference Protocol V2).
 
     Each MODEL is a registry name (`deepseek models`), a model file, or NAME=SOURCE.
@@ -456,8 +468,16 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
                              batch_size=batch_size, max_delay_ms=max_delay_ms, host=host,
                              max_queue=max_queue, timeout_s=timeout_s,
                              max_request_mb=max_request_mb, token=token, precision=precision,
-                             framework=framework, trust_pickle=trust_pickle)
+                             framework=framework, trust_pickle=trust_pickle,
+                             on_ready=_print_endpoints if as_json else None)
     server.start()
+
+
+def _print_endpoints(server: Any) -> None:
+    click.echo(json.dumps({"rest": f"http://{server.http_url}",
+                           "grpc": server.grpc_address if server.grpc_port else None,
+                           "models": {n: m.metadata() for n, m in server.models.items()}}))
+    sys.stdout.flush()
 
 
 _commands_added = False

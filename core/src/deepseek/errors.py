@@ -23,10 +23,6 @@ class UnknownNameError(RegistryError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class PluginError(DeepSeekError):
-    """A plugin failed to load or one of its hooks failed."""
-
-
 class ModelLoadError(DeepSeekError):
     """A model file or registry entry could not be loaded."""
 

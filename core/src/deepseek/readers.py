@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,9 @@ def resolve(source: Any, kind: str | None = None, reader: str | None = None) -> 
                 hint = ("; the folder is empty (searched recursively)" if not files else
                         f"; the folder holds {files} files, none in a format these readers "
                         "recognise")
-            elif not p.exists() and ":" not in text[:12]:
+            elif re.match(r"^[A-Za-z][\w+.-]+:", text) and not p.exists():
+                hint = f"; no reader opens the scheme {text.split(':', 1)[0] + ':'!r}"
+            elif not p.exists():
                 hint = f"; {text} does not exist"
         raise ReaderError(
             f"no reader accepts {label}{f' as {kind}' if kind else ''}{hint}. Readers: "

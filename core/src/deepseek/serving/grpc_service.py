@@ -50,7 +50,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return service_pb2.ServerReadyResponse(ready=self.server._accepting)
+        return service_pb2.ServerReadyResponse(ready=self.server.accepting)
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         try:
@@ -58,7 +58,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             self._model(request.name, request.version)
         except InferenceError as exc:
             await self._fail(context, exc)
-        return service_pb2.ModelReadyResponse(ready=self.server._accepting)
+        return service_pb2.ModelReadyResponse(ready=self.server.accepting)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         try:

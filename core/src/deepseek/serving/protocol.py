@@ -210,3 +210,36 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
                                  f"expected {s.shape} (-1: any size)")
         out.append(a)
     return out
+
+
+def output_json(names: list[str], outs: list[np.ndarray], requested: list[dict] | None,
+                binary_default: bool) -> tuple[dict[str, Any], list[bytes]]:
+    """V2 response outputs; binary where asked (per output or ``binary_data_output``)."""
+    want: dict[str, dict] = {}
+    if requested:
+        for r in requested:
+            if not isinstance(r, dict) or "name" not in r:
+                raise InferenceError("each requested output needs a 'name'")
+            if r["name"] not in names:
+                raise InferenceError(f"unknown output {r['name']!r}; the outputs are {names}")
+            want[r["name"]] = r.get("parameters") or {}
+    items, blobs = [], []
+    for n, a in zip(names, outs):
+        if requested and n not in want:
+            continue
+        binary = bool(want.get(n, {}).get("binary_data", binary_default))
+        entry: dict[str, Any] = {"name": n, "datatype": v2_datatype(a), "shape": list(a.shape)}
+        if binary:
+            blob = encode_bytes(a) if a.dtype == np.object_ else \
+                np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = [v.decode(errors="replace") if isinstance(v, bytes) else v
+                             for v in a.reshape(-1).tolist()]
+        items.append(entry)
+    return {"outputs": items}, blobs
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()

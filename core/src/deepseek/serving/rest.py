@@ -10,8 +10,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deepseek.serving.protocol import InferenceError, parse_rest_request, rest_inputs
-from deepseek.serving.server import dumps, output_json
+from deepseek.serving.protocol import (
+    InferenceError,
+    dumps,
+    output_json,
+    parse_rest_request,
+    rest_inputs,
+)
 
 HEADER_LEN = "Inference-Header-Content-Length"
 
@@ -35,7 +40,7 @@ def build_app(server: Any) -> Starlette:
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
-        ok = server._accepting
+        ok = server.accepting
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     async def metadata(request: Request) -> Response:
@@ -49,8 +54,8 @@ def build_app(server: Any) -> Starlette:
     async def model_ready(request: Request) -> Response:
         m = server.model(request.path_params["model"])
         _check_version(m, request)
-        return JSONResponse({"name": m.name, "ready": server._accepting},
-                            status_code=200 if server._accepting else 503)
+        return JSONResponse({"name": m.name, "ready": server.accepting},
+                            status_code=200 if server.accepting else 503)
 
     async def repository_index(request: Request) -> Response:
         return JSONResponse([{"name": n, "version": "1", "state": "READY"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -17,12 +16,7 @@ from deepseek import __version__
 from deepseek.batching import DynamicBatcher, QueueFull
 from deepseek.errors import DeepSeekError
 from deepseek.serving.models import ServedModel, default_name
-from deepseek.serving.protocol import (
-    InferenceError,
-    encode_bytes,
-    v2_datatype,
-    validate_inputs,
-)
+from deepseek.serving.protocol import InferenceError, validate_inputs
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +47,7 @@ class DeepSeekServing:
         max_request_mb: larger requests are refused (413 / RESOURCE_EXHAUSTED).
         token: bearer token required on both protocols (default: ``$DEEPSEEK_SERVING_TOKEN``;
             health endpoints stay open for probes).
+        on_ready: called with the server once both protocols accept requests (ports known).
     """
 
     def __init__(self, model_path: Any = None, port: int = 8080, batch_size: int = 32, *,
@@ -61,7 +56,8 @@ class DeepSeekServing:
                  models: dict[str, Any] | None = None, max_queue: int = 256,
                  timeout_s: float = 30.0, max_request_mb: float = 64.0,
                  token: str | None = None, framework: str = "auto", precision: str = "fp32",
-                 device: str = "auto", trust_pickle: bool = False) -> None:
+                 device: str = "auto", trust_pickle: bool = False,
+                 on_ready: Any = None) -> None:
         specs: dict[str, Any] = dict(models or {})
         if model_path is not None:
             specs[name or default_name(model_path)] = model_path
@@ -88,9 +84,15 @@ class DeepSeekServing:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._accepting = False
+        self.on_ready = on_ready
         from deepseek.serving.metrics import ServerMetrics
 
         self.metrics = ServerMetrics(self)
+
+    @property
+    def accepting(self) -> bool:
+        """True while the server takes new requests (False while starting and draining)."""
+        return self._accepting
 
     # urls ----------------------------------------------------------------------------------
     @property
@@ -186,6 +188,8 @@ class DeepSeekServing:
                         self.http_url, self.grpc_address if grpc_server else "off")
         self._accepting = True
         self._ready.set()
+        if self.on_ready is not None:
+            self.on_ready(self)
         await self._stopping.wait()
         # graceful: refuse new work, let queued and running requests finish, then close
         self._accepting = False
@@ -236,36 +240,3 @@ class DeepSeekServing:
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "deepseek", "version": __version__, "extensions": EXTENSIONS}
-
-
-def output_json(names: list[str], outs: list[np.ndarray], requested: list[dict] | None,
-                binary_default: bool) -> tuple[dict[str, Any], list[bytes]]:
-    """V2 response outputs; binary where asked (per output or ``binary_data_output``)."""
-    want: dict[str, dict] = {}
-    if requested:
-        for r in requested:
-            if not isinstance(r, dict) or "name" not in r:
-                raise InferenceError("each requested output needs a 'name'")
-            if r["name"] not in names:
-                raise InferenceError(f"unknown output {r['name']!r}; the outputs are {names}")
-            want[r["name"]] = r.get("parameters") or {}
-    items, blobs = [], []
-    for n, a in zip(names, outs):
-        if requested and n not in want:
-            continue
-        binary = bool(want.get(n, {}).get("binary_data", binary_default))
-        entry: dict[str, Any] = {"name": n, "datatype": v2_datatype(a), "shape": list(a.shape)}
-        if binary:
-            blob = encode_bytes(a) if a.dtype == np.object_ else \
-                np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = [v.decode(errors="replace") if isinstance(v, bytes) else v
-                             for v in a.reshape(-1).tolist()]
-        items.append(entry)
-    return {"outputs": items}, blobs
-
-
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()

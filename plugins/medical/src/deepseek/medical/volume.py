@@ -110,6 +110,20 @@ class Volume:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return self.array if dtype is None else self.array.astype(dtype)
 
+    def describe(self) -> dict[str, Any]:
+        """Shape, geometry, value range and provenance, for ``deepseek read``."""
+        a = self.array
+        out: dict[str, Any] = {"shape_zyx": list(self.shape),
+                               "spacing_xyz": [float(v) for v in self.spacing],
+                               "origin_xyz": [float(v) for v in self.origin],
+                               "sheared": self.is_sheared,
+                               "min": float(a.min()) if a.size else None,
+                               "max": float(a.max()) if a.size else None}
+        for key in ("series_uid", "source", "format", "findings"):
+            if self.metadata.get(key):
+                out[key] = self.metadata[key]
+        return out
+
     def __repr__(self) -> str:
         sheared = ", sheared" if self.is_sheared else ""
         return (f"Volume(shape={self.shape}, dtype={self.array.dtype}, spacing="
