@@ -16,8 +16,9 @@ PYTEST_ARGS ?=
 demo: $(STAMP)
 	$(VENV)/bin/deepseek demo
 
+# the tests run in one worker process per core (pytest-xdist); work-stealing keeps both busy
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto --dist worksteal $(PYTEST_ARGS)
 
 install: $(STAMP)
 

@@ -124,14 +124,22 @@ def test_run_unknown_pipeline_suggests(invoke, tiny_plugin):
     assert "unknown pipeline 'test-pipelin'" in res.output and "test-pipeline" in res.output
 
 
-def test_demo_runs_every_pipeline(invoke, tiny_plugin, tmp_path):
-    res = invoke("demo", "--out", str(tmp_path / "demo"))
+def test_demo_runs_the_selected_pipelines_into_one_report(invoke, tiny_plugin, tmp_path):
+    # the plugins' own pipelines run on small inputs in their own tests; here the demo runs
+    # a real one (finance, seconds) beside the test plugin's
+    res = invoke("demo", "--only", "test-*", "--only", "finance.*", "--out",
+                 str(tmp_path / "demo"))
     assert res.exit_code == 0, res.output
-    assert "test-pipeline done" in res.output
+    assert "test-pipeline done" in res.output and "finance.tick-latency done" in res.output
+    assert "fast path p99" in res.output  # the headline speed figure, against its goal
     assert f"report: {(tmp_path / 'demo' / 'index.html').resolve()}" in res.output
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     names = [p["pipeline"] for p in summary["pipelines"]]
-    assert "test-pipeline" in names
+    assert names == ["finance.tick-latency", "test-pipeline"]
+    fin = summary["pipelines"][0]
+    assert fin["speed"]["goal"] == "<= 5 µs" and fin["quality"]["value"] > 0
+    assert fin["figures"] == ["finance.tick-latency/latency.png"]
+    assert (tmp_path / "demo" / fin["figures"][0]).stat().st_size > 10_000
 
 
 def test_demo_without_pipelines_says_so(invoke, tmp_path, monkeypatch):

@@ -368,17 +368,18 @@ def run_cmd(ctx: click.Context, pipeline: str, source: str | None, out_dir: Path
 @cli.command("demo")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("reports") / "demo", show_default=True, help="Report folder.")
-@click.option("--only", "pattern", default="*", help="Run only pipelines matching this pattern.")
+@click.option("--only", "patterns", multiple=True,
+              help="Run only the pipelines matching this pattern (repeatable).")
 @click.option("--copy-media", is_flag=True, help="Copy videos into the report (default: link).")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json on stdout at the end.")
 @click.pass_context
-def demo_cmd(ctx: click.Context, out_dir: Path, pattern: str, copy_media: bool,
+def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_media: bool,
              as_json: bool) -> None:
     """Run every registered pipeline on its built-in synthetic data and write one report."""
     from deepseek.plugins import pipelines, plugin_infos
     from deepseek.report import write_report
 
-    names = pipelines().names(pattern)
+    names = sorted({n for p in (patterns or ("*",)) for n in pipelines().names(p)})
     notes = [_versions_line()]
     failed = [i for i in plugin_infos() if not i.ok]
     for info in failed:

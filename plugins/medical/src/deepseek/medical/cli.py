@@ -162,9 +162,13 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
 @click.option("--tta-top", type=int, default=24, show_default=True,
               help="Re-score this many top candidates with flip test-time augmentation (0: off).")
+@click.option("--window", type=int, default=96, show_default=True,
+              help="Sliding-window edge in mm (a multiple of 4; 64 suits thin slabs).")
+@click.option("--overlap", type=int, default=None,
+              help="Overlap of neighbouring windows in mm [window / 4].")
 def detect(path: str, out: Path | None, as_json: bool, threshold: float,
            max_candidates: int, model: str, series_uid: str | None, amp: bool,
-           tta_top: int) -> None:
+           tta_top: int, window: int, overlap: int | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.loader import ModelLoader
     from deepseek.medical.detector import NoduleDetector
@@ -173,7 +177,8 @@ def detect(path: str, out: Path | None, as_json: bool, threshold: float,
 
     vol = read_volume(path, **({"series_uid": series_uid} if series_uid else {}))
     det = NoduleDetector(ModelLoader.load(model), threshold=threshold,
-                         max_candidates=max_candidates, amp=amp, tta_top=tta_top)
+                         max_candidates=max_candidates, amp=amp, tta_top=tta_top,
+                         window=window, overlap=window // 4 if overlap is None else overlap)
     cands = det.detect(vol)
     if out:
         write_results(cands, out)

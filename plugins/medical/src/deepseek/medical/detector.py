@@ -90,11 +90,13 @@ class NoduleDetector:
                  device: str = "auto", amp: bool = False, progress: bool | None = None,
                  tta_top: int = 24, tta_crop: int = 64) -> None:
         from deepseek.loader import ModelLoader, resolve_device
+        from deepseek.medical.errors import MedicalError
 
-        if window % 4 or overlap >= window:
-            raise ValueError("window must be a multiple of 4 and larger than overlap")
+        if window % 4 or window < 16 or not 0 <= overlap < window:
+            raise MedicalError(f"window {window} / overlap {overlap}: the window must be a "
+                               "multiple of 4, at least 16, and larger than the overlap")
         if tta_crop % 4 or tta_crop < 16:
-            raise ValueError("tta_crop must be a multiple of 4 and at least 16")
+            raise MedicalError("tta_crop must be a multiple of 4 and at least 16")
         if model is None:
             model = ModelLoader.load("lung-nodule-attention", device=device)
         self.net = getattr(model, "module", model).eval()

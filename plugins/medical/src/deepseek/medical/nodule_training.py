@@ -125,16 +125,6 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    if luna16 is not None:
-        from deepseek.medical.nodule_data import Luna16Patches
-
-        arrays = Luna16Patches(luna16).arrays(n_patches, seed=seed)
-    else:
-        arrays = make_patches(n_patches, seed, workers)
-    log.info("%d training patches (%d with a nodule peak) in %.0f s", len(arrays["x"]),
-             int((arrays["mask"].sum(axis=(1, 2, 3)) > 0).sum()), time.perf_counter() - t0)
-    val = validation_volumes(val_scans) if val_scans else []
     net, cfg = build_registered(model, pretrained=False, **config)
     _check_outputs(net, model)
     if init is not None:
@@ -149,6 +139,17 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
             raise MedicalError(f"--init {init}: weights do not fit {model} with config "
                                f"{cfg}: {exc}") from exc
         log.info("initialised from %s", init)
+    # the data come after the model checks: a wrong --model or --init fails at once
+    t0 = time.perf_counter()
+    if luna16 is not None:
+        from deepseek.medical.nodule_data import Luna16Patches
+
+        arrays = Luna16Patches(luna16).arrays(n_patches, seed=seed)
+    else:
+        arrays = make_patches(n_patches, seed, workers)
+    log.info("%d training patches (%d with a nodule peak) in %.0f s", len(arrays["x"]),
+             int((arrays["mask"].sum(axis=(1, 2, 3)) > 0).sum()), time.perf_counter() - t0)
+    val = validation_volumes(val_scans) if val_scans else []
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(arrays["x"]) / batch_size / accum_steps))
     warm = max(1, int(0.15 * steps))

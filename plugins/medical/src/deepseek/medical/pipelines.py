@@ -126,7 +126,8 @@ def dicom_io(input: str | None = None, out_dir: Path = Path("."), quiet: bool = 
 
 
 def nodule_detection(input: str | None = None, out_dir: Path = Path("."), quiet: bool = False,
-                     seed: int = 510_000) -> PipelineResult:
+                     seed: int = 510_000, window: int = 96, tta_top: int = 24
+                     ) -> PipelineResult:
     """Detect nodules in a CT (default: a fresh phantom series, seed outside training) and
     score them with the LUNA16 FROC against its annotations.csv when there is one."""
     from deepseek.evaluation import evaluate
@@ -148,7 +149,8 @@ def nodule_detection(input: str | None = None, out_dir: Path = Path("."), quiet:
     source = str(input)
     vol = open_source(source, kind="volume")
     ann_path = _annotation_file(source, vol)
-    det = NoduleDetector(progress=not quiet)
+    det = NoduleDetector(progress=not quiet, window=window, overlap=window // 4,
+                         tta_top=tta_top)
     cands = det.detect(vol)
     sid = vol.metadata.get("series_uid") or "scan"
     write_results(cands, out_dir / "results.csv")
