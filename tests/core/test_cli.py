@@ -164,3 +164,16 @@ def test_bad_model_file_is_a_clean_error(invoke, tmp_path):
     res = invoke("summary", str(bad))
     assert res.exit_code == 2 and res.output.startswith("error: ")
     assert "m.onnx" in res.output and "Traceback" not in res.output
+
+
+def test_verbosity_changes_the_log_level():
+    runner = CliRunner()
+    args = ["read", "synthetic:?n=50", "--kind", "ticks"]
+    quiet = runner.invoke(build_cli(), args)
+    loud = runner.invoke(build_cli(), ["-vv", *args])
+    assert quiet.exit_code == 0 and loud.exit_code == 0
+    assert "opening 'synthetic:?n=50' with reader synthetic-ticks" not in quiet.output
+    assert ("DEBUG deepseek.readers: opening 'synthetic:?n=50' with reader synthetic-ticks "
+            "(finance, by scheme)") in loud.output
+    info = runner.invoke(build_cli(), ["-v", *args])
+    assert "DEBUG" not in info.output

@@ -136,6 +136,8 @@ def resolve(source: Any, kind: str | None = None, reader: str | None = None) -> 
         return entry
     how, found = candidates(source, kind)
     if len(found) == 1:
+        log.debug("opening %r with reader %s (%s, by %s)", source, found[0].name,
+                  found[0].plugin, how)
         return found[0]
     label = repr(str(source)) if _text(source) is not None else type(source).__name__
     pool = [e for e in readers().entries() if kind is None or e.meta.get("kind") == kind]
@@ -167,9 +169,7 @@ def open(source: Any, kind: str | None = None, *, reader: str | None = None,  # 
          **options: Any) -> Any:
     """Open ``source`` with the registered reader that accepts it and return what the reader
     returns (a CT volume, a frame source, a tick array ...). ``options`` go to the reader."""
-    entry = resolve(source, kind, reader)
-    log.debug("opening %r with reader %s (%s)", source, entry.name, entry.plugin)
-    return entry.obj(source, **options)
+    return resolve(source, kind, reader).obj(source, **options)
 
 
 def uri_options(source: str, scheme: str) -> dict[str, Any]:

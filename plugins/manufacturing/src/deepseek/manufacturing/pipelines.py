@@ -35,7 +35,7 @@ def defect_stream(input: str | None = None, out_dir: Path = Path("."), quiet: bo
     notes = []
     if input is None:
         line = SyntheticLine(seed=seed, frames=frames, first_crack_mm=60.0)
-        input, _ = write_video(out_dir / "line.avi", line, progress=not quiet)
+        input, _ = write_video(out_dir / "line.avi", line, progress=False if quiet else None)
         d = line.describe()
         notes.append(f"input: a synthetic line video (seed {seed}, never used in training): "
                      f"{frames} frames of 640x480 at 300 fps, 0.1 mm/px, {d['surface']} "

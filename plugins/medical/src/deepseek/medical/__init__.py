@@ -30,6 +30,7 @@ _LAZY = {
     "GeometryError": "deepseek.medical.errors",
     "DecoderMissingError": "deepseek.medical.errors",
     "VolumeFileError": "deepseek.medical.errors",
+    "FROCError": "deepseek.medical.errors",
 }
 
 __all__ = ["__version__", *_LAZY]

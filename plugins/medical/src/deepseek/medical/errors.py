@@ -27,3 +27,7 @@ class DecoderMissingError(DicomReadError):
 
 class VolumeFileError(MedicalError):
     """A NIfTI or MetaImage file could not be read or written."""
+
+
+class FROCError(MedicalError):
+    """A LUNA16 annotations or results file is missing a column or has a bad row."""

@@ -46,21 +46,22 @@ def _window(a: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 
 def orthogonal_views(volume: Any, path: Path, window: tuple[float, float] = (-1000.0, 400.0),
                      points: list[dict[str, Any]] | None = None) -> Path:
-    """Axial, coronal and sagittal mid-planes at their physical aspect, axes in mm (voxel
-    indices times spacing), with ``points`` (``{"xyz", "label"}``) marked where they lie in
-    the plane's slab."""
+    """Axial, coronal and sagittal mid-planes at their physical aspect, axes in mm from the
+    volume's first voxel (indices times spacing; the slice axis points up, towards the head),
+    with ``points`` (``{"xyz", "label"}``) marked where they lie in the plane's slab."""
     arr = volume.array
     sx, sy, sz = volume.spacing
     nz, ny, nx = arr.shape
     fig, axs = figure(12.0, 4.4, 1, 3)
-    views = [("axial (z mid)", arr[nz // 2], (0, nx * sx, ny * sy, 0), "x (mm)", "y (mm)"),
-             ("coronal (y mid)", arr[:, ny // 2, :], (0, nx * sx, nz * sz, 0), "x (mm)",
-              "z (mm)"),
-             ("sagittal (x mid)", arr[:, :, nx // 2], (0, ny * sy, nz * sz, 0), "y (mm)",
-              "z (mm)")]
-    for ax, (name, plane, extent, xl, yl) in zip(axs, views):
+    views = [("axial (z mid)", arr[nz // 2], (0, nx * sx, ny * sy, 0), "x (mm)", "y (mm)",
+              "upper"),
+             ("coronal (y mid)", arr[:, ny // 2, :], (0, nx * sx, 0, nz * sz), "x (mm)",
+              "z (mm)", "lower"),
+             ("sagittal (x mid)", arr[:, :, nx // 2], (0, ny * sy, 0, nz * sz), "y (mm)",
+              "z (mm)", "lower")]
+    for ax, (name, plane, extent, xl, yl, origin) in zip(axs, views):
         ax.imshow(_window(plane, window), cmap="gray", extent=extent, interpolation="bilinear",
-                  vmin=0, vmax=1)
+                  vmin=0, vmax=1, origin=origin)
         style(ax, name, xl, yl)
         ax.grid(False)
     for p in points or []:

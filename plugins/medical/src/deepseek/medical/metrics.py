@@ -30,13 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from deepseek.medical.errors import MedicalError
+from deepseek.medical.errors import FROCError
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-
-
-class FROCError(MedicalError):
-    """Bad annotation or result files."""
 
 
 def _read_rows(path: str | Path, value_col: str) -> list[dict[str, Any]]:

@@ -61,7 +61,7 @@ def dicom_io(input: str | None = None, out_dir: Path = Path("."), quiet: bool = 
     entry = resolve(source, kind="volume")
     info_rows: list[list[Any]] = []
     if entry.name == "dicom":
-        reader = DICOMReader(source, progress=not quiet)
+        reader = DICOMReader(source, progress=False if quiet else None)
         vol = reader.load()
         info_rows = [[s.uid[-16:], s.description, s.modality, s.orientation, s.n_slices,
                       f"{s.rows}x{s.cols}"] for s in reader.found()]
@@ -149,7 +149,7 @@ def nodule_detection(input: str | None = None, out_dir: Path = Path("."), quiet:
     source = str(input)
     vol = open_source(source, kind="volume")
     ann_path = _annotation_file(source, vol)
-    det = NoduleDetector(progress=not quiet, window=window, overlap=window // 4,
+    det = NoduleDetector(progress=False if quiet else None, window=window, overlap=window // 4,
                          tta_top=tta_top)
     cands = det.detect(vol)
     sid = vol.metadata.get("series_uid") or "scan"
