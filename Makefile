@@ -11,7 +11,7 @@ DISTS  := core $(PLUGINS)
 INPUTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTS)) requirements-dev.txt constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install lint bench bench-peers clean
 
 demo: $(STAMP)
 	$(VENV)/bin/deepseek demo
@@ -36,8 +36,16 @@ $(STAMP): $(PY) $(INPUTS)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core plugins tests benchmarks
 
+# The peers of benchmarks/serving.py (MLServer, KServe) in an environment of their own: they
+# are never dependencies of the package. uvloop<0.22: MLServer 1.7's inference workers fail
+# to start with uvloop 0.22 (SeldonIO/MLServer#2286).
+bench-peers:
+	$(PYTHON) -m venv .bench-peers
+	.bench-peers/bin/python -m pip install --quiet -c constraints.txt torch==2.13.0 \
+		"mlserver>=1.6" "kserve>=0.14" "uvloop<0.22"
+
 bench: $(STAMP)
 	@for b in $(wildcard benchmarks/*.py); do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache
+	rm -rf $(VENV) .bench-peers dist build .pytest_cache

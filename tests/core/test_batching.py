@@ -1,6 +1,10 @@
+"""Adaptive batching, tested with a model that blocks until the test releases it: arrival
+order is controlled, so every assertion holds on every run (no sleeps, no timing)."""
+
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -8,121 +12,212 @@ import pytest
 from deepseek.batching import BatchingError, DynamicBatcher, QueueFull, batched_map
 
 
-def run(coro):
-    return asyncio.run(coro)
+class GatedModel:
+    """``fn`` for the batcher: records the requests of each call (their first value) and
+    waits at the gate before answering x * 10; refuses negative values."""
 
+    def __init__(self) -> None:
+        self.calls: list[list[float]] = []
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
 
-def test_requests_are_batched_and_results_routed():
-    calls = []
-
-    def fn(arrays):
-        calls.append(arrays[0].shape[0])
-        return [arrays[0] * 10]
-
-    async def main():
-        b = DynamicBatcher(fn, max_batch_size=8, max_delay_ms=50)
-        b.start()
-        outs = await asyncio.gather(*(b.submit([np.full((1, 2), i, np.float32)])
-                                      for i in range(8)))
-        await b.close()
-        return outs, b.stats
-
-    outs, stats = run(main())
-    for i, o in enumerate(outs):
-        np.testing.assert_array_equal(o[0], np.full((1, 2), 10 * i))
-    assert calls == [8] and stats.mean_batch_size == 8
-
-
-def test_batch_closes_at_the_deadline():
-    async def main():
-        b = DynamicBatcher(lambda a: [a[0]], max_batch_size=64, max_delay_ms=20)
-        b.start()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        await b.submit([np.zeros((1, 1))])
-        waited = loop.time() - t0
-        await b.close()
-        return waited
-
-    waited = run(main())
-    assert 0.015 < waited < 0.5
-
-
-def test_bucketing_keeps_shapes_apart_in_order():
-    seen = []
-
-    def fn(arrays):
-        seen.append(arrays[0].shape)
-        return [arrays[0].sum(axis=1)]
-
-    async def main():
-        b = DynamicBatcher(fn, max_batch_size=16, max_delay_ms=30)
-        b.start()
-        reqs = [np.ones((1, 3 if i % 2 else 5)) for i in range(6)]
-        outs = await asyncio.gather(*(b.submit([r]) for r in reqs))
-        await b.close()
-        return outs
-
-    outs = run(main())
-    assert [o[0][0] for o in outs] == [5, 3, 5, 3, 5, 3]
-    assert sorted(seen) == [(3, 3), (3, 5)]
-
-
-def test_pad_policy_cuts_outputs_back():
-    def fn(arrays):
+    def __call__(self, arrays):
         x = arrays[0]
-        return [np.cumsum(x, axis=1)]
+        self.calls.append([float(v) for v in x[:, 0]])
+        self.entered.release()
+        assert self.gate.wait(30), "the test never opened the gate"
+        if (x < 0).any():
+            raise ValueError("negative values are refused")
+        return [x * 10]
 
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.acquire, True, 30), "model never called"
+
+
+def _req(v, n=1, width=1):
+    return [np.full((n, width), v, np.float32)]
+
+
+async def _queued(b: DynamicBatcher, n: int) -> None:
+    """Yield to the event loop until ``n`` requests wait in the queue."""
+    for _ in range(10_000):
+        if b.depth >= n:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"only {b.depth} of {n} requests reached the queue")
+
+
+def test_a_lone_request_runs_at_once_and_arrivals_form_the_next_batch():
     async def main():
-        b = DynamicBatcher(fn, max_batch_size=8, max_delay_ms=30, policy="pad", pad_axes=[1])
+        m = GatedModel()
+        b = DynamicBatcher(m, max_batch_size=32)  # no extra delay: the default
+        b.start()
+        first = asyncio.create_task(b.submit(_req(0)))
+        await m.wait_entered()  # the idle model took the lone request without waiting
+        assert m.calls == [[0.0]]
+        rest = [asyncio.create_task(b.submit(_req(v))) for v in (1, 2, 3, 4, 5)]
+        await _queued(b, 5)
+        m.gate.set()
+        outs = await asyncio.gather(first, *rest)
+        await b.close()
+        return m, outs, b.stats
+
+    m, outs, stats = asyncio.run(main())
+    assert m.calls == [[0.0], [1.0, 2.0, 3.0, 4.0, 5.0]]  # what queued during the run
+    assert [float(o[0][0, 0]) for o in outs] == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+    assert stats.batches == 2 and stats.sizes == {1: 1, 5: 1}
+
+
+def test_the_next_batch_stops_at_the_batch_size():
+    async def main():
+        m = GatedModel()
+        b = DynamicBatcher(m, max_batch_size=4)
+        b.start()
+        first = asyncio.create_task(b.submit(_req(0)))
+        await m.wait_entered()
+        rest = [asyncio.create_task(b.submit(_req(v, n=2 if v == 3 else 1)))
+                for v in range(1, 9)]
+        await _queued(b, 8)
+        m.gate.set()
+        await asyncio.gather(first, *rest)
+        await b.close()
+        return m
+
+    m = asyncio.run(main())
+    # samples, not requests, fill a batch: request 3 carries two
+    assert m.calls == [[0.0], [1.0, 2.0, 3.0, 3.0], [4.0, 5.0, 6.0, 7.0], [8.0]]
+
+
+def test_an_extra_delay_waits_for_the_batch_to_fill():
+    async def main():
+        m = GatedModel()
+        m.gate.set()
+        b = DynamicBatcher(m, max_batch_size=3, max_delay_ms=60_000)
+        b.start()
+        tasks = [asyncio.create_task(b.submit(_req(0)))]
+        await _queued(b, 1)
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert m.calls == []  # waiting for two more (the deadline is a minute away)
+        tasks += [asyncio.create_task(b.submit(_req(v))) for v in (1, 2)]
+        await asyncio.gather(*tasks)
+        await b.close()
+        return m
+
+    assert asyncio.run(main()).calls == [[0.0, 1.0, 2.0]]  # closed when full, not at the deadline
+
+
+def test_a_bad_request_fails_alone_after_a_few_splits_not_one_by_one():
+    async def main():
+        m = GatedModel()
+        b = DynamicBatcher(m, max_batch_size=32)
+        b.start()
+        first = asyncio.create_task(b.submit(_req(100)))
+        await m.wait_entered()
+        values = [1, 2, 3, 4, 5, -6, 7, 8]
+        rest = [asyncio.create_task(b.submit(_req(v))) for v in values]
+        await _queued(b, 8)
+        m.gate.set()
+        await first
+        res = await asyncio.gather(*rest, return_exceptions=True)
+        await b.close()
+        return m, values, res, b.stats
+
+    m, values, res, stats = asyncio.run(main())
+    for v, r in zip(values, res):
+        if v < 0:
+            assert isinstance(r, ValueError) and "negative" in str(r)
+        else:
+            assert float(r[0][0, 0]) == 10 * v
+    # the batch of 8 failed, then halves: [1-4] ok, [5,-6,7,8] failed, [5,-6] failed,
+    # [7,8] ok, [5] ok, [-6] alone: 7 runs for the 8 requests (one by one would be 9)
+    assert m.calls[1:] == [[1, 2, 3, 4, 5, -6, 7, 8], [1, 2, 3, 4], [5, -6, 7, 8], [5, -6],
+                           [5], [-6], [7, 8]]
+    assert stats.runs == 1 + 7 and stats.splits == 3
+
+
+def test_shapes_are_bucketed_in_order_and_padded_when_the_model_says_so():
+    async def bucket():
+        m = GatedModel()
+        b = DynamicBatcher(m, max_batch_size=16)
+        b.start()
+        first = asyncio.create_task(b.submit(_req(0, width=5)))
+        await m.wait_entered()
+        rest = [asyncio.create_task(b.submit(_req(v, width=3 if v % 2 else 5)))
+                for v in range(1, 7)]
+        await _queued(b, 6)
+        m.gate.set()
+        outs = await asyncio.gather(first, *rest)
+        await b.close()
+        return m, outs
+
+    m, outs = asyncio.run(bucket())
+    assert m.calls == [[0.0], [1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]  # width 3 first: it came first
+    assert [o[0].shape[1] for o in outs] == [5, 3, 5, 3, 5, 3, 5]
+
+    def cumsum(arrays):
+        return [np.cumsum(arrays[0], axis=1)]
+
+    async def pad():
+        b = DynamicBatcher(cumsum, max_batch_size=3, policy="pad", pad_axes=[1],
+                           max_delay_ms=60_000)
         b.start()
         xs = [np.ones((1, n, 2)) for n in (2, 5, 3)]
         outs = await asyncio.gather(*(b.submit([x]) for x in xs))
         await b.close()
         return xs, outs, b.stats
 
-    xs, outs, stats = run(main())
+    xs, outs, stats = asyncio.run(pad())
     for x, o in zip(xs, outs):
-        np.testing.assert_array_equal(o[0], np.cumsum(x, axis=1))
-    assert stats.batches == 1
+        np.testing.assert_array_equal(o[0], np.cumsum(x, axis=1))  # cut back to its length
+    assert stats.batches == 1 and stats.sizes == {3: 1}
 
 
-def test_failing_request_fails_alone():
-    def fn(arrays):
-        if (arrays[0] < 0).any():
-            raise ValueError("negative input")
-        return [arrays[0] + 1]
-
+def test_queue_bound_shutdown_and_bad_requests():
     async def main():
-        b = DynamicBatcher(fn, max_batch_size=8, max_delay_ms=30)
+        m = GatedModel()
+        b = DynamicBatcher(m, max_batch_size=1, max_queue=2)
         b.start()
-        res = await asyncio.gather(*(b.submit([np.full((1, 1), v)]) for v in (1, -1, 2)),
-                                   return_exceptions=True)
-        await b.close()
-        return res, b.stats
-
-    res, stats = run(main())
-    assert res[0][0][0, 0] == 2 and res[2][0][0, 0] == 3
-    assert isinstance(res[1], ValueError)
-    assert stats.fallbacks == 1
-
-
-def test_queue_bound_and_bad_requests():
-    async def main():
-        b = DynamicBatcher(lambda a: [a[0]], max_batch_size=1, max_queue=2, max_delay_ms=0)
-        b.start()
-        tasks = [asyncio.create_task(b.submit([np.zeros((1, 1))])) for _ in range(5)]
-        res = await asyncio.gather(*tasks, return_exceptions=True)
+        running = asyncio.create_task(b.submit(_req(0)))
+        await m.wait_entered()
+        waiting = [asyncio.create_task(b.submit(_req(v))) for v in (1, 2)]
+        await _queued(b, 2)
+        with pytest.raises(QueueFull, match="queue is full \\(2 waiting\\)"):
+            await b.submit(_req(3))
         with pytest.raises(BatchingError, match="share the batch size"):
             await b.submit([np.zeros((1, 1)), np.zeros((2, 1))])
-        await b.close()
-        return res
+        closing = asyncio.create_task(b.close())
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull, match="shutting down"):
+            await b.submit(_req(4))
+        m.gate.set()
+        await closing  # drains: the queued requests are answered
+        return [float(t.result()[0][0, 0]) for t in [running, *waiting]]
 
-    res = run(main())
-    assert any(isinstance(r, QueueFull) for r in res)
-    assert any(not isinstance(r, Exception) for r in res)
+    assert asyncio.run(main()) == [0.0, 10.0, 20.0]
     with pytest.raises(BatchingError, match="policy"):
         DynamicBatcher(lambda a: a, policy="sort")
+    with pytest.raises(BatchingError, match="max_delay_ms"):
+        DynamicBatcher(lambda a: a, max_delay_ms=-1)
+
+
+def test_a_request_given_up_while_queued_is_never_run():
+    async def main():
+        m = GatedModel()
+        b = DynamicBatcher(m, max_batch_size=8)
+        b.start()
+        first = asyncio.create_task(b.submit(_req(0)))
+        await m.wait_entered()
+        doomed = asyncio.create_task(b.submit(_req(1)))
+        kept = asyncio.create_task(b.submit(_req(2)))
+        await _queued(b, 2)
+        doomed.cancel()  # the caller's time ran out
+        m.gate.set()
+        await asyncio.gather(first, kept)
+        await b.close()
+        return m
+
+    assert asyncio.run(main()).calls == [[0.0], [2.0]]
 
 
 def test_batched_map_offline():

@@ -43,7 +43,7 @@ def wheels(tmp_path_factory):
 
 #: the serving extra's import packages and their distributions, left out of the partial env
 SERVE_PACKAGES = ("starlette", "uvicorn", "grpc", "grpcio", "tritonclient",
-                  "prometheus_client", "prometheus-client")
+                  "prometheus_client", "prometheus-client", "orjson")
 
 
 def _make_env(base: Path, wheels: Path, requirement: str, leave_out: tuple[str, ...] = ()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 import torch
@@ -10,19 +10,51 @@ from deepseek.plugins import temporary_plugin
 
 
 class Doubler(torch.nn.Module):
-    """y = 2x after a fixed delay per call (so batching pays); refuses values below -1000."""
+    """y = 2x; refuses values below -1000."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.delay = delay
         self.scale = torch.nn.Parameter(torch.tensor(2.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x < -1000).any():
             raise ValueError("values below -1000 are refused by this model")
-        if self.delay:
-            time.sleep(self.delay)
         return x * self.scale
+
+
+class Gate:
+    """Once armed, holds every call of the gated model until the test opens it, and records
+    each call (the server's own probe of the model at start-up passes unarmed)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.armed = False
+        self.open = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.calls: list[list[float]] = []
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def wait_entered(self, timeout: float = 30.0) -> None:
+        assert self.entered.acquire(timeout=timeout), "the gated model was never called"
+
+
+GATE = Gate()
+
+
+class GatedDoubler(Doubler):
+    """A Doubler that waits at :data:`GATE` before answering: the tests decide when a
+    running batch finishes, so arrival order and batch contents are deterministic."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if GATE.armed:
+            GATE.calls.append([float(v) for v in x[:, 0]])
+            GATE.entered.release()
+            assert GATE.open.wait(60), "the test never opened the gate"
+        return super().forward(x)
 
 
 class ServingPlugin:
@@ -30,11 +62,18 @@ class ServingPlugin:
     @hookimpl
     def register_models(register):
         spec = [{"name": "x", "dtype": "float32", "shape": [-1, 4]}]
-        register("test-double", Doubler, config={"delay": 0.0}, inputs=spec)
-        register("test-slow", Doubler, config={"delay": 0.05}, inputs=spec)
+        register("test-double", Doubler, inputs=spec)
+        register("test-gated", GatedDoubler, inputs=spec)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def serving_plugin():
     with temporary_plugin(ServingPlugin, name="serving-test-plugin"):
         yield
+
+
+@pytest.fixture
+def gate():
+    GATE.reset()
+    yield GATE
+    GATE.open.set()  # never leave a server thread waiting

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import threading
 import time
 
 import httpx
@@ -219,57 +218,70 @@ def test_metrics_endpoint(server, http):
 
 
 # ------------------------------------------------------------------------------ batching
-def test_concurrent_requests_form_batches_and_bad_ones_fail_alone():
-    with DeepSeekServing(models={"slow": "test-slow"}, port=0, grpc_port=0, batch_size=32,
-                         max_delay_ms=30) as s:
-        url = f"http://{s.http_url}/v2/models/slow/infer"
+def _wait_for(cond, what, timeout=30.0):
+    """Poll ``cond`` until it holds (a deadline, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
 
-        def call(i):
-            data = [-5000.0, 0, 0, 0] if i == 3 else [i, i, i, i]
-            body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
-                                "data": data}]}
-            return i, httpx.post(url, json=body, timeout=30)
 
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(call, range(16)))
-        stats = s.batchers["slow"].stats
-    for i, r in results:
-        if i == 3:
+def _body(v, n=1):
+    return {"inputs": [{"name": "x", "shape": [n, 4], "datatype": "FP32",
+                        "data": [float(v)] * 4 * n}]}
+
+
+def test_arrivals_during_a_run_form_one_batch_and_a_bad_request_fails_alone(gate):
+    with DeepSeekServing(models={"gated": "test-gated"}, port=0, grpc_port=None,
+                         batch_size=32) as s:
+        gate.arm()
+        url = f"http://{s.http_url}/v2/models/gated/infer"
+        batcher = s.batchers["gated"]
+        with concurrent.futures.ThreadPoolExecutor(9) as pool:
+            first = pool.submit(httpx.post, url, json=_body(100), timeout=60)
+            gate.wait_entered()  # the idle model took the lone request at once
+            values = [1, 2, 3, -5000, 5, 6, 7, 8]
+            rest = [pool.submit(httpx.post, url, json=_body(v), timeout=60) for v in values]
+            _wait_for(lambda: batcher.depth == 8, "8 queued requests")
+            gate.open.set()
+            assert first.result().status_code == 200
+            results = [f.result() for f in rest]
+        stats = batcher.stats
+    for v, r in zip(values, results):
+        if v < 0:
             assert r.status_code == 400 and "refused" in r.json()["error"]
         else:
             assert r.status_code == 200, r.text
-            assert r.json()["outputs"][0]["data"] == [2.0 * i] * 4
-    assert max(stats.sizes) > 1, stats.sizes
-    assert stats.fallbacks >= 1
+            assert r.json()["outputs"][0]["data"] == [2.0 * v] * 4
+    assert sorted(gate.calls[1]) == sorted(values)  # all eight in the second batch
+    assert stats.sizes == {1: 1, 8: 1}
+    assert stats.runs == 1 + 7  # split three times to isolate the bad one, not 1 + 8
 
 
-def test_queue_bound_answers_503_and_resource_exhausted():
-    with DeepSeekServing(models={"slow": "test-slow"}, port=0, grpc_port=0, batch_size=1,
+def test_queue_bound_answers_503_and_unavailable(gate):
+    with DeepSeekServing(models={"gated": "test-gated"}, port=0, grpc_port=0, batch_size=1,
                          max_queue=2) as s:
-        url = f"http://{s.http_url}/v2/models/slow/infer"
-        body = json.loads(_req().decode())
-
-        def call(_):
-            return httpx.post(url, json=body, timeout=30).status_code
-
-        with concurrent.futures.ThreadPoolExecutor(12) as pool:
-            codes = list(pool.map(call, range(12)))
-        assert 503 in codes and 200 in codes
+        gate.arm()
+        url = f"http://{s.http_url}/v2/models/gated/infer"
         c = tg.InferenceServerClient(s.grpc_address)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            running = pool.submit(httpx.post, url, json=_body(1), timeout=60)
+            gate.wait_entered()
+            queued = [pool.submit(httpx.post, url, json=_body(v), timeout=60) for v in (2, 3)]
+            _wait_for(lambda: s.batchers["gated"].depth == 2, "2 queued requests")
+            r = httpx.post(url, json=_body(4), timeout=60)
+            assert r.status_code == 503 and "queue is full" in r.json()["error"]
+            with pytest.raises(InferenceServerException) as exc:
+                _grpc_infer(c, "gated", "x", X[:1])
+            assert "UNAVAILABLE" in str(exc.value.status())  # the status clients retry on
+            gate.open.set()
+            assert [f.result().status_code for f in [running, *queued]] == [200, 200, 200]
+        text = httpx.get(f"http://{s.http_url}/metrics").text
+        assert 'deepseek_request_errors_total{code="503",model="gated",protocol="rest"} 1.0' \
+            in text
 
-        def gcall(_):
-            try:
-                _grpc_infer(c, "slow", "x", X[:1])
-                return "OK"
-            except InferenceServerException as exc:
-                return str(exc.status())
 
-        with concurrent.futures.ThreadPoolExecutor(12) as pool:
-            gcodes = list(pool.map(gcall, range(12)))
-        assert "OK" in gcodes and any("RESOURCE_EXHAUSTED" in g for g in gcodes), gcodes
-
-
-def test_token_on_both_protocols():
+def test_token_on_both_protocols_and_metrics():
     with DeepSeekServing(models={"double": "test-double"}, port=0, grpc_port=0,
                          token="s3cret") as s:
         url = f"http://{s.http_url}/v2/models/double/infer"
@@ -278,6 +290,9 @@ def test_token_on_both_protocols():
         assert r.status_code == 401 and "bearer token" in r.json()["error"]
         r = httpx.post(url, content=_req(), headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 200
+        assert httpx.get(f"http://{s.http_url}/metrics").status_code == 401
+        assert httpx.get(f"http://{s.http_url}/metrics",
+                         headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(f"http://{s.http_url}/v2/health/live").status_code == 200
         assert httpx.get(f"http://{s.http_url}/v2/models/double").status_code == 401
         c = tg.InferenceServerClient(s.grpc_address)
@@ -293,35 +308,33 @@ def test_token_on_both_protocols():
         inp2.set_data_from_numpy(X)
         res = h.infer("double", [inp2], headers={"Authorization": "Bearer s3cret"})
         np.testing.assert_array_equal(res.as_numpy("output"), X * 2)
+    with DeepSeekServing(models={"double": "test-double"}, port=0, grpc_port=None,
+                         token="s3cret", metrics_public=True) as s:
+        assert httpx.get(f"http://{s.http_url}/metrics").status_code == 200
 
 
-def test_shutdown_drains_in_flight_requests():
-    slow = ModelLoader.load("test-slow", delay=0.3)  # 4 requests keep it busy for 1.2 s
-    s = DeepSeekServing(models={"slow": slow}, port=0, grpc_port=0, batch_size=1)
+def test_shutdown_drains_in_flight_requests(gate):
+    s = DeepSeekServing(models={"gated": "test-gated"}, port=0, grpc_port=None, batch_size=1)
     s.start_background()
-    url = f"http://{s.http_url}/v2/models/slow/infer"
-    results = []
-
-    def call():
-        results.append(httpx.post(url, content=_req(), timeout=30))
-
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    for t in threads:
-        t.start()
-    batcher = s.batchers["slow"]
-    deadline = time.monotonic() + 20
-    # accepted = started (stats.requests) + waiting (depth); stop once all four are in
-    while batcher.stats.requests + batcher.depth < 4 and time.monotonic() < deadline:
-        time.sleep(0.002)
-    assert batcher.stats.requests + batcher.depth == 4, "the requests never reached the server"
-    assert batcher.busy  # work is still in flight when the stop begins
-    s.stop()
-    for t in threads:
-        t.join()
-    assert len(results) == 4 and all(r.status_code == 200 for r in results), \
-        [r.status_code for r in results]
+    gate.arm()
+    url = f"http://{s.http_url}/v2/models/gated/infer"
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        running = pool.submit(httpx.post, url, json=_body(1), timeout=60)
+        gate.wait_entered()
+        queued = [pool.submit(httpx.post, url, json=_body(v), timeout=60) for v in (2, 3, 4)]
+        _wait_for(lambda: s.batchers["gated"].depth == 3, "3 queued requests")
+        stopper = pool.submit(s.stop)
+        _wait_for(lambda: not s.accepting, "the server to stop accepting")
+        ready = httpx.get(f"http://{s.http_url}/v2/health/ready", timeout=10)
+        assert ready.status_code == 503  # load balancers take this replica out
+        late = httpx.post(url, json=_body(5), timeout=10)
+        assert late.status_code == 503 and "shutting down" in late.json()["error"]
+        gate.open.set()
+        codes = [f.result().status_code for f in [running, *queued]]
+        stopper.result()
+    assert codes == [200, 200, 200, 200]  # everything accepted before the stop is answered
     with pytest.raises(httpx.ConnectError):
-        httpx.post(url, content=_req(), timeout=2)
+        httpx.post(url, json=_body(6), timeout=2)
 
 
 def test_no_model_and_bad_port():
@@ -335,14 +348,38 @@ def test_no_model_and_bad_port():
                             grpc_port=None).start_background()
 
 
-def test_per_request_timeout_on_both_protocols():
-    with DeepSeekServing(models={"slow": "test-slow"}, port=0, grpc_port=0, batch_size=1,
-                         timeout_s=0.01) as s:
-        r = httpx.post(f"http://{s.http_url}/v2/models/slow/infer", content=_req(), timeout=10)
-        assert r.status_code == 504 and "no answer within" in r.json()["error"]
+def test_timeout_on_both_protocols_and_health_never_waits_behind_inference(gate):
+    with DeepSeekServing(models={"gated": "test-gated"}, port=0, grpc_port=0, batch_size=1,
+                         timeout_s=0.2) as s:
+        gate.arm()
+        url = f"http://{s.http_url}/v2/models/gated/infer"
+        r = httpx.post(url, content=_req(), timeout=30)  # the model is held at the gate
+        assert r.status_code == 504 and "no answer within 0.2 s" in r.json()["error"]
         c = tg.InferenceServerClient(s.grpc_address)
         with pytest.raises(InferenceServerException) as exc:
-            _grpc_infer(c, "slow", "x", X)
+            _grpc_infer(c, "gated", "x", X)
         assert "DEADLINE_EXCEEDED" in str(exc.value.status())
-        time.sleep(0.2)  # the abandoned work finishes; the server still answers health checks
+        # the model is still busy with the abandoned request: probes answer regardless
+        assert len(gate.calls) >= 1 and not gate.open.is_set()
         assert httpx.get(f"http://{s.http_url}/v2/health/ready").status_code == 200
+        assert httpx.get(f"http://{s.http_url}/v2/health/live").status_code == 200
+        assert c.is_server_ready()
+        gate.open.set()
+
+
+def test_threads_follow_the_load():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        s = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None, threads=1,
+                            burst_threads=2)
+        assert torch.get_num_threads() == 1
+        s._size_threads(1, 0)  # a batch that runs alone: the event loop is idle
+        assert torch.get_num_threads() == 2
+        s._size_threads(8, 3)  # under load: leave a core to the event loop
+        assert torch.get_num_threads() == 1
+        plain = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None)
+        assert plain.threads is None and plain.burst_threads is None  # left alone
+    finally:
+        torch.set_num_threads(before)

@@ -1,9 +1,17 @@
-"""Dynamic batching, shared by the model server and offline inference.
+"""Adaptive dynamic batching, shared by the model server and offline inference.
 
-:class:`DynamicBatcher` collects requests for one model from an asyncio event loop: a batch
-closes when it holds ``max_batch_size`` samples or when ``max_delay_ms`` has passed since its
-first request. Requests whose inputs differ in a non-batch dimension cannot be stacked; the
-model's policy decides:
+:class:`DynamicBatcher` runs one model's requests from an asyncio event loop, on a thread of
+its own (the model never runs on the event loop). The policy is the one Triton uses:
+
+* a request that arrives while the model is idle runs at once (no waiting to fill a batch,
+  so batching never costs latency at low load);
+* requests that arrive while a batch runs are collected, and run together as the next batch
+  as soon as the model is free, up to ``max_batch_size`` samples;
+* ``max_delay_ms`` (default 0) is an optional extra wait for a batch to fill, for models whose
+  batches are much cheaper per sample than single requests.
+
+Requests whose inputs differ in a non-batch dimension cannot be stacked; the model's policy
+decides:
 
 * ``"bucket"`` (default): a batch only takes requests of the same shapes; the others wait
   for the next batch, in arrival order.
@@ -11,9 +19,10 @@ model's policy decides:
   longest request in the batch, and each output is cut back along the same axis to its own
   request's length (for sequence models whose outputs follow their inputs in time).
 
-The batch runs in a worker thread, off the event loop. If it raises, each request of the
-batch is run alone, so one bad request fails only itself. The queue is bounded: a full queue
-raises :class:`QueueFull` at once instead of adding unbounded latency.
+A batch that raises is split in two and each half run again, recursively, so the one bad
+request fails alone and the good ones are answered after a handful of extra runs (about
+``2 * log2(n)`` for one bad request among ``n``), not one by one. The queue is bounded: a
+full queue raises :class:`QueueFull` at once instead of adding unbounded latency.
 
 :func:`batched_map` is the offline form: run a function over many samples in batches,
 bucketing by shape.
@@ -38,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 class QueueFull(DeepSeekError):
-    """The model's request queue is at its bound."""
+    """The model's request queue is at its bound (or the batcher is shutting down)."""
 
 
 class BatchingError(DeepSeekError):
@@ -56,10 +65,11 @@ class _Request:
 
 @dataclass
 class BatchStats:
-    batches: int = 0
+    batches: int = 0      # batches taken from the queue
     samples: int = 0
     requests: int = 0
-    fallbacks: int = 0
+    runs: int = 0         # model calls, the re-runs of split batches included
+    splits: int = 0       # failed multi-request runs that were split in two
     sizes: collections.Counter = field(default_factory=collections.Counter)
 
     @property
@@ -77,15 +87,27 @@ class DynamicBatcher:
     """Batches calls of ``fn(list_of_input_arrays) -> list_of_output_arrays``.
 
     Every input and output has the batch on axis 0. Use from one event loop: call
-    :meth:`start` inside the loop, then ``await submit(inputs)``.
+    :meth:`start` inside the loop, then ``await submit(inputs)``. ``executor`` is the thread
+    pool the model runs on (default: a thread of its own); ``before_run(samples, waiting)``
+    is called on that thread before each batch with its size and the number of requests
+    still queued (the server uses it to size the model's threads to the load).
+
+    There is no scheduler task: a request that finds the model free starts a batch from
+    :meth:`enqueue`, and a finished batch starts the next one from its completion callback,
+    so a lone request costs one hand-over to the model's thread and back.
     """
 
     def __init__(self, fn: Callable[[list[np.ndarray]], Sequence[np.ndarray]], *,
-                 max_batch_size: int = 32, max_delay_ms: float = 5.0, max_queue: int = 1024,
+                 max_batch_size: int = 32, max_delay_ms: float = 0.0, max_queue: int = 1024,
                  policy: str = "bucket", pad_axes: Sequence[int] = (), pad_value: float = 0.0,
-                 name: str = "model", on_batch: Callable[[int], None] | None = None) -> None:
+                 name: str = "model", on_batch: Callable[[int], None] | None = None,
+                 on_depth: Callable[[int], None] | None = None,
+                 before_run: Callable[[int, int], None] | None = None,
+                 executor: concurrent.futures.Executor | None = None) -> None:
         if max_batch_size < 1:
             raise BatchingError("max_batch_size must be >= 1")
+        if max_delay_ms < 0:
+            raise BatchingError("max_delay_ms must be >= 0")
         if policy not in ("bucket", "pad"):
             raise BatchingError(f"policy must be 'bucket' or 'pad', got {policy!r}")
         self.fn = fn
@@ -97,19 +119,25 @@ class DynamicBatcher:
         self.pad_value = pad_value
         self.name = name
         self.on_batch = on_batch
+        self.on_depth = on_depth
+        self.before_run = before_run
         self.stats = BatchStats()
         self._queue: collections.deque[_Request] = collections.deque()
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
-        self._inflight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: asyncio.Event | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._own_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"infer-{name}")
+        self._inflight = False
         self._closing = False
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._worker(),
-                                                             name=f"batcher-{self.name}")
+        """Bind to the running event loop (call from inside it, before :meth:`submit`)."""
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def depth(self) -> int:
@@ -118,96 +146,138 @@ class DynamicBatcher:
 
     @property
     def busy(self) -> bool:
-        return bool(self._queue) or self._inflight > 0
+        return bool(self._queue) or self._inflight
 
-    async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until every queued and running request has finished."""
-        end = time.monotonic() + timeout
-        while self.busy and time.monotonic() < end:
-            await asyncio.sleep(0.005)
+    def _depth_changed(self) -> None:
+        if self.on_depth is not None:
+            self.on_depth(len(self._queue))
+        if self._idle is not None:
+            if self.busy:
+                self._idle.clear()
+            else:
+                self._idle.set()
 
-    async def close(self) -> None:
+    async def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued and running request has finished; False on timeout."""
+        if self._idle is None:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Refuse new requests, finish the queued and running ones, stop."""
         self._closing = True
-        await self.drain()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=True)
+        await self.drain(timeout)
+        if self._timer is not None:
+            self._timer.cancel()
+        for r in self._queue:  # only left when the drain timed out
+            if not r.future.done():
+                r.future.set_exception(QueueFull(f"model {self.name!r} shut down"))
+        self._queue.clear()
+        if self._own_executor:
+            self._executor.shutdown(wait=True)
 
     # submitting ----------------------------------------------------------------------------
-    async def submit(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Queue one request (each array has its batch on axis 0); await its outputs."""
-        if self._closing:
-            raise QueueFull(f"model {self.name!r} is shutting down")
-        if len(self._queue) >= self.max_queue:
-            raise QueueFull(f"model {self.name!r}: request queue is full ({self.max_queue} "
-                            "waiting); retry later")
+    def enqueue(self, inputs: list[np.ndarray]) -> asyncio.Future:
+        """Queue one request (each array has its batch on axis 0) and return the future of
+        its outputs; an idle model starts on it before this returns."""
         if not inputs:
             raise BatchingError("a request needs at least one input")
         size = int(inputs[0].shape[0]) if inputs[0].ndim else 1
         if any(a.ndim == 0 or a.shape[0] != size for a in inputs):
             raise BatchingError("all inputs of a request must share the batch size on axis 0")
+        if self._closing:
+            raise QueueFull(f"model {self.name!r} is shutting down")
+        if len(self._queue) >= self.max_queue:
+            raise QueueFull(f"model {self.name!r}: request queue is full ({self.max_queue} "
+                            "waiting); retry later")
+        if self._loop is None:
+            raise BatchingError("call start() inside the event loop first")
         key = _pad_key(inputs, self.pad_axes if self.policy == "pad" else ())
-        fut = asyncio.get_running_loop().create_future()
+        fut = self._loop.create_future()
         self._queue.append(_Request(inputs, key, fut, size))
-        self._wake.set()  # type: ignore[union-attr]
-        return await fut
+        self._kick()
+        self._depth_changed()
+        return fut
 
-    # the worker ----------------------------------------------------------------------------
-    async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self._queue:
-                self._wake.clear()  # type: ignore[union-attr]
-                await self._wake.wait()  # type: ignore[union-attr]
-            first = self._queue[0]
-            deadline = first.enqueued + self.max_delay
-            # wait for more requests until the batch is full or the first one's deadline
-            while self.max_batch_size > 1:
-                n = sum(r.size for r in self._queue if r.key == first.key)
-                if n >= self.max_batch_size:
-                    break
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    break
-                self._wake.clear()  # type: ignore[union-attr]
-                try:
-                    await asyncio.wait_for(self._wake.wait(), left)  # type: ignore[union-attr]
-                except asyncio.TimeoutError:
-                    break
-            batch: list[_Request] = []
-            total = 0
-            rest: collections.deque[_Request] = collections.deque()
-            while self._queue:
-                r = self._queue.popleft()
-                if r.future.done():  # cancelled or timed out while waiting
-                    continue
-                # the first request always goes in: one larger than a batch runs alone
-                if r.key == first.key and (not batch or total + r.size <= self.max_batch_size):
-                    batch.append(r)
-                    total += r.size
-                else:
-                    rest.append(r)
-            self._queue = rest + self._queue
-            if not batch:
+    async def submit(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Queue one request and await its outputs (a request abandoned while it waits, by
+        a timeout or a cancellation, is dropped from the queue and never run)."""
+        return await self.enqueue(inputs)
+
+    # the state machine: a batch starts when the model is free (_kick) --------------------
+    def _fill(self, first: _Request) -> int:
+        return sum(r.size for r in self._queue if r.key == first.key and not r.future.done())
+
+    def _kick(self) -> None:
+        """Start the next batch if the model is free and a request waits; with an extra
+        delay, only once the batch is full or its first request has waited long enough."""
+        if self._inflight:
+            return
+        while self._queue and self._queue[0].future.done():  # abandoned while waiting
+            self._queue.popleft()
+        if not self._queue:
+            return
+        first = self._queue[0]
+        if self.max_delay > 0 and self.max_batch_size > 1 and \
+                self._fill(first) < self.max_batch_size:
+            left = first.enqueued + self.max_delay - time.perf_counter()
+            if left > 0:
+                if self._timer is None:
+                    self._timer = self._loop.call_later(left, self._timer_fired)
+                return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch = self._take(first)
+        if not batch:
+            return
+        self._inflight = True
+        done = self._loop.run_in_executor(self._executor, self._run_batch, batch,
+                                          len(self._queue))
+        done.add_done_callback(lambda f: self._finish(batch, f))
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._kick()
+        self._depth_changed()
+
+    def _finish(self, batch: list[_Request], done: asyncio.Future) -> None:
+        self._inflight = False
+        exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        results = [exc] * len(batch) if exc is not None else done.result()
+        for r, res in zip(batch, results):
+            if r.future.done():
                 continue
-            self._inflight += 1
-            try:
-                results = await loop.run_in_executor(self._executor, self._run_batch, batch)
-            finally:
-                self._inflight -= 1
-            for r, res in zip(batch, results):
-                if r.future.done():
-                    continue
-                if isinstance(res, BaseException):
-                    r.future.set_exception(res)
-                else:
-                    r.future.set_result(res)
+            if isinstance(res, BaseException):
+                r.future.set_exception(res)
+            else:
+                r.future.set_result(res)
+        self._kick()  # what queued during the run is the next batch, at once
+        self._depth_changed()
 
-    def _run_batch(self, batch: list[_Request]) -> list[Any]:
+    def _take(self, first: _Request) -> list[_Request]:
+        """The next batch: requests with the first one's key, in arrival order, up to the
+        batch size (the first always goes in: one larger than a batch runs alone)."""
+        batch: list[_Request] = []
+        total = 0
+        rest: collections.deque[_Request] = collections.deque()
+        while self._queue:
+            r = self._queue.popleft()
+            if r.future.done():  # cancelled or timed out while waiting
+                continue
+            if r.key == first.key and (not batch or total + r.size <= self.max_batch_size):
+                batch.append(r)
+                total += r.size
+            else:
+                rest.append(r)
+        self._queue = rest
+        return batch
+
+    def _run_batch(self, batch: list[_Request], waiting: int = 0) -> list[Any]:
         self.stats.batches += 1
         self.stats.requests += len(batch)
         samples = sum(r.size for r in batch)
@@ -215,22 +285,28 @@ class DynamicBatcher:
         self.stats.sizes[samples] += 1
         if self.on_batch is not None:
             self.on_batch(samples)
-        if len(batch) == 1:
-            return [self._call_one(batch[0])]
+        if self.before_run is not None:
+            self.before_run(samples, waiting)
+        return self._run(batch)
+
+    def _run(self, batch: list[_Request]) -> list[Any]:
+        """Outputs per request; a failing multi-request batch is split in two, recursively,
+        until the failing requests are alone (their result is their exception)."""
+        self.stats.runs += 1
         try:
+            if len(batch) == 1:
+                return [[np.asarray(o) for o in self.fn(batch[0].inputs)]]
             stacked, lengths = self._stack([r.inputs for r in batch])
             outs = [np.asarray(o) for o in self.fn(stacked)]
             return self._split(outs, batch, lengths)
-        except Exception as exc:  # one bad request must not fail its batch-mates
-            log.info("batch of %d failed (%s); running its requests one by one", len(batch), exc)
-            self.stats.fallbacks += 1
-            return [self._call_one(r) for r in batch]
-
-    def _call_one(self, r: _Request) -> Any:
-        try:
-            return [np.asarray(o) for o in self.fn(r.inputs)]
         except Exception as exc:
-            return exc
+            if len(batch) == 1:
+                return [exc]
+            self.stats.splits += 1
+            log.info("batch of %d failed (%s); splitting it to isolate the bad request",
+                     len(batch), exc)
+            half = len(batch) // 2
+            return self._run(batch[:half]) + self._run(batch[half:])
 
     def _stack(self, requests: list[list[np.ndarray]]) -> tuple[list[np.ndarray], list]:
         n_inputs = len(requests[0])

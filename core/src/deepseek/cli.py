@@ -419,21 +419,35 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
 @cli.command("serve")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--name", default=None, help="Name to serve a single MODEL under.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8080, show_default=True, help="REST port.")
-@click.option("--grpc-port", type=int, default=8081, show_default=True, help="gRPC port.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind (0.0.0.0 or :: for all; then set --token).")
+@click.option("--port", type=int, default=8080, show_default=True, help="REST port (0: any).")
+@click.option("--grpc-port", type=int, default=8081, show_default=True,
+              help="gRPC port (0: any).")
 @click.option("--no-grpc", is_flag=True, help="Serve REST only.")
 @click.option("--batch-size", type=int, default=32, show_default=True,
-              help="Largest dynamic batch (1: no batching).")
-@click.option("--max-delay-ms", type=float, default=5.0, show_default=True,
-              help="How long a batch waits to fill.")
+              help="Largest batch (1: no batching). An idle model takes a request at once; "
+                   "requests that arrive during a run form the next batch.")
+@click.option("--max-delay-ms", type=float, default=0.0, show_default=True,
+              help="Optional extra wait for a batch to fill.")
 @click.option("--max-queue", type=int, default=256, show_default=True,
-              help="Waiting requests per model before 503 / RESOURCE_EXHAUSTED.")
+              help="Waiting requests per model before 503 / UNAVAILABLE.")
 @click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
               help="Per-request time limit in seconds.")
 @click.option("--max-request-mb", type=float, default=64.0, show_default=True)
+@click.option("--max-elements", type=int, default=1 << 24, show_default=True,
+              help="Tensor elements per request (413 / RESOURCE_EXHAUSTED beyond).")
+@click.option("--threads", type=int, default=None,
+              help="PyTorch / onnxruntime intra-op threads per worker under load [the cores "
+                   "left once each worker's event loop has one; a PyTorch batch that runs "
+                   "with nothing else waiting uses the worker's share of all cores].")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Server processes sharing the ports (SO_REUSEPORT), each with its own "
+                   "models and batcher: for CPU-bound models.")
 @click.option("--token", envvar="DEEPSEEK_SERVING_TOKEN", default=None,
               help="Require 'Authorization: Bearer TOKEN' [env: DEEPSEEK_SERVING_TOKEN].")
+@click.option("--metrics-public", is_flag=True,
+              help="Serve /metrics without the token (for a scraper on a private network).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               show_default=True)
 @click.option("--framework", type=click.Choice(["auto", "pytorch", "torchscript", "onnx",
@@ -445,19 +459,25 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
                    "scripts; with --port 0 it tells the ports chosen).")
 def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, grpc_port: int,
               no_grpc: bool, batch_size: int, max_delay_ms: float, max_queue: int,
-              timeout_s: float, max_request_mb: float, token: str | None, precision: str,
+              timeout_s: float, max_request_mb: float, max_elements: int, threads: int | None,
+              workers: int, token: str | None, metrics_public: bool, precision: str,
               framework: str, trust_pickle: bool, as_json: bool) -> None:
     """Serve MODELS over REST and gRPC (KServe Open Inference Protocol V2).
 
     Each MODEL is a registry name (`deepseek models`), a model file, or NAME=SOURCE.
-    Clients: curl, tritonclient.http / tritonclient.grpc, KServe tooling.
+    Clients: curl, tritonclient.http / tritonclient.grpc, KServe tooling. SIGINT/SIGTERM
+    finish the requests in flight before exiting.
     """
     from deepseek.extras import require
 
     require("serve", "deepseek serve")
-    from deepseek.serving import DeepSeekServing
     from deepseek.serving.models import default_name
+    from deepseek.serving.server import DeepSeekServing, burst_threads, default_threads
 
+    if workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--workers")
+    if threads is not None and threads < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--threads")
     specs: dict[str, str] = {}
     for m in models:
         key, sep, src = m.partition("=")
@@ -465,19 +485,44 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
             specs[key] = src
         else:
             specs[name if name and len(models) == 1 else default_name(m)] = m
-    server = DeepSeekServing(models=specs, port=port, grpc_port=None if no_grpc else grpc_port,
-                             batch_size=batch_size, max_delay_ms=max_delay_ms, host=host,
-                             max_queue=max_queue, timeout_s=timeout_s,
-                             max_request_mb=max_request_mb, token=token, precision=precision,
-                             framework=framework, trust_pickle=trust_pickle,
-                             on_ready=_print_endpoints if as_json else None)
+    if host not in ("127.0.0.1", "::1", "localhost") and not token:
+        log.warning("serving on %s without --token: anyone who reaches this interface can "
+                    "run the models", host)
+    options = dict(models=specs, port=port, grpc_port=None if no_grpc else grpc_port,
+                   batch_size=batch_size, max_delay_ms=max_delay_ms, host=host,
+                   max_queue=max_queue, timeout_s=timeout_s, max_request_mb=max_request_mb,
+                   max_elements=max_elements, token=token, metrics_public=metrics_public,
+                   precision=precision, framework=framework, trust_pickle=trust_pickle,
+                   threads=threads or default_threads(workers),
+                   burst_threads=max(threads or 1, burst_threads(workers)))
+    if workers > 1:
+        from deepseek.serving.workers import serve_workers
+
+        ctx = click.get_current_context()
+        ctx.exit(serve_workers(options, workers,
+                               on_ready=_print_worker_endpoints if as_json else None))
+    server = DeepSeekServing(**options, on_ready=_print_endpoints if as_json else None)
     server.start()
 
 
+def _endpoints(host: str, http_port: int, grpc_port: int | None) -> dict[str, Any]:
+    h = f"[{host}]" if ":" in host else host
+    return {"rest": f"http://{h}:{http_port}",
+            "grpc": f"{h}:{grpc_port}" if grpc_port is not None else None}
+
+
 def _print_endpoints(server: Any) -> None:
-    click.echo(json.dumps({"rest": f"http://{server.http_url}",
-                           "grpc": server.grpc_address if server.grpc_port else None,
+    click.echo(json.dumps({**_endpoints(server.host, server.http_port, server.grpc_port),
+                           "threads": server.threads,
                            "models": {n: m.metadata() for n, m in server.models.items()}}))
+    sys.stdout.flush()
+
+
+def _print_worker_endpoints(options: dict[str, Any]) -> None:
+    click.echo(json.dumps({**_endpoints(options["host"], options["port"],
+                                        options["grpc_port"]),
+                           "threads": options["threads"], "workers": options["workers"],
+                           "pids": options["pids"], "models": sorted(options["models"])}))
     sys.stdout.flush()
 
 

@@ -17,7 +17,7 @@ from deepseek.errors import DeepSeekError
 
 #: extra -> the import names it provides
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "serve": ("starlette", "uvicorn", "grpc", "tritonclient", "prometheus_client"),
+    "serve": ("starlette", "uvicorn", "grpc", "tritonclient", "prometheus_client", "orjson"),
     "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
     "zoo": ("timm",),
 }

@@ -7,6 +7,7 @@ wire-compatible with ``tritonclient.grpc`` and other V2 clients.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -15,18 +16,21 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from deepseek.serving.protocol import (
-    V2_TO_NUMPY,
     InferenceError,
     array_from_json,
     array_from_raw,
+    check_datatype,
     check_shape,
     encode_bytes,
     v2_datatype,
 )
 
+log = logging.getLogger(__name__)
+
+# 503 (overload, shutting down) is UNAVAILABLE: the status gRPC clients retry on
 CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
          404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-         503: grpc.StatusCode.RESOURCE_EXHAUSTED, 504: grpc.StatusCode.DEADLINE_EXCEEDED,
+         503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED,
          500: grpc.StatusCode.INTERNAL}
 CONTENT_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
                  "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
@@ -51,6 +55,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerReadyResponse(ready=self.server.accepting)
+
+    async def _internal(self, context: Any, where: str, exc: BaseException) -> None:
+        log.error("internal error in %s: %s: %s", where, type(exc).__name__, exc, exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal server error "
+                                                      f"({type(exc).__name__})")
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         try:
@@ -91,7 +100,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             self._auth(context)
             m = self._model(name, request.model_version)
-            arrays, datatypes = self._inputs(request)
+            arrays, datatypes = self._inputs(request, self.server.max_elements)
             remaining = context.time_remaining()
             names, outs = await self.server.infer(name, arrays, datatypes, remaining)
             wanted = [o.name for o in request.outputs]
@@ -111,6 +120,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         except InferenceError as exc:
             code = str(exc.status)
             await self._fail(context, exc)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):  # context.abort() above: already sent
+                raise
+            code = "500"
+            await self._internal(context, f"ModelInfer of {name!r}", exc)
         finally:
             self.server.metrics.observe(name if name in self.server.models else "_unknown",
                                         "grpc", time.perf_counter() - t0, code)
@@ -123,17 +137,32 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return m
 
     @staticmethod
-    def _inputs(request: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    def _inputs(request: Any, max_elements: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The input arrays: names unique, datatypes known, shapes capped and matched with
+        the contents actually sent before any array is built."""
         arrays: dict[str, np.ndarray] = {}
         datatypes: dict[str, str] = {}
         raw = list(request.raw_input_contents)
         if raw and len(raw) != len(request.inputs):
             raise InferenceError(f"{len(raw)} raw_input_contents for {len(request.inputs)} "
                                  "inputs; send raw contents for every input or for none")
-        for i, t in enumerate(request.inputs):
-            shape = check_shape(t.name, list(t.shape))
-            if t.datatype not in V2_TO_NUMPY:
-                raise InferenceError(f"input '{t.name}': unsupported datatype {t.datatype!r}")
+        if not request.inputs:
+            raise InferenceError("the request has no inputs")
+        shapes = []
+        total = 0
+        for t in request.inputs:
+            if not t.name:
+                raise InferenceError("every input needs a name")
+            if t.name in datatypes:
+                raise InferenceError(f"input '{t.name}' appears twice in the request")
+            datatypes[t.name] = check_datatype(t.name, t.datatype)
+            shape = check_shape(t.name, list(t.shape), max_elements)
+            total += int(np.prod(shape, dtype=np.int64)) if shape else 1
+            if total > max_elements:
+                raise InferenceError(f"the request's inputs hold {total} elements; this "
+                                     f"server takes at most {max_elements} per request", 413)
+            shapes.append(shape)
+        for i, (t, shape) in enumerate(zip(request.inputs, shapes)):
             if raw:
                 arrays[t.name] = array_from_raw(t.name, t.datatype, shape, raw[i])
             else:
@@ -142,15 +171,16 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                     raise InferenceError(f"input '{t.name}': {t.datatype} must be sent in "
                                          "raw_input_contents")
                 values = list(getattr(t.contents, field))
+                if t.datatype == "BYTES":
+                    values = [bytes(v) for v in values]
                 arrays[t.name] = array_from_json(t.name, t.datatype, shape, values)
-            datatypes[t.name] = t.datatype
         return arrays, datatypes
 
 
 async def start_grpc(server: Any) -> tuple[Any, int]:
     opts = [("grpc.max_receive_message_length", server.max_request_bytes),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0)]
+            ("grpc.so_reuseport", 1 if server.reuse_port else 0)]
     g = grpc.aio.server(options=opts)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(server), g)
     port = g.add_insecure_port(f"{server.host}:{server.grpc_port}")

@@ -1,7 +1,13 @@
-"""Prometheus metrics of one server (its own registry, so several servers can coexist)."""
+"""Prometheus metrics of one server (its own registry, so several servers can coexist).
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``deepseek serve --workers K`` sets it for its worker
+processes), the values live in files that every worker writes and ``/metrics`` reports the
+sum over all workers, whichever worker answers the scrape.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -9,10 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ServerMetrics:
     def __init__(self, server: Any) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("deepseek_requests", "Inference requests received",
@@ -25,13 +33,15 @@ class ServerMetrics:
         self.batch_size = Histogram("deepseek_batch_size", "Samples per executed batch",
                                     ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.queue = Gauge("deepseek_queue_depth", "Requests waiting for a batch", ["model"],
-                           registry=r)
+                           registry=r, multiprocess_mode="livesum")
         for name in server.models:
-            self.queue.labels(name).set_function(
-                lambda n=name: float(server.batchers[n].depth) if n in server.batchers else 0.0)
+            self.queue.labels(name).set(0)
 
     def batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)
+
+    def depth(self, model: str, depth: int) -> None:
+        self.queue.labels(model).set(depth)
 
     def observe(self, model: str, protocol: str, seconds: float, code: str | None) -> None:
         self.requests.labels(model, protocol).inc()
@@ -41,4 +51,10 @@ class ServerMetrics:
             self.latency.labels(model, protocol).observe(seconds)
 
     def render(self) -> bytes:
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

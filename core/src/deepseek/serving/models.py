@@ -36,12 +36,12 @@ class ServedModel:
 
     def __init__(self, name: str, source: Any, *, framework: str = "auto",
                  precision: str = "fp32", device: str = "auto", trust_pickle: bool = False,
-                 batching: dict[str, Any] | None = None) -> None:
+                 batching: dict[str, Any] | None = None, threads: int | None = None) -> None:
         self.name = name
         self.source = str(source) if not hasattr(source, "forward") else type(source).__name__
         self.model: LoadedModel = source if isinstance(source, LoadedModel) else \
             ModelLoader.load(source, framework=framework, precision=precision, device=device,
-                             trust_pickle=trust_pickle)
+                             trust_pickle=trust_pickle, onnx_threads=threads)
         self.platform = PLATFORMS.get(self.model.framework, self.model.framework)
         self.version = "1"
         meta_batching = None

@@ -1,14 +1,24 @@
-"""KServe Open Inference Protocol (V2) tensors: datatypes, JSON and binary codecs, checks."""
+"""KServe Open Inference Protocol (V2) tensors: datatypes, JSON and binary codecs, checks.
+
+Everything a client sends is checked before anything is allocated for it: the structure of
+the request (types of every field, duplicate names), each declared shape against the
+element cap, and the data actually sent against the declared shape (byte counts of binary
+tensors, the nesting of JSON data, the length prefixes of BYTES elements). A request that
+claims ``shape: [10000000000]`` is refused in microseconds without an allocation.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from deepseek.errors import DeepSeekError
+
+#: elements per input tensor (and per request) unless the server is told otherwise
+DEFAULT_MAX_ELEMENTS = 1 << 24
 
 
 class InferenceError(DeepSeekError):
@@ -57,17 +67,41 @@ def _numel(shape: list[int]) -> int:
     return n
 
 
-def check_shape(name: str, shape: Any) -> list[int]:
-    ok = isinstance(shape, (list, tuple)) and all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_shape(name: str, shape: Any, max_elements: int = DEFAULT_MAX_ELEMENTS) -> list[int]:
+    """A declared shape: non-negative integers whose product is at most ``max_elements``."""
+    ok = isinstance(shape, (list, tuple)) and len(shape) <= 32 and all(
+        _is_int(d) and d >= 0 for d in shape)
     if not ok:
-        raise InferenceError(f"input '{name}': shape must be a list of non-negative integers, "
-                             f"got {shape!r}")
+        raise InferenceError(f"input '{name}': shape must be a list of at most 32 non-negative "
+                             f"integers, got {_short(shape)}")
+    n = _numel(shape)
+    if n > max_elements:
+        raise InferenceError(f"input '{name}': shape {list(shape)} has {n} elements; this "
+                             f"server takes at most {max_elements} per input", 413)
     return [int(d) for d in shape]
+
+
+def check_datatype(name: str, datatype: Any) -> str:
+    if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
+        raise InferenceError(f"input '{name}': unsupported datatype {_short(datatype)}; use one "
+                             f"of {', '.join(V2_TO_NUMPY)}")
+    return datatype
+
+
+def _short(v: Any, n: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def decode_bytes(buf: bytes, count: int, name: str) -> np.ndarray:
     """BYTES tensors: each element is a 4-byte little-endian length then the bytes."""
+    if count * 4 > len(buf):  # before allocating: every element needs its 4-byte length
+        raise InferenceError(f"input '{name}': {len(buf)} bytes cannot hold {count} BYTES "
+                             "elements (each has a 4-byte length prefix)")
     out = np.empty(count, dtype=np.object_)
     pos = 0
     for i in range(count):
@@ -94,9 +128,7 @@ def encode_bytes(arr: np.ndarray) -> bytes:
 
 
 def array_from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
-    if datatype not in V2_TO_NUMPY:
-        raise InferenceError(f"input '{name}': unsupported datatype {datatype!r}; use one of "
-                             f"{', '.join(V2_TO_NUMPY)}")
+    check_datatype(name, datatype)
     count = _numel(shape)
     if datatype == "BYTES":
         return decode_bytes(raw, count, name).reshape(shape)
@@ -109,39 +141,82 @@ def array_from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np
 
 
 def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
-    if datatype not in V2_TO_NUMPY:
-        raise InferenceError(f"input '{name}': unsupported datatype {datatype!r}; use one of "
-                             f"{', '.join(V2_TO_NUMPY)}")
+    check_datatype(name, datatype)
+    flat = _flatten(name, data, shape)  # checked against the shape before any conversion
     if datatype == "BYTES":
-        flat = np.array([d.encode() if isinstance(d, str) else d for d in _flatten(data)],
-                        dtype=np.object_)
+        if not all(isinstance(d, (str, bytes)) for d in flat):
+            raise InferenceError(f"input '{name}': BYTES data must be strings")
+        arr = np.array([d.encode() if isinstance(d, str) else d for d in flat],
+                       dtype=np.object_)
     else:
-        try:
-            flat = np.asarray(_flatten(data), dtype=V2_TO_NUMPY[datatype])
-        except (TypeError, ValueError) as exc:
-            raise InferenceError(f"input '{name}': data is not {datatype}: {exc}") from None
-    if flat.size != _numel(shape):
-        raise InferenceError(f"input '{name}': {flat.size} values for shape {shape} "
-                             f"({_numel(shape)} expected)")
-    return flat.reshape(shape)
+        arr = _numbers(name, datatype, flat)
+    return arr.reshape(shape)
 
 
-def _flatten(data: Any) -> list:
+def _numbers(name: str, datatype: str, flat: list) -> np.ndarray:
+    """JSON numbers as ``datatype``, refusing what would change them: booleans or strings
+    where numbers belong, fractions or out-of-range values for integer types, finite values
+    that overflow a float type."""
+    want = np.dtype(V2_TO_NUMPY[datatype])
+    if datatype == "BOOL":
+        if not all(type(d) is bool for d in flat):
+            bad = next(d for d in flat if type(d) is not bool)
+            raise InferenceError(f"input '{name}': data is not BOOL: {_short(bad)}")
+        return np.array(flat, dtype=np.bool_)
+    arr = np.array(flat) if flat else np.zeros(0)
+    if arr.dtype.kind not in "iuf" or any(type(d) is bool for d in flat):
+        bad = next((d for d in flat if type(d) is bool or not isinstance(d, (int, float))),
+                   flat[0] if flat else None)
+        raise InferenceError(f"input '{name}': data is not {datatype}: {_short(bad)}")
+    if want.kind in "iu":
+        if arr.dtype.kind == "f" and not np.array_equal(arr, np.trunc(arr)):
+            raise InferenceError(f"input '{name}': {datatype} data must be whole numbers")
+        info = np.iinfo(want)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise InferenceError(f"input '{name}': values outside the range of {datatype} "
+                                 f"({info.min}..{info.max})")
+        return arr.astype(want)
+    with np.errstate(over="ignore"):  # overflow is detected below and refused
+        out = arr.astype(want)
+    if arr.size and not np.isfinite(out).all() and np.isfinite(arr).all():
+        raise InferenceError(f"input '{name}': values too large for {datatype}")
+    return out
+
+
+def _flatten(name: str, data: Any, shape: list[int]) -> list:
+    """The elements of ``data`` in row-major order. ``data`` is either flat (``numel``
+    scalars) or nested exactly as ``shape`` says; ragged nesting is an error. Iterative, so
+    deep nesting costs no Python recursion."""
     if not isinstance(data, list):
-        raise InferenceError("'data' must be a (possibly nested) JSON list")
+        raise InferenceError(f"input '{name}': 'data' must be a JSON list")
+    numel = _numel(shape)
+    if all(not isinstance(d, list) for d in data):
+        if len(data) != numel:
+            raise InferenceError(f"input '{name}': {len(data)} values for shape {shape} "
+                                 f"({numel} expected)")
+        return data
     out: list = []
-    stack = [data]
-    while stack:  # iterative, row-major
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth < len(shape):
+            if not isinstance(item, list) or len(item) != shape[depth]:
+                got = len(item) if isinstance(item, list) else "a scalar"
+                raise InferenceError(f"input '{name}': nested data does not match shape "
+                                     f"{shape}: {got} items at depth {depth}, "
+                                     f"{shape[depth]} expected")
+            stack.extend((child, depth + 1) for child in reversed(item))
         else:
+            if isinstance(item, list):
+                raise InferenceError(f"input '{name}': nested data is deeper than shape "
+                                     f"{shape}")
             out.append(item)
     return out
 
 
 def parse_rest_request(body: bytes, header_length: int | None) -> tuple[dict, bytes]:
-    """Split a V2 REST body into the JSON header and the binary tail."""
+    """Split a V2 REST body into the JSON header and the binary tail, and check the
+    header's structure (:func:`check_request`)."""
     if header_length is None:
         json_part, tail = body, b""
     else:
@@ -150,27 +225,79 @@ def parse_rest_request(body: bytes, header_length: int | None) -> tuple[dict, by
                                  f"body has {len(body)} bytes")
         json_part, tail = body[:header_length], body[header_length:]
     try:
-        req = json.loads(json_part)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        req = orjson.loads(json_part)  # nesting beyond 1024 levels is a decode error
+    except orjson.JSONDecodeError as exc:
         raise InferenceError(f"malformed JSON in the request: {exc}") from None
-    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
-        raise InferenceError("the request must be a JSON object with an 'inputs' list")
+    check_request(req)
     return req, tail
 
 
-def rest_inputs(req: dict, tail: bytes) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
-    pos = 0
-    for i, t in enumerate(req["inputs"]):
+def _check_params(where: str, params: Any) -> dict:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InferenceError(f"{where}: 'parameters' must be a JSON object, got "
+                             f"{_short(params)}")
+    return params
+
+
+def check_request(req: Any) -> None:
+    """The V2 request structure: every field of the right type, input names unique."""
+    if not isinstance(req, dict):
+        raise InferenceError("the request must be a JSON object with an 'inputs' list")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InferenceError("the request needs a non-empty 'inputs' list")
+    if "id" in req and not isinstance(req["id"], str):
+        raise InferenceError(f"'id' must be a string, got {_short(req['id'])}")
+    params = _check_params("request", req.get("parameters"))
+    timeout = params.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout,
+                                                                            (int, float))):
+        raise InferenceError(f"parameter 'timeout' must be a number of microseconds, got "
+                             f"{_short(timeout)}")
+    seen: set[str] = set()
+    for i, t in enumerate(inputs):
         if not isinstance(t, dict) or "name" not in t or "datatype" not in t or "shape" not in t:
             raise InferenceError(f"inputs[{i}] needs 'name', 'datatype' and 'shape'")
-        name = str(t["name"])
-        shape = check_shape(name, t["shape"])
-        params = t.get("parameters") or {}
-        size = params.get("binary_data_size")
+        name = t["name"]
+        if not isinstance(name, str) or not name:
+            raise InferenceError(f"inputs[{i}]: 'name' must be a non-empty string")
+        if name in seen:
+            raise InferenceError(f"input '{name}' appears twice in the request")
+        seen.add(name)
+        check_datatype(name, t["datatype"])
+        size = _check_params(f"input '{name}'", t.get("parameters")).get("binary_data_size")
+        if size is not None and (not _is_int(size) or size < 0):
+            raise InferenceError(f"input '{name}': bad binary_data_size {_short(size)}")
+    outputs = req.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise InferenceError(f"'outputs' must be a list, got {_short(outputs)}")
+        for i, o in enumerate(outputs):
+            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+                raise InferenceError(f"outputs[{i}] must be an object with a string 'name'")
+            _check_params(f"output '{o['name']}'", o.get("parameters"))
+
+
+def rest_inputs(req: dict, tail: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS
+                ) -> dict[str, np.ndarray]:
+    """The input arrays of a checked request (:func:`parse_rest_request`): every declared
+    shape is capped and compared with the data actually sent before any array is built."""
+    arrays: dict[str, np.ndarray] = {}
+    total = 0
+    for t in req["inputs"]:
+        name = t["name"]
+        shape = check_shape(name, t["shape"], max_elements)
+        total += _numel(shape)
+        if total > max_elements:
+            raise InferenceError(f"the request's inputs hold {total} elements; this server "
+                                 f"takes at most {max_elements} per request", 413)
+    pos = 0
+    for t in req["inputs"]:
+        name, shape = t["name"], [int(d) for d in t["shape"]]
+        size = (t.get("parameters") or {}).get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0:
-                raise InferenceError(f"input '{name}': bad binary_data_size {size!r}")
             if pos + size > len(tail):
                 raise InferenceError(f"input '{name}': binary data truncated: {size} bytes "
                                      f"announced, {len(tail) - pos} left in the body")
@@ -180,8 +307,6 @@ def rest_inputs(req: dict, tail: bytes) -> dict[str, np.ndarray]:
             arrays[name] = array_from_json(name, t["datatype"], shape, t["data"])
         else:
             raise InferenceError(f"input '{name}': no 'data' and no binary_data_size")
-        if name in arrays and list(arrays[name].shape) != shape:
-            raise InferenceError(f"input '{name}': data does not fit shape {shape}")
     if pos != len(tail):
         raise InferenceError(f"{len(tail) - pos} bytes of binary data are not claimed by any "
                              "input's binary_data_size")
@@ -208,6 +333,9 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
                                                zip(s.shape, a.shape)):
             raise InferenceError(f"model '{model}': input '{s.name}' has shape {list(a.shape)}; "
                                  f"expected {s.shape} (-1: any size)")
+        if a.ndim == 0:
+            raise InferenceError(f"model '{model}': input '{s.name}' needs a batch axis; got a "
+                                 "scalar")
         out.append(a)
     return out
 
@@ -218,8 +346,6 @@ def output_json(names: list[str], outs: list[np.ndarray], requested: list[dict] 
     want: dict[str, dict] = {}
     if requested:
         for r in requested:
-            if not isinstance(r, dict) or "name" not in r:
-                raise InferenceError("each requested output needs a 'name'")
             if r["name"] not in names:
                 raise InferenceError(f"unknown output {r['name']!r}; the outputs are {names}")
             want[r["name"]] = r.get("parameters") or {}
@@ -242,4 +368,5 @@ def output_json(names: list[str], outs: list[np.ndarray], requested: list[dict] 
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    """Compact JSON (non-finite floats, which JSON cannot hold, become null)."""
+    return orjson.dumps(obj)

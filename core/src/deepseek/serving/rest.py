@@ -1,7 +1,15 @@
-"""The REST side of the V2 protocol (a Starlette ASGI app, served by uvicorn)."""
+"""The REST side of the V2 protocol (a Starlette ASGI app, served by uvicorn).
+
+Every endpoint answers JSON: ``{"error": "..."}`` with 400/401/404/413/503/504 for requests it
+refuses, and 500 for anything unexpected, which is logged with its traceback and counted in
+``/metrics`` under its code, and leaves the connection usable. Health probes never touch a
+model, so they answer while inference runs.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
@@ -18,11 +26,21 @@ from deepseek.serving.protocol import (
     rest_inputs,
 )
 
+log = logging.getLogger(__name__)
+
 HEADER_LEN = "Inference-Header-Content-Length"
+#: request bodies larger than this are parsed on a worker thread, never on the event loop
+PARSE_OFFLOAD_BYTES = 256 * 1024
 
 
 def _error(exc: InferenceError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+def _internal(where: str, exc: BaseException) -> JSONResponse:
+    log.error("internal error in %s: %s: %s", where, type(exc).__name__, exc, exc_info=exc)
+    return JSONResponse({"error": f"internal server error ({type(exc).__name__}); the "
+                                  "request was not processed"}, status_code=500)
 
 
 def build_app(server: Any) -> Starlette:
@@ -34,6 +52,8 @@ def build_app(server: Any) -> Starlette:
                 return await handler(request)
             except InferenceError as exc:
                 return _error(exc)
+            except Exception as exc:  # never a bare 500 page, never a dropped connection
+                return _internal(request.url.path, exc)
         return endpoint
 
     async def live(request: Request) -> Response:
@@ -61,6 +81,10 @@ def build_app(server: Any) -> Starlette:
         return JSONResponse([{"name": n, "version": "1", "state": "READY"}
                              for n in server.models])
 
+    def decode(body: bytes, header_length: int | None) -> tuple[dict, dict]:
+        req, tail = parse_rest_request(body, header_length)
+        return req, rest_inputs(req, tail, server.max_elements)
+
     async def infer(request: Request) -> Response:
         t0 = time.perf_counter()
         name = request.path_params["model"]
@@ -75,14 +99,15 @@ def build_app(server: Any) -> Starlette:
                 header_length = int(hl) if hl is not None else None
             except ValueError:
                 raise InferenceError(f"{HEADER_LEN} must be an integer, got {hl!r}") from None
-            req, tail = parse_rest_request(body, header_length)
-            arrays = rest_inputs(req, tail)
-            datatypes = {str(t["name"]): t["datatype"] for t in req["inputs"]}
+            if len(body) > PARSE_OFFLOAD_BYTES:  # keep the event loop (and probes) free
+                req, arrays = await asyncio.to_thread(decode, body, header_length)
+            else:
+                req, arrays = decode(body, header_length)
+            datatypes = {t["name"]: t["datatype"] for t in req["inputs"]}
             params = req.get("parameters") or {}
             timeout = params.get("timeout")  # microseconds, as tritonclient sends it
             names, outs = await server.infer(name, arrays, datatypes,
-                                             timeout / 1e6 if isinstance(timeout, (int, float))
-                                             and timeout > 0 else None)
+                                             timeout / 1e6 if timeout and timeout > 0 else None)
             payload, blobs = output_json(names, outs, req.get("outputs"),
                                          bool(params.get("binary_data_output", False)))
             payload.update(model_name=name, model_version=m.version)
@@ -96,6 +121,9 @@ def build_app(server: Any) -> Starlette:
         except InferenceError as exc:
             code = str(exc.status)
             return _error(exc)
+        except Exception as exc:
+            code = "500"
+            return _internal(f"infer of {name!r}", exc)
         finally:
             server.metrics.observe(name if name in server.models else "_unknown", "rest",
                                    time.perf_counter() - t0, code)
@@ -108,6 +136,13 @@ def build_app(server: Any) -> Starlette:
         return JSONResponse({"error": f"no such endpoint: {request.method} {request.url.path}"},
                             status_code=404)
 
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"{request.method} is not allowed on "
+                                      f"{request.url.path}"}, status_code=405)
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        return _internal(request.url.path, exc)
+
     routes = [
         Route("/v2/health/live", guarded(live, auth=False)),
         Route("/v2/health/ready", guarded(ready, auth=False)),
@@ -119,9 +154,10 @@ def build_app(server: Any) -> Starlette:
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),
         Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/v2/repository/index", guarded(repository_index), methods=["POST", "GET"]),
-        Route("/metrics", metrics),
+        Route("/metrics", guarded(metrics, auth=not server.metrics_public)),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found})
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed,
+                                                       500: internal, Exception: internal})
 
 
 def _check_version(model: Any, request: Request) -> None:

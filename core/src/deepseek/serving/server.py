@@ -1,13 +1,15 @@
-"""DeepSeekServing: REST + gRPC on the Open Inference Protocol (V2) with dynamic batching."""
+"""DeepSeekServing: REST + gRPC on the Open Inference Protocol (V2) with adaptive batching."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ from deepseek import __version__
 from deepseek.batching import DynamicBatcher, QueueFull
 from deepseek.errors import DeepSeekError
 from deepseek.serving.models import ServedModel, default_name
-from deepseek.serving.protocol import InferenceError, validate_inputs
+from deepseek.serving.protocol import DEFAULT_MAX_ELEMENTS, InferenceError, validate_inputs
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,24 @@ EXTENSIONS = ["binary_tensor_data", "model_repository"]
 TOKEN_ENV = "DEEPSEEK_SERVING_TOKEN"
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
+def burst_threads(workers: int = 1) -> int:
+    """Inference threads per worker process at light load: its share of all cores."""
+    return max(1, _cores() // max(1, workers))
+
+
+def default_threads(workers: int = 1) -> int:
+    """Inference threads per worker process under load: the cores left once each worker's
+    event loop and gRPC threads have one (at least one thread)."""
+    return max(1, (_cores() - workers) // max(1, workers))
+
+
 class DeepSeekServing:
-    """Serve models over REST (``port``) and gRPC (``grpc_port``) with dynamic batching.
+    """Serve models over REST (``port``) and gRPC (``grpc_port``) with adaptive batching.
 
     ::
 
@@ -40,24 +58,41 @@ class DeepSeekServing:
         models: ``{name: registry name, file path or LoadedModel}`` for several models.
         port, grpc_port: 0 picks a free port (see ``http_port``/``grpc_port`` after start);
             ``grpc_port=None`` turns gRPC off.
-        batch_size, max_delay_ms: a batch closes at this many samples or after this delay
-            (``batch_size=1``: no batching).
-        max_queue: requests waiting per model before new ones get 503 / RESOURCE_EXHAUSTED.
+        batch_size: the largest batch (``1``: no batching). A request that finds its model
+            idle runs at once; requests that arrive during a run form the next batch.
+        max_delay_ms: an optional extra wait for a batch to fill (default 0: none).
+        max_queue: requests waiting per model before new ones get 503 / UNAVAILABLE.
         timeout_s: per-request time limit (504 / DEADLINE_EXCEEDED).
         max_request_mb: larger requests are refused (413 / RESOURCE_EXHAUSTED).
+        max_elements: tensor elements per request (413 / RESOURCE_EXHAUSTED beyond).
         token: bearer token required on both protocols (default: ``$DEEPSEEK_SERVING_TOKEN``;
-            health endpoints stay open for probes).
+            health endpoints stay open for probes, ``/metrics`` too with ``metrics_public``).
+        threads: intra-op threads of PyTorch and onnxruntime under load (default: leave them
+            as they are; the ``deepseek serve`` command passes :func:`default_threads`). A
+            PyTorch batch that runs while nothing else waits (light load: the event loop is
+            idle) gets this process's share of all cores instead (``burst_threads``).
+        reuse_port: bind with SO_REUSEPORT, so several worker processes share the ports.
         on_ready: called with the server once both protocols accept requests (ports known).
     """
 
     def __init__(self, model_path: Any = None, port: int = 8080, batch_size: int = 32, *,
                  name: str | None = None, grpc_port: int | None = 8081,
-                 max_delay_ms: float = 5.0, host: str = "127.0.0.1",
+                 max_delay_ms: float = 0.0, host: str = "127.0.0.1",
                  models: dict[str, Any] | None = None, max_queue: int = 256,
                  timeout_s: float = 30.0, max_request_mb: float = 64.0,
-                 token: str | None = None, framework: str = "auto", precision: str = "fp32",
-                 device: str = "auto", trust_pickle: bool = False,
-                 on_ready: Any = None) -> None:
+                 max_elements: int = DEFAULT_MAX_ELEMENTS,
+                 token: str | None = None, metrics_public: bool = False,
+                 framework: str = "auto", precision: str = "fp32", device: str = "auto",
+                 trust_pickle: bool = False, threads: int | None = None,
+                 burst_threads: int | None = None, reuse_port: bool = False,
+                 on_ready: Callable[[DeepSeekServing], None] | None = None) -> None:
+        if threads is not None:
+            if threads < 1:
+                raise DeepSeekError(f"threads must be >= 1, got {threads}")
+            import torch
+
+            torch.set_num_threads(int(threads))
+            burst_threads = max(int(threads), burst_threads or _cores())
         specs: dict[str, Any] = dict(models or {})
         if model_path is not None:
             specs[name or default_name(model_path)] = model_path
@@ -67,7 +102,7 @@ class DeepSeekServing:
         for n, src in specs.items():
             self.models[n] = src if isinstance(src, ServedModel) else ServedModel(
                 n, src, framework=framework, precision=precision, device=device,
-                trust_pickle=trust_pickle)
+                trust_pickle=trust_pickle, threads=threads)
         self.host = host
         self.http_port = int(port)
         self.grpc_port = None if grpc_port is None else int(grpc_port)
@@ -76,7 +111,13 @@ class DeepSeekServing:
         self.max_queue = int(max_queue)
         self.timeout_s = float(timeout_s)
         self.max_request_bytes = int(max_request_mb * 2**20)
+        self.max_elements = int(max_elements)
         self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self.metrics_public = bool(metrics_public)
+        self.threads = threads
+        self.burst_threads = burst_threads if threads is not None else None
+        self.reuse_port = bool(reuse_port)
+        self.on_ready = on_ready
         self.batchers: dict[str, DynamicBatcher] = {}
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
@@ -84,7 +125,6 @@ class DeepSeekServing:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._accepting = False
-        self.on_ready = on_ready
         from deepseek.serving.metrics import ServerMetrics
 
         self.metrics = ServerMetrics(self)
@@ -97,11 +137,13 @@ class DeepSeekServing:
     # urls ----------------------------------------------------------------------------------
     @property
     def http_url(self) -> str:
-        return f"{self.host}:{self.http_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.http_port}"
 
     @property
     def grpc_address(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.grpc_port}"
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -140,6 +182,21 @@ class DeepSeekServing:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
+    def _bind(self, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by connections
+        try:
+            sock.bind((self.host, port))
+        except OSError as exc:
+            sock.close()
+            raise DeepSeekError(f"cannot serve REST on {self.host}:{port}: "
+                                f"{exc.strerror}") from None
+        return sock
+
     async def _main(self, install_signals: bool) -> None:
         import uvicorn
 
@@ -155,7 +212,11 @@ class DeepSeekServing:
                                      policy=b.get("policy", "bucket"),
                                      pad_axes=b.get("pad_axes", ()),
                                      pad_value=b.get("pad_value", 0.0), name=name,
-                                     on_batch=lambda n, _m=name: self.metrics.batch(_m, n))
+                                     on_batch=lambda n, _m=name: self.metrics.batch(_m, n),
+                                     on_depth=lambda d, _m=name: self.metrics.depth(_m, d),
+                                     before_run=self._size_threads
+                                     if self.threads is not None and model.model.module
+                                     is not None else None)
             batcher.start()
             self.batchers[name] = batcher
         config = uvicorn.Config(build_app(self), host=self.host, port=self.http_port,
@@ -163,15 +224,7 @@ class DeepSeekServing:
                                 timeout_graceful_shutdown=self.timeout_s)
         http = uvicorn.Server(config)
         http.install_signal_handlers = lambda: None  # we handle signals ourselves
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by connections
-        try:
-            sock.bind((self.host, self.http_port))
-        except OSError as exc:
-            sock.close()
-            raise DeepSeekError(f"cannot serve REST on {self.host}:{self.http_port}: "
-                                f"{exc.strerror}") from None
+        sock = self._bind(self.http_port)
         self.http_port = sock.getsockname()[1]
         http_task = asyncio.create_task(http.serve(sockets=[sock]))
         while not http.started:
@@ -201,6 +254,15 @@ class DeepSeekServing:
         for b in self.batchers.values():
             await b.close()
 
+    def _size_threads(self, samples: int, waiting: int) -> None:
+        """PyTorch threads for the batch about to run: all of this process's cores when
+        nothing else waits (the event loop is idle), the configured split otherwise."""
+        import torch
+
+        want = self.burst_threads if waiting == 0 else self.threads
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+
     # the one inference path both protocols use ----------------------------------------------
     def model(self, name: str) -> ServedModel:
         try:
@@ -213,11 +275,12 @@ class DeepSeekServing:
                     timeout_s: float | None = None) -> tuple[list[str], list[np.ndarray]]:
         model = self.model(name)
         if not self._accepting:
-            raise InferenceError("the server is shutting down", 503)
+            raise InferenceError("the server is shutting down; retry on another replica", 503)
         ordered = validate_inputs(name, model.inputs, arrays, datatypes)
         limit = self.timeout_s if timeout_s is None else min(self.timeout_s, timeout_s)
         try:
-            outs = await asyncio.wait_for(self.batchers[name].submit(ordered), limit)
+            # a future, not a coroutine: waiting on it creates no task
+            outs = await asyncio.wait_for(self.batchers[name].enqueue(ordered), limit)
         except QueueFull as exc:
             raise InferenceError(str(exc), 503) from None
         except asyncio.TimeoutError:
@@ -232,9 +295,12 @@ class DeepSeekServing:
         return model.output_names(len(outs)), outs
 
     def check_token(self, header: str | None) -> None:
+        """Require ``Authorization: Bearer <token>`` when a token is set (compared in
+        constant time)."""
         if self.token is None:
             return
-        if header != f"Bearer {self.token}":
+        want = f"Bearer {self.token}".encode()
+        if not header or not hmac.compare_digest(header.encode("utf-8", "replace"), want):
             raise InferenceError("missing or wrong bearer token (Authorization: Bearer ...)",
                                  401)
 
