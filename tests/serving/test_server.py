@@ -375,9 +375,12 @@ def test_threads_follow_the_load():
         s = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None, threads=1,
                             burst_threads=2)
         assert torch.get_num_threads() == 1
-        s._size_threads(1, 0)  # a batch that runs alone: the event loop is idle
+        s._size_threads(1, 0)  # a lone request, nothing behind it: the event loop is idle
         assert torch.get_num_threads() == 2
         s._size_threads(8, 3)  # under load: leave a core to the event loop
+        assert torch.get_num_threads() == 1
+        s._size_threads(1, 0)
+        s._size_threads(5, 0)  # a batch of several: requests keep coming
         assert torch.get_num_threads() == 1
         plain = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None)
         assert plain.threads is None and plain.burst_threads is None  # left alone

@@ -88,9 +88,9 @@ class DynamicBatcher:
 
     Every input and output has the batch on axis 0. Use from one event loop: call
     :meth:`start` inside the loop, then ``await submit(inputs)``. ``executor`` is the thread
-    pool the model runs on (default: a thread of its own); ``before_run(samples, waiting)``
-    is called on that thread before each batch with its size and the number of requests
-    still queued (the server uses it to size the model's threads to the load).
+    pool the model runs on (default: a thread of its own); ``before_run(requests, waiting)``
+    is called on that thread before each batch with the number of requests in it and the
+    number still queued (the server uses it to size the model's threads to the load).
 
     There is no scheduler task: a request that finds the model free starts a batch from
     :meth:`enqueue`, and a finished batch starts the next one from its completion callback,
@@ -286,7 +286,7 @@ class DynamicBatcher:
         if self.on_batch is not None:
             self.on_batch(samples)
         if self.before_run is not None:
-            self.before_run(samples, waiting)
+            self.before_run(len(batch), waiting)
         return self._run(batch)
 
     def _run(self, batch: list[_Request]) -> list[Any]:

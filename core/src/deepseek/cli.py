@@ -365,6 +365,65 @@ def run_cmd(ctx: click.Context, pipeline: str, source: str | None, out_dir: Path
         ctx.exit(1)
 
 
+@cli.command("tune")
+@click.argument("config", metavar="CONFIG.yaml|worker")
+@click.option("--storage", default=None,
+              help="Where the study lives: sqlite:///FILE or journal:FILE (processes on one "
+                   "machine), postgresql://USER:PASS@HOST/DB (many machines) [in memory].")
+@click.option("--study", default=None, help="Study name (start or resume) [deepseek-tune].")
+@click.option("--trials", type=int, default=None,
+              help="Finished trials the study should reach [the config's 'trials'].")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Local worker processes sharing the study.")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="Stop this process's trials after this many seconds.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Write trials.csv, best.json and the figures here [reports/tune/STUDY].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def tune_cmd(ctx: click.Context, config: str, storage: str | None, study: str | None,
+             trials: int | None, workers: int, timeout_s: float | None,
+             out_dir: Path | None, as_json: bool) -> None:
+    """Search hyperparameters with Optuna (NSGA-II genetic algorithm by default).
+
+    `deepseek tune CONFIG.yaml` starts or resumes a study; `deepseek tune worker --storage
+    URL --study NAME` joins one (from any machine: the study stores its config). The
+    config's objective is a registered pipeline and the metrics it reports; see
+    deepseek.tune for the format.
+    """
+    from deepseek.tune import TuneConfig, TuneError, run_worker, tune, write_outputs
+
+    quiet = ctx.obj["quiet"]
+    if config == "worker":
+        if not storage or not study:
+            raise TuneError("a worker joins an existing study: give --storage URL and "
+                            "--study NAME")
+        if workers != 1:
+            raise TuneError("run several `deepseek tune worker` processes instead of "
+                            "--workers")
+        res = run_worker(storage, study, trials=trials, timeout=timeout_s,
+                         progress=False if quiet else None)
+    else:
+        cfg = TuneConfig.load(config)
+        out = out_dir or Path("reports") / "tune" / (study or "deepseek-tune")
+        res = tune(cfg, storage=storage, study=study, workers=workers, trials=trials,
+                   timeout=timeout_s, out_dir=out, progress=False if quiet else None)
+        if out_dir is None:
+            out_dir = out
+    if out_dir is not None and not res.figures:
+        from deepseek.tune import open_study
+
+        res.figures = write_outputs(res, open_study(None, storage, res.study_name), out_dir)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+        return
+    click.echo(f"study {res.study_name}: {res.counts()} in {res.seconds:.1f} s")
+    for b in res.best[:10]:
+        click.echo(f"  trial {b['number']}: {b['values']}  {b['params']}")
+    if out_dir is not None:
+        click.echo(f"report: {Path(out_dir).resolve()}")
+
+
 @cli.command("demo")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("reports") / "demo", show_default=True, help="Report folder.")
@@ -379,7 +438,9 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
     from deepseek.plugins import pipelines, plugin_infos
     from deepseek.report import write_report
 
-    names = sorted({n for p in (patterns or ("*",)) for n in pipelines().names(p)})
+    reg = pipelines()
+    names = sorted({n for p in (patterns or ("*",)) for n in reg.names(p)
+                    if reg.entry(n).meta.get("demo", True) or patterns})
     notes = [_versions_line()]
     failed = [i for i in plugin_infos() if not i.ok]
     for info in failed:

@@ -6,7 +6,8 @@ rest are extras::
     pip install "deepseek-core[serve]"   # REST + gRPC model server (deepseek serve)
     pip install "deepseek-core[onnx]"    # ONNX files and export (onnxruntime, onnx)
     pip install "deepseek-core[zoo]"     # timm architectures by name
-    pip install "deepseek-core[all]"     # the three plugins, serve and onnx
+    pip install "deepseek-core[tune]"    # hyperparameter search (Optuna) and its risk case
+    pip install "deepseek-core[all]"     # the three plugins, serve, onnx and tune
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("starlette", "uvicorn", "grpc", "tritonclient", "prometheus_client", "orjson"),
     "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
     "zoo": ("timm",),
+    "tune": ("optuna", "sklearn", "yaml", "matplotlib"),
 }
 
 

@@ -50,3 +50,13 @@ def lazy_callable(target: str) -> Callable[..., Any]:
     call.__doc__ = None
     call.target = target  # type: ignore[attr-defined]
     return call
+
+
+def resolved(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The function behind a :func:`lazy_callable` (imported now), or ``fn`` itself."""
+    target = getattr(fn, "target", None)
+    if isinstance(target, str) and ":" in target:
+        module, _, attr = target.partition(":")
+        return getattr(import_module(module), attr)
+    return fn
+

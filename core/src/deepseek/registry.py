@@ -127,6 +127,7 @@ OPTIONS: dict[str, dict[str, Option]] = {
     "pipeline": {
         "description": _DESCRIPTION,
         "input_kind": Option((str,), "the reader kind its --input is opened as"),
+        "demo": Option((bool,), "run it in `deepseek demo` (default True)"),
     },
 }
 

@@ -69,8 +69,9 @@ class DeepSeekServing:
             health endpoints stay open for probes, ``/metrics`` too with ``metrics_public``).
         threads: intra-op threads of PyTorch and onnxruntime under load (default: leave them
             as they are; the ``deepseek serve`` command passes :func:`default_threads`). A
-            PyTorch batch that runs while nothing else waits (light load: the event loop is
-            idle) gets this process's share of all cores instead (``burst_threads``).
+            PyTorch batch that runs at light load -- a lone request with nothing queued
+            behind it, the event loop idle -- gets this process's share of all cores instead
+            (``burst_threads``).
         reuse_port: bind with SO_REUSEPORT, so several worker processes share the ports.
         on_ready: called with the server once both protocols accept requests (ports known).
     """
@@ -254,12 +255,13 @@ class DeepSeekServing:
         for b in self.batchers.values():
             await b.close()
 
-    def _size_threads(self, samples: int, waiting: int) -> None:
-        """PyTorch threads for the batch about to run: all of this process's cores when
-        nothing else waits (the event loop is idle), the configured split otherwise."""
+    def _size_threads(self, requests: int, waiting: int) -> None:
+        """PyTorch threads for the batch about to run: all of this process's cores for a
+        lone request with nothing waiting (light load: the event loop is idle), the
+        configured split otherwise (a batch of several means requests keep arriving)."""
         import torch
 
-        want = self.burst_threads if waiting == 0 else self.threads
+        want = self.burst_threads if requests == 1 and waiting == 0 else self.threads
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)
 
