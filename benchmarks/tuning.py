@@ -56,6 +56,7 @@ def run_tuner(sampler: str, seed: int, trials: int, epochs: int, folds: int) -> 
     return {"sampler": sampler, "seed": seed, "cv_auc": round(m["cv_auc_tuned"], 5),
             "held_out_auc": round(m["held_out_auc_tuned"], 5),
             "held_out_auc_defaults": round(m["held_out_auc_defaults"], 5),
+            "cv_auc_defaults": round(m["cv_auc_defaults"], 5),
             "pruned": int(m["trials_pruned"]), "seconds": round(time.perf_counter() - t0, 1),
             "params": {r[0]: r[2] for r in res.tables[0].rows}}
 
@@ -143,6 +144,7 @@ def main() -> None:
                 f"{folds}-fold CV AUC objective, {epochs} epochs, held-out 20 % test",
         "trials_per_run": trials, "seeds": seeds,
         "held_out_auc_defaults": defaults,
+        "cv_auc_defaults": runs[0]["cv_auc_defaults"],
         "held_out_auc_logistic_regression": round(logistic_baseline(), 5),
         "per_sampler": per, "runs": runs, "winner": winner,
         "winner_margin_over_runner_up": round(per[winner]["held_out_auc_mean"]
