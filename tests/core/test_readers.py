@@ -51,8 +51,9 @@ def files(tmp_path_factory):
     writer.release()
     out["video"] = root / "clip.avi"
     out["csv"] = write_csv(synthetic_ticks(50, seed=1), root / "ticks.csv")
-    book = {"u": 1, "s": "ETHUSDT", "b": "100.0", "B": "2", "a": "100.1", "A": "3"}
-    lines = [f"{1_700_000_000_000_000_000 + i} {json.dumps(book)}\n" for i in range(3)]
+    books = [{"u": i, "s": "ETHUSDT", "b": f"{100 + i / 100}", "B": "2", "a": "100.1",
+              "A": "3"} for i in range(3)]  # three different tops: three ticks
+    lines = [f"{1_700_000_000_000_000_000 + i} {json.dumps(b)}\n" for i, b in enumerate(books)]
     out["capture"] = root / "capture-2024"  # no suffix: only the probe finds it
     with gzip.open(out["capture"], "wt") as f:
         f.writelines(lines)

@@ -1,47 +1,65 @@
-"""Tick records and readers.
+"""Ticks: the state of the book after one market event, the input of features and models.
 
-A tick is the state of the top of the book after one market event (a quote update or a
-trade), as one row of the numpy structured dtype :data:`TICK_DTYPE`:
+One tick is one row of the numpy structured dtype :data:`TICK_DTYPE`:
 
-============  ======  ==========================================================
+============  ======  ==================================================================
 field         dtype   meaning
-============  ======  ==========================================================
-exch_ns       int64   exchange (event) timestamp, ns since the epoch
-recv_ns       int64   local receive timestamp, ns since the epoch
+============  ======  ==================================================================
+time_ns       int64   the tick's time on the reader's clock (see below), ns since the epoch
+exch_ns       int64   exchange time of the event, -1 when the message carries none
+recv_ns       int64   local receive time, -1 when the source has none
 bid, ask      f8      best bid / ask price
 bid_size      f8      size at the best bid
 ask_size      f8      size at the best ask
+bid_depth     f8      total size over the best ``depth_levels`` bid levels
+ask_depth     f8      total size over the best ``depth_levels`` ask levels
 last_px       f8      price of the last trade (NaN before the first trade)
 last_size     f8      size of the last trade (0 before the first trade)
 side          i1      aggressor of this event's trade: +1 buy, -1 sell, 0 no trade
-============  ======  ==========================================================
+depth_levels  i1      levels summed into the depths; 0: no book in sync (depth = top sizes)
+============  ======  ==================================================================
 
-Readers (registered, kind ``ticks``): :func:`read_csv` (columns named as the fields;
-``last_px``, ``last_size``, ``side`` optional) and :func:`read_binance` (Binance WebSocket
-recordings, one ``<receive_ns> <json>`` per line, with ``bookTicker``, ``trade``/``aggTrade``
-and ``depthUpdate`` messages, raw or wrapped in combined-stream ``{"stream": ..., "data":
-...}`` envelopes). Both read plain, gzip and zstd files. Synthetic ticks are in
-:mod:`deepseek.finance.synthetic`.
+Features and models see ``time_ns``. Readers (registered, kind ``ticks``):
+
+* :func:`read_csv` -- a CSV whose header names the fields (``time_ns`` or ``exch_ns``, bid,
+  ask, bid_size, ask_size required; without ``time_ns`` the exchange time is the tick time);
+* :func:`read_binance` -- a Binance capture through :class:`deepseek.finance.capture.
+  CaptureReader` and :class:`deepseek.finance.book.OrderBook`: a tick is emitted when a trade
+  prints (``side`` +1/-1) or when the top of the book or the depth over ``levels`` levels
+  changes; records that change nothing make no tick (counted). The top of the book comes
+  from ``bookTicker`` when the capture has it, else from the rebuilt book. ``time_ns`` is the
+  receive time by default (``clock="exchange"`` for the exchange's; see the capture module).
+
+Synthetic ticks are in :mod:`deepseek.finance.synthetic`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import logging
 import math
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deepseek.finance.capture import ORDERS, CaptureReader, is_capture, open_binary
 from deepseek.finance.errors import TickFileError
 
+log = logging.getLogger(__name__)
+
 TICK_DTYPE = np.dtype([
-    ("exch_ns", "<i8"), ("recv_ns", "<i8"), ("bid", "<f8"), ("ask", "<f8"),
-    ("bid_size", "<f8"), ("ask_size", "<f8"), ("last_px", "<f8"), ("last_size", "<f8"),
-    ("side", "i1"),
+    ("time_ns", "<i8"), ("exch_ns", "<i8"), ("recv_ns", "<i8"), ("bid", "<f8"), ("ask", "<f8"),
+    ("bid_size", "<f8"), ("ask_size", "<f8"), ("bid_depth", "<f8"), ("ask_depth", "<f8"),
+    ("last_px", "<f8"), ("last_size", "<f8"), ("side", "i1"), ("depth_levels", "i1"),
 ])
-REQUIRED_CSV = ("exch_ns", "recv_ns", "bid", "ask", "bid_size", "ask_size")
+REQUIRED_CSV = ("bid", "ask", "bid_size", "ask_size")
+DEFAULT_LEVELS = 5
+
+__all__ = ["TICK_DTYPE", "CaptureTicks", "empty", "is_capture", "read_binance", "read_csv",
+           "tick_args", "write_csv"]
 
 
 def empty(n: int = 0) -> np.ndarray:
@@ -50,230 +68,268 @@ def empty(n: int = 0) -> np.ndarray:
 
 def tick_args(t: np.void) -> tuple:
     """One TICK_DTYPE record as the positional arguments of ``StreamingFeatures.update`` and
-    ``FastPath.on_tick``: (exch_ns, bid, ask, bid_size, ask_size, last_px, last_size, side)."""
-    return (int(t["exch_ns"]), float(t["bid"]), float(t["ask"]), float(t["bid_size"]),
-            float(t["ask_size"]), float(t["last_px"]), float(t["last_size"]), int(t["side"]))
+    ``FastPath.on_tick``: (time_ns, bid, ask, bid_size, ask_size, bid_depth, ask_depth,
+    last_px, last_size, side)."""
+    return (int(t["time_ns"]), float(t["bid"]), float(t["ask"]), float(t["bid_size"]),
+            float(t["ask_size"]), float(t["bid_depth"]), float(t["ask_depth"]),
+            float(t["last_px"]), float(t["last_size"]), int(t["side"]))
 
 
-def read_csv(path: str | Path) -> np.ndarray:
-    """Read ticks from a CSV with a header naming the :data:`TICK_DTYPE` fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise TickFileError(f"{path}: no such file")
-    rows: list[tuple] = []
-    with open_text(path) as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        missing = [c for c in REQUIRED_CSV if c not in cols]
-        if missing:
-            raise TickFileError(f"{path}: missing column(s) {', '.join(missing)}; the header "
-                                f"must name {', '.join(REQUIRED_CSV)} (+ optional last_px, "
-                                "last_size, side)")
-        prev = -(2**63)
-        for line, row in enumerate(reader, start=2):
-            try:
-                exch, recv = int(row["exch_ns"]), int(row["recv_ns"])
-                bid, ask = float(row["bid"]), float(row["ask"])
-                bsz, asz = float(row["bid_size"]), float(row["ask_size"])
-                last_px = float(row["last_px"]) if row.get("last_px") not in (None, "") \
-                    else math.nan
-                last_sz = float(row["last_size"]) if row.get("last_size") not in (None, "") \
-                    else 0.0
-                side = int(row["side"]) if row.get("side") not in (None, "") else 0
-            except (TypeError, ValueError) as exc:
-                raise TickFileError(f"{path}, line {line}: {exc}") from None
-            problem = _check(exch, prev, bid, ask, bsz, asz, side)
-            if problem:
-                raise TickFileError(f"{path}, line {line}: {problem}")
-            prev = exch
-            rows.append((exch, recv, bid, ask, bsz, asz, last_px, last_sz, side))
-    if not rows:
-        raise TickFileError(f"{path}: no ticks (only a header)")
-    return np.array(rows, dtype=TICK_DTYPE)
-
-
-def _check(exch: int, prev: int, bid: float, ask: float, bsz: float, asz: float,
-           side: int) -> str | None:
+def check_tick(bid: float, ask: float, bsz: float, asz: float, bdepth: float, adepth: float,
+               side: int) -> str | None:
+    """What is wrong with one tick's values, or None."""
     if not (math.isfinite(bid) and math.isfinite(ask)) or bid <= 0 or ask <= 0:
         return f"bad price (bid={bid}, ask={ask}): prices must be finite and positive"
     if bid >= ask:
         return f"crossed book (bid {bid} >= ask {ask})"
     if not (math.isfinite(bsz) and math.isfinite(asz)) or bsz < 0 or asz < 0:
-        return f"bad size (bid_size={bsz}, ask_size={asz})"
-    if exch < prev:
-        return f"exchange timestamp goes backwards ({exch} < {prev})"
+        return f"bad size (bid_size={bsz}, ask_size={asz}): sizes must be finite and >= 0"
+    if not (math.isfinite(bdepth) and math.isfinite(adepth)) or bdepth < 0 or adepth < 0:
+        return f"bad depth (bid_depth={bdepth}, ask_depth={adepth})"
     if side not in (-1, 0, 1):
         return f"side must be -1, 0 or 1, got {side}"
     return None
 
 
+# -- CSV ------------------------------------------------------------------------------------
+def read_csv(path: str | Path, order: str = "error") -> np.ndarray:
+    """Read ticks from a CSV with a header naming :data:`TICK_DTYPE` fields.
+
+    Required: ``time_ns`` or ``exch_ns``, and bid, ask, bid_size, ask_size. Optional:
+    recv_ns (-1), bid_depth/ask_depth (the top sizes, ``depth_levels`` 0), last_px (NaN),
+    last_size (0), side (0). Times going backwards follow ``order`` (error/clamp/drop)."""
+    path = Path(path)
+    if order not in ORDERS:
+        raise TickFileError(f"order={order!r}: use one of {', '.join(ORDERS)}")
+    if not path.is_file():
+        raise TickFileError(f"{path}: no such file")
+    rows: list[tuple] = []
+    with open_binary(path) as raw:
+        import io
+
+        f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        try:
+            reader = csv.DictReader(f)
+            cols = reader.fieldnames or []
+            missing = [c for c in REQUIRED_CSV if c not in cols]
+            if "time_ns" not in cols and "exch_ns" not in cols:
+                missing.insert(0, "time_ns (or exch_ns)")
+            if missing:
+                raise TickFileError(f"{path}: missing column(s) {', '.join(missing)}; the "
+                                    "header must name time_ns (or exch_ns), bid, ask, "
+                                    "bid_size, ask_size (+ optional recv_ns, bid_depth, "
+                                    "ask_depth, depth_levels, last_px, last_size, side)")
+            prev = -(2**63)
+
+            def opt(row: dict, key: str, default: Any, cast: Any) -> Any:
+                v = row.get(key)
+                return default if v in (None, "") else cast(v)
+
+            for line, row in enumerate(reader, start=2):
+                try:
+                    exch = opt(row, "exch_ns", -1, int)
+                    t = opt(row, "time_ns", exch, int)
+                    recv = opt(row, "recv_ns", -1, int)
+                    bid, ask = float(row["bid"]), float(row["ask"])
+                    bsz, asz = float(row["bid_size"]), float(row["ask_size"])
+                    has_depth = row.get("bid_depth") not in (None, "")
+                    bd = opt(row, "bid_depth", bsz, float)
+                    ad = opt(row, "ask_depth", asz, float)
+                    levels = opt(row, "depth_levels", 1 if has_depth else 0, int)
+                    last_px = opt(row, "last_px", math.nan, float)
+                    last_sz = opt(row, "last_size", 0.0, float)
+                    side = opt(row, "side", 0, int)
+                except (TypeError, ValueError) as exc:
+                    raise TickFileError(f"{path}, line {line}: {exc}") from None
+                problem = check_tick(bid, ask, bsz, asz, bd, ad, side)
+                if problem:
+                    raise TickFileError(f"{path}, line {line}: {problem}")
+                if t < prev:
+                    if order == "error":
+                        raise TickFileError(f"{path}, line {line}: time goes backwards ({t} < "
+                                            f"{prev}); read with order='clamp' or 'drop'")
+                    if order == "drop":
+                        continue
+                    t = prev
+                prev = t
+                rows.append((t, exch, recv, bid, ask, bsz, asz, bd, ad, last_px, last_sz,
+                             side, levels))
+        except UnicodeDecodeError as exc:
+            raise TickFileError(f"{path}: not UTF-8 text ({exc})") from None
+        finally:
+            f.detach()
+    if not rows:
+        raise TickFileError(f"{path}: no ticks (only a header)")
+    return np.array(rows, dtype=TICK_DTYPE)
+
+
 def write_csv(ticks: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    ints = {"time_ns", "exch_ns", "recv_ns", "side", "depth_levels"}
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(TICK_DTYPE.names)
         for t in ticks:
-            w.writerow([int(t["exch_ns"]), int(t["recv_ns"]), repr(float(t["bid"])),
-                        repr(float(t["ask"])), repr(float(t["bid_size"])),
-                        repr(float(t["ask_size"])),
-                        "" if math.isnan(t["last_px"]) else repr(float(t["last_px"])),
-                        repr(float(t["last_size"])), int(t["side"])])
+            row: list[Any] = []
+            for name in TICK_DTYPE.names:
+                v = t[name]
+                if name in ints:
+                    row.append(int(v))
+                else:  # repr keeps every bit; a missing last trade is an empty cell
+                    row.append("" if name == "last_px" and math.isnan(v) else repr(float(v)))
+            w.writerow(row)
     return path
 
 
-class _Book:
-    """Price levels from depthUpdate diffs (quantity 0 removes a level)."""
+# -- captures -------------------------------------------------------------------------------
+class CaptureTicks:
+    """Ticks of one symbol from a capture, streamed: iterate for tuples in TICK_DTYPE order,
+    or :meth:`to_array`. :attr:`stats` holds the reader's, the book's and the tick counts,
+    and the check of the rebuilt book against ``bookTicker``.
 
-    def __init__(self) -> None:
-        self.bids: dict[float, float] = {}
-        self.asks: dict[float, float] = {}
-
-    def apply(self, side: dict[float, float], levels: Any) -> None:
-        for px, qty in levels:
-            p, q = float(px), float(qty)
-            if q == 0.0:
-                side.pop(p, None)
-            else:
-                side[p] = q
-
-    def best(self) -> tuple[float, float, float, float] | None:
-        if not self.bids or not self.asks:
-            return None
-        b = max(self.bids)
-        a = min(self.asks)
-        return b, self.bids[b], a, self.asks[a]
-
-
-def open_text(path: Path) -> Any:
-    """A text stream over a plain, ``.gz`` or ``.zst`` file (by its magic bytes, whatever its
-    name), decoded as UTF-8; undecodable bytes are an error that names the file."""
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic[:2] == b"\x1f\x8b":
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    if magic == b"\x28\xb5\x2f\xfd":
-        try:
-            import zstandard
-        except ImportError:
-            raise TickFileError(f"{path}: a zstd file; pip install zstandard to read it") \
-                from None
-        import io
-
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")),
-                                encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def is_capture(source: Any) -> bool:
-    """Probe: a file (plain, .gz or .zst) whose first line is ``<receive_ns> {json}``."""
-    if not isinstance(source, (str, Path)):
-        return False
-    p = Path(source)
-    if not p.is_file():
-        return False
-    try:
-        with open_text(p) as f:
-            first = f.readline(4096)
-    except (OSError, UnicodeDecodeError, EOFError, TickFileError):
-        return False
-    head, _, body = first.partition(" ")
-    return head.isdigit() and body.lstrip().startswith("{")
-
-
-def read_binance(path: str | Path, symbol: str | None = None) -> np.ndarray:
-    """Read a Binance WebSocket recording (``<receive_ns> <json>`` per line) into ticks.
-
-    ``bookTicker`` sets the top of book; ``depthUpdate`` diffs maintain a book whose best
-    levels are used when no ``bookTicker`` stream is recorded; ``trade``/``aggTrade`` add the
-    last trade (``m`` true: the buyer is the maker, so the aggressor sold, side -1). Event
-    times (``E``/``T``, ms) become ``exch_ns``; without them the receive time is used.
-    Messages of other symbols than ``symbol`` (default: the first seen) are skipped. A
-    tick is emitted once both sides of the book are known.
+    ``levels``: book levels summed into ``bid_depth``/``ask_depth``. ``top``: ``"auto"``
+    (bookTicker when the capture has it, else the book), ``"ticker"`` or ``"book"``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise TickFileError(f"{path}: no such file")
-    out: list[tuple] = []
-    book = _Book()
-    top: list[float] | None = None  # bid, bid_size, ask, ask_size from bookTicker
-    use_ticker = False
-    last_px, last_sz = math.nan, 0.0
-    prev_exch = -(2**63)
-    with open_text(path) as f:
-        for line_no, line in _numbered_lines(f, path):
-            line = line.strip()
-            if not line:
-                continue
-            head, _, body = line.partition(" ")
-            try:
-                recv = int(head)
-                msg = json.loads(body)
-            except (ValueError, json.JSONDecodeError) as exc:
-                raise TickFileError(f"{path}, line {line_no}: expected '<receive_ns> <json>' "
-                                    f"({type(exc).__name__}: {exc})") from None
-            if isinstance(msg, dict) and "data" in msg and "stream" in msg:
-                msg = msg["data"]
-            if not isinstance(msg, dict):
-                raise TickFileError(f"{path}, line {line_no}: the JSON message is not an object")
-            sym = msg.get("s")
-            if symbol is None and sym:
-                symbol = sym
-            if sym and symbol and sym != symbol:
-                continue
-            event = msg.get("e") or ("bookTicker" if {"b", "a", "B", "A"} <= msg.keys()
-                                     else None)
-            ms = msg.get("T") or msg.get("E")
-            exch = int(ms) * 1_000_000 if ms is not None else recv
+
+    def __init__(self, path: str | Path, *, symbol: str | None = None, clock: str = "receive",
+                 order: str = "error", levels: int = DEFAULT_LEVELS, top: str = "auto") -> None:
+        if top not in ("auto", "ticker", "book"):
+            raise TickFileError(f"top={top!r}: use auto, ticker or book")
+        if not 1 <= int(levels) <= 100:
+            raise TickFileError(f"levels={levels}: give 1 to 100 book levels")
+        self.reader = CaptureReader(path, symbol=symbol, clock=clock, order=order)
+        self.levels = int(levels)
+        self.top = top
+        self.ticks = {"emitted": 0, "trades": 0, "unchanged": 0, "before_top": 0,
+                      "from_book_top": 0, "from_ticker_top": 0, "without_book_depth": 0}
+        self.ticker_check = {"compared": 0, "agree": 0, "same_id_compared": 0,
+                             "same_id_agree": 0}
+        from deepseek.finance.book import OrderBook
+
+        self.book = OrderBook()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        chk = dict(self.ticker_check)
+        chk["agreement"] = chk["agree"] / chk["compared"] if chk["compared"] else None
+        return {"reader": self.reader.stats, "book": self.book.summary(),
+                "ticks": dict(self.ticks), "ticker_check": chk, "levels": self.levels}
+
+    def __iter__(self) -> Iterator[tuple]:
+        path = self.reader.path
+        book = self.book
+        levels = self.levels
+        use_ticker = self.top == "ticker"
+        allow_ticker = self.top != "book"
+        tk, chk = self.ticks, self.ticker_check
+        top: tuple[float, float, float, float] | None = None
+        book_bd = book_ad = math.nan
+        quote_id = -1
+        quote_top: tuple[float, float, float, float] | None = None
+        last_px, last_sz = math.nan, 0.0
+        last_state: tuple | None = None
+        symbol = None
+        for rec in self.reader:
+            kind = rec.kind
+            if symbol is None:
+                symbol = rec.symbol
+            elif rec.symbol != symbol:
+                raise TickFileError(
+                    f"{path}: the capture holds several symbols ({symbol}, {rec.symbol}, ...); "
+                    "ticks are one symbol's: pass symbol= (--symbol)")
             side = 0
-            try:
-                if event == "bookTicker":
-                    top = [float(msg["b"]), float(msg["B"]), float(msg["a"]), float(msg["A"])]
-                    use_ticker = True
-                elif event == "depthUpdate":
-                    book.apply(book.bids, msg.get("b", []))
-                    book.apply(book.asks, msg.get("a", []))
-                elif event in ("trade", "aggTrade"):
-                    last_px, last_sz = float(msg["p"]), float(msg["q"])
-                    side = -1 if msg.get("m") else 1
-                else:
-                    continue  # other streams (kline, ...) carry no tick
-            except (KeyError, TypeError, ValueError) as exc:
-                raise TickFileError(f"{path}, line {line_no}: {event} message lacks or mangles "
-                                    f"field {exc}") from None
-            state = top if use_ticker else (list(book.best()) if book.best() else None)
-            if state is None:
+            if kind == "quote":
+                if not allow_ticker:
+                    continue
+                use_ticker = True
+                quote_id = rec.update_id
+                top = quote_top = (rec.bid, rec.bid_qty, rec.ask, rec.ask_qty)
+                if book.live and quote_id == book.last_id:
+                    chk["same_id_compared"] += 1
+                    chk["same_id_agree"] += book.best() == quote_top
+            elif kind == "trade":
+                last_px, last_sz, side = rec.price, rec.qty, rec.side
+                if not (0.0 < last_px < math.inf and 0.0 < last_sz < math.inf):
+                    raise TickFileError(f"{path}: the trade received at {rec.recv_ns} ns has "
+                                        f"price {last_px} and quantity {last_sz}; both must be "
+                                        "finite and positive")
+            else:  # depth or snapshot
+                try:
+                    book.apply(rec)
+                except TickFileError as exc:
+                    raise TickFileError(f"{path}: {exc} (received at {rec.recv_ns} ns)") \
+                        from None
+                if book.live:
+                    book_bd, book_ad = book.depth(levels)
+                    best = book.best()
+                    if quote_top is not None and best is not None and quote_id <= book.last_id:
+                        chk["compared"] += 1
+                        chk["agree"] += (best[0] == quote_top[0] and best[2] == quote_top[2])
+                    if not use_ticker:
+                        top = best
+            if top is None:
+                tk["before_top"] += 1
                 continue
-            bid, bsz, ask, asz = state
-            exch = max(exch, prev_exch)  # trades and quotes interleave at ms resolution
-            problem = _check(exch, prev_exch, bid, ask, bsz, asz, side)
+            bid, bq, ask, aq = top
+            if book.live:
+                bd, ad, nlev = book_bd, book_ad, levels
+            else:
+                bd, ad, nlev = bq, aq, 0
+            state = (bid, bq, ask, aq, bd, ad)
+            if side == 0 and state == last_state:
+                tk["unchanged"] += 1
+                continue
+            problem = check_tick(bid, ask, bq, aq, bd, ad, side)
             if problem:
-                raise TickFileError(f"{path}, line {line_no}: {problem}")
-            prev_exch = exch
-            out.append((exch, recv, bid, ask, bsz, asz, last_px, last_sz, side))
-    if not out:
-        raise TickFileError(f"{path}: no ticks (no bookTicker/depthUpdate with both sides)")
-    return np.array(out, dtype=TICK_DTYPE)
+                raise TickFileError(f"{path}: {problem} in the {kind} record received at "
+                                    f"{rec.recv_ns} ns ({'bookTicker' if use_ticker else 'book'}"
+                                    " top)")
+            last_state = state
+            tk["emitted"] += 1
+            tk["trades"] += side != 0
+            tk["from_ticker_top" if use_ticker else "from_book_top"] += 1
+            tk["without_book_depth"] += nlev == 0
+            yield (rec.time_ns, rec.exch_ns, rec.recv_ns, bid, ask, bq, aq, bd, ad, last_px,
+                   last_sz if side else 0.0, side, nlev)
+
+    def to_array(self) -> np.ndarray:
+        cols = [array("q") for _ in range(3)] + [array("d") for _ in range(8)] + \
+            [array("b"), array("b")]
+        appends = [c.append for c in cols]
+        for row in self:
+            for app, v in zip(appends, row):
+                app(v)
+        n = len(cols[0])
+        if n == 0:
+            raise TickFileError(f"{self.reader.path}: no ticks (no bookTicker, and no depth "
+                                "snapshot + diffs to rebuild the book from)")
+        out = np.empty(n, dtype=TICK_DTYPE)
+        for name, col in zip(TICK_DTYPE.names, cols):
+            out[name] = np.frombuffer(col, dtype=out.dtype[name])
+        return out
 
 
-def _numbered_lines(f: Any, path: Path) -> Any:
-    """``enumerate(f, 1)`` that turns a decoding error into a TickFileError naming the line."""
-    n = 0
-    while True:
-        try:
-            line = f.readline()
-        except UnicodeDecodeError as exc:
-            raise TickFileError(f"{path}, line {n + 1}: not UTF-8 text ({exc}); is this a "
-                                "capture of '<receive_ns> <json>' lines?") from None
-        if not line:
-            return
-        n += 1
-        yield n, line
+def read_binance(path: str | Path, symbol: str | None = None, *, clock: str = "receive",
+                 order: str = "error", levels: int = DEFAULT_LEVELS, top: str = "auto",
+                 stats: dict | None = None) -> np.ndarray:
+    """Ticks of a Binance capture (see :class:`CaptureTicks`); ``stats``, when given, is
+    filled with the reader's, the book's and the tick counts."""
+    ct = CaptureTicks(path, symbol=symbol, clock=clock, order=order, levels=levels, top=top)
+    try:
+        return ct.to_array()
+    finally:
+        if stats is not None:
+            stats.update(ct.stats)
+        s = ct.stats
+        log.info("%s: %d ticks from %d lines (%s); book %s, %d gaps; bookTicker agreement %s",
+                 path, s["ticks"]["emitted"], s["reader"]["lines"], s["reader"]["records"],
+                 "in sync" if s["book"]["live"] else "not in sync", s["book"]["gaps"],
+                 s["ticker_check"]["agreement"])
 
 
 def read_capture(source: str | Path, **options: Any) -> np.ndarray:
-    """Registered reader ``binance``: a capture file, or ``binance:PATH``."""
+    """Registered reader ``binance``: a capture file, or ``binance:PATH``; options as
+    :func:`read_binance` (symbol, clock, order, levels, top)."""
     s = str(source)
     return read_binance(s[len("binance:"):] if s.startswith("binance:") else s, **options)

@@ -1,0 +1,394 @@
+"""Market-data captures read as a stream of typed records, each with both clocks.
+
+A capture is a text file, plain, gzip or zstd (recognised by its first bytes, whatever its
+name), with one message per line: ``<receive_ns> <json>``, the local receive time in ns
+since the epoch and the raw message. Binance WebSocket messages are understood, raw or in
+combined-stream envelopes (``{"stream": ..., "data": ...}``), plus REST depth snapshots
+(``{"lastUpdateId": ...}``) written into the same file.
+
+Messages are decoded straight into typed records by msgspec (decimal strings become floats,
+book levels become ``(price, qty)`` tuples, in C); a message whose fields are missing or
+malformed is an error naming the file, the line and the field. Record kinds (one class each;
+``kind`` names it):
+
+=========  ===========================  ====================================================
+kind       Binance message              fields besides the clocks and the symbol
+=========  ===========================  ====================================================
+trade      ``trade``, ``aggTrade``      price, qty, side (+1 buyer aggressed, -1 seller), id
+quote      ``bookTicker``               bid, bid_qty, ask, ask_qty, update_id
+depth      ``depthUpdate``              first_id (U), last_id (u), prev_id (pu, futures;
+                                        -1 on spot), bids, asks: ((price, qty), ...)
+snapshot   REST ``/depth`` answer       last_id (lastUpdateId), bids, asks
+=========  ===========================  ====================================================
+
+Clocks. Every record has ``recv_ns`` (the capture's receive time) and ``exch_ns``, the
+exchange's time where the message carries one: ``T`` (trade or transaction time) when
+present, else ``E`` (event time), in ms turned into ns; ``-1`` when the message has neither
+(spot ``bookTicker``, spot snapshots). ``time_ns`` is the record's time on the chosen clock:
+
+* ``clock="receive"`` (default): ``recv_ns`` for every record. One clock for all streams,
+  the time a live strategy sees the message, monotone in a capture written by one process.
+* ``clock="exchange"``: ``exch_ns``; a record without one gets its receive time shifted by
+  the exchange-minus-receive offset of the latest record that had both, taken from its event
+  time ``E`` (counted in the stats as ``time_estimated``). Exchange times of different
+  streams interleave out of order at millisecond resolution, so this clock usually needs
+  ``order="clamp"``.
+
+Out-of-order times (``time_ns`` below the previous record's) follow ``order``: ``"error"``
+(default) raises a :class:`TickFileError` naming the line, ``"clamp"`` sets the time to the
+previous one, ``"drop"`` skips the record; clamped and dropped records are counted in
+:attr:`CaptureReader.stats`. Nothing is altered or skipped without a count.
+
+Symbols: ``symbol=None`` reads every symbol (each record names its own); ``symbol="ETHUSDT"``
+keeps one and counts the others. A snapshot that names no symbol (spot REST answers) is
+attributed to the selected symbol, or to the capture's only symbol so far.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+import msgspec
+from msgspec import Raw, Struct, field
+
+from deepseek.finance.errors import TickFileError
+
+log = logging.getLogger(__name__)
+
+CLOCKS = ("receive", "exchange")
+ORDERS = ("error", "clamp", "drop")
+_MS = 1_000_000
+Level = tuple[float, float]
+
+
+class _Record(Struct, kw_only=True):
+    """Fields every record has: ``symbol`` (``s``), the exchange's event time ``event_ms``
+    (``E``) and transaction time ``trans_ms`` (``T``) as sent (-1 when absent), and the
+    clocks the reader fills in: ``recv_ns``, ``exch_ns`` and ``time_ns``."""
+
+    kind: ClassVar[str] = ""
+    symbol: str = field(name="s", default="")
+    event_ms: int = field(name="E", default=-1)
+    trans_ms: int = field(name="T", default=-1)
+    recv_ns: int = field(name="~recv_ns", default=-1)
+    exch_ns: int = field(name="~exch_ns", default=-1)
+    time_ns: int = field(name="~time_ns", default=-1)
+
+
+class Trade(_Record, kw_only=True):
+    """A trade print (``trade`` or ``aggTrade``): ``side`` +1 when the buyer took liquidity,
+    -1 when the seller did (Binance's ``m``, buyer is maker)."""
+
+    kind: ClassVar[str] = "trade"
+    price: float = field(name="p")
+    qty: float = field(name="q")
+    buyer_maker: bool = field(name="m")
+    trade_id: int = field(name="t", default=-1)
+    agg_id: int = field(name="a", default=-1)
+
+    @property
+    def side(self) -> int:
+        return -1 if self.buyer_maker else 1
+
+
+class Quote(_Record, kw_only=True):
+    """Best bid and ask (``bookTicker``); ``update_id`` is the book's update ID."""
+
+    kind: ClassVar[str] = "quote"
+    bid: float = field(name="b")
+    bid_qty: float = field(name="B")
+    ask: float = field(name="a")
+    ask_qty: float = field(name="A")
+    update_id: int = field(name="u")
+
+
+class DepthDiff(_Record, kw_only=True):
+    """A book diff: levels ``(price, qty)`` to set (qty 0 removes), update IDs ``first_id``
+    (U) .. ``last_id`` (u), and ``prev_id`` (pu, futures; -1 on spot)."""
+
+    kind: ClassVar[str] = "depth"
+    first_id: int = field(name="U")
+    last_id: int = field(name="u")
+    prev_id: int = field(name="pu", default=-1)
+    bids: list[Level] = field(name="b")
+    asks: list[Level] = field(name="a")
+
+
+class Snapshot(_Record, kw_only=True):
+    """A full depth snapshot (REST ``/depth``): every level and the ``last_id`` it is current
+    to. Spot answers name no symbol (``symbol`` is then attributed by the reader)."""
+
+    kind: ClassVar[str] = "snapshot"
+    symbol: str = field(name="symbol", default="")
+    last_id: int = field(name="lastUpdateId")
+    bids: list[Level] = field(name="bids")
+    asks: list[Level] = field(name="asks")
+
+
+Record = Trade | Quote | DepthDiff | Snapshot
+
+
+class _Head(Struct):
+    """The top-level keys that tell a message's kind (all others are skipped unparsed)."""
+
+    stream: Any = None
+    data: Raw = Raw(b"")  # empty when absent
+    e: Any = None
+    lastUpdateId: Any = None  # noqa: N815 (Binance's name)
+    u: Any = None
+    A: Any = None
+    code: Any = None
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+# lax: Binance sends prices, sizes and level pairs as decimal strings
+_DECODERS = tuple(msgspec.json.Decoder(t, strict=False) for t in (Trade, Quote, DepthDiff,
+                                                                    Snapshot))
+# a combined-stream envelope decoded in one pass when the stream name says the kind
+_ENVELOPES = tuple(msgspec.json.Decoder(msgspec.defstruct(f"_Env{t.__name__}",
+                                                          [("stream", str), ("data", t)]),
+                                        strict=False) for t in (Trade, Quote, DepthDiff,
+                                                                Snapshot))
+_PREFIXES = (b'{"stream":"', b'{"stream": "')
+_STREAM_KIND = {"trade": 0, "aggTrade": 0, "bookTicker": 1, "depth": 2}
+_EVENT_KIND = {"trade": 0, "aggTrade": 0, "bookTicker": 1, "depthUpdate": 2}
+
+
+def _kind_of(head: _Head) -> int | str:
+    """0..3 for trade, quote, depth, snapshot; else the name counted as ignored."""
+    e = head.e
+    if e is None:
+        if head.lastUpdateId is not None:
+            return 3
+        if head.A is not None and head.u is not None:
+            return 1
+        return "error" if head.code is not None else "unknown"
+    kind = _EVENT_KIND.get(e) if type(e) is str else None
+    return str(e) if kind is None else kind
+
+
+def _stream_kind(stream: str) -> int | str | None:
+    """The kind a combined stream's name says (``btcusdt@depth@100ms``): None when the name
+    does not say, a string (ignored) for partial-book streams (``@depth5``), which are not
+    diffs."""
+    name = stream.partition("@")[2].partition("@")[0]
+    kind = _STREAM_KIND.get(name)
+    if kind is None and name.startswith("depth") and name[5:].isdigit():
+        return f"partial book ({name})"
+    return kind
+
+
+def open_binary(path: str | Path) -> BinaryIO:
+    """A binary stream over a plain, gzip or zstd file, chosen by its magic bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise TickFileError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":  # a C-level line reader over the decompressed stream
+        return io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 20)  # type: ignore
+    if magic == b"\x28\xb5\x2f\xfd":
+        import zstandard
+
+        raw = open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw,
+                                                                            closefd=True))
+    return open(path, "rb")
+
+
+def is_capture(source: Any) -> bool:
+    """True when ``source`` is a file whose first non-blank line is ``<integer> {json...}``
+    (the probe readers use to recognise a capture whatever its name)."""
+    try:
+        path = Path(source)
+        if not path.is_file():
+            return False
+        with open_binary(path) as f:
+            for _, line in zip(range(16), f):
+                if not line.strip():
+                    continue
+                head, _, body = line.partition(b" ")
+                return head.strip().isdigit() and body.lstrip().startswith(b"{")
+    except (OSError, EOFError, TypeError, ValueError, TickFileError):
+        return False
+    return False
+
+
+class CaptureReader:
+    """Iterate the records of a capture (constant memory); :attr:`stats` counts everything.
+
+    ``for rec in CaptureReader(path, symbol=None, clock="receive", order="error"): ...``
+    """
+
+    def __init__(self, path: str | Path, *, symbol: str | None = None,
+                 clock: str = "receive", order: str = "error") -> None:
+        if clock not in CLOCKS:
+            raise TickFileError(f"clock={clock!r}: use one of {', '.join(CLOCKS)}")
+        if order not in ORDERS:
+            raise TickFileError(f"order={order!r}: use one of {', '.join(ORDERS)}")
+        self.path = Path(path)
+        self.symbol = symbol.upper() if symbol else None
+        self.clock = clock
+        self.order = order
+        self.stats: dict[str, Any] = {
+            "lines": 0, "records": {"trade": 0, "quote": 0, "depth": 0, "snapshot": 0},
+            "symbols": {}, "other_symbols": 0, "ignored": {}, "blank_lines": 0,
+            "out_of_order": 0, "clamped": 0, "dropped": 0, "time_estimated": 0,
+            "clock": clock, "order": order, "first_time_ns": None, "last_time_ns": None,
+        }
+
+    def __iter__(self) -> Iterator[Record]:
+        st = self.stats
+        counts = st["records"]
+        symbols: dict[str, int] = st["symbols"]
+        ignored: dict[str, int] = st["ignored"]
+        want = self.symbol
+        exchange_clock = self.clock == "exchange"
+        order = self.order
+        path = self.path
+        first = prev_time = -(2**63)
+        offset = 0  # exchange - receive, from the latest record with both clocks
+        head_decode = _HEAD.decode
+        decoders = [d.decode for d in _DECODERS]
+        envelopes = [d.decode for d in _ENVELOPES]
+        p0, p1 = _PREFIXES
+        n0, n1 = len(p0), len(p1)
+        n_kind = [0, 0, 0, 0]
+        stream_kinds: dict[bytes, int | str | None] = {}
+        line_no = 0
+        f = open_binary(path)
+        try:
+            for line_no, line in enumerate(f, 1):
+                sp = line.find(b" ")
+                rec: Record | None = None
+                kind: int | str | None = None
+                body: Any = line[sp + 1:]
+                # fast path: '{"stream":"NAME", "data": {...}}' whose NAME says the kind
+                if body.startswith(p0) or body.startswith(p1):
+                    start = n0 if body[n0 - 1] == 34 else n1  # 34: '"'
+                    name = body[start:body.find(b'"', start)]
+                    try:
+                        kind = stream_kinds[name]
+                    except KeyError:
+                        kind = stream_kinds[name] = _stream_kind(name.decode("utf-8",
+                                                                             "replace"))
+                    if type(kind) is int and sp > 0:
+                        try:
+                            recv = int(line[:sp])
+                            rec = envelopes[kind](body).data
+                        except (ValueError, msgspec.DecodeError):
+                            rec = None  # the general path below says what is wrong
+                if rec is None:
+                    try:
+                        if sp < 0:
+                            raise ValueError("no space after the receive time")
+                        recv = int(line[:sp])
+                        head = head_decode(body)
+                    except (ValueError, msgspec.DecodeError) as exc:
+                        if not line.strip():
+                            st["blank_lines"] += 1
+                            continue
+                        raise self._bad_line(line_no, exc, body if sp >= 0 else b"") \
+                            from None
+                    stream = head.stream
+                    if type(stream) is str and len(head.data):
+                        body = head.data
+                        kind = _stream_kind(stream)
+                        if kind is None:
+                            try:
+                                kind = _kind_of(head_decode(body))
+                            except msgspec.DecodeError as exc:
+                                raise self._bad_line(line_no, exc, body) from None
+                    else:
+                        kind = _kind_of(head)
+                    if type(kind) is str:
+                        ignored[kind] = ignored.get(kind, 0) + 1
+                        continue
+                    try:
+                        rec = decoders[kind](body)  # type: ignore[index]
+                    except msgspec.DecodeError as exc:  # ValidationError included
+                        what = ("trade", "bookTicker", "depthUpdate", "snapshot")[kind]  # type: ignore
+                        raise TickFileError(f"{path}, line {line_no}: {what} message: {exc} "
+                                            "(a field is missing or not a number)") from None
+                sym = rec.symbol
+                if want is not None and sym != want and sym and sym.upper() != want:
+                    st["other_symbols"] += 1
+                    continue
+                ex = rec.trans_ms
+                if ex < 0:
+                    ex = rec.event_ms
+                ex = ex * _MS if ex >= 0 else -1
+                if exchange_clock:
+                    if ex >= 0:
+                        t = ex
+                        ev = rec.event_ms  # the push time: clock offset plus latency
+                        offset = (ev * _MS if ev >= 0 else ex) - recv
+                    else:
+                        t = recv + offset
+                        st["time_estimated"] += 1
+                else:
+                    t = recv
+                if t < prev_time:
+                    st["out_of_order"] += 1
+                    if order == "error":
+                        raise TickFileError(
+                            f"{path}, line {line_no}: {self.clock} time goes backwards "
+                            f"({t} < {prev_time}, by {(prev_time - t) / 1e6:.3f} ms); "
+                            "read with order='clamp' or 'drop' (--order) to accept it, "
+                            "or with clock='receive'")
+                    if order == "drop":
+                        st["dropped"] += 1
+                        continue
+                    st["clamped"] += 1
+                    t = prev_time
+                rec.recv_ns = recv
+                rec.exch_ns = ex
+                rec.time_ns = t
+                if not sym:
+                    sym = self._attribute(rec, symbols, line_no)
+                symbols[sym] = symbols.get(sym, 0) + 1
+                n_kind[kind] += 1  # type: ignore[index]
+                if first == -(2**63):
+                    first = st["first_time_ns"] = t
+                prev_time = t
+                yield rec
+        except (OSError, EOFError) as exc:
+            raise TickFileError(f"{path}, after line {line_no}: the compressed stream is "
+                                f"damaged or cut short ({exc})") from None
+        finally:
+            f.close()
+            st["lines"] = line_no
+            for k, n in zip(("trade", "quote", "depth", "snapshot"), n_kind):
+                counts[k] += n
+            if prev_time != -(2**63):
+                st["last_time_ns"] = prev_time
+
+    def _bad_line(self, line_no: int, exc: Exception, body: bytes) -> TickFileError:
+        where = f"{self.path}, line {line_no}"
+        if isinstance(exc, msgspec.ValidationError):
+            return TickFileError(f"{where}: the JSON message is not an object ({exc})")
+        if not body.strip():
+            return TickFileError(f"{where}: expected '<receive_ns> <json>'; the line has no "
+                                 "JSON after the time")
+        return TickFileError(f"{where}: expected '<receive_ns> <json>' "
+                             f"({type(exc).__name__}: {exc})")
+
+    def _attribute(self, rec: Record, symbols: dict[str, int], line_no: int) -> str:
+        """The symbol of a record that names none (a spot REST snapshot)."""
+        if self.symbol:
+            sym = self.symbol
+        elif len(symbols) == 1:
+            sym = next(iter(symbols))
+        elif symbols:
+            raise TickFileError(f"{self.path}, line {line_no}: a {rec.kind} that names no "
+                                f"symbol in a capture of several ({', '.join(symbols)}); "
+                                "pass symbol=")
+        else:
+            sym = ""
+        rec.symbol = sym
+        return sym
