@@ -36,17 +36,17 @@ def register_readers(register: Any) -> None:
 @hookimpl
 def register_models(register: Any) -> None:
     register("tick-mlp", lazy_callable(M + "models:TickMLP"),
-             config={"n_features": 16, "hidden": [64, 64], "n_classes": 3, "activation": "relu"},
+             config={"n_features": 17, "hidden": [64, 64], "n_classes": 3, "activation": "relu"},
              weights=str(WEIGHTS / "tick-mlp.safetensors"),
-             description="MLP classifier of the mid-price move (down/flat/up) from the 16 tick "
+             description="MLP classifier of the mid-price move (down/flat/up) from the 17 tick "
                          "features",
-             inputs=[{"name": "features", "dtype": "float32", "shape": [-1, 16]}])
+             inputs=[{"name": "features", "dtype": "float32", "shape": [-1, 17]}])
     register("tick-gru", lazy_callable(M + "models:TickGRU"),
-             config={"n_features": 16, "hidden": 32, "n_classes": 3},
+             config={"n_features": 17, "hidden": 32, "n_classes": 3},
              weights=str(WEIGHTS / "tick-gru.safetensors"),
              description="GRU classifier of the mid-price move over the tick stream (hidden "
                          "state per tick)",
-             inputs=[{"name": "features", "dtype": "float32", "shape": [-1, -1, 16]}],
+             inputs=[{"name": "features", "dtype": "float32", "shape": [-1, -1, 17]}],
              # served sequences of different lengths are padded along time and cut back
              batching={"policy": "pad", "pad_axes": [1], "pad_value": 0.0})
 
