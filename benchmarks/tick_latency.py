@@ -1,12 +1,18 @@
 """Benchmark: per-tick latency of feature update + forward, fast path vs PyTorch eager,
-TorchScript and ONNX Runtime (one thread), for tick-mlp (16->64->64->3) and tick-gru
-(hidden 32), plus the UDP loopback round trip through the feed server.
+TorchScript and ONNX Runtime (one thread), for tick-mlp (17->64->64->3) and tick-gru
+(hidden 32), the UDP loopback round trip through the feed server, and on a real capture the
+cost the order book adds per depth message.
 
-    python benchmarks/tick_latency.py [--quick]
+    python benchmarks/tick_latency.py [--quick] [--capture PATH]
 
 Every path gets the same features from the same streaming feature code; only the model
 call differs (the fast path fuses both into one compiled call). Latencies are measured per
 tick with time.perf_counter_ns over N ticks after a warm-up, on one thread.
+
+Real capture (default ``../shared/data/market/binance-usdm-ethusdt_20240808.gz``, skipped
+when absent): the fast path over the capture's own ticks (real time gaps, book depths), and
+per depth message the book update (``OrderBook.apply``) plus the depth sums over 5 levels
+the ticks carry -- the cost the book adds before the fast path runs.
 """
 
 from __future__ import annotations
@@ -62,7 +68,9 @@ def bench_model(name: str, args: list[tuple], warmup: int, tmp: Path) -> dict[st
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    x0 = torch.zeros(1, 16)
+    from deepseek.finance.features import N_FEATURES
+
+    x0 = torch.zeros(1, N_FEATURES)
     if name == "tick-mlp":
         traced = torch.jit.trace(model, x0)
         path = export_onnx(model, x0, tmp / "mlp.onnx", input_names=["features"])
@@ -129,7 +137,8 @@ def bench_udp(n: int, busy: bool, csv_path: Path) -> dict:
 
     port = free_port()
     cmd = [sys.executable, "-m", "deepseek.cli", "finance", "serve", "--udp",
-           f"127.0.0.1:{port}", "--model", "tick-mlp", "--duration", "600"]
+           f"127.0.0.1:{port}", "--model", "tick-mlp", "--duration", "600",
+           "--time-window-s", "0"]  # recorded times, not the wall clock
     if busy:
         cmd.append("--busy-poll")
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -139,7 +148,7 @@ def bench_udp(n: int, busy: bool, csv_path: Path) -> dict:
             raise RuntimeError(f"feed server did not start: {line}{server.stderr.read()}")
         client = [sys.executable, "-m", "deepseek.cli", "finance", "replay", str(csv_path),
                   "--udp", f"127.0.0.1:{port}", "--limit", str(n), "--warmup",
-                  str(min(2000, n // 5))]
+                  str(min(2000, n // 5)), "--json"]
         if busy:
             client.append("--busy-poll")
         out = subprocess.run(client, capture_output=True, text=True, timeout=600)
@@ -151,9 +160,50 @@ def bench_udp(n: int, busy: bool, csv_path: Path) -> dict:
         server.wait(timeout=10)
 
 
+def bench_capture(path: Path, limit: int, levels: int = 5) -> dict:
+    """Book update cost per depth message and the fast path over the capture's ticks."""
+    from deepseek.finance.book import OrderBook
+    from deepseek.finance.capture import CaptureReader
+    from deepseek.finance.fastpath import FastPath
+    from deepseek.finance.ticks import read_binance, tick_args
+    from deepseek.loader import ModelLoader
+
+    clock = time.perf_counter_ns
+    book = OrderBook()
+    costs = []
+    n_levels = []
+    for rec in CaptureReader(path):
+        if rec.kind not in ("depth", "snapshot"):
+            continue
+        t0 = clock()
+        if book.apply(rec):
+            book.depth(levels)
+            book.best()
+        dt = clock() - t0
+        if rec.kind == "depth":
+            costs.append(dt)
+            n_levels.append(len(rec.bids) + len(rec.asks))
+        if len(costs) >= limit:
+            break
+    ticks = read_binance(path)[: limit]
+    fp = FastPath.from_model(ModelLoader.load("tick-mlp", device="cpu").module)
+    warm = min(2_000, len(ticks) // 5)
+    return {"capture": path.name, "depth_messages": len(costs),
+            "levels_per_message_mean": round(float(np.mean(n_levels)), 1),
+            "book_update_us": pct(np.array(costs[100:], dtype=np.int64)),
+            "book": {k: book.stats[k] for k in ("applied", "gaps", "stale", "crossed")},
+            "ticks": len(ticks),
+            "tick_mlp_fast_path_us": timed(fp.on_tick, [tick_args(t) for t in ticks], warm)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="20,000 ticks instead of 100,000")
+    ap.add_argument("--quick", action="store_true",
+                    help="20,000 synthetic ticks instead of 100,000; 5,000 UDP round trips "
+                         "instead of 20,000; 5,000 capture depth messages instead of 50,000")
+    ap.add_argument("--capture", type=Path, default=Path(__file__).resolve().parents[2] /
+                    "shared" / "data" / "market" / "binance-usdm-ethusdt_20240808.gz",
+                    help="a real capture for the book cost (skipped when it does not exist)")
     args = ap.parse_args()
     import torch
 
@@ -175,6 +225,10 @@ def main() -> None:
             "blocking": bench_udp(n_udp, False, csv_path)["rtt_us"],
             "busy_poll": bench_udp(n_udp, True, csv_path)["rtt_us"],
         }
+    if args.capture.is_file():
+        results["capture"] = bench_capture(args.capture, 5_000 if args.quick else 50_000)
+    else:
+        results["capture"] = f"skipped: {args.capture} does not exist"
     mlp, gru = results["tick-mlp"], results["tick-gru"]
     ratio = mlp["onnxruntime_1thread"]["p99"] / mlp["fast_path"]["p99"]
     results["mlp_p99_onnxruntime_over_fast_path"] = round(ratio, 2)

@@ -53,13 +53,13 @@ def test_health_and_metadata(http, grpc_client):
     assert md["name"] == "deepseek" and "binary_tensor_data" in md["extensions"]
     assert grpc_client.get_server_metadata().name == "deepseek"
     mm = http.get_model_metadata("mlp")
-    assert mm["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 16]}]
+    assert mm["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 17]}]
     assert mm["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}]
     g = grpc_client.get_model_metadata("net")
     assert g.platform == "onnxruntime_onnx" and g.inputs[0].name == "x"
     assert list(g.outputs[0].shape) == [-1, 3]
     gru = http.get_model_metadata("gru")
-    assert gru["inputs"][0]["shape"] == [-1, -1, 16] and gru["outputs"][0]["shape"] == [-1, -1, 3]
+    assert gru["inputs"][0]["shape"] == [-1, -1, 17] and gru["outputs"][0]["shape"] == [-1, -1, 3]
 
 
 def _http_infer(http, model, name, x, binary=True, out_binary=True):
@@ -79,7 +79,7 @@ def _grpc_infer(client, model, name, x):
 def test_http_inference_json_and_binary(http, binary):
     r = _http_infer(http, "double", "x", X, binary=binary, out_binary=binary)
     np.testing.assert_array_equal(r.as_numpy("output"), X * 2)
-    feats = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
+    feats = np.random.default_rng(0).normal(size=(3, 17)).astype(np.float32)
     r = _http_infer(http, "mlp", "features", feats, binary=binary, out_binary=binary)
     ref = ModelLoader.load("tick-mlp")(feats)
     np.testing.assert_allclose(r.as_numpy("output"), ref, atol=1e-6)
@@ -108,7 +108,7 @@ def test_plain_json_with_curl_style_request(server):
 def test_sequences_of_different_lengths_are_padded_and_cut_back(server):
     gru = ModelLoader.load("tick-gru")
     rng = np.random.default_rng(1)
-    seqs = [rng.normal(size=(1, n, 16)).astype(np.float32) for n in (5, 9, 2, 7)]
+    seqs = [rng.normal(size=(1, n, 17)).astype(np.float32) for n in (5, 9, 2, 7)]
 
     def call(x):
         c = th.InferenceServerClient(server.http_url)

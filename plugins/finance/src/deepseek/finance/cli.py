@@ -18,20 +18,45 @@ log = logging.getLogger(__name__)
 @click.version_option(__version__, "--version", prog_name="deepseek-finance",
                       message="%(prog)s %(version)s")
 def finance() -> None:
-    """Finance: tick readers, streaming features, tick models compiled to a microsecond fast
-    path, and a UDP feed server.
+    """Finance: market captures, an L2 order book, streaming features, tick models compiled
+    to a microsecond fast path, and a UDP feed server.
 
     \b
     info      what this plugin registers
+    inspect   read a capture: record counts, clocks, the rebuilt book, ticks
     generate  write synthetic order-book ticks (CSV)
-    train     train a tick classifier (any registered model that fits)
-    evaluate  accuracy / macro F1 of predictions against labels
+    train     train a tick classifier split in time; test skill beside three baselines
+    evaluate  accuracy / macro F1 / hit rate of predictions against labels
     serve     answer tick datagrams with decisions (UDP)
     replay    send ticks to a feed server and time the round trips
 
     DATA arguments go through the reader registry: a tick CSV, a Binance WebSocket capture
     ('<receive_ns> <json>' lines; plain, .gz or .zst), or synthetic:?n=N&seed=S.
     """
+
+
+def capture_options(fn):  # type: ignore[no-untyped-def]
+    """--symbol/--clock/--order/--levels for commands that read DATA."""
+    for opt in reversed([
+        click.option("--symbol", default=None,
+                     help="Capture: the symbol to read (default: the capture's only one)."),
+        click.option("--clock", type=click.Choice(["receive", "exchange"]), default=None,
+                     help="Capture: tick time from the receive clock (default) or the "
+                          "exchange's (spot bookTicker has none: receive time + offset)."),
+        click.option("--order", type=click.Choice(["error", "clamp", "drop"]), default=None,
+                     help="Times going backwards: error (default), clamp or drop (counted)."),
+        click.option("--levels", type=click.IntRange(1, 100), default=None,
+                     help="Capture: book levels summed into the depths (default 5)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _ticks(data: str, symbol: str | None, clock: str | None, order: str | None,
+           levels: int | None):  # type: ignore[no-untyped-def]
+    from deepseek.finance.training import load_ticks
+
+    return load_ticks(data, symbol=symbol, clock=clock, order=order, levels=levels)
 
 
 @finance.command("info")
@@ -48,6 +73,65 @@ def info(as_json: bool) -> None:
             click.echo(f"deepseek-finance {__version__}")
             for kind, names in plugin.registered.items():
                 click.echo(f"  {kind}s: {', '.join(names) or '(none)'}")
+
+
+@finance.command("inspect")
+@click.argument("capture", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@capture_options
+@click.option("--book", "show_book", type=int, default=5, show_default=True,
+              help="Print this many levels of the rebuilt book at the end (0: none).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect_cmd(capture: Path, symbol: str | None, clock: str | None, order: str | None,
+                levels: int | None, show_book: int, as_json: bool) -> None:
+    """Read CAPTURE once: records by kind and symbol, both clocks and their offset, times
+    out of order, the order book rebuilt from snapshot + diffs (gaps, resyncs, agreement
+    with bookTicker) and the ticks it makes."""
+    import numpy as np
+
+    from deepseek.finance.ticks import DEFAULT_LEVELS, CaptureTicks
+
+    ct = CaptureTicks(capture, symbol=symbol, clock=clock or "receive", order=order or "error",
+                      levels=levels or DEFAULT_LEVELS)
+    ticks = ct.to_array()
+    st = ct.stats
+    r = st["reader"]
+    both = ticks[ticks["exch_ns"] >= 0]
+    offset = (float(np.median(both["exch_ns"] - both["recv_ns"])) / 1e6
+              if len(both) and (both["recv_ns"] >= 0).all() else None)
+    span = (int(ticks["time_ns"][-1]) - int(ticks["time_ns"][0])) / 1e9
+    bids, asks = ct.book.levels(show_book) if ct.book.live and show_book else ([], [])
+    out = {"capture": str(capture), "ticks": len(ticks), "span_s": round(span, 3),
+           "ticks_with_exchange_time": len(both),
+           "exchange_minus_receive_ms_median": None if offset is None else round(offset, 3),
+           **st, "book_top": {"bids": bids, "asks": asks}}
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    click.echo(f"{capture}: {r['lines']} lines, {span:.1f} s; records {r['records']}; "
+               f"symbols {r['symbols']}; other symbols skipped {r['other_symbols']}; "
+               f"ignored {r['ignored'] or 'none'}")
+    click.echo(f"clock: {r['clock']} (order={r['order']}: {r['out_of_order']} out of order, "
+               f"{r['clamped']} clamped, {r['dropped']} dropped, {r['time_estimated']} "
+               "estimated exchange times)"
+               + ("" if offset is None else f"; exchange - receive median {offset:.1f} ms"))
+    b = st["book"]
+    click.echo(f"book: {'in sync' if b['live'] else 'NOT in sync'}; {b['snapshots']} "
+               f"snapshot(s), {b['applied']} diffs applied, {b['stale']} stale, "
+               f"{b['buffered']} buffered before the snapshot, {b['gaps']} gap(s), "
+               f"{b['resyncs']} resync(s); {b['bid_levels']} bid / {b['ask_levels']} ask levels")
+    c = st["ticker_check"]
+    if c["compared"]:
+        click.echo(f"book vs bookTicker: best prices agree on {c['agree']}/{c['compared']} "
+                   f"({c['agreement']:.2%}) diffs; same update ID {c['same_id_agree']}/"
+                   f"{c['same_id_compared']} exactly")
+    else:
+        click.echo("book vs bookTicker: nothing to compare (no book in sync, or no bookTicker)")
+    t = st["ticks"]
+    click.echo(f"ticks: {t['emitted']} ({t['trades']} trades); {t['unchanged']} records changed "
+               f"nothing; {t['without_book_depth']} without book depth; top of book from "
+               f"{'bookTicker' if t['from_ticker_top'] else 'the book'}")
+    for (bp, bq), (ap, aq) in zip(bids, asks):
+        click.echo(f"  {bq:>14.6g} @ {bp:<14.10g} | {ap:>14.10g} x {aq:<14.6g}")
 
 
 @finance.command("generate")
@@ -70,42 +154,78 @@ def generate(out: Path, n: int, seed: int, as_json: bool) -> None:
 
 @finance.command("train")
 @click.argument("data")
+@capture_options
 @click.option("--model", default="tick-mlp", show_default=True,
-              help="Any registered model that takes [N, 16] tick features or [N, T, 16] "
+              help="Any registered model that takes [N, 17] tick features or [N, T, 17] "
                    "sequences and returns 3 class scores per tick (tick-mlp, tick-gru, ...).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Output folder: model.safetensors + model.json (+ checkpoints/).")
+              help="Output folder: model.safetensors + model.json + report.json "
+                   "(+ checkpoints/).")
 @click.option("--epochs", type=int, default=6, show_default=True)
-@click.option("--horizon", type=int, default=10, show_default=True,
+@click.option("--horizon", type=click.IntRange(1), default=10, show_default=True,
               help="Label horizon in ticks.")
-@click.option("--threshold", type=float, default=0.0, show_default=True,
+@click.option("--threshold", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Relative mid move that counts as up/down.")
+@click.option("--costs", is_flag=True,
+              help="Cost-aware labels: a move must also exceed the spread and two fees.")
+@click.option("--fee-bps", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Taker fee per side in basis points (with --costs).")
+@click.option("--split", "fractions", default="0.6,0.2,0.2", show_default=True,
+              help="Train,validation,test fractions in time order.")
+@click.option("--class-weights", is_flag=True, help="Weigh the loss by inverse class "
+              "frequency.")
+@click.option("--no-calibrate", is_flag=True, help="Decide by arg-max, without the up/down "
+              "offsets fitted on validation.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--accum-steps", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (default: text).")
-def train_cmd(data: str, model: str, out: Path, epochs: int, horizon: int, threshold: float,
-              batch_size: int, lr: float, accum_steps: int, seed: int, as_json: bool) -> None:
-    """Train a tick classifier on DATA through the core Trainer; report held-out metrics
-    beside the majority-class baseline."""
-    from deepseek.finance.training import load_ticks, train
+def train_cmd(data: str, symbol: str | None, clock: str | None, order: str | None,
+              levels: int | None, model: str, out: Path, epochs: int, horizon: int,
+              threshold: float, costs: bool, fee_bps: float, fractions: str,
+              class_weights: bool, no_calibrate: bool, batch_size: int, lr: float,
+              accum_steps: int, seed: int, as_json: bool) -> None:
+    """Train a tick classifier on DATA through the core Trainer, split in time (train,
+    validation picks the epoch, test reported once, a horizon's gap between them); report
+    test accuracy, macro F1 and directional hit rate beside the majority, persistence and
+    queue-imbalance baselines on the same test span, and say whether the model beats them."""
+    from deepseek.finance.errors import FinanceError
+    from deepseek.finance.training import SKILL_COLUMNS, train
     from deepseek.loader import save_model
 
-    ticks = load_ticks(data)
+    try:
+        parts = tuple(float(x) for x in fractions.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{fractions!r}: give three numbers, e.g. 0.6,0.2,0.2",
+                                 param_hint="--split") from None
+    ticks = _ticks(data, symbol, clock, order, levels)
+    if len(parts) != 3:
+        raise FinanceError(f"--split {fractions}: give three fractions, e.g. 0.6,0.2,0.2")
     res = train(ticks, model, epochs=epochs, horizon=horizon, threshold=threshold,
+                costs=costs, fee_bps=fee_bps, fractions=parts,  # type: ignore[arg-type]
+                class_weights=class_weights, calibrate_offsets=not no_calibrate,
                 batch_size=batch_size, lr=lr, accum_steps=accum_steps, seed=seed,
                 checkpoint_dir=out / "checkpoints")
     path = save_model(res.model, out / "model.safetensors", architecture=model,
                       config=res.config)
+    report = {"model": str(path), "data": data, "ticks": len(ticks), "split": res.split,
+              "test": res.metrics, "baselines": res.baselines, "validation": res.validation,
+              "beats_baselines": res.beats_baselines, "verdict": res.verdict()}
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     if as_json:
-        click.echo(json.dumps({"model": str(path), "held_out": res.metrics}, indent=2))
+        click.echo(json.dumps(report, indent=2, default=float))
         return
     m = res.metrics
     click.echo(f"model: {path}")
-    click.echo(f"held out ({int(m['val_ticks'])} ticks): accuracy {m['accuracy']:.4f}, macro F1 "
-               f"{m['macro_f1']:.4f}; majority baseline accuracy {m['majority_baseline']:.4f}, "
-               f"macro F1 {m['majority_baseline_macro_f1']:.4f}")
+    click.echo(f"test span: {int(m['test_ticks'])} ticks (train {int(m['train_ticks'])}, "
+               f"validation {int(m['val_ticks'])}, gaps of {horizon}); labels: mid move over "
+               f"{horizon} ticks{', net of spread and fees' if costs else ''}")
+    widths = [16, 9, 9, 9, 7]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(SKILL_COLUMNS, widths)))
+    for row in res.table():
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    click.echo(res.verdict())
 
 
 @finance.command("evaluate")
@@ -115,8 +235,9 @@ def train_cmd(data: str, model: str, out: Path, epochs: int, horizon: int, thres
               help="(N,) labels 0 (down), 1 (flat), 2 (up).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def evaluate_cmd(pred_path: Path, ref_path: Path, as_json: bool) -> None:
-    """Accuracy and macro F1 of down/flat/up predictions, beside the majority baseline (the
-    registered metric tick-classification, as `deepseek evaluate` computes it)."""
+    """Accuracy, macro F1, directional hit rate and calls of down/flat/up predictions, beside
+    the majority baseline (the registered metric tick-classification, as `deepseek evaluate`
+    computes it)."""
     from deepseek.evaluation import evaluate_files
 
     res = evaluate_files("tick-classification", pred_path, ref_path)
@@ -142,21 +263,44 @@ def _fastpath(model: str, trust_pickle: bool):
               help="Registry name or model file (safetensors + JSON config).")
 @click.option("--busy-poll", is_flag=True, help="Spin on a non-blocking socket (lowest "
               "latency, uses a whole core).")
+@click.option("--time-window-s", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Reject ticks whose time is further than this from the server's clock "
+                   "(0: no check, to replay recorded ticks).")
+@click.option("--max-jump", type=click.FloatRange(0, min_open=True), default=0.10,
+              show_default=True, help="Largest relative mid move from the last accepted tick.")
+@click.option("--size-jump", type=click.FloatRange(0, min_open=True), default=1000.0,
+              show_default=True, help="Largest size, as a multiple of the mean book depth.")
+@click.option("--max-gap-s", type=click.FloatRange(0, min_open=True), default=300.0,
+              show_default=True, help="Largest time step after the last accepted tick.")
+@click.option("--confirm", type=click.IntRange(1), default=3, show_default=True,
+              help="Consecutive agreeing jump ticks that make a new regime (state reset).")
 @click.option("--max-ticks", type=int, default=None, help="Stop after this many datagrams.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled model file.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the final counters as JSON (default: text).")
-def serve(address: str, model: str, busy_poll: bool, max_ticks: int | None,
+def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_jump: float,
+          size_jump: float, max_gap_s: float, confirm: int, max_ticks: int | None,
           duration: float | None, trust_pickle: bool, as_json: bool) -> None:
-    """Answer tick datagrams with decisions (see deepseek.finance.feed for the layout)."""
-    from deepseek.finance.feed import FeedServer, parse_address
+    """Answer tick datagrams with decisions (see deepseek.finance.feed for the layout).
+
+    Every field of a tick is validated; a rejected tick is answered with its status and
+    never touches the state. SIGHUP (or a reset datagram) clears the state; SIGTERM stops.
+    """
+    from deepseek.finance.feed import FeedServer, Limits, parse_address
 
     host, port = parse_address(address)
-    server = FeedServer(_fastpath(model, trust_pickle), host, port, busy_poll=busy_poll)
+    limits = Limits(max_jump=max_jump, size_jump=size_jump, max_gap_s=max_gap_s,
+                    time_window_s=time_window_s, confirm=confirm)
+    server = FeedServer(_fastpath(model, trust_pickle), host, port, busy_poll=busy_poll,
+                        limits=limits)
     click.echo(f"serving {model} on udp://{server.address[0]}:{server.address[1]}"
-               f"{' (busy-poll)' if busy_poll else ''}; Ctrl-C stops", err=True)
+               f"{' (busy-poll)' if busy_poll else ''}"
+               f"{'; no clock window' if not time_window_s else ''}; SIGHUP resets the "
+               "state, Ctrl-C stops", err=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: server.request_reset())
     try:
         server.serve_forever(max_ticks=max_ticks, duration=duration)
     except KeyboardInterrupt:
@@ -170,6 +314,7 @@ def serve(address: str, model: str, busy_poll: bool, max_ticks: int | None,
 
 @finance.command("replay")
 @click.argument("data")
+@capture_options
 @click.option("--udp", "address", default="127.0.0.1:9999", show_default=True)
 @click.option("--limit", type=int, default=None, help="Send at most this many ticks.")
 @click.option("--warmup", type=int, default=1000, show_default=True,
@@ -178,17 +323,21 @@ def serve(address: str, model: str, busy_poll: bool, max_ticks: int | None,
               help="Seconds to wait for each answer.")
 @click.option("--busy-poll", is_flag=True, help="Spin while waiting for answers.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (default: text).")
-def replay_cmd(data: str, address: str, limit: int | None, warmup: int, timeout: float,
-               busy_poll: bool, as_json: bool) -> None:
-    """Replay DATA to a feed server tick by tick and report the round trip per tick (JSON)."""
+def replay_cmd(data: str, symbol: str | None, clock: str | None, order: str | None,
+               levels: int | None, address: str, limit: int | None, warmup: int,
+               timeout: float, busy_poll: bool, as_json: bool) -> None:
+    """Replay DATA to a feed server tick by tick and report the round trip per tick. Ticks
+    keep their recorded times: serve with --time-window-s 0 to accept them."""
     from deepseek.finance.feed import parse_address, replay
-    from deepseek.finance.training import load_ticks
 
     host, port = parse_address(address)
-    res = replay(load_ticks(data), host, port, timeout=timeout, warmup=warmup, limit=limit,
-                 busy_poll=busy_poll)
+    res = replay(_ticks(data, symbol, clock, order, levels), host, port, timeout=timeout,
+                 warmup=warmup, limit=limit, busy_poll=busy_poll)
     click.echo(json.dumps(res, indent=2) if as_json else
                "\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
                          for k, v in res.items()))
+    if res["statuses"].get("clock_skew"):
+        click.echo("hint: the server rejected recorded times as far from its clock; start it "
+                   "with --time-window-s 0 to replay recorded data", err=True)
     if res["lost"]:
         raise SystemExit(1)

@@ -1,17 +1,25 @@
-"""Labels, data sets and training of the tick models through the core Trainer.
+"""Labels, time splits, baselines and training of the tick models through the core Trainer.
 
-Label of tick i: the relative mid-price change over the next ``horizon`` ticks,
-``(mid[i + h] - mid[i]) / mid[i]``: class 2 (up) above ``+threshold``, 0 (down) below
-``-threshold``, 1 (flat) otherwise -- the three-class target of the limit-order-book
-literature. The last ``horizon`` ticks have no label and are dropped. Splits are
-chronological (train on the past, validate on the future) so that quality is measured on
-ticks the model did not train on.
+Label of tick i: the relative mid-price move over the next ``horizon`` ticks,
+``(mid[i + h] - mid[i]) / mid[i]``: class 2 (up) above the hurdle, 0 (down) below minus the
+hurdle, 1 (flat) otherwise. The hurdle is ``threshold``, plus, with ``costs=True``, the
+tick's relative spread and two taker fees (``fee_bps`` each): a move only counts when
+crossing the spread both ways and paying the fees would have been repaid. The last
+``horizon`` ticks have no label.
+
+Splits are by time (:func:`time_split`): train, validation (picks the epoch), test
+(reported once), with ``horizon`` ticks left out between them so that no label looks into
+the next part. On the test span the model is reported beside three baselines fitted on the
+training part only (:func:`baselines`): the training majority class, persistence (the last
+completed move, ``y[i - h]``, known at tick i) and a queue-imbalance rule (up above +theta,
+down below -theta, theta chosen on the training part).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +29,120 @@ import torch
 from deepseek.finance.errors import FinanceError
 from deepseek.finance.features import FEATURE_NAMES, N_FEATURES, batch_features
 from deepseek.finance.metrics import classification as evaluate
+from deepseek.finance.metrics import skill
 
 log = logging.getLogger(__name__)
 
+IMBALANCE = FEATURE_NAMES.index("imbalance")
 
-def labels(ticks: np.ndarray, horizon: int = 10, threshold: float = 0.0) -> np.ndarray:
+
+def labels(ticks: np.ndarray, horizon: int = 10, threshold: float = 0.0, *,
+           costs: bool = False, fee_bps: float = 0.0) -> np.ndarray:
     """Classes 0/1/2 (down/flat/up) for all but the last ``horizon`` ticks."""
     if horizon < 1:
         raise FinanceError(f"horizon must be >= 1 tick, got {horizon}")
+    if threshold < 0 or fee_bps < 0:
+        raise FinanceError("threshold and fee_bps must be >= 0")
+    if len(ticks) <= horizon:
+        raise FinanceError(f"{len(ticks)} ticks: none has a label {horizon} ticks ahead")
     mid = (ticks["bid"] + ticks["ask"]) * 0.5
     r = (mid[horizon:] - mid[:-horizon]) / mid[:-horizon]
+    hurdle = np.full(len(r), float(threshold))
+    if costs:
+        spread = (ticks["ask"] - ticks["bid"])[:-horizon] / mid[:-horizon]
+        hurdle = hurdle + spread + 2.0 * fee_bps * 1e-4
     out = np.ones(len(r), dtype=np.int64)
-    out[r > threshold] = 2
-    out[r < -threshold] = 0
+    out[r > hurdle] = 2
+    out[r < -hurdle] = 0
     return out
+
+
+def time_split(n: int, horizon: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+               ) -> tuple[slice, slice, slice]:
+    """Train / validation / test slices over ``n`` labelled ticks in time order, with
+    ``horizon`` ticks left out after train and after validation."""
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise FinanceError(f"fractions {fractions}: give three positive parts summing to 1")
+    a = int(n * fractions[0])
+    b = int(n * (fractions[0] + fractions[1]))
+    tr, va, te = slice(0, a), slice(a + horizon, b), slice(b + horizon, n)
+    if min(a, b - a - horizon, n - b - horizon) < 10 * horizon:
+        raise FinanceError(f"{n} labelled ticks are too few to split in time with horizon "
+                           f"{horizon}; give at least a few thousand")
+    return tr, va, te
+
+
+def baselines(feats: np.ndarray, y: np.ndarray, horizon: int, train: slice,
+              test: slice) -> dict[str, dict[str, float]]:
+    """Skill of the three baselines on ``test``, fitted on ``train`` only."""
+    majority = int(np.bincount(y[train], minlength=3).argmax())
+    out = {"majority": skill(np.full(test.stop - test.start, majority), y[test])}
+    idx = np.arange(test.start, test.stop)
+    out["persistence"] = skill(y[idx - horizon], y[test])
+    imb = feats[:, IMBALANCE].astype(np.float64)
+    best_theta, best_f1 = 0.0, -1.0
+    for theta in np.unique(np.round(np.quantile(np.abs(imb[train]),
+                                                np.linspace(0, 0.95, 20)), 6)):
+        f1 = skill(_imbalance_rule(imb[train], theta), y[train])["macro_f1"]
+        if f1 > best_f1:
+            best_theta, best_f1 = float(theta), f1
+    out["queue_imbalance"] = skill(_imbalance_rule(imb[test], best_theta), y[test])
+    out["queue_imbalance"]["theta"] = best_theta
+    return out
+
+
+def shift(logits: np.ndarray, offsets: tuple[float, float]) -> np.ndarray:
+    """Logits with ``offsets`` (down, up) added to the down and up classes."""
+    out = np.array(logits, dtype=np.float64, copy=True)
+    out[:, 0] += offsets[0]
+    out[:, 2] += offsets[1]
+    return out
+
+
+OFFSET_GRID = np.linspace(-4.0, 4.0, 33)
+
+
+def calibrate(logits: np.ndarray, y: np.ndarray,
+              grid: np.ndarray = OFFSET_GRID) -> tuple[float, float]:
+    """The offsets of the down and up logits (relative to flat) that maximise macro F1 on
+    (validation) ``logits``/``y``: the decision rule is fitted where the epoch is chosen,
+    never on the test span."""
+    from deepseek.finance.metrics import macro_f1_counts
+
+    d = np.asarray(logits, dtype=np.float64)
+    down, flat, up = d[:, 0] - d[:, 1], 0.0, d[:, 2] - d[:, 1]
+    best, best_f1 = (0.0, 0.0), -1.0
+    for od in grid:
+        sd = down + od
+        for ou in grid:
+            su = up + ou
+            pred = np.where((su > sd) & (su > flat), 2, np.where(sd > flat, 0, 1))
+            f1 = macro_f1_counts(pred, y)
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = (float(od), float(ou)), f1
+    return best
+
+
+def _fold_offsets(net: torch.nn.Module, offsets: tuple[float, float], name: str) -> None:
+    """Add the calibrated offsets to the bias of the model's last layer, so the saved model
+    (and the fast path compiled from it) decides with them."""
+    if offsets == (0.0, 0.0):
+        return
+    last = getattr(net, "head", None)
+    if last is None:
+        linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+        last = linears[-1] if linears else None
+    if not isinstance(last, torch.nn.Linear) or last.out_features != 3 or last.bias is None:
+        log.warning("%s has no 3-output last Linear layer with a bias: the calibrated offsets "
+                    "%s are not folded in", name, offsets)
+        return
+    with torch.no_grad():
+        last.bias[0] += offsets[0]
+        last.bias[2] += offsets[1]
+
+
+def _imbalance_rule(imb: np.ndarray, theta: float) -> np.ndarray:
+    return np.where(imb > theta, 2, np.where(imb < -theta, 0, 1))
 
 
 @dataclass
@@ -44,42 +152,84 @@ class TrainResult:
     config: dict[str, Any]
     metrics: dict[str, float]
     history: list[dict[str, Any]]
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_baseline(self) -> tuple[str, float]:
+        name = max(self.baselines, key=lambda k: self.baselines[k]["macro_f1"])
+        return name, self.baselines[name]["macro_f1"]
+
+    @property
+    def beats_baselines(self) -> bool:
+        return bool(self.baselines) and self.metrics["macro_f1"] > self.best_baseline[1]
+
+    def verdict(self) -> str:
+        name, f1 = self.best_baseline
+        m = self.metrics["macro_f1"]
+        if m > f1:
+            return f"the model beats every baseline on test macro F1 ({m:.4f} > {name} {f1:.4f})"
+        return (f"the model does NOT beat the {name} baseline on test macro F1 ({m:.4f} <= "
+                f"{f1:.4f})")
+
+    def table(self) -> list[list[Any]]:
+        rows = [[self.architecture, *_row(self.metrics)]]
+        rows += [[name, *_row(m)] for name, m in self.baselines.items()]
+        return rows
+
+
+def _row(m: dict[str, float]) -> list[Any]:
+    hit = m.get("hit_rate")
+    return [round(m["accuracy"], 4), round(m["macro_f1"], 4),
+            "-" if hit is None or hit != hit else round(hit, 4), round(m["calls"], 4)]
+
+
+SKILL_COLUMNS = ["predictor", "accuracy", "macro F1", "hit rate", "calls"]
 
 
 def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
-          threshold: float = 0.0, epochs: int = 6, batch_size: int = 256, lr: float = 2e-3,
-          val_fraction: float = 0.2, seq_len: int = 64, seed: int = 0,
-          checkpoint_dir: str | Path | None = None, progress: bool | None = None,
-          accum_steps: int = 1, **config: Any) -> TrainResult:
-    """Train ``model`` on ``ticks``; returns the model and held-out metrics.
+          threshold: float = 0.0, costs: bool = False, fee_bps: float = 0.0,
+          epochs: int = 6, batch_size: int = 256, lr: float = 2e-3,
+          fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seq_len: int = 64,
+          seed: int = 0, checkpoint_dir: str | Path | None = None,
+          progress: bool | None = None, accum_steps: int = 1, class_weights: bool = False,
+          calibrate_offsets: bool = True, **config: Any) -> TrainResult:
+    """Train ``model`` on ``ticks`` split in time; returns the model, its test skill and the
+    baselines' on the same test span.
 
     ``model`` is any registered model whose declared input is the feature vector of a tick
-    (``[N, 16]``, like ``tick-mlp``) or a sequence of them (``[N, T, 16]``, like
+    (``[N, 17]``, like ``tick-mlp``) or a sequence of them (``[N, T, 17]``, like
     ``tick-gru``) and whose output is 3 class scores per tick. Models with ``mean``/``std``
     buffers get them set from the training features (so the saved model standardises its
-    own input); others see the raw features. ``config`` overrides the model's defaults."""
+    own input); others see the raw features. With ``calibrate_offsets`` (default) the down
+    and up logits get the offsets that maximise validation macro F1 (:func:`calibrate`),
+    folded into the last layer's bias; the epoch with the best (calibrated) validation macro
+    F1 is kept. ``class_weights`` weighs the loss by inverse class frequency. ``config``
+    overrides the model's defaults."""
     from torch.utils.data import TensorDataset
 
     from deepseek.train import Trainer
 
     sequence = task_mode(model)
-    if len(ticks) < 10 * (horizon + seq_len):
-        raise FinanceError(f"{len(ticks)} ticks are too few to train on with horizon {horizon}; "
-                           "give at least a few thousand")
     torch.manual_seed(seed)
-    feats = batch_features(ticks)[:-horizon]
-    y = labels(ticks, horizon, threshold)
-    split = int(len(y) * (1 - val_fraction))
-    # no leakage across the split: the last training label looks `horizon` ticks ahead
-    x_tr, y_tr = feats[:split - horizon], y[:split - horizon]
-    x_va, y_va = feats[split:], y[split:]
+    y = labels(ticks, horizon, threshold, costs=costs, fee_bps=fee_bps)
+    feats = batch_features(ticks)[:len(y)]
+    tr, va, te = time_split(len(y), horizon, fractions)
+    if len(y[tr]) < 10 * seq_len:
+        raise FinanceError(f"{len(y[tr])} training ticks are too few for sequences of "
+                           f"{seq_len}; give more ticks")
+    x_tr, y_tr = feats[tr], y[tr]
+    x_va, y_va = feats[va], y[va]
     mean = x_tr.mean(0)
     std = x_tr.std(0)
     std[std < 1e-6] = 1.0
     counts = np.bincount(y_tr, minlength=3)
-    weight = torch.tensor(len(y_tr) / (3 * np.maximum(counts, 1)), dtype=torch.float32)
-    log.info("training %s on %d ticks, validating on %d; train classes down/flat/up = %s",
-             model, len(y_tr), len(y_va), counts.tolist())
+    weight = torch.tensor(len(y_tr) / (3 * np.maximum(counts, 1)), dtype=torch.float32) \
+        if class_weights else None
+    log.info("training %s on %d ticks, validating on %d, testing on %d; train classes "
+             "down/flat/up = %s", model, len(y_tr), len(y_va), te.stop - te.start,
+             counts.tolist())
 
     from deepseek.loader import build_registered
 
@@ -117,14 +267,20 @@ def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
     else:
         log.info("%s has no mean/std buffers: it is fed the raw features", model)
 
+    best: dict[str, Any] = {"f1": -1.0, "state": None, "metrics": {}, "offsets": (0.0, 0.0)}
+
     def eval_fn(m: torch.nn.Module, data: Any) -> dict[str, float]:
         m.eval()
         with torch.no_grad():
-            xs = data.tensors[0]
-            logits = m(xs).numpy()
+            logits = m(data.tensors[0]).numpy().reshape(-1, 3)
         m.train()
-        return {f"val_{k}": v for k, v in evaluate(logits.reshape(-1, 3),
-                                                   data.tensors[1].numpy().reshape(-1)).items()}
+        yv = data.tensors[1].numpy().reshape(-1)
+        offsets = calibrate(logits, yv) if calibrate_offsets else (0.0, 0.0)
+        res = {f"val_{k}": v for k, v in evaluate(shift(logits, offsets), yv).items()}
+        if res["val_macro_f1"] > best["f1"]:
+            best.update(f1=res["val_macro_f1"], state=copy.deepcopy(m.state_dict()),
+                        metrics=res, offsets=offsets)
+        return res
 
     trainer = Trainer(net, torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4),
                       loss_fn=loss_fn, step_fn=step_fn, accum_steps=accum_steps,
@@ -133,18 +289,29 @@ def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
     history = trainer.fit(ds, epochs=epochs, batch_size=max(8, batch_size // seq_len)
                           if sequence else batch_size, val_data=val, eval_fn=eval_fn,
                           best_metric="val_macro_f1", mode="max")
-    if checkpoint_dir is not None and (Path(checkpoint_dir) / "best").is_dir():
-        trainer.load_checkpoint(Path(checkpoint_dir) / "best")
+    if best["state"] is not None:
+        net.load_state_dict(best["state"])
+    if calibrate_offsets:
+        _fold_offsets(net, best["offsets"], model)
     net.eval()
     with torch.no_grad():
         if not sequence:
-            logits = net(torch.from_numpy(x_va)).numpy()
-        else:  # one pass over the whole validation stream, state carried
-            logits = net(torch.from_numpy(x_va)[None]).numpy()[0]
-    metrics = evaluate(logits, y_va)
+            logits = net(torch.from_numpy(feats[te])).numpy()
+        else:  # one pass from the start of validation, state carried; keep the test rows
+            run = net(torch.from_numpy(feats[va.start:te.stop])[None]).numpy()[0]
+            logits = run[te.start - va.start:]
+    metrics = skill(logits, y[te])
     metrics.update(train_ticks=float(len(y_tr)), val_ticks=float(len(y_va)),
-                   horizon=float(horizon))
-    return TrainResult(net, model, cfg, metrics, history)
+                   test_ticks=float(te.stop - te.start), horizon=float(horizon))
+    split = {"train": [tr.start, tr.stop], "validation": [va.start, va.stop],
+             "test": [te.start, te.stop], "gap": horizon,
+             "test_time_ns": [int(ticks["time_ns"][te.start]),
+                              int(ticks["time_ns"][te.stop - 1])],
+             "labels": {"horizon_ticks": horizon, "threshold": threshold, "costs": costs,
+                        "fee_bps": fee_bps}}
+    return TrainResult(net, model, cfg, metrics, history,
+                       baselines=baselines(feats, y, horizon, tr, te),
+                       validation=best["metrics"], split=split)
 
 
 #: what training feeds a model: one tick's features, or a sequence of them
@@ -175,12 +342,26 @@ def _check_outputs(net: torch.nn.Module, name: str, sequence: bool) -> None:
                            f"(shape {list(want)} for this input); it returned {got}")
 
 
+CAPTURE_OPTIONS = ("symbol", "clock", "order", "levels", "top")
+
+
 def load_ticks(source: str | Path, **options: Any) -> np.ndarray:
     """Ticks from any registered tick reader: ``deepseek.open(source, kind="ticks")`` (a CSV,
-    a Binance capture, ``synthetic:?n=N&seed=S`` ...)."""
+    a Binance capture, ``synthetic:?n=N&seed=S`` ...). Options left at None are not passed;
+    capture options (symbol, clock, order, levels, top) given for a source that is not a
+    capture are an error that says so."""
     from deepseek.readers import open as open_source
+    from deepseek.readers import resolve
 
-    return open_source(str(source), kind="ticks", **options)
+    opts = {k: v for k, v in options.items() if v is not None}
+    if opts:
+        name = resolve(str(source), "ticks").name
+        allowed = {"binance": CAPTURE_OPTIONS, "ticks-csv": ("order",)}.get(name, ())
+        wrong = sorted(set(opts) - set(allowed))
+        if wrong:
+            raise FinanceError(f"{source}: option(s) {', '.join(wrong)} do not apply to the "
+                               f"{name} reader (options for it: {', '.join(allowed) or 'none'})")
+    return open_source(str(source), kind="ticks", **opts)
 
 
 FEATURES = FEATURE_NAMES
