@@ -151,7 +151,7 @@ def _risk_config(path, trials, **extra):
     return path
 
 
-def _workers_share_a_study(url, tmp_path, trials=8):
+def _workers_share_a_study(url, tmp_path, trials=4):
     """Start the study, then two `deepseek tune worker` processes on it."""
     cfg = TuneConfig.load(_risk_config(tmp_path / "risk.yaml", trials))
     open_study(cfg, url, "shared")

@@ -40,7 +40,7 @@ def test_targets_peak_at_the_centre():
 
 
 def test_training_steps_lower_the_loss(tmp_path):
-    res = train_detector(tmp_path, n_patches=16, epochs=4, batch_size=8, val_scans=0,
+    res = train_detector(tmp_path, n_patches=16, epochs=3, batch_size=8, val_scans=0,
                          workers=1, base=4, lr=5e-3, progress=False)
     losses = [h["train_loss"] for h in res["history"]]
     assert losses[-1] < losses[0], losses
@@ -48,9 +48,9 @@ def test_training_steps_lower_the_loss(tmp_path):
     m = ModelLoader.load(tmp_path / "model.safetensors")
     assert m.architecture == "lung-nodule-attention" and m.config == {"base": 4}
     # resume continues from the last checkpoint
-    res2 = train_detector(tmp_path, n_patches=16, epochs=5, batch_size=8, val_scans=0,
+    res2 = train_detector(tmp_path, n_patches=16, epochs=4, batch_size=8, val_scans=0,
                           workers=1, base=4, progress=False, resume=True)
-    assert [h["epoch"] for h in res2["history"]] == [1, 2, 3, 4, 5]
+    assert [h["epoch"] for h in res2["history"]] == [1, 2, 3, 4]
     # --init fine-tunes from those weights in a fresh run; wrong-sized weights are refused
     first = ModelLoader.load(tmp_path / "model.safetensors").module.state_dict()
     res3 = train_detector(tmp_path / "ft", n_patches=8, epochs=1, batch_size=8, val_scans=0,
@@ -140,7 +140,7 @@ def test_cli_detect_and_evaluate(tmp_path):
                        slice_step=2.5, n_nodules=3, diameters=(8.0, 14.0))
     runner = CliRunner()
     res = runner.invoke(build_cli(), ["medical", "detect", str(ph.out_dir), "--out",
-                                      str(tmp_path / "r.csv"), "--tta-top", "4", "--window",
+                                      str(tmp_path / "r.csv"), "--tta-top", "0", "--window",
                                       "64"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(build_cli(), ["medical", "evaluate", "--ref",
@@ -148,11 +148,12 @@ def test_cli_detect_and_evaluate(tmp_path):
                                       "--json", "--bootstrap", "0"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["max_sensitivity"] == 1.0
-    # the same scan as NIfTI gives the same detections
-    read_volume(ph.out_dir).save(tmp_path / "ct.nii.gz")
-    res = runner.invoke(build_cli(), ["medical", "detect", str(tmp_path / "ct.nii.gz"),
-                                      "--json", "--tta-top", "0", "--window", "64"])
-    assert res.exit_code == 0 and len(json.loads(res.output)["candidates"]) >= 3
+    # the same scan as NIfTI is the same volume in the same world (so the same detections)
+    dicom = read_volume(ph.out_dir)
+    dicom.save(tmp_path / "ct.nii.gz")
+    nifti = read_volume(tmp_path / "ct.nii.gz")
+    assert np.array_equal(nifti.array, dicom.array)
+    assert np.allclose(nifti.affine, dicom.affine, atol=1e-4)
 
 
 def test_detector_on_a_volume_without_lungs():
