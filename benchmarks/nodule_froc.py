@@ -82,6 +82,7 @@ def main() -> None:
               f"{det.timings['total']:.1f} s", file=sys.stderr)
     r = froc(ann, res, scans=scans, bootstrap=1000)
     r_plain = froc(ann, res_plain, scans=scans, bootstrap=0)
+    r_exact = froc(ann, res, scans=scans, bootstrap=0, reading="exact")
     by1 = sensitivity_by_size_at(ann, res, 1.0, scans=scans)
     by8 = sensitivity_by_size_at(ann, res, 8.0, scans=scans)
     kinds = {}
@@ -103,6 +104,8 @@ def main() -> None:
     results = {
         "scans": n_scans, "seed0": args.seed0, "tta_top": det.tta_top, "nodules": len(ann),
         "cpm": round(r.cpm, 4), "cpm_without_tta": round(r_plain.cpm, 4),
+        "protocol": "the official script's (100 marks per scan, its FP-rate grid)",
+        "cpm_read_at_exact_rates": round(r_exact.cpm, 4),
         "sensitivity_at_fps_without_tta": {f"{k:g}": round(v, 4)
                                            for k, v in r_plain.sensitivities.items()},
         "cpm_ci95": [round(v, 4) for v in r.ci95] if r.ci95 else None,

@@ -147,7 +147,7 @@ def test_cli_detect_and_evaluate(tmp_path):
                                       str(ph.annotations), "--pred", str(tmp_path / "r.csv"),
                                       "--json", "--bootstrap", "0"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["max_sensitivity"] == 1.0
+    assert json.loads(res.stdout)["max_sensitivity"] == 1.0
     # the same scan as NIfTI is the same volume in the same world (so the same detections)
     dicom = read_volume(ph.out_dir)
     dicom.save(tmp_path / "ct.nii.gz")

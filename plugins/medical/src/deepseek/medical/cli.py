@@ -202,20 +202,31 @@ def detect(path: str, out: Path | None, as_json: bool, threshold: float,
 @click.option("--excluded", type=click.Path(exists=True, path_type=Path), default=None,
               help="annotations_excluded.csv: hits on these count as neither TP nor FP.")
 @click.option("--series", "series_file", type=click.Path(exists=True, path_type=Path),
-              default=None, help="A file listing every evaluated seriesuid, one per line "
-              "(default: those in the annotations and results).")
-@click.option("--bootstrap", type=int, default=1000, show_default=True)
+              default=None, help="seriesuids.csv: every evaluated seriesuid, one per line, "
+              "the FP-rate divisor (default: those in the annotations and results, with a "
+              "warning).")
+@click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True)
+@click.option("--reading", type=click.Choice(["luna16", "exact"]), default="luna16",
+              show_default=True, help="Sensitivities read on the official script's grid of "
+              "FP rates, or at exactly 1/8 .. 8 FPs per scan.")
+@click.option("--max-marks", type=click.IntRange(0), default=100, show_default=True,
+              help="Candidates counted per scan, the most probable (0: all).")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="FROC curve PNG.")
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(pred_path: Path, ref_path: Path, excluded: Path | None, series_file: Path | None,
-             bootstrap: int, plot: Path | None, as_json: bool) -> None:
-    """Score a LUNA16 results CSV with the FROC / CPM protocol (the registered metric
-    luna16-froc, as `deepseek evaluate luna16-froc --pred --ref` computes it)."""
+             bootstrap: int, reading: str, max_marks: int, plot: Path | None,
+             as_json: bool) -> None:
+    """Score a LUNA16 results CSV with the official FROC / CPM protocol (the registered
+    metric luna16-froc, as `deepseek evaluate luna16-froc --pred --ref` computes it): hits
+    within the radius (negative diameters as 10 mm), 100 marks per scan, the script's
+    FP-rate grid. Pass --series (seriesuids.csv) so that scans without nodules or
+    candidates count in the FP rate."""
     from deepseek.evaluation import evaluate_files
     from deepseek.medical.figures import plot_froc
 
     r = evaluate_files("luna16-froc", pred_path, ref_path, excluded=excluded,
-                       scans=series_file, bootstrap=bootstrap)
+                       scans=series_file, bootstrap=bootstrap, reading=reading,
+                       max_marks=max_marks or None)
     if plot:
         plot_froc(r, plot)
     if as_json:
@@ -223,6 +234,11 @@ def evaluate(pred_path: Path, ref_path: Path, excluded: Path | None, series_file
         return
     ci = f" (95% CI {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f})" if r["ci95"] else ""
     click.echo(f"CPM {r['cpm']:.4f}{ci} over {r['n_scans']} scans, {r['n_nodules']} nodules")
+    pr = r["protocol"]
+    click.echo(f"  protocol: reading {pr['reading']}, at most {pr['max_marks_per_scan'] or 'all'}"
+               f" marks per scan ({pr['marks_dropped']} dropped), "
+               f"{pr['negative_diameters_as_10mm']} negative diameter(s) as 10 mm, scans "
+               f"{pr['scans']}")
     for k, v in r["sensitivity_at_fps"].items():
         click.echo(f"  sensitivity at {k} FP/scan: {v:.4f}")
 

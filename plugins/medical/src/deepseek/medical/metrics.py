@@ -1,9 +1,14 @@
-"""The LUNA16 FROC / CPM protocol.
+"""The LUNA16 FROC / CPM protocol, as the challenge's evaluation script applies it.
 
-Rules (as the challenge defines them):
+Rules (``noduleCADEvaluationLUNA16.py``; every one is the default here):
 
-* A candidate hits a nodule when its distance to the nodule centre is at most the nodule's
-  radius (``diameter_mm / 2``), in world millimetres.
+* A candidate hits a nodule when its squared distance to the nodule centre is below the
+  squared radius (``diameter_mm / 2``), in world millimetres. A finding whose diameter is
+  negative (LUNA16 lists some with -1) is taken as 10 mm, in the annotations and in the
+  excluded findings alike.
+* At most ``max_marks`` (100) candidates per scan count: when a scan has more, those with a
+  probability above the 101st highest are kept (fewer on ties); the rest are dropped and
+  counted (``marks_dropped``).
 * A candidate that hits a finding listed in ``annotations_excluded.csv`` (and no counted
   nodule) is ignored: neither a true nor a false positive.
 * Several candidates on one nodule count once, with the highest probability; a candidate
@@ -11,9 +16,15 @@ Rules (as the challenge defines them):
 * Every other candidate is a false positive. Nodules no candidate hits stay misses (they are
   in the denominator of the sensitivity at every threshold).
 * The FROC curve is sensitivity against the average number of false positives per scan as
-  the probability threshold falls (a staircase from (0, 0)); the sensitivity is interpolated
-  linearly along it at 1/8, 1/4, 1/2, 1, 2, 4 and 8 false positives per scan (past the end
-  of the curve: its last value), and the CPM is the mean of those seven values.
+  the probability threshold falls, one point per distinct probability from (0, 0). The
+  false positives are divided by the number of evaluated scans: the ``scans`` list (LUNA16's
+  ``seriesuids.csv``, CLI ``--series``); without it, the scans named in the annotations or
+  results, with a warning, since a scan with neither then drops out of the divisor.
+* ``reading="luna16"`` (default): the curve is interpolated linearly (``numpy.interp``) on
+  the script's grid of 10,001 FP rates from 1/8 to 8 per scan, and each of 1/8, 1/4, 1/2, 1,
+  2, 4 and 8 FPs per scan is read at the nearest grid point; ``reading="exact"`` reads
+  the curve at exactly those rates (the highest sensitivity where the curve is vertical).
+  The CPM is the mean of the seven sensitivities.
 * The 95% interval comes from bootstrapping scans (with replacement).
 
 CSV formats: annotations ``seriesuid,coordX,coordY,coordZ,diameter_mm``; results
@@ -23,7 +34,8 @@ CSV formats: annotations ``seriesuid,coordX,coordY,coordZ,diameter_mm``; results
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
+import logging
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +44,13 @@ import numpy as np
 
 from deepseek.medical.errors import FROCError
 
+log = logging.getLogger(__name__)
+
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+NEGATIVE_DIAMETER_MM = 10.0  # what the official script takes for a diameter below 0
+MAX_MARKS = 100  # candidates per scan the official evaluation counts
+READINGS = ("luna16", "exact")
+GRID = np.linspace(FP_RATES[0], FP_RATES[-1], 10001)  # the script's FP-rate grid
 
 
 def _read_rows(path: str | Path, value_col: str) -> list[dict[str, Any]]:
@@ -61,11 +79,13 @@ def _read_rows(path: str | Path, value_col: str) -> list[dict[str, Any]]:
 
 
 def read_annotations(path: str | Path) -> list[dict[str, Any]]:
-    rows = _read_rows(path, "diameter_mm")
-    for r in rows:
-        if r["diameter_mm"] < 0:
-            raise FROCError(f"{path}: negative diameter for {r['seriesuid']}")
-    return rows
+    """Annotation rows as written; a negative ``diameter_mm`` (LUNA16's -1 for findings of
+    unknown size) is kept and matched as 10 mm, like the official script does."""
+    return _read_rows(path, "diameter_mm")
+
+
+def effective_diameter(d: float) -> float:
+    return NEGATIVE_DIAMETER_MM if d < 0 else d
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -108,6 +128,11 @@ class FROCResult:
     n_excluded_hits: int
     max_sensitivity: float
     size_sensitivity: dict[str, float] = field(default_factory=dict)
+    reading: str = "luna16"
+    max_marks: int = MAX_MARKS
+    marks_dropped: int = 0
+    negative_diameters: int = 0
+    scans_given: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,15 +144,22 @@ class FROCResult:
             "fps_per_scan_total": self.n_false_positives / max(self.n_scans, 1),
             "excluded_hits": self.n_excluded_hits, "max_sensitivity": self.max_sensitivity,
             "sensitivity_by_size_at_all_candidates": self.size_sensitivity,
+            "protocol": {"reading": self.reading, "max_marks_per_scan": self.max_marks,
+                         "marks_dropped": self.marks_dropped,
+                         "negative_diameters_as_10mm": self.negative_diameters,
+                         "scans": "given" if self.scans_given else
+                                  "inferred from annotations and results"},
             "curve": {"fps_per_scan": [float(v) for v in self.curve_fps],
                       "sensitivity": [float(v) for v in self.curve_sens]},
         }
 
 
 def match(annotations: list[dict], results: list[dict], excluded: list[dict] | None = None,
-          scans: list[str] | None = None) -> tuple[dict[str, ScanMatch], dict[str, int]]:
+          scans: list[str] | None = None, max_marks: int | None = MAX_MARKS
+          ) -> tuple[dict[str, ScanMatch], dict[str, int]]:
     """Apply the hit rules per scan. ``scans``: every evaluated series (default: all that
-    appear in annotations or results)."""
+    appear in annotations or results). ``max_marks``: candidates counted per scan (None or
+    0: all)."""
     by_ann: dict[str, list] = defaultdict(list)
     by_exc: dict[str, list] = defaultdict(list)
     by_res: dict[str, list] = defaultdict(list)
@@ -141,26 +173,33 @@ def match(annotations: list[dict], results: list[dict], excluded: list[dict] | N
     unknown = sorted(set(by_res) - set(scan_ids))
     if unknown:
         raise FROCError(f"results name series that are not evaluated: {unknown[:3]}")
-    counts = {"tp": 0, "fp": 0, "excluded": 0, "candidates": len(results)}
+    counts = {"tp": 0, "fp": 0, "excluded": 0, "candidates": len(results), "marks_dropped": 0,
+              "negative_diameters": sum(a["diameter_mm"] < 0 for a in annotations)}
     out: dict[str, ScanMatch] = {}
     for sid in scan_ids:
         nods = by_ann.get(sid, [])
         centres = np.array([n["xyz"] for n in nods], float).reshape(-1, 3)
-        radii = np.array([n["diameter_mm"] / 2 for n in nods], float)
+        radii = np.array([effective_diameter(n["diameter_mm"]) / 2 for n in nods], float)
         exc = by_exc.get(sid, [])
         ecentres = np.array([e["xyz"] for e in exc], float).reshape(-1, 3)
-        eradii = np.array([e["diameter_mm"] / 2 for e in exc], float)
+        eradii = np.array([effective_diameter(e["diameter_mm"]) / 2 for e in exc], float)
+        marks = by_res.get(sid, [])
+        if max_marks and len(marks) > max_marks:
+            cut = sorted((r["probability"] for r in marks), reverse=True)[max_marks]
+            kept = [r for r in marks if r["probability"] > cut][:max_marks]
+            counts["marks_dropped"] += len(marks) - len(kept)
+            marks = kept
         best = np.full(len(nods), -np.inf)
         fps = []
-        for r in by_res.get(sid, []):
+        for r in marks:
             p = np.asarray(r["xyz"], float)
-            hit = np.linalg.norm(centres - p, axis=1) <= radii if len(nods) else \
+            hit = ((centres - p) ** 2).sum(axis=1) < radii ** 2 if len(nods) else \
                 np.zeros(0, bool)
             if hit.any():
                 best[hit] = np.maximum(best[hit], r["probability"])
                 counts["tp"] += 1
                 continue
-            if len(exc) and (np.linalg.norm(ecentres - p, axis=1) <= eradii).any():
+            if len(exc) and (((ecentres - p) ** 2).sum(axis=1) < eradii ** 2).any():
                 counts["excluded"] += 1
                 continue
             fps.append(r["probability"])
@@ -203,19 +242,34 @@ def _interp(x: float, fps: np.ndarray, sens: np.ndarray) -> float:
     return float(sens[lo] + (sens[r] - sens[lo]) * (x - fps[lo]) / (fps[r] - fps[lo]))
 
 
-def sensitivities_at(fps: np.ndarray, sens: np.ndarray) -> dict[float, float]:
-    return {r: _interp(r, fps, sens) for r in FP_RATES}
+def sensitivities_at(fps: np.ndarray, sens: np.ndarray, reading: str = "luna16"
+                     ) -> dict[float, float]:
+    """Sensitivity at each of :data:`FP_RATES`: on the script's grid (``luna16``) or at the
+    exact rates (``exact``)."""
+    if reading == "exact":
+        return {r: _interp(r, fps, sens) for r in FP_RATES}
+    itp = np.interp(GRID, fps, sens)
+    return {r: float(itp[int(np.abs(GRID - r).argmin())]) for r in FP_RATES}
 
 
 def froc(annotations: list[dict], results: list[dict], excluded: list[dict] | None = None,
          scans: list[str] | None = None, bootstrap: int = 1000, seed: int = 0,
-         size_bins: tuple[tuple[float, float], ...] = ((3, 6), (6, 10), (10, 30.01))
-         ) -> FROCResult:
-    """Score ``results`` against ``annotations`` with the LUNA16 protocol."""
-    matches, counts = match(annotations, results, excluded, scans)
+         size_bins: tuple[tuple[float, float], ...] = ((3, 6), (6, 10), (10, 30.01)),
+         reading: str = "luna16", max_marks: int | None = MAX_MARKS) -> FROCResult:
+    """Score ``results`` against ``annotations`` with the LUNA16 protocol (module docstring);
+    ``reading`` and ``max_marks`` change what the official script does."""
+    if reading not in READINGS:
+        raise FROCError(f"reading={reading!r}: use one of {', '.join(READINGS)}")
+    if max_marks is not None and max_marks < 0:
+        raise FROCError(f"max_marks={max_marks}: give 1 or more (0 or None: no cap)")
+    if scans is None:
+        log.warning("no scan list: the FP rate divides by the scans named in the annotations "
+                    "or results; a scan with neither drops out (pass the list of every "
+                    "evaluated seriesuid: scans=, CLI --series)")
+    matches, counts = match(annotations, results, excluded, scans, max_marks)
     ms = list(matches.values())
     fps, sens, n_nod = _curve(ms)
-    s = sensitivities_at(fps, sens)
+    s = sensitivities_at(fps, sens, reading)
     cpm = float(np.mean(list(s.values())))
     ci = None
     if bootstrap and len(ms) > 1 and n_nod:
@@ -225,7 +279,7 @@ def froc(annotations: list[dict], results: list[dict], excluded: list[dict] | No
             pick = [ms[i] for i in rng.integers(0, len(ms), len(ms))]
             f, se, n = _curve(pick)
             if n:
-                vals.append(np.mean(list(sensitivities_at(f, se).values())))
+                vals.append(np.mean(list(sensitivities_at(f, se, reading).values())))
         if vals:
             ci = (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5)))
     allscores = np.concatenate([m.nodule_scores for m in ms]) if ms else np.zeros(0)
@@ -239,7 +293,9 @@ def froc(annotations: list[dict], results: list[dict], excluded: list[dict] | No
         cpm=cpm, sensitivities=s, ci95=ci, curve_fps=fps, curve_sens=sens, n_scans=len(ms),
         n_nodules=n_nod, n_candidates=counts["candidates"], n_true_positives=counts["tp"],
         n_false_positives=counts["fp"], n_excluded_hits=counts["excluded"],
-        max_sensitivity=float(sens.max()) if len(sens) else 0.0, size_sensitivity=by_size)
+        max_sensitivity=float(sens.max()) if len(sens) else 0.0, size_sensitivity=by_size,
+        reading=reading, max_marks=max_marks or 0, marks_dropped=counts["marks_dropped"],
+        negative_diameters=counts["negative_diameters"], scans_given=scans is not None)
 
 
 def sensitivity_by_size_at(annotations: list[dict], results: list[dict], fp_rate: float,
@@ -247,7 +303,7 @@ def sensitivity_by_size_at(annotations: list[dict], results: list[dict], fp_rate
                            bins: tuple[tuple[float, float], ...] = ((3, 6), (6, 10), (10, 30.01))
                            ) -> dict[str, float]:
     """Sensitivity per nodule-size bin at the threshold giving ``fp_rate`` FPs per scan."""
-    matches, _ = match(annotations, results, excluded, scans)
+    matches, _ = match(annotations, results, excluded, scans, MAX_MARKS)
     ms = list(matches.values())
     fp = np.sort(np.concatenate([m.fp_scores for m in ms]))[::-1] if ms else np.zeros(0)
     k = int(np.floor(fp_rate * len(ms)))
@@ -265,18 +321,39 @@ def sensitivity_by_size_at(annotations: list[dict], results: list[dict], fp_rate
 def luna16_froc(predictions: list[dict], references: list[dict], *,
                 excluded: list[dict] | str | Path | None = None,
                 scans: list[str] | str | Path | None = None, bootstrap: int = 1000,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, reading: str = "luna16",
+                max_marks: int | None = MAX_MARKS) -> dict[str, Any]:
     """LUNA16 FROC: CPM, sensitivity at 1/8..8 FPs/scan, 95% bootstrap interval.
 
     ``predictions`` are result rows (``seriesuid``, ``xyz``, ``probability``), ``references``
     annotation rows (``seriesuid``, ``xyz``, ``diameter_mm``); ``excluded`` may be the path of
-    annotations_excluded.csv and ``scans`` the path of a file listing every series uid."""
+    annotations_excluded.csv and ``scans`` the path of a file listing every series uid (one
+    per line, or LUNA16's seriesuids.csv; a ``seriesuid`` header line is skipped)."""
     if isinstance(excluded, (str, Path)):
         excluded = read_annotations(excluded)
     if isinstance(scans, (str, Path)):
-        scans = [s.strip() for s in Path(scans).read_text().splitlines() if s.strip()]
-    return froc(references, predictions, excluded, scans, bootstrap=bootstrap,
-                seed=seed).to_dict()
+        scans = read_scan_list(scans)
+    return froc(references, predictions, excluded, scans, bootstrap=bootstrap, seed=seed,
+                reading=reading, max_marks=max_marks).to_dict()
+
+
+def read_scan_list(path: str | Path) -> list[str]:
+    """Series uids, one per line (the first field of a CSV line); blank lines and a
+    ``seriesuid`` header are skipped; a uid listed twice is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FROCError(f"{path}: no such file (the list of evaluated series uids)")
+    uids = []
+    for line in path.read_text().splitlines():
+        uid = line.split(",", 1)[0].strip()
+        if uid and uid != "seriesuid":
+            uids.append(uid)
+    if not uids:
+        raise FROCError(f"{path}: no series uids")
+    dup = sorted(u for u, n in Counter(uids).items() if n > 1)
+    if dup:
+        raise FROCError(f"{path}: series uid(s) listed twice: {', '.join(dup[:3])}")
+    return uids
 
 
 def load_luna16_files(pred_path: Path, ref_path: Path) -> tuple[list[dict], list[dict]]:
