@@ -342,25 +342,94 @@ def test_mixed_sizes_in_one_series(plain, tmp_path):
         DICOMReader(d).load()
 
 
-def test_gap_is_an_error_or_a_warning(phantom_factory):
+def test_gap_is_an_error_or_resampled(phantom_factory, plain, caplog):
     ph = phantom_factory(missing_slice=True)
-    with pytest.raises(GeometryError, match=r"missing slices between .* \(median step 3 mm\)"):
+    with pytest.raises(GeometryError, match=r"missing slices between .* \(1\) \(median step 3 "
+                                            r"mm\).*--on-gap resample"):
         DICOMReader(ph.out_dir).load()
-    vol = DICOMReader(ph.out_dir, on_gap="warn").load()
-    assert vol.shape[0] == 19
-    assert vol.metadata["findings"]["gaps"][0]["missing_slices"] == 1
+    vol = DICOMReader(ph.out_dir, on_gap="resample").load()
+    full = DICOMReader(plain.out_dir).load()
+    f = vol.metadata["findings"]
+    assert vol.shape == full.shape and vol.spacing == pytest.approx(full.spacing)
+    assert f["gaps"][0]["missing_slices"] == 1 and f["resampled"]["from_slices"] == 19
+    assert len(f["resampled"]["original_positions_mm"]) == 19
+    grid = np.asarray(vol.metadata["slice_positions"])[:, 2]
+    orig = f["resampled"]["original_positions_mm"]
+    missing = [i for i, z in enumerate(grid) if min(abs(z - o) for o in orig) > 1e-3]
+    assert len(missing) == 1 and 0 < missing[0] < 19
+    k = missing[0]  # the missing slice lies halfway between its neighbours
+    assert np.allclose(vol.array[k], (vol.array[k - 1] + vol.array[k + 1]) / 2, atol=1e-3)
+    assert np.allclose(vol.affine, full.affine)
+    assert np.allclose(vol.metadata["slice_positions"], full.metadata["slice_positions"])
+    with caplog.at_level("WARNING"):
+        warned = DICOMReader(ph.out_dir, on_gap="warn").load()
+    assert np.array_equal(warned.array, vol.array) and "equalised" in caplog.text
 
 
-def test_duplicate_positions(plain, tmp_path):
+def test_a_tilted_series_with_a_gap_is_equalised_in_its_own_geometry(phantom_factory):
+    tilted = DICOMReader(phantom_factory(tilt_deg=15.0).out_dir).load()
+    gap = DICOMReader(phantom_factory(tilt_deg=15.0, missing_slice=True).out_dir,
+                      on_gap="resample").load()
+    f = gap.metadata["findings"]
+    assert f["gantry_tilt_deg"] == pytest.approx(tilted.metadata["findings"]["gantry_tilt_deg"])
+    assert gap.shape == tilted.shape and gap.is_sheared
+    assert np.allclose(gap.affine, tilted.affine, atol=1e-4)
+    assert np.allclose(gap.metadata["slice_positions"], tilted.metadata["slice_positions"],
+                       atol=1e-4)
+
+
+def _set_z(path, z):
+    ds = pydicom.dcmread(path)
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [ipp[0], ipp[1], z]
+    ds.save_as(path)
+
+
+def test_a_change_of_slice_step_is_named_and_equalised(plain, tmp_path):
+    d = tmp_path / "step"
+    shutil.copytree(plain.out_dir, d)
+    files = sorted(d.glob("slice_*.dcm"), key=lambda f: float(pydicom.dcmread(f).
+                                                                ImagePositionPatient[2]))
+    z = [3.0 * i if i < 10 else 27.0 + 6.0 * (i - 9) for i in range(len(files))]
+    for f, zz in zip(files, z):
+        _set_z(f, zz)
+    with pytest.raises(GeometryError, match=r"the slice step changes from 3 to 6 mm at 27\.000 "
+                                            r"mm \(10 steps\)"):
+        DICOMReader(d).load()
+    orig = [pydicom.dcmread(f) for f in files]
+    vol = DICOMReader(d, on_gap="resample").load()
+    res = vol.metadata["findings"]["resampled"]
+    assert vol.shape[0] == 30 and vol.spacing[2] == pytest.approx(3.0)  # (87 mm / 3) + 1
+    assert res["original_positions_mm"] == pytest.approx(z)
+    hu = [o.pixel_array * float(o.RescaleSlope) + float(o.RescaleIntercept) for o in orig]
+    # slices on the grid are the originals: 0..27 mm every 3 mm, then every other grid point
+    for k, i in ((0, 0), (9, 9), (11, 10), (29, 19)):
+        assert np.allclose(vol.array[k], hu[i], atol=1e-3), (k, i)
+    # 30 mm lies halfway between 27 and 33 mm
+    assert np.allclose(vol.array[10], 0.5 * hu[9] + 0.5 * hu[10], atol=1e-2)
+    assert vol.voxel_to_world([29, 0, 0])[2] == pytest.approx(87.0)
+
+
+def test_duplicates_identical_are_dropped_and_conflicting_refused(plain, tmp_path):
     d = tmp_path / "dup"
     shutil.copytree(plain.out_dir, d)
-    ds = pydicom.dcmread(d / "slice_0004.dcm")
+    shutil.copy(d / "slice_0004.dcm", d / "same_instance.dcm")  # the same SOPInstanceUID
+    ds = pydicom.dcmread(d / "slice_0007.dcm")
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
-    ds.save_as(d / "copy_of_4.dcm")
-    with pytest.raises(GeometryError, match="duplicate slice positions at .*slice_0004.dcm"):
+    ds.save_as(d / "copy_of_7.dcm")  # another instance, the same pixels
+    vol = DICOMReader(d).load()
+    dropped = vol.metadata["findings"]["duplicates_dropped"]
+    assert vol.shape[0] == 20 and len(dropped) == 2
+    assert {x["reason"] for x in dropped} == {"same SOPInstanceUID",
+                                             "same position, identical pixels"}
+    assert np.array_equal(vol.array, DICOMReader(plain.out_dir).load().array)
+    arr = ds.pixel_array.copy()
+    arr[0, 0] += 1
+    ds.PixelData = arr.tobytes()
+    ds.save_as(d / "copy_of_7.dcm")
+    with pytest.raises(GeometryError, match=r"two different images at one position .*"
+                                            r"(slice_0007|copy_of_7)\.dcm and "):
         DICOMReader(d).load()
-    vol = DICOMReader(d, on_gap="warn").load()
-    assert vol.shape[0] == 21 and len(vol.metadata["findings"]["duplicates"]) == 1
 
 
 def test_uneven_spacing(plain, tmp_path):
@@ -373,7 +442,8 @@ def test_uneven_spacing(plain, tmp_path):
     ds.save_as(p)
     with pytest.raises(GeometryError, match="uneven slice steps"):
         DICOMReader(d).load()
-    assert "uneven" in DICOMReader(d, on_gap="warn").load().metadata["findings"]
+    f = DICOMReader(d, on_gap="resample").load().metadata["findings"]
+    assert "uneven" in f and f["resampled"]["step_mm"] < 3.0
 
 
 def test_missing_decoder_names_syntax_and_package(plain, tmp_path, monkeypatch):

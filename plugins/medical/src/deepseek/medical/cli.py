@@ -81,8 +81,9 @@ def info(path: str, as_json: bool) -> None:
 @click.option("--spacing", nargs=3, type=float, default=None, metavar="X Y Z",
               help="Resample to this spacing in mm (x y z) before writing.")
 @click.option("--series-uid", default=None, help="Which series (default: the largest axial CT).")
-@click.option("--on-gap", type=click.Choice(["error", "warn"]), default="error",
-              show_default=True, help="What to do with duplicate/missing/uneven slices.")
+@click.option("--on-gap", type=click.Choice(["error", "resample", "warn"]), default="error",
+              show_default=True, help="Missing slices or uneven slice steps: refuse, or "
+              "equalise onto an even grid (warn: the same, with a warning).")
 @click.option("--interpolator", type=click.Choice(["linear", "nearest", "bspline"]),
               default="linear", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
@@ -159,6 +160,9 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.option("--model", default="lung-nodule-attention", show_default=True,
               help="Registry name or weights file (safetensors + JSON).")
 @click.option("--series-uid", default=None, help="Which DICOM series (default: largest CT).")
+@click.option("--on-gap", type=click.Choice(["error", "resample", "warn"]), default="error",
+              show_default=True, help="DICOM series with missing slices or uneven slice steps: "
+              "refuse, or equalise onto an even grid.")
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
 @click.option("--tta-top", type=int, default=24, show_default=True,
               help="Re-score this many top candidates with flip test-time augmentation (0: off).")
@@ -167,7 +171,7 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.option("--overlap", type=int, default=None,
               help="Overlap of neighbouring windows in mm [window / 4].")
 def detect(path: str, out: Path | None, as_json: bool, threshold: float,
-           max_candidates: int, model: str, series_uid: str | None, amp: bool,
+           max_candidates: int, model: str, series_uid: str | None, on_gap: str, amp: bool,
            tta_top: int, window: int, overlap: int | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.loader import ModelLoader
@@ -175,7 +179,9 @@ def detect(path: str, out: Path | None, as_json: bool, threshold: float,
     from deepseek.medical.metrics import write_results
     from deepseek.medical.volume import read_volume
 
-    vol = read_volume(path, **({"series_uid": series_uid} if series_uid else {}))
+    opts = {k: v for k, v in (("series_uid", series_uid), ("on_gap", on_gap))
+            if v and not (k == "on_gap" and v == "error")}
+    vol = read_volume(path, **opts)
     det = NoduleDetector(ModelLoader.load(model), threshold=threshold,
                          max_candidates=max_candidates, amp=amp, tta_top=tta_top,
                          window=window, overlap=window // 4 if overlap is None else overlap)

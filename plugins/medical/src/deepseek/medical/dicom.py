@@ -14,9 +14,18 @@ What the reader does, and why:
 * **Order.** Slices are sorted by their position along the slice normal
   (ImageOrientationPatient row x column, dotted with ImagePositionPatient) -- never by
   InstanceNumber or file name.
-* **Checks.** Duplicate positions, gaps (a step over 1.5x the median) and uneven steps are an
-  error naming the positions (``on_gap="error"``) or a warning (``on_gap="warn"``); either way
-  they are recorded in ``volume.metadata["findings"]``.
+* **Duplicates.** Exact duplicates -- the same SOPInstanceUID (and frame) twice, or two files
+  at one position with identical pixels -- are dropped and counted
+  (``findings["duplicates_dropped"]``); two different images at one position are an error.
+* **Uneven spacing.** Missing slices (a step that is a whole multiple of the usual one), a
+  change of the slice step (4 mm, then 7 mm) and single uneven steps are named with their
+  positions. ``on_gap="error"`` (default) refuses the series; ``on_gap="resample"`` (CLI
+  ``--on-gap resample``) equalises it onto an even grid: the smallest step of the series, the
+  first and last slice kept, every other slice interpolated linearly along the slice axis
+  between its two neighbours (through a gantry tilt too, whose shear is linear along the
+  axis); the original positions stay in ``metadata["findings"]["resampled"]``.
+  ``on_gap="warn"`` does the same with a warning. No series is ever given an even grid it
+  does not have. Everything found is in ``volume.metadata["findings"]``.
 * **Geometry.** Slice spacing is measured along the normal. A gantry tilt (slice positions
   stepping off the normal) is detected and kept exactly as a sheared grid (see
   :mod:`deepseek.medical.volume`), or resampled onto a straight grid with ``tilt="resample"``.
@@ -56,6 +65,7 @@ log = logging.getLogger(__name__)
 
 OUT_OF_FIELD_HU = -2000.0
 DUPLICATE_TOL_MM = 0.01
+ON_GAP = ("error", "resample", "warn")
 _PIXEL_TAG = b"\xe0\x7f\x10\x00"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -100,6 +110,7 @@ class SliceHeader:
     slice_thickness: float | None
     has_pixels: bool = True
     file_size: int = 0
+    sop_uid: str | None = None
 
 
 @dataclass
@@ -191,6 +202,7 @@ def _headers_from_dataset(ds: Any, path: Path, pixel_offset: int | None, has_pix
         pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
         samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1), padding=_padding(ds),
         has_pixels=has_pixels, file_size=file_size,
+        sop_uid=str(ds.get("SOPInstanceUID")) if ds.get("SOPInstanceUID") else None,
     )
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if "PerFrameFunctionalGroupsSequence" in ds:
@@ -421,8 +433,8 @@ class DICOMReader:
         path: folder (recursive), list of files, ``DICOMDIR`` or a single (multi-frame) file.
         series_uid: which series to read (see :meth:`series`); default: the largest axial CT.
         modality: the modality to pick automatically (``None``: any).
-        on_gap: ``"error"`` (default) or ``"warn"`` for duplicate positions, gaps and uneven
-            slice steps.
+        on_gap: for missing slices and uneven slice steps: ``"error"`` (default), or
+            ``"resample"`` (equalise onto an even grid; ``"warn"``: the same, with a warning).
         tilt: ``"keep"`` (default: exact sheared geometry) or ``"resample"`` (straight grid).
         workers: threads that decode slices (default: up to 8).
         progress: show progress bars (default: when stderr is a terminal).
@@ -431,8 +443,8 @@ class DICOMReader:
     def __init__(self, path: Any, series_uid: str | None = None, *, modality: str | None = "CT",
                  on_gap: str = "error", tilt: str = "keep", workers: int | None = None,
                  progress: bool | None = None) -> None:
-        if on_gap not in ("error", "warn"):
-            raise MedicalError(f"on_gap must be 'error' or 'warn', got {on_gap!r}")
+        if on_gap not in ON_GAP:
+            raise MedicalError(f"on_gap must be one of {', '.join(ON_GAP)}, got {on_gap!r}")
         if tilt not in ("keep", "resample"):
             raise MedicalError(f"tilt must be 'keep' or 'resample', got {tilt!r}")
         import sys
@@ -560,9 +572,26 @@ class DICOMReader:
         slices = [slices[i] for i in order]
         pos, along = pos[order], along[order]
         findings: dict[str, Any] = {}
+        keep = self._drop_same_instance(slices, along, findings)
+        slices, pos, along = [slices[i] for i in keep], pos[keep], along[keep]
         ps = slices[0].pixel_spacing
         spacing_xy = (float(ps[1]), float(ps[0]))  # type: ignore[index]
         direction = np.stack([row / np.linalg.norm(row), col / np.linalg.norm(col), normal], 1)
+        # one entry per distinct position; same-position files are compared by their pixels
+        first_at = np.concatenate([[True], np.diff(along) >= DUPLICATE_TOL_MM])
+        uniq = np.flatnonzero(first_at)
+        if len(uniq) == 1 and len(slices) > 1:
+            raise GeometryError(f"all {len(slices)} slices of the series sit at the same "
+                                f"position ({along[0]:.3f} mm along the normal), e.g. "
+                                f"{slices[0].path}")
+        resample = False
+        if len(uniq) > 1:
+            dz, resample = self._check_steps([slices[i] for i in uniq], along[uniq], findings)
+        arr, padded = self._pixels(slices, info)
+        if len(uniq) < len(slices):
+            keep = self._drop_same_pixels(slices, along, arr, first_at, findings)
+            slices, pos, along, arr = [slices[i] for i in keep], pos[keep], along[keep], \
+                arr[keep]
         if len(slices) == 1:
             dz = slices[0].slice_thickness or 1.0
             findings["spacing_assumed"] = True
@@ -570,19 +599,22 @@ class DICOMReader:
                         slices[0].path, dz, "SliceThickness" if slices[0].slice_thickness
                         else "no SliceThickness: 1 mm")
         else:
-            dz = self._check_steps(slices, along, findings)
-            step = (pos[-1] - pos[0]) / (len(slices) - 1)
-            tilt = float(np.degrees(np.arccos(np.clip(abs(step @ normal) / np.linalg.norm(step),
-                                                      -1, 1))))
+            # the slice axis: position per mm along the normal (off the normal under a tilt)
+            axis = (pos[-1] - pos[0]) / (along[-1] - along[0])
+            tilt = float(np.degrees(np.arccos(np.clip(1.0 / np.linalg.norm(axis), -1, 1))))
             if tilt > 0.05:
                 findings["gantry_tilt_deg"] = round(tilt, 4)
-                dz = float(step @ normal)
-                direction[:, 2] = step / dz
+                direction[:, 2] = axis
+                if not resample:
+                    dz = float((pos[-1] - pos[0]) @ normal) / (len(slices) - 1)
                 log.info("gantry tilt of %.2f degrees detected; slice spacing along the normal "
                          "%.4g mm", tilt, dz)
-        arr, padded = self._pixels(slices, info)
+            if resample:
+                arr, dz = _equalise(arr, along, findings)
         if padded:
             findings["padding_voxels"] = padded
+        positions = pos if "resampled" not in findings else \
+            pos[0] + np.outer(np.arange(len(arr)) * dz, direction[:, 2])
         meta = {
             "source": str(self.path), "series_uid": info.uid, "study_uid": info.study_uid,
             "patient_id": info.patient_id, "modality": info.modality,
@@ -590,54 +622,119 @@ class DICOMReader:
             "sop_class": info.sop_class, "transfer_syntaxes": info.transfer_syntaxes,
             "findings": findings, "slice_files": [str(h.path) for h in slices],
             "slice_frames": [h.frame for h in slices],
-            "slice_positions": pos.tolist(), **info.meta,
+            "slice_positions": positions.tolist(), **info.meta,
         }
         vol = Volume(arr, (spacing_xy[0], spacing_xy[1], dz), tuple(pos[0]), direction, meta)
         if self.tilt == "resample" and vol.is_sheared:
             vol = vol.straighten()
         return vol
 
+    def _drop_same_instance(self, slices: list[SliceHeader], along: np.ndarray,
+                            findings: dict[str, Any]) -> np.ndarray:
+        """Indices to keep: the first of each SOPInstanceUID (and frame)."""
+        seen: dict[tuple[str, int | None], int] = {}
+        keep = []
+        for i, h in enumerate(slices):
+            key = (h.sop_uid, h.frame) if h.sop_uid else None
+            if key is not None and key in seen:
+                findings.setdefault("duplicates_dropped", []).append(
+                    {"file": str(h.path), "same_as": str(slices[seen[key]].path),
+                     "position_mm": round(float(along[i]), 4), "reason": "same SOPInstanceUID"})
+                continue
+            if key is not None:
+                seen[key] = i
+            keep.append(i)
+        if len(keep) < len(slices):
+            log.warning("%s: %d duplicate file(s) (same SOPInstanceUID) dropped", self.path,
+                        len(slices) - len(keep))
+        return np.asarray(keep, dtype=np.int64)
+
+    def _drop_same_pixels(self, slices: list[SliceHeader], along: np.ndarray, arr: np.ndarray,
+                          first_at: np.ndarray, findings: dict[str, Any]) -> np.ndarray:
+        """Indices to keep among slices at one position: identical images are one slice;
+        different images at one position are an error."""
+        keep = []
+        ref = 0
+        for i in range(len(slices)):
+            if first_at[i]:
+                ref = i
+                keep.append(i)
+                continue
+            if not np.array_equal(arr[i], arr[ref]):
+                raise GeometryError(
+                    f"{self.path}: two different images at one position ({along[i]:.3f} mm "
+                    f"along the normal): {slices[ref].path} and {slices[i].path}. Remove the "
+                    "wrong file, or read the series it belongs to (series_uid=, --series)")
+            findings.setdefault("duplicates_dropped", []).append(
+                {"file": str(slices[i].path), "same_as": str(slices[ref].path),
+                 "position_mm": round(float(along[i]), 4),
+                 "reason": "same position, identical pixels"})
+        log.warning("%s: %d duplicate slice(s) (same position, identical pixels) dropped",
+                    self.path, len(slices) - len(keep))
+        return np.asarray(keep, dtype=np.int64)
+
     def _check_steps(self, slices: list[SliceHeader], along: np.ndarray,
-                     findings: dict[str, Any]) -> float:
+                     findings: dict[str, Any]) -> tuple[float, bool]:
+        """The usual slice step and whether the series needs resampling; missing slices,
+        step changes and uneven steps are named (an error with ``on_gap="error"``)."""
         d = np.diff(along)
-        dup = np.nonzero(d < DUPLICATE_TOL_MM)[0]
-        real = d[d >= DUPLICATE_TOL_MM]
-        if real.size == 0:
-            raise GeometryError(f"all {len(slices)} slices of the series sit at the same "
-                                f"position ({along[0]:.3f} mm along the normal), e.g. "
-                                f"{slices[0].path}")
-        med = float(np.median(real))
-        problems: list[str] = []
-        if dup.size:
-            findings["duplicates"] = [{"position_mm": round(float(along[i]), 4),
-                                       "files": [str(slices[i].path), str(slices[i + 1].path)]}
-                                      for i in dup]
-            problems.append("duplicate slice positions at " + ", ".join(
-                f"{along[i]:.3f} mm ({slices[i].path.name}, {slices[i + 1].path.name})"
-                for i in dup[:5]))
-        gap = np.nonzero(d > 1.5 * med)[0]
-        if gap.size:
-            findings["gaps"] = [{"from_mm": round(float(along[i]), 4),
-                                 "to_mm": round(float(along[i + 1]), 4),
-                                 "missing_slices": int(round(d[i] / med)) - 1} for i in gap]
-            problems.append("missing slices between " + ", ".join(
-                f"{along[i]:.3f} and {along[i + 1]:.3f} mm" for i in gap[:5])
-                + f" (median step {med:.4g} mm)")
+        med = float(np.median(d))
         tol = max(0.01, 0.01 * med)
-        uneven = np.nonzero((np.abs(d - med) > tol) & (d >= DUPLICATE_TOL_MM) & (d <= 1.5 * med))[0]
-        if uneven.size:
-            findings["uneven"] = [{"from_mm": round(float(along[i]), 4),
-                                   "step_mm": round(float(d[i]), 4)} for i in uneven]
-            problems.append(f"uneven slice steps ({uneven.size} of {d.size} differ from the "
+        problems: list[str] = []
+        gaps, changes, uneven = [], [], []
+        runs = []  # (first step, last step, step): consecutive equal steps
+        i = 0
+        while i < len(d):
+            j = i
+            while j + 1 < len(d) and abs(d[j + 1] - d[i]) <= tol:
+                j += 1
+            runs.append((i, j, float(np.mean(d[i:j + 1]))))
+            i = j + 1
+        long_runs = [r for r in runs if r[1] > r[0]]
+        prev: tuple[int, int, float] | None = None
+        for i, j, st in runs:
+            if j > i:  # two or more equal steps: the series' step from here on
+                if prev is not None and abs(st - prev[2]) > tol:
+                    changes.append({"at_mm": round(float(along[i]), 4),
+                                    "from_step_mm": round(prev[2], 4),
+                                    "to_step_mm": round(st, 4), "steps": j - i + 1})
+                prev = (i, j, st)
+                continue
+            ref = prev[2] if prev is not None else next(
+                (r[2] for r in long_runs if r[0] > i), med)
+            k = st / ref
+            if round(k) >= 2 and abs(k - round(k)) <= 0.1:
+                gaps.append({"from_mm": round(float(along[i]), 4),
+                             "to_mm": round(float(along[i + 1]), 4),
+                             "missing_slices": int(round(k)) - 1})
+            elif abs(st - ref) > tol:
+                uneven.append({"from_mm": round(float(along[i]), 4),
+                               "step_mm": round(st, 4)})
+        if gaps:
+            findings["gaps"] = gaps
+            problems.append("missing slices between " + ", ".join(
+                f"{g['from_mm']:.3f} and {g['to_mm']:.3f} mm ({g['missing_slices']})"
+                for g in gaps[:5]) + f" (median step {med:.4g} mm)")
+        if changes:
+            findings["spacing_changes"] = changes
+            problems.append("the slice step changes " + ", ".join(
+                f"from {c['from_step_mm']:.4g} to {c['to_step_mm']:.4g} mm at "
+                f"{c['at_mm']:.3f} mm ({c['steps']} steps)" for c in changes[:5]))
+        if uneven:
+            findings["uneven"] = uneven
+            problems.append(f"uneven slice steps ({len(uneven)} of {d.size} differ from the "
                             f"median {med:.4g} mm by more than {tol:.3g} mm, e.g. "
-                            f"{d[uneven[0]]:.4g} mm after {along[uneven[0]]:.3f} mm)")
-        if problems:
-            msg = "; ".join(problems)
-            if self.on_gap == "error":
-                raise GeometryError(f"{self.path}: {msg}. Pass on_gap='warn' to read the series "
-                                    "anyway (the findings are kept in volume.metadata)")
-            log.warning("%s: %s", self.path, msg)
-        return med
+                            f"{uneven[0]['step_mm']:.4g} mm after {uneven[0]['from_mm']:.3f} mm)")
+        if not problems:
+            return med, False
+        msg = "; ".join(problems)
+        if self.on_gap == "error":
+            raise GeometryError(f"{self.path}: {msg}. Read it with on_gap='resample' (command "
+                                "line: --on-gap resample) to equalise it onto an even grid; "
+                                "the original positions are kept in volume.metadata")
+        (log.warning if self.on_gap == "warn" else log.info)(
+            "%s: %s; equalised onto an even grid", self.path, msg)
+        return med, True
 
     def _pixels(self, slices: list[SliceHeader], info: SeriesInfo) -> tuple[np.ndarray, int]:
         from tqdm.auto import tqdm
@@ -695,6 +792,35 @@ class DICOMReader:
                 frame_cache[h.path] = frames[None] if frames.ndim == 2 else frames
             return frame_cache[h.path][h.frame]
         return _decode(h)
+
+
+def _equalise(arr: np.ndarray, along: np.ndarray, findings: dict[str, Any]
+              ) -> tuple[np.ndarray, float]:
+    """Slices at increasing positions ``along`` (mm) onto an even grid from the first to the
+    last, at the smallest step of the series (or just below, to end on the last slice);
+    linear between the two neighbouring slices."""
+    span = float(along[-1] - along[0])
+    n = int(np.ceil(span / float(np.diff(along).min()) - 1e-6)) + 1
+    dz = span / (n - 1)
+    z = along[0] + dz * np.arange(n)
+    z[-1] = along[-1]
+    lo = np.clip(np.searchsorted(along, z, side="right") - 1, 0, len(along) - 2)
+    w = ((z - along[lo]) / (along[lo + 1] - along[lo])).astype(np.float32)
+    w[np.abs(z - along[lo]) < 1e-6] = 0.0  # on an original slice: that slice, exactly
+    w[np.abs(z - along[lo + 1]) < 1e-6] = 1.0
+    out = np.empty((n, *arr.shape[1:]), dtype=np.float32)
+    for k in range(n):
+        if w[k] == 0.0:
+            out[k] = arr[lo[k]]
+        elif w[k] == 1.0:
+            out[k] = arr[lo[k] + 1]
+        else:
+            np.multiply(arr[lo[k]], 1.0 - w[k], out=out[k])
+            out[k] += w[k] * arr[lo[k] + 1]
+    findings["resampled"] = {"from_slices": len(along), "to_slices": n,
+                             "step_mm": round(dz, 6),
+                             "original_positions_mm": [round(float(a), 4) for a in along]}
+    return out, dz
 
 
 def decode_pixels(path: str | Path) -> np.ndarray:
