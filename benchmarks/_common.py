@@ -43,3 +43,15 @@ def emit(benchmark: str, results: dict[str, Any], goals: list[dict[str, Any]],
            "results": results, "goals": goals, **extra}
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def market_captures(given: list | None) -> list:
+    """The captures a finance benchmark reads: those given, else ../shared/data/market/*.gz;
+    exits with the fix when there are none."""
+    from pathlib import Path
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
+    captures = given or sorted(shared.glob("*.gz"))
+    if not captures:
+        sys.exit(f"no captures: pass --capture PATH (looked in {shared})")
+    return captures

@@ -31,10 +31,7 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, goal  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "market"
+from _common import emit, goal, market_captures  # noqa: E402
 
 
 def json_loop(path: Path) -> int:
@@ -108,9 +105,7 @@ def main() -> None:
                          "../shared/data/market/*.gz)")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    captures = args.capture or sorted(SHARED.glob("*.gz"))
-    if not captures:
-        sys.exit(f"no captures: pass --capture PATH (looked in {SHARED})")
+    captures = market_captures(args.capture)
     if args.quick:
         captures = captures[:1]
     rounds = 1 if args.quick else args.rounds

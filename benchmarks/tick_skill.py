@@ -30,10 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, goal  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "market"
+from _common import emit, goal, market_captures  # noqa: E402
 
 
 def run_one(path: Path, model: str, costs: bool, fee_bps: float, epochs: int,
@@ -81,9 +78,7 @@ def main() -> None:
                          "alone)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    captures = args.capture or sorted(SHARED.glob("*.gz"))
-    if not captures:
-        sys.exit(f"no captures: pass --capture PATH (looked in {SHARED})")
+    captures = market_captures(args.capture)
     kinds = [False, True]
     epochs, limit = args.epochs, None
     if args.quick:
