@@ -410,6 +410,35 @@ def test_a_change_of_slice_step_is_named_and_equalised(plain, tmp_path):
     assert vol.voxel_to_world([29, 0, 0])[2] == pytest.approx(87.0)
 
 
+def test_info_reports_tilt_gaps_and_step_changes(phantom_factory, plain, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from deepseek.cli import build_cli
+
+    def info(path):
+        res = CliRunner().invoke(build_cli(), ["medical", "info", str(path), "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)["series"][0]["geometry"]
+
+    assert info(plain.out_dir) == {"duplicate_positions": 0, "step_mm": 3.0, "tilt_deg": 0.0}
+    g = info(phantom_factory(tilt_deg=15.0, missing_slice=True).out_dir)
+    assert g["tilt_deg"] == pytest.approx(15.0, abs=0.01)
+    assert g["gaps"][0]["missing_slices"] == 1
+    d = tmp_path / "step"
+    shutil.copytree(plain.out_dir, d)
+    files = sorted(d.glob("slice_*.dcm"), key=lambda f: float(pydicom.dcmread(f).
+                                                                ImagePositionPatient[2]))
+    for i, f in enumerate(files):
+        _set_z(f, 3.0 * i if i < 10 else 27.0 + 6.0 * (i - 9))
+    g = info(d)
+    assert g["spacing_changes"] == [{"at_mm": 27.0, "from_step_mm": 3.0, "to_step_mm": 6.0,
+                                     "steps": 10}]
+    res = CliRunner().invoke(build_cli(), ["medical", "info", str(d)])
+    assert "step 3->6 mm at 27.0" in res.output
+
+
 def test_duplicates_identical_are_dropped_and_conflicting_refused(plain, tmp_path):
     d = tmp_path / "dup"
     shutil.copytree(plain.out_dir, d)

@@ -42,7 +42,7 @@ def _echo(data: dict[str, Any], as_json: bool, text: str) -> None:
 def info(path: str, as_json: bool) -> None:
     """List the series found under PATH (a DICOM folder, DICOMDIR or file), or describe an
     image file (.mhd, .nii.gz, .nrrd) or a synthetic: phantom URI."""
-    from deepseek.medical.dicom import discover
+    from deepseek.medical.dicom import discover, series_geometry
     from deepseek.readers import resolve
 
     entry = resolve(path, kind="volume")
@@ -53,26 +53,48 @@ def info(path: str, as_json: bool) -> None:
         _echo(row, as_json, "\n".join(f"{k}: {v}" for k, v in row.items()))
         return
     series, skipped = discover(path)
+    geometry = [series_geometry(s) for s in series]
     if as_json:
-        click.echo(json.dumps({"series": [s.to_dict() for s in series], "skipped": skipped},
-                              indent=2))
+        click.echo(json.dumps({"series": [{**s.to_dict(), "geometry": g}
+                                          for s, g in zip(series, geometry)],
+                               "skipped": skipped}, indent=2))
         return
     if not series:
         click.echo(f"no DICOM images under {path}" + (f" (skipped: {skipped})" if skipped else ""))
         return
-    header = ["series uid", "description", "mod", "orient", "slices", "size", "transfer syntax"]
+    header = ["series uid", "description", "mod", "orient", "slices", "size", "geometry",
+              "transfer syntax"]
     rows = []
     from pydicom.uid import UID
 
-    for s in series:
+    for s, g in zip(series, geometry):
         rows.append([s.uid, s.description[:28], s.modality, s.orientation, str(s.n_slices),
-                     f"{s.rows}x{s.cols}", ", ".join(UID(t).name for t in s.transfer_syntaxes)])
+                     f"{s.rows}x{s.cols}", _geometry_text(g),
+                     ", ".join(UID(t).name for t in s.transfer_syntaxes)])
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)))
     if skipped:
         click.echo("skipped: " + ", ".join(f"{n} {what}" for what, n in skipped.items()))
+
+
+def _geometry_text(g: dict) -> str:
+    """One cell: the step, then what is not regular (tilt, gaps, step changes, duplicates)."""
+    if "step_mm" not in g:
+        return "-"
+    parts = [f"step {g['step_mm']:g} mm"]
+    if g.get("tilt_deg"):
+        parts.append(f"tilt {g['tilt_deg']:g} deg")
+    for gap in g.get("gaps", []):
+        parts.append(f"{gap['missing_slices']} missing after {gap['from_mm']:.1f} mm")
+    for c in g.get("spacing_changes", []):
+        parts.append(f"step {c['from_step_mm']:g}->{c['to_step_mm']:g} mm at {c['at_mm']:.1f}")
+    if g.get("uneven"):
+        parts.append(f"{len(g['uneven'])} uneven step(s)")
+    if g.get("duplicate_positions"):
+        parts.append(f"{g['duplicate_positions']} duplicate position(s)")
+    return "; ".join(parts)
 
 
 @medical.command("convert")

@@ -677,54 +677,8 @@ class DICOMReader:
                      findings: dict[str, Any]) -> tuple[float, bool]:
         """The usual slice step and whether the series needs resampling; missing slices,
         step changes and uneven steps are named (an error with ``on_gap="error"``)."""
-        d = np.diff(along)
-        med = float(np.median(d))
-        tol = max(0.01, 0.01 * med)
-        problems: list[str] = []
-        gaps, changes, uneven = [], [], []
-        runs = []  # (first step, last step, step): consecutive equal steps
-        i = 0
-        while i < len(d):
-            j = i
-            while j + 1 < len(d) and abs(d[j + 1] - d[i]) <= tol:
-                j += 1
-            runs.append((i, j, float(np.mean(d[i:j + 1]))))
-            i = j + 1
-        long_runs = [r for r in runs if r[1] > r[0]]
-        prev: tuple[int, int, float] | None = None
-        for i, j, st in runs:
-            if j > i:  # two or more equal steps: the series' step from here on
-                if prev is not None and abs(st - prev[2]) > tol:
-                    changes.append({"at_mm": round(float(along[i]), 4),
-                                    "from_step_mm": round(prev[2], 4),
-                                    "to_step_mm": round(st, 4), "steps": j - i + 1})
-                prev = (i, j, st)
-                continue
-            ref = prev[2] if prev is not None else next(
-                (r[2] for r in long_runs if r[0] > i), med)
-            k = st / ref
-            if round(k) >= 2 and abs(k - round(k)) <= 0.1:
-                gaps.append({"from_mm": round(float(along[i]), 4),
-                             "to_mm": round(float(along[i + 1]), 4),
-                             "missing_slices": int(round(k)) - 1})
-            elif abs(st - ref) > tol:
-                uneven.append({"from_mm": round(float(along[i]), 4),
-                               "step_mm": round(st, 4)})
-        if gaps:
-            findings["gaps"] = gaps
-            problems.append("missing slices between " + ", ".join(
-                f"{g['from_mm']:.3f} and {g['to_mm']:.3f} mm ({g['missing_slices']})"
-                for g in gaps[:5]) + f" (median step {med:.4g} mm)")
-        if changes:
-            findings["spacing_changes"] = changes
-            problems.append("the slice step changes " + ", ".join(
-                f"from {c['from_step_mm']:.4g} to {c['to_step_mm']:.4g} mm at "
-                f"{c['at_mm']:.3f} mm ({c['steps']} steps)" for c in changes[:5]))
-        if uneven:
-            findings["uneven"] = uneven
-            problems.append(f"uneven slice steps ({len(uneven)} of {d.size} differ from the "
-                            f"median {med:.4g} mm by more than {tol:.3g} mm, e.g. "
-                            f"{uneven[0]['step_mm']:.4g} mm after {uneven[0]['from_mm']:.3f} mm)")
+        med, found, problems = diagnose_steps(along)
+        findings.update(found)
         if not problems:
             return med, False
         msg = "; ".join(problems)
@@ -792,6 +746,87 @@ class DICOMReader:
                 frame_cache[h.path] = frames[None] if frames.ndim == 2 else frames
             return frame_cache[h.path][h.frame]
         return _decode(h)
+
+
+def series_geometry(info: SeriesInfo) -> dict[str, Any]:
+    """What the headers say of a series' slice geometry, without reading pixels: the usual
+    step along the normal, the gantry tilt, duplicate positions and the step diagnosis
+    (what ``deepseek medical info`` reports)."""
+    hs = [h for h in info.slices if h.position is not None and h.orientation is not None]
+    if len(hs) < 2:
+        return {"slices_with_position": len(hs)}
+    ori = hs[0].orientation
+    normal = np.cross(ori[:3], ori[3:])  # type: ignore[index]
+    normal /= np.linalg.norm(normal)
+    pos = np.array([h.position for h in hs])
+    along = pos @ normal
+    order = np.argsort(along, kind="stable")
+    pos, along = pos[order], along[order]
+    first = np.concatenate([[True], np.diff(along) >= DUPLICATE_TOL_MM])
+    out: dict[str, Any] = {"duplicate_positions": int((~first).sum())}
+    pos, along = pos[first], along[first]
+    if len(along) < 2:
+        return out
+    med, found, _ = diagnose_steps(along)
+    axis = (pos[-1] - pos[0]) / (along[-1] - along[0])
+    tilt = float(np.degrees(np.arccos(np.clip(1.0 / np.linalg.norm(axis), -1, 1))))
+    out.update(step_mm=round(med, 4), tilt_deg=round(tilt, 3) if tilt > 0.05 else 0.0, **found)
+    return out
+
+
+def diagnose_steps(along: np.ndarray) -> tuple[float, dict[str, Any], list[str]]:
+    """Slice positions along the normal (sorted, distinct) -> the median step, the findings
+    (``gaps``, ``spacing_changes``, ``uneven``) and one sentence per kind of problem."""
+    findings: dict[str, Any] = {}
+    d = np.diff(along)
+    med = float(np.median(d))
+    tol = max(0.01, 0.01 * med)
+    problems: list[str] = []
+    gaps, changes, uneven = [], [], []
+    runs = []  # (first step, last step, step): consecutive equal steps
+    i = 0
+    while i < len(d):
+        j = i
+        while j + 1 < len(d) and abs(d[j + 1] - d[i]) <= tol:
+            j += 1
+        runs.append((i, j, float(np.mean(d[i:j + 1]))))
+        i = j + 1
+    long_runs = [r for r in runs if r[1] > r[0]]
+    prev: tuple[int, int, float] | None = None
+    for i, j, st in runs:
+        if j > i:  # two or more equal steps: the series' step from here on
+            if prev is not None and abs(st - prev[2]) > tol:
+                changes.append({"at_mm": round(float(along[i]), 4),
+                                "from_step_mm": round(prev[2], 4),
+                                "to_step_mm": round(st, 4), "steps": j - i + 1})
+            prev = (i, j, st)
+            continue
+        ref = prev[2] if prev is not None else next(
+            (r[2] for r in long_runs if r[0] > i), med)
+        k = st / ref
+        if round(k) >= 2 and abs(k - round(k)) <= 0.1:
+            gaps.append({"from_mm": round(float(along[i]), 4),
+                         "to_mm": round(float(along[i + 1]), 4),
+                         "missing_slices": int(round(k)) - 1})
+        elif abs(st - ref) > tol:
+            uneven.append({"from_mm": round(float(along[i]), 4),
+                           "step_mm": round(st, 4)})
+    if gaps:
+        findings["gaps"] = gaps
+        problems.append("missing slices between " + ", ".join(
+            f"{g['from_mm']:.3f} and {g['to_mm']:.3f} mm ({g['missing_slices']})"
+            for g in gaps[:5]) + f" (median step {med:.4g} mm)")
+    if changes:
+        findings["spacing_changes"] = changes
+        problems.append("the slice step changes " + ", ".join(
+            f"from {c['from_step_mm']:.4g} to {c['to_step_mm']:.4g} mm at "
+            f"{c['at_mm']:.3f} mm ({c['steps']} steps)" for c in changes[:5]))
+    if uneven:
+        findings["uneven"] = uneven
+        problems.append(f"uneven slice steps ({len(uneven)} of {d.size} differ from the "
+                        f"median {med:.4g} mm by more than {tol:.3g} mm, e.g. "
+                        f"{uneven[0]['step_mm']:.4g} mm after {uneven[0]['from_mm']:.3f} mm)")
+    return med, findings, problems
 
 
 def _equalise(arr: np.ndarray, along: np.ndarray, findings: dict[str, Any]
