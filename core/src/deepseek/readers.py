@@ -45,11 +45,13 @@ def _text(source: Any) -> str | None:
     return None
 
 
-def _scheme_matches(text: str, entries: list[Entry]) -> list[Entry]:
-    low = text.lower()
+def _longest_matches(entries: list[Entry], key: str, hit: Callable[[str], bool]
+                     ) -> list[Entry]:
+    """The entries whose longest pattern in ``meta[key]`` that ``hit`` accepts is longest of
+    all (ties kept)."""
     best, found = 0, []
     for e in entries:
-        lengths = [len(s) for s in e.meta.get("schemes", ()) if low.startswith(s.lower())]
+        lengths = [len(s) for s in e.meta.get(key, ()) if hit(s.lower())]
         if lengths:
             n = max(lengths)
             if n > best:
@@ -57,20 +59,16 @@ def _scheme_matches(text: str, entries: list[Entry]) -> list[Entry]:
             elif n == best:
                 found.append(e)
     return found
+
+
+def _scheme_matches(text: str, entries: list[Entry]) -> list[Entry]:
+    low = text.lower()
+    return _longest_matches(entries, "schemes", low.startswith)
 
 
 def _suffix_matches(text: str, entries: list[Entry]) -> list[Entry]:
     name = Path(text.rstrip("/\\")).name.lower()
-    best, found = 0, []
-    for e in entries:
-        lengths = [len(s) for s in e.meta.get("suffixes", ()) if name.endswith(s.lower())]
-        if lengths:
-            n = max(lengths)
-            if n > best:
-                best, found = n, [e]
-            elif n == best:
-                found.append(e)
-    return found
+    return _longest_matches(entries, "suffixes", name.endswith)
 
 
 def _probe_matches(source: Any, entries: list[Entry]) -> list[Entry]:

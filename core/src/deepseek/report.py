@@ -262,3 +262,18 @@ def write_report(out_dir: Path, results: list[PipelineResult], title: str = "Dee
     index = out_dir / "index.html"
     index.write_text("\n".join(parts))
     return index
+
+
+def echo_training(res: dict[str, Any], as_json: bool) -> None:
+    """Print a training run (``{"model": path, "history": [per-epoch dicts]}``) for a CLI:
+    JSON, or one line per epoch and the model's path."""
+    import click
+
+    if as_json:
+        click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
+                              default=str))
+        return
+    for h in res["history"]:
+        click.echo("epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in h.items()))
+    click.echo(f"model: {res['model']}")

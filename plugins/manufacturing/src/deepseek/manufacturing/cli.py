@@ -285,14 +285,9 @@ def train(out: Path, folder: Path | None, clips: int, clip_frames: int,
                       height=clip_size[1], epochs=epochs, batch_size=batch_size,
                       accum_steps=accum_steps, lr=lr, val_videos=val_videos, amp=amp,
                       resume=resume, seed=seed, model=model)
-    if as_json:
-        click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
-                              default=str))
-        return
-    for h in res["history"]:
-        click.echo("epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                        for k, v in h.items()))
-    click.echo(f"model: {res['model']}")
+    from deepseek.report import echo_training
+
+    echo_training(res, as_json)
 
 
 @manufacturing.command("evaluate")

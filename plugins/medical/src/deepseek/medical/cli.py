@@ -303,11 +303,6 @@ def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size:
                          batch_size=batch_size, accum_steps=accum_steps, lr=lr,
                          val_scans=val_scans, amp=amp, resume=resume, init=init, seed=seed,
                          model=model)
-    if as_json:
-        click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
-                              default=str))
-        return
-    for h in res["history"]:
-        click.echo("epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                        for k, v in h.items()))
-    click.echo(f"model: {res['model']}")
+    from deepseek.report import echo_training
+
+    echo_training(res, as_json)
