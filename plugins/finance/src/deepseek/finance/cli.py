@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,6 +28,7 @@ def finance() -> None:
     generate  write synthetic order-book ticks (CSV)
     train     train a tick classifier split in time; test skill beside three baselines
     evaluate  accuracy / macro F1 / hit rate of predictions against labels
+    backtest  a strategy on ticks (latency, fees, queue) or bars, beside a baseline
     serve     answer tick datagrams with decisions (UDP)
     replay    send ticks to a feed server and time the round trips
 
@@ -249,11 +251,210 @@ def evaluate_cmd(pred_path: Path, ref_path: Path, as_json: bool) -> None:
 
 
 def _fastpath(model: str, trust_pickle: bool):
-    from deepseek.finance.fastpath import FastPath
-    from deepseek.loader import ModelLoader
+    from deepseek.finance.strategy import fast_path
 
-    loaded = ModelLoader.load(model, device="cpu", trust_pickle=trust_pickle)
-    return FastPath.from_model(loaded)
+    return fast_path(model, trust_pickle=trust_pickle)
+
+
+def _write_run(out: Path, res: Any, name: str) -> list[str]:
+    """equity.csv and fills.csv of one backtest (the files `deepseek evaluate trading`
+    reads)."""
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    eq = out / f"{name}-equity.csv"
+    np.savetxt(eq, np.column_stack([res.time_ns, res.equity, res.position]),
+               fmt=["%d", "%.10g", "%.10g"], delimiter=",", header="time_ns,equity,position",
+               comments="")
+    fl = out / f"{name}-fills.csv"
+    f = res.fills
+    np.savetxt(fl, np.column_stack([f["time_ns"], f["side"], f["price"], f["qty"], f["fee"],
+                                    f["maker"], f["order"]]).reshape(-1, 7),
+               fmt=["%d", "%d", "%.10g", "%.10g", "%.10g", "%d", "%d"], delimiter=",",
+               header="time_ns,side,price,qty,fee,maker,order", comments="")
+    return [str(eq), str(fl)]
+
+
+@finance.command("backtest")
+@click.argument("data")
+@capture_options
+@click.option("--model", default="tick-mlp", show_default=True,
+              help="Ticks: the model deciding (registered name or model file), compiled to "
+                   "the fast path.")
+@click.option("--walk-forward", "folds", type=click.IntRange(0), default=0, show_default=True,
+              help="Ticks: train --model's architecture on each of FOLDS windows and test on "
+                   "the next (0: backtest the given model as it is).")
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True,
+              help="Epochs per walk-forward fold.")
+@click.option("--baseline-theta", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Ticks: threshold of the queue-imbalance baseline rule (walk-forward fits "
+                   "it on each training window).")
+@click.option("--rule", default="sma:10,30", show_default=True,
+              help="Bars: sma:FAST,SLOW, momentum:N or buy-and-hold (shown beside "
+                   "buy-and-hold).")
+@click.option("--order-type", type=click.Choice(["market", "limit"]), default="market",
+              show_default=True, help="Ticks: how decisions trade.")
+@click.option("--size", type=click.FloatRange(0, min_open=True), default=1.0,
+              show_default=True, help="Position per call, in units of the asset.")
+@click.option("--hold-ticks", type=click.IntRange(0), default=10, show_default=True,
+              help="Ticks: observations a position is kept after the last up/down call.")
+@click.option("--latency-us", type=click.FloatRange(0), default=500.0, show_default=True,
+              help="Ticks: order latency, decision to exchange.")
+@click.option("--feed-latency-us", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Ticks: from a tick's time to the strategy seeing it (a receive-clock "
+                   "capture already holds the network delay).")
+@click.option("--latency-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Ticks: recorded order latencies (µs, one per line) to draw "
+                                 "from instead of --latency-us.")
+@click.option("--fee-bps", type=float, default=4.0, show_default=True,
+              help="Taker fee (bars: fee per trade), basis points of the notional.")
+@click.option("--maker-fee-bps", type=float, default=0.0, show_default=True,
+              help="Ticks: maker fee of limit fills (negative: a rebate).")
+@click.option("--slippage-bps", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Bars: price paid against each trade at the next open.")
+@click.option("--max-loss", type=click.FloatRange(0, min_open=True), default=None,
+              help="Ticks: stop and flatten when the loss reaches this (quote currency).")
+@click.option("--max-gap-s", type=click.FloatRange(0, min_open=True), default=60.0,
+              show_default=True, help="Ticks: warn about silences longer than this.")
+@click.option("--period-s", type=click.FloatRange(0, min_open=True), default=None,
+              help="Return period of Sharpe/Sortino (default: 1 s for spans under 6 h, else "
+                   "60 s; bars: one bar).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write equity/fills CSVs, summary.json and equity.png here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | None,
+                 levels: int | None, model: str, folds: int, epochs: int,
+                 baseline_theta: float, rule: str, order_type: str, size: float,
+                 hold_ticks: int, latency_us: float, feed_latency_us: float,
+                 latency_file: Path | None, fee_bps: float, maker_fee_bps: float,
+                 slippage_bps: float, max_loss: float | None, max_gap_s: float,
+                 period_s: float | None, out: Path | None, as_json: bool) -> None:
+    """Backtest a strategy on DATA, charging latency and fees, beside a simple baseline.
+
+    \b
+    Ticks (a capture, a tick CSV, synthetic:...): the model's fast-path decisions become
+    market or limit orders that meet the recorded book only after the feed and order
+    latencies (fills: market at the touch; limit on a trade through its price, behind a
+    conservative queue). Shown at zero latency and at the given one, beside the
+    queue-imbalance rule. --walk-forward K trains a fresh model per window instead.
+    Bars (an OHLCV CSV): --rule decided on each close, traded at the next open, beside
+    buy-and-hold.
+    """
+    import numpy as np
+
+    from deepseek.finance.backtest import BacktestConfig, backtest, check_ticks, time_gaps
+    from deepseek.finance.bars import bar_backtest, is_bars, read_bars, rule_signals
+    from deepseek.finance.errors import FinanceError
+    from deepseek.finance.metrics import trading
+    from deepseek.finance.pipelines import STRATEGY_COLUMNS, strategy_rows
+
+    runs: dict[str, Any] = {}
+    named: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    if is_bars(data):
+        if any(v is not None for v in (symbol, clock, order, levels)):
+            raise FinanceError(f"{data}: --symbol/--clock/--order/--levels apply to tick "
+                               "captures, not to bars")
+        bars = read_bars(data)
+        for r in dict.fromkeys([rule, "buy-and-hold"]):
+            res = bar_backtest(bars, rule_signals(bars, r), size=size, fee_bps=fee_bps,
+                               slippage_bps=slippage_bps)
+            runs[r] = res
+            named[f"{r}|next open"] = trading(
+                np.column_stack([res.time_ns, res.equity, res.position]), res.fills,
+                capital=res.capital, period_s=period_s)
+        kind, n = "bars", len(bars)
+    else:
+        ticks = _ticks(data, symbol, clock, order, levels)
+        check_ticks(ticks, data)
+        gaps = time_gaps(ticks, max_gap_s)
+        if gaps:
+            row, longest = max(gaps, key=lambda g: g[1])
+            warnings.append(f"{len(gaps)} silence(s) longer than {max_gap_s:g} s, the longest "
+                            f"{longest:.1f} s before row {row}: orders meet the last book seen")
+        samples = None
+        if latency_file is not None:
+            try:
+                samples = [float(x) for x in latency_file.read_text().split()]
+            except ValueError as exc:
+                raise FinanceError(f"{latency_file}: not a list of latencies in µs ({exc})") \
+                    from None
+        cfg = BacktestConfig(order_type=order_type, size=size, max_position=size,
+                             hold_ticks=hold_ticks, feed_latency_us=feed_latency_us,
+                             order_latency_us=latency_us, latency_samples_us=samples,
+                             taker_fee_bps=fee_bps, maker_fee_bps=maker_fee_bps,
+                             max_loss=max_loss)
+        span_s = (int(ticks["time_ns"][-1]) - int(ticks["time_ns"][0])) / 1e9
+        p = period_s or (1.0 if span_s < 6 * 3600 else 60.0)
+        lat = (f"p50 {np.median(samples):g} µs (recorded)" if samples else
+               f"{feed_latency_us + latency_us:g} µs")
+        if folds:
+            from deepseek.finance.strategy import walk_forward
+
+            wf = walk_forward(ticks, folds=folds, model=model, config=cfg, epochs=epochs)
+            for strat, label in (("model", model), ("imbalance", "imbalance rule")):
+                for setting, lab in (("zero", "0 µs"), ("configured", lat)):
+                    named[f"{label}|{lab}"] = wf.metrics(strat, setting, period_s=p)
+                t, eq, pos, cap = wf.combined(strat, "configured")
+                runs[label] = type("Run", (), {"time_ns": t, "equity": eq, "position": pos,
+                                               "fills": wf.fills(strat, "configured"),
+                                               "capital": cap})
+        else:
+            from dataclasses import replace
+
+            from deepseek.finance.strategy import imbalance_decisions, model_decisions
+
+            zero = replace(cfg, feed_latency_us=0.0, order_latency_us=0.0,
+                           latency_samples_us=None)
+            for label, dec in ((model, model_decisions(model, ticks)),
+                               ("imbalance rule", imbalance_decisions(ticks, baseline_theta))):
+                for lab, c in (("0 µs", zero), (lat, cfg)):
+                    res = backtest(ticks, dec, c, source=data)
+                    m = trading(np.column_stack([res.time_ns, res.equity, res.position]),
+                                res.fills, capital=res.capital, period_s=p)
+                    m["counters"] = res.counters
+                    named[f"{label}|{lab}"] = m
+                runs[label] = res
+        kind, n = "ticks", len(ticks)
+    files: list[str] = []
+    if out is not None:
+        from deepseek.finance.figures import equity_drawdown
+
+        for label, res in runs.items():
+            files += _write_run(out, res, label.replace(" ", "-").replace("/", "_")
+                                .replace(":", "_").replace(",", "_"))
+        cap = next(iter(runs.values())).capital
+        files.append(str(equity_drawdown(out / "equity.png", {
+            k: (r.time_ns, r.equity) for k, r in runs.items()}, cap)))
+    summary = {"data": data, "kind": kind, "rows": n, "results": named,
+               "warnings": warnings, "files": files}
+    if out is not None:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"{data}: {n} {kind}")
+    widths = [16, 16, 11, 9, 9, 9, 9, 7, 10, 9]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(STRATEGY_COLUMNS, widths)))
+    for row in strategy_rows(named):
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    first = next(iter(named.values()))
+    click.echo(f"annualisation: {first['annualisation']}")
+    main = [k for k in named if k.split("|")[0] == next(iter(named)).split("|")[0]]
+    first_pnl, last_pnl = named[main[0]]["pnl"], named[main[-1]]["pnl"]
+    name = main[-1].split("|")[0]
+    if last_pnl <= 0 < first_pnl:
+        click.echo(f"verdict: {name} makes money at zero latency and loses once the latency "
+                   "is charged")
+    elif last_pnl <= 0:
+        click.echo(f"verdict: {name} loses, even {'at zero latency ' if kind == 'ticks' else ''}"
+                   "after fees")
+    else:
+        click.echo(f"verdict: {name} makes money after latency and fees")
+    for f in files:
+        click.echo(f"wrote {f}")
 
 
 @finance.command("serve")

@@ -185,6 +185,16 @@ def _gru_kernel(nf: int, hidden: int, n_out: int):
     return kernel, lo + n_out, lo, h0
 
 
+@njit(nogil=True)
+def _decide_all(kernel, fs, is_, w, buf, t, bid, ask, bs, as_, bd, ad, lp, ls, side,
+                out):  # pragma: no cover - compiled
+    """The kernel over a whole tick array in one compiled loop (numba specialises this loop
+    for each kernel it is given): class index per tick, -1 where not finite."""
+    for i in range(len(t)):
+        out[i] = kernel(fs, is_, w, buf, t[i], bid[i], ask[i], bs[i], as_[i], bd[i], ad[i],
+                        lp[i], ls[i], side[i])
+
+
 class FastPath:
     """A compiled tick -> decision path for a :class:`TickMLP` or :class:`TickGRU`."""
 
@@ -314,6 +324,20 @@ class FastPath:
             cls_[i] = self.step(*tick_args(t))
             logits[i] = self.scores
         return cls_, logits
+
+    def decide(self, ticks: np.ndarray) -> np.ndarray:
+        """Decisions (-1 down, 0 flat, +1 up; -2 where a feature or logit was not finite) for
+        a TICK_DTYPE array, in one compiled loop over the same kernel as :meth:`on_tick`, the
+        state carried on from earlier calls (:meth:`reset` first for a fresh start). Each
+        decision depends only on its tick and the ticks before it."""
+        cols = [np.ascontiguousarray(ticks[k], dtype=np.float64) for k in
+                ("bid", "ask", "bid_size", "ask_size", "bid_depth", "ask_depth", "last_px",
+                 "last_size")]
+        out = np.empty(len(ticks), dtype=np.int64)
+        _decide_all(self._kernel, self.fs, self.istate, self.weights, self.buf,
+                    np.ascontiguousarray(ticks["time_ns"], dtype=np.int64), *cols,
+                    ticks["side"].astype(np.int64), out)
+        return out - 1
 
     def reset(self) -> None:
         """Forget the feature history and the hidden state (a new session)."""

@@ -26,3 +26,26 @@ def latency_histogram(path: str | Path, latencies_ns: dict[str, np.ndarray],
     ax.set_xscale("log")
     ax.legend(loc="upper right")
     return save(fig, path)
+
+
+def equity_drawdown(path: str | Path, curves: dict[str, tuple[np.ndarray, np.ndarray]],
+                    capital: float, title: str = "Equity and drawdown") -> Path:
+    """Equity (top) and drawdown from the running peak (bottom, % of capital) of each
+    strategy, ``{"name": (time_ns, equity)}``, against the time since the first tick."""
+    from deepseek.plotting import figure, style
+
+    fig, (top, bottom) = figure(8.5, 5.6, nrows=2, sharex=True)
+    t0 = min(int(t[0]) for t, _ in curves.values())
+    span_s = max(int(t[-1]) for t, _ in curves.values()) - t0
+    scale, unit = (3600e9, "h") if span_s > 3 * 3600e9 else (1e9, "s")
+    for (name, (t, eq)), colour in zip(curves.items(), COLORS):
+        x = (np.asarray(t, dtype=np.float64) - t0) / scale
+        e = np.asarray(eq, dtype=np.float64)
+        peak = np.maximum.accumulate(np.maximum(e, capital))
+        top.plot(x, e - capital, color=colour, lw=1.2, label=name)
+        bottom.plot(x, -(peak - e) / capital * 100.0, color=colour, lw=1.0)
+    top.axhline(0.0, color="#888888", lw=0.8)
+    style(top, title, "", "P&L (quote currency)")
+    style(bottom, "", f"time since the first tick ({unit})", "drawdown (% of capital)")
+    top.legend(loc="best")
+    return save(fig, path)

@@ -1,10 +1,19 @@
-"""Metrics of the finance plugin (registered): classification quality of tick models.
+"""Metrics of the finance plugin (registered): classification quality of tick models, and the
+performance of a backtest.
 
-``tick-classification`` scores predictions of the mid-price move (class 0 down, 1 flat, 2 up)
-against labels: accuracy, macro F1, the directional hit rate (of the up/down calls, the share
-whose label is that direction) and the share of ticks called, and the majority-class
-baseline on the same labels, so a model's figure always stands next to the figure of the
-simplest rule. :func:`skill` gives the same without the baseline.
+``tick-classification`` scores predictions of the mid-price move (class 0 down, 1 flat,
+2 up) against labels: accuracy, macro F1, the directional hit rate (of the up/down calls,
+the share whose label is that direction) and the share of ticks called, and the
+majority-class baseline on the same labels, so a model's figure always stands next to the
+figure of the simplest rule. :func:`skill` gives the same without the baseline. Given
+class scores, it adds the one-vs-rest ROC AUC of each class and their mean.
+
+``trading`` scores an equity curve and its fills (:func:`trading`): total and annualised
+return, Sharpe and Sortino ratios, maximum drawdown and its duration, round-trip hit rate,
+turnover and fees. Annualisation is stated in the result: returns are taken over fixed
+periods (``period_s``, 60 s by default; one bar for bar data) and scaled by the number of
+such periods per year observed in the data (periods / years spanned), so a 24/7 market and an
+exchange with a calendar are each scaled by their own clock; the risk-free rate is 0.
 """
 
 from __future__ import annotations
@@ -70,6 +79,42 @@ def skill(predictions: Any, references: Any) -> dict[str, float]:
             "calls": n_called / len(y)}
 
 
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean ``positive``: the probability
+    that a random positive scores above a random negative, ties counting half (the
+    Mann-Whitney statistic from average ranks). NaN when one class is absent."""
+    s = np.asarray(scores, dtype=np.float64)
+    pos = np.asarray(positive, dtype=bool)
+    n_pos = int(pos.sum())
+    n_neg = len(pos) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    # average rank (1-based) of each group of equal scores
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
+    ends = np.r_[starts[1:], len(s)]
+    avg = (starts + ends + 1) / 2.0
+    ranks = np.empty(len(s), dtype=np.float64)
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def auc_ovr(scores: Any, references: Any) -> dict[str, float]:
+    """One-vs-rest ROC AUC of each class (down, flat, up) from (N, 3) class scores, and their
+    mean over the classes present (``auc_ovr``)."""
+    p = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(references).astype(np.int64)
+    if p.ndim != 2 or p.shape != (len(y), N_CLASSES):
+        raise FinanceError(f"AUC needs (N, {N_CLASSES}) class scores for {len(y)} labels, got "
+                           f"shape {p.shape}")
+    out = {f"auc_{name}": roc_auc(p[:, c], y == c)
+           for c, name in enumerate(("down", "flat", "up"))}
+    present = [v for v in out.values() if v == v]
+    out["auc_ovr"] = float(np.mean(present)) if present else float("nan")
+    return out
+
+
 def classification(predictions: Any, references: Any) -> dict[str, float]:
     """:func:`skill` plus the majority-class baseline of the same labels."""
     out = skill(predictions, references)
@@ -79,4 +124,135 @@ def classification(predictions: Any, references: Any) -> dict[str, float]:
     out["majority_baseline"] = float(share)
     # always predicting the majority class: F1 of that class, 0 for the others
     out["majority_baseline_macro_f1"] = float(2 * share / (1 + share) / N_CLASSES)
+    if np.asarray(predictions).ndim == 2:
+        out.update(auc_ovr(predictions, y))
+    return out
+
+
+YEAR_S = 365.25 * 86400.0
+
+
+def _fills_table(fills: Any) -> dict[str, np.ndarray]:
+    if fills is None:
+        return {k: np.zeros(0) for k in ("time_ns", "side", "price", "qty", "fee")}
+    f = np.asarray(fills)
+    if f.dtype.names:
+        missing = {"time_ns", "side", "price", "qty", "fee"} - set(f.dtype.names)
+        if missing:
+            raise FinanceError(f"fills lack field(s) {sorted(missing)}")
+        return {k: np.asarray(f[k], dtype=np.float64) for k in
+                ("time_ns", "side", "price", "qty", "fee")}
+    if f.size == 0:
+        return _fills_table(None)
+    if f.ndim == 1:
+        f = f[None, :]
+    if f.ndim != 2 or f.shape[1] < 5:
+        raise FinanceError(f"fills of shape {f.shape}: give rows of time_ns, side, price, qty, "
+                           "fee (the fills.csv a backtest writes)")
+    return {k: f[:, i].astype(np.float64) for i, k in
+            enumerate(("time_ns", "side", "price", "qty", "fee"))}
+
+
+def round_trips(fills: Any) -> np.ndarray:
+    """Net P&L (after fees) of each completed round trip, flat to flat; a fill that flips the
+    position closes one trip and opens the next (its fee split by quantity)."""
+    f = _fills_table(fills)
+    out: list[float] = []
+    pos = 0.0
+    pnl = 0.0
+    for side, px, qty, fee in zip(f["side"], f["price"], f["qty"], f["fee"]):
+        signed = side * qty
+        if pos != 0.0 and np.sign(signed) != np.sign(pos) and abs(signed) >= abs(pos) - 1e-12:
+            closing = abs(pos)
+            part = closing / qty if qty else 1.0
+            pnl += -np.sign(signed) * closing * px - fee * part
+            out.append(pnl)
+            rest = qty - closing
+            pos = np.sign(signed) * rest if rest > 1e-12 else 0.0
+            pnl = -np.sign(signed) * rest * px - fee * (1.0 - part) if rest > 1e-12 else 0.0
+        else:
+            pos += signed
+            pnl += -signed * px - fee
+    return np.asarray(out, dtype=np.float64)
+
+
+def trading(predictions: Any, references: Any = None, *, capital: float | None = None,
+            period_s: float | None = 60.0) -> dict[str, Any]:
+    """Performance of a backtest.
+
+    ``predictions``: the equity curve, (N, 2+) rows of ``time_ns, equity[, position]`` (the
+    ``equity.csv`` a backtest writes). Returns are P&L over ``capital`` (the equity before the
+    first tick, default the first equity value), per period, and add up: the annualised
+    return is their mean times the periods per year, and the maximum drawdown is the largest
+    fall from a peak, as a share of the capital. ``references``: its fills, rows of ``time_ns, side,
+    price, qty, fee`` or a FILL_DTYPE array (``fills.csv``), or None. ``period_s``: the
+    length of the return periods (the equity as of each period's end); None takes one
+    return per row (bars)."""
+    e = np.asarray(predictions, dtype=np.float64)
+    if e.ndim != 2 or e.shape[1] < 2 or len(e) < 2:
+        raise FinanceError(f"equity of shape {e.shape}: give at least 2 rows of time_ns, "
+                           "equity[, position]")
+    t = e[:, 0].astype(np.int64)
+    eq = e[:, 1]
+    if not np.all(np.isfinite(eq)):
+        raise FinanceError(f"equity row {int(np.flatnonzero(~np.isfinite(eq))[0])} is not "
+                           "finite")
+    if np.any(np.diff(t) < 0):
+        raise FinanceError(f"equity row {int(np.flatnonzero(np.diff(t) < 0)[0]) + 1}: time "
+                           "goes backwards")
+    start = float(capital) if capital is not None else float(eq[0])
+    if not start > 0:
+        raise FinanceError(f"capital {start}: returns need a starting equity > 0")
+    span_s = (t[-1] - t[0]) / 1e9
+    if period_s is None:
+        grid_eq = np.r_[start, eq]
+        how = "one return per row"
+    else:
+        if not period_s > 0:
+            raise FinanceError(f"period_s={period_s}: give a period > 0 s")
+        p = int(period_s * 1e9)
+        ends = np.arange((t[0] // p + 1) * p, t[-1] + p, p)
+        idx = np.searchsorted(t, ends, side="right") - 1
+        grid_eq = np.r_[start, eq[np.clip(idx, 0, len(eq) - 1)]]
+        how = f"returns over {period_s:g} s periods"
+    # returns on the fixed capital (P&L per period / capital): defined even when a losing
+    # strategy's equity goes through zero, and additive over periods
+    r = np.diff(grid_eq) / start
+    years = max(span_s, period_s or 0.0) / YEAR_S if span_s > 0 else float("nan")
+    ppy = len(r) / years if years == years and years > 0 else float("nan")
+    total = (eq[-1] - start) / start
+    sd = float(np.std(r, ddof=1)) if len(r) > 1 else float("nan")
+    downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))) if len(r) else float("nan")
+    sharpe = float(np.mean(r) / sd * np.sqrt(ppy)) if sd and sd == sd else float("nan")
+    sortino = float(np.mean(r) / downside * np.sqrt(ppy)) if downside else float("nan")
+    curve = np.r_[start, eq]
+    times = np.r_[t[0], t]
+    peak = np.maximum.accumulate(curve)
+    at_peak = np.where(curve >= peak, np.arange(len(curve)), 0)
+    last_peak = np.maximum.accumulate(at_peak)
+    dd_dur = (times - times[last_peak]) / 1e9
+    f = _fills_table(references)
+    notional = float(np.sum(f["price"] * f["qty"]))
+    trips = round_trips(references) if len(f["qty"]) else np.zeros(0)
+    out: dict[str, Any] = {
+        "total_return": float(total),
+        "annualised_return": float(np.mean(r) * ppy) if len(r) else float("nan"),
+        "sharpe": sharpe,
+        "sortino": sortino,
+        "max_drawdown": float((peak - curve).max() / start),
+        "max_drawdown_duration_s": float(dd_dur.max()),
+        "pnl": float(eq[-1] - start),
+        "fees_paid": float(np.sum(f["fee"])),
+        "fills": int(len(f["qty"])),
+        "traded_notional": notional,
+        "turnover": notional / start,
+        "round_trips": int(len(trips)),
+        "hit_rate": float(np.mean(trips > 0)) if len(trips) else float("nan"),
+        "span_days": span_s / 86400.0,
+        "annualisation": f"{how}; x sqrt({ppy:.6g}) periods per year observed "
+                         f"({len(r)} returns over {span_s / 86400.0:.4g} days); "
+                         "risk-free rate 0",
+    }
+    if e.shape[1] >= 3:
+        out["exposure"] = float(np.mean(e[:, 2] != 0))
     return out

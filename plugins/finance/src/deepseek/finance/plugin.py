@@ -27,6 +27,11 @@ def register_readers(register: Any) -> None:
              accepts=lazy_callable(M + "ticks:is_capture"),
              description="Binance WebSocket capture: '<receive_ns> <json>' lines (bookTicker, "
                          "trades, depth), plain, .gz or .zst")
+    register("bars-csv", lazy_callable(M + "bars:read_bars"), kind="bars",
+             suffixes=[".csv", ".txt", ".csv.gz", ".csv.zst"],
+             accepts=lazy_callable(M + "bars:is_bars"),
+             description="OHLCV bars: Date[,Time] or timestamp, Open, High, Low, Close[, Volume] "
+                         "(Yahoo/backtrader layout), plain or compressed")
     register("synthetic-ticks", lazy_callable(M + "synthetic:read_synthetic"), kind="ticks",
              schemes=["synthetic:"],
              description="synthetic order-book ticks whose order flow predicts the next moves "
@@ -57,7 +62,12 @@ def register_metrics(register: Any) -> None:
              files="--pred (N, 3) class scores or (N,) classes, --ref (N,) labels 0/1/2 "
                    "(.npy, .csv, .json)",
              description="accuracy and macro F1 of down/flat/up predictions, with the "
-                         "majority-class baseline")
+                         "majority-class baseline (and one-vs-rest AUC from class scores)")
+    register("trading", lazy_callable(M + "metrics:trading"),
+             files="--pred equity.csv (time_ns, equity[, position]), --ref fills.csv (time_ns, "
+                   "side, price, qty, fee), as `deepseek finance backtest --out` writes them",
+             description="return, annualised return, Sharpe, Sortino, max drawdown and its "
+                         "duration, hit rate, turnover and fees of a backtest")
 
 
 @hookimpl
@@ -66,6 +76,10 @@ def register_pipelines(register: Any) -> None:
              input_kind="ticks",
              description="synthetic ticks -> features -> tick-mlp: held-out quality, fast-path "
                          "parity and per-tick latency against PyTorch eager")
+    register("finance.tick-strategy", lazy_callable(M + "pipelines:tick_strategy"),
+             input_kind="ticks",
+             description="synthetic market -> walk-forward training -> fast path -> backtest "
+                         "at zero and at 1 ms latency with fees, beside the imbalance rule")
 
 
 @hookimpl

@@ -1,0 +1,195 @@
+"""OHLCV bars: the common CSV layouts, rule signals, and a bar-level backtest.
+
+:func:`read_bars` (registered reader ``bars-csv``, kind ``bars``) reads a CSV with a header:
+a ``Date`` column (``2006-01-02``) optionally followed by ``Time`` (the Yahoo/backtrader
+layout), or one ``timestamp``/``datetime``/``date`` column with date and time (``2021-12-31
+23:01:00``, ISO 8601, an offset such as ``+00:00`` allowed); then open, high, low, close
+(any case) and optional volume. Times without an offset are taken as UTC. Rows must be in
+strictly increasing time, prices finite and > 0, and each bar consistent (low <= open, close
+<= high); the first row that is not is an error that names it.
+
+:func:`bar_backtest` trades a signal decided on each bar's close at the *next* bar's open
+(the earliest a decision made on a close can trade: no lookahead), paying ``slippage_bps``
+against the trade and ``fee_bps`` of the notional, and marks the position to each close.
+Rules (:func:`rule_signals`): ``sma:FAST,SLOW`` (long while the fast simple moving average
+is above the slow one, short below; ``long-only`` flat instead), ``momentum:N`` (the sign of
+the return over N bars) and ``buy-and-hold``, the baseline every rule is shown beside.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from deepseek.finance.backtest import FILL_DTYPE, BacktestConfig, BacktestResult
+from deepseek.finance.capture import open_binary
+from deepseek.finance.errors import TickFileError
+
+BAR_DTYPE = np.dtype([("time_ns", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f8"),
+                      ("close", "<f8"), ("volume", "<f8")])
+TIME_COLUMNS = ("timestamp", "datetime", "date", "time")
+
+
+def is_bars(path: str | Path) -> bool:
+    """Whether ``path`` is a CSV whose header names open, high, low and close."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with open_binary(p) as raw:
+            head = raw.read(4096).decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    if not head:
+        return False
+    cols = {c.strip().lower() for c in head[0].split(",")}
+    return {"open", "high", "low", "close"} <= cols
+
+
+def _parse_time(text: str) -> int:
+    s = text.strip()
+    if len(s) == 8 and s.isdigit():  # 20060102
+        s = f"{s[:4]}-{s[4:6]}-{s[6:]}"
+    t = dt.datetime.fromisoformat(s)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def read_bars(path: str | Path) -> np.ndarray:
+    """Bars (:data:`BAR_DTYPE`) from an OHLCV CSV (plain, .gz or .zst)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TickFileError(f"{path}: no such file")
+    rows: list[tuple] = []
+    with open_binary(path) as raw:
+        f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        try:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise TickFileError(f"{path}: empty file")
+            cols = [c.strip().lower() for c in header]
+            missing = [c for c in ("open", "high", "low", "close") if c not in cols]
+            tcols = [c for c in TIME_COLUMNS if c in cols]
+            if missing or not tcols:
+                raise TickFileError(
+                    f"{path}: the header {header} lacks {missing or 'a time column'}; bars "
+                    "need Date[,Time] or timestamp, then Open, High, Low, Close[, Volume]")
+            if "date" in cols and "time" in cols:
+                when = [cols.index("date"), cols.index("time")]
+            else:
+                when = [cols.index(tcols[0])]
+            idx = [cols.index(c) for c in ("open", "high", "low", "close")]
+            vol = cols.index("volume") if "volume" in cols else -1
+            prev = None
+            for line, r in enumerate(reader, start=2):
+                if not any(c.strip() for c in r):
+                    continue
+                if len(r) < len(cols):
+                    raise TickFileError(f"{path}, line {line}: {len(r)} fields, the header "
+                                        f"has {len(cols)}")
+                try:
+                    t = _parse_time(" ".join(r[i] for i in when))
+                    o, h, lo, c = (float(r[i]) for i in idx)
+                    v = float(r[vol]) if vol >= 0 and r[vol].strip() else math.nan
+                except ValueError as exc:
+                    raise TickFileError(f"{path}, line {line}: {exc}") from None
+                if not all(math.isfinite(x) and x > 0 for x in (o, h, lo, c)):
+                    raise TickFileError(f"{path}, line {line}: prices must be finite and > 0 "
+                                        f"(open={o}, high={h}, low={lo}, close={c})")
+                if not (lo <= min(o, c) and max(o, c) <= h):
+                    raise TickFileError(f"{path}, line {line}: inconsistent bar (low {lo} "
+                                        f"must be <= open {o}, close {c} <= high {h})")
+                if prev is not None and t <= prev:
+                    what = "a duplicate time" if t == prev else "time goes backwards"
+                    stamp = " ".join(r[i] for i in when)
+                    raise TickFileError(f"{path}, line {line}: {what} ({stamp}); bars must be "
+                                        "in strictly increasing time")
+                prev = t
+                rows.append((t, o, h, lo, c, v))
+        except UnicodeDecodeError as exc:
+            raise TickFileError(f"{path}: not UTF-8 text ({exc})") from None
+        finally:
+            f.detach()
+    if not rows:
+        raise TickFileError(f"{path}: no bars (only a header)")
+    return np.array(rows, dtype=BAR_DTYPE)
+
+
+def _sma(x: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    if len(x) >= n:
+        c = np.cumsum(np.r_[0.0, x])
+        out[n - 1:] = (c[n:] - c[:-n]) / n
+    return out
+
+
+def rule_signals(bars: np.ndarray, rule: str, long_only: bool = False) -> np.ndarray:
+    """One signal (-1, 0, +1) per bar from ``rule``, known at that bar's close."""
+    close = bars["close"]
+    name, _, arg = rule.partition(":")
+    try:
+        if name == "buy-and-hold":
+            sig = np.ones(len(bars), dtype=np.int64)
+        elif name == "sma":
+            fast, slow = (int(v) for v in arg.split(","))
+            if not 1 <= fast < slow:
+                raise ValueError("need 1 <= FAST < SLOW")
+            f, s = _sma(close, fast), _sma(close, slow)
+            sig = np.where(np.isnan(s), 0, np.where(f > s, 1, -1)).astype(np.int64)
+        elif name == "momentum":
+            n = int(arg)
+            if n < 1:
+                raise ValueError("need N >= 1")
+            sig = np.zeros(len(bars), dtype=np.int64)
+            sig[n:] = np.sign(close[n:] - close[:-n]).astype(np.int64)
+        else:
+            raise ValueError("unknown rule")
+    except ValueError as exc:
+        raise TickFileError(f"rule {rule!r}: {exc}; use sma:FAST,SLOW, momentum:N or "
+                            "buy-and-hold") from None
+    return np.maximum(sig, 0) if long_only else sig
+
+
+def bar_backtest(bars: np.ndarray, signals: np.ndarray, *, size: float = 1.0,
+                 fee_bps: float = 4.0, slippage_bps: float = 0.0,
+                 capital: float | None = None) -> BacktestResult:
+    """Trade ``size`` units in the direction of each bar's signal at the next bar's open;
+    equity after each bar's close."""
+    n = len(bars)
+    if n < 2:
+        raise TickFileError(f"{n} bar(s): a bar backtest needs at least 2")
+    sig = np.asarray(signals)
+    if sig.shape != (n,):
+        raise TickFileError(f"{len(sig)} signals for {n} bars: give one per bar")
+    cfg = BacktestConfig(size=size, max_position=size, taker_fee_bps=fee_bps, hold_ticks=0)
+    if not (math.isfinite(slippage_bps) and 0 <= slippage_bps < 1000):
+        raise TickFileError(f"slippage_bps={slippage_bps}: give 0 <= slippage < 1000 bps")
+    cap = float(capital) if capital is not None else size * float(bars["open"][0])
+    pos, cash = 0.0, 0.0
+    equity = np.empty(n)
+    position = np.empty(n)
+    fills = []
+    for i in range(n):
+        if i > 0:
+            target = float(np.clip(sig[i - 1], -1, 1)) * size
+            delta = target - pos
+            if delta != 0.0:
+                side = 1 if delta > 0 else -1
+                px = bars["open"][i] * (1.0 + side * slippage_bps * 1e-4)
+                fee = abs(delta) * px * fee_bps * 1e-4
+                cash -= delta * px + fee
+                pos = target
+                fills.append((bars["time_ns"][i], side, px, abs(delta), fee, False, len(fills)))
+        equity[i] = cap + cash + pos * bars["close"][i]
+        position[i] = pos
+    return BacktestResult(bars["time_ns"].copy(), equity, position,
+                          np.array(fills, dtype=FILL_DTYPE), {"orders_sent": len(fills)},
+                          cfg, cap)

@@ -1,0 +1,171 @@
+"""Decision sources for the backtester and walk-forward evaluation.
+
+A decision source turns ticks into one decision per tick (-1 down, 0 flat, +1 up), each made
+on its tick with only the ticks before it:
+
+* :func:`model_decisions` -- a tick model (registered name, model file, or module) compiled
+  to the fast path and run over the ticks in one compiled loop;
+* :func:`imbalance_decisions` -- the queue-imbalance rule (up above +theta, down below
+  -theta), the simple baseline every model is shown beside.
+
+:func:`walk_forward` cuts the ticks into ``folds + 1`` consecutive windows, trains a model on
+window k (its own time split picks the epoch), and backtests it on window k + 1, the features
+warmed up on the end of window k (the past, never the future); the imbalance rule, its
+threshold fitted on window k, is backtested on the same span. No fold sees its future: every
+training tick precedes every tick it is tested on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from deepseek.finance.backtest import BacktestConfig, BacktestResult, backtest
+from deepseek.finance.errors import FinanceError
+
+log = logging.getLogger(__name__)
+
+WARMUP_TICKS = 2_000
+
+
+def fast_path(model: Any, trust_pickle: bool = False) -> Any:
+    """A :class:`FastPath` for a registered model name, a model file, or a module."""
+    from deepseek.finance.fastpath import FastPath
+
+    if isinstance(model, str):
+        from deepseek.loader import ModelLoader
+
+        model = ModelLoader.load(model, device="cpu", trust_pickle=trust_pickle)
+    return FastPath.from_model(model)
+
+
+def model_decisions(model: Any, ticks: np.ndarray, warmup: np.ndarray | None = None) -> np.ndarray:
+    """One decision per tick of ``ticks`` from ``model``'s fast path (fresh state, first fed
+    the ``warmup`` ticks, whose decisions are dropped). -2 marks a tick whose features or
+    logits were not finite (the backtester counts it and stays flat)."""
+    fp = model if hasattr(model, "decide") else fast_path(model)
+    fp.reset()
+    if warmup is not None and len(warmup):
+        fp.decide(warmup)
+    return fp.decide(ticks)
+
+
+def imbalance_decisions(ticks: np.ndarray, theta: float) -> np.ndarray:
+    """The queue-imbalance rule: +1 where (bid_size - ask_size) / (bid_size + ask_size) >
+    theta, -1 below -theta, else 0."""
+    b, a = ticks["bid_size"], ticks["ask_size"]
+    tot = b + a
+    imb = np.divide(b - a, tot, out=np.zeros(len(ticks)), where=tot > 0)
+    return np.where(imb > theta, 1, np.where(imb < -theta, -1, 0)).astype(np.int64)
+
+
+def windows(n: int, folds: int, min_window: int = 2_000) -> list[tuple[slice, slice]]:
+    """(train, test) slices of ``folds`` walk-forward folds over ``n`` ticks: ``folds + 1``
+    equal consecutive windows, fold k trains on window k and tests on window k + 1."""
+    if folds < 1:
+        raise FinanceError(f"folds={folds}: give at least 1")
+    w = n // (folds + 1)
+    if w < min_window:
+        raise FinanceError(f"{n} ticks make windows of {w} ticks for {folds} fold(s); give at "
+                           f"least {min_window * (folds + 1)} ticks or fewer folds")
+    return [(slice(k * w, (k + 1) * w), slice((k + 1) * w, (k + 2) * w)) for k in range(folds)]
+
+
+@dataclass
+class Fold:
+    train: tuple[int, int]
+    test: tuple[int, int]
+    train_time_ns: tuple[int, int]
+    test_time_ns: tuple[int, int]
+    skill: dict[str, float]
+    baseline_theta: float
+    model: Any = None
+    results: dict[str, dict[str, BacktestResult]] = field(default_factory=dict)
+
+
+@dataclass
+class WalkForward:
+    """Folds, and per strategy (``model``, ``imbalance``) and latency setting (``zero``,
+    ``configured``) the backtests of every fold."""
+
+    folds: list[Fold]
+    configs: dict[str, BacktestConfig]
+    model: str
+
+    def combined(self, strategy: str, setting: str) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray, float]:
+        """The folds' equity curves joined in time (each fold starts flat; its P&L adds to
+        the equity the folds before it ended with): (time_ns, equity, position, capital)."""
+        ts, eqs, ps = [], [], []
+        capital = None
+        carry = 0.0
+        for f in self.folds:
+            r = f.results[strategy][setting]
+            capital = r.capital if capital is None else capital
+            ts.append(r.time_ns)
+            eqs.append(r.equity - r.capital + capital + carry)
+            ps.append(r.position)
+            carry += float(r.equity[-1] - r.capital)
+        return np.concatenate(ts), np.concatenate(eqs), np.concatenate(ps), float(capital)
+
+    def fills(self, strategy: str, setting: str) -> np.ndarray:
+        return np.concatenate([f.results[strategy][setting].fills for f in self.folds])
+
+    def metrics(self, strategy: str, setting: str, period_s: float = 60.0) -> dict[str, Any]:
+        from deepseek.finance.metrics import trading
+
+        t, eq, pos, capital = self.combined(strategy, setting)
+        out = trading(np.column_stack([t, eq, pos]), self.fills(strategy, setting),
+                      capital=capital, period_s=period_s)
+        counters: dict[str, int] = {}
+        for f in self.folds:
+            for k, v in f.results[strategy][setting].counters.items():
+                if k != "halted_ns":
+                    counters[k] = counters.get(k, 0) + v
+        out["counters"] = counters
+        return out
+
+
+def walk_forward(ticks: np.ndarray, *, folds: int = 3, model: str = "tick-mlp",
+                 config: BacktestConfig | None = None, epochs: int = 3, horizon: int = 10,
+                 seed: int = 0, progress: bool | None = False, **train_options: Any
+                 ) -> WalkForward:
+    """Train on each window and backtest on the next, at zero latency and at ``config``'s
+    (its fees and order type in both), for the model and the imbalance baseline.
+
+    By default the model learns cost-aware labels (:func:`deepseek.finance.training.labels`
+    with ``costs=True``): an up or down label needs a move that repays the spread and, for
+    market orders, the taker fee both ways, so its calls are trades worth making;
+    ``train_options`` are passed to :func:`deepseek.finance.training.train`."""
+    from deepseek.finance.backtest import check_ticks
+    from deepseek.finance.training import train
+
+    check_ticks(ticks)
+    cfg = config or BacktestConfig()
+    zero = replace(cfg, feed_latency_us=0.0, order_latency_us=0.0, latency_samples_us=None)
+    configs = {"zero": zero, "configured": cfg}
+    train_options.setdefault("costs", True)
+    train_options.setdefault("fee_bps", cfg.taker_fee_bps if cfg.order_type == "market"
+                             else max(cfg.maker_fee_bps, 0.0))
+    out: list[Fold] = []
+    for k, (tr, te) in enumerate(windows(len(ticks), folds)):
+        log.info("fold %d/%d: training on ticks %d-%d, testing on %d-%d", k + 1, folds,
+                 tr.start, tr.stop, te.start, te.stop)
+        res = train(ticks[tr], model, horizon=horizon, epochs=epochs, seed=seed + k,
+                    progress=progress, **train_options)
+        theta = float(res.baselines["queue_imbalance"]["theta"])
+        test = ticks[te]
+        warm = ticks[max(tr.start, te.start - WARMUP_TICKS):te.start]
+        decisions = {"model": model_decisions(res.model, test, warm),
+                     "imbalance": imbalance_decisions(test, theta)}
+        fold = Fold((tr.start, tr.stop), (te.start, te.stop),
+                    (int(ticks["time_ns"][tr.start]), int(ticks["time_ns"][tr.stop - 1])),
+                    (int(test["time_ns"][0]), int(test["time_ns"][-1])),
+                    dict(res.metrics), theta, res.model)
+        for name, dec in decisions.items():
+            fold.results[name] = {s: backtest(test, dec, c) for s, c in configs.items()}
+        out.append(fold)
+    return WalkForward(out, configs, model)
