@@ -256,8 +256,9 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
     cur_ask = 0.0
     cur_bsz = 0.0
     cur_asz = 0.0
-    while j < n:
-        t_m = t[j]
+    t_end = t[n - 1] if n > 0 else inf
+    while True:
+        t_m = t[j] if j < n else inf
         t_a = mi[head, 0] if head < tail else inf
         if io < n:
             t_o = t[io] + feed_lat[io % n_feed]
@@ -265,6 +266,8 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
                 t_o = last_obs
         else:
             t_o = inf
+        if j == n and min(t_a, t_o) > t_end:
+            break  # what is left happens after the data ends
         if t_m <= t_a and t_m <= t_o:
             # ---- market tick j
             if j > 0:

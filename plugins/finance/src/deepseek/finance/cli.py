@@ -263,7 +263,10 @@ def _write_run(out: Path, res: Any, name: str) -> list[str]:
 
     out.mkdir(parents=True, exist_ok=True)
     eq = out / f"{name}-equity.csv"
-    np.savetxt(eq, np.column_stack([res.time_ns, res.equity, res.position]),
+    # a first row with the capital, at the first tick's time: returns start from it
+    np.savetxt(eq, np.column_stack([np.r_[res.time_ns[0], res.time_ns],
+                                    np.r_[res.capital, res.equity],
+                                    np.r_[0.0, res.position]]),
                fmt=["%d", "%.10g", "%.10g"], delimiter=",", header="time_ns,equity,position",
                comments="")
     fl = out / f"{name}-fills.csv"
@@ -384,8 +387,7 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
                              order_latency_us=latency_us, latency_samples_us=samples,
                              taker_fee_bps=fee_bps, maker_fee_bps=maker_fee_bps,
                              max_loss=max_loss)
-        span_s = (int(ticks["time_ns"][-1]) - int(ticks["time_ns"][0])) / 1e9
-        p = period_s or (1.0 if span_s < 6 * 3600 else 60.0)
+        p = period_s or "auto"
         lat = (f"p50 {np.median(samples):g} µs (recorded)" if samples else
                f"{feed_latency_us + latency_us:g} µs")
         if folds:

@@ -177,7 +177,7 @@ def round_trips(fills: Any) -> np.ndarray:
 
 
 def trading(predictions: Any, references: Any = None, *, capital: float | None = None,
-            period_s: float | None = 60.0) -> dict[str, Any]:
+            period_s: float | str | None = "auto") -> dict[str, Any]:
     """Performance of a backtest.
 
     ``predictions``: the equity curve, (N, 2+) rows of ``time_ns, equity[, position]`` (the
@@ -186,8 +186,8 @@ def trading(predictions: Any, references: Any = None, *, capital: float | None =
     return is their mean times the periods per year, and the maximum drawdown is the largest
     fall from a peak, as a share of the capital. ``references``: its fills, rows of ``time_ns, side,
     price, qty, fee`` or a FILL_DTYPE array (``fills.csv``), or None. ``period_s``: the
-    length of the return periods (the equity as of each period's end); None takes one
-    return per row (bars)."""
+    length of the return periods (the equity as of each period's end); ``"auto"``: 1 s for
+    data spanning under 6 hours, else 60 s; None takes one return per row (bars)."""
     e = np.asarray(predictions, dtype=np.float64)
     if e.ndim != 2 or e.shape[1] < 2 or len(e) < 2:
         raise FinanceError(f"equity of shape {e.shape}: give at least 2 rows of time_ns, "
@@ -204,11 +204,13 @@ def trading(predictions: Any, references: Any = None, *, capital: float | None =
     if not start > 0:
         raise FinanceError(f"capital {start}: returns need a starting equity > 0")
     span_s = (t[-1] - t[0]) / 1e9
+    if period_s == "auto":
+        period_s = 1.0 if span_s < 6 * 3600 else 60.0
     if period_s is None:
         grid_eq = np.r_[start, eq]
         how = "one return per row"
     else:
-        if not period_s > 0:
+        if not isinstance(period_s, (int, float)) or not period_s > 0:
             raise FinanceError(f"period_s={period_s}: give a period > 0 s")
         p = int(period_s * 1e9)
         ends = np.arange((t[0] // p + 1) * p, t[-1] + p, p)

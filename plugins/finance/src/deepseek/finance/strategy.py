@@ -114,7 +114,8 @@ class WalkForward:
     def fills(self, strategy: str, setting: str) -> np.ndarray:
         return np.concatenate([f.results[strategy][setting].fills for f in self.folds])
 
-    def metrics(self, strategy: str, setting: str, period_s: float = 60.0) -> dict[str, Any]:
+    def metrics(self, strategy: str, setting: str,
+                period_s: float | str | None = "auto") -> dict[str, Any]:
         from deepseek.finance.metrics import trading
 
         t, eq, pos, capital = self.combined(strategy, setting)

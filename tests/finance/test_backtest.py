@@ -1,0 +1,426 @@
+"""The backtester's fills on hand-built ticks, the trading metrics against hand computations,
+no lookahead, walk-forward splits, bars, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from deepseek.finance.backtest import BacktestConfig, backtest, check_ticks, time_gaps
+from deepseek.finance.bars import bar_backtest, read_bars, rule_signals
+from deepseek.finance.errors import FinanceError, TickFileError
+from deepseek.finance.metrics import roc_auc, round_trips, trading
+from deepseek.finance.strategy import imbalance_decisions, model_decisions, walk_forward, windows
+from deepseek.finance.synthetic import read_synthetic, synthetic_market
+from deepseek.finance.ticks import TICK_DTYPE
+from tests.shared import shared_data
+
+BARS = shared_data("bars")
+
+
+@pytest.fixture
+def invoke():
+    from click.testing import CliRunner
+
+    from deepseek.cli import build_cli
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(build_cli(), list(args))
+
+
+def book(rows):
+    """Ticks from (time_ns, bid, ask, bid_size, ask_size[, last_px, last_size, side])."""
+    out = np.zeros(len(rows), dtype=TICK_DTYPE)
+    for i, r in enumerate(rows):
+        t, b, a, bs, as_ = r[:5]
+        lp, ls, sd = r[5:] if len(r) > 5 else (math.nan, 0.0, 0)
+        out[i] = (t, t, t, b, a, bs, as_, bs, as_, lp, ls, sd, 0)
+    return out
+
+
+FREE = dict(taker_fee_bps=0.0, maker_fee_bps=0.0, hold_ticks=100)
+
+
+@pytest.mark.parametrize("latency_us, price", [(0.0, 101.0), (0.5, 101.0), (1.0, 103.0),
+                                                (1.5, 103.0), (2.0, 105.0)])
+def test_market_order_fills_at_the_touch_it_meets_after_the_latency(latency_us, price):
+    ticks = book([(0, 100, 101, 5, 5), (1000, 102, 103, 5, 5), (2000, 104, 105, 5, 5)])
+    r = backtest(ticks, [1, 0, 0], BacktestConfig(order_latency_us=latency_us, **FREE))
+    assert len(r.fills) == 1
+    f = r.fills[0]
+    assert (f["side"], f["price"], f["qty"], f["maker"]) == (1, price, 1.0, False)
+    assert f["time_ns"] == int(latency_us * 1000)
+    # marked to the mid after the last tick: 104.5 - price
+    assert r.equity[-1] - r.capital == pytest.approx(104.5 - price)
+
+
+def test_orders_still_on_the_way_when_the_data_ends_are_not_filled():
+    ticks = book([(0, 100, 101, 5, 5), (1000, 102, 103, 5, 5), (2000, 104, 105, 5, 5)])
+    r = backtest(ticks, [1, 0, 0], BacktestConfig(order_latency_us=2.5, **FREE))
+    assert len(r.fills) == 0 and r.counters["unsent_at_end"] == 1
+
+
+def test_feed_latency_delays_what_the_strategy_sees():
+    ticks = book([(0, 100, 101, 5, 5), (1000, 102, 103, 5, 5), (2000, 104, 105, 5, 5)])
+    r = backtest(ticks, [1, 0, 0], BacktestConfig(feed_latency_us=1.2, **FREE))
+    assert r.fills[0]["price"] == 103.0 and r.fills[0]["time_ns"] == 1200
+
+
+def test_taker_fee_is_charged_on_the_notional():
+    ticks = book([(0, 100, 101, 5, 5), (1000, 100, 101, 5, 5)])
+    r = backtest(ticks, [1, 0], BacktestConfig(taker_fee_bps=10.0, hold_ticks=100))
+    assert r.fills[0]["fee"] == pytest.approx(101 * 1e-3)
+    assert r.equity[-1] - r.capital == pytest.approx(100.5 - 101 - 0.101)
+
+
+def test_flat_call_closes_after_the_hold_and_opposite_call_reverses():
+    ticks = book([(i * 1000, 100, 101, 5, 5) for i in range(6)])
+    r = backtest(ticks, [1, 0, 0, -1, 0, 0], BacktestConfig(taker_fee_bps=0, hold_ticks=10))
+    assert list(r.fills["side"]) == [1, -1] and list(r.fills["qty"]) == [1.0, 2.0]
+    assert list(r.position) == [1, 1, 1, -1, -1, -1]
+    r = backtest(ticks, [1, 0, 0, 0, 0, 0], BacktestConfig(taker_fee_bps=0, hold_ticks=2))
+    assert list(r.position) == [1, 1, 0, 0, 0, 0]
+
+
+LIMIT = BacktestConfig(order_type="limit", **FREE)
+
+
+def test_limit_order_fills_only_when_the_market_trades_through():
+    # buy limit posted at the observed bid 100, 5 ahead of it in the queue
+    ticks = book([(0, 100, 101, 5, 5),
+                  (1000, 100, 100.5, 5, 5),            # ask moves to 100.5: not through
+                  (2000, 100, 101, 5, 5, 100, 2, -1),   # 2 traded at 100: 3 still ahead
+                  (3000, 100, 101, 5, 5),
+                  (4000, 99, 100, 5, 5, 99, 1, -1)])    # a sale at 99 trades through 100
+    r = backtest(ticks, [1, 0, 0, 0, 0], LIMIT)
+    assert len(r.fills) == 1
+    f = r.fills[0]
+    assert (f["time_ns"], f["price"], f["maker"], f["side"]) == (4000, 100.0, True, 1)
+    assert list(r.position) == [0, 0, 0, 0, 1]
+
+
+def test_limit_queue_is_worked_off_by_trades_at_the_price():
+    ticks = book([(0, 100, 101, 3, 5),
+                  (1000, 100, 101, 3, 5, 100, 2, -1),   # 1 left ahead
+                  (2000, 100, 101, 3, 5, 100, 1.5, -1)])  # 0.5 beyond the queue: partial
+    r = backtest(ticks, [1, 0, 0], LIMIT)
+    assert list(r.fills["qty"]) == [0.5] and r.fills["time_ns"][0] == 2000
+    # cancellations: the displayed size falls to 1, so the queue ahead is at most 1
+    ticks = book([(0, 100, 101, 3, 5), (1000, 100, 101, 1, 5),
+                  (2000, 100, 101, 1, 5, 100, 1.25, -1)])
+    r = backtest(ticks, [1, 0, 0], LIMIT)
+    assert list(r.fills["qty"]) == [0.25]
+
+
+def test_limit_priced_through_the_touch_it_meets_fills_as_taker():
+    # posted at the observed bid 100; by arrival the ask has fallen to 99.5
+    ticks = book([(0, 100, 101, 5, 5), (1000, 99, 99.5, 5, 5), (2000, 99, 99.5, 5, 5)])
+    r = backtest(ticks, [1, 0, 0], BacktestConfig(order_type="limit", order_latency_us=1.5,
+                                               taker_fee_bps=10.0, hold_ticks=100))
+    f = r.fills[0]
+    assert (f["price"], f["maker"]) == (99.5, False) and f["fee"] == pytest.approx(0.0995)
+
+
+def test_limit_order_is_cancelled_after_its_time_to_live():
+    ticks = book([(i * 1000, 100, 101, 5, 5) for i in range(5)])
+    r = backtest(ticks, [1, 1, 1, 1, 1],
+                 BacktestConfig(order_type="limit", limit_ttl_us=1.5, **FREE))
+    assert r.counters["cancels_sent"] >= 1 and r.counters["cancelled"] >= 1
+    assert len(r.fills) == 0 and r.counters["orders_sent"] >= 2  # reposted after the cancel
+
+
+def test_maker_rebate():
+    ticks = book([(0, 100, 101, 5, 5), (1000, 99, 100, 5, 5, 99, 1, -1)])
+    r = backtest(ticks, [1, 0], BacktestConfig(order_type="limit", maker_fee_bps=-2.0,
+                                               hold_ticks=100))
+    assert r.fills[0]["fee"] == pytest.approx(-100 * 2e-4)
+
+
+def test_loss_limit_halts_and_flattens():
+    ticks = book([(0, 100, 101, 5, 5), (1000, 90, 91, 5, 5), (2000, 80, 81, 5, 5),
+                  (3000, 120, 121, 5, 5)])
+    r = backtest(ticks, [1, 1, 1, 1], BacktestConfig(max_loss=5.0, **FREE))
+    assert r.counters["halted_ns"] == 1000
+    assert list(r.position) == [1, 0, 0, 0]
+    assert r.equity[-1] - r.capital == pytest.approx(90 - 101)
+
+
+@pytest.mark.parametrize("order_type", ["market", "limit"])
+def test_position_never_exceeds_the_limit(order_type):
+    ticks = synthetic_market(4000, seed=1)
+    dec = np.random.default_rng(0).integers(-1, 2, len(ticks))
+    cfg = BacktestConfig(order_type=order_type, size=2.0, max_position=2.0, hold_ticks=3,
+                         latency_samples_us=[50, 400, 3000, 20_000])
+    r = backtest(ticks, dec, cfg)
+    assert np.abs(r.position).max() <= 2.0 + 1e-9
+    assert len(r.fills) > 10
+    # cash + position at the mid, rebuilt from the fills, is the equity curve
+    f = r.fills
+    cash = -np.sum(f["side"] * f["qty"] * f["price"]) - f["fee"].sum()
+    mid = (ticks["bid"][-1] + ticks["ask"][-1]) / 2
+    assert r.equity[-1] - r.capital == pytest.approx(cash + r.position[-1] * mid)
+
+
+def test_no_lookahead_changing_the_future_changes_nothing_before_it():
+    ticks = synthetic_market(6000, seed=4)
+    k = 4000
+    future = ticks.copy()
+    rng = np.random.default_rng(1)
+    future["bid"][k:] *= 1.05
+    future["ask"][k:] *= 1.05
+    future["bid_size"][k:] = rng.integers(1, 50, len(ticks) - k)
+    future["side"][k:] = 0
+    future["last_size"][k:] = 0.0
+    cfg = BacktestConfig(order_type="limit", feed_latency_us=100, order_latency_us=700,
+                         taker_fee_bps=1.0)
+    runs = []
+    for data in (ticks, future):
+        dec = model_decisions("tick-mlp", data)
+        runs.append((dec, backtest(data, dec, cfg)))
+    (d0, r0), (d1, r1) = runs
+    assert np.array_equal(d0[:k], d1[:k]) and not np.array_equal(d0[k:], d1[k:])
+    t_k = ticks["time_ns"][k]
+    before0 = r0.fills[r0.fills["time_ns"] < t_k]
+    before1 = r1.fills[r1.fills["time_ns"] < t_k]
+    assert len(before0) > 5 and np.array_equal(before0, before1)
+    assert np.array_equal(r0.equity[:k - 1], r1.equity[:k - 1])
+    assert not np.array_equal(r0.equity[k:], r1.equity[k:])
+
+
+def test_walk_forward_folds_never_see_their_future():
+    for n, folds in ((10_000, 4), (9_999, 2), (50_000, 7)):
+        ws = windows(n, folds, min_window=1000)
+        assert len(ws) == folds
+        for k, (tr, te) in enumerate(ws):
+            assert tr.stop <= te.start and te.stop <= n
+            if k:
+                assert ws[k - 1][1] == tr  # rolls forward: trains on the last test window
+    with pytest.raises(FinanceError, match="fewer folds"):
+        windows(3000, 3)
+    ticks = synthetic_market(6000, seed=8)
+    wf = walk_forward(ticks, folds=1, epochs=1,
+                      config=BacktestConfig(order_latency_us=500, taker_fee_bps=0.5))
+    (fold,) = wf.folds
+    assert fold.train == (0, 3000) and fold.test == (3000, 6000)
+    assert fold.train_time_ns[1] < fold.test_time_ns[0]
+    for strat in ("model", "imbalance"):
+        for setting in ("zero", "configured"):
+            r = fold.results[strat][setting]
+            assert len(r.equity) == 3000 and r.fills["time_ns"].min() >= fold.test_time_ns[0]
+    assert wf.configs["zero"].order_latency_us == 0 and wf.configs["zero"].taker_fee_bps == 0.5
+    m = wf.metrics("model", "configured", period_s=1.0)
+    assert {"sharpe", "sortino", "max_drawdown", "hit_rate", "turnover", "fees_paid"} <= set(m)
+
+
+# -- metrics --------------------------------------------------------------------------------
+def test_trading_metrics_against_hand_computation():
+    s = 1_000_000_000
+    t = np.array([0, 1, 2, 3, 4]) * s
+    eq = np.array([100.0, 110.0, 99.0, 104.5, 121.0])
+    m = trading(np.column_stack([t, eq]), None, capital=100.0, period_s=None)
+    r = np.diff(np.r_[100.0, eq]) / 100.0  # 0, .10, -.11, .055, .165
+    ppy = 5 / (4 / (365.25 * 86400))
+    assert m["total_return"] == pytest.approx(0.21)
+    assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(ppy))
+    assert m["sortino"] == pytest.approx(r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2))
+                                         * math.sqrt(ppy))
+    assert m["max_drawdown"] == pytest.approx(0.11)          # 110 -> 99, of capital 100
+    assert m["max_drawdown_duration_s"] == pytest.approx(2.0)  # peak at 1 s, regained at 4 s
+    assert "risk-free rate 0" in m["annualisation"]
+    # period returns: the equity as of each period's end
+    m2 = trading(np.column_stack([t, eq]), None, capital=100.0, period_s=2.0)
+    assert m2["total_return"] == pytest.approx(0.21)
+
+
+def test_round_trips_and_hit_rate_from_fills():
+    # buy 1 @10, sell 2 @12 (closes +2, opens a short), buy 1 @13 (closes -1); fees 0.1 each
+    fills = np.array([[0, 1, 10, 1, 0.1], [1, -1, 12, 2, 0.2], [2, 1, 13, 1, 0.1]])
+    trips = round_trips(fills)
+    assert trips == pytest.approx([2 - 0.1 - 0.1, -1 - 0.1 - 0.1])
+    m = trading(np.array([[0, 100.0], [2, 100.6]]), fills, capital=100.0, period_s=None)
+    assert m["hit_rate"] == 0.5 and m["round_trips"] == 2
+    assert m["traded_notional"] == pytest.approx(10 + 24 + 13)
+    assert m["turnover"] == pytest.approx(0.47) and m["fees_paid"] == pytest.approx(0.4)
+
+
+def test_trading_metric_refuses_bad_curves():
+    with pytest.raises(FinanceError, match="at least 2 rows"):
+        trading(np.array([[0, 1.0]]))
+    with pytest.raises(FinanceError, match="row 1: time goes backwards"):
+        trading(np.array([[5, 1.0], [4, 1.0]]))
+    with pytest.raises(FinanceError, match="not finite"):
+        trading(np.array([[0, 1.0], [1, np.nan]]))
+
+
+def test_auc_matches_scikit_learn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 500)
+    scores = rng.normal(size=(500, 3)) + np.eye(3)[y] * 0.7
+    scores[:50, 0] = 0.25  # ties
+    for c in range(3):
+        assert roc_auc(scores[:, c], y == c) == pytest.approx(
+            sk.roc_auc_score(y == c, scores[:, c]), abs=1e-12)
+    from deepseek.evaluation import evaluate
+
+    m = evaluate("tick-classification", scores, y)
+    assert m["auc_ovr"] == pytest.approx(np.mean([m["auc_down"], m["auc_flat"], m["auc_up"]]))
+    assert math.isnan(roc_auc(np.ones(3), np.array([True, True, True])))
+
+
+# -- data -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("rows, pattern", [
+    ([(0, 100, 101, 1, 1), (5, 100, 101, 1, 1), (3, 100, 101, 1, 1)],
+     r"row 2: time goes backwards"),
+    ([(0, 100, 101, 1, 1), (1, 0, 101, 1, 1)], r"row 1 .*finite and > 0"),
+    ([(0, 100, 101, 1, 1), (1, 101, 101, 1, 1)], r"row 1 .*crossed or locked"),
+    ([(0, 100, 101, 1, -1)], r"row 0 .*sizes"),
+    ([(0, 100, 101, 1, 1, math.nan, 1.0, 1)], r"row 0 .*a trade needs"),
+])
+def test_bad_ticks_are_refused_with_the_row(rows, pattern):
+    with pytest.raises(FinanceError, match=pattern):
+        backtest(book(rows), np.zeros(len(rows)), BacktestConfig())
+
+
+def test_empty_ticks_and_mismatched_decisions_are_refused():
+    with pytest.raises(FinanceError, match="no ticks"):
+        check_ticks(book([]))
+    with pytest.raises(FinanceError, match="2 decisions for 1 ticks"):
+        backtest(book([(0, 100, 101, 1, 1)]), [0, 1])
+    with pytest.raises(FinanceError, match="size 2.0 exceeds max_position"):
+        BacktestConfig(size=2.0)
+    with pytest.raises(FinanceError, match="order_latency_us"):
+        BacktestConfig(order_latency_us=-1)
+    with pytest.raises(FinanceError, match="latency_samples_us"):
+        BacktestConfig(latency_samples_us=[])
+
+
+def test_duplicate_times_are_kept_in_order_and_gaps_reported():
+    ticks = book([(0, 100, 101, 1, 1), (0, 101, 102, 1, 1), (90_000_000_000, 101, 102, 1, 1)])
+    r = backtest(ticks, [1, 0, 0], BacktestConfig(**FREE))
+    assert r.fills[0]["price"] == 102.0  # ties: both ticks stamped 0 happen before the order
+    assert time_gaps(ticks, 60.0) == [(2, 90.0)]
+
+
+def test_invalid_decisions_are_counted_and_flat():
+    ticks = book([(0, 100, 101, 1, 1), (1, 100, 101, 1, 1)])
+    r = backtest(ticks, [-2, 0], BacktestConfig(**FREE))
+    assert r.counters["invalid_decisions"] == 1 and len(r.fills) == 0
+
+
+def test_synthetic_market_regimes_and_signal():
+    ticks, regime = synthetic_market(20_000, seed=3, return_regimes=True)
+    again = synthetic_market(20_000, seed=3)
+    assert ticks.tobytes() == again.tobytes()
+    assert 0.05 < regime.mean() < 0.95
+    check_ticks(ticks)
+    spread = ticks["ask"] - ticks["bid"]
+    assert spread[regime == 1].mean() > spread[regime == 0].mean()
+    mid = (ticks["bid"] + ticks["ask"]) / 2
+    vol = np.abs(np.diff(mid))
+    assert vol[regime[1:] == 1].mean() > 2 * vol[regime[1:] == 0].mean()
+    # the queue imbalance predicts the next move
+    imb = imbalance_decisions(ticks, 0.3)[:-10]
+    move = np.sign(mid[10:] - mid[:-10])
+    called = imb != 0
+    assert np.mean(imb[called] == move[called]) > 0.6
+    assert len(read_synthetic("synthetic:?kind=market&n=100&seed=1")) == 100
+    with pytest.raises(FinanceError, match="kind=ticks"):
+        read_synthetic("synthetic:?kind=bogus")
+    with pytest.raises(FinanceError, match="unknown option"):
+        read_synthetic("synthetic:?kind=ticks&kappa=2")
+
+
+# -- bars -----------------------------------------------------------------------------------
+def test_bars_trade_at_the_next_open(tmp_path):
+    p = tmp_path / "bars.csv"
+    p.write_text("Date,Open,High,Low,Close,Volume\n"
+                 "2024-01-01,10,11,9,10,0\n2024-01-02,11,12,10,12,0\n"
+                 "2024-01-03,13,14,12,13,0\n2024-01-04,12,13,11,11,0\n")
+    bars = read_bars(p)
+    assert bars["time_ns"][1] - bars["time_ns"][0] == 86_400 * 10**9
+    r = bar_backtest(bars, np.array([1, 1, -1, 0]), fee_bps=10.0)
+    # long at the open of bar 1 (11), reversed at the open of bar 3 (12) to short
+    assert list(r.fills["price"]) == [11.0, 12.0] and list(r.fills["qty"]) == [1.0, 2.0]
+    assert list(r.position) == [0, 1, 1, -1]
+    fees = 11 * 1e-3 + 24 * 1e-3
+    assert r.equity[-1] - r.capital == pytest.approx((12 - 11) + (12 - 11) - fees)
+    sig = rule_signals(bars, "sma:1,2")
+    assert list(sig) == [0, 1, 1, -1]
+    assert list(rule_signals(bars, "momentum:1", long_only=True)) == [0, 1, 1, 0]
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("Date,Open,High,Low,Close\n2024-01-02,1,2,1,1\n2024-01-02,1,2,1,1\n",
+     r"line 3: a duplicate time"),
+    ("Date,Open,High,Low,Close\n2024-01-02,1,2,1,1\n2024-01-01,1,2,1,1\n",
+     r"line 3: time goes backwards"),
+    ("Date,Open,High,Low,Close\n2024-01-02,1,2,1.5,1\n", r"line 2: inconsistent bar"),
+    ("Date,Open,High,Low,Close\n2024-01-02,0,2,0,1\n", r"line 2: prices must be"),
+    ("Date,Open,High,Low,Close\n2024-13-02,1,2,1,1\n", r"line 2: month must be"),
+    ("Date,Open,High,Close\n", r"lacks \['low'\]"),
+    ("Date,Open,High,Low,Close\n", r"no bars"),
+])
+def test_bad_bars_name_the_line(tmp_path, text, pattern):
+    p = tmp_path / "b.csv"
+    p.write_text(text)
+    with pytest.raises(TickFileError, match=pattern):
+        read_bars(p)
+    with pytest.raises(TickFileError, match="rule 'sma:5,2'"):
+        rule_signals(np.zeros(3, dtype=[("close", "f8")]), "sma:5,2")
+
+
+@pytest.mark.skipif(BARS is None, reason="../shared/data/bars is not here")
+def test_bar_layouts_of_the_shared_data():
+    for name, n in (("2006-min-005.txt", 2142), ("fxcm-gbpusd-m1-bid-2012.csv", 30117)):
+        bars = read_bars(BARS / name)
+        assert len(bars) == n and np.all(np.diff(bars["time_ns"]) > 0)
+
+
+# -- CLI ------------------------------------------------------------------------------------
+def test_backtest_cli_on_ticks_and_bars(invoke, tmp_path):
+    out = tmp_path / "run"
+    res = invoke("finance", "backtest", "synthetic:?kind=market&n=3000&seed=2", "--latency-us",
+                 "800", "--fee-bps", "0.5", "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert set(summary["results"]) == {"tick-mlp|0 µs", "tick-mlp|800 µs",
+                                       "imbalance rule|0 µs", "imbalance rule|800 µs"}
+    assert (out / "equity.png").stat().st_size > 10_000
+    res = invoke("evaluate", "trading", "--pred", str(out / "tick-mlp-equity.csv"), "--ref",
+                 str(out / "tick-mlp-fills.csv"), "--json")
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.output)["result"]
+    assert again["fills"] == summary["results"]["tick-mlp|800 µs"]["fills"]
+    for key in ("fees_paid", "pnl", "sharpe", "max_drawdown"):
+        assert again[key] == pytest.approx(summary["results"]["tick-mlp|800 µs"][key],
+                                           rel=1e-6, abs=1e-9)
+
+    bars = tmp_path / "bars.csv"
+    lines = ["timestamp,open,high,low,close,volume"]
+    for i in range(60):
+        c = 100 + 5 * math.sin(i / 6)
+        lines.append(f"2024-01-01 00:{i:02d}:00+00:00,{c},{c + 1},{c - 1},{c},1")
+    bars.write_text("\n".join(lines) + "\n")
+    res = invoke("finance", "backtest", str(bars), "--rule", "sma:3,8", "--fee-bps", "1")
+    assert res.exit_code == 0, res.output
+    assert "sma:3,8" in res.output and "buy-and-hold" in res.output and "verdict:" in res.output
+    res = invoke("finance", "backtest", str(bars), "--symbol", "X")
+    assert res.exit_code != 0 and "apply to tick captures" in res.output
+
+
+def test_tick_strategy_pipeline(tmp_path):
+    from deepseek.plugins import pipelines
+
+    res = pipelines().get("finance.tick-strategy")(input=None, out_dir=tmp_path, quiet=True,
+                                                   n_ticks=9000, folds=2, epochs=1)
+    rows = res.tables[0].rows
+    assert [r[:2] for r in rows] == [["tick-mlp", "0 µs"], ["tick-mlp", "1000 µs"],
+                                     ["imbalance rule", "0 µs"],
+                                     ["imbalance rule", "1000 µs"]]
+    assert {p.name for p in res.figures} == {"equity.png", "latency.png"}
+    assert res.metrics["model_pnl"] == res.quality.value
+    assert any("edge" in n or "loses" in n for n in res.notes)
