@@ -424,3 +424,13 @@ def test_tick_strategy_pipeline(tmp_path):
     assert {p.name for p in res.figures} == {"equity.png", "latency.png"}
     assert res.metrics["model_pnl"] == res.quality.value
     assert any("edge" in n or "loses" in n for n in res.notes)
+
+
+def test_bars_reader_is_chosen_by_kind(tmp_path):
+    import deepseek
+
+    p = tmp_path / "daily.csv"
+    p.write_text("Date,Open,High,Low,Close\n2024-01-02,1,2,1,1.5\n2024-01-03,1.5,2,1,1.2\n")
+    bars = deepseek.open(str(p), kind="bars")
+    assert bars.dtype.names[:5] == ("time_ns", "open", "high", "low", "close")
+    assert list(bars["close"]) == [1.5, 1.2]

@@ -27,8 +27,9 @@ def register_readers(register: Any) -> None:
              accepts=lazy_callable(M + "ticks:is_capture"),
              description="Binance WebSocket capture: '<receive_ns> <json>' lines (bookTicker, "
                          "trades, depth), plain, .gz or .zst")
+    # no suffixes: a .csv is a tick CSV unless kind="bars" is asked for; then the header
+    # decides (open, high, low, close)
     register("bars-csv", lazy_callable(M + "bars:read_bars"), kind="bars",
-             suffixes=[".csv", ".txt", ".csv.gz", ".csv.zst"],
              accepts=lazy_callable(M + "bars:is_bars"),
              description="OHLCV bars: Date[,Time] or timestamp, Open, High, Low, Close[, Volume] "
                          "(Yahoo/backtrader layout), plain or compressed")
