@@ -447,7 +447,9 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
     main = [k for k in named if k.split("|")[0] == next(iter(named)).split("|")[0]]
     first_pnl, last_pnl = named[main[0]]["pnl"], named[main[-1]]["pnl"]
     name = main[-1].split("|")[0]
-    if last_pnl <= 0 < first_pnl:
+    if named[main[-1]]["fills"] == 0:
+        click.echo(f"verdict: {name} makes no trade (none of its calls is worth the costs)")
+    elif last_pnl <= 0 < first_pnl:
         click.echo(f"verdict: {name} makes money at zero latency and loses once the latency "
                    "is charged")
     elif last_pnl <= 0:

@@ -179,7 +179,9 @@ def tick_strategy(input: str | None = None, out_dir: Path = Path("."), quiet: bo
                   "fold", "train from", "train to", "test from", "test to",
                   "model test macro F1 (in its training window)", "imbalance theta"],
                   skill_rows)]
-    verdict = ("the model's edge survives the configured latency and fees"
+    verdict = ("the model makes no trade (none of its calls is worth the costs)"
+               if m_conf["fills"] == 0 else
+               "the model's edge survives the configured latency and fees"
                if m_conf["pnl"] > 0 else
                "the model's edge does NOT survive the configured latency and fees"
                if m_zero["pnl"] > 0 else "the model loses even at zero latency")
