@@ -210,6 +210,21 @@ def _push(mi, mf, k, at, last_arrival, kind, side, px, qty, oid):  # pragma: no 
     return at
 
 
+@njit(inline="always")
+def _fill(ft, fs, fp, fq, ff, fm, fo, k, t, side, px, qty, fee, maker,
+          oid):  # pragma: no cover - compiled
+    """Fill ``k`` into the fill columns (while they have room); returns k + 1."""
+    if k < len(ft):
+        ft[k] = t
+        fs[k] = side
+        fp[k] = px
+        fq[k] = qty
+        ff[k] = fee
+        fm[k] = maker
+        fo[k] = oid
+    return k + 1
+
+
 @njit(cache=True, nogil=True)
 def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat, order_lat,
               limit_mode, size, max_pos, hold_ticks, taker, maker, ttl, max_loss,
@@ -313,15 +328,9 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
                     cash -= r_side * q * r_px + fee
                     pos += r_side * q
                     r_rem -= q
-                    if n_fills < len(fills_t):
-                        fills_t[n_fills] = t_m
-                        fills_side[n_fills] = r_side
-                        fills_px[n_fills] = r_px
-                        fills_qty[n_fills] = q
-                        fills_fee[n_fills] = fee
-                        fills_maker[n_fills] = True
-                        fills_order[n_fills] = r_id
-                    n_fills += 1
+                    n_fills = _fill(fills_t, fills_side, fills_px, fills_qty, fills_fee,
+                                    fills_maker, fills_order, n_fills, t_m, r_side, r_px, q,
+                                    fee, True, r_id)
                     counters[3] += 1
                     if r_rem <= 1e-12:
                         r_live = False
@@ -348,15 +357,9 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
                 pos += s * qty
                 if qty > (cur_asz if s > 0 else cur_bsz):
                     counters[4] += 1
-                if n_fills < len(fills_t):
-                    fills_t[n_fills] = t_arr
-                    fills_side[n_fills] = s
-                    fills_px[n_fills] = touch
-                    fills_qty[n_fills] = qty
-                    fills_fee[n_fills] = fee
-                    fills_maker[n_fills] = False
-                    fills_order[n_fills] = oid
-                n_fills += 1
+                n_fills = _fill(fills_t, fills_side, fills_px, fills_qty, fills_fee,
+                                fills_maker, fills_order, n_fills, t_arr, s, touch, qty, fee,
+                                False, oid)
                 counters[2] += 1
                 if kind == 0:
                     in_flight_mkt -= s * qty
