@@ -370,6 +370,11 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
     else:
         ticks = _ticks(data, symbol, clock, order, levels)
         check_ticks(ticks, data)
+        same = np.flatnonzero(np.diff(ticks["time_ns"]) == 0)
+        if len(same):
+            warnings.append(f"{len(same)} tick(s) share their time with the tick before (the "
+                            f"first at row {int(same[0]) + 1}): kept in file order, and an "
+                            "order arriving at that time meets the book after all of them")
         gaps = time_gaps(ticks, max_gap_s)
         if gaps:
             row, longest = max(gaps, key=lambda g: g[1])
