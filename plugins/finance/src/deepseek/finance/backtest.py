@@ -389,31 +389,9 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
             if not halted and max_loss > 0.0 and cash + pos * mid_i <= -max_loss:
                 halted = True
                 counters[9] = now
-                target_dir = 0
             if halted:  # cancel the working order, then flatten with market orders
-                if tail >= cap - 2:
-                    continue
-                if w_live:
-                    if not w_cancelling:
-                        at = now + order_lat[k_lat % n_ord]
-                        k_lat += 1
-                        last_arrival = _push(mi, mf, tail, at, last_arrival, 2, 0, 0.0, 0.0, w_id)
-                        tail += 1
-                        counters[1] += 1
-                        w_cancelling = True
-                    continue
-                flat = -(pos + in_flight_mkt)
-                if abs(flat) > 1e-12:
-                    at = now + order_lat[k_lat % n_ord]
-                    k_lat += 1
-                    last_arrival = _push(mi, mf, tail, at, last_arrival, 0,
-                                         1 if flat > 0 else -1, 0.0, abs(flat), next_id)
-                    next_id += 1
-                    tail += 1
-                    in_flight_mkt += flat
-                    counters[0] += 1
-                continue
-            if d != 0:
+                target_dir = 0
+            elif d != 0:
                 target_dir = d
                 last_call = i
             elif i - last_call >= hold_ticks:
@@ -423,12 +401,20 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
                 target = max_pos if target > 0 else -max_pos
             if tail >= cap - 2:
                 continue
-            if not limit_mode:
+            want = target - pos
+            if w_live:  # limit mode: one working order at a time
+                if not w_cancelling and (halted or w_side * want <= 1e-12
+                                         or now - w_sent >= ttl):
+                    at = now + order_lat[k_lat % n_ord]
+                    k_lat += 1
+                    last_arrival = _push(mi, mf, tail, at, last_arrival, 2, 0, 0.0, 0.0, w_id)
+                    tail += 1
+                    counters[1] += 1
+                    w_cancelling = True
+                continue
+            if halted or not limit_mode:
                 delta = target - (pos + in_flight_mkt)
                 if abs(delta) > 1e-12:
-                    if abs(pos + in_flight_mkt + delta) > max_pos + 1e-12:
-                        counters[7] += 1
-                        continue
                     at = now + order_lat[k_lat % n_ord]
                     k_lat += 1
                     last_arrival = _push(mi, mf, tail, at, last_arrival, 0,
@@ -437,17 +423,6 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
                     tail += 1
                     in_flight_mkt += delta
                     counters[0] += 1
-                continue
-            # limit mode: one working order at a time
-            want = target - pos
-            if w_live:
-                if not w_cancelling and (w_side * want <= 1e-12 or now - w_sent >= ttl):
-                    at = now + order_lat[k_lat % n_ord]
-                    k_lat += 1
-                    last_arrival = _push(mi, mf, tail, at, last_arrival, 2, 0, 0.0, 0.0, w_id)
-                    tail += 1
-                    counters[1] += 1
-                    w_cancelling = True
                 continue
             if abs(want) > 1e-12:
                 sd = 1 if want > 0 else -1
