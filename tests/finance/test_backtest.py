@@ -428,6 +428,16 @@ def test_tick_strategy_pipeline(tmp_path):
     assert sum(any(v in n for v in verdicts) for n in res.notes) == 1
 
 
+def test_bars_that_are_not_utf8_name_the_file(tmp_path):
+    p = tmp_path / "latin.csv"
+    p.write_bytes(b"Date,Open,High,Low,Close\n2024-01-02,1,2,1,1\n\xe9\xff,1,2,1,1\n")
+    with pytest.raises(TickFileError, match=r"latin.csv: not UTF-8 text"):
+        read_bars(p)
+    from deepseek.finance.bars import is_bars
+
+    assert is_bars(p) and not is_bars(tmp_path / "missing.csv")
+
+
 def test_bars_reader_is_chosen_by_kind(tmp_path):
     import deepseek
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 
 from deepseek.finance.backtest import FILL_DTYPE, BacktestConfig, BacktestResult
-from deepseek.finance.capture import open_binary
+from deepseek.finance.capture import open_binary, open_text
 from deepseek.finance.errors import TickFileError
 
 BAR_DTYPE = np.dtype([("time_ns", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f8"),
@@ -40,14 +39,12 @@ def is_bars(path: str | Path) -> bool:
     p = Path(path)
     if not p.is_file():
         return False
-    try:
-        with open_binary(p) as raw:
-            head = raw.read(4096).decode("utf-8", errors="replace").splitlines()
-    except OSError:
+    try:  # the first 4 KiB, leniently decoded: a header in bad UTF-8 still finds this
+        with open_binary(p) as raw:  # reader, whose error then names the file
+            head = raw.read(4096).decode("utf-8", errors="replace").split("\n", 1)[0]
+    except (OSError, TickFileError):
         return False
-    if not head:
-        return False
-    cols = {c.strip().lower() for c in head[0].split(",")}
+    cols = {c.strip().lower() for c in head.split(",")}
     return {"open", "high", "low", "close"} <= cols
 
 
@@ -68,56 +65,50 @@ def read_bars(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise TickFileError(f"{path}: no such file")
     rows: list[tuple] = []
-    with open_binary(path) as raw:
-        f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        try:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if not header:
-                raise TickFileError(f"{path}: empty file")
-            cols = [c.strip().lower() for c in header]
-            missing = [c for c in ("open", "high", "low", "close") if c not in cols]
-            tcols = [c for c in TIME_COLUMNS if c in cols]
-            if missing or not tcols:
-                raise TickFileError(
-                    f"{path}: the header {header} lacks {missing or 'a time column'}; bars "
-                    "need Date[,Time] or timestamp, then Open, High, Low, Close[, Volume]")
-            if "date" in cols and "time" in cols:
-                when = [cols.index("date"), cols.index("time")]
-            else:
-                when = [cols.index(tcols[0])]
-            idx = [cols.index(c) for c in ("open", "high", "low", "close")]
-            vol = cols.index("volume") if "volume" in cols else -1
-            prev = None
-            for line, r in enumerate(reader, start=2):
-                if not any(c.strip() for c in r):
-                    continue
-                if len(r) < len(cols):
-                    raise TickFileError(f"{path}, line {line}: {len(r)} fields, the header "
-                                        f"has {len(cols)}")
-                try:
-                    t = _parse_time(" ".join(r[i] for i in when))
-                    o, h, lo, c = (float(r[i]) for i in idx)
-                    v = float(r[vol]) if vol >= 0 and r[vol].strip() else math.nan
-                except ValueError as exc:
-                    raise TickFileError(f"{path}, line {line}: {exc}") from None
-                if not all(math.isfinite(x) and x > 0 for x in (o, h, lo, c)):
-                    raise TickFileError(f"{path}, line {line}: prices must be finite and > 0 "
-                                        f"(open={o}, high={h}, low={lo}, close={c})")
-                if not (lo <= min(o, c) and max(o, c) <= h):
-                    raise TickFileError(f"{path}, line {line}: inconsistent bar (low {lo} "
-                                        f"must be <= open {o}, close {c} <= high {h})")
-                if prev is not None and t <= prev:
-                    what = "a duplicate time" if t == prev else "time goes backwards"
-                    stamp = " ".join(r[i] for i in when)
-                    raise TickFileError(f"{path}, line {line}: {what} ({stamp}); bars must be "
-                                        "in strictly increasing time")
-                prev = t
-                rows.append((t, o, h, lo, c, v))
-        except UnicodeDecodeError as exc:
-            raise TickFileError(f"{path}: not UTF-8 text ({exc})") from None
-        finally:
-            f.detach()
+    with open_text(path) as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            raise TickFileError(f"{path}: empty file")
+        cols = [c.strip().lower() for c in header]
+        missing = [c for c in ("open", "high", "low", "close") if c not in cols]
+        tcols = [c for c in TIME_COLUMNS if c in cols]
+        if missing or not tcols:
+            raise TickFileError(
+                f"{path}: the header {header} lacks {missing or 'a time column'}; bars "
+                "need Date[,Time] or timestamp, then Open, High, Low, Close[, Volume]")
+        if "date" in cols and "time" in cols:
+            when = [cols.index("date"), cols.index("time")]
+        else:
+            when = [cols.index(tcols[0])]
+        idx = [cols.index(c) for c in ("open", "high", "low", "close")]
+        vol = cols.index("volume") if "volume" in cols else -1
+        prev = None
+        for line, r in enumerate(reader, start=2):
+            if not any(c.strip() for c in r):
+                continue
+            if len(r) < len(cols):
+                raise TickFileError(f"{path}, line {line}: {len(r)} fields, the header "
+                                    f"has {len(cols)}")
+            try:
+                t = _parse_time(" ".join(r[i] for i in when))
+                o, h, lo, c = (float(r[i]) for i in idx)
+                v = float(r[vol]) if vol >= 0 and r[vol].strip() else math.nan
+            except ValueError as exc:
+                raise TickFileError(f"{path}, line {line}: {exc}") from None
+            if not all(math.isfinite(x) and x > 0 for x in (o, h, lo, c)):
+                raise TickFileError(f"{path}, line {line}: prices must be finite and > 0 "
+                                    f"(open={o}, high={h}, low={lo}, close={c})")
+            if not (lo <= min(o, c) and max(o, c) <= h):
+                raise TickFileError(f"{path}, line {line}: inconsistent bar (low {lo} "
+                                    f"must be <= open {o}, close {c} <= high {h})")
+            if prev is not None and t <= prev:
+                what = "a duplicate time" if t == prev else "time goes backwards"
+                stamp = " ".join(r[i] for i in when)
+                raise TickFileError(f"{path}, line {line}: {what} ({stamp}); bars must be "
+                                    "in strictly increasing time")
+            prev = t
+            rows.append((t, o, h, lo, c, v))
     if not rows:
         raise TickFileError(f"{path}: no bars (only a header)")
     return np.array(rows, dtype=BAR_DTYPE)

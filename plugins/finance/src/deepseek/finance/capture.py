@@ -46,12 +46,13 @@ attributed to the selected symbol, or to the capture's only symbol so far.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, TextIO
 
 import msgspec
 from msgspec import Raw, Struct, field
@@ -199,6 +200,20 @@ def open_binary(path: str | Path) -> BinaryIO:
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw,
                                                                             closefd=True))
     return open(path, "rb")
+
+
+@contextlib.contextmanager
+def open_text(path: str | Path) -> Iterator[TextIO]:
+    """UTF-8 text over :func:`open_binary` (newlines kept for the csv module); text that is
+    not UTF-8 is a TickFileError naming the file."""
+    with open_binary(path) as raw:
+        f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        try:
+            yield f
+        except UnicodeDecodeError as exc:
+            raise TickFileError(f"{path}: not UTF-8 text ({exc})") from None
+        finally:
+            f.detach()
 
 
 def is_capture(source: Any) -> bool:

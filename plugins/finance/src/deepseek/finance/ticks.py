@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from deepseek.finance.capture import ORDERS, CaptureReader, is_capture, open_binary
+from deepseek.finance.capture import ORDERS, CaptureReader, is_capture, open_text
 from deepseek.finance.errors import TickFileError
 
 log = logging.getLogger(__name__)
@@ -104,60 +104,52 @@ def read_csv(path: str | Path, order: str = "error") -> np.ndarray:
     if not path.is_file():
         raise TickFileError(f"{path}: no such file")
     rows: list[tuple] = []
-    with open_binary(path) as raw:
-        import io
+    with open_text(path) as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        missing = [c for c in REQUIRED_CSV if c not in cols]
+        if "time_ns" not in cols and "exch_ns" not in cols:
+            missing.insert(0, "time_ns (or exch_ns)")
+        if missing:
+            raise TickFileError(f"{path}: missing column(s) {', '.join(missing)}; the "
+                                "header must name time_ns (or exch_ns), bid, ask, "
+                                "bid_size, ask_size (+ optional recv_ns, bid_depth, "
+                                "ask_depth, depth_levels, last_px, last_size, side)")
+        prev = -(2**63)
 
-        f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        try:
-            reader = csv.DictReader(f)
-            cols = reader.fieldnames or []
-            missing = [c for c in REQUIRED_CSV if c not in cols]
-            if "time_ns" not in cols and "exch_ns" not in cols:
-                missing.insert(0, "time_ns (or exch_ns)")
-            if missing:
-                raise TickFileError(f"{path}: missing column(s) {', '.join(missing)}; the "
-                                    "header must name time_ns (or exch_ns), bid, ask, "
-                                    "bid_size, ask_size (+ optional recv_ns, bid_depth, "
-                                    "ask_depth, depth_levels, last_px, last_size, side)")
-            prev = -(2**63)
+        def opt(row: dict, key: str, default: Any, cast: Any) -> Any:
+            v = row.get(key)
+            return default if v in (None, "") else cast(v)
 
-            def opt(row: dict, key: str, default: Any, cast: Any) -> Any:
-                v = row.get(key)
-                return default if v in (None, "") else cast(v)
-
-            for line, row in enumerate(reader, start=2):
-                try:
-                    exch = opt(row, "exch_ns", -1, int)
-                    t = opt(row, "time_ns", exch, int)
-                    recv = opt(row, "recv_ns", -1, int)
-                    bid, ask = float(row["bid"]), float(row["ask"])
-                    bsz, asz = float(row["bid_size"]), float(row["ask_size"])
-                    has_depth = row.get("bid_depth") not in (None, "")
-                    bd = opt(row, "bid_depth", bsz, float)
-                    ad = opt(row, "ask_depth", asz, float)
-                    levels = opt(row, "depth_levels", 1 if has_depth else 0, int)
-                    last_px = opt(row, "last_px", math.nan, float)
-                    last_sz = opt(row, "last_size", 0.0, float)
-                    side = opt(row, "side", 0, int)
-                except (TypeError, ValueError) as exc:
-                    raise TickFileError(f"{path}, line {line}: {exc}") from None
-                problem = check_tick(bid, ask, bsz, asz, bd, ad, side)
-                if problem:
-                    raise TickFileError(f"{path}, line {line}: {problem}")
-                if t < prev:
-                    if order == "error":
-                        raise TickFileError(f"{path}, line {line}: time goes backwards ({t} < "
-                                            f"{prev}); read with order='clamp' or 'drop'")
-                    if order == "drop":
-                        continue
-                    t = prev
-                prev = t
-                rows.append((t, exch, recv, bid, ask, bsz, asz, bd, ad, last_px, last_sz,
-                             side, levels))
-        except UnicodeDecodeError as exc:
-            raise TickFileError(f"{path}: not UTF-8 text ({exc})") from None
-        finally:
-            f.detach()
+        for line, row in enumerate(reader, start=2):
+            try:
+                exch = opt(row, "exch_ns", -1, int)
+                t = opt(row, "time_ns", exch, int)
+                recv = opt(row, "recv_ns", -1, int)
+                bid, ask = float(row["bid"]), float(row["ask"])
+                bsz, asz = float(row["bid_size"]), float(row["ask_size"])
+                has_depth = row.get("bid_depth") not in (None, "")
+                bd = opt(row, "bid_depth", bsz, float)
+                ad = opt(row, "ask_depth", asz, float)
+                levels = opt(row, "depth_levels", 1 if has_depth else 0, int)
+                last_px = opt(row, "last_px", math.nan, float)
+                last_sz = opt(row, "last_size", 0.0, float)
+                side = opt(row, "side", 0, int)
+            except (TypeError, ValueError) as exc:
+                raise TickFileError(f"{path}, line {line}: {exc}") from None
+            problem = check_tick(bid, ask, bsz, asz, bd, ad, side)
+            if problem:
+                raise TickFileError(f"{path}, line {line}: {problem}")
+            if t < prev:
+                if order == "error":
+                    raise TickFileError(f"{path}, line {line}: time goes backwards ({t} < "
+                                        f"{prev}); read with order='clamp' or 'drop'")
+                if order == "drop":
+                    continue
+                t = prev
+            prev = t
+            rows.append((t, exch, recv, bid, ask, bsz, asz, bd, ad, last_px, last_sz,
+                         side, levels))
     if not rows:
         raise TickFileError(f"{path}: no ticks (only a header)")
     return np.array(rows, dtype=TICK_DTYPE)
