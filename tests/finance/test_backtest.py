@@ -399,6 +399,15 @@ def test_backtest_cli_on_ticks_and_bars(invoke, tmp_path):
         assert again[key] == pytest.approx(summary["results"]["tick-mlp|800 µs"][key],
                                            rel=1e-6, abs=1e-9)
 
+    res = invoke("finance", "backtest", "synthetic:?kind=market&n=6000&seed=2", "--walk-forward",
+                 "1", "--epochs", "1", "--latency-us", "800", "--out", str(tmp_path / "wf"),
+                 "--json")
+    assert res.exit_code == 0, res.output
+    wf = json.loads(res.output)["results"]
+    assert set(wf) == set(summary["results"])
+    assert wf["tick-mlp|800 µs"]["counters"]["orders_sent"] >= wf["tick-mlp|800 µs"]["fills"]
+    assert (tmp_path / "wf" / "imbalance-rule-fills.csv").is_file()
+
     bars = tmp_path / "bars.csv"
     lines = ["timestamp,open,high,low,close,volume"]
     for i in range(60):

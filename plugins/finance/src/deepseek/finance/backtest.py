@@ -48,7 +48,7 @@ after each tick (before the next one); fees are charged per fill in quote curren
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -123,6 +123,11 @@ class BacktestConfig:
         if self.capital is not None and not (math.isfinite(self.capital) and self.capital > 0):
             raise FinanceError(f"capital={self.capital}: give an amount > 0")
 
+    def without_latency(self) -> BacktestConfig:
+        """The same strategy, fees and limits with no feed or order latency."""
+        return replace(self, feed_latency_us=0.0, order_latency_us=0.0,
+                       latency_samples_us=None)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if self.latency_samples_us is not None:
@@ -144,6 +149,16 @@ class BacktestResult:
     config: BacktestConfig
     capital: float
     metrics: dict[str, float] = field(default_factory=dict)
+
+    def performance(self, period_s: float | str | None = "auto") -> dict[str, Any]:
+        """The trading metrics (:func:`deepseek.finance.metrics.trading`) of this run, from
+        its capital, plus its counters."""
+        from deepseek.finance.metrics import trading
+
+        out = trading(np.column_stack([self.time_ns, self.equity, self.position]),
+                      self.fills, capital=self.capital, period_s=period_s)
+        out["counters"] = dict(self.counters)
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {"ticks": int(len(self.time_ns)), "fills": int(len(self.fills)),

@@ -348,7 +348,6 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
     from deepseek.finance.backtest import BacktestConfig, backtest, check_ticks, time_gaps
     from deepseek.finance.bars import bar_backtest, is_bars, read_bars, rule_signals
     from deepseek.finance.errors import FinanceError
-    from deepseek.finance.metrics import trading
     from deepseek.finance.pipelines import STRATEGY_COLUMNS, strategy_rows
 
     runs: dict[str, Any] = {}
@@ -363,9 +362,7 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
             res = bar_backtest(bars, rule_signals(bars, r), size=size, fee_bps=fee_bps,
                                slippage_bps=slippage_bps)
             runs[r] = res
-            named[f"{r}|next open"] = trading(
-                np.column_stack([res.time_ns, res.equity, res.position]), res.fills,
-                capital=res.capital, period_s=period_s)
+            named[f"{r}|next open"] = res.performance(period_s)
         kind, n = "bars", len(bars)
     else:
         ticks = _ticks(data, symbol, clock, order, levels)
@@ -399,28 +396,17 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
             from deepseek.finance.strategy import walk_forward
 
             wf = walk_forward(ticks, folds=folds, model=model, config=cfg, epochs=epochs)
-            for strat, label in (("model", model), ("imbalance", "imbalance rule")):
-                for setting, lab in (("zero", "0 µs"), ("configured", lat)):
-                    named[f"{label}|{lab}"] = wf.metrics(strat, setting, period_s=p)
-                t, eq, pos, cap = wf.combined(strat, "configured")
-                runs[label] = type("Run", (), {"time_ns": t, "equity": eq, "position": pos,
-                                               "fills": wf.fills(strat, "configured"),
-                                               "capital": cap})
+            named.update(wf.table(model, lat, period_s=p))
+            runs = {label: wf.joined(strat, "configured") for strat, label in
+                    (("model", model), ("imbalance", "imbalance rule"))}
         else:
-            from dataclasses import replace
-
             from deepseek.finance.strategy import imbalance_decisions, model_decisions
 
-            zero = replace(cfg, feed_latency_us=0.0, order_latency_us=0.0,
-                           latency_samples_us=None)
             for label, dec in ((model, model_decisions(model, ticks)),
                                ("imbalance rule", imbalance_decisions(ticks, baseline_theta))):
-                for lab, c in (("0 µs", zero), (lat, cfg)):
+                for lab, c in (("0 µs", cfg.without_latency()), (lat, cfg)):
                     res = backtest(ticks, dec, c, source=data)
-                    m = trading(np.column_stack([res.time_ns, res.equity, res.position]),
-                                res.fills, capital=res.capital, period_s=p)
-                    m["counters"] = res.counters
-                    named[f"{label}|{lab}"] = m
+                    named[f"{label}|{lab}"] = res.performance(p)
                 runs[label] = res
         kind, n = "ticks", len(ticks)
     files: list[str] = []

@@ -17,6 +17,17 @@ def percentiles_us(ns: np.ndarray) -> dict[str, float]:
             "p99_9": float(np.percentile(us, 99.9))}
 
 
+def time_per_call(fn, args: list[tuple]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """ns per call of ``fn(*a)`` for each ``a`` in ``args`` (perf_counter_ns around each)."""
+    clock = time.perf_counter_ns
+    out = np.empty(len(args), dtype=np.int64)
+    for i, a in enumerate(args):
+        t0 = clock()
+        fn(*a)
+        out[i] = clock() - t0
+    return out
+
+
 def tick_latency(input: str | None = None, out_dir: Path = Path("."), quiet: bool = False,
                  n_ticks: int = 20_000) -> PipelineResult:
     """Score the packaged tick-mlp on held-out ticks and time its fast path against eager."""
@@ -45,23 +56,17 @@ def tick_latency(input: str | None = None, out_dir: Path = Path("."), quiet: boo
     n = min(len(ticks), 5000)
     args = [tick_args(t) for t in ticks[:n]]
     fp.reset()
-    clock = time.perf_counter_ns
-    fast = np.empty(n, dtype=np.int64)
-    for i, a in enumerate(args):
-        t0 = clock()
-        fp.on_tick(*a)
-        fast[i] = clock() - t0
+    fast = time_per_call(fp.on_tick, args)
     sf = StreamingFeatures()
-    eager = np.empty(n, dtype=np.int64)
+
+    def eager_step(*a: object) -> None:
+        model(torch.from_numpy(sf.update(*a)).unsqueeze(0)).argmax(1)
+
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.inference_mode():
-            for i, a in enumerate(args):
-                t0 = clock()
-                f = sf.update(*a)
-                model(torch.from_numpy(f).unsqueeze(0)).argmax(1)
-                eager[i] = clock() - t0
+            eager = time_per_call(eager_step, args)
     finally:
         torch.set_num_threads(prev_threads)
     warm = n // 10
@@ -137,33 +142,24 @@ def tick_strategy(input: str | None = None, out_dir: Path = Path("."), quiet: bo
     cfg = BacktestConfig(order_type="market", feed_latency_us=feed_latency_us,
                          order_latency_us=order_latency_us, taker_fee_bps=taker_fee_bps)
     t0 = time.perf_counter()
-    wf = walk_forward(ticks, folds=folds, config=cfg, epochs=epochs, progress=not quiet and None)
+    wf = walk_forward(ticks, folds=folds, config=cfg, epochs=epochs,
+                      progress=False if quiet else None)
     wf_s = time.perf_counter() - t0
     lat_label = f"{feed_latency_us + order_latency_us:g} µs"
-    named = {}
-    for strat, label in (("model", "tick-mlp"), ("imbalance", "imbalance rule")):
-        for setting, lat in (("zero", "0 µs"), ("configured", lat_label)):
-            named[f"{label}|{lat}"] = wf.metrics(strat, setting, period_s=1.0)
+    named = wf.table("tick-mlp", lat_label, period_s=1.0)
     # per-tick latency of the last fold's fast path (feature update + forward + decision)
     fp = fast_path(wf.folds[-1].model)
     te = wf.folds[-1].test
-    sample = ticks[te[0]:te[1]][:5000]
-    args = [tick_args(t) for t in sample]
-    clock = time.perf_counter_ns
-    ns = np.empty(len(args), dtype=np.int64)
-    for i, a in enumerate(args):
-        s = clock()
-        fp.on_tick(*a)
-        ns[i] = clock() - s
+    ns = time_per_call(fp.on_tick, [tick_args(t) for t in ticks[te[0]:te[1]][:5000]])
     warm = len(ns) // 10
     pf = percentiles_us(ns[warm:])
     curves = {}
     for strat, setting, label in (("model", "zero", "tick-mlp, 0 µs"),
                                   ("model", "configured", f"tick-mlp, {lat_label}"),
                                   ("imbalance", "configured", f"imbalance rule, {lat_label}")):
-        t, eq, _, capital = wf.combined(strat, setting)
-        curves[label] = (t, eq)
-    figs = [equity_drawdown(out_dir / "equity.png", curves, capital,
+        run = wf.joined(strat, setting)
+        curves[label] = (run.time_ns, run.equity)
+    figs = [equity_drawdown(out_dir / "equity.png", curves, run.capital,
                             title="Walk-forward test spans: equity and drawdown"),
             latency_histogram(out_dir / "latency.png", {"fast path (numba)": ns[warm:]})]
     m_zero = named["tick-mlp|0 µs"]

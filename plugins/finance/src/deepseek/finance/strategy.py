@@ -18,7 +18,7 @@ training tick precedes every tick it is tested on.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,10 +56,12 @@ def model_decisions(model: Any, ticks: np.ndarray, warmup: np.ndarray | None = N
 def imbalance_decisions(ticks: np.ndarray, theta: float) -> np.ndarray:
     """The queue-imbalance rule: +1 where (bid_size - ask_size) / (bid_size + ask_size) >
     theta, -1 below -theta, else 0."""
+    from deepseek.finance.training import _imbalance_rule  # the rule training fits
+
     b, a = ticks["bid_size"], ticks["ask_size"]
     tot = b + a
     imb = np.divide(b - a, tot, out=np.zeros(len(ticks)), where=tot > 0)
-    return np.where(imb > theta, 1, np.where(imb < -theta, -1, 0)).astype(np.int64)
+    return (_imbalance_rule(imb, theta) - 1).astype(np.int64)
 
 
 def windows(n: int, folds: int, min_window: int = 2_000) -> list[tuple[slice, slice]]:
@@ -95,39 +97,35 @@ class WalkForward:
     configs: dict[str, BacktestConfig]
     model: str
 
-    def combined(self, strategy: str, setting: str) -> tuple[np.ndarray, np.ndarray,
-                                                                np.ndarray, float]:
-        """The folds' equity curves joined in time (each fold starts flat; its P&L adds to
-        the equity the folds before it ended with): (time_ns, equity, position, capital)."""
-        ts, eqs, ps = [], [], []
-        capital = None
-        carry = 0.0
-        for f in self.folds:
-            r = f.results[strategy][setting]
-            capital = r.capital if capital is None else capital
-            ts.append(r.time_ns)
+    def joined(self, strategy: str, setting: str) -> BacktestResult:
+        """The folds' runs joined in time: each fold starts flat and its P&L adds to the
+        equity the folds before it ended with; fills and counters add up."""
+        runs = [f.results[strategy][setting] for f in self.folds]
+        capital = runs[0].capital
+        eqs, carry = [], 0.0
+        counters: dict[str, int] = {}
+        for r in runs:
             eqs.append(r.equity - r.capital + capital + carry)
-            ps.append(r.position)
             carry += float(r.equity[-1] - r.capital)
-        return np.concatenate(ts), np.concatenate(eqs), np.concatenate(ps), float(capital)
-
-    def fills(self, strategy: str, setting: str) -> np.ndarray:
-        return np.concatenate([f.results[strategy][setting].fills for f in self.folds])
+            for k, v in r.counters.items():
+                if k != "halted_ns":
+                    counters[k] = counters.get(k, 0) + v
+        return BacktestResult(np.concatenate([r.time_ns for r in runs]), np.concatenate(eqs),
+                              np.concatenate([r.position for r in runs]),
+                              np.concatenate([r.fills for r in runs]), counters,
+                              self.configs[setting], capital)
 
     def metrics(self, strategy: str, setting: str,
                 period_s: float | str | None = "auto") -> dict[str, Any]:
-        from deepseek.finance.metrics import trading
+        return self.joined(strategy, setting).performance(period_s)
 
-        t, eq, pos, capital = self.combined(strategy, setting)
-        out = trading(np.column_stack([t, eq, pos]), self.fills(strategy, setting),
-                      capital=capital, period_s=period_s)
-        counters: dict[str, int] = {}
-        for f in self.folds:
-            for k, v in f.results[strategy][setting].counters.items():
-                if k != "halted_ns":
-                    counters[k] = counters.get(k, 0) + v
-        out["counters"] = counters
-        return out
+    def table(self, model_label: str, latency_label: str,
+              period_s: float | str | None = "auto") -> dict[str, dict[str, Any]]:
+        """Metrics of the model and the imbalance rule at zero and at the configured
+        latency, keyed ``"label|latency"`` (the rows of the reports)."""
+        return {f"{label}|{lat}": self.metrics(strat, setting, period_s)
+                for strat, label in (("model", model_label), ("imbalance", "imbalance rule"))
+                for setting, lat in (("zero", "0 µs"), ("configured", latency_label))}
 
 
 def walk_forward(ticks: np.ndarray, *, folds: int = 3, model: str = "tick-mlp",
@@ -146,8 +144,7 @@ def walk_forward(ticks: np.ndarray, *, folds: int = 3, model: str = "tick-mlp",
 
     check_ticks(ticks)
     cfg = config or BacktestConfig()
-    zero = replace(cfg, feed_latency_us=0.0, order_latency_us=0.0, latency_samples_us=None)
-    configs = {"zero": zero, "configured": cfg}
+    configs = {"zero": cfg.without_latency(), "configured": cfg}
     train_options.setdefault("costs", True)
     train_options.setdefault("fee_bps", cfg.taker_fee_bps if cfg.order_type == "market"
                              else max(cfg.maker_fee_bps, 0.0))
