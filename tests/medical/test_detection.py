@@ -134,6 +134,22 @@ def test_luna16_layout_patches_and_cli_training(tmp_path):
     assert res.exit_code == 2 and "subset*/*.mhd" in res.output
 
 
+def test_luna16_patches_from_a_scan_thinner_than_a_patch(tmp_path):
+    from deepseek.medical.nodule_data import _centre_range
+
+    root = tmp_path / "luna"
+    ph = ChestPhantom(seed=801, n_nodules=1, z_range=(-5, 5))
+    vol = render_volume(ph, (1.5, 1.5, 2.0), (12, 160, 160), seed=1)  # 24 mm of z
+    vol.save(root / "subset0" / "1.2.3.mhd")
+    (root / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    lo, hi = _centre_range(vol.resample([1.0] * 3))
+    assert lo[2] == hi[2]  # z: thinner than a patch, centred
+    assert lo[0] < hi[0] and lo[1] < hi[1]
+    arrays = Luna16Patches(root).arrays(4, seed=0, per_scan=4)
+    assert arrays["x"].shape == (4, 48, 48, 48)
+    assert np.isfinite(arrays["x"].astype(np.float32)).all()
+
+
 @pytest.mark.slow
 def test_cli_detect_and_evaluate(tmp_path):
     ph = write_phantom(tmp_path / "ct", seed=700_003, size=320, pixel_spacing=0.9, slices=16,

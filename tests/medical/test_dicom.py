@@ -270,6 +270,35 @@ def test_truncated_file(plain, tmp_path):
         DICOMReader(PYDICOM_FILES / "MR_truncated.dcm", modality=None).load()
 
 
+@pytest.mark.parametrize("keep, what", [(140, "its file meta information"),
+                                        (600, "a CT Image Storage object")])
+def test_file_cut_inside_its_header_is_named(plain, tmp_path, keep, what):
+    # pydicom reads such a file quietly as a dataset without rows: it must not be skipped as
+    # "not an image" (the series would lose a slice without a word)
+    d = tmp_path / "cut_header"
+    shutil.copytree(plain.out_dir, d)
+    victim = d / "slice_0007.dcm"
+    victim.write_bytes(victim.read_bytes()[:keep])
+    with pytest.raises(DicomReadError, match=rf"slice_0007.dcm: the file ends inside its "
+                                             rf"header \({keep} bytes; {what}"):
+        DICOMReader(d).load()
+
+
+def test_dicomdir_that_cannot_be_read_says_to_pass_the_folder(phantom_factory, tmp_path):
+    ph = phantom_factory(dicomdir=True)
+    d = tmp_path / "fileset"
+    shutil.copytree(ph.dicomdir.parent, d)
+    images = sorted(f for f in d.rglob("IM*") if f.is_file())
+    images[-1].unlink()
+    with pytest.raises(SeriesError, match=r"DICOMDIR references 1 missing files, e\.g\. .*"
+                                          r"IM\d+; pass the folder that holds the images"):
+        DICOMReader(d / "DICOMDIR").load()
+    (d / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x00\x00garbage")
+    with pytest.raises(SeriesError, match=r"unreadable DICOMDIR .*pass the folder that holds "
+                                          r"the images instead"):
+        DICOMReader(d / "DICOMDIR").load()
+
+
 def test_truncated_compressed_file(phantom_factory, tmp_path):
     ph = phantom_factory(transfer_syntax="rle")
     d = tmp_path / "trunc_rle"

@@ -271,6 +271,7 @@ def read_header(path: Path) -> tuple[Any, list[SliceHeader]] | None:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True)
             except InvalidDicomError:
                 return None
+            at_eof = fp.tell() >= size  # stopped by the end of the file, not at pixel data
             ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
             offset = None
             has_pixels = True
@@ -287,8 +288,29 @@ def read_header(path: Path) -> tuple[Any, list[SliceHeader]] | None:
     if "DirectoryRecordSequence" in ds:  # a DICOMDIR found inside a folder: not an image
         return ds, []
     if "Rows" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
+        _refuse_truncated_header(ds, path, at_eof)
         return ds, []  # not an image (SR, RT plan, ...)
     return ds, _headers_from_dataset(ds, path, offset, has_pixels, size)
+
+
+def _refuse_truncated_header(ds: Any, path: Path, at_eof: bool) -> None:
+    """pydicom stops quietly where a file ends; a file that ends inside its header reads as
+    a dataset without image attributes. When the file ran out and its file meta is cut, or
+    names an image storage class, it is a damaged image, not some other object: refuse it."""
+    from pydicom.uid import UID
+
+    if not at_eof:
+        return
+    meta = getattr(ds, "file_meta", None)
+    sop = str((meta.get("MediaStorageSOPClassUID", "") if meta is not None else "")
+              or ds.get("SOPClassUID", "") or "")
+    meta_cut = meta is None or "TransferSyntaxUID" not in meta
+    if meta_cut or "Image Storage" in UID(sop).name:
+        what = "its file meta information" if meta_cut else f"a {UID(sop).name} object"
+        raise DicomReadError(f"{path}: the file ends inside its header "
+                             f"({path.stat().st_size} bytes; {what} without rows, columns or "
+                             "pixel data): it is truncated; copy it again or remove it from "
+                             "the series")
 
 
 def _files_of(path: Any) -> list[Path]:
@@ -325,17 +347,32 @@ def _dicomdir_files(p: Path) -> list[Path]:
     import pydicom
     from pydicom.fileset import FileSet
 
+    folder = ("; pass the folder that holds the images instead (it is searched "
+              f"recursively): {p.parent}")
     try:
-        fs = FileSet(pydicom.dcmread(p))
+        ds = pydicom.dcmread(p)
+        # every record's file, as the DICOMDIR names it (pydicom's FileSet leaves out the
+        # instances whose files are missing, with a warning only)
+        named = [p.parent.joinpath(*([ref] if isinstance(ref, str) else list(ref)))
+                 for rec in ds.get("DirectoryRecordSequence", [])
+                 if (ref := rec.get("ReferencedFileID")) is not None]
+        missing = [f for f in named if not f.is_file()]
+        if missing:
+            raise SeriesError(f"{p}: DICOMDIR references {len(missing)} missing files, e.g. "
+                              f"{missing[0]}{folder}")
+        fs = FileSet(ds)
+    except SeriesError:
+        raise
     except Exception as exc:
-        raise SeriesError(f"{p}: unreadable DICOMDIR ({exc})") from exc
+        raise SeriesError(f"{p}: unreadable DICOMDIR ({type(exc).__name__}: {exc})"
+                          f"{folder}") from exc
     files = [Path(inst.path) for inst in fs]
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise SeriesError(f"{p}: DICOMDIR references {len(missing)} missing files, e.g. "
-                          f"{missing[0]}")
+                          f"{missing[0]}{folder}")
     if not files:
-        raise SeriesError(f"{p}: DICOMDIR lists no images")
+        raise SeriesError(f"{p}: DICOMDIR lists no images{folder}")
     return files
 
 

@@ -201,6 +201,18 @@ def read_luna16_annotations(path: Path) -> dict[str, list[tuple[np.ndarray, floa
     return out
 
 
+def _centre_range(vol: Any) -> tuple[np.ndarray, np.ndarray]:
+    """World (x, y, z) bounds for the centres of random patches: half a patch inside the scan
+    on each side; along an axis shorter than a patch (a thin slab), its middle (the patch is
+    padded with air there, as at any edge)."""
+    lo, hi = (np.asarray(b, dtype=float) for b in vol.world_bounds())
+    half = PATCH * WORKING_SPACING / 2
+    low, high = lo + half, hi - half
+    thin = high < low
+    mid = (lo + hi) / 2
+    return np.where(thin, mid, low), np.where(thin, mid, high)
+
+
 class Luna16Patches:
     """Patches from a LUNA16-layout folder: ``subset*/<seriesuid>.mhd`` + ``annotations.csv``.
 
@@ -240,8 +252,7 @@ class Luna16Patches:
                 c, _ = nods[int(rng.integers(len(nods)))]
                 centre = c + rng.uniform(-14, 14, 3)
             else:
-                lo, hi = vol.world_bounds()
-                centre = rng.uniform(lo + 24, hi - 24)
+                centre = rng.uniform(*_centre_range(vol))
             k = np.rint(vol.world_to_voxel(centre)).astype(int) - PATCH // 2
             patch = np.full((PATCH,) * 3, -1024.0, np.float32)
             src = [slice(max(k[a], 0), min(k[a] + PATCH, vol.shape[a])) for a in range(3)]
