@@ -157,8 +157,10 @@ def test_cli_detect_and_evaluate(tmp_path):
     runner = CliRunner()
     res = runner.invoke(build_cli(), ["medical", "detect", str(ph.out_dir), "--out",
                                       str(tmp_path / "r.csv"), "--tta-top", "0", "--window",
-                                      "64"])
+                                      "64", "--monai-json", str(tmp_path / "boxes.json")])
     assert res.exit_code == 0, res.output
+    (entry,) = json.loads((tmp_path / "boxes.json").read_text())
+    assert entry["image"] == str(ph.out_dir) and len(entry["box"]) == len(entry["label_scores"])
     res = runner.invoke(build_cli(), ["medical", "evaluate", "--ref",
                                       str(ph.annotations), "--pred", str(tmp_path / "r.csv"),
                                       "--json", "--bootstrap", "0"])
@@ -170,6 +172,24 @@ def test_cli_detect_and_evaluate(tmp_path):
     nifti = read_volume(tmp_path / "ct.nii.gz")
     assert np.array_equal(nifti.array, dicom.array)
     assert np.allclose(nifti.affine, dicom.affine, atol=1e-4)
+
+
+def test_monai_box_json_in_world_coordinates(tmp_path):
+    from deepseek.medical.metrics import write_monai_boxes
+
+    rows = [{"seriesuid": "1.2", "xyz": (10.0, -20.5, -100.25), "diameter_mm": 8.0,
+             "probability": 0.9},
+            {"seriesuid": "1.3", "xyz": (1.0, 2.0, 3.0), "diameter_mm": 12.5,
+             "probability": 0.25},
+            {"seriesuid": "1.2", "xyz": (0.0, 0.0, 0.0), "diameter_mm": 4.0,
+             "probability": 0.5}]
+    out = json.loads(write_monai_boxes(rows, tmp_path / "b.json",
+                                       images={"1.2": "a.nii.gz"}).read_text())
+    assert out == [{"image": "a.nii.gz", "box": [[10.0, -20.5, -100.25, 8.0, 8.0, 8.0],
+                                                 [0.0, 0.0, 0.0, 4.0, 4.0, 4.0]],
+                    "label": [0, 0], "label_scores": [0.9, 0.5]},
+                   {"image": "1.3", "box": [[1.0, 2.0, 3.0, 12.5, 12.5, 12.5]],
+                    "label": [0], "label_scores": [0.25]}]
 
 
 def test_detector_on_a_volume_without_lungs():

@@ -175,6 +175,8 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.argument("path")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write candidates as LUNA16 results CSV.")
+@click.option("--monai-json", type=click.Path(path_type=Path), default=None,
+              help="Also write the candidates as MONAI detection JSON (world cccwhd boxes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the candidates as JSON.")
 @click.option("--threshold", type=float, default=0.02, show_default=True,
               help="Lowest probability reported.")
@@ -192,13 +194,14 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               help="Sliding-window edge in mm (a multiple of 4; 64 suits thin slabs).")
 @click.option("--overlap", type=int, default=None,
               help="Overlap of neighbouring windows in mm [window / 4].")
-def detect(path: str, out: Path | None, as_json: bool, threshold: float,
+def detect(path: str, out: Path | None, monai_json: Path | None, as_json: bool,
+           threshold: float,
            max_candidates: int, model: str, series_uid: str | None, on_gap: str, amp: bool,
            tta_top: int, window: int, overlap: int | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.loader import ModelLoader
     from deepseek.medical.detector import NoduleDetector
-    from deepseek.medical.metrics import write_results
+    from deepseek.medical.metrics import write_monai_boxes, write_results
     from deepseek.medical.volume import read_volume
 
     opts = {k: v for k, v in (("series_uid", series_uid), ("on_gap", on_gap))
@@ -210,6 +213,8 @@ def detect(path: str, out: Path | None, as_json: bool, threshold: float,
     cands = det.detect(vol)
     if out:
         write_results(cands, out)
+    if monai_json:
+        write_monai_boxes(cands, monai_json, images={c["seriesuid"]: str(path) for c in cands})
     if as_json:
         click.echo(json.dumps({"candidates": cands, "timings_s": det.timings}, indent=2))
     else:
@@ -217,7 +222,8 @@ def detect(path: str, out: Path | None, as_json: bool, threshold: float,
             click.echo(f"p={c['probability']:.3f}  ({c['xyz'][0]:.1f}, {c['xyz'][1]:.1f}, "
                        f"{c['xyz'][2]:.1f}) mm  d={c['diameter_mm']:.1f} mm")
         click.echo(f"{len(cands)} candidates in {det.timings['total']:.1f} s"
-                   + (f"; written to {out}" if out else ""))
+                   + (f"; written to {out}" if out else "")
+                   + (f"; MONAI boxes in {monai_json}" if monai_json else ""))
 
 
 @medical.command("evaluate")

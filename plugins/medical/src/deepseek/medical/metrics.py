@@ -34,6 +34,7 @@ CSV formats: annotations ``seriesuid,coordX,coordY,coordZ,diameter_mm``; results
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -101,6 +102,27 @@ def write_results(rows: list[dict[str, Any]], path: str | Path) -> Path:
         for r in rows:
             w.writerow([r["seriesuid"], *(f"{c:.3f}" for c in r["xyz"]),
                         f"{r['probability']:.6f}"])
+    return path
+
+
+def write_monai_boxes(rows: list[dict[str, Any]], path: str | Path,
+                      images: dict[str, str] | None = None) -> Path:
+    """Detections as MONAI's detection JSON: a list with one entry per scan, ``{"image":
+    ..., "box": [[x, y, z, w, h, d], ...], "label": [0, ...], "label_scores": [p, ...]}``,
+    boxes in world coordinates (mm, LPS, as the LUNA16 CSV) in MONAI's ``cccwhd`` mode
+    (centre, then the three sizes: here the candidate's diameter on each axis). ``images``
+    maps a series UID to the image path written (default: the UID)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    by_scan: dict[str, dict[str, list]] = {}
+    for r in rows:
+        entry = by_scan.setdefault(r["seriesuid"], {"box": [], "label": [], "label_scores": []})
+        d = float(r["diameter_mm"])
+        entry["box"].append([round(float(c), 3) for c in r["xyz"]] + [round(d, 3)] * 3)
+        entry["label"].append(0)
+        entry["label_scores"].append(round(float(r["probability"]), 6))
+    out = [{"image": (images or {}).get(uid, uid), **entry} for uid, entry in by_scan.items()]
+    path.write_text(json.dumps(out, indent=1) + "\n")
     return path
 
 
