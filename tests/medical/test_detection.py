@@ -109,17 +109,22 @@ def test_world_positions_tilted_and_shuffled_series(detector, tmp_path):
     _check_found(cands, [n.__dict__ for n in ph.nodules])
 
 
-def test_luna16_layout_patches_and_cli_training(tmp_path):
-    root = tmp_path / "luna"
+def _luna16_layout(root, subsets=2, shape=(30, 240, 240)):
     rows = ["seriesuid,coordX,coordY,coordZ,diameter_mm"]
-    for i in range(2):
-        ph = ChestPhantom(seed=800 + i, n_nodules=2, z_range=(-30, 30))
-        vol = render_volume(ph, (1.5, 1.5, 2.0), (30, 240, 240), seed=i)
+    half = shape[0]  # mm: the slab is shape[0] slices of 2 mm
+    for i in range(subsets):
+        ph = ChestPhantom(seed=800 + i, n_nodules=2, z_range=(-half, half))
+        vol = render_volume(ph, (1.5, 1.5, 2.0), shape, seed=i)
         uid = f"1.2.3.{i}"
         vol.save(root / f"subset{i}" / f"{uid}.mhd")
         rows += [f"{uid},{n.center[0]},{n.center[1]},{n.center[2]},{n.diameter_mm}"
                  for n in ph.nodules]
     (root / "annotations.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_luna16_layout_patches_and_cli_training(tmp_path):
+    root = _luna16_layout(tmp_path / "luna")
     arrays = Luna16Patches(root).arrays(6, seed=0, per_scan=3)
     assert arrays["x"].shape == (6, 48, 48, 48) and len(PatchDataset(arrays)) == 6
     res = CliRunner().invoke(build_cli(), [
@@ -148,6 +153,34 @@ def test_luna16_patches_from_a_scan_thinner_than_a_patch(tmp_path):
     arrays = Luna16Patches(root).arrays(4, seed=0, per_scan=4)
     assert arrays["x"].shape == (4, 48, 48, 48)
     assert np.isfinite(arrays["x"].astype(np.float32)).all()
+
+
+@pytest.mark.slow
+def test_luna16_folds_validate_on_the_held_out_subset(tmp_path):
+    from deepseek.medical.nodule_training import cross_validate, held_out_scans, train_detector
+
+    root = _luna16_layout(tmp_path / "luna", subsets=3, shape=(20, 128, 128))
+    held, train_ids = held_out_scans(root, 1)
+    assert [h.uid for h in held] == ["1.2.3.1"] and sorted(train_ids) == ["1.2.3.0", "1.2.3.2"]
+    assert len(held[0].nodules) == 2
+    small = dict(n_patches=8, epochs=1, batch_size=4, base=4, progress=False)
+    res = train_detector(tmp_path / "f1", luna16=root, fold=1, **small)
+    assert "val_cpm" in res["history"][0]  # validated on subset1, not on phantoms
+    assert res["fold"]["scans"] == ["1.2.3.1"] and 0.0 <= res["fold"]["val_cpm"] <= 1.0
+    assert (tmp_path / "f1" / "results.csv").is_file()
+    # the cross-validation without per-epoch validation: each fold still scores its subset
+    cv = cross_validate(tmp_path / "cv", root, [0, 2], val_scans=0, **small)
+    assert [f["fold"] for f in cv["folds"]] == [0, 2]
+    assert cv["pooled"]["n_scans"] == 2 and cv["pooled"]["n_nodules"] == 4
+    assert cv["mean_fold_cpm"] == pytest.approx(np.mean([f["cpm"] for f in cv["folds"]]))
+    assert json.loads((tmp_path / "cv" / "cross_validation.json").read_text()) == \
+        json.loads(json.dumps(cv, default=str))
+    for bad, msg in ((["--fold", "7"], "no subset7"), (["--folds", "x"], "'x'"),
+                     (["--folds", "all", "--fold", "1"], "no --fold")):
+        res = CliRunner().invoke(build_cli(), ["medical", "train", "--out",
+                                               str(tmp_path / "bad"), "--luna16", str(root),
+                                               *bad])
+        assert res.exit_code == 2 and msg in res.output, res.output
 
 
 @pytest.mark.slow

@@ -269,9 +269,9 @@ def echo_training(res: dict[str, Any], as_json: bool) -> None:
     JSON, or one line per epoch and the model's path."""
     import click
 
-    if as_json:
-        click.echo(json.dumps({"model": res["model"], "history": res["history"]}, indent=2,
-                              default=str))
+    if as_json:  # a cross-validation fold's held-out score goes with it
+        click.echo(json.dumps({k: res[k] for k in ("model", "history", "fold") if k in res},
+                              indent=2, default=str))
         return
     for h in res["history"]:
         click.echo("epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"

@@ -287,8 +287,16 @@ def evaluate(pred_path: Path, ref_path: Path, excluded: Path | None, series_file
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--accum-steps", type=int, default=1, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--val-scans", type=int, default=2, show_default=True,
-              help="Phantom scans scored by CPM after each epoch (0: none).")
+@click.option("--val-scans", type=click.IntRange(0), default=None,
+              help="Scans scored by CPM after each epoch: phantoms (default 2), or with "
+                   "--fold the first N of the held-out subset (default all); 0: none.")
+@click.option("--fold", type=click.IntRange(0), default=None,
+              help="LUNA16: train on every subset but subsetK, validate on subsetK (best "
+                   "epoch by its CPM), then score all its scans (OUT/results.csv).")
+@click.option("--folds", "folds", default=None,
+              help="LUNA16 cross-validation: 'all' (every subset in turn) or a list such as "
+                   "0,1,2; one run per fold in OUT/foldK, the pooled FROC of all held-out "
+                   "scans and the mean fold CPM in OUT/cross_validation.json.")
 @click.option("--amp", is_flag=True, help="Mixed precision.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints.")
 @click.option("--init", default=None,
@@ -300,15 +308,42 @@ def evaluate(pred_path: Path, ref_path: Path, excluded: Path | None, series_file
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON (the "
               "default output is a short summary).")
 def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size: int,
-          accum_steps: int, lr: float, val_scans: int, amp: bool, resume: bool,
-          init: str | None, seed: int, model: str, as_json: bool) -> None:
+          accum_steps: int, lr: float, val_scans: int | None, fold: int | None,
+          folds: str | None, amp: bool, resume: bool, init: str | None, seed: int, model: str,
+          as_json: bool) -> None:
     """Train a nodule detector through the core Trainer (checkpoints, resume, best kept)."""
-    from deepseek.medical.nodule_training import train_detector
+    from deepseek.medical.errors import MedicalError
+    from deepseek.medical.nodule_training import cross_validate, train_detector
 
-    res = train_detector(out, luna16=luna16, n_patches=patches, epochs=epochs,
-                         batch_size=batch_size, accum_steps=accum_steps, lr=lr,
-                         val_scans=val_scans, amp=amp, resume=resume, init=init, seed=seed,
-                         model=model)
+    opts = dict(n_patches=patches, epochs=epochs, batch_size=batch_size,
+                accum_steps=accum_steps, lr=lr, val_scans=val_scans, amp=amp, resume=resume,
+                init=init, seed=seed, model=model)
+    if folds is not None:
+        if fold is not None or luna16 is None:
+            raise MedicalError("--folds needs --luna16 and no --fold")
+        chosen = None
+        if folds != "all":
+            try:
+                chosen = [int(k) for k in folds.split(",")]
+            except ValueError:
+                raise click.BadParameter(f"{folds!r}: give 'all' or subsets such as 0,1,2",
+                                         param_hint="--folds") from None
+        cv = cross_validate(out, luna16, chosen, **opts)
+        if as_json:
+            click.echo(json.dumps(cv, indent=2, default=str))
+            return
+        for f in cv["folds"]:
+            click.echo(f"fold {f['fold']}: CPM {f['cpm']:.3f} ({f['model']})")
+        p = cv["pooled"]
+        click.echo(f"pooled over {p['n_scans']} held-out scans, {p['n_nodules']} nodules: "
+                   f"CPM {p['cpm']:.3f} (official protocol); mean fold CPM "
+                   f"{cv['mean_fold_cpm']:.3f}")
+        return
+    res = train_detector(out, luna16=luna16, fold=fold, **opts)
     from deepseek.report import echo_training
 
     echo_training(res, as_json)
+    if "fold" in res and not as_json:
+        f = res["fold"]
+        click.echo(f"fold {f['fold']}: CPM {f['val_cpm']:.3f} on {len(f['scans'])} held-out "
+                   f"scans; results in {f['results']}")

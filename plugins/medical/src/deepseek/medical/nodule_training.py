@@ -3,9 +3,14 @@ model whose input is a CT patch ``[N, 1, D, H, W]`` and whose output is the cent
 dict ``heatmap`` / ``size`` / ``offset``) through the core Trainer.
 
 Data: phantom patches generated for the run (:func:`phantom_patch_set`, seeds from the run's
-seed) or a LUNA16-layout folder (:class:`Luna16Patches`). Validation: whole-scan detection on
-phantom volumes that no training patch came from, scored by CPM after every epoch; the best
+seed) or a LUNA16-layout folder (:class:`Luna16Patches`). Validation: whole-scan detection,
+scored by CPM with the official protocol after every epoch, on phantom volumes that no
+training patch came from, or, with LUNA16 and ``fold=K``, on the scans of ``subsetK`` while
+the patches come from the other subsets (the challenge's ten-fold cross-validation); the best
 epoch is kept (``checkpoints/best``) and written as ``model.safetensors`` + ``model.json``.
+A fold run then scores every scan of its subset with the kept model and writes them as
+``results.csv`` (LUNA16 results), so that the folds' results can be pooled
+(:func:`cross_validate`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import concurrent.futures
 import json
 import logging
 import math
+import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,23 +71,89 @@ def validation_volumes(n: int, size: int = 384, slices: int = 90,
     return vols
 
 
-def evaluate_volumes(net: torch.nn.Module, volumes: list, **detector_opts: Any) -> dict:
+@dataclass
+class HeldOutScan:
+    """A validation scan read when it is scored (LUNA16 scans are too large to keep many in
+    memory): its series UID, file, and annotated nodules (``center`` xyz mm,
+    ``diameter_mm``)."""
+
+    uid: str
+    path: Path
+    nodules: list[dict[str, Any]] = field(default_factory=list)
+
+    def load(self) -> Any:
+        from deepseek.medical.volume import read_volume
+
+        vol = read_volume(self.path)
+        vol.metadata["series_uid"] = self.uid
+        vol.metadata["nodules"] = self.nodules
+        return vol
+
+
+def evaluate_volumes(net: torch.nn.Module, volumes: list, *,
+                     excluded: list[dict] | None = None,
+                     results: list[dict] | None = None, **detector_opts: Any) -> dict:
+    """CPM (official protocol) of ``net`` over ``volumes`` (Volumes with ``nodules`` in
+    their metadata, or :class:`HeldOutScan`, read one at a time). The candidates are
+    appended to ``results`` when it is given."""
+    from deepseek.evaluation import evaluate
     from deepseek.medical.detector import NoduleDetector
 
     det = NoduleDetector(net, progress=False, **detector_opts)
-    ann, res = [], []
-    for v in volumes:
+    ann, res, uids = [], [], []
+    for item in volumes:
+        v = item.load() if hasattr(item, "load") else item
         sid = v.metadata["series_uid"]
+        uids.append(sid)
         for nod in v.metadata["nodules"]:
             ann.append({"seriesuid": sid, "xyz": tuple(nod["center"]),
                         "diameter_mm": nod["diameter_mm"]})
         res.extend(det.detect(v, series_uid=sid))
-    from deepseek.evaluation import evaluate
-
-    r = evaluate("luna16-froc", res, ann, scans=[v.metadata["series_uid"] for v in volumes],
-                 bootstrap=0)
+        del v
+    if results is not None:
+        results.extend(res)
+    r = evaluate("luna16-froc", res, ann, scans=uids, excluded=excluded, bootstrap=0)
     return {"val_cpm": r["cpm"], "val_max_sensitivity": r["max_sensitivity"],
             "val_fps_per_scan": r["fps_per_scan_total"]}
+
+
+def luna16_folds(root: str | Path) -> dict[int, list[Path]]:
+    """The scans of a LUNA16-layout folder by subset number: ``{K: [subsetK/*.mhd]}``."""
+    out: dict[int, list[Path]] = {}
+    for f in sorted(Path(root).glob("subset*/*.mhd")):
+        m = re.fullmatch(r"subset(\d+)", f.parent.name)
+        if m:
+            out.setdefault(int(m.group(1)), []).append(f)
+    return out
+
+
+def held_out_scans(root: str | Path, fold: int) -> tuple[list[HeldOutScan], list[str]]:
+    """The scans of ``subset{fold}`` with their annotations, and the series UIDs of the other
+    subsets (the training scans)."""
+    from deepseek.medical.errors import MedicalError
+    from deepseek.medical.nodule_data import read_luna16_annotations
+
+    folds = luna16_folds(root)
+    if fold not in folds:
+        raise MedicalError(f"--fold {fold}: {root} has no subset{fold}/*.mhd (subsets found: "
+                           f"{', '.join(map(str, sorted(folds))) or 'none'})")
+    if len(folds) < 2:
+        raise MedicalError(f"--fold {fold}: {root} has only subset{fold}; a fold trains on the "
+                           "other subsets")
+    ann_path = Path(root) / "annotations.csv"
+    ann = read_luna16_annotations(ann_path) if ann_path.is_file() else {}
+    held = [HeldOutScan(f.stem, f, [{"center": tuple(c), "diameter_mm": d}
+                                    for c, d in ann.get(f.stem, [])])
+            for f in folds[fold]]
+    train_ids = [f.stem for k, fs in folds.items() if k != fold for f in fs]
+    return held, train_ids
+
+
+def _excluded(root: str | Path) -> list[dict] | None:
+    from deepseek.medical.metrics import read_annotations
+
+    p = Path(root) / "annotations_excluded.csv"
+    return read_annotations(p) if p.is_file() else None
 
 
 def _check_outputs(net: torch.nn.Module, name: str) -> None:
@@ -103,13 +176,18 @@ def _check_outputs(net: torch.nn.Module, name: str) -> None:
 
 def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
                    n_patches: int = 2400, epochs: int = 3, batch_size: int = 8,
-                   lr: float = 2e-3, seed: int = 0, val_scans: int = 2, accum_steps: int = 1,
+                   lr: float = 2e-3, seed: int = 0, val_scans: int | None = None,
+                   fold: int | None = None, accum_steps: int = 1,
                    amp: bool = False, resume: bool = False, base: int | None = None,
                    init: str | Path | None = None, workers: int = 2,
                    progress: bool | None = None, model: str = "lung-nodule-attention",
                    **config: Any) -> dict[str, Any]:
     """Train ``model`` (any registered model that fits the task) and write
     ``out_dir/model.safetensors``.
+
+    ``val_scans``: validation scans scored after each epoch (phantoms: 2 by default; with
+    ``fold``: the first N scans of the held-out subset, all by default; 0: none). ``fold``
+    (LUNA16 only): train on every subset but ``subset{fold}`` and validate on it.
 
     ``base`` (and any ``config``) override the model's default configuration. ``init``
     starts from existing weights (a registry name such as ``"lung-nodule-attention"`` or a
@@ -141,15 +219,31 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
         log.info("initialised from %s", init)
     # the data come after the model checks: a wrong --model or --init fails at once
     t0 = time.perf_counter()
+    held: list[HeldOutScan] = []
+    excluded = None
+    if fold is not None and luna16 is None:
+        from deepseek.medical.errors import MedicalError
+
+        raise MedicalError("--fold needs --luna16 (the folds are LUNA16's subsets)")
     if luna16 is not None:
         from deepseek.medical.nodule_data import Luna16Patches
 
-        arrays = Luna16Patches(luna16).arrays(n_patches, seed=seed)
+        train_ids = None
+        if fold is not None:
+            held, train_ids = held_out_scans(luna16, fold)
+            excluded = _excluded(luna16)
+            log.info("fold %d: training on %d scans, validating on the %d of subset%d",
+                     fold, len(train_ids), len(held), fold)
+        arrays = Luna16Patches(luna16, series=train_ids).arrays(n_patches, seed=seed)
     else:
         arrays = make_patches(n_patches, seed, workers)
     log.info("%d training patches (%d with a nodule peak) in %.0f s", len(arrays["x"]),
              int((arrays["mask"].sum(axis=(1, 2, 3)) > 0).sum()), time.perf_counter() - t0)
-    val = validation_volumes(val_scans) if val_scans else []
+    if fold is not None:
+        val: list = held if val_scans is None else held[:val_scans]
+    else:
+        n_val = 2 if val_scans is None else val_scans
+        val = validation_volumes(n_val) if n_val else []
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(arrays["x"]) / batch_size / accum_steps))
     warm = max(1, int(0.15 * steps))
@@ -172,7 +266,7 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
             return {}
         model.eval()
         try:
-            return evaluate_volumes(model, volumes)
+            return evaluate_volumes(model, volumes, excluded=excluded)
         finally:
             model.train()
 
@@ -188,6 +282,50 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
     if best.is_dir():
         trainer.load_checkpoint(best)
     path = save_model(net, out / "model.safetensors", architecture=model, config=cfg)
-    summary = {"model": str(path), "history": history, "seconds": time.perf_counter() - t0}
+    summary: dict[str, Any] = {"model": str(path), "history": history}
+    if fold is not None:  # the kept model on every scan of the held-out subset
+        from deepseek.medical.metrics import write_results
+
+        net.eval()
+        rows: list[dict] = []
+        with torch.no_grad():
+            summary["fold"] = {"fold": fold, "scans": [h.uid for h in held],
+                               **evaluate_volumes(net, held, excluded=excluded, results=rows)}
+        summary["fold"]["results"] = str(write_results(rows, out / "results.csv"))
+    summary["seconds"] = time.perf_counter() - t0
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def cross_validate(out_dir: str | Path, luna16: str | Path, folds: list[int] | None = None,
+                   **options: Any) -> dict[str, Any]:
+    """Train one model per fold (``out_dir/fold{K}``), each validated on its subset, then
+    pool every fold's results on its own held-out scans into one FROC with the official
+    protocol (as the challenge scored submissions), beside the mean of the folds' CPMs."""
+    from deepseek.evaluation import evaluate
+    from deepseek.medical.metrics import read_results
+
+    all_folds = sorted(luna16_folds(luna16))
+    chosen = all_folds if folds is None else folds
+    per_fold, results, ann, scans = [], [], [], []
+    for k in chosen:
+        log.info("cross-validation: fold %d of %s", k, chosen)
+        res = train_detector(Path(out_dir) / f"fold{k}", luna16=luna16, fold=k, **options)
+        per_fold.append({"fold": k, "cpm": res["fold"]["val_cpm"],
+                         "max_sensitivity": res["fold"]["val_max_sensitivity"],
+                         "model": res["model"]})
+        results += read_results(res["fold"]["results"])
+        held, _ = held_out_scans(luna16, k)
+        scans += [h.uid for h in held]
+        ann += [{"seriesuid": h.uid, "xyz": n["center"], "diameter_mm": n["diameter_mm"]}
+                for h in held for n in h.nodules]
+    pooled = evaluate("luna16-froc", results, ann, scans=scans, excluded=_excluded(luna16),
+                      bootstrap=1000)
+    summary = {"folds": per_fold,
+               "mean_fold_cpm": float(np.mean([f["cpm"] for f in per_fold])),
+               "pooled": {k: pooled[k] for k in ("cpm", "ci95", "sensitivity_at_fps",
+                                                 "max_sensitivity", "n_scans", "n_nodules",
+                                                 "protocol")}}
+    (Path(out_dir) / "cross_validation.json").write_text(
+        json.dumps(summary, indent=2, default=str))
     return summary
