@@ -41,7 +41,7 @@ def test_targets_peak_at_the_centre():
 
 def test_training_steps_lower_the_loss(tmp_path):
     res = train_detector(tmp_path, n_patches=16, epochs=3, batch_size=8, val_scans=0,
-                         workers=1, base=4, lr=5e-3, progress=False)
+                         workers=1, base=4, lr=5e-3, progress=False, hard_negatives=0)
     losses = [h["train_loss"] for h in res["history"]]
     assert losses[-1] < losses[0], losses
     assert (tmp_path / "model.safetensors").is_file()
@@ -49,7 +49,7 @@ def test_training_steps_lower_the_loss(tmp_path):
     assert m.architecture == "lung-nodule-attention" and m.config == {"base": 4}
     # resume continues from the last checkpoint
     res2 = train_detector(tmp_path, n_patches=16, epochs=4, batch_size=8, val_scans=0,
-                          workers=1, base=4, progress=False, resume=True)
+                          workers=1, base=4, progress=False, resume=True, hard_negatives=0)
     assert [h["epoch"] for h in res2["history"]] == [1, 2, 3, 4]
     # --init fine-tunes from those weights in a fresh run; wrong-sized weights are refused
     first = ModelLoader.load(tmp_path / "model.safetensors").module.state_dict()
@@ -181,6 +181,33 @@ def test_luna16_folds_validate_on_the_held_out_subset(tmp_path):
                                                str(tmp_path / "bad"), "--luna16", str(root),
                                                *bad])
         assert res.exit_code == 2 and msg in res.output, res.output
+
+
+def test_hard_negatives_are_the_models_own_false_positives(tmp_path):
+    from deepseek.medical.nodule_training import hard_negative_set, train_detector
+
+    ph = ChestPhantom(seed=810, n_nodules=2, z_range=(-20, 20))
+    vol = render_volume(ph, (1.5, 1.5, 2.0), (20, 128, 128), seed=3)
+    vol.metadata["nodules"] = [{"center": n.center, "diameter_mm": n.diameter_mm}
+                               for n in ph.nodules]
+    torch.manual_seed(0)
+    net = build(base=4).eval()
+    with torch.no_grad():  # an untrained net that calls nodules everywhere: false positives
+        net.heatmap.bias.fill_(1.0)
+    hard = hard_negative_set(net, [vol], 6, seed=1)
+    assert hard is not None and hard["x"].shape == (6, 48, 48, 48)
+    assert hard["x"].dtype == np.float16 and set(hard) == {"x", "heatmap", "size", "offset",
+                                                          "mask"}
+    # in training: mined after the first epoch from a LUNA16 training scan, then trained on
+    from deepseek.loader import save_model
+
+    eager = save_model(net, tmp_path / "eager.safetensors", architecture="lung-nodule-attention",
+                       config={"base": 4})
+    root = _luna16_layout(tmp_path / "luna", subsets=2, shape=(20, 128, 128))
+    res = train_detector(tmp_path / "run", luna16=root, n_patches=8, epochs=2, batch_size=4,
+                         base=4, val_scans=0, hard_negatives=4, mine_scans=1, progress=False,
+                         init=eager, lr=1e-6)
+    assert res["hard_negatives"] == 4 and [h["epoch"] for h in res["history"]] == [1, 2]
 
 
 @pytest.mark.slow

@@ -290,6 +290,10 @@ def evaluate(pred_path: Path, ref_path: Path, excluded: Path | None, series_file
 @click.option("--val-scans", type=click.IntRange(0), default=None,
               help="Scans scored by CPM after each epoch: phantoms (default 2), or with "
                    "--fold the first N of the held-out subset (default all); 0: none.")
+@click.option("--hard-negatives", type=click.IntRange(0), default=None,
+              help="Patches around the model's own most confident false positives, mined "
+                   "on 2 training scans after epoch 1 and trained on after [patches / 4 with "
+                   "2+ epochs; 0: off].")
 @click.option("--fold", type=click.IntRange(0), default=None,
               help="LUNA16: train on every subset but subsetK, validate on subsetK (best "
                    "epoch by its CPM), then score all its scans (OUT/results.csv).")
@@ -308,7 +312,8 @@ def evaluate(pred_path: Path, ref_path: Path, excluded: Path | None, series_file
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON (the "
               "default output is a short summary).")
 def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size: int,
-          accum_steps: int, lr: float, val_scans: int | None, fold: int | None,
+          accum_steps: int, lr: float, val_scans: int | None, hard_negatives: int | None,
+          fold: int | None,
           folds: str | None, amp: bool, resume: bool, init: str | None, seed: int, model: str,
           as_json: bool) -> None:
     """Train a nodule detector through the core Trainer (checkpoints, resume, best kept)."""
@@ -316,7 +321,8 @@ def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size:
     from deepseek.medical.nodule_training import cross_validate, train_detector
 
     opts = dict(n_patches=patches, epochs=epochs, batch_size=batch_size,
-                accum_steps=accum_steps, lr=lr, val_scans=val_scans, amp=amp, resume=resume,
+                accum_steps=accum_steps, lr=lr, val_scans=val_scans,
+                hard_negatives=hard_negatives, amp=amp, resume=resume,
                 init=init, seed=seed, model=model)
     if folds is not None:
         if fold is not None or luna16 is None:

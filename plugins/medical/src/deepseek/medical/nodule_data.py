@@ -253,17 +253,25 @@ class Luna16Patches:
                 centre = c + rng.uniform(-14, 14, 3)
             else:
                 centre = rng.uniform(*_centre_range(vol))
-            k = np.rint(vol.world_to_voxel(centre)).astype(int) - PATCH // 2
-            patch = np.full((PATCH,) * 3, -1024.0, np.float32)
-            src = [slice(max(k[a], 0), min(k[a] + PATCH, vol.shape[a])) for a in range(3)]
-            dst = [slice(s.start - k[a], s.stop - k[a]) for a, s in enumerate(src)]
-            if all(s.stop > s.start for s in src):
-                patch[tuple(dst)] = vol.array[tuple(src)]
-            cents = [vol.world_to_voxel(c) - k for c, _ in nods]
-            diams = [d for _, d in nods]
-            patch, cents = _augment(patch, cents, rng)
-            t = make_targets(cents, diams)
-            out["x"].append(_norm(patch).astype(np.float16))
+            x, t = crop_patch(vol, centre, nods, rng)
+            out["x"].append(x)
             for key in ("heatmap", "size", "offset", "mask"):
                 out[key].append(t[key])
         return {k: np.stack(v) for k, v in out.items()}
+
+
+def crop_patch(vol: Any, centre: np.ndarray, nods: list[tuple[np.ndarray, float]],
+               rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The augmented, normalised (float16) patch of a volume on the 1 mm working grid around
+    world ``centre`` (air beyond the scan), and the targets of the nodules ``nods`` (world
+    centre, diameter) that fall in it."""
+    k = np.rint(vol.world_to_voxel(centre)).astype(int) - PATCH // 2
+    patch = np.full((PATCH,) * 3, -1024.0, np.float32)
+    src = [slice(max(k[a], 0), min(k[a] + PATCH, vol.shape[a])) for a in range(3)]
+    dst = [slice(s.start - k[a], s.stop - k[a]) for a, s in enumerate(src)]
+    if all(s.stop > s.start for s in src):
+        patch[tuple(dst)] = vol.array[tuple(src)]
+    cents = [vol.world_to_voxel(c) - k for c, _ in nods]
+    diams = [d for _, d in nods]
+    patch, cents = _augment(patch, cents, rng)
+    return _norm(patch).astype(np.float16), make_targets(cents, diams)

@@ -57,18 +57,63 @@ def make_patches(n: int, seed: int, workers: int = 2) -> dict[str, np.ndarray]:
 
 
 def validation_volumes(n: int, size: int = 384, slices: int = 90,
-                       spacing: tuple[float, float, float] = (0.9, 0.9, 2.0)) -> list:
+                       spacing: tuple[float, float, float] = (0.9, 0.9, 2.0),
+                       seed0: int = VAL_SEED0, prefix: str = "val") -> list:
+    """Phantom scans with seeds ``seed0 + i`` (validation: never a training seed)."""
     from deepseek.medical.synthetic import ChestPhantom, render_volume
 
     vols = []
     extent = (slices - 1) * spacing[2]
     for i in range(n):
-        ph = ChestPhantom(seed=VAL_SEED0 + i, n_nodules=8,
+        ph = ChestPhantom(seed=seed0 + i, n_nodules=8,
                           z_range=(-extent / 2 - 10, extent / 2 + 10))
-        v = render_volume(ph, spacing, (slices, size, size), seed=VAL_SEED0 + i)
-        v.metadata["series_uid"] = f"val-{i}"
+        v = render_volume(ph, spacing, (slices, size, size), seed=seed0 + i)
+        v.metadata["series_uid"] = f"{prefix}-{i}"
         vols.append(v)
     return vols
+
+
+def hard_negative_set(net: torch.nn.Module, scans: list, n: int, seed: int = 0
+                      ) -> dict[str, np.ndarray] | None:
+    """Patches around the ``n`` most confident false positives of ``net`` on ``scans``
+    (training scans: Volumes with ``nodules`` in their metadata, or :class:`HeldOutScan`): a
+    candidate farther than its nodule's radius (at least 5 mm) from every annotated nodule.
+    Nodules that fall inside such a patch keep their targets. None when there is none."""
+    from deepseek.medical.detector import NoduleDetector
+    from deepseek.medical.nodule_data import crop_patch
+    from deepseek.medical.nodule_model import WORKING_SPACING
+
+    rng = np.random.default_rng([seed, 4242])
+    det = NoduleDetector(net, progress=False, tta_top=0)
+    found: list[tuple[float, int, np.ndarray]] = []
+    isos, nodules = [], []
+    for item in scans:
+        v = item.load() if isinstance(item, HeldOutScan) else item
+        nods = [(np.asarray(nd["center"], float), float(nd["diameter_mm"]))
+                for nd in v.metadata.get("nodules", [])]
+        for c in det.detect(v):
+            xyz = np.asarray(c["xyz"], float)
+            if all(np.linalg.norm(xyz - ctr) > max(d / 2, 5.0) for ctr, d in nods):
+                found.append((float(c["probability"]), len(isos), xyz))
+        isos.append(v.resample([WORKING_SPACING] * 3))
+        nodules.append(nods)
+        del v
+    found.sort(key=lambda f: -f[0])
+    if not found:
+        return None
+    out: dict[str, list] = {k: [] for k in ("x", "heatmap", "size", "offset", "mask")}
+    for i in range(n):  # cycle through the most confident ones when there are fewer than n
+        _, k, xyz = found[i % min(len(found), n)]
+        x, t = crop_patch(isos[k], xyz + rng.uniform(-4, 4, 3), nodules[k], rng)
+        out["x"].append(x)
+        for key in ("heatmap", "size", "offset", "mask"):
+            out[key].append(t[key])
+    log.info("hard negatives: %d patches around the %d most confident of %d false positives",
+             n, min(len(found), n), len(found))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+MINE_SEED0 = 2_000_000  # mining phantoms: apart from training, validation and benchmark seeds
 
 
 @dataclass
@@ -102,7 +147,7 @@ def evaluate_volumes(net: torch.nn.Module, volumes: list, *,
     det = NoduleDetector(net, progress=False, **detector_opts)
     ann, res, uids = [], [], []
     for item in volumes:
-        v = item.load() if hasattr(item, "load") else item
+        v = item.load() if isinstance(item, HeldOutScan) else item
         sid = v.metadata["series_uid"]
         uids.append(sid)
         for nod in v.metadata["nodules"]:
@@ -177,7 +222,8 @@ def _check_outputs(net: torch.nn.Module, name: str) -> None:
 def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
                    n_patches: int = 2400, epochs: int = 3, batch_size: int = 8,
                    lr: float = 2e-3, seed: int = 0, val_scans: int | None = None,
-                   fold: int | None = None, accum_steps: int = 1,
+                   fold: int | None = None, hard_negatives: int | None = None,
+                   mine_scans: int = 2, accum_steps: int = 1,
                    amp: bool = False, resume: bool = False, base: int | None = None,
                    init: str | Path | None = None, workers: int = 2,
                    progress: bool | None = None, model: str = "lung-nodule-attention",
@@ -188,6 +234,11 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
     ``val_scans``: validation scans scored after each epoch (phantoms: 2 by default; with
     ``fold``: the first N scans of the held-out subset, all by default; 0: none). ``fold``
     (LUNA16 only): train on every subset but ``subset{fold}`` and validate on it.
+
+    ``hard_negatives``: after the first epoch the model runs on ``mine_scans`` training
+    scans (phantoms with seeds of their own, or LUNA16 training scans) and that many patches
+    around its most confident false positives join the training set for the epochs after
+    (default: a quarter of ``n_patches`` when there are at least 2 epochs; 0: off).
 
     ``base`` (and any ``config``) override the model's default configuration. ``init``
     starts from existing weights (a registry name such as ``"lung-nodule-attention"`` or a
@@ -234,9 +285,16 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
             excluded = _excluded(luna16)
             log.info("fold %d: training on %d scans, validating on the %d of subset%d",
                      fold, len(train_ids), len(held), fold)
-        arrays = Luna16Patches(luna16, series=train_ids).arrays(n_patches, seed=seed)
+        luna = Luna16Patches(luna16, series=train_ids)
+        arrays = luna.arrays(n_patches, seed=seed)
+        ann = luna.annotations
+        pick = np.random.default_rng([seed, 17]).permutation(sorted(luna.files))[:mine_scans]
+        mining: list = [HeldOutScan(uid, luna.files[uid],
+                                    [{"center": tuple(c), "diameter_mm": d}
+                                     for c, d in ann.get(uid, [])]) for uid in pick]
     else:
         arrays = make_patches(n_patches, seed, workers)
+        mining = []  # rendered when needed: phantom scans cost seconds each
     log.info("%d training patches (%d with a nodule peak) in %.0f s", len(arrays["x"]),
              int((arrays["mask"].sum(axis=(1, 2, 3)) > 0).sum()), time.perf_counter() - t0)
     if fold is not None:
@@ -244,8 +302,12 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
     else:
         n_val = 2 if val_scans is None else val_scans
         val = validation_volumes(n_val) if n_val else []
+    n_hard = (n_patches // 4 if epochs >= 2 else 0) if hard_negatives is None \
+        else hard_negatives
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * int(np.ceil(len(arrays["x"]) / batch_size / accum_steps))
+    n0 = len(arrays["x"])
+    steps = int(np.ceil(n0 / batch_size / accum_steps)) + (epochs - 1) * int(
+        np.ceil((n0 + (n_hard if mine_scans else 0)) / batch_size / accum_steps))
     warm = max(1, int(0.15 * steps))
 
     def schedule(step: int) -> float:
@@ -274,15 +336,31 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
                       scheduler=sched, checkpoint_dir=out / "checkpoints", progress=progress,
                       architecture=model, config=cfg,
                       device="cpu" if not torch.cuda.is_available() else "auto")
-    history = trainer.fit(PatchDataset(arrays), epochs=epochs, batch_size=batch_size,
-                          val_data=val if val else None, eval_fn=eval_fn if val else None,
-                          best_metric="val_cpm" if val else "train_loss",
-                          mode="max" if val else "min", resume=resume)
+    fit = dict(batch_size=batch_size, val_data=val if val else None,
+               eval_fn=eval_fn if val else None, best_metric="val_cpm" if val else "train_loss",
+               mode="max" if val else "min")
+    mined = 0
+    if n_hard and mine_scans and epochs >= 2:
+        trainer.fit(PatchDataset(arrays), epochs=1, resume=resume, **fit)
+        if not mining:
+            mining = validation_volumes(mine_scans, seed0=MINE_SEED0 + 1000 * seed,
+                                        prefix="mine")
+        net.eval()
+        try:
+            hard = hard_negative_set(net, mining, n_hard, seed)
+        finally:
+            net.train()
+        if hard is not None:
+            arrays = {k: np.concatenate([arrays[k], hard[k]]) for k in arrays}
+            mined = len(hard["x"])
+        resume = False
+    history = trainer.fit(PatchDataset(arrays), epochs=epochs, resume=resume, **fit)
     best = out / "checkpoints" / "best"
     if best.is_dir():
         trainer.load_checkpoint(best)
     path = save_model(net, out / "model.safetensors", architecture=model, config=cfg)
-    summary: dict[str, Any] = {"model": str(path), "history": history}
+    summary: dict[str, Any] = {"model": str(path), "history": history,
+                               "hard_negatives": mined}
     if fold is not None:  # the kept model on every scan of the held-out subset
         from deepseek.medical.metrics import write_results
 
