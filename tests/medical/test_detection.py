@@ -184,7 +184,11 @@ def test_luna16_folds_validate_on_the_held_out_subset(tmp_path):
 
 
 def test_hard_negatives_are_the_models_own_false_positives(tmp_path):
-    from deepseek.medical.nodule_training import hard_negative_set, train_detector
+    from deepseek.medical.nodule_training import (
+        evaluate_volumes,
+        hard_negative_set,
+        train_detector,
+    )
 
     ph = ChestPhantom(seed=810, n_nodules=2, z_range=(-20, 20))
     vol = render_volume(ph, (1.5, 1.5, 2.0), (20, 128, 128), seed=3)
@@ -196,6 +200,9 @@ def test_hard_negatives_are_the_models_own_false_positives(tmp_path):
         net.heatmap.bias.fill_(1.0)
     hard = hard_negative_set(net, [vol], 6, seed=1)
     assert hard is not None and hard["x"].shape == (6, 48, 48, 48)
+    vol.metadata["series_uid"] = "p-0"  # a Volume scores as a validation scan as well
+    assert set(evaluate_volumes(net, [vol])) == {"val_cpm", "val_max_sensitivity",
+                                                "val_fps_per_scan"}
     assert hard["x"].dtype == np.float16 and set(hard) == {"x", "heatmap", "size", "offset",
                                                           "mask"}
     # in training: mined after the first epoch from a LUNA16 training scan, then trained on
