@@ -29,6 +29,7 @@ def manufacturing() -> None:
     train     train the model on synthetic clips or a good/ defect/ image folder
     evaluate  frame or event metrics of a stream's output against a truth CSV
     stream    run the detector on a camera, file, URL or folder
+    score     score independent part images (each alone, at its own size)
     bench     end-to-end fps and latency on a video file
 
     Sources go through the reader registry (`deepseek readers --json | grep frames`).
@@ -249,6 +250,42 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
         click.echo(f"frame recall {fm['recall']:.4f} on {fm['defect_frames']} defect frames; "
                    f"false-detection rate {fm['false_detection_rate']:.4f} on "
                    f"{fm['clean_frames']} clean frames; event recall {em['event_recall']:.3f}")
+
+
+@manufacturing.command("score")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", default="defect-3dcnn-lstm", show_default=True,
+              help="Registry name or weights file.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.5, show_default=True, help="Score at which an image is a defect.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
+              help="Write path, size, score, defect flag, box and heatmap per image.")
+@click.option("--heatmaps", type=click.Path(path_type=Path), default=None,
+              help="Write a crack-probability overlay PNG per image into this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def score(paths: tuple[str, ...], model: str, threshold: float, csv_path: Path | None,
+          heatmaps: Path | None, as_json: bool) -> None:
+    """Score part images: PATHS are image files and folders (searched recursively; masks and
+    labels such as *_mask.png or files under masks/ are skipped). Each image is scored alone
+    with a fresh model state and at its own size (padded, never resized), so the order of
+    the images changes nothing; one line per image: score, and the box when it is a defect.
+    """
+    from deepseek.manufacturing.score import score_images, write_csv
+
+    results = score_images(paths, model, threshold=threshold, heatmaps=heatmaps,
+                           progress=None if not as_json else False)
+    if csv_path is not None:
+        write_csv(results, csv_path)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    for r in results:
+        box = f"  box {r.box}" if r.box else ""
+        click.echo(f"{r.score:.4f}  {'DEFECT' if r.defect else 'ok    '}  {r.path}{box}")
+    n_def = sum(r.defect for r in results)
+    click.echo(f"{len(results)} images, {n_def} at or above {threshold:g}"
+               + (f"; written to {csv_path}" if csv_path else "")
+               + (f"; heatmaps in {heatmaps}" if heatmaps else ""))
 
 
 @manufacturing.command("train")

@@ -126,6 +126,36 @@ def _natural_key(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
 
 
+#: stems ending like these, or files under folders named like these, are labels, not images
+LABEL_STEM_ENDINGS = ("_mask", "-mask", "_masks", "_label", "-label", "_labels", "_gt",
+                      "-gt", "_seg", "_annotation")
+LABEL_FOLDERS = {"mask", "masks", "label", "labels", "gt", "groundtruth", "ground_truth",
+                 "annotations", "segmentation"}
+
+
+def is_label_file(p: Path, root: Path | None = None) -> bool:
+    """Whether an image file is a mask or label rather than a part image: its stem ends with
+    ``_mask``, ``-mask``, ``_masks``, ``_label(s)``, ``_gt``, ``-gt``, ``_seg`` or
+    ``_annotation`` (any case), or a folder between ``root`` and it is named ``mask(s)``,
+    ``label(s)``, ``gt``, ``groundTruth``, ``ground_truth``, ``annotations`` or
+    ``segmentation``."""
+    if p.stem.lower().endswith(LABEL_STEM_ENDINGS):
+        return True
+    parts = p.parent.relative_to(root).parts if root is not None and p.is_relative_to(root) \
+        else p.parent.parts[-1:]
+    return any(part.lower() in LABEL_FOLDERS for part in parts)
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """The part images of a folder (``recursive``: and its subfolders) in natural order,
+    without masks and labels (:func:`is_label_file`)."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not is_label_file(p, folder)]
+    return sorted(files, key=lambda p: [_natural_key(Path(x)) for x in
+                                        p.relative_to(folder).parts])
+
+
 class _Reader:
     """Backend: ``read()`` returns an image, or None at the end of the stream."""
 
@@ -183,11 +213,11 @@ class _CaptureReader(_Reader):
 
 class _FolderReader(_Reader):
     def __init__(self, folder: Path, fps: float) -> None:
-        self.files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                            key=_natural_key)
+        self.files = list_images(folder)
         if not self.files:
             raise SourceError(f"{folder}: no images here (looked for "
-                              f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+                              f"{', '.join(sorted(IMAGE_SUFFIXES))}; masks and labels such "
+                              "as *_mask.png are skipped)")
         self.fps, self.i = fps, 0
         first = cv2.imread(str(self.files[0]), cv2.IMREAD_UNCHANGED)
         self.size = (first.shape[1], first.shape[0]) if first is not None else None

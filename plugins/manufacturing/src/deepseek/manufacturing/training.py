@@ -86,7 +86,7 @@ def folder_clips(root: str | Path, frames: int = 16, height: int = 128, width: i
     """Clips from an inspection image folder with ``good/`` and ``defect/`` subfolders."""
     import cv2
 
-    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, to_gray
+    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, list_images, to_gray
 
     root = Path(root)
     folders = {"good": 0.0, "defect": 1.0}
@@ -97,7 +97,7 @@ def folder_clips(root: str | Path, frames: int = 16, height: int = 128, width: i
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for name, label in folders.items():
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = list_images(root / name)
         if not files:
             raise ManufacturingError(f"{root / name}: no images "
                                      f"({', '.join(sorted(IMAGE_SUFFIXES))})")

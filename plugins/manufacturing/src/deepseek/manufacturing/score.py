@@ -1,0 +1,158 @@
+"""Scoring independent part images: each image alone, at its own size.
+
+A folder of inspection photos is not a video: images of different parts share nothing, so
+:func:`score_images` runs every image through the model with a fresh state (no recurrent state
+carried from one image to the next: the same images in any order get the same scores) and at
+its own size (padded with its edge values to a multiple of 16, never resized to another
+image's size). An image is shown to the temporal model as a part held still in front of the
+camera: the same frame ``frames`` times; its score is the crack probability after the last
+one, and the crack map of that frame gives the box and the heatmap.
+
+Inputs are image files and folders (searched recursively, natural order, masks and labels
+skipped by the rule of :func:`deepseek.manufacturing.sources.is_label_file`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.model import STRIDE
+
+FRAMES = 8
+
+
+@dataclass
+class ImageScore:
+    path: str
+    width: int
+    height: int
+    score: float
+    defect: bool
+    box: tuple[int, int, int, int] | None
+    heatmap: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def image_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files as given, and the part images of each folder (recursive)."""
+    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, list_images
+
+    out: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found = list_images(p, recursive=True)
+            if not found:
+                raise ManufacturingError(f"{p}: no part images in this folder or below it "
+                                         f"({', '.join(sorted(IMAGE_SUFFIXES))}; masks and "
+                                         "labels are skipped)")
+            out += found
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ManufacturingError(f"{p}: not an image file "
+                                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.append(p)
+        else:
+            raise ManufacturingError(f"{p}: no such file or folder")
+    return out
+
+
+def read_gray(path: Path) -> np.ndarray:
+    import cv2
+
+    from deepseek.manufacturing.sources import to_gray
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ManufacturingError(f"{path}: OpenCV cannot read this image (damaged, or a format "
+                                 "it does not know); re-save it as PNG or remove it")
+    return to_gray(img, str(path))
+
+
+def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
+                ) -> tuple[float, np.ndarray]:
+    """Crack probability of one grayscale image and its probability map (map cells of 16
+    pixels, cut to the image), from a fresh state."""
+    import torch
+
+    from deepseek.manufacturing.stream import pad16
+
+    h, w = image.shape
+    clip = pad16(np.repeat(image[None], frames, axis=0))
+    with torch.inference_mode():
+        logits, maps, _ = net(torch.from_numpy(clip)[None], None)
+    prob = float(torch.sigmoid(logits[0, -1]))
+    pmap = torch.sigmoid(maps[0, -1]).numpy()[: -(-h // STRIDE), : -(-w // STRIDE)]
+    return prob, pmap
+
+
+def heatmap_overlay(image: np.ndarray, pmap: np.ndarray) -> np.ndarray:
+    """The image in gray with the crack probability map over it (colour map, 40 %)."""
+    import cv2
+
+    h, w = image.shape
+    up = cv2.resize(pmap.astype(np.float32), (pmap.shape[1] * STRIDE, pmap.shape[0] * STRIDE),
+                    interpolation=cv2.INTER_LINEAR)[:h, :w]
+    colour = cv2.applyColorMap(np.clip(up * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    gray = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return cv2.addWeighted(gray, 0.6, colour, 0.4, 0)
+
+
+def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", *,
+                 threshold: float = 0.5, heatmaps: str | Path | None = None,
+                 frames: int = FRAMES, progress: bool | None = None) -> list[ImageScore]:
+    """One :class:`ImageScore` per image (files and folders, see the module docstring); with
+    ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` in
+    scoring order (each result names its file)."""
+    import cv2
+    from tqdm.auto import tqdm
+
+    from deepseek.manufacturing.stream import box_from_map, load_net
+
+    if not 0.0 < threshold < 1.0:
+        raise ManufacturingError(f"threshold={threshold}: give a probability between 0 and 1")
+    if frames < 1:
+        raise ManufacturingError(f"frames={frames}: give at least 1")
+    files = image_paths(paths)
+    net = load_net(model).eval()
+    out_dir = Path(heatmaps) if heatmaps is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, p in enumerate(tqdm(files, desc="scoring",
+                               disable=progress is False or len(files) < 20)):
+        img = read_gray(p)
+        prob, pmap = score_image(net, img, frames)
+        defect = prob >= threshold
+        box = box_from_map(pmap, img.shape) if defect else None
+        written = None
+        if out_dir is not None:
+            written = str(out_dir / f"{i:05d}-{p.stem}.png")
+            if not cv2.imwrite(written, heatmap_overlay(img, pmap)):
+                raise ManufacturingError(f"{written}: could not write the heatmap")
+        results.append(ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob,
+                                  bool(defect), box, written))
+    return results
+
+
+def write_csv(results: list[ImageScore], path: str | Path) -> Path:
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1",
+                    "heatmap"])
+        for r in results:
+            w.writerow([r.path, r.width, r.height, f"{r.score:.6f}", int(r.defect),
+                        *(r.box if r.box else ("", "", "", "")), r.heatmap or ""])
+    return path

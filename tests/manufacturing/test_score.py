@@ -1,0 +1,105 @@
+"""Independent images are scored independently: fresh state, own size, any order; masks and
+labels are not parts."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deepseek.cli import build_cli
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.score import image_paths, score_images
+from deepseek.manufacturing.sources import is_label_file, list_images, open_folder
+
+
+def _part(path, h, w, seed, crack=False):
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(150, 12, (h, w)), 0, 255).astype(np.uint8)
+    if crack:
+        cv2.line(img, (w // 4, h // 5), (w // 2, 4 * h // 5), 40, 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture
+def parts(tmp_path):
+    root = tmp_path / "parts"
+    _part(root / "part_2.png", 96, 144, 1, crack=True)
+    _part(root / "part_10.png", 130, 75, 2)        # not a multiple of 16: padded, not resized
+    _part(root / "line_b" / "part_1.jpg", 64, 64, 3)
+    _part(root / "part_2_mask.png", 96, 144, 4)    # a mask beside its image
+    _part(root / "masks" / "part_10.png", 130, 75, 5)
+    _part(root / "labels" / "x.png", 32, 32, 6)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_masks_and_labels_are_not_parts(parts):
+    found = [p.relative_to(parts).as_posix() for p in image_paths([parts])]
+    assert found == ["line_b/part_1.jpg", "part_2.png", "part_10.png"]
+    assert is_label_file(parts / "a_GT.png") and is_label_file(parts / "x-mask.tif")
+    assert not is_label_file(parts / "masked_part.png")
+    # the folder stream (one folder, not recursive) follows the same rule
+    assert [p.name for p in list_images(parts)] == ["part_2.png", "part_10.png"]
+    src = open_folder(parts)
+    assert [p.name for p in src._reader.files] == ["part_2.png", "part_10.png"]
+
+
+def test_scores_do_not_depend_on_order_or_neighbours(parts):
+    files = image_paths([parts])
+    low = 1e-9  # every image a "defect", so that each gets a box
+    one = {r.path: r for r in score_images(files, threshold=low)}
+    other = {r.path: r for r in score_images(list(reversed(files)), threshold=low)}
+    alone = score_images([files[1]], threshold=low)[0]
+    assert one.keys() == other.keys()
+    for k in one:
+        assert one[k].score == other[k].score
+    assert one[alone.path].score == alone.score
+    r = one[str(parts / "part_10.png")]
+    assert (r.width, r.height) == (75, 130)
+    x0, y0, x1, y1 = r.box
+    assert 0 <= x0 <= x1 < 75 and 0 <= y0 <= y1 < 130
+
+
+def test_csv_heatmaps_and_cli(parts, tmp_path):
+    out = tmp_path / "heat"
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts / "part_2.png"),
+                                           str(parts / "line_b"), "--csv",
+                                           str(tmp_path / "s.csv"), "--heatmaps", str(out),
+                                           "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [r["path"] for r in rows] == [str(parts / "part_2.png"),
+                                         str(parts / "line_b" / "part_1.jpg")]
+    with open(tmp_path / "s.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [float(t["score"]) for t in table] == pytest.approx([r["score"] for r in rows],
+                                                               abs=1e-6)
+    heat = cv2.imread(table[0]["heatmap"])
+    assert heat.shape == (96, 144, 3)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts)])
+    assert res.exit_code == 0 and "3 images" in res.output
+
+
+def test_bad_inputs_name_the_file(tmp_path, parts):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    with pytest.raises(ManufacturingError, match="broken.png: OpenCV cannot read"):
+        score_images([bad])
+    with pytest.raises(ManufacturingError, match="missing.png: no such file"):
+        score_images([tmp_path / "missing.png"])
+    with pytest.raises(ManufacturingError, match="notes.txt: not an image"):
+        score_images([parts / "notes.txt"])
+    empty = tmp_path / "empty"
+    (empty / "masks").mkdir(parents=True)
+    _part(empty / "masks" / "m.png", 16, 16, 0)
+    with pytest.raises(ManufacturingError, match="no part images"):
+        score_images([empty])
+    with pytest.raises(ManufacturingError, match="threshold"):
+        score_images([parts / "part_2.png"], threshold=1.0)
