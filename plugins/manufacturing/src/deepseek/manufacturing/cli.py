@@ -255,15 +255,17 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
 @manufacturing.command("score")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", default="defect-3dcnn-lstm", show_default=True,
-              help="Registry name or weights file.")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.5, show_default=True, help="Score at which an image is a defect.")
+              help="Registry name or weights file, or a good-parts memory "
+                   "(train --good-only) for anomaly scores.")
+@click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
+              help="Score at which an image is a defect [0.5; a memory: its own, set for "
+                   "its target false-positive rate].")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
               help="Write path, size, score, defect flag, box and heatmap per image.")
 @click.option("--heatmaps", type=click.Path(path_type=Path), default=None,
               help="Write a crack-probability overlay PNG per image into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def score(paths: tuple[str, ...], model: str, threshold: float, csv_path: Path | None,
+def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped). Each image is scored alone
@@ -283,7 +285,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float, csv_path: Path |
         box = f"  box {r.box}" if r.box else ""
         click.echo(f"{r.score:.4f}  {'DEFECT' if r.defect else 'ok    '}  {r.path}{box}")
     n_def = sum(r.defect for r in results)
-    click.echo(f"{len(results)} images, {n_def} at or above {threshold:g}"
+    click.echo(f"{len(results)} images, {n_def} flagged as defects"
                + (f"; written to {csv_path}" if csv_path else "")
                + (f"; heatmaps in {heatmaps}" if heatmaps else ""))
 
@@ -310,12 +312,39 @@ def score(paths: tuple[str, ...], model: str, threshold: float, csv_path: Path |
 @click.option("--model", default="defect-3dcnn-lstm", show_default=True,
               help="Any registered model that takes uint8 clips [N, T, H, W] and returns frame "
                    "logits, maps and a state.")
+@click.option("--good-only", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Good parts only: fit a patch-feature memory on the images "
+              "of this folder (no training) and write OUT/memory.safetensors for `score`.")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.003, show_default=True,
+              help="--good-only: false-positive rate the threshold is set for, on held-out "
+                   "good images.")
+@click.option("--backbone", default="defect-3dcnn-lstm", show_default=True,
+              help="--good-only: the model whose encoder gives the patch features (registry "
+                   "name or weights file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 def train(out: Path, folder: Path | None, clips: int, clip_frames: int,
           clip_size: tuple[int, int], epochs: int, batch_size: int, accum_steps: int, lr: float,
           val_videos: int, amp: bool, resume: bool, seed: int, model: str,
-          as_json: bool) -> None:
-    """Train a crack model through the core Trainer (checkpoints, resume, best kept)."""
+          good_only: Path | None, target_fpr: float, backbone: str, as_json: bool) -> None:
+    """Train a crack model through the core Trainer (checkpoints, resume, best kept), or with
+    --good-only fit a good-parts memory whose threshold is set on held-out good images."""
+    if good_only is not None:
+        from deepseek.manufacturing.anomaly import fit_memory
+
+        if folder is not None:
+            raise click.UsageError("give --folder (good/ + defect/) or --good-only, not both")
+        mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
+                         progress=False if as_json else None)
+        path = mem.save(out / "memory.safetensors")
+        if as_json:
+            click.echo(json.dumps({"model": str(path), **mem.meta}, indent=2))
+            return
+        m = mem.meta
+        click.echo(f"memory: {path} ({m['bank']} patches from {m['fit_images']} good images)")
+        click.echo(f"threshold {m['threshold']:.4g}: {m['threshold_rule']}")
+        click.echo(f"score with: deepseek manufacturing score PATH --model {path}")
+        return
     from deepseek.manufacturing.training import train_model
 
     res = train_model(out, folder=folder, clips=clips, frames=clip_frames, width=clip_size[0],

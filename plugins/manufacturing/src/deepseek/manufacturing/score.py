@@ -8,6 +8,11 @@ image's size). An image is shown to the temporal model as a part held still in f
 camera: the same frame ``frames`` times; its score is the crack probability after the last
 one, and the crack map of that frame gives the box and the heatmap.
 
+With a good-parts memory (:mod:`deepseek.manufacturing.anomaly`, a ``.safetensors`` file
+written by ``train --good-only``) as the model, the score is the anomaly score (the distance
+of the image's most unusual patch to the nearest good one) and the threshold the memory's
+own, set for its target false-positive rate.
+
 Inputs are image files and folders (searched recursively, natural order, masks and labels
 skipped by the rule of :func:`deepseek.manufacturing.sources.is_label_file`).
 """
@@ -94,12 +99,13 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
     return prob, pmap
 
 
-def heatmap_overlay(image: np.ndarray, pmap: np.ndarray) -> np.ndarray:
-    """The image in gray with the crack probability map over it (colour map, 40 %)."""
+def heatmap_overlay(image: np.ndarray, pmap: np.ndarray, stride: int = STRIDE) -> np.ndarray:
+    """The image in gray with a 0..1 map (cells of ``stride`` pixels) over it (colour map,
+    40 %)."""
     import cv2
 
     h, w = image.shape
-    up = cv2.resize(pmap.astype(np.float32), (pmap.shape[1] * STRIDE, pmap.shape[0] * STRIDE),
+    up = cv2.resize(pmap.astype(np.float32), (pmap.shape[1] * stride, pmap.shape[0] * stride),
                     interpolation=cv2.INTER_LINEAR)[:h, :w]
     colour = cv2.applyColorMap(np.clip(up * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     gray = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
@@ -107,7 +113,7 @@ def heatmap_overlay(image: np.ndarray, pmap: np.ndarray) -> np.ndarray:
 
 
 def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", *,
-                 threshold: float = 0.5, heatmaps: str | Path | None = None,
+                 threshold: float | None = None, heatmaps: str | Path | None = None,
                  frames: int = FRAMES, progress: bool | None = None) -> list[ImageScore]:
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
     ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` in
@@ -115,14 +121,24 @@ def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", 
     import cv2
     from tqdm.auto import tqdm
 
+    from deepseek.manufacturing.anomaly import FEATURE_STRIDE, PatchMemory, is_memory_file
     from deepseek.manufacturing.stream import box_from_map, load_net
 
-    if not 0.0 < threshold < 1.0:
-        raise ManufacturingError(f"threshold={threshold}: give a probability between 0 and 1")
+    memory = PatchMemory.load(model) if is_memory_file(model) else None
+    if memory is not None:
+        threshold = memory.threshold if threshold is None else threshold
+        if threshold is None or not threshold > 0:
+            raise ManufacturingError(f"{model}: the memory has no threshold; give --threshold "
+                                     "(an anomaly score > 0)")
+    else:
+        threshold = 0.5 if threshold is None else threshold
+        if not 0.0 < threshold < 1.0:
+            raise ManufacturingError(f"threshold={threshold}: give a probability between 0 "
+                                     "and 1")
     if frames < 1:
         raise ManufacturingError(f"frames={frames}: give at least 1")
     files = image_paths(paths)
-    net = load_net(model).eval()
+    net = load_net(model).eval() if memory is None else None
     out_dir = Path(heatmaps) if heatmaps is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,13 +146,19 @@ def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", 
     for i, p in enumerate(tqdm(files, desc="scoring",
                                disable=progress is False or len(files) < 20)):
         img = read_gray(p)
-        prob, pmap = score_image(net, img, frames)
+        if memory is None:
+            prob, pmap = score_image(net, img, frames)
+            stride, level, shown = STRIDE, 0.5, pmap
+        else:  # anomaly map: shown at 0..1 with the threshold at the middle of the scale
+            prob, pmap = memory.score(img)
+            stride, level = FEATURE_STRIDE, threshold
+            shown = np.clip(pmap / (2 * threshold), 0.0, 1.0)
         defect = prob >= threshold
-        box = box_from_map(pmap, img.shape) if defect else None
+        box = box_from_map(pmap, img.shape, level, stride) if defect else None
         written = None
         if out_dir is not None:
             written = str(out_dir / f"{i:05d}-{p.stem}.png")
-            if not cv2.imwrite(written, heatmap_overlay(img, pmap)):
+            if not cv2.imwrite(written, heatmap_overlay(img, shown, stride)):
                 raise ManufacturingError(f"{written}: could not write the heatmap")
         results.append(ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob,
                                   bool(defect), box, written))

@@ -187,17 +187,17 @@ def pad16(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def box_from_map(prob_map: np.ndarray, shape: tuple[int, int], level: float = 0.5
-                 ) -> tuple[int, int, int, int]:
-    """Pixel box ``(x0, y0, x1, y1)`` around the map cells at or above ``level`` (the best
-    cell alone when none is)."""
+def box_from_map(prob_map: np.ndarray, shape: tuple[int, int], level: float = 0.5,
+                 stride: int = STRIDE) -> tuple[int, int, int, int]:
+    """Pixel box ``(x0, y0, x1, y1)`` around the map cells (``stride`` pixels each) at or
+    above ``level`` (the best cell alone when none is)."""
     cells = np.argwhere(prob_map >= level)
     if len(cells) == 0:
         cells = np.array([np.unravel_index(int(np.argmax(prob_map)), prob_map.shape)])
     (r0, c0), (r1, c1) = cells.min(axis=0), cells.max(axis=0)
     h, w = shape
-    return (int(c0 * STRIDE), int(r0 * STRIDE), int(min(w - 1, (c1 + 1) * STRIDE - 1)),
-            int(min(h - 1, (r1 + 1) * STRIDE - 1)))
+    return (int(c0 * stride), int(r0 * stride), int(min(w - 1, (c1 + 1) * stride - 1)),
+            int(min(h - 1, (r1 + 1) * stride - 1)))
 
 
 def estimate_width_px(image: np.ndarray, box: tuple[int, int, int, int]) -> float | None:

@@ -1,0 +1,93 @@
+"""Good parts only: the patch memory, its threshold from held-out good parts, and scoring."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deepseek.cli import build_cli
+from deepseek.manufacturing.anomaly import PatchMemory, fit_memory, is_memory_file
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.score import read_gray, score_images
+
+
+def _surface(path, seed, crack=False, h=80, w=112):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.normal(140, 25, (h, w)).astype(np.float32), (0, 0), 1.2)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if crack:
+        cv2.line(img, (20, 10), (70, 60), 20, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory):
+    root = tmp_path_factory.mktemp("line")
+    for i in range(10):
+        _surface(root / "good" / f"part_{i}.png", i)
+    test_good = [_surface(root / "test" / f"ok_{i}.png", 100 + i) for i in range(3)]
+    test_bad = [_surface(root / "test" / f"crack_{i}.png", 200 + i, crack=True)
+                for i in range(3)]
+    return root, test_good, test_bad
+
+
+def test_memory_scores_cracks_above_good_parts_and_sets_its_threshold(line, tmp_path):
+    root, good, bad = line
+    mem = fit_memory(root / "good", target_fpr=0.01, progress=False)
+    m = mem.meta
+    assert (m["fit_images"], m["held_out_images"]) == (8, 2)  # every 5th image held out
+    assert "too few to resolve" in m["threshold_rule"]  # 2 images cannot resolve 1 %
+    assert m["threshold"] == pytest.approx(m["held_out_scores"]["max"])
+    good_s = [mem.score(read_gray(p))[0] for p in good]
+    bad_s = [mem.score(read_gray(p))[0] for p in bad]
+    assert min(bad_s) > max(good_s)
+    amap = mem.anomaly_map(read_gray(bad[0]))
+    assert amap.shape == (10, 14)  # one value per 8x8 pixels
+    r, c = np.unravel_index(np.argmax(amap), amap.shape)
+    assert 0 <= r * 8 <= 70 and 10 <= c * 8 <= 80  # on the crack's extent
+    path = mem.save(tmp_path / "m.safetensors")
+    assert is_memory_file(path)
+    again = PatchMemory.load(path)
+    assert again.meta == m and np.array_equal(again.bank, mem.bank)
+    assert again.score(read_gray(bad[0]))[0] == pytest.approx(bad_s[0], rel=1e-5)
+
+
+def test_cli_good_only_then_score(line, tmp_path):
+    root, good, bad = line
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out", str(tmp_path),
+                                           "--good-only", str(root / "good"), "--json"])
+    assert res.exit_code == 0, res.output
+    fitted = json.loads(res.output)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root / "test"),
+                                           "--model", fitted["model"], "--json", "--heatmaps",
+                                           str(tmp_path / "heat")])
+    assert res.exit_code == 0, res.output
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads(res.output)}
+    assert all(rows[p.name]["defect"] for p in bad)
+    assert rows[bad[0].name]["box"] is not None
+    assert all(r["heatmap"] for r in rows.values())
+
+
+def test_bad_memory_inputs(tmp_path, line):
+    root, good, _ = line
+    with pytest.raises(ManufacturingError, match="give at least 5"):
+        fit_memory(_surface(tmp_path / "few" / "a.png", 1).parent)
+    with pytest.raises(ManufacturingError, match="target_fpr"):
+        fit_memory(root / "good", target_fpr=0)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors")
+    assert not is_memory_file(junk)
+    with pytest.raises(ManufacturingError, match="cannot read a good-parts memory"):
+        PatchMemory.load(junk)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out", str(tmp_path),
+                                           "--good-only", str(root / "good"), "--folder",
+                                           str(root)])
+    assert res.exit_code == 2 and "not both" in res.output
+    with pytest.raises(ManufacturingError, match="threshold"):
+        score_images(good, threshold=1.5)
