@@ -81,3 +81,33 @@ def test_pipeline_report(tmp_path):
     assert all(f.is_file() for f in res.figures) and len(res.figures) >= 1
     assert (tmp_path / "events.jsonl").is_file()
     assert any("never used in training" in n for n in res.notes)
+
+
+def test_stream_faults_are_events_and_a_non_zero_exit(tmp_path):
+    from deepseek.manufacturing.cli import EXIT_SOURCE_FAULT
+    from deepseek.manufacturing.sources import FrameSource
+    from deepseek.manufacturing.stream import DefectStream
+    from tests.manufacturing.test_sources import _img, _Scripted
+
+    # a live camera that goes down for good
+    src = FrameSource(_Scripted([_img(v, (48, 64)) for v in range(6)], reopen_ok=False),
+                      "fake://cam", reconnect_backoff=0.0, reconnect_attempts=1)
+    events = tmp_path / "events.jsonl"
+    rep = DefectStream(src, events=events, backend="torch").run()
+    assert rep.frames == 6 and rep.source["lost"] and rep.fps > 0
+    last = json.loads(events.read_text().splitlines()[-1])
+    assert last["event"] == "source_lost" and last["frame"] == 5 and last["reconnects"] == 1
+    # a video file cut short of its declared frame count: events say so, the exit status too
+    video = tmp_path / "v.avi"
+    wr = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 48), False)
+    for i in range(25):
+        wr.write(np.full((48, 64), i * 9, np.uint8))
+    wr.release()
+    data = video.read_bytes()
+    video.write_bytes(data[:len(data) // 2])
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "stream", str(video), "--quiet",
+                                           "--events", str(tmp_path / "ev2.jsonl")])
+    assert res.exit_code == EXIT_SOURCE_FAULT, res.output
+    assert "ended before its declared frame count" in res.output
+    last = json.loads((tmp_path / "ev2.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "source_ended_early" and last["declared_frames"] == 25

@@ -208,3 +208,46 @@ def test_realtime_file_is_paced_at_its_fps(tmp_path, monkeypatch):
         [round(0.01 * i, 9) for i in range(10)]
     with FrameSource.open(p, realtime=True) as src:
         assert src.policy == "drop-oldest"  # played like a camera unless told otherwise
+
+def test_live_source_lost_for_good_is_flagged_and_outage_counted():
+    src = FrameSource(_Scripted([_img(1), _img(2)], reopen_ok=False), "fake://cam",
+                      reconnect_backoff=0.0, reconnect_attempts=2)
+    with src:
+        assert [int(f.image[0, 0]) for f in src] == [1, 2]
+    assert src.stats.lost and not src.stats.ended_early
+    assert src.stats.reconnects == 2 and src.stats.outage_s >= 0.0
+    assert src.stats.as_dict()["lost"] is True
+
+
+def test_video_cut_short_against_its_declared_count(tmp_path):
+    whole = _write_video(tmp_path / "whole.avi", n=25, colour=False)
+    cut = tmp_path / "cut.avi"
+    data = whole.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    for path, early in ((whole, False), (cut, True)):
+        src = open_source(str(path), kind="frames")
+        with src:
+            n = len(list(src))
+        assert src.stats.declared_frames == 25
+        assert src.stats.ended_early is early and (n < 24) is early
+        if early:
+            assert any(f"ended after {n} of the 25 frames" in e for e in src.stats.errors)
+
+
+def test_http_url_of_a_file_is_a_file_not_a_camera(monkeypatch):
+    from deepseek.manufacturing import sources
+
+    made = []
+
+    class Stub(_Scripted):
+        def __init__(self, target, live, api=0):
+            super().__init__([_img(1)], live=live)
+            made.append((target, live))
+
+    monkeypatch.setattr(sources, "_CaptureReader", Stub)
+    for url, live in (("http://cam.local/video.mjpg?fps=5", False),
+                      ("https://server/clips/part_7.MP4", False),
+                      ("http://cam.local/stream", True), ("rtsp://cam/clip.mp4", True)):
+        src = sources.open_stream(url)
+        assert src.live is live and src.policy == ("drop-oldest" if live else "block")
+    assert [m[1] for m in made] == [False, False, True, True]

@@ -12,6 +12,9 @@ import click
 
 from deepseek.manufacturing import __version__
 
+#: exit status of `stream` when its source failed: lost for good, or a file cut short
+EXIT_SOURCE_FAULT = 3
+
 SOURCE_HELP = ("SOURCE is a video file, cam:N, an rtsp:// or http:// URL, a GStreamer pipeline "
                "ending in appsink, an image folder, or synthetic:?seed=N&frames=N.")
 
@@ -235,8 +238,14 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
         out["frame_metrics"] = evaluate("defect-frames", (rep.frame_index, rep.scores), rows,
                                         threshold=threshold)
         out["event_metrics"] = evaluate("defect-events", rep.events, rows)
+    fault = ("the source was lost and did not come back" if rep.source.get("lost") else
+             "the file ended before its declared frame count" if rep.source.get("ended_early")
+             else None)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
+        if fault:
+            click.echo(f"error: {fault}", err=True)
+            sys.exit(EXIT_SOURCE_FAULT)
         return
     click.echo(f"{rep.frames} frames in {rep.seconds:.2f} s: {rep.fps:.1f} fps ({rep.backend}); "
                f"latency p50 {rep.latency_ms.get('p50', 0):.2f} ms, p99 "
@@ -250,6 +259,9 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
         click.echo(f"frame recall {fm['recall']:.4f} on {fm['defect_frames']} defect frames; "
                    f"false-detection rate {fm['false_detection_rate']:.4f} on "
                    f"{fm['clean_frames']} clean frames; event recall {em['event_recall']:.3f}")
+    if fault:
+        click.echo(f"error: {fault} (exit status {EXIT_SOURCE_FAULT})", err=True)
+        sys.exit(EXIT_SOURCE_FAULT)
 
 
 @manufacturing.command("score")

@@ -65,12 +65,18 @@ class SourceStats:
     frames_resized: int = 0
     reconnects: int = 0
     errors: list[str] = field(default_factory=list)
+    declared_frames: int | None = None  # a file's frame count from its container
+    ended_early: bool = False           # a file ended before its declared frame count
+    lost: bool = False                  # a live source went down and did not come back
+    outage_s: float = 0.0               # time spent waiting for a live source to come back
 
     def as_dict(self) -> dict[str, Any]:
         return {"frames_read": self.frames_read, "frames_delivered": self.frames_delivered,
                 "frames_dropped": self.frames_dropped, "frames_rejected": self.frames_rejected,
                 "frames_resized": self.frames_resized, "reconnects": self.reconnects,
-                "errors": list(self.errors)}
+                "errors": list(self.errors), "declared_frames": self.declared_frames,
+                "ended_early": self.ended_early, "lost": self.lost,
+                "outage_s": round(self.outage_s, 3)}
 
 
 def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None = None
@@ -184,6 +190,8 @@ class _CaptureReader(_Reader):
             raise SourceError(f"{target}: OpenCV cannot open this stream (wrong URL or "
                               "pipeline, server down, or no decoder for its codec)")
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if not live else 0
+        self.declared = count if count > 0 else None
         w, h = (int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                 int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.size = (w, h) if w > 0 and h > 0 else None
@@ -284,7 +292,7 @@ class FrameSource:
         self.size = size or reader.size
         self.fit, self.on_size_change, self.bit_depth = fit, on_size_change, bit_depth
         self.reconnect_attempts, self.reconnect_backoff = reconnect_attempts, reconnect_backoff
-        self.stats = SourceStats()
+        self.stats = SourceStats(declared_frames=getattr(reader, "declared", None))
         self.error: BaseException | None = None
         self._reader = reader
         self._q: collections.deque[Frame] = collections.deque()
@@ -362,8 +370,12 @@ class FrameSource:
                     log.warning("%s (skipped)", exc)
                     continue
                 if img is None:
-                    if self._reader.live and self._reconnect():
-                        continue
+                    if self._reader.live:
+                        if self._reconnect():
+                            continue
+                        self.stats.lost = True
+                    else:
+                        self._check_complete()
                     break
                 self.stats.frames_read += 1
                 g = self._prepare(img, n)
@@ -386,8 +398,21 @@ class FrameSource:
                 self._done = True
                 self._cv.notify_all()
 
+    def _check_complete(self) -> None:
+        """A file that ends before the frame count its container declares is damaged or
+        still being written: said once, and flagged (``ended_early``). One frame short is
+        tolerated (containers that store a duration, not a count, round it)."""
+        declared = self.stats.declared_frames
+        if declared is not None and self.stats.frames_read < declared - 1:
+            self.stats.ended_early = True
+            msg = (f"{self.uri}: ended after {self.stats.frames_read} of the {declared} frames "
+                   "its container declares (truncated or still being written)")
+            log.warning(msg)
+            self.stats.errors.append(msg)
+
     def _reconnect(self) -> bool:
         delay = self.reconnect_backoff
+        t_lost = time.perf_counter()
         for attempt in range(1, self.reconnect_attempts + 1):
             if self._stop.wait(delay):
                 return False
@@ -395,8 +420,10 @@ class FrameSource:
                         self.reconnect_attempts)
             self.stats.reconnects += 1
             if self._reader.reopen():
+                self.stats.outage_s += time.perf_counter() - t_lost
                 return True
             delay = min(delay * 2, 10.0)
+        self.stats.outage_s += time.perf_counter() - t_lost
         msg = (f"{self.uri}: stream lost and {self.reconnect_attempts} reconnect attempts "
                "failed; stopped")
         log.error(msg)
@@ -481,9 +508,18 @@ def open_camera(source: str, **options: Any) -> FrameSource:
 
 def open_stream(source: str, **options: Any) -> FrameSource:
     """A network stream (RTSP, HTTP(S), RTMP, UDP, TCP) through FFmpeg, reconnecting when it
-    drops (reader ``stream``)."""
+    drops (reader ``stream``). An ``http(s)://`` URL whose path ends in a video file suffix
+    (``.mp4``, ``.avi`` ...) is a file on a server: read once like a local file (its end is
+    the end, not an outage to reconnect through)."""
+    from urllib.parse import urlparse
+
+    from deepseek.manufacturing.plugin import VIDEO_SUFFIXES
+
     s = str(source)
-    return FrameSource(_CaptureReader(s, live=True, api=cv2.CAP_FFMPEG), s, **options)
+    url = urlparse(s)
+    is_file = url.scheme in ("http", "https") and \
+        url.path.lower().endswith(tuple(VIDEO_SUFFIXES))
+    return FrameSource(_CaptureReader(s, live=not is_file, api=cv2.CAP_FFMPEG), s, **options)
 
 
 def is_gstreamer_pipeline(source: Any) -> bool:

@@ -342,13 +342,24 @@ class DefectStream:
                 active.end_frame = idx[-1] if idx else active.frame
                 self._emit(out, "clear", active)
                 rep.events.append(active)
+            st = self.source.stats
+            if out is not None and (st.lost or st.ended_early):
+                last = idx[-1] if idx else -1
+                out.write(json.dumps({
+                    "event": "source_lost" if st.lost else "source_ended_early",
+                    "frame": last, "time_s": round(max(last, 0) / self.source.fps, 6),
+                    "frames_read": st.frames_read, "declared_frames": st.declared_frames,
+                    "reconnects": st.reconnects, "error": st.errors[-1] if st.errors else ""})
+                    + "\n")
+                out.flush()
         finally:
             if close_out and out is not None:
                 out.close()
         t_end = time.perf_counter()
         rep.frames = len(idx)
         rep.seconds = (t_end - t_start) if t_start is not None else 0.0
-        rep.fps = rep.frames / rep.seconds if rep.seconds > 0 else 0.0
+        live_s = rep.seconds - self.source.stats.outage_s  # outages are not frame time
+        rep.fps = rep.frames / live_s if live_s > 0 else 0.0
         rep.frame_index = np.asarray(idx, np.int64)
         rep.scores = np.asarray(scores, np.float32)
         rep.flags = np.asarray(flags, bool)
