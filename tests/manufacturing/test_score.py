@@ -103,3 +103,16 @@ def test_bad_inputs_name_the_file(tmp_path, parts):
         score_images([empty])
     with pytest.raises(ManufacturingError, match="threshold"):
         score_images([parts / "part_2.png"], threshold=1.0)
+
+
+def test_real_part_photos_smoke():
+    from tests.shared import shared_data
+
+    root = shared_data("crack")
+    if root is None:
+        pytest.skip("../shared/data/crack is not here")
+    imgs = sorted((root / "kolektorsdd" / "images" / "val").glob("*.jpg"))[:3]
+    res = score_images(imgs, threshold=0.5)
+    assert [r.path for r in res] == [str(p) for p in imgs]
+    for r in res:
+        assert (r.width, r.height) == (500, 1247) and 0.0 <= r.score <= 1.0
