@@ -115,4 +115,4 @@ def test_real_part_photos_smoke():
     res = score_images(imgs, threshold=0.5)
     assert [r.path for r in res] == [str(p) for p in imgs]
     for r in res:
-        assert (r.width, r.height) == (500, 1247) and 0.0 <= r.score <= 1.0
+        assert r.width == 500 and 1200 < r.height < 1300 and 0.0 <= r.score <= 1.0
