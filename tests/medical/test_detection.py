@@ -159,7 +159,7 @@ def test_luna16_patches_from_a_scan_thinner_than_a_patch(tmp_path):
 def test_luna16_folds_validate_on_the_held_out_subset(tmp_path):
     from deepseek.medical.nodule_training import cross_validate, held_out_scans, train_detector
 
-    root = _luna16_layout(tmp_path / "luna", subsets=3, shape=(20, 128, 128))
+    root = _luna16_layout(tmp_path / "luna", subsets=3, shape=(16, 96, 96))
     held, train_ids = held_out_scans(root, 1)
     assert [h.uid for h in held] == ["1.2.3.1"] and sorted(train_ids) == ["1.2.3.0", "1.2.3.2"]
     assert len(held[0].nodules) == 2
@@ -191,7 +191,7 @@ def test_hard_negatives_are_the_models_own_false_positives(tmp_path):
     )
 
     ph = ChestPhantom(seed=810, n_nodules=2, z_range=(-20, 20))
-    vol = render_volume(ph, (1.5, 1.5, 2.0), (20, 128, 128), seed=3)
+    vol = render_volume(ph, (1.5, 1.5, 2.0), (16, 96, 96), seed=3)
     vol.metadata["nodules"] = [{"center": n.center, "diameter_mm": n.diameter_mm}
                                for n in ph.nodules]
     torch.manual_seed(0)
@@ -210,7 +210,7 @@ def test_hard_negatives_are_the_models_own_false_positives(tmp_path):
 
     eager = save_model(net, tmp_path / "eager.safetensors", architecture="lung-nodule-attention",
                        config={"base": 4})
-    root = _luna16_layout(tmp_path / "luna", subsets=2, shape=(20, 128, 128))
+    root = _luna16_layout(tmp_path / "luna", subsets=2, shape=(16, 96, 96))
     res = train_detector(tmp_path / "run", luna16=root, n_patches=8, epochs=2, batch_size=4,
                          base=4, val_scans=0, hard_negatives=4, mine_scans=1, progress=False,
                          init=eager, lr=1e-6)
