@@ -42,13 +42,9 @@ def pct(ns: np.ndarray) -> dict[str, float]:
 
 
 def timed(fn, args: list[tuple], warmup: int) -> dict[str, float]:
-    clock = time.perf_counter_ns
-    out = np.empty(len(args), dtype=np.int64)
-    for i, a in enumerate(args):
-        t0 = clock()
-        fn(*a)
-        out[i] = clock() - t0
-    return pct(out[warmup:])
+    from deepseek.finance.pipelines import time_per_call
+
+    return pct(time_per_call(fn, args)[warmup:])
 
 
 def bench_model(name: str, args: list[tuple], warmup: int, tmp: Path) -> dict[str, dict]:
