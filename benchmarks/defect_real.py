@@ -1,28 +1,34 @@
 """Benchmark: crack detection on real part photos (KolektorSDD's train/val split), the
 project's modes beside a texture-feature baseline in the same run.
 
-    python benchmarks/defect_real.py [--data DIR] [--quick]
+    python benchmarks/defect_real.py [--data DIR] [--quick] [--epochs N]
 
 ``--data`` is the KolektorSDD folder (``images/{train,val}/*.jpg`` + ``labels/{train,val}/
-*.txt``, an empty label file meaning a good part; default ``../shared/data/crack/kolektorsdd``).
-Rows, all scored image by image (:mod:`deepseek.manufacturing.score`):
+*.txt``, YOLO polygons, an empty label file meaning a good part; default
+``../shared/data/crack/kolektorsdd``). Rows, all scored image by image on the val split
+(:mod:`deepseek.manufacturing.score`); every threshold is chosen on the train split for a
+false-positive rate <= 1 % there:
 
-* ``supervised (packaged weights)``: ``defect-3dcnn-lstm`` as shipped, trained on the
-  synthetic line only (never on a real part); its threshold is chosen on the train split for
-  a false-positive rate <= 1 % there;
+* ``supervised, fine-tuned``: ``train --folder`` on the train split (its polygons, balanced
+  crops on the cracks, augmentation; best epoch by the image AUROC of a fifth of the train
+  parts held out by the group rule), starting from the packaged weights. This is the mode the
+  goals are read from;
+* ``supervised, from scratch``: the same training from random weights (does fine-tuning from
+  the synthetic-line weights help?);
+* ``supervised (packaged weights, synthetic line only)``: as shipped, never trained on a real
+  part;
 * ``good-only memory``: ``train --good-only`` fitted on the train split's good images (every
-  5th held out for its threshold);
+  5th held out for its threshold; that threshold is the memory's own);
 * ``baseline: HOG + LBP + black-hat + logistic regression``: scikit-image HOG on the image at
   1/8 scale, a uniform-LBP histogram at 1/4 scale and black-hat (morphological closing minus
   image, 15x15) statistics, standardised, a class-balanced scikit-learn logistic regression
   fitted on the train split: its feature set (all, LBP + black-hat, or black-hat) and its
   regularisation are chosen by 5-fold cross-validated AUROC there, and its threshold is set
-  like the supervised row's on out-of-fold train scores (needs scikit-image, in
-  requirements-dev.txt).
+  on out-of-fold train scores (needs scikit-image, in requirements-dev.txt).
 
 For each: val image AUROC, recall and false-positive rate at the threshold, and the fitting
-time. ``--quick`` keeps every cracked image and every 4th good one of each split (sizes in the
-output).
+time. ``--quick`` keeps every cracked image and every 4th good one of each split and trains
+for 2 epochs (sizes in the output).
 """
 
 from __future__ import annotations
@@ -99,8 +105,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT)
     ap.add_argument("--quick", action="store_true",
-                    help="every cracked image and every 4th good one of each split")
+                    help="every cracked image and every 4th good one of each split, 2 epochs")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="supervised training epochs [8; --quick: 2]")
     args = ap.parse_args()
+    epochs = args.epochs or (2 if args.quick else 8)
     if not (args.data / "images" / "train").is_dir():
         sys.exit(f"no KolektorSDD at {args.data}: pass --data DIR (images/{{train,val}}, "
                  "labels/{train,val})")
@@ -117,6 +126,45 @@ def main() -> None:
     tr_x, tr_y = split(args.data, "train", every)
     va_x, va_y = split(args.data, "val", every)
     rows: dict[str, dict] = {}
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="defect_real-"))
+
+    # supervised training on the train split's images and polygons, from the packaged weights
+    # and from scratch
+    tree = work / "data" / "images" / "train"
+    labels = work / "data" / "labels" / "train"
+    tree.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for p in tr_x:
+        (tree / p.name).symlink_to(p)
+        lab = args.data / "labels" / "train" / f"{p.stem}.txt"
+        if lab.is_file():
+            (labels / lab.name).symlink_to(lab)
+    from deepseek.manufacturing.training import train_model
+
+    for init, name in (("packaged", "supervised, fine-tuned from the packaged weights"),
+                       ("scratch", "supervised, from scratch")):
+        t0 = time.perf_counter()
+        res = train_model(work / init, folder=tree, epochs=epochs, init=init, progress=False,
+                          target_fpr=0.01)
+        t_fit = time.perf_counter() - t0
+        tr_s = np.array([r.score for r in score_images(tr_x, res["model"], progress=False)])
+        va_s = np.array([r.score for r in score_images(va_x, res["model"], progress=False)])
+        thr = threshold_at_fpr(tr_s, tr_y, 0.01)
+        best = max(res["history"], key=lambda h: h["val_select"])
+        rows[name] = {
+            "val_auroc": float(roc_auc_score(va_y, va_s)), "threshold": thr,
+            "train_fit_seconds": round(t_fit, 1), "epochs": epochs,
+            "best_epoch": best["epoch"], "held_out_train_auroc": round(best["val_auroc"], 4),
+            "training": {k: res[k] for k in ("train_images", "train_defect_images",
+                                             "val_images", "val_defect_images",
+                                             "crops_per_epoch", "crop", "lr")
+                         if k in res},
+            **{f"val_{k}": v for k, v in at(va_s, va_y, thr).items()},
+            "stored_threshold": res["threshold"],
+            **{f"val_{k}_at_stored_threshold": v
+               for k, v in at(va_s, va_y, res["threshold"]).items()}}
 
     # supervised mode, the packaged weights (synthetic line only)
     t0 = time.perf_counter()
@@ -130,7 +178,6 @@ def main() -> None:
 
     # good-only memory on the train split's good images
     import shutil
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         good = Path(tmp) / "good"
@@ -176,24 +223,33 @@ def main() -> None:
         "train_fit_seconds": round(t_fit, 1),
         **{f"val_{k}": v for k, v in at(b_va, va_y, b_thr).items()}}
 
-    sup = rows["supervised (packaged weights, synthetic line only)"]
+    sup = rows["supervised, fine-tuned from the packaged weights"]
+    scratch = rows["supervised, from scratch"]
     base = rows["baseline: HOG + LBP + black-hat + logistic regression"]
     mem_row = rows["good-only memory"]
+    shutil.rmtree(work, ignore_errors=True)
+    gain = sup["val_auroc"] - scratch["val_auroc"]
     results = {
         "sizes": {"train_images": len(tr_x), "train_cracked": int(tr_y.sum()),
                   "val_images": len(va_x), "val_cracked": int(va_y.sum()),
-                  "quick": args.quick},
+                  "quick": args.quick, "supervised_epochs": epochs},
         "rows": rows,
-        "fine_tuning_vs_scratch": "not measured: supervised training on real images with "
-                                  "their masks is not built yet",
+        "fine_tuning_vs_scratch": (
+            f"val AUROC {sup['val_auroc']:.4f} fine-tuned vs {scratch['val_auroc']:.4f} from "
+            f"scratch, recall at 1 % train FPR {sup['val_recall']:.2f} vs "
+            f"{scratch['val_recall']:.2f}: fine-tuning "
+            + ("helps" if gain > 0 else "does not help" if gain < 0 else "changes nothing")
+            + " on AUROC"),
     }
     goals = [
-        goal("supervised val image AUROC", round(sup["val_auroc"], 4), ">= 0.98", "AUROC",
-             sup["val_auroc"] >= 0.98),
-        goal("supervised val recall at FPR <= 1 % (threshold from train)",
+        goal("supervised (fine-tuned) val image AUROC", round(sup["val_auroc"], 4), ">= 0.98",
+             "AUROC", sup["val_auroc"] >= 0.98),
+        goal("supervised (fine-tuned) val recall at FPR <= 1 % (threshold from train)",
              round(sup["val_recall"], 4), ">= 0.95", "recall", sup["val_recall"] >= 0.95),
         goal("good-only val image AUROC", round(mem_row["val_auroc"], 4), ">= 0.95", "AUROC",
              mem_row["val_auroc"] >= 0.95),
+        goal("supervised training on 2 cores within 10 minutes", sup["train_fit_seconds"],
+             "<= 600", "s", sup["train_fit_seconds"] <= 600),
         goal("supervised beats the baseline on val AUROC", round(sup["val_auroc"] -
              base["val_auroc"], 4), "> 0", "AUROC difference",
              sup["val_auroc"] > base["val_auroc"]),

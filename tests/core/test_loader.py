@@ -6,7 +6,7 @@ import torch
 
 from deepseek import ModelLoader
 from deepseek.errors import ModelLoadError, PrecisionError, UntrustedPickleError
-from deepseek.loader import export_onnx, save_model
+from deepseek.loader import export_onnx, read_model_extra, save_model
 
 from ..conftest import TinyConv, TinyNet
 
@@ -46,6 +46,13 @@ def test_safetensors_round_trip(tiny_plugin, tmp_path, x):
     path.with_suffix(".json").unlink()
     m2 = ModelLoader.load(path)
     assert m2.architecture == "test-tiny" and m2.config["hidden"] == 12
+    assert read_model_extra(path) == {}
+    # extra facts (an operating threshold) travel in the header and the sidecar
+    path = save_model(net, tmp_path / "m2", architecture="test-tiny", config={"hidden": 12},
+                      extra={"threshold": 0.25, "trained_on": "folder"})
+    path.with_suffix(".json").unlink()
+    assert read_model_extra(path) == {"threshold": 0.25, "trained_on": "folder"}
+    assert ModelLoader.load(path).config["hidden"] == 12
 
 
 def test_torchscript_round_trip(tmp_path, x):

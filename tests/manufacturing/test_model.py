@@ -102,23 +102,6 @@ def test_trainer_run_writes_a_loadable_model(tmp_path):
     assert (tmp_path / "checkpoints" / "latest").exists()
 
 
-def test_folder_training_data(tmp_path):
-    import cv2
-
-    from deepseek.manufacturing.errors import ManufacturingError
-    from deepseek.manufacturing.training import folder_clips
-
-    with pytest.raises(ManufacturingError, match="good/ and defect/"):
-        folder_clips(tmp_path)
-    for name, v in (("good", 120), ("defect", 60)):
-        (tmp_path / name).mkdir()
-        for i in range(2):
-            cv2.imwrite(str(tmp_path / name / f"{i}.png"), np.full((100, 90, 3), v, np.uint8))
-    a = folder_clips(tmp_path, frames=4, height=64, width=64, per_image=2)
-    assert a["x"].shape == (8, 4, 64, 64) and a["y"][:, 0].tolist() == [0] * 4 + [1] * 4
-    assert a["mw"].sum() == 0  # no map target for folder images
-
-
 def test_packaged_weights_load_by_name():
     from deepseek.loader import ModelLoader
     from deepseek.plugins import get_registry

@@ -52,6 +52,7 @@ TF_MESSAGE = ("TensorFlow/Keras models are not loaded directly: export to ONNX w
               "--keras model.keras / --tflite model.tflite) and load the .onnx file with "
               "framework='onnx'")
 CONFIG_META_KEY = "deepseek.config"
+EXTRA_META_KEY = "deepseek.extra"
 ARCH_META_KEY = "deepseek.architecture"
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
 
@@ -97,12 +98,15 @@ def check_precision(device: torch.device, dtype: torch.dtype) -> None:
 
 # --------------------------------------------------------------------------- saving
 def save_model(module: torch.nn.Module, path: str | Path, *, architecture: str,
-               config: dict[str, Any] | None = None) -> Path:
+               config: dict[str, Any] | None = None,
+               extra: dict[str, Any] | None = None) -> Path:
     """Save ``module`` as safetensors plus a JSON config naming its registered architecture.
 
     Writes ``path`` (``.safetensors`` is appended when missing) and ``<stem>.json`` beside it;
     the config is also embedded in the safetensors header, so either file alone identifies the
-    model. Returns the safetensors path.
+    model. ``extra`` (JSON-serialisable: an operating threshold, what the model was trained
+    on) is stored in both places too; :func:`read_model_extra` reads it. Returns the
+    safetensors path.
     """
     from safetensors.torch import save_model as st_save_model
 
@@ -112,11 +116,32 @@ def save_model(module: torch.nn.Module, path: str | Path, *, architecture: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = dict(config or {})
     json.dumps(cfg)  # fail early on a config that cannot be written
-    st_save_model(module, str(path), metadata={ARCH_META_KEY: architecture,
-                                               CONFIG_META_KEY: json.dumps(cfg)})
-    path.with_suffix(".json").write_text(
-        json.dumps({"architecture": architecture, "config": cfg}, indent=2) + "\n")
+    meta = {ARCH_META_KEY: architecture, CONFIG_META_KEY: json.dumps(cfg)}
+    side: dict[str, Any] = {"architecture": architecture, "config": cfg}
+    if extra:
+        meta[EXTRA_META_KEY] = json.dumps(extra)
+        side["extra"] = extra
+    st_save_model(module, str(path), metadata=meta)
+    path.with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n")
     return path
+
+
+def read_model_extra(path: str | Path) -> dict[str, Any]:
+    """The ``extra`` stored by :func:`save_model` (from the safetensors header, which travels
+    with the weights); an empty dict when there is none."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        extra = json.loads(meta.get(EXTRA_META_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path}: header field {EXTRA_META_KEY!r} is not JSON ({exc})"
+                             ) from exc
+    return extra if isinstance(extra, dict) else {}
 
 
 def read_model_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:

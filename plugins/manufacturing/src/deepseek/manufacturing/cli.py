@@ -270,8 +270,9 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
               help="Registry name or weights file, or a good-parts memory "
                    "(train --good-only) for anomaly scores.")
 @click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
-              help="Score at which an image is a defect [0.5; a memory: its own, set for "
-                   "its target false-positive rate].")
+              help="Score at which an image is a defect [weights from train --folder or a "
+                   "memory: their own, set for a target false-positive rate on held-out "
+                   "images; else 0.5].")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
               help="Write path, size, score, defect flag, box and heatmap per image.")
 @click.option("--heatmaps", type=click.Path(path_type=Path), default=None,
@@ -305,17 +306,39 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
 @manufacturing.command("train")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Image folder with good/ and defect/ subfolders (default: "
-              "synthetic clips generated for the run).")
+              default=None, help="Labelled part images: pixel masks (IMG_mask.png or "
+              "masks/IMG.png), YOLO polygon/box labels (labels/.../IMG.txt) or good/ and "
+              "defect/ folders (default: synthetic clips generated for the run).")
+@click.option("--val-folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="--folder: your held-out labelled images; the best epoch is "
+              "chosen by their image AUROC (default: a split of --folder that keeps groups "
+              "of photos together).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.2, show_default=True,
+              help="--folder without --val-folder: share of the groups held out.")
+@click.option("--group-pattern", default=None, metavar="REGEX",
+              help="--folder: regular expression whose first group, searched in an image's "
+              "path relative to the folder, names its group (default: its subfolder, else "
+              "the file name up to the first '_').")
+@click.option("--crop", type=int, default=160, show_default=True,
+              help="--folder: side of the training crops (a multiple of 16).")
+@click.option("--crops-per-epoch", type=int, default=None,
+              help="--folder: crops per epoch, half on defects [8 per image, at least 256].")
+@click.option("--init", type=click.Choice(["packaged", "scratch"]), default=None,
+              help="Start from the packaged weights or from scratch [packaged with --folder, "
+              "scratch for synthetic training].")
 @click.option("--clips", type=int, default=2400, show_default=True,
               help="Synthetic training clips.")
-@click.option("--clip-frames", type=int, default=16, show_default=True)
+@click.option("--clip-frames", type=int, default=None,
+              help="Frames per training clip [16 synthetic; 4 with --folder, the crop held "
+              "still].")
 @click.option("--clip-size", nargs=2, type=int, default=(160, 128), show_default=True,
               help="Clip W H (multiples of 16).")
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--accum-steps", type=int, default=1, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--lr", type=float, default=None,
+              help="Peak learning rate [1e-3 from the packaged weights, 3e-3 from scratch].")
 @click.option("--val-videos", type=int, default=2, show_default=True,
               help="Synthetic 640x480 videos scored after each epoch (0: none).")
 @click.option("--amp", is_flag=True, help="Mixed precision.")
@@ -329,14 +352,17 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
               "of this folder (no training) and write OUT/memory.safetensors for `score`.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.003, show_default=True,
-              help="--good-only: false-positive rate the threshold is set for, on held-out "
-                   "good images.")
+              help="--good-only and --folder: false-positive rate the stored threshold is "
+                   "set for, on held-out images.")
 @click.option("--backbone", default="defect-3dcnn-lstm", show_default=True,
               help="--good-only: the model whose encoder gives the patch features (registry "
                    "name or weights file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
-def train(out: Path, folder: Path | None, clips: int, clip_frames: int,
-          clip_size: tuple[int, int], epochs: int, batch_size: int, accum_steps: int, lr: float,
+def train(out: Path, folder: Path | None, val_folder: Path | None, val_fraction: float,
+          group_pattern: str | None, crop: int, crops_per_epoch: int | None, init: str | None,
+          clips: int, clip_frames: int | None,
+          clip_size: tuple[int, int], epochs: int, batch_size: int, accum_steps: int,
+          lr: float | None,
           val_videos: int, amp: bool, resume: bool, seed: int, model: str,
           good_only: Path | None, target_fpr: float, backbone: str, as_json: bool) -> None:
     """Train a crack model through the core Trainer (checkpoints, resume, best kept), or with
@@ -345,7 +371,7 @@ def train(out: Path, folder: Path | None, clips: int, clip_frames: int,
         from deepseek.manufacturing.anomaly import fit_memory
 
         if folder is not None:
-            raise click.UsageError("give --folder (good/ + defect/) or --good-only, not both")
+            raise click.UsageError("give --folder (labelled images) or --good-only, not both")
         mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
                          progress=False if as_json else None)
         path = mem.save(out / "memory.safetensors")
@@ -359,13 +385,20 @@ def train(out: Path, folder: Path | None, clips: int, clip_frames: int,
         return
     from deepseek.manufacturing.training import train_model
 
+    if folder is None and (val_folder is not None or crops_per_epoch is not None):
+        raise click.UsageError("--val-folder and --crops-per-epoch go with --folder")
     res = train_model(out, folder=folder, clips=clips, frames=clip_frames, width=clip_size[0],
                       height=clip_size[1], epochs=epochs, batch_size=batch_size,
                       accum_steps=accum_steps, lr=lr, val_videos=val_videos, amp=amp,
-                      resume=resume, seed=seed, model=model)
+                      resume=resume, seed=seed, model=model, val_folder=val_folder,
+                      val_fraction=val_fraction, group_pattern=group_pattern, crop=crop,
+                      crops_per_epoch=crops_per_epoch, init=init, target_fpr=target_fpr)
     from deepseek.report import echo_training
 
     echo_training(res, as_json)
+    if "threshold" in res and not as_json:
+        click.echo(f"threshold {res['threshold']:.4g}: {res['threshold_rule']}")
+        click.echo(f"score with: deepseek manufacturing score PATH --model {res['model']}")
 
 
 @manufacturing.command("evaluate")

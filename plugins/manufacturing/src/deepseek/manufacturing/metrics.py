@@ -199,3 +199,39 @@ def stream_metric(predictions: Any, references: Any, **options: Any) -> dict[str
         out["frames_dropped"] = rep.source.get("frames_dropped", 0)
         return out
     return frame_metrics(predictions, references, threshold)
+
+
+def image_auroc(scores: Any, labels: Any) -> float:
+    """Area under the ROC curve of image scores against 0/1 labels (the Mann-Whitney
+    statistic; tied scores count one half); NaN when one class is absent."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"{len(s)} scores for {len(y)} labels")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = np.argsort(s, kind="stable")
+    ranks = np.empty(len(s), np.float64)
+    sorted_s = s[order]
+    # average ranks over runs of equal scores
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
+    ends = np.r_[starts[1:], len(s)]
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + b + 1) / 2.0
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def recall_at_fpr(scores: Any, labels: Any, fpr: float) -> tuple[float, float, float]:
+    """(threshold, recall, false-positive rate) at the lowest threshold whose false-positive
+    rate on these images is at most ``fpr``."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    good = np.sort(s[~y])
+    if not len(good) or not y.any():
+        raise ValueError("recall at a false-positive rate needs good and defect images")
+    k = int(np.floor(fpr * len(good)))
+    thr = float(np.nextafter(good[len(good) - 1 - k], np.inf)) if k < len(good) else \
+        float(good[0])
+    flag = s >= thr
+    return thr, float(flag[y].mean()), float(flag[~y].mean())

@@ -99,6 +99,18 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
     return prob, pmap
 
 
+def stored_threshold(model: Any) -> float | None:
+    """The image threshold ``train --folder`` stored with a weights file (chosen on its
+    validation images for a target false-positive rate), or None."""
+    if not isinstance(model, (str, Path)) or Path(model).suffix != ".safetensors" \
+            or not Path(model).is_file():
+        return None
+    from deepseek.loader import read_model_extra
+
+    thr = read_model_extra(model).get("threshold")
+    return float(thr) if isinstance(thr, (int, float)) and 0.0 < thr < 1.0 else None
+
+
 def heatmap_overlay(image: np.ndarray, pmap: np.ndarray, stride: int = STRIDE) -> np.ndarray:
     """The image in gray with a 0..1 map (cells of ``stride`` pixels) over it (colour map,
     40 %)."""
@@ -131,6 +143,8 @@ def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", 
             raise ManufacturingError(f"{model}: the memory has no threshold; give --threshold "
                                      "(an anomaly score > 0)")
     else:
+        if threshold is None:
+            threshold = stored_threshold(model)
         threshold = 0.5 if threshold is None else threshold
         if not 0.0 < threshold < 1.0:
             raise ManufacturingError(f"threshold={threshold}: give a probability between 0 "

@@ -6,14 +6,17 @@ Data:
   synthetic line, each with its own seed, surface, speed, light and distractors; about 60% of
   them show a crack. Targets per frame: defect flag (frames that show only a sliver of a crack
   are left out of the loss) and the crack map at the model's 16-pixel cells.
-- *image folder* with ``good/`` and ``defect/`` subfolders: each image becomes a clip of the
-  image sliding by a few pixels per frame (a part passing the camera); the frame flag is the
-  folder, and there is no map target (the frame logit includes the map's maximum, so the map
-  still learns where the evidence is).
+- *labelled part images* (``folder``): masks, YOLO polygon/box labels or good/defect folders
+  (rules in :mod:`deepseek.manufacturing.labelled`); balanced crops, positives placed on the
+  labelled defect, augmented for the domain, each held still for a few frames as image scoring
+  does (:class:`CropDataset`). Targets: the defect flag and the mask at 16-pixel cells.
 
-Validation after every epoch: full-size synthetic videos from seeds that no training clip uses
-(``VAL_SEED0``), scored by frame log-loss (which picks the best epoch: it keeps improving after
-average precision saturates), average precision, recall and false-detection rate at 0.5.
+Validation after every epoch. Synthetic: full-size synthetic videos from seeds that no
+training clip uses (``VAL_SEED0``), scored by frame log-loss (which picks the best epoch: it
+keeps improving after average precision saturates), average precision, recall and
+false-detection rate at 0.5. Labelled images: the user's held-out images (``val_folder``, or a
+split that keeps groups of photos together), each scored alone at full size; the best epoch by
+image AUROC.
 """
 
 from __future__ import annotations
@@ -81,47 +84,87 @@ def make_clips(n: int, seed: int, frames: int = 16, height: int = 128, width: in
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def folder_clips(root: str | Path, frames: int = 16, height: int = 128, width: int = 160,
-                 per_image: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """Clips from an inspection image folder with ``good/`` and ``defect/`` subfolders."""
-    import cv2
+class CropDataset(Dataset):
+    """Labelled part images as training clips, drawn afresh at every call: even indices are
+    positive crops placed on a labelled defect (:func:`deepseek.manufacturing.labelled.
+    sample_crop`), odd ones negative crops (from good images, and a quarter from the
+    defect-free area of masked defect images), so every epoch is balanced 1:1 whatever the
+    class counts. Each crop is augmented and shown as a part held still for ``frames`` frames
+    (how :mod:`deepseek.manufacturing.score` scores an image); the map target is the mask at
+    the model's 16-pixel cells (none for a defect image without a location)."""
 
-    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, list_images, to_gray
+    def __init__(self, items: list, n: int, size: int, frames: int, seed: int = 0,
+                 augment: bool = True) -> None:
+        self.defect = [i for i in items if i.defect]
+        self.good = [i for i in items if not i.defect]
+        self.masked = [i for i in self.defect if i.rows]
+        if not self.defect or not (self.good or self.masked):
+            raise ManufacturingError("training needs defect images and good images (or masked "
+                                     "defect images, whose defect-free area gives negatives)")
+        self.n, self.size, self.frames, self.seed, self.augment = n, size, frames, seed, augment
+        self.draws = np.zeros(n, np.int64)
 
-    root = Path(root)
-    folders = {"good": 0.0, "defect": 1.0}
-    missing = [f for f in folders if not (root / f).is_dir()]
-    if missing:
-        raise ManufacturingError(f"{root}: missing subfolder(s) {', '.join(missing)}; an image "
-                                 "folder for training needs good/ and defect/")
-    rng = np.random.default_rng(seed)
-    xs, ys = [], []
-    for name, label in folders.items():
-        files = list_images(root / name)
-        if not files:
-            raise ManufacturingError(f"{root / name}: no images "
-                                     f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-        for p in files:
-            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-            if img is None or img.size == 0:
-                raise ManufacturingError(f"{p}: OpenCV cannot read this image; re-save it as "
-                                         "PNG or remove it")
-            img = to_gray(img, str(p))
-            if img.shape[0] < height + frames or img.shape[1] < width:
-                img = cv2.resize(img, (max(width, img.shape[1]),
-                                       max(height + frames * 2, img.shape[0])))
-            for _ in range(per_image):
-                step = int(rng.integers(0, 3))
-                y0 = int(rng.integers(0, img.shape[0] - height - step * (frames - 1) + 1))
-                x0 = int(rng.integers(0, img.shape[1] - width + 1))
-                xs.append(np.stack([img[y0 + k * step:y0 + k * step + height, x0:x0 + width]
-                                    for k in range(frames)]))
-                ys.append(label)
-    n = len(xs)
-    h, w = height // STRIDE, width // STRIDE
-    return {"x": np.stack(xs), "y": np.repeat(np.array(ys, np.float32)[:, None], frames, 1),
-            "w": np.ones((n, frames), np.float32),
-            "map": np.zeros((n, frames, h, w), np.float32), "mw": np.zeros((n, 1), np.float32)}
+    def __len__(self) -> int:
+        return self.n
+
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        from deepseek.manufacturing.labelled import sample_crop
+
+        rng = np.random.default_rng([self.seed, i, int(self.draws[i])])
+        self.draws[i] += 1
+        if i % 2 == 0:
+            item = self.defect[int(rng.integers(len(self.defect)))]
+            x, m = sample_crop(item, self.size, True, rng)
+        else:
+            x = np.empty(0)
+            if self.masked and (not self.good or rng.random() < 0.25):
+                item = self.masked[int(rng.integers(len(self.masked)))]
+                x, m = sample_crop(item, self.size, False, rng)
+            if x.size == 0:
+                pool = self.good or self.masked
+                item = pool[int(rng.integers(len(pool)))]
+                x, m = sample_crop(item, self.size, False, rng)
+        return x, m, rng if x.size else None
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        from deepseek.manufacturing.labelled import augment, cell_map
+
+        x, m, rng = self.sample(i)
+        if rng is None:  # no defect-free crop in a masked image: show a positive instead
+            x, m, rng = self.sample(i - i % 2)
+        if self.augment:
+            x, m = augment(x, m, rng)
+        positive = i % 2 == 0
+        y = float(positive if m is None else bool(m.any()))
+        located = m is not None or not positive
+        clip = np.repeat(np.ascontiguousarray(x)[None], self.frames, axis=0)
+        return {"x": torch.from_numpy(clip),
+                "y": torch.full((self.frames,), y), "w": torch.ones(self.frames),
+                "map": torch.from_numpy(np.repeat(cell_map(m, self.size)[None], self.frames,
+                                                  axis=0)),
+                "mw": torch.full((1,), 1.0 if located else 0.0)}
+
+
+def evaluate_images(model: torch.nn.Module, items: list, frames: int | None = None
+                    ) -> dict[str, float]:
+    """Image-level metrics on held-out labelled images, each scored alone at full size (as
+    ``deepseek manufacturing score`` does): AUROC, average precision, log-loss, recall and
+    false-positive rate at 0.5."""
+    from deepseek.manufacturing.metrics import image_auroc
+    from deepseek.manufacturing.score import FRAMES, score_image
+
+    model.eval()
+    s = np.array([score_image(model, it.image, frames or FRAMES)[0] for it in items])
+    lab = np.array([it.defect for it in items], np.float64)
+    p = np.clip(s, 1e-7, 1 - 1e-7)
+    pos, neg = lab == 1, lab == 0
+    auroc = image_auroc(s, lab)
+    bce = float(-(lab * np.log(p) + (1 - lab) * np.log(1 - p)).mean())
+    return {"val_auroc": auroc, "val_ap": average_precision(s, lab), "val_bce": bce,
+            "val_recall": float((s[pos] >= 0.5).mean()),
+            "val_fpr": float((s[neg] >= 0.5).mean()),
+            # what picks the best epoch: AUROC to 4 places, ties broken by lower log-loss
+            "val_select": round(auroc, 4) - 1e-6 * min(bce, 100.0)}
 
 
 class ClipDataset(Dataset):
@@ -226,38 +269,88 @@ def _check_outputs(net: torch.nn.Module, name: str) -> None:
 
 
 def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips: int = 1600,
-                frames: int = 16, height: int = 128, width: int = 160, epochs: int = 4,
-                batch_size: int = 8, lr: float = 3e-3, seed: int = 0, val_videos: int = 2,
+                frames: int | None = None, height: int = 128, width: int = 160, epochs: int = 4,
+                batch_size: int = 8, lr: float | None = None, seed: int = 0,
+                val_videos: int = 2,
                 accum_steps: int = 1, amp: bool = False, resume: bool = False,
                 config: dict[str, Any] | None = None, workers: int = 2,
-                progress: bool | None = None, model: str = "defect-3dcnn-lstm"
-                ) -> dict[str, Any]:
+                progress: bool | None = None, model: str = "defect-3dcnn-lstm",
+                val_folder: str | Path | None = None, val_fraction: float = 0.2,
+                group_pattern: str | None = None, crop: int = 160,
+                crops_per_epoch: int | None = None, init: str | None = None,
+                target_fpr: float = 0.003) -> dict[str, Any]:
     """Train ``model`` (``defect-3dcnn-lstm``, or any registered model that fits the task:
     uint8 clips ``[N, T, H, W]`` in, ``(frame logits [N, T], maps [N, T, h, w], state)`` out)
-    and write ``out_dir/model.safetensors`` (+ ``.json``)."""
+    and write ``out_dir/model.safetensors`` (+ ``.json``).
+
+    Without ``folder``: synthetic clips (``clips`` of ``frames`` x ``height`` x ``width``,
+    default 16 frames), validated on synthetic videos, from scratch unless ``init="packaged"``.
+    With ``folder``: labelled part images (:mod:`deepseek.manufacturing.labelled`), balanced
+    ``crop`` x ``crop`` crops (``crops_per_epoch``, default 8 per training image, at least 256)
+    held still for ``frames`` frames (default 4); validation on ``val_folder``, or on a group
+    split of ``folder`` (``val_fraction`` of the groups); the best epoch by validation image
+    AUROC (to 4 places; ties: lower log-loss); from the packaged weights unless
+    ``init="scratch"``. The image threshold for a false-positive rate <= ``target_fpr`` on
+    the validation images is stored with the weights, and ``deepseek manufacturing score``
+    uses it by default. ``lr`` defaults to 1e-3 from the packaged weights, 3e-3 from scratch."""
     from deepseek.loader import build_registered, require_fit, save_model
     from deepseek.train import Trainer
 
     require_fit(model, TASK, TASK_INPUTS)
+    if init not in (None, "packaged", "scratch"):
+        raise ManufacturingError(f"init={init!r}: give 'packaged' or 'scratch'")
+    init = init or ("packaged" if folder is not None else "scratch")
+    lr = lr or (1e-3 if init == "packaged" else 3e-3)
+    frames = frames or (4 if folder is not None else 16)
+    if folder is not None:
+        height = width = crop
     if height % STRIDE or width % STRIDE:
         raise ManufacturingError(f"clip size {width}x{height}: both must be multiples of "
                                  f"{STRIDE}")
+    if val_folder is not None and folder is None:
+        raise ManufacturingError("val_folder needs folder (training images)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     np.random.seed(seed)
     t0 = time.perf_counter()
+    data_info: dict[str, Any]
     if folder is not None:
-        arrays = folder_clips(folder, frames, height, width, seed=seed)
+        from deepseek.manufacturing.labelled import read_labelled, split_groups
+
+        items = read_labelled(folder, group_pattern)
+        if val_folder is not None:
+            val = read_labelled(val_folder, group_pattern)
+            if not any(i.defect for i in val) or all(i.defect for i in val):
+                raise ManufacturingError(f"{val_folder}: validation needs good and defect "
+                                         "images")
+        else:
+            items, val = split_groups(items, val_fraction, seed)
+        n = crops_per_epoch or max(256, 8 * len(items))
+        dataset: Dataset = CropDataset(items, n + n % 2, crop, frames, seed)
+        data_info = {"data": "folder", "folder": str(folder), "train_images": len(items),
+                     "train_defect_images": sum(i.defect for i in items),
+                     "val_images": len(val), "val_defect_images": sum(i.defect for i in val),
+                     "validation": str(val_folder) if val_folder is not None else
+                     f"group split of the folder ({val_fraction:g} of the groups)",
+                     "crops_per_epoch": len(dataset), "crop": crop,
+                     "label_sources": sorted({i.source for i in items})}
+        log.info("%d training images (%d defect), %d validation images (%d defect)",
+                 len(items), data_info["train_defect_images"], len(val),
+                 data_info["val_defect_images"])
+        eval_images = True
     else:
         arrays = make_clips(clips, seed, frames, height, width, workers)
-    log.info("%d training clips (%d defect frames of %d) in %.0f s", len(arrays["x"]),
-             int(arrays["y"].sum()), arrays["y"].size, time.perf_counter() - t0)
-    val = validation_lines(val_videos) if val_videos else []
-    net, cfg = build_registered(model, pretrained=False, **(config or {}))
+        dataset = ClipDataset(arrays)
+        log.info("%d training clips (%d defect frames of %d) in %.0f s", len(arrays["x"]),
+                 int(arrays["y"].sum()), arrays["y"].size, time.perf_counter() - t0)
+        val = validation_lines(val_videos) if val_videos else []
+        data_info = {"data": "synthetic", "clips": len(arrays["x"])}
+        eval_images = False
+    net, cfg = build_registered(model, pretrained=init == "packaged", **(config or {}))
     _check_outputs(net, model)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * int(np.ceil(len(arrays["x"]) / batch_size / accum_steps))
+    steps = epochs * int(np.ceil(len(dataset) / batch_size / accum_steps))
     warm = max(1, int(0.1 * steps))
 
     def schedule(step: int) -> float:
@@ -268,9 +361,10 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
-    def eval_fn(model: torch.nn.Module, lines: list) -> dict[str, float]:
+    def eval_fn(model: torch.nn.Module, data: list) -> dict[str, float]:
         try:
-            return evaluate_lines(model, lines)  # type: ignore[arg-type]
+            return evaluate_images(model, data) if eval_images else \
+                evaluate_lines(model, data)  # type: ignore[arg-type]
         finally:
             model.train()
 
@@ -278,16 +372,32 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                       scheduler=sched, checkpoint_dir=out / "checkpoints", progress=progress,
                       grad_clip=5.0, architecture=model, config=cfg,
                       device="cpu" if not torch.cuda.is_available() else "auto")
-    history = trainer.fit(ClipDataset(arrays), epochs=epochs, batch_size=batch_size,
+    best_metric, mode = ("val_select", "max") if eval_images else \
+        ("val_bce", "min") if val else ("train_loss", "min")
+    history = trainer.fit(dataset, epochs=epochs, batch_size=batch_size,
                           val_data=val or None, eval_fn=eval_fn if val else None,
-                          best_metric="val_bce" if val else "train_loss", mode="min",
-                          resume=resume)
+                          best_metric=best_metric, mode=mode, resume=resume)
     best = out / "checkpoints" / "best"
     if best.is_dir():
         trainer.load_checkpoint(best)
-    path = save_model(net, out / "model.safetensors", architecture=model, config=cfg)
+    extra: dict[str, Any] = {"trained_on": data_info["data"], "init": init}
+    if eval_images:
+        from deepseek.manufacturing.metrics import recall_at_fpr
+        from deepseek.manufacturing.score import FRAMES, score_image
+
+        net.eval()
+        vs = np.array([score_image(net, it.image, FRAMES)[0] for it in val])
+        thr, rec, fpr = recall_at_fpr(vs, [it.defect for it in val], target_fpr)
+        n_good = sum(not it.defect for it in val)
+        extra.update(threshold=thr, threshold_rule=(
+            f"lowest image score with a false-positive rate <= {target_fpr:g} on the "
+            f"{len(val)} validation images ({n_good} good): there recall {rec:.3f}, "
+            f"false-positive rate {fpr:.3f}"))
+        data_info.update(threshold=thr, threshold_rule=extra["threshold_rule"])
+    path = save_model(net, out / "model.safetensors", architecture=model, config=cfg,
+                      extra=extra)
     summary = {"model": str(path), "history": history, "seconds": time.perf_counter() - t0,
-               "data": "folder" if folder is not None else "synthetic",
-               "clips": len(arrays["x"]), "clip_shape": [frames, height, width]}
+               "init": init, "lr": lr, "best_by": best_metric, **data_info,
+               "clip_shape": [frames, height, width]}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -1,0 +1,324 @@
+"""Labelled part images for supervised training: where the labels are, crops on the defects,
+augmentation, and validation splits that keep groups of photos together.
+
+Label rules, tried in this order for each part image (masks and label files themselves are
+skipped by :func:`deepseek.manufacturing.sources.is_label_file`):
+
+1. **Pixel mask**: an image file named like the part image with a mask ending
+   (``005_mask.png``, ``005-gt.png``, ... any ending of
+   :data:`~deepseek.manufacturing.sources.LABEL_STEM_ENDINGS`) next to it, or a file with the
+   same stem in a mask folder (``masks/``, ``mask/``, ``gt/``, ``groundTruth/``,
+   ``ground_truth/``, ``segmentation/``) next to the image or next to its folder
+   (``images/005.jpg`` + ``masks/005.png``). Any non-zero pixel is defect; an all-zero mask is a
+   good part. The mask must have the image's size.
+2. **YOLO label file**: ``labels/.../005.txt`` for ``images/.../005.jpg`` (the last ``images``
+   folder of the path replaced by ``labels``, as YOLO tools do), or ``005.txt`` next to the
+   image. Each line is ``class x1 y1 x2 y2 x3 y3 ...`` (a polygon, at least three points) or
+   ``class cx cy w h`` (a box), coordinates normalised to 0..1; every class counts as a defect.
+   An empty file is a good part. In a data set that has YOLO label files, an image without one
+   is a good part (the YOLO convention for background images).
+3. **Class folder**: an image under a folder named ``good``/``ok``/``normal`` is good, under
+   ``defect``/``defects``/``bad``/``crack``/``cracks``/``ng`` is a defect, with no location
+   (positive crops then cannot be placed on the defect: a warning says so).
+
+A label that contradicts its class folder is an error, as is a coordinate outside 0..1 (nothing
+is clamped) or a malformed line (named with file and line).
+
+Groups (for a validation split that keeps a part's photos together): the image's folder
+relative to the data set root with ``images``, class folders and split names (``train``,
+``val``, ``test``) removed; in a flat folder, the file name up to its first ``_`` (``part7_a.png``
+and ``part7_b.png`` belong together), else the image alone. ``group_pattern`` (a regular
+expression whose first group, searched in the relative path, names the group) replaces the rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.model import STRIDE
+
+log = logging.getLogger(__name__)
+
+GOOD_FOLDERS = {"good", "ok", "normal"}
+DEFECT_FOLDERS = {"defect", "defects", "bad", "crack", "cracks", "ng"}
+MASK_FOLDERS = ("masks", "mask", "gt", "groundTruth", "ground_truth", "segmentation")
+SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "images"}
+
+
+@dataclass
+class LabelledImage:
+    """One part image: grayscale pixels, defect flag, pixel mask (None: image label only)."""
+
+    path: Path
+    image: np.ndarray
+    defect: bool
+    mask: np.ndarray | None
+    source: str            # "mask", "yolo", "yolo-background", "folder"
+    group: str = ""
+    rows: list[int] = field(default_factory=list)   # rows of mask pixels (cached)
+    cols: list[int] = field(default_factory=list)
+
+
+def _find_mask(img: Path) -> Path | None:
+    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, LABEL_STEM_ENDINGS
+
+    stem, d = img.stem, img.parent
+    for cand in sorted(d.glob(f"{glob_escape(stem)}*")):
+        rest = cand.stem[len(stem):]
+        if cand.suffix.lower() in IMAGE_SUFFIXES and rest.lower() in LABEL_STEM_ENDINGS:
+            return cand
+    for base in (d, d.parent):
+        for folder in MASK_FOLDERS:
+            for cand in sorted((base / folder).glob(f"{glob_escape(stem)}*")):
+                rest = cand.stem[len(stem):].lower()
+                if cand.suffix.lower() in IMAGE_SUFFIXES and (rest == "" or
+                                                              rest in LABEL_STEM_ENDINGS):
+                    return cand
+    return None
+
+
+def glob_escape(s: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", s)
+
+
+def yolo_label_path(img: Path) -> Path | None:
+    parts = list(img.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            cand = Path(*parts[:i], "labels", *parts[i + 1:]).with_suffix(".txt")
+            if cand.is_file():
+                return cand
+            break
+    cand = img.with_suffix(".txt")
+    return cand if cand.is_file() else None
+
+
+def yolo_mask(label: Path, height: int, width: int) -> np.ndarray:
+    """Rasterise a YOLO polygon/box label file at the image's size (uint8 0/1)."""
+    import cv2
+
+    mask = np.zeros((height, width), np.uint8)
+    for n, line in enumerate(label.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            cls = int(fields[0])
+            vals = np.array([float(v) for v in fields[1:]], np.float64)
+        except ValueError:
+            raise ManufacturingError(f"{label}:{n}: not a YOLO label line (class and numbers "
+                                     f"expected): {line[:60]!r}") from None
+        if cls < 0:
+            raise ManufacturingError(f"{label}:{n}: class {cls} is negative")
+        if not np.isfinite(vals).all() or (vals < 0).any() or (vals > 1).any():
+            raise ManufacturingError(f"{label}:{n}: coordinates must be normalised to 0..1 "
+                                     "(YOLO); re-export the labels normalised")
+        if len(vals) == 4:
+            cx, cy, bw, bh = vals
+            x0, x1 = (cx - bw / 2) * width, (cx + bw / 2) * width
+            y0, y1 = (cy - bh / 2) * height, (cy + bh / 2) * height
+            mask[max(0, int(np.floor(y0))):int(np.ceil(y1)),
+                 max(0, int(np.floor(x0))):int(np.ceil(x1))] = 1
+        elif len(vals) >= 6 and len(vals) % 2 == 0:
+            pts = np.round(vals.reshape(-1, 2) * [width - 1, height - 1]).astype(np.int32)
+            cv2.fillPoly(mask, [pts], 1)
+            cv2.polylines(mask, [pts], True, 1)   # thin polygons keep their outline
+        else:
+            raise ManufacturingError(f"{label}:{n}: {len(vals)} numbers after the class: a box "
+                                     "has 4 (cx cy w h), a polygon an even number >= 6")
+    return mask
+
+
+def _folder_label(img: Path, root: Path) -> bool | None:
+    names = [p.lower() for p in img.parent.relative_to(root).parts] if \
+        img.is_relative_to(root) else [img.parent.name.lower()]
+    for name in reversed(names):
+        if name in GOOD_FOLDERS:
+            return False
+        if name in DEFECT_FOLDERS:
+            return True
+    return None
+
+
+def group_of(img: Path, root: Path, pattern: str | None = None) -> str:
+    rel = img.relative_to(root) if img.is_relative_to(root) else Path(img.name)
+    if pattern is not None:
+        m = re.search(pattern, rel.as_posix())
+        if m is None:
+            raise ManufacturingError(f"{rel}: the group pattern {pattern!r} does not match it")
+        return m.group(1) if m.groups() else m.group(0)
+    folders = [p for p in rel.parent.parts if p.lower() not in SPLIT_NAMES | GOOD_FOLDERS
+               | DEFECT_FOLDERS]
+    if folders:
+        return "/".join(folders)
+    return img.stem.split("_", 1)[0] if "_" in img.stem else img.stem
+
+
+def read_labelled(root: str | Path, group_pattern: str | None = None) -> list[LabelledImage]:
+    """Every part image below ``root`` with its label (module docstring rules)."""
+    import cv2
+
+    from deepseek.manufacturing.score import read_gray
+    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, list_images
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ManufacturingError(f"{root}: not a folder")
+    files = list_images(root, recursive=True)
+    if not files:
+        raise ManufacturingError(f"{root}: no part images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    yolo = {p: yolo_label_path(p) for p in files}
+    yolo_set = any(v is not None for v in yolo.values())
+    out = []
+    for p in files:
+        img = read_gray(p)
+        h, w = img.shape
+        folder = _folder_label(p, root)
+        mpath = _find_mask(p)
+        if mpath is not None:
+            raw = cv2.imread(str(mpath), cv2.IMREAD_UNCHANGED)
+            if raw is None:
+                raise ManufacturingError(f"{mpath}: OpenCV cannot read this mask")
+            if raw.shape[:2] != (h, w):
+                raise ManufacturingError(f"{mpath}: mask is {raw.shape[1]}x{raw.shape[0]}, its "
+                                         f"image {p.name} is {w}x{h}; masks must match")
+            mask = (raw.reshape(h, w, -1).max(axis=2) > 0).astype(np.uint8)
+            source = "mask"
+        elif yolo[p] is not None:
+            mask, source = yolo_mask(yolo[p], h, w), "yolo"
+        elif yolo_set and folder is None:
+            mask, source = np.zeros((h, w), np.uint8), "yolo-background"
+        elif folder is not None:
+            mask, source = None, "folder"
+        else:
+            raise ManufacturingError(
+                f"{p}: no label: give a mask ({p.stem}_mask.png or masks/{p.stem}.png), a YOLO "
+                f"label file (labels/.../{p.stem}.txt), or put it in a good/ or defect/ folder")
+        defect = bool(mask.any()) if mask is not None else bool(folder)
+        if folder is not None and mask is not None and folder != defect:
+            raise ManufacturingError(f"{p}: it is in a {'defect' if folder else 'good'} folder "
+                                     f"but its {source} label says "
+                                     f"{'defect' if defect else 'good'}; fix one of them")
+        item = LabelledImage(p, img, defect, mask, source, group_of(p, root, group_pattern))
+        if mask is not None and defect:
+            r, c = np.nonzero(mask)
+            item.rows, item.cols = r.tolist(), c.tolist()
+        out.append(item)
+    n_def = sum(i.defect for i in out)
+    unplaced = sum(i.defect and i.mask is None for i in out)
+    log.info("%s: %d images, %d defect (%d with a location), %d good", root, len(out), n_def,
+             n_def - unplaced, len(out) - n_def)
+    if unplaced:
+        log.warning("%d defect images have no mask or label file: their crops are taken at "
+                    "random and may miss the defect; masks or YOLO labels train better",
+                    unplaced)
+    return out
+
+
+def split_groups(items: list[LabelledImage], fraction: float, seed: int = 0
+                 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """(train, val): whole groups go to validation, about ``fraction`` of the groups with a
+    defect and of those without, chosen with ``seed``."""
+    if not 0.0 < fraction < 1.0:
+        raise ManufacturingError(f"val fraction {fraction}: give a value between 0 and 1")
+    groups: dict[str, list[LabelledImage]] = {}
+    for it in items:
+        groups.setdefault(it.group, []).append(it)
+    rng = np.random.default_rng(seed)
+    val_names: set[str] = set()
+    for want_defect in (True, False):
+        names = sorted(g for g, v in groups.items() if any(i.defect for i in v) == want_defect)
+        k = int(round(fraction * len(names)))
+        if names and k == 0:
+            k = 1 if len(names) > 1 else 0
+        val_names.update(rng.permutation(names)[:k].tolist())
+    train = [i for i in items if i.group not in val_names]
+    val = [i for i in items if i.group in val_names]
+    for name, part in (("validation", val), ("training", train)):
+        if not any(i.defect for i in part) or all(i.defect for i in part):
+            which = "only" if any(i.defect for i in part) else "no"
+            raise ManufacturingError(
+                f"the {name} part of the split has {which} defect images ({len(groups)} "
+                "groups); give --val-folder, or more labelled images")
+    return train, val
+
+
+def _crop_at(img: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
+    return img[y0:y0 + size, x0:x0 + size]
+
+
+def padded(item: LabelledImage, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image (and mask) padded with edge values to at least ``size`` on each side."""
+    h, w = item.image.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if not (ph or pw):
+        return item.image, item.mask
+    img = np.pad(item.image, ((0, ph), (0, pw)), mode="edge")
+    mask = None if item.mask is None else np.pad(item.mask, ((0, ph), (0, pw)))
+    return img, mask
+
+
+def sample_crop(item: LabelledImage, size: int, positive: bool, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One ``size`` x ``size`` crop (and its mask crop). Positive crops of a masked image are
+    placed so that a random defect pixel lies in the crop's central half; negative crops of a
+    masked defect image avoid the mask (up to 50 tries, else None is returned for the image)."""
+    img, mask = padded(item, size)
+    h, w = img.shape
+    if positive and item.rows:
+        k = int(rng.integers(len(item.rows)))
+        py, px = item.rows[k], item.cols[k]
+        y0 = int(np.clip(py - rng.integers(size // 4, 3 * size // 4 + 1), 0, h - size))
+        x0 = int(np.clip(px - rng.integers(size // 4, 3 * size // 4 + 1), 0, w - size))
+        return _crop_at(img, y0, x0, size), None if mask is None else _crop_at(mask, y0, x0,
+                                                                                size)
+    for _ in range(50):
+        y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+        mc = None if mask is None else _crop_at(mask, y0, x0, size)
+        if positive or mc is None or not mc.any():
+            return _crop_at(img, y0, x0, size), mc
+    return np.empty(0, np.uint8), None
+
+
+def augment(x: np.ndarray, m: np.ndarray | None, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Flips, a small rotation (up to 10 degrees), brightness/contrast, blur and sensor noise:
+    what changes between photos of the same surface."""
+    import cv2
+
+    if rng.random() < 0.5:
+        x, m = x[:, ::-1], None if m is None else m[:, ::-1]
+    if rng.random() < 0.5:
+        x, m = x[::-1], None if m is None else m[::-1]
+    x = np.ascontiguousarray(x)
+    m = None if m is None else np.ascontiguousarray(m)
+    if rng.random() < 0.5:
+        s = x.shape[0]
+        rot = cv2.getRotationMatrix2D(((s - 1) / 2, (s - 1) / 2), float(rng.uniform(-10, 10)), 1)
+        x = cv2.warpAffine(x, rot, (s, s), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT_101)
+        if m is not None:
+            m = cv2.warpAffine(m, rot, (s, s), flags=cv2.INTER_NEAREST,
+                               borderMode=cv2.BORDER_CONSTANT)
+    f = x.astype(np.float32)
+    mean = float(f.mean())
+    f = (f - mean) * rng.uniform(0.8, 1.25) + mean + rng.uniform(-20, 20)
+    if rng.random() < 0.3:
+        f = cv2.GaussianBlur(f, (0, 0), float(rng.uniform(0.3, 1.0)))
+    if rng.random() < 0.3:
+        f = f + rng.normal(0, rng.uniform(1, 4), f.shape).astype(np.float32)
+    return np.clip(f, 0, 255).astype(np.uint8), m
+
+
+def cell_map(mask: np.ndarray | None, size: int) -> np.ndarray:
+    """Defect cells at the model's stride: 1 where any pixel of the 16x16 cell is defect."""
+    c = size // STRIDE
+    if mask is None:
+        return np.zeros((c, c), np.float32)
+    return mask.reshape(c, STRIDE, c, STRIDE).max(axis=(1, 3)).astype(np.float32)

@@ -1,0 +1,161 @@
+"""Supervised training on labelled part images: label rules, crops on the defect, group splits,
+and a short training run from a folder."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deepseek.cli import build_cli
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.labelled import (
+    read_labelled,
+    sample_crop,
+    split_groups,
+    yolo_mask,
+)
+
+
+def _part(path, seed, crack=None, h=96, w=128):
+    """A textured part photo; ``crack`` = ((x0, y0), (x1, y1)) draws a dark line and returns
+    its mask."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.normal(150, 20, (h, w)).astype(np.float32), (0, 0), 1.0)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    if crack is not None:
+        cv2.line(img, *crack, 40, 2)
+        cv2.line(mask, *crack, 255, 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return mask
+
+
+def test_positive_crops_overlap_the_mask_and_negatives_avoid_it(tmp_path):
+    mask = _part(tmp_path / "a.png", 0, ((90, 70), (120, 80)), h=160, w=200)
+    cv2.imwrite(str(tmp_path / "a_mask.png"), mask)
+    [item] = read_labelled(tmp_path)
+    assert item.defect and item.source == "mask"
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        x, m = sample_crop(item, 64, True, rng)
+        assert x.shape == (64, 64) and m.any()
+        x, m = sample_crop(item, 64, False, rng)
+        assert x.shape == (64, 64) and not m.any()
+    # an image smaller than the crop is padded, not resized, and still overlaps its defect
+    small = read_labelled(tmp_path)[0]
+    x, m = sample_crop(small, 256, True, rng)
+    assert x.shape == (256, 256) and m.sum() == (mask > 0).sum()
+
+
+def test_yolo_polygons_and_boxes(tmp_path):
+    lab = tmp_path / "l.txt"
+    lab.write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n1 0.75 0.5 0.2 0.4\n\n")
+    m = yolo_mask(lab, 100, 200)
+    assert m[20, 80] == 1 and m[80, 20] == 0            # inside / outside the triangle
+    assert m[50, 150] == 1 and m[50, 120] == 0          # inside / outside the box
+    for bad, what in (("0 0.1 0.2 1.3 0.4 0.5 0.5", "normalised"), ("0 0.1 0.2 0.3", "4"),
+                      ("crack 0.1 0.2 0.3 0.4", "not a YOLO"), ("-1 0.1 0.2 0.3 0.4", "negative")):
+        lab.write_text("0 0.5 0.5 0.1 0.1\n" + bad + "\n")
+        with pytest.raises(ManufacturingError, match=f"l.txt:2: .*{what}"):
+            yolo_mask(lab, 100, 200)
+
+
+def test_label_rules_and_their_errors(tmp_path):
+    # YOLO tree: a polygon, an empty file (good) and an image without a file (background)
+    root = tmp_path / "yolo"
+    _part(root / "images" / "train" / "p1_a.png", 1, ((20, 20), (60, 40)))
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "p1_a.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5 0.1 0.5\n")
+    _part(root / "images" / "train" / "p1_b.png", 2)
+    (root / "labels" / "train" / "p1_b.txt").write_text("")
+    _part(root / "images" / "train" / "p2_a.png", 3)
+    items = {i.path.name: i for i in read_labelled(root / "images" / "train")}
+    assert [items[k].defect for k in ("p1_a.png", "p1_b.png", "p2_a.png")] == [True, False, False]
+    assert items["p2_a.png"].source == "yolo-background"
+    assert items["p1_a.png"].group == items["p1_b.png"].group == "p1"
+
+    # masks in a masks/ folder beside the images folder, and class folders
+    root = tmp_path / "masks"
+    m = _part(root / "images" / "x.png", 4, ((10, 10), (50, 50)))
+    (root / "masks").mkdir()
+    cv2.imwrite(str(root / "masks" / "x.png"), m)
+    _part(root / "good" / "g.png", 5)
+    _part(root / "defect" / "d.png", 6, ((10, 10), (50, 50)))
+    items = {i.path.name: i for i in read_labelled(root)}
+    assert items["x.png"].source == "mask" and items["x.png"].defect
+    assert items["g.png"].source == "folder" and not items["g.png"].defect
+    assert items["d.png"].defect and items["d.png"].mask is None
+
+    # a defect mask for an image in good/, a mask of the wrong size, no label at all
+    cv2.imwrite(str(root / "good" / "g_mask.png"), m)
+    with pytest.raises(ManufacturingError, match="g.png: it is in a good folder"):
+        read_labelled(root)
+    cv2.imwrite(str(root / "good" / "g_mask.png"), m[:50])
+    with pytest.raises(ManufacturingError, match="g_mask.png: mask is 128x50"):
+        read_labelled(root)
+    _part(tmp_path / "plain" / "p.png", 7)
+    with pytest.raises(ManufacturingError, match="p.png: no label"):
+        read_labelled(tmp_path / "plain")
+
+
+def test_group_split_keeps_groups_together(tmp_path):
+    for g in range(6):
+        for k in range(3):
+            crack = ((10, 10), (60, 30)) if g % 2 else None
+            m = _part(tmp_path / f"part{g}_{k}.png", 10 * g + k, crack, h=32, w=32)
+            cv2.imwrite(str(tmp_path / f"part{g}_{k}_mask.png"), m)
+    items = read_labelled(tmp_path)
+    train, val = split_groups(items, 0.34, seed=3)
+    assert {i.group for i in train}.isdisjoint({i.group for i in val})
+    assert any(i.defect for i in val) and not all(i.defect for i in val)
+    assert len(train) + len(val) == len(items)
+    custom = read_labelled(tmp_path, group_pattern=r"part(\d)")
+    assert {i.group for i in custom} == {str(g) for g in range(6)}
+    with pytest.raises(ManufacturingError, match="no defect images"):
+        split_groups([i for i in items if i.group == "part1"] +
+                     [i for i in items if not i.defect], 0.2)
+
+
+def test_image_auroc_matches_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    from deepseek.manufacturing.metrics import image_auroc, recall_at_fpr
+
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.2
+    s = np.round(rng.normal(y * 1.0, 1.0), 1)          # rounded: many ties
+    assert image_auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    thr, rec, fpr = recall_at_fpr(s, y, 0.05)
+    assert fpr <= 0.05 and rec == pytest.approx(float((s[y] >= thr).mean()))
+
+
+def test_train_from_a_labelled_folder(tmp_path):
+    for split, n in (("train", 6), ("val", 4)):
+        for k in range(n):
+            crack = ((8, 20), (56, 28)) if k % 2 else None
+            m = _part(tmp_path / split / f"{k}.png", 100 * len(split) + k, crack, h=48, w=64)
+            cv2.imwrite(str(tmp_path / split / f"{k}_mask.png"), m)
+    res = CliRunner().invoke(build_cli(), [
+        "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
+        str(tmp_path / "train"), "--val-folder", str(tmp_path / "val"), "--crop", "32",
+        "--crops-per-epoch", "8", "--epochs", "1", "--batch-size", "4", "--init", "scratch",
+        "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert info["data"] == "folder" and info["init"] == "scratch"
+    assert info["best_by"] == "val_select" and info["val_images"] == 4
+    assert 0 < info["threshold"] < 1 and "validation images" in info["threshold_rule"]
+    assert 0.0 <= info["history"][0]["val_auroc"] <= 1.0
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "val"),
+                                           "--model", str(tmp_path / "run" / "model.safetensors"),
+                                           "--json"])
+    assert res.exit_code == 0, res.output
+    scored = json.loads(res.output)
+    assert len(scored) == 4                              # the masks are not scored
+    # the threshold stored with the weights is the default
+    assert all(r["defect"] == (r["score"] >= info["threshold"]) for r in scored)
