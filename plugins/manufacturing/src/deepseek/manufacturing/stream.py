@@ -314,6 +314,10 @@ class DefectStream:
                             if flag and top > active._peak_logit:
                                 active._peak_logit, active.peak_frame = top, f.index
                                 active.peak_box = self._box(maps[j], f.image.shape)
+                                # the width is read where the evidence is strongest
+                                wpx = estimate_width_px(f.image, active.peak_box)
+                                if wpx is not None:
+                                    active.width_mm = round(wpx * self.mm_per_px, 3)
                             if len(window) == self.n and not any(window):
                                 active.end_frame = f.index
                                 self._emit(out, "clear", active)
