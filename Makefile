@@ -34,7 +34,7 @@ $(STAMP): $(PY) $(INPUTS)
 	@touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check core plugins tests benchmarks
+	$(VENV)/bin/ruff check core plugins tests benchmarks deploy
 
 # The peers of benchmarks/serving.py (MLServer, KServe) in an environment of their own: they
 # are never dependencies of the package. uvloop<0.22: MLServer 1.7's inference workers fail

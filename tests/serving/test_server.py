@@ -337,6 +337,34 @@ def test_shutdown_drains_in_flight_requests(gate):
         httpx.post(url, json=_body(6), timeout=2)
 
 
+def test_pre_stop_delay_serves_while_not_ready():
+    """With drain_delay_s, the first stop signal turns readiness off but keeps serving (load
+    balancers need time to take the replica out); a second one goes on to the drain."""
+    s = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=0, drain_delay_s=600)
+    s.start_background()
+    base = f"http://{s.http_url}"
+    try:
+        assert httpx.get(f"{base}/v2/health/ready", timeout=10).status_code == 200
+        s.begin_stop()
+        _wait_for(lambda: not s.ready, "readiness to turn off")
+        assert httpx.get(f"{base}/v2/health/ready", timeout=10).status_code == 503
+        assert httpx.get(f"{base}/v2/models/d/ready", timeout=10).status_code == 503
+        assert not tg.InferenceServerClient(s.grpc_address).is_server_ready()
+        assert httpx.get(f"{base}/v2/health/live", timeout=10).status_code == 200
+        r = httpx.post(f"{base}/v2/models/d/infer", json=_body(3), timeout=10)
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [6.0] * 4
+        assert s.accepting
+        s.begin_stop()  # the second signal: no more waiting
+        _wait_for(lambda: s._thread is not None and not s._thread.is_alive(),
+                  "the server to drain and exit")
+    finally:
+        s.stop()
+    from deepseek.errors import DeepSeekError
+
+    with pytest.raises(DeepSeekError, match="drain_delay_s"):
+        DeepSeekServing(models={"d": "test-double"}, drain_delay_s=-1)
+
+
 def test_no_model_and_bad_port():
     from deepseek.errors import DeepSeekError
 

@@ -515,6 +515,11 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
                                                 "safetensors"]),
               default="auto", show_default=True)
 @click.option("--trust-pickle", is_flag=True, help="Allow pickled model files.")
+@click.option("--drain-delay", "drain_delay_s", type=click.FloatRange(0), default=0.0,
+              show_default=True, envvar="DEEPSEEK_SERVING_DRAIN_DELAY",
+              help="Seconds to keep serving after SIGTERM while /v2/health/ready answers 503, "
+                   "so load balancers (Kubernetes endpoints) stop routing here before the "
+                   "drain; a second signal skips the wait [env: DEEPSEEK_SERVING_DRAIN_DELAY].")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON line with the endpoints and models once serving (for "
                    "scripts; with --port 0 it tells the ports chosen).")
@@ -522,12 +527,13 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
               no_grpc: bool, batch_size: int, max_delay_ms: float, max_queue: int,
               timeout_s: float, max_request_mb: float, max_elements: int, threads: int | None,
               workers: int, token: str | None, metrics_public: bool, precision: str,
-              framework: str, trust_pickle: bool, as_json: bool) -> None:
+              framework: str, trust_pickle: bool, drain_delay_s: float, as_json: bool) -> None:
     """Serve MODELS over REST and gRPC (KServe Open Inference Protocol V2).
 
     Each MODEL is a registry name (`deepseek models`), a model file, or NAME=SOURCE.
     Clients: curl, tritonclient.http / tritonclient.grpc, KServe tooling. SIGINT/SIGTERM
-    finish the requests in flight before exiting.
+    finish the requests in flight before exiting (after --drain-delay seconds of serving
+    while not ready).
     """
     from deepseek.extras import require
 
@@ -554,7 +560,7 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
                    max_queue=max_queue, timeout_s=timeout_s, max_request_mb=max_request_mb,
                    max_elements=max_elements, token=token, metrics_public=metrics_public,
                    precision=precision, framework=framework, trust_pickle=trust_pickle,
-                   threads=threads or default_threads(workers),
+                   drain_delay_s=drain_delay_s, threads=threads or default_threads(workers),
                    burst_threads=max(threads or 1, burst_threads(workers)))
     if workers > 1:
         from deepseek.serving.workers import serve_workers

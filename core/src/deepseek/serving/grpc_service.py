@@ -54,7 +54,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return service_pb2.ServerReadyResponse(ready=self.server.accepting)
+        return service_pb2.ServerReadyResponse(ready=self.server.ready)
 
     async def _internal(self, context: Any, where: str, exc: BaseException) -> None:
         log.error("internal error in %s: %s: %s", where, type(exc).__name__, exc, exc_info=exc)
@@ -67,7 +67,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             self._model(request.name, request.version)
         except InferenceError as exc:
             await self._fail(context, exc)
-        return service_pb2.ModelReadyResponse(ready=self.server.accepting)
+        return service_pb2.ModelReadyResponse(ready=self.server.ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         try:

@@ -60,7 +60,7 @@ def build_app(server: Any) -> Starlette:
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
-        ok = server.accepting
+        ok = server.ready
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     async def metadata(request: Request) -> Response:
@@ -74,8 +74,8 @@ def build_app(server: Any) -> Starlette:
     async def model_ready(request: Request) -> Response:
         m = server.model(request.path_params["model"])
         _check_version(m, request)
-        return JSONResponse({"name": m.name, "ready": server.accepting},
-                            status_code=200 if server.accepting else 503)
+        return JSONResponse({"name": m.name, "ready": server.ready},
+                            status_code=200 if server.ready else 503)
 
     async def repository_index(request: Request) -> Response:
         return JSONResponse([{"name": n, "version": "1", "state": "READY"}

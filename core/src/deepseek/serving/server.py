@@ -73,6 +73,10 @@ class DeepSeekServing:
             behind it, the event loop idle -- gets this process's share of all cores instead
             (``burst_threads``).
         reuse_port: bind with SO_REUSEPORT, so several worker processes share the ports.
+        drain_delay_s: on SIGTERM (or :meth:`begin_stop`), keep serving this long while the
+            readiness endpoints answer 503, so that load balancers (Kubernetes endpoints)
+            stop routing here before the drain refuses new requests; a second signal skips
+            the rest of the wait. Default 0: drain at once.
         on_ready: called with the server once both protocols accept requests (ports known).
     """
 
@@ -86,7 +90,10 @@ class DeepSeekServing:
                  framework: str = "auto", precision: str = "fp32", device: str = "auto",
                  trust_pickle: bool = False, threads: int | None = None,
                  burst_threads: int | None = None, reuse_port: bool = False,
+                 drain_delay_s: float = 0.0,
                  on_ready: Callable[[DeepSeekServing], None] | None = None) -> None:
+        if not drain_delay_s >= 0:
+            raise DeepSeekError(f"drain_delay_s must be >= 0 seconds, got {drain_delay_s}")
         if threads is not None:
             if threads < 1:
                 raise DeepSeekError(f"threads must be >= 1, got {threads}")
@@ -118,10 +125,13 @@ class DeepSeekServing:
         self.threads = threads
         self.burst_threads = burst_threads if threads is not None else None
         self.reuse_port = bool(reuse_port)
+        self.drain_delay_s = float(drain_delay_s)
         self.on_ready = on_ready
         self.batchers: dict[str, DynamicBatcher] = {}
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
+        self._stop_now: asyncio.Event | None = None
+        self._leaving = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -134,6 +144,27 @@ class DeepSeekServing:
     def accepting(self) -> bool:
         """True while the server takes new requests (False while starting and draining)."""
         return self._accepting
+
+    @property
+    def ready(self) -> bool:
+        """What the readiness endpoints answer: accepting, and not in the pre-stop delay
+        (during ``drain_delay_s`` requests are still served, but load balancers are told to
+        stop sending new ones)."""
+        return self._accepting and not self._leaving
+
+    def begin_stop(self) -> None:
+        """What SIGTERM does: the first call starts the shutdown (after ``drain_delay_s``
+        of not-ready serving, the drain); a second call skips what is left of the delay.
+        Thread-safe; returns at once."""
+        if self._loop is None or self._stopping is None or self._stop_now is None:
+            return
+        loop, first, now = self._loop, self._stopping, self._stop_now
+
+        def trigger() -> None:
+            (now if first.is_set() else first).set()
+
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(trigger)
 
     # urls ----------------------------------------------------------------------------------
     @property
@@ -170,9 +201,11 @@ class DeepSeekServing:
             self._ready.set()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop accepting, finish in-flight requests, close. Safe to call twice."""
-        if self._loop is not None and self._stopping is not None:
+        """Stop accepting (no pre-stop delay), finish in-flight requests, close. Safe to
+        call twice."""
+        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stopping.set)
+            self._loop.call_soon_threadsafe(self._stop_now.set)  # type: ignore[union-attr]
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -206,6 +239,7 @@ class DeepSeekServing:
 
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._stop_now = asyncio.Event()
         for name, model in self.models.items():
             b = model.batching
             batcher = DynamicBatcher(model, max_batch_size=self.batch_size,
@@ -237,7 +271,7 @@ class DeepSeekServing:
             grpc_server, self.grpc_port = await start_grpc(self)
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._loop.add_signal_handler(sig, self._stopping.set)
+                self._loop.add_signal_handler(sig, self.begin_stop)
             log.warning("serving %s: REST http://%s  gRPC %s", ", ".join(self.models),
                         self.http_url, self.grpc_address if grpc_server else "off")
         self._accepting = True
@@ -245,6 +279,15 @@ class DeepSeekServing:
         if self.on_ready is not None:
             self.on_ready(self)
         await self._stopping.wait()
+        if self.drain_delay_s > 0 and not self._stop_now.is_set():
+            # pre-stop: not ready, still serving, while load balancers take us out
+            self._leaving = True
+            log.warning("stopping: not ready, still serving for %g s (a second signal skips "
+                        "the wait)", self.drain_delay_s)
+            try:
+                await asyncio.wait_for(self._stop_now.wait(), self.drain_delay_s)
+            except asyncio.TimeoutError:
+                pass
         # graceful: refuse new work, let queued and running requests finish, then close
         self._accepting = False
         await asyncio.gather(*(b.drain(self.timeout_s) for b in self.batchers.values()))
