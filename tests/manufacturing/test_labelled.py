@@ -159,3 +159,43 @@ def test_train_from_a_labelled_folder(tmp_path):
     assert len(scored) == 4                              # the masks are not scored
     # the threshold stored with the weights is the default
     assert all(r["defect"] == (r["score"] >= info["threshold"]) for r in scored)
+    assert all(r["threshold"] == info["threshold"] for r in scored)
+    # --evaluate: image and pixel metrics against the folder's masks
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "val"),
+                                           "--model", str(tmp_path / "run" / "model.safetensors"),
+                                           "--evaluate", "--json"])
+    assert res.exit_code == 0, res.output
+    ev = json.loads(res.output)["evaluation"]
+    assert ev["images"] == 4 and ev["defect_images"] == 2 and 0 <= ev["image_auroc"] <= 1
+    assert ev["pixel"]["regions"] == 2 and 0 <= ev["pixel"]["au_pro"] <= 1
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "val"),
+                                           str(tmp_path / "train"), "--evaluate"])
+    assert res.exit_code == 2 and "one labelled folder" in res.output
+
+
+def test_pixel_metrics():
+    from sklearn.metrics import roc_auc_score
+
+    from deepseek.manufacturing.metrics import pixel_metrics, upsample_map
+
+    rng = np.random.default_rng(0)
+    masks = [np.zeros((64, 80), np.uint8) for _ in range(3)]
+    masks[0][10:14, 5:60] = 1        # a long thin region
+    masks[1][40:44, 70:74] = 1       # a small one weighs the same in the overlap
+    good = [m + rng.random(m.shape) * 0.5 for m in masks]
+    r = pixel_metrics(good, masks, step=1)
+    assert r["regions"] == 2 and r["pixel_auroc"] == 1.0 and r["au_pro"] == 1.0
+    assert pixel_metrics([-g for g in good], masks)["au_pro"] == 0.0
+    # the small region missed: half the regions, whatever their areas
+    half = [g.copy() for g in good]
+    half[1][40:44, 70:74] = 0
+    assert pixel_metrics(half, masks, step=1)["au_pro"] == pytest.approx(0.5, abs=0.02)
+    noisy = [rng.random(m.shape) + 0.3 * m for m in masks]
+    r = pixel_metrics(noisy, masks, step=1)
+    flat = roc_auc_score(np.concatenate([m.ravel() for m in masks]),
+                         np.concatenate([n.ravel() for n in noisy]))
+    assert r["pixel_auroc"] == pytest.approx(flat, abs=1e-12)
+    up = upsample_map(np.array([[0.0, 1.0]]), (16, 20), 16)
+    assert up.shape == (16, 20) and up[:, 0].max() < up[:, -1].min()
+    with pytest.raises(ValueError, match="does not cover"):
+        upsample_map(np.zeros((1, 1)), (20, 20), 16)

@@ -277,9 +277,14 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
               help="Write path, size, score, defect flag, box and heatmap per image.")
 @click.option("--heatmaps", type=click.Path(path_type=Path), default=None,
               help="Write a crack-probability overlay PNG per image into this folder.")
+@click.option("--evaluate", is_flag=True,
+              help="PATH is one labelled folder (masks, YOLO labels or good/ + defect/, as for "
+                   "train --folder): also print image AUROC, recall, false-positive rate and "
+                   "precision at the threshold, recall at 1 % FPR, and pixel AUROC and AU-PRO "
+                   "where there are masks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
-          heatmaps: Path | None, as_json: bool) -> None:
+          heatmaps: Path | None, evaluate: bool, as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped). Each image is scored alone
     with a fresh model state and at its own size (padded, never resized), so the order of
@@ -287,12 +292,21 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     """
     from deepseek.manufacturing.score import score_images, write_csv
 
+    if evaluate and (len(paths) != 1 or not Path(paths[0]).is_dir()):
+        raise click.UsageError("--evaluate takes one labelled folder as PATH")
     results = score_images(paths, model, threshold=threshold, heatmaps=heatmaps,
                            progress=None if not as_json else False)
     if csv_path is not None:
         write_csv(results, csv_path)
+    report = None
+    if evaluate:
+        from deepseek.manufacturing.score import evaluate_scores
+
+        report = evaluate_scores(results, paths[0])
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        out = [r.to_dict() for r in results]
+        click.echo(json.dumps(out if report is None else {"images": out, "evaluation": report},
+                              indent=2))
         return
     for r in results:
         box = f"  box {r.box}" if r.box else ""
@@ -301,6 +315,21 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     click.echo(f"{len(results)} images, {n_def} flagged as defects"
                + (f"; written to {csv_path}" if csv_path else "")
                + (f"; heatmaps in {heatmaps}" if heatmaps else ""))
+    if report is not None:
+        r1 = report["recall_at_fpr_0.01"]
+        click.echo(f"labels: {report['defect_images']} defect of {report['images']} images; "
+                   f"image AUROC {report['image_auroc']:.4f}, average precision "
+                   f"{report['average_precision']:.4f}")
+        click.echo(f"at threshold {report['threshold']:.4g}: recall {report['recall']:.3f}, "
+                   f"false-positive rate {report['false_positive_rate']:.3f}, precision "
+                   f"{report['precision']:.3f}")
+        click.echo(f"at FPR <= 1 % on these images (threshold {r1['threshold']:.4g}): recall "
+                   f"{r1['recall']:.3f}")
+        if "pixel" in report:
+            px = report["pixel"]
+            click.echo(f"pixels ({px['images']} images with masks, {px['regions']} defect "
+                       f"regions): pixel AUROC {px['pixel_auroc']:.4f}, AU-PRO (FPR <= 0.3) "
+                       f"{px['au_pro']:.4f}")
 
 
 @manufacturing.command("train")

@@ -235,3 +235,70 @@ def recall_at_fpr(scores: Any, labels: Any, fpr: float) -> tuple[float, float, f
         float(good[0])
     flag = s >= thr
     return thr, float(flag[y].mean()), float(flag[~y].mean())
+
+
+def upsample_map(pmap: Any, shape: tuple[int, int], stride: int) -> np.ndarray:
+    """A cell map (one value per ``stride`` x ``stride`` pixels) at the image's pixel size,
+    linearly interpolated between cell centres and cut to ``shape``."""
+    import cv2
+
+    m = np.asarray(pmap, np.float32)
+    up = cv2.resize(m, (m.shape[1] * stride, m.shape[0] * stride),
+                    interpolation=cv2.INTER_LINEAR)
+    h, w = shape
+    if up.shape[0] < h or up.shape[1] < w:
+        raise ValueError(f"a {m.shape[1]}x{m.shape[0]} map at stride {stride} does not cover "
+                         f"a {w}x{h} image")
+    return up[:h, :w]
+
+
+def pixel_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                  fpr_limit: float = 0.3, step: int = 2, levels: int = 200) -> dict[str, float]:
+    """Localisation quality of pixel maps (each at its image's size) against defect masks.
+
+    * ``pixel_auroc``: ROC AUC over all pixels of all images (every ``step``-th row and column,
+      to bound the memory);
+    * ``au_pro``: the area under the per-region-overlap curve up to a pixel false-positive
+      rate of ``fpr_limit``, divided by ``fpr_limit`` (1 is perfect). Per-region overlap at a
+      threshold is the mean, over the connected regions of the masks, of the share of each
+      region's pixels at or above it, so a small crack weighs as much as a large one; the
+      false-positive rate is over the defect-free pixels. ``levels`` thresholds (quantiles of
+      the defect-free pixels' values) trace the curve;
+    * ``regions``: the number of defect regions.
+    """
+    import cv2
+
+    if len(maps) != len(masks):
+        raise ValueError(f"{len(maps)} maps for {len(masks)} masks")
+    vals, labs, region_vals = [], [], []
+    for m, k in zip(maps, masks):
+        m = np.asarray(m, np.float32)
+        k = np.asarray(k) > 0
+        if m.shape != k.shape:
+            raise ValueError(f"a map of {m.shape} for a mask of {k.shape}")
+        vals.append(m[::step, ::step].ravel())
+        labs.append(k[::step, ::step].ravel())
+        if k.any():
+            n, lab = cv2.connectedComponents(k.astype(np.uint8), connectivity=8)
+            region_vals += [m[lab == r] for r in range(1, n)]
+    v, y = np.concatenate(vals), np.concatenate(labs)
+    out = {"pixel_auroc": image_auroc(v, y), "regions": len(region_vals),
+           "au_pro": float("nan")}
+    neg = np.sort(v[~y])
+    if not region_vals or not len(neg):
+        return out
+    # thresholds from high to low: quantiles of the defect-free pixels down to fpr_limit
+    qs = np.linspace(0.0, fpr_limit, levels)
+    thr = np.quantile(neg, 1.0 - qs)
+    fpr = 1.0 - np.searchsorted(neg, thr, side="left") / len(neg)
+    sorted_regions = [np.sort(r) for r in region_vals]
+    pro = np.array([np.mean([1.0 - np.searchsorted(r, t, side="left") / len(r)
+                             for r in sorted_regions]) for t in thr])
+    keep = fpr <= fpr_limit
+    if not keep.any():
+        return out
+    # the curve from FPR 0 to fpr_limit, held flat beyond its first and last points
+    f = np.r_[0.0, fpr[keep], fpr_limit]
+    p = np.r_[pro[keep][0], pro[keep], pro[keep][-1]]
+    out["au_pro"] = float(np.sum(np.diff(f) * (p[1:] + p[:-1]) / 2) / fpr_limit)
+    return out

@@ -20,7 +20,7 @@ skipped by the rule of :func:`deepseek.manufacturing.sources.is_label_file`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,15 @@ class ImageScore:
     defect: bool
     box: tuple[int, int, int, int] | None
     heatmap: str | None = None
+    threshold: float | None = None
+    #: the image's defect map (probabilities, or anomaly scores for a memory), one value per
+    #: ``stride`` x ``stride`` pixels; not written to CSV or JSON
+    cell_map: np.ndarray | None = field(default=None, repr=False, compare=False)
+    stride: int = STRIDE
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("cell_map", "stride")}
 
 
 def image_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -175,8 +181,55 @@ def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", 
             if not cv2.imwrite(written, heatmap_overlay(img, shown, stride)):
                 raise ManufacturingError(f"{written}: could not write the heatmap")
         results.append(ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob,
-                                  bool(defect), box, written))
+                                  bool(defect), box, written, float(threshold), pmap,
+                                  stride))
     return results
+
+
+def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.01,
+                    group_pattern: str | None = None) -> dict[str, Any]:
+    """Image and pixel metrics of scored images against their labels (found under ``root``
+    by the rules of :mod:`deepseek.manufacturing.labelled`): image AUROC and average
+    precision; recall, false-positive rate and precision at the threshold the images were
+    scored with; recall at the
+    threshold with a false-positive rate <= ``fpr`` on these images; and, over the images
+    with a mask or YOLO label, pixel AUROC and AU-PRO (:func:`~deepseek.manufacturing.metrics.
+    pixel_metrics`)."""
+    from deepseek.manufacturing.labelled import read_labelled
+    from deepseek.manufacturing.metrics import (
+        image_auroc,
+        pixel_metrics,
+        recall_at_fpr,
+        upsample_map,
+    )
+    from deepseek.manufacturing.training import average_precision
+
+    items = {str(i.path): i for i in read_labelled(root, group_pattern)}
+    missing = [r.path for r in results if r.path not in items]
+    if missing:
+        raise ManufacturingError(f"{missing[0]}: scored but not under {root} (evaluate one "
+                                 "labelled folder)")
+    s = np.array([r.score for r in results], np.float64)
+    y = np.array([items[r.path].defect for r in results])
+    if y.all() or not y.any():
+        raise ManufacturingError(f"{root}: evaluation needs good and defect images; these are "
+                                 f"all {'defect' if y.all() else 'good'}")
+    threshold = results[0].threshold
+    flag = np.array([r.defect for r in results])
+    out: dict[str, Any] = {
+        "images": len(results), "defect_images": int(y.sum()),
+        "image_auroc": image_auroc(s, y), "average_precision": average_precision(s, y),
+        "threshold": threshold, "recall": float(flag[y].mean()),
+        "false_positive_rate": float(flag[~y].mean()),
+        "precision": float(flag[y].sum() / flag.sum()) if flag.any() else float("nan")}
+    thr, rec, got = recall_at_fpr(s, y, fpr)
+    out[f"recall_at_fpr_{fpr:g}"] = {"threshold": thr, "recall": rec, "fpr": got}
+    located = [r for r in results if items[r.path].mask is not None]
+    if located and any(items[r.path].defect for r in located):
+        maps = [upsample_map(r.cell_map, (r.height, r.width), r.stride) for r in located]
+        out["pixel"] = {"images": len(located),
+                        **pixel_metrics(maps, [items[r.path].mask for r in located])}
+    return out
 
 
 def write_csv(results: list[ImageScore], path: str | Path) -> Path:
