@@ -27,7 +27,8 @@ false-positive rate <= 1 % there:
   on out-of-fold train scores (needs scikit-image, in requirements-dev.txt).
 
 For each: val image AUROC, recall and false-positive rate at the threshold, and the fitting
-time. ``--quick`` keeps every cracked image and every 4th good one of each split and trains
+time; for the trained rows and the memory also pixel AUROC and AU-PRO (FPR <= 0.3) of their
+maps against the val polygons (:func:`deepseek.manufacturing.metrics.pixel_metrics`). ``--quick`` keeps every cracked image and every 4th good one of each split and trains
 for 2 epochs (sizes in the output).
 """
 
@@ -120,7 +121,7 @@ def main() -> None:
     from sklearn.preprocessing import StandardScaler
 
     from deepseek.manufacturing.anomaly import fit_memory
-    from deepseek.manufacturing.score import read_gray, score_images
+    from deepseek.manufacturing.score import evaluate_scores, score_images
 
     every = 4 if args.quick else 1
     tr_x, tr_y = split(args.data, "train", every)
@@ -150,7 +151,8 @@ def main() -> None:
                           target_fpr=0.01)
         t_fit = time.perf_counter() - t0
         tr_s = np.array([r.score for r in score_images(tr_x, res["model"], progress=False)])
-        va_s = np.array([r.score for r in score_images(va_x, res["model"], progress=False)])
+        va_r = score_images(va_x, res["model"], progress=False)
+        va_s = np.array([r.score for r in va_r])
         thr = threshold_at_fpr(tr_s, tr_y, 0.01)
         best = max(res["history"], key=lambda h: h["val_select"])
         rows[name] = {
@@ -162,6 +164,7 @@ def main() -> None:
                                              "crops_per_epoch", "crop", "lr")
                          if k in res},
             **{f"val_{k}": v for k, v in at(va_s, va_y, thr).items()},
+            "val_pixel": evaluate_scores(va_r, args.data / "images" / "val")["pixel"],
             "stored_threshold": res["threshold"],
             **{f"val_{k}_at_stored_threshold": v
                for k, v in at(va_s, va_y, res["threshold"]).items()}}
@@ -188,10 +191,13 @@ def main() -> None:
         t0 = time.perf_counter()
         mem = fit_memory(good, progress=False)
         t_fit = time.perf_counter() - t0
-    va_m = np.array([mem.score(read_gray(p))[0] for p in va_x])
+    mem_path = mem.save(work / "memory.safetensors")
+    va_mr = score_images(va_x, mem_path, progress=False)
+    va_m = np.array([r.score for r in va_mr])
     rows["good-only memory"] = {
         "val_auroc": float(roc_auc_score(va_y, va_m)), "threshold": mem.threshold,
         "threshold_rule": mem.meta["threshold_rule"], "train_fit_seconds": round(t_fit, 1),
+        "val_pixel": evaluate_scores(va_mr, args.data / "images" / "val")["pixel"],
         **{f"val_{k}": v for k, v in at(va_m, va_y, mem.threshold).items()}}
 
     # baseline
