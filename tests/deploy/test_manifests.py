@@ -103,6 +103,7 @@ def test_manifests_match_the_server():
     [container] = runtime["spec"]["containers"]
     params = _serve_args(container["args"])
     assert params["models"] == ("/mnt/models",) and params["host"] == "0.0.0.0"
+    assert params["name"] == "{{.Name}}"   # KServe fills in the InferenceService's name
     assert (params["port"], params["grpc_port"]) == (8080, 8081)
     assert set(runtime["spec"]["protocolVersions"]) == {"v2", "grpc-v2"}
     env = {e["name"]: e for e in container["env"]}
