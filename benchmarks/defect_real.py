@@ -28,8 +28,9 @@ false-positive rate <= 1 % there:
 
 For each: val image AUROC, recall and false-positive rate at the threshold, and the fitting
 time; for the trained rows and the memory also pixel AUROC and AU-PRO (FPR <= 0.3) of their
-maps against the val polygons (:func:`deepseek.manufacturing.metrics.pixel_metrics`). ``--quick`` keeps every cracked image and every 4th good one of each split and trains
-for 2 epochs (sizes in the output).
+maps against the val polygons (:func:`deepseek.manufacturing.metrics.pixel_metrics`).
+``--quick`` keeps every cracked image and every 4th good one of each split and trains for 2
+epochs (sizes in the output).
 """
 
 from __future__ import annotations

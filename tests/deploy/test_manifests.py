@@ -54,7 +54,7 @@ def kserve_validator():
 def test_kubernetes_manifests_are_valid():
     docs = _docs("kubernetes/*.yaml")
     assert {d["kind"] for _, d in docs} == {"Deployment", "Service", "HorizontalPodAutoscaler"}
-    for name, d in docs:
+    for _, d in docs:
         kv.validate(d, K8S_VERSION, strict=True)
     # strict: a misspelt field is refused
     bad = copy.deepcopy(next(d for _, d in docs if d["kind"] == "Deployment"))
@@ -66,7 +66,7 @@ def test_kubernetes_manifests_are_valid():
 def test_kserve_manifests_are_valid(kserve_validator):
     docs = _docs("kserve/*.yaml")
     assert {d["kind"] for _, d in docs} == {"InferenceService", "ClusterServingRuntime"}
-    for name, d in docs:
+    for _, d in docs:
         kserve_validator(d)
     import jsonschema
 

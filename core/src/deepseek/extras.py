@@ -1,8 +1,10 @@
 """Optional parts of deepseek-core and the message that says how to install a missing one.
 
-``pip install deepseek-core`` brings what plugins, the CLI and the model loader need. The
-rest are extras::
+``pip install deepseek-core`` brings the plugin system, the CLI and the model loader's
+light part. The rest are extras::
 
+    pip install "deepseek-core[torch]"   # PyTorch: training, registry models, torch files
+    pip install "deepseek-core[edge]"    # inference without PyTorch: serve + ONNX
     pip install "deepseek-core[serve]"   # REST + gRPC model server (deepseek serve)
     pip install "deepseek-core[onnx]"    # ONNX files and export (onnxruntime, onnx)
     pip install "deepseek-core[zoo]"     # timm architectures by name
@@ -18,6 +20,7 @@ from deepseek.errors import DeepSeekError
 
 #: extra -> the import names it provides
 EXTRAS: dict[str, tuple[str, ...]] = {
+    "torch": ("torch",),
     "serve": ("starlette", "uvicorn", "grpc", "tritonclient", "prometheus_client", "orjson"),
     "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
     "zoo": ("timm",),

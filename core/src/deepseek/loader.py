@@ -17,6 +17,9 @@ out) and print ``.summary()``. What loads:
 
 TensorFlow / Keras models are not read directly: export them to ONNX (``tf2onnx``) and load
 the ``.onnx`` file.
+
+Without PyTorch (an edge install, ``pip install "deepseek-core[edge]"``) ONNX files load and
+run on onnxruntime alone; everything else says it needs the ``torch`` extra.
 """
 
 from __future__ import annotations
@@ -32,18 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError:  # an edge install: ONNX models on onnxruntime only
+    torch = None  # type: ignore[assignment]
 
 from deepseek.errors import ModelLoadError, PrecisionError, UnknownNameError, UntrustedPickleError
 from deepseek.summary import ModelSummary, summarize_module, summarize_onnx
 
 log = logging.getLogger(__name__)
 
-PRECISIONS: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
+#: precision name -> the torch dtype's name
+PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 FRAMEWORKS = ("auto", "pytorch", "torchscript", "onnx", "safetensors")
 TF_FRAMEWORKS = ("tensorflow", "tf", "keras", "tflite")
 TF_SUFFIXES = {".h5", ".keras", ".pb", ".tflite"}
@@ -58,8 +62,33 @@ PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
 
 
 # --------------------------------------------------------------------------- devices, dtypes
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; other strings as ``torch.device``."""
+def require_torch(what: str) -> Any:
+    """The torch module, or a clear error naming ``what`` needs it and the pip command."""
+    if torch is None:
+        from deepseek.extras import require
+
+        require("torch", what)
+    return torch
+
+
+class Device(str):
+    """A device without PyTorch (edge installs): ``"cpu"`` or ``"cuda"``, with ``.type``."""
+
+    @property
+    def type(self) -> str:
+        return self.split(":", 1)[0]
+
+
+def resolve_device(device: Any = "auto") -> Any:
+    """``"auto"`` -> CUDA when available, else CPU; other strings as ``torch.device``.
+    Without PyTorch: a :class:`Device` (``"auto"`` is the CPU; ONNX models can still be
+    asked for ``"cuda"``, which onnxruntime-gpu provides)."""
+    if torch is None:
+        if device in (None, "auto"):
+            return Device("cpu")
+        if str(device).split(":", 1)[0] not in ("cpu", "cuda"):
+            raise PrecisionError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'auto'")
+        return Device(str(device))
     if isinstance(device, torch.device):
         return device
     if device in (None, "auto"):
@@ -71,13 +100,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def resolve_precision(precision: str) -> torch.dtype:
-    try:
-        return PRECISIONS[precision]
-    except KeyError:
+def check_precision_name(precision: str) -> str:
+    if precision not in PRECISIONS:
         raise PrecisionError(
-            f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}"
-        ) from None
+            f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def resolve_precision(precision: str) -> Any:
+    """The torch dtype of a precision name."""
+    return getattr(require_torch("a torch precision"), PRECISIONS[check_precision_name(
+        precision)])
 
 
 def check_precision(device: torch.device, dtype: torch.dtype) -> None:
@@ -213,7 +246,7 @@ class LoadedModel:
                  inputs: list[dict[str, Any]] | None = None) -> None:
         self.framework = framework
         self.precision = precision
-        self.dtype = PRECISIONS[precision]
+        self.dtype = getattr(torch, PRECISIONS[precision]) if torch is not None else None
         self.device = device
         self.source = source
         self.module = module
@@ -255,7 +288,8 @@ class LoadedModel:
         return x
 
     def _call_onnx(self, *args: Any, **kwargs: Any) -> Any:
-        as_torch = any(isinstance(a, torch.Tensor) for a in list(args) + list(kwargs.values()))
+        as_torch = torch is not None and any(isinstance(a, torch.Tensor)
+                                             for a in list(args) + list(kwargs.values()))
         metas = self.session.get_inputs()
         if len(args) > len(metas):
             raise TypeError(f"{self.source}: model takes {len(metas)} inputs, got {len(args)}")
@@ -266,8 +300,8 @@ class LoadedModel:
             if meta is None:
                 raise TypeError(f"{self.source}: unknown input name; the model's inputs are "
                                 f"{[m.name for m in metas]}")
-            arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else \
-                np.asarray(value)
+            arr = value.detach().cpu().numpy() if as_torch and isinstance(value, torch.Tensor) \
+                else np.asarray(value)
             want = _ORT_TYPES.get(meta.type)
             if want is not None and arr.dtype != want:
                 arr = arr.astype(want)
@@ -303,7 +337,7 @@ _ORT_TYPES = {
 
 
 def _to_numpy(out: Any) -> Any:
-    if isinstance(out, torch.Tensor):
+    if torch is not None and isinstance(out, torch.Tensor):
         t = out.detach().cpu()
         if t.dtype == torch.bfloat16:
             t = t.float()
@@ -350,10 +384,11 @@ class ModelLoader:
         if framework not in FRAMEWORKS:
             raise ModelLoadError(f"unknown framework {framework!r}; use one of "
                                  f"{', '.join(FRAMEWORKS)} ({TF_MESSAGE})")
-        dtype = resolve_precision(precision)
+        check_precision_name(precision)
+        dtype = getattr(torch, PRECISIONS[precision]) if torch is not None else None
         dev = resolve_device(device)
 
-        if isinstance(name_or_path, torch.nn.Module):
+        if torch is not None and isinstance(name_or_path, torch.nn.Module):
             module = name_or_path
             return cls._finish_torch(module, framework if framework != "auto" else "pytorch",
                                      precision, dtype, dev, source=type(module).__name__)
@@ -388,6 +423,8 @@ class ModelLoader:
                         "pip install \"deepseek-core[zoo]\"")
             raise ModelLoadError(str(exc) + " (or give the path of a model file)" + hint) \
                 from None
+        require_torch(f"model {name!r} (a registered model is built with PyTorch; an edge "
+                      "install serves .onnx files)")
         module, cfg = build_registered(name, pretrained=pretrained, weights=weights, **config)
         inputs = entry.meta.get("inputs")
         if framework in ("auto", "pytorch", "safetensors"):
@@ -434,6 +471,7 @@ class ModelLoader:
                                  f"framework='{kind}' or 'auto'")
         if kind == "onnx":
             return cls._load_onnx(path, precision, dev, onnx_threads, source=str(path))
+        require_torch(f"{path} (a {kind} model file; without PyTorch only .onnx files load)")
         if kind == "torchscript":
             try:
                 module = torch.jit.load(str(path), map_location="cpu")

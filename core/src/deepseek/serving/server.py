@@ -97,9 +97,10 @@ class DeepSeekServing:
         if threads is not None:
             if threads < 1:
                 raise DeepSeekError(f"threads must be >= 1, got {threads}")
-            import torch
+            from deepseek.loader import torch
 
-            torch.set_num_threads(int(threads))
+            if torch is not None:  # onnxruntime sessions get the count when they are made
+                torch.set_num_threads(int(threads))
             burst_threads = max(int(threads), burst_threads or _cores())
         specs: dict[str, Any] = dict(models or {})
         if model_path is not None:

@@ -1,0 +1,69 @@
+"""An edge install (no PyTorch): ONNX models load, run and serve on onnxruntime alone, and
+what needs PyTorch says so with the pip command. PyTorch is hidden from a child interpreter
+from a child interpreter (``sys.modules["torch"] = None``), as if it were not installed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from deepseek.loader import export_onnx
+
+# None in sys.modules blocks an import, and importlib.util.find_spec reports it missing
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None
+"""
+
+
+def _run(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", NO_TORCH + textwrap.dedent(code)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_onnx_serving_without_torch(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())
+    path = export_onnx(net, torch.zeros(1, 4), tmp_path / "model.onnx", input_names=["x"],
+                       output_names=["y"])
+    x = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]
+    want = net(torch.tensor(x)).detach().numpy()
+    res = _run(f"""
+        import json, sys
+        import httpx, numpy as np
+        from deepseek.errors import DeepSeekError
+        from deepseek.loader import ModelLoader
+        from deepseek.serving import DeepSeekServing
+
+        m = ModelLoader.load({str(tmp_path)!r})          # the folder's model.onnx
+        direct = m(np.array({x}, np.float32)).tolist()
+        errors = []
+        for what in ("tick-mlp", {str(tmp_path / "missing.safetensors")!r}):
+            try:
+                ModelLoader.load(what)
+            except DeepSeekError as exc:
+                errors.append(str(exc))
+        with DeepSeekServing(models={{"net": {str(path)!r}}}, port=0, grpc_port=0,
+                             threads=1) as s:
+            r = httpx.post(f"http://{{s.http_url}}/v2/models/net/infer", timeout=30, json={{
+                "inputs": [{{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                             "data": {x}}}]}})
+            served = r.json()["outputs"][0]["data"]
+            ready = httpx.get(f"http://{{s.http_url}}/v2/health/ready").status_code
+        print(json.dumps({{"direct": direct, "served": served, "ready": ready,
+                          "errors": errors, "device": str(m.device),
+                          "torch_loaded": sys.modules["torch"] is not None or any(
+                              k.startswith("torch.") for k in sys.modules)}}))
+    """)
+    assert not res["torch_loaded"] and res["device"] == "cpu" and res["ready"] == 200
+    assert abs(__import__("numpy").array(res["direct"]) - want).max() < 1e-6
+    assert abs(__import__("numpy").array(res["served"]).reshape(2, 3) - want).max() < 1e-6
+    tick, missing = res["errors"]
+    assert "tick-mlp" in tick and 'pip install "deepseek-core[torch]"' in tick
+    assert "no such file" in missing or "torch" in missing
