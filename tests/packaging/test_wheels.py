@@ -107,6 +107,10 @@ def test_core_extras_name_the_plugins(wheels):
         assert f"Provides-Extra: {extra}" in meta
         assert f"deepseek-{extra}<0.2,>=0.1; extra == '{extra}'" in meta
     assert "Provides-Extra: all" in meta
+    # an edge install (serve + ONNX) does not pull PyTorch: torch is its own extra
+    torch_reqs = [ln for ln in meta.splitlines() if re.match(r"Requires-Dist: torch\b", ln)]
+    assert torch_reqs and all("extra == 'torch'" in ln for ln in torch_reqs), torch_reqs
+    assert "Provides-Extra: edge" in meta
 
 
 def test_installed_wheels_share_the_namespace(fresh_env):
