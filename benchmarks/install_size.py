@@ -1,0 +1,126 @@
+"""Benchmark: disk size of installs, measured from the built wheels in fresh virtual
+environments, with the largest packages of each.
+
+    python benchmarks/install_size.py [--quick] [--keep DIR]
+
+Builds the four wheels (``python -m build --wheel --no-isolation``), then for each install
+creates an empty virtual environment and runs ``pip install`` of the requirement from those
+wheels (third-party packages from the package index pip is configured with, versions held by
+``constraints.txt``), and measures the environment on disk (every file under it, ``du``-style
+apparent sizes) and its ten largest distributions (by the files their ``RECORD`` lists).
+
+Installs:
+
+* ``deepseek-core[edge]``: serving and ONNX inference without PyTorch;
+* ``deepseek-medical``, ``deepseek-manufacturing``, ``deepseek-finance``: each vertical as it
+  installs today (with PyTorch; their edge forms are not built yet);
+* ``deepseek-core[all]``: core with the three verticals, serve, ONNX and tuning.
+
+Goals (issue "Ship it"): an edge environment <= 300 MB, core with all three verticals
+<= 500 MB. ``--quick`` measures ``deepseek-core[edge]`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, goal  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DISTS = [ROOT / "core", *(ROOT / "plugins" / p for p in ("medical", "manufacturing",
+                                                           "finance"))]
+MB = 1e6
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if res.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def largest(site: Path, n: int = 10) -> list[dict]:
+    """The ``n`` largest distributions of a site-packages folder, by their RECORD files."""
+    out = []
+    for info in site.glob("*.dist-info"):
+        record = info / "RECORD"
+        if not record.is_file():
+            continue
+        size = 0
+        with open(record, newline="") as f:
+            for row in csv.reader(f):
+                if row and (site / row[0]).is_file():
+                    size += (site / row[0]).stat().st_size
+        out.append({"distribution": info.name.rsplit("-", 1)[0], "mb": round(size / MB, 1)})
+    return sorted(out, key=lambda d: -d["mb"])[:n]
+
+
+def measure(work: Path, dist: Path, name: str, requirement: str) -> dict:
+    venv = work / name
+    run([sys.executable, "-m", "venv", str(venv)])
+    py = venv / "bin" / "python"
+    t0 = time.perf_counter()
+    run([str(py), "-m", "pip", "install", "--quiet", "--find-links", str(dist), "-c",
+         str(ROOT / "constraints.txt"), requirement])
+    seconds = time.perf_counter() - t0
+    # pip itself (and setuptools, when the venv seeds it) are not part of the install
+    site = Path(run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
+                    ).stdout.strip())
+    tooling = sum(tree_bytes(p) for p in site.glob("pip*")) + \
+        sum(tree_bytes(p) for p in site.glob("setuptools*"))
+    total = tree_bytes(venv) - tooling
+    has_torch = run([str(py), "-c", "import importlib.util as u; "
+                                    "print(u.find_spec('torch') is not None)"]).stdout.strip()
+    return {"requirement": requirement, "mb": round(total / MB, 1),
+            "install_seconds": round(seconds, 1), "torch": has_torch == "True",
+            "largest": largest(site)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="deepseek-core[edge] only")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="build the environments here and keep them (default: a temporary "
+                         "folder, removed)")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="install-size-"))
+    work.mkdir(parents=True, exist_ok=True)
+    dist = work / "dist"
+    for src in DISTS:
+        run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
+             str(src)])
+    installs = {"core-edge": "deepseek-core[edge]"}
+    if not args.quick:
+        installs.update({"medical": "deepseek-medical", "manufacturing": "deepseek-manufacturing",
+                         "finance": "deepseek-finance", "core-all": "deepseek-core[all]"})
+    rows = {name: measure(work, dist, name, req) for name, req in installs.items()}
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+    goals = [goal("deepseek-core[edge] environment (serve ONNX without PyTorch)",
+                  rows["core-edge"]["mb"], "<= 300", "MB", rows["core-edge"]["mb"] <= 300)]
+    for v in ("medical", "manufacturing", "finance"):
+        if v in rows:
+            goals.append(goal(f"deepseek-{v} environment (no edge form yet: with PyTorch)",
+                              rows[v]["mb"], "<= 300", "MB", rows[v]["mb"] <= 300))
+    if "core-all" in rows:
+        goals.append(goal("deepseek-core[all] environment (core + the three verticals)",
+                          rows["core-all"]["mb"], "<= 500", "MB", rows["core-all"]["mb"] <= 500))
+    emit("install_size", {"installs": rows, "quick": args.quick,
+                          "measured": "every file of the virtual environment except pip and "
+                                      "setuptools, apparent sizes"}, goals)
+
+
+if __name__ == "__main__":
+    main()
