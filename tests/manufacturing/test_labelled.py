@@ -50,6 +50,13 @@ def test_positive_crops_overlap_the_mask_and_negatives_avoid_it(tmp_path):
     small = read_labelled(tmp_path)[0]
     x, m = sample_crop(small, 256, True, rng)
     assert x.shape == (256, 256) and m.sum() == (mask > 0).sum()
+    # images over the memory budget are read again on use: the same crops
+    [lazy] = read_labelled(tmp_path, cache_mb=0)
+    assert lazy._image is None and lazy._mask is None
+    for k in range(5):
+        a = sample_crop(item, 64, k % 2 == 0, np.random.default_rng(k))
+        b = sample_crop(lazy, 64, k % 2 == 0, np.random.default_rng(k))
+        assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
 
 
 def test_yolo_polygons_and_boxes(tmp_path):

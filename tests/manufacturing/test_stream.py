@@ -105,6 +105,14 @@ def test_box_and_width_estimate():
     w = estimate_width_px(img, (0, 20, 79, 40))
     assert w == pytest.approx(3.0, abs=0.6)
     assert estimate_width_px(np.full((64, 80), 150, np.uint8), (0, 0, 79, 63)) is None
+    # an event reads the width from the crop it kept of its strongest frame, when it ends
+    from deepseek.manufacturing.stream import DefectEvent, roi_around
+
+    ev = DefectEvent(frame=0, time_s=0.0, score=0.9, box=(0, 0, 79, 63), width_mm=9.9)
+    ev._peak_roi = roi_around(img, (0, 20, 79, 40))
+    img[:] = 150  # the frame buffer may be reused: the crop is a copy
+    ev.settle_width(0.1)
+    assert ev.width_mm == pytest.approx(0.1 * w) and ev._peak_roi is None
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])

@@ -53,16 +53,46 @@ SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "images"}
 
 @dataclass
 class LabelledImage:
-    """One part image: grayscale pixels, defect flag, pixel mask (None: image label only)."""
+    """One part image: its defect flag, where its label came from, and its pixels and mask
+    (None: an image label only), kept in memory or read again from the files on use."""
 
     path: Path
-    image: np.ndarray
     defect: bool
-    mask: np.ndarray | None
     source: str            # "mask", "yolo", "yolo-background", "folder"
+    shape: tuple[int, int]
+    label_path: Path | None = None
     group: str = ""
-    rows: list[int] = field(default_factory=list)   # rows of mask pixels (cached)
+    rows: list[int] = field(default_factory=list)   # rows of mask pixels
     cols: list[int] = field(default_factory=list)
+    _image: np.ndarray | None = field(default=None, repr=False)
+    _mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is not None:
+            return self._image
+        from deepseek.manufacturing.score import read_gray
+
+        img = read_gray(self.path)
+        if img.shape != self.shape:
+            raise ManufacturingError(f"{self.path}: changed since it was listed ({self.shape} "
+                                     f"-> {img.shape}); restart the training")
+        return img
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        if self._mask is not None or self.source == "folder":
+            return self._mask
+        if self.source == "yolo-background":
+            return np.zeros(self.shape, np.uint8)
+        if self.source == "yolo":
+            assert self.label_path is not None
+            return yolo_mask(self.label_path, *self.shape)
+        assert self.label_path is not None
+        return _read_mask(self.label_path, self.path, self.shape)
+
+    def keep(self, image: np.ndarray, mask: np.ndarray | None) -> None:
+        self._image, self._mask = image, mask
 
 
 def _find_mask(img: Path) -> Path | None:
@@ -160,10 +190,23 @@ def group_of(img: Path, root: Path, pattern: str | None = None) -> str:
     return img.stem.split("_", 1)[0] if "_" in img.stem else img.stem
 
 
-def read_labelled(root: str | Path, group_pattern: str | None = None) -> list[LabelledImage]:
-    """Every part image below ``root`` with its label (module docstring rules)."""
+def _read_mask(mpath: Path, img: Path, shape: tuple[int, int]) -> np.ndarray:
     import cv2
 
+    raw = cv2.imread(str(mpath), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ManufacturingError(f"{mpath}: OpenCV cannot read this mask")
+    h, w = shape
+    if raw.shape[:2] != (h, w):
+        raise ManufacturingError(f"{mpath}: mask is {raw.shape[1]}x{raw.shape[0]}, its image "
+                                 f"{img.name} is {w}x{h}; masks must match")
+    return (raw.reshape(h, w, -1).max(axis=2) > 0).astype(np.uint8)
+
+
+def read_labelled(root: str | Path, group_pattern: str | None = None,
+                  cache_mb: float = 2048.0) -> list[LabelledImage]:
+    """Every part image below ``root`` with its label (module docstring rules). Pixels and
+    masks stay in memory up to ``cache_mb`` in all; the rest are read again when used."""
     from deepseek.manufacturing.score import read_gray
     from deepseek.manufacturing.sources import IMAGE_SUFFIXES, list_images
 
@@ -176,24 +219,20 @@ def read_labelled(root: str | Path, group_pattern: str | None = None) -> list[La
     yolo = {p: yolo_label_path(p) for p in files}
     yolo_set = any(v is not None for v in yolo.values())
     out = []
+    budget = cache_mb * 1e6
     for p in files:
         img = read_gray(p)
-        h, w = img.shape
+        shape = (int(img.shape[0]), int(img.shape[1]))
         folder = _folder_label(p, root)
         mpath = _find_mask(p)
+        label: Path | None = None
         if mpath is not None:
-            raw = cv2.imread(str(mpath), cv2.IMREAD_UNCHANGED)
-            if raw is None:
-                raise ManufacturingError(f"{mpath}: OpenCV cannot read this mask")
-            if raw.shape[:2] != (h, w):
-                raise ManufacturingError(f"{mpath}: mask is {raw.shape[1]}x{raw.shape[0]}, its "
-                                         f"image {p.name} is {w}x{h}; masks must match")
-            mask = (raw.reshape(h, w, -1).max(axis=2) > 0).astype(np.uint8)
-            source = "mask"
+            mask, source, label = _read_mask(mpath, p, shape), "mask", mpath
         elif yolo[p] is not None:
-            mask, source = yolo_mask(yolo[p], h, w), "yolo"
+            label = yolo[p]
+            mask, source = yolo_mask(label, *shape), "yolo"
         elif yolo_set and folder is None:
-            mask, source = np.zeros((h, w), np.uint8), "yolo-background"
+            mask, source = np.zeros(shape, np.uint8), "yolo-background"
         elif folder is not None:
             mask, source = None, "folder"
         else:
@@ -205,15 +244,23 @@ def read_labelled(root: str | Path, group_pattern: str | None = None) -> list[La
             raise ManufacturingError(f"{p}: it is in a {'defect' if folder else 'good'} folder "
                                      f"but its {source} label says "
                                      f"{'defect' if defect else 'good'}; fix one of them")
-        item = LabelledImage(p, img, defect, mask, source, group_of(p, root, group_pattern))
+        item = LabelledImage(p, defect, source, shape, label, group_of(p, root, group_pattern))
         if mask is not None and defect:
             r, c = np.nonzero(mask)
             item.rows, item.cols = r.tolist(), c.tolist()
+        cost = img.nbytes + (mask.nbytes if mask is not None else 0)
+        if cost <= budget:
+            item.keep(img, mask)
+            budget -= cost
         out.append(item)
     n_def = sum(i.defect for i in out)
-    unplaced = sum(i.defect and i.mask is None for i in out)
-    log.info("%s: %d images, %d defect (%d with a location), %d good", root, len(out), n_def,
-             n_def - unplaced, len(out) - n_def)
+    unplaced = sum(i.defect and i.source == "folder" for i in out)
+    kept = sum(i._image is not None for i in out)
+    log.info("%s: %d images, %d defect (%d with a location), %d good; %d kept in memory", root,
+             len(out), n_def, n_def - unplaced, len(out) - n_def, kept)
+    if kept < len(out):
+        log.warning("%d of %d images are over the %g MB cache and are read from disk on each "
+                    "use (slower)", len(out) - kept, len(out), cache_mb)
     if unplaced:
         log.warning("%d defect images have no mask or label file: their crops are taken at "
                     "random and may miss the defect; masks or YOLO labels train better",
@@ -255,13 +302,13 @@ def _crop_at(img: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
 
 def padded(item: LabelledImage, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The image (and mask) padded with edge values to at least ``size`` on each side."""
-    h, w = item.image.shape
+    image, mask = item.image, item.mask
+    h, w = image.shape
     ph, pw = max(0, size - h), max(0, size - w)
     if not (ph or pw):
-        return item.image, item.mask
-    img = np.pad(item.image, ((0, ph), (0, pw)), mode="edge")
-    mask = None if item.mask is None else np.pad(item.mask, ((0, ph), (0, pw)))
-    return img, mask
+        return image, mask
+    img = np.pad(image, ((0, ph), (0, pw)), mode="edge")
+    return img, None if mask is None else np.pad(mask, ((0, ph), (0, pw)))
 
 
 def sample_crop(item: LabelledImage, size: int, positive: bool, rng: np.random.Generator

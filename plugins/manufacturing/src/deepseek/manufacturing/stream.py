@@ -44,6 +44,17 @@ class DefectEvent:
     peak_frame: int | None = None   # the frame with the strongest map evidence, and its box
     peak_box: tuple[int, int, int, int] | None = None
     _peak_logit: float = float("-inf")
+    _peak_roi: Any = field(default=None, repr=False)  # (pixels around peak_box, box in them)
+
+    def settle_width(self, mm_per_px: float) -> None:
+        """Read the width at the strongest frame (kept as a small crop), once the event
+        ends; the start frame's estimate stays when that fails."""
+        if self._peak_roi is not None:
+            roi, box = self._peak_roi
+            self._peak_roi = None
+            wpx = estimate_width_px(roi, box)
+            if wpx is not None:
+                self.width_mm = round(wpx * mm_per_px, 3)
 
 
 @dataclass
@@ -200,13 +211,25 @@ def box_from_map(prob_map: np.ndarray, shape: tuple[int, int], level: float = 0.
             int(min(h - 1, (r1 + 1) * stride - 1)))
 
 
+WIDTH_PAD = 8
+
+
+def roi_around(image: np.ndarray, box: tuple[int, int, int, int]
+               ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A copy of the pixels :func:`estimate_width_px` reads for ``box``, and the box in it."""
+    x0, y0, x1, y1 = box
+    ys, xs = max(0, y0 - WIDTH_PAD), max(0, x0 - WIDTH_PAD)
+    roi = image[ys:y1 + WIDTH_PAD + 1, xs:x1 + WIDTH_PAD + 1].copy()
+    return roi, (x0 - xs, y0 - ys, x1 - xs, y1 - ys)
+
+
 def estimate_width_px(image: np.ndarray, box: tuple[int, int, int, int]) -> float | None:
     """Width of the darkest thin structure in ``box``: twice its area over its perimeter (a
     line of width w and length L has area wL and perimeter about 2L)."""
     import cv2
 
     x0, y0, x1, y1 = box
-    pad = 8
+    pad = WIDTH_PAD
     ys, xs = max(0, y0 - pad), max(0, x0 - pad)
     roi = image[ys:y1 + pad + 1, xs:x1 + pad + 1].astype(np.float32)
     if roi.size < 16:
@@ -314,12 +337,12 @@ class DefectStream:
                             if flag and top > active._peak_logit:
                                 active._peak_logit, active.peak_frame = top, f.index
                                 active.peak_box = self._box(maps[j], f.image.shape)
-                                # the width is read where the evidence is strongest
-                                wpx = estimate_width_px(f.image, active.peak_box)
-                                if wpx is not None:
-                                    active.width_mm = round(wpx * self.mm_per_px, 3)
+                                # the width is read where the evidence is strongest, when
+                                # the event ends (a copy of the pixels around the box)
+                                active._peak_roi = roi_around(f.image, active.peak_box)
                             if len(window) == self.n and not any(window):
                                 active.end_frame = f.index
+                                active.settle_width(self.mm_per_px)
                                 self._emit(out, "clear", active)
                                 rep.events.append(active)
                                 active = None
@@ -344,6 +367,7 @@ class DefectStream:
                                             "events": len(rep.events) + (active is not None)})
             if active is not None:
                 active.end_frame = idx[-1] if idx else active.frame
+                active.settle_width(self.mm_per_px)
                 self._emit(out, "clear", active)
                 rep.events.append(active)
             st = self.source.stats
