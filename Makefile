@@ -11,7 +11,7 @@ DISTS  := core $(PLUGINS)
 INPUTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTS)) requirements-dev.txt constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint bench bench-peers clean
+.PHONY: demo test install lint bench bench-peers clean image image-base
 
 demo: $(STAMP)
 	$(VENV)/bin/deepseek demo
@@ -49,3 +49,19 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .bench-peers dist build .pytest_cache
+
+# The model server image (Dockerfile): the edge form by default, TARGET=full adds PyTorch and
+# the verticals. The base is made offline from Debian's packages (mmdebstrap, podman import);
+# with Docker, build with --build-arg BASE=python:3.11-slim instead.
+IMAGE  ?= deepseek/framework
+TARGET ?= edge
+BASE   ?= deepseek/base:bookworm
+PIP_ARGS ?=
+image-base:
+	mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+		bookworm - | podman import - $(BASE)
+
+image:
+	podman image exists $(BASE) || $(MAKE) image-base
+	podman build --isolation chroot --target $(TARGET) --build-arg BASE=$(BASE) \
+		--build-arg PIP_ARGS="$(PIP_ARGS)" -t $(IMAGE):$(TARGET) .

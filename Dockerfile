@@ -1,0 +1,57 @@
+# The DeepSeek Toolkit model server image.
+#
+#   make image                       # the edge form (default): deepseek-core[edge], no PyTorch
+#   make image TARGET=full           # + PyTorch and the three verticals
+#   docker run -p 8080:8080 -p 8081:8081 -v $PWD/models:/mnt/models deepseek/framework
+#
+# `deepseek serve /mnt/models` is the default command: a folder holding model.onnx (edge), or
+# model.safetensors + model.json / model.pt (full), the layout KServe's storage initializer
+# writes. Build arguments:
+#   BASE          the base image: a Debian (bookworm) image with python3 and python3-venv, e.g.
+#                 one made offline with `make image-base` (mmdebstrap), or python:3.11-slim
+#   PIP_ARGS      extra pip arguments (an index or --find-links for the PyTorch CPU wheel:
+#                 --extra-index-url https://download.pytorch.org/whl/cpu)
+ARG BASE=deepseek/base:bookworm
+
+# ---------------------------------------------------------------- build: the four wheels
+FROM ${BASE} AS build
+ARG PIP_ARGS=""
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip install --no-cache-dir ${PIP_ARGS} "build>=1.2" "hatchling>=1.25"
+COPY core /src/core
+COPY plugins /src/plugins
+RUN for d in core plugins/medical plugins/manufacturing plugins/finance; do \
+      /opt/build/bin/python -m build --wheel --no-isolation --outdir /wheels /src/$d || exit 1; \
+    done
+
+# ---------------------------------------------------------------- runtime: user, entrypoint
+FROM ${BASE} AS runtime
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin deepseek \
+ && python3 -m venv /opt/deepseek \
+ && mkdir -p /mnt/models && chown deepseek /mnt/models
+ENV PATH=/opt/deepseek/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+EXPOSE 8080 8081
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/ready', timeout=2)"]
+ENTRYPOINT ["deepseek"]
+CMD ["serve", "/mnt/models", "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "8081"]
+
+# ---------------------------------------------------------------- full: PyTorch and the verticals
+FROM runtime AS full
+ARG PIP_ARGS=""
+COPY --from=build /wheels /wheels
+RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} --find-links /wheels \
+      "deepseek-core[all]" \
+ && rm -rf /wheels
+USER 10001
+
+# ---------------------------------------------------------------- edge (default): no PyTorch
+FROM runtime AS edge
+ARG PIP_ARGS=""
+COPY --from=build /wheels /wheels
+RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} --find-links /wheels \
+      "deepseek-core[edge]" \
+ && rm -rf /wheels
+USER 10001
