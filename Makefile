@@ -57,11 +57,15 @@ IMAGE  ?= deepseek/framework
 TARGET ?= edge
 BASE   ?= deepseek/base:bookworm
 PIP_ARGS ?=
+# e.g. behind a TLS-intercepting proxy: PODMAN_ARGS="-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/host-ca.crt:ro"
+# PIP_ARGS="--cert /etc/ssl/certs/host-ca.crt"; a local wheel folder: -v /opt/wheels:/opt/wheels:ro
+# and PIP_ARGS="--find-links /opt/wheels"
+PODMAN_ARGS ?=
 image-base:
 	mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
 		bookworm - | podman import - $(BASE)
 
 image:
 	podman image exists $(BASE) || $(MAKE) image-base
-	podman build --isolation chroot --target $(TARGET) --build-arg BASE=$(BASE) \
-		--build-arg PIP_ARGS="$(PIP_ARGS)" -t $(IMAGE):$(TARGET) .
+	podman build --isolation chroot --format docker --target $(TARGET) --build-arg BASE=$(BASE) \
+		--build-arg PIP_ARGS="$(PIP_ARGS)" $(PODMAN_ARGS) -t $(IMAGE):$(TARGET) .
