@@ -109,7 +109,10 @@ def test_core_extras_name_the_plugins(wheels):
     assert "Provides-Extra: all" in meta
     # an edge install (serve + ONNX) does not pull PyTorch: torch is its own extra
     torch_reqs = [ln for ln in meta.splitlines() if re.match(r"Requires-Dist: torch\b", ln)]
-    assert torch_reqs and all("extra == 'torch'" in ln for ln in torch_reqs), torch_reqs
+    extras = {re.search(r"extra == '([^']+)'", ln).group(1) if "extra ==" in ln else None
+              for ln in torch_reqs}
+    assert "torch" in extras and None not in extras, torch_reqs      # never unconditional
+    assert not extras & {"edge", "serve", "onnx"}, torch_reqs
     assert "Provides-Extra: edge" in meta
 
 
