@@ -11,6 +11,8 @@
 #                 one made offline with `make image-base` (mmdebstrap), or python:3.11-slim
 #   PIP_ARGS      extra pip arguments (an index or --find-links for the PyTorch CPU wheel:
 #                 --extra-index-url https://download.pytorch.org/whl/cpu)
+#   TORCH         full: the PyTorch requirement (default "torch", which on PyPI is the CUDA
+#                 build, several GB; "torch==2.13.0+cpu" with the CPU index keeps it small)
 ARG BASE=deepseek/base:bookworm
 
 # ---------------------------------------------------------------- build: the four wheels
@@ -41,9 +43,10 @@ CMD ["serve", "/mnt/models", "--host", "0.0.0.0", "--port", "8080", "--grpc-port
 # ---------------------------------------------------------------- full: PyTorch and the verticals
 FROM runtime AS full
 ARG PIP_ARGS=""
+ARG TORCH="torch"
 COPY --from=build /wheels /wheels
 RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} --find-links /wheels \
-      "deepseek-core[all]" \
+      "${TORCH}" "deepseek-core[all]" \
  && rm -rf /wheels
 USER 10001
 

@@ -61,6 +61,7 @@ PIP_ARGS ?=
 # PIP_ARGS="--cert /etc/ssl/certs/host-ca.crt"; a local wheel folder: -v /opt/wheels:/opt/wheels:ro
 # and PIP_ARGS="--find-links /opt/wheels"
 PODMAN_ARGS ?=
+TORCH ?= torch
 image-base:
 	mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
 		bookworm - | podman import - $(BASE)
@@ -68,4 +69,5 @@ image-base:
 image:
 	podman image exists $(BASE) || $(MAKE) image-base
 	podman build --isolation chroot --format docker --target $(TARGET) --build-arg BASE=$(BASE) \
-		--build-arg PIP_ARGS="$(PIP_ARGS)" $(PODMAN_ARGS) -t $(IMAGE):$(TARGET) .
+		--build-arg PIP_ARGS="$(PIP_ARGS)" --build-arg TORCH="$(TORCH)" $(PODMAN_ARGS) \
+		-t $(IMAGE):$(TARGET) .
