@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+#: the image to check (DEEPSEEK_IMAGE=deepseek/framework:full checks the full one)
 IMAGE = os.environ.get("DEEPSEEK_IMAGE", "deepseek/framework:edge")
 
 
@@ -123,12 +124,12 @@ def test_edge_image_serves_an_onnx_model(tmp_path):
             ginp.set_data_from_numpy(x)
             got = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}").infer("net", [ginp])
             np.testing.assert_allclose(got.as_numpy("y"), want, atol=1e-6)
-            # the edge image has no PyTorch
+            # the edge image has no PyTorch, the full one has it
             out = subprocess.run([chroot, f"--userspec={user}:{user}", root,
                                   "/opt/deepseek/bin/python", "-c",
                                   "import importlib.util as u; print(u.find_spec('torch'))"],
                                  env=env, capture_output=True, text=True, check=True)
-            assert out.stdout.strip() == "None"
+            assert (out.stdout.strip() == "None") == IMAGE.endswith(":edge"), out.stdout
         finally:
             proc.terminate()
             proc.wait(timeout=60)
