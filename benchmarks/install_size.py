@@ -55,6 +55,8 @@ def largest(site: Path, n: int = 10) -> list[dict]:
     """The ``n`` largest distributions of a site-packages folder, by their RECORD files."""
     out = []
     for info in site.glob("*.dist-info"):
+        if info.name.startswith(("pip-", "setuptools-")):  # the venv's own tooling
+            continue
         record = info / "RECORD"
         if not record.is_file():
             continue
