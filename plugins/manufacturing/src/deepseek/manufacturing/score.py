@@ -98,10 +98,11 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
 
     h, w = image.shape
     clip = pad16(np.repeat(image[None], frames, axis=0))
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
     with torch.inference_mode():
-        logits, maps, _ = net(torch.from_numpy(clip)[None], None)
+        logits, maps, _ = net(torch.from_numpy(clip)[None].to(device), None)
     prob = float(torch.sigmoid(logits[0, -1]))
-    pmap = torch.sigmoid(maps[0, -1]).numpy()[: -(-h // STRIDE), : -(-w // STRIDE)]
+    pmap = torch.sigmoid(maps[0, -1]).cpu().numpy()[: -(-h // STRIDE), : -(-w // STRIDE)]
     return prob, pmap
 
 
