@@ -67,3 +67,24 @@ def test_onnx_serving_without_torch(tmp_path):
     tick, missing = res["errors"]
     assert "tick-mlp" in tick and 'pip install "deepseek-core[torch]"' in tick
     assert "no such file" in missing or "torch" in missing
+
+
+def test_cli_without_torch():
+    """The CLI's listing commands work in an edge install; a model that needs PyTorch says
+    which extra to install."""
+    res = _run("""
+        import contextlib, io, json, sys
+        from click.testing import CliRunner
+        from deepseek.cli import build_cli
+
+        out = {}
+        for args in (["plugins", "--json"], ["models"], ["summary", "tick-mlp"]):
+            r = CliRunner().invoke(build_cli(), args)
+            out[args[0]] = [r.exit_code, r.output, repr(r.exception)]
+        print(json.dumps(out))
+    """)
+    assert res["plugins"][0] == 0, res["plugins"]
+    assert all(p["errors"] == {} for p in json.loads(res["plugins"][1])["plugins"])
+    assert res["models"][0] == 0 and "tick-mlp" in res["models"][1]
+    assert res["summary"][0] != 0 and 'pip install "deepseek-core[torch]"' in \
+        res["summary"][1], res["summary"]

@@ -223,11 +223,15 @@ def check_model_weights(entry: Any) -> str | None:
 
     The model is built on PyTorch's meta device (no memory, no computation) with its default
     config and its parameter names and shapes are compared with the safetensors header.
+    Without PyTorch (an edge install) nothing is built, so nothing is checked.
     """
     weights = entry.meta.get("weights")
     if not weights:
         return None
-    import torch
+    from deepseek.loader import torch
+
+    if torch is None:
+        return None
     from safetensors import safe_open
 
     try:
