@@ -77,9 +77,16 @@ def test_cli_without_torch():
         from click.testing import CliRunner
         from deepseek.cli import build_cli
 
+        cli = build_cli()
+
+        @cli.command("needs-torch")
+        def needs_torch():
+            import torch  # noqa: F401
+
         out = {}
-        for args in (["plugins", "--json"], ["models"], ["summary", "tick-mlp"]):
-            r = CliRunner().invoke(build_cli(), args)
+        for args in (["plugins", "--json"], ["models"], ["summary", "tick-mlp"],
+                     ["needs-torch"]):
+            r = CliRunner().invoke(cli, args)
             out[args[0]] = [r.exit_code, r.output, repr(r.exception)]
         print(json.dumps(out))
     """)
@@ -88,3 +95,6 @@ def test_cli_without_torch():
     assert res["models"][0] == 0 and "tick-mlp" in res["models"][1]
     assert res["summary"][0] != 0 and 'pip install "deepseek-core[torch]"' in \
         res["summary"][1], res["summary"]
+    # any command that imports PyTorch: the extra to add, not a traceback
+    code, output, _ = res["needs-torch"]
+    assert code == 2 and 'needs PyTorch' in output and "Traceback" not in output

@@ -60,13 +60,23 @@ def _versions_line() -> str:
 
 
 class DeepSeekGroup(click.Group):
-    """Click group that turns DeepSeekError into a clean message and exit code 2."""
+    """Click group that turns DeepSeekError into a clean message and exit code 2 (and so a
+    command that needs PyTorch in an install without it: the extra to add)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DeepSeekError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            if ctx.obj and ctx.obj.get("verbose", 0) > 1:
+                traceback.print_exc()
+            ctx.exit(2)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "torch":
+                raise
+            click.secho("error: this command needs PyTorch, which this install does not have "
+                        "(an edge install serves and runs .onnx models only): pip install "
+                        "\"deepseek-core[torch]\"", fg="red", err=True)
             if ctx.obj and ctx.obj.get("verbose", 0) > 1:
                 traceback.print_exc()
             ctx.exit(2)
