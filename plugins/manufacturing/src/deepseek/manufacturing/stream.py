@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -224,8 +225,9 @@ def roi_around(image: np.ndarray, box: tuple[int, int, int, int]
 
 
 def estimate_width_px(image: np.ndarray, box: tuple[int, int, int, int]) -> float | None:
-    """Width of the darkest thin structure in ``box``: twice its area over its perimeter (a
-    line of width w and length L has area wL and perimeter about 2L)."""
+    """Width of the darkest thin structure in ``box``: the short side of the rectangle with
+    the structure's area and perimeter (w * L = A, 2 (w + L) = P). For a long line this is
+    about 2 A / P; for a short or wide one it does not count the ends as length."""
     import cv2
 
     x0, y0, x1, y1 = box
@@ -248,7 +250,10 @@ def estimate_width_px(image: np.ndarray, box: tuple[int, int, int, int]) -> floa
     area = float(comp.sum())
     if perim <= 0:
         return None
-    return max(1.0, 2 * area / perim)
+    half = perim / 2
+    disc = half * half - 4 * area
+    width = (half - math.sqrt(disc)) / 2 if disc > 0 else half / 2  # a square: its side
+    return max(1.0, width)
 
 
 class DefectStream:
