@@ -66,10 +66,9 @@ def split(root: Path, name: str, every: int) -> tuple[list[Path], np.ndarray]:
 
 def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
     """The lowest threshold whose false-positive rate on (scores, labels) is <= fpr."""
-    good = np.sort(scores[labels == 0])
-    k = int(np.floor(fpr * len(good)))  # how many good images may lie at or above it
-    return float(np.nextafter(good[len(good) - 1 - k], np.inf)) if k < len(good) else \
-        float(good[0])
+    from deepseek.manufacturing.metrics import recall_at_fpr
+
+    return recall_at_fpr(scores, labels, fpr)[0]
 
 
 def at(scores: np.ndarray, labels: np.ndarray, thr: float) -> dict[str, float]:

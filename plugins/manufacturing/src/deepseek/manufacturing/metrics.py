@@ -302,3 +302,15 @@ def pixel_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
     p = np.r_[pro[keep][0], pro[keep], pro[keep][-1]]
     out["au_pro"] = float(np.sum(np.diff(f) * (p[1:] + p[:-1]) / 2) / fpr_limit)
     return out
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision: the mean of the precision at each positive, ranked by score (NaN
+    without positives)."""
+    order = np.argsort(-scores, kind="stable")
+    lab = labels[order].astype(bool)
+    if not lab.any():
+        return float("nan")
+    tp = np.cumsum(lab)
+    precision = tp / np.arange(1, len(lab) + 1)
+    return float(precision[lab].mean())

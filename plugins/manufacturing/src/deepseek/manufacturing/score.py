@@ -198,12 +198,12 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     pixel_metrics`)."""
     from deepseek.manufacturing.labelled import read_labelled
     from deepseek.manufacturing.metrics import (
+        average_precision,
         image_auroc,
         pixel_metrics,
         recall_at_fpr,
         upsample_map,
     )
-    from deepseek.manufacturing.training import average_precision
 
     items = {str(i.path): i for i in read_labelled(root, group_pattern)}
     missing = [r.path for r in results if r.path not in items]

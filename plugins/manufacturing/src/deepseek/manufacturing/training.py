@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.metrics import average_precision
 from deepseek.manufacturing.model import STRIDE, DefectNet
 
 log = logging.getLogger(__name__)
@@ -200,16 +201,6 @@ def clip_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     mw = batch["mw"].view(-1, 1, 1, 1)
     cell = (cell * mw).sum() / (mw.sum() * cell[0].numel()).clamp(min=1)
     return frame + 4.0 * cell
-
-
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    order = np.argsort(-scores, kind="stable")
-    lab = labels[order].astype(bool)
-    if not lab.any():
-        return float("nan")
-    tp = np.cumsum(lab)
-    precision = tp / np.arange(1, len(lab) + 1)
-    return float(precision[lab].mean())
 
 
 def score_video(model: DefectNet, line: Any, chunk: int = 32) -> np.ndarray:
