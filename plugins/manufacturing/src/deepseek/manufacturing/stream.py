@@ -45,15 +45,14 @@ class DefectEvent:
     peak_frame: int | None = None   # the frame with the strongest map evidence, and its box
     peak_box: tuple[int, int, int, int] | None = None
     _peak_logit: float = float("-inf")
-    _peak_roi: Any = field(default=None, repr=False)  # (pixels around peak_box, box in them)
+    _peak_roi: Any = field(default=None, repr=False)  # pixels around peak_box
 
     def settle_width(self, mm_per_px: float) -> None:
         """Read the width at the strongest frame (kept as a small crop), once the event
         ends; the start frame's estimate stays when that fails."""
         if self._peak_roi is not None:
-            roi, box = self._peak_roi
-            self._peak_roi = None
-            wpx = estimate_width_px(roi, box)
+            roi, self._peak_roi = self._peak_roi, None
+            wpx = width_in_roi(roi)
             if wpx is not None:
                 self.width_mm = round(wpx * mm_per_px, 3)
 
@@ -215,25 +214,25 @@ def box_from_map(prob_map: np.ndarray, shape: tuple[int, int], level: float = 0.
 WIDTH_PAD = 8
 
 
-def roi_around(image: np.ndarray, box: tuple[int, int, int, int]
-               ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """A copy of the pixels :func:`estimate_width_px` reads for ``box``, and the box in it."""
+def roi_around(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A copy of the pixels around ``box`` that the width is read from."""
     x0, y0, x1, y1 = box
     ys, xs = max(0, y0 - WIDTH_PAD), max(0, x0 - WIDTH_PAD)
-    roi = image[ys:y1 + WIDTH_PAD + 1, xs:x1 + WIDTH_PAD + 1].copy()
-    return roi, (x0 - xs, y0 - ys, x1 - xs, y1 - ys)
+    return image[ys:y1 + WIDTH_PAD + 1, xs:x1 + WIDTH_PAD + 1].copy()
 
 
 def estimate_width_px(image: np.ndarray, box: tuple[int, int, int, int]) -> float | None:
-    """Width of the darkest thin structure in ``box``: the short side of the rectangle with
-    the structure's area and perimeter (w * L = A, 2 (w + L) = P). For a long line this is
-    about 2 A / P; for a short or wide one it does not count the ends as length."""
+    """Width of the darkest thin structure in ``box`` (see :func:`width_in_roi`)."""
+    return width_in_roi(roi_around(image, box))
+
+
+def width_in_roi(pixels: np.ndarray) -> float | None:
+    """Width of the darkest thin structure in ``pixels``: the short side of the rectangle
+    with the structure's area and perimeter (w * L = A, 2 (w + L) = P). For a long line this
+    is about 2 A / P; for a short or wide one it does not count the ends as length."""
     import cv2
 
-    x0, y0, x1, y1 = box
-    pad = WIDTH_PAD
-    ys, xs = max(0, y0 - pad), max(0, x0 - pad)
-    roi = image[ys:y1 + pad + 1, xs:x1 + pad + 1].astype(np.float32)
+    roi = pixels.astype(np.float32)
     if roi.size < 16:
         return None
     bg = cv2.medianBlur(roi.astype(np.uint8), 9).astype(np.float32)
