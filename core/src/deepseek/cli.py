@@ -276,6 +276,27 @@ def pipelines_cmd(pattern: str, as_json: bool) -> None:
     _list_registry("pipeline", pattern, as_json)
 
 
+@cli.command("export-onnx")
+@click.argument("names", nargs=-1)
+def export_onnx_cmd(names: tuple[str, ...]) -> None:
+    """Write the ONNX export that ships beside registered models' packaged weights
+    (<weights>.onnx, or the plugin's own form), stamped with the weights' sha256, so an edge
+    install (no PyTorch) runs them. NAMES: registered models (default: every one with
+    packaged weights). For plugin maintainers, after new weights; needs PyTorch and the ONNX
+    tools (deepseek-core[torch,onnx])."""
+    from deepseek.extras import require
+    from deepseek.loader import export_packaged_onnx
+    from deepseek.plugins import models
+
+    require("onnx", "exporting to ONNX")
+    registry = models()
+    todo = list(names) or [n for n in registry.names(providers=False)
+                           if registry.entry(n).meta.get("weights")]
+    for name in todo:
+        path = export_packaged_onnx(name)
+        click.echo(f"{name}: wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+
+
 @cli.command("summary")
 @click.argument("model")
 @click.option("--framework", type=click.Choice(["auto", "pytorch", "torchscript", "onnx",

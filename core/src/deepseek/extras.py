@@ -4,9 +4,10 @@
 light part. The rest are extras::
 
     pip install "deepseek-core[torch]"   # PyTorch: training, registry models, torch files
-    pip install "deepseek-core[edge]"    # inference without PyTorch: serve + ONNX
+    pip install "deepseek-core[edge]"    # inference without PyTorch: serve + runtime
     pip install "deepseek-core[serve]"   # REST + gRPC model server (deepseek serve)
-    pip install "deepseek-core[onnx]"    # ONNX files and export (onnxruntime, onnx)
+    pip install "deepseek-core[runtime]" # running ONNX files (onnxruntime alone)
+    pip install "deepseek-core[onnx]"    # ONNX export, fp16 conversion, graph summaries
     pip install "deepseek-core[zoo]"     # timm architectures by name
     pip install "deepseek-core[tune]"    # hyperparameter search (Optuna) and its risk case
     pip install "deepseek-core[all]"     # the three plugins, serve, onnx and tune
@@ -22,6 +23,7 @@ from deepseek.errors import DeepSeekError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
     "serve": ("starlette", "uvicorn", "grpc", "tritonclient", "prometheus_client", "orjson"),
+    "runtime": ("onnxruntime",),
     "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
     "zoo": ("timm",),
     "tune": ("optuna", "sklearn", "yaml", "matplotlib"),

@@ -9,7 +9,8 @@ out) and print ``.summary()``. What loads:
 * ``*.safetensors`` (or a folder holding ``model.safetensors``) with its JSON config naming a
   registered architecture -- written by :func:`save_model`;
 * TorchScript archives (``torch.jit.save``);
-* ONNX files, run by onnxruntime (the ``onnx`` extra);
+* ONNX files, run by onnxruntime (the ``runtime`` extra; fp16 conversion and ``summary()``
+  also need the ``onnx`` extra);
 * every architecture of timm by name (``resnet50``; the ``zoo`` extra, see
   :mod:`deepseek.zoo`), built with random weights unless ``pretrained=True`` finds local ones;
 * pickled checkpoints (``torch.save``) only with ``trust_pickle=True``: unpickling runs
@@ -19,7 +20,9 @@ TensorFlow / Keras models are not read directly: export them to ONNX (``tf2onnx`
 the ``.onnx`` file.
 
 Without PyTorch (an edge install, ``pip install "deepseek-core[edge]"``) ONNX files load and
-run on onnxruntime alone; everything else says it needs the ``torch`` extra.
+run on onnxruntime alone, and so does a registered model whose plugin ships its packaged
+weights as ONNX too (``<weights>.onnx`` beside ``<weights>.safetensors``, exported from them:
+:func:`packaged_onnx`); everything else says it needs the ``torch`` extra.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ TF_MESSAGE = ("TensorFlow/Keras models are not loaded directly: export to ONNX w
 CONFIG_META_KEY = "deepseek.config"
 EXTRA_META_KEY = "deepseek.extra"
 ARCH_META_KEY = "deepseek.architecture"
+#: ONNX metadata of a packaged export: the sha256 of the safetensors file it was exported from
+SOURCE_META_KEY = "deepseek.source_sha256"
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
 
 
@@ -165,7 +170,7 @@ def read_model_extra(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a readable safetensors file ({exc})") from exc
@@ -194,7 +199,7 @@ def read_model_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
                     raise ModelLoadError(f"{side}: field 'config' must be an object")
                 return str(data["architecture"]), cfg
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a readable safetensors file ({exc})") from exc
@@ -202,10 +207,145 @@ def read_model_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     return meta.get(ARCH_META_KEY), cfg
 
 
+def packaged_onnx(name: str) -> Path | None:
+    """The ONNX export a plugin ships beside registry model ``name``'s packaged weights
+    (``<weights>.onnx`` next to ``<weights>.safetensors``), or ``None``."""
+    from deepseek.plugins import models
+
+    weights = models().entry(name).meta.get("weights")
+    if not weights:
+        return None
+    path = Path(weights).with_suffix(".onnx")
+    return path if path.is_file() else None
+
+
+def export_packaged_onnx(name: str, free: tuple[int, int] = (8, 16), atol: float = 1e-4
+                         ) -> Path:
+    """Write the ONNX export of registry model ``name``'s packaged weights beside them
+    (``<weights>.onnx``, stamped with their sha256: :func:`stamp_onnx`), so an install
+    without PyTorch runs it. For plugin maintainers, after new weights.
+
+    A plugin may register its own exporter (``onnx_export=``, called with the weights path,
+    returning the written path). Otherwise the model is traced from its declared ``inputs``
+    with each free dimension (-1) set to ``free[0]``; those dimensions, and every output
+    dimension that follows them (found by a second run at ``free[1]``), stay free in the
+    graph. The export is checked against the PyTorch model at ``free[1]`` (largest absolute
+    difference <= ``atol`` times the outputs' scale) before it is stamped."""
+    from deepseek.plugins import models
+
+    require_torch("exporting a model to ONNX")
+    entry = models().entry(name)
+    weights = entry.meta.get("weights")
+    if not weights:
+        raise ModelLoadError(f"model {name!r} has no packaged weights to export")
+    custom = entry.meta.get("onnx_export")
+    if custom is not None:
+        return Path(custom(weights))
+    inputs = entry.meta.get("inputs")
+    if not inputs:
+        raise ModelLoadError(f"model {name!r} declares no inputs; it cannot be traced")
+    module, cfg = build_registered(name)
+    module.eval()
+    gen = torch.Generator().manual_seed(0)
+
+    def example(n: int) -> tuple:
+        out = []
+        for spec in inputs:
+            shape = [n if int(d) < 0 else int(d) for d in spec["shape"]]
+            dtype = getattr(torch, spec.get("dtype", "float32"))
+            out.append(torch.rand(shape, generator=gen).to(dtype) if dtype.is_floating_point
+                       else torch.zeros(shape, dtype=dtype))
+        return tuple(out)
+
+    def flat(out: Any) -> tuple[list[str], list[Any]]:
+        if isinstance(out, dict):
+            return list(out), list(out.values())
+        if isinstance(out, (tuple, list)):
+            return [f"output{i}" for i in range(len(out))], list(out)
+        return ["output"], [out]
+
+    ex_a, ex_b = example(free[0]), example(free[1])
+    with torch.inference_mode():
+        names, outs_a = flat(module(*ex_a))
+        _, outs_b = flat(module(*ex_b))
+    in_names = [spec["name"] for spec in inputs]
+    axes = {spec["name"]: {i: f"{spec['name']}_{i}" for i, d in enumerate(spec["shape"])
+                           if int(d) < 0} for spec in inputs}
+    for n, a, b in zip(names, outs_a, outs_b):
+        axes[n] = {i: f"{n}_{i}" for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x != y}
+    path = Path(weights).with_suffix(".onnx")
+    export_onnx(module, ex_a, path, input_names=in_names, output_names=names,
+                dynamic_axes=axes)
+    from deepseek.extras import require
+
+    require("runtime", "checking the ONNX export")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: x.numpy() for n, x in zip(in_names, ex_b)})
+    for n, want, have in zip(names, outs_b, got):
+        want = want.float().numpy()
+        err = float(np.abs(have - want).max()) if want.size else 0.0
+        scale = max(1.0, float(np.abs(want).max()) if want.size else 0.0)
+        if have.shape != want.shape or err > atol * scale:
+            path.unlink()
+            raise ModelLoadError(f"model {name!r}: the ONNX export's {n!r} differs from PyTorch "
+                                 f"(shape {have.shape} vs {want.shape}, max error {err:.3g})")
+    return stamp_onnx(path, weights, name, cfg)
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stamp_onnx(path: str | Path, source: str | Path, architecture: str,
+               config: dict[str, Any] | None = None) -> Path:
+    """Record in ONNX file ``path`` what it was exported from: the sha256 of the safetensors
+    file ``source`` (:data:`SOURCE_META_KEY`), the architecture and its config. A test can
+    then tell a stale packaged export from a current one (:func:`onnx_source`)."""
+    from deepseek.extras import require
+
+    require("onnx", "stamping an ONNX export")
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = {SOURCE_META_KEY: file_sha256(source), ARCH_META_KEY: architecture,
+            CONFIG_META_KEY: json.dumps(config or {})}
+    keep = [p for p in model.metadata_props if p.key not in meta]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The custom metadata of an ONNX file (read by onnxruntime: no ``onnx`` package)."""
+    from deepseek.extras import require
+
+    require("runtime", "reading ONNX metadata")
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a readable ONNX file ({exc})") from exc
+    return dict(sess.get_modelmeta().custom_metadata_map)
+
+
 def export_onnx(module: torch.nn.Module, example_input: Any, path: str | Path, *,
                 input_names: list[str] | None = None, output_names: list[str] | None = None,
-                dynamic_batch: bool = True, opset: int = 17) -> Path:
-    """Export ``module`` to ONNX with a free batch dimension (first axis) by default."""
+                dynamic_batch: bool = True, opset: int = 17,
+                dynamic_axes: dict[str, dict[int, str]] | None = None) -> Path:
+    """Export ``module`` to ONNX with a free batch dimension (first axis) by default, or the
+    free axes ``dynamic_axes`` names (``{tensor name: {axis: axis name}}``)."""
     from deepseek.extras import require
 
     require("onnx", "ONNX export")
@@ -221,6 +361,8 @@ def export_onnx(module: torch.nn.Module, example_input: Any, path: str | Path, *
     output_names = output_names or ([f"output{i}" for i in range(n_out)]
                                     if n_out > 1 else ["output"])
     axes = {n: {0: "batch"} for n in input_names + output_names} if dynamic_batch else None
+    if dynamic_axes is not None:
+        axes = dynamic_axes
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(module, inputs, str(path), input_names=input_names,
@@ -251,10 +393,24 @@ class LoadedModel:
         self.source = source
         self.module = module
         self.session = session
-        self.onnx_model = onnx_model
+        self._onnx_model = onnx_model
+        self.onnx_path: Path | None = None
         self.architecture = architecture
         self.config = config or {}
         self.inputs = inputs
+
+    @property
+    def onnx_model(self) -> Any:
+        """The ``onnx.ModelProto`` of an ONNX model (read on first use; needs the ``onnx``
+        extra), ``None`` for a torch model."""
+        if self._onnx_model is None and self.onnx_path is not None:
+            from deepseek.extras import require
+
+            require("onnx", "inspecting an ONNX graph")
+            import onnx
+
+            self._onnx_model = onnx.load(str(self.onnx_path))
+        return self._onnx_model
 
     def __repr__(self) -> str:
         return (f"LoadedModel({self.source!r}, framework={self.framework!r}, "
@@ -423,10 +579,21 @@ class ModelLoader:
                         "pip install \"deepseek-core[zoo]\"")
             raise ModelLoadError(str(exc) + " (or give the path of a model file)" + hint) \
                 from None
-        require_torch(f"model {name!r} (a registered model is built with PyTorch; an edge "
-                      "install serves .onnx files)")
-        module, cfg = build_registered(name, pretrained=pretrained, weights=weights, **config)
         inputs = entry.meta.get("inputs")
+        shipped = packaged_onnx(name)
+        as_packaged = (shipped is not None and pretrained in (None, True) and weights is None
+                       and not config)
+        if as_packaged and (torch is None or framework == "onnx"):
+            # the plugin's own export of its packaged weights: no PyTorch, no export step
+            loaded = cls._load_onnx(shipped, precision, dev, onnx_threads, source=name)
+            loaded.architecture, loaded.inputs = name, inputs
+            loaded.config = dict(entry.meta.get("config") or {})
+            return loaded
+        require_torch(f"model {name!r} (a registered model is built with PyTorch"
+                      + ("; its packaged ONNX export serves without it only with the packaged "
+                         "weights and default config" if shipped is not None else
+                         "; an edge install serves .onnx files") + ")")
+        module, cfg = build_registered(name, pretrained=pretrained, weights=weights, **config)
         if framework in ("auto", "pytorch", "safetensors"):
             return cls._finish_torch(module, "pytorch", precision, dtype, dev, source=name,
                                      architecture=name, config=cfg, inputs=inputs)
@@ -538,21 +705,25 @@ class ModelLoader:
                    source: str) -> LoadedModel:
         from deepseek.extras import require
 
-        require("onnx", "loading ONNX models")
-        import onnx
+        require("runtime", "running ONNX models")
         import onnxruntime as ort
 
-        try:
-            model = onnx.load(str(path))
-        except Exception as exc:
-            raise ModelLoadError(f"{path}: not a readable ONNX file ({exc})") from exc
         if precision == "bf16":
             raise PrecisionError(f"{path}: onnxruntime has no bf16 kernels for most operators; "
                                  "use precision='fp16' or 'fp32' for ONNX models")
+        model: Any = None
+        graph: Any = str(path)  # fp32: onnxruntime reads the file itself (no onnx package)
         if precision == "fp16":
+            require("onnx", "converting an ONNX model to fp16")
+            import onnx
             from onnxconverter_common import float16
 
+            try:
+                model = onnx.load(str(path))
+            except Exception as exc:
+                raise ModelLoadError(f"{path}: not a readable ONNX file ({exc})") from exc
             model = float16.convert_float_to_float16(model, keep_io_types=True)
+            graph = model.SerializeToString()
         providers = ["CPUExecutionProvider"]
         if dev.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -565,12 +736,14 @@ class ModelLoader:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+            session = ort.InferenceSession(graph, opts, providers=providers)
         except Exception as exc:
-            raise ModelLoadError(f"{path}: onnxruntime could not create a session "
-                                 f"({precision}): {exc}") from exc
-        return LoadedModel(framework="onnx", precision=precision, device=dev, source=source,
-                           session=session, onnx_model=model)
+            raise ModelLoadError(f"{path}: not a readable ONNX file, or onnxruntime could not "
+                                 f"create a session ({precision}): {exc}") from exc
+        loaded = LoadedModel(framework="onnx", precision=precision, device=dev, source=source,
+                             session=session, onnx_model=model)
+        loaded.onnx_path = Path(path)
+        return loaded
 
 
 # --------------------------------------------------------------------------- helpers

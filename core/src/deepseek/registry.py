@@ -117,6 +117,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "inputs": Option((list, tuple), "input tensors: [{'name', 'dtype', 'shape'}], -1 free",
                          _tensor_specs),
         "batching": Option((dict,), "server batching policy: {'policy': 'bucket'|'pad', ...}"),
+        "onnx_export": Option((Callable,), "onnx_export(weights_path) -> path: writes the ONNX "
+                              "export shipped beside the weights (default: traced from inputs;"
+                              " `deepseek export-onnx`)"),
     },
     "metric": {
         "description": _DESCRIPTION,

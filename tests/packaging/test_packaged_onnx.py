@@ -1,0 +1,57 @@
+"""Every packaged model ships an ONNX export beside its weights (what an edge install runs):
+exported from exactly those weights, and computing what the PyTorch model computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepseek.loader import (
+    SOURCE_META_KEY,
+    ModelLoader,
+    file_sha256,
+    onnx_metadata,
+    packaged_onnx,
+)
+from deepseek.plugins import models
+
+PACKAGED = sorted(n for n in models().names(providers=False)
+                  if models().entry(n).meta.get("weights"))
+GENERIC = [n for n in PACKAGED if models().entry(n).meta.get("onnx_export") is None]
+
+
+def test_every_packaged_model_has_a_current_export():
+    assert set(PACKAGED) >= {"lung-nodule-attention", "defect-3dcnn-lstm", "tick-mlp",
+                             "tick-gru"}
+    for name in PACKAGED:
+        weights = models().entry(name).meta["weights"]
+        stem = Path(weights).name.removesuffix(".safetensors")
+        exports = sorted(Path(weights).parent.glob(stem + "*.onnx"))
+        assert exports, f"{name}: no ONNX export beside {weights}; run deepseek export-onnx"
+        for path in exports:
+            # stale: the weights changed since; run `deepseek export-onnx NAME`
+            assert onnx_metadata(path)[SOURCE_META_KEY] == file_sha256(weights), path
+
+
+@pytest.mark.parametrize("name", GENERIC)
+def test_generic_exports_equal_pytorch(name):
+    entry = models().entry(name)
+    assert packaged_onnx(name) is not None
+    edge = ModelLoader.load(name, framework="onnx")  # the shipped file, no export step
+    assert edge.onnx_path == packaged_onnx(name)
+    full = ModelLoader.load(name)
+    gen = torch.Generator().manual_seed(3)
+    free = 20 if name == "lung-nodule-attention" else 5  # the 3-D net: multiples of 4
+    x = [torch.rand([free if d < 0 else d for d in spec["shape"]], generator=gen)
+         for spec in entry.meta["inputs"]]
+    with torch.inference_mode():
+        want = full.module(*x)
+    want = list(want.values()) if isinstance(want, dict) else [want]
+    got = edge(*[t.numpy() for t in x])
+    got = list(got) if isinstance(got, tuple) else [got]
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w.numpy(), atol=1e-4 * max(1.0, float(w.abs().max())))
+
