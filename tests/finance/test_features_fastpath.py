@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepseek.errors import ModelLoadError
 from deepseek.finance.errors import FastPathError, FinanceError
 from deepseek.finance.fastpath import FastPath
 from deepseek.finance.features import (
@@ -208,3 +209,55 @@ def test_unsupported_models_are_refused():
         FastPath.from_model(torch.nn.Linear(17, 3))
     with pytest.raises(FastPathError, match="takes 8 features"):
         FastPath.from_model(TickMLP(n_features=8))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_fast_path_from_a_saved_file_needs_no_torch_and_matches(ticks, tmp_path, activation):
+    """A trained model saved as safetensors compiles from its file with numpy alone (the
+    edge install) to exactly the fast path of the module."""
+    from deepseek.finance.strategy import fast_path
+    from deepseek.loader import save_model
+
+    feats = batch_features(ticks)
+    torch.manual_seed(2)
+    model = standardised(TickMLP(hidden=(16, 8), activation=activation), feats)
+    path = save_model(model, tmp_path / "m", architecture="tick-mlp",
+                      config={"hidden": [16, 8], "activation": activation})
+    _, want = FastPath.from_model(model).run(ticks[:500])
+    for fp in (FastPath.from_file(path), fast_path(str(path))):
+        _, got = fp.run(ticks[:500])
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["tick-mlp", "tick-gru"])
+def test_registered_names_compile_from_the_packaged_file(ticks, name):
+    from deepseek.finance.strategy import fast_path
+
+    _, want = FastPath.from_model(ModelLoader.load(name, device="cpu")).run(ticks[:500])
+    _, got = fast_path(name).run(ticks[:500])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bad_weight_files_are_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    from deepseek.loader import save_model
+
+    good = {k: v.numpy() for k, v in TickMLP().state_dict().items()}
+    with pytest.raises(FastPathError, match="'net.2.bias' is missing"):
+        FastPath.from_weights("tick-mlp", {k: v for k, v in good.items() if k != "net.2.bias"})
+    with pytest.raises(FastPathError, match="NaN or infinite"):
+        FastPath.from_weights("tick-mlp", {**good, "std": np.full(17, np.nan, np.float32)})
+    with pytest.raises(FastPathError, match="supports tick-mlp and tick-gru"):
+        FastPath.from_weights("resnet50", good)
+    gru = {k: v.numpy() for k, v in TickGRU(hidden=8).state_dict().items()}
+    with pytest.raises(FastPathError, match="do not fit together"):
+        FastPath.from_weights("tick-gru", {**gru, "head.weight": np.zeros((3, 5), np.float32)})
+    other = save_model(torch.nn.Linear(17, 3), tmp_path / "lin", architecture="tick-lin")
+    with pytest.raises(FastPathError, match="architecture 'tick-lin'"):
+        FastPath.from_file(other)
+    junk = tmp_path / "junk.safetensors"
+    save_file({"x": np.zeros(3, np.float32)}, str(junk))
+    junk.write_bytes(junk.read_bytes()[:-4])
+    with pytest.raises((FastPathError, ModelLoadError), match="junk.safetensors"):
+        FastPath.from_file(junk)

@@ -4,15 +4,19 @@
     decision, scores = fp.on_tick(time_ns, bid, ask, bid_size, ask_size, bid_depth, ask_depth,
                                   last_px, last_size, side)
 
-``FastPath.from_model`` copies the model's float32 weights into one flat array and compiles
-(numba ``njit``) a kernel specialised to the layer sizes. Each call updates the streaming
-features (:mod:`deepseek.finance.features`), standardises them in float32 as the model does,
-runs the network with float64 accumulation over preallocated buffers (the GRU hidden state
-carried from tick to tick) and returns the decision (-1 down, 0 flat, +1 up: the arg-max
-class) and the class logits (a view of an internal buffer, overwritten by the next call;
-copy it to keep it). Logits equal the PyTorch model's on the same features within 1e-5.
-A feature or logit that is not finite is never returned as a decision: ``on_tick`` raises
-:class:`FastPathError` and ``step`` returns -1 (the caller resets the state).
+    fp = FastPath.from_file("tick-mlp.safetensors")  # a saved model, without PyTorch
+
+``FastPath.from_model`` (or ``from_file`` / ``from_weights``, which read the weights with
+numpy alone, so the fast path runs in an edge install) copies the model's float32 weights
+into one flat array and compiles (numba ``njit``) a kernel specialised to the layer sizes.
+Each call updates the streaming features (:mod:`deepseek.finance.features`), standardises
+them in float32 as the model does, runs the network with float64 accumulation over
+preallocated buffers (the GRU hidden state carried from tick to tick) and returns the
+decision (-1 down, 0 flat, +1 up: the arg-max class) and the class logits (a view of an
+internal buffer, overwritten by the next call; copy it to keep it). Logits equal the PyTorch
+model's on the same features within 1e-5. A feature or logit that is not finite is never
+returned as a decision: ``on_tick`` raises :class:`FastPathError` and ``step`` returns -1
+(the caller resets the state).
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ from operator import index
 from typing import Any
 
 import numpy as np
-import torch
 from numba import njit, typeof
 
 from deepseek.finance.errors import FastPathError
 from deepseek.finance.features import N_FEATURES, new_state, update_features
-from deepseek.finance.models import DECISIONS, TickGRU, TickMLP
 from deepseek.finance.ticks import tick_args
+
+DECISIONS = (-1, 0, 1)  # class index (down, flat, up) -> decision
 
 NONFINITE = ("a feature or a logit is not finite (an input far outside the model's range?); "
              "the answer is not a decision: reset() the fast path")
@@ -255,40 +259,103 @@ class FastPath:
         module = getattr(model, "module", model)
         if features is not None and getattr(features, "n_features", N_FEATURES) != N_FEATURES:
             raise FastPathError(f"the fast path computes the {N_FEATURES} standard tick features")
+        from deepseek.finance.models import TickGRU, TickMLP  # a torch module: torch is here
+
+        state = {k: v.detach().float().cpu().numpy() for k, v in module.state_dict().items()} \
+            if isinstance(module, (TickMLP, TickGRU)) else {}
         if isinstance(module, TickMLP):
-            linears = [m for m in module.net if isinstance(m, torch.nn.Linear)]
-            acts = {type(m).__name__ for m in module.net
-                    if not isinstance(m, torch.nn.Linear)}
+            acts = {type(m).__name__ for m in module.net if type(m).__name__ != "Linear"}
             if acts - {"ReLU", "Tanh"} or len(acts) > 1:
                 raise FastPathError(f"unsupported activations {sorted(acts)}")
-            dims = [linears[0].in_features] + [lin.out_features for lin in linears]
-            if dims[0] != N_FEATURES:
-                raise FastPathError(f"the model takes {dims[0]} features, the fast path "
-                                    f"computes {N_FEATURES}")
-            parts = [module.mean, module.std]
-            for lin in linears:
-                parts += [lin.weight.t().contiguous().reshape(-1), lin.bias]
-            w = torch.cat([p.detach().float().contiguous().reshape(-1) for p in parts])
-            w = w.double().numpy()
-            kernel, size, logits_at = _mlp_kernel(tuple(dims), relu=acts != {"Tanh"})
-            return cls("mlp", kernel, w, size, logits_at, dims[-1])
+            return cls.from_weights("tick-mlp", state, relu=acts != {"Tanh"})
         if isinstance(module, TickGRU):
             g = module.gru
             if g.num_layers != 1 or g.bidirectional or not g.bias:
                 raise FastPathError("the fast path supports a single-layer, unidirectional GRU "
                                     "with biases")
-            nf, H, n_out = g.input_size, g.hidden_size, module.head.out_features
-            if nf != N_FEATURES:
-                raise FastPathError(f"the model takes {nf} features, the fast path computes "
-                                    f"{N_FEATURES}")
-            parts = [module.mean, module.std, g.weight_ih_l0.t(), g.weight_hh_l0.t(),
-                     g.bias_ih_l0, g.bias_hh_l0, module.head.weight.t(), module.head.bias]
-            w = torch.cat([p.detach().float().contiguous().reshape(-1) for p in parts])
-            w = w.double().numpy()
-            kernel, size, logits_at, h_at = _gru_kernel(nf, H, n_out)
-            return cls("gru", kernel, w, size, logits_at, n_out, h_at, H)
+            return cls.from_weights("tick-gru", state)
         raise FastPathError(f"cannot compile {type(module).__name__}: the fast path supports "
                             "TickMLP and TickGRU")
+
+    @classmethod
+    def from_weights(cls, architecture: str, tensors: dict[str, np.ndarray], *,
+                     relu: bool = True, source: str = "weights") -> FastPath:
+        """Compile a ``tick-mlp`` or ``tick-gru`` from its tensors (the state dict as numpy
+        arrays, as :func:`safetensors.numpy.load_file` reads a saved model) -- no PyTorch.
+        ``relu``: the MLP's activation (``False``: tanh)."""
+        def get(key: str) -> np.ndarray:
+            if key not in tensors:
+                raise FastPathError(f"{source}: tensor {key!r} is missing (a {architecture} "
+                                    f"has {sorted(tensors)[:8]} ...)")
+            return np.asarray(tensors[key], dtype=np.float32)
+
+        def flat(parts: list[np.ndarray]) -> np.ndarray:
+            w = np.concatenate([np.ascontiguousarray(p, dtype=np.float32).reshape(-1)
+                                for p in parts])
+            if not np.isfinite(w).all():
+                raise FastPathError(f"{source}: the weights hold NaN or infinite values")
+            return w.astype(np.float64)
+
+        if architecture == "tick-mlp":
+            idx = sorted(int(k.split(".")[1]) for k in tensors
+                         if k.startswith("net.") and k.endswith(".weight"))
+            if not idx:
+                raise FastPathError(f"{source}: no net.<i>.weight tensors: not a tick-mlp")
+            mats = [get(f"net.{i}.weight") for i in idx]
+            dims = [mats[0].shape[1]] + [m.shape[0] for m in mats]
+            if any(m.ndim != 2 or m.shape[1] != d for m, d in zip(mats, dims)):
+                raise FastPathError(f"{source}: layer shapes {[m.shape for m in mats]} do not "
+                                    "chain")
+            if dims[0] != N_FEATURES:
+                raise FastPathError(f"{source}: the model takes {dims[0]} features, the fast "
+                                    f"path computes {N_FEATURES}")
+            parts = [get("mean"), get("std")]
+            for i, m in zip(idx, mats):
+                parts += [m.T, get(f"net.{i}.bias")]
+            kernel, size, logits_at = _mlp_kernel(tuple(dims), relu=relu)
+            return cls("mlp", kernel, flat(parts), size, logits_at, dims[-1])
+        if architecture == "tick-gru":
+            wih, whh, head = get("gru.weight_ih_l0"), get("gru.weight_hh_l0"), get("head.weight")
+            if any(k.endswith("_l1") or k.endswith("_reverse") for k in tensors):
+                raise FastPathError(f"{source}: the fast path supports a single-layer, "
+                                    "unidirectional GRU")
+            H, nf, n_out = whh.shape[1], wih.shape[1], head.shape[0]
+            if wih.shape[0] != 3 * H or whh.shape[0] != 3 * H or head.shape[1] != H:
+                raise FastPathError(f"{source}: GRU shapes {wih.shape}, {whh.shape}, "
+                                    f"{head.shape} do not fit together")
+            if nf != N_FEATURES:
+                raise FastPathError(f"{source}: the model takes {nf} features, the fast path "
+                                    f"computes {N_FEATURES}")
+            parts = [get("mean"), get("std"), wih.T, whh.T, get("gru.bias_ih_l0"),
+                     get("gru.bias_hh_l0"), head.T, get("head.bias")]
+            kernel, size, logits_at, h_at = _gru_kernel(nf, H, n_out)
+            return cls("gru", kernel, flat(parts), size, logits_at, n_out, h_at, H)
+        raise FastPathError(f"{source}: architecture {architecture!r}: the fast path supports "
+                            "tick-mlp and tick-gru")
+
+    @classmethod
+    def from_file(cls, path: Any) -> FastPath:
+        """Compile a ``.safetensors`` tick model saved by training (its architecture and
+        config read from the file) -- no PyTorch."""
+        from pathlib import Path
+
+        from safetensors.numpy import load_file
+
+        from deepseek.loader import read_model_config
+
+        path = Path(path)
+        arch, cfg = read_model_config(path)
+        if arch not in ("tick-mlp", "tick-gru"):
+            raise FastPathError(f"{path}: architecture {arch!r}; the fast path compiles "
+                                "tick-mlp and tick-gru")
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:
+            raise FastPathError(f"{path}: not a readable safetensors file ({exc})") from exc
+        act = cfg.get("activation", "relu")
+        if act not in ("relu", "tanh"):
+            raise FastPathError(f"{path}: activation {act!r}; the fast path runs relu and tanh")
+        return cls.from_weights(arch, tensors, relu=act == "relu", source=str(path))
 
     def on_tick(self, time_ns: int, bid: float, ask: float, bid_size: float, ask_size: float,
                 bid_depth: float = math.nan, ask_depth: float = math.nan,

@@ -12,7 +12,6 @@ from torch import nn
 from deepseek.finance.features import N_FEATURES
 
 CLASSES = ("down", "flat", "up")
-DECISIONS = (-1, 0, 1)
 
 
 class TickMLP(nn.Module):

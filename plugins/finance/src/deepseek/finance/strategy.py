@@ -32,13 +32,28 @@ WARMUP_TICKS = 2_000
 
 
 def fast_path(model: Any, trust_pickle: bool = False) -> Any:
-    """A :class:`FastPath` for a registered model name, a model file, or a module."""
+    """A :class:`FastPath` for a registered model name, a model file, or a module.
+
+    A registered tick model and a ``.safetensors`` file are read with numpy alone (no
+    PyTorch: the edge install); other files load through the model loader."""
+    from pathlib import Path
+
     from deepseek.finance.fastpath import FastPath
 
-    if isinstance(model, str):
+    if isinstance(model, (str, Path)):
+        from deepseek.plugins import models
+
+        registry = models()
+        if str(model) in registry and not Path(model).exists():
+            entry = registry.entry(str(model))
+            weights = entry.meta.get("weights")
+            if str(model) in ("tick-mlp", "tick-gru") and weights:
+                return FastPath.from_file(weights)
+        elif Path(model).suffix == ".safetensors" and Path(model).is_file():
+            return FastPath.from_file(model)
         from deepseek.loader import ModelLoader
 
-        model = ModelLoader.load(model, device="cpu", trust_pickle=trust_pickle)
+        model = ModelLoader.load(str(model), device="cpu", trust_pickle=trust_pickle)
     return FastPath.from_model(model)
 
 

@@ -21,15 +21,17 @@ import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from deepseek.finance.errors import FinanceError
 from deepseek.finance.features import FEATURE_NAMES, N_FEATURES, batch_features
 from deepseek.finance.metrics import classification as evaluate
 from deepseek.finance.metrics import skill
+
+if TYPE_CHECKING:  # PyTorch is imported where training needs it (edge installs lack it)
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,8 @@ def calibrate(logits: np.ndarray, y: np.ndarray,
 def _fold_offsets(net: torch.nn.Module, offsets: tuple[float, float], name: str) -> None:
     """Add the calibrated offsets to the bias of the model's last layer, so the saved model
     (and the fast path compiled from it) decides with them."""
+    import torch
+
     if offsets == (0.0, 0.0):
         return
     last = getattr(net, "head", None)
@@ -207,6 +211,7 @@ def train(ticks: np.ndarray, model: str = "tick-mlp", *, horizon: int = 10,
     folded into the last layer's bias; the epoch with the best (calibrated) validation macro
     F1 is kept. ``class_weights`` weighs the loss by inverse class frequency. ``config``
     overrides the model's defaults."""
+    import torch
     from torch.utils.data import TensorDataset
 
     from deepseek.train import Trainer
@@ -330,6 +335,8 @@ def task_mode(model: str) -> bool:
 
 
 def _check_outputs(net: torch.nn.Module, name: str, sequence: bool) -> None:
+    import torch
+
     x = torch.zeros((1, 4, N_FEATURES) if sequence else (2, N_FEATURES))
     net.eval()
     with torch.no_grad():
