@@ -59,6 +59,14 @@ def test_train_and_bench_commands(tmp_path):
                               "--epochs", "1", "--batch-size", "4", "--val-videos", "0"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "model.safetensors").is_file()
+    # train writes the edge export beside the weights, which the stream then runs on its own
+    from deepseek.manufacturing.stream import OnnxStep, load_net
+
+    onnx_net = load_net(tmp_path / "run" / "model.safetensors", onnx=True)
+    assert onnx_net.path == tmp_path / "run" / "model.stream.onnx"
+    frames = np.random.default_rng(0).integers(0, 256, (3, 32, 48), dtype=np.uint8)
+    torch_p, _ = OnnxStep(load_net(tmp_path / "run" / "model.safetensors"))(frames)
+    np.testing.assert_allclose(OnnxStep(onnx_net)(frames)[0], torch_p, atol=1e-5)
     res = runner.invoke(cli, ["manufacturing", "train", "--out", str(tmp_path / "r2"),
                               "--clip-size", "50", "32"])
     assert res.exit_code == 2 and "multiples of 16" in res.output

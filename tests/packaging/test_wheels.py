@@ -105,7 +105,7 @@ def test_core_extras_name_the_plugins(wheels):
     meta = z.read(next(n for n in z.namelist() if n.endswith("METADATA"))).decode()
     for extra in ("medical", "manufacturing", "finance"):
         assert f"Provides-Extra: {extra}" in meta
-        assert f"deepseek-{extra}<0.2,>=0.1; extra == '{extra}'" in meta
+        assert f"deepseek-{extra}[full]<0.2,>=0.1; extra == '{extra}'" in meta
     assert "Provides-Extra: all" in meta
     # an edge install (serve + ONNX) does not pull PyTorch: torch is its own extra
     torch_reqs = [ln for ln in meta.splitlines() if re.match(r"Requires-Dist: torch\b", ln)]

@@ -34,6 +34,7 @@ def manufacturing() -> None:
     stream    run the detector on a camera, file, URL or folder
     score     score independent part images (each alone, at its own size)
     bench     end-to-end fps and latency on a video file
+    export    write the ONNX export an edge install (no PyTorch) runs
 
     Sources go through the reader registry (`deepseek readers --json | grep frames`).
     """
@@ -493,3 +494,27 @@ def bench(source: str | None, frames: int, backend: str, realtime: bool, as_json
                f"latency p50 {rep.latency_ms.get('p50', 0):.2f} ms, p99 "
                f"{rep.latency_ms.get('p99', 0):.2f} ms; dropped "
                f"{rep.source['frames_dropped']}")
+
+
+@manufacturing.command("export")
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write (default: WEIGHTS' stem + .stream.onnx beside it, where "
+                   "the stream and score look for it).")
+def export(weights: Path, out: Path | None) -> None:
+    """Export the streaming step of a defect-3dcnn-lstm WEIGHTS file (.safetensors) to ONNX
+    with a free frame size, for `stream` and `score` in an edge install (no PyTorch). Needs
+    PyTorch and the ONNX tools here (deepseek-manufacturing[full]); `train` writes the
+    export itself when they are installed.
+
+    \b
+      deepseek manufacturing export run/model.safetensors
+      # on the edge machine, with model.safetensors and model.stream.onnx copied together:
+      deepseek manufacturing stream cam:0 --model model.safetensors
+    """
+    from deepseek.extras import require
+    from deepseek.manufacturing.model import write_stream_onnx
+
+    require("onnx", "exporting to ONNX")
+    path = write_stream_onnx(weights, out)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB; source sha256 recorded)")

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.model import STRIDE
+from deepseek.manufacturing.runtime import STRIDE
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,14 @@ path the stream uses on CPU.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-STRIDE = 16
+from deepseek.manufacturing.runtime import STRIDE
+
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -101,11 +103,41 @@ def build(**config: Any) -> DefectNet:
     return DefectNet(**config)
 
 
-def export_step_onnx(model: DefectNet, height: int, width: int,
+_STEP_AXES: dict[str, dict[int, str]] = {"frames": {1: "time"}, "logits": {1: "time"},
+                                          "maps": {1: "time"}}
+_CELLS = {3: "cells_y", 4: "cells_x"}
+_STEP_AXES_FREE: dict[str, dict[int, str]] = {
+    "frames": {1: "time", 2: "height", 3: "width"}, "buffer": _CELLS, "buffer_out": _CELLS,
+    "logits": {1: "time"}, "maps": {1: "time", 2: "cells_y", 3: "cells_x"}}
+
+
+def write_stream_onnx(weights: str | Path, out: str | Path | None = None) -> Path:
+    """Export the streaming step of the ``defect-3dcnn-lstm`` in ``weights`` (a
+    ``.safetensors`` file) with a free frame size to ``out`` (default: ``<stem>.stream.onnx``
+    beside it), stamped with the weights' sha256; the edge install runs it."""
+    from deepseek.loader import ModelLoader, read_model_config, stamp_onnx
+    from deepseek.manufacturing.runtime import NAME, stream_path_for
+
+    weights = Path(weights)
+    arch, cfg = read_model_config(weights)
+    if arch != NAME:
+        from deepseek.manufacturing.errors import ManufacturingError
+
+        raise ManufacturingError(f"{weights}: architecture {arch!r}, not {NAME}")
+    net = ModelLoader.load(weights, device="cpu").module
+    out = Path(out) if out is not None else stream_path_for(weights)
+    out.write_bytes(export_step_onnx(net))
+    return stamp_onnx(out, weights, NAME, cfg)
+
+
+def export_step_onnx(model: DefectNet, height: int | None = None, width: int | None = None,
                      opset: int = 17) -> bytes:
     """The streaming step of ``model`` as an ONNX graph (bytes): inputs ``frames`` (uint8,
-    ``1 x T x H x W``, T dynamic), ``buffer``, ``h``, ``c``; outputs ``logits``, ``maps``,
-    ``buffer_out``, ``h_out``, ``c_out``."""
+    ``1 x T x H x W``, T free), ``buffer``, ``h``, ``c``; outputs ``logits``, ``maps``,
+    ``buffer_out``, ``h_out``, ``c_out``. Without ``height``/``width`` the frame size is
+    free too (the shipped export, :mod:`deepseek.manufacturing.runtime`)."""
+    free = height is None or width is None
+    height, width = (4 * STRIDE, 4 * STRIDE) if free else (height, width)
 
     class _Step(nn.Module):
         def __init__(self, net: DefectNet) -> None:
@@ -130,8 +162,7 @@ def export_step_onnx(model: DefectNet, height: int, width: int,
             torch.onnx.export(_Step(model), (frames, *state), out, opset_version=opset,
                               input_names=["frames", "buffer", "h", "c"],
                               output_names=["logits", "maps", "buffer_out", "h_out", "c_out"],
-                              dynamic_axes={"frames": {1: "time"}, "logits": {1: "time"},
-                                            "maps": {1: "time"}},
+                              dynamic_axes=_STEP_AXES_FREE if free else _STEP_AXES,
                               dynamo=False)
     finally:
         model.train(was_training)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.model import STRIDE
+from deepseek.manufacturing.runtime import STRIDE, OnnxNet
 
 FRAMES = 8
 
@@ -92,12 +92,16 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
                 ) -> tuple[float, np.ndarray]:
     """Crack probability of one grayscale image and its probability map (map cells of 16
     pixels, cut to the image), from a fresh state."""
-    import torch
-
     from deepseek.manufacturing.stream import pad16
 
     h, w = image.shape
     clip = pad16(np.repeat(image[None], frames, axis=0))
+    if isinstance(net, OnnxNet):
+        logits, maps = net.clip(clip)
+        pmap = 1.0 / (1.0 + np.exp(-maps[-1][: -(-h // STRIDE), : -(-w // STRIDE)]))
+        return float(1.0 / (1.0 + np.exp(-logits[-1]))), pmap.astype(np.float32)
+    import torch
+
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
     with torch.inference_mode():
         logits, maps, _ = net(torch.from_numpy(clip)[None].to(device), None)

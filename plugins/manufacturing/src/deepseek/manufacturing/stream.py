@@ -23,12 +23,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.model import STRIDE, DefectNet
+from deepseek.manufacturing.runtime import STRIDE, OnnxNet, have_torch, load_onnx_net
+
+if TYPE_CHECKING:
+    from deepseek.manufacturing.model import DefectNet
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +122,14 @@ class TorchStep:
 
 
 class OnnxStep:
-    """The same step exported to ONNX and run by onnxruntime (CPU fast path); the graph is
-    exported for the frame size on first use and again if it changes."""
+    """The same step on onnxruntime (the CPU fast path): exported from a :class:`DefectNet`
+    for the frame size on first use (and again if it changes), or run from an
+    :class:`OnnxNet` (a streaming export with free frame size: the edge form)."""
 
     name = "onnxruntime"
 
-    def __init__(self, net: DefectNet, threads: int | None = None, spin: bool = False) -> None:
+    def __init__(self, net: DefectNet | OnnxNet, threads: int | None = None,
+                 spin: bool = False) -> None:
         self.net = net.eval()
         self.threads, self.spin = threads, spin
         self.session: Any = None
@@ -134,22 +139,28 @@ class OnnxStep:
     def _build(self, height: int, width: int) -> None:
         import onnxruntime as ort
 
-        from deepseek.manufacturing.model import export_step_onnx
-
         opts = ort.SessionOptions()
         if self.threads:
             opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         if not self.spin:  # idle workers sleep instead of spinning: the decoder needs the core
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(export_step_onnx(self.net, height, width), opts,
-                                            providers=["CPUExecutionProvider"])
+        if isinstance(self.net, OnnxNet):
+            if self.session is None:  # one graph for every frame size
+                self.session = ort.InferenceSession(str(self.net.path), opts,
+                                                    providers=["CPUExecutionProvider"])
+        else:
+            from deepseek.manufacturing.model import export_step_onnx
+
+            self.session = ort.InferenceSession(export_step_onnx(self.net, height, width), opts,
+                                                providers=["CPUExecutionProvider"])
         self.shape = (height, width)
         self.reset()
 
     def reset(self) -> None:
         if self.shape is not None:
-            self.state = [s.numpy() for s in self.net.initial_state(1, *self.shape)]
+            self.state = (self.net.initial_state(*self.shape) if isinstance(self.net, OnnxNet)
+                          else [s.numpy() for s in self.net.initial_state(1, *self.shape)])
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.shape != frames.shape[1:]:
@@ -161,12 +172,21 @@ class OnnxStep:
         return 1.0 / (1.0 + np.exp(-lg[0])), mp[0]
 
 
-def load_net(model: Any = "defect-3dcnn-lstm") -> DefectNet:
-    """A :class:`DefectNet` from a registry name, a ``.safetensors`` path or a module."""
+def load_net(model: Any = "defect-3dcnn-lstm", onnx: bool | None = None) -> DefectNet | OnnxNet:
+    """The detector for a registry name, a ``.safetensors`` path, a ``.stream.onnx`` export
+    or a module: a :class:`DefectNet` where PyTorch is installed, else (or with
+    ``onnx=True``) the :class:`OnnxNet` of its streaming export (:mod:`.runtime`)."""
+    if isinstance(model, OnnxNet) or str(model).endswith(".onnx"):
+        return model if isinstance(model, OnnxNet) else load_onnx_net(model)
+    if onnx is None:
+        onnx = not have_torch()
+    if onnx and not hasattr(model, "forward"):
+        return load_onnx_net(model)
+    from deepseek.loader import ModelLoader
+    from deepseek.manufacturing.model import DefectNet
+
     if isinstance(model, DefectNet):
         return model
-    from deepseek.loader import ModelLoader
-
     loaded = ModelLoader.load(model, device="cpu")
     net = getattr(loaded, "module", None)
     if not isinstance(net, DefectNet):
@@ -174,7 +194,20 @@ def load_net(model: Any = "defect-3dcnn-lstm") -> DefectNet:
     return net
 
 
-def make_step(net: DefectNet, backend: str = "auto", threads: int | None = None) -> Any:
+def make_step(net: DefectNet | OnnxNet, backend: str = "auto", threads: int | None = None
+              ) -> Any:
+    if backend not in ("auto", "onnx", "onnxruntime", "torch"):
+        raise ManufacturingError(f"backend={backend!r}: use auto, onnxruntime or torch")
+    if isinstance(net, OnnxNet):
+        if backend == "torch":
+            if not have_torch():
+                raise ManufacturingError(
+                    "backend torch needs PyTorch, which is not installed (pip install "
+                    "\"deepseek-manufacturing[full]\"); this install runs onnxruntime "
+                    "(--backend auto)")
+            raise ManufacturingError(f"{net.source}: an ONNX export runs on onnxruntime; give "
+                                     "--backend onnxruntime (or auto), or a .safetensors model")
+        return OnnxStep(net, threads)
     if backend == "auto":
         try:
             import onnxruntime  # noqa: F401
@@ -184,9 +217,7 @@ def make_step(net: DefectNet, backend: str = "auto", threads: int | None = None)
             backend = "torch"
     if backend in ("onnx", "onnxruntime"):
         return OnnxStep(net, threads)
-    if backend == "torch":
-        return TorchStep(net, threads)
-    raise ManufacturingError(f"backend={backend!r}: use auto, onnxruntime or torch")
+    return TorchStep(net, threads)
 
 
 def pad16(frames: np.ndarray) -> np.ndarray:

@@ -387,7 +387,15 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         data_info.update(threshold=thr, threshold_rule=extra["threshold_rule"])
     path = save_model(net, out / "model.safetensors", architecture=model, config=cfg,
                       extra=extra)
-    summary = {"model": str(path), "history": history, "seconds": time.perf_counter() - t0,
+    from deepseek.extras import missing
+
+    onnx_path = None
+    if model == "defect-3dcnn-lstm" and not missing("onnx"):
+        from deepseek.manufacturing.model import write_stream_onnx
+
+        onnx_path = str(write_stream_onnx(path))  # for the edge install (no PyTorch)
+    summary = {"model": str(path), "onnx": onnx_path, "history": history,
+               "seconds": time.perf_counter() - t0,
                "init": init, "lr": lr, "best_by": best_metric, **data_info,
                "clip_shape": [frames, height, width]}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))

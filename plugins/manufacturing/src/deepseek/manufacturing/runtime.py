@@ -1,0 +1,146 @@
+"""The defect detector without PyTorch: its streaming step as an ONNX graph on onnxruntime.
+
+``defect-3dcnn-lstm`` ships its packaged weights twice: ``defect-3dcnn-lstm.safetensors`` (the
+PyTorch model) and ``defect-3dcnn-lstm.stream.onnx``, the streaming step exported from them
+(inputs ``frames`` uint8 ``1 x T x H x W`` with T, H and W free, ``buffer``, ``h``, ``c``;
+outputs ``logits``, ``maps`` and the new state). Its metadata holds the sha256 of the
+safetensors file it came from, so a stale export is refused rather than run.
+
+:class:`OnnxNet` is that graph with what the stream and image scoring need from a model: the
+zero state for a frame size and a one-clip forward. :func:`stream_onnx_for` finds the export
+of a model reference: the packaged one for the registered name, ``<stem>.stream.onnx`` beside
+a ``.safetensors`` file (``deepseek manufacturing export`` or ``train`` writes it), or a
+``.stream.onnx`` file given directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepseek.manufacturing.errors import ManufacturingError
+
+STRIDE = 16  # pixels per map cell of defect-3dcnn-lstm
+NAME = "defect-3dcnn-lstm"
+STREAM_SUFFIX = ".stream.onnx"
+INPUTS = ["frames", "buffer", "h", "c"]
+OUTPUTS = ["logits", "maps", "buffer_out", "h_out", "c_out"]
+EDGE_HINT = 'pip install "deepseek-manufacturing[edge]"'
+FULL_HINT = 'pip install "deepseek-manufacturing[full]"'
+
+
+def have_torch() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ValueError:  # sys.modules["torch"] is None: hidden
+        return False
+
+
+def stream_path_for(weights: str | Path) -> Path:
+    """Where the streaming export of ``weights`` (a ``.safetensors`` file) lives."""
+    weights = Path(weights)
+    return weights.with_name(weights.name.removesuffix(".safetensors") + STREAM_SUFFIX)
+
+
+def stream_onnx_for(model: Any) -> Path | None:
+    """The streaming ONNX export for a model reference (registered name, ``.safetensors``
+    or ``.stream.onnx`` path), or ``None`` when there is none. An export whose recorded
+    source is not the weights beside it is an error (re-export it)."""
+    from deepseek.loader import SOURCE_META_KEY, file_sha256, onnx_metadata
+
+    ref = str(model)
+    if ref.endswith(".onnx"):
+        path = Path(ref)
+        if not path.is_file():
+            raise ManufacturingError(f"{path}: no such file")
+        return path
+    if Path(ref).suffix == ".safetensors":
+        weights = Path(ref)
+        if not weights.is_file():
+            raise ManufacturingError(f"{weights}: no such file")
+    else:
+        from deepseek.plugins import models
+
+        registry = models()
+        if ref not in registry:
+            return None
+        packaged = registry.entry(ref).meta.get("weights")
+        if not packaged:
+            return None
+        weights = Path(packaged)
+    path = stream_path_for(weights)
+    if not path.is_file():
+        return None
+    recorded = onnx_metadata(path).get(SOURCE_META_KEY)
+    if recorded != file_sha256(weights):
+        raise ManufacturingError(
+            f"{path} was not exported from {weights} (its recorded source differs): re-export "
+            f"it with `deepseek manufacturing export {weights}` (needs PyTorch: {FULL_HINT})")
+    return path
+
+
+class OnnxNet:
+    """A streaming-step ONNX export of ``defect-3dcnn-lstm`` (see the module docstring)."""
+
+    def __init__(self, path: str | Path, source: str | None = None) -> None:
+        from deepseek.extras import require
+
+        require("runtime", "the defect detector without PyTorch")
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.source = source or str(path)
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ManufacturingError(f"{self.path}: not a readable ONNX file ({exc})") from exc
+        ins = self.session.get_inputs()
+        names = [i.name for i in ins]
+        if names != INPUTS or [o.name for o in self.session.get_outputs()] != OUTPUTS:
+            raise ManufacturingError(
+                f"{self.path}: inputs {names} are not those of a streaming export of {NAME} "
+                f"({INPUTS}); write one with `deepseek manufacturing export WEIGHTS`")
+        buf, h = ins[1].shape, ins[2].shape
+        if not (len(buf) == 5 and all(isinstance(d, int) for d in buf[1:3]) and len(h) == 3
+                and isinstance(h[2], int)):
+            raise ManufacturingError(f"{self.path}: state shapes {buf}, {h} are not those of a "
+                                     f"{NAME} step (frame size and time must be free)")
+        self.channels, self.keep, self.hidden = int(buf[1]), int(buf[2]), int(h[2])
+
+    def eval(self) -> OnnxNet:  # the same call as on a torch module
+        return self
+
+    def initial_state(self, height: int, width: int) -> list[np.ndarray]:
+        """Zero ``[buffer, h, c]`` for frames of ``height x width`` (multiples of 16)."""
+        return [np.zeros((1, self.channels, self.keep, height // STRIDE, width // STRIDE),
+                         np.float32),
+                np.zeros((1, 1, self.hidden), np.float32),
+                np.zeros((1, 1, self.hidden), np.float32)]
+
+    def clip(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``frames (T, H, W)`` uint8, H and W multiples of 16, from a fresh state -> frame
+        logits ``(T,)`` and map logits ``(T, H/16, W/16)``."""
+        buf, h, c = self.initial_state(*frames.shape[1:])
+        lg, mp, *_ = self.session.run(None, {"frames": np.ascontiguousarray(frames)[None],
+                                             "buffer": buf, "h": h, "c": c})
+        return lg[0], mp[0]
+
+    def __repr__(self) -> str:
+        return f"OnnxNet({self.source!r})"
+
+
+def load_onnx_net(model: Any) -> OnnxNet:
+    """The :class:`OnnxNet` for a model reference, or an error that says how to get one."""
+    path = stream_onnx_for(model)
+    if path is None:
+        where = ("a .safetensors file has none beside it" if str(model).endswith(".safetensors")
+                 else f"{model!r} is not a registered name with a packaged export")
+        raise ManufacturingError(
+            f"{model}: no streaming ONNX export to run without PyTorch ({where}). Export one "
+            f"with `deepseek manufacturing export WEIGHTS` where PyTorch is installed "
+            f"({FULL_HINT}), or install PyTorch here")
+    return OnnxNet(path, source=str(model))

@@ -1,0 +1,74 @@
+"""The detector without PyTorch: the packaged streaming ONNX export (free frame size) is
+current with the packaged weights and computes what the PyTorch model does; stale or foreign
+exports are refused."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from deepseek.cli import build_cli
+from deepseek.loader import SOURCE_META_KEY, export_onnx, file_sha256, onnx_metadata
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.plugin import WEIGHTS
+from deepseek.manufacturing.runtime import OnnxNet, load_onnx_net, stream_onnx_for
+from deepseek.manufacturing.score import score_image
+from deepseek.manufacturing.stream import TorchStep, load_net, make_step
+
+PACKAGED = WEIGHTS / "defect-3dcnn-lstm.safetensors"
+
+
+def test_the_packaged_export_is_current():
+    path = stream_onnx_for("defect-3dcnn-lstm")
+    assert path == WEIGHTS / "defect-3dcnn-lstm.stream.onnx"
+    # a failure here means the weights changed: deepseek manufacturing export <weights>
+    assert onnx_metadata(path)[SOURCE_META_KEY] == file_sha256(PACKAGED)
+
+
+@pytest.mark.parametrize("size", [(48, 64), (96, 160)])
+def test_packaged_export_equals_pytorch_at_any_frame_size(size):
+    net, edge = load_net("defect-3dcnn-lstm"), load_net("defect-3dcnn-lstm", onnx=True)
+    assert isinstance(edge, OnnxNet)
+    frames = np.random.default_rng(1).integers(0, 256, (9, *size), dtype=np.uint8)
+    t, o = TorchStep(net), make_step(edge)
+    for a, b in [(0, 1), (1, 5), (5, 9)]:  # the state carried across calls
+        (p1, m1), (p2, m2) = t(frames[a:b]), o(frames[a:b])
+        np.testing.assert_allclose(p2, p1, atol=1e-5)
+        np.testing.assert_allclose(m2, m1, atol=1e-4)
+    o.reset()
+    np.testing.assert_allclose(o(frames[:1])[0], TorchStep(net)(frames[:1])[0], atol=1e-5)
+    image = frames[0, :40, :50]  # not a multiple of 16: padded, map cut back
+    (pt, mt), (pe, me) = score_image(net, image), score_image(edge, image)
+    assert abs(pt - pe) < 1e-5 and me.shape == mt.shape == (3, 4)
+    np.testing.assert_allclose(me, mt, atol=1e-5)
+
+
+def test_stale_and_foreign_exports_are_refused(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    shutil.copy(PACKAGED, weights)
+    shutil.copy(WEIGHTS / "defect-3dcnn-lstm.json", tmp_path / "model.json")
+    with pytest.raises(ManufacturingError, match="no streaming ONNX export.*manufacturing export"):
+        load_onnx_net(weights)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", str(weights)])
+    assert res.exit_code == 0, res.output
+    assert isinstance(load_net(weights, onnx=True), OnnxNet)
+    # the weights change after the export: the export no longer describes them
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ManufacturingError, match="was not exported from"):
+        load_net(weights, onnx=True)
+    # an ONNX graph that is not the streaming step
+    other = tmp_path / "other.onnx"
+    export_onnx(torch.nn.Linear(3, 2), torch.zeros(1, 3), other)
+    with pytest.raises(ManufacturingError, match="not those of a streaming export"):
+        load_net(other)
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ManufacturingError, match="junk.onnx: not a readable ONNX file"):
+        OnnxNet(tmp_path / "junk.onnx")
+    with pytest.raises(ManufacturingError, match="runs on onnxruntime"):
+        make_step(load_net("defect-3dcnn-lstm", onnx=True), backend="torch")
