@@ -316,3 +316,31 @@ def test_flip_tta_rescoring_keeps_the_geometry():
         NoduleDetector(_LocalNet(), tta_crop=30)
     with pytest.raises(MedicalError, match="window 30 / overlap 8"):
         NoduleDetector(_LocalNet(), window=30, overlap=8)
+
+
+def test_onnx_detector_equals_pytorch_detector():
+    """The edge form: the packaged ONNX export on onnxruntime finds the same candidates, with
+    the same probabilities, as the PyTorch model (window blending, peaks and TTA alike)."""
+    ph = ChestPhantom(seed=700_005, n_nodules=2, diameters=(9.0, 12.0), z_range=(-10, 10))
+    vol = render_volume(ph, (1.0, 1.0, 2.5), (8, 144, 144), seed=2)
+    opts = dict(progress=False, tta_top=3, tta_crop=32, window=32, overlap=8, threshold=0.05)
+    edge = NoduleDetector(ModelLoader.load("lung-nodule-attention", framework="onnx"), **opts)
+    assert edge.net.name == "onnxruntime"
+    full = NoduleDetector(ModelLoader.load("lung-nodule-attention"), **opts)
+    a, b = edge.detect(vol, series_uid="s"), full.detect(vol, series_uid="s")
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x["xyz"], y["xyz"], atol=1e-3)
+        assert abs(x["probability"] - y["probability"]) < 1e-4
+        assert abs(x["diameter_mm"] - y["diameter_mm"]) < 1e-3
+
+
+def test_local_maxima_equal_max_pooling():
+    from torch.nn import functional as F
+
+    from deepseek.medical.detector import local_maxima
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, (7, 9, 11)).astype(np.float32)  # many ties
+    pooled = F.max_pool3d(torch.from_numpy(a)[None, None], 3, stride=1, padding=1)[0, 0]
+    np.testing.assert_array_equal(local_maxima(a), (torch.from_numpy(a) == pooled).numpy())

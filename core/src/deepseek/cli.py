@@ -74,9 +74,13 @@ class DeepSeekGroup(click.Group):
         except ModuleNotFoundError as exc:
             if (exc.name or "").split(".")[0] != "torch":
                 raise
+            sub = ctx.invoked_subcommand or ""
+            pip = (f"deepseek-{sub}[full]" if sub in ("medical", "manufacturing", "finance")
+                   else "deepseek-core[torch]")
             click.secho("error: this command needs PyTorch, which this install does not have "
-                        "(an edge install serves and runs .onnx models only): pip install "
-                        "\"deepseek-core[torch]\"", fg="red", err=True)
+                        "(an edge install runs inference only: ONNX models, the packaged "
+                        f"exports and the finance fast path): pip install \"{pip}\"",
+                        fg="red", err=True)
             if ctx.obj and ctx.obj.get("verbose", 0) > 1:
                 traceback.print_exc()
             ctx.exit(2)
@@ -278,7 +282,8 @@ def pipelines_cmd(pattern: str, as_json: bool) -> None:
 
 @cli.command("export-onnx")
 @click.argument("names", nargs=-1)
-def export_onnx_cmd(names: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def export_onnx_cmd(names: tuple[str, ...], as_json: bool) -> None:
     """Write the ONNX export that ships beside registered models' packaged weights
     (<weights>.onnx, or the plugin's own form), stamped with the weights' sha256, so an edge
     install (no PyTorch) runs them. NAMES: registered models (default: every one with
@@ -292,9 +297,14 @@ def export_onnx_cmd(names: tuple[str, ...]) -> None:
     registry = models()
     todo = list(names) or [n for n in registry.names(providers=False)
                            if registry.entry(n).meta.get("weights")]
+    written = {}
     for name in todo:
         path = export_packaged_onnx(name)
-        click.echo(f"{name}: wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+        written[name] = str(path)
+        if not as_json:
+            click.echo(f"{name}: wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+    if as_json:
+        click.echo(json.dumps(written, indent=2))
 
 
 @cli.command("summary")

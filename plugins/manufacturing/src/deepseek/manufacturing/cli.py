@@ -501,7 +501,8 @@ def bench(source: str | None, frames: int, backend: str, realtime: bool, as_json
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write (default: WEIGHTS' stem + .stream.onnx beside it, where "
                    "the stream and score look for it).")
-def export(weights: Path, out: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def export(weights: Path, out: Path | None, as_json: bool) -> None:
     """Export the streaming step of a defect-3dcnn-lstm WEIGHTS file (.safetensors) to ONNX
     with a free frame size, for `stream` and `score` in an edge install (no PyTorch). Needs
     PyTorch and the ONNX tools here (deepseek-manufacturing[full]); `train` writes the
@@ -517,4 +518,7 @@ def export(weights: Path, out: Path | None) -> None:
 
     require("onnx", "exporting to ONNX")
     path = write_stream_onnx(weights, out)
+    if as_json:
+        click.echo(json.dumps({"onnx": str(path), "weights": str(weights)}))
+        return
     click.echo(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB; source sha256 recorded)")

@@ -11,6 +11,11 @@ Gaussian importance map, several windows per batch -> peaks of the heatmap (3x3x
 maxima) -> world coordinates, diameter and probability -> non-maximum suppression in world
 space -> at most ``max_candidates`` (100, as LUNA16 allows) candidates, most probable first ->
 flip test-time augmentation re-scores the most probable ones.
+
+The network runs on PyTorch, or without it on onnxruntime: the packaged weights ship with
+their ONNX export (``lung-nodule-attention.onnx``), which an install without PyTorch (the
+edge form, ``pip install "deepseek-medical[edge]"``) runs; everything around the network is
+numpy and SimpleITK either way.
 """
 
 from __future__ import annotations
@@ -18,13 +23,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
-from deepseek.medical.nodule_model import STRIDE, WINDOW, WORKING_SPACING
+from deepseek.medical.nodule_grid import STRIDE, WINDOW, WORKING_SPACING
 from deepseek.medical.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -59,11 +63,67 @@ def lung_mask(vol: Volume, dilate_mm: float = 10.0) -> np.ndarray:
     return sitk.GetArrayFromImage(m) > 0
 
 
-def _gaussian_weight(n: int) -> torch.Tensor:
+def _gaussian_weight(n: int) -> np.ndarray:
     c = (n - 1) / 2
-    g = torch.exp(-((torch.arange(n) - c) ** 2) / (2 * (n / 8) ** 2))
+    g = np.exp(-((np.arange(n, dtype=np.float32) - c) ** 2) / (2 * (n / 8) ** 2))
     w = g[:, None, None] * g[None, :, None] * g[None, None, :]
-    return (w / w.max()).clamp(min=1e-3)
+    return np.maximum(w / w.max(), 1e-3).astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def local_maxima(a: np.ndarray) -> np.ndarray:
+    """Where ``a`` equals the maximum of its 3x3x3 neighbourhood (outside counts as -inf)."""
+    p = np.pad(a, 1, constant_values=-np.inf)
+    m = a.copy()
+    n0, n1, n2 = a.shape
+    for dz in range(3):
+        for dy in range(3):
+            for dx in range(3):
+                np.maximum(m, p[dz:dz + n0, dy:dy + n1, dx:dx + n2], out=m)
+    return a == m
+
+
+class _TorchNet:
+    """The network on PyTorch: (B, 1, D, H, W) float32 numpy -> heatmap, size, offset."""
+
+    name = "torch"
+
+    def __init__(self, module: Any, device: Any, amp: bool) -> None:
+        from deepseek.amp import AutoMixedPrecision
+
+        self.net, self.device = module.eval(), device
+        self.net.to(device)
+        self.amp = AutoMixedPrecision(device, enabled=amp)
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        with torch.inference_mode(), self.amp:
+            out = self.net(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        return [out[k].float().cpu().numpy() for k in ("heatmap", "size", "offset")]
+
+
+class _OnnxNet:
+    """The network's ONNX export on onnxruntime (no PyTorch)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, loaded: Any) -> None:
+        from deepseek.medical.errors import MedicalError
+
+        self.session, self.source = loaded.session, loaded.source
+        names = [o.name for o in self.session.get_outputs()]
+        if names != ["heatmap", "size", "offset"]:
+            raise MedicalError(f"{loaded.source}: outputs {names} are not those of "
+                               "lung-nodule-attention (heatmap, size, offset)")
+        self.input = self.session.get_inputs()[0].name
+        self.device = loaded.device
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input: np.ascontiguousarray(batch, np.float32)})
 
 
 class NoduleDetector:
@@ -77,7 +137,7 @@ class NoduleDetector:
         window: sliding-window edge in voxels (1 mm), a multiple of 4.
         overlap: overlap between neighbouring windows in voxels.
         batch_size: windows per forward pass.
-        amp: mixed precision (useful on CUDA).
+        amp: mixed precision (useful on CUDA; PyTorch models only).
         tta_top: the most probable candidates re-scored with flip test-time augmentation
             (0: none; default 24, which covers the operating points up to 8 false positives
             per scan): a ``tta_crop``-voxel cube around each is run flipped along z, y and x,
@@ -97,12 +157,20 @@ class NoduleDetector:
                                "multiple of 4, at least 16, and larger than the overlap")
         if tta_crop % 4 or tta_crop < 16:
             raise MedicalError("tta_crop must be a multiple of 4 and at least 16")
-        if model is None:
-            model = ModelLoader.load("lung-nodule-attention", device=device)
-        self.net = getattr(model, "module", model).eval()
-        self.device = next(self.net.parameters()).device if device == "auto" else \
-            resolve_device(device)
-        self.net.to(self.device)
+        if model is None or isinstance(model, (str, Path)):
+            model = ModelLoader.load(model or "lung-nodule-attention", device=device)
+        if getattr(model, "session", None) is not None:
+            if amp:
+                raise MedicalError("amp applies to the PyTorch model; an ONNX model runs at the "
+                                   "precision it was loaded with (ModelLoader.load(..., "
+                                   "precision='fp16'))")
+            self.net: Any = _OnnxNet(model)
+        else:
+            module = getattr(model, "module", model)
+            dev = next(module.parameters()).device if device == "auto" else \
+                resolve_device(device)
+            self.net = _TorchNet(module, dev, amp)
+        self.device = self.net.device
         self.threshold = threshold
         self.max_candidates = max_candidates
         self.window = window
@@ -145,8 +213,6 @@ class NoduleDetector:
     def _infer(self, iso: Volume, mask: np.ndarray) -> tuple:
         from tqdm.auto import tqdm
 
-        from deepseek.amp import AutoMixedPrecision
-
         zyx = np.argwhere(mask)
         lo = np.maximum(zyx.min(0) - 4, 0)
         hi = np.minimum(zyx.max(0) + 5, mask.shape)
@@ -159,52 +225,44 @@ class NoduleDetector:
         vol[tuple(slice(0, part.shape[a]) for a in range(3))] = part
         msk = np.zeros(size, bool)
         msk[tuple(slice(0, part.shape[a]) for a in range(3))] = mask[src]
-        x = torch.from_numpy(vol)
-        x = ((x - WINDOW[0]) / (WINDOW[1] - WINDOW[0])).clamp_(0, 1)
+        x = np.clip((vol - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0.0, 1.0).astype(np.float32)
         w, step = self.window, self.window - self.overlap
         starts = [sorted({*range(0, max(int(size[a]) - w, 0) + 1, step),
                           max(int(size[a]) - w, 0)}) for a in range(3)]
         windows = [(z, y, xx) for z in starts[0] for y in starts[1] for xx in starts[2]
                    if msk[z:z + w, y:y + w, xx:xx + w].any()]
         m = [int(s) // STRIDE for s in size]
-        acc = torch.zeros((5, *m))
-        wsum = torch.zeros(m)
+        acc = np.zeros((5, *m), np.float32)
+        wsum = np.zeros(m, np.float32)
         gw = _gaussian_weight(w // STRIDE)
-        amp = AutoMixedPrecision(self.device, enabled=self.amp)
         bar = tqdm(total=len(windows), desc="windows", disable=not self.progress, leave=False)
-        with torch.inference_mode():
-            for i in range(0, len(windows), self.batch_size):
-                chunk = windows[i:i + self.batch_size]
-                batch = torch.stack([x[z:z + w, y:y + w, xx:xx + w] for z, y, xx in chunk])
-                with amp:
-                    out = self.net(batch[:, None].to(self.device))
-                pred = torch.cat([out["heatmap"], out["size"], out["offset"]], 1).float().cpu()
-                for (z, y, xx), p in zip(chunk, pred):
-                    sz, sy, sx = z // STRIDE, y // STRIDE, xx // STRIDE
-                    n = w // STRIDE
-                    acc[:, sz:sz + n, sy:sy + n, sx:sx + n] += p * gw
-                    wsum[sz:sz + n, sy:sy + n, sx:sx + n] += gw
-                bar.update(len(chunk))
+        for i in range(0, len(windows), self.batch_size):
+            chunk = windows[i:i + self.batch_size]
+            batch = np.stack([x[z:z + w, y:y + w, xx:xx + w] for z, y, xx in chunk])[:, None]
+            pred = np.concatenate(self.net(batch), axis=1)
+            for (z, y, xx), p in zip(chunk, pred):
+                sz, sy, sx = z // STRIDE, y // STRIDE, xx // STRIDE
+                n = w // STRIDE
+                acc[:, sz:sz + n, sy:sy + n, sx:sx + n] += p * gw
+                wsum[sz:sz + n, sy:sy + n, sx:sx + n] += gw
+            bar.update(len(chunk))
         bar.close()
-        acc /= wsum.clamp(min=1e-6)
-        heat = torch.sigmoid(acc[0])
+        acc /= np.maximum(wsum, 1e-6)
+        heat = _sigmoid(acc[0])
         heat[wsum == 0] = 0
         # only peaks inside the (dilated) lung mask count
-        mask_s = torch.from_numpy(msk[::STRIDE, ::STRIDE, ::STRIDE][:m[0], :m[1], :m[2]].copy())
-        heat = heat * mask_s
+        heat *= msk[::STRIDE, ::STRIDE, ::STRIDE][:m[0], :m[1], :m[2]]
         return heat, acc[1], acc[2:5], lo, x
 
-    def _rescore(self, iso: Volume, x: torch.Tensor, origin: np.ndarray,
+    def _rescore(self, iso: Volume, x: np.ndarray, origin: np.ndarray,
                  cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Flip test-time augmentation for the ``tta_top`` most probable candidates."""
-        from deepseek.amp import AutoMixedPrecision
-
         n, top = self.tta_crop, cands[: self.tta_top]
         half = n // 2
         crops = []
         for cand in top:
             v = np.round(iso.world_to_voxel(cand["xyz"]) - origin).astype(int)  # (z, y, x)
-            crop = torch.zeros((n, n, n))
+            crop = np.zeros((n, n, n), np.float32)
             src, dst = [], []
             for a in range(3):
                 lo, hi = v[a] - half, v[a] + half
@@ -214,20 +272,17 @@ class NoduleDetector:
             crop[tuple(dst)] = x[tuple(src)]
             crops.append(crop)
         c = half // STRIDE  # the candidate's cell in every crop's heatmap
-        amp = AutoMixedPrecision(self.device, enabled=self.amp)
         flips = [(0,), (1,), (2,)]
         scores = np.zeros((len(top), len(flips)))
-        with torch.inference_mode():
-            for i in range(0, len(top), self.batch_size):
-                chunk = torch.stack(crops[i:i + self.batch_size])[:, None]
-                for k, dims in enumerate(flips):
-                    d = tuple(a + 2 for a in dims)
-                    with amp:
-                        out = self.net(torch.flip(chunk, d).to(self.device))
-                    heat = torch.sigmoid(torch.flip(out["heatmap"].float().cpu(), d))[:, 0]
-                    # the peak may move by a cell under a flip: the best of the 3x3x3 centre
-                    local = heat[:, c - 1:c + 2, c - 1:c + 2, c - 1:c + 2]
-                    scores[i:i + len(chunk), k] = local.amax(dim=(1, 2, 3)).numpy()
+        for i in range(0, len(top), self.batch_size):
+            chunk = np.stack(crops[i:i + self.batch_size])[:, None]
+            for k, dims in enumerate(flips):
+                d = tuple(a + 2 for a in dims)
+                out = self.net(np.flip(chunk, d))[0]
+                heat = _sigmoid(np.flip(out, d))[:, 0]
+                # the peak may move by a cell under a flip: the best of the 3x3x3 centre
+                local = heat[:, c - 1:c + 2, c - 1:c + 2, c - 1:c + 2]
+                scores[i:i + len(chunk), k] = local.max(axis=(1, 2, 3))
         out_c = [dict(k) for k in cands]
         for j, cand in enumerate(out_c[: len(top)]):
             cand["probability"] = float((cand["probability"] + scores[j].sum())
@@ -235,19 +290,18 @@ class NoduleDetector:
         out_c.sort(key=lambda k: -k["probability"])
         return out_c
 
-    def _candidates(self, iso: Volume, mask: np.ndarray, heat: torch.Tensor,
-                    size: torch.Tensor, offset: torch.Tensor, origin: np.ndarray
+    def _candidates(self, iso: Volume, mask: np.ndarray, heat: np.ndarray,
+                    size: np.ndarray, offset: np.ndarray, origin: np.ndarray
                     ) -> list[dict[str, Any]]:
-        pooled = F.max_pool3d(heat[None, None], 3, stride=1, padding=1)[0, 0]
-        peaks = (heat == pooled) & (heat >= self.threshold)
-        idx = torch.nonzero(peaks)
-        if idx.numel() == 0:
+        peaks = local_maxima(heat) & (heat >= self.threshold)
+        idx = np.argwhere(peaks)
+        if len(idx) == 0:
             return []
         probs = heat[peaks]
-        order = torch.argsort(probs, descending=True)[: 4 * self.max_candidates]
-        idx, probs = idx[order].numpy(), probs[order].numpy()
-        offs = offset[:, idx[:, 0], idx[:, 1], idx[:, 2]].T.numpy()
-        diam = np.exp(np.clip(size[idx[:, 0], idx[:, 1], idx[:, 2]].numpy(), 0.0, 4.5))
+        order = np.argsort(-probs, kind="stable")[: 4 * self.max_candidates]
+        idx, probs = idx[order], probs[order]
+        offs = offset[:, idx[:, 0], idx[:, 1], idx[:, 2]].T
+        diam = np.exp(np.clip(size[idx[:, 0], idx[:, 1], idx[:, 2]], 0.0, 4.5))
         vox = (idx + offs) * STRIDE + origin  # (z, y, x) on the 1 mm grid
         world = iso.voxel_to_world(vox)
         kept: list[int] = []

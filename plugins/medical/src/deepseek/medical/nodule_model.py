@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-WORKING_SPACING = 1.0  # mm, isotropic
-STRIDE = 2
-WINDOW = (-1000.0, 400.0)
+from deepseek.medical.nodule_grid import STRIDE, WINDOW, WORKING_SPACING
+
+__all__ = ["STRIDE", "WINDOW", "WORKING_SPACING", "LungNoduleAttentionNet", "build",
+           "normalize_hu"]
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
