@@ -318,3 +318,12 @@ def test_real_futures_capture_book_stays_in_sync(name):
     assert st["book"]["applied"] > 100
     assert st["ticker_check"]["compared"] > 100 and st["ticker_check"]["agreement"] > 0.99
     assert st["reader"]["out_of_order"] == 0
+
+
+def test_a_zstd_capture_without_zstandard_names_the_extra(tmp_path, monkeypatch):
+    from deepseek.finance.capture import open_binary
+
+    path = _write(tmp_path / "c.log.zst", [(1, {"u": 1})], compress="zst")
+    monkeypatch.setitem(__import__("sys").modules, "zstandard", None)  # the edge install
+    with pytest.raises(TickFileError, match=r'c.log.zst: a zstd file.*deepseek-finance\[zstd\]'):
+        open_binary(path)

@@ -194,7 +194,12 @@ def open_binary(path: str | Path) -> BinaryIO:
     if magic[:2] == b"\x1f\x8b":  # a C-level line reader over the decompressed stream
         return io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 20)  # type: ignore
     if magic == b"\x28\xb5\x2f\xfd":
-        import zstandard
+        try:
+            import zstandard
+        except ImportError:  # the edge install leaves it out (24 MB)
+            raise TickFileError(f"{path}: a zstd file, and zstandard is not installed: pip "
+                                "install \"deepseek-finance[zstd]\" (or decompress it: "
+                                "zstd -d)") from None
 
         raw = open(path, "rb")
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw,
