@@ -1,6 +1,7 @@
 # The DeepSeek Toolkit model server image.
 #
 #   make image                       # the edge form (default): deepseek-core[edge], no PyTorch
+#   make image EDGE=edge-all         # edge + the three verticals' edge forms (packaged models)
 #   make image TARGET=full           # + PyTorch and the three verticals
 #   docker run -p 8080:8080 -p 8081:8081 -v $PWD/models:/mnt/models deepseek/framework
 #
@@ -11,6 +12,8 @@
 #                 one made offline with `make image-base` (mmdebstrap), or python:3.11-slim
 #   PIP_ARGS      extra pip arguments (an index or --find-links for the PyTorch CPU wheel:
 #                 --extra-index-url https://download.pytorch.org/whl/cpu)
+#   EDGE          edge: the deepseek-core extra installed (default "edge"; "edge-all" adds the
+#                 verticals' edge forms, so `serve lung-nodule-attention` etc. work too)
 #   TORCH         full: the PyTorch requirement (default "torch", which on PyPI is the CUDA
 #                 build, several GB; "torch==2.13.0+cpu" with the CPU index keeps it small)
 ARG BASE=deepseek/base:bookworm
@@ -53,8 +56,9 @@ USER 10001
 # ---------------------------------------------------------------- edge (default): no PyTorch
 FROM runtime AS edge
 ARG PIP_ARGS=""
+ARG EDGE="edge"
 COPY --from=build /wheels /wheels
 RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} --find-links /wheels \
-      "deepseek-core[edge]" \
+      "deepseek-core[${EDGE}]" \
  && rm -rf /wheels
 USER 10001

@@ -62,6 +62,9 @@ PIP_ARGS ?=
 # and PIP_ARGS="--find-links /opt/wheels"
 PODMAN_ARGS ?=
 TORCH ?= torch
+EDGE ?= edge
+# the tag: edge, edge-all (EDGE=edge-all) or full
+TAG ?= $(if $(filter edge,$(TARGET)),$(EDGE),$(TARGET))
 image-base:
 	mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
 		bookworm - | podman import - $(BASE)
@@ -69,5 +72,6 @@ image-base:
 image:
 	podman image exists $(BASE) || $(MAKE) image-base
 	podman build --isolation chroot --format docker --target $(TARGET) --build-arg BASE=$(BASE) \
-		--build-arg PIP_ARGS="$(PIP_ARGS)" --build-arg TORCH="$(TORCH)" $(PODMAN_ARGS) \
-		-t $(IMAGE):$(TARGET) .
+		--build-arg PIP_ARGS="$(PIP_ARGS)" --build-arg TORCH="$(TORCH)" \
+		--build-arg EDGE="$(EDGE)" $(PODMAN_ARGS) \
+		-t $(IMAGE):$(TAG) .

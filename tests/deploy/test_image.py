@@ -17,7 +17,8 @@ import time
 import numpy as np
 import pytest
 
-#: the image to check (DEEPSEEK_IMAGE=deepseek/framework:full checks the full one)
+#: the image to check (DEEPSEEK_IMAGE=deepseek/framework:full checks the full one,
+#: deepseek/framework:edge-all the edge one with the verticals)
 IMAGE = os.environ.get("DEEPSEEK_IMAGE", "deepseek/framework:edge")
 
 
@@ -129,7 +130,15 @@ def test_edge_image_serves_an_onnx_model(tmp_path):
                                   "/opt/deepseek/bin/python", "-c",
                                   "import importlib.util as u; print(u.find_spec('torch'))"],
                                  env=env, capture_output=True, text=True, check=True)
-            assert (out.stdout.strip() == "None") == IMAGE.endswith(":edge"), out.stdout
+            assert (out.stdout.strip() == "None") == (not IMAGE.endswith(":full")), out.stdout
+            if IMAGE.endswith(":edge-all"):  # the verticals' packaged models, no PyTorch
+                code = ("import json; from deepseek.loader import ModelLoader; print(json.dumps("
+                        "[ModelLoader.load(n).framework for n in ('lung-nodule-attention', "
+                        "'tick-mlp', 'tick-gru')]))")
+                out = subprocess.run([chroot, f"--userspec={user}:{user}", root,
+                                      "/opt/deepseek/bin/python", "-c", code], env=env,
+                                     capture_output=True, text=True, check=True)
+                assert json.loads(out.stdout) == ["onnx"] * 3, out.stdout
         finally:
             proc.terminate()
             proc.wait(timeout=60)
