@@ -229,17 +229,29 @@ EDGE_CHECK = """
 import importlib.util, json, sys
 import numpy as np
 absent = {m: importlib.util.find_spec(m) is None for m in ("torch", "onnx", "matplotlib")}
+from click.testing import CliRunner
+from deepseek.cli import build_cli
 from deepseek.loader import ModelLoader
 from deepseek.medical import NoduleDetector
 from deepseek.medical.synthetic import ChestPhantom, render_volume
 ph = ChestPhantom(seed=700_005, n_nodules=2, diameters=(9.0, 12.0), z_range=(-10, 10))
 vol = render_volume(ph, (1.0, 1.0, 2.5), (8, 144, 144), seed=2)
-det = NoduleDetector(progress=False, tta_top=2, tta_crop=32, window=32, overlap=8)
+det = NoduleDetector(progress=False, tta_top=1, tta_crop=32, window=32, overlap=8)
 cands = det.detect(vol, series_uid="s")
 tick = ModelLoader.load("tick-gru")
 logits = tick(np.zeros((1, 5, 17), np.float32))
+cli, run = build_cli(), CliRunner().invoke
+cmds = {"plugins": ["plugins", "--json"],
+        "backtest": ["finance", "backtest", "synthetic:?n=4000&seed=1", "--json"],
+        "stream": ["manufacturing", "stream", "synthetic:?seed=1", "--max-frames", "40",
+                   "--json"],
+        "train": ["medical", "train", "--out", sys.argv[1]]}
+out = {}
+for k, args in cmds.items():
+    r = run(cli, args)
+    out[k] = [r.exit_code, r.stdout, r.stderr]
 print(json.dumps({"absent": absent, "backend": det.net.name, "candidates": len(cands),
-                  "tick": [tick.framework, list(logits.shape)]}))
+                  "tick": [tick.framework, list(logits.shape)], "cli": out}))
 """
 
 
@@ -248,23 +260,20 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
     no ONNX tools and no matplotlib: the packaged exports ship in the wheels and run."""
     venv = _make_env(tmp_path_factory.mktemp("edge"), wheels, "deepseek-core[edge-all]",
                      leave_out=EDGE_ABSENT)
-    py, exe, env = str(venv / "bin" / "python"), str(venv / "bin" / "deepseek"), _env()
-    res = json.loads(_run([py, "-c", EDGE_CHECK], env=env, cwd=str(tmp_path)).stdout
-                     .strip().splitlines()[-1])
+    py, env = str(venv / "bin" / "python"), _env()
+    res = json.loads(_run([py, "-c", EDGE_CHECK, str(tmp_path / "t")], env=env,
+                          cwd=str(tmp_path)).stdout.strip().splitlines()[-1])
     assert all(res["absent"].values()), res["absent"]  # truly absent, not hidden
     assert res["backend"] == "onnxruntime" and 0 < res["candidates"] <= 100
     assert res["tick"] == ["onnx", [1, 5, 3]]
-    plugins = json.loads(_run([exe, "plugins", "--json"], env=env, cwd=str(tmp_path)).stdout)
-    assert all(p["errors"] == {} for p in plugins["plugins"])
-    out = json.loads(_run([exe, "finance", "backtest", "synthetic:?n=4000&seed=1", "--json"],
-                          env=env, cwd=str(tmp_path)).stdout)
+    cli = res["cli"]
+    assert all(c[0] == 0 for k, c in cli.items() if k != "train"), cli
+    assert all(p["errors"] == {} for p in json.loads(cli["plugins"][1])["plugins"])
+    out = json.loads(cli["backtest"][1])
     assert out["rows"] == 4000 and "tick-mlp|500 µs" in out["results"]  # the fast path ran
     assert out["results"]["tick-mlp|500 µs"]["fills"] > 0
-    out = json.loads(_run([exe, "manufacturing", "stream", "synthetic:?seed=1",
-                           "--max-frames", "40", "--json"], env=env, cwd=str(tmp_path)).stdout)
+    out = json.loads(cli["stream"][1])
     assert out["frames"] == 40 and out["backend"] == "onnxruntime"
     # training needs PyTorch, and says which extra brings it
-    res = subprocess.run([exe, "medical", "train", "--out", str(tmp_path / "t")],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
-    assert res.returncode == 2 and 'pip install "deepseek-medical[full]"' in res.stderr
-    assert "Traceback" not in res.stderr
+    code, _, err = cli["train"]
+    assert code == 2 and 'pip install "deepseek-medical[full]"' in err and "Traceback" not in err
