@@ -55,3 +55,12 @@ def test_generic_exports_equal_pytorch(name):
     for w, g in zip(want, got):
         np.testing.assert_allclose(g, w.numpy(), atol=1e-4 * max(1.0, float(w.abs().max())))
 
+
+
+def test_a_stale_packaged_export_is_refused(monkeypatch):
+    import deepseek.loader as loader
+    from deepseek.errors import ModelLoadError
+
+    monkeypatch.setattr(loader, "file_sha256", lambda path: "0" * 64)  # the weights changed
+    with pytest.raises(ModelLoadError, match="stale export.*deepseek export-onnx tick-mlp"):
+        ModelLoader.load("tick-mlp", framework="onnx")

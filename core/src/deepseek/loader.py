@@ -586,6 +586,12 @@ class ModelLoader:
         if as_packaged and (torch is None or framework == "onnx"):
             # the plugin's own export of its packaged weights: no PyTorch, no export step
             loaded = cls._load_onnx(shipped, precision, dev, onnx_threads, source=name)
+            recorded = loaded.session.get_modelmeta().custom_metadata_map.get(SOURCE_META_KEY)
+            if recorded != file_sha256(entry.meta["weights"]):
+                raise ModelLoadError(
+                    f"model {name!r}: {shipped} was not exported from the packaged weights "
+                    f"beside it (a stale export); reinstall the plugin, or rewrite it with "
+                    f"`deepseek export-onnx {name}` where PyTorch is installed")
             loaded.architecture, loaded.inputs = name, inputs
             loaded.config = dict(entry.meta.get("config") or {})
             return loaded
