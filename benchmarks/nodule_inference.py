@@ -35,7 +35,7 @@ def worker(folder: str, amp: bool) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     print(json.dumps({"read_s": t_read, **{f"{k}_s": v for k, v in det.timings.items()},
                       "candidates": len(cands), "peak_rss_gib": peak,
-                      "device": str(det.device)}))
+                      "device": str(det.device), "backend": det.net.name}))
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ def test_targets_peak_at_the_centre():
 
 
 def test_training_steps_lower_the_loss(tmp_path):
-    res = train_detector(tmp_path, n_patches=16, epochs=3, batch_size=8, val_scans=0,
+    res = train_detector(tmp_path, n_patches=8, epochs=3, batch_size=8, val_scans=0,
                          workers=1, base=4, lr=5e-3, progress=False, hard_negatives=0)
     losses = [h["train_loss"] for h in res["history"]]
     assert losses[-1] < losses[0], losses
@@ -48,7 +48,7 @@ def test_training_steps_lower_the_loss(tmp_path):
     m = ModelLoader.load(tmp_path / "model.safetensors")
     assert m.architecture == "lung-nodule-attention" and m.config == {"base": 4}
     # resume continues from the last checkpoint
-    res2 = train_detector(tmp_path, n_patches=16, epochs=4, batch_size=8, val_scans=0,
+    res2 = train_detector(tmp_path, n_patches=8, epochs=4, batch_size=8, val_scans=0,
                           workers=1, base=4, progress=False, resume=True, hard_negatives=0)
     assert [h["epoch"] for h in res2["history"]] == [1, 2, 3, 4]
     # --init fine-tunes from those weights in a fresh run; wrong-sized weights are refused
@@ -348,3 +348,13 @@ def test_local_maxima_equal_max_pooling():
     a = rng.integers(0, 4, (7, 9, 11)).astype(np.float32)  # many ties
     pooled = F.max_pool3d(torch.from_numpy(a)[None, None], 3, stride=1, padding=1)[0, 0]
     np.testing.assert_array_equal(local_maxima(a), (torch.from_numpy(a) == pooled).numpy())
+
+
+def test_the_backend_follows_the_device_and_the_weights():
+    assert NoduleDetector(progress=False).net.name == "onnxruntime"  # CPU, packaged weights
+    assert NoduleDetector(progress=False, backend="torch").net.name == "torch"
+    assert NoduleDetector(progress=False, amp=True).net.name == "torch"
+    with pytest.raises(MedicalError, match="backend='tensorrt'"):
+        NoduleDetector(progress=False, backend="tensorrt")
+    with pytest.raises(MedicalError, match="amp applies to the PyTorch model"):
+        NoduleDetector(progress=False, amp=True, backend="onnxruntime")

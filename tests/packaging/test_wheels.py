@@ -221,7 +221,6 @@ def test_the_readme_plugin_works_everywhere_without_touching_the_core(fresh_env,
         assert proc.wait(timeout=60) == 0
 
 
-
 #: what the edge installs must do without: PyTorch, the ONNX tools, matplotlib
 EDGE_ABSENT = ("torch", "onnx", "onnxconverter-common", "matplotlib")
 
@@ -235,8 +234,8 @@ from deepseek.loader import ModelLoader
 from deepseek.medical import NoduleDetector
 from deepseek.medical.synthetic import ChestPhantom, render_volume
 ph = ChestPhantom(seed=700_005, n_nodules=2, diameters=(9.0, 12.0), z_range=(-10, 10))
-vol = render_volume(ph, (1.0, 1.0, 2.5), (8, 144, 144), seed=2)
-det = NoduleDetector(progress=False, tta_top=1, tta_crop=32, window=32, overlap=8)
+vol = render_volume(ph, (1.0, 1.0, 2.5), (6, 112, 112), seed=2)
+det = NoduleDetector(progress=False, tta_top=1, tta_crop=16, window=32, overlap=8)
 cands = det.detect(vol, series_uid="s")
 tick = ModelLoader.load("tick-gru")
 logits = tick(np.zeros((1, 5, 17), np.float32))

@@ -182,7 +182,10 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               help="Lowest probability reported.")
 @click.option("--max-candidates", type=int, default=100, show_default=True)
 @click.option("--model", default="lung-nodule-attention", show_default=True,
-              help="Registry name or weights file (safetensors + JSON).")
+              help="Registry name, weights file (safetensors + JSON) or .onnx export.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto",
+              show_default=True, help="auto: the packaged ONNX export on onnxruntime on the CPU "
+              "(same candidates, faster), PyTorch on CUDA or for other weights.")
 @click.option("--series-uid", default=None, help="Which DICOM series (default: largest CT).")
 @click.option("--on-gap", type=click.Choice(["error", "resample", "warn"]), default="error",
               show_default=True, help="DICOM series with missing slices or uneven slice steps: "
@@ -196,10 +199,9 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               help="Overlap of neighbouring windows in mm [window / 4].")
 def detect(path: str, out: Path | None, monai_json: Path | None, as_json: bool,
            threshold: float,
-           max_candidates: int, model: str, series_uid: str | None, on_gap: str, amp: bool,
-           tta_top: int, window: int, overlap: int | None) -> None:
+           max_candidates: int, model: str, backend: str, series_uid: str | None, on_gap: str,
+           amp: bool, tta_top: int, window: int, overlap: int | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
-    from deepseek.loader import ModelLoader
     from deepseek.medical.detector import NoduleDetector
     from deepseek.medical.metrics import write_monai_boxes, write_results
     from deepseek.medical.volume import read_volume
@@ -207,7 +209,7 @@ def detect(path: str, out: Path | None, monai_json: Path | None, as_json: bool,
     opts = {k: v for k, v in (("series_uid", series_uid), ("on_gap", on_gap))
             if v and not (k == "on_gap" and v == "error")}
     vol = read_volume(path, **opts)
-    det = NoduleDetector(ModelLoader.load(model), threshold=threshold,
+    det = NoduleDetector(model, backend=backend, threshold=threshold,
                          max_candidates=max_candidates, amp=amp, tta_top=tta_top,
                          window=window, overlap=window // 4 if overlap is None else overlap)
     cands = det.detect(vol)

@@ -138,6 +138,10 @@ class NoduleDetector:
         overlap: overlap between neighbouring windows in voxels.
         batch_size: windows per forward pass.
         amp: mixed precision (useful on CUDA; PyTorch models only).
+        backend: for a model given by name or path (or ``None``): ``"auto"`` runs the
+            packaged ONNX export on onnxruntime on the CPU (the same candidates, faster there
+            than PyTorch eager) and PyTorch otherwise (CUDA, ``amp``, other weights);
+            ``"onnxruntime"`` or ``"torch"`` choose.
         tta_top: the most probable candidates re-scored with flip test-time augmentation
             (0: none; default 24, which covers the operating points up to 8 false positives
             per scan): a ``tta_crop``-voxel cube around each is run flipped along z, y and x,
@@ -148,8 +152,8 @@ class NoduleDetector:
     def __init__(self, model: Any = None, *, threshold: float = 0.02, max_candidates: int = 100,
                  window: int = 96, overlap: int = 24, batch_size: int = 2,
                  device: str = "auto", amp: bool = False, progress: bool | None = None,
-                 tta_top: int = 24, tta_crop: int = 64) -> None:
-        from deepseek.loader import ModelLoader, resolve_device
+                 tta_top: int = 24, tta_crop: int = 64, backend: str = "auto") -> None:
+        from deepseek.loader import resolve_device
         from deepseek.medical.errors import MedicalError
 
         if window % 4 or window < 16 or not 0 <= overlap < window:
@@ -157,8 +161,10 @@ class NoduleDetector:
                                "multiple of 4, at least 16, and larger than the overlap")
         if tta_crop % 4 or tta_crop < 16:
             raise MedicalError("tta_crop must be a multiple of 4 and at least 16")
+        if backend not in ("auto", "onnxruntime", "torch"):
+            raise MedicalError(f"backend={backend!r}: use auto, onnxruntime or torch")
         if model is None or isinstance(model, (str, Path)):
-            model = ModelLoader.load(model or "lung-nodule-attention", device=device)
+            model = self._load(str(model or "lung-nodule-attention"), backend, device, amp)
         if getattr(model, "session", None) is not None:
             if amp:
                 raise MedicalError("amp applies to the PyTorch model; an ONNX model runs at the "
@@ -181,6 +187,19 @@ class NoduleDetector:
         self.tta_top, self.tta_crop = int(tta_top), int(tta_crop)
         self.timings: dict[str, float] = {}
         self.plain_candidates: list[dict[str, Any]] = []  # before re-scoring (diagnostics)
+
+    @staticmethod
+    def _load(model: str, backend: str, device: str, amp: bool) -> Any:
+        from deepseek.extras import missing
+        from deepseek.loader import ModelLoader, packaged_onnx, resolve_device
+        from deepseek.plugins import models
+
+        onnx = model.endswith(".onnx") or backend == "onnxruntime"
+        if backend == "auto" and not amp and not missing("runtime"):
+            packaged = model in models() and packaged_onnx(model) is not None
+            onnx = packaged and resolve_device(device).type == "cpu"
+        return ModelLoader.load(model, device=device,
+                                framework="onnx" if onnx else "auto")
 
     # --------------------------------------------------------------------------------------
     def detect(self, volume: Volume, series_uid: str | None = None) -> list[dict[str, Any]]:
