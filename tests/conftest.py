@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,11 @@ import torch
 
 from deepseek import hookimpl
 from deepseek.plugins import temporary_plugin
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one worker process per core already: a second intra-op thread per worker only makes
+    # the two workers take turns on the cores (tests that measure threads set their own)
+    torch.set_num_threads(1)
 
 
 class TinyNet(torch.nn.Module):
