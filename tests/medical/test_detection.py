@@ -358,3 +358,21 @@ def test_the_backend_follows_the_device_and_the_weights():
         NoduleDetector(progress=False, backend="tensorrt")
     with pytest.raises(MedicalError, match="amp applies to the PyTorch model"):
         NoduleDetector(progress=False, amp=True, backend="onnxruntime")
+
+
+def test_phantom_texture_is_one_field_in_world_space():
+    """The parenchymal texture is opt-in (0: the smooth lungs the packaged weights know), has
+    the requested spread, and is the same field whatever grid samples it."""
+    smooth = ChestPhantom(seed=3, n_nodules=0, z_range=(-20, 20))
+    tex = ChestPhantom(seed=3, n_nodules=0, z_range=(-20, 20), texture=30.0)
+    lung = np.array([[-72.0, -4.0, z] for z in np.linspace(-15, 15, 61)])
+    assert smooth.texture is None
+    diff = tex.hu(lung) - smooth.hu(lung)
+    assert 5 < diff.std() < 90 and np.abs(diff).max() > 0
+    assert abs(tex.texture.grid.std() - 30.0) < 1e-3
+    # trilinear sampling: a point between two grid points lies between their values
+    a, b = np.array([[0.0, 0.0, 0.0]]), np.array([[2.0, 0.0, 0.0]])
+    mid = tex.texture(np.array([[1.0, 0.0, 0.0]]))[0]
+    assert abs(mid - 0.5 * (tex.texture(a)[0] + tex.texture(b)[0])) < 1e-4
+    # periodic over 256 mm, as documented
+    assert abs(tex.texture(a)[0] - tex.texture(a + 256.0)[0]) < 1e-4

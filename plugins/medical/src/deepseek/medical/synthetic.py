@@ -62,8 +62,12 @@ class ChestPhantom:
     """The analytic anatomy. ``hu(points)`` gives noise-free HU at world points ``(N, 3)``."""
 
     def __init__(self, seed: int = 0, z_range: tuple[float, float] = (-150.0, 150.0),
-                 n_nodules: int = 6, diameters: tuple[float, float] = (3.0, 30.0)) -> None:
+                 n_nodules: int = 6, diameters: tuple[float, float] = (3.0, 30.0),
+                 texture: float = 0.0) -> None:
+        """``texture``: standard deviation in HU of a parenchymal texture field in the lungs
+        (0: smooth lungs, as the packaged weights were trained on; see :class:`_Texture`)."""
         self.rng = np.random.default_rng(seed)
+        self.texture = _Texture(seed, float(texture)) if texture > 0 else None
         z0, z1 = z_range
         self.z0, self.z1 = z0, z1
         self.zc = 0.5 * (z0 + z1)
@@ -192,6 +196,8 @@ class ChestPhantom:
         out[(dist < sr) & (dist > sr - 3)] = 900.0
         lung = self._in_lung(p)
         out[lung] = (-860.0 + 50.0 * np.clip(p[lung, 1] / 80.0, -1, 1)).astype(np.float32)
+        if self.texture is not None and lung.any():
+            out[lung] += self.texture(p[lung])
         self._draw_tubes(p, out, self.vessels, within=lung)
         self._draw_tubes(p, out, self.tubes, within=inner)
         for nod in self.nodules:
@@ -231,6 +237,39 @@ class ChestPhantom:
             out[sel[wall]] = t.hu
             if t.lumen_hu is not None:
                 out[sel[d <= t.radius - 2.0]] = t.lumen_hu
+
+
+class _Texture:
+    """A stationary Gaussian random field in world space (HU), periodic over 256 mm: white
+    noise on a 2 mm grid filtered to a power-law spectrum, P(f) ~ f^-3.5 from 0.01 to 0.25
+    cycles/mm (real lung parenchyma, with its small vessels and perfusion gradients, falls
+    off that steeply: ``benchmarks/phantom_realism.py``), scaled to ``std`` HU, and sampled
+    trilinearly, so any slice geometry sees the same field."""
+
+    N, STEP, BETA = 128, 2.0, 3.5
+
+    def __init__(self, seed: int, std: float) -> None:
+        rng = np.random.default_rng(seed + 0x7E57)
+        f = np.fft.fftfreq(self.N, d=self.STEP)
+        fr = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+        amp = np.where(fr >= 0.01, np.maximum(fr, 0.01) ** (-self.BETA / 2), 0.0)
+        field = np.fft.ifftn(np.fft.fftn(rng.normal(size=(self.N,) * 3)) * amp).real
+        self.grid = (field * (std / field.std())).astype(np.float32)
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        g = p / self.STEP
+        i0 = np.floor(g).astype(np.int64)
+        w = (g - i0).astype(np.float32)
+        n = self.N
+        out = np.zeros(len(p), np.float32)
+        for dz in (0, 1):
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    wt = ((w[:, 0] if dx else 1 - w[:, 0]) * (w[:, 1] if dy else 1 - w[:, 1])
+                          * (w[:, 2] if dz else 1 - w[:, 2]))
+                    out += wt * self.grid[(i0[:, 2] + dz) % n, (i0[:, 1] + dy) % n,
+                                          (i0[:, 0] + dx) % n]
+        return out
 
 
 def _fibonacci(n: int) -> np.ndarray:
