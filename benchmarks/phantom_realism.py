@@ -18,10 +18,12 @@ compared inside the lungs:
 The lungs are the mask of the detector (:func:`deepseek.medical.detector.lung_mask`, air
 inside the body with holes filled), eroded by 3 mm so that the chest wall does not count.
 Each phantom setting is measured: the smooth lungs the packaged weights were trained on
-(``texture=0``) and the parenchymal texture field (``ChestPhantom(texture=30)``; --texture
-chooses). Goals (issue "real lungs"): Wasserstein-1 <= 30 HU, spectral slope within 0.3 of
-the real slab's, texture power within a factor 2. One real slab is a small sample: these
-figures show where the phantom stands, not a fit to be tuned to.
+(``texture=0``), the parenchymal texture field (``ChestPhantom(texture=30)``; --texture
+chooses) and ``ChestPhantom(realistic=True)`` (a space-filling vessel tree tapering by
+Murray's law, partial-volume vessel edges, a 20 HU texture). Goals (issue "real lungs"):
+Wasserstein-1 <= 30 HU, spectral slope within 0.3 of the real slab's, texture power within a
+factor 2. One real slab is a small sample: these figures show where the phantom stands, not
+a fit to be tuned to.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ def main() -> None:
     ap.add_argument("--texture", type=float, action="append", default=None,
                     help="phantom parenchymal texture std in HU (repeatable; default: 0, the "
                          "smooth lungs the packaged weights know, and 30)")
+    ap.add_argument("--no-realistic", action="store_true",
+                    help="leave out the ChestPhantom(realistic=True) row")
     ap.add_argument("--ct", type=Path, default=Path(__file__).resolve().parents[2] / "shared" /
                     "data" / "ct" / "LIDC-IDRI-0002", help="a real CT series folder")
     args = ap.parse_args()
@@ -124,11 +128,14 @@ def main() -> None:
                         "hist": histogram_stats(real_hu), "texture": real_tex},
                "phantoms": {}}
     goals = []
-    for tex in args.texture or [0.0, 30.0]:
+    settings = [(f"texture {t:g} HU", {"texture": t}) for t in args.texture or [0.0, 30.0]]
+    if not args.no_realistic:
+        settings.append(("realistic", {"realistic": True}))
+    for label, kw in settings:
         rows = []
         for k in range(1 if args.quick else 4):
             ph = ChestPhantom(seed=710_000 + k, z_range=(-half_z - 10, half_z + 10),
-                              n_nodules=0, texture=tex)
+                              n_nodules=0, **kw)
             vol = render_volume(ph, sp, (nz, ny, nx), seed=k)
             m = lungs(vol)
             hu = vol.array[m]
@@ -140,11 +147,11 @@ def main() -> None:
         powers = [r["texture"]["power_hu2"] for r in rows if r["texture"].get("patches")]
         d_slope = abs(float(np.mean(slopes)) - real_tex["slope"]) if slopes else float("inf")
         ratio = float(np.mean(powers)) / real_tex["power_hu2"] if powers else 0.0
-        results["phantoms"][f"texture {tex:g} HU"] = {
+        results["phantoms"][label] = {
             "slabs": rows, "mean": {"wasserstein_hu": round(w1, 1),
                                     "slope": round(float(np.mean(slopes)), 3) if slopes
                                     else None, "power_ratio": round(ratio, 3)}}
-        which = f"texture {tex:g} HU, {len(rows)} slab(s)"
+        which = f"{label}, {len(rows)} slab(s)"
         goals += [goal(f"lung HU distribution, Wasserstein-1 to the real slab ({which})",
                        round(w1, 1), "<= 30", "HU", w1 <= 30),
                   goal(f"lung texture, power-spectrum slope difference ({which})",

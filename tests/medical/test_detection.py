@@ -376,3 +376,23 @@ def test_phantom_texture_is_one_field_in_world_space():
     assert abs(mid - 0.5 * (tex.texture(a)[0] + tex.texture(b)[0])) < 1e-4
     # periodic over 256 mm, as documented
     assert abs(tex.texture(a)[0] - tex.texture(a + 256.0)[0]) < 1e-4
+
+
+def test_realistic_phantom_vessels_taper_and_blur():
+    ph = ChestPhantom(seed=4, n_nodules=0, z_range=(-30, 30), realistic=True)
+    radii = np.array([v.radius for v in ph.vessels])
+    assert len(ph.vessels) > 500 and radii.min() >= 0.4 - 1e-9 and radii.max() == 4.5
+    # Murray's law: every calibre is the root's divided by a whole number of 2^(1/3)
+    steps = np.log(4.5 / radii) / np.log(2 ** (1 / 3))
+    assert np.allclose(steps[radii > 0.4 + 1e-6], np.round(steps[radii > 0.4 + 1e-6]),
+                       atol=1e-6)
+    ends = np.array([v.b for v in ph.vessels])
+    assert ph._in_lung(ends).all()  # the tree stays inside the lungs
+    # a partial-volume edge: vessel HU on the axis, half-way at the wall, none 0.5 mm out
+    from deepseek.medical.synthetic import _Tube
+
+    tube = _Tube(np.zeros(3), np.array([0.0, 0.0, 20.0]), 2.0, 40.0)
+    pts = np.array([[0.0, 0.0, 10.0], [2.0, 0.0, 10.0], [2.5, 0.0, 10.0]])
+    out = np.full(3, -880.0, np.float32)
+    ChestPhantom._draw_tubes(pts, out, [tube], np.ones(3, bool), edge_mm=1.0)
+    assert out.tolist() == [40.0, -420.0, -880.0]
