@@ -56,6 +56,7 @@ class _Tube:
     radius: float
     hu: float
     lumen_hu: float | None = None  # airways: air inside a wall
+    wall: float = 2.0  # airways: wall thickness in mm
 
 
 class ChestPhantom:
@@ -64,13 +65,16 @@ class ChestPhantom:
     def __init__(self, seed: int = 0, z_range: tuple[float, float] = (-150.0, 150.0),
                  n_nodules: int = 6, diameters: tuple[float, float] = (3.0, 30.0),
                  texture: float | None = None, realistic: bool = False) -> None:
-        """``texture``: standard deviation in HU of a parenchymal texture field in the lungs
-        (see :class:`_Texture`). ``realistic``: lungs closer to real CT (opt-in; the default
-        smooth lungs are what the packaged weights were trained on): a vessel tree of eight
-        generations from each hilum whose calibre halves every three branchings (Murray's
-        law, r_child = r / 2^(1/3)) down to 0.4 mm, segments about four diameters long, vessel
-        edges blurred over 1 mm as a scanner's partial volume does, parenchyma at -880 HU
-        with a 20 HU texture (unless ``texture`` says otherwise)."""
+        """``texture``: standard deviation in HU of a parenchymal texture field in the lungs (see
+        :class:`_Texture`). ``realistic``: lungs closer to real CT (opt-in; the default
+        smooth lungs are what the packaged weights were trained on): a vessel tree from
+        each hilum that fills its lung by recursive halving of its territory
+        (:meth:`_murray_tree`), whose calibre halves every three branchings (Murray's
+        law, r_child = r / 2^(1/3)) from 4.5 mm down to 0.4 mm, a bronchus (air inside a
+        wall a fifth of its radius thick) beside every branch of 1.2 mm or more, vessel
+        and airway edges blurred over 1 mm as a scanner's partial volume does, the
+        oblique and horizontal fissures as 1 mm sheets, parenchyma at -880 HU with a 20
+        HU texture (unless ``texture`` says otherwise)."""
         self.rng = np.random.default_rng(seed)
         self.realistic = bool(realistic)
         if texture is None:
@@ -102,7 +106,7 @@ class ChestPhantom:
         for (center, axes), hilum in zip(self.lungs, hila):
             if self.realistic:
                 self._murray_tree(hilum + np.array([0.0, 6.0, 0.0]), (center, axes),
-                                  depth=8, radius=4.5)
+                                  radius=4.5)
             else:
                 self._tree(hilum + np.array([0.0, 6.0, 0.0]), center, axes, depth=4,
                            radius=4.5)
@@ -127,29 +131,41 @@ class ChestPhantom:
             if depth > 1:
                 self._tree(end, center, axes, depth - 1, max(0.8, radius * 0.68), d)
 
-    def _murray_tree(self, start: np.ndarray, lung: tuple[np.ndarray, np.ndarray], depth: int,
-                     radius: float, direction: np.ndarray | None = None) -> None:
-        """Branches that fill the lung and taper by Murray's law: each heads for a random
-        point of the lung ahead of it and covers a third of the way there."""
+    def _murray_tree(self, start: np.ndarray, lung: tuple[np.ndarray, np.ndarray],
+                     radius: float, n_territory: int = 1024) -> None:
+        """A vessel tree that fills the lung: ``n_territory`` random points of the lung are
+        its territory; every branch splits its territory in two halves across its widest
+        extent and sends a child half-way to each half's centre, the calibre divided by
+        2^(1/3) (Murray's law), until a territory is one point or the calibre 0.4 mm."""
         r = self.rng
         c, ax = lung
-        for _ in range(4 if direction is None else 2):
-            for _try in range(20):  # a target inside this lung, ahead of the parent
-                q = c + ax * r.uniform(-0.9, 0.9, 3)
-                if self._in_lung(q[None])[0] and (direction is None
-                                                  or (q - start) @ direction > 0):
-                    break
-            d = q - start
-            dist = float(np.linalg.norm(d))
-            if dist < 1.0:
-                continue
-            d /= dist
-            end = start + d * min(dist / 3, max(3.0, 8.0 * radius))  # length ~ 4 diameters
-            if not self._in_lung(end[None])[0]:
-                continue
-            self.vessels.append(_Tube(start.copy(), end, radius, 40.0))
-            if depth > 1 and radius > 0.4:
-                self._murray_tree(end, lung, depth - 1, max(0.4, radius * 2 ** (-1 / 3)), d)
+        pts = c + ax * r.uniform(-1, 1, (8 * n_territory, 3))
+        pts = pts[self._in_lung(pts)][:n_territory]
+
+        def grow(start: np.ndarray, terr: np.ndarray, rad: float) -> None:
+            if len(terr) < 2 or rad < 0.4:
+                return
+            spread = terr - terr.mean(0)
+            axis = np.linalg.svd(spread, full_matrices=False)[2][0]
+            side = spread @ axis > np.median(spread @ axis)
+            child = max(0.4, rad * 2 ** (-1 / 3))
+            for half in (terr[side], terr[~side]):
+                if not len(half):
+                    continue
+                end = start + 0.5 * (half.mean(0) - start)
+                if np.linalg.norm(end - start) < 0.5 or not self._in_lung(end[None])[0]:
+                    continue
+                self.vessels.append(_Tube(start.copy(), end, rad, 40.0))
+                if rad >= 1.2:  # its bronchus beside it (the arteries run with the airways)
+                    d = (end - start) / np.linalg.norm(end - start)
+                    off = np.cross(d, [0.0, 0.0, 1.0] if abs(d[2]) < 0.9 else [1.0, 0.0, 0.0])
+                    off *= (2.0 * rad + 0.5) / np.linalg.norm(off)
+                    if self._in_lung(np.stack([start + off, end + off])).all():
+                        self.vessels.append(_Tube(start + off, end + off, rad, 40.0,
+                                                  lumen_hu=-1000.0, wall=max(0.4, 0.2 * rad)))
+                grow(end, half, child)
+
+        grow(start, pts, radius)
 
     def _in_body(self, p: np.ndarray, shrink: float = 0.0) -> np.ndarray:
         a, b = self.body
@@ -236,6 +252,8 @@ class ChestPhantom:
         out[lung] = (base + 50.0 * np.clip(p[lung, 1] / 80.0, -1, 1)).astype(np.float32)
         if self.texture is not None and lung.any():
             out[lung] += self.texture(p[lung])
+        if self.realistic and lung.any():
+            self._draw_fissures(p, out, lung)
         self._draw_tubes(p, out, self.vessels, within=lung,
                          edge_mm=1.0 if self.realistic else 0.0)
         self._draw_tubes(p, out, self.tubes, within=inner)
@@ -254,6 +272,35 @@ class ChestPhantom:
                 hit = w > 0
                 out[hit] = out[hit] * (1 - w[hit]) + 30.0 * w[hit]
         return out
+
+    def _fissures(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(point, unit normal, cut) of each fissure plane: an oblique fissure in each lung
+        (down and forwards from high at the back, about 50 degrees from axial) and the
+        right lung's horizontal one, in front of its oblique fissure only (``cut``)."""
+        out = []
+        tilt = math.radians(50.0)
+        n_obl = np.array([0.0, math.cos(tilt), math.sin(tilt)])  # +y is posterior (LPS)
+        for c, ax in self.lungs:
+            out.append((c + np.array([0.0, 0.0, 0.15 * ax[2]]), n_obl, None))
+        right = min(self.lungs, key=lambda lv: lv[0][0])  # LPS: the patient's right is -x
+        c, ax = right
+        p_obl = c + np.array([0.0, 0.0, 0.15 * ax[2]])
+        out.append((c + np.array([0.0, 0.0, 0.35 * ax[2]]), np.array([0.0, 0.0, 1.0]),
+                    np.concatenate([p_obl, n_obl])))
+        return out
+
+    def _draw_fissures(self, p: np.ndarray, out: np.ndarray, lung: np.ndarray) -> None:
+        """Fissures: 1 mm sheets at -700 HU at their centre, blurred by partial volume."""
+        q = p[lung]
+        vals = out[lung]
+        for point, normal, cut in self._fissures():
+            d = np.abs((q - point) @ normal)
+            w = np.clip(1.0 - d / 0.75, 0.0, 1.0)
+            if cut is not None:  # the horizontal fissure stops at the oblique one
+                w *= ((q - cut[:3]) @ cut[3:]) < 0
+            hit = w > 0
+            vals[hit] = np.maximum(vals[hit], vals[hit] * (1 - w[hit]) - 700.0 * w[hit])
+        out[lung] = vals
 
     @staticmethod
     def _draw_tubes(p: np.ndarray, out: np.ndarray, tubes: list[_Tube], within: np.ndarray,
@@ -288,11 +335,16 @@ class ChestPhantom:
                 hit = w > 0
                 idx = sel[hit]
                 out[idx] = np.maximum(out[idx], out[idx] * (1 - w[hit]) + t.hu * w[hit])
+                if t.lumen_hu is not None:  # air inside the wall, its inner edge blurred too
+                    wl = np.clip((t.radius - t.wall - d) / edge_mm + 0.5, 0.0, 1.0)
+                    inner = wl > 0
+                    idx = sel[inner]
+                    out[idx] = out[idx] * (1 - wl[inner]) + t.lumen_hu * wl[inner]
                 continue
             wall = d <= t.radius
             out[sel[wall]] = t.hu
             if t.lumen_hu is not None:
-                out[sel[d <= t.radius - 2.0]] = t.lumen_hu
+                out[sel[d <= t.radius - t.wall]] = t.lumen_hu
 
 
 class _Texture:
