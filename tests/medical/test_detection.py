@@ -396,3 +396,9 @@ def test_realistic_phantom_vessels_taper_and_blur():
     out = np.full(3, -880.0, np.float32)
     ChestPhantom._draw_tubes(pts, out, [tube], np.ones(3, bool), edge_mm=1.0)
     assert out.tolist() == [40.0, -420.0, -880.0]
+    # an oblique fissure: a sheet at about -700 HU, parenchyma 2 mm away
+    point, normal, _ = ph._fissures()[0]
+    grid = point + np.stack(np.meshgrid(np.linspace(-20, 20, 9), [0.0], np.linspace(-5, 5, 5)),
+                            -1).reshape(-1, 3) * [1, 0, 0]
+    on, off = ph.hu(grid), ph.hu(grid + 2.0 * normal)
+    assert np.median(on) == pytest.approx(-700.0, abs=15) and np.median(off) < -820

@@ -149,12 +149,14 @@ def convert(path: str, out: Path, spacing: tuple[float, float, float] | None,
 @click.option("--localizer", is_flag=True, help="Add a coronal localizer in the same series.")
 @click.option("--out-of-field", is_flag=True, help="-3024 HU outside a circular field of view.")
 @click.option("--dicomdir", is_flag=True, help="Write a DICOM File-set with DICOMDIR.")
+@click.option("--realistic", is_flag=True, help="Lungs closer to real CT: a vessel tree that "
+              "fills them, bronchi, fissures, parenchymal texture (ChestPhantom(realistic=True)).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: float | None,
              slice_step: float, nodules: int, tilt_deg: float, noise: float,
              transfer_syntax: str, enhanced: bool, shuffle: bool, missing_slice: bool,
              extra_series: bool, localizer: bool, out_of_field: bool, dicomdir: bool,
-             as_json: bool) -> None:
+             realistic: bool, as_json: bool) -> None:
     """Write a synthetic chest CT phantom series to OUT_DIR, with its ground truth as a
     LUNA16 annotations.csv (the same generator as the synthetic: reader)."""
     from deepseek.medical.synthetic import write_phantom
@@ -164,7 +166,7 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
                         tilt_deg=tilt_deg, noise=noise, transfer_syntax=transfer_syntax,
                         enhanced=enhanced, shuffle=shuffle, missing_slice=missing_slice,
                         extra_series=extra_series, localizer=localizer,
-                        out_of_field=out_of_field, dicomdir=dicomdir)
+                        out_of_field=out_of_field, dicomdir=dicomdir, realistic=realistic)
     _echo({"out_dir": str(out_dir), "files": len(res.files), "series_uid": res.series_uid,
            "nodules": [n.__dict__ for n in res.nodules], "annotations": str(res.annotations)},
           as_json, f"wrote {len(res.files)} file(s) of series {res.series_uid} to {out_dir}\n"

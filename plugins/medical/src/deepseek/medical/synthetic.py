@@ -410,7 +410,8 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
                   enhanced: bool = False, shuffle: bool = False, missing_slice: bool = False,
                   extra_series: bool = False, localizer: bool = False,
                   out_of_field: bool = False, vary_rescale: bool = False,
-                  dicomdir: bool = False, fov_mm: float = 360.0) -> PhantomSeries:
+                  dicomdir: bool = False, fov_mm: float = 360.0,
+                  realistic: bool = False) -> PhantomSeries:
     """Write a chest CT phantom series to ``out_dir`` plus ``annotations.csv``.
 
     Args:
@@ -435,6 +436,7 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
             do), and declare PixelPaddingValue.
         vary_rescale: a different RescaleIntercept on every slice.
         dicomdir: write the series as a DICOM File-set with a ``DICOMDIR``.
+        realistic: lungs closer to real CT (:class:`ChestPhantom` ``realistic``).
     """
     import pydicom  # noqa: F401  (fail early with a clear import error)
     from pydicom.uid import generate_uid
@@ -460,7 +462,7 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
     shift = abs((size - 1) * ps / 2 * math.sin(theta))
     phantom = ChestPhantom(seed=seed, z_range=(z_first - 10 + shift,
                                                z_first + extent + 10 - shift),
-                           n_nodules=n_nodules, diameters=diameters)
+                           n_nodules=n_nodules, diameters=diameters, realistic=realistic)
     rng = np.random.default_rng(seed + 1)
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     half = (size - 1) * ps / 2
