@@ -402,3 +402,14 @@ def test_realistic_phantom_vessels_taper_and_blur():
                             -1).reshape(-1, 3) * [1, 0, 0]
     on, off = ph.hu(grid), ph.hu(grid + 2.0 * normal)
     assert np.median(on) == pytest.approx(-700.0, abs=15) and np.median(off) < -820
+
+
+def test_realistic_phantom_patches_for_training():
+    from deepseek.medical.nodule_data import phantom_patch_set
+
+    smooth = phantom_patch_set(2, seed=5)
+    real = phantom_patch_set(2, seed=5, realistic=True)
+    assert smooth["x"].shape == real["x"].shape and not np.array_equal(smooth["x"], real["x"])
+    res = CliRunner().invoke(build_cli(), ["medical", "train", "--out", "x", "--realistic",
+                                           "--luna16", "."])
+    assert res.exit_code == 2 and "--realistic is for phantoms" in res.output

@@ -310,6 +310,8 @@ def evaluate(pred_path: Path, ref_path: Path, excluded: Path | None, series_file
 @click.option("--init", default=None,
               help="Start from these weights (registry name or .safetensors) to fine-tune.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--realistic", is_flag=True, help="Phantoms: train, validate and mine on "
+              "realistic lungs (vessel tree, bronchi, fissures, texture).")
 @click.option("--model", default="lung-nodule-attention", show_default=True,
               help="Any registered model whose input is a CT patch [N, 1, D, H, W] and whose "
                    "output is the heatmap/size/offset dict.")
@@ -318,8 +320,8 @@ def evaluate(pred_path: Path, ref_path: Path, excluded: Path | None, series_file
 def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size: int,
           accum_steps: int, lr: float, val_scans: int | None, hard_negatives: int | None,
           fold: int | None,
-          folds: str | None, amp: bool, resume: bool, init: str | None, seed: int, model: str,
-          as_json: bool) -> None:
+          folds: str | None, amp: bool, resume: bool, init: str | None, seed: int,
+          realistic: bool, model: str, as_json: bool) -> None:
     """Train a nodule detector through the core Trainer (checkpoints, resume, best kept)."""
     from deepseek.medical.errors import MedicalError
     from deepseek.medical.nodule_training import cross_validate, train_detector
@@ -328,6 +330,10 @@ def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size:
                 accum_steps=accum_steps, lr=lr, val_scans=val_scans,
                 hard_negatives=hard_negatives, amp=amp, resume=resume,
                 init=init, seed=seed, model=model)
+    if realistic:
+        if luna16 is not None:
+            raise click.UsageError("--realistic is for phantoms; LUNA16 scans are real")
+        opts["realistic"] = True
     if folds is not None:
         if fold is not None or luna16 is None:
             raise MedicalError("--folds needs --luna16 and no --fold")

@@ -104,7 +104,8 @@ def _augment(x: np.ndarray, centres: list[np.ndarray], rng: np.random.Generator
 
 
 def phantom_patch_set(n_patches: int, seed: int, per_phantom: int = 24,
-                      progress: bool = False) -> dict[str, np.ndarray]:
+                      progress: bool = False, realistic: bool = False
+                      ) -> dict[str, np.ndarray]:
     """Positive (45%), hard-negative (vessels, pleura: 30%) and random (25%) patches."""
     from tqdm.auto import tqdm
 
@@ -114,7 +115,7 @@ def phantom_patch_set(n_patches: int, seed: int, per_phantom: int = 24,
     for i in tqdm(range(n_patches), desc="phantom patches", disable=not progress):
         if i % per_phantom == 0:
             phantom = ChestPhantom(seed=int(rng.integers(1 << 30)), n_nodules=10,
-                                   z_range=(-130.0, 130.0))
+                                   z_range=(-130.0, 130.0), realistic=realistic)
         assert phantom is not None
         u = rng.random()
         if u < 0.45 and phantom.nodules:

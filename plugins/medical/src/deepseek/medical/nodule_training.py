@@ -39,14 +39,15 @@ log = logging.getLogger(__name__)
 VAL_SEED0 = 900_000  # validation phantoms: never used for training patches
 
 
-def _patches_part(args: tuple[int, int]) -> dict[str, np.ndarray]:
-    n, seed = args
+def _patches_part(args: tuple[int, int, bool]) -> dict[str, np.ndarray]:
+    n, seed, realistic = args
     torch.set_num_threads(1)
-    return phantom_patch_set(n, seed)
+    return phantom_patch_set(n, seed, realistic=realistic)
 
 
-def make_patches(n: int, seed: int, workers: int = 2) -> dict[str, np.ndarray]:
-    parts = [(n // workers + (1 if i < n % workers else 0), seed * 1000 + i)
+def make_patches(n: int, seed: int, workers: int = 2, realistic: bool = False
+                 ) -> dict[str, np.ndarray]:
+    parts = [(n // workers + (1 if i < n % workers else 0), seed * 1000 + i, realistic)
              for i in range(workers)]
     if workers <= 1:
         chunks = [_patches_part(parts[0])]
@@ -58,7 +59,8 @@ def make_patches(n: int, seed: int, workers: int = 2) -> dict[str, np.ndarray]:
 
 def validation_volumes(n: int, size: int = 384, slices: int = 90,
                        spacing: tuple[float, float, float] = (0.9, 0.9, 2.0),
-                       seed0: int = VAL_SEED0, prefix: str = "val") -> list:
+                       seed0: int = VAL_SEED0, prefix: str = "val",
+                       realistic: bool = False) -> list:
     """Phantom scans with seeds ``seed0 + i`` (validation: never a training seed)."""
     from deepseek.medical.synthetic import ChestPhantom, render_volume
 
@@ -66,7 +68,7 @@ def validation_volumes(n: int, size: int = 384, slices: int = 90,
     extent = (slices - 1) * spacing[2]
     for i in range(n):
         ph = ChestPhantom(seed=seed0 + i, n_nodules=8,
-                          z_range=(-extent / 2 - 10, extent / 2 + 10))
+                          z_range=(-extent / 2 - 10, extent / 2 + 10), realistic=realistic)
         v = render_volume(ph, spacing, (slices, size, size), seed=seed0 + i)
         v.metadata["series_uid"] = f"{prefix}-{i}"
         vols.append(v)
@@ -227,13 +229,16 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
                    amp: bool = False, resume: bool = False, base: int | None = None,
                    init: str | Path | None = None, workers: int = 2,
                    progress: bool | None = None, model: str = "lung-nodule-attention",
-                   **config: Any) -> dict[str, Any]:
+                   realistic: bool = False, **config: Any) -> dict[str, Any]:
     """Train ``model`` (any registered model that fits the task) and write
     ``out_dir/model.safetensors``.
 
     ``val_scans``: validation scans scored after each epoch (phantoms: 2 by default; with
     ``fold``: the first N scans of the held-out subset, all by default; 0: none). ``fold``
     (LUNA16 only): train on every subset but ``subset{fold}`` and validate on it.
+
+    ``realistic``: phantom training patches, validation and mining scans from
+    ``ChestPhantom(realistic=True)`` (vessel tree, bronchi, fissures, texture).
 
     ``hard_negatives``: after the first epoch the model runs on ``mine_scans`` training
     scans (phantoms with seeds of their own, or LUNA16 training scans) and that many patches
@@ -293,7 +298,7 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
                                     [{"center": tuple(c), "diameter_mm": d}
                                      for c, d in ann.get(uid, [])]) for uid in pick]
     else:
-        arrays = make_patches(n_patches, seed, workers)
+        arrays = make_patches(n_patches, seed, workers, realistic=realistic)
         mining = []  # rendered when needed: phantom scans cost seconds each
     log.info("%d training patches (%d with a nodule peak) in %.0f s", len(arrays["x"]),
              int((arrays["mask"].sum(axis=(1, 2, 3)) > 0).sum()), time.perf_counter() - t0)
@@ -301,7 +306,7 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
         val: list = held if val_scans is None else held[:val_scans]
     else:
         n_val = 2 if val_scans is None else val_scans
-        val = validation_volumes(n_val) if n_val else []
+        val = validation_volumes(n_val, realistic=realistic) if n_val else []
     n_hard = (n_patches // 4 if epochs >= 2 else 0) if hard_negatives is None \
         else hard_negatives
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -344,7 +349,7 @@ def train_detector(out_dir: str | Path, *, luna16: str | Path | None = None,
         trainer.fit(PatchDataset(arrays), epochs=1, resume=resume, **fit)
         if not mining:
             mining = validation_volumes(mine_scans, seed0=MINE_SEED0 + 1000 * seed,
-                                        prefix="mine")
+                                        prefix="mine", realistic=realistic)
         net.eval()
         try:
             hard = hard_negative_set(net, mining, n_hard, seed)
