@@ -23,8 +23,8 @@ PACKAGED = WEIGHTS / "defect-3dcnn-lstm.safetensors"
 
 
 def test_the_packaged_export_is_current():
-    path = stream_onnx_for("defect-3dcnn-lstm")
-    assert path == WEIGHTS / "defect-3dcnn-lstm.stream.onnx"
+    path, weights = stream_onnx_for("defect-3dcnn-lstm")
+    assert path == WEIGHTS / "defect-3dcnn-lstm.stream.onnx" and weights == PACKAGED
     # a failure here means the weights changed: deepseek manufacturing export <weights>
     assert onnx_metadata(path)[SOURCE_META_KEY] == file_sha256(PACKAGED)
 

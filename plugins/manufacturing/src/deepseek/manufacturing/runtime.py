@@ -27,17 +27,13 @@ NAME = "defect-3dcnn-lstm"
 STREAM_SUFFIX = ".stream.onnx"
 INPUTS = ["frames", "buffer", "h", "c"]
 OUTPUTS = ["logits", "maps", "buffer_out", "h_out", "c_out"]
-EDGE_HINT = 'pip install "deepseek-manufacturing[edge]"'
 FULL_HINT = 'pip install "deepseek-manufacturing[full]"'
 
 
 def have_torch() -> bool:
-    import importlib.util
+    from deepseek.extras import missing
 
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except ValueError:  # sys.modules["torch"] is None: hidden
-        return False
+    return not missing("torch")
 
 
 def stream_path_for(weights: str | Path) -> Path:
@@ -46,18 +42,16 @@ def stream_path_for(weights: str | Path) -> Path:
     return weights.with_name(weights.name.removesuffix(".safetensors") + STREAM_SUFFIX)
 
 
-def stream_onnx_for(model: Any) -> Path | None:
+def stream_onnx_for(model: Any) -> tuple[Path, Path | None] | None:
     """The streaming ONNX export for a model reference (registered name, ``.safetensors``
-    or ``.stream.onnx`` path), or ``None`` when there is none. An export whose recorded
-    source is not the weights beside it is an error (re-export it)."""
-    from deepseek.loader import SOURCE_META_KEY, file_sha256, onnx_metadata
-
+    or ``.stream.onnx`` path) and the weights it must have been exported from (``None`` for
+    an export given directly), or ``None`` when there is none."""
     ref = str(model)
     if ref.endswith(".onnx"):
         path = Path(ref)
         if not path.is_file():
             raise ManufacturingError(f"{path}: no such file")
-        return path
+        return path, None
     if Path(ref).suffix == ".safetensors":
         weights = Path(ref)
         if not weights.is_file():
@@ -73,20 +67,16 @@ def stream_onnx_for(model: Any) -> Path | None:
             return None
         weights = Path(packaged)
     path = stream_path_for(weights)
-    if not path.is_file():
-        return None
-    recorded = onnx_metadata(path).get(SOURCE_META_KEY)
-    if recorded != file_sha256(weights):
-        raise ManufacturingError(
-            f"{path} was not exported from {weights} (its recorded source differs): re-export "
-            f"it with `deepseek manufacturing export {weights}` (needs PyTorch: {FULL_HINT})")
-    return path
+    return (path, weights) if path.is_file() else None
 
 
 class OnnxNet:
     """A streaming-step ONNX export of ``defect-3dcnn-lstm`` (see the module docstring)."""
 
-    def __init__(self, path: str | Path, source: str | None = None) -> None:
+    def __init__(self, path: str | Path, source: str | None = None,
+                 weights: str | Path | None = None) -> None:
+        """``weights``: the safetensors file the export must come from (its sha256 recorded
+        in the export); a stale export is refused."""
         from deepseek.extras import require
 
         require("runtime", "the defect detector without PyTorch")
@@ -110,6 +100,15 @@ class OnnxNet:
             raise ManufacturingError(f"{self.path}: state shapes {buf}, {h} are not those of a "
                                      f"{NAME} step (frame size and time must be free)")
         self.channels, self.keep, self.hidden = int(buf[1]), int(buf[2]), int(h[2])
+        if weights is not None:
+            from deepseek.loader import SOURCE_META_KEY, file_sha256
+
+            recorded = self.session.get_modelmeta().custom_metadata_map.get(SOURCE_META_KEY)
+            if recorded != file_sha256(weights):
+                raise ManufacturingError(
+                    f"{self.path} was not exported from {weights} (its recorded source "
+                    f"differs): re-export it with `deepseek manufacturing export {weights}` "
+                    f"(needs PyTorch: {FULL_HINT})")
 
     def eval(self) -> OnnxNet:  # the same call as on a torch module
         return self
@@ -135,12 +134,13 @@ class OnnxNet:
 
 def load_onnx_net(model: Any) -> OnnxNet:
     """The :class:`OnnxNet` for a model reference, or an error that says how to get one."""
-    path = stream_onnx_for(model)
-    if path is None:
+    found = stream_onnx_for(model)
+    if found is None:
         where = ("a .safetensors file has none beside it" if str(model).endswith(".safetensors")
                  else f"{model!r} is not a registered name with a packaged export")
         raise ManufacturingError(
             f"{model}: no streaming ONNX export to run without PyTorch ({where}). Export one "
             f"with `deepseek manufacturing export WEIGHTS` where PyTorch is installed "
             f"({FULL_HINT}), or install PyTorch here")
-    return OnnxNet(path, source=str(model))
+    path, weights = found
+    return OnnxNet(path, source=str(model), weights=weights)
