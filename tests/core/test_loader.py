@@ -75,6 +75,24 @@ def test_onnx_matches_pytorch(tmp_path, x):
     assert isinstance(out_t, torch.Tensor)
 
 
+def test_onnx_outputs_of_a_dict_model_keep_their_names(tmp_path, x):
+    class Heads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = TinyNet()
+
+        def forward(self, inp):
+            y = self.net(inp)
+            return {"score": y, "double": 2 * y}
+
+    net = Heads().eval()
+    path = export_onnx(net, torch.randn(1, 8), tmp_path / "m.onnx", input_names=["x"])
+    m = ModelLoader.load(path)
+    assert [o.name for o in m.session.get_outputs()] == ["score", "double"]
+    score, double = m.session.run(None, {"x": x.numpy()})
+    np.testing.assert_allclose(double, 2 * score, atol=1e-6)
+
+
 def test_registry_model_as_onnx_and_torchscript(tiny_plugin, x):
     ref = ModelLoader.load("test-tiny")(x)
     onnx_m = ModelLoader.load("test-tiny", framework="onnx")

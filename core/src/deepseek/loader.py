@@ -357,7 +357,9 @@ def export_onnx(module: torch.nn.Module, example_input: Any, path: str | Path, *
     module = module.eval()
     with torch.inference_mode():
         probe = module(*inputs)
-    n_out = len(probe) if isinstance(probe, (tuple, list)) else 1
+    n_out = len(probe) if isinstance(probe, (tuple, list, dict)) else 1
+    if isinstance(probe, dict):  # a dict's keys name its outputs, in order
+        output_names = output_names or list(probe)
     output_names = output_names or ([f"output{i}" for i in range(n_out)]
                                     if n_out > 1 else ["output"])
     axes = {n: {0: "batch"} for n in input_names + output_names} if dynamic_batch else None
