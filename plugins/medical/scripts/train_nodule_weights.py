@@ -3,11 +3,18 @@
     python plugins/medical/scripts/train_nodule_weights.py [--seed 0] [--patches 2400]
         [--epochs 3] [--init lung-nodule-attention --lr 6e-4]
 
-The packaged weights come from two runs, the second fine-tuning the first on fresh patches:
+The packaged weights come from three runs, each fine-tuning the one before on fresh patches
+(the third on realistic phantom lungs: vessel tree, bronchi, fissures, texture):
 
     python plugins/medical/scripts/train_nodule_weights.py --seed 0 --patches 3200 --epochs 4
     python plugins/medical/scripts/train_nodule_weights.py --seed 1 --patches 3200 --epochs 3 \
         --init lung-nodule-attention --lr 6e-4 --val-scans 3
+    python plugins/medical/scripts/train_nodule_weights.py --seed 2 --patches 1600 --epochs 2 \
+        --init lung-nodule-attention --lr 6e-4 --val-scans 2 --realistic
+
+After new weights: ``deepseek export-onnx lung-nodule-attention`` (the packaged ONNX export),
+then retrain the second stage, which learns from this detector's candidates
+(``train_fpr_weights.py`` beside this script).
 
 Phantom patches only (seeds derived from --seed; validation phantoms use seeds from 900000,
 benchmark phantoms from 500000: never seen in training). Writes
@@ -40,12 +47,16 @@ def main() -> None:
     ap.add_argument("--init", default=None,
                     help="fine-tune from these weights (registry name or .safetensors)")
     ap.add_argument("--out", type=Path, default=None, help="keep the run folder here")
+    ap.add_argument("--realistic", action="store_true",
+                    help="patches, validation and mining scans from realistic phantoms "
+                         "(vessel tree, bronchi, fissures, texture)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run = args.out or Path(tempfile.mkdtemp(prefix="nodule-train-"))
     res = train_detector(run, n_patches=args.patches, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, val_scans=args.val_scans,
-                         init=args.init, seed=args.seed, progress=False)
+                         init=args.init, seed=args.seed, progress=False,
+                         realistic=args.realistic)
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     summary = json.loads((run / "training.json").read_text())
     summary["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
