@@ -199,10 +199,16 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               help="Sliding-window edge in mm (a multiple of 4; 64 suits thin slabs).")
 @click.option("--overlap", type=int, default=None,
               help="Overlap of neighbouring windows in mm [window / 4].")
+@click.option("--fpr", "fpr", default="auto", show_default=True, metavar="auto|none|MODEL",
+              help="Second stage: re-score every candidate with a false-positive reduction "
+              "classifier (the probability becomes the geometric mean of both). auto: the "
+              "packaged nodule-fpr-3dcnn with the packaged detector; none: off; or a model "
+              "name, weights or .onnx.")
 def detect(path: str, out: Path | None, monai_json: Path | None, as_json: bool,
            threshold: float,
            max_candidates: int, model: str, backend: str, series_uid: str | None, on_gap: str,
-           amp: bool, tta_top: int, window: int, overlap: int | None) -> None:
+           amp: bool, tta_top: int, window: int, overlap: int | None,
+           fpr: str | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.medical.detector import NoduleDetector
     from deepseek.medical.metrics import write_monai_boxes, write_results
@@ -213,7 +219,8 @@ def detect(path: str, out: Path | None, monai_json: Path | None, as_json: bool,
     vol = read_volume(path, **opts)
     det = NoduleDetector(model, backend=backend, threshold=threshold,
                          max_candidates=max_candidates, amp=amp, tta_top=tta_top,
-                         window=window, overlap=window // 4 if overlap is None else overlap)
+                         window=window, overlap=window // 4 if overlap is None else overlap,
+                         fpr=None if fpr == "none" else fpr)
     cands = det.detect(vol)
     if out:
         write_results(cands, out)
@@ -363,3 +370,32 @@ def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size:
         f = res["fold"]
         click.echo(f"fold {f['fold']}: CPM {f['val_cpm']:.3f} on {len(f['scans'])} held-out "
                    f"scans; results in {f['results']}")
+
+
+@medical.command("train-fpr")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--scans", type=click.IntRange(1), default=24, show_default=True,
+              help="Phantom scans whose candidates are the training set.")
+@click.option("--val-scans", type=click.IntRange(0), default=6, show_default=True,
+              help="Phantom scans the CPM with and without the stage is measured on "
+              "after every epoch (the best epoch is kept).")
+@click.option("--epochs", type=click.IntRange(1), default=12, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--detector", default="lung-nodule-attention", show_default=True,
+              help="The first stage whose candidates are classified (name or weights).")
+@click.option("--smooth", is_flag=True,
+              help="Smooth phantoms instead of realistic ones (vessel tree, bronchi, fissures).")
+@click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
+def train_fpr_cmd(out: Path, scans: int, val_scans: int, epochs: int, batch_size: int,
+                  lr: float, seed: int, detector: str, smooth: bool, as_json: bool) -> None:
+    """Train the false-positive reduction stage (nodule-fpr-3dcnn) on the detector's own
+    candidates on phantom scans; use it with `detect --fpr OUT/model.safetensors`."""
+    from deepseek.medical.fpr_training import train_fpr
+    from deepseek.report import echo_training
+
+    res = train_fpr(out, scans=scans, val_scans=val_scans, epochs=epochs,
+                    batch_size=batch_size, lr=lr, seed=seed, detector=detector,
+                    realistic=not smooth)
+    echo_training(res, as_json)

@@ -10,7 +10,9 @@ outside air are skipped -> sliding-window inference with overlapping windows ble
 Gaussian importance map, several windows per batch -> peaks of the heatmap (3x3x3 local
 maxima) -> world coordinates, diameter and probability -> non-maximum suppression in world
 space -> at most ``max_candidates`` (100, as LUNA16 allows) candidates, most probable first ->
-flip test-time augmentation re-scores the most probable ones.
+flip test-time augmentation re-scores the most probable ones -> with ``fpr=``, the second
+stage (``nodule-fpr-3dcnn``, false-positive reduction) re-scores every candidate from a 32 mm
+cube around it.
 
 The network runs on PyTorch, or without it on onnxruntime: the packaged weights ship with
 their ONNX export (``lung-nodule-attention.onnx``), which an install without PyTorch (the
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from deepseek.medical.nodule_grid import STRIDE, WINDOW, WORKING_SPACING
+from deepseek.medical.nodule_grid import FPR_CROP, STRIDE, WINDOW, WORKING_SPACING
 from deepseek.medical.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -86,15 +88,37 @@ def local_maxima(a: np.ndarray) -> np.ndarray:
     return a == m
 
 
+DETECTOR_MODEL, DETECTOR_OUTPUTS = "lung-nodule-attention", ("heatmap", "size", "offset")
+FPR_MODEL, FPR_OUTPUTS = "nodule-fpr-3dcnn", ("nodule",)
+
+
+def crop_cubes(x: np.ndarray, centres: np.ndarray, n: int) -> np.ndarray:
+    """``(N, n, n, n)`` cubes of ``x`` centred on the voxel positions ``centres`` (N x 3,
+    z/y/x, rounded); what lies outside ``x`` is 0 (air, once windowed)."""
+    half = n // 2
+    out = np.zeros((len(centres), n, n, n), np.float32)
+    for i, v in enumerate(np.round(np.asarray(centres, float)).astype(int)):
+        src, dst = [], []
+        for a in range(3):
+            lo = int(v[a]) - half
+            s0, s1 = min(max(lo, 0), x.shape[a]), max(min(lo + n, x.shape[a]), 0)
+            k = max(0, s1 - s0)
+            src.append(slice(s0, s0 + k))
+            dst.append(slice(s0 - lo, s0 - lo + k))
+        out[(i, *dst)] = x[tuple(src)]
+    return out
+
+
 class _TorchNet:
-    """The network on PyTorch: (B, 1, D, H, W) float32 numpy -> heatmap, size, offset."""
+    """A network on PyTorch: (B, 1, D, H, W) float32 numpy -> its named outputs."""
 
     name = "torch"
 
-    def __init__(self, module: Any, device: Any, amp: bool) -> None:
+    def __init__(self, module: Any, device: Any, amp: bool,
+                 outputs: tuple[str, ...] = DETECTOR_OUTPUTS) -> None:
         from deepseek.amp import AutoMixedPrecision
 
-        self.net, self.device = module.eval(), device
+        self.net, self.device, self.outputs = module.eval(), device, outputs
         self.net.to(device)
         self.amp = AutoMixedPrecision(device, enabled=amp)
 
@@ -103,22 +127,23 @@ class _TorchNet:
 
         with torch.inference_mode(), self.amp:
             out = self.net(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
-        return [out[k].float().cpu().numpy() for k in ("heatmap", "size", "offset")]
+        return [out[k].float().cpu().numpy() for k in self.outputs]
 
 
 class _OnnxNet:
-    """The network's ONNX export on onnxruntime (no PyTorch)."""
+    """A network's ONNX export on onnxruntime (no PyTorch)."""
 
     name = "onnxruntime"
 
-    def __init__(self, loaded: Any) -> None:
+    def __init__(self, loaded: Any, outputs: tuple[str, ...] = DETECTOR_OUTPUTS,
+                 what: str = "lung-nodule-attention") -> None:
         from deepseek.medical.errors import MedicalError
 
         self.session, self.source = loaded.session, loaded.source
         names = [o.name for o in self.session.get_outputs()]
-        if names != ["heatmap", "size", "offset"]:
+        if tuple(names) != outputs:
             raise MedicalError(f"{loaded.source}: outputs {names} are not those of "
-                               "lung-nodule-attention (heatmap, size, offset)")
+                               f"{what} ({', '.join(outputs)})")
         self.input = self.session.get_inputs()[0].name
         self.device = loaded.device
 
@@ -147,12 +172,21 @@ class NoduleDetector:
             per scan): a ``tta_crop``-voxel cube around each is run flipped along z, y and x,
             and the candidate's probability becomes the mean of its window-blended value and
             the three flipped ones. About 6 s on 2 CPU cores.
+        fpr: the second stage, false-positive reduction: ``"auto"`` (the packaged
+            ``nodule-fpr-3dcnn`` when the detector is the packaged ``lung-nodule-attention``,
+            given by name or as ``None``, whose candidates it was trained on; off for other
+            detector weights), ``None`` (off), or a registry name, weights, an ``.onnx``
+            file, a ``LoadedModel`` or an ``nn.Module``. Every candidate's 32 mm cube is
+            classified; its ``probability`` becomes the geometric mean of the detector's
+            (``probability_detector``) and the classifier's (``probability_fpr``), both kept.
+            Runs on the same ``backend`` rules as the detector.
     """
 
     def __init__(self, model: Any = None, *, threshold: float = 0.02, max_candidates: int = 100,
                  window: int = 96, overlap: int = 24, batch_size: int = 2,
                  device: str = "auto", amp: bool = False, progress: bool | None = None,
-                 tta_top: int = 24, tta_crop: int = 64, backend: str = "auto") -> None:
+                 tta_top: int = 24, tta_crop: int = 64, backend: str = "auto",
+                 fpr: Any = "auto") -> None:
         from deepseek.loader import resolve_device
         from deepseek.medical.errors import MedicalError
 
@@ -163,8 +197,10 @@ class NoduleDetector:
             raise MedicalError("tta_crop must be a multiple of 4 and at least 16")
         if backend not in ("auto", "onnxruntime", "torch"):
             raise MedicalError(f"backend={backend!r}: use auto, onnxruntime or torch")
+        if isinstance(fpr, str) and fpr == "auto":
+            fpr = FPR_MODEL if model in (None, DETECTOR_MODEL) else None
         if model is None or isinstance(model, (str, Path)):
-            model = self._load(str(model or "lung-nodule-attention"), backend, device, amp)
+            model = self._load(str(model or DETECTOR_MODEL), backend, device, amp)
         if getattr(model, "session", None) is not None:
             if amp:
                 raise MedicalError("amp applies to the PyTorch model; an ONNX model runs at the "
@@ -177,6 +213,17 @@ class NoduleDetector:
                 resolve_device(device)
             self.net = _TorchNet(module, dev, amp)
         self.device = self.net.device
+        self.fpr: Any = None
+        if fpr is not None:
+            if isinstance(fpr, (str, Path)):
+                fpr = self._load(str(fpr), backend, device, False)
+            if getattr(fpr, "session", None) is not None:
+                self.fpr = _OnnxNet(fpr, FPR_OUTPUTS, "nodule-fpr-3dcnn")
+            else:
+                module = getattr(fpr, "module", fpr)
+                self.fpr = _TorchNet(module, next(module.parameters()).device
+                                     if device == "auto" else resolve_device(device),
+                                     False, FPR_OUTPUTS)
         self.threshold = threshold
         self.max_candidates = max_candidates
         self.window = window
@@ -222,6 +269,10 @@ class NoduleDetector:
             t0 = time.perf_counter()
             cands = self._rescore(iso, x, origin, cands)
             t["tta"] = time.perf_counter() - t0
+        if self.fpr is not None and cands:
+            t0 = time.perf_counter()
+            cands = self._reduce(iso, x, origin, cands)
+            t["fpr"] = time.perf_counter() - t0
         t["total"] = sum(t.values())
         self.timings = t
         sid = series_uid or volume.metadata.get("series_uid") or "scan"
@@ -277,20 +328,8 @@ class NoduleDetector:
                  cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Flip test-time augmentation for the ``tta_top`` most probable candidates."""
         n, top = self.tta_crop, cands[: self.tta_top]
-        half = n // 2
-        crops = []
-        for cand in top:
-            v = np.round(iso.world_to_voxel(cand["xyz"]) - origin).astype(int)  # (z, y, x)
-            crop = np.zeros((n, n, n), np.float32)
-            src, dst = [], []
-            for a in range(3):
-                lo, hi = v[a] - half, v[a] + half
-                s0, s1 = max(lo, 0), min(hi, x.shape[a])
-                src.append(slice(s0, max(s0, s1)))
-                dst.append(slice(s0 - lo, s0 - lo + max(0, s1 - s0)))
-            crop[tuple(dst)] = x[tuple(src)]
-            crops.append(crop)
-        c = half // STRIDE  # the candidate's cell in every crop's heatmap
+        crops = crop_cubes(x, self._voxels(iso, origin, top), n)
+        c = n // 2 // STRIDE  # the candidate's cell in every crop's heatmap
         flips = [(0,), (1,), (2,)]
         scores = np.zeros((len(top), len(flips)))
         for i in range(0, len(top), self.batch_size):
@@ -308,6 +347,25 @@ class NoduleDetector:
                                         / (1 + len(flips)))
         out_c.sort(key=lambda k: -k["probability"])
         return out_c
+
+    @staticmethod
+    def _voxels(iso: Volume, origin: np.ndarray, cands: list[dict[str, Any]]) -> np.ndarray:
+        """The candidates' (z, y, x) positions in the cropped working array."""
+        return np.array([iso.world_to_voxel(c["xyz"]) - origin for c in cands]).reshape(-1, 3)
+
+    def _reduce(self, iso: Volume, x: np.ndarray, origin: np.ndarray,
+                cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The second stage: every candidate re-scored by the false-positive classifier."""
+        crops = crop_cubes(x, self._voxels(iso, origin, cands), FPR_CROP)[:, None]
+        logits = np.concatenate([self.fpr(crops[i:i + 32])[0].reshape(-1)
+                                 for i in range(0, len(crops), 32)])
+        out = []
+        for c, q in zip(cands, _sigmoid(logits)):
+            p = float(c["probability"])
+            out.append({**c, "probability": float(np.sqrt(p * float(q))),
+                        "probability_detector": p, "probability_fpr": float(q)})
+        out.sort(key=lambda k: -k["probability"])
+        return out
 
     def _candidates(self, iso: Volume, mask: np.ndarray, heat: np.ndarray,
                     size: np.ndarray, offset: np.ndarray, origin: np.ndarray

@@ -21,6 +21,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,17 +63,23 @@ def validation_volumes(n: int, size: int = 384, slices: int = 90,
                        seed0: int = VAL_SEED0, prefix: str = "val",
                        realistic: bool = False) -> list:
     """Phantom scans with seeds ``seed0 + i`` (validation: never a training seed)."""
+    return list(phantom_scans(n, size, slices, spacing, seed0, prefix, realistic))
+
+
+def phantom_scans(n: int, size: int = 384, slices: int = 90,
+                  spacing: tuple[float, float, float] = (0.9, 0.9, 2.0),
+                  seed0: int = VAL_SEED0, prefix: str = "val", realistic: bool = False
+                  ) -> Iterator[Any]:
+    """:func:`validation_volumes` one at a time (each is rendered when it is reached)."""
     from deepseek.medical.synthetic import ChestPhantom, render_volume
 
-    vols = []
     extent = (slices - 1) * spacing[2]
     for i in range(n):
         ph = ChestPhantom(seed=seed0 + i, n_nodules=8,
                           z_range=(-extent / 2 - 10, extent / 2 + 10), realistic=realistic)
         v = render_volume(ph, spacing, (slices, size, size), seed=seed0 + i)
         v.metadata["series_uid"] = f"{prefix}-{i}"
-        vols.append(v)
-    return vols
+        yield v
 
 
 def hard_negative_set(net: torch.nn.Module, scans: list, n: int, seed: int = 0

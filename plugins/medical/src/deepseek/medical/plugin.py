@@ -41,6 +41,11 @@ def register_models(register: Any) -> None:
              description="attention 3D CNN (CBAM + attention gate), centre-heatmap lung-nodule "
                          "detector at 1 mm",
              inputs=[{"name": "ct", "dtype": "float32", "shape": [-1, 1, -1, -1, -1]}])
+    register("nodule-fpr-3dcnn", lazy_callable(M + "fpr_model:build"), config={"base": 8},
+             weights=str(WEIGHTS / "nodule-fpr-3dcnn.safetensors"),
+             description="3D CNN on a 32 mm cube around each nodule candidate: the second, "
+                         "false-positive reduction stage",
+             inputs=[{"name": "crop", "dtype": "float32", "shape": [-1, 1, 32, 32, 32]}])
 
 
 @hookimpl

@@ -1,0 +1,276 @@
+"""Training of the false-positive reduction stage (``nodule-fpr-3dcnn``) on the detector's
+own candidates.
+
+Data: phantom scans that neither the detector's training nor any benchmark used (seeds of
+their own). The detector (the packaged one, or ``detector=``) runs on each; every candidate
+becomes a cube of ``FPR_CROP + 2 * MARGIN`` mm around it, labelled with the LUNA16 hit rule:
+
+* a nodule when it lies within an annotated nodule's radius;
+* not a nodule when it lies more than ``AMBIGUOUS_MM`` beyond every nodule's radius;
+* left out in between (a cube that shows part of a nodule off its centre teaches nothing
+  clean).
+
+Each annotated nodule also gives a cube at its true centre, so that nodules the detector
+ranks low still teach the classifier. Training: random ``FPR_CROP`` cubes inside the margin
+(the candidate moves by up to ``MARGIN`` mm), random flips and in-plane transposition,
+class-balanced binary cross-entropy, the core Trainer. Validation, after every epoch: the
+detector's candidates (with its flip TTA, as the detector reports them) on validation scans
+are re-scored and the CPM with the official protocol is compared with the detector alone; the
+best epoch is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from deepseek.medical.nodule_grid import FPR_CROP, WORKING_SPACING
+from deepseek.medical.nodule_training import HeldOutScan, phantom_scans
+
+log = logging.getLogger(__name__)
+
+MARGIN = 3  # mm of shift a training cube may take around its candidate
+AMBIGUOUS_MM = 3.0  # candidates this far beyond a nodule's radius are left out
+FPR_SEED0 = 3_000_000  # training scans of the second stage (validation: + 500000)
+TASK = "nodule candidate classification (cubes [N, 1, 32, 32, 32] -> nodule logit)"
+
+
+def _windowed(iso: Any) -> np.ndarray:
+    from deepseek.medical.nodule_data import _norm
+
+    return _norm(np.asarray(iso.array, np.float32)).astype(np.float32)
+
+
+def label_candidates(cands: list[dict], nodules: list[tuple[np.ndarray, float]]
+                     ) -> np.ndarray:
+    """1 (within a nodule's radius), 0 (more than ``AMBIGUOUS_MM`` beyond every radius) or
+    -1 (in between) for each candidate."""
+    out = np.zeros(len(cands), np.int8)
+    for i, c in enumerate(cands):
+        xyz = np.asarray(c["xyz"], float)
+        for ctr, d in nodules:
+            dist = float(np.linalg.norm(xyz - ctr))
+            if dist <= d / 2:
+                out[i] = 1
+                break
+            if dist <= d / 2 + AMBIGUOUS_MM:
+                out[i] = -1
+        # a hit on one nodule wins over the margin of another
+    return out
+
+
+def candidate_cubes(detector: Any, scans: Any, *, centres: bool = True,
+                    margin: int = MARGIN) -> dict[str, np.ndarray]:
+    """Cubes (float16, edge ``FPR_CROP + 2 * margin``) around ``detector``'s candidates on
+    ``scans`` (Volumes with ``nodules`` in their metadata, or :class:`HeldOutScan`), with
+    labels (1/0; ambiguous ones left out), the detector's probability (-1 for a nodule's own
+    centre cube) and the scan's index."""
+    from deepseek.medical.detector import crop_cubes
+
+    n = FPR_CROP + 2 * margin
+    xs, ys, ps, ks = [], [], [], []
+    for k, item in enumerate(scans):
+        v = item.load() if isinstance(item, HeldOutScan) else item
+        nods = [(np.asarray(nd["center"], float), float(nd["diameter_mm"]))
+                for nd in v.metadata.get("nodules", [])]
+        cands = detector.detect(v)
+        iso = v.resample([WORKING_SPACING] * 3)
+        del v
+        lab = label_candidates(cands, nods)
+        keep = [i for i in range(len(cands)) if lab[i] >= 0]
+        pts = [cands[i]["xyz"] for i in keep]
+        y = [int(lab[i]) for i in keep]
+        p = [float(cands[i]["probability"]) for i in keep]
+        if centres:
+            pts += [tuple(ctr) for ctr, _ in nods]
+            y += [1] * len(nods)
+            p += [-1.0] * len(nods)
+        if pts:
+            vox = np.array([iso.world_to_voxel(q) for q in pts]).reshape(-1, 3)
+            xs.append(crop_cubes(_windowed(iso), vox, n).astype(np.float16))
+            ys.extend(y)
+            ps.extend(p)
+            ks.extend([k] * len(pts))
+        log.info("scan %d: %d candidates (%d nodules, %d left out), %d nodule centres", k,
+                 len(cands), int((lab == 1).sum()), int((lab < 0).sum()),
+                 len(nods) if centres else 0)
+    if not xs:
+        from deepseek.medical.errors import MedicalError
+
+        raise MedicalError("the detector found no candidates on the training scans")
+    return {"x": np.concatenate(xs), "y": np.asarray(ys, np.float32),
+            "p": np.asarray(ps, np.float32), "scan": np.asarray(ks, np.int32)}
+
+
+class CubeDataset(Dataset):
+    """Cubes from :func:`candidate_cubes`: a random (training) or the centre ``FPR_CROP``
+    cube, flipped and transposed at random when training."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], train: bool, seed: int = 0) -> None:
+        self.a, self.train = arrays, train
+        self.margin = (arrays["x"].shape[1] - FPR_CROP) // 2
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.a["x"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        m, c = self.margin, FPR_CROP
+        if self.train:
+            oz, oy, ox = self.rng.integers(0, 2 * m + 1, 3)
+        else:
+            oz = oy = ox = m
+        x = self.a["x"][i, oz:oz + c, oy:oy + c, ox:ox + c].astype(np.float32)
+        if self.train:
+            for ax in range(3):
+                if self.rng.random() < 0.5:
+                    x = np.flip(x, ax)
+            if self.rng.random() < 0.5:
+                x = x.transpose(0, 2, 1)
+        return {"x": torch.from_numpy(np.ascontiguousarray(x))[None],
+                "y": torch.tensor([self.a["y"][i]], dtype=torch.float32)}
+
+
+def combined_cpm(logits: np.ndarray, val: dict[str, Any]) -> dict[str, float]:
+    """CPM of the detector alone and with the second stage on the validation candidates."""
+    from deepseek.medical.metrics import froc
+
+    q = 1 / (1 + np.exp(-logits))
+    res, res_fpr = [], []
+    for c, qi in zip(val["candidates"], q):
+        res.append(c)
+        res_fpr.append({**c, "probability": float(np.sqrt(c["probability"] * qi))})
+    a = froc(val["annotations"], res, scans=val["scans"], bootstrap=0)
+    b = froc(val["annotations"], res_fpr, scans=val["scans"], bootstrap=0)
+    return {"val_cpm_detector": a.cpm, "val_cpm": b.cpm}
+
+
+def _val_set(detector: Any, scans: Any) -> dict[str, Any]:
+    """Every candidate of every validation scan (none left out), as the detector reports it,
+    with its centre cube, and the annotations."""
+    from deepseek.medical.detector import crop_cubes
+
+    cands, cubes, ann, uids, ys = [], [], [], [], []
+    for item in scans:
+        v = item.load() if isinstance(item, HeldOutScan) else item
+        sid = v.metadata["series_uid"]
+        uids.append(sid)
+        ann += [{"seriesuid": sid, "xyz": tuple(nd["center"]),
+                 "diameter_mm": float(nd["diameter_mm"])} for nd in v.metadata["nodules"]]
+        found = detector.detect(v, series_uid=sid)
+        iso = v.resample([WORKING_SPACING] * 3)
+        del v
+        if found:
+            vox = np.array([iso.world_to_voxel(c["xyz"]) for c in found]).reshape(-1, 3)
+            cubes.append(crop_cubes(_windowed(iso), vox, FPR_CROP))
+            cands += found
+            nods = [(np.asarray(a["xyz"], float), a["diameter_mm"]) for a in ann
+                    if a["seriesuid"] == sid]
+            ys.append(label_candidates(found, nods) == 1)
+    x = np.concatenate(cubes) if cubes else np.zeros((0, FPR_CROP, FPR_CROP, FPR_CROP),
+                                                     np.float32)
+    return {"x": x, "candidates": cands, "annotations": ann, "scans": uids,
+            "y": np.concatenate(ys).astype(np.float32) if ys else np.zeros(0, np.float32)}
+
+
+def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epochs: int = 12,
+              batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
+              realistic: bool = True, detector: Any = None,
+              model: str = "nodule-fpr-3dcnn", progress: bool | None = None,
+              scan_size: int = 384, scan_slices: int = 90,
+              scan_spacing: tuple[float, float, float] = (0.9, 0.9, 2.0),
+              **config: Any) -> dict[str, Any]:
+    """Train the second stage on ``detector``'s candidates (default: the packaged
+    lung-nodule-attention; a name, weights file, ``LoadedModel``, module, or a
+    :class:`NoduleDetector` used as it is) on ``scans``
+    phantom scans (``scan_size`` rows and columns, ``scan_slices`` slices at
+    ``scan_spacing`` mm), validating on ``val_scans`` others; write
+    ``out_dir/model.safetensors`` (+ ``.json``) and ``training.json``."""
+    from deepseek.loader import build_registered, require_fit, save_model
+    from deepseek.medical.detector import NoduleDetector
+    from deepseek.train import Trainer
+
+    require_fit(model, TASK, [{"dtype": "float32", "shape": [-1, 1, FPR_CROP, FPR_CROP,
+                                                              FPR_CROP]}])
+    if isinstance(detector, NoduleDetector):  # used as it is, for mining and validation
+        if detector.fpr is not None:
+            from deepseek.medical.errors import MedicalError
+
+            raise MedicalError("the first stage's candidates are what the second stage learns "
+                               "from: pass a NoduleDetector with fpr=None")
+        mine = full = detector
+    else:
+        mine = NoduleDetector(detector, progress=False, tta_top=0, fpr=None)
+        full = NoduleDetector(detector, progress=False, fpr=None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    net, cfg = build_registered(model, pretrained=False, **config)
+    t0 = time.perf_counter()
+    s0 = FPR_SEED0 + 1000 * seed
+    grid = dict(size=scan_size, slices=scan_slices, spacing=tuple(scan_spacing),
+                realistic=realistic)
+    train = candidate_cubes(mine, phantom_scans(scans, seed0=s0, prefix="fpr", **grid))
+    n_pos = int(train["y"].sum())
+    log.info("%d training cubes (%d nodules) from %d scans in %.0f s", len(train["y"]),
+             n_pos, scans, time.perf_counter() - t0)
+    val = _val_set(full, phantom_scans(val_scans, seed0=s0 + 500_000, prefix="fpr-val",
+                                       **grid)) if val_scans else None
+    pos_weight = torch.tensor([max(1.0, (len(train["y"]) - n_pos) / max(n_pos, 1))])
+
+    def step_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(m(batch["x"])["nodule"], batch["y"],
+                                                  pos_weight=pos_weight)
+
+    def eval_fn(m: torch.nn.Module, v: dict[str, Any]) -> dict[str, float]:
+        from sklearn.metrics import roc_auc_score
+
+        m.eval()
+        try:
+            with torch.inference_mode():
+                logits = np.concatenate([
+                    m(torch.from_numpy(v["x"][i:i + 64])[:, None])["nodule"].numpy()[:, 0]
+                    for i in range(0, len(v["x"]), 64)]) if len(v["x"]) else np.zeros(0)
+        finally:
+            m.train()
+        metrics = combined_cpm(logits, v)
+        if 0 < v["y"].sum() < len(v["y"]):  # hits against the rest, as LUNA16 counts them
+            metrics["val_auroc"] = float(roc_auc_score(v["y"], logits))
+            metrics["val_auroc_detector"] = float(roc_auc_score(
+                v["y"], [c["probability"] for c in v["candidates"]]))
+        return metrics
+
+    steps = epochs * int(np.ceil(len(train["y"]) / batch_size))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1),
+                                                pct_start=0.15)
+    trainer = Trainer(net, opt, step_fn=step_fn, scheduler=sched,
+                      checkpoint_dir=out / "checkpoints", progress=progress,
+                      architecture=model, config=cfg, device="cpu")
+    history = trainer.fit(CubeDataset(train, train=True, seed=seed), epochs=epochs,
+                          batch_size=batch_size, val_data=val, eval_fn=eval_fn if val else None,
+                          best_metric="val_cpm" if val else "train_loss",
+                          mode="max" if val else "min")
+    best = out / "checkpoints" / "best"
+    if best.is_dir():
+        trainer.load_checkpoint(best)
+    path = save_model(net, out / "model.safetensors", architecture=model, config=cfg)
+    summary = {"model": str(path), "history": history, "training_cubes": len(train["y"]),
+               "training_nodule_cubes": n_pos, "scans": scans, "val_scans": val_scans,
+               "realistic": realistic, "scan": {"size": scan_size, "slices": scan_slices,
+                                                   "spacing_mm": list(scan_spacing)},
+               "detector": str(detector or "lung-nodule-attention")
+               if detector is None or isinstance(detector, (str, Path)) else "given",
+               "pos_weight": float(pos_weight[0]),
+               "seeds": [s0, s0 + scans], "val_seeds": [s0 + 500_000, s0 + 500_000 + val_scans],
+               "seconds": time.perf_counter() - t0}
+    (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
