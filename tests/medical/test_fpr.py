@@ -102,13 +102,13 @@ def test_training_on_the_detectors_own_candidates(tmp_path):
     assert out.exit_code == 0 and "--val-scans" in out.output
 
 
-def test_the_second_stage_is_on_by_default_only_for_the_packaged_detector():
-    assert NoduleDetector(progress=False).fpr.name == "onnxruntime"
-    assert NoduleDetector("lung-nodule-attention", progress=False).fpr is not None
-    assert NoduleDetector("lung-nodule-attention", progress=False, fpr=None).fpr is None
+def test_the_second_stage_is_off_by_default_and_auto_only_for_the_packaged_detector():
+    assert NoduleDetector(progress=False).fpr is None
+    assert NoduleDetector(progress=False, fpr="auto").fpr.name == "onnxruntime"
+    assert NoduleDetector("lung-nodule-attention", progress=False, fpr="auto").fpr is not None
     # other weights: the stage learnt from the packaged detector's candidates, not theirs
-    assert NoduleDetector(build(base=4), progress=False).fpr is None
+    assert NoduleDetector(build(base=4), progress=False, fpr="auto").fpr is None
     with pytest.raises(Exception, match="second stage learns"):
-        train_fpr("unused", detector=NoduleDetector(progress=False))
+        train_fpr("unused", detector=NoduleDetector(progress=False, fpr="auto"))
     out = CliRunner().invoke(build_cli(), ["medical", "detect", "--help"])
     assert "--fpr" in out.output and "none" in out.output

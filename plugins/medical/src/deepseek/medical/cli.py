@@ -199,10 +199,10 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               help="Sliding-window edge in mm (a multiple of 4; 64 suits thin slabs).")
 @click.option("--overlap", type=int, default=None,
               help="Overlap of neighbouring windows in mm [window / 4].")
-@click.option("--fpr", "fpr", default="auto", show_default=True, metavar="auto|none|MODEL",
+@click.option("--fpr", "fpr", default="none", show_default=True, metavar="none|auto|MODEL",
               help="Second stage: re-score every candidate with a false-positive reduction "
-              "classifier (the probability becomes the geometric mean of both). auto: the "
-              "packaged nodule-fpr-3dcnn with the packaged detector; none: off; or a model "
+              "classifier (the probability becomes the geometric mean of both). none: off; "
+              "auto: the packaged nodule-fpr-3dcnn with the packaged detector; or a model "
               "name, weights or .onnx.")
 def detect(path: str, out: Path | None, monai_json: Path | None, as_json: bool,
            threshold: float,

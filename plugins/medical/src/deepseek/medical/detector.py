@@ -172,13 +172,15 @@ class NoduleDetector:
             per scan): a ``tta_crop``-voxel cube around each is run flipped along z, y and x,
             and the candidate's probability becomes the mean of its window-blended value and
             the three flipped ones. About 6 s on 2 CPU cores.
-        fpr: the second stage, false-positive reduction: ``"auto"`` (the packaged
-            ``nodule-fpr-3dcnn`` when the detector is the packaged ``lung-nodule-attention``,
-            given by name or as ``None``, whose candidates it was trained on; off for other
-            detector weights), ``None`` (off), or a registry name, weights, an ``.onnx``
-            file, a ``LoadedModel`` or an ``nn.Module``. Every candidate's 32 mm cube is
-            classified; its ``probability`` becomes the geometric mean of the detector's
-            (``probability_detector``) and the classifier's (``probability_fpr``), both kept.
+        fpr: the second stage, false-positive reduction: ``None`` (off, the default: on the
+            benchmarks it does not yet beat the retrained detector alone; see the medical
+            README), ``"auto"`` (the packaged ``nodule-fpr-3dcnn`` when the detector is the
+            packaged ``lung-nodule-attention``, given by name or as ``None``, whose candidates
+            it was trained on; off for other detector weights), or a registry name, weights,
+            an ``.onnx`` file, a ``LoadedModel`` or an ``nn.Module``. Every candidate's
+            32 mm cube is classified; its ``probability`` becomes the geometric mean of the
+            detector's (``probability_detector``) and the classifier's (``probability_fpr``),
+            both kept.
             Runs on the same ``backend`` rules as the detector.
     """
 
@@ -186,7 +188,7 @@ class NoduleDetector:
                  window: int = 96, overlap: int = 24, batch_size: int = 2,
                  device: str = "auto", amp: bool = False, progress: bool | None = None,
                  tta_top: int = 24, tta_crop: int = 64, backend: str = "auto",
-                 fpr: Any = "auto") -> None:
+                 fpr: Any = None) -> None:
         from deepseek.loader import resolve_device
         from deepseek.medical.errors import MedicalError
 
