@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,23 +68,38 @@ def label_candidates(cands: list[dict], nodules: list[tuple[np.ndarray, float]]
     return out
 
 
+def _detected(detector: Any, scans: Any) -> Iterator[tuple[str, list, list[dict], Any]]:
+    """For each scan (a Volume with ``nodules`` in its metadata, or :class:`HeldOutScan`,
+    read one at a time): its series UID, nodules (centre, diameter), the detector's
+    candidates and the scan on the 1 mm working grid."""
+    for item in scans:
+        v = item.load() if isinstance(item, HeldOutScan) else item
+        sid = v.metadata.get("series_uid") or "scan"
+        nods = [(np.asarray(nd["center"], float), float(nd["diameter_mm"]))
+                for nd in v.metadata.get("nodules", [])]
+        found = detector.detect(v, series_uid=sid)
+        iso = v.resample([WORKING_SPACING] * 3)
+        del v
+        yield sid, nods, found, iso
+
+
+def _cubes(iso: Any, points: list, n: int) -> np.ndarray:
+    """Windowed ``n``-voxel cubes of ``iso`` around world points (x, y, z mm)."""
+    from deepseek.medical.detector import crop_cubes
+
+    vox = np.array([iso.world_to_voxel(q) for q in points]).reshape(-1, 3)
+    return crop_cubes(_windowed(iso), vox, n)
+
+
 def candidate_cubes(detector: Any, scans: Any, *, centres: bool = True,
                     margin: int = MARGIN) -> dict[str, np.ndarray]:
     """Cubes (float16, edge ``FPR_CROP + 2 * margin``) around ``detector``'s candidates on
     ``scans`` (Volumes with ``nodules`` in their metadata, or :class:`HeldOutScan`), with
     labels (1/0; ambiguous ones left out), the detector's probability (-1 for a nodule's own
     centre cube) and the scan's index."""
-    from deepseek.medical.detector import crop_cubes
-
     n = FPR_CROP + 2 * margin
     xs, ys, ps, ks = [], [], [], []
-    for k, item in enumerate(scans):
-        v = item.load() if isinstance(item, HeldOutScan) else item
-        nods = [(np.asarray(nd["center"], float), float(nd["diameter_mm"]))
-                for nd in v.metadata.get("nodules", [])]
-        cands = detector.detect(v)
-        iso = v.resample([WORKING_SPACING] * 3)
-        del v
+    for k, (_, nods, cands, iso) in enumerate(_detected(detector, scans)):
         lab = label_candidates(cands, nods)
         keep = [i for i in range(len(cands)) if lab[i] >= 0]
         pts = [cands[i]["xyz"] for i in keep]
@@ -94,8 +110,7 @@ def candidate_cubes(detector: Any, scans: Any, *, centres: bool = True,
             y += [1] * len(nods)
             p += [-1.0] * len(nods)
         if pts:
-            vox = np.array([iso.world_to_voxel(q) for q in pts]).reshape(-1, 3)
-            xs.append(crop_cubes(_windowed(iso), vox, n).astype(np.float16))
+            xs.append(_cubes(iso, pts, n).astype(np.float16))
             ys.extend(y)
             ps.extend(p)
             ks.extend([k] * len(pts))
@@ -156,24 +171,13 @@ def combined_cpm(logits: np.ndarray, val: dict[str, Any]) -> dict[str, float]:
 def _val_set(detector: Any, scans: Any) -> dict[str, Any]:
     """Every candidate of every validation scan (none left out), as the detector reports it,
     with its centre cube, and the annotations."""
-    from deepseek.medical.detector import crop_cubes
-
     cands, cubes, ann, uids, ys = [], [], [], [], []
-    for item in scans:
-        v = item.load() if isinstance(item, HeldOutScan) else item
-        sid = v.metadata["series_uid"]
+    for sid, nods, found, iso in _detected(detector, scans):
         uids.append(sid)
-        ann += [{"seriesuid": sid, "xyz": tuple(nd["center"]),
-                 "diameter_mm": float(nd["diameter_mm"])} for nd in v.metadata["nodules"]]
-        found = detector.detect(v, series_uid=sid)
-        iso = v.resample([WORKING_SPACING] * 3)
-        del v
+        ann += [{"seriesuid": sid, "xyz": tuple(ctr), "diameter_mm": d} for ctr, d in nods]
         if found:
-            vox = np.array([iso.world_to_voxel(c["xyz"]) for c in found]).reshape(-1, 3)
-            cubes.append(crop_cubes(_windowed(iso), vox, FPR_CROP))
+            cubes.append(_cubes(iso, [c["xyz"] for c in found], FPR_CROP))
             cands += found
-            nods = [(np.asarray(a["xyz"], float), a["diameter_mm"]) for a in ann
-                    if a["seriesuid"] == sid]
             ys.append(label_candidates(found, nods) == 1)
     x = np.concatenate(cubes) if cubes else np.zeros((0, FPR_CROP, FPR_CROP, FPR_CROP),
                                                      np.float32)
