@@ -404,6 +404,37 @@ def test_realistic_phantom_vessels_taper_and_blur():
     assert np.median(on) == pytest.approx(-700.0, abs=15) and np.median(off) < -820
 
 
+def test_realistic_phantoms_are_seen_through_a_scanner_point_spread():
+    from deepseek.medical.errors import MedicalError
+    from deepseek.medical.synthetic import PSF_MM, reconstruct
+
+    assert ChestPhantom(seed=1, n_nodules=0, realistic=True).psf_mm == PSF_MM == 0.5
+    assert ChestPhantom(seed=1, n_nodules=0).psf_mm == 0.0  # the smooth default stays sharp
+    assert ChestPhantom(seed=1, n_nodules=0, realistic=True, psf_mm=0).psf_mm == 0.0
+    for bad in (-1.0, float("nan"), 9.0):
+        with pytest.raises(MedicalError, match="psf_mm"):
+            ChestPhantom(seed=1, n_nodules=0, psf_mm=bad)
+    rng = np.random.default_rng(0)
+    # a sharp vertical edge spreads as a Gaussian of sigma psf_mm: the 16-84 % rise is 2 sigma
+    edge = np.where(np.arange(200) < 100, -900.0, 100.0)[None].repeat(64, 0)
+    row = reconstruct(edge, (0.1, 0.1), 0.5, 0.0, rng)[32]
+    assert row.mean() == pytest.approx(edge[32].mean(), abs=1.0)  # HU are kept, not lost
+    rise = np.interp([0.16, 0.84], (row + 900.0) / 1000.0, np.arange(200) * 0.1)
+    assert rise[1] - rise[0] == pytest.approx(2 * 0.5, abs=0.05)
+    # the noise keeps its stated standard deviation but is correlated by the kernel
+    flat = reconstruct(np.zeros((4, 128, 128)), (0.7, 0.7), 0.5, 15.0, rng)
+    assert flat.std() == pytest.approx(15.0, rel=0.03)
+    nb = np.corrcoef(flat[:, :, :-1].ravel(), flat[:, :, 1:].ravel())[0, 1]
+    across = np.corrcoef(flat[:-1].ravel(), flat[1:].ravel())[0, 1]
+    assert nb > 0.3 and abs(across) < 0.05  # in-plane only: slices stay independent
+    # the renderers apply it: a realistic render differs from the same phantom made sharp
+    a = render_volume(ChestPhantom(seed=3, n_nodules=0, z_range=(-5, 5), realistic=True),
+                      (1.0, 1.0, 2.0), (2, 64, 64), noise=0.0)
+    b = render_volume(ChestPhantom(seed=3, n_nodules=0, z_range=(-5, 5), realistic=True,
+                                   psf_mm=0.0), (1.0, 1.0, 2.0), (2, 64, 64), noise=0.0)
+    assert np.abs(np.diff(a.array, axis=2)).mean() < np.abs(np.diff(b.array, axis=2)).mean()
+
+
 def test_realistic_phantom_patches_for_training():
     from deepseek.medical.nodule_data import phantom_patch_set
 

@@ -2,7 +2,8 @@
 
 Phantom patches simulate an acquisition before resampling, as inference sees it: the
 analytic phantom is sampled on a scanner grid (in-plane 0.6-0.9 mm, slice step 0.625-2.5 mm,
-random grid phase), noise is added, and the grid is resampled (linear, SimpleITK) to the
+random grid phase), noise is added (through the scanner's point spread for realistic
+phantoms), and the grid is resampled (linear, SimpleITK) to the
 1 mm working grid. Targets follow the model: a Gaussian heatmap at stride 2, log diameter and
 sub-cell offset at each nodule's peak cell.
 """
@@ -21,7 +22,7 @@ from torch.utils.data import Dataset
 
 from deepseek.medical.errors import MedicalError
 from deepseek.medical.nodule_model import STRIDE, WINDOW, WORKING_SPACING
-from deepseek.medical.synthetic import ChestPhantom
+from deepseek.medical.synthetic import ChestPhantom, reconstruct
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,10 @@ def simulate_patch(phantom: ChestPhantom, centre: np.ndarray, rng: np.random.Gen
     zz, yy, xx = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
     pts = np.stack([xx.ravel(), yy.ravel(), zz.ravel()], 1)
     acq = phantom.hu(pts).reshape(zz.shape)
-    acq = np.rint(acq + rng.normal(0, noise, acq.shape))
+    if phantom.psf_mm > 0:  # realistic phantoms: the scanner's point spread, correlated noise
+        acq = np.rint(reconstruct(acq, (sp_xy, sp_xy), phantom.psf_mm, noise, rng))
+    else:
+        acq = np.rint(acq + rng.normal(0, noise, acq.shape))
     return _resample_to_patch(acq, lo, sp, patch_origin, n), patch_origin
 
 
