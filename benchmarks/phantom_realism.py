@@ -17,10 +17,11 @@ compared inside the lungs:
 
 The lungs are the mask of the detector (:func:`deepseek.medical.detector.lung_mask`, air
 inside the body with holes filled), eroded by 3 mm so that the chest wall does not count.
-Each phantom setting is measured: the smooth lungs the packaged weights were trained on
+Each phantom setting is measured: the smooth default lungs (the packaged weights began on them)
 (``texture=0``), the parenchymal texture field (``ChestPhantom(texture=30)``; --texture
 chooses) and ``ChestPhantom(realistic=True)`` (a space-filling vessel tree tapering by
-Murray's law, partial-volume vessel edges, a 20 HU texture). Goals (issue "real lungs"):
+Murray's law, partial-volume vessel edges, a 20 HU texture, seen through a scanner's 0.5 mm
+point spread with correlated noise). Goals (issue "real lungs"):
 Wasserstein-1 <= 30 HU, spectral slope within 0.3 of the real slab's, texture power within a
 factor 2. One real slab is a small sample: these figures show where the phantom stands, not
 a fit to be tuned to.
