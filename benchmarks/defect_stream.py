@@ -286,7 +286,7 @@ def main() -> None:
     if gpu is not None:
         goal_v = results["gpu_model_fps_batch256_amp"]
         goals.append(goal("GPU model step at batch", goal_v, ">= 3000", "fps", goal_v >= 3000))
-    emit("defect_stream", results, goals)
+    emit("defect_stream", results, goals, quick=args.quick)
 
 
 if __name__ == "__main__":
