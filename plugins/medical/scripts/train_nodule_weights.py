@@ -3,13 +3,16 @@
     python plugins/medical/scripts/train_nodule_weights.py [--seed 0] [--patches 2400]
         [--epochs 3] [--init lung-nodule-attention --lr 6e-4]
 
-The packaged weights come from three runs, each fine-tuning the one before on fresh patches
-(the third on realistic phantom lungs: vessel tree, bronchi, fissures, texture):
+The packaged weights come from four runs, each fine-tuning the one before on fresh patches
+(the third and fourth on realistic phantom lungs: vessel tree, bronchi, fissures, texture;
+the fourth seen through the scanner's point spread):
 
     python plugins/medical/scripts/train_nodule_weights.py --seed 0 --patches 3200 --epochs 4
     python plugins/medical/scripts/train_nodule_weights.py --seed 1 --patches 3200 --epochs 3 \
         --init lung-nodule-attention --lr 6e-4 --val-scans 3
     python plugins/medical/scripts/train_nodule_weights.py --seed 2 --patches 1600 --epochs 2 \
+        --init lung-nodule-attention --lr 6e-4 --val-scans 2 --realistic
+    python plugins/medical/scripts/train_nodule_weights.py --seed 3 --patches 2400 --epochs 3 \
         --init lung-nodule-attention --lr 6e-4 --val-scans 2 --realistic
 
 After new weights: ``deepseek export-onnx lung-nodule-attention`` (the packaged ONNX export),
