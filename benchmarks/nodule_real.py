@@ -112,10 +112,12 @@ def main() -> None:
             results[group][reading] = {
                 "false_positives_mean": mean,
                 "per_10cm": {t: round(per_10cm(v, length), 3) for t, v in mean.items()}}
-    value = results["real"]["packaged+fpr"]["per_10cm"]["p>=0.5"]
-    goals = [goal(f"real slab ({length:.0f} mm): candidates with p >= 0.5 per 10 cm "
-                  "(packaged detector + second stage)", value, "<= 1", "per 10 cm",
-                  value <= 1.0)]
+    goals = []
+    for reading, what in (("packaged", "the default: packaged detector, no second stage"),
+                          ("packaged+fpr", "packaged detector + second stage")):
+        value = results["real"][reading]["per_10cm"]["p>=0.5"]
+        goals.append(goal(f"real slab ({length:.0f} mm): candidates with p >= 0.5 per 10 cm "
+                          f"({what})", value, "<= 1", "per 10 cm", value <= 1.0))
     emit("nodule_real", results, goals, quick=args.quick)
 
 
