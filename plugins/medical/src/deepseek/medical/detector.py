@@ -171,7 +171,7 @@ class NoduleDetector:
             (0: none; default 24, which covers the operating points up to 8 false positives
             per scan): a ``tta_crop``-voxel cube around each is run flipped along z, y and x,
             and the candidate's probability becomes the mean of its window-blended value and
-            the three flipped ones. About 6 s on 2 CPU cores.
+            the three flipped ones. 6-12 s on 2 CPU cores for a 512x512x300 scan.
         fpr: the second stage, false-positive reduction: ``None`` (off, the default: on the
             benchmarks it does not yet beat the retrained detector alone; see the medical
             README), ``"auto"`` (the packaged ``nodule-fpr-3dcnn`` when the detector is the
