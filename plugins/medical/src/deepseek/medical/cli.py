@@ -150,7 +150,8 @@ def convert(path: str, out: Path, spacing: tuple[float, float, float] | None,
 @click.option("--out-of-field", is_flag=True, help="-3024 HU outside a circular field of view.")
 @click.option("--dicomdir", is_flag=True, help="Write a DICOM File-set with DICOMDIR.")
 @click.option("--realistic", is_flag=True, help="Lungs closer to real CT: a vessel tree that "
-              "fills them, bronchi, fissures, parenchymal texture (ChestPhantom(realistic=True)).")
+              "fills them, bronchi, fissures, parenchymal texture, seen through a 0.5 mm "
+              "scanner point spread (ChestPhantom(realistic=True)).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: float | None,
              slice_step: float, nodules: int, tilt_deg: float, noise: float,

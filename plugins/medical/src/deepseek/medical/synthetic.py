@@ -102,8 +102,8 @@ class ChestPhantom:
                  texture: float | None = None, realistic: bool = False,
                  psf_mm: float | None = None) -> None:
         """``texture``: standard deviation in HU of a parenchymal texture field in the lungs (see
-        :class:`_Texture`). ``realistic``: lungs closer to real CT (opt-in; the default
-        smooth lungs are what the packaged weights were trained on): a vessel tree from
+        :class:`_Texture`). ``realistic``: lungs closer to real CT (opt-in; the packaged weights
+        began on the default smooth lungs and were fine-tuned on these): a vessel tree from
         each hilum that fills its lung by recursive halving of its territory
         (:meth:`_murray_tree`), whose calibre halves every three branchings (Murray's
         law, r_child = r / 2^(1/3)) from 4.5 mm down to 0.4 mm, a bronchus (air inside a
