@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +103,19 @@ def test_phantom_reader_returns_ground_truth(tmp_path):
     assert vol.metadata["annotations"] == str(tmp_path / "p" / "annotations.csv")
     with pytest.raises(MedicalError, match="write_phantom"):
         get_registry("reader").get("ct-phantom")("synthetic:?colour=red")
+
+
+def test_a_refused_phantom_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    reader = get_registry("reader").get("ct-phantom")
+    for bad in ("synthetic:?colour=red", "synthetic:?size=4"):
+        with pytest.raises(MedicalError):
+            reader(bad)
+    assert list(tmp_path.iterdir()) == []
+    kept = reader("synthetic:?size=32&slices=3&n_nodules=0")  # a read keeps its files
+    assert Path(kept.metadata["annotations"]).is_file()
 
 
 def test_cli_phantom_info_convert(tmp_path):

@@ -18,6 +18,7 @@ import csv
 import datetime as _dt
 import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -799,17 +800,22 @@ def read_synthetic(source: Any = "synthetic:", **options: Any) -> Any:
     from deepseek.readers import uri_options
 
     opts = {**uri_options(str(source or "synthetic:"), "synthetic:"), **options}
-    out = opts.pop("out_dir", None)
-    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="deepseek-phantom-"))
+    given = opts.pop("out_dir", None)
+    out = Path(given) if given else Path(tempfile.mkdtemp(prefix="deepseek-phantom-"))
     if opts.get("series_uid") is None:
         opts.pop("series_uid", None)  # the phantom writes one series; nothing to choose
     reader_opts = {k: opts.pop(k) for k in ("progress", "on_gap", "tilt") if k in opts}
     try:
-        series = write_phantom(out, **opts)
-    except TypeError as exc:
-        raise MedicalError(f"{source}: {exc}; the options are write_phantom's "
-                           "(seed, size, slices, slice_step, n_nodules, ...)") from None
-    vol = DICOMReader(out, series_uid=series.series_uid, **reader_opts).load()
+        try:
+            series = write_phantom(out, **opts)
+        except TypeError as exc:
+            raise MedicalError(f"{source}: {exc}; the options are write_phantom's "
+                               "(seed, size, slices, slice_step, n_nodules, ...)") from None
+        vol = DICOMReader(out, series_uid=series.series_uid, **reader_opts).load()
+    except Exception:
+        if not given:  # a failed read leaves no temporary folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     vol.metadata["nodules"] = [n.__dict__ for n in series.nodules]
     vol.metadata["annotations"] = str(series.annotations)
     return vol
