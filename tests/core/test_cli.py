@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from deepseek import __version__
+from deepseek import __version__, hookimpl
 from deepseek.cli import build_cli
 
 
@@ -71,30 +71,28 @@ def test_every_command_takes_json(invoke):
 
 def test_plugin_groups_absent_without_plugins(monkeypatch):
     """The listing above comes from the plugins: with none loaded, their groups are gone."""
+    import click
+
     from deepseek import plugins
     from deepseek.cli import cli
 
     monkeypatch.setenv("DEEPSEEK_LOAD_PLUGINS", "")
-    plugins._reset_for_tests()
-    try:
-        import click
-
+    with plugins.use(plugins.Plugins()):
         group = click.Group(commands=dict(cli.commands))
         for name in ("medical", "manufacturing", "finance"):
             group.commands.pop(name, None)
         plugins.add_commands(group)
         assert not {"medical", "manufacturing", "finance"} & set(group.commands)
-    finally:
-        monkeypatch.delenv("DEEPSEEK_LOAD_PLUGINS")
-        plugins._reset_for_tests()
 
 
 def test_models_lists_and_filters(invoke, tiny_plugin):
     res = invoke("models")
     assert "test-tiny" in res.output and "[weights]" in res.output
-    res = invoke("models", "conv", "--json")
+    assert "[untrained]" in res.output  # test-conv is registered without weights
+    res = invoke("models", "test-conv", "--json")
     rows = json.loads(res.output)
     assert [r["name"] for r in rows] == ["test-conv"] and rows[0]["plugin"] == "test-plugin"
+    assert rows[0]["trained"] is False
     assert "no models match" in invoke("models", "zzz").output
 
 
@@ -103,7 +101,7 @@ def test_summary_command(invoke, tiny_plugin):
     assert res.exit_code == 0, res.output
     assert "Conv2d" in res.output and "[1, 4, 8, 8]" in res.output
     res = invoke("summary", "test-conv", "--input-shape", "2,1,8,8", "--json")
-    assert json.loads(res.output)["output_shape"] == [2, 2]
+    assert json.loads(res.stdout)["output_shape"] == [2, 2]
 
 
 def test_run_writes_report(invoke, tiny_plugin, tmp_path):
@@ -146,12 +144,8 @@ def test_demo_without_pipelines_says_so(invoke, tmp_path, monkeypatch):
     from deepseek import plugins
 
     monkeypatch.setenv("DEEPSEEK_LOAD_PLUGINS", "")
-    plugins._reset_for_tests()
-    try:
+    with plugins.use(plugins.Plugins()):
         res = invoke("demo", "--out", str(tmp_path / "d"))
-    finally:
-        monkeypatch.delenv("DEEPSEEK_LOAD_PLUGINS")
-        plugins._reset_for_tests()
     assert res.exit_code == 0
     assert "no pipelines are registered yet" in res.output
     assert (tmp_path / "d" / "index.html").is_file()
@@ -177,3 +171,29 @@ def test_verbosity_changes_the_log_level():
             "(finance, by scheme)") in loud.output
     info = runner.invoke(build_cli(), ["-v", *args])
     assert "DEBUG" not in info.output
+
+
+def test_a_plugin_bug_is_one_line_naming_the_plugin():
+    import click
+
+    from deepseek.cli import DeepSeekGroup
+    from deepseek.plugins import Plugins, use
+
+    class Buggy:
+        @staticmethod
+        @hookimpl
+        def register_commands(cli):
+            @cli.command("crash")
+            def crash():
+                {}["missing key"]
+
+    group = DeepSeekGroup("top")
+    group.params.append(click.Option(["-v", "--verbose"], count=True))
+    with use(Plugins(entry_points=False)) as system:
+        system.register(Buggy, name="buggy")
+        system.add_commands(group)
+        res = CliRunner().invoke(group, ["crash"])
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        assert res.output.startswith("error: plugin buggy failed: KeyError: 'missing key' at "
+                                     "test_cli.py:")
+        assert "-vv" in res.output

@@ -11,7 +11,7 @@ import textwrap
 
 import torch
 
-from deepseek.loader import ModelLoader, export_onnx
+from deepseek.loader import ModelLoader, export_onnx, save_model
 
 # None in sys.modules blocks an import, and importlib.util.find_spec reports it missing
 NO_TORCH = """
@@ -32,6 +32,8 @@ def test_onnx_serving_without_torch(tmp_path):
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())
     path = export_onnx(net, torch.zeros(1, 4), tmp_path / "model.onnx", input_names=["x"],
                        output_names=["y"])
+    # the layout the project's exports write: weights and their ONNX export side by side
+    save_model(net, tmp_path / "model.safetensors", architecture="an-unregistered-net")
     x = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]
     want = net(torch.tensor(x)).detach().numpy()
     feats = torch.randn(3, 17, generator=torch.Generator().manual_seed(0)).tolist()
@@ -44,7 +46,7 @@ def test_onnx_serving_without_torch(tmp_path):
         from deepseek.loader import ModelLoader
         from deepseek.serving import DeepSeekServing
 
-        m = ModelLoader.load({str(tmp_path)!r})          # the folder's model.onnx
+        m = ModelLoader.load({str(tmp_path)!r})   # the folder's model.onnx, not .safetensors
         direct = m(np.array({x}, np.float32)).tolist()
         errors = []
         for what, cfg in (("tick-mlp", {{"hidden": [8]}}),

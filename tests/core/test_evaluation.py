@@ -99,6 +99,10 @@ def test_load_array_formats_and_errors(tmp_path):
         load_array(tmp_path / "e.parquet")
     with pytest.raises(MetricError, match="no such file"):
         load_array(tmp_path / "none.npy")
+    for name, text in (("header.csv", "score,label\n"), ("empty.json", "[]")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(MetricError, match=f"{name}: holds no data"):
+            load_array(tmp_path / name)
 
 
 def test_a_metric_that_returns_no_dict_is_named():

@@ -227,3 +227,45 @@ def test_bad_files(tiny_plugin, tmp_path):
         ModelLoader.load(keras)
     with pytest.raises(ModelLoadError, match="framework='safetensors' but the file is onnx"):
         ModelLoader.load(junk, framework="safetensors")
+
+
+def test_unknown_keywords_are_refused_for_every_source_kind(tiny_plugin, tmp_path, x):
+    """A misspelt option never loads fp32 in silence."""
+    net = TinyNet().eval()
+    onnx_path = export_onnx(net, x, tmp_path / "m.onnx")
+    ts_path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.trace(net, x), str(ts_path))
+    st_path = save_model(net, tmp_path / "m.safetensors", architecture="test-tiny")
+    for source, kind in ((onnx_path, "an ONNX file"), (ts_path, "a TorchScript archive")):
+        with pytest.raises(ModelLoadError, match=rf"\({kind}\): unknown keyword argument\(s\) "
+                           "'precison'; did you mean 'precision'"):
+            ModelLoader.load(source, precison="fp16")
+    for source in (st_path, "test-tiny"):
+        with pytest.raises(ModelLoadError, match="unknown config key 'precison'; did you mean "
+                           "'precision'"):
+            ModelLoader.load(source, precison="fp16")
+    with pytest.raises(ModelLoadError, match="unknown config key 'hiden'; did you mean "
+                       "'hidden'"):
+        ModelLoader.load("test-tiny", hiden=4, pretrained=False)
+    with pytest.raises(ModelLoadError, match="TinyNet: unknown keyword"):
+        ModelLoader.load(net, precison="fp16")
+
+
+def test_untrained_models_are_marked_and_warned_about(tiny_plugin, caplog):
+    assert ModelLoader.load("test-tiny").trained is True
+    assert ModelLoader.load("test-tiny", pretrained=False).trained is False
+    with caplog.at_level("WARNING", logger="deepseek"):
+        m = ModelLoader.load("test-conv")  # registered without weights
+    assert m.trained is False and "has no trained weights" in caplog.text
+    assert ModelLoader.load(TinyNet()).trained is None  # a module handed in: unknown
+
+
+def test_a_folder_with_several_formats_loads_what_the_install_runs(tiny_plugin, tmp_path, x,
+                                                                   caplog):
+    net = TinyNet().eval()
+    save_model(net, tmp_path / "model.safetensors", architecture="test-tiny")
+    export_onnx(net, x, tmp_path / "model.onnx")
+    with caplog.at_level("INFO", logger="deepseek"):
+        assert ModelLoader.load(tmp_path).framework == "pytorch"
+    assert "loading model.safetensors" in caplog.text
+    assert ModelLoader.load(tmp_path, framework="onnx").framework == "onnx"

@@ -16,8 +16,8 @@ from deepseek.plugins import models, plugin_infos, readers, temporary_plugin
 from ..conftest import TinyNet
 
 
-def _info(name, check_weights=False):
-    return next(i for i in plugin_infos(check_weights=check_weights) if i.name == name)
+def _info(name, check=False):
+    return next(i for i in plugin_infos(check=check) if i.name == name)
 
 
 def test_misspelled_hook_is_reported():
@@ -79,11 +79,11 @@ def test_missing_and_misfitting_weights(tmp_path):
             register("misfit", TinyNet, config={"hidden": 16}, weights=str(small))
 
     with temporary_plugin(P, name="weights-plugin"):
-        info = _info("weights-plugin", check_weights=True)
+        info = _info("weights-plugin", check=True)
         assert f"file {tmp_path / 'gone.safetensors'} does not exist" \
             in info.errors["register_models"]
         assert "no-file" not in models()
-        misfit = info.errors["weights of misfit"]
+        misfit = info.errors["model misfit"]
         assert f"weights {small} do not fit its default config {{'hidden': 16}}" in misfit
         assert "shape of body.0.bias (5,) != (16,), body.0.weight (5, 8) != (16, 8)" in misfit
         with pytest.raises(Exception, match="small.safetensors: weights do not fit"):
@@ -91,11 +91,11 @@ def test_missing_and_misfitting_weights(tmp_path):
         res = CliRunner().invoke(build_cli(), ["plugins", "--json"])
         plugin = next(p for p in json.loads(res.output)["plugins"]
                       if p["name"] == "weights-plugin")
-        assert "weights of misfit" in plugin["errors"]
+        assert "model misfit" in plugin["errors"]
 
 
 def test_installed_plugins_weights_fit():
-    for info in plugin_infos(check_weights=True):
+    for info in plugin_infos(check=True):
         if info.name in ("medical", "manufacturing", "finance"):
             assert info.errors == {}, info.errors
 

@@ -158,3 +158,89 @@ def test_read_and_readers_commands(files):
     assert res.exit_code == 0 and "records: 64" in res.output
     res = runner.invoke(build_cli(), ["read", "synthetic:"])
     assert res.exit_code == 2 and "ambiguous" in res.output and "Traceback" not in res.output
+
+
+class SensorPlugin:
+    """A plugin author's sensor CSV reader (``.csv``, recognised by its header)."""
+
+    @staticmethod
+    def is_sensor_csv(source):
+        from deepseek.readers import head
+
+        return head(source).split(b"\n", 1)[0].strip() == b"sensor,value"
+
+    @staticmethod
+    @hookimpl
+    def register_readers(register):
+        def read_sensor(source):
+            rows = np.loadtxt(source, delimiter=",", skiprows=1, ndmin=2)
+            return rows[:, 1] if rows.size else rows
+
+        register("sensor-csv", read_sensor, kind="sensor", suffixes=[".csv"],
+                 accepts=SensorPlugin.is_sensor_csv)
+
+
+@pytest.mark.filterwarnings("ignore:loadtxt. input contained no data")
+def test_a_generic_suffix_goes_by_content(files, tmp_path):
+    readings = tmp_path / "readings.csv"
+    readings.write_text("sensor,value\n1,0.5\n2,0.75\n")
+    bars = tmp_path / "daily.csv"
+    bars.write_text("Date,Open,High,Low,Close,Volume\n2006-01-02,1,2,0.5,1.5,100\n")
+    with temporary_plugin(SensorPlugin, name="sensors"):
+        assert candidates(readings) == ("suffix+content", [resolve(readings)])
+        assert _name(readings) == "sensor-csv"
+        assert deepseek.open(readings).tolist() == [0.5, 0.75]
+        assert _name(files["csv"]) == "ticks-csv"  # the tick CSV's own header
+        # every .csv reader declines a bar file; the bar reader's probe finds it
+        assert _name(bars) == "bars-csv"
+        header_only = tmp_path / "header-only.csv"
+        header_only.write_text("sensor,value\n")
+        with pytest.raises(ReaderError, match=r"reader sensor-csv \(sensors\): .*holds no "
+                           "data"):
+            deepseek.open(header_only)  # an error, not an empty array
+        odd = tmp_path / "odd.csv"
+        odd.write_text("a,b\n1,2\n")
+        with pytest.raises(ReaderError, match=r"no reader accepts .*odd.csv.*looked at its "
+                           r"content and declined it: .*sensor-csv.*ticks-csv.*--reader"):
+            deepseek.open(odd)
+
+
+def test_two_readers_accepting_one_file_is_ambiguous(tmp_path):
+    class Twin(SensorPlugin):
+        @staticmethod
+        @hookimpl
+        def register_readers(register):
+            register("sensor-csv-v2", lambda s: np.ones(1), kind="sensor", suffixes=[".csv"],
+                     accepts=SensorPlugin.is_sensor_csv)
+
+    readings = tmp_path / "readings.csv"
+    readings.write_text("sensor,value\n1,0.5\n")
+    with temporary_plugin(SensorPlugin, name="sensors"), temporary_plugin(Twin, name="twin"):
+        with pytest.raises(ReaderError, match=r"ambiguous: 2 readers accept it by "
+                           r"suffix\+content: sensor-csv.*sensor-csv-v2.*reader=NAME"):
+            deepseek.open(readings)
+        assert deepseek.open(readings, reader="sensor-csv-v2").tolist() == [1.0]
+
+
+def test_reader_errors_name_the_reader(files, tmp_path):
+    from deepseek.errors import PluginError
+
+    class Buggy:
+        @staticmethod
+        @hookimpl
+        def register_readers(register):
+            register("buggy", lambda s: {}["boom"], kind="x", suffixes=[".bug"])
+
+    bad = tmp_path / "ticks.csv"
+    bad.write_text("time_ns,bid,ask,bid_size,ask_size\n1,100,99,1,1\n")  # bid above ask
+    with pytest.raises(deepseek.DeepSeekError, match=r"^reader ticks-csv \(finance\): .*"
+                       r"ticks.csv, line 2"):
+        deepseek.open(bad)
+    (tmp_path / "x.bug").write_text("x")
+    with temporary_plugin(Buggy, name="buggy-plugin"):
+        with pytest.raises(PluginError, match=r"reader buggy \(buggy-plugin\) failed on .*"
+                           r"KeyError: 'boom' \(a bug in plugin buggy-plugin"):
+            deepseek.open(tmp_path / "x.bug")
+        res = CliRunner().invoke(build_cli(), ["read", str(tmp_path / "x.bug")])
+        assert res.exit_code == 2 and "Traceback" not in res.output
+        assert "reader buggy (buggy-plugin) failed" in res.output

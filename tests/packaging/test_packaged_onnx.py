@@ -58,9 +58,9 @@ def test_generic_exports_equal_pytorch(name):
 
 
 def test_a_stale_packaged_export_is_refused(monkeypatch):
-    import deepseek.loader as loader
+    import deepseek.loader.packaged as packaged
     from deepseek.errors import ModelLoadError
 
-    monkeypatch.setattr(loader, "file_sha256", lambda path: "0" * 64)  # the weights changed
+    monkeypatch.setattr(packaged, "file_sha256", lambda path: "0" * 64)  # the weights changed
     with pytest.raises(ModelLoadError, match="stale export.*deepseek export-onnx tick-mlp"):
         ModelLoader.load("tick-mlp", framework="onnx")

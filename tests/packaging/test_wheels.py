@@ -197,14 +197,20 @@ def test_the_readme_plugin_works_everywhere_without_touching_the_core(fresh_env,
     # run and demo
     res = _run([exe, "run", "vibration.demo", "--out", str(tmp_path / "run"), "--json"],
                env=env, cwd=str(tmp_path))
-    assert 0 <= json.loads(res.stdout)["metrics"]["accuracy"] <= 1
+    scores = json.loads(res.stdout)["metrics"]
+    assert scores["accuracy"] > scores["majority"]  # it learned the fault tone
     res = _run([exe, "demo", "--only", "vibration.*", "--out", str(tmp_path / "demo")],
                env=env, cwd=str(tmp_path))
     assert "vibration.demo done" in res.stdout
     # serve: the first stdout line says where; one inference through REST
     import httpx
 
-    proc = subprocess.Popen([exe, "serve", "fault-net", "--port", "0", "--grpc-port", "0",
+    refused = subprocess.run([exe, "serve", "fault-net", "--port", "0", "--no-grpc"],
+                             capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                             timeout=120)  # registered without weights: random outputs
+    assert refused.returncode == 2 and "--allow-untrained" in refused.stderr
+    trained = f"fault-net={tmp_path / 'run' / 'fault-net.safetensors'}"
+    proc = subprocess.Popen([exe, "serve", trained, "--port", "0", "--grpc-port", "0",
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=str(tmp_path))
     try:

@@ -57,18 +57,28 @@ class GatedDoubler(Doubler):
         return super().forward(x)
 
 
-class ServingPlugin:
-    @staticmethod
-    @hookimpl
-    def register_models(register):
-        spec = [{"name": "x", "dtype": "float32", "shape": [-1, 4]}]
-        register("test-double", Doubler, inputs=spec)
-        register("test-gated", GatedDoubler, inputs=spec)
+def serving_plugin_with(weights: str) -> type:
+    """The test models, registered with packaged weights as a plugin ships them (the server
+    refuses models registered without trained weights)."""
+
+    class ServingPlugin:
+        @staticmethod
+        @hookimpl
+        def register_models(register):
+            spec = [{"name": "x", "dtype": "float32", "shape": [-1, 4]}]
+            register("test-double", Doubler, inputs=spec, weights=weights)
+            register("test-gated", GatedDoubler, inputs=spec, weights=weights)
+
+    return ServingPlugin
 
 
 @pytest.fixture(scope="session", autouse=True)
-def serving_plugin():
-    with temporary_plugin(ServingPlugin, name="serving-test-plugin"):
+def serving_plugin(tmp_path_factory):
+    from deepseek.loader import save_model
+
+    weights = save_model(Doubler(), tmp_path_factory.mktemp("weights") / "double.safetensors",
+                         architecture="test-double")
+    with temporary_plugin(serving_plugin_with(str(weights)), name="serving-test-plugin"):
         yield
 
 

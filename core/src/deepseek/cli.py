@@ -50,40 +50,74 @@ class _CliHandler(logging.StreamHandler):
 
 
 def _versions_line() -> str:
+    """Each installed distribution once, with its version (a distribution may hold several
+    plugins, and the core's own plugin is deepseek-core)."""
     from deepseek.plugins import plugin_infos
 
-    parts = [f"deepseek-core {__version__}"]
+    versions = {"deepseek-core": __version__}
+    failed = set()
     for info in plugin_infos():
-        parts.append(f"{info.distribution or info.name} {info.version or '?'}"
-                     + ("" if info.ok else " (failed to load)"))
-    return ", ".join(parts)
+        dist = info.distribution or info.name
+        versions.setdefault(dist, info.version or "?")
+        if not info.ok:
+            failed.add(dist)
+    return ", ".join(f"{d} {v}" + (" (with errors)" if d in failed else "")
+                     for d, v in versions.items())
+
+
+def _plugin_of(exc: BaseException) -> str | None:
+    """The plugin whose code raised ``exc`` (the innermost frame in a plugin's package)."""
+    from deepseek.plugins import manager
+
+    tb, owner = exc.__traceback__, None
+    while tb is not None:
+        found = manager().owner_of(tb.tb_frame.f_globals.get("__name__", ""))
+        owner = found or owner
+        tb = tb.tb_next
+    return owner
 
 
 class DeepSeekGroup(click.Group):
-    """Click group that turns DeepSeekError into a clean message and exit code 2 (and so a
-    command that needs PyTorch in an install without it: the extra to add)."""
+    """Click group that turns errors into one line on stderr (the traceback with -vv):
+    DeepSeekError (bad input, configuration) exits 2, and so does a command that needs
+    PyTorch in an install without it (the extra to add); any other exception is a bug,
+    reported with the plugin whose code raised it, exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
         except DeepSeekError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            if ctx.obj and ctx.obj.get("verbose", 0) > 1:
-                traceback.print_exc()
-            ctx.exit(2)
+            self._fail(ctx, f"error: {exc}", 2)
         except ModuleNotFoundError as exc:
             if (exc.name or "").split(".")[0] != "torch":
-                raise
+                self._fail(ctx, self._bug(exc), 1)
             sub = ctx.invoked_subcommand or ""
             pip = (f"deepseek-{sub}[full]" if sub in ("medical", "manufacturing", "finance")
                    else "deepseek-core[torch]")
-            click.secho("error: this command needs PyTorch, which this install does not have "
-                        "(an edge install runs inference only: ONNX models, the packaged "
-                        f"exports and the finance fast path): pip install \"{pip}\"",
-                        fg="red", err=True)
-            if ctx.obj and ctx.obj.get("verbose", 0) > 1:
-                traceback.print_exc()
-            ctx.exit(2)
+            self._fail(ctx, "error: this command needs PyTorch, which this install does not "
+                            "have (an edge install runs inference only: ONNX models, the "
+                            "packaged exports and the finance fast path): pip install "
+                            f"\"{pip}\"", 2)
+        except Exception as exc:
+            self._fail(ctx, self._bug(exc), 1)
+
+    @staticmethod
+    def _bug(exc: BaseException) -> str:
+        plugin = _plugin_of(exc)
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+        who = f"plugin {plugin}" if plugin else "deepseek"
+        return (f"error: {who} failed: {type(exc).__name__}: {exc}{where} (a bug: run with -vv "
+                "for the traceback and report it)")
+
+    @staticmethod
+    def _fail(ctx: click.Context, message: str, code: int) -> None:
+        click.secho(message, fg="red", err=True)
+        if ctx.obj and ctx.obj.get("verbose", 0) > 1:
+            traceback.print_exc()
+        ctx.exit(code)
 
 
 @click.group(cls=DeepSeekGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,16 +143,26 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def plugins_cmd(as_json: bool) -> None:
-    """List installed plugins, their versions and what they register."""
-    from deepseek.plugins import plugin_infos
+@click.pass_context
+def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins, their versions, what they register and their errors.
 
-    infos = plugin_infos(check_weights=True)
+    Every registered object is checked against its contract (with its module imported) and
+    packaged weights against their model. Exits 1 when any plugin has an error (a failed
+    import, a bad registration, a name two plugins contest), so CI can gate on it."""
+    from deepseek.plugins import manager, plugin_infos
+
+    infos = plugin_infos(check=True)
+    failed = [i.name for i in infos if not i.ok]
+    settings = manager().setting_errors
     if as_json:
-        click.echo(json.dumps({"deepseek_core": __version__,
+        click.echo(json.dumps({"deepseek_core": __version__, "ok": not failed and not settings,
+                               "failed": failed, "settings": settings,
                                "plugins": [i.to_dict() for i in infos]}, indent=2))
-        return
+        ctx.exit(1 if failed or settings else 0)
     click.echo(f"deepseek-core {__version__}")
+    for where, err in settings.items():
+        click.secho(f"error in {where}: {err}", fg="red")
     if not infos:
         click.echo("no plugins installed (pip install deepseek-core[all])")
     for info in infos:
@@ -132,13 +176,17 @@ def plugins_cmd(as_json: bool) -> None:
                 click.echo(f"  {kind}s: {', '.join(names)}")
         for where, err in info.errors.items():
             click.secho(f"  error in {where}: {err}", fg="red")
+    if failed or settings:
+        click.secho(f"\n{len(failed)} plugin(s) with errors: {', '.join(failed) or '-'}",
+                    fg="red", err=True)
+        ctx.exit(1)
 
 
 def _row(kind: str, e: Any) -> dict[str, Any]:
     row = {"name": e.name, "plugin": e.plugin, "description": e.description}
     if kind == "model":
         row.update(config=e.meta.get("config") or {}, weights=bool(e.meta.get("weights")),
-                   inputs=e.meta.get("inputs"))
+                   trained=bool(e.meta.get("weights")), inputs=e.meta.get("inputs"))
     elif kind == "reader":
         row.update(kind=e.meta.get("kind"), schemes=list(e.meta.get("schemes", ())),
                    suffixes=list(e.meta.get("suffixes", ())), probe="accepts" in e.meta)
@@ -151,36 +199,41 @@ def _list_registry(kind: str, pattern: str, as_json: bool) -> None:
     from deepseek.plugins import get_registry
 
     reg = get_registry(kind)
-    entries = [reg.entry(n) for n in reg.names(pattern)]
+    conflicts = reg.conflicts()
+    entries = [e for n in reg.names(pattern) for e in
+               ([reg.entry(n)] if n not in conflicts else
+                [c for c in reg.claims() if c.name == n] + [
+                    p.lookup(n) for p in reg.providers if p.lookup(n) is not None])]
     if as_json:
-        click.echo(json.dumps([_row(kind, e) for e in entries], indent=2, default=str))
+        rows = [{**_row(kind, e), **({"contested_by": conflicts[e.name], "name": e.qualified}
+                                     if e.name in conflicts else {})} for e in entries]
+        click.echo(json.dumps(rows, indent=2, default=str))
         return
     if not entries:
         click.echo(f"no {kind}s match {pattern!r}" if pattern != "*"
                    else f"no {kind}s registered (install a plugin: pip install deepseek-core[all])")
     else:
-        width = max(len(e.name) for e in entries)
+        width = max(len(e.qualified if e.name in conflicts else e.name) for e in entries)
         for e in entries:
             extra = ""
-            if kind == "model" and e.meta.get("weights"):
-                extra = " [weights]"
+            if kind == "model":
+                extra = " [weights]" if e.meta.get("weights") else " [untrained]"
             elif kind == "reader":
                 how = list(e.meta.get("schemes", ())) + list(e.meta.get("suffixes", ()))
                 if "accepts" in e.meta:
                     how.append("probe")
                 extra = f" [{e.meta.get('kind', '?')}: {' '.join(how) or 'by name'}]"
-            click.echo(f"{e.name.ljust(width)}  {e.plugin or '-':<14} {e.description}{extra}")
-    if kind == "model" and not as_json:
-        from deepseek import zoo
+            name = e.qualified if e.name in conflicts else e.name
+            if e.name in conflicts:
+                extra += " [contested: use the qualified name or DEEPSEEK_PREFER]"
+            click.echo(f"{name.ljust(width)}  {e.plugin or '-':<14} {e.description}{extra}")
+    if kind == "model" and pattern in ("*", ""):
+        from deepseek.loader import zoo
 
-        if zoo.import_error():
-            click.echo(f"(model zoo unavailable: {zoo.import_error()})")
-        elif pattern in ("*", ""):
-            for provider in reg.providers:
-                click.echo(f"(and {provider.count()} {provider.name} architectures: "
-                           f"`deepseek models 'resnet*'` lists those matching a pattern)")
-            if not reg.providers:
-                click.echo('(timm architectures by name: pip install "deepseek-core[zoo]")')
+        click.echo(f"(and {zoo.ZooProvider().count()} zoo architectures, random weights unless "
+                   "local ones are given: `deepseek models 'resnet*'` lists those matching a "
+                   "pattern" + ("" if zoo.available() else
+                                '; they need pip install "deepseek-core[zoo]"') + ")")
 
 
 @cli.command("readers")
@@ -216,10 +269,10 @@ def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
 def read_cmd(source: str, kind: str | None, reader: str | None, options: tuple[str, ...],
              as_json: bool) -> None:
     """Open SOURCE with the reader that accepts it and describe what it holds."""
-    from deepseek.readers import describe, resolve
+    from deepseek.readers import describe, read_with, resolve
 
     entry = resolve(source, kind, reader)
-    obj = entry.obj(source, **_parse_options(options))
+    obj = read_with(entry, source, **_parse_options(options))
     try:
         info = {"source": source, "reader": entry.name, "plugin": entry.plugin,
                 "kind": entry.meta.get("kind"), **describe(obj)}
@@ -556,6 +609,9 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
                                                 "safetensors"]),
               default="auto", show_default=True)
 @click.option("--trust-pickle", is_flag=True, help="Allow pickled model files.")
+@click.option("--allow-untrained", is_flag=True,
+              help="Serve models built with random weights (registered without weights, zoo "
+                   "models without local weights); refused by default.")
 @click.option("--drain-delay", "drain_delay_s", type=click.FloatRange(0), default=0.0,
               show_default=True, envvar="DEEPSEEK_SERVING_DRAIN_DELAY",
               help="Seconds to keep serving after SIGTERM while /v2/health/ready answers 503, "
@@ -568,7 +624,8 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
               no_grpc: bool, batch_size: int, max_delay_ms: float, max_queue: int,
               timeout_s: float, max_request_mb: float, max_elements: int, threads: int | None,
               workers: int, token: str | None, metrics_public: bool, precision: str,
-              framework: str, trust_pickle: bool, drain_delay_s: float, as_json: bool) -> None:
+              framework: str, trust_pickle: bool, allow_untrained: bool, drain_delay_s: float,
+              as_json: bool) -> None:
     """Serve MODELS over REST and gRPC (KServe Open Inference Protocol V2).
 
     Each MODEL is a registry name (`deepseek models`), a model file, or NAME=SOURCE.
@@ -601,7 +658,8 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
                    max_queue=max_queue, timeout_s=timeout_s, max_request_mb=max_request_mb,
                    max_elements=max_elements, token=token, metrics_public=metrics_public,
                    precision=precision, framework=framework, trust_pickle=trust_pickle,
-                   drain_delay_s=drain_delay_s, threads=threads or default_threads(workers),
+                   allow_untrained=allow_untrained, drain_delay_s=drain_delay_s,
+                   threads=threads or default_threads(workers),
                    burst_threads=max(threads or 1, burst_threads(workers)))
     if workers > 1:
         from deepseek.serving.workers import serve_workers

@@ -9,7 +9,25 @@ from __future__ import annotations
 
 
 class DeepSeekError(Exception):
-    """Base class for every error the toolkit raises on purpose."""
+    """Base class for every error the toolkit raises on purpose.
+
+    ``within(where)`` says once where the error happened (``reader ticks-csv (plugin
+    finance)``); the message then starts with it.
+    """
+
+    where: str | None = None
+
+    def within(self, where: str) -> DeepSeekError:
+        """Prefix the message with ``where`` (only the first, innermost, call counts)."""
+        if self.where is None:
+            self.where = where
+        return self
+
+    def _located(self, message: str) -> str:
+        return f"{self.where}: {message}" if self.where else message
+
+    def __str__(self) -> str:
+        return self._located(super().__str__())
 
 
 class RegistryError(DeepSeekError):
@@ -20,7 +38,20 @@ class UnknownNameError(RegistryError, KeyError):
     """A name is not in a registry. The message lists close matches."""
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
-        return str(self.args[0]) if self.args else ""
+        return self._located(str(self.args[0]) if self.args else "")
+
+
+class NameConflictError(RegistryError):
+    """Two plugins (or a plugin and the model zoo) registered the same name; neither is used
+    under it until one is chosen. ``plugins`` names every claimant."""
+
+    def __init__(self, message: str, plugins: list[str]) -> None:
+        super().__init__(message)
+        self.plugins = plugins
+
+
+class PluginError(DeepSeekError):
+    """Code of a plugin raised an exception the plugin did not turn into a DeepSeekError."""
 
 
 class ModelLoadError(DeepSeekError):

@@ -27,8 +27,16 @@ class MetricError(DeepSeekError):
 
 def load_array(path: str | Path) -> np.ndarray:
     """A numeric array from ``.npy``, ``.npz`` (one array), ``.csv``/``.tsv``/``.txt`` (a
-    header row is skipped), ``.json`` (a list, or ``{"data": list}``) or ``.jsonl``."""
-    p = Path(path)
+    header row is skipped), ``.json`` (a list, or ``{"data": list}``) or ``.jsonl``. A file
+    without data (a header alone, an empty list) is an error."""
+    arr = _load_array(Path(path))
+    if arr.size == 0:
+        raise MetricError(f"{path}: holds no data (a header alone, or an empty list); give "
+                          "one value or row per item")
+    return arr
+
+
+def _load_array(p: Path) -> np.ndarray:
     if not p.is_file():
         raise MetricError(f"{p}: no such file")
     suffix = p.suffix.lower()

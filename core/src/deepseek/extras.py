@@ -8,7 +8,7 @@ light part. The rest are extras::
     pip install "deepseek-core[serve]"   # REST + gRPC model server (deepseek serve)
     pip install "deepseek-core[runtime]" # running ONNX files (onnxruntime alone)
     pip install "deepseek-core[onnx]"    # ONNX export, fp16 conversion, graph summaries
-    pip install "deepseek-core[zoo]"     # timm architectures by name
+    pip install "deepseek-core[zoo]"     # image classifiers by name (transformers)
     pip install "deepseek-core[tune]"    # hyperparameter search (Optuna) and its risk case
     pip install "deepseek-core[all]"     # the three plugins, serve, onnx and tune
 """
@@ -25,7 +25,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("starlette", "uvicorn", "grpc", "tritonclient", "prometheus_client", "orjson"),
     "runtime": ("onnxruntime",),
     "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
-    "zoo": ("timm",),
+    "zoo": ("transformers",),
     "tune": ("optuna", "sklearn", "yaml", "matplotlib"),
 }
 

@@ -11,13 +11,18 @@ finds any:
 
 1. **scheme**: the readers whose ``schemes`` the source starts with (the longest wins);
 2. **suffix**: the readers whose ``suffixes`` end the file name (the longest wins, so
-   ``.nii.gz`` beats ``.gz``);
+   ``.nii.gz`` beats ``.gz``). A *generic* suffix (``.csv``, ``.json``, ``.gz``...:
+   :data:`deepseek.contracts.GENERIC_SUFFIXES`) says little about a file, so each reader
+   that claims one must have a probe, and only those whose probe accepts the file's content
+   stay; when every one declines, dispatch goes on to
 3. **probe**: the readers whose ``accepts(source)`` returns true (a DICOM folder, an image
-   folder).
+   folder, a bar CSV by its header).
 
 ``kind=`` keeps only readers of one kind (``volume``, ``frames``, ``ticks``), which is how a
 plugin's own commands open their inputs; ``reader=`` names the reader outright. No match and
-more than one match are errors that list the candidates.
+more than one match are errors that list the candidates (and the readers that looked and
+declined). An error raised by a reader names it (``reader ticks-csv (finance): ...``), and a
+reader that returns no data is an error too: an empty result is never passed on.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deepseek.errors import DeepSeekError
+from deepseek.contracts import is_generic
+from deepseek.errors import DeepSeekError, PluginError
 from deepseek.registry import Entry
 
 log = logging.getLogger(__name__)
@@ -66,9 +72,14 @@ def _scheme_matches(text: str, entries: list[Entry]) -> list[Entry]:
     return _longest_matches(entries, "schemes", low.startswith)
 
 
-def _suffix_matches(text: str, entries: list[Entry]) -> list[Entry]:
+def _suffix_matches(text: str, entries: list[Entry]) -> tuple[list[Entry], str]:
+    """The readers whose suffix ends the name (the longest wins) and that suffix."""
     name = Path(text.rstrip("/\\")).name.lower()
-    return _longest_matches(entries, "suffixes", name.endswith)
+    found = _longest_matches(entries, "suffixes", name.endswith)
+    if not found:
+        return [], ""
+    suffix = max((s for s in found[0].meta["suffixes"] if name.endswith(s.lower())), key=len)
+    return found, suffix
 
 
 def _probe_matches(source: Any, entries: list[Entry]) -> list[Entry]:
@@ -99,8 +110,7 @@ def _describe_entry(e: Entry) -> str:
     return f"{e.name} [{kind}; {', '.join(bits) or 'by name only'}] ({e.plugin or '-'})"
 
 
-def candidates(source: Any, kind: str | None = None) -> tuple[str, list[Entry]]:
-    """How the readers were matched (``scheme``/``suffix``/``probe``/``none``) and which."""
+def _pool(kind: str | None) -> list[Entry]:
     from deepseek.plugins import readers
 
     entries = readers().entries()
@@ -110,16 +120,57 @@ def candidates(source: Any, kind: str | None = None) -> tuple[str, list[Entry]]:
         if not entries:
             raise ReaderError(f"no reader of kind {kind!r} is registered (kinds: "
                               f"{', '.join(kinds) or 'none'}; is the plugin installed?)")
+    return entries
+
+
+def _match(source: Any, kind: str | None) -> tuple[str, list[Entry], list[Entry]]:
+    """``(how, found, declined)``: how the readers were matched (``scheme``, ``suffix``,
+    ``suffix+content``, ``probe`` or ``none``), which, and which looked at the content for a
+    generic suffix and declined."""
+    entries = _pool(kind)
     text = _text(source)
+    declined: list[Entry] = []
     if text is not None:
         found = _scheme_matches(text, entries)
         if found:
-            return "scheme", found
-        found = _suffix_matches(text, entries)
+            return "scheme", found, []
+        found, suffix = _suffix_matches(text, entries)
+        if found and not Path(text).exists():
+            raise ReaderError(f"{text}: no such file (readers of {suffix!r}: "
+                              f"{', '.join(e.name for e in found)})")
+        if found and not is_generic(suffix):
+            return "suffix", found, []
         if found:
-            return "suffix", found
-    found = _probe_matches(source, entries)
-    return ("probe", found) if found else ("none", [])
+            accepted = _probe_matches(source, found)
+            if accepted:
+                return "suffix+content", accepted, []
+            declined = found
+    rest = [e for e in entries if all(e is not d for d in declined)]
+    found = _probe_matches(source, rest)
+    return ("probe", found, declined) if found else ("none", [], declined)
+
+
+def candidates(source: Any, kind: str | None = None) -> tuple[str, list[Entry]]:
+    """How the readers were matched (``scheme``/``suffix``/``suffix+content``/``probe``/
+    ``none``) and which."""
+    how, found, _ = _match(source, kind)
+    return how, found
+
+
+def _why_none(source: Any) -> str:
+    text = _text(source)
+    if text is None:
+        return ""
+    p = Path(text)
+    if p.is_dir():
+        files = sum(1 for f in p.rglob("*") if f.is_file())
+        return ("; the folder is empty (searched recursively)" if not files else
+                f"; the folder holds {files} files, none in a format these readers recognise")
+    if re.match(r"^[A-Za-z][\w+.-]+:", text) and not p.exists():
+        return f"; no reader opens the scheme {text.split(':', 1)[0] + ':'!r}"
+    if not p.exists():
+        return f"; {text} does not exist"
+    return ""
 
 
 def resolve(source: Any, kind: str | None = None, reader: str | None = None) -> Entry:
@@ -132,30 +183,19 @@ def resolve(source: Any, kind: str | None = None, reader: str | None = None) -> 
             raise ReaderError(f"reader {reader!r} yields {entry.meta.get('kind')!r}, not "
                               f"{kind!r}")
         return entry
-    how, found = candidates(source, kind)
+    how, found, declined = _match(source, kind)
     if len(found) == 1:
         log.debug("opening %r with reader %s (%s, by %s)", source, found[0].name,
                   found[0].plugin, how)
         return found[0]
     label = repr(str(source)) if _text(source) is not None else type(source).__name__
-    pool = [e for e in readers().entries() if kind is None or e.meta.get("kind") == kind]
     if not found:
-        hint = ""
-        text = _text(source)
-        if text is not None:
-            p = Path(text)
-            if p.is_dir():
-                files = sum(1 for f in p.rglob("*") if f.is_file())
-                hint = ("; the folder is empty (searched recursively)" if not files else
-                        f"; the folder holds {files} files, none in a format these readers "
-                        "recognise")
-            elif re.match(r"^[A-Za-z][\w+.-]+:", text) and not p.exists():
-                hint = f"; no reader opens the scheme {text.split(':', 1)[0] + ':'!r}"
-            elif not p.exists():
-                hint = f"; {text} does not exist"
         raise ReaderError(
-            f"no reader accepts {label}{f' as {kind}' if kind else ''}{hint}. Readers: "
-            + "; ".join(_describe_entry(e) for e in pool)
+            f"no reader accepts {label}{f' as {kind}' if kind else ''}{_why_none(source)}"
+            + (". The readers of its suffix looked at its content and declined it: "
+               + "; ".join(_describe_entry(e) for e in declined) if declined else "")
+            + ". Readers: " + "; ".join(_describe_entry(e) for e in readers().entries()
+                                        if kind is None or e.meta.get("kind") == kind)
             + ". Pass reader=NAME (CLI: --reader NAME) to choose one.")
     raise ReaderError(
         f"{label} is ambiguous: {len(found)} readers accept it by {how}: "
@@ -166,8 +206,70 @@ def resolve(source: Any, kind: str | None = None, reader: str | None = None) -> 
 def open(source: Any, kind: str | None = None, *, reader: str | None = None,  # noqa: A001
          **options: Any) -> Any:
     """Open ``source`` with the registered reader that accepts it and return what the reader
-    returns (a CT volume, a frame source, a tick array ...). ``options`` go to the reader."""
-    return resolve(source, kind, reader).obj(source, **options)
+    returns (a CT volume, a frame source, a tick array ...). ``options`` go to the reader.
+
+    An error the reader raises names it (``reader ticks-csv (finance): ...``); an exception
+    that is not a :class:`DeepSeekError` (a plugin bug) becomes a :class:`PluginError` that
+    names the reader and its plugin; empty data (an empty array or sequence) is a
+    :class:`ReaderError`."""
+    return read_with(resolve(source, kind, reader), source, **options)
+
+
+def read_with(entry: Entry, source: Any, **options: Any) -> Any:
+    """Run reader ``entry`` on ``source`` under :func:`open`'s rules."""
+    where = f"reader {entry.name} ({entry.plugin or 'core'})"
+    try:
+        out = entry.obj(source, **options)
+    except DeepSeekError as exc:
+        raise exc.within(where) from None
+    except Exception as exc:
+        raise PluginError(f"{where} failed on {str(source)!r}: {type(exc).__name__}: {exc} "
+                          f"(a bug in plugin {entry.plugin}; --reader NAME picks another "
+                          "reader)") from exc
+    if _is_empty(out):
+        raise ReaderError(f"{where}: {str(source)!r} holds no data (the reader returned an "
+                          f"empty {type(out).__name__}); give a file with at least one record")
+    return out
+
+
+def _is_empty(out: Any) -> bool:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a core dependency
+        return isinstance(out, (list, tuple)) and not out
+    if isinstance(out, np.ndarray):
+        return out.size == 0
+    return isinstance(out, (list, tuple, dict)) and not out
+
+
+def head(source: Any, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of a file, decompressed when it is gzip, bzip2, xz or (with
+    ``zstandard`` installed) zstd, for a reader's ``accepts`` probe; ``b""`` for anything
+    that is not a readable file."""
+    import bz2
+    import gzip
+    import lzma
+
+    text = _text(source)
+    if text is None or not Path(text).is_file():
+        return b""
+    try:
+        with builtins.open(text, "rb") as f:
+            magic = f.read(6)
+        openers = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ": lzma.open}
+        for prefix, opener in openers.items():
+            if magic.startswith(prefix):
+                with opener(text, "rb") as f:
+                    return f.read(size)
+        if magic.startswith(b"\x28\xb5\x2f\xfd"):
+            import zstandard
+
+            with builtins.open(text, "rb") as raw:
+                return zstandard.ZstdDecompressor().stream_reader(raw).read(size)
+        with builtins.open(text, "rb") as f:
+            return f.read(size)
+    except (OSError, EOFError, ImportError, ValueError, lzma.LZMAError):
+        return b""
 
 
 def uri_options(source: str, scheme: str) -> dict[str, Any]:

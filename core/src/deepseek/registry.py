@@ -1,12 +1,19 @@
 """Named registries of readers, models, metrics and pipelines.
 
 A :class:`Registry` maps names to objects registered by plugins, remembers which plugin
-registered each name, checks the options each registration passes (unknown options and wrong
-types are errors naming the plugin), lists names by glob pattern and fails loudly, with
-suggestions, on an unknown name.
+registered each name, checks each registration (options of the right type, an object that
+keeps its kind's contract: :mod:`deepseek.contracts`), lists names by glob pattern and fails
+loudly, with suggestions, on an unknown name.
+
+**Names are owned.** A name registered by two plugins (or by a plugin and a provider) is a
+:class:`~deepseek.errors.NameConflictError` for both, and neither answers to the bare name
+until one is chosen: by its qualified name ``plugin:name`` (``finance:tick-mlp``), which
+always reaches that plugin's object, or by a preference (``prefer={"tick-mlp": "finance"}``,
+which the plugin system reads from ``$DEEPSEEK_PREFER``). Registration order never decides.
 
 A registry may also have *providers*: name spaces that are too large to register one by one
-(every architecture of timm, for the model registry) and answer lookups on demand.
+(the model zoo's architectures) and answer lookups on demand. Their names are owned like the
+plugins' ones.
 """
 
 from __future__ import annotations
@@ -18,9 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from deepseek.errors import RegistryError, UnknownNameError
+from deepseek import contracts
+from deepseek.errors import NameConflictError, RegistryError, UnknownNameError
 
 T = TypeVar("T")
+
+#: separates a plugin (or provider) from a name: ``finance:tick-mlp``
+QUALIFIER = ":"
 
 
 @dataclass
@@ -32,6 +43,11 @@ class Entry(Generic[T]):
     plugin: str | None = None
     description: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def qualified(self) -> str:
+        """``plugin:name``: the name that reaches this entry whatever else claims ``name``."""
+        return f"{self.plugin}{QUALIFIER}{self.name}" if self.plugin else self.name
 
 
 @dataclass(frozen=True)
@@ -146,12 +162,16 @@ class Provider(Protocol):
 
 
 class Registry(Generic[T]):
-    """A name -> object registry for one kind of thing (``"model"``, ``"reader"`` ...)."""
+    """A name -> object registry for one kind of thing (``"model"``, ``"reader"`` ...).
 
-    def __init__(self, kind: str, options: dict[str, Option] | None = None) -> None:
+    ``prefer`` maps a contested name to the plugin whose object it should mean."""
+
+    def __init__(self, kind: str, options: dict[str, Option] | None = None,
+                 prefer: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self.options = OPTIONS.get(kind, {}) if options is None else options
-        self._entries: dict[str, Entry[T]] = {}
+        self.prefer = dict(prefer or {})
+        self._claims: dict[str, list[Entry[T]]] = {}
         self._providers: list[Provider] = []
 
     def register(
@@ -163,26 +183,35 @@ class Registry(Generic[T]):
         description: str = "",
         **meta: Any,
     ) -> T:
-        """Register ``obj`` under ``name``. A name may be registered once only; options are
-        checked against :data:`OPTIONS` for this kind."""
+        """Register ``obj`` under ``name`` for ``plugin``.
+
+        The name, the options (:data:`OPTIONS`) and the object's contract are checked first
+        (:class:`RegistryError`). A name another plugin or a provider also claims is kept
+        for both under their qualified names and raises :class:`NameConflictError` naming
+        every claimant, unless a preference settles it."""
         who = plugin or "the caller"
-        if not isinstance(name, str) or not name.strip() or name != name.strip():
+        if (not isinstance(name, str) or not name.strip() or name != name.strip()
+                or QUALIFIER in name):
             raise RegistryError(
                 f"{who}: invalid {self.kind} name {name!r}: use a non-empty string without "
-                "surrounding spaces"
-            )
+                f"surrounding spaces or {QUALIFIER!r} (which qualifies a name by its plugin)")
         self._check_options(name, who, {"description": description, **meta})
-        if name in self._entries:
-            prev = self._entries[name].plugin or "the caller"
-            raise RegistryError(
-                f"{self.kind} {name!r} is already registered by {prev}; "
-                f"{who} must choose another name"
-            )
+        problem = contracts.check(self.kind, obj, meta)
+        if problem:
+            raise RegistryError(f"{who}: register({name!r}, ...): {problem}")
+        claims = self._claims.setdefault(name, [])
+        if any(e.plugin == plugin for e in claims):
+            raise RegistryError(f"{who} registers {self.kind} {name!r} twice; register each "
+                                "name once")
         if not description:
             doc = getattr(obj, "__doc__", None) or ""
             description = doc.strip().splitlines()[0] if doc.strip() else ""
-        self._entries[name] = Entry(name, obj, plugin, description,
-                                    {k: v for k, v in meta.items() if v is not None})
+        claims.append(Entry(name, obj, plugin, description,
+                            {k: v for k, v in meta.items() if v is not None}))
+        rivals = self._claimants(name)
+        if len(rivals) > 1 and self._preferred(name, rivals) is None:
+            raise NameConflictError(self._conflict_message(name, rivals),
+                                    sorted(e.plugin or "the caller" for e in rivals))
         return obj
 
     def _check_options(self, name: str, who: str, given: dict[str, Any]) -> None:
@@ -201,22 +230,69 @@ class Registry(Generic[T]):
                 raise RegistryError(f"{who}: register({name!r}, ...): option {key!r} "
                                     f"{problem} ({opt.help})")
 
+    # ownership --------------------------------------------------------------------------
+    def _claimants(self, name: str) -> list[Entry[T]]:
+        """Every entry that answers to ``name``: the plugins' claims, then the providers'."""
+        found = list(self._claims.get(name, ()))
+        for provider in self._providers:
+            e = provider.lookup(name)
+            if e is not None:
+                found.append(e)
+        return found
+
+    def _preferred(self, name: str, rivals: list[Entry[T]]) -> Entry[T] | None:
+        want = self.prefer.get(name)
+        return next((e for e in rivals if want is not None and e.plugin == want), None)
+
+    def _conflict_message(self, name: str, rivals: list[Entry[T]]) -> str:
+        rivals = sorted(rivals, key=lambda e: str(e.plugin))
+        owners = [e.plugin or "the caller" for e in rivals]
+        return (f"{self.kind} {name!r} is registered by {len(owners)} plugins "
+                f"({', '.join(owners)}); neither is used under that name until one is chosen: "
+                f"use a qualified name ({' or '.join(repr(e.qualified) for e in rivals)}) or "
+                f"set DEEPSEEK_PREFER={name}=PLUGIN (one of {', '.join(owners)})")
+
+    def conflicts(self) -> dict[str, list[str]]:
+        """Contested names that no preference settles -> the plugins that claim them."""
+        out = {}
+        for name in self._claims:
+            rivals = self._claimants(name)
+            if len(rivals) > 1 and self._preferred(name, rivals) is None:
+                out[name] = sorted(e.plugin or "the caller" for e in rivals)
+        return out
+
     def add_provider(self, provider: Provider) -> None:
-        """Answer names that are not registered from ``provider`` (registered names win)."""
+        """Answer names that are not registered from ``provider``; a name both a plugin and
+        the provider claim is contested like any other."""
         self._providers.append(provider)
 
+    # look-ups ---------------------------------------------------------------------------
     def get(self, name: str) -> T:
-        """The object registered as ``name``; :class:`UnknownNameError` with suggestions."""
+        """The object registered as ``name``; :class:`UnknownNameError` with suggestions,
+        :class:`NameConflictError` for a contested name."""
         return self.entry(name).obj
 
     def entry(self, name: str) -> Entry[T]:
-        found = self._entries.get(name)
-        if found is not None:
+        """The entry ``name`` (or ``plugin:name``) means; see :meth:`get`."""
+        owner, sep, bare = str(name).partition(QUALIFIER)
+        if sep and owner and bare:
+            rivals = self._claimants(bare)
+            found = next((e for e in rivals if e.plugin == owner), None)
+            if found is None:
+                where = (", ".join(repr(e.qualified) for e in rivals) if rivals
+                         else "nobody: " + self._unknown_message(bare))
+                raise UnknownNameError(f"no {self.kind} {bare!r} registered by {owner!r}; "
+                                       f"it is registered by {where}")
             return found
-        for provider in self._providers:
-            found = provider.lookup(name)
-            if found is not None:
-                return found
+        rivals = self._claimants(name)
+        if len(rivals) == 1:
+            return rivals[0]
+        if rivals:
+            chosen = self._preferred(name, rivals)
+            if chosen is None:
+                raise NameConflictError(self._conflict_message(name, rivals),
+                                        sorted(e.plugin or "the caller" for e in rivals))
+            return chosen
         raise UnknownNameError(self._unknown_message(name))
 
     def names(self, pattern: str = "*", *, providers: bool = True) -> list[str]:
@@ -225,7 +301,7 @@ class Registry(Generic[T]):
         pat = pattern.lower()
         if not any(c in pat for c in "*?["):
             pat = f"*{pat}*"
-        own = sorted(n for n in self._entries if fnmatch.fnmatchcase(n.lower(), pat))
+        own = sorted(n for n in self._claims if fnmatch.fnmatchcase(n.lower(), pat))
         if not providers:
             return own
         seen = set(own)
@@ -236,15 +312,27 @@ class Registry(Generic[T]):
         return own + extra
 
     def entries(self) -> list[Entry[T]]:
-        """The registered entries (not those of providers), sorted by name."""
-        return [self._entries[n] for n in sorted(self._entries)]
+        """The registered entries a bare name reaches (contested names left out unless a
+        preference settles them), sorted by name."""
+        out = []
+        for name in sorted(self._claims):
+            rivals = self._claimants(name)
+            chosen = rivals[0] if len(rivals) == 1 else self._preferred(name, rivals)
+            if chosen is not None and any(chosen is e for e in self._claims[name]):
+                out.append(chosen)
+        return out
+
+    def claims(self) -> list[Entry[T]]:
+        """Every registration, contested ones included, sorted by name then plugin."""
+        return [e for n in sorted(self._claims)
+                for e in sorted(self._claims[n], key=lambda e: str(e.plugin))]
 
     @property
     def providers(self) -> list[Provider]:
         return list(self._providers)
 
     def _unknown_message(self, name: str) -> str:
-        known = sorted(self._entries)
+        known = sorted(self._claims)
         close = difflib.get_close_matches(str(name), known, n=5, cutoff=0.5)
         close += [n for n in known if str(name).lower() in n.lower() and n not in close][:5]
         msg = f"unknown {self.kind} {name!r}"
@@ -259,16 +347,19 @@ class Registry(Generic[T]):
         return msg
 
     def __contains__(self, name: object) -> bool:
-        if name in self._entries:
-            return True
-        return isinstance(name, str) and any(p.lookup(name) is not None
-                                             for p in self._providers)
+        """Whether ``name`` (or ``plugin:name``) is registered, contested or not."""
+        if not isinstance(name, str):
+            return False
+        owner, sep, bare = name.partition(QUALIFIER)
+        if sep and owner and bare:
+            return any(e.plugin == owner for e in self._claimants(bare))
+        return bool(self._claimants(name))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._entries))
+        return iter(sorted(self._claims))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._claims)
 
     def __repr__(self) -> str:
         return f"<Registry {self.kind}: {len(self)} entries>"

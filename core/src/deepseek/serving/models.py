@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from deepseek.errors import ModelLoadError
 from deepseek.loader import LoadedModel, ModelLoader
 from deepseek.serving.protocol import (
     TORCH_NAME_TO_V2,
@@ -36,12 +37,20 @@ class ServedModel:
 
     def __init__(self, name: str, source: Any, *, framework: str = "auto",
                  precision: str = "fp32", device: str = "auto", trust_pickle: bool = False,
-                 batching: dict[str, Any] | None = None, threads: int | None = None) -> None:
+                 batching: dict[str, Any] | None = None, threads: int | None = None,
+                 allow_untrained: bool = False) -> None:
         self.name = name
         self.source = str(source) if not hasattr(source, "forward") else type(source).__name__
         self.model: LoadedModel = source if isinstance(source, LoadedModel) else \
             ModelLoader.load(source, framework=framework, precision=precision, device=device,
                              trust_pickle=trust_pickle, onnx_threads=threads)
+        if self.model.trained is False and not allow_untrained:
+            raise ModelLoadError(
+                f"model {name!r} ({self.source}) has no trained weights: it was built with "
+                "random weights (registered without weights, or a zoo model without local "
+                "weights), so it would answer nonsense. Serve trained weights (a model file, "
+                "weights=, pretrained=True), or pass --allow-untrained (allow_untrained=True) "
+                "to serve it anyway")
         self.platform = PLATFORMS.get(self.model.framework, self.model.framework)
         self.version = "1"
         meta_batching = None

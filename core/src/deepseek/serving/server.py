@@ -77,6 +77,9 @@ class DeepSeekServing:
             readiness endpoints answer 503, so that load balancers (Kubernetes endpoints)
             stop routing here before the drain refuses new requests; a second signal skips
             the rest of the wait. Default 0: drain at once.
+        allow_untrained: serve models built with random weights (a registry model
+            registered without weights, a zoo model without local weights); by default
+            they are refused, since they answer nonsense.
         on_ready: called with the server once both protocols accept requests (ports known).
     """
 
@@ -90,7 +93,7 @@ class DeepSeekServing:
                  framework: str = "auto", precision: str = "fp32", device: str = "auto",
                  trust_pickle: bool = False, threads: int | None = None,
                  burst_threads: int | None = None, reuse_port: bool = False,
-                 drain_delay_s: float = 0.0,
+                 drain_delay_s: float = 0.0, allow_untrained: bool = False,
                  on_ready: Callable[[DeepSeekServing], None] | None = None) -> None:
         if not drain_delay_s >= 0:
             raise DeepSeekError(f"drain_delay_s must be >= 0 seconds, got {drain_delay_s}")
@@ -111,7 +114,7 @@ class DeepSeekServing:
         for n, src in specs.items():
             self.models[n] = src if isinstance(src, ServedModel) else ServedModel(
                 n, src, framework=framework, precision=precision, device=device,
-                trust_pickle=trust_pickle, threads=threads)
+                trust_pickle=trust_pickle, threads=threads, allow_untrained=allow_untrained)
         self.host = host
         self.http_port = int(port)
         self.grpc_port = None if grpc_port is None else int(grpc_port)

@@ -20,6 +20,7 @@ M = "deepseek.finance."
 def register_readers(register: Any) -> None:
     register("ticks-csv", lazy_callable(M + "ticks:read_csv"), kind="ticks",
              suffixes=[".csv", ".csv.gz", ".csv.zst"],
+             accepts=lazy_callable(M + "ticks:is_tick_csv"),
              description="tick CSV (exch_ns, recv_ns, bid, ask, bid_size, ask_size[, last_px, "
                          "last_size, side]), plain or compressed")
     register("binance", lazy_callable(M + "ticks:read_capture"), kind="ticks",
@@ -27,8 +28,8 @@ def register_readers(register: Any) -> None:
              accepts=lazy_callable(M + "ticks:is_capture"),
              description="Binance WebSocket capture: '<receive_ns> <json>' lines (bookTicker, "
                          "trades, depth), plain, .gz or .zst")
-    # no suffixes: a .csv is a tick CSV unless kind="bars" is asked for; then the header
-    # decides (open, high, low, close)
+    # no suffixes: the probe (a header naming open, high, low, close) finds bar files,
+    # which the tick CSV's probe declines
     register("bars-csv", lazy_callable(M + "bars:read_bars"), kind="bars",
              accepts=lazy_callable(M + "bars:is_bars"),
              description="OHLCV bars: Date[,Time] or timestamp, Open, High, Low, Close[, Volume] "

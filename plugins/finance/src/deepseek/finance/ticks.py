@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from deepseek.finance.capture import ORDERS, CaptureReader, is_capture, open_text
+from deepseek.finance.capture import ORDERS, CaptureReader, is_capture, open_binary, open_text
 from deepseek.finance.errors import TickFileError
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,23 @@ def check_tick(bid: float, ask: float, bsz: float, asz: float, bdepth: float, ad
 
 
 # -- CSV ------------------------------------------------------------------------------------
+def is_tick_csv(source: Any) -> bool:
+    """Whether ``source`` is a CSV whose header names the tick fields :func:`read_csv` needs
+    (the probe that tells a tick CSV from any other ``.csv``)."""
+    try:
+        path = Path(source)
+        if not path.is_file():
+            return False
+        with open_binary(path) as raw:  # the first 4 KiB, plain or compressed
+            head = raw.read(4096).decode("utf-8", errors="replace").split("\n", 1)[0]
+    except TickFileError:  # a .csv.zst without zstandard: the reader says what to install
+        return Path(source).name.lower().endswith(".csv.zst")
+    except (OSError, EOFError, TypeError, ValueError):
+        return False
+    cols = {c.strip() for c in head.split(",")}
+    return set(REQUIRED_CSV) <= cols and bool(cols & {"time_ns", "exch_ns"})
+
+
 def read_csv(path: str | Path, order: str = "error") -> np.ndarray:
     """Read ticks from a CSV with a header naming :data:`TICK_DTYPE` fields.
 

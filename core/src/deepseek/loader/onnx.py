@@ -1,0 +1,138 @@
+"""ONNX: files run by onnxruntime, export from PyTorch, and the stamp that ties a packaged
+export to the weights it was made from."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from deepseek.errors import ModelLoadError, PrecisionError
+from deepseek.loader.base import (
+    ARCH_META_KEY,
+    CONFIG_META_KEY,
+    SOURCE_META_KEY,
+    LoadOptions,
+    file_sha256,
+    torch,
+)
+from deepseek.loader.wrapper import LoadedModel
+
+
+def load_onnx(path: Path, opts: LoadOptions, *, source: str) -> LoadedModel:
+    """An onnxruntime session of ``path`` at ``opts``' precision (fp16 converts the graph,
+    keeping fp32 inputs and outputs) and device, wrapped."""
+    precision, dev, threads = opts.precision, opts.device, opts.onnx_threads
+    from deepseek.extras import require
+
+    require("runtime", "running ONNX models")
+    import onnxruntime as ort
+
+    if precision == "bf16":
+        raise PrecisionError(f"{path}: onnxruntime has no bf16 kernels for most operators; "
+                             "use precision='fp16' or 'fp32' for ONNX models")
+    model: Any = None
+    graph: Any = str(path)  # fp32: onnxruntime reads the file itself (no onnx package)
+    if precision == "fp16":
+        require("onnx", "converting an ONNX model to fp16")
+        import onnx
+        from onnxconverter_common import float16
+
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: not a readable ONNX file ({exc})") from exc
+        model = float16.convert_float_to_float16(model, keep_io_types=True)
+        graph = model.SerializeToString()
+    providers = ["CPUExecutionProvider"]
+    if dev.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise PrecisionError(f"{path}: device {dev} requested but this onnxruntime has "
+                                 "no CUDAExecutionProvider; install onnxruntime-gpu or use "
+                                 "device='cpu'")
+        providers.insert(0, "CUDAExecutionProvider")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(graph, opts, providers=providers)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a readable ONNX file, or onnxruntime could not "
+                             f"create a session ({precision}): {exc}") from exc
+    loaded = LoadedModel(framework="onnx", precision=precision, device=dev, source=source,
+                         session=session, onnx_model=model)
+    loaded.onnx_path = Path(path)
+    return loaded
+
+
+def stamp_onnx(path: str | Path, source: str | Path, architecture: str,
+               config: dict[str, Any] | None = None) -> Path:
+    """Record in ONNX file ``path`` what it was exported from: the sha256 of the safetensors
+    file ``source`` (:data:`SOURCE_META_KEY`), the architecture and its config. A test can
+    then tell a stale packaged export from a current one (:func:`onnx_source`)."""
+    from deepseek.extras import require
+
+    require("onnx", "stamping an ONNX export")
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = {SOURCE_META_KEY: file_sha256(source), ARCH_META_KEY: architecture,
+            CONFIG_META_KEY: json.dumps(config or {})}
+    keep = [p for p in model.metadata_props if p.key not in meta]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The custom metadata of an ONNX file (read by onnxruntime: no ``onnx`` package)."""
+    from deepseek.extras import require
+
+    require("runtime", "reading ONNX metadata")
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a readable ONNX file ({exc})") from exc
+    return dict(sess.get_modelmeta().custom_metadata_map)
+
+
+def export_onnx(module: torch.nn.Module, example_input: Any, path: str | Path, *,
+                input_names: list[str] | None = None, output_names: list[str] | None = None,
+                dynamic_batch: bool = True, opset: int = 17,
+                dynamic_axes: dict[str, dict[int, str]] | None = None) -> Path:
+    """Export ``module`` to ONNX with a free batch dimension (first axis) by default, or the
+    free axes ``dynamic_axes`` names (``{tensor name: {axis: axis name}}``)."""
+    from deepseek.extras import require
+
+    require("onnx", "ONNX export")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    input_names = input_names or ([f"input{i}" for i in range(len(inputs))]
+                                  if len(inputs) > 1 else ["input"])
+    module = module.eval()
+    with torch.inference_mode():
+        probe = module(*inputs)
+    n_out = len(probe) if isinstance(probe, (tuple, list, dict)) else 1
+    if isinstance(probe, dict):  # a dict's keys name its outputs, in order
+        output_names = output_names or list(probe)
+    output_names = output_names or ([f"output{i}" for i in range(n_out)]
+                                    if n_out > 1 else ["output"])
+    axes = {n: {0: "batch"} for n in input_names + output_names} if dynamic_batch else None
+    if dynamic_axes is not None:
+        axes = dynamic_axes
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, inputs, str(path), input_names=input_names,
+                          output_names=output_names, dynamic_axes=axes, opset_version=opset,
+                          dynamo=False)
+    return path
