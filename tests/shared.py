@@ -12,6 +12,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def assert_labelled(result) -> None:
+    """Every metric and timing of a pipeline result carries its label and unit (a Measure),
+    so the report never shows a raw key."""
+    from deepseek.report import Measure
+
+    raw = [k for k, v in {**result.metrics, **result.timings}.items()
+           if not isinstance(v, Measure)]
+    assert not raw, f"{result.pipeline}: figures without label and unit: {raw}"
+
+
 def shared_data(name: str) -> Path | None:
     base = Path(os.environ.get("DEEPSEEK_SHARED_DATA", ROOT.parent / "shared" / "data"))
     path = base / name

@@ -17,6 +17,8 @@ from deepseek.finance.synthetic import synthetic_ticks
 from deepseek.finance.training import baselines, calibrate, labels, shift, time_split, train
 from deepseek.loader import ModelLoader
 
+from ..shared import assert_labelled
+
 
 def test_labels():
     t = synthetic_ticks(200, seed=1)
@@ -141,3 +143,4 @@ def test_pipeline_runs(tmp_path):
                                                   n_ticks=4000)
     assert res.metrics["fastpath_max_abs_logit_diff"] < 1e-5
     assert res.metrics["held_out_macro_f1"] > res.metrics["majority_baseline_macro_f1"]
+    assert_labelled(res)

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from deepseek.cli import build_cli
 
+from ..shared import assert_labelled
+
 
 def test_generate_then_stream_with_truth(tmp_path):
     runner = CliRunner()
@@ -87,6 +89,7 @@ def test_pipeline_report(tmp_path):
     assert m["frames"] == 150 and res.timings["frames_dropped"] == 0
     assert 0 <= m["frame_recall"] <= 1 and 0 <= m["false_detection_rate"] <= 1
     assert all(f.is_file() for f in res.figures) and len(res.figures) >= 1
+    assert_labelled(res)
     assert (tmp_path / "events.jsonl").is_file()
     assert any("never used in training" in n for n in res.notes)
 

@@ -12,6 +12,8 @@ from deepseek.medical import DICOMReader, Volume
 from deepseek.medical.errors import MedicalError, VolumeFileError
 from deepseek.plugins import get_registry, pipelines
 
+from ..shared import assert_labelled
+
 
 def test_world_voxel_round_trip_vectorised():
     rng = np.random.default_rng(0)
@@ -149,6 +151,26 @@ def test_dicom_io_pipeline_on_phantom(tmp_path):
     res = pipelines().get("medical.dicom-io")(input=None, out_dir=tmp_path, quiet=True)
     assert res.error is None
     assert res.metrics["nodule_centres_dense"] == 1.0
+    assert res.quality.unit == "%" and res.quality.value == 100.0
+    assert_labelled(res)
     assert all(f.is_file() for f in res.figures)
     vol_dir = tmp_path / "phantom"
     assert DICOMReader(vol_dir).load().shape[0] == int(res.metrics["slices"])
+
+
+def test_ct_crops_are_labelled_in_the_frame_of_their_titles():
+    """A crop's title gives world mm (LPS); its axes must read the same coordinates."""
+    from deepseek.medical.figures import _plane_axes
+
+    flipped = Volume(np.zeros((4, 8, 8), np.float32), (0.8, 0.7, 2.0), (-100.0, 50.0, -300.0),
+                     np.diag([-1.0, -1.0, 1.0]))
+    to_plot, xlabel, ylabel = _plane_axes(flipped, 1)
+    for kji in ((1, 0, 0), (1, 3, 5), (2, 7, 2)):
+        assert to_plot(kji) == pytest.approx(tuple(flipped.voxel_to_world(kji)[:2]))
+    assert (xlabel, ylabel) == ("x (mm, LPS)", "y (mm, LPS)")
+    c, s = np.cos(0.3), np.sin(0.3)
+    oblique = Volume(np.zeros((4, 8, 8), np.float32), (0.8, 0.7, 2.0),
+                     direction=[[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    to_plot, xlabel, _ = _plane_axes(oblique, 1)
+    assert to_plot((1, 2, 5)) == pytest.approx((5 * 0.8, 2 * 0.7))
+    assert xlabel == "along the columns (mm)"

@@ -22,6 +22,7 @@ _LAZY = {
     "PipelineResult": "deepseek.report",
     "Table": "deepseek.report",
     "Headline": "deepseek.report",
+    "Measure": "deepseek.report",
     "get_registry": "deepseek.plugins",
     "temporary_plugin": "deepseek.plugins",
 }

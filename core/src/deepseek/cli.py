@@ -448,7 +448,7 @@ def run_cmd(ctx: click.Context, pipeline: str, source: str | None, out_dir: Path
     out_dir = out_dir or Path("reports") / pipeline
     result = _run_one(pipeline, source, out_dir, ctx.obj["quiet"])
     index = write_report(out_dir, [result], title=f"DeepSeek: {pipeline}",
-                         copy_media=copy_media)
+                         copy_media=copy_media, versions=_versions_line())
     if as_json:
         click.echo(json.dumps(result.to_dict(relative_to=out_dir), indent=2))
     else:
@@ -535,7 +535,7 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
     reg = pipelines()
     names = sorted({n for p in (patterns or ("*",)) for n in reg.names(p)
                     if reg.entry(n).meta.get("demo", True) or patterns})
-    notes = [_versions_line()]
+    notes = []
     failed = [i for i in plugin_infos() if not i.ok]
     for info in failed:
         notes.append(f"plugin {info.name} has errors: {info.errors}")
@@ -558,7 +558,7 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
                 say(f"    {h.text()}" + (f" (goal {h.goal}: {'met' if h.met else 'MISSED'})"
                                          if h.goal else ""))
     index = write_report(out_dir, results, title="DeepSeek demo", notes=notes,
-                         copy_media=copy_media)
+                         copy_media=copy_media, versions=_versions_line())
     failed = [r.pipeline for r in results if r.error]
     if as_json:
         click.echo((out_dir / "summary.json").read_text())

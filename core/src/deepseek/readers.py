@@ -135,11 +135,11 @@ def _match(source: Any, kind: str | None) -> tuple[str, list[Entry], list[Entry]
         if found:
             return "scheme", found, []
         found, suffix = _suffix_matches(text, entries)
-        if found and not Path(text).exists():
-            raise ReaderError(f"{text}: no such file (readers of {suffix!r}: "
-                              f"{', '.join(e.name for e in found)})")
         if found and not is_generic(suffix):
             return "suffix", found, []
+        if found and not Path(text).exists():  # no content for the probes to look at
+            raise ReaderError(f"{text}: no such file (readers of {suffix!r}: "
+                              f"{', '.join(e.name for e in found)})")
         if found:
             accepted = _probe_matches(source, found)
             if accepted:

@@ -3,9 +3,12 @@
 A pipeline returns a :class:`PipelineResult`: a headline quality figure and a headline speed
 figure (each with its goal), the quality metrics and the timings kept apart, tables, figures
 (PNG files it wrote under its output folder), media (large files such as videos, linked from
-the report rather than copied) and notes. :func:`write_report` turns a list of results into
-``index.html`` -- a summary table first (pipeline, status, headline quality and speed against
-their goals), then one section per pipeline -- and ``summary.json``.
+the report rather than copied) and notes. Each metric and timing is a :class:`Measure`: the
+number with the label and unit a reader sees, given where it is measured (the renderer never
+guesses them from key names; an unlabelled number is shown under its key).
+:func:`write_report` turns a list of results into ``index.html`` -- a summary table first
+(pipeline, status, headline quality and speed against their goals), then one section per
+pipeline -- and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,36 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+class Measure(float):
+    """A reported number with its label and unit, made where it is measured::
+
+        metrics={"held_out_macro_f1": Measure(f1, "held-out macro F1")}
+        timings={"fastpath_p99_us": Measure(p99, "fast path p99 per tick", "µs")}
+
+    It is a float (arithmetic, comparisons and JSON as usual); the report shows ``label``
+    and ``unit`` instead of the key, and ``summary.json`` keeps both beside the value."""
+
+    label: str
+    unit: str
+
+    def __new__(cls, value: float, label: str, unit: str = "") -> Measure:
+        obj = super().__new__(cls, float("nan") if value is None else value)
+        obj.label, obj.unit = str(label), str(unit)
+        return obj
+
+    def __reduce__(self) -> Any:
+        return (Measure, (float(self), self.label, self.unit))
+
+    def text(self) -> str:
+        return f"{_fmt(float(self))} {self.unit}".strip()
+
+
+def labels_of(values: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """``{key: {"label", "unit"}}`` of the :class:`Measure` values of a metrics dict."""
+    return {k: {"label": v.label, "unit": v.unit} for k, v in values.items()
+            if isinstance(v, Measure)}
 
 
 @dataclass
@@ -114,6 +147,7 @@ class PipelineResult:
             "speed": self.speed.to_dict() if self.speed else None,
             "metrics": {k: _json_float(v) for k, v in self.metrics.items()},
             "timings": {k: _json_float(v) for k, v in self.timings.items()},
+            "labels": {**labels_of(self.metrics), **labels_of(self.timings)},
             "tables": [t.to_dict() for t in self.tables],
             "figures": [rel(f) for f in self.figures],
             "media": [rel(f) for f in self.media],
@@ -169,16 +203,84 @@ def _headline_cell(h: Headline | None) -> str:
 def _kv_table(title: str, values: dict[str, Any], esc: Any) -> list[str]:
     if not values:
         return []
-    rows = [f"<div><h3>{esc(title)}</h3><table><tr><th>figure</th><th>value</th></tr>"]
-    rows += [f"<tr><td>{esc(k)}</td><td>{esc(_fmt(v))}</td></tr>" for k, v in values.items()]
+    rows = [f"<div><h3>{esc(title)}</h3><table class='figures'><tr><th>figure</th>"
+            "<th>value</th></tr>"]
+    for k, v in values.items():
+        label = v.label if isinstance(v, Measure) else k
+        text = v.text() if isinstance(v, Measure) else _fmt(v)
+        rows.append(f"<tr><td title='{esc(k)}'>{esc(label)}</td><td>{esc(text)}</td></tr>")
     rows.append("</table></div>")
     return rows
 
 
+def _copy_media(out_dir: Path, results: list[PipelineResult]) -> None:
+    media_dir = out_dir / "media"
+    for r in results:
+        copied = []
+        for m in r.media:
+            media_dir.mkdir(exist_ok=True)
+            target = media_dir / f"{r.pipeline}-{Path(m).name}"
+            if Path(m).resolve() != target.resolve():
+                shutil.copy2(m, target)
+            copied.append(target)
+        r.media = copied
+
+
+def _summary_table(results: list[PipelineResult], esc: Any) -> list[str]:
+    if not results:
+        return ["<p>No pipelines ran.</p>"]
+    parts = ["<table id='summary'><tr><th>pipeline</th><th>status</th><th>quality</th>"
+             "<th>speed</th><th>run time</th></tr>"]
+    for r in results:
+        status = r.status
+        cls = {"ok": "ok", "failed": "failed"}.get(status, "missed")
+        cells = (f"<td colspan='2' class='err'>{esc(r.error or '')[:160]}</td>" if r.error
+                 else _headline_cell(r.quality) + _headline_cell(r.speed))
+        parts.append(
+            f"<tr><td><a href='#{esc(r.pipeline)}'>{esc(r.pipeline)}</a></td>"
+            f"<td class='{cls}'>{esc(status)}</td>{cells}"
+            f"<td>{'-' if r.seconds is None else f'{r.seconds:.1f} s'}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _section(r: PipelineResult, d: dict[str, Any], esc: Any) -> list[str]:
+    parts = [f"<section class='pipeline' id='{esc(r.pipeline)}'><h2>{esc(d['title'])}</h2>"]
+    meta = f"pipeline <code>{esc(r.pipeline)}</code>"
+    if r.input:
+        meta += f" &middot; input {esc(r.input)}"
+    if r.seconds is not None:
+        meta += f" &middot; {r.seconds:.1f} s"
+    parts.append(f"<p class='note'>{meta}</p>")
+    if r.error:
+        parts.append(f"<p class='err'>failed: {esc(r.error)}</p>")
+    parts.append("<div class='cols'>")
+    parts += _kv_table("Quality", r.metrics, esc)
+    parts += _kv_table("Timing", r.timings, esc)
+    parts.append("</div>")
+    for t in r.tables:
+        parts.append(f"<h3>{esc(t.title)}</h3><table><tr>")
+        parts.extend(f"<th>{esc(str(c))}</th>" for c in t.columns)
+        parts.append("</tr>")
+        for row in t.rows:
+            parts.append("<tr>" + "".join(f"<td>{esc(_fmt(v))}</td>" for v in row) + "</tr>")
+        parts.append("</table>")
+    for f in d["figures"]:
+        parts.append(f"<div><img src='{esc(f)}' alt='{esc(Path(f).stem)}'></div>")
+    for f in d["media"]:
+        parts.append(f"<p>media: <a href='{esc(f)}'>{esc(Path(f).name)}</a></p>")
+    for n in r.notes:
+        parts.append(f"<p class='note'>{esc(n)}</p>")
+    parts.append("</section>")
+    return parts
+
+
 def write_report(out_dir: Path, results: list[PipelineResult], title: str = "DeepSeek report",
-                 notes: list[str] | None = None, copy_media: bool = False) -> Path:
+                 notes: list[str] | None = None, copy_media: bool = False,
+                 versions: str | None = None) -> Path:
     """Write ``index.html`` and ``summary.json`` for ``results`` into ``out_dir``.
 
+    ``versions`` is the line that names the installed distributions (default: the core's).
     Media files are linked where they are unless ``copy_media`` (then they are copied into
     ``out_dir/media/``). Returns the path of ``index.html``.
     """
@@ -187,21 +289,13 @@ def write_report(out_dir: Path, results: list[PipelineResult], title: str = "Dee
     from deepseek import __version__
 
     if copy_media:
-        media_dir = out_dir / "media"
-        for r in results:
-            copied = []
-            for m in r.media:
-                media_dir.mkdir(exist_ok=True)
-                target = media_dir / f"{r.pipeline}-{Path(m).name}"
-                if Path(m).resolve() != target.resolve():
-                    shutil.copy2(m, target)
-                copied.append(target)
-            r.media = copied
-
+        _copy_media(out_dir, results)
+    versions = versions or f"deepseek-core {__version__}"
     summary = {
         "title": title,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "deepseek_core": __version__,
+        "versions": versions,
         "notes": list(notes or []),
         "pipelines": [r.to_dict(relative_to=out_dir) for r in results],
     }
@@ -212,52 +306,12 @@ def write_report(out_dir: Path, results: list[PipelineResult], title: str = "Dee
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        f"<p class='note'>deepseek-core {esc(__version__)} &middot; {esc(summary['created'])}</p>",
+        f"<p class='note' id='versions'>{esc(versions)} &middot; {esc(summary['created'])}</p>",
+        *_summary_table(results, esc),
+        *(f"<p class='note'>{esc(n)}</p>" for n in summary["notes"]),
     ]
-    if results:
-        parts.append("<table><tr><th>pipeline</th><th>status</th><th>quality</th>"
-                     "<th>speed</th><th>run time</th></tr>")
-        for r in results:
-            status = r.status
-            cls = {"ok": "ok", "failed": "failed"}.get(status, "missed")
-            parts.append(
-                f"<tr><td><a href='#{esc(r.pipeline)}'>{esc(r.pipeline)}</a></td>"
-                f"<td class='{cls}'>{esc(status)}</td>"
-                + (f"<td colspan='2' class='err'>{esc(r.error or '')[:160]}</td>" if r.error
-                   else _headline_cell(r.quality) + _headline_cell(r.speed))
-                + f"<td>{'-' if r.seconds is None else f'{r.seconds:.1f} s'}</td></tr>")
-        parts.append("</table>")
-    else:
-        parts.append("<p>No pipelines ran.</p>")
-    for n in summary["notes"]:
-        parts.append(f"<p class='note'>{esc(n)}</p>")
     for r, d in zip(results, summary["pipelines"]):
-        parts.append(f"<h2 id='{esc(r.pipeline)}'>{esc(d['title'])}</h2>")
-        meta = f"pipeline <code>{esc(r.pipeline)}</code>"
-        if r.input:
-            meta += f" &middot; input {esc(r.input)}"
-        if r.seconds is not None:
-            meta += f" &middot; {r.seconds:.1f} s"
-        parts.append(f"<p class='note'>{meta}</p>")
-        if r.error:
-            parts.append(f"<p class='err'>failed: {esc(r.error)}</p>")
-        parts.append("<div class='cols'>")
-        parts += _kv_table("Quality", r.metrics, esc)
-        parts += _kv_table("Timing", r.timings, esc)
-        parts.append("</div>")
-        for t in r.tables:
-            parts.append(f"<h3>{esc(t.title)}</h3><table><tr>")
-            parts.extend(f"<th>{esc(str(c))}</th>" for c in t.columns)
-            parts.append("</tr>")
-            for row in t.rows:
-                parts.append("<tr>" + "".join(f"<td>{esc(_fmt(v))}</td>" for v in row) + "</tr>")
-            parts.append("</table>")
-        for f in d["figures"]:
-            parts.append(f"<div><img src='{esc(f)}' alt='{esc(Path(f).stem)}'></div>")
-        for f in d["media"]:
-            parts.append(f"<p>media: <a href='{esc(f)}'>{esc(Path(f).name)}</a></p>")
-        for n in r.notes:
-            parts.append(f"<p class='note'>{esc(n)}</p>")
+        parts += _section(r, d, esc)
     parts.append("</body></html>\n")
     index = out_dir / "index.html"
     index.write_text("\n".join(parts))

@@ -138,7 +138,7 @@ def risk_model(input: str | None = None, out_dir: Path | None = None, quiet: boo
     """Pipeline ``core.risk-model``: the cross-validated AUC of the risk model with
     ``params`` (the defaults for the rest): the objective the tuner optimises. ``epochs``
     and ``folds`` trade accuracy of the estimate for time (tests use small ones)."""
-    from deepseek.report import Headline, PipelineResult
+    from deepseek.report import Headline, Measure, PipelineResult
 
     _no_input(input)
     unknown = set(params) - set(DEFAULTS)
@@ -151,8 +151,9 @@ def risk_model(input: str | None = None, out_dir: Path | None = None, quiet: boo
     t0 = time.perf_counter()
     auc = cv_auc(*_dev(), full, folds=folds, trial=trial, epochs=epochs)
     return PipelineResult("core.risk-model", title="Core: the risk model, cross-validated",
-                          metrics={"val_auc": auc},
-                          timings={"seconds": time.perf_counter() - t0},
+                          metrics={"val_auc": Measure(auc, f"{folds}-fold CV AUC")},
+                          timings={"seconds": Measure(time.perf_counter() - t0,
+                                                      "cross-validation", "s")},
                           quality=Headline("3-fold CV AUC", auc))
 
 
@@ -161,7 +162,7 @@ def tune_risk_model(input: str | None = None, out_dir: Path = Path("."), quiet: 
                     epochs: int = EPOCHS, folds: int = 3) -> Any:
     """Pipeline ``core.tune-risk-model``: tune ``core.risk-model`` with the genetic
     algorithm and report the held-out AUC of the defaults and of the tuned parameters."""
-    from deepseek.report import Headline, PipelineResult, Table
+    from deepseek.report import Headline, Measure, PipelineResult, Table
     from deepseek.tune import TuneConfig, history_figure, tune
 
     _no_input(input)
@@ -196,11 +197,14 @@ def tune_risk_model(input: str | None = None, out_dir: Path = Path("."), quiet: 
                      "set in this run")
     return PipelineResult(
         "core.tune-risk-model", title="Core: genetic-algorithm tuning of a risk model",
-        metrics={"held_out_auc_defaults": default_auc, "held_out_auc_tuned": tuned_auc,
-                 "cv_auc_defaults": default_cv, "cv_auc_tuned": float(res.best_value[0]),
-                 "trials": float(len(res.trials)),
-                 "trials_pruned": float(counts.get("PRUNED", 0))},
-        timings={"tuning_seconds": t_tune, "held_out_evaluation_seconds": t_eval},
+        metrics={"held_out_auc_defaults": Measure(default_auc, "held-out AUC, defaults"),
+                 "held_out_auc_tuned": Measure(tuned_auc, "held-out AUC, tuned"),
+                 "cv_auc_defaults": Measure(default_cv, f"{folds}-fold CV AUC, defaults"),
+                 "cv_auc_tuned": Measure(res.best_value[0], f"{folds}-fold CV AUC, tuned"),
+                 "trials": Measure(len(res.trials), "trials"),
+                 "trials_pruned": Measure(counts.get("PRUNED", 0), "trials pruned")},
+        timings={"tuning_seconds": Measure(t_tune, "tuning", "s"),
+                 "held_out_evaluation_seconds": Measure(t_eval, "held-out evaluation", "s")},
         quality=Headline(f"held-out AUC tuned (defaults {default_auc:.4f})", tuned_auc,
                          target=default_auc),
         speed=Headline(f"tuning, {trials} trials", t_tune, "s", higher_is_better=False),

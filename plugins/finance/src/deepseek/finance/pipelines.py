@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from deepseek.report import Headline, PipelineResult, Table
+from deepseek.report import Headline, Measure, PipelineResult, Table
 
 
 def percentiles_us(ns: np.ndarray) -> dict[str, float]:
@@ -72,14 +72,19 @@ def tick_latency(input: str | None = None, out_dir: Path = Path("."), quiet: boo
     warm = n // 10
     pf, pe = percentiles_us(fast[warm:]), percentiles_us(eager[warm:])
     metrics = {
-        "held_out_accuracy": quality["accuracy"],
-        "held_out_macro_f1": quality["macro_f1"],
-        "majority_baseline_accuracy": quality["majority_baseline"],
-        "majority_baseline_macro_f1": quality["majority_baseline_macro_f1"],
-        "fastpath_max_abs_logit_diff": parity,
+        "held_out_accuracy": Measure(quality["accuracy"], "held-out accuracy"),
+        "held_out_macro_f1": Measure(quality["macro_f1"], "held-out macro F1"),
+        "majority_baseline_accuracy": Measure(quality["majority_baseline"],
+                                              "majority-class baseline accuracy"),
+        "majority_baseline_macro_f1": Measure(quality["majority_baseline_macro_f1"],
+                                              "majority-class baseline macro F1"),
+        "fastpath_max_abs_logit_diff": Measure(parity, "fast path vs PyTorch, largest logit "
+                                                       "difference"),
     }
-    timings = {"fastpath_p50_us": pf["p50"], "fastpath_p99_us": pf["p99"],
-               "eager_p50_us": pe["p50"], "eager_p99_us": pe["p99"]}
+    timings = {"fastpath_p50_us": Measure(pf["p50"], "fast path p50 per tick", "µs"),
+               "fastpath_p99_us": Measure(pf["p99"], "fast path p99 per tick", "µs"),
+               "eager_p50_us": Measure(pe["p50"], "PyTorch eager p50 per tick", "µs"),
+               "eager_p99_us": Measure(pe["p99"], "PyTorch eager p99 per tick", "µs")}
     fig = latency_histogram(Path(out_dir) / "latency.png",
                             {"fast path (numba)": fast[warm:], "PyTorch eager": eager[warm:]})
     table = Table("Per-tick latency, feature update + forward (µs)",
@@ -195,11 +200,21 @@ def tick_strategy(input: str | None = None, out_dir: Path = Path("."), quiet: bo
     return PipelineResult(
         pipeline="finance.tick-strategy", title="Finance: tick strategy, walk-forward backtest "
         "with latency",
-        metrics={"model_pnl_zero_latency": m_zero["pnl"], "model_pnl": m_conf["pnl"],
-                 "model_sharpe": m_conf["sharpe"], "model_max_drawdown": m_conf["max_drawdown"],
-                 "imbalance_pnl": b_conf["pnl"], "imbalance_sharpe": b_conf["sharpe"]},
-        timings={"walk_forward_s": wf_s, "fastpath_p50_us": pf["p50"],
-                 "fastpath_p99_us": pf["p99"]},
+        metrics={"model_pnl_zero_latency": Measure(m_zero["pnl"], "model P&L at zero latency",
+                                                   "quote units"),
+                 "model_pnl": Measure(m_conf["pnl"], f"model P&L at {lat_label}",
+                                      "quote units"),
+                 "model_sharpe": Measure(m_conf["sharpe"], f"model Sharpe at {lat_label} "
+                                                           "(annualised)"),
+                 "model_max_drawdown": Measure(100 * m_conf["max_drawdown"],
+                                               f"model max drawdown at {lat_label}", "%"),
+                 "imbalance_pnl": Measure(b_conf["pnl"], f"imbalance rule P&L at {lat_label}",
+                                          "quote units"),
+                 "imbalance_sharpe": Measure(b_conf["sharpe"], f"imbalance rule Sharpe at "
+                                                               f"{lat_label} (annualised)")},
+        timings={"walk_forward_s": Measure(wf_s, "walk-forward training", "s"),
+                 "fastpath_p50_us": Measure(pf["p50"], "fast path p50 per tick", "µs"),
+                 "fastpath_p99_us": Measure(pf["p99"], "fast path p99 per tick", "µs")},
         quality=Headline(f"model P&L at {lat_label} (imbalance rule {b_conf['pnl']:.3f})",
                          m_conf["pnl"]),
         speed=Headline("fast path p99", pf["p99"], "µs", target=5.0, higher_is_better=False),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from deepseek.report import Headline, PipelineResult, Table
+from deepseek.report import Headline, Measure, PipelineResult, Table
 
 DEMO_SEED = 700_050  # in the benchmark range: never used for training or validation
 
@@ -53,13 +53,18 @@ def defect_stream(input: str | None = None, out_dir: Path = Path("."), quiet: bo
                           events=out_dir / "events.jsonl")
     rep = stream.run()
     s = rep.summary()
-    metrics: dict[str, float] = {"frames": float(rep.frames), "events": float(len(rep.events))}
+    metrics: dict[str, float] = {"frames": Measure(rep.frames, "frames scored"),
+                                 "events": Measure(len(rep.events), "defect events")}
     timings: dict[str, float] = {
-        "fps_sustained": rep.fps,
-        "latency_p50_ms": rep.latency_ms.get("p50", math.nan),
-        "latency_p99_ms": rep.latency_ms.get("p99", math.nan),
-        "model_ms_per_frame": rep.stage_ms_per_frame.get("model", math.nan),
-        "frames_dropped": float(rep.source.get("frames_dropped", 0)),
+        "fps_sustained": Measure(rep.fps, "sustained rate", "frames/s"),
+        "latency_p50_ms": Measure(rep.latency_ms.get("p50", math.nan),
+                                  "frame-to-decision latency p50", "ms"),
+        "latency_p99_ms": Measure(rep.latency_ms.get("p99", math.nan),
+                                  "frame-to-decision latency p99", "ms"),
+        "model_ms_per_frame": Measure(rep.stage_ms_per_frame.get("model", math.nan),
+                                      "model time per frame", "ms"),
+        "frames_dropped": Measure(rep.source.get("frames_dropped", 0),
+                                  "frames dropped (camera pace)"),
     }
     quality = None
     tables = []
@@ -68,9 +73,13 @@ def defect_stream(input: str | None = None, out_dir: Path = Path("."), quiet: bo
         fm = evaluate("defect-frames", scored, truth, threshold=threshold)
         em = evaluate("defect-events", rep.events, truth)
         fm02 = evaluate("defect-frames", scored, truth, threshold=threshold, min_width_mm=0.2)
-        metrics.update(frame_recall=fm["recall"], frame_recall_ge_0_2mm=fm02["recall"],
-                       false_detection_rate=fm["false_detection_rate"],
-                       event_recall=em["event_recall"], false_alarms=float(em["false_alarms"]))
+        metrics.update(
+            frame_recall=Measure(fm["recall"], "frame recall, all cracks"),
+            frame_recall_ge_0_2mm=Measure(fm02["recall"], "frame recall, cracks >= 0.2 mm"),
+            false_detection_rate=Measure(fm["false_detection_rate"],
+                                         "false detections per defect-free frame"),
+            event_recall=Measure(em["event_recall"], "cracks found (event recall)"),
+            false_alarms=Measure(em["false_alarms"], "false alarm events"))
         quality = Headline("frame recall, cracks >= 0.2 mm", fm02["recall"], target=0.99)
         tables.append(Table("Frame recall by crack width",
                             ["width mm", "defect frames", "recall"],

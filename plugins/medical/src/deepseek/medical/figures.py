@@ -76,11 +76,33 @@ def orthogonal_views(volume: Any, path: Path, window: tuple[float, float] = (-10
     return save(fig, path)
 
 
+def _plane_axes(volume: Any, z: int) -> tuple[Any, str, str]:
+    """How an axial crop's pixels map to the plot: ``to_plot((k, j, i)) -> (u, v)`` and the
+    axis labels. World x and y (mm, patient LPS) when the image's columns and rows run along
+    them (any flip), so that the titles' world coordinates read off the axes; otherwise
+    (an oblique series) mm along the image's columns and rows from its first pixel."""
+    d = volume.direction
+    if abs(abs(d[0, 0]) - 1) < 1e-3 and abs(abs(d[1, 1]) - 1) < 1e-3:
+        def world(kji: Any) -> tuple[float, float]:
+            xyz = volume.voxel_to_world(np.asarray(kji, dtype=float))
+            return float(xyz[0]), float(xyz[1])
+
+        return world, "x (mm, LPS)", "y (mm, LPS)"
+    sx, sy, _ = volume.spacing
+
+    def image(kji: Any) -> tuple[float, float]:
+        return float(kji[2]) * sx, float(kji[1]) * sy
+
+    return image, "along the columns (mm)", "along the rows (mm)"
+
+
 def slice_montage(volume: Any, points: list[dict[str, Any]], path: Path,
                   window: tuple[float, float] = (-1000.0, 400.0), columns: int = 4,
                   half_width_mm: float = 40.0) -> Path:
     """An axial crop (``2 * half_width_mm`` wide) through each world point (``{"xyz",
-    "diameter_mm", "label"}``), the point circled at its diameter and labelled."""
+    "diameter_mm", "label"}``), the point circled at its diameter and labelled. The title's
+    world coordinates (mm, LPS) and the axes are in the same frame (see :func:`_plane_axes`).
+    """
     arr = volume.array
     sx, sy, _ = volume.spacing
     shown = points or [{"xyz": volume.voxel_to_world(np.array(arr.shape) // 2),
@@ -94,17 +116,20 @@ def slice_montage(volume: Any, points: list[dict[str, Any]], path: Path,
     for ax, p in zip(axs.ravel(), shown):
         k, j, i = (float(c) for c in volume.world_to_voxel(p["xyz"]))
         z = int(np.clip(round(k), 0, arr.shape[0] - 1))
+        to_plot, xlabel, ylabel = _plane_axes(volume, z)
         hy, hx = int(half_width_mm / sy), int(half_width_mm / sx)
         y0, y1 = max(0, int(j) - hy), min(arr.shape[1], int(j) + hy)
         x0, x1 = max(0, int(i) - hx), min(arr.shape[2], int(i) + hx)
+        left, top = to_plot((z, y0 - 0.5, x0 - 0.5))  # pixel edges, not centres
+        right, bottom = to_plot((z, y1 - 0.5, x1 - 0.5))
         ax.imshow(_window(arr[z, y0:y1, x0:x1], window), cmap="gray", vmin=0, vmax=1,
-                  extent=(x0 * sx, x1 * sx, y1 * sy, y0 * sy))
+                  extent=(left, right, bottom, top), origin="upper")
         d = float(p.get("diameter_mm", 0.0))
         if d > 0:
-            ax.add_patch(_circle((i * sx, j * sy), d / 2 + 1.5))
+            ax.add_patch(_circle(to_plot((k, j, i)), d / 2 + 1.5))
         xyz = p["xyz"]
-        style(ax, f"{p.get('label', '')}\n({xyz[0]:.0f}, {xyz[1]:.0f}, {xyz[2]:.0f}) mm",
-              "x (mm)", "y (mm)")
+        style(ax, f"{p.get('label', '')}\n(x, y, z) = ({xyz[0]:.0f}, {xyz[1]:.0f}, "
+                  f"{xyz[2]:.0f}) mm", xlabel, ylabel)
         ax.grid(False)
     return save(fig, path)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from deepseek.report import Headline, PipelineResult, Table
+from deepseek.report import Headline, Measure, PipelineResult, Table
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,20 @@ def dicom_io(input: str | None = None, out_dir: Path = Path("."), quiet: bool = 
     figs = [orthogonal_views(iso, out_dir / "views.png", points=annotations)]
     if annotations:
         figs.append(slice_montage(vol, annotations, out_dir / "nodules.png"))
-    metrics: dict[str, float] = {"slices": float(vol.shape[0])}
-    timings: dict[str, float] = {"load_seconds": t_load, "resample_seconds": t_resample}
+    metrics: dict[str, float] = {"slices": Measure(vol.shape[0], "slices read")}
+    timings: dict[str, float] = {"load_seconds": Measure(t_load, "read to HU volume", "s"),
+                                 "resample_seconds": Measure(t_resample, "resample to 1 mm",
+                                                             "s")}
     if generated:
-        timings["phantom_write_seconds"] = t_write
+        timings["phantom_write_seconds"] = Measure(t_write, "phantom DICOM written", "s")
     quality = None
     if annotations:
-        metrics["nodule_centres_dense"] = inside / len(annotations)
-        quality = Headline("nodule centres dense", inside / len(annotations), target=1.0)
+        share = inside / len(annotations)
+        metrics["nodule_centres_dense"] = Measure(
+            share, "share of nodule centres that read dense (> -400 HU) before and after "
+                   "resampling")
+        quality = Headline(f"nodule centres dense (> -400 HU), {inside} of {len(annotations)}",
+                           100 * share, "%", target=100.0)
     mb = vol.array.size * 2 / 1e6  # the stored 16-bit pixels
     geometry = Table("Geometry", ["", "shape (z, y, x)", "spacing (x, y, z) mm", "origin mm"], [
         ["as read", str(vol.shape), str(tuple(round(s, 4) for s in vol.spacing)),
@@ -121,7 +127,8 @@ def dicom_io(input: str | None = None, out_dir: Path = Path("."), quiet: bool = 
         notes.append(f"findings: {findings}")
     return PipelineResult(pipeline="medical.dicom-io", title="Medical: DICOM CT to HU volume",
                           metrics=metrics, timings=timings, quality=quality,
-                          speed=Headline("read", mb / max(t_load, 1e-9), "MB/s"),
+                          speed=Headline("read speed (16-bit pixels)", mb / max(t_load, 1e-9),
+                                         "MB/s"),
                           tables=tables, figures=figs, notes=notes, input=source)
 
 
@@ -154,8 +161,9 @@ def nodule_detection(input: str | None = None, out_dir: Path = Path("."), quiet:
     cands = det.detect(vol)
     sid = vol.metadata.get("series_uid") or "scan"
     write_results(cands, out_dir / "results.csv")
-    timings: dict[str, float] = {f"{k}_seconds": v for k, v in det.timings.items()}
-    metrics: dict[str, float] = {"candidates": float(len(cands))}
+    timings: dict[str, float] = {f"{k}_seconds": Measure(v, f"{k.replace('_', ' ')} time", "s")
+                                 for k, v in det.timings.items()}
+    metrics: dict[str, float] = {"candidates": Measure(len(cands), "candidates reported")}
     quality = None
     tables = [Table("Candidates (most probable first)",
                     ["x mm", "y mm", "z mm", "diameter mm", "probability"],
@@ -168,9 +176,11 @@ def nodule_detection(input: str | None = None, out_dir: Path = Path("."), quiet:
         ann_rows = [{"seriesuid": sid, "xyz": a["xyz"], "diameter_mm": a["diameter_mm"]}
                     for a in ann]
         scores = evaluate("luna16-froc", cands, ann_rows, scans=[sid], bootstrap=0)
-        metrics.update(cpm_single_scan=scores["cpm"],
-                       max_sensitivity=scores["max_sensitivity"],
-                       false_positives=float(scores["false_positives"]))
+        metrics.update(cpm_single_scan=Measure(scores["cpm"], "CPM, one scan (LUNA16)"),
+                       max_sensitivity=Measure(scores["max_sensitivity"],
+                                               "sensitivity at the lowest threshold"),
+                       false_positives=Measure(scores["false_positives"],
+                                               "false-positive candidates"))
         quality = Headline("CPM (one scan)", scores["cpm"], target=0.90)
         figs.append(plot_froc(scores, out_dir / "froc.png", title="FROC (one scan)"))
         rows = []
