@@ -1,15 +1,20 @@
 # The DeepSeek Toolkit model server image.
 #
-#   make image                       # the edge form (default): deepseek-core[edge], no PyTorch
-#   make image EDGE=edge-all         # edge + the three verticals' edge forms (packaged models)
-#   make image TARGET=full           # + PyTorch and the three verticals
-#   docker run -p 8080:8080 -p 8081:8081 -v $PWD/models:/mnt/models deepseek/framework
+#   make image                       # deepseek/framework:<version>-edge: deepseek-core[edge]
+#   make image EDGE=edge-all         # <version>-edge-all: + the verticals' edge forms
+#   make image TARGET=full           # <version>-full: + PyTorch and the three verticals
+#   docker run -p 8080:8080 -p 8081:8081 -v $PWD/models:/mnt/models deepseek/framework:0.1.0-edge
 #
 # `deepseek serve /mnt/models` is the default command: a folder holding model.onnx (edge), or
 # model.safetensors + model.json / model.pt (full), the layout KServe's storage initializer
-# writes. Build arguments:
-#   BASE          the base image: a Debian (bookworm) image with python3 and python3-venv, e.g.
-#                 one made offline with `make image-base` (mmdebstrap), or python:3.11-slim
+# writes. Third-party packages come from the lock files in deploy/image/ (each pinned to a
+# version and the sha256 of its wheel; pip --require-hashes refuses anything else, and pip
+# check refuses an incomplete lock); `python deploy/image/lock.py` rewrites them.
+# Build arguments:
+#   BASE          the base image, pinned by digest: a Debian (bookworm) image with python3 and
+#                 python3-venv, e.g. one made offline with `make image-base` (mmdebstrap;
+#                 `make image` passes it as NAME@sha256:DIGEST), or
+#                 python:3.11-slim-bookworm@sha256:<digest> with Docker
 #   PIP_ARGS      extra pip arguments (an index or --find-links for the PyTorch CPU wheel:
 #                 --extra-index-url https://download.pytorch.org/whl/cpu)
 #   EDGE          edge: the deepseek-core extra installed (default "edge"; "edge-all" adds the
@@ -25,6 +30,7 @@ RUN python3 -m venv /opt/build \
  && /opt/build/bin/pip install --no-cache-dir ${PIP_ARGS} "build>=1.2" "hatchling>=1.25"
 COPY core /src/core
 COPY plugins /src/plugins
+COPY deploy/image/*.lock /locks/
 RUN for d in core plugins/medical plugins/manufacturing plugins/finance; do \
       /opt/build/bin/python -m build --wheel --no-isolation --outdir /wheels /src/$d || exit 1; \
     done
@@ -48,9 +54,12 @@ FROM runtime AS full
 ARG PIP_ARGS=""
 ARG TORCH="torch"
 COPY --from=build /wheels /wheels
-RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} --find-links /wheels \
-      "${TORCH}" "deepseek-core[all]" \
- && rm -rf /wheels
+COPY --from=build /locks/full.lock /tmp/full.lock
+RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} "${TORCH}" \
+ && /opt/deepseek/bin/pip install --no-cache-dir --require-hashes --no-deps -r /tmp/full.lock \
+ && /opt/deepseek/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
+ && /opt/deepseek/bin/pip check \
+ && rm -rf /wheels /tmp/full.lock
 USER 10001
 
 # ---------------------------------------------------------------- edge (default): no PyTorch
@@ -58,7 +67,12 @@ FROM runtime AS edge
 ARG PIP_ARGS=""
 ARG EDGE="edge"
 COPY --from=build /wheels /wheels
-RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} --find-links /wheels \
-      "deepseek-core[${EDGE}]" \
- && rm -rf /wheels
+COPY --from=build /locks/${EDGE}.lock /tmp/edge.lock
+RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} --require-hashes --no-deps \
+      -r /tmp/edge.lock \
+ && if [ "${EDGE}" = "edge" ]; then set -- /wheels/deepseek_core-*.whl; \
+    else set -- /wheels/*.whl; fi \
+ && /opt/deepseek/bin/pip install --no-cache-dir --no-deps "$@" \
+ && /opt/deepseek/bin/pip check \
+ && rm -rf /wheels /tmp/edge.lock
 USER 10001

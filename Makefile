@@ -11,7 +11,7 @@ DISTS  := core $(PLUGINS)
 INPUTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTS)) requirements-dev.txt constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint bench bench-peers clean image image-base
+.PHONY: demo test install lint bench bench-peers clean image image-base image-tag
 
 demo: $(STAMP)
 	$(VENV)/bin/deepseek demo
@@ -63,15 +63,22 @@ PIP_ARGS ?=
 PODMAN_ARGS ?=
 TORCH ?= torch
 EDGE ?= edge
-# the tag: edge, edge-all (EDGE=edge-all) or full
-TAG ?= $(if $(filter edge,$(TARGET)),$(EDGE),$(TARGET))
+# one tag scheme for `make image`, the manifests in deploy/ and the README:
+# deepseek/framework:<version>-<form>, the form edge, edge-all (EDGE=edge-all) or full
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' core/src/deepseek/__init__.py)
+TAG ?= $(VERSION)-$(if $(filter edge,$(TARGET)),$(EDGE),$(TARGET))
+image-tag:
+	@echo $(IMAGE):$(TAG)
+
 image-base:
 	mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
 		bookworm - | podman import - $(BASE)
 
+# the base is pinned by digest (the one podman holds for $(BASE))
 image:
 	podman image exists $(BASE) || $(MAKE) image-base
-	podman build --isolation chroot --format docker --target $(TARGET) --build-arg BASE=$(BASE) \
+	podman build --isolation chroot --format docker --target $(TARGET) \
+		--build-arg BASE=$(BASE)@$$(podman image inspect --format '{{.Digest}}' $(BASE)) \
 		--build-arg PIP_ARGS="$(PIP_ARGS)" --build-arg TORCH="$(TORCH)" \
 		--build-arg EDGE="$(EDGE)" $(PODMAN_ARGS) \
 		-t $(IMAGE):$(TAG) .

@@ -17,9 +17,11 @@ import time
 import numpy as np
 import pytest
 
-#: the image to check (DEEPSEEK_IMAGE=deepseek/framework:full checks the full one,
-#: deepseek/framework:edge-all the edge one with the verticals)
-IMAGE = os.environ.get("DEEPSEEK_IMAGE", "deepseek/framework:edge")
+from deepseek import __version__
+
+#: the image to check, as `make image` tags it (DEEPSEEK_IMAGE=deepseek/framework:0.1.0-full
+#: checks the full one, ...-edge-all the edge one with the verticals)
+IMAGE = os.environ.get("DEEPSEEK_IMAGE", f"deepseek/framework:{__version__}-edge")
 
 
 def _need_image():
@@ -130,8 +132,8 @@ def test_edge_image_serves_an_onnx_model(tmp_path):
                                   "/opt/deepseek/bin/python", "-c",
                                   "import importlib.util as u; print(u.find_spec('torch'))"],
                                  env=env, capture_output=True, text=True, check=True)
-            assert (out.stdout.strip() == "None") == (not IMAGE.endswith(":full")), out.stdout
-            if IMAGE.endswith(":edge-all"):  # the verticals' packaged models, no PyTorch
+            assert (out.stdout.strip() == "None") == (not IMAGE.endswith("-full")), out.stdout
+            if IMAGE.endswith("-edge-all"):  # the verticals' packaged models, no PyTorch
                 code = ("import json; from deepseek.loader import ModelLoader; print(json.dumps("
                         "[ModelLoader.load(n).framework for n in ('lung-nodule-attention', "
                         "'tick-mlp', 'tick-gru')]))")

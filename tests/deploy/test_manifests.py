@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -97,6 +98,88 @@ def _serve_args(args):
     return ctx.params
 
 
+@pytest.fixture(scope="module")
+def rules():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_rules",
+                                                  DEPLOY / "schema" / "check_rules.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Checker()
+
+
+def test_kserve_manifests_keep_knatives_and_kserves_rules(rules):
+    docs = [d for _, d in _docs("kserve/*.yaml")]
+    assert rules.documents(docs) == []
+    modes = {d["metadata"]["name"]: rules.mode(d) for d in docs
+             if d["kind"] == "InferenceService"}
+    assert set(modes.values()) == {"Serverless", "RawDeployment"}  # both modes shipped
+    assert rules.rules["sources"]["knative/serving"] and rules.rules["sources"]["kserve/kserve"]
+
+
+def _broken(docs, name, edit):
+    docs = copy.deepcopy(docs)
+    isvc = next(d for d in docs if d["metadata"]["name"] == name)
+    edit(isvc, next(d for d in docs if d["kind"] == "ClusterServingRuntime"))
+    return docs
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("deepseek-tick-mlp",  # the old manifests' mistake: Knative refuses it
+     lambda i, r: i["spec"]["predictor"].update(terminationGracePeriodSeconds=50),
+     "terminationGracePeriodSeconds: Knative drops it"),
+    ("deepseek-tick-mlp", lambda i, r: i["spec"]["predictor"].update(nodeSelector={"a": "b"}),
+     "nodeSelector: needs one of the Knative features kubernetes.podspec-nodeselector"),
+    ("deepseek-tick-mlp", lambda i, r: i["spec"]["predictor"]["model"].update(
+        lifecycle={"preStop": {"exec": {"command": ["sleep", "5"]}}}),
+     "model.lifecycle: Knative drops it"),
+    ("deepseek-tick-mlp", lambda i, r: i["spec"]["predictor"]["model"]["ports"].append(
+        {"name": "h2c", "containerPort": 8081}), "a single port across all containers"),
+    ("deepseek-tick-mlp", lambda i, r: i["spec"]["predictor"]["model"]["ports"][0].update(
+        name="http"), "port name 'http' is not one of"),
+    ("deepseek-tick-mlp", lambda i, r: i["spec"]["predictor"].update(scaleMetric="cpu"),
+     "the Knative autoscaler scales on"),
+    ("deepseek-tick-mlp", lambda i, r: r["spec"]["containers"][0]["env"].append(
+        {"name": "K_SERVICE", "value": "x"}), "K_SERVICE is reserved by Knative"),
+    ("deepseek-tick-mlp-raw",  # concurrency scaling needs Knative
+     lambda i, r: i["spec"]["predictor"].update(scaleMetric="concurrency"),
+     "raw deployment mode scales with the HPA on ['cpu', 'memory']"),
+    ("deepseek-tick-mlp-raw", lambda i, r: i["spec"]["predictor"].update(scaleTarget=150),
+     "a CPU utilisation percentage is 1-100"),
+    ("deepseek-tick-mlp-raw", lambda i, r: i["spec"]["predictor"]["model"]["env"].append(
+        {"name": "PYTHONPATH", "value": "/x"}), "PYTHONPATH is blocked by KServe"),
+    ("deepseek-tick-mlp-raw",  # without the annotation KServe's default mode decides
+     lambda i, r: i["metadata"]["annotations"].update({
+         "serving.kserve.io/deploymentMode": "Knative"}) or
+     i["spec"]["predictor"].update(scaleMetric="concurrency"),
+     "terminationGracePeriodSeconds: Knative drops it"),
+])
+def test_the_rule_check_refuses_each_bad_field(rules, name, edit, message):
+    docs = _broken([d for _, d in _docs("kserve/*.yaml")], name, edit)
+    problems = rules.documents(docs)
+    assert any(message in p for p in problems), problems
+
+
+def test_one_image_tag_scheme():
+    """`make image` tags deepseek/framework:<version>-<form>; the manifests use that tag."""
+    import subprocess
+
+    from deepseek import __version__
+
+    root = DEPLOY.parent
+    tag = subprocess.run(["make", "-s", "-C", str(root), "image-tag"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert tag == f"deepseek/framework:{__version__}-edge"
+    images = []
+    for _, d in _docs("kserve/*.yaml") + _docs("kubernetes/*.yaml"):
+        spec = d.get("spec", {})
+        pod = spec.get("template", {}).get("spec", spec)
+        images += [c["image"] for c in pod.get("containers", []) if "image" in c]
+    assert images and set(images) == {tag}
+    assert tag in (root / "README.md").read_text()
+
+
 def test_manifests_match_the_server():
     docs = _docs("kserve/*.yaml") + _docs("kubernetes/*.yaml")
     runtime = next(d for _, d in docs if d["kind"] == "ClusterServingRuntime")
@@ -109,22 +192,32 @@ def test_manifests_match_the_server():
     env = {e["name"]: e for e in container["env"]}
     delay = float(env["DEEPSEEK_SERVING_DRAIN_DELAY"]["value"])
 
+    assert delay >= 1  # the runtime's default: the raw pods' pre-stop delay
     services = [d for _, d in docs if d["kind"] == "InferenceService"]
-    ports = {}
+    ports = set()
     for isvc in services:
         pred = isvc["spec"]["predictor"]
+        mode = isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
         assert pred["minReplicas"] >= 1 and pred["maxReplicas"] > pred["minReplicas"]
-        assert pred["scaleMetric"] == "concurrency" and pred["scaleTarget"] > 0
-        # the grace period covers the drain delay and the longest request
-        assert pred["terminationGracePeriodSeconds"] >= delay + params["timeout_s"]
         model = pred["model"]
         assert model["runtime"] == runtime["metadata"]["name"]
-        [port] = model["ports"]
-        ports[model["protocolVersion"]] = (port["name"], port["containerPort"])
+        env = {e["name"]: float(e["value"]) for e in model["env"]}
+        drain = env["DEEPSEEK_SERVING_DRAIN_DELAY"]
+        if mode == "Serverless":
+            # Knative's grace period is the revision's timeout; its queue-proxy drains
+            assert pred["scaleMetric"] == "concurrency" and drain == 0
+            assert pred["timeout"] >= params["timeout_s"]
+        else:  # the pod's grace period covers the drain delay and the longest request
+            assert pred["scaleMetric"] == "cpu" and drain >= 1
+            assert pred["terminationGracePeriodSeconds"] >= drain + params["timeout_s"]
+        ports |= {(model["protocolVersion"], p["name"], p["containerPort"])
+                  for p in model["ports"]}
         probe = model["readinessProbe"]
         if "httpGet" in probe:
             assert probe["httpGet"]["path"] == "/v2/health/ready"
-    assert ports == {"v2": ("http1", 8080), "grpc-v2": ("h2c", 8081)}
+        else:  # the gRPC health service the server runs
+            assert probe["grpc"]["port"] == params["grpc_port"]
+    assert ports == {("v2", "http1", 8080), ("grpc-v2", "h2c", 8081), ("v2", "h2c", 8081)}
 
     deploy = next(d for _, d in docs if d["kind"] == "Deployment")
     pod = deploy["spec"]["template"]["spec"]
@@ -142,3 +235,41 @@ def test_manifests_match_the_server():
     hpa = next(d for _, d in docs if d["kind"] == "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
     assert shlex.join(c["args"])  # plain strings only
+
+
+def test_the_image_locks_pin_every_dependency_with_a_hash():
+    """deploy/image/*.lock (written by deploy/image/lock.py): each line a version and a
+    sha256, and every third-party requirement of the form's extras pinned."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = DEPLOY.parent
+    core = tomllib.loads((root / "core" / "pyproject.toml").read_text())["project"]
+    plugins = {p: tomllib.loads((root / "plugins" / p / "pyproject.toml").read_text())
+               ["project"] for p in ("medical", "manufacturing", "finance")}
+
+    def needs(project, extras):
+        reqs = list(project.get("dependencies", []))
+        for e in extras:
+            reqs += project["optional-dependencies"][e]
+        return {canonicalize_name(Requirement(r).name) for r in reqs} - \
+            {n for n in map(canonicalize_name, ("deepseek-core", "deepseek-medical",
+                                                "deepseek-manufacturing", "deepseek-finance",
+                                                "torch"))}
+
+    forms = {"edge": needs(core, ["serve", "runtime"]),
+             "edge-all": needs(core, ["serve", "runtime"]).union(
+                 *(needs(p, ["edge"]) for p in plugins.values())),
+             "full": needs(core, ["serve", "onnx", "tune"]).union(
+                 *(needs(p, ["full", "edge"]) for p in plugins.values()))}
+    for form, wanted in forms.items():
+        lines = [ln for ln in (DEPLOY / "image" / f"{form}.lock").read_text().splitlines()
+                 if ln and not ln.startswith("#")]
+        pinned = {}
+        for ln in lines:
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+) --hash=sha256:[0-9a-f]{64}", ln)
+            assert m, f"{form}.lock: {ln!r}"
+            pinned[canonicalize_name(m.group(1))] = m.group(2)
+        assert wanted <= set(pinned), f"{form}.lock lacks {sorted(wanted - set(pinned))}"
+        assert "torch" not in pinned  # PyTorch comes from the TORCH build argument

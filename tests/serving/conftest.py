@@ -72,8 +72,10 @@ def serving_plugin_with(weights: str) -> type:
     return ServingPlugin
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def serving_plugin(tmp_path_factory):
+    """For the serving tests only: removed when they end, so later tests see the registry
+    without the test models."""
     from deepseek.loader import save_model
 
     weights = save_model(Doubler(), tmp_path_factory.mktemp("weights") / "double.safetensors",

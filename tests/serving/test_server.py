@@ -340,24 +340,49 @@ def test_shutdown_drains_in_flight_requests(gate):
 def test_pre_stop_delay_serves_while_not_ready():
     """With drain_delay_s, the first stop signal turns readiness off but keeps serving (load
     balancers need time to take the replica out); a second one goes on to the drain."""
-    s = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=0, drain_delay_s=600)
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    s = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=0, drain_delay_s=600,
+                        token="s3cret")  # probes need no token
     s.start_background()
     base = f"http://{s.http_url}"
+    channel = grpc.insecure_channel(s.grpc_address)
+    health = health_pb2_grpc.HealthStub(channel)
+    serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
+                            health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def check(service=""):
+        return health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+
     try:
         assert httpx.get(f"{base}/v2/health/ready", timeout=10).status_code == 200
+        assert check() == serving and check("inference.GRPCInferenceService") == serving
+        with pytest.raises(grpc.RpcError) as unknown:
+            check("no.such.Service")
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+        assert next(watch).status == serving
         s.begin_stop()
+        assert next(watch).status == not_serving  # the stream follows readiness
+        watch.cancel()
         _wait_for(lambda: not s.ready, "readiness to turn off")
+        assert check() == not_serving and check("inference.GRPCInferenceService") == not_serving
         assert httpx.get(f"{base}/v2/health/ready", timeout=10).status_code == 503
-        assert httpx.get(f"{base}/v2/models/d/ready", timeout=10).status_code == 503
-        assert not tg.InferenceServerClient(s.grpc_address).is_server_ready()
+        assert httpx.get(f"{base}/v2/models/d/ready", timeout=10,
+                         headers={"Authorization": "Bearer s3cret"}).status_code == 503
+        assert not tg.InferenceServerClient(s.grpc_address).is_server_ready(
+            headers={"authorization": "Bearer s3cret"})
         assert httpx.get(f"{base}/v2/health/live", timeout=10).status_code == 200
-        r = httpx.post(f"{base}/v2/models/d/infer", json=_body(3), timeout=10)
+        r = httpx.post(f"{base}/v2/models/d/infer", json=_body(3), timeout=10,
+                       headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [6.0] * 4
         assert s.accepting
         s.begin_stop()  # the second signal: no more waiting
         _wait_for(lambda: s._thread is not None and not s._thread.is_alive(),
                   "the server to drain and exit")
     finally:
+        channel.close()
         s.stop()
     from deepseek.errors import DeepSeekError
 
@@ -395,22 +420,26 @@ def test_timeout_on_both_protocols_and_health_never_waits_behind_inference(gate)
         gate.open.set()
 
 
-def test_threads_follow_the_load():
+def test_threads_never_exceed_the_ceiling_and_follow_the_load():
     import torch
 
     before = torch.get_num_threads()
     try:
-        s = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None, threads=1,
-                            burst_threads=2)
-        assert torch.get_num_threads() == 1
-        s._size_threads(1, 0)  # a lone request, nothing behind it: the event loop is idle
-        assert torch.get_num_threads() == 2
-        s._size_threads(8, 3)  # under load: leave a core to the event loop
-        assert torch.get_num_threads() == 1
-        s._size_threads(1, 0)
-        s._size_threads(5, 0)  # a batch of several: requests keep coming
-        assert torch.get_num_threads() == 1
-        plain = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None)
-        assert plain.threads is None and plain.burst_threads is None  # left alone
+        s = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None, threads=1)
+        assert (s.threads, s.load_threads, torch.get_num_threads()) == (1, 1, 1)
+        sizer = s._sizer("d")
+        for args in ((1, 0, 1), (8, 3, 8), (1, 0, 4), (5, 0, 5)):
+            sizer(*args)
+            assert torch.get_num_threads() == 1  # --threads 1: never a burst above it
+        s = DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None, threads=4)
+        policy = s.policies["d"]
+        assert s.load_threads == 3 and set(policy.choices) == {1, 2, 4}
+        sizer = s._sizer("d")
+        sizer(8, 3, 8)
+        assert torch.get_num_threads() == 3  # under load: a core left to the event loop
+        sizer(1, 0, 1)
+        assert torch.get_num_threads() == policy.lone <= 4
+        cal = s.calibration["d"].to_dict()
+        assert set(cal["lone_ms"]) == {"1", "2", "4"} and cal["batch"] == 8
     finally:
         torch.set_num_threads(before)

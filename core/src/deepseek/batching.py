@@ -19,6 +19,10 @@ decides:
   longest request in the batch, and each output is cut back along the same axis to its own
   request's length (for sequence models whose outputs follow their inputs in time).
 
+The model's thread drives the queue itself: when a batch is done it posts the answers to the
+event loop and takes the next batch at once, so the model never waits for the event loop
+(which may be busy parsing requests) between batches.
+
 A batch that raises is split in two and each half run again, recursively, so the one bad
 request fails alone and the good ones are answered after a handful of extra runs (about
 ``2 * log2(n)`` for one bad request among ``n``), not one by one. The queue is bounded: a
@@ -34,6 +38,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -88,13 +93,16 @@ class DynamicBatcher:
 
     Every input and output has the batch on axis 0. Use from one event loop: call
     :meth:`start` inside the loop, then ``await submit(inputs)``. ``executor`` is the thread
-    pool the model runs on (default: a thread of its own); ``before_run(requests, waiting)``
-    is called on that thread before each batch with the number of requests in it and the
-    number still queued (the server uses it to size the model's threads to the load).
+    pool the model runs on (default: a thread of its own); ``before_run(requests, waiting,
+    samples)`` is called on that thread before each batch with the number of requests in it,
+    the number still queued and the samples it holds (the server sizes the model's threads
+    to the load with it); when it returns a callable, that callable receives the batch's run
+    time in seconds.
 
-    There is no scheduler task: a request that finds the model free starts a batch from
-    :meth:`enqueue`, and a finished batch starts the next one from its completion callback,
-    so a lone request costs one hand-over to the model's thread and back.
+    There is no scheduler task: a request that finds the model free starts the model's
+    thread from :meth:`enqueue`, and that thread takes batch after batch from the queue (a
+    condition variable guards it) until it is empty, so a lone request costs one hand-over
+    to the model's thread and back, and a busy model never waits for the event loop.
     """
 
     def __init__(self, fn: Callable[[list[np.ndarray]], Sequence[np.ndarray]], *,
@@ -102,7 +110,8 @@ class DynamicBatcher:
                  policy: str = "bucket", pad_axes: Sequence[int] = (), pad_value: float = 0.0,
                  name: str = "model", on_batch: Callable[[int], None] | None = None,
                  on_depth: Callable[[int], None] | None = None,
-                 before_run: Callable[[int, int], None] | None = None,
+                 before_run: Callable[[int, int, int], Callable[[float], None] | None]
+                 | None = None,
                  executor: concurrent.futures.Executor | None = None) -> None:
         if max_batch_size < 1:
             raise BatchingError("max_batch_size must be >= 1")
@@ -123,9 +132,9 @@ class DynamicBatcher:
         self.before_run = before_run
         self.stats = BatchStats()
         self._queue: collections.deque[_Request] = collections.deque()
+        self._cond = threading.Condition()  # guards the queue and the running flag
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Event | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._own_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"infer-{name}")
@@ -149,6 +158,7 @@ class DynamicBatcher:
         return bool(self._queue) or self._inflight
 
     def _depth_changed(self) -> None:
+        """On the event loop: the queue depth to the metrics, the idle event to drains."""
         if self.on_depth is not None:
             self.on_depth(len(self._queue))
         if self._idle is not None:
@@ -169,14 +179,17 @@ class DynamicBatcher:
 
     async def close(self, timeout: float = 30.0) -> None:
         """Refuse new requests, finish the queued and running ones, stop."""
-        self._closing = True
+        with self._cond:
+            self._closing = True  # a batch waiting to fill goes now
+            self._cond.notify_all()
         await self.drain(timeout)
-        if self._timer is not None:
-            self._timer.cancel()
-        for r in self._queue:  # only left when the drain timed out
+        with self._cond:
+            left = list(self._queue)  # only left when the drain timed out
+            self._queue.clear()
+            self._cond.notify_all()
+        for r in left:
             if not r.future.done():
                 r.future.set_exception(QueueFull(f"model {self.name!r} shut down"))
-        self._queue.clear()
         if self._own_executor:
             self._executor.shutdown(wait=True)
 
@@ -198,8 +211,13 @@ class DynamicBatcher:
             raise BatchingError("call start() inside the event loop first")
         key = _pad_key(inputs, self.pad_axes if self.policy == "pad" else ())
         fut = self._loop.create_future()
-        self._queue.append(_Request(inputs, key, fut, size))
-        self._kick()
+        with self._cond:
+            self._queue.append(_Request(inputs, key, fut, size))
+            start = not self._inflight
+            self._inflight = True
+            self._cond.notify_all()  # a thread waiting for its batch to fill
+        if start:
+            self._executor.submit(self._work)
         self._depth_changed()
         return fut
 
@@ -208,47 +226,59 @@ class DynamicBatcher:
         a timeout or a cancellation, is dropped from the queue and never run)."""
         return await self.enqueue(inputs)
 
-    # the state machine: a batch starts when the model is free (_kick) --------------------
+    # the model's thread: batch after batch until the queue is empty ------------------------
     def _fill(self, first: _Request) -> int:
         return sum(r.size for r in self._queue if r.key == first.key and not r.future.done())
 
-    def _kick(self) -> None:
-        """Start the next batch if the model is free and a request waits; with an extra
-        delay, only once the batch is full or its first request has waited long enough."""
-        if self._inflight:
-            return
-        while self._queue and self._queue[0].future.done():  # abandoned while waiting
-            self._queue.popleft()
-        if not self._queue:
-            return
-        first = self._queue[0]
-        if self.max_delay > 0 and self.max_batch_size > 1 and \
-                self._fill(first) < self.max_batch_size:
-            left = first.enqueued + self.max_delay - time.perf_counter()
-            if left > 0:
-                if self._timer is None:
-                    self._timer = self._loop.call_later(left, self._timer_fired)
+    def _next_batch(self) -> tuple[list[_Request], int] | None:
+        """Under the condition: the next batch and the requests still queued, or None when
+        the queue is empty (the thread then stops); with an extra delay, wait until the
+        batch is full or its first request has waited long enough."""
+        with self._cond:
+            while True:
+                while self._queue and self._queue[0].future.done():  # given up on
+                    self._queue.popleft()
+                if not self._queue:
+                    self._inflight = False
+                    return None
+                first = self._queue[0]
+                left = first.enqueued + self.max_delay - time.perf_counter()
+                if (self.max_delay <= 0 or self.max_batch_size <= 1 or self._closing or left <= 0
+                        or self._fill(first) >= self.max_batch_size):
+                    batch = self._take(first)
+                    if batch:
+                        return batch, len(self._queue)
+                    continue
+                self._cond.wait(left)
+
+    def _work(self) -> None:
+        """Runs on the model's thread while requests wait."""
+        while True:
+            try:
+                nxt = self._next_batch()
+            except Exception as exc:  # never leave the batcher marked busy  # pragma: no cover
+                log.error("batcher %s: %s", self.name, exc)
+                with self._cond:
+                    self._inflight = False
                 return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch = self._take(first)
-        if not batch:
-            return
-        self._inflight = True
-        done = self._loop.run_in_executor(self._executor, self._run_batch, batch,
-                                          len(self._queue))
-        done.add_done_callback(lambda f: self._finish(batch, f))
+            if nxt is None:
+                self._post(self._depth_changed)
+                return
+            batch, waiting = nxt
+            self._post(self._depth_changed)
+            try:
+                results: list[Any] = self._run_batch(batch, waiting)
+            except BaseException as exc:  # before_run or the stats: every request fails
+                results = [exc] * len(batch)
+            self._post(self._deliver, batch, results)
 
-    def _timer_fired(self) -> None:
-        self._timer = None
-        self._kick()
-        self._depth_changed()
+    def _post(self, fn: Any, *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(fn, *args)
 
-    def _finish(self, batch: list[_Request], done: asyncio.Future) -> None:
-        self._inflight = False
-        exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        results = [exc] * len(batch) if exc is not None else done.result()
+    def _deliver(self, batch: list[_Request], results: list[Any]) -> None:
+        """On the event loop: each request's outputs (or its exception)."""
         for r, res in zip(batch, results):
             if r.future.done():
                 continue
@@ -256,7 +286,6 @@ class DynamicBatcher:
                 r.future.set_exception(res)
             else:
                 r.future.set_result(res)
-        self._kick()  # what queued during the run is the next batch, at once
         self._depth_changed()
 
     def _take(self, first: _Request) -> list[_Request]:
@@ -285,9 +314,12 @@ class DynamicBatcher:
         self.stats.sizes[samples] += 1
         if self.on_batch is not None:
             self.on_batch(samples)
-        if self.before_run is not None:
-            self.before_run(len(batch), waiting)
-        return self._run(batch)
+        timed = self.before_run(len(batch), waiting, samples) if self.before_run else None
+        t0 = time.perf_counter()
+        out = self._run(batch)
+        if timed is not None:
+            timed(time.perf_counter() - t0)
+        return out
 
     def _run(self, batch: list[_Request]) -> list[Any]:
         """Outputs per request; a failing multi-request batch is split in two, recursively,

@@ -592,10 +592,19 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
 @click.option("--max-request-mb", type=float, default=64.0, show_default=True)
 @click.option("--max-elements", type=int, default=1 << 24, show_default=True,
               help="Tensor elements per request (413 / RESOURCE_EXHAUSTED beyond).")
+@click.option("--memory-budget-mb", type=click.FloatRange(min=1), default=None,
+              help="Memory all requests in flight may take while they are decoded and run "
+                   "[half the process's memory limit: the cgroup's, else the machine's]. A "
+                   "request that could never fit gets 413, one that must wait 503 / "
+                   "RESOURCE_EXHAUSTED, before the memory is taken.")
 @click.option("--threads", type=int, default=None,
-              help="PyTorch / onnxruntime intra-op threads per worker under load [the cores "
-                   "left once each worker's event loop has one; a PyTorch batch that runs "
-                   "with nothing else waiting uses the worker's share of all cores].")
+              help="The most PyTorch / onnxruntime intra-op threads a model run gets, per "
+                   "worker (a hard ceiling) [the worker's share of the CPU budget: the "
+                   "affinity mask and the cgroup's CPU quota]. Under load one core less (the "
+                   "event loop's); a lone request the count measured at start-up to pay off.")
+@click.option("--no-calibrate", is_flag=True,
+              help="Skip the start-up timing of each model (lone requests then run on one "
+                   "thread, and batching stays on).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Server processes sharing the ports (SO_REUSEPORT), each with its own "
                    "models and batcher: for CPU-bound models.")
@@ -625,7 +634,7 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
               timeout_s: float, max_request_mb: float, max_elements: int, threads: int | None,
               workers: int, token: str | None, metrics_public: bool, precision: str,
               framework: str, trust_pickle: bool, allow_untrained: bool, drain_delay_s: float,
-              as_json: bool) -> None:
+              no_calibrate: bool, memory_budget_mb: float | None, as_json: bool) -> None:
     """Serve MODELS over REST and gRPC (KServe Open Inference Protocol V2).
 
     Each MODEL is a registry name (`deepseek models`), a model file, or NAME=SOURCE.
@@ -637,7 +646,8 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
 
     require("serve", "deepseek serve")
     from deepseek.serving.models import default_name
-    from deepseek.serving.server import DeepSeekServing, burst_threads, default_threads
+    from deepseek.serving.server import DeepSeekServing
+    from deepseek.serving.threads import worker_share
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
@@ -659,8 +669,8 @@ def serve_cmd(models: tuple[str, ...], name: str | None, host: str, port: int, g
                    max_elements=max_elements, token=token, metrics_public=metrics_public,
                    precision=precision, framework=framework, trust_pickle=trust_pickle,
                    allow_untrained=allow_untrained, drain_delay_s=drain_delay_s,
-                   threads=threads or default_threads(workers),
-                   burst_threads=max(threads or 1, burst_threads(workers)))
+                   threads=threads or worker_share(workers), calibrate=not no_calibrate,
+                   memory_budget_mb=memory_budget_mb)
     if workers > 1:
         from deepseek.serving.workers import serve_workers
 
@@ -679,7 +689,9 @@ def _endpoints(host: str, http_port: int, grpc_port: int | None) -> dict[str, An
 
 def _print_endpoints(server: Any) -> None:
     click.echo(json.dumps({**_endpoints(server.host, server.http_port, server.grpc_port),
-                           "threads": server.threads,
+                           "threads": server.threads, "load_threads": server.load_threads,
+                           "calibration": {n: c.to_dict()
+                                           for n, c in server.calibration.items()},
                            "models": {n: m.metadata() for n, m in server.models.items()}}))
     sys.stdout.flush()
 

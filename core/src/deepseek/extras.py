@@ -22,7 +22,8 @@ from deepseek.errors import DeepSeekError
 #: extra -> the import names it provides
 EXTRAS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
-    "serve": ("starlette", "uvicorn", "grpc", "tritonclient", "prometheus_client", "orjson"),
+    "serve": ("starlette", "uvicorn", "grpc", "grpc_health", "tritonclient",
+              "prometheus_client", "orjson", "simdjson"),
     "runtime": ("onnxruntime",),
     "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
     "zoo": ("transformers",),

@@ -3,6 +3,12 @@
 The message and service definitions are the protocol's published ``grpc_service.proto``, used
 through the generated stubs that the ``tritonclient[grpc]`` package ships, so the server is
 wire-compatible with ``tritonclient.grpc`` and other V2 clients.
+
+Beside it runs the standard gRPC health service (``grpc.health.v1.Health``, from
+``grpcio-health-checking``), which Kubernetes' ``grpc`` probes and KServe call: the overall
+status (service ``""``) and ``inference.GRPCInferenceService`` answer ``SERVING`` while the
+server is ready and ``NOT_SERVING`` while it starts, during the pre-stop delay and the drain
+(:func:`set_health`). It needs no token, like the REST health endpoints.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ from typing import Any
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from deepseek.serving.limits import decode_cost
 from deepseek.serving.protocol import (
     InferenceError,
     array_from_json,
@@ -97,9 +106,14 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         t0 = time.perf_counter()
         name = request.model_name
         code = None
+        held = None
         try:
             self._auth(context)
             m = self._model(name, request.model_version)
+            size = request.ByteSize()
+            held = self.server.memory.reserve(
+                decode_cost(size, binary=bool(request.raw_input_contents)),
+                f"a request of {size} bytes")
             arrays, datatypes = self._inputs(request, self.server.max_elements)
             remaining = context.time_remaining()
             names, outs = await self.server.infer(name, arrays, datatypes, remaining)
@@ -126,6 +140,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             code = "500"
             await self._internal(context, f"ModelInfer of {name!r}", exc)
         finally:
+            if held is not None:
+                held.release()
             self.server.metrics.observe(name if name in self.server.models else "_unknown",
                                         "grpc", time.perf_counter() - t0, code)
 
@@ -170,21 +186,64 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                 if field is None:
                     raise InferenceError(f"input '{t.name}': {t.datatype} must be sent in "
                                          "raw_input_contents")
-                values = list(getattr(t.contents, field))
-                if t.datatype == "BYTES":
-                    values = [bytes(v) for v in values]
-                arrays[t.name] = array_from_json(t.name, t.datatype, shape, values)
+                values = getattr(t.contents, field)
+                if t.datatype in ("BYTES", "BOOL") or len(values) != _count(shape):
+                    values = [bytes(v) for v in values] if t.datatype == "BYTES" else \
+                        list(values)  # small, or wrong: the checks say what is wrong
+                    arrays[t.name] = array_from_json(t.name, t.datatype, shape, values)
+                else:  # typed numbers straight into an array, no list of Python numbers
+                    arrays[t.name] = _typed(t.name, t.datatype, shape, values)
         return arrays, datatypes
 
 
-async def start_grpc(server: Any) -> tuple[Any, int]:
+def _count(shape: list[int]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+#: the numpy type of each repeated field of the typed contents
+_FIELD_DTYPE = {"int_contents": np.int32, "int64_contents": np.int64,
+                "uint_contents": np.uint32, "uint64_contents": np.uint64,
+                "fp32_contents": np.float32, "fp64_contents": np.float64}
+
+
+def _typed(name: str, datatype: str, shape: list[int], values: Any) -> np.ndarray:
+    """Typed contents (``fp32_contents`` ...) as ``datatype``, range-checked."""
+    from deepseek.serving.protocol import cast_numbers
+
+    field = CONTENT_FIELD[datatype]
+    arr = np.fromiter(values, dtype=_FIELD_DTYPE[field], count=len(values))
+    return cast_numbers(name, datatype, arr).reshape(shape)
+
+
+#: the services whose health the health service reports ("" is the server as a whole)
+HEALTH_SERVICES = ("", "inference.GRPCInferenceService")
+
+
+async def set_health(health: Any, serving: bool, final: bool = False) -> None:
+    """Report ``SERVING`` or ``NOT_SERVING`` for :data:`HEALTH_SERVICES`; ``final`` (the
+    drain) keeps them ``NOT_SERVING`` for good."""
+    if final:
+        await health.enter_graceful_shutdown()
+        return
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for service in HEALTH_SERVICES:
+        await health.set(service, status)
+
+
+async def start_grpc(server: Any) -> tuple[Any, int, Any]:
+    """The gRPC server (inference and health services), started; returns it, its port and
+    the health servicer (NOT_SERVING until the caller says otherwise)."""
     opts = [("grpc.max_receive_message_length", server.max_request_bytes),
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if server.reuse_port else 0)]
     g = grpc.aio.server(options=opts)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(server), g)
+    health = grpc_health.aio.HealthServicer()
+    await set_health(health, False)
+    health_pb2_grpc.add_HealthServicer_to_server(health, g)
     port = g.add_insecure_port(f"{server.host}:{server.grpc_port}")
     if port == 0:
         raise InferenceError(f"cannot bind gRPC to {server.host}:{server.grpc_port}", 500)
     await g.start()
-    return g, port
+    return g, port, health

@@ -112,6 +112,14 @@ class ServedModel:
             return [np.asarray(v) for v in out.values()]
         return [np.asarray(out)]
 
+    def example_inputs(self) -> list[np.ndarray] | None:
+        """One sample of every input (batch 1, free dimensions 1, zeros), for timing the
+        model; None when an input's shape is not declared."""
+        if not self.inputs or any(not s.shape for s in self.inputs):
+            return None
+        return [np.zeros([1 if d == -1 else d for d in s.shape],
+                         dtype=_NUMPY.get(s.datatype, np.float32)) for s in self.inputs]
+
     def metadata(self) -> dict[str, Any]:
         def shape(s: TensorSpec) -> list[int]:
             return s.shape if s.shape else [-1]

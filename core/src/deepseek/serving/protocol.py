@@ -5,6 +5,12 @@ the request (types of every field, duplicate names), each declared shape against
 element cap, and the data actually sent against the declared shape (byte counts of binary
 tensors, the nesting of JSON data, the length prefixes of BYTES elements). A request that
 claims ``shape: [10000000000]`` is refused in microseconds without an allocation.
+
+JSON bodies are parsed by simdjson (``pysimdjson``): the request's structure becomes Python
+objects, but each input's ``data`` stays in the parser and numeric tensors are copied from it
+straight into an array (``as_buffer``), never through a list of Python numbers: a 60 MB
+request costs about 4x its size instead of 20x, and the parse holds the interpreter lock for
+tens of milliseconds instead of hundreds (health probes keep answering).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from deepseek.errors import DeepSeekError
 
@@ -131,7 +138,7 @@ def array_from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np
     check_datatype(name, datatype)
     count = _numel(shape)
     if datatype == "BYTES":
-        return decode_bytes(raw, count, name).reshape(shape)
+        return decode_bytes(bytes(raw), count, name).reshape(shape)
     dtype = np.dtype(V2_TO_NUMPY[datatype]).newbyteorder("<")
     expected = count * dtype.itemsize
     if len(raw) != expected:
@@ -142,6 +149,11 @@ def array_from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np
 
 def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
     check_datatype(name, datatype)
+    if isinstance(data, simdjson.Array):
+        fast = _from_parser(name, datatype, shape, data)
+        if fast is not None:
+            return fast
+        data = data.as_list()  # BOOL, BYTES and bad data: the checks below say what is wrong
     flat = _flatten(name, data, shape)  # checked against the shape before any conversion
     if datatype == "BYTES":
         if not all(isinstance(d, (str, bytes)) for d in flat):
@@ -153,21 +165,57 @@ def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> np
     return arr.reshape(shape)
 
 
-def _numbers(name: str, datatype: str, flat: list) -> np.ndarray:
-    """JSON numbers as ``datatype``, refusing what would change them: booleans or strings
-    where numbers belong, fractions or out-of-range values for integer types, finite values
-    that overflow a float type."""
+_AS_BUFFER = {"f": ("d", np.float64), "i": ("i", np.int64), "u": ("u", np.uint64)}
+
+
+def _check_nesting(name: str, data: Any, shape: list[int]) -> None:
+    """Nested data must have exactly ``shape``'s lengths at every level above the numbers
+    (the arrays are visited, never the numbers)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    last = len(shape) - 1
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, simdjson.Array) or len(item) != shape[depth]:
+            got = len(item) if isinstance(item, simdjson.Array) else "a scalar"
+            raise InferenceError(f"input '{name}': nested data does not match shape {shape}: "
+                                 f"{got} items at depth {depth}, {shape[depth]} expected")
+        if depth < last:
+            stack.extend((child, depth + 1) for child in item)
+
+
+def _from_parser(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray | None:
+    """A numeric tensor copied from the parser (no Python numbers), or None to take the
+    checking path (BOOL, BYTES, or data that is not plain numbers of the right kind)."""
     want = np.dtype(V2_TO_NUMPY[datatype])
-    if datatype == "BOOL":
-        if not all(type(d) is bool for d in flat):
-            bad = next(d for d in flat if type(d) is not bool)
-            raise InferenceError(f"input '{name}': data is not BOOL: {_short(bad)}")
-        return np.array(flat, dtype=np.bool_)
-    arr = np.array(flat) if flat else np.zeros(0)
-    if arr.dtype.kind not in "iuf" or any(type(d) is bool for d in flat):
-        bad = next((d for d in flat if type(d) is bool or not isinstance(d, (int, float))),
-                   flat[0] if flat else None)
-        raise InferenceError(f"input '{name}': data is not {datatype}: {_short(bad)}")
+    if datatype in ("BOOL", "BYTES") or want.kind not in _AS_BUFFER:
+        return None
+    numel = _numel(shape)
+    flat = len(data) == numel and (numel == 0 or not isinstance(data[0], simdjson.Array))
+    if not flat:
+        if not shape or not isinstance(data[0] if len(data) else None, simdjson.Array):
+            raise InferenceError(f"input '{name}': {len(data)} values for shape {shape} "
+                                 f"({numel} expected)")
+        _check_nesting(name, data, shape)
+    of_type, dtype = _AS_BUFFER[want.kind]
+    try:
+        values = np.frombuffer(data.as_buffer(of_type=of_type), dtype=dtype)
+    except (TypeError, ValueError):
+        if want.kind == "f":
+            return None  # a bool, string or null among the numbers: the checks name it
+        try:  # whole numbers written as 2.0 are integers too; the checks below decide
+            values = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+    if values.size != numel:
+        raise InferenceError(f"input '{name}': nested data does not match shape {shape}: "
+                             f"{values.size} values, {numel} expected")
+    return cast_numbers(name, datatype, values).reshape(shape)
+
+
+def cast_numbers(name: str, datatype: str, arr: np.ndarray) -> np.ndarray:
+    """Numbers as ``datatype``, refusing what would change them: fractions or out-of-range
+    values for integer types, finite values that overflow a float type."""
+    want = np.dtype(V2_TO_NUMPY[datatype])
     if want.kind in "iu":
         if arr.dtype.kind == "f" and not np.array_equal(arr, np.trunc(arr)):
             raise InferenceError(f"input '{name}': {datatype} data must be whole numbers")
@@ -181,6 +229,23 @@ def _numbers(name: str, datatype: str, flat: list) -> np.ndarray:
     if arr.size and not np.isfinite(out).all() and np.isfinite(arr).all():
         raise InferenceError(f"input '{name}': values too large for {datatype}")
     return out
+
+
+def _numbers(name: str, datatype: str, flat: list) -> np.ndarray:
+    """JSON numbers as ``datatype``, refusing what would change them: booleans or strings
+    where numbers belong, fractions or out-of-range values for integer types, finite values
+    that overflow a float type."""
+    if datatype == "BOOL":
+        if not all(type(d) is bool for d in flat):
+            bad = next(d for d in flat if type(d) is not bool)
+            raise InferenceError(f"input '{name}': data is not BOOL: {_short(bad)}")
+        return np.array(flat, dtype=np.bool_)
+    arr = np.array(flat) if flat else np.zeros(0)
+    if arr.dtype.kind not in "iuf" or any(type(d) is bool for d in flat):
+        bad = next((d for d in flat if type(d) is bool or not isinstance(d, (int, float))),
+                   flat[0] if flat else None)
+        raise InferenceError(f"input '{name}': data is not {datatype}: {_short(bad)}")
+    return cast_numbers(name, datatype, arr)
 
 
 def _flatten(name: str, data: Any, shape: list[int]) -> list:
@@ -214,22 +279,51 @@ def _flatten(name: str, data: Any, shape: list[int]) -> list:
     return out
 
 
-def parse_rest_request(body: bytes, header_length: int | None) -> tuple[dict, bytes]:
-    """Split a V2 REST body into the JSON header and the binary tail, and check the
-    header's structure (:func:`check_request`)."""
+def parse_rest_request(body: bytes | bytearray, header_length: int | None
+                       ) -> tuple[dict, bytes | memoryview]:
+    """Split a V2 REST body into the JSON header and the binary tail (views of the body, no
+    copies), and check the header's structure (:func:`check_request`)."""
     if header_length is None:
         json_part, tail = body, b""
     else:
         if header_length < 0 or header_length > len(body):
             raise InferenceError(f"Inference-Header-Content-Length is {header_length} but the "
                                  f"body has {len(body)} bytes")
-        json_part, tail = body[:header_length], body[header_length:]
+        view = memoryview(body)
+        json_part, tail = view[:header_length], view[header_length:]
     try:
-        req = orjson.loads(json_part)  # nesting beyond 1024 levels is a decode error
-    except orjson.JSONDecodeError as exc:
+        doc = simdjson.Parser().parse(json_part)  # nesting beyond 1024 levels: an error
+    except (ValueError, RuntimeError) as exc:
         raise InferenceError(f"malformed JSON in the request: {exc}") from None
+    req = _request_of(doc)
     check_request(req)
     return req, tail
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
+
+
+def _request_of(doc: Any) -> Any:
+    """The request as Python objects, except each input's ``data``, which stays a parser
+    array (:func:`array_from_json` copies numbers from it without Python objects)."""
+    if not isinstance(doc, simdjson.Object):
+        return _plain(doc)
+    req = {k: _plain(doc[k]) for k in doc.keys() if k != "inputs"}
+    if "inputs" in doc:
+        inputs = doc["inputs"]
+        if not isinstance(inputs, simdjson.Array):
+            req["inputs"] = _plain(inputs)
+            return req
+        req["inputs"] = [
+            {**{k: _plain(t[k]) for k in t.keys() if k != "data"},
+             **({"data": t["data"]} if "data" in t else {})}
+            if isinstance(t, simdjson.Object) else _plain(t) for t in inputs]
+    return req
 
 
 def _check_params(where: str, params: Any) -> dict:

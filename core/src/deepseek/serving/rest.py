@@ -1,9 +1,15 @@
 """The REST side of the V2 protocol (a Starlette ASGI app, served by uvicorn).
 
-Every endpoint answers JSON: ``{"error": "..."}`` with 400/401/404/413/503/504 for requests it
-refuses, and 500 for anything unexpected, which is logged with its traceback and counted in
-``/metrics`` under its code, and leaves the connection usable. Health probes never touch a
-model, so they answer while inference runs.
+Every endpoint answers JSON: ``{"error": "..."}`` with 400/401/404/408/413/503/504 for
+requests it refuses, and 500 for anything unexpected, which is logged with its traceback and
+counted in ``/metrics`` under its code, and leaves the connection usable. A client that goes
+away before its body has arrived is logged at INFO and counted under ``code="499"`` (the
+code nginx uses for it), never as a server error. Health probes never touch a model, so
+they answer while inference runs.
+
+Memory: a request reserves its decoding cost from the server's budget before its body is
+read (:mod:`deepseek.serving.limits`); the body must keep arriving (``read_idle_s`` between
+chunks, ``read_total_s`` in all, else 408).
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import time
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from deepseek.serving.limits import decode_cost
 from deepseek.serving.protocol import (
     InferenceError,
     dumps,
@@ -33,8 +40,13 @@ HEADER_LEN = "Inference-Header-Content-Length"
 PARSE_OFFLOAD_BYTES = 256 * 1024
 
 
+#: the metric label of a request whose client went away before it was read
+CLIENT_GONE = "499"
+
+
 def _error(exc: InferenceError) -> JSONResponse:
-    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
 
 
 def _internal(where: str, exc: BaseException) -> JSONResponse:
@@ -81,7 +93,7 @@ def build_app(server: Any) -> Starlette:
         return JSONResponse([{"name": n, "version": "1", "state": "READY"}
                              for n in server.models])
 
-    def decode(body: bytes, header_length: int | None) -> tuple[dict, dict]:
+    def decode(body: bytes | bytearray, header_length: int | None) -> tuple[dict, dict]:
         req, tail = parse_rest_request(body, header_length)
         return req, rest_inputs(req, tail, server.max_elements)
 
@@ -89,16 +101,23 @@ def build_app(server: Any) -> Starlette:
         t0 = time.perf_counter()
         name = request.path_params["model"]
         code = None
+        held = None
         try:
             server.check_token(request.headers.get("authorization"))
             m = server.model(name)
             _check_version(m, request)
-            body = await _read_body(request, server.max_request_bytes)
             hl = request.headers.get(HEADER_LEN)
             try:
                 header_length = int(hl) if hl is not None else None
             except ValueError:
                 raise InferenceError(f"{HEADER_LEN} must be an integer, got {hl!r}") from None
+            held = _reserve(request, server, header_length is not None)
+            body = await _read_body(request, server.max_request_bytes, server.read_idle_s,
+                                    server.read_total_s)
+            if held.nbytes < decode_cost(len(body), header_length is not None):
+                held.release()  # no length announced: reserve what arrived
+                held = server.memory.reserve(decode_cost(len(body), header_length is not None),
+                                             f"a request of {len(body)} bytes")
             if len(body) > PARSE_OFFLOAD_BYTES:  # keep the event loop (and probes) free
                 req, arrays = await asyncio.to_thread(decode, body, header_length)
             else:
@@ -121,10 +140,17 @@ def build_app(server: Any) -> Starlette:
         except InferenceError as exc:
             code = str(exc.status)
             return _error(exc)
+        except ClientDisconnect:
+            code = CLIENT_GONE
+            log.info("client %s went away before its request to %r was read",
+                     request.client.host if request.client else "?", name)
+            return Response(status_code=400)  # nobody reads it
         except Exception as exc:
             code = "500"
             return _internal(f"infer of {name!r}", exc)
         finally:
+            if held is not None:
+                held.release()
             server.metrics.observe(name if name in server.models else "_unknown", "rest",
                                    time.perf_counter() - t0, code)
 
@@ -167,18 +193,53 @@ def _check_version(model: Any, request: Request) -> None:
                              404)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _reserve(request: Request, server: Any, binary: bool) -> Any:
+    """The request's share of the memory budget, reserved from its announced length before
+    the body is read (an unannounced length reserves nothing until the body is in)."""
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise InferenceError(f"request of {int(length)} bytes exceeds the limit of {limit} "
+    size = int(length) if length is not None and length.isdigit() else 0
+    if size > server.max_request_bytes:
+        raise InferenceError(f"request of {size} bytes exceeds the limit of "
+                             f"{server.max_request_bytes} bytes", 413)
+    return server.memory.reserve(decode_cost(size, binary), f"a request of {size} bytes")
+
+
+async def _read_body(request: Request, limit: int, idle_s: float, total_s: float
+                     ) -> bytes | bytearray:
+    """The body, into one buffer of the announced length (no second copy), within the
+    size limit and the read timeouts."""
+    length = request.headers.get("content-length")
+    announced = int(length) if length is not None and length.isdigit() else None
+    if announced is not None and announced > limit:
+        raise InferenceError(f"request of {announced} bytes exceeds the limit of {limit} "
                              "bytes", 413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    buf = bytearray(announced) if announced is not None else None
+    chunks: list[bytes] = []
+    size = 0
+    stream = request.stream().__aiter__()
+    deadline = time.monotonic() + total_s
+    while True:
+        wait = min(idle_s, deadline - time.monotonic())
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(wait, 0.0))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise InferenceError(f"the request body stopped arriving ({size} bytes in; the "
+                                 f"server waits {idle_s:g} s between chunks and {total_s:g} "
+                                 "s in all)", 408) from None
+        if size + len(chunk) > (announced if announced is not None else limit):
+            raise InferenceError(f"the body is longer than its Content-Length ({announced})"
+                                 if announced is not None else
+                                 f"request exceeds the limit of {limit} bytes",
+                                 400 if announced is not None else 413)
+        if buf is not None:
+            buf[size:size + len(chunk)] = chunk
+        else:
+            chunks.append(chunk)
         size += len(chunk)
-        if size > limit:
-            raise InferenceError(f"request exceeds the limit of {limit} bytes", 413)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    if length is not None and length.isdigit() and len(body) != int(length):
-        raise InferenceError(f"body truncated: {len(body)} of {length} bytes", 400)
-    return body
+    if buf is None:
+        return b"".join(chunks)
+    if size != announced:
+        raise InferenceError(f"body truncated: {size} of {announced} bytes", 400)
+    return buf

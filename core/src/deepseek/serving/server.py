@@ -17,29 +17,15 @@ import numpy as np
 from deepseek import __version__
 from deepseek.batching import DynamicBatcher, QueueFull
 from deepseek.errors import DeepSeekError
+from deepseek.serving.limits import MemoryBudget, decode_cost, guarded_protocol, memory_limit
 from deepseek.serving.models import ServedModel, default_name
 from deepseek.serving.protocol import DEFAULT_MAX_ELEMENTS, InferenceError, validate_inputs
+from deepseek.serving.threads import Calibration, ThreadPolicy, calibrate, cpu_budget
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 TOKEN_ENV = "DEEPSEEK_SERVING_TOKEN"
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
-
-
-def burst_threads(workers: int = 1) -> int:
-    """Inference threads per worker process at light load: its share of all cores."""
-    return max(1, _cores() // max(1, workers))
-
-
-def default_threads(workers: int = 1) -> int:
-    """Inference threads per worker process under load: the cores left once each worker's
-    event loop and gRPC threads have one (at least one thread)."""
-    return max(1, (_cores() - workers) // max(1, workers))
 
 
 class DeepSeekServing:
@@ -67,16 +53,31 @@ class DeepSeekServing:
         max_elements: tensor elements per request (413 / RESOURCE_EXHAUSTED beyond).
         token: bearer token required on both protocols (default: ``$DEEPSEEK_SERVING_TOKEN``;
             health endpoints stay open for probes, ``/metrics`` too with ``metrics_public``).
-        threads: intra-op threads of PyTorch and onnxruntime under load (default: leave them
-            as they are; the ``deepseek serve`` command passes :func:`default_threads`). A
-            PyTorch batch that runs at light load -- a lone request with nothing queued
-            behind it, the event loop idle -- gets this process's share of all cores instead
-            (``burst_threads``).
+        threads: the most intra-op threads any model run gets (a hard ceiling; default: the
+            CPU budget, :func:`deepseek.serving.threads.cpu_budget`: the affinity mask and
+            the cgroup quota). A batch that runs while requests wait gets one core less
+            than the ceiling (the event loop's); a lone request gets the count measured at
+            start-up to pay off for the model, which keeps following the host
+            (:class:`~deepseek.serving.threads.ThreadPolicy`). ONNX Runtime sessions are
+            made with the under-load count.
+        calibrate: time each model at start-up (threads for a lone request, and whether a
+            batch is cheaper than its requests one by one: a model that gains nothing from
+            batching is served one request at a time); False keeps one thread for lone
+            requests and batching on.
         reuse_port: bind with SO_REUSEPORT, so several worker processes share the ports.
         drain_delay_s: on SIGTERM (or :meth:`begin_stop`), keep serving this long while the
             readiness endpoints answer 503, so that load balancers (Kubernetes endpoints)
             stop routing here before the drain refuses new requests; a second signal skips
             the rest of the wait. Default 0: drain at once.
+        memory_budget_mb: bytes (MiB) all requests in flight may hold while they are read,
+            decoded and run (default: half the memory this process may use, the cgroup's
+            limit or the machine's); one request may take at most the cost of a body of
+            ``max_request_mb`` (less when the budget is smaller). Over it: 413 for a request
+            that could never fit, 503 (gRPC RESOURCE_EXHAUSTED) while others hold the room,
+            before the memory is taken (:mod:`deepseek.serving.limits`).
+        head_timeout_s, read_idle_s, read_total_s: a REST connection must send a complete
+            request head within ``head_timeout_s`` (slowloris), and a body must keep
+            arriving: ``read_idle_s`` between chunks, ``read_total_s`` in all (408).
         allow_untrained: serve models built with random weights (a registry model
             registered without weights, a zoo model without local weights); by default
             they are refused, since they answer nonsense.
@@ -92,19 +93,21 @@ class DeepSeekServing:
                  token: str | None = None, metrics_public: bool = False,
                  framework: str = "auto", precision: str = "fp32", device: str = "auto",
                  trust_pickle: bool = False, threads: int | None = None,
-                 burst_threads: int | None = None, reuse_port: bool = False,
+                 calibrate: bool = True, reuse_port: bool = False,
                  drain_delay_s: float = 0.0, allow_untrained: bool = False,
+                 memory_budget_mb: float | None = None, head_timeout_s: float = 10.0,
+                 read_idle_s: float = 15.0, read_total_s: float = 120.0,
                  on_ready: Callable[[DeepSeekServing], None] | None = None) -> None:
         if not drain_delay_s >= 0:
             raise DeepSeekError(f"drain_delay_s must be >= 0 seconds, got {drain_delay_s}")
-        if threads is not None:
-            if threads < 1:
-                raise DeepSeekError(f"threads must be >= 1, got {threads}")
-            from deepseek.loader import torch
+        if threads is not None and threads < 1:
+            raise DeepSeekError(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads) if threads is not None else cpu_budget()
+        self.load_threads = max(1, self.threads - 1)
+        from deepseek.loader import torch
 
-            if torch is not None:  # onnxruntime sessions get the count when they are made
-                torch.set_num_threads(int(threads))
-            burst_threads = max(int(threads), burst_threads or _cores())
+        if torch is not None:  # onnxruntime sessions get the count when they are made
+            torch.set_num_threads(self.load_threads)
         specs: dict[str, Any] = dict(models or {})
         if model_path is not None:
             specs[name or default_name(model_path)] = model_path
@@ -114,7 +117,12 @@ class DeepSeekServing:
         for n, src in specs.items():
             self.models[n] = src if isinstance(src, ServedModel) else ServedModel(
                 n, src, framework=framework, precision=precision, device=device,
-                trust_pickle=trust_pickle, threads=threads, allow_untrained=allow_untrained)
+                trust_pickle=trust_pickle, threads=self.load_threads,
+                allow_untrained=allow_untrained)
+        self.calibration: dict[str, Calibration] = {}
+        self.policies: dict[str, ThreadPolicy] = {}
+        for n, m in self.models.items():
+            self._calibrate(n, m, int(batch_size), calibrate)
         self.host = host
         self.http_port = int(port)
         self.grpc_port = None if grpc_port is None else int(grpc_port)
@@ -123,11 +131,15 @@ class DeepSeekServing:
         self.max_queue = int(max_queue)
         self.timeout_s = float(timeout_s)
         self.max_request_bytes = int(max_request_mb * 2**20)
+        total = (int(memory_budget_mb * 2**20) if memory_budget_mb is not None
+                 else memory_limit() // 2)
+        self.memory = MemoryBudget(total, decode_cost(self.max_request_bytes, binary=False))
+        self.head_timeout_s = float(head_timeout_s)
+        self.read_idle_s = float(read_idle_s)
+        self.read_total_s = float(read_total_s)
         self.max_elements = int(max_elements)
         self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self.metrics_public = bool(metrics_public)
-        self.threads = threads
-        self.burst_threads = burst_threads if threads is not None else None
         self.reuse_port = bool(reuse_port)
         self.drain_delay_s = float(drain_delay_s)
         self.on_ready = on_ready
@@ -238,7 +250,7 @@ class DeepSeekServing:
     async def _main(self, install_signals: bool) -> None:
         import uvicorn
 
-        from deepseek.serving.grpc_service import start_grpc
+        from deepseek.serving.grpc_service import set_health, start_grpc
         from deepseek.serving.rest import build_app
 
         self._loop = asyncio.get_running_loop()
@@ -246,21 +258,23 @@ class DeepSeekServing:
         self._stop_now = asyncio.Event()
         for name, model in self.models.items():
             b = model.batching
-            batcher = DynamicBatcher(model, max_batch_size=self.batch_size,
-                                     max_delay_ms=self.max_delay_ms, max_queue=self.max_queue,
+            cal = self.calibration.get(name)
+            batching = cal is None or cal.batching
+            batcher = DynamicBatcher(model, max_batch_size=self.batch_size if batching else 1,
+                                     max_delay_ms=self.max_delay_ms if batching else 0.0,
+                                     max_queue=self.max_queue,
                                      policy=b.get("policy", "bucket"),
                                      pad_axes=b.get("pad_axes", ()),
                                      pad_value=b.get("pad_value", 0.0), name=name,
                                      on_batch=lambda n, _m=name: self.metrics.batch(_m, n),
                                      on_depth=lambda d, _m=name: self.metrics.depth(_m, d),
-                                     before_run=self._size_threads
-                                     if self.threads is not None and model.model.module
-                                     is not None else None)
+                                     before_run=self._sizer(name))
             batcher.start()
             self.batchers[name] = batcher
         config = uvicorn.Config(build_app(self), host=self.host, port=self.http_port,
                                 log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=self.timeout_s)
+                                timeout_graceful_shutdown=self.timeout_s,
+                                http=guarded_protocol(self.head_timeout_s))
         http = uvicorn.Server(config)
         http.install_signal_handlers = lambda: None  # we handle signals ourselves
         sock = self._bind(self.http_port)
@@ -270,19 +284,23 @@ class DeepSeekServing:
             if http_task.done():
                 raise DeepSeekError(f"REST server on {self.http_url} stopped while starting")
             await asyncio.sleep(0.01)
-        grpc_server = None
+        grpc_server = health = None
         if self.grpc_port is not None:
-            grpc_server, self.grpc_port = await start_grpc(self)
+            grpc_server, self.grpc_port, health = await start_grpc(self)
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self.begin_stop)
             log.warning("serving %s: REST http://%s  gRPC %s", ", ".join(self.models),
                         self.http_url, self.grpc_address if grpc_server else "off")
         self._accepting = True
+        if health is not None:
+            await set_health(health, True)
         self._ready.set()
         if self.on_ready is not None:
             self.on_ready(self)
         await self._stopping.wait()
+        if health is not None:
+            await set_health(health, False)
         if self.drain_delay_s > 0 and not self._stop_now.is_set():
             # pre-stop: not ready, still serving, while load balancers take us out
             self._leaving = True
@@ -294,6 +312,8 @@ class DeepSeekServing:
                 pass
         # graceful: refuse new work, let queued and running requests finish, then close
         self._accepting = False
+        if health is not None:
+            await set_health(health, False, final=True)
         await asyncio.gather(*(b.drain(self.timeout_s) for b in self.batchers.values()))
         if grpc_server is not None:
             await grpc_server.stop(grace=self.timeout_s)
@@ -302,15 +322,50 @@ class DeepSeekServing:
         for b in self.batchers.values():
             await b.close()
 
-    def _size_threads(self, requests: int, waiting: int) -> None:
-        """PyTorch threads for the batch about to run: all of this process's cores for a
-        lone request with nothing waiting (light load: the event loop is idle), the
-        configured split otherwise (a batch of several means requests keep arriving)."""
-        import torch
+    def _calibrate(self, name: str, served: ServedModel, batch_size: int, timed: bool) -> None:
+        """Time the model (see ``calibrate``) and make its thread policy."""
+        module = served.model.module
+        example = served.example_inputs() if timed else None
+        if example is None:
+            if module is not None:
+                self.policies[name] = ThreadPolicy(self.threads, self.load_threads)
+            return
+        def run(n: int) -> None:
+            served([np.repeat(a, n, axis=0) for a in example])
 
-        want = self.burst_threads if requests == 1 and waiting == 0 else self.threads
-        if torch.get_num_threads() != want:
-            torch.set_num_threads(want)
+        def set_threads(n: int) -> None:  # an onnxruntime session keeps its count
+            if module is not None:
+                import torch
+
+                torch.set_num_threads(n)
+
+        ceiling = self.threads if module is not None else self.load_threads
+        cal = calibrate(run, set_threads, ceiling, self.load_threads, min(batch_size, 8))
+        set_threads(self.load_threads)
+        if module is not None:
+            self.policies[name] = ThreadPolicy(self.threads, self.load_threads,
+                                               cal.lone_threads, cal.lone_ms)
+        self.calibration[name] = cal
+        log.info("model %s: %s", name, cal.text())
+
+    def _sizer(self, name: str) -> Callable[[int, int, int], Any] | None:
+        """The batcher's ``before_run`` of a PyTorch model: its policy's thread count for
+        the batch about to run, and the timing of a lone run back to the policy."""
+        policy = self.policies.get(name)
+        if policy is None:
+            return None
+
+        def before(requests: int, waiting: int, samples: int) -> Any:
+            import torch
+
+            n = policy.threads(requests, waiting)
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+            if requests == 1 and waiting == 0 and samples == 1:
+                return lambda seconds: policy.record(n, seconds)
+            return None
+
+        return before
 
     # the one inference path both protocols use ----------------------------------------------
     def model(self, name: str) -> ServedModel:
