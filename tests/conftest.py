@@ -93,51 +93,6 @@ def tiny_plugin(tmp_path):
 
 
 # ---------------------------------------------------------------------------- PostgreSQL
-def _pg_bin(name: str) -> str | None:
-    import glob
-    import shutil
-
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-def _start_postgres(tmp: Path) -> tuple[str, list[str]] | str:
-    """A throwaway PostgreSQL cluster on loopback: (url, stop command) or why not."""
-    import os
-    import pwd
-    import socket
-    import subprocess
-
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        return "PostgreSQL's initdb/pg_ctl are not installed (Debian: apt install postgresql)"
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return "running as root and there is no 'postgres' user to run the server"
-        prefix = ["runuser", "-u", "postgres", "--"]
-    tmp.chmod(0o777)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    data = tmp / "data"
-    res = subprocess.run(prefix + [initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
-                         capture_output=True, text=True, timeout=300)
-    if res.returncode:
-        return f"initdb failed: {res.stderr[-300:]}"
-    opts = f"-k {tmp} -p {port} -c listen_addresses=127.0.0.1"
-    res = subprocess.run(prefix + [pg_ctl, "-D", str(data), "-o", opts, "-l",
-                                   str(tmp / "log"), "-w", "-t", "120", "start"],
-                         capture_output=True, text=True, timeout=300)
-    if res.returncode:
-        return f"pg_ctl start failed: {res.stderr[-300:]}"
-    return (f"postgresql://postgres@127.0.0.1:{port}/postgres",
-            prefix + [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"])
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A fresh database on a PostgreSQL server: the one ``$DEEPSEEK_TEST_POSTGRES_URL``
@@ -145,22 +100,24 @@ def postgres_url():
     neither can be had, unless ``$DEEPSEEK_REQUIRE_POSTGRES=1`` (CI), which makes it fail."""
     import os
     import shutil
-    import subprocess
     import tempfile
     import uuid
 
-    stop = None
+    from .pg import start_postgres, stop_postgres
+
+    server = None
     url = os.environ.get("DEEPSEEK_TEST_POSTGRES_URL")
     pg_dir = None
     if not url:
         # under /tmp itself: the postgres user cannot enter pytest's private folders
         pg_dir = Path(tempfile.mkdtemp(prefix="deepseek-pg-"))
-        started = _start_postgres(pg_dir)
+        started = start_postgres(pg_dir)
         if isinstance(started, str):
+            shutil.rmtree(pg_dir, ignore_errors=True)
             if os.environ.get("DEEPSEEK_REQUIRE_POSTGRES") == "1":
                 pytest.fail(f"PostgreSQL is required here and could not be started: {started}")
             pytest.skip(f"no PostgreSQL server: {started}")
-        url, stop = started
+        url, server = started
     try:
         import psycopg
     except ImportError:
@@ -181,7 +138,7 @@ def postgres_url():
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.close()
-        if stop:
-            subprocess.run(stop, capture_output=True, timeout=120)
+        if server is not None:
+            stop_postgres(server)
         if pg_dir is not None:
             shutil.rmtree(pg_dir, ignore_errors=True)

@@ -358,7 +358,7 @@ def test_env_selects_plugins(fake_entry_points, monkeypatch):
     monkeypatch.setenv("DEEPSEEK_DISABLE_PLUGINS", "fake_bad, finance")
     with use(Plugins()):
         names = sorted(i.name for i in plugin_infos())
-    assert names == ["core", "fake_good", "manufacturing", "medical"]
+    assert names == ["fake_good", "manufacturing", "medical"]
     monkeypatch.setenv("DEEPSEEK_LOAD_PLUGINS", "")
     monkeypatch.delenv("DEEPSEEK_DISABLE_PLUGINS")
     with use(Plugins()):

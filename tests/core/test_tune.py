@@ -1,21 +1,28 @@
-"""deepseek.tune: the genetic algorithm finds what it should, studies are shared and resumed,
-bad input is a clear error or a recorded failed trial."""
+"""deepseek.tune: the samplers find what they should, a parameter set is never evaluated
+twice, studies are shared and resumed across processes (a killed worker's trial is failed
+and retried), bad input is a clear error or a recorded failed trial."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed")
 
 from deepseek.tune import (  # noqa: E402
+    DEFAULT_SAMPLER,
     TuneConfig,
     TuneError,
+    ga_population,
     make_storage,
     open_study,
+    pipeline_objective,
     run_worker,
     tune,
 )
@@ -30,16 +37,52 @@ def _config(space=None, metrics=None, **kw):
                                  **kw})
 
 
-def test_the_genetic_algorithm_finds_the_optimum_region():
-    cfg = _config(sampler={"name": "nsga2", "population_size": 10}, trials=80, seed=3)
+@pytest.mark.parametrize("sampler", ["ga", "tpe"])
+def test_the_samplers_find_the_optimum_region(sampler):
+    cfg = _config(sampler={"name": sampler}, trials=60, seed=3)
     res = tune(cfg, lambda p, t: -(p["x"] - 0.3) ** 2 - (p["y"] + 0.2) ** 2, progress=False)
     best = res.best_params
     assert abs(best["x"] - 0.3) < 0.15 and abs(best["y"] + 0.2) < 0.15, best
-    assert res.counts() == {"COMPLETE": 80}
+    assert res.counts() == {"COMPLETE": len(res.trials)} and len(res.trials) >= 60
     # the same search with a fixed seed is the same search
     again = tune(cfg, lambda p, t: -(p["x"] - 0.3) ** 2 - (p["y"] + 0.2) ** 2,
                  progress=False)
     assert again.best_params == best
+
+
+def test_the_ga_population_follows_the_budget_and_tpe_is_the_default():
+    assert [ga_population(b) for b in (6, 12, 24, 64, 200)] == [4, 4, 8, 16, 28]
+    assert all(ga_population(b) <= max(4, b // 3) for b in range(6, 500))
+    assert DEFAULT_SAMPLER == "tpe" and _config().sampler == {"name": "tpe"}
+    from deepseek.tune import make_sampler
+
+    assert make_sampler({"name": "ga"}, budget=24)._population_size == 8
+    assert make_sampler({"name": "nsga2"}, budget=24)._population_size == 50
+    from optuna.samplers.nsgaii import BLXAlphaCrossover, SBXCrossover, UniformCrossover
+
+    def crossover(spec):
+        return make_sampler(spec)._child_generation_strategy._crossover
+
+    assert isinstance(crossover({"name": "ga"}), BLXAlphaCrossover)
+    assert isinstance(crossover({"name": "nsga2"}), UniformCrossover)
+    assert isinstance(crossover({"name": "ga", "crossover": "sbx"}), SBXCrossover)
+    with pytest.raises(TuneError, match="sampler.crossover 'blend': use one of blx, uniform"):
+        make_sampler({"name": "ga", "crossover": "blend"})
+
+
+def test_a_parameter_set_is_never_evaluated_twice():
+    """Six distinct points: a genetic algorithm re-proposes them; each is evaluated once,
+    and the repeats (given the stored value) do not count against the budget."""
+    space = {"a": {"type": "categorical", "choices": ["x", "y", "z"]},
+             "b": {"type": "categorical", "choices": [1, 2]}}
+    seen = []
+    cfg = _config(space=space, sampler={"name": "ga"}, trials=6, seed=0)
+    res = tune(cfg, lambda p, t: seen.append((p["a"], p["b"])) or len(seen), progress=False)
+    assert len(seen) == len(set(seen)) == 6  # every set once, all of them
+    repeats = [t for t in res.trials if t["repeat_of"] is not None]
+    for r in repeats:
+        first = next(t for t in res.trials if t["number"] == r["repeat_of"])
+        assert r["params"] == first["params"] and r["values"] == first["values"]
 
 
 def test_two_objectives_give_a_non_dominated_front(tmp_path):
@@ -86,9 +129,14 @@ def test_an_interrupted_study_resumes_and_a_changed_config_is_refused(tmp_path):
          progress=False)
     res = tune(cfg, lambda p, t: seen.append(t.number) or p["x"], storage=url, study="s",
                trials=8, progress=False)
-    assert seen == list(range(8)) and len(res.trials) == 8  # three more, numbered on
+    # three more evaluated; the resumed sampler (the same seed) first re-proposes the five
+    # sets it proposed before: those are repeats, given their values, not evaluated again
+    assert seen[:5] == list(range(5)) and len(seen) == 8
+    evaluated = [t for t in res.trials if t["repeat_of"] is None]
+    assert len(evaluated) == 8 and len({tuple(t["params"].items()) for t in evaluated}) == 8
+    before = len(res.trials)
     res = tune(cfg, lambda p, t: p["x"], storage=url, study="s", progress=False)
-    assert len(res.trials) == 8  # the budget of 5 is long reached: nothing to do
+    assert len(res.trials) == before  # the budget of 5 is long reached: nothing to do
     other = _config(trials=5, sampler="tpe", seed=1)
     with pytest.raises(TuneError, match="already exists with another config"):
         tune(other, lambda p, t: p["x"], storage=url, study="s", progress=False)
@@ -139,20 +187,43 @@ def test_bad_configs_storages_and_pipelines(tmp_path):
         tune(_config(), workers=2, progress=False)
 
 
-RISK_FAST = {"epochs": 3, "folds": 2}
+RISK_FAST = {"epochs": 2, "rows": 400}
 
 
 def _risk_config(path, trials, **extra):
     path.write_text(json.dumps({
         "space": {"lr": {"type": "logfloat", "low": 1e-3, "high": 3e-2},
                   "width": {"type": "int", "low": 4, "high": 32}},
-        "objective": {"pipeline": "core.risk-model", "metrics": {"val_auc": "maximize"},
-                      "options": RISK_FAST},
-        "sampler": {"name": "nsga2", "population_size": 4}, "trials": trials, **extra}))
+        "objective": {"pipeline": "finance.credit-risk-model",
+                      "metrics": {"val_auc": "maximize"}, "options": RISK_FAST},
+        "sampler": {"name": "random"}, "trials": trials, **extra}))
     return path
 
 
-def _workers_share_a_study(url, tmp_path, trials=4):
+def _after_another_worker(url, config):
+    """The pipeline objective, whose first call here waits until another process has started
+    a trial of the study: both workers then certainly run trials, however the two processes
+    are scheduled (the worker process spends seconds importing before it starts)."""
+    inner = pipeline_objective(config)
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    seen = []
+
+    def objective(params, trial):
+        deadline = time.monotonic() + 300
+        while not seen:
+            others = {t.user_attrs.get("worker") for t in
+                      open_study(None, url, "shared").get_trials(deepcopy=False)} - {None, me}
+            if others:
+                seen.append(others)
+                break
+            assert time.monotonic() < deadline, "the worker process never started a trial"
+            time.sleep(0.05)  # polling the study storage, the condition decides
+        return inner(params, trial)
+
+    return objective
+
+
+def _workers_share_a_study(url, tmp_path, trials=6):
     """Start the study, then a `deepseek tune worker` process and this test process as a
     second worker on it, at the same time."""
     cfg = TuneConfig.load(_risk_config(tmp_path / "risk.yaml", trials))
@@ -161,7 +232,7 @@ def _workers_share_a_study(url, tmp_path, trials=4):
                              "--storage", url, "--study", "shared", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        here = run_worker(url, "shared", progress=False)
+        here = run_worker(url, "shared", _after_another_worker(url, cfg), progress=False)
     finally:
         out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
@@ -174,12 +245,9 @@ def _workers_share_a_study(url, tmp_path, trials=4):
     best = max(t.value for t in done)
     assert study.best_value == best  # the best over all workers
     assert len(here.trials) >= trials  # the in-process worker sees the whole study
+    workers = {t.user_attrs.get("worker") for t in done}
+    assert len(workers) == 2, workers  # each of the two workers ran trials
     return json.loads(out)["trial_states"]
-
-
-@pytest.mark.slow
-def test_two_worker_processes_share_a_sqlite_study(tmp_path):
-    _workers_share_a_study(f"sqlite:///{tmp_path / 'shared.db'}", tmp_path)
 
 
 @pytest.mark.slow
@@ -187,18 +255,137 @@ def test_two_worker_processes_share_a_postgresql_study(tmp_path, postgres_url):
     _workers_share_a_study(postgres_url, tmp_path)
 
 
+HANG = """
+import os, sys, time
+from deepseek.tune import TuneConfig, open_study, optimize
+
+study = open_study(None, sys.argv[1], sys.argv[2])
+config = TuneConfig.from_dict(study.user_attrs["deepseek_config"])
+
+def objective(params, trial):
+    print("running", trial.number, flush=True)
+    sys.stdin.read()  # blocks until the test kills this worker
+    return 0.0
+
+optimize(study, config, objective, progress=False)
+"""
+
+
 @pytest.mark.slow
-def test_the_risk_model_case_on_a_small_budget(tmp_path):
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_killed_workers_trial_is_failed_and_retried(tmp_path, postgres_url, monkeypatch):
+    """A worker SIGKILLed in the middle of a trial: its heartbeat stops, the trial is marked
+    failed after the grace period and retried, with the same parameters, by a live worker."""
+    import os
+    import signal
+
+    import optuna
+
+    monkeypatch.setenv("DEEPSEEK_TUNE_HEARTBEAT", "1")
+    monkeypatch.setenv("DEEPSEEK_TUNE_GRACE", "2")
+    cfg = TuneConfig.load(_risk_config(tmp_path / "risk.yaml", 3))
+    study = open_study(cfg, postgres_url, "killed")
+    proc = subprocess.Popen([sys.executable, "-c", HANG, postgres_url, "killed"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ})
+    try:
+        line = proc.stdout.readline()  # the trial is running in the worker
+        assert line.startswith("running"), line
+        number = int(line.split()[1])
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stale = study.trials[number]
+    assert stale.state == optuna.trial.TrialState.RUNNING  # nobody has noticed yet
+    import time
+
+    end = time.monotonic() + 60
+    while time.monotonic() < end:  # the grace period runs out: a poll with a deadline
+        optuna.storages.fail_stale_trials(study)
+        if study.trials[number].state == optuna.trial.TrialState.FAIL:
+            break
+        time.sleep(0.5)
+    assert study.trials[number].state == optuna.trial.TrialState.FAIL
+    res = run_worker(postgres_url, "killed", progress=False)  # a live worker takes over
+    from deepseek.tune import retried_trial_number
+
+    retried = [t for t in study.get_trials(deepcopy=False)
+               if retried_trial_number(t) == number]
+    assert len(retried) == 1 and retried[0].state == optuna.trial.TrialState.COMPLETE
+    assert retried[0].params == stale.params
+    assert res.counts() == {"FAIL": 1, "COMPLETE": 2}  # the budget of 3, the killed one in
+
+
+def test_the_test_postgresql_server_dies_with_its_test_process(tmp_path):
+    """The fixture's own server cannot outlive a killed test run (PR_SET_PDEATHSIG)."""
+    import os
+    import signal
+
+    from ..pg import pg_bin
+
+    if not pg_bin("postgres") or os.environ.get("DEEPSEEK_TEST_POSTGRES_URL"):
+        pytest.skip("no PostgreSQL server binaries here, or CI's own server is used")
+    code = ("import sys, tempfile, pathlib; sys.path.insert(0, sys.argv[1]); "
+            "from tests.pg import start_postgres; "
+            "url, proc = start_postgres(pathlib.Path(tempfile.mkdtemp(prefix='deepseek-pg-'))); "
+            "print(proc.pid, flush=True); sys.stdin.read()")
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    parent = subprocess.Popen([sys.executable, "-c", code, root], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=60)
+    import time
+
+    end = time.monotonic() + 60
+    while time.monotonic() < end:  # a poll with a deadline for the server to go
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for good
+            if f.read().split()[2] == "Z":
+                break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the PostgreSQL server outlived its killed test process")
+
+
+@pytest.mark.slow
+def test_the_credit_risk_pipeline_on_a_small_budget(tmp_path):
     from deepseek.plugins import pipelines
 
-    res = pipelines().get("core.tune-risk-model")(out_dir=tmp_path, quiet=True, trials=4,
-                                                  seed=0, epochs=3, folds=2)
+    res = pipelines().get("finance.credit-risk")(out_dir=tmp_path, quiet=True, trials=3,
+                                                 rows=800, epochs=3, bootstrap=20)
     assert res.error is None
     m = res.metrics
-    assert 0.5 < m["held_out_auc_defaults"] <= 1 and 0.5 < m["held_out_auc_tuned"] <= 1
-    assert m["trials"] == 4 and (tmp_path / "history.png").is_file()
-    assert [r[0] for r in res.tables[0].rows] == ["lr", "weight_decay", "width", "dropout",
-                                                   "batch_size"]
+    for key in ("mlp_defaults_auc", "mlp_tuned_auc", "logistic_regression_auc",
+                "gradient_boosting_auc"):
+        assert 0.5 < m[key] <= 1, (key, m[key])
+    assert (tmp_path / "roc.png").is_file() and "synthetic" in res.input
+    assert [r[0] for r in res.tables[1].rows] == ["lr", "weight_decay", "width", "depth",
+                                                   "dropout"]
+
+
+def test_a_study_on_a_credit_csv_named_in_the_options(tmp_path):
+    """The config's options name the data (input, label, categorical columns)."""
+    from deepseek.finance.risk import synthetic_credit
+
+    data = synthetic_credit(tmp_path / "clients.csv", n=500, seed=4)
+    cfg = TuneConfig.from_dict({
+        "space": {"lr": {"type": "logfloat", "low": 1e-3, "high": 3e-2}},
+        "objective": {"pipeline": "finance.credit-risk-model",
+                      "metrics": {"val_auc": "maximize"},
+                      "options": {"input": str(data), "label": "DEFAULT", "epochs": 2,
+                                  "categorical": ["SEX", "EDUCATION", "MARRIAGE"]}},
+        "sampler": {"name": "random"}, "trials": 2, "seed": 0})
+    res = tune(cfg, progress=False)
+    assert res.counts()["COMPLETE"] == 2 and 0.5 < res.best_value[0] <= 1
 
 
 def test_tune_command_and_its_json(tmp_path):

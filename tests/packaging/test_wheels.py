@@ -144,9 +144,9 @@ def test_core_and_one_plugin_without_the_serving_extra(wheels, tmp_path_factory)
     exe = str(venv / "bin" / "deepseek")
     res = _run([exe, "plugins", "--json"], env=_env(), cwd=str(venv))
     plugins = {p["name"]: p for p in json.loads(res.stdout)["plugins"]}
-    # the core's own plugin is always there (its pipelines follow the tune extra)
-    assert set(plugins) == {"core", "finance"}
-    assert plugins["finance"]["errors"] == {} and plugins["core"]["errors"] == {}
+    # the core registers nothing of its own: only the installed vertical answers
+    assert set(plugins) == {"finance"}
+    assert plugins["finance"]["errors"] == {}
     res = _run([exe, "read", "synthetic:?n=300&seed=2", "--json"], env=_env(), cwd=str(venv))
     assert json.loads(res.stdout)["records"] == 300
     res = subprocess.run([exe, "serve", "tick-mlp", "--port", "0"], capture_output=True,

@@ -478,7 +478,8 @@ def run_cmd(ctx: click.Context, pipeline: str, source: str | None, out_dir: Path
 def tune_cmd(ctx: click.Context, config: str, storage: str | None, study: str | None,
              trials: int | None, workers: int, timeout_s: float | None,
              out_dir: Path | None, as_json: bool) -> None:
-    """Search hyperparameters with Optuna (NSGA-II genetic algorithm by default).
+    """Search hyperparameters with Optuna (TPE by default; `sampler: ga` in the config for
+    the genetic algorithm, whose population follows the trial budget).
 
     `deepseek tune CONFIG.yaml` starts or resumes a study; `deepseek tune worker --storage
     URL --study NAME` joins one (from any machine: the study stores its config). The

@@ -9,7 +9,7 @@ light part. The rest are extras::
     pip install "deepseek-core[runtime]" # running ONNX files (onnxruntime alone)
     pip install "deepseek-core[onnx]"    # ONNX export, fp16 conversion, graph summaries
     pip install "deepseek-core[zoo]"     # image classifiers by name (transformers)
-    pip install "deepseek-core[tune]"    # hyperparameter search (Optuna) and its risk case
+    pip install "deepseek-core[tune]"    # hyperparameter search (Optuna)
     pip install "deepseek-core[all]"     # the three plugins, serve, onnx and tune
 """
 
@@ -27,7 +27,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "runtime": ("onnxruntime",),
     "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
     "zoo": ("transformers",),
-    "tune": ("optuna", "sklearn", "yaml", "matplotlib"),
+    "tune": ("optuna", "cmaes", "yaml", "matplotlib"),
 }
 
 

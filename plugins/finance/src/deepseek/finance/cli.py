@@ -31,10 +31,20 @@ def finance() -> None:
     backtest  a strategy on ticks (latency, fees, queue) or bars, beside a baseline
     serve     answer tick datagrams with decisions (UDP)
     replay    send ticks to a feed server and time the round trips
+    risk      credit risk from a tabular CSV: train, tune, evaluate
 
     DATA arguments go through the reader registry: a tick CSV, a Binance WebSocket capture
     ('<receive_ns> <json>' lines; plain, .gz or .zst), or synthetic:?n=N&seed=S.
     """
+
+
+def _add_risk() -> None:
+    from deepseek.finance.risk_cli import risk_group
+
+    finance.add_command(risk_group)
+
+
+_add_risk()
 
 
 def capture_options(fn):  # type: ignore[no-untyped-def]

@@ -49,3 +49,22 @@ def equity_drawdown(path: str | Path, curves: dict[str, tuple[np.ndarray, np.nda
     style(bottom, "", f"time since the first tick ({unit})", "drawdown (% of capital)")
     top.legend(loc="best")
     return save(fig, path)
+
+
+def roc_figure(path: str | Path, curves: dict[str, tuple[np.ndarray, np.ndarray]],
+               title: str = "ROC on the test part") -> Path:
+    """One ROC curve per model (``{"name": (labels, scores)}``), with its AUC in the legend,
+    and the diagonal of a model that knows nothing."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = axes(title, "false positive rate (good clients flagged)",
+                   "true positive rate (defaults caught)", width=6.0, height=5.0)
+    for (name, (y, p)), colour in zip(curves.items(), COLORS):
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, color=colour, lw=1.6,
+                label=f"{name}: AUC {roc_auc_score(y, p):.3f}")
+    ax.plot([0, 1], [0, 1], color="#999999", ls=":", lw=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right")
+    return save(fig, path)

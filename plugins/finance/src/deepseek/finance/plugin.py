@@ -58,6 +58,14 @@ def register_models(register: Any) -> None:
              batching={"policy": "pad", "pad_axes": [1], "pad_value": 0.0})
 
 
+    register("credit-mlp", lazy_callable(M + "risk:build_mlp"),
+             config={"n_features": 32, "width": 64, "depth": 2, "dropout": 0.1},
+             description="credit-risk MLP: one logit of default from encoded table features "
+                         "(`deepseek finance risk train` writes trained ones)",
+             # the width of the registry's config; a trained model's file states its own
+             inputs=[{"name": "features", "dtype": "float32", "shape": [-1, 32]}])
+
+
 @hookimpl
 def register_metrics(register: Any) -> None:
     register("tick-classification", lazy_callable(M + "metrics:classification"),
@@ -82,6 +90,15 @@ def register_pipelines(register: Any) -> None:
              input_kind="ticks",
              description="synthetic market -> walk-forward training -> fast path -> backtest "
                          "at zero and at 1 ms latency with fees, beside the imbalance rule")
+
+
+    register("finance.credit-risk", lazy_callable(M + "pipelines:credit_risk"),
+             description="credit risk on a tabular CSV (default: a built-in synthetic table): "
+                         "the MLP with its defaults and tuned, against logistic regression "
+                         "and gradient boosting, scored once on the test part")
+    register("finance.credit-risk-model", lazy_callable(M + "pipelines:credit_risk_model"),
+             demo=False, description="the credit MLP with given parameters: validation AUC "
+                                     "(the objective `deepseek tune` optimises)")
 
 
 @hookimpl
