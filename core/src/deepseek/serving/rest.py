@@ -44,9 +44,14 @@ PARSE_OFFLOAD_BYTES = 256 * 1024
 CLIENT_GONE = "499"
 
 
-def _error(exc: InferenceError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if exc.status == 503 else None
-    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+def _error(exc: InferenceError, close: bool = False) -> JSONResponse:
+    """The JSON answer to ``exc``; ``close``: the request's body was not read (all of it),
+    so the connection cannot carry another request and is closed at once, rather than
+    held until the keep-alive timeout."""
+    headers = {"Retry-After": "1"} if exc.status == 503 else {}
+    if close:
+        headers["Connection"] = "close"
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers or None)
 
 
 def _internal(where: str, exc: BaseException) -> JSONResponse:
@@ -102,6 +107,7 @@ def build_app(server: Any) -> Starlette:
         name = request.path_params["model"]
         code = None
         held = None
+        body_read = False
         try:
             server.check_token(request.headers.get("authorization"))
             m = server.model(name)
@@ -114,6 +120,7 @@ def build_app(server: Any) -> Starlette:
             held = _reserve(request, server, header_length is not None)
             body = await _read_body(request, server.max_request_bytes, server.read_idle_s,
                                     server.read_total_s)
+            body_read = True
             if held.nbytes < decode_cost(len(body), header_length is not None):
                 held.release()  # no length announced: reserve what arrived
                 held = server.memory.reserve(decode_cost(len(body), header_length is not None),
@@ -139,7 +146,7 @@ def build_app(server: Any) -> Starlette:
             return Response(head, media_type="application/json")
         except InferenceError as exc:
             code = str(exc.status)
-            return _error(exc)
+            return _error(exc, close=not body_read)
         except ClientDisconnect:
             code = CLIENT_GONE
             log.info("client %s went away before its request to %r was read",
