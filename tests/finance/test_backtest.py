@@ -440,7 +440,7 @@ def test_tick_strategy_pipeline(tmp_path):
 def test_bars_that_are_not_utf8_name_the_file(tmp_path):
     p = tmp_path / "latin.csv"
     p.write_bytes(b"Date,Open,High,Low,Close\n2024-01-02,1,2,1,1\n\xe9\xff,1,2,1,1\n")
-    with pytest.raises(TickFileError, match=r"latin.csv: not UTF-8 text"):
+    with pytest.raises(TickFileError, match=r"latin.csv, after line \d+: not UTF-8 text"):
         read_bars(p)
     from deepseek.finance.bars import is_bars
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import numpy as np
 import pytest
@@ -327,3 +328,66 @@ def test_a_zstd_capture_without_zstandard_names_the_extra(tmp_path, monkeypatch)
     monkeypatch.setitem(__import__("sys").modules, "zstandard", None)  # the edge install
     with pytest.raises(TickFileError, match=r'c.log.zst: a zstd file.*deepseek-finance\[zstd\]'):
         open_binary(path)
+
+
+def test_a_trade_received_twice_is_counted_once(tmp_path):
+    """A reconnect re-delivers a trade; a line is written twice: each duplicate is dropped
+    and counted, never counted twice in the ticks."""
+    from deepseek.finance.capture import CaptureReader
+
+    ms = BASE
+    trade = {"e": "trade", "E": ms + 4, "T": ms + 1, "s": "BTCUSDT", "t": 7, "p": "101.0",
+             "q": "0.5", "m": False}
+    agg = {"e": "aggTrade", "E": ms + 6, "T": ms + 6, "s": "BTCUSDT", "a": 3, "p": "101.0",
+           "q": "0.2", "m": True}
+    other = dict(trade, t=8, q="0.1")
+    lines = [(1_000, {"u": 9, "s": "BTCUSDT", "b": "100.0", "B": "2", "a": "101.0", "A": "3"}),
+             (2_000, trade), (2_000, trade),  # the same line twice
+             (3_000, other), (4_000, agg),
+             (5_000, trade), (6_000, agg),  # re-received after a reconnect
+             (7_000, {"stream": "btcusdt@trade", "data": other})]  # enveloped, same id
+    path = _write(tmp_path / "dup.log", lines)
+    reader = CaptureReader(path)
+    kinds = [r.kind for r in reader]
+    assert kinds.count("trade") == 3 and reader.stats["duplicate_trades"] == 4
+    ticks = read_binance(path)
+    assert int((ticks["side"] != 0).sum()) == 3
+    assert sorted(ticks["last_size"][ticks["side"] != 0].tolist()) == [0.1, 0.2, 0.5]
+
+
+@pytest.mark.parametrize("compress", ["gz", "zst"])
+@pytest.mark.parametrize("kind", ["capture", "ticks-csv", "bars"])
+def test_a_cut_compressed_file_names_its_last_whole_line(tmp_path, compress, kind):
+    """Every reader says the same thing about a file cut short: the file, the last line
+    read whole (never 'line 0' when lines were read), and no traceback or 'bug'."""
+    import datetime as dt
+    import gzip
+
+    from deepseek.finance.bars import read_bars
+    from deepseek.finance.synthetic import synthetic_ticks
+    from deepseek.finance.ticks import read_csv, write_csv
+
+    n = 20_000  # several zstd blocks (a block decodes only whole)
+    if kind == "capture":
+        lines = [(1_000 + i, {"e": "trade", "E": BASE + i, "T": BASE + i, "s": "X", "t": i,
+                              "p": "100.0", "q": "1", "m": bool(i % 2)}) for i in range(n)]
+        text = "".join(f"{ns} {json.dumps(msg)}\n" for ns, msg in lines).encode()
+        read = read_binance
+    elif kind == "ticks-csv":
+        text = write_csv(synthetic_ticks(n, seed=3), tmp_path / "t.csv").read_bytes()
+        read = read_csv
+    else:
+        day = dt.date(1990, 1, 1)
+        text = ("Date,Open,High,Low,Close,Volume\n" + "".join(
+            f"{day + dt.timedelta(days=i)},1,2,0.5,1.5,10\n" for i in range(n))).encode()
+        read = read_bars
+    if compress == "gz":
+        packed = gzip.compress(text)
+    else:
+        packed = pytest.importorskip("zstandard").ZstdCompressor().compress(text)
+    path = tmp_path / f"cut.{compress}"
+    path.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(TickFileError, match="damaged or cut short") as err:
+        read(path)
+    got = re.search(r"after line (\d+)", str(err.value))
+    assert str(path) in str(err.value) and got and int(got.group(1)) > 100, err.value

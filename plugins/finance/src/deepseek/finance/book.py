@@ -171,6 +171,19 @@ class OrderBook:
         return (sum(map(bids.__getitem__, bids.keys()[-n:][::-1])),  # best first
                 sum(map(asks.__getitem__, asks.keys()[:n])))
 
+    def depth_behind(self, bid: float, ask: float, n: int) -> tuple[float, float]:
+        """Total quantity over the best ``n`` bid levels priced strictly below ``bid`` and
+        the best ``n`` ask levels strictly above ``ask``: the book behind a top of the book
+        that may come from elsewhere (``bookTicker``), so that the top size plus this is a
+        depth that always includes the top size."""
+        if n <= 0:
+            return 0.0, 0.0
+        bids, asks = self.bids, self.asks
+        i = bids.bisect_left(bid)
+        j = asks.bisect_right(ask)
+        return (sum(map(bids.__getitem__, bids.keys()[max(0, i - n):i])),
+                sum(map(asks.__getitem__, asks.keys()[j:j + n])))
+
     def summary(self) -> dict[str, Any]:
         return {**self.stats, "live": self.live, "bid_levels": len(self.bids),
                 "ask_levels": len(self.asks), "last_update_id": self.last_id}

@@ -39,6 +39,11 @@ Out-of-order times (``time_ns`` below the previous record's) follow ``order``: `
 previous one, ``"drop"`` skips the record; clamped and dropped records are counted in
 :attr:`CaptureReader.stats`. Nothing is altered or skipped without a count.
 
+Duplicate trades: a trade whose id (``t``, or ``a`` for ``aggTrade``) the same symbol's
+stream already delivered among its last 65,536 trades -- a trade re-received after a
+reconnect, or a line written twice -- is dropped and counted (``duplicate_trades``); it
+would otherwise be counted twice in volumes, flows and fills.
+
 Symbols: ``symbol=None`` reads every symbol (each record names its own); ``symbol="ETHUSDT"``
 keeps one and counts the others. A snapshot that names no symbol (spot REST answers) is
 attributed to the selected symbol, or to the capture's only symbol so far.
@@ -50,6 +55,8 @@ import contextlib
 import gzip
 import io
 import logging
+import zlib
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TextIO
@@ -60,6 +67,11 @@ from msgspec import Raw, Struct, field
 from deepseek.finance.errors import TickFileError
 
 log = logging.getLogger(__name__)
+
+#: what reading a cut or damaged compressed file raises (gzip: EOFError, BadGzipFile, zlib)
+DAMAGED: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
+#: trades per symbol whose ids are remembered to recognise a duplicate
+TRADE_ID_MEMORY = 65_536
 
 CLOCKS = ("receive", "exchange")
 ORDERS = ("error", "clamp", "drop")
@@ -192,7 +204,7 @@ def open_binary(path: str | Path) -> BinaryIO:
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic[:2] == b"\x1f\x8b":  # a C-level line reader over the decompressed stream
-        return io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 20)  # type: ignore
+        return io.BufferedReader(_Chunks(gzip.GzipFile(path, "rb")), 1 << 20)
     if magic == b"\x28\xb5\x2f\xfd":
         try:
             import zstandard
@@ -201,24 +213,109 @@ def open_binary(path: str | Path) -> BinaryIO:
                                 "install \"deepseek-finance[zstd]\" (or decompress it: "
                                 "zstd -d)") from None
 
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw,
-                                                                            closefd=True))
+        return io.BufferedReader(_ZstdFrames(open(path, "rb"), zstandard), 1 << 20)
     return open(path, "rb")
 
 
+class _Chunks(io.RawIOBase):
+    """A decompressing stream read one chunk at a time (``read1``), so that the lines before
+    a cut or damaged part are delivered before its error is raised (a reader that fills a
+    whole buffer would lose them with the error)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self.inner.read1(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of a zstd file, frame after frame; a file that ends inside a
+    frame raises EOFError as a cut gzip file does (zstandard's own stream reader stops
+    there silently, which would lose the rest of the file without a word)."""
+
+    def __init__(self, raw: BinaryIO, zstandard: Any) -> None:
+        self.raw = raw
+        self.zstd = zstandard.ZstdDecompressor()
+        self.d = self.zstd.decompressobj()
+        self.pending = b""
+        self.started = False  # the current frame has received input
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self.pending:
+            chunk = self.raw.read(1 << 16)
+            if not chunk:
+                if self.started and not self.d.eof:
+                    raise EOFError("zstd stream ended inside a frame")
+                return 0
+            self._feed(chunk)
+        n = min(len(buf), len(self.pending))
+        buf[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def _feed(self, chunk: bytes) -> None:
+        while chunk:
+            self.started = True
+            self.pending += self.d.decompress(chunk)
+            chunk = self.d.unused_data if self.d.eof else b""
+            if self.d.eof:  # the next frame, if any, starts in what is left
+                self.d = self.zstd.decompressobj()
+                self.started = False
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
 @contextlib.contextmanager
-def open_text(path: str | Path) -> Iterator[TextIO]:
-    """UTF-8 text over :func:`open_binary` (newlines kept for the csv module); text that is
-    not UTF-8 is a TickFileError naming the file."""
+def open_text(path: str | Path) -> Iterator[CountedLines]:
+    """UTF-8 lines over :func:`open_binary` (newlines kept for the csv module), counted:
+    text that is not UTF-8, and a compressed file that is cut short or damaged, are a
+    TickFileError naming the file and the last line read whole."""
     with open_binary(path) as raw:
         f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        lines = CountedLines(f)
         try:
-            yield f
+            yield lines
         except UnicodeDecodeError as exc:
-            raise TickFileError(f"{path}: not UTF-8 text ({exc})") from None
+            raise TickFileError(f"{path}, after line {lines.n}: not UTF-8 text ({exc})") \
+                from None
+        except DAMAGED as exc:
+            raise damaged(path, lines.n, exc) from None
         finally:
             f.detach()
+
+
+class CountedLines:
+    """The lines of a text file, counting those read (for error messages)."""
+
+    def __init__(self, f: TextIO) -> None:
+        self.f = f
+        self.n = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.f:
+            self.n += 1
+            yield line
+
+
+def damaged(path: str | Path, line_no: int, exc: BaseException) -> TickFileError:
+    """The error of a compressed file cut short or damaged, the same from every reader."""
+    return TickFileError(f"{path}, after line {line_no}: the compressed stream is damaged or "
+                         f"cut short ({exc}); the lines up to {line_no} read whole")
 
 
 def is_capture(source: Any) -> bool:
@@ -259,6 +356,7 @@ class CaptureReader:
             "lines": 0, "records": {"trade": 0, "quote": 0, "depth": 0, "snapshot": 0},
             "symbols": {}, "other_symbols": 0, "ignored": {}, "blank_lines": 0,
             "out_of_order": 0, "clamped": 0, "dropped": 0, "time_estimated": 0,
+            "duplicate_trades": 0,
             "clock": clock, "order": order, "first_time_ns": None, "last_time_ns": None,
         }
 
@@ -280,6 +378,7 @@ class CaptureReader:
         n0, n1 = len(p0), len(p1)
         n_kind = [0, 0, 0, 0]
         stream_kinds: dict[bytes, int | str | None] = {}
+        seen_trades: dict[tuple[str, str], tuple[set[int], deque[int]]] = {}
         line_no = 0
         f = open_binary(path)
         try:
@@ -339,6 +438,9 @@ class CaptureReader:
                 if want is not None and sym != want and sym and sym.upper() != want:
                     st["other_symbols"] += 1
                     continue
+                if kind == 0 and self._seen_trade(rec, seen_trades):
+                    st["duplicate_trades"] += 1
+                    continue
                 ex = rec.trans_ms
                 if ex < 0:
                     ex = rec.event_ms
@@ -377,9 +479,8 @@ class CaptureReader:
                     first = st["first_time_ns"] = t
                 prev_time = t
                 yield rec
-        except (OSError, EOFError) as exc:
-            raise TickFileError(f"{path}, after line {line_no}: the compressed stream is "
-                                f"damaged or cut short ({exc})") from None
+        except DAMAGED as exc:
+            raise damaged(path, line_no, exc) from None
         finally:
             f.close()
             st["lines"] = line_no
@@ -387,6 +488,24 @@ class CaptureReader:
                 counts[k] += n
             if prev_time != -(2**63):
                 st["last_time_ns"] = prev_time
+
+    @staticmethod
+    def _seen_trade(rec: Any, seen: dict[tuple[str, str], tuple[set[int], deque[int]]]
+                    ) -> bool:
+        """Whether this trade's id was delivered already (and remember it if not)."""
+        tid, key = rec.trade_id, "t"
+        if tid < 0:
+            tid, key = rec.agg_id, "a"
+            if tid < 0:
+                return False  # no id to check
+        ids, order = seen.setdefault((rec.symbol, key), (set(), deque()))
+        if tid in ids:
+            return True
+        ids.add(tid)
+        order.append(tid)
+        if len(order) > TRADE_ID_MEMORY:
+            ids.discard(order.popleft())
+        return False
 
     def _bad_line(self, line_no: int, exc: Exception, body: bytes) -> TickFileError:
         where = f"{self.path}, line {line_no}"

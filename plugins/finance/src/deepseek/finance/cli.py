@@ -200,8 +200,9 @@ def train_cmd(data: str, symbol: str | None, clock: str | None, order: str | Non
               accum_steps: int, seed: int, as_json: bool) -> None:
     """Train a tick classifier on DATA through the core Trainer, split in time (train,
     validation picks the epoch, test reported once, a horizon's gap between them); report
-    test accuracy, macro F1 and directional hit rate beside the majority, persistence and
-    queue-imbalance baselines on the same test span, and say whether the model beats them."""
+    test accuracy, macro F1 and directional hit rate beside the majority, persistence,
+    queue-imbalance and logistic-regression baselines on the same test span, and say whether
+    the model beats them."""
     from deepseek.finance.errors import FinanceError
     from deepseek.finance.training import SKILL_COLUMNS, train
     from deepseek.loader import save_model
@@ -470,40 +471,55 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
 @click.option("--busy-poll", is_flag=True, help="Spin on a non-blocking socket (lowest "
               "latency, uses a whole core).")
 @click.option("--time-window-s", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="Reject ticks whose time is further than this from the server's clock "
-                   "(0: no check, to replay recorded ticks).")
-@click.option("--max-jump", type=click.FloatRange(0, min_open=True), default=0.10,
-              show_default=True, help="Largest relative mid move from the last accepted tick.")
-@click.option("--size-jump", type=click.FloatRange(0, min_open=True), default=1000.0,
-              show_default=True, help="Largest size, as a multiple of the mean book depth.")
+              help="Reject ticks further than this behind the server's clock (0: no clock "
+                   "checks, to replay recorded ticks).")
+@click.option("--max-ahead-s", type=click.FloatRange(0), default=0.05, show_default=True,
+              help="Reject ticks further than this ahead of the server's clock.")
+@click.option("--max-jump", type=click.FloatRange(0, min_open=True), default=0.05,
+              show_default=True, help="Largest relative distance of a mid from the median of "
+                                      "the recent accepted mids.")
+@click.option("--size-jump", type=click.FloatRange(0, min_open=True), default=100.0,
+              show_default=True, help="Largest size, as a multiple of the median recent "
+                                      "book depth.")
 @click.option("--max-gap-s", type=click.FloatRange(0, min_open=True), default=300.0,
               show_default=True, help="Largest time step after the last accepted tick.")
+@click.option("--window", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Accepted ticks whose medians are the references of the jump checks.")
 @click.option("--confirm", type=click.IntRange(1), default=3, show_default=True,
-              help="Consecutive agreeing jump ticks that make a new regime (state reset).")
+              help="Agreeing rejected ticks that make a new regime (state reset) ...")
+@click.option("--confirm-s", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="... once they span this many seconds with no accepted tick between.")
+@click.option("--control-key", envvar="DEEPSEEK_FEED_CONTROL_KEY", default=None,
+              help="Key (16+ bytes) that signs reset datagrams (HMAC-SHA256); without one "
+                   "they are refused [env DEEPSEEK_FEED_CONTROL_KEY].")
 @click.option("--max-ticks", type=int, default=None, help="Stop after this many datagrams.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled model file.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the final counters as JSON (default: text).")
-def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_jump: float,
-          size_jump: float, max_gap_s: float, confirm: int, max_ticks: int | None,
+def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_ahead_s: float,
+          max_jump: float, size_jump: float, max_gap_s: float, window: int, confirm: int,
+          confirm_s: float, control_key: str | None, max_ticks: int | None,
           duration: float | None, trust_pickle: bool, as_json: bool) -> None:
     """Answer tick datagrams with decisions (see deepseek.finance.feed for the layout).
 
     Every field of a tick is validated; a rejected tick is answered with its status and
-    never touches the state. SIGHUP (or a reset datagram) clears the state; SIGTERM stops.
+    never touches the state. SIGHUP (or a signed reset datagram: deepseek finance reset)
+    clears the model's state; SIGTERM stops.
     """
     from deepseek.finance.feed import FeedServer, Limits, parse_address
 
     host, port = parse_address(address)
     limits = Limits(max_jump=max_jump, size_jump=size_jump, max_gap_s=max_gap_s,
-                    time_window_s=time_window_s, confirm=confirm)
+                    time_window_s=time_window_s, max_ahead_s=max_ahead_s, confirm=confirm,
+                    confirm_s=confirm_s, window=window)
     server = FeedServer(_fastpath(model, trust_pickle), host, port, busy_poll=busy_poll,
-                        limits=limits)
+                        limits=limits, control_key=control_key)
     click.echo(f"serving {model} on udp://{server.address[0]}:{server.address[1]}"
                f"{' (busy-poll)' if busy_poll else ''}"
-               f"{'; no clock window' if not time_window_s else ''}; SIGHUP resets the "
-               "state, Ctrl-C stops", err=True)
+               f"{'; no clock window' if not time_window_s else ''}"
+               f"{'' if server.key else '; no control key: reset datagrams are refused'}"
+               "; SIGHUP resets the state, Ctrl-C stops", err=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: server.request_reset())
@@ -516,6 +532,45 @@ def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_j
         counters = server.counters.to_dict()
         click.echo(json.dumps(counters) if as_json else
                    ", ".join(f"{k} {v}" for k, v in counters.items()))
+
+
+@finance.command("reset")
+@click.option("--udp", "address", default="127.0.0.1:9999", show_default=True,
+              help="HOST:PORT of the feed server.")
+@click.option("--control-key", envvar="DEEPSEEK_FEED_CONTROL_KEY", required=True,
+              help="The server's control key [env DEEPSEEK_FEED_CONTROL_KEY].")
+@click.option("--timeout", type=float, default=1.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+def reset_cmd(address: str, control_key: str, timeout: float, as_json: bool) -> None:
+    """Send a signed reset datagram to a feed server and print its answer (exit 1 unless
+    the server reset its state)."""
+    import socket
+
+    from deepseek.finance.feed import (
+        DECISION_SIZE,
+        DECISION_STRUCT,
+        RESET,
+        STATUS,
+        pack_reset,
+        parse_address,
+    )
+
+    host, port = parse_address(address)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.send(pack_reset(control_key))
+        try:
+            data = sock.recv(64)
+        except (TimeoutError, ConnectionRefusedError) as exc:
+            raise click.ClickException(f"no answer from udp://{host}:{port} ({exc or 'timeout'})"
+                                       ) from None
+    status = DECISION_STRUCT.unpack_from(data)[2] if len(data) == DECISION_SIZE else -1
+    answer = STATUS.get(status, f"unexpected answer ({len(data)} bytes)")
+    click.echo(json.dumps({"server": f"{host}:{port}", "status": answer}) if as_json
+               else answer)
+    if status != RESET:
+        raise SystemExit(1)
 
 
 @finance.command("replay")

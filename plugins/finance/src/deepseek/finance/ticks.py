@@ -11,8 +11,10 @@ recv_ns       int64   local receive time, -1 when the source has none
 bid, ask      f8      best bid / ask price
 bid_size      f8      size at the best bid
 ask_size      f8      size at the best ask
-bid_depth     f8      total size over the best ``depth_levels`` bid levels
-ask_depth     f8      total size over the best ``depth_levels`` ask levels
+bid_depth     f8      size over ``depth_levels`` bid levels: the top size plus the book's
+                      next ``depth_levels - 1`` levels below the top price (so never less
+                      than ``bid_size``, whichever source the top came from)
+ask_depth     f8      the same on the ask side (levels above the top price)
 last_px       f8      price of the last trade (NaN before the first trade)
 last_size     f8      size of the last trade (0 before the first trade)
 side          i1      aggressor of this event's trade: +1 buy, -1 sell, 0 no trade
@@ -233,7 +235,6 @@ class CaptureTicks:
         allow_ticker = self.top != "book"
         tk, chk = self.ticks, self.ticker_check
         top: tuple[float, float, float, float] | None = None
-        book_bd = book_ad = math.nan
         quote_id = -1
         quote_top: tuple[float, float, float, float] | None = None
         last_px, last_sz = math.nan, 0.0
@@ -270,7 +271,6 @@ class CaptureTicks:
                     raise TickFileError(f"{path}: {exc} (received at {rec.recv_ns} ns)") \
                         from None
                 if book.live:
-                    book_bd, book_ad = book.depth(levels)
                     best = book.best()
                     if quote_top is not None and best is not None and quote_id <= book.last_id:
                         chk["compared"] += 1
@@ -281,8 +281,9 @@ class CaptureTicks:
                 tk["before_top"] += 1
                 continue
             bid, bq, ask, aq = top
-            if book.live:
-                bd, ad, nlev = book_bd, book_ad, levels
+            if book.live:  # one rule whichever source the top came from: depth >= top size
+                behind_b, behind_a = book.depth_behind(bid, ask, levels - 1)
+                bd, ad, nlev = bq + behind_b, aq + behind_a, levels
             else:
                 bd, ad, nlev = bq, aq, 0
             state = (bid, bq, ask, aq, bd, ad)
