@@ -1,6 +1,6 @@
 """Benchmark: does a tick model predict the next move better than the rules a quant writes
 first? On each real capture, time-ordered train / validation / test, the model's test
-macro F1 and directional hit rate beside three baselines on the same test span.
+macro F1 and directional hit rate beside four baselines on the same test span.
 
     python benchmarks/tick_skill.py [--quick] [--capture PATH ...] [--model tick-mlp]
 
@@ -9,8 +9,9 @@ read with the defaults of ``deepseek finance train`` (receive clock, book over 5
 labelled with the mid move over the next 10 ticks (down / flat / up), and split 60/20/20
 in time with a gap of the horizon between the parts (the validation part picks the epoch
 and the logit offsets; the test part is scored once). Baselines, fitted on the training part
-only: the training majority class, persistence (the last 10-tick move repeated) and a
-queue-imbalance rule (the sign of the top-of-book imbalance beyond a threshold).
+only: the training majority class, persistence (the last 10-tick move repeated), a
+queue-imbalance rule (the sign of the top-of-book imbalance beyond a threshold) and a
+logistic regression on the model's own features (offsets chosen on validation).
 
 Two label kinds per capture: plain moves, and cost-aware moves (a move counts only when it
 exceeds the spread at the decision plus ``--fee-bps`` twice, the round trip). The fee

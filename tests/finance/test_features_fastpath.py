@@ -190,6 +190,37 @@ def test_packaged_models_compile_and_match(ticks, name):
     np.testing.assert_allclose(logits, ref.numpy().reshape(-1, 3), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_batched_decide_equals_the_per_tick_kernel(ticks, activation, monkeypatch):
+    import deepseek.finance.fastpath as fastpath
+
+    monkeypatch.setattr(fastpath, "_BLOCK", 512)  # several blocks, a short last one
+    feats = batch_features(ticks)
+    torch.manual_seed(2)
+    model = standardised(TickMLP(activation=activation), feats)
+    with torch.no_grad():  # classes 0 and 2 tie exactly on every tick: the first one wins
+        model.net[-1].weight[2] = model.net[-1].weight[0]
+        model.net[-1].bias[2] = model.net[-1].bias[0]
+    bad = ticks.copy()
+    bad["bid_size"][1000] = bad["bid_depth"][1000] = 1e308  # features overflow here
+    for data in (ticks, bad):
+        fp = FastPath.from_model(model)
+        per_tick, logits = fp.run(data)
+        fp.reset()
+        batched = fp.decide(data)
+        np.testing.assert_array_equal(batched, per_tick - 1)
+        assert fp.redone >= 1
+        np.testing.assert_array_equal(fp.scores, logits[-1])  # state as after step()
+        fp.reset()
+        split = np.concatenate([fp.decide(data[:1234]), fp.decide(data[1234:])])
+        np.testing.assert_array_equal(split, per_tick - 1)  # the state carries over
+    assert (batched == -2).sum() >= 1 and 2 not in batched  # class 2 never beats class 0
+    monkeypatch.setattr(fastpath, "_TIE_MARGIN", np.inf)  # every row redone: same answer
+    fp = FastPath.from_model(model)
+    np.testing.assert_array_equal(fp.decide(bad), per_tick - 1)
+    assert fp.redone == len(bad)
+
+
 def test_non_finite_values_are_never_a_decision(ticks):
     feats = batch_features(ticks)
     torch.manual_seed(0)

@@ -17,6 +17,13 @@ internal buffer, overwritten by the next call; copy it to keep it). Logits equal
 model's on the same features within 1e-5. A feature or logit that is not finite is never
 returned as a decision: ``on_tick`` raises :class:`FastPathError` and ``step`` returns -1
 (the caller resets the state).
+
+``FastPath.decide(ticks)`` gives the decisions of a whole tick array (a backtest's): the
+features tick by tick in one compiled loop, then, for an MLP, each layer as one float64
+matrix product over blocks of 4,096 ticks (each row still sees only its own tick's
+features, so there is no lookahead). Rows whose two best logits come within 1e-9 of each
+other, or that are not finite, are recomputed by the per-tick forward, so the decisions are
+exactly those of ``step`` tick by tick (tested), at about three times the speed.
 """
 
 from __future__ import annotations
@@ -98,11 +105,10 @@ def _mlp_kernel(dims: tuple[int, ...], relu: bool):
     n_out = dims[-1]
     a0, b0, lo = nf, nf + max_w, nf + 2 * max_w  # buffer layout (a0 = nf: standardised x)
 
-    @njit(nogil=True)
-    def kernel(fs, is_, w, buf, time_ns, bid, ask, bsz, asz, bdepth, adepth, last_px, last_sz,
-               side):  # pragma: no cover - compiled
-        _standardised_features(fs, is_, w, buf, nf, time_ns, bid, ask, bsz, asz, bdepth,
-                               adepth, last_px, last_sz, side)
+    @njit(inline="always")
+    def forward(w, buf):  # pragma: no cover - compiled
+        """The layers over the standardised features in buf[a0:a0+nf]; logits into
+        buf[lo:lo+n_out]; the arg-max class, or -1 when not finite."""
         for layer in range(n_layers):
             n_in = dims_t[layer]
             n_o = dims_t[layer + 1]
@@ -131,6 +137,27 @@ def _mlp_kernel(dims: tuple[int, ...], relu: bool):
                 best = o
         return _checked(buf, nf, lo, n_out, best)
 
+    @njit(nogil=True)
+    def kernel(fs, is_, w, buf, time_ns, bid, ask, bsz, asz, bdepth, adepth, last_px, last_sz,
+               side):  # pragma: no cover - compiled
+        _standardised_features(fs, is_, w, buf, nf, time_ns, bid, ask, bsz, asz, bdepth,
+                               adepth, last_px, last_sz, side)
+        return forward(w, buf)
+
+    @njit(nogil=True)
+    def rows(w, buf, feat, x, idx, out, logits):  # pragma: no cover - compiled
+        """The per-tick forward, exactly as ``kernel`` runs it, for the rows ``idx`` of
+        already computed features ``feat`` (float32-rounded) and standardised ``x``."""
+        for r in idx:
+            for i in range(nf):
+                buf[i] = feat[r, i]
+                buf[a0 + i] = x[r, i]
+            out[r] = forward(w, buf)
+            for o in range(n_out):
+                logits[r, o] = buf[lo + o]
+
+    kernel.rows = rows
+    kernel.mlp_layout = (dims_t, offsets_t, relu)
     return kernel, lo + n_out, lo
 
 
@@ -199,6 +226,59 @@ def _decide_all(kernel, fs, is_, w, buf, t, bid, ask, bs, as_, bd, ad, lp, ls, s
                         lp[i], ls[i], side[i])
 
 
+@njit(cache=True, nogil=True)
+def _features_all(fs, is_, w, nf, t, bid, ask, bs, as_, bd, ad, lp, ls, side, start, feat,
+                  x):  # pragma: no cover - compiled
+    """Streaming features of ticks ``start .. start + len(feat)`` into ``feat`` (float32-
+    rounded) and, standardised exactly as the kernels do, into ``x``."""
+    tmp = np.empty(nf, dtype=np.float64)
+    for r in range(len(feat)):
+        i = start + r
+        update_features(fs, is_, tmp, t[i], bid[i], ask[i], bs[i], as_[i], bd[i], ad[i], lp[i],
+                        ls[i], side[i])
+        for k in range(nf):
+            v = _f32(tmp[k])
+            feat[r, k] = v
+            x[r, k] = _f32(_f32(v - w[k]) / w[nf + k])
+
+
+@njit(cache=True, nogil=True)
+def _argmax_or_redo(feat, h, out, margin):  # pragma: no cover - compiled
+    """Arg-max class of each row of logits ``h`` into ``out``; returns the rows to redo in
+    the per-tick order: a feature or logit not finite, or the two best logits within
+    ``margin`` (relative to the larger, at least 1)."""
+    redo = np.empty(len(h), dtype=np.int64)
+    k = 0
+    for r in range(len(h)):
+        ok = True
+        for i in range(feat.shape[1]):
+            if feat[r, i] - feat[r, i] != 0.0:
+                ok = False
+        best = 0
+        for o in range(h.shape[1]):
+            if h[r, o] - h[r, o] != 0.0:
+                ok = False
+            if h[r, o] > h[r, best]:
+                best = o
+        second = -np.inf
+        for o in range(h.shape[1]):
+            if o != best and h[r, o] > second:
+                second = h[r, o]
+        top = h[r, best]
+        if not ok or top - second <= margin * max(1.0, abs(top)):
+            redo[k] = r
+            k += 1
+        out[r] = best
+    return redo[:k]
+
+
+# Rows whose two best logits from the batched forward lie closer than this (relative to the
+# larger) are recomputed in the per-tick kernel's own order; the batched sums differ from it
+# by float64 rounding (~1e-15 relative), far inside this margin.
+_TIE_MARGIN = 1e-9
+_BLOCK = 1 << 12
+
+
 class FastPath:
     """A compiled tick -> decision path for a :class:`TickMLP` or :class:`TickGRU`."""
 
@@ -247,6 +327,7 @@ class FastPath:
         step.__doc__ = FastPath.step.__doc__
         self.on_tick = on_tick  # type: ignore[method-assign]
         self.step = step  # type: ignore[method-assign]
+        self.redone = 0  # rows the batched decide() handed back to the per-tick forward
         self.reset()
 
     @classmethod
@@ -400,11 +481,51 @@ class FastPath:
         cols = [np.ascontiguousarray(ticks[k], dtype=np.float64) for k in
                 ("bid", "ask", "bid_size", "ask_size", "bid_depth", "ask_depth", "last_px",
                  "last_size")]
+        t = np.ascontiguousarray(ticks["time_ns"], dtype=np.int64)
+        side = ticks["side"].astype(np.int64)
         out = np.empty(len(ticks), dtype=np.int64)
-        _decide_all(self._kernel, self.fs, self.istate, self.weights, self.buf,
-                    np.ascontiguousarray(ticks["time_ns"], dtype=np.int64), *cols,
-                    ticks["side"].astype(np.int64), out)
+        rows = getattr(self._kernel, "rows", None)
+        if rows is None or len(ticks) == 0:  # the GRU carries a state from tick to tick
+            _decide_all(self._kernel, self.fs, self.istate, self.weights, self.buf, t, *cols,
+                        side, out)
+            return out - 1
+        self._decide_batched(rows, t, cols, side, out)
         return out - 1
+
+    def _decide_batched(self, rows: Any, t: np.ndarray, cols: list[np.ndarray],
+                        side: np.ndarray, out: np.ndarray) -> None:
+        """An MLP's decisions in blocks: the streaming features tick by tick (compiled), then
+        each layer as one matrix product over the block, then the arg-max; rows that are
+        not finite or whose two best logits nearly tie are recomputed by the per-tick
+        forward, so every decision equals :meth:`step`'s on the same ticks."""
+        dims, offsets, relu = self._kernel.mlp_layout
+        nf, w = dims[0], self.weights
+        layers = [(w[o:o + a * b].reshape(a, b), w[o + a * b:o + a * b + b])
+                  for a, b, o in zip(dims[:-1], dims[1:], offsets)]
+        n = len(t)
+        width = max(dims)
+        feat = np.empty((_BLOCK, nf), dtype=np.float64)
+        x = np.empty((_BLOCK, nf), dtype=np.float64)
+        bufs = [np.empty((_BLOCK, width), dtype=np.float64) for _ in range(2)]
+        for start in range(0, n, _BLOCK):
+            m = min(_BLOCK, n - start)
+            f_, x_ = feat[:m], x[:m]
+            _features_all(self.fs, self.istate, w, nf, t, *cols, side, start, f_, x_)
+            h = x_
+            for k, (mat, bias) in enumerate(layers):
+                h = np.matmul(h, mat, out=bufs[k % 2][:m, :mat.shape[1]])
+                h += bias
+                if k < len(layers) - 1:
+                    if relu:
+                        np.maximum(h, 0.0, out=h)
+                    else:
+                        np.tanh(h, out=h)
+            block = out[start:start + m]
+            redo = _argmax_or_redo(f_, h, block, _TIE_MARGIN)
+            if start + m == n:  # the last tick also through the kernel: buf as after step()
+                redo = np.union1d(redo, [m - 1]).astype(np.int64)
+            rows(w, self.buf, f_, x_, redo, block, h)
+            self.redone += len(redo)
 
     def reset(self) -> None:
         """Forget the feature history and the hidden state (a new session)."""
