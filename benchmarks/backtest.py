@@ -6,8 +6,9 @@ beside a plain Python loop over the same ticks doing the same work.
 On a synthetic market (1,000,000 ticks; --quick 100,000) the packaged tick-mlp
 (17->64->64->3) makes one decision per tick through its compiled fast path
 (``FastPath.decide``: streaming features, then the MLP's layers as matrix products over
-blocks of ticks, each decision equal to the per-tick kernel's) and the backtester (``backtest``) turns them into market orders with
-200 µs feed and 800 µs order latency and a 0.5 bp taker fee. The figure is ticks divided by
+blocks of ticks, each decision equal to the per-tick kernel's) and the backtester
+(``backtest``) turns them into market orders with 200 µs feed and 800 µs order latency and
+a 0.5 bp taker fee. The figure is ticks divided by
 the time of both steps (best of 3; the data generation and the first compilation are not
 timed). The same ticks then go through a plain Python loop (``FastPath.step`` per tick and
 a Python fill rule at the touch, zero latency) on the first 50,000 ticks (--quick 20,000),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from deepseek.finance.backtest import BacktestConfig, backtest, check_ticks, time_gaps
 from deepseek.finance.bars import bar_backtest, read_bars, rule_signals
 from deepseek.finance.errors import FinanceError, TickFileError
-from deepseek.finance.metrics import roc_auc, round_trips, trading
+from deepseek.finance.metrics import load_trading_files, roc_auc, round_trips, trading
 from deepseek.finance.strategy import imbalance_decisions, model_decisions, walk_forward, windows
 from deepseek.finance.synthetic import read_synthetic, synthetic_market
 from deepseek.finance.ticks import TICK_DTYPE
@@ -221,18 +222,97 @@ def test_trading_metrics_against_hand_computation():
     t = np.array([0, 1, 2, 3, 4]) * s
     eq = np.array([100.0, 110.0, 99.0, 104.5, 121.0])
     m = trading(np.column_stack([t, eq]), None, capital=100.0, period_s=None)
-    r = np.diff(np.r_[100.0, eq]) / 100.0  # 0, .10, -.11, .055, .165
-    ppy = 5 / (4 / (365.25 * 86400))
+    r = np.r_[100.0, eq][1:] / np.r_[100.0, eq][:-1] - 1  # 0, .10, -.10, .0556, .1579
     assert m["total_return"] == pytest.approx(0.21)
-    assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(ppy))
-    assert m["sortino"] == pytest.approx(r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2))
-                                         * math.sqrt(ppy))
-    assert m["max_drawdown"] == pytest.approx(0.11)          # 110 -> 99, of capital 100
+    assert m["sharpe_per_period"] == pytest.approx(r.mean() / r.std(ddof=1))
+    assert m["sortino_per_period"] == pytest.approx(
+        r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2)))
+    # 4 s of data: no annual figure, and the reason is given
+    assert m["sharpe"] is None and m["sortino"] is None and m["annualised_return"] is None
+    assert "not annualised" in m["annualisation"] and "30" in m["annualisation"]
+    assert m["max_drawdown"] == pytest.approx(0.10)          # 110 -> 99: 10 % of the peak
     assert m["max_drawdown_duration_s"] == pytest.approx(2.0)  # peak at 1 s, regained at 4 s
     assert "risk-free rate 0" in m["annualisation"]
     # period returns: the equity as of each period's end
     m2 = trading(np.column_stack([t, eq]), None, capital=100.0, period_s=2.0)
-    assert m2["total_return"] == pytest.approx(0.21)
+    assert m2["total_return"] == pytest.approx(0.21) and m2["returns"] == 2
+    # equity through zero ends the returns there
+    m3 = trading(np.column_stack([t, [100.0, 50.0, -5.0, 20.0, 30.0]]), None, capital=100.0,
+                 period_s=None)
+    assert m3["ruined_ns"] == 2 * s and m3["returns"] == 3 and m3["sharpe"] is None
+    assert "equity reached" in m3["annualisation"]
+    assert m3["max_drawdown"] == pytest.approx(1.05)
+
+
+def test_trading_metrics_equal_empyrical_on_daily_and_intraday_curves():
+    empyrical = pytest.importorskip("empyrical")
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    day = 86_400 * 1_000_000_000
+    for n, step in ((500, day), (5000, 60_000_000_000 * 17)):  # 500 days; 5000 x 17 min
+        r = rng.normal(0.0004, 0.012, n)
+        eq = 1000.0 * np.cumprod(1 + r)
+        t = 1_700_000_000_000_000_000 + np.arange(1, n + 1, dtype=np.int64) * step
+        t0 = t[0] - step
+        m = trading({"time_ns": np.r_[t0, t], "equity": np.r_[1000.0, eq]}, None,
+                    period_s=None)
+        # one return per row after the starting row (the capital repeated: return 0 first)
+        rets = pd.Series(np.r_[0.0, r])
+        ppy = m["returns"] / (m["span_days"] * 86400 / (365.25 * 86400))
+        assert m["returns"] == n + 1
+        assert m["sharpe"] == pytest.approx(
+            empyrical.sharpe_ratio(rets, annualization=ppy), rel=1e-9)
+        assert m["sortino"] == pytest.approx(
+            empyrical.sortino_ratio(rets, annualization=ppy), rel=1e-9)
+        assert m["max_drawdown"] == pytest.approx(-empyrical.max_drawdown(rets), rel=1e-9)
+        assert m["annualised_return"] == pytest.approx(
+            empyrical.annual_return(rets, annualization=ppy), rel=1e-9)
+        assert m["total_return"] == pytest.approx(empyrical.cum_returns_final(rets), rel=1e-9)
+
+
+def test_position_sizing_is_stated_and_followed():
+    ticks = synthetic_market(3000, seed=5)
+    dec = np.where(np.arange(3000) % 400 < 200, 1, -1)
+    mid0 = 0.5 * (ticks["bid"][0] + ticks["ask"][0])
+    q = backtest(ticks, dec, BacktestConfig(size=2.0, max_position=2.0, hold_ticks=0))
+    assert q.capital == pytest.approx(2.0 * mid0)
+    assert set(np.round(np.abs(q.position[q.position != 0]), 9)) == {2.0}
+    assert "quantity sizing: 2 units" in q.performance()["sizing"]
+    notional = backtest(ticks, dec, BacktestConfig(size=5000.0, max_position=5000.0,
+                                                   hold_ticks=0, sizing="notional"))
+    first = notional.fills[0]
+    assert first["qty"] * first["price"] == pytest.approx(5000.0, rel=2e-3)  # at the mid
+    assert notional.capital == 5000.0
+    eqs = backtest(ticks, dec, BacktestConfig(size=0.5, max_position=0.5, hold_ticks=0,
+                                              sizing="equity", capital=10_000.0))
+    f = eqs.fills
+    assert f[0]["qty"] * f[0]["price"] == pytest.approx(5000.0, rel=2e-3)
+    # later positions follow the equity at the time they are taken, then are held
+    flips = np.flatnonzero(np.diff(np.sign(eqs.position)) != 0) + 1
+    for i in flips[2:5]:
+        assert abs(eqs.position[i]) * ticks["ask"][i] == pytest.approx(
+            0.5 * eqs.equity[i - 1], rel=0.02)
+    with pytest.raises(FinanceError, match="capital"):
+        BacktestConfig(sizing="equity", size=0.5, max_position=0.5)
+    with pytest.raises(FinanceError, match="sizing="):
+        BacktestConfig(sizing="kelly")
+
+
+def test_outputs_keep_integer_nanoseconds(tmp_path):
+    from deepseek.finance.cli import _write_run
+
+    ticks = synthetic_market(2000, seed=6)
+    ticks["time_ns"] += 1_723_075_200_123_456_789 - ticks["time_ns"][0]  # needs all 64 bits
+    res = backtest(ticks, np.where(np.arange(2000) % 100 < 50, 1, -1), BacktestConfig())
+    eq_csv, fills_csv = _write_run(tmp_path, res, "run")
+    lines = Path(eq_csv).read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in lines[2:]] == res.time_ns.tolist()
+    fl = Path(fills_csv).read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in fl] == res.fills["time_ns"].tolist()
+    m = trading(*load_trading_files(eq_csv, fills_csv))
+    assert m["start_ns"] == int(ticks["time_ns"][0]) and m["end_ns"] == int(ticks["time_ns"][-1])
+    assert m["pnl"] == pytest.approx(res.performance()["pnl"])
 
 
 def test_round_trips_and_hit_rate_from_fills():
@@ -395,7 +475,7 @@ def test_backtest_cli_on_ticks_and_bars(invoke, tmp_path):
     assert res.exit_code == 0, res.output
     again = json.loads(res.output)["result"]
     assert again["fills"] == summary["results"]["tick-mlp|800 µs"]["fills"]
-    for key in ("fees_paid", "pnl", "sharpe", "max_drawdown"):
+    for key in ("fees_paid", "pnl", "sharpe_per_period", "max_drawdown"):
         assert again[key] == pytest.approx(summary["results"]["tick-mlp|800 µs"][key],
                                            rel=1e-6, abs=1e-9)
 
@@ -455,3 +535,62 @@ def test_bars_reader_is_chosen_by_kind(tmp_path):
     bars = deepseek.open(str(p), kind="bars")
     assert bars.dtype.names[:5] == ("time_ns", "open", "high", "low", "close")
     assert list(bars["close"]) == [1.5, 1.2]
+
+
+def _bar_file(path, stamps):
+    rows = ["Date,Open,High,Low,Close,Volume"]
+    rows += [f"{s},100,101,99,100.5,10" for s in stamps]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_bar_gaps_against_the_exchange_calendar(tmp_path):
+    import exchange_calendars as xcals
+
+    from deepseek.finance.bars import calendar_gaps, gap_warning
+
+    sessions = [str(d.date()) for d in xcals.get_calendar(
+        "XNYS", start="2018-12-01", end="2020-01-31").sessions_in_range("2019-01-02",
+                                                                        "2019-12-31")]
+    rng = np.random.default_rng(0)
+    gone = set(rng.choice(sessions[1:-1], 60, replace=False).tolist())
+    kept = [s for s in sessions if s not in gone]
+    bars = read_bars(_bar_file(tmp_path / "d.csv", kept))
+    g = calendar_gaps(bars, "XNYS")
+    assert g["missing"] == 60 and g["outside"] == 0
+    assert g["first_missing"] == sorted(gone)[:5]
+    assert "60 session(s) of XNYS have no bar" in gap_warning("d.csv", g)
+    # the same file against plain weekdays: the 8 NYSE holidays after 2 January 2019 count
+    w = calendar_gaps(bars, None)
+    assert w["calendar"] == "weekdays" and w["missing"] == 60 + 8
+    assert "give --calendar" in gap_warning("d.csv", w)
+    # a bar on a Saturday is outside the calendar
+    g2 = calendar_gaps(read_bars(_bar_file(tmp_path / "s.csv", sorted(kept + ["2019-06-08"]))),
+                       "XNYS")
+    assert g2["outside"] == 1 and g2["first_outside"] == ["2019-06-08"]
+    full = calendar_gaps(read_bars(_bar_file(tmp_path / "f.csv", sessions)), "XNYS")
+    assert full["missing"] == full["outside"] == 0 and gap_warning("f.csv", full) is None
+    with pytest.raises(TickFileError, match="calendar 'NOPE'"):
+        calendar_gaps(bars, "NOPE")
+
+
+def test_intraday_bar_gaps_read_local_or_utc_times(tmp_path):
+    from deepseek.finance.bars import calendar_gaps
+
+    # 24/7 crypto minutes in UTC, 7 missing
+    t = np.datetime64("2022-01-01T00:00") + np.arange(600).astype("timedelta64[m]")
+    keep = np.ones(600, bool)
+    keep[[5, 6, 100, 200, 300, 301, 599 - 1]] = False
+    stamps = [str(x).replace("T", " ") for x in t[keep]]
+    (tmp_path / "m.csv").write_text("timestamp,open,high,low,close\n" + "".join(
+        f"{s},1,1,1,1\n" for s in stamps))
+    g = calendar_gaps(read_bars(tmp_path / "m.csv"), "24/7")
+    assert g["missing"] == 7 and g["outside"] == 0 and "start of the bar" in g["bar_time"]
+    # New York 5-minute bars written in local time and labelled by their end
+    day = np.datetime64("2019-07-01T09:35") + np.arange(78).astype("timedelta64[m]") * 5
+    stamps = [str(x).split("T") for x in day]
+    (tmp_path / "ny.csv").write_text("Date,Time,Open,High,Low,Close\n" + "".join(
+        f"{d},{h},1,1,1,1\n" for d, h in stamps))
+    g = calendar_gaps(read_bars(tmp_path / "ny.csv"), "XNYS")
+    assert g["missing"] == 0 and g["outside"] == 0
+    assert g["bar_time"].startswith("end of the bar, read as America/New_York")

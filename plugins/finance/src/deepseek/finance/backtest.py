@@ -59,6 +59,7 @@ from deepseek.finance.errors import FinanceError
 FILL_DTYPE = np.dtype([("time_ns", "<i8"), ("side", "i1"), ("price", "<f8"), ("qty", "<f8"),
                        ("fee", "<f8"), ("maker", "?"), ("order", "<i8")])
 ORDER_TYPES = ("market", "limit")
+SIZINGS = ("quantity", "notional", "equity")
 _INF = np.int64(2**62)
 
 # counters returned by _simulate, by index
@@ -76,8 +77,13 @@ class BacktestConfig:
     ``order_latency_us``: from the decision to the order's arrival at the exchange;
     ``latency_samples_us`` replaces it with draws from a recorded distribution (seeded).
     Fees are in basis points of the traded notional (a negative maker fee is a rebate).
-    ``capital``: the base of returns (default ``max_position`` times the first mid:
-    unleveraged)."""
+    ``sizing`` says what ``size`` and ``max_position`` count: ``quantity`` (units of the
+    instrument), ``notional`` (quote currency at the mid when the position is taken) or
+    ``equity`` (a fraction of the equity then: 0.5 = half of it); a position is sized once,
+    when the strategy takes a direction, and held at that size (no rebalancing while the
+    direction holds). ``capital``: the starting equity, the base of returns (default: the
+    ``max_position`` notional at the first mid, unleveraged; required with ``equity``)."""
+
 
     order_type: str = "market"
     size: float = 1.0
@@ -92,10 +98,16 @@ class BacktestConfig:
     max_loss: float | None = None
     capital: float | None = None
     seed: int = 0
+    sizing: str = "quantity"
 
     def __post_init__(self) -> None:
         if self.order_type not in ORDER_TYPES:
             raise FinanceError(f"order_type={self.order_type!r}: use market or limit")
+        if self.sizing not in SIZINGS:
+            raise FinanceError(f"sizing={self.sizing!r}: use quantity, notional or equity")
+        if self.sizing == "equity" and self.capital is None:
+            raise FinanceError("sizing='equity' sizes positions as a fraction of equity: give "
+                               "the starting capital (capital=...)")
         for name in ("size", "max_position"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -122,6 +134,14 @@ class BacktestConfig:
             raise FinanceError(f"max_loss={self.max_loss}: give a loss > 0 in quote currency")
         if self.capital is not None and not (math.isfinite(self.capital) and self.capital > 0):
             raise FinanceError(f"capital={self.capital}: give an amount > 0")
+
+    def sizing_text(self, capital: float) -> str:
+        """How positions were sized, in words (stated beside every set of metrics)."""
+        unit = {"quantity": "units", "notional": "quote currency at the mid",
+                "equity": "x equity at the mid"}[self.sizing]
+        return (f"{self.sizing} sizing: {self.size:g} {unit} per position (at most "
+                f"{self.max_position:g}), sized when a direction is taken and held; starting "
+                f"capital {capital:.10g}")
 
     def without_latency(self) -> BacktestConfig:
         """The same strategy, fees and limits with no feed or order latency."""
@@ -155,8 +175,10 @@ class BacktestResult:
         its capital, plus its counters."""
         from deepseek.finance.metrics import trading
 
-        out = trading(np.column_stack([self.time_ns, self.equity, self.position]),
-                      self.fills, capital=self.capital, period_s=period_s)
+        out = trading({"time_ns": self.time_ns, "equity": self.equity,
+                       "position": self.position}, self.fills, capital=self.capital,
+                      period_s=period_s)
+        out["sizing"] = self.config.sizing_text(self.capital)
         out["counters"] = dict(self.counters)
         return out
 
@@ -242,8 +264,8 @@ def _fill(ft, fs, fp, fq, ff, fm, fo, k, t, side, px, qty, fee, maker,
 
 @njit(cache=True, nogil=True)
 def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat, order_lat,
-              limit_mode, size, max_pos, hold_ticks, taker, maker, ttl, max_loss,
-              equity, position, fills_t, fills_side, fills_px, fills_qty, fills_fee,
+              limit_mode, size, max_pos, hold_ticks, taker, maker, ttl, max_loss, sizing,
+              capital, equity, position, fills_t, fills_side, fills_px, fills_qty, fills_fee,
               fills_maker, fills_order, counters):  # pragma: no cover - compiled
     n = len(t)
     inf = np.int64(2**62)
@@ -274,6 +296,9 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
     w_sent = np.int64(0)
     w_cancelling = False
     target_dir = 0
+    sized_dir = 0           # the direction the units below were sized for
+    units = 0.0             # position size in units, fixed when a direction is taken
+    max_units = max_pos
     last_call = -(1 << 40)
     halted = False
     next_id = 0
@@ -411,9 +436,18 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
                 last_call = i
             elif i - last_call >= hold_ticks:
                 target_dir = 0
-            target = target_dir * size
-            if abs(target) > max_pos:
-                target = max_pos if target > 0 else -max_pos
+            if target_dir != sized_dir:  # size a new position once, not on every tick
+                sized_dir = target_dir
+                if sizing == 0:
+                    units = size
+                    max_units = max_pos
+                else:
+                    base = 1.0 if sizing == 1 else max(capital + cash + pos * mid_i, 0.0)
+                    units = size * base / mid_i
+                    max_units = max_pos * base / mid_i
+            target = target_dir * units
+            if abs(target) > max_units:
+                target = max_units if target > 0 else -max_units
             if tail >= cap - 2:
                 continue
             want = target - pos
@@ -441,7 +475,7 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
                 continue
             if abs(want) > 1e-12:
                 sd = 1 if want > 0 else -1
-                if abs(pos + want) > max_pos + 1e-12:
+                if abs(pos + want) > max_units + 1e-12:
                     counters[7] += 1
                     continue
                 at = now + order_lat[k_lat % n_ord]
@@ -483,7 +517,10 @@ def backtest(ticks: np.ndarray, decisions: np.ndarray, config: BacktestConfig | 
     else:
         order = np.array([int(round(cfg.order_latency_us * 1e3))], dtype=np.int64)
     mid0 = 0.5 * (float(ticks["bid"][0]) + float(ticks["ask"][0]))
-    capital = cfg.capital if cfg.capital is not None else cfg.max_position * mid0
+    if cfg.capital is not None:
+        capital = cfg.capital
+    else:
+        capital = cfg.max_position * (mid0 if cfg.sizing == "quantity" else 1.0)
     equity = np.empty(n, dtype=np.float64)
     position = np.empty(n, dtype=np.float64)
     cap = 3 * n + 16
@@ -499,7 +536,8 @@ def backtest(ticks: np.ndarray, decisions: np.ndarray, config: BacktestConfig | 
                         cfg.order_type == "limit", float(cfg.size), float(cfg.max_position),
                         int(cfg.hold_ticks), cfg.taker_fee_bps * 1e-4,
                         cfg.maker_fee_bps * 1e-4, int(round(cfg.limit_ttl_us * 1e3)),
-                        float(cfg.max_loss or 0.0), equity, position, *f, counters)
+                        float(cfg.max_loss or 0.0), SIZINGS.index(cfg.sizing),
+                        float(capital), equity, position, *f, counters)
     if n_fills > cap:  # cannot happen: at most one fill per tick and one per message
         raise FinanceError(f"internal: {n_fills} fills exceed the buffer of {cap}")
     fills = np.empty(n_fills, dtype=FILL_DTYPE)

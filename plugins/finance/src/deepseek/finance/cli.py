@@ -274,16 +274,17 @@ def _write_run(out: Path, res: Any, name: str) -> list[str]:
 
     out.mkdir(parents=True, exist_ok=True)
     eq = out / f"{name}-equity.csv"
-    # a first row with the capital, at the first tick's time: returns start from it
-    np.savetxt(eq, np.column_stack([np.r_[res.time_ns[0], res.time_ns],
-                                    np.r_[res.capital, res.equity],
-                                    np.r_[0.0, res.position]]),
-               fmt=["%d", "%.10g", "%.10g"], delimiter=",", header="time_ns,equity,position",
-               comments="")
+    # structured rows keep time_ns an exact integer (a float column would round it to
+    # 256 ns); a first row with the capital, at the first tick's time: returns start from it
+    rows = np.empty(len(res.time_ns) + 1, dtype=[("t", "<i8"), ("e", "<f8"), ("p", "<f8")])
+    rows["t"] = np.r_[res.time_ns[0], res.time_ns]
+    rows["e"] = np.r_[res.capital, res.equity]
+    rows["p"] = np.r_[0.0, res.position]
+    np.savetxt(eq, rows, fmt=["%d", "%.10g", "%.10g"], delimiter=",",
+               header="time_ns,equity,position", comments="")
     fl = out / f"{name}-fills.csv"
     f = res.fills
-    np.savetxt(fl, np.column_stack([f["time_ns"], f["side"], f["price"], f["qty"], f["fee"],
-                                    f["maker"], f["order"]]).reshape(-1, 7),
+    np.savetxt(fl, f[["time_ns", "side", "price", "qty", "fee", "maker", "order"]],
                fmt=["%d", "%d", "%.10g", "%.10g", "%.10g", "%d", "%d"], delimiter=",",
                header="time_ns,side,price,qty,fee,maker,order", comments="")
     return [str(eq), str(fl)]
@@ -306,10 +307,22 @@ def _write_run(out: Path, res: Any, name: str) -> list[str]:
 @click.option("--rule", default="sma:10,30", show_default=True,
               help="Bars: sma:FAST,SLOW, momentum:N or buy-and-hold (shown beside "
                    "buy-and-hold).")
+@click.option("--calendar", default=None, metavar="NAME",
+              help="Bars: the exchange calendar (exchange_calendars: XNYS, XLON, XFRA, 24/5, "
+                   "24/7, ...) the bars are checked against; sessions or intervals with no "
+                   "bar are counted and reported (default: daily bars against weekdays).")
 @click.option("--order-type", type=click.Choice(["market", "limit"]), default="market",
               show_default=True, help="Ticks: how decisions trade.")
 @click.option("--size", type=click.FloatRange(0, min_open=True), default=1.0,
-              show_default=True, help="Position per call, in units of the asset.")
+              show_default=True, help="Position per call, counted as --sizing says.")
+@click.option("--sizing", type=click.Choice(["quantity", "notional", "equity"]),
+              default="quantity", show_default=True,
+              help="What --size counts: units of the asset, quote currency, or a fraction of "
+                   "the equity when the position is taken (needs --capital). A position is "
+                   "sized when its direction is taken and then held.")
+@click.option("--capital", type=click.FloatRange(0, min_open=True), default=None,
+              help="Starting equity, the base of returns (default: the --size position's "
+                   "notional at the first price).")
 @click.option("--hold-ticks", type=click.IntRange(0), default=10, show_default=True,
               help="Ticks: observations a position is kept after the last up/down call.")
 @click.option("--latency-us", type=click.FloatRange(0), default=500.0, show_default=True,
@@ -338,8 +351,9 @@ def _write_run(out: Path, res: Any, name: str) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | None,
                  levels: int | None, model: str, folds: int, epochs: int,
-                 baseline_theta: float, rule: str, order_type: str, size: float,
-                 hold_ticks: int, latency_us: float, feed_latency_us: float,
+                 baseline_theta: float, rule: str, calendar: str | None, order_type: str,
+                 size: float, sizing: str, capital: float | None, hold_ticks: int,
+                 latency_us: float, feed_latency_us: float,
                  latency_file: Path | None, fee_bps: float, maker_fee_bps: float,
                  slippage_bps: float, max_loss: float | None, max_gap_s: float,
                  period_s: float | None, out: Path | None, as_json: bool) -> None:
@@ -357,7 +371,14 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
     import numpy as np
 
     from deepseek.finance.backtest import BacktestConfig, backtest, check_ticks, time_gaps
-    from deepseek.finance.bars import bar_backtest, is_bars, read_bars, rule_signals
+    from deepseek.finance.bars import (
+        bar_backtest,
+        calendar_gaps,
+        gap_warning,
+        is_bars,
+        read_bars,
+        rule_signals,
+    )
     from deepseek.finance.errors import FinanceError
     from deepseek.finance.pipelines import STRATEGY_COLUMNS, strategy_rows
 
@@ -369,13 +390,21 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
             raise FinanceError(f"{data}: --symbol/--clock/--order/--levels apply to tick "
                                "captures, not to bars")
         bars = read_bars(data)
+        gaps = calendar_gaps(bars, calendar)
+        line = gap_warning(data, gaps)
+        if line:
+            warnings.append(line)
         for r in dict.fromkeys([rule, "buy-and-hold"]):
             res = bar_backtest(bars, rule_signals(bars, r), size=size, fee_bps=fee_bps,
-                               slippage_bps=slippage_bps)
+                               slippage_bps=slippage_bps, capital=capital, sizing=sizing)
             runs[r] = res
             named[f"{r}|next open"] = res.performance(period_s)
         kind, n = "bars", len(bars)
     else:
+        if calendar is not None:
+            raise FinanceError(f"{data}: --calendar checks bar files; tick captures carry "
+                               "their own clock")
+        gaps = None
         ticks = _ticks(data, symbol, clock, order, levels)
         check_ticks(ticks, data)
         same = np.flatnonzero(np.diff(ticks["time_ns"]) == 0)
@@ -399,7 +428,7 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
                              hold_ticks=hold_ticks, feed_latency_us=feed_latency_us,
                              order_latency_us=latency_us, latency_samples_us=samples,
                              taker_fee_bps=fee_bps, maker_fee_bps=maker_fee_bps,
-                             max_loss=max_loss)
+                             max_loss=max_loss, sizing=sizing, capital=capital)
         p = period_s or "auto"
         lat = (f"p50 {np.median(samples):g} µs (recorded)" if samples else
                f"{feed_latency_us + latency_us:g} µs")
@@ -432,6 +461,8 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
             k: (r.time_ns, r.equity) for k, r in runs.items()}, cap)))
     summary = {"data": data, "kind": kind, "rows": n, "results": named,
                "warnings": warnings, "files": files}
+    if gaps is not None:
+        summary["calendar_gaps"] = gaps
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if as_json:
@@ -440,12 +471,14 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     click.echo(f"{data}: {n} {kind}")
-    widths = [16, 16, 11, 9, 9, 9, 9, 7, 10, 9]
+    widths = [16, 16, 11, 9, 18, 14, 17, 9, 7, 10, 9]
     click.echo("  ".join(c.ljust(w) for c, w in zip(STRATEGY_COLUMNS, widths)))
     for row in strategy_rows(named):
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
     first = next(iter(named.values()))
     click.echo(f"annualisation: {first['annualisation']}")
+    if "sizing" in first:
+        click.echo(first["sizing"])
     main = [k for k in named if k.split("|")[0] == next(iter(named)).split("|")[0]]
     first_pnl, last_pnl = named[main[0]]["pnl"], named[main[-1]]["pnl"]
     name = main[-1].split("|")[0]

@@ -30,7 +30,7 @@ def latency_histogram(path: str | Path, latencies_ns: dict[str, np.ndarray],
 
 def equity_drawdown(path: str | Path, curves: dict[str, tuple[np.ndarray, np.ndarray]],
                     capital: float, title: str = "Equity and drawdown") -> Path:
-    """Equity (top) and drawdown from the running peak (bottom, % of capital) of each
+    """Equity (top) and drawdown from the running peak (bottom, % of that peak) of each
     strategy, ``{"name": (time_ns, equity)}``, against the time since the first tick."""
     from deepseek.plotting import figure, style
 
@@ -43,10 +43,10 @@ def equity_drawdown(path: str | Path, curves: dict[str, tuple[np.ndarray, np.nda
         e = np.asarray(eq, dtype=np.float64)
         peak = np.maximum.accumulate(np.maximum(e, capital))
         top.plot(x, e - capital, color=colour, lw=1.2, label=name)
-        bottom.plot(x, -(peak - e) / capital * 100.0, color=colour, lw=1.0)
+        bottom.plot(x, -(peak - e) / peak * 100.0, color=colour, lw=1.0)
     top.axhline(0.0, color="#888888", lw=0.8)
     style(top, title, "", "P&L (quote currency)")
-    style(bottom, "", f"time since the first tick ({unit})", "drawdown (% of capital)")
+    style(bottom, "", f"time since the first tick ({unit})", "drawdown (% of peak equity)")
     top.legend(loc="best")
     return save(fig, path)
 

@@ -8,12 +8,10 @@ majority-class baseline on the same labels, so a model's figure always stands ne
 figure of the simplest rule. :func:`skill` gives the same without the baseline. Given
 class scores, it adds the one-vs-rest ROC AUC of each class and their mean.
 
-``trading`` scores an equity curve and its fills (:func:`trading`): total and annualised
-return, Sharpe and Sortino ratios, maximum drawdown and its duration, round-trip hit rate,
-turnover and fees. Annualisation is stated in the result: returns are taken over fixed
-periods (``period_s``, 60 s by default; one bar for bar data) and scaled by the number of
-such periods per year observed in the data (periods / years spanned), so a 24/7 market and an
-exchange with a calendar are each scaled by their own clock; the risk-free rate is 0.
+``trading`` scores an equity curve and its fills (:func:`trading`): equity-based returns
+over fixed periods, total and (where the span supports it) annualised return, Sharpe and
+Sortino ratios per period and annualised, maximum drawdown as a fraction of the peak and
+its duration, round-trip hit rate, turnover and fees; the definitions are in its docstring.
 """
 
 from __future__ import annotations
@@ -176,23 +174,93 @@ def round_trips(fills: Any) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def load_trading_files(pred_path: Any, ref_path: Any) -> tuple[dict[str, Any], np.ndarray]:
+    """``equity.csv`` (time_ns, equity[, position], a header row) with its times read as
+    exact integers, and ``fills.csv`` (time_ns, side, price, qty, fee[, ...])."""
+    import csv
+
+    def rows(path: Any) -> tuple[list[str], list[list[str]]]:
+        with open(path, newline="") as fh:
+            data = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+        if data and data[0] and not data[0][0].strip().lstrip("-").isdigit():
+            return [c.strip() for c in data[0]], data[1:]
+        return [], data
+
+    _, eq_rows = rows(pred_path)
+    if len(eq_rows) < 2:
+        raise FinanceError(f"{pred_path}: {len(eq_rows)} data row(s); an equity curve needs at "
+                           "least 2 rows of time_ns, equity[, position]")
+    width = len(eq_rows[0])
+    t, cols = [], []
+    for i, r in enumerate(eq_rows, 2):
+        if len(r) != width or width < 2:
+            raise FinanceError(f"{pred_path}: line {i} has {len(r)} columns, the first data "
+                               f"line {width} (time_ns, equity[, position])")
+        try:
+            t.append(int(r[0]))
+            cols.append([float(c) for c in r[1:3]])
+        except ValueError:
+            raise FinanceError(f"{pred_path}: line {i}: time_ns must be an integer number of "
+                               f"nanoseconds and equity a number, got {r[:3]}") from None
+    c = np.asarray(cols, dtype=np.float64)
+    equity = {"time_ns": np.asarray(t, dtype=np.int64), "equity": c[:, 0],
+              "position": c[:, 1] if c.shape[1] > 1 else None}
+    _, fill_rows = rows(ref_path)
+    try:
+        fills = np.asarray([[float(x) for x in r[:5]] for r in fill_rows],
+                           dtype=np.float64).reshape(-1, 5)
+    except ValueError as exc:
+        raise FinanceError(f"{ref_path}: not a fills table of time_ns, side, price, qty, fee "
+                           f"({exc})") from None
+    return equity, fills
+
+
+MIN_ANNUAL_DAYS = 30.0   # an annual figure needs at least this span ...
+MIN_ANNUAL_RETURNS = 30  # ... and this many returns
+
+
 def trading(predictions: Any, references: Any = None, *, capital: float | None = None,
             period_s: float | str | None = "auto") -> dict[str, Any]:
-    """Performance of a backtest.
+    """Performance of a backtest, from its equity curve.
 
     ``predictions``: the equity curve, (N, 2+) rows of ``time_ns, equity[, position]`` (the
-    ``equity.csv`` a backtest writes). Returns are P&L over ``capital`` (the equity before the
-    first tick, default the first equity value), per period, and add up: the annualised
-    return is their mean times the periods per year, and the maximum drawdown is the largest
-    fall from a peak, as a share of the capital. ``references``: its fills, rows of ``time_ns, side,
-    price, qty, fee`` or a FILL_DTYPE array (``fills.csv``), or None. ``period_s``: the
-    length of the return periods (the equity as of each period's end); ``"auto"``: 1 s for
-    data spanning under 6 hours, else 60 s; None takes one return per row (bars)."""
-    e = np.asarray(predictions, dtype=np.float64)
+    ``equity.csv`` a backtest writes). ``capital``: the equity before the first row (default
+    the first equity value). ``references``: its fills, rows of ``time_ns, side, price,
+    qty, fee`` or a FILL_DTYPE array (``fills.csv``), or None. ``period_s``: the length of
+    the return periods (the equity as of each period's end); ``"auto"``: 1 s for data
+    spanning under 6 hours, else 60 s; None takes one return per row (bars).
+
+    Definitions (risk-free rate 0):
+
+    * period return ``r_k = E_k / E_{k-1} - 1`` on the equity (compounding);
+      ``total_return = E_end / capital - 1``;
+    * ``max_drawdown``: the largest fall from a running peak of equity, as a fraction of
+      that peak; ``max_drawdown_duration_s``: the longest time below a previous peak;
+    * ``sharpe_per_period = mean(r) / std(r)`` (sample std) and ``sortino_per_period =
+      mean(r) / sqrt(mean(min(r, 0)^2))``, stated with their period;
+    * ``sharpe``, ``sortino`` (x sqrt(periods per year)) and ``annualised_return``
+      ((1 + total)^(1/years) - 1) only when the data spans at least 30 days and 30 returns,
+      periods per year being those observed (returns / years spanned, so a 24/7 market and
+      an exchange calendar are each scaled by their own clock); otherwise None, and
+      ``annualisation`` says why. Equity that reaches 0 ends the returns there (``ruined``).
+    """
+    if isinstance(predictions, dict):  # integer times kept exact: {"time_ns", "equity"[, ..]}
+        t = np.asarray(predictions["time_ns"])
+        if t.dtype.kind not in "iu":
+            raise FinanceError("time_ns must be integer nanoseconds")
+        t = t.astype(np.int64)
+        cols = [predictions["equity"]] + ([predictions["position"]]
+                                          if predictions.get("position") is not None else [])
+        e = np.column_stack([t.astype(np.float64)] + [np.asarray(c, dtype=np.float64)
+                                                      for c in cols])
+    else:
+        e = np.asarray(predictions, dtype=np.float64)
+        t = None
     if e.ndim != 2 or e.shape[1] < 2 or len(e) < 2:
         raise FinanceError(f"equity of shape {e.shape}: give at least 2 rows of time_ns, "
                            "equity[, position]")
-    t = e[:, 0].astype(np.int64)
+    if t is None:
+        t = e[:, 0].astype(np.int64)
     eq = e[:, 1]
     if not np.all(np.isfinite(eq)):
         raise FinanceError(f"equity row {int(np.flatnonzero(~np.isfinite(eq))[0])} is not "
@@ -203,10 +271,11 @@ def trading(predictions: Any, references: Any = None, *, capital: float | None =
     start = float(capital) if capital is not None else float(eq[0])
     if not start > 0:
         raise FinanceError(f"capital {start}: returns need a starting equity > 0")
-    span_s = (t[-1] - t[0]) / 1e9
+    span_s = (int(t[-1]) - int(t[0])) / 1e9
     if period_s == "auto":
         period_s = 1.0 if span_s < 6 * 3600 else 60.0
     if period_s is None:
+        grid_t = np.r_[t[0], t]
         grid_eq = np.r_[start, eq]
         how = "one return per row"
     else:
@@ -215,18 +284,42 @@ def trading(predictions: Any, references: Any = None, *, capital: float | None =
         p = int(period_s * 1e9)
         ends = np.arange((t[0] // p + 1) * p, t[-1] + p, p)
         idx = np.searchsorted(t, ends, side="right") - 1
+        grid_t = np.r_[t[0], ends]
         grid_eq = np.r_[start, eq[np.clip(idx, 0, len(eq) - 1)]]
         how = f"returns over {period_s:g} s periods"
-    # returns on the fixed capital (P&L per period / capital): defined even when a losing
-    # strategy's equity goes through zero, and additive over periods
-    r = np.diff(grid_eq) / start
-    years = max(span_s, period_s or 0.0) / YEAR_S if span_s > 0 else float("nan")
-    ppy = len(r) / years if years == years and years > 0 else float("nan")
+    ruin = np.flatnonzero(grid_eq <= 0)
+    ruined_ns = None
+    if len(ruin):
+        ruined_ns = int(grid_t[ruin[0]])
+        grid_eq = grid_eq[:ruin[0] + 1]
+    r = grid_eq[1:] / grid_eq[:-1] - 1.0
+    if ruined_ns is not None:
+        r[-1] = -1.0
     total = (eq[-1] - start) / start
     sd = float(np.std(r, ddof=1)) if len(r) > 1 else float("nan")
     downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))) if len(r) else float("nan")
-    sharpe = float(np.mean(r) / sd * np.sqrt(ppy)) if sd and sd == sd else float("nan")
-    sortino = float(np.mean(r) / downside * np.sqrt(ppy)) if downside else float("nan")
+    mean = float(np.mean(r)) if len(r) else float("nan")
+    sharpe_p = mean / sd if sd > 0 else None
+    sortino_p = mean / downside if downside > 0 else None
+    years = span_s / YEAR_S
+    reason = None
+    if ruined_ns is not None:
+        reason = f"equity reached {float(grid_eq[-1]):.6g} at time_ns {ruined_ns}"
+    elif span_s / 86400.0 < MIN_ANNUAL_DAYS:
+        reason = (f"the data spans {span_s / 86400.0:.4g} days; an annual figure needs at "
+                  f"least {MIN_ANNUAL_DAYS:g}")
+    elif len(r) < MIN_ANNUAL_RETURNS:
+        reason = f"{len(r)} returns; an annual figure needs at least {MIN_ANNUAL_RETURNS}"
+    ppy = len(r) / years if years > 0 else float("nan")
+    if reason is None:
+        sharpe = sharpe_p * float(np.sqrt(ppy)) if sharpe_p is not None else None
+        sortino = sortino_p * float(np.sqrt(ppy)) if sortino_p is not None else None
+        annual = float((1.0 + total) ** (1.0 / years) - 1.0)
+        note = (f"{how}; x sqrt({ppy:.6g}) periods per year observed ({len(r)} returns over "
+                f"{span_s / 86400.0:.4g} days); risk-free rate 0")
+    else:
+        sharpe = sortino = annual = None
+        note = f"{how}; not annualised: {reason}; risk-free rate 0"
     curve = np.r_[start, eq]
     times = np.r_[t[0], t]
     peak = np.maximum.accumulate(curve)
@@ -238,12 +331,17 @@ def trading(predictions: Any, references: Any = None, *, capital: float | None =
     trips = round_trips(references) if len(f["qty"]) else np.zeros(0)
     out: dict[str, Any] = {
         "total_return": float(total),
-        "annualised_return": float(np.mean(r) * ppy) if len(r) else float("nan"),
+        "annualised_return": annual,
         "sharpe": sharpe,
         "sortino": sortino,
-        "max_drawdown": float((peak - curve).max() / start),
+        "sharpe_per_period": sharpe_p,
+        "sortino_per_period": sortino_p,
+        "period": how,
+        "returns": int(len(r)),
+        "max_drawdown": float(np.max((peak - curve) / peak)),
         "max_drawdown_duration_s": float(dd_dur.max()),
         "pnl": float(eq[-1] - start),
+        "capital": start,
         "fees_paid": float(np.sum(f["fee"])),
         "fills": int(len(f["qty"])),
         "traded_notional": notional,
@@ -251,9 +349,10 @@ def trading(predictions: Any, references: Any = None, *, capital: float | None =
         "round_trips": int(len(trips)),
         "hit_rate": float(np.mean(trips > 0)) if len(trips) else float("nan"),
         "span_days": span_s / 86400.0,
-        "annualisation": f"{how}; x sqrt({ppy:.6g}) periods per year observed "
-                         f"({len(r)} returns over {span_s / 86400.0:.4g} days); "
-                         "risk-free rate 0",
+        "start_ns": int(t[0]),
+        "end_ns": int(t[-1]),
+        "ruined_ns": ruined_ns,
+        "annualisation": note,
     }
     if e.shape[1] >= 3:
         out["exposure"] = float(np.mean(e[:, 2] != 0))

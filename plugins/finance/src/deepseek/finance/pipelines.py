@@ -113,8 +113,19 @@ def tick_latency(input: str | None = None, out_dir: Path = Path("."), quiet: boo
                           input=str(input) if input else "synthetic ticks")
 
 
-STRATEGY_COLUMNS = ["strategy", "latency", "P&L", "return %", "Sharpe", "max DD %",
-                    "hit rate", "fills", "fees", "turnover"]
+STRATEGY_COLUMNS = ["strategy", "latency", "P&L", "return %", "Sharpe per period",
+                    "Sharpe annual", "max DD % of peak", "hit rate", "fills", "fees",
+                    "turnover"]
+
+
+def _num(v: Any, digits: int) -> Any:
+    """A rounded figure, or "n/a" for None/NaN."""
+    return "n/a" if v is None or v != v else round(v, digits)
+
+
+def _per_period(m: dict[str, Any]) -> float:
+    v = m["sharpe_per_period"]
+    return float("nan") if v is None else float(v)
 
 
 def strategy_rows(named: dict[str, dict[str, Any]]) -> list[list[Any]]:
@@ -124,7 +135,7 @@ def strategy_rows(named: dict[str, dict[str, Any]]) -> list[list[Any]]:
         name, _, lat = label.partition("|")
         hit = m["hit_rate"]
         rows.append([name, lat, round(m["pnl"], 4), round(100 * m["total_return"], 3),
-                     round(m["sharpe"], 2) if m["sharpe"] == m["sharpe"] else "-",
+                     _num(m["sharpe_per_period"], 4), _num(m["sharpe"], 2),
                      round(100 * m["max_drawdown"], 3),
                      round(hit, 3) if hit == hit else "-", m["fills"],
                      round(m["fees_paid"], 4), round(m["turnover"], 1)])
@@ -195,8 +206,8 @@ def tick_strategy(input: str | None = None, out_dir: Path = Path("."), quiet: bo
         f"{wf_s:.1f} s.",
         f"{verdict}: P&L {m_zero['pnl']:.3f} at zero latency, {m_conf['pnl']:.3f} at "
         f"{lat_label}; the imbalance rule {b_conf['pnl']:.3f} at {lat_label}.",
-        "Sharpe ratios of a few minutes of synthetic data annualise to large numbers; compare "
-        "them across rows, not with a fund's.",
+        "Sharpe ratios are per return period and not annualised: minutes of data do not "
+        "support an annual figure; compare them across rows, not with a fund's.",
     ]
     return PipelineResult(
         pipeline="finance.tick-strategy", title="Finance: tick strategy, walk-forward backtest "
@@ -205,14 +216,15 @@ def tick_strategy(input: str | None = None, out_dir: Path = Path("."), quiet: bo
                                                    "quote units"),
                  "model_pnl": Measure(m_conf["pnl"], f"model P&L at {lat_label}",
                                       "quote units"),
-                 "model_sharpe": Measure(m_conf["sharpe"], f"model Sharpe at {lat_label} "
-                                                           "(annualised)"),
+                 "model_sharpe": Measure(_per_period(m_conf), f"model Sharpe per period at "
+                                                             f"{lat_label} ({m_conf['period']})"),
                  "model_max_drawdown": Measure(100 * m_conf["max_drawdown"],
-                                               f"model max drawdown at {lat_label}", "%"),
+                                               f"model max drawdown at {lat_label}",
+                                               "% of peak equity"),
                  "imbalance_pnl": Measure(b_conf["pnl"], f"imbalance rule P&L at {lat_label}",
                                           "quote units"),
-                 "imbalance_sharpe": Measure(b_conf["sharpe"], f"imbalance rule Sharpe at "
-                                                               f"{lat_label} (annualised)")},
+                 "imbalance_sharpe": Measure(_per_period(b_conf), f"imbalance rule Sharpe per "
+                                                                  f"period at {lat_label}")},
         timings={"walk_forward_s": Measure(wf_s, "walk-forward training", "s"),
                  "fastpath_p50_us": Measure(pf["p50"], "fast path p50 per tick", "µs"),
                  "fastpath_p99_us": Measure(pf["p99"], "fast path p99 per tick", "µs")},

@@ -74,9 +74,11 @@ def register_metrics(register: Any) -> None:
              description="accuracy and macro F1 of down/flat/up predictions, with the "
                          "majority-class baseline (and one-vs-rest AUC from class scores)")
     register("trading", lazy_callable(M + "metrics:trading"),
+             load_files=lazy_callable(M + "metrics:load_trading_files"),
              files="--pred equity.csv (time_ns, equity[, position]), --ref fills.csv (time_ns, "
                    "side, price, qty, fee), as `deepseek finance backtest --out` writes them",
-             description="return, annualised return, Sharpe, Sortino, max drawdown and its "
+             description="equity-based return, Sharpe and Sortino per period (annualised "
+                         "where the span allows), max drawdown of peak equity and its "
                          "duration, hit rate, turnover and fees of a backtest")
 
 
