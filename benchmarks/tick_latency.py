@@ -9,10 +9,17 @@ Every path gets the same features from the same streaming feature code; only the
 call differs (the fast path fuses both into one compiled call). Latencies are measured per
 tick with time.perf_counter_ns over N ticks after a warm-up, on one thread.
 
+With the guard on: per tick, what the feed server does for one datagram in process
+(``FeedServer`` unpacking it, the guard's checks, the fast path, the guard's update, the
+packed answer; no socket), and the guard's check and update alone.
+
 Real capture (default ``../shared/data/market/binance-usdm-ethusdt_20240808.gz``, skipped
 when absent): the fast path over the capture's own ticks (real time gaps, book depths), and
-per depth message the book update (``OrderBook.apply``) plus the depth sums over 5 levels
-the ticks carry -- the cost the book adds before the fast path runs.
+per depth message the book update (``OrderBook.apply``: compiled, on the level arrays the
+reader decoded) plus the depth sums over 5 levels and the best levels the ticks carry -- the
+cost the book adds before the fast path runs. Decoding the message is the reader's cost
+(``benchmarks/tick_read.py``), not counted here. Beside it, the same messages through a
+SortedDict book in Python (the plugin's previous book) fed the levels as lists.
 """
 
 from __future__ import annotations
@@ -120,6 +127,36 @@ def bench_model(name: str, args: list[tuple], warmup: int, tmp: Path) -> dict[st
     return res
 
 
+def bench_guarded(ticks: np.ndarray, warmup: int) -> dict[str, dict]:
+    """Per tick in process, what the feed server does for a datagram: unpack, the guard's
+    checks, the fast path, the guard's update and the packed answer (``FeedServer.handle``,
+    no socket); beside it the guard's check and update alone."""
+    from deepseek.finance.feed import FeedServer, Limits, pack_tick
+    from deepseek.finance.strategy import fast_path
+    from deepseek.finance.ticks import tick_args
+
+    server = FeedServer(fast_path("tick-mlp"), port=0, limits=Limits(time_window_s=0))
+    try:
+        grams = [pack_tick(i, *tick_args(t)) for i, t in enumerate(ticks)]
+        out = bytearray(64)
+        handle = server._handle_into
+        res = {"server_handle_us": timed(lambda g: handle(g, len(g), out, 0),
+                                         [(g,) for g in grams], warmup)}
+        refused = {k: v for k, v in server.counters.to_dict()["rejected"].items() if v}
+        assert not refused, f"the guard refused synthetic ticks: {refused}"
+        guard = server.guard
+        guard.reset()
+
+        def check_accept(t, bid, ask, bsz, asz, bd, ad, lpx, lsz, side):
+            guard.check(t, bid, ask, bsz, asz, bd, ad, lpx, lsz, side)
+            guard.accept(t, bid, ask, bd, ad)
+
+        res["guard_only_us"] = timed(check_accept, [tick_args(t) for t in ticks], warmup)
+        return res
+    finally:
+        server.sock.close()
+
+
 def free_port() -> int:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
@@ -156,8 +193,41 @@ def bench_udp(n: int, busy: bool, csv_path: Path) -> dict:
         server.wait(timeout=10)
 
 
+class SortedDictBook:
+    """The peer in the same run: the same update rules on two ``sortedcontainers``
+    SortedDicts in Python (the plugin's book before its ladders were compiled), fed the
+    levels as Python lists, as a JSON decoder hands them over."""
+
+    def __init__(self) -> None:
+        from sortedcontainers import SortedDict
+
+        self.bids, self.asks = SortedDict(), SortedDict()
+
+    def load(self, bids: list, asks: list) -> None:
+        from sortedcontainers import SortedDict
+
+        self.bids = SortedDict({p: q for p, q in bids if q > 0.0})
+        self.asks = SortedDict({p: q for p, q in asks if q > 0.0})
+
+    def apply(self, bids: list, asks: list) -> tuple[float, float]:
+        inf = float("inf")
+        for levels in (bids, asks):
+            for p, q in levels:
+                if not (0.0 < p < inf and 0.0 <= q < inf):
+                    raise ValueError("bad level")
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for p, q in levels:
+                if q == 0.0:
+                    side.pop(p, None)
+                else:
+                    side[p] = q
+        return (sum(map(self.bids.__getitem__, self.bids.keys()[-5:])),
+                sum(map(self.asks.__getitem__, self.asks.keys()[:5])))
+
+
 def bench_capture(path: Path, limit: int, levels: int = 5) -> dict:
-    """Book update cost per depth message and the fast path over the capture's ticks."""
+    """Book update cost per depth message (and the SortedDict peer's on the same messages)
+    and the fast path over the capture's ticks."""
     from deepseek.finance.book import OrderBook
     from deepseek.finance.capture import CaptureReader
     from deepseek.finance.fastpath import FastPath
@@ -166,11 +236,19 @@ def bench_capture(path: Path, limit: int, levels: int = 5) -> dict:
 
     clock = time.perf_counter_ns
     book = OrderBook()
-    costs = []
+    peer = SortedDictBook()
+    costs, peer_costs = [], []
     n_levels = []
     for rec in CaptureReader(path):
         if rec.kind not in ("depth", "snapshot"):
             continue
+        as_lists = rec.bids.tolist(), rec.asks.tolist()
+        if rec.kind == "snapshot":
+            peer.load(*as_lists)
+        elif book.live:
+            t0 = clock()
+            peer.apply(*as_lists)
+            peer_costs.append(clock() - t0)
         t0 = clock()
         if book.apply(rec):
             book.depth(levels)
@@ -184,9 +262,18 @@ def bench_capture(path: Path, limit: int, levels: int = 5) -> dict:
     ticks = read_binance(path)[: limit]
     fp = FastPath.from_model(ModelLoader.load("tick-mlp", device="cpu").module)
     warm = min(2_000, len(ticks) // 5)
+    ours = pct(np.array(costs[100:], dtype=np.int64))
+    theirs = pct(np.array(peer_costs[100:], dtype=np.int64))
+    lv = np.array(n_levels[100:], dtype=np.float64)
+    per_level = np.array(costs[100:], dtype=np.float64) / np.maximum(lv, 1) / 1e3
     return {"capture": path.name, "depth_messages": len(costs),
             "levels_per_message_mean": round(float(np.mean(n_levels)), 1),
-            "book_update_us": pct(np.array(costs[100:], dtype=np.int64)),
+            "levels_per_message_p99": round(float(np.percentile(n_levels, 99)), 1),
+            "book_update_us": ours,
+            "book_update_per_level_us_median": round(float(np.median(per_level)), 4),
+            "sorteddict_peer_update_us": theirs,
+            "peer_over_book_p50": round(theirs["p50"] / ours["p50"], 2),
+            "peer_over_book_p99": round(theirs["p99"] / ours["p99"], 2),
             "book": {k: book.stats[k] for k in ("applied", "gaps", "stale", "crossed")},
             "ticks": len(ticks),
             "tick_mlp_fast_path_us": timed(fp.on_tick, [tick_args(t) for t in ticks], warm)}
@@ -221,6 +308,7 @@ def main() -> None:
             "blocking": bench_udp(n_udp, False, csv_path)["rtt_us"],
             "busy_poll": bench_udp(n_udp, True, csv_path)["rtt_us"],
         }
+    results["tick_mlp_guard_on"] = bench_guarded(ticks, warmup)
     if args.capture.is_file():
         results["capture"] = bench_capture(args.capture, 5_000 if args.quick else 50_000)
     else:
@@ -229,7 +317,12 @@ def main() -> None:
     ratio = mlp["onnxruntime_1thread"]["p99"] / mlp["fast_path"]["p99"]
     results["mlp_p99_onnxruntime_over_fast_path"] = round(ratio, 2)
     udp = results["udp_round_trip_us"]["busy_poll"]
+    guarded = results["tick_mlp_guard_on"]["server_handle_us"]
     goals = [
+        goal("tick-mlp with the guard on, server handle p50", guarded["p50"], "<= 2 µs", "µs",
+             guarded["p50"] <= 2.0),
+        goal("tick-mlp with the guard on, server handle p99", guarded["p99"], "<= 5 µs", "µs",
+             guarded["p99"] <= 5.0),
         goal("tick-mlp fast path p50", mlp["fast_path"]["p50"], "<= 2 µs", "µs",
              mlp["fast_path"]["p50"] <= 2.0),
         goal("tick-mlp fast path p99", mlp["fast_path"]["p99"], "<= 5 µs", "µs",
@@ -241,6 +334,15 @@ def main() -> None:
         goal("UDP loopback round trip p50 (busy-poll)", round(udp["p50"], 2), "<= 30 µs", "µs",
              udp["p50"] <= 30.0),
     ]
+    cap = results["capture"]
+    if isinstance(cap, dict):
+        book = cap["book_update_us"]
+        goals.append(goal(f"book update per depth message p99, {cap['capture']} "
+                          f"({cap['depth_messages']:,} messages)", book["p99"], "<= 5 µs", "µs",
+                          book["p99"] <= 5.0))
+        goals.append(goal("book p99 speed-up over the SortedDict book, same messages",
+                          cap["peer_over_book_p99"], ">= 5x", "ratio",
+                          cap["peer_over_book_p99"] >= 5.0))
     emit("tick_latency", results, goals, quick=args.quick,
          machine={"omp_threads": os.environ.get("OMP_NUM_THREADS", "unset")})
 

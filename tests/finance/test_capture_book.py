@@ -80,7 +80,7 @@ def test_envelopes_read_alike_compact_spaced_and_raw(tmp_path):
             assert reader.stats["ignored"] == {"partial book (depth5)": 1}
     assert out[0] == out[1] == out[2]
     depth, quote, trade = out[0]
-    assert depth.bids == [(99.5, 1.25)] and depth.asks == [(100.0, 0.0)]
+    assert depth.bids.tolist() == [[99.5, 1.25]] and depth.asks.tolist() == [[100.0, 0.0]]
     assert (quote.bid, quote.ask_qty, quote.exch_ns) == (99.5, 3.0, -1)
     assert (trade.side, trade.agg_id, trade.exch_ns) == (-1, 4, (ms + 1) * 10**6)
     # a broken message in a compact envelope is reported like any other
@@ -104,7 +104,7 @@ def test_records_keep_both_clocks_and_their_kind(tmp_path, compress):
     assert (trade.price, trade.qty, trade.side, trade.trade_id) == (101.0, 0.5, 1, 7)
     assert recs[1].exch_ns == -1  # spot bookTicker carries no exchange time
     assert recs[2].symbol == "BTCUSDT"  # the snapshot names none: the selected symbol
-    assert recs[3].bids == [(100.0, 5.0)] and recs[3].prev_id == -1
+    assert recs[3].bids.tolist() == [[100.0, 5.0]] and recs[3].prev_id == -1
     st = reader.stats
     assert st["records"] == {"trade": 1, "quote": 3, "depth": 2, "snapshot": 1}
     assert st["other_symbols"] == 1 and st["ignored"] == {"kline": 1}
@@ -159,7 +159,8 @@ def test_several_symbols(tmp_path):
     ('1 {"e": "trade", "s": "X", "p": "1"}\n',
      "line 1: trade message: Object missing required field `q`"),
     ('1 {"e": "depthUpdate", "s": "X", "U": 1, "u": 2, "b": [["1"]], "a": []}\n',
-     r"line 1: depthUpdate message: Expected `array` of length 2 - at `\$.b\[0\]`"),
+     r"line 1: depthUpdate message: levels must be \[price, quantity\] pairs of numbers "
+     r"\(Expected `array` of length 2 - at `\$.b\[0\]`\)"),
     ('1 {"u": 1, "s": "X", "b": "abc", "B": "1", "a": "2", "A": "1"}\n',
      r"line 1: bookTicker message: Expected `float`, got `str` - at `\$.b`"),
 ])
@@ -391,3 +392,107 @@ def test_a_cut_compressed_file_names_its_last_whole_line(tmp_path, compress, kin
         read(path)
     got = re.search(r"after line (\d+)", str(err.value))
     assert str(path) in str(err.value) and got and int(got.group(1)) > 100, err.value
+
+
+# -- levels as arrays, the ladder book --------------------------------------------------------
+def test_levels_parse_exactly_as_float_does():
+    import msgspec
+
+    from deepseek.finance.levels import parse_levels
+
+    rng = np.random.default_rng(7)
+    texts = []
+    for _ in range(3000):
+        whole = str(int(rng.integers(0, 10 ** int(rng.integers(1, 9)))))
+        frac = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(0, 9))))
+        texts.append(whole + ("." + frac if frac else ""))
+    texts += ["0", "0.0", "-0.0", "-0", "1e3", "2.5E-2", "123456789012345678",
+              "0.1000000000000000000001", "9007199254740993", "1.7976931348623157e308", "nan",
+              "inf", "-1.5", "0.00012"]
+    pairs = [(texts[i], texts[-1 - i]) for i in range(len(texts))]
+    raw = ("[" + ",".join(f'["{p}", "{q}"]' for p, q in pairs) + "]").encode()
+    got = parse_levels(raw)
+    # bit for bit what msgspec's lax decoder alone gives (float() but for "-0", read as 0)
+    want = np.array(msgspec.json.decode(raw, type=list[tuple[float, float]], strict=False))
+    assert got.tobytes() == want.tobytes()
+    assert got[:3000, 0].tolist() == [float(p) for p, _ in pairs[:3000]]
+    # numbers as JSON numbers, spacing, the empty list
+    assert parse_levels(b' [ [1.5 , 2] ,[3,"4.25"] ] ').tolist() == [[1.5, 2.0], [3.0, 4.25]]
+    assert parse_levels(b"[]").shape == (0, 2)
+    for bad in (b'[["1"]]', b'[["1","2","3"]]', b'[["a","1"]]', b"[[1,2]", b"{}",
+                b'[["007","1"]]', b'[[".5","1"]]', b'[["5.","1"]]'):
+        with pytest.raises(ValueError, match="pairs of numbers"):
+            parse_levels(bad)
+
+
+def test_real_capture_levels_equal_the_general_decoder():
+    import gzip
+
+    import msgspec
+
+    folder = shared_data("market")
+    if folder is None:
+        pytest.skip("../shared/data/market is not in this checkout")
+    general = msgspec.json.Decoder(dict, strict=False)
+    path = folder / "binance-usdm-ethusdt_20240808.gz"
+    n = 0
+    with gzip.open(path, "rb") as fh:
+        raw = [ln.split(b" ", 1)[1] for ln in fh if b"depthUpdate" in ln][:1500]
+    for body in raw:
+        msg = general.decode(body)["data"]
+        rec = msgspec.json.decode(body, type=msgspec.defstruct(
+            "E", [("data", DepthDiff)]), strict=False).data
+        for key, arr in (("b", rec.bids), ("a", rec.asks)):
+            want = np.array([(float(p), float(q)) for p, q in msg[key]]).reshape(-1, 2)
+            assert arr.tobytes() == want.tobytes()
+            n += len(want)
+    assert n > 10_000
+
+
+class _DictBook:
+    """A plain dict reference of one book side set by the same levels."""
+
+    def __init__(self):
+        self.bids, self.asks = {}, {}
+
+    def set(self, side, levels):
+        for p, q in levels:
+            if q == 0:
+                side.pop(p, None)
+            else:
+                side[p] = q
+
+
+def test_ladder_book_equals_a_dict_book_over_random_updates():
+    rng = np.random.default_rng(11)
+    book, ref = OrderBook(), _DictBook()
+    snap_b = [(100.0 - 0.5 * i, float(rng.integers(1, 9))) for i in range(40)]
+    snap_a = [(100.5 + 0.5 * i, float(rng.integers(1, 9))) for i in range(40)]
+    book.apply(_snap(1, bids=snap_b, asks=snap_a))
+    ref.set(ref.bids, snap_b)
+    ref.set(ref.asks, snap_a)
+    for u in range(2, 3000):
+        # a level anywhere, often at the touch; a quarter removals; the book never crosses
+        best_b, best_a = max(ref.bids), min(ref.asks)
+        bids = [(best_b - 0.5 * int(rng.integers(-1, 60)), float(rng.integers(0, 4)) * 1.25)
+                for _ in range(int(rng.integers(0, 6)))]
+        asks = [(best_a + 0.5 * int(rng.integers(-1, 60)), float(rng.integers(0, 4)) * 1.25)
+                for _ in range(int(rng.integers(0, 6)))]
+        bids = [(p, q) for p, q in bids if p < best_a]
+        asks = [(p, q) for p, q in asks if p > max(best_b, max((p for p, _ in bids), default=0))]
+        assert book.apply(_diff(u, u, bids=bids, asks=asks)), u
+        ref.set(ref.bids, bids)
+        ref.set(ref.asks, asks)
+        if not ref.bids or not ref.asks:
+            break
+        top_b = sorted(ref.bids.items(), reverse=True)
+        top_a = sorted(ref.asks.items())
+        assert book.levels(5) == (top_b[:5], top_a[:5])
+        assert book.best() == (*top_b[0], *top_a[0])
+        assert book.depth(5) == (sum(q for _, q in top_b[:5]), sum(q for _, q in top_a[:5]))
+        bid, ask = top_b[0][0], top_a[0][0]
+        below = [q for p, q in sorted(ref.bids.items()) if p < bid][-4:]
+        above = [q for p, q in top_a if p > ask][:4]
+        assert book.depth_behind(bid, ask, 4) == (sum(below), sum(above))
+    assert book.bids == dict(sorted(ref.bids.items()))
+    assert book.stats["applied"] > 1000 and len(book.bids) > 40  # the ladder grew

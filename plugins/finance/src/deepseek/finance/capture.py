@@ -62,9 +62,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TextIO
 
 import msgspec
+import numpy as np
 from msgspec import Raw, Struct, field
 
 from deepseek.finance.errors import TickFileError
+from deepseek.finance.levels import as_levels
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,10 @@ CLOCKS = ("receive", "exchange")
 ORDERS = ("error", "clamp", "drop")
 _MS = 1_000_000
 Level = tuple[float, float]
+# Levels decode as the raw JSON text of the list and become an (n, 2) float64 array of
+# (price, qty) rows in __post_init__ (compiled parsing, exact; see deepseek.finance.levels);
+# built in Python, a list of pairs is accepted and converted the same way.
+Levels = Raw
 
 
 class _Record(Struct, kw_only=True):
@@ -120,27 +126,58 @@ class Quote(_Record, kw_only=True):
     update_id: int = field(name="u")
 
 
-class DepthDiff(_Record, kw_only=True):
-    """A book diff: levels ``(price, qty)`` to set (qty 0 removes), update IDs ``first_id``
-    (U) .. ``last_id`` (u), and ``prev_id`` (pu, futures; -1 on spot)."""
+_BID_KEY = {"DepthDiff": "b", "Snapshot": "bids"}
+_ASK_KEY = {"DepthDiff": "a", "Snapshot": "asks"}
+
+
+def _levels_eq(a: Any, b: Any) -> bool:
+    """Record equality that compares level arrays by value."""
+    if type(a) is not type(b):
+        return NotImplemented
+    for name in a.__struct_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            if not np.array_equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+class DepthDiff(_Record, kw_only=True, eq=False):
+    """A book diff: levels to set (qty 0 removes) as ``(n, 2)`` arrays of ``(price, qty)``
+    rows, update IDs ``first_id`` (U) .. ``last_id`` (u), and ``prev_id`` (pu, futures; -1
+    on spot)."""
 
     kind: ClassVar[str] = "depth"
     first_id: int = field(name="U")
     last_id: int = field(name="u")
     prev_id: int = field(name="pu", default=-1)
-    bids: list[Level] = field(name="b")
-    asks: list[Level] = field(name="a")
+    bids: Levels = field(name="b")
+    asks: Levels = field(name="a")
+
+    def __post_init__(self) -> None:
+        self.bids = as_levels(self.bids, _BID_KEY[type(self).__name__])
+        self.asks = as_levels(self.asks, _ASK_KEY[type(self).__name__])
+
+    __eq__ = _levels_eq
 
 
-class Snapshot(_Record, kw_only=True):
+class Snapshot(_Record, kw_only=True, eq=False):
     """A full depth snapshot (REST ``/depth``): every level and the ``last_id`` it is current
     to. Spot answers name no symbol (``symbol`` is then attributed by the reader)."""
 
     kind: ClassVar[str] = "snapshot"
     symbol: str = field(name="symbol", default="")
     last_id: int = field(name="lastUpdateId")
-    bids: list[Level] = field(name="bids")
-    asks: list[Level] = field(name="asks")
+    bids: Levels = field(name="bids")
+    asks: Levels = field(name="asks")
+
+    def __post_init__(self) -> None:
+        self.bids = as_levels(self.bids, _BID_KEY[type(self).__name__])
+        self.asks = as_levels(self.asks, _ASK_KEY[type(self).__name__])
+
+    __eq__ = _levels_eq
 
 
 Record = Trade | Quote | DepthDiff | Snapshot
