@@ -45,6 +45,22 @@ def test_csv_optional_columns_and_order_policy(tmp_path):
     assert t["recv_ns"].tolist() == [-1, -1] and t["depth_levels"].tolist() == [0, 0]
     assert t["bid_depth"].tolist() == [3.0, 3.0] and np.isnan(t["last_px"]).all()
     assert read_csv(p, order="clamp")["time_ns"].tolist() == [5, 5, 6]
+    stats = {}
+    read_csv(p, order="drop", stats=stats)
+    assert stats == {"rows": 2, "clamped": 0, "dropped": 1, "duplicate_lines": 0}
+    read_csv(p, order="clamp", stats=stats)
+    assert stats["clamped"] == 1 and stats["dropped"] == 0
+
+
+def test_csv_a_line_written_twice_is_dropped_and_counted(tmp_path, caplog):
+    p = tmp_path / "dup.csv"
+    p.write_text("time_ns,bid,ask,bid_size,ask_size\n5,1,2,3,4\n5,1,2,3,4\n5,1,2,3,5\n"
+                 "6,1,2,3,4\n")
+    stats = {}
+    with caplog.at_level("WARNING"):
+        t = read_csv(p, stats=stats)
+    assert t["ask_size"].tolist() == [4.0, 5.0, 4.0]  # same time, other sizes: kept
+    assert stats["duplicate_lines"] == 1 and "1 duplicate lines" in caplog.text
 
 
 def test_csv_missing_columns(tmp_path):

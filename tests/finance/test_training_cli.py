@@ -60,6 +60,12 @@ def test_baselines_are_fitted_on_train_only():
     # the learned linear baseline reads the synthetic order flow: it beats the majority
     assert with_val["logistic"]["macro_f1"] > with_val["majority"]["macro_f1"]
     assert b["majority"]["calls"] == 0 or b["majority"]["calls"] == 1.0
+    # a training part with one class (cost-aware labels on a quiet market): that class
+    flat = np.ones_like(y)
+    flat[te] = y[te]
+    one = baselines(feats, flat, 10, tr, te, va)
+    assert one["logistic"] == pytest.approx(
+        skill(np.ones(te.stop - te.start, dtype=np.int64), y[te]), nan_ok=True)
     # persistence predicts the last completed move: y[i - h] at tick i
     pers = skill(y[np.arange(te.start, te.stop) - 10], y[te])
     assert b["persistence"] == pers

@@ -111,12 +111,16 @@ def is_tick_csv(source: Any) -> bool:
     return set(REQUIRED_CSV) <= cols and bool(cols & {"time_ns", "exch_ns"})
 
 
-def read_csv(path: str | Path, order: str = "error") -> np.ndarray:
+def read_csv(path: str | Path, order: str = "error",
+             stats: dict[str, int] | None = None) -> np.ndarray:
     """Read ticks from a CSV with a header naming :data:`TICK_DTYPE` fields.
 
     Required: ``time_ns`` or ``exch_ns``, and bid, ask, bid_size, ask_size. Optional:
     recv_ns (-1), bid_depth/ask_depth (the top sizes, ``depth_levels`` 0), last_px (NaN),
-    last_size (0), side (0). Times going backwards follow ``order`` (error/clamp/drop)."""
+    last_size (0), side (0). Times going backwards follow ``order`` (error/clamp/drop). A
+    line identical to the line before it (a line written twice) is dropped. Clamped and
+    dropped rows and dropped duplicates are counted in ``stats`` (``clamped``, ``dropped``,
+    ``duplicate_lines``) and logged as a warning: nothing is altered or skipped silently."""
     path = Path(path)
     if order not in ORDERS:
         raise TickFileError(f"order={order!r}: use one of {', '.join(ORDERS)}")
@@ -135,12 +139,19 @@ def read_csv(path: str | Path, order: str = "error") -> np.ndarray:
                                 "bid_size, ask_size (+ optional recv_ns, bid_depth, "
                                 "ask_depth, depth_levels, last_px, last_size, side)")
         prev = -(2**63)
+        counts = {"rows": 0, "clamped": 0, "dropped": 0, "duplicate_lines": 0}
+        last_raw: tuple | None = None
 
         def opt(row: dict, key: str, default: Any, cast: Any) -> Any:
             v = row.get(key)
             return default if v in (None, "") else cast(v)
 
         for line, row in enumerate(reader, start=2):
+            raw = tuple(row.values())
+            if raw == last_raw:
+                counts["duplicate_lines"] += 1
+                continue
+            last_raw = raw
             try:
                 exch = opt(row, "exch_ns", -1, int)
                 t = opt(row, "time_ns", exch, int)
@@ -164,11 +175,20 @@ def read_csv(path: str | Path, order: str = "error") -> np.ndarray:
                     raise TickFileError(f"{path}, line {line}: time goes backwards ({t} < "
                                         f"{prev}); read with order='clamp' or 'drop'")
                 if order == "drop":
+                    counts["dropped"] += 1
                     continue
+                counts["clamped"] += 1
                 t = prev
             prev = t
             rows.append((t, exch, recv, bid, ask, bsz, asz, bd, ad, last_px, last_sz,
                          side, levels))
+    counts["rows"] = len(rows)
+    if stats is not None:
+        stats.update(counts)
+    changed = {k: v for k, v in counts.items() if k != "rows" and v}
+    if changed:
+        log.warning("%s: %s", path, ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in
+                                               changed.items()))
     if not rows:
         raise TickFileError(f"{path}: no ticks (only a header)")
     return np.array(rows, dtype=TICK_DTYPE)
