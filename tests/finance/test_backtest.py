@@ -594,3 +594,84 @@ def test_intraday_bar_gaps_read_local_or_utc_times(tmp_path):
     g = calendar_gaps(read_bars(tmp_path / "ny.csv"), "XNYS")
     assert g["missing"] == 0 and g["outside"] == 0
     assert g["bar_time"].startswith("end of the bar, read as America/New_York")
+
+
+# -- L2 replay ------------------------------------------------------------------------------
+def _l2_case():
+    """A buy limit at 100 rests; the bid moves up (the order is behind the touch) while the
+    level at 100 shrinks to 2 by cancellations; the bid comes back with 4 at 100, and a
+    sell of 3 prints at 100."""
+    t = np.zeros(4, TICK_DTYPE)
+    t["time_ns"] = [1000, 2000, 3000, 4000]
+    t["bid"] = [100.0, 100.5, 100.0, 100.0]
+    t["ask"] = 101.0
+    t["bid_size"] = [10.0, 5.0, 4.0, 4.0]
+    t["ask_size"] = 10.0
+    t["bid_depth"], t["ask_depth"] = t["bid_size"], t["ask_size"]
+    t["last_px"] = [np.nan, np.nan, np.nan, 100.0]
+    t["last_size"] = [0.0, 0.0, 0.0, 3.0]
+    t["side"] = [0, 0, 0, -1]
+    ev = [(0, 0, (0.0, 0.0)), (0, 1, (100.0, 10.0)), (0, 1, (99.0, 5.0)),
+          (0, -1, (101.0, 10.0)), (1, 1, (100.0, 2.0)), (1, 1, (100.5, 5.0)),
+          (2, 1, (100.5, 0.0)), (2, 1, (100.0, 4.0))]
+    events = (np.array([e[0] for e in ev], np.int64), np.array([e[1] for e in ev], np.int8),
+              np.array([e[2] for e in ev], np.float64))
+    return t, events
+
+
+def test_l2_replay_knows_the_queue_behind_the_touch():
+    ticks, events = _l2_case()
+    cfg = BacktestConfig(order_type="limit", hold_ticks=100, taker_fee_bps=0.0)
+    dec = np.ones(4, dtype=np.int64)
+    top = backtest(ticks, dec, cfg)
+    l2 = backtest(ticks, dec, cfg, l2=events)
+    # at the touch only, 10 were ahead (shrunk to 4 when the bid came back): 3 sold, no fill
+    assert len(top.fills) == 0
+    # with the book, the level at 100 fell to 2 while behind the touch: 3 sold, 1 for us
+    (fill,) = l2.fills
+    assert fill["time_ns"] == 4000 and fill["price"] == 100.0 and fill["qty"] == 1.0
+    assert fill["maker"] and l2.position[-1] == 1.0
+    with pytest.raises(FinanceError, match="l2: give"):
+        backtest(ticks, dec, cfg, l2=(events[0][::-1], events[1], events[2]))
+
+
+def test_l2_events_rebuild_the_capture_book():
+    from deepseek.finance.ticks import CaptureTicks
+
+    folder = shared_data("market")
+    if folder is None:
+        pytest.skip("../shared/data/market is not in this checkout")
+    ct = CaptureTicks(folder / "binance-cm-btcusd_perp_20240808.gz", l2=True)
+    ticks = ct.to_array()
+    tick_idx, side, lv = ct.l2_events()
+    assert np.all(np.diff(tick_idx) >= 0) and tick_idx[-1] <= len(ticks)
+    bids, asks = {}, {}
+    for sd, (p, q) in zip(side, lv):
+        if sd == 0:
+            bids, asks = {}, {}
+            continue
+        book = bids if sd > 0 else asks
+        if q == 0:
+            book.pop(p, None)
+        else:
+            book[p] = q
+    assert bids == ct.book.bids and asks == ct.book.asks
+    dec = np.where(np.arange(len(ticks)) % 200 < 100, 1, -1)
+    cfg = BacktestConfig(order_type="limit", order_latency_us=500, taker_fee_bps=0.5,
+                         maker_fee_bps=-0.1)
+    res = backtest(ticks, dec, cfg, l2=(tick_idx, side, lv))
+    maker = res.fills[res.fills["maker"]]
+    assert len(maker) > 0 and res.counters["limit_fills"] == len(maker)
+
+
+def test_backtest_cli_l2_needs_a_capture(invoke):
+    res = invoke("finance", "backtest", "synthetic:?kind=market&n=2000&seed=2", "--l2")
+    assert res.exit_code != 0 and "--l2 replays a capture's rebuilt book" in res.output
+    folder = shared_data("market")
+    if folder is None:
+        pytest.skip("../shared/data/market is not in this checkout")
+    res = invoke("finance", "backtest", str(folder / "binance-cm-btcusd_perp_20240808.gz"),
+                 "--l2", "--order-type", "limit", "--fee-bps", "0.5", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["results"]["tick-mlp|500 µs"]["fills"] >= 0

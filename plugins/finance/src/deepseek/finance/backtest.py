@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from deepseek.finance.book import GAP, _lower_bound, _set_side
 from deepseek.finance.errors import FinanceError
 
 FILL_DTYPE = np.dtype([("time_ns", "<i8"), ("side", "i1"), ("price", "<f8"), ("qty", "<f8"),
@@ -262,12 +263,31 @@ def _fill(ft, fs, fp, fq, ff, fm, fo, k, t, side, px, qty, fee, maker,
     return k + 1
 
 
+@njit(inline="always")
+def _level_qty(keys, qty, state, sign, px):  # pragma: no cover - compiled
+    """The quantity of the ladder's level at price ``px`` (0 when there is none)."""
+    key = sign * px
+    lo = _lower_bound(keys, state[0], key)
+    if lo < state[0] and keys[lo] == key:
+        return qty[lo]
+    return 0.0
+
+
 @njit(cache=True, nogil=True)
 def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat, order_lat,
               limit_mode, size, max_pos, hold_ticks, taker, maker, ttl, max_loss, sizing,
               capital, equity, position, fills_t, fills_side, fills_px, fills_qty, fills_fee,
-              fills_maker, fills_order, counters):  # pragma: no cover - compiled
+              fills_maker, fills_order, counters, ev_tick, ev_side, ev_lv, bl, al, lst,
+              scratch):  # pragma: no cover - compiled
     n = len(t)
+    # L2 replay (events given): the rebuilt book's changes, applied before their tick, keep
+    # a ladder per side; a resting order's queue is the level at its price on arrival and
+    # shrinks with it (cancellations ahead assumed to come from behind, as at the touch)
+    n_ev = len(ev_tick)
+    e = 0
+    bk, bq, ak, aq = bl[0], bl[1], al[0], al[1]
+    bst, ast = lst[0:2], lst[2:4]
+    sk, sq = scratch[0], scratch[1]
     inf = np.int64(2**62)
     n_feed = len(feed_lat)
     n_ord = len(order_lat)
@@ -332,6 +352,25 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
             cur_ask = ask[j]
             cur_bsz = bsz[j]
             cur_asz = asz[j]
+            touched = False
+            while e < n_ev and ev_tick[e] <= j:
+                sd = ev_side[e]
+                if sd == 0:
+                    bst[0] = 0
+                    bst[1] = 0
+                    ast[0] = 0
+                    ast[1] = 0
+                elif sd > 0:
+                    _set_side(bk, bq, bst, ev_lv[e:e + 1], 1.0, sk, sq)
+                else:
+                    _set_side(ak, aq, ast, ev_lv[e:e + 1], -1.0, sk, sq)
+                e += 1
+                touched = True
+            if touched and r_live and bst[0] > 0 and ast[0] > 0:
+                lvl = _level_qty(bk, bq, bst, 1.0, r_px) if r_side > 0 else \
+                    _level_qty(ak, aq, ast, -1.0, r_px)
+                if lvl < r_queue:
+                    r_queue = lvl
             if r_live:
                 q = 0.0
                 s = side[j]
@@ -411,7 +450,10 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
                 r_side = s
                 r_px = px
                 r_rem = qty
-                if s > 0:
+                if n_ev > 0 and bst[0] > 0 and ast[0] > 0:  # L2: the level at its price
+                    r_queue = _level_qty(bk, bq, bst, 1.0, px) if s > 0 else \
+                        _level_qty(ak, aq, ast, -1.0, px)
+                elif s > 0:
                     r_queue = cur_bsz if px == cur_bid else (0.0 if px > cur_bid else 1e300)
                 else:
                     r_queue = cur_asz if px == cur_ask else (0.0 if px < cur_ask else 1e300)
@@ -498,10 +540,17 @@ def _simulate(t, bid, ask, bsz, asz, last_px, last_sz, side, decision, feed_lat,
 
 
 def backtest(ticks: np.ndarray, decisions: np.ndarray, config: BacktestConfig | None = None,
-             *, source: str = "ticks") -> BacktestResult:
+             *, source: str = "ticks",
+             l2: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> BacktestResult:
     """Run the event loop over ``ticks`` (TICK_DTYPE, checked by :func:`check_ticks`) with
     one decision per tick (-1/0/+1, made on that tick; anything else counts as invalid and
-    is treated as flat)."""
+    is treated as flat).
+
+    ``l2``: an L2 replay, the rebuilt book's changes between the ticks
+    (:meth:`deepseek.finance.ticks.CaptureTicks.l2_events`, or :func:`l2_replay`): a
+    resting limit order's queue is then the displayed quantity at its own price, at any
+    depth, when it arrives, and shrinks as that level does, instead of being unknown
+    (infinite) behind the touch."""
     cfg = config or BacktestConfig()
     check_ticks(ticks, source)
     dec = np.asarray(decisions)
@@ -528,6 +577,16 @@ def backtest(ticks: np.ndarray, decisions: np.ndarray, config: BacktestConfig | 
          np.empty(cap, np.float64), np.empty(cap, np.float64), np.empty(cap, np.bool_),
          np.empty(cap, np.int64)]
     counters = np.zeros(len(COUNTERS), dtype=np.int64)
+    ev_tick, ev_side, ev_lv = l2 if l2 is not None else (
+        np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros((0, 2)))
+    if not (len(ev_tick) == len(ev_side) == len(ev_lv)) or (
+            len(ev_tick) and (np.any(np.diff(ev_tick) < 0) or ev_tick[-1] > n)):
+        raise FinanceError("l2: give (tick index, side, levels) rows in tick order, as "
+                           "CaptureTicks.l2_events() returns them, for these ticks")
+    per_side = [int(np.count_nonzero(ev_side == sgn)) for sgn in (1, -1)]
+    room = 2 * max(per_side) + 2 * GAP + 64
+    bl, al = np.zeros((2, room)), np.zeros((2, room))
+    scratch, lst = np.zeros((2, room)), np.zeros(4, dtype=np.int64)
     col = {k: np.ascontiguousarray(ticks[k]) for k in
            ("time_ns", "bid", "ask", "bid_size", "ask_size", "last_px", "last_size")}
     n_fills = _simulate(col["time_ns"], col["bid"], col["ask"], col["bid_size"],
@@ -537,7 +596,10 @@ def backtest(ticks: np.ndarray, decisions: np.ndarray, config: BacktestConfig | 
                         int(cfg.hold_ticks), cfg.taker_fee_bps * 1e-4,
                         cfg.maker_fee_bps * 1e-4, int(round(cfg.limit_ttl_us * 1e3)),
                         float(cfg.max_loss or 0.0), SIZINGS.index(cfg.sizing),
-                        float(capital), equity, position, *f, counters)
+                        float(capital), equity, position, *f, counters,
+                        np.ascontiguousarray(ev_tick, dtype=np.int64),
+                        np.ascontiguousarray(ev_side, dtype=np.int8),
+                        np.ascontiguousarray(ev_lv, dtype=np.float64), bl, al, lst, scratch)
     if n_fills > cap:  # cannot happen: at most one fill per tick and one per message
         raise FinanceError(f"internal: {n_fills} fills exceed the buffer of {cap}")
     fills = np.empty(n_fills, dtype=FILL_DTYPE)

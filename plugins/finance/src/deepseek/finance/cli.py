@@ -313,6 +313,11 @@ def _write_run(out: Path, res: Any, name: str) -> list[str]:
                    "bar are counted and reported (default: daily bars against weekdays).")
 @click.option("--order-type", type=click.Choice(["market", "limit"]), default="market",
               show_default=True, help="Ticks: how decisions trade.")
+@click.option("--l2", "l2", is_flag=True,
+              help="Ticks from a capture with its book: replay the rebuilt book's changes "
+                   "between the ticks, so a resting limit order's queue is the displayed "
+                   "quantity at its own price at any depth and shrinks with that level "
+                   "(without it: known only at the touch).")
 @click.option("--size", type=click.FloatRange(0, min_open=True), default=1.0,
               show_default=True, help="Position per call, counted as --sizing says.")
 @click.option("--sizing", type=click.Choice(["quantity", "notional", "equity"]),
@@ -352,7 +357,7 @@ def _write_run(out: Path, res: Any, name: str) -> list[str]:
 def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | None,
                  levels: int | None, model: str, folds: int, epochs: int,
                  baseline_theta: float, rule: str, calendar: str | None, order_type: str,
-                 size: float, sizing: str, capital: float | None, hold_ticks: int,
+                 l2: bool, size: float, sizing: str, capital: float | None, hold_ticks: int,
                  latency_us: float, feed_latency_us: float,
                  latency_file: Path | None, fee_bps: float, maker_fee_bps: float,
                  slippage_bps: float, max_loss: float | None, max_gap_s: float,
@@ -405,7 +410,19 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
             raise FinanceError(f"{data}: --calendar checks bar files; tick captures carry "
                                "their own clock")
         gaps = None
-        ticks = _ticks(data, symbol, clock, order, levels)
+        events = None
+        if l2:
+            from deepseek.finance.ticks import is_capture, read_binance_l2
+
+            if folds or not is_capture(data.removeprefix("binance:")):
+                raise FinanceError(f"{data}: --l2 replays a capture's rebuilt book (not a tick "
+                                   "CSV or synthetic ticks) and backtests the given model "
+                                   "(not with --walk-forward)")
+            opts = {k: v for k, v in (("symbol", symbol), ("clock", clock), ("order", order),
+                                      ("levels", levels)) if v is not None}
+            ticks, events = read_binance_l2(data.removeprefix("binance:"), **opts)
+        else:
+            ticks = _ticks(data, symbol, clock, order, levels)
         check_ticks(ticks, data)
         same = np.flatnonzero(np.diff(ticks["time_ns"]) == 0)
         if len(same):
@@ -445,7 +462,7 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
             for label, dec in ((model, model_decisions(model, ticks)),
                                ("imbalance rule", imbalance_decisions(ticks, baseline_theta))):
                 for lab, c in (("0 µs", cfg.without_latency()), (lat, cfg)):
-                    res = backtest(ticks, dec, c, source=data)
+                    res = backtest(ticks, dec, c, source=data, l2=events)
                     named[f"{label}|{lab}"] = res.performance(p)
                 runs[label] = res
         kind, n = "ticks", len(ticks)

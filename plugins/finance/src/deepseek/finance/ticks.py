@@ -60,7 +60,8 @@ TICK_DTYPE = np.dtype([
 REQUIRED_CSV = ("bid", "ask", "bid_size", "ask_size")
 DEFAULT_LEVELS = 5
 
-__all__ = ["TICK_DTYPE", "CaptureTicks", "empty", "is_capture", "read_binance", "read_csv",
+__all__ = ["TICK_DTYPE", "CaptureTicks", "empty", "is_capture", "read_binance",
+           "read_binance_l2", "read_csv",
            "tick_args", "write_csv"]
 
 
@@ -221,10 +222,13 @@ class CaptureTicks:
 
     ``levels``: book levels summed into ``bid_depth``/``ask_depth``. ``top``: ``"auto"``
     (bookTicker when the capture has it, else the book), ``"ticker"`` or ``"book"``.
+    ``l2=True`` also records the rebuilt book's changes for an L2 replay
+    (:meth:`l2_events`).
     """
 
     def __init__(self, path: str | Path, *, symbol: str | None = None, clock: str = "receive",
-                 order: str = "error", levels: int = DEFAULT_LEVELS, top: str = "auto") -> None:
+                 order: str = "error", levels: int = DEFAULT_LEVELS, top: str = "auto",
+                 l2: bool = False) -> None:
         if top not in ("auto", "ticker", "book"):
             raise TickFileError(f"top={top!r}: use auto, ticker or book")
         if not 1 <= int(levels) <= 100:
@@ -239,6 +243,8 @@ class CaptureTicks:
         from deepseek.finance.book import OrderBook
 
         self.book = OrderBook()
+        self.l2 = l2
+        self._l2: list[tuple[int, int, np.ndarray]] = []
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -285,11 +291,14 @@ class CaptureTicks:
                                         f"price {last_px} and quantity {last_sz}; both must be "
                                         "finite and positive")
             else:  # depth or snapshot
+                was_live = book.live
                 try:
-                    book.apply(rec)
+                    changed = book.apply(rec)
                 except TickFileError as exc:
                     raise TickFileError(f"{path}: {exc} (received at {rec.recv_ns} ns)") \
                         from None
+                if self.l2:
+                    self._record_l2(rec, changed, was_live, tk["emitted"])
                 if book.live:
                     best = book.best()
                     if quote_top is not None and best is not None and quote_id <= book.last_id:
@@ -323,6 +332,33 @@ class CaptureTicks:
             yield (rec.time_ns, rec.exch_ns, rec.recv_ns, bid, ask, bq, aq, bd, ad, last_px,
                    last_sz if side else 0.0, side, nlev)
 
+    def _record_l2(self, rec: Any, changed: bool, was_live: bool, before_tick: int) -> None:
+        """The book's change, to be applied before tick ``before_tick``: side 0 clears the
+        book; side +1/-1 sets bid/ask levels (quantity 0 removes)."""
+        book, out = self.book, self._l2
+        if rec.kind == "snapshot" and book.live:  # the whole book as loaded (with buffered
+            out.append((before_tick, 0, _NO_LEVELS))  # diffs applied after the snapshot)
+            for sign, side in ((1, book.bids), (-1, book.asks)):
+                out.append((before_tick, sign, np.array(list(side.items()),
+                                                        dtype=np.float64).reshape(-1, 2)))
+        elif changed:
+            out.append((before_tick, 1, rec.bids))
+            out.append((before_tick, -1, rec.asks))
+        elif was_live and not book.live:  # a gap or a crossed book: no book until resync
+            out.append((before_tick, 0, _NO_LEVELS))
+
+    def l2_events(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The recorded book changes as arrays, one row per level: the tick index each is
+        applied before, the side (+1 bid, -1 ask, 0 clear the book: a snapshot or a gap) and
+        the (price, quantity) rows."""
+        if not self._l2:
+            return (np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros((0, 2)))
+        sizes = [max(len(lv), 1) if side == 0 else len(lv) for _, side, lv in self._l2]
+        tick = np.repeat([t for t, _, _ in self._l2], sizes).astype(np.int64)
+        side = np.repeat([sd for _, sd, _ in self._l2], sizes).astype(np.int8)
+        lv = np.concatenate([lv if sd else np.zeros((1, 2)) for _, sd, lv in self._l2])
+        return tick, side, lv
+
     def to_array(self) -> np.ndarray:
         cols = [array("q") for _ in range(3)] + [array("d") for _ in range(8)] + \
             [array("b"), array("b")]
@@ -338,6 +374,9 @@ class CaptureTicks:
         for name, col in zip(TICK_DTYPE.names, cols):
             out[name] = np.frombuffer(col, dtype=out.dtype[name])
         return out
+
+
+_NO_LEVELS = np.zeros((0, 2))
 
 
 def read_binance(path: str | Path, symbol: str | None = None, *, clock: str = "receive",
@@ -356,6 +395,21 @@ def read_binance(path: str | Path, symbol: str | None = None, *, clock: str = "r
                  path, s["ticks"]["emitted"], s["reader"]["lines"], s["reader"]["records"],
                  "in sync" if s["book"]["live"] else "not in sync", s["book"]["gaps"],
                  s["ticker_check"]["agreement"])
+
+
+def read_binance_l2(path: str | Path, symbol: str | None = None, *, clock: str = "receive",
+                    order: str = "error", levels: int = DEFAULT_LEVELS, top: str = "auto",
+                    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Ticks of a Binance capture and the rebuilt book's changes between them, for an L2
+    replay (``backtest(ticks, decisions, config, l2=events)``)."""
+    ct = CaptureTicks(path, symbol=symbol, clock=clock, order=order, levels=levels, top=top,
+                      l2=True)
+    ticks = ct.to_array()
+    events = ct.l2_events()
+    if not len(events[0]):
+        raise TickFileError(f"{path}: no depth snapshot and diffs: an L2 replay needs the "
+                            "book (capture depth@... with a REST snapshot)")
+    return ticks, events
 
 
 def read_capture(source: str | Path, **options: Any) -> np.ndarray:
