@@ -39,16 +39,19 @@ lint: $(STAMP)
 # The peers of benchmarks/serving.py (MLServer, KServe) in an environment of their own: they
 # are never dependencies of the package. uvloop<0.22: MLServer 1.7's inference workers fail
 # to start with uvloop 0.22 (SeldonIO/MLServer#2286).
+# hftbacktest, the peer of benchmarks/backtest.py, gets its own (numpy/numba pins of its own).
 bench-peers:
 	$(PYTHON) -m venv .bench-peers
 	.bench-peers/bin/python -m pip install --quiet -c constraints.txt torch==2.13.0 \
 		"mlserver>=1.6" "kserve>=0.14" "uvloop<0.22"
+	$(PYTHON) -m venv .bench-hftbacktest
+	.bench-hftbacktest/bin/python -m pip install --quiet "hftbacktest>=2.4,<3"
 
 bench: $(STAMP)
 	@for b in $(wildcard benchmarks/*.py); do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) .bench-peers dist build .pytest_cache
+	rm -rf $(VENV) .bench-peers .bench-hftbacktest dist build .pytest_cache
 
 # The model server image (Dockerfile): the edge form by default, TARGET=full adds PyTorch and
 # the verticals. The base is made offline from Debian's packages (mmdebstrap, podman import);
