@@ -641,7 +641,7 @@ def test_l2_events_rebuild_the_capture_book():
     folder = shared_data("market")
     if folder is None:
         pytest.skip("../shared/data/market is not in this checkout")
-    ct = CaptureTicks(folder / "binance-cm-btcusd_perp_20240808.gz", l2=True)
+    ct = CaptureTicks(folder / "binance-spot-ethusdt_20240808.gz", l2=True)
     ticks = ct.to_array()
     tick_idx, side, lv = ct.l2_events()
     assert np.all(np.diff(tick_idx) >= 0) and tick_idx[-1] <= len(ticks)
@@ -670,7 +670,7 @@ def test_backtest_cli_l2_needs_a_capture(invoke):
     folder = shared_data("market")
     if folder is None:
         pytest.skip("../shared/data/market is not in this checkout")
-    res = invoke("finance", "backtest", str(folder / "binance-cm-btcusd_perp_20240808.gz"),
+    res = invoke("finance", "backtest", str(folder / "binance-spot-ethusdt_20240808.gz"),
                  "--l2", "--order-type", "limit", "--fee-bps", "0.5", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)

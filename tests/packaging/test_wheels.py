@@ -194,14 +194,12 @@ def test_the_readme_plugin_works_everywhere_without_touching_the_core(fresh_env,
     res = _run([exe, "evaluate", "vib-accuracy", "--pred", str(tmp_path / "pred.csv"), "--ref",
                 str(tmp_path / "ref.csv"), "--json"], env=env, cwd=str(tmp_path))
     assert json.loads(res.stdout)["result"]["accuracy"] == pytest.approx(2 / 3)
-    # run and demo
+    # run
     res = _run([exe, "run", "vibration.demo", "--out", str(tmp_path / "run"), "--json"],
                env=env, cwd=str(tmp_path))
     scores = json.loads(res.stdout)["metrics"]
     assert scores["accuracy"] > scores["majority"]  # it learned the fault tone
-    res = _run([exe, "demo", "--only", "vibration.*", "--out", str(tmp_path / "demo")],
-               env=env, cwd=str(tmp_path))
-    assert "vibration.demo done" in res.stdout
+    # (``demo --only`` over a plugin's pipelines: tests/core/test_plugin_authors.py)
     # serve: the first stdout line says where; one inference through REST
     import httpx
 
