@@ -230,7 +230,7 @@ def test_cli_detect_and_evaluate(tmp_path):
                                       str(tmp_path / "r.csv"), "--tta-top", "0", "--window",
                                       "64", "--monai-json", str(tmp_path / "boxes.json")])
     assert res.exit_code == 0, res.output
-    (entry,) = json.loads((tmp_path / "boxes.json").read_text())
+    (entry,) = json.loads((tmp_path / "boxes.json").read_text())["validation"]
     assert entry["image"] == str(ph.out_dir) and len(entry["box"]) == len(entry["label_scores"])
     res = runner.invoke(build_cli(), ["medical", "evaluate", "--ref",
                                       str(ph.annotations), "--pred", str(tmp_path / "r.csv"),
@@ -255,7 +255,7 @@ def test_monai_box_json_in_world_coordinates(tmp_path):
             {"seriesuid": "1.2", "xyz": (0.0, 0.0, 0.0), "diameter_mm": 4.0,
              "probability": 0.5}]
     out = json.loads(write_monai_boxes(rows, tmp_path / "b.json",
-                                       images={"1.2": "a.nii.gz"}).read_text())
+                                       images={"1.2": "a.nii.gz"}).read_text())["validation"]
     assert out == [{"image": "a.nii.gz", "box": [[10.0, -20.5, -100.25, 8.0, 8.0, 8.0],
                                                  [0.0, 0.0, 0.0, 4.0, 4.0, 4.0]],
                     "label": [0, 0], "label_scores": [0.9, 0.5]},
@@ -263,10 +263,37 @@ def test_monai_box_json_in_world_coordinates(tmp_path):
                     "label": [0], "label_scores": [0.25]}]
 
 
+def test_monai_datalist_round_trips_through_monai(tmp_path):
+    from monai.apps.detection.transforms.dictionary import ConvertBoxModed
+    from monai.data import load_decathlon_datalist
+
+    from deepseek.medical.metrics import write_monai_boxes
+
+    rows = [{"seriesuid": "1.2", "xyz": (10.0, -20.5, -100.25), "diameter_mm": 8.0,
+             "probability": 0.9}]
+    path = write_monai_boxes(rows, tmp_path / "b.json", images={"1.2": "a.nii.gz"},
+                             key="test")
+    (item,) = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key="test",
+                                      base_dir=str(tmp_path))
+    assert item["image"] == str(tmp_path / "a.nii.gz") and item["label_scores"] == [0.9]
+    corners = ConvertBoxModed(box_keys="box", src_mode="cccwhd", dst_mode="xyzxyz")(
+        {"box": np.asarray(item["box"], np.float32)})["box"]
+    assert np.allclose(corners, [[6.0, -24.5, -104.25, 14.0, -16.5, -96.25]])
+
+
 def test_detector_on_a_volume_without_lungs():
+    from deepseek.medical.errors import NoLungError
+
     vol = Volume(np.full((20, 40, 40), 40.0, np.float32), (1.0, 1.0, 1.0))
-    cands = NoduleDetector(build(base=4), progress=False, window=32, overlap=8).detect(vol)
+    z, y, x = np.mgrid[0:20, 0:40, 0:40]
+    vol.array[np.hypot(y - 20, x - 20) > 18] = -1000.0  # a water cylinder in air: no lungs
+    with pytest.raises(NoLungError, match="no lung of plausible size.*--no-lung-mask"):
+        NoduleDetector(build(base=4), progress=False, window=32, overlap=8).detect(vol)
+    det = NoduleDetector(build(base=4), progress=False, window=32, overlap=8, lungs=False)
+    cands = det.detect(vol)
     assert isinstance(cands, list) and len(cands) <= 100
+    assert det.lung_info["found"] is False and det.lung_info["searched"] == \
+        "the inside of the body" and "plausible" in det.lung_info["reason"]
 
 
 def test_nodule_pipeline_on_a_given_series(tmp_path):

@@ -454,6 +454,9 @@ def test_info_reports_tilt_gaps_and_step_changes(phantom_factory, plain, tmp_pat
     assert info(plain.out_dir) == {"duplicate_positions": 0, "step_mm": 3.0, "tilt_deg": 0.0}
     g = info(phantom_factory(tilt_deg=15.0, missing_slice=True).out_dir)
     assert g["tilt_deg"] == pytest.approx(15.0, abs=0.01)
+    # the sign is kept: the other way is -15 degrees (the sense of generate --tilt)
+    assert info(phantom_factory(tilt_deg=-15.0).out_dir)["tilt_deg"] == pytest.approx(
+        -15.0, abs=0.01)
     assert g["gaps"][0]["missing_slices"] == 1
     d = tmp_path / "step"
     shutil.copytree(plain.out_dir, d)
@@ -501,7 +504,35 @@ def test_uneven_spacing(plain, tmp_path):
     with pytest.raises(GeometryError, match="uneven slice steps"):
         DICOMReader(d).load()
     f = DICOMReader(d, on_gap="resample").load().metadata["findings"]
-    assert "uneven" in f and f["resampled"]["step_mm"] < 3.0
+    # the grid keeps the series' own 3 mm step, not the stray 2.2 mm one
+    assert "uneven" in f and f["resampled"]["step_mm"] == pytest.approx(3.0)
+    assert f["resampled"]["to_slices"] == f["resampled"]["from_slices"]
+
+
+def test_near_duplicates_never_explode_the_grid(plain, tmp_path):
+    d = tmp_path / "near"
+    shutil.copytree(plain.out_dir, d)
+    p = d / "slice_0010.dcm"
+    ds = pydicom.dcmread(p)
+    nxt = pydicom.dcmread(d / "slice_0011.dcm")
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    # 0.05 mm from its neighbour: the old smallest-step rule made 20 slices into ~1,100
+    ds.ImagePositionPatient = [ipp[0], ipp[1], float(nxt.ImagePositionPatient[2]) - 0.05]
+    ds.save_as(p)
+    with pytest.raises(GeometryError, match=r"near-duplicate slices \(1 pair\(s\) closer"):
+        DICOMReader(d).load()
+    vol = DICOMReader(d, on_gap="resample").load()
+    f = vol.metadata["findings"]
+    assert f["near_duplicates"][0]["step_mm"] == pytest.approx(0.05, abs=1e-3)
+    assert vol.shape[0] == 20 and f["resampled"]["step_mm"] == pytest.approx(3.0)
+    assert "finest step the series keeps" in f["resampled"]["rule"]
+    # an explicit step, never finer than half the median, and a memory budget
+    assert DICOMReader(d, on_gap="resample", step_mm=1.5).load().shape[0] == 39
+    with pytest.raises(GeometryError, match="finer than half the series' median step"):
+        DICOMReader(d, on_gap="resample", step_mm=0.5).load()
+    with pytest.raises(GeometryError, match=r"makes 20 slices of .* GiB, over the budget .*"
+                                            r"--step MM"):
+        DICOMReader(d, on_gap="resample", max_bytes=10_000).load()
 
 
 def test_missing_decoder_names_syntax_and_package(plain, tmp_path, monkeypatch):
@@ -529,3 +560,16 @@ def test_bad_options(plain):
         DICOMReader(plain.out_dir, on_gap="ignore")
     with pytest.raises(MedicalError, match="tilt"):
         DICOMReader(plain.out_dir, tilt="fix")
+
+
+def test_an_empty_file_is_reported_as_skipped_not_as_a_missing_slice(plain, tmp_path):
+    d = tmp_path / "empty"
+    shutil.copytree(plain.out_dir, d)
+    (d / "slice_0010.dcm").write_bytes(b"")  # an interrupted copy
+    (d / "notes.txt").write_text("not an image\n")
+    reader = DICOMReader(d)
+    with pytest.raises(GeometryError, match=r"missing slices .*files skipped in the folder: "
+                                            r"1 empty file \(0 bytes\), \d+ not DICOM; a "
+                                            r"missing slice may be one of them"):
+        reader.load()
+    assert reader.skipped["empty file (0 bytes)"] == 1 and reader.skipped["not DICOM"] >= 1

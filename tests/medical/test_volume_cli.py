@@ -147,6 +147,42 @@ def test_cli_phantom_info_convert(tmp_path):
     assert res.exit_code == 2 and "folder is empty" in res.output
 
 
+def test_convert_writes_exact_int16_and_a_sidecar(tmp_path):
+    from deepseek.medical.synthetic import write_phantom
+    from deepseek.medical.volume import read_volume
+
+    runner = CliRunner()
+    cli = build_cli()
+    plain = write_phantom(tmp_path / "plain", seed=5, size=64, slices=8, slice_step=2.5)
+    res = runner.invoke(cli, ["medical", "convert", str(plain.out_dir),
+                              str(tmp_path / "ct.nii.gz"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["dtype"] == "int16" and out["sidecar"].endswith("ct.json")
+    back = Volume.load(tmp_path / "ct.nii.gz")
+    assert back.array.dtype == np.float32  # read back as HU
+    assert np.array_equal(back.array, read_volume(plain.out_dir).array)  # exact
+    res = runner.invoke(cli, ["medical", "convert", str(plain.out_dir),
+                              str(tmp_path / "f.nii.gz"), "--dtype", "float32"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "ct.nii.gz").stat().st_size < (tmp_path / "f.nii.gz").stat().st_size
+    side = json.loads((tmp_path / "ct.json").read_text())
+    assert side["Modality"] == "CT" and side["DataType"] == "int16" and side["Units"] == "HU"
+    assert "PatientName" not in side and "PatientID" not in side
+    # a tilted series with a gap: straightened and equalised, float32, and the sidecar says so
+    tilted = write_phantom(tmp_path / "tilt", seed=6, size=64, slices=9, slice_step=2.5,
+                           tilt_deg=-10.0, missing_slice=True)
+    res = runner.invoke(cli, ["medical", "convert", str(tilted.out_dir),
+                              str(tmp_path / "t.nii"), "--on-gap", "resample", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["dtype"] == "float32"
+    side = json.loads((tmp_path / "t.json").read_text())
+    assert side["GantryTiltMeasuredDeg"] == pytest.approx(-10.0, abs=0.01)
+    assert side["GantryTiltResampledToStraightGrid"] is True
+    assert side["SliceEqualisation"]["from_slices"] == 8
+    assert side["SliceFindings"]["gaps"][0]["missing_slices"] == 1
+
+
 def test_dicom_io_pipeline_on_phantom(tmp_path):
     res = pipelines().get("medical.dicom-io")(input=None, out_dir=tmp_path, quiet=True)
     assert res.error is None

@@ -106,26 +106,52 @@ def _geometry_text(g: dict) -> str:
 @click.option("--on-gap", type=click.Choice(["error", "resample", "warn"]), default="error",
               show_default=True, help="Missing slices or uneven slice steps: refuse, or "
               "equalise onto an even grid (warn: the same, with a warning).")
+@click.option("--step", "step_mm", type=click.FloatRange(0, min_open=True), default=None,
+              metavar="MM", help="With --on-gap resample: the even grid's slice step (default: "
+              "the finest step the series keeps for two or more steps; never below half the "
+              "median step).")
 @click.option("--interpolator", type=click.Choice(["linear", "nearest", "bspline"]),
               default="linear", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "int16", "float32"]), default="auto",
+              show_default=True, help="Voxel type written: auto is int16 when every value is "
+              "a whole HU (exact), else float32; int16 rounds to whole HU.")
+@click.option("--no-sidecar", is_flag=True, help="Do not write the JSON sidecar.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def convert(path: str, out: Path, spacing: tuple[float, float, float] | None,
-            series_uid: str | None, on_gap: str, interpolator: str, as_json: bool) -> None:
+            series_uid: str | None, on_gap: str, step_mm: float | None, interpolator: str,
+            dtype: str, no_sidecar: bool, as_json: bool) -> None:
     """Convert a DICOM series (or .mhd/NIfTI) at PATH to OUT (.nii, .nii.gz, .mhd, .mha).
 
     A gantry-tilted series is resampled onto a straight grid, since these formats cannot
-    store a sheared one.
+    store a sheared one. Beside the image, a BIDS-style JSON sidecar (as dcm2niix writes)
+    holds the acquisition fields, the measured tilt, the slice equalisation applied and what
+    the reader found.
     """
     from deepseek.medical.volume import read_volume
 
-    vol = read_volume(path, series_uid=series_uid, on_gap=on_gap, tilt="resample")
+    opts = {"step_mm": step_mm} if step_mm is not None else {}
+    vol = read_volume(path, series_uid=series_uid, on_gap=on_gap, tilt="resample", **opts)
     if spacing:
         vol = vol.resample(spacing, interpolator=interpolator)
-    written = vol.save(out)
-    _echo({"written": str(written), "shape_zyx": list(vol.shape),
-           "spacing_xyz": list(vol.spacing), "origin_xyz": list(vol.origin)}, as_json,
-          f"wrote {written}: shape (z, y, x) {vol.shape}, spacing (x, y, z) "
-          f"{tuple(round(s, 4) for s in vol.spacing)} mm")
+    from deepseek.medical.volume import sidecar
+
+    kind = vol.storage_dtype() if dtype == "auto" else dtype
+    written = vol.save(out, dtype=kind)
+    side = None
+    if not no_sidecar:
+        name = written.name
+        for suffix in (".nii.gz", ".nii", ".mhd", ".mha"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        side = written.with_name(name + ".json")
+        side.write_text(json.dumps(sidecar(vol, kind), indent=2) + "\n")
+    _echo({"written": str(written), "sidecar": str(side) if side else None, "dtype": kind,
+           "shape_zyx": list(vol.shape), "spacing_xyz": list(vol.spacing),
+           "origin_xyz": list(vol.origin)}, as_json,
+          f"wrote {written} ({kind}"
+          + (f", sidecar {side.name}" if side else "") + f"): shape (z, y, x) {vol.shape}, "
+          f"spacing (x, y, z) {tuple(round(s, 4) for s in vol.spacing)} mm")
 
 
 @medical.command("generate")
@@ -179,7 +205,11 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write candidates as LUNA16 results CSV.")
 @click.option("--monai-json", type=click.Path(path_type=Path), default=None,
-              help="Also write the candidates as MONAI detection JSON (world cccwhd boxes).")
+              help="Also write the candidates as a MONAI detection datalist (world cccwhd "
+              "boxes, under --monai-key).")
+@click.option("--monai-key", default="validation", show_default=True,
+              help="The datalist key of --monai-json (load_decathlon_datalist's "
+              "data_list_key).")
 @click.option("--json", "as_json", is_flag=True, help="Print the candidates as JSON.")
 @click.option("--threshold", type=float, default=0.02, show_default=True,
               help="Lowest probability reported.")
@@ -193,6 +223,13 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.option("--on-gap", type=click.Choice(["error", "resample", "warn"]), default="error",
               show_default=True, help="DICOM series with missing slices or uneven slice steps: "
               "refuse, or equalise onto an even grid.")
+@click.option("--step", "step_mm", type=click.FloatRange(0, min_open=True), default=None,
+              metavar="MM", help="With --on-gap resample: the even grid's slice step (default: "
+              "the finest step the series keeps for two or more steps; never below half the "
+              "median step).")
+@click.option("--no-lung-mask", "no_lung_mask", is_flag=True,
+              help="Search the whole inside of the body, not only the lungs (without it, a "
+              "volume with no lung of plausible size is refused: not a chest CT).")
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
 @click.option("--tta-top", type=int, default=24, show_default=True,
               help="Re-score this many top candidates with flip test-time augmentation (0: off).")
@@ -205,30 +242,35 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               "classifier (the probability becomes the geometric mean of both). none: off; "
               "auto: the packaged nodule-fpr-3dcnn with the packaged detector; or a model "
               "name, weights or .onnx.")
-def detect(path: str, out: Path | None, monai_json: Path | None, as_json: bool,
+def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
+           as_json: bool,
            threshold: float,
            max_candidates: int, model: str, backend: str, series_uid: str | None, on_gap: str,
-           amp: bool, tta_top: int, window: int, overlap: int | None,
+           step_mm: float | None, no_lung_mask: bool, amp: bool, tta_top: int, window: int,
+           overlap: int | None,
            fpr: str | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.medical.detector import NoduleDetector
     from deepseek.medical.metrics import write_monai_boxes, write_results
     from deepseek.medical.volume import read_volume
 
-    opts = {k: v for k, v in (("series_uid", series_uid), ("on_gap", on_gap))
+    opts = {k: v for k, v in (("series_uid", series_uid), ("on_gap", on_gap),
+                              ("step_mm", step_mm))
             if v and not (k == "on_gap" and v == "error")}
     vol = read_volume(path, **opts)
     det = NoduleDetector(model, backend=backend, threshold=threshold,
                          max_candidates=max_candidates, amp=amp, tta_top=tta_top,
                          window=window, overlap=window // 4 if overlap is None else overlap,
-                         fpr=None if fpr == "none" else fpr)
+                         fpr=None if fpr == "none" else fpr, lungs=not no_lung_mask)
     cands = det.detect(vol)
     if out:
         write_results(cands, out)
     if monai_json:
-        write_monai_boxes(cands, monai_json, images={c["seriesuid"]: str(path) for c in cands})
+        write_monai_boxes(cands, monai_json, images={c["seriesuid"]: str(path) for c in cands},
+                          key=monai_key)
     if as_json:
-        click.echo(json.dumps({"candidates": cands, "timings_s": det.timings}, indent=2))
+        click.echo(json.dumps({"candidates": cands, "lung_mask": det.lung_info,
+                               "timings_s": det.timings}, indent=2))
     else:
         for c in cands[:20]:
             click.echo(f"p={c['probability']:.3f}  ({c['xyz'][0]:.1f}, {c['xyz'][1]:.1f}, "

@@ -36,33 +36,62 @@ from deepseek.medical.volume import Volume
 log = logging.getLogger(__name__)
 
 
-def lung_mask(vol: Volume, dilate_mm: float = 10.0) -> np.ndarray:
-    """Boolean (z, y, x) mask of the lungs (air inside the body), dilated by ``dilate_mm``.
+MIN_LUNG_FRACTION = 0.02  # of the inside of the body: a chest slab's lungs are 4-40 %
+MIN_LUNG_ML = 2.0
 
-    Works on a 1 mm grid. Falls back to "everything inside the body" when no lung is found,
-    and to the whole volume when no body is found.
+
+def find_lungs(vol: Volume, dilate_mm: float = 10.0, use: str = "lungs"
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The boolean (z, y, x) search mask and what was found.
+
+    The body is the largest connected component above -500 HU, its holes filled (in 3-D and
+    slice by slice: the lungs touch the top and bottom of the volume); the lungs are the air
+    (< -400 HU) inside it. They are plausible when they hold at least 2 mL and 2 % of the
+    inside of the body (a chest slab: 4-40 %; a head: under 1 %). ``use="lungs"`` returns
+    the lungs (or, when none is plausible, the inside of the body, with ``found`` False);
+    ``use="body"`` the inside of the body. Either is dilated by ``dilate_mm``. The dict holds
+    ``found``, ``lung_ml``, ``inside_ml``, ``lung_fraction``, ``searched`` and ``reason``.
     """
     import SimpleITK as sitk
 
+    voxel_ml = float(np.prod(vol.spacing)) / 1000.0
     img = sitk.GetImageFromArray(vol.array.astype(np.float32))
     body = sitk.BinaryThreshold(img, -500.0, 1e9, 1, 0)
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(body), sortByObjectSize=True)
     body = sitk.BinaryThreshold(cc, 1, 1, 1, 0)
     if sitk.GetArrayViewFromImage(body).sum() == 0:
-        return np.ones(vol.shape, bool)
+        return np.ones(vol.shape, bool), {
+            "found": False, "lung_ml": 0.0, "inside_ml": 0.0, "lung_fraction": 0.0,
+            "searched": "the whole volume", "reason": "no body (nothing above -500 HU)"}
     filled = sitk.BinaryFillhole(body)
-    # slice by slice too: the lungs touch the top and bottom of the volume
     arr = sitk.GetArrayFromImage(body)
     per_slice = np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(
         sitk.GetImageFromArray(s.astype(np.uint8)))) for s in arr])
     inside = (sitk.GetArrayFromImage(filled) > 0) | (per_slice > 0)
     lungs = inside & (vol.array < -400)
-    if lungs.sum() < 1000:
-        lungs = inside
-    m = sitk.GetImageFromArray(lungs.astype(np.uint8))
+    n_in, n_lung = int(inside.sum()), int(lungs.sum())
+    frac = n_lung / max(n_in, 1)
+    found = n_lung * voxel_ml >= MIN_LUNG_ML and frac >= MIN_LUNG_FRACTION
+    info: dict[str, Any] = {"found": bool(found), "lung_ml": round(n_lung * voxel_ml, 1),
+                            "inside_ml": round(n_in * voxel_ml, 1),
+                            "lung_fraction": round(frac, 4), "reason": None}
+    if not found:
+        info["reason"] = (f"no lung of plausible size: air inside the body is "
+                          f"{n_lung * voxel_ml:.1f} mL, {100 * frac:.2f} % of it (a chest CT's "
+                          f"lungs are at least {MIN_LUNG_ML:g} mL and "
+                          f"{100 * MIN_LUNG_FRACTION:g} %)")
+    chosen = lungs if (found and use == "lungs") else inside
+    info["searched"] = "the lungs" if chosen is lungs else "the inside of the body"
+    m = sitk.GetImageFromArray(chosen.astype(np.uint8))
     r = max(1, int(round(dilate_mm / WORKING_SPACING)))
     m = sitk.BinaryDilate(m, [r, r, r])
-    return sitk.GetArrayFromImage(m) > 0
+    return sitk.GetArrayFromImage(m) > 0, info
+
+
+def lung_mask(vol: Volume, dilate_mm: float = 10.0) -> np.ndarray:
+    """Boolean (z, y, x) mask of the lungs (air inside the body), dilated by ``dilate_mm``
+    (:func:`find_lungs`; the inside of the body when no lung is plausible)."""
+    return find_lungs(vol, dilate_mm)[0]
 
 
 def _gaussian_weight(n: int) -> np.ndarray:
@@ -182,13 +211,17 @@ class NoduleDetector:
             detector's (``probability_detector``) and the classifier's (``probability_fpr``),
             both kept.
             Runs on the same ``backend`` rules as the detector.
+        lungs: search the lungs (:func:`find_lungs`); a volume without a lung of plausible
+            size raises :class:`NoLungError` (a head CT is not searched for nodules).
+            ``False``: search the whole inside of the body. What was found is in
+            :attr:`lung_info` after :meth:`detect`.
     """
 
     def __init__(self, model: Any = None, *, threshold: float = 0.02, max_candidates: int = 100,
                  window: int = 96, overlap: int = 24, batch_size: int = 2,
                  device: str = "auto", amp: bool = False, progress: bool | None = None,
                  tta_top: int = 24, tta_crop: int = 64, backend: str = "auto",
-                 fpr: Any = None) -> None:
+                 fpr: Any = None, lungs: bool = True) -> None:
         from deepseek.loader import resolve_device
         from deepseek.medical.errors import MedicalError
 
@@ -226,6 +259,8 @@ class NoduleDetector:
                 self.fpr = _TorchNet(module, next(module.parameters()).device
                                      if device == "auto" else resolve_device(device),
                                      False, FPR_OUTPUTS)
+        self.lungs = lungs
+        self.lung_info: dict[str, Any] = {}
         self.threshold = threshold
         self.max_candidates = max_candidates
         self.window = window
@@ -258,7 +293,16 @@ class NoduleDetector:
         iso = volume.resample([WORKING_SPACING] * 3)
         t["resample"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        mask = lung_mask(iso)
+        mask, info = find_lungs(iso, use="lungs" if self.lungs else "body")
+        self.lung_info = info
+        if self.lungs and not info["found"]:
+            from deepseek.medical.errors import NoLungError
+
+            name = series_uid or volume.metadata.get("series_uid") or \
+                volume.metadata.get("source") or "the volume"
+            raise NoLungError(f"{name}: {info['reason']}: not a chest CT, or not the chest. "
+                              "Search the whole body instead with lungs=False (command line: "
+                              "--no-lung-mask)")
         t["mask"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         heat, size, offset, origin, x = self._infer(iso, mask)

@@ -19,11 +19,17 @@ What the reader does, and why:
   (``findings["duplicates_dropped"]``); two different images at one position are an error.
 * **Uneven spacing.** Missing slices (a step that is a whole multiple of the usual one), a
   change of the slice step (4 mm, then 7 mm) and single uneven steps are named with their
-  positions. ``on_gap="error"`` (default) refuses the series; ``on_gap="resample"`` (CLI
-  ``--on-gap resample``) equalises it onto an even grid: the smallest step of the series, the
-  first and last slice kept, every other slice interpolated linearly along the slice axis
-  between its two neighbours (through a gantry tilt too, whose shear is linear along the
-  axis); the original positions stay in ``metadata["findings"]["resampled"]``.
+  positions; slices closer than a fifth of the median step are named as near-duplicates.
+  ``on_gap="error"`` (default) refuses the series; ``on_gap="resample"`` (CLI
+  ``--on-gap resample``) equalises it onto an even grid whose step follows one rule: the
+  finest step the series keeps for two or more consecutive steps (a step the scanner used;
+  the median step when no two steps agree), or ``step_mm`` (``--step``), and never below half
+  the median step -- so a near-duplicate pair or a stray short step cannot multiply the
+  slices. The first and last slice are kept, every other slice interpolated linearly along
+  the slice axis between its two neighbours (through a gantry tilt too, whose shear is linear
+  along the axis); an output over ``max_bytes`` (default 4 GiB) is refused with its size and
+  the fix. The original positions and the rule applied stay in
+  ``metadata["findings"]["resampled"]``.
   ``on_gap="warn"`` does the same with a warning. No series is ever given an even grid it
   does not have. Everything found is in ``volume.metadata["findings"]``.
 * **Geometry.** Slice spacing is measured along the normal. A gantry tilt (slice positions
@@ -65,6 +71,9 @@ log = logging.getLogger(__name__)
 
 OUT_OF_FIELD_HU = -2000.0
 DUPLICATE_TOL_MM = 0.01
+NEAR_DUPLICATE = 0.2  # of the median step: closer slices are named near-duplicates
+MIN_GRID_STEP = 0.5   # of the median step: the even grid never steps finer
+MAX_EQUALISED_BYTES = 4 << 30
 ON_GAP = ("error", "resample", "warn")
 _PIXEL_TAG = b"\xe0\x7f\x10\x00"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -410,6 +419,47 @@ def read_dicom(source: Any, **options: Any) -> Volume:
     return DICOMReader(source, **options).load()
 
 
+#: acquisition fields kept for a converted volume's JSON sidecar: DICOM keyword -> the key
+#: dcm2niix's BIDS sidecars use (no patient identifiers, dates or times)
+ACQUISITION_FIELDS = {
+    "Modality": "Modality", "Manufacturer": "Manufacturer",
+    "ManufacturerModelName": "ManufacturersModelName", "SoftwareVersions": "SoftwareVersions",
+    "BodyPartExamined": "BodyPartExamined", "SeriesDescription": "SeriesDescription",
+    "ProtocolName": "ProtocolName", "SeriesNumber": "SeriesNumber",
+    "ImageType": "ImageType", "KVP": "KVP", "XRayTubeCurrent": "XRayTubeCurrent",
+    "Exposure": "XRayExposure", "ConvolutionKernel": "ConvolutionKernel",
+    "SliceThickness": "SliceThickness", "SpacingBetweenSlices": "SpacingBetweenSlices",
+    "GantryDetectorTilt": "GantryDetectorTilt", "ReconstructionDiameter":
+    "ReconstructionDiameter", "ImageOrientationPatient": "ImageOrientationPatientDICOM",
+}
+
+
+def _acquisition(ds: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for keyword, key in ACQUISITION_FIELDS.items():
+        v = ds.get(keyword)
+        if v in (None, ""):
+            continue
+        if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+            v = [_plain(x) for x in v]
+        else:
+            v = _plain(v)
+        out[key] = v
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """A pydicom value as a JSON scalar (DS/IS numbers as numbers)."""
+    if isinstance(v, (int, float, str)):
+        return int(v) if type(v).__name__ == "IS" else (float(v) if type(v).__name__ == "DSfloat"
+                                                        or type(v).__name__ == "DSdecimal"
+                                                        else v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
 def discover(path: Any, progress: bool = False) -> tuple[list[SeriesInfo], dict[str, int]]:
     """Find the series under ``path``. Returns the series and counts of skipped files."""
     from tqdm.auto import tqdm
@@ -418,6 +468,14 @@ def discover(path: Any, progress: bool = False) -> tuple[list[SeriesInfo], dict[
     groups: dict[tuple, SeriesInfo] = {}
     skipped: Counter[str] = Counter()
     for f in tqdm(files, desc="scanning", disable=not progress, leave=False):
+        try:
+            empty = f.stat().st_size == 0
+        except OSError:
+            empty = False
+        if empty:  # a slice whose content was lost (an interrupted copy) looks like this
+            skipped["empty file (0 bytes)"] += 1
+            log.warning("%s: empty file (0 bytes), skipped", f)
+            continue
         got = read_header(f)
         if got is None:
             skipped["not DICOM"] += 1
@@ -451,7 +509,8 @@ def discover(path: Any, progress: bool = False) -> tuple[list[SeriesInfo], dict[
                     image_type="\\".join(ds.get("ImageType", []) or []),
                     meta={"patient_name": str(ds.get("PatientName", "") or ""),
                           "manufacturer": str(ds.get("Manufacturer", "") or ""),
-                          "study_date": str(ds.get("StudyDate", "") or "")},
+                          "study_date": str(ds.get("StudyDate", "") or ""),
+                          "acquisition": _acquisition(ds)},
                 )
             info.slices.append(h)
             if h.transfer_syntax not in info.transfer_syntaxes:
@@ -473,15 +532,25 @@ class DICOMReader:
         on_gap: for missing slices and uneven slice steps: ``"error"`` (default), or
             ``"resample"`` (equalise onto an even grid; ``"warn"``: the same, with a warning).
         tilt: ``"keep"`` (default: exact sheared geometry) or ``"resample"`` (straight grid).
+        step_mm: the slice step of the even grid ``on_gap="resample"`` makes (default: the
+            finest step the series keeps; never below half the median step).
+        max_bytes: the largest equalised volume made (float32; default 4 GiB).
         workers: threads that decode slices (default: up to 8).
         progress: show progress bars (default: when stderr is a terminal).
     """
 
     def __init__(self, path: Any, series_uid: str | None = None, *, modality: str | None = "CT",
                  on_gap: str = "error", tilt: str = "keep", workers: int | None = None,
-                 progress: bool | None = None) -> None:
+                 progress: bool | None = None, step_mm: float | None = None,
+                 max_bytes: int = MAX_EQUALISED_BYTES) -> None:
         if on_gap not in ON_GAP:
             raise MedicalError(f"on_gap must be one of {', '.join(ON_GAP)}, got {on_gap!r}")
+        if step_mm is not None and not (np.isfinite(step_mm) and step_mm > 0):
+            raise MedicalError(f"step_mm={step_mm}: give a slice step > 0 mm")
+        if not max_bytes > 0:
+            raise MedicalError(f"max_bytes={max_bytes}: give a budget > 0 bytes")
+        self.step_mm = None if step_mm is None else float(step_mm)
+        self.max_bytes = int(max_bytes)
         if tilt not in ("keep", "resample"):
             raise MedicalError(f"tilt must be 'keep' or 'resample', got {tilt!r}")
         import sys
@@ -638,16 +707,20 @@ class DICOMReader:
         else:
             # the slice axis: position per mm along the normal (off the normal under a tilt)
             axis = (pos[-1] - pos[0]) / (along[-1] - along[0])
-            tilt = float(np.degrees(np.arccos(np.clip(1.0 / np.linalg.norm(axis), -1, 1))))
+            col_v = np.asarray(col, dtype=np.float64)
+            signed = signed_tilt(axis, normal, col_v / np.linalg.norm(col_v))
+            tilt = abs(signed)
             if tilt > 0.05:
                 findings["gantry_tilt_deg"] = round(tilt, 4)
+                findings["gantry_tilt_signed_deg"] = round(signed, 4)
                 direction[:, 2] = axis
                 if not resample:
                     dz = float((pos[-1] - pos[0]) @ normal) / (len(slices) - 1)
                 log.info("gantry tilt of %.2f degrees detected; slice spacing along the normal "
                          "%.4g mm", tilt, dz)
             if resample:
-                arr, dz = _equalise(arr, along, findings)
+                arr, dz = _equalise(arr, along, findings, self.step_mm, self.max_bytes,
+                                    str(self.path))
         if padded:
             findings["padding_voxels"] = padded
         positions = pos if "resampled" not in findings else \
@@ -701,7 +774,7 @@ class DICOMReader:
                 raise GeometryError(
                     f"{self.path}: two different images at one position ({along[i]:.3f} mm "
                     f"along the normal): {slices[ref].path} and {slices[i].path}. Remove the "
-                    "wrong file, or read the series it belongs to (series_uid=, --series)")
+                    "wrong file, or read the series it belongs to (series_uid=, --series-uid)")
             findings.setdefault("duplicates_dropped", []).append(
                 {"file": str(slices[i].path), "same_as": str(slices[ref].path),
                  "position_mm": round(float(along[i]), 4),
@@ -719,6 +792,10 @@ class DICOMReader:
         if not problems:
             return med, False
         msg = "; ".join(problems)
+        if self.skipped:
+            msg += (" (files skipped in the folder: " + ", ".join(
+                f"{n} {k}" for k, n in sorted(self.skipped.items())) +
+                "; a missing slice may be one of them)")
         if self.on_gap == "error":
             raise GeometryError(f"{self.path}: {msg}. Read it with on_gap='resample' (command "
                                 "line: --on-gap resample) to equalise it onto an even grid; "
@@ -785,6 +862,16 @@ class DICOMReader:
         return _decode(h)
 
 
+def signed_tilt(axis: np.ndarray, normal: np.ndarray, col: np.ndarray) -> float:
+    """The gantry tilt in degrees of a slice axis (position per mm along the normal), signed:
+    positive when the slices step down the image's columns (the column direction of
+    ImageOrientationPatient; posterior on an axial series) as they advance along the normal,
+    the sense of ``generate --tilt``."""
+    tilt = float(np.degrees(np.arccos(np.clip(1.0 / np.linalg.norm(axis), -1, 1))))
+    off = axis - normal * float(axis @ normal)
+    return -tilt if float(off @ col) < 0 else tilt
+
+
 def series_geometry(info: SeriesInfo) -> dict[str, Any]:
     """What the headers say of a series' slice geometry, without reading pixels: the usual
     step along the normal, the gantry tilt, duplicate positions and the step diagnosis
@@ -806,8 +893,10 @@ def series_geometry(info: SeriesInfo) -> dict[str, Any]:
         return out
     med, found, _ = diagnose_steps(along)
     axis = (pos[-1] - pos[0]) / (along[-1] - along[0])
-    tilt = float(np.degrees(np.arccos(np.clip(1.0 / np.linalg.norm(axis), -1, 1))))
-    out.update(step_mm=round(med, 4), tilt_deg=round(tilt, 3) if tilt > 0.05 else 0.0, **found)
+    col = np.asarray(ori[3:], dtype=np.float64)  # type: ignore[index]
+    tilt = signed_tilt(axis, normal, col / np.linalg.norm(col))
+    out.update(step_mm=round(med, 4), tilt_deg=round(tilt, 3) if abs(tilt) > 0.05 else 0.0,
+               **found)
     return out
 
 
@@ -819,7 +908,7 @@ def diagnose_steps(along: np.ndarray) -> tuple[float, dict[str, Any], list[str]]
     med = float(np.median(d))
     tol = max(0.01, 0.01 * med)
     problems: list[str] = []
-    gaps, changes, uneven = [], [], []
+    gaps, changes, uneven, near = [], [], [], []
     runs = []  # (first step, last step, step): consecutive equal steps
     i = 0
     while i < len(d):
@@ -841,7 +930,9 @@ def diagnose_steps(along: np.ndarray) -> tuple[float, dict[str, Any], list[str]]
         ref = prev[2] if prev is not None else next(
             (r[2] for r in long_runs if r[0] > i), med)
         k = st / ref
-        if round(k) >= 2 and abs(k - round(k)) <= 0.1:
+        if st < NEAR_DUPLICATE * med:
+            near.append({"from_mm": round(float(along[i]), 4), "step_mm": round(st, 4)})
+        elif round(k) >= 2 and abs(k - round(k)) <= 0.1:
             gaps.append({"from_mm": round(float(along[i]), 4),
                          "to_mm": round(float(along[i + 1]), 4),
                          "missing_slices": int(round(k)) - 1})
@@ -858,6 +949,11 @@ def diagnose_steps(along: np.ndarray) -> tuple[float, dict[str, Any], list[str]]
         problems.append("the slice step changes " + ", ".join(
             f"from {c['from_step_mm']:.4g} to {c['to_step_mm']:.4g} mm at "
             f"{c['at_mm']:.3f} mm ({c['steps']} steps)" for c in changes[:5]))
+    if near:
+        findings["near_duplicates"] = near
+        problems.append(f"near-duplicate slices ({len(near)} pair(s) closer than "
+                        f"{NEAR_DUPLICATE:g} x the median step {med:.4g} mm, e.g. "
+                        f"{near[0]['step_mm']:.4g} mm apart at {near[0]['from_mm']:.3f} mm)")
     if uneven:
         findings["uneven"] = uneven
         problems.append(f"uneven slice steps ({len(uneven)} of {d.size} differ from the "
@@ -866,13 +962,42 @@ def diagnose_steps(along: np.ndarray) -> tuple[float, dict[str, Any], list[str]]
     return med, findings, problems
 
 
-def _equalise(arr: np.ndarray, along: np.ndarray, findings: dict[str, Any]
-              ) -> tuple[np.ndarray, float]:
+def grid_step(along: np.ndarray, step_mm: float | None = None) -> tuple[float, str]:
+    """The step of the even grid for slices at ``along`` and the rule that chose it: the
+    finest step kept for two or more consecutive steps (the median step when no two agree),
+    or ``step_mm``; never below :data:`MIN_GRID_STEP` x the median step."""
+    d = np.diff(along)
+    med = float(np.median(d))
+    floor = MIN_GRID_STEP * med
+    if step_mm is not None:
+        if step_mm < floor:
+            raise GeometryError(f"step_mm={step_mm:g} is finer than half the series' median "
+                                f"step ({med:.4g} mm); give at least {floor:.4g} mm")
+        return float(step_mm), f"step_mm={step_mm:g}"
+    tol = max(0.01, 0.01 * med)
+    kept = [float(np.mean(d[i:i + 2])) for i in range(len(d) - 1)
+            if abs(d[i + 1] - d[i]) <= tol and d[i] >= floor]
+    if kept:
+        return min(kept), "the finest step the series keeps for two or more steps"
+    return med, "the median step (no two consecutive steps agree)"
+
+
+def _equalise(arr: np.ndarray, along: np.ndarray, findings: dict[str, Any],
+              step_mm: float | None = None, max_bytes: int = MAX_EQUALISED_BYTES,
+              source: str = "the series") -> tuple[np.ndarray, float]:
     """Slices at increasing positions ``along`` (mm) onto an even grid from the first to the
-    last, at the smallest step of the series (or just below, to end on the last slice);
-    linear between the two neighbouring slices."""
+    last at :func:`grid_step` (or just below, to end on the last slice); linear between the
+    two neighbouring slices. Refuses a grid over ``max_bytes``."""
     span = float(along[-1] - along[0])
-    n = int(np.ceil(span / float(np.diff(along).min()) - 1e-6)) + 1
+    step, rule = grid_step(along, step_mm)
+    n = int(np.ceil(span / step - 1e-6)) + 1
+    size = n * int(np.prod(arr.shape[1:])) * 4
+    if size > max_bytes:
+        raise GeometryError(
+            f"{source}: equalising {len(along)} slices over {span:.1f} mm at {step:.4g} mm "
+            f"({rule}) makes {n} slices of {arr.shape[1]}x{arr.shape[2]}: "
+            f"{size / 2**30:.2f} GiB, over the budget of {max_bytes / 2**30:.2f} GiB. Give a "
+            "coarser step (step_mm=, --step MM) or a larger budget (max_bytes=)")
     dz = span / (n - 1)
     z = along[0] + dz * np.arange(n)
     z[-1] = along[-1]
@@ -890,7 +1015,7 @@ def _equalise(arr: np.ndarray, along: np.ndarray, findings: dict[str, Any]
             np.multiply(arr[lo[k]], 1.0 - w[k], out=out[k])
             out[k] += w[k] * arr[lo[k] + 1]
     findings["resampled"] = {"from_slices": len(along), "to_slices": n,
-                             "step_mm": round(dz, 6),
+                             "step_mm": round(dz, 6), "rule": rule,
                              "original_positions_mm": [round(float(a), 4) for a in along]}
     return out, dz
 

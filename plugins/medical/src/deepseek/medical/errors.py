@@ -31,3 +31,7 @@ class VolumeFileError(MedicalError):
 
 class FROCError(MedicalError):
     """A LUNA16 annotations or results file is missing a column or has a bad row."""
+
+
+class NoLungError(MedicalError):
+    """No lung of plausible size in the volume: not a chest CT (or not the chest)."""

@@ -106,12 +106,14 @@ def write_results(rows: list[dict[str, Any]], path: str | Path) -> Path:
 
 
 def write_monai_boxes(rows: list[dict[str, Any]], path: str | Path,
-                      images: dict[str, str] | None = None) -> Path:
-    """Detections as MONAI's detection JSON: a list with one entry per scan, ``{"image":
-    ..., "box": [[x, y, z, w, h, d], ...], "label": [0, ...], "label_scores": [p, ...]}``,
-    boxes in world coordinates (mm, LPS, as the LUNA16 CSV) in MONAI's ``cccwhd`` mode
-    (centre, then the three sizes: here the candidate's diameter on each axis). ``images``
-    maps a series UID to the image path written (default: the UID)."""
+                      images: dict[str, str] | None = None, key: str = "validation") -> Path:
+    """Detections as a MONAI detection datalist: ``{key: [entry, ...]}`` with one entry per
+    scan, ``{"image": ..., "box": [[x, y, z, w, h, d], ...], "label": [0, ...],
+    "label_scores": [p, ...]}`` -- the layout ``monai.data.load_decathlon_datalist(path,
+    data_list_key=key)`` reads and MONAI's detection tutorials use. Boxes are in world
+    coordinates (mm, LPS, as the LUNA16 CSV) in MONAI's ``cccwhd`` mode (centre, then the
+    three sizes: here the candidate's diameter on each axis). ``images`` maps a series UID
+    to the image path written (default: the UID)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     by_scan: dict[str, dict[str, list]] = {}
@@ -122,7 +124,7 @@ def write_monai_boxes(rows: list[dict[str, Any]], path: str | Path,
         entry["label"].append(0)
         entry["label_scores"].append(round(float(r["probability"]), 6))
     out = [{"image": (images or {}).get(uid, uid), **entry} for uid, entry in by_scan.items()]
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path.write_text(json.dumps({key: out}, indent=1) + "\n")
     return path
 
 

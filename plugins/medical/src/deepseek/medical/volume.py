@@ -167,22 +167,52 @@ class Volume:
                    np.asarray(image.GetDirection()).reshape(3, 3), dict(metadata or {}))
 
     # -- files --------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write NIfTI (``.nii``, ``.nii.gz``) or MetaImage (``.mhd`` + ``.raw``, ``.mha``)."""
+    def storage_dtype(self) -> str:
+        """``"int16"`` when every voxel is a whole number in int16's range (HU read from DICOM
+        are), so int16 stores it exactly; else ``"float32"``."""
+        a = self.array
+        if a.size and np.isfinite(a).all() and a.min() >= -32768 and a.max() <= 32767 \
+                and np.array_equal(a, np.round(a)):
+            return "int16"
+        return "float32"
+
+    def save(self, path: str | Path, dtype: str = "auto") -> Path:
+        """Write NIfTI (``.nii``, ``.nii.gz``) or MetaImage (``.mhd`` + ``.raw``, ``.mha``).
+
+        ``dtype``: ``"auto"`` (int16 when that is exact, :meth:`storage_dtype`; else
+        float32), ``"float32"``, or ``"int16"`` (rounded to whole HU; a value outside
+        int16's range is an error, never clipped)."""
         import SimpleITK as sitk
 
         path = Path(path)
         if _suffix(path) not in IMAGE_SUFFIXES:
             raise VolumeFileError(f"{path}: unsupported file type; use one of "
                                   f"{', '.join(IMAGE_SUFFIXES)}")
+        if dtype not in ("auto", "int16", "float32"):
+            raise VolumeFileError(f"dtype={dtype!r}: use auto, int16 or float32")
         if self.is_sheared:
             raise VolumeFileError(
                 f"{path}: this volume has a gantry-tilted (sheared) grid, which NIfTI and "
                 "MetaImage cannot store; call volume.straighten() first (or read the series "
                 "with DICOMReader(..., tilt='resample'))")
+        if dtype == "auto":
+            dtype = self.storage_dtype()
+        arr = np.ascontiguousarray(self.array)
+        if dtype == "int16":
+            r = np.round(arr)
+            if not np.isfinite(r).all() or r.min() < -32768 or r.max() > 32767:
+                raise VolumeFileError(f"{path}: values from {np.nanmin(arr):g} to "
+                                      f"{np.nanmax(arr):g} do not fit int16; write float32")
+            arr = r.astype(np.int16)
+        else:
+            arr = arr.astype(np.float32, copy=False)
         path.parent.mkdir(parents=True, exist_ok=True)
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing(self.spacing)
+        img.SetOrigin(self.origin)
+        img.SetDirection(self.direction.flatten().tolist())
         try:
-            sitk.WriteImage(self.to_sitk(), str(path), useCompression=_suffix(path) != ".nii")
+            sitk.WriteImage(img, str(path), useCompression=_suffix(path) != ".nii")
         except RuntimeError as exc:
             raise VolumeFileError(f"{path}: could not write: {exc}") from exc
         return path
@@ -294,6 +324,37 @@ def read_image(source: str | Path, *, series_uid: str | None = None, on_gap: str
     ``nrrd``). These files hold one regular grid, so the DICOM series options (accepted so
     that one command line serves every input) have nothing to choose or repair."""
     return Volume.load(source)
+
+
+def sidecar(vol: Volume, dtype: str) -> dict[str, Any]:
+    """A BIDS-style JSON sidecar for a written volume, like dcm2niix's: the acquisition
+    fields read from DICOM (no patient identifiers), the measured gantry tilt and whether it
+    was resampled away, the slice equalisation applied and what the reader found, the voxel
+    spacing and data type, and the software."""
+    from deepseek.medical import __version__
+
+    meta = vol.metadata
+    f = meta.get("findings", {})
+    out: dict[str, Any] = dict(meta.get("acquisition", {}))
+    if meta.get("series_uid"):
+        out["SeriesInstanceUID"] = meta["series_uid"]
+    if "gantry_tilt_signed_deg" in f:
+        out["GantryTiltMeasuredDeg"] = f["gantry_tilt_signed_deg"]
+        out["GantryTiltResampledToStraightGrid"] = not vol.is_sheared
+    if "resampled" in f:
+        out["SliceEqualisation"] = {k: f["resampled"][k] for k in
+                                    ("from_slices", "to_slices", "step_mm", "rule")
+                                    if k in f["resampled"]}
+    found = {k: f[k] for k in ("gaps", "spacing_changes", "uneven", "near_duplicates",
+                               "duplicates_dropped", "padding_voxels") if k in f}
+    if found:
+        out["SliceFindings"] = found
+    if meta.get("resampled_from"):
+        out["ResampledFrom"] = meta["resampled_from"]
+    out.update(VoxelSpacingXYZmm=[float(v) for v in vol.spacing], DataType=dtype,
+               Units="HU", ConversionSoftware="deepseek-medical",
+               ConversionSoftwareVersion=__version__)
+    return out
 
 
 def read_volume(source: Any, **options: Any) -> Volume:
