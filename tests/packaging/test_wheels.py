@@ -141,19 +141,26 @@ def test_core_and_one_plugin_without_the_serving_extra(wheels, tmp_path_factory)
     """A partial install: deepseek-core + deepseek-finance, no serving packages at all."""
     venv = _make_env(tmp_path_factory.mktemp("partial"), wheels, "deepseek-finance",
                      leave_out=SERVE_PACKAGES)
-    exe = str(venv / "bin" / "deepseek")
-    res = _run([exe, "plugins", "--json"], env=_env(), cwd=str(venv))
-    plugins = {p["name"]: p for p in json.loads(res.stdout)["plugins"]}
+    commands = [["plugins", "--json"], ["read", "synthetic:?n=300&seed=2", "--json"],
+                ["serve", "tick-mlp", "--port", "0"]]
+    res = _run([str(venv / "bin" / "python"), "-c", CLI_BATCH, json.dumps(commands)],
+               env=_env(), cwd=str(venv))
+    (c1, plugins_json, _), (c2, read_json, _), (c3, _, serve_err) = json.loads(
+        res.stdout.strip().splitlines()[-1])
+    assert c1 == 0 and c2 == 0
+    plugins = {p["name"]: p for p in json.loads(plugins_json)["plugins"]}
     # the core registers nothing of its own: only the installed vertical answers
     assert set(plugins) == {"finance"}
     assert plugins["finance"]["errors"] == {}
-    res = _run([exe, "read", "synthetic:?n=300&seed=2", "--json"], env=_env(), cwd=str(venv))
-    assert json.loads(res.stdout)["records"] == 300
-    res = subprocess.run([exe, "serve", "tick-mlp", "--port", "0"], capture_output=True,
-                         text=True, timeout=300, env=_env(), cwd=str(venv))
-    assert res.returncode == 2, res.stderr
-    assert "deepseek serve needs the 'serve' extra" in res.stderr
-    assert 'pip install "deepseek-core[serve]"' in res.stderr and "Traceback" not in res.stderr
+    assert json.loads(read_json)["records"] == 300
+    assert c3 == 2, serve_err
+    assert "deepseek serve needs the 'serve' extra" in serve_err
+    assert 'pip install "deepseek-core[serve]"' in serve_err and "Traceback" not in serve_err
+    # and from the console script itself (its own entry point, not the click group)
+    res = subprocess.run([str(venv / "bin" / "deepseek"), "serve", "tick-mlp", "--port", "0"],
+                         capture_output=True, text=True, timeout=300, env=_env(),
+                         cwd=str(venv))
+    assert res.returncode == 2 and "needs the 'serve' extra" in res.stderr
     code = "import starlette"
     res = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
                          text=True, timeout=300, env=_env(), cwd=str(venv))
@@ -172,41 +179,63 @@ def _readme_plugin(root: Path) -> Path:
     return root
 
 
+#: runs ``deepseek`` commands in one interpreter of an installed environment (one start-up
+#: instead of one per command): argv[1] is a JSON list of argument lists; prints, per
+#: command, [exit code, stdout, stderr]
+CLI_BATCH = """
+import json, sys
+from click.testing import CliRunner
+from deepseek.cli import build_cli
+out = []
+for args in json.loads(sys.argv[1]):
+    r = CliRunner().invoke(build_cli(), args)
+    out.append([r.exit_code, r.stdout, r.stderr])
+print(json.dumps(out))
+"""
+
+
 def test_the_readme_plugin_works_everywhere_without_touching_the_core(fresh_env, tmp_path):
     src = _readme_plugin(tmp_path / "deepseek-vibration")
     py, exe, env = str(fresh_env / "bin" / "python"), str(fresh_env / "bin" / "deepseek"), _env()
     _run([sys.executable, "-m", "pip", "--python", py, "install", "--quiet", "--no-index",
           "--no-deps", "--no-build-isolation", str(src)])
-    plugins = {p["name"]: p for p in json.loads(
-        _run([exe, "plugins", "--json"], env=env, cwd=str(tmp_path)).stdout)["plugins"]}
+    (tmp_path / "w.vib").write_text(" ".join(["0.5"] * 64) + "\n")
+    (tmp_path / "pred.csv").write_text("0.9,0.1\n0.2,0.8\n0.3,0.7\n")
+    (tmp_path / "ref.csv").write_text("0\n1\n0\n")
+    commands = {
+        "plugins": ["plugins", "--json"],
+        "read": ["read", "vib-synthetic:?n=5", "--json"],
+        "read_file": ["read", str(tmp_path / "w.vib"), "--json"],
+        "evaluate": ["evaluate", "vib-accuracy", "--pred", str(tmp_path / "pred.csv"),
+                     "--ref", str(tmp_path / "ref.csv"), "--json"],
+        "run": ["run", "vibration.demo", "--out", str(tmp_path / "run"), "--json"],
+        # registered without weights: random outputs, so not served without a word
+        "serve_untrained": ["serve", "fault-net", "--port", "0", "--no-grpc"],
+    }
+    res = _run([py, "-c", CLI_BATCH, json.dumps(list(commands.values()))], env=env,
+               cwd=str(tmp_path))
+    out = dict(zip(commands, json.loads(res.stdout.strip().splitlines()[-1])))
+    for name, (code, stdout, stderr) in out.items():
+        if name != "serve_untrained":
+            assert code == 0, (name, stdout, stderr)
+    plugins = {p["name"]: p for p in json.loads(out["plugins"][1])["plugins"]}
     vib = plugins["vibration"]
     assert vib["errors"] == {} and vib["models"] == ["fault-net"]
     assert vib["readers"] == ["vibration"] and vib["pipelines"] == ["vibration.demo"]
     # open
-    res = _run([exe, "read", "vib-synthetic:?n=5", "--json"], env=env, cwd=str(tmp_path))
-    assert json.loads(res.stdout)["reader"] == "vibration"
-    (tmp_path / "w.vib").write_text(" ".join(["0.5"] * 64) + "\n")
-    res = _run([exe, "read", str(tmp_path / "w.vib"), "--json"], env=env, cwd=str(tmp_path))
-    assert json.loads(res.stdout)["reader"] == "vibration"
+    assert json.loads(out["read"][1])["reader"] == "vibration"
+    assert json.loads(out["read_file"][1])["reader"] == "vibration"
     # evaluate
-    (tmp_path / "pred.csv").write_text("0.9,0.1\n0.2,0.8\n0.3,0.7\n")
-    (tmp_path / "ref.csv").write_text("0\n1\n0\n")
-    res = _run([exe, "evaluate", "vib-accuracy", "--pred", str(tmp_path / "pred.csv"), "--ref",
-                str(tmp_path / "ref.csv"), "--json"], env=env, cwd=str(tmp_path))
-    assert json.loads(res.stdout)["result"]["accuracy"] == pytest.approx(2 / 3)
+    assert json.loads(out["evaluate"][1])["result"]["accuracy"] == pytest.approx(2 / 3)
     # run
-    res = _run([exe, "run", "vibration.demo", "--out", str(tmp_path / "run"), "--json"],
-               env=env, cwd=str(tmp_path))
-    scores = json.loads(res.stdout)["metrics"]
+    scores = json.loads(out["run"][1])["metrics"]
     assert scores["accuracy"] > scores["majority"]  # it learned the fault tone
     # (``demo --only`` over a plugin's pipelines: tests/core/test_plugin_authors.py)
+    code, _, stderr = out["serve_untrained"]
+    assert code == 2 and "--allow-untrained" in stderr
     # serve: the first stdout line says where; one inference through REST
     import httpx
 
-    refused = subprocess.run([exe, "serve", "fault-net", "--port", "0", "--no-grpc"],
-                             capture_output=True, text=True, env=env, cwd=str(tmp_path),
-                             timeout=120)  # registered without weights: random outputs
-    assert refused.returncode == 2 and "--allow-untrained" in refused.stderr
     trained = f"fault-net={tmp_path / 'run' / 'fault-net.safetensors'}"
     proc = subprocess.Popen([exe, "serve", trained, "--port", "0", "--grpc-port", "0",
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
