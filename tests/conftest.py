@@ -13,8 +13,18 @@ from deepseek.plugins import temporary_plugin
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one worker process per core already: a second intra-op thread per worker only makes
-    # the two workers take turns on the cores (tests that measure threads set their own)
+    # the two workers take turns on the cores (tests that measure threads set their own).
+    # OMP_NUM_THREADS reaches the subprocesses the tests start and ONNX Runtime sessions
+    # (deepseek.loader); threadpoolctl limits this process's BLAS.
     torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
 
 
 class TinyNet(torch.nn.Module):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,11 @@ def load_onnx(path: Path, opts: LoadOptions, *, source: str) -> LoadedModel:
                                  "device='cpu'")
         providers.insert(0, "CUDAExecutionProvider")
     opts = ort.SessionOptions()
+    if not threads:
+        # onnxruntime ignores OMP_NUM_THREADS and takes every core; a process told to use N
+        # threads (a container, one test worker per core) gets N
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else None
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

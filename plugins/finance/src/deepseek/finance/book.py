@@ -260,7 +260,12 @@ def _entry_point() -> Any:
     return compiled.entry_point if compiled is not None else _apply_levels
 
 
-_APPLY = _entry_point()
+def _APPLY(*args: Any) -> int:  # noqa: N802 (rebound to the compiled entry point)
+    """``_apply_levels`` through its entry point, compiled on the first depth message (not
+    when the module is imported); this name is then rebound to the entry point itself."""
+    global _APPLY
+    _APPLY = _entry_point()
+    return _APPLY(*args)
 
 
 class _Side:
