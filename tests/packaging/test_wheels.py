@@ -121,17 +121,21 @@ def test_installed_wheels_share_the_namespace(fresh_env):
     code = (
         "import json, deepseek, deepseek.medical, deepseek.manufacturing, deepseek.finance\n"
         "from deepseek import ModelLoader\n"
-        "print(json.dumps({m.__name__: m.__file__ for m in (deepseek, deepseek.medical, "
-        "deepseek.manufacturing, deepseek.finance)}))\n"
+        "from click.testing import CliRunner\n"
+        "from deepseek.cli import build_cli\n"
+        "r = CliRunner().invoke(build_cli(), ['plugins', '--json'])\n"
+        "print(json.dumps({'files': {m.__name__: m.__file__ for m in (deepseek, "
+        "deepseek.medical, deepseek.manufacturing, deepseek.finance)}, "
+        "'plugins': [r.exit_code, r.stdout]}))\n"
     )
     env = _env()
     res = _run([str(py), "-c", code], env=env, cwd=str(fresh_env))
-    files = json.loads(res.stdout)
-    for name, file in files.items():
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for name, file in out["files"].items():
         assert file.startswith(str(fresh_env)), f"{name} imported from {file}, not the wheel"
-    res = _run([str(fresh_env / "bin" / "deepseek"), "plugins", "--json"], env=env,
-               cwd=str(fresh_env))
-    data = json.loads(res.stdout)
+    code, stdout = out["plugins"]
+    assert code == 0, stdout
+    data = json.loads(stdout)
     plugins = {p["name"]: p for p in data["plugins"]}
     assert set(plugins) >= {"medical", "manufacturing", "finance"}
     assert all(p["errors"] == {} and p["version"] == "0.1.0" for p in plugins.values())
