@@ -158,6 +158,7 @@ def _mlp_kernel(dims: tuple[int, ...], relu: bool):
 
     kernel.rows = rows
     kernel.mlp_layout = (dims_t, offsets_t, relu)
+    kernel.buf_layout = (a0, lo)
     return kernel, lo + n_out, lo
 
 
@@ -497,7 +498,9 @@ class FastPath:
         """An MLP's decisions in blocks: the streaming features tick by tick (compiled), then
         each layer as one matrix product over the block, then the arg-max; rows that are
         not finite or whose two best logits nearly tie are recomputed by the per-tick
-        forward, so every decision equals :meth:`step`'s on the same ticks."""
+        forward, so every decision equals :meth:`step`'s on the same ticks. Afterwards
+        :attr:`features` and :attr:`scores` are the last tick's (the scores from the batched
+        sums unless that row was recomputed: equal to step()'s within float64 rounding)."""
         dims, offsets, relu = self._kernel.mlp_layout
         nf, w = dims[0], self.weights
         layers = [(w[o:o + a * b].reshape(a, b), w[o + a * b:o + a * b + b])
@@ -522,10 +525,16 @@ class FastPath:
                         np.tanh(h, out=h)
             block = out[start:start + m]
             redo = _argmax_or_redo(f_, h, block, _TIE_MARGIN)
-            if start + m == n:  # the last tick also through the kernel: buf as after step()
-                redo = np.union1d(redo, [m - 1]).astype(np.int64)
-            rows(w, self.buf, f_, x_, redo, block, h)
-            self.redone += len(redo)
+            if len(redo):  # compiled on the first near-tie: most arrays never need it
+                rows(w, self.buf, f_, x_, redo, block, h)
+                self.redone += len(redo)
+            if start + m == n and (not len(redo) or redo[-1] != m - 1):
+                # the buffer as after the last tick: its features, standardised features and
+                # logits (the batched sums: equal to step()'s within float64 rounding)
+                a0, lo = self._kernel.buf_layout
+                self.buf[:nf] = f_[m - 1]
+                self.buf[a0:a0 + nf] = x_[m - 1]
+                self.buf[lo:lo + h.shape[1]] = h[m - 1]
 
     def reset(self) -> None:
         """Forget the feature history and the hidden state (a new session)."""
