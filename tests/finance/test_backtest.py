@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -549,9 +550,11 @@ def test_bar_gaps_against_the_exchange_calendar(tmp_path):
 
     from deepseek.finance.bars import calendar_gaps, gap_warning
 
-    sessions = [str(d.date()) for d in xcals.get_calendar(
-        "XNYS", start="2018-12-01", end="2020-01-31").sessions_in_range("2019-01-02",
-                                                                        "2019-12-31")]
+    with warnings.catch_warnings():  # exchange_calendars' own pandas deprecation notices
+        warnings.simplefilter("ignore")
+        sessions = [str(d.date()) for d in xcals.get_calendar(
+            "XNYS", start="2018-12-01", end="2020-01-31").sessions_in_range("2019-01-02",
+                                                                            "2019-12-31")]
     rng = np.random.default_rng(0)
     gone = set(rng.choice(sessions[1:-1], 60, replace=False).tolist())
     kept = [s for s in sessions if s not in gone]

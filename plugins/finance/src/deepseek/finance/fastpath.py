@@ -515,14 +515,17 @@ class FastPath:
             f_, x_ = feat[:m], x[:m]
             _features_all(self.fs, self.istate, w, nf, t, *cols, side, start, f_, x_)
             h = x_
-            for k, (mat, bias) in enumerate(layers):
-                h = np.matmul(h, mat, out=bufs[k % 2][:m, :mat.shape[1]])
-                h += bias
-                if k < len(layers) - 1:
-                    if relu:
-                        np.maximum(h, 0.0, out=h)
-                    else:
-                        np.tanh(h, out=h)
+            # a non-finite row (an absurd input) is recomputed below and answered -2; its
+            # NaN/inf through the products is expected, not worth a warning
+            with np.errstate(invalid="ignore", over="ignore"):
+                for k, (mat, bias) in enumerate(layers):
+                    h = np.matmul(h, mat, out=bufs[k % 2][:m, :mat.shape[1]])
+                    h += bias
+                    if k < len(layers) - 1:
+                        if relu:
+                            np.maximum(h, 0.0, out=h)
+                        else:
+                            np.tanh(h, out=h)
             block = out[start:start + m]
             redo = _argmax_or_redo(f_, h, block, _TIE_MARGIN)
             if len(redo):  # compiled on the first near-tie: most arrays never need it
