@@ -126,44 +126,45 @@ class Quote(_Record, kw_only=True):
     update_id: int = field(name="u")
 
 
-_BID_KEY = {"DepthDiff": "b", "Snapshot": "bids"}
-_ASK_KEY = {"DepthDiff": "a", "Snapshot": "asks"}
+class _WithLevels(_Record, kw_only=True, eq=False):
+    """A record with ``bids``/``asks`` levels: decoded as raw JSON (or given as pairs) and
+    held as ``(n, 2)`` float64 arrays; equality compares them by value. ``level_keys``: the
+    JSON names of the two fields, for the errors."""
 
+    level_keys: ClassVar[tuple[str, str]] = ("bids", "asks")
 
-def _levels_eq(a: Any, b: Any) -> bool:
-    """Record equality that compares level arrays by value."""
-    if type(a) is not type(b):
-        return NotImplemented
-    for name in a.__struct_fields__:
-        x, y = getattr(a, name), getattr(b, name)
-        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
-            if not np.array_equal(x, y):
+    def __post_init__(self) -> None:  # the subclasses declare bids and asks
+        self.bids = as_levels(self.bids, self.level_keys[0])  # type: ignore[attr-defined]
+        self.asks = as_levels(self.asks, self.level_keys[1])  # type: ignore[attr-defined]
+
+    def __eq__(self, other: Any) -> bool:
+        if type(self) is not type(other):
+            return NotImplemented
+        for name in self.__struct_fields__:
+            x, y = getattr(self, name), getattr(other, name)
+            if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+                if not np.array_equal(x, y):
+                    return False
+            elif x != y:
                 return False
-        elif x != y:
-            return False
-    return True
+        return True
 
 
-class DepthDiff(_Record, kw_only=True, eq=False):
+class DepthDiff(_WithLevels, kw_only=True, eq=False):
     """A book diff: levels to set (qty 0 removes) as ``(n, 2)`` arrays of ``(price, qty)``
     rows, update IDs ``first_id`` (U) .. ``last_id`` (u), and ``prev_id`` (pu, futures; -1
     on spot)."""
 
     kind: ClassVar[str] = "depth"
+    level_keys: ClassVar[tuple[str, str]] = ("b", "a")
     first_id: int = field(name="U")
     last_id: int = field(name="u")
     prev_id: int = field(name="pu", default=-1)
     bids: Levels = field(name="b")
     asks: Levels = field(name="a")
 
-    def __post_init__(self) -> None:
-        self.bids = as_levels(self.bids, _BID_KEY[type(self).__name__])
-        self.asks = as_levels(self.asks, _ASK_KEY[type(self).__name__])
 
-    __eq__ = _levels_eq
-
-
-class Snapshot(_Record, kw_only=True, eq=False):
+class Snapshot(_WithLevels, kw_only=True, eq=False):
     """A full depth snapshot (REST ``/depth``): every level and the ``last_id`` it is current
     to. Spot answers name no symbol (``symbol`` is then attributed by the reader)."""
 
@@ -172,12 +173,6 @@ class Snapshot(_Record, kw_only=True, eq=False):
     last_id: int = field(name="lastUpdateId")
     bids: Levels = field(name="bids")
     asks: Levels = field(name="asks")
-
-    def __post_init__(self) -> None:
-        self.bids = as_levels(self.bids, _BID_KEY[type(self).__name__])
-        self.asks = as_levels(self.asks, _ASK_KEY[type(self).__name__])
-
-    __eq__ = _levels_eq
 
 
 Record = Trade | Quote | DepthDiff | Snapshot

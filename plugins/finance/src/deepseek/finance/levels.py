@@ -80,6 +80,19 @@ def _number(b, i, pow10):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _number_then(b, i, pow10, sep):  # pragma: no cover - compiled
+    """(value, index after ``sep``, ok) of a decimal after optional spacing at ``b[i]``,
+    followed by optional spacing and the byte ``sep``."""
+    v, i, ok = _number(b, _skip_ws(b, i), pow10)
+    if not ok:
+        return v, i, False
+    i = _skip_ws(b, i)
+    if i >= len(b) or b[i] != sep:
+        return v, i, False
+    return v, i + 1, True
+
+
+@njit(cache=True, nogil=True)
 def _parse(b, out, pow10):  # pragma: no cover - compiled
     """Levels of the JSON list ``b`` into ``out``; their count, or -1 to use the general
     decoder."""
@@ -94,24 +107,16 @@ def _parse(b, out, pow10):  # pragma: no cover - compiled
     while True:
         if i >= n or b[i] != 91 or k >= len(out):
             return -1
-        i = _skip_ws(b, i + 1)
-        p, i, ok = _number(b, i, pow10)
+        p, i, ok = _number_then(b, i + 1, pow10, 44)  # price, then ','
         if not ok:
             return -1
-        i = _skip_ws(b, i)
-        if i >= n or b[i] != 44:
-            return -1
-        i = _skip_ws(b, i + 1)
-        q, i, ok = _number(b, i, pow10)
+        q, i, ok = _number_then(b, i, pow10, 93)  # quantity, then ']'
         if not ok:
-            return -1
-        i = _skip_ws(b, i)
-        if i >= n or b[i] != 93:
             return -1
         out[k, 0] = p
         out[k, 1] = q
         k += 1
-        i = _skip_ws(b, i + 1)
+        i = _skip_ws(b, i)
         if i < n and b[i] == 44:
             i = _skip_ws(b, i + 1)
             continue
