@@ -186,13 +186,13 @@ def load_trading_files(pred_path: Any, ref_path: Any) -> tuple[dict[str, Any], n
             return [c.strip() for c in data[0]], data[1:]
         return [], data
 
-    _, eq_rows = rows(pred_path)
+    header, eq_rows = rows(pred_path)
     if len(eq_rows) < 2:
         raise FinanceError(f"{pred_path}: {len(eq_rows)} data row(s); an equity curve needs at "
                            "least 2 rows of time_ns, equity[, position]")
     width = len(eq_rows[0])
     t, cols = [], []
-    for i, r in enumerate(eq_rows, 2):
+    for i, r in enumerate(eq_rows, 2 if header else 1):  # file line numbers
         if len(r) != width or width < 2:
             raise FinanceError(f"{pred_path}: line {i} has {len(r)} columns, the first data "
                                f"line {width} (time_ns, equity[, position])")
