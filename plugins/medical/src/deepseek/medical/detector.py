@@ -5,8 +5,9 @@
     candidates = detector.detect(read_volume("/data/scan"))
 
 Steps: resample the volume to the 1 mm working grid (any spacing, tilted or not: the grid is
-straight and the world coordinates exact) -> body and lung mask (SimpleITK) so that windows in
-outside air are skipped -> sliding-window inference with overlapping windows blended by a
+straight and the world coordinates exact) -> body and lung mask
+(:mod:`deepseek.medical.morphology`) so that windows in outside air are skipped ->
+sliding-window inference with overlapping windows blended by a
 Gaussian importance map, several windows per batch -> peaks of the heatmap (3x3x3 local
 maxima) -> world coordinates, diameter and probability -> non-maximum suppression in world
 space -> at most ``max_candidates`` (100, as LUNA16 allows) candidates, most probable first ->
@@ -17,7 +18,8 @@ cube around it.
 The network runs on PyTorch, or without it on onnxruntime: the packaged weights ship with
 their ONNX export (``lung-nodule-attention.onnx``), which an install without PyTorch (the
 edge form, ``pip install "deepseek-medical[edge]"``) runs; everything around the network is
-numpy and SimpleITK either way.
+numpy either way (no image library: resampling and the masks are written on numpy, equal to
+SimpleITK's).
 """
 
 from __future__ import annotations
@@ -52,22 +54,15 @@ def find_lungs(vol: Volume, dilate_mm: float = 10.0, use: str = "lungs"
     ``use="body"`` the inside of the body. Either is dilated by ``dilate_mm``. The dict holds
     ``found``, ``lung_ml``, ``inside_ml``, ``lung_fraction``, ``searched`` and ``reason``.
     """
-    import SimpleITK as sitk
+    from deepseek.medical import morphology
 
     voxel_ml = float(np.prod(vol.spacing)) / 1000.0
-    img = sitk.GetImageFromArray(vol.array.astype(np.float32))
-    body = sitk.BinaryThreshold(img, -500.0, 1e9, 1, 0)
-    cc = sitk.RelabelComponent(sitk.ConnectedComponent(body), sortByObjectSize=True)
-    body = sitk.BinaryThreshold(cc, 1, 1, 1, 0)
-    if sitk.GetArrayViewFromImage(body).sum() == 0:
+    body = morphology.largest_component(vol.array >= -500.0)
+    if not body.any():
         return np.ones(vol.shape, bool), {
             "found": False, "lung_ml": 0.0, "inside_ml": 0.0, "lung_fraction": 0.0,
             "searched": "the whole volume", "reason": "no body (nothing above -500 HU)"}
-    filled = sitk.BinaryFillhole(body)
-    arr = sitk.GetArrayFromImage(body)
-    per_slice = np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(
-        sitk.GetImageFromArray(s.astype(np.uint8)))) for s in arr])
-    inside = (sitk.GetArrayFromImage(filled) > 0) | (per_slice > 0)
+    inside = morphology.fill_holes(body) | morphology.fill_holes(body, per_slice=True)
     lungs = inside & (vol.array < -400)
     n_in, n_lung = int(inside.sum()), int(lungs.sum())
     frac = n_lung / max(n_in, 1)
@@ -82,10 +77,8 @@ def find_lungs(vol: Volume, dilate_mm: float = 10.0, use: str = "lungs"
                           f"{100 * MIN_LUNG_FRACTION:g} %)")
     chosen = lungs if (found and use == "lungs") else inside
     info["searched"] = "the lungs" if chosen is lungs else "the inside of the body"
-    m = sitk.GetImageFromArray(chosen.astype(np.uint8))
     r = max(1, int(round(dilate_mm / WORKING_SPACING)))
-    m = sitk.BinaryDilate(m, [r, r, r])
-    return sitk.GetArrayFromImage(m) > 0, info
+    return morphology.dilate_ball(chosen, r), info
 
 
 def lung_mask(vol: Volume, dilate_mm: float = 10.0) -> np.ndarray:

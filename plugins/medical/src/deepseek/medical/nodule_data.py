@@ -31,7 +31,9 @@ PATCH = 48
 
 def _resample_to_patch(acq: np.ndarray, acq_origin: np.ndarray, acq_spacing: np.ndarray,
                        patch_origin: np.ndarray, n: int) -> np.ndarray:
-    import SimpleITK as sitk
+    from deepseek.medical.volume import require_sitk
+
+    sitk = require_sitk("training data")
 
     img = sitk.GetImageFromArray(acq.astype(np.float32))
     img.SetSpacing([float(s) for s in acq_spacing])

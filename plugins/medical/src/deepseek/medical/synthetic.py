@@ -72,7 +72,9 @@ def reconstruct(hu: np.ndarray, spacing_xy: tuple[float, float], psf_mm: float, 
     reconstructs them: each slice blurred in-plane by a Gaussian of sigma ``psf_mm``, plus
     Gaussian noise passed through the same kernel and scaled to ``noise`` HU standard
     deviation (CT noise is correlated by its kernel, not white). Not rounded."""
-    import SimpleITK as sitk
+    from deepseek.medical.volume import require_sitk
+
+    sitk = require_sitk("the phantom CT")
 
     arr = np.asarray(hu, np.float32)
     flat = arr.ndim == 2

@@ -34,6 +34,19 @@ AIR_HU = -1024.0
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".nrrd")
 
 
+def require_sitk(what: str) -> Any:
+    """SimpleITK, or a :class:`MedicalError` that names ``what`` needed it and the install
+    that brings it (the edge install leaves it out: DICOM reading, resampling and detection
+    run without it)."""
+    try:
+        import SimpleITK
+    except ImportError as exc:
+        raise MedicalError(f"{what} needs SimpleITK, which the edge install leaves out: "
+                           'pip install "deepseek-medical[itk]" (or the full form, '
+                           '"deepseek-medical[full]")') from exc
+    return SimpleITK
+
+
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
@@ -149,7 +162,7 @@ class Volume:
     # -- SimpleITK --------------------------------------------------------------------------
     def to_sitk(self) -> Any:
         """A ``SimpleITK.Image`` with the same array and geometry (a sheared grid is kept)."""
-        import SimpleITK as sitk
+        sitk = require_sitk("Volume.to_sitk")
 
         img = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
         img.SetSpacing(self.spacing)
@@ -159,7 +172,8 @@ class Volume:
 
     @classmethod
     def from_sitk(cls, image: Any, metadata: dict[str, Any] | None = None) -> Volume:
-        import SimpleITK as sitk
+        """A Volume from a 3-D ``SimpleITK.Image`` (array, spacing, origin, direction)."""
+        sitk = require_sitk("Volume.from_sitk")
 
         if image.GetDimension() != 3:
             raise MedicalError(f"expected a 3-D image, got {image.GetDimension()}-D")
@@ -182,7 +196,7 @@ class Volume:
         ``dtype``: ``"auto"`` (int16 when that is exact, :meth:`storage_dtype`; else
         float32), ``"float32"``, or ``"int16"`` (rounded to whole HU; a value outside
         int16's range is an error, never clipped)."""
-        import SimpleITK as sitk
+        sitk = require_sitk(f"writing {Path(path).name}")
 
         path = Path(path)
         if _suffix(path) not in IMAGE_SUFFIXES:
@@ -220,7 +234,7 @@ class Volume:
     @classmethod
     def load(cls, path: str | Path) -> Volume:
         """Read a NIfTI / MetaImage / NRRD file (LUNA16 ``.mhd``/``.raw`` included)."""
-        import SimpleITK as sitk
+        sitk = require_sitk(f"reading {Path(path).name}")
 
         path = Path(path)
         if not path.is_file():
@@ -258,16 +272,12 @@ class Volume:
         masks, ``"bspline"``. Outside the field of view: ``default_value`` (-1024 HU for
         images, 0 for ``nearest``).
         """
-        import SimpleITK as sitk
-
         sp = np.asarray(spacing, dtype=float).reshape(-1)
         if sp.size != 3 or not np.all(sp > 0):
             raise MedicalError(f"spacing must be three positive numbers (x, y, z) mm, got "
                                f"{spacing}")
-        interps = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor,
-                   "bspline": sitk.sitkBSpline}
-        if interpolator not in interps:
-            raise MedicalError(f"interpolator must be one of {sorted(interps)}")
+        if interpolator not in ("linear", "nearest", "bspline"):
+            raise MedicalError("interpolator must be one of ['bspline', 'linear', 'nearest']")
         if default_value is None:
             default_value = 0.0 if interpolator == "nearest" else AIR_HU
         # output frame: orthonormal, row/column axes kept, slice axis = their normal
@@ -281,20 +291,16 @@ class Volume:
         lo, hi = self._frame_extent(frame)
         size = np.floor((hi - lo) / sp + 1e-6).astype(int) + 1
         out_origin = np.asarray(self.origin) + frame @ lo
-
-        src = sitk.GetImageFromArray(np.ascontiguousarray(self.array))  # index space geometry
-        m = self.direction * np.asarray(self.spacing)[None, :]
-        minv = np.linalg.inv(m)
-        tf = sitk.AffineTransform(3)
-        tf.SetMatrix(minv.flatten().tolist())
-        tf.SetTranslation((-minv @ np.asarray(self.origin)).tolist())
-        ref = sitk.Image([int(s) for s in size], sitk.sitkUInt8)
-        ref.SetSpacing(sp.tolist())
-        ref.SetOrigin(out_origin.tolist())
-        ref.SetDirection(frame.flatten().tolist())
-        out_type = src.GetPixelID() if interpolator == "nearest" else sitk.sitkFloat32
-        res = sitk.Resample(src, ref, tf, interps[interpolator], float(default_value), out_type)
-        out = Volume.from_sitk(res, dict(self.metadata))
+        # output index (x, y, z) -> continuous input index (x, y, z): ci = b + a @ i
+        minv = np.linalg.inv(self.direction * np.asarray(self.spacing)[None, :])
+        a = minv @ frame @ np.diag(sp)
+        b = minv @ (out_origin - np.asarray(self.origin))
+        if interpolator == "bspline":
+            arr = _resample_sitk(self.array, a, b, size, float(default_value))
+        else:
+            arr = resample_grid(self.array, a, b, size, interpolator, float(default_value))
+        out = Volume(arr, tuple(sp.tolist()), tuple(out_origin.tolist()), frame,
+                     dict(self.metadata))
         out.metadata["resampled_from"] = {"spacing": list(self.spacing), "shape":
                                           list(self.shape), "sheared": self.is_sheared}
         return out
@@ -310,6 +316,97 @@ class Volume:
         rel = self.voxel_to_world(corners) - np.asarray(self.origin)
         c = rel @ frame  # coordinates along the output axes
         return c.min(axis=0), c.max(axis=0)
+
+
+def _axis_weights(ci: np.ndarray, n: int, interpolator: str
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Along one axis: for continuous indices ``ci`` into ``n`` samples, the lower and upper
+    neighbour, the upper one's weight, and whether the point is inside the input (within
+    half a voxel of its first and last sample)."""
+    inside = (ci >= -0.5) & (ci < n - 0.5)
+    if interpolator == "nearest":
+        i0 = np.clip(np.floor(ci + 0.5), 0, n - 1).astype(np.intp)
+        return i0, i0, np.zeros(ci.shape), inside
+    base = np.clip(np.floor(ci), 0, n - 1)
+    w = np.clip(ci - base, 0.0, 1.0)
+    i0 = base.astype(np.intp)
+    return i0, np.minimum(i0 + 1, n - 1), w, inside
+
+
+def resample_grid(array: np.ndarray, a: np.ndarray, b: np.ndarray, size: Any,
+                  interpolator: str = "linear", default_value: float = AIR_HU) -> np.ndarray:
+    """Sample ``array`` (z, y, x) on a new grid of ``size`` (x, y, z) voxels whose voxel
+    ``i`` (x, y, z) lies at the input's continuous index ``b + a @ i`` (x, y, z).
+
+    ``linear``: trilinear, in float32; ``nearest``: the nearest voxel (halves round up), in
+    the input's type. A point within half a voxel outside the input takes the edge value;
+    farther out, ``default_value``. These are the rules of ITK's resampling, so the result
+    equals SimpleITK's ``Resample`` (to float rounding); written on numpy so that the edge
+    install needs no image library. An axis-aligned grid is done one axis at a time."""
+    a = np.asarray(a, float).reshape(3, 3)
+    b = np.asarray(b, float).reshape(3)
+    nx, ny, nz = (int(v) for v in size)
+    src = np.asarray(array)
+    dims = (src.shape[2], src.shape[1], src.shape[0])  # x, y, z
+    out_type = src.dtype if interpolator == "nearest" else np.dtype(np.float32)
+    if np.allclose(a - np.diag(np.diag(a)), 0.0, atol=1e-12 * np.abs(a).max()):
+        cols = [b[k] + a[k, k] * np.arange(n) for k, n in enumerate((nx, ny, nz))]
+        wts = [_axis_weights(c, d, interpolator) for c, d in zip(cols, dims)]
+        x = src if interpolator == "nearest" else src.astype(np.float32, copy=False)
+        for k, axis in ((0, 2), (1, 1), (2, 0)):  # x, y, then z
+            i0, i1, w, _ = wts[k]
+            lo = np.take(x, i0, axis=axis)
+            if interpolator == "nearest":
+                x = lo
+                continue
+            shape = [1, 1, 1]
+            shape[axis] = -1
+            w32 = w.astype(np.float32).reshape(shape)
+            hi = np.take(x, i1, axis=axis)
+            x = lo + (hi - lo) * w32
+        inside = wts[2][3][:, None, None] & wts[1][3][None, :, None] & wts[0][3][None, None, :]
+        out = np.asarray(x, out_type)
+        out[~inside] = default_value
+        return out
+    out = np.empty((nz, ny, nx), out_type)
+    jj, ii = np.meshgrid(np.arange(ny, dtype=float), np.arange(nx, dtype=float),
+                         indexing="ij")
+    flat = src.reshape(-1)
+    strides = np.array([1, dims[0], dims[0] * dims[1]], np.intp)
+    for kz in range(nz):
+        ci = [b[k] + a[k, 0] * ii + a[k, 1] * jj + a[k, 2] * kz for k in range(3)]
+        parts = [_axis_weights(c, d, interpolator) for c, d in zip(ci, dims)]
+        inside = parts[0][3] & parts[1][3] & parts[2][3]
+        if interpolator == "nearest":
+            val = flat[parts[0][0] * strides[0] + parts[1][0] * strides[1]
+                       + parts[2][0] * strides[2]]
+        else:
+            val = np.zeros((ny, nx))
+            for cz in (0, 1):
+                for cy in (0, 1):
+                    for cx in (0, 1):
+                        w = (np.where(cx, parts[0][2], 1 - parts[0][2])
+                             * np.where(cy, parts[1][2], 1 - parts[1][2])
+                             * np.where(cz, parts[2][2], 1 - parts[2][2]))
+                        idx = (parts[0][cx] * strides[0] + parts[1][cy] * strides[1]
+                               + parts[2][cz] * strides[2])
+                        val += w * flat[idx]
+        out[kz] = np.where(inside, val, default_value)
+    return out
+
+
+def _resample_sitk(array: np.ndarray, a: np.ndarray, b: np.ndarray, size: Any,
+                   default_value: float) -> np.ndarray:
+    """B-spline resampling (SimpleITK): the same grid as :func:`resample_grid`."""
+    sitk = require_sitk("interpolator='bspline' (or use 'linear')")
+    src = sitk.GetImageFromArray(np.ascontiguousarray(array))  # index-space geometry
+    tf = sitk.AffineTransform(3)
+    tf.SetMatrix(np.asarray(a, float).flatten().tolist())
+    tf.SetTranslation(np.asarray(b, float).tolist())
+    ref = sitk.Image([int(s) for s in size], sitk.sitkUInt8)
+    res = sitk.Resample(src, ref, tf, sitk.sitkBSpline, float(default_value),
+                        sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(res)
 
 
 def is_image_file(path: str | Path) -> bool:
