@@ -9,7 +9,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "FrameSource": "deepseek.manufacturing.sources",
     "Frame": "deepseek.manufacturing.sources",
-    "to_gray": "deepseek.manufacturing.sources",
+    "to_gray": "deepseek.manufacturing.images",
+    "read_gray": "deepseek.manufacturing.images",
+    "imread": "deepseek.manufacturing.images",
     "SyntheticLine": "deepseek.manufacturing.synthetic",
     "LineConfig": "deepseek.manufacturing.synthetic",
     "write_video": "deepseek.manufacturing.synthetic",

@@ -2,11 +2,11 @@
 augmentation, and validation splits that keep groups of photos together.
 
 Label rules, tried in this order for each part image (masks and label files themselves are
-skipped by :func:`deepseek.manufacturing.sources.is_label_file`):
+skipped by :func:`deepseek.manufacturing.images.is_label_file`):
 
 1. **Pixel mask**: an image file named like the part image with a mask ending
    (``005_mask.png``, ``005-gt.png``, ... any ending of
-   :data:`~deepseek.manufacturing.sources.LABEL_STEM_ENDINGS`) next to it, or a file with the
+   :data:`~deepseek.manufacturing.images.LABEL_STEM_ENDINGS`) next to it, or a file with the
    same stem in a mask folder (``masks/``, ``mask/``, ``gt/``, ``groundTruth/``,
    ``ground_truth/``, ``segmentation/``) next to the image or next to its folder
    (``images/005.jpg`` + ``masks/005.png``). Any non-zero pixel is defect; an all-zero mask is a
@@ -71,7 +71,7 @@ class LabelledImage:
     def image(self) -> np.ndarray:
         if self._image is not None:
             return self._image
-        from deepseek.manufacturing.score import read_gray
+        from deepseek.manufacturing.images import read_gray
 
         img = read_gray(self.path)
         if img.shape != self.shape:
@@ -96,7 +96,7 @@ class LabelledImage:
 
 
 def _find_mask(img: Path) -> Path | None:
-    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, LABEL_STEM_ENDINGS
+    from deepseek.manufacturing.images import IMAGE_SUFFIXES, LABEL_STEM_ENDINGS
 
     stem, d = img.stem, img.parent
     for cand in sorted(d.glob(f"{glob_escape(stem)}*")):
@@ -191,11 +191,9 @@ def group_of(img: Path, root: Path, pattern: str | None = None) -> str:
 
 
 def _read_mask(mpath: Path, img: Path, shape: tuple[int, int]) -> np.ndarray:
-    import cv2
+    from deepseek.manufacturing.images import imread
 
-    raw = cv2.imread(str(mpath), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ManufacturingError(f"{mpath}: OpenCV cannot read this mask")
+    raw = imread(mpath)
     h, w = shape
     if raw.shape[:2] != (h, w):
         raise ManufacturingError(f"{mpath}: mask is {raw.shape[1]}x{raw.shape[0]}, its image "
@@ -207,8 +205,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
                   cache_mb: float = 2048.0) -> list[LabelledImage]:
     """Every part image below ``root`` with its label (module docstring rules). Pixels and
     masks stay in memory up to ``cache_mb`` in all; the rest are read again when used."""
-    from deepseek.manufacturing.score import read_gray
-    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, list_images
+    from deepseek.manufacturing.images import IMAGE_SUFFIXES, list_images, read_gray
 
     root = Path(root)
     if not root.is_dir():

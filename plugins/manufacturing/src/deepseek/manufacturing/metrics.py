@@ -240,8 +240,9 @@ def recall_at_fpr(scores: Any, labels: Any, fpr: float) -> tuple[float, float, f
 def upsample_map(pmap: Any, shape: tuple[int, int], stride: int) -> np.ndarray:
     """A cell map (one value per ``stride`` x ``stride`` pixels) at the image's pixel size,
     linearly interpolated between cell centres and cut to ``shape``."""
-    import cv2
+    from deepseek.manufacturing.images import require_cv2
 
+    cv2 = require_cv2("pixel metrics")
     m = np.asarray(pmap, np.float32)
     up = cv2.resize(m, (m.shape[1] * stride, m.shape[0] * stride),
                     interpolation=cv2.INTER_LINEAR)
@@ -266,8 +267,9 @@ def pixel_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
       the defect-free pixels' values) trace the curve;
     * ``regions``: the number of defect regions.
     """
-    import cv2
+    from deepseek.manufacturing.images import require_cv2
 
+    cv2 = require_cv2("pixel metrics")
     if len(maps) != len(masks):
         raise ValueError(f"{len(maps)} maps for {len(masks)} masks")
     vals, labs, region_vals = [], [], []

@@ -14,7 +14,7 @@ of the image's most unusual patch to the nearest good one) and the threshold the
 own, set for its target false-positive rate.
 
 Inputs are image files and folders (searched recursively, natural order, masks and labels
-skipped by the rule of :func:`deepseek.manufacturing.sources.is_label_file`).
+skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,12 @@ from typing import Any
 import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.images import (  # noqa: F401  (read_gray: this module's name too)
+    IMAGE_SUFFIXES,
+    list_images,
+    read_gray,
+    require_cv2,
+)
 from deepseek.manufacturing.runtime import STRIDE, OnnxNet
 
 FRAMES = 8
@@ -54,8 +60,6 @@ class ImageScore:
 
 def image_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Image files as given, and the part images of each folder (recursive)."""
-    from deepseek.manufacturing.sources import IMAGE_SUFFIXES, list_images
-
     out: list[Path] = []
     for item in paths:
         p = Path(item)
@@ -74,18 +78,6 @@ def image_paths(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise ManufacturingError(f"{p}: no such file or folder")
     return out
-
-
-def read_gray(path: Path) -> np.ndarray:
-    import cv2
-
-    from deepseek.manufacturing.sources import to_gray
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise ManufacturingError(f"{path}: OpenCV cannot read this image (damaged, or a format "
-                                 "it does not know); re-save it as PNG or remove it")
-    return to_gray(img, str(path))
 
 
 def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
@@ -125,7 +117,7 @@ def stored_threshold(model: Any) -> float | None:
 def heatmap_overlay(image: np.ndarray, pmap: np.ndarray, stride: int = STRIDE) -> np.ndarray:
     """The image in gray with a 0..1 map (cells of ``stride`` pixels) over it (colour map,
     40 %)."""
-    import cv2
+    cv2 = require_cv2("heatmap images (--heatmaps)")
 
     h, w = image.shape
     up = cv2.resize(pmap.astype(np.float32), (pmap.shape[1] * stride, pmap.shape[0] * stride),
@@ -141,7 +133,6 @@ def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", 
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
     ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` in
     scoring order (each result names its file)."""
-    import cv2
     from tqdm.auto import tqdm
 
     from deepseek.manufacturing.anomaly import FEATURE_STRIDE, PatchMemory, is_memory_file
@@ -183,7 +174,8 @@ def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", 
         written = None
         if out_dir is not None:
             written = str(out_dir / f"{i:05d}-{p.stem}.png")
-            if not cv2.imwrite(written, heatmap_overlay(img, shown, stride)):
+            overlay = heatmap_overlay(img, shown, stride)
+            if not require_cv2("heatmap images (--heatmaps)").imwrite(written, overlay):
                 raise ManufacturingError(f"{written}: could not write the heatmap")
         results.append(ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob,
                                   bool(defect), box, written, float(threshold), pmap,

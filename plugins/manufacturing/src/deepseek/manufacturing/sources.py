@@ -34,15 +34,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from deepseek.manufacturing.errors import FrameError, SourceError
+from deepseek.manufacturing.errors import FrameError, ManufacturingError, SourceError
+from deepseek.manufacturing.images import (  # noqa: F401  (the names this module always had)
+    IMAGE_SUFFIXES,
+    LABEL_FOLDERS,
+    LABEL_STEM_ENDINGS,
+    imread,
+    is_label_file,
+    list_images,
+    require_cv2,
+    to_gray,
+)
 
 log = logging.getLogger(__name__)
 
 POLICIES = ("drop-oldest", "block")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
 
 
 @dataclass
@@ -79,43 +87,13 @@ class SourceStats:
                 "outage_s": round(self.outage_s, 3)}
 
 
-def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None = None
-            ) -> np.ndarray:
-    """Any OpenCV image as 8-bit grayscale: BGR/BGRA converted, 16-bit scaled by
-    ``bit_depth`` (default: the full 16-bit range), float taken as 0..1 when its maximum is at
-    most 1. Raises :class:`FrameError` for an empty or unsupported frame."""
-    if img is None or img.size == 0:
-        raise FrameError(f"{where}: empty frame")
-    if img.ndim == 3:
-        ch = img.shape[2]
-        if ch == 1:
-            img = img[:, :, 0]
-        elif ch == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        elif ch == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
-        else:
-            raise FrameError(f"{where}: {ch} channels; expected 1 (gray), 3 (BGR) or 4 (BGRA)")
-    elif img.ndim != 2:
-        raise FrameError(f"{where}: array of shape {img.shape} is not an image")
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype == np.uint16:
-        top = (1 << bit_depth) - 1 if bit_depth else 65535
-        return cv2.convertScaleAbs(img, alpha=255.0 / top)
-    if img.dtype in (np.float32, np.float64):
-        scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
-        return np.clip(np.nan_to_num(img) * scale + 0.5, 0, 255).astype(np.uint8)
-    raise FrameError(f"{where}: pixel type {img.dtype} is not supported; use 8- or 16-bit "
-                     "integers or float")
-
-
 def fit_size(img: np.ndarray, size: tuple[int, int], mode: str = "resize") -> np.ndarray:
     """``img`` at ``size = (width, height)``: stretched (``resize``) or scaled to fit and
     padded with its edge values (``letterbox``)."""
     w, h = size
     if img.shape[1] == w and img.shape[0] == h:
         return img
+    cv2 = require_cv2("changing a frame's size")
     if mode == "resize":
         return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     if mode != "letterbox":
@@ -126,40 +104,6 @@ def fit_size(img: np.ndarray, size: tuple[int, int], mode: str = "resize") -> np
     top, left = (h - nh) // 2, (w - nw) // 2
     return cv2.copyMakeBorder(small, top, h - nh - top, left, w - nw - left,
                               cv2.BORDER_REPLICATE)
-
-
-def _natural_key(p: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
-
-
-#: stems ending like these, or files under folders named like these, are labels, not images
-LABEL_STEM_ENDINGS = ("_mask", "-mask", "_masks", "_label", "-label", "_labels", "_gt",
-                      "-gt", "_seg", "_annotation")
-LABEL_FOLDERS = {"mask", "masks", "label", "labels", "gt", "groundtruth", "ground_truth",
-                 "annotations", "segmentation"}
-
-
-def is_label_file(p: Path, root: Path | None = None) -> bool:
-    """Whether an image file is a mask or label rather than a part image: its stem ends with
-    ``_mask``, ``-mask``, ``_masks``, ``_label(s)``, ``_gt``, ``-gt``, ``_seg`` or
-    ``_annotation`` (any case), or a folder between ``root`` and it is named ``mask(s)``,
-    ``label(s)``, ``gt``, ``groundTruth``, ``ground_truth``, ``annotations`` or
-    ``segmentation``."""
-    if p.stem.lower().endswith(LABEL_STEM_ENDINGS):
-        return True
-    parts = p.parent.relative_to(root).parts if root is not None and p.is_relative_to(root) \
-        else p.parent.parts[-1:]
-    return any(part.lower() in LABEL_FOLDERS for part in parts)
-
-
-def list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """The part images of a folder (``recursive``: and its subfolders) in natural order,
-    without masks and labels (:func:`is_label_file`)."""
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-             and not is_label_file(p, folder)]
-    return sorted(files, key=lambda p: [_natural_key(Path(x)) for x in
-                                        p.relative_to(folder).parts])
 
 
 class _Reader:
@@ -180,8 +124,11 @@ class _Reader:
 
 
 class _CaptureReader(_Reader):
-    def __init__(self, target: str | int, live: bool, api: int = cv2.CAP_ANY) -> None:
-        self.target, self.live, self.api = target, live, api
+    def __init__(self, target: str | int, live: bool, api: int | None = None) -> None:
+        cv2 = require_cv2("reading video files, cameras and network streams")
+        self.cv2 = cv2
+        self.target, self.live = target, live
+        self.api = cv2.CAP_ANY if api is None else api
         self.cap = self._open()
         if self.cap is None:
             if isinstance(target, int):
@@ -197,7 +144,7 @@ class _CaptureReader(_Reader):
         self.size = (w, h) if w > 0 and h > 0 else None
 
     def _open(self) -> Any:
-        cap = cv2.VideoCapture(self.target, self.api)
+        cap = self.cv2.VideoCapture(self.target, self.api)
         if not cap.isOpened():
             cap.release()
             return None
@@ -227,7 +174,10 @@ class _FolderReader(_Reader):
                               f"{', '.join(sorted(IMAGE_SUFFIXES))}; masks and labels such "
                               "as *_mask.png are skipped)")
         self.fps, self.i = fps, 0
-        first = cv2.imread(str(self.files[0]), cv2.IMREAD_UNCHANGED)
+        try:
+            first = imread(self.files[0])
+        except ManufacturingError:
+            first = None
         self.size = (first.shape[1], first.shape[0]) if first is not None else None
 
     def read(self) -> np.ndarray | None:
@@ -235,10 +185,10 @@ class _FolderReader(_Reader):
             return None
         p = self.files[self.i]
         self.i += 1
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise FrameError(f"{p}: OpenCV cannot read this image")
-        return img
+        try:
+            return imread(p)
+        except ManufacturingError as exc:
+            raise FrameError(str(exc)) from exc
 
 
 class _SyntheticReader(_Reader):
@@ -488,8 +438,8 @@ def open_video(source: str | Path, **options: Any) -> FrameSource:
         raise SourceError(f"{p}: no such file or folder")
     if p.stat().st_size == 0:
         raise SourceError(f"{p}: the file is empty")
-    return FrameSource(_CaptureReader(str(p), live=False, api=cv2.CAP_FFMPEG), str(p),
-                       **options)
+    cv2 = require_cv2("video files")
+    return FrameSource(_CaptureReader(str(p), live=False, api=cv2.CAP_FFMPEG), str(p), **options)
 
 
 def open_camera(source: str, **options: Any) -> FrameSource:
@@ -519,6 +469,7 @@ def open_stream(source: str, **options: Any) -> FrameSource:
     url = urlparse(s)
     is_file = url.scheme in ("http", "https") and \
         url.path.lower().endswith(tuple(VIDEO_SUFFIXES))
+    cv2 = require_cv2("network streams")
     return FrameSource(_CaptureReader(s, live=not is_file, api=cv2.CAP_FFMPEG), s, **options)
 
 
@@ -532,6 +483,7 @@ def open_gstreamer(source: str, **options: Any) -> FrameSource:
     """A GStreamer pipeline ending in ``appsink`` (needs an OpenCV built with GStreamer;
     reader ``gstreamer``)."""
     s = str(source)
+    cv2 = require_cv2("GStreamer pipelines")
     if not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
         raise SourceError(f"{s!r}: this OpenCV build has no GStreamer support; "
                           "install an OpenCV built with GStreamer to use pipelines")

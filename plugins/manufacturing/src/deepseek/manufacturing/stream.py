@@ -261,8 +261,9 @@ def width_in_roi(pixels: np.ndarray) -> float | None:
     """Width of the darkest thin structure in ``pixels``: the short side of the rectangle
     with the structure's area and perimeter (w * L = A, 2 (w + L) = P). For a long line this
     is about 2 A / P; for a short or wide one it does not count the ends as length."""
-    import cv2
+    from deepseek.manufacturing.images import require_cv2
 
+    cv2 = require_cv2("the crack width of a stream event")
     roi = pixels.astype(np.float32)
     if roi.size < 16:
         return None

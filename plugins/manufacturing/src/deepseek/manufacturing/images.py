@@ -1,0 +1,194 @@
+"""Image files and pixels: the bottom of the plugin, importing nothing else from it but its
+errors.
+
+* which files are part images (:data:`IMAGE_SUFFIXES`, :func:`list_images`) and which are
+  masks or labels beside them (:func:`is_label_file`);
+* decoding (:func:`imread`): with OpenCV when it is installed (the full form, or the
+  ``[video]`` extra, or a build of the user's own with GStreamer), else with Pillow, which is
+  what the edge form (``pip install "deepseek-manufacturing[edge]"``) carries: OpenCV alone
+  is larger than the whole edge budget. Both give the same array for the same file (OpenCV's
+  conventions: BGR(A) channel order, 16-bit kept, no EXIF rotation); the tests check it file
+  by file;
+* any image to 8-bit gray (:func:`to_gray`), on numpy, with OpenCV's exact arithmetic.
+
+Video files, cameras, network streams and the stream's crack geometry need OpenCV:
+:func:`require_cv2` names the install when it is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepseek.manufacturing.errors import FrameError, ManufacturingError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
+
+
+def require_cv2(what: str) -> Any:
+    """OpenCV (``cv2``), or a :class:`ManufacturingError` naming ``what`` needed it and the
+    install that brings it."""
+    try:
+        import cv2
+    except ImportError as exc:
+        raise ManufacturingError(
+            f"{what} needs OpenCV, which the edge install leaves out: pip install "
+            '"deepseek-manufacturing[video]" (or any OpenCV build of your own, e.g. one with '
+            "GStreamer)") from exc
+    return cv2
+
+
+def have_cv2() -> bool:
+    """Whether OpenCV can be imported."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- decoding -------------------------------------------------------------------------------
+def imread(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
+    """The pixels of an image file as OpenCV's ``imread(path, IMREAD_UNCHANGED)`` returns
+    them: gray ``(h, w)``, BGR ``(h, w, 3)`` or BGRA ``(h, w, 4)``; uint8, uint16 or float32.
+
+    ``decoder``: ``"auto"`` (OpenCV when installed, else Pillow), ``"opencv"`` or
+    ``"pillow"``. Raises :class:`ManufacturingError` naming the file when it cannot be
+    read."""
+    path = Path(path)
+    if decoder not in ("auto", "opencv", "pillow"):
+        raise ManufacturingError(f"decoder={decoder!r}: use auto, opencv or pillow")
+    if decoder == "opencv" or (decoder == "auto" and have_cv2()):
+        cv2 = require_cv2("decoder='opencv'")
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is None or img.size == 0:
+            raise ManufacturingError(f"{path}: OpenCV cannot read this image (damaged, or a "
+                                     "format it does not know); re-save it as PNG or remove "
+                                     "it")
+        return img
+    return _pillow_read(path)
+
+
+def _pillow_read(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                mode = im.mode
+            if mode == "1":
+                im, mode = im.convert("L"), "L"
+            if mode in ("L", "I;16", "I;16B", "I;16L", "F"):
+                arr = np.array(im)
+                if mode.startswith("I;16"):
+                    arr = arr.astype(np.uint16)
+                return arr
+            if mode == "LA":  # OpenCV gives gray with alpha as BGRA
+                g, a = (np.array(c) for c in im.split())
+                return np.dstack([g, g, g, a])
+            if mode in ("RGB", "RGBA"):
+                arr = np.array(im)
+                return np.ascontiguousarray(arr[..., [2, 1, 0, 3][:arr.shape[2]]])
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ManufacturingError(f"{path}: Pillow cannot read this image ({exc}); re-save "
+                                 "it as PNG or remove it") from exc
+    raise ManufacturingError(f"{path}: pixel mode {mode} is not read without OpenCV; install "
+                             'it (pip install "deepseek-manufacturing[video]") or re-save the '
+                             "image as 8- or 16-bit gray or RGB PNG")
+
+
+def read_gray(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
+    """An image file as 8-bit gray (:func:`imread`, then :func:`to_gray`)."""
+    return to_gray(imread(path, decoder=decoder), str(path))
+
+
+# -- pixels -----------------------------------------------------------------------------------
+# OpenCV's BGR -> gray weights for 8- and 16-bit images: 0.114, 0.587, 0.299 in 15-bit
+# fixed point, rounded
+_GRAY_B, _GRAY_G, _GRAY_R, _GRAY_SHIFT = 3735, 19235, 9798, 15
+
+
+def bgr_to_gray(img: np.ndarray) -> np.ndarray:
+    """BGR or BGRA (alpha ignored) to gray as OpenCV's ``cvtColor`` computes it: 8- and
+    16-bit in 15-bit fixed point with rounding, float with the float weights."""
+    b, g, r = img[..., 0], img[..., 1], img[..., 2]
+    if img.dtype == np.uint8 or img.dtype == np.uint16:
+        acc = (b.astype(np.int64) * _GRAY_B + g.astype(np.int64) * _GRAY_G
+               + r.astype(np.int64) * _GRAY_R + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT
+        return acc.astype(img.dtype)
+    f = img.dtype.type
+    return (b * f(0.114) + g * f(0.587) + r * f(0.299)).astype(img.dtype)
+
+
+def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None = None
+            ) -> np.ndarray:
+    """Any image as 8-bit grayscale: BGR/BGRA converted, 16-bit scaled by ``bit_depth``
+    (default: the full 16-bit range), float taken as 0..1 when its maximum is at most 1.
+    Raises :class:`FrameError` for an empty or unsupported frame."""
+    if img is None or img.size == 0:
+        raise FrameError(f"{where}: empty frame")
+    if img.ndim == 3:
+        ch = img.shape[2]
+        if ch == 1:
+            img = img[:, :, 0]
+        elif ch in (3, 4):
+            img = bgr_to_gray(img)
+        else:
+            raise FrameError(f"{where}: {ch} channels; expected 1 (gray), 3 (BGR) or 4 (BGRA)")
+    elif img.ndim != 2:
+        raise FrameError(f"{where}: array of shape {img.shape} is not an image")
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        top = (1 << bit_depth) - 1 if bit_depth else 65535
+        # |x * alpha| rounded half to even and saturated, in float32 (OpenCV's convertScaleAbs)
+        scaled = np.abs(img.astype(np.float32) * np.float32(255.0 / top))
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if img.dtype in (np.float32, np.float64):
+        scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(img) * scale + 0.5, 0, 255).astype(np.uint8)
+    raise FrameError(f"{where}: pixel type {img.dtype} is not supported; use 8- or 16-bit "
+                     "integers or float")
+
+
+# -- which files are part images ------------------------------------------------------------
+def _natural_key(p: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
+#: stems ending like these, or files under folders named like these, are labels, not images
+LABEL_STEM_ENDINGS = ("_mask", "-mask", "_masks", "_label", "-label", "_labels", "_gt",
+                      "-gt", "_seg", "_annotation")
+LABEL_FOLDERS = {"mask", "masks", "label", "labels", "gt", "groundtruth", "ground_truth",
+                 "annotations", "segmentation"}
+
+
+def is_label_file(p: Path, root: Path | None = None) -> bool:
+    """Whether an image file is a mask or label rather than a part image: its stem ends with
+    ``_mask``, ``-mask``, ``_masks``, ``_label(s)``, ``_gt``, ``-gt``, ``_seg`` or
+    ``_annotation`` (any case), or a folder between ``root`` and it is named ``mask(s)``,
+    ``label(s)``, ``gt``, ``groundTruth``, ``ground_truth``, ``annotations`` or
+    ``segmentation``."""
+    if p.stem.lower().endswith(LABEL_STEM_ENDINGS):
+        return True
+    parts = p.parent.relative_to(root).parts if root is not None and p.is_relative_to(root) \
+        else p.parent.parts[-1:]
+    return any(part.lower() in LABEL_FOLDERS for part in parts)
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """The part images of a folder (``recursive``: and its subfolders) in natural order,
+    without masks and labels (:func:`is_label_file`)."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not is_label_file(p, folder)]
+    return sorted(files, key=lambda p: [_natural_key(Path(x)) for x in
+                                        p.relative_to(folder).parts])
+
+

@@ -1,0 +1,144 @@
+"""Part images decode to the same pixels with Pillow (the edge form, no OpenCV) as with
+OpenCV, format by format and on the shared real crack photos; the gray conversion equals
+OpenCV's arithmetic; what needs OpenCV says which install brings it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepseek.manufacturing.errors import FrameError, ManufacturingError
+from deepseek.manufacturing.images import bgr_to_gray, imread, read_gray, to_gray
+
+cv2 = pytest.importorskip("cv2")
+
+SHARED_CRACKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "crack"
+
+
+def _photo(h: int = 37, w: int = 53, seed: int = 0) -> np.ndarray:
+    """A smooth RGB picture with a dark line (JPEG-like content, not noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([120 + 60 * np.sin(xx / 7 + k) * np.cos(yy / 5) for k in range(3)], -1)
+    base += rng.normal(0, 6, base.shape)
+    base[h // 2, :] -= 80
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def _write_cases(d: Path) -> list[Path]:
+    rgb = _photo()
+    gray = rgb[..., 1]
+    paths = []
+
+    def save(name: str, img: Image.Image, **kw) -> None:
+        img.save(d / name, **kw)
+        paths.append(d / name)
+
+    save("gray.png", Image.fromarray(gray))
+    save("rgb.png", Image.fromarray(rgb))
+    save("rgba.png", Image.fromarray(np.dstack([rgb, gray[..., None]])))
+    save("la.png", Image.fromarray(np.dstack([gray, 255 - gray]), "LA"))
+    save("palette.png", Image.fromarray(rgb).quantize(16))
+    save("bilevel.png", Image.fromarray(gray > 128))
+    save("gray16.png", Image.fromarray((gray.astype(np.uint16) * 257 + 3)))
+    save("rgb.jpg", Image.fromarray(rgb), quality=90)
+    save("rgb420.jpg", Image.fromarray(rgb), quality=75, subsampling=2)
+    save("gray.jpg", Image.fromarray(gray), quality=85)
+    save("rgb.bmp", Image.fromarray(rgb))
+    save("gray.tif", Image.fromarray(gray))
+    save("gray16.tif", Image.fromarray(gray.astype(np.uint16) * 200))
+    save("rgb.tif", Image.fromarray(rgb))
+    return paths
+
+
+def test_pillow_decodes_as_opencv_does(tmp_path):
+    for p in _write_cases(tmp_path):
+        want = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        got = imread(p, decoder="pillow")
+        assert got.dtype == want.dtype and got.shape == want.shape, p.name
+        assert np.array_equal(got, want), p.name
+        assert np.array_equal(read_gray(p, decoder="pillow"), read_gray(p, decoder="opencv"))
+
+
+@pytest.mark.skipif(not SHARED_CRACKS.is_dir(), reason="the shared crack photos are not here")
+def test_pillow_decodes_the_real_crack_photos_as_opencv_does():
+    files = sorted(SHARED_CRACKS.rglob("*.jpg"))[::40]
+    assert files
+    for p in files:
+        assert np.array_equal(imread(p, decoder="pillow"), cv2.imread(str(p),
+                                                                       cv2.IMREAD_UNCHANGED)), p
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("code,ch", [(cv2.COLOR_BGR2GRAY, 3), (cv2.COLOR_BGRA2GRAY, 4)])
+def test_gray_conversion_equals_opencv(dtype, code, ch):
+    top = np.iinfo(dtype).max + 1
+    img = np.random.default_rng(ch).integers(0, top, (64, 80, ch)).astype(dtype)
+    assert np.array_equal(bgr_to_gray(img), cv2.cvtColor(img, code))
+
+
+def test_sixteen_bit_scaling_equals_opencv():
+    v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    for depth in (None, 12, 10):
+        top = (1 << depth) - 1 if depth else 65535
+        assert np.array_equal(to_gray(v, bit_depth=depth),
+                              cv2.convertScaleAbs(v, alpha=255.0 / top))
+
+
+def test_bad_images_are_named(tmp_path):
+    bad = tmp_path / "cut.png"
+    good = tmp_path / "ok.png"
+    Image.fromarray(_photo()).save(good)
+    bad.write_bytes(good.read_bytes()[:60])
+    for decoder in ("pillow", "opencv"):
+        with pytest.raises(ManufacturingError, match="cut.png"):
+            imread(bad, decoder=decoder)
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(ManufacturingError, match="text.png.*re-save"):
+        imread(tmp_path / "text.png", decoder="pillow")
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(_photo()).convert("CMYK").save(cmyk)
+    with pytest.raises(ManufacturingError, match="CMYK.*deepseek-manufacturing\\[video\\]"):
+        imread(cmyk, decoder="pillow")
+    with pytest.raises(ManufacturingError, match="decoder="):
+        imread(good, decoder="imageio")
+    with pytest.raises(FrameError, match="empty"):
+        to_gray(np.zeros((0, 3), np.uint8))
+
+
+def test_without_opencv_images_score_and_video_names_the_extra(tmp_path):
+    """OpenCV hidden from a child interpreter, as in the edge install: part images decode
+    and score; a video, a heatmap and the stream's width say which install brings OpenCV."""
+    Image.fromarray(_photo(64, 96)).save(tmp_path / "part.png")
+    (tmp_path / "clip.mp4").write_bytes(b"\0" * 64)
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["cv2"] = None
+        from deepseek.manufacturing.errors import ManufacturingError
+        from deepseek.manufacturing.score import score_images
+        from deepseek.manufacturing.sources import FrameSource
+        r = score_images([{str(tmp_path)!r}], model="defect-3dcnn-lstm")
+        errors = []
+        for call in (lambda: FrameSource.open({str(tmp_path / "clip.mp4")!r}),
+                     lambda: score_images([{str(tmp_path)!r}], heatmaps={str(tmp_path / "h")!r})):
+            try:
+                call()
+            except ManufacturingError as exc:
+                errors.append(str(exc))
+        print(json.dumps({{"scored": [x.path for x in r], "errors": errors}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["scored"] == [str(tmp_path / "part.png")]
+    assert len(res["errors"]) == 2
+    assert all('pip install "deepseek-manufacturing[video]"' in e for e in res["errors"])
