@@ -1,8 +1,8 @@
 """The gRPC side of the V2 protocol: ``inference.GRPCInferenceService``.
 
-The message and service definitions are the protocol's published ``grpc_service.proto``, used
-through the generated stubs that the ``tritonclient[grpc]`` package ships, so the server is
-wire-compatible with ``tritonclient.grpc`` and other V2 clients.
+The messages are the protocol's (:mod:`deepseek.serving.v2_proto`, declared field for field
+and checked against the stubs ``tritonclient[grpc]`` ships), so the server is wire-compatible
+with ``tritonclient.grpc`` and other V2 clients without depending on either.
 
 Beside it runs the standard gRPC health service (``grpc.health.v1.Health``, from
 ``grpcio-health-checking``), which Kubernetes' ``grpc`` probes and KServe call: the overall
@@ -21,7 +21,6 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from deepseek.serving.limits import decode_cost
 from deepseek.serving.protocol import (
@@ -33,6 +32,7 @@ from deepseek.serving.protocol import (
     encode_bytes,
     v2_datatype,
 )
+from deepseek.serving.v2_proto import MESSAGES, RPCS, SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ CONTENT_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_
                  "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 
 
-class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
+class InferenceService:
+    """The served RPCs of ``inference.GRPCInferenceService`` (:data:`RPCS`)."""
+
     def __init__(self, server: Any) -> None:
         self.server = server
 
@@ -60,10 +62,10 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.server.check_token(meta.get("authorization"))
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
-        return service_pb2.ServerLiveResponse(live=True)
+        return MESSAGES["ServerLiveResponse"](live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return service_pb2.ServerReadyResponse(ready=self.server.ready)
+        return MESSAGES["ServerReadyResponse"](ready=self.server.ready)
 
     async def _internal(self, context: Any, where: str, exc: BaseException) -> None:
         log.error("internal error in %s: %s: %s", where, type(exc).__name__, exc, exc_info=exc)
@@ -76,7 +78,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             self._model(request.name, request.version)
         except InferenceError as exc:
             await self._fail(context, exc)
-        return service_pb2.ModelReadyResponse(ready=self.server.ready)
+        return MESSAGES["ModelReadyResponse"](ready=self.server.ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         try:
@@ -84,7 +86,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         except InferenceError as exc:
             await self._fail(context, exc)
         md = self.server.server_metadata()
-        return service_pb2.ServerMetadataResponse(name=md["name"], version=md["version"],
+        return MESSAGES["ServerMetadataResponse"](name=md["name"], version=md["version"],
                                                   extensions=md["extensions"])
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
@@ -94,8 +96,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         except InferenceError as exc:
             await self._fail(context, exc)
         md = m.metadata()
-        tm = service_pb2.ModelMetadataResponse.TensorMetadata
-        return service_pb2.ModelMetadataResponse(
+        tm = MESSAGES["ModelMetadataResponse"].TensorMetadata
+        return MESSAGES["ModelMetadataResponse"](
             name=md["name"], versions=md["versions"], platform=md["platform"],
             inputs=[tm(name=t["name"], datatype=t["datatype"], shape=t["shape"])
                     for t in md["inputs"]],
@@ -121,7 +123,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             for w in wanted:
                 if w not in names:
                     raise InferenceError(f"unknown output {w!r}; the outputs are {names}")
-            resp = service_pb2.ModelInferResponse(model_name=name, model_version=m.version,
+            resp = MESSAGES["ModelInferResponse"](model_name=name, model_version=m.version,
                                                   id=request.id)
             for n, a in zip(names, outs):
                 if wanted and n not in wanted:
@@ -231,6 +233,15 @@ async def set_health(health: Any, serving: bool, final: bool = False) -> None:
         await health.set(service, status)
 
 
+def inference_handler(service: InferenceService) -> Any:
+    """The gRPC handler that routes :data:`RPCS` to ``service``'s methods."""
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        rpc: grpc.unary_unary_rpc_method_handler(
+            getattr(service, rpc), request_deserializer=req.FromString,
+            response_serializer=resp.SerializeToString)
+        for rpc, (req, resp) in RPCS.items()})
+
+
 async def start_grpc(server: Any) -> tuple[Any, int, Any]:
     """The gRPC server (inference and health services), started; returns it, its port and
     the health servicer (NOT_SERVING until the caller says otherwise)."""
@@ -238,7 +249,7 @@ async def start_grpc(server: Any) -> tuple[Any, int, Any]:
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if server.reuse_port else 0)]
     g = grpc.aio.server(options=opts)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(server), g)
+    g.add_generic_rpc_handlers((inference_handler(InferenceService(server)),))
     health = grpc_health.aio.HealthServicer()
     await set_health(health, False)
     health_pb2_grpc.add_HealthServicer_to_server(health, g)
