@@ -13,6 +13,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,20 +259,21 @@ def test_the_readme_plugin_works_everywhere_without_touching_the_core(fresh_env,
         assert proc.wait(timeout=60) == 0
 
 
-#: what the edge installs must do without: PyTorch, the ONNX tools, matplotlib
-EDGE_ABSENT = ("torch", "onnx", "onnxconverter-common", "matplotlib")
+#: what the edge installs must do without: PyTorch, the ONNX tools, matplotlib, SimpleITK,
+#: OpenCV
+EDGE_ABSENT = ("torch", "onnx", "onnxconverter-common", "matplotlib", "simpleitk", "cv2",
+               "opencv-python-headless", "opencv_python_headless.libs")
 
 EDGE_CHECK = """
 import importlib.util, json, sys
 import numpy as np
-absent = {m: importlib.util.find_spec(m) is None for m in ("torch", "onnx", "matplotlib")}
+absent = {m: importlib.util.find_spec(m) is None
+          for m in ("torch", "onnx", "matplotlib", "SimpleITK", "cv2")}
 from click.testing import CliRunner
 from deepseek.cli import build_cli
 from deepseek.loader import ModelLoader
-from deepseek.medical import NoduleDetector
-from deepseek.medical.synthetic import ChestPhantom, render_volume
-ph = ChestPhantom(seed=700_005, n_nodules=2, diameters=(9.0, 12.0), z_range=(-10, 10))
-vol = render_volume(ph, (1.0, 1.0, 2.5), (6, 112, 112), seed=2)
+from deepseek.medical import DICOMReader, NoduleDetector
+vol = DICOMReader(sys.argv[2], progress=False).load()
 det = NoduleDetector(progress=False, tta_top=1, tta_crop=16, window=32, overlap=8)
 cands = det.detect(vol, series_uid="s")
 tick = ModelLoader.load("tick-gru")
@@ -279,8 +281,8 @@ logits = tick(np.zeros((1, 5, 17), np.float32))
 cli, run = build_cli(), CliRunner().invoke
 cmds = {"plugins": ["plugins", "--json"],
         "backtest": ["finance", "backtest", "synthetic:?n=4000&seed=1", "--json"],
-        "stream": ["manufacturing", "stream", "synthetic:?seed=1", "--max-frames", "40",
-                   "--json"],
+        "score": ["manufacturing", "score", sys.argv[3], "--json"],
+        "stream": ["manufacturing", "stream", "line.mp4", "--max-frames", "40", "--json"],
         "train": ["medical", "train", "--out", sys.argv[1]]}
 out = {}
 for k, args in cmds.items():
@@ -293,23 +295,39 @@ print(json.dumps({"absent": absent, "backend": det.net.name, "candidates": len(c
 
 def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp_path):
     """The verticals' edge forms from the built wheels, in an environment with no PyTorch,
-    no ONNX tools and no matplotlib: the packaged exports ship in the wheels and run."""
+    no ONNX tools, no matplotlib, no SimpleITK and no OpenCV: the packaged exports ship in
+    the wheels and run; a DICOM series is read and searched, part images are scored."""
+    from PIL import Image
+
+    from deepseek.medical.synthetic import write_phantom
+
     venv = _make_env(tmp_path_factory.mktemp("edge"), wheels, "deepseek-core[edge-all]",
                      leave_out=EDGE_ABSENT)
     py, env = str(venv / "bin" / "python"), _env()
-    res = json.loads(_run([py, "-c", EDGE_CHECK, str(tmp_path / "t")], env=env,
+    ct = write_phantom(tmp_path / "ct", size=96, slices=12, slice_step=2.5, pixel_spacing=1.5,
+                       n_nodules=2, seed=700_005).out_dir
+    (tmp_path / "parts").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((64, 96), 120 + 40 * i, np.uint8)).save(
+            tmp_path / "parts" / f"part{i}.png")
+    (tmp_path / "line.mp4").write_bytes(b"\0" * 64)  # opened only to ask for OpenCV
+    res = json.loads(_run([py, "-c", EDGE_CHECK, str(tmp_path / "t"), str(ct),
+                           str(tmp_path / "parts")], env=env,
                           cwd=str(tmp_path)).stdout.strip().splitlines()[-1])
     assert all(res["absent"].values()), res["absent"]  # truly absent, not hidden
     assert res["backend"] == "onnxruntime" and 0 < res["candidates"] <= 100
     assert res["tick"] == ["onnx", [1, 5, 3]]
     cli = res["cli"]
-    assert all(c[0] == 0 for k, c in cli.items() if k != "train"), cli
+    assert all(c[0] == 0 for k, c in cli.items() if k not in ("train", "stream")), cli
     assert all(p["errors"] == {} for p in json.loads(cli["plugins"][1])["plugins"])
     out = json.loads(cli["backtest"][1])
     assert out["rows"] == 4000 and "tick-mlp|500 µs" in out["results"]  # the fast path ran
     assert out["results"]["tick-mlp|500 µs"]["fills"] > 0
-    out = json.loads(cli["stream"][1])
-    assert out["frames"] == 40 and out["backend"] == "onnxruntime"
+    scored = json.loads(cli["score"][1])
+    assert [Path(r["path"]).name for r in scored] == ["part0.png", "part1.png"]
+    # a video needs OpenCV, which the edge form leaves out: the extra is named
+    code, _, err = cli["stream"]
+    assert code == 2 and 'pip install "deepseek-manufacturing[video]"' in err, cli["stream"]
     # training needs PyTorch, and says which extra brings it
     code, _, err = cli["train"]
     assert code == 2 and 'pip install "deepseek-medical[full]"' in err and "Traceback" not in err

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError, TruthFileError
+from deepseek.manufacturing.images import require_cv2
 
 SURFACES = ("brushed", "cast", "painted")
 TRUTH_COLUMNS = ("frame", "time_s", "defect", "partial", "x0", "y0", "x1", "y1", "width_mm",
@@ -139,6 +139,7 @@ class SyntheticLine:
     # ---------------------------------------------------------------- surface
     def _noise(self, rng: np.random.Generator, sigma: tuple[float, float] | float,
                shape: tuple[int, int]) -> np.ndarray:
+        cv2 = require_cv2("the synthetic line")
         n = rng.standard_normal(shape, dtype=np.float32)
         sx, sy = (sigma, sigma) if np.isscalar(sigma) else sigma  # type: ignore[misc]
         n = cv2.GaussianBlur(n, (0, 0), sigmaX=float(sx), sigmaY=float(sy))
@@ -225,6 +226,7 @@ class SyntheticLine:
                   shape: tuple[int, int]) -> tuple[np.ndarray | None, tuple[int, int]]:
         """Anti-aliased coverage in [0, 1] of polylines with per-point widths (px), drawn at
         SUPERSAMPLE x and area-averaged; returned with its (x, y) offset in the strip."""
+        cv2 = require_cv2("the synthetic line")
         allp = np.concatenate(paths)
         pad = float(max(w.max() for w in widths)) + 2
         x0 = max(0, int(math.floor(allp[:, 0].min() - pad)))
@@ -316,6 +318,7 @@ class SyntheticLine:
 
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` as a ``(height, width)`` uint8 image."""
+        cv2 = require_cv2("the synthetic line")
         cfg = self.config
         if not 0 <= i < cfg.frames:
             raise IndexError(f"frame {i} out of range 0..{cfg.frames - 1}")
@@ -379,6 +382,7 @@ class SyntheticLine:
     def crack_mask(self, i: int, cell: int = 1) -> np.ndarray:
         """Where cracks are in frame ``i``: a boolean map, one value per ``cell`` x ``cell``
         block of pixels (any crack pixel in the block). Used as the localisation target."""
+        cv2 = require_cv2("the synthetic line")
         cfg = self.config
         off = i * self.speed
         m = np.zeros((cfg.height, cfg.width), np.uint8)
@@ -453,6 +457,7 @@ def write_video(path: str | Path, line: SyntheticLine, *, truth: str | Path | No
                 progress: bool | None = None) -> tuple[Path, Path]:
     """Write ``line`` as a grayscale video (``.avi``: MJPG, ``.mp4``: mp4v by default) and its
     ground truth as CSV (default: ``<video>.truth.csv``). Returns both paths."""
+    cv2 = require_cv2("the synthetic line")
     from tqdm.auto import tqdm
 
     path = Path(path)
