@@ -11,7 +11,7 @@ themselves). Each row reports the start-up (imports + model ready, in the proces
 work, and the edge outputs are compared with the full ones from the same inputs:
 
 * medical: ``NoduleDetector`` on a phantom CT (default 512x512x300 at 0.7x0.7x1.0 mm;
-  --quick 256x256x100): the PyTorch model (``full``), the PyTorch model with the 1 mm grid
+  --quick 256x256x100 at 1.4x1.4x1.0 mm, the same field of view): the PyTorch model (``full``), the PyTorch model with the 1 mm grid
   and the lung mask computed by SimpleITK as the full form did before the edge form dropped
   it (``full-itk``), and the packaged ONNX export with SimpleITK hidden too (``edge``: the
   grid and masks on numpy, :mod:`deepseek.medical.morphology`); candidates compared;
@@ -214,10 +214,11 @@ def main() -> None:
                 from deepseek.medical.synthetic import write_phantom
 
                 size, slices = (256, 100) if args.quick else (512, 300)
+                px = 0.7 * 512 / size  # the same field of view: the whole chest
                 write_phantom(Path(tmp) / "ct", seed=520_000, size=size, slices=slices,
-                              pixel_spacing=0.7, slice_step=1.0, n_nodules=10)
+                              pixel_spacing=px, slice_step=1.0, n_nodules=10)
                 data, inputs = str(Path(tmp) / "ct"), {"ct": f"{size}x{size}x{slices}, "
-                                                              "0.7x0.7x1.0 mm phantom"}
+                                                              f"{px:g}x{px:g}x1.0 mm phantom"}
             elif v == "manufacturing":
                 from deepseek.manufacturing.synthetic import SyntheticLine, write_video
 
