@@ -35,10 +35,28 @@ RUN for d in core plugins/medical plugins/manufacturing plugins/finance; do \
       /opt/build/bin/python -m build --wheel --no-isolation --outdir /wheels /src/$d || exit 1; \
     done
 
+# ---------------------------------------------------------------- edge-env: the edge venv
+# Made in the build stage with the build tools' pip (pip --python), so neither pip nor the
+# wheels reach the edge image: only the finished environment is copied. The test suites that
+# numpy and numba ship inside their packages (about 30 MB, never imported to serve) are left
+# out of it.
+FROM build AS edge-env
+ARG PIP_ARGS=""
+ARG EDGE="edge"
+RUN python3 -m venv --without-pip /opt/deepseek \
+ && pip() { /opt/build/bin/pip --python /opt/deepseek/bin/python "$@"; } \
+ && pip install --no-cache-dir ${PIP_ARGS} --require-hashes --no-deps -r /locks/${EDGE}.lock \
+ && if [ "${EDGE}" = "edge" ]; then set -- /wheels/deepseek_core-*.whl; \
+    else set -- /wheels/*.whl; fi \
+ && pip install --no-cache-dir --no-deps "$@" \
+ && pip check \
+ && site=$(/opt/deepseek/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
+ && find "$site/numpy" "$site/numba" -type d -name tests -prune -exec rm -rf {} + 2>/dev/null; \
+    true
+
 # ---------------------------------------------------------------- runtime: user, entrypoint
 FROM ${BASE} AS runtime
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin deepseek \
- && python3 -m venv /opt/deepseek \
  && mkdir -p /mnt/models && chown deepseek /mnt/models
 ENV PATH=/opt/deepseek/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -55,7 +73,8 @@ ARG PIP_ARGS=""
 ARG TORCH="torch"
 COPY --from=build /wheels /wheels
 COPY --from=build /locks/full.lock /tmp/full.lock
-RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} "${TORCH}" \
+RUN python3 -m venv /opt/deepseek \
+ && /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} "${TORCH}" \
  && /opt/deepseek/bin/pip install --no-cache-dir --require-hashes --no-deps -r /tmp/full.lock \
  && /opt/deepseek/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
  && /opt/deepseek/bin/pip check \
@@ -64,15 +83,5 @@ USER 10001
 
 # ---------------------------------------------------------------- edge (default): no PyTorch
 FROM runtime AS edge
-ARG PIP_ARGS=""
-ARG EDGE="edge"
-COPY --from=build /wheels /wheels
-COPY --from=build /locks/${EDGE}.lock /tmp/edge.lock
-RUN /opt/deepseek/bin/pip install --no-cache-dir ${PIP_ARGS} --require-hashes --no-deps \
-      -r /tmp/edge.lock \
- && if [ "${EDGE}" = "edge" ]; then set -- /wheels/deepseek_core-*.whl; \
-    else set -- /wheels/*.whl; fi \
- && /opt/deepseek/bin/pip install --no-cache-dir --no-deps "$@" \
- && /opt/deepseek/bin/pip check \
- && rm -rf /wheels /tmp/edge.lock
+COPY --from=edge-env /opt/deepseek /opt/deepseek
 USER 10001

@@ -73,8 +73,16 @@ TAG ?= $(VERSION)-$(if $(filter edge,$(TARGET)),$(EDGE),$(TARGET))
 image-tag:
 	@echo $(IMAGE):$(TAG)
 
+# minbase with python3; /usr merged by mmdebstrap's hook (the usrmerge package would pull in
+# perl), manual pages, info, translations and documentation left out (copyright files kept)
 image-base:
 	mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+		--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+		--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+		--dpkgopt='path-exclude=/usr/share/locale/*' \
+		--dpkgopt='path-include=/usr/share/locale/locale.alias' \
+		--dpkgopt='path-exclude=/usr/share/doc/*' \
+		--dpkgopt='path-include=/usr/share/doc/*/copyright' \
 		bookworm - | podman import - $(BASE)
 
 # the base is pinned by digest (the one podman holds for $(BASE))

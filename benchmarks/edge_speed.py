@@ -11,14 +11,15 @@ themselves). Each row reports the start-up (imports + model ready, in the proces
 work, and the edge outputs are compared with the full ones from the same inputs:
 
 * medical: ``NoduleDetector`` on a phantom CT (default 512x512x300 at 0.7x0.7x1.0 mm;
-  --quick 256x256x100 at 1.4x1.4x1.0 mm, the same field of view): the PyTorch model (``full``), the PyTorch model with the 1 mm grid
-  and the lung mask computed by SimpleITK as the full form did before the edge form dropped
-  it (``full-itk``), and the packaged ONNX export with SimpleITK hidden too (``edge``: the
-  grid and masks on numpy, :mod:`deepseek.medical.morphology`); candidates compared;
-* manufacturing: ``DefectStream`` over a synthetic 640x480 video (a video needs OpenCV, the
-  ``[video]`` extra, in every form) (3000 frames; --quick 600)
-  with the PyTorch step, the onnxruntime step exported at run time (the full install's
-  default), and the packaged free-size export (edge); per-frame scores compared;
+  --quick 256x256x100 at 1.4x1.4x1.0 mm, the same field of view): the PyTorch model
+  (``full``), the PyTorch model with the 1 mm grid and the lung mask computed by SimpleITK,
+  as the full form did before the edge form dropped it (``full-itk``), and the packaged ONNX
+  export with SimpleITK hidden too (``edge``: the grid and masks on numpy,
+  :mod:`deepseek.medical.morphology`); candidates compared;
+* manufacturing: ``DefectStream`` over a synthetic 640x480 video (3000 frames; --quick 600;
+  a video needs OpenCV, the ``[video]`` extra, in every form) with the PyTorch step, the
+  onnxruntime step exported at run time (the full install's default), and the packaged
+  free-size export (edge); per-frame scores compared;
 * finance: the ``tick-mlp`` fast path over synthetic ticks (200,000; --quick 50,000):
   compiled from the PyTorch module vs from the safetensors file; per-tick ``on_tick`` latency
   and the ``decide`` loop; decisions compared.

@@ -1,7 +1,8 @@
 """Benchmark: whole-scan nodule inference time and peak memory on a 512x512x300 series.
 
-Writes a 512x512x300 phantom DICOM series (0.7 x 0.7 x 1.0 mm; --quick: 256x256x100), then,
-in a fresh process, reads it and runs NoduleDetector, reporting the time of every stage
+Writes a 512x512x300 phantom DICOM series (0.7 x 0.7 x 1.0 mm; --quick: 256x256x100 at
+1.4 x 1.4 x 1.0 mm, the same field of view), then, in a fresh process, reads it and runs
+NoduleDetector, reporting the time of every stage
 (read, resample, mask, sliding-window inference, peaks + NMS) and the peak memory of the
 process (max RSS). With --amp on a CUDA machine the same script measures the GPU path.
 

@@ -46,7 +46,7 @@ def _write_cases(d: Path) -> list[Path]:
     save("la.png", Image.fromarray(np.dstack([gray, 255 - gray]), "LA"))
     save("palette.png", Image.fromarray(rgb).quantize(16))
     save("bilevel.png", Image.fromarray(gray > 128))
-    save("gray16.png", Image.fromarray((gray.astype(np.uint16) * 257 + 3)))
+    save("gray16.png", Image.fromarray(gray.astype(np.uint16) * 257 + 3))
     save("rgb.jpg", Image.fromarray(rgb), quality=90)
     save("rgb420.jpg", Image.fromarray(rgb), quality=75, subsampling=2)
     save("gray.jpg", Image.fromarray(gray), quality=85)

@@ -262,13 +262,15 @@ def test_the_readme_plugin_works_everywhere_without_touching_the_core(fresh_env,
 #: what the edge installs must do without: PyTorch, the ONNX tools, matplotlib, SimpleITK,
 #: OpenCV
 EDGE_ABSENT = ("torch", "onnx", "onnxconverter-common", "matplotlib", "simpleitk", "cv2",
-               "opencv-python-headless", "opencv_python_headless.libs")
+               "opencv-python-headless", "opencv_python_headless.libs", "tritonclient")
 
 EDGE_CHECK = """
 import importlib.util, json, sys
 import numpy as np
 absent = {m: importlib.util.find_spec(m) is None
-          for m in ("torch", "onnx", "matplotlib", "SimpleITK", "cv2")}
+          for m in ("torch", "onnx", "matplotlib", "SimpleITK", "cv2", "tritonclient")}
+from deepseek.extras import missing
+serve_missing = missing("serve")
 from click.testing import CliRunner
 from deepseek.cli import build_cli
 from deepseek.loader import ModelLoader
@@ -288,7 +290,8 @@ out = {}
 for k, args in cmds.items():
     r = run(cli, args)
     out[k] = [r.exit_code, r.stdout, r.stderr]
-print(json.dumps({"absent": absent, "backend": det.net.name, "candidates": len(cands),
+print(json.dumps({"absent": absent, "serve_missing": serve_missing,
+                  "backend": det.net.name, "candidates": len(cands),
                   "tick": [tick.framework, list(logits.shape)], "cli": out}))
 """
 
@@ -315,6 +318,7 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
                            str(tmp_path / "parts")], env=env,
                           cwd=str(tmp_path)).stdout.strip().splitlines()[-1])
     assert all(res["absent"].values()), res["absent"]  # truly absent, not hidden
+    assert res["serve_missing"] == []  # the server needs nothing the edge form lacks
     assert res["backend"] == "onnxruntime" and 0 < res["candidates"] <= 100
     assert res["tick"] == ["onnx", [1, 5, 3]]
     cli = res["cli"]

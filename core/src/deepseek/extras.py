@@ -22,7 +22,7 @@ from deepseek.errors import DeepSeekError
 #: extra -> the import names it provides
 EXTRAS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
-    "serve": ("starlette", "uvicorn", "grpc", "grpc_health", "tritonclient",
+    "serve": ("starlette", "uvicorn", "grpc", "grpc_health", "google.protobuf",
               "prometheus_client", "orjson", "simdjson"),
     "runtime": ("onnxruntime",),
     "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
