@@ -230,6 +230,9 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.option("--no-lung-mask", "no_lung_mask", is_flag=True,
               help="Search the whole inside of the body, not only the lungs (without it, a "
               "volume with no lung of plausible size is refused: not a chest CT).")
+@click.option("--no-sizes", "no_sizes", is_flag=True,
+              help="Keep the network's diameter estimate; without it every candidate is "
+              "measured on a segmentation (long axis, volume, extent), as readers measure.")
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
 @click.option("--tta-top", type=int, default=24, show_default=True,
               help="Re-score this many top candidates with flip test-time augmentation (0: off).")
@@ -246,9 +249,8 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
            as_json: bool,
            threshold: float,
            max_candidates: int, model: str, backend: str, series_uid: str | None, on_gap: str,
-           step_mm: float | None, no_lung_mask: bool, amp: bool, tta_top: int, window: int,
-           overlap: int | None,
-           fpr: str | None) -> None:
+           step_mm: float | None, no_lung_mask: bool, no_sizes: bool, amp: bool, tta_top: int,
+           window: int, overlap: int | None, fpr: str | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.medical.detector import NoduleDetector
     from deepseek.medical.metrics import write_monai_boxes, write_results
@@ -261,7 +263,8 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
     det = NoduleDetector(model, backend=backend, threshold=threshold,
                          max_candidates=max_candidates, amp=amp, tta_top=tta_top,
                          window=window, overlap=window // 4 if overlap is None else overlap,
-                         fpr=None if fpr == "none" else fpr, lungs=not no_lung_mask)
+                         fpr=None if fpr == "none" else fpr, lungs=not no_lung_mask,
+                         sizes=not no_sizes)
     cands = det.detect(vol)
     if out:
         write_results(cands, out)
@@ -273,8 +276,11 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
                                "timings_s": det.timings}, indent=2))
     else:
         for c in cands[:20]:
+            size = (f"  long axis {c['diameter_mm']:.1f} mm, volume "
+                    f"{1000 * c['volume_ml']:.0f} mm3" if c.get("size_source") ==
+                    "segmentation" else f"  d={c['diameter_mm']:.1f} mm (network's estimate)")
             click.echo(f"p={c['probability']:.3f}  ({c['xyz'][0]:.1f}, {c['xyz'][1]:.1f}, "
-                       f"{c['xyz'][2]:.1f}) mm  d={c['diameter_mm']:.1f} mm")
+                       f"{c['xyz'][2]:.1f}) mm{size}")
         click.echo(f"{len(cands)} candidates in {det.timings['total']:.1f} s"
                    + (f"; written to {out}" if out else "")
                    + (f"; MONAI boxes in {monai_json}" if monai_json else ""))

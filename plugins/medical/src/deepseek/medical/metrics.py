@@ -112,15 +112,23 @@ def write_monai_boxes(rows: list[dict[str, Any]], path: str | Path,
     "label_scores": [p, ...]}`` -- the layout ``monai.data.load_decathlon_datalist(path,
     data_list_key=key)`` reads and MONAI's detection tutorials use. Boxes are in world
     coordinates (mm, LPS, as the LUNA16 CSV) in MONAI's ``cccwhd`` mode (centre, then the
-    three sizes: here the candidate's diameter on each axis). ``images`` maps a series UID
-    to the image path written (default: the UID)."""
+    three sizes): the box of the candidate's segmented extent (``extent_mm``, from
+    ``NoduleDetector(sizes=True)``, the default) where it has one, else a cube of its
+    diameter around its centre. ``images`` maps a series UID to the image path written
+    (default: the UID)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     by_scan: dict[str, dict[str, list]] = {}
     for r in rows:
         entry = by_scan.setdefault(r["seriesuid"], {"box": [], "label": [], "label_scores": []})
-        d = float(r["diameter_mm"])
-        entry["box"].append([round(float(c), 3) for c in r["xyz"]] + [round(d, 3)] * 3)
+        ext = r.get("extent_mm")
+        if ext:
+            lo, hi = np.asarray(ext[0], float), np.asarray(ext[1], float)
+            box = [*((lo + hi) / 2), *(hi - lo)]
+        else:
+            d = float(r["diameter_mm"])
+            box = [*(float(c) for c in r["xyz"]), d, d, d]
+        entry["box"].append([round(float(v), 3) for v in box])
         entry["label"].append(0)
         entry["label_scores"].append(round(float(r["probability"]), 6))
     out = [{"image": (images or {}).get(uid, uid), **entry} for uid, entry in by_scan.items()]
