@@ -228,8 +228,10 @@ def test_cli_detect_and_evaluate(tmp_path):
     runner = CliRunner()
     res = runner.invoke(build_cli(), ["medical", "detect", str(ph.out_dir), "--out",
                                       str(tmp_path / "r.csv"), "--tta-top", "0", "--window",
-                                      "64", "--monai-json", str(tmp_path / "boxes.json")])
+                                      "64", "--monai-json", str(tmp_path / "boxes.json"),
+                                      "--sizes", "3"])
     assert res.exit_code == 0, res.output
+    assert "long axis" in res.output and "network's estimate" in res.output  # 3 measured
     (entry,) = json.loads((tmp_path / "boxes.json").read_text())["validation"]
     assert entry["image"] == str(ph.out_dir) and len(entry["box"]) == len(entry["label_scores"])
     res = runner.invoke(build_cli(), ["medical", "evaluate", "--ref",
@@ -253,12 +255,16 @@ def test_monai_box_json_in_world_coordinates(tmp_path):
             {"seriesuid": "1.3", "xyz": (1.0, 2.0, 3.0), "diameter_mm": 12.5,
              "probability": 0.25},
             {"seriesuid": "1.2", "xyz": (0.0, 0.0, 0.0), "diameter_mm": 4.0,
-             "probability": 0.5}]
+             "probability": 0.5},
+            # a segmented candidate: its box is its extent, not a cube around the centre
+            {"seriesuid": "1.2", "xyz": (5.0, 5.0, 5.0), "diameter_mm": 9.0,
+             "extent_mm": [[1.0, 2.0, 3.0], [9.0, 6.0, 4.0]], "probability": 0.4}]
     out = json.loads(write_monai_boxes(rows, tmp_path / "b.json",
                                        images={"1.2": "a.nii.gz"}).read_text())["validation"]
     assert out == [{"image": "a.nii.gz", "box": [[10.0, -20.5, -100.25, 8.0, 8.0, 8.0],
-                                                 [0.0, 0.0, 0.0, 4.0, 4.0, 4.0]],
-                    "label": [0, 0], "label_scores": [0.9, 0.5]},
+                                                 [0.0, 0.0, 0.0, 4.0, 4.0, 4.0],
+                                                 [5.0, 4.0, 3.5, 8.0, 4.0, 1.0]],
+                    "label": [0, 0, 0], "label_scores": [0.9, 0.5, 0.4]},
                    {"image": "1.3", "box": [[1.0, 2.0, 3.0, 12.5, 12.5, 12.5]],
                     "label": [0], "label_scores": [0.25]}]
 

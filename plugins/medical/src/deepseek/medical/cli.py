@@ -230,9 +230,10 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.option("--no-lung-mask", "no_lung_mask", is_flag=True,
               help="Search the whole inside of the body, not only the lungs (without it, a "
               "volume with no lung of plausible size is refused: not a chest CT).")
-@click.option("--no-sizes", "no_sizes", is_flag=True,
-              help="Keep the network's diameter estimate; without it every candidate is "
-              "measured on a segmentation (long axis, volume, extent), as readers measure.")
+@click.option("--sizes", "sizes", type=click.IntRange(0), default=20, show_default=True,
+              help="Measure this many of the most probable candidates on a segmentation "
+              "(long axis, volume, extent), as readers measure; 0: the network's estimate "
+              "only.")
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
 @click.option("--tta-top", type=int, default=24, show_default=True,
               help="Re-score this many top candidates with flip test-time augmentation (0: off).")
@@ -249,7 +250,7 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
            as_json: bool,
            threshold: float,
            max_candidates: int, model: str, backend: str, series_uid: str | None, on_gap: str,
-           step_mm: float | None, no_lung_mask: bool, no_sizes: bool, amp: bool, tta_top: int,
+           step_mm: float | None, no_lung_mask: bool, sizes: int, amp: bool, tta_top: int,
            window: int, overlap: int | None, fpr: str | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.medical.detector import NoduleDetector
@@ -264,7 +265,7 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
                          max_candidates=max_candidates, amp=amp, tta_top=tta_top,
                          window=window, overlap=window // 4 if overlap is None else overlap,
                          fpr=None if fpr == "none" else fpr, lungs=not no_lung_mask,
-                         sizes=not no_sizes)
+                         sizes=sizes)
     cands = det.detect(vol)
     if out:
         write_results(cands, out)

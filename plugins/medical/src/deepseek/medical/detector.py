@@ -208,20 +208,21 @@ class NoduleDetector:
             size raises :class:`NoLungError` (a head CT is not searched for nodules).
             ``False``: search the whole inside of the body. What was found is in
             :attr:`lung_info` after :meth:`detect`.
-        sizes: measure every candidate on a segmentation
-            (:func:`deepseek.medical.nodule_size.measure_candidate`): ``diameter_mm``
-            becomes the long axis a radiologist measures (the network's estimate stays in
-            ``detector_diameter_mm``), with ``volume_ml``, ``volume_equivalent_mm`` and the
-            world-space ``extent_mm``; ``size_source`` says which one ``diameter_mm`` is
-            (``"detector"`` with ``size_note`` when the segmentation leaked or found
-            nothing). ``False``: the network's estimate only.
+        sizes: measure this many of the most probable candidates on a segmentation
+            (:func:`deepseek.medical.nodule_size.measure_candidate`, 5-60 ms each):
+            ``diameter_mm`` becomes the long axis a radiologist measures (the network's
+            estimate stays in ``detector_diameter_mm``), with ``volume_ml``,
+            ``volume_equivalent_mm`` and the world-space ``extent_mm``; ``size_source`` says
+            which one ``diameter_mm`` is (``"detector"`` with ``size_note`` when the
+            segmentation leaked or found nothing, or the candidate was not measured).
+            ``0``: the network's estimate only.
     """
 
     def __init__(self, model: Any = None, *, threshold: float = 0.02, max_candidates: int = 100,
                  window: int = 96, overlap: int = 24, batch_size: int = 2,
                  device: str = "auto", amp: bool = False, progress: bool | None = None,
                  tta_top: int = 24, tta_crop: int = 64, backend: str = "auto",
-                 fpr: Any = None, lungs: bool = True, sizes: bool = True) -> None:
+                 fpr: Any = None, lungs: bool = True, sizes: int = 20) -> None:
         from deepseek.loader import resolve_device
         from deepseek.medical.errors import MedicalError
 
@@ -260,7 +261,7 @@ class NoduleDetector:
                                      if device == "auto" else resolve_device(device),
                                      False, FPR_OUTPUTS)
         self.lungs = lungs
-        self.sizes = sizes
+        self.sizes = int(sizes)
         self.lung_info: dict[str, Any] = {}
         self.threshold = threshold
         self.max_candidates = max_candidates
@@ -320,12 +321,16 @@ class NoduleDetector:
             t0 = time.perf_counter()
             cands = self._reduce(iso, x, origin, cands)
             t["fpr"] = time.perf_counter() - t0
-        if self.sizes and cands:
+        if self.sizes > 0 and cands:
             from deepseek.medical.nodule_size import measure_candidate
 
             t0 = time.perf_counter()
-            for c in cands:
+            for rank, c in enumerate(cands):  # most probable first
                 c["detector_diameter_mm"] = c["diameter_mm"]
+                if rank >= self.sizes:
+                    c.update(size_source="detector", size_note=f"not measured (only the "
+                             f"{self.sizes} most probable candidates are)")
+                    continue
                 c.update(measure_candidate(iso, c["xyz"], c["diameter_mm"]))
                 if c["size_source"] == "segmentation":
                     c["diameter_mm"] = c["long_axis_mm"]

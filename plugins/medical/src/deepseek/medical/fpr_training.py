@@ -212,8 +212,8 @@ def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epoch
                                "from: pass a NoduleDetector with fpr=None")
         mine = full = detector
     else:
-        mine = NoduleDetector(detector, progress=False, tta_top=0, fpr=None, sizes=False)
-        full = NoduleDetector(detector, progress=False, fpr=None, sizes=False)
+        mine = NoduleDetector(detector, progress=False, tta_top=0, fpr=None, sizes=0)
+        full = NoduleDetector(detector, progress=False, fpr=None, sizes=0)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

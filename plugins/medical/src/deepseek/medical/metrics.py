@@ -113,8 +113,8 @@ def write_monai_boxes(rows: list[dict[str, Any]], path: str | Path,
     data_list_key=key)`` reads and MONAI's detection tutorials use. Boxes are in world
     coordinates (mm, LPS, as the LUNA16 CSV) in MONAI's ``cccwhd`` mode (centre, then the
     three sizes): the box of the candidate's segmented extent (``extent_mm``, from
-    ``NoduleDetector(sizes=True)``, the default) where it has one, else a cube of its
-    diameter around its centre. ``images`` maps a series UID to the image path written
+    ``NoduleDetector(sizes=N)``: the N most probable, 20 by default) where it has one, else
+    a cube of its diameter around its centre. ``images`` maps a series UID to the image path written
     (default: the UID)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,7 @@ def hard_negative_set(net: torch.nn.Module, scans: list, n: int, seed: int = 0
     from deepseek.medical.nodule_model import WORKING_SPACING
 
     rng = np.random.default_rng([seed, 4242])
-    det = NoduleDetector(net, progress=False, tta_top=0, sizes=False)
+    det = NoduleDetector(net, progress=False, tta_top=0, sizes=0)
     found: list[tuple[float, int, np.ndarray]] = []
     isos, nodules = [], []
     for item in scans:
@@ -153,7 +153,7 @@ def evaluate_volumes(net: torch.nn.Module, volumes: list, *,
     from deepseek.evaluation import evaluate
     from deepseek.medical.detector import NoduleDetector
 
-    det = NoduleDetector(net, progress=False, **{"sizes": False, **detector_opts})
+    det = NoduleDetector(net, progress=False, **{"sizes": 0, **detector_opts})
     ann, res, uids = [], [], []
     for item in volumes:
         v = item.load() if isinstance(item, HeldOutScan) else item
