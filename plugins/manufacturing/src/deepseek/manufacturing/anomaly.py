@@ -144,8 +144,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     which)."""
     from tqdm.auto import tqdm
 
-    from deepseek.manufacturing.images import read_gray
-    from deepseek.manufacturing.score import image_paths
+    from deepseek.manufacturing.images import image_paths, read_gray
 
     if not 0.0 < target_fpr < 1.0:
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate between 0 and 1")

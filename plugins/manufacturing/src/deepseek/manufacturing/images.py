@@ -18,14 +18,14 @@ Video files, cameras, network streams and the stream's crack geometry need OpenC
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deepseek.manufacturing.errors import FrameError, ManufacturingError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
+from deepseek.manufacturing.formats import IMAGE_SUFFIXES
 
 
 def require_cv2(what: str) -> Any:
@@ -192,3 +192,25 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
                                         p.relative_to(folder).parts])
 
 
+
+
+def image_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files as given, and the part images of each folder (recursive)."""
+    out: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found = list_images(p, recursive=True)
+            if not found:
+                raise ManufacturingError(f"{p}: no part images in this folder or below it "
+                                         f"({', '.join(sorted(IMAGE_SUFFIXES))}; masks and "
+                                         "labels are skipped)")
+            out += found
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ManufacturingError(f"{p}: not an image file "
+                                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.append(p)
+        else:
+            raise ManufacturingError(f"{p}: no such file or folder")
+    return out

@@ -11,12 +11,10 @@ from typing import Any
 
 from deepseek import hookimpl
 from deepseek.lazy import lazy_callable
+from deepseek.manufacturing.formats import STREAM_SCHEMES, VIDEO_SUFFIXES
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 M = "deepseek.manufacturing."
-VIDEO_SUFFIXES = [".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv",
-                  ".flv", ".ts", ".mjpg", ".mjpeg", ".h264", ".h265", ".y4m"]
-STREAM_SCHEMES = ["rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://"]
 
 
 @hookimpl

@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.images import (  # noqa: F401  (read_gray: this module's name too)
-    IMAGE_SUFFIXES,
-    list_images,
+from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_paths: here too)
+    image_paths,
     read_gray,
     require_cv2,
 )
@@ -56,28 +55,6 @@ class ImageScore:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.name not in ("cell_map", "stride")}
-
-
-def image_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files as given, and the part images of each folder (recursive)."""
-    out: list[Path] = []
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            found = list_images(p, recursive=True)
-            if not found:
-                raise ManufacturingError(f"{p}: no part images in this folder or below it "
-                                         f"({', '.join(sorted(IMAGE_SUFFIXES))}; masks and "
-                                         "labels are skipped)")
-            out += found
-        elif p.is_file():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise ManufacturingError(f"{p}: not an image file "
-                                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-            out.append(p)
-        else:
-            raise ManufacturingError(f"{p}: no such file or folder")
-    return out
 
 
 def score_image(net: Any, image: np.ndarray, frames: int = FRAMES

@@ -463,7 +463,7 @@ def open_stream(source: str, **options: Any) -> FrameSource:
     the end, not an outage to reconnect through)."""
     from urllib.parse import urlparse
 
-    from deepseek.manufacturing.plugin import VIDEO_SUFFIXES
+    from deepseek.manufacturing.formats import VIDEO_SUFFIXES
 
     s = str(source)
     url = urlparse(s)

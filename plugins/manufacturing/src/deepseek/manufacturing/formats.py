@@ -1,0 +1,12 @@
+"""File types and stream addresses the plugin knows: constants only, imported by the plugin's
+hooks and by the readers alike (no other imports)."""
+
+from __future__ import annotations
+
+#: part images and frame folders
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
+#: video files (read through OpenCV's FFmpeg backend)
+VIDEO_SUFFIXES = [".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv",
+                  ".flv", ".ts", ".mjpg", ".mjpeg", ".h264", ".h265", ".y4m"]
+#: network streams
+STREAM_SCHEMES = ["rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://"]
