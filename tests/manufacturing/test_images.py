@@ -142,3 +142,47 @@ def test_without_opencv_images_score_and_video_names_the_extra(tmp_path):
     assert res["scored"] == [str(tmp_path / "part.png")]
     assert len(res["errors"]) == 2
     assert all('pip install "deepseek-manufacturing[video]"' in e for e in res["errors"])
+
+
+def test_a_mask_kept_under_its_photos_name_is_told_apart_by_content(tmp_path, caplog):
+    """part.jpg + part.png (a binary mask): the PNG is part.jpg's mask, never a part; two
+    same-named photos are both parts."""
+    import logging
+
+    from deepseek.manufacturing.images import list_images, looks_like_mask
+    from deepseek.manufacturing.labelled import read_labelled
+
+    photo = _photo(48, 64)
+    Image.fromarray(photo).save(tmp_path / "part.jpg", quality=90)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[20:24, 10:40] = 255
+    Image.fromarray(mask).save(tmp_path / "part.png")
+    Image.fromarray(_photo(48, 64, seed=1)).save(tmp_path / "other.jpg", quality=90)
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "other.png")  # empty mask
+    with caplog.at_level(logging.INFO, logger="deepseek.manufacturing.images"):
+        names = [p.name for p in list_images(tmp_path)]
+    assert names == ["other.jpg", "part.jpg"]
+    assert "masks, not parts" in caplog.text
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    Image.fromarray(_photo(48, 64, seed=2)).save(twins / "twin.jpg", quality=90)
+    Image.fromarray(_photo(48, 64, seed=3)).save(twins / "twin.png")  # another photo
+    assert [p.name for p in list_images(twins)] == ["twin.jpg", "twin.png"]
+    import shutil
+
+    shutil.rmtree(twins)
+    labelled = {i.path.name: i for i in read_labelled(tmp_path)}
+    assert labelled["part.jpg"].defect and labelled["part.jpg"].source == "mask"
+    assert not labelled["other.jpg"].defect and labelled["other.jpg"].source == "mask"
+    assert looks_like_mask(np.dstack([mask] * 3)) and not looks_like_mask(photo)
+
+
+def test_scoring_with_the_packaged_weights_warns(tmp_path, caplog):
+    import logging
+
+    from deepseek.manufacturing.score import score_images
+
+    Image.fromarray(_photo(64, 96)).save(tmp_path / "p.png")
+    with caplog.at_level(logging.WARNING, logger="deepseek.manufacturing.score"):
+        score_images([tmp_path], progress=False)
+    assert "synthetic line only" in caplog.text and "--model" in caplog.text

@@ -175,6 +175,9 @@ def test_train_from_a_labelled_folder(tmp_path):
     ev = json.loads(res.output)["evaluation"]
     assert ev["images"] == 4 and ev["defect_images"] == 2 and 0 <= ev["image_auroc"] <= 1
     assert ev["pixel"]["regions"] == 2 and 0 <= ev["pixel"]["au_pro"] <= 1
+    refs = ev["pixel_references"]  # never alone: chance and the darkness baseline beside it
+    assert refs["chance"]["pixel_auroc"] == 0.5
+    assert 0 <= refs["darkness"]["pixel_auroc"] <= 1 and 0 <= refs["darkness"]["au_pro"] <= 1
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "val"),
                                            str(tmp_path / "train"), "--evaluate"])
     assert res.exit_code == 2 and "one labelled folder" in res.output

@@ -328,9 +328,11 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                    f"{r1['recall']:.3f}")
         if "pixel" in report:
             px = report["pixel"]
+            ref = report["pixel_references"]["darkness"]
             click.echo(f"pixels ({px['images']} images with masks, {px['regions']} defect "
                        f"regions): pixel AUROC {px['pixel_auroc']:.4f}, AU-PRO (FPR <= 0.3) "
-                       f"{px['au_pro']:.4f}")
+                       f"{px['au_pro']:.4f}; references: chance 0.5, the images' own "
+                       f"darkness {ref['pixel_auroc']:.4f} / {ref['au_pro']:.4f}")
 
 
 @manufacturing.command("train")

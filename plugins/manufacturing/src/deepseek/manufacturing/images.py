@@ -17,6 +17,7 @@ Video files, cameras, network streams and the stream's crack geometry need OpenC
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +27,8 @@ import numpy as np
 
 from deepseek.manufacturing.errors import FrameError, ManufacturingError
 from deepseek.manufacturing.formats import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 
 def require_cv2(what: str) -> Any:
@@ -182,16 +185,54 @@ def is_label_file(p: Path, root: Path | None = None) -> bool:
     return any(part.lower() in LABEL_FOLDERS for part in parts)
 
 
+def looks_like_mask(img: np.ndarray) -> bool:
+    """Pixels that are a mask, not a photo: one channel (or equal channels) holding at most
+    two values, one of them 0 (a binary mask, whatever its foreground value)."""
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = img[:, :, :3]
+        if not all(np.array_equal(img[:, :, 0], img[:, :, c]) for c in range(1, img.shape[2])):
+            return False
+        img = img[:, :, 0]
+    values = np.unique(img)
+    return len(values) <= 2 and values[0] == 0
+
+
+def same_stem_masks(files: list[Path]) -> set[Path]:
+    """Of image files that share a folder and a stem (``part.jpg`` beside ``part.png``), the
+    ones whose content is a binary mask while another of the group is not: the masks that
+    some data sets keep beside each photo under the photo's own name."""
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for p in files:
+        groups.setdefault((p.parent, p.stem.lower()), []).append(p)
+    masks: set[Path] = set()
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        flags = {}
+        for p in group:
+            try:
+                flags[p] = looks_like_mask(imread(p))
+            except ManufacturingError:
+                flags[p] = False
+        if any(flags.values()) and not all(flags.values()):
+            masks |= {p for p, is_mask in flags.items() if is_mask}
+    return masks
+
+
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """The part images of a folder (``recursive``: and its subfolders) in natural order,
-    without masks and labels (:func:`is_label_file`)."""
+    without masks and labels: by name (:func:`is_label_file`), and by content where a mask
+    shares its photo's name (:func:`same_stem_masks`)."""
     found = folder.rglob("*") if recursive else folder.iterdir()
     files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
              and not is_label_file(p, folder)]
-    return sorted(files, key=lambda p: [_natural_key(Path(x)) for x in
-                                        p.relative_to(folder).parts])
-
-
+    masks = same_stem_masks(files)
+    if masks:
+        log.info("%s: %d mask(s) kept beside their photo under the same name (e.g. %s) are "
+                 "masks, not parts", folder, len(masks), sorted(masks)[0].name)
+    return sorted((p for p in files if p not in masks),
+                  key=lambda p: [_natural_key(Path(x)) for x in p.relative_to(folder).parts])
 
 
 def image_paths(paths: Iterable[str | Path]) -> list[Path]:

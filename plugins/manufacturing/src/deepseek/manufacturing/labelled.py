@@ -96,13 +96,23 @@ class LabelledImage:
 
 
 def _find_mask(img: Path) -> Path | None:
-    from deepseek.manufacturing.images import IMAGE_SUFFIXES, LABEL_STEM_ENDINGS
+    from deepseek.manufacturing.images import (
+        IMAGE_SUFFIXES,
+        LABEL_STEM_ENDINGS,
+        same_stem_masks,
+    )
 
     stem, d = img.stem, img.parent
     for cand in sorted(d.glob(f"{glob_escape(stem)}*")):
         rest = cand.stem[len(stem):]
         if cand.suffix.lower() in IMAGE_SUFFIXES and rest.lower() in LABEL_STEM_ENDINGS:
             return cand
+    twins = [c for c in sorted(d.glob(f"{glob_escape(stem)}.*"))
+             if c != img and c.suffix.lower() in IMAGE_SUFFIXES]
+    if twins:  # part.png beside part.jpg: the mask when its content is one
+        masks = same_stem_masks([img, *twins])
+        if img not in masks and masks:
+            return sorted(masks)[0]
     for base in (d, d.parent):
         for folder in MASK_FOLDERS:
             for cand in sorted((base / folder).glob(f"{glob_escape(stem)}*")):

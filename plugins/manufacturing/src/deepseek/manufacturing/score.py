@@ -19,6 +19,7 @@ skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -35,6 +36,8 @@ from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_pat
 from deepseek.manufacturing.runtime import STRIDE, OnnxNet
 
 FRAMES = 8
+PACKAGED = "defect-3dcnn-lstm"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,6 +118,10 @@ def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", 
     from deepseek.manufacturing.anomaly import FEATURE_STRIDE, PatchMemory, is_memory_file
     from deepseek.manufacturing.stream import box_from_map, load_net
 
+    if isinstance(model, str) and model == PACKAGED:
+        log.warning("%s: the packaged weights were trained on the synthetic line only and are "
+                    "near chance on real part photos; train on your parts (deepseek "
+                    "manufacturing train --folder) and score with --model", PACKAGED)
     memory = PatchMemory.load(model) if is_memory_file(model) else None
     if memory is not None:
         threshold = memory.threshold if threshold is None else threshold
@@ -168,7 +175,9 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     scored with; recall at the
     threshold with a false-positive rate <= ``fpr`` on these images; and, over the images
     with a mask or YOLO label, pixel AUROC and AU-PRO (:func:`~deepseek.manufacturing.metrics.
-    pixel_metrics`)."""
+    pixel_metrics`), always beside two references (``pixel_references``): chance (0.5) and
+    each image's own darkness as the map, which a model must beat to be said to locate
+    cracks."""
     from deepseek.manufacturing.labelled import read_labelled
     from deepseek.manufacturing.metrics import (
         average_precision,
@@ -201,9 +210,28 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     located = [r for r in results if items[r.path].mask is not None]
     if located and any(items[r.path].defect for r in located):
         maps = [upsample_map(r.cell_map, (r.height, r.width), r.stride) for r in located]
-        out["pixel"] = {"images": len(located),
-                        **pixel_metrics(maps, [items[r.path].mask for r in located])}
+        masks = [items[r.path].mask for r in located]
+        out["pixel"] = {"images": len(located), **pixel_metrics(maps, masks)}
+        # references beside it: a map that knows nothing (0.5), and one that marks the dark
+        # pixels (cracks are dark): pixel scores near this baseline say little about a model
+        dark = [upsample_map(darkness_cells(items[r.path].image, r.stride), (r.height, r.width),
+                             r.stride) for r in located]
+        base = pixel_metrics(dark, masks)
+        out["pixel_references"] = {
+            "chance": {"pixel_auroc": 0.5},
+            "darkness": {"what": "each image's darkness (255 - gray) per map cell",
+                         "pixel_auroc": base["pixel_auroc"], "au_pro": base["au_pro"]}}
     return out
+
+
+def darkness_cells(image: np.ndarray, stride: int) -> np.ndarray:
+    """255 minus the mean gray of each ``stride`` x ``stride`` cell (edge cells padded with
+    their edge values): the pixel baseline of :func:`evaluate_scores`."""
+    h, w = image.shape
+    ph, pw = (-h) % stride, (-w) % stride
+    a = np.pad(image.astype(np.float32), ((0, ph), (0, pw)), mode="edge")
+    cells = a.reshape(a.shape[0] // stride, stride, a.shape[1] // stride, stride).mean((1, 3))
+    return (255.0 - cells) / 255.0
 
 
 def write_csv(results: list[ImageScore], path: str | Path) -> Path:
