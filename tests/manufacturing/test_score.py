@@ -74,7 +74,8 @@ def test_csv_heatmaps_and_cli(parts, tmp_path):
                                            str(tmp_path / "s.csv"), "--heatmaps", str(out),
                                            "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
+    rows = json.loads(res.stdout)  # stderr: the packaged weights' warning
+    assert "synthetic line only" in res.stderr
     assert [r["path"] for r in rows] == [str(parts / "part_2.png"),
                                          str(parts / "line_b" / "part_1.jpg")]
     with open(tmp_path / "s.csv") as f:
