@@ -269,8 +269,9 @@ class Volume:
         normal for a tilted input), covers the input's whole extent and starts at the same
         world point for an untilted input, so the same world point shows the same anatomy
         before and after. ``interpolator``: ``"linear"`` for images, ``"nearest"`` for label
-        masks, ``"bspline"``. Outside the field of view: ``default_value`` (-1024 HU for
-        images, 0 for ``nearest``).
+        masks (both on numpy, :func:`resample_grid`, equal to SimpleITK's), ``"bspline"``
+        (SimpleITK: the ``[itk]`` extra). Outside the field of view: ``default_value``
+        (-1024 HU for images, 0 for ``nearest``).
         """
         sp = np.asarray(spacing, dtype=float).reshape(-1)
         if sp.size != 3 or not np.all(sp > 0):
