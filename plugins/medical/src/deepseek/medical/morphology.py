@@ -34,7 +34,9 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ends[:, :-1] &= ~rows[:, 1:]
     r_row, r_x0 = np.nonzero(starts)
     _, r_x1 = np.nonzero(ends)
-    ids = np.cumsum(starts, axis=None, dtype=np.int64).reshape(rows.shape) - 1
+    kind = np.int32 if rows.size < 2**31 else np.int64
+    ids = np.cumsum(starts, axis=None, dtype=kind).reshape(rows.shape)
+    ids -= 1
     ids[~rows] = -1
     return ids.reshape(mask.shape), r_row, np.stack([r_x0, r_x1 + 1], axis=1)
 
@@ -169,7 +171,9 @@ def dilate_ball(mask: np.ndarray, r: int) -> np.ndarray:
         hit = np.nonzero(m.any(axis=tuple(a for a in range(3) if a != ax)))[0]
         box.append(slice(max(int(hit[0]) - r, 0), min(int(hit[-1]) + r + 1, m.shape[ax])))
     sub = m[tuple(box)]
-    kind = np.int16 if lim + 1 + r * r < 2**15 else np.int32
+    # the smallest type that holds "farther than the ball" plus the largest step added
+    kind = next(t for t in (np.uint8, np.uint16, np.int64)
+                if lim + 1 + r * r <= np.iinfo(t).max)
     cap = kind(lim + 1)  # "farther than the ball": never smaller after adding k^2
     d = np.where(sub, kind(0), cap)
     for ax in range(3):
