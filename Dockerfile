@@ -51,8 +51,11 @@ RUN python3 -m venv --without-pip /opt/deepseek \
  && pip install --no-cache-dir --no-deps "$@" \
  && pip check \
  && site=$(/opt/deepseek/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
- && find "$site/numpy" "$site/numba" -type d -name tests -prune -exec rm -rf {} + 2>/dev/null; \
-    true
+ && for pkg in numpy numba; do \
+      if [ -d "$site/$pkg" ]; then \
+        find "$site/$pkg" -type d -name tests -prune -exec rm -rf {} + || exit 1; \
+      fi; \
+    done
 
 # ---------------------------------------------------------------- runtime: user, entrypoint
 FROM ${BASE} AS runtime
