@@ -209,3 +209,21 @@ def test_pixel_metrics():
     assert up.shape == (16, 20) and up[:, 0].max() < up[:, -1].min()
     with pytest.raises(ValueError, match="does not cover"):
         upsample_map(np.zeros((1, 1)), (20, 20), 16)
+
+
+def test_the_same_part_on_both_sides_of_a_split_is_found(tmp_path):
+    """A part photographed again under another light (gain and offset changed, new noise)
+    is recognised across the split; other parts of the same size are not."""
+    from deepseek.manufacturing.labelled import shared_parts
+
+    rng = np.random.default_rng(0)
+    _part(tmp_path / "train" / "good" / "a.png", seed=1)
+    _part(tmp_path / "train" / "good" / "b.png", seed=2)
+    _part(tmp_path / "val" / "good" / "c.png", seed=3)
+    base = cv2.imread(str(tmp_path / "train" / "good" / "a.png"), cv2.IMREAD_GRAYSCALE)
+    relit = np.clip(base.astype(float) * 1.3 + 20 + rng.normal(0, 2, base.shape), 0, 255)
+    cv2.imwrite(str(tmp_path / "val" / "good" / "a_bright.png"), relit.astype(np.uint8))
+    leaks = shared_parts(read_labelled(tmp_path / "train"), read_labelled(tmp_path / "val"))
+    assert [(v.rsplit("/", 1)[-1], t.rsplit("/", 1)[-1]) for v, t, _ in leaks] == [
+        ("a_bright.png", "a.png")]
+    assert leaks[0][2] >= 0.97

@@ -303,6 +303,54 @@ def split_groups(items: list[LabelledImage], fraction: float, seed: int = 0
     return train, val
 
 
+THUMB = 32
+SAME_PART_CORRELATION = 0.97
+
+
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """A 32 x 32 block-mean of the image, centred and scaled to unit length: lighting (gain
+    and offset) divides out, the part's shape and texture stay."""
+    h, w = image.shape
+    ys = np.linspace(0, h, THUMB + 1).astype(int)
+    xs = np.linspace(0, w, THUMB + 1).astype(int)
+    cs = np.pad(image.astype(np.float64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    area = np.maximum(np.diff(ys)[:, None] * np.diff(xs)[None, :], 1)
+    t = (cs[ys[1:]][:, xs[1:]] - cs[ys[:-1]][:, xs[1:]] - cs[ys[1:]][:, xs[:-1]]
+         + cs[ys[:-1]][:, xs[:-1]]) / area
+    t = t.ravel() - t.mean()
+    n = float(np.linalg.norm(t))
+    return t / n if n > 0 else t
+
+
+def shared_parts(train: list[LabelledImage], val: list[LabelledImage],
+                 threshold: float = SAME_PART_CORRELATION) -> list[tuple[str, str, float]]:
+    """Validation images that look like a training image of the same size (thumbnails
+    correlated at ``threshold`` or more): the same part, photographed again or under another
+    light, on both sides of the split, which makes validation figures read too high.
+    ``(validation image, training image, correlation)``, the closest training image each."""
+    out = []
+    by_shape: dict[tuple[int, int], list[LabelledImage]] = {}
+    for t in train:
+        by_shape.setdefault(t.shape, []).append(t)
+    cache: dict[Path, np.ndarray] = {}
+
+    def thumb(item: LabelledImage) -> np.ndarray:
+        if item.path not in cache:
+            cache[item.path] = thumbnail(item.image)
+        return cache[item.path]
+
+    for v in val:
+        same = by_shape.get(v.shape)
+        if not same:
+            continue
+        tv = thumb(v)
+        corr = np.array([float(tv @ thumb(t)) for t in same])
+        k = int(np.argmax(corr))
+        if corr[k] >= threshold:
+            out.append((str(v.path), str(same[k].path), round(float(corr[k]), 4)))
+    return out
+
+
 def _crop_at(img: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
     return img[y0:y0 + size, x0:x0 + size]
 

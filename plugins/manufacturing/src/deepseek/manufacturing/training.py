@@ -317,6 +317,17 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                                          "images")
         else:
             items, val = split_groups(items, val_fraction, seed)
+        from deepseek.manufacturing.labelled import shared_parts
+
+        leaks = shared_parts(items, val)
+        if leaks:
+            v, t, c = leaks[0]
+            log.warning("%d validation image(s) look like training images (thumbnails "
+                        "correlated >= 0.97 after lighting is divided out), e.g. %s and %s "
+                        "(%.3f): the same part on both sides of the split makes the "
+                        "validation figures and the stored threshold read too well; group "
+                        "the photos of one part with --group-pattern REGEX (or give "
+                        "--val-folder)", len(leaks), Path(v).name, Path(t).name, c)
         n = crops_per_epoch or max(256, 8 * len(items))
         dataset: Dataset = CropDataset(items, n + n % 2, crop, frames, seed)
         data_info = {"data": "folder", "folder": str(folder), "train_images": len(items),
@@ -325,6 +336,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                      "validation": str(val_folder) if val_folder is not None else
                      f"group split of the folder ({val_fraction:g} of the groups)",
                      "crops_per_epoch": len(dataset), "crop": crop,
+                     "validation_images_like_training": len(leaks),
                      "label_sources": sorted({i.source for i in items})}
         log.info("%d training images (%d defect), %d validation images (%d defect)",
                  len(items), data_info["train_defect_images"], len(val),
