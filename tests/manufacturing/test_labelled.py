@@ -158,6 +158,13 @@ def test_train_from_a_labelled_folder(tmp_path):
     assert info["best_by"] == "val_select" and info["val_images"] == 4
     assert 0 < info["threshold"] < 1 and "validation images" in info["threshold_rule"]
     assert 0.0 <= info["history"][0]["val_auroc"] <= 1.0
+    exp = info["expected"]  # what the stored threshold did on the validation images
+    assert exp["defect_images"] == 2 and exp["good_images"] == 2
+    assert exp["recall_ci95"][0] <= exp["recall"] <= exp["recall_ci95"][1]
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "val"),
+                                           "--model", str(tmp_path / "run" / "model.safetensors")])
+    assert res.exit_code == 0 and "expected at the stored threshold" in res.output
+    assert "95 % CI" in res.output
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "val"),
                                            "--model", str(tmp_path / "run" / "model.safetensors"),
                                            "--json"])

@@ -117,3 +117,12 @@ def test_real_part_photos_smoke():
     assert [r.path for r in res] == [str(p) for p in imgs]
     for r in res:
         assert r.width == 500 and 1200 < r.height < 1300 and 0.0 <= r.score <= 1.0
+
+
+def test_wilson_interval():
+    from deepseek.manufacturing.metrics import wilson_interval
+
+    lo, hi = wilson_interval(7, 18)
+    assert lo == pytest.approx(0.2, abs=0.01) and hi == pytest.approx(0.614, abs=0.01)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) is None

@@ -316,6 +316,11 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     click.echo(f"{len(results)} images, {n_def} flagged as defects"
                + (f"; written to {csv_path}" if csv_path else "")
                + (f"; heatmaps in {heatmaps}" if heatmaps else ""))
+    from deepseek.manufacturing.score import describe_expectation, stored_expectation
+
+    expected = stored_expectation(model) if threshold is None else None
+    if expected:
+        click.echo(describe_expectation(expected))
     if report is not None:
         r1 = report["recall_at_fpr_0.01"]
         click.echo(f"labels: {report['defect_images']} defect of {report['images']} images; "

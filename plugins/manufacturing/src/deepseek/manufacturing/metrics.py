@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,17 @@ def image_auroc(scores: Any, labels: Any) -> float:
     for a, b in zip(starts, ends):
         ranks[order[a:b]] = (a + b + 1) / 2.0
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval (95 % by default) of a rate of ``hits`` in ``n``; None when
+    ``n`` is 0."""
+    if n <= 0:
+        return None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def recall_at_fpr(scores: Any, labels: Any, fpr: float) -> tuple[float, float, float]:

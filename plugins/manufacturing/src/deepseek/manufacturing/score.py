@@ -82,6 +82,30 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
     return prob, pmap
 
 
+def stored_expectation(model: Any) -> dict[str, Any] | None:
+    """What ``train --folder`` measured at its stored threshold on the validation images:
+    ``recall``, ``false_positive_rate``, their 95 % intervals and the image counts; None for
+    weights without it."""
+    if not isinstance(model, (str, Path)) or Path(model).suffix != ".safetensors" \
+            or not Path(model).is_file():
+        return None
+    from deepseek.loader import read_model_extra
+
+    exp = read_model_extra(model).get("expected")
+    return exp if isinstance(exp, dict) and "recall" in exp else None
+
+
+def describe_expectation(exp: dict[str, Any]) -> str:
+    """One line: the stored threshold's recall and false-alarm rate, with their intervals."""
+    def rate(name: str) -> str:
+        ci = exp.get(f"{name}_ci95")
+        return f"{exp[name]:.3f}" + (f" (95 % CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+
+    return (f"expected at the stored threshold (from {exp.get('defect_images', '?')} defect "
+            f"and {exp.get('good_images', '?')} good validation images): recall "
+            f"{rate('recall')}, false-alarm rate {rate('false_positive_rate')}")
+
+
 def stored_threshold(model: Any) -> float | None:
     """The image threshold ``train --folder`` stored with a weights file (chosen on its
     validation images for a target false-positive rate), or None."""

@@ -392,11 +392,19 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         vs = np.array([score_image(net, it.image, FRAMES)[0] for it in val])
         thr, rec, fpr = recall_at_fpr(vs, [it.defect for it in val], target_fpr)
         n_good = sum(not it.defect for it in val)
+        n_defect = len(val) - n_good
+        from deepseek.manufacturing.metrics import wilson_interval
+
         extra.update(threshold=thr, threshold_rule=(
             f"lowest image score with a false-positive rate <= {target_fpr:g} on the "
             f"{len(val)} validation images ({n_good} good): there recall {rec:.3f}, "
-            f"false-positive rate {fpr:.3f}"))
-        data_info.update(threshold=thr, threshold_rule=extra["threshold_rule"])
+            f"false-positive rate {fpr:.3f}"),
+            expected={"recall": rec, "false_positive_rate": fpr,
+                      "recall_ci95": wilson_interval(round(rec * n_defect), n_defect),
+                      "false_positive_rate_ci95": wilson_interval(round(fpr * n_good), n_good),
+                      "defect_images": n_defect, "good_images": n_good})
+        data_info.update(threshold=thr, threshold_rule=extra["threshold_rule"],
+                         expected=extra["expected"])
     path = save_model(net, out / "model.safetensors", architecture=model, config=cfg,
                       extra=extra)
     from deepseek.extras import missing
