@@ -82,16 +82,21 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
     return prob, pmap
 
 
+def _stored_extra(model: Any) -> dict[str, Any]:
+    """What ``train`` stored with a ``.safetensors`` weights file ({} for anything else)."""
+    if not isinstance(model, (str, Path)) or Path(model).suffix != ".safetensors" \
+            or not Path(model).is_file():
+        return {}
+    from deepseek.loader import read_model_extra
+
+    return read_model_extra(model)
+
+
 def stored_expectation(model: Any) -> dict[str, Any] | None:
     """What ``train --folder`` measured at its stored threshold on the validation images:
     ``recall``, ``false_positive_rate``, their 95 % intervals and the image counts; None for
     weights without it."""
-    if not isinstance(model, (str, Path)) or Path(model).suffix != ".safetensors" \
-            or not Path(model).is_file():
-        return None
-    from deepseek.loader import read_model_extra
-
-    exp = read_model_extra(model).get("expected")
+    exp = _stored_extra(model).get("expected")
     return exp if isinstance(exp, dict) and "recall" in exp else None
 
 
@@ -109,12 +114,7 @@ def describe_expectation(exp: dict[str, Any]) -> str:
 def stored_threshold(model: Any) -> float | None:
     """The image threshold ``train --folder`` stored with a weights file (chosen on its
     validation images for a target false-positive rate), or None."""
-    if not isinstance(model, (str, Path)) or Path(model).suffix != ".safetensors" \
-            or not Path(model).is_file():
-        return None
-    from deepseek.loader import read_model_extra
-
-    thr = read_model_extra(model).get("threshold")
+    thr = _stored_extra(model).get("threshold")
     return float(thr) if isinstance(thr, (int, float)) and 0.0 < thr < 1.0 else None
 
 

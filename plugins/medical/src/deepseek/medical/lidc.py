@@ -210,13 +210,6 @@ def fill_outline(points: np.ndarray) -> np.ndarray:
     return np.array(sorted(cells), int).reshape(-1, 2)
 
 
-def _longest_chord(points: np.ndarray) -> float:
-    if len(points) < 2:
-        return 0.0
-    d = points[:, None, :] - points[None, :, :]
-    return float(np.sqrt((d ** 2).sum(-1)).max())
-
-
 def outline_measures(nodule: LidcNodule, volume: Any,
                      z_range: tuple[float, float] | None = None) -> dict[str, Any] | None:
     """Sizes of one reader's outline, in the geometry of ``volume`` (the series it was drawn
@@ -229,6 +222,8 @@ def outline_measures(nodule: LidcNodule, volume: Any,
     ``volume_equivalent_mm`` (the diameter of a sphere of that volume), ``extent_mm``
     (world-space box ``[[x0, y0, z0], [x1, y1, z1]]``), ``centre_mm``, ``slices`` and
     ``small`` (a nodule under 3 mm marked by its centre: one pixel, no size)."""
+    from deepseek.medical.nodule_size import longest_chord
+
     d = np.asarray(volume.direction, float)
     if abs(d[2, 2]) < 0.999:
         raise LidcFileError("LIDC outlines need an axial series (this one is tilted or not "
@@ -256,7 +251,7 @@ def outline_measures(nodule: LidcNodule, volume: Any,
         for r in group:
             if r.inclusion:
                 mm = r.points * np.array([sx, sy])
-                longest = max(longest, _longest_chord(mm))
+                longest = max(longest, longest_chord(mm))
         for dc, dr in ((-0.5, -0.5), (0.5, 0.5)):
             col, row = px[:, 0] + dc, px[:, 1] + dr
             wx = volume.origin[0] + d[0, 0] * sx * col + d[0, 1] * sy * row

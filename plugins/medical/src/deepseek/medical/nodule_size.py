@@ -35,6 +35,14 @@ THRESHOLD_HU = -400.0
 MIN_HALF_MM, MAX_HALF_MM = 12, 40
 
 
+def longest_chord(points: np.ndarray) -> float:
+    """The longest distance between two of ``points`` (``(N, 2)`` or ``(N, 3)``, mm)."""
+    if len(points) < 2:
+        return 0.0
+    d = points[:, None, :] - points[None, :, :]
+    return float(np.sqrt((d ** 2).sum(-1)).max())
+
+
 def _longest_in_plane(region: np.ndarray, spacing: tuple[float, float, float]) -> float:
     """Longest distance across ``region`` (z, y, x) on any axial slice, between the centres
     of its boundary voxels (mm), as a reader's calipers on the outline."""
@@ -48,9 +56,7 @@ def _longest_in_plane(region: np.ndarray, spacing: tuple[float, float, float]) -
         yx = np.argwhere(sl & ~inner).astype(float)  # its boundary voxels
         if len(yx) > 400:  # a long boundary: its convex extremes are on the sampled hull
             yx = yx[np.linspace(0, len(yx) - 1, 400).astype(int)]
-        mm = yx * np.array([sy, sx])
-        d = mm[:, None, :] - mm[None, :, :]
-        best = max(best, float(np.sqrt((d ** 2).sum(-1)).max()))
+        best = max(best, longest_chord(yx * np.array([sy, sx])))
     return best
 
 
