@@ -71,40 +71,10 @@ def work_medical(mode: str, data: str) -> dict:
 
 def use_simpleitk() -> None:
     """Swap the detector's numpy grid and masks for SimpleITK's (the ``full-itk`` row)."""
-    import numpy as np
-    import SimpleITK as sitk
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.medical.itk_reference import use_simpleitk as swap
 
-    from deepseek.medical import morphology, volume
-
-    def as_img(m):
-        return sitk.GetImageFromArray(np.ascontiguousarray(m).astype(np.uint8))
-
-    def resample(array, a, b, size, interpolator="linear", default_value=-1024.0):
-        tf = sitk.AffineTransform(3)
-        tf.SetMatrix(np.asarray(a, float).flatten().tolist())
-        tf.SetTranslation(np.asarray(b, float).tolist())
-        ref = sitk.Image([int(v) for v in size], sitk.sitkUInt8)
-        src = sitk.GetImageFromArray(np.ascontiguousarray(array))
-        kind = sitk.sitkLinear if interpolator == "linear" else sitk.sitkNearestNeighbor
-        out = src.GetPixelID() if interpolator == "nearest" else sitk.sitkFloat32
-        return sitk.GetArrayFromImage(sitk.Resample(src, ref, tf, kind, float(default_value),
-                                                    out))
-
-    def largest(m):
-        cc = sitk.RelabelComponent(sitk.ConnectedComponent(as_img(m)), sortByObjectSize=True)
-        return sitk.GetArrayFromImage(cc) == 1
-
-    def fill(m, per_slice=False):
-        if per_slice:
-            return np.stack([fill(s) for s in m])
-        return sitk.GetArrayFromImage(sitk.BinaryFillhole(as_img(m))) > 0
-
-    def dilate(m, r):
-        return sitk.GetArrayFromImage(sitk.BinaryDilate(as_img(m), [int(r)] * 3)) > 0
-
-    volume.resample_grid = resample
-    morphology.largest_component, morphology.fill_holes = largest, fill
-    morphology.dilate_ball = dilate
+    swap()
 
 
 def work_manufacturing(mode: str, data: str) -> dict:

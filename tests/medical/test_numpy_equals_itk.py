@@ -12,44 +12,20 @@ import pytest
 from deepseek.medical import morphology
 from deepseek.medical.detector import find_lungs
 from deepseek.medical.dicom import DICOMReader
-from deepseek.medical.volume import Volume, resample_grid
+from deepseek.medical.volume import resample_grid
 
-sitk = pytest.importorskip("SimpleITK")
+pytest.importorskip("SimpleITK")
+
+from tests.medical.itk_reference import (  # noqa: E402
+    itk_dilate,
+    itk_fill,
+    itk_labels,
+    itk_largest,
+    itk_resample,
+    itk_search_mask,
+)
 
 REAL_SLAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct" / "LIDC-IDRI-0002"
-
-
-def _img(a: np.ndarray):
-    return sitk.GetImageFromArray(np.ascontiguousarray(a).astype(np.uint8))
-
-
-def _arr(img) -> np.ndarray:
-    return sitk.GetArrayFromImage(img)
-
-
-def itk_resample(array, a, b, size, interpolator, default):
-    """SimpleITK's Resample on the grid that resample_grid samples."""
-    tf = sitk.AffineTransform(3)
-    tf.SetMatrix(np.asarray(a, float).flatten().tolist())
-    tf.SetTranslation(np.asarray(b, float).tolist())
-    ref = sitk.Image([int(s) for s in size], sitk.sitkUInt8)
-    src = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    kind = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}[interpolator]
-    out_type = src.GetPixelID() if interpolator == "nearest" else sitk.sitkFloat32
-    return _arr(sitk.Resample(src, ref, tf, kind, float(default), out_type))
-
-
-def itk_search_mask(vol: Volume, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """The detector's inside-of-the-body and dilated lung mask, built with SimpleITK."""
-    img = sitk.GetImageFromArray(vol.array.astype(np.float32))
-    body = sitk.BinaryThreshold(img, -500.0, 1e9, 1, 0)
-    cc = sitk.RelabelComponent(sitk.ConnectedComponent(body), sortByObjectSize=True)
-    body = sitk.BinaryThreshold(cc, 1, 1, 1, 0)
-    arr = _arr(body)
-    per_slice = np.stack([_arr(sitk.BinaryFillhole(_img(s))) for s in arr])
-    inside = (_arr(sitk.BinaryFillhole(body)) > 0) | (per_slice > 0)
-    lungs = inside & (vol.array < -400)
-    return inside, _arr(sitk.BinaryDilate(_img(lungs), [r, r, r])) > 0
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -57,18 +33,18 @@ def test_morphology_equals_simpleitk_on_random_masks(seed):
     rng = np.random.default_rng(seed)
     shape = tuple(int(v) for v in rng.integers(2, 22, 3))
     m = rng.random(shape) < rng.uniform(0.2, 0.8)
-    cc = _arr(sitk.RelabelComponent(sitk.ConnectedComponent(_img(m)), sortByObjectSize=True))
+    cc = itk_labels(m)
     lab, sizes = morphology.label(m)
     assert sorted(np.bincount(cc.ravel())[1:].tolist()) == sorted(sizes.tolist())
     assert np.array_equal(cc > 0, lab > 0)
     if len(sizes) < 2 or sizes[0] > sizes[1]:  # a unique largest component
-        assert np.array_equal(cc == 1, morphology.largest_component(m))
-    assert np.array_equal(_arr(sitk.BinaryFillhole(_img(m))) > 0, morphology.fill_holes(m))
-    per_slice = np.stack([_arr(sitk.BinaryFillhole(_img(s))) > 0 for s in m])
+        assert np.array_equal(itk_largest(m), morphology.largest_component(m))
+    assert np.array_equal(itk_fill(m), morphology.fill_holes(m))
+    per_slice = itk_fill(m, per_slice=True)
     assert np.array_equal(per_slice, morphology.fill_holes(m, per_slice=True))
     sparse = rng.random(shape) < 0.03
     for r in (1, 2, 4, 12):  # 12: past what uint8 distances hold
-        want = _arr(sitk.BinaryDilate(_img(sparse), [r, r, r])) > 0
+        want = itk_dilate(sparse, r)
         assert np.array_equal(want, morphology.dilate_ball(sparse, r)), r
 
 
@@ -129,7 +105,7 @@ def test_working_grid_and_search_mask_equal_simpleitk_on_a_phantom(phantom_facto
     want = itk_resample(vol.array, a, b, size, "linear", -1024.0)
     np.testing.assert_allclose(iso.array, want, atol=2e-3)
     mask, info = find_lungs(iso, dilate_mm=4.0)
-    inside, lungs = itk_search_mask(iso, 4)
+    inside, lungs = itk_search_mask(iso.array, 4)
     assert info["found"]
     assert info["inside_ml"] == pytest.approx(inside.sum() / 1000.0, abs=0.06)
     assert np.array_equal(mask, lungs)
@@ -140,7 +116,7 @@ def test_search_mask_equals_simpleitk_on_the_real_slab():
     vol = DICOMReader(REAL_SLAB, progress=False).load()
     iso = vol.resample([1.0, 1.0, 1.0])
     mask, info = find_lungs(iso)
-    inside, lungs = itk_search_mask(iso, 10)
+    inside, lungs = itk_search_mask(iso.array, 10)
     assert info["found"] and info["inside_ml"] == pytest.approx(inside.sum() / 1000.0,
                                                                  abs=0.06)
     assert np.array_equal(mask, lungs)
