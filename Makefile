@@ -30,7 +30,7 @@ $(STAMP): $(PY) $(INPUTS)
 	@echo "installing the four distributions (editable) and the test tools into $(VENV)"
 	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt \
-		-e "./core[serve,onnx,tune,zoo]" $(foreach d,$(PLUGINS),-e "./$(d)[full,edge]")
+		-e "./core[serve,onnx,tune,zoo,ray]" $(foreach d,$(PLUGINS),-e "./$(d)[full,edge]")
 	@touch $(STAMP)
 
 lint: $(STAMP)

@@ -1,8 +1,8 @@
 """The ``deepseek`` command line.
 
 Core commands: ``plugins``, ``readers``, ``read``, ``models``, ``summary``, ``metrics``,
-``evaluate``, ``pipelines``, ``run``, ``demo`` and ``serve``; installed plugins add their own
-groups (``deepseek medical ...``) through the ``register_commands`` hook.
+``evaluate``, ``pipelines``, ``run``, ``batch``, ``tune``, ``demo`` and ``serve``; installed
+plugins add their own groups (``deepseek medical ...``) through the ``register_commands`` hook.
 """
 
 from __future__ import annotations
@@ -517,6 +517,94 @@ def tune_cmd(ctx: click.Context, config: str, storage: str | None, study: str | 
         click.echo(f"  trial {b['number']}: {b['values']}  {b['params']}")
     if out_dir is not None:
         click.echo(f"report: {Path(out_dir).resolve()}")
+
+
+@cli.command("batch")
+@click.argument("step", nargs=-1)
+@click.option("--input", "inputs", multiple=True, metavar="GLOB|PATH|URI|@LIST",
+              help="Inputs (repeatable): a quoted glob ('scans/*/', 'parts/**/*.png'), a "
+                   "path, a URI, or @FILE listing one input per line.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Results folder: items/KEY.json per input (the command's --json "
+                   "output), failed/KEY.json, summary.csv, log.jsonl, run.json.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Step option (repeatable; VALUE is JSON when it parses), e.g. -o "
+                   "threshold=0.1; --list shows each step's options.")
+@click.option("--cluster", default="local", show_default=True,
+              metavar="local|ray|ray://HOST:PORT|HOST:PORT",
+              help="local: worker processes on this machine; ray: the Ray cluster "
+                   "RAY_ADDRESS names (a RayJob sets it) or one started here; "
+                   "ray://HOST:10001: Ray Client; HOST:6379: the head's address.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Worker processes or Ray actors [one per CPU].")
+@click.option("--cpus-per-worker", type=click.FloatRange(0, min_open=True), default=1.0,
+              show_default=True, help="CPUs each Ray actor reserves.")
+@click.option("--attempts", type=click.IntRange(1), default=3, show_default=True,
+              help="Tries per item when the worker running it dies (an item whose step "
+                   "raises is recorded as failed at once).")
+@click.option("--list", "list_steps", is_flag=True, help="List the steps and their options.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's report as JSON.")
+@click.pass_context
+def batch_cmd(ctx: click.Context, step: tuple[str, ...], inputs: tuple[str, ...],
+              out_dir: Path | None, options: tuple[str, ...], cluster: str,
+              workers: int | None, cpus_per_worker: float, attempts: int, list_steps: bool,
+              as_json: bool) -> None:
+    """Run a per-item STEP over many inputs, on local processes or a Ray cluster.
+
+    STEP is a command ('medical detect', 'manufacturing score', 'finance backtest') or a
+    step name (--list). Each worker loads the model once; each input's result is written
+    as items/KEY.json, exactly what `deepseek STEP INPUT --json` prints; a failing item is
+    recorded with its error and the rest go on; a worker that dies has its items run again
+    elsewhere. A re-run with the same --out skips the items already done and retries the
+    failed ones. Exit status 1 when any item failed.
+
+    \b
+    deepseek batch medical detect --input 'archive/*/' --out results/ -o threshold=0.1
+    deepseek batch manufacturing score --input 'line3/**/*.png' --out scores/ \\
+        -o model=runs/line3/model.safetensors --cluster ray://head:10001
+    """
+    from deepseek.batch import BatchError, find_step, run_batch, step_options
+
+    if list_steps:
+        from deepseek.plugins import steps
+
+        rows = []
+        for e in steps().entries():
+            rows.append({"step": e.name, "plugin": e.plugin, "command": e.meta.get("command"),
+                         "description": e.description, "options": step_options(e)})
+        if as_json:
+            click.echo(json.dumps(rows, indent=2, default=str))
+            return
+        for r in rows:
+            click.echo(f"{r['step']}  ({r['command'] or 'no command'}, plugin {r['plugin']})"
+                       f"  {r['description']}")
+            for k, v in r["options"].items():
+                click.echo(f"    -o {k}={json.dumps(v, default=str)}")
+        return
+    if not inputs or out_dir is None:
+        raise BatchError("give --input (one or more) and --out, e.g. deepseek batch medical "
+                         "detect --input 'scans/*/' --out results/")
+    find_step(step)  # an unknown step fails before anything is read
+    report = run_batch(step, inputs, out_dir, options=_parse_options(options),
+                       cluster=cluster, workers=workers, cpus_per_worker=cpus_per_worker,
+                       attempts=attempts, progress=False if (ctx.obj["quiet"] or as_json)
+                       else None)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        ran = report.ok + report.failed
+        click.echo(f"{report.step}: {report.items} input(s): {report.ok} done now, "
+                   f"{report.skipped} done before, {report.failed} failed"
+                   + (f"; {ran} in {report.seconds:.1f} s ({report.items_per_s:.2f} items/s) "
+                      f"on {report.where}" if ran else "")
+                   + (f"; {report.retried} re-run after a worker died" if report.retried
+                      else ""))
+        for f in report.failures[:10]:
+            click.echo(f"failed: {f['source']}: {f['error']}", err=True)
+        click.echo(f"results: {Path(report.out_dir) / 'items'}; table: "
+                   f"{Path(report.out_dir) / 'summary.csv'}")
+    if report.failed:
+        ctx.exit(1)
 
 
 @cli.command("demo")

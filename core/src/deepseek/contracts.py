@@ -258,10 +258,12 @@ CONTRACTS: dict[str, tuple[str, Callable[[inspect.Signature, dict[str, Any]], st
                lambda s, m: _positional(s, 2)),
     "pipeline": ("a pipeline: pipeline(input=None, out_dir=PATH, quiet=False) -> "
                  "PipelineResult", lambda s, m: _keywords(s, ("input", "out_dir", "quiet"))),
+    "step": ("a batch step factory: factory(**options) -> step(source) -> dict",
+             lambda s, m: _positional(s, 0)),
 }
 
 #: callable registration options -> the number of positional arguments they are called with
-OPTION_ARITY = {"accepts": 1, "load_files": 2, "onnx_export": 1}
+OPTION_ARITY = {"accepts": 1, "load_files": 2, "onnx_export": 1, "summary": 1}
 
 
 def check(kind: str, obj: Any, meta: dict[str, Any], resolve: bool = False) -> str | None:

@@ -10,6 +10,7 @@ light part. The rest are extras::
     pip install "deepseek-core[onnx]"    # ONNX export, fp16 conversion, graph summaries
     pip install "deepseek-core[zoo]"     # image classifiers by name (transformers)
     pip install "deepseek-core[tune]"    # hyperparameter search (Optuna)
+    pip install "deepseek-core[ray]"     # deepseek batch on a Ray cluster
     pip install "deepseek-core[all]"     # the three plugins, serve, onnx and tune
 """
 
@@ -28,6 +29,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime", "onnxconverter_common"),
     "zoo": ("transformers",),
     "tune": ("optuna", "cmaes", "yaml", "matplotlib"),
+    "ray": ("ray",),
 }
 
 

@@ -88,6 +88,22 @@ def register_pipelines(register):  # type: ignore[no-untyped-def]
 
 
 @hookspec
+def register_steps(register):  # type: ignore[no-untyped-def]
+    """Register per-item steps for ``deepseek batch`` (one input in, one JSON result out).
+
+    Called when the step registry is first built. Call
+    ``register(name, factory, description="", command=None, summary=None)`` where
+    ``factory(**options)`` loads what every item needs (a model) once per worker and returns
+    ``step(source) -> dict``, a JSON-serialisable result for one input (a path or URI).
+    ``command`` names the CLI command whose ``--json`` output that result is (``"medical
+    detect"``), so that ``deepseek batch medical detect`` finds the step and its results equal
+    the command's, item by item; ``summary(result)`` gives the item's row (a flat dict of
+    numbers or text) in the batch's summary table. Options come from ``deepseek batch -o
+    KEY=VALUE`` and must be keyword arguments of the factory.
+    """
+
+
+@hookspec
 def register_commands(cli):  # type: ignore[no-untyped-def]
     """Add subcommands to the ``deepseek`` command line.
 

@@ -57,6 +57,7 @@ REGISTRY_HOOKS = {
     "model": "register_models",
     "metric": "register_metrics",
     "pipeline": "register_pipelines",
+    "step": "register_steps",
 }
 
 _FROM_ENV: Any = object()  # a Plugins argument read from the environment
@@ -215,7 +216,8 @@ class Plugins:
         return frozenset((name, id(obj)) for name, obj in self.pm.list_name_plugin())
 
     def registry(self, kind: str) -> Registry:
-        """The registry of ``kind`` (``reader``, ``model``, ``metric``, ``pipeline``).
+        """The registry of ``kind`` (``reader``, ``model``, ``metric``, ``pipeline``,
+        ``step``).
 
         Built from the plugins' hooks on first use and rebuilt when the set of registered
         plugins changes (as it does in tests)."""
@@ -476,6 +478,11 @@ def metrics() -> Registry:
 
 def pipelines() -> Registry:
     return get_registry("pipeline")
+
+
+def steps() -> Registry:
+    """The per-item steps `deepseek batch` runs (``register_steps``)."""
+    return get_registry("step")
 
 
 def add_commands(cli: Any) -> None:

@@ -1,4 +1,4 @@
-"""Named registries of readers, models, metrics and pipelines.
+"""Named registries of readers, models, metrics, pipelines and batch steps.
 
 A :class:`Registry` maps names to objects registered by plugins, remembers which plugin
 registered each name, checks each registration (options of the right type, an object that
@@ -147,6 +147,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "description": _DESCRIPTION,
         "input_kind": Option((str,), "the reader kind its --input is opened as"),
         "demo": Option((bool,), "run it in `deepseek demo` (default True)"),
+    },
+    "step": {
+        "description": _DESCRIPTION,
+        "command": Option((str,), "the command whose --json output one item's result is, "
+                          "e.g. 'medical detect' (`deepseek batch medical detect` finds it)"),
+        "summary": Option((Callable,), "summary(result) -> {column: number or text}: the "
+                          "item's row in the batch's summary table"),
     },
 }
 

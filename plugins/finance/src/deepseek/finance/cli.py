@@ -6,7 +6,6 @@ import json
 import logging
 import signal
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -267,29 +266,6 @@ def _fastpath(model: str, trust_pickle: bool):
     return fast_path(model, trust_pickle=trust_pickle)
 
 
-def _write_run(out: Path, res: Any, name: str) -> list[str]:
-    """equity.csv and fills.csv of one backtest (the files `deepseek evaluate trading`
-    reads)."""
-    import numpy as np
-
-    out.mkdir(parents=True, exist_ok=True)
-    eq = out / f"{name}-equity.csv"
-    # structured rows keep time_ns an exact integer (a float column would round it to
-    # 256 ns); a first row with the capital, at the first tick's time: returns start from it
-    rows = np.empty(len(res.time_ns) + 1, dtype=[("t", "<i8"), ("e", "<f8"), ("p", "<f8")])
-    rows["t"] = np.r_[res.time_ns[0], res.time_ns]
-    rows["e"] = np.r_[res.capital, res.equity]
-    rows["p"] = np.r_[0.0, res.position]
-    np.savetxt(eq, rows, fmt=["%d", "%.10g", "%.10g"], delimiter=",",
-               header="time_ns,equity,position", comments="")
-    fl = out / f"{name}-fills.csv"
-    f = res.fills
-    np.savetxt(fl, f[["time_ns", "side", "price", "qty", "fee", "maker", "order"]],
-               fmt=["%d", "%d", "%.10g", "%.10g", "%.10g", "%d", "%d"], delimiter=",",
-               header="time_ns,side,price,qty,fee,maker,order", comments="")
-    return [str(eq), str(fl)]
-
-
 @finance.command("backtest")
 @click.argument("data")
 @capture_options
@@ -373,115 +349,19 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
     Bars (an OHLCV CSV): --rule decided on each close, traded at the next open, beside
     buy-and-hold.
     """
-    import numpy as np
-
-    from deepseek.finance.backtest import BacktestConfig, backtest, check_ticks, time_gaps
-    from deepseek.finance.bars import (
-        bar_backtest,
-        calendar_gaps,
-        gap_warning,
-        is_bars,
-        read_bars,
-        rule_signals,
-    )
-    from deepseek.finance.errors import FinanceError
+    from deepseek.finance.backtest_run import run_backtest
     from deepseek.finance.pipelines import STRATEGY_COLUMNS, strategy_rows
 
-    runs: dict[str, Any] = {}
-    named: dict[str, dict[str, Any]] = {}
-    warnings: list[str] = []
-    if is_bars(data):
-        if any(v is not None for v in (symbol, clock, order, levels)):
-            raise FinanceError(f"{data}: --symbol/--clock/--order/--levels apply to tick "
-                               "captures, not to bars")
-        bars = read_bars(data)
-        gaps = calendar_gaps(bars, calendar)
-        line = gap_warning(data, gaps)
-        if line:
-            warnings.append(line)
-        for r in dict.fromkeys([rule, "buy-and-hold"]):
-            res = bar_backtest(bars, rule_signals(bars, r), size=size, fee_bps=fee_bps,
-                               slippage_bps=slippage_bps, capital=capital, sizing=sizing)
-            runs[r] = res
-            named[f"{r}|next open"] = res.performance(period_s)
-        kind, n = "bars", len(bars)
-    else:
-        if calendar is not None:
-            raise FinanceError(f"{data}: --calendar checks bar files; tick captures carry "
-                               "their own clock")
-        gaps = None
-        events = None
-        if l2:
-            from deepseek.finance.ticks import is_capture, read_binance_l2
-
-            if folds or not is_capture(data.removeprefix("binance:")):
-                raise FinanceError(f"{data}: --l2 replays a capture's rebuilt book (not a tick "
-                                   "CSV or synthetic ticks) and backtests the given model "
-                                   "(not with --walk-forward)")
-            opts = {k: v for k, v in (("symbol", symbol), ("clock", clock), ("order", order),
-                                      ("levels", levels)) if v is not None}
-            ticks, events = read_binance_l2(data.removeprefix("binance:"), **opts)
-        else:
-            ticks = _ticks(data, symbol, clock, order, levels)
-        check_ticks(ticks, data)
-        same = np.flatnonzero(np.diff(ticks["time_ns"]) == 0)
-        if len(same):
-            warnings.append(f"{len(same)} tick(s) share their time with the tick before (the "
-                            f"first at row {int(same[0]) + 1}): kept in file order, and an "
-                            "order arriving at that time meets the book after all of them")
-        gaps = time_gaps(ticks, max_gap_s)
-        if gaps:
-            row, longest = max(gaps, key=lambda g: g[1])
-            warnings.append(f"{len(gaps)} silence(s) longer than {max_gap_s:g} s, the longest "
-                            f"{longest:.1f} s before row {row}: orders meet the last book seen")
-        samples = None
-        if latency_file is not None:
-            try:
-                samples = [float(x) for x in latency_file.read_text().split()]
-            except ValueError as exc:
-                raise FinanceError(f"{latency_file}: not a list of latencies in µs ({exc})") \
-                    from None
-        cfg = BacktestConfig(order_type=order_type, size=size, max_position=size,
-                             hold_ticks=hold_ticks, feed_latency_us=feed_latency_us,
-                             order_latency_us=latency_us, latency_samples_us=samples,
-                             taker_fee_bps=fee_bps, maker_fee_bps=maker_fee_bps,
-                             max_loss=max_loss, sizing=sizing, capital=capital)
-        p = period_s or "auto"
-        lat = (f"p50 {np.median(samples):g} µs (recorded)" if samples else
-               f"{feed_latency_us + latency_us:g} µs")
-        if folds:
-            from deepseek.finance.strategy import walk_forward
-
-            wf = walk_forward(ticks, folds=folds, model=model, config=cfg, epochs=epochs)
-            named.update(wf.table(model, lat, period_s=p))
-            runs = {label: wf.joined(strat, "configured") for strat, label in
-                    (("model", model), ("imbalance", "imbalance rule"))}
-        else:
-            from deepseek.finance.strategy import imbalance_decisions, model_decisions
-
-            for label, dec in ((model, model_decisions(model, ticks)),
-                               ("imbalance rule", imbalance_decisions(ticks, baseline_theta))):
-                for lab, c in (("0 µs", cfg.without_latency()), (lat, cfg)):
-                    res = backtest(ticks, dec, c, source=data, l2=events)
-                    named[f"{label}|{lab}"] = res.performance(p)
-                runs[label] = res
-        kind, n = "ticks", len(ticks)
-    files: list[str] = []
-    if out is not None:
-        from deepseek.finance.figures import equity_drawdown
-
-        for label, res in runs.items():
-            files += _write_run(out, res, label.replace(" ", "-").replace("/", "_")
-                                .replace(":", "_").replace(",", "_"))
-        cap = next(iter(runs.values())).capital
-        files.append(str(equity_drawdown(out / "equity.png", {
-            k: (r.time_ns, r.equity) for k, r in runs.items()}, cap)))
-    summary = {"data": data, "kind": kind, "rows": n, "results": named,
-               "warnings": warnings, "files": files}
-    if gaps is not None:
-        summary["calendar_gaps"] = gaps
-    if out is not None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    summary = run_backtest(
+        data, symbol=symbol, clock=clock, order=order, levels=levels, model=model,
+        folds=folds, epochs=epochs, baseline_theta=baseline_theta, rule=rule,
+        calendar=calendar, order_type=order_type, l2=l2, size=size, sizing=sizing,
+        capital=capital, hold_ticks=hold_ticks, latency_us=latency_us,
+        feed_latency_us=feed_latency_us, latency_file=latency_file, fee_bps=fee_bps,
+        maker_fee_bps=maker_fee_bps, slippage_bps=slippage_bps, max_loss=max_loss,
+        max_gap_s=max_gap_s, period_s=period_s, out=out)
+    named, warnings, files = summary["results"], summary["warnings"], summary["files"]
+    kind, n = summary["kind"], summary["rows"]
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
         return

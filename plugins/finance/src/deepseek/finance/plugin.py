@@ -104,6 +104,14 @@ def register_pipelines(register: Any) -> None:
 
 
 @hookimpl
+def register_steps(register: Any) -> None:
+    register("finance.backtest", lazy_callable(M + "backtest_run:backtest_step"),
+             command="finance backtest", summary=lazy_callable(M + "backtest_run:backtest_summary"),
+             description="one capture, tick CSV or bar file -> the backtest beside its baseline "
+                         "(latency, fees), as `deepseek finance backtest --json`")
+
+
+@hookimpl
 def register_commands(cli: Any) -> None:
     from deepseek.finance.cli import finance
 

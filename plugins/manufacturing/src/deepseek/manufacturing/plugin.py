@@ -73,6 +73,14 @@ def register_pipelines(register: Any) -> None:
 
 
 @hookimpl
+def register_steps(register: Any) -> None:
+    register("manufacturing.score", lazy_callable(M + "score:score_step"),
+             command="manufacturing score", summary=lazy_callable(M + "score:score_summary"),
+             description="one part image (or a folder of them) -> crack score, flag and box, "
+                         "as `deepseek manufacturing score --json`")
+
+
+@hookimpl
 def register_commands(cli: Any) -> None:
     from deepseek.manufacturing.cli import manufacturing
 

@@ -20,7 +20,7 @@ skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,65 @@ def heatmap_overlay(image: np.ndarray, pmap: np.ndarray, stride: int = STRIDE) -
     return cv2.addWeighted(gray, 0.6, colour, 0.4, 0)
 
 
-def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", *,
+class Scorer:
+    """A model ready to score images one by one: a crack network (weights or registry name)
+    or a good-parts memory, with its threshold (the given one, else the stored one, else
+    0.5 for a network). Loaded once; every image is scored alone from a fresh state."""
+
+    def __init__(self, model: Any = PACKAGED, *, threshold: float | None = None,
+                 frames: int = FRAMES) -> None:
+        from deepseek.manufacturing.anomaly import PatchMemory, is_memory_file
+        from deepseek.manufacturing.stream import load_net
+
+        if isinstance(model, str) and model == PACKAGED:
+            log.warning("%s: the packaged weights were trained on the synthetic line only and "
+                        "are near chance on real part photos; train on your parts (deepseek "
+                        "manufacturing train --folder) and score with --model", PACKAGED)
+        memory = PatchMemory.load(model) if is_memory_file(model) else None
+        if memory is not None:
+            threshold = memory.threshold if threshold is None else threshold
+            if threshold is None or not threshold > 0:
+                raise ManufacturingError(f"{model}: the memory has no threshold; give "
+                                         "--threshold (an anomaly score > 0)")
+        else:
+            if threshold is None:
+                threshold = stored_threshold(model)
+            threshold = 0.5 if threshold is None else threshold
+            if not 0.0 < threshold < 1.0:
+                raise ManufacturingError(f"threshold={threshold}: give a probability between "
+                                         "0 and 1")
+        if frames < 1:
+            raise ManufacturingError(f"frames={frames}: give at least 1")
+        self.memory, self.threshold, self.frames = memory, float(threshold), frames
+        self.net = load_net(model).eval() if memory is None else None
+
+    def score(self, path: str | Path, heatmap: str | Path | None = None) -> ImageScore:
+        """Score the image at ``path``; write its overlay PNG to ``heatmap`` when given."""
+        from deepseek.manufacturing.anomaly import FEATURE_STRIDE
+        from deepseek.manufacturing.stream import box_from_map
+
+        p = Path(path)
+        img = read_gray(p)
+        if self.memory is None:
+            prob, pmap = score_image(self.net, img, self.frames)
+            stride, level, shown = STRIDE, 0.5, pmap
+        else:  # anomaly map: shown at 0..1 with the threshold at the middle of the scale
+            prob, pmap = self.memory.score(img)
+            stride, level = FEATURE_STRIDE, self.threshold
+            shown = np.clip(pmap / (2 * self.threshold), 0.0, 1.0)
+        defect = prob >= self.threshold
+        box = box_from_map(pmap, img.shape, level, stride) if defect else None
+        written = None
+        if heatmap is not None:
+            written = str(heatmap)
+            overlay = heatmap_overlay(img, shown, stride)
+            if not require_cv2("heatmap images (--heatmaps)").imwrite(written, overlay):
+                raise ManufacturingError(f"{written}: could not write the heatmap")
+        return ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob, bool(defect),
+                          box, written, self.threshold, pmap, stride)
+
+
+def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
                  threshold: float | None = None, heatmaps: str | Path | None = None,
                  frames: int = FRAMES, progress: bool | None = None) -> list[ImageScore]:
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
@@ -139,56 +197,33 @@ def score_images(paths: Iterable[str | Path], model: Any = "defect-3dcnn-lstm", 
     scoring order (each result names its file)."""
     from tqdm.auto import tqdm
 
-    from deepseek.manufacturing.anomaly import FEATURE_STRIDE, PatchMemory, is_memory_file
-    from deepseek.manufacturing.stream import box_from_map, load_net
-
-    if isinstance(model, str) and model == PACKAGED:
-        log.warning("%s: the packaged weights were trained on the synthetic line only and are "
-                    "near chance on real part photos; train on your parts (deepseek "
-                    "manufacturing train --folder) and score with --model", PACKAGED)
-    memory = PatchMemory.load(model) if is_memory_file(model) else None
-    if memory is not None:
-        threshold = memory.threshold if threshold is None else threshold
-        if threshold is None or not threshold > 0:
-            raise ManufacturingError(f"{model}: the memory has no threshold; give --threshold "
-                                     "(an anomaly score > 0)")
-    else:
-        if threshold is None:
-            threshold = stored_threshold(model)
-        threshold = 0.5 if threshold is None else threshold
-        if not 0.0 < threshold < 1.0:
-            raise ManufacturingError(f"threshold={threshold}: give a probability between 0 "
-                                     "and 1")
-    if frames < 1:
-        raise ManufacturingError(f"frames={frames}: give at least 1")
+    scorer = Scorer(model, threshold=threshold, frames=frames)
     files = image_paths(paths)
-    net = load_net(model).eval() if memory is None else None
     out_dir = Path(heatmaps) if heatmaps is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for i, p in enumerate(tqdm(files, desc="scoring",
-                               disable=progress is False or len(files) < 20)):
-        img = read_gray(p)
-        if memory is None:
-            prob, pmap = score_image(net, img, frames)
-            stride, level, shown = STRIDE, 0.5, pmap
-        else:  # anomaly map: shown at 0..1 with the threshold at the middle of the scale
-            prob, pmap = memory.score(img)
-            stride, level = FEATURE_STRIDE, threshold
-            shown = np.clip(pmap / (2 * threshold), 0.0, 1.0)
-        defect = prob >= threshold
-        box = box_from_map(pmap, img.shape, level, stride) if defect else None
-        written = None
-        if out_dir is not None:
-            written = str(out_dir / f"{i:05d}-{p.stem}.png")
-            overlay = heatmap_overlay(img, shown, stride)
-            if not require_cv2("heatmap images (--heatmaps)").imwrite(written, overlay):
-                raise ManufacturingError(f"{written}: could not write the heatmap")
-        results.append(ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob,
-                                  bool(defect), box, written, float(threshold), pmap,
-                                  stride))
-    return results
+    return [scorer.score(p, None if out_dir is None else out_dir / f"{i:05d}-{p.stem}.png")
+            for i, p in enumerate(tqdm(files, desc="scoring",
+                                       disable=progress is False or len(files) < 20))]
+
+
+def score_step(*, model: str = PACKAGED, threshold: float | None = None
+               ) -> Callable[[str], list[dict[str, Any]]]:
+    """``deepseek batch manufacturing score``: the model loaded once; ``step(path)`` scores
+    one image, or every image of one folder, and returns what ``deepseek manufacturing score
+    PATH --json`` prints with the same --model and --threshold."""
+    scorer = Scorer(model, threshold=threshold)
+
+    def step(path: str) -> list[dict[str, Any]]:
+        return [scorer.score(p).to_dict() for p in image_paths([path])]
+
+    return step
+
+
+def score_summary(result: list[dict[str, Any]]) -> dict[str, Any]:
+    """An input's row in the batch table: images, how many flagged, the highest score."""
+    return {"images": len(result), "defects": sum(bool(r.get("defect")) for r in result),
+            "max_score": max((r["score"] for r in result), default=None)}
 
 
 def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.01,

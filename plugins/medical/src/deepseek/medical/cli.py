@@ -253,28 +253,23 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
            step_mm: float | None, no_lung_mask: bool, sizes: int, amp: bool, tta_top: int,
            window: int, overlap: int | None, fpr: str | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
-    from deepseek.medical.detector import NoduleDetector
     from deepseek.medical.metrics import write_monai_boxes, write_results
-    from deepseek.medical.volume import read_volume
+    from deepseek.medical.steps import detect_step
 
-    opts = {k: v for k, v in (("series_uid", series_uid), ("on_gap", on_gap),
-                              ("step_mm", step_mm))
-            if v and not (k == "on_gap" and v == "error")}
-    vol = read_volume(path, **opts)
-    det = NoduleDetector(model, backend=backend, threshold=threshold,
-                         max_candidates=max_candidates, amp=amp, tta_top=tta_top,
-                         window=window, overlap=window // 4 if overlap is None else overlap,
-                         fpr=None if fpr == "none" else fpr, lungs=not no_lung_mask,
-                         sizes=sizes)
-    cands = det.detect(vol)
+    # the same step `deepseek batch medical detect` runs per scan
+    result = detect_step(model=model, backend=backend, threshold=threshold,
+                         max_candidates=max_candidates, series_uid=series_uid, on_gap=on_gap,
+                         step_mm=step_mm, lung_mask=not no_lung_mask, sizes=sizes, amp=amp,
+                         tta_top=tta_top, window=window, overlap=overlap, fpr=fpr,
+                         progress=None)(path)
+    cands = result["candidates"]
     if out:
         write_results(cands, out)
     if monai_json:
         write_monai_boxes(cands, monai_json, images={c["seriesuid"]: str(path) for c in cands},
                           key=monai_key)
     if as_json:
-        click.echo(json.dumps({"candidates": cands, "lung_mask": det.lung_info,
-                               "timings_s": det.timings}, indent=2))
+        click.echo(json.dumps(result, indent=2, default=str))
     else:
         for c in cands[:20]:
             size = (f"  long axis {c['diameter_mm']:.1f} mm, volume "
@@ -282,7 +277,7 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
                     "segmentation" else f"  d={c['diameter_mm']:.1f} mm (network's estimate)")
             click.echo(f"p={c['probability']:.3f}  ({c['xyz'][0]:.1f}, {c['xyz'][1]:.1f}, "
                        f"{c['xyz'][2]:.1f}) mm{size}")
-        click.echo(f"{len(cands)} candidates in {det.timings['total']:.1f} s"
+        click.echo(f"{len(cands)} candidates in {result['timings_s']['total']:.1f} s"
                    + (f"; written to {out}" if out else "")
                    + (f"; MONAI boxes in {monai_json}" if monai_json else ""))
 

@@ -69,6 +69,14 @@ def register_pipelines(register: Any) -> None:
 
 
 @hookimpl
+def register_steps(register: Any) -> None:
+    register("medical.detect", lazy_callable(M + "steps:detect_step"), command="medical detect",
+             summary=lazy_callable(M + "steps:detect_summary"),
+             description="one scan (DICOM folder/file, .mhd, NIfTI) -> lung-nodule candidates "
+                         "with sizes, as `deepseek medical detect --json`")
+
+
+@hookimpl
 def register_commands(cli: Any) -> None:
     from deepseek.medical.cli import medical
 

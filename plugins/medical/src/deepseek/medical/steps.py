@@ -1,0 +1,51 @@
+"""Per-item steps of the medical plugin for ``deepseek batch`` (``register_steps``).
+
+``detect_step(**options)`` loads the detector once and returns ``step(path)``, whose result is
+what ``deepseek medical detect PATH --json`` prints with the same options: the CLI command
+itself runs through it, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def detect_step(*, model: str = "lung-nodule-attention", backend: str = "auto",
+                threshold: float = 0.02, max_candidates: int = 100,
+                series_uid: str | None = None, on_gap: str = "error",
+                step_mm: float | None = None, lung_mask: bool = True, sizes: int = 20,
+                amp: bool = False, tta_top: int = 24, window: int = 96,
+                overlap: int | None = None, fpr: str | None = None,
+                progress: bool | None = False) -> Callable[[str], dict[str, Any]]:
+    """A nodule detector as a per-scan step: ``step(path) -> {"candidates", "lung_mask",
+    "timings_s"}`` (the options are ``deepseek medical detect``'s, ``fpr=None`` for none and
+    ``lung_mask=False`` for ``--no-lung-mask``); the reader options apply to every scan."""
+    from deepseek.medical.detector import NoduleDetector
+    from deepseek.medical.volume import read_volume
+
+    det = NoduleDetector(model, backend=backend, threshold=threshold,
+                         max_candidates=max_candidates, amp=amp, tta_top=tta_top,
+                         window=window, overlap=window // 4 if overlap is None else overlap,
+                         fpr=None if fpr in (None, "none") else fpr, lungs=lung_mask,
+                         sizes=sizes, progress=progress)
+    read_opts = {k: v for k, v in (("series_uid", series_uid), ("on_gap", on_gap),
+                                   ("step_mm", step_mm))
+                 if v and not (k == "on_gap" and v == "error")}
+
+    def step(path: str) -> dict[str, Any]:
+        cands = det.detect(read_volume(path, **read_opts))
+        return {"candidates": cands, "lung_mask": det.lung_info, "timings_s": det.timings}
+
+    return step
+
+
+def detect_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """A scan's row in the batch table: candidates, the most probable one and its size."""
+    cands = result.get("candidates") or []
+    top = cands[0] if cands else {}
+    return {"candidates": len(cands),
+            "candidates_p_ge_0.5": sum(c.get("probability", 0) >= 0.5 for c in cands),
+            "top_probability": top.get("probability"),
+            "top_diameter_mm": top.get("diameter_mm"),
+            "seconds_detect": (result.get("timings_s") or {}).get("total")}

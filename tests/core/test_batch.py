@@ -1,0 +1,173 @@
+"""deepseek batch on local worker processes: inputs, keys, results per item, failures, a
+killed worker, resuming, and the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from deepseek.batch import BatchError, expand_inputs, item_key, run_batch
+from deepseek.cli import build_cli
+from deepseek.plugins import temporary_plugin
+from tests.core.batch_steps import NumberPlugin
+
+
+@pytest.fixture()
+def numbers(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"n{i}.txt").write_text(str(i + 1))
+    with temporary_plugin(NumberPlugin, name="batch-test"):
+        yield folder
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_inputs_globs_lists_paths_and_uris(tmp_path):
+    for name in ("b.txt", "a.txt", "c.dat"):
+        (tmp_path / name).write_text("1")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.txt").write_text("1")
+    listing = tmp_path / "list"
+    listing.write_text(f"# scans\n{tmp_path / 'c.dat'}\n\nsynthetic:?seed=1\n")
+    got = expand_inputs([str(tmp_path / "*.txt"), f"@{listing}", str(tmp_path / "a.txt"),
+                         str(tmp_path / "**" / "d.txt")])
+    assert got == [str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), str(tmp_path / "c.dat"),
+                   "synthetic:?seed=1", str(tmp_path / "sub" / "d.txt")]
+    with pytest.raises(BatchError, match="matches nothing"):
+        expand_inputs([str(tmp_path / "*.png")])
+    with pytest.raises(BatchError, match="no such file"):
+        expand_inputs([str(tmp_path / "gone.txt")])
+    listing.write_text(f"{tmp_path / 'gone.txt'}\n")
+    with pytest.raises(BatchError, match="1 listed input"):
+        expand_inputs([f"@{listing}"])
+    with pytest.raises(BatchError, match="cannot read"):
+        expand_inputs([f"@{tmp_path / 'nolist'}"])
+
+
+def test_item_keys_are_stable_safe_and_distinct(tmp_path):
+    a, b = tmp_path / "x" / "scan 1", tmp_path / "y" / "scan 1"
+    assert item_key(str(a)) == item_key(str(a) + "/")
+    assert item_key(str(a)) != item_key(str(b))
+    assert item_key(str(a)).startswith("scan_1-")
+    assert "/" not in item_key("synthetic:?seed=1&n=2")
+
+
+def test_local_workers_write_one_result_per_item_and_record_failures(numbers, tmp_path):
+    (numbers / "bad.txt").write_text("x")
+    out = tmp_path / "out"
+    rep = run_batch("test number", [str(numbers / "*.txt")], out, options={"scale": 2.0},
+                    workers=2, progress=False)
+    assert (rep.items, rep.ok, rep.failed, rep.skipped, rep.workers) == (6, 5, 1, 0, 2)
+    for i in range(5):
+        key = item_key(str(numbers / f"n{i}.txt"))
+        assert json.loads((out / "items" / f"{key}.json").read_text()) == \
+            {"name": f"n{i}.txt", "value": 2.0 * (i + 1)}
+    failed = json.loads((out / "failed" / f"{item_key(str(numbers / 'bad.txt'))}.json")
+                        .read_text())
+    assert "ValueError" in failed["error"] and "bad.txt" in failed["error"]
+    assert "Traceback" in failed["traceback"] and failed["attempts"] == 1
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["failed"] + ["ok"] * 5   # bad.txt sorts first
+    assert [float(r["value"]) for r in rows[1:]] == [2.0, 4.0, 6.0, 8.0, 10.0]
+    run = json.loads((out / "run.json").read_text())
+    assert run["ok"] == 5 and run["failed"] == 1 and run["step"] == "test.number"
+
+    # a re-run skips what is done and tries the failed item again
+    rep2 = run_batch("test.number", [str(numbers / "*.txt")], out, options={"scale": 2.0},
+                     workers=2, progress=False)
+    assert (rep2.skipped, rep2.ok, rep2.failed) == (5, 0, 1)
+    assert len(_log(out)) == 7
+    # ... and now that it is fixed, it succeeds and its failure record goes
+    (numbers / "bad.txt").write_text("7")
+    rep3 = run_batch("test.number", [str(numbers / "*.txt")], out, options={"scale": 2.0},
+                     workers=1, progress=False)
+    assert (rep3.skipped, rep3.ok, rep3.failed) == (5, 1, 0)
+    assert not list((out / "failed").iterdir())
+
+
+def test_a_killed_worker_loses_nothing_and_duplicates_nothing(numbers, tmp_path):
+    (numbers / "die-1.txt").write_text("10")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out = tmp_path / "out"
+    rep = run_batch("test.number", [str(numbers / "*.txt")], out,
+                    options={"die_marks": str(marks)}, workers=2, progress=False)
+    assert (marks / "die-1.txt").exists()                 # the worker really was killed
+    assert rep.retried >= 1 and rep.ok == 6 and rep.failed == 0
+    oks = [r["key"] for r in _log(out) if r["status"] == "ok"]
+    assert sorted(oks) == sorted(set(oks)) and len(oks) == 6   # each item written once
+    die = next(r for r in _log(out) if r["source"].endswith("die-1.txt"))
+    assert die["attempts"] == 2
+    assert json.loads((out / "items" / f"{item_key(str(numbers / 'die-1.txt'))}.json")
+                      .read_text())["value"] == 10.0
+
+
+def test_a_worker_that_always_dies_fails_its_item_after_the_attempts(numbers, tmp_path):
+    (numbers / "always-dies.txt").write_text("1")
+    rep = run_batch("test.number", [str(numbers / "always-dies.txt"), str(numbers / "n0.txt")],
+                    tmp_path / "out", options={"die_marks": str(tmp_path)}, workers=1,
+                    attempts=2, progress=False)
+    # n0 went down with the pool once and then ran alone, fine; the guilty item died alone
+    # on both of its attempts
+    assert rep.ok == 1 and rep.failed == 1 and rep.retried == 3
+    assert "died running it alone, on each of 2 attempt(s)" in rep.failures[0]["error"]
+
+
+def test_a_step_that_cannot_be_built_stops_the_batch(numbers, tmp_path):
+    with pytest.raises(BatchError, match="could not build step.*scale"):
+        run_batch("test.number", [str(numbers / "n0.txt")], tmp_path / "out",
+                  options={"scale": "not a number"}, workers=1, progress=False)
+
+
+def test_an_output_folder_keeps_one_batch(numbers, tmp_path):
+    out = tmp_path / "out"
+    run_batch("test.number", [str(numbers / "n0.txt")], out, workers=1, progress=False)
+    with pytest.raises(BatchError, match="another --out"):
+        run_batch("test.number", [str(numbers / "n0.txt")], out, options={"scale": 3.0},
+                  workers=1, progress=False)
+
+
+def test_bad_steps_options_and_clusters_are_named(numbers, tmp_path, monkeypatch):
+    with pytest.raises(BatchError, match="unknown option 'scal'; did you mean 'scale'"):
+        run_batch("test.number", [str(numbers)], tmp_path / "o", options={"scal": 2})
+    with pytest.raises(BatchError, match="no batch step 'test nothing'.*test.number"):
+        run_batch("test nothing", [str(numbers)], tmp_path / "o")
+    with pytest.raises(BatchError, match="--cluster 'kubernetes'"):
+        run_batch("test.number", [str(numbers / "n0.txt")], tmp_path / "o",
+                  cluster="kubernetes")
+    import deepseek.extras
+
+    monkeypatch.setattr(deepseek.extras, "missing", lambda extra: ["ray"])
+    with pytest.raises(deepseek.extras.MissingExtraError,
+                       match=r'pip install "deepseek-core\[ray\]"'):
+        run_batch("test.number", [str(numbers / "n1.txt")], tmp_path / "o2",
+                  cluster="ray://head:10001")
+
+
+def test_the_command_line(numbers, tmp_path):
+    runner = CliRunner()
+    cli = build_cli()
+    res = runner.invoke(cli, ["batch", "--list"])
+    assert res.exit_code == 0, res.output
+    assert "test.number  (test number" in res.output and "-o scale=1.0" in res.output
+    (numbers / "bad.txt").write_text("x")
+    out = tmp_path / "cli"
+    res = runner.invoke(cli, ["-q", "batch", "test", "number", "--input", str(numbers / "*.txt"),
+                              "--out", str(out), "-o", "scale=3", "--workers", "2"])
+    assert res.exit_code == 1, res.output            # one item failed
+    assert "5 done now, 0 done before, 1 failed" in res.output
+    assert "bad.txt" in res.output
+    res = runner.invoke(cli, ["batch", "test", "number", "--input", str(numbers / "n*.txt"),
+                              "--out", str(out), "-o", "scale=3", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["skipped_done"] == 5
+    res = runner.invoke(cli, ["batch", "test", "number", "--out", str(out)])
+    assert res.exit_code == 2 and "give --input" in res.output
