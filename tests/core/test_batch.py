@@ -41,6 +41,7 @@ def test_inputs_globs_lists_paths_and_uris(tmp_path):
                          str(tmp_path / "**" / "d.txt")])
     assert got == [str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), str(tmp_path / "c.dat"),
                    "synthetic:?seed=1", str(tmp_path / "sub" / "d.txt")]
+    assert expand_inputs(["synthetic:?kind=market&n=9"]) == ["synthetic:?kind=market&n=9"]
     with pytest.raises(BatchError, match="matches nothing"):
         expand_inputs([str(tmp_path / "*.png")])
     with pytest.raises(BatchError, match="no such file"):

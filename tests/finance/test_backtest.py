@@ -301,12 +301,12 @@ def test_position_sizing_is_stated_and_followed():
 
 
 def test_outputs_keep_integer_nanoseconds(tmp_path):
-    from deepseek.finance.cli import _write_run
+    from deepseek.finance.backtest_run import write_run
 
     ticks = synthetic_market(2000, seed=6)
     ticks["time_ns"] += 1_723_075_200_123_456_789 - ticks["time_ns"][0]  # needs all 64 bits
     res = backtest(ticks, np.where(np.arange(2000) % 100 < 50, 1, -1), BacktestConfig())
-    eq_csv, fills_csv = _write_run(tmp_path, res, "run")
+    eq_csv, fills_csv = write_run(tmp_path, res, "run")
     lines = Path(eq_csv).read_text().splitlines()
     assert [int(r.split(",")[0]) for r in lines[2:]] == res.time_ns.tolist()
     fl = Path(fills_csv).read_text().splitlines()[1:]

@@ -94,14 +94,14 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
                 raise BatchError(f"{listing}: {len(missing)} listed input(s) do not exist, "
                                  f"the first {missing[0]!r}")
             out.update(dict.fromkeys(items))
+        elif _SCHEME.match(pattern) and not os.path.exists(pattern):
+            out[pattern] = None   # a URI (synthetic:?n=100): its ? and * are not a glob
         elif _GLOB.search(pattern):
             found = sorted(glob.glob(pattern, recursive=True))
             if not found:
                 raise BatchError(f"--input {pattern!r} matches nothing (quote the pattern so "
                                  "that the shell does not expand it, and check the folder)")
             out.update(dict.fromkeys(f.rstrip("/") if len(f) > 1 else f for f in found))
-        elif _SCHEME.match(pattern) and not os.path.exists(pattern):
-            out[pattern] = None
         elif os.path.exists(pattern):
             out[pattern.rstrip("/") if len(pattern) > 1 else pattern] = None
         else:
@@ -261,6 +261,9 @@ class _Executor:
     workers: int = 1
     where: str = ""
 
+    def close(self) -> None:
+        """Let go of what the executor holds (a Ray connection it made)."""
+
     def run(self, items: Iterable[tuple[str, str]], done: Callable[[Outcome], None],
             attempts: int) -> int:
         """Run every ``(source, key)``; return how many times an item was re-run because its
@@ -396,7 +399,8 @@ class RayExecutor(_Executor):
         ray = require_ray(f"--cluster {address}")
         self.ray = ray
         self.spec = spec
-        if not ray.is_initialized():
+        self.connected = not ray.is_initialized()
+        if self.connected:
             addr = "auto" if address == "ray" else address
             try:
                 ray.init(address=addr, logging_level=logging.WARNING, log_to_driver=False,
@@ -414,6 +418,11 @@ class RayExecutor(_Executor):
         self.start_timeout_s = start_timeout_s
         self.actor_class = ray.remote(num_cpus=cpus_per_worker, max_restarts=0,
                                       max_task_retries=0)(RayWorker)
+
+    def close(self) -> None:
+        if self.connected and self.ray.is_initialized():
+            self.ray.shutdown()
+            self.connected = False
 
     def run(self, items: Iterable[tuple[str, str]], done: Callable[[Outcome], None],
             attempts: int) -> int:
@@ -696,6 +705,8 @@ def run_batch(step: str | Sequence[str], inputs: Sequence[str], out_dir: str | P
             report.seconds = time.perf_counter() - t0
             logf.close()
             bar.close()
+            if executor is None:
+                ex.close()
     write_summary(out, items, summary)
     _write_whole(out / "run.json", json.dumps(report.to_dict(), indent=2) + "\n")
     return report
