@@ -27,7 +27,7 @@ PLUGINS = ("medical", "manufacturing", "finance")
 FORMS = {
     "edge": [f"{ROOT / 'core'}[edge]"],
     "edge-all": [f"{ROOT / 'core'}[edge]"] + [f"{ROOT / 'plugins' / p}[edge]" for p in PLUGINS],
-    "full": [f"{ROOT / 'core'}[serve,onnx,tune]"] +
+    "full": [f"{ROOT / 'core'}[serve,onnx,tune,ray]"] +
             [f"{ROOT / 'plugins' / p}[full,edge]" for p in PLUGINS],
 }
 #: installed by the TORCH build argument in the full form, with what only it pulls in

@@ -273,3 +273,105 @@ def test_the_image_locks_pin_every_dependency_with_a_hash():
             pinned[canonicalize_name(m.group(1))] = m.group(2)
         assert wanted <= set(pinned), f"{form}.lock lacks {sorted(wanted - set(pinned))}"
         assert "torch" not in pinned  # PyTorch comes from the TORCH build argument
+
+
+# -- KubeRay: deploy/ray ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kuberay_validator():
+    import jsonschema
+    import referencing
+    from referencing.jsonschema import DRAFT7, DRAFT202012
+
+    schema = json.loads((DEPLOY / "schema" / "kuberay.schema.json").read_text())
+    pkg = Path(kv.__file__).parent / "kubernetes-json-schema" / f"v{K8S_VERSION}-local-strict"
+    k8s = json.loads((pkg / "_definitions.json").read_text())
+    registry = referencing.Registry().with_resources([
+        (k8s["$id"], referencing.Resource(contents=k8s, specification=DRAFT202012)),
+        ("kuberay.json", referencing.Resource(contents=schema, specification=DRAFT7)),
+    ])
+
+    def validate(doc):
+        root = {"$ref": f"kuberay.json#/kinds/{doc.get('kind')}"}
+        jsonschema.Draft7Validator(root, registry=registry).validate(doc)
+
+    validate.schema = schema
+    return validate
+
+
+def test_kuberay_manifests_are_valid(kuberay_validator):
+    import jsonschema
+
+    docs = _docs("ray/*.yaml")
+    assert sorted(d["kind"] for _, d in docs) == ["PersistentVolumeClaim", "RayCluster",
+                                                  "RayJob"]
+    for _, d in docs:
+        if d["kind"] in kuberay_validator.schema["kinds"]:
+            assert d["apiVersion"] == kuberay_validator.schema["api_versions"][d["kind"]]
+            kuberay_validator(d)
+        else:
+            kv.validate(d, K8S_VERSION, strict=True)
+    cluster = next(d for _, d in docs if d["kind"] == "RayCluster")
+    job = next(d for _, d in docs if d["kind"] == "RayJob")
+    for doc, path, value in (
+            (cluster, ("spec", "headGroupSpec", "rayStartParam"), {}),          # misspelt
+            (cluster, ("spec", "workerGroupSpecs", 0, "maxReplica"), 3),        # misspelt
+            (cluster, ("spec", "workerGroupSpecs", 0, "replicas"), "two"),      # wrong type
+            (cluster, ("spec", "headGroupSpec", "template", "spec", "containers", 0,
+                       "imagePullPolicy"), 5),                  # inside the k8s pod template
+            (job, ("spec", "shutdownAfterJobFinish"), True),                     # misspelt
+            (job, ("spec", "rayClusterSpec", "headGroupSpec", "template", "spec",
+                   "volumes", 0, "persistentVolumeClaim", "claim"), "x")):
+        bad = copy.deepcopy(doc)
+        node = bad
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        with pytest.raises(jsonschema.ValidationError):
+            kuberay_validator(bad)
+
+
+def test_kuberay_manifests_run_the_batch_command_on_the_full_image():
+    """The RayJob's entrypoint is a `deepseek batch` command line the real CLI parses, on the
+    Ray cluster KubeRay makes for it; its cluster is raycluster.yaml's; the image is the one
+    `make image TARGET=full` tags, with the Ray its lock pins."""
+    import re
+    import subprocess
+
+    from deepseek.cli import build_cli
+
+    docs = _docs("ray/*.yaml")
+    cluster = next(d for _, d in docs if d["kind"] == "RayCluster")
+    job = next(d for _, d in docs if d["kind"] == "RayJob")
+    pvc = next(d for _, d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert job["spec"]["rayClusterSpec"] == cluster["spec"]   # one cluster, written twice
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:2] == ["deepseek", "batch"]
+    ctx = build_cli().commands["batch"].make_context("batch", argv[2:])
+    assert ctx.params["cluster"] == "ray"        # the RAY_ADDRESS KubeRay sets on the head
+    assert " ".join(ctx.params["step"]) == "medical detect"
+    assert all(p.startswith("/data/") for p in ctx.params["inputs"])
+    assert str(ctx.params["out_dir"]).startswith("/data/")
+
+    lock = (DEPLOY / "image" / "full.lock").read_text()
+    ray_locked = re.search(r"^ray==([\d.]+) ", lock, re.M).group(1)
+    spec = cluster["spec"]
+    assert spec["rayVersion"] == ray_locked
+    assert tuple(int(x) for x in ray_locked.split(".")[:2]) >= (2, 53)  # HTTP health probes
+    tag = subprocess.run(["make", "-s", "-C", str(DEPLOY.parent), "image-tag", "TARGET=full"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    groups = [spec["headGroupSpec"]] + spec["workerGroupSpecs"]
+    for group in groups:
+        pod = group["template"]["spec"]
+        [c] = pod["containers"]
+        assert c["image"] == tag
+        # every pod mounts the shared volume at /data: actors read the driver's paths
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+        mounts = {m["mountPath"]: claims[m["name"]] for m in c["volumeMounts"]}
+        assert mounts == {"/data": pvc["metadata"]["name"]}
+        assert c["resources"]["requests"] == c["resources"]["limits"]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"   # no actor on the head
+    for g in spec["workerGroupSpecs"]:
+        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+        assert float(g["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]) \
+            >= float(ctx.params["cpus_per_worker"])
