@@ -52,14 +52,14 @@ def _start(args: list[str], temp: str) -> int:
 @pytest.fixture(scope="module")
 def cluster():
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are long
-    port = _port()
+    port, client = _port(), _port()
     groups = []
     try:
         groups.append(_start(["--head", f"--port={port}", "--include-dashboard=false",
-                              f"--ray-client-server-port={_port()}", f"--temp-dir={temp}"],
+                              f"--ray-client-server-port={client}", f"--temp-dir={temp}"],
                              temp))
         groups.append(_start([f"--address=127.0.0.1:{port}"], temp))
-        yield f"127.0.0.1:{port}"
+        yield {"gcs": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{client}"}
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -82,7 +82,7 @@ def test_a_worker_killed_mid_run_on_a_two_node_cluster(cluster, tmp_path):
     marks.mkdir()
     out = tmp_path / "out"
     with temporary_plugin(NumberPlugin, name="batch-test"):
-        rep = run_batch("test.number", [str(folder / "*.txt")], out, cluster=cluster,
+        rep = run_batch("test.number", [str(folder / "*.txt")], out, cluster=cluster["gcs"],
                         options={"die_marks": str(marks), "scale": 2}, progress=False)
     assert rep.where.startswith("ray: 2 actor(s) x 1 CPU on 2 node(s)"), rep.where
     killed = json.loads((marks / "die-1.txt").read_text())["pid"]   # it really died
@@ -118,7 +118,7 @@ def test_medical_detect_on_ray_equals_the_command_scan_by_scan(cluster, tmp_path
         scans.append(scan)
     flags = ["--window", "64", "--tta-top", "0", "--sizes", "2"]
     out = tmp_path / "out"
-    rep = run_batch("medical detect", [str(tmp_path / "scan*")], out, cluster=cluster,
+    rep = run_batch("medical detect", [str(tmp_path / "scan*")], out, cluster=cluster["gcs"],
                     options={"window": 64, "tta_top": 0, "sizes": 2}, progress=False)
     assert (rep.ok, rep.failed) == (2, 0)
     for scan in scans:
@@ -128,3 +128,20 @@ def test_medical_detect_on_ray_equals_the_command_scan_by_scan(cluster, tmp_path
         got = json.loads((out / "items" / f"{item_key(str(scan))}.json").read_text())
         assert got.pop("timings_s").keys() == want.pop("timings_s").keys()
         assert got == want and got["candidates"]
+
+
+def test_through_ray_client(cluster, tmp_path):
+    """ray://HOST:PORT: the driver is outside the cluster (Ray Client), the results the same."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"n{i}.txt").write_text(str(i))
+    with temporary_plugin(NumberPlugin, name="batch-test"):
+        rep = run_batch("test.number", [str(folder / "*.txt")], tmp_path / "out",
+                        cluster=cluster["client"], options={"scale": 3}, progress=False)
+    assert (rep.ok, rep.failed) == (4, 0) and rep.where.startswith("ray:")
+    assert not ray.is_initialized()            # the connection the batch made is closed
+    for i in range(4):
+        got = json.loads((tmp_path / "out" / "items" /
+                          f"{item_key(str(folder / f'n{i}.txt'))}.json").read_text())
+        assert got == {"name": f"n{i}.txt", "value": 3.0 * i}
