@@ -1,9 +1,12 @@
-__path__ = __import__("pkgutil").extend_path(__path__, __name__)
+"""DeepSeek Toolkit core: plugin hooks and registries, CLI, model loading, mixed precision,
+training helpers.
 
-# DeepSeek Toolkit core: plugin hooks and registries, CLI, model loading, mixed precision,
-# training helpers. Domain plugins (deepseek.medical, deepseek.manufacturing, deepseek.finance)
-# are separate distributions sharing this namespace through the line above; they never ship
-# this file. Heavy modules (torch) load on first use, so `import deepseek` stays fast.
+Domain plugins (``deepseek.medical``, ``deepseek.manufacturing``, ``deepseek.finance``) are
+separate distributions sharing this namespace through ``extend_path`` below; they never ship
+this file. Heavy modules (torch) load on first use, so ``import deepseek`` stays fast.
+"""
+
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 from deepseek.errors import DeepSeekError
 from deepseek.hookspecs import hookimpl

@@ -101,8 +101,10 @@ class AutoMixedPrecision:
         return self.scaler.get_scale() >= scale
 
     def state_dict(self) -> dict[str, Any]:
+        """The gradient scaler's state for a checkpoint (empty when no scaler is used)."""
         return self.scaler.state_dict() if self.scaler is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the gradient scaler from :meth:`state_dict` (nothing to do without a scaler)."""
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)

@@ -132,6 +132,10 @@ class StepSpec:
     options: dict[str, Any]
 
     def build(self) -> Callable[[str], Any]:
+        """Import the factory if it is a target and call it with the options: the step.
+
+        Raises: BatchError: the factory returned something that is not callable.
+        """
         fn = self.factory
         if isinstance(fn, str):
             module, _, attr = fn.partition(":")
@@ -193,6 +197,7 @@ def check_options(entry: Any, options: dict[str, Any]) -> None:
 
 
 def spec_of(entry: Any, options: dict[str, Any]) -> StepSpec:
+    """The :class:`StepSpec` a worker rebuilds ``entry``'s step from, with ``options``."""
     target = getattr(entry.obj, "target", None)
     return StepSpec(entry.qualified, target if isinstance(target, str) else entry.obj,
                     dict(options))
@@ -383,9 +388,11 @@ class RayWorker:
         self.step = spec.build()
 
     def ready(self) -> bool:
+        """Answer once the actor is built (the driver waits on it before sending items)."""
         return True
 
     def run(self, source: str) -> dict[str, Any]:
+        """Run the step on one ``source``: its result as JSON text, or its error."""
         return run_one(self.step, source)
 
 
@@ -420,12 +427,19 @@ class RayExecutor(_Executor):
                                       max_task_retries=0)(RayWorker)
 
     def close(self) -> None:
+        """Close the Ray connection this executor opened (none that the caller opened)."""
         if self.connected and self.ray.is_initialized():
             self.ray.shutdown()
             self.connected = False
 
     def run(self, items: Iterable[tuple[str, str]], done: Callable[[Outcome], None],
             attempts: int) -> int:
+        """Run every ``(source, key)`` on the actors; return how many items were re-run because
+        their actor died.
+
+        Raises: BatchError: no actor could start within the start timeout, or the step could not
+        be built.
+        """
         ray = self.ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
@@ -517,10 +531,12 @@ class BatchReport:
 
     @property
     def items_per_s(self) -> float:
+        """Items finished (done or failed) per second of this run."""
         ran = self.ok + self.failed
         return ran / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``OUT/run.json``)."""
         return {"step": self.step, "command": self.command, "out_dir": self.out_dir,
                 "where": self.where, "workers": self.workers, "items": self.items,
                 "skipped_done": self.skipped, "ok": self.ok, "failed": self.failed,
@@ -637,6 +653,8 @@ def run_batch(step: str | Sequence[str], inputs: Sequence[str], out_dir: str | P
         cpus_per_worker: CPUs each Ray actor reserves.
         attempts: tries per item when its worker dies under it (>= 1).
         progress: a progress bar with items/s and ETA (default: when stderr is a terminal).
+        executor: run on this executor instead of the one ``cluster`` names (tests,
+            benchmarks).
 
     Raises:
         BatchError: unknown step or option, no inputs, a folder of another batch.

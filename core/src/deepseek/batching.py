@@ -70,6 +70,7 @@ class _Request:
 
 @dataclass
 class BatchStats:
+    """Counters of a :class:`DynamicBatcher`: batches, samples, requests and model runs."""
     batches: int = 0      # batches taken from the queue
     samples: int = 0
     requests: int = 0
@@ -79,6 +80,7 @@ class BatchStats:
 
     @property
     def mean_batch_size(self) -> float:
+        """Samples per batch taken from the queue (0 before the first batch)."""
         return self.samples / self.batches if self.batches else 0.0
 
 
@@ -155,6 +157,7 @@ class DynamicBatcher:
 
     @property
     def busy(self) -> bool:
+        """Whether requests are queued or a batch is running."""
         return bool(self._queue) or self._inflight
 
     def _depth_changed(self) -> None:

@@ -84,6 +84,7 @@ class DeepSeekGroup(click.Group):
     reported with the plugin whose code raised it, exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; turn errors into one line and an exit status (see the class)."""
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -808,6 +809,7 @@ def build_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``deepseek`` command (``argv`` defaults to ``sys.argv[1:]``)."""
     build_cli().main(args=argv, prog_name="deepseek")
 
 

@@ -52,6 +52,7 @@ def axes(title: str, xlabel: str, ylabel: str, width: float = 8.0,
 
 
 def style(ax: Any, title: str, xlabel: str, ylabel: str) -> Any:
+    """Give ``ax`` the project's title, label and tick sizes; returns ``ax``."""
     ax.set_title(title, fontsize=FONT["axes.titlesize"])
     ax.set_xlabel(xlabel, fontsize=FONT["axes.labelsize"])
     ax.set_ylabel(ylabel, fontsize=FONT["axes.labelsize"])

@@ -98,9 +98,11 @@ class PluginInfo:
 
     @property
     def ok(self) -> bool:
+        """Whether the plugin loaded and registered without an error."""
         return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
+        """The plugin's report as JSON-ready data (what ``deepseek plugins --json`` prints)."""
         return {
             "name": self.name,
             "version": self.version,
@@ -177,6 +179,7 @@ class Plugins:
         return registered
 
     def unregister(self, name: str) -> None:
+        """Remove the plugin registered as ``name`` and forget its errors."""
         self.pm.unregister(name=name)
         self._hook_errors.pop(name, None)
 
@@ -465,18 +468,22 @@ def get_registry(kind: str) -> Registry:
 
 
 def readers() -> Registry:
+    """The reader registry of the current plugin system."""
     return get_registry("reader")
 
 
 def models() -> Registry:
+    """The model registry of the current plugin system (the zoo answers too)."""
     return get_registry("model")
 
 
 def metrics() -> Registry:
+    """The metric registry of the current plugin system."""
     return get_registry("metric")
 
 
 def pipelines() -> Registry:
+    """The pipeline registry of the current plugin system."""
     return get_registry("pipeline")
 
 

@@ -59,6 +59,7 @@ class Option:
     check: Callable[[Any], str | None] | None = None  # returns a problem, or None
 
     def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not acceptable for this option, or None (None itself is accepted)."""
         if value is None:
             return None
         if self.types == (Callable,):
@@ -163,9 +164,11 @@ class Provider(Protocol):
 
     name: str
 
-    def lookup(self, name: str) -> Entry | None: ...
+    def lookup(self, name: str) -> Entry | None:
+        """The entry this provider has for ``name``, or None."""
 
-    def names(self, pattern: str) -> list[str]: ...
+    def names(self, pattern: str) -> list[str]:
+        """The provider's names that match a glob ``pattern``."""
 
 
 class Registry(Generic[T]):
@@ -336,6 +339,7 @@ class Registry(Generic[T]):
 
     @property
     def providers(self) -> list[Provider]:
+        """The providers answering lookups in this registry."""
         return list(self._providers)
 
     def _unknown_message(self, name: str) -> str:

@@ -25,7 +25,9 @@ from typing import Any
 
 
 class Measure(float):
-    """A reported number with its label and unit, made where it is measured::
+    """A reported number with its label and unit, made where it is measured.
+
+    ::
 
         metrics={"held_out_macro_f1": Measure(f1, "held-out macro F1")}
         timings={"fastpath_p99_us": Measure(p99, "fast path p99 per tick", "µs")}
@@ -37,6 +39,7 @@ class Measure(float):
     unit: str
 
     def __new__(cls, value: float, label: str, unit: str = "") -> Measure:
+        """A number with a label and a unit (``None`` becomes NaN)."""
         obj = super().__new__(cls, float("nan") if value is None else value)
         obj.label, obj.unit = str(label), str(unit)
         return obj
@@ -45,6 +48,7 @@ class Measure(float):
         return (Measure, (float(self), self.label, self.unit))
 
     def text(self) -> str:
+        """The value and its unit, formatted for the report."""
         return f"{_fmt(float(self))} {self.unit}".strip()
 
 
@@ -63,6 +67,7 @@ class Table:
     rows: list[list[Any]]
 
     def to_dict(self) -> dict[str, Any]:
+        """The table as JSON-ready data."""
         return {"title": self.title, "columns": self.columns, "rows": self.rows}
 
 
@@ -82,20 +87,24 @@ class Headline:
 
     @property
     def met(self) -> bool | None:
+        """Whether the value meets the target (None without a target or a finite value)."""
         if self.target is None or self.value is None or not math.isfinite(self.value):
             return None
         return self.value >= self.target if self.higher_is_better else self.value <= self.target
 
     @property
     def goal(self) -> str:
+        """The target as text (``>= 0.95``), empty without one."""
         if self.target is None:
             return ""
         return f"{'>=' if self.higher_is_better else '<='} {_fmt(self.target)} {self.unit}".strip()
 
     def text(self) -> str:
+        """Name, value and unit as one line."""
         return f"{self.name} {_fmt(self.value)} {self.unit}".strip()
 
     def to_dict(self) -> dict[str, Any]:
+        """The headline as JSON-ready data, with its goal and whether it is met."""
         return {"name": self.name, "value": _json_float(self.value), "unit": self.unit,
                 "target": self.target, "goal": self.goal, "met": self.met}
 
@@ -126,12 +135,14 @@ class PipelineResult:
 
     @property
     def status(self) -> str:
+        """``failed`` (an error), ``goal missed`` (a headline below its goal) or ``ok``."""
         if self.error:
             return "failed"
         met = [h.met for h in (self.quality, self.speed) if h is not None and h.met is not None]
         return "goal missed" if met and not all(met) else "ok"
 
     def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
+        """The result as JSON-ready data; file paths relative to ``relative_to`` when given."""
         def rel(p: Path) -> str:
             if relative_to is None:
                 return str(p)

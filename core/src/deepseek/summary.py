@@ -14,6 +14,7 @@ from typing import Any
 
 @dataclass
 class SummaryRow:
+    """One layer of a model summary: name, type, depth, output shape and parameters."""
     name: str
     type: str
     depth: int
@@ -22,6 +23,7 @@ class SummaryRow:
     trainable: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The row as JSON-ready data."""
         return {
             "name": self.name,
             "type": self.type,
@@ -48,6 +50,7 @@ class ModelSummary:
 
     @property
     def non_trainable_params(self) -> int:
+        """Parameters that are not trained (frozen ones and buffers counted as parameters)."""
         return self.total_params - self.trainable_params
 
     @property
@@ -56,6 +59,7 @@ class ModelSummary:
         return (self.param_bytes + self.buffer_bytes) / 1e6
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data."""
         return {
             "title": self.title,
             "rows": [r.to_dict() for r in self.rows],

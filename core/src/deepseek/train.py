@@ -154,6 +154,7 @@ class Trainer:
 
     @property
     def is_main(self) -> bool:
+        """Whether this process is rank 0 (it logs, shows progress and writes checkpoints)."""
         return self.rank == 0
 
     # data ------------------------------------------------------------------------------------
@@ -182,6 +183,9 @@ class Trainer:
 
     # one loss ---------------------------------------------------------------------------------
     def compute_loss(self, batch: Any) -> torch.Tensor:
+        """The loss of one batch: the step function's, else the loss function on ``(inputs,
+        targets)``.
+        """
         if self.step_fn is not None:
             return self.step_fn(self.model, batch)
         try:
@@ -365,6 +369,7 @@ class Trainer:
         return path
 
     def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint in the checkpoint folder, or None."""
         if self.checkpoint_dir is None:
             return None
         pointer = self.checkpoint_dir / "latest"

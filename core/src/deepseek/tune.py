@@ -111,6 +111,10 @@ class Param:
 
     @classmethod
     def parse(cls, name: str, spec: Any) -> Param:
+        """A search-space parameter from its config mapping.
+
+        Raises: TuneError: an unknown type, missing or inverted bounds, empty choices.
+        """
         where = f"search space: {name!r}"
         if not isinstance(spec, dict):
             raise TuneError(f"{where}: give a mapping like {{type: float, low: 0, high: 1}}, "
@@ -149,6 +153,7 @@ class Param:
         return p
 
     def suggest(self, trial: Any) -> Any:
+        """Draw this parameter's value for an Optuna ``trial``."""
         if self.type == "categorical":
             return trial.suggest_categorical(self.name, self.choices)
         if self.type in ("int", "logint"):
@@ -158,6 +163,7 @@ class Param:
                                    step=self.step, log=self.type == "logfloat")
 
     def to_dict(self) -> dict[str, Any]:
+        """The parameter as it is written in a config."""
         return {k: v for k, v in {"type": self.type, "low": self.low, "high": self.high,
                                   "step": self.step, "choices": self.choices}.items()
                 if v is not None}
@@ -178,6 +184,11 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "config") -> TuneConfig:
+        """A config from a mapping (a parsed YAML file).
+
+        Raises: TuneError: unknown keys, a missing space or objective, bad directions, naming
+        ``where``.
+        """
         if not isinstance(data, dict):
             raise TuneError(f"{where}: a tuning config is a mapping with 'space' and "
                             "'objective'")
@@ -237,6 +248,7 @@ class TuneConfig:
         return cls.from_dict(data, where=str(p))
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a mapping (stored with the study, so that workers need no file)."""
         return {"space": {k: p.to_dict() for k, p in self.space.items()},
                 "objective": {"pipeline": self.pipeline, "metrics": self.metrics,
                               "options": self.pipeline_options},
@@ -245,6 +257,7 @@ class TuneConfig:
 
     @property
     def directions(self) -> list[str]:
+        """The optimisation direction of each objective metric, in order."""
         return list(self.metrics.values())
 
 
@@ -405,19 +418,23 @@ class TuneResult:
 
     @property
     def best_params(self) -> dict[str, Any]:
+        """Parameters of the best trial (empty before any finished)."""
         return self.best[0]["params"] if self.best else {}
 
     @property
     def best_value(self) -> Any:
+        """Objective values of the best trial (None before any finished)."""
         return self.best[0]["values"] if self.best else None
 
     def counts(self) -> dict[str, int]:
+        """Number of trials per state (``COMPLETE``, ``FAIL``, ``PRUNED``, ...)."""
         out: dict[str, int] = {}
         for t in self.trials:
             out[t["state"]] = out.get(t["state"], 0) + 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data."""
         return {"study": self.study_name, "directions": self.directions, "best": self.best,
                 "trial_states": self.counts(), "trials": self.trials,
                 "figures": [str(f) for f in self.figures], "seconds": self.seconds}

@@ -51,6 +51,7 @@ class Device(str):
 
     @property
     def type(self) -> str:
+        """The source's type: the part before the first ``:`` (``registry``, ``file``, ``zoo``)."""
         return self.split(":", 1)[0]
 
 
@@ -80,6 +81,10 @@ def resolve_device(device: Any = "auto") -> Any:
 
 
 def check_precision_name(precision: str) -> str:
+    """Return ``precision`` if it is one of :data:`PRECISIONS`.
+
+    Raises: PrecisionError: an unknown name, with the known ones.
+    """
     if precision not in PRECISIONS:
         raise PrecisionError(
             f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
@@ -133,6 +138,7 @@ class LoadOptions:
 
     @property
     def dtype(self) -> Any:
+        """The torch dtype of the precision (None without PyTorch)."""
         return getattr(torch, PRECISIONS[self.precision]) if torch is not None else None
 
     def refuse_config(self, what: str) -> None:
@@ -150,6 +156,7 @@ class LoadOptions:
 
 
 def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, as hex (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -78,6 +78,9 @@ class LoadedModel:
 
     # calling ---------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the model: numpy arrays in give numpy arrays out, tensors give tensors; on ONNX
+        Runtime when loaded from an ONNX file.
+        """
         if self.session is not None:
             return self._call_onnx(*args, **kwargs)
         as_numpy = any(isinstance(a, np.ndarray) for a in list(args) + list(kwargs.values()))
@@ -136,6 +139,7 @@ class LoadedModel:
         return summarize_module(self.module, example_input, title=title, device=self.device)
 
     def num_parameters(self) -> int:
+        """Number of parameters (shared ones counted once)."""
         if self.module is not None:
             return sum(p.numel() for p in {id(p): p for p in self.module.parameters()}.values())
         return self.summary().total_params

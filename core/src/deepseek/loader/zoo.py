@@ -155,6 +155,9 @@ class ZooProvider:
     name = "zoo"
 
     def lookup(self, name: str) -> Entry | None:
+        """The zoo entry for ``name`` (a known architecture, or ``hf:`` a transformers model type),
+        or None.
+        """
         if name.startswith(HF_PREFIX):
             if not available() or name[len(HF_PREFIX):] not in _hf_types():
                 return None
@@ -171,6 +174,7 @@ class ZooProvider:
                                        "shape": [-1, 3, size, size]}]})
 
     def names(self, pattern: str) -> list[str]:
+        """Zoo names matching a glob ``pattern`` (none for ``*``: the zoo is listed on request)."""
         pat = pattern.lower()
         if pat in ("*", ""):
             return []  # listed on request: give a pattern (`deepseek models 'resnet*'`)
@@ -183,6 +187,7 @@ class ZooProvider:
         return sorted(found)
 
     def count(self) -> int:
+        """Number of architectures the zoo knows."""
         return len(ZOO)
 
 

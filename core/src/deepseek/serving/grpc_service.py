@@ -62,9 +62,11 @@ class InferenceService:
         self.server.check_token(meta.get("authorization"))
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
+        """Open Inference Protocol ``ServerLive``: the process answers."""
         return MESSAGES["ServerLiveResponse"](live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
+        """``ServerReady``: every model is loaded and the server accepts requests."""
         return MESSAGES["ServerReadyResponse"](ready=self.server.ready)
 
     async def _internal(self, context: Any, where: str, exc: BaseException) -> None:
@@ -73,6 +75,7 @@ class InferenceService:
                                                       f"({type(exc).__name__})")
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
+        """``ModelReady``: whether the named model (and version) is served."""
         try:
             self._auth(context)
             self._model(request.name, request.version)
@@ -81,6 +84,7 @@ class InferenceService:
         return MESSAGES["ModelReadyResponse"](ready=self.server.ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        """``ServerMetadata``: name, version and protocol extensions."""
         try:
             self._auth(context)
         except InferenceError as exc:
@@ -90,6 +94,7 @@ class InferenceService:
                                                   extensions=md["extensions"])
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        """``ModelMetadata``: the model's inputs and outputs (name, datatype, shape)."""
         try:
             self._auth(context)
             m = self._model(request.name, request.version)
@@ -105,6 +110,9 @@ class InferenceService:
                      for t in md["outputs"]])
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        """``ModelInfer``: run the model on the request's tensors (raw or typed contents) and answer
+        with the outputs; errors become gRPC status codes.
+        """
         t0 = time.perf_counter()
         name = request.model_name
         code = None

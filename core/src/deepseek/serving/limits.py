@@ -78,6 +78,7 @@ class Reservation:
         self.budget, self.nbytes = budget, nbytes
 
     def release(self) -> None:
+        """Give the reserved bytes back to the budget (once)."""
         if self.nbytes:
             self.budget._give_back(self.nbytes)
             self.nbytes = 0
@@ -131,18 +132,22 @@ class GuardedH11(H11Protocol):
     _head_timer: Any = None
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        """Start watching how long the request head takes to arrive."""
         super().connection_made(transport)
         self._watch_head()
 
     def data_received(self, data: bytes) -> None:
+        """Feed the parser and restart the head watch."""
         super().data_received(data)
         self._watch_head()
 
     def on_response_complete(self) -> None:
+        """A response is sent: watch the next request's head."""
         super().on_response_complete()
         self._watch_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the head watch when the connection closes."""
         self._cancel_head()
         super().connection_lost(exc)
 

@@ -19,6 +19,9 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ServerMetrics:
+    """The server's Prometheus metrics: requests, errors, latency, batch sizes and queue depth per
+    model (multiprocess-aware).
+    """
     def __init__(self, server: Any) -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.registry = CollectorRegistry()
@@ -38,12 +41,15 @@ class ServerMetrics:
             self.queue.labels(name).set(0)
 
     def batch(self, model: str, size: int) -> None:
+        """Record a batch of ``size`` samples run for ``model``."""
         self.batch_size.labels(model).observe(size)
 
     def depth(self, model: str, depth: int) -> None:
+        """Set the queue depth of ``model``."""
         self.queue.labels(model).set(depth)
 
     def observe(self, model: str, protocol: str, seconds: float, code: str | None) -> None:
+        """Record one request: its latency, or its error code."""
         self.requests.labels(model, protocol).inc()
         if code is not None:
             self.errors.labels(model, protocol, code).inc()
@@ -51,6 +57,7 @@ class ServerMetrics:
             self.latency.labels(model, protocol).observe(seconds)
 
     def render(self) -> bytes:
+        """The metrics in Prometheus text format (merged across worker processes)."""
         if self.multiprocess:
             from prometheus_client import multiprocess
 

@@ -121,6 +121,7 @@ class ServedModel:
                          dtype=_NUMPY.get(s.datatype, np.float32)) for s in self.inputs]
 
     def metadata(self) -> dict[str, Any]:
+        """The Open Inference Protocol metadata of the model (inputs, outputs, platform)."""
         def shape(s: TensorSpec) -> list[int]:
             return s.shape if s.shape else [-1]
 
@@ -134,6 +135,11 @@ class ServedModel:
 
     # running --------------------------------------------------------------------------------
     def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run the model on arrays in input order; returns one array per output.
+
+        Raises: InferenceError: the model returned another number of outputs than its metadata
+        says (500).
+        """
         outs = self._as_list(self.model(*arrays))
         if len(outs) != len(self.outputs) and self.outputs and self.outputs[0].shape:
             raise InferenceError(f"model '{self.name}' returned {len(outs)} outputs, its "
@@ -141,12 +147,14 @@ class ServedModel:
         return outs
 
     def output_names(self, n: int) -> list[str]:
+        """Names for ``n`` outputs: the declared ones, else ``output`` / ``output0``...."""
         if len(self.outputs) == n:
             return [s.name for s in self.outputs]
         return ["output"] if n == 1 else [f"output{i}" for i in range(n)]
 
 
 def default_name(source: Any) -> str:
+    """The name a source is served under: a file's stem, a folder's name, else the text."""
     p = Path(str(source))
     if p.exists():
         return p.name.split(".")[0] if p.is_file() else p.name

@@ -49,6 +49,10 @@ TORCH_NAME_TO_V2 = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "in
 
 
 def v2_datatype(arr: np.ndarray) -> str:
+    """The Open Inference Protocol datatype of a numpy array (``FP32``, ``BYTES``, ...).
+
+    Raises: InferenceError: a dtype the protocol has no datatype for.
+    """
     if arr.dtype == np.object_:
         return "BYTES"
     try:
@@ -59,11 +63,13 @@ def v2_datatype(arr: np.ndarray) -> str:
 
 @dataclass
 class TensorSpec:
+    """A tensor's name, Open Inference Protocol datatype and shape (-1: any size)."""
     name: str
     datatype: str
     shape: list[int]  # -1: any size (the first axis is the batch); []: any shape
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready metadata."""
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
@@ -93,6 +99,10 @@ def check_shape(name: str, shape: Any, max_elements: int = DEFAULT_MAX_ELEMENTS)
 
 
 def check_datatype(name: str, datatype: Any) -> str:
+    """Return ``datatype`` if the protocol knows it.
+
+    Raises: InferenceError: naming the input and the datatypes it may use (400).
+    """
     if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
         raise InferenceError(f"input '{name}': unsupported datatype {_short(datatype)}; use one "
                              f"of {', '.join(V2_TO_NUMPY)}")
@@ -127,6 +137,7 @@ def decode_bytes(buf: bytes, count: int, name: str) -> np.ndarray:
 
 
 def encode_bytes(arr: np.ndarray) -> bytes:
+    """Encode a BYTES tensor: each element as a 4-byte little-endian length and its bytes."""
     parts = []
     for v in arr.reshape(-1):
         b = v if isinstance(v, bytes) else str(v).encode()
@@ -135,6 +146,10 @@ def encode_bytes(arr: np.ndarray) -> bytes:
 
 
 def array_from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
+    """An input tensor from its binary contents (``raw_input_contents`` or a binary extension body).
+
+    Raises: InferenceError: the size does not match the shape and datatype.
+    """
     check_datatype(name, datatype)
     count = _numel(shape)
     if datatype == "BYTES":
@@ -148,6 +163,10 @@ def array_from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np
 
 
 def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
+    """An input tensor from its JSON ``data`` (flat or nested).
+
+    Raises: InferenceError: a wrong count of elements, or values that are not of the datatype.
+    """
     check_datatype(name, datatype)
     if isinstance(data, simdjson.Array):
         fast = _from_parser(name, datatype, shape, data)

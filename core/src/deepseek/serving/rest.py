@@ -61,6 +61,9 @@ def _internal(where: str, exc: BaseException) -> JSONResponse:
 
 
 def build_app(server: Any) -> Starlette:
+    """The Starlette application serving the Open Inference Protocol's REST endpoints for
+    ``server``.
+    """
     def guarded(handler: Any, auth: bool = True) -> Any:
         async def endpoint(request: Request) -> Response:
             try:

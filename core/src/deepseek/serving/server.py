@@ -185,11 +185,13 @@ class DeepSeekServing:
     # urls ----------------------------------------------------------------------------------
     @property
     def http_url(self) -> str:
+        """``HOST:PORT`` of the REST endpoint (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.http_port}"
 
     @property
     def grpc_address(self) -> str:
+        """``HOST:PORT`` of the gRPC endpoint (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.grpc_port}"
 
@@ -369,6 +371,10 @@ class DeepSeekServing:
 
     # the one inference path both protocols use ----------------------------------------------
     def model(self, name: str) -> ServedModel:
+        """The served model ``name``.
+
+        Raises: InferenceError: an unknown name, listing the served ones (404).
+        """
         try:
             return self.models[name]
         except KeyError:
@@ -377,6 +383,12 @@ class DeepSeekServing:
 
     async def infer(self, name: str, arrays: dict[str, np.ndarray], datatypes: dict[str, str],
                     timeout_s: float | None = None) -> tuple[list[str], list[np.ndarray]]:
+        """Validate the inputs, run the model (batched with other requests where its policy allows)
+        and return the output names and arrays.
+
+        Raises: InferenceError: bad inputs (400), a shutting-down server (503), a timeout (504)
+        or a model failure (500).
+        """
         model = self.model(name)
         if not self._accepting:
             raise InferenceError("the server is shutting down; retry on another replica", 503)
@@ -409,4 +421,5 @@ class DeepSeekServing:
                                  401)
 
     def server_metadata(self) -> dict[str, Any]:
+        """The server's metadata: name, version and protocol extensions."""
         return {"name": "deepseek", "version": __version__, "extensions": EXTENSIONS}

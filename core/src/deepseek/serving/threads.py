@@ -107,6 +107,7 @@ def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup",
 
 
 def affinity_cpus() -> int:
+    """CPUs this process may run on (its affinity mask)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         (os.cpu_count() or 1)
 
@@ -140,6 +141,7 @@ class Calibration:
     batching: bool = True
 
     def to_dict(self) -> dict[str, Any]:
+        """The calibration as JSON-ready data (milliseconds per thread count)."""
         return {"lone_ms": {str(k): round(v, 3) for k, v in self.lone_ms.items()},
                 "lone_threads": self.lone_threads, "batch": self.batch,
                 "batch_ms": None if self.batch_ms is None else round(self.batch_ms, 3),
@@ -147,6 +149,7 @@ class Calibration:
                 "batching": self.batching}
 
     def text(self) -> str:
+        """The calibration in one line: times per thread count and what was chosen."""
         lone = ", ".join(f"{v:.3g} ms at {k}" for k, v in self.lone_ms.items())
         out = f"a lone request {lone} -> {self.lone_threads} thread(s)"
         if self.batch_ms is not None and self.single_ms:

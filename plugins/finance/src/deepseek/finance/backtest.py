@@ -150,6 +150,7 @@ class BacktestConfig:
                        latency_samples_us=None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready data (recorded latencies summarised: count, p50, p99)."""
         d = asdict(self)
         if self.latency_samples_us is not None:
             s = np.asarray(self.latency_samples_us, dtype=np.float64)
@@ -184,6 +185,7 @@ class BacktestResult:
         return out
 
     def summary(self) -> dict[str, Any]:
+        """Ticks, fills, final position, capital, counters, metrics and configuration of the run."""
         return {"ticks": int(len(self.time_ns)), "fills": int(len(self.fills)),
                 "final_position": float(self.position[-1]) if len(self.position) else 0.0,
                 "capital": self.capital, "counters": dict(self.counters),

@@ -354,10 +354,12 @@ class OrderBook:
 
     @property
     def bids(self) -> dict[float, float]:
+        """Bid levels: price -> quantity."""
         return self._bids.as_dict()
 
     @property
     def asks(self) -> dict[float, float]:
+        """Ask levels: price -> quantity."""
         return self._asks.as_dict()
 
     # -- input -----------------------------------------------------------------------------
@@ -369,6 +371,9 @@ class OrderBook:
         return self.apply_diff(rec)
 
     def load_snapshot(self, snap: Snapshot) -> None:
+        """Replace the book with a depth snapshot; the diffs buffered since then are applied in
+        order (a re-sync is counted).
+        """
         st = self.stats
         st["snapshots"] += 1
         if self._synced_once:
@@ -500,5 +505,8 @@ class OrderBook:
         return _sum_below_up(b.qty, i, n), _sum_down(a.qty, j, n)
 
     def summary(self) -> dict[str, Any]:
+        """Book statistics: snapshots, re-syncs, gaps, levels per side, the last update id and
+        whether it is live.
+        """
         return {**self.stats, "live": self.live, "bid_levels": self._bids.count(),
                 "ask_levels": self._asks.count(), "last_update_id": self.last_id}

@@ -112,6 +112,7 @@ class Trade(_Record, kw_only=True):
 
     @property
     def side(self) -> int:
+        """The aggressor's side: +1 a buy (the buyer took the ask), -1 a sell."""
         return -1 if self.buyer_maker else 1
 
 

@@ -68,6 +68,7 @@ I_SIZE = 12
 
 
 def new_state() -> tuple[np.ndarray, np.ndarray]:
+    """A fresh feature state: the float and integer state arrays of the streaming features."""
     fs = np.zeros(F_SIZE, dtype=np.float64)
     is_ = np.zeros(I_SIZE, dtype=np.int64)
     fs[5] = np.nan
@@ -165,6 +166,7 @@ class StreamingFeatures:
         self.out = np.zeros(N_FEATURES, dtype=np.float32)
 
     def reset(self) -> None:
+        """Start again from a fresh state (no tick seen)."""
         self.fs, self.istate = new_state()
 
     def update(self, time_ns: int, bid: float, ask: float, bid_size: float, ask_size: float,
@@ -177,6 +179,7 @@ class StreamingFeatures:
         return self.out
 
     def update_tick(self, t: np.void) -> np.ndarray:
+        """Update with one tick (a row of the tick array); returns the 17 features."""
         return self.update(*tick_args(t))
 
     def run(self, ticks: np.ndarray) -> np.ndarray:

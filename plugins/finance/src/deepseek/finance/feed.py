@@ -115,6 +115,10 @@ _INF = math.inf
 
 
 def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` as ``(host, port)``.
+
+    Raises: FinanceError: not a host and a port in 0..65535.
+    """
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not host or not 0 <= int(port) <= 65535:
         raise FinanceError(f"bad UDP address {text!r}; use HOST:PORT, e.g. 127.0.0.1:9999")
@@ -200,6 +204,7 @@ class RunningMedian:
         self.sorted: list[float] = []
 
     def add(self, v: float) -> None:
+        """Add a value, dropping the oldest beyond the window."""
         if len(self.order) == self.n:
             old = self.order.popleft()
             del self.sorted[bisect_left(self.sorted, old)]
@@ -207,6 +212,7 @@ class RunningMedian:
         insort(self.sorted, v)
 
     def value(self) -> float:
+        """The median of the values in the window."""
         s = self.sorted
         return s[len(s) >> 1]
 
@@ -214,6 +220,7 @@ class RunningMedian:
         return len(self.order)
 
     def clear(self) -> None:
+        """Empty the window."""
         self.order.clear()
         self.sorted.clear()
 
@@ -311,6 +318,9 @@ class TickGuard:
 
 @dataclass
 class Counters:
+    """What the feed server saw: datagrams received and answered, rejected by reason, resets and
+    decisions.
+    """
     received: int = 0
     answered: int = 0
     bad_size: int = 0
@@ -320,6 +330,7 @@ class Counters:
     decisions: dict[str, int] = field(default_factory=lambda: {"-1": 0, "0": 0, "1": 0})
 
     def to_dict(self) -> dict[str, Any]:
+        """The counters as JSON-ready data."""
         d = asdict(self)
         d["rejected"] = dict(self.rejected)
         d["decisions"] = dict(self.decisions)
@@ -359,18 +370,21 @@ class FeedServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> FeedServer:
+        """Serve on a background thread; returns the server."""
         self._thread = threading.Thread(target=self.serve_forever, name="feed-server",
                                         daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving, join the thread and close the socket."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.sock.close()
 
     def request_reset(self) -> None:
+        """Ask the serving loop to reset the model state and guards before the next datagram."""
         self._reset_requested = True
 
     def _reset(self, regime: bool = False) -> None:
@@ -463,6 +477,9 @@ class FeedServer:
         return True
 
     def serve_forever(self, max_ticks: int | None = None, duration: float | None = None) -> None:
+        """Answer tick datagrams with decisions until stopped (or ``max_ticks`` ticks, or
+        ``duration`` seconds).
+        """
         sock = self.sock
         inbuf = bytearray(256)
         out = bytearray(DECISION_SIZE)

@@ -34,6 +34,7 @@ class TickMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (down, flat, up) of standardised tick features ``(B, 17)``."""
         return self.net((x - self.mean) / self.std)
 
 
@@ -53,10 +54,13 @@ class TickGRU(nn.Module):
         self.hidden = hidden
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits for every tick of feature sequences ``(B, T, 17)``, from hidden state ``h``.
+        """
         y, _ = self.gru((x - self.mean) / self.std, h)
         return self.head(y)
 
     def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One tick for a batch of streams: logits and the next hidden state."""
         y, h = self.gru(((x - self.mean) / self.std).unsqueeze(1), h)
         return self.head(y[:, 0]), h
 
@@ -69,4 +73,5 @@ class GRUStep(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the wrapped GRU (the form its ONNX export takes)."""
         return self.model.step(x, h)

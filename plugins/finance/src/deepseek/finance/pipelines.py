@@ -13,6 +13,7 @@ from deepseek.report import Headline, Measure, PipelineResult, Table
 
 
 def percentiles_us(ns: np.ndarray) -> dict[str, float]:
+    """p50, p99 and p99.9 of durations in nanoseconds, in microseconds."""
     us = np.asarray(ns, dtype=np.float64) / 1e3
     return {"p50": float(np.percentile(us, 50)), "p99": float(np.percentile(us, 99)),
             "p99_9": float(np.percentile(us, 99.9))}

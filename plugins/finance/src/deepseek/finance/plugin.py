@@ -18,6 +18,7 @@ M = "deepseek.finance."
 
 @hookimpl
 def register_readers(register: Any) -> None:
+    """Register the tick readers: tick CSVs, Binance captures, bars and ``synthetic:`` ticks."""
     register("ticks-csv", lazy_callable(M + "ticks:read_csv"), kind="ticks",
              suffixes=[".csv", ".csv.gz", ".csv.zst"],
              accepts=lazy_callable(M + "ticks:is_tick_csv"),
@@ -42,6 +43,7 @@ def register_readers(register: Any) -> None:
 
 @hookimpl
 def register_models(register: Any) -> None:
+    """Register ``tick-mlp`` and ``tick-gru`` with their packaged weights, and the credit MLP."""
     register("tick-mlp", lazy_callable(M + "models:TickMLP"),
              config={"n_features": 17, "hidden": [64, 64], "n_classes": 3, "activation": "relu"},
              weights=str(WEIGHTS / "tick-mlp.safetensors"),
@@ -68,6 +70,7 @@ def register_models(register: Any) -> None:
 
 @hookimpl
 def register_metrics(register: Any) -> None:
+    """Register the tick-classification and trading metrics."""
     register("tick-classification", lazy_callable(M + "metrics:classification"),
              files="--pred (N, 3) class scores or (N,) classes, --ref (N,) labels 0/1/2 "
                    "(.npy, .csv, .json)",
@@ -84,6 +87,7 @@ def register_metrics(register: Any) -> None:
 
 @hookimpl
 def register_pipelines(register: Any) -> None:
+    """Register the finance pipelines (tick latency, tick strategy, credit risk)."""
     register("finance.tick-latency", lazy_callable(M + "pipelines:tick_latency"),
              input_kind="ticks",
              description="synthetic ticks -> features -> tick-mlp: held-out quality, fast-path "
@@ -105,6 +109,7 @@ def register_pipelines(register: Any) -> None:
 
 @hookimpl
 def register_steps(register: Any) -> None:
+    """Register ``finance.backtest``, the per-file step of ``deepseek batch finance backtest``."""
     register("finance.backtest", lazy_callable(M + "backtest_run:backtest_step"),
              command="finance backtest", summary=lazy_callable(M + "backtest_run:backtest_summary"),
              description="one capture, tick CSV or bar file -> the backtest beside its baseline "
@@ -113,6 +118,7 @@ def register_steps(register: Any) -> None:
 
 @hookimpl
 def register_commands(cli: Any) -> None:
+    """Add the ``deepseek finance`` command group."""
     from deepseek.finance.cli import finance
 
     cli.add_command(finance)

@@ -74,11 +74,13 @@ class RiskTable:
         return len(self.y)
 
     def subset(self, idx: np.ndarray) -> RiskTable:
+        """The rows ``idx`` of the table."""
         return RiskTable(self.path, self.label, {k: v[idx] for k, v in self.numeric.items()},
                          {k: v[idx] for k, v in self.categorical.items()}, self.y[idx],
                          self.positive, self.dropped)
 
     def describe(self) -> dict[str, Any]:
+        """Rows, label, positive class, default rate and columns of the table."""
         return {"rows": len(self), "label": self.label, "positive": self.positive,
                 "default_rate": round(float(self.y.mean()), 4),
                 "numeric": list(self.numeric), "categorical": list(self.categorical),
@@ -194,6 +196,8 @@ class Encoder:
     standardised; categorical: one-hot of the training categories plus "unknown"."""
 
     def fit(self, t: RiskTable) -> Encoder:
+        """Learn the medians, means, spreads and categories of ``t``'s columns; returns the encoder.
+        """
         self.num = {}
         for k, v in t.numeric.items():
             med = float(np.nanmedian(v)) if np.isfinite(v).any() else 0.0
@@ -204,10 +208,12 @@ class Encoder:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The encoder as JSON-ready data (stored beside the model)."""
         return {"numeric": {k: list(v) for k, v in self.num.items()}, "categorical": self.cat}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Encoder:
+        """An encoder from :meth:`to_dict`'s data."""
         enc = cls()
         enc.num = {k: tuple(v) for k, v in d["numeric"].items()}
         enc.cat = {k: list(v) for k, v in d["categorical"].items()}
@@ -225,6 +231,9 @@ class Encoder:
                                     f"{sorted(t.categorical)}")
 
     def transform(self, t: RiskTable) -> np.ndarray:
+        """The model's input matrix of ``t``: standardised numbers (missing ones filled and flagged)
+        and one-hot categories.
+        """
         parts = []
         for k, (med, mean, sd, flag) in self.num.items():
             v = t.numeric[k]
@@ -377,6 +386,7 @@ class RiskReport:
     table: RiskTable | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
         return {"data": self.data, "test": self.test, "params": self.params,
                 "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
                 "tuning": self.tuning, "notes": self.notes}

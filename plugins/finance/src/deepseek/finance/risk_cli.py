@@ -14,6 +14,9 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 
 def table_options(fn):  # type: ignore[no-untyped-def]
+    """Add the options shared by the risk commands that read a table (label, columns, bootstrap,
+    JSON).
+    """
     fn = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
     fn = click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True,
                       help="Bootstrap draws for the 95 % intervals (0: none).")(fn)

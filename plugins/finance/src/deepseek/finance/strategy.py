@@ -93,6 +93,7 @@ def windows(n: int, folds: int, min_window: int = 2_000) -> list[tuple[slice, sl
 
 @dataclass
 class Fold:
+    """One walk-forward fold: the training and test windows, as rows and as times."""
     train: tuple[int, int]
     test: tuple[int, int]
     train_time_ns: tuple[int, int]
@@ -132,6 +133,7 @@ class WalkForward:
 
     def metrics(self, strategy: str, setting: str,
                 period_s: float | str | None = "auto") -> dict[str, Any]:
+        """Performance of ``strategy`` at ``setting`` over the joined test windows."""
         return self.joined(strategy, setting).performance(period_s)
 
     def table(self, model_label: str, latency_label: str,

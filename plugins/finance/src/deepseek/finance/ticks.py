@@ -66,6 +66,7 @@ __all__ = ["TICK_DTYPE", "CaptureTicks", "empty", "is_capture", "read_binance",
 
 
 def empty(n: int = 0) -> np.ndarray:
+    """``n`` zeroed ticks of the tick dtype."""
     return np.zeros(n, dtype=TICK_DTYPE)
 
 
@@ -196,6 +197,9 @@ def read_csv(path: str | Path, order: str = "error",
 
 
 def write_csv(ticks: np.ndarray, path: str | Path) -> Path:
+    """Write ticks as a tick CSV (integers exact, prices to 10 significant digits); returns the
+    path.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ints = {"time_ns", "exch_ns", "recv_ns", "side", "depth_levels"}
@@ -248,6 +252,7 @@ class CaptureTicks:
 
     @property
     def stats(self) -> dict[str, Any]:
+        """Reader, book, tick and ticker-check statistics of the capture read so far."""
         chk = dict(self.ticker_check)
         chk["agreement"] = chk["agree"] / chk["compared"] if chk["compared"] else None
         return {"reader": self.reader.stats, "book": self.book.summary(),
@@ -360,6 +365,7 @@ class CaptureTicks:
         return tick, side, lv
 
     def to_array(self) -> np.ndarray:
+        """All the capture's ticks as one tick array."""
         cols = [array("q") for _ in range(3)] + [array("d") for _ in range(8)] + \
             [array("b"), array("b")]
         appends = [c.append for c in cols]

@@ -179,6 +179,9 @@ def _imbalance_rule(imb: np.ndarray, theta: float) -> np.ndarray:
 
 @dataclass
 class TrainResult:
+    """A trained tick classifier: the model, its test metrics beside the baselines', the split and
+    the training history.
+    """
     model: torch.nn.Module
     architecture: str
     config: dict[str, Any]
@@ -190,14 +193,17 @@ class TrainResult:
 
     @property
     def best_baseline(self) -> tuple[str, float]:
+        """The baseline with the best test macro F1, and that F1."""
         name = max(self.baselines, key=lambda k: self.baselines[k]["macro_f1"])
         return name, self.baselines[name]["macro_f1"]
 
     @property
     def beats_baselines(self) -> bool:
+        """Whether the model's test macro F1 beats every baseline's."""
         return bool(self.baselines) and self.metrics["macro_f1"] > self.best_baseline[1]
 
     def verdict(self) -> str:
+        """One sentence: whether the model beats the baselines, with the figures."""
         name, f1 = self.best_baseline
         m = self.metrics["macro_f1"]
         if m > f1:
@@ -206,6 +212,7 @@ class TrainResult:
                 f"{f1:.4f})")
 
     def table(self) -> list[list[Any]]:
+        """Rows of the results table: the model, then each baseline."""
         rows = [[self.architecture, *_row(self.metrics)]]
         rows += [[name, *_row(m)] for name, m in self.baselines.items()]
         return rows

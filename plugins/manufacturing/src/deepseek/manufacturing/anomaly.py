@@ -68,6 +68,9 @@ class PatchMemory:
 
     @property
     def threshold(self) -> float | None:
+        """The stored anomaly-score threshold (set at training for a target false-positive rate), or
+        None.
+        """
         t = self.meta.get("threshold")
         return None if t is None else float(t)
 
@@ -88,10 +91,14 @@ class PatchMemory:
         return best.reshape(h, w).numpy()
 
     def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        """Anomaly score of one grayscale image (the map's maximum) and its anomaly map."""
         m = self.anomaly_map(image)
         return float(m.max()), m
 
     def save(self, path: str | Path) -> Path:
+        """Write the memory (patches, encoder config, threshold) as one ``.safetensors`` file;
+        returns its path.
+        """
         from safetensors.numpy import save_file
 
         path = Path(path)
@@ -101,6 +108,10 @@ class PatchMemory:
 
     @classmethod
     def load(cls, path: str | Path) -> PatchMemory:
+        """Read a memory written by :meth:`save`.
+
+        Raises: ManufacturingError: the file is unreadable or not a patch memory.
+        """
         from safetensors import safe_open
 
         path = Path(path)

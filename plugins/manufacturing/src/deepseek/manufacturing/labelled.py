@@ -69,6 +69,7 @@ class LabelledImage:
 
     @property
     def image(self) -> np.ndarray:
+        """The grayscale image (decoded on first use, then kept)."""
         if self._image is not None:
             return self._image
         from deepseek.manufacturing.images import read_gray
@@ -81,6 +82,9 @@ class LabelledImage:
 
     @property
     def mask(self) -> np.ndarray | None:
+        """The binary defect mask, an empty one for a known-good image, or None when the source has
+        no pixel labels.
+        """
         if self._mask is not None or self.source == "folder":
             return self._mask
         if self.source == "yolo-background":
@@ -92,6 +96,7 @@ class LabelledImage:
         return _read_mask(self.label_path, self.path, self.shape)
 
     def keep(self, image: np.ndarray, mask: np.ndarray | None) -> None:
+        """Keep an already decoded image and mask (so that they are not decoded again)."""
         self._image, self._mask = image, mask
 
 
@@ -124,10 +129,14 @@ def _find_mask(img: Path) -> Path | None:
 
 
 def glob_escape(s: str) -> str:
+    """``s`` with glob's special characters escaped, for a literal match."""
     return re.sub(r"([*?\[])", r"[\1]", s)
 
 
 def yolo_label_path(img: Path) -> Path | None:
+    """The YOLO label file of an image under ``images/`` (the same path under ``labels/``,
+    ``.txt``), or None.
+    """
     parts = list(img.parts)
     for i in range(len(parts) - 2, -1, -1):
         if parts[i] == "images":
@@ -187,6 +196,11 @@ def _folder_label(img: Path, root: Path) -> bool | None:
 
 
 def group_of(img: Path, root: Path, pattern: str | None = None) -> str:
+    """The part an image shows, for group-aware splits: the match of ``pattern`` (its first group)
+    in the path, else the default rule (first folder, or the name up to the first ``_``).
+
+    Raises: ManufacturingError: ``pattern`` does not match the path.
+    """
     rel = img.relative_to(root) if img.is_relative_to(root) else Path(img.name)
     if pattern is not None:
         m = re.search(pattern, rel.as_posix())

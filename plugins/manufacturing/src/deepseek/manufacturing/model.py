@@ -68,6 +68,9 @@ class DefectNet(nn.Module):
 
     def initial_state(self, batch: int, height: int, width: int,
                       device: torch.device | str = "cpu") -> State:
+        """Zero streaming state (temporal buffer, LSTM hidden and cell) for ``batch`` frames of
+        ``height`` x ``width``.
+        """
         h, w = height // STRIDE, width // STRIDE
         c2 = self.channels[2]
         return (torch.zeros(batch, c2, self.temporal - 1, h, w, device=device),
@@ -100,6 +103,7 @@ class DefectNet(nn.Module):
 
 
 def build(**config: Any) -> DefectNet:
+    """The crack network with ``config`` (the registry's builder)."""
     return DefectNet(**config)
 
 

@@ -19,6 +19,8 @@ M = "deepseek.manufacturing."
 
 @hookimpl
 def register_readers(register: Any) -> None:
+    """Register the frame sources: video files, cameras, network streams, GStreamer pipelines,
+    image folders and ``synthetic:`` lines."""
     register("video", lazy_callable(M + "sources:open_video"), kind="frames",
              suffixes=VIDEO_SUFFIXES, description="video file (OpenCV FFmpeg) -> FrameSource")
     register("camera", lazy_callable(M + "sources:open_camera"), kind="frames",
@@ -39,6 +41,7 @@ def register_readers(register: Any) -> None:
 
 @hookimpl
 def register_models(register: Any) -> None:
+    """Register ``defect-3dcnn-lstm`` with its packaged weights and ONNX export."""
     register("defect-3dcnn-lstm", lazy_callable(M + "model:DefectNet"),
              config={"channels": [16, 32, 32], "temporal": 3, "hidden": 32},
              weights=str(WEIGHTS / "defect-3dcnn-lstm.safetensors"),
@@ -51,6 +54,7 @@ def register_models(register: Any) -> None:
 
 @hookimpl
 def register_metrics(register: Any) -> None:
+    """Register the stream, frame and event metrics of defect detection."""
     register("defect-stream", lazy_callable(M + "metrics:stream_metric"),
              description="frame recall, false-detection rate, recall by width, event recall, "
                          "latency, fps and drops of a StreamReport")
@@ -66,6 +70,7 @@ def register_metrics(register: Any) -> None:
 
 @hookimpl
 def register_pipelines(register: Any) -> None:
+    """Register the ``manufacturing.defect-stream`` pipeline."""
     register("manufacturing.defect-stream", lazy_callable(M + "pipelines:defect_stream"),
              input_kind="frames",
              description="synthetic line video -> frame source -> defect-3dcnn-lstm stream -> "
@@ -74,6 +79,9 @@ def register_pipelines(register: Any) -> None:
 
 @hookimpl
 def register_steps(register: Any) -> None:
+    """Register ``manufacturing.score``, the per-image step of ``deepseek batch manufacturing
+    score``.
+    """
     register("manufacturing.score", lazy_callable(M + "score:score_step"),
              command="manufacturing score", summary=lazy_callable(M + "score:score_summary"),
              description="one part image (or a folder of them) -> crack score, flag and box, "
@@ -82,6 +90,7 @@ def register_steps(register: Any) -> None:
 
 @hookimpl
 def register_commands(cli: Any) -> None:
+    """Add the ``deepseek manufacturing`` command group."""
     from deepseek.manufacturing.cli import manufacturing
 
     cli.add_command(manufacturing)

@@ -31,6 +31,7 @@ FULL_HINT = 'pip install "deepseek-manufacturing[full]"'
 
 
 def have_torch() -> bool:
+    """Whether PyTorch is installed (else the ONNX exports run on onnxruntime)."""
     from deepseek.extras import missing
 
     return not missing("torch")
@@ -111,6 +112,7 @@ class OnnxNet:
                     f"(needs PyTorch: {FULL_HINT})")
 
     def eval(self) -> OnnxNet:  # the same call as on a torch module
+        """Return the network itself (the same call as on a torch module)."""
         return self
 
     def initial_state(self, height: int, width: int) -> list[np.ndarray]:

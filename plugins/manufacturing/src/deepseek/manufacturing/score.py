@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ImageScore:
+    """One scored image: path, size, score, defect flag, box, heatmap file and the threshold used.
+    """
     path: str
     width: int
     height: int
@@ -56,6 +58,9 @@ class ImageScore:
     stride: int = STRIDE
 
     def to_dict(self) -> dict[str, Any]:
+        """The score as JSON-ready data (the probability map left out): what ``score --json``
+        prints.
+        """
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.name not in ("cell_map", "stride")}
 
@@ -294,6 +299,7 @@ def darkness_cells(image: np.ndarray, stride: int) -> np.ndarray:
 
 
 def write_csv(results: list[ImageScore], path: str | Path) -> Path:
+    """Write one CSV row per image (path, size, score, defect, box, heatmap); returns the path."""
     import csv
 
     path = Path(path)

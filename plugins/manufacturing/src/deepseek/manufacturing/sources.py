@@ -66,6 +66,9 @@ class Frame:
 
 @dataclass
 class SourceStats:
+    """Counters of a frame source: read, delivered, dropped, rejected and resized frames,
+    reconnects, errors.
+    """
     frames_read: int = 0
     frames_delivered: int = 0
     frames_dropped: int = 0
@@ -79,6 +82,7 @@ class SourceStats:
     outage_s: float = 0.0               # time spent waiting for a live source to come back
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as JSON-ready data."""
         return {"frames_read": self.frames_read, "frames_delivered": self.frames_delivered,
                 "frames_dropped": self.frames_dropped, "frames_rejected": self.frames_rejected,
                 "frames_resized": self.frames_resized, "reconnects": self.reconnects,
@@ -213,8 +217,9 @@ class _SyntheticReader(_Reader):
 
 
 class FrameSource:
-    """A stream of grayscale :class:`Frame` objects from any supported URI (see the module
-    docstring). Use as an iterator, ideally inside ``with``::
+    """A stream of grayscale :class:`Frame` objects from any supported URI.
+
+    See the module docstring for the URIs. Use as an iterator, ideally inside ``with``::
 
         with FrameSource.open("line.avi") as src:
             for frame in src:
@@ -268,6 +273,7 @@ class FrameSource:
 
     # ------------------------------------------------------------------ grabber
     def start(self) -> FrameSource:
+        """Start the grabbing thread of a live source (once); returns the source."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._grab, name="frame-grabber",
                                             daemon=True)
@@ -411,6 +417,7 @@ class FrameSource:
             yield got[0]
 
     def close(self) -> None:
+        """Stop grabbing and release the capture."""
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
@@ -425,6 +432,7 @@ class FrameSource:
         self.close()
 
     def describe(self) -> dict[str, Any]:
+        """URI, liveness, drop policy, frame rate and size of the source."""
         return {"uri": self.uri, "live": self.live, "policy": self.policy,
                 "fps": None if math.isnan(self.fps) else self.fps,
                 "size": list(self.size) if self.size else None, "realtime": self.realtime}

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DefectEvent:
+    """A defect event: first frame, its time, the highest score and the box."""
     frame: int
     time_s: float
     score: float
@@ -62,6 +63,9 @@ class DefectEvent:
 
 @dataclass
 class StreamReport:
+    """What a stream run measured: frames, time, rate, latency percentiles, stage times, events and
+    per-frame flags.
+    """
     frames: int = 0
     seconds: float = 0.0
     fps: float = 0.0
@@ -77,6 +81,7 @@ class StreamReport:
     batches: int = 0
 
     def summary(self) -> dict[str, Any]:
+        """The report's figures as JSON-ready data."""
         return {"frames": self.frames, "seconds": round(self.seconds, 3),
                 "fps": round(self.fps, 1), "latency_ms": self.latency_ms,
                 "stage_ms_per_frame": self.stage_ms_per_frame, "source": self.source,
@@ -86,6 +91,7 @@ class StreamReport:
 
 
 def latency_percentiles(lat_s: np.ndarray) -> dict[str, float]:
+    """p50, p95 and p99 of latencies given in seconds, in milliseconds."""
     if len(lat_s) == 0:
         return {}
     ms = np.asarray(lat_s) * 1e3
@@ -109,9 +115,13 @@ class TorchStep:
             torch.set_num_threads(threads)
 
     def reset(self) -> None:
+        """Forget the streaming state (the next clip starts fresh)."""
         self.state = None
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run a clip of frames ``(T, H, W)`` through the network, carrying the state: per-frame
+        scores and maps.
+        """
         import torch
 
         if self.shape != frames.shape[1:]:
@@ -158,11 +168,15 @@ class OnnxStep:
         self.reset()
 
     def reset(self) -> None:
+        """Forget the streaming state (the next clip starts fresh)."""
         if self.shape is not None:
             self.state = (self.net.initial_state(*self.shape) if isinstance(self.net, OnnxNet)
                           else [s.numpy() for s in self.net.initial_state(1, *self.shape)])
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run a clip of frames ``(T, H, W)`` on ONNX Runtime, carrying the state: per-frame scores
+        and maps.
+        """
         if self.shape != frames.shape[1:]:
             self._build(*frames.shape[1:])
         buf, h, c = self.state
@@ -196,6 +210,11 @@ def load_net(model: Any = "defect-3dcnn-lstm", onnx: bool | None = None) -> Defe
 
 def make_step(net: DefectNet | OnnxNet, backend: str = "auto", threads: int | None = None
               ) -> Any:
+    """The stream step for ``net``: ONNX Runtime for an ONNX export (or ``auto`` without PyTorch),
+    else PyTorch.
+
+    Raises: ManufacturingError: an unknown backend, or torch asked for an ONNX-only network.
+    """
     if backend not in ("auto", "onnx", "onnxruntime", "torch"):
         raise ManufacturingError(f"backend={backend!r}: use auto, onnxruntime or torch")
     if isinstance(net, OnnxNet):
@@ -330,6 +349,9 @@ class DefectStream:
             self.step.reset()
 
     def run(self, max_frames: int | None = None) -> StreamReport:
+        """Stream frames from the source through the model until it ends (or ``max_frames``): flags,
+        events, latency and rate.
+        """
         rep = StreamReport(backend=self.step.name, source=self.source.describe())
         out: IO[str] | None = None
         close_out = False

@@ -91,6 +91,7 @@ class Crack:
 
     @property
     def y_range(self) -> tuple[float, float]:
+        """Lowest and highest y the crack's paths reach (pixels)."""
         ys = np.concatenate([p[:, 1] for p in self.paths])
         return float(ys.min()), float(ys.max())
 
@@ -406,16 +407,19 @@ class SyntheticLine:
             yield self.frame(i), self.truth(i)
 
     def describe(self) -> dict[str, Any]:
+        """The line's seed, surface, speed, noise, cracks and configuration."""
         return {"seed": self.seed, "surface": self.surface, "speed_px": self.speed,
                 "noise_sigma": round(self.noise_sigma, 3), "cracks": len(self.cracks),
                 "config": asdict(self.config)}
 
 
 def line_config_fields() -> list[str]:
+    """Names of the :class:`LineConfig` fields (the options of ``synthetic:`` URIs)."""
     return [f.name for f in fields(LineConfig)]
 
 
 def write_truth(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write the ground-truth CSV of a synthetic line; returns the path."""
     path = Path(path)
     with path.open("w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=TRUTH_COLUMNS)

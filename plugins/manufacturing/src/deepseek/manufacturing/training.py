@@ -75,6 +75,9 @@ def _clips_part(args: tuple[list[int], int, int, int]) -> dict[str, np.ndarray]:
 
 def make_clips(n: int, seed: int, frames: int = 16, height: int = 128, width: int = 160,
                workers: int = 2) -> dict[str, np.ndarray]:
+    """``n`` synthetic training clips (seeded) with frame labels and masks, made on ``workers``
+    processes.
+    """
     seeds = [seed * 1_000_000 + i for i in range(n)]
     parts = [(seeds[i::workers], frames, height, width) for i in range(workers)]
     if workers <= 1:
@@ -109,6 +112,9 @@ class CropDataset(Dataset):
         return self.n
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        """Crop ``i`` of the epoch: an image crop, its mask (None for a good part) and its label,
+        drawn afresh each time.
+        """
         from deepseek.manufacturing.labelled import sample_crop
 
         rng = np.random.default_rng([self.seed, i, int(self.draws[i])])
@@ -191,6 +197,8 @@ class ClipDataset(Dataset):
 
 
 def clip_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training loss of a clip batch: weighted frame-level and map-level binary cross-entropy.
+    """
     logits, maps, _ = model(batch["x"])
     w = batch["w"]
     frame = (F.binary_cross_entropy_with_logits(logits, batch["y"], reduction="none") * w
@@ -217,12 +225,16 @@ def score_video(model: DefectNet, line: Any, chunk: int = 32) -> np.ndarray:
 
 
 def validation_lines(n: int, frames: int = 400) -> list:
+    """``n`` held-out synthetic lines of ``frames`` frames (fixed seeds apart from training's)."""
     from deepseek.manufacturing.synthetic import SyntheticLine
 
     return [SyntheticLine(seed=VAL_SEED0 + i, frames=frames) for i in range(n)]
 
 
 def evaluate_lines(model: DefectNet, lines: list, threshold: float = 0.5) -> dict[str, float]:
+    """Frame AUROC, recall and false-positive rate of ``model`` on synthetic ``lines`` at
+    ``threshold``.
+    """
     scores, labels, keep = [], [], []
     for line in lines:
         s = score_video(model, line)

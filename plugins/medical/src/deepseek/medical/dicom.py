@@ -144,13 +144,17 @@ class SeriesInfo:
 
     @property
     def n_slices(self) -> int:
+        """Number of image slices in the series."""
         return len(self.slices)
 
     @property
     def size(self) -> tuple[int, int]:
+        """Rows and columns of each slice."""
         return (self.rows, self.cols)
 
     def to_dict(self) -> dict[str, Any]:
+        """The series description as JSON-ready data (what ``deepseek medical info --json`` shows).
+        """
         return {
             "series_uid": self.uid, "description": self.description, "modality": self.modality,
             "series_number": self.number, "slices": self.n_slices,
@@ -574,6 +578,9 @@ class DICOMReader:
         return discover(path)[0]
 
     def found(self) -> list[SeriesInfo]:
+        """The series found under the path (discovered once), largest first; unreadable files are in
+        :attr:`skipped`.
+        """
         if self._series is None:
             self._series, self.skipped = discover(self.path, progress=self.progress)
         return self._series

@@ -43,6 +43,7 @@ class CandidateNet(nn.Module):
         self.head = nn.Linear(8 * base, 1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Score a batch of candidate crops ``(B, 1, D, H, W)``: ``{"nodule": logits (B, 1)}``."""
         f = self.b2(self.b1(self.stem(x)))  # (B, 4 base, 4, 4, 4)
         centre = f[:, :, 1:3, 1:3, 1:3].mean(dim=(2, 3, 4))
         around = f.mean(dim=(2, 3, 4))
@@ -50,4 +51,5 @@ class CandidateNet(nn.Module):
 
 
 def build(base: int = 8) -> CandidateNet:
+    """The false-positive reduction classifier with ``base`` channels (the registry's builder)."""
     return CandidateNet(base=base)

@@ -62,6 +62,7 @@ class LidcNodule:
 
     @property
     def z_range(self) -> tuple[float, float]:
+        """Lowest and highest slice position (z, mm) the reader outlined."""
         zs = [r.z for r in self.rois]
         return min(zs), max(zs)
 

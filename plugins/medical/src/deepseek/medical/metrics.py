@@ -86,14 +86,22 @@ def read_annotations(path: str | Path) -> list[dict[str, Any]]:
 
 
 def effective_diameter(d: float) -> float:
+    """A nodule's diameter for the FROC hit radius: excluded findings (negative) get the LUNA16
+    default.
+    """
     return NEGATIVE_DIAMETER_MM if d < 0 else d
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """Candidates from a LUNA16 results CSV (seriesuid, coordX/Y/Z, probability).
+
+    Raises: MedicalError: a missing column or a bad number, with the file and line.
+    """
     return _read_rows(path, "probability")
 
 
 def write_results(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write candidates as a LUNA16 results CSV at ``path`` (folders made); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -147,6 +155,9 @@ class ScanMatch:
 
 @dataclass
 class FROCResult:
+    """LUNA16 FROC: the CPM, the sensitivity at 1/8 ... 8 false positives per scan, a bootstrap 95 %
+    interval and the curve.
+    """
     cpm: float
     sensitivities: dict[float, float]
     ci95: tuple[float, float] | None
@@ -167,6 +178,7 @@ class FROCResult:
     scans_given: bool = True
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (the curve left out)."""
         return {
             "cpm": self.cpm, "ci95": list(self.ci95) if self.ci95 else None,
             "sensitivity_at_fps": {f"{k:g}": v for k, v in self.sensitivities.items()},

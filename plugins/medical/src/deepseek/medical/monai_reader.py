@@ -72,6 +72,11 @@ class DeepSeekReader(ImageReader):
         return read_volume(source, **{**self.options, **kwargs})
 
     def get_data(self, img: Volume) -> tuple[np.ndarray, dict[str, Any]]:
+        """MONAI's ``ImageReader.get_data``: the volume as a channel-less ``(x, y, z)`` float32
+        array and MONAI's metadata (affine in RAS, spacing, original shape).
+
+        Raises: TypeError: ``img`` is not the Volume :meth:`read` returned.
+        """
         if not isinstance(img, Volume):
             raise TypeError(f"DeepSeekReader.get_data takes the Volume that read() returned, "
                             f"not {type(img).__name__}")

@@ -243,6 +243,9 @@ class Luna16Patches:
             raise MedicalError(f"{self.root}: none of the requested series are present")
 
     def arrays(self, n_patches: int, seed: int = 0, per_scan: int = 16) -> dict[str, Any]:
+        """Training arrays: ``n_patches`` crops around nodules and background from the scans, with
+        their target heatmaps and sizes (seeded).
+        """
         from deepseek.medical.volume import Volume
 
         rng = np.random.default_rng(seed)

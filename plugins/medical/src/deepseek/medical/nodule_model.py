@@ -109,6 +109,9 @@ class LungNoduleAttentionNet(nn.Module):
         nn.init.constant_(self.size.bias, 2.0)      # exp(2) ~ 7 mm
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the detector on ``(B, 1, D, H, W)`` crops at 1 mm: centre heatmap logits and diameter
+        maps at stride 2.
+        """
         s1 = self.enc1(self.down1(self.stem(x)))
         s2 = self.enc2(self.down2(s1))
         up = F.interpolate(s2, size=s1.shape[2:], mode="trilinear", align_corners=False)
@@ -122,5 +125,6 @@ def build(base: int = 12) -> LungNoduleAttentionNet:
 
 
 def normalize_hu(hu: torch.Tensor) -> torch.Tensor:
+    """Hounsfield units to the network's input scale: the lung window mapped to 0..1, clamped."""
     lo, hi = WINDOW
     return ((hu - lo) / (hi - lo)).clamp_(0.0, 1.0)

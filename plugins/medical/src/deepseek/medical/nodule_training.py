@@ -48,6 +48,7 @@ def _patches_part(args: tuple[int, int, bool]) -> dict[str, np.ndarray]:
 
 def make_patches(n: int, seed: int, workers: int = 2, realistic: bool = False
                  ) -> dict[str, np.ndarray]:
+    """``n`` training patches from fresh phantoms (seeded), made on ``workers`` processes."""
     parts = [(n // workers + (1 if i < n % workers else 0), seed * 1000 + i, realistic)
              for i in range(workers)]
     if workers <= 1:
@@ -136,6 +137,7 @@ class HeldOutScan:
     nodules: list[dict[str, Any]] = field(default_factory=list)
 
     def load(self) -> Any:
+        """Read the scan as a volume tagged with its series UID."""
         from deepseek.medical.volume import read_volume
 
         vol = read_volume(self.path)

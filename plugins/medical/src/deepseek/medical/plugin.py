@@ -20,6 +20,7 @@ M = "deepseek.medical."
 
 @hookimpl
 def register_readers(register: Any) -> None:
+    """Register the volume readers: DICOM, MetaImage, NIfTI, NRRD and ``synthetic:`` phantoms."""
     image = lazy_callable(M + "volume:read_image")
     register("dicom", lazy_callable(M + "dicom:read_dicom"), kind="volume", suffixes=[".dcm"],
              accepts=lazy_callable(M + "dicom:is_dicom_source"),
@@ -36,6 +37,9 @@ def register_readers(register: Any) -> None:
 
 @hookimpl
 def register_models(register: Any) -> None:
+    """Register the detector ``lung-nodule-attention`` and the ``nodule-fpr-3dcnn`` second stage,
+    with their packaged weights.
+    """
     register("lung-nodule-attention", lazy_callable(M + "nodule_model:build"),
              config={"base": 12}, weights=str(WEIGHTS / "lung-nodule-attention.safetensors"),
              description="attention 3D CNN (CBAM + attention gate), centre-heatmap lung-nodule "
@@ -50,6 +54,7 @@ def register_models(register: Any) -> None:
 
 @hookimpl
 def register_metrics(register: Any) -> None:
+    """Register the LUNA16 FROC metric and how it reads its CSV files."""
     register("luna16-froc", lazy_callable(M + "metrics:luna16_froc"),
              load_files=lazy_callable(M + "metrics:load_luna16_files"),
              files="--pred LUNA16 results CSV, --ref annotations CSV",
@@ -59,6 +64,7 @@ def register_metrics(register: Any) -> None:
 
 @hookimpl
 def register_pipelines(register: Any) -> None:
+    """Register the ``medical.dicom-io`` and ``medical.nodule-detection`` pipelines."""
     register("medical.dicom-io", lazy_callable(M + "pipelines:dicom_io"), input_kind="volume",
              description="CT series -> HU volume -> physical-space resampling, checked "
                          "against the phantom's ground truth")
@@ -70,6 +76,7 @@ def register_pipelines(register: Any) -> None:
 
 @hookimpl
 def register_steps(register: Any) -> None:
+    """Register ``medical.detect``, the per-scan step of ``deepseek batch medical detect``."""
     register("medical.detect", lazy_callable(M + "steps:detect_step"), command="medical detect",
              summary=lazy_callable(M + "steps:detect_summary"),
              description="one scan (DICOM folder/file, .mhd, NIfTI) -> lung-nodule candidates "
@@ -78,6 +85,7 @@ def register_steps(register: Any) -> None:
 
 @hookimpl
 def register_commands(cli: Any) -> None:
+    """Add the ``deepseek medical`` command group."""
     from deepseek.medical.cli import medical
 
     cli.add_command(medical)

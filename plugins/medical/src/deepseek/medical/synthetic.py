@@ -45,6 +45,9 @@ ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 
 @dataclass
 class Nodule:
+    """A phantom nodule: world centre (mm), diameter, kind (solid or part-solid) and what it
+    touches.
+    """
     center: tuple[float, float, float]  # world (x, y, z) mm
     diameter_mm: float
     kind: str = "solid"  # or "part-solid"
@@ -461,6 +464,7 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
     """Write a chest CT phantom series to ``out_dir`` plus ``annotations.csv``.
 
     Args:
+        out_dir: the folder the series (and annotations.csv) is written to.
         seed: the random seed (anatomy, nodules, noise); the same seed gives the same files
             except for UIDs and dates.
         size: rows = columns of each image.
@@ -468,7 +472,8 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
         pixel_spacing: in-plane spacing in mm (default ``fov_mm / size``).
         slice_step: table step between slices in mm.
         slice_thickness: nominal SliceThickness (default: the step).
-        n_nodules, diameters: how many nodules and their diameter range in mm.
+        n_nodules: how many nodules.
+        diameters: their diameter range in mm.
         tilt_deg: gantry tilt about the patient's left-right axis.
         noise: standard deviation of the Gaussian noise in HU.
         transfer_syntax: one of ``explicit``, ``implicit``, ``big-endian``, ``deflate``,
@@ -482,7 +487,12 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
             do), and declare PixelPaddingValue.
         vary_rescale: a different RescaleIntercept on every slice.
         dicomdir: write the series as a DICOM File-set with a ``DICOMDIR``.
+        fov_mm: the field of view in mm (sets the pixel spacing when it is not given).
         realistic: lungs closer to real CT (:class:`ChestPhantom` ``realistic``).
+
+    Raises:
+        MedicalError: an unknown transfer syntax, a size under 16 or no slices, an enhanced
+            file asked for with compression.
     """
     import pydicom  # noqa: F401  (fail early with a clear import error)
     from pydicom.uid import generate_uid

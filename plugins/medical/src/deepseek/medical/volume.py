@@ -78,6 +78,7 @@ class Volume:
     # -- geometry ------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Array shape ``(z, y, x)``."""
         return tuple(self.array.shape)  # type: ignore[return-value]
 
     @property
