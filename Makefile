@@ -11,7 +11,7 @@ DISTS  := core $(PLUGINS)
 INPUTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTS)) requirements-dev.txt constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint bench bench-peers clean image image-base image-tag
+.PHONY: demo test install lint docs bench bench-peers clean image image-base image-tag
 
 demo: $(STAMP)
 	$(VENV)/bin/deepseek demo
@@ -34,7 +34,17 @@ $(STAMP): $(PY) $(INPUTS)
 	@touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check core plugins tests benchmarks deploy
+	$(VENV)/bin/ruff check core plugins tests benchmarks deploy docs/_tools
+
+# The documentation site (mkdocs.yml) into site/, strict: a broken link or reference, a
+# docstring the API reference cannot read, or a tutorial cell that raises fails the build.
+DOCS_STAMP := $(VENV)/.deepseek-docs-installed
+$(DOCS_STAMP): $(STAMP) requirements-docs.txt
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements-docs.txt
+	@touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # The peers of benchmarks/serving.py (MLServer, KServe) in an environment of their own: they
 # are never dependencies of the package. uvloop<0.22: MLServer 1.7's inference workers fail
@@ -51,7 +61,7 @@ bench: $(STAMP)
 	@for b in $(wildcard benchmarks/*.py); do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) .bench-peers .bench-hftbacktest dist build .pytest_cache
+	rm -rf $(VENV) .bench-peers .bench-hftbacktest dist build .pytest_cache site
 
 # The model server image (Dockerfile): the edge form by default, TARGET=full adds PyTorch and
 # the verticals. The base is made offline from Debian's packages (mmdebstrap, podman import);
@@ -66,7 +76,7 @@ PIP_ARGS ?=
 PODMAN_ARGS ?=
 TORCH ?= torch
 EDGE ?= edge
-# one tag scheme for `make image`, the manifests in deploy/ and the README:
+# one tag scheme for `make image`, the manifests in deploy/ and docs/serving.md:
 # deepseek/framework:<version>-<form>, the form edge, edge-all (EDGE=edge-all) or full
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' core/src/deepseek/__init__.py)
 TAG ?= $(VERSION)-$(if $(filter edge,$(TARGET)),$(EDGE),$(TARGET))

@@ -162,7 +162,8 @@ def test_the_rule_check_refuses_each_bad_field(rules, name, edit, message):
 
 
 def test_one_image_tag_scheme():
-    """`make image` tags deepseek/framework:<version>-<form>; the manifests use that tag."""
+    """`make image` tags deepseek/framework:<version>-<form>; the manifests and the serving
+    page use that tag."""
     import subprocess
 
     from deepseek import __version__
@@ -177,7 +178,7 @@ def test_one_image_tag_scheme():
         pod = spec.get("template", {}).get("spec", spec)
         images += [c["image"] for c in pod.get("containers", []) if "image" in c]
     assert images and set(images) == {tag}
-    assert tag in (root / "README.md").read_text()
+    assert tag in (root / "docs" / "serving.md").read_text()
 
 
 def test_manifests_match_the_server():

@@ -24,7 +24,7 @@ OWN = {"deepseek-core": ROOT / "core", "deepseek-medical": ROOT / "plugins" / "m
        "deepseek-manufacturing": ROOT / "plugins" / "manufacturing",
        "deepseek-finance": ROOT / "plugins" / "finance"}
 MB = 1e6
-#: the heavy libraries the edge forms must not carry (see the README's install table)
+#: the heavy libraries the edge forms must not carry (see docs/install.md's table)
 NEVER_AT_THE_EDGE = {"torch", "simpleitk", "opencv-python", "opencv-python-headless",
                      "opencv-contrib-python", "matplotlib", "onnx"}
 BUDGETS = {"deepseek-core[edge]": 300, "deepseek-medical[edge]": 300,

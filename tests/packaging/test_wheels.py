@@ -173,9 +173,10 @@ def test_core_and_one_plugin_without_the_serving_extra(wheels, tmp_path_factory)
 
 
 def _readme_plugin(root: Path) -> Path:
-    """The example plugin of the README, written to ``root`` file by file, as a reader
-    would copy it (each block follows a ``<!-- plugin-example: PATH -->`` line)."""
-    text = (ROOT / "README.md").read_text()
+    """The example plugin of the documentation (docs/plugins.md), written to ``root`` file by
+    file, as a reader would copy it (each block follows a ``<!-- plugin-example: PATH -->``
+    line)."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
     blocks = re.findall(r"<!-- plugin-example: (\S+) -->\n```\w*\n(.*?)\n```", text, re.S)
     assert {p for p, _ in blocks} == {"pyproject.toml", "src/deepseek_vibration/__init__.py"}
     for path, body in blocks:

@@ -86,7 +86,8 @@ class Trainer:
             or per epoch (``"epoch"``).
         callbacks: callables ``callback(trainer, logs)`` run at the end of every epoch.
         progress: show a tqdm bar; ``None`` shows one when stderr is a terminal.
-        architecture, config: registry name and config recorded in checkpoints.
+        architecture: the registry name recorded in checkpoints.
+        config: the model configuration recorded in checkpoints.
         distributed: ``"auto"`` (DDP when torchrun started us with ``WORLD_SIZE > 1``),
             ``True`` or ``False``.
     """

@@ -42,8 +42,9 @@ class DeepSeekServing:
     Args:
         model_path: one model (registry name or file) served under its name (or ``name``).
         models: ``{name: registry name, file path or LoadedModel}`` for several models.
-        port, grpc_port: 0 picks a free port (see ``http_port``/``grpc_port`` after start);
-            ``grpc_port=None`` turns gRPC off.
+        port: the REST port; 0 picks a free one (``http_port`` after start).
+        grpc_port: the gRPC port; 0 picks a free one (``grpc_port`` after start), ``None``
+            turns gRPC off.
         batch_size: the largest batch (``1``: no batching). A request that finds its model
             idle runs at once; requests that arrive during a run form the next batch.
         max_delay_ms: an optional extra wait for a batch to fill (default 0: none).
@@ -75,9 +76,11 @@ class DeepSeekServing:
             ``max_request_mb`` (less when the budget is smaller). Over it: 413 for a request
             that could never fit, 503 (gRPC RESOURCE_EXHAUSTED) while others hold the room,
             before the memory is taken (:mod:`deepseek.serving.limits`).
-        head_timeout_s, read_idle_s, read_total_s: a REST connection must send a complete
-            request head within ``head_timeout_s`` (slowloris), and a body must keep
-            arriving: ``read_idle_s`` between chunks, ``read_total_s`` in all (408).
+        head_timeout_s: a REST connection must send a complete request head within this
+            many seconds (slowloris; 408).
+        read_idle_s: a request body must keep arriving: at most this many seconds between
+            chunks (408).
+        read_total_s: ... and this many seconds in all (408).
         allow_untrained: serve models built with random weights (a registry model
             registered without weights, a zoo model without local weights); by default
             they are refused, since they answer nonsense.
