@@ -31,24 +31,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 from _common import emit, goal  # noqa: E402
 
 from deepseek import hookimpl  # noqa: E402
-
-# the small-scan settings; the phantoms' lungs are too small for the lung-mask check
-OPTIONS = {"window": 64, "tta_top": 0, "sizes": 2, "lung_mask": False}
-FLAGS = ["--window", "64", "--tta-top", "0", "--sizes", "2", "--no-lung-mask"]
+from tests.medical.scans import DETECT_FLAGS as FLAGS  # noqa: E402
+from tests.medical.scans import DETECT_OPTIONS as OPTIONS  # noqa: E402
+from tests.medical.scans import small_scans  # noqa: E402
+from tests.ray_cluster import start_cluster, stop_cluster  # noqa: E402
 
 
 def noop_step():  # type: ignore[no-untyped-def]
@@ -63,50 +61,6 @@ class NoopPlugin:
     @hookimpl
     def register_steps(register):  # type: ignore[no-untyped-def]
         register("bench.noop", noop_step, description="nothing, per item")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_ray(temp: str) -> tuple[str, list[int], float]:
-    """A head and a worker node, one CPU each; their process groups; the start-up time."""
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    here = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
-    port = _port()
-    groups = []
-    t0 = time.perf_counter()
-    for args in (["--head", f"--port={port}", "--include-dashboard=false",
-                  f"--ray-client-server-port={_port()}", f"--temp-dir={temp}"],
-                 [f"--address=127.0.0.1:{port}"]):
-        proc = subprocess.Popen([ray_bin, "start", *args, "--num-cpus=1",
-                                 "--disable-usage-stats",
-                                 f"--dashboard-agent-listen-port={_port()}",
-                                 f"--metrics-export-port={_port()}"],
-                                env=env, start_new_session=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, cwd=temp)
-        out, _ = proc.communicate(timeout=300)
-        groups.append(proc.pid)
-        if proc.returncode:
-            stop_ray(groups)
-            sys.exit(f"ray start failed:\n{out[-2000:]}")
-    return f"127.0.0.1:{port}", groups, time.perf_counter() - t0
-
-
-def stop_ray(groups: list[int]) -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    for g in groups:
-        try:
-            os.killpg(g, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def results_of(out: Path, keys: dict[str, str]) -> dict[str, dict]:
@@ -156,12 +110,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
     ray_groups: list[int] = []
     try:
-        scans = []
-        for i in range(n):
-            scan = tmp / "scans" / f"scan{i:03d}"
-            write_phantom(scan, seed=9000 + i, size=96, slices=32, pixel_spacing=1.5,
-                          slice_step=2.0, n_nodules=1)
-            scans.append(str(scan))
+        scans = [str(s) for s in small_scans(tmp / "scans", list(range(9000, 9000 + n)))]
         keys = {s: item_key(s) for s in scans}
         pattern = str(tmp / "scans" / "scan*")
         results: dict = {"scans": n, "scan_size": "96x96x32 at 1.5x1.5x2 mm",
@@ -200,7 +149,10 @@ def main() -> None:
         results["local_overhead"] = overhead_ms("local", tmp, 2, 40, 200)
 
         if not args.no_ray:
-            addr, ray_groups, t_start = start_ray(tempfile.mkdtemp(prefix="rb", dir="/tmp"))
+            t0 = time.perf_counter()
+            addresses, ray_groups = start_cluster(tempfile.mkdtemp(prefix="rb", dir="/tmp"),
+                                                  [str(HERE)])
+            t_start, addr = time.perf_counter() - t0, addresses["gcs"]
             rep = run_batch("medical detect", [pattern], tmp / "ray", options=OPTIONS,
                             cluster=addr, progress=False)
             assert rep.ok == n, rep.failures
@@ -209,7 +161,7 @@ def main() -> None:
                               "cluster_start_s": round(t_start, 2),
                               "results_equal_loop": results_of(tmp / "ray", keys) == ref}
             results["ray_overhead"] = overhead_ms(addr, tmp, 2, 40, 200)
-            stop_ray(ray_groups)
+            stop_cluster(ray_groups)
             ray_groups = []
 
         # one full-size scan with the default settings, for the archive projection
@@ -262,7 +214,7 @@ def main() -> None:
         emit("batch", results, goals, quick=args.quick)
     finally:
         if ray_groups:
-            stop_ray(ray_groups)
+            stop_cluster(ray_groups)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

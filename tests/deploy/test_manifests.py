@@ -29,27 +29,34 @@ def _docs(pattern):
     return out
 
 
-@pytest.fixture(scope="module")
-def kserve_validator():
+def _crd_validator(schema_file: str):
+    """A validator of the kinds in ``deploy/schema/<schema_file>``, its Kubernetes types
+    resolved against kubernetes-validate's definitions (strict: unknown fields refused)."""
     import jsonschema
     import referencing
     from referencing.jsonschema import DRAFT7, DRAFT202012
 
-    schema = json.loads((DEPLOY / "schema" / "kserve.schema.json").read_text())
+    schema = json.loads((DEPLOY / "schema" / schema_file).read_text())
     pkg = Path(kv.__file__).parent / "kubernetes-json-schema" / f"v{K8S_VERSION}-local-strict"
     k8s = json.loads((pkg / "_definitions.json").read_text())
     registry = referencing.Registry().with_resources([
         (k8s["$id"], referencing.Resource(contents=k8s, specification=DRAFT202012)),
-        ("kserve.json", referencing.Resource(contents=schema, specification=DRAFT7)),
+        ("crd.json", referencing.Resource(contents=schema, specification=DRAFT7)),
     ])
 
     def validate(doc):
         kind = doc.get("kind")
         assert doc.get("apiVersion") == schema["api_versions"][kind], doc.get("apiVersion")
-        root = {"$ref": f"kserve.json#/kinds/{kind}"}
+        root = {"$ref": f"crd.json#/kinds/{kind}"}
         jsonschema.Draft7Validator(root, registry=registry).validate(doc)
 
+    validate.schema = schema
     return validate
+
+
+@pytest.fixture(scope="module")
+def kserve_validator():
+    return _crd_validator("kserve.schema.json")
 
 
 def test_kubernetes_manifests_are_valid():
@@ -279,24 +286,7 @@ def test_the_image_locks_pin_every_dependency_with_a_hash():
 # -- KubeRay: deploy/ray ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def kuberay_validator():
-    import jsonschema
-    import referencing
-    from referencing.jsonschema import DRAFT7, DRAFT202012
-
-    schema = json.loads((DEPLOY / "schema" / "kuberay.schema.json").read_text())
-    pkg = Path(kv.__file__).parent / "kubernetes-json-schema" / f"v{K8S_VERSION}-local-strict"
-    k8s = json.loads((pkg / "_definitions.json").read_text())
-    registry = referencing.Registry().with_resources([
-        (k8s["$id"], referencing.Resource(contents=k8s, specification=DRAFT202012)),
-        ("kuberay.json", referencing.Resource(contents=schema, specification=DRAFT7)),
-    ])
-
-    def validate(doc):
-        root = {"$ref": f"kuberay.json#/kinds/{doc.get('kind')}"}
-        jsonschema.Draft7Validator(root, registry=registry).validate(doc)
-
-    validate.schema = schema
-    return validate
+    return _crd_validator("kuberay.schema.json")
 
 
 def test_kuberay_manifests_are_valid(kuberay_validator):
@@ -307,7 +297,6 @@ def test_kuberay_manifests_are_valid(kuberay_validator):
                                                   "RayJob"]
     for _, d in docs:
         if d["kind"] in kuberay_validator.schema["kinds"]:
-            assert d["apiVersion"] == kuberay_validator.schema["api_versions"][d["kind"]]
             kuberay_validator(d)
         else:
             kv.validate(d, K8S_VERSION, strict=True)

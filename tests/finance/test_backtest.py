@@ -462,6 +462,16 @@ def test_bar_layouts_of_the_shared_data():
 
 
 # -- CLI ------------------------------------------------------------------------------------
+def sine_bars(path, n=60):
+    """``n`` one-minute OHLCV bars of a sine wave, written to ``path``."""
+    lines = ["timestamp,open,high,low,close,volume"]
+    for i in range(n):
+        c = 100 + 5 * math.sin(i / 6)
+        lines.append(f"2024-01-01 00:{i:02d}:00+00:00,{c},{c + 1},{c - 1},{c},1")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_backtest_cli_on_ticks_and_bars(invoke, tmp_path):
     out = tmp_path / "run"
     res = invoke("finance", "backtest", "synthetic:?kind=market&n=3000&seed=2", "--latency-us",
@@ -489,12 +499,7 @@ def test_backtest_cli_on_ticks_and_bars(invoke, tmp_path):
     assert wf["tick-mlp|800 µs"]["counters"]["orders_sent"] >= wf["tick-mlp|800 µs"]["fills"]
     assert (tmp_path / "wf" / "imbalance-rule-fills.csv").is_file()
 
-    bars = tmp_path / "bars.csv"
-    lines = ["timestamp,open,high,low,close,volume"]
-    for i in range(60):
-        c = 100 + 5 * math.sin(i / 6)
-        lines.append(f"2024-01-01 00:{i:02d}:00+00:00,{c},{c + 1},{c - 1},{c},1")
-    bars.write_text("\n".join(lines) + "\n")
+    bars = sine_bars(tmp_path / "bars.csv")
     res = invoke("finance", "backtest", str(bars), "--rule", "sma:3,8", "--fee-bps", "1")
     assert res.exit_code == 0, res.output
     assert "sma:3,8" in res.output and "buy-and-hold" in res.output and "verdict:" in res.output

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 
 from click.testing import CliRunner
 
 from deepseek.batch import item_key, run_batch
 from deepseek.cli import build_cli
+from tests.finance.test_backtest import sine_bars
 
 
 def test_batch_backtests_equal_the_command_file_by_file(tmp_path):
-    bars = tmp_path / "bars.csv"
-    lines = ["timestamp,open,high,low,close,volume"]
-    for i in range(60):
-        c = 100 + 5 * math.sin(i / 6)
-        lines.append(f"2024-01-01 00:{i:02d}:00+00:00,{c},{c + 1},{c - 1},{c},1")
-    bars.write_text("\n".join(lines) + "\n")
+    bars = sine_bars(tmp_path / "bars.csv")
     listing = tmp_path / "inputs.txt"
     sources = ["synthetic:?kind=market&n=2000&seed=2", str(bars)]
     listing.write_text("\n".join(sources) + "\n")
