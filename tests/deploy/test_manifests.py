@@ -54,6 +54,16 @@ def _crd_validator(schema_file: str):
     return validate
 
 
+def _changed(doc, path, value):
+    """A copy of ``doc`` with the field at ``path`` (keys and list indices) set to ``value``."""
+    bad = copy.deepcopy(doc)
+    node = bad
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return bad
+
+
 @pytest.fixture(scope="module")
 def kserve_validator():
     return _crd_validator("kserve.schema.json")
@@ -82,13 +92,8 @@ def test_kserve_manifests_are_valid(kserve_validator):
     for path, value in ((("spec", "predictor", "minReplica"), 1),            # misspelt
                         (("spec", "predictor", "model", "ports"), [{"port": 1}]),  # k8s type
                         (("spec", "predictor", "maxReplicas"), "ten")):      # wrong type
-        bad = copy.deepcopy(isvc)
-        node = bad
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
         with pytest.raises(jsonschema.ValidationError):
-            kserve_validator(bad)
+            kserve_validator(_changed(isvc, path, value))
     bad = copy.deepcopy(isvc)
     del bad["spec"]["predictor"]["model"]["modelFormat"]                      # required
     with pytest.raises(jsonschema.ValidationError):
@@ -311,13 +316,8 @@ def test_kuberay_manifests_are_valid(kuberay_validator):
             (job, ("spec", "shutdownAfterJobFinish"), True),                     # misspelt
             (job, ("spec", "rayClusterSpec", "headGroupSpec", "template", "spec",
                    "volumes", 0, "persistentVolumeClaim", "claim"), "x")):
-        bad = copy.deepcopy(doc)
-        node = bad
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
         with pytest.raises(jsonschema.ValidationError):
-            kuberay_validator(bad)
+            kuberay_validator(_changed(doc, path, value))
 
 
 def test_kuberay_manifests_run_the_batch_command_on_the_full_image():
