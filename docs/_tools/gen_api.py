@@ -20,8 +20,8 @@ DOCS = Path(__file__).resolve().parents[1]
 PAGES = {
     "deepseek": ("The core: `deepseek`", "deepseek",
                  ["deepseek.hookspecs", "deepseek.registry", "deepseek.readers",
-                  "deepseek.batch", "deepseek.tune", "deepseek.batching", "deepseek.extras",
-                  "deepseek.errors"]),
+                  "deepseek.batch", "deepseek.cpus", "deepseek.tune", "deepseek.batching",
+                  "deepseek.extras", "deepseek.errors"]),
     "serving": ("Serving: `deepseek.serving`", "deepseek.serving",
                 ["deepseek.serving.protocol", "deepseek.serving.threads",
                  "deepseek.serving.limits"]),

@@ -281,7 +281,7 @@ class LocalExecutor(_Executor):
     processes dies)."""
 
     def __init__(self, spec: StepSpec, workers: int | None = None) -> None:
-        from deepseek.serving.threads import cpu_budget
+        from deepseek.cpus import cpu_budget
 
         budget = max(1, int(cpu_budget()))
         self.spec = spec
@@ -681,7 +681,7 @@ def run_batch(step: str | Sequence[str], inputs: Sequence[str], out_dir: str | P
                          len(items), skipped, 0, 0, 0, 0.0)
     if todo:
         if executor is None and cluster == "local":
-            from deepseek.serving.threads import cpu_budget
+            from deepseek.cpus import cpu_budget
 
             workers = min(workers or max(1, int(cpu_budget())), len(todo))
         ex = executor or make_executor(spec, cluster, workers, cpus_per_worker)

@@ -41,7 +41,7 @@ def memory_limit(root: str | Path = "/sys/fs/cgroup",
                  proc_cgroup: str | Path = "/proc/self/cgroup") -> int:
     """Bytes this process may use: the cgroup's memory limit (v2 ``memory.max``, v1
     ``memory.limit_in_bytes``) when there is one, else the machine's memory."""
-    from deepseek.serving.threads import _ancestors, _cgroup_paths
+    from deepseek.cpus import _ancestors, _cgroup_paths
 
     root = Path(root)
     limits = []
