@@ -33,6 +33,7 @@ def manufacturing() -> None:
     evaluate  frame or event metrics of a stream's output against a truth CSV
     stream    run the detector on a camera, file, URL or folder
     score     score independent part images (each alone, at its own size)
+    calibrate re-set a trained model's threshold on a line's own images
     bench     end-to-end fps and latency on a video file
     export    write the ONNX export an edge install (no PyTorch) runs
 
@@ -283,9 +284,13 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
                    "train --folder): also print image AUROC, recall, false-positive rate and "
                    "precision at the threshold, recall at 1 % FPR, and pixel AUROC and AU-PRO "
                    "where there are masks.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Use the threshold a calibration file (from `calibrate` on "
+                                 "this line's images) set for this model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
-          heatmaps: Path | None, evaluate: bool, as_json: bool) -> None:
+          heatmaps: Path | None, evaluate: bool, calibration: Path | None,
+          as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped). Each image is scored alone
     with a fresh model state and at its own size (padded, never resized), so the order of
@@ -296,7 +301,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     if evaluate and (len(paths) != 1 or not Path(paths[0]).is_dir()):
         raise click.UsageError("--evaluate takes one labelled folder as PATH")
     results = score_images(paths, model, threshold=threshold, heatmaps=heatmaps,
-                           progress=None if not as_json else False)
+                           progress=None if not as_json else False, calibration=calibration)
     if csv_path is not None:
         write_csv(results, csv_path)
     report = None
@@ -318,8 +323,12 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                + (f"; heatmaps in {heatmaps}" if heatmaps else ""))
     from deepseek.manufacturing.score import describe_expectation, stored_expectation
 
-    expected = stored_expectation(model) if threshold is None else None
-    if expected:
+    if calibration is not None:
+        from deepseek.manufacturing.calibration import read_calibration
+
+        click.echo(describe_expectation(read_calibration(calibration, model)["expected"],
+                                        f"the calibrated threshold ({calibration})"))
+    elif threshold is None and (expected := stored_expectation(model)):
         click.echo(describe_expectation(expected))
     if report is not None:
         r1 = report["recall_at_fpr_0.01"]
@@ -338,6 +347,52 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                        f"regions): pixel AUROC {px['pixel_auroc']:.4f}, AU-PRO (FPR <= 0.3) "
                        f"{px['au_pro']:.4f}; references: chance 0.5, the images' own "
                        f"darkness {ref['pixel_auroc']:.4f} / {ref['au_pro']:.4f}")
+
+
+@manufacturing.command("calibrate")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", required=True,
+              help="Trained weights (train --folder), a registry name or a good-parts memory.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The calibration file to write (JSON); give it to score --calibration.")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, max_open=True), default=0.01,
+              show_default=True, help="The largest share of good images the threshold may "
+                                      "flag.")
+@click.option("--all-good", is_flag=True,
+              help="FOLDER holds good parts only, without labels (else it is labelled as "
+                   "for train --folder: masks, YOLO labels or good/ + defect/).")
+@click.option("--group-pattern", default=None, metavar="REGEX",
+              help="As for train: what names the part in a labelled folder's paths.")
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
+def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_good: bool,
+                  group_pattern: str | None, as_json: bool) -> None:
+    """Re-set MODEL's threshold on a line's own images (FOLDER), without retraining.
+
+    Scores every image, picks the lowest threshold whose false-alarm rate on the good images
+    is at most --target-fpr, and writes it with the false-alarm rate and (when FOLDER has
+    defects) the recall it gives, each with a Wilson 95 % interval, to --out. The file names
+    the weights by their sha256: score refuses it with any other model.
+
+    \b
+    deepseek manufacturing calibrate line3/good --all-good --model runs/a/model.safetensors \\
+        --out line3.calibration.json
+    deepseek manufacturing score line3/today --model runs/a/model.safetensors \\
+        --calibration line3.calibration.json
+    """
+    from deepseek.manufacturing.calibration import calibrate, write_calibration
+    from deepseek.manufacturing.score import describe_expectation
+
+    cal = calibrate(folder, model, target_fpr=target_fpr, all_good=all_good,
+                    group_pattern=group_pattern, progress=False if as_json else None)
+    write_calibration(cal, out)
+    if as_json:
+        click.echo(json.dumps(cal, indent=2))
+        return
+    for w in cal["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"threshold {cal['threshold']:.6g}: {cal['rule']}")
+    click.echo(describe_expectation(cal["expected"], "this threshold"))
+    click.echo(f"wrote {out}")
 
 
 @manufacturing.command("train")

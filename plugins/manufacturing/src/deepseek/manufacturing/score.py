@@ -105,14 +105,16 @@ def stored_expectation(model: Any) -> dict[str, Any] | None:
     return exp if isinstance(exp, dict) and "recall" in exp else None
 
 
-def describe_expectation(exp: dict[str, Any]) -> str:
-    """One line: the stored threshold's recall and false-alarm rate, with their intervals."""
+def describe_expectation(exp: dict[str, Any], where: str = "the stored threshold") -> str:
+    """One line: a threshold's expected recall and false-alarm rate, with their intervals."""
     def rate(name: str) -> str:
+        if exp.get(name) is None:
+            return "unknown (no defect images)"
         ci = exp.get(f"{name}_ci95")
         return f"{exp[name]:.3f}" + (f" (95 % CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
 
-    return (f"expected at the stored threshold (from {exp.get('defect_images', '?')} defect "
-            f"and {exp.get('good_images', '?')} good validation images): recall "
+    return (f"expected at {where} (from {exp.get('defect_images', '?')} defect "
+            f"and {exp.get('good_images', '?')} good images): recall "
             f"{rate('recall')}, false-alarm rate {rate('false_positive_rate')}")
 
 
@@ -138,13 +140,23 @@ def heatmap_overlay(image: np.ndarray, pmap: np.ndarray, stride: int = STRIDE) -
 
 class Scorer:
     """A model ready to score images one by one: a crack network (weights or registry name)
-    or a good-parts memory, with its threshold (the given one, else the stored one, else
-    0.5 for a network). Loaded once; every image is scored alone from a fresh state."""
+    or a good-parts memory, with its threshold (the given one, a calibration file's, else the
+    stored one, else 0.5 for a network) and, where known, what that threshold is expected to
+    give (:attr:`expected`). Loaded once; every image is scored alone from a fresh state."""
 
     def __init__(self, model: Any = PACKAGED, *, threshold: float | None = None,
-                 frames: int = FRAMES) -> None:
+                 frames: int = FRAMES, calibration: str | Path | None = None) -> None:
         from deepseek.manufacturing.anomaly import PatchMemory, is_memory_file
         from deepseek.manufacturing.stream import load_net
+
+        self.expected: dict[str, Any] | None = None
+        if calibration is not None:
+            from deepseek.manufacturing.calibration import read_calibration
+
+            if threshold is not None:
+                raise ManufacturingError("give a threshold or a calibration file, not both")
+            cal = read_calibration(calibration, model)
+            threshold, self.expected = float(cal["threshold"]), cal["expected"]
 
         if isinstance(model, str) and model == PACKAGED:
             log.warning("%s: the packaged weights were trained on the synthetic line only and "
@@ -165,6 +177,8 @@ class Scorer:
                                          "0 and 1")
         if frames < 1:
             raise ManufacturingError(f"frames={frames}: give at least 1")
+        if self.expected is None and calibration is None and threshold == stored_threshold(model):
+            self.expected = stored_expectation(model)
         self.memory, self.threshold, self.frames = memory, float(threshold), frames
         self.net = load_net(model).eval() if memory is None else None
 
@@ -196,13 +210,14 @@ class Scorer:
 
 def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
                  threshold: float | None = None, heatmaps: str | Path | None = None,
-                 frames: int = FRAMES, progress: bool | None = None) -> list[ImageScore]:
+                 frames: int = FRAMES, progress: bool | None = None,
+                 calibration: str | Path | None = None) -> list[ImageScore]:
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
     ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` in
     scoring order (each result names its file)."""
     from tqdm.auto import tqdm
 
-    scorer = Scorer(model, threshold=threshold, frames=frames)
+    scorer = Scorer(model, threshold=threshold, frames=frames, calibration=calibration)
     files = image_paths(paths)
     out_dir = Path(heatmaps) if heatmaps is not None else None
     if out_dir is not None:
@@ -212,12 +227,12 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
                                        disable=progress is False or len(files) < 20))]
 
 
-def score_step(*, model: str = PACKAGED, threshold: float | None = None
-               ) -> Callable[[str], list[dict[str, Any]]]:
+def score_step(*, model: str = PACKAGED, threshold: float | None = None,
+               calibration: str | None = None) -> Callable[[str], list[dict[str, Any]]]:
     """``deepseek batch manufacturing score``: the model loaded once; ``step(path)`` scores
     one image, or every image of one folder, and returns what ``deepseek manufacturing score
-    PATH --json`` prints with the same --model and --threshold."""
-    scorer = Scorer(model, threshold=threshold)
+    PATH --json`` prints with the same --model, --threshold and --calibration."""
+    scorer = Scorer(model, threshold=threshold, calibration=calibration)
 
     def step(path: str) -> list[dict[str, Any]]:
         return [scorer.score(p).to_dict() for p in image_paths([path])]

@@ -1,0 +1,152 @@
+"""Re-set a trained model's operating threshold on a line's own images, without retraining.
+
+A model trained on one line meets another light, another camera, another batch of parts: its
+scores shift, and the threshold stored at training no longer holds its false-alarm rate.
+``deepseek manufacturing calibrate FOLDER --model M --out CAL.json`` scores the line's own
+images (good parts, and defect parts when the folder has them) and writes a calibration
+file: the lowest threshold whose false-alarm rate on those good images is at most the
+target, and what it is expected to give (false-alarm rate, and recall when there are
+defects, each with its Wilson 95 % interval and counts). ``score --calibration CAL.json``
+(and ``deepseek batch manufacturing score -o calibration=CAL.json``) then uses it. The file
+names the weights it was measured with by their sha256, and is refused with any other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepseek.manufacturing.errors import ManufacturingError
+
+#: the calibration file's format version
+FORMAT = 1
+
+
+def threshold_for_fpr(good_scores: Any, target_fpr: float) -> float:
+    """The lowest threshold at which at most ``target_fpr`` of ``good_scores`` are flagged
+    (an image is flagged when its score is >= the threshold).
+
+    Raises:
+        ManufacturingError: no good scores, or a target outside [0, 1).
+    """
+    good = np.sort(np.asarray(good_scores, np.float64))
+    if not len(good):
+        raise ManufacturingError("calibration needs good images: none were found")
+    if not 0.0 <= target_fpr < 1.0:
+        raise ManufacturingError(f"target_fpr={target_fpr}: give a rate in [0, 1), e.g. 0.01")
+    k = int(np.floor(target_fpr * len(good)))   # good images allowed over the threshold
+    return float(np.nextafter(good[len(good) - 1 - k], np.inf))
+
+
+def _model_sha256(model: Any) -> str | None:
+    from deepseek.loader.base import file_sha256
+
+    p = Path(str(model))
+    return file_sha256(p) if p.is_file() else None
+
+
+def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
+              all_good: bool = False, group_pattern: str | None = None,
+              progress: bool | None = None) -> dict[str, Any]:
+    """Score ``folder``'s images with ``model`` and choose the threshold for ``target_fpr``.
+
+    Args:
+        folder: a labelled folder as for ``train --folder`` (masks, YOLO labels, or good/ and
+            defect/ subfolders), or, with ``all_good``, a plain folder of good parts.
+        model: trained weights (``.safetensors``), a registry name or a good-parts memory.
+        target_fpr: the largest share of good images the threshold may flag.
+        all_good: every image of ``folder`` is a good part (no labels needed).
+        group_pattern: as for ``train --group-pattern`` (labelled folders).
+        progress: a progress bar (default: when stderr is a terminal and there are many).
+
+    Returns:
+        The calibration: threshold, rule, expected rates with intervals and counts, and the
+        model's sha256 (what :func:`write_calibration` stores).
+
+    Raises:
+        ManufacturingError: no good images, unlabelled images without ``all_good``, or a
+            model that scores good images so high that no threshold keeps the target.
+    """
+    from tqdm.auto import tqdm
+
+    from deepseek.manufacturing.metrics import wilson_interval
+    from deepseek.manufacturing.score import Scorer, image_paths
+
+    folder = Path(folder)
+    if all_good:
+        files = image_paths([folder])
+        labels = np.zeros(len(files), bool)
+    else:
+        from deepseek.manufacturing.labelled import read_labelled
+
+        items = read_labelled(folder, group_pattern)
+        files = [it.path for it in items]
+        labels = np.array([it.defect for it in items], bool)
+    if not len(files):
+        raise ManufacturingError(f"{folder}: no part images to calibrate on")
+    scorer = Scorer(model)
+    scores = np.array([scorer.score(f).score for f in
+                       tqdm(files, desc="calibrating", disable=progress is False or
+                            (progress is None and len(files) < 20))])
+    good, defect = scores[~labels], scores[labels]
+    thr = threshold_for_fpr(good, target_fpr)
+    if scorer.memory is None and not thr < 1.0:
+        raise ManufacturingError(
+            f"{folder}: more than {target_fpr:g} of the good images score 1.0 with {model}: no "
+            "threshold keeps that false-alarm rate; retrain on this line (train --folder)")
+    n_good, n_defect = len(good), len(defect)
+    fp, tp = int((good >= thr).sum()), int((defect >= thr).sum())
+    expected: dict[str, Any] = {
+        "false_positive_rate": fp / n_good,
+        "false_positive_rate_ci95": wilson_interval(fp, n_good),
+        "recall": tp / n_defect if n_defect else None,
+        "recall_ci95": wilson_interval(tp, n_defect),
+        "good_images": n_good, "defect_images": n_defect}
+    warnings = []
+    if 0 < target_fpr and n_good * target_fpr < 1:
+        warnings.append(f"{n_good} good images cannot show a false-alarm rate of "
+                        f"{target_fpr:g} (fewer than {int(np.ceil(1 / target_fpr))}): the "
+                        "threshold is the highest good score; the interval says how little "
+                        "is known")
+    if not n_defect:
+        warnings.append("no defect images: the recall at this threshold is unknown (add "
+                        "labelled defects to the folder to measure it)")
+    return {"format": FORMAT, "model": str(model), "model_sha256": _model_sha256(model),
+            "folder": str(folder), "threshold": thr, "target_fpr": target_fpr,
+            "rule": (f"lowest score with a false-alarm rate <= {target_fpr:g} on the "
+                     f"{n_good} good images of {folder}"),
+            "expected": expected, "warnings": warnings}
+
+
+def write_calibration(calibration: dict[str, Any], path: str | Path) -> Path:
+    """Write a calibration (from :func:`calibrate`) as JSON at ``path``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(calibration, indent=2) + "\n")
+    return path
+
+
+def read_calibration(path: str | Path, model: Any) -> dict[str, Any]:
+    """A calibration file, checked to be one measured with ``model``'s weights.
+
+    Raises:
+        ManufacturingError: an unreadable file, another format, or other weights.
+    """
+    path = Path(path)
+    try:
+        cal = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ManufacturingError(f"{path}: not a readable calibration file ({exc})") from None
+    if not isinstance(cal, dict) or cal.get("format") != FORMAT or \
+            not isinstance(cal.get("threshold"), (int, float)):
+        raise ManufacturingError(f"{path}: not a calibration file of this version (write one "
+                                 "with deepseek manufacturing calibrate)")
+    want, have = cal.get("model_sha256"), _model_sha256(model)
+    if want != have or (want is None and str(model) != cal.get("model")):
+        raise ManufacturingError(
+            f"{path}: measured with {cal.get('model')} (sha256 {str(want)[:12]}), not with "
+            f"{model} (sha256 {str(have)[:12]}): calibrate this model on the line again")
+    return cal

@@ -1,0 +1,111 @@
+"""calibrate: a model's threshold re-set on a line's own images, and score using it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from deepseek.cli import build_cli
+from deepseek.manufacturing.calibration import (
+    calibrate,
+    read_calibration,
+    threshold_for_fpr,
+    write_calibration,
+)
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.score import score_images
+
+
+def _parts(root, n, crack_every=0, seed=0):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = Image.fromarray(np.clip(rng.normal(150, 10, (48, 64)), 0, 255).astype(np.uint8))
+        mask = Image.new("L", img.size, 0)
+        if crack_every and i % crack_every == 0:
+            ImageDraw.Draw(img).line([(5, 5), (58, 40)], fill=50, width=3)
+            ImageDraw.Draw(mask).line([(5, 5), (58, 40)], fill=255, width=3)
+        root.mkdir(parents=True, exist_ok=True)
+        img.save(root / f"p{i:03d}.png")
+        if crack_every:
+            mask.save(root / f"p{i:03d}_mask.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Weights of the packaged model written as a trained file (what train --folder makes)."""
+    from deepseek.loader import ModelLoader, save_model
+
+    m = ModelLoader.load("defect-3dcnn-lstm", device="cpu")
+    return save_model(m.module, tmp_path_factory.mktemp("w") / "model.safetensors",
+                      architecture="defect-3dcnn-lstm", config=m.config)
+
+
+def test_the_threshold_rule_counts_false_alarms_exactly():
+    good = np.array([0.1, 0.2, 0.3, 0.4, 0.9])
+    assert threshold_for_fpr(good, 0.0) > 0.9                    # nothing flagged
+    thr = threshold_for_fpr(good, 0.2)                           # one of five allowed
+    assert (good >= thr).sum() == 1 and thr > 0.4
+    assert (good >= threshold_for_fpr(good, 0.39)).sum() == 1    # floor(0.39 * 5) = 1
+    with pytest.raises(ManufacturingError, match="no good images|none were found"):
+        threshold_for_fpr([], 0.01)
+    with pytest.raises(ManufacturingError, match="target_fpr=1"):
+        threshold_for_fpr(good, 1.0)
+
+
+def test_calibrate_on_good_parts_and_on_a_labelled_folder(tmp_path, weights):
+    good = _parts(tmp_path / "good", 30, seed=1)
+    cal = calibrate(good, weights, target_fpr=0.1, all_good=True, progress=False)
+    scores = np.array([r.score for r in score_images([good], weights, progress=False)])
+    assert (scores >= cal["threshold"]).sum() == 3                # floor(0.1 * 30)
+    exp = cal["expected"]
+    assert exp["false_positive_rate"] == pytest.approx(0.1) and exp["good_images"] == 30
+    assert exp["recall"] is None and any("recall" in w for w in cal["warnings"])
+    lo, hi = exp["false_positive_rate_ci95"]
+    assert lo < 0.1 < hi
+    with pytest.raises(ManufacturingError, match="no label"):
+        calibrate(good, weights, all_good=False, progress=False)   # unlabelled: say so
+
+    labelled = _parts(tmp_path / "labelled", 24, crack_every=3, seed=2)
+    cal = calibrate(labelled, weights, target_fpr=0.0, progress=False)
+    assert cal["expected"]["defect_images"] == 8 and cal["expected"]["good_images"] == 16
+    assert cal["expected"]["false_positive_rate"] == 0.0
+    assert cal["expected"]["recall"] is not None
+
+
+def test_score_uses_a_calibration_only_with_its_own_weights(tmp_path, weights):
+    good = _parts(tmp_path / "good", 12, seed=3)
+    cal_path = write_calibration(calibrate(good, weights, target_fpr=0.0, all_good=True,
+                                           progress=False), tmp_path / "cal.json")
+    res = score_images([good], weights, calibration=cal_path, progress=False)
+    assert not any(r.defect for r in res)                      # none of its own good parts
+    assert {r.threshold for r in res} == {json.loads(cal_path.read_text())["threshold"]}
+    with pytest.raises(ManufacturingError, match="not both"):
+        score_images([good], weights, threshold=0.5, calibration=cal_path)
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(weights.read_bytes() + b" ")             # other weights, other sha256
+    with pytest.raises(ManufacturingError, match="calibrate this model on the line again"):
+        read_calibration(cal_path, other)
+    (tmp_path / "bad.json").write_text('{"threshold": "x"}')
+    with pytest.raises(ManufacturingError, match="not a calibration file"):
+        read_calibration(tmp_path / "bad.json", weights)
+
+
+def test_the_commands(tmp_path, weights):
+    good = _parts(tmp_path / "good", 10, seed=4)
+    runner, cli = CliRunner(), build_cli()
+    out = tmp_path / "line.calibration.json"
+    res = runner.invoke(cli, ["manufacturing", "calibrate", str(good), "--all-good", "--model",
+                              str(weights), "--out", str(out), "--target-fpr", "0.1"])
+    assert res.exit_code == 0, res.output
+    assert "false-alarm rate 0.100" in res.output and "recall unknown" in res.output
+    assert out.is_file()
+    res = runner.invoke(cli, ["manufacturing", "score", str(good), "--model", str(weights),
+                              "--calibration", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "1 flagged as defects" in res.output
+    assert "expected at the calibrated threshold" in res.output
