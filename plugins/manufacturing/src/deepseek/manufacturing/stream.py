@@ -4,7 +4,10 @@ Stages: the source's grabber thread decodes and converts frames while the stream
 preprocesses (stack, pad to a multiple of 16) and runs the model on whatever has queued up
 (at most ``max_batch`` frames per step; a batch is a run of consecutive frames, the recurrent
 state carries from one batch to the next). Decoding and inference overlap, since OpenCV and
-onnxruntime both release the GIL.
+onnxruntime both release the GIL. The model gets the CPU budget less the core the grabber
+decodes on (:func:`stream_threads`): on two cores, a model step on both would take the
+decoder's core and slow both (measured: 430-570 fps end to end with two model threads,
+555-600 with one, on this project's 2-core machine).
 
 Decisions: a frame is *flagged* when its probability reaches ``threshold``. An *event* (a
 defect that should stop the line) starts when ``k`` of the last ``n`` frames are flagged
@@ -208,6 +211,14 @@ def load_net(model: Any = "defect-3dcnn-lstm", onnx: bool | None = None) -> Defe
     return net
 
 
+def stream_threads() -> int:
+    """Intra-op threads of a stream's model step: the CPU budget (:mod:`deepseek.cpus`) less
+    the core the source's grabber thread decodes on, at least 1."""
+    from deepseek.cpus import cpu_budget
+
+    return max(1, cpu_budget() - 1)
+
+
 def make_step(net: DefectNet | OnnxNet, backend: str = "auto", threads: int | None = None
               ) -> Any:
     """The stream step for ``net``: ONNX Runtime for an ONNX export (or ``auto`` without PyTorch),
@@ -335,7 +346,8 @@ class DefectStream:
         self.source = (source if isinstance(source, FrameSource)
                        else FrameSource.open(source, **(source_options or {})))
         self.net = load_net(model)
-        self.step = make_step(self.net, backend, threads)
+        self.threads = stream_threads() if threads is None else int(threads)
+        self.step = make_step(self.net, backend, self.threads)
         self.threshold, self.k, self.n = float(threshold), int(k), int(n)
         self.max_batch, self.mm_per_px = int(max_batch), float(mm_per_px)
         self.on_event, self.on_batch, self.on_frame = on_event, on_batch, on_frame
