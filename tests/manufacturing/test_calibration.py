@@ -81,11 +81,13 @@ def test_score_uses_a_calibration_only_with_its_own_weights(tmp_path, weights):
     good = _parts(tmp_path / "good", 12, seed=3)
     cal_path = write_calibration(calibrate(good, weights, target_fpr=0.0, all_good=True,
                                            progress=False), tmp_path / "cal.json")
-    res = score_images([good], weights, calibration=cal_path, progress=False)
-    assert not any(r.defect for r in res)                      # none of its own good parts
-    assert {r.threshold for r in res} == {json.loads(cal_path.read_text())["threshold"]}
+    from deepseek.manufacturing.steps import score_step
+
+    res = score_step(model=str(weights), calibration=str(cal_path))(str(good))
+    assert not any(r["defect"] for r in res)                   # none of its own good parts
+    assert {r["threshold"] for r in res} == {json.loads(cal_path.read_text())["threshold"]}
     with pytest.raises(ManufacturingError, match="not both"):
-        score_images([good], weights, threshold=0.5, calibration=cal_path)
+        score_step(model=str(weights), threshold=0.5, calibration=str(cal_path))
     other = tmp_path / "other.safetensors"
     other.write_bytes(weights.read_bytes() + b" ")             # other weights, other sha256
     with pytest.raises(ManufacturingError, match="calibrate this model on the line again"):

@@ -300,8 +300,17 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
 
     if evaluate and (len(paths) != 1 or not Path(paths[0]).is_dir()):
         raise click.UsageError("--evaluate takes one labelled folder as PATH")
-    results = score_images(paths, model, threshold=threshold, heatmaps=heatmaps,
-                           progress=None if not as_json else False, calibration=calibration)
+    cal = None
+    if calibration is not None:
+        from deepseek.manufacturing.calibration import read_calibration
+        from deepseek.manufacturing.errors import ManufacturingError
+
+        if threshold is not None:
+            raise ManufacturingError("give --threshold or --calibration, not both")
+        cal = read_calibration(calibration, model)
+    results = score_images(paths, model, heatmaps=heatmaps,
+                           threshold=threshold if cal is None else float(cal["threshold"]),
+                           progress=None if not as_json else False)
     if csv_path is not None:
         write_csv(results, csv_path)
     report = None
@@ -323,10 +332,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                + (f"; heatmaps in {heatmaps}" if heatmaps else ""))
     from deepseek.manufacturing.score import describe_expectation, stored_expectation
 
-    if calibration is not None:
-        from deepseek.manufacturing.calibration import read_calibration
-
-        click.echo(describe_expectation(read_calibration(calibration, model)["expected"],
+    if cal is not None:
+        click.echo(describe_expectation(cal["expected"],
                                         f"the calibrated threshold ({calibration})"))
     elif threshold is None and (expected := stored_expectation(model)):
         click.echo(describe_expectation(expected))

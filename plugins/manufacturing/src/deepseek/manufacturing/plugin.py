@@ -82,8 +82,8 @@ def register_steps(register: Any) -> None:
     """Register ``manufacturing.score``, the per-image step of ``deepseek batch manufacturing
     score``.
     """
-    register("manufacturing.score", lazy_callable(M + "score:score_step"),
-             command="manufacturing score", summary=lazy_callable(M + "score:score_summary"),
+    register("manufacturing.score", lazy_callable(M + "steps:score_step"),
+             command="manufacturing score", summary=lazy_callable(M + "steps:score_summary"),
              description="one part image (or a folder of them) -> crack score, flag and box, "
                          "as `deepseek manufacturing score --json`")
 

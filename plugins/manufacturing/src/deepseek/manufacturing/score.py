@@ -20,7 +20,7 @@ skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -140,23 +140,17 @@ def heatmap_overlay(image: np.ndarray, pmap: np.ndarray, stride: int = STRIDE) -
 
 class Scorer:
     """A model ready to score images one by one: a crack network (weights or registry name)
-    or a good-parts memory, with its threshold (the given one, a calibration file's, else the
-    stored one, else 0.5 for a network) and, where known, what that threshold is expected to
-    give (:attr:`expected`). Loaded once; every image is scored alone from a fresh state."""
+    or a good-parts memory, with its threshold (the given one, else the stored one, else 0.5
+    for a network) and, where known, what that threshold is expected to give
+    (:attr:`expected`: the given one, e.g. a calibration's, else the stored one). Loaded
+    once; every image is scored alone from a fresh state."""
 
     def __init__(self, model: Any = PACKAGED, *, threshold: float | None = None,
-                 frames: int = FRAMES, calibration: str | Path | None = None) -> None:
+                 frames: int = FRAMES, expected: dict[str, Any] | None = None) -> None:
         from deepseek.manufacturing.anomaly import PatchMemory, is_memory_file
         from deepseek.manufacturing.stream import load_net
 
-        self.expected: dict[str, Any] | None = None
-        if calibration is not None:
-            from deepseek.manufacturing.calibration import read_calibration
-
-            if threshold is not None:
-                raise ManufacturingError("give a threshold or a calibration file, not both")
-            cal = read_calibration(calibration, model)
-            threshold, self.expected = float(cal["threshold"]), cal["expected"]
+        self.expected = expected
 
         if isinstance(model, str) and model == PACKAGED:
             log.warning("%s: the packaged weights were trained on the synthetic line only and "
@@ -177,7 +171,7 @@ class Scorer:
                                          "0 and 1")
         if frames < 1:
             raise ManufacturingError(f"frames={frames}: give at least 1")
-        if self.expected is None and calibration is None and threshold == stored_threshold(model):
+        if self.expected is None and threshold == stored_threshold(model):
             self.expected = stored_expectation(model)
         self.memory, self.threshold, self.frames = memory, float(threshold), frames
         self.net = load_net(model).eval() if memory is None else None
@@ -210,14 +204,13 @@ class Scorer:
 
 def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
                  threshold: float | None = None, heatmaps: str | Path | None = None,
-                 frames: int = FRAMES, progress: bool | None = None,
-                 calibration: str | Path | None = None) -> list[ImageScore]:
+                 frames: int = FRAMES, progress: bool | None = None) -> list[ImageScore]:
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
     ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` in
     scoring order (each result names its file)."""
     from tqdm.auto import tqdm
 
-    scorer = Scorer(model, threshold=threshold, frames=frames, calibration=calibration)
+    scorer = Scorer(model, threshold=threshold, frames=frames)
     files = image_paths(paths)
     out_dir = Path(heatmaps) if heatmaps is not None else None
     if out_dir is not None:
@@ -225,25 +218,6 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
     return [scorer.score(p, None if out_dir is None else out_dir / f"{i:05d}-{p.stem}.png")
             for i, p in enumerate(tqdm(files, desc="scoring",
                                        disable=progress is False or len(files) < 20))]
-
-
-def score_step(*, model: str = PACKAGED, threshold: float | None = None,
-               calibration: str | None = None) -> Callable[[str], list[dict[str, Any]]]:
-    """``deepseek batch manufacturing score``: the model loaded once; ``step(path)`` scores
-    one image, or every image of one folder, and returns what ``deepseek manufacturing score
-    PATH --json`` prints with the same --model, --threshold and --calibration."""
-    scorer = Scorer(model, threshold=threshold, calibration=calibration)
-
-    def step(path: str) -> list[dict[str, Any]]:
-        return [scorer.score(p).to_dict() for p in image_paths([path])]
-
-    return step
-
-
-def score_summary(result: list[dict[str, Any]]) -> dict[str, Any]:
-    """An input's row in the batch table: images, how many flagged, the highest score."""
-    return {"images": len(result), "defects": sum(bool(r.get("defect")) for r in result),
-            "max_score": max((r["score"] for r in result), default=None)}
 
 
 def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.01,

@@ -1,0 +1,46 @@
+"""Per-item steps of the manufacturing plugin for ``deepseek batch`` (``register_steps``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from deepseek.manufacturing.score import PACKAGED, Scorer, image_paths
+
+
+def score_step(*, model: str = PACKAGED, threshold: float | None = None,
+               calibration: str | None = None) -> Callable[[str], list[dict[str, Any]]]:
+    """``deepseek batch manufacturing score``: the model loaded once; ``step(path)`` scores
+    one image, or every image of one folder, and returns what ``deepseek manufacturing score
+    PATH --json`` prints with the same --model, --threshold and --calibration."""
+    scorer = calibrated_scorer(model, threshold, calibration)
+
+    def step(path: str) -> list[dict[str, Any]]:
+        return [scorer.score(p).to_dict() for p in image_paths([path])]
+
+    return step
+
+
+def calibrated_scorer(model: Any, threshold: float | None, calibration: Any) -> Scorer:
+    """A :class:`Scorer` at ``threshold``, or at the threshold of a calibration file written
+    for ``model`` by ``calibrate`` (with what it is expected to give).
+
+    Raises:
+        ManufacturingError: both a threshold and a calibration, or a calibration file of
+            other weights.
+    """
+    if calibration is None:
+        return Scorer(model, threshold=threshold)
+    from deepseek.manufacturing.calibration import read_calibration
+    from deepseek.manufacturing.errors import ManufacturingError
+
+    if threshold is not None:
+        raise ManufacturingError("give a threshold or a calibration file, not both")
+    cal = read_calibration(calibration, model)
+    return Scorer(model, threshold=float(cal["threshold"]), expected=cal["expected"])
+
+
+def score_summary(result: list[dict[str, Any]]) -> dict[str, Any]:
+    """An input's row in the batch table: images, how many flagged, the highest score."""
+    return {"images": len(result), "defects": sum(bool(r.get("defect")) for r in result),
+            "max_score": max((r["score"] for r in result), default=None)}
