@@ -134,7 +134,8 @@ class StepSpec:
     def build(self) -> Callable[[str], Any]:
         """Import the factory if it is a target and call it with the options: the step.
 
-        Raises: BatchError: the factory returned something that is not callable.
+        Raises:
+            BatchError: the factory returned something that is not callable.
         """
         fn = self.factory
         if isinstance(fn, str):
@@ -437,8 +438,9 @@ class RayExecutor(_Executor):
         """Run every ``(source, key)`` on the actors; return how many items were re-run because
         their actor died.
 
-        Raises: BatchError: no actor could start within the start timeout, or the step could not
-        be built.
+        Raises:
+            BatchError: no actor could start within the start timeout, or the step could not be
+                built.
         """
         ray = self.ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -502,6 +504,11 @@ class RayExecutor(_Executor):
                     if queue:
                         start()
                     waited_since = time.monotonic()
+                    continue
+                except RayTaskError as exc:  # the call itself failed (e.g. an unpicklable
+                    idle.append(actor)       # result): the item's own failure
+                    done(Outcome(source, key, False, attempts=tries[key],
+                                 error=f"{type(exc).__name__}: {exc}"))
                     continue
                 idle.append(actor)
                 done(_outcome(source, key, res, tries[key]))

@@ -113,7 +113,8 @@ class Param:
     def parse(cls, name: str, spec: Any) -> Param:
         """A search-space parameter from its config mapping.
 
-        Raises: TuneError: an unknown type, missing or inverted bounds, empty choices.
+        Raises:
+            TuneError: an unknown type, missing or inverted bounds, empty choices.
         """
         where = f"search space: {name!r}"
         if not isinstance(spec, dict):
@@ -186,8 +187,8 @@ class TuneConfig:
     def from_dict(cls, data: Any, where: str = "config") -> TuneConfig:
         """A config from a mapping (a parsed YAML file).
 
-        Raises: TuneError: unknown keys, a missing space or objective, bad directions, naming
-        ``where``.
+        Raises:
+            TuneError: unknown keys, a missing space or objective, bad directions, naming ``where``.
         """
         if not isinstance(data, dict):
             raise TuneError(f"{where}: a tuning config is a mapping with 'space' and "

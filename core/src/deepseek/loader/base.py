@@ -83,7 +83,8 @@ def resolve_device(device: Any = "auto") -> Any:
 def check_precision_name(precision: str) -> str:
     """Return ``precision`` if it is one of :data:`PRECISIONS`.
 
-    Raises: PrecisionError: an unknown name, with the known ones.
+    Raises:
+        PrecisionError: an unknown name, with the known ones.
     """
     if precision not in PRECISIONS:
         raise PrecisionError(

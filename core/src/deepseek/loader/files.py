@@ -219,8 +219,9 @@ def read_model_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
 def load_safetensors_into(module: torch.nn.Module, path: str | Path) -> None:
     """Load a ``.safetensors`` file into ``module``'s parameters and buffers.
 
-    Raises: ModelLoadError: the file is unreadable, or its tensors do not match the module's (the
-    missing and unexpected names are listed).
+    Raises:
+        ModelLoadError: the file is unreadable, or its tensors do not match the module's (the
+            missing and unexpected names are listed).
     """
     from safetensors.torch import load_model
 

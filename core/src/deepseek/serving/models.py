@@ -137,8 +137,9 @@ class ServedModel:
     def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Run the model on arrays in input order; returns one array per output.
 
-        Raises: InferenceError: the model returned another number of outputs than its metadata
-        says (500).
+        Raises:
+            InferenceError: the model returned another number of outputs than its metadata says
+                (500).
         """
         outs = self._as_list(self.model(*arrays))
         if len(outs) != len(self.outputs) and self.outputs and self.outputs[0].shape:

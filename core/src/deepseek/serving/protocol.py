@@ -51,7 +51,8 @@ TORCH_NAME_TO_V2 = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "in
 def v2_datatype(arr: np.ndarray) -> str:
     """The Open Inference Protocol datatype of a numpy array (``FP32``, ``BYTES``, ...).
 
-    Raises: InferenceError: a dtype the protocol has no datatype for.
+    Raises:
+        InferenceError: a dtype the protocol has no datatype for.
     """
     if arr.dtype == np.object_:
         return "BYTES"
@@ -101,7 +102,8 @@ def check_shape(name: str, shape: Any, max_elements: int = DEFAULT_MAX_ELEMENTS)
 def check_datatype(name: str, datatype: Any) -> str:
     """Return ``datatype`` if the protocol knows it.
 
-    Raises: InferenceError: naming the input and the datatypes it may use (400).
+    Raises:
+        InferenceError: naming the input and the datatypes it may use (400).
     """
     if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
         raise InferenceError(f"input '{name}': unsupported datatype {_short(datatype)}; use one "
@@ -148,7 +150,8 @@ def encode_bytes(arr: np.ndarray) -> bytes:
 def array_from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
     """An input tensor from its binary contents (``raw_input_contents`` or a binary extension body).
 
-    Raises: InferenceError: the size does not match the shape and datatype.
+    Raises:
+        InferenceError: the size does not match the shape and datatype.
     """
     check_datatype(name, datatype)
     count = _numel(shape)
@@ -165,7 +168,8 @@ def array_from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np
 def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
     """An input tensor from its JSON ``data`` (flat or nested).
 
-    Raises: InferenceError: a wrong count of elements, or values that are not of the datatype.
+    Raises:
+        InferenceError: a wrong count of elements, or values that are not of the datatype.
     """
     check_datatype(name, datatype)
     if isinstance(data, simdjson.Array):

@@ -376,7 +376,8 @@ class DeepSeekServing:
     def model(self, name: str) -> ServedModel:
         """The served model ``name``.
 
-        Raises: InferenceError: an unknown name, listing the served ones (404).
+        Raises:
+            InferenceError: an unknown name, listing the served ones (404).
         """
         try:
             return self.models[name]
@@ -389,8 +390,9 @@ class DeepSeekServing:
         """Validate the inputs, run the model (batched with other requests where its policy allows)
         and return the output names and arrays.
 
-        Raises: InferenceError: bad inputs (400), a shutting-down server (503), a timeout (504)
-        or a model failure (500).
+        Raises:
+            InferenceError: bad inputs (400), a shutting-down server (503), a timeout (504) or a
+                model failure (500).
         """
         model = self.model(name)
         if not self._accepting:

@@ -117,7 +117,8 @@ _INF = math.inf
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` as ``(host, port)``.
 
-    Raises: FinanceError: not a host and a port in 0..65535.
+    Raises:
+        FinanceError: not a host and a port in 0..65535.
     """
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not host or not 0 <= int(port) <= 65535:

@@ -110,7 +110,8 @@ class PatchMemory:
     def load(cls, path: str | Path) -> PatchMemory:
         """Read a memory written by :meth:`save`.
 
-        Raises: ManufacturingError: the file is unreadable or not a patch memory.
+        Raises:
+            ManufacturingError: the file is unreadable or not a patch memory.
         """
         from safetensors import safe_open
 

@@ -199,7 +199,8 @@ def group_of(img: Path, root: Path, pattern: str | None = None) -> str:
     """The part an image shows, for group-aware splits: the match of ``pattern`` (its first group)
     in the path, else the default rule (first folder, or the name up to the first ``_``).
 
-    Raises: ManufacturingError: ``pattern`` does not match the path.
+    Raises:
+        ManufacturingError: ``pattern`` does not match the path.
     """
     rel = img.relative_to(root) if img.is_relative_to(root) else Path(img.name)
     if pattern is not None:

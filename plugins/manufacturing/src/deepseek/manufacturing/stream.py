@@ -224,7 +224,8 @@ def make_step(net: DefectNet | OnnxNet, backend: str = "auto", threads: int | No
     """The stream step for ``net``: ONNX Runtime for an ONNX export (or ``auto`` without PyTorch),
     else PyTorch.
 
-    Raises: ManufacturingError: an unknown backend, or torch asked for an ONNX-only network.
+    Raises:
+        ManufacturingError: an unknown backend, or torch asked for an ONNX-only network.
     """
     if backend not in ("auto", "onnx", "onnxruntime", "torch"):
         raise ManufacturingError(f"backend={backend!r}: use auto, onnxruntime or torch")

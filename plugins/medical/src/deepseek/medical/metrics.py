@@ -95,7 +95,8 @@ def effective_diameter(d: float) -> float:
 def read_results(path: str | Path) -> list[dict[str, Any]]:
     """Candidates from a LUNA16 results CSV (seriesuid, coordX/Y/Z, probability).
 
-    Raises: MedicalError: a missing column or a bad number, with the file and line.
+    Raises:
+        MedicalError: a missing column or a bad number, with the file and line.
     """
     return _read_rows(path, "probability")
 

@@ -75,7 +75,8 @@ class DeepSeekReader(ImageReader):
         """MONAI's ``ImageReader.get_data``: the volume as a channel-less ``(x, y, z)`` float32
         array and MONAI's metadata (affine in RAS, spacing, original shape).
 
-        Raises: TypeError: ``img`` is not the Volume :meth:`read` returned.
+        Raises:
+            TypeError: ``img`` is not the Volume :meth:`read` returned.
         """
         if not isinstance(img, Volume):
             raise TypeError(f"DeepSeekReader.get_data takes the Volume that read() returned, "
