@@ -141,6 +141,28 @@ def test_segmented_sizes_of_phantom_nodules():
     assert far["size_source"] == "detector" and "outside" in far["size_note"]
 
 
+def test_a_vessel_running_out_of_a_nodule_does_not_lengthen_it():
+    """A solid nodule on a vessel whose region stays inside the cube with a vessel stub on
+    it (seed 700021: 16.9 mm, long axis 31.8 mm before the compactness rule): the opening
+    goes on until the region is compact, and the long axis is the nodule's again."""
+    from deepseek.medical.nodule_size import MAX_ELONGATION
+    from deepseek.medical.synthetic import ChestPhantom, render_volume
+
+    ph = ChestPhantom(seed=700_021, n_nodules=10, diameters=(5.0, 24.0), z_range=(-25, 25),
+                      realistic=True)
+    iso = render_volume(ph, (1.6, 1.6, 1.6), (32, 220, 220), seed=1).resample([1, 1, 1])
+    on_vessel = [n for n in ph.nodules if n.kind == "solid" and n.attached == "vessel"
+                 and n.diameter_mm > 15]
+    assert len(on_vessel) == 1
+    m = measure_candidate(iso, on_vessel[0].center, on_vessel[0].diameter_mm)
+    assert m["size_source"] == "segmentation" and m.get("opening_mm", 0) >= 1
+    assert m["long_axis_mm"] == pytest.approx(on_vessel[0].diameter_mm, rel=0.12)
+    for n in ph.nodules:   # every segmented region is compact, or the first one inside
+        m = measure_candidate(iso, n.center, n.diameter_mm)
+        if m["size_source"] == "segmentation" and n.kind == "solid":
+            assert m["long_axis_mm"] <= MAX_ELONGATION * m["volume_equivalent_mm"] + 1e-9, n
+
+
 @pytest.mark.skipif(not (SHARED / "LIDC-IDRI-0002-reads.xml").is_file(),
                     reason="the shared LIDC reads are not here")
 def test_shared_reads_outline_the_large_lesion():

@@ -11,7 +11,11 @@ lesions. A candidate is measured here on the 1 mm working grid instead:
    else (a vessel, the pleura, the mediastinum): it is opened by reconstruction (eroded by a
    ball of r mm, the centre's part kept and grown back by r inside the threshold mask), r
    from 1 mm up to a quarter of the diameter, until it stays inside the cube: a contact
-   narrower than 2r is cut.
+   narrower than 2r is cut. A region inside the cube whose long axis is still more than
+   1.5 times its volume-equivalent diameter carries a stub of what it touches (a vessel
+   running out of it): the opening goes on until it is compact (or keeps the first region
+   inside the cube when it never is). Opening keeps every part thicker than 2r, so a lesion
+   that is itself elongated but thick is not cut down.
 
 From that region: the **long axis** (the longest in-plane distance across it on any axial
 slice, between boundary voxel centres: what LIDC readers and Lung-RADS report as the
@@ -32,6 +36,9 @@ import numpy as np
 from deepseek.medical import morphology
 
 THRESHOLD_HU = -400.0
+#: a region whose long axis exceeds its volume-equivalent diameter by more than this still
+#: carries part of what it lies against: the opening goes on (up to its largest radius)
+MAX_ELONGATION = 1.5
 MIN_HALF_MM, MAX_HALF_MM = 12, 40
 
 
@@ -58,6 +65,14 @@ def _longest_in_plane(region: np.ndarray, spacing: tuple[float, float, float]) -
             yx = yx[np.linspace(0, len(yx) - 1, 400).astype(int)]
         best = max(best, longest_chord(yx * np.array([sy, sx])))
     return best
+
+
+def _compact(region: np.ndarray, spacing: tuple[float, float, float]) -> bool:
+    """Whether ``region``'s long axis is at most :data:`MAX_ELONGATION` times its
+    volume-equivalent diameter (else a vessel stub or a pleural tongue is still on it)."""
+    vol_mm3 = float(region.sum()) * float(np.prod(spacing))
+    equivalent = (6.0 * vol_mm3 / math.pi) ** (1 / 3)
+    return _longest_in_plane(region, spacing) <= MAX_ELONGATION * equivalent
 
 
 def measure_candidate(iso: Any, xyz: Any, diameter_mm: float,
@@ -103,7 +118,7 @@ def measure_candidate(iso: Any, xyz: Any, diameter_mm: float,
     def reaches(m: np.ndarray) -> bool:
         return any(np.take(m, end, axis=ax).any() for ax, end in open_face)
 
-    region, r_used = None, 0
+    region, r_used, first = None, 0, None
     for r in range(0, max(1, int(round(float(diameter_mm) / 4))) + 1):
         core = solid if r == 0 else ~morphology.dilate_ball(~solid, r)
         if not core.any():
@@ -116,9 +131,14 @@ def measure_candidate(iso: Any, xyz: Any, diameter_mm: float,
             break  # the nodule itself is gone at this radius
         part = lab == lab[tuple(pts[k])]
         grown = part if r == 0 else morphology.dilate_ball(part, r) & solid
-        if not reaches(grown):
+        if reaches(grown):
+            continue
+        first = first or (grown, r)
+        if _compact(grown, tuple(sp)):
             region, r_used = grown, r
             break
+    if region is None and first is not None:  # never compact: the first region inside
+        region, r_used = first
     if region is None:
         return {"size_source": "detector", "size_note": f"the region at or above "
                 f"{threshold_hu:g} HU reaches {half_mm:.0f} mm from the centre however thin "
