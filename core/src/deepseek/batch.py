@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 3
 #: how long a Ray run waits for its first worker before saying the cluster has no room
 START_TIMEOUT_S = 300.0
+#: connections tried through Ray Client when the head's per-client server fails to start
+CLIENT_CONNECT_TRIES = 3
 _GLOB = re.compile(r"[*?\[]")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(?!\\)")
 
@@ -410,13 +412,23 @@ class RayExecutor(_Executor):
         self.connected = not ray.is_initialized()
         if self.connected:
             addr = "auto" if address == "ray" else address
-            try:
-                ray.init(address=addr, logging_level=logging.WARNING, log_to_driver=False,
-                         configure_logging=False)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise BatchError(f"--cluster {address}: cannot connect to a Ray cluster "
-                                 f"({exc}); start one (ray start --head) or name its address "
-                                 "(HOST:6379, or ray://HOST:10001 for Ray Client)") from None
+            # Ray Client starts a server process per connection on the head, which can fail
+            # to start on a busy head: that (and only that) is tried again, twice
+            tries = CLIENT_CONNECT_TRIES if address.startswith("ray://") else 1
+            for attempt in range(1, tries + 1):
+                try:
+                    ray.init(address=addr, logging_level=logging.WARNING,
+                             log_to_driver=False, configure_logging=False)
+                    break
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    if attempt < tries and "client server failed" in str(exc):
+                        log.warning("%s: the head's Ray Client server did not start (attempt "
+                                    "%d of %d); trying again", address, attempt, tries)
+                        continue
+                    raise BatchError(f"--cluster {address}: cannot connect to a Ray cluster "
+                                     f"({exc}); start one (ray start --head) or name its "
+                                     "address (HOST:6379, or ray://HOST:10001 for Ray "
+                                     "Client)") from None
         cpus = float(ray.cluster_resources().get("CPU", 0))
         self.cpus_per_worker = cpus_per_worker
         self.workers = max(1, workers or int(cpus // cpus_per_worker))
