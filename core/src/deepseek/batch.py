@@ -39,6 +39,7 @@ import glob
 import hashlib
 import importlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -283,12 +284,14 @@ class LocalExecutor(_Executor):
     """``workers`` spawned processes on this machine (a process pool rebuilt when one of its
     processes dies)."""
 
-    def __init__(self, spec: StepSpec, workers: int | None = None) -> None:
+    def __init__(self, spec: StepSpec, workers: int | None = None,
+                 items: int | None = None) -> None:
         from deepseek.cpus import cpu_budget
 
         budget = max(1, int(cpu_budget()))
         self.spec = spec
-        self.workers = max(1, workers or budget)
+        # one per CPU unless told, never more than there are items
+        self.workers = max(1, min(workers or budget, items or workers or budget))
         self.threads = max(1, budget // self.workers)
         self.where = f"local: {self.workers} process(es) x {self.threads} thread(s)"
 
@@ -630,23 +633,23 @@ def write_summary(out: Path, items: Sequence[tuple[str, str]],
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(columns))
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: "" if row.get(k) is None else (
+            f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in columns})
     path = out / "summary.csv"
-    tmp = path.with_name(".summary.csv.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(columns))
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: "" if row.get(k) is None else (
-                f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in columns})
-    os.replace(tmp, path)
+    _write_whole(path, text.getvalue())
     return path
 
 
 def make_executor(spec: StepSpec, cluster: str = "local", workers: int | None = None,
-                  cpus_per_worker: float = 1.0) -> _Executor:
-    """The executor ``cluster`` names (see the module docstring)."""
+                  cpus_per_worker: float = 1.0, items: int | None = None) -> _Executor:
+    """The executor ``cluster`` names (see the module docstring); no more local workers than
+    ``items``."""
     if cluster == "local":
-        return LocalExecutor(spec, workers)
+        return LocalExecutor(spec, workers, items)
     if cluster == "ray" or cluster.startswith("ray://") or re.fullmatch(r"[\w.-]+:\d+",
                                                                          cluster):
         return RayExecutor(spec, cluster, workers, cpus_per_worker)
@@ -699,11 +702,7 @@ def run_batch(step: str | Sequence[str], inputs: Sequence[str], out_dir: str | P
     report = BatchReport(entry.name, entry.meta.get("command"), str(out), "", 0,
                          len(items), skipped, 0, 0, 0, 0.0)
     if todo:
-        if executor is None and cluster == "local":
-            from deepseek.cpus import cpu_budget
-
-            workers = min(workers or max(1, int(cpu_budget())), len(todo))
-        ex = executor or make_executor(spec, cluster, workers, cpus_per_worker)
+        ex = executor or make_executor(spec, cluster, workers, cpus_per_worker, len(todo))
         report.where, report.workers = ex.where, ex.workers
         from tqdm.auto import tqdm
 
