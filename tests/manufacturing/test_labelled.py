@@ -156,7 +156,7 @@ def test_train_from_a_labelled_folder(tmp_path):
     info = json.loads((tmp_path / "run" / "training.json").read_text())
     assert info["data"] == "folder" and info["init"] == "scratch"
     assert info["best_by"] == "val_select" and info["val_images"] == 4
-    assert 0 < info["threshold"] < 1 and "validation images" in info["threshold_rule"]
+    assert 0 < info["threshold"] < 1 and "validation folder" in info["threshold_rule"]
     assert 0.0 <= info["history"][0]["val_auroc"] <= 1.0
     exp = info["expected"]  # what the stored threshold did on the validation images
     assert exp["defect_images"] == 2 and exp["good_images"] == 2
@@ -234,3 +234,96 @@ def test_the_same_part_on_both_sides_of_a_split_is_found(tmp_path):
     assert [(v.rsplit("/", 1)[-1], t.rsplit("/", 1)[-1]) for v, t, _ in leaks] == [
         ("a_bright.png", "a.png")]
     assert leaks[0][2] >= 0.97
+
+
+def test_look_alike_images_join_one_group_and_folds_keep_groups_whole(tmp_path):
+    """A part photographed again under another light joins its original's group, so a fold
+    never holds it on one side and its twin on the other; folds keep both kinds."""
+    from deepseek.manufacturing.labelled import fold_groups, join_look_alikes
+
+    rng = np.random.default_rng(0)
+    for k in range(10):
+        crack = ((10, 20), (100, 60)) if k < 4 else None
+        m = _part(tmp_path / f"{k}.png", 50 + k, crack)
+        cv2.imwrite(str(tmp_path / f"{k}_mask.png"), m)
+    base = cv2.imread(str(tmp_path / "7.png"), cv2.IMREAD_GRAYSCALE)
+    relit = np.clip(base.astype(float) * 0.8 + 30 + rng.normal(0, 2, base.shape), 0, 255)
+    cv2.imwrite(str(tmp_path / "twin.png"), relit.astype(np.uint8))
+    cv2.imwrite(str(tmp_path / "twin_mask.png"), np.zeros_like(base))
+    items = read_labelled(tmp_path)
+    info = join_look_alikes(items)
+    assert info == {"groups_before": 11, "groups_after": 10, "pairs": 1}
+    group = {i.path.stem: i.group for i in items}
+    assert group["twin"] == group["7"] and len(set(group.values())) == 10
+    for seed in range(5):
+        fold = fold_groups(items, 3, seed)
+        assert sorted(set(fold.tolist())) == [0, 1, 2]
+        by = {i.path.stem: f for i, f in zip(items, fold)}
+        assert by["twin"] == by["7"]
+        for f in range(3):
+            kinds = {i.defect for i, g in zip(items, fold) if g == f}
+            assert kinds == {True, False}
+    # fewer defect groups than folds: fewer folds; fewer than two: an error naming the fix
+    assert fold_groups(items, 10, 0).max() + 1 == 4
+    with pytest.raises(ManufacturingError, match="at least two groups with a defect"):
+        fold_groups([i for i in items if not i.defect or i.path.stem == "0"], 3)
+
+
+def test_parts_that_all_look_alike_are_not_joined(tmp_path):
+    """When every image correlates with the others (one part shape in a fixture), joining would
+    make one group of everything: nothing is joined and the reason is given."""
+    from deepseek.manufacturing.labelled import join_look_alikes
+
+    yy, xx = np.mgrid[0:96, 0:128]
+    for k in range(12):
+        rng = np.random.default_rng(k)
+        img = 100 + 80 * np.exp(-((xx - 64) ** 2 + (yy - 48) ** 2) / 800.0)
+        img = img + rng.normal(0, 2, img.shape)
+        cv2.imwrite(str(tmp_path / f"{k}.png"), np.clip(img, 0, 255).astype(np.uint8))
+        cv2.imwrite(str(tmp_path / f"{k}_mask.png"), np.zeros((96, 128), np.uint8))
+    items = read_labelled(tmp_path)
+    info = join_look_alikes(items)
+    assert "skipped" in info and info["groups_after"] == 12
+    assert len({i.group for i in items}) == 12
+
+
+def test_soup_averages_weights_and_keeps_counters():
+    import torch
+
+    from deepseek.manufacturing.training import soup
+
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(4)}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(6)}
+    s = soup([a, b])
+    assert torch.equal(s["w"], torch.tensor([2.0, 4.0])) and int(s["n"]) == 6
+
+
+def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path):
+    """Default --folder training: one model per fold, every training image scored by the
+    model that did not see it; the threshold and its expected rates come from all of them."""
+    for k in range(8):
+        crack = ((8, 20), (56, 28)) if k % 2 else None
+        m = _part(tmp_path / "parts" / f"{k}.png", 300 + k, crack, h=48, w=64)
+        cv2.imwrite(str(tmp_path / "parts" / f"{k}_mask.png"), m)
+    res = CliRunner().invoke(build_cli(), [
+        "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
+        str(tmp_path / "parts"), "--folds", "2", "--crop", "32", "--crops-per-epoch", "8",
+        "--epochs", "2", "--batch-size", "4", "--init", "scratch", "--target-fpr", "0.25",
+        "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert info["folds"] == 2 and sum(info["fold_images"]) == 8
+    assert info["epoch"] in (1, 2) and [h["best"] for h in info["history"]].count(True) == 1
+    assert all(len(h["fold_auroc"]) == 2 and 0 <= h["oof_auroc"] <= 1 for h in info["history"])
+    assert "out-of-fold scores of all 8 training images" in info["threshold_rule"]
+    exp = info["expected"]
+    assert exp["defect_images"] == 4 and exp["good_images"] == 4
+    assert exp["false_positive_rate"] <= 0.25
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "parts"),
+                                           "--model", str(tmp_path / "run" / "model.safetensors")])
+    assert res.exit_code == 0 and "from 4 defect and 4 good images" in res.output
+    # a resumed cross-fit is refused with the fix
+    res = CliRunner().invoke(build_cli(), [
+        "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
+        str(tmp_path / "parts"), "--resume"])
+    assert res.exit_code == 2 and "--folds 1" in res.output

@@ -409,16 +409,24 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               "masks/IMG.png), YOLO polygon/box labels (labels/.../IMG.txt) or good/ and "
               "defect/ folders (default: synthetic clips generated for the run).")
 @click.option("--val-folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="--folder: your held-out labelled images; the best epoch is "
-              "chosen by their image AUROC (default: a split of --folder that keeps groups "
-              "of photos together).")
+              default=None, help="--folder: your held-out labelled images; one model, the "
+              "best epoch chosen by their image AUROC and the threshold set on them (default: "
+              "cross-fitting over --folds folds of --folder).")
+@click.option("--folds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="--folder without --val-folder: one model per fold of groups, each scoring "
+              "the fold it did not see; the epoch and the threshold are set on those "
+              "out-of-fold scores of every training image, and the fold models are averaged "
+              "into the one written. 1: one model and a held-out split (--val-fraction). "
+              "--good-only: the folds whose out-of-fold scores set the memory's threshold "
+              "(at least 2).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True,
-              help="--folder without --val-folder: share of the groups held out.")
+              help="--folder --folds 1: share of the groups held out.")
 @click.option("--group-pattern", default=None, metavar="REGEX",
-              help="--folder: regular expression whose first group, searched in an image's "
-              "path relative to the folder, names its group (default: its subfolder, else "
-              "the file name up to the first '_').")
+              help="--folder, --good-only: regular expression whose first group, searched in "
+              "an image's path relative to the folder, names its group (default: its "
+              "subfolder, else the file name up to the first '_'; look-alike photos of one "
+              "part are joined whatever the rule).")
 @click.option("--crop", type=int, default=160, show_default=True,
               help="--folder: side of the training crops (a multiple of 16).")
 @click.option("--crops-per-epoch", type=int, default=None,
@@ -457,7 +465,8 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               help="--good-only: the model whose encoder gives the patch features (registry "
                    "name or weights file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
-def train(out: Path, folder: Path | None, val_folder: Path | None, val_fraction: float,
+def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
+          val_fraction: float,
           group_pattern: str | None, crop: int, crops_per_epoch: int | None, init: str | None,
           clips: int, clip_frames: int | None,
           clip_size: tuple[int, int], epochs: int, batch_size: int, accum_steps: int,
@@ -472,6 +481,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, val_fraction:
         if folder is not None:
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
         mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
+                         folds=max(2, folds), group_pattern=group_pattern,
                          progress=False if as_json else None)
         path = mem.save(out / "memory.safetensors")
         if as_json:
@@ -479,6 +489,9 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, val_fraction:
             return
         m = mem.meta
         click.echo(f"memory: {path} ({m['bank']} patches from {m['fit_images']} good images)")
+        for why in ("regrouped", "skipped"):
+            if why in m:
+                click.echo(f"warning: {m[why]}", err=True)
         click.echo(f"threshold {m['threshold']:.4g}: {m['threshold_rule']}")
         click.echo(f"score with: deepseek manufacturing score PATH --model {path}")
         return
@@ -491,7 +504,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, val_fraction:
                       accum_steps=accum_steps, lr=lr, val_videos=val_videos, amp=amp,
                       resume=resume, seed=seed, model=model, val_folder=val_folder,
                       val_fraction=val_fraction, group_pattern=group_pattern, crop=crop,
-                      crops_per_epoch=crops_per_epoch, init=init, target_fpr=target_fpr)
+                      crops_per_epoch=crops_per_epoch, init=init, target_fpr=target_fpr,
+                      folds=folds)
     from deepseek.report import echo_training
 
     echo_training(res, as_json)

@@ -320,6 +320,8 @@ def split_groups(items: list[LabelledImage], fraction: float, seed: int = 0
 
 THUMB = 32
 SAME_PART_CORRELATION = 0.97
+#: a group of look-alikes this large is always accepted (one part under up to 8 lights)
+LOOK_ALIKE_GROUP = 8
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
@@ -364,6 +366,118 @@ def shared_parts(train: list[LabelledImage], val: list[LabelledImage],
         if corr[k] >= threshold:
             out.append((str(v.path), str(same[k].path), round(float(corr[k]), 4)))
     return out
+
+
+def join_look_alikes(items: list[LabelledImage], threshold: float = SAME_PART_CORRELATION,
+                     max_share: float = 0.2, rule_given: bool = False
+                     ) -> dict[str, int | str]:
+    """Put images that look alike (same size, thumbnails correlated at ``threshold`` or more:
+    the same part again or under another light) into one group, so that no split or fold has
+    the same part on both sides. ``item.group`` is rewritten to the joined group's first name.
+
+    When joining would make one group hold more than ``max_share`` of the images and more
+    than :data:`LOOK_ALIKE_GROUP` (parts that all look alike at thumbnail scale, not repeats of
+    one part), nothing is joined and the
+    result says why: the group rule (``--group-pattern``) is then the only guide. Unless
+    ``rule_given`` (a ``--group-pattern``), a default rule that put more than half of the
+    images in one group (a camera's ``IMG_0001.jpg`` names) is set aside first: each image
+    becomes its own group, and the result says so (``"regrouped"``).
+
+    Returns:
+        ``{"groups_before", "groups_after", "pairs"}``; ``"skipped"`` when nothing was joined,
+        ``"regrouped"`` when the default rule was set aside.
+    """
+    info: dict[str, int | str] = {}
+    if not rule_given and len(items) >= 4:
+        sizes0: dict[str, int] = {}
+        for it in items:
+            sizes0[it.group] = sizes0.get(it.group, 0) + 1
+        if max(sizes0.values()) > len(items) / 2:
+            # the default rule made one group of most images (IMG_0001.jpg, IMG_0002.jpg ...):
+            # that is a naming habit, not one part; each image is its own group instead
+            info["regrouped"] = (f"the default group rule put {max(sizes0.values())} of "
+                                 f"{len(items)} images in one group "
+                                 f"({max(sizes0, key=sizes0.__getitem__)!r}): each image is "
+                                 "taken as its own part instead (look-alikes still joined); "
+                                 "give --group-pattern REGEX to say which images show one part")
+            for it in items:
+                it.group = it.path.as_posix()
+    names = sorted({i.group for i in items})
+    index = {g: k for k, g in enumerate(names)}
+    parent = list(range(len(names)))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    pairs = 0
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for k, it in enumerate(items):
+        by_shape.setdefault(it.shape, []).append(k)
+    for members in by_shape.values():
+        if len(members) < 2:
+            continue
+        thumbs = np.stack([thumbnail(items[k].image) for k in members]).astype(np.float32)
+        for a in range(0, len(members), 1024):  # bounded memory: 1024 rows at a time
+            corr = thumbs[a:a + 1024] @ thumbs.T
+            for r, c in zip(*np.nonzero(corr >= threshold)):
+                i, j = members[a + int(r)], members[int(c)]
+                if i < j:
+                    pairs += 1
+                    gi, gj = root(index[items[i].group]), root(index[items[j].group])
+                    if gi != gj:
+                        parent[max(gi, gj)] = min(gi, gj)
+    joined = [names[root(index[it.group])] for it in items]
+    info.update(groups_before=len(names), groups_after=len(set(joined)), pairs=pairs)
+    sizes: dict[str, int] = {}
+    for g in joined:
+        sizes[g] = sizes.get(g, 0) + 1
+    before: dict[str, int] = {}
+    for it in items:
+        before[it.group] = before.get(it.group, 0) + 1
+    biggest = max(sizes.values())
+    if biggest > max(max_share * len(items), max(before.values()), LOOK_ALIKE_GROUP):
+        info["skipped"] = (f"joining look-alike images would put {biggest} of {len(items)} "
+                           "images in one group (parts that all look alike, not repeats of one "
+                           "part); groups left as the group rule made them")
+        info["groups_after"] = len(names)
+        return info
+    for it, g in zip(items, joined):
+        it.group = g
+    return info
+
+
+def fold_groups(items: list[LabelledImage], folds: int, seed: int = 0) -> np.ndarray:
+    """Each image's fold (0..k-1) for cross-fitting: whole groups per fold, groups with a
+    defect and groups without dealt out separately (in a seeded random order, each to the fold
+    with the fewest images of its kind so far), so every fold holds both kinds. ``k`` is
+    ``folds``, or fewer when there are fewer defect or good groups than that.
+
+    Raises:
+        ManufacturingError: fewer than two groups with a defect or without one.
+    """
+    groups: dict[str, list[int]] = {}
+    for k, it in enumerate(items):
+        groups.setdefault(it.group, []).append(k)
+    kinds = {want: sorted(g for g, v in groups.items()
+                          if any(items[i].defect for i in v) == want) for want in (True, False)}
+    k = min(folds, len(kinds[True]), len(kinds[False]))
+    if k < 2:
+        raise ManufacturingError(
+            f"cross-fitting needs at least two groups with a defect and two without; there "
+            f"are {len(kinds[True])} and {len(kinds[False])} ({len(items)} images): label "
+            "more images, check --group-pattern, or give --val-folder")
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(len(items), np.int64)
+    for want in (True, False):
+        load = np.zeros(k, np.int64)
+        for g in rng.permutation(kinds[want]).tolist():
+            f = int(np.argmin(load + rng.random(k) * 1e-3))  # ties broken at random
+            fold[groups[g]] = f
+            load[f] += len(groups[g])
+    return fold
 
 
 def _crop_at(img: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:

@@ -152,17 +152,14 @@ class CropDataset(Dataset):
                 "mw": torch.full((1,), 1.0 if located else 0.0)}
 
 
-def evaluate_images(model: torch.nn.Module, items: list, frames: int | None = None
-                    ) -> dict[str, float]:
-    """Image-level metrics on held-out labelled images, each scored alone at full size (as
-    ``deepseek manufacturing score`` does): AUROC, average precision, log-loss, recall and
-    false-positive rate at 0.5."""
+def image_metrics(scores: np.ndarray, labels: Any) -> dict[str, float]:
+    """Image-level metrics of scores against defect labels: AUROC, average precision,
+    log-loss, recall and false-positive rate at 0.5, and ``val_select`` (what picks the best
+    epoch: AUROC to 4 places, ties broken by lower log-loss)."""
     from deepseek.manufacturing.metrics import image_auroc
-    from deepseek.manufacturing.score import FRAMES, score_image
 
-    model.eval()
-    s = np.array([score_image(model, it.image, frames or FRAMES)[0] for it in items])
-    lab = np.array([it.defect for it in items], np.float64)
+    s = np.asarray(scores, np.float64)
+    lab = np.asarray(labels, np.float64)
     p = np.clip(s, 1e-7, 1 - 1e-7)
     pos, neg = lab == 1, lab == 0
     auroc = image_auroc(s, lab)
@@ -170,8 +167,23 @@ def evaluate_images(model: torch.nn.Module, items: list, frames: int | None = No
     return {"val_auroc": auroc, "val_ap": average_precision(s, lab), "val_bce": bce,
             "val_recall": float((s[pos] >= 0.5).mean()),
             "val_fpr": float((s[neg] >= 0.5).mean()),
-            # what picks the best epoch: AUROC to 4 places, ties broken by lower log-loss
             "val_select": round(auroc, 4) - 1e-6 * min(bce, 100.0)}
+
+
+def image_scores(model: torch.nn.Module, items: list, frames: int | None = None) -> np.ndarray:
+    """Each labelled image scored alone at full size, as ``deepseek manufacturing score``
+    does."""
+    from deepseek.manufacturing.score import FRAMES, score_image
+
+    model.eval()
+    return np.array([score_image(model, it.image, frames or FRAMES)[0] for it in items])
+
+
+def evaluate_images(model: torch.nn.Module, items: list, frames: int | None = None
+                    ) -> dict[str, float]:
+    """Image-level metrics (:func:`image_metrics`) on held-out labelled images, each scored
+    alone at full size."""
+    return image_metrics(image_scores(model, items, frames), [it.defect for it in items])
 
 
 class ClipDataset(Dataset):
@@ -271,6 +283,64 @@ def _check_outputs(net: torch.nn.Module, name: str) -> None:
         raise ManufacturingError(f"model {name!r} does not fit {TASK}: it returns {shapes}")
 
 
+def _cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 10 % of ``steps``, then cosine decay (to 1e-3 of the peak).
+    """
+    warm = max(1, int(0.1 * steps))
+
+    def schedule(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, steps - warm))
+        return 0.5 * (1 + math.cos(math.pi * t)) + 1e-3
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def _trainer(net: torch.nn.Module, n_items: int, *, lr: float, epochs: int, batch_size: int,
+             accum_steps: int, amp: bool, checkpoint_dir: Path | None, progress: bool | None,
+             model: str, cfg: dict[str, Any]) -> Any:
+    from deepseek.train import Trainer
+
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * int(np.ceil(n_items / batch_size / accum_steps))
+    return Trainer(net, opt, step_fn=clip_loss, accum_steps=accum_steps, amp=amp,
+                   scheduler=_cosine(opt, steps), checkpoint_dir=checkpoint_dir,
+                   progress=progress, grad_clip=5.0, architecture=model, config=cfg,
+                   device="cpu" if not torch.cuda.is_available() else "auto")
+
+
+def soup(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts of one architecture (a weight average: fine-tuned
+    from the same start, such models average into one that scores like their ensemble at the
+    cost of one); integer buffers (batch-norm step counters) take the largest value."""
+    out: dict[str, torch.Tensor] = {}
+    for key, first in states[0].items():
+        if first.is_floating_point():
+            out[key] = torch.stack([s[key].float() for s in states]).mean(0).to(first.dtype)
+        else:
+            out[key] = torch.stack([s[key] for s in states]).amax(0)
+    return out
+
+
+def _expected(scores: np.ndarray, labels: list[bool], target_fpr: float, where: str
+              ) -> dict[str, Any]:
+    """The threshold for ``target_fpr`` on (scores, labels) and what it gives there."""
+    from deepseek.manufacturing.metrics import recall_at_fpr, wilson_interval
+
+    thr, rec, fpr = recall_at_fpr(scores, labels, target_fpr)
+    n_defect = int(sum(labels))
+    n_good = len(labels) - n_defect
+    return {"threshold": thr, "threshold_rule": (
+        f"lowest image score with a false-positive rate <= {target_fpr:g} on {where} "
+        f"({len(labels)} images, {n_good} good): there recall {rec:.3f}, false-positive rate "
+        f"{fpr:.3f}"),
+        "expected": {"recall": rec, "false_positive_rate": fpr,
+                     "recall_ci95": wilson_interval(round(rec * n_defect), n_defect),
+                     "false_positive_rate_ci95": wilson_interval(round(fpr * n_good), n_good),
+                     "defect_images": n_defect, "good_images": n_good}}
+
+
 def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips: int = 1600,
                 frames: int | None = None, height: int = 128, width: int = 160, epochs: int = 4,
                 batch_size: int = 8, lr: float | None = None, seed: int = 0,
@@ -281,27 +351,36 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                 val_folder: str | Path | None = None, val_fraction: float = 0.2,
                 group_pattern: str | None = None, crop: int = 160,
                 crops_per_epoch: int | None = None, init: str | None = None,
-                target_fpr: float = 0.003) -> dict[str, Any]:
+                target_fpr: float = 0.003, folds: int = 5) -> dict[str, Any]:
     """Train ``model`` (``defect-3dcnn-lstm``, or any registered model that fits the task:
     uint8 clips ``[N, T, H, W]`` in, ``(frame logits [N, T], maps [N, T, h, w], state)`` out)
     and write ``out_dir/model.safetensors`` (+ ``.json``).
 
     Without ``folder``: synthetic clips (``clips`` of ``frames`` x ``height`` x ``width``,
     default 16 frames), validated on synthetic videos, from scratch unless ``init="packaged"``.
+
     With ``folder``: labelled part images (:mod:`deepseek.manufacturing.labelled`), balanced
     ``crop`` x ``crop`` crops (``crops_per_epoch``, default 8 per training image, at least 256)
-    held still for ``frames`` frames (default 4); validation on ``val_folder``, or on a group
-    split of ``folder`` (``val_fraction`` of the groups); the best epoch by validation image
-    AUROC (to 4 places; ties: lower log-loss); from the packaged weights unless
-    ``init="scratch"``. The image threshold for a false-positive rate <= ``target_fpr`` on
-    the validation images is stored with the weights, and ``deepseek manufacturing score``
-    uses it by default. ``lr`` defaults to 1e-3 from the packaged weights, 3e-3 from scratch."""
+    held still for ``frames`` frames (default 4), from the packaged weights unless
+    ``init="scratch"``. Images that look alike (the same part again) join one group first.
+    Then, by default (``folds`` > 1, no ``val_folder``), *cross-fitting*: the groups are dealt
+    into ``folds`` folds; one model per fold is trained on the other folds and scores its own
+    fold's images after every epoch, so every training image gets an out-of-fold score. The
+    epoch is chosen by the pooled out-of-fold image AUROC (to 4 places; ties: lower log-loss),
+    the fold models of that epoch are averaged into the one model written (:func:`soup`), and
+    the threshold for a false-positive rate <= ``target_fpr`` is set on all the out-of-fold
+    scores, its expected recall and false-alarm rate stored beside it with 95 % intervals.
+    With ``val_folder`` (or ``folds=1``: a group split, ``val_fraction`` of the groups), one
+    model, the best epoch by the validation images' AUROC, the threshold set on them.
+    ``deepseek manufacturing score`` uses the stored threshold by default. ``lr`` defaults to
+    1e-3 from the packaged weights, 3e-3 from scratch."""
     from deepseek.loader import build_registered, require_fit, save_model
-    from deepseek.train import Trainer
 
     require_fit(model, TASK, TASK_INPUTS)
     if init not in (None, "packaged", "scratch"):
         raise ManufacturingError(f"init={init!r}: give 'packaged' or 'scratch'")
+    if folds < 1:
+        raise ManufacturingError(f"folds={folds}: give 1 (one model, a held-out split) or more")
     init = init or ("packaged" if folder is not None else "scratch")
     lr = lr or (1e-3 if init == "packaged" else 3e-3)
     frames = frames or (4 if folder is not None else 16)
@@ -312,111 +391,84 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                                  f"{STRIDE}")
     if val_folder is not None and folder is None:
         raise ManufacturingError("val_folder needs folder (training images)")
+    cross = folder is not None and val_folder is None and folds > 1
+    if cross and resume:
+        raise ManufacturingError("--resume continues one model's checkpoints: give --folds 1 "
+                                 "or --val-folder with it")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     np.random.seed(seed)
     t0 = time.perf_counter()
-    data_info: dict[str, Any]
-    if folder is not None:
-        from deepseek.manufacturing.labelled import read_labelled, split_groups
-
-        items = read_labelled(folder, group_pattern)
-        if val_folder is not None:
-            val = read_labelled(val_folder, group_pattern)
-            if not any(i.defect for i in val) or all(i.defect for i in val):
-                raise ManufacturingError(f"{val_folder}: validation needs good and defect "
-                                         "images")
-        else:
-            items, val = split_groups(items, val_fraction, seed)
-        from deepseek.manufacturing.labelled import shared_parts
-
-        leaks = shared_parts(items, val)
-        if leaks:
-            v, t, c = leaks[0]
-            log.warning("%d validation image(s) look like training images (thumbnails "
-                        "correlated >= 0.97 after lighting is divided out), e.g. %s and %s "
-                        "(%.3f): the same part on both sides of the split makes the "
-                        "validation figures and the stored threshold read too well; group "
-                        "the photos of one part with --group-pattern REGEX (or give "
-                        "--val-folder)", len(leaks), Path(v).name, Path(t).name, c)
-        n = crops_per_epoch or max(256, 8 * len(items))
-        dataset: Dataset = CropDataset(items, n + n % 2, crop, frames, seed)
-        data_info = {"data": "folder", "folder": str(folder), "train_images": len(items),
-                     "train_defect_images": sum(i.defect for i in items),
-                     "val_images": len(val), "val_defect_images": sum(i.defect for i in val),
-                     "validation": str(val_folder) if val_folder is not None else
-                     f"group split of the folder ({val_fraction:g} of the groups)",
-                     "crops_per_epoch": len(dataset), "crop": crop,
-                     "validation_images_like_training": len(leaks),
-                     "label_sources": sorted({i.source for i in items})}
-        log.info("%d training images (%d defect), %d validation images (%d defect)",
-                 len(items), data_info["train_defect_images"], len(val),
-                 data_info["val_defect_images"])
-        eval_images = True
-    else:
+    fit = {"lr": lr, "epochs": epochs, "batch_size": batch_size, "accum_steps": accum_steps,
+           "amp": amp, "progress": progress, "model": model}
+    if folder is None:
         arrays = make_clips(clips, seed, frames, height, width, workers)
         dataset = ClipDataset(arrays)
         log.info("%d training clips (%d defect frames of %d) in %.0f s", len(arrays["x"]),
                  int(arrays["y"].sum()), arrays["y"].size, time.perf_counter() - t0)
-        val = validation_lines(val_videos) if val_videos else []
-        data_info = {"data": "synthetic", "clips": len(arrays["x"])}
-        eval_images = False
-    net, cfg = build_registered(model, pretrained=init == "packaged", **(config or {}))
-    _check_outputs(net, model)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * int(np.ceil(len(dataset) / batch_size / accum_steps))
-    warm = max(1, int(0.1 * steps))
+        lines = validation_lines(val_videos) if val_videos else []
+        net, cfg = build_registered(model, pretrained=init == "packaged", **(config or {}))
+        _check_outputs(net, model)
+        trainer = _trainer(net, len(dataset), checkpoint_dir=out / "checkpoints", cfg=cfg,
+                           **fit)
 
-    def schedule(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = min(1.0, (step - warm) / max(1, steps - warm))
-        return 0.5 * (1 + math.cos(math.pi * t)) + 1e-3
+        def eval_lines(m: torch.nn.Module, data: list) -> dict[str, float]:
+            try:
+                return evaluate_lines(m, data)  # type: ignore[arg-type]
+            finally:
+                m.train()
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        best_metric = "val_bce" if lines else "train_loss"
+        history = trainer.fit(dataset, epochs=epochs, batch_size=batch_size,
+                              val_data=lines or None, eval_fn=eval_lines if lines else None,
+                              best_metric=best_metric, mode="min", resume=resume)
+        if (out / "checkpoints" / "best").is_dir():
+            trainer.load_checkpoint(out / "checkpoints" / "best")
+        data_info: dict[str, Any] = {"data": "synthetic", "clips": len(arrays["x"])}
+        extra: dict[str, Any] = {"trained_on": "synthetic", "init": init}
+    else:
+        from deepseek.manufacturing.labelled import join_look_alikes, read_labelled
 
-    def eval_fn(model: torch.nn.Module, data: list) -> dict[str, float]:
-        try:
-            return evaluate_images(model, data) if eval_images else \
-                evaluate_lines(model, data)  # type: ignore[arg-type]
-        finally:
-            model.train()
+        items = read_labelled(folder, group_pattern)
+        joined = join_look_alikes(items, rule_given=group_pattern is not None)
+        for why in ("regrouped", "skipped"):
+            if why in joined:
+                log.warning("%s", joined[why])
+        if "skipped" not in joined and joined["groups_after"] < joined["groups_before"]:
+            log.info("%d look-alike image pairs (the same part again): %d groups joined into "
+                     "%d", joined["pairs"], joined["groups_before"], joined["groups_after"])
+        crops = crops_per_epoch or max(256, 8 * len(items))
 
-    trainer = Trainer(net, opt, step_fn=clip_loss, accum_steps=accum_steps, amp=amp,
-                      scheduler=sched, checkpoint_dir=out / "checkpoints", progress=progress,
-                      grad_clip=5.0, architecture=model, config=cfg,
-                      device="cpu" if not torch.cuda.is_available() else "auto")
-    best_metric, mode = ("val_select", "max") if eval_images else \
-        ("val_bce", "min") if val else ("train_loss", "min")
-    history = trainer.fit(dataset, epochs=epochs, batch_size=batch_size,
-                          val_data=val or None, eval_fn=eval_fn if val else None,
-                          best_metric=best_metric, mode=mode, resume=resume)
-    best = out / "checkpoints" / "best"
-    if best.is_dir():
-        trainer.load_checkpoint(best)
-    extra: dict[str, Any] = {"trained_on": data_info["data"], "init": init}
-    if eval_images:
-        from deepseek.manufacturing.metrics import recall_at_fpr
-        from deepseek.manufacturing.score import FRAMES, score_image
+        def build() -> tuple[torch.nn.Module, dict[str, Any]]:
+            net, cfg = build_registered(model, pretrained=init == "packaged",
+                                        **(config or {}))
+            _check_outputs(net, model)
+            return net, cfg
 
-        net.eval()
-        vs = np.array([score_image(net, it.image, FRAMES)[0] for it in val])
-        thr, rec, fpr = recall_at_fpr(vs, [it.defect for it in val], target_fpr)
-        n_good = sum(not it.defect for it in val)
-        n_defect = len(val) - n_good
-        from deepseek.manufacturing.metrics import wilson_interval
-
-        extra.update(threshold=thr, threshold_rule=(
-            f"lowest image score with a false-positive rate <= {target_fpr:g} on the "
-            f"{len(val)} validation images ({n_good} good): there recall {rec:.3f}, "
-            f"false-positive rate {fpr:.3f}"),
-            expected={"recall": rec, "false_positive_rate": fpr,
-                      "recall_ci95": wilson_interval(round(rec * n_defect), n_defect),
-                      "false_positive_rate_ci95": wilson_interval(round(fpr * n_good), n_good),
-                      "defect_images": n_defect, "good_images": n_good})
-        data_info.update(threshold=thr, threshold_rule=extra["threshold_rule"],
-                         expected=extra["expected"])
+        data_info = {"data": "folder", "folder": str(folder), "images": len(items),
+                     "defect_images": sum(i.defect for i in items), "crop": crop,
+                     "groups": joined["groups_after"], "look_alike_pairs": joined["pairs"],
+                     **{k: joined[k] for k in ("regrouped", "skipped") if k in joined},
+                     "label_sources": sorted({i.source for i in items})}
+        if cross:
+            net, cfg, history, held, more = _cross_fit(items, build, crops, crop, frames,
+                                                      folds, seed, fit)
+            data_info.update(more)
+            where = f"the out-of-fold scores of all {len(items)} training images"
+        else:
+            net, cfg, history, held, val, more = _fit_held_out(
+                items, build, crops, crop, frames, seed, fit, out, resume, val_folder,
+                val_fraction, group_pattern)
+            data_info.update(more)
+            where = ("the validation folder" if val_folder is not None else
+                     "the held-out groups")
+            items = val
+        labels = [bool(it.defect) for it in items]
+        extra = {"trained_on": "folder", "init": init,
+                 **_expected(held, labels, target_fpr, where)}
+        data_info.update({k: extra[k] for k in ("threshold", "threshold_rule", "expected")})
+        best_metric = "val_select"
     path = save_model(net, out / "model.safetensors", architecture=model, config=cfg,
                       extra=extra)
     from deepseek.extras import missing
@@ -432,3 +484,121 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                "clip_shape": [frames, height, width]}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, seed: int,
+                  fit: dict[str, Any], out: Path, resume: bool, val_folder: Any,
+                  val_fraction: float, group_pattern: str | None) -> tuple[Any, ...]:
+    """One model validated on ``val_folder`` or a group split; the best epoch kept.
+    (net, cfg, history, validation scores, validation items, data info)."""
+    from deepseek.manufacturing.labelled import read_labelled, shared_parts, split_groups
+
+    if val_folder is not None:
+        val = read_labelled(val_folder, group_pattern)
+        if not any(i.defect for i in val) or all(i.defect for i in val):
+            raise ManufacturingError(f"{val_folder}: validation needs good and defect images")
+    else:
+        items, val = split_groups(items, val_fraction, seed)
+    leaks = shared_parts(items, val)
+    if leaks:
+        v, t, c = leaks[0]
+        log.warning("%d validation image(s) look like training images (thumbnails "
+                    "correlated >= 0.97 after lighting is divided out), e.g. %s and %s "
+                    "(%.3f): the same part on both sides of the split makes the "
+                    "validation figures and the stored threshold read too well; group "
+                    "the photos of one part with --group-pattern REGEX (or give "
+                    "--val-folder)", len(leaks), Path(v).name, Path(t).name, c)
+    dataset = CropDataset(items, crops + crops % 2, crop, frames, seed)
+    log.info("%d training images (%d defect), %d validation images (%d defect)",
+             len(items), sum(i.defect for i in items), len(val), sum(i.defect for i in val))
+    net, cfg = build()
+    trainer = _trainer(net, len(dataset), checkpoint_dir=out / "checkpoints", cfg=cfg, **fit)
+
+    def eval_fn(m: torch.nn.Module, data: list) -> dict[str, float]:
+        try:
+            return evaluate_images(m, data)
+        finally:
+            m.train()
+
+    history = trainer.fit(dataset, epochs=fit["epochs"], batch_size=fit["batch_size"],
+                          val_data=val, eval_fn=eval_fn, best_metric="val_select", mode="max",
+                          resume=resume)
+    if (out / "checkpoints" / "best").is_dir():
+        trainer.load_checkpoint(out / "checkpoints" / "best")
+    held = image_scores(net, val)
+    info = {"train_images": len(items), "train_defect_images": sum(i.defect for i in items),
+            "val_images": len(val), "val_defect_images": sum(i.defect for i in val),
+            "validation": str(val_folder) if val_folder is not None else
+            f"group split of the folder ({val_fraction:g} of the groups)",
+            "crops_per_epoch": len(dataset), "validation_images_like_training": len(leaks)}
+    return net, cfg, history, held, val, info
+
+
+def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, folds: int,
+               seed: int, fit: dict[str, Any]) -> tuple[Any, ...]:
+    """Cross-fitting (see :func:`train_model`): (soup net, cfg, history, out-of-fold scores
+    at the chosen epoch, data info)."""
+    from deepseek.manufacturing.labelled import fold_groups
+
+    fold = fold_groups(items, folds, seed)
+    k_folds = int(fold.max()) + 1
+    if k_folds < folds:
+        log.warning("%d folds asked for, %d made: there are too few groups with (or without) "
+                    "a defect", folds, k_folds)
+    epochs = fit["epochs"]
+    labels = np.array([it.defect for it in items], np.float64)
+    oof = np.full((epochs, len(items)), np.nan)
+    states: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(epochs)]
+    fold_hist: list[list[dict[str, Any]]] = []
+    cfg: dict[str, Any] = {}
+    for k in range(k_folds):
+        train_idx, held_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        train = [items[i] for i in train_idx]
+        held = [items[i] for i in held_idx]
+        log.info("fold %d of %d: %d training images (%d defect), %d held out (%d defect)",
+                 k + 1, k_folds, len(train), sum(i.defect for i in train), len(held),
+                 sum(i.defect for i in held))
+        torch.manual_seed(seed * 1000 + k)
+        dataset = CropDataset(train, crops + crops % 2, crop, frames, seed * 1000 + k)
+        net, cfg = build()
+        trainer = _trainer(net, len(dataset), checkpoint_dir=None, cfg=cfg, **fit)
+        epoch = [0]
+
+        def eval_fn(m: torch.nn.Module, data: list, idx: np.ndarray = held_idx,
+                    epoch: list[int] = epoch) -> dict[str, float]:
+            try:
+                s = image_scores(m, data)
+                oof[epoch[0], idx] = s
+                states[epoch[0]].append({n: t.detach().clone()
+                                         for n, t in m.state_dict().items()})
+                epoch[0] += 1
+                return image_metrics(s, [it.defect for it in data])
+            finally:
+                m.train()
+
+        fold_hist.append(trainer.fit(dataset, epochs=epochs, batch_size=fit["batch_size"],
+                                     val_data=held, eval_fn=eval_fn, best_metric="val_select",
+                                     mode="max"))
+    history = []
+    for e in range(epochs):
+        pooled = image_metrics(oof[e], labels)
+        history.append({"epoch": e + 1,
+                        "train_loss": float(np.mean([h[e]["train_loss"] for h in fold_hist])),
+                        **{k.replace("val_", "oof_"): v for k, v in pooled.items()},
+                        "val_select": pooled["val_select"], "val_auroc": pooled["val_auroc"],
+                        "fold_auroc": [round(h[e]["val_auroc"], 4) for h in fold_hist]})
+    best = max(range(epochs), key=lambda e: (history[e]["val_select"], e))
+    for e, h in enumerate(history):
+        h["best"] = e == best
+    net, cfg = build()
+    net.load_state_dict(soup(states[best]))
+    net.eval()
+    info = {"validation": f"{k_folds}-fold cross-fitting by group: every training image scored "
+                          "by the fold model that did not see it",
+            "folds": k_folds, "fold_images": np.bincount(fold, minlength=k_folds).tolist(),
+            "epoch": best + 1, "crops_per_epoch": crops + crops % 2,
+            "train_images": len(items), "train_defect_images": int(labels.sum()),
+            "val_images": len(items), "val_defect_images": int(labels.sum())}
+    log.info("cross-fitting: epoch %d chosen (out-of-fold AUROC %.4f); %d fold models "
+             "averaged", best + 1, history[best]["oof_auroc"], k_folds)
+    return net, cfg, history, oof[best], info
