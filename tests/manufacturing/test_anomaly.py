@@ -1,4 +1,4 @@
-"""Good parts only: the patch memory, its threshold from held-out good parts, and scoring."""
+"""Good parts only: the patch memory, its threshold from out-of-fold good parts, and scoring."""
 
 from __future__ import annotations
 
@@ -41,9 +41,12 @@ def test_memory_scores_cracks_above_good_parts_and_sets_its_threshold(line, tmp_
     root, good, bad = line
     mem = fit_memory(root / "good", target_fpr=0.01, progress=False)
     m = mem.meta
-    assert (m["fit_images"], m["held_out_images"]) == (8, 2)  # every 5th image held out
-    assert "too few to resolve" in m["threshold_rule"]  # 2 images cannot resolve 1 %
-    assert m["threshold"] == pytest.approx(m["held_out_scores"]["max"])
+    # every good image scored out of fold; the default rule would make one group of
+    # part_0 ... part_9, so each image is its own part (and the memory says so)
+    assert (m["fit_images"], m["folds"], m["groups"]) == (10, 5, 10)
+    assert "each image is taken as its own part" in m["regrouped"]
+    assert "too few to resolve" in m["threshold_rule"]  # 10 images cannot resolve 1 %
+    assert m["threshold"] == pytest.approx(m["out_of_fold_scores"]["max"])
     good_s = [mem.score(read_gray(p))[0] for p in good]
     bad_s = [mem.score(read_gray(p))[0] for p in bad]
     assert min(bad_s) > max(good_s)
@@ -76,8 +79,13 @@ def test_cli_good_only_then_score(line, tmp_path):
 
 def test_bad_memory_inputs(tmp_path, line):
     root, good, _ = line
-    with pytest.raises(ManufacturingError, match="give at least 5"):
+    with pytest.raises(ManufacturingError, match="give at least 2"):
         fit_memory(_surface(tmp_path / "few" / "a.png", 1).parent)
+    _surface(tmp_path / "few" / "b.png", 2)
+    with pytest.raises(ManufacturingError, match="form 1 group"):
+        fit_memory(tmp_path / "few", group_pattern="(png)")
+    with pytest.raises(ManufacturingError, match="folds"):
+        fit_memory(root / "good", folds=1)
     with pytest.raises(ManufacturingError, match="target_fpr"):
         fit_memory(root / "good", target_fpr=0)
     junk = tmp_path / "junk.safetensors"
@@ -91,3 +99,37 @@ def test_bad_memory_inputs(tmp_path, line):
     assert res.exit_code == 2 and "not both" in res.output
     with pytest.raises(ManufacturingError, match="threshold"):
         score_images(good, threshold=1.5)
+
+
+def test_memory_threshold_keeps_look_alike_photos_in_one_fold(tmp_path):
+    """A part photographed twice (another light) is one group: its twin never sits in the
+    memory that scores it, so the out-of-fold score is not pulled down by its own copy."""
+    from deepseek.manufacturing.anomaly import good_folds
+
+    files = [_surface(tmp_path / f"p{i}.png", 40 + i) for i in range(6)]
+    base = cv2.imread(str(files[2]), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(tmp_path / "p2b.png"), np.clip(base * 0.7 + 40, 0, 255).astype(np.uint8))
+    from deepseek.manufacturing.images import image_paths
+
+    paths = image_paths([tmp_path])
+    for seed in range(4):
+        fold, info = good_folds(paths, tmp_path, 3, seed)
+        by = {p.stem: f for p, f in zip(paths, fold)}
+        assert by["p2"] == by["p2b"] and info["pairs"] == 1 and set(fold.tolist()) == {0, 1, 2}
+
+
+def test_coreset_keeps_rare_patches_a_uniform_sample_drops():
+    """Five patches of a rare kind (a part's edge) among 20,000 common ones: a 200-patch
+    coreset keeps all five, so their kind has a neighbour in the memory."""
+    from deepseek.manufacturing.anomaly import greedy_coreset
+
+    rng = np.random.default_rng(0)
+    common = rng.normal(0, 1, (20_000, 64)).astype(np.float32)
+    rare = (20.0 * np.eye(64)[:5] + rng.normal(0, 0.1, (5, 64))).astype(np.float32)
+    x = np.concatenate([common, rare])
+    kept = greedy_coreset(x, 200, np.random.default_rng(1))
+    assert kept.shape == (200, 64)
+    assert int((kept.max(1) > 15).sum()) == 5
+    uniform = x[np.random.default_rng(1).choice(len(x), 200, replace=False)]
+    assert int((uniform.max(1) > 15).sum()) < 5  # a uniform sample leaves most of them out
+    assert greedy_coreset(x[:50], 200, rng).shape == (50, 64)  # fewer than asked: all kept
