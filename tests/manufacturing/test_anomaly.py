@@ -64,9 +64,11 @@ def test_memory_scores_cracks_above_good_parts_and_sets_its_threshold(line, tmp_
 def test_cli_good_only_then_score(line, tmp_path):
     root, good, bad = line
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out", str(tmp_path),
-                                           "--good-only", str(root / "good"), "--json"])
+                                           "--good-only", str(root / "good"), "--json",
+                                           "--memory-selection", "coreset", "--folds", "3"])
     assert res.exit_code == 0, res.output
     fitted = json.loads(res.output)
+    assert fitted["selection"] == "coreset" and fitted["folds"] == 3
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root / "test"),
                                            "--model", fitted["model"], "--json", "--heatmaps",
                                            str(tmp_path / "heat")])
@@ -86,6 +88,8 @@ def test_bad_memory_inputs(tmp_path, line):
         fit_memory(tmp_path / "few", group_pattern="(png)")
     with pytest.raises(ManufacturingError, match="folds"):
         fit_memory(root / "good", folds=1)
+    with pytest.raises(ManufacturingError, match="selection='nearest'"):
+        fit_memory(root / "good", selection="nearest")
     with pytest.raises(ManufacturingError, match="target_fpr"):
         fit_memory(root / "good", target_fpr=0)
     junk = tmp_path / "junk.safetensors"

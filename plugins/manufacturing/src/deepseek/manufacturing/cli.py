@@ -461,6 +461,10 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               default=0.003, show_default=True,
               help="--good-only and --folder: false-positive rate the stored threshold is "
                    "set for, on held-out images.")
+@click.option("--memory-selection", type=click.Choice(["uniform", "coreset"]),
+              default="uniform", show_default=True,
+              help="--good-only: how the memory's 10,000 patches are chosen: a uniform random "
+              "sample, or a greedy k-centre coreset (keeps rare good patches; slower to fit).")
 @click.option("--backbone", default="defect-3dcnn-lstm", show_default=True,
               help="--good-only: the model whose encoder gives the patch features (registry "
                    "name or weights file).")
@@ -472,9 +476,10 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
           clip_size: tuple[int, int], epochs: int, batch_size: int, accum_steps: int,
           lr: float | None,
           val_videos: int, amp: bool, resume: bool, seed: int, model: str,
-          good_only: Path | None, target_fpr: float, backbone: str, as_json: bool) -> None:
+          good_only: Path | None, target_fpr: float, memory_selection: str, backbone: str,
+          as_json: bool) -> None:
     """Train a crack model through the core Trainer (checkpoints, resume, best kept), or with
-    --good-only fit a good-parts memory whose threshold is set on held-out good images."""
+    --good-only fit a good-parts memory whose threshold is set on out-of-fold good images."""
     if good_only is not None:
         from deepseek.manufacturing.anomaly import fit_memory
 
@@ -482,6 +487,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
         mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
                          folds=max(2, folds), group_pattern=group_pattern,
+                         selection=memory_selection,
                          progress=False if as_json else None)
         path = mem.save(out / "memory.safetensors")
         if as_json:
