@@ -101,6 +101,9 @@ def test_bad_memory_inputs(tmp_path, line):
                                            "--good-only", str(root / "good"), "--folder",
                                            str(root)])
     assert res.exit_code == 2 and "not both" in res.output
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out", str(tmp_path),
+                                           "--good-only", str(root / "good"), "--folds", "1"])
+    assert res.exit_code == 2 and "--folds 2 or more" in res.output
     with pytest.raises(ManufacturingError, match="threshold"):
         score_images(good, threshold=1.5)
 

@@ -418,7 +418,7 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               "out-of-fold scores of every training image, and the fold models are averaged "
               "into the one written. 1: one model and a held-out split (--val-fraction). "
               "--good-only: the folds whose out-of-fold scores set the memory's threshold "
-              "(at least 2).")
+              "(2 or more).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True,
               help="--folder --folds 1: share of the groups held out.")
@@ -485,8 +485,11 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
 
         if folder is not None:
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
+        if folds < 2:
+            raise click.UsageError("--good-only sets its threshold on out-of-fold scores: give "
+                                   "--folds 2 or more")
         mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
-                         folds=max(2, folds), group_pattern=group_pattern,
+                         folds=folds, group_pattern=group_pattern,
                          selection=memory_selection,
                          progress=False if as_json else None)
         path = mem.save(out / "memory.safetensors")
