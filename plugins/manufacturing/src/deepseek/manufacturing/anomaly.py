@@ -238,8 +238,8 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     patches scores the fold's images, so every good image gets a score from a memory that
     never saw it (nor its look-alikes). The threshold is the ``1 - target_fpr`` quantile of
     those scores, or their maximum when there are too few images to resolve that rate (the
-    metadata says which). The memory written holds ``max_bank`` patches of every image's,
-    drawn from a pool to which each image gives at most ``POOL_FACTOR * max_bank / images``
+    metadata says which). The memory written holds ``max_bank`` patches drawn from all the
+    images, from a pool to which each image gives at most ``POOL_FACTOR * max_bank / images``
     (so memory stays bounded however many images there are): a uniform random sample
     (``selection="uniform"``, the default), or a greedy coreset (:func:`greedy_coreset`,
     ``"coreset"``) of at most ``POOL_FACTOR * max_bank`` of them. Each fold's memory is
