@@ -377,8 +377,8 @@ def join_look_alikes(items: list[LabelledImage], threshold: float = SAME_PART_CO
 
     When joining would make one group hold more than ``max_share`` of the images and more
     than :data:`LOOK_ALIKE_GROUP` (parts that all look alike at thumbnail scale, not repeats of
-    one part), nothing is joined and the
-    result says why: the group rule (``--group-pattern``) is then the only guide. Unless
+    one part), nothing is joined and the result says why: the group rule (``--group-pattern``)
+    is then the only guide. Unless
     ``rule_given`` (a ``--group-pattern``), a default rule that put more than half of the
     images in one group (a camera's ``IMG_0001.jpg`` names) is set aside first: each image
     becomes its own group, and the result says so (``"regrouped"``).
