@@ -32,13 +32,13 @@ def threshold_for_fpr(good_scores: Any, target_fpr: float) -> float:
     Raises:
         ManufacturingError: no good scores, or a target outside [0, 1).
     """
-    good = np.sort(np.asarray(good_scores, np.float64))
-    if not len(good):
+    from deepseek.manufacturing.metrics import lowest_threshold
+
+    if not len(good_scores):
         raise ManufacturingError("calibration needs good images: none were found")
     if not 0.0 <= target_fpr < 1.0:
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate in [0, 1), e.g. 0.01")
-    k = int(np.floor(target_fpr * len(good)))   # good images allowed over the threshold
-    return float(np.nextafter(good[len(good) - 1 - k], np.inf))
+    return lowest_threshold(good_scores, target_fpr)
 
 
 def _model_sha256(model: Any) -> str | None:
@@ -72,7 +72,7 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     """
     from tqdm.auto import tqdm
 
-    from deepseek.manufacturing.metrics import wilson_interval
+    from deepseek.manufacturing.metrics import expected_rates
     from deepseek.manufacturing.score import Scorer, image_paths
 
     folder = Path(folder)
@@ -91,20 +91,13 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     scores = np.array([scorer.score(f).score for f in
                        tqdm(files, desc="calibrating", disable=progress is False or
                             (progress is None and len(files) < 20))])
-    good, defect = scores[~labels], scores[labels]
-    thr = threshold_for_fpr(good, target_fpr)
+    thr = threshold_for_fpr(scores[~labels], target_fpr)
     if scorer.memory is None and not thr < 1.0:
         raise ManufacturingError(
             f"{folder}: more than {target_fpr:g} of the good images score 1.0 with {model}: no "
             "threshold keeps that false-alarm rate; retrain on this line (train --folder)")
-    n_good, n_defect = len(good), len(defect)
-    fp, tp = int((good >= thr).sum()), int((defect >= thr).sum())
-    expected: dict[str, Any] = {
-        "false_positive_rate": fp / n_good,
-        "false_positive_rate_ci95": wilson_interval(fp, n_good),
-        "recall": tp / n_defect if n_defect else None,
-        "recall_ci95": wilson_interval(tp, n_defect),
-        "good_images": n_good, "defect_images": n_defect}
+    expected = expected_rates(scores, labels, thr)
+    n_good, n_defect = expected["good_images"], expected["defect_images"]
     warnings = []
     if 0 < target_fpr and n_good * target_fpr < 1:
         warnings.append(f"{n_good} good images cannot show a false-alarm rate of "

@@ -234,19 +234,41 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float] |
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def lowest_threshold(good_scores: Any, fpr: float) -> float:
+    """The lowest threshold that flags at most ``fpr`` of ``good_scores`` (an image is flagged
+    when its score is >= the threshold); the lowest good score when ``fpr`` allows them all.
+    """
+    good = np.sort(np.asarray(good_scores, np.float64))
+    k = int(np.floor(fpr * len(good)))   # good images allowed at or over the threshold
+    return float(np.nextafter(good[len(good) - 1 - k], np.inf)) if k < len(good) else \
+        float(good[0])
+
+
 def recall_at_fpr(scores: Any, labels: Any, fpr: float) -> tuple[float, float, float]:
     """(threshold, recall, false-positive rate) at the lowest threshold whose false-positive
     rate on these images is at most ``fpr``."""
     s = np.asarray(scores, np.float64)
     y = np.asarray(labels).astype(bool)
-    good = np.sort(s[~y])
-    if not len(good) or not y.any():
+    if not (~y).any() or not y.any():
         raise ValueError("recall at a false-positive rate needs good and defect images")
-    k = int(np.floor(fpr * len(good)))
-    thr = float(np.nextafter(good[len(good) - 1 - k], np.inf)) if k < len(good) else \
-        float(good[0])
+    thr = lowest_threshold(s[~y], fpr)
     flag = s >= thr
     return thr, float(flag[y].mean()), float(flag[~y].mean())
+
+
+def expected_rates(scores: Any, labels: Any, threshold: float) -> dict[str, Any]:
+    """What ``threshold`` gives on these images, as stored beside a threshold and printed by
+    ``score``: false-positive rate and recall (None without defect images), each with its
+    Wilson 95 % interval, and the image counts."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    n_good, n_defect = int((~y).sum()), int(y.sum())
+    fp, tp = int((s[~y] >= threshold).sum()), int((s[y] >= threshold).sum())
+    return {"recall": tp / n_defect if n_defect else None,
+            "false_positive_rate": fp / n_good if n_good else None,
+            "recall_ci95": wilson_interval(tp, n_defect),
+            "false_positive_rate_ci95": wilson_interval(fp, n_good),
+            "defect_images": n_defect, "good_images": n_good}
 
 
 def upsample_map(pmap: Any, shape: tuple[int, int], stride: int) -> np.ndarray:

@@ -326,19 +326,15 @@ def soup(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 def _expected(scores: np.ndarray, labels: list[bool], target_fpr: float, where: str
               ) -> dict[str, Any]:
     """The threshold for ``target_fpr`` on (scores, labels) and what it gives there."""
-    from deepseek.manufacturing.metrics import recall_at_fpr, wilson_interval
+    from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr
 
     thr, rec, fpr = recall_at_fpr(scores, labels, target_fpr)
-    n_defect = int(sum(labels))
-    n_good = len(labels) - n_defect
+    expected = expected_rates(scores, labels, thr)
     return {"threshold": thr, "threshold_rule": (
         f"lowest image score with a false-positive rate <= {target_fpr:g} on {where} "
-        f"({len(labels)} images, {n_good} good): there recall {rec:.3f}, false-positive rate "
-        f"{fpr:.3f}"),
-        "expected": {"recall": rec, "false_positive_rate": fpr,
-                     "recall_ci95": wilson_interval(round(rec * n_defect), n_defect),
-                     "false_positive_rate_ci95": wilson_interval(round(fpr * n_good), n_good),
-                     "defect_images": n_defect, "good_images": n_good}}
+        f"({len(labels)} images, {expected['good_images']} good): there recall {rec:.3f}, "
+        f"false-positive rate {fpr:.3f}"),
+        "expected": expected}
 
 
 def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips: int = 1600,
