@@ -155,7 +155,12 @@ def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
     to the fold with the fewest images so far. ``k`` is ``folds`` or the number of groups,
     whichever is smaller. Returns (folds, what the grouping did)."""
     from deepseek.manufacturing.images import read_gray
-    from deepseek.manufacturing.labelled import LabelledImage, group_of, join_look_alikes
+    from deepseek.manufacturing.labelled import (
+        LabelledImage,
+        deal_groups,
+        group_of,
+        join_look_alikes,
+    )
 
     items = []
     for p in files:
@@ -171,13 +176,8 @@ def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
         raise ManufacturingError(f"{root}: the {len(files)} good images form {len(groups)} "
                                  "group(s); an out-of-fold threshold needs at least 2: give "
                                  "more images or --group-pattern REGEX")
-    rng = np.random.default_rng(seed)
     fold = np.zeros(len(files), np.int64)
-    load = np.zeros(k, np.int64)
-    for g in rng.permutation(sorted(groups)).tolist():
-        f = int(np.argmin(load + rng.random(k) * 1e-3))
-        fold[groups[g]] = f
-        load[f] += len(groups[g])
+    deal_groups(sorted(groups), groups, k, np.random.default_rng(seed), fold)
     return fold, info
 
 

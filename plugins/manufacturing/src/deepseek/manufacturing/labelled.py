@@ -472,12 +472,20 @@ def fold_groups(items: list[LabelledImage], folds: int, seed: int = 0) -> np.nda
     rng = np.random.default_rng(seed)
     fold = np.zeros(len(items), np.int64)
     for want in (True, False):
-        load = np.zeros(k, np.int64)
-        for g in rng.permutation(kinds[want]).tolist():
-            f = int(np.argmin(load + rng.random(k) * 1e-3))  # ties broken at random
-            fold[groups[g]] = f
-            load[f] += len(groups[g])
+        deal_groups(kinds[want], groups, k, rng, fold)
     return fold
+
+
+def deal_groups(names: list[str], groups: dict[str, list[int]], k: int,
+                rng: np.random.Generator, fold: np.ndarray) -> None:
+    """Deal the groups ``names`` (members: indices into ``fold``) to ``k`` folds in a random
+    order, each to the fold with the fewest of their images so far (ties broken at random);
+    writes each member's fold into ``fold``."""
+    load = np.zeros(k, np.int64)
+    for g in rng.permutation(names).tolist():
+        f = int(np.argmin(load + rng.random(k) * 1e-3))
+        fold[groups[g]] = f
+        load[f] += len(groups[g])
 
 
 def _crop_at(img: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
