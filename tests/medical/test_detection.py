@@ -349,10 +349,31 @@ def test_flip_tta_rescoring_keeps_the_geometry():
     for a, b in zip(plain[:5], tta[:5]):
         assert a["xyz"] == b["xyz"]
         assert b["probability"] == pytest.approx(a["probability"], abs=1e-5)
+    for views in ("zyx", "zy,x", "x"):  # any set of flipped views undoes its flips
+        one = NoduleDetector(_LocalNet(), progress=False, window=48, overlap=12, tta_top=5,
+                             tta_crop=32, tta_flips=views).detect(vol)
+        for a, b in zip(plain[:5], one[:5]):
+            assert a["xyz"] == b["xyz"]
+            assert b["probability"] == pytest.approx(a["probability"], abs=1e-5)
     with pytest.raises(MedicalError, match="tta_crop"):
         NoduleDetector(_LocalNet(), tta_crop=30)
     with pytest.raises(MedicalError, match="window 30 / overlap 8"):
         NoduleDetector(_LocalNet(), window=30, overlap=8)
+
+
+def test_flip_views_are_named_by_their_axes():
+    from deepseek.medical.detector import flip_views
+
+    assert flip_views("z,y,x") == [(0,), (1,), (2,)]
+    assert flip_views("zyx") == [(0, 1, 2)]
+    assert flip_views(" XZ , y") == [(0, 2), (1,)]
+    for bad, why in (("zyq", "comma-separated views"), ("zz", "comma-separated views"),
+                     ("z,,x", "comma-separated views"), ("", "comma-separated views"),
+                     ("zy,yz", "named twice")):
+        with pytest.raises(MedicalError, match=why):
+            flip_views(bad)
+    with pytest.raises(MedicalError, match="tta_flips='w'"):
+        NoduleDetector(_LocalNet(), tta_flips="w")
 
 
 def test_onnx_detector_equals_pytorch_detector():

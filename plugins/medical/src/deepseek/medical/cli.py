@@ -237,10 +237,15 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
 @click.option("--tta-top", type=int, default=24, show_default=True,
               help="Re-score this many top candidates with flip test-time augmentation (0: off).")
-@click.option("--window", type=int, default=96, show_default=True,
+@click.option("--tta-flips", default="zyx", show_default=True, metavar="VIEWS",
+              help="The flipped views of the test-time augmentation, comma-separated, each "
+              "naming the axes it flips: 'zyx' (one view) or 'z,y,x' (three views, three "
+              "times the time).")
+@click.option("--window", type=int, default=128, show_default=True,
               help="Sliding-window edge in mm (a multiple of 4; 64 suits thin slabs).")
 @click.option("--overlap", type=int, default=None,
-              help="Overlap of neighbouring windows in mm [window / 4].")
+              help="Overlap of neighbouring windows in mm [a quarter of the window, at most "
+              "24].")
 @click.option("--fpr", "fpr", default="none", show_default=True, metavar="none|auto|MODEL",
               help="Second stage: re-score every candidate with a false-positive reduction "
               "classifier (the probability becomes the geometric mean of both). none: off; "
@@ -251,7 +256,7 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
            threshold: float,
            max_candidates: int, model: str, backend: str, series_uid: str | None, on_gap: str,
            step_mm: float | None, no_lung_mask: bool, sizes: int, amp: bool, tta_top: int,
-           window: int, overlap: int | None, fpr: str | None) -> None:
+           tta_flips: str, window: int, overlap: int | None, fpr: str | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.medical.metrics import write_monai_boxes, write_results
     from deepseek.medical.steps import detect_step
@@ -260,8 +265,8 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
     result = detect_step(model=model, backend=backend, threshold=threshold,
                          max_candidates=max_candidates, series_uid=series_uid, on_gap=on_gap,
                          step_mm=step_mm, lung_mask=not no_lung_mask, sizes=sizes, amp=amp,
-                         tta_top=tta_top, window=window, overlap=overlap, fpr=fpr,
-                         progress=None)(path)
+                         tta_top=tta_top, tta_flips=tta_flips, window=window,
+                         overlap=overlap, fpr=fpr, progress=None)(path)
     cands = result["candidates"]
     if out:
         write_results(cands, out)

@@ -133,7 +133,7 @@ def dicom_io(input: str | None = None, out_dir: Path = Path("."), quiet: bool = 
 
 
 def nodule_detection(input: str | None = None, out_dir: Path = Path("."), quiet: bool = False,
-                     seed: int = 510_000, window: int = 96, tta_top: int = 24
+                     seed: int = 510_000, window: int | None = None, tta_top: int = 24
                      ) -> PipelineResult:
     """Detect nodules in a CT (default: a fresh phantom series, seed outside training) and
     score them with the LUNA16 FROC against its annotations.csv when there is one."""
@@ -156,8 +156,8 @@ def nodule_detection(input: str | None = None, out_dir: Path = Path("."), quiet:
     source = str(input)
     vol = open_source(source, kind="volume")
     ann_path = _annotation_file(source, vol)
-    det = NoduleDetector(progress=False if quiet else None, window=window, overlap=window // 4,
-                         tta_top=tta_top)
+    det = NoduleDetector(progress=False if quiet else None, tta_top=tta_top,
+                         **({} if window is None else {"window": window}))
     cands = det.detect(vol)
     sid = vol.metadata.get("series_uid") or "scan"
     write_results(cands, out_dir / "results.csv")
