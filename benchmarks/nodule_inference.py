@@ -3,8 +3,16 @@
 Writes a 512x512x300 phantom DICOM series (0.7 x 0.7 x 1.0 mm; --quick: 256x256x100 at
 1.4 x 1.4 x 1.0 mm, the same field of view), then, in a fresh process, reads it and runs
 NoduleDetector, reporting the time of every stage
-(read, resample, mask, sliding-window inference, peaks + NMS) and the peak memory of the
-process (max RSS). With --amp on a CUDA machine the same script measures the GPU path.
+(read, resample, mask, sliding-window inference, peaks + NMS, flip TTA, sizes) and the peak
+memory of the process (max RSS). With --amp on a CUDA machine the same script measures the GPU
+path.
+
+This VM's speed changes from day to day (the same scan took 41 s one day and 62 s another),
+so the worker also times the network alone on one batch of windows, in the same process right
+after the scan: ``network_batch_s``. ``detect_in_network_batches`` (the detect time divided by
+it) and ``windows`` say whether a slower scan came from a slower host (the ratio holds) or
+from the pipeline (the ratio grows); the overhead goal reads that ratio against the windows
+the scan needed.
 
     python benchmarks/nodule_inference.py [--quick] [--amp]
 """
@@ -20,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, goal  # noqa: E402
 
@@ -34,9 +44,20 @@ def worker(folder: str, amp: bool) -> None:
     det = NoduleDetector(progress=False, amp=amp)
     cands = det.detect(vol)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    batch = np.random.default_rng(0).random((det.batch_size, 1, *(det.window,) * 3),
+                                            dtype=np.float32)
+    det.net(batch)  # warm
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        det.net(batch)
+        runs.append(time.perf_counter() - t0)
     print(json.dumps({"read_s": t_read, **{f"{k}_s": v for k, v in det.timings.items()},
                       "candidates": len(cands), "peak_rss_gib": peak,
-                      "device": str(det.device), "backend": det.net.name}))
+                      "device": str(det.device), "backend": det.net.name,
+                      "windows": det.windows_run, "window": det.window,
+                      "overlap": det.overlap, "batch_size": det.batch_size,
+                      "tta_top": det.tta_top, "network_batch_s": float(np.median(runs))}))
 
 
 def main() -> None:
@@ -61,16 +82,24 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
     total = r["read_s"] + r["total_s"]
+    units = r["total_s"] / r["network_batch_s"]
+    needed = -(-r["windows"] // r["batch_size"])  # the sliding windows' batches alone
     results = {"series": {"size": size, "slices": slices, "spacing_mm": [px, px, 1.0],
                           "phantom_write_s": round(t_write, 1)},
                **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()},
-               "read_plus_detect_s": round(total, 2)}
+               "read_plus_detect_s": round(total, 2),
+               "detect_in_network_batches": round(units, 1),
+               "window_batches": needed,
+               "detect_over_window_batches": round(units / needed, 3)}
     if args.amp:
         goals = [goal(f"whole-scan inference with AMP on the GPU, {size}x{size}x{slices}",
                       round(r["total_s"], 2), "<= 3 s", "s", r["total_s"] <= 3.0)]
     else:
         goals = [goal(f"whole-scan inference, {size}x{size}x{slices} (read + detect)",
-                      round(total, 2), "<= 60 s", "s", total <= 60.0),
+                      round(total, 2), "<= 45 s", "s", total <= 45.0),
+                 goal(f"detect time over its sliding windows' network time alone, "
+                      f"{size}x{size}x{slices} (the same process)", round(units / needed, 3),
+                      "<= 1.3", "ratio", units / needed <= 1.3),
                  goal(f"peak memory, {size}x{size}x{slices}", round(r["peak_rss_gib"], 2),
                       "<= 6 GiB", "GiB", r["peak_rss_gib"] <= 6.0)]
     emit("nodule_inference", results, goals, quick=args.quick)
