@@ -90,6 +90,26 @@ def test_training_steps_reduce_the_loss():
     assert losses[-1] < 0.6 * losses[0]
 
 
+def test_synthetic_training_cracks_follow_the_depth_range(tmp_path):
+    from deepseek.manufacturing.errors import ManufacturingError
+    from deepseek.manufacturing.training import synthetic_clip, train_model, validation_lines
+
+    # the same clip seed drawn with a faint and a deep range: the crack pixels darken the
+    # surface less in the faint clip, and its validation lines carry the same range
+    seed = next(s for s in range(100) if synthetic_clip(s, 4, 64, 64)["y"].any())
+    faint = synthetic_clip(seed, 4, 64, 64, crack_depth=(0.10, 0.12))
+    deep = synthetic_clip(seed, 4, 64, 64, crack_depth=(0.60, 0.62))
+    assert (faint["y"] == deep["y"]).all()
+    drop = deep["x"].astype(int) - faint["x"].astype(int)
+    assert drop.min() < -20 and drop.max() <= 3  # deep cracks only ever darker
+    (line,) = validation_lines(1, frames=8, crack_depth=(0.10, 0.12))
+    assert line.cracks and all(0.10 <= c.depth <= 0.12 for c in line.cracks)
+    for bad in ((0.0, 0.5), (0.6, 0.4), (0.2, 1.0)):
+        with pytest.raises(ManufacturingError, match="crack_depth"):
+            train_model(tmp_path, clips=2, frames=2, height=32, width=32, epochs=1,
+                        val_videos=0, workers=1, progress=False, crack_depth=bad)
+
+
 def test_trainer_run_writes_a_loadable_model(tmp_path):
     from deepseek.loader import ModelLoader
     from deepseek.manufacturing.training import train_model

@@ -441,6 +441,9 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               "still].")
 @click.option("--clip-size", nargs=2, type=int, default=(160, 128), show_default=True,
               help="Clip W H (multiples of 16).")
+@click.option("--crack-depth", nargs=2, type=float, default=None, metavar="LOW HIGH",
+              help="Synthetic clips: how much a crack darkens the surface (fraction, drawn "
+              "per crack; the faint end is what the line must still catch) [0.10 0.70].")
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--accum-steps", type=int, default=1, show_default=True)
@@ -473,7 +476,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
           val_fraction: float,
           group_pattern: str | None, crop: int, crops_per_epoch: int | None, init: str | None,
           clips: int, clip_frames: int | None,
-          clip_size: tuple[int, int], epochs: int, batch_size: int, accum_steps: int,
+          clip_size: tuple[int, int], crack_depth: tuple[float, float] | None, epochs: int,
+          batch_size: int, accum_steps: int,
           lr: float | None,
           val_videos: int, amp: bool, resume: bool, seed: int, model: str,
           good_only: Path | None, target_fpr: float, memory_selection: str, backbone: str,
@@ -508,13 +512,16 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
 
     if folder is None and (val_folder is not None or crops_per_epoch is not None):
         raise click.UsageError("--val-folder and --crops-per-epoch go with --folder")
+    if folder is not None and crack_depth is not None:
+        raise click.UsageError("--crack-depth shapes the synthetic clips: it does not go with "
+                               "--folder (your images' cracks are what they are)")
     res = train_model(out, folder=folder, clips=clips, frames=clip_frames, width=clip_size[0],
                       height=clip_size[1], epochs=epochs, batch_size=batch_size,
                       accum_steps=accum_steps, lr=lr, val_videos=val_videos, amp=amp,
                       resume=resume, seed=seed, model=model, val_folder=val_folder,
                       val_fraction=val_fraction, group_pattern=group_pattern, crop=crop,
                       crops_per_epoch=crops_per_epoch, init=init, target_fpr=target_fpr,
-                      folds=folds)
+                      folds=folds, **({"crack_depth": crack_depth} if crack_depth else {}))
     from deepseek.report import echo_training
 
     echo_training(res, as_json)

@@ -44,10 +44,17 @@ VAL_SEED0 = 800_000     # validation videos
 BENCH_SEED0 = 700_000   # benchmark / pipeline videos: never used for training or validation
 
 
-def synthetic_clip(seed: int, frames: int = 16, height: int = 128, width: int = 160
+#: how much a synthetic training crack darkens the surface (fraction, drawn uniformly per
+#: crack): from the faint 10 % the line must still catch to the generator's deepest 70 %
+TRAIN_CRACK_DEPTH = (0.10, 0.70)
+
+
+def synthetic_clip(seed: int, frames: int = 16, height: int = 128, width: int = 160,
+                   crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH
                    ) -> dict[str, np.ndarray]:
     """One training clip: ``x`` uint8 (T, H, W), ``y`` (T,), ``w`` (T,) loss weights and
-    ``map`` (T, H/16, W/16) crack cells."""
+    ``map`` (T, H/16, W/16) crack cells; its cracks darken the surface by a fraction drawn
+    from ``crack_depth``."""
     from deepseek.manufacturing.synthetic import SyntheticLine
 
     rng = np.random.default_rng([seed, 7])
@@ -58,7 +65,8 @@ def synthetic_clip(seed: int, frames: int = 16, height: int = 128, width: int = 
         crack_spacing_mm=30.0 if has_crack else math.inf,
         first_crack_mm=float(rng.uniform(0, extent_mm)),
         scratches_per_m=float(rng.uniform(20, 120)), stains_per_m=float(rng.uniform(5, 60)),
-        dust_per_cm2=float(rng.uniform(0.2, 2.0)), light_drift=float(rng.uniform(0.02, 0.3)))
+        dust_per_cm2=float(rng.uniform(0.2, 2.0)), light_drift=float(rng.uniform(0.02, 0.3)),
+        crack_depth=crack_depth)
     x = np.stack([line.frame(i) for i in range(frames)])
     truth = [line.truth(i) for i in range(frames)]
     y = np.array([t["defect"] for t in truth], np.float32)
@@ -67,19 +75,22 @@ def synthetic_clip(seed: int, frames: int = 16, height: int = 128, width: int = 
     return {"x": x, "y": y, "w": w, "map": m, "mw": np.ones(1, np.float32)}
 
 
-def _clips_part(args: tuple[list[int], int, int, int]) -> dict[str, np.ndarray]:
-    seeds, frames, height, width = args
-    clips = [synthetic_clip(s, frames, height, width) for s in seeds]
+def _clips_part(args: tuple[list[int], int, int, int, tuple[float, float]]
+                ) -> dict[str, np.ndarray]:
+    seeds, frames, height, width, depth = args
+    clips = [synthetic_clip(s, frames, height, width, depth) for s in seeds]
     return {k: np.stack([c[k] for c in clips]) for k in clips[0]}
 
 
 def make_clips(n: int, seed: int, frames: int = 16, height: int = 128, width: int = 160,
-               workers: int = 2) -> dict[str, np.ndarray]:
+               workers: int = 2, crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH
+               ) -> dict[str, np.ndarray]:
     """``n`` synthetic training clips (seeded) with frame labels and masks, made on ``workers``
     processes.
     """
     seeds = [seed * 1_000_000 + i for i in range(n)]
-    parts = [(seeds[i::workers], frames, height, width) for i in range(workers)]
+    parts = [(seeds[i::workers], frames, height, width, tuple(crack_depth))
+             for i in range(workers)]
     if workers <= 1:
         chunks = [_clips_part(parts[0])]
     else:
@@ -236,11 +247,14 @@ def score_video(model: DefectNet, line: Any, chunk: int = 32) -> np.ndarray:
     return np.concatenate(out)
 
 
-def validation_lines(n: int, frames: int = 400) -> list:
-    """``n`` held-out synthetic lines of ``frames`` frames (fixed seeds apart from training's)."""
+def validation_lines(n: int, frames: int = 400,
+                     crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH) -> list:
+    """``n`` held-out synthetic lines of ``frames`` frames (fixed seeds apart from training's),
+    their cracks as deep as training's."""
     from deepseek.manufacturing.synthetic import SyntheticLine
 
-    return [SyntheticLine(seed=VAL_SEED0 + i, frames=frames) for i in range(n)]
+    return [SyntheticLine(seed=VAL_SEED0 + i, frames=frames, crack_depth=tuple(crack_depth))
+            for i in range(n)]
 
 
 def evaluate_lines(model: DefectNet, lines: list, threshold: float = 0.5) -> dict[str, float]:
@@ -347,13 +361,16 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                 val_folder: str | Path | None = None, val_fraction: float = 0.2,
                 group_pattern: str | None = None, crop: int = 160,
                 crops_per_epoch: int | None = None, init: str | None = None,
-                target_fpr: float = 0.003, folds: int = 5) -> dict[str, Any]:
+                target_fpr: float = 0.003, folds: int = 5,
+                crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH) -> dict[str, Any]:
     """Train ``model`` (``defect-3dcnn-lstm``, or any registered model that fits the task:
     uint8 clips ``[N, T, H, W]`` in, ``(frame logits [N, T], maps [N, T, h, w], state)`` out)
     and write ``out_dir/model.safetensors`` (+ ``.json``).
 
     Without ``folder``: synthetic clips (``clips`` of ``frames`` x ``height`` x ``width``,
-    default 16 frames), validated on synthetic videos, from scratch unless ``init="packaged"``.
+    default 16 frames) whose cracks darken the surface by a fraction drawn from ``crack_depth``,
+    validated on synthetic videos with cracks as deep, from scratch unless
+    ``init="packaged"``.
 
     With ``folder``: labelled part images (:mod:`deepseek.manufacturing.labelled`), balanced
     ``crop`` x ``crop`` crops (``crops_per_epoch``, default 8 per training image, at least 256)
@@ -399,11 +416,15 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     fit = {"lr": lr, "epochs": epochs, "batch_size": batch_size, "accum_steps": accum_steps,
            "amp": amp, "progress": progress, "model": model}
     if folder is None:
-        arrays = make_clips(clips, seed, frames, height, width, workers)
+        lo, hi = (float(v) for v in crack_depth)
+        if not 0 < lo <= hi < 1:
+            raise ManufacturingError(f"crack_depth={crack_depth!r}: give LOW HIGH with "
+                                     "0 < LOW <= HIGH < 1 (fractional darkening)")
+        arrays = make_clips(clips, seed, frames, height, width, workers, (lo, hi))
         dataset = ClipDataset(arrays)
         log.info("%d training clips (%d defect frames of %d) in %.0f s", len(arrays["x"]),
                  int(arrays["y"].sum()), arrays["y"].size, time.perf_counter() - t0)
-        lines = validation_lines(val_videos) if val_videos else []
+        lines = validation_lines(val_videos, crack_depth=(lo, hi)) if val_videos else []
         net, cfg = build_registered(model, pretrained=init == "packaged", **(config or {}))
         _check_outputs(net, model)
         trainer = _trainer(net, len(dataset), checkpoint_dir=out / "checkpoints", cfg=cfg,
@@ -421,7 +442,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                               best_metric=best_metric, mode="min", resume=resume)
         if (out / "checkpoints" / "best").is_dir():
             trainer.load_checkpoint(out / "checkpoints" / "best")
-        data_info: dict[str, Any] = {"data": "synthetic", "clips": len(arrays["x"])}
+        data_info: dict[str, Any] = {"data": "synthetic", "clips": len(arrays["x"]),
+                                     "crack_depth": [lo, hi]}
         extra: dict[str, Any] = {"trained_on": "synthetic", "init": init}
     else:
         from deepseek.manufacturing.labelled import join_look_alikes, read_labelled
