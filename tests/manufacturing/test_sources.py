@@ -209,66 +209,6 @@ def test_realtime_file_is_paced_at_its_fps(tmp_path, monkeypatch):
     with FrameSource.open(p, realtime=True) as src:
         assert src.policy == "drop-oldest"  # played like a camera unless told otherwise
 
-class _SlowFile(_Reader):
-    """A file whose every decoded frame costs ``cost`` seconds of the fake clock; skipping a
-    frame costs nothing."""
-
-    def __init__(self, n, clock, cost):
-        self.n, self.i, self.clock, self.cost = n, 0, clock, cost
-        self.fps, self.size, self.live = 100.0, (48, 32), False
-
-    def read(self):
-        if self.i >= self.n:
-            return None
-        self.clock.now += self.cost
-        self.i += 1
-        return _img(self.i - 1)
-
-    def skip(self):
-        if self.i >= self.n:
-            return False
-        self.i += 1
-        return True
-
-
-def test_realtime_file_behind_its_clock_loses_frames_like_a_camera(monkeypatch):
-    from deepseek.manufacturing import sources
-
-    clock = _FakeTime()
-    monkeypatch.setattr(sources, "time", clock)
-    # decoding takes 10 frame times: a camera would have overwritten most frames by the
-    # time the reader asks, so they are skipped (counted), and no frame arrives late by more
-    # than the camera's buffer plus the one being decoded
-    src = FrameSource(_SlowFile(60, clock, 0.1), "slow.avi", realtime=True)
-    assert src.policy == "drop-oldest"
-    lateness, put = [], src._put
-
-    def timed_put(frame):
-        lateness.append(clock.now - frame.t_capture)
-        put(frame)
-
-    src._put = timed_put
-    with src:
-        frames = [(f.index, f.t_capture) for f in src]
-    idx = [i for i, _ in frames]
-    assert idx[0] == 0 and idx == sorted(idx) and len(idx) < 60
-    st = src.stats
-    assert st.frames_read == 60 and st.dropped_at_capture == st.frames_dropped > 0
-    assert len(idx) + st.frames_dropped == 60 and not st.ended_early
-    gaps = np.diff(idx)
-    assert gaps.max() <= 10 + 1  # at most the frames the camera moved on while decoding
-    # the lateness stays bounded: the camera's buffer plus one decode, not growing with time
-    assert max(lateness) <= (sources.CAMERA_BUFFER + 1) / 100 + 0.1 + 1e-9
-
-    # block: a file played in real time but nothing may be lost -- every frame, late
-    clock2 = _FakeTime()
-    monkeypatch.setattr(sources, "time", clock2)
-    src = FrameSource(_SlowFile(30, clock2, 0.1), "slow.avi", realtime=True, policy="block")
-    with src:
-        assert [f.index for f in src] == list(range(30))
-    assert src.stats.frames_dropped == 0 and src.stats.dropped_at_capture == 0
-
-
 def test_live_source_lost_for_good_is_flagged_and_outage_counted():
     src = FrameSource(_Scripted([_img(1), _img(2)], reopen_ok=False), "fake://cam",
                       reconnect_backoff=0.0, reconnect_attempts=2)

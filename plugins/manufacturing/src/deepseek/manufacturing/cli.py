@@ -252,10 +252,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
     click.echo(f"{rep.frames} frames in {rep.seconds:.2f} s: {rep.fps:.1f} fps ({rep.backend}); "
                f"latency p50 {rep.latency_ms.get('p50', 0):.2f} ms, p99 "
                f"{rep.latency_ms.get('p99', 0):.2f} ms; dropped "
-               f"{rep.source['frames_dropped']}"
-               + (f" ({rep.source['dropped_at_capture']} lost at the camera)"
-                  if rep.source.get("dropped_at_capture") else "")
-               + f", rejected {rep.source['frames_rejected']}, "
+               f"{rep.source['frames_dropped']}, rejected {rep.source['frames_rejected']}, "
                f"resized {rep.source['frames_resized']}; {len(rep.events)} events")
     for err in rep.source.get("errors", []):
         click.echo(f"source: {err}", err=True)

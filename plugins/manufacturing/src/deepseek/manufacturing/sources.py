@@ -19,13 +19,6 @@ sources, so a slow consumer never falls behind the camera) or ``block`` (the def
 and folders, so nothing is lost). Live sources that fail after opening reconnect with
 exponential backoff. Every frame read, dropped, rejected, resized or lost to a reconnect is
 counted in :attr:`FrameSource.stats`; nothing is dropped silently.
-
-A file played in real time (``realtime=True``) behaves like a camera: frame ``n`` is captured
-at ``n / fps`` whether or not anyone reads it. When the reading falls more than
-:data:`CAMERA_BUFFER` frames behind that clock (a busy host), the frames a camera would
-already have overwritten are skipped, not delivered late, and counted in ``frames_dropped``
-and ``dropped_at_capture`` (with the ``drop-oldest`` policy; ``block`` keeps every frame and
-lets the latency grow).
 """
 
 from __future__ import annotations
@@ -58,9 +51,6 @@ from deepseek.manufacturing.images import (  # noqa: F401  (the names this modul
 log = logging.getLogger(__name__)
 
 POLICIES = ("drop-oldest", "block")
-#: frames a camera keeps for its reader (a V4L2 driver's usual ring of buffers); a file played
-#: in real time that falls further behind loses the older ones, as the camera would
-CAMERA_BUFFER = 4
 
 
 @dataclass
@@ -82,7 +72,6 @@ class SourceStats:
     frames_read: int = 0
     frames_delivered: int = 0
     frames_dropped: int = 0
-    dropped_at_capture: int = 0         # of those: overwritten before the reader took them
     frames_rejected: int = 0
     frames_resized: int = 0
     reconnects: int = 0
@@ -95,9 +84,7 @@ class SourceStats:
     def as_dict(self) -> dict[str, Any]:
         """The counters as JSON-ready data."""
         return {"frames_read": self.frames_read, "frames_delivered": self.frames_delivered,
-                "frames_dropped": self.frames_dropped,
-                "dropped_at_capture": self.dropped_at_capture,
-                "frames_rejected": self.frames_rejected,
+                "frames_dropped": self.frames_dropped, "frames_rejected": self.frames_rejected,
                 "frames_resized": self.frames_resized, "reconnects": self.reconnects,
                 "errors": list(self.errors), "declared_frames": self.declared_frames,
                 "ended_early": self.ended_early, "lost": self.lost,
@@ -132,10 +119,6 @@ class _Reader:
 
     def read(self) -> np.ndarray | None:
         raise NotImplementedError
-
-    def skip(self) -> bool:
-        """Pass over the next frame without converting it; False at the end."""
-        return self.read() is not None
 
     def reopen(self) -> bool:
         return False
@@ -175,9 +158,6 @@ class _CaptureReader(_Reader):
         ok, img = self.cap.read()
         return img if ok else None
 
-    def skip(self) -> bool:
-        return bool(self.cap.grab())
-
     def reopen(self) -> bool:
         self.cap.release()
         cap = self._open()
@@ -214,12 +194,6 @@ class _FolderReader(_Reader):
         except ManufacturingError as exc:
             raise FrameError(str(exc)) from exc
 
-    def skip(self) -> bool:
-        if self.i >= len(self.files):
-            return False
-        self.i += 1
-        return True
-
 
 class _SyntheticReader(_Reader):
     def __init__(self, options: dict[str, Any]) -> None:
@@ -240,12 +214,6 @@ class _SyntheticReader(_Reader):
             return None
         self.i += 1
         return self.line.frame(self.i - 1)
-
-    def skip(self) -> bool:
-        if self.i >= len(self.line):
-            return False
-        self.i += 1
-        return True
 
 
 class FrameSource:
@@ -347,11 +315,8 @@ class FrameSource:
     def _grab(self) -> None:
         n = 0
         t0 = time.perf_counter()
-        camera = self.realtime and not self.live and self.policy == "drop-oldest"
         try:
             while not self._stop.is_set():
-                if camera:  # frames the camera has overwritten since: gone, as on a line
-                    n = self._skip_overrun(n, t0)
                 try:
                     img = self._reader.read()
                 except FrameError as exc:  # one unreadable image in a folder
@@ -388,20 +353,6 @@ class FrameSource:
             with self._cv:
                 self._done = True
                 self._cv.notify_all()
-
-    def _skip_overrun(self, n: int, t0: float) -> int:
-        """Skip the frames before the oldest one a camera would still hold; returns the index
-        of the next frame to read."""
-        behind = int((time.perf_counter() - t0) * self.fps) - n - CAMERA_BUFFER
-        for _ in range(max(0, behind)):
-            if not self._reader.skip():
-                break
-            n += 1
-            self.stats.frames_read += 1
-            with self._cv:
-                self.stats.frames_dropped += 1
-                self.stats.dropped_at_capture += 1
-        return n
 
     def _check_complete(self) -> None:
         """A file that ends before the frame count its container declares is damaged or

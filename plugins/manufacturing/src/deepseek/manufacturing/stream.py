@@ -467,14 +467,9 @@ class DefectStream:
         rep.stage_ms_per_frame = {k: round(v / max(rep.frames, 1) * 1e3, 4)
                                   for k, v in stage.items()}
         rep.source = {**self.source.describe(), **self.source.stats.as_dict()}
-        st = self.source.stats
-        if st.frames_dropped > st.dropped_at_capture:
+        if self.source.stats.frames_dropped:
             log.warning("%s: %d frames dropped (consumer slower than the source)",
-                        self.source.uri, st.frames_dropped - st.dropped_at_capture)
-        if st.dropped_at_capture:
-            log.warning("%s: %d frames lost at the camera (reading the file fell behind its "
-                        "real-time clock: the host is short of CPU)", self.source.uri,
-                        st.dropped_at_capture)
+                        self.source.uri, self.source.stats.frames_dropped)
         return rep
 
     @staticmethod
