@@ -22,10 +22,12 @@ written to MJPG and read back through the stream:
 - per frame: recall for cracks >= 0.2 mm at 0.1 mm per pixel, recall per width bin,
   false-detection rate on defect-free frames (Wilson 95 % intervals);
 - per crack (event level): a crack is caught when an event overlaps the frames it shows in;
-  recall per width bin and for the low-contrast cracks, with Wilson intervals; false alarms;
+  recall per width bin, per darkening (10-20 %, 35-50 %, 50-70 %) and for the low-contrast
+  cracks, with Wilson intervals; false alarms;
 - the event's width estimate (read at its strongest frame) against the crack's width (its
   trunk's full width, which the generator draws over the middle 70 % of the trunk): median
-  relative error, absolute and signed.
+  relative error, absolute and signed; the goal on the default-contrast cracks, the
+  low-contrast ones reported apart.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def wilson(k: int, n: int) -> list[float] | None:
 
 
 WIDTH_BINS = ((0.1, 0.2), (0.2, 0.3), (0.3, 0.5), (0.5, 1.0))
+# how much a crack darkens the surface: the low-contrast videos' 10-20 %, the default's 35-70 %
+DEPTH_BINS = ((0.10, 0.20), (0.35, 0.50), (0.50, 0.70))
 
 
 def crack_outcomes(events, truth, line, low_contrast: bool) -> list[dict]:
@@ -243,35 +247,48 @@ def main() -> None:
                 "cracks": g["cracks"], "events": g["events"],
                 "false_alarms": g["false_alarms"]}
 
-    def by_width(cracks: list[dict]) -> dict:
+    def by_bin(cracks: list[dict], key: str, bins: tuple) -> dict:
         out = {}
-        for lo, hi in WIDTH_BINS:
-            sel = [c for c in cracks if lo <= c["width_mm"] < hi]
+        for lo, hi in bins:
+            sel = [c for c in cracks if lo <= c[key] < hi or (c[key] == hi == bins[-1][1])]
             k = sum(c["caught"] for c in sel)
             out[f"{lo}-{hi}"] = {"cracks": len(sel), "caught": k,
                                  "recall": round(k / len(sel), 4) if sel else None,
                                  "ci95": wilson(k, len(sel))}
         return out
 
+    def by_width(cracks: list[dict]) -> dict:
+        return by_bin(cracks, "width_mm", WIDTH_BINS)
+
     main_set = frames_summary(pooled[False])
-    errs = np.array([c["width_rel_error"] for c in per_crack
-                     if c["width_rel_error"] is not None])
-    width_err = float(np.median(np.abs(errs))) if len(errs) else math.inf
+    def width_errors(cracks: list[dict]) -> np.ndarray:
+        return np.array([c["width_rel_error"] for c in cracks
+                         if c["width_rel_error"] is not None])
+
+    def width_summary(errs: np.ndarray) -> dict:
+        return {"events_with_estimate": int(len(errs)),
+                "median_abs_relative_error": round(float(np.median(np.abs(errs))), 4)
+                if len(errs) else None,
+                "median_signed_relative_error": round(float(np.median(errs)), 4)
+                if len(errs) else None}
+
     low_cracks = [c for c in per_crack if c["low_contrast"]]
+    # the width goal is read on the default-contrast cracks; a faint crack's thresholded
+    # core is narrower than its drawn width, so its estimates are reported apart
+    errs = width_errors([c for c in per_crack if not c["low_contrast"]])
+    width_err = float(np.median(np.abs(errs))) if len(errs) else math.inf
     results["quality"] = {
         "videos": args.videos, "frames_per_video": args.frames,
         "seconds": round(time.perf_counter() - t0, 1),
         **main_set,
         "event_recall_by_width_mm": by_width([c for c in per_crack if not c["low_contrast"]]),
-        "width_estimate": {
-            "events_with_estimate": int(len(errs)),
-            "median_abs_relative_error": round(width_err, 4),
-            "median_signed_relative_error": round(float(np.median(errs)), 4)
-            if len(errs) else None},
+        "event_recall_by_darkening": by_bin(per_crack, "depth", DEPTH_BINS),
+        "width_estimate": width_summary(errs),
         "low_contrast": None if not args.low_contrast_videos else {
             "videos": args.low_contrast_videos, "crack_darkening": [0.10, 0.20],
             **frames_summary(pooled[True]),
-            "event_recall_by_width_mm": by_width(low_cracks)},
+            "event_recall_by_width_mm": by_width(low_cracks),
+            "width_estimate": width_summary(width_errors(low_cracks))},
         "per_video": per_video,
     }
     fm02 = {"recall": main_set["recall_ge_0_2mm"]}
@@ -303,7 +320,8 @@ def main() -> None:
         goal("false-detection rate on defect-free frames (default-contrast videos)",
              fm["false_detection_rate"],
              "<= 0.003", "fraction", fm["false_detection_rate"] <= 0.003),
-        goal("width estimate at the event's strongest frame: median relative error",
+        goal("width estimate at the event's strongest frame: median relative error "
+             "(default-contrast cracks)",
              round(width_err, 4), "<= 0.25", "fraction", width_err <= 0.25),
     ]
     if gpu is not None:
