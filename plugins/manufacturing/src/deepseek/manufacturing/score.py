@@ -153,9 +153,11 @@ class Scorer:
         self.expected = expected
 
         if isinstance(model, str) and model == PACKAGED:
-            log.warning("%s: the packaged weights were trained on the synthetic line only and "
-                        "are near chance on real part photos; train on your parts (deepseek "
-                        "manufacturing train --folder) and score with --model", PACKAGED)
+            log.warning("%s: the packaged weights were trained on the synthetic line only: "
+                        "they rank real part photos but their threshold is not set for them; "
+                        "train on your parts (deepseek manufacturing train --folder) and score "
+                        "with --model, or set one with deepseek manufacturing calibrate",
+                        PACKAGED)
         memory = PatchMemory.load(model) if is_memory_file(model) else None
         if memory is not None:
             threshold = memory.threshold if threshold is None else threshold
