@@ -261,6 +261,7 @@ def main() -> None:
         return by_bin(cracks, "width_mm", WIDTH_BINS)
 
     main_set = frames_summary(pooled[False])
+
     def width_errors(cracks: list[dict]) -> np.ndarray:
         return np.array([c["width_rel_error"] for c in cracks
                          if c["width_rel_error"] is not None])
