@@ -76,6 +76,10 @@ class LineConfig:
             raise ManufacturingError("LineConfig.branch_prob must be in [0, 1)")
         if min(self.crack_width_mm) <= 0 or min(self.crack_length_mm) <= 0:
             raise ManufacturingError("LineConfig: crack widths and lengths must be positive")
+        lo, hi = self.crack_depth
+        if not 0 < lo <= hi < 1:
+            raise ManufacturingError(f"LineConfig.crack_depth={tuple(self.crack_depth)!r}: give "
+                                     "LOW HIGH with 0 < LOW <= HIGH < 1 (fractional darkening)")
 
 
 @dataclass

@@ -416,10 +416,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     fit = {"lr": lr, "epochs": epochs, "batch_size": batch_size, "accum_steps": accum_steps,
            "amp": amp, "progress": progress, "model": model}
     if folder is None:
-        lo, hi = (float(v) for v in crack_depth)
-        if not 0 < lo <= hi < 1:
-            raise ManufacturingError(f"crack_depth={crack_depth!r}: give LOW HIGH with "
-                                     "0 < LOW <= HIGH < 1 (fractional darkening)")
+        from deepseek.manufacturing.synthetic import LineConfig
+
+        lo, hi = LineConfig(crack_depth=tuple(float(v) for v in crack_depth)).crack_depth
         arrays = make_clips(clips, seed, frames, height, width, workers, (lo, hi))
         dataset = ClipDataset(arrays)
         log.info("%d training clips (%d defect frames of %d) in %.0f s", len(arrays["x"]),
