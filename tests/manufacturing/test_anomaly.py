@@ -111,7 +111,7 @@ def test_bad_memory_inputs(tmp_path, line):
 def test_memory_threshold_keeps_look_alike_photos_in_one_fold(tmp_path):
     """A part photographed twice (another light) is one group: its twin never sits in the
     memory that scores it, so the out-of-fold score is not pulled down by its own copy."""
-    from deepseek.manufacturing.anomaly import good_folds
+    from deepseek.manufacturing.labelled import good_folds
 
     files = [_surface(tmp_path / f"p{i}.png", 40 + i) for i in range(6)]
     base = cv2.imread(str(files[2]), cv2.IMREAD_GRAYSCALE)
@@ -120,7 +120,7 @@ def test_memory_threshold_keeps_look_alike_photos_in_one_fold(tmp_path):
 
     paths = image_paths([tmp_path])
     for seed in range(4):
-        fold, info = good_folds(paths, tmp_path, 3, seed)
+        fold, info, _ = good_folds(paths, tmp_path, 3, seed)
         by = {p.stem: f for p, f in zip(paths, fold)}
         assert by["p2"] == by["p2b"] and info["pairs"] == 1 and set(fold.tolist()) == {0, 1, 2}
 

@@ -147,40 +147,6 @@ def is_memory_file(model: Any) -> bool:
         return False
 
 
-def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
-               group_pattern: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Each good image's fold (0..k-1) for an out-of-fold threshold: groups by the group rule
-    of :func:`deepseek.manufacturing.labelled.group_of`, look-alike images joined
-    (:func:`~deepseek.manufacturing.labelled.join_look_alikes`), whole groups dealt at random
-    to the fold with the fewest images so far. ``k`` is ``folds`` or the number of groups,
-    whichever is smaller. Returns (folds, what the grouping did)."""
-    from deepseek.manufacturing.images import read_gray
-    from deepseek.manufacturing.labelled import (
-        LabelledImage,
-        deal_groups,
-        group_of,
-        join_look_alikes,
-    )
-
-    items = []
-    for p in files:
-        h, w = read_gray(p).shape
-        items.append(LabelledImage(p, False, "folder", (h, w),
-                                   group=group_of(p, root, group_pattern)))
-    info = join_look_alikes(items, rule_given=group_pattern is not None)
-    groups: dict[str, list[int]] = {}
-    for i, it in enumerate(items):
-        groups.setdefault(it.group, []).append(i)
-    k = min(folds, len(groups))
-    if k < 2:
-        raise ManufacturingError(f"{root}: the {len(files)} good images form {len(groups)} "
-                                 "group(s); an out-of-fold threshold needs at least 2: give "
-                                 "more images or --group-pattern REGEX")
-    fold = np.zeros(len(files), np.int64)
-    deal_groups(sorted(groups), groups, k, np.random.default_rng(seed), fold)
-    return fold, info
-
-
 def greedy_coreset(x: np.ndarray, n: int, rng: np.random.Generator, proj: int = 32
                    ) -> np.ndarray:
     """``n`` rows of ``x`` chosen by greedy k-centre selection (PatchCore's coreset): each next
@@ -249,6 +215,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     from tqdm.auto import tqdm
 
     from deepseek.manufacturing.images import image_paths, read_gray
+    from deepseek.manufacturing.labelled import good_folds
 
     if not 0.0 < target_fpr < 1.0:
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate between 0 and 1")
@@ -262,7 +229,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     if len(files) < 2:
         raise ManufacturingError(f"{folder}: {len(files)} good image(s); give at least 2 (one "
                                  "to remember, one to set the threshold on), better dozens")
-    fold, grouping = good_folds(files, root, folds, seed, group_pattern)
+    fold, grouping, _ = good_folds(files, root, folds, seed, group_pattern)
     k = int(fold.max()) + 1
     net = _backbone(backbone)
     rng = np.random.default_rng(seed)

@@ -37,6 +37,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -486,6 +487,41 @@ def deal_groups(names: list[str], groups: dict[str, list[int]], k: int,
         f = int(np.argmin(load + rng.random(k) * 1e-3))
         fold[groups[g]] = f
         load[f] += len(groups[g])
+
+
+def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
+               group_pattern: str | None = None, cache_mb: float = 0.0
+               ) -> tuple[np.ndarray, dict[str, Any], list[LabelledImage]]:
+    """Each good image's fold (0..k-1) for an out-of-fold threshold: groups by the group rule
+    of :func:`group_of`, look-alike images joined (:func:`join_look_alikes`), whole groups
+    dealt at random to the fold with the fewest images so far. ``k`` is ``folds`` or the
+    number of groups, whichever is smaller. Returns (folds, what the grouping did, the
+    images as good :class:`LabelledImage` items with their groups; their pixels are kept in
+    memory up to ``cache_mb`` in all, the rest read again when used)."""
+    from deepseek.manufacturing.images import read_gray
+
+    items = []
+    budget = cache_mb * 1e6
+    for p in files:
+        img = read_gray(p)
+        item = LabelledImage(p, False, "folder", img.shape,
+                             group=group_of(p, root, group_pattern))
+        if img.nbytes <= budget:
+            item.keep(img, None)
+            budget -= img.nbytes
+        items.append(item)
+    info = join_look_alikes(items, rule_given=group_pattern is not None)
+    groups: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it.group, []).append(i)
+    k = min(folds, len(groups))
+    if k < 2:
+        raise ManufacturingError(f"{root}: the {len(files)} good images form {len(groups)} "
+                                 "group(s); an out-of-fold threshold needs at least 2: give "
+                                 "more images or --group-pattern REGEX")
+    fold = np.zeros(len(files), np.int64)
+    deal_groups(sorted(groups), groups, k, np.random.default_rng(seed), fold)
+    return fold, info, items
 
 
 def _crop_at(img: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:

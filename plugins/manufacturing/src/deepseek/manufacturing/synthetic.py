@@ -117,6 +117,33 @@ def _taper(n: int, w: float, end: float = 0.5) -> np.ndarray:
     return w * (end + (1 - end) * np.clip(np.minimum(s, 1 - s) / 0.15, 0, 1))
 
 
+def crack_coverage(paths: list[np.ndarray], widths: list[np.ndarray], shape: tuple[int, int]
+                   ) -> tuple[np.ndarray | None, tuple[int, int]]:
+    """Anti-aliased coverage in [0, 1] of polylines ``paths`` (x, y pixels) with per-point
+    ``widths`` (pixels), drawn at SUPERSAMPLE x and area-averaged, cut to an image of
+    ``shape``; returned with its (x, y) offset there (None when nothing falls inside)."""
+    cv2 = require_cv2("the synthetic line")
+    allp = np.concatenate(paths)
+    pad = float(max(w.max() for w in widths)) + 2
+    x0 = max(0, int(math.floor(allp[:, 0].min() - pad)))
+    y0 = max(0, int(math.floor(allp[:, 1].min() - pad)))
+    x1 = min(shape[1], int(math.ceil(allp[:, 0].max() + pad)))
+    y1 = min(shape[0], int(math.ceil(allp[:, 1].max() + pad)))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None, (0, 0)
+    s = SUPERSAMPLE
+    canvas = np.zeros(((y1 - y0) * s, (x1 - x0) * s), np.uint8)
+    for pts, ws in zip(paths, widths):
+        q = np.round((pts - [x0, y0]) * s * 16).astype(np.int64)  # 4 fractional bits
+        for i in range(len(q) - 1):
+            t = max(1, int(round(0.5 * (ws[i] + ws[i + 1]) * s)))
+            cv2.line(canvas, (int(q[i, 0]), int(q[i, 1])),
+                     (int(q[i + 1, 0]), int(q[i + 1, 1])), 255, t, cv2.LINE_8, 4)
+    cov = cv2.resize(canvas.astype(np.float32) / 255, (x1 - x0, y1 - y0),
+                     interpolation=cv2.INTER_AREA)
+    return cov, (x0, y0)
+
+
 class SyntheticLine:
     """A reproducible synthetic video: ``frame(i)`` renders frame ``i``, ``truth(i)`` says
     what it shows. Iterating yields ``(frame, truth)`` pairs in order."""
@@ -202,7 +229,7 @@ class SyntheticLine:
             p0 = np.array([x, y])
             p1 = p0 + length * np.array([math.cos(theta), math.sin(theta)])
             width = rng.uniform(0.5, 2.0)
-            cov, (ox, oy) = self._coverage([np.stack([p0, p1])], [np.full(2, width)],
+            cov, (ox, oy) = crack_coverage([np.stack([p0, p1])], [np.full(2, width)],
                                            strip.shape)
             if cov is None:
                 continue
@@ -226,31 +253,6 @@ class SyntheticLine:
             yy, xx = np.mgrid[y0:y1, x0:x1]
             g = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r ** 2))
             strip[y0:y1, x0:x1] *= (1 + amp * g).astype(np.float32)
-
-    def _coverage(self, paths: list[np.ndarray], widths: list[np.ndarray],
-                  shape: tuple[int, int]) -> tuple[np.ndarray | None, tuple[int, int]]:
-        """Anti-aliased coverage in [0, 1] of polylines with per-point widths (px), drawn at
-        SUPERSAMPLE x and area-averaged; returned with its (x, y) offset in the strip."""
-        cv2 = require_cv2("the synthetic line")
-        allp = np.concatenate(paths)
-        pad = float(max(w.max() for w in widths)) + 2
-        x0 = max(0, int(math.floor(allp[:, 0].min() - pad)))
-        y0 = max(0, int(math.floor(allp[:, 1].min() - pad)))
-        x1 = min(shape[1], int(math.ceil(allp[:, 0].max() + pad)))
-        y1 = min(shape[0], int(math.ceil(allp[:, 1].max() + pad)))
-        if x1 - x0 < 1 or y1 - y0 < 1:
-            return None, (0, 0)
-        s = SUPERSAMPLE
-        canvas = np.zeros(((y1 - y0) * s, (x1 - x0) * s), np.uint8)
-        for pts, ws in zip(paths, widths):
-            q = np.round((pts - [x0, y0]) * s * 16).astype(np.int64)  # 4 fractional bits
-            for i in range(len(q) - 1):
-                t = max(1, int(round(0.5 * (ws[i] + ws[i + 1]) * s)))
-                cv2.line(canvas, (int(q[i, 0]), int(q[i, 1])),
-                         (int(q[i + 1, 0]), int(q[i + 1, 1])), 255, t, cv2.LINE_8, 4)
-        cov = cv2.resize(canvas.astype(np.float32) / 255, (x1 - x0, y1 - y0),
-                         interpolation=cv2.INTER_AREA)
-        return cov, (x0, y0)
 
     def _place_cracks(self, rng: np.random.Generator, strip: np.ndarray) -> None:
         cfg = self.config
@@ -279,7 +281,7 @@ class SyntheticLine:
                 br = _walk(rng, at, bt, length * rng.uniform(0.2, 0.5))
                 crack.paths.append(br)
                 crack.widths.append(_taper(len(br), 0.6 * wpx, end=0.3))
-            cov, (ox, oy) = self._coverage(crack.paths, crack.widths, strip.shape)
+            cov, (ox, oy) = crack_coverage(crack.paths, crack.widths, strip.shape)
             if cov is not None:
                 sl = strip[oy:oy + cov.shape[0], ox:ox + cov.shape[1]]
                 sl *= 1 - crack.depth * cov
