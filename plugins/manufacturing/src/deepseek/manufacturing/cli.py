@@ -443,8 +443,10 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               help="Clip W H (multiples of 16).")
 @click.option("--crack-depth", nargs=2, type=float, default=None, metavar="LOW HIGH",
               help="Synthetic clips: how much a crack darkens the surface (fraction, drawn "
-              "per crack; the faint end is what the line must still catch) [0.10 0.70].")
-@click.option("--epochs", type=int, default=5, show_default=True)
+              "per crack; the faint end is what the line must still catch) [0.10 0.70]; "
+              "--good-only --method pasted: the pasted cracks' darkening [0.35 0.70].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="[5; 4 with --good-only --method pasted]")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--accum-steps", type=int, default=1, show_default=True)
 @click.option("--lr", type=float, default=None,
@@ -458,8 +460,14 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               help="Any registered model that takes uint8 clips [N, T, H, W] and returns frame "
                    "logits, maps and a state.")
 @click.option("--good-only", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Good parts only: fit a patch-feature memory on the images "
-              "of this folder (no training) and write OUT/memory.safetensors for `score`.")
+              default=None, help="Good parts only, from the images of this folder: a "
+              "patch-feature memory (no training; OUT/memory.safetensors) or, with --method "
+              "pasted, the crack model fine-tuned on them with synthetic cracks pasted in "
+              "(OUT/model.safetensors); either one for `score`.")
+@click.option("--method", type=click.Choice(["memory", "pasted"]), default="memory",
+              show_default=True,
+              help="--good-only: the patch memory, or a model trained on pasted cracks "
+              "(cross-fitted over --folds; --epochs, --lr [3e-4], --crack-depth [0.35 0.70]).")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.003, show_default=True,
               help="--good-only and --folder: false-positive rate the stored threshold is "
@@ -480,10 +488,11 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
           batch_size: int, accum_steps: int,
           lr: float | None,
           val_videos: int, amp: bool, resume: bool, seed: int, model: str,
-          good_only: Path | None, target_fpr: float, memory_selection: str, backbone: str,
-          as_json: bool) -> None:
+          good_only: Path | None, method: str, target_fpr: float, memory_selection: str,
+          backbone: str, as_json: bool) -> None:
     """Train a crack model through the core Trainer (checkpoints, resume, best kept), or with
-    --good-only fit a good-parts memory whose threshold is set on out-of-fold good images."""
+    --good-only learn from good parts alone (a patch memory, or --method pasted), the
+    threshold set on out-of-fold good images."""
     if good_only is not None:
         from deepseek.manufacturing.anomaly import fit_memory
 
@@ -492,6 +501,35 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
         if folds < 2:
             raise click.UsageError("--good-only sets its threshold on out-of-fold scores: give "
                                    "--folds 2 or more")
+        if method == "pasted":
+            from deepseek.manufacturing.training import PASTED_LR, train_good_only
+
+            res = train_good_only(out, good_only, epochs=epochs or 4, lr=lr or PASTED_LR,
+                                  seed=seed, folds=folds, target_fpr=target_fpr,
+                                  group_pattern=group_pattern, crop=crop,
+                                  crops_per_epoch=crops_per_epoch,
+                                  frames=clip_frames or 4, batch_size=batch_size,
+                                  accum_steps=accum_steps, amp=amp,
+                                  progress=False if as_json else None, model=model,
+                                  crack_depth=crack_depth)
+            from deepseek.report import echo_training
+
+            echo_training(res, as_json)
+            if not as_json:
+                for why in ("regrouped", "skipped"):
+                    if why in res:
+                        click.echo(f"warning: {res[why]}", err=True)
+                click.echo(f"threshold {res['threshold']:.4g}: {res['threshold_rule']}")
+                pr = res["pasted"]
+                click.echo(f"pasted cracks found at it, out of fold: {pr['recall']:.3f} of "
+                           f"{pr['images']} (a check on training, not the recall on real "
+                           "defects, which good images cannot give)")
+                click.echo(f"score with: deepseek manufacturing score PATH --model "
+                           f"{res['model']}")
+            return
+        if crack_depth is not None:
+            raise click.UsageError("--crack-depth goes with synthetic training or --good-only "
+                                   "--method pasted, not with the memory")
         mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
                          folds=folds, group_pattern=group_pattern,
                          selection=memory_selection,
@@ -510,13 +548,15 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
         return
     from deepseek.manufacturing.training import train_model
 
+    if method != "memory":
+        raise click.UsageError("--method chooses how --good-only learns: give --good-only DIR")
     if folder is None and (val_folder is not None or crops_per_epoch is not None):
         raise click.UsageError("--val-folder and --crops-per-epoch go with --folder")
     if folder is not None and crack_depth is not None:
         raise click.UsageError("--crack-depth shapes the synthetic clips: it does not go with "
                                "--folder (your images' cracks are what they are)")
     res = train_model(out, folder=folder, clips=clips, frames=clip_frames, width=clip_size[0],
-                      height=clip_size[1], epochs=epochs, batch_size=batch_size,
+                      height=clip_size[1], epochs=epochs or 5, batch_size=batch_size,
                       accum_steps=accum_steps, lr=lr, val_videos=val_videos, amp=amp,
                       resume=resume, seed=seed, model=model, val_folder=val_folder,
                       val_fraction=val_fraction, group_pattern=group_pattern, crop=crop,
