@@ -32,7 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from deepseek.medical.nodule_grid import FPR_CROP, STRIDE, WINDOW, WORKING_SPACING
+from deepseek.medical.nodule_grid import (
+    DETECT_WINDOW,
+    FPR_CROP,
+    MAX_CANDIDATES,
+    SIZES,
+    STRIDE,
+    THRESHOLD,
+    TTA_FLIPS,
+    TTA_TOP,
+    WINDOW,
+    WORKING_SPACING,
+)
 from deepseek.medical.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -243,12 +254,12 @@ class NoduleDetector:
             ``0``: the network's estimate only.
     """
 
-    def __init__(self, model: Any = None, *, threshold: float = 0.02, max_candidates: int = 100,
-                 window: int = 128, overlap: int | None = None, batch_size: int = 2,
-                 device: str = "auto", amp: bool = False, progress: bool | None = None,
-                 tta_top: int = 24, tta_crop: int = 64, tta_flips: str = "zyx",
-                 backend: str = "auto", fpr: Any = None, lungs: bool = True,
-                 sizes: int = 20) -> None:
+    def __init__(self, model: Any = None, *, threshold: float = THRESHOLD,
+                 max_candidates: int = MAX_CANDIDATES, window: int = DETECT_WINDOW,
+                 overlap: int | None = None, batch_size: int = 2, device: str = "auto",
+                 amp: bool = False, progress: bool | None = None, tta_top: int = TTA_TOP,
+                 tta_crop: int = 64, tta_flips: str = TTA_FLIPS, backend: str = "auto",
+                 fpr: Any = None, lungs: bool = True, sizes: int = SIZES) -> None:
         from deepseek.loader import resolve_device
         from deepseek.medical.errors import MedicalError
 

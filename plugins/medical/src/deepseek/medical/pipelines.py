@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from deepseek.medical.nodule_grid import TTA_TOP
 from deepseek.report import Headline, Measure, PipelineResult, Table
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,8 @@ def dicom_io(input: str | None = None, out_dir: Path = Path("."), quiet: bool = 
 
 
 def nodule_detection(input: str | None = None, out_dir: Path = Path("."), quiet: bool = False,
-                     seed: int = 510_000, window: int | None = None, tta_top: int = 24
-                     ) -> PipelineResult:
+                     seed: int = 510_000, window: int | None = None,
+                     tta_top: int = TTA_TOP) -> PipelineResult:
     """Detect nodules in a CT (default: a fresh phantom series, seed outside training) and
     score them with the LUNA16 FROC against its annotations.csv when there is one."""
     from deepseek.evaluation import evaluate

@@ -10,13 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from deepseek.medical.nodule_grid import (
+    DETECT_WINDOW,
+    MAX_CANDIDATES,
+    SIZES,
+    THRESHOLD,
+    TTA_FLIPS,
+    TTA_TOP,
+)
+
 
 def detect_step(*, model: str = "lung-nodule-attention", backend: str = "auto",
-                threshold: float = 0.02, max_candidates: int = 100,
+                threshold: float = THRESHOLD, max_candidates: int = MAX_CANDIDATES,
                 series_uid: str | None = None, on_gap: str = "error",
-                step_mm: float | None = None, lung_mask: bool = True, sizes: int = 20,
-                amp: bool = False, tta_top: int = 24, tta_flips: str = "zyx",
-                window: int = 128,
+                step_mm: float | None = None, lung_mask: bool = True, sizes: int = SIZES,
+                amp: bool = False, tta_top: int = TTA_TOP, tta_flips: str = TTA_FLIPS,
+                window: int = DETECT_WINDOW,
                 overlap: int | None = None, fpr: str | None = None,
                 progress: bool | None = False) -> Callable[[str], dict[str, Any]]:
     """A nodule detector as a per-scan step: ``step(path) -> {"candidates", "lung_mask",
