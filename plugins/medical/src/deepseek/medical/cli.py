@@ -9,14 +9,7 @@ from typing import Any
 import click
 
 from deepseek.medical import __version__
-from deepseek.medical.nodule_grid import (
-    DETECT_WINDOW,
-    MAX_CANDIDATES,
-    SIZES,
-    THRESHOLD,
-    TTA_FLIPS,
-    TTA_TOP,
-)
+from deepseek.medical import nodule_grid as grid  # the detector's defaults
 
 
 @click.group("medical")
@@ -219,9 +212,9 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               help="The datalist key of --monai-json (load_decathlon_datalist's "
               "data_list_key).")
 @click.option("--json", "as_json", is_flag=True, help="Print the candidates as JSON.")
-@click.option("--threshold", type=float, default=THRESHOLD, show_default=True,
+@click.option("--threshold", type=float, default=grid.THRESHOLD, show_default=True,
               help="Lowest probability reported.")
-@click.option("--max-candidates", type=int, default=MAX_CANDIDATES, show_default=True)
+@click.option("--max-candidates", type=int, default=grid.MAX_CANDIDATES, show_default=True)
 @click.option("--model", default="lung-nodule-attention", show_default=True,
               help="Registry name, weights file (safetensors + JSON) or .onnx export.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto",
@@ -238,18 +231,18 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
 @click.option("--no-lung-mask", "no_lung_mask", is_flag=True,
               help="Search the whole inside of the body, not only the lungs (without it, a "
               "volume with no lung of plausible size is refused: not a chest CT).")
-@click.option("--sizes", "sizes", type=click.IntRange(0), default=SIZES, show_default=True,
+@click.option("--sizes", "sizes", type=click.IntRange(0), default=grid.SIZES, show_default=True,
               help="Measure this many of the most probable candidates on a segmentation "
               "(long axis, volume, extent), as readers measure; 0: the network's estimate "
               "only.")
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
-@click.option("--tta-top", type=int, default=TTA_TOP, show_default=True,
+@click.option("--tta-top", type=int, default=grid.TTA_TOP, show_default=True,
               help="Re-score this many top candidates with flip test-time augmentation (0: off).")
-@click.option("--tta-flips", default=TTA_FLIPS, show_default=True, metavar="VIEWS",
+@click.option("--tta-flips", default=grid.TTA_FLIPS, show_default=True, metavar="VIEWS",
               help="The flipped views of the test-time augmentation, comma-separated, each "
               "naming the axes it flips: 'zyx' (one view) or 'z,y,x' (three views, three "
               "times the time).")
-@click.option("--window", type=int, default=DETECT_WINDOW, show_default=True,
+@click.option("--window", type=int, default=grid.DETECT_WINDOW, show_default=True,
               help="Sliding-window edge in mm (a multiple of 4; 64 suits thin slabs).")
 @click.option("--overlap", type=int, default=None,
               help="Overlap of neighbouring windows in mm [a quarter of the window, at most "
