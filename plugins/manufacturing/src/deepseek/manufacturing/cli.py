@@ -501,6 +501,12 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
         if folds < 2:
             raise click.UsageError("--good-only sets its threshold on out-of-fold scores: give "
                                    "--folds 2 or more")
+        for flag, given in (("--val-folder", val_folder is not None), ("--resume", resume),
+                            ("--init", init is not None)):
+            if given:
+                raise click.UsageError(f"{flag} does not go with --good-only (its threshold "
+                                       "comes from out-of-fold good images; --method pasted "
+                                       "always starts from the packaged weights)")
         if method == "pasted":
             from deepseek.manufacturing.training import PASTED_LR, train_good_only
 
