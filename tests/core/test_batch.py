@@ -172,3 +172,18 @@ def test_the_command_line(numbers, tmp_path):
     assert json.loads(res.output)["skipped_done"] == 5
     res = runner.invoke(cli, ["batch", "test", "number", "--out", str(out)])
     assert res.exit_code == 2 and "give --input" in res.output
+
+
+def test_only_a_ray_client_server_that_did_not_start_is_tried_again():
+    from deepseek.batch import is_client_start_failure
+
+    assert is_client_start_failure(ConnectionError(
+        "ray client connection timeout: client server failed to start"))
+    assert is_client_start_failure(ConnectionError(
+        "Initialization failure from server:\nTraceback ...\npsutil.ZombieProcess: PID still "
+        "exists but it's a zombie (pid=20636)"))
+    # nothing listening, a wrong address, a version mismatch: reported at once
+    assert not is_client_start_failure(ConnectionError("ray client connection timeout"))
+    assert not is_client_start_failure(RuntimeError(
+        "Initialization failure from server: version mismatch"))
+    assert not is_client_start_failure(ValueError("invalid address"))

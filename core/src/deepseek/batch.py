@@ -402,6 +402,14 @@ class RayWorker:
         return run_one(self.step, source)
 
 
+def is_client_start_failure(exc: BaseException) -> bool:
+    """Whether a Ray Client connection failed because the head's per-connection server
+    process did not start (worth trying again), not because nothing listens there."""
+    text = str(exc)
+    return "client server failed" in text or ("Initialization failure from server" in text
+                                              and "ZombieProcess" in text)
+
+
 class RayExecutor(_Executor):
     """One actor per worker on a Ray cluster; an actor that dies is replaced and its item
     run again on whichever actor is free (the replacement may start on another node)."""
@@ -416,7 +424,9 @@ class RayExecutor(_Executor):
         if self.connected:
             addr = "auto" if address == "ray" else address
             # Ray Client starts a server process per connection on the head, which can fail
-            # to start on a busy head: that (and only that) is tried again, twice
+            # to start on a busy head (Ray reports it as "client server failed", or as an
+            # "Initialization failure from server" when the process died before the proxy
+            # could read it): that (and only that) is tried again, twice
             tries = CLIENT_CONNECT_TRIES if address.startswith("ray://") else 1
             for attempt in range(1, tries + 1):
                 try:
@@ -424,7 +434,7 @@ class RayExecutor(_Executor):
                              log_to_driver=False, configure_logging=False)
                     break
                 except (ConnectionError, RuntimeError, ValueError) as exc:
-                    if attempt < tries and "client server failed" in str(exc):
+                    if attempt < tries and is_client_start_failure(exc):
                         log.warning("%s: the head's Ray Client server did not start (attempt "
                                     "%d of %d); trying again", address, attempt, tries)
                         continue
