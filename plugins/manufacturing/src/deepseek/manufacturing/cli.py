@@ -521,10 +521,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
             from deepseek.report import echo_training
 
             echo_training(res, as_json)
-            if not as_json:
-                for why in ("regrouped", "skipped"):
-                    if why in res:
-                        click.echo(f"warning: {res[why]}", err=True)
+            if not as_json:  # (a regrouping or skipped joining was logged as a warning)
                 click.echo(f"threshold {res['threshold']:.4g}: {res['threshold_rule']}")
                 pr = res["pasted"]
                 click.echo(f"pasted cracks found at it, out of fold: {pr['recall']:.3f} of "
