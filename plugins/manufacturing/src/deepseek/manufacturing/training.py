@@ -592,7 +592,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
                                               pasted=depth)
     n = len(goods)
     labels = np.r_[np.zeros(n, bool), np.ones(n, bool)]
-    thr, pasted_recall, _ = recall_at_fpr(oof, labels, target_fpr)
+    thr = recall_at_fpr(oof, labels, target_fpr)[0]
     expected = expected_rates(oof[:n], labels[:n], thr)
     pasted = expected_rates(oof, labels, thr)
     rule = (f"lowest image score with a false-alarm rate <= {target_fpr:g} on the out-of-fold "
