@@ -363,6 +363,23 @@ def _expected(scores: np.ndarray, labels: list[bool], target_fpr: float, where: 
         "expected": expected}
 
 
+def _save(net: torch.nn.Module, out: Path, model: str, cfg: dict[str, Any],
+          extra: dict[str, Any]) -> tuple[Path, str | None]:
+    """``out/model.safetensors`` with ``extra`` in its metadata, and beside it the streaming
+    ONNX export for the edge install (no PyTorch) when the onnx package is there: (weights
+    path, export path or None)."""
+    from deepseek.extras import missing
+    from deepseek.loader import save_model
+
+    path = save_model(net, out / "model.safetensors", architecture=model, config=cfg,
+                      extra=extra)
+    if model != "defect-3dcnn-lstm" or missing("onnx"):
+        return path, None
+    from deepseek.manufacturing.model import write_stream_onnx
+
+    return path, str(write_stream_onnx(path))
+
+
 def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips: int = 1600,
                 frames: int | None = None, height: int = 128, width: int = 160, epochs: int = 4,
                 batch_size: int = 8, lr: float | None = None, seed: int = 0,
@@ -399,7 +416,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     model, the best epoch by the validation images' AUROC, the threshold set on them.
     ``deepseek manufacturing score`` uses the stored threshold by default. ``lr`` defaults to
     1e-3 from the packaged weights, 3e-3 from scratch."""
-    from deepseek.loader import build_registered, require_fit, save_model
+    from deepseek.loader import build_registered, require_fit
 
     require_fit(model, TASK, TASK_INPUTS)
     if init not in (None, "packaged", "scratch"):
@@ -498,15 +515,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                  **_expected(held, labels, target_fpr, where)}
         data_info.update({k: extra[k] for k in ("threshold", "threshold_rule", "expected")})
         best_metric = "val_select"
-    path = save_model(net, out / "model.safetensors", architecture=model, config=cfg,
-                      extra=extra)
-    from deepseek.extras import missing
-
-    onnx_path = None
-    if model == "defect-3dcnn-lstm" and not missing("onnx"):
-        from deepseek.manufacturing.model import write_stream_onnx
-
-        onnx_path = str(write_stream_onnx(path))  # for the edge install (no PyTorch)
+    path, onnx_path = _save(net, out, model, cfg, extra)
     summary = {"model": str(path), "onnx": onnx_path, "history": history,
                "seconds": time.perf_counter() - t0,
                "init": init, "lr": lr, "best_by": best_metric, **data_info,
@@ -543,7 +552,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     its interval (``expected``; the recall on real defects stays unknown), and the recall on
     the pasted cracks apart (``pasted``: a check that training worked, not a promise about
     real cracks)."""
-    from deepseek.loader import build_registered, require_fit, save_model
+    from deepseek.loader import build_registered, require_fit
     from deepseek.manufacturing.images import image_paths
     from deepseek.manufacturing.labelled import good_folds
     from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr
@@ -604,15 +613,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
              "threshold_rule": rule, "expected": expected,
              "pasted": {"recall": pasted["recall"], "recall_ci95": pasted["recall_ci95"],
                         "images": n, "crack_depth": list(depth), "kinds": list(PASTED_KINDS)}}
-    path = save_model(net, out / "model.safetensors", architecture=model, config=cfg,
-                      extra=extra)
-    from deepseek.extras import missing
-
-    onnx_path = None
-    if model == "defect-3dcnn-lstm" and not missing("onnx"):
-        from deepseek.manufacturing.model import write_stream_onnx
-
-        onnx_path = str(write_stream_onnx(path))
+    path, onnx_path = _save(net, out, model, cfg, extra)
     summary = {"model": str(path), "onnx": onnx_path, "history": history,
                "seconds": time.perf_counter() - t0, "init": "packaged", "lr": lr,
                "best_by": "val_select", "data": "good-only", "folder": str(folder),
