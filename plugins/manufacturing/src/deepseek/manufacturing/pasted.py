@@ -32,6 +32,7 @@ import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
 from deepseek.manufacturing.labelled import LabelledImage
+from deepseek.manufacturing.synthetic import _taper, _walk, check_crack_depth, crack_coverage
 
 KINDS = ("crack", "texture", "stain")
 KIND_P = (0.5, 0.25, 0.25)
@@ -123,7 +124,6 @@ def blob_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 def _crack(img: np.ndarray, rng: np.random.Generator, depth: tuple[float, float]
            ) -> tuple[np.ndarray, np.ndarray]:
-    from deepseek.manufacturing.synthetic import _taper, _walk, crack_coverage
 
     h, w = img.shape
     length = float(np.exp(rng.uniform(*np.log(CRACK_LENGTH_PX))))
@@ -182,8 +182,7 @@ def paste_defect(image: np.ndarray, rng: np.random.Generator,
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ManufacturingError(f"paste_defect needs a 2-D uint8 image, got {image.dtype} "
                                  f"{image.shape}")
-    if not 0.0 < depth[0] <= depth[1] < 1.0:
-        raise ManufacturingError(f"depth {depth}: give 0 < LOW <= HIGH < 1")
+    depth = check_crack_depth(depth, "depth")
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise ManufacturingError(f"kinds {tuple(kinds)}: choose from {', '.join(KINDS)}")

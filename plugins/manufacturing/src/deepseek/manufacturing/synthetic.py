@@ -76,10 +76,21 @@ class LineConfig:
             raise ManufacturingError("LineConfig.branch_prob must be in [0, 1)")
         if min(self.crack_width_mm) <= 0 or min(self.crack_length_mm) <= 0:
             raise ManufacturingError("LineConfig: crack widths and lengths must be positive")
-        lo, hi = self.crack_depth
-        if not 0 < lo <= hi < 1:
-            raise ManufacturingError(f"LineConfig.crack_depth={tuple(self.crack_depth)!r}: give "
-                                     "LOW HIGH with 0 < LOW <= HIGH < 1 (fractional darkening)")
+        check_crack_depth(self.crack_depth, "LineConfig.crack_depth")
+
+
+def check_crack_depth(depth: Any, what: str = "crack_depth") -> tuple[float, float]:
+    """``depth`` as a (LOW, HIGH) pair of floats, or a ManufacturingError naming ``what``
+    unless 0 < LOW <= HIGH < 1 (the fraction by which a crack darkens the surface)."""
+    try:
+        lo, hi = (float(v) for v in depth)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not 0 < lo <= hi < 1:
+        shown = tuple(depth) if isinstance(depth, (list, tuple)) else depth
+        raise ManufacturingError(f"{what}={shown!r}: give LOW HIGH with 0 < LOW <= HIGH < 1 "
+                                 "(fractional darkening)")
+    return lo, hi
 
 
 @dataclass

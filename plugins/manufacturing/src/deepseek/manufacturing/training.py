@@ -445,9 +445,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     fit = {"lr": lr, "epochs": epochs, "batch_size": batch_size, "accum_steps": accum_steps,
            "amp": amp, "progress": progress, "model": model}
     if folder is None:
-        from deepseek.manufacturing.synthetic import LineConfig
+        from deepseek.manufacturing.synthetic import check_crack_depth
 
-        lo, hi = LineConfig(crack_depth=tuple(float(v) for v in crack_depth)).crack_depth
+        lo, hi = check_crack_depth(crack_depth)
         arrays = make_clips(clips, seed, frames, height, width, workers, (lo, hi))
         dataset = ClipDataset(arrays)
         log.info("%d training clips (%d defect frames of %d) in %.0f s", len(arrays["x"]),
@@ -557,7 +557,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     from deepseek.manufacturing.labelled import good_folds
     from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr
     from deepseek.manufacturing.pasted import PASTED_CRACK_DEPTH, PASTED_KINDS, PastedImage
-    from deepseek.manufacturing.synthetic import LineConfig
+    from deepseek.manufacturing.synthetic import check_crack_depth
 
     require_fit(model, TASK, TASK_INPUTS)
     if folds < 2:
@@ -567,8 +567,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate between 0 and 1")
     if crop % STRIDE:
         raise ManufacturingError(f"crop {crop}: give a multiple of {STRIDE}")
-    depth = LineConfig(crack_depth=tuple(float(v) for v in crack_depth or PASTED_CRACK_DEPTH)
-                       ).crack_depth
+    depth = check_crack_depth(crack_depth or PASTED_CRACK_DEPTH)
     root = Path(folder)
     files = image_paths([root])
     if len(files) < 2:
