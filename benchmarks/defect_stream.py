@@ -46,13 +46,11 @@ from _common import emit, goal  # noqa: E402
 
 
 def wilson(k: int, n: int) -> list[float] | None:
-    if n == 0:
-        return None
-    p, z = k / n, 1.96
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [round(max(0.0, c - h), 5), round(min(1.0, c + h), 5)]
+    """The Wilson 95 % interval of ``k`` in ``n``, rounded for the JSON."""
+    from deepseek.manufacturing.metrics import wilson_interval
+
+    ci = wilson_interval(k, n)
+    return None if ci is None else [round(v, 5) for v in ci]
 
 
 WIDTH_BINS = ((0.1, 0.2), (0.2, 0.3), (0.3, 0.5), (0.5, 1.0))
