@@ -214,7 +214,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     to fit."""
     from tqdm.auto import tqdm
 
-    from deepseek.manufacturing.images import image_paths, read_gray
+    from deepseek.manufacturing.images import image_paths
     from deepseek.manufacturing.labelled import good_folds
 
     if not 0.0 < target_fpr < 1.0:
@@ -229,14 +229,16 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     if len(files) < 2:
         raise ManufacturingError(f"{folder}: {len(files)} good image(s); give at least 2 (one "
                                  "to remember, one to set the threshold on), better dozens")
-    fold, grouping, _ = good_folds(files, root, folds, seed, group_pattern)
+    # the pixels decoded for the grouping are kept (up to 2 GB) for the features and scores
+    fold, grouping, items = good_folds(files, root, folds, seed, group_pattern,
+                                       cache_mb=2048.0)
     k = int(fold.max()) + 1
     net = _backbone(backbone)
     rng = np.random.default_rng(seed)
     per_image = max(1, -(-POOL_FACTOR * max_bank // len(files)))
     pools, seen = [], 0
-    for p in tqdm(files, desc="good parts", disable=progress is False or len(files) < 20):
-        f = patch_features(net, read_gray(p)).reshape(-1, 64)
+    for item in tqdm(items, desc="good parts", disable=progress is False or len(files) < 20):
+        f = patch_features(net, item.image).reshape(-1, 64)
         seen += len(f)
         pools.append(f if len(f) <= per_image else f[rng.choice(len(f), per_image,
                                                                 replace=False)])
@@ -246,7 +248,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
                      rng, selection)
         probe = PatchMemory(bank, {}, net)
         for i in np.flatnonzero(fold == j):
-            scores[i] = probe.score(read_gray(files[i]))[0]
+            scores[i] = probe.score(items[i].image)[0]
     bank = _bank(np.concatenate(pools), max_bank, rng, selection)
     resolvable = len(files) * target_fpr >= 1.0
     meta: dict[str, Any] = {

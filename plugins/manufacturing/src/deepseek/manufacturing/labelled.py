@@ -70,7 +70,8 @@ class LabelledImage:
 
     @property
     def image(self) -> np.ndarray:
-        """The grayscale image (decoded on first use, then kept)."""
+        """The grayscale image: the pixels kept by :meth:`keep`, else decoded from the file
+        on each use (refused if the file changed size since it was listed)."""
         if self._image is not None:
             return self._image
         from deepseek.manufacturing.images import read_gray
