@@ -117,7 +117,8 @@ def main() -> None:
     opts = dict(progress=False, window=64, overlap=16)
     # one run gives both readings: "probability" (with the second stage) and
     # "probability_detector" (the detector alone)
-    runs = {"packaged": NoduleDetector(ModelLoader.load("lung-nodule-attention", device="cpu"),
+    # by name: the default backend and precision (bf16 on a CPU with AMX units)
+    runs = {"packaged": NoduleDetector("lung-nodule-attention", device="cpu",
                                        fpr="nodule-fpr-3dcnn", **opts)}
     if args.previous is not None:
         runs["previous"] = NoduleDetector(ModelLoader.load(args.previous, device="cpu"), **opts)
@@ -135,7 +136,9 @@ def main() -> None:
         seconds[name] = round(time.perf_counter() - t0, 1)
     results: dict = {"real": {"series": str(args.ct.name), "shape_zyx": list(real.shape),
                               "spacing_xyz_mm": [round(float(s), 4) for s in real.spacing],
-                              "length_mm": round(length, 2), "detect_seconds": seconds}}
+                              "length_mm": round(length, 2), "detect_seconds": seconds},
+                     "network": {name: {"backend": det.net.name, "precision": det.precision}
+                                 for name, det in runs.items()}}
     for reading, (run, key) in readings.items():
         cands = sorted(found_real[run], key=lambda c: -c[key])
         counts = {f"p>={t}": int(sum(c[key] >= t for c in cands)) for t in THRESHOLDS}

@@ -404,14 +404,59 @@ def test_local_maxima_equal_max_pooling():
     np.testing.assert_array_equal(local_maxima(a), (torch.from_numpy(a) == pooled).numpy())
 
 
-def test_the_backend_follows_the_device_and_the_weights():
-    assert NoduleDetector(progress=False).net.name == "onnxruntime"  # CPU, packaged weights
-    assert NoduleDetector(progress=False, backend="torch").net.name == "torch"
+def test_the_backend_follows_the_device_and_the_weights(monkeypatch):
+    import deepseek.amp
+
+    monkeypatch.setattr(deepseek.amp, "cpu_has_bf16_units", lambda: False)
+    det = NoduleDetector(progress=False)  # CPU, packaged weights
+    assert (det.net.name, det.precision) == ("onnxruntime", "fp32")
+    det = NoduleDetector(progress=False, backend="torch")
+    assert (det.net.name, det.precision) == ("torch", "fp32")
     assert NoduleDetector(progress=False, amp=True).net.name == "torch"
     with pytest.raises(MedicalError, match="backend='tensorrt'"):
         NoduleDetector(progress=False, backend="tensorrt")
     with pytest.raises(MedicalError, match="amp applies to the PyTorch model"):
         NoduleDetector(progress=False, amp=True, backend="onnxruntime")
+
+
+def test_bf16_is_the_default_only_where_the_cpu_has_units_for_it(monkeypatch):
+    """amp=None: bf16 for the packaged detector on a CPU with bf16 matrix units, and for
+    nothing else (explicit backends, other weights, amp=False); what ran is recorded."""
+    import deepseek.amp
+
+    monkeypatch.setattr(deepseek.amp, "cpu_has_bf16_units", lambda: True)
+    for model in (None, "lung-nodule-attention"):
+        det = NoduleDetector(model, progress=False)
+        assert (det.net.name, det.precision) == ("torch", "bf16")
+    for det in (NoduleDetector(progress=False, amp=False),
+                NoduleDetector(progress=False, backend="onnxruntime")):
+        assert (det.net.name, det.precision) == ("onnxruntime", "fp32")
+    det = NoduleDetector(progress=False, backend="torch")
+    assert (det.net.name, det.precision) == ("torch", "fp32")
+    det = NoduleDetector(ModelLoader.load("lung-nodule-attention"), progress=False)
+    assert det.precision == "fp32"  # weights given as an object: not the measured default
+
+
+def test_bf16_network_reads_nodules_as_fp32_does():
+    """The packaged detector's network at bf16 (forced here, whatever the CPU) gives the fp32
+    heatmap to 0.02 in probability on cubes around real phantom nodules, peaks in the same
+    cell (the whole-scan CPM is held to 0.005 by benchmarks/nodule_froc.py)."""
+    from deepseek.medical.detector import _sigmoid, crop_cubes
+    from deepseek.medical.nodule_model import normalize_hu
+
+    ph = ChestPhantom(seed=700_001, n_nodules=3, diameters=(9.0, 14.0), z_range=(-20, 20))
+    iso = render_volume(ph, (1.6, 1.6, 2.5), (17, 200, 200), seed=1).resample([1.0] * 3)
+    x = normalize_hu(torch.from_numpy(iso.array.astype(np.float32))).numpy()
+    centres = np.array([iso.world_to_voxel(n.center) for n in ph.nodules])
+    batch = np.stack(crop_cubes(x, np.round(centres), 48))[:, None]
+    full, half = NoduleDetector(amp=False, progress=False), NoduleDetector(amp=True,
+                                                                           progress=False)
+    assert (full.precision, half.precision) == ("fp32", "bf16")
+    a, b = _sigmoid(full.net(batch)[0]), _sigmoid(half.net(batch)[0])
+    assert a.max() > 0.5  # nodules the network sees
+    assert np.abs(a - b).max() < 0.02
+    for p, q in zip(a, b):
+        assert np.unravel_index(p.argmax(), p.shape) == np.unravel_index(q.argmax(), q.shape)
 
 
 def test_phantom_texture_is_one_field_in_world_space():

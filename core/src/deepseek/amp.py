@@ -9,6 +9,10 @@
 
 Where autocast is not available for the device (or ``enabled=False``), the object is a
 logged no-op with the same methods, so training code needs no branches.
+
+:func:`cpu_has_bf16_units` says whether this CPU multiplies bf16 matrices in hardware (AMX),
+where bf16 inference is worth choosing by default; elsewhere bf16 on the CPU is emulated and
+slower than fp32.
 """
 
 from __future__ import annotations
@@ -22,6 +26,17 @@ log = logging.getLogger(__name__)
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
+
+
+def cpu_has_bf16_units() -> bool:
+    """True when this CPU has bf16 matrix units (Intel AMX: oneDNN runs bf16 convolutions
+    and matrix products on them, about twice as fast as fp32); False elsewhere, including CPUs
+    with only AVX-512 bf16 conversions, where bf16 gains little or is slower."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:  # a build without the probe's kernels
+        return False
 
 
 class AutoMixedPrecision:

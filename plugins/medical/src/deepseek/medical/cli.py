@@ -219,7 +219,8 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               help="Registry name, weights file (safetensors + JSON) or .onnx export.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto",
               show_default=True, help="auto: the packaged ONNX export on onnxruntime on the CPU "
-              "(same candidates, faster), PyTorch on CUDA or for other weights.")
+              "(same candidates, faster), PyTorch on CUDA, with --amp (the default on a CPU "
+              "with AMX units) or for other weights.")
 @click.option("--series-uid", default=None, help="Which DICOM series (default: largest CT).")
 @click.option("--on-gap", type=click.Choice(["error", "resample", "warn"]), default="error",
               show_default=True, help="DICOM series with missing slices or uneven slice steps: "
@@ -235,7 +236,10 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               help="Measure this many of the most probable candidates on a segmentation "
               "(long axis, volume, extent), as readers measure; 0: the network's estimate "
               "only.")
-@click.option("--amp", is_flag=True, help="Mixed precision (CUDA).")
+@click.option("--amp/--no-amp", default=None,
+              help="Mixed precision: bf16 on the CPU, fp16 on CUDA. Default: on for the "
+              "packaged detector on a CPU with bf16 matrix units (Intel AMX: 1.7x the "
+              "network's speed, the same CPM within 0.005), off elsewhere.")
 @click.option("--tta-top", type=int, default=grid.TTA_TOP, show_default=True,
               help="Re-score this many top candidates with flip test-time augmentation (0: off).")
 @click.option("--tta-flips", default=grid.TTA_FLIPS, show_default=True, metavar="VIEWS",
@@ -256,7 +260,8 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
            as_json: bool,
            threshold: float,
            max_candidates: int, model: str, backend: str, series_uid: str | None, on_gap: str,
-           step_mm: float | None, no_lung_mask: bool, sizes: int, amp: bool, tta_top: int,
+           step_mm: float | None, no_lung_mask: bool, sizes: int, amp: bool | None,
+           tta_top: int,
            tta_flips: str, window: int, overlap: int | None, fpr: str | None) -> None:
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.medical.metrics import write_monai_boxes, write_results
@@ -283,7 +288,9 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
                     "segmentation" else f"  d={c['diameter_mm']:.1f} mm (network's estimate)")
             click.echo(f"p={c['probability']:.3f}  ({c['xyz'][0]:.1f}, {c['xyz'][1]:.1f}, "
                        f"{c['xyz'][2]:.1f}) mm{size}")
-        click.echo(f"{len(cands)} candidates in {result['timings_s']['total']:.1f} s"
+        net = result["network"]
+        click.echo(f"{len(cands)} candidates in {result['timings_s']['total']:.1f} s "
+                   f"({net['backend']}, {net['precision']})"
                    + (f"; written to {out}" if out else "")
                    + (f"; MONAI boxes in {monai_json}" if monai_json else ""))
 

@@ -19,7 +19,8 @@ The network runs on PyTorch, or without it on onnxruntime: the packaged weights 
 their ONNX export (``lung-nodule-attention.onnx``), which an install without PyTorch (the
 edge form, ``pip install "deepseek-medical[edge]"``) runs; everything around the network is
 numpy either way (no image library: resampling and the masks are written on numpy, equal to
-SimpleITK's).
+SimpleITK's). On a CPU with bf16 matrix units (Intel AMX) the packaged weights run on PyTorch
+at bf16 by default, faster there than fp32 on onnxruntime (``amp``).
 """
 
 from __future__ import annotations
@@ -155,7 +156,17 @@ class _TorchNet:
 
         self.net, self.device, self.outputs = module.eval(), device, outputs
         self.net.to(device)
+        shapes = {p.dim() for p in module.parameters()}
+        if device.type == "cpu" and 5 in shapes and 4 not in shapes:
+            # oneDNN's 3-D convolutions run about twice as fast on channels-last weights on
+            # the CPU (fp32 and bf16 alike); the results differ by float rounding only
+            import torch
+
+            self.net.to(memory_format=torch.channels_last_3d)
         self.amp = AutoMixedPrecision(device, enabled=amp)
+        short = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+        dtype = self.amp.dtype if self.amp.enabled else next(module.parameters()).dtype
+        self.precision = short.get(str(dtype).replace("torch.", ""), str(dtype))
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         import torch
@@ -181,9 +192,23 @@ class _OnnxNet:
                                f"{what} ({', '.join(outputs)})")
         self.input = self.session.get_inputs()[0].name
         self.device = loaded.device
+        self.precision = getattr(loaded, "precision", None) or "fp32"
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input: np.ascontiguousarray(batch, np.float32)})
+
+
+def _bf16_pays(device: str) -> bool:
+    """Whether ``amp=None`` turns bf16 on: PyTorch installed, the device the CPU, and the CPU
+    with bf16 matrix units."""
+    from deepseek.extras import missing
+    from deepseek.loader import resolve_device
+
+    if missing("runtime") or resolve_device(device).type != "cpu":
+        return False
+    from deepseek.amp import cpu_has_bf16_units
+
+    return cpu_has_bf16_units()
 
 
 def flip_views(spec: str) -> list[tuple[int, ...]]:
@@ -218,7 +243,13 @@ class NoduleDetector:
         overlap: overlap between neighbouring windows in voxels (default: a quarter of the
             window, at most 24).
         batch_size: windows per forward pass.
-        amp: mixed precision (useful on CUDA; PyTorch models only).
+        amp: mixed precision on PyTorch (bf16 autocast on the CPU, fp16 on CUDA).
+            ``None`` (the default) decides: on for the packaged detector (``model`` ``None``
+            or its name, ``backend="auto"``) on a CPU with bf16 matrix units
+            (:func:`deepseek.amp.cpu_has_bf16_units`, Intel AMX), where it runs the network
+            1.7x as fast as fp32 onnxruntime for the same CPM within 0.005 (see the medical
+            README); off everywhere else (the edge install, other CPUs, CUDA, other weights).
+            ``True`` / ``False`` choose; :attr:`precision` says what ran.
         backend: for a model given by name or path (or ``None``): ``"auto"`` runs the
             packaged ONNX export on onnxruntime on the CPU (the same candidates, faster there
             than PyTorch eager) and PyTorch otherwise (CUDA, ``amp``, other weights);
@@ -259,7 +290,7 @@ class NoduleDetector:
     def __init__(self, model: Any = None, *, threshold: float = THRESHOLD,
                  max_candidates: int = MAX_CANDIDATES, window: int = DETECT_WINDOW,
                  overlap: int | None = None, batch_size: int = 2, device: str = "auto",
-                 amp: bool = False, progress: bool | None = None, tta_top: int = TTA_TOP,
+                 amp: bool | None = None, progress: bool | None = None, tta_top: int = TTA_TOP,
                  tta_crop: int = 64, tta_flips: str = TTA_FLIPS, backend: str = "auto",
                  fpr: Any = None, lungs: bool = True, sizes: int = SIZES) -> None:
         from deepseek.loader import resolve_device
@@ -275,8 +306,11 @@ class NoduleDetector:
         self.tta_flips = flip_views(tta_flips)
         if backend not in ("auto", "onnxruntime", "torch"):
             raise MedicalError(f"backend={backend!r}: use auto, onnxruntime or torch")
+        packaged = isinstance(model, (str, type(None))) and model in (None, DETECTOR_MODEL)
         if isinstance(fpr, str) and fpr == "auto":
-            fpr = FPR_MODEL if model in (None, DETECTOR_MODEL) else None
+            fpr = FPR_MODEL if packaged else None
+        if amp is None:
+            amp = packaged and backend == "auto" and _bf16_pays(device)
         if model is None or isinstance(model, (str, Path)):
             model = self._load(str(model or DETECTOR_MODEL), backend, device, amp)
         if getattr(model, "session", None) is not None:
@@ -291,6 +325,8 @@ class NoduleDetector:
                 resolve_device(device)
             self.net = _TorchNet(module, dev, amp)
         self.device = self.net.device
+        #: what the network ran at: "fp32", or "bf16" / "fp16" (mixed precision)
+        self.precision: str = self.net.precision
         self.fpr: Any = None
         if fpr is not None:
             if isinstance(fpr, (str, Path)):

@@ -24,13 +24,14 @@ def detect_step(*, model: str = "lung-nodule-attention", backend: str = "auto",
                 threshold: float = THRESHOLD, max_candidates: int = MAX_CANDIDATES,
                 series_uid: str | None = None, on_gap: str = "error",
                 step_mm: float | None = None, lung_mask: bool = True, sizes: int = SIZES,
-                amp: bool = False, tta_top: int = TTA_TOP, tta_flips: str = TTA_FLIPS,
+                amp: bool | None = None, tta_top: int = TTA_TOP, tta_flips: str = TTA_FLIPS,
                 window: int = DETECT_WINDOW,
                 overlap: int | None = None, fpr: str | None = None,
                 progress: bool | None = False) -> Callable[[str], dict[str, Any]]:
     """A nodule detector as a per-scan step: ``step(path) -> {"candidates", "lung_mask",
-    "timings_s"}`` (the options are ``deepseek medical detect``'s, ``fpr=None`` for none and
-    ``lung_mask=False`` for ``--no-lung-mask``); the reader options apply to every scan."""
+    "timings_s", "network"}`` (``network``: the backend and precision that ran; the options
+    are ``deepseek medical detect``'s, ``fpr=None`` for none and ``lung_mask=False`` for
+    ``--no-lung-mask``); the reader options apply to every scan."""
     from deepseek.medical.detector import NoduleDetector
     from deepseek.medical.volume import read_volume
 
@@ -46,7 +47,8 @@ def detect_step(*, model: str = "lung-nodule-attention", backend: str = "auto",
 
     def step(path: str) -> dict[str, Any]:
         cands = det.detect(read_volume(path, **read_opts))
-        return {"candidates": cands, "lung_mask": det.lung_info, "timings_s": det.timings}
+        return {"candidates": cands, "lung_mask": det.lung_info, "timings_s": det.timings,
+                "network": {"backend": det.net.name, "precision": det.precision}}
 
     return step
 
