@@ -73,3 +73,21 @@ def test_cuda_uses_fp16_and_grad_scaler():
         loss = model(torch.randn(4, 8, device="cuda")).float().pow(2).mean()
     amp.backward(loss)
     amp.step(opt)
+
+
+def test_cpu_bf16_units_follow_the_amx_probe(monkeypatch):
+    from deepseek.amp import cpu_has_bf16_units
+
+    assert isinstance(cpu_has_bf16_units(), bool)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_has_bf16_units() is True
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert cpu_has_bf16_units() is False
+
+    def broken():
+        raise RuntimeError("no kernels for this probe")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    assert cpu_has_bf16_units() is False  # a build without the probe: no claim of the units
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert cpu_has_bf16_units() is False
