@@ -219,7 +219,7 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               help="Registry name, weights file (safetensors + JSON) or .onnx export.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto",
               show_default=True, help="auto: the packaged ONNX export on onnxruntime on the CPU "
-              "(same candidates, faster), PyTorch on CUDA, with --amp (the default on a CPU "
+              "(same candidates), PyTorch on CUDA, with --amp (the default on a CPU "
               "with AMX units) or for other weights.")
 @click.option("--series-uid", default=None, help="Which DICOM series (default: largest CT).")
 @click.option("--on-gap", type=click.Choice(["error", "resample", "warn"]), default="error",
