@@ -435,6 +435,13 @@ def test_bf16_is_the_default_only_where_the_cpu_has_units_for_it(monkeypatch):
     assert (det.net.name, det.precision) == ("torch", "fp32")
     det = NoduleDetector(ModelLoader.load("lung-nodule-attention"), progress=False)
     assert det.precision == "fp32"  # weights given as an object: not the measured default
+    import deepseek.extras
+
+    real = deepseek.extras.missing
+    monkeypatch.setattr(deepseek.extras, "missing",
+                        lambda extra: ["torch"] if extra == "torch" else real(extra))
+    det = NoduleDetector(progress=False)  # as on the edge install: no PyTorch to run bf16 on
+    assert (det.net.name, det.precision) == ("onnxruntime", "fp32")
 
 
 def test_bf16_network_reads_nodules_as_fp32_does():

@@ -204,7 +204,7 @@ def _bf16_pays(device: str) -> bool:
     from deepseek.extras import missing
     from deepseek.loader import resolve_device
 
-    if missing("runtime") or resolve_device(device).type != "cpu":
+    if missing("torch") or resolve_device(device).type != "cpu":
         return False
     from deepseek.amp import cpu_has_bf16_units
 
