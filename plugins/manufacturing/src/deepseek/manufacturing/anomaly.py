@@ -229,9 +229,8 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     if len(files) < 2:
         raise ManufacturingError(f"{folder}: {len(files)} good image(s); give at least 2 (one "
                                  "to remember, one to set the threshold on), better dozens")
-    # the pixels decoded for the grouping are kept (up to 2 GB) for the features and scores
-    fold, grouping, items = good_folds(files, root, folds, seed, group_pattern,
-                                       cache_mb=2048.0)
+    # the pixels decoded for the grouping are kept (up to the cache) for features and scores
+    fold, grouping, items = good_folds(files, root, folds, seed, group_pattern)
     k = int(fold.max()) + 1
     net = _backbone(backbone)
     rng = np.random.default_rng(seed)

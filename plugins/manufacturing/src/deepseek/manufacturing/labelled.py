@@ -50,6 +50,8 @@ GOOD_FOLDERS = {"good", "ok", "normal"}
 DEFECT_FOLDERS = {"defect", "defects", "bad", "crack", "cracks", "ng"}
 MASK_FOLDERS = ("masks", "mask", "gt", "groundTruth", "ground_truth", "segmentation")
 SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "images"}
+#: decoded pixels (and masks) kept in memory by the folder readers, in MB; past it, read again
+CACHE_MB = 2048.0
 
 
 @dataclass
@@ -229,7 +231,7 @@ def _read_mask(mpath: Path, img: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def read_labelled(root: str | Path, group_pattern: str | None = None,
-                  cache_mb: float = 2048.0) -> list[LabelledImage]:
+                  cache_mb: float = CACHE_MB) -> list[LabelledImage]:
     """Every part image below ``root`` with its label (module docstring rules). Pixels and
     masks stay in memory up to ``cache_mb`` in all; the rest are read again when used."""
     from deepseek.manufacturing.images import IMAGE_SUFFIXES, list_images, read_gray
@@ -491,7 +493,7 @@ def deal_groups(names: list[str], groups: dict[str, list[int]], k: int,
 
 
 def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
-               group_pattern: str | None = None, cache_mb: float = 0.0
+               group_pattern: str | None = None, cache_mb: float = CACHE_MB
                ) -> tuple[np.ndarray, dict[str, Any], list[LabelledImage]]:
     """Each good image's fold (0..k-1) for an out-of-fold threshold: groups by the group rule
     of :func:`group_of`, look-alike images joined (:func:`join_look_alikes`), whole groups

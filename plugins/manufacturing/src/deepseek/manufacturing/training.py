@@ -577,8 +577,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    fold, grouping, goods = good_folds(files, root, folds, seed, group_pattern,
-                                       cache_mb=2048.0)
+    fold, grouping, goods = good_folds(files, root, folds, seed, group_pattern)
     for why in ("regrouped", "skipped"):
         if why in grouping:
             log.warning("%s", grouping[why])
