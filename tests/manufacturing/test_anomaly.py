@@ -46,6 +46,8 @@ def test_memory_scores_cracks_above_good_parts_and_sets_its_threshold(line, tmp_
     assert (m["fit_images"], m["folds"], m["groups"]) == (10, 5, 10)
     assert "each image is taken as its own part" in m["regrouped"]
     assert "too few to resolve" in m["threshold_rule"]  # 10 images cannot resolve 1 %
+    # just above every out-of-fold score: none of the good images is flagged
+    assert m["threshold"] > m["out_of_fold_scores"]["max"]
     assert m["threshold"] == pytest.approx(m["out_of_fold_scores"]["max"])
     good_s = [mem.score(read_gray(p))[0] for p in good]
     bad_s = [mem.score(read_gray(p))[0] for p in bad]

@@ -80,3 +80,22 @@ def test_latency_percentiles():
     lat = latency_percentiles(np.arange(1, 101) / 1000.0)
     assert lat["p50"] == pytest.approx(50.5) and lat["p99"] == pytest.approx(99.01)
     assert lat["max"] == 100.0 and latency_percentiles(np.array([])) == {}
+
+
+def test_the_threshold_rule_keeps_the_rate_and_says_when_it_cannot_resolve_it():
+    """``lowest_threshold`` flags at most the target share of good scores (the memory, trained
+    models and ``calibrate`` share it); ``too_few_good`` says when the good images are too
+    few to show that rate at all."""
+    from deepseek.manufacturing.metrics import lowest_threshold, too_few_good
+
+    good = np.random.default_rng(0).random(278)
+    for fpr in (0.003, 0.01, 0.05):
+        thr = lowest_threshold(good, fpr)
+        flagged = int((good >= thr).sum())
+        assert flagged <= fpr * len(good) and flagged == math.floor(fpr * len(good))
+    assert lowest_threshold(good[:10], 0.01) > good[:10].max()  # above every one of them
+    assert too_few_good(100, 0.01) is None and too_few_good(334, 0.003) is None
+    assert too_few_good(5, 0.0) is None  # no false alarm allowed: nothing to resolve
+    msg = too_few_good(99, 0.01)
+    assert msg is not None and "99 good images" in msg and "it needs 100" in msg
+    assert "too few to resolve" in too_few_good(278, 0.003)

@@ -202,10 +202,12 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     The images are grouped (:func:`good_folds`: the group rule, look-alike photos of one part
     joined) and dealt into ``folds`` folds; for each fold a memory of the other folds'
     patches scores the fold's images, so every good image gets a score from a memory that
-    never saw it (nor its look-alikes). The threshold is the ``1 - target_fpr`` quantile of
-    those scores, or their maximum when there are too few images to resolve that rate (the
-    metadata says which). The memory written holds ``max_bank`` patches drawn from all the
-    images, from a pool to which each image gives at most ``POOL_FACTOR * max_bank / images``
+    never saw it (nor its look-alikes). The threshold is the lowest whose false-alarm rate on
+    those scores is at most ``target_fpr``
+    (:func:`deepseek.manufacturing.metrics.lowest_threshold`, as for trained models and
+    ``calibrate``): above every one of them when there are too few images to resolve that
+    rate (the metadata says so). The memory written holds ``max_bank`` patches drawn from all
+    the images, from a pool to which each image gives at most ``POOL_FACTOR * max_bank / images``
     (so memory stays bounded however many images there are): a uniform random sample
     (``selection="uniform"``, the default), or a greedy coreset (:func:`greedy_coreset`,
     ``"coreset"``) of at most ``POOL_FACTOR * max_bank`` of them. Each fold's memory is
@@ -216,6 +218,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
 
     from deepseek.manufacturing.images import image_paths
     from deepseek.manufacturing.labelled import good_folds
+    from deepseek.manufacturing.metrics import lowest_threshold, too_few_good
 
     if not 0.0 < target_fpr < 1.0:
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate between 0 and 1")
@@ -249,21 +252,17 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         for i in np.flatnonzero(fold == j):
             scores[i] = probe.score(items[i].image)[0]
     bank = _bank(np.concatenate(pools), max_bank, rng, selection)
-    resolvable = len(files) * target_fpr >= 1.0
+    rule = (f"lowest score with a false-alarm rate <= {target_fpr:g} on the out-of-fold "
+            f"scores of {len(files)} good images ({k} folds by group)")
+    few = too_few_good(len(files), target_fpr)
     meta: dict[str, Any] = {
         "kind": KIND, "backbone": str(backbone), "feature_stride": FEATURE_STRIDE,
         "feature_dim": 64, "fit_images": len(files), "patches_seen": int(seen),
         "bank": int(len(bank)), "selection": selection, "folds": k, "target_fpr": target_fpr,
         "groups": int(grouping["groups_after"]),
         **{key: grouping[key] for key in ("regrouped", "skipped") if key in grouping},
-        "threshold": float(np.quantile(scores, 1.0 - target_fpr, method="higher")
-                           if resolvable else scores.max()),
-        "threshold_rule": (
-            f"the {1 - target_fpr:g} quantile of the out-of-fold scores of {len(files)} good "
-            f"images ({k} folds by group)" if resolvable else
-            f"the highest out-of-fold score of {len(files)} good images ({k} folds by group; "
-            f"too few to resolve a rate of {target_fpr:g}: it needs "
-            f"{int(np.ceil(1 / target_fpr))})"),
+        "threshold": lowest_threshold(scores, target_fpr),
+        "threshold_rule": rule + (f"; {few}" if few else ""),
         "out_of_fold_scores": {"median": float(np.median(scores)),
                                "max": float(scores.max())}}
     return PatchMemory(bank, meta, net)

@@ -72,7 +72,7 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     """
     from tqdm.auto import tqdm
 
-    from deepseek.manufacturing.metrics import expected_rates
+    from deepseek.manufacturing.metrics import expected_rates, too_few_good
     from deepseek.manufacturing.score import Scorer, image_paths
 
     folder = Path(folder)
@@ -99,11 +99,9 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     expected = expected_rates(scores, labels, thr)
     n_good, n_defect = expected["good_images"], expected["defect_images"]
     warnings = []
-    if 0 < target_fpr and n_good * target_fpr < 1:
-        warnings.append(f"{n_good} good images cannot show a false-alarm rate of "
-                        f"{target_fpr:g} (fewer than {int(np.ceil(1 / target_fpr))}): the "
-                        "threshold is the highest good score; the interval says how little "
-                        "is known")
+    few = too_few_good(n_good, target_fpr)
+    if few:
+        warnings.append(f"{few}; the interval says how little is known")
     if not n_defect:
         warnings.append("no defect images: the recall at this threshold is unknown (add "
                         "labelled defects to the folder to measure it)")

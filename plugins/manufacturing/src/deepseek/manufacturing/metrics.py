@@ -244,6 +244,16 @@ def lowest_threshold(good_scores: Any, fpr: float) -> float:
         float(good[0])
 
 
+def too_few_good(n_good: int, fpr: float) -> str | None:
+    """None when ``n_good`` good images can show a false-alarm rate of ``fpr`` (one false
+    alarm among them is within it); else the sentence that says they cannot, and where
+    :func:`lowest_threshold` then puts the threshold."""
+    if fpr <= 0 or n_good * fpr >= 1:  # (a rate of 0: no false alarm, always resolved)
+        return None
+    return (f"{n_good} good images, too few to resolve a false-alarm rate of {fpr:g} (it needs "
+            f"{int(math.ceil(1 / fpr))}): the threshold is above every one of them")
+
+
 def recall_at_fpr(scores: Any, labels: Any, fpr: float) -> tuple[float, float, float]:
     """(threshold, recall, false-positive rate) at the lowest threshold whose false-positive
     rate on these images is at most ``fpr``."""

@@ -555,7 +555,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     from deepseek.loader import build_registered, require_fit
     from deepseek.manufacturing.images import image_paths
     from deepseek.manufacturing.labelled import good_folds
-    from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr
+    from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr, too_few_good
     from deepseek.manufacturing.pasted import PASTED_CRACK_DEPTH, PASTED_KINDS, PastedImage
     from deepseek.manufacturing.synthetic import check_crack_depth
 
@@ -604,9 +604,9 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     pasted = expected_rates(oof, labels, thr)
     rule = (f"lowest image score with a false-alarm rate <= {target_fpr:g} on the out-of-fold "
             f"scores of {n} good images ({info['folds']} folds by group)")
-    if n * target_fpr < 1:
-        rule += (f"; too few to resolve that rate (it needs {int(np.ceil(1 / target_fpr))}): "
-                 "above every good image")
+    few = too_few_good(n, target_fpr)
+    if few:
+        rule += f"; {few}"
     extra = {"trained_on": "good-only (pasted cracks)", "init": "packaged", "threshold": thr,
              "threshold_rule": rule, "expected": expected,
              "pasted": {"recall": pasted["recall"], "recall_ci95": pasted["recall_ci95"],
