@@ -316,6 +316,9 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     assert info["epoch"] in (1, 2) and [h["best"] for h in info["history"]].count(True) == 1
     assert all(len(h["fold_auroc"]) == 2 and 0 <= h["oof_auroc"] <= 1 for h in info["history"])
     assert "out-of-fold scores of all 8 training images" in info["threshold_rule"]
+    # from scratch there are no starting weights to mine hard negatives with: all at random
+    assert info["hard_negatives"] == {"fraction": 0.0, "spots": 0, "per_image": 8,
+                                      "mined_by": None}
     exp = info["expected"]
     assert exp["defect_images"] == 4 and exp["good_images"] == 4
     assert exp["false_positive_rate"] <= 0.25
@@ -327,3 +330,98 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
         "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
         str(tmp_path / "parts"), "--resume"])
     assert res.exit_code == 2 and "--folds 1" in res.output
+
+
+def test_hard_negative_crops_sit_on_the_spots_a_model_finds(tmp_path):
+    """``hard_spots`` keeps each good image's hottest map cells as ``score`` computes the map
+    (defect images give none), hottest first, at the cells' centres; a share outside 0..1 is
+    refused."""
+    from deepseek.loader import build_registered
+    from deepseek.manufacturing.score import score_image
+    from deepseek.manufacturing.training import hard_spots
+
+    for k in range(3):
+        m = _part(tmp_path / f"{k}.png", 500 + k, ((8, 60), (100, 70)) if k == 2 else None,
+                  h=96, w=128)
+        cv2.imwrite(str(tmp_path / f"{k}_mask.png"), m)
+    items = read_labelled(tmp_path)
+    good = [it for it in items if not it.defect]
+    net, _ = build_registered("defect-3dcnn-lstm", pretrained=True)
+    spots = hard_spots(net, items, per_image=5, progress=False)
+    assert net.training  # back in training mode for the training that follows
+    assert len(spots) == 10 and {id(s.item) for s in spots} == {id(g) for g in good}
+    for g in good:
+        mine = [s for s in spots if s.item is g]
+        w = [s.weight for s in mine]
+        pmap = score_image(net.eval(), g.image)[1]
+        assert np.allclose(w, np.sort(pmap, axis=None)[::-1][:5], atol=1e-5)
+        for s in mine:
+            assert pmap[s.y // 16, s.x // 16] == pytest.approx(s.weight, abs=1e-5)
+        assert all(0 <= s.y < 96 and 0 <= s.x < 128 and s.y % 16 == 8 and s.x % 16 == 8
+                   for s in mine)
+    from deepseek.manufacturing.training import train_model
+
+    # training from the packaged weights mines them once, before the first epoch
+    info = train_model(tmp_path / "run", folder=tmp_path, val_folder=tmp_path, crop=32,
+                       crops_per_epoch=8, epochs=1, batch_size=4, progress=False)
+    assert info["hard_negatives"] == {"fraction": 0.5, "spots": 16, "per_image": 8,
+                                      "mined_by": "the packaged weights (the starting weights)"}
+    with pytest.raises(ManufacturingError, match="hard_negatives"):
+        train_model(tmp_path / "run", folder=tmp_path, hard_negatives=1.5)
+
+
+def test_hard_negative_crops_hold_their_spot_in_the_central_half():
+    """With ``hard_fraction`` 1 every negative crop is placed on a spot of the dataset's own
+    good images (a marked pixel here), the spot in the crop's central half unless the image
+    edge moves the crop; a spot of an image outside the dataset is never used."""
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    from deepseek.manufacturing.labelled import LabelledImage
+    from deepseek.manufacturing.training import CropDataset, HardSpot
+
+    items, spots = [], []
+    for k, (y, x) in enumerate([(100, 150), (3, 197)]):  # the second in a corner
+        img = np.full((120, 200), 100, np.uint8)
+        img[y, x] = 255
+        it = LabelledImage(Path(f"g{k}.png"), False, "folder", img.shape)
+        it.keep(img, None)
+        items.append(it)
+        spots.append(HardSpot(it, y, x, 1.0 + k))
+    bad = LabelledImage(Path("d.png"), True, "folder", (120, 200))
+    bad.keep(np.full((120, 200), 90, np.uint8), None)
+    stranger = LabelledImage(Path("s.png"), False, "folder", (120, 200))
+    ds = CropDataset(items + [bad], 60, 32, 2, seed=3, augment=False,
+                     hard=spots + [HardSpot(stranger, 5, 5, 1e6)], hard_fraction=1.0)
+    assert len(ds.hard) == 2 and np.allclose(ds.hard_p, [1 / 3, 2 / 3])
+    corner = 0
+    for i in range(1, 60, 2):
+        x, m, _ = ds.sample(i)
+        ys, xs = np.nonzero(x == 255)
+        assert x.shape == (32, 32) and m is None and len(ys) == 1
+        if (ys[0], xs[0]) == (3, 29):  # the corner spot: the crop held inside the image
+            corner += 1
+        else:
+            assert 8 <= ys[0] <= 24 and 8 <= xs[0] <= 24  # the central half
+    assert 0 < corner < 30  # both spots drawn
+    # at fraction 0 the negatives are random crops: the marks are mostly out of them
+    ds0 = CropDataset(items + [bad], 60, 32, 2, seed=3, augment=False, hard=spots)
+    assert ds0.hard_fraction == 0.0
+    assert sum((ds0.sample(i)[0] == 255).any() for i in range(1, 60, 2)) < 15
+
+
+def test_train_help_states_the_hard_negative_default_and_refuses_it_without_a_folder(tmp_path):
+    from deepseek.manufacturing.training import HARD_NEGATIVES
+
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--help"])
+    assert res.exit_code == 0 and f"[{HARD_NEGATIVES:g}]" in " ".join(res.output.split())
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "r"), "--hard-negatives", "0.3"])
+    assert res.exit_code == 2 and "go with --folder" in res.output
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "r"), "--good-only", str(tmp_path),
+                                           "--hard-negatives", "0.3"])
+    assert res.exit_code == 2 and "not with --good-only" in res.output
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "r"), "--hard-negatives", "2"])
+    assert res.exit_code == 2 and "--hard-negatives" in res.output

@@ -431,6 +431,10 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               help="--folder: side of the training crops (a multiple of 16).")
 @click.option("--crops-per-epoch", type=int, default=None,
               help="--folder: crops per epoch, half on defects [8 per image, at least 256].")
+@click.option("--hard-negatives", type=click.FloatRange(0, 1), default=None,
+              help="--folder: share of the negative crops from good images placed on their "
+              "hottest spots as the packaged weights score them (specks and edges that look "
+              "like cracks) instead of at random; 0, or --init scratch: all at random [0.5].")
 @click.option("--init", type=click.Choice(["packaged", "scratch"]), default=None,
               help="Start from the packaged weights or from scratch [packaged with --folder, "
               "scratch for synthetic training].")
@@ -482,7 +486,8 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
           val_fraction: float,
-          group_pattern: str | None, crop: int, crops_per_epoch: int | None, init: str | None,
+          group_pattern: str | None, crop: int, crops_per_epoch: int | None,
+          hard_negatives: float | None, init: str | None,
           clips: int, clip_frames: int | None,
           clip_size: tuple[int, int], crack_depth: tuple[float, float] | None, epochs: int,
           batch_size: int, accum_steps: int,
@@ -498,6 +503,9 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
 
         if folder is not None:
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
+        if hard_negatives is not None:
+            raise click.UsageError("--hard-negatives goes with --folder (labelled images), not "
+                                   "with --good-only")
         if folds < 2:
             raise click.UsageError("--good-only sets its threshold on out-of-fold scores: give "
                                    "--folds 2 or more")
@@ -553,8 +561,10 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
 
     if method != "memory":
         raise click.UsageError("--method chooses how --good-only learns: give --good-only DIR")
-    if folder is None and (val_folder is not None or crops_per_epoch is not None):
-        raise click.UsageError("--val-folder and --crops-per-epoch go with --folder")
+    if folder is None and (val_folder is not None or crops_per_epoch is not None
+                           or hard_negatives is not None):
+        raise click.UsageError("--val-folder, --crops-per-epoch and --hard-negatives go with "
+                               "--folder")
     if folder is not None and crack_depth is not None:
         raise click.UsageError("--crack-depth shapes the synthetic clips: it does not go with "
                                "--folder (your images' cracks are what they are)")
@@ -564,7 +574,9 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
                       resume=resume, seed=seed, model=model, val_folder=val_folder,
                       val_fraction=val_fraction, group_pattern=group_pattern, crop=crop,
                       crops_per_epoch=crops_per_epoch, init=init, target_fpr=target_fpr,
-                      folds=folds, **({"crack_depth": crack_depth} if crack_depth else {}))
+                      folds=folds, **({"crack_depth": crack_depth} if crack_depth else {}),
+                      **({"hard_negatives": hard_negatives} if hard_negatives is not None
+                         else {}))
     from deepseek.report import echo_training
 
     echo_training(res, as_json)

@@ -542,20 +542,27 @@ def padded(item: LabelledImage, size: int) -> tuple[np.ndarray, np.ndarray | Non
     return img, None if mask is None else np.pad(mask, ((0, ph), (0, pw)))
 
 
+def crop_on(item: LabelledImage, size: int, py: int, px: int, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A ``size`` x ``size`` crop placed at random so that pixel ``(py, px)`` lies in its
+    central half (moved inside the image near its edges), and its mask crop."""
+    img, mask = padded(item, size)
+    h, w = img.shape
+    y0 = int(np.clip(py - rng.integers(size // 4, 3 * size // 4 + 1), 0, h - size))
+    x0 = int(np.clip(px - rng.integers(size // 4, 3 * size // 4 + 1), 0, w - size))
+    return _crop_at(img, y0, x0, size), None if mask is None else _crop_at(mask, y0, x0, size)
+
+
 def sample_crop(item: LabelledImage, size: int, positive: bool, rng: np.random.Generator
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One ``size`` x ``size`` crop (and its mask crop). Positive crops of a masked image are
     placed so that a random defect pixel lies in the crop's central half; negative crops of a
     masked defect image avoid the mask (up to 50 tries, else None is returned for the image)."""
-    img, mask = padded(item, size)
-    h, w = img.shape
     if positive and item.rows:
         k = int(rng.integers(len(item.rows)))
-        py, px = item.rows[k], item.cols[k]
-        y0 = int(np.clip(py - rng.integers(size // 4, 3 * size // 4 + 1), 0, h - size))
-        x0 = int(np.clip(px - rng.integers(size // 4, 3 * size // 4 + 1), 0, w - size))
-        return _crop_at(img, y0, x0, size), None if mask is None else _crop_at(mask, y0, x0,
-                                                                                size)
+        return crop_on(item, size, int(item.rows[k]), int(item.cols[k]), rng)
+    img, mask = padded(item, size)
+    h, w = img.shape
     for _ in range(50):
         y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
         mc = None if mask is None else _crop_at(mask, y0, x0, size)

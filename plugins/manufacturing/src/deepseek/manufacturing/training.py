@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -99,6 +99,46 @@ def make_clips(n: int, seed: int, frames: int = 16, height: int = 128, width: in
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
+#: the share of the negative crops that ``train --folder`` places on hard spots of good
+#: images (:func:`hard_spots`) instead of at random
+HARD_NEGATIVES = 0.5
+#: how many of each good image's hottest map cells are hard spots
+HARD_SPOTS_PER_IMAGE = 8
+
+
+class HardSpot(NamedTuple):
+    """A place on a good image where a model sees a crack: the item, the pixel at the centre
+    of the map cell, and the cell's crack probability (the weight it is drawn with)."""
+
+    item: Any
+    y: int
+    x: int
+    weight: float
+
+
+def hard_spots(net: torch.nn.Module, items: list, per_image: int = HARD_SPOTS_PER_IMAGE,
+               progress: bool | None = None) -> list[HardSpot]:
+    """Hard negatives: each good image of ``items`` scored alone at full size by ``net`` (as
+    ``score`` does), and its ``per_image`` hottest map cells kept with their probabilities.
+    What a model calls a crack on a good part (a speck, a scratch-like edge, a fibre) is what
+    training should show it more often than a random crop would."""
+    from tqdm.auto import tqdm
+
+    from deepseek.manufacturing.score import FRAMES, score_image
+
+    net.eval()
+    spots: list[HardSpot] = []
+    good = [it for it in items if not it.defect]
+    for it in tqdm(good, desc="hard negatives", disable=progress is False or len(good) < 20):
+        pmap = score_image(net, it.image, FRAMES)[1]
+        top = np.argsort(pmap, axis=None)[::-1][:per_image]
+        for r, c in zip(*np.unravel_index(top, pmap.shape)):
+            spots.append(HardSpot(it, int(r) * STRIDE + STRIDE // 2,
+                                  int(c) * STRIDE + STRIDE // 2, float(pmap[r, c]) + 1e-6))
+    net.train()
+    return spots
+
+
 class CropDataset(Dataset):
     """Labelled part images as training clips, drawn afresh at every call: even indices are
     positive crops placed on a labelled defect (:func:`deepseek.manufacturing.labelled.
@@ -108,12 +148,22 @@ class CropDataset(Dataset):
     (how :mod:`deepseek.manufacturing.score` scores an image); the map target is the mask at
     the model's 16-pixel cells (none for a defect image without a location). With ``pasted``
     (a darkening range) the items are good images only and the positive crops are good crops
-    with a crack pasted in (:mod:`deepseek.manufacturing.pasted`), located by its mask."""
+    with a crack pasted in (:mod:`deepseek.manufacturing.pasted`), located by its mask.
+    With ``hard`` spots (:func:`hard_spots`), a ``hard_fraction`` of the negative crops from
+    good images is placed on one of the spots of this dataset's good images (drawn by its
+    weight; the spot in the crop's central half) instead of at random."""
 
     def __init__(self, items: list, n: int, size: int, frames: int, seed: int = 0,
-                 augment: bool = True, pasted: tuple[float, float] | None = None) -> None:
+                 augment: bool = True, pasted: tuple[float, float] | None = None,
+                 hard: list[HardSpot] | None = None, hard_fraction: float = 0.0) -> None:
         self.defect = [i for i in items if i.defect]
         self.good = [i for i in items if not i.defect]
+        mine = {id(i) for i in self.good}
+        self.hard = [h for h in hard or [] if id(h.item) in mine]
+        self.hard_p = np.array([h.weight for h in self.hard], np.float64)
+        if len(self.hard):
+            self.hard_p /= self.hard_p.sum()
+        self.hard_fraction = hard_fraction if self.hard else 0.0
         self.masked = [i for i in self.defect if i.rows]
         self.pasted = pasted
         if pasted is not None:
@@ -150,6 +200,11 @@ class CropDataset(Dataset):
             if self.masked and (not self.good or rng.random() < 0.25):
                 item = self.masked[int(rng.integers(len(self.masked)))]
                 x, m = sample_crop(item, self.size, False, rng)
+            if x.size == 0 and self.hard_fraction and rng.random() < self.hard_fraction:
+                from deepseek.manufacturing.labelled import crop_on
+
+                spot = self.hard[int(rng.choice(len(self.hard), p=self.hard_p))]
+                x, m = crop_on(spot.item, self.size, spot.y, spot.x, rng)
             if x.size == 0:
                 pool = self.good or self.masked
                 item = pool[int(rng.integers(len(pool)))]
@@ -391,7 +446,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                 group_pattern: str | None = None, crop: int = 160,
                 crops_per_epoch: int | None = None, init: str | None = None,
                 target_fpr: float = 0.003, folds: int = 5,
-                crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH) -> dict[str, Any]:
+                crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH,
+                hard_negatives: float = HARD_NEGATIVES) -> dict[str, Any]:
     """Train ``model`` (``defect-3dcnn-lstm``, or any registered model that fits the task:
     uint8 clips ``[N, T, H, W]`` in, ``(frame logits [N, T], maps [N, T, h, w], state)`` out)
     and write ``out_dir/model.safetensors`` (+ ``.json``).
@@ -404,7 +460,10 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     With ``folder``: labelled part images (:mod:`deepseek.manufacturing.labelled`), balanced
     ``crop`` x ``crop`` crops (``crops_per_epoch``, default 8 per training image, at least 256)
     held still for ``frames`` frames (default 4), from the packaged weights unless
-    ``init="scratch"``. Images that look alike (the same part again) join one group first.
+    ``init="scratch"``; from the packaged weights ``hard_negatives`` of the negative crops
+    from good images sit on the hottest spots those weights find on them (:func:`hard_spots`,
+    mined once before training), the rest at random (all at random from scratch). Images
+    that look alike (the same part again) join one group first.
     Then, by default (``folds`` > 1, no ``val_folder``), *cross-fitting*: the groups are dealt
     into ``folds`` folds; one model per fold is trained on the other folds and scores its own
     fold's images after every epoch, so every training image gets an out-of-fold score. The
@@ -423,6 +482,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         raise ManufacturingError(f"init={init!r}: give 'packaged' or 'scratch'")
     if folds < 1:
         raise ManufacturingError(f"folds={folds}: give 1 (one model, a held-out split) or more")
+    if not 0.0 <= hard_negatives <= 1.0:
+        raise ManufacturingError(f"hard_negatives={hard_negatives}: give the share of the "
+                                 "negative crops placed on hard spots, 0 to 1")
     init = init or ("packaged" if folder is not None else "scratch")
     lr = lr or (1e-3 if init == "packaged" else 3e-3)
     frames = frames or (4 if folder is not None else 16)
@@ -497,15 +559,28 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                      "groups": joined["groups_after"], "look_alike_pairs": joined["pairs"],
                      **{k: joined[k] for k in ("regrouped", "skipped") if k in joined},
                      "label_sources": sorted({i.source for i in items})}
+        # mined once, by the weights every model starts from (which saw none of these
+        # images): the same spots for every fold, each fold using its own images' spots.
+        # Random weights from scratch have no sense of a crack to mine with.
+        mine = hard_negatives > 0 and init == "packaged"
+        hard = hard_spots(build()[0], items, progress=progress) if mine else []
+        data_info["hard_negatives"] = {
+            "fraction": hard_negatives if mine else 0.0, "spots": len(hard),
+            "per_image": HARD_SPOTS_PER_IMAGE,
+            "mined_by": "the packaged weights (the starting weights)" if mine else None}
+        if hard_negatives and not mine:
+            log.info("hard negatives need starting weights that know a crack: with --init "
+                     "scratch every negative crop is placed at random")
         if cross:
             net, cfg, history, held, more = _cross_fit(items, build, crops, crop, frames,
-                                                      folds, seed, fit)
+                                                      folds, seed, fit,
+                                                      hard=(hard, hard_negatives))
             data_info.update(more)
             where = f"the out-of-fold scores of all {len(items)} training images"
         else:
             net, cfg, history, held, val, more = _fit_held_out(
                 items, build, crops, crop, frames, seed, fit, out, resume, val_folder,
-                val_fraction, group_pattern)
+                val_fraction, group_pattern, hard=(hard, hard_negatives))
             data_info.update(more)
             where = ("the validation folder" if val_folder is not None else
                      "the held-out groups")
@@ -630,7 +705,8 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
 
 def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, seed: int,
                   fit: dict[str, Any], out: Path, resume: bool, val_folder: Any,
-                  val_fraction: float, group_pattern: str | None) -> tuple[Any, ...]:
+                  val_fraction: float, group_pattern: str | None,
+                  hard: tuple[list[HardSpot], float] = ([], 0.0)) -> tuple[Any, ...]:
     """One model validated on ``val_folder`` or a group split; the best epoch kept.
     (net, cfg, history, validation scores, validation items, data info)."""
     from deepseek.manufacturing.labelled import read_labelled, shared_parts, split_groups
@@ -650,7 +726,8 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
                     "validation figures and the stored threshold read too well; group "
                     "the photos of one part with --group-pattern REGEX (or give "
                     "--val-folder)", len(leaks), Path(v).name, Path(t).name, c)
-    dataset = CropDataset(items, crops + crops % 2, crop, frames, seed)
+    dataset = CropDataset(items, crops + crops % 2, crop, frames, seed, hard=hard[0],
+                          hard_fraction=hard[1])
     log.info("%d training images (%d defect), %d validation images (%d defect)",
              len(items), sum(i.defect for i in items), len(val), sum(i.defect for i in val))
     net, cfg = build()
@@ -678,7 +755,8 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
 
 def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, folds: int,
                seed: int, fit: dict[str, Any], fold: np.ndarray | None = None,
-               pasted: tuple[float, float] | None = None) -> tuple[Any, ...]:
+               pasted: tuple[float, float] | None = None,
+               hard: tuple[list[HardSpot], float] = ([], 0.0)) -> tuple[Any, ...]:
     """Cross-fitting (see :func:`train_model`): (soup net, cfg, history, out-of-fold scores
     at the chosen epoch, data info). ``fold``: each item's fold, when the caller dealt them;
     ``pasted``: good-only training (:func:`train_good_only`): the fold models train on the
@@ -707,7 +785,7 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
                  sum(i.defect for i in held))
         torch.manual_seed(seed * 1000 + k)
         dataset = CropDataset(train, crops + crops % 2, crop, frames, seed * 1000 + k,
-                              pasted=pasted)
+                              pasted=pasted, hard=hard[0], hard_fraction=hard[1])
         net, cfg = build()
         trainer = _trainer(net, len(dataset), checkpoint_dir=None, cfg=cfg, **fit)
         epoch = [0]
