@@ -348,7 +348,9 @@ def test_hard_negative_crops_sit_on_the_spots_a_model_finds(tmp_path):
     good = [it for it in items if not it.defect]
     net, _ = build_registered("defect-3dcnn-lstm", pretrained=True)
     spots = hard_spots(net, items, per_image=5, progress=False)
-    assert net.training  # back in training mode for the training that follows
+    assert net.training  # left in the mode it came in
+    hard_spots(net.eval(), items[:1], per_image=1, progress=False)
+    assert not net.training
     assert len(spots) == 10 and {id(s.item) for s in spots} == {id(g) for g in good}
     for g in good:
         mine = [s for s in spots if s.item is g]

@@ -126,6 +126,7 @@ def hard_spots(net: torch.nn.Module, items: list, per_image: int = HARD_SPOTS_PE
 
     from deepseek.manufacturing.score import FRAMES, score_image
 
+    was_training = net.training
     net.eval()
     spots: list[HardSpot] = []
     good = [it for it in items if not it.defect]
@@ -135,7 +136,7 @@ def hard_spots(net: torch.nn.Module, items: list, per_image: int = HARD_SPOTS_PE
         for r, c in zip(*np.unravel_index(top, pmap.shape)):
             spots.append(HardSpot(it, int(r) * STRIDE + STRIDE // 2,
                                   int(c) * STRIDE + STRIDE // 2, float(pmap[r, c]) + 1e-6))
-    net.train()
+    net.train(was_training)
     return spots
 
 
