@@ -12,10 +12,25 @@ from click.testing import CliRunner
 from deepseek import ModelLoader
 from deepseek.cli import build_cli
 from deepseek.medical import NoduleDetector
-from deepseek.medical.detector import crop_cubes
-from deepseek.medical.fpr_training import CubeDataset, label_candidates, train_fpr
+from deepseek.medical.detector import crop_cubes, second_stage_probability
+from deepseek.medical.fpr_training import (
+    VESSEL_NEGATIVES,
+    CubeDataset,
+    label_candidates,
+    train_fpr,
+    vessel_negatives,
+)
 from deepseek.medical.nodule_model import build
 from deepseek.medical.synthetic import ChestPhantom, render_volume
+from deepseek.medical.volume import Volume
+
+
+def test_the_second_stage_only_lowers_a_candidate():
+    p = np.array([0.9, 0.2, 0.5, 0.0])
+    q = np.array([0.1, 0.9, 0.5, 1.0])
+    np.testing.assert_allclose(second_stage_probability(p, q),
+                               [np.sqrt(0.09), 0.2, 0.5, 0.0])
+    assert second_stage_probability(0.4, 0.1) == pytest.approx(0.2)
 
 
 def test_crop_cubes_centre_and_edges():
@@ -38,6 +53,47 @@ def test_labels_follow_the_luna16_hit_rule():
     assert label_candidates(cands, nodules).tolist() == [1, -1, 0, 1, 0]
 
 
+def test_vessel_landmarks_are_branchings_and_steep_cross_sections_of_thick_vessels():
+    ph = ChestPhantom(seed=5, n_nodules=0, z_range=(-40, 40), realistic=True)
+    marks = ph.vessel_landmarks()
+    vessels = [t for t in ph.vessels if t.lumen_hu is None]
+    assert len(vessels) < len(ph.vessels)  # the realistic tree has airways beside it
+    kinds = {m["kind"] for m in marks}
+    assert kinds == {"branching", "cross-section"}
+    for m in marks:
+        xyz = np.asarray(m["xyz"])
+        assert m["radius_mm"] >= 1.0
+        if m["kind"] == "branching":  # two or more vessels leave this point
+            leaving = [t for t in vessels if np.allclose(t.a, xyz, atol=1e-5)]
+            assert len(leaving) >= 2 and max(t.radius for t in leaving) == m["radius_mm"]
+        else:  # the middle of a vessel that runs within 45 degrees of the z axis
+            t = next(t for t in vessels if np.allclose((t.a + t.b) / 2, xyz, atol=1e-9))
+            d = t.b - t.a
+            assert abs(d[2]) >= np.linalg.norm(d) * np.cos(np.pi / 4) - 1e-12
+            assert t.radius == m["radius_mm"]
+    thick = ph.vessel_landmarks(min_radius=2.0)
+    assert 0 < len(thick) < len(marks) and all(m in marks for m in thick)
+
+
+def test_vessel_negatives_keep_away_from_nodules_and_inside_the_scan():
+    iso = Volume(np.zeros((20, 30, 40), np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0),
+                 np.eye(3), {})
+    marks = [{"xyz": (5.0, 5.0, 5.0)},      # inside a nodule
+             {"xyz": (11.0, 5.0, 5.0)},     # 2 mm beyond its radius: ambiguous
+             {"xyz": (20.0, 20.0, 10.0)},   # clear
+             {"xyz": (35.0, 25.0, 15.0)},   # clear
+             {"xyz": (45.0, 5.0, 5.0)},     # outside the scan (x > 39)
+             {"xyz": (30.0, 10.0, -1.0)}]   # outside the scan (z < 0)
+    nods = [(np.array([5.0, 5.0, 5.0]), 8.0)]
+    rng = np.random.default_rng(0)
+    assert sorted(vessel_negatives(marks, nods, iso, 10, rng)) == [(20.0, 20.0, 10.0),
+                                                                   (35.0, 25.0, 15.0)]
+    one = vessel_negatives(marks, nods, iso, 1, np.random.default_rng(1))
+    assert len(one) == 1 and one[0] in [(20.0, 20.0, 10.0), (35.0, 25.0, 15.0)]
+    assert vessel_negatives(marks, nods, iso, 0, rng) == []
+    assert vessel_negatives([], nods, iso, 5, rng) == []
+
+
 def test_training_cubes_shift_and_flip_only_when_training():
     rng = np.random.default_rng(0)
     arrays = {"x": rng.random((3, 38, 38, 38)).astype(np.float16),
@@ -51,7 +107,8 @@ def test_training_cubes_shift_and_flip_only_when_training():
 
 def test_the_second_stage_rescoring_on_pytorch_and_onnxruntime():
     """The packaged classifier re-scores every candidate: the probability becomes the
-    geometric mean of both stages (both kept), ordered again; its ONNX export (the edge form)
+    geometric mean of both stages where that is lower than the detector's (both kept),
+    ordered again; its ONNX export (the edge form)
     gives the same figures."""
     ph = ChestPhantom(seed=700_005, n_nodules=2, diameters=(9.0, 12.0), z_range=(-10, 10))
     vol = render_volume(ph, (1.0, 1.0, 2.5), (8, 144, 144), seed=2)
@@ -66,7 +123,9 @@ def test_the_second_stage_rescoring_on_pytorch_and_onnxruntime():
     for x, y in zip(a, b):
         assert abs(x["probability_fpr"] - y["probability_fpr"]) < 1e-4
         assert x["probability"] == pytest.approx(
-            np.sqrt(x["probability_detector"] * x["probability_fpr"]), abs=1e-6)
+            min(x["probability_detector"],
+                np.sqrt(x["probability_detector"] * x["probability_fpr"])), abs=1e-6)
+        assert x["probability"] <= x["probability_detector"] + 1e-9  # it only lowers
     assert [c["probability"] for c in a] == sorted((c["probability"] for c in a),
                                                    reverse=True)
     plain = NoduleDetector(first, **opts).detect(vol, series_uid="s")
@@ -89,6 +148,9 @@ def test_training_on_the_detectors_own_candidates(tmp_path):
                     detector=first, realistic=False, scan_size=64, scan_slices=12,
                     scan_spacing=(2.0, 2.0, 2.5), progress=False)
     assert 0 < res["training_nodule_cubes"] < res["training_cubes"]
+    # the phantom's thick vessels taught as negatives besides the candidates
+    assert 0 < res["training_vessel_cubes"] <= VESSEL_NEGATIVES
+    assert res["vessel_negatives_per_scan"] == VESSEL_NEGATIVES
     assert [h["epoch"] for h in res["history"]] == [1, 2]
     assert {"val_cpm", "val_cpm_detector"} <= set(res["history"][0])
     saved = json.loads((tmp_path / "run" / "training.json").read_text())
@@ -100,6 +162,9 @@ def test_training_on_the_detectors_own_candidates(tmp_path):
     assert cands and all(0 <= c["probability_fpr"] <= 1 for c in cands)
     out = CliRunner().invoke(build_cli(), ["medical", "train-fpr", "--help"])
     assert out.exit_code == 0 and "--val-scans" in out.output
+    assert f"[default: {VESSEL_NEGATIVES}]" in " ".join(out.output.split())
+    with pytest.raises(Exception, match="vessel_negatives"):
+        train_fpr(tmp_path / "bad", vessel_negatives=-1, detector=first)
 
 
 def test_the_second_stage_is_off_by_default_and_auto_only_for_the_packaged_detector():

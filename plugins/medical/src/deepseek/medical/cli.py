@@ -253,7 +253,8 @@ def generate(out_dir: Path, seed: int, size: int, slices: int, pixel_spacing: fl
               "24].")
 @click.option("--fpr", "fpr", default="none", show_default=True, metavar="none|auto|MODEL",
               help="Second stage: re-score every candidate with a false-positive reduction "
-              "classifier (the probability becomes the geometric mean of both). none: off; "
+              "classifier (the probability becomes the geometric mean of both where that is "
+              "lower: the stage only lowers). none: off; "
               "auto: the packaged nodule-fpr-3dcnn with the packaged detector; or a model "
               "name, weights or .onnx.")
 def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
@@ -445,15 +446,22 @@ def train(out: Path, luna16: Path | None, patches: int, epochs: int, batch_size:
               help="The first stage whose candidates are classified (name or weights).")
 @click.option("--smooth", is_flag=True,
               help="Smooth phantoms instead of realistic ones (vessel tree, bronchi, fissures).")
+@click.option("--vessel-negatives", type=click.IntRange(0), default=None,
+              help="Places on each training phantom's thick vessels (branchings and "
+              "cross-sections) taught as not-a-nodule besides the detector's candidates; "
+              "0: none.  [default: 32]")
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 def train_fpr_cmd(out: Path, scans: int, val_scans: int, epochs: int, batch_size: int,
-                  lr: float, seed: int, detector: str, smooth: bool, as_json: bool) -> None:
+                  lr: float, seed: int, detector: str, smooth: bool,
+                  vessel_negatives: int | None, as_json: bool) -> None:
     """Train the false-positive reduction stage (nodule-fpr-3dcnn) on the detector's own
     candidates on phantom scans; use it with `detect --fpr OUT/model.safetensors`."""
-    from deepseek.medical.fpr_training import train_fpr
+    from deepseek.medical.fpr_training import VESSEL_NEGATIVES, train_fpr
     from deepseek.report import echo_training
 
     res = train_fpr(out, scans=scans, val_scans=val_scans, epochs=epochs,
                     batch_size=batch_size, lr=lr, seed=seed, detector=detector,
-                    realistic=not smooth)
+                    realistic=not smooth,
+                    vessel_negatives=VESSEL_NEGATIVES if vessel_negatives is None
+                    else vessel_negatives)
     echo_training(res, as_json)

@@ -112,6 +112,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
+def second_stage_probability(p: Any, q: Any) -> Any:
+    """A candidate's probability after the second stage: the geometric mean of the
+    detector's ``p`` and the classifier's ``q`` where that is lower than ``p``, else ``p``
+    (``min(p, sqrt(p q))``). The classifier can only lower a candidate: a geometric mean
+    alone lifted candidates the detector scored low but the classifier liked, which added
+    false positives at fixed thresholds (30 Nov 2026, benchmarks/nodule_real.py)."""
+    p = np.asarray(p, np.float64)
+    return np.minimum(p, np.sqrt(p * np.asarray(q, np.float64)))
+
+
 def local_maxima(a: np.ndarray) -> np.ndarray:
     """Where ``a`` equals the maximum of its 3x3x3 neighbourhood (outside counts as -inf)."""
     p = np.pad(a, 1, constant_values=-np.inf)
@@ -273,7 +283,8 @@ class NoduleDetector:
             an ``.onnx`` file, a ``LoadedModel`` or an ``nn.Module``. Every candidate's
             32 mm cube is classified; its ``probability`` becomes the geometric mean of the
             detector's (``probability_detector``) and the classifier's (``probability_fpr``),
-            both kept.
+            both kept, where that is lower than the detector's
+            (:func:`second_stage_probability`: the stage can only lower a candidate).
             Runs on the same ``backend`` rules as the detector.
         lungs: search the lungs (:func:`find_lungs`); a volume without a lung of plausible
             size raises :class:`NoLungError` (a head CT is not searched for nodules).
@@ -506,7 +517,7 @@ class NoduleDetector:
         out = []
         for c, q in zip(cands, _sigmoid(logits)):
             p = float(c["probability"])
-            out.append({**c, "probability": float(np.sqrt(p * float(q))),
+            out.append({**c, "probability": float(second_stage_probability(p, float(q))),
                         "probability_detector": p, "probability_fpr": float(q)})
         out.sort(key=lambda k: -k["probability"])
         return out

@@ -11,12 +11,18 @@ becomes a cube of ``FPR_CROP + 2 * MARGIN`` mm around it, labelled with the LUNA
   clean).
 
 Each annotated nodule also gives a cube at its true centre, so that nodules the detector
-ranks low still teach the classifier. Training: random ``FPR_CROP`` cubes inside the margin
-(the candidate moves by up to ``MARGIN`` mm), random flips and in-plane transposition,
-class-balanced binary cross-entropy, the core Trainer. Validation, after every epoch: the
+ranks low still teach the classifier, and up to ``VESSEL_NEGATIVES`` places per scan on the
+phantom's thick vessels (branchings and cross-sections of vessels of 1 mm radius or more, near
+the hila and the mediastinum: :meth:`~deepseek.medical.synthetic.ChestPhantom.vessel_landmarks`)
+give cubes labelled not a nodule, by the same rule, whatever the detector made of them: the
+look-alikes a real lung is full of, taught even where this detector happens to stay quiet.
+
+Training: random ``FPR_CROP`` cubes inside the margin (the candidate moves by up to
+``MARGIN`` mm), random flips and in-plane transposition, class-balanced binary cross-entropy,
+the core Trainer. Validation, after every epoch: the
 detector's candidates (with its flip TTA, as the detector reports them) on validation scans
-are re-scored and the CPM with the official protocol is compared with the detector alone; the
-best epoch is kept.
+are re-scored (:func:`~deepseek.medical.detector.second_stage_probability`) and the CPM with
+the official protocol is compared with the detector alone; the best epoch is kept.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MARGIN = 3  # mm of shift a training cube may take around its candidate
 AMBIGUOUS_MM = 3.0  # candidates this far beyond a nodule's radius are left out
+VESSEL_NEGATIVES = 32  # vessel landmarks per training scan taught as negatives
 FPR_SEED0 = 3_000_000  # training scans of the second stage (validation: + 500000)
 TASK = "nodule candidate classification (cubes [N, 1, 32, 32, 32] -> nodule logit)"
 
@@ -68,19 +75,40 @@ def label_candidates(cands: list[dict], nodules: list[tuple[np.ndarray, float]]
     return out
 
 
-def _detected(detector: Any, scans: Any) -> Iterator[tuple[str, list, list[dict], Any]]:
+def _detected(detector: Any, scans: Any
+              ) -> Iterator[tuple[str, list, list[dict], Any, list[dict]]]:
     """For each scan (a Volume with ``nodules`` in its metadata, or :class:`HeldOutScan`,
     read one at a time): its series UID, nodules (centre, diameter), the detector's
-    candidates and the scan on the 1 mm working grid."""
+    candidates, the scan on the 1 mm working grid and its ``vessel_landmarks`` (phantoms;
+    none for other scans)."""
     for item in scans:
         v = item.load() if isinstance(item, HeldOutScan) else item
         sid = v.metadata.get("series_uid") or "scan"
         nods = [(np.asarray(nd["center"], float), float(nd["diameter_mm"]))
                 for nd in v.metadata.get("nodules", [])]
+        marks = list(v.metadata.get("vessel_landmarks", []))
         found = detector.detect(v, series_uid=sid)
         iso = v.resample([WORKING_SPACING] * 3)
         del v
-        yield sid, nods, found, iso
+        yield sid, nods, found, iso, marks
+
+
+def vessel_negatives(marks: list[dict], nodules: list[tuple[np.ndarray, float]], iso: Any,
+                     n: int, rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    """Up to ``n`` of ``marks`` (vessel landmarks: ``xyz`` in world mm), drawn at random
+    without repeats, that lie inside ``iso`` and that the LUNA16 rule of
+    :func:`label_candidates` calls not a nodule (more than ``AMBIGUOUS_MM`` beyond every
+    nodule's radius)."""
+    if n <= 0 or not marks:
+        return []
+    shape = np.asarray(iso.shape)
+    pts = [m["xyz"] for m in marks]
+    lab = label_candidates([{"xyz": q} for q in pts], nodules)
+    inside = [bool(np.all((v >= 0) & (v <= shape - 1)))
+              for v in (np.asarray(iso.world_to_voxel(q)) for q in pts)]
+    ok = [i for i in range(len(pts)) if lab[i] == 0 and inside[i]]
+    pick = rng.permutation(len(ok))[:n]
+    return [tuple(float(v) for v in pts[ok[i]]) for i in sorted(pick)]
 
 
 def _cubes(iso: Any, points: list, n: int) -> np.ndarray:
@@ -92,14 +120,18 @@ def _cubes(iso: Any, points: list, n: int) -> np.ndarray:
 
 
 def candidate_cubes(detector: Any, scans: Any, *, centres: bool = True,
-                    margin: int = MARGIN) -> dict[str, np.ndarray]:
+                    margin: int = MARGIN, vessels: int = 0, seed: int = 0
+                    ) -> dict[str, np.ndarray]:
     """Cubes (float16, edge ``FPR_CROP + 2 * margin``) around ``detector``'s candidates on
     ``scans`` (Volumes with ``nodules`` in their metadata, or :class:`HeldOutScan`), with
     labels (1/0; ambiguous ones left out), the detector's probability (-1 for a nodule's own
-    centre cube) and the scan's index."""
+    centre cube, -2 for a vessel landmark's) and the scan's index. ``vessels``: up to that
+    many of each scan's ``vessel_landmarks`` (:func:`vessel_negatives`, drawn with ``seed``)
+    added as negatives."""
     n = FPR_CROP + 2 * margin
+    rng = np.random.default_rng([seed, 29])
     xs, ys, ps, ks = [], [], [], []
-    for k, (_, nods, cands, iso) in enumerate(_detected(detector, scans)):
+    for k, (_, nods, cands, iso, marks) in enumerate(_detected(detector, scans)):
         lab = label_candidates(cands, nods)
         keep = [i for i in range(len(cands)) if lab[i] >= 0]
         pts = [cands[i]["xyz"] for i in keep]
@@ -109,14 +141,18 @@ def candidate_cubes(detector: Any, scans: Any, *, centres: bool = True,
             pts += [tuple(ctr) for ctr, _ in nods]
             y += [1] * len(nods)
             p += [-1.0] * len(nods)
+        extra = vessel_negatives(marks, nods, iso, vessels, rng)
+        pts += extra
+        y += [0] * len(extra)
+        p += [-2.0] * len(extra)
         if pts:
             xs.append(_cubes(iso, pts, n).astype(np.float16))
             ys.extend(y)
             ps.extend(p)
             ks.extend([k] * len(pts))
-        log.info("scan %d: %d candidates (%d nodules, %d left out), %d nodule centres", k,
-                 len(cands), int((lab == 1).sum()), int((lab < 0).sum()),
-                 len(nods) if centres else 0)
+        log.info("scan %d: %d candidates (%d nodules, %d left out), %d nodule centres, "
+                 "%d vessel landmarks", k, len(cands), int((lab == 1).sum()),
+                 int((lab < 0).sum()), len(nods) if centres else 0, len(extra))
     if not xs:
         from deepseek.medical.errors import MedicalError
 
@@ -156,13 +192,15 @@ class CubeDataset(Dataset):
 
 def combined_cpm(logits: np.ndarray, val: dict[str, Any]) -> dict[str, float]:
     """CPM of the detector alone and with the second stage on the validation candidates."""
+    from deepseek.medical.detector import second_stage_probability
     from deepseek.medical.metrics import froc
 
     q = 1 / (1 + np.exp(-logits))
     res, res_fpr = [], []
     for c, qi in zip(val["candidates"], q):
         res.append(c)
-        res_fpr.append({**c, "probability": float(np.sqrt(c["probability"] * qi))})
+        res_fpr.append({**c, "probability": float(second_stage_probability(c["probability"],
+                                                                            qi))})
     a = froc(val["annotations"], res, scans=val["scans"], bootstrap=0)
     b = froc(val["annotations"], res_fpr, scans=val["scans"], bootstrap=0)
     return {"val_cpm_detector": a.cpm, "val_cpm": b.cpm}
@@ -172,7 +210,7 @@ def _val_set(detector: Any, scans: Any) -> dict[str, Any]:
     """Every candidate of every validation scan (none left out), as the detector reports it,
     with its centre cube, and the annotations."""
     cands, cubes, ann, uids, ys = [], [], [], [], []
-    for sid, nods, found, iso in _detected(detector, scans):
+    for sid, nods, found, iso, _ in _detected(detector, scans):
         uids.append(sid)
         ann += [{"seriesuid": sid, "xyz": tuple(ctr), "diameter_mm": d} for ctr, d in nods]
         if found:
@@ -191,12 +229,14 @@ def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epoch
               model: str = "nodule-fpr-3dcnn", progress: bool | None = None,
               scan_size: int = 384, scan_slices: int = 90,
               scan_spacing: tuple[float, float, float] = (0.9, 0.9, 2.0),
+              vessel_negatives: int = VESSEL_NEGATIVES,
               **config: Any) -> dict[str, Any]:
     """Train the second stage on ``detector``'s candidates (default: the packaged
     lung-nodule-attention; a name, weights file, ``LoadedModel``, module, or a
     :class:`NoduleDetector` used as it is) on ``scans``
     phantom scans (``scan_size`` rows and columns, ``scan_slices`` slices at
-    ``scan_spacing`` mm), validating on ``val_scans`` others; write
+    ``scan_spacing`` mm), validating on ``val_scans`` others; ``vessel_negatives``: vessel
+    landmarks per training scan taught as negatives besides the candidates (0: none); write
     ``out_dir/model.safetensors`` (+ ``.json``) and ``training.json``."""
     from deepseek.loader import build_registered, require_fit, save_model
     from deepseek.medical.detector import NoduleDetector
@@ -222,10 +262,16 @@ def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epoch
     s0 = FPR_SEED0 + 1000 * seed
     grid = dict(size=scan_size, slices=scan_slices, spacing=tuple(scan_spacing),
                 realistic=realistic)
-    train = candidate_cubes(mine, phantom_scans(scans, seed0=s0, prefix="fpr", **grid))
+    if vessel_negatives < 0:
+        from deepseek.medical.errors import MedicalError
+
+        raise MedicalError(f"vessel_negatives must be 0 or more, got {vessel_negatives}")
+    train = candidate_cubes(mine, phantom_scans(scans, seed0=s0, prefix="fpr", **grid),
+                            vessels=vessel_negatives, seed=seed)
     n_pos = int(train["y"].sum())
-    log.info("%d training cubes (%d nodules) from %d scans in %.0f s", len(train["y"]),
-             n_pos, scans, time.perf_counter() - t0)
+    n_vessel = int((train["p"] == -2).sum())
+    log.info("%d training cubes (%d nodules, %d vessel landmarks) from %d scans in %.0f s",
+             len(train["y"]), n_pos, n_vessel, scans, time.perf_counter() - t0)
     val = _val_set(full, phantom_scans(val_scans, seed0=s0 + 500_000, prefix="fpr-val",
                                        **grid)) if val_scans else None
     pos_weight = torch.tensor([max(1.0, (len(train["y"]) - n_pos) / max(n_pos, 1))])
@@ -268,7 +314,9 @@ def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epoch
         trainer.load_checkpoint(best)
     path = save_model(net, out / "model.safetensors", architecture=model, config=cfg)
     summary = {"model": str(path), "history": history, "training_cubes": len(train["y"]),
-               "training_nodule_cubes": n_pos, "scans": scans, "val_scans": val_scans,
+               "training_nodule_cubes": n_pos, "training_vessel_cubes": n_vessel,
+               "vessel_negatives_per_scan": vessel_negatives,
+               "scans": scans, "val_scans": val_scans,
                "realistic": realistic, "scan": {"size": scan_size, "slices": scan_slices,
                                                    "spacing_mm": list(scan_spacing)},
                "detector": str(detector or "lung-nodule-attention")

@@ -71,7 +71,9 @@ def phantom_scans(n: int, size: int = 384, slices: int = 90,
                   spacing: tuple[float, float, float] = (0.9, 0.9, 2.0),
                   seed0: int = VAL_SEED0, prefix: str = "val", realistic: bool = False
                   ) -> Iterator[Any]:
-    """:func:`validation_volumes` one at a time (each is rendered when it is reached)."""
+    """:func:`validation_volumes` one at a time (each is rendered when it is reached), with
+    the phantom's :meth:`~deepseek.medical.synthetic.ChestPhantom.vessel_landmarks` in the
+    metadata (``vessel_landmarks``)."""
     from deepseek.medical.synthetic import ChestPhantom, render_volume
 
     extent = (slices - 1) * spacing[2]
@@ -80,6 +82,7 @@ def phantom_scans(n: int, size: int = 384, slices: int = 90,
                           z_range=(-extent / 2 - 10, extent / 2 + 10), realistic=realistic)
         v = render_volume(ph, spacing, (slices, size, size), seed=seed0 + i)
         v.metadata["series_uid"] = f"{prefix}-{i}"
+        v.metadata["vessel_landmarks"] = ph.vessel_landmarks()
         yield v
 
 

@@ -216,6 +216,34 @@ class ChestPhantom:
 
         grow(start, pts, radius)
 
+    def vessel_landmarks(self, min_radius: float = 1.0) -> list[dict[str, Any]]:
+        """The places on the vessel tree that look most like a nodule on axial slices: every
+        branching (the point where two or more vessels leave one, with the calibre of the
+        widest there) and the middle of every vessel that runs within 45 degrees of the
+        scanner's axis (a round cross-section from slice to slice), for vessels of radius
+        ``min_radius`` mm or more (the thick ones, near the hila and the mediastinum).
+        Each: ``xyz`` (world mm), ``radius_mm`` and ``kind`` (``"branching"`` or
+        ``"cross-section"``). Airways are not vessels and are left out."""
+        vessels = [t for t in self.vessels if t.lumen_hu is None]
+        starts: dict[tuple[float, float, float], list[_Tube]] = {}
+        for t in vessels:
+            starts.setdefault(tuple(np.round(t.a, 6)), []).append(t)
+        out: list[dict[str, Any]] = []
+        for key, group in starts.items():
+            rad = max(t.radius for t in group)
+            if len(group) >= 2 and rad >= min_radius:
+                out.append({"xyz": tuple(float(v) for v in key), "radius_mm": float(rad),
+                            "kind": "branching"})
+        for t in vessels:
+            d = t.b - t.a
+            length = float(np.linalg.norm(d))
+            if t.radius >= min_radius and length > 0 and abs(d[2]) / length >= math.cos(
+                    math.pi / 4):
+                mid = 0.5 * (t.a + t.b)
+                out.append({"xyz": tuple(float(v) for v in mid), "radius_mm": float(t.radius),
+                            "kind": "cross-section"})
+        return out
+
     def _in_body(self, p: np.ndarray, shrink: float = 0.0) -> np.ndarray:
         a, b = self.body
         return ((p[:, 0] / (a - shrink)) ** 2 + (p[:, 1] / (b - shrink)) ** 2) <= 1.0
