@@ -39,24 +39,18 @@ THRESHOLDS = (0.3, 0.5)  # fixed operating points a reader works at
 
 
 def at_thresholds(ann: list[dict], res: list[dict], scans: list[str]) -> dict:
-    """False positives per scan (a candidate outside every nodule's radius, as LUNA16 counts
-    them) and sensitivity (nodules with a candidate inside their radius) among the
-    candidates at probability >= each of ``THRESHOLDS``."""
-    out = {}
-    for t in THRESHOLDS:
-        fp, hit = 0, set()
-        for c in res:
-            if c["probability"] < t:
-                continue
-            xyz = np.asarray(c["xyz"], float)
-            inside = [i for i, a in enumerate(ann) if a["seriesuid"] == c["seriesuid"]
-                      and np.linalg.norm(xyz - np.asarray(a["xyz"], float))
-                      <= a["diameter_mm"] / 2]
-            fp += not inside
-            hit.update(inside)
-        out[f"p>={t:g}"] = {"false_positives_per_scan": round(fp / len(scans), 3),
-                            "sensitivity": round(len(hit) / max(len(ann), 1), 4)}
-    return out
+    """False positives per scan and sensitivity among the candidates at probability >= each
+    of ``THRESHOLDS``, by the FROC's own hit rule (``metrics.match``)."""
+    from deepseek.medical.metrics import match
+
+    matches = list(match(ann, res, scans=scans)[0].values())
+    nod = np.concatenate([m.nodule_scores for m in matches])
+    fps = np.concatenate([m.fp_scores for m in matches])
+    return {f"p>={t:g}": {"false_positives_per_scan": round(float((fps >= t).sum())
+                                                             / len(scans), 3),
+                          "sensitivity": round(float((nod >= t).mean()) if len(nod) else 0.0,
+                                               4)}
+            for t in THRESHOLDS}
 
 
 def main() -> None:
