@@ -242,6 +242,10 @@ def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epoch
     from deepseek.medical.detector import NoduleDetector
     from deepseek.train import Trainer
 
+    if vessel_negatives < 0:
+        from deepseek.medical.errors import MedicalError
+
+        raise MedicalError(f"vessel_negatives must be 0 or more, got {vessel_negatives}")
     require_fit(model, TASK, [{"dtype": "float32", "shape": [-1, 1, FPR_CROP, FPR_CROP,
                                                               FPR_CROP]}])
     if isinstance(detector, NoduleDetector):  # used as it is, for mining and validation
@@ -262,10 +266,6 @@ def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epoch
     s0 = FPR_SEED0 + 1000 * seed
     grid = dict(size=scan_size, slices=scan_slices, spacing=tuple(scan_spacing),
                 realistic=realistic)
-    if vessel_negatives < 0:
-        from deepseek.medical.errors import MedicalError
-
-        raise MedicalError(f"vessel_negatives must be 0 or more, got {vessel_negatives}")
     train = candidate_cubes(mine, phantom_scans(scans, seed0=s0, prefix="fpr", **grid),
                             vessels=vessel_negatives, seed=seed)
     n_pos = int(train["y"].sum())
