@@ -26,8 +26,10 @@ project's modes beside a texture-feature baseline in the same run.
   part (threshold for <= 1 % on the train split);
 * ``good-only memory``: ``train --good-only`` fitted on the train split's good images (10,000
   patches, a uniform sample; the threshold for <= 1 % false alarms set on out-of-fold scores
-  of every good image, 5 folds of groups); beside it the same with a greedy k-centre coreset
-  of patches (``--memory-selection coreset``);
+  of every good image, 5 folds of groups; an image's score the mean of its top 0.2 % patch
+  distances); beside it the same with a greedy k-centre coreset of patches
+  (``--memory-selection coreset``) and the same scored by its largest patch distance alone
+  (``--memory-top-fraction 0``, the score before 3 Dec 2026);
 * ``good-only, pasted cracks``: ``train --good-only --method pasted`` on the same good
   images (the packaged weights fine-tuned on them with synthetic cracks pasted in,
   cross-fitted over 5 folds of groups, the threshold for <= 1 % false alarms set on the
@@ -278,28 +280,32 @@ def packaged(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndar
 def memory(rows: dict, good: Path, work: Path, va_x: list, va_y: np.ndarray, data: Path
            ) -> None:
     """The good-only memory on the train split's good images: the default (a uniform sample
-    of patches) and a greedy coreset of the same size."""
+    of patches, the mean of the top 0.2 % patch distances), a greedy coreset of the same
+    size, and the default scored by its largest patch distance alone."""
     from sklearn.metrics import roc_auc_score
 
-    from deepseek.manufacturing.anomaly import fit_memory
+    from deepseek.manufacturing.anomaly import TOP_FRACTION, fit_memory
     from deepseek.manufacturing.metrics import recall_at_fpr
     from deepseek.manufacturing.score import evaluate_scores, score_images
 
-    for selection in ("uniform", "coreset"):
+    for selection, top in (("uniform", TOP_FRACTION), ("coreset", TOP_FRACTION),
+                           ("uniform", 0.0)):
         t0 = time.perf_counter()
-        mem = fit_memory(good, progress=False, target_fpr=0.01, selection=selection)
+        mem = fit_memory(good, progress=False, target_fpr=0.01, selection=selection,
+                         top_fraction=top)
         t_fit = time.perf_counter() - t0
-        mem_path = mem.save(work / f"memory-{selection}.safetensors")
+        mem_path = mem.save(work / f"memory-{selection}-{top:g}.safetensors")
         t0 = time.perf_counter()
         va_mr = score_images(va_x, mem_path, progress=False)
         t_score = time.perf_counter() - t0
         va_m = np.array([r.score for r in va_mr])
         name = "good-only memory" + ("" if selection == "uniform" else
-                                     ", coreset (--memory-selection coreset)")
+                                     ", coreset (--memory-selection coreset)") + (
+            "" if top else ", largest patch alone (--memory-top-fraction 0)")
         rows[name] = {
             "val_auroc": float(roc_auc_score(va_y, va_m)), "threshold": mem.threshold,
             "threshold_rule": mem.meta["threshold_rule"], "bank": mem.meta["bank"],
-            "selection": selection, "groups": mem.meta["groups"],
+            "selection": selection, "top_fraction": top, "groups": mem.meta["groups"],
             "train_fit_seconds": round(t_fit, 1),
             "val_score_seconds_per_image": round(t_score / len(va_x), 3),
             "val_best_recall_at_fpr_0.01": recall_at_fpr(va_m, va_y, 0.01)[1],

@@ -142,3 +142,65 @@ def test_coreset_keeps_rare_patches_a_uniform_sample_drops():
     uniform = x[np.random.default_rng(1).choice(len(x), 200, replace=False)]
     assert int((uniform.max(1) > 15).sum()) < 5  # a uniform sample leaves most of them out
     assert greedy_coreset(x[:50], 200, rng).shape == (50, 64)  # fewer than asked: all kept
+
+
+def test_top_mean_is_the_mean_of_the_highest_fraction():
+    from deepseek.manufacturing.anomaly import top_mean
+
+    m = np.arange(1.0, 11.0)[::-1].reshape(2, 5)  # 10 values, 10 ... 1
+    assert top_mean(m, 0.0) == 10.0  # the largest alone
+    assert top_mean(m, 0.01) == 10.0  # under one value: still the largest
+    assert top_mean(m, 0.3) == pytest.approx(9.0)  # 10, 9, 8
+    assert top_mean(m, 0.5) == pytest.approx(8.0)  # 10 ... 6
+    assert top_mean(m, 1.0) == pytest.approx(5.5)
+    assert top_mean(np.array([[3.0]]), 0.5) == 3.0
+
+
+def test_memory_scores_by_its_stored_top_fraction(line, tmp_path):
+    """The fraction the memory was fitted with scores its out-of-fold images (so its
+    threshold) and every image later, also after a reload; a memory written before the
+    fraction was stored scores by the largest patch alone, as it was fitted."""
+    from deepseek.manufacturing.anomaly import TOP_FRACTION, top_mean
+
+    root, good, bad = line
+    assert fit_memory(root / "good", progress=False).meta["top_fraction"] == TOP_FRACTION
+    mem = fit_memory(root / "good", target_fpr=0.01, progress=False, top_fraction=0.1)
+    assert mem.meta["top_fraction"] == 0.1
+    img = read_gray(bad[0])
+    amap = mem.anomaly_map(img)
+    s = mem.score(img)[0]
+    assert s == pytest.approx(top_mean(amap, 0.1)) and s < amap.max()  # 14 of 140 patches
+    assert PatchMemory.load(mem.save(tmp_path / "m.safetensors")).score(img)[0] == \
+        pytest.approx(s, rel=1e-5)
+    # the out-of-fold scores the threshold came from are the same kind of score: with the
+    # mean of the top 10 %, the good images' highest is below the largest-patch figure
+    largest = fit_memory(root / "good", target_fpr=0.01, progress=False, top_fraction=0.0)
+    assert largest.meta["out_of_fold_scores"]["max"] > mem.meta["out_of_fold_scores"]["max"]
+    old = PatchMemory(mem.bank, {k: v for k, v in mem.meta.items() if k != "top_fraction"},
+                      mem.net)
+    assert old.top_fraction == 0.0 and old.score(img)[0] == pytest.approx(float(amap.max()))
+    with pytest.raises(ManufacturingError, match="top_fraction=1.5"):
+        fit_memory(root / "good", top_fraction=1.5)
+
+
+def test_cli_memory_top_fraction(line, tmp_path):
+    from deepseek.manufacturing.anomaly import TOP_FRACTION
+
+    root, _, _ = line
+    cli = build_cli()
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--help"])
+    assert f"[{TOP_FRACTION:g}]" in " ".join(res.output.split())  # the help states the default
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
+                                   "--good-only", str(root / "good"), "--json",
+                                   "--memory-top-fraction", "0.05"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["top_fraction"] == 0.05
+    for extra in (["--good-only", str(root / "good"), "--method", "pasted"],
+                  ["--folder", str(root)]):
+        res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
+                                       *extra, "--memory-top-fraction", "0.05"])
+        assert res.exit_code == 2 and "--memory-top-fraction goes with" in res.output
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
+                                   "--good-only", str(root / "good"),
+                                   "--memory-top-fraction", "2"])
+    assert res.exit_code == 2 and "--memory-top-fraction" in res.output

@@ -8,8 +8,11 @@ threshold is set for a target false-positive rate on out-of-fold scores of the g
 
 Patch features: the encoder's stride-8 features (32 channels) beside its stride-16 features
 (32 channels, upsampled), averaged over each 3x3 neighbourhood (each patch sees its
-surroundings), one 64-dimensional vector per 8x8 pixels. The memory keeps at most
-``max_bank`` of them, a uniform random sample, or a greedy coreset (PatchCore's k-centre
+surroundings), one 64-dimensional vector per 8x8 pixels. An image's score is the mean of its
+highest patch distances, the top ``top_fraction`` of its patches (0.2 % by default, at least
+one: the largest alone for a small image): on a good part the largest is often one odd
+patch, while a crack raises a run of patches along its length. The memory keeps at most
+``max_bank`` patches, a uniform random sample, or a greedy coreset (PatchCore's k-centre
 selection, which keeps rare good patches such as part edges that a uniform sample may leave
 out). The threshold comes from out-of-fold scores of every good image (folds of groups, look-alike
 photos of one part kept together), not from a slice held out by name. Saved as
@@ -28,6 +31,19 @@ from deepseek.manufacturing.errors import ManufacturingError
 
 FEATURE_STRIDE = 8
 KIND = "patch-memory"
+#: an image's score: the mean of the highest patch distances, this fraction of its patches
+#: (at least one). Chosen on KolektorSDD's train split alone (out-of-fold good images against
+#: its 42 cracked ones): image AUROC 0.914 with the largest alone, 0.926 / 0.939 / 0.940 with
+#: the top 0.05 / 0.2 / 0.4 %, 0.921 at 1 %.
+TOP_FRACTION = 0.002
+
+
+def top_mean(amap: np.ndarray, fraction: float) -> float:
+    """The mean of the ``fraction`` highest values of ``amap`` (at least one value; the
+    largest alone for ``fraction`` 0)."""
+    flat = np.asarray(amap, np.float64).ravel()
+    k = min(flat.size, max(1, round(fraction * flat.size)))
+    return float(np.partition(flat, flat.size - k)[flat.size - k:].mean())
 
 
 def _backbone(model: Any) -> Any:
@@ -92,10 +108,17 @@ class PatchMemory:
                 best = torch.minimum(best, dist.min(dim=1).values)
         return best.reshape(h, w).numpy()
 
+    @property
+    def top_fraction(self) -> float:
+        """The fraction of an image's patches whose mean distance is its score (0: the
+        largest alone, as memories written before the fraction was stored were scored)."""
+        return float(self.meta.get("top_fraction", 0.0))
+
     def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
-        """Anomaly score of one grayscale image (the map's maximum) and its anomaly map."""
+        """Anomaly score of one grayscale image (the mean of its map's top
+        :attr:`top_fraction`, at least the largest value) and its anomaly map."""
         m = self.anomaly_map(image)
-        return float(m.max()), m
+        return top_mean(m, self.top_fraction), m
 
     def save(self, path: str | Path) -> Path:
         """Write the memory (patches, encoder config, threshold) as one ``.safetensors`` file;
@@ -195,7 +218,8 @@ def _bank(pool: np.ndarray, max_bank: int, rng: np.random.Generator, selection: 
 def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
                target_fpr: float = 0.003, folds: int = 5, max_bank: int = 10_000,
                seed: int = 0, progress: bool | None = None,
-               group_pattern: str | None = None, selection: str = "uniform") -> PatchMemory:
+               group_pattern: str | None = None, selection: str = "uniform",
+               top_fraction: float = TOP_FRACTION) -> PatchMemory:
     """Fit the memory on the good images of ``folder`` (recursive; masks and labels skipped)
     and set its threshold on out-of-fold scores.
 
@@ -213,7 +237,9 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     ``"coreset"``) of at most ``POOL_FACTOR * max_bank`` of them. Each fold's memory is
     chosen the same way from its own images. The default is the benchmark's pick: on
     KolektorSDD the two are within run-to-run noise of each other, the uniform sample faster
-    to fit."""
+    to fit. An image's score is the mean of its ``top_fraction`` highest patch distances
+    (:data:`TOP_FRACTION`; 0 for the largest alone), the same for the threshold's out-of-fold
+    scores and for scoring later (stored in the metadata)."""
     from tqdm.auto import tqdm
 
     from deepseek.manufacturing.images import image_paths
@@ -224,6 +250,10 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate between 0 and 1")
     if folds < 2:
         raise ManufacturingError(f"folds={folds}: give 2 or more")
+    if not 0.0 <= top_fraction <= 1.0:
+        raise ManufacturingError(f"top_fraction={top_fraction}: give a fraction of the "
+                                 f"patches between 0 (the largest alone) and 1 "
+                                 f"[{TOP_FRACTION}]")
     if selection not in SELECTIONS:
         raise ManufacturingError(f"selection={selection!r}: give one of "
                                  f"{', '.join(SELECTIONS)}")
@@ -248,7 +278,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     for j in tqdm(range(k), desc="out-of-fold scores", disable=progress is False):
         bank = _bank(np.concatenate([pools[i] for i in np.flatnonzero(fold != j)]), max_bank,
                      rng, selection)
-        probe = PatchMemory(bank, {}, net)
+        probe = PatchMemory(bank, {"top_fraction": top_fraction}, net)
         for i in np.flatnonzero(fold == j):
             scores[i] = probe.score(items[i].image)[0]
     bank = _bank(np.concatenate(pools), max_bank, rng, selection)
@@ -258,7 +288,8 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     meta: dict[str, Any] = {
         "kind": KIND, "backbone": str(backbone), "feature_stride": FEATURE_STRIDE,
         "feature_dim": 64, "fit_images": len(files), "patches_seen": int(seen),
-        "bank": int(len(bank)), "selection": selection, "folds": k, "target_fpr": target_fpr,
+        "bank": int(len(bank)), "selection": selection, "top_fraction": top_fraction,
+        "folds": k, "target_fpr": target_fpr,
         "groups": int(grouping["groups_after"]),
         **{key: grouping[key] for key in ("regrouped", "skipped") if key in grouping},
         "threshold": lowest_threshold(scores, target_fpr),

@@ -480,6 +480,9 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               default="uniform", show_default=True,
               help="--good-only: how the memory's 10,000 patches are chosen: a uniform random "
               "sample, or a greedy k-centre coreset (keeps rare good patches; slower to fit).")
+@click.option("--memory-top-fraction", type=click.FloatRange(0, 1), default=None,
+              help="--good-only: an image's score is the mean of its highest patch distances, "
+              "this fraction of its patches (at least one; 0: the largest alone) [0.002].")
 @click.option("--backbone", default="defect-3dcnn-lstm", show_default=True,
               help="--good-only: the model whose encoder gives the patch features (registry "
                    "name or weights file).")
@@ -494,12 +497,12 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
           lr: float | None,
           val_videos: int, amp: bool, resume: bool, seed: int, model: str,
           good_only: Path | None, method: str, target_fpr: float, memory_selection: str,
-          backbone: str, as_json: bool) -> None:
+          memory_top_fraction: float | None, backbone: str, as_json: bool) -> None:
     """Train a crack model through the core Trainer (checkpoints, resume, best kept), or with
     --good-only learn from good parts alone (a patch memory, or --method pasted), the
     threshold set on out-of-fold good images."""
     if good_only is not None:
-        from deepseek.manufacturing.anomaly import fit_memory
+        from deepseek.manufacturing.anomaly import TOP_FRACTION, fit_memory
 
         if folder is not None:
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
@@ -517,6 +520,10 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
                                        "always starts from the packaged weights)")
         if method == "pasted":
             from deepseek.manufacturing.training import PASTED_LR, train_good_only
+
+            if memory_top_fraction is not None:
+                raise click.UsageError("--memory-top-fraction goes with the memory (--method "
+                                       "memory), not with --method pasted")
 
             res = train_good_only(out, good_only, epochs=epochs or 4, lr=lr or PASTED_LR,
                                   seed=seed, folds=folds, target_fpr=target_fpr,
@@ -544,6 +551,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
         mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
                          folds=folds, group_pattern=group_pattern,
                          selection=memory_selection,
+                         top_fraction=(TOP_FRACTION if memory_top_fraction is None
+                                       else memory_top_fraction),
                          progress=False if as_json else None)
         path = mem.save(out / "memory.safetensors")
         if as_json:
@@ -561,6 +570,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
 
     if method != "memory":
         raise click.UsageError("--method chooses how --good-only learns: give --good-only DIR")
+    if memory_top_fraction is not None:
+        raise click.UsageError("--memory-top-fraction goes with --good-only (the memory)")
     if folder is None and (val_folder is not None or crops_per_epoch is not None
                            or hard_negatives is not None):
         raise click.UsageError("--val-folder, --crops-per-epoch and --hard-negatives go with "

@@ -9,9 +9,10 @@ camera: the same frame ``frames`` times; its score is the crack probability afte
 one, and the crack map of that frame gives the box and the heatmap.
 
 With a good-parts memory (:mod:`deepseek.manufacturing.anomaly`, a ``.safetensors`` file
-written by ``train --good-only``) as the model, the score is the anomaly score (the distance
-of the image's most unusual patch to the nearest good one) and the threshold the memory's
-own, set for its target false-positive rate.
+written by ``train --good-only``) as the model, the score is the anomaly score (the mean
+distance of the image's most unusual patches, the memory's top fraction of them, to the
+nearest good ones) and the threshold the memory's own, set for its target false-positive
+rate.
 
 Inputs are image files and folders (searched recursively, natural order, masks and labels
 skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
