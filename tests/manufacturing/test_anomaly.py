@@ -204,3 +204,35 @@ def test_cli_memory_top_fraction(line, tmp_path):
                                    "--good-only", str(root / "good"),
                                    "--memory-top-fraction", "2"])
     assert res.exit_code == 2 and "--memory-top-fraction" in res.output
+
+
+def test_memory_stores_and_score_prints_its_expected_false_alarm_rate(line, tmp_path):
+    """The memory keeps the false-alarm rate of its threshold on the out-of-fold good images
+    (recall unknown: no defects), and `score` prints it as for trained weights, but not for a
+    threshold given by hand."""
+    from deepseek.manufacturing.anomaly import memory_meta
+    from deepseek.manufacturing.score import Scorer, stored_expectation
+
+    root, good, bad = line
+    cli = build_cli()
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
+                                   "--good-only", str(root / "good")])
+    assert res.exit_code == 0, res.output
+    assert "expected at it, out of fold (from 0 defect and 10 good images): recall unknown" \
+        in res.output
+    path = tmp_path / "memory.safetensors"
+    exp = memory_meta(path)["expected"]
+    assert exp["good_images"] == 10 and exp["defect_images"] == 0 and exp["recall"] is None
+    assert exp["false_positive_rate"] == 0.0  # the threshold is above every out-of-fold score
+    assert exp["false_positive_rate_ci95"][0] == 0.0 < exp["false_positive_rate_ci95"][1]
+    assert stored_expectation(path) == exp and Scorer(path).expected == exp
+    assert Scorer(path, threshold=1.0).expected is None
+    assert memory_meta(tmp_path / "nothing.safetensors") is None
+    res = CliRunner().invoke(cli, ["manufacturing", "score", str(root / "test"), "--model",
+                                   str(path)])
+    assert res.exit_code == 0, res.output
+    assert "expected at the stored threshold (from 0 defect and 10 good images): recall " \
+        "unknown (no defect images), false-alarm rate 0.000" in res.output
+    res = CliRunner().invoke(cli, ["manufacturing", "score", str(root / "test"), "--model",
+                                   str(path), "--threshold", "1.0"])
+    assert res.exit_code == 0 and "expected at" not in res.output

@@ -156,18 +156,26 @@ class PatchMemory:
         return cls(bank, meta)
 
 
-def is_memory_file(model: Any) -> bool:
-    """Whether ``model`` names a saved :class:`PatchMemory`."""
+def memory_meta(model: Any) -> dict[str, Any] | None:
+    """The metadata of a saved :class:`PatchMemory` (threshold, what it expects there, how it
+    was fitted) read from the file's header without loading the memory; None when ``model``
+    is not one."""
     p = Path(str(model))
     if p.suffix != ".safetensors" or not p.is_file():
-        return False
+        return None
     try:
         from safetensors import safe_open
 
         with safe_open(str(p), framework="numpy") as f:
-            return json.loads((f.metadata() or {}).get("deepseek", "{}")).get("kind") == KIND
+            meta = json.loads((f.metadata() or {}).get("deepseek", "{}"))
     except Exception:
-        return False
+        return None
+    return meta if isinstance(meta, dict) and meta.get("kind") == KIND else None
+
+
+def is_memory_file(model: Any) -> bool:
+    """Whether ``model`` names a saved :class:`PatchMemory`."""
+    return memory_meta(model) is not None
 
 
 def greedy_coreset(x: np.ndarray, n: int, rng: np.random.Generator, proj: int = 32
@@ -244,7 +252,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
 
     from deepseek.manufacturing.images import image_paths
     from deepseek.manufacturing.labelled import good_folds
-    from deepseek.manufacturing.metrics import lowest_threshold, too_few_good
+    from deepseek.manufacturing.metrics import expected_rates, lowest_threshold, too_few_good
 
     if not 0.0 < target_fpr < 1.0:
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate between 0 and 1")
@@ -285,6 +293,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     rule = (f"lowest score with a false-alarm rate <= {target_fpr:g} on the out-of-fold "
             f"scores of {len(files)} good images ({k} folds by group)")
     few = too_few_good(len(files), target_fpr)
+    threshold = lowest_threshold(scores, target_fpr)
     meta: dict[str, Any] = {
         "kind": KIND, "backbone": str(backbone), "feature_stride": FEATURE_STRIDE,
         "feature_dim": 64, "fit_images": len(files), "patches_seen": int(seen),
@@ -292,8 +301,12 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         "folds": k, "target_fpr": target_fpr,
         "groups": int(grouping["groups_after"]),
         **{key: grouping[key] for key in ("regrouped", "skipped") if key in grouping},
-        "threshold": lowest_threshold(scores, target_fpr),
+        "threshold": threshold,
         "threshold_rule": rule + (f"; {few}" if few else ""),
+        # the false-alarm rate at the threshold on those scores, with its interval (recall
+        # unknown: good images only), printed by ``score``
+        "expected": {k: list(v) if isinstance(v, tuple) else v for k, v in
+                     expected_rates(scores, np.zeros(len(scores), bool), threshold).items()},
         "out_of_fold_scores": {"median": float(np.median(scores)),
                                "max": float(scores.max())}}
     return PatchMemory(bank, meta, net)

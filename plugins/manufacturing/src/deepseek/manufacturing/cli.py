@@ -564,6 +564,9 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
             if why in m:
                 click.echo(f"warning: {m[why]}", err=True)
         click.echo(f"threshold {m['threshold']:.4g}: {m['threshold_rule']}")
+        from deepseek.manufacturing.score import describe_expectation
+
+        click.echo(describe_expectation(m["expected"], "it, out of fold"))
         click.echo(f"score with: deepseek manufacturing score PATH --model {path}")
         return
     from deepseek.manufacturing.training import train_model

@@ -99,10 +99,14 @@ def _stored_extra(model: Any) -> dict[str, Any]:
 
 
 def stored_expectation(model: Any) -> dict[str, Any] | None:
-    """What ``train --folder`` measured at its stored threshold on the validation images:
-    ``recall``, ``false_positive_rate``, their 95 % intervals and the image counts; None for
-    weights without it."""
-    exp = _stored_extra(model).get("expected")
+    """What training measured at its stored threshold on held-out images (``train --folder``,
+    ``--good-only``: the memory's out-of-fold good images, recall unknown): ``recall``,
+    ``false_positive_rate``, their 95 % intervals and the image counts; None for weights
+    without it."""
+    from deepseek.manufacturing.anomaly import memory_meta
+
+    meta = memory_meta(model)
+    exp = (meta if meta is not None else _stored_extra(model)).get("expected")
     return exp if isinstance(exp, dict) and "recall" in exp else None
 
 
@@ -174,7 +178,8 @@ class Scorer:
                                          "0 and 1")
         if frames < 1:
             raise ManufacturingError(f"frames={frames}: give at least 1")
-        if self.expected is None and threshold == stored_threshold(model):
+        stored = memory.threshold if memory is not None else stored_threshold(model)
+        if self.expected is None and threshold == stored:
             self.expected = stored_expectation(model)
         self.memory, self.threshold, self.frames = memory, float(threshold), frames
         self.net = load_net(model).eval() if memory is None else None
