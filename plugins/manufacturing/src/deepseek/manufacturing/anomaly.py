@@ -305,7 +305,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         "threshold_rule": rule + (f"; {few}" if few else ""),
         # the false-alarm rate at the threshold on those scores, with its interval (recall
         # unknown: good images only), printed by ``score``
-        "expected": {k: list(v) if isinstance(v, tuple) else v for k, v in
+        "expected": {name: list(v) if isinstance(v, tuple) else v for name, v in
                      expected_rates(scores, np.zeros(len(scores), bool), threshold).items()},
         "out_of_fold_scores": {"median": float(np.median(scores)),
                                "max": float(scores.max())}}
