@@ -101,11 +101,10 @@ def vessel_negatives(marks: list[dict], nodules: list[tuple[np.ndarray, float]],
     nodule's radius)."""
     if n <= 0 or not marks:
         return []
-    shape = np.asarray(iso.shape)
     pts = [m["xyz"] for m in marks]
     lab = label_candidates([{"xyz": q} for q in pts], nodules)
-    inside = [bool(np.all((v >= 0) & (v <= shape - 1)))
-              for v in (np.asarray(iso.world_to_voxel(q)) for q in pts)]
+    idx = iso.world_to_voxel(np.asarray(pts, float))  # (n, 3), all points in one solve
+    inside = np.all((idx >= 0) & (idx <= np.asarray(iso.shape) - 1), axis=1)
     ok = [i for i in range(len(pts)) if lab[i] == 0 and inside[i]]
     pick = rng.permutation(len(ok))[:n]
     return [tuple(float(v) for v in pts[ok[i]]) for i in sorted(pick)]
