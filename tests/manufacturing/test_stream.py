@@ -115,6 +115,21 @@ def test_box_and_width_estimate():
     assert ev.width_mm == round(0.1 * w, 3) and ev._peak_roi is None
 
 
+@pytest.mark.parametrize(("width", "depth"), [(2, 0.35), (5, 0.7), (8, 0.35), (11, 0.7),
+                                            (5, 0.15)])
+def test_width_is_read_at_half_the_peak_darkening_of_a_blurred_line(width, depth):
+    """A line blurred by the optics reads its drawn width, however wide or faint: the
+    background filter must not take a wide crack for background (a 9-pixel median read an
+    8-pixel line as 3.9)."""
+    import cv2
+
+    img = np.full((64, 120), 150.0, np.float32)
+    img[30:30 + width, 10:110] = 150.0 * (1 - depth)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0) + np.random.default_rng(0).normal(0, 2, img.shape)
+    w = estimate_width_px(np.clip(img, 0, 255).astype(np.uint8), (0, 20, 119, 45))
+    assert w == pytest.approx(width, abs=max(0.6, 0.15 * width))
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
 def test_packaged_model_finds_wide_cracks_and_stays_quiet_on_clean_surface(backend):
     """Quality smoke test on an unseen seed (the benchmark measures it properly)."""
