@@ -25,7 +25,9 @@ segmentation leaked).
 Every figure is given with the second stage (``nodule-fpr-3dcnn`` re-scores each candidate)
 and without it (the detector's own probability, from the same run), and, with
 ``--previous WEIGHTS``, for earlier detector weights (a ``lung-nodule-attention``
-.safetensors file) on the same slabs.
+.safetensors file) on the same slabs. ``--fpr MODEL`` pairs the packaged detector with another
+second stage (a ``nodule-fpr-3dcnn`` .safetensors or .onnx file, e.g. one from ``deepseek
+medical train-fpr --vessel-negatives 0``) instead of the packaged one.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ def main() -> None:
     ap.add_argument("--previous", type=Path, default=None,
                     help="earlier lung-nodule-attention weights (.safetensors) to count "
                          "beside the packaged ones")
+    ap.add_argument("--fpr", default="nodule-fpr-3dcnn",
+                    help="the second stage paired with the packaged detector: a registered "
+                         "name or a weights file (default: the packaged nodule-fpr-3dcnn)")
     args = ap.parse_args()
     if not args.ct.is_dir():
         sys.exit(f"no real CT at {args.ct}: pass --ct DIR (a DICOM series folder)")
@@ -119,7 +124,7 @@ def main() -> None:
     # "probability_detector" (the detector alone)
     # by name: the default backend and precision (bf16 on a CPU with AMX units)
     runs = {"packaged": NoduleDetector("lung-nodule-attention", device="cpu",
-                                       fpr="nodule-fpr-3dcnn", **opts)}
+                                       fpr=args.fpr, **opts)}
     if args.previous is not None:
         runs["previous"] = NoduleDetector(ModelLoader.load(args.previous, device="cpu"), **opts)
     readings = {"packaged+fpr": ("packaged", "probability"),
@@ -137,6 +142,7 @@ def main() -> None:
     results: dict = {"real": {"series": str(args.ct.name), "shape_zyx": list(real.shape),
                               "spacing_xyz_mm": [round(float(s), 4) for s in real.spacing],
                               "length_mm": round(length, 2), "detect_seconds": seconds},
+                     "second_stage": str(args.fpr),
                      "network": {name: {"backend": det.net.name, "precision": det.precision}
                                  for name, det in runs.items()}}
     for reading, (run, key) in readings.items():
