@@ -77,7 +77,7 @@ def detector():
     # geometry has a test of its own): the world positions are what these tests check
     # the packaged ONNX export (tested equal to the PyTorch model below; faster on CPU)
     return NoduleDetector(ModelLoader.load("lung-nodule-attention", framework="onnx"),
-                          progress=False, tta_top=0, window=64, overlap=16)
+                          progress=False, tta_top=0, window=64, overlap=8)
 
 
 def _check_found(cands, nodules, min_d=8.0):
