@@ -16,11 +16,14 @@ from deepseek.medical.detector import crop_cubes, second_stage_probability
 from deepseek.medical.fpr_training import (
     VESSEL_NEGATIVES,
     CubeDataset,
+    candidate_set,
     label_candidates,
     train_fpr,
     vessel_negatives,
 )
+from deepseek.medical.nodule_grid import FPR_CROP
 from deepseek.medical.nodule_model import build
+from deepseek.medical.nodule_training import phantom_scans
 from deepseek.medical.synthetic import ChestPhantom, render_volume
 from deepseek.medical.volume import Volume
 
@@ -164,6 +167,13 @@ def test_training_on_the_detectors_own_candidates(tmp_path):
     ph = ChestPhantom(seed=810, n_nodules=2, z_range=(-10, 10))
     cands = det.detect(render_volume(ph, (2.0, 2.0, 2.5), (8, 64, 64), seed=3))
     assert cands and all(0 <= c["probability_fpr"] <= 1 for c in cands)
+    # what validation re-scores (and benchmarks/nodule_fpr.py compares stages on): every
+    # candidate with its centre cube and its hit label, and the scan's annotations
+    cs = candidate_set(first, phantom_scans(1, size=64, slices=12, spacing=(2.0, 2.0, 2.5),
+                                            seed0=820))
+    assert len(cs["x"]) == len(cs["candidates"]) == len(cs["y"]) > 0
+    assert cs["x"].shape[1:] == (FPR_CROP,) * 3 and set(np.unique(cs["y"])) <= {0.0, 1.0}
+    assert cs["scans"] == ["val-0"] and len(cs["annotations"]) == 8
     out = CliRunner().invoke(build_cli(), ["medical", "train-fpr", "--help"])
     assert out.exit_code == 0 and "--val-scans" in out.output
     assert f"[default: {VESSEL_NEGATIVES}]" in " ".join(out.output.split())

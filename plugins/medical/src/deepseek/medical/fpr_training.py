@@ -205,9 +205,12 @@ def combined_cpm(logits: np.ndarray, val: dict[str, Any]) -> dict[str, float]:
     return {"val_cpm_detector": a.cpm, "val_cpm": b.cpm}
 
 
-def _val_set(detector: Any, scans: Any) -> dict[str, Any]:
-    """Every candidate of every validation scan (none left out), as the detector reports it,
-    with its centre cube, and the annotations."""
+def candidate_set(detector: Any, scans: Any) -> dict[str, Any]:
+    """Every candidate of every scan (Volumes with ``nodules`` in their metadata; none left
+    out), as ``detector`` reports it, with its centre ``FPR_CROP`` cube (``x``), its label by
+    the LUNA16 hit rule (``y``: 1 a nodule, 0 anything else), and the annotations: what a
+    second stage re-scores when it validates, and what ``benchmarks/nodule_fpr.py`` compares
+    stages on."""
     cands, cubes, ann, uids, ys = [], [], [], [], []
     for sid, nods, found, iso, _ in _detected(detector, scans):
         uids.append(sid)
@@ -271,7 +274,7 @@ def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epoch
     n_vessel = int((train["p"] == -2).sum())
     log.info("%d training cubes (%d nodules, %d vessel landmarks) from %d scans in %.0f s",
              len(train["y"]), n_pos, n_vessel, scans, time.perf_counter() - t0)
-    val = _val_set(full, phantom_scans(val_scans, seed0=s0 + 500_000, prefix="fpr-val",
+    val = candidate_set(full, phantom_scans(val_scans, seed0=s0 + 500_000, prefix="fpr-val",
                                        **grid)) if val_scans else None
     pos_weight = torch.tensor([max(1.0, (len(train["y"]) - n_pos) / max(n_pos, 1))])
 
