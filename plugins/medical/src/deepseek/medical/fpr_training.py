@@ -275,7 +275,7 @@ def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epoch
     log.info("%d training cubes (%d nodules, %d vessel landmarks) from %d scans in %.0f s",
              len(train["y"]), n_pos, n_vessel, scans, time.perf_counter() - t0)
     val = candidate_set(full, phantom_scans(val_scans, seed0=s0 + 500_000, prefix="fpr-val",
-                                       **grid)) if val_scans else None
+                                            **grid)) if val_scans else None
     pos_weight = torch.tensor([max(1.0, (len(train["y"]) - n_pos) / max(n_pos, 1))])
 
     def step_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
