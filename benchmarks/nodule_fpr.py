@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, goal  # noqa: E402
 from nodule_froc import at_thresholds  # noqa: E402
@@ -44,12 +42,11 @@ def main() -> None:
                     help="a second stage to compare (repeat for several; default: the "
                          "packaged nodule-fpr-3dcnn)")
     args = ap.parse_args()
-    import torch
     from sklearn.metrics import roc_auc_score
 
     from deepseek.loader import ModelLoader
-    from deepseek.medical.detector import NoduleDetector, second_stage_probability
-    from deepseek.medical.fpr_training import candidate_set
+    from deepseek.medical.detector import NoduleDetector
+    from deepseek.medical.fpr_training import candidate_set, cube_logits, rescored
     from deepseek.medical.metrics import froc
     from deepseek.medical.nodule_training import phantom_scans
 
@@ -69,15 +66,8 @@ def main() -> None:
                "detect_seconds": round(time.perf_counter() - t0, 1), "stages": {}}
     goals = []
     for name in stages:
-        module = ModelLoader.load(name, device="cpu").module.eval()
-        with torch.inference_mode():
-            logits = np.concatenate([
-                module(torch.from_numpy(cs["x"][i:i + 64])[:, None])["nodule"].float()
-                .numpy()[:, 0] for i in range(0, len(cs["x"]), 64)]) \
-                if len(cs["x"]) else np.zeros(0)
-        q = 1.0 / (1.0 + np.exp(-logits))
-        res = [{**c, "probability": float(second_stage_probability(c["probability"], qi))}
-               for c, qi in zip(cands, q)]
+        logits = cube_logits(ModelLoader.load(name, device="cpu").module.eval(), cs["x"])
+        res = rescored(cands, logits)
         cpm = froc(ann, res, scans=scans, bootstrap=0).cpm
         auroc = float(roc_auc_score(cs["y"], logits)) if 0 < cs["y"].sum() < len(cs["y"]) \
             else None

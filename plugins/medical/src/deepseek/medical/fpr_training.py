@@ -189,19 +189,33 @@ class CubeDataset(Dataset):
                 "y": torch.tensor([self.a["y"][i]], dtype=torch.float32)}
 
 
-def combined_cpm(logits: np.ndarray, val: dict[str, Any]) -> dict[str, float]:
-    """CPM of the detector alone and with the second stage on the validation candidates."""
+def cube_logits(module: torch.nn.Module, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The second stage's nodule logit for each centre cube of ``x`` ``[N, D, H, W]``, in
+    batches of ``batch`` (the module as it is: put it in eval mode first)."""
+    if not len(x):
+        return np.zeros(0, np.float32)
+    with torch.inference_mode():
+        return np.concatenate([module(torch.from_numpy(x[i:i + batch])[:, None])["nodule"]
+                               .float().numpy()[:, 0] for i in range(0, len(x), batch)])
+
+
+def rescored(candidates: list[dict], logits: np.ndarray) -> list[dict]:
+    """The candidates with the second stage's reading of them (``logits``) folded into their
+    probability (:func:`~deepseek.medical.detector.second_stage_probability`)."""
     from deepseek.medical.detector import second_stage_probability
-    from deepseek.medical.metrics import froc
 
     q = 1 / (1 + np.exp(-logits))
-    res, res_fpr = [], []
-    for c, qi in zip(val["candidates"], q):
-        res.append(c)
-        res_fpr.append({**c, "probability": float(second_stage_probability(c["probability"],
-                                                                            qi))})
-    a = froc(val["annotations"], res, scans=val["scans"], bootstrap=0)
-    b = froc(val["annotations"], res_fpr, scans=val["scans"], bootstrap=0)
+    return [{**c, "probability": float(second_stage_probability(c["probability"], qi))}
+            for c, qi in zip(candidates, q)]
+
+
+def combined_cpm(logits: np.ndarray, val: dict[str, Any]) -> dict[str, float]:
+    """CPM of the detector alone and with the second stage on the validation candidates."""
+    from deepseek.medical.metrics import froc
+
+    a = froc(val["annotations"], val["candidates"], scans=val["scans"], bootstrap=0)
+    b = froc(val["annotations"], rescored(val["candidates"], logits), scans=val["scans"],
+             bootstrap=0)
     return {"val_cpm_detector": a.cpm, "val_cpm": b.cpm}
 
 
@@ -287,10 +301,7 @@ def train_fpr(out_dir: str | Path, *, scans: int = 24, val_scans: int = 6, epoch
 
         m.eval()
         try:
-            with torch.inference_mode():
-                logits = np.concatenate([
-                    m(torch.from_numpy(v["x"][i:i + 64])[:, None])["nodule"].numpy()[:, 0]
-                    for i in range(0, len(v["x"]), 64)]) if len(v["x"]) else np.zeros(0)
+            logits = cube_logits(m, v["x"])
         finally:
             m.train()
         metrics = combined_cpm(logits, v)
