@@ -143,7 +143,7 @@ def test_good_only_pasted_training_sets_its_threshold_on_good_parts_alone(tmp_pa
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out", str(tmp_path),
                                            "--good-only", str(good), "--crack-depth", "0.3",
                                            "0.6"])
-    assert res.exit_code == 2 and "not with the memory" in res.output
+    assert res.exit_code == 2 and "not with --method memory" in res.output
     for extra in (["--val-folder", str(good)], ["--resume"], ["--init", "scratch"]):
         res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                                str(tmp_path), "--good-only", str(good),

@@ -77,6 +77,8 @@ def patch_features(net: Any, image: np.ndarray) -> np.ndarray:
 class PatchMemory:
     """The memory of good patches, its threshold and what it was fitted on."""
 
+    stride = FEATURE_STRIDE  # pixels per value of the anomaly map
+
     def __init__(self, bank: np.ndarray, meta: dict[str, Any], net: Any = None) -> None:
         self.bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.meta = meta
@@ -160,6 +162,13 @@ def memory_meta(model: Any) -> dict[str, Any] | None:
     """The metadata of a saved :class:`PatchMemory` (threshold, what it expects there, how it
     was fitted) read from the file's header without loading the memory; None when ``model``
     is not one."""
+    return stored_meta(model, KIND)
+
+
+def stored_meta(model: Any, kind: str) -> dict[str, Any] | None:
+    """The ``deepseek`` JSON metadata of a ``.safetensors`` file whose ``kind`` is ``kind`` (a
+    good-parts model: this memory, or :mod:`deepseek.manufacturing.draem`'s), read from the
+    header alone; None for anything else."""
     p = Path(str(model))
     if p.suffix != ".safetensors" or not p.is_file():
         return None
@@ -170,7 +179,7 @@ def memory_meta(model: Any) -> dict[str, Any] | None:
             meta = json.loads((f.metadata() or {}).get("deepseek", "{}"))
     except Exception:
         return None
-    return meta if isinstance(meta, dict) and meta.get("kind") == KIND else None
+    return meta if isinstance(meta, dict) and meta.get("kind") == kind else None
 
 
 def is_memory_file(model: Any) -> bool:

@@ -402,6 +402,23 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
     click.echo(f"wrote {out}")
 
 
+def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) -> None:
+    """What a good-parts model fitted (a memory or a DRAEM model): JSON, or its line, the
+    grouping's warnings, the threshold and what it expects there, and how to score."""
+    if as_json:
+        click.echo(json.dumps({"model": str(path), **meta}, indent=2))
+        return
+    click.echo(what)
+    for why in ("regrouped", "skipped"):
+        if why in meta:
+            click.echo(f"warning: {meta[why]}", err=True)
+    click.echo(f"threshold {meta['threshold']:.4g}: {meta['threshold_rule']}")
+    from deepseek.manufacturing.score import describe_expectation
+
+    click.echo(describe_expectation(meta["expected"], "it, out of fold"))
+    click.echo(f"score with: deepseek manufacturing score PATH --model {path}")
+
+
 @manufacturing.command("train")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -412,13 +429,13 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               default=None, help="--folder: your held-out labelled images; one model, the "
               "best epoch chosen by their image AUROC and the threshold set on them (default: "
               "cross-fitting over --folds folds of --folder).")
-@click.option("--folds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--folds", type=click.IntRange(min=1), default=None,
               help="--folder without --val-folder: one model per fold of groups, each scoring "
               "the fold it did not see; the epoch and the threshold are set on those "
               "out-of-fold scores of every training image, and the fold models are averaged "
               "into the one written. 1: one model and a held-out split (--val-fraction). "
-              "--good-only: the folds whose out-of-fold scores set the memory's threshold "
-              "(2 or more).")
+              "--good-only: the folds whose out-of-fold scores set the threshold (2 or "
+              "more) [5; 3 with --method draem, whose written model keeps its fold models].")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True,
               help="--folder --folds 1: share of the groups held out.")
@@ -427,8 +444,10 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               "an image's path relative to the folder, names its group (default: its "
               "subfolder, else the file name up to the first '_'; look-alike photos of one "
               "part are joined whatever the rule).")
-@click.option("--crop", type=int, default=160, show_default=True,
-              help="--folder: side of the training crops (a multiple of 16).")
+@click.option("--crop", type=int, default=None,
+              help="--folder, --good-only --method pasted|draem: side of the training crops, "
+              "a multiple of 16 [160; 128 with --method draem, which reads images at half "
+              "their size].")
 @click.option("--crops-per-epoch", type=int, default=None,
               help="--folder: crops per epoch, half on defects [8 per image, at least 256].")
 @click.option("--hard-negatives", type=click.FloatRange(0, 1), default=None,
@@ -452,9 +471,13 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="[5; 4 with --good-only --method pasted]")
 @click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="--good-only --method draem: training steps (batches) per fold model "
+              "[1000].")
 @click.option("--accum-steps", type=int, default=1, show_default=True)
 @click.option("--lr", type=float, default=None,
-              help="Peak learning rate [1e-3 from the packaged weights, 3e-3 from scratch].")
+              help="Peak learning rate [1e-3 from the packaged weights, 3e-3 from scratch; "
+              "3e-4 for --method pasted, 1e-3 for --method draem].")
 @click.option("--val-videos", type=int, default=2, show_default=True,
               help="Synthetic 640x480 videos scored after each epoch (0: none).")
 @click.option("--amp", is_flag=True, help="Mixed precision.")
@@ -465,13 +488,16 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
                    "logits, maps and a state.")
 @click.option("--good-only", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Good parts only, from the images of this folder: a "
-              "patch-feature memory (no training; OUT/memory.safetensors) or, with --method "
+              "patch-feature memory (no training; OUT/memory.safetensors); with --method "
               "pasted, the crack model fine-tuned on them with synthetic cracks pasted in "
-              "(OUT/model.safetensors); either one for `score`.")
-@click.option("--method", type=click.Choice(["memory", "pasted"]), default="memory",
+              "(OUT/model.safetensors); with --method draem, a reconstructive and a "
+              "discriminative network trained from scratch on them with synthetic defects "
+              "pasted in (OUT/draem.safetensors); any of them for `score`.")
+@click.option("--method", type=click.Choice(["memory", "pasted", "draem"]), default="memory",
               show_default=True,
-              help="--good-only: the patch memory, or a model trained on pasted cracks "
-              "(cross-fitted over --folds; --epochs, --lr [3e-4], --crack-depth [0.35 0.70]).")
+              help="--good-only: the patch memory; a model trained on pasted cracks "
+              "(cross-fitted over --folds; --epochs, --lr [3e-4], --crack-depth [0.35 0.70]); "
+              "or DRAEM-style networks (one per fold; --steps, --lr, --batch-size, --crop).")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.003, show_default=True,
               help="--good-only and --folder: false-positive rate the stored threshold is "
@@ -487,20 +513,24 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
               help="--good-only: the model whose encoder gives the patch features (registry "
                    "name or weights file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
-def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
+def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | None,
           val_fraction: float,
-          group_pattern: str | None, crop: int, crops_per_epoch: int | None,
+          group_pattern: str | None, crop: int | None, crops_per_epoch: int | None,
           hard_negatives: float | None, init: str | None,
           clips: int, clip_frames: int | None,
           clip_size: tuple[int, int], crack_depth: tuple[float, float] | None, epochs: int,
-          batch_size: int, accum_steps: int,
+          batch_size: int, steps: int | None, accum_steps: int,
           lr: float | None,
           val_videos: int, amp: bool, resume: bool, seed: int, model: str,
           good_only: Path | None, method: str, target_fpr: float, memory_selection: str,
           memory_top_fraction: float | None, backbone: str, as_json: bool) -> None:
     """Train a crack model through the core Trainer (checkpoints, resume, best kept), or with
-    --good-only learn from good parts alone (a patch memory, or --method pasted), the
-    threshold set on out-of-fold good images."""
+    --good-only learn from good parts alone (a patch memory, --method pasted or --method
+    draem), the threshold set on out-of-fold good images."""
+    if folds is None:
+        folds = 3 if good_only is not None and method == "draem" else 5
+    if steps is not None and (good_only is None or method != "draem"):
+        raise click.UsageError("--steps goes with --good-only --method draem")
     if good_only is not None:
         from deepseek.manufacturing.anomaly import TOP_FRACTION, fit_memory
 
@@ -527,7 +557,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
 
             res = train_good_only(out, good_only, epochs=epochs or 4, lr=lr or PASTED_LR,
                                   seed=seed, folds=folds, target_fpr=target_fpr,
-                                  group_pattern=group_pattern, crop=crop,
+                                  group_pattern=group_pattern, crop=crop or 160,
                                   crops_per_epoch=crops_per_epoch,
                                   frames=clip_frames or 4, batch_size=batch_size,
                                   accum_steps=accum_steps, amp=amp,
@@ -547,7 +577,23 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
             return
         if crack_depth is not None:
             raise click.UsageError("--crack-depth goes with synthetic training or --good-only "
-                                   "--method pasted, not with the memory")
+                                   f"--method pasted, not with --method {method}")
+        if method == "draem":
+            from deepseek.manufacturing.draem import CROP, LR, STEPS, fit_draem
+
+            if memory_top_fraction is not None:
+                raise click.UsageError("--memory-top-fraction goes with the memory (--method "
+                                       "memory), not with --method draem")
+            mem = fit_draem(good_only, target_fpr=target_fpr, folds=folds,
+                            steps=steps or STEPS, batch=batch_size, crop=crop or CROP,
+                            lr=lr or LR, seed=seed, group_pattern=group_pattern,
+                            progress=False if as_json else None)
+            path = mem.save(out / "draem.safetensors")
+            _echo_good_only(mem.meta, path, as_json,
+                            f"DRAEM model: {path} ({len(mem.nets)} fold models from "
+                            f"{mem.meta['fit_images']} good images, "
+                            f"{mem.meta['seconds']:.0f} s)")
+            return
         mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
                          folds=folds, group_pattern=group_pattern,
                          selection=memory_selection,
@@ -555,19 +601,9 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
                                        else memory_top_fraction),
                          progress=False if as_json else None)
         path = mem.save(out / "memory.safetensors")
-        if as_json:
-            click.echo(json.dumps({"model": str(path), **mem.meta}, indent=2))
-            return
-        m = mem.meta
-        click.echo(f"memory: {path} ({m['bank']} patches from {m['fit_images']} good images)")
-        for why in ("regrouped", "skipped"):
-            if why in m:
-                click.echo(f"warning: {m[why]}", err=True)
-        click.echo(f"threshold {m['threshold']:.4g}: {m['threshold_rule']}")
-        from deepseek.manufacturing.score import describe_expectation
-
-        click.echo(describe_expectation(m["expected"], "it, out of fold"))
-        click.echo(f"score with: deepseek manufacturing score PATH --model {path}")
+        _echo_good_only(mem.meta, path, as_json,
+                        f"memory: {path} ({mem.meta['bank']} patches from "
+                        f"{mem.meta['fit_images']} good images)")
         return
     from deepseek.manufacturing.training import train_model
 
@@ -586,7 +622,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int,
                       height=clip_size[1], epochs=epochs or 5, batch_size=batch_size,
                       accum_steps=accum_steps, lr=lr, val_videos=val_videos, amp=amp,
                       resume=resume, seed=seed, model=model, val_folder=val_folder,
-                      val_fraction=val_fraction, group_pattern=group_pattern, crop=crop,
+                      val_fraction=val_fraction, group_pattern=group_pattern, crop=crop or 160,
                       crops_per_epoch=crops_per_epoch, init=init, target_fpr=target_fpr,
                       folds=folds, **({"crack_depth": crack_depth} if crack_depth else {}),
                       **({"hard_negatives": hard_negatives} if hard_negatives is not None

@@ -12,7 +12,8 @@ With a good-parts memory (:mod:`deepseek.manufacturing.anomaly`, a ``.safetensor
 written by ``train --good-only``) as the model, the score is the anomaly score (the mean
 distance of the image's most unusual patches, the memory's top fraction of them, to the
 nearest good ones) and the threshold the memory's own, set for its target false-positive
-rate.
+rate; with a DRAEM model (:mod:`deepseek.manufacturing.draem`, ``train --good-only --method
+draem``) the score is the largest value of its defect map, with its own threshold too.
 
 Inputs are image files and folders (searched recursively, natural order, masks and labels
 skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
@@ -104,8 +105,9 @@ def stored_expectation(model: Any) -> dict[str, Any] | None:
     ``false_positive_rate``, their 95 % intervals and the image counts; None for weights
     without it."""
     from deepseek.manufacturing.anomaly import memory_meta
+    from deepseek.manufacturing.draem import draem_meta
 
-    meta = memory_meta(model)
+    meta = memory_meta(model) or draem_meta(model)
     exp = (meta if meta is not None else _stored_extra(model)).get("expected")
     return exp if isinstance(exp, dict) and "recall" in exp else None
 
@@ -153,6 +155,7 @@ class Scorer:
     def __init__(self, model: Any = PACKAGED, *, threshold: float | None = None,
                  frames: int = FRAMES, expected: dict[str, Any] | None = None) -> None:
         from deepseek.manufacturing.anomaly import PatchMemory, is_memory_file
+        from deepseek.manufacturing.draem import DraemModel, is_draem_file
         from deepseek.manufacturing.stream import load_net
 
         self.expected = expected
@@ -163,12 +166,14 @@ class Scorer:
                         "train on your parts (deepseek manufacturing train --folder) and score "
                         "with --model, or set one with deepseek manufacturing calibrate",
                         PACKAGED)
-        memory = PatchMemory.load(model) if is_memory_file(model) else None
+        # a good-parts model (a patch memory or a DRAEM model) scores with its own map
+        memory: Any = PatchMemory.load(model) if is_memory_file(model) else \
+            DraemModel.load(model) if is_draem_file(model) else None
         if memory is not None:
             threshold = memory.threshold if threshold is None else threshold
             if threshold is None or not threshold > 0:
-                raise ManufacturingError(f"{model}: the memory has no threshold; give "
-                                         "--threshold (an anomaly score > 0)")
+                raise ManufacturingError(f"{model}: the good-parts model has no threshold; "
+                                         "give --threshold (an anomaly score > 0)")
         else:
             if threshold is None:
                 threshold = stored_threshold(model)
@@ -186,7 +191,6 @@ class Scorer:
 
     def score(self, path: str | Path, heatmap: str | Path | None = None) -> ImageScore:
         """Score the image at ``path``; write its overlay PNG to ``heatmap`` when given."""
-        from deepseek.manufacturing.anomaly import FEATURE_STRIDE
         from deepseek.manufacturing.stream import box_from_map
 
         p = Path(path)
@@ -196,7 +200,7 @@ class Scorer:
             stride, level, shown = STRIDE, 0.5, pmap
         else:  # anomaly map: shown at 0..1 with the threshold at the middle of the scale
             prob, pmap = self.memory.score(img)
-            stride, level = FEATURE_STRIDE, self.threshold
+            stride, level = self.memory.stride, self.threshold
             shown = np.clip(pmap / (2 * self.threshold), 0.0, 1.0)
         defect = prob >= self.threshold
         box = box_from_map(pmap, img.shape, level, stride) if defect else None

@@ -1,0 +1,148 @@
+"""Good parts only, reconstructed: the DRAEM-style networks, their out-of-fold threshold, the
+file they are saved in, and scoring with it."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from deepseek.cli import build_cli
+from deepseek.manufacturing.draem import (
+    MAP_STRIDE,
+    DraemModel,
+    build_net,
+    draem_meta,
+    fit_draem,
+    focal_loss,
+    is_draem_file,
+    ssim,
+)
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.score import Scorer, read_gray
+
+# small and quick: 32-px crops of images read at half size, 8 channels, 60 steps per fold
+FAST = {"steps": 60, "batch": 4, "crop": 32, "channels": 8, "progress": False}
+LINE = ((30, 20), (90, 70))  # the crack: from (x, y) to (x, y), 4 px wide
+
+
+def _surface(path, seed, crack=False, h=96, w=128):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.normal(140, 20, (h, w)).astype(np.float32), (0, 0), 1.5)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if crack:
+        cv2.line(img, *LINE, 25, 4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory):
+    root = tmp_path_factory.mktemp("draem")
+    for i in range(8):
+        _surface(root / "good" / f"part{i}.png", i)
+    good = [_surface(root / "test" / f"ok{i}.png", 100 + i) for i in range(3)]
+    bad = [_surface(root / "test" / f"crack{i}.png", 200 + i, crack=True) for i in range(3)]
+    model = fit_draem(root / "good", target_fpr=0.05, folds=2, seed=0, **FAST)
+    return root, good, bad, model
+
+
+def test_networks_keep_the_size_and_mark_at_half_of_it():
+    net = build_net(8).eval()
+    with torch.no_grad():
+        rec, logits = net(torch.zeros(2, 1, 64, 96))
+    assert rec.shape == (2, 1, 64, 96) and logits.shape == (2, 1, 32, 48)
+
+
+def test_ssim_and_focal_loss_reward_the_right_answer():
+    a = torch.rand(1, 1, 32, 32) * 2 - 1
+    assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-5)
+    assert float(ssim(a, a + 0.5 * torch.randn_like(a))) < 0.9
+    target = (torch.rand(1, 1, 16, 16) > 0.9).float()
+    right, wrong = 8 * (2 * target - 1), -8 * (2 * target - 1)
+    assert float(focal_loss(right, target)) < 1e-4 < float(focal_loss(wrong, target))
+
+
+def test_draem_flags_a_crack_it_never_saw_and_sets_its_threshold(line):
+    _, good, bad, model = line
+    m = model.meta
+    assert (m["kind"], m["fit_images"], m["folds"]) == ("draem", 8, 2)
+    assert len(model.nets) == 2
+    # just above every out-of-fold good score (8 images cannot resolve 5 %)
+    assert m["threshold"] == pytest.approx(m["out_of_fold_scores"]["max"])
+    assert m["expected"]["false_positive_rate"] == 0.0 and m["expected"]["recall"] is None
+    good_s = [model.score(read_gray(p))[0] for p in good]
+    bad_s = [model.score(read_gray(p))[0] for p in bad]
+    assert min(bad_s) > max(good_s)
+    amap = model.anomaly_map(read_gray(bad[0]))
+    assert amap.shape == (96 // MAP_STRIDE, 128 // MAP_STRIDE)
+    on = np.zeros((96, 128), np.uint8)
+    cv2.line(on, *LINE, 1, 8)
+    on = cv2.resize(on, amap.shape[::-1], interpolation=cv2.INTER_AREA) > 0
+    # the map is high along the crack: above four in five of the cells off it
+    assert amap[on].mean() > np.quantile(amap[~on], 0.8)
+    for h, w in ((97, 131), (95, 129)):  # odd sizes: the map still covers every pixel
+        rows, cols = model.anomaly_map(np.full((h, w), 140, np.uint8)).shape
+        assert (rows, cols) == (-(-h // MAP_STRIDE), -(-w // MAP_STRIDE))
+
+
+def test_saved_model_scores_the_same_and_score_uses_it(line, tmp_path):
+    root, good, bad, model = line
+    path = model.save(tmp_path / "d.safetensors")
+    assert is_draem_file(path) and draem_meta(path)["fold_models"] == 2
+    again = DraemModel.load(path)
+    img = read_gray(bad[0])
+    np.testing.assert_allclose(again.anomaly_map(img), model.anomaly_map(img), atol=1e-6)
+    scorer = Scorer(str(path))
+    assert scorer.threshold == pytest.approx(model.threshold)
+    assert scorer.expected["good_images"] == 8
+    out = scorer.score(bad[0], heatmap=tmp_path / "h.png")
+    assert out.defect and out.box is not None and (tmp_path / "h.png").is_file()
+    assert out.score == pytest.approx(model.score(img)[0])
+    assert not scorer.score(good[0]).defect
+
+
+def test_bad_inputs_are_refused_with_the_fix(line, tmp_path):
+    root = line[0]
+    with pytest.raises(ManufacturingError, match="give 2 or more"):
+        fit_draem(root / "good", folds=1, **FAST)
+    with pytest.raises(ManufacturingError, match="between 0 and 1"):
+        fit_draem(root / "good", target_fpr=0, **FAST)
+    with pytest.raises(ManufacturingError, match="multiple of 16"):
+        fit_draem(root / "good", **{**FAST, "crop": 40})
+    with pytest.raises(ManufacturingError, match="smaller than 64 px"):
+        fit_draem(root / "good", **{**FAST, "crop": 64})
+    with pytest.raises(ManufacturingError, match="choose from"):
+        fit_draem(root / "good", kinds=("scratch",), **FAST)
+    _surface(tmp_path / "one" / "a.png", 1)
+    with pytest.raises(ManufacturingError, match="at least 2"):
+        fit_draem(tmp_path / "one", **FAST)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    assert not is_draem_file(junk)
+    with pytest.raises(ManufacturingError, match="cannot read a DRAEM model"):
+        DraemModel.load(junk)
+
+
+def test_cli_trains_draem_and_refuses_its_options_elsewhere(line, tmp_path):
+    root = line[0]
+    cli = build_cli()
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path / "d"),
+                                   "--good-only", str(root / "good"), "--method", "draem",
+                                   "--folds", "2", "--steps", "2", "--crop", "32", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["kind"] == "draem" and info["steps"] == 2 and info["folds"] == 2
+    assert is_draem_file(info["model"])
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path / "e"),
+                                   "--good-only", str(root / "good"), "--steps", "2"])
+    assert res.exit_code == 2 and "--steps goes with --good-only --method draem" in res.output
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path / "e"),
+                                   "--good-only", str(root / "good"), "--method", "draem",
+                                   "--crack-depth", "0.2", "0.5"])
+    assert res.exit_code == 2 and "not with --method draem" in res.output
