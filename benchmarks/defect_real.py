@@ -105,6 +105,27 @@ def at(scores: np.ndarray, labels: np.ndarray, thr: float) -> dict[str, float]:
     return {"recall": float(flag[labels == 1].mean()), "fpr": float(flag[labels == 0].mean())}
 
 
+def on_val(model: Path | str, thr: float, va_x: list, va_y: np.ndarray, data: Path) -> dict:
+    """``model`` (weights, a memory or a DRAEM model) scored on the val split: AUROC, recall
+    and false-positive rate at ``thr``, the best recall at <= 1 %, its maps' pixel figures and
+    the scoring time per image."""
+    from sklearn.metrics import roc_auc_score
+
+    from deepseek.manufacturing.metrics import recall_at_fpr
+    from deepseek.manufacturing.score import evaluate_scores, score_images
+
+    t0 = time.perf_counter()
+    va_r = score_images(va_x, model, progress=False)
+    t_score = time.perf_counter() - t0
+    va_s = np.array([r.score for r in va_r])
+    got = at(va_s, va_y, thr)
+    return {"val_auroc": round(float(roc_auc_score(va_y, va_s)), 4),
+            "val_recall": got["recall"], "val_fpr": round(got["fpr"], 4),
+            "val_best_recall_at_fpr_0.01": recall_at_fpr(va_s, va_y, 0.01)[1],
+            "val_score_seconds_per_image": round(t_score / len(va_x), 3),
+            "val_pixel": evaluate_scores(va_r, data / "images" / "val")["pixel"]}
+
+
 ROWS = ("cross-fitted", "random-negatives", "one-model", "packaged", "memory", "pasted",
         "draem", "baseline")
 SUP = "supervised, cross-fitted (5 folds, fold models averaged; the default)"
@@ -247,17 +268,10 @@ def main() -> None:
             res = train_good_only(work / f"pasted-s{seed}", good, epochs=pasted_epochs,
                                   seed=seed, target_fpr=0.01, progress=False)
             t_fit = time.perf_counter() - t0
-            va_r = score_images(va_x, res["model"], progress=False)
-            va_s = np.array([r.score for r in va_r])
-            got = at(va_s, va_y, res["threshold"])
-            return {"seed": seed, "val_auroc": round(float(roc_auc_score(va_y, va_s)), 4),
-                    "val_recall": got["recall"], "val_fpr": round(got["fpr"], 4),
-                    "expected": res["expected"], "pasted": res["pasted"],
+            return {"seed": seed, "expected": res["expected"], "pasted": res["pasted"],
                     "threshold": res["threshold"], "epochs": pasted_epochs,
-                    "epoch": res["epoch"],
-                    "val_best_recall_at_fpr_0.01": recall_at_fpr(va_s, va_y, 0.01)[1],
-                    "train_fit_seconds": round(t_fit, 1),
-                    "val_pixel": evaluate_scores(va_r, args.data / "images" / "val")["pixel"]}
+                    "epoch": res["epoch"], "train_fit_seconds": round(t_fit, 1),
+                    **on_val(res["model"], res["threshold"], va_x, va_y, args.data)}
 
         rows[PASTED] = spread(
             [pasted_run(seed) for seed in range(seeds)])
@@ -295,11 +309,7 @@ def memory(rows: dict, good: Path, work: Path, va_x: list, va_y: np.ndarray, dat
     """The good-only memory on the train split's good images: the default (a uniform sample
     of patches, the mean of the top 0.2 % patch distances), a greedy coreset of the same
     size, and the default scored by its largest patch distance alone."""
-    from sklearn.metrics import roc_auc_score
-
     from deepseek.manufacturing.anomaly import TOP_FRACTION, fit_memory
-    from deepseek.manufacturing.metrics import recall_at_fpr
-    from deepseek.manufacturing.score import evaluate_scores, score_images
 
     for selection, top in (("uniform", TOP_FRACTION), ("coreset", TOP_FRACTION),
                            ("uniform", 0.0)):
@@ -308,50 +318,29 @@ def memory(rows: dict, good: Path, work: Path, va_x: list, va_y: np.ndarray, dat
                          top_fraction=top)
         t_fit = time.perf_counter() - t0
         mem_path = mem.save(work / f"memory-{selection}-{top:g}.safetensors")
-        t0 = time.perf_counter()
-        va_mr = score_images(va_x, mem_path, progress=False)
-        t_score = time.perf_counter() - t0
-        va_m = np.array([r.score for r in va_mr])
         name = "good-only memory" + ("" if selection == "uniform" else
                                      ", coreset (--memory-selection coreset)") + (
             "" if top else ", largest patch alone (--memory-top-fraction 0)")
         rows[name] = {
-            "val_auroc": float(roc_auc_score(va_y, va_m)), "threshold": mem.threshold,
-            "threshold_rule": mem.meta["threshold_rule"], "bank": mem.meta["bank"],
-            "selection": selection, "top_fraction": top, "groups": mem.meta["groups"],
-            "train_fit_seconds": round(t_fit, 1),
-            "val_score_seconds_per_image": round(t_score / len(va_x), 3),
-            "val_best_recall_at_fpr_0.01": recall_at_fpr(va_m, va_y, 0.01)[1],
-            "val_pixel": evaluate_scores(va_mr, data / "images" / "val")["pixel"],
-            **{f"val_{k}": v for k, v in at(va_m, va_y, mem.threshold).items()}}
+            "threshold": mem.threshold, "threshold_rule": mem.meta["threshold_rule"],
+            "bank": mem.meta["bank"], "selection": selection, "top_fraction": top,
+            "groups": mem.meta["groups"], "train_fit_seconds": round(t_fit, 1),
+            **on_val(mem_path, mem.threshold, va_x, va_y, data)}
 
 
 def draem_run(good: Path, work: Path, va_x: list, va_y: np.ndarray, data: Path, seed: int,
               steps: int) -> dict:
     """``train --good-only --method draem`` on the train split's good images, one seed."""
-    from sklearn.metrics import roc_auc_score
-
     from deepseek.manufacturing.draem import fit_draem
-    from deepseek.manufacturing.metrics import recall_at_fpr
-    from deepseek.manufacturing.score import evaluate_scores, score_images
 
     t0 = time.perf_counter()
     model = fit_draem(good, target_fpr=0.01, seed=seed, steps=steps, progress=False)
     t_fit = time.perf_counter() - t0
     path = model.save(work / f"draem-s{seed}.safetensors")
-    t0 = time.perf_counter()
-    va_r = score_images(va_x, path, progress=False)
-    t_score = time.perf_counter() - t0
-    va_s = np.array([r.score for r in va_r])
-    got = at(va_s, va_y, model.threshold)
-    return {"seed": seed, "val_auroc": round(float(roc_auc_score(va_y, va_s)), 4),
-            "val_recall": got["recall"], "val_fpr": round(got["fpr"], 4),
-            "expected": model.meta["expected"], "threshold": model.threshold,
-            "steps": steps, "folds": model.meta["folds"],
-            "val_best_recall_at_fpr_0.01": recall_at_fpr(va_s, va_y, 0.01)[1],
-            "train_fit_seconds": round(t_fit, 1),
-            "val_score_seconds_per_image": round(t_score / len(va_x), 3),
-            "val_pixel": evaluate_scores(va_r, data / "images" / "val")["pixel"]}
+    assert model.threshold is not None
+    return {"seed": seed, "expected": model.meta["expected"], "threshold": model.threshold,
+            "steps": steps, "folds": model.meta["folds"], "train_fit_seconds": round(t_fit, 1),
+            **on_val(path, model.threshold, va_x, va_y, data)}
 
 
 def baseline(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndarray) -> None:

@@ -12,6 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from deepseek.cli import build_cli
+from deepseek.manufacturing.anomaly import KIND as MEMORY
+from deepseek.manufacturing.anomaly import PatchMemory
 from deepseek.manufacturing.draem import (
     MAP_STRIDE,
     DraemModel,
@@ -127,6 +129,23 @@ def test_bad_inputs_are_refused_with_the_fix(line, tmp_path):
     assert not is_draem_file(junk)
     with pytest.raises(ManufacturingError, match="cannot read a DRAEM model"):
         DraemModel.load(junk)
+    # one kind of good-parts file is never read as the other
+    draem = line[3].save(tmp_path / "d.safetensors")
+    with pytest.raises(ManufacturingError, match="not a good-parts memory"):
+        PatchMemory.load(draem)
+    memory = PatchMemory(np.zeros((4, 64), np.float32), {"kind": MEMORY},
+                         net=object()).save(tmp_path / "m.safetensors")
+    assert not is_draem_file(memory)
+    with pytest.raises(ManufacturingError, match="not a DRAEM model"):
+        DraemModel.load(memory)
+    # a file that claims more fold models than it holds
+    from safetensors.torch import save_file
+
+    short = tmp_path / "short.safetensors"
+    save_file({"x": torch.zeros(1)}, str(short),
+              metadata={"deepseek": json.dumps({"kind": "draem", "fold_models": 1})})
+    with pytest.raises(ManufacturingError, match="cannot read a DRAEM model"):
+        DraemModel.load(short)
 
 
 def test_cli_trains_draem_and_refuses_its_options_elsewhere(line, tmp_path):

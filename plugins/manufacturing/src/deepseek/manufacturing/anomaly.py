@@ -140,22 +140,33 @@ class PatchMemory:
         Raises:
             ManufacturingError: the file is unreadable or not a patch memory.
         """
-        from safetensors import safe_open
+        meta, tensors = read_kind(path, KIND, "good-parts memory")
+        if "bank" not in tensors:
+            raise ManufacturingError(f"{path}: cannot read a good-parts memory (no 'bank')")
+        return cls(tensors["bank"], meta)
 
-        path = Path(path)
-        try:
-            with safe_open(str(path), framework="numpy") as f:
-                meta = json.loads((f.metadata() or {}).get("deepseek", "{}"))
-                if meta.get("kind") != KIND:
-                    raise ManufacturingError(f"{path}: not a good-parts memory (no "
-                                             f"'{KIND}' metadata)")
-                bank = f.get_tensor("bank")
-        except ManufacturingError:
-            raise
-        except Exception as exc:
-            raise ManufacturingError(f"{path}: cannot read a good-parts memory ({exc})") \
-                from exc
-        return cls(bank, meta)
+
+def read_kind(path: str | Path, kind: str, what: str, framework: str = "numpy"
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``deepseek`` JSON metadata and the tensors of a ``.safetensors`` good-parts file
+    whose ``kind`` is ``kind`` (``what``: how errors name it).
+
+    Raises:
+        ManufacturingError: the file is unreadable or of another kind.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            meta = json.loads((f.metadata() or {}).get("deepseek", "{}"))
+            if not isinstance(meta, dict) or meta.get("kind") != kind:
+                raise ManufacturingError(f"{path}: not a {what} (no '{kind}' metadata)")
+            return meta, {k: f.get_tensor(k) for k in f.keys()}
+    except ManufacturingError:
+        raise
+    except Exception as exc:
+        raise ManufacturingError(f"{path}: cannot read a {what} ({exc})") from exc
 
 
 def memory_meta(model: Any) -> dict[str, Any] | None:

@@ -259,16 +259,10 @@ class DraemModel:
         Raises:
             ManufacturingError: the file is unreadable or not a DRAEM model.
         """
-        from safetensors import safe_open
+        from deepseek.manufacturing.anomaly import read_kind
 
-        path = Path(path)
+        meta, tensors = read_kind(path, KIND, "DRAEM model", framework="pt")
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get("deepseek", "{}"))
-                if meta.get("kind") != KIND:
-                    raise ManufacturingError(f"{path}: not a DRAEM model (no '{KIND}' "
-                                             "metadata)")
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
             nets = []
             for k in range(int(meta["fold_models"])):
                 net = build_net(int(meta.get("channels", CHANNELS)))
@@ -276,8 +270,6 @@ class DraemModel:
                 net.load_state_dict({n[len(prefix):]: t for n, t in tensors.items()
                                      if n.startswith(prefix)})
                 nets.append(net)
-        except ManufacturingError:
-            raise
         except Exception as exc:
             raise ManufacturingError(f"{path}: cannot read a DRAEM model ({exc})") from exc
         return cls(nets, meta)
