@@ -272,7 +272,6 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
 
     from deepseek.manufacturing.images import image_paths
     from deepseek.manufacturing.labelled import good_folds
-    from deepseek.manufacturing.metrics import expected_rates, lowest_threshold, too_few_good
 
     if not 0.0 < target_fpr < 1.0:
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate between 0 and 1")
@@ -310,10 +309,6 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         for i in np.flatnonzero(fold == j):
             scores[i] = probe.score(items[i].image)[0]
     bank = _bank(np.concatenate(pools), max_bank, rng, selection)
-    rule = (f"lowest score with a false-alarm rate <= {target_fpr:g} on the out-of-fold "
-            f"scores of {len(files)} good images ({k} folds by group)")
-    few = too_few_good(len(files), target_fpr)
-    threshold = lowest_threshold(scores, target_fpr)
     meta: dict[str, Any] = {
         "kind": KIND, "backbone": str(backbone), "feature_stride": FEATURE_STRIDE,
         "feature_dim": 64, "fit_images": len(files), "patches_seen": int(seen),
@@ -321,12 +316,27 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         "folds": k, "target_fpr": target_fpr,
         "groups": int(grouping["groups_after"]),
         **{key: grouping[key] for key in ("regrouped", "skipped") if key in grouping},
-        "threshold": threshold,
-        "threshold_rule": rule + (f"; {few}" if few else ""),
-        # the false-alarm rate at the threshold on those scores, with its interval (recall
-        # unknown: good images only), printed by ``score``
-        "expected": {name: list(v) if isinstance(v, tuple) else v for name, v in
-                     expected_rates(scores, np.zeros(len(scores), bool), threshold).items()},
-        "out_of_fold_scores": {"median": float(np.median(scores)),
-                               "max": float(scores.max())}}
+        **out_of_fold_threshold(scores, target_fpr, k)}
     return PatchMemory(bank, meta, net)
+
+
+def out_of_fold_threshold(scores: np.ndarray, target_fpr: float, folds: int, how: str = ""
+                          ) -> dict[str, Any]:
+    """What a good-parts model (this memory, or :mod:`deepseek.manufacturing.draem`'s) stores
+    of its threshold, set on the out-of-fold ``scores`` of its good images: the threshold
+    (:func:`deepseek.manufacturing.metrics.lowest_threshold`), its rule (``how``: how the
+    folds scored, after "``folds`` folds by group"), the false-alarm rate there with its
+    interval (recall unknown: good images only; printed by ``score``) and the scores'
+    median and maximum."""
+    from deepseek.manufacturing.metrics import expected_rates, lowest_threshold, too_few_good
+
+    threshold = lowest_threshold(scores, target_fpr)
+    rule = (f"lowest score with a false-alarm rate <= {target_fpr:g} on the out-of-fold "
+            f"scores of {len(scores)} good images ({folds} folds by group{how})")
+    few = too_few_good(len(scores), target_fpr)
+    return {"threshold": threshold, "threshold_rule": rule + (f"; {few}" if few else ""),
+            "expected": {name: list(v) if isinstance(v, tuple) else v for name, v in
+                         expected_rates(scores, np.zeros(len(scores), bool),
+                                        threshold).items()},
+            "out_of_fold_scores": {"median": float(np.median(scores)),
+                                   "max": float(scores.max())}}

@@ -367,9 +367,9 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
     skipped) and set the threshold on their out-of-fold scores (see the module docstring).
     ``kinds``: the pasted defects, of :data:`deepseek.manufacturing.pasted.KINDS` (cracks
     only by default, :data:`KINDS`)."""
+    from deepseek.manufacturing.anomaly import out_of_fold_threshold
     from deepseek.manufacturing.images import image_paths
     from deepseek.manufacturing.labelled import good_folds
-    from deepseek.manufacturing.metrics import expected_rates, lowest_threshold, too_few_good
     from deepseek.manufacturing.pasted import KINDS as KNOWN
 
     if not 0.0 < target_fpr < 1.0:
@@ -411,21 +411,13 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
         for i in np.flatnonzero(fold == j):
             scores[i] = float(net_map([net], items[i].image).max())
         nets.append(net)
-    threshold = lowest_threshold(scores, target_fpr)
-    rule = (f"lowest score with a false-alarm rate <= {target_fpr:g} on the out-of-fold "
-            f"scores of {len(files)} good images ({k} folds by group, one model each; the "
-            f"model written averages the {k} models' maps)")
-    few = too_few_good(len(files), target_fpr)
     meta: dict[str, Any] = {
         "kind": KIND, "scale": SCALE, "map_stride": MAP_STRIDE, "channels": channels,
         "crop": crop, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
         "kinds": list(kinds), "fit_images": len(files), "folds": k, "target_fpr": target_fpr,
         "groups": int(grouping["groups_after"]),
         **{key: grouping[key] for key in ("regrouped", "skipped") if key in grouping},
-        "threshold": threshold, "threshold_rule": rule + (f"; {few}" if few else ""),
-        "expected": {name: list(v) if isinstance(v, tuple) else v for name, v in
-                     expected_rates(scores, np.zeros(len(scores), bool), threshold).items()},
-        "out_of_fold_scores": {"median": float(np.median(scores)),
-                               "max": float(scores.max())},
+        **out_of_fold_threshold(scores, target_fpr, k, f", one model each; the model "
+                                f"written averages the {k} models' maps"),
         "seconds": round(time.perf_counter() - t0, 1)}
     return DraemModel(nets, meta)
