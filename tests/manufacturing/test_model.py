@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepseek.manufacturing.model import DefectNet, export_step_onnx
+from deepseek.manufacturing.model import CausalTimeConv, DefectNet, export_step_onnx
 from deepseek.manufacturing.stream import OnnxStep, TorchStep
 
 
@@ -41,6 +41,30 @@ def test_frame_by_frame_with_carried_state_equals_whole_clip(temporal):
     for a, b in zip(state, whole_s):
         assert torch.allclose(a, b, atol=1e-5)
     assert whole_m.shape == (2, 11, 4, 5)
+
+
+@pytest.mark.parametrize("kernel, padding, bias", [((3, 3, 3), (0, 1, 1), False),
+                                                   ((1, 3, 3), (0, 1, 1), True),
+                                                   ((2, 1, 3), (0, 0, 1), True)])
+def test_causal_time_conv_equals_conv3d_forward_and_backward(kernel, padding, bias):
+    """The 2D-over-windows computation is the Conv3d it replaces: same state-dict keys,
+    outputs and gradients."""
+    torch.manual_seed(0)
+    mine = CausalTimeConv(5, 7, kernel, padding=padding, bias=bias)
+    ref = torch.nn.Conv3d(5, 7, kernel, padding=padding, bias=bias)
+    ref.load_state_dict(mine.state_dict())
+    x = torch.randn(2, 5, 6, 9, 11, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    a, b = mine(x), ref(x2)
+    assert a.shape == b.shape
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(a)
+    a.backward(g)
+    b.backward(g)
+    torch.testing.assert_close(x.grad, x2.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mine.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="space only"):
+        CausalTimeConv(5, 7, kernel, padding=(1, 1, 1))
 
 
 def test_state_matters():
