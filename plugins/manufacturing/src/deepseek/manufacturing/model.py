@@ -57,6 +57,7 @@ class CausalTimeConv(nn.Conv3d):
         super().__init__(cin, cout, kernel, padding=padding, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (B, C, L, H, W)`` -> ``(B, C', L - k + 1, H', W')``, as ``nn.Conv3d``."""
         b, _, length, h, w = x.shape
         k, c = self.kernel_size[0], self.in_channels   # constants, so that ONNX sees them
         t = length - k + 1
