@@ -67,6 +67,19 @@ def test_causal_time_conv_equals_conv3d_forward_and_backward(kernel, padding, bi
         CausalTimeConv(5, 7, kernel, padding=(1, 1, 1))
 
 
+@pytest.mark.parametrize("temporal, frames", [(1, 1), (3, 1), (3, 4), (4, 6)])
+def test_still_image_encoded_once_equals_the_image_repeated(temporal, frames):
+    net = _net(2, temporal=temporal)
+    img = torch.randint(0, 256, (2, 48, 80), dtype=torch.uint8)
+    with torch.no_grad():
+        lg, mp, _ = net(img[:, None].expand(-1, frames, -1, -1))
+        lg2, mp2 = net.still(img, frames)
+    torch.testing.assert_close(lg2, lg, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mp2, mp, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="frames"):
+        net.still(img, 0)
+
+
 def test_state_matters():
     """The LSTM state carries information: a different history gives a different output."""
     net = _net()

@@ -114,13 +114,33 @@ class DefectNet(nn.Module):
         """``frames (B, T, H, W)`` -> frame logits ``(B, T)``, map logits
         ``(B, T, H/16, W/16)`` and the new state."""
         b, t, hh, ww = frames.shape
+        if state is None:
+            state = self.initial_state(b, hh, ww, frames.device)
+        return self._after_encoder(self._encode(frames), state)
+
+    def still(self, images: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Still images ``(B, H, W)`` each shown for ``frames`` frames from a fresh state: the
+        frame logits ``(B, frames)`` and maps ``(B, frames, H/16, W/16)`` that :meth:`forward`
+        gives for the image repeated, with each image encoded once (for inference: a
+        training-mode batch norm would see one frame's statistics)."""
+        if frames < 1:
+            raise ValueError("frames must be >= 1")
+        b, hh, ww = images.shape
+        f = self._encode(images[:, None]).expand(-1, -1, frames, -1, -1)
+        logits, maps, _ = self._after_encoder(f, self.initial_state(b, hh, ww, images.device))
+        return logits, maps
+
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames (B, T, H, W)`` -> features ``(B, C, T, H/16, W/16)``, frame by frame."""
+        b, t, hh, ww = frames.shape
         x = frames.float().reshape(b * t, 1, hh, ww)
         x = x / (x.mean(dim=(2, 3), keepdim=True) + 1.0) - 1.0
         f = self.encoder(x * 4.0)
         c, h, w = f.shape[1:]
-        f = f.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # B, C, T, h, w
-        if state is None:
-            state = self.initial_state(b, hh, ww, frames.device)
+        return f.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # B, C, T, h, w
+
+    def _after_encoder(self, f: torch.Tensor, state: State
+                       ) -> tuple[torch.Tensor, torch.Tensor, State]:
         buf, h0, c0 = state
         seq = torch.cat([buf, f], dim=2)
         g = self.temporal_conv(seq)                           # B, C, T, h, w

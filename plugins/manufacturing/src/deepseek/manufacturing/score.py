@@ -83,7 +83,10 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
 
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
     with torch.inference_mode():
-        logits, maps, _ = net(torch.from_numpy(clip)[None].to(device), None)
+        if hasattr(net, "still") and not net.training:  # the image encoded once
+            logits, maps = net.still(torch.from_numpy(clip[0])[None].to(device), frames)
+        else:
+            logits, maps, _ = net(torch.from_numpy(clip)[None].to(device), None)
     prob = float(torch.sigmoid(logits[0, -1]))
     pmap = torch.sigmoid(maps[0, -1]).cpu().numpy()[: -(-h // STRIDE), : -(-w // STRIDE)]
     return prob, pmap
