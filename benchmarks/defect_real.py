@@ -227,6 +227,9 @@ def main() -> None:
                 "val_best_recall_at_fpr_0.01": best[1],
                 "expected_recall": res["expected"]["recall"],
                 "train_fit_seconds": round(t_fit, 1),
+                "fit_seconds_by_stage": {**(res.get("stage_seconds") or {}),
+                                         "hard_negative_mining":
+                                             res["hard_negatives"].get("seconds")},
                 "epoch": res.get("epoch") or max(res["history"],
                                                  key=lambda h: h["val_select"])["epoch"],
                 "val_pixel": evaluate_scores(va_r, args.data / "images" / "val")["pixel"]}

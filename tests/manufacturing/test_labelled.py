@@ -318,7 +318,12 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     assert "out-of-fold scores of all 8 training images" in info["threshold_rule"]
     # from scratch there are no starting weights to mine hard negatives with: all at random
     assert info["hard_negatives"] == {"fraction": 0.0, "spots": 0, "per_image": 8,
-                                      "mined_by": None}
+                                      "mined_by": None, "seconds": 0.0}
+    # where the time went: the fold models' training and their held-out scoring
+    stages = info["stage_seconds"]
+    assert set(stages) == {"fold_training", "held_out_scoring"}
+    assert stages["fold_training"] > 0 and stages["held_out_scoring"] >= 0
+    assert sum(stages.values()) <= info["seconds"]
     exp = info["expected"]
     assert exp["defect_images"] == 4 and exp["good_images"] == 4
     assert exp["false_positive_rate"] <= 0.25
@@ -366,6 +371,7 @@ def test_hard_negative_crops_sit_on_the_spots_a_model_finds(tmp_path):
     # training from the packaged weights mines them once, before the first epoch
     info = train_model(tmp_path / "run", folder=tmp_path, val_folder=tmp_path, crop=32,
                        crops_per_epoch=8, epochs=1, batch_size=4, progress=False)
+    assert info["hard_negatives"].pop("seconds") >= 0
     assert info["hard_negatives"] == {"fraction": 0.5, "spots": 16, "per_image": 8,
                                       "mined_by": "the packaged weights (the starting weights)"}
     with pytest.raises(ManufacturingError, match="hard_negatives"):

@@ -564,11 +564,14 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         # images): the same spots for every fold, each fold using its own images' spots.
         # Random weights from scratch have no sense of a crack to mine with.
         mine = hard_negatives > 0 and init == "packaged"
+        t_mine = time.perf_counter()
         hard = hard_spots(build()[0], items, progress=progress) if mine else []
+        t_mine = time.perf_counter() - t_mine
         data_info["hard_negatives"] = {
             "fraction": hard_negatives if mine else 0.0, "spots": len(hard),
             "per_image": HARD_SPOTS_PER_IMAGE,
-            "mined_by": "the packaged weights (the starting weights)" if mine else None}
+            "mined_by": "the packaged weights (the starting weights)" if mine else None,
+            "seconds": round(t_mine, 2)}
         if hard_negatives and not mine:
             log.info("hard negatives need starting weights that know a crack: with --init "
                      "scratch every negative crop is placed at random")
@@ -699,7 +702,8 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
                              "did not see it",
                "folds": info["folds"], "fold_images": np.bincount(fold).tolist(),
                "epoch": info["epoch"], "crops_per_epoch": info["crops_per_epoch"],
-               "clip_shape": [frames, crop, crop], **extra}
+               "stage_seconds": info["stage_seconds"], "clip_shape": [frames, crop, crop],
+               **extra}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
@@ -777,6 +781,8 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
     states: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(epochs)]
     fold_hist: list[list[dict[str, Any]]] = []
     cfg: dict[str, Any] = {}
+    t_scoring = [0.0]
+    t_start = time.perf_counter()
     for k in range(k_folds):
         train_idx, held_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         train = [items[i] for i in train_idx if pasted is None or not items[i].defect]
@@ -793,6 +799,7 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
 
         def eval_fn(m: torch.nn.Module, data: list, idx: np.ndarray = held_idx,
                     epoch: list[int] = epoch) -> dict[str, float]:
+            t = time.perf_counter()
             try:
                 s = image_scores(m, data)
                 oof[epoch[0], idx] = s
@@ -802,6 +809,7 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
                 return image_metrics(s, [it.defect for it in data])
             finally:
                 m.train()
+                t_scoring[0] += time.perf_counter() - t
 
         fold_hist.append(trainer.fit(dataset, epochs=epochs, batch_size=fit["batch_size"],
                                      val_data=held, eval_fn=eval_fn, best_metric="val_select",
@@ -825,7 +833,10 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
             "folds": k_folds, "fold_images": np.bincount(fold, minlength=k_folds).tolist(),
             "epoch": best + 1, "crops_per_epoch": crops + crops % 2,
             "train_images": len(items), "train_defect_images": int(labels.sum()),
-            "val_images": len(items), "val_defect_images": int(labels.sum())}
+            "val_images": len(items), "val_defect_images": int(labels.sum()),
+            "stage_seconds": {
+                "fold_training": round(time.perf_counter() - t_start - t_scoring[0], 2),
+                "held_out_scoring": round(t_scoring[0], 2)}}
     log.info("cross-fitting: epoch %d chosen (out-of-fold AUROC %.4f); %d fold models "
              "averaged", best + 1, history[best]["oof_auroc"], k_folds)
     return net, cfg, history, oof[best], info
