@@ -113,7 +113,7 @@ class DefectNet(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, State]:
         """``frames (B, T, H, W)`` -> frame logits ``(B, T)``, map logits
         ``(B, T, H/16, W/16)`` and the new state."""
-        b, t, hh, ww = frames.shape
+        b, _, hh, ww = frames.shape
         if state is None:
             state = self.initial_state(b, hh, ww, frames.device)
         return self._after_encoder(self._encode(frames), state)

@@ -564,9 +564,11 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         # images): the same spots for every fold, each fold using its own images' spots.
         # Random weights from scratch have no sense of a crack to mine with.
         mine = hard_negatives > 0 and init == "packaged"
-        t_mine = time.perf_counter()
-        hard = hard_spots(build()[0], items, progress=progress) if mine else []
-        t_mine = time.perf_counter() - t_mine
+        hard, t_mine = [], 0.0
+        if mine:
+            t_mine = time.perf_counter()
+            hard = hard_spots(build()[0], items, progress=progress)
+            t_mine = time.perf_counter() - t_mine
         data_info["hard_negatives"] = {
             "fraction": hard_negatives if mine else 0.0, "spots": len(hard),
             "per_image": HARD_SPOTS_PER_IMAGE,
