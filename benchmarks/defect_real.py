@@ -13,9 +13,13 @@ project's modes beside a texture-feature baseline in the same run.
 * ``supervised, cross-fitted`` (the default of ``train --folder``): 5 folds of the train
   split's groups (look-alike photos joined), one model per fold from the packaged weights,
   the epoch and the threshold (false-positive rate <= 1 %) set on the out-of-fold scores of
-  all 320 train images, the fold models averaged into the one model scored. Trained once per
-  seed (``--seeds``, 5): every figure is given as mean, min and max over the seeds, never one
-  run. The supervised goals are read from this row (the good-only goals from the
+  all 320 train images, the fold models averaged into the one model scored; every image
+  scored under 4 views (as it is and flipped three ways, the logits averaged), as ``score``
+  does with such a model. Trained once per seed (``--seeds``, 5): every figure is given as
+  mean, min and max over the seeds, never one run. Beside them, the same models scored
+  without the flips (one view): val AUROC, best recall at <= 1 %, and recall and FPR at the
+  threshold set the same way on the one-view out-of-fold scores (``one_view_*``). The
+  supervised goals are read from this row (the good-only goals from the
   memory, the default, and from the pasted row);
 * ``supervised, cross-fitted, negatives at random`` (``--hard-negatives 0``): the same, with
   every negative crop placed at random instead of half of them on the hottest spots the
@@ -220,7 +224,21 @@ def main() -> None:
         got = at(va_s, va_y, res["threshold"])
         n_hit = int(round(got["recall"] * va_y.sum()))
         best = recall_at_fpr(va_s, va_y, 0.01)
+        # the same model on each image as it is (one view): what the flips add
+        one = np.array([r.score for r in score_images(va_x, res["model"], progress=False,
+                                                      views=1)])
+        oof = res.get("out_of_fold_scores") or []
+        one_at = None
+        if oof and all("score_one_view" in o for o in oof):  # its threshold, the same rule
+            thr1 = threshold_at_fpr(np.array([o["score_one_view"] for o in oof]),
+                                    np.array([o["defect"] for o in oof], np.float64), 0.01)
+            one_at = {"threshold": thr1, **at(one, va_y, thr1)}
         return {"seed": seed, "val_auroc": round(float(roc_auc_score(va_y, va_s)), 4),
+                "views": res.get("views"),
+                "one_view": {"val_auroc": round(float(roc_auc_score(va_y, one)), 4),
+                             "val_best_recall_at_fpr_0.01": recall_at_fpr(one, va_y, 0.01)[1],
+                             "at_its_threshold": one_at,
+                             "oof_auroc_by_views": res.get("oof_auroc_by_views")},
                 "val_recall": got["recall"], "val_fpr": round(got["fpr"], 4),
                 "val_recall_ci95": wilson_interval(n_hit, int(va_y.sum())),
                 "expected": res["expected"], "threshold": res["threshold"],
@@ -244,6 +262,17 @@ def main() -> None:
             out[k] = {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4),
                       "max": round(float(v.max()), 4),
                       "spread": round(float(v.max() - v.min()), 4)}
+        if all("one_view" in r for r in runs):  # the same models scored without the flips
+            for k in ("val_auroc", "val_best_recall_at_fpr_0.01", "val_recall", "val_fpr"):
+                got = [r["one_view"][k] if k in r["one_view"] else
+                       (r["one_view"]["at_its_threshold"] or {}).get(k.replace("val_", ""))
+                       for r in runs]
+                if any(g is None for g in got):
+                    continue
+                v = np.array(got, np.float64)
+                out[f"one_view_{k}"] = {"mean": round(float(v.mean()), 4),
+                                        "min": round(float(v.min()), 4),
+                                        "max": round(float(v.max()), 4)}
         return out
 
     for folds, name in {5: SUP, 1: ONE}.items():
@@ -401,6 +430,20 @@ def summary(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndarr
             f"(spread {one['val_auroc']['spread']:.4f}); recall at the stored threshold "
             f"{sup['val_recall']['mean']:.2f} (FPR {sup['val_fpr']['mean']:.3f}) against "
             f"{one['val_recall']['mean']:.2f} (FPR {one['val_fpr']['mean']:.3f})")
+    if SUP in rows and "one_view_val_auroc" in rows[SUP]:
+        sup = rows[SUP]
+        results["views_4_vs_1"] = (
+            f"the same models on val with the flips (4 views, the default) and without: "
+            f"AUROC mean {sup['val_auroc']['mean']:.4f} against "
+            f"{sup['one_view_val_auroc']['mean']:.4f}; best recall at <= 1 % FPR "
+            f"{sup['val_best_recall_at_fpr_0.01']['mean']:.2f} against "
+            f"{sup['one_view_val_best_recall_at_fpr_0.01']['mean']:.2f}"
+            + (f"; recall / FPR at each one's threshold (set the same way on its own "
+               f"out-of-fold scores) {sup['val_recall']['mean']:.2f} / "
+               f"{sup['val_fpr']['mean']:.3f} against "
+               f"{sup['one_view_val_recall']['mean']:.2f} / "
+               f"{sup['one_view_val_fpr']['mean']:.3f}" if "one_view_val_recall" in sup
+               else ""))
     return results
 
 

@@ -79,6 +79,12 @@ def test_cli_good_only_then_score(line, tmp_path):
     assert all(rows[p.name]["defect"] for p in bad)
     assert rows[bad[0].name]["box"] is not None
     assert all(r["heatmap"] for r in rows.values())
+    # a memory scores each image as it is: flips are refused, a view count checked
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root / "test"),
+                                           "--model", fitted["model"], "--views", "4"])
+    assert res.exit_code != 0 and "views 1" in res.output
+    with pytest.raises(ManufacturingError, match="views=2"):
+        score_images([root / "test"], fitted["model"], views=2)
 
 
 def test_bad_memory_inputs(tmp_path, line):

@@ -45,6 +45,9 @@ def test_packaged_export_equals_pytorch_at_any_frame_size(size):
     (pt, mt), (pe, me) = score_image(net, image), score_image(edge, image)
     assert abs(pt - pe) < 1e-5 and me.shape == mt.shape == (3, 4)
     np.testing.assert_allclose(me, mt, atol=1e-5)
+    (pt, mt), (pe, me) = score_image(net, image, views=4), score_image(edge, image, views=4)
+    assert abs(pt - pe) < 1e-5 and me.shape == mt.shape == (3, 4)
+    np.testing.assert_allclose(me, mt, atol=1e-5)
 
 
 def test_stale_and_foreign_exports_are_refused(tmp_path):

@@ -330,6 +330,18 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "parts"),
                                            "--model", str(tmp_path / "run" / "model.safetensors")])
     assert res.exit_code == 0 and "from 4 defect and 4 good images" in res.output
+    # the threshold was set on scores under the flips (views 4, the default): `score` makes
+    # its scores the same way; told otherwise it says the expectation does not apply
+    assert info["views"] == 4 and set(info["oof_auroc_by_views"]) == {"1", "4"}
+    from deepseek.manufacturing.score import Scorer
+
+    weights = tmp_path / "run" / "model.safetensors"
+    assert Scorer(weights).views == 4 and Scorer(weights).expected == info["expected"]
+    one = Scorer(weights, views=1)
+    assert one.views == 1 and one.expected is None
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "parts"),
+                                           "--model", str(weights), "--views", "1"])
+    assert res.exit_code == 0 and "from 4 defect" not in res.output
     # a resumed cross-fit is refused with the fix
     res = CliRunner().invoke(build_cli(), [
         "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
@@ -376,6 +388,16 @@ def test_hard_negative_crops_sit_on_the_spots_a_model_finds(tmp_path):
                                       "mined_by": "the packaged weights (the starting weights)"}
     with pytest.raises(ManufacturingError, match="hard_negatives"):
         train_model(tmp_path / "run", folder=tmp_path, hard_negatives=1.5)
+    # the stored threshold is one of the held-out scores as `score` makes them (4 views)
+    from deepseek.manufacturing.score import score_images
+
+    weights = info["model"]
+    four = [r.score for r in score_images([tmp_path], weights, progress=False)]
+    assert min(abs(info["threshold"] - s) for s in four) < 1e-9
+    one = [r.score for r in score_images([tmp_path], weights, progress=False, views=1)]
+    assert min(abs(info["threshold"] - s) for s in one) > 1e-9
+    with pytest.raises(ManufacturingError, match="views=2"):
+        train_model(tmp_path / "run", folder=tmp_path, views=2)
 
 
 def test_hard_negative_crops_hold_their_spot_in_the_central_half():
@@ -433,3 +455,11 @@ def test_train_help_states_the_hard_negative_default_and_refuses_it_without_a_fo
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "r"), "--hard-negatives", "2"])
     assert res.exit_code == 2 and "--hard-negatives" in res.output
+    # --views, likewise: the threshold it is for is set on labelled images
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "r"), "--views", "1"])
+    assert res.exit_code == 2 and "go with --folder" in res.output
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "r"), "--good-only", str(tmp_path),
+                                           "--views", "4"])
+    assert res.exit_code == 2 and "--views goes with --folder" in res.output

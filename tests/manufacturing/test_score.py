@@ -126,3 +126,51 @@ def test_wilson_interval():
     assert lo == pytest.approx(0.2, abs=0.01) and hi == pytest.approx(0.614, abs=0.01)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
     assert wilson_interval(0, 0) is None
+
+
+def test_four_views_are_the_flips_averaged_and_line_up():
+    """views=4: the frame logits and each map cell's logits averaged over the image and its
+    three flips, the maps flipped back cell for cell. A crack model's score is then the
+    same for an image and its mirror images, and their maps are mirror images too."""
+    from deepseek.manufacturing.score import score_image
+    from deepseek.manufacturing.stream import load_net
+
+    net = load_net("defect-3dcnn-lstm").eval()
+    img = np.clip(np.random.default_rng(3).normal(150, 20, (48, 80)), 0, 255).astype(np.uint8)
+    img[10:40, 30:33] = 60   # something for the map to find, off every axis of symmetry
+    p1, m1 = score_image(net, img)
+    p4, m4 = score_image(net, img, views=4)
+    assert m4.shape == m1.shape == (3, 5) and abs(p4 - p1) > 1e-4
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    views = [img, img[:, ::-1], img[::-1], img[::-1, ::-1]]
+    singles = [score_image(net, np.ascontiguousarray(v)) for v in views]
+    assert logit(p4) == pytest.approx(np.mean([logit(p) for p, _ in singles]), abs=1e-4)
+    back = [singles[0][1], singles[1][1][:, ::-1], singles[2][1][::-1], singles[3][1][::-1, ::-1]]
+    np.testing.assert_allclose(logit(m4), np.mean([logit(m) for m in back], axis=0), atol=1e-3)
+    for v, flip in zip(views[1:], (lambda a: a[:, ::-1], lambda a: a[::-1],
+                                   lambda a: a[::-1, ::-1])):
+        pv, mv = score_image(net, np.ascontiguousarray(v), views=4)
+        assert pv == pytest.approx(p4, abs=1e-6)
+        np.testing.assert_allclose(flip(mv), m4, atol=1e-6)
+    with pytest.raises(ManufacturingError, match="views=3"):
+        score_image(net, img, views=3)
+
+
+def test_odd_sizes_flip_the_padded_image_so_cells_line_up():
+    """An image whose sides are not multiples of 16 is padded first and the padded image
+    flipped: a map cell of each view covers the same pixels once flipped back."""
+    from deepseek.manufacturing.score import score_image
+    from deepseek.manufacturing.stream import load_net, pad16
+
+    net = load_net("defect-3dcnn-lstm").eval()
+    img = np.clip(np.random.default_rng(4).normal(140, 25, (40, 70)), 0, 255).astype(np.uint8)
+    p4, m4 = score_image(net, img, views=4)
+    padded = pad16(img[None])[0]
+    full = [score_image(net, np.ascontiguousarray(v)) for v in
+            (padded, padded[:, ::-1], padded[::-1], padded[::-1, ::-1])]
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    back = [full[0][1], full[1][1][:, ::-1], full[2][1][::-1], full[3][1][::-1, ::-1]]
+    want = np.mean([logit(m) for m in back], axis=0)[:3, :5]
+    assert m4.shape == (3, 5)
+    np.testing.assert_allclose(logit(m4), want, atol=1e-3)
+    assert logit(p4) == pytest.approx(np.mean([logit(p) for p, _ in full]), abs=1e-4)

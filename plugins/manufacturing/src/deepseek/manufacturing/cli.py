@@ -287,10 +287,14 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Use the threshold a calibration file (from `calibrate` on "
                                  "this line's images) set for this model.")
+@click.option("--views", type=click.Choice(["1", "4"]), default=None,
+              help="Score each image as it is (1) or also flipped left-right, upside down and "
+              "both, the logits averaged (4) [what the model's threshold was set with: 4 for "
+              "train --folder models, else 1].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
-          as_json: bool) -> None:
+          views: str | None, as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped). Each image is scored alone
     with a fresh model state and at its own size (padded, never resized), so the order of
@@ -310,7 +314,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         cal = read_calibration(calibration, model)
     results = score_images(paths, model, heatmaps=heatmaps,
                            threshold=threshold if cal is None else float(cal["threshold"]),
-                           progress=None if not as_json else False)
+                           progress=None if not as_json else False,
+                           views=None if views is None else int(views))
     if csv_path is not None:
         write_csv(results, csv_path)
     report = None
@@ -330,9 +335,15 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     click.echo(f"{len(results)} images, {n_def} flagged as defects"
                + (f"; written to {csv_path}" if csv_path else "")
                + (f"; heatmaps in {heatmaps}" if heatmaps else ""))
-    from deepseek.manufacturing.score import describe_expectation, stored_expectation
+    from deepseek.manufacturing.score import (
+        describe_expectation,
+        stored_expectation,
+        stored_views,
+    )
 
-    if cal is not None:
+    if views is not None and int(views) != stored_views(model):
+        pass  # (the scores are not those the threshold was set on: Scorer said so)
+    elif cal is not None:
         click.echo(describe_expectation(cal["expected"],
                                         f"the calibrated threshold ({calibration})"))
     elif threshold is None and (expected := stored_expectation(model)):
@@ -454,6 +465,10 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) 
               help="--folder: share of the negative crops from good images placed on their "
               "hottest spots as the packaged weights score them (specks and edges that look "
               "like cracks) instead of at random; 0, or --init scratch: all at random [0.5].")
+@click.option("--views", type=click.Choice(["1", "4"]), default=None,
+              help="--folder: the threshold set on scores of each image as it is (1) or also "
+              "flipped three ways, the logits averaged (4; scoring takes 4x as long); stored "
+              "with the model, which `score` follows [4].")
 @click.option("--init", type=click.Choice(["packaged", "scratch"]), default=None,
               help="Start from the packaged weights or from scratch [packaged with --folder, "
               "scratch for synthetic training].")
@@ -516,7 +531,7 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) 
 def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | None,
           val_fraction: float,
           group_pattern: str | None, crop: int | None, crops_per_epoch: int | None,
-          hard_negatives: float | None, init: str | None,
+          hard_negatives: float | None, views: str | None, init: str | None,
           clips: int, clip_frames: int | None,
           clip_size: tuple[int, int], crack_depth: tuple[float, float] | None, epochs: int,
           batch_size: int, steps: int | None, accum_steps: int,
@@ -536,9 +551,11 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
 
         if folder is not None:
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
-        if hard_negatives is not None:
-            raise click.UsageError("--hard-negatives goes with --folder (labelled images), not "
-                                   "with --good-only")
+        for flag, given in (("--hard-negatives", hard_negatives is not None),
+                            ("--views", views is not None)):
+            if given:
+                raise click.UsageError(f"{flag} goes with --folder (labelled images), not "
+                                       "with --good-only")
         if folds < 2:
             raise click.UsageError("--good-only sets its threshold on out-of-fold scores: give "
                                    "--folds 2 or more")
@@ -612,9 +629,9 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
     if memory_top_fraction is not None:
         raise click.UsageError("--memory-top-fraction goes with --good-only (the memory)")
     if folder is None and (val_folder is not None or crops_per_epoch is not None
-                           or hard_negatives is not None):
-        raise click.UsageError("--val-folder, --crops-per-epoch and --hard-negatives go with "
-                               "--folder")
+                           or hard_negatives is not None or views is not None):
+        raise click.UsageError("--val-folder, --crops-per-epoch, --hard-negatives and --views "
+                               "go with --folder")
     if folder is not None and crack_depth is not None:
         raise click.UsageError("--crack-depth shapes the synthetic clips: it does not go with "
                                "--folder (your images' cracks are what they are)")
@@ -626,7 +643,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                       crops_per_epoch=crops_per_epoch, init=init, target_fpr=target_fpr,
                       folds=folds, **({"crack_depth": crack_depth} if crack_depth else {}),
                       **({"hard_negatives": hard_negatives} if hard_negatives is not None
-                         else {}))
+                         else {}), **({"views": int(views)} if views is not None else {}))
     from deepseek.report import echo_training
 
     echo_training(res, as_json)

@@ -6,7 +6,9 @@ carried from one image to the next: the same images in any order get the same sc
 its own size (padded with its edge values to a multiple of 16, never resized to another
 image's size). An image is shown to the temporal model as a part held still in front of the
 camera: the same frame ``frames`` times; its score is the crack probability after the last
-one, and the crack map of that frame gives the box and the heatmap.
+one, and the crack map of that frame gives the box and the heatmap. A model trained with
+``train --folder`` scores each image under four views (as it is and flipped three ways, the
+logits averaged: :func:`score_image`), the views its threshold was set with.
 
 With a good-parts memory (:mod:`deepseek.manufacturing.anomaly`, a ``.safetensors`` file
 written by ``train --good-only``) as the model, the score is the anomaly score (the mean
@@ -67,29 +69,65 @@ class ImageScore:
                 if f.name not in ("cell_map", "stride")}
 
 
-def score_image(net: Any, image: np.ndarray, frames: int = FRAMES
+#: the flips a network can score an image under (``views``): the image as it is, mirrored
+#: left-right, upside down, and both. Training crops are flipped the same ways, so a crack
+#: looks as much a crack in each; the noise of a textured good surface does not agree
+#: between them as well (see :func:`score_image`).
+VIEWS = (1, 4)
+
+
+def _flip(a: np.ndarray, view: int) -> np.ndarray:
+    """``a (..., H, W)`` under view ``view`` (0 as is, 1 left-right, 2 upside down, 3 both);
+    each view is its own inverse."""
+    if view & 1:
+        a = a[..., ::-1]
+    if view & 2:
+        a = a[..., ::-1, :]
+    return a
+
+
+def score_image(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 1
                 ) -> tuple[float, np.ndarray]:
     """Crack probability of one grayscale image and its probability map (map cells of 16
-    pixels, cut to the image), from a fresh state."""
+    pixels, cut to the image), from a fresh state.
+
+    ``views=4``: the image scored as it is and flipped left-right, upside down and both
+    (the flips of the 16-pixel-padded image, so that map cells line up), the frame logits
+    and each cell's logits averaged over the four (the maps flipped back first): the score
+    is the sigmoid of the mean logit. A model's threshold must be set on scores made the
+    same way (``train --folder`` stores its ``views``; :class:`Scorer` follows it)."""
     from deepseek.manufacturing.stream import pad16
 
+    if views not in VIEWS:
+        raise ManufacturingError(f"views={views}: give 1 (the image as it is) or 4 (and its "
+                                 "three flips)")
     h, w = image.shape
     clip = pad16(np.repeat(image[None], frames, axis=0))
     if isinstance(net, OnnxNet):
-        logits, maps = net.clip(clip)
-        pmap = 1.0 / (1.0 + np.exp(-maps[-1][: -(-h // STRIDE), : -(-w // STRIDE)]))
-        return float(1.0 / (1.0 + np.exp(-logits[-1]))), pmap.astype(np.float32)
-    import torch
+        runs = [net.clip(np.ascontiguousarray(_flip(clip, v))) for v in range(views)]
+        logit = float(np.mean([r[0][-1] for r in runs]))
+        maps = np.mean([_flip(r[1][-1], v) for v, r in enumerate(runs)], axis=0)
+    else:
+        import torch
 
-    device = next((p.device for p in net.parameters()), torch.device("cpu"))
-    with torch.inference_mode():
-        if hasattr(net, "still") and not net.training:  # the image encoded once
-            logits, maps = net.still(torch.from_numpy(clip[0])[None].to(device), frames)
-        else:
-            logits, maps, _ = net(torch.from_numpy(clip)[None].to(device), None)
-    prob = float(torch.sigmoid(logits[0, -1]))
-    pmap = torch.sigmoid(maps[0, -1]).cpu().numpy()[: -(-h // STRIDE), : -(-w // STRIDE)]
-    return prob, pmap
+        device = next((p.device for p in net.parameters()), torch.device("cpu"))
+        with torch.inference_mode():
+            if hasattr(net, "still") and not net.training:  # each view encoded once
+                batch = np.stack([_flip(clip[0], v) for v in range(views)])
+                lg, mp = net.still(torch.from_numpy(batch).to(device), frames)
+            else:
+                batch = np.stack([_flip(clip, v) for v in range(views)])
+                lg, mp, _ = net(torch.from_numpy(batch).to(device), None)
+        logit = float(lg[:, -1].float().mean())
+        maps = np.mean([_flip(m, v) for v, m in enumerate(mp[:, -1].float().cpu().numpy())],
+                       axis=0)
+    pmap = _sigmoid(maps[: -(-h // STRIDE), : -(-w // STRIDE)])
+    return float(_sigmoid(np.float64(logit))), pmap.astype(np.float32)
+
+
+def _sigmoid(x: Any) -> Any:
+    """The logistic function without overflow for large negative logits."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def _stored_extra(model: Any) -> dict[str, Any]:
@@ -135,6 +173,13 @@ def stored_threshold(model: Any) -> float | None:
     return float(thr) if isinstance(thr, (int, float)) and 0.0 < thr < 1.0 else None
 
 
+def stored_views(model: Any) -> int:
+    """The views (:func:`score_image`) a trained network's threshold was set with: 4 for
+    ``train --folder`` models since flips were added, 1 for anything else."""
+    views = _stored_extra(model).get("views")
+    return views if views in VIEWS else 1
+
+
 def heatmap_overlay(image: np.ndarray, pmap: np.ndarray, stride: int = STRIDE) -> np.ndarray:
     """The image in gray with a 0..1 map (cells of ``stride`` pixels) over it (colour map,
     40 %)."""
@@ -152,11 +197,14 @@ class Scorer:
     """A model ready to score images one by one: a crack network (weights or registry name)
     or a good-parts memory, with its threshold (the given one, else the stored one, else 0.5
     for a network) and, where known, what that threshold is expected to give
-    (:attr:`expected`: the given one, e.g. a calibration's, else the stored one). Loaded
-    once; every image is scored alone from a fresh state."""
+    (:attr:`expected`: the given one, e.g. a calibration's, else the stored one). A network
+    scores under the views (:func:`score_image`) it was trained with unless ``views`` is
+    given (then the stored expectation, set on other scores, is not shown). Loaded once;
+    every image is scored alone from a fresh state."""
 
     def __init__(self, model: Any = PACKAGED, *, threshold: float | None = None,
-                 frames: int = FRAMES, expected: dict[str, Any] | None = None) -> None:
+                 frames: int = FRAMES, expected: dict[str, Any] | None = None,
+                 views: int | None = None) -> None:
         from deepseek.manufacturing.anomaly import PatchMemory, is_memory_file
         from deepseek.manufacturing.draem import DraemModel, is_draem_file
         from deepseek.manufacturing.stream import load_net
@@ -187,9 +235,25 @@ class Scorer:
         if frames < 1:
             raise ManufacturingError(f"frames={frames}: give at least 1")
         stored = memory.threshold if memory is not None else stored_threshold(model)
-        if self.expected is None and threshold == stored:
+        trained_views = stored_views(model) if memory is None else 1
+        if views is None:
+            views = trained_views
+        elif views not in VIEWS:
+            raise ManufacturingError(f"views={views}: give 1 (the image as it is) or 4 (and "
+                                     "its three flips)")
+        elif memory is not None and views != 1:
+            raise ManufacturingError(f"{model}: a good-parts model scores each image as it "
+                                     "is (views 1)")
+        elif views != trained_views and stored is not None:
+            log.warning("%s: its threshold was set on scores with views=%d; scoring with "
+                        "views=%d, what it is expected to give does not apply", model,
+                        trained_views, views)
+        if views != trained_views:  # a stored or calibrated expectation is for other scores
+            self.expected = None
+        elif self.expected is None and threshold == stored:
             self.expected = stored_expectation(model)
         self.memory, self.threshold, self.frames = memory, float(threshold), frames
+        self.views = views
         self.net = load_net(model).eval() if memory is None else None
 
     def score(self, path: str | Path, heatmap: str | Path | None = None) -> ImageScore:
@@ -199,7 +263,7 @@ class Scorer:
         p = Path(path)
         img = read_gray(p)
         if self.memory is None:
-            prob, pmap = score_image(self.net, img, self.frames)
+            prob, pmap = score_image(self.net, img, self.frames, self.views)
             stride, level, shown = STRIDE, 0.5, pmap
         else:  # anomaly map: shown at 0..1 with the threshold at the middle of the scale
             prob, pmap = self.memory.score(img)
@@ -219,13 +283,14 @@ class Scorer:
 
 def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
                  threshold: float | None = None, heatmaps: str | Path | None = None,
-                 frames: int = FRAMES, progress: bool | None = None) -> list[ImageScore]:
+                 frames: int = FRAMES, progress: bool | None = None,
+                 views: int | None = None) -> list[ImageScore]:
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
     ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` in
-    scoring order (each result names its file)."""
+    scoring order (each result names its file). ``views``: see :class:`Scorer`."""
     from tqdm.auto import tqdm
 
-    scorer = Scorer(model, threshold=threshold, frames=frames)
+    scorer = Scorer(model, threshold=threshold, frames=frames, views=views)
     files = image_paths(paths)
     out_dir = Path(heatmaps) if heatmaps is not None else None
     if out_dir is not None:
