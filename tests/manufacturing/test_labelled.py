@@ -4,6 +4,7 @@ and a short training run from a folder."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -333,6 +334,15 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     # the threshold was set on scores under the flips (views 4, the default): `score` makes
     # its scores the same way; told otherwise it says the expectation does not apply
     assert info["views"] == 4 and set(info["oof_auroc_by_views"]) == {"1", "4"}
+    # every training image's out-of-fold score is kept; the threshold is set on them
+    oof = info["out_of_fold_scores"]
+    assert sorted(Path(o["path"]).name for o in oof) == [f"{k}.png" for k in range(8)]
+    assert all(o["defect"] == (int(Path(o["path"]).stem) % 2 == 1) for o in oof)
+    from deepseek.manufacturing.metrics import recall_at_fpr
+
+    four = [o["score"] for o in oof]
+    assert recall_at_fpr(four, [o["defect"] for o in oof], 0.25)[0] == info["threshold"]
+    assert any(o["score_one_view"] != o["score"] for o in oof)
     from deepseek.manufacturing.score import Scorer
 
     weights = tmp_path / "run" / "model.safetensors"
