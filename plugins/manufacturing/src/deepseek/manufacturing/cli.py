@@ -289,8 +289,8 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
                                  "this line's images) set for this model.")
 @click.option("--views", type=click.Choice(["1", "4"]), default=None,
               help="Score each image as it is (1) or also flipped left-right, upside down and "
-              "both, the logits averaged (4) [what the model's threshold was set with: 4 for "
-              "train --folder models, else 1].")
+              "both, the logits averaged (4) [the views the model's threshold was set with, "
+              "stored by train --folder (--views, 4 by default); 1 for other models].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
