@@ -455,21 +455,16 @@ def test_train_help_states_the_hard_negative_default_and_refuses_it_without_a_fo
 
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--help"])
     assert res.exit_code == 0 and f"[{HARD_NEGATIVES:g}]" in " ".join(res.output.split())
-    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
-                                           str(tmp_path / "r"), "--hard-negatives", "0.3"])
-    assert res.exit_code == 2 and "go with --folder" in res.output
-    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
-                                           str(tmp_path / "r"), "--good-only", str(tmp_path),
-                                           "--hard-negatives", "0.3"])
-    assert res.exit_code == 2 and "not with --good-only" in res.output
+    # --hard-negatives and --views go with labelled images (--folder) only
+    for flag, value in (("--hard-negatives", "0.3"), ("--views", "1")):
+        res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                               str(tmp_path / "r"), flag, value])
+        assert res.exit_code == 2 and "go with --folder" in res.output
+        res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                               str(tmp_path / "r"), "--good-only",
+                                               str(tmp_path), flag, value])
+        assert res.exit_code == 2 and f"{flag} goes with --folder" in res.output
+        assert "not with --good-only" in res.output
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "r"), "--hard-negatives", "2"])
     assert res.exit_code == 2 and "--hard-negatives" in res.output
-    # --views, likewise: the threshold it is for is set on labelled images
-    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
-                                           str(tmp_path / "r"), "--views", "1"])
-    assert res.exit_code == 2 and "go with --folder" in res.output
-    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
-                                           str(tmp_path / "r"), "--good-only", str(tmp_path),
-                                           "--views", "4"])
-    assert res.exit_code == 2 and "--views goes with --folder" in res.output
