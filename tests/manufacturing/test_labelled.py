@@ -316,7 +316,8 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     assert info["folds"] == 2 and sum(info["fold_images"]) == 8
     assert info["epoch"] in (1, 2) and [h["best"] for h in info["history"]].count(True) == 1
     assert all(len(h["fold_auroc"]) == 2 and 0 <= h["oof_auroc"] <= 1 for h in info["history"])
-    assert "out-of-fold scores of all 8 training images" in info["threshold_rule"]
+    assert "out-of-fold scores of all 8 training images, scored under 4 views" \
+        in info["threshold_rule"]
     # from scratch there are no starting weights to mine hard negatives with: all at random
     assert info["hard_negatives"] == {"fraction": 0.0, "spots": 0, "per_image": 8,
                                       "mined_by": None, "seconds": 0.0}

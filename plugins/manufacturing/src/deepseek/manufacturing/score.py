@@ -174,8 +174,9 @@ def stored_threshold(model: Any) -> float | None:
 
 
 def stored_views(model: Any) -> int:
-    """The views (:func:`score_image`) a trained network's threshold was set with: 4 for
-    ``train --folder`` models since flips were added, 1 for anything else."""
+    """The views (:func:`score_image`) a network's stored threshold was set with: what
+    ``train --folder`` stored (``--views``, 4 by default), 1 for anything else (the packaged
+    weights, synthetic training, models trained before views were stored)."""
     views = _stored_extra(model).get("views")
     return views if views in VIEWS else 1
 
