@@ -350,6 +350,9 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     assert Scorer(weights).views == 4 and Scorer(weights).expected == info["expected"]
     one = Scorer(weights, views=1)
     assert one.views == 1 and one.expected is None
+    part = tmp_path / "parts" / "1.png"
+    assert Scorer(weights).score(part).to_dict()["views"] == 4
+    assert one.score(part).to_dict()["views"] == 1
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "parts"),
                                            "--model", str(weights), "--views", "1"])
     assert res.exit_code == 0 and "from 4 defect" not in res.output

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ImageScore:
-    """One scored image: path, size, score, defect flag, box, heatmap file and the threshold used.
+    """One scored image: path, size, score, defect flag, box, heatmap file, the threshold used
+    and the views the score was made under (:func:`score_image`; 1 for a good-parts model).
     """
     path: str
     width: int
@@ -56,6 +57,7 @@ class ImageScore:
     box: tuple[int, int, int, int] | None
     heatmap: str | None = None
     threshold: float | None = None
+    views: int = 1
     #: the image's defect map (probabilities, or anomaly scores for a memory), one value per
     #: ``stride`` x ``stride`` pixels; not written to CSV or JSON
     cell_map: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -279,7 +281,8 @@ class Scorer:
             if not require_cv2("heatmap images (--heatmaps)").imwrite(written, overlay):
                 raise ManufacturingError(f"{written}: could not write the heatmap")
         return ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob, bool(defect),
-                          box, written, self.threshold, pmap, stride)
+                          box, written, self.threshold,
+                          self.views if self.memory is None else 1, pmap, stride)
 
 
 def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
