@@ -158,6 +158,8 @@ def test_train_from_a_labelled_folder(tmp_path):
     assert info["data"] == "folder" and info["init"] == "scratch"
     assert info["best_by"] == "val_select" and info["val_images"] == 4
     assert 0 < info["threshold"] < 1 and "validation folder" in info["threshold_rule"]
+    # by default each image is scored as it is (one view), and the rule says nothing more
+    assert info["views"] == 1 and "views" not in info["threshold_rule"]
     assert 0.0 <= info["history"][0]["val_auroc"] <= 1.0
     exp = info["expected"]  # what the stored threshold did on the validation images
     assert exp["defect_images"] == 2 and exp["good_images"] == 2
@@ -310,6 +312,7 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
         "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
         str(tmp_path / "parts"), "--folds", "2", "--crop", "32", "--crops-per-epoch", "8",
         "--epochs", "2", "--batch-size", "4", "--init", "scratch", "--target-fpr", "0.25",
+        "--views", "4",
         "--json"])
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "run" / "training.json").read_text())
@@ -332,8 +335,8 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "parts"),
                                            "--model", str(tmp_path / "run" / "model.safetensors")])
     assert res.exit_code == 0 and "from 4 defect and 4 good images" in res.output
-    # the threshold was set on scores under the flips (views 4, the default): `score` makes
-    # its scores the same way; told otherwise it says the expectation does not apply
+    # the threshold was set on scores under the flips (--views 4): `score` makes its scores
+    # the same way; told otherwise it says the expectation does not apply
     assert info["views"] == 4 and set(info["oof_auroc_by_views"]) == {"1", "4"}
     # every training image's out-of-fold score is kept; the threshold is set on them
     oof = info["out_of_fold_scores"]
@@ -396,7 +399,7 @@ def test_hard_negative_crops_sit_on_the_spots_a_model_finds(tmp_path):
 
     # training from the packaged weights mines them once, before the first epoch
     info = train_model(tmp_path / "run", folder=tmp_path, val_folder=tmp_path, crop=32,
-                       crops_per_epoch=8, epochs=1, batch_size=4, progress=False)
+                       crops_per_epoch=8, epochs=1, batch_size=4, progress=False, views=4)
     assert info["hard_negatives"].pop("seconds") >= 0
     assert info["hard_negatives"] == {"fraction": 0.5, "spots": 16, "per_image": 8,
                                       "mined_by": "the packaged weights (the starting weights)"}

@@ -290,7 +290,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
 @click.option("--views", type=click.Choice(["1", "4"]), default=None,
               help="Score each image as it is (1) or also flipped left-right, upside down and "
               "both, the logits averaged (4) [the views the model's threshold was set with, "
-              "stored by train --folder (--views, 4 by default); 1 for other models].")
+              "stored by train --folder --views; 1 for other models].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
@@ -467,8 +467,9 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) 
               "like cracks) instead of at random; 0, or --init scratch: all at random [0.5].")
 @click.option("--views", type=click.Choice(["1", "4"]), default=None,
               help="--folder: the threshold set on scores of each image as it is (1) or also "
-              "flipped three ways, the logits averaged (4; scoring takes 4x as long); stored "
-              "with the model, which `score` follows [4].")
+              "flipped three ways, the logits averaged (4: ranks parts better, scoring takes "
+              "4x as long, and on KolektorSDD its stored threshold promised more recall than "
+              "it gave); stored with the model, which `score` follows [1].")
 @click.option("--init", type=click.Choice(["packaged", "scratch"]), default=None,
               help="Start from the packaged weights or from scratch [packaged with --folder, "
               "scratch for synthetic training].")

@@ -7,8 +7,8 @@ its own size (padded with its edge values to a multiple of 16, never resized to 
 image's size). An image is shown to the temporal model as a part held still in front of the
 camera: the same frame ``frames`` times; its score is the crack probability after the last
 one, and the crack map of that frame gives the box and the heatmap. A model trained with
-``train --folder`` scores each image under four views (as it is and flipped three ways, the
-logits averaged: :func:`score_image`), the views its threshold was set with.
+``train --folder --views 4`` scores each image under four views (as it is and flipped three
+ways, the logits averaged: :func:`score_image`), the views its threshold was set with.
 
 With a good-parts memory (:mod:`deepseek.manufacturing.anomaly`, a ``.safetensors`` file
 written by ``train --good-only``) as the model, the score is the anomaly score (the mean
@@ -177,7 +177,7 @@ def stored_threshold(model: Any) -> float | None:
 
 def stored_views(model: Any) -> int:
     """The views (:func:`score_image`) a network's stored threshold was set with: what
-    ``train --folder`` stored (``--views``, 4 by default), 1 for anything else (the packaged
+    ``train --folder`` stored (``--views``, 1 by default), 1 for anything else (the packaged
     weights, synthetic training, models trained before views were stored)."""
     views = _stored_extra(model).get("views")
     return views if views in VIEWS else 1

@@ -450,7 +450,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                 crops_per_epoch: int | None = None, init: str | None = None,
                 target_fpr: float = 0.003, folds: int = 5,
                 crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH,
-                hard_negatives: float = HARD_NEGATIVES, views: int = 4) -> dict[str, Any]:
+                hard_negatives: float = HARD_NEGATIVES, views: int = 1) -> dict[str, Any]:
     """Train ``model`` (``defect-3dcnn-lstm``, or any registered model that fits the task:
     uint8 clips ``[N, T, H, W]`` in, ``(frame logits [N, T], maps [N, T, h, w], state)`` out)
     and write ``out_dir/model.safetensors`` (+ ``.json``).
@@ -474,10 +474,11 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     the fold models of that epoch are averaged into the one model written (:func:`soup`), and
     the threshold for a false-positive rate <= ``target_fpr`` is set on all the out-of-fold
     scores, its expected recall and false-alarm rate stored beside it with 95 % intervals.
-    The threshold's scores are made under ``views`` (4: each image as it is and flipped
-    three ways, the logits averaged; :func:`~deepseek.manufacturing.score.score_image`),
-    stored with the model so that ``score`` makes its scores the same way; the epoch is
-    chosen on the plain scores (one view), which cost a quarter as much.
+    The threshold's scores are made under ``views`` (1: each image as it is; 4: also
+    flipped three ways, the logits averaged; :func:`~deepseek.manufacturing.score.
+    score_image`), stored with the model so that ``score`` makes its scores the same way;
+    with 4 the epoch is still chosen on the plain scores (one view), which cost a quarter as
+    much, and the out-of-fold scores under both are kept (``out_of_fold_scores``).
     With ``val_folder`` (or ``folds=1``: a group split, ``val_fraction`` of the groups), one
     model, the best epoch by the validation images' AUROC, the threshold set on them.
     ``deepseek manufacturing score`` uses the stored threshold by default. ``lr`` defaults to
