@@ -18,12 +18,13 @@ project's modes beside a texture-feature baseline in the same run.
   scored as it is and flipped three ways, the logits averaged, as ``score`` does with such
   a model). Trained once per seed (``--seeds``, 5): every figure is given as mean, min and
   max over the seeds, never one run. Beside them, the same models scored under the other
-  view count: val AUROC and best recall at <= 1 % (``four_views_*``), and with ``--views
-  4`` also recall and FPR at the threshold set the same way on the one-view out-of-fold
-  scores (``one_view_*``). The supervised goals are read from this row (the good-only
-  goals from the memory, the default, and from the pasted row), among them whether the
-  stored threshold keeps its promise on val: its false alarms at or below the upper end of
-  their expected 95 % interval, its recall at or above the lower end, on every seed;
+  view count (``four_views_*``; ``one_view_*`` with ``--views 4``): val AUROC and best
+  recall at <= 1 %, and with ``--views 4`` also recall and FPR at the threshold set the
+  same way on the one-view out-of-fold scores. The supervised goals are read from this row
+  (the good-only goals from the memory, the default, and from the pasted row), among them
+  whether the stored threshold keeps its promise on val: its false alarms at or below the
+  upper end of their expected 95 % interval, its recall at or above the lower end, on
+  every seed;
 * ``supervised, cross-fitted, negatives at random`` (``--hard-negatives 0``): the same, with
   every negative crop placed at random instead of half of them on the hottest spots the
   packaged weights find on the good training images; the same seeds, so the difference

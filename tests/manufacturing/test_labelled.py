@@ -342,6 +342,7 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     oof = info["out_of_fold_scores"]
     assert sorted(Path(o["path"]).name for o in oof) == [f"{k}.png" for k in range(8)]
     assert all(o["defect"] == (int(Path(o["path"]).stem) % 2 == 1) for o in oof)
+    assert {o["label"] for o in oof} == {"mask"}
     from deepseek.manufacturing.metrics import recall_at_fpr
 
     four = [o["score"] for o in oof]

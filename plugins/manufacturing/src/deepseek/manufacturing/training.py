@@ -863,7 +863,8 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
     net, cfg = build()
     net.load_state_dict(soup(states[best]))
     net.eval()
-    scores = [{"path": str(it.path), "defect": bool(it.defect), "score": float(chosen[i]),
+    scores = [{"path": str(it.path), "defect": bool(it.defect), "label": it.source,
+               "score": float(chosen[i]),
                **({"score_one_view": float(oof[best, i])} if views > 1 else {})}
               for i, it in enumerate(items)]
     info = {"oof_auroc_by_views": by_views, "out_of_fold_scores": scores,
