@@ -78,6 +78,14 @@ class ImageScore:
 VIEWS = (1, 4)
 
 
+def check_views(views: Any) -> int:
+    """``views`` if it is one of :data:`VIEWS`, else the error that names them."""
+    if views not in VIEWS:
+        raise ManufacturingError(f"views={views}: give 1 (each image as it is) or 4 (and its "
+                                 "three flips)")
+    return int(views)
+
+
 def _flip(a: np.ndarray, view: int) -> np.ndarray:
     """``a (..., H, W)`` under view ``view`` (0 as is, 1 left-right, 2 upside down, 3 both);
     each view is its own inverse."""
@@ -100,9 +108,7 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 
     same way (``train --folder`` stores its ``views``; :class:`Scorer` follows it)."""
     from deepseek.manufacturing.stream import pad16
 
-    if views not in VIEWS:
-        raise ManufacturingError(f"views={views}: give 1 (the image as it is) or 4 (and its "
-                                 "three flips)")
+    check_views(views)
     h, w = image.shape
     clip = pad16(np.repeat(image[None], frames, axis=0))
     if isinstance(net, OnnxNet):
@@ -239,12 +245,8 @@ class Scorer:
             raise ManufacturingError(f"frames={frames}: give at least 1")
         stored = memory.threshold if memory is not None else stored_threshold(model)
         trained_views = stored_views(model) if memory is None else 1
-        if views is None:
-            views = trained_views
-        elif views not in VIEWS:
-            raise ManufacturingError(f"views={views}: give 1 (the image as it is) or 4 (and "
-                                     "its three flips)")
-        elif memory is not None and views != 1:
+        views = trained_views if views is None else check_views(views)
+        if memory is not None and views != 1:
             raise ManufacturingError(f"{model}: a good-parts model scores each image as it "
                                      "is (views 1)")
         elif views != trained_views and stored is not None:

@@ -490,11 +490,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         raise ManufacturingError(f"init={init!r}: give 'packaged' or 'scratch'")
     if folds < 1:
         raise ManufacturingError(f"folds={folds}: give 1 (one model, a held-out split) or more")
-    from deepseek.manufacturing.score import VIEWS
+    from deepseek.manufacturing.score import check_views
 
-    if views not in VIEWS:
-        raise ManufacturingError(f"views={views}: give 1 (each image as it is) or 4 (and its "
-                                 "three flips)")
+    check_views(views)
     if not 0.0 <= hard_negatives <= 1.0:
         raise ManufacturingError(f"hard_negatives={hard_negatives}: give the share of the "
                                  "negative crops placed on hard spots, 0 to 1")
