@@ -341,12 +341,12 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         stored_views,
     )
 
-    if views is not None and int(views) != stored_views(model):
-        pass  # (the scores are not those the threshold was set on: Scorer said so)
-    elif cal is not None:
+    # an expectation holds for scores made as the threshold's were (else Scorer warned)
+    same = views is None or int(views) == stored_views(model)
+    if same and cal is not None:
         click.echo(describe_expectation(cal["expected"],
                                         f"the calibrated threshold ({calibration})"))
-    elif threshold is None and (expected := stored_expectation(model)):
+    elif same and threshold is None and (expected := stored_expectation(model)):
         click.echo(describe_expectation(expected))
     if report is not None:
         r1 = report["recall_at_fpr_0.01"]

@@ -594,17 +594,16 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                                                       views=views)
             data_info.update(more)
             where = f"the out-of-fold scores of all {len(items)} training images"
-            if views > 1:
-                where += f", scored under {views} views"
         else:
             net, cfg, history, held, val, more = _fit_held_out(
                 items, build, crops, crop, frames, seed, fit, out, resume, val_folder,
                 val_fraction, group_pattern, hard=(hard, hard_negatives), views=views)
             data_info.update(more)
             where = ("the validation folder" if val_folder is not None else
-                     "the held-out groups") + (f", scored under {views} views"
-                                               if views > 1 else "")
+                     "the held-out groups")
             items = val
+        if views > 1:
+            where += f", scored under {views} views"
         labels = [bool(it.defect) for it in items]
         extra = {"trained_on": "folder", "init": init, "views": views,
                  **_expected(held, labels, target_fpr, where)}
