@@ -19,20 +19,26 @@ work, and the edge outputs are compared with the full ones from the same inputs:
 * manufacturing: ``DefectStream`` over a synthetic 640x480 video (3000 frames; --quick 600;
   a video needs OpenCV, the ``[video]`` extra, in every form) with the PyTorch step, the
   onnxruntime step exported at run time (the full install's default), and the packaged
-  free-size export (edge); per-frame scores compared;
+  free-size export (edge); per-frame scores compared; then ``score_image`` on synthetic
+  photos of KolektorSDD's size (500x1264; 32, --quick 8) under 1 and 4 views, with PyTorch
+  (the full install's photo path) and with the packaged still-photo export (edge), and on
+  the edge also through the streaming step alone (an export without its still-photo graph);
+  photo score logits compared;
 * finance: the ``tick-mlp`` fast path over synthetic ticks (200,000; --quick 50,000):
   compiled from the PyTorch module vs from the safetensors file; per-tick ``on_tick`` latency
   and the ``decide`` loop; decisions compared.
 
 Goals: the edge outputs equal the full ones (candidates within 1e-4 in probability of the
-``full-itk`` ones, stream
-scores within 1e-4, identical tick decisions). Speeds are reported, not goals.
+``full-itk`` ones, stream scores within 1e-4, photo score logits within 1e-3,
+identical tick decisions). Speeds are reported, not goals.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import resource
 import subprocess
 import sys
@@ -90,9 +96,49 @@ def work_manufacturing(mode: str, data: str) -> dict:
     ready = time.perf_counter() - T_PROCESS
     t_load = time.perf_counter() - t0
     rep = stream.run()
-    return {"backend": rep.backend, "ready_s": ready, "model_load_s": t_load, "fps": rep.fps,
-            "latency_ms": rep.latency_ms, "frames": rep.frames, "peak_rss_gib": _rss_gib(),
-            "out": [float(s) for s in rep.scores]}
+    res = {"backend": rep.backend, "ready_s": ready, "model_load_s": t_load, "fps": rep.fps,
+           "latency_ms": rep.latency_ms, "frames": rep.frames, "out": [float(s) for s in
+                                                                       rep.scores]}
+    if mode != "full-onnx":  # photos: the full install scores them with PyTorch
+        res.update(score_photos(net, mode))
+    return {**res, "peak_rss_gib": _rss_gib()}
+
+
+#: the photos ``score`` is timed on: KolektorSDD's size (500 wide, 1264 tall), drawn by the
+#: synthetic line (the content does not change the work, only the size does)
+PHOTO_SIZE = (1264, 500)
+
+
+def score_photos(net: object, mode: str) -> dict:
+    """``score_image`` on synthetic photos under 1 and 4 views: ms per photo and the scores;
+    on the edge also through the streaming step alone (each photo encoded once per frame it
+    is held for, as an export without its still-photo graph does)."""
+    from deepseek.manufacturing.score import score_image
+    from deepseek.manufacturing.synthetic import SyntheticLine
+
+    n = int(os.environ["EDGE_SPEED_PHOTOS"])
+    line = SyntheticLine(seed=710_000, frames=n, height=PHOTO_SIZE[0], width=PHOTO_SIZE[1])
+    photos = [line.frame(i) for i in range(n)]
+
+    def timed(key: str) -> dict:
+        out: dict = {}
+        for views in (1, 4):
+            score_image(net, photos[0], views=views)  # warm-up
+            t0 = time.perf_counter()
+            scores = [score_image(net, p, views=views)[0] for p in photos]
+            out[f"views_{views}"] = (time.perf_counter() - t0) / n * 1e3
+            # compared as logits: photos of the synthetic line score near 1, where
+            # probabilities would hide a difference
+            out[f"scores_{views}"] = [math.log(s) - math.log1p(-s) for s in scores]
+        return {f"{key}_ms": {k: v for k, v in out.items() if k.startswith("views")},
+                f"{key}_out": {k: v for k, v in out.items() if k.startswith("scores")}}
+
+    res = timed("photo")
+    if mode == "edge":
+        net.still_session = None  # type: ignore[attr-defined]
+        res.update(timed("photo_step"))
+        res.pop("photo_step_out")
+    return res
 
 
 def work_finance(mode: str, data: str) -> dict:
@@ -197,7 +243,11 @@ def main() -> None:
                 data = str(write_video(Path(tmp) / "line.avi",
                                        SyntheticLine(seed=700_000, frames=frames),
                                        progress=False)[0])
-                inputs = {"video": f"{frames} frames, 640x480 MJPG"}
+                photos = 8 if args.quick else 32
+                os.environ["EDGE_SPEED_PHOTOS"] = str(photos)
+                inputs = {"video": f"{frames} frames, 640x480 MJPG",
+                          "photos": f"{photos} synthetic photos, {PHOTO_SIZE[1]}x"
+                                    f"{PHOTO_SIZE[0]}"}
             else:
                 n = 50_000 if args.quick else 200_000
                 data, inputs = str(n), {"ticks": n}
@@ -219,6 +269,12 @@ def main() -> None:
                 goals.append(goal("manufacturing: edge frame scores vs PyTorch, max difference "
                                   f"({inputs['video']})", round(err, 7), "<= 1e-4", "",
                                   err <= 1e-4))
+                a, b = edge.pop("photo_out"), rows["full-torch"].pop("photo_out")
+                err = max(float(np.abs(np.subtract(a[k], b[k])).max()) for k in a)
+                goals.append(goal("manufacturing: edge photo score logits (still-photo "
+                                  "export) vs PyTorch under 1 and 4 views, max difference "
+                                  f"({inputs['photos']})", float(f"{err:.2e}"), "<= 1e-3",
+                                  "logit", err <= 1e-3))
             else:
                 same = edge["out"] == ref["out"]
                 goals.append(goal(f"finance: edge decisions identical to the full install's "

@@ -66,6 +66,7 @@ def test_train_and_bench_commands(tmp_path):
 
     onnx_net = load_net(tmp_path / "run" / "model.safetensors", onnx=True)
     assert onnx_net.path == tmp_path / "run" / "model.stream.onnx"
+    assert onnx_net.still_session is not None  # and the still-photo export beside it
     frames = np.random.default_rng(0).integers(0, 256, (3, 32, 48), dtype=np.uint8)
     torch_p, _ = OnnxStep(load_net(tmp_path / "run" / "model.safetensors"))(frames)
     np.testing.assert_allclose(OnnxStep(onnx_net)(frames)[0], torch_p, atol=1e-5)

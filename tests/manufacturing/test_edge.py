@@ -1,6 +1,7 @@
-"""The detector without PyTorch: the packaged streaming ONNX export (free frame size) is
-current with the packaged weights and computes what the PyTorch model does; stale or foreign
-exports are refused."""
+"""The detector without PyTorch: the packaged streaming ONNX export (free frame size) and its
+still-photo export are current with the packaged weights and compute what the PyTorch model
+does; stale or foreign exports are refused, and without a still-photo export photos go
+through the step with the same scores."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from deepseek.cli import build_cli
 from deepseek.loader import SOURCE_META_KEY, export_onnx, file_sha256, onnx_metadata
 from deepseek.manufacturing.errors import ManufacturingError
 from deepseek.manufacturing.plugin import WEIGHTS
-from deepseek.manufacturing.runtime import OnnxNet, load_onnx_net, stream_onnx_for
+from deepseek.manufacturing.runtime import (
+    FRAMES,
+    FRAMES_META_KEY,
+    OnnxNet,
+    load_onnx_net,
+    still_path_for,
+    stream_onnx_for,
+)
 from deepseek.manufacturing.score import score_image
 from deepseek.manufacturing.stream import TorchStep, load_net, make_step
 
@@ -27,6 +35,9 @@ def test_the_packaged_export_is_current():
     assert path == WEIGHTS / "defect-3dcnn-lstm.stream.onnx" and weights == PACKAGED
     # a failure here means the weights changed: deepseek manufacturing export <weights>
     assert onnx_metadata(path)[SOURCE_META_KEY] == file_sha256(PACKAGED)
+    still = onnx_metadata(WEIGHTS / "defect-3dcnn-lstm.still.onnx")
+    assert still[SOURCE_META_KEY] == file_sha256(PACKAGED)
+    assert still[FRAMES_META_KEY] == str(FRAMES)
 
 
 @pytest.mark.parametrize("size", [(48, 64), (96, 160)])
@@ -50,6 +61,26 @@ def test_packaged_export_equals_pytorch_at_any_frame_size(size):
     np.testing.assert_allclose(me, mt, atol=1e-5)
 
 
+def test_photos_run_through_the_still_export_or_else_the_step():
+    net, edge = load_net("defect-3dcnn-lstm"), load_net("defect-3dcnn-lstm", onnx=True)
+    assert edge.still_session is not None and edge.still_frames == FRAMES
+    images = np.random.default_rng(2).integers(0, 256, (3, 48, 80), dtype=np.uint8)
+    with torch.inference_mode():
+        lt, mt = (t.numpy() for t in net.still(torch.from_numpy(images), FRAMES))
+    le, me = edge.still(images)  # one run of the still graph, the three photos batched
+    assert le.shape == (3, FRAMES) and me.shape == (3, FRAMES, 3, 5)
+    np.testing.assert_allclose(le, lt, atol=1e-4)
+    np.testing.assert_allclose(me, mt, atol=1e-4)
+    # another frame count than the graph's: each photo repeated through the step
+    with torch.inference_mode():
+        l3 = net.still(torch.from_numpy(images), 3)[0].numpy()
+    np.testing.assert_allclose(edge.still(images, 3)[0], l3, atol=1e-4)
+    edge.still_session = None  # as for an export written before the still graph existed
+    np.testing.assert_allclose(edge.still(images)[0], lt, atol=1e-4)
+    with pytest.raises(ManufacturingError, match="frames=0"):
+        edge.still(images, 0)
+
+
 def test_stale_and_foreign_exports_are_refused(tmp_path):
     weights = tmp_path / "model.safetensors"
     shutil.copy(PACKAGED, weights)
@@ -58,12 +89,36 @@ def test_stale_and_foreign_exports_are_refused(tmp_path):
         load_onnx_net(weights)
     res = CliRunner().invoke(build_cli(), ["manufacturing", "export", str(weights)])
     assert res.exit_code == 0, res.output
-    assert isinstance(load_net(weights, onnx=True), OnnxNet)
+    edge = load_net(weights, onnx=True)
+    assert isinstance(edge, OnnxNet) and edge.still_frames == FRAMES
+    assert still_path_for(edge.path) == tmp_path / "model.still.onnx"
+    # without the still-photo export (copied without it): photos through the step
+    still = tmp_path / "model.still.onnx"
+    kept = still.read_bytes()
+    still.unlink()
+    assert load_net(weights, onnx=True).still_session is None
+    # a still-photo export that is not one, or not readable
+    export_onnx(torch.nn.Linear(3, 2), torch.zeros(1, 3), still)
+    with pytest.raises(ManufacturingError, match="model.still.onnx: not a still-photo export"):
+        load_net(weights, onnx=True)
+    still.write_bytes(b"junk")
+    with pytest.raises(ManufacturingError, match="model.still.onnx: not a readable ONNX"):
+        load_net(weights, onnx=True)
+    still.write_bytes(kept)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", str(weights), "--out",
+                                           str(tmp_path / "model.onnx")])
+    assert res.exit_code != 0 and "name the streaming export <name>.stream.onnx" in res.output
     # the weights change after the export: the export no longer describes them
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     with pytest.raises(ManufacturingError, match="was not exported from"):
+        load_net(weights, onnx=True)
+    # re-exported, then the still-photo export of the old weights copied back beside it
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", str(weights), "--json"])
+    assert res.exit_code == 0 and '"still_onnx"' in res.output
+    still.write_bytes(kept)
+    with pytest.raises(ManufacturingError, match="exported from different weights"):
         load_net(weights, onnx=True)
     # an ONNX graph that is not the streaming step
     other = tmp_path / "other.onnx"

@@ -281,6 +281,8 @@ det = NoduleDetector(progress=False, tta_top=1, tta_crop=16, window=32, overlap=
 cands = det.detect(vol, series_uid="s")
 tick = ModelLoader.load("tick-gru")
 logits = tick(np.zeros((1, 5, 17), np.float32))
+from deepseek.manufacturing.stream import load_net
+still = load_net("defect-3dcnn-lstm").still_frames  # the still-photo export shipped too
 cli, run = build_cli(), CliRunner().invoke
 cmds = {"plugins": ["plugins", "--json"],
         "backtest": ["finance", "backtest", "synthetic:?n=4000&seed=1", "--json"],
@@ -293,7 +295,8 @@ for k, args in cmds.items():
     out[k] = [r.exit_code, r.stdout, r.stderr]
 print(json.dumps({"absent": absent, "serve_missing": serve_missing,
                   "backend": det.net.name, "candidates": len(cands),
-                  "tick": [tick.framework, list(logits.shape)], "cli": out}))
+                  "tick": [tick.framework, list(logits.shape)], "still": still,
+                  "cli": out}))
 """
 
 
@@ -303,6 +306,7 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
     the wheels and run; a DICOM series is read and searched, part images are scored."""
     from PIL import Image
 
+    from deepseek.manufacturing.runtime import FRAMES
     from deepseek.medical.synthetic import write_phantom
 
     venv = _make_env(tmp_path_factory.mktemp("edge"), wheels, "deepseek-core[edge-all]",
@@ -322,6 +326,7 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
     assert res["serve_missing"] == []  # the server needs nothing the edge form lacks
     assert res["backend"] == "onnxruntime" and 0 < res["candidates"] <= 100
     assert res["tick"] == ["onnx", [1, 5, 3]]
+    assert res["still"] == FRAMES  # photos run through the still-photo export
     cli = res["cli"]
     assert all(c[0] == 0 for k, c in cli.items() if k not in ("train", "stream")), cli
     assert all(p["errors"] == {} for p in json.loads(cli["plugins"][1])["plugins"])

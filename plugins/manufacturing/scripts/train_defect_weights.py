@@ -6,8 +6,9 @@
 Synthetic clips only (clip seeds derived from --seed; validation videos use seeds from 800000,
 benchmark videos from 700000: never seen in training). Writes
 src/deepseek/manufacturing/weights/defect-3dcnn-lstm.safetensors (+ .json) and
-defect-3dcnn-lstm.training.json with the per-epoch history, and the streaming ONNX export the
-edge install runs (defect-3dcnn-lstm.stream.onnx, stamped with the new weights' sha256).
+defect-3dcnn-lstm.training.json with the per-epoch history, and the ONNX exports the edge
+install runs (defect-3dcnn-lstm.stream.onnx and .still.onnx, stamped with the new weights'
+sha256).
 """
 
 from __future__ import annotations

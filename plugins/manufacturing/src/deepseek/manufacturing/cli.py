@@ -721,26 +721,34 @@ def bench(source: str | None, frames: int, backend: str, realtime: bool, as_json
 @manufacturing.command("export")
 @click.argument("weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write (default: WEIGHTS' stem + .stream.onnx beside it, where "
-                   "the stream and score look for it).")
+              help="Where to write the streaming step, a name ending in .stream.onnx "
+                   "(default: WEIGHTS' stem + .stream.onnx beside it, where the stream and "
+                   "score look for it); the still-photo graph goes beside it as "
+                   "<name>.still.onnx.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def export(weights: Path, out: Path | None, as_json: bool) -> None:
-    """Export the streaming step of a defect-3dcnn-lstm WEIGHTS file (.safetensors) to ONNX
-    with a free frame size, for `stream` and `score` in an edge install (no PyTorch). Needs
-    PyTorch and the ONNX tools here (deepseek-manufacturing[full]); `train` writes the
-    export itself when they are installed.
+    """Export a defect-3dcnn-lstm WEIGHTS file (.safetensors) to ONNX for `stream` and
+    `score` in an edge install (no PyTorch): its streaming step (frame size free) and its
+    still-photo form (each photo encoded once, for `score`). Needs PyTorch and the ONNX tools
+    here (deepseek-manufacturing[full]); `train` writes both itself when they are installed.
 
     \b
       deepseek manufacturing export run/model.safetensors
-      # on the edge machine, with model.safetensors and model.stream.onnx copied together:
+      # on the edge machine, with model.safetensors, model.stream.onnx and
+      # model.still.onnx copied together:
       deepseek manufacturing stream cam:0 --model model.safetensors
+      deepseek manufacturing score photos/ --model model.safetensors
     """
     from deepseek.extras import require
     from deepseek.manufacturing.model import write_stream_onnx
+    from deepseek.manufacturing.runtime import still_path_for
 
     require("onnx", "exporting to ONNX")
     path = write_stream_onnx(weights, out)
+    still = still_path_for(path)
     if as_json:
-        click.echo(json.dumps({"onnx": str(path), "weights": str(weights)}))
+        click.echo(json.dumps({"onnx": str(path), "still_onnx": str(still),
+                               "weights": str(weights)}))
         return
-    click.echo(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB; source sha256 recorded)")
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB) and {still} "
+               f"({still.stat().st_size / 1e3:.0f} kB); source sha256 recorded in both")

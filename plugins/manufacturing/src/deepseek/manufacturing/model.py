@@ -170,20 +170,54 @@ _STEP_AXES_FREE: dict[str, dict[int, str]] = {
 def write_stream_onnx(weights: str | Path, out: str | Path | None = None) -> Path:
     """Export the streaming step of the ``defect-3dcnn-lstm`` in ``weights`` (a
     ``.safetensors`` file) with a free frame size to ``out`` (default: ``<stem>.stream.onnx``
-    beside it), stamped with the weights' sha256; the edge install runs it."""
-    from deepseek.loader import ModelLoader, read_model_config, stamp_onnx
-    from deepseek.manufacturing.runtime import NAME, stream_path_for
+    beside it), and its still-photo form (:func:`export_still_onnx`) beside that
+    (:func:`deepseek.manufacturing.runtime.still_path_for`), each stamped with the weights'
+    sha256; the edge install runs them. Returns the streaming export's path."""
+    from deepseek.manufacturing.runtime import STREAM_SUFFIX, stream_path_for
 
-    weights = Path(weights)
+    out = Path(out) if out is not None else stream_path_for(weights)
+    if not out.name.endswith(STREAM_SUFFIX):
+        from deepseek.manufacturing.errors import ManufacturingError
+
+        raise ManufacturingError(f"--out {out}: name the streaming export <name>{STREAM_SUFFIX}"
+                                 " (the edge install finds the still-photo export beside it by "
+                                 "that name)")
+    net, cfg = _exportable(weights)
+    out.write_bytes(export_step_onnx(net))
+    write_still_onnx(weights, out, (net, cfg))
+    return _stamp(out, weights, cfg)
+
+
+def write_still_onnx(weights: str | Path, stream: str | Path,
+                     loaded: tuple[DefectNet, dict[str, Any]] | None = None) -> Path:
+    """Write the still-photo export of ``weights`` beside the streaming export ``stream``
+    (``<stem>.still.onnx``), stamped with the weights' sha256; returns its path."""
+    from deepseek.manufacturing.runtime import still_path_for
+
+    net, cfg = loaded if loaded is not None else _exportable(weights)
+    path = still_path_for(stream)
+    path.write_bytes(export_still_onnx(net))
+    return _stamp(path, weights, cfg)
+
+
+def _exportable(weights: str | Path) -> tuple[DefectNet, dict[str, Any]]:
+    """The network in a ``defect-3dcnn-lstm`` weights file and its config."""
+    from deepseek.loader import ModelLoader, read_model_config
+    from deepseek.manufacturing.runtime import NAME
+
     arch, cfg = read_model_config(weights)
     if arch != NAME:
         from deepseek.manufacturing.errors import ManufacturingError
 
         raise ManufacturingError(f"{weights}: architecture {arch!r}, not {NAME}")
-    net = ModelLoader.load(weights, device="cpu").module
-    out = Path(out) if out is not None else stream_path_for(weights)
-    out.write_bytes(export_step_onnx(net))
-    return stamp_onnx(out, weights, NAME, cfg)
+    return ModelLoader.load(weights, device="cpu").module, cfg
+
+
+def _stamp(path: Path, weights: str | Path, cfg: dict[str, Any]) -> Path:
+    from deepseek.loader import stamp_onnx
+    from deepseek.manufacturing.runtime import NAME
+
+    return stamp_onnx(path, weights, NAME, cfg)
 
 
 def export_step_onnx(model: DefectNet, height: int | None = None, width: int | None = None,
@@ -205,21 +239,58 @@ def export_step_onnx(model: DefectNet, height: int | None = None, width: int | N
             lg, mp, (b2, h2, c2) = self.net(frames, (buf, h, c))
             return lg, mp, b2, h2, c2
 
-    was_training = model.training
-    model.eval()
     state = model.initial_state(1, height, width)
     frames = torch.zeros(1, 2, height, width, dtype=torch.uint8)
+    return _export(_Step(model), (frames, *state), ["frames", "buffer", "h", "c"],
+                   ["logits", "maps", "buffer_out", "h_out", "c_out"],
+                   _STEP_AXES_FREE if free else _STEP_AXES, opset)
+
+
+def export_still_onnx(model: DefectNet, frames: int | None = None, opset: int = 17) -> bytes:
+    """:meth:`DefectNet.still` of ``model`` as an ONNX graph (bytes): input ``images`` (uint8,
+    ``B x H x W``, all free, H and W multiples of 16), outputs ``logits`` (``B x frames``)
+    and ``maps`` (``B x frames x H/16 x W/16``); ``frames`` (default
+    :data:`deepseek.manufacturing.runtime.FRAMES`) is fixed in the graph and recorded in its
+    metadata (:data:`deepseek.manufacturing.runtime.FRAMES_META_KEY`)."""
+    import onnx
+
+    from deepseek.manufacturing.runtime import FRAMES, FRAMES_META_KEY
+
+    frames = FRAMES if frames is None else int(frames)
+
+    class _Still(nn.Module):
+        def __init__(self, net: DefectNet) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.net.still(images, frames)
+
+    graph = onnx.load_from_string(_export(
+        _Still(model), (torch.zeros(1, 4 * STRIDE, 4 * STRIDE, dtype=torch.uint8),),
+        ["images"], ["logits", "maps"],
+        {"images": {0: "batch", 1: "height", 2: "width"}, "logits": {0: "batch"},
+         "maps": {0: "batch", 2: "cells_y", 3: "cells_x"}}, opset))
+    graph.metadata_props.add(key=FRAMES_META_KEY, value=str(frames))
+    return graph.SerializeToString()
+
+
+def _export(wrapper: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],
+            outputs: list[str], axes: dict[str, dict[int, str]], opset: int) -> bytes:
+    """``wrapper`` (a module holding the network as ``net``) traced to ONNX bytes in eval
+    mode; the network's training mode is restored after (the exporter would leave the
+    wrapper's)."""
+    import warnings
+
+    net = wrapper.net
+    was_training = net.training
+    wrapper.eval()
     out = io.BytesIO()
     try:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_Step(model), (frames, *state), out, opset_version=opset,
-                              input_names=["frames", "buffer", "h", "c"],
-                              output_names=["logits", "maps", "buffer_out", "h_out", "c_out"],
-                              dynamic_axes=_STEP_AXES_FREE if free else _STEP_AXES,
-                              dynamo=False)
+            torch.onnx.export(wrapper, args, out, opset_version=opset, input_names=inputs,
+                              output_names=outputs, dynamic_axes=axes, dynamo=False)
     finally:
-        model.train(was_training)
+        net.train(was_training)
     return out.getvalue()

@@ -37,9 +37,8 @@ from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_pat
     read_gray,
     require_cv2,
 )
-from deepseek.manufacturing.runtime import STRIDE, OnnxNet
+from deepseek.manufacturing.runtime import FRAMES, STRIDE, OnnxNet
 
-FRAMES = 8
 PACKAGED = "defect-3dcnn-lstm"
 log = logging.getLogger(__name__)
 
@@ -110,27 +109,35 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 
 
     check_views(views)
     h, w = image.shape
-    clip = pad16(np.repeat(image[None], frames, axis=0))
-    if isinstance(net, OnnxNet):
-        runs = [net.clip(np.ascontiguousarray(_flip(clip, v))) for v in range(views)]
-        logit = float(np.mean([r[0][-1] for r in runs]))
-        maps = np.mean([_flip(r[1][-1], v) for v, r in enumerate(runs)], axis=0)
-    else:
-        import torch
-
-        device = next((p.device for p in net.parameters()), torch.device("cpu"))
-        with torch.inference_mode():
-            if hasattr(net, "still") and not net.training:  # each view encoded once
-                batch = np.stack([_flip(clip[0], v) for v in range(views)])
-                lg, mp = net.still(torch.from_numpy(batch).to(device), frames)
-            else:
-                batch = np.stack([_flip(clip, v) for v in range(views)])
-                lg, mp, _ = net(torch.from_numpy(batch).to(device), None)
-        logit = float(lg[:, -1].float().mean())
-        maps = np.mean([_flip(m, v) for v, m in enumerate(mp[:, -1].float().cpu().numpy())],
-                       axis=0)
+    still = pad16(image[None])[0]
+    # one view at a time: on 2 cores a batch of the four full-size views is slower than
+    # four runs of one (cache), with PyTorch and onnxruntime alike
+    runs = [_still(net, np.ascontiguousarray(_flip(still, v))[None], frames)
+            for v in range(views)]
+    logit = float(np.mean([lg[0, -1] for lg, _ in runs]))
+    maps = np.mean([_flip(mp[0, -1], v) for v, (_, mp) in enumerate(runs)], axis=0)
     pmap = _sigmoid(maps[: -(-h // STRIDE), : -(-w // STRIDE)])
     return float(_sigmoid(np.float64(logit))), pmap.astype(np.float32)
+
+
+def _still(net: Any, images: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame logits ``(B, frames)`` and map logits of still photos ``images (B, H, W)``
+    (padded to multiples of 16), from a fresh state: the network's ``still`` (each photo
+    encoded once; for an ONNX export its still-photo graph when there is one), or for a
+    network in training mode (whose batch norm would see one frame's statistics) each photo
+    repeated ``frames`` times through the whole network."""
+    if isinstance(net, OnnxNet):
+        return net.still(images, frames)
+    import torch
+
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    x = torch.from_numpy(images).to(device)
+    with torch.inference_mode():
+        if hasattr(net, "still") and not net.training:
+            lg, mp = net.still(x, frames)
+        else:
+            lg, mp, _ = net(x[:, None].expand(-1, frames, -1, -1), None)
+    return lg.float().cpu().numpy(), mp.float().cpu().numpy()
 
 
 def _sigmoid(x: Any) -> Any:
