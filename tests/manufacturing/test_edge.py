@@ -40,6 +40,25 @@ def test_the_packaged_export_is_current():
     assert still[FRAMES_META_KEY] == str(FRAMES)
 
 
+def test_the_packaged_exports_are_the_exporters_graphs_now():
+    """Current with the exporter too, not only with the weights: an edge install runs what
+    `export` writes today (an export from before the temporal convolution became a 2D one
+    ran the stream step about 20 % slower on onnxruntime). A failure here means the
+    network's forward changed: re-export with deepseek manufacturing export <weights>."""
+    import collections
+
+    import onnx
+
+    from deepseek.manufacturing.model import export_still_onnx, export_step_onnx
+
+    net = load_net("defect-3dcnn-lstm")
+    for name, fresh in (("stream", export_step_onnx(net)), ("still", export_still_onnx(net))):
+        shipped = onnx.load(str(WEIGHTS / f"defect-3dcnn-lstm.{name}.onnx")).graph.node
+        ops = [collections.Counter(n.op_type for n in g)
+               for g in (shipped, onnx.load_from_string(fresh).graph.node)]
+        assert ops[0] == ops[1], name
+
+
 @pytest.mark.parametrize("size", [(48, 64), (96, 160)])
 def test_packaged_export_equals_pytorch_at_any_frame_size(size):
     net, edge = load_net("defect-3dcnn-lstm"), load_net("defect-3dcnn-lstm", onnx=True)
