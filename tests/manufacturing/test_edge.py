@@ -49,7 +49,7 @@ def test_the_packaged_exports_are_the_exporters_graphs_now():
 
     import onnx
 
-    from deepseek.manufacturing.model import export_still_onnx, export_step_onnx
+    from deepseek.manufacturing.model import export_step_onnx, export_still_onnx
 
     net = load_net("defect-3dcnn-lstm")
     for name, fresh in (("stream", export_step_onnx(net)), ("still", export_still_onnx(net))):
