@@ -56,6 +56,31 @@ def test_generic_exports_equal_pytorch(name):
         np.testing.assert_allclose(g, w.numpy(), atol=1e-4 * max(1.0, float(w.abs().max())))
 
 
+@pytest.mark.parametrize("name", GENERIC)
+def test_generic_exports_are_the_exporters_graphs_now(name, tmp_path):
+    """Current with the exporter too, not only with the weights: an export from older model
+    code (a layer computed another way) keeps its weights' sha256 and would still load. A
+    failure here means the model's forward changed: run deepseek export-onnx NAME."""
+    import collections
+
+    import onnx
+
+    from deepseek.loader.packaged import export_packaged_onnx
+
+    fresh = export_packaged_onnx(name, out=tmp_path / f"{name}.onnx")
+    ops = [collections.Counter(n.op_type for n in onnx.load(str(p)).graph.node)
+           for p in (packaged_onnx(name), fresh)]
+    assert ops[0] == ops[1]
+
+
+def test_a_plugins_own_exporter_is_not_sent_elsewhere(tmp_path):
+    from deepseek.errors import ModelLoadError
+    from deepseek.loader.packaged import export_packaged_onnx
+
+    with pytest.raises(ModelLoadError, match="own ONNX exporter"):
+        export_packaged_onnx("defect-3dcnn-lstm", out=tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
 
 def test_a_stale_packaged_export_is_refused(monkeypatch):
     import deepseek.loader.packaged as packaged

@@ -81,11 +81,13 @@ def _verify(path: Path, name: str, feeds: dict[str, Any], names: list[str], want
                                  f"(shape {have.shape} vs {want.shape}, max error {err:.3g})")
 
 
-def export_packaged_onnx(name: str, free: tuple[int, int] = (8, 16), atol: float = 1e-4
-                         ) -> Path:
+def export_packaged_onnx(name: str, free: tuple[int, int] = (8, 16), atol: float = 1e-4,
+                         out: str | Path | None = None) -> Path:
     """Write the ONNX export of registry model ``name``'s packaged weights beside them
     (``<weights>.onnx``, stamped with their sha256: :func:`stamp_onnx`), so an install
-    without PyTorch runs it. For plugin maintainers, after new weights.
+    without PyTorch runs it. For plugin maintainers, after new weights. ``out`` writes the
+    export elsewhere (a test compares it with the shipped one); a plugin's own exporter
+    writes where it writes, so ``out`` is refused for those.
 
     A plugin may register its own exporter (``onnx_export=``, called with the weights path,
     returning the written path). Otherwise the model is traced from its declared ``inputs``
@@ -102,6 +104,9 @@ def export_packaged_onnx(name: str, free: tuple[int, int] = (8, 16), atol: float
     if not weights:
         raise ModelLoadError(f"model {name!r} has no packaged weights to export")
     if entry.meta.get("onnx_export") is not None:
+        if out is not None:
+            raise ModelLoadError(f"model {name!r} has its plugin's own ONNX exporter, which "
+                                 "writes beside the weights: leave out= out")
         return Path(entry.meta["onnx_export"](weights))
     inputs = entry.meta.get("inputs")
     if not inputs:
@@ -118,7 +123,7 @@ def export_packaged_onnx(name: str, free: tuple[int, int] = (8, 16), atol: float
                            if int(d) < 0} for spec in inputs}
     for n, a, b in zip(names, outs_a, outs_b):
         axes[n] = {i: f"{n}_{i}" for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x != y}
-    path = Path(weights).with_suffix(".onnx")
+    path = Path(out) if out is not None else Path(weights).with_suffix(".onnx")
     export_onnx(module, ex_a, path, input_names=in_names, output_names=names,
                 dynamic_axes=axes)
     _verify(path, name, {n: x.numpy() for n, x in zip(in_names, ex_b)}, names, outs_b, atol)
