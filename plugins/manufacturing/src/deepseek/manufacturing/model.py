@@ -173,51 +173,29 @@ def write_stream_onnx(weights: str | Path, out: str | Path | None = None) -> Pat
     beside it), and its still-photo form (:func:`export_still_onnx`) beside that
     (:func:`deepseek.manufacturing.runtime.still_path_for`), each stamped with the weights'
     sha256; the edge install runs them. Returns the streaming export's path."""
-    from deepseek.manufacturing.runtime import STREAM_SUFFIX, stream_path_for
+    from deepseek.loader import ModelLoader, read_model_config, stamp_onnx
+    from deepseek.manufacturing.errors import ManufacturingError
+    from deepseek.manufacturing.runtime import (
+        NAME,
+        STREAM_SUFFIX,
+        still_path_for,
+        stream_path_for,
+    )
 
     out = Path(out) if out is not None else stream_path_for(weights)
     if not out.name.endswith(STREAM_SUFFIX):
-        from deepseek.manufacturing.errors import ManufacturingError
-
         raise ManufacturingError(f"--out {out}: name the streaming export <name>{STREAM_SUFFIX}"
                                  " (the edge install finds the still-photo export beside it by "
                                  "that name)")
-    net, cfg = _exportable(weights)
-    out.write_bytes(export_step_onnx(net))
-    write_still_onnx(weights, out, (net, cfg))
-    return _stamp(out, weights, cfg)
-
-
-def write_still_onnx(weights: str | Path, stream: str | Path,
-                     loaded: tuple[DefectNet, dict[str, Any]] | None = None) -> Path:
-    """Write the still-photo export of ``weights`` beside the streaming export ``stream``
-    (``<stem>.still.onnx``), stamped with the weights' sha256; returns its path."""
-    from deepseek.manufacturing.runtime import still_path_for
-
-    net, cfg = loaded if loaded is not None else _exportable(weights)
-    path = still_path_for(stream)
-    path.write_bytes(export_still_onnx(net))
-    return _stamp(path, weights, cfg)
-
-
-def _exportable(weights: str | Path) -> tuple[DefectNet, dict[str, Any]]:
-    """The network in a ``defect-3dcnn-lstm`` weights file and its config."""
-    from deepseek.loader import ModelLoader, read_model_config
-    from deepseek.manufacturing.runtime import NAME
-
     arch, cfg = read_model_config(weights)
     if arch != NAME:
-        from deepseek.manufacturing.errors import ManufacturingError
-
         raise ManufacturingError(f"{weights}: architecture {arch!r}, not {NAME}")
-    return ModelLoader.load(weights, device="cpu").module, cfg
-
-
-def _stamp(path: Path, weights: str | Path, cfg: dict[str, Any]) -> Path:
-    from deepseek.loader import stamp_onnx
-    from deepseek.manufacturing.runtime import NAME
-
-    return stamp_onnx(path, weights, NAME, cfg)
+    net = ModelLoader.load(weights, device="cpu").module
+    for path, graph in ((out, export_step_onnx(net)), (still_path_for(out),
+                                                        export_still_onnx(net))):
+        path.write_bytes(graph)
+        stamp_onnx(path, weights, NAME, cfg)
+    return out
 
 
 def export_step_onnx(model: DefectNet, height: int | None = None, width: int | None = None,
