@@ -264,16 +264,18 @@ def main() -> None:
                                                  key=lambda h: h["val_select"])["epoch"],
                 "val_pixel": evaluate_scores(va_r, args.data / "images" / "val")["pixel"]}
 
+    def stats(got: list) -> dict:
+        v = np.array(got, np.float64)
+        return {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4),
+                "max": round(float(v.max()), 4), "spread": round(float(v.max() - v.min()), 4)}
+
     def spread(runs: list[dict]) -> dict:
         out: dict = {"seeds": len(runs), "runs": runs}
         for k in ("val_auroc", "val_recall", "val_fpr", "val_best_recall_at_fpr_0.01",
                   "expected_recall", "train_fit_seconds"):
             if any(r.get(k) is None for r in runs):
                 continue
-            v = np.array([r[k] for r in runs], np.float64)
-            out[k] = {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4),
-                      "max": round(float(v.max()), 4),
-                      "spread": round(float(v.max() - v.min()), 4)}
+            out[k] = stats([r[k] for r in runs])
         for key in VIEW_KEYS.values():  # the same models under the other view count
             if not all(key in r for r in runs):
                 continue
@@ -283,10 +285,7 @@ def main() -> None:
                        for r in runs]
                 if any(g is None for g in got):
                     continue
-                v = np.array(got, np.float64)
-                out[f"{key}_{k}"] = {"mean": round(float(v.mean()), 4),
-                                        "min": round(float(v.min()), 4),
-                                        "max": round(float(v.max()), 4)}
+                out[f"{key}_{k}"] = stats(got)
         return out
 
     for folds, name in {5: SUP, 1: ONE}.items():
