@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepseek.manufacturing import images
 from deepseek.manufacturing.errors import FrameError, ManufacturingError
 from deepseek.manufacturing.images import bgr_to_gray, imread, read_gray, to_gray
 
@@ -77,10 +78,17 @@ def test_pillow_decodes_the_real_crack_photos_as_opencv_does():
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("code,ch", [(cv2.COLOR_BGR2GRAY, 3), (cv2.COLOR_BGRA2GRAY, 4)])
-def test_gray_conversion_equals_opencv(dtype, code, ch):
+def test_gray_conversion_equals_opencv(dtype, code, ch, monkeypatch):
     top = np.iinfo(dtype).max + 1
     img = np.random.default_rng(ch).integers(0, top, (64, 80, ch)).astype(dtype)
     assert np.array_equal(bgr_to_gray(img), cv2.cvtColor(img, code))
+    # to_gray takes OpenCV's conversion when it is installed, numpy's on the edge form: the
+    # same pixels either way
+    with monkeypatch.context() as m:  # with OpenCV installed, the numpy route is not taken
+        m.setattr(images, "bgr_to_gray", None)
+        full = to_gray(img)
+    monkeypatch.setattr(images, "_CV2", False)
+    assert np.array_equal(to_gray(img), full)
 
 
 def test_sixteen_bit_scaling_equals_opencv():
