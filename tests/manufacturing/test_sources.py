@@ -38,6 +38,33 @@ def test_video_file_every_frame_in_order(tmp_path):
     assert src.stats.frames_read == 20 and src.stats.frames_dropped == 0
 
 
+def test_decoding_on_one_thread_holds_opencvs_pool_while_grabbing(tmp_path):
+    p = _write_video(tmp_path / "v.avi", n=12, size=(96, 64))
+    before = cv2.getNumThreads()
+    with FrameSource.open(p, decode_threads=0) as src:
+        every = [f.image for f in src]
+        assert cv2.getNumThreads() == before  # 0: OpenCV's pool left as it is
+    assert src.describe()["decode_threads"] == 0
+    a, b = FrameSource.open(p), FrameSource.open(p)
+    assert a.describe()["decode_threads"] == 1
+    with a:
+        first = a.get(3)
+        assert cv2.getNumThreads() == 1
+        with b:  # two sources grabbing: the setting comes back when the last one closes
+            assert cv2.getNumThreads() == 1
+        assert cv2.getNumThreads() == 1
+        rest = list(a)
+    assert cv2.getNumThreads() == before
+    a.close()  # closing again releases nothing twice
+    assert cv2.getNumThreads() == before
+    # the same pixels whichever threads decoded them
+    assert len(first) + len(rest) == len(every) == 12
+    assert all(np.array_equal(f.image, g) for f, g in zip(first + rest, every))
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(SourceError, match="decode_threads"):
+            FrameSource.open(p, decode_threads=bad)
+
+
 def test_image_folder_natural_order_sizes_and_bad_files(tmp_path):
     for i in (1, 2, 10):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((40, 60), i * 20, np.uint8))
@@ -240,7 +267,7 @@ def test_http_url_of_a_file_is_a_file_not_a_camera(monkeypatch):
     made = []
 
     class Stub(_Scripted):
-        def __init__(self, target, live, api=0):
+        def __init__(self, target, live, api=0, threads=0):
             super().__init__([_img(1)], live=live)
             made.append((target, live))
 
