@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from typing import Any
 
@@ -31,6 +32,18 @@ def machine() -> dict[str, Any]:
     except ImportError:
         pass
     return info
+
+
+class CpuHog:
+    """A process spinning on one core while it is open (the busy host)."""
+
+    def __enter__(self) -> CpuHog:
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 def goal(name: str, value: float, target: str, unit: str, met: bool) -> dict[str, Any]:

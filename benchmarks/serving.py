@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, goal  # noqa: E402
+from _common import CpuHog, emit, goal  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "cnn"
@@ -320,18 +320,6 @@ async def accepts_binary(server: Server, x: np.ndarray) -> bool:
         return False
     finally:
         await client.close()
-
-
-class CpuHog:
-    """A process spinning on one core while it is open (the busy host)."""
-
-    def __enter__(self) -> CpuHog:
-        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 def measure_all(servers: dict[str, Server], levels: list[int], seconds: float, rounds: int,
