@@ -27,6 +27,7 @@ def test_generate_then_stream_with_truth(tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index("{"):])
     assert out["frames"] == 60 and out["source"]["frames_dropped"] == 0
+    assert out["source"]["decode_threads"] == 1  # one core decodes unless told otherwise
     assert out["frame_metrics"]["defect_frames"] > 0
     assert 0.0 <= out["frame_metrics"]["recall"] <= 1.0
     assert (tmp_path / "ev.jsonl").exists()
@@ -41,6 +42,9 @@ def test_stream_reports_bad_sources_cleanly(tmp_path):
     assert res.exit_code == 2 and "no camera" in res.output
     res = runner.invoke(cli, ["manufacturing", "stream", "synthetic:?frames=4", "--show"])
     assert res.exit_code == 2 and "window support" in res.output
+    res = runner.invoke(cli, ["manufacturing", "stream", "synthetic:?frames=4",
+                              "--decode-threads", "-1"])
+    assert res.exit_code == 2 and "--decode-threads" in res.output
 
 
 def test_stream_image_folder_of_colour_and_16bit_frames(tmp_path):

@@ -135,6 +135,10 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
               help="Frames queued between grabber and model (default: 16 with drop-oldest, "
                    "64 with block).")
 @click.option("--realtime", is_flag=True, help="Play a file at its nominal fps, like a camera.")
+@click.option("--decode-threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Threads the grabber decodes with (FFmpeg's decoder, OpenCV's pool): one "
+                   "core decodes, the model has the rest; 0 leaves it to FFmpeg and OpenCV "
+                   "(a large H.264 stream may need several).")
 @click.option("--fps", type=float, default=None, help="Nominal fps (folders; overrides files).")
 @click.option("--size", nargs=2, type=int, default=None,
               help="Resize every frame to W H (default: the first frame's size).")
@@ -154,7 +158,7 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
 def stream(source: str, events_path: Path | None, scores_path: Path | None, model: str,
            threshold: float,
            debounce: tuple[int, int], policy: str | None, queue_size: int | None,
-           realtime: bool,
+           realtime: bool, decode_threads: int,
            fps: float | None, size: tuple[int, int] | None, fit: str, mm_per_px: float,
            backend: str, max_frames: int | None, truth: Path | None, show: bool, quiet: bool,
            as_json: bool) -> None:
@@ -169,7 +173,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
     from deepseek.manufacturing.synthetic import read_truth
     from deepseek.readers import open as open_source
 
-    opts: dict[str, Any] = {"realtime": realtime, "fit": fit}
+    opts: dict[str, Any] = {"realtime": realtime, "fit": fit, "decode_threads": decode_threads}
     if queue_size:
         opts["queue_size"] = queue_size
     if policy:
