@@ -148,3 +148,13 @@ def test_packaged_model_finds_wide_cracks_and_stays_quiet_on_clean_surface(backe
     rep = DefectStream(FrameSource.open("synthetic:?seed=700901&frames=60&crack_spacing_mm=inf"),
                        backend=backend).run()
     assert not rep.flags.any() and not rep.events and len(quiet) == 60
+
+
+def test_the_batch_a_frame_is_stepped_in_does_not_change_its_score():
+    """The recurrent state carries from one step to the next: a frame scores the same whether
+    the stream stepped it alone or with others (the default batch is a speed choice only)."""
+    uri = "synthetic:?seed=700902&frames=24&width=160&height=96&crack_spacing_mm=8"
+    scores = [DefectStream(FrameSource.open(uri), max_batch=b).run().scores for b in (1, 4, 16)]
+    assert len(scores[0]) == 24 and scores[0].max() > 0.5  # a crack is in view
+    for s in scores[1:]:
+        np.testing.assert_allclose(s, scores[0], atol=1e-5)

@@ -38,6 +38,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: frames per model step at most (``DefectStream(max_batch=...)``). On CPU a step's cost per
+#: frame does not fall with the batch (the network is convolutional, frame by frame, and
+#: recurrent over time), and larger batches leave the cache: end to end on 640x480 video,
+#: 2-core host, onnxruntime 565-581 fps at 1, 603-608 at 4, 533-585 at 16; PyTorch eager
+#: 304-306 at 1, 374-390 at 4, 199-255 at 8, 182-196 at 16. Beside a CPU hog at 300 fps a
+#: batch of 16 also held the decisions for its first frames back: p99 latency 16-130 ms
+#: (median 77) and 8 frames in 1,500 dropped on average, against 12-65 ms (median 37) and
+#: 0.5 at 4 (11 runs each).
+MAX_BATCH = 4
+
 
 @dataclass
 class DefectEvent:
@@ -362,7 +372,8 @@ class DefectStream:
 
     def __init__(self, source: Any, model: Any = "defect-3dcnn-lstm", *,
                  threshold: float = 0.5, debounce: tuple[int, int] = (2, 3),
-                 max_batch: int = 16, backend: str = "auto", threads: int | None = None,
+                 max_batch: int = MAX_BATCH, backend: str = "auto",
+                 threads: int | None = None,
                  mm_per_px: float = 0.1, on_event: Callable[[DefectEvent], None] | None = None,
                  events: str | Path | IO[str] | None = None,
                  on_batch: Callable[[StreamReport, dict[str, Any]], None] | None = None,
