@@ -2,8 +2,8 @@
 
 Stages: the source's grabber thread decodes and converts frames while the stream thread
 preprocesses (stack, pad to a multiple of 16) and runs the model on whatever has queued up
-(at most ``max_batch`` frames per step; a batch is a run of consecutive frames, the recurrent
-state carries from one batch to the next). Decoding and inference overlap, since OpenCV and
+(at most ``max_batch`` frames per step, 4 by default: :data:`MAX_BATCH`; a batch is a run of
+consecutive frames, the recurrent state carries from one batch to the next). Decoding and inference overlap, since OpenCV and
 onnxruntime both release the GIL. The model gets the CPU budget less the core the grabber
 decodes on (:func:`stream_threads`): on two cores, a model step on both would take the
 decoder's core and slow both (measured: 430-570 fps end to end with two model threads,
