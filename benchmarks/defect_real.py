@@ -2,6 +2,7 @@
 project's modes beside a texture-feature baseline in the same run.
 
     python benchmarks/defect_real.py [--data DIR] [--quick] [--epochs N] [--seeds N] [--views 1|4]
+                                     [--scale S]
                                      [--rows cross-fitted,random-negatives,one-model,packaged,
                                              memory,pasted,draem,baseline]
 
@@ -184,6 +185,8 @@ def main() -> None:
     ap.add_argument("--views", type=int, choices=(1, 4), default=1,
                     help="the supervised rows trained with train --folder --views N [1, as "
                     "train]; the same models are also scored on val under the other count")
+    ap.add_argument("--scale", type=float, default=None,
+                    help="the supervised rows trained with train --folder --scale S [as train]")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help=f"comma-separated rows to run [{','.join(ROWS)}]")
     args = ap.parse_args()
@@ -224,6 +227,8 @@ def main() -> None:
     def supervised(folds: int, seed: int, hard: float | None = None) -> dict:
         t0 = time.perf_counter()
         more = {} if hard is None else {"hard_negatives": hard}
+        if args.scale is not None:
+            more["scale"] = args.scale
         res = train_model(work / f"f{folds}-s{seed}-h{hard}", folder=tree, epochs=epochs,
                           init="packaged", progress=False, target_fpr=0.01, folds=folds,
                           seed=seed, views=args.views, **more)
@@ -245,7 +250,7 @@ def main() -> None:
                                     np.array([o["defect"] for o in oof], np.float64), 0.01)
             alt_at = {"threshold": thr1, **at(alt, va_y, thr1)}
         return {"seed": seed, "val_auroc": round(float(roc_auc_score(va_y, va_s)), 4),
-                "views": res.get("views"),
+                "views": res.get("views"), "scale": res.get("scale"),
                 VIEW_KEYS[other]: {
                     "val_auroc": round(float(roc_auc_score(va_y, alt)), 4),
                     "val_best_recall_at_fpr_0.01": recall_at_fpr(alt, va_y, 0.01)[1],

@@ -194,3 +194,26 @@ def test_scoring_with_the_packaged_weights_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="deepseek.manufacturing.score"):
         score_images([tmp_path], progress=False)
     assert "synthetic line only" in caplog.text and "--model" in caplog.text
+
+
+def test_rescale_averages_areas_the_same_with_or_without_opencv(monkeypatch):
+    from deepseek.manufacturing.images import check_scale, rescale, rescale_mask, scaled_size
+
+    photo = read_gray(sorted(SHARED_CRACKS.rglob("*.jpg"))[0]) if SHARED_CRACKS.is_dir() \
+        else np.random.default_rng(0).integers(0, 256, (125, 50), np.uint8)
+    x = np.tile((np.arange(8) * 30).astype(np.uint8), (4, 1))
+    assert rescale(x, 0.75)[0].tolist() == [8, 45, 82, 128, 165, 202]  # area means, rounded
+    assert rescale(photo, 1.0) is photo
+    for s in (0.75, 0.5, 0.3):
+        full = rescale(photo, s)
+        assert full.shape == scaled_size(photo.shape, s) and full.dtype == np.uint8
+        with monkeypatch.context() as m:
+            m.setattr(images, "_CV2", False)  # the edge form: numpy, the same weights
+            edge = rescale(photo, s)
+        assert np.abs(full.astype(int) - edge).max() <= 1
+    line = np.zeros((40, 40), np.uint8)
+    line[:, 21] = 1
+    assert rescale_mask(line, 0.5)[:, 10].all() and rescale_mask(line, 0.5).sum() == 20
+    for bad in (0.2, 1.01, True, "0.5"):
+        with pytest.raises(ManufacturingError, match="scale="):
+            check_scale(bad)

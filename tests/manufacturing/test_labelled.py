@@ -476,3 +476,61 @@ def test_train_help_states_the_hard_negative_default_and_refuses_it_without_a_fo
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "r"), "--hard-negatives", "2"])
     assert res.exit_code == 2 and "--hard-negatives" in res.output
+
+
+def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
+    """``--scale``: the images and masks are scaled before training (kept or read again, the
+    same pixels), the scale is stored with the model, and ``score`` scales each photo the same
+    way: the stored threshold is one of the scores ``score`` gives, and boxes, heatmaps and
+    pixel metrics come back in the photo's own pixels."""
+    from deepseek.manufacturing.score import Scorer, evaluate_scores, score_images
+    from deepseek.manufacturing.training import train_model
+
+    for k in range(6):
+        m = _part(tmp_path / "parts" / f"{k}.png", 700 + k,
+                  ((20, 30), (110, 60)) if k % 2 else None, h=96, w=128)
+        cv2.imwrite(str(tmp_path / "parts" / f"{k}_mask.png"), m)
+    kept = read_labelled(tmp_path / "parts", scale=0.5)
+    again = read_labelled(tmp_path / "parts", scale=0.5, cache_mb=0)  # read on each use
+    for a, b in zip(kept, again):
+        assert a.shape == (96, 128) and a.image.shape == a.mask.shape == (48, 64)
+        assert a._image is not None and b._image is None
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+        assert all(0 <= r < 48 for r in a.rows) and all(0 <= c < 64 for c in a.cols)
+        assert a.defect == bool(a.rows)  # the 2-pixel line survives the halving
+    # one model, its threshold set on a validation folder (read at the scale too)
+    info = train_model(tmp_path / "run", folder=tmp_path / "parts",
+                       val_folder=tmp_path / "parts", crop=32, crops_per_epoch=8, epochs=1,
+                       batch_size=4, init="scratch", progress=False, target_fpr=0.34,
+                       scale=0.5)
+    assert info["scale"] == 0.5
+    weights = info["model"]
+    scorer = Scorer(weights)
+    assert scorer.scale == 0.5 and Scorer("defect-3dcnn-lstm").scale == 1.0
+    results = score_images([tmp_path / "parts"], weights, progress=False,
+                           heatmaps=tmp_path / "maps")
+    assert min(abs(info["threshold"] - r.score) for r in results) < 1e-9
+    for r in results:
+        assert r.stride == 32 and r.cell_map.shape == (3, 4)  # 48 x 64 at 16 per cell
+        if r.box is not None:
+            x0, y0, x1, y1 = r.box
+            assert 0 <= x0 <= x1 < 128 and 0 <= y0 <= y1 < 96
+        assert cv2.imread(r.heatmap).shape[:2] == (96, 128)
+    ev = evaluate_scores(results, tmp_path / "parts")
+    assert 0 <= ev["pixel"]["pixel_auroc"] <= 1
+    assert 0 <= ev["pixel_references"]["darkness"]["pixel_auroc"] <= 1
+    for bad in (1.5, 0.1, True):
+        with pytest.raises(ManufacturingError, match="scale="):
+            train_model(tmp_path / "run2", folder=tmp_path / "parts", scale=bad)
+    with pytest.raises(ManufacturingError, match="scale applies to part images"):
+        train_model(tmp_path / "run2", clips=2, scale=0.5)
+    import logging
+
+    from deepseek.manufacturing.stream import DefectStream
+
+    with caplog.at_level(logging.WARNING):  # the stream does not scale its frames: said
+        DefectStream("synthetic:?frames=2&width=64&height=48", weights)
+    assert "scaled by 0.5" in caplog.text
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "run3"), "--scale", "0.5"])
+    assert res.exit_code == 2 and "--scale go with --folder" in res.output

@@ -474,6 +474,10 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) 
               "flipped three ways, the logits averaged (4: ranks parts better, scoring takes "
               "4x as long, and on KolektorSDD its stored threshold promised more recall than "
               "it gave); stored with the model, which `score` follows [1].")
+@click.option("--scale", type=click.FloatRange(0.25, 1.0), default=None,
+              help="--folder: scale every image (and mask) by this first, area-averaged: the "
+              "network's 16-pixel cells then see more of the part; stored with the model, "
+              "whose photos `score` scales the same way [1: as they are].")
 @click.option("--init", type=click.Choice(["packaged", "scratch"]), default=None,
               help="Start from the packaged weights or from scratch [packaged with --folder, "
               "scratch for synthetic training].")
@@ -536,8 +540,8 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) 
 def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | None,
           val_fraction: float,
           group_pattern: str | None, crop: int | None, crops_per_epoch: int | None,
-          hard_negatives: float | None, views: str | None, init: str | None,
-          clips: int, clip_frames: int | None,
+          hard_negatives: float | None, views: str | None, scale: float | None,
+          init: str | None, clips: int, clip_frames: int | None,
           clip_size: tuple[int, int], crack_depth: tuple[float, float] | None, epochs: int,
           batch_size: int, steps: int | None, accum_steps: int,
           lr: float | None,
@@ -557,7 +561,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         if folder is not None:
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
         for flag, given in (("--hard-negatives", hard_negatives is not None),
-                            ("--views", views is not None)):
+                            ("--views", views is not None), ("--scale", scale is not None)):
             if given:
                 raise click.UsageError(f"{flag} goes with --folder (labelled images), not "
                                        "with --good-only")
@@ -634,9 +638,10 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
     if memory_top_fraction is not None:
         raise click.UsageError("--memory-top-fraction goes with --good-only (the memory)")
     if folder is None and (val_folder is not None or crops_per_epoch is not None
-                           or hard_negatives is not None or views is not None):
-        raise click.UsageError("--val-folder, --crops-per-epoch, --hard-negatives and --views "
-                               "go with --folder")
+                           or hard_negatives is not None or views is not None
+                           or scale is not None):
+        raise click.UsageError("--val-folder, --crops-per-epoch, --hard-negatives, --views "
+                               "and --scale go with --folder")
     if folder is not None and crack_depth is not None:
         raise click.UsageError("--crack-depth shapes the synthetic clips: it does not go with "
                                "--folder (your images' cracks are what they are)")
@@ -648,7 +653,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                       crops_per_epoch=crops_per_epoch, init=init, target_fpr=target_fpr,
                       folds=folds, **({"crack_depth": crack_depth} if crack_depth else {}),
                       **({"hard_negatives": hard_negatives} if hard_negatives is not None
-                         else {}), **({"views": int(views)} if views is not None else {}))
+                         else {}), **({"views": int(views)} if views is not None else {}),
+                      **({"scale": scale} if scale is not None else {}))
     from deepseek.report import echo_training
 
     echo_training(res, as_json)

@@ -186,6 +186,64 @@ def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None 
                      "integers or float")
 
 
+# -- scale ------------------------------------------------------------------------------------
+#: the image scales a supervised model may be trained at (``train --folder --scale``): down
+#: only, the network's 16-pixel cells then see more of the part
+SCALE_RANGE = (0.25, 1.0)
+
+
+def check_scale(scale: float) -> float:
+    """``scale`` as a float, or a :class:`ManufacturingError` when it is outside
+    :data:`SCALE_RANGE`."""
+    lo, hi = SCALE_RANGE
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not lo <= scale <= hi:
+        raise ManufacturingError(f"scale={scale!r}: give an image scale from {lo} to {hi} "
+                                 "(1: the images as they are)")
+    return float(scale)
+
+
+def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """``(h, w)`` of an image of ``shape`` at ``scale`` (rounded, at least 1 x 1)."""
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)``: the share of each input pixel under each output pixel (rows sum
+    to 1), output pixel i spanning input [i * n_in / n_out, (i + 1) * n_in / n_out)."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    j = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0, None)
+    return (overlap / (n_in / n_out)).astype(np.float32)
+
+
+def rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """A gray image at ``scale`` (<= 1), each output pixel the area-weighted mean of the input
+    pixels under it: OpenCV's ``INTER_AREA`` when OpenCV is installed, else the same
+    weights on numpy (the edge form; equal within one gray level, tested). ``scale == 1``:
+    the image itself. Masks: :func:`rescale_mask`."""
+    if scale == 1:
+        return image
+    h, w = scaled_size(image.shape, scale)
+    cv2 = _cv2_or_none()
+    if cv2 is not None:
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    f = _area_weights(image.shape[0], h) @ image.astype(np.float32) \
+        @ _area_weights(image.shape[1], w).T
+    return np.clip(np.rint(f), 0, np.iinfo(image.dtype).max).astype(image.dtype)
+
+
+def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
+    """A binary mask at ``scale`` (uint8 0/1): a pixel is marked when any marked input pixel
+    lies under it (thin lines survive)."""
+    if scale == 1:
+        return mask
+    h, w = scaled_size(mask.shape, scale)
+    f = _area_weights(mask.shape[0], h) @ (mask > 0).astype(np.float32) \
+        @ _area_weights(mask.shape[1], w).T
+    return (f > 1e-6).astype(np.uint8)
+
+
 # -- which files are part images ------------------------------------------------------------
 def _natural_key(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]

@@ -62,42 +62,47 @@ class LabelledImage:
     path: Path
     defect: bool
     source: str            # "mask", "yolo", "yolo-background", "folder"
-    shape: tuple[int, int]
+    shape: tuple[int, int]  # the file's (h, w); the image and mask are at ``scale``
     label_path: Path | None = None
     group: str = ""
     rows: list[int] = field(default_factory=list)   # rows of mask pixels
     cols: list[int] = field(default_factory=list)
+    scale: float = 1.0     # the image and mask as training sees them (``--scale``)
     _image: np.ndarray | None = field(default=None, repr=False)
     _mask: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def image(self) -> np.ndarray:
-        """The grayscale image: the pixels kept by :meth:`keep`, else decoded from the file
-        on each use (refused if the file changed size since it was listed)."""
+        """The grayscale image at ``scale``: the pixels kept by :meth:`keep`, else decoded
+        from the file on each use (refused if the file changed size since it was listed)."""
         if self._image is not None:
             return self._image
-        from deepseek.manufacturing.images import read_gray
+        from deepseek.manufacturing.images import read_gray, rescale
 
         img = read_gray(self.path)
         if img.shape != self.shape:
             raise ManufacturingError(f"{self.path}: changed since it was listed ({self.shape} "
                                      f"-> {img.shape}); restart the training")
-        return img
+        return rescale(img, self.scale)
 
     @property
     def mask(self) -> np.ndarray | None:
-        """The binary defect mask, an empty one for a known-good image, or None when the source has
-        no pixel labels.
+        """The binary defect mask at ``scale``, an empty one for a known-good image, or None
+        when the source has no pixel labels.
         """
         if self._mask is not None or self.source == "folder":
             return self._mask
+        from deepseek.manufacturing.images import rescale_mask
+
         if self.source == "yolo-background":
-            return np.zeros(self.shape, np.uint8)
-        if self.source == "yolo":
+            mask = np.zeros(self.shape, np.uint8)
+        elif self.source == "yolo":
             assert self.label_path is not None
-            return yolo_mask(self.label_path, *self.shape)
-        assert self.label_path is not None
-        return _read_mask(self.label_path, self.path, self.shape)
+            mask = yolo_mask(self.label_path, *self.shape)
+        else:
+            assert self.label_path is not None
+            mask = _read_mask(self.label_path, self.path, self.shape)
+        return rescale_mask(mask, self.scale)
 
     def keep(self, image: np.ndarray, mask: np.ndarray | None) -> None:
         """Keep an already decoded image and mask (so that they are not decoded again)."""
@@ -231,10 +236,20 @@ def _read_mask(mpath: Path, img: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def read_labelled(root: str | Path, group_pattern: str | None = None,
-                  cache_mb: float = CACHE_MB) -> list[LabelledImage]:
-    """Every part image below ``root`` with its label (module docstring rules). Pixels and
+                  cache_mb: float = CACHE_MB, scale: float = 1.0) -> list[LabelledImage]:
+    """Every part image below ``root`` with its label (module docstring rules), its pixels
+    and mask at ``scale`` (:func:`~deepseek.manufacturing.images.rescale`). Pixels and
     masks stay in memory up to ``cache_mb`` in all; the rest are read again when used."""
-    from deepseek.manufacturing.images import IMAGE_SUFFIXES, list_images, read_gray
+    from deepseek.manufacturing.images import (
+        IMAGE_SUFFIXES,
+        check_scale,
+        list_images,
+        read_gray,
+        rescale,
+        rescale_mask,
+    )
+
+    scale = check_scale(scale)
 
     root = Path(root)
     if not root.is_dir():
@@ -270,7 +285,11 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
             raise ManufacturingError(f"{p}: it is in a {'defect' if folder else 'good'} folder "
                                      f"but its {source} label says "
                                      f"{'defect' if defect else 'good'}; fix one of them")
-        item = LabelledImage(p, defect, source, shape, label, group_of(p, root, group_pattern))
+        item = LabelledImage(p, defect, source, shape, label, group_of(p, root, group_pattern),
+                             scale=scale)
+        if scale != 1:
+            img = rescale(img, scale)
+            mask = None if mask is None else rescale_mask(mask, scale)
         if mask is not None and defect:
             r, c = np.nonzero(mask)
             item.rows, item.cols = r.tolist(), c.tolist()

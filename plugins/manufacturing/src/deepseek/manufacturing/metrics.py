@@ -281,14 +281,16 @@ def expected_rates(scores: Any, labels: Any, threshold: float) -> dict[str, Any]
             "defect_images": n_defect, "good_images": n_good}
 
 
-def upsample_map(pmap: Any, shape: tuple[int, int], stride: int) -> np.ndarray:
-    """A cell map (one value per ``stride`` x ``stride`` pixels) at the image's pixel size,
-    linearly interpolated between cell centres and cut to ``shape``."""
+def upsample_map(pmap: Any, shape: tuple[int, int], stride: float) -> np.ndarray:
+    """A cell map (one value per ``stride`` x ``stride`` pixels; the stride need not be a
+    whole number) at the image's pixel size, linearly interpolated between cell centres
+    and cut to ``shape``."""
     from deepseek.manufacturing.images import require_cv2
 
     cv2 = require_cv2("pixel metrics")
     m = np.asarray(pmap, np.float32)
-    up = cv2.resize(m, (m.shape[1] * stride, m.shape[0] * stride),
+    up = cv2.resize(m, (math.ceil(m.shape[1] * stride - 1e-6),
+                        math.ceil(m.shape[0] * stride - 1e-6)),
                     interpolation=cv2.INTER_LINEAR)
     h, w = shape
     if up.shape[0] < h or up.shape[1] < w:

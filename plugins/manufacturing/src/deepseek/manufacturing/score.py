@@ -36,6 +36,7 @@ from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_pat
     image_paths,
     read_gray,
     require_cv2,
+    rescale,
 )
 from deepseek.manufacturing.runtime import FRAMES, STRIDE, OnnxNet
 
@@ -58,9 +59,10 @@ class ImageScore:
     threshold: float | None = None
     views: int = 1
     #: the image's defect map (probabilities, or anomaly scores for a memory), one value per
-    #: ``stride`` x ``stride`` pixels; not written to CSV or JSON
+    #: ``stride`` x ``stride`` pixels of the image (16 / the model's scale: not always a whole
+    #: number); not written to CSV or JSON
     cell_map: np.ndarray | None = field(default=None, repr=False, compare=False)
-    stride: int = STRIDE
+    stride: float = STRIDE
 
     def to_dict(self) -> dict[str, Any]:
         """The score as JSON-ready data (the probability map left out): what ``score --json``
@@ -188,6 +190,13 @@ def stored_threshold(model: Any) -> float | None:
     return float(thr) if isinstance(thr, (int, float)) and 0.0 < thr < 1.0 else None
 
 
+def stored_scale(model: Any) -> float:
+    """The image scale a network was trained at (``train --folder --scale``; 1 for anything
+    else): its photos are scaled the same way before they are scored."""
+    scale = _stored_extra(model).get("scale", 1.0)
+    return float(scale) if isinstance(scale, (int, float)) and 0 < scale <= 1 else 1.0
+
+
 def stored_views(model: Any) -> int:
     """The views (:func:`score_image`) a network's stored threshold was set with: what
     ``train --folder`` stored (``--views``, 1 by default), 1 for anything else (the packaged
@@ -196,14 +205,14 @@ def stored_views(model: Any) -> int:
     return views if views in VIEWS else 1
 
 
-def heatmap_overlay(image: np.ndarray, pmap: np.ndarray, stride: int = STRIDE) -> np.ndarray:
+def heatmap_overlay(image: np.ndarray, pmap: np.ndarray, stride: float = STRIDE) -> np.ndarray:
     """The image in gray with a 0..1 map (cells of ``stride`` pixels) over it (colour map,
     40 %)."""
     cv2 = require_cv2("heatmap images (--heatmaps)")
 
-    h, w = image.shape
-    up = cv2.resize(pmap.astype(np.float32), (pmap.shape[1] * stride, pmap.shape[0] * stride),
-                    interpolation=cv2.INTER_LINEAR)[:h, :w]
+    from deepseek.manufacturing.metrics import upsample_map
+
+    up = upsample_map(pmap, image.shape, stride)
     colour = cv2.applyColorMap(np.clip(up * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     gray = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     return cv2.addWeighted(gray, 0.6, colour, 0.4, 0)
@@ -266,6 +275,7 @@ class Scorer:
             self.expected = stored_expectation(model)
         self.memory, self.threshold, self.frames = memory, float(threshold), frames
         self.views = views
+        self.scale = stored_scale(model) if memory is None else 1.0
         self.net = load_net(model).eval() if memory is None else None
 
     def score(self, path: str | Path, heatmap: str | Path | None = None) -> ImageScore:
@@ -274,9 +284,9 @@ class Scorer:
 
         p = Path(path)
         img = read_gray(p)
-        if self.memory is None:
-            prob, pmap = score_image(self.net, img, self.frames, self.views)
-            stride, level, shown = STRIDE, 0.5, pmap
+        if self.memory is None:  # at the scale the model was trained at
+            prob, pmap = score_image(self.net, rescale(img, self.scale), self.frames, self.views)
+            stride, level, shown = STRIDE / self.scale, 0.5, pmap
         else:  # anomaly map: shown at 0..1 with the threshold at the middle of the scale
             prob, pmap = self.memory.score(img)
             stride, level = self.memory.stride, self.threshold
@@ -370,9 +380,13 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     return out
 
 
-def darkness_cells(image: np.ndarray, stride: int) -> np.ndarray:
+def darkness_cells(image: np.ndarray, stride: float) -> np.ndarray:
     """255 minus the mean gray of each ``stride`` x ``stride`` cell (edge cells padded with
-    their edge values): the pixel baseline of :func:`evaluate_scores`."""
+    their edge values): the pixel baseline of :func:`evaluate_scores`. A stride that is not
+    a whole number (a model trained at a scale): the image at that scale, in cells of 16."""
+    if stride != int(stride):
+        image, stride = rescale(image, STRIDE / stride), STRIDE
+    stride = int(stride)
     h, w = image.shape
     ph, pw = (-h) % stride, (-w) % stride
     a = np.pad(image.astype(np.float32), ((0, ph), (0, pw)), mode="edge")

@@ -3,11 +3,11 @@
 Stages: the source's grabber thread decodes and converts frames while the stream thread
 preprocesses (stack, pad to a multiple of 16) and runs the model on whatever has queued up
 (at most ``max_batch`` frames per step, 4 by default: :data:`MAX_BATCH`; a batch is a run of
-consecutive frames, the recurrent state carries from one batch to the next). Decoding and inference overlap, since OpenCV and
-onnxruntime both release the GIL. The model gets the CPU budget less the core the grabber
-decodes on (:func:`stream_threads`): on two cores, a model step on both would take the
-decoder's core and slow both (measured: 430-570 fps end to end with two model threads,
-555-600 with one, on this project's 2-core machine).
+consecutive frames, the recurrent state carries from one batch to the next). Decoding and
+inference overlap, since OpenCV and onnxruntime both release the GIL. The model gets the
+CPU budget less the core the grabber decodes on (:func:`stream_threads`): on two cores, a
+model step on both would take the decoder's core and slow both (measured: 430-570 fps end
+to end with two model threads, 555-600 with one, on this project's 2-core machine).
 
 Decisions: a frame is *flagged* when its probability reaches ``threshold``. An *event* (a
 defect that should stop the line) starts when ``k`` of the last ``n`` frames are flagged
@@ -392,6 +392,15 @@ class DefectStream:
         self.source = (source if isinstance(source, FrameSource)
                        else FrameSource.open(source, **(source_options or {})))
         self.net = load_net(model)
+        if isinstance(model, (str, Path)) and str(model).endswith(".safetensors"):
+            from deepseek.loader import read_model_extra
+
+            scale = read_model_extra(model).get("scale", 1.0)
+            if scale != 1.0:  # the stream scores frames at the size they come in
+                log.warning("%s: trained on part photos scaled by %g (train --scale); the "
+                            "stream scores its frames as they come, unscaled: give it frames "
+                            "at that scale, or score photos with deepseek manufacturing score",
+                            model, scale)
         self.threads = stream_threads() if threads is None else int(threads)
         self.step = make_step(self.net, backend, self.threads)
         self.threshold, self.k, self.n = float(threshold), int(k), int(n)

@@ -450,7 +450,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                 crops_per_epoch: int | None = None, init: str | None = None,
                 target_fpr: float = 0.003, folds: int = 5,
                 crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH,
-                hard_negatives: float = HARD_NEGATIVES, views: int = 1) -> dict[str, Any]:
+                hard_negatives: float = HARD_NEGATIVES, views: int = 1,
+                scale: float = 1.0) -> dict[str, Any]:
     """Train ``model`` (``defect-3dcnn-lstm``, or any registered model that fits the task:
     uint8 clips ``[N, T, H, W]`` in, ``(frame logits [N, T], maps [N, T, h, w], state)`` out)
     and write ``out_dir/model.safetensors`` (+ ``.json``).
@@ -481,6 +482,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     much, and the out-of-fold scores under both are kept (``out_of_fold_scores``).
     With ``val_folder`` (or ``folds=1``: a group split, ``val_fraction`` of the groups), one
     model, the best epoch by the validation images' AUROC, the threshold set on them.
+    ``scale`` (``folder`` only): every image (and mask) is scaled by it first (area
+    averaging, :func:`~deepseek.manufacturing.images.rescale`), for training, for the
+    threshold's scores and, stored with the model, when ``score`` scores a photo.
     ``deepseek manufacturing score`` uses the stored threshold by default. ``lr`` defaults to
     1e-3 from the packaged weights, 3e-3 from scratch."""
     from deepseek.loader import build_registered, require_fit
@@ -493,6 +497,12 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     from deepseek.manufacturing.score import check_views
 
     check_views(views)
+    from deepseek.manufacturing.images import check_scale
+
+    scale = check_scale(scale)
+    if scale != 1 and folder is None:
+        raise ManufacturingError("scale applies to part images (folder); the synthetic line "
+                                 "is drawn at its own resolution")
     if not 0.0 <= hard_negatives <= 1.0:
         raise ManufacturingError(f"hard_negatives={hard_negatives}: give the share of the "
                                  "negative crops placed on hard spots, 0 to 1")
@@ -549,7 +559,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     else:
         from deepseek.manufacturing.labelled import join_look_alikes, read_labelled
 
-        items = read_labelled(folder, group_pattern)
+        items = read_labelled(folder, group_pattern, scale=scale)
         joined = join_look_alikes(items, rule_given=group_pattern is not None)
         for why in ("regrouped", "skipped"):
             if why in joined:
@@ -565,7 +575,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             _check_outputs(net, model)
             return net, cfg
 
-        data_info = {"data": "folder", "folder": str(folder), "images": len(items),
+        data_info = {"data": "folder", "folder": str(folder), "scale": scale,
+                     "images": len(items),
                      "defect_images": sum(i.defect for i in items), "crop": crop,
                      "groups": joined["groups_after"], "look_alike_pairs": joined["pairs"],
                      **{k: joined[k] for k in ("regrouped", "skipped") if k in joined},
@@ -597,7 +608,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         else:
             net, cfg, history, held, val, more = _fit_held_out(
                 items, build, crops, crop, frames, seed, fit, out, resume, val_folder,
-                val_fraction, group_pattern, hard=(hard, hard_negatives), views=views)
+                val_fraction, group_pattern, hard=(hard, hard_negatives), views=views,
+                scale=scale)
             data_info.update(more)
             where = ("the validation folder" if val_folder is not None else
                      "the held-out groups")
@@ -605,7 +617,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         if views > 1:
             where += f", scored under {views} views"
         labels = [bool(it.defect) for it in items]
-        extra = {"trained_on": "folder", "init": init, "views": views,
+        extra = {"trained_on": "folder", "init": init, "views": views, "scale": scale,
                  **_expected(held, labels, target_fpr, where)}
         data_info.update({k: extra[k] for k in ("views", "threshold", "threshold_rule",
                                                  "expected")})
@@ -727,14 +739,14 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
 def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, seed: int,
                   fit: dict[str, Any], out: Path, resume: bool, val_folder: Any,
                   val_fraction: float, group_pattern: str | None,
-                  hard: tuple[list[HardSpot], float] = ([], 0.0), views: int = 1
-                  ) -> tuple[Any, ...]:
+                  hard: tuple[list[HardSpot], float] = ([], 0.0), views: int = 1,
+                  scale: float = 1.0) -> tuple[Any, ...]:
     """One model validated on ``val_folder`` or a group split; the best epoch kept.
     (net, cfg, history, validation scores, validation items, data info)."""
     from deepseek.manufacturing.labelled import read_labelled, shared_parts, split_groups
 
     if val_folder is not None:
-        val = read_labelled(val_folder, group_pattern)
+        val = read_labelled(val_folder, group_pattern, scale=scale)
         if not any(i.defect for i in val) or all(i.defect for i in val):
             raise ManufacturingError(f"{val_folder}: validation needs good and defect images")
     else:
