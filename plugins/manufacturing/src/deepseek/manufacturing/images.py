@@ -45,13 +45,24 @@ def require_cv2(what: str) -> Any:
     return cv2
 
 
+_CV2: Any = None  # OpenCV once found (False when it is not installed)
+
+
+def _cv2_or_none() -> Any:
+    global _CV2
+    if _CV2 is None:
+        try:
+            import cv2
+
+            _CV2 = cv2
+        except ImportError:
+            _CV2 = False
+    return _CV2 or None
+
+
 def have_cv2() -> bool:
-    """Whether OpenCV can be imported."""
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether OpenCV can be imported (looked up once)."""
+    return _cv2_or_none() is not None
 
 
 # -- decoding -------------------------------------------------------------------------------
@@ -134,21 +145,6 @@ def bgr_to_gray(img: np.ndarray) -> np.ndarray:
         return acc.astype(img.dtype)
     f = img.dtype.type
     return (b * f(0.114) + g * f(0.587) + r * f(0.299)).astype(img.dtype)
-
-
-_CV2: Any = None  # OpenCV once found (False when it is not installed)
-
-
-def _cv2_or_none() -> Any:
-    global _CV2
-    if _CV2 is None:
-        try:
-            import cv2
-
-            _CV2 = cv2
-        except ImportError:
-            _CV2 = False
-    return _CV2 or None
 
 
 def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None = None
