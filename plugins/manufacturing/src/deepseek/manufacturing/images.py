@@ -213,6 +213,11 @@ def _area_weights(n_in: int, n_out: int) -> np.ndarray:
     return (overlap / (n_in / n_out)).astype(np.float32)
 
 
+def _area_mean(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``a`` (2-D) at ``h x w``, each value the area-weighted mean of those under it (float32)."""
+    return _area_weights(a.shape[0], h) @ a.astype(np.float32) @ _area_weights(a.shape[1], w).T
+
+
 def rescale(image: np.ndarray, scale: float) -> np.ndarray:
     """A gray image at ``scale`` (<= 1), each output pixel the area-weighted mean of the input
     pixels under it: OpenCV's ``INTER_AREA`` when OpenCV is installed, else the same
@@ -224,8 +229,7 @@ def rescale(image: np.ndarray, scale: float) -> np.ndarray:
     cv2 = _cv2_or_none()
     if cv2 is not None:
         return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    f = _area_weights(image.shape[0], h) @ image.astype(np.float32) \
-        @ _area_weights(image.shape[1], w).T
+    f = _area_mean(image, h, w)
     return np.clip(np.rint(f), 0, np.iinfo(image.dtype).max).astype(image.dtype)
 
 
@@ -235,9 +239,7 @@ def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1:
         return mask
     h, w = scaled_size(mask.shape, scale)
-    f = _area_weights(mask.shape[0], h) @ (mask > 0).astype(np.float32) \
-        @ _area_weights(mask.shape[1], w).T
-    return (f > 1e-6).astype(np.uint8)
+    return (_area_mean(mask > 0, h, w) > 1e-6).astype(np.uint8)
 
 
 # -- which files are part images ------------------------------------------------------------
