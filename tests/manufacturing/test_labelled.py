@@ -516,6 +516,10 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
             x0, y0, x1, y1 = r.box
             assert 0 <= x0 <= x1 < 128 and 0 <= y0 <= y1 < 96
         assert cv2.imread(r.heatmap).shape[:2] == (96, 128)
+        d = r.to_dict()  # what score --json and batch write say the photo was scaled by
+        assert d["scale"] == 0.5 and (d["width"], d["height"]) == (128, 96)
+    packaged = score_images([tmp_path / "parts" / "0.png"], progress=False)[0]
+    assert packaged.to_dict()["scale"] == 1.0
     ev = evaluate_scores(results, tmp_path / "parts")
     assert 0 <= ev["pixel"]["pixel_auroc"] <= 1
     assert 0 <= ev["pixel_references"]["darkness"]["pixel_auroc"] <= 1

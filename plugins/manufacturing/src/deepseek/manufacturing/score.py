@@ -46,8 +46,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ImageScore:
-    """One scored image: path, size, score, defect flag, box, heatmap file, the threshold used
-    and the views the score was made under (:func:`score_image`; 1 for a good-parts model).
+    """One scored image: path, size, score, defect flag, box, heatmap file, the threshold used,
+    the views the score was made under (:func:`score_image`; 1 for a good-parts model) and the
+    scale the model scaled the image by before scoring it (``train --folder --scale``; 1 for
+    other models). The size, box and heatmap are in the image's own pixels whatever the scale.
     """
     path: str
     width: int
@@ -58,6 +60,7 @@ class ImageScore:
     heatmap: str | None = None
     threshold: float | None = None
     views: int = 1
+    scale: float = 1.0
     #: the image's defect map (probabilities, or anomaly scores for a memory), one value per
     #: ``stride`` x ``stride`` pixels of the image (16 / the model's scale: not always a whole
     #: number); not written to CSV or JSON
@@ -301,7 +304,7 @@ class Scorer:
                 raise ManufacturingError(f"{written}: could not write the heatmap")
         return ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob, bool(defect),
                           box, written, self.threshold,
-                          self.views if self.memory is None else 1, pmap, stride)
+                          self.views if self.memory is None else 1, self.scale, pmap, stride)
 
 
 def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
