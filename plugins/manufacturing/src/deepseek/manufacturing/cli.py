@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from deepseek.manufacturing import __version__
+from deepseek.manufacturing.formats import SCALE_RANGE
 
 #: exit status of `stream` when its source failed: lost for good, or a file cut short
 EXIT_SOURCE_FAULT = 3
@@ -474,7 +475,7 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) 
               "flipped three ways, the logits averaged (4: ranks parts better, scoring takes "
               "4x as long, and on KolektorSDD its stored threshold promised more recall than "
               "it gave); stored with the model, which `score` follows [1].")
-@click.option("--scale", type=click.FloatRange(0.25, 1.0), default=None,
+@click.option("--scale", type=click.FloatRange(*SCALE_RANGE), default=None,
               help="--folder: scale every image (and mask) by this first, area-averaged: the "
               "network's 16-pixel cells then see more of the part; stored with the model, "
               "whose photos `score` scales the same way [1: as they are].")

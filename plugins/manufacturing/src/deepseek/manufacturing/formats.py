@@ -1,5 +1,5 @@
-"""File types and stream addresses the plugin knows: constants only, imported by the plugin's
-hooks and by the readers alike (no other imports)."""
+"""File types, stream addresses and training's image scales the plugin knows: constants only,
+imported by the plugin's hooks, its command line and the readers alike (no other imports)."""
 
 from __future__ import annotations
 
@@ -10,3 +10,6 @@ VIDEO_SUFFIXES = [".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpe
                   ".flv", ".ts", ".mjpg", ".mjpeg", ".h264", ".h265", ".y4m"]
 #: network streams
 STREAM_SCHEMES = ["rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://"]
+#: the image scales a supervised model may be trained at (``train --folder --scale``): down
+#: only, the network's 16-pixel cells then see more of the part
+SCALE_RANGE = (0.25, 1.0)

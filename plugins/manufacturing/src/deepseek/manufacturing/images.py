@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from deepseek.manufacturing.errors import FrameError, ManufacturingError
-from deepseek.manufacturing.formats import IMAGE_SUFFIXES
+from deepseek.manufacturing.formats import IMAGE_SUFFIXES, SCALE_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +183,6 @@ def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None 
 
 
 # -- scale ------------------------------------------------------------------------------------
-#: the image scales a supervised model may be trained at (``train --folder --scale``): down
-#: only, the network's 16-pixel cells then see more of the part
-SCALE_RANGE = (0.25, 1.0)
-
 
 def check_scale(scale: float) -> float:
     """``scale`` as a float, or a :class:`ManufacturingError` when it is outside
