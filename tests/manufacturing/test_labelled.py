@@ -272,6 +272,41 @@ def test_look_alike_images_join_one_group_and_folds_keep_groups_whole(tmp_path):
         fold_groups([i for i in items if not i.defect or i.path.stem == "0"], 3)
 
 
+def test_folds_when_every_part_has_a_defect_photo():
+    """Grouped by part, a data set whose every part has one photo of its defect among photos
+    of its good sides has no defect-free group: the parts' good photos fill the folds, every
+    fold holds both kinds, parts stay whole."""
+    from types import SimpleNamespace as Img
+
+    from deepseek.manufacturing.labelled import fold_groups
+
+    def parts(n_mixed, n_defect_only=0, n_good_only=0):
+        items = []
+        for p in range(n_mixed):
+            items += [Img(group=f"m{p}", defect=k == p % 8) for k in range(8)]
+        items += [Img(group=f"d{p}", defect=True) for p in range(n_defect_only)]
+        items += [Img(group=f"g{p}", defect=False) for p in range(n_good_only)]
+        return items
+
+    for items, folds, k in ((parts(12), 5, 5), (parts(3), 5, 3), (parts(1, 6, 1), 5, 2),
+                            (parts(2, 3, 0), 4, 2), (parts(2, 1, 1), 5, 3),
+                            (parts(6, 0, 2), 5, 5), (parts(0, 4, 6), 10, 4)):
+        for seed in range(6):
+            fold = fold_groups(items, folds, seed)
+            assert sorted(set(fold.tolist())) == list(range(k))
+            for f in range(k):
+                assert {i.defect for i, g in zip(items, fold) if g == f} == {True, False}
+            for g in {i.group for i in items}:
+                assert len({int(f) for i, f in zip(items, fold) if i.group == g}) == 1
+    with pytest.raises(ManufacturingError, match="two with a good image; there are 4 and 1"):
+        fold_groups(parts(1, 3), 5)
+    # enough groups of each kind for every fold: dealt apart, the two kinds balanced
+    items = parts(0, 10, 10)
+    fold = fold_groups(items, 5, 0)
+    for f in range(5):
+        assert sorted(i.defect for i, g in zip(items, fold) if g == f) == [False] * 2 + [True] * 2
+
+
 def test_parts_that_all_look_alike_are_not_joined(tmp_path):
     """When every image correlates with the others (one part shape in a fixture), joining would
     make one group of everything: nothing is joined and the reason is given."""

@@ -475,28 +475,62 @@ def join_look_alikes(items: list[LabelledImage], threshold: float = SAME_PART_CO
 def fold_groups(items: list[LabelledImage], folds: int, seed: int = 0) -> np.ndarray:
     """Each image's fold (0..k-1) for cross-fitting: whole groups per fold, groups with a
     defect and groups without dealt out separately (in a seeded random order, each to the fold
-    with the fewest images of its kind so far), so every fold holds both kinds. ``k`` is
-    ``folds``, or fewer when there are fewer defect or good groups than that.
+    with the fewest images of its kind so far), so every fold holds both kinds.
+
+    With fewer than ``folds`` groups of either kind (a part photographed from several sides,
+    one photo showing its defect, grouped by part: few groups or none free of defects) the
+    groups that hold good images as well as defect images count for both:
+    :func:`deal_covering` deals them first, one to each fold, then the others. ``k`` is
+    ``folds``, or fewer when fewer groups hold a defect, or a good image, than that.
 
     Raises:
-        ManufacturingError: fewer than two groups with a defect or without one.
+        ManufacturingError: fewer than two groups with a defect, or fewer than two groups
+            with a good image.
     """
     groups: dict[str, list[int]] = {}
     for k, it in enumerate(items):
         groups.setdefault(it.group, []).append(k)
     kinds = {want: sorted(g for g, v in groups.items()
                           if any(items[i].defect for i in v) == want) for want in (True, False)}
-    k = min(folds, len(kinds[True]), len(kinds[False]))
-    if k < 2:
-        raise ManufacturingError(
-            f"cross-fitting needs at least two groups with a defect and two without; there "
-            f"are {len(kinds[True])} and {len(kinds[False])} ({len(items)} images): label "
-            "more images, check --group-pattern, or give --val-folder")
     rng = np.random.default_rng(seed)
     fold = np.zeros(len(items), np.int64)
-    for want in (True, False):
-        deal_groups(kinds[want], groups, k, rng, fold)
+    if min(len(kinds[True]), len(kinds[False])) >= folds:
+        for want in (True, False):
+            deal_groups(kinds[want], groups, folds, rng, fold)
+        return fold
+    mixed = [g for g in kinds[True] if not all(items[i].defect for i in groups[g])]
+    k = min(folds, len(kinds[True]), len(mixed) + len(kinds[False]))
+    if k < 2:
+        raise ManufacturingError(
+            f"cross-fitting needs at least two groups with a defect and two with a good image; "
+            f"there are {len(kinds[True])} and {len(mixed) + len(kinds[False])} ({len(items)} "
+            "images): label more images, check --group-pattern, or give --val-folder")
+    deal_covering(mixed, sorted(set(groups) - set(mixed)), groups,
+                  [bool(it.defect) for it in items], k, rng, fold)
     return fold
+
+
+def deal_covering(first: list[str], rest: list[str], groups: dict[str, list[int]],
+                  defect: list[bool], k: int, rng: np.random.Generator, fold: np.ndarray
+                  ) -> None:
+    """Deal the groups ``first`` and then ``rest`` (each in a random order) to ``k`` folds so
+    that every fold gets a defect image and a good image: each group goes to a fold that
+    lacks a kind it holds when there is one, else to any fold; among those, to the one with
+    the fewest images so far. Every fold is covered when at least ``k`` groups hold a defect
+    and ``k`` a good image and ``first`` are the groups that hold both. Writes each member's
+    fold into ``fold``."""
+    load = np.zeros(k, np.int64)
+    has = np.zeros((k, 2), bool)  # [fold, (defect, good)]
+    for names in (first, rest):
+        for g in rng.permutation(names).tolist() if names else []:
+            kinds = np.array([any(defect[i] for i in groups[g]),
+                              not all(defect[i] for i in groups[g])])
+            lacking = (kinds[None, :] & ~has).any(1)
+            cand = np.flatnonzero(lacking) if lacking.any() else np.arange(k)
+            f = int(cand[np.argmin(load[cand] + rng.random(len(cand)) * 1e-3)])
+            fold[groups[g]] = f
+            load[f] += len(groups[g])
+            has[f] |= kinds
 
 
 def deal_groups(names: list[str], groups: dict[str, list[int]], k: int,
