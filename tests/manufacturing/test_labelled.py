@@ -307,6 +307,24 @@ def test_folds_when_every_part_has_a_defect_photo():
         assert sorted(i.defect for i, g in zip(items, fold) if g == f) == [False] * 2 + [True] * 2
 
 
+def test_cross_fitting_a_folder_of_parts_each_with_a_defect_side(tmp_path):
+    """One subfolder per part, each part photographed from four sides, one side cracked: no
+    group is free of defects, and cross-fitting trains on it (it refused before)."""
+    for p in range(3):
+        for k in range(4):
+            m = _part(tmp_path / "parts" / f"part{p}" / f"{k}.png", 900 + 4 * p + k,
+                      ((8, 20), (56, 28)) if k == p else None, h=48, w=64)
+            cv2.imwrite(str(tmp_path / "parts" / f"part{p}" / f"{k}_mask.png"), m)
+    res = CliRunner().invoke(build_cli(), [
+        "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
+        str(tmp_path / "parts"), "--folds", "3", "--crop", "32", "--crops-per-epoch", "4",
+        "--epochs", "1", "--batch-size", "4", "--init", "scratch", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert info["folds"] == 3 and sorted(info["fold_images"]) == [4, 4, 4]
+    assert len(info["out_of_fold_scores"]) == 12
+
+
 def test_parts_that_all_look_alike_are_not_joined(tmp_path):
     """When every image correlates with the others (one part shape in a fixture), joining would
     make one group of everything: nothing is joined and the reason is given."""
