@@ -522,7 +522,7 @@ def deal_covering(first: list[str], rest: list[str], groups: dict[str, list[int]
     load = np.zeros(k, np.int64)
     has = np.zeros((k, 2), bool)  # [fold, (defect, good)]
     for names in (first, rest):
-        for g in rng.permutation(names).tolist() if names else []:
+        for g in rng.permutation(names).tolist():
             kinds = np.array([any(defect[i] for i in groups[g]),
                               not all(defect[i] for i in groups[g])])
             lacking = (kinds[None, :] & ~has).any(1)
