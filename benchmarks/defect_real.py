@@ -66,7 +66,8 @@ trained rows the one stored with the weights, beside the recall and false-alarm 
 training expected there, with Wilson 95 % intervals), the best recall any threshold gives at
 a val false-positive rate <= 1 % (an upper bound, chosen on val), and the fitting time; for the
 trained rows and the memory also pixel AUROC and AU-PRO (FPR <= 0.3) of their maps against
-the val polygons (:func:`deepseek.manufacturing.metrics.pixel_metrics`). ``--quick`` keeps
+the val polygons (:func:`deepseek.manufacturing.metrics.pixel_metrics`); for every trained
+run and model each val photo's score by file name (``val_scores``). ``--quick`` keeps
 every cracked image and every 4th good one of each split, trains for 2 epochs with 2 seeds
 (sizes in the output). ``--rows`` runs some rows only (the goals of the rows run).
 """
@@ -114,6 +115,12 @@ def at(scores: np.ndarray, labels: np.ndarray, thr: float) -> dict[str, float]:
     return {"recall": float(flag[labels == 1].mean()), "fpr": float(flag[labels == 0].mean())}
 
 
+def per_image(results: list) -> dict[str, float]:
+    """Each scored photo's score by file name: what a later look at the misses needs without
+    training again."""
+    return {Path(r.path).name: round(float(r.score), 6) for r in results}
+
+
 def on_val(model: Path | str, thr: float, va_x: list, va_y: np.ndarray, data: Path) -> dict:
     """``model`` (weights, a memory or a DRAEM model) scored on the val split: AUROC, recall
     and false-positive rate at ``thr``, the best recall at <= 1 %, its maps' pixel figures and
@@ -132,7 +139,8 @@ def on_val(model: Path | str, thr: float, va_x: list, va_y: np.ndarray, data: Pa
             "val_recall": got["recall"], "val_fpr": round(got["fpr"], 4),
             "val_best_recall_at_fpr_0.01": recall_at_fpr(va_s, va_y, 0.01)[1],
             "val_score_seconds_per_image": round(t_score / len(va_x), 3),
-            "val_pixel": evaluate_scores(va_r, data / "images" / "val")["pixel"]}
+            "val_pixel": evaluate_scores(va_r, data / "images" / "val")["pixel"],
+            "val_scores": per_image(va_r)}
 
 
 ROWS = ("cross-fitted", "random-negatives", "one-model", "packaged", "memory", "pasted",
@@ -267,7 +275,8 @@ def main() -> None:
                                              res["hard_negatives"].get("seconds")},
                 "epoch": res.get("epoch") or max(res["history"],
                                                  key=lambda h: h["val_select"])["epoch"],
-                "val_pixel": evaluate_scores(va_r, args.data / "images" / "val")["pixel"]}
+                "val_pixel": evaluate_scores(va_r, args.data / "images" / "val")["pixel"],
+                "val_scores": per_image(va_r)}
 
     def stats(got: list) -> dict:
         v = np.array(got, np.float64)
