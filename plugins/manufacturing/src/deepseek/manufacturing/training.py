@@ -805,8 +805,8 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
         fold = fold_groups(items, folds, seed)
     k_folds = int(fold.max()) + 1
     if k_folds < folds:
-        log.warning("%d folds asked for, %d made: there are too few groups with (or without) "
-                    "a defect", folds, k_folds)
+        log.warning("%d folds asked for, %d made: too few groups hold a defect (or a good "
+                    "image)", folds, k_folds)
     epochs = fit["epochs"]
     labels = np.array([it.defect for it in items], np.float64)
     oof = np.full((epochs, len(items)), np.nan)
