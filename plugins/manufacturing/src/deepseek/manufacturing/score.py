@@ -38,7 +38,12 @@ from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_pat
     require_cv2,
     rescale,
 )
-from deepseek.manufacturing.runtime import FRAMES, STRIDE, OnnxNet
+from deepseek.manufacturing.runtime import FRAMES, STRIDE
+from deepseek.manufacturing.stream import (  # noqa: F401  (VIEWS, check_views: here too)
+    VIEWS,
+    check_views,
+    photo_logits,
+)
 
 PACKAGED = "defect-3dcnn-lstm"
 log = logging.getLogger(__name__)
@@ -75,31 +80,6 @@ class ImageScore:
                 if f.name not in ("cell_map", "stride")}
 
 
-#: the flips a network can score an image under (``views``): the image as it is, mirrored
-#: left-right, upside down, and both. Training crops are flipped the same ways, so a crack
-#: looks as much a crack in each; the noise of a textured good surface does not agree
-#: between them as well (see :func:`score_image`).
-VIEWS = (1, 4)
-
-
-def check_views(views: Any) -> int:
-    """``views`` if it is one of :data:`VIEWS`, else the error that names them."""
-    if views not in VIEWS:
-        raise ManufacturingError(f"views={views}: give 1 (each image as it is) or 4 (and its "
-                                 "three flips)")
-    return int(views)
-
-
-def _flip(a: np.ndarray, view: int) -> np.ndarray:
-    """``a (..., H, W)`` under view ``view`` (0 as is, 1 left-right, 2 upside down, 3 both);
-    each view is its own inverse."""
-    if view & 1:
-        a = a[..., ::-1]
-    if view & 2:
-        a = a[..., ::-1, :]
-    return a
-
-
 def score_image(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 1
                 ) -> tuple[float, np.ndarray]:
     """Crack probability of one grayscale image and its probability map (map cells of 16
@@ -110,39 +90,8 @@ def score_image(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 
     and each cell's logits averaged over the four (the maps flipped back first): the score
     is the sigmoid of the mean logit. A model's threshold must be set on scores made the
     same way (``train --folder`` stores its ``views``; :class:`Scorer` follows it)."""
-    from deepseek.manufacturing.stream import pad16
-
-    check_views(views)
-    h, w = image.shape
-    still = pad16(image[None])[0]
-    # one view at a time: on 2 cores a batch of the four full-size views is slower than
-    # four runs of one (cache), with PyTorch and onnxruntime alike
-    runs = [_still(net, np.ascontiguousarray(_flip(still, v))[None], frames)
-            for v in range(views)]
-    logit = float(np.mean([lg[0, -1] for lg, _ in runs]))
-    maps = np.mean([_flip(mp[0, -1], v) for v, (_, mp) in enumerate(runs)], axis=0)
-    pmap = _sigmoid(maps[: -(-h // STRIDE), : -(-w // STRIDE)])
-    return float(_sigmoid(np.float64(logit))), pmap.astype(np.float32)
-
-
-def _still(net: Any, images: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frame logits ``(B, frames)`` and map logits of still photos ``images (B, H, W)``
-    (padded to multiples of 16), from a fresh state: the network's ``still`` (each photo
-    encoded once; for an ONNX export its still-photo graph when there is one), or for a
-    network in training mode (whose batch norm would see one frame's statistics) each photo
-    repeated ``frames`` times through the whole network."""
-    if isinstance(net, OnnxNet):
-        return net.still(images, frames)
-    import torch
-
-    device = next((p.device for p in net.parameters()), torch.device("cpu"))
-    x = torch.from_numpy(images).to(device)
-    with torch.inference_mode():
-        if hasattr(net, "still") and not net.training:
-            lg, mp = net.still(x, frames)
-        else:
-            lg, mp, _ = net(x[:, None].expand(-1, frames, -1, -1), None)
-    return lg.float().cpu().numpy(), mp.float().cpu().numpy()
+    logit, maps = photo_logits(net, image, frames, views)
+    return float(_sigmoid(np.float64(logit))), _sigmoid(maps).astype(np.float32)
 
 
 def _sigmoid(x: Any) -> Any:

@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.runtime import STRIDE, OnnxNet, have_torch, load_onnx_net
+from deepseek.manufacturing.runtime import FRAMES, STRIDE, OnnxNet, have_torch, load_onnx_net
 
 if TYPE_CHECKING:
     from deepseek.manufacturing.model import DefectNet
@@ -268,6 +268,74 @@ def pad16(frames: np.ndarray) -> np.ndarray:
     if ph or pw:
         frames = np.pad(frames, ((0, 0), (0, ph), (0, pw)), mode="edge")
     return frames
+
+
+# -- still photos -------------------------------------------------------------------------
+
+#: the flips a network can score an image under (``views``): the image as it is, mirrored
+#: left-right, upside down, and both. Training crops are flipped the same ways, so a crack
+#: looks as much a crack in each; the noise of a textured good surface does not agree
+#: between them as well (see :func:`photo_logits`).
+VIEWS = (1, 4)
+
+
+def check_views(views: Any) -> int:
+    """``views`` if it is one of :data:`VIEWS`, else the error that names them."""
+    if views not in VIEWS:
+        raise ManufacturingError(f"views={views}: give 1 (each image as it is) or 4 (and its "
+                                 "three flips)")
+    return int(views)
+
+
+def _flip(a: np.ndarray, view: int) -> np.ndarray:
+    """``a (..., H, W)`` under view ``view`` (0 as is, 1 left-right, 2 upside down, 3 both);
+    each view is its own inverse."""
+    if view & 1:
+        a = a[..., ::-1]
+    if view & 2:
+        a = a[..., ::-1, :]
+    return a
+
+
+def _still(net: Any, images: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame logits ``(B, frames)`` and map logits of still photos ``images (B, H, W)``
+    (padded to multiples of 16), from a fresh state: the network's ``still`` (each photo
+    encoded once; for an ONNX export its still-photo graph when there is one), or for a
+    network in training mode (whose batch norm would see one frame's statistics) each photo
+    repeated ``frames`` times through the whole network."""
+    if isinstance(net, OnnxNet):
+        return net.still(images, frames)
+    import torch
+
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    x = torch.from_numpy(images).to(device)
+    with torch.inference_mode():
+        if hasattr(net, "still") and not net.training:
+            lg, mp = net.still(x, frames)
+        else:
+            lg, mp, _ = net(x[:, None].expand(-1, frames, -1, -1), None)
+    return lg.float().cpu().numpy(), mp.float().cpu().numpy()
+
+
+def photo_logits(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 1
+                 ) -> tuple[float, np.ndarray]:
+    """The crack logit of one grayscale photo, shown ``frames`` times from a fresh state, and
+    its map logits (cells of 16 pixels, cut to the photo): the logits under which
+    :func:`deepseek.manufacturing.score.score_image` gives probabilities.
+
+    ``views=4``: the photo as it is and flipped left-right, upside down and both (the flips
+    of the 16-pixel-padded photo, so that map cells line up), the frame logits and each
+    cell's logits averaged over the four (the maps flipped back first)."""
+    check_views(views)
+    h, w = image.shape
+    still = pad16(image[None])[0]
+    # one view at a time: on 2 cores a batch of the four full-size views is slower than
+    # four runs of one (cache), with PyTorch and onnxruntime alike
+    runs = [_still(net, np.ascontiguousarray(_flip(still, v))[None], frames)
+            for v in range(views)]
+    logit = float(np.mean([lg[0, -1] for lg, _ in runs]))
+    maps = np.mean([_flip(mp[0, -1], v) for v, (_, mp) in enumerate(runs)], axis=0)
+    return logit, maps[: -(-h // STRIDE), : -(-w // STRIDE)]
 
 
 def box_from_map(prob_map: np.ndarray, shape: tuple[int, int], level: float = 0.5,
