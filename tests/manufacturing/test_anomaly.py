@@ -170,7 +170,9 @@ def test_memory_scores_by_its_stored_top_fraction(line, tmp_path):
 
     root, good, bad = line
     assert fit_memory(root / "good", progress=False).meta["top_fraction"] == TOP_FRACTION
-    mem = fit_memory(root / "good", target_fpr=0.01, progress=False, top_fraction=0.1)
+    # the memory alone (no crack share): its score is the mean of its map's top fraction
+    mem = fit_memory(root / "good", target_fpr=0.01, progress=False, top_fraction=0.1,
+                     crack_weight=0)
     assert mem.meta["top_fraction"] == 0.1
     img = read_gray(bad[0])
     amap = mem.anomaly_map(img)
@@ -180,13 +182,109 @@ def test_memory_scores_by_its_stored_top_fraction(line, tmp_path):
         pytest.approx(s, rel=1e-5)
     # the out-of-fold scores the threshold came from are the same kind of score: with the
     # mean of the top 10 %, the good images' highest is below the largest-patch figure
-    largest = fit_memory(root / "good", target_fpr=0.01, progress=False, top_fraction=0.0)
+    largest = fit_memory(root / "good", target_fpr=0.01, progress=False, top_fraction=0.0,
+                         crack_weight=0)
     assert largest.meta["out_of_fold_scores"]["max"] > mem.meta["out_of_fold_scores"]["max"]
     old = PatchMemory(mem.bank, {k: v for k, v in mem.meta.items() if k != "top_fraction"},
                       mem.net)
     assert old.top_fraction == 0.0 and old.score(img)[0] == pytest.approx(float(amap.max()))
     with pytest.raises(ManufacturingError, match="top_fraction=1.5"):
         fit_memory(root / "good", top_fraction=1.5)
+
+
+def test_memory_adds_the_crack_models_share(line, tmp_path):
+    """By default the backbone's own crack logit (the photo at 7/8 of its size, four views)
+    takes half the score: standardised on the good images' logits, scaled to the spread of
+    the memory's out-of-fold good scores, added to the memory's score; the threshold is set
+    on those sums, and a reload scores the same."""
+    from deepseek.manufacturing.anomaly import (
+        CRACK_SCALE,
+        CRACK_VIEWS,
+        CRACK_WEIGHT,
+        top_mean,
+    )
+    from deepseek.manufacturing.images import image_paths, rescale
+    from deepseek.manufacturing.stream import photo_logits
+
+    root, good, bad = line
+    mem = fit_memory(root / "good", target_fpr=0.01, progress=False)
+    alone = fit_memory(root / "good", target_fpr=0.01, progress=False, crack_weight=0)
+    c = mem.crack
+    assert alone.crack is None and alone.meta["crack"] is None
+    assert (c["weight"], c["scale"], c["views"]) == (CRACK_WEIGHT, CRACK_SCALE, CRACK_VIEWS)
+
+    def logit(path):  # computed here, not by the memory
+        return photo_logits(mem.net, rescale(read_gray(path), CRACK_SCALE), 8, CRACK_VIEWS)[0]
+
+    good_logits = np.array([logit(p) for p in image_paths([root / "good"])])
+    assert c["logit_mean"] == pytest.approx(good_logits.mean(), rel=1e-5)
+    assert c["logit_sd"] == pytest.approx(good_logits.std(), rel=1e-4)
+    w = CRACK_WEIGHT / (1 - CRACK_WEIGHT)
+    assert c["gain"] == pytest.approx(w * c["memory_sd"] / c["logit_sd"])
+    # the memory's own part is the same with or without the share (same seed, same banks)
+    assert np.array_equal(mem.bank, alone.bank)
+    for p in (*good, *bad):
+        img = read_gray(p)
+        s, amap = mem.score(img)
+        assert s == pytest.approx(top_mean(amap, mem.top_fraction)
+                                  + c["gain"] * (logit(p) - c["logit_mean"]), rel=1e-5)
+        assert alone.score(img)[0] == pytest.approx(top_mean(amap, mem.top_fraction),
+                                                    rel=1e-5)
+    # a drawn crack reads as one to the crack model: its share raises the cracked parts
+    assert all(logit(p) > c["logit_mean"] for p in bad)
+    # the threshold is set on the sums (just above the highest of 10 out-of-fold scores)
+    assert mem.threshold != alone.threshold
+    assert mem.meta["threshold"] == pytest.approx(mem.meta["out_of_fold_scores"]["max"])
+    again = PatchMemory.load(mem.save(tmp_path / "m.safetensors"))
+    assert again.meta == mem.meta
+    assert again.score(read_gray(bad[0]))[0] == pytest.approx(mem.score(read_gray(bad[0]))[0],
+                                                              rel=1e-5)
+    # a memory written before the share existed scores as the memory alone
+    old = PatchMemory(mem.bank, {k: v for k, v in mem.meta.items() if k != "crack"}, mem.net)
+    assert old.crack is None
+    assert old.score(read_gray(bad[0]))[0] == pytest.approx(alone.score(read_gray(bad[0]))[0],
+                                                            rel=1e-5)
+
+
+def test_crack_share_refuses_what_it_cannot_scale(line):
+    root, _, _ = line
+    for bad in (1.0, -0.1, 1.5):
+        with pytest.raises(ManufacturingError, match=f"crack_weight={bad}"):
+            fit_memory(root / "good", crack_weight=bad)
+    from deepseek.manufacturing.anomaly import crack_share
+
+    # good images whose logits, or whose memory scores, are all the same: nothing to scale by
+    for logits, scores in ((np.full(5, 2.0), np.arange(5.0)), (np.arange(5.0), np.ones(5)),
+                           (np.arange(5.0), np.array([1, 2, np.nan, 3, 4]))):
+        with pytest.raises(ManufacturingError, match="do not vary.*--crack-weight 0"):
+            crack_share(logits, scores, 0.5, "defect-3dcnn-lstm")
+    share = crack_share(np.arange(5.0), 2 * np.arange(5.0), 0.25, "defect-3dcnn-lstm")
+    assert share["gain"] == pytest.approx(1 / 3 * 2)
+
+
+def test_cli_crack_weight(line, tmp_path):
+    root, _, _ = line
+    cli = build_cli()
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--help"])
+    assert "--crack-weight" in res.output and "[0.5]" in " ".join(res.output.split())
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
+                                   "--good-only", str(root / "good"), "--crack-weight", "0"])
+    assert res.exit_code == 0, res.output
+    assert "the memory alone" in res.output
+    assert PatchMemory.load(tmp_path / "memory.safetensors").crack is None
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
+                                   "--good-only", str(root / "good"), "--crack-weight", "0.25",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["crack"]["weight"] == 0.25
+    for extra in (["--good-only", str(root / "good"), "--method", "draem"],
+                  ["--folder", str(root)]):
+        res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
+                                       *extra, "--crack-weight", "0.5"])
+        assert res.exit_code == 2 and "--crack-weight goes with" in res.output
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
+                                   "--good-only", str(root / "good"), "--crack-weight", "1"])
+    assert res.exit_code == 2 and "--crack-weight" in res.output
 
 
 def test_cli_memory_top_fraction(line, tmp_path):

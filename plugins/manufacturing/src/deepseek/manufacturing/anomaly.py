@@ -3,8 +3,10 @@
 For lines with few or no defect examples. :func:`fit_memory` runs a frozen backbone (the
 packaged ``defect-3dcnn-lstm`` encoder by default, or any weights file of that model) over
 images of good parts and keeps their patch features; an image's anomaly map is, per patch, the
-distance to the nearest remembered good patch, and its score the largest of them. The
-threshold is set for a target false-positive rate on out-of-fold scores of the good images.
+distance to the nearest remembered good patch, and its score the mean of the highest of them
+(below), plus by default the backbone's own crack logit, standardised on the good images
+(:data:`CRACK_WEIGHT`). The threshold is set for a target false-positive rate on out-of-fold
+scores of the good images.
 
 Patch features: the encoder's stride-8 features (32 channels) beside its stride-16 features
 (32 channels, upsampled), averaged over each 3x3 neighbourhood (each patch sees its
@@ -31,6 +33,19 @@ from deepseek.manufacturing.errors import ManufacturingError
 
 FEATURE_STRIDE = 8
 KIND = "patch-memory"
+#: the crack model's share of a memory's score (``fit_memory(crack_weight=)``, ``train
+#: --good-only --crack-weight``; 0: the memory alone): the backbone's own crack logit,
+#: standardised on the good images, added to the memory's score in units of the spread of
+#: its out-of-fold good scores, both counting half. On KolektorSDD (development runs of 5
+#: Dec 2026) the two find different good parts unusual (their good scores correlate at
+#: 0.67): image AUROC 0.930 / 0.913 for the memory alone (train split out of fold / val),
+#: 0.926 / 0.986 for the packaged crack weights alone, 0.938 / 0.954 for the two.
+CRACK_WEIGHT = 0.5
+#: how the crack model reads a photo for its share: at this scale (area-averaged) under this
+#: many views (:func:`deepseek.manufacturing.stream.photo_logits`). For the packaged weights
+#: the best of 5 scales (0.5-1) under 1 or 4 views on KolektorSDD's train split (0.926; 0.895
+#: as the photo is under one view), and on its val split (0.986; 0.961).
+CRACK_SCALE, CRACK_VIEWS = 0.875, 4
 #: an image's score: the mean of the highest patch distances, this fraction of its patches
 #: (at least one). Chosen on KolektorSDD's train split alone (out-of-fold good images against
 #: its 42 cracked ones): image AUROC 0.914 with the largest alone, 0.926 / 0.939 / 0.940 with
@@ -85,6 +100,9 @@ class PatchMemory:
         self.net = net if net is not None else _backbone(meta.get("backbone",
                                                                   "defect-3dcnn-lstm"))
         self._bank_t: Any = None
+        #: after :func:`fit_memory`: each good image's out-of-fold score by path (the scores
+        #: the threshold was set on; not saved)
+        self.out_of_fold: dict[str, float] = {}
 
     @property
     def threshold(self) -> float | None:
@@ -116,11 +134,35 @@ class PatchMemory:
         largest alone, as memories written before the fraction was stored were scored)."""
         return float(self.meta.get("top_fraction", 0.0))
 
+    @property
+    def crack(self) -> dict[str, Any] | None:
+        """How the backbone's crack logit takes part in the score (:data:`CRACK_WEIGHT`), or
+        None for the memory alone (also every memory written before it could)."""
+        c = self.meta.get("crack")
+        return c if isinstance(c, dict) and c.get("weight", 0) > 0 else None
+
+    def crack_logit(self, image: np.ndarray) -> float:
+        """The backbone's crack logit of one grayscale image, read as the memory's
+        :attr:`crack` says (scale, views, frames)."""
+        from deepseek.manufacturing.images import rescale
+        from deepseek.manufacturing.runtime import FRAMES
+        from deepseek.manufacturing.stream import photo_logits
+
+        c = self.crack or {}
+        return photo_logits(self.net, rescale(image, float(c.get("scale", CRACK_SCALE))),
+                            int(c.get("frames", FRAMES)), int(c.get("views", CRACK_VIEWS)))[0]
+
     def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
-        """Anomaly score of one grayscale image (the mean of its map's top
-        :attr:`top_fraction`, at least the largest value) and its anomaly map."""
+        """Anomaly score of one grayscale image and its anomaly map: the mean of the map's
+        top :attr:`top_fraction` (at least the largest value), plus the crack model's share
+        where the memory has one (:attr:`crack`: ``gain * (logit - logit_mean)``, in the
+        units of the patch distances)."""
         m = self.anomaly_map(image)
-        return top_mean(m, self.top_fraction), m
+        s = top_mean(m, self.top_fraction)
+        c = self.crack
+        if c is not None:
+            s += float(c["gain"]) * (self.crack_logit(image) - float(c["logit_mean"]))
+        return s, m
 
     def save(self, path: str | Path) -> Path:
         """Write the memory (patches, encoder config, threshold) as one ``.safetensors`` file;
@@ -247,7 +289,8 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
                target_fpr: float = 0.003, folds: int = 5, max_bank: int = 10_000,
                seed: int = 0, progress: bool | None = None,
                group_pattern: str | None = None, selection: str = "uniform",
-               top_fraction: float = TOP_FRACTION) -> PatchMemory:
+               top_fraction: float = TOP_FRACTION, crack_weight: float = CRACK_WEIGHT
+               ) -> PatchMemory:
     """Fit the memory on the good images of ``folder`` (recursive; masks and labels skipped)
     and set its threshold on out-of-fold scores.
 
@@ -267,7 +310,12 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     KolektorSDD the two are within run-to-run noise of each other, the uniform sample faster
     to fit. An image's score is the mean of its ``top_fraction`` highest patch distances
     (:data:`TOP_FRACTION`; 0 for the largest alone), the same for the threshold's out-of-fold
-    scores and for scoring later (stored in the metadata)."""
+    scores and for scoring later (stored in the metadata). With ``crack_weight`` > 0
+    (:data:`CRACK_WEIGHT`) the backbone's own crack logit (the photo at :data:`CRACK_SCALE`
+    under :data:`CRACK_VIEWS` views) takes that share of the score: standardised on the good
+    images' logits (the backbone is not fitted to them, so all of them serve) and added in
+    units of the spread of the memory's out-of-fold good scores, before the threshold is
+    set on the sums."""
     from tqdm.auto import tqdm
 
     from deepseek.manufacturing.images import image_paths
@@ -284,6 +332,10 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     if selection not in SELECTIONS:
         raise ManufacturingError(f"selection={selection!r}: give one of "
                                  f"{', '.join(SELECTIONS)}")
+    if not 0.0 <= crack_weight < 1.0:
+        raise ManufacturingError(f"crack_weight={crack_weight}: give the crack model's share "
+                                 f"of the score, from 0 (the memory alone) to below 1 "
+                                 f"[{CRACK_WEIGHT}]")
     root = Path(folder)
     files = image_paths([root])
     if len(files) < 2:
@@ -295,12 +347,17 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     net = _backbone(backbone)
     rng = np.random.default_rng(seed)
     per_image = max(1, -(-POOL_FACTOR * max_bank // len(files)))
-    pools, seen = [], 0
+    pools, seen, logits = [], 0, []
+    reader = PatchMemory(np.zeros((1, 64), np.float32),  # reads crack logits only
+                         {"crack": {"weight": crack_weight, "scale": CRACK_SCALE,
+                                    "views": CRACK_VIEWS}}, net)
     for item in tqdm(items, desc="good parts", disable=progress is False or len(files) < 20):
         f = patch_features(net, item.image).reshape(-1, 64)
         seen += len(f)
         pools.append(f if len(f) <= per_image else f[rng.choice(len(f), per_image,
                                                                 replace=False)])
+        if crack_weight > 0:
+            logits.append(reader.crack_logit(item.image))
     scores = np.zeros(len(files))
     for j in tqdm(range(k), desc="out-of-fold scores", disable=progress is False):
         bank = _bank(np.concatenate([pools[i] for i in np.flatnonzero(fold != j)]), max_bank,
@@ -308,16 +365,46 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         probe = PatchMemory(bank, {"top_fraction": top_fraction}, net)
         for i in np.flatnonzero(fold == j):
             scores[i] = probe.score(items[i].image)[0]
+    crack = None
+    if crack_weight > 0:
+        crack = crack_share(np.asarray(logits), scores, crack_weight, str(backbone))
+        scores = scores + crack["gain"] * (np.asarray(logits) - crack["logit_mean"])
     bank = _bank(np.concatenate(pools), max_bank, rng, selection)
     meta: dict[str, Any] = {
         "kind": KIND, "backbone": str(backbone), "feature_stride": FEATURE_STRIDE,
         "feature_dim": 64, "fit_images": len(files), "patches_seen": int(seen),
         "bank": int(len(bank)), "selection": selection, "top_fraction": top_fraction,
-        "folds": k, "target_fpr": target_fpr,
+        "folds": k, "target_fpr": target_fpr, "crack": crack,
         "groups": int(grouping["groups_after"]),
         **{key: grouping[key] for key in ("regrouped", "skipped") if key in grouping},
         **out_of_fold_threshold(scores, target_fpr, k)}
-    return PatchMemory(bank, meta, net)
+    mem = PatchMemory(bank, meta, net)
+    mem.out_of_fold = {str(item.path): float(v) for item, v in zip(items, scores)}
+    return mem
+
+
+def crack_share(logits: np.ndarray, memory_scores: np.ndarray, weight: float, model: str
+                ) -> dict[str, Any]:
+    """What a memory stores of the crack model's share of its score (:data:`CRACK_WEIGHT`):
+    the good images' crack ``logits`` standardised (their mean and spread) and scaled to the
+    spread of the memory's out-of-fold good ``memory_scores``, ``weight`` against ``1 -
+    weight`` (``gain``: patch-distance units per unit of logit).
+
+    Raises:
+        ManufacturingError: the logits or the scores do not vary (nothing to scale by).
+    """
+    from deepseek.manufacturing.runtime import FRAMES
+
+    logit_sd, memory_sd = float(np.std(logits)), float(np.std(memory_scores))
+    if not (logit_sd > 0 and memory_sd > 0 and np.isfinite(logit_sd) and np.isfinite(memory_sd)):
+        raise ManufacturingError(
+            f"the good images' crack logits (spread {logit_sd:.3g}) or memory scores (spread "
+            f"{memory_sd:.3g}) do not vary, so the crack model's share cannot be scaled: give "
+            "more (and different) good images, or crack_weight 0 (--crack-weight 0) for the "
+            "memory alone")
+    return {"weight": weight, "model": model, "scale": CRACK_SCALE, "views": CRACK_VIEWS,
+            "frames": FRAMES, "logit_mean": float(np.mean(logits)), "logit_sd": logit_sd,
+            "memory_sd": memory_sd, "gain": weight / (1.0 - weight) * memory_sd / logit_sd}
 
 
 def out_of_fold_threshold(scores: np.ndarray, target_fpr: float, folds: int, how: str = ""

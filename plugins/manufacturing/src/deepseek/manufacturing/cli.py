@@ -534,6 +534,10 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) 
 @click.option("--memory-top-fraction", type=click.FloatRange(0, 1), default=None,
               help="--good-only: an image's score is the mean of its highest patch distances, "
               "this fraction of its patches (at least one; 0: the largest alone) [0.002].")
+@click.option("--crack-weight", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="--good-only memory: the share of the score taken by the backbone's own "
+              "crack logit (the photo at 7/8 of its size, four views), standardised on the "
+              "good images; 0: the memory alone [0.5].")
 @click.option("--backbone", default="defect-3dcnn-lstm", show_default=True,
               help="--good-only: the model whose encoder gives the patch features (registry "
                    "name or weights file).")
@@ -548,7 +552,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
           lr: float | None,
           val_videos: int, amp: bool, resume: bool, seed: int, model: str,
           good_only: Path | None, method: str, target_fpr: float, memory_selection: str,
-          memory_top_fraction: float | None, backbone: str, as_json: bool) -> None:
+          memory_top_fraction: float | None, crack_weight: float | None, backbone: str,
+          as_json: bool) -> None:
     """Train a crack model through the core Trainer (checkpoints, resume, best kept), or with
     --good-only learn from good parts alone (a patch memory, --method pasted or --method
     draem), the threshold set on out-of-fold good images."""
@@ -557,8 +562,11 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
     if steps is not None and (good_only is None or method != "draem"):
         raise click.UsageError("--steps goes with --good-only --method draem")
     if good_only is not None:
-        from deepseek.manufacturing.anomaly import TOP_FRACTION, fit_memory
+        from deepseek.manufacturing.anomaly import CRACK_WEIGHT, TOP_FRACTION, fit_memory
 
+        if method != "memory" and crack_weight is not None:
+            raise click.UsageError(f"--crack-weight goes with the memory (--method memory), "
+                                   f"not with --method {method}")
         if folder is not None:
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
         for flag, given in (("--hard-negatives", hard_negatives is not None),
@@ -626,11 +634,14 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                          selection=memory_selection,
                          top_fraction=(TOP_FRACTION if memory_top_fraction is None
                                        else memory_top_fraction),
+                         crack_weight=CRACK_WEIGHT if crack_weight is None else crack_weight,
                          progress=False if as_json else None)
         path = mem.save(out / "memory.safetensors")
         _echo_good_only(mem.meta, path, as_json,
                         f"memory: {path} ({mem.meta['bank']} patches from "
-                        f"{mem.meta['fit_images']} good images)")
+                        f"{mem.meta['fit_images']} good images"
+                        + (f"; the crack model's logit counts {mem.crack['weight']:g} of the "
+                           f"score" if mem.crack else "; the memory alone") + ")")
         return
     from deepseek.manufacturing.training import train_model
 
@@ -638,6 +649,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         raise click.UsageError("--method chooses how --good-only learns: give --good-only DIR")
     if memory_top_fraction is not None:
         raise click.UsageError("--memory-top-fraction goes with --good-only (the memory)")
+    if crack_weight is not None:
+        raise click.UsageError("--crack-weight goes with --good-only (the memory)")
     if folder is None and (val_folder is not None or crops_per_epoch is not None
                            or hard_negatives is not None or views is not None
                            or scale is not None):

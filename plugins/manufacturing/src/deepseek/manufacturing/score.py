@@ -13,9 +13,10 @@ ways, the logits averaged: :func:`score_image`), the views its threshold was set
 With a good-parts memory (:mod:`deepseek.manufacturing.anomaly`, a ``.safetensors`` file
 written by ``train --good-only``) as the model, the score is the anomaly score (the mean
 distance of the image's most unusual patches, the memory's top fraction of them, to the
-nearest good ones) and the threshold the memory's own, set for its target false-positive
-rate; with a DRAEM model (:mod:`deepseek.manufacturing.draem`, ``train --good-only --method
-draem``) the score is the largest value of its defect map, with its own threshold too.
+nearest good ones, plus the backbone's crack logit's share where the memory has one) and
+the threshold the memory's own, set for its target false-positive rate; with a DRAEM model
+(:mod:`deepseek.manufacturing.draem`, ``train --good-only --method draem``) the score is
+the largest value of its defect map, with its own threshold too.
 
 Inputs are image files and folders (searched recursively, natural order, masks and labels
 skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
