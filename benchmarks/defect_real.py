@@ -37,9 +37,12 @@ project's modes beside a texture-feature baseline in the same run.
 * ``good-only memory``: ``train --good-only`` fitted on the train split's good images (10,000
   patches, a uniform sample; the threshold for <= 1 % false alarms set on out-of-fold scores
   of every good image, 5 folds of groups; an image's score the mean of its top 0.2 % patch
-  distances); beside it the same with a greedy k-centre coreset of patches
-  (``--memory-selection coreset``) and the same scored by its largest patch distance alone
-  (``--memory-top-fraction 0``, the score before 3 Dec 2026);
+  distances plus the crack model's share, ``--crack-weight 0.5``); beside it the memory
+  alone (``--crack-weight 0``, the default before 5 Dec 2026), the default with a greedy
+  k-centre coreset of patches (``--memory-selection coreset``) and the default scored by
+  its largest patch distance alone (``--memory-top-fraction 0``); each also on the train
+  split (``train_auroc_out_of_fold``: its good images' out-of-fold scores, those the
+  threshold was set on, against its cracked images scored by the memory);
 * ``good-only, pasted cracks``: ``train --good-only --method pasted`` on the same good
   images (the packaged weights fine-tuned on them with synthetic cracks pasted in,
   cross-fitted over 5 folds of groups, the threshold for <= 1 % false alarms set on the
@@ -316,7 +319,8 @@ def main() -> None:
         if not y:
             (good / p.name).symlink_to(p)
     if "memory" in want:
-        memory(rows, good, work, va_x, va_y, args.data)
+        memory(rows, good, work, va_x, va_y, args.data,
+               [p for p, y in zip(tr_x, tr_y) if y])
     if "pasted" in want:
         from deepseek.manufacturing.training import train_good_only
 
@@ -363,27 +367,41 @@ def packaged(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndar
         **{f"val_{k}": v for k, v in at(va_s, va_y, thr).items()}}
 
 
-def memory(rows: dict, good: Path, work: Path, va_x: list, va_y: np.ndarray, data: Path
-           ) -> None:
+def memory(rows: dict, good: Path, work: Path, va_x: list, va_y: np.ndarray, data: Path,
+           cracked: list) -> None:
     """The good-only memory on the train split's good images: the default (a uniform sample
-    of patches, the mean of the top 0.2 % patch distances), a greedy coreset of the same
-    size, and the default scored by its largest patch distance alone."""
-    from deepseek.manufacturing.anomaly import TOP_FRACTION, fit_memory
+    of patches, the mean of the top 0.2 % patch distances, plus the crack model's share), the
+    memory alone (``--crack-weight 0``), a greedy coreset of the same size, and the default
+    scored by its largest patch distance alone; each also on the train split (its good
+    images' out-of-fold scores against its ``cracked`` images scored by the memory)."""
+    from sklearn.metrics import roc_auc_score
 
-    for selection, top in (("uniform", TOP_FRACTION), ("coreset", TOP_FRACTION),
-                           ("uniform", 0.0)):
+    from deepseek.manufacturing.anomaly import CRACK_WEIGHT, TOP_FRACTION, fit_memory
+    from deepseek.manufacturing.images import read_gray
+
+    for selection, top, crack in (("uniform", TOP_FRACTION, CRACK_WEIGHT),
+                                  ("uniform", TOP_FRACTION, 0.0),
+                                  ("coreset", TOP_FRACTION, CRACK_WEIGHT),
+                                  ("uniform", 0.0, CRACK_WEIGHT)):
         t0 = time.perf_counter()
         mem = fit_memory(good, progress=False, target_fpr=0.01, selection=selection,
-                         top_fraction=top)
+                         top_fraction=top, crack_weight=crack)
         t_fit = time.perf_counter() - t0
-        mem_path = mem.save(work / f"memory-{selection}-{top:g}.safetensors")
-        name = "good-only memory" + ("" if selection == "uniform" else
-                                     ", coreset (--memory-selection coreset)") + (
-            "" if top else ", largest patch alone (--memory-top-fraction 0)")
+        mem_path = mem.save(work / f"memory-{selection}-{top:g}-{crack:g}.safetensors")
+        name = MEM + ("" if selection == "uniform" else
+                      ", coreset (--memory-selection coreset)") + (
+            "" if top else ", largest patch alone (--memory-top-fraction 0)") + (
+            "" if crack else ", the memory alone (--crack-weight 0)")
+        good_s = list(mem.out_of_fold.values())
+        crack_s = [mem.score(read_gray(p))[0] for p in cracked]
         rows[name] = {
             "threshold": mem.threshold, "threshold_rule": mem.meta["threshold_rule"],
             "bank": mem.meta["bank"], "selection": selection, "top_fraction": top,
-            "groups": mem.meta["groups"], "train_fit_seconds": round(t_fit, 1),
+            "crack": mem.meta["crack"], "groups": mem.meta["groups"],
+            "train_fit_seconds": round(t_fit, 1),
+            "train_auroc_out_of_fold": float(roc_auc_score(
+                np.r_[np.zeros(len(good_s)), np.ones(len(crack_s))], good_s + crack_s)),
+            "train_recall_out_of_fold": float(np.mean(np.array(crack_s) >= mem.threshold)),
             **on_val(mem_path, mem.threshold, va_x, va_y, data)}
 
 
