@@ -246,6 +246,30 @@ def test_memory_adds_the_crack_models_share(line, tmp_path):
                                                             rel=1e-5)
 
 
+def test_calibrating_a_memory_counts_its_crack_share(line, tmp_path):
+    """`calibrate` and `score` read a memory's score with its crack share, as it was fitted:
+    a threshold set on a line's own good images sits just above their scores."""
+    import shutil
+
+    from deepseek.manufacturing.calibration import calibrate
+    from deepseek.manufacturing.score import Scorer
+
+    root, good, bad = line
+    mem = fit_memory(root / "good", target_fpr=0.01, progress=False)
+    path = mem.save(tmp_path / "m.safetensors")
+    own = tmp_path / "own"
+    own.mkdir()
+    for p in good:
+        shutil.copy(p, own / p.name)
+    with_share = [mem.score(read_gray(p))[0] for p in good]
+    cal = calibrate(own, path, all_good=True, target_fpr=0.01, progress=False)
+    assert cal["threshold"] > max(with_share)
+    assert cal["threshold"] == pytest.approx(max(with_share))
+    scorer = Scorer(path, threshold=cal["threshold"])
+    assert [scorer.score(p).score for p in good] == pytest.approx(with_share, rel=1e-5)
+    assert all(scorer.score(p).defect for p in bad)
+
+
 def test_crack_share_refuses_what_it_cannot_scale(line):
     root, _, _ = line
     for bad in (1.0, -0.1, 1.5):
