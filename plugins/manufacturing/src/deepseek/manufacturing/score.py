@@ -56,6 +56,9 @@ class ImageScore:
     the views the score was made under (:func:`score_image`; 1 for a good-parts model) and the
     scale the model scaled the image by before scoring it (``train --folder --scale``; 1 for
     other models). The size, box and heatmap are in the image's own pixels whatever the scale.
+    A memory's views and scale are those of its anomaly map; the crack logit that takes a
+    share of its score reads the photo as the memory's metadata says (``crack``: 7/8 of its
+    size, four views, by default).
     """
     path: str
     width: int
