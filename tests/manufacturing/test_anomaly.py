@@ -290,7 +290,10 @@ def test_cli_crack_weight(line, tmp_path):
     root, _, _ = line
     cli = build_cli()
     res = CliRunner().invoke(cli, ["manufacturing", "train", "--help"])
-    assert "--crack-weight" in res.output and "[0.5]" in " ".join(res.output.split())
+    from deepseek.manufacturing.anomaly import CRACK_WEIGHT
+
+    # the help states the default
+    assert "--crack-weight" in res.output and f"[{CRACK_WEIGHT:g}]" in " ".join(res.output.split())
     res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
                                    "--good-only", str(root / "good"), "--crack-weight", "0"])
     assert res.exit_code == 0, res.output
