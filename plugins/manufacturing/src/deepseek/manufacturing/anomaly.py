@@ -144,13 +144,7 @@ class PatchMemory:
     def crack_logit(self, image: np.ndarray) -> float:
         """The backbone's crack logit of one grayscale image, read as the memory's
         :attr:`crack` says (scale, views, frames)."""
-        from deepseek.manufacturing.images import rescale
-        from deepseek.manufacturing.runtime import FRAMES
-        from deepseek.manufacturing.stream import photo_logits
-
-        c = self.crack or {}
-        return photo_logits(self.net, rescale(image, float(c.get("scale", CRACK_SCALE))),
-                            int(c.get("frames", FRAMES)), int(c.get("views", CRACK_VIEWS)))[0]
+        return crack_logit(self.net, image, self.crack)
 
     def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
         """Anomaly score of one grayscale image and its anomaly map: the mean of the map's
@@ -348,16 +342,13 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     rng = np.random.default_rng(seed)
     per_image = max(1, -(-POOL_FACTOR * max_bank // len(files)))
     pools, seen, logits = [], 0, []
-    reader = PatchMemory(np.zeros((1, 64), np.float32),  # reads crack logits only
-                         {"crack": {"weight": crack_weight, "scale": CRACK_SCALE,
-                                    "views": CRACK_VIEWS}}, net)
     for item in tqdm(items, desc="good parts", disable=progress is False or len(files) < 20):
         f = patch_features(net, item.image).reshape(-1, 64)
         seen += len(f)
         pools.append(f if len(f) <= per_image else f[rng.choice(len(f), per_image,
                                                                 replace=False)])
         if crack_weight > 0:
-            logits.append(reader.crack_logit(item.image))
+            logits.append(crack_logit(net, item.image))
     scores = np.zeros(len(files))
     for j in tqdm(range(k), desc="out-of-fold scores", disable=progress is False):
         bank = _bank(np.concatenate([pools[i] for i in np.flatnonzero(fold != j)]), max_bank,
@@ -381,6 +372,19 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     mem = PatchMemory(bank, meta, net)
     mem.out_of_fold = {str(item.path): float(v) for item, v in zip(items, scores)}
     return mem
+
+
+def crack_logit(net: Any, image: np.ndarray, crack: dict[str, Any] | None = None) -> float:
+    """``net``'s crack logit of one grayscale image, read as ``crack`` (a memory's
+    :attr:`PatchMemory.crack`) says: its scale, views and frames, by default
+    :data:`CRACK_SCALE`, :data:`CRACK_VIEWS` and :data:`deepseek.manufacturing.runtime.FRAMES`."""
+    from deepseek.manufacturing.images import rescale
+    from deepseek.manufacturing.runtime import FRAMES
+    from deepseek.manufacturing.stream import photo_logits
+
+    c = crack or {}
+    return photo_logits(net, rescale(image, float(c.get("scale", CRACK_SCALE))),
+                        int(c.get("frames", FRAMES)), int(c.get("views", CRACK_VIEWS)))[0]
 
 
 def crack_share(logits: np.ndarray, memory_scores: np.ndarray, weight: float, model: str
