@@ -40,11 +40,7 @@ from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_pat
     rescale,
 )
 from deepseek.manufacturing.runtime import FRAMES, STRIDE
-from deepseek.manufacturing.stream import (  # noqa: F401  (VIEWS, check_views: here too)
-    VIEWS,
-    check_views,
-    photo_logits,
-)
+from deepseek.manufacturing.stream import VIEWS, check_views, photo_logits
 
 PACKAGED = "defect-3dcnn-lstm"
 log = logging.getLogger(__name__)

@@ -494,7 +494,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         raise ManufacturingError(f"init={init!r}: give 'packaged' or 'scratch'")
     if folds < 1:
         raise ManufacturingError(f"folds={folds}: give 1 (one model, a held-out split) or more")
-    from deepseek.manufacturing.score import check_views
+    from deepseek.manufacturing.stream import check_views
 
     check_views(views)
     from deepseek.manufacturing.images import check_scale
