@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -71,6 +72,9 @@ def test_cli_good_only_then_score(line, tmp_path):
     assert res.exit_code == 0, res.output
     fitted = json.loads(res.output)
     assert fitted["selection"] == "coreset" and fitted["folds"] == 3
+    top = [e["score"] for e in fitted["threshold_review"]["good_highest"]]
+    assert top == sorted(top, reverse=True) and top[0] == fitted["out_of_fold_scores"]["max"]
+    assert fitted["threshold_review"]["defects_missed"] == []
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root / "test"),
                                            "--model", fitted["model"], "--json", "--heatmaps",
                                            str(tmp_path / "heat")])
@@ -299,6 +303,10 @@ def test_cli_crack_weight(line, tmp_path):
     assert res.exit_code == 0, res.output
     assert "the memory alone" in res.output
     assert PatchMemory.load(tmp_path / "memory.safetensors").crack is None
+    # the good images that set the threshold, named for a look (a defect among them raises it)
+    assert "labels to check: the good images scored highest, out of fold" in res.output
+    named = [ln.split()[-1] for ln in res.output.splitlines() if ln.startswith("  ")]
+    assert len(named) == 5 and all(Path(n).parent == root / "good" for n in named)
     res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
                                    "--good-only", str(root / "good"), "--crack-weight", "0.25",
                                    "--json"])

@@ -75,6 +75,16 @@ def test_calibrate_on_good_parts_and_on_a_labelled_folder(tmp_path, weights):
     assert cal["expected"]["defect_images"] == 8 and cal["expected"]["good_images"] == 16
     assert cal["expected"]["false_positive_rate"] == 0.0
     assert cal["expected"]["recall"] is not None
+    # the good images that set the threshold and the defects under it, by name and score
+    scored = {r.path: r.score for r in score_images([labelled], weights, progress=False)}
+    review = cal["review"]
+    assert len(review["good_highest"]) == 5
+    top = review["good_highest"][0]
+    assert top["score"] == pytest.approx(max(s for p, s in scored.items()
+                                             if int(p[-7:-4]) % 3))
+    assert top["score"] < cal["threshold"] and not top["flagged"]   # target 0: none flagged
+    assert all(int(e["path"][-7:-4]) % 3 == 0 and e["score"] < cal["threshold"]
+               for e in review["defects_missed"])
 
 
 def test_score_uses_a_calibration_only_with_its_own_weights(tmp_path, weights):
@@ -105,6 +115,7 @@ def test_the_commands(tmp_path, weights):
                               str(weights), "--out", str(out), "--target-fpr", "0.1"])
     assert res.exit_code == 0, res.output
     assert "false-alarm rate 0.100" in res.output and "recall unknown" in res.output
+    assert "labels to check: the good images scored highest" in res.output
     assert out.is_file()
     res = runner.invoke(cli, ["manufacturing", "score", str(good), "--model", str(weights),
                               "--calibration", str(out)])

@@ -158,6 +158,9 @@ def test_train_from_a_labelled_folder(tmp_path):
     assert info["data"] == "folder" and info["init"] == "scratch"
     assert info["best_by"] == "val_select" and info["val_images"] == 4
     assert 0 < info["threshold"] < 1 and "validation folder" in info["threshold_rule"]
+    # the images named for a label check are those the threshold was set on: the val folder's
+    assert {Path(e["path"]).parent for e in info["threshold_review"]["good_highest"]} == \
+        {tmp_path / "val"}
     # by default each image is scored as it is (one view), and the rule says nothing more
     assert info["views"] == 1 and "views" not in info["threshold_rule"]
     assert 0.0 <= info["history"][0]["val_auroc"] <= 1.0
@@ -318,11 +321,15 @@ def test_cross_fitting_a_folder_of_parts_each_with_a_defect_side(tmp_path):
     res = CliRunner().invoke(build_cli(), [
         "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
         str(tmp_path / "parts"), "--folds", "3", "--crop", "32", "--crops-per-epoch", "4",
-        "--epochs", "1", "--batch-size", "4", "--init", "scratch", "--json"])
+        "--epochs", "1", "--batch-size", "4", "--init", "scratch"])
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "run" / "training.json").read_text())
     assert info["folds"] == 3 and sorted(info["fold_images"]) == [4, 4, 4]
     assert len(info["out_of_fold_scores"]) == 12
+    # the text names the good images that set the threshold, with their out-of-fold scores
+    assert "labels to check: the good images scored highest, out of fold" in res.output
+    for e in info["threshold_review"]["good_highest"]:
+        assert f"{e['score']:.4g}" in res.output and e["path"] in res.output
 
 
 def test_parts_that_all_look_alike_are_not_joined(tmp_path):
@@ -400,6 +407,17 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
 
     four = [o["score"] for o in oof]
     assert recall_at_fpr(four, [o["defect"] for o in oof], 0.25)[0] == info["threshold"]
+    # the good images that set it, and the defects it misses, are named for a look at their
+    # labels: the same out-of-fold scores
+    review = info["threshold_review"]
+    good = sorted((o for o in oof if not o["defect"]), key=lambda o: -o["score"])
+    assert [(e["path"], e["score"]) for e in review["good_highest"]] == \
+        [(o["path"], o["score"]) for o in good]
+    assert [e["flagged"] for e in review["good_highest"]] == \
+        [o["score"] >= info["threshold"] for o in good]
+    missed = sorted((o for o in oof if o["defect"] and o["score"] < info["threshold"]),
+                    key=lambda o: o["score"])
+    assert [e["path"] for e in review["defects_missed"]] == [o["path"] for o in missed]
     assert any(o["score_one_view"] != o["score"] for o in oof)
     from deepseek.manufacturing.score import Scorer
 

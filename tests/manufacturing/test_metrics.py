@@ -99,3 +99,24 @@ def test_the_threshold_rule_keeps_the_rate_and_says_when_it_cannot_resolve_it():
     msg = too_few_good(99, 0.01)
     assert msg is not None and "99 good images" in msg and "it needs 100" in msg
     assert "too few to resolve" in too_few_good(278, 0.003)
+
+
+def test_the_threshold_review_names_the_images_that_set_the_operating_point():
+    from deepseek.manufacturing.metrics import threshold_review
+
+    paths = [f"p{i}.png" for i in range(9)]
+    scores = [0.1, 0.95, 0.3, 0.8, 0.2, 0.05, 0.9, 0.4, 0.7]
+    labels = [0, 0, 0, 0, 1, 1, 1, 1, 0]
+    r = threshold_review(paths, scores, labels, 0.85, n=3)
+    # the good images scored highest, highest first; the one over the threshold is flagged
+    assert [(e["path"], e["flagged"]) for e in r["good_highest"]] == [
+        ("p1.png", True), ("p3.png", False), ("p8.png", False)]
+    assert r["good_highest"][0]["score"] == 0.95
+    # the defects under the threshold, lowest first; the one it catches is not named
+    assert [e["path"] for e in r["defects_missed"]] == ["p5.png", "p4.png", "p7.png"]
+    assert not any(e["flagged"] for e in r["defects_missed"])
+    # n bounds both lists; all good images: no defects to name
+    r = threshold_review(paths, scores, [0] * 9, 0.85, n=2)
+    assert len(r["good_highest"]) == 2 and r["defects_missed"] == []
+    with pytest.raises(ValueError, match="9 paths, 8 scores"):
+        threshold_review(paths, scores[:8], labels[:8], 0.5)

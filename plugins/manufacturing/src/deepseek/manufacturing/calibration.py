@@ -63,8 +63,10 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
         progress: a progress bar (default: when stderr is a terminal and there are many).
 
     Returns:
-        The calibration: threshold, rule, expected rates with intervals and counts, and the
-        model's sha256 (what :func:`write_calibration` stores).
+        The calibration: threshold, rule, expected rates with intervals and counts, the
+        images whose labels decide the threshold (``review``: the good ones scored highest,
+        the defects it misses), and the model's sha256 (what :func:`write_calibration`
+        stores).
 
     Raises:
         ManufacturingError: no good images, unlabelled images without ``all_good``, or a
@@ -72,7 +74,7 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     """
     from tqdm.auto import tqdm
 
-    from deepseek.manufacturing.metrics import expected_rates, too_few_good
+    from deepseek.manufacturing.metrics import expected_rates, threshold_review, too_few_good
     from deepseek.manufacturing.score import Scorer, image_paths
 
     folder = Path(folder)
@@ -109,7 +111,8 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
             "folder": str(folder), "threshold": thr, "target_fpr": target_fpr,
             "rule": (f"lowest score with a false-alarm rate <= {target_fpr:g} on the "
                      f"{n_good} good images of {folder}"),
-            "expected": expected, "warnings": warnings}
+            "expected": expected, "review": threshold_review(files, scores, labels, thr),
+            "warnings": warnings}
 
 
 def write_calibration(calibration: dict[str, Any], path: str | Path) -> Path:

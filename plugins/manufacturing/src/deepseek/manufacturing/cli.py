@@ -415,14 +415,37 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
         click.echo(f"warning: {w}", err=True)
     click.echo(f"threshold {cal['threshold']:.6g}: {cal['rule']}")
     click.echo(describe_expectation(cal["expected"], "this threshold"))
+    _echo_review(cal.get("review"), "")
     click.echo(f"wrote {out}")
 
 
-def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) -> None:
+def _echo_review(review: dict[str, Any] | None, where: str) -> None:
+    """The images whose labels decide the threshold (:func:`~deepseek.manufacturing.metrics.
+    threshold_review`), for a person to look at."""
+    if not review:
+        return
+    if review["good_highest"]:
+        click.echo(f"labels to check: the good images scored highest{where} (a defect among "
+                   "them that its label misses raises the threshold for every part; fix the "
+                   "label and fit again)")
+        for e in review["good_highest"]:
+            click.echo(f"  {e['score']:.4g}  {'flagged' if e['flagged'] else 'ok     '}  "
+                       f"{e['path']}")
+    if review["defects_missed"]:
+        click.echo(f"defect images under the threshold{where}, lowest first (a good part "
+                   "labelled as a defect among them lowers the recall measured)")
+        for e in review["defects_missed"]:
+            click.echo(f"  {e['score']:.4g}  {e['path']}")
+
+
+def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
+                    review: dict[str, Any] | None = None) -> None:
     """What a good-parts model fitted (a memory or a DRAEM model): JSON, or its line, the
-    grouping's warnings, the threshold and what it expects there, and how to score."""
+    grouping's warnings, the threshold and what it expects there, the good images that set
+    it (``review``, when the model kept their out-of-fold scores), and how to score."""
     if as_json:
-        click.echo(json.dumps({"model": str(path), **meta}, indent=2))
+        click.echo(json.dumps({"model": str(path), **meta,
+                               **({"threshold_review": review} if review else {})}, indent=2))
         return
     click.echo(what)
     for why in ("regrouped", "skipped"):
@@ -432,6 +455,7 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str) 
     from deepseek.manufacturing.score import describe_expectation
 
     click.echo(describe_expectation(meta["expected"], "it, out of fold"))
+    _echo_review(review, ", out of fold")
     click.echo(f"score with: deepseek manufacturing score PATH --model {path}")
 
 
@@ -637,11 +661,17 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                          crack_weight=CRACK_WEIGHT if crack_weight is None else crack_weight,
                          progress=False if as_json else None)
         path = mem.save(out / "memory.safetensors")
+        from deepseek.manufacturing.metrics import threshold_review
+
+        oof = mem.out_of_fold or {}
         _echo_good_only(mem.meta, path, as_json,
                         f"memory: {path} ({mem.meta['bank']} patches from "
                         f"{mem.meta['fit_images']} good images"
                         + (f"; the crack model's logit counts {mem.crack['weight']:g} of the "
-                           f"score" if mem.crack else "; the memory alone") + ")")
+                           f"score" if mem.crack else "; the memory alone") + ")",
+                        review=threshold_review(list(oof), list(oof.values()),
+                                                [False] * len(oof), mem.threshold)
+                        if oof else None)
         return
     from deepseek.manufacturing.training import train_model
 
@@ -674,6 +704,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
     echo_training(res, as_json)
     if "threshold" in res and not as_json:
         click.echo(f"threshold {res['threshold']:.4g}: {res['threshold_rule']}")
+        _echo_review(res.get("threshold_review"),
+                     ", out of fold" if res.get("folds", 1) > 1 else " among those held out")
         click.echo(f"score with: deepseek manufacturing score PATH --model {res['model']}")
 
 

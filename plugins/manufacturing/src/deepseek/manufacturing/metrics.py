@@ -281,6 +281,35 @@ def expected_rates(scores: Any, labels: Any, threshold: float) -> dict[str, Any]
             "defect_images": n_defect, "good_images": n_good}
 
 
+#: how many images of each kind :func:`threshold_review` names
+REVIEW_IMAGES = 5
+
+
+def threshold_review(paths: Sequence[Any], scores: Any, labels: Any, threshold: float,
+                     n: int = REVIEW_IMAGES) -> dict[str, list[dict[str, Any]]]:
+    """The images whose labels decide an operating point, for a person to look at:
+    ``good_highest``, the ``n`` good images scored highest (those at or over ``threshold`` are
+    its counted false alarms, the next ones hold it where it is: a defect the labels call
+    good among them raises the threshold for every part), and ``defects_missed``, up to
+    ``n`` defect images under ``threshold``, lowest first (a good part labelled as a defect
+    among them lowers the recall measured). Each entry: path, score, and whether the
+    threshold flags it."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    if len(paths) != len(s) or len(s) != len(y):
+        raise ValueError(f"{len(paths)} paths, {len(s)} scores and {len(y)} labels: give one "
+                         "of each per image")
+
+    def entry(i: int) -> dict[str, Any]:
+        return {"path": str(paths[i]), "score": float(s[i]), "flagged": bool(s[i] >= threshold)}
+
+    good = np.flatnonzero(~y)
+    missed = np.flatnonzero(y & (s < threshold))
+    return {"good_highest": [entry(i) for i in good[np.argsort(-s[good], kind="stable")][:n]],
+            "defects_missed": [entry(i) for i in
+                               missed[np.argsort(s[missed], kind="stable")][:n]]}
+
+
 def upsample_map(pmap: Any, shape: tuple[int, int], stride: float) -> np.ndarray:
     """A cell map (one value per ``stride`` x ``stride`` pixels; the stride need not be a
     whole number) at the image's pixel size, linearly interpolated between cell centres

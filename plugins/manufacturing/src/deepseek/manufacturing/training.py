@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.metrics import average_precision
+from deepseek.manufacturing.metrics import average_precision, threshold_review
 from deepseek.manufacturing.model import STRIDE, DefectNet
 
 log = logging.getLogger(__name__)
@@ -621,6 +621,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                  **_expected(held, labels, target_fpr, where)}
         data_info.update({k: extra[k] for k in ("views", "threshold", "threshold_rule",
                                                  "expected")})
+        data_info["threshold_review"] = threshold_review(
+            [it.path for it in items], held, labels, extra["threshold"])
         best_metric = "val_select"
     path, onnx_path = _save(net, out, model, cfg, extra)
     summary = {"model": str(path), "onnx": onnx_path, "history": history,
