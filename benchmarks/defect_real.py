@@ -1,31 +1,41 @@
-"""Benchmark: crack detection on real part photos (KolektorSDD's train/val split), the
-project's modes beside a texture-feature baseline in the same run.
+"""Benchmark: crack detection on real part photos (KolektorSDD's train/val split, or CrackForest
+cut into tiles), the project's modes beside a texture-feature baseline in the same run.
 
-    python benchmarks/defect_real.py [--data DIR] [--quick] [--epochs N] [--seeds N] [--views 1|4]
-                                     [--scale S]
+    python benchmarks/defect_real.py [--data-set kolektorsdd|crackforest] [--data DIR] [--quick]
+                                     [--epochs N] [--seeds N] [--views 1|4] [--scale S]
                                      [--rows cross-fitted,random-negatives,one-model,packaged,
                                              memory,pasted,draem,baseline]
 
-``--data`` is the KolektorSDD folder (``images/{train,val}/*.jpg`` + ``labels/{train,val}/
-*.txt``, YOLO polygons, an empty label file meaning a good part; default
-``../shared/data/crack/kolektorsdd``). Rows, all scored image by image on the val split
+``--data`` is the data set's folder. KolektorSDD (the default set): ``images/{train,val}/
+*.jpg`` + ``labels/{train,val}/*.txt``, YOLO polygons, an empty label file meaning a good
+part; default ``../shared/data/crack/kolektorsdd``. CrackForest (``--data-set crackforest``,
+a second real set of another surface, road asphalt, to check that the figures are not
+KolektorSDD's alone): ``image/NNN.jpg`` + ``groundTruth/NNN.mat`` (pixel labels; photos
+without ground truth are left out), default ``../shared/data/crack/crackforest``; its 118
+labelled 480x320 photos are cut into six 160-px tiles each with their masks, a tile cracked
+when any pixel of it is, photos 1-80 train (480 tiles, 379 cracked) and 81-118 val (228
+tiles, 194 cracked; consecutive photos share a stretch of road and a light, so the split
+keeps them on one side, and a photo's tiles are one group). Its default rows are
+cross-fitted, packaged, memory and baseline, and its goals are the recall goal for sets
+other than KolektorSDD (>= 0.9 at the stored threshold), the threshold's promise, the spread
+over seeds, the time and the baseline. Rows, all scored image by image on the val split
 (:mod:`deepseek.manufacturing.score`):
 
 * ``supervised, cross-fitted`` (the default of ``train --folder``): 5 folds of the train
   split's groups (look-alike photos joined), one model per fold from the packaged weights,
   the epoch and the threshold (false-positive rate <= 1 %) set on the out-of-fold scores of
-  all 320 train images, the fold models averaged into the one model scored; every image
-  scored as it is (``--views 4``: trained with ``train --folder --views 4``, every image
-  scored as it is and flipped three ways, the logits averaged, as ``score`` does with such
-  a model). Trained once per seed (``--seeds``, 5): every figure is given as mean, min and
-  max over the seeds, never one run. Beside them, the same models scored under the other
-  view count (``four_views_*``; ``one_view_*`` with ``--views 4``): val AUROC and best
-  recall at <= 1 %, and with ``--views 4`` also recall and FPR at the threshold set the
+  all the train images (320 on KolektorSDD), the fold models averaged into the one model
+  scored; every image scored as it is (``--views 4``: trained with ``train --folder --views
+  4``, every image scored as it is and flipped three ways, the logits averaged, as ``score``
+  does with such a model). Trained once per seed (``--seeds``, 5): every figure is given as
+  mean, min and max over the seeds, never one run. Beside them, the same models scored under
+  the other view count (``four_views_*``; ``one_view_*`` with ``--views 4``): val AUROC and
+  best recall at <= 1 %, and with ``--views 4`` also recall and FPR at the threshold set the
   same way on the one-view out-of-fold scores. The supervised goals are read from this row
   (the good-only goals from the memory, the default, and from the pasted row), among them
   whether the stored threshold keeps its promise on val: its false alarms at or below the
-  upper end of their expected 95 % interval, its recall at or above the lower end, on
-  every seed;
+  upper end of their expected 95 % interval, its recall at or above the lower end, on every
+  seed;
 * ``supervised, cross-fitted, negatives at random`` (``--hard-negatives 0``): the same, with
   every negative crop placed at random instead of half of them on the hottest spots the
   packaged weights find on the good training images; the same seeds, so the difference
@@ -71,8 +81,9 @@ a val false-positive rate <= 1 % (an upper bound, chosen on val), and the fittin
 trained rows and the memory also pixel AUROC and AU-PRO (FPR <= 0.3) of their maps against
 the val polygons (:func:`deepseek.manufacturing.metrics.pixel_metrics`); for every trained
 run and model each val photo's score by file name (``val_scores``). ``--quick`` keeps
-every cracked image and every 4th good one of each split, trains for 2 epochs with 2 seeds
-(sizes in the output). ``--rows`` runs some rows only (the goals of the rows run).
+every image of the rarer class (KolektorSDD: cracked; CrackForest tiles: good) and every 4th
+of the other in each split, trains for 2 epochs with 2 seeds (sizes in the output).
+``--rows`` runs some rows only (the goals of the rows run).
 """
 
 from __future__ import annotations
@@ -80,6 +91,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,20 +102,81 @@ from _common import emit, goal  # noqa: E402
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "crack" / "kolektorsdd"
 
 
-def split(root: Path, name: str, every: int) -> tuple[list[Path], np.ndarray]:
-    """The split's images and labels: every cracked image, and every ``every``-th good one."""
-    imgs, labels = [], []
-    n_good = 0
-    for p in sorted((root / "images" / name).glob("*.jpg")):
-        lab = root / "labels" / name / f"{p.stem}.txt"
-        y = 1 if lab.is_file() and lab.read_text().strip() else 0
-        if not y:
-            n_good += 1
-            if (n_good - 1) % every:
+CRACKFOREST = DEFAULT.parent / "crackforest"
+#: CrackForest's split: photos 1-80 train, 81-118 val (consecutive numbers were taken on one
+#: stretch of road under one light, so a block split keeps look-alikes on one side)
+CRACKFOREST_TRAIN_LAST = 80
+#: CrackForest photos cut into tiles of this size (a 480x320 photo gives 3x2 tiles)
+TILE = 160
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A real crack set the benchmark knows: where it lives and the baseline's image sizes
+    (cv2 ``(width, height)``: HOG at about 1/8 of a KolektorSDD photo, LBP at 1/4)."""
+
+    name: str
+    default: Path
+    hog_size: tuple[int, int]
+    lbp_size: tuple[int, int]
+    rows: tuple[str, ...]
+
+
+def split(root: Path, name: str, every: int) -> tuple[list[Path], np.ndarray, list, dict]:
+    """The split's images, labels, label files (YOLO text or mask; None for a good image
+    without one) and each cracked image's crack pixels by file name, read by the training's
+    own label rules: every image of the rarer class and every ``every``-th of the other."""
+    from deepseek.manufacturing.labelled import read_labelled
+
+    items = read_labelled(root / "images" / name)
+    rare = sum(i.defect for i in items) * 2 <= len(items)
+    imgs, labels, label_files, pixels = [], [], [], {}
+    n_common = 0
+    for it in items:
+        if it.defect != rare:
+            n_common += 1
+            if (n_common - 1) % every:
                 continue
-        imgs.append(p)
-        labels.append(y)
-    return imgs, np.array(labels)
+        imgs.append(it.path)
+        labels.append(int(it.defect))
+        label_files.append(it.label_path)
+        if it.defect and it.mask is not None:
+            pixels[it.path.name] = int(it.mask.sum())
+    return imgs, np.array(labels), label_files, pixels
+
+
+def crackforest_tiles(src: Path, out: Path) -> Path:
+    """CrackForest (``image/NNN.jpg`` + ``groundTruth/NNN.mat``, MATLAB struct
+    ``groundTruth.Segmentation``: 1 background, 2 crack) cut into TILE-pixel tiles with their
+    masks beside them (``images/{train,val}/NNN_rRcC.png`` + ``..._mask.png``); a tile is cracked
+    when any of its pixels is crack. Photos without ground truth are left out; the name up to
+    the ``_`` keeps a photo's tiles in one group. Returns ``out``."""
+    import cv2
+    import scipy.io
+
+    mats = sorted((src / "groundTruth").glob("*.mat"))
+    if not mats:
+        sys.exit(f"no CrackForest at {src}: pass --data DIR (image/NNN.jpg, groundTruth/NNN.mat)")
+    for mat in mats:
+        try:
+            seg = scipy.io.loadmat(mat)["groundTruth"][0, 0]["Segmentation"]
+        except (KeyError, IndexError, ValueError) as e:
+            sys.exit(f"{mat}: not CrackForest ground truth (groundTruth.Segmentation): {e}")
+        photo = src / "image" / f"{mat.stem}.jpg"
+        img = cv2.imread(str(photo))
+        if img is None or img.shape[:2] != seg.shape:
+            sys.exit(f"{photo}: missing, unreadable or not the size of {mat.name} "
+                     f"({seg.shape[1]}x{seg.shape[0]})")
+        side = "train" if int(mat.stem) <= CRACKFOREST_TRAIN_LAST else "val"
+        folder = out / "images" / side
+        folder.mkdir(parents=True, exist_ok=True)
+        for r in range(seg.shape[0] // TILE):
+            for c in range(seg.shape[1] // TILE):
+                cut = np.s_[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE]
+                stem = folder / f"{mat.stem}_r{r}c{c}"
+                cv2.imwrite(f"{stem}.png", img[cut])
+                cv2.imwrite(f"{stem}_mask.png", (seg[cut] == 2).astype(np.uint8) * 255)
+    return out
 
 
 def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
@@ -163,18 +236,25 @@ DRAEM = "good-only, DRAEM-style (--method draem)"
 FEATURE_SETS = {"hog+lbp+black-hat": slice(None), "lbp+black-hat": slice(-18, None),
                 "black-hat": slice(-8, None)}
 
+DATA_SETS = {
+    "kolektorsdd": DataSet("KolektorSDD", DEFAULT, (64, 160), (125, 312), ROWS),
+    # tiles of 160 px: HOG on 80x80 (10x10 cells), LBP at full size
+    "crackforest": DataSet("CrackForest tiles", CRACKFOREST, (80, 80), (TILE, TILE),
+                           ("cross-fitted", "packaged", "memory", "baseline")),
+}
 
-def baseline_features(path: Path) -> np.ndarray:
+
+def baseline_features(path: Path, data_set: DataSet) -> np.ndarray:
     import cv2
     from skimage.feature import hog, local_binary_pattern
 
     from deepseek.manufacturing.score import read_gray
 
     img = read_gray(path)
-    small = cv2.resize(img, (64, 160), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(img, data_set.hog_size, interpolation=cv2.INTER_AREA)
     h = hog(small, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2))
-    lbp = local_binary_pattern(cv2.resize(img, (125, 312), interpolation=cv2.INTER_AREA), 8, 1,
-                               method="uniform")
+    lbp = local_binary_pattern(cv2.resize(img, data_set.lbp_size, interpolation=cv2.INTER_AREA),
+                               8, 1, method="uniform")
     lbp_hist = np.bincount(lbp.astype(np.int64).ravel(), minlength=10) / lbp.size
     closed = cv2.morphologyEx(img, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
     bh = (closed.astype(np.float32) - img).ravel()
@@ -186,9 +266,15 @@ def baseline_features(path: Path) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT)
+    ap.add_argument("--data-set", choices=sorted(DATA_SETS), default="kolektorsdd",
+                    help="kolektorsdd: its train/val split, photo by photo; crackforest: its "
+                    "118 labelled road photos cut into 160-px tiles, photos 1-80 train, 81-118 "
+                    "val [kolektorsdd]")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="the data set's folder [../shared/data/crack/<data set>]")
     ap.add_argument("--quick", action="store_true",
-                    help="every cracked image and every 4th good one of each split, 2 epochs")
+                    help="every image of the rarer class (KolektorSDD: cracked, CrackForest "
+                    "tiles: good) and every 4th of the other in each split, 2 epochs")
     ap.add_argument("--epochs", type=int, default=None,
                     help="supervised training epochs [5, as train; --quick: 2]")
     ap.add_argument("--seeds", type=int, default=None,
@@ -198,15 +284,24 @@ def main() -> None:
                     "train]; the same models are also scored on val under the other count")
     ap.add_argument("--scale", type=float, default=None,
                     help="the supervised rows trained with train --folder --scale S [as train]")
-    ap.add_argument("--rows", default=",".join(ROWS),
-                    help=f"comma-separated rows to run [{','.join(ROWS)}]")
+    ap.add_argument("--rows", default=None,
+                    help=f"comma-separated rows to run [KolektorSDD: {','.join(ROWS)}; "
+                    f"CrackForest: {','.join(DATA_SETS['crackforest'].rows)}]")
     args = ap.parse_args()
+    data_set = DATA_SETS[args.data_set]
+    args.data = args.data or data_set.default
+    args.rows = args.rows or ",".join(data_set.rows)
     want = {r.strip() for r in args.rows.split(",") if r.strip()}
     if not want or want - set(ROWS):
         sys.exit(f"--rows {args.rows!r}: choose from {', '.join(ROWS)}")
     epochs = args.epochs or (2 if args.quick else 5)
     seeds = args.seeds or (2 if args.quick else 5)
-    if not (args.data / "images" / "train").is_dir():
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="defect_real-"))
+    if args.data_set == "crackforest":
+        args.data = crackforest_tiles(args.data, work / "tiles")
+    elif not (args.data / "images" / "train").is_dir():
         sys.exit(f"no KolektorSDD at {args.data}: pass --data DIR (images/{{train,val}}, "
                  "labels/{train,val})")
     from sklearn.metrics import roc_auc_score
@@ -215,23 +310,17 @@ def main() -> None:
     from deepseek.manufacturing.score import evaluate_scores, score_images
 
     every = 4 if args.quick else 1
-    tr_x, tr_y = split(args.data, "train", every)
-    va_x, va_y = split(args.data, "val", every)
+    tr_x, tr_y, tr_labels, _ = split(args.data, "train", every)
+    va_x, va_y, _, va_pixels = split(args.data, "val", every)
     rows: dict[str, dict] = {}
-    import tempfile
 
-    work = Path(tempfile.mkdtemp(prefix="defect_real-"))
-
-    # supervised training on the train split's images and polygons, from the packaged weights
+    # supervised training on the train split's images and labels (polygons or masks, linked
+    # at the same places under the work folder), from the packaged weights
     tree = work / "data" / "images" / "train"
-    labels = work / "data" / "labels" / "train"
-    tree.mkdir(parents=True)
-    labels.mkdir(parents=True)
-    for p in tr_x:
-        (tree / p.name).symlink_to(p)
-        lab = args.data / "labels" / "train" / f"{p.stem}.txt"
-        if lab.is_file():
-            (labels / lab.name).symlink_to(lab)
+    for p in [*tr_x, *(lab for lab in tr_labels if lab is not None)]:
+        link = work / "data" / p.relative_to(args.data)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(p)
     from deepseek.manufacturing.metrics import wilson_interval
     from deepseek.manufacturing.training import train_model
 
@@ -343,12 +432,14 @@ def main() -> None:
                                         300 if args.quick else 1000)
                               for seed in range(seeds)])
     if "baseline" in want:
-        baseline(rows, tr_x, tr_y, va_x, va_y)
+        baseline(rows, tr_x, tr_y, va_x, va_y, data_set)
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
-    emit("defect_real", summary(rows, tr_x, tr_y, va_x, va_y, args.quick, epochs, seeds),
-         goals(rows, seeds))
+    results = summary(rows, tr_x, tr_y, va_x, va_y, args.quick, epochs, seeds, data_set)
+    # each val crack's size, to read the rows' val_scores by it
+    results["val_crack_pixels"] = va_pixels
+    emit("defect_real", results, goals(rows, seeds, data_set))
 
 
 def packaged(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndarray) -> None:
@@ -420,7 +511,8 @@ def draem_run(good: Path, work: Path, va_x: list, va_y: np.ndarray, data: Path, 
             **on_val(path, model.threshold, va_x, va_y, data)}
 
 
-def baseline(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndarray) -> None:
+def baseline(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndarray,
+             data_set: DataSet) -> None:
     """The texture-feature baseline (see the module docstring)."""
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import roc_auc_score
@@ -429,7 +521,7 @@ def baseline(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndar
     from sklearn.preprocessing import StandardScaler
 
     t0 = time.perf_counter()
-    ftr = np.stack([baseline_features(p) for p in tr_x])
+    ftr = np.stack([baseline_features(p, data_set) for p in tr_x])
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
 
     def model():  # type: ignore[no-untyped-def]
@@ -447,7 +539,8 @@ def baseline(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndar
     clf = model().fit(ftr[:, cols], tr_y)
     b_tr = oof[chosen]
     t_fit = time.perf_counter() - t0
-    b_va = clf.decision_function(np.stack([baseline_features(p) for p in va_x])[:, cols])
+    b_va = clf.decision_function(np.stack([baseline_features(p, data_set)
+                                           for p in va_x])[:, cols])
     b_thr = threshold_at_fpr(b_tr, tr_y, 0.01)
     rows[BASE] = {
         "val_auroc": float(roc_auc_score(va_y, b_va)), "threshold": b_thr,
@@ -460,9 +553,10 @@ def baseline(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndar
 
 
 def summary(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndarray,
-            quick: bool, epochs: int, seeds: int) -> dict:
+            quick: bool, epochs: int, seeds: int, data_set: DataSet) -> dict:
     results = {
-        "sizes": {"train_images": len(tr_x), "train_cracked": int(tr_y.sum()),
+        "sizes": {"data_set": data_set.name,
+                  "train_images": len(tr_x), "train_cracked": int(tr_y.sum()),
                   "val_images": len(va_x), "val_cracked": int(va_y.sum()),
                   "quick": quick, "supervised_epochs": epochs, "seeds": seeds,
                   "rows": list(rows)},
@@ -501,10 +595,45 @@ def summary(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndarr
     return results
 
 
-def goals(rows: dict, seeds: int) -> list:
-    """The goals of the rows that ran."""
+def goals(rows: dict, seeds: int, data_set: DataSet = DATA_SETS["kolektorsdd"]) -> list:
+    """The goals of the rows that ran: on KolektorSDD the issue's; on another set (CrackForest
+    tiles) the recall goal for sets other than KolektorSDD (>= 0.9 at the stored threshold),
+    the stored threshold's promise, stability, time and the baseline, each named with the set;
+    AUROC and good-only figures reported, not held to KolektorSDD's targets."""
+    kolektor = data_set is DATA_SETS["kolektorsdd"]
     n = f"over {seeds} seeds"
     out = []
+    if SUP in rows and not kolektor:
+        sup = rows[SUP]
+        within = [r["val_fpr"] <= r["expected"]["false_positive_rate_ci95"][1]
+                  for r in sup["runs"]]
+        kept = [r["val_recall"] >= r["expected"]["recall_ci95"][0] for r in sup["runs"]]
+        pre = f"{data_set.name}: supervised val"
+        out += [
+            goal(f"{pre} recall at the stored threshold (set for FPR <= 1 %), mean {n}",
+                 sup["val_recall"]["mean"], ">= 0.9", "recall", sup["val_recall"]["mean"] >= 0.9),
+            goal(f"{pre} FPR at the stored threshold within its expected 95 % interval, every "
+                 f"one of {seeds} seeds", sum(within), f"== {seeds}", "seeds", all(within)),
+            goal(f"{pre} recall at the stored threshold at or above the lower end of its "
+                 f"expected 95 % interval, every one of {seeds} seeds", sum(kept), f"== {seeds}",
+                 "seeds", all(kept)),
+            goal(f"{pre} AUROC spread (max - min) {n}", sup["val_auroc"]["spread"], "<= 0.02",
+                 "AUROC", sup["val_auroc"]["spread"] <= 0.02),
+            goal(f"{data_set.name}: supervised training on 2 cores within 10 minutes, slowest of "
+                 f"{seeds} seeds", sup["train_fit_seconds"]["max"], "<= 600", "s",
+                 sup["train_fit_seconds"]["max"] <= 600)]
+        if BASE in rows:
+            base = rows[BASE]
+            out += [
+                goal(f"{pre} AUROC above the baseline's (mean {n})",
+                     round(sup["val_auroc"]["mean"] - base["val_auroc"], 4), "> 0",
+                     "AUROC difference", sup["val_auroc"]["mean"] > base["val_auroc"]),
+                goal(f"{pre} recall at the stored threshold above the baseline's at its own "
+                     f"(mean {n})", round(sup["val_recall"]["mean"] - base["val_recall"], 4),
+                     "> 0", "recall difference", sup["val_recall"]["mean"] > base["val_recall"])]
+        return out
+    if not kolektor:
+        return out
     if SUP in rows:
         sup = rows[SUP]
         # does the stored threshold keep its promise on parts training never saw?
