@@ -296,14 +296,17 @@ def main() -> None:
         sys.exit(f"--rows {args.rows!r}: choose from {', '.join(ROWS)}")
     epochs = args.epochs or (2 if args.quick else 5)
     seeds = args.seeds or (2 if args.quick else 5)
+    if args.data_set == "crackforest" and not any((args.data / "groundTruth").glob("*.mat")):
+        sys.exit(f"no CrackForest at {args.data}: pass --data DIR (image/NNN.jpg, "
+                 "groundTruth/NNN.mat)")
+    if args.data_set == "kolektorsdd" and not (args.data / "images" / "train").is_dir():
+        sys.exit(f"no KolektorSDD at {args.data}: pass --data DIR (images/{{train,val}}, "
+                 "labels/{train,val})")
     import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="defect_real-"))
     if args.data_set == "crackforest":
         args.data = crackforest_tiles(args.data, work / "tiles")
-    elif not (args.data / "images" / "train").is_dir():
-        sys.exit(f"no KolektorSDD at {args.data}: pass --data DIR (images/{{train,val}}, "
-                 "labels/{train,val})")
     from sklearn.metrics import roc_auc_score
 
     from deepseek.manufacturing.metrics import recall_at_fpr
