@@ -116,6 +116,7 @@ def test_the_commands(tmp_path, weights):
     assert res.exit_code == 0, res.output
     assert "false-alarm rate 0.100" in res.output and "recall unknown" in res.output
     assert "labels to check: the good images scored highest" in res.output
+    assert "fix the label and calibrate again" in res.output
     assert out.is_file()
     res = runner.invoke(cli, ["manufacturing", "score", str(good), "--model", str(weights),
                               "--calibration", str(out)])

@@ -415,27 +415,27 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
         click.echo(f"warning: {w}", err=True)
     click.echo(f"threshold {cal['threshold']:.6g}: {cal['rule']}")
     click.echo(describe_expectation(cal["expected"], "this threshold"))
-    _echo_review(cal.get("review"), "")
+    _echo_review(cal.get("review"), "", "calibrate again")
     click.echo(f"wrote {out}")
 
 
-def _echo_review(review: dict[str, Any] | None, where: str) -> None:
+def _echo_review(review: dict[str, Any] | None, where: str, again: str = "fit again") -> None:
     """The images whose labels decide the threshold (:func:`~deepseek.manufacturing.metrics.
-    threshold_review`), for a person to look at."""
+    threshold_review`), for a person to look at; ``again`` is what to do after a fix."""
     if not review:
         return
     if review["good_highest"]:
         click.echo(f"labels to check: the good images scored highest{where} (a defect among "
                    "them that its label misses raises the threshold for every part; fix the "
-                   "label and fit again)")
+                   f"label and {again})")
         for e in review["good_highest"]:
-            click.echo(f"  {e['score']:.4g}  {'flagged' if e['flagged'] else 'ok     '}  "
+            click.echo(f"  {e['score']:<8.4g}  {'flagged' if e['flagged'] else 'ok     '}  "
                        f"{e['path']}")
     if review["defects_missed"]:
         click.echo(f"defect images under the threshold{where}, lowest first (a good part "
                    "labelled as a defect among them lowers the recall measured)")
         for e in review["defects_missed"]:
-            click.echo(f"  {e['score']:.4g}  {e['path']}")
+            click.echo(f"  {e['score']:<8.4g}  {e['path']}")
 
 
 def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
