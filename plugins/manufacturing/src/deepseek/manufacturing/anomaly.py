@@ -141,11 +141,6 @@ class PatchMemory:
         c = self.meta.get("crack")
         return c if isinstance(c, dict) and c.get("weight", 0) > 0 else None
 
-    def crack_logit(self, image: np.ndarray) -> float:
-        """The backbone's crack logit of one grayscale image, read as the memory's
-        :attr:`crack` says (scale, views, frames)."""
-        return crack_logit(self.net, image, self.crack)
-
     def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
         """Anomaly score of one grayscale image and its anomaly map: the mean of the map's
         top :attr:`top_fraction` (at least the largest value), plus the crack model's share
@@ -155,7 +150,7 @@ class PatchMemory:
         s = top_mean(m, self.top_fraction)
         c = self.crack
         if c is not None:
-            s += float(c["gain"]) * (self.crack_logit(image) - float(c["logit_mean"]))
+            s += float(c["gain"]) * (crack_logit(self.net, image, c) - float(c["logit_mean"]))
         return s, m
 
     def save(self, path: str | Path) -> Path:

@@ -663,7 +663,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         path = mem.save(out / "memory.safetensors")
         from deepseek.manufacturing.metrics import threshold_review
 
-        oof = mem.out_of_fold or {}
+        oof = mem.out_of_fold
         _echo_good_only(mem.meta, path, as_json,
                         f"memory: {path} ({mem.meta['bank']} patches from "
                         f"{mem.meta['fit_images']} good images"
