@@ -24,7 +24,9 @@ over seeds, the time and the baseline. Rows, all scored image by image on the va
 * ``supervised, cross-fitted`` (the default of ``train --folder``): 5 folds of the train
   split's groups (look-alike photos joined), one model per fold from the packaged weights,
   the epoch and the threshold (false-positive rate <= 1 %) set on the out-of-fold scores of
-  all the train images (320 on KolektorSDD), the fold models averaged into the one model
+  all the train images (304 on KolektorSDD: its train split holds 16 images that are
+  byte-for-byte copies of 16 others, counted once as the training counts them), the fold
+  models averaged into the one model
   scored; every image scored as it is (``--views 4``: trained with ``train --folder --views
   4``, every image scored as it is and flipped three ways, the logits averaged, as ``score``
   does with such a model). Trained once per seed (``--seeds``, 5): every figure is given as
@@ -122,16 +124,19 @@ class DataSet:
     rows: tuple[str, ...]
 
 
-def split(root: Path, name: str, every: int) -> tuple[list[Path], np.ndarray, list, dict]:
-    """The split's images, labels, label files (YOLO text or mask; None for a good image
-    without one) and each cracked image's crack pixels by file name, read by the training's
-    own label rules: every image of the rarer class and every ``every``-th of the other."""
+def split(root: Path, name: str, every: int
+          ) -> tuple[list[Path], np.ndarray, list[Path], dict, int]:
+    """The split's images and labels, read by the training's own label rules (every image of
+    the rarer class and every ``every``-th of the other; copies of an image counted once),
+    the files a training folder of them needs beside the images (label files or masks, and
+    the set-aside copies with theirs, so that the training sets them aside itself), each
+    cracked image's crack pixels by file name, and how many copies were set aside."""
     from deepseek.manufacturing.labelled import read_labelled
 
     items = read_labelled(root / "images" / name)
     rare = sum(i.defect for i in items) * 2 <= len(items)
-    imgs, labels, label_files, pixels = [], [], [], {}
-    n_common = 0
+    imgs, labels, beside, pixels = [], [], [], {}
+    n_common = copies = 0
     for it in items:
         if it.defect != rare:
             n_common += 1
@@ -139,10 +144,13 @@ def split(root: Path, name: str, every: int) -> tuple[list[Path], np.ndarray, li
                 continue
         imgs.append(it.path)
         labels.append(int(it.defect))
-        label_files.append(it.label_path)
+        copies += len(it.copies)
+        for one in (it, *it.copies):
+            beside += [f for f in (one.label_path,) if f is not None]
+        beside += [c.path for c in it.copies]
         if it.defect and it.mask is not None:
             pixels[it.path.name] = int(it.mask.sum())
-    return imgs, np.array(labels), label_files, pixels
+    return imgs, np.array(labels), beside, pixels, copies
 
 
 def crackforest_tiles(src: Path, out: Path) -> Path:
@@ -313,14 +321,14 @@ def main() -> None:
     from deepseek.manufacturing.score import evaluate_scores, score_images
 
     every = 4 if args.quick else 1
-    tr_x, tr_y, tr_labels, _ = split(args.data, "train", every)
-    va_x, va_y, _, va_pixels = split(args.data, "val", every)
+    tr_x, tr_y, tr_beside, _, tr_copies = split(args.data, "train", every)
+    va_x, va_y, _, va_pixels, va_copies = split(args.data, "val", every)
     rows: dict[str, dict] = {}
 
     # supervised training on the train split's images and labels (polygons or masks, linked
     # at the same places under the work folder), from the packaged weights
     tree = work / "data" / "images" / "train"
-    for p in [*tr_x, *(lab for lab in tr_labels if lab is not None)]:
+    for p in [*tr_x, *tr_beside]:
         link = work / "data" / p.relative_to(args.data)
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(p)
@@ -440,6 +448,8 @@ def main() -> None:
 
     shutil.rmtree(work, ignore_errors=True)
     results = summary(rows, tr_x, tr_y, va_x, va_y, args.quick, epochs, seeds, data_set)
+    # images that are copies of another (equal pixels), counted once (not in the sizes above)
+    results["sizes"]["copies_set_aside"] = {"train": tr_copies, "val": va_copies}
     # each val crack's size, to read the rows' val_scores by it
     results["val_crack_pixels"] = va_pixels
     emit("defect_real", results, goals(rows, seeds, data_set))

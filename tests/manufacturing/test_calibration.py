@@ -123,3 +123,26 @@ def test_the_commands(tmp_path, weights):
     assert res.exit_code == 0, res.output
     assert "1 flagged as defects" in res.output
     assert "expected at the calibrated threshold" in res.output
+
+
+def test_copies_of_an_image_count_once_in_calibration_and_evaluation(tmp_path, weights):
+    """One photo saved twice is one good part: the threshold's count of good images and the
+    evaluation's count each hold it once, and both name the copy."""
+    import shutil
+
+    from deepseek.manufacturing.score import evaluate_scores
+
+    good = _parts(tmp_path / "good", 10, seed=4)
+    shutil.copy(good / "p003.png", good / "p003b.png")
+    cal = calibrate(good, weights, target_fpr=0.1, all_good=True, progress=False)
+    assert cal["expected"]["good_images"] == 10
+    assert [c.rsplit("/", 1)[-1] for c in cal["copies"][0]["copies"]] == ["p003b.png"]
+    labelled = _parts(tmp_path / "labelled", 9, crack_every=3, seed=5)
+    shutil.copy(labelled / "p001.png", labelled / "p001b.png")
+    shutil.copy(labelled / "p001_mask.png", labelled / "p001b_mask.png")
+    cal = calibrate(labelled, weights, target_fpr=0.0, progress=False)
+    assert (cal["expected"]["good_images"], cal["expected"]["defect_images"]) == (6, 3)
+    results = score_images([labelled], weights, progress=False)
+    assert len(results) == 10                                   # every file is scored ...
+    ev = evaluate_scores(results, labelled)
+    assert ev["images"] == 9 and ev["copies_left_out"] == 1     # ... and counted once

@@ -368,6 +368,10 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
         crack = ((8, 20), (56, 28)) if k % 2 else None
         m = _part(tmp_path / "parts" / f"{k}.png", 300 + k, crack, h=48, w=64)
         cv2.imwrite(str(tmp_path / "parts" / f"{k}_mask.png"), m)
+    import shutil  # a copy of a good image: trained on and counted once, and named
+
+    shutil.copy(tmp_path / "parts" / "0.png", tmp_path / "parts" / "0b.png")
+    shutil.copy(tmp_path / "parts" / "0_mask.png", tmp_path / "parts" / "0b_mask.png")
     res = CliRunner().invoke(build_cli(), [
         "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
         str(tmp_path / "parts"), "--folds", "2", "--crop", "32", "--crops-per-epoch", "8",
@@ -376,7 +380,8 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
         "--json"])
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "run" / "training.json").read_text())
-    assert info["folds"] == 2 and sum(info["fold_images"]) == 8
+    assert info["folds"] == 2 and sum(info["fold_images"]) == 8 and info["images"] == 8
+    assert [Path(c).name for c in info["copies"][0]["copies"]] == ["0b.png"]
     assert info["epoch"] in (1, 2) and [h["best"] for h in info["history"]].count(True) == 1
     assert all(len(h["fold_auroc"]) == 2 and 0 <= h["oof_auroc"] <= 1 for h in info["history"])
     assert "out-of-fold scores of all 8 training images, scored under 4 views" \
@@ -609,3 +614,51 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "run3"), "--scale", "0.5"])
     assert res.exit_code == 2 and "--scale go with --folder" in res.output
+
+
+def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):
+    """The same photo saved under two names is one observation: read once (the first with a
+    label kept), named in a warning, defect masks of the copies merged; a copy labelled good
+    beside one labelled a defect is an error naming both."""
+    import shutil
+
+    from deepseek.manufacturing.labelled import copies_report, distinct_files, good_folds
+
+    root = tmp_path / "parts"
+    a = _part(root / "a.png", 1, ((10, 20), (60, 40)))
+    cv2.imwrite(str(root / "a_mask.png"), a)
+    shutil.copy(root / "a.png", root / "z_again.png")             # the same picture ...
+    b = np.zeros_like(a)
+    cv2.line(b, (50, 40), (110, 70), 255, 2)                      # ... marked elsewhere too
+    cv2.imwrite(str(root / "z_again_mask.png"), b)
+    for k in range(3):
+        cv2.imwrite(str(root / f"g{k}_mask.png"), np.zeros_like(a))
+        _part(root / f"g{k}.png", 10 + k)
+    shutil.copy(root / "g1.png", root / "g1_copy.png")
+    cv2.imwrite(str(root / "g1_copy_mask.png"), np.zeros_like(a))
+    union = np.maximum(a, b) > 0
+    for cache in (2048.0, 0.0):                                   # kept in memory or read again
+        with caplog.at_level("WARNING", logger="deepseek.manufacturing.labelled"):
+            caplog.clear()
+            items = read_labelled(root, cache_mb=cache)
+        names = sorted(i.path.name for i in items)
+        assert names == ["a.png", "g0.png", "g1.png", "g2.png"]   # 6 files, 4 pictures
+        assert "2 image(s) are copies of others" in caplog.text and "z_again.png" in caplog.text
+        crack = next(i for i in items if i.defect)
+        np.testing.assert_array_equal(crack.mask > 0, union)      # nothing either marked lost
+        assert len(crack.rows) == int(union.sum())
+        report = {Path(r["kept"]).name: r for r in copies_report(items)}
+        assert [Path(c).name for c in report["a.png"]["copies"]] == ["z_again.png"]
+        assert report["a.png"]["masks"] == "merged" and report["g1.png"]["masks"] == "equal"
+    # good-only readers set copies aside too, and say so in what the grouping did
+    goods = [root / f"g{k}.png" for k in range(3)] + [root / "g1_copy.png"]
+    fold, info, kept = good_folds(goods, root, 2, 0)
+    assert [i.path.name for i in kept] == ["g0.png", "g1.png", "g2.png"] and len(fold) == 3
+    assert [Path(c).name for c in info["copies"][0]["copies"]] == ["g1_copy.png"]
+    files, rep = distinct_files(goods)
+    assert [f.name for f in files] == ["g0.png", "g1.png", "g2.png"] and len(rep) == 1
+    # a copy labelled good beside one labelled a defect: which is right is the user's call
+    cv2.imwrite(str(root / "z_again_mask.png"), np.zeros_like(a))
+    with pytest.raises(ManufacturingError, match="a.png and .*z_again.png are the same "
+                                                 "picture.*fix the wrong label"):
+        read_labelled(root)

@@ -332,6 +332,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
                                  "to remember, one to set the threshold on), better dozens")
     # the pixels decoded for the grouping are kept (up to the cache) for features and scores
     fold, grouping, items = good_folds(files, root, folds, seed, group_pattern)
+    files = [it.path for it in items]  # copies of an image set aside
     k = int(fold.max()) + 1
     net = _backbone(backbone)
     rng = np.random.default_rng(seed)
@@ -362,7 +363,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         "bank": int(len(bank)), "selection": selection, "top_fraction": top_fraction,
         "folds": k, "target_fpr": target_fpr, "crack": crack,
         "groups": int(grouping["groups_after"]),
-        **{key: grouping[key] for key in ("regrouped", "skipped") if key in grouping},
+        **{key: grouping[key] for key in ("regrouped", "skipped", "copies") if key in grouping},
         **out_of_fold_threshold(scores, target_fpr, k)}
     mem = PatchMemory(bank, meta, net)
     mem.out_of_fold = {str(item.path): float(v) for item, v in zip(items, scores)}

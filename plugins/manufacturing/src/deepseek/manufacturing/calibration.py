@@ -65,8 +65,9 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     Returns:
         The calibration: threshold, rule, expected rates with intervals and counts, the
         images whose labels decide the threshold (``review``: the good ones scored highest,
-        the defects it misses), and the model's sha256 (what :func:`write_calibration`
-        stores).
+        the defects it misses), the copies of an image (equal pixels) counted once
+        (``copies``, when there are any), and the model's sha256 (what
+        :func:`write_calibration` stores).
 
     Raises:
         ManufacturingError: no good images, unlabelled images without ``all_good``, or a
@@ -78,15 +79,16 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     from deepseek.manufacturing.score import Scorer, image_paths
 
     folder = Path(folder)
-    if all_good:
-        files = image_paths([folder])
+    from deepseek.manufacturing.labelled import copies_report, distinct_files, read_labelled
+
+    if all_good:  # copies of an image (equal pixels) count once, as in the labelled case
+        files, copies = distinct_files(image_paths([folder]))
         labels = np.zeros(len(files), bool)
     else:
-        from deepseek.manufacturing.labelled import read_labelled
-
         items = read_labelled(folder, group_pattern)
         files = [it.path for it in items]
         labels = np.array([it.defect for it in items], bool)
+        copies = copies_report(items)
     if not len(files):
         raise ManufacturingError(f"{folder}: no part images to calibrate on")
     scorer = Scorer(model)
@@ -112,7 +114,7 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
             "rule": (f"lowest score with a false-alarm rate <= {target_fpr:g} on the "
                      f"{n_good} good images of {folder}"),
             "expected": expected, "review": threshold_review(files, scores, labels, thr),
-            "warnings": warnings}
+            **({"copies": copies} if copies else {}), "warnings": warnings}
 
 
 def write_calibration(calibration: dict[str, Any], path: str | Path) -> Path:

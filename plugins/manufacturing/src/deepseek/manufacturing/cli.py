@@ -355,8 +355,10 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         click.echo(describe_expectation(expected))
     if report is not None:
         r1 = report["recall_at_fpr_0.01"]
-        click.echo(f"labels: {report['defect_images']} defect of {report['images']} images; "
-                   f"image AUROC {report['image_auroc']:.4f}, average precision "
+        same = report["copies_left_out"]
+        click.echo(f"labels: {report['defect_images']} defect of {report['images']} images"
+                   + (f" ({same} copies of other images counted once)" if same else "")
+                   + f"; image AUROC {report['image_auroc']:.4f}, average precision "
                    f"{report['average_precision']:.4f}")
         click.echo(f"at threshold {report['threshold']:.4g}: recall {report['recall']:.3f}, "
                    f"false-positive rate {report['false_positive_rate']:.3f}, precision "

@@ -392,6 +392,7 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
                                  "to learn from, one to set the threshold on), better dozens")
     t0 = time.perf_counter()
     fold, grouping, items = good_folds(files, root, folds, seed, group_pattern)
+    files = [it.path for it in items]  # copies of an image set aside
     small = [scaled(it.image) for it in items]
     tiny = [str(it.path) for it, s in zip(items, small) if min(s.shape) < crop]
     if tiny:
@@ -416,7 +417,7 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
         "crop": crop, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
         "kinds": list(kinds), "fit_images": len(files), "folds": k, "target_fpr": target_fpr,
         "groups": int(grouping["groups_after"]),
-        **{key: grouping[key] for key in ("regrouped", "skipped") if key in grouping},
+        **{key: grouping[key] for key in ("regrouped", "skipped", "copies") if key in grouping},
         **out_of_fold_threshold(scores, target_fpr, k, f", one model each; the model "
                                 f"written averages the {k} models' maps"),
         "seconds": round(time.perf_counter() - t0, 1)}

@@ -24,6 +24,13 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
 A label that contradicts its class folder is an error, as is a coordinate outside 0..1 (nothing
 is clamped) or a malformed line (named with file and line).
 
+Copies: an image whose decoded pixels equal another's (the same photo saved twice under two
+names) is one observation, not two; counted twice it would weigh double in training and in the
+out-of-fold threshold and its intervals. The readers keep one of them (the first by name, or the
+first with a pixel label) and set the others aside, with a warning naming them
+(:func:`set_aside_copies`); defect masks of the copies are merged (every pixel any of them marks),
+and copies labelled one a defect and one good are an error.
+
 Groups (for a validation split that keeps a part's photos together): the image's folder
 relative to the data set root with ``images``, class folders and split names (``train``,
 ``val``, ``test``) removed; in a flat folder, the file name up to its first ``_`` (``part7_a.png``
@@ -33,6 +40,7 @@ expression whose first group, searched in the relative path, names the group) re
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -68,6 +76,8 @@ class LabelledImage:
     rows: list[int] = field(default_factory=list)   # rows of mask pixels
     cols: list[int] = field(default_factory=list)
     scale: float = 1.0     # the image and mask as training sees them (``--scale``)
+    digest: str = ""       # of the decoded pixels (:func:`pixel_digest`): equal for copies
+    copies: list[LabelledImage] = field(default_factory=list, repr=False)  # set aside
     _image: np.ndarray | None = field(default=None, repr=False)
     _mask: np.ndarray | None = field(default=None, repr=False)
 
@@ -88,10 +98,18 @@ class LabelledImage:
     @property
     def mask(self) -> np.ndarray | None:
         """The binary defect mask at ``scale``, an empty one for a known-good image, or None
-        when the source has no pixel labels.
+        when the source has no pixel labels; with the masks of its :attr:`copies` merged.
         """
         if self._mask is not None or self.source == "folder":
             return self._mask
+        mask = self._own_mask()
+        for c in self.copies:
+            other = c.mask
+            if other is not None:
+                mask = np.maximum(mask, other)
+        return mask
+
+    def _own_mask(self) -> np.ndarray:
         from deepseek.manufacturing.images import rescale_mask
 
         if self.source == "yolo-background":
@@ -107,6 +125,97 @@ class LabelledImage:
     def keep(self, image: np.ndarray, mask: np.ndarray | None) -> None:
         """Keep an already decoded image and mask (so that they are not decoded again)."""
         self._image, self._mask = image, mask
+
+
+def pixel_digest(image: np.ndarray) -> str:
+    """A digest of decoded pixels and their shape: the same for one photo saved twice (under
+    two names, or re-encoded without loss), different for any changed pixel."""
+    h = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
+def set_aside_copies(items: list[LabelledImage]) -> list[LabelledImage]:
+    """``items`` with each set of copies (equal :attr:`~LabelledImage.digest`) kept once:
+    the first with a pixel label, else the first in order; the others are listed in its
+    :attr:`~LabelledImage.copies` and their masks merged into its mask. A warning names them.
+
+    Raises:
+        ManufacturingError: two copies labelled one a defect and the other good.
+    """
+    sets: dict[str, list[LabelledImage]] = {}
+    for it in items:
+        sets.setdefault(it.digest or str(it.path), []).append(it)
+    if all(len(v) == 1 for v in sets.values()):
+        return items
+    keep: dict[int, LabelledImage] = {}
+    for same in sets.values():
+        if len(same) == 1:
+            keep[id(same[0])] = same[0]
+            continue
+        kinds = {it.defect for it in same}
+        if len(kinds) > 1:
+            bad = next(it for it in same if it.defect)
+            ok = next(it for it in same if not it.defect)
+            raise ManufacturingError(
+                f"{bad.path} and {ok.path} are the same picture (equal pixels) but the first is "
+                f"labelled a defect ({bad.source}) and the second good ({ok.source}): fix the "
+                "wrong label, or remove one copy")
+        first = next((it for it in same if it.source in ("mask", "yolo")), same[0])
+        first.copies = [it for it in same if it is not first]
+        if first.defect and first._mask is not None and any(c.source in ("mask", "yolo")
+                                                            for c in first.copies):
+            merged = first._mask
+            for c in first.copies:
+                other = c.mask
+                if other is not None:
+                    merged = np.maximum(merged, other)
+            first._mask = merged
+        if first.defect and any(c.source in ("mask", "yolo") for c in first.copies):
+            r, c = np.nonzero(first.mask)
+            first.rows, first.cols = r.tolist(), c.tolist()
+        keep[id(first)] = first
+    out = [it for it in items if id(it) in keep]
+    report = copies_report(out)
+    log.warning("%d image(s) are copies of others (equal pixels) and are used once: %s%s; "
+                "the sets are listed as \"copies\" in the run's JSON",
+                sum(len(r["copies"]) for r in report),
+                ", ".join(f"{Path(c).name} = {Path(r['kept']).name}" for r in report[:4]
+                          for c in r["copies"][:1]),
+                " ..." if len(report) > 4 else "")
+    return out
+
+
+def distinct_files(files: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Unlabelled image files with copies of an image (equal pixels) set aside
+    (:func:`set_aside_copies`): (the files kept, in order; :func:`copies_report`)."""
+    from deepseek.manufacturing.images import read_gray
+
+    items = []
+    for p in files:
+        img = read_gray(p)
+        items.append(LabelledImage(p, False, "folder", (int(img.shape[0]), int(img.shape[1])),
+                                   digest=pixel_digest(img)))
+    kept = set_aside_copies(items)
+    return [it.path for it in kept], copies_report(kept)
+
+
+def copies_report(items: list[LabelledImage]) -> list[dict[str, Any]]:
+    """The copies :func:`set_aside_copies` set aside: ``{"kept", "copies", "masks"}`` per
+    set, ``masks`` ``"merged"`` when the copies' defect masks differed, else ``"equal"``."""
+    out = []
+    for it in items:
+        if not it.copies:
+            continue
+        merged = "equal"
+        if it.defect and any(c.source in ("mask", "yolo") for c in it.copies):
+            own = it._own_mask() if it.source in ("mask", "yolo") else None
+            if own is None or any(c.mask is not None and not np.array_equal(own, c.mask)
+                                  for c in it.copies):
+                merged = "merged"
+        out.append({"kept": str(it.path), "copies": [str(c.path) for c in it.copies],
+                    "masks": merged})
+    return out
 
 
 def _find_mask(img: Path) -> Path | None:
@@ -286,7 +395,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
                                      f"but its {source} label says "
                                      f"{'defect' if defect else 'good'}; fix one of them")
         item = LabelledImage(p, defect, source, shape, label, group_of(p, root, group_pattern),
-                             scale=scale)
+                             scale=scale, digest=pixel_digest(img))
         if scale != 1:
             img = rescale(img, scale)
             mask = None if mask is None else rescale_mask(mask, scale)
@@ -298,6 +407,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
             item.keep(img, mask)
             budget -= cost
         out.append(item)
+    out = set_aside_copies(out)
     n_def = sum(i.defect for i in out)
     unplaced = sum(i.defect and i.source == "folder" for i in out)
     kept = sum(i._image is not None for i in out)
@@ -551,8 +661,10 @@ def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
     """Each good image's fold (0..k-1) for an out-of-fold threshold: groups by the group rule
     of :func:`group_of`, look-alike images joined (:func:`join_look_alikes`), whole groups
     dealt at random to the fold with the fewest images so far. ``k`` is ``folds`` or the
-    number of groups, whichever is smaller. Returns (folds, what the grouping did, the
-    images as good :class:`LabelledImage` items with their groups; their pixels are kept in
+    number of groups, whichever is smaller. Copies of an image (equal pixels) are set aside
+    (:func:`set_aside_copies`; listed as ``"copies"`` in what the grouping did). Returns
+    (folds, what the grouping did, the images used, as good :class:`LabelledImage` items with
+    their groups, in ``files`` order with the copies left out; their pixels are kept in
     memory up to ``cache_mb`` in all, the rest read again when used)."""
     from deepseek.manufacturing.images import read_gray
 
@@ -561,12 +673,15 @@ def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
     for p in files:
         img = read_gray(p)
         item = LabelledImage(p, False, "folder", img.shape,
-                             group=group_of(p, root, group_pattern))
+                             group=group_of(p, root, group_pattern), digest=pixel_digest(img))
         if img.nbytes <= budget:
             item.keep(img, None)
             budget -= img.nbytes
         items.append(item)
+    items = set_aside_copies(items)
     info = join_look_alikes(items, rule_given=group_pattern is not None)
+    if len(items) < len(files):
+        info["copies"] = copies_report(items)
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault(it.group, []).append(i)
@@ -575,7 +690,7 @@ def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
         raise ManufacturingError(f"{root}: the {len(files)} good images form {len(groups)} "
                                  "group(s); an out-of-fold threshold needs at least 2: give "
                                  "more images or --group-pattern REGEX")
-    fold = np.zeros(len(files), np.int64)
+    fold = np.zeros(len(items), np.int64)
     deal_groups(sorted(groups), groups, k, np.random.default_rng(seed), fold)
     return fold, info, items
 

@@ -285,7 +285,9 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     with a mask or YOLO label, pixel AUROC and AU-PRO (:func:`~deepseek.manufacturing.metrics.
     pixel_metrics`), always beside two references (``pixel_references``): chance (0.5) and
     each image's own darkness as the map, which a model must beat to be said to locate
-    cracks."""
+    cracks. A copy of another scored image (equal pixels, see
+    :func:`~deepseek.manufacturing.labelled.set_aside_copies`) counts once
+    (``copies_left_out``: how many results were left out so)."""
     from deepseek.manufacturing.labelled import read_labelled
     from deepseek.manufacturing.metrics import (
         average_precision,
@@ -296,10 +298,15 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     )
 
     items = {str(i.path): i for i in read_labelled(root, group_pattern)}
-    missing = [r.path for r in results if r.path not in items]
+    copies = {str(c.path) for i in items.values() for c in i.copies}
+    missing = [r.path for r in results if r.path not in items and r.path not in copies]
     if missing:
         raise ManufacturingError(f"{missing[0]}: scored but not under {root} (evaluate one "
                                  "labelled folder)")
+    n_copies = sum(r.path in copies for r in results)
+    results = [r for r in results if r.path not in copies]  # one picture counts once
+    if not results:
+        raise ManufacturingError(f"{root}: no scored image to evaluate")
     s = np.array([r.score for r in results], np.float64)
     y = np.array([items[r.path].defect for r in results])
     if y.all() or not y.any():
@@ -308,7 +315,7 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     threshold = results[0].threshold
     flag = np.array([r.defect for r in results])
     out: dict[str, Any] = {
-        "images": len(results), "defect_images": int(y.sum()),
+        "images": len(results), "defect_images": int(y.sum()), "copies_left_out": n_copies,
         "image_auroc": image_auroc(s, y), "average_precision": average_precision(s, y),
         "threshold": threshold, "recall": float(flag[y].mean()),
         "false_positive_rate": float(flag[~y].mean()),

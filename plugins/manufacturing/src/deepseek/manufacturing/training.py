@@ -557,9 +557,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                                      "crack_depth": [lo, hi]}
         extra: dict[str, Any] = {"trained_on": "synthetic", "init": init}
     else:
-        from deepseek.manufacturing.labelled import join_look_alikes, read_labelled
+        from deepseek.manufacturing.labelled import copies_report, join_look_alikes, read_labelled
 
-        items = read_labelled(folder, group_pattern, scale=scale)
+        items = read_labelled(folder, group_pattern, scale=scale)  # copies set aside, warned
         joined = join_look_alikes(items, rule_given=group_pattern is not None)
         for why in ("regrouped", "skipped"):
             if why in joined:
@@ -580,6 +580,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                      "defect_images": sum(i.defect for i in items), "crop": crop,
                      "groups": joined["groups_after"], "look_alike_pairs": joined["pairs"],
                      **{k: joined[k] for k in ("regrouped", "skipped") if k in joined},
+                     **({"copies": copies_report(items)} if any(i.copies for i in items)
+                        else {}),
                      "label_sources": sorted({i.source for i in items})}
         # mined once, by the weights every model starts from (which saw none of these
         # images): the same spots for every fold, each fold using its own images' spots.
@@ -687,6 +689,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     fold, grouping, goods = good_folds(files, root, folds, seed, group_pattern)
+    files = [it.path for it in goods]  # copies of an image set aside
     for why in ("regrouped", "skipped"):
         if why in grouping:
             log.warning("%s", grouping[why])
@@ -726,7 +729,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
                "best_by": "val_select", "data": "good-only", "folder": str(folder),
                "images": n, "groups": int(grouping["groups_after"]),
                "look_alike_pairs": grouping["pairs"], "crop": crop,
-               **{k: grouping[k] for k in ("regrouped", "skipped") if k in grouping},
+               **{k: grouping[k] for k in ("regrouped", "skipped", "copies") if k in grouping},
                "validation": f"{info['folds']}-fold cross-fitting by group: every good image, "
                              "and a copy with a pasted crack, scored by the fold model that "
                              "did not see it",
@@ -745,7 +748,12 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
                   scale: float = 1.0) -> tuple[Any, ...]:
     """One model validated on ``val_folder`` or a group split; the best epoch kept.
     (net, cfg, history, validation scores, validation items, data info)."""
-    from deepseek.manufacturing.labelled import read_labelled, shared_parts, split_groups
+    from deepseek.manufacturing.labelled import (
+        copies_report,
+        read_labelled,
+        shared_parts,
+        split_groups,
+    )
 
     if val_folder is not None:
         val = read_labelled(val_folder, group_pattern, scale=scale)
@@ -786,6 +794,8 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
             "validation": str(val_folder) if val_folder is not None else
             f"group split of the folder ({val_fraction:g} of the groups)",
             "crops_per_epoch": len(dataset), "validation_images_like_training": len(leaks)}
+    if val_folder is not None and any(i.copies for i in val):
+        info["val_copies"] = copies_report(val)
     return net, cfg, history, held, val, info
 
 
