@@ -466,7 +466,8 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
 @click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Labelled part images: pixel masks (IMG_mask.png or "
               "masks/IMG.png), YOLO polygon/box labels (labels/.../IMG.txt) or good/ and "
-              "defect/ folders (default: synthetic clips generated for the run).")
+              "defect/ folders; a photo saved twice (equal pixels) is used once (default: "
+              "synthetic clips generated for the run).")
 @click.option("--val-folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="--folder: your held-out labelled images; one model, the "
               "best epoch chosen by their image AUROC and the threshold set on them (default: "
