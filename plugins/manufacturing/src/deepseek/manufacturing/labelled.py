@@ -78,6 +78,7 @@ class LabelledImage:
     scale: float = 1.0     # the image and mask as training sees them (``--scale``)
     digest: str = ""       # of the decoded pixels (:func:`pixel_digest`): equal for copies
     copies: list[LabelledImage] = field(default_factory=list, repr=False)  # set aside
+    copies_differ: bool = False  # their defect masks differ from its own (merged)
     _image: np.ndarray | None = field(default=None, repr=False)
     _mask: np.ndarray | None = field(default=None, repr=False)
 
@@ -102,7 +103,10 @@ class LabelledImage:
         """
         if self._mask is not None or self.source == "folder":
             return self._mask
-        mask = self._own_mask()
+        return self._with_copies(self._own_mask())
+
+    def _with_copies(self, mask: np.ndarray) -> np.ndarray:
+        """``mask`` with every pixel the copies' masks mark."""
         for c in self.copies:
             other = c.mask
             if other is not None:
@@ -162,18 +166,16 @@ def set_aside_copies(items: list[LabelledImage]) -> list[LabelledImage]:
                 f"labelled a defect ({bad.source}) and the second good ({ok.source}): fix the "
                 "wrong label, or remove one copy")
         first = next((it for it in same if it.source in ("mask", "yolo")), same[0])
+        own = first.mask  # its own label, read before the copies join it
         first.copies = [it for it in same if it is not first]
-        if first.defect and first._mask is not None and any(c.source in ("mask", "yolo")
-                                                            for c in first.copies):
-            merged = first._mask
-            for c in first.copies:
-                other = c.mask
-                if other is not None:
-                    merged = np.maximum(merged, other)
-            first._mask = merged
-        if first.defect and any(c.source in ("mask", "yolo") for c in first.copies):
-            r, c = np.nonzero(first.mask)
-            first.rows, first.cols = r.tolist(), c.tolist()
+        others = [m for m in (c.mask for c in first.copies) if m is not None]
+        if first.defect and others:
+            assert own is not None  # the first with a pixel label was kept
+            first.copies_differ = any(not np.array_equal(own, m) for m in others)
+            if first._mask is not None:  # kept in memory: merged now (else on each read)
+                first._mask = first._with_copies(first._mask)
+            rows, cols = np.nonzero(first.mask)
+            first.rows, first.cols = rows.tolist(), cols.tolist()
         keep[id(first)] = first
     out = [it for it in items if id(it) in keep]
     report = copies_report(out)
@@ -203,19 +205,8 @@ def distinct_files(files: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]
 def copies_report(items: list[LabelledImage]) -> list[dict[str, Any]]:
     """The copies :func:`set_aside_copies` set aside: ``{"kept", "copies", "masks"}`` per
     set, ``masks`` ``"merged"`` when the copies' defect masks differed, else ``"equal"``."""
-    out = []
-    for it in items:
-        if not it.copies:
-            continue
-        merged = "equal"
-        if it.defect and any(c.source in ("mask", "yolo") for c in it.copies):
-            own = it._own_mask() if it.source in ("mask", "yolo") else None
-            if own is None or any(c.mask is not None and not np.array_equal(own, c.mask)
-                                  for c in it.copies):
-                merged = "merged"
-        out.append({"kept": str(it.path), "copies": [str(c.path) for c in it.copies],
-                    "masks": merged})
-    return out
+    return [{"kept": str(it.path), "copies": [str(c.path) for c in it.copies],
+             "masks": "merged" if it.copies_differ else "equal"} for it in items if it.copies]
 
 
 def _find_mask(img: Path) -> Path | None:
