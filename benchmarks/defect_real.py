@@ -145,8 +145,7 @@ def split(root: Path, name: str, every: int
         imgs.append(it.path)
         labels.append(int(it.defect))
         copies += len(it.copies)
-        for one in (it, *it.copies):
-            beside += [f for f in (one.label_path,) if f is not None]
+        beside += [one.label_path for one in (it, *it.copies) if one.label_path is not None]
         beside += [c.path for c in it.copies]
         if it.defect and it.mask is not None:
             pixels[it.path.name] = int(it.mask.sum())
