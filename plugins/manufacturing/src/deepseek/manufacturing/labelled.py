@@ -166,10 +166,12 @@ def set_aside_copies(items: list[LabelledImage]) -> list[LabelledImage]:
                 f"labelled a defect ({bad.source}) and the second good ({ok.source}): fix the "
                 "wrong label, or remove one copy")
         first = next((it for it in same if it.source in ("mask", "yolo")), same[0])
-        own = first.mask  # its own label, read before the copies join it
-        first.copies = [it for it in same if it is not first]
-        others = [m for m in (c.mask for c in first.copies) if m is not None]
-        if first.defect and others:
+        copies = [it for it in same if it is not first]
+        # a good image's copies add nothing to its (empty) mask: their labels are not read
+        others = [m for m in (c.mask for c in copies) if m is not None] if first.defect else []
+        own = first.mask if others else None  # its own label, read before the copies join it
+        first.copies = copies
+        if others:
             assert own is not None  # the first with a pixel label was kept
             first.copies_differ = any(not np.array_equal(own, m) for m in others)
             if first._mask is not None:  # kept in memory: merged now (else on each read)
