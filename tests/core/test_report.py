@@ -111,3 +111,14 @@ def test_the_html_in_a_headless_browser(tmp_path):
     assert "held-out macro F1" in text and "2.25 µs" in text and "meets <= 5 µs" in text
     assert "fastpath_p50_us" not in text and text.count("deepseek-core") == 1
     assert "failed" in text and "ValueError: boom" in text
+
+
+def test_echo_training_names_each_epoch_once(capsys):
+    from deepseek.report import echo_training
+
+    echo_training({"model": "run/model.safetensors",
+                   "history": [{"epoch": 3, "train_loss": 0.51234, "best": True},
+                               {"train_loss": 0.4}]}, as_json=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["epoch 3: train_loss 0.5123, best True", "epoch 2: train_loss 0.4",
+                     "model: run/model.safetensors"]

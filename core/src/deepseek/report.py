@@ -338,7 +338,8 @@ def echo_training(res: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps({k: res[k] for k in ("model", "history", "fold") if k in res},
                               indent=2, default=str))
         return
-    for h in res["history"]:
-        click.echo("epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                        for k, v in h.items()))
+    for i, h in enumerate(res["history"], 1):
+        rest = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in h.items() if k != "epoch")
+        click.echo(f"epoch {h.get('epoch', i)}: {rest}")
     click.echo(f"model: {res['model']}")
