@@ -163,6 +163,9 @@ def test_train_from_a_labelled_folder(tmp_path):
         {tmp_path / "val"}
     # by default each image is scored as it is (one view), and the rule says nothing more
     assert info["views"] == 1 and "views" not in info["threshold_rule"]
+    # 2 good images cannot show the default 0.3 % rate: the rule says so, as calibrate does
+    assert "2 good images, too few to resolve a false-alarm rate of 0.003" \
+        in info["threshold_rule"]
     assert 0.0 <= info["history"][0]["val_auroc"] <= 1.0
     exp = info["expected"]  # what the stored threshold did on the validation images
     assert exp["defect_images"] == 2 and exp["good_images"] == 2
@@ -386,6 +389,7 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     assert all(len(h["fold_auroc"]) == 2 and 0 <= h["oof_auroc"] <= 1 for h in info["history"])
     assert "out-of-fold scores of all 8 training images, scored under 4 views" \
         in info["threshold_rule"]
+    assert "too few" not in info["threshold_rule"]  # 4 good images resolve 25 %
     # from scratch there are no starting weights to mine hard negatives with: all at random
     assert info["hard_negatives"] == {"fraction": 0.0, "spots": 0, "per_image": 8,
                                       "mined_by": None, "seconds": 0.0}

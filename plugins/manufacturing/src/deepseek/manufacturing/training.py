@@ -410,14 +410,15 @@ def soup(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 def _expected(scores: np.ndarray, labels: list[bool], target_fpr: float, where: str
               ) -> dict[str, Any]:
     """The threshold for ``target_fpr`` on (scores, labels) and what it gives there."""
-    from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr
+    from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr, too_few_good
 
     thr, rec, fpr = recall_at_fpr(scores, labels, target_fpr)
     expected = expected_rates(scores, labels, thr)
+    few = too_few_good(expected["good_images"], target_fpr)
     return {"threshold": thr, "threshold_rule": (
         f"lowest image score with a false-positive rate <= {target_fpr:g} on {where} "
         f"({len(labels)} images, {expected['good_images']} good): there recall {rec:.3f}, "
-        f"false-positive rate {fpr:.3f}"),
+        f"false-positive rate {fpr:.3f}" + (f"; {few}" if few else "")),
         "expected": expected}
 
 
