@@ -100,6 +100,13 @@ def test_box_and_width_estimate():
     prob = np.zeros((4, 5))
     prob[1, 2] = prob[2, 3] = 0.8
     assert box_from_map(prob, (64, 80)) == (32, 16, 63, 47)
+    prob[1, 0] = 0.6  # one cell below the level between it and the peak: the same defect
+    assert box_from_map(prob, (64, 80)) == (0, 16, 63, 47)
+    big = np.zeros((40, 20))
+    big[20:23, 5:12] = 0.9  # the defect
+    big[2, 17] = big[37, 0] = 0.7  # specks far from it pass the level on their own
+    assert box_from_map(big, (640, 320)) == (80, 320, 191, 367)
+    assert box_from_map(big * 0.5, (640, 320)) == (80, 320, 95, 335)  # none at 0.5: the peak
     img = np.full((64, 80), 150, np.uint8)
     img[30:33, 10:70] = 60  # a 3-pixel-wide dark line
     w = estimate_width_px(img, (0, 20, 79, 40))

@@ -340,11 +340,19 @@ def photo_logits(net: Any, image: np.ndarray, frames: int = FRAMES, views: int =
 
 def box_from_map(prob_map: np.ndarray, shape: tuple[int, int], level: float = 0.5,
                  stride: int = STRIDE) -> tuple[int, int, int, int]:
-    """Pixel box ``(x0, y0, x1, y1)`` around the map cells (``stride`` pixels each) at or
-    above ``level`` (the best cell alone when none is)."""
-    cells = np.argwhere(prob_map >= level)
-    if len(cells) == 0:
-        cells = np.array([np.unravel_index(int(np.argmax(prob_map)), prob_map.shape)])
+    """Pixel box ``(x0, y0, x1, y1)`` around the defect at the map's hottest cell: the cells
+    (``stride`` pixels each) at or above ``level`` that reach it through one another, a gap
+    of one cell bridged (the best cell alone when none is at the level). Specks elsewhere
+    in the image that pass the level on their own do not stretch the box."""
+    import cv2
+
+    peak = np.unravel_index(int(np.argmax(prob_map)), prob_map.shape)
+    hot = (prob_map >= level).astype(np.uint8)
+    if not hot[peak]:
+        cells = np.array([peak])
+    else:  # the cells joined to the peak, neighbours one cell apart counting as joined
+        _, lab = cv2.connectedComponents(cv2.dilate(hot, np.ones((3, 3), np.uint8)), 8)
+        cells = np.argwhere((lab == lab[peak]) & (hot > 0))
     (r0, c0), (r1, c1) = cells.min(axis=0), cells.max(axis=0)
     h, w = shape
     return (int(c0 * stride), int(r0 * stride), int(min(w - 1, (c1 + 1) * stride - 1)),
