@@ -338,21 +338,40 @@ def photo_logits(net: Any, image: np.ndarray, frames: int = FRAMES, views: int =
     return logit, maps[: -(-h // STRIDE), : -(-w // STRIDE)]
 
 
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (bool, 2-D) with every cell's eight neighbours added (numpy only: the edge
+    install has no OpenCV)."""
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            out |= padded[dy:dy + h, dx:dx + w]
+    return out
+
+
 def box_from_map(prob_map: np.ndarray, shape: tuple[int, int], level: float = 0.5,
                  stride: int = STRIDE) -> tuple[int, int, int, int]:
     """Pixel box ``(x0, y0, x1, y1)`` around the defect at the map's hottest cell: the cells
     (``stride`` pixels each) at or above ``level`` that reach it through one another, a gap
     of one cell bridged (the best cell alone when none is at the level). Specks elsewhere
     in the image that pass the level on their own do not stretch the box."""
-    import cv2
-
     peak = np.unravel_index(int(np.argmax(prob_map)), prob_map.shape)
-    hot = (prob_map >= level).astype(np.uint8)
+    hot = prob_map >= level
     if not hot[peak]:
         cells = np.array([peak])
-    else:  # the cells joined to the peak, neighbours one cell apart counting as joined
-        _, lab = cv2.connectedComponents(cv2.dilate(hot, np.ones((3, 3), np.uint8)), 8)
-        cells = np.argwhere((lab == lab[peak]) & (hot > 0))
+    else:  # flooded from the peak through the hot cells and the one-cell gaps between them
+        reach, region = _grow(hot), np.zeros_like(hot)
+        h, w = hot.shape
+        region[peak], todo = True, [peak]
+        while todo:  # each cell visited once, whatever the map's shape
+            r, c = todo.pop()
+            for y in range(max(r - 1, 0), min(r + 2, h)):
+                for x in range(max(c - 1, 0), min(c + 2, w)):
+                    if reach[y, x] and not region[y, x]:
+                        region[y, x] = True
+                        todo.append((y, x))
+        cells = np.argwhere(region & hot)
     (r0, c0), (r1, c1) = cells.min(axis=0), cells.max(axis=0)
     h, w = shape
     return (int(c0 * stride), int(r0 * stride), int(min(w - 1, (c1 + 1) * stride - 1)),
