@@ -102,6 +102,12 @@ def test_box_and_width_estimate():
     assert box_from_map(prob, (64, 80)) == (32, 16, 63, 47)
     prob[1, 0] = 0.6  # one cell below the level between it and the peak: the same defect
     assert box_from_map(prob, (64, 80)) == (0, 16, 63, 47)
+    row = np.zeros((3, 10))
+    row[1, 0] = 0.9
+    row[1, 3] = 0.6  # two cells apart (32 px at stride 16): joined
+    assert box_from_map(row, (48, 160)) == (0, 16, 63, 31)
+    row[1, 3], row[1, 4] = 0, 0.6  # three cells apart: a speck of its own
+    assert box_from_map(row, (48, 160)) == (0, 16, 15, 31)
     big = np.zeros((40, 20))
     big[20:23, 5:12] = 0.9  # the defect
     big[2, 17] = big[37, 0] = 0.7  # specks far from it pass the level on their own

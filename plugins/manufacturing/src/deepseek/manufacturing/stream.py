@@ -353,21 +353,21 @@ def _grow(mask: np.ndarray) -> np.ndarray:
 def box_from_map(prob_map: np.ndarray, shape: tuple[int, int], level: float = 0.5,
                  stride: int = STRIDE) -> tuple[int, int, int, int]:
     """Pixel box ``(x0, y0, x1, y1)`` around the defect at the map's hottest cell: the cells
-    (``stride`` pixels each) at or above ``level`` that reach it through one another, a gap
-    of one cell bridged (the best cell alone when none is at the level). Specks elsewhere
+    (``stride`` pixels each) at or above ``level`` that reach it through one another, gaps of
+    up to two cells bridged (the best cell alone when none is at the level). Specks elsewhere
     in the image that pass the level on their own do not stretch the box."""
     peak = np.unravel_index(int(np.argmax(prob_map)), prob_map.shape)
     hot = prob_map >= level
     if not hot[peak]:
         cells = np.array([peak])
-    else:  # flooded from the peak through the hot cells and the one-cell gaps between them
+    else:  # flooded from the peak through the hot cells and their neighbours
         reach, region = _grow(hot), np.zeros_like(hot)
-        h, w = hot.shape
+        rows, cols = hot.shape
         region[peak], todo = True, [peak]
         while todo:  # each cell visited once, whatever the map's shape
             r, c = todo.pop()
-            for y in range(max(r - 1, 0), min(r + 2, h)):
-                for x in range(max(c - 1, 0), min(c + 2, w)):
+            for y in range(max(r - 1, 0), min(r + 2, rows)):
+                for x in range(max(c - 1, 0), min(c + 2, cols)):
                     if reach[y, x] and not region[y, x]:
                         region[y, x] = True
                         todo.append((y, x))
