@@ -86,6 +86,34 @@ def test_csv_heatmaps_and_cli(parts, tmp_path):
     assert heat.shape == (96, 144, 3)
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts)])
     assert res.exit_code == 0 and "3 images" in res.output
+    # heatmaps written into the folder of parts are never read back as parts
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts),
+                                           "--heatmaps", str(parts / "heat")])
+    assert res.exit_code == 0 and "3 images" in res.output
+    assert len(list((parts / "heat").glob("*.png"))) == 3
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts)])
+    assert res.exit_code == 0 and "3 images" in res.output
+    assert "3 heatmap(s) written by `score --heatmaps` are not parts" in res.stderr
+
+
+def test_heatmaps_are_marked_pngs_in_opencv_colour_order(tmp_path, caplog):
+    from PIL import Image
+
+    from deepseek.manufacturing.images import is_heatmap, write_heatmap
+
+    bgr = np.zeros((4, 6, 3), np.uint8)
+    bgr[..., 0], bgr[..., 1], bgr[..., 2] = 10, 20, 30
+    path = write_heatmap(tmp_path / "h.png", bgr)
+    assert np.array_equal(cv2.imread(str(path)), bgr) and is_heatmap(path)
+    Image.fromarray(bgr).save(tmp_path / "photo.png")  # any other PNG is a part
+    (tmp_path / "cut.png").write_bytes(path.read_bytes()[:20])  # unreadable: the reader says so
+    assert not is_heatmap(tmp_path / "photo.png") and not is_heatmap(tmp_path / "cut.png")
+    assert [p.name for p in list_images(tmp_path)] == ["cut.png", "photo.png"]
+    assert "1 heatmap(s)" in caplog.text
+    with pytest.raises(ManufacturingError, match="h.jpg: heatmaps are PNG files"):
+        write_heatmap(tmp_path / "h.jpg", bgr)
+    with pytest.raises(ManufacturingError, match="could not write the heatmap"):
+        write_heatmap(tmp_path / "no" / "such" / "h.png", bgr)
 
 
 def test_bad_inputs_name_the_file(tmp_path, parts):

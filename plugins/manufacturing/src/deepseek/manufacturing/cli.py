@@ -283,7 +283,8 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
               help="Write path, size, score, defect flag, box and heatmap per image.")
 @click.option("--heatmaps", type=click.Path(path_type=Path), default=None,
-              help="Write a crack-probability overlay PNG per image into this folder.")
+              help="Write a crack-probability overlay PNG per image into this folder "
+              "(marked as a heatmap, so never read back as a part).")
 @click.option("--evaluate", is_flag=True,
               help="PATH is one labelled folder (masks, YOLO labels or good/ + defect/, as for "
                    "train --folder): also print image AUROC, recall, false-positive rate and "

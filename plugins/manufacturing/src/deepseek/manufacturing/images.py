@@ -2,7 +2,8 @@
 errors.
 
 * which files are part images (:data:`IMAGE_SUFFIXES`, :func:`list_images`) and which are
-  masks or labels beside them (:func:`is_label_file`);
+  masks or labels beside them (:func:`is_label_file`) or heatmaps the plugin wrote
+  (:func:`write_heatmap`, :func:`is_heatmap`);
 * decoding (:func:`imread`): with OpenCV when it is installed (the full form, or the
   ``[video]`` extra, or a build of the user's own with GStreamer), else with Pillow, which is
   what the edge form (``pip install "deepseek-manufacturing[edge]"``) carries: OpenCV alone
@@ -298,13 +299,56 @@ def same_stem_masks(files: list[Path]) -> set[Path]:
     return masks
 
 
+#: the PNG text entry that marks a heatmap ``score --heatmaps`` wrote (:func:`write_heatmap`)
+HEATMAP_TEXT = ("Software", "deepseek-manufacturing score --heatmaps")
+
+
+def write_heatmap(path: str | Path, overlay_bgr: np.ndarray) -> Path:
+    """Write a heatmap overlay (BGR, as OpenCV draws it) as a PNG marked by
+    :data:`HEATMAP_TEXT`, so that a folder holding it is never read as one of its parts."""
+    from PIL import Image, PngImagePlugin
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ManufacturingError(f"{path}: heatmaps are PNG files; name it .png")
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*HEATMAP_TEXT)
+    try:
+        Image.fromarray(np.ascontiguousarray(overlay_bgr[..., ::-1])).save(
+            path, format="PNG", pnginfo=info, compress_level=1)
+    except OSError as exc:
+        raise ManufacturingError(f"{path}: could not write the heatmap ({exc})") from exc
+    return path
+
+
+def is_heatmap(p: Path) -> bool:
+    """Whether ``p`` is a heatmap ``score --heatmaps`` wrote (its PNG text entry; only the
+    file's header is read)."""
+    if p.suffix.lower() != ".png":
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(p) as im:
+            return im.info.get(HEATMAP_TEXT[0]) == HEATMAP_TEXT[1]
+    except Exception:  # not a readable PNG: decoding it says what is wrong, where it is read
+        return False
+
+
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """The part images of a folder (``recursive``: and its subfolders) in natural order,
     without masks and labels: by name (:func:`is_label_file`), and by content where a mask
-    shares its photo's name (:func:`same_stem_masks`)."""
+    shares its photo's name (:func:`same_stem_masks`); heatmaps ``score --heatmaps`` wrote
+    there are left out too, with a warning (:func:`is_heatmap`)."""
     found = folder.rglob("*") if recursive else folder.iterdir()
     files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
              and not is_label_file(p, folder)]
+    heat = [p for p in files if is_heatmap(p)]
+    if heat:
+        log.warning("%s: %d heatmap(s) written by `score --heatmaps` are not parts and are left "
+                    "out (e.g. %s); write heatmaps outside the folders of part images",
+                    folder, len(heat), heat[0])
+        files = [p for p in files if p not in set(heat)]
     masks = same_stem_masks(files)
     if masks:
         log.info("%s: %d mask(s) kept beside their photo under the same name (e.g. %s) are "

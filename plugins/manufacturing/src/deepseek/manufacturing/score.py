@@ -38,6 +38,7 @@ from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_pat
     read_gray,
     require_cv2,
     rescale,
+    write_heatmap,
 )
 from deepseek.manufacturing.runtime import FRAMES, STRIDE
 from deepseek.manufacturing.stream import VIEWS, check_views, photo_logits
@@ -248,9 +249,7 @@ class Scorer:
         written = None
         if heatmap is not None:
             written = str(heatmap)
-            overlay = heatmap_overlay(img, shown, stride)
-            if not require_cv2("heatmap images (--heatmaps)").imwrite(written, overlay):
-                raise ManufacturingError(f"{written}: could not write the heatmap")
+            write_heatmap(written, heatmap_overlay(img, shown, stride))
         return ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob, bool(defect),
                           box, written, self.threshold,
                           self.views if self.memory is None else 1, self.scale, pmap, stride)
