@@ -4,6 +4,7 @@ and a short training run from a folder."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -73,7 +74,7 @@ def test_yolo_polygons_and_boxes(tmp_path):
             yolo_mask(lab, 100, 200)
 
 
-def test_label_rules_and_their_errors(tmp_path):
+def test_label_rules_and_their_errors(tmp_path, caplog):
     # YOLO tree: a polygon, an empty file (good) and an image without a file (background)
     root = tmp_path / "yolo"
     _part(root / "images" / "train" / "p1_a.png", 1, ((20, 20), (60, 40)))
@@ -82,10 +83,18 @@ def test_label_rules_and_their_errors(tmp_path):
     _part(root / "images" / "train" / "p1_b.png", 2)
     (root / "labels" / "train" / "p1_b.txt").write_text("")
     _part(root / "images" / "train" / "p2_a.png", 3)
-    items = {i.path.name: i for i in read_labelled(root / "images" / "train")}
+    with caplog.at_level(logging.WARNING):
+        items = {i.path.name: i for i in read_labelled(root / "images" / "train")}
     assert [items[k].defect for k in ("p1_a.png", "p1_b.png", "p2_a.png")] == [True, False, False]
     assert items["p2_a.png"].source == "yolo-background"
     assert items["p1_a.png"].group == items["p1_b.png"].group == "p1"
+    assert "without a YOLO label" not in caplog.text  # a background among labelled images
+    _part(root / "previews" / "p1_a.png", 7)  # a folder of images none of which has a label
+    with caplog.at_level(logging.WARNING):
+        items = {i.path.relative_to(root).as_posix(): i for i in read_labelled(root)}
+    assert items["previews/p1_a.png"].source == "yolo-background"
+    assert "1 image(s) without a YOLO label file in 1 folder(s) where no image has one " \
+        "(previews)" in caplog.text
 
     # masks in a masks/ folder beside the images folder, and class folders
     root = tmp_path / "masks"

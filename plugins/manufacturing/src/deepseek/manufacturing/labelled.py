@@ -16,7 +16,8 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
    image. Each line is ``class x1 y1 x2 y2 x3 y3 ...`` (a polygon, at least three points) or
    ``class cx cy w h`` (a box), coordinates normalised to 0..1; every class counts as a defect.
    An empty file is a good part. In a data set that has YOLO label files, an image without one
-   is a good part (the YOLO convention for background images).
+   is a good part (the YOLO convention for background images); a warning names the folders
+   where no image has a label file, in case they hold something else than parts.
 3. **Class folder**: an image under a folder named ``good``/``ok``/``normal`` is good, under
    ``defect``/``defects``/``bad``/``crack``/``cracks``/``ng`` is a defect, with no location
    (positive crops then cannot be placed on the defect: a warning says so).
@@ -400,6 +401,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
             item.keep(img, mask)
             budget -= cost
         out.append(item)
+    _warn_stray_backgrounds(out, root)
     out = set_aside_copies(out)
     n_def = sum(i.defect for i in out)
     unplaced = sum(i.defect and i.source == "folder" for i in out)
@@ -414,6 +416,22 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
                     "random and may miss the defect; masks or YOLO labels train better",
                     unplaced)
     return out
+
+
+def _warn_stray_backgrounds(items: list[LabelledImage], root: Path) -> None:
+    """Warn of YOLO background images (good for want of a label file) in folders where no
+    image has a label file: in a YOLO data set backgrounds sit among the labelled images, so
+    a folder of them alone may be something else kept below the data set (previews,
+    exports), which would train as good parts."""
+    labelled = {it.path.parent for it in items if it.source == "yolo"}
+    stray = [it.path for it in items
+             if it.source == "yolo-background" and it.path.parent not in labelled]
+    if stray:
+        folders = sorted({str(p.parent.relative_to(root)) for p in stray})
+        log.warning("%s: %d image(s) without a YOLO label file in %d folder(s) where no image "
+                    "has one (%s) count as good parts (YOLO background images); if they are "
+                    "not photos of parts, move them out of the folder", root, len(stray),
+                    len(folders), ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else ""))
 
 
 def split_groups(items: list[LabelledImage], fraction: float, seed: int = 0
