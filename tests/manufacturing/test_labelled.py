@@ -624,6 +624,14 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):  # the stream does not scale its frames: said
         DefectStream("synthetic:?frames=2&width=64&height=48", weights)
     assert "scaled by 0.5" in caplog.text
+    # the threshold stored for still photos: the stream says it keeps 0.5 unless given one
+    line = ["manufacturing", "stream", "synthetic:?frames=2&width=64&height=48", "--model",
+            str(weights), "--quiet"]
+    res = CliRunner().invoke(build_cli(), line)
+    assert res.exit_code == 0, res.output
+    assert f"stores the threshold {info['threshold']:.4g}" in res.stderr
+    res = CliRunner().invoke(build_cli(), [*line, "--threshold", "0.5"])
+    assert res.exit_code == 0 and "stores the threshold" not in res.stderr
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "run3"), "--scale", "0.5"])
     assert res.exit_code == 2 and "--scale go with --folder" in res.output

@@ -126,7 +126,10 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
               help="Write the score of every frame as CSV (frame,score) here.")
 @click.option("--model", default="defect-3dcnn-lstm", show_default=True,
               help="Registry name or .safetensors file.")
-@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option("--threshold", type=float, default=None,
+              help="Frame probability at which a frame is flagged [0.5; a model from train "
+                   "--folder stores a threshold for still photos, which `score` uses: the "
+                   "stream says so and keeps 0.5 unless given one].")
 @click.option("--debounce", nargs=2, type=int, default=(2, 3), show_default=True,
               help="An event needs K of the last N frames flagged.")
 @click.option("--policy", type=click.Choice(["drop-oldest", "block"]), default=None,
@@ -157,7 +160,7 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
 @click.option("--quiet", is_flag=True, help="No status line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def stream(source: str, events_path: Path | None, scores_path: Path | None, model: str,
-           threshold: float,
+           threshold: float | None,
            debounce: tuple[int, int], policy: str | None, queue_size: int | None,
            realtime: bool, decode_threads: int,
            fps: float | None, size: tuple[int, int] | None, fit: str, mm_per_px: float,
@@ -192,6 +195,16 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
             raise ManufacturingError("--show needs an OpenCV with window support; "
                                      "opencv-python-headless has none (pip install "
                                      "opencv-python)") from exc
+    if threshold is None:
+        from deepseek.manufacturing.score import stored_threshold
+
+        threshold = 0.5
+        if (stored := stored_threshold(model)) is not None:
+            click.echo(f"note: {model} stores the threshold {stored:.4g}, set on still part "
+                       "photos (what `score` uses); the stream flags frames at 0.5, as a "
+                       f"frame of a moving line is not a photo held still: give --threshold "
+                       f"{stored:.4g} to use it, and check either on a recording with --truth",
+                       err=True)
     src = open_source(source, kind="frames", **opts)
     t0 = [0.0]
 
