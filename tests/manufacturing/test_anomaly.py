@@ -89,6 +89,14 @@ def test_cli_good_only_then_score(line, tmp_path):
     assert res.exit_code != 0 and "views 1" in res.output
     with pytest.raises(ManufacturingError, match="views=2"):
         score_images([root / "test"], fitted["model"], views=2)
+    # a memory holds no crack network: the stream and the ONNX export say where it serves
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "stream", "synthetic:?frames=2",
+                                           "--model", fitted["model"], "--quiet"])
+    assert res.exit_code != 0
+    assert "a good-parts model (patch-memory, train --good-only)" in res.output
+    assert "the stream needs a crack network" in res.output
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", fitted["model"]])
+    assert res.exit_code != 0 and "the ONNX export needs a crack network" in res.output
 
 
 def test_bad_memory_inputs(tmp_path, line):

@@ -211,17 +211,10 @@ def stored_meta(model: Any, kind: str) -> dict[str, Any] | None:
     """The ``deepseek`` JSON metadata of a ``.safetensors`` file whose ``kind`` is ``kind`` (a
     good-parts model: this memory, or :mod:`deepseek.manufacturing.draem`'s), read from the
     header alone; None for anything else."""
-    p = Path(str(model))
-    if p.suffix != ".safetensors" or not p.is_file():
-        return None
-    try:
-        from safetensors import safe_open
+    from deepseek.manufacturing.runtime import deepseek_meta
 
-        with safe_open(str(p), framework="numpy") as f:
-            meta = json.loads((f.metadata() or {}).get("deepseek", "{}"))
-    except Exception:
-        return None
-    return meta if isinstance(meta, dict) and meta.get("kind") == kind else None
+    meta = deepseek_meta(model)
+    return meta if meta is not None and meta.get("kind") == kind else None
 
 
 def is_memory_file(model: Any) -> bool:

@@ -178,6 +178,7 @@ def write_stream_onnx(weights: str | Path, out: str | Path | None = None) -> Pat
     from deepseek.manufacturing.runtime import (
         NAME,
         STREAM_SUFFIX,
+        refuse_good_parts_model,
         still_path_for,
         stream_path_for,
     )
@@ -187,6 +188,7 @@ def write_stream_onnx(weights: str | Path, out: str | Path | None = None) -> Pat
         raise ManufacturingError(f"--out {out}: name the streaming export <name>{STREAM_SUFFIX}"
                                  " (the edge install finds the still-photo export beside it by "
                                  "that name)")
+    refuse_good_parts_model(weights, "the ONNX export")
     arch, cfg = read_model_config(weights)
     if arch != NAME:
         raise ManufacturingError(f"{weights}: architecture {arch!r}, not {NAME}")

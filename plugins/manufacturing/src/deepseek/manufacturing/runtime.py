@@ -23,6 +23,7 @@ existed) photos go through the step, with the same scores.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,34 @@ def have_torch() -> bool:
     from deepseek.extras import missing
 
     return not missing("torch")
+
+
+def deepseek_meta(path: Any) -> dict[str, Any] | None:
+    """The ``deepseek`` JSON metadata in a ``.safetensors`` file's header, read from the header
+    alone: what a good-parts model (a patch memory, a DRAEM pair) keeps, its ``kind`` among
+    it. None for any other file (a crack network keeps its own under ``deepseek.extra``)."""
+    p = Path(str(path))
+    if p.suffix != ".safetensors" or not p.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="numpy") as f:
+            meta = json.loads((f.metadata() or {}).get("deepseek", "{}"))
+    except Exception:  # unreadable here: the loader that reads it says what is wrong
+        return None
+    return meta if isinstance(meta, dict) and meta else None
+
+
+def refuse_good_parts_model(model: Any, what: str) -> None:
+    """A :class:`ManufacturingError` when ``model`` is a good-parts model file (no crack
+    network inside), saying ``what`` needs a crack network and where the file serves."""
+    meta = deepseek_meta(model) if isinstance(model, (str, Path)) else None
+    if meta is not None and "kind" in meta:
+        raise ManufacturingError(
+            f"{model}: a good-parts model ({meta['kind']}, train --good-only): it scores part "
+            f"photos with `deepseek manufacturing score`; {what} needs a crack network (train, "
+            "train --folder, or the packaged weights)")
 
 
 def stream_path_for(weights: str | Path) -> Path:

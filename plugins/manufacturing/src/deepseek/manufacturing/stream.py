@@ -31,7 +31,14 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.runtime import FRAMES, STRIDE, OnnxNet, have_torch, load_onnx_net
+from deepseek.manufacturing.runtime import (
+    FRAMES,
+    STRIDE,
+    OnnxNet,
+    have_torch,
+    load_onnx_net,
+    refuse_good_parts_model,
+)
 
 if TYPE_CHECKING:
     from deepseek.manufacturing.model import DefectNet
@@ -205,6 +212,7 @@ def load_net(model: Any = "defect-3dcnn-lstm", onnx: bool | None = None) -> Defe
     ``onnx=True``) the :class:`OnnxNet` of its streaming export (:mod:`.runtime`)."""
     if isinstance(model, OnnxNet) or str(model).endswith(".onnx"):
         return model if isinstance(model, OnnxNet) else load_onnx_net(model)
+    refuse_good_parts_model(model, "the stream")
     if onnx is None:
         onnx = not have_torch()
     if onnx and not hasattr(model, "forward"):
