@@ -89,6 +89,11 @@ def test_cli_good_only_then_score(line, tmp_path):
     assert res.exit_code != 0 and "views 1" in res.output
     with pytest.raises(ManufacturingError, match="views=2"):
         score_images([root / "test"], fitted["model"], views=2)
+    # the memory keeps the digests of the good images it learnt from: calibrate on them warns
+    from deepseek.manufacturing.calibration import calibrate
+
+    cal = calibrate(root / "good", fitted["model"], all_good=True, progress=False)
+    assert cal["trained_on_images"] == cal["expected"]["good_images"] == 10  # every one
     # a memory holds no crack network: the stream and the ONNX export say where it serves
     res = CliRunner().invoke(build_cli(), ["manufacturing", "stream", "synthetic:?frames=2",
                                            "--model", fitted["model"], "--quiet"])

@@ -125,6 +125,36 @@ def test_the_commands(tmp_path, weights):
     assert "expected at the calibrated threshold" in res.output
 
 
+def test_calibrating_on_images_the_model_learnt_from_is_warned(tmp_path, weights):
+    """training.json beside the weights keeps the digests of the images trained on: given one
+    of them again (under another name), calibrate says so; a run file of other weights, or
+    none, says nothing."""
+    import shutil
+
+    from deepseek.manufacturing.calibration import trained_digests
+    from deepseek.manufacturing.images import read_gray
+    from deepseek.manufacturing.labelled import pixel_digest
+
+    good = _parts(tmp_path / "good", 10, seed=6)
+    run = tmp_path / "run"
+    run.mkdir()
+    model = shutil.copy(weights, run / "model.safetensors")
+    assert trained_digests(model) is None                        # no run file: unknown
+    learnt = _parts(tmp_path / "learnt", 2, seed=6)               # the same pixels as p000-1
+    (run / "training.json").write_text(json.dumps({
+        "model": str(model), "image_digests": [pixel_digest(read_gray(p))
+                                               for p in sorted(learnt.glob("*.png"))]}))
+    cal = calibrate(good, model, target_fpr=0.1, all_good=True, progress=False)
+    assert cal["trained_on_images"] == 2
+    assert any("2 of the 10 images are ones" in w and "never saw" in w
+               for w in cal["warnings"])
+    (run / "training.json").write_text(json.dumps({"model": str(run / "other.safetensors"),
+                                                   "image_digests": []}))
+    assert trained_digests(model) is None                        # another model's run file
+    cal = calibrate(good, model, target_fpr=0.1, all_good=True, progress=False)
+    assert cal["trained_on_images"] == 0 and not any("never saw" in w for w in cal["warnings"])
+
+
 def test_copies_of_an_image_count_once_in_calibration_and_evaluation(tmp_path, weights):
     """One photo saved twice is one good part: the threshold's count of good images and the
     evaluation's count each hold it once, and both name the copy."""

@@ -394,6 +394,7 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     info = json.loads((tmp_path / "run" / "training.json").read_text())
     assert info["folds"] == 2 and sum(info["fold_images"]) == 8 and info["images"] == 8
     assert [Path(c).name for c in info["copies"][0]["copies"]] == ["0b.png"]
+    assert len(info["image_digests"]) == 8  # the copy shares its image's: for calibrate
     assert info["epoch"] in (1, 2) and [h["best"] for h in info["history"]].count(True) == 1
     assert all(len(h["fold_auroc"]) == 2 and 0 <= h["oof_auroc"] <= 1 for h in info["history"])
     assert "out-of-fold scores of all 8 training images, scored under 4 views" \
@@ -643,7 +644,7 @@ def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):
     beside one labelled a defect is an error naming both."""
     import shutil
 
-    from deepseek.manufacturing.labelled import copies_report, distinct_files, good_folds
+    from deepseek.manufacturing.labelled import copies_report, distinct_images, good_folds
 
     root = tmp_path / "parts"
     a = _part(root / "a.png", 1, ((10, 20), (60, 40)))
@@ -676,8 +677,9 @@ def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):
     fold, info, kept = good_folds(goods, root, 2, 0)
     assert [i.path.name for i in kept] == ["g0.png", "g1.png", "g2.png"] and len(fold) == 3
     assert [Path(c).name for c in info["copies"][0]["copies"]] == ["g1_copy.png"]
-    files, rep = distinct_files(goods)
-    assert [f.name for f in files] == ["g0.png", "g1.png", "g2.png"] and len(rep) == 1
+    kept = distinct_images(goods)
+    assert [i.path.name for i in kept] == ["g0.png", "g1.png", "g2.png"]
+    assert len(copies_report(kept)) == 1
     # a copy labelled good beside one labelled a defect: which is right is the user's call
     cv2.imwrite(str(root / "z_again_mask.png"), np.zeros_like(a))
     with pytest.raises(ManufacturingError, match="a.png and .*z_again.png are the same "

@@ -301,7 +301,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     from tqdm.auto import tqdm
 
     from deepseek.manufacturing.images import image_paths
-    from deepseek.manufacturing.labelled import good_folds
+    from deepseek.manufacturing.labelled import good_folds, image_digests
 
     if not 0.0 < target_fpr < 1.0:
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate between 0 and 1")
@@ -355,7 +355,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         "feature_dim": 64, "fit_images": len(files), "patches_seen": int(seen),
         "bank": int(len(bank)), "selection": selection, "top_fraction": top_fraction,
         "folds": k, "target_fpr": target_fpr, "crack": crack,
-        "groups": int(grouping["groups_after"]),
+        "groups": int(grouping["groups_after"]), "image_digests": image_digests(items),
         **{key: grouping[key] for key in ("regrouped", "skipped", "copies") if key in grouping},
         **out_of_fold_threshold(scores, target_fpr, k)}
     mem = PatchMemory(bank, meta, net)

@@ -79,16 +79,14 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     from deepseek.manufacturing.score import Scorer, image_paths
 
     folder = Path(folder)
-    from deepseek.manufacturing.labelled import copies_report, distinct_files, read_labelled
+    from deepseek.manufacturing.labelled import copies_report, distinct_images, read_labelled
 
-    if all_good:  # copies of an image (equal pixels) count once, as in the labelled case
-        files, copies = distinct_files(image_paths([folder]))
-        labels = np.zeros(len(files), bool)
-    else:
-        items = read_labelled(folder, group_pattern)
-        files = [it.path for it in items]
-        labels = np.array([it.defect for it in items], bool)
-        copies = copies_report(items)
+    # copies of an image (equal pixels) count once, in a plain folder as in a labelled one
+    items = (distinct_images(image_paths([folder])) if all_good
+             else read_labelled(folder, group_pattern))
+    files = [it.path for it in items]
+    labels = np.array([it.defect for it in items], bool)
+    copies = copies_report(items)
     if not len(files):
         raise ManufacturingError(f"{folder}: no part images to calibrate on")
     scorer = Scorer(model)
@@ -109,12 +107,42 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     if not n_defect:
         warnings.append("no defect images: the recall at this threshold is unknown (add "
                         "labelled defects to the folder to measure it)")
+    learnt = trained_digests(model)
+    seen = [str(it.path) for it in items if learnt and it.digest in learnt]
+    if seen:
+        warnings.append(
+            f"{len(seen)} of the {len(items)} images are ones {model} was trained on (equal "
+            f"pixels, e.g. {seen[0]}): a model scores the images it learnt from lower than "
+            "new parts, so a threshold set on them flags more new good parts than it "
+            "promises; calibrate on images it never saw")
     return {"format": FORMAT, "model": str(model), "model_sha256": _model_sha256(model),
             "folder": str(folder), "threshold": thr, "target_fpr": target_fpr,
             "rule": (f"lowest score with a false-alarm rate <= {target_fpr:g} on the "
                      f"{n_good} good images of {folder}"),
             "expected": expected, "review": threshold_review(files, scores, labels, thr),
-            **({"copies": copies} if copies else {}), "warnings": warnings}
+            **({"copies": copies} if copies else {}), "trained_on_images": len(seen),
+            "warnings": warnings}
+
+
+def trained_digests(model: Any) -> set[str] | None:
+    """The pixel digests of the images ``model`` learnt from: kept in a good-parts model's
+    metadata, or in the ``training.json`` beside weights from ``train`` (None when neither
+    says, e.g. the packaged weights or weights moved without their run folder)."""
+    from deepseek.manufacturing.runtime import deepseek_meta
+
+    meta = deepseek_meta(model)
+    if meta is None:
+        p = Path(str(model))
+        run = p.with_name("training.json")
+        try:
+            summary = json.loads(run.read_text()) if p.suffix == ".safetensors" else None
+        except (OSError, ValueError):
+            summary = None
+        if not isinstance(summary, dict) or Path(str(summary.get("model"))).name != p.name:
+            return None
+        meta = summary
+    found = meta.get("image_digests")
+    return set(found) if isinstance(found, list) else None
 
 
 def write_calibration(calibration: dict[str, Any], path: str | Path) -> Path:

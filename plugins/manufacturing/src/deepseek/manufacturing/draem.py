@@ -369,7 +369,7 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
     only by default, :data:`KINDS`)."""
     from deepseek.manufacturing.anomaly import out_of_fold_threshold
     from deepseek.manufacturing.images import image_paths
-    from deepseek.manufacturing.labelled import good_folds
+    from deepseek.manufacturing.labelled import good_folds, image_digests
     from deepseek.manufacturing.pasted import KINDS as KNOWN
 
     if not 0.0 < target_fpr < 1.0:
@@ -416,7 +416,7 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
         "kind": KIND, "scale": SCALE, "map_stride": MAP_STRIDE, "channels": channels,
         "crop": crop, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
         "kinds": list(kinds), "fit_images": len(files), "folds": k, "target_fpr": target_fpr,
-        "groups": int(grouping["groups_after"]),
+        "groups": int(grouping["groups_after"]), "image_digests": image_digests(items),
         **{key: grouping[key] for key in ("regrouped", "skipped", "copies") if key in grouping},
         **out_of_fold_threshold(scores, target_fpr, k, f", one model each; the model "
                                 f"written averages the {k} models' maps"),

@@ -191,9 +191,9 @@ def set_aside_copies(items: list[LabelledImage]) -> list[LabelledImage]:
     return out
 
 
-def distinct_files(files: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
-    """Unlabelled image files with copies of an image (equal pixels) set aside
-    (:func:`set_aside_copies`): (the files kept, in order; :func:`copies_report`)."""
+def distinct_images(files: list[Path]) -> list[LabelledImage]:
+    """Unlabelled image files as good items with copies of an image (equal pixels) set aside
+    (:func:`set_aside_copies`: the items kept, in order, each with its copies and digest)."""
     from deepseek.manufacturing.images import read_gray
 
     items = []
@@ -201,8 +201,14 @@ def distinct_files(files: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]
         img = read_gray(p)
         items.append(LabelledImage(p, False, "folder", (int(img.shape[0]), int(img.shape[1])),
                                    digest=pixel_digest(img)))
-    kept = set_aside_copies(items)
-    return [it.path for it in kept], copies_report(kept)
+    return set_aside_copies(items)
+
+
+def image_digests(items: list[LabelledImage]) -> list[str]:
+    """The pixel digests of ``items`` (a copy shares its image's), sorted: what a model keeps
+    of the images it learnt from, so that ``calibrate`` can tell when it is given them again
+    (under any name)."""
+    return sorted({it.digest for it in items if it.digest})
 
 
 def copies_report(items: list[LabelledImage]) -> list[dict[str, Any]]:

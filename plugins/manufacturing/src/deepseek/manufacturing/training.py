@@ -558,7 +558,12 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                                      "crack_depth": [lo, hi]}
         extra: dict[str, Any] = {"trained_on": "synthetic", "init": init}
     else:
-        from deepseek.manufacturing.labelled import copies_report, join_look_alikes, read_labelled
+        from deepseek.manufacturing.labelled import (
+            copies_report,
+            image_digests,
+            join_look_alikes,
+            read_labelled,
+        )
 
         items = read_labelled(folder, group_pattern, scale=scale)  # copies set aside, warned
         joined = join_look_alikes(items, rule_given=group_pattern is not None)
@@ -583,7 +588,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                      **{k: joined[k] for k in ("regrouped", "skipped") if k in joined},
                      **({"copies": copies_report(items)} if any(i.copies for i in items)
                         else {}),
-                     "label_sources": sorted({i.source for i in items})}
+                     "label_sources": sorted({i.source for i in items}),
+                     "image_digests": image_digests(items)}
         # mined once, by the weights every model starts from (which saw none of these
         # images): the same spots for every fold, each fold using its own images' spots.
         # Random weights from scratch have no sense of a crack to mine with.
@@ -666,7 +672,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     real cracks)."""
     from deepseek.loader import build_registered, require_fit
     from deepseek.manufacturing.images import image_paths
-    from deepseek.manufacturing.labelled import good_folds
+    from deepseek.manufacturing.labelled import good_folds, image_digests
     from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr, too_few_good
     from deepseek.manufacturing.pasted import PASTED_CRACK_DEPTH, PASTED_KINDS, PastedImage
     from deepseek.manufacturing.synthetic import check_crack_depth
@@ -737,7 +743,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
                "folds": info["folds"], "fold_images": np.bincount(fold).tolist(),
                "epoch": info["epoch"], "crops_per_epoch": info["crops_per_epoch"],
                "stage_seconds": info["stage_seconds"], "clip_shape": [frames, crop, crop],
-               **extra}
+               "image_digests": image_digests(goods), **extra}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
