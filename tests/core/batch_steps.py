@@ -41,9 +41,13 @@ def number_summary(result: dict) -> dict:
     return {"value": result["value"]}
 
 
+def number_leave_out(source: str) -> str | None:
+    return "a note, not a number" if source.endswith("_note.txt") else None
+
+
 class NumberPlugin:
     @staticmethod
     @hookimpl
     def register_steps(register):  # type: ignore[no-untyped-def]
         register("test.number", number_step, command="test number", summary=number_summary,
-                 description="a number file times a scale")
+                 leave_out=number_leave_out, description="a number file times a scale")

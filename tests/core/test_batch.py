@@ -51,6 +51,19 @@ def test_inputs_globs_lists_paths_and_uris(tmp_path):
         expand_inputs([f"@{listing}"])
     with pytest.raises(BatchError, match="cannot read"):
         expand_inputs([f"@{tmp_path / 'nolist'}"])
+    # a step's leave_out drops what a glob matched, with its reason; a path named is kept
+    (tmp_path / "a_note.txt").write_text("1")
+    left: list = []
+    got = expand_inputs([str(tmp_path / "*.txt"), str(tmp_path / "a_note.txt")],
+                        lambda s: "a note" if s.endswith("_note.txt") else None, left)
+    assert got == [str(tmp_path / n) for n in ("a.txt", "b.txt", "a_note.txt")]
+    assert left == []                                   # named after all: an input
+    got = expand_inputs([str(tmp_path / "*.txt"), str(tmp_path / "[ab]*.txt")],
+                        lambda s: "a note" if s.endswith("_note.txt") else None, left)
+    assert got == [str(tmp_path / n) for n in ("a.txt", "b.txt")]
+    assert left == [{"source": str(tmp_path / "a_note.txt"), "why": "a note"}]  # once
+    with pytest.raises(BatchError, match="every match is left out by the step .*a note"):
+        expand_inputs([str(tmp_path / "*_note.txt")], lambda s: "a note")
 
 
 def test_item_keys_are_stable_safe_and_distinct(tmp_path):
@@ -172,6 +185,14 @@ def test_the_command_line(numbers, tmp_path):
     assert json.loads(res.output)["skipped_done"] == 5
     res = runner.invoke(cli, ["batch", "test", "number", "--out", str(out)])
     assert res.exit_code == 2 and "give --input" in res.output
+    (numbers / "n9_note.txt").write_text("not a number")  # the step leaves it out, and says so
+    res = runner.invoke(cli, ["batch", "test", "number", "--input", str(numbers / "n*.txt"),
+                              "--out", str(tmp_path / "notes"), "-o", "scale=3"])
+    assert res.exit_code == 0, res.output
+    assert "5 input(s)" in res.output and "left out: 1 file(s)" in res.output
+    run = json.loads((tmp_path / "notes" / "run.json").read_text())
+    assert run["left_out"] == [{"source": str(numbers / "n9_note.txt"),
+                                "why": "a note, not a number"}]
 
 
 def test_only_a_ray_client_server_that_did_not_start_is_tried_again():

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from deepseek.batch import item_key, run_batch
 from deepseek.cli import build_cli
+from deepseek.manufacturing.images import write_heatmap
 
 
 def test_batch_scores_equal_the_command_item_by_item(tmp_path):
@@ -21,11 +22,21 @@ def test_batch_scores_equal_the_command_item_by_item(tmp_path):
         img = np.clip(rng.normal(150, 12, (h, w)), 0, 255).astype(np.uint8)
         cv2.line(img, (2, 2), (w - 3, h - 3), 40, 2)
         cv2.imwrite(str(root / name), img)
-    inputs = [str(root / "*.png"), str(root / "box")]   # two files and a folder of two
+    # what a glob also matches and is not a part: a mask beside its photo, a heatmap written
+    # into the folder, a file in a masks/ folder
+    cv2.imwrite(str(root / "a_mask.png"), np.zeros((64, 96), np.uint8))
+    write_heatmap(root / "heat.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "masks").mkdir()
+    cv2.imwrite(str(root / "masks" / "b.png"), np.zeros((80, 48), np.uint8))
+    inputs = [str(root / "*.png"), str(root / "**" / "b.png"), str(root / "box")]
     out = tmp_path / "out"
     rep = run_batch("manufacturing score", inputs, out, workers=2, progress=False,
                     options={"threshold": 0.3})
-    assert (rep.ok, rep.failed, rep.items) == (3, 0, 3)
+    assert (rep.ok, rep.failed, rep.items) == (3, 0, 3)  # two files and a folder of two
+    label = "a mask or label (by its name or folder), not a part"
+    assert {e["source"]: e["why"] for e in rep.left_out} == {
+        str(root / "a_mask.png"): label, str(root / "masks" / "b.png"): label,
+        str(root / "heat.png"): "a heatmap written by `score --heatmaps`, not a part"}
     runner, cli = CliRunner(), build_cli()
     for src in (root / "a.png", root / "b.png", root / "box"):
         res = runner.invoke(cli, ["manufacturing", "score", str(src), "--threshold", "0.3",

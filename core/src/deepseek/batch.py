@@ -72,14 +72,20 @@ class BatchError(DeepSeekError):
 
 
 # ---------------------------------------------------------------------------- inputs
-def expand_inputs(patterns: Sequence[str]) -> list[str]:
+def expand_inputs(patterns: Sequence[str],
+                  leave_out: Callable[[str], str | None] | None = None,
+                  left: list[dict[str, str]] | None = None) -> list[str]:
     """The inputs ``patterns`` name, in order, each once.
 
     A pattern is a glob (``scans/*/``, ``parts/**/*.png``: sorted matches), ``@FILE`` (one
     input per line; blank lines and ``#`` comments skipped), an existing path, or a URI
     (``synthetic:...``). A glob that matches nothing, or a path that does not exist, is an
-    error naming it."""
+    error naming it. ``leave_out`` (the step's, see ``register_steps``) says why a file a
+    glob matched is not an input of the step (a mask beside its image, say): such matches
+    are left out and appended to ``left`` as ``{"source", "why"}``; inputs named one by one
+    are kept as given."""
     out: dict[str, None] = {}
+    dropped: dict[str, str] = {}
     for pattern in patterns:
         if pattern.startswith("@"):
             listing = Path(pattern[1:])
@@ -104,13 +110,23 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
             if not found:
                 raise BatchError(f"--input {pattern!r} matches nothing (quote the pattern so "
                                  "that the shell does not expand it, and check the folder)")
-            out.update(dict.fromkeys(f.rstrip("/") if len(f) > 1 else f for f in found))
+            found = [f.rstrip("/") if len(f) > 1 else f for f in found]
+            if leave_out is not None:
+                why = {f: leave_out(f) for f in found}
+                dropped.update({f: w for f, w in why.items() if w})
+                found = [f for f in found if not why[f]]
+                if not found:
+                    raise BatchError(f"--input {pattern!r}: every match is left out by the "
+                                     f"step ({next(iter(why))}: {next(iter(why.values()))})")
+            out.update(dict.fromkeys(found))
         elif os.path.exists(pattern):
             out[pattern.rstrip("/") if len(pattern) > 1 else pattern] = None
         else:
             raise BatchError(f"--input {pattern!r}: no such file or folder")
     if not out:
         raise BatchError("no inputs: give --input PATTERN (a glob, a path, a URI or @LIST)")
+    if left is not None:  # each once, and not one an input names after all
+        left += [{"source": f, "why": w} for f, w in dropped.items() if f not in out]
     return list(out)
 
 
@@ -560,6 +576,7 @@ class BatchReport:
     retried: int
     seconds: float
     failures: list[dict[str, str]] = field(default_factory=list)
+    left_out: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def items_per_s(self) -> float:
@@ -573,7 +590,8 @@ class BatchReport:
                 "where": self.where, "workers": self.workers, "items": self.items,
                 "skipped_done": self.skipped, "ok": self.ok, "failed": self.failed,
                 "retried_after_worker_death": self.retried, "seconds": round(self.seconds, 3),
-                "items_per_s": round(self.items_per_s, 4), "failures": self.failures}
+                "items_per_s": round(self.items_per_s, 4), "failures": self.failures,
+                "left_out": self.left_out}
 
 
 def _write_whole(path: Path, text: str) -> None:
@@ -696,7 +714,11 @@ def run_batch(step: str | Sequence[str], inputs: Sequence[str], out_dir: str | P
     options = dict(options or {})
     entry = find_step([step] if isinstance(step, str) else step)
     check_options(entry, options)
-    sources = expand_inputs(inputs)
+    left: list[dict[str, str]] = []
+    sources = expand_inputs(inputs, entry.meta.get("leave_out"), left)
+    if left:
+        log.info("%d file(s) the globs matched are left out (not inputs of %s), e.g. %s: %s",
+                 len(left), entry.name, left[0]["source"], left[0]["why"])
     items = [(s, item_key(s)) for s in sources]
     keys = [k for _, k in items]
     if len(set(keys)) != len(keys):  # two spellings of one path
@@ -710,7 +732,7 @@ def run_batch(step: str | Sequence[str], inputs: Sequence[str], out_dir: str | P
     summary = entry.meta.get("summary")
     spec = spec_of(entry, options)
     report = BatchReport(entry.name, entry.meta.get("command"), str(out), "", 0,
-                         len(items), skipped, 0, 0, 0, 0.0)
+                         len(items), skipped, 0, 0, 0, 0.0, left_out=left)
     if todo:
         ex = executor or make_executor(spec, cluster, workers, cpus_per_worker, len(todo))
         report.where, report.workers = ex.where, ex.workers

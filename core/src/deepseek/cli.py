@@ -602,6 +602,11 @@ def batch_cmd(ctx: click.Context, step: tuple[str, ...], inputs: tuple[str, ...]
                       else ""))
         for f in report.failures[:10]:
             click.echo(f"failed: {f['source']}: {f['error']}", err=True)
+        if report.left_out:
+            first = report.left_out[0]
+            click.echo(f"left out: {len(report.left_out)} file(s) the globs matched are not "
+                       f"inputs of {report.step} (e.g. {first['source']}: {first['why']}); "
+                       f"listed in {Path(report.out_dir) / 'run.json'}", err=True)
         click.echo(f"results: {Path(report.out_dir) / 'items'}; table: "
                    f"{Path(report.out_dir) / 'summary.csv'}")
     if report.failed:

@@ -263,7 +263,8 @@ CONTRACTS: dict[str, tuple[str, Callable[[inspect.Signature, dict[str, Any]], st
 }
 
 #: callable registration options -> the number of positional arguments they are called with
-OPTION_ARITY = {"accepts": 1, "load_files": 2, "onnx_export": 1, "summary": 1}
+OPTION_ARITY = {"accepts": 1, "load_files": 2, "onnx_export": 1, "summary": 1,
+                "leave_out": 1}
 
 
 def check(kind: str, obj: Any, meta: dict[str, Any], resolve: bool = False) -> str | None:

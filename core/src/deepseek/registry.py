@@ -155,6 +155,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
                           "e.g. 'medical detect' (`deepseek batch medical detect` finds it)"),
         "summary": Option((Callable,), "summary(result) -> {column: number or text}: the "
                           "item's row in the batch's summary table"),
+        "leave_out": Option((Callable,), "leave_out(path) -> why or None: a file an --input "
+                            "glob matched that is not this step's input (a mask beside its "
+                            "image, a file the plugin wrote), left out with its reason"),
     },
 }
 

@@ -84,6 +84,7 @@ def register_steps(register: Any) -> None:
     """
     register("manufacturing.score", lazy_callable(M + "steps:score_step"),
              command="manufacturing score", summary=lazy_callable(M + "steps:score_summary"),
+             leave_out=lazy_callable(M + "steps:leave_out"),
              description="one part image (or a folder of them) -> crack score, flag and box, "
                          "as `deepseek manufacturing score --json`")
 

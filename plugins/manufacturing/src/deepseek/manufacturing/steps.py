@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from deepseek.manufacturing.score import PACKAGED, Scorer, image_paths
@@ -38,6 +39,25 @@ def calibrated_scorer(model: Any, threshold: float | None, calibration: Any) -> 
         raise ManufacturingError("give a threshold or a calibration file, not both")
     cal = read_calibration(calibration, model)
     return Scorer(model, threshold=float(cal["threshold"]), expected=cal["expected"])
+
+
+def leave_out(source: str) -> str | None:
+    """Why a file a ``deepseek batch manufacturing score`` glob matched is not a part image,
+    or None: not an image file, a mask or label (by its name or its folder's, as folder
+    scoring tells them), or a heatmap ``score --heatmaps`` wrote. Folders are kept: the step
+    lists their part images itself."""
+    from deepseek.manufacturing.images import IMAGE_SUFFIXES, is_heatmap, is_label_file
+
+    p = Path(source)
+    if not p.is_file():
+        return None
+    if p.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file"
+    if is_label_file(p):
+        return "a mask or label (by its name or folder), not a part"
+    if is_heatmap(p):
+        return "a heatmap written by `score --heatmaps`, not a part"
+    return None
 
 
 def score_summary(result: list[dict[str, Any]]) -> dict[str, Any]:
