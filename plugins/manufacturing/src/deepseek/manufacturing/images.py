@@ -343,12 +343,12 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
     files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
              and not is_label_file(p, folder)]
-    heat = [p for p in files if is_heatmap(p)]
+    heat = {p for p in files if is_heatmap(p)}
     if heat:
         log.warning("%s: %d heatmap(s) written by `score --heatmaps` are not parts and are left "
                     "out (e.g. %s); write heatmaps outside the folders of part images",
-                    folder, len(heat), heat[0])
-        files = [p for p in files if p not in set(heat)]
+                    folder, len(heat), min(heat))
+        files = [p for p in files if p not in heat]
     masks = same_stem_masks(files)
     if masks:
         log.info("%s: %d mask(s) kept beside their photo under the same name (e.g. %s) are "
