@@ -67,7 +67,7 @@ def test_calibrate_on_good_parts_and_on_a_labelled_folder(tmp_path, weights):
     assert exp["recall"] is None and any("recall" in w for w in cal["warnings"])
     lo, hi = exp["false_positive_rate_ci95"]
     assert lo < 0.1 < hi
-    with pytest.raises(ManufacturingError, match="no label"):
+    with pytest.raises(ManufacturingError, match="no label.*good parts alone: .*--all-good"):
         calibrate(good, weights, all_good=False, progress=False)   # unlabelled: say so
 
     labelled = _parts(tmp_path / "labelled", 24, crack_every=3, seed=2)

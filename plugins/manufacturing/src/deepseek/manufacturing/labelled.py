@@ -388,7 +388,8 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         else:
             raise ManufacturingError(
                 f"{p}: no label: give a mask ({p.stem}_mask.png or masks/{p.stem}.png), a YOLO "
-                f"label file (labels/.../{p.stem}.txt), or put it in a good/ or defect/ folder")
+                f"label file (labels/.../{p.stem}.txt), or put it in a good/ or defect/ folder "
+                "(a folder of good parts alone: train --good-only, calibrate --all-good)")
         defect = bool(mask.any()) if mask is not None else bool(folder)
         if folder is not None and mask is not None and folder != defect:
             raise ManufacturingError(f"{p}: it is in a {'defect' if folder else 'good'} folder "
