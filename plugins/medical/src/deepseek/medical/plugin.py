@@ -79,6 +79,7 @@ def register_steps(register: Any) -> None:
     """Register ``medical.detect``, the per-scan step of ``deepseek batch medical detect``."""
     register("medical.detect", lazy_callable(M + "steps:detect_step"), command="medical detect",
              summary=lazy_callable(M + "steps:detect_summary"),
+             leave_out=lazy_callable(M + "steps:leave_out"),
              description="one scan (DICOM folder/file, .mhd, NIfTI) -> lung-nodule candidates "
                          "with sizes, as `deepseek medical detect --json`")
 

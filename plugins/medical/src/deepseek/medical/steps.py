@@ -8,6 +8,7 @@ itself runs through it, so the two cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from deepseek.medical.nodule_grid import (
@@ -51,6 +52,29 @@ def detect_step(*, model: str = "lung-nodule-attention", backend: str = "auto",
                 "network": {"backend": det.net.name, "precision": det.precision}}
 
     return step
+
+
+#: files kept beside scans that are not scans: notes, tables, annotations, reports
+NOT_SCANS = (".txt", ".md", ".csv", ".json", ".xml", ".pdf", ".html", ".log")
+#: pixel-data files read through a header of the same name (MetaImage, Analyze)
+PIXEL_DATA = {".raw": ".mhd", ".zraw": ".mhd", ".img": ".hdr"}
+
+
+def leave_out(source: str) -> str | None:
+    """Why a file a ``deepseek batch medical detect`` glob matched is not a scan, or None:
+    the pixel data of a header beside it (``case.raw`` of ``case.mhd``, which is the input),
+    or a document or table (``annotations.csv``, an XML read, a README). Folders, and files
+    of any other name (DICOM files often have none), are kept."""
+    p = Path(source)
+    if not p.is_file():
+        return None
+    suffix = p.suffix.lower()
+    header = PIXEL_DATA.get(suffix)
+    if header and any(p.with_suffix(s).is_file() for s in (header, header.upper())):
+        return f"the pixel data of {p.stem}{header}, read through it"
+    if suffix in NOT_SCANS:
+        return "not a scan (a document or table)"
+    return None
 
 
 def detect_summary(result: dict[str, Any]) -> dict[str, Any]:
