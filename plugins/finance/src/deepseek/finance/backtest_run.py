@@ -177,6 +177,41 @@ def backtest_step(*, model: str = "tick-mlp", **options: Any
     return step
 
 
+#: what ``finance backtest --out`` writes beside each run (:func:`write_run`), by header
+OWN_OUTPUTS = {"time_ns,equity,position": "an equity curve",
+               "time_ns,side,price,qty,fee,maker,order": "a fills table"}
+#: suffixes of files that hold no ticks or bars (documents, results, pictures)
+NOT_DATA = frozenset({".md", ".rst", ".pdf", ".html", ".htm", ".json", ".yaml", ".yml",
+                      ".log", ".png", ".jpg", ".jpeg", ".svg", ".py", ".ipynb"})
+
+
+def leave_out(source: str) -> str | None:
+    """Why a file a ``deepseek batch finance backtest`` glob matched is not market data, or
+    None: a document, result or picture (by suffix), or an equity curve or fills table that
+    ``finance backtest --out`` wrote (by its header, compressed or not), or a folder (the
+    backtest reads one file; a glob such as ``data/**/*`` matches the files inside too).
+    Anything else (captures have any name, tick and bar CSVs any header) is kept and read."""
+    from deepseek.finance.capture import open_binary
+    from deepseek.finance.errors import TickFileError
+
+    p = Path(source)
+    if p.is_dir():
+        return "a folder (the backtest reads files)"
+    if not p.is_file():
+        return None
+    if p.suffix.lower() in NOT_DATA:
+        return "not market data (a document, result or picture)"
+    try:
+        with open_binary(p) as raw:
+            head = raw.read(256).split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    except (OSError, EOFError, TickFileError):
+        return None  # the step reads it and says what is wrong
+    what = OWN_OUTPUTS.get(head.strip().replace(" ", "").lower())
+    if what:
+        return f"{what} written by `finance backtest --out`, not market data"
+    return None
+
+
 def backtest_summary(result: dict[str, Any]) -> dict[str, Any]:
     """A data file's row in the batch table: rows, and each strategy's P&L and fills."""
     row: dict[str, Any] = {"kind": result.get("kind"), "rows": result.get("rows"),

@@ -112,6 +112,7 @@ def register_steps(register: Any) -> None:
     """Register ``finance.backtest``, the per-file step of ``deepseek batch finance backtest``."""
     register("finance.backtest", lazy_callable(M + "backtest_run:backtest_step"),
              command="finance backtest", summary=lazy_callable(M + "backtest_run:backtest_summary"),
+             leave_out=lazy_callable(M + "backtest_run:leave_out"),
              description="one capture, tick CSV or bar file -> the backtest beside its baseline "
                          "(latency, fees), as `deepseek finance backtest --json`")
 
