@@ -217,3 +217,58 @@ def test_rescale_averages_areas_the_same_with_or_without_opencv(monkeypatch):
     for bad in (0.2, 1.01, True, "0.5"):
         with pytest.raises(ManufacturingError, match="scale="):
             check_scale(bad)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_cut_short_is_refused_by_either_decoder(tmp_path, progressive):
+    """OpenCV's decoder fills the missing rows with gray and returns the picture, which would
+    score as a good part; both decoders refuse it, naming the file."""
+    whole = tmp_path / "part.jpg"
+    Image.fromarray(_photo(120, 160)).save(whole, quality=90, progressive=progressive)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    assert cv2.imread(str(cut), cv2.IMREAD_UNCHANGED) is not None  # what is guarded against
+    with pytest.raises(ManufacturingError, match=r"cut\.jpg: the JPEG is cut short"):
+        imread(cut, decoder="opencv")
+    with pytest.raises(ManufacturingError, match=r"cut\.jpg: Pillow cannot read"):
+        imread(cut, decoder="pillow")
+    # bytes after the end-of-image marker (a camera's trailer) are not a cut
+    tail = tmp_path / "trailer.jpg"
+    tail.write_bytes(data + b"CAMERA-TRAILER\x00\x01")
+    assert np.array_equal(imread(tail, decoder="opencv"), imread(whole, decoder="opencv"))
+    # a thumbnail (a whole JPEG, scan and end marker, inside an APP1 segment before the
+    # picture's own scan) neither passes for the end of a cut picture nor is taken for one
+    small = tmp_path / "small.jpg"
+    Image.fromarray(_photo(24, 32)).save(small, quality=80)
+    payload = b"Exif\x00\x00" + small.read_bytes()
+    app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    thumbed = data[:2] + app1 + data[2:]
+    (tmp_path / "thumbed.jpg").write_bytes(thumbed)
+    assert np.array_equal(imread(tmp_path / "thumbed.jpg", decoder="opencv"),
+                          imread(whole, decoder="opencv"))
+    (tmp_path / "thumbed_cut.jpg").write_bytes(thumbed[: len(thumbed) * 2 // 3])
+    with pytest.raises(ManufacturingError, match="thumbed_cut.jpg: the JPEG is cut short"):
+        imread(tmp_path / "thumbed_cut.jpg", decoder="opencv")
+
+
+def test_a_tiff_of_several_pages_is_refused_not_read_as_its_first(tmp_path):
+    pages = [Image.fromarray(_photo(seed=k)[..., 1]) for k in range(3)]
+    stack = tmp_path / "stack.tif"
+    pages[0].save(stack, save_all=True, append_images=pages[1:])
+    for decoder in ("opencv", "pillow"):
+        with pytest.raises(ManufacturingError, match=r"stack\.tif: holds 3 pages"):
+            imread(stack, decoder=decoder)
+    one = tmp_path / "one.tif"
+    pages[0].save(one)
+    assert np.array_equal(imread(one, decoder="opencv"), imread(one, decoder="pillow"))
+
+
+def test_an_empty_or_missing_file_names_itself(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for decoder in ("opencv", "pillow"):
+        with pytest.raises(ManufacturingError, match="empty.png"):
+            imread(empty, decoder=decoder)
+        with pytest.raises(ManufacturingError, match="gone.png"):
+            imread(tmp_path / "gone.png", decoder=decoder)

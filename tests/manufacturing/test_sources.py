@@ -70,14 +70,16 @@ def test_image_folder_natural_order_sizes_and_bad_files(tmp_path):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((40, 60), i * 20, np.uint8))
     cv2.imwrite(str(tmp_path / "img3.png"), np.full((80, 60, 3), 60, np.uint8))  # other size
     (tmp_path / "img4.png").write_bytes(b"not a png")
+    _, jpeg = cv2.imencode(".jpg", np.full((40, 60), 90, np.uint8))
+    (tmp_path / "img5.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) - 40])  # cut short
     (tmp_path / "notes.txt").write_text("ignored")
     with FrameSource.open(tmp_path, fit="letterbox") as src:
         frames = list(src)
     assert [round(float(f.image.mean())) for f in frames] == [20, 40, 60, 200]
     assert all(f.image.shape == (40, 60) for f in frames)
     assert src.stats.frames_resized == 1
-    assert src.stats.frames_rejected == 1          # the unreadable img4.png, counted
-    assert [f.index for f in frames] == [0, 1, 2, 4]  # natural sort: 1, 2, 3, (4), 10
+    assert src.stats.frames_rejected == 2          # img4.png and the cut img5.jpg, counted
+    assert [f.index for f in frames] == [0, 1, 2, 5]  # natural sort: 1, 2, 3, (4, 5), 10
 
 
 def test_synthetic_uri_options():

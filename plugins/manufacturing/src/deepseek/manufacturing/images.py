@@ -79,13 +79,47 @@ def imread(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
         raise ManufacturingError(f"decoder={decoder!r}: use auto, opencv or pillow")
     if decoder == "opencv" or (decoder == "auto" and have_cv2()):
         cv2 = require_cv2("decoder='opencv'")
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ManufacturingError(f"{path}: cannot read the file ({exc.strerror})") from None
+        _check_complete(path, data)
+        buf = np.frombuffer(data, np.uint8)
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
         if img is None or img.size == 0:
             raise ManufacturingError(f"{path}: OpenCV cannot read this image (damaged, or a "
                                      "format it does not know); re-save it as PNG or remove "
                                      "it")
+        if data[:4] in _TIFF_MAGIC:
+            _one_page(path, int(cv2.imcount(str(path))))
         return img
     return _pillow_read(path)
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+
+def _check_complete(path: Path, data: bytes) -> None:
+    """Refuse a JPEG cut short (a copy or a camera's write interrupted): OpenCV's decoder
+    fills what is missing with gray and returns it (Pillow refuses it), which would score as
+    a good part. Its last scan (the last start-of-scan marker; inside a scan every 0xFF byte
+    is followed by 0 or a restart marker) must be followed by the end-of-image marker."""
+    if data[:3] != b"\xff\xd8\xff":
+        return
+    last_scan = data.rfind(b"\xff\xda")
+    if last_scan >= 0 and data.find(b"\xff\xd9", last_scan) < 0:
+        raise ManufacturingError(f"{path}: the JPEG is cut short (no end-of-image marker after "
+                                 f"its last scan, {len(data)} bytes): copy it again from its "
+                                 "source, or remove it")
+
+
+def _one_page(path: Path, pages: int) -> None:
+    """Refuse an image file of several pages (a TIFF stack): one file is one part photo,
+    and reading its first page only would leave the others unscored without a word."""
+    if pages > 1:
+        raise ManufacturingError(f"{path}: holds {pages} pages (images); one file is one part "
+                                 "photo here: save each page as a file of its own (e.g. "
+                                 "tiffsplit, or Pillow's ImageSequence) and give those")
 
 
 def _pillow_read(path: Path) -> np.ndarray:
@@ -93,6 +127,8 @@ def _pillow_read(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
+            if im.format == "TIFF":
+                _one_page(path, int(getattr(im, "n_frames", 1)))
             im.load()
             mode = im.mode
             if mode == "P":
