@@ -272,3 +272,28 @@ def test_an_empty_or_missing_file_names_itself(tmp_path):
             imread(empty, decoder=decoder)
         with pytest.raises(ManufacturingError, match="gone.png"):
             imread(tmp_path / "gone.png", decoder=decoder)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
+def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path, orientation, suffix):
+    """A camera held on its side stores the sensor's rows and an orientation tag; viewers,
+    OpenCV's gray read and labelling tools show the picture turned upright, and a mask or a
+    YOLO polygon drawn on it refers to that picture: both decoders turn it the same way."""
+    from PIL import ImageOps
+
+    rgb = _photo(30, 50, seed=orientation)
+    rgb[2:6, 3:12] = 255  # a corner mark, so that every turn and mirror differs
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}{suffix}"
+    kw = {"quality": 95} if suffix == ".jpg" else {}
+    Image.fromarray(rgb).save(path, exif=exif, **kw)
+    with Image.open(path) as im:
+        shown = np.array(ImageOps.exif_transpose(im))[..., ::-1]  # as displayed, BGR
+    for decoder in ("opencv", "pillow"):
+        got = imread(path, decoder=decoder)
+        assert np.array_equal(got, shown), (decoder, orientation)
+    if suffix != ".tif":  # OpenCV's own upright read (its colour read turns by the tag)
+        assert np.array_equal(got, cv2.imread(str(path), cv2.IMREAD_COLOR))
+    assert (got.shape[0] == 30) == (orientation <= 4)

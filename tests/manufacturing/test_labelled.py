@@ -685,3 +685,35 @@ def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):
     with pytest.raises(ManufacturingError, match="a.png and .*z_again.png are the same "
                                                  "picture.*fix the wrong label"):
         read_labelled(root)
+
+
+def test_a_phone_photo_on_its_side_is_labelled_as_it_is_shown(tmp_path):
+    """A camera held on its side stores the sensor's rows and an EXIF orientation; the YOLO
+    coordinates and masks a labelling tool writes refer to the picture as shown (upright):
+    the label lands on the crack, and a mask drawn on the shown picture fits it."""
+    from PIL import Image
+
+    shown = np.full((120, 80), 150, np.uint8)  # upright: 120 rows, 80 columns
+    shown[10:14, 8:40] = 40                    # a dark crack near the top left
+    exif = Image.Exif()
+    exif[0x0112] = 6                           # stored turned: displayed after 90 deg CW
+    root = tmp_path / "yolo"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    stored = np.rot90(shown, 1)                # what the sensor wrote (80 rows, 120 columns)
+    Image.fromarray(np.ascontiguousarray(stored)).save(root / "images" / "p1.png", exif=exif)
+    # box around the crack in the shown picture: cx, cy, w, h normalised
+    (root / "labels" / "p1.txt").write_text("0 0.3 0.1 0.45 0.05\n")
+    [item] = read_labelled(root / "images")
+    assert item.image.shape == (120, 80) and np.array_equal(item.image, shown)
+    rows, cols = np.nonzero(item.mask)
+    assert 9 <= rows.min() and rows.max() <= 15 and 5 <= cols.min() and cols.max() <= 43
+    # a pixel mask drawn on the shown picture (no orientation of its own) fits it
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(np.ascontiguousarray(stored)).save(flat / "p2.png", exif=exif)
+    mask = np.zeros_like(shown)
+    mask[10:14, 8:40] = 255
+    cv2.imwrite(str(flat / "p2_mask.png"), mask)
+    [item] = read_labelled(flat)
+    assert item.defect and np.array_equal(item.mask > 0, mask > 0)

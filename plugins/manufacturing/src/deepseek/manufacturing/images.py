@@ -8,8 +8,9 @@ errors.
   ``[video]`` extra, or a build of the user's own with GStreamer), else with Pillow, which is
   what the edge form (``pip install "deepseek-manufacturing[edge]"``) carries: OpenCV alone
   is larger than the whole edge budget. Both give the same array for the same file (OpenCV's
-  conventions: BGR(A) channel order, 16-bit kept, no EXIF rotation); the tests check it file
-  by file;
+  conventions: BGR(A) channel order, 16-bit kept), turned upright by its EXIF orientation
+  (:func:`upright`) as viewers and labelling tools show it, so that masks, YOLO coordinates,
+  boxes and heatmaps refer to the picture the user sees; the tests check it file by file;
 * any image to 8-bit gray (:func:`to_gray`): OpenCV's conversion when it is installed, else
   numpy with OpenCV's exact arithmetic.
 
@@ -19,6 +20,7 @@ Video files, cameras, network streams and the stream's crack geometry need OpenC
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Iterable
@@ -69,7 +71,9 @@ def have_cv2() -> bool:
 # -- decoding -------------------------------------------------------------------------------
 def imread(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
     """The pixels of an image file as OpenCV's ``imread(path, IMREAD_UNCHANGED)`` returns
-    them: gray ``(h, w)``, BGR ``(h, w, 3)`` or BGRA ``(h, w, 4)``; uint8, uint16 or float32.
+    them: gray ``(h, w)``, BGR ``(h, w, 3)`` or BGRA ``(h, w, 4)``; uint8, uint16 or float32;
+    then turned upright by the file's EXIF orientation (which that flag leaves as stored).
+    A JPEG cut short and a TIFF of several pages are refused.
 
     ``decoder``: ``"auto"`` (OpenCV when installed, else Pillow), ``"opencv"`` or
     ``"pillow"``. Raises :class:`ManufacturingError` naming the file when it cannot be
@@ -84,6 +88,10 @@ def imread(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
         except OSError as exc:
             raise ManufacturingError(f"{path}: cannot read the file ({exc.strerror})") from None
         _check_complete(path, data)
+        orientation = exif_orientation(data)
+        if data[:4] in _TIFF_MAGIC and orientation != 1:
+            # OpenCV's TIFF decoder turns some orientations itself and fails on the others
+            return _pillow_read(path)
         buf = np.frombuffer(data, np.uint8)
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
         if img is None or img.size == 0:
@@ -92,8 +100,34 @@ def imread(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
                                      "it")
         if data[:4] in _TIFF_MAGIC:
             _one_page(path, int(cv2.imcount(str(path))))
-        return img
+        return upright(img, orientation)
     return _pillow_read(path)
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of an encoded image, 1 when it has none: how a camera held
+    on its side says which way is up. Read from the header only (Pillow opens lazily)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = im.getexif().get(0x0112, 1)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` (rows, columns[, channels]) as it is displayed under EXIF ``orientation``: as
+    viewers, OpenCV's colour and gray reads and labelling tools (whose masks and YOLO
+    coordinates refer to that picture) show it."""
+    ops = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1],
+           4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
+           6: lambda a: a.swapaxes(0, 1)[:, ::-1], 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+           8: lambda a: a.swapaxes(0, 1)[::-1]}
+    if orientation == 1:
+        return img
+    return np.ascontiguousarray(ops[orientation](img))
 
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
@@ -130,29 +164,39 @@ def _pillow_read(path: Path) -> np.ndarray:
             if im.format == "TIFF":
                 _one_page(path, int(getattr(im, "n_frames", 1)))
             im.load()
-            mode = im.mode
-            if mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                mode = im.mode
-            if mode == "1":
-                im, mode = im.convert("L"), "L"
-            if mode in ("L", "I;16", "I;16B", "I;16L", "F"):
-                arr = np.array(im)
-                if mode.startswith("I;16"):
-                    arr = arr.astype(np.uint16)
-                return arr
-            if mode == "LA":  # OpenCV gives gray with alpha as BGRA
-                g, a = (np.array(c) for c in im.split())
-                return np.dstack([g, g, g, a])
-            if mode in ("RGB", "RGBA"):
-                arr = np.array(im)
-                return np.ascontiguousarray(arr[..., [2, 1, 0, 3][:arr.shape[2]]])
+            # after load: Pillow's TIFF reader turns the pixels itself and drops the tag
+            orientation = im.getexif().get(0x0112, 1)
+            arr = _pillow_pixels(im)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ManufacturingError(f"{path}: Pillow cannot read this image ({exc}); re-save "
                                  "it as PNG or remove it") from exc
-    raise ManufacturingError(f"{path}: pixel mode {mode} is not read without OpenCV; install "
-                             'it (pip install "deepseek-manufacturing[video]") or re-save the '
-                             "image as 8- or 16-bit gray or RGB PNG")
+    if arr is None:
+        raise ManufacturingError(f"{path}: pixel mode {im.mode} is not read without OpenCV; "
+                                 'install it (pip install "deepseek-manufacturing[video]") or '
+                                 "re-save the image as 8- or 16-bit gray or RGB PNG")
+    ok = isinstance(orientation, int) and 1 <= orientation <= 8
+    return upright(arr, orientation if ok else 1)
+
+
+def _pillow_pixels(im: Any) -> np.ndarray | None:
+    """A loaded Pillow image's pixels laid out as OpenCV's IMREAD_UNCHANGED gives them, or
+    None for a mode read only with OpenCV."""
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode == "1":
+        im, mode = im.convert("L"), "L"
+    if mode in ("L", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.array(im)
+        return arr.astype(np.uint16) if mode.startswith("I;16") else arr
+    if mode == "LA":  # OpenCV gives gray with alpha as BGRA
+        g, a = (np.array(c) for c in im.split())
+        return np.dstack([g, g, g, a])
+    if mode in ("RGB", "RGBA"):
+        arr = np.array(im)
+        return np.ascontiguousarray(arr[..., [2, 1, 0, 3][:arr.shape[2]]])
+    return None
 
 
 def read_gray(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
