@@ -717,3 +717,105 @@ def test_a_phone_photo_on_its_side_is_labelled_as_it_is_shown(tmp_path):
     cv2.imwrite(str(flat / "p2_mask.png"), mask)
     [item] = read_labelled(flat)
     assert item.defect and np.array_equal(item.mask > 0, mask > 0)
+
+
+def _coco(path, images, annotations):
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "crack"}]}))
+
+
+def test_coco_annotations_polygons_run_lengths_boxes_and_good_parts(tmp_path):
+    """A COCO export (Roboflow's _annotations.coco.json beside the images): polygons and
+    run-length masks drawn as pycocotools draws them, a box alone filled, an image with no
+    annotation a good part."""
+    from pycocotools import mask as cocomask
+
+    root = tmp_path / "set"
+    for name in ("a", "b", "c", "d", "e"):
+        _part(root / "train" / f"{name}.png", ord(name), h=60, w=80)
+    rle_mask = np.zeros((60, 80), np.uint8)
+    rle_mask[20:30, 10:50] = 1
+    rle = cocomask.encode(np.asfortranarray(rle_mask))
+    crowd = {"size": [60, 80], "counts": [60 * 12 + 5, 60 * 3, 60 * 80 - 60 * 15 - 5]}
+    images = [{"id": i, "file_name": f"{n}.png", "width": 80, "height": 60}
+              for i, n in enumerate("abcde")]
+    anns = [{"id": 10, "image_id": 0, "category_id": 1, "bbox": [10, 10, 20, 20],
+             "segmentation": [[10, 10, 30, 10, 30, 30]]},
+            {"id": 11, "image_id": 1, "category_id": 1,
+             "segmentation": {"size": [60, 80], "counts": rle["counts"].decode()}},
+            {"id": 12, "image_id": 2, "category_id": 1, "bbox": [50.5, 40, 10, 5]},
+            {"id": 13, "image_id": 4, "category_id": 1, "iscrowd": 1, "segmentation": crowd}]
+    _coco(root / "train" / "_annotations.coco.json", images, anns)
+    items = {i.path.name: i for i in read_labelled(root)}
+    assert {k: (i.defect, i.source) for k, i in items.items()} == {
+        "a.png": (True, "coco"), "b.png": (True, "coco"), "c.png": (True, "coco"),
+        "d.png": (False, "coco"), "e.png": (True, "coco")}
+    a = items["a.png"].mask
+    assert a[12, 25] == 1 and a[25, 12] == 0           # inside / outside the triangle
+    assert np.array_equal(items["b.png"].mask, rle_mask)  # the run-length mask exactly
+    c = items["c.png"].mask
+    assert c.sum() == 11 * 5 and c[40:45, 50:61].all()  # the box's pixels, edges covered
+    e = items["e.png"].mask  # column-major counts: from row 5 of column 12, 180 pixels
+    assert e.sum() == 180 and e[5:, 12].all() and e[:, 13:15].all() and e[:5, 15].all()
+    assert not e[:5, 12].any()
+    assert not items["d.png"].mask.any()
+    # read again from the file when over the cache: the same masks
+    lazy = {i.path.name: i for i in read_labelled(root, cache_mb=0)}
+    for k in items:
+        assert np.array_equal(lazy[k].mask, items[k].mask), k
+
+
+def test_coco_layout_with_annotations_beside_the_image_folder(tmp_path):
+    _part(tmp_path / "train2017" / "0001.png", 1, h=40, w=50)
+    _part(tmp_path / "val2017" / "0001.png", 2, h=30, w=50)
+    _coco(tmp_path / "annotations" / "instances_train2017.json",
+          [{"id": 7, "file_name": "0001.png", "width": 50, "height": 40}],
+          [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [0, 0, 5, 5]}])
+    # the val split's file (another size) is not read for the train folder
+    _coco(tmp_path / "annotations" / "instances_val2017.json",
+          [{"id": 7, "file_name": "0001.png", "width": 50, "height": 30}], [])
+    [item] = read_labelled(tmp_path / "train2017")
+    assert item.defect and item.source == "coco" and item.mask[:5, :5].all()
+
+
+def test_coco_errors_name_the_file_and_the_annotation(tmp_path):
+    root = tmp_path / "s"
+    _part(root / "a.png", 1, h=40, w=50)
+    img = [{"id": 1, "file_name": "a.png", "width": 50, "height": 40}]
+    js = root / "coco.json"
+    cases = [
+        ([{"id": 1, "file_name": "a.png", "width": 60, "height": 40}], [],
+         r"coco.json \(a.png\): says 60x40, the image .*a.png is 50x40"),
+        (img, [{"id": 5, "image_id": 1, "segmentation": [[0, 0, 51, 0, 10, 10]]}],
+         r"annotation 5: a point lies outside the 50x40 image"),
+        (img, [{"id": 6, "image_id": 1, "bbox": [45, 35, 10, 2]}],
+         r"annotation 6: a point lies outside"),
+        (img, [{"id": 7, "image_id": 9, "bbox": [0, 0, 1, 1]}],
+         r"annotation 7 is of image_id 9, which the file's images do not list"),
+        (img, [{"id": 8, "image_id": 1, "segmentation": [[0, 0, 5, 0]]}],
+         r"annotation 8: a polygon needs an even number >= 6"),
+        (img, [{"id": 9, "image_id": 1}], r"annotation 9: neither a segmentation nor a bbox"),
+        (img, [{"id": 10, "image_id": 1, "segmentation": {"size": [40, 60], "counts": "x"}}],
+         r"annotation 10: its run-length mask is \[40, 60\]"),
+        ([{"id": 1, "file_name": "a.png"}], [], r"images\[0\] needs id, file_name, width"),
+        (img + [{"id": 2, "file_name": "./a.png", "width": 50, "height": 40}], [],
+         r"a.png: listed twice in COCO files"),
+    ]
+    for images, anns, match in cases:
+        _coco(js, images, anns)
+        with pytest.raises(ManufacturingError, match=match):
+            read_labelled(root)
+    # an image the COCO file does not list, with no other label: an error, not a good part
+    _coco(js, img, [])
+    _part(root / "b.png", 2, h=40, w=50)
+    with pytest.raises(ManufacturingError, match=r"b.png: not listed in the COCO file"):
+        read_labelled(root)
+    # other JSON files (a training report) are not COCO and are ignored
+    js.unlink()
+    (root / "b.png").unlink()
+    (root / "training.json").write_text('{"images": 3, "threshold": 0.9}')
+    with pytest.raises(ManufacturingError, match=r"a.png: no label"):
+        read_labelled(root)

@@ -11,14 +11,25 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
    ``ground_truth/``, ``segmentation/``) next to the image or next to its folder
    (``images/005.jpg`` + ``masks/005.png``). Any non-zero pixel is defect; an all-zero mask is a
    good part. The mask must have the image's size.
-2. **YOLO label file**: ``labels/.../005.txt`` for ``images/.../005.jpg`` (the last ``images``
+2. **COCO annotation file**: a JSON file below the folder given (Roboflow's
+   ``_annotations.coco.json`` beside the images, ``annotations/instances_train.json``) or in an
+   ``annotations/`` folder beside it (COCO's own layout, ``annotations/`` next to
+   ``train2017/``), with ``images``, ``annotations`` and ``categories``. An image listed there
+   (``file_name`` relative to the JSON's folder or to the folder given, else by its name when
+   that name is unique) is labelled by its annotations: polygons and run-length masks drawn
+   with pycocotools, a box alone filled; every category counts as a defect, and an image
+   listed with no annotation is a good part. A ``width``/``height`` other than the image's, a
+   point outside the image (nothing is clamped), an annotation of an unlisted image and an
+   image listed twice are errors naming the file (and annotation id); in a data set with a
+   COCO file, an image that no file lists and that has no other label is an error.
+3. **YOLO label file**: ``labels/.../005.txt`` for ``images/.../005.jpg`` (the last ``images``
    folder of the path replaced by ``labels``, as YOLO tools do), or ``005.txt`` next to the
    image. Each line is ``class x1 y1 x2 y2 x3 y3 ...`` (a polygon, at least three points) or
    ``class cx cy w h`` (a box), coordinates normalised to 0..1; every class counts as a defect.
    An empty file is a good part. In a data set that has YOLO label files, an image without one
    is a good part (the YOLO convention for background images); a warning names the folders
    where no image has a label file, in case they hold something else than parts.
-3. **Class folder**: an image under a folder named ``good``/``ok``/``normal`` is good, under
+4. **Class folder**: an image under a folder named ``good``/``ok``/``normal`` is good, under
    ``defect``/``defects``/``bad``/``crack``/``cracks``/``ng`` is a defect, with no location
    (positive crops then cannot be placed on the defect: a warning says so).
 
@@ -70,7 +81,7 @@ class LabelledImage:
 
     path: Path
     defect: bool
-    source: str            # "mask", "yolo", "yolo-background", "folder"
+    source: str            # "mask", "coco", "yolo", "yolo-background", "folder"
     shape: tuple[int, int]  # the file's (h, w); the image and mask are at ``scale``
     label_path: Path | None = None
     group: str = ""
@@ -80,6 +91,7 @@ class LabelledImage:
     digest: str = ""       # of the decoded pixels (:func:`pixel_digest`): equal for copies
     copies: list[LabelledImage] = field(default_factory=list, repr=False)  # set aside
     copies_differ: bool = False  # their defect masks differ from its own (merged)
+    coco: CocoEntry | None = field(default=None, repr=False)  # its COCO annotations
     _image: np.ndarray | None = field(default=None, repr=False)
     _mask: np.ndarray | None = field(default=None, repr=False)
 
@@ -122,6 +134,9 @@ class LabelledImage:
         elif self.source == "yolo":
             assert self.label_path is not None
             mask = yolo_mask(self.label_path, *self.shape)
+        elif self.source == "coco":
+            assert self.coco is not None
+            mask = coco_mask(self.coco, self.path, self.shape)
         else:
             assert self.label_path is not None
             mask = _read_mask(self.label_path, self.path, self.shape)
@@ -302,6 +317,192 @@ def yolo_mask(label: Path, height: int, width: int) -> np.ndarray:
     return mask
 
 
+@dataclass
+class CocoEntry:
+    """One image of a COCO annotation file: the file, the size it states, its annotations."""
+
+    json: Path
+    file_name: str
+    width: int
+    height: int
+    annotations: list[dict[str, Any]]
+
+
+def _coco_candidates(root: Path) -> list[Path]:
+    """JSON files that may hold COCO annotations for the images below ``root``: any below
+    it, and those in an ``annotations/`` folder beside it whose name holds the folder's
+    (``annotations/instances_train2017.json`` for ``train2017/``)."""
+    found = sorted(root.rglob("*.json"))
+    beside = root.parent / "annotations"
+    if beside.is_dir() and not beside.is_relative_to(root):
+        found += sorted(j for j in beside.glob("*.json") if root.name.lower() in j.stem.lower())
+    return found
+
+
+def _load_coco(path: Path) -> dict[str, Any] | None:
+    """The COCO document in ``path``, or None when the JSON is something else."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not (isinstance(doc, dict) and isinstance(doc.get("images"), list)
+            and isinstance(doc.get("annotations"), list)):
+        return None
+    return doc
+
+
+def _coco_entries(js: Path, doc: dict[str, Any]) -> list[CocoEntry]:
+    entries: dict[Any, CocoEntry] = {}
+    for k, im in enumerate(doc["images"]):
+        try:
+            entries[im["id"]] = CocoEntry(js, str(im["file_name"]), int(im["width"]),
+                                          int(im["height"]), [])
+        except (KeyError, TypeError, ValueError):
+            raise ManufacturingError(f"{js}: images[{k}] needs id, file_name, width and "
+                                     "height") from None
+    for k, ann in enumerate(doc["annotations"]):
+        if not isinstance(ann, dict):
+            raise ManufacturingError(f"{js}: annotations[{k}] is not an object")
+        if ann.get("image_id") not in entries:
+            raise ManufacturingError(f"{js}: annotation {ann.get('id', f'[{k}]')} is of "
+                                     f"image_id {ann.get('image_id')!r}, which the file's "
+                                     "images do not list")
+        entries[ann["image_id"]].annotations.append(ann)
+    return list(entries.values())
+
+
+def coco_labels(root: Path, files: list[Path]) -> dict[Path, CocoEntry]:
+    """The COCO entry of each of ``files`` that a COCO file below ``root`` (or in
+    ``annotations/`` beside it) lists: by ``file_name`` relative to the JSON's folder or to
+    ``root``, else (for files no entry names so) by the name alone when it is unique among
+    the files and among the entries left.
+
+    Raises:
+        ManufacturingError: a malformed entry or annotation, an annotation of an image the
+            file does not list, or an image listed by two entries.
+    """
+    all_entries = []
+    for js in _coco_candidates(root):
+        doc = _load_coco(js)
+        if doc is not None:
+            all_entries += _coco_entries(js, doc)
+    if not all_entries:
+        return {}
+    by_path = {p.resolve(): p for p in files}
+    out: dict[Path, CocoEntry] = {}
+
+    def take(hit: Path, e: CocoEntry) -> None:
+        if hit in out:
+            raise ManufacturingError(f"{hit}: listed twice in COCO files ({out[hit].json}: "
+                                     f"{out[hit].file_name}; {e.json}: {e.file_name}); keep one")
+        out[hit] = e
+
+    left = []
+    for e in all_entries:
+        hit = next((by_path[c] for c in ((base / e.file_name).resolve()
+                                         for base in (e.json.parent, root)) if c in by_path),
+                   None)
+        if hit is None:
+            left.append(e)
+        else:
+            take(hit, e)
+    names: dict[str, list[Path]] = {}
+    for p in files:
+        if p not in out:
+            names.setdefault(p.name, []).append(p)
+    left_names: dict[str, int] = {}
+    for e in left:
+        left_names[Path(e.file_name).name] = left_names.get(Path(e.file_name).name, 0) + 1
+    for e in left:
+        name = Path(e.file_name).name
+        if len(names.get(name, ())) == 1 and left_names[name] == 1:
+            take(names[name][0], e)
+    log.info("%s: COCO annotations for %d of %d image(s) (%d entries in %d file(s))", root,
+             len(out), len(files), len(all_entries), len({e.json for e in all_entries}))
+    return out
+
+
+def coco_mask(entry: CocoEntry, img: Path, shape: tuple[int, int]) -> np.ndarray:
+    """The defect mask of ``img`` from its COCO annotations (every category a defect):
+    polygons and run-length masks drawn by pycocotools, a box alone filled.
+
+    Raises:
+        ManufacturingError: the entry's size is not the image's, a point lies outside the
+            image, or an annotation has neither a segmentation nor a box.
+    """
+    h, w = shape
+    where = f"{entry.json} ({entry.file_name})"
+    if (entry.height, entry.width) != (h, w):
+        raise ManufacturingError(f"{where}: says {entry.width}x{entry.height}, the image "
+                                 f"{img} is {w}x{h} (read upright by its EXIF orientation); "
+                                 "the annotations must be of this picture")
+    mask = np.zeros((h, w), np.uint8)
+    if not entry.annotations:
+        return mask
+    try:
+        from pycocotools import mask as cocomask
+    except ImportError:
+        raise ManufacturingError(f"{entry.json}: COCO masks are drawn with pycocotools: pip "
+                                 'install "deepseek-manufacturing[full]" (or pycocotools)') \
+            from None
+    for ann in entry.annotations:
+        aid = ann.get("id", "?")
+        seg, box = ann.get("segmentation"), ann.get("bbox")
+        try:
+            if isinstance(seg, list) and seg:
+                for poly in seg:
+                    xy = np.asarray(poly, np.float64)
+                    if xy.ndim != 1 or len(xy) < 6 or len(xy) % 2:
+                        raise ValueError("a polygon needs an even number >= 6 of coordinates")
+                    _inside(xy[0::2], xy[1::2], w, h)
+                rle = cocomask.merge(_quiet(cocomask.frPyObjects, seg, h, w))
+            elif isinstance(seg, dict):
+                if list(seg.get("size", [])) != [h, w]:
+                    raise ValueError(f"its run-length mask is {seg.get('size')} (h, w), the "
+                                     f"image {[h, w]}")
+                rle = (_quiet(cocomask.frPyObjects, seg, h, w)
+                       if isinstance(seg.get("counts"), list)
+                       else {"size": seg["size"], "counts": seg["counts"]})
+            elif box is not None and len(box) == 4:
+                x, y, bw, bh = (float(v) for v in box)
+                if bw <= 0 or bh <= 0:
+                    raise ValueError(f"box {box} has no area")
+                _inside(np.array([x, x + bw]), np.array([y, y + bh]), w, h)
+                mask[int(np.floor(y)):int(np.ceil(y + bh)),
+                     int(np.floor(x)):int(np.ceil(x + bw))] = 1
+                continue
+            else:
+                raise ValueError("neither a segmentation nor a bbox")
+            m = _quiet(cocomask.decode, rle)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ManufacturingError(f"{where}: annotation {aid}: {exc}") from None
+        mask |= (m.reshape(h, w, -1).max(axis=2) > 0).astype(np.uint8)
+    return mask
+
+
+def _quiet(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` without the DeprecationWarning pycocotools raises under numpy 2."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return fn(*args)
+
+
+def _inside(xs: np.ndarray, ys: np.ndarray, w: int, h: int) -> None:
+    """Refuse points outside the image (pixel coordinates, edges included): nothing is
+    clamped."""
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        raise ValueError("a coordinate is not a number")
+    if xs.min() < 0 or ys.min() < 0 or xs.max() > w or ys.max() > h:
+        raise ValueError(f"a point lies outside the {w}x{h} image (x {xs.min():g}..{xs.max():g}"
+                         f", y {ys.min():g}..{ys.max():g}): fix the annotation (nothing is "
+                         "clamped)")
+
+
 def _folder_label(img: Path, root: Path) -> bool | None:
     names = [p.lower() for p in img.parent.relative_to(root).parts] if \
         img.is_relative_to(root) else [img.parent.name.lower()]
@@ -366,6 +567,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     files = list_images(root, recursive=True)
     if not files:
         raise ManufacturingError(f"{root}: no part images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    coco = coco_labels(root, files)
     yolo = {p: yolo_label_path(p) for p in files}
     yolo_set = any(v is not None for v in yolo.values())
     out = []
@@ -376,8 +578,16 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         folder = _folder_label(p, root)
         mpath = _find_mask(p)
         label: Path | None = None
+        entry = coco.get(p) if coco else None
         if mpath is not None:
             mask, source, label = _read_mask(mpath, p, shape), "mask", mpath
+        elif entry is not None:
+            mask, source, label = coco_mask(entry, p, shape), "coco", entry.json
+        elif coco and yolo[p] is None and folder is None:
+            raise ManufacturingError(
+                f"{p}: not listed in the COCO file(s) of this data set "
+                f"({', '.join(sorted({e.json.name for e in coco.values()}))}) and no other "
+                "label: add it there (with no annotation if it is a good part) or move it out")
         elif yolo[p] is not None:
             label = yolo[p]
             mask, source = yolo_mask(label, *shape), "yolo"
@@ -396,7 +606,8 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
                                      f"but its {source} label says "
                                      f"{'defect' if defect else 'good'}; fix one of them")
         item = LabelledImage(p, defect, source, shape, label, group_of(p, root, group_pattern),
-                             scale=scale, digest=pixel_digest(img))
+                             scale=scale, digest=pixel_digest(img),
+                             coco=entry if source == "coco" else None)
         if scale != 1:
             img = rescale(img, scale)
             mask = None if mask is None else rescale_mask(mask, scale)
