@@ -800,6 +800,13 @@ def test_coco_errors_name_the_file_and_the_annotation(tmp_path):
         (img, [{"id": 9, "image_id": 1}], r"annotation 9: neither a segmentation nor a bbox"),
         (img, [{"id": 10, "image_id": 1, "segmentation": {"size": [40, 60], "counts": "x"}}],
          r"annotation 10: its run-length mask is \[40, 60\]"),
+        (img, [{"id": 11, "image_id": 1, "segmentation": {"size": [40, 50], "counts": "x"}}],
+         r"annotation 11: its run-length string holds 'x', outside the format"),
+        (img, [{"id": 13, "image_id": 1, "segmentation": {"size": [40, 50], "counts": "0"}}],
+         r"annotation 13: its run-length string covers 0 pixels, the image 2000"),
+        (img, [{"id": 12, "image_id": 1, "segmentation": {"size": [40, 50],
+                                                          "counts": [10, 5]}}],
+         r"annotation 12: its run lengths cover 15 pixels, the image 2000"),
         ([{"id": 1, "file_name": "a.png"}], [], r"images\[0\] needs id, file_name, width"),
         (img + [{"id": 2, "file_name": "./a.png", "width": 50, "height": 40}], [],
          r"a.png: listed twice in COCO files"),
@@ -819,3 +826,24 @@ def test_coco_errors_name_the_file_and_the_annotation(tmp_path):
     (root / "training.json").write_text('{"images": 3, "threshold": 0.9}')
     with pytest.raises(ManufacturingError, match=r"a.png: no label"):
         read_labelled(root)
+
+
+def test_rle_string_counts_read_what_pycocotools_writes():
+    from pycocotools import mask as cocomask
+
+    from deepseek.manufacturing.labelled import rle_string_counts
+
+    rng = np.random.default_rng(0)
+    for k in range(20):
+        h, w = int(rng.integers(1, 70)), int(rng.integers(1, 70))
+        m = (rng.random((h, w)) < rng.uniform(0, 1)).astype(np.uint8)
+        if k % 3 == 0:
+            m[:] = 0
+            m[h // 3: h // 2 + 1, w // 4: w // 2 + 1] = 1  # long runs: multi-character counts
+        flat = m.flatten(order="F")
+        edges = np.flatnonzero(np.diff(flat)) + 1
+        want = np.diff(np.r_[0, edges, flat.size]).tolist()
+        if flat[0] == 1:
+            want = [0] + want                          # runs start with the zeros
+        got = rle_string_counts(cocomask.encode(np.asfortranarray(m))["counts"].decode())
+        assert got == want, k

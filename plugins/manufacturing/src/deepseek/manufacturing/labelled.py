@@ -463,9 +463,23 @@ def coco_mask(entry: CocoEntry, img: Path, shape: tuple[int, int]) -> np.ndarray
                 if list(seg.get("size", [])) != [h, w]:
                     raise ValueError(f"its run-length mask is {seg.get('size')} (h, w), the "
                                      f"image {[h, w]}")
-                rle = (_quiet(cocomask.frPyObjects, seg, h, w)
-                       if isinstance(seg.get("counts"), list)
-                       else {"size": seg["size"], "counts": seg["counts"]})
+                counts = seg.get("counts")
+                if isinstance(counts, list):  # uncompressed: run lengths, column by column
+                    if not all(isinstance(c, int) and c >= 0 for c in counts) \
+                            or sum(counts) != h * w:
+                        raise ValueError(f"its run lengths cover {sum(map(int, counts))} "
+                                         f"pixels, the image {h * w}")
+                    rle = _quiet(cocomask.frPyObjects, seg, h, w)
+                elif isinstance(counts, str):
+                    # pycocotools' C decoder trusts the string: runs past the image would
+                    # be written past its buffer, so their total is checked first
+                    runs = rle_string_counts(counts)
+                    if min(runs, default=0) < 0 or sum(runs) != h * w:
+                        raise ValueError(f"its run-length string covers {sum(runs)} pixels, "
+                                         f"the image {h * w} (damaged or cut short)")
+                    rle = {"size": [h, w], "counts": counts.encode()}
+                else:
+                    raise ValueError("its run-length counts are neither a list nor a string")
             elif box is not None and len(box) == 4:
                 x, y, bw, bh = (float(v) for v in box)
                 if bw <= 0 or bh <= 0:
@@ -481,6 +495,38 @@ def coco_mask(entry: CocoEntry, img: Path, shape: tuple[int, int]) -> np.ndarray
             raise ManufacturingError(f"{where}: annotation {aid}: {exc}") from None
         mask |= (m.reshape(h, w, -1).max(axis=2) > 0).astype(np.uint8)
     return mask
+
+
+def rle_string_counts(text: str) -> list[int]:
+    """The run lengths of a COCO compressed run-length string (the format pycocotools'
+    ``encode`` writes: each count in 5-bit groups, one character each from ``0`` (48) on, the
+    sixth bit saying that more follow, counts after the second stored as the difference from
+    the one two places back), read only to check them before the C decoder trusts them.
+
+    Raises:
+        ValueError: a character outside the format, or a count cut short.
+    """
+    runs: list[int] = []
+    p, n = 0, len(text)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ValueError("its run-length string ends inside a count (cut short)")
+            c = ord(text[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"its run-length string holds {text[p]!r}, outside the "
+                                 "format")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
 
 
 def _quiet(fn: Any, *args: Any) -> Any:
