@@ -847,3 +847,46 @@ def test_rle_string_counts_read_what_pycocotools_writes():
             want = [0] + want                          # runs start with the zeros
         got = rle_string_counts(cocomask.encode(np.asfortranarray(m))["counts"].decode())
         assert got == want, k
+
+
+def _voc(path, w, h, boxes, root="annotation"):
+    objs = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{a}</xmin>"
+                   f"<ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+                   for n, (a, b, c, d) in boxes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<{root}><filename>{path.stem}.png</filename><size><width>{w}</width>"
+                    f"<height>{h}</height><depth>1</depth></size>{objs}</{root}>")
+
+
+def test_pascal_voc_files_beside_the_image_and_in_annotations(tmp_path):
+    """labelImg's default output: STEM.xml beside the image, or VOC's JPEGImages/ +
+    Annotations/; each object's box filled, edges included, a file with no object good."""
+    root = tmp_path / "voc"
+    _part(root / "JPEGImages" / "p1_a.png", 1, h=40, w=50)
+    _part(root / "JPEGImages" / "p1_b.png", 2, h=40, w=50)
+    _part(root / "JPEGImages" / "p2_a.png", 3, h=40, w=50)
+    _voc(root / "Annotations" / "p1_a.xml", 50, 40, [("crack", (10, 5, 19, 7)),
+                                                     ("scratch", (40, 30, 50, 40))])
+    _voc(root / "Annotations" / "p1_b.xml", 50, 40, [])
+    _voc(root / "JPEGImages" / "p2_a.xml", 50, 40, [("crack", (0, 0, 0, 0))])
+    items = {i.path.name: i for i in read_labelled(root)}
+    assert {k: (i.defect, i.source) for k, i in items.items()} == {
+        "p1_a.png": (True, "voc"), "p1_b.png": (False, "voc"), "p2_a.png": (True, "voc")}
+    m = items["p1_a.png"].mask
+    assert m[5:8, 10:20].all() and m[30:, 40:].all() and m.sum() == 3 * 10 + 10 * 10
+    assert items["p2_a.png"].mask.sum() == 1
+    lazy = {i.path.name: i for i in read_labelled(root, cache_mb=0)}
+    assert all(np.array_equal(lazy[k].mask, items[k].mask) for k in items)
+    for bad, match in (
+            (dict(w=60, h=40, boxes=[]), r"p1_a.xml: <size> says 60x40, the image is 50x40"),
+            (dict(w=50, h=40, boxes=[("crack", (10, 5, 51, 7))]),
+             r"p1_a.xml: object 1 \(crack\): box \(10, 5\)-\(51, 7\) is not inside"),
+            (dict(w=50, h=40, boxes=[("crack", (10, 5, 8, 7))]), r"with min <= max"),
+            (dict(w=50, h=40, boxes=[("crack", ("a", 5, 8, 7))]), r"needs <bndbox> with numeric"),
+            (dict(w=50, h=40, boxes=[], root="doc"), r"the root element is <doc>")):
+        _voc(root / "Annotations" / "p1_a.xml", **bad)
+        with pytest.raises(ManufacturingError, match=match):
+            read_labelled(root)
+    (root / "Annotations" / "p1_a.xml").write_text("<annotation><object>")
+    with pytest.raises(ManufacturingError, match=r"p1_a.xml: not readable Pascal VOC XML"):
+        read_labelled(root)

@@ -22,14 +22,20 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
    point outside the image (nothing is clamped), an annotation of an unlisted image and an
    image listed twice are errors naming the file (and annotation id); in a data set with a
    COCO file, an image that no file lists and that has no other label is an error.
-3. **YOLO label file**: ``labels/.../005.txt`` for ``images/.../005.jpg`` (the last ``images``
+3. **Pascal VOC file** (labelImg's default): ``005.xml`` next to the image, or in an
+   ``Annotations/`` (or ``annotations/``) folder beside the image's folder (VOC's
+   ``JPEGImages/`` + ``Annotations/``); each ``<object>``'s ``<bndbox>`` (pixel coordinates,
+   edges included) is filled, every ``<name>`` a defect, a file with no object a good part.
+   A ``<size>`` other than the image's, a box outside it or a malformed box is an error
+   naming the file and object.
+4. **YOLO label file**: ``labels/.../005.txt`` for ``images/.../005.jpg`` (the last ``images``
    folder of the path replaced by ``labels``, as YOLO tools do), or ``005.txt`` next to the
    image. Each line is ``class x1 y1 x2 y2 x3 y3 ...`` (a polygon, at least three points) or
    ``class cx cy w h`` (a box), coordinates normalised to 0..1; every class counts as a defect.
    An empty file is a good part. In a data set that has YOLO label files, an image without one
    is a good part (the YOLO convention for background images); a warning names the folders
    where no image has a label file, in case they hold something else than parts.
-4. **Class folder**: an image under a folder named ``good``/``ok``/``normal`` is good, under
+5. **Class folder**: an image under a folder named ``good``/``ok``/``normal`` is good, under
    ``defect``/``defects``/``bad``/``crack``/``cracks``/``ng`` is a defect, with no location
    (positive crops then cannot be placed on the defect: a warning says so).
 
@@ -81,7 +87,7 @@ class LabelledImage:
 
     path: Path
     defect: bool
-    source: str            # "mask", "coco", "yolo", "yolo-background", "folder"
+    source: str            # "mask", "coco", "voc", "yolo", "yolo-background", "folder"
     shape: tuple[int, int]  # the file's (h, w); the image and mask are at ``scale``
     label_path: Path | None = None
     group: str = ""
@@ -137,6 +143,9 @@ class LabelledImage:
         elif self.source == "coco":
             assert self.coco is not None
             mask = coco_mask(self.coco, self.path, self.shape)
+        elif self.source == "voc":
+            assert self.label_path is not None
+            mask = voc_mask(self.label_path, self.shape)
         else:
             assert self.label_path is not None
             mask = _read_mask(self.label_path, self.path, self.shape)
@@ -279,6 +288,64 @@ def yolo_label_path(img: Path) -> Path | None:
             break
     cand = img.with_suffix(".txt")
     return cand if cand.is_file() else None
+
+
+def voc_label_path(img: Path) -> Path | None:
+    """The Pascal VOC file of an image: ``STEM.xml`` beside it, or in ``Annotations/`` (or
+    ``annotations/``) beside its folder; None when there is none."""
+    for cand in (img.with_suffix(".xml"), img.parent.parent / "Annotations" / f"{img.stem}.xml",
+                 img.parent.parent / "annotations" / f"{img.stem}.xml"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def voc_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
+    """The defect mask of a Pascal VOC file: every object's box filled (pixel coordinates,
+    both edges included; every class a defect).
+
+    Raises:
+        ManufacturingError: not VOC XML, a ``<size>`` other than the image's, or a box that
+            is malformed or outside the image (nothing is clamped).
+    """
+    import xml.etree.ElementTree as ET
+
+    h, w = shape
+    try:
+        tree = ET.parse(label)
+    except (ET.ParseError, OSError) as exc:
+        raise ManufacturingError(f"{label}: not readable Pascal VOC XML ({exc})") from None
+    ann = tree.getroot()
+    if ann.tag != "annotation":
+        raise ManufacturingError(f"{label}: the root element is <{ann.tag}>, a Pascal VOC file's "
+                                 "is <annotation>")
+    size = ann.find("size")
+    if size is not None:
+        try:
+            sw, sh = int(float(size.findtext("width", "0"))), int(float(size.findtext("height",
+                                                                                      "0")))
+        except ValueError:
+            raise ManufacturingError(f"{label}: <size> is not numbers") from None
+        if (sw or sh) and (sh, sw) != (h, w):
+            raise ManufacturingError(f"{label}: <size> says {sw}x{sh}, the image is {w}x{h} "
+                                     "(read upright by its EXIF orientation); the boxes must be "
+                                     "of this picture")
+    mask = np.zeros((h, w), np.uint8)
+    for k, obj in enumerate(ann.iter("object"), 1):
+        what = f"{label}: object {k} ({obj.findtext('name', '?')})"
+        box = obj.find("bndbox")
+        try:
+            x0, y0, x1, y1 = (float(box.findtext(t, "")) for t in ("xmin", "ymin", "xmax",
+                                                                    "ymax"))  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            raise ManufacturingError(f"{what}: needs <bndbox> with numeric xmin, ymin, xmax, "
+                                     "ymax") from None
+        if not (0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h):
+            raise ManufacturingError(f"{what}: box ({x0:g}, {y0:g})-({x1:g}, {y1:g}) is not "
+                                     f"inside the {w}x{h} image with min <= max (nothing is "
+                                     "clamped)")
+        mask[int(y0):min(h, int(np.ceil(y1)) + 1), int(x0):min(w, int(np.ceil(x1)) + 1)] = 1
+    return mask
 
 
 def yolo_mask(label: Path, height: int, width: int) -> np.ndarray:
@@ -629,6 +696,8 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
             mask, source, label = _read_mask(mpath, p, shape), "mask", mpath
         elif entry is not None:
             mask, source, label = coco_mask(entry, p, shape), "coco", entry.json
+        elif (voc := voc_label_path(p)) is not None:
+            mask, source, label = voc_mask(voc, shape), "voc", voc
         elif coco and yolo[p] is None and folder is None:
             raise ManufacturingError(
                 f"{p}: not listed in the COCO file(s) of this data set "
@@ -643,8 +712,9 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
             mask, source = None, "folder"
         else:
             raise ManufacturingError(
-                f"{p}: no label: give a mask ({p.stem}_mask.png or masks/{p.stem}.png), a YOLO "
-                f"label file (labels/.../{p.stem}.txt), or put it in a good/ or defect/ folder "
+                f"{p}: no label: give a mask ({p.stem}_mask.png or masks/{p.stem}.png), a "
+                f"label file (a COCO JSON listing it, Pascal VOC {p.stem}.xml, YOLO "
+                f"labels/.../{p.stem}.txt), or put it in a good/ or defect/ folder "
                 "(a folder of good parts alone: train --good-only, calibrate --all-good)")
         defect = bool(mask.any()) if mask is not None else bool(folder)
         if folder is not None and mask is not None and folder != defect:
