@@ -890,3 +890,26 @@ def test_pascal_voc_files_beside_the_image_and_in_annotations(tmp_path):
     (root / "Annotations" / "p1_a.xml").write_text("<annotation><object>")
     with pytest.raises(ManufacturingError, match=r"p1_a.xml: not readable Pascal VOC XML"):
         read_labelled(root)
+
+
+def test_mvtec_ad_layout_masks_by_defect_type_beside_the_split(tmp_path):
+    """MVTec AD: train/good/, test/good/ and test/<type>/000.png with its mask in
+    ground_truth/<type>/000_mask.png (beside test/, not beside the image's folder)."""
+    root = tmp_path / "bottle"
+    _part(root / "train" / "good" / "000.png", 1)
+    _part(root / "test" / "good" / "000.png", 2)
+    broken = _part(root / "test" / "broken_large" / "000.png", 3, ((10, 10), (40, 30)))
+    crack = _part(root / "test" / "crack" / "000.png", 4, ((50, 10), (70, 30)))
+    for kind, mask in (("broken_large", broken), ("crack", crack)):
+        (root / "ground_truth" / kind).mkdir(parents=True)
+        cv2.imwrite(str(root / "ground_truth" / kind / "000_mask.png"), mask)
+    items = {i.path.relative_to(root).as_posix(): i for i in read_labelled(root / "test")}
+    assert set(items) == {"test/good/000.png", "test/broken_large/000.png",
+                          "test/crack/000.png"}
+    for kind, mask in (("broken_large", broken), ("crack", crack)):
+        it = items[f"test/{kind}/000.png"]
+        assert it.source == "mask" and it.defect
+        assert np.array_equal(it.mask, (mask > 0).astype(np.uint8))
+    assert items["test/good/000.png"].source == "folder"
+    # the whole category: ground_truth/ holds masks, not parts
+    assert len(read_labelled(root)) == 4

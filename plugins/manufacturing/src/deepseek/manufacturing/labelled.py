@@ -9,7 +9,9 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
    :data:`~deepseek.manufacturing.images.LABEL_STEM_ENDINGS`) next to it, or a file with the
    same stem in a mask folder (``masks/``, ``mask/``, ``gt/``, ``groundTruth/``,
    ``ground_truth/``, ``segmentation/``) next to the image or next to its folder
-   (``images/005.jpg`` + ``masks/005.png``). Any non-zero pixel is defect; an all-zero mask is a
+   (``images/005.jpg`` + ``masks/005.png``), or, as MVTec AD lays them out, beside the split
+   under the image folder's name (``test/crack/000.png`` +
+   ``ground_truth/crack/000_mask.png``). Any non-zero pixel is defect; an all-zero mask is a
    good part. The mask must have the image's size.
 2. **COCO annotation file**: a JSON file below the folder given (Roboflow's
    ``_annotations.coco.json`` beside the images, ``annotations/instances_train.json``) or in an
@@ -260,9 +262,13 @@ def _find_mask(img: Path) -> Path | None:
         masks = same_stem_masks([img, *twins])
         if img not in masks and masks:
             return sorted(masks)[0]
-    for base in (d, d.parent):
-        for folder in MASK_FOLDERS:
-            for cand in sorted((base / folder).glob(f"{glob_escape(stem)}*")):
+    # beside the image, beside its folder, and MVTec AD's layout: test/crack/000.png with
+    # ground_truth/crack/000_mask.png (the mask folder beside the split, by defect type)
+    places = [base / folder for base in (d, d.parent) for folder in MASK_FOLDERS]
+    places += [d.parent.parent / folder / d.name for folder in MASK_FOLDERS]
+    for place in places:
+        if place.is_dir():
+            for cand in sorted(place.glob(f"{glob_escape(stem)}*")):
                 rest = cand.stem[len(stem):].lower()
                 if cand.suffix.lower() in IMAGE_SUFFIXES and (rest == "" or
                                                               rest in LABEL_STEM_ENDINGS):
