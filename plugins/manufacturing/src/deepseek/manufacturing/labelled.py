@@ -267,7 +267,7 @@ def _find_mask(img: Path) -> Path | None:
     places = [base / folder for base in (d, d.parent) for folder in MASK_FOLDERS]
     places += [d.parent.parent / folder / d.name for folder in MASK_FOLDERS]
     for place in places:
-        if place.is_dir():
+        if place.is_dir() and place.resolve() != d.resolve():  # never the image's own folder
             for cand in sorted(place.glob(f"{glob_escape(stem)}*")):
                 rest = cand.stem[len(stem):].lower()
                 if cand.suffix.lower() in IMAGE_SUFFIXES and (rest == "" or
@@ -417,7 +417,13 @@ def _load_coco(path: Path) -> dict[str, Any] | None:
     import json
 
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
+            # COCO writers put "images" near the top (after info, licences, categories); a
+            # folder may hold thousands of other JSON files (labelme's, one per photo, each
+            # with the photo inside), which are not parsed whole to learn that
+            if b'"images"' not in f.read(1 << 20):
+                return None
+            f.seek(0)
             doc = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError):
         return None
