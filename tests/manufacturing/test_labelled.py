@@ -913,3 +913,64 @@ def test_mvtec_ad_layout_masks_by_defect_type_beside_the_split(tmp_path):
     assert items["test/good/000.png"].source == "folder"
     # the whole category: ground_truth/ holds masks, not parts
     assert len(read_labelled(root)) == 4
+
+
+def test_labelme_files_beside_the_image(tmp_path):
+    """labelme's own JSON beside each photo: every shape type it writes drawn as it draws
+    them (lines 10 px wide, points of radius 5, bitmap masks placed at their corner)."""
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    root = tmp_path / "lm"
+    _part(root / "a.png", 1, h=60, w=80)
+    _part(root / "b.png", 2, h=60, w=80)
+    bits = np.zeros((4, 6), np.uint8)
+    bits[1:3, 2:5] = 255
+    png = io.BytesIO()
+    Image.fromarray(bits).save(png, format="PNG")
+    shapes = [
+        {"label": "crack", "shape_type": "linestrip", "points": [[5, 50], [40, 50], [40, 30]]},
+        {"label": "pit", "shape_type": "point", "points": [[70, 10]]},
+        {"label": "chip", "shape_type": "rectangle", "points": [[20, 5], [10, 15]]},
+        {"label": "dent", "shape_type": "circle", "points": [[60, 40], [60, 43]]},
+        {"label": "scratch", "shape_type": "polygon", "points": [[0, 0], [4, 0], [0, 4]]},
+        {"label": "stain", "shape_type": "mask", "points": [[70, 50], [75, 53]],
+         "mask": base64.b64encode(png.getvalue()).decode()}]
+    doc = {"version": "5.5.0", "shapes": shapes, "imagePath": "a.png", "imageData": None,
+           "imageWidth": 80, "imageHeight": 60}
+    (root / "a.json").write_text(json.dumps(doc))
+    (root / "b.json").write_text(json.dumps({**doc, "shapes": [], "imagePath": "b.png"}))
+    items = {i.path.name: i for i in read_labelled(root)}
+    assert (items["a.png"].source, items["a.png"].defect) == ("labelme", True)
+    assert (items["b.png"].source, items["b.png"].defect) == ("labelme", False)
+    m = items["a.png"].mask
+    assert m[50, 5:41].all() and m[46:55, 20].all() and not m[40, 20]  # a 10 px line
+    assert m[30:51, 40].all()                                          # its second segment
+    assert m[10, 65:76].all() and not m[10, 63] and not m[16, 70]      # radius 5
+    assert m[5:16, 10:21].all() and not m[4, 15]                       # corners in any order
+    assert m[40, 57:64].all() and not m[40, 55]                        # radius 3
+    assert m[0, 0] and m[1, 1] and not m[4, 4]                         # polygon
+    assert m[51:53, 72:75].all() and not m[50, 72] and not m[51, 71]   # the bitmap
+    for bad, match in (
+            ({"imageWidth": 81}, r"a.json: says 81x60, the image is 80x60"),
+            ({"shapes": [{"label": "c", "shape_type": "line", "points": [[0, 0], [81, 5]]}]},
+             r"a.json: shape 1 \(c, line\): a point lies outside the 80x60 image"),
+            ({"shapes": [{"label": "c", "shape_type": "ellipse", "points": [[1, 1], [2, 2]]}]},
+             r"shape 1 \(c, ellipse\): 2 point\(s\) make no ellipse labelme writes"),
+            ({"shapes": [{"label": "c", "shape_type": "polygon", "points": [[1, 1], [2, 2]]}]},
+             r"2 point\(s\) make no polygon"),
+            ({"shapes": [{"label": "c", "shape_type": "mask", "points": [[78, 58], [80, 60]],
+                          "mask": shapes[-1]["mask"]}]}, r"runs past the 80x60 image")):
+        (root / "a.json").write_text(json.dumps({**doc, **bad}))
+        with pytest.raises(ManufacturingError, match=match):
+            read_labelled(root)
+    (root / "a.json").write_text('{"shapes": [')
+    with pytest.raises(ManufacturingError, match=r"a.json: not a readable labelme file"):
+        read_labelled(root)
+    # a JSON beside the photo that is not labelme's is no label
+    (root / "a.json").write_text('{"exposure_ms": 4}')
+    with pytest.raises(ManufacturingError, match=r"a.png: no label"):
+        read_labelled(root)

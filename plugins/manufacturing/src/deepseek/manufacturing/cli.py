@@ -399,8 +399,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                                       "flag.")
 @click.option("--all-good", is_flag=True,
               help="FOLDER holds good parts only, without labels (else it is labelled as "
-                   "for train --folder: masks, COCO, VOC or YOLO labels, or good/ + "
-                   "defect/).")
+                   "for train --folder: masks, COCO, VOC, labelme or YOLO labels, or good/ "
+                   "+ defect/).")
 @click.option("--group-pattern", default=None, metavar="REGEX",
               help="As for train: what names the part in a labelled folder's paths.")
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
@@ -482,9 +482,9 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
               default=None, help="Labelled part images: pixel masks (IMG_mask.png or "
               "masks/IMG.png), a COCO annotation file (_annotations.coco.json, "
               "annotations/instances_*.json), Pascal VOC boxes (IMG.xml, Annotations/IMG.xml), "
-              "YOLO polygon/box labels (labels/.../IMG.txt) or good/ and defect/ folders; a "
-              "photo saved twice (equal pixels) is used once (default: synthetic clips "
-              "generated for the run).")
+              "labelme shapes (IMG.json), YOLO polygon/box labels (labels/.../IMG.txt) or "
+              "good/ and defect/ folders; a photo saved twice (equal pixels) is used once "
+              "(default: synthetic clips generated for the run).")
 @click.option("--val-folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="--folder: your held-out labelled images; one model, the "
               "best epoch chosen by their image AUROC and the threshold set on them (default: "

@@ -30,14 +30,20 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
    edges included) is filled, every ``<name>`` a defect, a file with no object a good part.
    A ``<size>`` other than the image's, a box outside it or a malformed box is an error
    naming the file and object.
-4. **YOLO label file**: ``labels/.../005.txt`` for ``images/.../005.jpg`` (the last ``images``
+4. **labelme file**: ``005.json`` next to the image with ``shapes`` (labelme's own format):
+   polygons, rectangles, circles, points, lines and line strips drawn as labelme draws them
+   (lines 10 px wide, points of radius 5) and its bitmap ``mask`` shapes, every label a
+   defect, no shape a good part. A stated ``imageWidth``/``imageHeight`` other than the
+   image's, a point outside it or a shape of an unknown type is an error naming the file
+   and shape.
+5. **YOLO label file**: ``labels/.../005.txt`` for ``images/.../005.jpg`` (the last ``images``
    folder of the path replaced by ``labels``, as YOLO tools do), or ``005.txt`` next to the
    image. Each line is ``class x1 y1 x2 y2 x3 y3 ...`` (a polygon, at least three points) or
    ``class cx cy w h`` (a box), coordinates normalised to 0..1; every class counts as a defect.
    An empty file is a good part. In a data set that has YOLO label files, an image without one
    is a good part (the YOLO convention for background images); a warning names the folders
    where no image has a label file, in case they hold something else than parts.
-5. **Class folder**: an image under a folder named ``good``/``ok``/``normal`` is good, under
+6. **Class folder**: an image under a folder named ``good``/``ok``/``normal`` is good, under
    ``defect``/``defects``/``bad``/``crack``/``cracks``/``ng`` is a defect, with no location
    (positive crops then cannot be placed on the defect: a warning says so).
 
@@ -89,7 +95,7 @@ class LabelledImage:
 
     path: Path
     defect: bool
-    source: str            # "mask", "coco", "voc", "yolo", "yolo-background", "folder"
+    source: str  # "mask", "coco", "voc", "labelme", "yolo", "yolo-background", "folder"
     shape: tuple[int, int]  # the file's (h, w); the image and mask are at ``scale``
     label_path: Path | None = None
     group: str = ""
@@ -148,6 +154,9 @@ class LabelledImage:
         elif self.source == "voc":
             assert self.label_path is not None
             mask = voc_mask(self.label_path, self.shape)
+        elif self.source == "labelme":
+            assert self.label_path is not None
+            mask = labelme_mask(self.label_path, self.shape)
         else:
             assert self.label_path is not None
             mask = _read_mask(self.label_path, self.path, self.shape)
@@ -354,6 +363,91 @@ def voc_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def labelme_label_path(img: Path) -> Path | None:
+    """The labelme file of an image (``STEM.json`` beside it, holding ``shapes``), or None."""
+    cand = img.with_suffix(".json")
+    if not cand.is_file():
+        return None
+    try:
+        with open(cand, "rb") as f:
+            if b'"shapes"' not in f.read(1 << 16):
+                return None
+    except OSError:
+        return None
+    return cand
+
+
+#: how labelme itself draws a line and a point as a mask (``labelme.utils.shape_to_mask``)
+LABELME_LINE_WIDTH, LABELME_POINT_RADIUS = 10, 5
+
+
+def labelme_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
+    """The defect mask of a labelme file: every shape drawn with Pillow as labelme draws
+    it (every label a defect).
+
+    Raises:
+        ManufacturingError: unreadable JSON, a stated size other than the image's, a point
+            outside the image, or a shape labelme does not write.
+    """
+    import base64
+    import io as _io
+    import json
+
+    from PIL import Image, ImageDraw
+
+    h, w = shape
+    try:
+        doc = json.loads(label.read_text(encoding="utf-8"))
+        shapes = doc["shapes"]
+        if not isinstance(shapes, list):
+            raise TypeError("shapes is not a list")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ManufacturingError(f"{label}: not a readable labelme file ({exc})") from None
+    sw, sh = doc.get("imageWidth"), doc.get("imageHeight")
+    if sw is not None and sh is not None and (int(sh), int(sw)) != (h, w):
+        raise ManufacturingError(f"{label}: says {sw}x{sh}, the image is {w}x{h} (read upright "
+                                 "by its EXIF orientation); the shapes must be of this picture")
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    out = np.zeros((h, w), np.uint8)
+    for k, sh_ in enumerate(shapes, 1):
+        what = f"{label}: shape {k}"
+        try:
+            kind = sh_.get("shape_type") or "polygon"
+            what += f" ({sh_.get('label', '?')}, {kind})"
+            xy = np.asarray(sh_["points"], np.float64).reshape(-1, 2)
+            _inside(xy[:, 0], xy[:, 1], w, h)
+            pts = [tuple(p) for p in xy.tolist()]
+            if kind == "polygon" and len(pts) >= 3:
+                draw.polygon(pts, outline=1, fill=1)
+            elif kind == "rectangle" and len(pts) == 2:
+                (x0, y0), (x1, y1) = pts
+                draw.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)],
+                               outline=1, fill=1)
+            elif kind == "circle" and len(pts) == 2:
+                (cx, cy), (px, py) = pts
+                r = float(np.hypot(cx - px, cy - py))
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, fill=1)
+            elif kind in ("line", "linestrip") and len(pts) >= 2:
+                draw.line(pts, fill=1, width=LABELME_LINE_WIDTH)
+            elif kind == "point" and len(pts) == 1:
+                (cx, cy), r = pts[0], LABELME_POINT_RADIUS
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, fill=1)
+            elif kind == "mask" and len(pts) == 2 and sh_.get("mask"):
+                with Image.open(_io.BytesIO(base64.b64decode(sh_["mask"]))) as im:
+                    bits = np.asarray(im.convert("L")) > 0
+                x0, y0 = (int(round(v)) for v in pts[0])
+                if y0 + bits.shape[0] > h or x0 + bits.shape[1] > w:
+                    raise ValueError(f"its {bits.shape[1]}x{bits.shape[0]} bitmap at "
+                                     f"({x0}, {y0}) runs past the {w}x{h} image")
+                out[y0:y0 + bits.shape[0], x0:x0 + bits.shape[1]] |= bits.astype(np.uint8)
+            else:
+                raise ValueError(f"{len(pts)} point(s) make no {kind} labelme writes")
+        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+            raise ManufacturingError(f"{what}: {exc}") from None
+    return out | (np.asarray(canvas) > 0).astype(np.uint8)
+
+
 def yolo_mask(label: Path, height: int, width: int) -> np.ndarray:
     """Rasterise a YOLO polygon/box label file at the image's size (uint8 0/1)."""
     import cv2
@@ -421,7 +515,7 @@ def _load_coco(path: Path) -> dict[str, Any] | None:
             # COCO writers put "images" near the top (after info, licences, categories); a
             # folder may hold thousands of other JSON files (labelme's, one per photo, each
             # with the photo inside), which are not parsed whole to learn that
-            if b'"images"' not in f.read(1 << 20):
+            if b'"images"' not in f.read(1 << 18):
                 return None
             f.seek(0)
             doc = json.load(f)
@@ -710,6 +804,8 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
             mask, source, label = coco_mask(entry, p, shape), "coco", entry.json
         elif (voc := voc_label_path(p)) is not None:
             mask, source, label = voc_mask(voc, shape), "voc", voc
+        elif (lm := labelme_label_path(p)) is not None:
+            mask, source, label = labelme_mask(lm, shape), "labelme", lm
         elif coco and yolo[p] is None and folder is None:
             raise ManufacturingError(
                 f"{p}: not listed in the COCO file(s) of this data set "
@@ -725,8 +821,9 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         else:
             raise ManufacturingError(
                 f"{p}: no label: give a mask ({p.stem}_mask.png or masks/{p.stem}.png), a "
-                f"label file (a COCO JSON listing it, Pascal VOC {p.stem}.xml, YOLO "
-                f"labels/.../{p.stem}.txt), or put it in a good/ or defect/ folder "
+                f"label file (a COCO JSON listing it, Pascal VOC {p.stem}.xml, labelme "
+                f"{p.stem}.json, YOLO labels/.../{p.stem}.txt), or put it in a good/ or "
+                "defect/ folder "
                 "(a folder of good parts alone: train --good-only, calibrate --all-good)")
         defect = bool(mask.any()) if mask is not None else bool(folder)
         if folder is not None and mask is not None and folder != defect:
