@@ -974,3 +974,18 @@ def test_labelme_files_beside_the_image(tmp_path):
     (root / "a.json").write_text('{"exposure_ms": 4}')
     with pytest.raises(ManufacturingError, match=r"a.png: no label"):
         read_labelled(root)
+
+
+def test_copies_keep_the_one_whose_label_places_the_defect_whatever_its_format(tmp_path):
+    """A photo in defect/ (no location) and its copy with a VOC box: the copy that places the
+    defect is kept, whichever comes first by name."""
+    import shutil
+
+    root = tmp_path / "parts"
+    _part(root / "defect" / "a.png", 1, ((10, 20), (60, 40)))
+    (root / "labelled").mkdir()
+    shutil.copy(root / "defect" / "a.png", root / "labelled" / "a_again.png")
+    _voc(root / "labelled" / "a_again.xml", 128, 96, [("crack", (10, 20, 60, 40))])
+    [item] = read_labelled(root)
+    assert item.path.name == "a_again.png" and item.source == "voc"
+    assert item.mask[20:41, 10:61].all() and len(item.copies) == 1

@@ -84,6 +84,8 @@ GOOD_FOLDERS = {"good", "ok", "normal"}
 DEFECT_FOLDERS = {"defect", "defects", "bad", "crack", "cracks", "ng"}
 MASK_FOLDERS = ("masks", "mask", "gt", "groundTruth", "ground_truth", "segmentation")
 SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "images"}
+#: label sources that place the defect in the picture (a mask, however it was written)
+PIXEL_LABELS = ("mask", "coco", "voc", "labelme", "yolo")
 #: decoded pixels (and masks) kept in memory by the folder readers, in MB; past it, read again
 CACHE_MB = 2048.0
 
@@ -201,7 +203,7 @@ def set_aside_copies(items: list[LabelledImage]) -> list[LabelledImage]:
                 f"{bad.path} and {ok.path} are the same picture (equal pixels) but the first is "
                 f"labelled a defect ({bad.source}) and the second good ({ok.source}): fix the "
                 "wrong label, or remove one copy")
-        first = next((it for it in same if it.source in ("mask", "yolo")), same[0])
+        first = next((it for it in same if it.source in PIXEL_LABELS), same[0])
         copies = [it for it in same if it is not first]
         # a good image's copies add nothing to its (empty) mask: their labels are not read
         others = [m for m in (c.mask for c in copies) if m is not None] if first.defect else []
