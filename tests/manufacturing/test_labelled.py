@@ -989,3 +989,37 @@ def test_copies_keep_the_one_whose_label_places_the_defect_whatever_its_format(t
     [item] = read_labelled(root)
     assert item.path.name == "a_again.png" and item.source == "voc"
     assert item.mask[20:41, 10:61].all() and len(item.copies) == 1
+
+
+def test_train_on_coco_labels_validated_on_voc_labels(tmp_path):
+    """The label formats end to end: train --folder on a COCO export, --val-folder labelled
+    with labelImg's VOC files, then score --evaluate on the VOC folder."""
+    images, anns = [], []
+    for split, n in (("train", 6), ("val", 4)):
+        for k in range(n):
+            crack = ((8, 20), (56, 28)) if k % 2 else None
+            _part(tmp_path / split / f"{k}.png", 100 * len(split) + k, crack, h=48, w=64)
+            boxes = [("crack", (6, 18, 58, 30))] if crack else []
+            if split == "val":
+                _voc(tmp_path / split / f"{k}.xml", 64, 48, boxes)
+                continue
+            images.append({"id": k, "file_name": f"{k}.png", "width": 64, "height": 48})
+            if crack:
+                anns.append({"id": k, "image_id": k, "category_id": 1,
+                             "segmentation": [[8, 19, 56, 27, 56, 29, 8, 21]]})
+    _coco(tmp_path / "train" / "_annotations.coco.json", images, anns)
+    res = CliRunner().invoke(build_cli(), [
+        "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
+        str(tmp_path / "train"), "--val-folder", str(tmp_path / "val"), "--crop", "32",
+        "--crops-per-epoch", "8", "--epochs", "1", "--batch-size", "4", "--init", "scratch",
+        "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert info["label_sources"] == ["coco"] and info["val_images"] == 4
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "val"),
+                                           "--model", str(tmp_path / "run" / "model.safetensors"),
+                                           "--evaluate", "--json"])
+    assert res.exit_code == 0, res.output
+    ev = json.loads(res.output)["evaluation"]
+    assert ev["images"] == 4 and ev["defect_images"] == 2
+    assert ev["pixel"]["regions"] == 2  # the two VOC boxes, as pixel regions
