@@ -81,6 +81,13 @@ def test_a_file_named_on_its_own_is_backtested_whatever_it_is(tmp_path):
     bars = sine_bars(tmp_path / "bars.csv")
     assert leave_out(str(bars)) is None
     assert leave_out("synthetic:?kind=market&n=100") is None
+    # a capture is a capture under any name, a log's or a JSON's included
+    for name in ("feed.log", "ticks.json"):
+        (tmp_path / name).write_text('1700000000123 {"e": "bookTicker", "s": "X"}\n')
+        assert leave_out(str(tmp_path / name)) is None
+    (tmp_path / "run.log").write_text("started\n")
+    assert leave_out(str(tmp_path / "run.log")) == "not market data (a document, result or " \
+        "picture)"
     notes = tmp_path / "notes.md"
     notes.write_text("x\n")
     rep = run_batch("finance backtest", [str(notes)], tmp_path / "out", workers=1,

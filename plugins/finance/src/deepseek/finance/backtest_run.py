@@ -187,9 +187,10 @@ NOT_DATA = frozenset({".md", ".rst", ".pdf", ".html", ".htm", ".json", ".yaml", 
 
 def leave_out(source: str) -> str | None:
     """Why a file a ``deepseek batch finance backtest`` glob matched is not market data, or
-    None: a document, result or picture (by suffix), or an equity curve or fills table that
-    ``finance backtest --out`` wrote (by its header, compressed or not), or a folder (the
-    backtest reads one file; a glob such as ``data/**/*`` matches the files inside too).
+    None: a document, result or picture (by suffix, unless it holds a capture), an equity
+    curve or fills table that ``finance backtest --out`` wrote (by its header, compressed or
+    not), or a folder (the backtest reads one file; a glob such as ``data/**/*`` matches the
+    files inside too).
     Anything else (captures have any name, tick and bar CSVs any header) is kept and read."""
     from deepseek.finance.capture import open_binary
     from deepseek.finance.errors import TickFileError
@@ -200,7 +201,10 @@ def leave_out(source: str) -> str | None:
     if not p.is_file():
         return None
     if p.suffix.lower() in NOT_DATA:
-        return "not market data (a document, result or picture)"
+        from deepseek.finance.capture import is_capture
+
+        if not is_capture(p):  # a capture has any name, feed.log or ticks.json included
+            return "not market data (a document, result or picture)"
     try:
         with open_binary(p) as raw:
             head = raw.read(256).split(b"\n", 1)[0].decode("utf-8", errors="replace")
