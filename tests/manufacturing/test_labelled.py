@@ -808,6 +808,8 @@ def test_coco_errors_name_the_file_and_the_annotation(tmp_path):
                                                           "counts": [10, 5]}}],
          r"annotation 12: its run lengths cover 15 pixels, the image 2000"),
         ([{"id": 1, "file_name": "a.png"}], [], r"images\[0\] needs id, file_name, width"),
+        ([{"id": 1, "file_name": "a.png", "width": 1e999, "height": 40}], [],
+         r"images\[0\] needs id, file_name, width"),
         (img + [{"id": 2, "file_name": "./a.png", "width": 50, "height": 40}], [],
          r"a.png: listed twice in COCO files"),
     ]
@@ -956,6 +958,9 @@ def test_labelme_files_beside_the_image(tmp_path):
     assert m[51:53, 72:75].all() and not m[50, 72] and not m[51, 71]   # the bitmap
     for bad, match in (
             ({"imageWidth": 81}, r"a.json: says 81x60, the image is 80x60"),
+            ({"imageWidth": "wide"}, r"a.json: imageWidth/imageHeight are not numbers"),
+            ({"shapes": [{"label": "c", "shape_type": "point", "points": [[1e999, 5]]}]},
+             r"shape 1 \(c, point\): a coordinate is not a number"),
             ({"shapes": [{"label": "c", "shape_type": "line", "points": [[0, 0], [81, 5]]}]},
              r"a.json: shape 1 \(c, line\): a point lies outside the 80x60 image"),
             ({"shapes": [{"label": "c", "shape_type": "ellipse", "points": [[1, 1], [2, 2]]}]},

@@ -341,7 +341,7 @@ def voc_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
         try:
             sw, sh = int(float(size.findtext("width", "0"))), int(float(size.findtext("height",
                                                                                       "0")))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ManufacturingError(f"{label}: <size> is not numbers") from None
         if (sw or sh) and (sh, sw) != (h, w):
             raise ManufacturingError(f"{label}: <size> says {sw}x{sh}, the image is {w}x{h} "
@@ -406,7 +406,11 @@ def labelme_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ManufacturingError(f"{label}: not a readable labelme file ({exc})") from None
     sw, sh = doc.get("imageWidth"), doc.get("imageHeight")
-    if sw is not None and sh is not None and (int(sh), int(sw)) != (h, w):
+    try:
+        stated = None if sw is None or sh is None else (int(sh), int(sw))
+    except (TypeError, ValueError, OverflowError):
+        raise ManufacturingError(f"{label}: imageWidth/imageHeight are not numbers") from None
+    if stated is not None and stated != (h, w):
         raise ManufacturingError(f"{label}: says {sw}x{sh}, the image is {w}x{h} (read upright "
                                  "by its EXIF orientation); the shapes must be of this picture")
     canvas = Image.new("L", (w, h), 0)
@@ -445,7 +449,7 @@ def labelme_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
                 out[y0:y0 + bits.shape[0], x0:x0 + bits.shape[1]] |= bits.astype(np.uint8)
             else:
                 raise ValueError(f"{len(pts)} point(s) make no {kind} labelme writes")
-        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OSError, OverflowError) as exc:
             raise ManufacturingError(f"{what}: {exc}") from None
     return out | (np.asarray(canvas) > 0).astype(np.uint8)
 
@@ -535,7 +539,7 @@ def _coco_entries(js: Path, doc: dict[str, Any]) -> list[CocoEntry]:
         try:
             entries[im["id"]] = CocoEntry(js, str(im["file_name"]), int(im["width"]),
                                           int(im["height"]), [])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise ManufacturingError(f"{js}: images[{k}] needs id, file_name, width and "
                                      "height") from None
     for k, ann in enumerate(doc["annotations"]):
@@ -666,7 +670,7 @@ def coco_mask(entry: CocoEntry, img: Path, shape: tuple[int, int]) -> np.ndarray
             else:
                 raise ValueError("neither a segmentation nor a bbox")
             m = _quiet(cocomask.decode, rle)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise ManufacturingError(f"{where}: annotation {aid}: {exc}") from None
         mask |= (m.reshape(h, w, -1).max(axis=2) > 0).astype(np.uint8)
     return mask
