@@ -309,11 +309,16 @@ def yolo_label_path(img: Path) -> Path | None:
 
 def voc_label_path(img: Path) -> Path | None:
     """The Pascal VOC file of an image: ``STEM.xml`` beside it, or in ``Annotations/`` (or
-    ``annotations/``) beside its folder; None when there is none."""
+    ``annotations/``) beside its folder, holding an ``<annotation>`` element (a camera's
+    own XML beside the photo is not a label); None when there is none."""
     for cand in (img.with_suffix(".xml"), img.parent.parent / "Annotations" / f"{img.stem}.xml",
                  img.parent.parent / "annotations" / f"{img.stem}.xml"):
-        if cand.is_file():
-            return cand
+        try:
+            with open(cand, "rb") as f:
+                if b"<annotation" in f.read(1 << 16):
+                    return cand
+        except OSError:
+            continue
     return None
 
 
