@@ -151,19 +151,25 @@ def test_image_auroc_matches_scikit_learn():
     assert fpr <= 0.05 and rec == pytest.approx(float((s[y] >= thr).mean()))
 
 
-def test_train_from_a_labelled_folder(tmp_path):
-    for split, n in (("train", 6), ("val", 4)):
-        for k in range(n):
-            crack = ((8, 20), (56, 28)) if k % 2 else None
-            m = _part(tmp_path / split / f"{k}.png", 100 * len(split) + k, crack, h=48, w=64)
-            cv2.imwrite(str(tmp_path / split / f"{k}_mask.png"), m)
+def _train_tiny(tmp_path):
+    """train --folder on tmp_path/train with tmp_path/val held out: one epoch of a few 32-px
+    crops from scratch; its training.json."""
     res = CliRunner().invoke(build_cli(), [
         "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
         str(tmp_path / "train"), "--val-folder", str(tmp_path / "val"), "--crop", "32",
         "--crops-per-epoch", "8", "--epochs", "1", "--batch-size", "4", "--init", "scratch",
         "--json"])
     assert res.exit_code == 0, res.output
-    info = json.loads((tmp_path / "run" / "training.json").read_text())
+    return json.loads((tmp_path / "run" / "training.json").read_text())
+
+
+def test_train_from_a_labelled_folder(tmp_path):
+    for split, n in (("train", 6), ("val", 4)):
+        for k in range(n):
+            crack = ((8, 20), (56, 28)) if k % 2 else None
+            m = _part(tmp_path / split / f"{k}.png", 100 * len(split) + k, crack, h=48, w=64)
+            cv2.imwrite(str(tmp_path / split / f"{k}_mask.png"), m)
+    info = _train_tiny(tmp_path)
     assert info["data"] == "folder" and info["init"] == "scratch"
     assert info["best_by"] == "val_select" and info["val_images"] == 4
     assert 0 < info["threshold"] < 1 and "validation folder" in info["threshold_rule"]
@@ -1014,13 +1020,7 @@ def test_train_on_coco_labels_validated_on_voc_labels(tmp_path):
                 anns.append({"id": k, "image_id": k, "category_id": 1,
                              "segmentation": [[8, 19, 56, 27, 56, 29, 8, 21]]})
     _coco(tmp_path / "train" / "_annotations.coco.json", images, anns)
-    res = CliRunner().invoke(build_cli(), [
-        "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
-        str(tmp_path / "train"), "--val-folder", str(tmp_path / "val"), "--crop", "32",
-        "--crops-per-epoch", "8", "--epochs", "1", "--batch-size", "4", "--init", "scratch",
-        "--json"])
-    assert res.exit_code == 0, res.output
-    info = json.loads((tmp_path / "run" / "training.json").read_text())
+    info = _train_tiny(tmp_path)
     assert info["label_sources"] == ["coco"] and info["val_images"] == 4
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "val"),
                                            "--model", str(tmp_path / "run" / "model.safetensors"),
