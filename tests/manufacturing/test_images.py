@@ -297,3 +297,20 @@ def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path, orientation
     if suffix != ".tif":  # OpenCV's own upright read (its colour read turns by the tag)
         assert np.array_equal(got, cv2.imread(str(path), cv2.IMREAD_COLOR))
     assert (got.shape[0] == 30) == (orientation <= 4)
+
+
+def test_a_picture_past_pillows_pixel_limit_is_read_upright_by_opencv(tmp_path, monkeypatch):
+    """Pillow will not open a picture past its decompression-bomb limit, even for the
+    orientation in its header (a 200-megapixel phone photo is past the default): OpenCV reads
+    it, turned by the JPEG's EXIF segment; Pillow alone says what to install."""
+    rgb = _photo(30, 50, seed=9)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "big.jpg"
+    Image.fromarray(rgb).save(path, exif=exif, quality=95)
+    want = imread(path, decoder="opencv")
+    assert want.shape == (50, 30, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,500 pixels is past twice that
+    assert np.array_equal(imread(path, decoder="opencv"), want)
+    with pytest.raises(ManufacturingError, match=r"big.jpg: .*install OpenCV"):
+        imread(path, decoder="pillow")

@@ -979,6 +979,12 @@ def test_labelme_files_beside_the_image(tmp_path):
         (root / "a.json").write_text(json.dumps({**doc, **bad}))
         with pytest.raises(ManufacturingError, match=match):
             read_labelled(root)
+    # a bitmap past Pillow's decompression-bomb limit (lowered here) is refused by name
+    (root / "a.json").write_text(json.dumps(doc))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+        with pytest.raises(ManufacturingError, match=r"shape 6 \(stain, mask\): Image size"):
+            read_labelled(root)
     (root / "a.json").write_text('{"shapes": [')
     with pytest.raises(ManufacturingError, match=r"a.json: not a readable labelme file"):
         read_labelled(root)

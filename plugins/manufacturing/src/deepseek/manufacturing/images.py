@@ -112,9 +112,31 @@ def exif_orientation(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data)) as im:
             value = im.getexif().get(0x0112, 1)
+    except Image.DecompressionBombError:
+        # Pillow refuses to open a picture past its pixel limit even for its header (a
+        # 200-megapixel phone photo): read a JPEG's EXIF segment alone
+        value = _jpeg_exif_orientation(data)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _jpeg_exif_orientation(data: bytes) -> int:
+    """The orientation in a JPEG's EXIF segment (APP1, near the start), 1 without one."""
+    from PIL import Image
+
+    if data[:2] != b"\xff\xd8":
+        return 1
+    at = data.find(b"Exif\x00\x00", 2, 1 << 17)
+    if at < 4 or data[at - 4:at - 2] != b"\xff\xe1":
+        return 1
+    end = at - 2 + int.from_bytes(data[at - 2:at], "big")
+    exif = Image.Exif()
+    try:
+        exif.load(data[at:end])
+    except (OSError, ValueError, SyntaxError, KeyError):
+        return 1
+    return exif.get(0x0112, 1)
 
 
 def upright(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -167,6 +189,10 @@ def _pillow_read(path: Path) -> np.ndarray:
             # after load: Pillow's TIFF reader turns the pixels itself and drops the tag
             orientation = im.getexif().get(0x0112, 1)
             arr = _pillow_pixels(im)
+    except Image.DecompressionBombError as exc:
+        raise ManufacturingError(f"{path}: {exc}; Pillow reads no picture that large: install "
+                                 'OpenCV (pip install "deepseek-manufacturing[video]") to read '
+                                 "it") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ManufacturingError(f"{path}: Pillow cannot read this image ({exc}); re-save "
                                  "it as PNG or remove it") from exc

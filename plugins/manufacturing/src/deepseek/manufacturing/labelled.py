@@ -27,9 +27,10 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
 3. **Pascal VOC file** (labelImg's default): ``005.xml`` next to the image, or in an
    ``Annotations/`` (or ``annotations/``) folder beside the image's folder (VOC's
    ``JPEGImages/`` + ``Annotations/``); each ``<object>``'s ``<bndbox>`` (pixel coordinates,
-   edges included) is filled, every ``<name>`` a defect, a file with no object a good part.
-   A ``<size>`` other than the image's, a box outside it or a malformed box is an error
-   naming the file and object.
+   edges included) is filled, every ``<name>`` a defect, a file with no object a good part
+   (an XML file without an ``<annotation>`` element, a camera's own, is not a label). A
+   ``<size>`` other than the image's, a box outside it or a malformed box is an error naming
+   the file and object.
 4. **labelme file**: ``005.json`` next to the image with ``shapes`` (labelme's own format):
    polygons, rectangles, circles, points, lines and line strips drawn as labelme draws them
    (lines 10 px wide, points of radius 5) and its bitmap ``mask`` shapes, every label a
@@ -454,7 +455,8 @@ def labelme_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
                 out[y0:y0 + bits.shape[0], x0:x0 + bits.shape[1]] |= bits.astype(np.uint8)
             else:
                 raise ValueError(f"{len(pts)} point(s) make no {kind} labelme writes")
-        except (ValueError, TypeError, KeyError, AttributeError, OSError, OverflowError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OSError, OverflowError,
+                Image.DecompressionBombError) as exc:
             raise ManufacturingError(f"{what}: {exc}") from None
     return out | (np.asarray(canvas) > 0).astype(np.uint8)
 
