@@ -142,14 +142,14 @@ def _jpeg_exif_orientation(data: bytes) -> int:
 def upright(img: np.ndarray, orientation: int) -> np.ndarray:
     """``img`` (rows, columns[, channels]) as it is displayed under EXIF ``orientation``: as
     viewers, OpenCV's colour and gray reads and labelling tools (whose masks and YOLO
-    coordinates refer to that picture) show it."""
-    ops = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1],
+    coordinates refer to that picture) show it. Any value but 2-8 (1, none, a damaged tag)
+    leaves it as stored."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1],
            4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
            6: lambda a: a.swapaxes(0, 1)[:, ::-1], 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
            8: lambda a: a.swapaxes(0, 1)[::-1]}
-    if orientation == 1:
-        return img
-    return np.ascontiguousarray(ops[orientation](img))
+    op = ops.get(orientation) if isinstance(orientation, int) else None
+    return img if op is None else np.ascontiguousarray(op(img))
 
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
@@ -200,8 +200,7 @@ def _pillow_read(path: Path) -> np.ndarray:
         raise ManufacturingError(f"{path}: pixel mode {im.mode} is not read without OpenCV; "
                                  'install it (pip install "deepseek-manufacturing[video]") or '
                                  "re-save the image as 8- or 16-bit gray or RGB PNG")
-    ok = isinstance(orientation, int) and 1 <= orientation <= 8
-    return upright(arr, orientation if ok else 1)
+    return upright(arr, orientation)
 
 
 def _pillow_pixels(im: Any) -> np.ndarray | None:
