@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -197,3 +198,60 @@ def test_a_plugin_bug_is_one_line_naming_the_plugin():
         assert res.output.startswith("error: plugin buggy failed: KeyError: 'missing key' at "
                                      "test_cli.py:")
         assert "-vv" in res.output
+
+
+def test_a_path_the_command_cannot_use_is_the_users_error_not_a_bug(tmp_path):
+    import errno
+
+    import click
+
+    from deepseek.cli import DeepSeekGroup, path_error
+    from deepseek.plugins import Plugins, use
+
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the output folder would go")
+
+    class Writer:
+        @staticmethod
+        @hookimpl
+        def register_commands(cli):
+            @cli.command("write")
+            @click.argument("out")
+            def write(out):
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                Path(out).write_text("x")
+
+            @cli.command("missing")
+            def missing():
+                open(tmp_path / "a file the command itself expected")  # noqa: SIM115
+
+    group = DeepSeekGroup("top")
+    group.params.append(click.Option(["-v", "--verbose"], count=True))
+    with use(Plugins(entry_points=False)) as system:
+        system.register(Writer, name="writer")
+        system.add_commands(group)
+        under = CliRunner().invoke(group, ["write", str(blocker / "run" / "scores.csv")])
+        assert under.exit_code == 2 and "Traceback" not in under.output
+        assert under.output.startswith(f"error: {blocker / 'run'}: Not a directory (part of "
+                                       "this path is a file, not a folder")
+        assert "a bug" not in under.output
+        # the output's folder is itself the file
+        into = CliRunner().invoke(group, ["write", str(blocker / "scores.csv")])
+        assert into.exit_code == 2 and "a bug" not in into.output
+        assert into.output.startswith(f"error: {blocker}: File exists (a file stands where a "
+                                      "folder is needed")
+        # a folder given where the file goes
+        folder = tmp_path / "a folder"
+        folder.mkdir()
+        onto = CliRunner().invoke(group, ["write", str(folder)])
+        assert onto.exit_code == 2 and "a folder, where a file is needed" in onto.output
+        # a file the command itself could not find stays a bug to report
+        bug = CliRunner().invoke(group, ["missing"])
+        assert bug.exit_code == 1 and "(a bug: run with -vv" in bug.output
+    full = path_error(OSError(errno.ENOSPC, "No space left on device", "/data/out.csv"))
+    assert full == ("/data/out.csv: No space left on device (the disk is full: free space "
+                    "or choose a path on another disk)")
+    assert "exists already" in path_error(FileExistsError(errno.EEXIST, "File exists",
+                                                          str(tmp_path)))
+    assert path_error(OSError(errno.ENOSPC, "No space left on device")) is None  # no path
+    assert path_error(OSError(errno.ECONNREFUSED, "Connection refused", "x")) is None

@@ -7,6 +7,7 @@ plugins add their own groups (``deepseek medical ...``) through the ``register_c
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -77,11 +78,44 @@ def _plugin_of(exc: BaseException) -> str | None:
     return owner
 
 
+#: what the system's reason means for the path it names, by error number: a path the command
+#: cannot use (an output under a file, a full disk, no permission) is the user's to change,
+#: not a bug in the command
+_PATH_HINTS = {
+    errno.EEXIST: "a file stands where a folder is needed: choose another path or move the file",
+    errno.ENOTDIR: "part of this path is a file, not a folder: choose another path or move "
+                   "the file",
+    errno.EISDIR: "a folder, where a file is needed: give a file's name",
+    errno.EACCES: "no permission: choose a path you may use, or change its permissions",
+    errno.EPERM: "no permission: choose a path you may use, or change its permissions",
+    errno.EROFS: "a read-only file system: choose a path on a writable one",
+    errno.ENOSPC: "the disk is full: free space or choose a path on another disk",
+    errno.EFBIG: "the file is larger than this file system allows: choose another disk",
+    errno.ENAMETOOLONG: "the name is too long for this file system: choose a shorter path",
+    **({errno.EDQUOT: "the disk quota is used up: free space or choose another disk"}
+       if hasattr(errno, "EDQUOT") else {}),
+}
+
+
+def path_error(exc: OSError) -> str | None:
+    """One line for an OSError that names a path the command could not use (see
+    ``_PATH_HINTS``): the path, the system's reason and what to do; None for any other
+    OSError (a missing file the command expected to find is not the user's to fix here)."""
+    hint = _PATH_HINTS.get(exc.errno) if exc.errno is not None else None
+    if hint is None or exc.filename is None:
+        return None
+    if exc.errno == errno.EEXIST and Path(str(exc.filename)).is_dir():
+        hint = "it exists already: choose a new name or remove it"
+    other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    return f"{exc.filename}{other}: {exc.strerror or type(exc).__name__} ({hint})"
+
+
 class DeepSeekGroup(click.Group):
     """Click group that turns errors into one line on stderr (the traceback with -vv):
     DeepSeekError (bad input, configuration) exits 2, and so does a command that needs
-    PyTorch in an install without it (the extra to add); any other exception is a bug,
-    reported with the plugin whose code raised it, exit 1."""
+    PyTorch in an install without it (the extra to add) and one given a path it cannot use
+    (an output under a file, a full disk, no permission: :func:`path_error`); any other
+    exception is a bug, reported with the plugin whose code raised it, exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; turn errors into one line and an exit status (see the class)."""
@@ -101,6 +135,9 @@ class DeepSeekGroup(click.Group):
                             "have (an edge install runs inference only: ONNX models, the "
                             "packaged exports and the finance fast path): pip install "
                             f"\"{pip}\"", 2)
+        except OSError as exc:
+            line = path_error(exc)
+            self._fail(ctx, f"error: {line}" if line else self._bug(exc), 2 if line else 1)
         except Exception as exc:
             self._fail(ctx, self._bug(exc), 1)
 
