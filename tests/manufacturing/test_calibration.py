@@ -107,7 +107,7 @@ def test_score_uses_a_calibration_only_with_its_own_weights(tmp_path, weights):
         read_calibration(tmp_path / "bad.json", weights)
 
 
-def test_the_commands(tmp_path, weights):
+def test_the_commands(tmp_path, weights, monkeypatch):
     good = _parts(tmp_path / "good", 10, seed=4)
     runner, cli = CliRunner(), build_cli()
     out = tmp_path / "line.calibration.json"
@@ -118,6 +118,19 @@ def test_the_commands(tmp_path, weights):
     assert "labels to check: the good images scored highest" in res.output
     assert "fix the label and calibrate again" in res.output
     assert out.is_file()
+    # an --out under a file is refused before the folder is scored
+    import deepseek.manufacturing.calibration as calibration_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the output was checked")
+
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder would go")
+    with monkeypatch.context() as patch:
+        patch.setattr(calibration_module, "calibrate", never)
+        res = runner.invoke(cli, ["manufacturing", "calibrate", str(good), "--all-good",
+                                  "--model", str(weights), "--out", str(blocker / "c.json")])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {blocker}: File exists")
     res = runner.invoke(cli, ["manufacturing", "score", str(good), "--model", str(weights),
                               "--calibration", str(out)])
     assert res.exit_code == 0, res.output

@@ -47,6 +47,25 @@ def test_stream_reports_bad_sources_cleanly(tmp_path):
     assert res.exit_code == 2 and "--decode-threads" in res.output
 
 
+def test_stream_outputs_are_checked_before_the_stream_starts(tmp_path):
+    runner, cli = CliRunner(), build_cli()
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder would go")
+    # the source does not exist: the output is checked first, so its error is the one shown
+    missing = str(tmp_path / "missing.avi")
+    res = runner.invoke(cli, ["manufacturing", "stream", missing, "--events",
+                              str(blocker / "ev.jsonl")])
+    assert res.exit_code == 2 and f"{blocker}: File exists" in res.output, res.output
+    res = runner.invoke(cli, ["manufacturing", "stream", missing, "--scores", str(tmp_path)])
+    assert res.exit_code == 2 and f"--scores {tmp_path}: a folder" in res.output
+    # folders that do not exist yet are made, for both files
+    events, scores = tmp_path / "new" / "day1" / "ev.jsonl", tmp_path / "new" / "s.csv"
+    res = runner.invoke(cli, ["manufacturing", "stream", "synthetic:?frames=8", "--quiet",
+                              "--events", str(events), "--scores", str(scores)])
+    assert res.exit_code == 0, res.output
+    assert events.is_file() and scores.read_text().startswith("frame,score\n")
+
+
 def test_stream_image_folder_of_colour_and_16bit_frames(tmp_path):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((48, 64, 3), 90, np.uint8))

@@ -96,6 +96,32 @@ def test_csv_heatmaps_and_cli(parts, tmp_path):
     assert "3 heatmap(s) written by `score --heatmaps` are not parts" in res.stderr
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_scoring(parts, tmp_path,
+                                                                   monkeypatch):
+    import deepseek.manufacturing.score as score_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the output was checked")
+
+    monkeypatch.setattr(score_module, "score_images", never)
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder would go")
+    for csv_path, expect in [(blocker / "a" / "s.csv", f"error: {blocker / 'a'}: Not a "
+                              "directory (part of this path is a file"),
+                             (blocker / "s.csv", f"error: {blocker}: File exists (a file "
+                              "stands where a folder is needed"),
+                             (tmp_path, f"error: --csv {tmp_path}: a folder; give the file's "
+                              f"name (for example {tmp_path / 'scores.csv'})")]:
+        res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts),
+                                               "--csv", str(csv_path)])
+        assert res.exit_code == 2 and res.output.startswith(expect), res.output
+        assert "a bug" not in res.output
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts),
+                                           "--heatmaps", str(blocker)])
+    assert res.exit_code == 2 and "a bug" not in res.output
+    assert f"{blocker}: File exists" in res.output
+
+
 def test_heatmaps_are_marked_pngs_in_opencv_colour_order(tmp_path, caplog):
     from PIL import Image
 
