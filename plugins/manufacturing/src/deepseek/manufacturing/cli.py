@@ -106,27 +106,6 @@ def generate(out: Path, frames: int, seed: int, width: int, height: int, fps: fl
                f"{d['cracks']} cracks, {n_def} defect frames) and {tpath}")
 
 
-def _ready_to_write(path: Path | None, option: str, example: str) -> None:
-    """Check, before the work whose result goes to ``path`` starts (a stream that may run
-    for hours, a folder of photos), that the file can be written there: its folder is made,
-    and a folder at ``path`` itself or one not writable is refused naming ``option``. A path
-    the system refuses on the way (a file where a folder is needed) is reported by the
-    command line as such."""
-    import os
-
-    from deepseek.manufacturing.errors import ManufacturingError
-
-    if path is None:
-        return
-    if path.is_dir():
-        raise ManufacturingError(f"{option} {path}: a folder; give the file's name (for "
-                                 f"example {path / example})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(path if path.exists() else path.parent, os.W_OK):
-        raise ManufacturingError(f"{option} {path}: not writable by this user; choose "
-                                 "another path or change its permissions")
-
-
 def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
     now = time.perf_counter()
     if now - t0[0] < 0.25:
@@ -226,8 +205,10 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
                        f"frame of a moving line is not a photo held still: give --threshold "
                        f"{stored:.4g} to use it, and check either on a recording with --truth",
                        err=True)
-    _ready_to_write(events_path, "--events", "events.jsonl")
-    _ready_to_write(scores_path, "--scores", "scores.csv")
+    from deepseek.paths import ready_to_write
+
+    ready_to_write(events_path, "--events", "events.jsonl")  # before a stream of hours
+    ready_to_write(scores_path, "--scores", "scores.csv")
     src = open_source(source, kind="frames", **opts)
     t0 = [0.0]
 
@@ -354,9 +335,10 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         if threshold is not None:
             raise ManufacturingError("give --threshold or --calibration, not both")
         cal = read_calibration(calibration, model)
-    _ready_to_write(csv_path, "--csv", "scores.csv")
-    if heatmaps is not None:  # made now: a path the system refuses fails before the scoring
-        heatmaps.mkdir(parents=True, exist_ok=True)
+    from deepseek.paths import ready_folder, ready_to_write
+
+    ready_to_write(csv_path, "--csv", "scores.csv")  # before the scoring, not after it
+    ready_folder(heatmaps, "--heatmaps")
     results = score_images(paths, model, heatmaps=heatmaps,
                            threshold=threshold if cal is None else float(cal["threshold"]),
                            progress=None if not as_json else False,
@@ -447,8 +429,9 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
     """
     from deepseek.manufacturing.calibration import calibrate, write_calibration
     from deepseek.manufacturing.score import describe_expectation
+    from deepseek.paths import ready_to_write
 
-    _ready_to_write(out, "--out", "line.calibration.json")
+    ready_to_write(out, "--out", "line.calibration.json")  # before the scoring
     cal = calibrate(folder, model, target_fpr=target_fpr, all_good=all_good,
                     group_pattern=group_pattern, progress=False if as_json else None)
     write_calibration(cal, out)

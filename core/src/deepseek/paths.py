@@ -1,0 +1,44 @@
+"""Output paths checked before the work whose result goes there starts.
+
+A command that writes its result after minutes or hours of work (a stream, a folder of
+photos, a CT, a backtest) calls these first, so that a path it cannot write fails at once
+instead of after the work. A path the system refuses on the way (a file where a folder is
+needed, no permission) raises the system's ``OSError``, which the command line reports as the
+user's to change (:func:`deepseek.cli.path_error`); what the system would accept but is still
+wrong (a folder where a file goes) raises :class:`~deepseek.errors.DeepSeekError`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from deepseek.errors import DeepSeekError
+
+
+def ready_to_write(path: str | Path | None, option: str, example: str) -> None:
+    """Check that the file ``path`` (given as ``option``) can be written: its folder is made;
+    a folder at ``path`` itself, or a place this user may not write, is refused naming
+    ``option`` (``example``: a file name to suggest inside the folder). None: nothing."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise DeepSeekError(f"{option} {path}: a folder; give the file's name (for example "
+                            f"{path / example})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise DeepSeekError(f"{option} {path}: not writable by this user; choose another "
+                            "path or change its permissions")
+
+
+def ready_folder(path: str | Path | None, option: str) -> None:
+    """Make the output folder ``path`` (given as ``option``) and check this user may write
+    in it. None: nothing."""
+    if path is None:
+        return
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise DeepSeekError(f"{option} {path}: not writable by this user; choose another "
+                            "path or change its permissions")

@@ -1,0 +1,36 @@
+"""Output paths checked before long work (deepseek.paths)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepseek.errors import DeepSeekError
+from deepseek.paths import ready_folder, ready_to_write
+
+
+def test_ready_to_write_makes_the_folder_and_refuses_a_folder(tmp_path):
+    target = tmp_path / "new" / "deeper" / "scores.csv"
+    ready_to_write(target, "--csv", "scores.csv")
+    assert target.parent.is_dir() and not target.exists()  # nothing written yet
+    target.write_text("kept")
+    ready_to_write(target, "--csv", "scores.csv")  # an existing file is left as it is
+    assert target.read_text() == "kept"
+    with pytest.raises(DeepSeekError, match=r"--csv .*: a folder; give the file's name "
+                                            r"\(for example .*scores\.csv\)"):
+        ready_to_write(tmp_path, "--csv", "scores.csv")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(FileExistsError):  # reported by the CLI as a path to change
+        ready_to_write(blocker / "scores.csv", "--csv", "scores.csv")
+    ready_to_write(None, "--csv", "scores.csv")
+
+
+def test_ready_folder(tmp_path):
+    ready_folder(tmp_path / "a" / "b", "--out")
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileExistsError):
+        ready_folder(tmp_path / "f", "--out")
+    with pytest.raises(NotADirectoryError):
+        ready_folder(tmp_path / "f" / "g", "--out")
+    ready_folder(None, "--out")
