@@ -683,3 +683,21 @@ def test_backtest_cli_l2_needs_a_capture(invoke):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["results"]["tick-mlp|500 µs"]["fills"] >= 0
+
+
+def test_backtest_checks_its_output_folder_before_the_backtest(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import deepseek.finance.backtest_run as backtest_run
+    from deepseek.cli import build_cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("backtested before the output was checked")
+
+    monkeypatch.setattr(backtest_run, "run_backtest", never)
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder would go")
+    res = CliRunner().invoke(build_cli(), ["finance", "backtest", "synthetic:?n=500",
+                                           "--out", str(blocker / "day1")])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith(f"error: {blocker / 'day1'}: Not a directory")

@@ -550,3 +550,22 @@ def test_realistic_phantom_patches_for_training():
     res = CliRunner().invoke(build_cli(), ["medical", "train", "--out", "x", "--realistic",
                                            "--luna16", "."])
     assert res.exit_code == 2 and "--realistic is for phantoms" in res.output
+
+
+def test_detect_checks_its_outputs_before_the_detection(tmp_path, monkeypatch):
+    import deepseek.medical.steps as steps
+
+    def never(**kwargs):
+        raise AssertionError("detected before the output was checked")
+
+    monkeypatch.setattr(steps, "detect_step", never)
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder would go")
+    cli = build_cli()
+    res = CliRunner().invoke(cli, ["medical", "detect", "synthetic:", "--out",
+                                   str(blocker / "results.csv")])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {blocker}: File exists")
+    res = CliRunner().invoke(cli, ["medical", "detect", "synthetic:", "--monai-json",
+                                   str(tmp_path)])
+    assert res.exit_code == 2
+    assert f"--monai-json {tmp_path}: a folder; give the file's name" in res.output

@@ -351,7 +351,9 @@ def backtest_cmd(data: str, symbol: str | None, clock: str | None, order: str | 
     """
     from deepseek.finance.backtest_run import run_backtest
     from deepseek.finance.pipelines import STRATEGY_COLUMNS, strategy_rows
+    from deepseek.paths import ready_folder
 
+    ready_folder(out, "--out")  # before the backtest, not after it
     summary = run_backtest(
         data, symbol=symbol, clock=clock, order=order, levels=levels, model=model,
         folds=folds, epochs=epochs, baseline_theta=baseline_theta, rule=rule,

@@ -267,7 +267,10 @@ def detect(path: str, out: Path | None, monai_json: Path | None, monai_key: str,
     """Find lung nodules in PATH (DICOM folder/file, .mhd, NIfTI or a synthetic: URI)."""
     from deepseek.medical.metrics import write_monai_boxes, write_results
     from deepseek.medical.steps import detect_step
+    from deepseek.paths import ready_to_write
 
+    ready_to_write(out, "--out", "results.csv")  # before the detection, not after it
+    ready_to_write(monai_json, "--monai-json", "boxes.json")
     # the same step `deepseek batch medical detect` runs per scan
     result = detect_step(model=model, backend=backend, threshold=threshold,
                          max_candidates=max_candidates, series_uid=series_uid, on_gap=on_gap,
