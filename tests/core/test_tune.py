@@ -404,3 +404,13 @@ def test_tune_command_and_its_json(tmp_path):
     res = CliRunner().invoke(build_cli(), ["tune", "worker", "--storage",
                                            f"journal:{tmp_path / 'j.log'}"])
     assert res.exit_code == 2 and "give --storage URL and --study NAME" in res.output
+    # an --out under a file is refused before any trial runs (the study is not touched)
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder would go")
+    res = CliRunner().invoke(build_cli(), ["-q", "tune", str(cfg), "--storage",
+                                           f"journal:{tmp_path / 'j.log'}", "--study",
+                                           "blocked", "--out", str(blocker / "out")])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {blocker / 'out'}: Not a "
+                                                        "directory")
+    assert '"cli"' in (tmp_path / "j.log").read_text()
+    assert '"blocked"' not in (tmp_path / "j.log").read_text()  # the journal names its studies

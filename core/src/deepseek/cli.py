@@ -524,9 +524,11 @@ def tune_cmd(ctx: click.Context, config: str, storage: str | None, study: str | 
     config's objective is a registered pipeline and the metrics it reports; see
     deepseek.tune for the format.
     """
+    from deepseek.paths import ready_folder
     from deepseek.tune import TuneConfig, TuneError, run_worker, tune, write_outputs
 
     quiet = ctx.obj["quiet"]
+    ready_folder(out_dir, "--out")  # before the trials, not after them
     if config == "worker":
         if not storage or not study:
             raise TuneError("a worker joins an existing study: give --storage URL and "
