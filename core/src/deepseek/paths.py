@@ -27,9 +27,7 @@ def ready_to_write(path: str | Path | None, option: str, example: str) -> None:
         raise DeepSeekError(f"{option} {path}: a folder; give the file's name (for example "
                             f"{path / example})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(path if path.exists() else path.parent, os.W_OK):
-        raise DeepSeekError(f"{option} {path}: not writable by this user; choose another "
-                            "path or change its permissions")
+    _writable(path if path.exists() else path.parent, path, option)
 
 
 def ready_folder(path: str | Path | None, option: str) -> None:
@@ -39,6 +37,11 @@ def ready_folder(path: str | Path | None, option: str) -> None:
         return
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    if not os.access(path, os.W_OK):
+    _writable(path, path, option)
+
+
+def _writable(where: Path, path: Path, option: str) -> None:
+    """Refuse ``path`` (given as ``option``) when this user may not write ``where``."""
+    if not os.access(where, os.W_OK):
         raise DeepSeekError(f"{option} {path}: not writable by this user; choose another "
                             "path or change its permissions")
