@@ -34,3 +34,24 @@ def test_ready_folder(tmp_path):
     with pytest.raises(NotADirectoryError):
         ready_folder(tmp_path / "f" / "g", "--out")
     ready_folder(None, "--out")
+
+
+def test_a_place_this_user_may_not_write_is_refused_by_name(tmp_path, monkeypatch):
+    import deepseek.paths
+
+    seen = []
+
+    def no_write(path, mode):  # what os.access answers a user without write permission
+        seen.append(path)
+        return False
+
+    monkeypatch.setattr(deepseek.paths.os, "access", no_write)
+    with pytest.raises(DeepSeekError, match=r"--csv .*scores\.csv: not writable by this user"):
+        ready_to_write(tmp_path / "scores.csv", "--csv", "scores.csv")
+    assert seen == [tmp_path]  # a new file: its folder is asked
+    (tmp_path / "old.csv").write_text("x")
+    with pytest.raises(DeepSeekError, match="not writable"):
+        ready_to_write(tmp_path / "old.csv", "--csv", "scores.csv")
+    assert seen[-1] == tmp_path / "old.csv"  # an existing file: the file itself
+    with pytest.raises(DeepSeekError, match=r"--out .*: not writable by this user"):
+        ready_folder(tmp_path / "run", "--out")
