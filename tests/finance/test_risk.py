@@ -173,8 +173,20 @@ def test_tune_scores_defaults_tuned_and_baselines(tmp_path, invoke):
     assert "(no bootstrap)" in res.output and "tuning " in res.output
 
 
-def test_bad_parameters_are_refused(tmp_path, invoke):
+def test_bad_parameters_are_refused(tmp_path, invoke, monkeypatch):
     path, _ = _table(tmp_path, n=200)
+    # an --out under a file is refused before the training or the trials
+    def never(*args, **kwargs):
+        raise AssertionError("trained before the output was checked")
+
+    monkeypatch.setattr(risk, "run", never)
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder would go")
+    for verb in ("train", "tune"):
+        res = invoke("finance", "risk", verb, path, "--out", blocker / verb)
+        assert res.exit_code == 2, res.output
+        assert res.output.startswith(f"error: {blocker / verb}: Not a directory")
+    monkeypatch.undo()
     for given, pattern in (("{\"lr\": 0.1, \"depthh\": 2}", "unknown parameter"),
                            ("lr=0.1", "not JSON"), ("[1]", "a JSON object")):
         res = invoke("finance", "risk", "train", path, "--params", given)

@@ -153,6 +153,22 @@ def test_cli_synth_train_and_load(tmp_path):
     res = runner.invoke(cli, ["finance", "train", str(tmp_path / "missing.csv"), "--out",
                               str(tmp_path / "x")])
     assert res.exit_code == 2 and "no such file" in res.output
+    assert not (tmp_path / "x").exists()  # no output folder made for input that is not there
+    # an --out under a file is refused before the training (whose first write is after
+    # an epoch)
+    import deepseek.finance.training as training
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained before the output was checked")
+
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder would go")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "train", never)
+        res = runner.invoke(cli, ["finance", "train", str(tmp_path / "t.csv"), "--out",
+                                  str(blocker / "m")])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {blocker / 'm'}: Not a "
+                                                        "directory")
 
 
 def test_pipeline_runs(tmp_path):

@@ -205,6 +205,7 @@ def train_cmd(data: str, symbol: str | None, clock: str | None, order: str | Non
     from deepseek.finance.errors import FinanceError
     from deepseek.finance.training import SKILL_COLUMNS, train
     from deepseek.loader import save_model
+    from deepseek.paths import ready_folder
 
     try:
         parts = tuple(float(x) for x in fractions.split(","))
@@ -212,6 +213,7 @@ def train_cmd(data: str, symbol: str | None, clock: str | None, order: str | Non
         raise click.BadParameter(f"{fractions!r}: give three numbers, e.g. 0.6,0.2,0.2",
                                  param_hint="--split") from None
     ticks = _ticks(data, symbol, clock, order, levels)
+    ready_folder(out, "--out")  # before the training, not after its first epoch
     if len(parts) != 3:
         raise FinanceError(f"--split {fractions}: give three fractions, e.g. 0.6,0.2,0.2")
     res = train(ticks, model, epochs=epochs, horizon=horizon, threshold=threshold,

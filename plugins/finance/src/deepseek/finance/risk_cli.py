@@ -103,8 +103,10 @@ def train_cmd(data: Path, label: str | None, categorical: str | None, drop: str 
     """Train the credit MLP on DATA (a CSV with a label column) and score it on its test
     part beside logistic regression and gradient boosting."""
     from deepseek.finance import risk
+    from deepseek.paths import ready_folder
 
     table = _table(data, label, categorical, drop, positive)
+    ready_folder(out, "--out")  # before the training, not after it
     try:
         given = json.loads(params) if params else {}
     except json.JSONDecodeError as exc:
@@ -136,8 +138,10 @@ def tune_cmd(data: Path, label: str | None, categorical: str | None, drop: str |
     """Tune the credit MLP on DATA's validation part, then score the defaults, the tuned
     parameters and the baselines once on its test part."""
     from deepseek.finance import risk
+    from deepseek.paths import ready_folder
 
     table = _table(data, label, categorical, drop, positive)
+    ready_folder(out, "--out")  # before the trials, not after them
     rep = risk.run(table, tune_trials=trials, sampler=sampler, seed=seed, epochs=epochs,
                    bootstrap=bootstrap)
     _echo(rep, out, as_json)
