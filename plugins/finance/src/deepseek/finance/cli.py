@@ -213,9 +213,9 @@ def train_cmd(data: str, symbol: str | None, clock: str | None, order: str | Non
         raise click.BadParameter(f"{fractions!r}: give three numbers, e.g. 0.6,0.2,0.2",
                                  param_hint="--split") from None
     ticks = _ticks(data, symbol, clock, order, levels)
-    ready_folder(out, "--out")  # before the training, not after its first epoch
     if len(parts) != 3:
         raise FinanceError(f"--split {fractions}: give three fractions, e.g. 0.6,0.2,0.2")
+    ready_folder(out, "--out")  # before the training, not after its first epoch
     res = train(ticks, model, epochs=epochs, horizon=horizon, threshold=threshold,
                 costs=costs, fee_bps=fee_bps, fractions=parts,  # type: ignore[arg-type]
                 class_weights=class_weights, calibrate_offsets=not no_calibrate,

@@ -106,7 +106,6 @@ def train_cmd(data: Path, label: str | None, categorical: str | None, drop: str 
     from deepseek.paths import ready_folder
 
     table = _table(data, label, categorical, drop, positive)
-    ready_folder(out, "--out")  # before the training, not after it
     try:
         given = json.loads(params) if params else {}
     except json.JSONDecodeError as exc:
@@ -118,6 +117,7 @@ def train_cmd(data: Path, label: str | None, categorical: str | None, drop: str 
     if unknown:
         raise click.BadParameter(f"unknown parameter(s) {sorted(unknown)}; the MLP takes "
                                  f"{', '.join(risk.MLP_DEFAULTS)}", param_hint="--params")
+    ready_folder(out, "--out")  # before the training, not after it
     rep = risk.run(table, seed=seed, epochs=epochs, mlp_params=given, bootstrap=bootstrap)
     _echo(rep, out, as_json)
 
