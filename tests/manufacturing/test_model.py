@@ -127,6 +127,43 @@ def test_training_steps_reduce_the_loss():
     assert losses[-1] < 0.6 * losses[0]
 
 
+def test_a_batch_held_still_is_encoded_once_with_the_same_loss_and_gradients(monkeypatch):
+    import copy
+
+    from deepseek.manufacturing.training import clip_loss
+
+    torch.manual_seed(0)
+    net = DefectNet()
+    net.train()
+    x = torch.randint(0, 255, (4, 1, 48, 48), dtype=torch.uint8).expand(4, 3, 48, 48)
+    cells = (torch.rand(4, 1, 3, 3) > 0.7).float().expand(4, 3, 3, 3)
+    batch = {"x": x.contiguous(), "y": torch.tensor([1.0, 0, 1, 0])[:, None].expand(4, 3),
+             "w": torch.ones(4, 3), "map": cells.contiguous(), "mw": torch.ones(4, 1)}
+    plain = copy.deepcopy(net)
+    calls = []
+    still = DefectNet.still
+
+    def counted(self, images, frames):
+        calls.append((tuple(images.shape), frames))
+        return still(self, images, frames)
+
+    monkeypatch.setattr(DefectNet, "still", counted)
+    loss = clip_loss(net, batch)
+    assert calls == [((4, 48, 48), 3)]  # each crop encoded once, shown for 3 frames
+    loss.backward()
+    monkeypatch.delattr(DefectNet, "still")  # a model without it: the clip through forward()
+    ref = clip_loss(plain, batch)
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    for (name, a), b in zip(net.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+    # frames that differ (a stream clip) never take the shortcut
+    moving = dict(batch, x=torch.randint(0, 255, (4, 3, 48, 48), dtype=torch.uint8))
+    monkeypatch.setattr(DefectNet, "still", lambda *a: pytest.fail("moving clip encoded once"),
+                        raising=False)
+    clip_loss(net, moving)
+
+
 def test_synthetic_training_cracks_follow_the_depth_range(tmp_path):
     from deepseek.manufacturing.errors import ManufacturingError
     from deepseek.manufacturing.training import synthetic_clip, train_model, validation_lines

@@ -291,8 +291,16 @@ class ClipDataset(Dataset):
 
 def clip_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The training loss of a clip batch: weighted frame-level and map-level binary cross-entropy.
-    """
-    logits, maps, _ = model(batch["x"])
+
+    A batch of parts held still (every clip's frames equal, as labelled images are trained)
+    goes through the model's ``still`` when it has one: each crop encoded once instead of
+    once per frame, the same loss and gradients (to float rounding) at about a third of the
+    cost of a step on 2 cores."""
+    x = batch["x"]
+    if hasattr(model, "still") and x.shape[1] > 1 and torch.equal(x, x[:, :1].expand_as(x)):
+        logits, maps = model.still(x[:, 0], x.shape[1])
+    else:
+        logits, maps, _ = model(x)
     w = batch["w"]
     frame = (F.binary_cross_entropy_with_logits(logits, batch["y"], reduction="none") * w
              ).sum() / w.sum().clamp(min=1)
