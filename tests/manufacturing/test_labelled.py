@@ -574,6 +574,41 @@ def test_train_help_states_the_hard_negative_default_and_refuses_it_without_a_fo
     assert res.exit_code == 2 and "--hard-negatives" in res.output
 
 
+def test_cross_fitted_fold_models_from_scratch_share_one_start(tmp_path, monkeypatch):
+    """The fold models are averaged into the model written, which only works from one start:
+    from scratch each fold used to draw its own random weights, and their average scored
+    every part alike (KolektorSDD: val AUROC 0.76, no crack found)."""
+    import torch
+
+    from deepseek.manufacturing import training
+
+    (tmp_path / "parts").mkdir()
+    for k in range(6):
+        m = _part(tmp_path / "parts" / f"{k}.png", 900 + k,
+                  ((8, 20), (56, 28)) if k % 2 else None, h=48, w=64)
+        cv2.imwrite(str(tmp_path / "parts" / f"{k}_mask.png"), m)
+    starts = []
+    make = training._trainer
+
+    def trainer(net, *a, **k):
+        starts.append({n: t.detach().clone() for n, t in net.state_dict().items()})
+        return make(net, *a, **k)
+
+    monkeypatch.setattr(training, "_trainer", trainer)
+    info = training.train_model(tmp_path / "run", folder=tmp_path / "parts", folds=3, crop=32,
+                                crops_per_epoch=8, epochs=1, batch_size=4, init="scratch",
+                                progress=False, target_fpr=0.34)
+    assert info["folds"] == 3 and len(starts) == 3
+    for other in starts[1:]:
+        assert other.keys() == starts[0].keys()
+        assert all(torch.equal(other[n], starts[0][n]) for n in other)
+    # a random start, not the packaged weights
+    from deepseek.loader import build_registered
+
+    packaged = build_registered("defect-3dcnn-lstm", pretrained=True)[0].state_dict()
+    assert not torch.equal(starts[0]["encoder.0.0.weight"], packaged["encoder.0.0.weight"])
+
+
 def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     """``--scale``: the images and masks are scaled before training (kept or read again, the
     same pixels), the scale is stored with the model, and ``score`` scales each photo the same

@@ -842,6 +842,7 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
     cfg: dict[str, Any] = {}
     t_scoring = [0.0]
     t_start = time.perf_counter()
+    start: dict[str, torch.Tensor] | None = None
     for k in range(k_folds):
         train_idx, held_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         train = [items[i] for i in train_idx if pasted is None or not items[i].defect]
@@ -853,6 +854,12 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
         dataset = CropDataset(train, crops + crops % 2, crop, frames, seed * 1000 + k,
                               pasted=pasted, hard=hard[0], hard_fraction=hard[1])
         net, cfg = build()
+        # every fold model from one start (averaging needs it: a soup of networks drawn
+        # from different random starts scores nothing); from the packaged weights a no-op
+        if start is None:
+            start = {n: t.detach().clone() for n, t in net.state_dict().items()}
+        else:
+            net.load_state_dict(start)
         trainer = _trainer(net, len(dataset), checkpoint_dir=None, cfg=cfg, **fit)
         epoch = [0]
 
