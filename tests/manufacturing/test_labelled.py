@@ -417,6 +417,13 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     exp = info["expected"]
     assert exp["defect_images"] == 4 and exp["good_images"] == 4
     assert exp["false_positive_rate"] <= 0.25
+    # the written model (the fold models' average) scored on the 4 training defects: the
+    # recall expected is the lower of that and the out-of-fold one, and train says which
+    own = exp["written_model_on_training_defects"]
+    assert own["defect_images"] == 4 and 0 <= own["recall"] <= 1
+    lowered = "recall_out_of_fold" in exp
+    assert exp["recall"] == (own["recall"] if lowered else exp["recall"])
+    assert lowered == (own["recall"] < exp.get("recall_out_of_fold", 0))
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "parts"),
                                            "--model", str(tmp_path / "run" / "model.safetensors")])
     assert res.exit_code == 0 and "from 4 defect and 4 good images" in res.output
@@ -607,6 +614,60 @@ def test_cross_fitted_fold_models_from_scratch_share_one_start(tmp_path, monkeyp
 
     packaged = build_registered("defect-3dcnn-lstm", pretrained=True)[0].state_dict()
     assert not torch.equal(starts[0]["encoder.0.0.weight"], packaged["encoder.0.0.weight"])
+
+
+def test_the_expected_recall_is_what_the_written_model_gives_its_training_defects(
+        tmp_path, monkeypatch):
+    """The threshold is set on the fold models' out-of-fold scores; the model written is
+    their average. Where the average catches fewer of the training defects (which it trained
+    on) at the threshold, that is the recall stored and printed, the out-of-fold one kept."""
+    from types import SimpleNamespace
+
+    from deepseek.manufacturing import training
+    from deepseek.manufacturing.metrics import expected_rates, wilson_interval
+    from deepseek.manufacturing.score import describe_expectation
+
+    items = [SimpleNamespace(defect=d) for d in [True] * 4 + [False] * 6]
+    oof = [0.95, 0.96, 0.97, 0.2] + [0.1] * 6  # 3 of 4 defects at 0.9 out of fold
+    seen = []
+
+    def run(written):
+        monkeypatch.setattr(training, "image_scores", lambda net, its, views=1: (
+            seen.append((len(its), views)) or np.array(written)))
+        extra = {"threshold": 0.9,
+                 "expected": expected_rates(oof, [i.defect for i in items], 0.9)}
+        training._written_model_recall(object(), items, extra, 4)
+        return extra["expected"]
+
+    exp = run([0.95, 0.5, 0.4, 0.3])  # the average: 1 of 4
+    assert seen == [(4, 4)]  # the defects alone, under the threshold's views
+    assert exp["recall"] == 0.25 and exp["recall_ci95"] == wilson_interval(1, 4)
+    assert exp["recall_out_of_fold"] == 0.75
+    assert exp["recall_out_of_fold_ci95"] == wilson_interval(3, 4)
+    assert exp["written_model_on_training_defects"]["defect_images"] == 4
+    assert exp["false_positive_rate"] == 0.0 and exp["good_images"] == 6  # untouched
+    line = describe_expectation(exp)
+    assert "recall 0.250" in line and "caught 0.750 out of fold" in line
+    # train says so after the threshold (the training itself stood in for)
+    (tmp_path / "parts").mkdir()
+    monkeypatch.setattr(training, "train_model", lambda out, **k: {
+        "model": str(out / "model.safetensors"), "history": [], "folds": 5,
+        "threshold": 0.9, "threshold_rule": "rule", "expected": exp})
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "run"), "--folder",
+                                           str(tmp_path / "parts")])
+    assert res.exit_code == 0, res.output
+    assert ("the model written (the fold models' average) catches 0.250 of the 4 training "
+            "defects at it, less than out of fold") in " ".join(res.output.split())
+    exp = run([0.95, 0.96, 0.97, 0.98])  # the average catches more: the out-of-fold stays
+    assert exp["recall"] == 0.75 and "recall_out_of_fold" not in exp
+    assert exp["written_model_on_training_defects"]["recall"] == 1.0
+    assert "out of fold" not in describe_expectation(exp)
+    # no defect images: nothing to measure, nothing scored
+    seen.clear()
+    extra = {"threshold": 0.9, "expected": expected_rates([0.1] * 3, [False] * 3, 0.9)}
+    training._written_model_recall(object(), [SimpleNamespace(defect=False)] * 3, extra, 1)
+    assert seen == [] and extra["expected"]["recall"] is None
 
 
 def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):

@@ -734,6 +734,12 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
     echo_training(res, as_json)
     if "threshold" in res and not as_json:
         click.echo(f"threshold {res['threshold']:.4g}: {res['threshold_rule']}")
+        own = res.get("expected", {}).get("written_model_on_training_defects")
+        if own and "recall_out_of_fold" in res["expected"]:
+            click.echo(f"the model written (the fold models' average) catches {own['recall']:.3f}"
+                       f" of the {own['defect_images']} training defects at it, less than "
+                       "out of fold: that is the recall expected (`calibrate` with defect "
+                       "images of the line sets a threshold for this model itself)")
         _echo_review(res.get("threshold_review"),
                      ", out of fold" if res.get("folds", 1) > 1 else " among those held out")
         click.echo(f"score with: deepseek manufacturing score PATH --model {res['model']}")

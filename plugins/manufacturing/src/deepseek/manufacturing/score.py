@@ -131,9 +131,12 @@ def describe_expectation(exp: dict[str, Any], where: str = "the stored threshold
         ci = exp.get(f"{name}_ci95")
         return f"{exp[name]:.3f}" + (f" (95 % CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
 
+    oof = exp.get("recall_out_of_fold")
+    lower = (f" (the written model on the defects it trained on; its fold models caught "
+             f"{oof:.3f} out of fold)" if isinstance(oof, (int, float)) else "")
     return (f"expected at {where} (from {exp.get('defect_images', '?')} defect "
             f"and {exp.get('good_images', '?')} good images): recall "
-            f"{rate('recall')}, false-alarm rate {rate('false_positive_rate')}")
+            f"{rate('recall')}{lower}, false-alarm rate {rate('false_positive_rate')}")
 
 
 def stored_threshold(model: Any) -> float | None:

@@ -430,6 +430,32 @@ def _expected(scores: np.ndarray, labels: list[bool], target_fpr: float, where: 
         "expected": expected}
 
 
+def _written_model_recall(net: torch.nn.Module, items: list, extra: dict[str, Any],
+                          views: int) -> None:
+    """Cross-fitting sets the threshold on the fold models' out-of-fold scores, and writes
+    their weight average, which may score parts lower than they did (from scratch, much
+    lower). The average scores the training defects at the threshold: it trained on them,
+    so what it catches there is about the most it will catch on new parts. When that is
+    less than the out-of-fold recall, it becomes the expected recall stored (with its
+    interval; the out-of-fold figure kept as ``recall_out_of_fold``), so that ``score``
+    does not promise what the written model cannot give."""
+    from deepseek.manufacturing.metrics import wilson_interval
+
+    exp = extra["expected"]
+    defects = [it for it in items if it.defect]
+    if not defects or exp.get("recall") is None:
+        return
+    hits = int((image_scores(net, defects, views=views) >= extra["threshold"]).sum())
+    own = {"recall": hits / len(defects), "recall_ci95": wilson_interval(hits, len(defects)),
+           "defect_images": len(defects)}
+    exp["written_model_on_training_defects"] = own
+    if own["recall"] < exp["recall"]:
+        exp["recall_out_of_fold"], exp["recall_out_of_fold_ci95"] = (exp["recall"],
+                                                                     exp["recall_ci95"])
+        exp["recall"], exp["recall_ci95"] = own["recall"], own["recall_ci95"]
+        exp["recall_from"] = "the written model on the training defects"
+
+
 def _save(net: torch.nn.Module, out: Path, model: str, cfg: dict[str, Any],
           extra: dict[str, Any]) -> tuple[Path, str | None]:
     """``out/model.safetensors`` with ``extra`` in its metadata, and beside it the streaming
@@ -483,7 +509,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     epoch is chosen by the pooled out-of-fold image AUROC (to 4 places; ties: lower log-loss),
     the fold models of that epoch are averaged into the one model written (:func:`soup`), and
     the threshold for a false-positive rate <= ``target_fpr`` is set on all the out-of-fold
-    scores, its expected recall and false-alarm rate stored beside it with 95 % intervals.
+    scores, its expected recall and false-alarm rate stored beside it with 95 % intervals
+    (the recall the lower of the out-of-fold one and what the averaged model catches of the
+    training defects: :func:`_written_model_recall`).
     The threshold's scores are made under ``views`` (1: each image as it is; 4: also
     flipped three ways, the logits averaged; :func:`~deepseek.manufacturing.score.
     score_image`), stored with the model so that ``score`` makes its scores the same way;
@@ -636,6 +664,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         labels = [bool(it.defect) for it in items]
         extra = {"trained_on": "folder", "init": init, "views": views, "scale": scale,
                  **_expected(held, labels, target_fpr, where)}
+        if cross:
+            _written_model_recall(net, items, extra, views)
         data_info.update({k: extra[k] for k in ("views", "threshold", "threshold_rule",
                                                  "expected")})
         data_info["threshold_review"] = threshold_review(
