@@ -439,15 +439,15 @@ def _written_model_recall(net: torch.nn.Module, items: list, extra: dict[str, An
     less than the out-of-fold recall, it becomes the expected recall stored (with its
     interval; the out-of-fold figure kept as ``recall_out_of_fold``), so that ``score``
     does not promise what the written model cannot give."""
-    from deepseek.manufacturing.metrics import wilson_interval
+    from deepseek.manufacturing.metrics import expected_rates
 
     exp = extra["expected"]
     defects = [it for it in items if it.defect]
     if not defects or exp.get("recall") is None:
         return
-    hits = int((image_scores(net, defects, views=views) >= extra["threshold"]).sum())
-    own = {"recall": hits / len(defects), "recall_ci95": wilson_interval(hits, len(defects)),
-           "defect_images": len(defects)}
+    rates = expected_rates(image_scores(net, defects, views=views), [True] * len(defects),
+                           extra["threshold"])
+    own = {k: rates[k] for k in ("recall", "recall_ci95", "defect_images")}
     exp["written_model_on_training_defects"] = own
     if own["recall"] < exp["recall"]:
         exp["recall_out_of_fold"], exp["recall_out_of_fold_ci95"] = (exp["recall"],
