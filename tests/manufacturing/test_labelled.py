@@ -1090,6 +1090,58 @@ def test_labelme_files_beside_the_image(tmp_path):
         read_labelled(root)
 
 
+def test_a_class_that_names_a_good_part_is_refused_in_every_format_with_class_names(tmp_path):
+    """Every class counts as a defect in COCO, VOC and labelme files, so a data set that
+    boxes its good parts under "ok_front" or "No defect" would train them as cracks: the
+    reader refuses it, naming the file, the class and the way out. A good category that no
+    annotation uses (an export's placeholder) is fine, and defect names pass."""
+    import json
+
+    from deepseek.manufacturing.labelled import names_good_part
+
+    for name in ("good", "OK", "ok_front", "No defect", "NonDefective", "no_defects",
+                 "defect-free", "background", "Normal"):
+        assert names_good_part(name), name
+    for name in ("crack", "scratch", "def_front", "broken_large", "pit", "knock", "blocked",
+                 "normality", "", None):
+        assert not names_good_part(name), name
+
+    root = tmp_path / "coco"
+    _part(root / "a.png", 1, h=40, w=50)
+    _part(root / "b.png", 2, h=40, w=50)
+    images = [{"id": 1, "file_name": "a.png", "width": 50, "height": 40},
+              {"id": 2, "file_name": "b.png", "width": 50, "height": 40}]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]}]
+    doc = {"images": images, "annotations": anns,
+           "categories": [{"id": 0, "name": "ok_front"}, {"id": 1, "name": "def_front"}]}
+    (root / "_annotations.coco.json").write_text(json.dumps(doc))
+    got = {i.path.name: i.defect for i in read_labelled(root)}   # ok_front unused: fine
+    assert got == {"a.png": True, "b.png": False}
+    doc["annotations"] = anns + [{"id": 7, "image_id": 2, "category_id": 0,
+                                  "bbox": [0, 0, 50, 40]}]
+    (root / "_annotations.coco.json").write_text(json.dumps(doc))
+    with pytest.raises(ManufacturingError, match=r"_annotations.coco.json: 1 annotation\(s\) "
+                       r"\(the first, 7, on b.png\) are of category 0, 'ok_front' names a good "
+                       r"part.*remove those annotations, keeping the images"):
+        read_labelled(root)
+
+    voc = tmp_path / "voc"
+    _part(voc / "a.png", 1, h=40, w=50)
+    _voc(voc / "a.xml", 50, 40, [("crack", (1, 1, 5, 5)), ("No defect", (0, 0, 49, 39))])
+    with pytest.raises(ManufacturingError, match=r"a.xml: object 2: its <name> 'No defect' "
+                       r"names a good part"):
+        read_labelled(voc)
+
+    lm = tmp_path / "lm"
+    _part(lm / "a.png", 1, h=40, w=50)
+    (lm / "a.json").write_text(json.dumps({
+        "shapes": [{"label": "good", "shape_type": "rectangle", "points": [[0, 0], [49, 39]]}],
+        "imageWidth": 50, "imageHeight": 40}))
+    with pytest.raises(ManufacturingError, match=r"a.json: shape 1: its label 'good' names a "
+                       r"good part"):
+        read_labelled(lm)
+
+
 def test_copies_keep_the_one_whose_label_places_the_defect_whatever_its_format(tmp_path):
     """A photo in defect/ (no location) and its copy with a VOC box: the copy that places the
     defect is kept, whichever comes first by name."""

@@ -49,7 +49,10 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
    (positive crops then cannot be placed on the defect: a warning says so).
 
 A label that contradicts its class folder is an error, as is a coordinate outside 0..1 (nothing
-is clamped) or a malformed line (named with file and line).
+is clamped) or a malformed line (named with file and line). In the formats with class names
+(COCO, VOC, labelme), where every class is a defect, an annotation of a class whose name says
+the part is good (:func:`names_good_part`: ``ok_front``, ``No defect``) is an error naming the
+file, the annotation and the class.
 
 Copies: an image whose decoded pixels equal another's (the same photo saved twice under two
 names) is one observation, not two; counted twice it would weigh double in training and in the
@@ -85,6 +88,34 @@ GOOD_FOLDERS = {"good", "ok", "normal"}
 DEFECT_FOLDERS = {"defect", "defects", "bad", "crack", "cracks", "ng"}
 MASK_FOLDERS = ("masks", "mask", "gt", "groundTruth", "ground_truth", "segmentation")
 SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "images"}
+#: class names that say a part is good (``ok_front``, ``No defect``, ``NonDefective``): the
+#: label formats with class names (COCO categories, VOC ``<name>``, labelme labels) count every
+#: class as a defect, so an annotation under one of these would train a good part as a crack
+_GOOD_WORDS = {"good", "ok", "okay", "normal", "background", "nodefect", "nodefects",
+               "defectfree", "nondefect", "nondefective", "notdefective", "nocrack",
+               "nocracks", "crackfree"}
+_GOOD_PHRASE = re.compile(r"\b(?:(?:no|non|not|without) (?:defects?|defective|cracks?|damage)|"
+                          r"(?:defect|crack|damage) free)\b")
+
+
+def names_good_part(name: object) -> bool:
+    """Whether a class name says "good part" (a word of it, or its letters run together, is
+    ``good``, ``ok``, ``normal``, ``background``, "no defect", "defect free" and the like)."""
+    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(name))
+    words = re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+    joined = " ".join(words)
+    return (any(w in _GOOD_WORDS for w in words) or joined.replace(" ", "") in _GOOD_WORDS
+            or _GOOD_PHRASE.search(joined) is not None)
+
+
+def _good_class_error(where: str, name: object, what: str) -> ManufacturingError:
+    return ManufacturingError(
+        f"{where}: {what} {str(name)!r} names a good part, but every class here counts as a "
+        "defect (a good part is an image with no annotation, an empty label file, or a good/ "
+        "folder): remove those annotations, keeping the images, or rename the class if it "
+        "names a defect")
+
+
 #: label sources that place the defect in the picture (a mask, however it was written)
 PIXEL_LABELS = ("mask", "coco", "voc", "labelme", "yolo")
 #: decoded pixels (and masks) kept in memory by the folder readers, in MB; past it, read again
@@ -356,6 +387,8 @@ def voc_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
     for k, obj in enumerate(ann.iter("object"), 1):
         what = f"{label}: object {k} ({obj.findtext('name', '?')})"
+        if names_good_part(obj.findtext("name", "")):
+            raise _good_class_error(f"{label}: object {k}", obj.findtext("name"), "its <name>")
         box = obj.find("bndbox")
         try:
             x0, y0, x1, y1 = (float(box.findtext(t, "")) for t in ("xmin", "ymin", "xmax",
@@ -427,6 +460,8 @@ def labelme_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
         try:
             kind = sh_.get("shape_type") or "polygon"
             what += f" ({sh_.get('label', '?')}, {kind})"
+            if names_good_part(sh_.get("label", "")):
+                raise _good_class_error(f"{label}: shape {k}", sh_.get("label"), "its label")
             xy = np.asarray(sh_["points"], np.float64).reshape(-1, 2)
             _inside(xy[:, 0], xy[:, 1], w, h)
             pts = [tuple(p) for p in xy.tolist()]
@@ -557,6 +592,17 @@ def _coco_entries(js: Path, doc: dict[str, Any]) -> list[CocoEntry]:
                                      f"image_id {ann.get('image_id')!r}, which the file's "
                                      "images do not list")
         entries[ann["image_id"]].annotations.append(ann)
+    cats = doc.get("categories")
+    names = {c.get("id"): c.get("name") for c in cats if isinstance(c, dict)} \
+        if isinstance(cats, list) else {}
+    for cid, name in names.items():
+        if names_good_part(name):
+            used = [a for a in doc["annotations"] if a.get("category_id") == cid]
+            if used:
+                e = entries[used[0]["image_id"]]
+                raise _good_class_error(
+                    f"{js}", name, f"{len(used)} annotation(s) (the first, "
+                    f"{used[0].get('id', '?')}, on {e.file_name}) are of category {cid},")
     return list(entries.values())
 
 
