@@ -616,6 +616,43 @@ def test_cross_fitted_fold_models_from_scratch_share_one_start(tmp_path, monkeyp
     assert not torch.equal(starts[0]["encoder.0.0.weight"], packaged["encoder.0.0.weight"])
 
 
+def test_images_smaller_than_the_training_crop_are_named_with_the_crop_that_fits(tmp_path,
+                                                                               caplog):
+    """A crop larger than the image is padded with the image's edge pixels, a smear the model
+    learns as surface: training says so (how many, the smallest, the crop that fits) and
+    records it in training.json."""
+    import json
+    import logging
+
+    from deepseek.manufacturing.training import smaller_than_crop, train_model
+
+    (tmp_path / "parts").mkdir()
+    for k in range(4):
+        m = _part(tmp_path / "parts" / f"{k}.png", 950 + k,
+                  ((8, 20), (56, 28)) if k % 2 else None, h=48 if k else 40, w=64)
+        cv2.imwrite(str(tmp_path / "parts" / f"{k}_mask.png"), m)
+    items = read_labelled(tmp_path / "parts")
+    assert smaller_than_crop(items, 32) is None
+    with caplog.at_level(logging.WARNING):
+        assert smaller_than_crop(items, 48) == {"images": 1, "of": 4, "smallest": [64, 40],
+                                                "crop_that_fits": 32}
+    assert ("1 of 4 images are smaller than the 48-pixel training crop (the smallest, 0.png, "
+            "64x40)") in caplog.text and "give --crop 32" in caplog.text
+    # at a scale the sizes are the scaled ones; under 16 pixels no crop fits
+    assert smaller_than_crop(items, 32, 0.5)["crop_that_fits"] == 16
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert smaller_than_crop(items, 16, 0.25)["crop_that_fits"] is None
+    assert "images under 16 pixels are too small to train on" in caplog.text
+    info = train_model(tmp_path / "run", folder=tmp_path / "parts",
+                       val_folder=tmp_path / "parts", crop=64, crops_per_epoch=4, epochs=1,
+                       batch_size=4, init="scratch", progress=False, target_fpr=0.5)
+    want = {"images": 4, "of": 4, "smallest": [64, 40], "crop_that_fits": 32}
+    assert info["smaller_than_crop"] == want
+    assert json.loads((tmp_path / "run" / "training.json").read_text())[
+        "smaller_than_crop"] == want
+
+
 def test_the_expected_recall_is_what_the_written_model_gives_its_training_defects(
         tmp_path, monkeypatch):
     """The threshold is set on the fold models' out-of-fold scores; the model written is

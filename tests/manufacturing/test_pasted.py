@@ -124,6 +124,7 @@ def test_good_only_pasted_training_sets_its_threshold_on_good_parts_alone(tmp_pa
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "run" / "training.json").read_text())
     assert info["data"] == "good-only" and info["images"] == 6
+    assert "smaller_than_crop" not in info  # 48x64 photos, 32-pixel crops
     assert info["folds"] == 2 and sum(info["fold_images"]) == 6
     exp = info["expected"]
     assert exp["recall"] is None and exp["defect_images"] == 0 and exp["good_images"] == 6

@@ -517,7 +517,8 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
 @click.option("--crop", type=int, default=None,
               help="--folder, --good-only --method pasted|draem: side of the training crops, "
               "a multiple of 16 [160; 128 with --method draem, which reads images at half "
-              "their size].")
+              "their size]; images smaller than it are padded with their edge pixels, with "
+              "a warning.")
 @click.option("--crops-per-epoch", type=int, default=None,
               help="--folder: crops per epoch, half on defects [8 per image, at least 256].")
 @click.option("--hard-negatives", type=click.FloatRange(0, 1), default=None,

@@ -610,6 +610,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             log.info("%d look-alike image pairs (the same part again): %d groups joined into "
                      "%d", joined["pairs"], joined["groups_before"], joined["groups_after"])
         crops = crops_per_epoch or max(256, 8 * len(items))
+        small = smaller_than_crop(items, crop, scale)
 
         def build() -> tuple[torch.nn.Module, dict[str, Any]]:
             net, cfg = build_registered(model, pretrained=init == "packaged",
@@ -625,6 +626,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                      **({"copies": copies_report(items)} if any(i.copies for i in items)
                         else {}),
                      "label_sources": sorted({i.source for i in items}),
+                     **({"smaller_than_crop": small} if small else {}),
                      "image_digests": image_digests(items)}
         # mined once, by the weights every model starts from (which saw none of these
         # images): the same spots for every fold, each fold using its own images' spots.
@@ -678,6 +680,29 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                "clip_shape": [frames, height, width]}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def smaller_than_crop(items: list, crop: int, scale: float = 1.0) -> dict[str, Any] | None:
+    """The images whose side (at ``scale``) is shorter than the training ``crop``, with a
+    warning: their crops are padded by repeating the edge pixels, a smear the model then
+    learns as surface. ``{"images", "of", "smallest", "crop_that_fits"}`` or None."""
+    from deepseek.manufacturing.images import scaled_size
+
+    sizes = [(scaled_size(it.shape, scale), it) for it in items]
+    small = [(hw, it) for hw, it in sizes if min(hw) < crop]
+    if not small:
+        return None
+    (h, w), least = min(small, key=lambda s: min(s[0]))
+    fits = min(h, w) // STRIDE * STRIDE
+    at = f" at --scale {scale:g}" if scale != 1 else ""
+    log.warning("%d of %d images are smaller than the %d-pixel training crop%s (the smallest, "
+                "%s, %dx%d): their crops are padded by repeating edge pixels, which the model "
+                "learns as surface; %s", len(small), len(items), crop, at, least.path.name, w,
+                h, f"give --crop {fits} (the largest multiple of {STRIDE} they fill)"
+                if fits >= STRIDE else f"images under {STRIDE} pixels are too small to train "
+                "on: leave them out")
+    return {"images": len(small), "of": len(items), "smallest": [w, h],
+            "crop_that_fits": fits or None}
 
 
 #: good-only training's peak learning rate: low, so that the packaged weights' sense of a
@@ -742,6 +767,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
                           depth=depth, kinds=PASTED_KINDS, base=it)
               for i, it in enumerate(goods)]
     crops = crops_per_epoch or max(256, 8 * len(goods))
+    small = smaller_than_crop(goods, crop)
     fit = {"lr": lr, "epochs": epochs, "batch_size": batch_size, "accum_steps": accum_steps,
            "amp": amp, "progress": progress, "model": model}
 
@@ -774,6 +800,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
                "best_by": "val_select", "data": "good-only", "folder": str(folder),
                "images": n, "groups": int(grouping["groups_after"]),
                "look_alike_pairs": grouping["pairs"], "crop": crop,
+               **({"smaller_than_crop": small} if small else {}),
                **{k: grouping[k] for k in ("regrouped", "skipped", "copies") if k in grouping},
                "validation": f"{info['folds']}-fold cross-fitting by group: every good image, "
                              "and a copy with a pasted crack, scored by the fold model that "
