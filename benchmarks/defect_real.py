@@ -3,6 +3,7 @@ cut into tiles), the project's modes beside a texture-feature baseline in the sa
 
     python benchmarks/defect_real.py [--data-set kolektorsdd|crackforest] [--data DIR] [--quick]
                                      [--epochs N] [--seeds N] [--views 1|4] [--scale S]
+                                     [--crop N]
                                      [--rows cross-fitted,random-negatives,one-model,packaged,
                                              memory,pasted,draem,baseline]
 
@@ -82,7 +83,10 @@ training expected there, with Wilson 95 % intervals), the best recall any thresh
 a val false-positive rate <= 1 % (an upper bound, chosen on val), and the fitting time; for the
 trained rows and the memory also pixel AUROC and AU-PRO (FPR <= 0.3) of their maps against
 the val polygons (:func:`deepseek.manufacturing.metrics.pixel_metrics`); for every trained
-run and model each val photo's score by file name (``val_scores``). ``--quick`` keeps
+run and model each val photo's score by file name (``val_scores``), each val crack's labelled
+pixels (``val_crack_pixels``) and, for every row trained per seed, the recall at its stored
+threshold in four ranges of those sizes, each holding about a quarter of the val cracks
+(``val_recall_by_crack_pixels``: what a small or a large crack is caught at). ``--quick`` keeps
 every image of the rarer class (KolektorSDD: cracked; CrackForest tiles: good) and every 4th
 of the other in each split, trains for 2 epochs with 2 seeds (sizes in the output).
 ``--rows`` runs some rows only (the goals of the rows run).
@@ -198,6 +202,41 @@ def at(scores: np.ndarray, labels: np.ndarray, thr: float) -> dict[str, float]:
     return {"recall": float(flag[labels == 1].mean()), "fpr": float(flag[labels == 0].mean())}
 
 
+def size_bands(pixels: dict[str, int], bands: int = 4) -> list[tuple[int, int]]:
+    """Up to ``bands`` ranges of labelled crack pixels (inclusive), each holding about as many
+    of the cracked images as the others (quantiles of their sizes; fewer ranges when sizes
+    repeat)."""
+    if not pixels:
+        return []
+    v = np.sort(np.array(list(pixels.values())))
+    cuts = sorted({int(v[min(len(v) - 1, (len(v) * k) // bands)]) for k in range(1, bands)})
+    lows = [int(v[0]), *[c for c in cuts if c > v[0]]]
+    highs = [lo - 1 for lo in lows[1:]] + [int(v[-1])]
+    return list(zip(lows, highs))
+
+
+def recall_by_size(rows: dict, pixels: dict[str, int]) -> dict:
+    """For each row scored per seed with a stored threshold, the val cracks caught at it in
+    each size range of :func:`size_bands`: how many there are and the fraction caught, per
+    seed and on average."""
+    out: dict = {}
+    bands = size_bands(pixels)
+    for name, row in rows.items():
+        runs = [r for r in row.get("runs", []) if "val_scores" in r and "threshold" in r]
+        if not runs or not bands:
+            continue
+        got = []
+        for lo, hi in bands:
+            names = [n for n, px in pixels.items() if lo <= px <= hi]
+            caught = [sum(r["val_scores"][n] >= r["threshold"] for n in names) / len(names)
+                      for r in runs]
+            got.append({"crack_pixels": [lo, hi], "cracks": len(names),
+                        "recall_at_stored_threshold": round(float(np.mean(caught)), 4),
+                        "per_seed": [round(c, 4) for c in caught]})
+        out[name] = got
+    return out
+
+
 def per_image(results: list) -> dict[str, float]:
     """Each scored photo's score by file name: what a later look at the misses needs without
     training again."""
@@ -291,6 +330,9 @@ def main() -> None:
                     "train]; the same models are also scored on val under the other count")
     ap.add_argument("--scale", type=float, default=None,
                     help="the supervised rows trained with train --folder --scale S [as train]")
+    ap.add_argument("--crop", type=int, default=None,
+                    help="the supervised rows trained with train --folder --crop N (a "
+                    "multiple of 16) [as train: 160]")
     ap.add_argument("--rows", default=None,
                     help=f"comma-separated rows to run [KolektorSDD: {','.join(ROWS)}; "
                     f"CrackForest: {','.join(DATA_SETS['crackforest'].rows)}]")
@@ -339,6 +381,8 @@ def main() -> None:
         more = {} if hard is None else {"hard_negatives": hard}
         if args.scale is not None:
             more["scale"] = args.scale
+        if args.crop is not None:
+            more["crop"] = args.crop
         res = train_model(work / f"f{folds}-s{seed}-h{hard}", folder=tree, epochs=epochs,
                           init="packaged", progress=False, target_fpr=0.01, folds=folds,
                           seed=seed, views=args.views, **more)
@@ -360,7 +404,9 @@ def main() -> None:
                                     np.array([o["defect"] for o in oof], np.float64), 0.01)
             alt_at = {"threshold": thr1, **at(alt, va_y, thr1)}
         return {"seed": seed, "val_auroc": round(float(roc_auc_score(va_y, va_s)), 4),
-                "views": res.get("views"), "scale": res.get("scale"),
+                "views": res.get("views"), "scale": res.get("scale"), "crop": res.get("crop"),
+                **({"smaller_than_crop": res["smaller_than_crop"]}
+                   if "smaller_than_crop" in res else {}),
                 VIEW_KEYS[other]: {
                     "val_auroc": round(float(roc_auc_score(va_y, alt)), 4),
                     "val_best_recall_at_fpr_0.01": recall_at_fpr(alt, va_y, 0.01)[1],
@@ -449,8 +495,10 @@ def main() -> None:
     results = summary(rows, tr_x, tr_y, va_x, va_y, args.quick, epochs, seeds, data_set)
     # images that are copies of another (equal pixels), counted once (not in the sizes above)
     results["sizes"]["copies_set_aside"] = {"train": tr_copies, "val": va_copies}
-    # each val crack's size, to read the rows' val_scores by it
+    # each val crack's size, to read the rows' val_scores by it, and what each row's stored
+    # threshold catches of the val cracks by size (small cracks may be what holds recall)
     results["val_crack_pixels"] = va_pixels
+    results["val_recall_by_crack_pixels"] = recall_by_size(rows, va_pixels)
     emit("defect_real", results, goals(rows, seeds, data_set))
 
 
