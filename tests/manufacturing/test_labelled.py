@@ -1150,7 +1150,8 @@ def test_a_class_that_names_a_good_part_is_refused_in_every_format_with_class_na
               {"id": 2, "file_name": "b.png", "width": 50, "height": 40}]
     anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]}]
     doc = {"images": images, "annotations": anns,
-           "categories": [{"id": 0, "name": "ok_front"}, {"id": 1, "name": "def_front"}]}
+           "categories": [{"id": 0, "name": "ok_front"}, {"id": 1, "name": "def_front"},
+                          {"id": [2], "name": "good"}, "not a category"]}  # skipped
     (root / "_annotations.coco.json").write_text(json.dumps(doc))
     got = {i.path.name: i.defect for i in read_labelled(root)}   # ok_front unused: fine
     assert got == {"a.png": True, "b.png": False}

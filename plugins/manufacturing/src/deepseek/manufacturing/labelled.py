@@ -593,7 +593,8 @@ def _coco_entries(js: Path, doc: dict[str, Any]) -> list[CocoEntry]:
                                      "images do not list")
         entries[ann["image_id"]].annotations.append(ann)
     cats = doc.get("categories")
-    names = {c.get("id"): c.get("name") for c in cats if isinstance(c, dict)} \
+    names = {c["id"]: c.get("name") for c in cats
+             if isinstance(c, dict) and isinstance(c.get("id"), (int, str))} \
         if isinstance(cats, list) else {}
     for cid, name in names.items():
         if names_good_part(name):
