@@ -74,6 +74,54 @@ def test_yolo_polygons_and_boxes(tmp_path):
             yolo_mask(lab, 100, 200)
 
 
+def test_a_yolo_class_its_data_set_names_a_good_part_is_refused(tmp_path, monkeypatch,
+                                                                 caplog):
+    """YOLO label lines carry class numbers; their names are in the data set's data.yaml
+    (Ultralytics, Roboflow: a list or a number-to-name map), classes.txt (labelImg) or
+    obj.names (darknet), found in the label file's folder or the two above it. A line of a
+    class named as a good part is an error naming the line, the class and the file."""
+    import sys
+
+    from deepseek.manufacturing import labelled
+
+    root = tmp_path / "set"
+    _part(root / "train" / "images" / "a.png", 1, h=40, w=50)
+    (root / "train" / "labels").mkdir(parents=True)
+    lab = root / "train" / "labels" / "a.txt"
+    lab.write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 1 1\n")
+    assert labelled.yolo_class_names(lab) is None
+    assert read_labelled(root / "train" / "images")[0].defect  # no names: every class a defect
+    msg = r"a.txt:2: class 1, named in .*{}, 'ok_front' names a good part"
+    for name, text in (("data.yaml", "nc: 2\nnames: ['def_front', 'ok_front']\n"),
+                       ("data.yaml", "names:\n  0: def_front\n  1: ok_front\n"),
+                       ("classes.txt", "def_front\n\nok_front\n")):
+        (root / name).write_text(text)
+        assert labelled.yolo_class_names(lab) == (root / name, {0: "def_front", 1: "ok_front"})
+        with pytest.raises(ManufacturingError, match=msg.format(name)):
+            read_labelled(root / "train" / "images")
+        (root / name).unlink()
+    # a nearer names file wins; a YAML without names is not one
+    (root / "classes.txt").write_text("crack\nok\n")
+    (root / "train" / "labels" / "data.yaml").write_text("train: ../images\n")
+    (root / "train" / "obj.names").write_text("crack\nchip\n")
+    assert labelled.yolo_class_names(lab) == (root / "train" / "obj.names",
+                                             {0: "crack", 1: "chip"})
+    assert read_labelled(root / "train" / "images")[0].defect
+    # names three folders up are another data set's
+    (root / "train" / "obj.names").unlink()
+    deep = root / "train" / "labels" / "x" / "y"
+    deep.mkdir(parents=True)
+    (deep / "b.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    assert labelled.yolo_class_names(deep / "b.txt") is None
+    # without PyYAML a data.yaml's names are not read: a warning says what goes unchecked
+    (root / "classes.txt").unlink()
+    (root / "data.yaml").write_text("names: [crack, good]\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    with caplog.at_level(logging.WARNING):
+        assert labelled.yolo_class_names(lab) is None
+    assert "data.yaml: its class names are not read without PyYAML" in caplog.text
+
+
 def test_label_rules_and_their_errors(tmp_path, caplog):
     # YOLO tree: a polygon, an empty file (good) and an image without a file (background)
     root = tmp_path / "yolo"

@@ -50,9 +50,10 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
 
 A label that contradicts its class folder is an error, as is a coordinate outside 0..1 (nothing
 is clamped) or a malformed line (named with file and line). In the formats with class names
-(COCO, VOC, labelme), where every class is a defect, an annotation of a class whose name says
-the part is good (:func:`names_good_part`: ``ok_front``, ``No defect``) is an error naming the
-file, the annotation and the class.
+(COCO, VOC, labelme; YOLO's numbered classes by the data set's names file,
+:func:`yolo_class_names`), where every class is a defect, an annotation of a class whose name
+says the part is good (:func:`names_good_part`: ``ok_front``, ``No defect``) is an error naming
+the file, the annotation and the class.
 
 Copies: an image whose decoded pixels equal another's (the same photo saved twice under two
 names) is one observation, not two; counted twice it would weigh double in training and in the
@@ -70,6 +71,7 @@ expression whose first group, searched in the relative path, names the group) re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -496,10 +498,64 @@ def labelme_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
     return out | (np.asarray(canvas) > 0).astype(np.uint8)
 
 
+#: where a YOLO data set names its classes, looked for in the label file's folder and the two
+#: above it (``labels/train/``, ``labels/``, the data set root): Ultralytics' and Roboflow's
+#: ``data.yaml``, labelImg's ``classes.txt``, darknet's ``obj.names``
+YOLO_NAME_FILES = ("data.yaml", "dataset.yaml", "data.yml", "classes.txt", "obj.names")
+
+
+@functools.lru_cache(maxsize=64)
+def _read_yolo_names(f: Path, stamp: tuple[int, int]) -> dict[int, str] | None:
+    """The class names a YOLO names file gives by class number, or None when it gives none
+    (a YAML file without ``names``, or unreadable); read once per version of the file
+    (``stamp``: its modification time and size)."""
+    try:
+        text = f.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if f.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            log.warning("%s: its class names are not read without PyYAML (pip install "
+                        '"deepseek-manufacturing[full]"), so a class that names a good part '
+                        "is not caught", f)
+            return None
+        try:
+            names = (yaml.safe_load(text) or {}).get("names")
+        except (yaml.YAMLError, AttributeError):
+            return None
+        if isinstance(names, list):
+            return {i: str(n) for i, n in enumerate(names)}
+        if isinstance(names, dict):
+            return {int(k): str(v) for k, v in names.items()
+                    if isinstance(k, int) or str(k).isdigit()}
+        return None
+    return dict(enumerate(line.strip() for line in text.splitlines() if line.strip()))
+
+
+def yolo_class_names(label: Path) -> tuple[Path, dict[int, str]] | None:
+    """The class names of a YOLO label file's data set (:data:`YOLO_NAME_FILES`, the nearest
+    found) and the file they came from, or None."""
+    for up in (label.parent, *list(label.parent.parents)[:2]):
+        for name in YOLO_NAME_FILES:
+            try:
+                st = (up / name).stat()
+            except OSError:
+                continue
+            got = _read_yolo_names(up / name, (st.st_mtime_ns, st.st_size))
+            if got is not None:
+                return up / name, got
+    return None
+
+
 def yolo_mask(label: Path, height: int, width: int) -> np.ndarray:
-    """Rasterise a YOLO polygon/box label file at the image's size (uint8 0/1)."""
+    """Rasterise a YOLO polygon/box label file at the image's size (uint8 0/1). A class
+    that its data set's names file (:func:`yolo_class_names`) names a good part is an
+    error: every class counts as a defect."""
     import cv2
 
+    names = yolo_class_names(label)
     mask = np.zeros((height, width), np.uint8)
     for n, line in enumerate(label.read_text().splitlines(), 1):
         if not line.strip():
@@ -513,6 +569,9 @@ def yolo_mask(label: Path, height: int, width: int) -> np.ndarray:
                                      f"expected): {line[:60]!r}") from None
         if cls < 0:
             raise ManufacturingError(f"{label}:{n}: class {cls} is negative")
+        if names is not None and names_good_part(names[1].get(cls, "")):
+            raise _good_class_error(f"{label}:{n}", names[1][cls],
+                                    f"class {cls}, named in {names[0]},")
         if not np.isfinite(vals).all() or (vals < 0).any() or (vals > 1).any():
             raise ManufacturingError(f"{label}:{n}: coordinates must be normalised to 0..1 "
                                      "(YOLO); re-export the labels normalised")
