@@ -122,6 +122,54 @@ def test_a_yolo_class_its_data_set_names_a_good_part_is_refused(tmp_path, monkey
     assert "data.yaml: its class names are not read without PyYAML" in caplog.text
 
 
+def test_the_classes_each_label_format_counts_as_defects(tmp_path):
+    """What went into training as a defect, by class: COCO categories, VOC names, labelme
+    labels, YOLO classes by the names file or by number; masks and folders name none."""
+    import json
+
+    from deepseek.manufacturing.labelled import class_summary, label_classes
+    from deepseek.manufacturing.training import describe_classes
+
+    root = tmp_path / "mixed"
+    _part(root / "coco" / "a.png", 1, h=40, w=50)
+    (root / "coco" / "_annotations.coco.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 50, "height": 40}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5]},
+                        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [9, 9, 5, 5]},
+                        {"id": 3, "image_id": 1, "category_id": 7, "bbox": [20, 0, 5, 5]}],
+        "categories": [{"id": 2, "name": "crack"}]}))
+    _part(root / "voc" / "b.png", 2, h=40, w=50)
+    _voc(root / "voc" / "b.xml", 50, 40, [("crack", (1, 1, 5, 5)), ("logo", (9, 9, 20, 20))])
+    _part(root / "lm" / "c.png", 3, h=40, w=50)
+    (root / "lm" / "c.json").write_text(json.dumps({"shapes": [
+        {"label": "scratch", "shape_type": "rectangle", "points": [[0, 0], [5, 5]]}]}))
+    (root / "yolo" / "images").mkdir(parents=True)
+    _part(root / "yolo" / "images" / "d.png", 4, h=40, w=50)
+    (root / "yolo" / "labels").mkdir()
+    (root / "yolo" / "labels" / "d.txt").write_text("0 0.5 0.5 0.1 0.1\n1 0.2 0.2 0.1 0.1\n")
+    _part(root / "pix" / "e.png", 5, ((5, 5), (30, 30)), h=40, w=50)
+    cv2.imwrite(str(root / "pix" / "e_mask.png"), _part(tmp_path / "x.png", 5,
+                                                          ((5, 5), (30, 30)), h=40, w=50))
+    _part(root / "good" / "f.png", 6, h=40, w=50)
+    items = {i.path.name: i for i in read_labelled(root)}
+    assert {k: label_classes(i) for k, i in items.items()} == {
+        "a.png": {"crack": 2, "category 7": 1}, "b.png": {"crack": 1, "logo": 1},
+        "c.png": {"scratch": 1}, "d.png": {"class 0": 1, "class 1": 1}, "e.png": {},
+        "f.png": {}}
+    (root / "yolo" / "classes.txt").write_text("crack\npit\n")
+    items = read_labelled(root)
+    got = class_summary(items)
+    assert got == {"crack": {"annotations": 4, "images": 3},
+                   "category 7": {"annotations": 1, "images": 1},
+                   "logo": {"annotations": 1, "images": 1},
+                   "pit": {"annotations": 1, "images": 1},
+                   "scratch": {"annotations": 1, "images": 1}}
+    assert describe_classes(got).startswith("crack 4 annotations on 3 images, category 7 1 "
+                                            "on 1, logo 1 on 1")
+    assert describe_classes({"crack": {"annotations": 1, "images": 1}}) == \
+        "crack 1 annotation on 1 image"
+
+
 def test_label_rules_and_their_errors(tmp_path, caplog):
     # YOLO tree: a polygon, an empty file (good) and an image without a file (background)
     root = tmp_path / "yolo"
@@ -199,15 +247,18 @@ def test_image_auroc_matches_scikit_learn():
     assert fpr <= 0.05 and rec == pytest.approx(float((s[y] >= thr).mean()))
 
 
-def _train_tiny(tmp_path):
+def _train_tiny(tmp_path, output=None):
     """train --folder on tmp_path/train with tmp_path/val held out: one epoch of a few 32-px
-    crops from scratch; its training.json."""
+    crops from scratch; its training.json (the text it printed appended to ``output``, a
+    list, when given: then without --json)."""
     res = CliRunner().invoke(build_cli(), [
         "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
         str(tmp_path / "train"), "--val-folder", str(tmp_path / "val"), "--crop", "32",
         "--crops-per-epoch", "8", "--epochs", "1", "--batch-size", "4", "--init", "scratch",
-        "--json"])
+        *(["--json"] if output is None else [])])
     assert res.exit_code == 0, res.output
+    if output is not None:
+        output.append(res.output)
     return json.loads((tmp_path / "run" / "training.json").read_text())
 
 
@@ -219,6 +270,7 @@ def test_train_from_a_labelled_folder(tmp_path):
             cv2.imwrite(str(tmp_path / split / f"{k}_mask.png"), m)
     info = _train_tiny(tmp_path)
     assert info["data"] == "folder" and info["init"] == "scratch"
+    assert "defect_classes" not in info  # masks name no class
     assert info["best_by"] == "val_select" and info["val_images"] == 4
     assert 0 < info["threshold"] < 1 and "validation folder" in info["threshold_rule"]
     # the images named for a label check are those the threshold was set on: the val folder's
@@ -1260,8 +1312,13 @@ def test_train_on_coco_labels_validated_on_voc_labels(tmp_path):
                 anns.append({"id": k, "image_id": k, "category_id": 1,
                              "segmentation": [[8, 19, 56, 27, 56, 29, 8, 21]]})
     _coco(tmp_path / "train" / "_annotations.coco.json", images, anns)
-    info = _train_tiny(tmp_path)
+    printed: list[str] = []
+    info = _train_tiny(tmp_path, printed)
     assert info["label_sources"] == ["coco"] and info["val_images"] == 4
+    # which classes went in as defects, in training.json and on the screen
+    assert info["defect_classes"] == {"crack": {"annotations": 3, "images": 3}}
+    assert ("defect classes in the labels, each trained as a defect: crack 3 annotations on "
+            "3 images") in printed[0]
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "val"),
                                            "--model", str(tmp_path / "run" / "model.safetensors"),
                                            "--evaluate", "--json"])

@@ -733,6 +733,11 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
     from deepseek.report import echo_training
 
     echo_training(res, as_json)
+    if res.get("defect_classes") and not as_json:
+        from deepseek.manufacturing.training import describe_classes
+
+        click.echo("defect classes in the labels, each trained as a defect: "
+                   + describe_classes(res["defect_classes"]))
     if "threshold" in res and not as_json:
         click.echo(f"threshold {res['threshold']:.4g}: {res['threshold_rule']}")
         own = res.get("expected", {}).get("written_model_on_training_defects")

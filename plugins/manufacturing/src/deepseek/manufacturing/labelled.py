@@ -591,6 +591,50 @@ def yolo_mask(label: Path, height: int, width: int) -> np.ndarray:
     return mask
 
 
+def label_classes(item: LabelledImage) -> dict[str, int]:
+    """How many annotations of each class an image's label file gives it (COCO categories,
+    VOC object names, labelme labels, YOLO classes by their data set's names file or as
+    ``class N``); {} for masks, folders and good parts. Every one of them is a defect; the
+    counts show which classes went into training. The file was read (and checked) for the
+    mask already."""
+    import collections
+    import json
+    import xml.etree.ElementTree as ET
+
+    if item.label_path is None or item.source not in ("coco", "voc", "labelme", "yolo"):
+        return {}
+    try:
+        if item.source == "coco" and item.coco is not None:
+            names = item.coco.names
+            got = [str(names.get(a.get("category_id"), f"category {a.get('category_id')}"))
+                   for a in item.coco.annotations]
+        elif item.source == "voc":
+            got = [o.findtext("name", "?") for o in ET.parse(item.label_path).iter("object")]
+        elif item.source == "labelme":
+            doc = json.loads(item.label_path.read_text(encoding="utf-8"))
+            got = [str(sh.get("label", "?")) for sh in doc["shapes"]]
+        else:
+            found = yolo_class_names(item.label_path)
+            named = found[1] if found else {}
+            got = [named.get(int(line.split()[0]), f"class {line.split()[0]}")
+                   for line in item.label_path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, KeyError, TypeError, ET.ParseError):
+        return {}
+    return dict(collections.Counter(got))
+
+
+def class_summary(items: list[LabelledImage]) -> dict[str, dict[str, int]]:
+    """Every defect class the images' label files name: annotations and images, most
+    annotations first (see :func:`label_classes`)."""
+    out: dict[str, dict[str, int]] = {}
+    for it in items:
+        for name, n in label_classes(it).items():
+            e = out.setdefault(name, {"annotations": 0, "images": 0})
+            e["annotations"] += n
+            e["images"] += 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["annotations"], kv[0])))
+
+
 @dataclass
 class CocoEntry:
     """One image of a COCO annotation file: the file, the size it states, its annotations."""
@@ -600,6 +644,7 @@ class CocoEntry:
     width: int
     height: int
     annotations: list[dict[str, Any]]
+    names: dict[Any, Any] = field(default_factory=dict)  # the file's category names by id
 
 
 def _coco_candidates(root: Path) -> list[Path]:
@@ -663,6 +708,8 @@ def _coco_entries(js: Path, doc: dict[str, Any]) -> list[CocoEntry]:
                 raise _good_class_error(
                     f"{js}", name, f"{len(used)} annotation(s) (the first, "
                     f"{used[0].get('id', '?')}, on {e.file_name}) are of category {cid},")
+    for e in entries.values():
+        e.names = names
     return list(entries.values())
 
 
