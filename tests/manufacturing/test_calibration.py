@@ -87,6 +87,36 @@ def test_calibrate_on_good_parts_and_on_a_labelled_folder(tmp_path, weights):
                for e in review["defects_missed"])
 
 
+def test_calibrate_points_at_the_spot_in_a_good_image_that_looks_like_a_crack(tmp_path,
+                                                                          weights):
+    """A line's good images, one with a dark line across its lower right (a crack its label
+    misses): calibrate lists it first among the good images scored highest, with the box
+    around its most crack-like spot, in its own pixels, so that a person finds the line at
+    once; the text says where to look."""
+    rng = np.random.default_rng(4)
+    root = tmp_path / "good"
+    root.mkdir()
+    for i in range(12):
+        img = Image.fromarray(np.clip(rng.normal(150, 10, (96, 160)), 0, 255).astype(np.uint8))
+        if i == 7:
+            ImageDraw.Draw(img).line([(100, 60), (150, 85)], fill=50, width=3)
+        img.save(root / f"p{i:03d}.png")
+    cal = calibrate(root, weights, target_fpr=0.0, all_good=True, progress=False)
+    top = cal["review"]["good_highest"][0]
+    assert top["path"].endswith("p007.png")
+    x0, y0, x1, y1 = top["spot"]
+    assert x0 <= 100 and x1 >= 150 and y0 <= 60 and y1 >= 85   # the whole line
+    assert x0 >= 64 and y0 >= 32                                # and not the whole image
+    assert all(len(e["spot"]) == 4 for e in cal["review"]["good_highest"])
+    out = tmp_path / "cal.json"
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "calibrate", str(root), "--model",
+                                           str(weights), "--all-good", "--target-fpr", "0",
+                                           "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"p007.png  look at x {x0}-{x1}, y {y0}-{y1}" in res.output
+    assert json.loads(out.read_text())["review"]["good_highest"][0]["spot"] == [x0, y0, x1, y1]
+
+
 def test_score_uses_a_calibration_only_with_its_own_weights(tmp_path, weights):
     good = _parts(tmp_path / "good", 12, seed=3)
     cal_path = write_calibration(calibrate(good, weights, target_fpr=0.0, all_good=True,

@@ -448,6 +448,11 @@ def test_cross_fitting_a_folder_of_parts_each_with_a_defect_side(tmp_path):
     assert "labels to check: the good images scored highest, out of fold" in res.output
     for e in info["threshold_review"]["good_highest"]:
         assert f"{e['score']:.4g}" in res.output and e["path"] in res.output
+        # and where to look in it: whole map cells of the 64 x 48 photo, inclusive
+        x0, y0, x1, y1 = e["spot"]
+        assert 0 <= x0 <= x1 < 64 and 0 <= y0 <= y1 < 48
+        assert x0 % 16 == 0 and y0 % 16 == 0 and (x1 + 1) % 16 == 0 and (y1 + 1) % 16 == 0
+        assert f"{e['path']}  look at x {x0}-{x1}, y {y0}-{y1}" in res.output
 
 
 def test_parts_that_all_look_alike_are_not_joined(tmp_path):
@@ -839,6 +844,18 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     results = score_images([tmp_path / "parts"], weights, progress=False,
                            heatmaps=tmp_path / "maps")
     assert min(abs(info["threshold"] - r.score) for r in results) < 1e-9
+    # the good images that set the threshold, each with the spot to look at: the box the
+    # model that scored it (here the one written: it held the folder out) draws around its
+    # hottest cells, in the photo's own pixels (cells of 32 of them at scale 0.5)
+    from deepseek.manufacturing.stream import box_from_map
+
+    by_path = {r.path: r for r in results}
+    listed = info["threshold_review"]["good_highest"]
+    assert len(listed) == 3
+    for e in listed:
+        r = by_path[e["path"]]
+        assert e["spot"] == list(box_from_map(r.cell_map, (96, 128), 0.5, 32))
+        assert e["spot"][2] - e["spot"][0] + 1 in (32, 64, 96, 128)
     for r in results:
         assert r.stride == 32 and r.cell_map.shape == (3, 4)  # 48 x 64 at 16 per cell
         if r.box is not None:

@@ -90,9 +90,10 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     if not len(files):
         raise ManufacturingError(f"{folder}: no part images to calibrate on")
     scorer = Scorer(model)
-    scores = np.array([scorer.score(f).score for f in
-                       tqdm(files, desc="calibrating", disable=progress is False or
-                            (progress is None and len(files) < 20))])
+    results = [scorer.score(f) for f in
+               tqdm(files, desc="calibrating", disable=progress is False or
+                    (progress is None and len(files) < 20))]
+    scores = np.array([r.score for r in results])
     thr = threshold_for_fpr(scores[~labels], target_fpr)
     if scorer.memory is None and not thr < 1.0:
         raise ManufacturingError(
@@ -115,11 +116,21 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
             f"pixels, e.g. {seen[0]}): a model scores the images it learnt from lower than "
             "new parts, so a threshold set on them flags more new good parts than it "
             "promises; calibrate on images it never saw")
+    review = threshold_review(files, scores, labels, thr)
+    # where to look in each good image listed: the box `score` would draw around its
+    # hottest spot (for a memory, its anomaly map at the memory's own threshold)
+    from deepseek.manufacturing.stream import box_from_map
+
+    level = 0.5 if scorer.memory is None else scorer.threshold
+    by_path = {r.path: r for r in results}
+    for entry in review["good_highest"]:
+        r = by_path[entry["path"]]
+        entry["spot"] = list(box_from_map(r.cell_map, (r.height, r.width), level, r.stride))
     return {"format": FORMAT, "model": str(model), "model_sha256": _model_sha256(model),
             "folder": str(folder), "threshold": thr, "target_fpr": target_fpr,
             "rule": (f"lowest score with a false-alarm rate <= {target_fpr:g} on the "
                      f"{n_good} good images of {folder}"),
-            "expected": expected, "review": threshold_review(files, scores, labels, thr),
+            "expected": expected, "review": review,
             **({"copies": copies} if copies else {}), "trained_on_images": len(seen),
             "warnings": warnings}
 

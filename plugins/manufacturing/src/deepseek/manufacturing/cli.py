@@ -452,12 +452,16 @@ def _echo_review(review: dict[str, Any] | None, where: str, again: str = "fit ag
     if not review:
         return
     if review["good_highest"]:
+        boxed = any("spot" in e for e in review["good_highest"])
         click.echo(f"labels to check: the good images scored highest{where} (a defect among "
                    "them that its label misses raises the threshold for every part; fix the "
-                   f"label and {again})")
+                   f"label and {again})" + ("; 'look at' boxes each one's most crack-like "
+                                            "spot, in its pixels" if boxed else ""))
         for e in review["good_highest"]:
+            spot = e.get("spot")
+            look = (f"  look at x {spot[0]}-{spot[2]}, y {spot[1]}-{spot[3]}" if spot else "")
             click.echo(f"  {e['score']:<8.4g}  {'flagged' if e['flagged'] else 'ok     '}  "
-                       f"{e['path']}")
+                       f"{e['path']}{look}")
     if review["defects_missed"]:
         click.echo(f"defect images under the threshold{where}, lowest first (a good part "
                    "labelled as a defect among them lowers the recall measured)")

@@ -456,6 +456,27 @@ def _written_model_recall(net: torch.nn.Module, items: list, extra: dict[str, An
         exp["recall_from"] = "the written model on the training defects"
 
 
+def review_spots(review: dict[str, Any], items: list, model_for: Any, views: int = 1) -> None:
+    """Where to look in each good image a threshold review lists (:func:`~deepseek.
+    manufacturing.metrics.threshold_review`): adds ``spot`` to its entries, the box (x0, y0,
+    x1, y1, inclusive, in the file's own pixels) around the hottest part of the image's crack
+    map under ``model_for(index into items)``, the model whose score the review shows (out
+    of fold: the fold model that held it out), boxed as ``score`` boxes a defect (the cells
+    at or above 0.5 joined to the hottest; the hottest cell alone when none is). A faint
+    line the labels call good is then found at a glance in a photo of a thousand rows."""
+    from deepseek.manufacturing.score import FRAMES, score_image
+    from deepseek.manufacturing.stream import box_from_map
+
+    index = {str(it.path): i for i, it in enumerate(items)}
+    for entry in review.get("good_highest", []):
+        i = index.get(entry["path"])
+        if i is None:
+            continue
+        it = items[i]
+        _, pmap = score_image(model_for(i), it.image, FRAMES, views)
+        entry["spot"] = list(box_from_map(pmap, it.shape, 0.5, STRIDE / it.scale))
+
+
 def _save(net: torch.nn.Module, out: Path, model: str, cfg: dict[str, Any],
           extra: dict[str, Any]) -> tuple[Path, str | None]:
     """``out/model.safetensors`` with ``extra`` in its metadata, and beside it the streaming
@@ -655,6 +676,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                                                       folds, seed, fit,
                                                       hard=(hard, hard_negatives),
                                                       views=views)
+            model_for = more.pop("held_out_by")
             data_info.update(more)
             where = f"the out-of-fold scores of all {len(items)} training images"
         else:
@@ -666,6 +688,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             where = ("the validation folder" if val_folder is not None else
                      "the held-out groups")
             items = val
+
+            def model_for(i: int) -> torch.nn.Module:  # none of them trained it
+                return net
         if views > 1:
             where += f", scored under {views} views"
         labels = [bool(it.defect) for it in items]
@@ -677,6 +702,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                                                  "expected")})
         data_info["threshold_review"] = threshold_review(
             [it.path for it in items], held, labels, extra["threshold"])
+        review_spots(data_info["threshold_review"], items, model_for, views)
         best_metric = "val_select"
     path, onnx_path = _save(net, out, model, cfg, extra)
     summary = {"model": str(path), "onnx": onnx_path, "history": history,
@@ -983,7 +1009,19 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
                "score": float(chosen[i]),
                **({"score_one_view": float(oof[best, i])} if views > 1 else {})}
               for i, it in enumerate(items)]
+    fold_models: dict[int, torch.nn.Module] = {}
+
+    def held_out_by(i: int) -> torch.nn.Module:
+        """The chosen fold model that held item ``i`` out (built on first use)."""
+        k = int(fold[i])
+        if k not in fold_models:
+            m, _ = build()
+            m.load_state_dict(states[best][k])
+            fold_models[k] = m.eval()
+        return fold_models[k]
+
     info = {"oof_auroc_by_views": by_views, "out_of_fold_scores": scores,
+            "held_out_by": held_out_by,
             "validation": f"{k_folds}-fold cross-fitting by group: every training image scored "
                           "by the fold model that did not see it",
             "folds": k_folds, "fold_images": np.bincount(fold, minlength=k_folds).tolist(),
