@@ -1010,13 +1010,14 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
                **({"score_one_view": float(oof[best, i])} if views > 1 else {})}
               for i, it in enumerate(items)]
     fold_models: dict[int, torch.nn.Module] = {}
+    chosen_states = states[best]  # only these are kept past the return
 
     def held_out_by(i: int) -> torch.nn.Module:
         """The chosen fold model that held item ``i`` out (built on first use)."""
         k = int(fold[i])
         if k not in fold_models:
             m, _ = build()
-            m.load_state_dict(states[best][k])
+            m.load_state_dict(chosen_states[k])
             fold_models[k] = m.eval()
         return fold_models[k]
 
