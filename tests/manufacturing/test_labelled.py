@@ -845,7 +845,7 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
                            heatmaps=tmp_path / "maps")
     assert min(abs(info["threshold"] - r.score) for r in results) < 1e-9
     # the good images that set the threshold, each with the spot to look at: the box the
-    # model that scored it (here the one written: it held the folder out) draws around its
+    # model that scored them (with a validation folder, the one written) draws around its
     # hottest cells, in the photo's own pixels (cells of 32 of them at scale 0.5)
     from deepseek.manufacturing.stream import box_from_map
 
