@@ -689,7 +689,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                      "the held-out groups")
             items = val
 
-            def model_for(i: int) -> torch.nn.Module:  # none of them trained it
+            def model_for(i: int) -> torch.nn.Module:  # what scored the held-out images
                 return net
         if views > 1:
             where += f", scored under {views} views"
