@@ -303,6 +303,26 @@ def test_crack_share_refuses_what_it_cannot_scale(line):
     assert share["gain"] == pytest.approx(1 / 3 * 2)
 
 
+def test_the_memory_points_at_the_spot_in_a_good_image_that_is_not(tmp_path):
+    """A folder of good parts with one cracked part among them (a label's mistake): out of
+    fold it scores highest, and the spot kept for the review (the box ``score`` would draw
+    on the fold memory's anomaly map, in the image's pixels) lies on its crack; every image
+    the review lists has one, inside the image."""
+    for i in range(10):
+        _surface(tmp_path / "good" / f"part_{i}.png", i, crack=i == 4)
+    mem = fit_memory(tmp_path / "good", progress=False, folds=3)
+    top = max(mem.out_of_fold, key=mem.out_of_fold.get)
+    assert top.endswith("part_4.png")
+    ranked = sorted(mem.out_of_fold, key=lambda p: -mem.out_of_fold[p])
+    assert list(mem.out_of_fold_spots) == ranked[:5]
+    for x0, y0, x1, y1 in mem.out_of_fold_spots.values():
+        assert 0 <= x0 <= x1 < 112 and 0 <= y0 <= y1 < 80
+    x0, y0, x1, y1 = mem.out_of_fold_spots[top]
+    # the crack runs from (20, 10) to (70, 60), 3 pixels wide: some of it is in the box
+    assert any(x0 <= x <= x1 and y0 - 2 <= x - 10 <= y1 + 2 for x in range(20, 71))
+    assert (x1 - x0 + 1) * (y1 - y0 + 1) < 112 * 80 / 4
+
+
 def test_cli_crack_weight(line, tmp_path):
     root, _, _ = line
     cli = build_cli()
@@ -318,8 +338,10 @@ def test_cli_crack_weight(line, tmp_path):
     assert PatchMemory.load(tmp_path / "memory.safetensors").crack is None
     # the good images that set the threshold, named for a look (a defect among them raises it)
     assert "labels to check: the good images scored highest, out of fold" in res.output
-    named = [ln.split()[-1] for ln in res.output.splitlines() if ln.startswith("  ")]
+    named = [ln.split()[2] for ln in res.output.splitlines() if ln.startswith("  ")]
     assert len(named) == 5 and all(Path(n).parent == root / "good" for n in named)
+    # each with the spot to look at (the fold memory's most anomalous patches)
+    assert all("  look at x " in ln for ln in res.output.splitlines() if ln.startswith("  "))
     res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
                                    "--good-only", str(root / "good"), "--crack-weight", "0.25",
                                    "--json"])

@@ -103,6 +103,11 @@ class PatchMemory:
         #: after :func:`fit_memory`: each good image's out-of-fold score by path (the scores
         #: the threshold was set on; not saved)
         self.out_of_fold: dict[str, float] = {}
+        #: after :func:`fit_memory`: for the good images scored highest out of fold (those a
+        #: threshold review lists), the box around each one's most anomalous patches under
+        #: the fold memory that held it out, as ``score`` boxes a defect, in its own pixels
+        #: (x0, y0, x1, y1, inclusive; not saved)
+        self.out_of_fold_spots: dict[str, list[int]] = {}
 
     @property
     def threshold(self) -> float | None:
@@ -339,12 +344,13 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         if crack_weight > 0:
             logits.append(crack_logit(net, item.image))
     scores = np.zeros(len(files))
+    probes = []  # the fold memories, kept for the spots of the images scored highest
     for j in tqdm(range(k), desc="out-of-fold scores", disable=progress is False):
         bank = _bank(np.concatenate([pools[i] for i in np.flatnonzero(fold != j)]), max_bank,
                      rng, selection)
-        probe = PatchMemory(bank, {"top_fraction": top_fraction}, net)
+        probes.append(PatchMemory(bank, {"top_fraction": top_fraction}, net))
         for i in np.flatnonzero(fold == j):
-            scores[i] = probe.score(items[i].image)[0]
+            scores[i] = probes[j].score(items[i].image)[0]
     crack = None
     if crack_weight > 0:
         crack = crack_share(np.asarray(logits), scores, crack_weight, str(backbone))
@@ -360,6 +366,13 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         **out_of_fold_threshold(scores, target_fpr, k)}
     mem = PatchMemory(bank, meta, net)
     mem.out_of_fold = {str(item.path): float(v) for item, v in zip(items, scores)}
+    from deepseek.manufacturing.metrics import REVIEW_IMAGES
+    from deepseek.manufacturing.stream import box_from_map
+
+    for i in np.argsort(-scores, kind="stable")[:REVIEW_IMAGES]:  # the review's order
+        amap = probes[fold[i]].anomaly_map(items[i].image)
+        mem.out_of_fold_spots[str(items[i].path)] = list(
+            box_from_map(amap, items[i].shape, meta["threshold"], FEATURE_STRIDE))
     return mem
 
 

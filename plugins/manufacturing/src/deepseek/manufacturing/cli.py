@@ -699,14 +699,17 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         from deepseek.manufacturing.metrics import threshold_review
 
         oof = mem.out_of_fold
+        review = threshold_review(list(oof), list(oof.values()), [False] * len(oof),
+                                  mem.threshold) if oof else None
+        for e in review["good_highest"] if review else []:
+            if e["path"] in mem.out_of_fold_spots:
+                e["spot"] = mem.out_of_fold_spots[e["path"]]
         _echo_good_only(mem.meta, path, as_json,
                         f"memory: {path} ({mem.meta['bank']} patches from "
                         f"{mem.meta['fit_images']} good images"
                         + (f"; the crack model's logit counts {mem.crack['weight']:g} of the "
                            f"score" if mem.crack else "; the memory alone") + ")",
-                        review=threshold_review(list(oof), list(oof.values()),
-                                                [False] * len(oof), mem.threshold)
-                        if oof else None)
+                        review=review)
         return
     from deepseek.manufacturing.training import train_model
 
