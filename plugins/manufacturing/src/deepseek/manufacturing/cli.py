@@ -455,8 +455,8 @@ def _echo_review(review: dict[str, Any] | None, where: str, again: str = "fit ag
         boxed = any("spot" in e for e in review["good_highest"])
         click.echo(f"labels to check: the good images scored highest{where} (a defect among "
                    "them that its label misses raises the threshold for every part; fix the "
-                   f"label and {again})" + ("; 'look at' boxes each one's most crack-like "
-                                            "spot, in its pixels" if boxed else ""))
+                   f"label and {again})" + ("; 'look at' boxes the spot in each that scored "
+                                            "highest, in its pixels" if boxed else ""))
         for e in review["good_highest"]:
             spot = e.get("spot")
             look = (f"  look at x {spot[0]}-{spot[2]}, y {spot[1]}-{spot[3]}" if spot else "")
