@@ -118,14 +118,14 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
             "promises; calibrate on images it never saw")
     review = threshold_review(files, scores, labels, thr)
     # where to look in each good image listed: the box `score` would draw around its
-    # hottest spot (for a memory, its anomaly map at the memory's own threshold)
+    # hottest spot
     from deepseek.manufacturing.stream import box_from_map
 
-    level = 0.5 if scorer.memory is None else scorer.threshold
     by_path = {r.path: r for r in results}
     for entry in review["good_highest"]:
         r = by_path[entry["path"]]
-        entry["spot"] = list(box_from_map(r.cell_map, (r.height, r.width), level, r.stride))
+        entry["spot"] = list(box_from_map(r.cell_map, (r.height, r.width), scorer.box_level,
+                                          r.stride))
     return {"format": FORMAT, "model": str(model), "model_sha256": _model_sha256(model),
             "folder": str(folder), "threshold": thr, "target_fpr": target_fpr,
             "rule": (f"lowest score with a false-alarm rate <= {target_fpr:g} on the "

@@ -234,6 +234,13 @@ class Scorer:
         self.scale = stored_scale(model) if memory is None else 1.0
         self.net = load_net(model).eval() if memory is None else None
 
+    @property
+    def box_level(self) -> float:
+        """The map value the cells of a box reach (:func:`~deepseek.manufacturing.stream.
+        box_from_map`): 0.5 on a network's crack map, the threshold on a good-parts model's
+        anomaly map."""
+        return 0.5 if self.memory is None else self.threshold
+
     def score(self, path: str | Path, heatmap: str | Path | None = None) -> ImageScore:
         """Score the image at ``path``; write its overlay PNG to ``heatmap`` when given."""
         from deepseek.manufacturing.stream import box_from_map
@@ -242,13 +249,13 @@ class Scorer:
         img = read_gray(p)
         if self.memory is None:  # at the scale the model was trained at
             prob, pmap = score_image(self.net, rescale(img, self.scale), self.frames, self.views)
-            stride, level, shown = STRIDE / self.scale, 0.5, pmap
+            stride, shown = STRIDE / self.scale, pmap
         else:  # anomaly map: shown at 0..1 with the threshold at the middle of the scale
             prob, pmap = self.memory.score(img)
-            stride, level = self.memory.stride, self.threshold
+            stride = self.memory.stride
             shown = np.clip(pmap / (2 * self.threshold), 0.0, 1.0)
         defect = prob >= self.threshold
-        box = box_from_map(pmap, img.shape, level, stride) if defect else None
+        box = box_from_map(pmap, img.shape, self.box_level, stride) if defect else None
         written = None
         if heatmap is not None:
             written = str(heatmap)
