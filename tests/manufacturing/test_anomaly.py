@@ -104,6 +104,28 @@ def test_cli_good_only_then_score(line, tmp_path):
     assert res.exit_code != 0 and "the ONNX export needs a crack network" in res.output
 
 
+def test_the_group_rule_is_given_under_either_name_and_a_broken_one_is_named(tmp_path, line):
+    """``--group-pattern`` and ``--group-regex`` are one option of train and calibrate; an
+    expression that does not compile is an error naming it, not a traceback."""
+    root = line[0]
+    _surface(tmp_path / "few" / "a.png", 1)
+    _surface(tmp_path / "few" / "b.png", 2)
+    for name in ("--group-pattern", "--group-regex"):
+        res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                               str(tmp_path / "m"), "--good-only",
+                                               str(tmp_path / "few"), name, "(png)"])
+        assert res.exit_code == 2 and "form 1 group" in res.output, (name, res.output)
+        res = CliRunner().invoke(build_cli(), ["manufacturing", "calibrate", str(root / "good"),
+                                               "--model", "defect-3dcnn-lstm", "--out",
+                                               str(tmp_path / "c.json"), name, "part(["])
+        assert res.exit_code == 2, (name, res.output)
+        assert "'--group-pattern'" in res.output  # named, before an image is read
+        assert "'part([' is not a regular expression" in res.output
+        assert "give a Python regular expression" in res.output
+    with pytest.raises(ManufacturingError, match="not a regular expression"):
+        fit_memory(tmp_path / "few", group_pattern="(?P<")
+
+
 def test_bad_memory_inputs(tmp_path, line):
     root, good, _ = line
     with pytest.raises(ManufacturingError, match="give at least 2"):

@@ -4,6 +4,7 @@ file they are saved in, and scoring with it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -93,6 +94,26 @@ def test_draem_flags_a_crack_it_never_saw_and_sets_its_threshold(line):
         assert (rows, cols) == (-(-h // MAP_STRIDE), -(-w // MAP_STRIDE))
 
 
+def test_draem_points_at_the_spot_in_a_good_image_that_is_not(tmp_path):
+    """A folder of good parts with one cracked part among them (a label's mistake): out of
+    fold it scores highest, and the spot kept for the review (the box ``score`` would draw on
+    the map of the fold model that held it out, in the image's pixels) lies on its crack;
+    every image the review lists has one, inside the image."""
+    for i in range(8):
+        _surface(tmp_path / "good" / f"part{i}.png", i, crack=i == 3)
+    model = fit_draem(tmp_path / "good", target_fpr=0.05, folds=2, seed=0, **FAST)
+    ranked = sorted(model.out_of_fold, key=lambda p: -model.out_of_fold[p])
+    assert ranked[0].endswith("part3.png") and len(ranked) == 8
+    assert list(model.out_of_fold_spots) == ranked[:5]
+    for x0, y0, x1, y1 in model.out_of_fold_spots.values():
+        assert 0 <= x0 <= x1 < 128 and 0 <= y0 <= y1 < 96
+    x0, y0, x1, y1 = model.out_of_fold_spots[ranked[0]]
+    (ax, ay), (bx, by) = LINE
+    on_line = [(x, ay + (x - ax) * (by - ay) / (bx - ax)) for x in range(ax, bx + 1)]
+    assert any(x0 <= x <= x1 and y0 - 2 <= y <= y1 + 2 for x, y in on_line)
+    assert (x1 - x0 + 1) * (y1 - y0 + 1) < 128 * 96 / 4
+
+
 def test_saved_model_scores_the_same_and_score_uses_it(line, tmp_path):
     root, good, bad, model = line
     path = model.save(tmp_path / "d.safetensors")
@@ -158,6 +179,18 @@ def test_cli_trains_draem_and_refuses_its_options_elsewhere(line, tmp_path):
     info = json.loads(res.output)
     assert info["kind"] == "draem" and info["steps"] == 2 and info["folds"] == 2
     assert is_draem_file(info["model"])
+    # the good images that hold the threshold, each with the spot to look at
+    review = info["threshold_review"]["good_highest"]
+    assert len(review) == 5 and all(Path(e["path"]).parent == root / "good" for e in review)
+    assert all(0 <= e["spot"][0] <= e["spot"][2] < 128 and 0 <= e["spot"][1] <= e["spot"][3]
+               < 96 for e in review)
+    res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path / "d"),
+                                   "--good-only", str(root / "good"), "--method", "draem",
+                                   "--folds", "2", "--steps", "2", "--crop", "32"])
+    assert res.exit_code == 0, res.output
+    assert "labels to check: the good images scored highest, out of fold" in res.output
+    listed = [ln for ln in res.output.splitlines() if ".png" in ln]  # (not the progress)
+    assert len(listed) == 5 and all("  look at x " in ln for ln in listed)
     res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path / "e"),
                                    "--good-only", str(root / "good"), "--steps", "2"])
     assert res.exit_code == 2 and "--steps goes with --good-only --method draem" in res.output

@@ -133,10 +133,25 @@ def test_good_only_pasted_training_sets_its_threshold_on_good_parts_alone(tmp_pa
     assert 0.0 <= info["pasted"]["recall"] <= 1.0
     assert "out-of-fold scores of 6 good images" in info["threshold_rule"]
     assert "too few to resolve" in info["threshold_rule"]  # 6 images cannot resolve 10 %
+    # the good images that hold the threshold, each with the spot its fold model found
+    review = info["threshold_review"]
+    assert len(review["good_highest"]) == 5 and review["defects_missed"] == []
+    assert all(0 <= e["spot"][0] <= e["spot"][2] < 64 and 0 <= e["spot"][1] <= e["spot"][3]
+               < 48 for e in review["good_highest"])
+    assert [e["score"] for e in review["good_highest"]] == sorted(
+        [e["score"] for e in review["good_highest"]], reverse=True)
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(good), "--model",
                                            str(tmp_path / "run" / "model.safetensors")])
     assert res.exit_code == 0, res.output
     assert "recall unknown (no defect images)" in res.output
+    res = CliRunner().invoke(build_cli(), [
+        "manufacturing", "train", "--out", str(tmp_path / "run2"), "--good-only", str(good),
+        "--method", "pasted", "--folds", "2", "--crop", "32", "--crops-per-epoch", "8",
+        "--epochs", "1", "--batch-size", "4", "--target-fpr", "0.1"])
+    assert res.exit_code == 0, res.output
+    assert "labels to check: the good images scored highest, out of fold" in res.output
+    listed = [ln for ln in res.output.splitlines() if ".png" in ln]  # (not the progress)
+    assert len(listed) == 5 and all("  look at x " in ln for ln in listed)
     # the method goes with --good-only, the darkening with a method that pastes
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out", str(tmp_path),
                                            "--method", "pasted"])

@@ -366,14 +366,25 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         **out_of_fold_threshold(scores, target_fpr, k)}
     mem = PatchMemory(bank, meta, net)
     mem.out_of_fold = {str(item.path): float(v) for item, v in zip(items, scores)}
+    mem.out_of_fold_spots = highest_spots(
+        scores, items, lambda i: probes[fold[i]].anomaly_map(items[i].image),
+        meta["threshold"], FEATURE_STRIDE)
+    return mem
+
+
+def highest_spots(scores: Any, items: list, map_of: Any, level: float,
+                  stride: float) -> dict[str, list[int]]:
+    """Where to look in the good images a threshold review lists (the
+    :data:`~deepseek.manufacturing.metrics.REVIEW_IMAGES` scored highest out of fold, in its
+    order), by path: the box (x0, y0, x1, y1, inclusive, in the image's own pixels) that
+    ``score`` would draw on ``map_of(i)``, item ``i``'s anomaly map (one value per ``stride``
+    pixels) under the fold model that held it out, its cells at or above ``level`` (the
+    threshold) joined to the hottest, or the hottest alone when none reaches it."""
     from deepseek.manufacturing.metrics import REVIEW_IMAGES
     from deepseek.manufacturing.stream import box_from_map
 
-    for i in np.argsort(-scores, kind="stable")[:REVIEW_IMAGES]:  # the review's order
-        amap = probes[fold[i]].anomaly_map(items[i].image)
-        mem.out_of_fold_spots[str(items[i].path)] = list(
-            box_from_map(amap, items[i].shape, meta["threshold"], FEATURE_STRIDE))
-    return mem
+    return {str(items[i].path): list(box_from_map(map_of(i), items[i].shape, level, stride))
+            for i in np.argsort(-np.asarray(scores), kind="stable")[:REVIEW_IMAGES]}
 
 
 def crack_logit(net: Any, image: np.ndarray, crack: dict[str, Any] | None = None) -> float:

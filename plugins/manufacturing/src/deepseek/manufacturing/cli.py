@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -409,7 +410,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
               help="FOLDER holds good parts only, without labels (else it is labelled as "
                    "for train --folder: masks, COCO, VOC, labelme or YOLO labels, or good/ "
                    "+ defect/).")
-@click.option("--group-pattern", default=None, metavar="REGEX",
+@click.option("--group-pattern", "--group-regex", "group_pattern", default=None,
+              metavar="REGEX", callback=lambda _c, _p, v: _regex(v),
               help="As for train: what names the part in a labelled folder's paths.")
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
 def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_good: bool,
@@ -446,6 +448,17 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
     click.echo(f"wrote {out}")
 
 
+def _regex(pattern: str | None) -> str | None:
+    """``--group-pattern``, checked before any image is read."""
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise click.BadParameter(f"{pattern!r} is not a regular expression ({exc}); give "
+                                     r"a Python regular expression, e.g. '^(\d+)_'") from exc
+    return pattern
+
+
 def _echo_review(review: dict[str, Any] | None, where: str, again: str = "fit again") -> None:
     """The images whose labels decide the threshold (:func:`~deepseek.manufacturing.metrics.
     threshold_review`), for a person to look at; ``again`` is what to do after a fix."""
@@ -467,6 +480,22 @@ def _echo_review(review: dict[str, Any] | None, where: str, again: str = "fit ag
                    "labelled as a defect among them lowers the recall measured)")
         for e in review["defects_missed"]:
             click.echo(f"  {e['score']:<8.4g}  {e['path']}")
+
+
+def _good_only_review(model: Any) -> dict[str, Any] | None:
+    """The threshold review of a good-parts model just fitted (a memory or a DRAEM model):
+    its good images scored highest out of fold, each with the spot to look at."""
+    from deepseek.manufacturing.metrics import threshold_review
+
+    oof = model.out_of_fold
+    if not oof:
+        return None
+    review = threshold_review(list(oof), list(oof.values()), [False] * len(oof),
+                              model.threshold)
+    for e in review["good_highest"]:
+        if e["path"] in model.out_of_fold_spots:
+            e["spot"] = model.out_of_fold_spots[e["path"]]
+    return review
 
 
 def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
@@ -513,7 +542,8 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True,
               help="--folder --folds 1: share of the groups held out.")
-@click.option("--group-pattern", default=None, metavar="REGEX",
+@click.option("--group-pattern", "--group-regex", "group_pattern", default=None,
+              metavar="REGEX", callback=lambda _c, _p, v: _regex(v),
               help="--folder, --good-only: regular expression whose first group, searched in "
               "an image's path relative to the folder, names its group (default: its "
               "subfolder, else the file name up to the first '_'; look-alike photos of one "
@@ -666,6 +696,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                 click.echo(f"pasted cracks found at it, out of fold: {pr['recall']:.3f} of "
                            f"{pr['images']} (a check on training, not the recall on real "
                            "defects, which good images cannot give)")
+                _echo_review(res.get("threshold_review"), ", out of fold")
                 click.echo(f"score with: deepseek manufacturing score PATH --model "
                            f"{res['model']}")
             return
@@ -686,7 +717,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
             _echo_good_only(mem.meta, path, as_json,
                             f"DRAEM model: {path} ({len(mem.nets)} fold models from "
                             f"{mem.meta['fit_images']} good images, "
-                            f"{mem.meta['seconds']:.0f} s)")
+                            f"{mem.meta['seconds']:.0f} s)", review=_good_only_review(mem))
             return
         mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
                          folds=folds, group_pattern=group_pattern,
@@ -696,20 +727,12 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                          crack_weight=CRACK_WEIGHT if crack_weight is None else crack_weight,
                          progress=False if as_json else None)
         path = mem.save(out / "memory.safetensors")
-        from deepseek.manufacturing.metrics import threshold_review
-
-        oof = mem.out_of_fold
-        review = threshold_review(list(oof), list(oof.values()), [False] * len(oof),
-                                  mem.threshold) if oof else None
-        for e in review["good_highest"] if review else []:
-            if e["path"] in mem.out_of_fold_spots:
-                e["spot"] = mem.out_of_fold_spots[e["path"]]
         _echo_good_only(mem.meta, path, as_json,
                         f"memory: {path} ({mem.meta['bank']} patches from "
                         f"{mem.meta['fit_images']} good images"
                         + (f"; the crack model's logit counts {mem.crack['weight']:g} of the "
                            f"score" if mem.crack else "; the memory alone") + ")",
-                        review=review)
+                        review=_good_only_review(mem))
         return
     from deepseek.manufacturing.training import train_model
 

@@ -224,6 +224,14 @@ class DraemModel:
         self.nets = [n.eval() for n in nets]
         self.meta = meta
         self.stride = int(meta.get("map_stride", MAP_STRIDE))
+        #: after :func:`fit_draem`: each good image's out-of-fold score by path (the scores
+        #: the threshold was set on; not saved)
+        self.out_of_fold: dict[str, float] = {}
+        #: after :func:`fit_draem`: for the good images scored highest out of fold, the box
+        #: around each one's most anomalous spot under the fold model that held it out, as
+        #: ``score`` boxes a defect, in its own pixels (not saved; see
+        #: :func:`~deepseek.manufacturing.anomaly.highest_spots`)
+        self.out_of_fold_spots: dict[str, list[int]] = {}
 
     @property
     def threshold(self) -> float | None:
@@ -367,7 +375,7 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
     skipped) and set the threshold on their out-of-fold scores (see the module docstring).
     ``kinds``: the pasted defects, of :data:`deepseek.manufacturing.pasted.KINDS` (cracks
     only by default, :data:`KINDS`)."""
-    from deepseek.manufacturing.anomaly import out_of_fold_threshold
+    from deepseek.manufacturing.anomaly import highest_spots, out_of_fold_threshold
     from deepseek.manufacturing.images import image_paths
     from deepseek.manufacturing.labelled import good_folds, image_digests
     from deepseek.manufacturing.pasted import KINDS as KNOWN
@@ -421,4 +429,9 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
         **out_of_fold_threshold(scores, target_fpr, k, f", one model each; the model "
                                 f"written averages the {k} models' maps"),
         "seconds": round(time.perf_counter() - t0, 1)}
-    return DraemModel(nets, meta)
+    model = DraemModel(nets, meta)
+    model.out_of_fold = {str(it.path): float(v) for it, v in zip(items, scores)}
+    model.out_of_fold_spots = highest_spots(
+        scores, items, lambda i: net_map([nets[fold[i]]], items[i].image), meta["threshold"],
+        MAP_STRIDE)
+    return model

@@ -904,11 +904,16 @@ def group_of(img: Path, root: Path, pattern: str | None = None) -> str:
     in the path, else the default rule (first folder, or the name up to the first ``_``).
 
     Raises:
-        ManufacturingError: ``pattern`` does not match the path.
+        ManufacturingError: ``pattern`` is not a regular expression or does not match the path.
     """
     rel = img.relative_to(root) if img.is_relative_to(root) else Path(img.name)
     if pattern is not None:
-        m = re.search(pattern, rel.as_posix())
+        try:
+            m = re.search(pattern, rel.as_posix())
+        except re.error as exc:
+            raise ManufacturingError(
+                f"the group pattern {pattern!r} is not a regular expression ({exc}); give "
+                r"--group-pattern a Python regular expression, e.g. '^(\d+)_'") from exc
         if m is None:
             raise ManufacturingError(f"{rel}: the group pattern {pattern!r} does not match it")
         return m.group(1) if m.groups() else m.group(0)

@@ -832,6 +832,9 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     few = too_few_good(n, target_fpr)
     if few:
         rule += f"; {few}"
+    # the good images that hold the threshold, each with the spot its fold model found
+    review = threshold_review([it.path for it in goods], oof[:n], labels[:n], thr)
+    review_spots(review, goods, info["held_out_by"])
     extra = {"trained_on": "good-only (pasted cracks)", "init": "packaged", "threshold": thr,
              "threshold_rule": rule, "expected": expected,
              "pasted": {"recall": pasted["recall"], "recall_ci95": pasted["recall_ci95"],
@@ -850,7 +853,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
                "folds": info["folds"], "fold_images": np.bincount(fold).tolist(),
                "epoch": info["epoch"], "crops_per_epoch": info["crops_per_epoch"],
                "stage_seconds": info["stage_seconds"], "clip_shape": [frames, crop, crop],
-               "image_digests": image_digests(goods), **extra}
+               "image_digests": image_digests(goods), **extra, "threshold_review": review}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
