@@ -121,7 +121,7 @@ def test_the_group_rule_is_given_under_either_name_and_a_broken_one_is_named(tmp
         assert res.exit_code == 2, (name, res.output)
         assert "'--group-pattern'" in res.output  # named, before an image is read
         assert "'part([' is not a regular expression" in res.output
-        assert "give a Python regular expression" in res.output
+        assert "give --group-pattern a Python regular expression" in res.output
     with pytest.raises(ManufacturingError, match="not a regular expression"):
         fit_memory(tmp_path / "few", group_pattern="(?P<")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -451,11 +450,13 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
 def _regex(pattern: str | None) -> str | None:
     """``--group-pattern``, checked before any image is read."""
     if pattern is not None:
+        from deepseek.manufacturing.errors import ManufacturingError
+        from deepseek.manufacturing.labelled import group_pattern_regex
+
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise click.BadParameter(f"{pattern!r} is not a regular expression ({exc}); give "
-                                     r"a Python regular expression, e.g. '^(\d+)_'") from exc
+            group_pattern_regex(pattern)
+        except ManufacturingError as exc:
+            raise click.BadParameter(str(exc)) from exc
     return pattern
 
 

@@ -899,6 +899,20 @@ def _folder_label(img: Path, root: Path) -> bool | None:
     return None
 
 
+def group_pattern_regex(pattern: str) -> re.Pattern[str]:
+    """``pattern`` (``--group-pattern``) compiled.
+
+    Raises:
+        ManufacturingError: it is not a regular expression; the message says why and the fix.
+    """
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ManufacturingError(
+            f"the group pattern {pattern!r} is not a regular expression ({exc}); give "
+            r"--group-pattern a Python regular expression, e.g. '^(\d+)_'") from exc
+
+
 def group_of(img: Path, root: Path, pattern: str | None = None) -> str:
     """The part an image shows, for group-aware splits: the match of ``pattern`` (its first group)
     in the path, else the default rule (first folder, or the name up to the first ``_``).
@@ -908,12 +922,7 @@ def group_of(img: Path, root: Path, pattern: str | None = None) -> str:
     """
     rel = img.relative_to(root) if img.is_relative_to(root) else Path(img.name)
     if pattern is not None:
-        try:
-            m = re.search(pattern, rel.as_posix())
-        except re.error as exc:
-            raise ManufacturingError(
-                f"the group pattern {pattern!r} is not a regular expression ({exc}); give "
-                r"--group-pattern a Python regular expression, e.g. '^(\d+)_'") from exc
+        m = group_pattern_regex(pattern).search(rel.as_posix())
         if m is None:
             raise ManufacturingError(f"{rel}: the group pattern {pattern!r} does not match it")
         return m.group(1) if m.groups() else m.group(0)
