@@ -20,9 +20,10 @@ def _net(seed=0, **kw):
     return net.eval()
 
 
-@pytest.mark.parametrize("temporal", [1, 3, 4])
-def test_frame_by_frame_with_carried_state_equals_whole_clip(temporal):
-    net = _net(temporal=temporal)
+@pytest.mark.parametrize("temporal, stem", [(1, "fine"), (3, "fine"), (4, "fine"),
+                                            (3, "patch")])
+def test_frame_by_frame_with_carried_state_equals_whole_clip(temporal, stem):
+    net = _net(temporal=temporal, stem=stem)
     x = torch.randint(0, 256, (2, 11, 64, 80), dtype=torch.uint8)
     with torch.no_grad():
         whole_l, whole_m, whole_s = net(x)
@@ -67,9 +68,11 @@ def test_causal_time_conv_equals_conv3d_forward_and_backward(kernel, padding, bi
         CausalTimeConv(5, 7, kernel, padding=(1, 1, 1))
 
 
-@pytest.mark.parametrize("temporal, frames", [(1, 1), (3, 1), (3, 4), (4, 6)])
-def test_still_image_encoded_once_equals_the_image_repeated(temporal, frames):
-    net = _net(2, temporal=temporal)
+@pytest.mark.parametrize("temporal, frames, stem", [(1, 1, "fine"), (3, 1, "fine"),
+                                                    (3, 4, "fine"), (4, 6, "fine"),
+                                                    (3, 4, "patch")])
+def test_still_image_encoded_once_equals_the_image_repeated(temporal, frames, stem):
+    net = _net(2, temporal=temporal, stem=stem)
     img = torch.randint(0, 256, (2, 48, 80), dtype=torch.uint8)
     with torch.no_grad():
         lg, mp, _ = net(img[:, None].expand(-1, frames, -1, -1))
@@ -91,8 +94,9 @@ def test_state_matters():
     assert not torch.allclose(a, b)
 
 
-def test_onnx_step_matches_torch_step_across_batches():
-    net = _net(1)
+@pytest.mark.parametrize("stem", ["fine", "patch"])
+def test_onnx_step_matches_torch_step_across_batches(stem):
+    net = _net(1, stem=stem)
     frames = np.random.default_rng(0).integers(0, 256, (9, 48, 64), dtype=np.uint8)
     t, o = TorchStep(net), OnnxStep(net)
     pt = [t(frames[a:b]) for a, b in [(0, 1), (1, 5), (5, 9)]]
@@ -196,6 +200,38 @@ def test_trainer_run_writes_a_loadable_model(tmp_path):
     assert (tmp_path / "checkpoints" / "latest").exists()
 
 
+def test_stems_see_every_pixel_and_reach_the_same_cells():
+    """Both stems reach stride 4 without skipping a pixel: a one-pixel change anywhere in a
+    16x16 cell changes that cell's features; an unknown stem is refused by name."""
+    for stem in ("fine", "patch"):
+        net = _net(3, stem=stem)
+        x = torch.full((1, 1, 64, 64), 0.5)
+        with torch.no_grad():
+            base = net.encoder(x)
+            for y, xx in [(0, 0), (5, 9), (15, 15), (33, 2)]:
+                x2 = x.clone()
+                x2[..., y, xx] = -0.5
+                d = (net.encoder(x2) - base).abs().sum(1)[0]
+                assert d[y // 16, xx // 16] > 0, (stem, y, xx)
+        assert base.shape[-2:] == (4, 4)
+    with pytest.raises(ValueError, match="stem='wide'.*fine, patch"):
+        DefectNet(stem="wide")
+
+
+def test_a_saved_model_whose_config_names_no_stem_loads_with_the_patch_stem(tmp_path):
+    """Models saved before the stem was a setting (config without ``stem``) keep loading."""
+    from deepseek.loader import ModelLoader, save_model
+
+    net = _net(4, stem="patch")
+    path = save_model(net, tmp_path / "old.safetensors", architecture="defect-3dcnn-lstm",
+                      config={"channels": [16, 32, 32], "temporal": 3, "hidden": 32})
+    m = ModelLoader.load(str(path))
+    assert m.module.stem == "patch"
+    x = torch.randint(0, 256, (1, 2, 32, 48), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(m.module(x)[0], net(x)[0])
+
+
 def test_packaged_weights_load_by_name():
     from deepseek.loader import ModelLoader
     from deepseek.plugins import get_registry
@@ -204,6 +240,7 @@ def test_packaged_weights_load_by_name():
     assert entry.meta["weights"], "packaged weights are missing"
     m = ModelLoader.load("defect-3dcnn-lstm")
     assert isinstance(m.module, DefectNet) and not m.module.training
+    assert m.module.stem == "fine" == entry.meta["config"]["stem"]
 
 
 def test_servable_by_name_as_stateless_clips():

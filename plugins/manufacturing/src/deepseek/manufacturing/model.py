@@ -5,10 +5,15 @@ Architecture (input: grayscale frames ``(B, T, H, W)``, uint8 or float in 0..255
 
 1. *Light normalisation*: each frame is divided by its own mean, so a drifting light level
    changes nothing.
-2. *Frame encoder* (per frame, 2D): a 4x4 stride-4 convolution that sees every pixel at full
+2. *Frame encoder* (per frame, 2D): a stem to stride 4 that sees every pixel at full
    resolution (no pooling or skipped pixels, so a 2-pixel crack reaches the network intact),
    then two 3x3 stride-2 convolutions: stride 16, ``channels[2]`` features per 1.6 mm cell at
-   0.1 mm per pixel.
+   0.1 mm per pixel. The stem (``stem``) is ``"fine"``, two 3x3 stride-2 convolutions (8
+   channels at half resolution, then ``channels[0]``) with a nonlinearity between them, so
+   that a faint 1-2 pixel hairline is told from the surface at half resolution before it is
+   pooled into a 4x4 patch (the registered default and the packaged weights); or
+   ``"patch"``, one 4x4 stride-4 convolution (the packaged weights before 7 Dec 2026, and
+   what a saved model whose config names no stem was built with).
 3. *Temporal 3D convolution*: a causal ``(temporal, 3, 3)`` Conv3d over the last ``temporal``
    frames' features (computed as a 2D convolution over windows of frames,
    :class:`CausalTimeConv`). In a stream it keeps a buffer of the previous ``temporal - 1``
@@ -37,6 +42,9 @@ from torch import nn
 from deepseek.manufacturing.runtime import STRIDE
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: the encoder's stems (see the module docstring): "fine" is the registered default
+STEMS = ("fine", "patch")
+FINE_STEM_CHANNELS = 8
 
 
 class CausalTimeConv(nn.Conv3d):
@@ -79,14 +87,25 @@ class DefectNet(nn.Module):
     """Streaming 3D-CNN + LSTM crack detector; see the module docstring."""
 
     def __init__(self, channels: tuple[int, int, int] | list[int] = (16, 32, 32),
-                 temporal: int = 3, hidden: int = 32) -> None:
+                 temporal: int = 3, hidden: int = 32, stem: str = "patch") -> None:
         super().__init__()
         c0, c1, c2 = (int(c) for c in channels)
         if temporal < 1:
             raise ValueError("temporal must be >= 1")
+        if stem not in STEMS:
+            raise ValueError(f"stem={stem!r}: give one of {', '.join(STEMS)}")
         self.channels, self.temporal, self.hidden = (c0, c1, c2), int(temporal), int(hidden)
+        self.stem = stem
+        if stem == "fine":  # 3x3 stride 2 twice: a nonlinearity at half resolution
+            first: nn.Module = nn.Sequential(
+                *_bn_relu(nn.Conv2d(1, FINE_STEM_CHANNELS, 3, stride=2, padding=1, bias=False),
+                          FINE_STEM_CHANNELS),
+                *_bn_relu(nn.Conv2d(FINE_STEM_CHANNELS, c0, 3, stride=2, padding=1,
+                                    bias=False), c0))
+        else:  # one 4x4 patch per output
+            first = _bn_relu(nn.Conv2d(1, c0, 4, stride=4, bias=False), c0)
         self.encoder = nn.Sequential(
-            _bn_relu(nn.Conv2d(1, c0, 4, stride=4, bias=False), c0),
+            first,
             _bn_relu(nn.Conv2d(c0, c1, 3, stride=2, padding=1, bias=False), c1),
             _bn_relu(nn.Conv2d(c1, c2, 3, stride=2, padding=1, bias=False), c2),
         )
