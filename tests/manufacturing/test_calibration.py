@@ -137,6 +137,23 @@ def test_score_uses_a_calibration_only_with_its_own_weights(tmp_path, weights):
         read_calibration(tmp_path / "bad.json", weights)
 
 
+
+def test_a_calibration_of_a_registered_name_holds_its_packaged_weights(tmp_path):
+    """Calibrated by name, a threshold belongs to the packaged weights then under it: it is
+    refused once they change (a plugin upgrade), not applied to other weights."""
+    from deepseek.manufacturing.stream import weights_sha256
+
+    good = _parts(tmp_path / "good", 6, seed=4)
+    cal = calibrate(good, "defect-3dcnn-lstm", target_fpr=0.0, all_good=True,
+                    progress=False)
+    assert cal["model_sha256"] == weights_sha256("defect-3dcnn-lstm") is not None
+    path = write_calibration(cal, tmp_path / "cal.json")
+    assert read_calibration(path, "defect-3dcnn-lstm")["threshold"] == cal["threshold"]
+    path.write_text(json.dumps({**cal, "model_sha256": None}))  # from before the upgrade
+    with pytest.raises(ManufacturingError, match="calibrate this model on the line again"):
+        read_calibration(path, "defect-3dcnn-lstm")
+
+
 def test_the_commands(tmp_path, weights, monkeypatch):
     good = _parts(tmp_path / "good", 10, seed=4)
     runner, cli = CliRunner(), build_cli()

@@ -179,7 +179,35 @@ class PatchMemory:
         meta, tensors = read_kind(path, KIND, "good-parts memory")
         if "bank" not in tensors:
             raise ManufacturingError(f"{path}: cannot read a good-parts memory (no 'bank')")
+        check_backbone(path, meta)
         return cls(tensors["bank"], meta)
+
+
+def check_backbone(path: str | Path, meta: dict[str, Any]) -> None:
+    """Refuse a memory whose backbone's weights are not those it was fitted with: its
+    patches are that encoder's features, so another encoder's would be compared with them
+    (the packaged weights under the same name after an upgrade, or a backbone file changed
+    since). A memory from before the digest was recorded is refused when its backbone is a
+    registered name, whose packaged weights have changed since (7 Dec 2026).
+
+    Raises:
+        ManufacturingError: naming the file, both digests and the fix.
+    """
+    from deepseek.manufacturing.stream import weights_sha256
+
+    backbone = str(meta.get("backbone", "defect-3dcnn-lstm"))
+    want, have = meta.get("backbone_sha256"), weights_sha256(backbone)
+    if want is None and Path(backbone).is_file():
+        return  # a backbone file from before digests: nothing recorded to hold it to
+    if want != have:
+        was = (f"sha256 {want[:12]}" if want else
+               "before memories recorded their backbone's weights; the packaged weights "
+               "have changed since")
+        raise ManufacturingError(
+            f"{path}: fitted on {backbone} ({was}), whose weights are now "
+            f"{'sha256 ' + have[:12] if have else 'missing'}: its patches are another "
+            "encoder's features, so it cannot score; fit it again on the good images "
+            "(deepseek manufacturing train --good-only DIR --out DIR)")
 
 
 def read_kind(path: str | Path, kind: str, what: str, framework: str = "numpy"
@@ -307,6 +335,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
 
     from deepseek.manufacturing.images import image_paths
     from deepseek.manufacturing.labelled import good_folds, image_digests
+    from deepseek.manufacturing.stream import weights_sha256
 
     if not 0.0 < target_fpr < 1.0:
         raise ManufacturingError(f"target_fpr={target_fpr}: give a rate between 0 and 1")
@@ -357,7 +386,8 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         scores = scores + crack["gain"] * (np.asarray(logits) - crack["logit_mean"])
     bank = _bank(np.concatenate(pools), max_bank, rng, selection)
     meta: dict[str, Any] = {
-        "kind": KIND, "backbone": str(backbone), "feature_stride": FEATURE_STRIDE,
+        "kind": KIND, "backbone": str(backbone), "backbone_sha256": weights_sha256(backbone),
+        "feature_stride": FEATURE_STRIDE,
         "feature_dim": 64, "fit_images": len(files), "patches_seen": int(seen),
         "bank": int(len(bank)), "selection": selection, "top_fraction": top_fraction,
         "folds": k, "target_fpr": target_fpr, "crack": crack,

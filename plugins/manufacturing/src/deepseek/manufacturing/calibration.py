@@ -42,10 +42,9 @@ def threshold_for_fpr(good_scores: Any, target_fpr: float) -> float:
 
 
 def _model_sha256(model: Any) -> str | None:
-    from deepseek.loader.base import file_sha256
+    from deepseek.manufacturing.stream import weights_sha256
 
-    p = Path(str(model))
-    return file_sha256(p) if p.is_file() else None
+    return weights_sha256(model)
 
 
 def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,

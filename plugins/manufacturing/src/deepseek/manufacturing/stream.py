@@ -229,6 +229,29 @@ def load_net(model: Any = "defect-3dcnn-lstm", onnx: bool | None = None) -> Defe
     return net
 
 
+def weights_sha256(model: Any) -> str | None:
+    """The sha256 of the weights ``model`` names: a file's own, a registered name's packaged
+    weights file, None for anything else (a module in memory). What a calibration or a
+    good-parts memory records of the model it was measured with, so that other weights
+    under the same name (a plugin upgrade that retrained its packaged weights) are caught."""
+    from deepseek.loader.base import file_sha256
+
+    if not isinstance(model, (str, Path)):
+        return None
+    if Path(model).is_file():
+        return file_sha256(model)
+    if not isinstance(model, str):
+        return None
+    from deepseek.errors import DeepSeekError
+    from deepseek.plugins import models
+
+    try:
+        packaged = models().entry(model).meta.get("weights")
+    except DeepSeekError:  # not a registered name (or a contested one): nothing to digest
+        return None
+    return file_sha256(packaged) if packaged and Path(packaged).is_file() else None
+
+
 def stream_threads() -> int:
     """Intra-op threads of a stream's model step: the CPU budget (:mod:`deepseek.cpus`) less
     the core the source's grabber thread decodes on, at least 1."""
