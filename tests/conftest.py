@@ -74,7 +74,6 @@ def tiny_plugin(tmp_path):
                      weights=str(weights), description="tiny MLP for tests",
                      inputs=[{"name": "x", "dtype": "float32", "shape": [-1, 8]}])
             register("test-conv", TinyConv, config={"channels": 4},
-                     saved_defaults={"channels": 2},
                      inputs=[{"name": "image", "dtype": "float32", "shape": [-1, 1, 8, 8]}])
 
         @staticmethod

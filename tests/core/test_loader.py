@@ -55,29 +55,6 @@ def test_safetensors_round_trip(tiny_plugin, tmp_path, x):
     assert ModelLoader.load(path).config["hidden"] == 12
 
 
-def test_a_saved_file_silent_on_a_setting_gets_the_value_files_were_saved_with(tiny_plugin,
-                                                                              tmp_path):
-    """``saved_defaults``: a file whose config omits a setting added later is built with
-    the value it was made with, not the registered default; a file that names it, and a
-    build by name, are not affected; a registration giving it a non-dict is refused."""
-    from deepseek.errors import RegistryError
-    from deepseek.registry import Registry
-
-    torch.manual_seed(5)
-    old = TinyConv(channels=2)
-    path = save_model(old, tmp_path / "old", architecture="test-conv", config={})
-    m = ModelLoader.load(path)
-    assert m.module.conv.out_channels == 2 and m.config["channels"] == 2
-    x = torch.randn(1, 1, 8, 8)
-    torch.testing.assert_close(m(x), old.eval()(x))
-    path = save_model(TinyConv(channels=3), tmp_path / "new", architecture="test-conv",
-                      config={"channels": 3})
-    assert ModelLoader.load(path).module.conv.out_channels == 3
-    assert ModelLoader.load("test-conv").module.conv.out_channels == 4
-    with pytest.raises(RegistryError, match="saved_defaults"):
-        Registry("model").register("m", TinyConv, saved_defaults=["channels"])
-
-
 def test_torchscript_round_trip(tmp_path, x):
     net = TinyNet().eval()
     path = tmp_path / "m.pt"

@@ -46,7 +46,7 @@ def register_models(register):  # type: ignore[no-untyped-def]
     Called when the model registry is first built. Call once per model::
 
         register(name, builder, config=None, weights=None, description="", inputs=None,
-                 batching=None, saved_defaults=None)
+                 batching=None)
 
     ``builder(**config)`` returns a ``torch.nn.Module``; ``config`` is the default
     configuration (a JSON-serialisable dict); ``weights`` is the path of packaged
@@ -55,10 +55,7 @@ def register_models(register):  # type: ignore[no-untyped-def]
     input tensors as ``[{"name", "dtype", "shape"}]`` (``-1`` for a free dimension), used by
     ``summary()``, the model server's metadata and the training commands, which accept any
     model whose inputs fit their task; ``batching`` is the server's policy for inputs of
-    different shapes (``{"policy": "pad", "pad_axes": [1]}``); ``saved_defaults`` are the
-    builder values a saved model file whose config omits them was made with (a setting
-    added later whose ``config`` default differs: ``{"stem": "patch"}`` keeps files saved
-    before a ``stem`` setting loading as they were built).
+    different shapes (``{"policy": "pad", "pad_axes": [1]}``).
     """
 
 

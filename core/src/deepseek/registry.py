@@ -131,9 +131,6 @@ OPTIONS: dict[str, dict[str, Option]] = {
                          _json_dict),
         "weights": Option((str, Path), "packaged .safetensors weights for the default config",
                           _weights_file),
-        "saved_defaults": Option((dict,), "builder keyword values a saved model file whose "
-                                 "config omits them was made with (a setting added after "
-                                 "files were saved, whose default changed with it)", _json_dict),
         "inputs": Option((list, tuple), "input tensors: [{'name', 'dtype', 'shape'}], -1 free",
                          _tensor_specs),
         "batching": Option((dict,), "server batching policy: {'policy': 'bucket'|'pad', ...}"),

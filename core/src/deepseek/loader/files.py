@@ -103,25 +103,10 @@ def _safetensors_file(path: Path, opts: LoadOptions) -> LoadedModel:
             f"{path}: no architecture recorded (no {path.with_suffix('.json').name}, no "
             f"config.json, no '{ARCH_META_KEY}' in the header); pass "
             "architecture='<registered model name>'")
-    module, cfg = build_registered(arch, pretrained=False,
-                                   **{**_saved_defaults(arch), **cfg, **opts.config})
+    module, cfg = build_registered(arch, pretrained=False, **{**cfg, **opts.config})
     load_safetensors_into(module, path)
     return wrap_module(module, "pytorch", opts, source=str(path), architecture=arch,
                        config=cfg, inputs=models().entry(arch).meta.get("inputs"))
-
-
-def _saved_defaults(arch: str) -> dict[str, Any]:
-    """What a file of registered model ``arch`` was built with where its saved config is
-    silent (the registration's ``saved_defaults``): under the file's config, over the
-    registered default config; nothing for a name that is not registered (building it
-    says so)."""
-    from deepseek.errors import RegistryError
-    from deepseek.plugins import models
-
-    try:
-        return dict(models().entry(arch).meta.get("saved_defaults") or {})
-    except RegistryError:
-        return {}
 
 
 def _pickle_file(path: Path, opts: LoadOptions) -> LoadedModel:
