@@ -247,19 +247,43 @@ def test_image_auroc_matches_scikit_learn():
     assert fpr <= 0.05 and rec == pytest.approx(float((s[y] >= thr).mean()))
 
 
-def _train_tiny(tmp_path, output=None):
+def _train_tiny(tmp_path, output=None, more=()):
     """train --folder on tmp_path/train with tmp_path/val held out: one epoch of a few 32-px
-    crops from scratch; its training.json (the text it printed appended to ``output``, a
-    list, when given: then without --json)."""
+    crops from scratch (``more``: further options); its training.json (the text it printed
+    appended to ``output``, a list, when given: then without --json)."""
     res = CliRunner().invoke(build_cli(), [
         "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
         str(tmp_path / "train"), "--val-folder", str(tmp_path / "val"), "--crop", "32",
         "--crops-per-epoch", "8", "--epochs", "1", "--batch-size", "4", "--init", "scratch",
-        *(["--json"] if output is None else [])])
+        *more, *(["--json"] if output is None else [])])
     assert res.exit_code == 0, res.output
     if output is not None:
         output.append(res.output)
     return json.loads((tmp_path / "run" / "training.json").read_text())
+
+
+def test_train_with_the_fine_stem_from_scratch_and_refused_where_it_cannot_start(tmp_path):
+    """--stem fine trains from scratch and the model written keeps its stem; with the
+    packaged weights (--folder's default start), --good-only or another model it is refused
+    by name."""
+    from deepseek.loader import ModelLoader
+
+    for split, n in (("train", 6), ("val", 4)):
+        for k in range(n):
+            crack = ((8, 20), (56, 28)) if k % 2 else None
+            m = _part(tmp_path / split / f"{k}.png", 100 * len(split) + k, crack, h=48, w=64)
+            cv2.imwrite(str(tmp_path / split / f"{k}_mask.png"), m)
+    info = _train_tiny(tmp_path, more=["--stem", "fine"])
+    assert ModelLoader.load(info["model"]).module.stem == "fine"
+    run = ["manufacturing", "train", "--out", str(tmp_path / "no"), "--stem", "fine"]
+    for more, why in ((["--folder", str(tmp_path / "train")], "add --init scratch"),
+                      (["--folder", str(tmp_path / "train"), "--init", "packaged"],
+                       "add --init scratch"),
+                      (["--good-only", str(tmp_path / "train")], "not of --good-only"),
+                      (["--model", "other", "--init", "scratch"], "--model other")):
+        res = CliRunner().invoke(build_cli(), [*run, *more])
+        assert res.exit_code == 2 and why in res.output, res.output
+    assert not (tmp_path / "no").exists()
 
 
 def test_train_from_a_labelled_folder(tmp_path):

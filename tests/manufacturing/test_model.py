@@ -214,12 +214,13 @@ def test_stems_see_every_pixel_and_reach_the_same_cells():
                 d = (net.encoder(x2) - base).abs().sum(1)[0]
                 assert d[y // 16, xx // 16] > 0, (stem, y, xx)
         assert base.shape[-2:] == (4, 4)
-    with pytest.raises(ValueError, match="stem='wide'.*fine, patch"):
+    with pytest.raises(ValueError, match="stem='wide'.*patch, fine"):
         DefectNet(stem="wide")
 
 
 def test_a_saved_model_whose_config_names_no_stem_loads_with_the_patch_stem(tmp_path):
-    """Models saved before the stem was a setting (config without ``stem``) keep loading."""
+    """Models saved before the stem was a setting (config without ``stem``) keep loading,
+    and a fine-stem model loads with its own."""
     from deepseek.loader import ModelLoader, save_model
 
     net = _net(4, stem="patch")
@@ -230,6 +231,14 @@ def test_a_saved_model_whose_config_names_no_stem_loads_with_the_patch_stem(tmp_
     x = torch.randint(0, 256, (1, 2, 32, 48), dtype=torch.uint8)
     with torch.no_grad():
         torch.testing.assert_close(m.module(x)[0], net(x)[0])
+    fine = _net(5, stem="fine")
+    path = save_model(fine, tmp_path / "fine.safetensors", architecture="defect-3dcnn-lstm",
+                      config={"channels": [16, 32, 32], "temporal": 3, "hidden": 32,
+                              "stem": "fine"})
+    m = ModelLoader.load(str(path))
+    assert m.module.stem == "fine"
+    with torch.no_grad():
+        torch.testing.assert_close(m.module(x)[0], fine(x)[0])
 
 
 def test_packaged_weights_load_by_name():
@@ -240,7 +249,7 @@ def test_packaged_weights_load_by_name():
     assert entry.meta["weights"], "packaged weights are missing"
     m = ModelLoader.load("defect-3dcnn-lstm")
     assert isinstance(m.module, DefectNet) and not m.module.training
-    assert m.module.stem == "fine" == entry.meta["config"]["stem"]
+    assert m.module.stem == "patch" and "stem" not in entry.meta["config"]
 
 
 def test_servable_by_name_as_stateless_clips():

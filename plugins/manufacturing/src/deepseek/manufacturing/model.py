@@ -8,12 +8,12 @@ Architecture (input: grayscale frames ``(B, T, H, W)``, uint8 or float in 0..255
 2. *Frame encoder* (per frame, 2D): a stem to stride 4 that sees every pixel at full
    resolution (no pooling or skipped pixels, so a 2-pixel crack reaches the network intact),
    then two 3x3 stride-2 convolutions: stride 16, ``channels[2]`` features per 1.6 mm cell at
-   0.1 mm per pixel. The stem (``stem``) is ``"fine"``, two 3x3 stride-2 convolutions (8
+   0.1 mm per pixel. The stem (``stem``) is ``"patch"``, one 4x4 stride-4 convolution (the
+   default and the packaged weights'), or ``"fine"``, two 3x3 stride-2 convolutions (8
    channels at half resolution, then ``channels[0]``) with a nonlinearity between them, so
    that a faint 1-2 pixel hairline is told from the surface at half resolution before it is
-   pooled into a 4x4 patch (the registered default and the packaged weights); or
-   ``"patch"``, one 4x4 stride-4 convolution (the packaged weights before 7 Dec 2026, and
-   what a saved model whose config names no stem was built with).
+   pooled into a 4x4 patch (no packaged weights: trained from scratch; about a third more
+   work per frame).
 3. *Temporal 3D convolution*: a causal ``(temporal, 3, 3)`` Conv3d over the last ``temporal``
    frames' features (computed as a 2D convolution over windows of frames,
    :class:`CausalTimeConv`). In a stream it keeps a buffer of the previous ``temporal - 1``
@@ -42,8 +42,8 @@ from torch import nn
 from deepseek.manufacturing.runtime import STRIDE
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-#: the encoder's stems (see the module docstring): "fine" is the registered default
-STEMS = ("fine", "patch")
+#: the encoder's stems (see the module docstring); "patch" is the default
+STEMS = ("patch", "fine")
 FINE_STEM_CHANNELS = 8
 
 

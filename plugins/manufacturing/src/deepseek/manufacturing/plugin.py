@@ -43,10 +43,9 @@ def register_readers(register: Any) -> None:
 def register_models(register: Any) -> None:
     """Register ``defect-3dcnn-lstm`` with its packaged weights and ONNX export."""
     register("defect-3dcnn-lstm", lazy_callable(M + "model:DefectNet"),
-             config={"channels": [16, 32, 32], "temporal": 3, "hidden": 32, "stem": "fine"},
-             saved_defaults={"stem": "patch"},  # files saved before the stem was a setting
+             config={"channels": [16, 32, 32], "temporal": 3, "hidden": 32},
              weights=str(WEIGHTS / "defect-3dcnn-lstm.safetensors"),
-             description="streaming crack detector: two-step stride-4 stem, causal 3D conv, LSTM "
+             description="streaming crack detector: stride-4 patch stem, causal 3D conv, LSTM "
                          "across the stream, per-frame probability and a localisation map",
              inputs=[{"name": "frames", "dtype": "uint8", "shape": [-1, -1, 480, 640]}],
              # the edge form runs the streaming step (state in, state out; any frame size)
