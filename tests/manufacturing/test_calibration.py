@@ -140,7 +140,8 @@ def test_score_uses_a_calibration_only_with_its_own_weights(tmp_path, weights):
 
 def test_a_calibration_of_a_registered_name_holds_its_packaged_weights(tmp_path):
     """Calibrated by name, a threshold belongs to the packaged weights then under it: it is
-    refused once they change (a plugin upgrade), not applied to other weights."""
+    refused once they change (a plugin upgrade), not applied to other weights; one from
+    before the digest was recorded holds to the name, as it did."""
     from deepseek.manufacturing.stream import weights_sha256
 
     good = _parts(tmp_path / "good", 6, seed=4)
@@ -149,9 +150,13 @@ def test_a_calibration_of_a_registered_name_holds_its_packaged_weights(tmp_path)
     assert cal["model_sha256"] == weights_sha256("defect-3dcnn-lstm") is not None
     path = write_calibration(cal, tmp_path / "cal.json")
     assert read_calibration(path, "defect-3dcnn-lstm")["threshold"] == cal["threshold"]
-    path.write_text(json.dumps({**cal, "model_sha256": None}))  # from before the upgrade
+    path.write_text(json.dumps({**cal, "model_sha256": "0" * 64}))  # other weights
     with pytest.raises(ManufacturingError, match="calibrate this model on the line again"):
         read_calibration(path, "defect-3dcnn-lstm")
+    path.write_text(json.dumps({**cal, "model_sha256": None}))  # before the digest
+    assert read_calibration(path, "defect-3dcnn-lstm")["threshold"] == cal["threshold"]
+    with pytest.raises(ManufacturingError, match="calibrate this model on the line again"):
+        read_calibration(path, "other-name")
 
 
 def test_the_commands(tmp_path, weights, monkeypatch):

@@ -186,25 +186,23 @@ class PatchMemory:
 def check_backbone(path: str | Path, meta: dict[str, Any]) -> None:
     """Refuse a memory whose backbone's weights are not those it was fitted with: its
     patches are that encoder's features, so another encoder's would be compared with them
-    (the packaged weights under the same name after an upgrade, or a backbone file changed
-    since). A memory from before the digest was recorded is refused when its backbone is a
-    registered name, whose packaged weights have changed since (7 Dec 2026).
+    (other packaged weights under the same name after an upgrade, or a backbone file
+    changed since). A memory written before the digest was recorded has nothing to be held
+    to and loads as it did.
 
     Raises:
         ManufacturingError: naming the file, both digests and the fix.
     """
     from deepseek.manufacturing.stream import weights_sha256
 
+    want = meta.get("backbone_sha256")
+    if want is None:
+        return
     backbone = str(meta.get("backbone", "defect-3dcnn-lstm"))
-    want, have = meta.get("backbone_sha256"), weights_sha256(backbone)
-    if want is None and Path(backbone).is_file():
-        return  # a backbone file from before digests: nothing recorded to hold it to
+    have = weights_sha256(backbone)
     if want != have:
-        was = (f"sha256 {want[:12]}" if want else
-               "before memories recorded their backbone's weights; the packaged weights "
-               "have changed since")
         raise ManufacturingError(
-            f"{path}: fitted on {backbone} ({was}), whose weights are now "
+            f"{path}: fitted on {backbone} (sha256 {want[:12]}), whose weights are now "
             f"{'sha256 ' + have[:12] if have else 'missing'}: its patches are another "
             "encoder's features, so it cannot score; fit it again on the good images "
             "(deepseek manufacturing train --good-only DIR --out DIR)")

@@ -178,7 +178,9 @@ def read_calibration(path: str | Path, model: Any) -> dict[str, Any]:
             not isinstance(cal.get("threshold"), (int, float)):
         raise ManufacturingError(f"{path}: not a calibration file of this version (write one "
                                  "with deepseek manufacturing calibrate)")
-    want, have = cal.get("model_sha256"), _model_sha256(model)
+    # a calibration from before a registered name's weights were digested holds to the name
+    want = cal.get("model_sha256")
+    have = _model_sha256(model) if want is not None else None
     if want != have or (want is None and str(model) != cal.get("model")):
         raise ManufacturingError(
             f"{path}: measured with {cal.get('model')} (sha256 {str(want)[:12]}), not with "
