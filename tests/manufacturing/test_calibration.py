@@ -137,7 +137,6 @@ def test_score_uses_a_calibration_only_with_its_own_weights(tmp_path, weights):
         read_calibration(tmp_path / "bad.json", weights)
 
 
-
 def test_a_calibration_of_a_registered_name_holds_its_packaged_weights(tmp_path):
     """Calibrated by name, a threshold belongs to the packaged weights then under it: it is
     refused once they change (a plugin upgrade), not applied to other weights; one from
