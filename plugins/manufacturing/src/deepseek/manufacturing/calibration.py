@@ -41,12 +41,6 @@ def threshold_for_fpr(good_scores: Any, target_fpr: float) -> float:
     return lowest_threshold(good_scores, target_fpr)
 
 
-def _model_sha256(model: Any) -> str | None:
-    from deepseek.manufacturing.stream import weights_sha256
-
-    return weights_sha256(model)
-
-
 def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
               all_good: bool = False, group_pattern: str | None = None,
               progress: bool | None = None) -> dict[str, Any]:
@@ -118,14 +112,14 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     review = threshold_review(files, scores, labels, thr)
     # where to look in each good image listed: the box `score` would draw around its
     # hottest spot
-    from deepseek.manufacturing.stream import box_from_map
+    from deepseek.manufacturing.stream import box_from_map, weights_sha256
 
     by_path = {r.path: r for r in results}
     for entry in review["good_highest"]:
         r = by_path[entry["path"]]
         entry["spot"] = list(box_from_map(r.cell_map, (r.height, r.width), scorer.box_level,
                                           r.stride))
-    return {"format": FORMAT, "model": str(model), "model_sha256": _model_sha256(model),
+    return {"format": FORMAT, "model": str(model), "model_sha256": weights_sha256(model),
             "folder": str(folder), "threshold": thr, "target_fpr": target_fpr,
             "rule": (f"lowest score with a false-alarm rate <= {target_fpr:g} on the "
                      f"{n_good} good images of {folder}"),
@@ -178,9 +172,11 @@ def read_calibration(path: str | Path, model: Any) -> dict[str, Any]:
             not isinstance(cal.get("threshold"), (int, float)):
         raise ManufacturingError(f"{path}: not a calibration file of this version (write one "
                                  "with deepseek manufacturing calibrate)")
+    from deepseek.manufacturing.stream import weights_sha256
+
     # a calibration from before a registered name's weights were digested holds to the name
     want = cal.get("model_sha256")
-    have = _model_sha256(model) if want is not None else None
+    have = weights_sha256(model) if want is not None else None
     if want != have or (want is None and str(model) != cal.get("model")):
         raise ManufacturingError(
             f"{path}: measured with {cal.get('model')} (sha256 {str(want)[:12]}), not with "
