@@ -302,6 +302,11 @@ def test_train_from_a_labelled_folder(tmp_path):
         {tmp_path / "val"}
     # by default each image is scored as it is (one view), and the rule says nothing more
     assert info["views"] == 1 and "views" not in info["threshold_rule"]
+    # the crops were turned a little (the cracks keep their directions), as stored
+    from deepseek.loader import read_model_extra
+
+    assert info["rotate"] == "small"
+    assert read_model_extra(tmp_path / "run" / "model.safetensors")["rotate"] == "small"
     # 2 good images cannot show the default 0.3 % rate: the rule says so, as calibrate does
     assert "2 good images, too few to resolve a false-alarm rate of 0.003" \
         in info["threshold_rule"]
@@ -690,13 +695,76 @@ def test_hard_negative_crops_hold_their_spot_in_the_central_half():
     assert sum((ds0.sample(i)[0] == 255).any() for i in range(1, 60, 2)) < 15
 
 
+def _line_crop(top: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-px crop of a flat surface crossed by a 4-px dark horizontal line at row ``top``,
+    and its mask."""
+    x = np.full((64, 64), 170, np.uint8)
+    m = np.zeros((64, 64), np.uint8)
+    x[top:top + 4, :] = 60
+    m[top:top + 4, :] = 1
+    return x, m
+
+
+def _direction(m: np.ndarray) -> float:
+    """The direction of a mask's pixels from the crop's width, 0-90 degrees."""
+    r, c = np.nonzero(m)
+    w, v = np.linalg.eigh(np.cov(np.stack([c, r]).astype(float)))
+    return float(abs(np.degrees(np.arctan2(v[1, -1], v[0, -1]))) % 180) if r.size else 0.0
+
+
+@pytest.mark.parametrize("top", [30, 1])
+def test_augment_turns_cracks_every_way_and_the_mask_follows_the_pixels(top):
+    """``rotate="any"`` shows a crack in every direction (KolektorSDD's all run within 33
+    degrees of the photo's width, and a model trained on them as they are found none turned
+    a quarter); ``"small"`` keeps the direction within the 10-degree rotation. Either way the
+    mask marks the dark pixels wherever they go, in the corners a rotation fills with the
+    crop mirrored too (a line along the crop's edge is mirrored into them)."""
+    from deepseek.manufacturing.labelled import augment
+
+    x0, m0 = _line_crop(top)
+    angles = {}
+    for rotate in ("any", "small"):
+        got = []
+        for seed in range(150):
+            x, m = augment(x0, m0, np.random.default_rng(seed), rotate)
+            assert x.shape == m.shape == (64, 64) and x.dtype == np.uint8
+            on = m.astype(bool)
+            assert 0 < on.sum() < on.size
+            dark = x < (float(x[on].mean()) + float(x[~on].mean())) / 2
+            # the dark pixels are the marked ones, to the pixel (interpolation and blur move
+            # a line's edges by one; a mirrored line's seam may differ by a few pixels more)
+            near = np.ones((3, 3), np.uint8)
+            stray = dark & ~cv2.dilate(m, near).astype(bool)
+            unseen = on & ~cv2.dilate(dark.astype(np.uint8), near).astype(bool)
+            assert stray.sum() + unseen.sum() <= 0.02 * on.sum(), (rotate, seed)
+            got.append(min(_direction(m) % 180, 180 - _direction(m) % 180))
+        angles[rotate] = np.array(got)
+    assert angles["small"].max() <= 11
+    assert (angles["any"] > 60).mean() > 0.3 and ((angles["any"] > 20) & (angles["any"] < 70)).any()
+
+
+def test_an_unknown_rotation_is_refused_by_name():
+    from deepseek.manufacturing.labelled import LabelledImage, augment, check_rotate
+    from deepseek.manufacturing.training import CropDataset, train_model
+
+    x, m = _line_crop(30)
+    for call in (lambda: augment(x, m, np.random.default_rng(0), "every"),
+                 lambda: check_rotate("full"),
+                 lambda: train_model("unused", clips=2, rotate="sideways")):
+        with pytest.raises(ManufacturingError, match="rotate=.*give one of any, small"):
+            call()
+    item = LabelledImage(Path("p.png"), True, "mask", (64, 64), rows=[30], cols=[5])
+    with pytest.raises(ManufacturingError, match="rotate="):
+        CropDataset([item], 4, 32, 2, rotate="most")
+
+
 def test_train_help_states_the_hard_negative_default_and_refuses_it_without_a_folder(tmp_path):
     from deepseek.manufacturing.training import HARD_NEGATIVES
 
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--help"])
     assert res.exit_code == 0 and f"[{HARD_NEGATIVES:g}]" in " ".join(res.output.split())
     # --hard-negatives and --views go with labelled images (--folder) only
-    for flag, value in (("--hard-negatives", "0.3"), ("--views", "1")):
+    for flag, value in (("--hard-negatives", "0.3"), ("--views", "1"), ("--rotate", "any")):
         res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                                str(tmp_path / "r"), flag, value])
         assert res.exit_code == 2 and "go with --folder" in res.output
@@ -915,7 +983,7 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     assert res.exit_code == 0 and "stores the threshold" not in res.stderr
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "run3"), "--scale", "0.5"])
-    assert res.exit_code == 2 and "--scale go with --folder" in res.output
+    assert res.exit_code == 2 and "--scale and --rotate go with --folder" in res.output
 
 
 def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):

@@ -569,6 +569,13 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
               help="--folder: scale every image (and mask) by this first, area-averaged: the "
               "network's 16-pixel cells then see more of the part; stored with the model, "
               "whose photos `score` scales the same way [1: as they are].")
+@click.option("--rotate", type=click.Choice(["small", "any"]), default=None,
+              help="--folder: how the training crops are turned. small: up to 10 degrees, "
+              "the cracks keep the directions they have in the training images (the model "
+              "finds cracks running those ways); any: a quarter turn half the time, then up "
+              "to 45 degrees, so a crack is learnt in every direction whichever way the "
+              "training images' cracks run (for parts or cameras that do not always lie the "
+              "same way; it may set a higher threshold) [small].")
 @click.option("--init", type=click.Choice(["packaged", "scratch"]), default=None,
               help="Start from the packaged weights or from scratch [packaged with --folder, "
               "scratch for synthetic training].")
@@ -642,7 +649,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
           val_fraction: float,
           group_pattern: str | None, crop: int | None, crops_per_epoch: int | None,
           hard_negatives: float | None, views: str | None, scale: float | None,
-          init: str | None, stem: str | None, clips: int, clip_frames: int | None,
+          rotate: str | None, init: str | None, stem: str | None, clips: int,
+          clip_frames: int | None,
           clip_size: tuple[int, int], crack_depth: tuple[float, float] | None, epochs: int,
           batch_size: int, steps: int | None, accum_steps: int,
           lr: float | None,
@@ -673,7 +681,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         if folder is not None:
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
         for flag, given in (("--hard-negatives", hard_negatives is not None),
-                            ("--views", views is not None), ("--scale", scale is not None)):
+                            ("--views", views is not None), ("--scale", scale is not None),
+                            ("--rotate", rotate is not None)):
             if given:
                 raise click.UsageError(f"{flag} goes with --folder (labelled images), not "
                                        "with --good-only")
@@ -758,9 +767,9 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         raise click.UsageError("--crack-weight goes with --good-only (the memory)")
     if folder is None and (val_folder is not None or crops_per_epoch is not None
                            or hard_negatives is not None or views is not None
-                           or scale is not None):
-        raise click.UsageError("--val-folder, --crops-per-epoch, --hard-negatives, --views "
-                               "and --scale go with --folder")
+                           or scale is not None or rotate is not None):
+        raise click.UsageError("--val-folder, --crops-per-epoch, --hard-negatives, --views, "
+                               "--scale and --rotate go with --folder")
     if folder is not None and crack_depth is not None:
         raise click.UsageError("--crack-depth shapes the synthetic clips: it does not go with "
                                "--folder (your images' cracks are what they are)")
@@ -774,6 +783,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                       **({"hard_negatives": hard_negatives} if hard_negatives is not None
                          else {}), **({"views": int(views)} if views is not None else {}),
                       **({"scale": scale} if scale is not None else {}),
+                      **({"rotate": rotate} if rotate is not None else {}),
                       **({"config": {"stem": stem}} if stem is not None else {}))
     from deepseek.report import echo_training
 

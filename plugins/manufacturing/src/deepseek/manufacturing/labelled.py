@@ -1373,26 +1373,48 @@ def sample_crop(item: LabelledImage, size: int, positive: bool, rng: np.random.G
     return np.empty(0, np.uint8), None
 
 
-def augment(x: np.ndarray, m: np.ndarray | None, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Flips, a small rotation (up to 10 degrees), brightness/contrast, blur and sensor noise:
-    what changes between photos of the same surface."""
+#: how :func:`augment` turns a crop, by name: (chance of a quarter turn, chance of a rotation,
+#: its largest angle in degrees). "any": a crack in every direction, whichever way the
+#: training images' cracks run (a quarter turn half the time, then up to 45 degrees either
+#: way); "small": up to 10 degrees, so cracks keep the direction they have in the training
+#: images (for a line whose parts always lie the same way)
+ROTATIONS = {"any": (0.5, 0.75, 45.0), "small": (0.0, 0.5, 10.0)}
+
+
+def check_rotate(rotate: str) -> str:
+    """``rotate`` if it names a way of turning the crops (:data:`ROTATIONS`), else a clear
+    error."""
+    if rotate not in ROTATIONS:
+        raise ManufacturingError(f"rotate={rotate!r}: give one of {', '.join(ROTATIONS)}")
+    return rotate
+
+
+def augment(x: np.ndarray, m: np.ndarray | None, rng: np.random.Generator,
+            rotate: str = "small") -> tuple[np.ndarray, np.ndarray | None]:
+    """Flips, turns (``rotate``, a name in :data:`ROTATIONS`), brightness/contrast, blur and
+    sensor noise: what changes between photos of the same surface. The corners a rotation
+    uncovers are filled with the crop mirrored, the mask's the same way (so a crack mirrored
+    into a corner is marked there too)."""
     import cv2
 
+    quarter, p_rot, degrees = ROTATIONS[check_rotate(rotate)]
     if rng.random() < 0.5:
         x, m = x[:, ::-1], None if m is None else m[:, ::-1]
     if rng.random() < 0.5:
         x, m = x[::-1], None if m is None else m[::-1]
+    if quarter and x.shape[0] == x.shape[1] and rng.random() < quarter:
+        x, m = x.T, None if m is None else m.T  # with the flips: every quarter turn
     x = np.ascontiguousarray(x)
     m = None if m is None else np.ascontiguousarray(m)
-    if rng.random() < 0.5:
+    if rng.random() < p_rot:
         s = x.shape[0]
-        rot = cv2.getRotationMatrix2D(((s - 1) / 2, (s - 1) / 2), float(rng.uniform(-10, 10)), 1)
+        angle = float(rng.uniform(-degrees, degrees))
+        rot = cv2.getRotationMatrix2D(((s - 1) / 2, (s - 1) / 2), angle, 1)
         x = cv2.warpAffine(x, rot, (s, s), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT_101)
         if m is not None:
             m = cv2.warpAffine(m, rot, (s, s), flags=cv2.INTER_NEAREST,
-                               borderMode=cv2.BORDER_CONSTANT)
+                               borderMode=cv2.BORDER_REFLECT_101)
     f = x.astype(np.float32)
     mean = float(f.mean())
     f = (f - mean) * rng.uniform(0.8, 1.25) + mean + rng.uniform(-20, 20)

@@ -104,6 +104,10 @@ def make_clips(n: int, seed: int, frames: int = 16, height: int = 128, width: in
 HARD_NEGATIVES = 0.5
 #: how many of each good image's hottest map cells are hard spots
 HARD_SPOTS_PER_IMAGE = 8
+#: how ``train --folder`` turns its crops (a name in
+#: :data:`deepseek.manufacturing.labelled.ROTATIONS`): up to 10 degrees, the cracks keep the
+#: training images' directions ("any" caught fewer CrackForest cracks at its threshold)
+ROTATE = "small"
 
 
 class HardSpot(NamedTuple):
@@ -152,11 +156,16 @@ class CropDataset(Dataset):
     with a crack pasted in (:mod:`deepseek.manufacturing.pasted`), located by its mask.
     With ``hard`` spots (:func:`hard_spots`), a ``hard_fraction`` of the negative crops from
     good images is placed on one of the spots of this dataset's good images (drawn by its
-    weight; the spot in the crop's central half) instead of at random."""
+    weight; the spot in the crop's central half) instead of at random. ``rotate`` names how
+    the augmentation turns a crop (:data:`deepseek.manufacturing.labelled.ROTATIONS`)."""
 
     def __init__(self, items: list, n: int, size: int, frames: int, seed: int = 0,
                  augment: bool = True, pasted: tuple[float, float] | None = None,
-                 hard: list[HardSpot] | None = None, hard_fraction: float = 0.0) -> None:
+                 hard: list[HardSpot] | None = None, hard_fraction: float = 0.0,
+                 rotate: str = "small") -> None:
+        from deepseek.manufacturing.labelled import check_rotate
+
+        self.rotate = check_rotate(rotate)
         self.defect = [i for i in items if i.defect]
         self.good = [i for i in items if not i.defect]
         mine = {id(i) for i in self.good}
@@ -219,7 +228,7 @@ class CropDataset(Dataset):
         if rng is None:  # no defect-free crop in a masked image: show a positive instead
             x, m, rng = self.sample(i - i % 2)
         if self.augment:
-            x, m = augment(x, m, rng)
+            x, m = augment(x, m, rng, self.rotate)
         positive = i % 2 == 0
         y = float(positive if m is None else bool(m.any()))
         located = m is not None or not positive
@@ -507,7 +516,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                 target_fpr: float = 0.003, folds: int = 5,
                 crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH,
                 hard_negatives: float = HARD_NEGATIVES, views: int = 1,
-                scale: float = 1.0) -> dict[str, Any]:
+                scale: float = 1.0, rotate: str = ROTATE) -> dict[str, Any]:
     """Train ``model`` (``defect-3dcnn-lstm``, or any registered model that fits the task:
     uint8 clips ``[N, T, H, W]`` in, ``(frame logits [N, T], maps [N, T, h, w], state)`` out)
     and write ``out_dir/model.safetensors`` (+ ``.json``).
@@ -543,6 +552,10 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     ``scale`` (``folder`` only): every image (and mask) is scaled by it first (area
     averaging, :func:`~deepseek.manufacturing.images.rescale`), for training, for the
     threshold's scores and, stored with the model, when ``score`` scores a photo.
+    ``rotate`` (``folder`` only): how the training crops are turned
+    (:data:`~deepseek.manufacturing.labelled.ROTATIONS`): ``"small"`` (up to 10 degrees)
+    keeps the training images' crack directions, ``"any"`` trains a crack in every
+    direction.
     ``deepseek manufacturing score`` uses the stored threshold by default. ``lr`` defaults to
     1e-3 from the packaged weights, 3e-3 from scratch."""
     from deepseek.loader import build_registered, require_fit
@@ -558,6 +571,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     from deepseek.manufacturing.images import check_scale
 
     scale = check_scale(scale)
+    from deepseek.manufacturing.labelled import check_rotate
+
+    rotate = check_rotate(rotate)
     if scale != 1 and folder is None:
         raise ManufacturingError("scale applies to part images (folder); the synthetic line "
                                  "is drawn at its own resolution")
@@ -644,7 +660,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             return net, cfg
 
         data_info = {"data": "folder", "folder": str(folder), "scale": scale,
-                     "images": len(items),
+                     "rotate": rotate, "images": len(items),
                      "defect_images": sum(i.defect for i in items), "crop": crop,
                      "groups": joined["groups_after"], "look_alike_pairs": joined["pairs"],
                      **{k: joined[k] for k in ("regrouped", "skipped") if k in joined},
@@ -675,7 +691,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             net, cfg, history, held, more = _cross_fit(items, build, crops, crop, frames,
                                                       folds, seed, fit,
                                                       hard=(hard, hard_negatives),
-                                                      views=views)
+                                                      views=views, rotate=rotate)
             model_for = more.pop("held_out_by")
             data_info.update(more)
             where = f"the out-of-fold scores of all {len(items)} training images"
@@ -683,7 +699,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             net, cfg, history, held, val, more = _fit_held_out(
                 items, build, crops, crop, frames, seed, fit, out, resume, val_folder,
                 val_fraction, group_pattern, hard=(hard, hard_negatives), views=views,
-                scale=scale)
+                scale=scale, rotate=rotate)
             data_info.update(more)
             where = ("the validation folder" if val_folder is not None else
                      "the held-out groups")
@@ -695,6 +711,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             where += f", scored under {views} views"
         labels = [bool(it.defect) for it in items]
         extra = {"trained_on": "folder", "init": init, "views": views, "scale": scale,
+                 "rotate": rotate,
                  **_expected(held, labels, target_fpr, where)}
         if cross:
             _written_model_recall(net, items, extra, views)
@@ -862,6 +879,7 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
                   fit: dict[str, Any], out: Path, resume: bool, val_folder: Any,
                   val_fraction: float, group_pattern: str | None,
                   hard: tuple[list[HardSpot], float] = ([], 0.0), views: int = 1,
+                  rotate: str = "small",
                   scale: float = 1.0) -> tuple[Any, ...]:
     """One model validated on ``val_folder`` or a group split; the best epoch kept.
     (net, cfg, history, validation scores, validation items, data info)."""
@@ -888,7 +906,7 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
                     "the photos of one part with --group-pattern REGEX (or give "
                     "--val-folder)", len(leaks), Path(v).name, Path(t).name, c)
     dataset = CropDataset(items, crops + crops % 2, crop, frames, seed, hard=hard[0],
-                          hard_fraction=hard[1])
+                          hard_fraction=hard[1], rotate=rotate)
     log.info("%d training images (%d defect), %d validation images (%d defect)",
              len(items), sum(i.defect for i in items), len(val), sum(i.defect for i in val))
     net, cfg = build()
@@ -919,8 +937,8 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
 def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, folds: int,
                seed: int, fit: dict[str, Any], fold: np.ndarray | None = None,
                pasted: tuple[float, float] | None = None,
-               hard: tuple[list[HardSpot], float] = ([], 0.0), views: int = 1
-               ) -> tuple[Any, ...]:
+               hard: tuple[list[HardSpot], float] = ([], 0.0), views: int = 1,
+               rotate: str = "small") -> tuple[Any, ...]:
     """Cross-fitting (see :func:`train_model`): (soup net, cfg, history, out-of-fold scores
     at the chosen epoch, data info). ``fold``: each item's fold, when the caller dealt them;
     ``pasted``: good-only training (:func:`train_good_only`): the fold models train on the
@@ -954,7 +972,8 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
                  sum(i.defect for i in held))
         torch.manual_seed(seed * 1000 + k)
         dataset = CropDataset(train, crops + crops % 2, crop, frames, seed * 1000 + k,
-                              pasted=pasted, hard=hard[0], hard_fraction=hard[1])
+                              pasted=pasted, hard=hard[0], hard_fraction=hard[1],
+                              rotate=rotate)
         net, cfg = build()
         # every fold model from one start (averaging needs it: a soup of networks drawn
         # from different random starts scores nothing); from the packaged weights a no-op
