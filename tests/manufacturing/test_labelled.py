@@ -307,6 +307,12 @@ def test_train_from_a_labelled_folder(tmp_path):
 
     assert info["rotate"] == "small"
     assert read_model_extra(tmp_path / "run" / "model.safetensors")["rotate"] == "small"
+    # its 3 cracks run one way (the same line on each part), and training says so
+    assert info["defect_directions"]["defects"] == 3
+    assert info["defect_directions"]["arc_degrees"] < 1
+    printed = []
+    _train_tiny(tmp_path, printed)
+    assert "the 3 training defects drawn as lines all run within" in " ".join(printed[0].split())
     # 2 good images cannot show the default 0.3 % rate: the rule says so, as calibrate does
     assert "2 good images, too few to resolve a false-alarm rate of 0.003" \
         in info["threshold_rule"]
@@ -741,6 +747,47 @@ def test_augment_turns_cracks_every_way_and_the_mask_follows_the_pixels(top):
         angles[rotate] = np.array(got)
     assert angles["small"].max() <= 11
     assert (angles["any"] > 60).mean() > 0.3 and ((angles["any"] > 20) & (angles["any"] < 70)).any()
+
+
+def _drawn(angle: float | None, k: int):
+    """A defect image whose mask is a 3-px line through the middle of a 200-px square at
+    ``angle`` degrees from its width (counter-clockwise as seen), or a round blotch (None)."""
+    from deepseek.manufacturing.labelled import LabelledImage
+
+    m = np.zeros((200, 200), np.uint8)
+    if angle is None:
+        cv2.circle(m, (100, 100), 20, 1, -1)
+    else:
+        dx, dy = 80 * np.cos(np.radians(angle)), -80 * np.sin(np.radians(angle))
+        cv2.line(m, (int(100 - dx), int(100 - dy)), (int(100 + dx), int(100 + dy)), 1, 3)
+    r, c = np.nonzero(m)
+    return LabelledImage(Path(f"d{k}.png"), True, "mask", m.shape, rows=r.tolist(),
+                         cols=c.tolist())
+
+
+def test_train_says_when_its_defects_all_run_one_way():
+    """KolektorSDD's cracks all run within about 50 degrees of one another, and a model
+    trained on them with the small turns found none turned a quarter: training records the
+    defects' directions and, with the small turns, says what they mean; defects running
+    every way, blotches and the turns every way say nothing."""
+    from deepseek.manufacturing.labelled import LabelledImage
+    from deepseek.manufacturing.training import defect_directions, direction_note
+
+    good = LabelledImage(Path("g.png"), False, "mask", (200, 200))
+    level = [_drawn(a, k) for k, a in enumerate((-20, -5, 0, 10, 170, 25))] + [good]
+    d = defect_directions(level + [_drawn(None, 9)])  # the blotch has no direction
+    assert d["defects"] == 6 and abs(d["arc_degrees"] - 45) <= 2
+    assert abs(d["centre_degrees"] - 2.5) <= 2  # round the 0/180 wrap
+    note = direction_note({"defect_directions": d, "rotate": "small"})
+    assert f"within {d['arc_degrees']:g} degrees" in note and "--rotate any" in note
+    assert direction_note({"defect_directions": d, "rotate": "any"}) is None
+    steep = defect_directions([_drawn(a, k) for k, a in enumerate((80, 95, 100))])
+    assert abs(steep["centre_degrees"] - 90) <= 2 or abs(steep["centre_degrees"] + 90) <= 2
+    every = defect_directions([_drawn(a, k) for k, a in enumerate(range(0, 180, 30))])
+    assert every["arc_degrees"] >= 140
+    assert direction_note({"defect_directions": every, "rotate": "small"}) is None
+    assert defect_directions(level[:2] + [_drawn(None, 8)] * 3) is None  # too few lines
+    assert direction_note({}) is None
 
 
 def test_an_unknown_rotation_is_refused_by_name():

@@ -793,6 +793,12 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
 
         click.echo("defect classes in the labels, each trained as a defect: "
                    + describe_classes(res["defect_classes"]))
+    if not as_json:
+        from deepseek.manufacturing.training import direction_note
+
+        note = direction_note(res)
+        if note:
+            click.echo(note)
     if "threshold" in res and not as_json:
         click.echo(f"threshold {res['threshold']:.4g}: {res['threshold_rule']}")
         own = res.get("expected", {}).get("written_model_on_training_defects")

@@ -650,6 +650,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         crops = crops_per_epoch or max(256, 8 * len(items))
         small = smaller_than_crop(items, crop, scale)
         classes = class_summary(items)
+        directions = defect_directions(items)
         if classes:
             log.info("defect classes (every one a defect): %s", describe_classes(classes))
 
@@ -668,6 +669,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                         else {}),
                      "label_sources": sorted({i.source for i in items}),
                      **({"defect_classes": classes} if classes else {}),
+                     **({"defect_directions": directions} if directions else {}),
                      **({"smaller_than_crop": small} if small else {}),
                      "image_digests": image_digests(items)}
         # mined once, by the weights every model starts from (which saw none of these
@@ -739,6 +741,54 @@ def describe_classes(classes: dict[str, dict[str, int]]) -> str:
     return ", ".join(f"{name} {n(c['annotations'], 'annotation')} on {n(c['images'], 'image')}"
                      if k == 0 else f"{name} {c['annotations']} on {c['images']}"
                      for k, (name, c) in enumerate(classes.items()))
+
+
+#: a located defect has a direction when its pixels' spread along their main axis is at
+#: least this many times the spread across it (a line, not a blotch)
+ELONGATED = 4.0
+
+
+def defect_directions(items: list) -> dict[str, Any] | None:
+    """Which way the training images' defects run: each masked defect image's main axis (of
+    its mask pixels), in degrees from the image's width (-90 to 90, counter-clockwise as
+    seen), for those that are lines rather than blotches (:data:`ELONGATED`). ``arc``: the
+    narrowest range of directions holding them all (180 when they run every way), ``centre``:
+    its middle. None when fewer than 3 defects have a direction."""
+    angles = []
+    for it in items:
+        if not (it.defect and len(it.rows) >= 3):
+            continue
+        pts = np.stack([np.asarray(it.cols, np.float64), -np.asarray(it.rows, np.float64)])
+        w, v = np.linalg.eigh(np.cov(pts))
+        if w[0] <= 0 or w[1] >= ELONGATED ** 2 * w[0]:
+            angles.append(float(np.degrees(np.arctan2(v[1, 1], v[0, 1]))) % 180.0)
+    if len(angles) < 3:
+        return None
+    a = np.sort(np.array(angles))
+    gaps = np.diff(np.append(a, a[0] + 180.0))
+    k = int(np.argmax(gaps))  # the arc runs from just after the widest gap round to it
+    start, arc = a[(k + 1) % len(a)], 180.0 - float(gaps[k])
+    centre = (start + arc / 2 + 90.0) % 180.0 - 90.0
+    return {"defects": len(angles), "arc_degrees": round(arc, 1),
+            "centre_degrees": round(float(centre), 1)}
+
+
+#: training defects whose directions all lie within this arc (degrees) are said to run one
+#: way, and ``train`` with the small turns says what that means for the model
+NARROW_ARC = 90.0
+
+
+def direction_note(res: dict[str, Any]) -> str | None:
+    """What ``train`` says when the training defects all run one way (within
+    :data:`NARROW_ARC`) and the crops were turned only a little: the model learns defects
+    running those ways. None otherwise."""
+    d = res.get("defect_directions")
+    if not d or res.get("rotate") != "small" or d["arc_degrees"] > NARROW_ARC:
+        return None
+    return (f"the {d['defects']} training defects drawn as lines all run within "
+            f"{d['arc_degrees']:g} degrees of one another (around {d['centre_degrees']:g} from "
+            "the image's width): the model learns defects running those ways; where parts or "
+            "the camera may lie otherwise, train with --rotate any")
 
 
 def smaller_than_crop(items: list, crop: int, scale: float = 1.0) -> dict[str, Any] | None:
