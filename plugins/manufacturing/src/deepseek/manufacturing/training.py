@@ -751,9 +751,10 @@ ELONGATED = 4.0
 def defect_directions(items: list) -> dict[str, Any] | None:
     """Which way the training images' defects run: each masked defect image's main axis (of
     its mask pixels), in degrees from the image's width (-90 to 90, counter-clockwise as
-    seen), for those that are lines rather than blotches (:data:`ELONGATED`). ``arc``: the
-    narrowest range of directions holding them all (180 when they run every way), ``centre``:
-    its middle. None when fewer than 3 defects have a direction."""
+    seen), for those that are lines rather than blotches (:data:`ELONGATED`): how many
+    (``defects``), the narrowest range of directions holding them all (``arc_degrees``, near
+    180 when they run every way) and its middle (``centre_degrees``). None when fewer than 3
+    defects have a direction."""
     angles = []
     for it in items:
         if not (it.defect and len(it.rows) >= 3):
