@@ -402,7 +402,9 @@ def main() -> None:
     from deepseek.manufacturing.metrics import wilson_interval
     from deepseek.manufacturing.training import train_model
 
-    turned = turned_copies(va_x, work / "turned")
+    # the val photos turned a quarter, written once for the supervised rows that score them
+    turned = (turned_copies(va_x, work / "turned")
+              if want & {"cross-fitted", "one-model", "random-negatives"} else [])
 
     def supervised(folds: int, seed: int, hard: float | None = None) -> dict:
         t0 = time.perf_counter()
