@@ -40,7 +40,13 @@ over seeds, the time and the baseline. Rows, all scored image by image on the va
   within 33 degrees of the photo's width): what a model finds of cracks running other ways
   than its training cracks (``--rotate small``, the default, turns the training crops up to
   10 degrees; ``--rotate any`` every way, and is then held to a goal: turned, val AUROC
-  less than 0.02 below upright). The supervised goals are read from this row
+  less than 0.02 below upright). And each model calibrated as a line would calibrate it
+  (``calibrated_on_val_halves_*``): val's parts dealt into two halves by the training's fold
+  rule (look-alike photos joined), ``calibrate --all-good`` (<= 1 % false alarms) on one
+  half's good photos, the threshold tried on the other half, both ways round, the recall
+  and false-alarm rate pooled (no crack used to set it; with about 35 good photos a half, 1 %
+  cannot be resolved and the threshold lies above all of them, as ``calibrate`` warns).
+  The supervised goals are read from this row
   (the good-only goals from the memory, the default, and from the pasted row), among them
   whether the stored threshold keeps its promise on val: its false alarms at or below the
   upper end of their expected 95 % interval, its recall at or above the lower end, on every
@@ -249,6 +255,58 @@ def per_image(results: list) -> dict[str, float]:
     return {Path(r.path).name: round(float(r.score), 6) for r in results}
 
 
+def val_halves(root: Path, va_x: list[Path]) -> np.ndarray | str:
+    """Each val image's half (0 or 1), for a threshold calibrated on one half's good parts and
+    tried on the other half: the val split's parts (look-alike photos joined, as training
+    joins them) dealt into two halves by the training's fold rule, so that each holds
+    cracked parts and good ones and no part is in both. A string (why not) where the val
+    split has too few parts of either kind."""
+    from deepseek.manufacturing.errors import ManufacturingError
+    from deepseek.manufacturing.labelled import fold_groups, join_look_alikes, read_labelled
+
+    items = read_labelled(root / "images" / "val")
+    join_look_alikes(items)
+    by_path = {it.path: it for it in items}
+    try:
+        return fold_groups([by_path[p] for p in va_x], 2, seed=0)
+    except ManufacturingError as e:
+        return str(e)
+
+
+def calibrated_halves(model: Path | str, va_x: list, va_y: np.ndarray, va_s: np.ndarray,
+                      halves: np.ndarray, work: Path) -> dict:
+    """``model`` calibrated as a line would (``deepseek manufacturing calibrate FOLDER
+    --all-good``, the same target of <= 1 % false alarms) on the good val parts of one half
+    (:func:`val_halves`) and applied to the other half's photos (``va_s``: the model's val
+    scores), both ways round: the recall and false-alarm rate pooled over the two, every
+    val photo scored at a threshold set on parts other than its own, the cracks never used."""
+    from deepseek.manufacturing.calibration import calibrate
+
+    y = np.asarray(va_y, bool)
+    out: dict = {"halves": []}
+    caught = flagged = 0
+    for h in (0, 1):
+        folder = work / f"line-half-{h}"  # the half's good photos, as a line's folder
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            for p, yi, hi in zip(va_x, y, halves):
+                if hi == h and not yi:
+                    (folder / p.name).symlink_to(p)
+        cal = calibrate(folder, model, target_fpr=0.01, all_good=True, progress=False)
+        test = halves != h
+        c = int(((va_s >= cal["threshold"]) & test & y).sum())
+        f = int(((va_s >= cal["threshold"]) & test & ~y).sum())
+        caught, flagged = caught + c, flagged + f
+        out["halves"].append({
+            "calibration_good_images": cal["expected"]["good_images"],
+            "threshold": cal["threshold"],
+            "tried_on": {"cracked": int((test & y).sum()), "good": int((test & ~y).sum())},
+            "caught": c, "flagged": f})
+    out["val_recall"] = round(caught / max(int(y.sum()), 1), 4)
+    out["val_fpr"] = round(flagged / max(int((~y).sum()), 1), 4)
+    return out
+
+
 def on_val(model: Path | str, thr: float, va_x: list, va_y: np.ndarray, data: Path) -> dict:
     """``model`` (weights, a memory or a DRAEM model) scored on the val split: AUROC, recall
     and false-positive rate at ``thr``, the best recall at <= 1 %, its maps' pixel figures and
@@ -405,6 +463,10 @@ def main() -> None:
     # the val photos turned a quarter, written once for the supervised rows that score them
     turned = (turned_copies(va_x, work / "turned")
               if want & {"cross-fitted", "one-model", "random-negatives"} else [])
+    # the val parts in two halves: each supervised model calibrated on one half's good
+    # parts, as a line calibrates on its own, and tried on the other
+    halves = (val_halves(args.data, va_x)
+              if want & {"cross-fitted", "one-model", "random-negatives"} else None)
 
     def supervised(folds: int, seed: int, hard: float | None = None) -> dict:
         t0 = time.perf_counter()
@@ -438,6 +500,8 @@ def main() -> None:
         # the val photos turned a quarter: every crack runs another way than in training
         tq = np.array([r.score for r in score_images(turned, res["model"], progress=False)])
         tq_at = at(tq, va_y, res["threshold"])
+        own = (calibrated_halves(res["model"], va_x, va_y, va_s, halves, work)
+               if isinstance(halves, np.ndarray) else {"skipped": halves})
         return {"seed": seed, "val_auroc": round(float(roc_auc_score(va_y, va_s)), 4),
                 "views": res.get("views"), "scale": res.get("scale"), "crop": res.get("crop"),
                 "rotate": res.get("rotate"),
@@ -453,6 +517,7 @@ def main() -> None:
                     "oof_auroc_by_views": res.get("oof_auroc_by_views")},
                 "val_recall": got["recall"], "val_fpr": round(got["fpr"], 4),
                 "val_recall_ci95": wilson_interval(n_hit, int(va_y.sum())),
+                "calibrated_on_val_halves": own,
                 "expected": res["expected"], "threshold": res["threshold"],
                 "val_best_recall_at_fpr_0.01": best[1],
                 "expected_recall": res["expected"]["recall"],
@@ -477,6 +542,10 @@ def main() -> None:
             if any(r.get(k) is None for r in runs):
                 continue
             out[k] = stats([r[k] for r in runs])
+        if all("val_recall" in r.get("calibrated_on_val_halves", {}) for r in runs):
+            for k in ("val_recall", "val_fpr"):
+                out[f"calibrated_on_val_halves_{k}"] = stats(
+                    [r["calibrated_on_val_halves"][k] for r in runs])
         if all("turned_quarter" in r for r in runs):
             for k in ("val_auroc", "val_recall", "val_fpr"):
                 out[f"turned_quarter_{k}"] = stats([r["turned_quarter"][k] for r in runs])
@@ -671,6 +740,15 @@ def summary(rows: dict, tr_x: list, tr_y: np.ndarray, va_x: list, va_y: np.ndarr
             f"(spread {one['val_auroc']['spread']:.4f}); recall at the stored threshold "
             f"{sup['val_recall']['mean']:.2f} (FPR {sup['val_fpr']['mean']:.3f}) against "
             f"{one['val_recall']['mean']:.2f} (FPR {one['val_fpr']['mean']:.3f})")
+    if SUP in rows and "calibrated_on_val_halves_val_recall" in rows[SUP]:
+        sup = rows[SUP]
+        results["stored_vs_calibrated"] = (
+            f"recall / FPR on val at the threshold training stored (set on the train split) "
+            f"{sup['val_recall']['mean']:.2f} / {sup['val_fpr']['mean']:.3f} against at a "
+            f"threshold calibrated on the line's own good parts (calibrate --all-good on one "
+            f"half of val's good parts, tried on the other half, both ways) "
+            f"{sup['calibrated_on_val_halves_val_recall']['mean']:.2f} / "
+            f"{sup['calibrated_on_val_halves_val_fpr']['mean']:.3f} (means over seeds)")
     if SUP in rows and "one_view_val_auroc" in rows[SUP]:  # trained with --views 4
         sup = rows[SUP]
         results["views_4_vs_1"] = (
