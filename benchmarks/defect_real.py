@@ -301,7 +301,7 @@ def calibrated_halves(model: Path | str, va_x: list, va_y: np.ndarray, va_s: np.
             "calibration_good_images": cal["expected"]["good_images"],
             "threshold": cal["threshold"],
             "tried_on": {"cracked": int((test & y).sum()), "good": int((test & ~y).sum())},
-            "caught": c, "flagged": f})
+            "caught": c, "flagged": f, "calibrate_warnings": cal["warnings"]})
     out["val_recall"] = round(caught / max(int(y.sum()), 1), 4)
     out["val_fpr"] = round(flagged / max(int((~y).sum()), 1), 4)
     return out
