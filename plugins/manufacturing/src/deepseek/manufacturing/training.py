@@ -162,7 +162,7 @@ class CropDataset(Dataset):
     def __init__(self, items: list, n: int, size: int, frames: int, seed: int = 0,
                  augment: bool = True, pasted: tuple[float, float] | None = None,
                  hard: list[HardSpot] | None = None, hard_fraction: float = 0.0,
-                 rotate: str = "small") -> None:
+                 rotate: str = ROTATE) -> None:
         from deepseek.manufacturing.labelled import check_rotate
 
         self.rotate = check_rotate(rotate)
@@ -930,7 +930,7 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
                   fit: dict[str, Any], out: Path, resume: bool, val_folder: Any,
                   val_fraction: float, group_pattern: str | None,
                   hard: tuple[list[HardSpot], float] = ([], 0.0), views: int = 1,
-                  rotate: str = "small",
+                  rotate: str = ROTATE,
                   scale: float = 1.0) -> tuple[Any, ...]:
     """One model validated on ``val_folder`` or a group split; the best epoch kept.
     (net, cfg, history, validation scores, validation items, data info)."""
@@ -989,7 +989,7 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
                seed: int, fit: dict[str, Any], fold: np.ndarray | None = None,
                pasted: tuple[float, float] | None = None,
                hard: tuple[list[HardSpot], float] = ([], 0.0), views: int = 1,
-               rotate: str = "small") -> tuple[Any, ...]:
+               rotate: str = ROTATE) -> tuple[Any, ...]:
     """Cross-fitting (see :func:`train_model`): (soup net, cfg, history, out-of-fold scores
     at the chosen epoch, data info). ``fold``: each item's fold, when the caller dealt them;
     ``pasted``: good-only training (:func:`train_good_only`): the fold models train on the
