@@ -255,12 +255,14 @@ def per_image(results: list) -> dict[str, float]:
     return {Path(r.path).name: round(float(r.score), 6) for r in results}
 
 
-def val_halves(root: Path, va_x: list[Path]) -> np.ndarray | str:
+def val_halves(root: Path, va_x: list[Path], va_y: np.ndarray, work: Path
+               ) -> tuple[np.ndarray, list[Path]] | str:
     """Each val image's half (0 or 1), for a threshold calibrated on one half's good parts and
     tried on the other half: the val split's parts (look-alike photos joined, as training
     joins them) dealt into two halves by the training's fold rule, so that each holds
-    cracked parts and good ones and no part is in both. A string (why not) where the val
-    split has too few parts of either kind."""
+    cracked parts and good ones and no part is in both; and each half's good photos linked
+    into a folder of their own under ``work``, as a line's folder of good parts. A string
+    (why not) where the val split has too few parts of either kind."""
     from deepseek.manufacturing.errors import ManufacturingError
     from deepseek.manufacturing.labelled import fold_groups, join_look_alikes, read_labelled
 
@@ -268,34 +270,35 @@ def val_halves(root: Path, va_x: list[Path]) -> np.ndarray | str:
     join_look_alikes(items)
     by_path = {it.path: it for it in items}
     try:
-        return fold_groups([by_path[p] for p in va_x], 2, seed=0)
+        halves = fold_groups([by_path[p] for p in va_x], 2, seed=0)
     except ManufacturingError as e:
         return str(e)
+    folders = [work / f"line-half-{h}" for h in (0, 1)]
+    for p, y, h in zip(va_x, va_y, halves):
+        if not y:
+            folders[h].mkdir(parents=True, exist_ok=True)
+            (folders[h] / p.name).symlink_to(p)
+    return halves, folders
 
 
-def calibrated_halves(model: Path | str, va_x: list, va_y: np.ndarray, va_s: np.ndarray,
-                      halves: np.ndarray, work: Path) -> dict:
+def calibrated_halves(model: Path | str, va_y: np.ndarray, va_s: np.ndarray,
+                      halves: np.ndarray, folders: list[Path]) -> dict:
     """``model`` calibrated as a line would (``deepseek manufacturing calibrate FOLDER
     --all-good``, the same target of <= 1 % false alarms) on the good val parts of one half
-    (:func:`val_halves`) and applied to the other half's photos (``va_s``: the model's val
-    scores), both ways round: the recall and false-alarm rate pooled over the two, every
-    val photo scored at a threshold set on parts other than its own, the cracks never used."""
+    (``folders``, ``halves``: :func:`val_halves`) and applied to the other half's photos
+    (``va_s``: the model's val scores), both ways round: the recall and false-alarm rate
+    pooled over the two, every val photo scored at a threshold set on parts other than its
+    own, the cracks never used."""
     from deepseek.manufacturing.calibration import calibrate
 
     y = np.asarray(va_y, bool)
     out: dict = {"halves": []}
     caught = flagged = 0
-    for h in (0, 1):
-        folder = work / f"line-half-{h}"  # the half's good photos, as a line's folder
-        if not folder.is_dir():
-            folder.mkdir(parents=True)
-            for p, yi, hi in zip(va_x, y, halves):
-                if hi == h and not yi:
-                    (folder / p.name).symlink_to(p)
+    for h, folder in enumerate(folders):
         cal = calibrate(folder, model, target_fpr=0.01, all_good=True, progress=False)
         test = halves != h
-        c = int(((va_s >= cal["threshold"]) & test & y).sum())
-        f = int(((va_s >= cal["threshold"]) & test & ~y).sum())
+        hit = (va_s >= cal["threshold"]) & test
+        c, f = int((hit & y).sum()), int((hit & ~y).sum())
         caught, flagged = caught + c, flagged + f
         out["halves"].append({
             "calibration_good_images": cal["expected"]["good_images"],
@@ -460,13 +463,12 @@ def main() -> None:
     from deepseek.manufacturing.metrics import wilson_interval
     from deepseek.manufacturing.training import train_model
 
-    # the val photos turned a quarter, written once for the supervised rows that score them
-    turned = (turned_copies(va_x, work / "turned")
-              if want & {"cross-fitted", "one-model", "random-negatives"} else [])
-    # the val parts in two halves: each supervised model calibrated on one half's good
-    # parts, as a line calibrates on its own, and tried on the other
-    halves = (val_halves(args.data, va_x)
-              if want & {"cross-fitted", "one-model", "random-negatives"} else None)
+    # written once for the supervised rows: the val photos turned a quarter, and the val
+    # parts in two halves (each model calibrated on one half's good parts, as a line
+    # calibrates on its own, and tried on the other)
+    trained = want & {"cross-fitted", "one-model", "random-negatives"}
+    turned = turned_copies(va_x, work / "turned") if trained else []
+    halves = val_halves(args.data, va_x, va_y, work / "line") if trained else None
 
     def supervised(folds: int, seed: int, hard: float | None = None) -> dict:
         t0 = time.perf_counter()
@@ -500,8 +502,8 @@ def main() -> None:
         # the val photos turned a quarter: every crack runs another way than in training
         tq = np.array([r.score for r in score_images(turned, res["model"], progress=False)])
         tq_at = at(tq, va_y, res["threshold"])
-        own = (calibrated_halves(res["model"], va_x, va_y, va_s, halves, work)
-               if isinstance(halves, np.ndarray) else {"skipped": halves})
+        own = (calibrated_halves(res["model"], va_y, va_s, *halves)
+               if isinstance(halves, tuple) else {"skipped": halves})
         return {"seed": seed, "val_auroc": round(float(roc_auc_score(va_y, va_s)), 4),
                 "views": res.get("views"), "scale": res.get("scale"), "crop": res.get("crop"),
                 "rotate": res.get("rotate"),
