@@ -1274,6 +1274,14 @@ def test_pascal_voc_files_beside_the_image_and_in_annotations(tmp_path):
     assert items["p2_a.png"].mask.sum() == 1
     lazy = {i.path.name: i for i in read_labelled(root, cache_mb=0)}
     assert all(np.array_equal(lazy[k].mask, items[k].mask) for k in items)
+    # an object ticked difficult (labelImg's checkbox, CVAT's attribute) is a defect all the
+    # same: a crack hard to see is neither dropped nor trained as good surface
+    hard = root / "JPEGImages" / "p2_a.xml"
+    hard.write_text(hard.read_text().replace("<difficult>0</difficult>",
+                                             "<difficult>1</difficult>"))
+    assert "<difficult>1</difficult>" in hard.read_text()
+    again = {i.path.name: i for i in read_labelled(root)}["p2_a.png"]
+    assert again.defect and again.mask.sum() == 1
     for bad, match in (
             (dict(w=60, h=40, boxes=[]), r"p1_a.xml: <size> says 60x40, the image is 50x40"),
             (dict(w=50, h=40, boxes=[("crack", (10, 5, 51, 7))]),
