@@ -488,6 +488,8 @@ def test_cross_fitting_a_folder_of_parts_each_with_a_defect_side(tmp_path):
         assert 0 <= x0 <= x1 < 64 and 0 <= y0 <= y1 < 48
         assert x0 % 16 == 0 and y0 % 16 == 0 and (x1 + 1) % 16 == 0 and (y1 + 1) % 16 == 0
         assert f"{e['path']}  look at x {x0}-{x1}, y {y0}-{y1}" in res.output
+        # beside it, the model written's score of it (it trained on it as good)
+        assert f"trained on: {e['written_model_score']:.4g}" in res.output
 
 
 def test_parts_that_all_look_alike_are_not_joined(tmp_path):
@@ -590,6 +592,16 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     missed = sorted((o for o in oof if o["defect"] and o["score"] < info["threshold"]),
                     key=lambda o: o["score"])
     assert [e["path"] for e in review["defects_missed"]] == [o["path"] for o in missed]
+    # each good image listed, scored again by the model written, which trained on it as
+    # good (as `score` scores it): still flagged when that score reaches the threshold
+    from deepseek.manufacturing.score import score_images
+
+    again = score_images([e["path"] for e in review["good_highest"]],
+                         tmp_path / "run" / "model.safetensors", progress=False)
+    assert [e["written_model_score"] for e in review["good_highest"]] == pytest.approx(
+        [r.score for r in again], abs=1e-5)
+    assert [e["still_flagged"] for e in review["good_highest"]] == \
+        [e["written_model_score"] >= info["threshold"] for e in review["good_highest"]]
     assert any(o["score_one_view"] != o["score"] for o in oof)
     from deepseek.manufacturing.score import Scorer
 
@@ -608,6 +620,30 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
         "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
         str(tmp_path / "parts"), "--resume"])
     assert res.exit_code == 2 and "--folds 1" in res.output
+
+
+def test_the_review_shows_what_the_written_model_scores_each_good_image(capsys):
+    """`train` prints the review: beside each good image's out-of-fold score, the model
+    written's (which trained on it as good), marked when still over the threshold, and
+    the column explained once; a review without those scores (`calibrate`, a one-model
+    fit) prints neither."""
+    from deepseek.manufacturing.cli import _echo_review
+
+    review = {"good_highest": [
+        {"path": "a.png", "score": 0.99, "flagged": True, "spot": [1, 2, 3, 4],
+         "written_model_score": 0.985, "still_flagged": True},
+        {"path": "b.png", "score": 0.97, "flagged": False, "written_model_score": 0.2,
+         "still_flagged": False}], "defects_missed": []}
+    _echo_review(review, ", out of fold")
+    out = capsys.readouterr().out.splitlines()
+    assert sum("('trained on':" in line for line in out) == 1
+    assert out[-2].endswith("a.png  look at x 1-3, y 2-4  trained on: 0.985, still flagged")
+    assert out[-1].endswith("b.png  trained on: 0.2")
+    for e in review["good_highest"]:
+        del e["written_model_score"], e["still_flagged"]
+    _echo_review(review, ", out of fold")
+    out = capsys.readouterr().out
+    assert "trained on" not in out and "still flagged" not in out and "b.png" in out
 
 
 def test_hard_negative_crops_sit_on_the_spots_a_model_finds(tmp_path):

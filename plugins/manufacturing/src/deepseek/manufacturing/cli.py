@@ -471,11 +471,20 @@ def _echo_review(review: dict[str, Any] | None, where: str, again: str = "fit ag
                    "them that its label misses raises the threshold for every part; fix the "
                    f"label and {again})" + ("; 'look at' boxes the spot in each that scored "
                                             "highest, in its pixels" if boxed else ""))
+        if any("written_model_score" in e for e in review["good_highest"]):
+            click.echo("  ('trained on': the score of the model written, which trained on the "
+                       "image as good; one that stays near its score out of fold, or still "
+                       "flagged, is one the model could not learn as good: the likeliest "
+                       "label to be wrong)")
         for e in review["good_highest"]:
             spot = e.get("spot")
             look = (f"  look at x {spot[0]}-{spot[2]}, y {spot[1]}-{spot[3]}" if spot else "")
+            still = ""
+            if "written_model_score" in e:
+                still = (f"  trained on: {e['written_model_score']:.4g}"
+                         + (", still flagged" if e.get("still_flagged") else ""))
             click.echo(f"  {e['score']:<8.4g}  {'flagged' if e['flagged'] else 'ok     '}  "
-                       f"{e['path']}{look}")
+                       f"{e['path']}{look}{still}")
     if review["defects_missed"]:
         click.echo(f"defect images under the threshold{where}, lowest first (a good part "
                    "labelled as a defect among them lowers the recall measured)")

@@ -465,6 +465,24 @@ def _written_model_recall(net: torch.nn.Module, items: list, extra: dict[str, An
         exp["recall_from"] = "the written model on the training defects"
 
 
+def _written_model_review(net: torch.nn.Module, items: list, review: dict[str, Any],
+                          threshold: float, views: int) -> None:
+    """The good images a cross-fitted threshold review lists, scored again by the model
+    written, which trained on every one of them as good: adds ``written_model_score`` and
+    ``still_flagged`` (that score at or over the threshold) to each entry. Trained on a
+    good image, a model scores it lower than a fold model that never saw it; one it still
+    flags is one it could not learn as good from its label, the likeliest label to be
+    wrong (a defect the label misses), or a part unlike anything else labelled good."""
+    index = {str(it.path): i for i, it in enumerate(items)}
+    entries = [e for e in review.get("good_highest", []) if e["path"] in index]
+    if not entries:
+        return
+    got = image_scores(net, [items[index[e["path"]]] for e in entries], views=views)
+    for e, v in zip(entries, got):
+        e["written_model_score"] = float(v)
+        e["still_flagged"] = bool(v >= threshold)
+
+
 def review_spots(review: dict[str, Any], items: list, model_for: Any, views: int = 1) -> None:
     """Where to look in each good image a threshold review lists (:func:`~deepseek.
     manufacturing.metrics.threshold_review`): adds ``spot`` to its entries, the box (x0, y0,
@@ -722,6 +740,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         data_info["threshold_review"] = threshold_review(
             [it.path for it in items], held, labels, extra["threshold"])
         review_spots(data_info["threshold_review"], items, model_for, views)
+        if cross:
+            _written_model_review(net, items, data_info["threshold_review"],
+                                  extra["threshold"], views)
         best_metric = "val_select"
     path, onnx_path = _save(net, out, model, cfg, extra)
     summary = {"model": str(path), "onnx": onnx_path, "history": history,
