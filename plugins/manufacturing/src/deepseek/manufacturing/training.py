@@ -465,32 +465,24 @@ def _written_model_recall(net: torch.nn.Module, items: list, extra: dict[str, An
         exp["recall_from"] = "the written model on the training defects"
 
 
-def _written_model_review(net: torch.nn.Module, items: list, review: dict[str, Any],
-                          threshold: float, views: int) -> None:
-    """The good images a cross-fitted threshold review lists, scored again by the model
-    written, which trained on every one of them as good: adds ``written_model_score`` and
-    ``still_flagged`` (that score at or over the threshold) to each entry. Trained on a
-    good image, a model scores it lower than a fold model that never saw it; one it still
-    flags is one it could not learn as good from its label, the likeliest label to be
-    wrong (a defect the label misses), or a part unlike anything else labelled good."""
-    index = {str(it.path): i for i, it in enumerate(items)}
-    entries = [e for e in review.get("good_highest", []) if e["path"] in index]
-    if not entries:
-        return
-    got = image_scores(net, [items[index[e["path"]]] for e in entries], views=views)
-    for e, v in zip(entries, got):
-        e["written_model_score"] = float(v)
-        e["still_flagged"] = bool(v >= threshold)
-
-
-def review_spots(review: dict[str, Any], items: list, model_for: Any, views: int = 1) -> None:
+def review_spots(review: dict[str, Any], items: list, model_for: Any, views: int = 1,
+                 written: torch.nn.Module | None = None, threshold: float | None = None
+                 ) -> None:
     """Where to look in each good image a threshold review lists (:func:`~deepseek.
     manufacturing.metrics.threshold_review`): adds ``spot`` to its entries, the box (x0, y0,
     x1, y1, inclusive, in the file's own pixels) around the hottest part of the image's crack
     map under ``model_for(index into items)``, the model whose score the review shows (out
     of fold: the fold model that held it out), boxed as ``score`` boxes a defect (the cells
     at or above 0.5 joined to the hottest; the hottest cell alone when none is). A faint
-    line the labels call good is then found at a glance in a photo of a thousand rows."""
+    line the labels call good is then found at a glance in a photo of a thousand rows.
+
+    ``written`` (cross-fitting: the model written, which trained on every listed image as
+    good): each entry also gets ``written_model_score``, that model's score of it, and
+    ``still_flagged``, whether it is at or over ``threshold``. A fold model that never saw a
+    good image scores it higher than one trained on it; an image the written model still
+    scores near its out-of-fold score, or still flags, is one it could not learn as good
+    from its label: the likeliest label to be wrong (a defect the label misses), or a part
+    unlike anything else labelled good."""
     from deepseek.manufacturing.score import FRAMES, score_image
     from deepseek.manufacturing.stream import box_from_map
 
@@ -502,6 +494,10 @@ def review_spots(review: dict[str, Any], items: list, model_for: Any, views: int
         it = items[i]
         _, pmap = score_image(model_for(i), it.image, FRAMES, views)
         entry["spot"] = list(box_from_map(pmap, it.shape, 0.5, STRIDE / it.scale))
+        if written is not None and threshold is not None:
+            entry["written_model_score"] = float(score_image(written, it.image, FRAMES,
+                                                             views)[0])
+            entry["still_flagged"] = entry["written_model_score"] >= threshold
 
 
 def _save(net: torch.nn.Module, out: Path, model: str, cfg: dict[str, Any],
@@ -739,10 +735,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                                                  "expected")})
         data_info["threshold_review"] = threshold_review(
             [it.path for it in items], held, labels, extra["threshold"])
-        review_spots(data_info["threshold_review"], items, model_for, views)
-        if cross:
-            _written_model_review(net, items, data_info["threshold_review"],
-                                  extra["threshold"], views)
+        review_spots(data_info["threshold_review"], items, model_for, views,
+                     written=net if cross else None, threshold=extra["threshold"])
         best_metric = "val_select"
     path, onnx_path = _save(net, out, model, cfg, extra)
     summary = {"model": str(path), "onnx": onnx_path, "history": history,
