@@ -160,6 +160,45 @@ def test_bad_inputs_name_the_file(tmp_path, parts):
         score_images([parts / "part_2.png"], threshold=1.0)
 
 
+def test_a_damaged_photo_is_listed_and_the_others_still_scored(parts, tmp_path):
+    good = [parts / "line_b" / "part_1.jpg", parts / "part_2.png", parts / "part_10.png"]
+    cut = parts / "part_3.jpg"  # a camera's write interrupted: refused, never half-scored
+    whole = (parts / "line_b" / "part_1.jpg").read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
+    (parts / "part_4.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    alone = {r.path: r.score for r in score_images(good)}
+    # the library call stops at the first, naming it
+    with pytest.raises(ManufacturingError, match=r"part_3\.jpg: the JPEG is cut short"):
+        score_images([parts])
+    bad: list = []
+    res = score_images([parts], unreadable=bad)
+    assert {r.path: r.score for r in res} == alone  # the same scores as without them
+    assert [(u.index, u.path) for u in bad] == [(2, str(cut)), (3, str(parts / "part_4.png"))]
+    # the command: every score out, the unreadable ones listed, in --csv and --json in
+    # their place, and exit status 1 so that a script notices
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts), "--csv",
+                                           str(tmp_path / "s.csv"), "--json"])
+    assert res.exit_code == 1
+    rows = json.loads(res.stdout)
+    order = [*good[:2], cut, parts / "part_4.png", good[2]]
+    assert [r["path"] for r in rows] == [str(f) for f in order]
+    assert [r["score"] is None for r in rows] == [False, False, True, True, False]
+    assert "cut short" in rows[2]["error"] and "OpenCV cannot read" in rows[3]["error"]
+    assert f"unreadable, not scored: {cut}: the JPEG is cut short" in res.stderr
+    assert "error: 2 image(s) could not be read and were not scored" in res.stderr
+    with open(tmp_path / "s.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [t["path"] for t in table] == [r["path"] for r in rows]
+    assert [t["score"] == "" for t in table] == [r["score"] is None for r in rows]
+    assert table[2]["error"] == rows[2]["error"] and table[0]["error"] == ""
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts)])
+    assert res.exit_code == 1 and "3 images, " in res.stdout
+    assert "; 2 unreadable, not scored" in res.stdout
+    # --evaluate measures a labelled set: a file it cannot read stops it, named
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts), "--evaluate"])
+    assert res.exit_code != 0 and "part_3.jpg: the JPEG is cut short" in res.output
+
+
 def test_real_part_photos_smoke():
     from tests.shared import shared_data
 

@@ -124,9 +124,15 @@ def test_to_gray_conversions():
     assert to_gray(np.full((4, 5), 65535, np.uint16))[0, 0] == 255
     assert to_gray(np.full((4, 5), 4095, np.uint16), bit_depth=12)[0, 0] == 255
     assert to_gray(np.full((4, 5), 0.5, np.float32))[0, 0] == 128
+    assert to_gray(np.full((4, 5), 150.0, np.float64))[0, 0] == 150  # 0..255 as it is
+    # float pixels with no known gray levels are refused, never clipped into 0..255
+    wide, nan = np.full((4, 5), 100.0, np.float32), np.zeros((4, 5), np.float32)
+    wide[0, 0], nan[1, 1] = 4000.0, np.nan
     for bad, msg in [(np.zeros((0, 0), np.uint8), "empty"), (None, "empty"),
                      (np.zeros((4, 5, 2), np.uint8), "channels"),
-                     (np.zeros((4, 5), np.int64), "pixel type")]:
+                     (np.zeros((4, 5), np.int64), "pixel type"),
+                     (wide, "span 100 to 4000, outside both 0..1 and 0..255"),
+                     (-wide, "span -4000 to -100"), (nan, "NaN or infinity")]:
         with pytest.raises(FrameError, match=msg):
             to_gray(bad)
 

@@ -322,6 +322,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     labels such as *_mask.png or files under masks/ are skipped). Each image is scored alone
     with a fresh model state and at its own size (padded, never resized), so the order of
     the images changes nothing; one line per image: score, and the box when it is a defect.
+    An image that cannot be read (damaged, cut short) is listed on stderr and the others are
+    still scored; the exit status is then 1 (with --evaluate it stops the run).
     """
     from deepseek.manufacturing.score import score_images, write_csv
 
@@ -339,12 +341,17 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
 
     ready_to_write(csv_path, "--csv", "scores.csv")  # before the scoring, not after it
     ready_folder(heatmaps, "--heatmaps")
+    # a damaged photo among a day's parts is listed and the rest scored (exit status 1);
+    # --evaluate measures a labelled set, so there it stops the run with the file's name
+    unreadable: list[Any] | None = None if evaluate else []
     results = score_images(paths, model, heatmaps=heatmaps,
                            threshold=threshold if cal is None else float(cal["threshold"]),
                            progress=None if not as_json else False,
-                           views=None if views is None else int(views))
+                           views=None if views is None else int(views),
+                           unreadable=unreadable)
+    unreadable = unreadable or []
     if csv_path is not None:
-        write_csv(results, csv_path)
+        write_csv(results, csv_path, unreadable)
     report = None
     if evaluate:
         from deepseek.manufacturing.score import evaluate_scores
@@ -352,14 +359,18 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         report = evaluate_scores(results, paths[0])
     if as_json:
         out = [r.to_dict() for r in results]
+        for u in unreadable:  # in its place among the files
+            out.insert(u.index, u.to_dict())
         click.echo(json.dumps(out if report is None else {"images": out, "evaluation": report},
                               indent=2))
+        _unreadable_exit(unreadable)
         return
     for r in results:
         box = f"  box {r.box}" if r.box else ""
         click.echo(f"{r.score:.4f}  {'DEFECT' if r.defect else 'ok    '}  {r.path}{box}")
     n_def = sum(r.defect for r in results)
     click.echo(f"{len(results)} images, {n_def} flagged as defects"
+               + (f"; {len(unreadable)} unreadable, not scored" if unreadable else "")
                + (f"; written to {csv_path}" if csv_path else "")
                + (f"; heatmaps in {heatmaps}" if heatmaps else ""))
     from deepseek.manufacturing.score import (
@@ -394,6 +405,20 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                        f"regions): pixel AUROC {px['pixel_auroc']:.4f}, AU-PRO (FPR <= 0.3) "
                        f"{px['au_pro']:.4f}; references: chance 0.5, the images' own "
                        f"darkness {ref['pixel_auroc']:.4f} / {ref['au_pro']:.4f}")
+    _unreadable_exit(unreadable)
+
+
+def _unreadable_exit(unreadable: list[Any]) -> None:
+    """List on stderr the images ``score`` could not read (each error names the file and the
+    fix) and exit with status 1, after the scores of the others are out."""
+    if not unreadable:
+        return
+    for u in unreadable:
+        click.echo(f"unreadable, not scored: {u.error}", err=True)
+    click.echo(f"error: {len(unreadable)} image(s) could not be read and were not scored "
+               "(listed above, and with their error in --csv and --json); the other images "
+               "were scored", err=True)
+    raise SystemExit(1)
 
 
 @manufacturing.command("calibrate")

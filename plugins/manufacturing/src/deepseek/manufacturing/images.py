@@ -256,8 +256,9 @@ def bgr_to_gray(img: np.ndarray) -> np.ndarray:
 def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None = None
             ) -> np.ndarray:
     """Any image as 8-bit grayscale: BGR/BGRA converted, 16-bit scaled by ``bit_depth``
-    (default: the full 16-bit range), float taken as 0..1 when its maximum is at most 1.
-    Raises :class:`FrameError` for an empty or unsupported frame."""
+    (default: the full 16-bit range), float taken as 0..1 when its maximum is at most 1, else
+    as 0..255. Raises :class:`FrameError` for an empty or unsupported frame, and for float
+    pixels outside 0..255 or not finite (never clipped into gray levels)."""
     if img is None or img.size == 0:
         raise FrameError(f"{where}: empty frame")
     if img.ndim == 3:
@@ -282,8 +283,18 @@ def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None 
         scaled = np.abs(img.astype(np.float32) * np.float32(255.0 / top))
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     if img.dtype in (np.float32, np.float64):
-        scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
-        return np.clip(np.nan_to_num(img) * scale + 0.5, 0, 255).astype(np.uint8)
+        # a float image has no stated range: 0..1 and 0..255 are the two in use; anything
+        # else (or a NaN) would be clipped into gray levels that are not the picture
+        if not np.isfinite(img).all():
+            raise FrameError(f"{where}: float pixels include NaN or infinity; re-save the "
+                             "image as 8- or 16-bit integers")
+        lo, hi = float(img.min()), float(img.max())
+        if lo < 0.0 or hi > 255.0:
+            raise FrameError(f"{where}: float pixels span {lo:.6g} to {hi:.6g}, outside both "
+                             "0..1 and 0..255, so their gray levels are not known; re-save "
+                             "the image as 8- or 16-bit integers, or as float scaled to 0..1")
+        scale = 255.0 if hi <= 1.0 else 1.0
+        return np.clip(img * scale + 0.5, 0, 255).astype(np.uint8)
     raise FrameError(f"{where}: pixel type {img.dtype} is not supported; use 8- or 16-bit "
                      "integers or float")
 

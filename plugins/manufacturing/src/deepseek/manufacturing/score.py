@@ -241,12 +241,14 @@ class Scorer:
         anomaly map."""
         return 0.5 if self.memory is None else self.threshold
 
-    def score(self, path: str | Path, heatmap: str | Path | None = None) -> ImageScore:
-        """Score the image at ``path``; write its overlay PNG to ``heatmap`` when given."""
+    def score(self, path: str | Path, heatmap: str | Path | None = None,
+              image: np.ndarray | None = None) -> ImageScore:
+        """Score the image at ``path`` (``image``: its pixels as :func:`read_gray` gives
+        them, when already read); write its overlay PNG to ``heatmap`` when given."""
         from deepseek.manufacturing.stream import box_from_map
 
         p = Path(path)
-        img = read_gray(p)
+        img = read_gray(p) if image is None else image
         if self.memory is None:  # at the scale the model was trained at
             prob, pmap = score_image(self.net, rescale(img, self.scale), self.frames, self.views)
             stride, shown = STRIDE / self.scale, pmap
@@ -265,13 +267,36 @@ class Scorer:
                           self.views if self.memory is None else 1, self.scale, pmap, stride)
 
 
+@dataclass
+class UnreadableImage:
+    """An image file :func:`score_images` could not read (damaged, cut short, gone, not an
+    image its decoders know), left unscored: its place among the files found (``index``),
+    its path and the reader's error, which names the file and the fix."""
+    index: int
+    path: str
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """As ``score --json`` lists it among the scored images: no score, no flag, the
+        error."""
+        return {"path": self.path, "score": None, "defect": None, "error": self.error}
+
+
 def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
                  threshold: float | None = None, heatmaps: str | Path | None = None,
                  frames: int = FRAMES, progress: bool | None = None,
-                 views: int | None = None) -> list[ImageScore]:
+                 views: int | None = None,
+                 unreadable: list[UnreadableImage] | None = None) -> list[ImageScore]:
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
-    ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` in
-    scoring order (each result names its file). ``views``: see :class:`Scorer`."""
+    ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` by
+    the image's place among the files found (each result names its file). ``views``: see
+    :class:`Scorer`.
+
+    An image that cannot be read raises :class:`ManufacturingError` naming it, unless
+    ``unreadable`` is a list: then each such image is appended to it
+    (:class:`UnreadableImage`) and the others are still scored, so one damaged photo in a
+    day's folder does not cost the scores of the rest (``score`` then lists them and exits
+    with status 1)."""
     from tqdm.auto import tqdm
 
     scorer = Scorer(model, threshold=threshold, frames=frames, views=views)
@@ -279,9 +304,19 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
     out_dir = Path(heatmaps) if heatmaps is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    return [scorer.score(p, None if out_dir is None else out_dir / f"{i:05d}-{p.stem}.png")
-            for i, p in enumerate(tqdm(files, desc="scoring",
-                                       disable=progress is False or len(files) < 20))]
+    results = []
+    for i, p in enumerate(tqdm(files, desc="scoring",
+                               disable=progress is False or len(files) < 20)):
+        try:
+            img = read_gray(p)
+        except ManufacturingError as exc:
+            if unreadable is None:
+                raise
+            unreadable.append(UnreadableImage(i, str(p), str(exc)))
+            continue
+        results.append(scorer.score(p, None if out_dir is None
+                                    else out_dir / f"{i:05d}-{p.stem}.png", image=img))
+    return results
 
 
 def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.01,
@@ -362,17 +397,22 @@ def darkness_cells(image: np.ndarray, stride: float) -> np.ndarray:
     return (255.0 - cells) / 255.0
 
 
-def write_csv(results: list[ImageScore], path: str | Path) -> Path:
-    """Write one CSV row per image (path, size, score, defect, box, heatmap); returns the path."""
+def write_csv(results: list[ImageScore], path: str | Path,
+              unreadable: Iterable[UnreadableImage] = ()) -> Path:
+    """Write one CSV row per image (path, size, score, defect, box, heatmap, error); returns
+    the path. ``unreadable`` images (:func:`score_images`) get a row of their own in their
+    place among the files, with the error and the other fields empty."""
     import csv
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [[r.path, r.width, r.height, f"{r.score:.6f}", int(r.defect),
+             *(r.box if r.box else ("", "", "", "")), r.heatmap or "", ""] for r in results]
+    for u in sorted(unreadable, key=lambda u: u.index):  # in place: the results fill the gaps
+        rows.insert(u.index, [u.path, *[""] * 9, u.error])
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1",
-                    "heatmap"])
-        for r in results:
-            w.writerow([r.path, r.width, r.height, f"{r.score:.6f}", int(r.defect),
-                        *(r.box if r.box else ("", "", "", "")), r.heatmap or ""])
+                    "heatmap", "error"])
+        w.writerows(rows)
     return path
