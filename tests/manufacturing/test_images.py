@@ -211,10 +211,25 @@ def test_rescale_averages_areas_the_same_with_or_without_opencv(monkeypatch):
             m.setattr(images, "_CV2", False)  # the edge form: numpy, the same weights
             edge = rescale(photo, s)
         assert np.abs(full.astype(int) - edge).max() <= 1
+    # enlarged: interpolated linearly (OpenCV's INTER_LINEAR), numpy's weights within one
+    # gray level; a ramp stays a ramp, its ends held
+    up = rescale(x, 2.0)[0].astype(int)
+    assert up.shape == (16,) and up[0] == 0 and up[-1] == 210
+    assert np.all(np.diff(up) >= 0) and np.abs(up[1:-1:2] - (x[0, :-1] * 0.75 + x[0, 1:] *
+                                                              0.25)).max() <= 1
+    for s in (1.25, 1.5, 1.37, 2.0):
+        full = rescale(photo, s)
+        assert full.shape == scaled_size(photo.shape, s) and full.dtype == np.uint8
+        with monkeypatch.context() as m:
+            m.setattr(images, "_CV2", False)
+            edge = rescale(photo, s)
+        assert np.abs(full.astype(int) - edge).max() <= 1
     line = np.zeros((40, 40), np.uint8)
     line[:, 21] = 1
     assert rescale_mask(line, 0.5)[:, 10].all() and rescale_mask(line, 0.5).sum() == 20
-    for bad in (0.2, 1.01, True, "0.5"):
+    wide = rescale_mask(line, 2.0)  # column 21 covers columns 42 and 43 at twice the size
+    assert wide.shape == (80, 80) and wide[:, 42:44].all() and wide.sum() == 160
+    for bad in (0.2, 2.01, True, "0.5"):
         with pytest.raises(ManufacturingError, match="scale="):
             check_scale(bad)
 

@@ -313,6 +313,9 @@ def test_train_from_a_labelled_folder(tmp_path):
     printed = []
     _train_tiny(tmp_path, printed)
     assert "the 3 training defects drawn as lines all run within" in " ".join(printed[0].split())
+    # and they are 2-pixel lines: thin, which it records and says too
+    assert info["defect_widths"]["defects"] == 3 and info["defect_widths"]["median_px"] < 4
+    assert "the 3 training defects drawn as lines are thin" in " ".join(printed[0].split())
     # 2 good images cannot show the default 0.3 % rate: the rule says so, as calibrate does
     assert "2 good images, too few to resolve a false-alarm rate of 0.003" \
         in info["threshold_rule"]
@@ -785,9 +788,10 @@ def test_augment_turns_cracks_every_way_and_the_mask_follows_the_pixels(top):
     assert (angles["any"] > 60).mean() > 0.3 and ((angles["any"] > 20) & (angles["any"] < 70)).any()
 
 
-def _drawn(angle: float | None, k: int):
-    """A defect image whose mask is a 3-px line through the middle of a 200-px square at
-    ``angle`` degrees from its width (counter-clockwise as seen), or a round blotch (None)."""
+def _drawn(angle: float | None, k: int, thick: int = 3):
+    """A defect image whose mask is a ``thick``-px line through the middle of a 200-px square
+    at ``angle`` degrees from its width (counter-clockwise as seen), or a round blotch
+    (None)."""
     from deepseek.manufacturing.labelled import LabelledImage
 
     m = np.zeros((200, 200), np.uint8)
@@ -795,7 +799,7 @@ def _drawn(angle: float | None, k: int):
         cv2.circle(m, (100, 100), 20, 1, -1)
     else:
         dx, dy = 80 * np.cos(np.radians(angle)), -80 * np.sin(np.radians(angle))
-        cv2.line(m, (int(100 - dx), int(100 - dy)), (int(100 + dx), int(100 + dy)), 1, 3)
+        cv2.line(m, (int(100 - dx), int(100 - dy)), (int(100 + dx), int(100 + dy)), 1, thick)
     r, c = np.nonzero(m)
     return LabelledImage(Path(f"d{k}.png"), True, "mask", m.shape, rows=r.tolist(),
                          cols=c.tolist())
@@ -824,6 +828,38 @@ def test_train_says_when_its_defects_all_run_one_way():
     assert direction_note({"defect_directions": every, "rotate": "small"}) is None
     assert defect_directions(level[:2] + [_drawn(None, 8)] * 3) is None  # too few lines
     assert direction_note({}) is None
+
+
+def test_train_says_when_its_defects_are_thin():
+    """Cracks a few pixels wide (CrackForest's road cracks, median 4) were found more often
+    with the photos enlarged: training records the line-shaped defects' widths in the
+    photos' own pixels and says so when they are thin and the photos were not enlarged;
+    wide ones (KolektorSDD's, median 13), blotches and enlarged training say nothing."""
+    from deepseek.manufacturing.training import THIN_PX, defect_widths, width_note
+
+    thin = [_drawn(a, k, 3) for k, a in enumerate((-20, 0, 35, 90))]
+    d = defect_widths(thin + [_drawn(None, 9)])  # the blotch has no width across a line
+    assert d["defects"] == 4 and 2.5 <= d["median_px"] <= 5 < THIN_PX
+    assert d["range_px"][0] <= d["median_px"] <= d["range_px"][1]
+    note = width_note({"defect_widths": d, "scale": 1.0})
+    assert f"median width {d['median_px']:g} pixels" in note and "--scale 1.5 or 2" in note
+    assert width_note({"defect_widths": d, "scale": 0.75}) is not None
+    assert width_note({"defect_widths": d, "scale": 1.5}) is None  # already enlarged
+    wide = defect_widths([_drawn(a, k, 15) for k, a in enumerate((0, 10, 170))])
+    assert wide["median_px"] >= 14 and width_note({"defect_widths": wide}) is None
+    # masks as training sees them at --scale 2: widths still in the photo's own pixels
+    from deepseek.manufacturing.labelled import LabelledImage
+
+    twice = []
+    for it in thin:
+        m = np.zeros((200, 200), np.uint8)
+        m[it.rows, it.cols] = 1
+        r, c = np.nonzero(cv2.resize(m, (400, 400), interpolation=cv2.INTER_NEAREST))
+        twice.append(LabelledImage(it.path, True, "mask", m.shape, rows=r.tolist(),
+                                   cols=c.tolist(), scale=2.0))
+    assert abs(defect_widths(twice, 2.0)["median_px"] - d["median_px"]) <= 1
+    assert defect_widths(thin[:2] + [_drawn(None, 8)]) is None  # too few lines
+    assert width_note({}) is None
 
 
 def test_an_unknown_rotation_is_refused_by_name():
@@ -1044,7 +1080,7 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     ev = evaluate_scores(results, tmp_path / "parts")
     assert 0 <= ev["pixel"]["pixel_auroc"] <= 1
     assert 0 <= ev["pixel_references"]["darkness"]["pixel_auroc"] <= 1
-    for bad in (1.5, 0.1, True):
+    for bad in (2.5, 0.1, True):
         with pytest.raises(ManufacturingError, match="scale="):
             train_model(tmp_path / "run2", folder=tmp_path / "parts", scale=bad)
     with pytest.raises(ManufacturingError, match="scale applies to part images"):
@@ -1067,6 +1103,40 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "run3"), "--scale", "0.5"])
     assert res.exit_code == 2 and "--scale and --rotate go with --folder" in res.output
+
+
+def test_a_model_trained_enlarged_scores_photos_enlarged(tmp_path):
+    """``--scale`` above 1 (thin cracks spanning more of a 16-pixel cell): images
+    interpolated, masks widened with them, the scale stored and followed by ``score``, boxes
+    and heatmaps in the photo's own pixels (cells of 16 / 1.5 of them)."""
+    from deepseek.manufacturing.score import Scorer, score_images
+    from deepseek.manufacturing.training import train_model
+
+    for k in range(6):
+        m = _part(tmp_path / "parts" / f"{k}.png", 800 + k,
+                  ((20, 30), (110, 60)) if k % 2 else None, h=48, w=64)
+        cv2.imwrite(str(tmp_path / "parts" / f"{k}_mask.png"), m)
+    for item in read_labelled(tmp_path / "parts", scale=1.5):
+        assert item.shape == (48, 64) and item.image.shape == item.mask.shape == (72, 96)
+        assert item.defect == bool(item.rows)
+        if item.defect:  # every marked pixel's place is marked at the new size
+            src = cv2.imread(str(tmp_path / "parts" / f"{item.path.stem}_mask.png"), 0)
+            ys, xs = np.nonzero(src)
+            assert item.mask[(ys * 1.5 + 0.75).astype(int), (xs * 1.5 + 0.75).astype(int)].all()
+    info = train_model(tmp_path / "run", folder=tmp_path / "parts",
+                       val_folder=tmp_path / "parts", crop=32, crops_per_epoch=8, epochs=1,
+                       batch_size=4, init="scratch", progress=False, target_fpr=0.34,
+                       scale=1.5)
+    assert info["scale"] == 1.5 and Scorer(info["model"]).scale == 1.5
+    results = score_images([tmp_path / "parts"], info["model"], progress=False,
+                           heatmaps=tmp_path / "maps", threshold=1e-9)  # every one boxed
+    for r in results:
+        assert r.stride == pytest.approx(16 / 1.5) and r.cell_map.shape == (5, 6)  # 72 x 96
+        x0, y0, x1, y1 = r.box
+        assert 0 <= x0 <= x1 < 64 and 0 <= y0 <= y1 < 48
+        assert cv2.imread(r.heatmap).shape[:2] == (48, 64) and r.to_dict()["scale"] == 1.5
+    stored = score_images([tmp_path / "parts"], info["model"], progress=False)
+    assert min(abs(info["threshold"] - r.score) for r in stored) < 1e-9
 
 
 def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):

@@ -600,9 +600,11 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
               "4x as long, and on KolektorSDD its stored threshold promised more recall than "
               "it gave); stored with the model, which `score` follows [1].")
 @click.option("--scale", type=click.FloatRange(*SCALE_RANGE), default=None,
-              help="--folder: scale every image (and mask) by this first, area-averaged: the "
-              "network's 16-pixel cells then see more of the part; stored with the model, "
-              "whose photos `score` scales the same way [1: as they are].")
+              help="--folder: scale every image (and mask) by this first. Below 1 (area-"
+              "averaged) the network's 16-pixel cells see more of the part, for wide "
+              "defects; above 1 (interpolated) a thin one spans more of a cell, for "
+              "cracks a few pixels wide. Stored with the model, whose photos `score` scales "
+              "the same way [1: as they are].")
 @click.option("--rotate", type=click.Choice(["small", "any"]), default=None,
               help="--folder: how the training crops are turned. small: up to 10 degrees, "
               "the cracks keep the directions they have in the training images (the model "
@@ -828,11 +830,11 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         click.echo("defect classes in the labels, each trained as a defect: "
                    + describe_classes(res["defect_classes"]))
     if not as_json:
-        from deepseek.manufacturing.training import direction_note
+        from deepseek.manufacturing.training import direction_note, width_note
 
-        note = direction_note(res)
-        if note:
-            click.echo(note)
+        for note in (direction_note(res), width_note(res)):
+            if note:
+                click.echo(note)
     if "threshold" in res and not as_json:
         click.echo(f"threshold {res['threshold']:.4g}: {res['threshold_rule']}")
         own = res.get("expected", {}).get("written_model_on_training_defects")

@@ -10,6 +10,7 @@ VIDEO_SUFFIXES = [".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpe
                   ".flv", ".ts", ".mjpg", ".mjpeg", ".h264", ".h265", ".y4m"]
 #: network streams
 STREAM_SCHEMES = ["rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://"]
-#: the image scales a supervised model may be trained at (``train --folder --scale``): down
-#: only, the network's 16-pixel cells then see more of the part
-SCALE_RANGE = (0.25, 1.0)
+#: the image scales a supervised model may be trained at (``train --folder --scale``): below
+#: 1 the network's 16-pixel cells see more of the part, above 1 a thin defect spans more of
+#: a cell
+SCALE_RANGE = (0.25, 2.0)

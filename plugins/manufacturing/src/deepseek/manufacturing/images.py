@@ -331,24 +331,50 @@ def _area_mean(a: np.ndarray, h: int, w: int) -> np.ndarray:
     return _area_weights(a.shape[0], h) @ a.astype(np.float32) @ _area_weights(a.shape[1], w).T
 
 
+def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)``: linear interpolation weights as OpenCV's ``INTER_LINEAR`` places
+    them (pixel centres aligned, output pixel i at input ``(i + 0.5) * n_in / n_out - 0.5``,
+    the edge pixels repeated beyond the first and last centre)."""
+    x = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    lo = np.floor(x).astype(np.int64)
+    frac = x - lo
+    frac[lo < 0] = 0.0
+    frac[lo >= n_in - 1] = 0.0
+    lo = np.clip(lo, 0, n_in - 1)
+    w = np.zeros((n_out, n_in), np.float64)
+    rows = np.arange(n_out)
+    np.add.at(w, (rows, lo), 1.0 - frac)
+    np.add.at(w, (rows, np.minimum(lo + 1, n_in - 1)), frac)
+    return w.astype(np.float32)
+
+
 def rescale(image: np.ndarray, scale: float) -> np.ndarray:
-    """A gray image at ``scale`` (<= 1), each output pixel the area-weighted mean of the input
-    pixels under it: OpenCV's ``INTER_AREA`` when OpenCV is installed, else the same
-    weights on numpy (the edge form; equal within one gray level, tested). ``scale == 1``:
-    the image itself. Masks: :func:`rescale_mask`."""
+    """A gray image at ``scale``: smaller (< 1), each output pixel the area-weighted mean of
+    the input pixels under it (OpenCV's ``INTER_AREA``); larger (> 1), interpolated linearly
+    between the nearest input pixels (``INTER_LINEAR``), so a thin crack widens without
+    blocks. OpenCV when it is installed, else the same weights on numpy (the edge form;
+    equal within one gray level, tested). ``scale == 1``: the image itself. Masks:
+    :func:`rescale_mask`."""
     if scale == 1:
         return image
     h, w = scaled_size(image.shape, scale)
+    up = scale > 1
     cv2 = _cv2_or_none()
     if cv2 is not None:
-        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    f = _area_mean(image, h, w)
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR if up
+                          else cv2.INTER_AREA)
+    if up:
+        f = (_linear_weights(image.shape[0], h) @ image.astype(np.float32)
+             @ _linear_weights(image.shape[1], w).T)
+    else:
+        f = _area_mean(image, h, w)
     return np.clip(np.rint(f), 0, np.iinfo(image.dtype).max).astype(image.dtype)
 
 
 def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
     """A binary mask at ``scale`` (uint8 0/1): a pixel is marked when any marked input pixel
-    lies under it (thin lines survive)."""
+    lies under it (thin lines survive a reduction; enlarged, a marked pixel covers the
+    output pixels over it)."""
     if scale == 1:
         return mask
     h, w = scaled_size(mask.shape, scale)

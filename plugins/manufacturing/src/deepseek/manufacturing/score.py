@@ -149,8 +149,11 @@ def stored_threshold(model: Any) -> float | None:
 def stored_scale(model: Any) -> float:
     """The image scale a network was trained at (``train --folder --scale``; 1 for anything
     else): its photos are scaled the same way before they are scored."""
+    from deepseek.manufacturing.formats import SCALE_RANGE
+
     scale = _stored_extra(model).get("scale", 1.0)
-    return float(scale) if isinstance(scale, (int, float)) and 0 < scale <= 1 else 1.0
+    lo, hi = SCALE_RANGE
+    return float(scale) if isinstance(scale, (int, float)) and lo <= scale <= hi else 1.0
 
 
 def stored_views(model: Any) -> int:

@@ -665,6 +665,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
         small = smaller_than_crop(items, crop, scale)
         classes = class_summary(items)
         directions = defect_directions(items)
+        widths = defect_widths(items, scale)
         if classes:
             log.info("defect classes (every one a defect): %s", describe_classes(classes))
 
@@ -684,6 +685,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                      "label_sources": sorted({i.source for i in items}),
                      **({"defect_classes": classes} if classes else {}),
                      **({"defect_directions": directions} if directions else {}),
+                     **({"defect_widths": widths} if widths else {}),
                      **({"smaller_than_crop": small} if small else {}),
                      "image_digests": image_digests(items)}
         # mined once, by the weights every model starts from (which saw none of these
@@ -792,6 +794,56 @@ def defect_directions(items: list) -> dict[str, Any] | None:
 #: training defects whose directions all lie within this arc (degrees) are said to run one
 #: way, and ``train`` with the small turns says what that means for the model
 NARROW_ARC = 90.0
+
+
+def defect_widths(items: list, scale: float = 1.0) -> dict[str, Any] | None:
+    """How wide the training images' line-shaped defects are (those :func:`defect_directions`
+    counts as lines), in the photos' own pixels: each mask's width is twice the 95th
+    percentile of its pixels' distance to the nearest unmarked pixel, less one (OpenCV's
+    distance transform of the mask as training sees it, divided by ``scale``: a line 1, 3 or
+    5 pixels across measures 1, 3 or 5). ``{"defects", "median_px",
+    "range_px"}`` (the 10th and 90th percentiles), or None when fewer than 3 defects are
+    lines. A box drawn round a crack is as wide as the box, not the crack."""
+    from deepseek.manufacturing.images import require_cv2
+
+    cv2 = require_cv2("defect widths")
+    widths = []
+    for it in items:
+        if not (it.defect and len(it.rows) >= 3):
+            continue
+        rows, cols = np.asarray(it.rows), np.asarray(it.cols)
+        pts = np.stack([cols.astype(np.float64), -rows.astype(np.float64)])
+        w = np.linalg.eigvalsh(np.cov(pts))
+        if not (w[0] <= 0 or w[1] >= ELONGATED ** 2 * w[0]):
+            continue  # a blotch: no width across a direction
+        r0, c0 = rows.min() - 1, cols.min() - 1  # a one-pixel margin of surface round it
+        m = np.zeros((rows.max() - r0 + 2, cols.max() - c0 + 2), np.uint8)
+        m[rows - r0, cols - c0] = 1
+        d = cv2.distanceTransform(m, cv2.DIST_L2, 5)[m > 0]
+        widths.append((2.0 * float(np.percentile(d, 95)) - 1.0) / scale)
+    if len(widths) < 3:
+        return None
+    lo, med, hi = np.percentile(widths, [10, 50, 90])
+    return {"defects": len(widths), "median_px": round(float(med), 1),
+            "range_px": [round(float(lo), 1), round(float(hi), 1)]}
+
+
+#: line-shaped training defects narrower than this (median, photo pixels: under half the
+#: network's 16-pixel cell) are thin, and ``train`` at scale 1 or below says that enlarging
+#: the photos may find more of them
+THIN_PX = 8.0
+
+
+def width_note(res: dict[str, Any]) -> str | None:
+    """What ``train`` says when the training defects drawn as lines are thin (median under
+    :data:`THIN_PX` photo pixels) and the photos were not enlarged. None otherwise."""
+    d = res.get("defect_widths")
+    if not d or d["median_px"] >= THIN_PX or float(res.get("scale") or 1.0) > 1.0:
+        return None
+    return (f"the {d['defects']} training defects drawn as lines are thin (median width "
+            f"{d['median_px']:g} pixels of the photo, under half the model's 16-pixel cell): "
+            "enlarging the photos may find more of them; compare --scale 1.5 or 2 on held-out "
+            "parts")
 
 
 def direction_note(res: dict[str, Any]) -> str | None:
