@@ -92,9 +92,9 @@ def test_gray_conversion_equals_opencv(dtype, code, ch, monkeypatch):
 
 
 def test_sixteen_bit_scaling_equals_opencv():
-    v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     for depth in (None, 12, 10):
         top = (1 << depth) - 1 if depth else 65535
+        v = np.arange(top + 1, dtype=np.uint16)[None, :]  # every value the depth holds
         assert np.array_equal(to_gray(v, bit_depth=depth),
                               cv2.convertScaleAbs(v, alpha=255.0 / top))
 
@@ -194,6 +194,29 @@ def test_scoring_with_the_packaged_weights_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="deepseek.manufacturing.score"):
         score_images([tmp_path], progress=False)
     assert "synthetic line only" in caplog.text and "--model" in caplog.text
+
+
+def test_a_12_bit_camera_in_16_bit_words_is_named_once(tmp_path, monkeypatch, caplog):
+    """Read over the 16-bit range, 12-bit data keeps 16 gray levels: the first such file is
+    named in a warning with the fix, once; full-range 16-bit files say nothing."""
+    import logging
+
+    monkeypatch.setattr(images, "_LOW_BITS_SAID", False)
+    rng = np.random.default_rng(0)
+    full = rng.integers(0, 65536, (20, 30)).astype(np.uint16)
+    twelve = rng.integers(0, 4096, (20, 30)).astype(np.uint16)
+    twelve[0, 0] = 4095
+    for name, img in (("full.png", full), ("a12.png", twelve), ("b12.png", twelve)):
+        cv2.imwrite(str(tmp_path / name), img)
+    with caplog.at_level(logging.WARNING, logger="deepseek.manufacturing.images"):
+        assert read_gray(tmp_path / "full.png").max() > 200 and not caplog.records
+        g = read_gray(tmp_path / "a12.png")
+        assert g.max() == 16  # what the warning is about: 4095 * 255 / 65535, rounded
+        read_gray(tmp_path / "b12.png")
+    [rec] = caplog.records
+    assert "a12.png: a 16-bit image whose pixels all stay under 4096 (at most 4095: a " \
+        "12-bit camera's data" in rec.getMessage()
+    assert "pixel * 255 / 4095" in rec.getMessage()
 
 
 def test_rescale_averages_areas_the_same_with_or_without_opencv(monkeypatch):

@@ -123,6 +123,8 @@ def test_to_gray_conversions():
     assert to_gray(np.zeros((4, 5, 4), np.uint8)).shape == (4, 5)
     assert to_gray(np.full((4, 5), 65535, np.uint16))[0, 0] == 255
     assert to_gray(np.full((4, 5), 4095, np.uint16), bit_depth=12)[0, 0] == 255
+    with pytest.raises(FrameError, match="16-bit pixels reach 4096, over the 12-bit range"):
+        to_gray(np.full((4, 5), 4096, np.uint16), bit_depth=12)  # never saturated to white
     assert to_gray(np.full((4, 5), 0.5, np.float32))[0, 0] == 128
     assert to_gray(np.full((4, 5), 150.0, np.float64))[0, 0] == 150  # 0..255 as it is
     # float pixels with no known gray levels are refused, never clipped into 0..255

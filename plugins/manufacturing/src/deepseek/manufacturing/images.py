@@ -225,8 +225,36 @@ def _pillow_pixels(im: Any) -> np.ndarray | None:
 
 
 def read_gray(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
-    """An image file as 8-bit gray (:func:`imread`, then :func:`to_gray`)."""
-    return to_gray(imread(path, decoder=decoder), str(path))
+    """An image file as 8-bit gray (:func:`imread`, then :func:`to_gray`). A 16-bit file is
+    read over the full 16-bit range; the first one whose pixels all stay under 4096 (a 10-
+    or 12-bit camera's data in 16-bit words, which would show as gray levels 0-15) is named
+    in a warning with the fix."""
+    img = imread(path, decoder=decoder)
+    if img.dtype == np.uint16:
+        _warn_low_bits(img, path)
+    return to_gray(img, str(path))
+
+
+#: whether :func:`_warn_low_bits` has spoken in this process (once is enough: a camera's
+#: images are all alike)
+_LOW_BITS_SAID = False
+
+
+def _warn_low_bits(img: np.ndarray, path: str | Path) -> None:
+    """Warn, once, of a 16-bit image whose pixels all stay under 4096: read over the 16-bit
+    range it keeps 16 gray levels or fewer, and a faint defect can vanish in the rounding."""
+    global _LOW_BITS_SAID
+    top = int(img.max()) if img.size else 0
+    if _LOW_BITS_SAID or top >= 4096:
+        return
+    _LOW_BITS_SAID = True
+    bits = max(top.bit_length(), 1)
+    log.warning("%s: a 16-bit image whose pixels all stay under 4096 (at most %d: a %d-bit "
+                "camera's data in 16-bit words?) is read over the full 16-bit range, as gray "
+                "levels 0-%d, where a faint defect can vanish in the rounding; if the camera "
+                "gives %d bits, convert its images to 8 bits over that range (pixel * 255 / "
+                "%d) before training and scoring (said once)", path, top, bits,
+                round(top * 255 / 65535), bits, (1 << bits) - 1)
 
 
 # -- pixels -----------------------------------------------------------------------------------
@@ -256,9 +284,10 @@ def bgr_to_gray(img: np.ndarray) -> np.ndarray:
 def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None = None
             ) -> np.ndarray:
     """Any image as 8-bit grayscale: BGR/BGRA converted, 16-bit scaled by ``bit_depth``
-    (default: the full 16-bit range), float taken as 0..1 when its maximum is at most 1, else
-    as 0..255. Raises :class:`FrameError` for an empty or unsupported frame, and for float
-    pixels outside 0..255 or not finite (never clipped into gray levels)."""
+    (default: the full 16-bit range), float taken as 0..1 when its maximum is at most 1,
+    else as 0..255. Raises :class:`FrameError` for an empty or unsupported frame, for
+    16-bit pixels over the ``bit_depth`` given, and for float pixels outside 0..255 or not
+    finite (never clipped into gray levels)."""
     if img is None or img.size == 0:
         raise FrameError(f"{where}: empty frame")
     if img.ndim == 3:
@@ -279,7 +308,12 @@ def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None 
         return img
     if img.dtype == np.uint16:
         top = (1 << bit_depth) - 1 if bit_depth else 65535
-        # |x * alpha| rounded half to even and saturated, in float32 (OpenCV's convertScaleAbs)
+        if bit_depth and int(img.max()) > top:  # never saturated into white
+            raise FrameError(f"{where}: 16-bit pixels reach {int(img.max())}, over the "
+                             f"{bit_depth}-bit range given (0-{top}); give the sensor's bit "
+                             "depth (16 when its values fill the 16-bit words, as some "
+                             "cameras shift them)")
+        # |x * alpha| rounded half to even, in float32 (OpenCV's convertScaleAbs)
         scaled = np.abs(img.astype(np.float32) * np.float32(255.0 / top))
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     if img.dtype in (np.float32, np.float64):
