@@ -206,10 +206,13 @@ def test_a_12_bit_camera_in_16_bit_words_is_named_once(tmp_path, monkeypatch, ca
     full = rng.integers(0, 65536, (20, 30)).astype(np.uint16)
     twelve = rng.integers(0, 4096, (20, 30)).astype(np.uint16)
     twelve[0, 0] = 4095
-    for name, img in (("full.png", full), ("a12.png", twelve), ("b12.png", twelve)):
+    black = np.zeros((20, 30), np.uint16)
+    for name, img in (("full.png", full), ("black.png", black), ("a12.png", twelve),
+                      ("b12.png", twelve)):
         cv2.imwrite(str(tmp_path / name), img)
     with caplog.at_level(logging.WARNING, logger="deepseek.manufacturing.images"):
         assert read_gray(tmp_path / "full.png").max() > 200 and not caplog.records
+        assert read_gray(tmp_path / "black.png").max() == 0 and not caplog.records
         g = read_gray(tmp_path / "a12.png")
         assert g.max() == 16  # what the warning is about: 4095 * 255 / 65535, rounded
         read_gray(tmp_path / "b12.png")

@@ -245,10 +245,10 @@ def _warn_low_bits(img: np.ndarray, path: str | Path) -> None:
     range it keeps 16 gray levels or fewer, and a faint defect can vanish in the rounding."""
     global _LOW_BITS_SAID
     top = int(img.max()) if img.size else 0
-    if _LOW_BITS_SAID or top >= 4096:
+    if _LOW_BITS_SAID or top >= 4096 or top == 0:  # all black: nothing to tell by
         return
     _LOW_BITS_SAID = True
-    bits = max(top.bit_length(), 1)
+    bits = top.bit_length()
     log.warning("%s: a 16-bit image whose pixels all stay under 4096 (at most %d: a %d-bit "
                 "camera's data in 16-bit words?) is read over the full 16-bit range, as gray "
                 "levels 0-%d, where a faint defect can vanish in the rounding; if the camera "
