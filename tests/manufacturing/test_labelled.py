@@ -1102,7 +1102,7 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     assert res.exit_code == 0 and "stores the threshold" not in res.stderr
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "run3"), "--scale", "0.5"])
-    assert res.exit_code == 2 and "--scale and --rotate go with --folder" in res.output
+    assert res.exit_code == 2 and "--scale, --bit-depth and --rotate go with --folder" in res.output
 
 
 def test_a_model_trained_enlarged_scores_photos_enlarged(tmp_path):
@@ -1137,6 +1137,63 @@ def test_a_model_trained_enlarged_scores_photos_enlarged(tmp_path):
         assert cv2.imread(r.heatmap).shape[:2] == (48, 64) and r.to_dict()["scale"] == 1.5
     stored = score_images([tmp_path / "parts"], info["model"], progress=False)
     assert min(abs(info["threshold"] - r.score) for r in stored) < 1e-9
+
+
+def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path):
+    """``--bit-depth 12``: 16-bit photos holding 12-bit data are read over 0-4095 (not as gray
+    levels 0-16), in training, by the model written (stored) and by score and calibrate; a
+    pixel over 4095 is refused by name; the option goes with labelled folders only."""
+    from deepseek.manufacturing.calibration import calibrate
+    from deepseek.manufacturing.images import to_gray
+    from deepseek.manufacturing.score import Scorer, score_images
+    from deepseek.manufacturing.training import train_model
+
+    raw, eight = tmp_path / "raw", tmp_path / "eight"
+    for k in range(6):
+        m = _part(tmp_path / "tmp" / f"{k}.png", 900 + k,
+                  ((20, 30), (110, 60)) if k % 2 else None, h=48, w=64)
+        img = cv2.imread(str(tmp_path / "tmp" / f"{k}.png"), cv2.IMREAD_GRAYSCALE)
+        twelve = (img.astype(np.uint16) * 16 + (k % 16)).astype(np.uint16)  # 0-4095
+        for folder, pixels in ((raw, twelve), (eight, to_gray(twelve, bit_depth=12))):
+            folder.mkdir(exist_ok=True)
+            cv2.imwrite(str(folder / f"{k}.png"), pixels)
+            cv2.imwrite(str(folder / f"{k}_mask.png"), m)
+    assert cv2.imread(str(raw / "0.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    a = read_labelled(raw, bit_depth=12)
+    b = read_labelled(eight)  # the same photos converted to 8 bits over their range
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+    assert read_labelled(raw)[0].image.max() <= 16  # over the 16-bit range: the problem
+    kw = dict(val_folder=raw, crop=32, crops_per_epoch=8, epochs=1, batch_size=4,
+              init="scratch", progress=False, target_fpr=0.34)
+    info = train_model(tmp_path / "run", folder=raw, bit_depth=12, **kw)
+    assert info["bit_depth"] == 12 and Scorer(info["model"]).bit_depth == 12
+    # what score gives the 12-bit photos is what the same model gives their 8-bit copies
+    on_raw = [r.score for r in score_images([raw], info["model"], progress=False)]
+    on_eight = [r.score for r in score_images([eight], info["model"], progress=False)]
+    assert on_raw == on_eight and min(abs(info["threshold"] - x) for x in on_raw) < 1e-9
+    # calibrate reads them so too: it knows the images the model learnt from
+    cal = calibrate(raw, info["model"], target_fpr=0.34, progress=False)
+    assert cal["trained_on_images"] == 6
+    # and the stream opens its source at the model's depth unless told otherwise
+    from deepseek.manufacturing.stream import DefectStream
+
+    assert DefectStream(raw, info["model"]).source.bit_depth == 12
+    assert DefectStream(raw, info["model"], source_options={"bit_depth": 16}
+                        ).source.bit_depth == 16
+    over = np.full((48, 64), 4096, np.uint16)
+    cv2.imwrite(str(tmp_path / "over.png"), over)
+    with pytest.raises(ManufacturingError, match=r"over\.png: 16-bit pixels reach 4096, over "
+                                                 r"the 12-bit range"):
+        score_images([tmp_path / "over.png"], info["model"], progress=False)
+    for bad in (8, 17, True):
+        with pytest.raises(ManufacturingError, match="bit_depth="):
+            train_model(tmp_path / "run2", folder=raw, bit_depth=bad, **kw)
+    with pytest.raises(ManufacturingError, match="bit_depth applies to part images"):
+        train_model(tmp_path / "run2", clips=2, bit_depth=12)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "run3"), "--good-only", str(raw),
+                                           "--bit-depth", "12"])
+    assert res.exit_code == 2 and "--bit-depth goes with --folder" in res.output
 
 
 def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):

@@ -69,14 +69,16 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     from tqdm.auto import tqdm
 
     from deepseek.manufacturing.metrics import expected_rates, threshold_review, too_few_good
-    from deepseek.manufacturing.score import Scorer, image_paths
+    from deepseek.manufacturing.score import Scorer, image_paths, stored_bit_depth
 
     folder = Path(folder)
     from deepseek.manufacturing.labelled import copies_report, distinct_images, read_labelled
 
-    # copies of an image (equal pixels) count once, in a plain folder as in a labelled one
-    items = (distinct_images(image_paths([folder])) if all_good
-             else read_labelled(folder, group_pattern))
+    # copies of an image (equal pixels) count once, in a plain folder as in a labelled one;
+    # 16-bit photos read as the model's training photos were (the digests then match)
+    bits = stored_bit_depth(model)
+    items = (distinct_images(image_paths([folder]), bits) if all_good
+             else read_labelled(folder, group_pattern, bit_depth=bits))
     files = [it.path for it in items]
     labels = np.array([it.defect for it in items], bool)
     copies = copies_report(items)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from deepseek.manufacturing import __version__
-from deepseek.manufacturing.formats import SCALE_RANGE
+from deepseek.manufacturing.formats import BIT_DEPTHS, SCALE_RANGE
 
 #: exit status of `stream` when its source failed: lost for good, or a file cut short
 EXIT_SOURCE_FAULT = 3
@@ -605,6 +605,11 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
               "defects; above 1 (interpolated) a thin one spans more of a cell, for "
               "cracks a few pixels wide. Stored with the model, whose photos `score` scales "
               "the same way [1: as they are].")
+@click.option("--bit-depth", type=click.IntRange(*BIT_DEPTHS), default=None,
+              help="--folder: the bits a 16-bit image's pixels hold (12 for a 12-bit "
+              "camera's data in 16-bit words): read over that range instead of the full 16 "
+              "bits, a pixel above it refused. Stored with the model, whose photos `score` "
+              "and `calibrate` read the same way [16; 8-bit images as they are].")
 @click.option("--rotate", type=click.Choice(["small", "any"]), default=None,
               help="--folder: how the training crops are turned. small: up to 10 degrees, "
               "the cracks keep the directions they have in the training images (the model "
@@ -685,6 +690,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
           val_fraction: float,
           group_pattern: str | None, crop: int | None, crops_per_epoch: int | None,
           hard_negatives: float | None, views: str | None, scale: float | None,
+          bit_depth: int | None,
           rotate: str | None, init: str | None, stem: str | None, clips: int,
           clip_frames: int | None,
           clip_size: tuple[int, int], crack_depth: tuple[float, float] | None, epochs: int,
@@ -718,6 +724,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
         for flag, given in (("--hard-negatives", hard_negatives is not None),
                             ("--views", views is not None), ("--scale", scale is not None),
+                            ("--bit-depth", bit_depth is not None),
                             ("--rotate", rotate is not None)):
             if given:
                 raise click.UsageError(f"{flag} goes with --folder (labelled images), not "
@@ -803,9 +810,10 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         raise click.UsageError("--crack-weight goes with --good-only (the memory)")
     if folder is None and (val_folder is not None or crops_per_epoch is not None
                            or hard_negatives is not None or views is not None
-                           or scale is not None or rotate is not None):
+                           or scale is not None or rotate is not None
+                           or bit_depth is not None):
         raise click.UsageError("--val-folder, --crops-per-epoch, --hard-negatives, --views, "
-                               "--scale and --rotate go with --folder")
+                               "--scale, --bit-depth and --rotate go with --folder")
     if folder is not None and crack_depth is not None:
         raise click.UsageError("--crack-depth shapes the synthetic clips: it does not go with "
                                "--folder (your images' cracks are what they are)")
@@ -819,6 +827,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                       **({"hard_negatives": hard_negatives} if hard_negatives is not None
                          else {}), **({"views": int(views)} if views is not None else {}),
                       **({"scale": scale} if scale is not None else {}),
+                      **({"bit_depth": bit_depth} if bit_depth is not None else {}),
                       **({"rotate": rotate} if rotate is not None else {}),
                       **({"config": {"stem": stem}} if stem is not None else {}))
     from deepseek.report import echo_training

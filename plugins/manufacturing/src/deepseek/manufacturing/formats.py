@@ -14,3 +14,6 @@ STREAM_SCHEMES = ["rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp:
 #: 1 the network's 16-pixel cells see more of the part, above 1 a thin defect spans more of
 #: a cell
 SCALE_RANGE = (0.25, 2.0)
+#: the bit depths a 16-bit image's pixels may be read over (``train --folder --bit-depth``):
+#: a 10-, 12- or 14-bit camera's data in 16-bit words
+BIT_DEPTHS = (9, 16)

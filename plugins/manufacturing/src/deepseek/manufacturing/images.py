@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from deepseek.manufacturing.errors import FrameError, ManufacturingError
-from deepseek.manufacturing.formats import IMAGE_SUFFIXES, SCALE_RANGE
+from deepseek.manufacturing.formats import BIT_DEPTHS, IMAGE_SUFFIXES, SCALE_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -224,15 +224,31 @@ def _pillow_pixels(im: Any) -> np.ndarray | None:
     return None
 
 
-def read_gray(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
+def read_gray(path: str | Path, *, decoder: str = "auto", bit_depth: int | None = None
+              ) -> np.ndarray:
     """An image file as 8-bit gray (:func:`imread`, then :func:`to_gray`). A 16-bit file is
-    read over the full 16-bit range; the first one whose pixels all stay under 4096 (a 10-
-    or 12-bit camera's data in 16-bit words, which would show as gray levels 0-15) is named
-    in a warning with the fix."""
+    read over the range of ``bit_depth`` bits (a 12-bit camera's data in 16-bit words: 12;
+    a pixel above it is refused), by default over the full 16 bits; then the first one whose
+    pixels all stay under 4096 (10- or 12-bit data, which would show as gray levels 0-15) is
+    named in a warning with the fix. 8-bit files are read as they are either way."""
     img = imread(path, decoder=decoder)
-    if img.dtype == np.uint16:
+    if img.dtype == np.uint16 and bit_depth is None:
         _warn_low_bits(img, path)
-    return to_gray(img, str(path))
+    return to_gray(img, str(path), bit_depth)
+
+
+def check_bit_depth(bit_depth: int | None) -> int | None:
+    """``bit_depth`` (None: the full 16 bits), or a :class:`ManufacturingError` when it is
+    not a whole number of bits from 9 to 16."""
+    lo, hi = BIT_DEPTHS
+    if bit_depth is None:
+        return None
+    if isinstance(bit_depth, bool) or not isinstance(bit_depth, int) or \
+            not lo <= bit_depth <= hi:
+        raise ManufacturingError(f"bit_depth={bit_depth!r}: give the bits a 16-bit image's "
+                                 f"pixels hold, {lo} to {hi} (12 for a 12-bit camera's data "
+                                 "in 16-bit words)")
+    return bit_depth
 
 
 #: whether :func:`_warn_low_bits` has spoken in this process (once is enough: a camera's
@@ -252,9 +268,10 @@ def _warn_low_bits(img: np.ndarray, path: str | Path) -> None:
     log.warning("%s: a 16-bit image whose pixels all stay under 4096 (at most %d: a %d-bit "
                 "camera's data in 16-bit words?) is read over the full 16-bit range, as gray "
                 "levels 0-%d, where a faint defect can vanish in the rounding; if the camera "
-                "gives %d bits, convert its images to 8 bits over that range (pixel * 255 / "
-                "%d) before training and scoring (said once)", path, top, bits,
-                round(top * 255 / 65535), bits, (1 << bits) - 1)
+                "gives %d bits, train with --bit-depth %d (the model keeps it, and score and "
+                "calibrate read its photos the same way), or convert the images to 8 bits "
+                "over that range (pixel * 255 / %d) (said once)", path, top, bits,
+                round(top * 255 / 65535), max(bits, 9), max(bits, 9), (1 << bits) - 1)
 
 
 # -- pixels -----------------------------------------------------------------------------------

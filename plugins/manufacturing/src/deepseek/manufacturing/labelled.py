@@ -138,6 +138,7 @@ class LabelledImage:
     rows: list[int] = field(default_factory=list)   # rows of mask pixels
     cols: list[int] = field(default_factory=list)
     scale: float = 1.0     # the image and mask as training sees them (``--scale``)
+    bit_depth: int | None = None  # a 16-bit file's pixels read over this many bits
     digest: str = ""       # of the decoded pixels (:func:`pixel_digest`): equal for copies
     copies: list[LabelledImage] = field(default_factory=list, repr=False)  # set aside
     copies_differ: bool = False  # their defect masks differ from its own (merged)
@@ -153,7 +154,7 @@ class LabelledImage:
             return self._image
         from deepseek.manufacturing.images import read_gray, rescale
 
-        img = read_gray(self.path)
+        img = read_gray(self.path, bit_depth=self.bit_depth)
         if img.shape != self.shape:
             raise ManufacturingError(f"{self.path}: changed since it was listed ({self.shape} "
                                      f"-> {img.shape}); restart the training")
@@ -262,16 +263,17 @@ def set_aside_copies(items: list[LabelledImage]) -> list[LabelledImage]:
     return out
 
 
-def distinct_images(files: list[Path]) -> list[LabelledImage]:
+def distinct_images(files: list[Path], bit_depth: int | None = None) -> list[LabelledImage]:
     """Unlabelled image files as good items with copies of an image (equal pixels) set aside
-    (:func:`set_aside_copies`: the items kept, in order, each with its copies and digest)."""
+    (:func:`set_aside_copies`: the items kept, in order, each with its copies and digest);
+    ``bit_depth``: as :func:`~deepseek.manufacturing.images.read_gray`."""
     from deepseek.manufacturing.images import read_gray
 
     items = []
     for p in files:
-        img = read_gray(p)
+        img = read_gray(p, bit_depth=bit_depth)
         items.append(LabelledImage(p, False, "folder", (int(img.shape[0]), int(img.shape[1])),
-                                   digest=pixel_digest(img)))
+                                   digest=pixel_digest(img), bit_depth=bit_depth))
     return set_aside_copies(items)
 
 
@@ -945,12 +947,16 @@ def _read_mask(mpath: Path, img: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def read_labelled(root: str | Path, group_pattern: str | None = None,
-                  cache_mb: float = CACHE_MB, scale: float = 1.0) -> list[LabelledImage]:
+                  cache_mb: float = CACHE_MB, scale: float = 1.0,
+                  bit_depth: int | None = None) -> list[LabelledImage]:
     """Every part image below ``root`` with its label (module docstring rules), its pixels
-    and mask at ``scale`` (:func:`~deepseek.manufacturing.images.rescale`). Pixels and
-    masks stay in memory up to ``cache_mb`` in all; the rest are read again when used."""
+    and mask at ``scale`` (:func:`~deepseek.manufacturing.images.rescale`), a 16-bit file's
+    pixels read over ``bit_depth`` bits (:func:`~deepseek.manufacturing.images.read_gray`).
+    Pixels and masks stay in memory up to ``cache_mb`` in all; the rest are read again when
+    used."""
     from deepseek.manufacturing.images import (
         IMAGE_SUFFIXES,
+        check_bit_depth,
         check_scale,
         list_images,
         read_gray,
@@ -959,6 +965,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     )
 
     scale = check_scale(scale)
+    bit_depth = check_bit_depth(bit_depth)
 
     root = Path(root)
     if not root.is_dir():
@@ -972,7 +979,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     out = []
     budget = cache_mb * 1e6
     for p in files:
-        img = read_gray(p)
+        img = read_gray(p, bit_depth=bit_depth)
         shape = (int(img.shape[0]), int(img.shape[1]))
         folder = _folder_label(p, root)
         mpath = _find_mask(p)
@@ -1012,7 +1019,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
                                      f"{'defect' if defect else 'good'}; fix one of them")
         item = LabelledImage(p, defect, source, shape, label, group_of(p, root, group_pattern),
                              scale=scale, digest=pixel_digest(img),
-                             coco=entry if source == "coco" else None)
+                             coco=entry if source == "coco" else None, bit_depth=bit_depth)
         if scale != 1:
             img = rescale(img, scale)
             mask = None if mask is None else rescale_mask(mask, scale)

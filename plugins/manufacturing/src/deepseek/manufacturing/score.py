@@ -156,6 +156,17 @@ def stored_scale(model: Any) -> float:
     return float(scale) if isinstance(scale, (int, float)) and lo <= scale <= hi else 1.0
 
 
+def stored_bit_depth(model: Any) -> int | None:
+    """The bits a network's 16-bit training photos were read over (``train --folder
+    --bit-depth``; None: the full 16 bits): its photos are read the same way."""
+    from deepseek.manufacturing.formats import BIT_DEPTHS
+
+    bits = _stored_extra(model).get("bit_depth")
+    lo, hi = BIT_DEPTHS
+    return bits if isinstance(bits, int) and not isinstance(bits, bool) and \
+        lo <= bits <= hi else None
+
+
 def stored_views(model: Any) -> int:
     """The views (:func:`score_image`) a network's stored threshold was set with: what
     ``train --folder`` stored (``--views``, 1 by default), 1 for anything else (the packaged
@@ -235,6 +246,7 @@ class Scorer:
         self.memory, self.threshold, self.frames = memory, float(threshold), frames
         self.views = views
         self.scale = stored_scale(model) if memory is None else 1.0
+        self.bit_depth = stored_bit_depth(model) if memory is None else None
         self.net = load_net(model).eval() if memory is None else None
 
     @property
@@ -251,7 +263,7 @@ class Scorer:
         from deepseek.manufacturing.stream import box_from_map
 
         p = Path(path)
-        img = read_gray(p) if image is None else image
+        img = read_gray(p, bit_depth=self.bit_depth) if image is None else image
         if self.memory is None:  # at the scale the model was trained at
             prob, pmap = score_image(self.net, rescale(img, self.scale), self.frames, self.views)
             stride, shown = STRIDE / self.scale, pmap
@@ -311,7 +323,7 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
     for i, p in enumerate(tqdm(files, desc="scoring",
                                disable=progress is False or len(files) < 20)):
         try:
-            img = read_gray(p)
+            img = read_gray(p, bit_depth=scorer.bit_depth)
         except ManufacturingError as exc:
             if unreadable is None:
                 raise

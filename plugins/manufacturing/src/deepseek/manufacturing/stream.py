@@ -515,13 +515,21 @@ class DefectStream:
             raise ManufacturingError(f"threshold={threshold}: must be between 0 and 1")
         if max_batch < 1:
             raise ManufacturingError("max_batch must be at least 1")
-        self.source = (source if isinstance(source, FrameSource)
-                       else FrameSource.open(source, **(source_options or {})))
-        self.net = load_net(model)
+        extra: dict[str, Any] = {}
         if isinstance(model, (str, Path)) and str(model).endswith(".safetensors"):
             from deepseek.loader import read_model_extra
 
-            scale = read_model_extra(model).get("scale", 1.0)
+            extra = read_model_extra(model)
+        # 16-bit frames read over the bits the model's photos were (train --bit-depth),
+        # unless the caller says otherwise; 8-bit frames are read as they are either way
+        bits = extra.get("bit_depth")
+        opts = {**({"bit_depth": bits} if isinstance(bits, int) else {}),
+                **(source_options or {})}
+        self.source = (source if isinstance(source, FrameSource)
+                       else FrameSource.open(source, **opts))
+        self.net = load_net(model)
+        if extra:
+            scale = extra.get("scale", 1.0)
             if scale != 1.0:  # the stream scores frames at the size they come in
                 log.warning("%s: trained on part photos scaled by %g (train --scale); the "
                             "stream scores its frames as they come, unscaled: give it frames "

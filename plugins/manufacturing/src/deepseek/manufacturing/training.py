@@ -530,7 +530,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
                 target_fpr: float = 0.003, folds: int = 5,
                 crack_depth: tuple[float, float] = TRAIN_CRACK_DEPTH,
                 hard_negatives: float = HARD_NEGATIVES, views: int = 1,
-                scale: float = 1.0, rotate: str = ROTATE) -> dict[str, Any]:
+                scale: float = 1.0, rotate: str = ROTATE,
+                bit_depth: int | None = None) -> dict[str, Any]:
     """Train ``model`` (``defect-3dcnn-lstm``, or any registered model that fits the task:
     uint8 clips ``[N, T, H, W]`` in, ``(frame logits [N, T], maps [N, T, h, w], state)`` out)
     and write ``out_dir/model.safetensors`` (+ ``.json``).
@@ -570,6 +571,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     (:data:`~deepseek.manufacturing.labelled.ROTATIONS`): ``"small"`` (up to 10 degrees)
     keeps the training images' crack directions, ``"any"`` trains a crack in every
     direction.
+    ``bit_depth`` (``folder`` only): the bits a 16-bit image's pixels hold (12 for a 12-bit
+    camera's data in 16-bit words), read over that range instead of the full 16 bits;
+    stored with the model, so that ``score`` and ``calibrate`` read its photos the same way.
     ``deepseek manufacturing score`` uses the stored threshold by default. ``lr`` defaults to
     1e-3 from the packaged weights, 3e-3 from scratch."""
     from deepseek.loader import build_registered, require_fit
@@ -585,6 +589,12 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     from deepseek.manufacturing.images import check_scale
 
     scale = check_scale(scale)
+    from deepseek.manufacturing.images import check_bit_depth
+
+    bit_depth = check_bit_depth(bit_depth)
+    if bit_depth is not None and folder is None:
+        raise ManufacturingError("bit_depth applies to part images (folder); the synthetic "
+                                 "line is drawn in 8 bits")
     from deepseek.manufacturing.labelled import check_rotate
 
     rotate = check_rotate(rotate)
@@ -653,7 +663,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             read_labelled,
         )
 
-        items = read_labelled(folder, group_pattern, scale=scale)  # copies set aside, warned
+        items = read_labelled(folder, group_pattern, scale=scale,  # copies set aside, warned
+                              bit_depth=bit_depth)
         joined = join_look_alikes(items, rule_given=group_pattern is not None)
         for why in ("regrouped", "skipped"):
             if why in joined:
@@ -676,6 +687,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             return net, cfg
 
         data_info = {"data": "folder", "folder": str(folder), "scale": scale,
+                     **({"bit_depth": bit_depth} if bit_depth else {}),
                      "rotate": rotate, "images": len(items),
                      "defect_images": sum(i.defect for i in items), "crop": crop,
                      "groups": joined["groups_after"], "look_alike_pairs": joined["pairs"],
@@ -717,7 +729,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             net, cfg, history, held, val, more = _fit_held_out(
                 items, build, crops, crop, frames, seed, fit, out, resume, val_folder,
                 val_fraction, group_pattern, hard=(hard, hard_negatives), views=views,
-                scale=scale, rotate=rotate)
+                scale=scale, rotate=rotate, bit_depth=bit_depth)
             data_info.update(more)
             where = ("the validation folder" if val_folder is not None else
                      "the held-out groups")
@@ -729,7 +741,7 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             where += f", scored under {views} views"
         labels = [bool(it.defect) for it in items]
         extra = {"trained_on": "folder", "init": init, "views": views, "scale": scale,
-                 "rotate": rotate,
+                 "rotate": rotate, **({"bit_depth": bit_depth} if bit_depth else {}),
                  **_expected(held, labels, target_fpr, where)}
         if cross:
             _written_model_recall(net, items, extra, views)
@@ -998,7 +1010,7 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
                   val_fraction: float, group_pattern: str | None,
                   hard: tuple[list[HardSpot], float] = ([], 0.0), views: int = 1,
                   rotate: str = ROTATE,
-                  scale: float = 1.0) -> tuple[Any, ...]:
+                  scale: float = 1.0, bit_depth: int | None = None) -> tuple[Any, ...]:
     """One model validated on ``val_folder`` or a group split; the best epoch kept.
     (net, cfg, history, validation scores, validation items, data info)."""
     from deepseek.manufacturing.labelled import (
@@ -1009,7 +1021,7 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
     )
 
     if val_folder is not None:
-        val = read_labelled(val_folder, group_pattern, scale=scale)
+        val = read_labelled(val_folder, group_pattern, scale=scale, bit_depth=bit_depth)
         if not any(i.defect for i in val) or all(i.defect for i in val):
             raise ManufacturingError(f"{val_folder}: validation needs good and defect images")
     else:
