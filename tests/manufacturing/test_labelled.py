@@ -1185,7 +1185,7 @@ def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path):
     with pytest.raises(ManufacturingError, match=r"over\.png: 16-bit pixels reach 4096, over "
                                                  r"the 12-bit range"):
         score_images([tmp_path / "over.png"], info["model"], progress=False)
-    for bad in (8, 17, True):
+    for bad in (7, 17, True):
         with pytest.raises(ManufacturingError, match="bit_depth="):
             train_model(tmp_path / "run2", folder=raw, bit_depth=bad, **kw)
     with pytest.raises(ManufacturingError, match="bit_depth applies to part images"):

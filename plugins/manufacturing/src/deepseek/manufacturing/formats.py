@@ -15,5 +15,5 @@ STREAM_SCHEMES = ["rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp:
 #: a cell
 SCALE_RANGE = (0.25, 2.0)
 #: the bit depths a 16-bit image's pixels may be read over (``train --folder --bit-depth``):
-#: a 10-, 12- or 14-bit camera's data in 16-bit words
-BIT_DEPTHS = (9, 16)
+#: an 8- to 14-bit camera's data in 16-bit words
+BIT_DEPTHS = (8, 16)

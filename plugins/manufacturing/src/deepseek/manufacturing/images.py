@@ -239,7 +239,7 @@ def read_gray(path: str | Path, *, decoder: str = "auto", bit_depth: int | None 
 
 def check_bit_depth(bit_depth: int | None) -> int | None:
     """``bit_depth`` (None: the full 16 bits), or a :class:`ManufacturingError` when it is
-    not a whole number of bits from 9 to 16."""
+    not a whole number of bits from 8 to 16."""
     lo, hi = BIT_DEPTHS
     if bit_depth is None:
         return None
@@ -271,7 +271,7 @@ def _warn_low_bits(img: np.ndarray, path: str | Path) -> None:
                 "gives %d bits, train with --bit-depth %d (the model keeps it, and score and "
                 "calibrate read its photos the same way), or convert the images to 8 bits "
                 "over that range (pixel * 255 / %d) (said once)", path, top, bits,
-                round(top * 255 / 65535), max(bits, 9), max(bits, 9), (1 << bits) - 1)
+                round(top * 255 / 65535), bits, bits, (1 << bits) - 1)
 
 
 # -- pixels -----------------------------------------------------------------------------------
