@@ -1139,7 +1139,7 @@ def test_a_model_trained_enlarged_scores_photos_enlarged(tmp_path):
     assert min(abs(info["threshold"] - r.score) for r in stored) < 1e-9
 
 
-def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path):
+def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path, monkeypatch):
     """``--bit-depth 12``: 16-bit photos holding 12-bit data are read over 0-4095 (not as gray
     levels 0-16), in training, by the model written (stored) and by score and calibrate; a
     pixel over 4095 is refused by name; the option goes with labelled folders only."""
@@ -1174,6 +1174,14 @@ def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path):
     # calibrate reads them so too: it knows the images the model learnt from
     cal = calibrate(raw, info["model"], target_fpr=0.34, progress=False)
     assert cal["trained_on_images"] == 6
+    # score --evaluate reads the labelled folder's photos the model's way: no 12-bit warning
+    from deepseek.manufacturing import images
+
+    monkeypatch.setattr(images, "_LOW_BITS_SAID", False)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(raw), "--model",
+                                           str(info["model"]), "--evaluate"])
+    assert res.exit_code == 0 and "labels: 3 defect of 6 images" in res.stdout
+    assert "under 4096" not in res.stderr and not images._LOW_BITS_SAID
     # and the stream opens its source at the model's depth unless told otherwise
     from deepseek.manufacturing.stream import DefectStream
 

@@ -354,9 +354,9 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         write_csv(results, csv_path, unreadable)
     report = None
     if evaluate:
-        from deepseek.manufacturing.score import evaluate_scores
+        from deepseek.manufacturing.score import evaluate_scores, stored_bit_depth
 
-        report = evaluate_scores(results, paths[0])
+        report = evaluate_scores(results, paths[0], bit_depth=stored_bit_depth(model))
     if as_json:
         out = [r.to_dict() for r in results]
         for u in unreadable:  # in its place among the files

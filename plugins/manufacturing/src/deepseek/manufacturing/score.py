@@ -335,7 +335,8 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
 
 
 def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.01,
-                    group_pattern: str | None = None) -> dict[str, Any]:
+                    group_pattern: str | None = None, bit_depth: int | None = None
+                    ) -> dict[str, Any]:
     """Image and pixel metrics of scored images against their labels (found under ``root``
     by the rules of :mod:`deepseek.manufacturing.labelled`): image AUROC and average
     precision; recall, false-positive rate and precision at the threshold the images were
@@ -346,7 +347,8 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     each image's own darkness as the map, which a model must beat to be said to locate
     cracks. A copy of another scored image (equal pixels, see
     :func:`~deepseek.manufacturing.labelled.set_aside_copies`) counts once
-    (``copies_left_out``: how many results were left out so)."""
+    (``copies_left_out``: how many results were left out so). ``bit_depth``: how the model
+    read 16-bit photos (:func:`stored_bit_depth`), so that copies are told as it saw them."""
     from deepseek.manufacturing.labelled import read_labelled
     from deepseek.manufacturing.metrics import (
         average_precision,
@@ -356,7 +358,7 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
         upsample_map,
     )
 
-    items = {str(i.path): i for i in read_labelled(root, group_pattern)}
+    items = {str(i.path): i for i in read_labelled(root, group_pattern, bit_depth=bit_depth)}
     copies = {str(c.path) for i in items.values() for c in i.copies}
     missing = [r.path for r in results if r.path not in items and r.path not in copies]
     if missing:
