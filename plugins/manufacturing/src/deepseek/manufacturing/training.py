@@ -586,12 +586,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     from deepseek.manufacturing.stream import check_views
 
     check_views(views)
-    from deepseek.manufacturing.images import check_scale
+    from deepseek.manufacturing.images import check_bit_depth, check_scale
 
-    scale = check_scale(scale)
-    from deepseek.manufacturing.images import check_bit_depth
-
-    bit_depth = check_bit_depth(bit_depth)
+    scale, bit_depth = check_scale(scale), check_bit_depth(bit_depth)
     if bit_depth is not None and folder is None:
         raise ManufacturingError("bit_depth applies to part images (folder); the synthetic "
                                  "line is drawn in 8 bits")
@@ -777,21 +774,29 @@ def describe_classes(classes: dict[str, dict[str, int]]) -> str:
 ELONGATED = 4.0
 
 
+def line_axis(item: Any) -> np.ndarray | None:
+    """The main axis (x, y up) of a masked defect image's mask pixels when they form a line,
+    spreading at least :data:`ELONGATED` times as far along it as across; None for a blotch,
+    a good image, or fewer than 3 pixels."""
+    if not (item.defect and len(item.rows) >= 3):
+        return None
+    pts = np.stack([np.asarray(item.cols, np.float64), -np.asarray(item.rows, np.float64)])
+    w, v = np.linalg.eigh(np.cov(pts))
+    return v[:, 1] if w[0] <= 0 or w[1] >= ELONGATED ** 2 * w[0] else None
+
+
 def defect_directions(items: list) -> dict[str, Any] | None:
     """Which way the training images' defects run: each masked defect image's main axis (of
     its mask pixels), in degrees from the image's width (-90 to 90, counter-clockwise as
-    seen), for those that are lines rather than blotches (:data:`ELONGATED`): how many
+    seen), for those that are lines rather than blotches (:func:`line_axis`): how many
     (``defects``), the narrowest range of directions holding them all (``arc_degrees``, near
     180 when they run every way) and its middle (``centre_degrees``). None when fewer than 3
     defects have a direction."""
     angles = []
     for it in items:
-        if not (it.defect and len(it.rows) >= 3):
-            continue
-        pts = np.stack([np.asarray(it.cols, np.float64), -np.asarray(it.rows, np.float64)])
-        w, v = np.linalg.eigh(np.cov(pts))
-        if w[0] <= 0 or w[1] >= ELONGATED ** 2 * w[0]:
-            angles.append(float(np.degrees(np.arctan2(v[1, 1], v[0, 1]))) % 180.0)
+        axis = line_axis(it)
+        if axis is not None:
+            angles.append(float(np.degrees(np.arctan2(axis[1], axis[0]))) % 180.0)
     if len(angles) < 3:
         return None
     a = np.sort(np.array(angles))
@@ -809,8 +814,8 @@ NARROW_ARC = 90.0
 
 
 def defect_widths(items: list, scale: float = 1.0) -> dict[str, Any] | None:
-    """How wide the training images' line-shaped defects are (those :func:`defect_directions`
-    counts as lines), in the photos' own pixels: each mask's width is twice the 95th
+    """How wide the training images' line-shaped defects are (:func:`line_axis`), in the
+    photos' own pixels: each mask's width is twice the 95th
     percentile of its pixels' distance to the nearest unmarked pixel, less one (OpenCV's
     distance transform of the mask as training sees it, divided by ``scale``: a line 1, 3 or
     5 pixels across measures 1, 3 or 5). ``{"defects", "median_px",
@@ -821,13 +826,9 @@ def defect_widths(items: list, scale: float = 1.0) -> dict[str, Any] | None:
     cv2 = require_cv2("defect widths")
     widths = []
     for it in items:
-        if not (it.defect and len(it.rows) >= 3):
-            continue
+        if line_axis(it) is None:
+            continue  # a blotch has no width across a direction
         rows, cols = np.asarray(it.rows), np.asarray(it.cols)
-        pts = np.stack([cols.astype(np.float64), -rows.astype(np.float64)])
-        w = np.linalg.eigvalsh(np.cov(pts))
-        if not (w[0] <= 0 or w[1] >= ELONGATED ** 2 * w[0]):
-            continue  # a blotch: no width across a direction
         r0, c0 = rows.min() - 1, cols.min() - 1  # a one-pixel margin of surface round it
         m = np.zeros((rows.max() - r0 + 2, cols.max() - c0 + 2), np.uint8)
         m[rows - r0, cols - c0] = 1
