@@ -325,7 +325,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     An image that cannot be read (damaged, cut short) is listed on stderr and the others are
     still scored; the exit status is then 1 (with --evaluate it stops the run).
     """
-    from deepseek.manufacturing.score import score_images, write_csv
+    from deepseek.manufacturing.score import in_file_order, score_images, write_csv
 
     if evaluate and (len(paths) != 1 or not Path(paths[0]).is_dir()):
         raise click.UsageError("--evaluate takes one labelled folder as PATH")
@@ -358,9 +358,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
 
         report = evaluate_scores(results, paths[0], bit_depth=stored_bit_depth(model))
     if as_json:
-        out = [r.to_dict() for r in results]
-        for u in unreadable:  # in its place among the files
-            out.insert(u.index, u.to_dict())
+        out = [r.to_dict() for r in in_file_order(results, unreadable)]
         click.echo(json.dumps(out if report is None else {"images": out, "evaluation": report},
                               indent=2))
         _unreadable_exit(unreadable)

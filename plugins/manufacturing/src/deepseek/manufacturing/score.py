@@ -149,22 +149,23 @@ def stored_threshold(model: Any) -> float | None:
 def stored_scale(model: Any) -> float:
     """The image scale a network was trained at (``train --folder --scale``; 1 for anything
     else): its photos are scaled the same way before they are scored."""
-    from deepseek.manufacturing.formats import SCALE_RANGE
+    from deepseek.manufacturing.images import check_scale
 
-    scale = _stored_extra(model).get("scale", 1.0)
-    lo, hi = SCALE_RANGE
-    return float(scale) if isinstance(scale, (int, float)) and lo <= scale <= hi else 1.0
+    try:
+        return check_scale(_stored_extra(model).get("scale", 1.0))
+    except ManufacturingError:  # not a scale training writes
+        return 1.0
 
 
 def stored_bit_depth(model: Any) -> int | None:
     """The bits a network's 16-bit training photos were read over (``train --folder
     --bit-depth``; None: the full 16 bits): its photos are read the same way."""
-    from deepseek.manufacturing.formats import BIT_DEPTHS
+    from deepseek.manufacturing.images import check_bit_depth
 
-    bits = _stored_extra(model).get("bit_depth")
-    lo, hi = BIT_DEPTHS
-    return bits if isinstance(bits, int) and not isinstance(bits, bool) and \
-        lo <= bits <= hi else None
+    try:
+        return check_bit_depth(_stored_extra(model).get("bit_depth"))
+    except ManufacturingError:  # not a depth training writes
+        return None
 
 
 def stored_views(model: Any) -> int:
@@ -414,6 +415,16 @@ def darkness_cells(image: np.ndarray, stride: float) -> np.ndarray:
     return (255.0 - cells) / 255.0
 
 
+def in_file_order(results: list[ImageScore], unreadable: Iterable[UnreadableImage] = ()
+                  ) -> list[ImageScore | UnreadableImage]:
+    """The scored images and the unreadable ones (:func:`score_images`) together, each in
+    its place among the files found."""
+    out: list[ImageScore | UnreadableImage] = list(results)
+    for u in sorted(unreadable, key=lambda u: u.index):  # the results fill the gaps
+        out.insert(u.index, u)
+    return out
+
+
 def write_csv(results: list[ImageScore], path: str | Path,
               unreadable: Iterable[UnreadableImage] = ()) -> Path:
     """Write one CSV row per image (path, size, score, defect, box, heatmap, error); returns
@@ -423,10 +434,10 @@ def write_csv(results: list[ImageScore], path: str | Path,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [[r.path, r.width, r.height, f"{r.score:.6f}", int(r.defect),
-             *(r.box if r.box else ("", "", "", "")), r.heatmap or "", ""] for r in results]
-    for u in sorted(unreadable, key=lambda u: u.index):  # in place: the results fill the gaps
-        rows.insert(u.index, [u.path, *[""] * 9, u.error])
+    rows = [[r.path, *[""] * 9, r.error] if isinstance(r, UnreadableImage) else
+            [r.path, r.width, r.height, f"{r.score:.6f}", int(r.defect),
+             *(r.box if r.box else ("", "", "", "")), r.heatmap or "", ""]
+            for r in in_file_order(results, unreadable)]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1",
