@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import cv2
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from deepseek.batch import item_key, run_batch
@@ -46,3 +48,44 @@ def test_batch_scores_equal_the_command_item_by_item(tmp_path):
         assert got == json.loads(res.stdout)
     assert len(json.loads((out / "items" / f"{item_key(str(root / 'box'))}.json")
                           .read_text())) == 2
+
+
+def test_a_folder_with_a_damaged_photo_keeps_the_others_scores(tmp_path):
+    rng = np.random.default_rng(1)
+    day = tmp_path / "day"
+    day.mkdir()
+    for name in ("a.png", "c.png"):
+        cv2.imwrite(str(day / name), np.clip(rng.normal(150, 12, (48, 64)), 0, 255)
+                    .astype(np.uint8))
+    ok, buf = cv2.imencode(".jpg", np.clip(rng.normal(120, 20, (48, 64)), 0, 255)
+                           .astype(np.uint8))
+    (day / "b.jpg").write_bytes(buf.tobytes()[: len(buf) // 2])  # a write interrupted
+    dead = tmp_path / "dead"  # a folder where nothing can be read
+    dead.mkdir()
+    (dead / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    (dead / "y.jpg").write_bytes(buf.tobytes()[:40])
+    single = tmp_path / "lone.jpg"
+    single.write_bytes(buf.tobytes()[: len(buf) // 2])
+    out = tmp_path / "out"
+    rep = run_batch("manufacturing score", [str(day), str(dead), str(single)], out,
+                    workers=1, progress=False, options={"threshold": 0.3})
+    assert (rep.ok, rep.failed) == (1, 2)
+    got = json.loads((out / "items" / f"{item_key(str(day))}.json").read_text())
+    # what score --json prints for the folder: the damaged photo in its place, no score
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(day), "--threshold",
+                                           "0.3", "--json"])
+    assert res.exit_code == 1
+    assert got == json.loads(res.stdout)
+    assert [r["score"] is None for r in got] == [False, True, False]
+    assert "b.jpg: the JPEG is cut short" in got[1]["error"]
+    failed = {k: json.loads((out / "failed" / f"{item_key(str(k))}.json").read_text())
+              for k in (dead, single)}
+    assert "none of its 2 images could be read" in failed[dead]["error"]
+    assert "lone.jpg: the JPEG is cut short" in failed[single]["error"]
+    with open(out / "summary.csv") as f:
+        rows = {r["source"]: r for r in csv.DictReader(f)}
+    row = rows[str(day)]
+    assert (row["status"], row["images"], row["unreadable"]) == ("ok", "3", "1")
+    assert float(row["max_score"]) == pytest.approx(max(r["score"] for r in got
+                                                        if r["score"] is not None), rel=1e-5)
+    assert rows[str(dead)]["status"] == "failed"

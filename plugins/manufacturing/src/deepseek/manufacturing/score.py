@@ -282,6 +282,30 @@ class Scorer:
                           box, written, self.threshold,
                           self.views if self.memory is None else 1, self.scale, pmap, stride)
 
+    def score_files(self, files: list[Path], heatmaps: str | Path | None = None, *,
+                    progress: bool | None = None,
+                    unreadable: list[UnreadableImage] | None = None) -> list[ImageScore]:
+        """Score image files (as :func:`image_paths` lists them) in order; ``heatmaps`` and
+        ``unreadable`` as in :func:`score_images`."""
+        from tqdm.auto import tqdm
+
+        out_dir = Path(heatmaps) if heatmaps is not None else None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        results = []
+        for i, p in enumerate(tqdm(files, desc="scoring",
+                                   disable=progress is False or len(files) < 20)):
+            try:
+                img = read_gray(p, bit_depth=self.bit_depth)
+            except ManufacturingError as exc:
+                if unreadable is None:
+                    raise
+                unreadable.append(UnreadableImage(i, str(p), str(exc)))
+                continue
+            results.append(self.score(p, None if out_dir is None
+                                      else out_dir / f"{i:05d}-{p.stem}.png", image=img))
+        return results
+
 
 @dataclass
 class UnreadableImage:
@@ -313,26 +337,9 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
     (:class:`UnreadableImage`) and the others are still scored, so one damaged photo in a
     day's folder does not cost the scores of the rest (``score`` then lists them and exits
     with status 1)."""
-    from tqdm.auto import tqdm
-
     scorer = Scorer(model, threshold=threshold, frames=frames, views=views)
-    files = image_paths(paths)
-    out_dir = Path(heatmaps) if heatmaps is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for i, p in enumerate(tqdm(files, desc="scoring",
-                               disable=progress is False or len(files) < 20)):
-        try:
-            img = read_gray(p, bit_depth=scorer.bit_depth)
-        except ManufacturingError as exc:
-            if unreadable is None:
-                raise
-            unreadable.append(UnreadableImage(i, str(p), str(exc)))
-            continue
-        results.append(scorer.score(p, None if out_dir is None
-                                    else out_dir / f"{i:05d}-{p.stem}.png", image=img))
-    return results
+    return scorer.score_files(image_paths(paths), heatmaps, progress=progress,
+                              unreadable=unreadable)
 
 
 def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.01,

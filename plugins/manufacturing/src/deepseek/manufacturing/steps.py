@@ -6,18 +6,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deepseek.manufacturing.score import PACKAGED, Scorer, image_paths
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.score import PACKAGED, Scorer, image_paths, in_file_order
 
 
 def score_step(*, model: str = PACKAGED, threshold: float | None = None,
                calibration: str | None = None) -> Callable[[str], list[dict[str, Any]]]:
     """``deepseek batch manufacturing score``: the model loaded once; ``step(path)`` scores
     one image, or every image of one folder, and returns what ``deepseek manufacturing score
-    PATH --json`` prints with the same --model, --threshold and --calibration."""
+    PATH --json`` prints with the same --model, --threshold and --calibration.
+
+    An image of a folder that cannot be read is listed in its place as ``score --json``
+    lists it (``"score": null`` and the ``error``) and the folder's other images are scored;
+    the item fails (naming the file) only when none of its images could be read, so a
+    single-image input that cannot be read fails, and a later run tries it again."""
     scorer = calibrated_scorer(model, threshold, calibration)
 
     def step(path: str) -> list[dict[str, Any]]:
-        return [scorer.score(p).to_dict() for p in image_paths([path])]
+        unreadable: list[Any] = []
+        results = scorer.score_files(image_paths([path]), progress=False,
+                                     unreadable=unreadable)
+        if unreadable and not results:
+            raise ManufacturingError(unreadable[0].error if len(unreadable) == 1 else
+                                     f"{path}: none of its {len(unreadable)} images could "
+                                     f"be read; the first: {unreadable[0].error}")
+        return [r.to_dict() for r in in_file_order(results, unreadable)]
 
     return step
 
@@ -61,6 +74,10 @@ def leave_out(source: str) -> str | None:
 
 
 def score_summary(result: list[dict[str, Any]]) -> dict[str, Any]:
-    """An input's row in the batch table: images, how many flagged, the highest score."""
+    """An input's row in the batch table: images, how many flagged, the highest score, and
+    how many could not be read (a folder's damaged photos, listed with their errors in the
+    item's result)."""
+    scores = [r["score"] for r in result if r.get("score") is not None]
     return {"images": len(result), "defects": sum(bool(r.get("defect")) for r in result),
-            "max_score": max((r["score"] for r in result), default=None)}
+            "max_score": max(scores, default=None),
+            "unreadable": sum(r.get("score") is None for r in result)}
