@@ -470,3 +470,51 @@ def test_memory_stores_and_score_prints_its_expected_false_alarm_rate(line, tmp_
     res = CliRunner().invoke(cli, ["manufacturing", "score", str(root / "test"), "--model",
                                    str(path), "--threshold", "1.0"])
     assert res.exit_code == 0 and "expected at" not in res.output
+
+
+def test_good_parts_models_read_a_12_bit_camera_over_its_own_range(tmp_path):
+    """``train --good-only DIR --bit-depth 12`` (each method): 16-bit photos holding 12-bit
+    data read over 0-4095 in fitting, stored with the model, and read so by score and
+    calibrate: the same scores as the photos' 8-bit conversion, a pixel over 4095 refused."""
+    from deepseek.manufacturing.calibration import calibrate
+    from deepseek.manufacturing.draem import fit_draem
+    from deepseek.manufacturing.images import to_gray
+    from deepseek.manufacturing.score import Scorer, stored_bit_depth
+    from deepseek.manufacturing.training import train_good_only
+
+    raw, eight = tmp_path / "raw", tmp_path / "eight"
+    raw.mkdir()
+    eight.mkdir()
+    for i in range(6):
+        img = read_gray(_surface(tmp_path / "tmp" / f"p{i}.png", 300 + i, crack=i == 5))
+        twelve = (img.astype(np.uint16) * 16 + i).astype(np.uint16)
+        cv2.imwrite(str(raw / f"p{i}_a.png"), twelve)
+        cv2.imwrite(str(eight / f"p{i}_a.png"), to_gray(twelve, bit_depth=12))
+    assert read_gray(raw / "p0_a.png").max() <= 16  # over the full 16 bits: the problem
+    mem = fit_memory(raw, folds=2, progress=False, bit_depth=12)
+    ref = fit_memory(eight, folds=2, progress=False)
+    assert mem.meta["bit_depth"] == 12 and "bit_depth" not in ref.meta
+    assert mem.threshold == ref.threshold  # fitted on the same pixels
+    draem = fit_draem(raw, folds=2, steps=4, batch=2, crop=32, channels=4, progress=False,
+                      bit_depth=12)
+    models = {"memory": mem.save(tmp_path / "m.safetensors"),
+              "draem": draem.save(tmp_path / "d.safetensors"),
+              "pasted": train_good_only(tmp_path / "pasted", raw, folds=2, crop=32,
+                                        crops_per_epoch=4, epochs=1, batch_size=4,
+                                        progress=False, bit_depth=12)["model"]}
+    over = np.full((80, 112), 4096, np.uint16)
+    cv2.imwrite(str(tmp_path / "over.png"), over)
+    for name, model in models.items():
+        assert stored_bit_depth(model) == 12 and Scorer(model).bit_depth == 12, name
+        on_raw = [r.score for r in score_images([raw], model, progress=False)]
+        on_eight = [r.score for r in score_images([eight], model, progress=False)]
+        assert on_raw == on_eight, name
+        cal = calibrate(raw, model, all_good=True, target_fpr=0.2, progress=False)
+        assert cal["trained_on_images"] == 6, name  # the digests of the pixels it learnt
+        with pytest.raises(ManufacturingError, match="over the 12-bit range"):
+            score_images([tmp_path / "over.png"], model, progress=False)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "cli"), "--good-only", str(raw),
+                                           "--folds", "2", "--bit-depth", "12", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["bit_depth"] == 12

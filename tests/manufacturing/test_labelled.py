@@ -1102,7 +1102,7 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     assert res.exit_code == 0 and "stores the threshold" not in res.stderr
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "run3"), "--scale", "0.5"])
-    assert res.exit_code == 2 and "--scale, --bit-depth and --rotate go with --folder" in res.output
+    assert res.exit_code == 2 and "--scale and --rotate go with --folder" in res.output
 
 
 def test_a_model_trained_enlarged_scores_photos_enlarged(tmp_path):
@@ -1142,7 +1142,7 @@ def test_a_model_trained_enlarged_scores_photos_enlarged(tmp_path):
 def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path, monkeypatch):
     """``--bit-depth 12``: 16-bit photos holding 12-bit data are read over 0-4095 (not as gray
     levels 0-16), in training, by the model written (stored) and by score and calibrate; a
-    pixel over 4095 is refused by name; the option goes with labelled folders only."""
+    pixel over 4095 is refused by name; the synthetic clips take no depth."""
     from deepseek.manufacturing.calibration import calibrate
     from deepseek.manufacturing.images import to_gray
     from deepseek.manufacturing.score import Scorer, score_images
@@ -1199,9 +1199,8 @@ def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path, monkeypa
     with pytest.raises(ManufacturingError, match="bit_depth applies to part images"):
         train_model(tmp_path / "run2", clips=2, bit_depth=12)
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
-                                           str(tmp_path / "run3"), "--good-only", str(raw),
-                                           "--bit-depth", "12"])
-    assert res.exit_code == 2 and "--bit-depth goes with --folder" in res.output
+                                           str(tmp_path / "run3"), "--bit-depth", "12"])
+    assert res.exit_code == 2 and "--bit-depth goes with --folder or --good-only" in res.output
 
 
 def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):

@@ -302,8 +302,8 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
                target_fpr: float = 0.003, folds: int = 5, max_bank: int = 10_000,
                seed: int = 0, progress: bool | None = None,
                group_pattern: str | None = None, selection: str = "uniform",
-               top_fraction: float = TOP_FRACTION, crack_weight: float = CRACK_WEIGHT
-               ) -> PatchMemory:
+               top_fraction: float = TOP_FRACTION, crack_weight: float = CRACK_WEIGHT,
+               bit_depth: int | None = None) -> PatchMemory:
     """Fit the memory on the good images of ``folder`` (recursive; masks and labels skipped)
     and set its threshold on out-of-fold scores.
 
@@ -328,10 +328,12 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     under :data:`CRACK_VIEWS` views) takes that share of the score: standardised on the good
     images' logits (the backbone is not fitted to them, so all of them serve) and added in
     units of the spread of the memory's out-of-fold good scores, before the threshold is
-    set on the sums."""
+    set on the sums. ``bit_depth``: the bits a camera's 16-bit photos hold (``train
+    --bit-depth``; None: the full 16 bits), stored so that ``score`` reads them the same way.
+    """
     from tqdm.auto import tqdm
 
-    from deepseek.manufacturing.images import image_paths
+    from deepseek.manufacturing.images import check_bit_depth, image_paths
     from deepseek.manufacturing.labelled import good_folds, image_digests
     from deepseek.manufacturing.stream import weights_sha256
 
@@ -350,13 +352,15 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         raise ManufacturingError(f"crack_weight={crack_weight}: give the crack model's share "
                                  f"of the score, from 0 (the memory alone) to below 1 "
                                  f"[{CRACK_WEIGHT}]")
+    bit_depth = check_bit_depth(bit_depth)
     root = Path(folder)
     files = image_paths([root])
     if len(files) < 2:
         raise ManufacturingError(f"{folder}: {len(files)} good image(s); give at least 2 (one "
                                  "to remember, one to set the threshold on), better dozens")
     # the pixels decoded for the grouping are kept (up to the cache) for features and scores
-    fold, grouping, items = good_folds(files, root, folds, seed, group_pattern)
+    fold, grouping, items = good_folds(files, root, folds, seed, group_pattern,
+                                       bit_depth=bit_depth)
     files = [it.path for it in items]  # copies of an image set aside
     k = int(fold.max()) + 1
     net = _backbone(backbone)
@@ -389,6 +393,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         "feature_dim": 64, "fit_images": len(files), "patches_seen": int(seen),
         "bank": int(len(bank)), "selection": selection, "top_fraction": top_fraction,
         "folds": k, "target_fpr": target_fpr, "crack": crack,
+        **({"bit_depth": bit_depth} if bit_depth is not None else {}),
         "groups": int(grouping["groups_after"]), "image_digests": image_digests(items),
         **{key: grouping[key] for key in ("regrouped", "skipped", "copies") if key in grouping},
         **out_of_fold_threshold(scores, target_fpr, k)}

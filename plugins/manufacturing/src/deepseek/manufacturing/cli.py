@@ -604,10 +604,10 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
               "cracks a few pixels wide. Stored with the model, whose photos `score` scales "
               "the same way [1: as they are].")
 @click.option("--bit-depth", type=click.IntRange(*BIT_DEPTHS), default=None,
-              help="--folder: the bits a 16-bit image's pixels hold (12 for a 12-bit "
-              "camera's data in 16-bit words): read over that range instead of the full 16 "
-              "bits, a pixel above it refused. Stored with the model, whose photos `score` "
-              "and `calibrate` read the same way [16; 8-bit images as they are].")
+              help="--folder or --good-only: the bits a 16-bit image's pixels hold (12 for "
+              "a 12-bit camera's data in 16-bit words): read over that range instead of the "
+              "full 16 bits, a pixel above it refused. Stored with the model, whose photos "
+              "`score` and `calibrate` read the same way [16; 8-bit images as they are].")
 @click.option("--rotate", type=click.Choice(["small", "any"]), default=None,
               help="--folder: how the training crops are turned. small: up to 10 degrees, "
               "the cracks keep the directions they have in the training images (the model "
@@ -722,7 +722,6 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
             raise click.UsageError("give --folder (labelled images) or --good-only, not both")
         for flag, given in (("--hard-negatives", hard_negatives is not None),
                             ("--views", views is not None), ("--scale", scale is not None),
-                            ("--bit-depth", bit_depth is not None),
                             ("--rotate", rotate is not None)):
             if given:
                 raise click.UsageError(f"{flag} goes with --folder (labelled images), not "
@@ -750,7 +749,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                                   frames=clip_frames or 4, batch_size=batch_size,
                                   accum_steps=accum_steps, amp=amp,
                                   progress=False if as_json else None, model=model,
-                                  crack_depth=crack_depth)
+                                  crack_depth=crack_depth, bit_depth=bit_depth)
             from deepseek.report import echo_training
 
             echo_training(res, as_json)
@@ -776,7 +775,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
             mem = fit_draem(good_only, target_fpr=target_fpr, folds=folds,
                             steps=steps or STEPS, batch=batch_size, crop=crop or CROP,
                             lr=lr or LR, seed=seed, group_pattern=group_pattern,
-                            progress=False if as_json else None)
+                            progress=False if as_json else None, bit_depth=bit_depth)
             path = mem.save(out / "draem.safetensors")
             _echo_good_only(mem.meta, path, as_json,
                             f"DRAEM model: {path} ({len(mem.nets)} fold models from "
@@ -789,7 +788,7 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                          top_fraction=(TOP_FRACTION if memory_top_fraction is None
                                        else memory_top_fraction),
                          crack_weight=CRACK_WEIGHT if crack_weight is None else crack_weight,
-                         progress=False if as_json else None)
+                         progress=False if as_json else None, bit_depth=bit_depth)
         path = mem.save(out / "memory.safetensors")
         _echo_good_only(mem.meta, path, as_json,
                         f"memory: {path} ({mem.meta['bank']} patches from "
@@ -808,10 +807,12 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         raise click.UsageError("--crack-weight goes with --good-only (the memory)")
     if folder is None and (val_folder is not None or crops_per_epoch is not None
                            or hard_negatives is not None or views is not None
-                           or scale is not None or rotate is not None
-                           or bit_depth is not None):
+                           or scale is not None or rotate is not None):
         raise click.UsageError("--val-folder, --crops-per-epoch, --hard-negatives, --views, "
-                               "--scale, --bit-depth and --rotate go with --folder")
+                               "--scale and --rotate go with --folder")
+    if folder is None and bit_depth is not None:
+        raise click.UsageError("--bit-depth goes with --folder or --good-only (your images' "
+                               "16-bit pixels); the synthetic clips are 8-bit")
     if folder is not None and crack_depth is not None:
         raise click.UsageError("--crack-depth shapes the synthetic clips: it does not go with "
                                "--folder (your images' cracks are what they are)")

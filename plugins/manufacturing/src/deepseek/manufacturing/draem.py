@@ -370,13 +370,15 @@ def train_net(images: list[np.ndarray], *, steps: int = STEPS, batch: int = BATC
 def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOLDS,
               steps: int = STEPS, batch: int = BATCH, crop: int = CROP, lr: float = LR,
               channels: int = CHANNELS, seed: int = 0, kinds: tuple[str, ...] | None = None,
-              group_pattern: str | None = None, progress: bool | None = None) -> DraemModel:
+              group_pattern: str | None = None, progress: bool | None = None,
+              bit_depth: int | None = None) -> DraemModel:
     """Train the fold models on the good images of ``folder`` (recursive; masks and labels
     skipped) and set the threshold on their out-of-fold scores (see the module docstring).
     ``kinds``: the pasted defects, of :data:`deepseek.manufacturing.pasted.KINDS` (cracks
-    only by default, :data:`KINDS`)."""
+    only by default, :data:`KINDS`). ``bit_depth``: the bits of 16-bit photos, stored (as
+    :func:`~deepseek.manufacturing.anomaly.fit_memory`)."""
     from deepseek.manufacturing.anomaly import highest_spots, out_of_fold_threshold
-    from deepseek.manufacturing.images import image_paths
+    from deepseek.manufacturing.images import check_bit_depth, image_paths
     from deepseek.manufacturing.labelled import good_folds, image_digests
     from deepseek.manufacturing.pasted import KINDS as KNOWN
 
@@ -389,6 +391,7 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
                                  "or more of each")
     if crop < _MULTIPLE or crop % _MULTIPLE:
         raise ManufacturingError(f"crop {crop}: give a multiple of {_MULTIPLE}")
+    bit_depth = check_bit_depth(bit_depth)
     kinds = tuple(kinds or KINDS)
     unknown = [k for k in kinds if k not in KNOWN]
     if unknown:
@@ -399,7 +402,8 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
         raise ManufacturingError(f"{folder}: {len(files)} good image(s); give at least 2 (one "
                                  "to learn from, one to set the threshold on), better dozens")
     t0 = time.perf_counter()
-    fold, grouping, items = good_folds(files, root, folds, seed, group_pattern)
+    fold, grouping, items = good_folds(files, root, folds, seed, group_pattern,
+                                       bit_depth=bit_depth)
     files = [it.path for it in items]  # copies of an image set aside
     small = [scaled(it.image) for it in items]
     tiny = [str(it.path) for it, s in zip(items, small) if min(s.shape) < crop]
@@ -424,6 +428,7 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
         "kind": KIND, "scale": SCALE, "map_stride": MAP_STRIDE, "channels": channels,
         "crop": crop, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
         "kinds": list(kinds), "fit_images": len(files), "folds": k, "target_fpr": target_fpr,
+        **({"bit_depth": bit_depth} if bit_depth is not None else {}),
         "groups": int(grouping["groups_after"]), "image_digests": image_digests(items),
         **{key: grouping[key] for key in ("regrouped", "skipped", "copies") if key in grouping},
         **out_of_fold_threshold(scores, target_fpr, k, f", one model each; the model "

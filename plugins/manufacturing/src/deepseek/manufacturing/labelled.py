@@ -1297,7 +1297,8 @@ def deal_groups(names: list[str], groups: dict[str, list[int]], k: int,
 
 
 def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
-               group_pattern: str | None = None, cache_mb: float = CACHE_MB
+               group_pattern: str | None = None, cache_mb: float = CACHE_MB,
+               bit_depth: int | None = None
                ) -> tuple[np.ndarray, dict[str, Any], list[LabelledImage]]:
     """Each good image's fold (0..k-1) for an out-of-fold threshold: groups by the group rule
     of :func:`group_of`, look-alike images joined (:func:`join_look_alikes`), whole groups
@@ -1306,15 +1307,17 @@ def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
     (:func:`set_aside_copies`; listed as ``"copies"`` in what the grouping did). Returns
     (folds, what the grouping did, the images used, as good :class:`LabelledImage` items with
     their groups, in ``files`` order with the copies left out; their pixels are kept in
-    memory up to ``cache_mb`` in all, the rest read again when used)."""
+    memory up to ``cache_mb`` in all, the rest read again when used). ``bit_depth``: the bits
+    of 16-bit photos, as :func:`~deepseek.manufacturing.images.read_gray` takes it."""
     from deepseek.manufacturing.images import read_gray
 
     items = []
     budget = cache_mb * 1e6
     for p in files:
-        img = read_gray(p)
+        img = read_gray(p, bit_depth=bit_depth)
         item = LabelledImage(p, False, "folder", img.shape,
-                             group=group_of(p, root, group_pattern), digest=pixel_digest(img))
+                             group=group_of(p, root, group_pattern), digest=pixel_digest(img),
+                             bit_depth=bit_depth)
         if img.nbytes <= budget:
             item.keep(img, None)
             budget -= img.nbytes

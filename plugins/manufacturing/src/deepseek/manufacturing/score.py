@@ -158,12 +158,17 @@ def stored_scale(model: Any) -> float:
 
 
 def stored_bit_depth(model: Any) -> int | None:
-    """The bits a network's 16-bit training photos were read over (``train --folder
-    --bit-depth``; None: the full 16 bits): its photos are read the same way."""
+    """The bits a model's 16-bit training photos were read over (``train --bit-depth``, with
+    ``--folder`` or ``--good-only``; None: the full 16 bits): its photos are read the same
+    way."""
+    from deepseek.manufacturing.anomaly import memory_meta
+    from deepseek.manufacturing.draem import draem_meta
     from deepseek.manufacturing.images import check_bit_depth
 
+    good_parts = memory_meta(model) or draem_meta(model)
     try:
-        return check_bit_depth(_stored_extra(model).get("bit_depth"))
+        return check_bit_depth((_stored_extra(model) if good_parts is None else good_parts)
+                               .get("bit_depth"))
     except ManufacturingError:  # not a depth training writes
         return None
 
@@ -247,7 +252,7 @@ class Scorer:
         self.memory, self.threshold, self.frames = memory, float(threshold), frames
         self.views = views
         self.scale = stored_scale(model) if memory is None else 1.0
-        self.bit_depth = stored_bit_depth(model) if memory is None else None
+        self.bit_depth = stored_bit_depth(model)
         self.net = load_net(model).eval() if memory is None else None
 
     @property

@@ -907,7 +907,8 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
                     crop: int = 160, crops_per_epoch: int | None = None, frames: int = 4,
                     batch_size: int = 8, accum_steps: int = 1, amp: bool = False,
                     progress: bool | None = None, model: str = "defect-3dcnn-lstm",
-                    crack_depth: tuple[float, float] | None = None) -> dict[str, Any]:
+                    crack_depth: tuple[float, float] | None = None,
+                    bit_depth: int | None = None) -> dict[str, Any]:
     """Good parts only, trained: ``model`` fine-tuned from the packaged weights on the good
     images of ``folder`` with synthetic cracks pasted in
     (:mod:`deepseek.manufacturing.pasted`, darkening drawn from ``crack_depth``), written to
@@ -922,9 +923,10 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     out-of-fold scores of the good images is at most ``target_fpr``; that rate is stored with
     its interval (``expected``; the recall on real defects stays unknown), and the recall on
     the pasted cracks apart (``pasted``: a check that training worked, not a promise about
-    real cracks)."""
+    real cracks). ``bit_depth``: the bits of 16-bit photos, stored with the weights (as
+    :func:`train_model`)."""
     from deepseek.loader import build_registered, require_fit
-    from deepseek.manufacturing.images import image_paths
+    from deepseek.manufacturing.images import check_bit_depth, image_paths
     from deepseek.manufacturing.labelled import good_folds, image_digests
     from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr, too_few_good
     from deepseek.manufacturing.pasted import PASTED_CRACK_DEPTH, PASTED_KINDS, PastedImage
@@ -939,6 +941,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     if crop % STRIDE:
         raise ManufacturingError(f"crop {crop}: give a multiple of {STRIDE}")
     depth = check_crack_depth(crack_depth or PASTED_CRACK_DEPTH)
+    bit_depth = check_bit_depth(bit_depth)
     root = Path(folder)
     files = image_paths([root])
     if len(files) < 2:
@@ -948,7 +951,8 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    fold, grouping, goods = good_folds(files, root, folds, seed, group_pattern)
+    fold, grouping, goods = good_folds(files, root, folds, seed, group_pattern,
+                                       bit_depth=bit_depth)
     files = [it.path for it in goods]  # copies of an image set aside
     for why in ("regrouped", "skipped"):
         if why in grouping:
@@ -986,7 +990,8 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     extra = {"trained_on": "good-only (pasted cracks)", "init": "packaged", "threshold": thr,
              "threshold_rule": rule, "expected": expected,
              "pasted": {"recall": pasted["recall"], "recall_ci95": pasted["recall_ci95"],
-                        "images": n, "crack_depth": list(depth), "kinds": list(PASTED_KINDS)}}
+                        "images": n, "crack_depth": list(depth), "kinds": list(PASTED_KINDS)},
+             **({"bit_depth": bit_depth} if bit_depth is not None else {})}
     path, onnx_path = _save(net, out, model, cfg, extra)
     summary = {"model": str(path), "onnx": onnx_path, "history": history,
                "seconds": time.perf_counter() - t0, "init": "packaged", "lr": lr,
