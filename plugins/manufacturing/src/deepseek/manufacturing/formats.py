@@ -14,6 +14,6 @@ STREAM_SCHEMES = ["rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp:
 #: 1 the network's 16-pixel cells see more of the part, above 1 a thin defect spans more of
 #: a cell
 SCALE_RANGE = (0.25, 2.0)
-#: the bit depths a 16-bit image's pixels may be read over (``train --folder --bit-depth``):
-#: an 8- to 14-bit camera's data in 16-bit words
+#: the bit depths a 16-bit image's pixels may be read over (``train --bit-depth``, with
+#: ``--folder`` or ``--good-only``): an 8- to 14-bit camera's data in 16-bit words
 BIT_DEPTHS = (8, 16)

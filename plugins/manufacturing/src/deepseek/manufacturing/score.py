@@ -110,16 +110,22 @@ def _stored_extra(model: Any) -> dict[str, Any]:
     return read_model_extra(model)
 
 
+def _stored_meta(model: Any) -> dict[str, Any]:
+    """What training stored with a model file: a good-parts model's metadata (a patch
+    memory's or a DRAEM pair's), else a network's :func:`_stored_extra`."""
+    from deepseek.manufacturing.anomaly import memory_meta
+    from deepseek.manufacturing.draem import draem_meta
+
+    meta = memory_meta(model) or draem_meta(model)
+    return meta if meta is not None else _stored_extra(model)
+
+
 def stored_expectation(model: Any) -> dict[str, Any] | None:
     """What training measured at its stored threshold on held-out images (``train --folder``,
     ``--good-only``: the memory's out-of-fold good images, recall unknown): ``recall``,
     ``false_positive_rate``, their 95 % intervals and the image counts; None for weights
     without it."""
-    from deepseek.manufacturing.anomaly import memory_meta
-    from deepseek.manufacturing.draem import draem_meta
-
-    meta = memory_meta(model) or draem_meta(model)
-    exp = (meta if meta is not None else _stored_extra(model)).get("expected")
+    exp = _stored_meta(model).get("expected")
     return exp if isinstance(exp, dict) and "recall" in exp else None
 
 
@@ -161,14 +167,10 @@ def stored_bit_depth(model: Any) -> int | None:
     """The bits a model's 16-bit training photos were read over (``train --bit-depth``, with
     ``--folder`` or ``--good-only``; None: the full 16 bits): its photos are read the same
     way."""
-    from deepseek.manufacturing.anomaly import memory_meta
-    from deepseek.manufacturing.draem import draem_meta
     from deepseek.manufacturing.images import check_bit_depth
 
-    good_parts = memory_meta(model) or draem_meta(model)
     try:
-        return check_bit_depth((_stored_extra(model) if good_parts is None else good_parts)
-                               .get("bit_depth"))
+        return check_bit_depth(_stored_meta(model).get("bit_depth"))
     except ManufacturingError:  # not a depth training writes
         return None
 

@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.score import PACKAGED, Scorer, image_paths, in_file_order
+from deepseek.manufacturing.score import (
+    PACKAGED,
+    Scorer,
+    UnreadableImage,
+    image_paths,
+    in_file_order,
+)
 
 
 def score_step(*, model: str = PACKAGED, threshold: float | None = None,
@@ -23,7 +29,7 @@ def score_step(*, model: str = PACKAGED, threshold: float | None = None,
     scorer = calibrated_scorer(model, threshold, calibration)
 
     def step(path: str) -> list[dict[str, Any]]:
-        unreadable: list[Any] = []
+        unreadable: list[UnreadableImage] = []
         results = scorer.score_files(image_paths([path]), progress=False,
                                      unreadable=unreadable)
         if unreadable and not results:
