@@ -1188,6 +1188,23 @@ def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path, monkeypa
     assert DefectStream(raw, info["model"]).source.bit_depth == 12
     assert DefectStream(raw, info["model"], source_options={"bit_depth": 16}
                         ).source.bit_depth == 16
+    # a stored reading no training writes (the file changed after training) is refused by
+    # name wherever the model is used, never read over another range in silence
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(info["model"]), framework="numpy") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    key = next(k for k, v in meta.items() if '"bit_depth": 12' in v)
+    for field, value in (("bit_depth", 20), ("scale", 9)):
+        edited = tmp_path / f"edited_{field}.safetensors"
+        extra = {**json.loads(meta[key]), field: value}
+        save_file(tensors, str(edited), metadata={**meta, key: json.dumps(extra)})
+        msg = rf"edited_{field}\.safetensors: the stored {field} is not one training writes"
+        with pytest.raises(ManufacturingError, match=msg):
+            Scorer(edited)
+        with pytest.raises(ManufacturingError, match=msg):
+            DefectStream(raw, edited)
     over = np.full((48, 64), 4096, np.uint16)
     cv2.imwrite(str(tmp_path / "over.png"), over)
     with pytest.raises(ManufacturingError, match=r"over\.png: 16-bit pixels reach 4096, over "

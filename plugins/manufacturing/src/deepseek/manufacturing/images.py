@@ -251,6 +251,25 @@ def check_bit_depth(bit_depth: int | None) -> int | None:
     return bit_depth
 
 
+def stored_setting(meta: dict[str, Any], key: str, where: str | Path) -> Any:
+    """A setting that decides how a model's photos are read, from what training stored with
+    it (``meta``): ``scale`` in a network's extra (1 when none is stored), ``bit_depth`` in
+    its extra or a good-parts model's metadata (None: the full 16 bits). A stored value
+    that no training writes (a file changed after training) is a
+    :class:`ManufacturingError` naming ``where``: the photos are never read some other
+    way in silence."""
+    check, default = {"scale": (check_scale, 1.0), "bit_depth": (check_bit_depth, None)}[key]
+    value = meta.get(key)
+    if value is None:
+        return default
+    try:
+        return check(value)
+    except ManufacturingError as exc:
+        raise ManufacturingError(f"{where}: the stored {key} is not one training writes "
+                                 f"({exc}); the file was changed after training: train the "
+                                 "model again, or restore the file") from None
+
+
 #: whether :func:`_warn_low_bits` has spoken in this process (once is enough: a camera's
 #: images are all alike)
 _LOW_BITS_SAID = False

@@ -154,25 +154,20 @@ def stored_threshold(model: Any) -> float | None:
 
 def stored_scale(model: Any) -> float:
     """The image scale a network was trained at (``train --folder --scale``; 1 for anything
-    else): its photos are scaled the same way before they are scored."""
-    from deepseek.manufacturing.images import check_scale
+    else): its photos are scaled the same way before they are scored. A stored scale no
+    training writes is an error naming the file."""
+    from deepseek.manufacturing.images import stored_setting
 
-    try:
-        return check_scale(_stored_extra(model).get("scale", 1.0))
-    except ManufacturingError:  # not a scale training writes
-        return 1.0
+    return stored_setting(_stored_extra(model), "scale", model)
 
 
 def stored_bit_depth(model: Any) -> int | None:
     """The bits a model's 16-bit training photos were read over (``train --bit-depth``, with
     ``--folder`` or ``--good-only``; None: the full 16 bits): its photos are read the same
-    way."""
-    from deepseek.manufacturing.images import check_bit_depth
+    way. A stored depth no training writes is an error naming the file."""
+    from deepseek.manufacturing.images import stored_setting
 
-    try:
-        return check_bit_depth(_stored_meta(model).get("bit_depth"))
-    except ManufacturingError:  # not a depth training writes
-        return None
+    return stored_setting(_stored_meta(model), "bit_depth", model)
 
 
 def stored_views(model: Any) -> int:

@@ -522,19 +522,20 @@ class DefectStream:
             extra = read_model_extra(model)
         # 16-bit frames read over the bits the model's photos were (train --bit-depth),
         # unless the caller says otherwise; 8-bit frames are read as they are either way
-        bits = extra.get("bit_depth")
-        opts = {**({"bit_depth": bits} if isinstance(bits, int) else {}),
+        from deepseek.manufacturing.images import stored_setting
+
+        bits = stored_setting(extra, "bit_depth", model)
+        scale = stored_setting(extra, "scale", model)
+        opts = {**({"bit_depth": bits} if bits is not None else {}),
                 **(source_options or {})}
         self.source = (source if isinstance(source, FrameSource)
                        else FrameSource.open(source, **opts))
         self.net = load_net(model)
-        if extra:
-            scale = extra.get("scale", 1.0)
-            if scale != 1.0:  # the stream scores frames at the size they come in
-                log.warning("%s: trained on part photos scaled by %g (train --scale); the "
-                            "stream scores its frames as they come, unscaled: give it frames "
-                            "at that scale, or score photos with deepseek manufacturing score",
-                            model, scale)
+        if scale != 1.0:  # the stream scores frames at the size they come in
+            log.warning("%s: trained on part photos scaled by %g (train --scale); the "
+                        "stream scores its frames as they come, unscaled: give it frames "
+                        "at that scale, or score photos with deepseek manufacturing score",
+                        model, scale)
         self.threads = stream_threads() if threads is None else int(threads)
         self.step = make_step(self.net, backend, self.threads)
         self.threshold, self.k, self.n = float(threshold), int(k), int(n)
