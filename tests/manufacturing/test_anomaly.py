@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from deepseek.cli import build_cli
 from deepseek.manufacturing.anomaly import PatchMemory, fit_memory, is_memory_file
 from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.metrics import threshold_above
 from deepseek.manufacturing.score import read_gray, score_images
 
 
@@ -49,7 +50,7 @@ def test_memory_scores_cracks_above_good_parts_and_sets_its_threshold(line, tmp_
     assert "too few to resolve" in m["threshold_rule"]  # 10 images cannot resolve 1 %
     # just above every out-of-fold score: none of the good images is flagged
     assert m["threshold"] > m["out_of_fold_scores"]["max"]
-    assert m["threshold"] == pytest.approx(m["out_of_fold_scores"]["max"])
+    assert m["threshold"] == pytest.approx(threshold_above(m["out_of_fold_scores"]["max"]))
     good_s = [mem.score(read_gray(p))[0] for p in good]
     bad_s = [mem.score(read_gray(p))[0] for p in bad]
     assert min(bad_s) > max(good_s)
@@ -311,7 +312,8 @@ def test_memory_adds_the_crack_models_share(line, tmp_path):
     assert all(logit(p) > c["logit_mean"] for p in bad)
     # the threshold is set on the sums (just above the highest of 10 out-of-fold scores)
     assert mem.threshold != alone.threshold
-    assert mem.meta["threshold"] == pytest.approx(mem.meta["out_of_fold_scores"]["max"])
+    assert mem.meta["threshold"] == pytest.approx(
+        threshold_above(mem.meta["out_of_fold_scores"]["max"]))
     again = PatchMemory.load(mem.save(tmp_path / "m.safetensors"))
     assert again.meta == mem.meta
     assert again.score(read_gray(bad[0]))[0] == pytest.approx(mem.score(read_gray(bad[0]))[0],
@@ -341,7 +343,7 @@ def test_calibrating_a_memory_counts_its_crack_share(line, tmp_path):
     with_share = [mem.score(read_gray(p))[0] for p in good]
     cal = calibrate(own, path, all_good=True, target_fpr=0.01, progress=False)
     assert cal["threshold"] > max(with_share)
-    assert cal["threshold"] == pytest.approx(max(with_share))
+    assert cal["threshold"] == pytest.approx(threshold_above(max(with_share)))
     scorer = Scorer(path, threshold=cal["threshold"])
     assert [scorer.score(p).score for p in good] == pytest.approx(with_share, rel=1e-5)
     assert all(scorer.score(p).defect for p in bad)

@@ -26,6 +26,7 @@ from deepseek.manufacturing.draem import (
     ssim,
 )
 from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.metrics import threshold_above
 from deepseek.manufacturing.score import Scorer, read_gray
 
 # small and quick: 32-px crops of images read at half size, 8 channels, 60 steps per fold
@@ -77,7 +78,7 @@ def test_draem_flags_a_crack_it_never_saw_and_sets_its_threshold(line):
     assert (m["kind"], m["fit_images"], m["folds"]) == ("draem", 8, 2)
     assert len(model.nets) == 2
     # just above every out-of-fold good score (8 images cannot resolve 5 %)
-    assert m["threshold"] == pytest.approx(m["out_of_fold_scores"]["max"])
+    assert m["threshold"] == pytest.approx(threshold_above(m["out_of_fold_scores"]["max"]))
     assert m["expected"]["false_positive_rate"] == 0.0 and m["expected"]["recall"] is None
     good_s = [model.score(read_gray(p))[0] for p in good]
     bad_s = [model.score(read_gray(p))[0] for p in bad]

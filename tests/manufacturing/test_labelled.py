@@ -20,6 +20,7 @@ from deepseek.manufacturing.labelled import (
     split_groups,
     yolo_mask,
 )
+from deepseek.manufacturing.metrics import threshold_above
 
 
 def _part(path, seed, crack=None, h=96, w=128):
@@ -693,9 +694,9 @@ def test_hard_negative_crops_sit_on_the_spots_a_model_finds(tmp_path):
 
     weights = info["model"]
     four = [r.score for r in score_images([tmp_path], weights, progress=False)]
-    assert min(abs(info["threshold"] - s) for s in four) < 1e-9
+    assert min(abs(info["threshold"] - threshold_above(s)) for s in four) < 1e-9
     one = [r.score for r in score_images([tmp_path], weights, progress=False, views=1)]
-    assert min(abs(info["threshold"] - s) for s in one) > 1e-9
+    assert min(abs(info["threshold"] - threshold_above(s)) for s in one) > 1e-9
     with pytest.raises(ManufacturingError, match="views=2"):
         train_model(tmp_path / "run", folder=tmp_path, views=2)
 
@@ -1054,7 +1055,7 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
     assert scorer.scale == 0.5 and Scorer("defect-3dcnn-lstm").scale == 1.0
     results = score_images([tmp_path / "parts"], weights, progress=False,
                            heatmaps=tmp_path / "maps")
-    assert min(abs(info["threshold"] - r.score) for r in results) < 1e-9
+    assert min(abs(info["threshold"] - threshold_above(r.score)) for r in results) < 1e-9
     # the good images that set the threshold, each with the spot to look at: the box the
     # model that scored them (with a validation folder, the one written) draws around its
     # hottest cells, in the photo's own pixels (cells of 32 of them at scale 0.5)
@@ -1136,7 +1137,7 @@ def test_a_model_trained_enlarged_scores_photos_enlarged(tmp_path):
         assert 0 <= x0 <= x1 < 64 and 0 <= y0 <= y1 < 48
         assert cv2.imread(r.heatmap).shape[:2] == (48, 64) and r.to_dict()["scale"] == 1.5
     stored = score_images([tmp_path / "parts"], info["model"], progress=False)
-    assert min(abs(info["threshold"] - r.score) for r in stored) < 1e-9
+    assert min(abs(info["threshold"] - threshold_above(r.score)) for r in stored) < 1e-9
 
 
 def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path, monkeypatch):
@@ -1170,7 +1171,8 @@ def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path, monkeypa
     # what score gives the 12-bit photos is what the same model gives their 8-bit copies
     on_raw = [r.score for r in score_images([raw], info["model"], progress=False)]
     on_eight = [r.score for r in score_images([eight], info["model"], progress=False)]
-    assert on_raw == on_eight and min(abs(info["threshold"] - x) for x in on_raw) < 1e-9
+    assert on_raw == on_eight
+    assert min(abs(info["threshold"] - threshold_above(x)) for x in on_raw) < 1e-9
     # calibrate reads them so too: it knows the images the model learnt from
     cal = calibrate(raw, info["model"], target_fpr=0.34, progress=False)
     assert cal["trained_on_images"] == 6

@@ -101,6 +101,29 @@ def test_the_threshold_rule_keeps_the_rate_and_says_when_it_cannot_resolve_it():
     assert "too few to resolve" in too_few_good(278, 0.003)
 
 
+def test_the_threshold_holds_clear_of_the_rounding_of_scoring_again():
+    """The threshold above the highest good score it may not flag lies above it by more than
+    rounding moves a score when the photo is scored again with another thread count or
+    runtime (KolektorSDD: up to 8e-6 logits, 4.5e-7 in probability), and by so little that a
+    score 0.01 logits higher is flagged; for probabilities it stays under 1, for other scores
+    (patch distances) it is relative."""
+    from deepseek.manufacturing.metrics import lowest_threshold, threshold_above
+
+    def logit(p):
+        return math.log(p / (1 - p))
+
+    def prob(x):
+        return 1 / (1 + math.exp(-x))
+
+    for top in (1e-6, 0.3, 0.9894257903387031, 0.999999):
+        thr = lowest_threshold([0.1 * top, top], 0.0)
+        assert thr == threshold_above(top) < 1.0
+        assert prob(logit(top) + 8e-5) < thr <= prob(logit(top) + 0.01)
+    for top in (1.7, 40.0):  # a patch distance
+        assert top * (1 + 1e-6) < lowest_threshold([1.0, top], 0.0) <= top * (1 + 1e-4)
+    assert threshold_above(1.0) > 1.0 and threshold_above(0.0) > 0.0  # at least one ulp
+
+
 def test_the_threshold_review_names_the_images_that_set_the_operating_point():
     from deepseek.manufacturing.metrics import threshold_review
 

@@ -233,13 +233,31 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float] |
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+#: how far above the highest good score it may not flag a threshold lies: for a score in
+#: (0, 1), a probability, this many logits (``s * (1 - s)`` times it); for any other score
+#: (a patch distance), :data:`THRESHOLD_MARGIN_REL` of it. The same photo scored again with
+#: another thread count or runtime moves by rounding (up to 8e-6 logits on KolektorSDD's val
+#: photos between 1 and 2 threads); one ulp above its score, the threshold would flag that
+#: photo on one run and not on another
+THRESHOLD_MARGIN = 1e-3
+THRESHOLD_MARGIN_REL = 1e-5
+
+
+def threshold_above(score: float) -> float:
+    """The lowest threshold that does not flag ``score`` however the scoring rounds: above it
+    by :data:`THRESHOLD_MARGIN` (at least one ulp)."""
+    margin = (THRESHOLD_MARGIN * score * (1.0 - score) if 0.0 < score < 1.0
+              else THRESHOLD_MARGIN_REL * abs(score))
+    return max(float(np.nextafter(score, np.inf)), score + margin)
+
+
 def lowest_threshold(good_scores: Any, fpr: float) -> float:
     """The lowest threshold that flags at most ``fpr`` of ``good_scores`` (an image is flagged
-    when its score is >= the threshold); the lowest good score when ``fpr`` allows them all.
-    """
+    when its score is >= the threshold), :func:`threshold_above` the highest good score it
+    may not flag; the lowest good score when ``fpr`` allows them all."""
     good = np.sort(np.asarray(good_scores, np.float64))
     k = int(np.floor(fpr * len(good)))   # good images allowed at or over the threshold
-    return float(np.nextafter(good[len(good) - 1 - k], np.inf)) if k < len(good) else \
+    return threshold_above(float(good[len(good) - 1 - k])) if k < len(good) else \
         float(good[0])
 
 
