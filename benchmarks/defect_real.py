@@ -170,35 +170,38 @@ def split(root: Path, name: str, every: int
 
 def crackforest_tiles(src: Path, out: Path) -> Path:
     """CrackForest (``image/NNN.jpg`` + ``groundTruth/NNN.mat``, MATLAB struct
-    ``groundTruth.Segmentation``: 1 background, 2 crack) cut into TILE-pixel tiles with their
+    ``groundTruth.Segmentation``: 1 background, 2 crack; read by
+    :func:`deepseek.manufacturing.labelled.mat_mask`) cut into TILE-pixel tiles with their
     masks beside them (``images/{train,val}/NNN_rRcC.png`` + ``..._mask.png``); a tile is cracked
     when any of its pixels is crack. Photos without ground truth are left out; the name up to
     the ``_`` keeps a photo's tiles in one group. Returns ``out``."""
     import cv2
-    import scipy.io
+
+    from deepseek.manufacturing.errors import ManufacturingError
+    from deepseek.manufacturing.labelled import mat_mask
 
     mats = sorted((src / "groundTruth").glob("*.mat"))
     if not mats:
         sys.exit(f"no CrackForest at {src}: pass --data DIR (image/NNN.jpg, groundTruth/NNN.mat)")
     for mat in mats:
-        try:
-            seg = scipy.io.loadmat(mat)["groundTruth"][0, 0]["Segmentation"]
-        except (KeyError, IndexError, ValueError) as e:
-            sys.exit(f"{mat}: not CrackForest ground truth (groundTruth.Segmentation): {e}")
+        try:  # label 2, as train --folder reads it (the other labels as background)
+            crack = mat_mask(mat)[0]
+        except ManufacturingError as e:
+            sys.exit(str(e))
         photo = src / "image" / f"{mat.stem}.jpg"
         img = cv2.imread(str(photo))
-        if img is None or img.shape[:2] != seg.shape:
+        if img is None or img.shape[:2] != crack.shape:
             sys.exit(f"{photo}: missing, unreadable or not the size of {mat.name} "
-                     f"({seg.shape[1]}x{seg.shape[0]})")
+                     f"({crack.shape[1]}x{crack.shape[0]})")
         side = "train" if int(mat.stem) <= CRACKFOREST_TRAIN_LAST else "val"
         folder = out / "images" / side
         folder.mkdir(parents=True, exist_ok=True)
-        for r in range(seg.shape[0] // TILE):
-            for c in range(seg.shape[1] // TILE):
+        for r in range(crack.shape[0] // TILE):
+            for c in range(crack.shape[1] // TILE):
                 cut = np.s_[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE]
                 stem = folder / f"{mat.stem}_r{r}c{c}"
                 cv2.imwrite(f"{stem}.png", img[cut])
-                cv2.imwrite(f"{stem}_mask.png", (seg[cut] == 2).astype(np.uint8) * 255)
+                cv2.imwrite(f"{stem}_mask.png", crack[cut] * 255)
     return out
 
 

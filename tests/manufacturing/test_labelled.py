@@ -1510,6 +1510,66 @@ def test_mvtec_ad_layout_masks_by_defect_type_beside_the_split(tmp_path):
     assert len(read_labelled(root)) == 4
 
 
+def test_crackforest_matlab_ground_truth_beside_the_images(tmp_path, caplog):
+    """CrackForest: image/001.jpg with groundTruth/001.mat, a MATLAB struct whose
+    Segmentation labels 1 background and 2 crack (some files also 3, the surface a loop of
+    crack encloses, and 4): label 2 is the mask, other labels are read as background and
+    named in a warning; the Berkeley layout (a cell of one struct per annotator) joins the
+    annotators' cracks; a segmentation of ones is a good part."""
+    scipy_io = pytest.importorskip("scipy.io")
+    root = tmp_path / "cf"
+    h, w = 40, 60
+
+    def struct(*segs):
+        rec = np.empty((1, len(segs)), dtype=[("Segmentation", "O"), ("Boundaries", "O")])
+        for k, seg in enumerate(segs):
+            rec[0, k] = (seg, np.zeros_like(seg))
+        return rec
+
+    one = np.ones((h, w), np.uint8)
+    crack = one.copy()
+    crack[10, 5:50] = 2
+    crack[20:30, 20:30] = 3  # enclosed by a loop: surface, not crack
+    other = one.copy()
+    other[30, 10:40] = 2
+    for k in (1, 2, 3):
+        _part(root / "image" / f"00{k}.png", k, h=h, w=w)
+    (root / "groundTruth").mkdir()
+    scipy_io.savemat(str(root / "groundTruth" / "001.mat"), {"groundTruth": struct(crack)})
+    cell = np.empty((1, 2), dtype=object)  # two annotators, as the Berkeley set writes them
+    cell[0, 0], cell[0, 1] = {"Segmentation": crack}, {"Segmentation": other}
+    scipy_io.savemat(str(root / "groundTruth" / "002.mat"), {"groundTruth": cell})
+    scipy_io.savemat(str(root / "groundTruth" / "003.mat"), {"groundTruth": struct(one)})
+    with caplog.at_level(logging.WARNING):
+        items = {i.path.name: i for i in read_labelled(root / "image")}
+    assert set(items) == {"001.png", "002.png", "003.png"}  # the .mat files are no parts
+    assert items["001.png"].source == "mask" and items["001.png"].defect
+    assert np.array_equal(items["001.png"].mask, (crack == 2).astype(np.uint8))
+    assert np.array_equal(items["002.png"].mask, ((crack == 2) | (other == 2)).astype(np.uint8))
+    assert not items["003.png"].defect and not items["003.png"].mask.any()
+    assert "labels other than 1 (background) and 2 (crack), read as background: 3 in 2 " \
+           "(001.mat, 002.mat)" in caplog.text
+
+    def refused(name, payload, match):
+        folder = tmp_path / name
+        _part(folder / "image" / "001.png", 1, h=h, w=w)
+        (folder / "groundTruth").mkdir()
+        if isinstance(payload, bytes):
+            (folder / "groundTruth" / "001.mat").write_bytes(payload)
+        else:
+            scipy_io.savemat(str(folder / "groundTruth" / "001.mat"), payload)
+        with pytest.raises(ManufacturingError, match=match):
+            read_labelled(folder / "image")
+
+    refused("from_zero", {"groundTruth": struct(crack - 1)},
+            r"001\.mat: groundTruth\(1\)\.Segmentation holds labels \[0, 1, 2\]: expected "
+            "whole numbers from 1")
+    refused("no_struct", {"mask": crack}, r"001\.mat: no groundTruth\.Segmentation .*holds mask")
+    refused("wrong_size", {"groundTruth": struct(np.ones((h, w + 1), np.uint8))},
+            r"001\.mat: mask is 61x40, its image 001\.png is 60x40")
+    refused("damaged", b"MATLAB 5.0 MAT-file, cut short", r"001\.mat: not a readable MATLAB")
+
+
 def test_labelme_files_beside_the_image(tmp_path):
     """labelme's own JSON beside each photo: every shape type it writes drawn as it draws
     them (lines 10 px wide, points of radius 5, bitmap masks placed at their corner)."""

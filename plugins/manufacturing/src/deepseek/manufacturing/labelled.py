@@ -12,7 +12,12 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
    (``images/005.jpg`` + ``masks/005.png``), or, as MVTec AD lays them out, beside the split
    under the image folder's name (``test/crack/000.png`` +
    ``ground_truth/crack/000_mask.png``). Any non-zero pixel is defect; an all-zero mask is a
-   good part. The mask must have the image's size.
+   good part. The mask must have the image's size. In a mask folder, a MATLAB file of the same
+   stem holding ``groundTruth.Segmentation`` (CrackForest's ``groundTruth/001.mat`` for
+   ``image/001.jpg``; the Berkeley segmentation layout) is a mask too: label 2 is defect,
+   as CrackForest defines it (1 background), several annotators' segmentations joined; other
+   labels are read as background and named in a warning (read with SciPy;
+   :func:`mat_mask`).
 2. **COCO annotation file**: a JSON file below the folder given (Roboflow's
    ``_annotations.coco.json`` beside the images, ``annotations/instances_train.json``) or in an
    ``annotations/`` folder beside it (COCO's own layout, ``annotations/`` next to
@@ -319,6 +324,8 @@ def _find_mask(img: Path) -> Path | None:
                 rest = cand.stem[len(stem):].lower()
                 if cand.suffix.lower() in IMAGE_SUFFIXES and (rest == "" or
                                                               rest in LABEL_STEM_ENDINGS):
+                    return cand
+                if cand.suffix.lower() == ".mat" and rest == "":  # CrackForest's ground truth
                     return cand
     return None
 
@@ -935,10 +942,83 @@ def group_of(img: Path, root: Path, pattern: str | None = None) -> str:
     return img.stem.split("_", 1)[0] if "_" in img.stem else img.stem
 
 
-def _read_mask(mpath: Path, img: Path, shape: tuple[int, int]) -> np.ndarray:
+#: the label of a crack in CrackForest's ``groundTruth.Segmentation`` (1 is background)
+MAT_DEFECT_LABEL = 2
+
+
+def mat_mask(path: Path) -> tuple[np.ndarray, list[int]]:
+    """The defect mask (uint8, 1 = defect) of a MATLAB ground-truth file in the Berkeley
+    segmentation layout that CrackForest uses, and the labels in it other than 1 and
+    :data:`MAT_DEFECT_LABEL`, read as background (CrackForest defines 1 as background and 2
+    as crack; some of its files also hold 3, the surface a loop of crack encloses, and 4,
+    a few faint cracks). The file is a ``groundTruth`` cell of one struct per annotator,
+    each with a ``Segmentation`` of whole-number labels; the annotators' defects are joined.
+
+    Raises:
+        ManufacturingError: SciPy missing, the file unreadable, no ``groundTruth`` with a
+            ``Segmentation``, or labels that are not whole numbers from 1 (a 0 would say the
+            file counts from 0, and which label is a crack is then unknown).
+    """
+    try:
+        import scipy.io
+    except ImportError:
+        raise ManufacturingError(f"{path}: reading MATLAB ground truth needs SciPy: pip "
+                                 "install 'deepseek-manufacturing[full]' (or scipy), or save "
+                                 "the masks as PNG") from None
+    try:
+        data = scipy.io.loadmat(str(path))
+    except Exception as exc:  # scipy raises several kinds for a damaged or foreign file
+        raise ManufacturingError(f"{path}: not a readable MATLAB file ({exc})") from None
+    def structs(value: Any) -> list[Any]:  # a struct array, or a cell of them (one each)
+        arr = np.asarray(value)
+        if arr.dtype.names:
+            return list(arr.ravel())
+        if arr.dtype == object:
+            return [s for cell in arr.ravel() for s in structs(cell)]
+        return [None]
+
+    gt = data.get("groundTruth")
+    annotators = structs(gt) if gt is not None else []
+    if not annotators or any(a is None or "Segmentation" not in (a.dtype.names or ())
+                             for a in annotators):
+        found = ", ".join(k for k in data if not k.startswith("__")) or "nothing"
+        raise ManufacturingError(f"{path}: no groundTruth.Segmentation (CrackForest's ground "
+                                 f"truth; the file holds {found}): save the mask as a PNG "
+                                 "beside the image instead")
+    masks, other = [], set()
+    for k, annotator in enumerate(annotators):
+        seg = np.asarray(annotator["Segmentation"])
+        while seg.dtype == object and seg.size == 1:  # MATLAB cells nest their arrays
+            seg = np.asarray(seg.ravel()[0])
+        if seg.ndim != 2 or not np.issubdtype(seg.dtype, np.number) or not seg.size:
+            raise ManufacturingError(f"{path}: groundTruth({k + 1}).Segmentation is not a "
+                                     "2-D array of labels")
+        labels = np.unique(seg)
+        if not np.array_equal(labels, np.round(labels)) or labels[0] < 1:
+            raise ManufacturingError(
+                f"{path}: groundTruth({k + 1}).Segmentation holds labels "
+                f"{labels[:6].tolist()}: expected whole numbers from 1 (1 the background, "
+                f"{MAT_DEFECT_LABEL} a crack, as CrackForest writes them); save the mask as "
+                "a PNG (non-zero = defect) instead")
+        other |= {int(v) for v in labels if v not in (1, MAT_DEFECT_LABEL)}
+        masks.append(seg == MAT_DEFECT_LABEL)
+    if any(m.shape != masks[0].shape for m in masks):
+        raise ManufacturingError(f"{path}: its annotators' segmentations differ in size")
+    return np.logical_or.reduce(masks).astype(np.uint8), sorted(other)
+
+
+def _read_mask(mpath: Path, img: Path, shape: tuple[int, int],
+               other_labels: dict[Path, list[int]] | None = None) -> np.ndarray:
+    """``img``'s mask from the file ``mpath`` (an image, or MATLAB ground truth: the labels
+    it reads as background go to ``other_labels``)."""
     from deepseek.manufacturing.images import imread
 
-    raw = imread(mpath)
+    if mpath.suffix.lower() == ".mat":
+        raw, other = mat_mask(mpath)
+        if other and other_labels is not None:
+            other_labels[mpath] = other
+    else:
+        raw = imread(mpath)
     h, w = shape
     if raw.shape[:2] != (h, w):
         raise ManufacturingError(f"{mpath}: mask is {raw.shape[1]}x{raw.shape[0]}, its image "
@@ -978,6 +1058,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     yolo_set = any(v is not None for v in yolo.values())
     out = []
     budget = cache_mb * 1e6
+    mat_other: dict[Path, list[int]] = {}  # MATLAB ground truth: labels read as background
     for p in files:
         img = read_gray(p, bit_depth=bit_depth)
         shape = (int(img.shape[0]), int(img.shape[1]))
@@ -986,7 +1067,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         label: Path | None = None
         entry = coco.get(p) if coco else None
         if mpath is not None:
-            mask, source, label = _read_mask(mpath, p, shape), "mask", mpath
+            mask, source, label = _read_mask(mpath, p, shape, mat_other), "mask", mpath
         elif entry is not None:
             mask, source, label = coco_mask(entry, p, shape), "coco", entry.json
         elif (voc := voc_label_path(p)) is not None:
@@ -1032,6 +1113,15 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
             budget -= cost
         out.append(item)
     _warn_stray_backgrounds(out, root)
+    if mat_other:
+        by_label = {v: sorted(m.name for m, vs in mat_other.items() if v in vs)
+                    for v in sorted({v for vs in mat_other.values() for v in vs})}
+        log.warning("%d MATLAB ground-truth file(s) hold labels other than 1 (background) and "
+                    "%d (crack), read as background: %s; where one of them marks a defect, "
+                    "save those masks as PNG (non-zero = defect)", len(mat_other),
+                    MAT_DEFECT_LABEL, "; ".join(
+                        f"{v} in {len(names)} ({', '.join(names[:4])}"
+                        f"{' ...' if len(names) > 4 else ''})" for v, names in by_label.items()))
     out = set_aside_copies(out)
     n_def = sum(i.defect for i in out)
     unplaced = sum(i.defect and i.source == "folder" for i in out)
