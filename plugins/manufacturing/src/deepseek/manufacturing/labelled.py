@@ -969,6 +969,7 @@ def mat_mask(path: Path) -> tuple[np.ndarray, list[int]]:
         data = scipy.io.loadmat(str(path))
     except Exception as exc:  # scipy raises several kinds for a damaged or foreign file
         raise ManufacturingError(f"{path}: not a readable MATLAB file ({exc})") from None
+
     def structs(value: Any) -> list[Any]:  # a struct array, or a cell of them (one each)
         arr = np.asarray(value)
         if arr.dtype.names:
