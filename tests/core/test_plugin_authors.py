@@ -68,6 +68,69 @@ def test_unknown_option_and_wrong_types_name_the_plugin(tmp_path):
         assert "bad-suffixes" not in readers()
 
 
+def test_input_steps_and_examples_are_checked_and_followed():
+    """``multiple`` (each axis's step) and ``example`` in a model's declared inputs: a
+    mistake is an error naming the plugin's item; a good declaration sets the example
+    tensors, which task inputs fit, and which request shapes the server accepts."""
+    import numpy as np
+
+    from deepseek.loader import example_from_inputs, example_shape, inputs_fit
+    from deepseek.serving.protocol import InferenceError, TensorSpec, validate_inputs
+
+    shape = [-1, 1, -1, -1]
+
+    class P:
+        @staticmethod
+        @hookimpl
+        def register_models(register):
+            register("steps-short", TinyNet, inputs=[{"name": "x", "shape": shape,
+                                                      "multiple": [1, 8]}])
+            register("steps-zero", TinyNet, inputs=[{"name": "x", "shape": shape,
+                                                     "multiple": [1, 1, 0, 8]}])
+            register("steps-fixed", TinyNet, inputs=[{"name": "x", "shape": [-1, 12],
+                                                      "multiple": [1, 8]}])
+            register("example-off", TinyNet, inputs=[{"name": "x", "shape": shape,
+                                                      "multiple": [1, 1, 8, 8],
+                                                      "example": [1, 1, 20, 16]}])
+            register("example-fixed", TinyNet, inputs=[{"name": "x", "shape": shape,
+                                                        "example": [1, 2, 4, 4]}])
+            register("stepped", TinyNet, inputs=[{"name": "x", "shape": shape,
+                                                  "multiple": [1, 1, 8, 8],
+                                                  "example": [1, 1, 24, 32]}])
+
+    with temporary_plugin(P, name="steps"):
+        err = _info("steps").errors["register_models"]
+        assert "register('steps-short', ...): option 'inputs' item 0 ('x'): multiple must " \
+               "be a list of 4 positive ints (1: any size), got [1, 8]" in err
+        assert "register('steps-zero', ...)" in err and "got [1, 1, 0, 8]" in err
+        assert "register('steps-fixed', ...)" in err and \
+               "axis 1 has the fixed size 12, not a multiple of 8" in err
+        assert "example [1, 1, 20, 16] does not fit shape [-1, 1, -1, -1] with multiple " \
+               "[1, 1, 8, 8]" in err
+        assert "example [1, 2, 4, 4] does not fit shape [-1, 1, -1, -1]" in err
+        assert "stepped" in models()
+        spec = models().entry("stepped").meta["inputs"][0]
+        assert example_shape(spec) == [1, 1, 24, 32]                # the declared example
+        assert example_shape(spec, 2) == [2, 1, 16, 16]             # free axes at 2 steps
+        assert example_shape({"shape": shape}) == [1, 1, 1, 1]      # no steps: 1
+        assert tuple(example_from_inputs([spec], "stepped")[0].shape) == (1, 1, 24, 32)
+        assert inputs_fit([spec], [{"shape": [-1, 1, 64, -1]}])
+        assert not inputs_fit([spec], [{"shape": [-1, 1, 60, -1]}])  # 60 is off the step
+
+    served = [TensorSpec("x", "FP32", shape, [1, 1, 8, 8])]
+    for ok in [(1, 1, 8, 16), (3, 1, 64, 8), (0, 1, 8, 8)]:       # the batch axis is free
+        validate_inputs("m", served, {"x": np.zeros(ok, np.float32)}, {"x": "FP32"})
+    for bad, said in [((1, 1, 12, 8), "axis 2 must be a positive multiple of 8 .*pad it to 16"),
+                      ((1, 1, 8, 0), "axis 3 must be a positive multiple of 8 .*pad it to 8"),
+                      ((1, 1, 8, 17), "axis 3 .*pad it to 24")]:
+        with pytest.raises(InferenceError, match=said) as info:
+            validate_inputs("m", served, {"x": np.zeros(bad, np.float32)}, {"x": "FP32"})
+        assert info.value.status == 400
+    empty = [TensorSpec("x", "FP32", [-1, -1], [1, 1])]
+    with pytest.raises(InferenceError, match="axis 1 is empty; send at least one"):
+        validate_inputs("m", empty, {"x": np.zeros((1, 0), np.float32)}, {"x": "FP32"})
+
+
 def test_missing_and_misfitting_weights(tmp_path):
     small = save_model(TinyNet(hidden=5), tmp_path / "small.safetensors", architecture="x")
 

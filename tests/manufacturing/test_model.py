@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -258,6 +260,52 @@ def test_servable_by_name_as_stateless_clips():
     from deepseek.serving.models import ServedModel
 
     m = ServedModel("defect-3dcnn-lstm", "defect-3dcnn-lstm")
-    assert [o["shape"] for o in m.metadata()["outputs"][:2]] == [[-1, -1], [-1, -1, 30, 40]]
+    assert [o["shape"] for o in m.metadata()["outputs"][:2]] == [[-1, -1], [-1, -1, -1, -1]]
     outs = m([np.zeros((1, 3, 480, 640), np.uint8)])
     assert [o.shape for o in outs[:2]] == [(1, 3), (1, 3, 30, 40)] and len(outs) == 5
+    assert [a.shape for a in m.example_inputs()] == [(1, 1, 480, 640)]   # timed at a frame
+
+
+def test_a_trained_model_serves_frames_of_its_own_size_in_steps_of_the_cell(tmp_path):
+    """`deepseek serve run/model.safetensors`: a line's frames at their own size (a 500 x 1259
+    part photo padded to 512 x 1264, as the stream pads) get the network's own outputs; a
+    size off the 16-pixel cell grid or an empty clip is a 400 that says how to fix it, and
+    the server goes on serving."""
+    import httpx
+    import tritonclient.http as th
+
+    from deepseek.loader import ModelLoader, save_model
+    from deepseek.serving import DeepSeekServing
+
+    m = ModelLoader.load("defect-3dcnn-lstm", device="cpu")
+    path = save_model(m.module, tmp_path / "model.safetensors",
+                      architecture="defect-3dcnn-lstm", config=m.config)
+    clip = np.random.default_rng(0).integers(40, 220, (1, 2, 512, 1264), dtype=np.uint8)
+    with torch.inference_mode():
+        logits, maps, _ = m.module(torch.from_numpy(clip))
+
+    def infer(client, x):
+        t = th.InferInput("frames", list(x.shape), "UINT8")
+        t.set_data_from_numpy(x, binary_data=True)
+        return client.infer("line", [t])
+
+    with DeepSeekServing(models={"line": str(path)}, port=0, grpc_port=None,
+                         calibrate=False) as server:
+        client = th.InferenceServerClient(server.http_url)
+        assert client.get_model_metadata("line")["inputs"][0]["shape"] == [-1, -1, -1, -1]
+        got = infer(client, clip)
+        np.testing.assert_allclose(got.as_numpy("output0"), logits.numpy(), atol=1e-4)
+        np.testing.assert_allclose(got.as_numpy("output1"), maps.numpy(), atol=1e-4)
+        url = f"http://{server.http_url}/v2/models/line/infer"
+        for shape, said in [((1, 1, 500, 1259), "axis 2 must be a positive multiple of 16"
+                                                 r".*pad it to 512"),
+                            ((1, 1, 512, 1000), "axis 3 must be a positive multiple of 16"
+                                                r".*pad it to 1008"),
+                            ((1, 1, 8, 16), "axis 2 .*pad it to 16"),
+                            ((1, 0, 16, 16), "axis 1 is empty")]:
+            body = {"inputs": [{"name": "frames", "datatype": "UINT8", "shape": list(shape),
+                                "data": [0] * int(np.prod(shape))}]}
+            r = httpx.post(url, json=body, timeout=60)
+            assert r.status_code == 400 and re.search(said, r.json()["error"]), (shape, r.text)
+        small = infer(client, clip[:, :1, :16, :32])      # the smallest frames it takes
+        assert small.as_numpy("output1").shape == (1, 1, 1, 2)

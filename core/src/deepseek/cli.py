@@ -428,7 +428,9 @@ def summary_cmd(model: str, framework: str, precision: str, pretrained: bool | N
             raise click.BadParameter(f"{input_shape!r}: use integers separated by commas",
                                      param_hint="--input-shape") from None
     elif loaded.inputs:
-        example = tuple(1 if int(d) < 0 else int(d) for d in loaded.inputs[0]["shape"])
+        from deepseek.loader import example_shape
+
+        example = tuple(example_shape(loaded.inputs[0]))
     s = loaded.summary(example)
     click.echo(json.dumps(s.to_dict(), indent=2) if as_json else str(s))
 

@@ -54,7 +54,11 @@ def register_models(register):  # type: ignore[no-untyped-def]
     ``deepseek plugins`` checks that the weights fit the builder); ``inputs`` describes the
     input tensors as ``[{"name", "dtype", "shape"}]`` (``-1`` for a free dimension), used by
     ``summary()``, the model server's metadata and the training commands, which accept any
-    model whose inputs fit their task; ``batching`` is the server's policy for inputs of
+    model whose inputs fit their task; an input may add ``"multiple"`` (each axis's step: a
+    free axis then takes positive multiples of it, as a network that downsamples by 16
+    needs; the server refuses other sizes with a 400 that says how to pad) and
+    ``"example"`` (one concrete shape, for summaries, tracing and the server's timing; by
+    default each free axis is one step); ``batching`` is the server's policy for inputs of
     different shapes (``{"policy": "pad", "pad_axes": [1]}``).
     """
 

@@ -85,9 +85,40 @@ def _tensor_specs(value: Any) -> str | None:
         if not isinstance(shape, (list, tuple)) or not all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in shape):
             return f"item {i} ('{spec['name']}'): shape must be a list of ints (-1: free)"
-        unknown = set(spec) - {"name", "shape", "dtype", "description"}
+        unknown = set(spec) - {"name", "shape", "dtype", "description", "multiple", "example"}
         if unknown:
             return f"item {i} ('{spec['name']}'): unknown keys {sorted(unknown)}"
+        problem = _steps_and_example(spec, shape)
+        if problem:
+            return f"item {i} ('{spec['name']}'): {problem}"
+    return None
+
+
+def _is_int_list(value: Any, n: int) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == n and all(
+        isinstance(d, int) and not isinstance(d, bool) for d in value)
+
+
+def _steps_and_example(spec: Mapping[str, Any], shape: Any) -> str | None:
+    """``multiple`` (each axis's step: a free axis takes positive multiples of it) and
+    ``example`` (one concrete input, for summaries, tracing and timing) must fit ``shape``."""
+    steps = spec.get("multiple")
+    if steps is not None:
+        if not _is_int_list(steps, len(shape)) or any(d < 1 for d in steps):
+            return (f"multiple must be a list of {len(shape)} positive ints (1: any size), "
+                    f"got {steps!r}")
+        fixed = [a for a, (d, m) in enumerate(zip(shape, steps)) if d >= 0 and d % m]
+        if fixed:
+            return (f"axis {fixed[0]} has the fixed size {shape[fixed[0]]}, not a multiple "
+                    f"of {steps[fixed[0]]}")
+    example = spec.get("example")
+    if example is not None:
+        steps = steps or [1] * len(shape)
+        if not _is_int_list(example, len(shape)) or any(
+                e < 1 or (d >= 0 and e != d) or e % m
+                for e, d, m in zip(example, shape, steps)):
+            return (f"example {example!r} does not fit shape {list(shape)}"
+                    + (f" with multiple {list(steps)}" if spec.get("multiple") else ""))
     return None
 
 
@@ -131,7 +162,8 @@ OPTIONS: dict[str, dict[str, Option]] = {
                          _json_dict),
         "weights": Option((str, Path), "packaged .safetensors weights for the default config",
                           _weights_file),
-        "inputs": Option((list, tuple), "input tensors: [{'name', 'dtype', 'shape'}], -1 free",
+        "inputs": Option((list, tuple), "input tensors: [{'name', 'dtype', 'shape'}], -1 free "
+                         "(optional 'multiple': each axis's step; 'example': one shape)",
                          _tensor_specs),
         "batching": Option((dict,), "server batching policy: {'policy': 'bucket'|'pad', ...}"),
         "onnx_export": Option((Callable,), "onnx_export(weights_path) -> path: writes the ONNX "

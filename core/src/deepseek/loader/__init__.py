@@ -63,7 +63,7 @@ _LAZY = {
     **{n: _M + "packaged" for n in ("packaged_onnx", "export_packaged_onnx")},
     **{n: _M + "registered" for n in (
         "build_registered", "example_from_inputs", "inputs_fit", "fitting_models",
-        "require_fit")},
+        "require_fit", "axis_steps", "example_shape")},
 }
 
 __all__ = sorted(_LAZY)

@@ -46,8 +46,10 @@ def load_packaged(entry: Entry, path: Path, opts: LoadOptions) -> LoadedModel:
 
 def _examples(inputs: list[dict[str, Any]], n: int, gen: Any) -> tuple:
     out = []
+    from deepseek.loader.registered import example_shape
+
     for spec in inputs:
-        shape = [n if int(d) < 0 else int(d) for d in spec["shape"]]
+        shape = example_shape(spec, n)
         dtype = getattr(torch, spec.get("dtype", "float32"))
         out.append(torch.rand(shape, generator=gen).to(dtype) if dtype.is_floating_point
                    else torch.zeros(shape, dtype=dtype))

@@ -153,16 +153,32 @@ def _converted(module: Any, name: str, cfg: dict[str, Any], inputs: Any, trained
 
 
 def example_from_inputs(inputs: list[dict[str, Any]] | None, name: str) -> tuple:
-    """Zero tensors for a registry model's declared inputs (free dimensions set to 1)."""
+    """Zero tensors for a registry model's declared inputs (:func:`example_shape`)."""
     if not inputs:
         raise ModelLoadError(f"model {name!r} declares no inputs, so it cannot be traced or "
                              "exported; load it with framework='pytorch'")
     out = []
     for spec in inputs:
-        shape = [1 if int(d) < 0 else int(d) for d in spec["shape"]]
         dtype = getattr(torch, spec.get("dtype", "float32"))
-        out.append(torch.zeros(shape, dtype=dtype))
+        out.append(torch.zeros(example_shape(spec), dtype=dtype))
     return tuple(out)
+
+
+def axis_steps(spec: dict[str, Any]) -> list[int]:
+    """Each axis's step of a declared input (its ``multiple``; 1, any size, where none is
+    declared): a free axis takes positive multiples of its step."""
+    steps = spec.get("multiple")
+    return [int(m) for m in steps] if steps else [1] * len(spec["shape"])
+
+
+def example_shape(spec: dict[str, Any], free: int | None = None) -> list[int]:
+    """One concrete shape of a declared input: its ``example`` when it declares one and
+    ``free`` is not given, else every free axis (-1) at ``free`` (default 1) times its
+    step."""
+    if free is None and spec.get("example"):
+        return [int(d) for d in spec["example"]]
+    return [(free or 1) * m if int(d) < 0 else int(d)
+            for d, m in zip(spec["shape"], axis_steps(spec))]
 
 
 # --------------------------------------------------------------------------- tasks
@@ -170,7 +186,8 @@ def inputs_fit(declared: list[dict[str, Any]] | None, wanted: list[dict[str, Any
     """Whether a model's declared inputs fit what a task feeds it.
 
     ``wanted`` lists ``{"dtype", "shape"}`` per input (``-1``: any size). A declared free
-    dimension (``-1``) fits any wanted size; ranks, input counts and dtypes must agree.
+    dimension (``-1``) fits any wanted size that is a multiple of its step (``multiple``);
+    ranks, input counts and dtypes must agree.
     """
     if not declared or len(declared) != len(wanted):
         return False
@@ -181,6 +198,8 @@ def inputs_fit(declared: list[dict[str, Any]] | None, wanted: list[dict[str, Any
         if len(ds) != len(ws):
             return False
         if any(a != -1 and b != -1 and a != b for a, b in zip(ds, ws)):
+            return False
+        if any(b > 0 and b % m for b, m in zip(ws, axis_steps(d))):
             return False
     return True
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from deepseek.errors import ModelLoadError
-from deepseek.loader import LoadedModel, ModelLoader
+from deepseek.loader import LoadedModel, ModelLoader, axis_steps
 from deepseek.serving.protocol import (
     TORCH_NAME_TO_V2,
     InferenceError,
@@ -73,7 +73,10 @@ class ServedModel:
                     for i in m.session.get_inputs()]
         if m.inputs:
             return [TensorSpec(i["name"], TORCH_NAME_TO_V2.get(i.get("dtype", "float32"), "FP32"),
-                               [int(d) for d in i["shape"]]) for i in m.inputs]
+                               [int(d) for d in i["shape"]],
+                               axis_steps(i) if i.get("multiple") else None,
+                               [int(d) for d in i["example"]] if i.get("example") else None)
+                    for i in m.inputs]
         log.info("model %s declares no inputs; accepting one FP32 input 'input' of any shape",
                  self.name)
         return [TensorSpec("input", "FP32", [])]  # [] = any shape
@@ -90,7 +93,8 @@ class ServedModel:
         for free in (2, 3):  # dims that follow the free input sizes are free outputs too
             probe = []
             for s in self.inputs:
-                shape = [free if d == -1 else d for d in s.shape]
+                steps = s.multiple or [1] * len(s.shape)
+                shape = [free * k if d == -1 else d for d, k in zip(s.shape, steps)]
                 probe.append(np.zeros(shape, dtype=_NUMPY.get(s.datatype, np.float32)))
             runs.append(self._as_list(m(*probe)))
         names = ["output"] if len(runs[0]) == 1 else [f"output{i}" for i in range(len(runs[0]))]
@@ -113,12 +117,18 @@ class ServedModel:
         return [np.asarray(out)]
 
     def example_inputs(self) -> list[np.ndarray] | None:
-        """One sample of every input (batch 1, free dimensions 1, zeros), for timing the
-        model; None when an input's shape is not declared."""
+        """One sample of every input (zeros), for timing the model: the example shape the
+        model declares, else batch 1 and every free dimension at its step (1 where none is
+        declared); None when an input's shape is not declared."""
         if not self.inputs or any(not s.shape for s in self.inputs):
             return None
-        return [np.zeros([1 if d == -1 else d for d in s.shape],
-                         dtype=_NUMPY.get(s.datatype, np.float32)) for s in self.inputs]
+
+        def one(s: TensorSpec) -> list[int]:
+            if s.example:
+                return [1, *s.example[1:]]
+            return [k if d == -1 else d for d, k in zip(s.shape, s.multiple or [1] * len(s.shape))]
+
+        return [np.zeros(one(s), dtype=_NUMPY.get(s.datatype, np.float32)) for s in self.inputs]
 
     def metadata(self) -> dict[str, Any]:
         """The Open Inference Protocol metadata of the model (inputs, outputs, platform)."""

@@ -64,10 +64,16 @@ def v2_datatype(arr: np.ndarray) -> str:
 
 @dataclass
 class TensorSpec:
-    """A tensor's name, Open Inference Protocol datatype and shape (-1: any size)."""
+    """A tensor's name, Open Inference Protocol datatype and shape (-1: any size).
+
+    ``multiple``: each axis's step where the model declares one (a free axis then takes
+    positive multiples of it; checked on every request, not part of the protocol's
+    metadata); ``example``: one concrete shape for timing the model."""
     name: str
     datatype: str
     shape: list[int]  # -1: any size (the first axis is the batch); []: any shape
+    multiple: list[int] | None = None
+    example: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready metadata."""
@@ -450,6 +456,17 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
                                                zip(s.shape, a.shape)):
             raise InferenceError(f"model '{model}': input '{s.name}' has shape {list(a.shape)}; "
                                  f"expected {s.shape} (-1: any size)")
+        off = [(axis, n, m) for axis, (n, m) in enumerate(zip(a.shape, s.multiple or []))
+               if axis and (n < m or n % m)]  # the batch axis goes by the batcher's rules
+        if off:
+            axis, n, m = off[0]
+            head = f"model '{model}': input '{s.name}' has shape {list(a.shape)}; axis {axis}"
+            if m == 1:
+                raise InferenceError(f"{head} is empty; send at least one item along it")
+            raise InferenceError(
+                f"{head} must be a positive multiple of {m} (past the batch axis the model's "
+                f"sizes go in steps of {list(s.multiple or [])}): pad it to "
+                f"{max(m, -(-n // m) * m)}, e.g. with its edge values, or crop it")
         if a.ndim == 0:
             raise InferenceError(f"model '{model}': input '{s.name}' needs a batch axis; got a "
                                  "scalar")

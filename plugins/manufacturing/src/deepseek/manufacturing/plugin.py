@@ -47,7 +47,10 @@ def register_models(register: Any) -> None:
              weights=str(WEIGHTS / "defect-3dcnn-lstm.safetensors"),
              description="streaming crack detector: stride-4 patch stem, causal 3D conv, LSTM "
                          "across the stream, per-frame probability and a localisation map",
-             inputs=[{"name": "frames", "dtype": "uint8", "shape": [-1, -1, 480, 640]}],
+             # any frame size in steps of the 16-pixel cell (the stream pads to it); the
+             # synthetic line's 640 x 480 frame is the example summaries and timings use
+             inputs=[{"name": "frames", "dtype": "uint8", "shape": [-1, -1, -1, -1],
+                      "multiple": [1, 1, 16, 16], "example": [1, 1, 480, 640]}],
              # the edge form runs the streaming step (state in, state out; any frame size)
              onnx_export=lazy_callable(M + "model:write_stream_onnx"))
 
