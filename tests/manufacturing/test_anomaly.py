@@ -65,6 +65,91 @@ def test_memory_scores_cracks_above_good_parts_and_sets_its_threshold(line, tmp_
     assert again.score(read_gray(bad[0]))[0] == pytest.approx(bad_s[0], rel=1e-5)
 
 
+def _labelled_line(root, goods=10, cracks=3):
+    """A folder as `train --folder` takes it: good parts and cracked ones with masks."""
+    for i in range(goods):
+        _surface(root / f"part_{i}.png", i)
+    for i in range(cracks):
+        img = _surface(root / f"crack_{i}.png", 300 + i, crack=True)
+        mask = np.zeros((80, 112), np.uint8)
+        cv2.line(mask, (20, 10), (70, 60), 255, 3)
+        cv2.imwrite(str(img.with_name(f"crack_{i}_mask.png")), mask)
+    return root
+
+
+def test_labelled_defects_are_found_by_every_label_rule(tmp_path):
+    """What good-parts training and `calibrate --all-good` must not take for good: a mask
+    with a defect beside the image, a YOLO label that draws one, a defect class folder;
+    not an all-zero mask, an empty YOLO label, a good/ folder or an unlabelled image."""
+    from deepseek.manufacturing.labelled import labelled_defects
+
+    masked = _labelled_line(tmp_path / "masks", goods=2, cracks=1)
+    _surface(masked / "clean.png", 50)
+    cv2.imwrite(str(masked / "clean_mask.png"), np.zeros((80, 112), np.uint8))
+    files = sorted(p for p in masked.glob("*.png") if "_mask" not in p.name)
+    found = labelled_defects(masked, files)
+    assert list(found) == [masked / "crack_0.png"]
+    assert found[masked / "crack_0.png"] == f"mask label {masked / 'crack_0_mask.png'}"
+
+    yolo = tmp_path / "yolo"
+    for name, line in (("a", "0 0.2 0.2 0.6 0.2 0.6 0.3\n"), ("b", "")):
+        _surface(yolo / "images" / f"{name}.png", 7)
+        (yolo / "labels").mkdir(parents=True, exist_ok=True)
+        (yolo / "labels" / f"{name}.txt").write_text(line)
+    _surface(yolo / "images" / "c.png", 8)                   # no label file: background
+    found = labelled_defects(yolo, sorted((yolo / "images").glob("*.png")))
+    assert list(found) == [yolo / "images" / "a.png"] and "yolo label" in found[
+        yolo / "images" / "a.png"]
+
+    classes = tmp_path / "classes"
+    ok = _surface(classes / "good" / "g.png", 1)
+    bad = _surface(classes / "defect" / "d.png", 2)
+    assert labelled_defects(classes, [ok, bad]) == {bad: f"in the defect folder {bad.parent}"}
+
+
+def test_good_only_leaves_labelled_defects_out_and_measures_recall_on_them(tmp_path, caplog):
+    """`train --good-only` pointed at a labelled folder: the cracked parts its masks mark are
+    not learnt as good (the memory holds none of their patches), one warning names them,
+    and they give the recall stored at the threshold, as `score` prints it."""
+    import shutil
+
+    folder = _labelled_line(tmp_path / "labelled")
+    for name in ("crack_0.png", "crack_0_mask.png"):  # the same photo again: counted once
+        shutil.copy(folder / name, folder / name.replace("crack_0", "crack_copy"))
+    with caplog.at_level("WARNING", logger="deepseek.manufacturing.labelled"):
+        mem = fit_memory(folder, target_fpr=0.01, progress=False, crack_weight=0)
+    said = [r.getMessage() for r in caplog.records if "labelled defects" in r.getMessage()]
+    assert len(said) == 1 and "4 of its 14 images are labelled defects (crack_0.png: mask " \
+        "label" in said[0]
+    m = mem.meta
+    goods = _labelled_line(tmp_path / "goods", cracks=0)         # the same good parts alone
+    alone = fit_memory(goods, target_fpr=0.01, progress=False, crack_weight=0)
+    assert m["fit_images"] == 10 and m["image_digests"] == alone.meta["image_digests"]
+    assert m["threshold"] == alone.meta["threshold"] and np.array_equal(mem.bank, alone.bank)
+    exp = m["expected"]
+    cracks = [mem.score(read_gray(folder / f"crack_{i}.png"))[0] for i in range(3)]
+    assert exp["defect_images"] == 3 and exp["good_images"] == 10
+    assert exp["recall"] == pytest.approx(np.mean([c >= m["threshold"] for c in cracks]))
+    assert exp["false_positive_rate"] == 0.0 and len(exp["recall_ci95"]) == 2
+    assert "labelled defect images" in exp["recall_from"]
+    path = mem.save(tmp_path / "m.safetensors")
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(folder / "part_0.png"),
+                                           "--model", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "(from 3 defect and 10 good images): recall " in res.output
+    assert "(labelled defects of the folder, left out of training)" in res.output
+
+
+def test_calibrate_all_good_refuses_a_folder_whose_labels_mark_defects(tmp_path):
+    from deepseek.manufacturing.calibration import calibrate
+
+    folder = _labelled_line(tmp_path / "labelled", goods=3, cracks=2)
+    with pytest.raises(ManufacturingError, match=r"all_good \(--all-good\) takes every image "
+                       r"as a good part, but 2 of its 5 are labelled defects \(crack_0.png: "
+                       r"mask label .*\.\.\.\): leave out --all-good"):
+        calibrate(folder, "defect-3dcnn-lstm", all_good=True, progress=False)
+
+
 def test_a_memory_scores_only_with_the_backbone_weights_it_was_fitted_on(line, tmp_path):
     """Its patches are one encoder's features: a memory records its backbone's sha256 and
     refuses to load under other weights (the packaged ones after an upgrade, or a backbone

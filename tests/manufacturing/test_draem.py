@@ -95,6 +95,22 @@ def test_draem_flags_a_crack_it_never_saw_and_sets_its_threshold(line):
         assert (rows, cols) == (-(-h // MAP_STRIDE), -(-w // MAP_STRIDE))
 
 
+def test_draem_leaves_labelled_defects_out_and_measures_recall_on_them(tmp_path):
+    folder = tmp_path / "labelled"
+    for i in range(6):
+        _surface(folder / f"part{i}.png", i)
+    crack = _surface(folder / "crack0.png", 300, crack=True)
+    mask = np.zeros((96, 128), np.uint8)
+    cv2.line(mask, *LINE, 255, 4)
+    cv2.imwrite(str(folder / "crack0_mask.png"), mask)
+    model = fit_draem(folder, target_fpr=0.05, folds=2, seed=0, **FAST)
+    m = model.meta
+    assert m["fit_images"] == 6 and m["expected"]["defect_images"] == 1
+    flagged = model.score(read_gray(crack))[0] >= m["threshold"]
+    assert m["expected"]["recall"] == (1.0 if flagged else 0.0)
+    assert "labelled defect images" in m["expected"]["recall_from"]
+
+
 def test_draem_points_at_the_spot_in_a_good_image_that_is_not(tmp_path):
     """A folder of good parts with one cracked part among them (a label's mistake): out of
     fold it scores highest, and the spot kept for the review is the box ``score`` would draw

@@ -144,14 +144,26 @@ def test_good_only_pasted_training_sets_its_threshold_on_good_parts_alone(tmp_pa
                                            str(tmp_path / "run" / "model.safetensors")])
     assert res.exit_code == 0, res.output
     assert "recall unknown (no defect images)" in res.output
+    # a cracked part with its mask in the folder: not learnt as good, it gives the recall
+    cracked = _surface(30, (48, 64))
+    cv2.line(cracked, (8, 8), (50, 36), 30, 3)
+    cv2.imwrite(str(good / "p9_a.png"), cracked)
+    cv2.imwrite(str(good / "p9_a_mask.png"), cv2.line(np.zeros((48, 64), np.uint8), (8, 8),
+                                                      (50, 36), 255, 3))
     res = CliRunner().invoke(build_cli(), [
         "manufacturing", "train", "--out", str(tmp_path / "run2"), "--good-only", str(good),
         "--method", "pasted", "--folds", "2", "--crop", "32", "--crops-per-epoch", "8",
         "--epochs", "1", "--batch-size", "4", "--target-fpr", "0.1"])
     assert res.exit_code == 0, res.output
     assert "labels to check: the good images scored highest, out of fold" in res.output
-    listed = [ln for ln in res.output.splitlines() if ".png" in ln]  # (not the progress)
-    assert len(listed) == 5 and all("  look at x " in ln for ln in listed)
+    listed = [ln for ln in res.output.splitlines() if "  look at x " in ln]
+    assert len(listed) == 5 and not any("p9_a" in ln for ln in listed)
+    info = json.loads((tmp_path / "run2" / "training.json").read_text())
+    assert info["images"] == 6 and info["expected"]["defect_images"] == 1
+    from deepseek.manufacturing.score import Scorer
+
+    flagged = Scorer(tmp_path / "run2" / "model.safetensors").score(good / "p9_a.png").defect
+    assert info["expected"]["recall"] == (1.0 if flagged else 0.0)
     # the method goes with --good-only, the darkening with a method that pastes
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out", str(tmp_path),
                                            "--method", "pasted"])

@@ -334,7 +334,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
     from tqdm.auto import tqdm
 
     from deepseek.manufacturing.images import check_bit_depth, image_paths
-    from deepseek.manufacturing.labelled import good_folds, image_digests
+    from deepseek.manufacturing.labelled import good_folds, image_digests, set_aside_defects
     from deepseek.manufacturing.stream import weights_sha256
 
     if not 0.0 < target_fpr < 1.0:
@@ -354,7 +354,7 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
                                  f"[{CRACK_WEIGHT}]")
     bit_depth = check_bit_depth(bit_depth)
     root = Path(folder)
-    files = image_paths([root])
+    files, defects = set_aside_defects(root, image_paths([root]), bit_depth)
     if len(files) < 2:
         raise ManufacturingError(f"{folder}: {len(files)} good image(s); give at least 2 (one "
                                  "to remember, one to set the threshold on), better dozens")
@@ -398,11 +398,51 @@ def fit_memory(folder: str | Path, *, backbone: Any = "defect-3dcnn-lstm",
         **{key: grouping[key] for key in ("regrouped", "skipped", "copies") if key in grouping},
         **out_of_fold_threshold(scores, target_fpr, k)}
     mem = PatchMemory(bank, meta, net)
+    add_defect_recall(meta["expected"], scores, score_defects(
+        lambda image: mem.score(image)[0], defects, bit_depth), meta["threshold"])
     mem.out_of_fold = {str(item.path): float(v) for item, v in zip(items, scores)}
     mem.out_of_fold_spots = highest_spots(
         scores, items, lambda i: probes[fold[i]].anomaly_map(items[i].image),
         meta["threshold"], FEATURE_STRIDE)
     return mem
+
+
+def score_defects(score: Any, paths: list[Path], bit_depth: int | None = None
+                  ) -> list[float]:
+    """``score(image)`` of each labelled defect image at ``paths`` (the ones
+    :func:`~deepseek.manufacturing.labelled.set_aside_defects` left out), a copy of an image
+    (equal pixels) counted once, as the good images are."""
+    from deepseek.manufacturing.images import read_gray
+    from deepseek.manufacturing.labelled import pixel_digest
+
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        image = read_gray(p, bit_depth=bit_depth)
+        digest = pixel_digest(image)
+        if digest not in seen:
+            seen.add(digest)
+            out.append(float(score(image)))
+    return out
+
+
+def add_defect_recall(expected: dict[str, Any], good_scores: Any, defect_scores: Any,
+                      threshold: float) -> None:
+    """Fill a good-parts model's ``expected`` (stored beside its threshold, printed by
+    ``score``) with the recall at ``threshold`` on labelled defect images it never learnt
+    from (``defect_scores``, under the model written), beside the false-alarm rate on the
+    good images' out-of-fold ``good_scores``, each with its Wilson interval."""
+    from deepseek.manufacturing.metrics import expected_rates
+
+    d = np.asarray(defect_scores, np.float64)
+    if not len(d):
+        return
+    g = np.asarray(good_scores, np.float64)
+    rates = expected_rates(np.r_[g, d], np.r_[np.zeros(len(g), bool), np.ones(len(d), bool)],
+                           threshold)
+    expected.update({k: list(v) if isinstance(v, tuple) else v for k, v in rates.items()})
+    expected["recall_from"] = ("labelled defect images of the folder, left out of training, "
+                               "under the model written")
 
 
 def highest_spots(scores: Any, items: list, map_of: Any, level: float,

@@ -72,12 +72,28 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     from deepseek.manufacturing.score import Scorer, image_paths, stored_bit_depth
 
     folder = Path(folder)
-    from deepseek.manufacturing.labelled import copies_report, distinct_images, read_labelled
+    from deepseek.manufacturing.labelled import (
+        copies_report,
+        distinct_images,
+        labelled_defects,
+        read_labelled,
+    )
 
     # copies of an image (equal pixels) count once, in a plain folder as in a labelled one;
     # 16-bit photos read as the model's training photos were (the digests then match)
     bits = stored_bit_depth(model)
-    items = (distinct_images(image_paths([folder]), bits) if all_good
+    if all_good:
+        plain = image_paths([folder])
+        defects = labelled_defects(folder, plain, bits)
+        if defects:  # a threshold set above them would pass such defects on the line
+            first = next(iter(defects.items()))
+            raise ManufacturingError(
+                f"{folder}: all_good (--all-good) takes every image as a good part, but "
+                f"{len(defects)} of its {len(plain)} are labelled defects ({first[0].name}: "
+                f"{first[1]}{' ...' if len(defects) > 1 else ''}): leave out --all-good to "
+                "calibrate on the labels (the defects then measure the recall), or move them "
+                "out")
+    items = (distinct_images(plain, bits) if all_good
              else read_labelled(folder, group_pattern, bit_depth=bits))
     files = [it.path for it in items]
     labels = np.array([it.defect for it in items], bool)

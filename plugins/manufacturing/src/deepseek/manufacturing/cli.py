@@ -654,7 +654,8 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
               help="Any registered model that takes uint8 clips [N, T, H, W] and returns frame "
                    "logits, maps and a state.")
 @click.option("--good-only", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Good parts only, from the images of this folder: a "
+              default=None, help="Good parts only, from the images of this folder (any "
+              "its labels mark as defects are left out, and measure the recall): a "
               "patch-feature memory (no training; OUT/memory.safetensors); with --method "
               "pasted, the crack model fine-tuned on them with synthetic cracks pasted in "
               "(OUT/model.safetensors); with --method draem, a reconstructive and a "

@@ -377,9 +377,14 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
     ``kinds``: the pasted defects, of :data:`deepseek.manufacturing.pasted.KINDS` (cracks
     only by default, :data:`KINDS`). ``bit_depth``: the bits of 16-bit photos, stored (as
     :func:`~deepseek.manufacturing.anomaly.fit_memory`)."""
-    from deepseek.manufacturing.anomaly import highest_spots, out_of_fold_threshold
+    from deepseek.manufacturing.anomaly import (
+        add_defect_recall,
+        highest_spots,
+        out_of_fold_threshold,
+        score_defects,
+    )
     from deepseek.manufacturing.images import check_bit_depth, image_paths
-    from deepseek.manufacturing.labelled import good_folds, image_digests
+    from deepseek.manufacturing.labelled import good_folds, image_digests, set_aside_defects
     from deepseek.manufacturing.pasted import KINDS as KNOWN
 
     if not 0.0 < target_fpr < 1.0:
@@ -397,7 +402,7 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
     if unknown:
         raise ManufacturingError(f"kinds {kinds}: choose from {', '.join(KNOWN)}")
     root = Path(folder)
-    files = image_paths([root])
+    files, defects = set_aside_defects(root, image_paths([root]), bit_depth)
     if len(files) < 2:
         raise ManufacturingError(f"{folder}: {len(files)} good image(s); give at least 2 (one "
                                  "to learn from, one to set the threshold on), better dozens")
@@ -435,6 +440,8 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
                                 f"written averages the {k} models' maps"),
         "seconds": round(time.perf_counter() - t0, 1)}
     model = DraemModel(nets, meta)
+    add_defect_recall(meta["expected"], scores, score_defects(
+        lambda image: model.score(image)[0], defects, bit_depth), meta["threshold"])
     model.out_of_fold = {str(it.path): float(v) for it, v in zip(items, scores)}
     model.out_of_fold_spots = highest_spots(
         scores, items, lambda i: net_map([nets[fold[i]]], items[i].image), meta["threshold"],

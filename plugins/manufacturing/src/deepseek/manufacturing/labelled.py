@@ -1027,6 +1027,79 @@ def _read_mask(mpath: Path, img: Path, shape: tuple[int, int],
     return (raw.reshape(h, w, -1).max(axis=2) > 0).astype(np.uint8)
 
 
+def _label_of(p: Path, entry: CocoEntry | None, yolo: Path | None) -> tuple[str, Any] | None:
+    """The label that speaks for image ``p``, first found of: a mask beside it, its COCO
+    entry, a Pascal VOC, labelme or YOLO label file; as (source, the mask file / COCO entry /
+    label file), or None."""
+    if (mpath := _find_mask(p)) is not None:
+        return "mask", mpath
+    if entry is not None:
+        return "coco", entry
+    if (voc := voc_label_path(p)) is not None:
+        return "voc", voc
+    if (lm := labelme_label_path(p)) is not None:
+        return "labelme", lm
+    return ("yolo", yolo) if yolo is not None else None
+
+
+def _label_mask(p: Path, found: tuple[str, Any], shape: tuple[int, int],
+                mat_other: dict[Path, list[int]]) -> tuple[np.ndarray, Path]:
+    """The defect mask (``shape``) that :func:`_label_of`'s label draws for image ``p``, and
+    the file it came from."""
+    source, ref = found
+    if source == "mask":
+        return _read_mask(ref, p, shape, mat_other), ref
+    if source == "coco":
+        return coco_mask(ref, p, shape), ref.json
+    if source == "voc":
+        return voc_mask(ref, shape), ref
+    if source == "labelme":
+        return labelme_mask(ref, shape), ref
+    return yolo_mask(ref, *shape), ref
+
+
+def labelled_defects(root: str | Path, files: list[Path], bit_depth: int | None = None
+                     ) -> dict[Path, str]:
+    """The images among ``files`` (below ``root``) that their labels mark as defects, by the
+    rules of :func:`read_labelled` (a mask with a defect beside it; a COCO, Pascal VOC,
+    labelme or YOLO label that draws one; a defect class folder), each with the label that
+    says so. Images with no label are not listed: for good-parts training and ``calibrate
+    --all-good``, which take every image they are given as good."""
+    from deepseek.manufacturing.images import read_gray
+
+    root = Path(root)
+    coco = coco_labels(root, files)
+    out: dict[Path, str] = {}
+    mat_other: dict[Path, list[int]] = {}
+    for p in files:
+        found = _label_of(p, coco.get(p) if coco else None, yolo_label_path(p))
+        if found is not None:
+            img = read_gray(p, bit_depth=bit_depth)
+            mask, label = _label_mask(p, found, (int(img.shape[0]), int(img.shape[1])),
+                                      mat_other)
+            if mask.any():
+                out[p] = f"{found[0]} label {label}"
+                continue
+        if _folder_label(p, root):
+            out[p] = f"in the defect folder {p.parent}"
+    return out
+
+
+def set_aside_defects(root: str | Path, files: list[Path], bit_depth: int | None = None
+                      ) -> tuple[list[Path], list[Path]]:
+    """``files`` without the images their labels mark as defects
+    (:func:`labelled_defects`), and those images, named in one warning: good-parts training
+    learns every image it is given as good, so a labelled folder given to it keeps its
+    defects out of what is learnt (they can measure the recall at its threshold instead)."""
+    defects = labelled_defects(root, files, bit_depth)
+    if defects:
+        named = "; ".join(f"{p.name}: {why}" for p, why in list(defects.items())[:3])
+        log.warning("%s: %d of its %d images are labelled defects (%s%s): left out of the "
+                    "good parts, and scored to measure the recall at the threshold", root,
+                    len(defects), len(files), named, " ..." if len(defects) > 3 else "")
+    return [p for p in files if p not in defects], list(defects)
+
+
 def read_labelled(root: str | Path, group_pattern: str | None = None,
                   cache_mb: float = CACHE_MB, scale: float = 1.0,
                   bit_depth: int | None = None) -> list[LabelledImage]:
@@ -1064,25 +1137,17 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         img = read_gray(p, bit_depth=bit_depth)
         shape = (int(img.shape[0]), int(img.shape[1]))
         folder = _folder_label(p, root)
-        mpath = _find_mask(p)
         label: Path | None = None
         entry = coco.get(p) if coco else None
-        if mpath is not None:
-            mask, source, label = _read_mask(mpath, p, shape, mat_other), "mask", mpath
-        elif entry is not None:
-            mask, source, label = coco_mask(entry, p, shape), "coco", entry.json
-        elif (voc := voc_label_path(p)) is not None:
-            mask, source, label = voc_mask(voc, shape), "voc", voc
-        elif (lm := labelme_label_path(p)) is not None:
-            mask, source, label = labelme_mask(lm, shape), "labelme", lm
-        elif coco and yolo[p] is None and folder is None:
+        found = _label_of(p, entry, yolo[p])
+        if found is not None:
+            source = found[0]
+            mask, label = _label_mask(p, found, shape, mat_other)
+        elif coco and folder is None:
             raise ManufacturingError(
                 f"{p}: not listed in the COCO file(s) of this data set "
                 f"({', '.join(sorted({e.json.name for e in coco.values()}))}) and no other "
                 "label: add it there (with no annotation if it is a good part) or move it out")
-        elif yolo[p] is not None:
-            label = yolo[p]
-            mask, source = yolo_mask(label, *shape), "yolo"
         elif yolo_set and folder is None:
             mask, source = np.zeros(shape, np.uint8), "yolo-background"
         elif folder is not None:

@@ -139,7 +139,9 @@ def describe_expectation(exp: dict[str, Any], where: str = "the stored threshold
 
     oof = exp.get("recall_out_of_fold")
     lower = (f" (the written model on the defects it trained on; its fold models caught "
-             f"{oof:.3f} out of fold)" if isinstance(oof, (int, float)) else "")
+             f"{oof:.3f} out of fold)" if isinstance(oof, (int, float)) else
+             " (labelled defects of the folder, left out of training)"
+             if str(exp.get("recall_from", "")).startswith("labelled defect") else "")
     return (f"expected at {where} (from {exp.get('defect_images', '?')} defect "
             f"and {exp.get('good_images', '?')} good images): recall "
             f"{rate('recall')}{lower}, false-alarm rate {rate('false_positive_rate')}")

@@ -926,10 +926,12 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     real cracks). ``bit_depth``: the bits of 16-bit photos, stored with the weights (as
     :func:`train_model`)."""
     from deepseek.loader import build_registered, require_fit
+    from deepseek.manufacturing.anomaly import add_defect_recall, score_defects
     from deepseek.manufacturing.images import check_bit_depth, image_paths
-    from deepseek.manufacturing.labelled import good_folds, image_digests
+    from deepseek.manufacturing.labelled import good_folds, image_digests, set_aside_defects
     from deepseek.manufacturing.metrics import expected_rates, recall_at_fpr, too_few_good
     from deepseek.manufacturing.pasted import PASTED_CRACK_DEPTH, PASTED_KINDS, PastedImage
+    from deepseek.manufacturing.score import score_image
     from deepseek.manufacturing.synthetic import check_crack_depth
 
     require_fit(model, TASK, TASK_INPUTS)
@@ -943,7 +945,7 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     depth = check_crack_depth(crack_depth or PASTED_CRACK_DEPTH)
     bit_depth = check_bit_depth(bit_depth)
     root = Path(folder)
-    files = image_paths([root])
+    files, defects = set_aside_defects(root, image_paths([root]), bit_depth)
     if len(files) < 2:
         raise ManufacturingError(f"{folder}: {len(files)} good image(s); give at least 2, "
                                  "better dozens")
@@ -978,6 +980,9 @@ def train_good_only(out_dir: str | Path, folder: str | Path, *, epochs: int = 4,
     labels = np.r_[np.zeros(n, bool), np.ones(n, bool)]
     thr = recall_at_fpr(oof, labels, target_fpr)[0]
     expected = expected_rates(oof[:n], labels[:n], thr)
+    net.eval()
+    add_defect_recall(expected, oof[:n], score_defects(
+        lambda image: score_image(net, image)[0], defects, bit_depth), thr)
     pasted = expected_rates(oof, labels, thr)
     rule = (f"lowest image score with a false-alarm rate <= {target_fpr:g} on the out-of-fold "
             f"scores of {n} good images ({info['folds']} folds by group)")
