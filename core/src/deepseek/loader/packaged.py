@@ -45,9 +45,9 @@ def load_packaged(entry: Entry, path: Path, opts: LoadOptions) -> LoadedModel:
 
 
 def _examples(inputs: list[dict[str, Any]], n: int, gen: Any) -> tuple:
-    out = []
     from deepseek.loader.registered import example_shape
 
+    out = []
     for spec in inputs:
         shape = example_shape(spec, n)
         dtype = getattr(torch, spec.get("dtype", "float32"))

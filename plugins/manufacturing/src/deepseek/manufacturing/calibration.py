@@ -93,8 +93,9 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
                 f"{first[1]}{' ...' if len(defects) > 1 else ''}): leave out --all-good to "
                 "calibrate on the labels (the defects then measure the recall), or move them "
                 "out")
-    items = (distinct_images(plain, bits) if all_good
-             else read_labelled(folder, group_pattern, bit_depth=bits))
+        items = distinct_images(plain, bits)
+    else:
+        items = read_labelled(folder, group_pattern, bit_depth=bits)
     files = [it.path for it in items]
     labels = np.array([it.defect for it in items], bool)
     copies = copies_report(items)
