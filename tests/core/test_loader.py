@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -211,6 +213,12 @@ def test_bad_files(tiny_plugin, tmp_path):
     save_file(TinyNet().state_dict(), str(bare))
     with pytest.raises(ModelLoadError, match="no architecture recorded"):
         ModelLoader.load(bare)
+    own = tmp_path / "memory.safetensors"  # a plugin's file of its own kind (a patch memory)
+    save_file({"bank": torch.zeros(4, 2)}, str(own),
+              metadata={"deepseek": json.dumps({"kind": "patch-memory", "bank": 4})})
+    with pytest.raises(ModelLoadError, match="memory.safetensors: a 'patch-memory' file a "
+                       "plugin wrote for its own commands, not a network's weights"):
+        ModelLoader.load(own)
     wrong = save_model(TinyNet(hidden=5), tmp_path / "wrong", architecture="test-tiny",
                        config={})  # config says default hidden=16, weights have 5
     with pytest.raises(ModelLoadError, match="do not fit"):

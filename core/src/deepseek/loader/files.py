@@ -98,6 +98,11 @@ def _safetensors_file(path: Path, opts: LoadOptions) -> LoadedModel:
 
     arch, cfg = read_model_config(path)
     arch = opts.architecture or arch
+    if not arch and (kind := _plugin_kind(path)):
+        raise ModelLoadError(
+            f"{path}: a {kind!r} file a plugin wrote for its own commands, not a network's "
+            "weights (its header names a kind and no architecture): the loader and the model "
+            "server run networks; use it with the plugin command that takes it")
     if not arch:
         raise ModelLoadError(
             f"{path}: no architecture recorded (no {path.with_suffix('.json').name}, no "
@@ -189,6 +194,20 @@ def read_model_extra(path: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: header field {EXTRA_META_KEY!r} is not JSON ({exc})"
                              ) from exc
     return extra if isinstance(extra, dict) else {}
+
+
+def _plugin_kind(path: Path) -> str | None:
+    """The ``kind`` a plugin's own model file (a patch memory, a DRAEM pair) records in its
+    header's ``deepseek`` metadata, or None."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = json.loads((f.metadata() or {}).get("deepseek", "null"))
+    except Exception:  # unreadable here: the caller's own error names the file
+        return None
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def read_model_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
