@@ -149,3 +149,47 @@ def test_stale_and_foreign_exports_are_refused(tmp_path):
         OnnxNet(tmp_path / "junk.onnx")
     with pytest.raises(ManufacturingError, match="runs on onnxruntime"):
         make_step(load_net("defect-3dcnn-lstm", onnx=True), backend="torch")
+
+
+def test_an_export_scores_with_what_training_stored_beside_the_weights(tmp_path, caplog):
+    """`score --model model.stream.onnx` (the edge form given by its export's path): the
+    threshold, scale, views and expected figures `train` stored with the weights travel in
+    the export, so it flags what the weights flag; an export without them says it flags at
+    0.5."""
+    import cv2
+
+    from deepseek.loader import EXTRA_META_KEY, save_model
+    from deepseek.manufacturing.score import Scorer
+
+    net = load_net("defect-3dcnn-lstm")
+    expected = {"recall": 0.9, "false_positive_rate": 0.01, "recall_ci95": [0.8, 0.95],
+                "false_positive_rate_ci95": [0.0, 0.05], "defect_images": 20,
+                "good_images": 100}
+    weights = save_model(net, tmp_path / "model.safetensors", architecture="defect-3dcnn-lstm",
+                         config={"channels": [16, 32, 32], "temporal": 3, "hidden": 32},
+                         extra={"threshold": 0.42, "scale": 0.75, "views": 4,
+                                "expected": expected})
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", str(weights)])
+    assert res.exit_code == 0, res.output
+    assert "what training stored (threshold 0.42, the photos' scale and views)" in res.output
+    onnx_path = tmp_path / "model.stream.onnx"
+    for path in (onnx_path, still_path_for(onnx_path)):
+        assert EXTRA_META_KEY in onnx_metadata(path)
+    photo = tmp_path / "part.png"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(photo), rng.integers(90, 200, (70, 90), dtype=np.uint8))
+    full, edge = Scorer(weights), Scorer(onnx_path)
+    assert (edge.threshold, edge.scale, edge.views) == (0.42, 0.75, 4)
+    assert edge.expected == full.expected == expected
+    a, b = full.score(photo), edge.score(photo)
+    assert b.score == pytest.approx(a.score, abs=1e-4) and b.defect == a.defect
+    # an export of weights that store no threshold: flagged at 0.5, and said so
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(PACKAGED, plain / "model.safetensors")
+    shutil.copy(WEIGHTS / "defect-3dcnn-lstm.json", plain / "model.json")
+    assert CliRunner().invoke(build_cli(), ["manufacturing", "export",
+                                            str(plain / "model.safetensors")]).exit_code == 0
+    with caplog.at_level("WARNING", logger="deepseek.manufacturing.score"):
+        assert Scorer(plain / "model.stream.onnx").threshold == 0.5
+    assert any("the export carries no threshold" in r.getMessage() for r in caplog.records)

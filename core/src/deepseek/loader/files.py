@@ -180,14 +180,20 @@ def save_model(module: torch.nn.Module, path: str | Path, *, architecture: str,
 
 def read_model_extra(path: str | Path) -> dict[str, Any]:
     """The ``extra`` stored by :func:`save_model` (from the safetensors header, which travels
-    with the weights); an empty dict when there is none."""
-    from safetensors import safe_open
+    with the weights, or an ONNX export's metadata, which :func:`~deepseek.loader.onnx.
+    stamp_onnx` copies it to); an empty dict when there is none."""
+    if Path(path).suffix == ".onnx":
+        from deepseek.loader.onnx import onnx_metadata
 
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: not a readable safetensors file ({exc})") from exc
+        meta = onnx_metadata(path)
+    else:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: not a readable safetensors file ({exc})") from exc
     try:
         extra = json.loads(meta.get(EXTRA_META_KEY, "{}"))
     except json.JSONDecodeError as exc:

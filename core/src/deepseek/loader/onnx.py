@@ -15,6 +15,7 @@ from deepseek.errors import ModelLoadError, PrecisionError
 from deepseek.loader.base import (
     ARCH_META_KEY,
     CONFIG_META_KEY,
+    EXTRA_META_KEY,
     SOURCE_META_KEY,
     LoadOptions,
     file_sha256,
@@ -78,9 +79,13 @@ def load_onnx(path: Path, opts: LoadOptions, *, source: str) -> LoadedModel:
 def stamp_onnx(path: str | Path, source: str | Path, architecture: str,
                config: dict[str, Any] | None = None) -> Path:
     """Record in ONNX file ``path`` what it was exported from: the sha256 of the safetensors
-    file ``source`` (:data:`SOURCE_META_KEY`), the architecture and its config. A test can
-    then tell a stale packaged export from a current one (:func:`onnx_source`)."""
+    file ``source`` (:data:`SOURCE_META_KEY`), the architecture and its config, and what
+    training stored beside the weights (:func:`~deepseek.loader.files.read_model_extra`: an
+    operating threshold, the scale photos are read at), so that the export keeps the
+    operating point of the weights it came from. A test can then tell a stale packaged
+    export from a current one (:func:`onnx_source`)."""
     from deepseek.extras import require
+    from deepseek.loader.files import read_model_extra
 
     require("onnx", "stamping an ONNX export")
     import onnx
@@ -88,7 +93,10 @@ def stamp_onnx(path: str | Path, source: str | Path, architecture: str,
     model = onnx.load(str(path))
     meta = {SOURCE_META_KEY: file_sha256(source), ARCH_META_KEY: architecture,
             CONFIG_META_KEY: json.dumps(config or {})}
-    keep = [p for p in model.metadata_props if p.key not in meta]
+    extra = read_model_extra(source)
+    if extra:
+        meta[EXTRA_META_KEY] = json.dumps(extra)
+    keep = [p for p in model.metadata_props if p.key not in meta and p.key != EXTRA_META_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     for k, v in meta.items():

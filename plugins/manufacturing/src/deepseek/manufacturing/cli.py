@@ -954,5 +954,10 @@ def export(weights: Path, out: Path | None, as_json: bool) -> None:
         click.echo(json.dumps({"onnx": str(path), "still_onnx": str(still),
                                "weights": str(weights)}))
         return
+    from deepseek.manufacturing.score import stored_threshold
+
+    thr = stored_threshold(weights)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB) and {still} "
-               f"({still.stat().st_size / 1e3:.0f} kB); source sha256 recorded in both")
+               f"({still.stat().st_size / 1e3:.0f} kB); source sha256"
+               + (f" and what training stored (threshold {thr:.4g}, the photos' scale and "
+                  "views)" if thr is not None else "") + " recorded in both")

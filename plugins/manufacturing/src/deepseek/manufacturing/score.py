@@ -24,6 +24,8 @@ skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -101,13 +103,24 @@ def _sigmoid(x: Any) -> Any:
 
 
 def _stored_extra(model: Any) -> dict[str, Any]:
-    """What ``train`` stored with a ``.safetensors`` weights file ({} for anything else)."""
-    if not isinstance(model, (str, Path)) or Path(model).suffix != ".safetensors" \
+    """What ``train`` stored with a ``.safetensors`` weights file, and an ONNX export of them
+    carries (``manufacturing export`` copies it: the edge form scores as the weights do);
+    {} for anything else."""
+    if not isinstance(model, (str, Path)) or Path(model).suffix not in (".safetensors",
+                                                                        ".onnx") \
             or not Path(model).is_file():
         return {}
+    st = Path(model).stat()
+    return copy.deepcopy(_read_extra(str(Path(model).resolve()), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_extra(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """:func:`~deepseek.loader.read_model_extra`, read once per file version (an ONNX
+    file's metadata is read by opening a session)."""
     from deepseek.loader import read_model_extra
 
-    return read_model_extra(model)
+    return read_model_extra(path)
 
 
 def _stored_meta(model: Any) -> dict[str, Any]:
@@ -228,6 +241,12 @@ class Scorer:
         else:
             if threshold is None:
                 threshold = stored_threshold(model)
+                if threshold is None and str(model).endswith(".onnx"):
+                    log.warning("%s: the export carries no threshold (made from weights "
+                                "without one, or before exports kept what training stored): "
+                                "flagging at 0.5; export the trained weights again "
+                                "(deepseek manufacturing export WEIGHTS), or give --threshold "
+                                "or --calibration", model)
             threshold = 0.5 if threshold is None else threshold
             if not 0.0 < threshold < 1.0:
                 raise ManufacturingError(f"threshold={threshold}: give a probability between "
