@@ -212,6 +212,10 @@ def test_calibrating_on_images_the_model_learnt_from_is_warned(tmp_path, weights
     assert cal["trained_on_images"] == 2
     assert any("2 of the 10 images are ones" in w and "never saw" in w
                for w in cal["warnings"])
+    # the weights' ONNX exports beside them (the edge form) know the same images
+    expected = trained_digests(model)
+    for export in ("model.stream.onnx", "model.still.onnx"):
+        assert trained_digests(run / export) == expected
     (run / "training.json").write_text(json.dumps({"model": str(run / "other.safetensors"),
                                                    "image_digests": []}))
     assert trained_digests(model) is None                        # another model's run file

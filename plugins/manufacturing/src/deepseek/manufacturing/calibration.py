@@ -150,12 +150,17 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
 def trained_digests(model: Any) -> set[str] | None:
     """The pixel digests of the images ``model`` learnt from: kept in a good-parts model's
     metadata, or in the ``training.json`` beside weights from ``train`` (None when neither
-    says, e.g. the packaged weights or weights moved without their run folder)."""
-    from deepseek.manufacturing.runtime import deepseek_meta
+    says, e.g. the packaged weights or weights moved without their run folder); for an ONNX
+    export (``<stem>.stream.onnx``, ``<stem>.still.onnx``), those of ``<stem>.safetensors``
+    beside it."""
+    from deepseek.manufacturing.runtime import STILL_SUFFIX, STREAM_SUFFIX, deepseek_meta
 
     meta = deepseek_meta(model)
     if meta is None:
         p = Path(str(model))
+        for suffix in (STREAM_SUFFIX, STILL_SUFFIX):
+            if p.name.endswith(suffix):  # an export: the weights it was made from
+                p = p.with_name(p.name.removesuffix(suffix) + ".safetensors")
         run = p.with_name("training.json")
         try:
             summary = json.loads(run.read_text()) if p.suffix == ".safetensors" else None
