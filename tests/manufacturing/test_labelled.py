@@ -1190,6 +1190,10 @@ def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path, monkeypa
     assert DefectStream(raw, info["model"]).source.bit_depth == 12
     assert DefectStream(raw, info["model"], source_options={"bit_depth": 16}
                         ).source.bit_depth == 16
+    # the weights' ONNX export (the edge form, given by its own path) reads them so too
+    export = info["onnx"]
+    assert export and export.endswith("model.stream.onnx")
+    assert DefectStream(raw, export).source.bit_depth == 12 == Scorer(export).bit_depth
     # a stored reading no training writes (the file changed after training) is refused by
     # name wherever the model is used, never read over another range in silence
     from safetensors import safe_open

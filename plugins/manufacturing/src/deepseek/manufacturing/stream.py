@@ -516,8 +516,8 @@ class DefectStream:
         if max_batch < 1:
             raise ManufacturingError("max_batch must be at least 1")
         extra: dict[str, Any] = {}
-        if isinstance(model, (str, Path)) and str(model).endswith(".safetensors"):
-            from deepseek.loader import read_model_extra
+        if isinstance(model, (str, Path)) and str(model).endswith((".safetensors", ".onnx")):
+            from deepseek.loader import read_model_extra  # (an export carries it too)
 
             extra = read_model_extra(model)
         # 16-bit frames read over the bits the model's photos were (train --bit-depth),
