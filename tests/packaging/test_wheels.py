@@ -287,6 +287,8 @@ cli, run = build_cli(), CliRunner().invoke
 cmds = {"plugins": ["plugins", "--json"],
         "backtest": ["finance", "backtest", "synthetic:?n=4000&seed=1", "--json"],
         "score": ["manufacturing", "score", sys.argv[3], "--json"],
+        "score_export": ["manufacturing", "score", sys.argv[3], "--model", sys.argv[4],
+                         "--json"],
         "stream": ["manufacturing", "stream", "line.mp4", "--max-frames", "40", "--json"],
         "train": ["medical", "train", "--out", sys.argv[1]]}
 out = {}
@@ -319,8 +321,17 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
         Image.fromarray(np.full((64, 96), 120 + 40 * i, np.uint8)).save(
             tmp_path / "parts" / f"part{i}.png")
     (tmp_path / "line.mp4").write_bytes(b"\0" * 64)  # opened only to ask for OpenCV
+    # trained weights' export, given by its own path: what training stored travels with it
+    from deepseek.loader import ModelLoader, save_model
+    from deepseek.manufacturing.model import write_stream_onnx
+
+    net = ModelLoader.load("defect-3dcnn-lstm", device="cpu")
+    trained = save_model(net.module, tmp_path / "run" / "model.safetensors",
+                         architecture="defect-3dcnn-lstm", config=net.config,
+                         extra={"threshold": 0.3125, "views": 1})
+    export = write_stream_onnx(trained)
     res = json.loads(_run([py, "-c", EDGE_CHECK, str(tmp_path / "t"), str(ct),
-                           str(tmp_path / "parts")], env=env,
+                           str(tmp_path / "parts"), str(export)], env=env,
                           cwd=str(tmp_path)).stdout.strip().splitlines()[-1])
     assert all(res["absent"].values()), res["absent"]  # truly absent, not hidden
     assert res["serve_missing"] == []  # the server needs nothing the edge form lacks
@@ -335,6 +346,7 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
     assert out["results"]["tick-mlp|500 µs"]["fills"] > 0
     scored = json.loads(cli["score"][1])
     assert [Path(r["path"]).name for r in scored] == ["part0.png", "part1.png"]
+    assert [r["threshold"] for r in json.loads(cli["score_export"][1])] == [0.3125] * 2
     # a video needs OpenCV, which the edge form leaves out: the extra is named
     code, _, err = cli["stream"]
     assert code == 2 and 'pip install "deepseek-manufacturing[video]"' in err, cli["stream"]
