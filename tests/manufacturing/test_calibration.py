@@ -135,6 +135,24 @@ def test_score_uses_a_calibration_only_with_its_own_weights(tmp_path, weights):
     (tmp_path / "bad.json").write_text('{"threshold": "x"}')
     with pytest.raises(ManufacturingError, match="not a calibration file"):
         read_calibration(tmp_path / "bad.json", weights)
+    # the weights' ONNX export (the edge form) is the same model: a calibration made with
+    # either holds for both; an export of other weights is refused
+    from deepseek.manufacturing.model import write_stream_onnx
+
+    export = write_stream_onnx(weights)
+    assert read_calibration(cal_path, export)["threshold"] == read_calibration(
+        cal_path, weights)["threshold"]
+    from_export = write_calibration(calibrate(good, export, target_fpr=0.0, all_good=True,
+                                              progress=False), tmp_path / "cal_edge.json")
+    assert read_calibration(from_export, weights)["model_sha256"] == json.loads(
+        cal_path.read_text())["model_sha256"]
+    other.write_bytes(weights.read_bytes())
+    other.with_suffix(".json").write_bytes(weights.with_suffix(".json").read_bytes())
+    data = bytearray(other.read_bytes())
+    data[-1] ^= 1                                               # other weights
+    other.write_bytes(bytes(data))
+    with pytest.raises(ManufacturingError, match="calibrate this model on the line again"):
+        read_calibration(cal_path, write_stream_onnx(other))
 
 
 def test_a_calibration_of_a_registered_name_holds_its_packaged_weights(tmp_path):

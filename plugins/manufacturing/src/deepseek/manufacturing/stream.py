@@ -233,12 +233,20 @@ def weights_sha256(model: Any) -> str | None:
     """The sha256 of the weights ``model`` names: a file's own, a registered name's packaged
     weights file, None for anything else (a module in memory). What a calibration or a
     good-parts memory records of the model it was measured with, so that other weights
-    under the same name (a plugin upgrade that retrained its packaged weights) are caught."""
+    under the same name (a plugin upgrade that retrained its packaged weights) are caught.
+    An ONNX export names the weights it was exported from (the sha256 it records), so a
+    calibration holds for the weights and their edge form alike."""
     from deepseek.loader.base import file_sha256
 
     if not isinstance(model, (str, Path)):
         return None
     if Path(model).is_file():
+        if str(model).endswith(".onnx"):
+            from deepseek.loader import SOURCE_META_KEY, onnx_metadata
+
+            recorded = onnx_metadata(model).get(SOURCE_META_KEY)
+            if recorded:
+                return recorded
         return file_sha256(model)
     if not isinstance(model, str):
         return None
