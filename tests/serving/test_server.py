@@ -443,3 +443,26 @@ def test_threads_never_exceed_the_ceiling_and_follow_the_load():
         assert set(cal["lone_ms"]) == {"1", "2", "4"} and cal["batch"] == 8
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_model_that_fails_on_its_timing_example_is_served_untimed(tmp_path, caplog):
+    """Start-up timing runs zeros at the smallest free sizes; a model with free image sizes
+    that cannot take 1 x 1 (an ONNX file with a 3 x 3 convolution, unpadded) is served
+    with the default thread policy and a warning, not refused as a crash."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+    path = export_onnx(net, torch.zeros(1, 1, 8, 8), tmp_path / "conv.onnx",
+                       input_names=["image"], output_names=["features"],
+                       dynamic_axes={"image": {0: "b", 2: "h", 3: "w"},
+                                     "features": {0: "b", 2: "h2", 3: "w2"}})
+    x = np.arange(2 * 1 * 6 * 5, dtype=np.float32).reshape(2, 1, 6, 5)
+    with caplog.at_level("WARNING", logger="deepseek.serving.server"):
+        with DeepSeekServing(models={"conv": str(path)}, port=0, grpc_port=None) as s:
+            inp = th.InferInput("image", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            out = th.InferenceServerClient(s.http_url).infer("conv", [inp])
+            assert "conv" not in s.calibration
+    with torch.inference_mode():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out.as_numpy("features"), want, atol=1e-5)
+    assert any("model conv: not timed at start-up" in r.getMessage() and "[1, 1, 1, 1]"
+               in r.getMessage() for r in caplog.records)

@@ -331,6 +331,16 @@ class DeepSeekServing:
         """Time the model (see ``calibrate``) and make its thread policy."""
         module = served.model.module
         example = served.example_inputs() if timed else None
+        if example is not None:
+            try:  # zeros at the smallest free sizes: not every model takes them
+                served(example)
+            except Exception as exc:  # noqa: BLE001 - any model error: serve untimed
+                log.warning("model %s: not timed at start-up, its declared inputs' example "
+                            "(%s) fails in the model (%s: %s); serving with the default "
+                            "thread policy (a registered model can declare a size it takes: "
+                            "its inputs' 'example')", name, [list(a.shape) for a in example],
+                            type(exc).__name__, str(exc).splitlines()[0][:200])
+                example = None
         if example is None:
             if module is not None:
                 self.policies[name] = ThreadPolicy(self.threads, self.load_threads)
