@@ -111,6 +111,10 @@ def test_stale_and_foreign_exports_are_refused(tmp_path):
     edge = load_net(weights, onnx=True)
     assert isinstance(edge, OnnxNet) and edge.still_frames == FRAMES
     assert still_path_for(edge.path) == tmp_path / "model.still.onnx"
+    # the still-photo export given where the streaming one goes: pointed to its partner
+    with pytest.raises(ManufacturingError, match=r"model.still.onnx: the still-photo export; "
+                       r"give the streaming export beside it, .*model.stream.onnx"):
+        load_net(tmp_path / "model.still.onnx")
     # without the still-photo export (copied without it): photos through the step
     still = tmp_path / "model.still.onnx"
     kept = still.read_bytes()

@@ -142,6 +142,12 @@ class OnnxNet:
         ins = self.session.get_inputs()
         names = [i.name for i in ins]
         if names != INPUTS or [o.name for o in self.session.get_outputs()] != OUTPUTS:
+            stream = self.path.with_name(self.path.name.removesuffix(STILL_SUFFIX)
+                                         + STREAM_SUFFIX)
+            if self.path.name.endswith(STILL_SUFFIX) and stream.is_file():
+                raise ManufacturingError(
+                    f"{self.path}: the still-photo export; give the streaming export beside "
+                    f"it, {stream} (the still one is found by its name), or the weights")
             raise ManufacturingError(
                 f"{self.path}: inputs {names} are not those of a streaming export of {NAME} "
                 f"({INPUTS}); write one with `deepseek manufacturing export WEIGHTS`")
