@@ -23,6 +23,8 @@ existed) photos go through the step, with the same scores.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,28 @@ def deepseek_meta(path: Any) -> dict[str, Any] | None:
     except Exception:  # unreadable here: the loader that reads it says what is wrong
         return None
     return meta if isinstance(meta, dict) and meta else None
+
+
+def stored_extra(model: Any) -> dict[str, Any]:
+    """What ``train`` stored with a network's ``.safetensors`` weights file (its threshold,
+    views, scale, bit depth, expected figures), which an ONNX export of them carries too
+    (``manufacturing export`` copies it: the edge form scores as the weights do); {} for
+    anything else. Read once per file version, for ``score`` and the stream alike."""
+    if not isinstance(model, (str, Path)) or Path(model).suffix not in (".safetensors",
+                                                                        ".onnx") \
+            or not Path(model).is_file():
+        return {}
+    st = Path(model).stat()
+    return copy.deepcopy(_read_extra(str(Path(model).resolve()), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_extra(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """:func:`~deepseek.loader.read_model_extra`, once per file version (an ONNX file's
+    metadata is read by opening a session)."""
+    from deepseek.loader import read_model_extra
+
+    return read_model_extra(path)
 
 
 def refuse_good_parts_model(model: Any, what: str) -> None:

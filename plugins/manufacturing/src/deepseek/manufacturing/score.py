@@ -24,8 +24,6 @@ skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -42,7 +40,7 @@ from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_pat
     rescale,
     write_heatmap,
 )
-from deepseek.manufacturing.runtime import FRAMES, STRIDE
+from deepseek.manufacturing.runtime import FRAMES, STRIDE, stored_extra
 from deepseek.manufacturing.stream import VIEWS, check_views, photo_logits
 
 PACKAGED = "defect-3dcnn-lstm"
@@ -102,35 +100,15 @@ def _sigmoid(x: Any) -> Any:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _stored_extra(model: Any) -> dict[str, Any]:
-    """What ``train`` stored with a ``.safetensors`` weights file, and an ONNX export of them
-    carries (``manufacturing export`` copies it: the edge form scores as the weights do);
-    {} for anything else."""
-    if not isinstance(model, (str, Path)) or Path(model).suffix not in (".safetensors",
-                                                                        ".onnx") \
-            or not Path(model).is_file():
-        return {}
-    st = Path(model).stat()
-    return copy.deepcopy(_read_extra(str(Path(model).resolve()), st.st_mtime_ns, st.st_size))
-
-
-@functools.lru_cache(maxsize=8)
-def _read_extra(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    """:func:`~deepseek.loader.read_model_extra`, read once per file version (an ONNX
-    file's metadata is read by opening a session)."""
-    from deepseek.loader import read_model_extra
-
-    return read_model_extra(path)
-
-
 def _stored_meta(model: Any) -> dict[str, Any]:
     """What training stored with a model file: a good-parts model's metadata (a patch
-    memory's or a DRAEM pair's), else a network's :func:`_stored_extra`."""
+    memory's or a DRAEM pair's), else a network's
+    :func:`~deepseek.manufacturing.runtime.stored_extra`."""
     from deepseek.manufacturing.anomaly import memory_meta
     from deepseek.manufacturing.draem import draem_meta
 
     meta = memory_meta(model) or draem_meta(model)
-    return meta if meta is not None else _stored_extra(model)
+    return meta if meta is not None else stored_extra(model)
 
 
 def stored_expectation(model: Any) -> dict[str, Any] | None:
@@ -163,7 +141,7 @@ def describe_expectation(exp: dict[str, Any], where: str = "the stored threshold
 def stored_threshold(model: Any) -> float | None:
     """The image threshold ``train --folder`` stored with a weights file (chosen on its
     validation images for a target false-positive rate), or None."""
-    thr = _stored_extra(model).get("threshold")
+    thr = stored_extra(model).get("threshold")
     return float(thr) if isinstance(thr, (int, float)) and 0.0 < thr < 1.0 else None
 
 
@@ -173,7 +151,7 @@ def stored_scale(model: Any) -> float:
     training writes is an error naming the file."""
     from deepseek.manufacturing.images import stored_setting
 
-    return stored_setting(_stored_extra(model), "scale", model)
+    return stored_setting(stored_extra(model), "scale", model)
 
 
 def stored_bit_depth(model: Any) -> int | None:
@@ -189,7 +167,7 @@ def stored_views(model: Any) -> int:
     """The views (:func:`score_image`) a network's stored threshold was set with: what
     ``train --folder`` stored (``--views``, 1 by default), 1 for anything else (the packaged
     weights, synthetic training, models trained before views were stored)."""
-    views = _stored_extra(model).get("views")
+    views = stored_extra(model).get("views")
     return views if views in VIEWS else 1
 
 

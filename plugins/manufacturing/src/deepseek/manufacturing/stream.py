@@ -38,6 +38,7 @@ from deepseek.manufacturing.runtime import (
     have_torch,
     load_onnx_net,
     refuse_good_parts_model,
+    stored_extra,
 )
 
 if TYPE_CHECKING:
@@ -523,11 +524,7 @@ class DefectStream:
             raise ManufacturingError(f"threshold={threshold}: must be between 0 and 1")
         if max_batch < 1:
             raise ManufacturingError("max_batch must be at least 1")
-        extra: dict[str, Any] = {}
-        if isinstance(model, (str, Path)) and str(model).endswith((".safetensors", ".onnx")):
-            from deepseek.loader import read_model_extra  # (an export carries it too)
-
-            extra = read_model_extra(model)
+        extra = stored_extra(model)
         # 16-bit frames read over the bits the model's photos were (train --bit-depth),
         # unless the caller says otherwise; 8-bit frames are read as they are either way
         from deepseek.manufacturing.images import stored_setting
