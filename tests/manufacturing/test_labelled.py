@@ -217,6 +217,42 @@ def test_label_rules_and_their_errors(tmp_path, caplog):
         read_labelled(tmp_path / "plain")
 
 
+def test_unlabelled_images_are_counted_before_any_is_decoded(tmp_path, monkeypatch):
+    import deepseek.manufacturing.images as images
+
+    root = tmp_path / "set"
+    m = _part(root / "a.png", 1, ((10, 10), (50, 50)))
+    cv2.imwrite(str(root / "a_mask.png"), m)
+    for k in range(7):
+        _part(root / "more" / f"n{k}.png", 10 + k)
+    decoded = []
+    real = images.imread
+    monkeypatch.setattr(images, "imread", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    # one error counting all seven, naming the first five, before any pixel is read
+    with pytest.raises(ManufacturingError, match=r"set: 7 of its 8 images have no label "
+                       r"\(more/n0.png, more/n1.png, more/n2.png, more/n3.png, more/n4.png "
+                       r"\.\.\.\): give each a mask \(n0_mask.png"):
+        read_labelled(root)
+    assert decoded == []
+    # the same for score --evaluate, before the model scores anything
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), "--evaluate"])
+    assert res.exit_code != 0 and "7 of its 8 images have no label" in res.output, res.output
+    assert decoded == []
+    # in a COCO data set: the images it does not list
+    for k in range(2, 7):
+        (root / "more" / f"n{k}.png").unlink()
+    _coco(root / "_annotations.coco.json",
+          [{"id": 1, "file_name": "a.png", "width": 128, "height": 96}], [])
+    with pytest.raises(ManufacturingError, match=r"set: 2 of its 3 images \(more/n0.png, "
+                       r"more/n1.png\) are not listed in the COCO file\(s\) of this data set "
+                       r"\(_annotations.coco.json\) and have no other label: add them"):
+        read_labelled(root)
+    # in a YOLO data set an image without a label file is a background, not an error
+    (root / "_annotations.coco.json").unlink()
+    (root / "a.txt").write_text("")
+    assert read_labelled(root)
+
+
 def test_group_split_keeps_groups_together(tmp_path):
     for g in range(6):
         for k in range(3):

@@ -194,7 +194,10 @@ def test_a_damaged_photo_is_listed_and_the_others_still_scored(parts, tmp_path):
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts)])
     assert res.exit_code == 1 and "3 images, " in res.stdout
     assert "; 2 unreadable, not scored" in res.stdout
-    # --evaluate measures a labelled set: a file it cannot read stops it, named
+    # --evaluate measures a labelled set: a file it cannot read stops it, named (the
+    # labels, checked first, are YOLO files saying each part is good)
+    for f in order:
+        f.with_suffix(".txt").write_text("")
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts), "--evaluate"])
     assert res.exit_code != 0 and "part_3.jpg: the JPEG is cut short" in res.output
 

@@ -341,6 +341,11 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
 
     ready_to_write(csv_path, "--csv", "scores.csv")  # before the scoring, not after it
     ready_folder(heatmaps, "--heatmaps")
+    if evaluate:  # a folder with unlabelled images is refused before, not after, the scoring
+        from deepseek.manufacturing.images import list_images
+        from deepseek.manufacturing.labelled import unlabelled
+
+        unlabelled(paths[0], list_images(Path(paths[0]), recursive=True))
     # a damaged photo among a day's parts is listed and the rest scored (exit status 1);
     # --evaluate measures a labelled set, so there it stops the run with the file's name
     unreadable: list[Any] | None = None if evaluate else []

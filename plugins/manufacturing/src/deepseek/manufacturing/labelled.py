@@ -1100,6 +1100,46 @@ def set_aside_defects(root: str | Path, files: list[Path], bit_depth: int | None
     return [p for p in files if p not in defects], list(defects)
 
 
+def unlabelled(root: str | Path, files: list[Path]) -> None:
+    """Refuse, before any image is decoded, a labelled folder where some of ``files`` have
+    no label by :func:`read_labelled`'s rules (no mask, label file or class folder; in a
+    COCO data set, an image its files do not list): one error that counts them and names
+    the first few, so that a long scoring or decoding run does not end on the first one.
+
+    Raises:
+        ManufacturingError: naming how many, which, and the fix."""
+    root = Path(root)
+    coco = coco_labels(root, files)
+    yolo_set = False
+    bare: list[Path] = []
+    for p in files:
+        yolo = yolo_label_path(p)
+        yolo_set |= yolo is not None
+        if _folder_label(p, root) is None and \
+                _label_of(p, coco.get(p) if coco else None, yolo) is None:
+            bare.append(p)
+    if not bare or (yolo_set and not coco):
+        return  # in a YOLO data set an image without a label file is a background (good)
+    some = len(bare) > 1
+    names = ", ".join(str(p.relative_to(root) if p.is_relative_to(root) else p)
+                      for p in bare[:5]) + (" ..." if len(bare) > 5 else "")
+    where = f"{root}: {len(bare)} of its {len(files)} images" if some else str(bare[0])
+    if coco:
+        raise ManufacturingError(
+            f"{where}{f' ({names}) are' if some else ':'} not listed in the COCO file(s) of "
+            f"this data set ({', '.join(sorted({e.json.name for e in coco.values()}))}) and "
+            f"{'have' if some else 'has'} no other label: add {'them' if some else 'it'} there "
+            f"(with no annotation if {'they are good parts' if some else 'it is a good part'})"
+            f" or move {'them' if some else 'it'} out")
+    s = bare[0].stem
+    raise ManufacturingError(
+        f"{where}{f' have no label ({names})' if some else ': no label'}: give "
+        f"{'each ' if some else ''}a mask ({s}_mask.png or masks/{s}.png), a label file (a "
+        f"COCO JSON listing it, Pascal VOC {s}.xml, labelme {s}.json, YOLO "
+        f"labels/.../{s}.txt), or put {'them' if some else 'it'} in a good/ or defect/ folder "
+        "(a folder of good parts alone: train --good-only, calibrate --all-good)")
+
+
 def read_labelled(root: str | Path, group_pattern: str | None = None,
                   cache_mb: float = CACHE_MB, scale: float = 1.0,
                   bit_depth: int | None = None) -> list[LabelledImage]:
@@ -1127,6 +1167,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     files = list_images(root, recursive=True)
     if not files:
         raise ManufacturingError(f"{root}: no part images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    unlabelled(root, files)  # every image's label found before any is decoded
     coco = coco_labels(root, files)
     yolo = {p: yolo_label_path(p) for p in files}
     yolo_set = any(v is not None for v in yolo.values())
@@ -1143,22 +1184,10 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         if found is not None:
             source = found[0]
             mask, label = _label_mask(p, found, shape, mat_other)
-        elif coco and folder is None:
-            raise ManufacturingError(
-                f"{p}: not listed in the COCO file(s) of this data set "
-                f"({', '.join(sorted({e.json.name for e in coco.values()}))}) and no other "
-                "label: add it there (with no annotation if it is a good part) or move it out")
-        elif yolo_set and folder is None:
-            mask, source = np.zeros(shape, np.uint8), "yolo-background"
         elif folder is not None:
             mask, source = None, "folder"
-        else:
-            raise ManufacturingError(
-                f"{p}: no label: give a mask ({p.stem}_mask.png or masks/{p.stem}.png), a "
-                f"label file (a COCO JSON listing it, Pascal VOC {p.stem}.xml, labelme "
-                f"{p.stem}.json, YOLO labels/.../{p.stem}.txt), or put it in a good/ or "
-                "defect/ folder "
-                "(a folder of good parts alone: train --good-only, calibrate --all-good)")
+        else:  # a YOLO background: unlabelled() refused an unlabelled image anywhere else
+            mask, source = np.zeros(shape, np.uint8), "yolo-background"
         defect = bool(mask.any()) if mask is not None else bool(folder)
         if folder is not None and mask is not None and folder != defect:
             raise ManufacturingError(f"{p}: it is in a {'defect' if folder else 'good'} folder "
