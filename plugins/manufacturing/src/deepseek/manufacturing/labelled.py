@@ -1170,7 +1170,6 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     unlabelled(root, files)  # every image's label found before any is decoded
     coco = coco_labels(root, files)
     yolo = {p: yolo_label_path(p) for p in files}
-    yolo_set = any(v is not None for v in yolo.values())
     out = []
     budget = cache_mb * 1e6
     mat_other: dict[Path, list[int]] = {}  # MATLAB ground truth: labels read as background
