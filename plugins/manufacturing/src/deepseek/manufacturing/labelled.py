@@ -1100,7 +1100,8 @@ def set_aside_defects(root: str | Path, files: list[Path], bit_depth: int | None
     return [p for p in files if p not in defects], list(defects)
 
 
-def unlabelled(root: str | Path, files: list[Path]) -> None:
+def unlabelled(root: str | Path, files: list[Path],
+               coco: dict[Path, CocoEntry] | None = None) -> None:
     """Refuse, before any image is decoded, a labelled folder where some of ``files`` have
     no label by :func:`read_labelled`'s rules (no mask, label file or class folder; in a
     COCO data set, an image its files do not list): one error that counts them and names
@@ -1109,7 +1110,7 @@ def unlabelled(root: str | Path, files: list[Path]) -> None:
     Raises:
         ManufacturingError: naming how many, which, and the fix."""
     root = Path(root)
-    coco = coco_labels(root, files)
+    coco = coco_labels(root, files) if coco is None else coco
     yolo_set = False
     bare: list[Path] = []
     for p in files:
@@ -1167,8 +1168,8 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     files = list_images(root, recursive=True)
     if not files:
         raise ManufacturingError(f"{root}: no part images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    unlabelled(root, files)  # every image's label found before any is decoded
     coco = coco_labels(root, files)
+    unlabelled(root, files, coco)  # every image's label found before any is decoded
     yolo = {p: yolo_label_path(p) for p in files}
     out = []
     budget = cache_mb * 1e6
