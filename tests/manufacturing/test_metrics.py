@@ -76,6 +76,29 @@ def test_event_recall_and_false_alarms():
     assert m["cracks_caught"] == 1 and m["false_alarms"] == 0
 
 
+def test_a_truth_labelled_frame_by_frame_counts_each_run_of_defect_frames_as_a_crack():
+    """A recording's truth with frame and defect alone (no crack ids): each run of
+    consecutive defect frames is one crack, a partial frame does not break a run, a clean
+    frame or a gap in the numbering does; events are matched to those runs."""
+    from deepseek.manufacturing.metrics import crack_spans
+
+    #        0  1  2  3  4  5  6  7  8  9 10 11 12
+    flags = [0, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, 0]
+    truth = [{"frame": i, "defect": f, "partial": int(i == 7), "width_mm": 0.0}
+             for i, f in enumerate(flags)]
+    truth[7]["defect"] = 0          # 5, 6, (7 partial), then 8 clean
+    truth[8]["defect"] = 1          # ... so 5-8 is one run: the partial frame joins it
+    del truth[10]                   # frame 10 missing: 11 is not part of the run before
+    truth.append({"frame": 11, "defect": 1, "partial": 0, "width_mm": 0.0})
+    truth.sort(key=lambda r: r["frame"])
+    spans = crack_spans(list(reversed(truth)))  # rows in any order
+    assert [(s["first"], s["last"]) for s in spans.values()] == [(1, 2), (5, 8), (11, 11)]
+    m = event_metrics([(2, 3), (6, 9), (20, 22)], truth, slack=1)
+    assert m["cracks"] == 3 and m["cracks_caught"] == 2 and m["false_alarms"] == 1
+    # with crack ids the ids rule, as before
+    assert list(crack_spans(_truth([0, 1, 1, 0, 1], ids={1: [4], 2: [4], 4: [4]}))) == [4]
+
+
 def test_latency_percentiles():
     lat = latency_percentiles(np.arange(1, 101) / 1000.0)
     assert lat["p50"] == pytest.approx(50.5) and lat["p99"] == pytest.approx(99.01)

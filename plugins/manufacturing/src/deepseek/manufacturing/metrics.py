@@ -72,19 +72,42 @@ def frame_metrics(predictions: Any, truth: Sequence[dict[str, Any]], threshold: 
     return out
 
 
+def _crack_ids(r: dict[str, Any]) -> list[int]:
+    ids = r.get("crack_ids") or []
+    return [int(v) for v in ids.split(";") if v] if isinstance(ids, str) else list(ids)
+
+
 def crack_spans(truth: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Per crack id: first and last frame where it shows (defect frames only) and its width."""
+    """Per crack id: first and last frame where it shows (defect frames only) and its width.
+
+    A truth that names no crack at all (a recording labelled frame by frame: ``frame`` and
+    ``defect`` alone) counts each run of consecutive defect frames as one crack (numbered
+    from 0; partial frames, a crack entering or leaving, do not break a run), so that event
+    recall is measured on it too rather than every event counted a false alarm."""
     spans: dict[int, dict[str, Any]] = {}
-    for r in truth:
-        if not int(r["defect"]):
-            continue
-        ids = r.get("crack_ids") or []
-        if isinstance(ids, str):
-            ids = [int(v) for v in ids.split(";") if v]
-        for c in ids:
-            s = spans.setdefault(c, {"first": r["frame"], "last": r["frame"],
-                                     "width_mm": float(r.get("width_mm", 0.0))})
-            s["last"] = r["frame"]
+    if any(_crack_ids(r) for r in truth):
+        for r in truth:
+            if not int(r["defect"]):
+                continue
+            for c in _crack_ids(r):
+                s = spans.setdefault(c, {"first": r["frame"], "last": r["frame"],
+                                         "width_mm": float(r.get("width_mm", 0.0))})
+                s["last"] = r["frame"]
+        return spans
+    run: int | None = None
+    prev: int | None = None
+    for r in sorted(truth, key=lambda r: int(r["frame"])):
+        frame, defect = int(r["frame"]), int(r["defect"])
+        if not (defect or int(r.get("partial", 0))) or prev is None or frame != prev + 1:
+            run = None  # a clean frame or a gap in the frame numbers ends a run
+        prev = frame
+        if defect:
+            if run is None:
+                run = len(spans)
+                spans[run] = {"first": frame, "last": frame, "width_mm": 0.0}
+            s = spans[run]
+            s["last"] = frame
+            s["width_mm"] = max(s["width_mm"], float(r.get("width_mm", 0.0)))
     return spans
 
 
