@@ -216,7 +216,8 @@ def main() -> None:
                              **({"crack_depth": (0.10, 0.20)} if low else {}))
         path, tpath = write_video(tmp / f"q{v}.avi", line, progress=False)
         truth = read_truth(tpath)
-        rep = DefectStream(FrameSource.open(str(path), policy="block"), net).run()
+        rep = DefectStream(FrameSource.open(str(path), policy="block"), net,
+                           mm_per_px=line.config.mm_per_px).run()
         fm = frame_metrics((rep.frame_index, rep.scores), truth)
         em = event_metrics(rep.events, truth)
         per_video.append({"seed": seed, "low_contrast": low, "surface": line.surface,

@@ -31,6 +31,23 @@ def test_generate_then_stream_with_truth(tmp_path):
     assert out["frame_metrics"]["defect_frames"] > 0
     assert 0.0 <= out["frame_metrics"]["recall"] <= 1.0
     assert (tmp_path / "ev.jsonl").exists()
+    # a recording labelled frame by frame (frame, defect: no crack ids) is scored for events
+    # too, each run of defect frames one crack; a video's scale is not known, so the widths
+    # are in pixels unless --mm-per-px gives it
+    import csv
+
+    with open(tmp_path / "line.avi.truth.csv") as fh:
+        rows = [(r["frame"], r["defect"]) for r in csv.DictReader(fh)]
+    plain = tmp_path / "frames.csv"
+    plain.write_text("frame,defect\n" + "".join(f"{f},{d}\n" for f, d in rows))
+    res = runner.invoke(cli, ["manufacturing", "stream", str(video), "--quiet",
+                              "--truth", str(plain)])
+    assert res.exit_code == 0, res.output
+    assert "event recall 1.000" in res.output and " px\n" in res.output, res.output
+    assert " mm\n" not in res.output
+    res = runner.invoke(cli, ["manufacturing", "stream", str(video), "--quiet",
+                              "--mm-per-px", "0.1"])
+    assert res.exit_code == 0 and " mm\n" in res.output and " px\n" not in res.output
 
 
 def test_stream_reports_bad_sources_cleanly(tmp_path):

@@ -128,6 +128,37 @@ def test_box_and_width_estimate():
     assert ev.width_mm == round(0.1 * w, 3) and ev._peak_roi is None
 
 
+def test_event_widths_are_in_pixels_unless_the_scale_is_known():
+    """A camera's millimetres per pixel are not known unless given: its events give the
+    crack width in pixels (``width_px``) and no made-up millimetres; given ``mm_per_px``
+    (or from the synthetic line, which knows its scale) they give both."""
+    from tests.manufacturing.test_sources import _Scripted as _Camera
+
+    frame = np.full((64, 96), 150, np.uint8)
+    frame[20:23, :] = 60  # a 3-pixel-wide dark line through the hot cell's box
+    probs = [0.9] * 4 + [0.1] * 4
+
+    def run(source, **kw):
+        ds = DefectStream(source, DefectNet(), debounce=(1, 1), **kw)
+        ds.step = _Scripted(probs)
+        return ds.run().events
+
+    def camera():
+        return FrameSource(_Camera([frame.copy() for _ in probs], live=False), "fake://cam")
+
+    (ev,) = run(camera())
+    assert ev.width_px == pytest.approx(3.0, abs=0.6) and ev.width_mm is None
+    (ev,) = run(camera(), mm_per_px=0.05)
+    assert ev.width_mm == round(0.05 * ev.width_px, 3)
+    with pytest.raises(ManufacturingError, match=r"mm_per_px=0.0: .* positive number"):
+        DefectStream(camera(), DefectNet(), mm_per_px=0.0)
+    # the synthetic line's own scale, unless its frames are resized to another size
+    uri = f"synthetic:?seed=1&frames={len(probs)}&width=96&height=64&mm_per_px=0.2"
+    assert FrameSource.open(uri).mm_per_px == 0.2
+    assert FrameSource.open(uri, size=(48, 32)).mm_per_px is None
+    assert DefectStream(FrameSource.open(uri), DefectNet()).mm_per_px == 0.2
+
+
 @pytest.mark.parametrize(("width", "depth"), [(2, 0.35), (5, 0.7), (8, 0.35), (11, 0.7),
                                             (5, 0.15)])
 def test_width_is_read_at_half_the_peak_darkening_of_a_blurred_line(width, depth):

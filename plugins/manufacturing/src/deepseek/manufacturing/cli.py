@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -148,8 +149,10 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
               help="Resize every frame to W H (default: the first frame's size).")
 @click.option("--fit", type=click.Choice(["resize", "letterbox"]), default="resize",
               show_default=True, help="How frames of another size are fitted.")
-@click.option("--mm-per-px", type=float, default=0.1, show_default=True,
-              help="Calibration for the width estimate.")
+@click.option("--mm-per-px", type=click.FloatRange(0, min_open=True), default=None,
+              help="Millimetres one pixel spans on the part (the camera's calibration): "
+                   "events then give the crack width in mm [widths in pixels; a synthetic: "
+                   "source uses its own scale].")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto",
               show_default=True)
 @click.option("--max-frames", type=int, default=None)
@@ -163,7 +166,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
            threshold: float | None,
            debounce: tuple[int, int], policy: str | None, queue_size: int | None,
            realtime: bool, decode_threads: int,
-           fps: float | None, size: tuple[int, int] | None, fit: str, mm_per_px: float,
+           fps: float | None, size: tuple[int, int] | None, fit: str, mm_per_px: float | None,
            backend: str, max_frames: int | None, truth: Path | None, show: bool, quiet: bool,
            as_json: bool) -> None:
     """Run the crack detector on SOURCE with a live status line (fps, latency, events).
@@ -215,8 +218,10 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
     def on_event(ev: Any) -> None:
         if not quiet:
             sys.stderr.write("\n")
+        width = (f" width~{ev.width_mm} mm" if ev.width_mm is not None else
+                 f" width~{ev.width_px} px" if ev.width_px is not None else "")
         click.echo(f"defect at frame {ev.frame} (t={ev.time_s:.3f} s) score {ev.score:.3f} "
-                   f"box {ev.box} width~{ev.width_mm} mm", err=True)
+                   f"box {ev.box}{width}", err=True)
 
     def on_batch(rep: Any, last: dict[str, Any]) -> None:
         if not quiet:
@@ -280,9 +285,12 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
         click.echo(f"source: {err}", err=True)
     if truth is not None:
         fm, em = out["frame_metrics"], out["event_metrics"]
+        ev_recall = em["event_recall"]
         click.echo(f"frame recall {fm['recall']:.4f} on {fm['defect_frames']} defect frames; "
                    f"false-detection rate {fm['false_detection_rate']:.4f} on "
-                   f"{fm['clean_frames']} clean frames; event recall {em['event_recall']:.3f}")
+                   f"{fm['clean_frames']} clean frames; " +
+                   (f"event recall {ev_recall:.3f}" if math.isfinite(ev_recall) else
+                    "no event recall (the truth has no defect frames)"))
     if fault:
         click.echo(f"error: {fault} (exit status {EXIT_SOURCE_FAULT})", err=True)
         sys.exit(EXIT_SOURCE_FAULT)

@@ -33,6 +33,7 @@ def defect_stream(input: str | None = None, out_dir: Path = Path("."), quiet: bo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = []
+    line: SyntheticLine | None = None
     if input is None:
         line = SyntheticLine(seed=seed, frames=frames, first_crack_mm=60.0)
         input, _ = write_video(out_dir / "line.avi", line, progress=False if quiet else None)
@@ -49,8 +50,10 @@ def defect_stream(input: str | None = None, out_dir: Path = Path("."), quiet: bo
     # a file is played at its frame rate like a camera (drop-oldest), so the latency is the
     # one a line would see; benchmarks/defect_stream.py measures the unpaced throughput
     opts = {"realtime": realtime} if video.is_file() else {}
+    # the synthetic video's scale is known (0.1 mm/px); a recording's is not: widths in px
     stream = DefectStream(open_source(source, kind="frames", **opts), threshold=threshold,
-                          events=out_dir / "events.jsonl")
+                          events=out_dir / "events.jsonl",
+                          mm_per_px=line.config.mm_per_px if line is not None else None)
     rep = stream.run()
     s = rep.summary()
     metrics: dict[str, float] = {"frames": Measure(rep.frames, "frames scored"),
@@ -92,10 +95,13 @@ def defect_stream(input: str | None = None, out_dir: Path = Path("."), quiet: bo
         notes.append(f"{fm['defect_frames']} defect frames, {fm['clean_frames']} defect-free, "
                      f"{fm['partial_frames']} partial (a crack entering or leaving: not "
                      "scored); benchmarks/defect_stream.py scores several unseen videos")
+    mm = stream.mm_per_px is not None
     tables.append(Table("Events (debounce 2 of 3 frames)",
-                        ["start frame", "end frame", "score", "peak", "box", "width mm"],
+                        ["start frame", "end frame", "score", "peak", "box",
+                         "width mm" if mm else "width px"],
                         [[e.frame, e.end_frame, e.score, round(e.peak_score, 3),
-                          str(e.box), e.width_mm] for e in rep.events[:30]]))
+                          str(e.box), e.width_mm if mm else e.width_px]
+                         for e in rep.events[:30]]))
     tables.append(Table("Stages (ms per frame, stream thread)", list(s["stage_ms_per_frame"]),
                         [list(s["stage_ms_per_frame"].values())]))
     figs = [timeline(out_dir / "timeline.png", rep.frame_index, rep.scores, truth, threshold,

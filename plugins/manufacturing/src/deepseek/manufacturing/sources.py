@@ -125,6 +125,7 @@ class _Reader:
     live = False
     fps = 0.0
     size: tuple[int, int] | None = None
+    mm_per_px: float | None = None  # the scale a source knows (the synthetic line's); else none
 
     def read(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -260,6 +261,7 @@ class _SyntheticReader(_Reader):
                               f"{', '.join(sorted(known))}")
         self.line = SyntheticLine(**options)
         self.fps = self.line.config.fps
+        self.mm_per_px = self.line.config.mm_per_px
         self.size = (self.line.config.width, self.line.config.height)
         self.i = 0
 
@@ -302,6 +304,11 @@ class FrameSource:
         self.live, self.realtime = reader.live, bool(realtime)
         self.fps = float(fps or reader.fps or 30.0)
         self.size = size or reader.size
+        # millimetres per pixel where the source knows them (the synthetic line); a camera's
+        # are not known here, and frames resized to another size are at another scale
+        self.mm_per_px: float | None = (
+            reader.mm_per_px if size is None or reader.size is None
+            or tuple(size) == tuple(reader.size) else None)
         self.fit, self.on_size_change, self.bit_depth = fit, on_size_change, bit_depth
         self.reconnect_attempts, self.reconnect_backoff = reconnect_attempts, reconnect_backoff
         self.stats = SourceStats(declared_frames=getattr(reader, "declared", None))

@@ -59,27 +59,31 @@ MAX_BATCH = 4
 
 @dataclass
 class DefectEvent:
-    """A defect event: first frame, its time, the highest score and the box."""
+    """A defect event: first frame, its time, the highest score and the box; the crack's
+    width in pixels, and in millimetres where the camera's scale is known (``mm_per_px``)."""
     frame: int
     time_s: float
     score: float
     box: tuple[int, int, int, int] | None
     width_mm: float | None
     end_frame: int | None = None
+    width_px: float | None = None
     peak_score: float = 0.0
     peak_frame: int | None = None   # the frame with the strongest map evidence, and its box
     peak_box: tuple[int, int, int, int] | None = None
     _peak_logit: float = float("-inf")
     _peak_roi: Any = field(default=None, repr=False)  # pixels around peak_box
 
-    def settle_width(self, mm_per_px: float) -> None:
+    def settle_width(self, mm_per_px: float | None) -> None:
         """Read the width at the strongest frame (kept as a small crop), once the event
-        ends; the start frame's estimate stays when that fails."""
+        ends; the start frame's estimate stays when that fails. In millimetres too when
+        ``mm_per_px`` is known."""
         if self._peak_roi is not None:
             roi, self._peak_roi = self._peak_roi, None
             wpx = width_in_roi(roi)
             if wpx is not None:
-                self.width_mm = round(wpx * mm_per_px, 3)
+                self.width_px = round(wpx, 2)
+                self.width_mm = None if mm_per_px is None else round(wpx * mm_per_px, 3)
 
 
 @dataclass
@@ -503,13 +507,18 @@ class DefectStream:
 
     Callbacks: ``on_event(event)`` when an event starts; ``on_batch(report, last)`` after
     every model step (a status line); ``on_frame(frame, probability, box_or_None)`` with the
-    newest frame of each step (a display)."""
+    newest frame of each step (a display).
+
+    ``mm_per_px``: the millimetres one pixel spans on the part, for the crack widths in
+    events; by default the source's own (the synthetic line knows its scale), else widths
+    are given in pixels only (``width_px``; ``width_mm`` None)."""
 
     def __init__(self, source: Any, model: Any = "defect-3dcnn-lstm", *,
                  threshold: float = 0.5, debounce: tuple[int, int] = (2, 3),
                  max_batch: int = MAX_BATCH, backend: str = "auto",
                  threads: int | None = None,
-                 mm_per_px: float = 0.1, on_event: Callable[[DefectEvent], None] | None = None,
+                 mm_per_px: float | None = None,
+                 on_event: Callable[[DefectEvent], None] | None = None,
                  events: str | Path | IO[str] | None = None,
                  on_batch: Callable[[StreamReport, dict[str, Any]], None] | None = None,
                  on_frame: Callable[[Any, float, tuple[int, int, int, int] | None], None]
@@ -524,6 +533,9 @@ class DefectStream:
             raise ManufacturingError(f"threshold={threshold}: must be between 0 and 1")
         if max_batch < 1:
             raise ManufacturingError("max_batch must be at least 1")
+        if mm_per_px is not None and not (math.isfinite(mm_per_px) and mm_per_px > 0):
+            raise ManufacturingError(f"mm_per_px={mm_per_px}: the millimetres one pixel spans "
+                                     "on the part must be a positive number")
         extra = stored_extra(model)
         # 16-bit frames read over the bits the model's photos were (train --bit-depth),
         # unless the caller says otherwise; 8-bit frames are read as they are either way
@@ -544,7 +556,10 @@ class DefectStream:
         self.threads = stream_threads() if threads is None else int(threads)
         self.step = make_step(self.net, backend, self.threads)
         self.threshold, self.k, self.n = float(threshold), int(k), int(n)
-        self.max_batch, self.mm_per_px = int(max_batch), float(mm_per_px)
+        self.max_batch = int(max_batch)
+        # widths in mm only where the scale is known: given, or the source's own
+        self.mm_per_px: float | None = (float(mm_per_px) if mm_per_px is not None
+                                        else self.source.mm_per_px)
         self.on_event, self.on_batch, self.on_frame = on_event, on_batch, on_frame
         self._events_target = events
 
@@ -678,7 +693,9 @@ class DefectStream:
         wpx = estimate_width_px(frame.image, box)
         ev = DefectEvent(frame=frame.index, time_s=round(frame.index / self.source.fps, 6),
                          score=round(score, 5), box=box, peak_score=score,
-                         width_mm=None if wpx is None else round(wpx * self.mm_per_px, 3),
+                         width_mm=None if wpx is None or self.mm_per_px is None
+                         else round(wpx * self.mm_per_px, 3),
+                         width_px=None if wpx is None else round(wpx, 2),
                          peak_frame=frame.index, peak_box=box,
                          _peak_logit=float(logit_map.max()))
         if self.on_event is not None:
