@@ -23,6 +23,14 @@ from deepseek.manufacturing.labelled import (
 from deepseek.manufacturing.metrics import threshold_above
 
 
+def _val_copy(folder):
+    """A copy of ``folder`` beside it, as the validation folder of a training on it (a
+    validation folder inside the training folder is left out of training)."""
+    import shutil
+
+    return Path(shutil.copytree(folder, folder.with_name(folder.name + "_val")))
+
+
 def _part(path, seed, crack=None, h=96, w=128):
     """A textured part photo; ``crack`` = ((x0, y0), (x1, y1)) draws a dark line and returns
     its mask."""
@@ -282,6 +290,33 @@ def test_image_auroc_matches_scikit_learn():
     assert image_auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     thr, rec, fpr = recall_at_fpr(s, y, 0.05)
     assert fpr <= 0.05 and rec == pytest.approx(float((s[y] >= thr).mean()))
+
+
+def test_a_validation_folder_inside_the_training_folder_is_left_out_of_training(
+        tmp_path, caplog):
+    """``--folder data --val-folder data/val``: the validation images are not trained on
+    (named in a warning), so validation stays on parts the model never saw; a validation
+    folder holding every training image is refused."""
+    from deepseek.manufacturing.training import _without_validation
+
+    for name, seed in (("a", 1), ("b", 2), ("val/c", 3), ("val/d", 4)):
+        m = _part(tmp_path / "data" / f"{name}.png", seed, ((10, 10), (50, 50)))
+        cv2.imwrite(str(tmp_path / "data" / f"{name}_mask.png"), m * (seed % 2))
+    items = read_labelled(tmp_path / "data")
+    with caplog.at_level(logging.WARNING):
+        kept = _without_validation(items, tmp_path / "data", tmp_path / "data" / "val")
+    assert [i.path.name for i in kept] == ["a.png", "b.png"]
+    assert "2 of its 4 images are in the validation folder" in caplog.text
+    assert "left out of training" in caplog.text
+    # a folder elsewhere (a copy of the same photos too: the look-alike check warns of it)
+    assert _without_validation(items, tmp_path / "data", _val_copy(tmp_path / "data" / "val")
+                               ) == items
+    res = CliRunner().invoke(build_cli(), [
+        "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
+        str(tmp_path / "data" / "val"), "--val-folder", str(tmp_path / "data")])
+    assert res.exit_code != 0
+    assert "all of its 2 images are in the validation folder" in res.output, res.output
+    assert not (tmp_path / "run" / "training.json").exists()
 
 
 def _train_tiny(tmp_path, output=None, more=()):
@@ -718,7 +753,7 @@ def test_hard_negative_crops_sit_on_the_spots_a_model_finds(tmp_path):
     from deepseek.manufacturing.training import train_model
 
     # training from the packaged weights mines them once, before the first epoch
-    info = train_model(tmp_path / "run", folder=tmp_path, val_folder=tmp_path, crop=32,
+    info = train_model(tmp_path / "run", folder=tmp_path, val_folder=_val_copy(tmp_path), crop=32,
                        crops_per_epoch=8, epochs=1, batch_size=4, progress=False, views=4)
     assert info["hard_negatives"].pop("seconds") >= 0
     assert info["hard_negatives"] == {"fraction": 0.5, "spots": 16, "per_image": 8,
@@ -998,8 +1033,9 @@ def test_images_smaller_than_the_training_crop_are_named_with_the_crop_that_fits
         assert smaller_than_crop(items, 16, 0.25)["crop_that_fits"] is None
     assert "images under 16 pixels are too small to train on" in caplog.text
     info = train_model(tmp_path / "run", folder=tmp_path / "parts",
-                       val_folder=tmp_path / "parts", crop=64, crops_per_epoch=4, epochs=1,
-                       batch_size=4, init="scratch", progress=False, target_fpr=0.5)
+                       val_folder=_val_copy(tmp_path / "parts"), crop=64, crops_per_epoch=4,
+                       epochs=1, batch_size=4, init="scratch", progress=False,
+                       target_fpr=0.5)
     want = {"images": 4, "of": 4, "smallest": [64, 40], "crop_that_fits": 32}
     assert info["smaller_than_crop"] == want
     assert json.loads((tmp_path / "run" / "training.json").read_text())[
@@ -1081,15 +1117,15 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
         assert all(0 <= r < 48 for r in a.rows) and all(0 <= c < 64 for c in a.cols)
         assert a.defect == bool(a.rows)  # the 2-pixel line survives the halving
     # one model, its threshold set on a validation folder (read at the scale too)
-    info = train_model(tmp_path / "run", folder=tmp_path / "parts",
-                       val_folder=tmp_path / "parts", crop=32, crops_per_epoch=8, epochs=1,
-                       batch_size=4, init="scratch", progress=False, target_fpr=0.34,
-                       scale=0.5)
+    val = _val_copy(tmp_path / "parts")
+    info = train_model(tmp_path / "run", folder=tmp_path / "parts", val_folder=val, crop=32,
+                       crops_per_epoch=8, epochs=1, batch_size=4, init="scratch",
+                       progress=False, target_fpr=0.34, scale=0.5)
     assert info["scale"] == 0.5
     weights = info["model"]
     scorer = Scorer(weights)
     assert scorer.scale == 0.5 and Scorer("defect-3dcnn-lstm").scale == 1.0
-    results = score_images([tmp_path / "parts"], weights, progress=False,
+    results = score_images([val], weights, progress=False,
                            heatmaps=tmp_path / "maps")
     assert min(abs(info["threshold"] - threshold_above(r.score)) for r in results) < 1e-9
     # the good images that set the threshold, each with the spot to look at: the box the
@@ -1114,7 +1150,7 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
         assert d["scale"] == 0.5 and (d["width"], d["height"]) == (128, 96)
     packaged = score_images([tmp_path / "parts" / "0.png"], progress=False)[0]
     assert packaged.to_dict()["scale"] == 1.0
-    ev = evaluate_scores(results, tmp_path / "parts")
+    ev = evaluate_scores(results, val)
     assert 0 <= ev["pixel"]["pixel_auroc"] <= 1
     assert 0 <= ev["pixel_references"]["darkness"]["pixel_auroc"] <= 1
     for bad in (2.5, 0.1, True):
@@ -1161,8 +1197,8 @@ def test_a_model_trained_enlarged_scores_photos_enlarged(tmp_path):
             ys, xs = np.nonzero(src)
             assert item.mask[(ys * 1.5 + 0.75).astype(int), (xs * 1.5 + 0.75).astype(int)].all()
     info = train_model(tmp_path / "run", folder=tmp_path / "parts",
-                       val_folder=tmp_path / "parts", crop=32, crops_per_epoch=8, epochs=1,
-                       batch_size=4, init="scratch", progress=False, target_fpr=0.34,
+                       val_folder=_val_copy(tmp_path / "parts"), crop=32, crops_per_epoch=8,
+                       epochs=1, batch_size=4, init="scratch", progress=False, target_fpr=0.34,
                        scale=1.5)
     assert info["scale"] == 1.5 and Scorer(info["model"]).scale == 1.5
     results = score_images([tmp_path / "parts"], info["model"], progress=False,
@@ -1200,7 +1236,7 @@ def test_a_12_bit_camera_trains_and_scores_over_its_own_range(tmp_path, monkeypa
     b = read_labelled(eight)  # the same photos converted to 8 bits over their range
     assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
     assert read_labelled(raw)[0].image.max() <= 16  # over the 16-bit range: the problem
-    kw = dict(val_folder=raw, crop=32, crops_per_epoch=8, epochs=1, batch_size=4,
+    kw = dict(val_folder=_val_copy(raw), crop=32, crops_per_epoch=8, epochs=1, batch_size=4,
               init="scratch", progress=False, target_fpr=0.34)
     info = train_model(tmp_path / "run", folder=raw, bit_depth=12, **kw)
     assert info["bit_depth"] == 12 and Scorer(info["model"]).bit_depth == 12

@@ -662,6 +662,8 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
 
         items = read_labelled(folder, group_pattern, scale=scale,  # copies set aside, warned
                               bit_depth=bit_depth)
+        if val_folder is not None:
+            items = _without_validation(items, Path(folder), Path(val_folder))
         joined = join_look_alikes(items, rule_given=group_pattern is not None)
         for why in ("regrouped", "skipped"):
             if why in joined:
@@ -1073,6 +1075,32 @@ def _fit_held_out(items: list, build: Any, crops: int, crop: int, frames: int, s
     if val_folder is not None and any(i.copies for i in val):
         info["val_copies"] = copies_report(val)
     return net, cfg, history, held, val, info
+
+
+def _without_validation(items: list, folder: Path, val_folder: Path) -> list:
+    """``items`` (read from ``folder``) without the files of ``val_folder``: a validation
+    folder inside the training folder (``--folder data --val-folder data/val``) is left out
+    of training, with a warning, so that validation stays on images the model never saw.
+
+    Raises:
+        ManufacturingError: every training image is in the validation folder."""
+    from deepseek.manufacturing.images import list_images
+
+    if not val_folder.is_dir():
+        return items  # read_labelled names the missing folder when validation reads it
+    held = {p.resolve() for p in list_images(val_folder, recursive=True)}
+    both = [i for i in items if i.path.resolve() in held]
+    if not both:
+        return items
+    if len(both) == len(items):
+        raise ManufacturingError(f"{folder}: all of its {len(items)} images are in the "
+                                 f"validation folder {val_folder}: give --val-folder a folder "
+                                 "of other parts, or leave it out (the default cross-fitting "
+                                 "needs none)")
+    log.warning("%s: %d of its %d images are in the validation folder %s (e.g. %s): left out "
+                "of training, so that validation is on parts the model never saw",
+                folder, len(both), len(items), val_folder, both[0].path.name)
+    return [i for i in items if i.path.resolve() not in held]
 
 
 def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, folds: int,
