@@ -213,9 +213,9 @@ def test_calibrating_on_images_the_model_learnt_from_is_warned(tmp_path, weights
     none, says nothing."""
     import shutil
 
-    from deepseek.manufacturing.calibration import trained_digests
     from deepseek.manufacturing.images import read_gray
     from deepseek.manufacturing.labelled import pixel_digest
+    from deepseek.manufacturing.runtime import trained_digests
 
     good = _parts(tmp_path / "good", 10, seed=6)
     run = tmp_path / "run"
@@ -239,6 +239,37 @@ def test_calibrating_on_images_the_model_learnt_from_is_warned(tmp_path, weights
     assert trained_digests(model) is None                        # another model's run file
     cal = calibrate(good, model, target_fpr=0.1, all_good=True, progress=False)
     assert cal["trained_on_images"] == 0 and not any("never saw" in w for w in cal["warnings"])
+
+
+def test_evaluating_on_images_the_model_learnt_from_is_warned(tmp_path, weights):
+    """score --evaluate on images the model was trained on (equal pixels, under any name)
+    counts them and says that its figures read too well; on other images it says nothing."""
+    import shutil
+
+    from deepseek.manufacturing.images import read_gray
+    from deepseek.manufacturing.labelled import pixel_digest
+    from deepseek.manufacturing.score import evaluate_scores
+
+    labelled = _parts(tmp_path / "labelled", 6, crack_every=3, seed=7)
+    run = tmp_path / "run"
+    run.mkdir()
+    model = str(shutil.copy(weights, run / "model.safetensors"))
+    learnt = [labelled / "p000.png", labelled / "p004.png"]
+    (run / "training.json").write_text(json.dumps({
+        "model": model, "image_digests": [pixel_digest(read_gray(p)) for p in learnt]}))
+    results = score_images([labelled], model, progress=False)
+    ev = evaluate_scores(results, labelled, model=model)
+    assert ev["trained_on_images"] == 2 and ev["trained_on_example"] == str(learnt[0])
+    assert evaluate_scores(results, labelled)["trained_on_images"] == 0  # model not given
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(labelled),
+                                           "--model", model, "--evaluate"])
+    assert res.exit_code == 0, res.output
+    assert (f"warning: 2 of these 6 images are ones {model} was trained on (equal pixels, "
+            f"e.g. {learnt[0]})") in res.output and "read too well" in res.output
+    (run / "training.json").write_text(json.dumps({"model": model, "image_digests": []}))
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(labelled),
+                                           "--model", model, "--evaluate"])
+    assert res.exit_code == 0 and "read too well" not in res.output
 
 
 def test_copies_of_an_image_count_once_in_calibration_and_evaluation(tmp_path, weights):

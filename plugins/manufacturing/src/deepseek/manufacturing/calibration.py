@@ -120,6 +120,8 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     if not n_defect:
         warnings.append("no defect images: the recall at this threshold is unknown (add "
                         "labelled defects to the folder to measure it)")
+    from deepseek.manufacturing.runtime import trained_digests
+
     learnt = trained_digests(model)
     seen = [str(it.path) for it in items if learnt and it.digest in learnt]
     if seen:
@@ -145,32 +147,6 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
             "expected": expected, "review": review,
             **({"copies": copies} if copies else {}), "trained_on_images": len(seen),
             "warnings": warnings}
-
-
-def trained_digests(model: Any) -> set[str] | None:
-    """The pixel digests of the images ``model`` learnt from: kept in a good-parts model's
-    metadata, or in the ``training.json`` beside weights from ``train`` (None when neither
-    says, e.g. the packaged weights or weights moved without their run folder); for an ONNX
-    export (``<stem>.stream.onnx``, ``<stem>.still.onnx``), those of ``<stem>.safetensors``
-    beside it."""
-    from deepseek.manufacturing.runtime import STILL_SUFFIX, STREAM_SUFFIX, deepseek_meta
-
-    meta = deepseek_meta(model)
-    if meta is None:
-        p = Path(str(model))
-        for suffix in (STREAM_SUFFIX, STILL_SUFFIX):
-            if p.name.endswith(suffix):  # an export: the weights it was made from
-                p = p.with_name(p.name.removesuffix(suffix) + ".safetensors")
-        run = p.with_name("training.json")
-        try:
-            summary = json.loads(run.read_text()) if p.suffix == ".safetensors" else None
-        except (OSError, ValueError):
-            summary = None
-        if not isinstance(summary, dict) or Path(str(summary.get("model"))).name != p.name:
-            return None
-        meta = summary
-    found = meta.get("image_digests")
-    return set(found) if isinstance(found, list) else None
 
 
 def write_calibration(calibration: dict[str, Any], path: str | Path) -> Path:

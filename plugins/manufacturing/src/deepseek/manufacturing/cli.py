@@ -369,7 +369,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     if evaluate:
         from deepseek.manufacturing.score import evaluate_scores, stored_bit_depth
 
-        report = evaluate_scores(results, paths[0], bit_depth=stored_bit_depth(model))
+        report = evaluate_scores(results, paths[0], bit_depth=stored_bit_depth(model),
+                                 model=model)
     if as_json:
         out = [r.to_dict() for r in in_file_order(results, unreadable)]
         click.echo(json.dumps(out if report is None else {"images": out, "evaluation": report},
@@ -398,6 +399,12 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     elif same and threshold is None and (expected := stored_expectation(model)):
         click.echo(describe_expectation(expected))
     if report is not None:
+        if report["trained_on_images"]:
+            click.echo(f"warning: {report['trained_on_images']} of these {report['images']} "
+                       f"images are ones {model} was trained on (equal pixels, e.g. "
+                       f"{report['trained_on_example']}): it scores the images it learnt "
+                       "from better than new parts, so these figures read too well; evaluate "
+                       "on images it never saw", err=True)
         r1 = report["recall_at_fpr_0.01"]
         same = report["copies_left_out"]
         click.echo(f"labels: {report['defect_images']} defect of {report['images']} images"

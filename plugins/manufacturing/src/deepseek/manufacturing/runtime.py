@@ -274,3 +274,27 @@ def load_onnx_net(model: Any) -> OnnxNet:
             f"({FULL_HINT}), or install PyTorch here")
     path, weights = found
     return OnnxNet(path, source=str(model), weights=weights)
+
+
+def trained_digests(model: Any) -> set[str] | None:
+    """The pixel digests of the images ``model`` learnt from: kept in a good-parts model's
+    metadata, or in the ``training.json`` beside weights from ``train`` (None when neither
+    says, e.g. the packaged weights or weights moved without their run folder); for an ONNX
+    export (``<stem>.stream.onnx``, ``<stem>.still.onnx``), those of ``<stem>.safetensors``
+    beside it."""
+    meta = deepseek_meta(model)
+    if meta is None:
+        p = Path(str(model))
+        for suffix in (STREAM_SUFFIX, STILL_SUFFIX):
+            if p.name.endswith(suffix):  # an export: the weights it was made from
+                p = p.with_name(p.name.removesuffix(suffix) + ".safetensors")
+        run = p.with_name("training.json")
+        try:
+            summary = json.loads(run.read_text()) if p.suffix == ".safetensors" else None
+        except (OSError, ValueError):
+            summary = None
+        if not isinstance(summary, dict) or Path(str(summary.get("model"))).name != p.name:
+            return None
+        meta = summary
+    found = meta.get("image_digests")
+    return set(found) if isinstance(found, list) else None

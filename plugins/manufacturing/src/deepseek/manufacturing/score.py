@@ -344,8 +344,8 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
 
 
 def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.01,
-                    group_pattern: str | None = None, bit_depth: int | None = None
-                    ) -> dict[str, Any]:
+                    group_pattern: str | None = None, bit_depth: int | None = None,
+                    model: Any = None) -> dict[str, Any]:
     """Image and pixel metrics of scored images against their labels (found under ``root``
     by the rules of :mod:`deepseek.manufacturing.labelled`): image AUROC and average
     precision; recall, false-positive rate and precision at the threshold the images were
@@ -357,7 +357,11 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     cracks. A copy of another scored image (equal pixels, see
     :func:`~deepseek.manufacturing.labelled.set_aside_copies`) counts once
     (``copies_left_out``: how many results were left out so). ``bit_depth``: how the model
-    read 16-bit photos (:func:`stored_bit_depth`), so that copies are told as it saw them."""
+    read 16-bit photos (:func:`stored_bit_depth`), so that copies are told as it saw them.
+    ``model``: what scored them; the images it was trained on (equal pixels, as training
+    kept their digests) are counted (``trained_on_images``, with an example in
+    ``trained_on_example``): a model scores the images it learnt from better than new
+    parts, so figures on them read too well."""
     from deepseek.manufacturing.labelled import read_labelled
     from deepseek.manufacturing.metrics import (
         average_precision,
@@ -384,8 +388,13 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
                                  f"all {'defect' if y.all() else 'good'}")
     threshold = results[0].threshold
     flag = np.array([r.defect for r in results])
+    from deepseek.manufacturing.runtime import trained_digests
+
+    learnt = trained_digests(model) if model is not None else None
+    seen = [r.path for r in results if learnt and items[r.path].digest in learnt]
     out: dict[str, Any] = {
         "images": len(results), "defect_images": int(y.sum()), "copies_left_out": n_copies,
+        "trained_on_images": len(seen), **({"trained_on_example": seen[0]} if seen else {}),
         "image_auroc": image_auroc(s, y), "average_precision": average_precision(s, y),
         "threshold": threshold, "recall": float(flag[y].mean()),
         "false_positive_rate": float(flag[~y].mean()),
