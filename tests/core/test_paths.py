@@ -55,3 +55,25 @@ def test_a_place_this_user_may_not_write_is_refused_by_name(tmp_path, monkeypatc
     assert seen[-1] == tmp_path / "old.csv"  # an existing file: the file itself
     with pytest.raises(DeepSeekError, match=r"--out .*: not writable by this user"):
         ready_folder(tmp_path / "run", "--out")
+
+
+def test_files_below_follows_linked_folders_once_and_never_loops(tmp_path):
+    """A folder linked into the tree is searched (``Path.rglob`` leaves it out); a link back
+    up the tree does not loop; a real folder linked twice is read once."""
+    from deepseek.paths import files_below
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "deep").mkdir(parents=True)
+    (elsewhere / "a.png").write_bytes(b"a")
+    (elsewhere / "deep" / "b.png").write_bytes(b"b")
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    (root / "c.png").write_bytes(b"c")
+    (root / "today").symlink_to(elsewhere, target_is_directory=True)
+    (root / "again").symlink_to(elsewhere, target_is_directory=True)
+    (root / "sub" / "up").symlink_to(root, target_is_directory=True)
+    (root / "one.png").symlink_to(elsewhere / "a.png")
+    found = sorted(p.relative_to(root).as_posix() for p in files_below(root))
+    assert found == ["again/a.png", "again/deep/b.png", "c.png", "one.png"]
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["c.png", "one.png"]
+    assert list(files_below(tmp_path / "missing")) == []

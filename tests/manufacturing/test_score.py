@@ -51,6 +51,17 @@ def test_masks_and_labels_are_not_parts(parts):
     assert [p.name for p in src._reader.files] == ["part_2.png", "part_10.png"]
 
 
+def test_a_folder_linked_into_the_parts_is_searched_too(parts, tmp_path):
+    """A day's photos linked in from elsewhere (a symbolic link to a folder) are parts of
+    the folder given: found by score, train and calibrate alike, in natural order."""
+    _part(tmp_path / "nas" / "day1" / "part_7.png", 48, 64, 7)
+    (parts / "day1").symlink_to(tmp_path / "nas" / "day1", target_is_directory=True)
+    found = [p.relative_to(parts).as_posix() for p in image_paths([parts])]
+    assert found == ["day1/part_7.png", "line_b/part_1.jpg", "part_2.png", "part_10.png"]
+    assert [r.path for r in score_images([parts], progress=False)][0] == \
+        str(parts / "day1" / "part_7.png")
+
+
 def test_scores_do_not_depend_on_order_or_neighbours(parts):
     files = image_paths([parts])
     low = 1e-9  # every image a "defect", so that each gets a box

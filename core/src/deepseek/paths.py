@@ -1,4 +1,5 @@
-"""Output paths checked before the work whose result goes there starts.
+"""Output paths checked before the work whose result goes there starts, and the files below
+an input folder (:func:`files_below`).
 
 A command that writes its result after minutes or hours of work (a stream, a folder of
 photos, a CT, a backtest) calls these first, so that a path it cannot write fails at once
@@ -11,6 +12,7 @@ wrong (a folder where a file goes) raises :class:`~deepseek.errors.DeepSeekError
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from deepseek.errors import DeepSeekError
@@ -45,3 +47,22 @@ def _writable(where: Path, path: Path, option: str) -> None:
     if not os.access(where, os.W_OK):
         raise DeepSeekError(f"{option} {path}: not writable by this user; choose another "
                             "path or change its permissions")
+
+
+def files_below(folder: str | Path) -> Iterator[Path]:
+    """Every file below ``folder`` (its subfolders searched too), folders reached through a
+    symbolic link included, as paths under ``folder`` (a data set that links in a day's
+    photos or a series from elsewhere is read whole, where ``Path.rglob`` leaves a linked
+    folder out without a word). Each real folder is read once, so a link back up the tree
+    does not loop and a folder linked twice is not counted twice. Symbolic links to files
+    are listed as they are (callers check ``is_file``); order: folder by folder, unsorted."""
+    seen: set[str] = set()
+    for where, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(where)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders.sort()
+        for name in files:
+            yield Path(where) / name

@@ -163,7 +163,9 @@ def _why_none(source: Any) -> str:
         return ""
     p = Path(text)
     if p.is_dir():
-        files = sum(1 for f in p.rglob("*") if f.is_file())
+        from deepseek.paths import files_below
+
+        files = sum(1 for f in files_below(p) if f.is_file())
         return ("; the folder is empty (searched recursively)" if not files else
                 f"; the folder holds {files} files, none in a format these readers recognise")
     if re.match(r"^[A-Za-z][\w+.-]+:", text) and not p.exists():

@@ -31,6 +31,7 @@ import numpy as np
 
 from deepseek.manufacturing.errors import FrameError, ManufacturingError
 from deepseek.manufacturing.formats import BIT_DEPTHS, IMAGE_SUFFIXES, SCALE_RANGE
+from deepseek.paths import files_below
 
 log = logging.getLogger(__name__)
 
@@ -552,7 +553,7 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     without masks and labels: by name (:func:`is_label_file`), and by content where a mask
     shares its photo's name (:func:`same_stem_masks`); heatmaps ``score --heatmaps`` wrote
     there are left out too, with a warning (:func:`is_heatmap`)."""
-    found = folder.rglob("*") if recursive else folder.iterdir()
+    found = files_below(folder) if recursive else folder.iterdir()
     files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
              and not is_label_file(p, folder)]
     heat = {p for p in files if is_heatmap(p)}

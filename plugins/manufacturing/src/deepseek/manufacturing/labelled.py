@@ -660,7 +660,9 @@ def _coco_candidates(root: Path) -> list[Path]:
     """JSON files that may hold COCO annotations for the images below ``root``: any below
     it, and those in an ``annotations/`` folder beside it whose name holds the folder's
     (``annotations/instances_train2017.json`` for ``train2017/``)."""
-    found = sorted(root.rglob("*.json"))
+    from deepseek.paths import files_below
+
+    found = sorted(p for p in files_below(root) if p.suffix.lower() == ".json")
     beside = root.parent / "annotations"
     if beside.is_dir() and not beside.is_relative_to(root):
         found += sorted(j for j in beside.glob("*.json") if root.name.lower() in j.stem.lower())

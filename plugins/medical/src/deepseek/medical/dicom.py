@@ -66,6 +66,7 @@ from deepseek.medical.errors import (
     SeriesError,
 )
 from deepseek.medical.volume import AIR_HU, Volume
+from deepseek.paths import files_below
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +338,7 @@ def _files_of(path: Any) -> list[Path]:
     if not p.exists():
         raise SeriesError(f"{p}: no such file or folder")
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file())
+        files = sorted(f for f in files_below(p) if f.is_file())
         if not files:
             raise SeriesError(f"{p}: the folder is empty (searched recursively)")
         return files
@@ -407,7 +408,7 @@ def is_dicom_source(source: Any, max_files: int = 64) -> bool:
     if p.is_file():
         return p.name.upper() == "DICOMDIR" or p.suffix.lower() == ".dcm" or _has_dicm_magic(p)
     if p.is_dir():
-        for n, f in enumerate(p.rglob("*")):
+        for n, f in enumerate(files_below(p)):
             if n >= max_files:
                 break
             if f.is_file() and (f.name.upper() == "DICOMDIR" or f.suffix.lower() == ".dcm"
