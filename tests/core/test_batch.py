@@ -66,6 +66,21 @@ def test_inputs_globs_lists_paths_and_uris(tmp_path):
         expand_inputs([str(tmp_path / "*_note.txt")], lambda s: "a note")
 
 
+def test_a_recursive_glob_through_a_link_loop_lists_each_file_once(tmp_path):
+    """A folder that links back up the tree (or to itself, twice: glob's own search never
+    ends there) gives each file once, and a folder linked in from elsewhere is searched."""
+    (tmp_path / "line" / "day").mkdir(parents=True)
+    (tmp_path / "line" / "day" / "p1.png").write_text("1")
+    (tmp_path / "nas").mkdir()
+    (tmp_path / "nas" / "p2.png").write_text("1")
+    (tmp_path / "line" / "day" / "up").symlink_to(tmp_path / "line", target_is_directory=True)
+    (tmp_path / "line" / "self").symlink_to(".", target_is_directory=True)
+    (tmp_path / "line" / "again").symlink_to(".", target_is_directory=True)
+    (tmp_path / "line" / "nas").symlink_to(tmp_path / "nas", target_is_directory=True)
+    assert expand_inputs([str(tmp_path / "line" / "**" / "*.png")]) == [
+        str(tmp_path / "line" / "day" / "p1.png"), str(tmp_path / "line" / "nas" / "p2.png")]
+
+
 def test_item_keys_are_stable_safe_and_distinct(tmp_path):
     a, b = tmp_path / "x" / "scan 1", tmp_path / "y" / "scan 1"
     assert item_key(str(a)) == item_key(str(a) + "/")

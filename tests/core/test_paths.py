@@ -77,3 +77,31 @@ def test_files_below_follows_linked_folders_once_and_never_loops(tmp_path):
     assert found == ["again/a.png", "again/deep/b.png", "c.png", "one.png"]
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["c.png", "one.png"]
     assert list(files_below(tmp_path / "missing")) == []
+
+
+def test_glob_paths_matches_glob_and_survives_link_loops(tmp_path, monkeypatch):
+    """glob_paths gives what glob.glob(recursive=True) gives on a tree without loops (hidden
+    names, classes, folders only, absolute and relative patterns); where a folder links back
+    up the tree, each file once, and two such links (on which glob's search never ends)
+    finish too."""
+    import glob
+
+    from deepseek.paths import glob_paths
+
+    root = tmp_path / "t"
+    for rel in ("a/1.png", "a/b/2.png", "a/b/c/3.jpg", "x.png", ".h/4.png", "a/.d.png",
+                "z/[q].png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    monkeypatch.chdir(root)
+    for pattern in ("**/*.png", "**", "**/", "**/*", "**/.*", "**/.h/*.png", "a/**/*.png",
+                    "*/**/[0-2].png", "**/[!1]*.png", "a/**/b/", f"{root}/**/c/*.jpg",
+                    "**/nothing", "none/**/*.png", "a/*.png", "**/[[]q].png", "**/[^q]*.png",
+                    "**/[]q[]*"):
+        assert glob_paths(pattern) == sorted(glob.glob(pattern, recursive=True)), pattern
+    (root / "a" / "b" / "up").symlink_to(root / "a", target_is_directory=True)
+    assert len(glob.glob("**/*.png", recursive=True)) > 10    # glob: again and again
+    assert glob_paths("**/*.png") == ["a/1.png", "a/b/2.png", "x.png", "z/[q].png"]
+    (root / "a" / "self").symlink_to(".", target_is_directory=True)
+    (root / "a" / "again").symlink_to(".", target_is_directory=True)
+    assert glob_paths("a/**/*.jpg") == ["a/b/c/3.jpg"]

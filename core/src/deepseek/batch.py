@@ -35,7 +35,6 @@ shared volume); the results travel back to the driver.
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import importlib
 import inspect
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from deepseek.errors import DeepSeekError
+from deepseek.paths import glob_paths
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def expand_inputs(patterns: Sequence[str],
         elif _SCHEME.match(pattern) and not os.path.exists(pattern):
             out[pattern] = None   # a URI (synthetic:?n=100): its ? and * are not a glob
         elif _GLOB.search(pattern):
-            found = sorted(glob.glob(pattern, recursive=True))
+            found = glob_paths(pattern)  # glob's **, safe from link loops
             if not found:
                 raise BatchError(f"--input {pattern!r} matches nothing (quote the pattern so "
                                  "that the shell does not expand it, and check the folder)")

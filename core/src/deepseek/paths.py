@@ -11,7 +11,9 @@ wrong (a folder where a file goes) raises :class:`~deepseek.errors.DeepSeekError
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,3 +68,85 @@ def files_below(folder: str | Path) -> Iterator[Path]:
         folders.sort()
         for name in files:
             yield Path(where) / name
+
+
+def _name_regex(part: str) -> str:
+    """A regular expression for one path component of a glob: ``*`` and ``?`` stay inside
+    the component, ``[...]`` is a class, and, as glob has it, a wildcard does not match a
+    leading dot unless the component starts with one."""
+    out = [] if part.startswith(".") else [r"(?!\.)"]
+    i = 0
+    while i < len(part):
+        c = part[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and (end := part.find("]", i + 2)) > 0:
+            body = part[i + 1:end].replace("\\", "\\\\").replace("[", "\\[")
+            body = "\\" + body if body.startswith("^") else body  # a literal ^, as glob
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append("[" + body + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def glob_paths(pattern: str) -> list[str]:
+    """The paths ``pattern`` matches, sorted, as ``glob.glob(pattern, recursive=True)``
+    gives them, except that a ``**`` component walks folders as :func:`files_below` does:
+    through linked folders, each real folder once. glob follows every link, so a link back
+    up the tree repeats each file below it dozens of times, and two such links make its
+    search run for ever. A pattern ending in ``/`` matches folders only (returned with the
+    ``/``); names starting with a dot are matched only by a component that starts with one,
+    and ``**`` does not enter hidden folders, as with glob."""
+    parts = pattern.split("/")
+    deep = [i for i, part in enumerate(parts) if part == "**"]
+    if not deep:
+        return sorted(glob.glob(pattern))
+    first = deep[0]
+    head = "/".join(parts[:first]) or ("/" if pattern.startswith("/") else "")
+    tail = parts[first:]
+    folders_only = tail[-1] == "" and len(tail) > 1
+    if folders_only:
+        tail = tail[:-1]
+    rx = []
+    for k, part in enumerate(tail):
+        if part == "**":
+            rx.append(r"(?:(?!\.)[^/]+(?:/(?!\.)[^/]+)*)?" if k == len(tail) - 1
+                      else r"(?:(?!\.)[^/]+/)*")
+        else:
+            rx.append(_name_regex(part) + ("" if k == len(tail) - 1 else "/"))
+    match = re.compile("".join(rx)).fullmatch
+    dotted = any(part.startswith(".") for part in tail)
+    bases = (glob.glob(head) if re.search(r"[*?\[]", head) else [head]) if head else [""]
+    found: set[str] = set()
+    for base in bases:
+        top = base or "."
+        if not os.path.isdir(top):
+            continue
+        seen: set[str] = set()
+        for where, folders, files in os.walk(top, followlinks=True):
+            real = os.path.realpath(where)
+            if real in seen:
+                folders[:] = []
+                continue
+            seen.add(real)
+            # a component that names a dot can match in a hidden folder: walk them then
+            folders[:] = sorted(f for f in folders if dotted or not f.startswith("."))
+            rel_where = os.path.relpath(where, top)
+            rel_where = "" if rel_where == "." else rel_where
+            if rel_where == "" and tail[-1] == "**" and match(""):
+                found.add(os.path.join(base, "") if base else "")
+            names = [(f, True) for f in folders] + [(f, False) for f in files]
+            for name, is_folder in names:
+                if folders_only and not is_folder:
+                    continue
+                rel = f"{rel_where}/{name}" if rel_where else name
+                if match(rel):
+                    path = os.path.join(base, rel) if base else rel
+                    found.add(path + "/" if folders_only else path)
+    found.discard("")
+    return sorted(found)
