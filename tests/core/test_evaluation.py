@@ -50,8 +50,9 @@ def test_defect_events_and_frames_from_stream_files(tmp_path):
     truth.write_text("\n".join(rows) + "\n")
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(json.dumps(r) for r in [
-        {"event": "start", "frame": 6}, {"event": "clear", "frame": 10, "start_frame": 6},
-        {"event": "start", "frame": 0}, {"event": "clear", "frame": 1, "start_frame": 0},
+        {"event": "defect", "frame": 6}, {"event": "clear", "frame": 10, "start_frame": 6},
+        {"event": "defect", "frame": 0}, {"event": "clear", "frame": 1, "start_frame": 0},
+        {"event": "source_ended_early", "frame": 19},  # a fault record, not an event
     ]) + "\n")
     out = _evaluate("defect-events", "--pred", str(events), "--ref", str(truth))
     assert out["cracks"] == 2 and out["cracks_caught"] == 1 and out["false_alarms"] == 1

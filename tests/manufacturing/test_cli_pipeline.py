@@ -21,16 +21,28 @@ def test_generate_then_stream_with_truth(tmp_path):
                               "--seed", "700901", "--crack-spacing", "20"])
     assert res.exit_code == 0, res.output
     assert video.is_file() and (tmp_path / "line.avi.truth.csv").is_file()
+    truth = str(tmp_path / "line.avi.truth.csv")
     res = runner.invoke(cli, ["manufacturing", "stream", str(video), "--quiet", "--json",
-                              "--truth", str(tmp_path / "line.avi.truth.csv"),
-                              "--events", str(tmp_path / "ev.jsonl")])
+                              "--truth", truth, "--events", str(tmp_path / "ev.jsonl"),
+                              "--scores", str(tmp_path / "sc.csv")])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index("{"):])
     assert out["frames"] == 60 and out["source"]["frames_dropped"] == 0
     assert out["source"]["decode_threads"] == 1  # one core decodes unless told otherwise
     assert out["frame_metrics"]["defect_frames"] > 0
     assert 0.0 <= out["frame_metrics"]["recall"] <= 1.0
-    assert (tmp_path / "ev.jsonl").exists()
+    assert out["event_metrics"]["events"] > 0
+    # the files the stream wrote, evaluated afterwards, give what it measured itself: the
+    # metric told by what each file holds; a source's fault record is not an event
+    with open(tmp_path / "ev.jsonl", "a") as fh:
+        fh.write(json.dumps({"event": "source_lost", "frame": 59}) + "\n")
+    for pred, key in (("ev.jsonl", "event_metrics"), ("sc.csv", "frame_metrics")):
+        res = runner.invoke(cli, ["manufacturing", "evaluate", "--pred", str(tmp_path / pred),
+                                  "--ref", truth, "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output) == out[key]
+    res = runner.invoke(cli, ["manufacturing", "evaluate", "--pred", truth, "--ref", truth])
+    assert res.exit_code == 2 and "neither events" in res.output
     # a recording labelled frame by frame (frame, defect: no crack ids) is scored for events
     # too, each run of defect frames one crack; a video's scale is not known, so the widths
     # are in pixels unless --mm-per-px gives it

@@ -879,7 +879,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
 
 @manufacturing.command("evaluate")
 @click.option("--metric", type=click.Choice(["defect-events", "defect-frames"]),
-              default="defect-events", show_default=True)
+              default=None, help="[by what --pred holds: events JSON lines, defect-events; "
+              "a frame,score CSV, defect-frames]")
 @click.option("--pred", "pred_path", type=click.Path(exists=True, path_type=Path),
               required=True, help="events JSONL (stream --events) or frame,score CSV "
               "(stream --scores).")
@@ -890,12 +891,14 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
 @click.option("--min-width-mm", type=float, default=0.0, show_default=True,
               help="Only cracks at least this wide count.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def evaluate_cmd(metric: str, pred_path: Path, ref_path: Path, threshold: float | None,
-                 min_width_mm: float, as_json: bool) -> None:
+def evaluate_cmd(metric: str | None, pred_path: Path, ref_path: Path,
+                 threshold: float | None, min_width_mm: float, as_json: bool) -> None:
     """Score a stream's events or frame scores against a ground-truth CSV (the registered
     metrics, as `deepseek evaluate` computes them)."""
     from deepseek.evaluation import evaluate_files
 
+    if metric is None:
+        metric = _metric_of(pred_path)
     opts: dict[str, Any] = {"min_width_mm": min_width_mm}
     if threshold is not None:
         if metric != "defect-frames":
@@ -908,6 +911,26 @@ def evaluate_cmd(metric: str, pred_path: Path, ref_path: Path, threshold: float 
         return
     for k, v in res.items():
         click.echo(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+
+
+def _metric_of(pred: Path) -> str:
+    """The metric a predictions file is for, by what it holds: JSON lines (``stream
+    --events``) are events, a CSV whose header has ``frame`` and ``score`` (``stream
+    --scores``) frame scores."""
+    try:
+        with pred.open(errors="replace") as fh:
+            first = next((line.strip() for line in fh if line.strip()), "")
+    except OSError as exc:
+        raise click.BadParameter(f"{pred}: cannot read it ({exc.strerror})",
+                                 param_hint="--pred") from None
+    if first.startswith("{"):
+        return "defect-events"
+    if {"frame", "score"} <= {c.strip() for c in first.split(",")}:
+        return "defect-frames"
+    raise click.BadParameter(f"{pred}: neither events (JSON lines, as stream --events writes) "
+                             "nor frame scores (a CSV with the columns frame,score, as "
+                             "stream --scores writes); give one of those, or --metric",
+                             param_hint="--pred")
 
 
 @manufacturing.command("bench")

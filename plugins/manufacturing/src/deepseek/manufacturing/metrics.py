@@ -136,9 +136,17 @@ def event_metrics(events: Sequence[Any], truth: Sequence[dict[str, Any]], slack:
             "events": len(pairs), "false_alarms": false_alarms}
 
 
+#: the records of a stream's events file that say the source failed, not that a defect was
+#: seen (:class:`~deepseek.manufacturing.stream.DefectStream`)
+SOURCE_FAULT_EVENTS = ("source_lost", "source_ended_early")
+
+
 def read_events(path: str | Path) -> list[tuple[int, int]]:
     """``(start_frame, end_frame)`` of each event in a JSON-lines file written by
-    ``deepseek manufacturing stream --events`` (an event never cleared ends at its start)."""
+    ``deepseek manufacturing stream --events``: a ``defect`` record starts an event (``start``
+    is read the same way), a ``clear`` record (``frame``: the last, ``start_frame``: the
+    first) ends it; an event never cleared ends at its start; the records that say the
+    source failed are not events and are passed over."""
     from deepseek.manufacturing.errors import TruthFileError
 
     path = Path(path)
@@ -151,12 +159,13 @@ def read_events(path: str | Path) -> list[tuple[int, int]]:
             try:
                 rec = json.loads(line)
                 kind = rec["event"]
-                if kind == "start":
+                if kind in ("defect", "start"):
                     starts[int(rec["frame"])] = int(rec["frame"])
                 elif kind == "clear":
                     ends[int(rec["start_frame"])] = int(rec["frame"])
-                else:
-                    raise ValueError(f"unknown event {kind!r} (expected start or clear)")
+                elif kind not in SOURCE_FAULT_EVENTS:
+                    raise ValueError(f"unknown event {kind!r} (expected defect or clear, as "
+                                     "stream --events writes them)")
             except (ValueError, KeyError, TypeError) as exc:
                 raise TruthFileError(f"{path}, line {n}: not an event record ({exc})") from None
     return [(a, ends.get(a, a)) for a in sorted(starts)]
