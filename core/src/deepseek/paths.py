@@ -58,16 +58,24 @@ def files_below(folder: str | Path) -> Iterator[Path]:
     folder out without a word). Each real folder is read once, so a link back up the tree
     does not loop and a folder linked twice is not counted twice. Symbolic links to files
     are listed as they are (callers check ``is_file``); order: folder by folder, unsorted."""
+    for where, _, files in _walk_once(folder):
+        for name in files:
+            yield Path(where) / name
+
+
+def _walk_once(top: str | Path, hidden: bool = True) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(top)`` through linked folders, each real folder once (a link to one already
+    walked, or back up the tree, is passed over), subfolders in name order; ``hidden``
+    False: folders whose names start with a dot are not entered."""
     seen: set[str] = set()
-    for where, folders, files in os.walk(folder, followlinks=True):
+    for where, folders, files in os.walk(top, followlinks=True):
         real = os.path.realpath(where)
         if real in seen:
             folders[:] = []
             continue
         seen.add(real)
-        folders.sort()
-        for name in files:
-            yield Path(where) / name
+        folders[:] = sorted(f for f in folders if hidden or not f.startswith("."))
+        yield where, folders, files
 
 
 def _name_regex(part: str) -> str:
@@ -127,15 +135,8 @@ def glob_paths(pattern: str) -> list[str]:
         top = base or "."
         if not os.path.isdir(top):
             continue
-        seen: set[str] = set()
-        for where, folders, files in os.walk(top, followlinks=True):
-            real = os.path.realpath(where)
-            if real in seen:
-                folders[:] = []
-                continue
-            seen.add(real)
-            # a component that names a dot can match in a hidden folder: walk them then
-            folders[:] = sorted(f for f in folders if dotted or not f.startswith("."))
+        # a component that names a dot can match in a hidden folder: walk them then
+        for where, folders, files in _walk_once(top, hidden=dotted):
             rel_where = os.path.relpath(where, top)
             rel_where = "" if rel_where == "." else rel_where
             if rel_where == "" and tail[-1] == "**" and match(""):
