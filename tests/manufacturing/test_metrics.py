@@ -99,6 +99,30 @@ def test_a_truth_labelled_frame_by_frame_counts_each_run_of_defect_frames_as_a_c
     assert list(crack_spans(_truth([0, 1, 1, 0, 1], ids={1: [4], 2: [4], 4: [4]}))) == [4]
 
 
+def test_frames_are_matched_by_their_number_not_their_row(tmp_path):
+    """A truth numbered from 1, with a gap, in any order: each scored frame is judged by the
+    row of its own number; a frame the truth has no row for is counted, one listed twice
+    refused with its line."""
+    from deepseek.manufacturing.errors import TruthFileError
+    from deepseek.manufacturing.synthetic import read_truth
+
+    path = tmp_path / "truth.csv"
+    #            frame: defect     (frame 4 missing: not labelled)
+    path.write_text("frame,defect\n3,1\n1,0\n2,1\n5,0\n")
+    truth = read_truth(path)
+    idx = np.array([0, 1, 2, 3, 4, 5])
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.9, 0.7])   # frame 0 and 4 have no row
+    m = frame_metrics((idx, scores), truth)
+    assert (m["defect_frames"], m["clean_frames"]) == (2, 2)
+    assert m["recall"] == 0.5                  # frame 2 flagged, frame 3 missed
+    assert m["false_detection_rate"] == 0.5    # frame 5 flagged, frame 1 not
+    assert m["frames_without_truth"] == 2
+    assert frame_metrics({2: 0.9, 3: 0.9}, truth)["recall"] == 1.0
+    path.write_text("frame,defect\n1,0\n2,1\n1,1\n")
+    with pytest.raises(TruthFileError, match=r"line 4: frame 1 again \(first on line 2\)"):
+        read_truth(path)
+
+
 def test_latency_percentiles():
     lat = latency_percentiles(np.arange(1, 101) / 1000.0)
     assert lat["p50"] == pytest.approx(50.5) and lat["p99"] == pytest.approx(99.01)

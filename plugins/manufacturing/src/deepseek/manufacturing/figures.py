@@ -26,14 +26,16 @@ def timeline(path: str | Path, frame_index: np.ndarray, scores: np.ndarray,
     the threshold, the events (green) and the frames the source dropped (black ticks below
     the axis: the model never saw them)."""
     frame_index = np.asarray(frame_index)
-    n = int(max(len(truth) if truth else 0,
-                (frame_index.max() + 1) if len(frame_index) else 1))
+    last = max((int(r["frame"]) for r in truth), default=-1) if truth else -1
+    n = int(max(last + 1, (frame_index.max() + 1) if len(frame_index) else 1))
     xlabel = "frame" + (f" (at {fps:g} fps)" if fps else "")
     fig, ax = axes("Crack score per frame", xlabel, "crack probability", width=11, height=3.8)
-    if truth:
-        defect = np.array([bool(int(r["defect"])) and not int(r.get("partial", 0))
-                           for r in truth])
-        partial = np.array([bool(int(r.get("partial", 0))) for r in truth])
+    if truth:  # shaded at each row's frame number (a truth may start at 1, or skip frames)
+        defect, partial = np.zeros(n, bool), np.zeros(n, bool)
+        for r in truth:
+            if int(r["frame"]) >= 0:
+                partial[int(r["frame"])] = bool(int(r.get("partial", 0)))
+                defect[int(r["frame"])] = bool(int(r["defect"])) and not partial[int(r["frame"])]
         for a, b in _spans(defect):
             ax.axvspan(a - 0.5, b - 0.5, color="#f4b6b4", lw=0)
         for a, b in _spans(partial):

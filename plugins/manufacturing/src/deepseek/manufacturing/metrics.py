@@ -24,33 +24,49 @@ import numpy as np
 WIDTH_BINS_MM = (0.1, 0.2, 0.3, 0.5, 1.0)
 
 
-def _as_flags(predictions: Any, n: int, threshold: float) -> np.ndarray:
-    """Per-frame flags from a dict ``{frame: score}``, a sequence of scores/flags aligned with
-    the truth, or a pair ``(frame_indices, scores)``."""
+def _as_flags(predictions: Any, frames: np.ndarray, threshold: float
+              ) -> tuple[np.ndarray, int]:
+    """Per truth row, whether its frame is flagged, from a dict ``{frame: score}`` or a pair
+    ``(frame_indices, scores)``, matched by frame number (a truth may start at frame 1, skip
+    frames or list them in any order), or from a sequence of scores/flags aligned with the
+    truth's rows; and how many scored frames the truth has no row for."""
+    n = len(frames)
     flags = np.zeros(n, bool)
-    if isinstance(predictions, dict):
-        for f, s in predictions.items():
-            if 0 <= int(f) < n:
-                flags[int(f)] = float(s) >= threshold
-        return flags
-    if isinstance(predictions, tuple) and len(predictions) == 2:
-        idx, s = (np.asarray(v) for v in predictions)
-        ok = (idx >= 0) & (idx < n)
-        flags[idx[ok]] = s[ok].astype(float) >= threshold
-        return flags
+    if isinstance(predictions, dict) or (isinstance(predictions, tuple)
+                                         and len(predictions) == 2):
+        if isinstance(predictions, dict):
+            idx = np.array([int(f) for f in predictions], np.int64)
+            s = np.array([float(v) for v in predictions.values()])
+        else:
+            idx, s = (np.asarray(v) for v in predictions)
+        row = {int(f): i for i, f in enumerate(frames)}
+        at = np.array([row.get(int(f), -1) for f in idx], np.int64)
+        ok = at >= 0
+        flags[at[ok]] = s[ok].astype(float) >= threshold
+        return flags, int((~ok).sum())
     s = np.asarray(predictions, dtype=float)
     if len(s) != n:
         raise ValueError(f"{len(s)} predictions for {n} frames of ground truth; pass "
                          "(frame_indices, scores) when frames were dropped")
-    return s >= threshold
+    return s >= threshold, 0
 
 
 def frame_metrics(predictions: Any, truth: Sequence[dict[str, Any]], threshold: float = 0.5,
                   min_width_mm: float = 0.0,
                   width_bins: Sequence[float] = WIDTH_BINS_MM) -> dict[str, Any]:
-    """Frame recall, false-detection rate and recall per width bin."""
-    n = len(truth)
-    flags = _as_flags(predictions, n, threshold)
+    """Frame recall, false-detection rate and recall per width bin; a frame of the truth
+    that was not scored (dropped) counts as not flagged, and ``frames_without_truth`` counts
+    the scored frames the truth has no row for.
+
+    Raises:
+        ValueError: a frame listed twice in the truth."""
+    frames = np.array([int(r["frame"]) for r in truth], np.int64)
+    ordered = np.sort(frames)
+    twice = np.flatnonzero(np.diff(ordered) == 0)
+    if twice.size:
+        raise ValueError(f"frame {int(ordered[twice[0]])} is listed twice in the ground "
+                         "truth: one row per frame")
+    flags, unmatched = _as_flags(predictions, frames, threshold)
     defect = np.array([int(r["defect"]) == 1 for r in truth])
     partial = np.array([int(r.get("partial", 0)) == 1 for r in truth])
     width = np.array([float(r.get("width_mm", 0.0)) for r in truth])
@@ -62,6 +78,7 @@ def frame_metrics(predictions: Any, truth: Sequence[dict[str, Any]], threshold: 
         "recall": float(flags[pos].mean()) if pos.any() else float("nan"),
         "false_detection_rate": float(flags[neg].mean()) if neg.any() else float("nan"),
         "false_detections": int(flags[neg].sum()), "missed": int((~flags[pos]).sum()),
+        "frames_without_truth": unmatched,
     }
     bins = {}
     for lo, hi in zip(width_bins[:-1], width_bins[1:]):

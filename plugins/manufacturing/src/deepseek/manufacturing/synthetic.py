@@ -447,7 +447,9 @@ def write_truth(path: str | Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def read_truth(path: str | Path) -> list[dict[str, Any]]:
-    """Read a ground-truth CSV written by :func:`write_video` (one row per frame)."""
+    """Read a ground-truth CSV written by :func:`write_video`, or any with the columns
+    ``frame`` and ``defect`` (one row per frame, by its number: from 0 or 1, gaps and any
+    order allowed; a frame twice is refused)."""
     path = Path(path)
     if not path.is_file():
         raise TruthFileError(f"{path}: no such ground-truth file")
@@ -458,6 +460,7 @@ def read_truth(path: str | Path) -> list[dict[str, Any]]:
             raise TruthFileError(f"{path}: missing column(s) {', '.join(missing)}; the header "
                                  f"must include {', '.join(TRUTH_COLUMNS)}")
         rows = []
+        line_of: dict[int, int] = {}
         for n, r in enumerate(rd, start=2):
             try:
                 rows.append({
@@ -470,6 +473,9 @@ def read_truth(path: str | Path) -> list[dict[str, Any]]:
                 })
             except (TypeError, ValueError) as exc:
                 raise TruthFileError(f"{path}, line {n}: unreadable value ({exc})") from exc
+            if (before := line_of.setdefault(rows[-1]["frame"], n)) != n:
+                raise TruthFileError(f"{path}, line {n}: frame {rows[-1]['frame']} again (first "
+                                     f"on line {before}); one row per frame")
     return rows
 
 
