@@ -56,7 +56,12 @@ def test_generate_then_stream_with_truth(tmp_path):
                               "--truth", str(plain)])
     assert res.exit_code == 0, res.output
     assert "event recall 1.000" in res.output and " px\n" in res.output, res.output
-    assert " mm\n" not in res.output
+    assert " mm\n" not in res.output and "note: the truth" not in res.output
+    plain.write_text("frame,defect\n" + "".join(f"{f},{d}\n" for f, d in rows[:50]))
+    res = runner.invoke(cli, ["manufacturing", "stream", str(video), "--quiet",
+                              "--truth", str(plain)])
+    assert "10 scored frames it has no row for (check that it is this recording's)" in \
+        res.output, res.output
     res = runner.invoke(cli, ["manufacturing", "stream", str(video), "--quiet",
                               "--mm-per-px", "0.1"])
     assert res.exit_code == 0 and " mm\n" in res.output and " px\n" not in res.output

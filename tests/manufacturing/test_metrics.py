@@ -116,7 +116,9 @@ def test_frames_are_matched_by_their_number_not_their_row(tmp_path):
     assert (m["defect_frames"], m["clean_frames"]) == (2, 2)
     assert m["recall"] == 0.5                  # frame 2 flagged, frame 3 missed
     assert m["false_detection_rate"] == 0.5    # frame 5 flagged, frame 1 not
-    assert m["frames_without_truth"] == 2
+    assert m["frames_without_truth"] == 2 and m["truth_frames_not_scored"] == 0
+    m = frame_metrics((idx[:3], scores[:3]), truth)      # frames 3 and 5 never scored
+    assert m["truth_frames_not_scored"] == 2 and m["recall"] == 0.5
     assert frame_metrics({2: 0.9, 3: 0.9}, truth)["recall"] == 1.0
     path.write_text("frame,defect\n1,0\n2,1\n1,1\n")
     with pytest.raises(TruthFileError, match=r"line 4: frame 1 again \(first on line 2\)"):

@@ -291,6 +291,13 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
                    f"{fm['clean_frames']} clean frames; " +
                    (f"event recall {ev_recall:.3f}" if math.isfinite(ev_recall) else
                     "no event recall (the truth has no defect frames)"))
+        gaps = [f"{fm['truth_frames_not_scored']} of its frames not scored (dropped, or past "
+                "the end)" if fm["truth_frames_not_scored"] else "",
+                f"{fm['frames_without_truth']} scored frames it has no row for"
+                if fm["frames_without_truth"] else ""]
+        if any(gaps):
+            click.echo(f"note: the truth {truth}: " + "; ".join(g for g in gaps if g)
+                       + " (check that it is this recording's)", err=True)
     if fault:
         click.echo(f"error: {fault} (exit status {EXIT_SOURCE_FAULT})", err=True)
         sys.exit(EXIT_SOURCE_FAULT)

@@ -25,11 +25,12 @@ WIDTH_BINS_MM = (0.1, 0.2, 0.3, 0.5, 1.0)
 
 
 def _as_flags(predictions: Any, frames: np.ndarray, threshold: float
-              ) -> tuple[np.ndarray, int]:
+              ) -> tuple[np.ndarray, int, int]:
     """Per truth row, whether its frame is flagged, from a dict ``{frame: score}`` or a pair
     ``(frame_indices, scores)``, matched by frame number (a truth may start at frame 1, skip
     frames or list them in any order), or from a sequence of scores/flags aligned with the
-    truth's rows; and how many scored frames the truth has no row for."""
+    truth's rows; how many scored frames the truth has no row for, and how many of its rows
+    no frame was scored for."""
     n = len(frames)
     flags = np.zeros(n, bool)
     if isinstance(predictions, dict) or (isinstance(predictions, tuple)
@@ -43,20 +44,23 @@ def _as_flags(predictions: Any, frames: np.ndarray, threshold: float
         at = np.array([row.get(int(f), -1) for f in idx], np.int64)
         ok = at >= 0
         flags[at[ok]] = s[ok].astype(float) >= threshold
-        return flags, int((~ok).sum())
+        scored = np.zeros(n, bool)
+        scored[at[ok]] = True
+        return flags, int((~ok).sum()), int((~scored).sum())
     s = np.asarray(predictions, dtype=float)
     if len(s) != n:
         raise ValueError(f"{len(s)} predictions for {n} frames of ground truth; pass "
                          "(frame_indices, scores) when frames were dropped")
-    return s >= threshold, 0
+    return s >= threshold, 0, 0
 
 
 def frame_metrics(predictions: Any, truth: Sequence[dict[str, Any]], threshold: float = 0.5,
                   min_width_mm: float = 0.0,
                   width_bins: Sequence[float] = WIDTH_BINS_MM) -> dict[str, Any]:
     """Frame recall, false-detection rate and recall per width bin; a frame of the truth
-    that was not scored (dropped) counts as not flagged, and ``frames_without_truth`` counts
-    the scored frames the truth has no row for.
+    that was not scored (dropped, or past the end of the video) counts as not flagged
+    (``truth_frames_not_scored``), and ``frames_without_truth`` counts the scored frames the
+    truth has no row for.
 
     Raises:
         ValueError: a frame listed twice in the truth."""
@@ -66,7 +70,7 @@ def frame_metrics(predictions: Any, truth: Sequence[dict[str, Any]], threshold: 
     if twice.size:
         raise ValueError(f"frame {int(ordered[twice[0]])} is listed twice in the ground "
                          "truth: one row per frame")
-    flags, unmatched = _as_flags(predictions, frames, threshold)
+    flags, unmatched, unscored = _as_flags(predictions, frames, threshold)
     defect = np.array([int(r["defect"]) == 1 for r in truth])
     partial = np.array([int(r.get("partial", 0)) == 1 for r in truth])
     width = np.array([float(r.get("width_mm", 0.0)) for r in truth])
@@ -78,7 +82,7 @@ def frame_metrics(predictions: Any, truth: Sequence[dict[str, Any]], threshold: 
         "recall": float(flags[pos].mean()) if pos.any() else float("nan"),
         "false_detection_rate": float(flags[neg].mean()) if neg.any() else float("nan"),
         "false_detections": int(flags[neg].sum()), "missed": int((~flags[pos]).sum()),
-        "frames_without_truth": unmatched,
+        "frames_without_truth": unmatched, "truth_frames_not_scored": unscored,
     }
     bins = {}
     for lo, hi in zip(width_bins[:-1], width_bins[1:]):
