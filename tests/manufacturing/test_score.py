@@ -62,6 +62,18 @@ def test_a_folder_linked_into_the_parts_is_searched_too(parts, tmp_path):
         str(parts / "day1" / "part_7.png")
 
 
+def test_a_folder_is_scored_without_keeping_every_map_when_asked(parts, tmp_path):
+    """keep_maps=False (the score command without --evaluate): each map is let go once the
+    box and heatmap are drawn, the results otherwise the same."""
+    kept = score_images([parts], threshold=1e-9, progress=False, heatmaps=tmp_path / "a")
+    light = score_images([parts], threshold=1e-9, progress=False, heatmaps=tmp_path / "b",
+                         keep_maps=False)
+    assert all(r.cell_map is not None for r in kept) and all(r.cell_map is None for r in light)
+    assert [r.to_dict() | {"heatmap": None} for r in light] == \
+        [r.to_dict() | {"heatmap": None} for r in kept]
+    assert all(r.box is not None for r in light)
+
+
 def test_scores_do_not_depend_on_order_or_neighbours(parts):
     files = image_paths([parts])
     low = 1e-9  # every image a "defect", so that each gets a box

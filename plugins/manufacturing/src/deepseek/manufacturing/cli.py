@@ -368,7 +368,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                            threshold=threshold if cal is None else float(cal["threshold"]),
                            progress=None if not as_json else False,
                            views=None if views is None else int(views),
-                           unreadable=unreadable)
+                           unreadable=unreadable, keep_maps=evaluate)
     unreadable = unreadable or []
     if csv_path is not None:
         write_csv(results, csv_path, unreadable)

@@ -285,9 +285,10 @@ class Scorer:
 
     def score_files(self, files: list[Path], heatmaps: str | Path | None = None, *,
                     progress: bool | None = None,
-                    unreadable: list[UnreadableImage] | None = None) -> list[ImageScore]:
-        """Score image files (as :func:`image_paths` lists them) in order; ``heatmaps`` and
-        ``unreadable`` as in :func:`score_images`."""
+                    unreadable: list[UnreadableImage] | None = None,
+                    keep_maps: bool = True) -> list[ImageScore]:
+        """Score image files (as :func:`image_paths` lists them) in order; ``heatmaps``,
+        ``unreadable`` and ``keep_maps`` as in :func:`score_images`."""
         from tqdm.auto import tqdm
 
         out_dir = Path(heatmaps) if heatmaps is not None else None
@@ -303,8 +304,11 @@ class Scorer:
                     raise
                 unreadable.append(UnreadableImage(i, str(p), str(exc)))
                 continue
-            results.append(self.score(p, None if out_dir is None
-                                      else out_dir / f"{i:05d}-{p.stem}.png", image=img))
+            r = self.score(p, None if out_dir is None else out_dir / f"{i:05d}-{p.stem}.png",
+                           image=img)
+            if not keep_maps:
+                r.cell_map = None
+            results.append(r)
         return results
 
 
@@ -327,7 +331,8 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
                  threshold: float | None = None, heatmaps: str | Path | None = None,
                  frames: int = FRAMES, progress: bool | None = None,
                  views: int | None = None,
-                 unreadable: list[UnreadableImage] | None = None) -> list[ImageScore]:
+                 unreadable: list[UnreadableImage] | None = None,
+                 keep_maps: bool = True) -> list[ImageScore]:
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
     ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` by
     the image's place among the files found (each result names its file). ``views``: see
@@ -337,10 +342,14 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
     ``unreadable`` is a list: then each such image is appended to it
     (:class:`UnreadableImage`) and the others are still scored, so one damaged photo in a
     day's folder does not cost the scores of the rest (``score`` then lists them and exits
-    with status 1)."""
+    with status 1).
+
+    ``keep_maps=False``: each result's defect map (``cell_map``) is let go once its box and
+    heatmap are made, so that a folder of thousands of large photos is scored in bounded
+    memory (the maps are what :func:`evaluate_scores` needs for its pixel figures)."""
     scorer = Scorer(model, threshold=threshold, frames=frames, views=views)
     return scorer.score_files(image_paths(paths), heatmaps, progress=progress,
-                              unreadable=unreadable)
+                              unreadable=unreadable, keep_maps=keep_maps)
 
 
 def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.01,
