@@ -83,6 +83,34 @@ def test_yolo_polygons_and_boxes(tmp_path):
             yolo_mask(lab, 100, 200)
 
 
+def test_label_files_saved_with_a_byte_order_mark_read_as_without(tmp_path):
+    """Windows editors (Notepad before 2019, Excel's "CSV UTF-8") start a UTF-8 file with a
+    byte-order mark: YOLO, class-name and labelme files read the same with it as without."""
+    import json
+
+    from deepseek.manufacturing import labelled
+
+    bom = "\ufeff"
+    root = tmp_path / "set"
+    _part(root / "images" / "a.png", 1, h=40, w=50)
+    _part(root / "images" / "b.png", 2, h=40, w=50)
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text(bom + "0 0.5 0.5 0.2 0.2\r\n", encoding="utf-8")
+    (root / "labels" / "b.txt").write_text(bom, encoding="utf-8")
+    (root / "classes.txt").write_text(bom + "crack\r\n", encoding="utf-8")
+    items = {i.path.name: i for i in read_labelled(root / "images")}
+    assert items["a.png"].defect and not items["b.png"].defect
+    assert labelled.yolo_class_names(root / "labels" / "a.txt")[1] == {0: "crack"}
+    assert labelled.label_classes(items["a.png"]) == {"crack": 1}
+    lm = tmp_path / "lm"
+    _part(lm / "c.png", 3, h=40, w=50)
+    doc = {"shapes": [{"label": "crack", "shape_type": "rectangle",
+                       "points": [[5, 5], [20, 20]]}], "imageWidth": 50, "imageHeight": 40}
+    (lm / "c.json").write_text(bom + json.dumps(doc), encoding="utf-8")
+    (item,) = read_labelled(lm)
+    assert item.source == "labelme" and item.defect and item.mask[10, 10]
+
+
 def test_a_yolo_class_its_data_set_names_a_good_part_is_refused(tmp_path, monkeypatch,
                                                                  caplog):
     """YOLO label lines carry class numbers; their names are in the data set's data.yaml

@@ -264,6 +264,10 @@ def test_bad_csvs(tmp_path):
     p.write_text("seriesuid,coordX,coordY\na,1,2\n")
     with pytest.raises(FROCError, match="missing column.*coordZ"):
         read_annotations(p)
+    # a spreadsheet's CSV (a byte-order mark, Windows line ends) reads as without them
+    p.write_bytes("\ufeffseriesuid,coordX,coordY,coordZ,diameter_mm\r\na,1,2,3,6\r\n"
+                  .encode())
+    assert len(read_annotations(p)) == 1
     p.write_text("seriesuid,coordX,coordY,coordZ,probability\na,1,2,x,0.5\n")
     with pytest.raises(FROCError, match="line 2"):
         read_results(p)

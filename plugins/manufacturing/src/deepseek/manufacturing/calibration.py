@@ -165,7 +165,7 @@ def read_calibration(path: str | Path, model: Any) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        cal = json.loads(path.read_text())
+        cal = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ManufacturingError(f"{path}: not a readable calibration file ({exc})") from None
     if not isinstance(cal, dict) or cal.get("format") != FORMAT or \

@@ -449,7 +449,7 @@ def labelme_mask(label: Path, shape: tuple[int, int]) -> np.ndarray:
 
     h, w = shape
     try:
-        doc = json.loads(label.read_text(encoding="utf-8"))
+        doc = json.loads(label.read_text(encoding="utf-8-sig"))  # a BOM (Windows) or not
         shapes = doc["shapes"]
         if not isinstance(shapes, list):
             raise TypeError("shapes is not a list")
@@ -519,7 +519,7 @@ def _read_yolo_names(f: Path, stamp: tuple[int, int]) -> dict[int, str] | None:
     (a YAML file without ``names``, or unreadable); read once per version of the file
     (``stamp``: its modification time and size)."""
     try:
-        text = f.read_text(encoding="utf-8")
+        text = f.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError):
         return None
     if f.suffix in (".yaml", ".yml"):
@@ -566,7 +566,7 @@ def yolo_mask(label: Path, height: int, width: int) -> np.ndarray:
 
     names = yolo_class_names(label)
     mask = np.zeros((height, width), np.uint8)
-    for n, line in enumerate(label.read_text().splitlines(), 1):
+    for n, line in enumerate(label.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split()
@@ -620,13 +620,14 @@ def label_classes(item: LabelledImage) -> dict[str, int]:
         elif item.source == "voc":
             got = [o.findtext("name", "?") for o in ET.parse(item.label_path).iter("object")]
         elif item.source == "labelme":
-            doc = json.loads(item.label_path.read_text(encoding="utf-8"))
+            doc = json.loads(item.label_path.read_text(encoding="utf-8-sig"))
             got = [str(sh.get("label", "?")) for sh in doc["shapes"]]
         else:
             found = yolo_class_names(item.label_path)
             named = found[1] if found else {}
             got = [named.get(int(line.split()[0]), f"class {line.split()[0]}")
-                   for line in item.label_path.read_text().splitlines() if line.strip()]
+                   for line in item.label_path.read_text(encoding="utf-8-sig").splitlines()
+                   if line.strip()]
     except (OSError, ValueError, KeyError, TypeError, ET.ParseError):
         return {}
     return dict(collections.Counter(got))

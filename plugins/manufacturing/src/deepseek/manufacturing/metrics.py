@@ -198,7 +198,7 @@ def read_frame_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     from deepseek.manufacturing.errors import TruthFileError
 
     path = Path(path)
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM or not
         rd = csv.DictReader(fh)
         if not {"frame", "score"} <= set(rd.fieldnames or []):
             raise TruthFileError(f"{path}: needs the columns frame,score")

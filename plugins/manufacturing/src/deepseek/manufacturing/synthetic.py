@@ -453,12 +453,15 @@ def read_truth(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise TruthFileError(f"{path}: no such ground-truth file")
-    with path.open(newline="") as fh:
+    # utf-8-sig: a CSV saved by a spreadsheet on Windows starts with a byte-order mark
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         rd = csv.DictReader(fh)
         missing = [c for c in ("frame", "defect") if c not in (rd.fieldnames or [])]
         if missing:
-            raise TruthFileError(f"{path}: missing column(s) {', '.join(missing)}; the header "
-                                 f"must include {', '.join(TRUTH_COLUMNS)}")
+            more = ", ".join(c for c in TRUTH_COLUMNS if c not in ("frame", "defect"))
+            raise TruthFileError(f"{path}: missing column(s) {', '.join(missing)} (its header: "
+                                 f"{','.join(rd.fieldnames or [])}); a ground truth needs "
+                                 f"frame and defect, and may add {more}")
         rows = []
         line_of: dict[int, int] = {}
         for n, r in enumerate(rd, start=2):

@@ -60,7 +60,7 @@ def _read_rows(path: str | Path, value_col: str) -> list[dict[str, Any]]:
         raise FROCError(f"{path}: no such file")
     need = ("seriesuid", "coordX", "coordY", "coordZ", value_col)
     out = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's BOM or not
         reader = csv.DictReader(f)
         missing = [c for c in need if c not in (reader.fieldnames or [])]
         if missing:
@@ -389,7 +389,7 @@ def read_scan_list(path: str | Path) -> list[str]:
     if not path.is_file():
         raise FROCError(f"{path}: no such file (the list of evaluated series uids)")
     uids = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
         uid = line.split(",", 1)[0].strip()
         if uid and uid != "seriesuid":
             uids.append(uid)
