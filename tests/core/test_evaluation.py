@@ -83,6 +83,8 @@ def test_metrics_listing_and_unknown_metric(tmp_path):
 def test_load_array_formats_and_errors(tmp_path):
     (tmp_path / "a.csv").write_text("x,y\n1,2\n3,4\n")
     np.testing.assert_array_equal(load_array(tmp_path / "a.csv"), [[1, 2], [3, 4]])
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf1,2\r\n3,4\r\n")  # a spreadsheet's
+    np.testing.assert_array_equal(load_array(tmp_path / "bom.csv"), [[1, 2], [3, 4]])
     (tmp_path / "b.txt").write_text("1 2\n3 4\n")
     np.testing.assert_array_equal(load_array(tmp_path / "b.txt"), [[1, 2], [3, 4]])
     (tmp_path / "c.jsonl").write_text("[1, 2]\n[3, 4]\n")

@@ -423,6 +423,10 @@ def test_bars_trade_at_the_next_open(tmp_path):
                  "2024-01-03,13,14,12,13,0\n2024-01-04,12,13,11,11,0\n")
     bars = read_bars(p)
     assert bars["time_ns"][1] - bars["time_ns"][0] == 86_400 * 10**9
+    # saved by a spreadsheet on Windows (a byte-order mark, CRLF): the same bars
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbf" + p.read_bytes().replace(b"\n", b"\r\n"))
+    assert np.array_equal(read_bars(excel), bars)
     r = bar_backtest(bars, np.array([1, 1, -1, 0]), fee_bps=10.0)
     # long at the open of bar 1 (11), reversed at the open of bar 3 (12) to short
     assert list(r.fills["price"]) == [11.0, 12.0] and list(r.fills["qty"]) == [1.0, 2.0]

@@ -66,7 +66,7 @@ def _load_array(p: Path) -> np.ndarray:
 
 
 def _read_numeric_table(p: Path) -> np.ndarray:
-    text = p.read_text()
+    text = p.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark or not
     dialect = "excel-tab" if p.suffix.lower() == ".tsv" else "excel"
     rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
     if p.suffix.lower() == ".txt" and rows and len(rows[0]) == 1 and " " in rows[0][0].strip():

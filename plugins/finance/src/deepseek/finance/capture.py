@@ -315,11 +315,12 @@ class _ZstdFrames(io.RawIOBase):
 
 @contextlib.contextmanager
 def open_text(path: str | Path) -> Iterator[CountedLines]:
-    """UTF-8 lines over :func:`open_binary` (newlines kept for the csv module), counted:
-    text that is not UTF-8, and a compressed file that is cut short or damaged, are a
-    TickFileError naming the file and the last line read whole."""
+    """UTF-8 lines over :func:`open_binary` (newlines kept for the csv module; a byte-order
+    mark at the start, as a spreadsheet on Windows writes one, dropped), counted: text that
+    is not UTF-8, and a compressed file that is cut short or damaged, are a TickFileError
+    naming the file and the last line read whole."""
     with open_binary(path) as raw:
-        f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        f = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         lines = CountedLines(f)
         try:
             yield lines

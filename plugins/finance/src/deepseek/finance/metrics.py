@@ -180,7 +180,7 @@ def load_trading_files(pred_path: Any, ref_path: Any) -> tuple[dict[str, Any], n
     import csv
 
     def rows(path: Any) -> tuple[list[str], list[list[str]]]:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM or not
             data = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
         if data and data[0] and not data[0][0].strip().lstrip("-").isdigit():
             return [c.strip() for c in data[0]], data[1:]
