@@ -83,6 +83,28 @@ def test_yolo_polygons_and_boxes(tmp_path):
             yolo_mask(lab, 100, 200)
 
 
+def test_a_jpeg_mask_reads_as_the_mask_drawn_not_its_compression_halo(tmp_path):
+    """A mask saved as JPEG has faint values around every edge: read at half its brightest,
+    a 3-pixel crack keeps its drawn area (counted from 1 it nearly doubles); an all-black
+    JPEG mask is a good part; lossless masks keep every non-zero pixel (a 0/1 PNG)."""
+    m = np.zeros((96, 128), np.uint8)
+    cv2.line(m, (10, 20), (110, 70), 255, 3)
+    for q in (95, 75):
+        _part(tmp_path / f"q{q}" / "a.png", 1)
+        cv2.imwrite(str(tmp_path / f"q{q}" / "a_mask.jpg"), m, [cv2.IMWRITE_JPEG_QUALITY, q])
+        assert (cv2.imread(str(tmp_path / f"q{q}" / "a_mask.jpg"), 0) > 0).sum() > 1.5 * \
+            (m > 0).sum()
+        (item,) = read_labelled(tmp_path / f"q{q}")
+        assert abs(int(item.mask.sum()) - int((m > 0).sum())) <= 0.02 * (m > 0).sum()
+    _part(tmp_path / "good" / "b.png", 2)
+    cv2.imwrite(str(tmp_path / "good" / "b_mask.jpg"), np.zeros_like(m))
+    assert not read_labelled(tmp_path / "good")[0].defect
+    _part(tmp_path / "ones" / "c.png", 3)
+    cv2.imwrite(str(tmp_path / "ones" / "c_mask.png"), (m > 0).astype(np.uint8))
+    (item,) = read_labelled(tmp_path / "ones")
+    assert int(item.mask.sum()) == int((m > 0).sum())
+
+
 def test_label_files_saved_with_a_byte_order_mark_read_as_without(tmp_path):
     """Windows editors (Notepad before 2019, Excel's "CSV UTF-8") start a UTF-8 file with a
     byte-order mark: YOLO, class-name and labelme files read the same with it as without."""
