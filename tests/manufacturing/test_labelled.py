@@ -105,6 +105,32 @@ def test_a_jpeg_mask_reads_as_the_mask_drawn_not_its_compression_halo(tmp_path):
     assert int(item.mask.sum()) == int((m > 0).sum())
 
 
+def test_a_mask_with_an_alpha_channel_is_read_by_what_varies(tmp_path):
+    """An opaque black-and-white mask saved with an alpha channel (by its alpha alone all
+    defect), a crack painted on a transparent layer, and both varying: each reads as the
+    crack drawn."""
+    m = np.zeros((96, 128), np.uint8)
+    cv2.line(m, (10, 20), (110, 70), 255, 3)
+    crack = int((m > 0).sum())
+    zero, full = np.zeros_like(m), np.full_like(m, 255)
+    cases = {"opaque": np.dstack([m, m, m, full]),           # BGRA, alpha 255 everywhere
+             "layer": np.dstack([zero, zero, full, m]),      # red everywhere, alpha the crack
+             "both": np.dstack([m, m, m, np.where(np.arange(128) < 64, 255, 0)
+                                [None].repeat(96, 0).astype(np.uint8)])}
+    for name, px in cases.items():
+        _part(tmp_path / name / "a.png", 1)
+        cv2.imwrite(str(tmp_path / name / "a_mask.png"), px)
+        (item,) = read_labelled(tmp_path / name)
+        want = crack if name != "both" else int((m[:, :64] > 0).sum())
+        assert int(item.mask.sum()) == want, name
+    # gray with alpha (a two-channel PNG, read as BGRA): the same rule
+    from PIL import Image
+
+    _part(tmp_path / "la" / "a.png", 1)
+    Image.fromarray(np.dstack([m, full]), "LA").save(tmp_path / "la" / "a_mask.png")
+    assert int(read_labelled(tmp_path / "la")[0].mask.sum()) == crack
+
+
 def test_label_files_saved_with_a_byte_order_mark_read_as_without(tmp_path):
     """Windows editors (Notepad before 2019, Excel's "CSV UTF-8") start a UTF-8 file with a
     byte-order mark: YOLO, class-name and labelme files read the same with it as without."""

@@ -1015,13 +1015,31 @@ def mat_mask(path: Path) -> tuple[np.ndarray, list[int]]:
 LOSSY_MASK_SUFFIXES = (".jpg", ".jpeg")
 
 
+def _mask_values(px: np.ndarray) -> np.ndarray:
+    """The values a mask's pixels ``(h, w, channels)`` mark defects with: the brightest
+    channel; with an alpha channel (the fourth, as OpenCV reads BGRA and gray with alpha),
+    the colour where the alpha is the same everywhere, the alpha where the colour is, and
+    else the colour where the alpha is non-zero."""
+    if px.shape[2] != 4:
+        return px.max(axis=2)
+    colour, alpha = px[..., :3].max(axis=2), px[..., 3]
+    if alpha.min() == alpha.max():
+        return colour
+    if colour.min() == colour.max():
+        return alpha
+    return np.where(alpha > 0, colour, 0)
+
+
 def _read_mask(mpath: Path, img: Path, shape: tuple[int, int],
                other_labels: dict[Path, list[int]] | None = None) -> np.ndarray:
     """``img``'s mask from the file ``mpath`` (an image, or MATLAB ground truth: the labels
     it reads as background go to ``other_labels``): its non-zero pixels; in a JPEG mask,
     whose compression leaves faint values around every edge (a 3-pixel line saved at
     quality 95 reads 1.75 times as wide counted from 1), the pixels above half its
-    brightest."""
+    brightest. A mask with an alpha channel is read by its colour where the alpha is the
+    same everywhere (an opaque black-and-white mask, which by its alpha alone would be all
+    defect), by its alpha where the colour is (a crack painted on a transparent layer),
+    and else where both are non-zero."""
     from deepseek.manufacturing.images import imread
 
     if mpath.suffix.lower() == ".mat":
@@ -1034,7 +1052,7 @@ def _read_mask(mpath: Path, img: Path, shape: tuple[int, int],
     if raw.shape[:2] != (h, w):
         raise ManufacturingError(f"{mpath}: mask is {raw.shape[1]}x{raw.shape[0]}, its image "
                                  f"{img.name} is {w}x{h}; masks must match")
-    gray = raw.reshape(h, w, -1).max(axis=2)
+    gray = _mask_values(raw.reshape(h, w, -1))
     if mpath.suffix.lower() in LOSSY_MASK_SUFFIXES:
         return (gray > max(float(gray.max()) / 2, 0.5)).astype(np.uint8)
     return (gray > 0).astype(np.uint8)
