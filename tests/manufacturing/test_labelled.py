@@ -105,7 +105,7 @@ def test_a_jpeg_mask_reads_as_the_mask_drawn_not_its_compression_halo(tmp_path):
     assert int(item.mask.sum()) == int((m > 0).sum())
 
 
-def test_a_mask_with_an_alpha_channel_is_read_by_what_varies(tmp_path):
+def test_a_mask_with_an_alpha_channel_is_read_by_what_varies(tmp_path, caplog):
     """An opaque black-and-white mask saved with an alpha channel (by its alpha alone all
     defect), a crack painted on a transparent layer, and both varying: each reads as the
     crack drawn."""
@@ -123,6 +123,17 @@ def test_a_mask_with_an_alpha_channel_is_read_by_what_varies(tmp_path):
         (item,) = read_labelled(tmp_path / name)
         want = crack if name != "both" else int((m[:, :64] > 0).sum())
         assert int(item.mask.sum()) == want, name
+    # a mask drawn the other way round (the crack black on white): read as drawn, warned
+    import logging
+
+    _part(tmp_path / "inv" / "a.png", 1)
+    cv2.imwrite(str(tmp_path / "inv" / "a_mask.png"), 255 - m)
+    with caplog.at_level(logging.WARNING):
+        (item,) = read_labelled(tmp_path / "inv")
+    log = caplog
+    assert int(item.mask.sum()) == m.size - crack
+    assert "1 mask(s) mark most of their image as defect (a_mask.png: 95%)" in log.text
+    assert "invert such masks" in log.text
     # gray with alpha (a two-channel PNG, read as BGRA): the same rule
     from PIL import Image
 

@@ -1011,6 +1011,9 @@ def mat_mask(path: Path) -> tuple[np.ndarray, list[int]]:
     return np.logical_or.reduce(masks).astype(np.uint8), sorted(other)
 
 
+#: a mask file that marks more than this share of its image draws a warning: defects drawn
+#: black on white read the other way round
+MOSTLY_DEFECT = 0.5
 #: mask files whose compression blurs edges: read at half their brightest value
 LOSSY_MASK_SUFFIXES = (".jpg", ".jpeg")
 
@@ -1205,6 +1208,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     out = []
     budget = cache_mb * 1e6
     mat_other: dict[Path, list[int]] = {}  # MATLAB ground truth: labels read as background
+    mostly: list[tuple[Path, float]] = []  # masks that mark most of their image
     for p in files:
         img = read_gray(p, bit_depth=bit_depth)
         shape = (int(img.shape[0]), int(img.shape[1]))
@@ -1220,6 +1224,8 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         else:  # a YOLO background: unlabelled() refused an unlabelled image anywhere else
             mask, source = np.zeros(shape, np.uint8), "yolo-background"
         defect = bool(mask.any()) if mask is not None else bool(folder)
+        if source == "mask" and mask is not None and mask.mean() > MOSTLY_DEFECT:
+            mostly.append((label or p, float(mask.mean())))
         if folder is not None and mask is not None and folder != defect:
             raise ManufacturingError(f"{p}: it is in a {'defect' if folder else 'good'} folder "
                                      f"but its {source} label says "
@@ -1239,6 +1245,12 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
             budget -= cost
         out.append(item)
     _warn_stray_backgrounds(out, root)
+    if mostly:
+        log.warning("%d mask(s) mark most of their image as defect (%s%s): a mask drawn the "
+                    "other way round (defects black on white)? Non-zero mask pixels are "
+                    "defect; invert such masks", len(mostly), "; ".join(
+                        f"{m.name}: {f:.0%}" for m, f in mostly[:3]),
+                    " ..." if len(mostly) > 3 else "")
     if mat_other:
         by_label = {v: sorted(m.name for m, vs in mat_other.items() if v in vs)
                     for v in sorted({v for vs in mat_other.values() for v in vs})}
