@@ -55,6 +55,12 @@ def _write_cases(d: Path) -> list[Path]:
     save("gray.tif", Image.fromarray(gray))
     save("gray16.tif", Image.fromarray(gray.astype(np.uint16) * 200))
     save("rgb.tif", Image.fromarray(rgb))
+    save("rgb.ppm", Image.fromarray(rgb))
+    save("gray.pgm", Image.fromarray(gray))
+    save("gray16.pgm", Image.fromarray(gray.astype(np.uint16) * 257 + 3))  # Pillow: mode I
+    save("rgb.webp", Image.fromarray(rgb), lossless=True)
+    save("gray.jp2", Image.fromarray(gray))
+    save("rgb.jp2", Image.fromarray(rgb))
     return paths
 
 

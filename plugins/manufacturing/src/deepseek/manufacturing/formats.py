@@ -4,7 +4,8 @@ imported by the plugin's hooks, its command line and the readers alike (no other
 from __future__ import annotations
 
 #: part images and frame folders
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm",
+                  ".webp", ".jp2"}
 #: video files (read through OpenCV's FFmpeg backend)
 VIDEO_SUFFIXES = [".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv",
                   ".flv", ".ts", ".mjpg", ".mjpeg", ".h264", ".h265", ".y4m"]

@@ -216,6 +216,10 @@ def _pillow_pixels(im: Any) -> np.ndarray | None:
     if mode in ("L", "I;16", "I;16B", "I;16L", "F"):
         arr = np.array(im)
         return arr.astype(np.uint16) if mode.startswith("I;16") else arr
+    if mode == "I":  # 32-bit integers: how Pillow opens a 16-bit PGM, read as 16 bits
+        arr = np.array(im)
+        return arr.astype(np.uint16) if arr.size and 0 <= arr.min() and \
+            arr.max() <= 65535 else None
     if mode == "LA":  # OpenCV gives gray with alpha as BGRA
         g, a = (np.array(c) for c in im.split())
         return np.dstack([g, g, g, a])
