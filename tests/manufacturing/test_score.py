@@ -51,6 +51,16 @@ def test_masks_and_labels_are_not_parts(parts):
     assert [p.name for p in src._reader.files] == ["part_2.png", "part_10.png"]
 
 
+def test_hidden_files_are_not_parts(parts):
+    """What a Mac leaves beside each photo on a shared drive (``._part_2.png``, not an
+    image) and a hidden thumbnail folder are passed over, not scored nor refused."""
+    (parts / "._part_2.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    _part(parts / ".thumbnails" / "part_9.png", 16, 16, 9)
+    found = [p.relative_to(parts).as_posix() for p in image_paths([parts])]
+    assert found == ["line_b/part_1.jpg", "part_2.png", "part_10.png"]
+    assert len(score_images([parts], progress=False)) == 3
+
+
 def test_a_folder_linked_into_the_parts_is_searched_too(parts, tmp_path):
     """A day's photos linked in from elsewhere (a symbolic link to a folder) are parts of
     the folder given: found by score, train and calibrate alike, in natural order."""

@@ -556,10 +556,19 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """The part images of a folder (``recursive``: and its subfolders) in natural order,
     without masks and labels: by name (:func:`is_label_file`), and by content where a mask
     shares its photo's name (:func:`same_stem_masks`); heatmaps ``score --heatmaps`` wrote
-    there are left out too, with a warning (:func:`is_heatmap`)."""
+    there are left out too, with a warning (:func:`is_heatmap`). Hidden files and folders
+    (names from a dot: the ``._photo.jpg`` a Mac leaves beside each photo on a shared or
+    USB drive, a file manager's ``.thumbnails/``) are not parts either, as a shell's ``*``
+    passes them over."""
     found = files_below(folder) if recursive else folder.iterdir()
     files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
              and not is_label_file(p, folder)]
+    hidden = [p for p in files if any(x.startswith(".") for x in p.relative_to(folder).parts)]
+    if hidden:
+        log.info("%s: %d hidden file(s) left out (e.g. %s)", folder, len(hidden),
+                 hidden[0].relative_to(folder))
+        skip = set(hidden)
+        files = [p for p in files if p not in skip]
     heat = {p for p in files if is_heatmap(p)}
     if heat:
         log.warning("%s: %d heatmap(s) written by `score --heatmaps` are not parts and are left "
