@@ -199,6 +199,14 @@ def test_cli_good_only_then_score(line, tmp_path):
     top = [e["score"] for e in fitted["threshold_review"]["good_highest"]]
     assert top == sorted(top, reverse=True) and top[0] == fitted["out_of_fold_scores"]["max"]
     assert fitted["threshold_review"]["defects_missed"] == []
+    assert "already holds" not in res.stderr
+    # a second run into the same folder says at its start that it replaces the first's
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out", str(tmp_path),
+                                           "--good-only", str(root / "good"), "--json",
+                                           "--memory-selection", "coreset", "--folds", "3"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["threshold"] == fitted["threshold"]
+    assert (f"note: {tmp_path} already holds memory.safetensors from an "
+            "earlier run") in res.stderr, res.stderr
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root / "test"),
                                            "--model", fitted["model"], "--json", "--heatmaps",
                                            str(tmp_path / "heat")])

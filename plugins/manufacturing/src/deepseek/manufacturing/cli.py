@@ -729,6 +729,12 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
     """Train a crack model through the core Trainer (checkpoints, resume, best kept), or with
     --good-only learn from good parts alone (a patch memory, --method pasted or --method
     draem), the threshold set on out-of-fold good images."""
+    if not resume:  # a model trained before into OUT is replaced: said at the start
+        held = [n for n in TRAINED_FILES if (out / n).is_file()]
+        if held:
+            click.echo(f"note: {out} already holds {', '.join(held)} from an earlier run; "
+                       "this run replaces what it writes (give another --out to keep them)",
+                       err=True)
     if folds is None:
         folds = 3 if good_only is not None and method == "draem" else 5
     if steps is not None and (good_only is None or method != "draem"):
@@ -938,6 +944,11 @@ def _metric_of(pred: Path) -> str:
                              "nor frame scores (a CSV with the columns frame,score, as "
                              "stream --scores writes); give one of those, or --metric",
                              param_hint="--pred")
+
+
+#: what a run of `train` writes into OUT (one of the models, its exports, its report)
+TRAINED_FILES = ("model.safetensors", "memory.safetensors", "draem.safetensors",
+                 "training.json")
 
 
 @manufacturing.command("bench")
