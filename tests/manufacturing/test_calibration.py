@@ -88,7 +88,8 @@ def test_calibrate_on_good_parts_and_on_a_labelled_folder(tmp_path, weights):
 
 
 def test_calibrate_points_at_the_spot_in_a_good_image_that_looks_like_a_crack(tmp_path,
-                                                                          weights):
+                                                                          weights,
+                                                                          monkeypatch):
     """A line's good images, one with a dark line across its lower right (a crack its label
     misses): calibrate lists it first among the good images scored highest, with the box
     around its most crack-like spot, in its own pixels, so that a person finds the line at
@@ -101,7 +102,15 @@ def test_calibrate_points_at_the_spot_in_a_good_image_that_looks_like_a_crack(tm
         if i == 7:
             ImageDraw.Draw(img).line([(100, 60), (150, 85)], fill=50, width=3)
         img.save(root / f"p{i:03d}.png")
+    from deepseek.manufacturing.metrics import REVIEW_IMAGES
+    from deepseek.manufacturing.score import Scorer
+
+    made = []
+    real = Scorer.score
+    monkeypatch.setattr(Scorer, "score", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     cal = calibrate(root, weights, target_fpr=0.0, all_good=True, progress=False)
+    # only the reviewed images' maps are kept to the end: memory bounded by the review
+    assert len(made) == 12 and sum(r.cell_map is not None for r in made) == REVIEW_IMAGES
     top = cal["review"]["good_highest"][0]
     assert top["path"].endswith("p007.png")
     x0, y0, x1, y1 = top["spot"]

@@ -13,6 +13,7 @@ names the weights it was measured with by their sha256, and is refused with any 
 
 from __future__ import annotations
 
+import heapq
 import json
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,20 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     if not len(files):
         raise ManufacturingError(f"{folder}: no part images to calibrate on")
     scorer = Scorer(model)
-    results = [scorer.score(f) for f in
-               tqdm(files, desc="calibrating", disable=progress is False or
-                    (progress is None and len(files) < 20))]
+    from deepseek.manufacturing.metrics import REVIEW_IMAGES
+
+    # each image's map is let go once scored, but for the good images scored highest so far
+    # (the review draws their spots): memory stays bounded however many images there are
+    results, kept = [], []  # kept: (score, -index) of the good images whose maps are kept
+    for i, f in enumerate(tqdm(files, desc="calibrating", disable=progress is False or
+                               (progress is None and len(files) < 20))):
+        results.append(scorer.score(f))
+        if labels[i]:
+            results[i].cell_map = None
+            continue
+        heapq.heappush(kept, (results[i].score, -i))
+        if len(kept) > REVIEW_IMAGES:  # the lowest (of equal scores, the later) goes
+            results[-heapq.heappop(kept)[1]].cell_map = None
     scores = np.array([r.score for r in results])
     thr = threshold_for_fpr(scores[~labels], target_fpr)
     if scorer.memory is None and not thr < 1.0:
