@@ -1474,6 +1474,22 @@ def _coco(path, images, annotations):
                                 "categories": [{"id": 1, "name": "crack"}]}))
 
 
+def test_coco_file_names_written_on_windows_match(tmp_path):
+    """A COCO export made on Windows names its images with backslashes (a path relative to
+    the data set, or the labeller's own absolute path): they match the images here."""
+    root = tmp_path / "set"
+    _part(root / "train" / "a.png", 1, h=40, w=50)
+    _part(root / "train" / "b.png", 2, h=40, w=50)
+    box = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10]}
+    _coco(root / "_annotations.coco.json",
+          [{"id": 1, "file_name": "train\\a.png", "width": 50, "height": 40},
+           {"id": 2, "file_name": "C:\\Users\\qa\\line3\\b.png", "width": 50,
+            "height": 40}], [box])
+    items = {i.path.name: i for i in read_labelled(root)}
+    assert items["a.png"].source == items["b.png"].source == "coco"
+    assert items["a.png"].defect and not items["b.png"].defect
+
+
 def test_coco_annotations_polygons_run_lengths_boxes_and_good_parts(tmp_path):
     """A COCO export (Roboflow's _annotations.coco.json beside the images): polygons and
     run-length masks drawn as pycocotools draws them, a box alone filled, an image with no

@@ -695,8 +695,9 @@ def _coco_entries(js: Path, doc: dict[str, Any]) -> list[CocoEntry]:
     entries: dict[Any, CocoEntry] = {}
     for k, im in enumerate(doc["images"]):
         try:
-            entries[im["id"]] = CocoEntry(js, str(im["file_name"]), int(im["width"]),
-                                          int(im["height"]), [])
+            # a tool on Windows writes "images\\001.jpg": the same path
+            entries[im["id"]] = CocoEntry(js, str(im["file_name"]).replace("\\", "/"),
+                                          int(im["width"]), int(im["height"]), [])
         except (KeyError, TypeError, ValueError, OverflowError):
             raise ManufacturingError(f"{js}: images[{k}] needs id, file_name, width and "
                                      "height") from None
