@@ -51,6 +51,22 @@ def test_masks_and_labels_are_not_parts(parts):
     assert [p.name for p in src._reader.files] == ["part_2.png", "part_10.png"]
 
 
+def test_a_pattern_stands_for_the_part_images_it_matches(parts):
+    """A quoted pattern (or one a Windows prompt passes as typed) is expanded, in natural
+    order, with
+    masks, label folders and heatmaps left out as in a folder; one that matches no part
+    image is an error naming it."""
+    got = image_paths([str(parts / "**" / "*.png")])
+    assert [p.relative_to(parts).as_posix() for p in got] == ["part_2.png", "part_10.png"]
+    assert image_paths([str(parts / "*" / "*.jpg")]) == [parts / "line_b" / "part_1.jpg"]
+    with pytest.raises(ManufacturingError, match=r"x.png: the pattern matches no part "
+                                                 r"image \(1 match\(es\) in all"):
+        image_paths([str(parts / "*" / "x.png")])  # labels/x.png: a label, not a part
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts / "*.png"),
+                                           "--json"])
+    assert res.exit_code == 0 and len(json.loads(res.stdout)) == 2
+
+
 def test_hidden_files_are_not_parts(parts):
     """What a Mac leaves beside each photo on a shared drive (``._part_2.png``, not an
     image) and a hidden thumbnail folder are passed over, not scored nor refused."""

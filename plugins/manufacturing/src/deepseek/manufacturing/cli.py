@@ -334,7 +334,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
           views: str | None, as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
-    labels such as *_mask.png or files under masks/ are skipped). Each image is scored alone
+    labels such as *_mask.png or files under masks/ are skipped), or quoted patterns such as
+    'line3/**/*.png' (what a Windows prompt passes as typed). Each image is scored alone
     with a fresh model state and at its own size (padded, never resized), so the order of
     the images changes nothing; one line per image: score, and the box when it is a defect.
     An image that cannot be read (damaged, cut short) is listed on stderr and the others are

@@ -24,6 +24,7 @@ import io
 import logging
 import re
 from collections.abc import Iterable
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -584,11 +585,30 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
 
 
 def image_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files as given, and the part images of each folder (recursive)."""
+    """Image files as given, and the part images of each folder (recursive). A pattern that
+    names no file itself (``photos/*.png``, ``line3/**/*.jpg``: quoted, or from a Windows
+    prompt, which does not expand them) stands for the image files it matches
+    (:func:`deepseek.paths.glob_paths`), in natural order as a folder's, masks, labels,
+    heatmaps and hidden files left out as in a folder."""
     out: list[Path] = []
     for item in paths:
         p = Path(item)
-        if p.is_dir():
+        if not p.exists() and re.search(r"[*?\[]", str(item)):
+            from deepseek.paths import glob_paths
+
+            matched = [Path(m) for m in glob_paths(str(item))]
+            # the folder the pattern starts from: mask folders below it are not parts
+            fixed = [x for x in takewhile(lambda x: not re.search(r"[*?\[]", x),
+                                          Path(item).parts)]
+            top = Path(*fixed) if fixed else Path(".")
+            files = [m for m in matched if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES
+                     and not is_label_file(m, top) and not is_heatmap(m)]
+            if not files:
+                raise ManufacturingError(f"{item}: the pattern matches no part image "
+                                         f"({len(matched)} match(es) in all; "
+                                         f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+            out += sorted(files, key=lambda m: [_natural_key(Path(x)) for x in m.parts])
+        elif p.is_dir():
             found = list_images(p, recursive=True)
             if not found:
                 raise ManufacturingError(f"{p}: no part images in this folder or below it "
