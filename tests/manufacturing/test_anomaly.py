@@ -501,7 +501,7 @@ def test_cli_crack_weight(line, tmp_path):
                                    "--good-only", str(root / "good"), "--crack-weight", "0.25",
                                    "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["crack"]["weight"] == 0.25
+    assert json.loads(res.stdout)["crack"]["weight"] == 0.25
     for extra in (["--good-only", str(root / "good"), "--method", "draem"],
                   ["--folder", str(root)]):
         res = CliRunner().invoke(cli, ["manufacturing", "train", "--out", str(tmp_path),
