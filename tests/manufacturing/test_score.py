@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import cv2
 import numpy as np
@@ -77,13 +78,19 @@ def test_hidden_files_are_not_parts(parts):
     assert len(score_images([parts], progress=False)) == 3
 
 
-def test_a_folder_linked_into_the_parts_is_searched_too(parts, tmp_path):
+def test_a_folder_linked_into_the_parts_is_searched_too(parts, tmp_path, caplog):
     """A day's photos linked in from elsewhere (a symbolic link to a folder) are parts of
     the folder given: found by score, train and calibrate alike, in natural order."""
     _part(tmp_path / "nas" / "day1" / "part_7.png", 48, 64, 7)
     (parts / "day1").symlink_to(tmp_path / "nas" / "day1", target_is_directory=True)
     found = [p.relative_to(parts).as_posix() for p in image_paths([parts])]
     assert found == ["day1/part_7.png", "line_b/part_1.jpg", "part_2.png", "part_10.png"]
+    # a photo linked in whose file is gone: left out, and said
+    (parts / "part_3.png").symlink_to(tmp_path / "nas" / "gone.png")
+    with caplog.at_level(logging.WARNING):
+        assert len(image_paths([parts])) == 4
+    assert "1 link(s) to image files that no longer exist are left out (e.g. part_3.png" in \
+        caplog.text
     assert [r.path for r in score_images([parts], progress=False)][0] == \
         str(parts / "day1" / "part_7.png")
 

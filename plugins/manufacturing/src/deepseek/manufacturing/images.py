@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 from collections.abc import Iterable
 from itertools import takewhile
@@ -561,9 +562,14 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     (names from a dot: the ``._photo.jpg`` a Mac leaves beside each photo on a shared or
     USB drive, a file manager's ``.thumbnails/``) are not parts either, as a shell's ``*``
     passes them over."""
-    found = files_below(folder) if recursive else folder.iterdir()
-    files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-             and not is_label_file(p, folder)]
+    found = [p for p in (files_below(folder) if recursive else folder.iterdir())
+             if p.suffix.lower() in IMAGE_SUFFIXES]
+    broken = [p for p in found if p.is_symlink() and not p.exists()]
+    if broken:  # a photo linked in whose file is gone is a photo missing, not nothing
+        log.warning("%s: %d link(s) to image files that no longer exist are left out (e.g. "
+                    "%s -> %s)", folder, len(broken), broken[0].relative_to(folder),
+                    os.readlink(broken[0]))
+    files = [p for p in found if p.is_file() and not is_label_file(p, folder)]
     hidden = [p for p in files if any(x.startswith(".") for x in p.relative_to(folder).parts)]
     if hidden:
         log.info("%s: %d hidden file(s) left out (e.g. %s)", folder, len(hidden),
