@@ -555,25 +555,31 @@ def is_heatmap(p: Path) -> bool:
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """The part images of a folder (``recursive``: and its subfolders) in natural order,
-    without masks and labels: by name (:func:`is_label_file`), and by content where a mask
-    shares its photo's name (:func:`same_stem_masks`); heatmaps ``score --heatmaps`` wrote
-    there are left out too, with a warning (:func:`is_heatmap`). Hidden files and folders
-    (names from a dot: the ``._photo.jpg`` a Mac leaves beside each photo on a shared or
-    USB drive, a file manager's ``.thumbnails/``) are not parts either, as a shell's ``*``
-    passes them over."""
-    found = [p for p in (files_below(folder) if recursive else folder.iterdir())
-             if p.suffix.lower() in IMAGE_SUFFIXES]
+    """The part images of a folder (``recursive``: and its subfolders) in natural order
+    (:func:`part_images`)."""
+    return part_images(files_below(folder) if recursive else folder.iterdir(), folder)
+
+
+def part_images(found: Iterable[Path], folder: Path) -> list[Path]:
+    """The part images among the paths ``found`` below ``folder``, in natural order, without
+    masks and labels: by name (:func:`is_label_file`, folders counted from ``folder``), and
+    by content where a mask shares its photo's name (:func:`same_stem_masks`); heatmaps
+    ``score --heatmaps`` wrote there are left out too, with a warning (:func:`is_heatmap`).
+    Hidden files and folders (names from a dot: the ``._photo.jpg`` a Mac leaves beside
+    each photo on a shared or USB drive, a file manager's ``.thumbnails/``) are not parts
+    either, as a shell's ``*`` passes them over; a link to an image that no longer exists
+    is named in a warning."""
+    found = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
     broken = [p for p in found if p.is_symlink() and not p.exists()]
     if broken:  # a photo linked in whose file is gone is a photo missing, not nothing
         log.warning("%s: %d link(s) to image files that no longer exist are left out (e.g. "
-                    "%s -> %s)", folder, len(broken), broken[0].relative_to(folder),
+                    "%s -> %s)", folder, len(broken), _below(broken[0], folder),
                     os.readlink(broken[0]))
     files = [p for p in found if p.is_file() and not is_label_file(p, folder)]
-    hidden = [p for p in files if any(x.startswith(".") for x in p.relative_to(folder).parts)]
+    hidden = [p for p in files if any(x.startswith(".") for x in _below(p, folder).parts)]
     if hidden:
         log.info("%s: %d hidden file(s) left out (e.g. %s)", folder, len(hidden),
-                 hidden[0].relative_to(folder))
+                 _below(hidden[0], folder))
         skip = set(hidden)
         files = [p for p in files if p not in skip]
     heat = {p for p in files if is_heatmap(p)}
@@ -587,7 +593,12 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
         log.info("%s: %d mask(s) kept beside their photo under the same name (e.g. %s) are "
                  "masks, not parts", folder, len(masks), sorted(masks)[0].name)
     return sorted((p for p in files if p not in masks),
-                  key=lambda p: [_natural_key(Path(x)) for x in p.relative_to(folder).parts])
+                  key=lambda p: [_natural_key(Path(x)) for x in _below(p, folder).parts])
+
+
+def _below(p: Path, folder: Path) -> Path:
+    """``p`` relative to ``folder`` where it lies below it, else as it is."""
+    return p.relative_to(folder) if p.is_relative_to(folder) else p
 
 
 def image_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -606,14 +617,12 @@ def image_paths(paths: Iterable[str | Path]) -> list[Path]:
             # the folder the pattern starts from: mask folders below it are not parts
             fixed = [x for x in takewhile(lambda x: not re.search(r"[*?\[]", x),
                                           Path(item).parts)]
-            top = Path(*fixed) if fixed else Path(".")
-            files = [m for m in matched if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES
-                     and not is_label_file(m, top) and not is_heatmap(m)]
+            files = part_images(matched, Path(*fixed) if fixed else Path("."))
             if not files:
                 raise ManufacturingError(f"{item}: the pattern matches no part image "
                                          f"({len(matched)} match(es) in all; "
                                          f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-            out += sorted(files, key=lambda m: [_natural_key(Path(x)) for x in m.parts])
+            out += files
         elif p.is_dir():
             found = list_images(p, recursive=True)
             if not found:
