@@ -1728,6 +1728,16 @@ def test_crackforest_matlab_ground_truth_beside_the_images(tmp_path, caplog):
     assert not items["003.png"].defect and not items["003.png"].mask.any()
     assert "labels other than 1 (background) and 2 (crack), read as background: 3 in 2 " \
            "(001.mat, 002.mat)" in caplog.text
+    # the good-parts reader of a labelled folder says the same (a label-2-free file may
+    # still hold a crack under another label)
+    from deepseek.manufacturing.images import image_paths
+    from deepseek.manufacturing.labelled import labelled_defects
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert sorted(p.name for p in labelled_defects(root, image_paths([root]))) == \
+            ["001.png", "002.png"]
+    assert "read as background: 3 in 2 (001.mat, 002.mat)" in caplog.text
 
     def refused(name, payload, match):
         folder = tmp_path / name

@@ -1117,6 +1117,7 @@ def labelled_defects(root: str | Path, files: list[Path], bit_depth: int | None 
                 continue
         if _folder_label(p, root):
             out[p] = f"in the defect folder {p.parent}"
+    _warn_mat_labels(mat_other)  # a good part by label 2 may hold a crack under another
     return out
 
 
@@ -1252,15 +1253,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
                     "defect; invert such masks", len(mostly), "; ".join(
                         f"{m.name}: {f:.0%}" for m, f in mostly[:3]),
                     " ..." if len(mostly) > 3 else "")
-    if mat_other:
-        by_label = {v: sorted(m.name for m, vs in mat_other.items() if v in vs)
-                    for v in sorted({v for vs in mat_other.values() for v in vs})}
-        log.warning("%d MATLAB ground-truth file(s) hold labels other than 1 (background) and "
-                    "%d (crack), read as background: %s; where one of them marks a defect, "
-                    "save those masks as PNG (non-zero = defect)", len(mat_other),
-                    MAT_DEFECT_LABEL, "; ".join(
-                        f"{v} in {len(names)} ({', '.join(names[:4])}"
-                        f"{' ...' if len(names) > 4 else ''})" for v, names in by_label.items()))
+    _warn_mat_labels(mat_other)
     out = set_aside_copies(out)
     n_def = sum(i.defect for i in out)
     unplaced = sum(i.defect and i.source == "folder" for i in out)
@@ -1275,6 +1268,21 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
                     "random and may miss the defect; masks or YOLO labels train better",
                     unplaced)
     return out
+
+
+def _warn_mat_labels(mat_other: dict[Path, list[int]]) -> None:
+    """Name, in one warning, the MATLAB ground-truth files that held labels read as
+    background (``mat_other``: each file's other labels)."""
+    if not mat_other:
+        return
+    by_label = {v: sorted(m.name for m, vs in mat_other.items() if v in vs)
+                for v in sorted({v for vs in mat_other.values() for v in vs})}
+    log.warning("%d MATLAB ground-truth file(s) hold labels other than 1 (background) and "
+                "%d (crack), read as background: %s; where one of them marks a defect, "
+                "save those masks as PNG (non-zero = defect)", len(mat_other),
+                MAT_DEFECT_LABEL, "; ".join(
+                    f"{v} in {len(names)} ({', '.join(names[:4])}"
+                    f"{' ...' if len(names) > 4 else ''})" for v, names in by_label.items()))
 
 
 def _warn_stray_backgrounds(items: list[LabelledImage], root: Path) -> None:
