@@ -120,6 +120,7 @@ def test_frames_are_matched_by_their_number_not_their_row(tmp_path):
     m = frame_metrics((idx[:3], scores[:3]), truth)      # frames 3 and 5 never scored
     assert m["truth_frames_not_scored"] == 2 and m["recall"] == 0.5
     assert frame_metrics({2: 0.9, 3: 0.9}, truth)["recall"] == 1.0
+    assert m["recall_by_width_mm"] == {}  # no widths given: no width bins
     # a spreadsheet's CSV: a byte-order mark and Windows line ends
     path.write_bytes("\ufeffframe,defect\r\n1,0\r\n2,1\r\n".encode())
     assert [(r["frame"], r["defect"]) for r in read_truth(path)] == [(1, 0), (2, 1)]

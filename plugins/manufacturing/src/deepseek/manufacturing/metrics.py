@@ -85,7 +85,9 @@ def frame_metrics(predictions: Any, truth: Sequence[dict[str, Any]], threshold: 
         "frames_without_truth": unmatched, "truth_frames_not_scored": unscored,
     }
     bins = {}
-    for lo, hi in zip(width_bins[:-1], width_bins[1:]):
+    # a truth that gives no widths (a recording labelled frame by frame) has no width bins
+    edges = list(zip(width_bins[:-1], width_bins[1:])) if (width > 0).any() else []
+    for lo, hi in edges:
         m = defect & ~partial & (width >= lo) & (width < hi)
         bins[f"{lo:g}-{hi:g}"] = {"frames": int(m.sum()),
                                   "recall": float(flags[m].mean()) if m.any() else None}
