@@ -68,6 +68,16 @@ def test_a_pattern_stands_for_the_part_images_it_matches(parts):
     assert res.exit_code == 0 and len(json.loads(res.stdout)) == 2
 
 
+def test_a_photo_smaller_than_one_map_cell_is_scored_with_a_warning(tmp_path, caplog):
+    """A 1 x 1 or a 3-row image is not a part photo: its score comes with a warning."""
+    _part(tmp_path / "row.png", 3, 400, 1)
+    _part(tmp_path / "ok.png", 32, 40, 2)
+    with caplog.at_level(logging.WARNING):
+        assert len(score_images([tmp_path], progress=False)) == 2
+    assert "row.png: 400x3 pixels, smaller than one cell of the model's map (16 px)" in \
+        caplog.text and "ok.png" not in caplog.text
+
+
 def test_hidden_files_are_not_parts(parts):
     """What a Mac leaves beside each photo on a shared drive (``._part_2.png``, not an
     image) and a hidden thumbnail folder are passed over, not scored nor refused."""

@@ -273,6 +273,11 @@ class Scorer:
             prob, pmap = self.memory.score(img)
             stride = self.memory.stride
             shown = np.clip(pmap / (2 * self.threshold), 0.0, 1.0)
+        if min(img.shape) < stride:
+            log.warning("%s: %dx%d pixels, smaller than one cell of the model's map (%g px) "
+                        "on a side: its score says little about a part (a whole part photo, "
+                        "or a crop of one, is what the model reads)", p, img.shape[1],
+                        img.shape[0], stride)
         defect = prob >= self.threshold
         box = box_from_map(pmap, img.shape, self.box_level, stride) if defect else None
         written = None
