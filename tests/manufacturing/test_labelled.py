@@ -1474,6 +1474,21 @@ def _coco(path, images, annotations):
                                 "categories": [{"id": 1, "name": "crack"}]}))
 
 
+def test_a_coco_file_cut_short_is_named_not_taken_for_no_labels(tmp_path):
+    """A COCO export cut short (a copy interrupted) is an error naming it, not a folder of
+    images without labels."""
+    root = tmp_path / "set"
+    _part(root / "a.png", 1, h=40, w=50)
+    _coco(root / "_annotations.coco.json",
+          [{"id": 1, "file_name": "a.png", "width": 50, "height": 40}],
+          [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10]}])
+    js = root / "_annotations.coco.json"
+    js.write_bytes(js.read_bytes()[:-40])
+    with pytest.raises(ManufacturingError, match=r"_annotations.coco.json: holds \"images\" as "
+                       r"a COCO annotation file does, but is not readable JSON"):
+        read_labelled(root)
+
+
 def test_coco_file_names_written_on_windows_match(tmp_path):
     """A COCO export made on Windows names its images with backslashes (a path relative to
     the data set, or the labeller's own absolute path): they match the images here."""

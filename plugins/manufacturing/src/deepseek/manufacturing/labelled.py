@@ -671,7 +671,11 @@ def _coco_candidates(root: Path) -> list[Path]:
 
 
 def _load_coco(path: Path) -> dict[str, Any] | None:
-    """The COCO document in ``path``, or None when the JSON is something else."""
+    """The COCO document in ``path``, or None when the JSON is something else.
+
+    Raises:
+        ManufacturingError: the file starts as a COCO file does but is not readable JSON (a
+            copy cut short, an export interrupted): its labels would be missed."""
     import json
 
     try:
@@ -683,8 +687,12 @@ def _load_coco(path: Path) -> dict[str, Any] | None:
                 return None
             f.seek(0)
             doc = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError):
+    except OSError:
         return None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ManufacturingError(f"{path}: holds \"images\" as a COCO annotation file does, "
+                                 f"but is not readable JSON ({exc}): export it again (a copy "
+                                 "cut short?), or move it out if it is not one") from None
     if not (isinstance(doc, dict) and isinstance(doc.get("images"), list)
             and isinstance(doc.get("annotations"), list)):
         return None
