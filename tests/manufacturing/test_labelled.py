@@ -216,6 +216,13 @@ def test_a_yolo_class_its_data_set_names_a_good_part_is_refused(tmp_path, monkey
     with caplog.at_level(logging.WARNING):
         assert labelled.yolo_class_names(lab) is None
     assert "data.yaml: its class names are not read without PyYAML" in caplog.text
+    # a data.yaml that is not YAML: its names go unchecked, and a warning says so
+    monkeypatch.delitem(sys.modules, "yaml")
+    (root / "data.yaml").write_text("names: [crack, good\n  nc: 2\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert labelled.yolo_class_names(lab) is None
+    assert "data.yaml: not readable YAML" in caplog.text and "not caught" in caplog.text
 
 
 def test_the_classes_each_label_format_counts_as_defects(tmp_path):

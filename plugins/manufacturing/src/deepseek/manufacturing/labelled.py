@@ -520,7 +520,9 @@ def _read_yolo_names(f: Path, stamp: tuple[int, int]) -> dict[int, str] | None:
     (``stamp``: its modification time and size)."""
     try:
         text = f.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("%s: its class names cannot be read (%s), so a class that names a good "
+                    "part is not caught", f, exc)
         return None
     if f.suffix in (".yaml", ".yml"):
         try:
@@ -532,7 +534,10 @@ def _read_yolo_names(f: Path, stamp: tuple[int, int]) -> dict[int, str] | None:
             return None
         try:
             names = (yaml.safe_load(text) or {}).get("names")
-        except (yaml.YAMLError, AttributeError):
+        except (yaml.YAMLError, AttributeError) as exc:
+            log.warning("%s: not readable YAML (%s), so its class names are not read and a "
+                        "class that names a good part is not caught", f,
+                        str(exc).splitlines()[0])
             return None
         if isinstance(names, list):
             return {i: str(n) for i, n in enumerate(names)}
