@@ -188,6 +188,19 @@ def test_a_memory_scores_only_with_the_backbone_weights_it_was_fitted_on(line, t
     assert weights_sha256(net) is None and weights_sha256("no-such-model") is None
 
 
+def test_cli_train_refuses_an_out_it_cannot_write_before_it_trains(line, tmp_path,
+                                                                    monkeypatch):
+    root, _, _ = line
+    import deepseek.manufacturing.anomaly as anomaly
+
+    monkeypatch.setattr(anomaly, "fit_memory", lambda *a, **k: pytest.fail("trained"))
+    (tmp_path / "afile").write_text("a file where the run's folder would go")
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
+                                           str(tmp_path / "afile" / "run"), "--good-only",
+                                           str(root / "good")])
+    assert res.exit_code == 2 and "Not a directory" in res.output, res.output
+
+
 def test_cli_good_only_then_score(line, tmp_path):
     root, good, bad = line
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out", str(tmp_path),

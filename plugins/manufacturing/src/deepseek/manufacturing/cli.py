@@ -730,6 +730,9 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
     """Train a crack model through the core Trainer (checkpoints, resume, best kept), or with
     --good-only learn from good parts alone (a patch memory, --method pasted or --method
     draem), the threshold set on out-of-fold good images."""
+    from deepseek.paths import ready_folder
+
+    ready_folder(out, "--out")  # a place it cannot write fails now, not after the training
     if not resume:  # a model trained before into OUT is replaced: said at the start
         held = [n for n in TRAINED_FILES if (out / n).is_file()]
         if held:
