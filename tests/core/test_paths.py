@@ -105,3 +105,16 @@ def test_glob_paths_matches_glob_and_survives_link_loops(tmp_path, monkeypatch):
     (root / "a" / "self").symlink_to(".", target_is_directory=True)
     (root / "a" / "again").symlink_to(".", target_is_directory=True)
     assert glob_paths("a/**/*.jpg") == ["a/b/c/3.jpg"]
+
+
+def test_ready_folder_can_check_without_making(tmp_path):
+    """make=False: a path under a file is refused as mkdir would refuse it, and a path that
+    can be made is left unmade (a command that may still refuse its options leaves nothing)."""
+    ready_folder(tmp_path / "runs" / "new", "--out", make=False)
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError) as err:
+        ready_folder(tmp_path / "afile" / "run", "--out", make=False)
+    assert err.value.filename == str(tmp_path / "afile" / "run")
+    with pytest.raises(NotADirectoryError):  # the same as making it would say
+        ready_folder(tmp_path / "afile" / "run", "--out")

@@ -11,6 +11,7 @@ wrong (a folder where a file goes) raises :class:`~deepseek.errors.DeepSeekError
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -34,14 +35,24 @@ def ready_to_write(path: str | Path | None, option: str, example: str) -> None:
     _writable(path if path.exists() else path.parent, path, option)
 
 
-def ready_folder(path: str | Path | None, option: str) -> None:
+def ready_folder(path: str | Path | None, option: str, make: bool = True) -> None:
     """Make the output folder ``path`` (given as ``option``) and check this user may write
-    in it. None: nothing."""
+    in it. None: nothing. ``make=False``: check only, making nothing (for a command that
+    may still refuse its options): the nearest part of the path that exists must be a
+    folder this user may write in."""
     if path is None:
         return
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    _writable(path, path, option)
+    if make:
+        path.mkdir(parents=True, exist_ok=True)
+        _writable(path, path, option)
+        return
+    there = path
+    while not there.exists() and there.parent != there:
+        there = there.parent
+    if not there.is_dir():  # a file on the way: what mkdir would say
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    _writable(there, path, option)
 
 
 def _writable(where: Path, path: Path, option: str) -> None:

@@ -732,7 +732,8 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
     draem), the threshold set on out-of-fold good images."""
     from deepseek.paths import ready_folder
 
-    ready_folder(out, "--out")  # a place it cannot write fails now, not after the training
+    # a place it cannot write fails now, not after the training (made when training starts)
+    ready_folder(out, "--out", make=False)
     if not resume:  # a model trained before into OUT is replaced: said at the start
         held = [n for n in TRAINED_FILES if (out / n).is_file()]
         if held:
