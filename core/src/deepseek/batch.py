@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from deepseek.errors import DeepSeekError
-from deepseek.paths import glob_paths
+from deepseek.paths import glob_paths, is_pattern
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ ATTEMPTS = 3
 START_TIMEOUT_S = 300.0
 #: connections tried through Ray Client when the head's per-client server fails to start
 CLIENT_CONNECT_TRIES = 3
-_GLOB = re.compile(r"[*?\[]")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(?!\\)")
 
 
@@ -105,7 +104,7 @@ def expand_inputs(patterns: Sequence[str],
             out.update(dict.fromkeys(items))
         elif _SCHEME.match(pattern) and not os.path.exists(pattern):
             out[pattern] = None   # a URI (synthetic:?n=100): its ? and * are not a glob
-        elif _GLOB.search(pattern):
+        elif is_pattern(pattern):
             found = glob_paths(pattern)  # glob's **, safe from link loops
             if not found:
                 raise BatchError(f"--input {pattern!r} matches nothing (quote the pattern so "

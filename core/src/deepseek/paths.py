@@ -89,6 +89,14 @@ def _walk_once(top: str | Path, hidden: bool = True) -> Iterator[tuple[str, list
         yield where, folders, files
 
 
+_PATTERN = re.compile(r"[*?\[]")
+
+
+def is_pattern(text: str) -> bool:
+    """Whether ``text`` holds a glob's special characters (``*``, ``?`` or ``[``)."""
+    return _PATTERN.search(text) is not None
+
+
 def _name_regex(part: str) -> str:
     """A regular expression for one path component of a glob: ``*`` and ``?`` stay inside
     the component, ``[...]`` is a class, and, as glob has it, a wildcard does not match a
@@ -140,7 +148,7 @@ def glob_paths(pattern: str) -> list[str]:
             rx.append(_name_regex(part) + ("" if k == len(tail) - 1 else "/"))
     match = re.compile("".join(rx)).fullmatch
     dotted = any(part.startswith(".") for part in tail)
-    bases = (glob.glob(head) if re.search(r"[*?\[]", head) else [head]) if head else [""]
+    bases = (glob.glob(head) if is_pattern(head) else [head]) if head else [""]
     found: set[str] = set()
     for base in bases:
         top = base or "."

@@ -33,7 +33,7 @@ import numpy as np
 
 from deepseek.manufacturing.errors import FrameError, ManufacturingError
 from deepseek.manufacturing.formats import BIT_DEPTHS, IMAGE_SUFFIXES, SCALE_RANGE
-from deepseek.paths import files_below
+from deepseek.paths import files_below, is_pattern
 
 log = logging.getLogger(__name__)
 
@@ -610,13 +610,12 @@ def image_paths(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for item in paths:
         p = Path(item)
-        if not p.exists() and re.search(r"[*?\[]", str(item)):
+        if not p.exists() and is_pattern(str(item)):
             from deepseek.paths import glob_paths
 
             matched = [Path(m) for m in glob_paths(str(item))]
             # the folder the pattern starts from: mask folders below it are not parts
-            fixed = [x for x in takewhile(lambda x: not re.search(r"[*?\[]", x),
-                                          Path(item).parts)]
+            fixed = list(takewhile(lambda x: not is_pattern(x), Path(item).parts))
             files = part_images(matched, Path(*fixed) if fixed else Path("."))
             if not files:
                 raise ManufacturingError(f"{item}: the pattern matches no part image "
