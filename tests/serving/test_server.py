@@ -466,3 +466,36 @@ def test_a_model_that_fails_on_its_timing_example_is_served_untimed(tmp_path, ca
     np.testing.assert_allclose(out.as_numpy("features"), want, atol=1e-5)
     assert any("model conv: not timed at start-up" in r.getMessage() and "[1, 1, 1, 1]"
                in r.getMessage() for r in caplog.records)
+
+
+def test_an_onnx_file_with_a_fixed_batch_of_one_is_served_one_request_at_a_time(tmp_path):
+    """An ONNX file exported for batch 1 (the usual export) cannot run two requests joined
+    into one batch: its requests are never joined (before, every joined batch failed in
+    onnxruntime and was split until each request ran alone, two extra runs per request),
+    the start-up timing runs one sample at a time, and a request of batch 2 is a 400 that
+    names the shape before the model runs."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())
+    path = export_onnx(net, torch.zeros(1, 4), tmp_path / "one.onnx", dynamic_batch=False)
+    with DeepSeekServing(models={"one": str(path)}, port=0, grpc_port=None,
+                         batch_size=16) as s:
+        assert s.models["one"].fixed_batch
+        assert s.batchers["one"].max_batch_size == 1
+        cal = s.calibration["one"]
+        assert cal.batching is False and cal.batch_ms is None
+
+        def one(i):
+            x = np.full((1, 4), i, dtype=np.float32)
+            inp = th.InferInput("input", [1, 4], "FP32")
+            inp.set_data_from_numpy(x)
+            return th.InferenceServerClient(s.http_url).infer("one", [inp]).as_numpy("output")
+
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            outs = list(ex.map(one, range(12)))
+        assert s.batchers["one"].stats.splits == 0
+        two = httpx.post(f"http://{s.http_url}/v2/models/one/infer", json={"inputs": [
+            {"name": "input", "shape": [2, 4], "datatype": "FP32", "data": [0.0] * 8}]})
+    with torch.inference_mode():
+        for i, out in enumerate(outs):
+            want = net(torch.full((1, 4), float(i))).numpy()
+            np.testing.assert_allclose(out, want, atol=1e-6)
+    assert two.status_code == 400 and "[2, 4]" in two.json()["error"]

@@ -116,6 +116,12 @@ class ServedModel:
             return [np.asarray(v) for v in out.values()]
         return [np.asarray(out)]
 
+    @property
+    def fixed_batch(self) -> bool:
+        """Whether an input's first (batch) axis has a fixed size, as in an ONNX file
+        exported for batch 1: such a model's requests are never joined into one run."""
+        return any(s.shape and s.shape[0] != -1 for s in self.inputs)
+
     def example_inputs(self) -> list[np.ndarray] | None:
         """One sample of every input (zeros), for timing the model: the example shape the
         model declares, else batch 1 and every free dimension at its step (1 where none is

@@ -264,7 +264,10 @@ class DeepSeekServing:
         for name, model in self.models.items():
             b = model.batching
             cal = self.calibration.get(name)
-            batching = cal is None or cal.batching
+            batching = (cal is None or cal.batching) and not model.fixed_batch
+            if model.fixed_batch and self.batch_size > 1:
+                log.info("model %s: its inputs' batch axis is fixed (%s): requests run one "
+                         "at a time", name, [s.shape[0] for s in model.inputs if s.shape])
             batcher = DynamicBatcher(model, max_batch_size=self.batch_size if batching else 1,
                                      max_delay_ms=self.max_delay_ms if batching else 0.0,
                                      max_queue=self.max_queue,
@@ -355,7 +358,10 @@ class DeepSeekServing:
                 torch.set_num_threads(n)
 
         ceiling = self.threads if module is not None else self.load_threads
-        cal = calibrate(run, set_threads, ceiling, self.load_threads, min(batch_size, 8))
+        # a fixed batch axis takes no batch of 8: timed one sample at a time
+        cal = calibrate(run, set_threads, ceiling, self.load_threads,
+                        1 if served.fixed_batch else min(batch_size, 8))
+        cal.batching = cal.batching and not served.fixed_batch
         set_threads(self.load_threads)
         if module is not None:
             self.policies[name] = ThreadPolicy(self.threads, self.load_threads,
