@@ -49,14 +49,57 @@ def test_the_packaged_exports_are_the_exporters_graphs_now():
 
     import onnx
 
+    from deepseek.loader import INPUTS_META_KEY
     from deepseek.manufacturing.model import export_step_onnx, export_still_onnx
 
     net = load_net("defect-3dcnn-lstm")
     for name, fresh in (("stream", export_step_onnx(net)), ("still", export_still_onnx(net))):
-        shipped = onnx.load(str(WEIGHTS / f"defect-3dcnn-lstm.{name}.onnx")).graph.node
-        ops = [collections.Counter(n.op_type for n in g)
-               for g in (shipped, onnx.load_from_string(fresh).graph.node)]
+        shipped = onnx.load(str(WEIGHTS / f"defect-3dcnn-lstm.{name}.onnx"))
+        fresh = onnx.load_from_string(fresh)
+        ops = [collections.Counter(n.op_type for n in g.graph.node) for g in (shipped, fresh)]
         assert ops[0] == ops[1], name
+        declared = [{p.key: p.value for p in g.metadata_props}.get(INPUTS_META_KEY)
+                    for g in (shipped, fresh)]
+        assert declared[0] == declared[1] and declared[0], name
+
+
+def test_the_exports_served_at_the_edge_take_frames_in_steps_of_the_cell():
+    """`deepseek serve` of the exports (what an edge install serves): each declares that
+    its frame size goes in steps of the 16-pixel cell, so a frame off it is a 400 that says
+    what to pad to, before onnxruntime runs (before: its own error, "Non concat axis
+    dimensions must match"), and the server times the step at start-up (before: served
+    untimed, the 1 x 1 frame it tried failing in the first convolution). The stream step
+    takes one clip at a time: its requests are never joined."""
+    import httpx
+
+    from deepseek.serving import DeepSeekServing
+
+    models = {"step": str(WEIGHTS / "defect-3dcnn-lstm.stream.onnx"),
+              "still": str(WEIGHTS / "defect-3dcnn-lstm.still.onnx")}
+    with DeepSeekServing(models=models, port=0, grpc_port=None) as server:
+        assert set(server.calibration) == {"step", "still"}
+        assert server.batchers["step"].max_batch_size == 1
+        url = f"http://{server.http_url}/v2/models"
+        r = httpx.post(f"{url}/still/infer", timeout=60, json={"inputs": [
+            {"name": "images", "datatype": "UINT8", "shape": [1, 50, 64],
+             "data": [0] * 50 * 64}]})
+        state = [("buffer", [1, 32, 2, 4, 5]), ("h", [1, 1, 32]), ("c", [1, 1, 32])]
+        r2 = httpx.post(f"{url}/step/infer", timeout=60, json={"inputs": [
+            {"name": "frames", "datatype": "UINT8", "shape": [1, 1, 64, 70],
+             "data": [0] * 64 * 70},
+            *[{"name": n, "datatype": "FP32", "shape": s, "data": [0.0] * int(np.prod(s))}
+              for n, s in state]]})
+        images = np.full((1, 64, 80), 128, np.uint8)
+        r3 = httpx.post(f"{url}/still/infer", timeout=60, json={"inputs": [
+            {"name": "images", "datatype": "UINT8", "shape": [1, 64, 80],
+             "data": images.ravel().tolist()}]})
+    assert r.status_code == 400 and "axis 1" in r.json()["error"], r.text
+    assert "pad it to 64" in r.json()["error"]
+    assert r2.status_code == 400 and "axis 3" in r2.json()["error"], r2.text
+    assert "pad it to 80" in r2.json()["error"]
+    assert r3.status_code == 200, r3.text
+    logits = next(o for o in r3.json()["outputs"] if o["name"] == "logits")
+    assert logits["shape"] == [1, FRAMES]
 
 
 @pytest.mark.parametrize("size", [(48, 64), (96, 160)])

@@ -499,3 +499,69 @@ def test_an_onnx_file_with_a_fixed_batch_of_one_is_served_one_request_at_a_time(
             want = net(torch.full((1, 4), float(i))).numpy()
             np.testing.assert_allclose(out, want, atol=1e-6)
     assert two.status_code == 400 and "[2, 4]" in two.json()["error"]
+
+
+def _declare(path, declared):
+    import onnx
+
+    from deepseek.loader import INPUTS_META_KEY
+
+    model = onnx.load(str(path))
+    model.metadata_props.add(key=INPUTS_META_KEY,
+                             value=declared if isinstance(declared, str) else json.dumps(declared))
+    onnx.save(model, str(path))
+    return path
+
+
+def _strided_conv(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=4, padding=1), torch.nn.ReLU())
+    return net, export_onnx(net, torch.zeros(1, 1, 8, 8), tmp_path / "conv.onnx",
+                            input_names=["image"], output_names=["features"],
+                            dynamic_axes={"image": {0: "b", 2: "h", 3: "w"},
+                                          "features": {0: "b", 2: "h2", 3: "w2"}})
+
+
+def test_an_onnx_file_declares_its_size_steps_and_timing_example_in_its_metadata(tmp_path):
+    """An ONNX file with free image sizes declares in its metadata what a registered model
+    declares with its inputs: each axis's step (requests off it are a 400 that says how
+    to pad, before the model runs) and an example the start-up timing runs at (before,
+    such a file was timed at 1 x 1, which its kernels could not take, and served untimed)."""
+    net, path = _strided_conv(tmp_path)
+    _declare(path, [{"name": "image", "multiple": [1, 1, 4, 4], "example": [1, 1, 8, 8]}])
+    x = np.arange(2 * 12 * 8, dtype=np.float32).reshape(2, 1, 12, 8)
+    with DeepSeekServing(models={"conv": str(path)}, port=0, grpc_port=None) as s:
+        spec = s.models["conv"].inputs[0]
+        assert spec.multiple == [1, 1, 4, 4] and spec.example == [1, 1, 8, 8]
+        assert "conv" in s.calibration  # timed at the example
+        client = th.InferenceServerClient(s.http_url)
+        inp = th.InferInput("image", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = client.infer("conv", [inp]).as_numpy("features")
+        off = httpx.post(f"http://{s.http_url}/v2/models/conv/infer", json={"inputs": [
+            {"name": "image", "shape": [1, 1, 10, 8], "datatype": "FP32", "data": [0.0] * 80}]})
+    with torch.inference_mode():
+        np.testing.assert_allclose(got, net(torch.from_numpy(x)).numpy(), atol=1e-5)
+    assert off.status_code == 400 and "axis 2" in off.json()["error"]
+    assert "pad it to 12" in off.json()["error"]
+
+
+@pytest.mark.parametrize("declared, says", [
+    ("[{", "is not JSON"),
+    ({"name": "image"}, "not a list"),
+    ([{"name": "img", "multiple": [1, 1, 4, 4]}], "names input 'img'"),
+    ([{"name": "image", "multiple": [4, 4]}], "is not 4 positive integers"),
+    ([{"name": "image", "multiple": [1, 1, 0, 4]}], "is not 4 positive integers"),
+    ([{"name": "image", "example": [1, 1, 8, 8.5]}], "is not 4 positive integers"),
+    ([{"name": "image", "multiple": [1, 1, 4, 4], "example": [1, 1, 6, 8]}],
+     "does not fit its shape"),
+    ([{"name": "image", "example": [1, 2, 8, 8]}], "does not fit its shape"),
+])
+def test_an_onnx_files_declaration_that_does_not_fit_its_graph_is_refused(tmp_path, declared,
+                                                                          says):
+    from deepseek.errors import ModelLoadError
+
+    _, path = _strided_conv(tmp_path)
+    _declare(path, declared)
+    with pytest.raises(ModelLoadError, match="conv.onnx: metadata 'deepseek.inputs'") as err:
+        DeepSeekServing(models={"conv": str(path)}, port=0, grpc_port=None)
+    assert says in str(err.value)

@@ -53,13 +53,14 @@ _LAZY = {
     "LoadOptions": _M + "base",
     **{n: _M + "base" for n in (
         "torch", "PRECISIONS", "FRAMEWORKS", "SOURCE_META_KEY", "ARCH_META_KEY",
-        "CONFIG_META_KEY", "EXTRA_META_KEY", "LOAD_KEYWORDS", "require_torch",
+        "CONFIG_META_KEY", "EXTRA_META_KEY", "INPUTS_META_KEY", "LOAD_KEYWORDS", "require_torch",
         "resolve_device", "resolve_precision", "check_precision", "check_precision_name",
         "detect_format", "file_sha256", "Device")},
     **{n: _M + "files" for n in (
         "save_model", "read_model_config", "read_model_extra", "load_safetensors_into",
         "pick_in_folder")},
-    **{n: _M + "onnx" for n in ("export_onnx", "stamp_onnx", "onnx_metadata", "load_onnx")},
+    **{n: _M + "onnx" for n in (
+        "export_onnx", "stamp_onnx", "onnx_metadata", "load_onnx", "declared_onnx_inputs")},
     **{n: _M + "packaged" for n in ("packaged_onnx", "export_packaged_onnx")},
     **{n: _M + "registered" for n in (
         "build_registered", "example_from_inputs", "inputs_fit", "fitting_models",

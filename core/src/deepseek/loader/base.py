@@ -31,6 +31,11 @@ EXTRA_META_KEY = "deepseek.extra"
 ARCH_META_KEY = "deepseek.architecture"
 #: ONNX metadata of a packaged export: the sha256 of the safetensors file it was exported from
 SOURCE_META_KEY = "deepseek.source_sha256"
+#: ONNX metadata: what an export's inputs take beyond the graph's shapes, a JSON list of
+#: ``{"name", "multiple", "example"}`` as a registered model declares them (each axis's step,
+#: one concrete shape); the model server checks requests against the steps and times the
+#: model at the example (:func:`deepseek.loader.onnx.declared_onnx_inputs`)
+INPUTS_META_KEY = "deepseek.inputs"
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
 #: ModelLoader.load's own keyword arguments (a misspelt one is suggested from these)
 LOAD_KEYWORDS = ("framework", "precision", "device", "trust_pickle", "pretrained", "weights",

@@ -16,6 +16,7 @@ from deepseek.loader.base import (
     ARCH_META_KEY,
     CONFIG_META_KEY,
     EXTRA_META_KEY,
+    INPUTS_META_KEY,
     SOURCE_META_KEY,
     LoadOptions,
     file_sha256,
@@ -117,6 +118,53 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a readable ONNX file ({exc})") from exc
     return dict(sess.get_modelmeta().custom_metadata_map)
+
+
+def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, dict[str, Any]]:
+    """What the ONNX ``session``'s file declares of its inputs beyond the graph's shapes
+    (:data:`~deepseek.loader.base.INPUTS_META_KEY`): ``{input name: {"multiple": [...],
+    "example": [...]}}``, empty when it declares nothing. A declaration that does not fit
+    the graph (an unknown input, a length other than the input's rank, a step below 1, an
+    example off a fixed size or off its steps) is a :class:`ModelLoadError` naming
+    ``where``."""
+    raw = session.get_modelmeta().custom_metadata_map.get(INPUTS_META_KEY)
+    if not raw:
+        return {}
+    bad = f"{where}: metadata '{INPUTS_META_KEY}'"
+    try:
+        items = json.loads(raw)
+    except ValueError as exc:
+        raise ModelLoadError(f"{bad} is not JSON ({exc})") from None
+    shapes = {i.name: [d if isinstance(d, int) else -1 for d in i.shape]
+              for i in session.get_inputs()}
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ModelLoadError(f"{bad} is not a list of {{\"name\", \"multiple\", "
+                             "\"example\"}} objects")
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name = item.get("name")
+        if name not in shapes:
+            raise ModelLoadError(f"{bad} names input {name!r}; the graph's inputs are "
+                                 f"{sorted(shapes)}")
+        shape, entry = shapes[name], {}
+        for key in ("multiple", "example"):
+            dims = item.get(key)
+            if dims is None:
+                continue
+            if (not isinstance(dims, list) or len(dims) != len(shape)
+                    or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                               for d in dims)):
+                raise ModelLoadError(f"{bad}: input {name!r}'s {key} {dims!r} is not "
+                                     f"{len(shape)} positive integers (its shape {shape})")
+            entry[key] = dims
+        steps = entry.get("multiple") or [1] * len(shape)
+        example = entry.get("example")
+        if example and any((d != -1 and e != d) or (d == -1 and e % m)
+                           for d, e, m in zip(shape, example, steps)):
+            raise ModelLoadError(f"{bad}: input {name!r}'s example {example} does not fit "
+                                 f"its shape {shape} in steps of {steps}")
+        out[name] = entry
+    return out
 
 
 def export_onnx(module: torch.nn.Module, example_input: Any, path: str | Path, *,

@@ -68,8 +68,14 @@ class ServedModel:
     def _input_specs(self) -> list[TensorSpec]:
         m = self.model
         if m.session is not None:
+            from deepseek.loader import declared_onnx_inputs
+
+            declared = declared_onnx_inputs(
+                m.session, str(getattr(m, "onnx_path", None) or f"model {self.name!r}"))
             return [TensorSpec(i.name, _ORT_TO_V2.get(i.type, "FP32"),
-                               [d if isinstance(d, int) else -1 for d in i.shape])
+                               [d if isinstance(d, int) else -1 for d in i.shape],
+                               declared.get(i.name, {}).get("multiple"),
+                               declared.get(i.name, {}).get("example"))
                     for i in m.session.get_inputs()]
         if m.inputs:
             return [TensorSpec(i["name"], TORCH_NAME_TO_V2.get(i.get("dtype", "float32"), "FP32"),

@@ -240,9 +240,30 @@ def export_step_onnx(model: DefectNet, height: int | None = None, width: int | N
 
     state = model.initial_state(1, height, width)
     frames = torch.zeros(1, 2, height, width, dtype=torch.uint8)
-    return _export(_Step(model), (frames, *state), ["frames", "buffer", "h", "c"],
-                   ["logits", "maps", "buffer_out", "h_out", "c_out"],
-                   _STEP_AXES_FREE if free else _STEP_AXES, opset)
+    graph = _export(_Step(model), (frames, *state), ["frames", "buffer", "h", "c"],
+                    ["logits", "maps", "buffer_out", "h_out", "c_out"],
+                    _STEP_AXES_FREE if free else _STEP_AXES, opset)
+    if not free:
+        return graph
+    # the free frame size goes in steps of the cell; the server times the step at 64 x 64
+    return _declare_inputs(graph, [
+        {"name": "frames", "multiple": [1, 1, STRIDE, STRIDE], "example": [1, 1, height, width]},
+        {"name": "buffer", "example": list(state[0].shape)}])
+
+
+def _declare_inputs(graph: bytes, inputs: list[dict[str, Any]], **meta: str) -> bytes:
+    """``graph`` (ONNX bytes) with what its inputs take recorded in its metadata
+    (:data:`deepseek.loader.INPUTS_META_KEY`), and ``meta`` beside it."""
+    import json
+
+    import onnx
+
+    from deepseek.loader import INPUTS_META_KEY
+
+    model = onnx.load_from_string(graph)
+    for key, value in {INPUTS_META_KEY: json.dumps(inputs), **meta}.items():
+        model.metadata_props.add(key=key, value=value)
+    return model.SerializeToString()
 
 
 def export_still_onnx(model: DefectNet, frames: int | None = None, opset: int = 17) -> bytes:
@@ -251,8 +272,6 @@ def export_still_onnx(model: DefectNet, frames: int | None = None, opset: int = 
     and ``maps`` (``B x frames x H/16 x W/16``); ``frames`` (default
     :data:`deepseek.manufacturing.runtime.FRAMES`) is fixed in the graph and recorded in its
     metadata (:data:`deepseek.manufacturing.runtime.FRAMES_META_KEY`)."""
-    import onnx
-
     from deepseek.manufacturing.runtime import FRAMES, FRAMES_META_KEY
 
     frames = FRAMES if frames is None else int(frames)
@@ -265,13 +284,15 @@ def export_still_onnx(model: DefectNet, frames: int | None = None, opset: int = 
         def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return self.net.still(images, frames)
 
-    graph = onnx.load_from_string(_export(
-        _Still(model), (torch.zeros(1, 4 * STRIDE, 4 * STRIDE, dtype=torch.uint8),),
+    side = 4 * STRIDE
+    graph = _export(
+        _Still(model), (torch.zeros(1, side, side, dtype=torch.uint8),),
         ["images"], ["logits", "maps"],
         {"images": {0: "batch", 1: "height", 2: "width"}, "logits": {0: "batch"},
-         "maps": {0: "batch", 2: "cells_y", 3: "cells_x"}}, opset))
-    graph.metadata_props.add(key=FRAMES_META_KEY, value=str(frames))
-    return graph.SerializeToString()
+         "maps": {0: "batch", 2: "cells_y", 3: "cells_x"}}, opset)
+    return _declare_inputs(graph, [{"name": "images", "multiple": [1, STRIDE, STRIDE],
+                                    "example": [1, side, side]}],
+                           **{FRAMES_META_KEY: str(frames)})
 
 
 def _export(wrapper: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],
