@@ -740,7 +740,7 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
                    "event loop's); a lone request the count measured at start-up to pay off.")
 @click.option("--no-calibrate", is_flag=True,
               help="Skip the start-up timing of each model (lone requests then run on one "
-                   "thread, and batching stays on).")
+                   "thread, and batching stays on but for a fixed batch axis).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Server processes sharing the ports (SO_REUSEPORT), each with its own "
                    "models and batcher: for CPU-bound models.")
