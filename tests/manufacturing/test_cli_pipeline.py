@@ -98,6 +98,12 @@ def test_stream_outputs_are_checked_before_the_stream_starts(tmp_path):
                               "--events", str(events), "--scores", str(scores)])
     assert res.exit_code == 0, res.output
     assert events.is_file() and scores.read_text().startswith("frame,score\n")
+    # so is the truth: a truth it cannot read is its error, before the (missing) source is
+    # opened (before, a recording of hours was streamed, then the truth refused)
+    bad = tmp_path / "truth.csv"
+    bad.write_text("frame|defect\n0|1\n")
+    res = runner.invoke(cli, ["manufacturing", "stream", missing, "--truth", str(bad)])
+    assert res.exit_code != 0 and "missing column(s) frame, defect" in res.output, res.output
 
 
 def test_stream_image_folder_of_colour_and_16bit_frames(tmp_path):

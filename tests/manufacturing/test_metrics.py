@@ -129,6 +129,32 @@ def test_frames_are_matched_by_their_number_not_their_row(tmp_path):
         read_truth(path)
 
 
+def test_a_truth_and_scores_saved_by_a_spreadsheet_in_a_decimal_comma_locale_read_the_same(
+        tmp_path):
+    """A spreadsheet in a locale that writes 0,5 saves its CSV with semicolons (and a
+    byte-order mark); a tab-separated export is read too. Before, such a truth was refused
+    as "missing column(s) frame, defect" (its header read as one column)."""
+    from deepseek.manufacturing.metrics import read_frame_scores
+    from deepseek.manufacturing.synthetic import read_truth
+
+    want = [(0, 0, 0.0, []), (1, 1, 0.25, [1, 2]), (2, 1, 1.5, [2])]
+    comma = tmp_path / "comma.csv"
+    comma.write_text('frame,defect,width_mm,crack_ids\n0,0,0,\n1,1,0.25,1;2\n2,1,1.5,2\n')
+    semi = tmp_path / "semi.csv"
+    semi.write_bytes('\ufeffframe;defect;width_mm;crack_ids\r\n0;0;0;\r\n1;1;0,25;"1;2"\r\n'
+                     '2;1;1,5;2\r\n'.encode())
+    tab = tmp_path / "tab.tsv"
+    tab.write_text("frame\tdefect\twidth_mm\tcrack_ids\n0\t0\t0\t\n1\t1\t0.25\t1;2\n"
+                   "2\t1\t1.5\t2\n")
+    for path in (comma, semi, tab):
+        got = [(r["frame"], r["defect"], r["width_mm"], r["crack_ids"]) for r in read_truth(path)]
+        assert got == want, path.name
+    scores = tmp_path / "scores.csv"
+    scores.write_bytes("\ufeffframe;score\r\n0;0,125\r\n1;0,75\r\n".encode())
+    idx, sc = read_frame_scores(scores)
+    assert idx.tolist() == [0, 1] and sc.tolist() == [0.125, 0.75]
+
+
 def test_latency_percentiles():
     lat = latency_percentiles(np.arange(1, 101) / 1000.0)
     assert lat["p50"] == pytest.approx(50.5) and lat["p99"] == pytest.approx(99.01)

@@ -212,6 +212,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
 
     ready_to_write(events_path, "--events", "events.jsonl")  # before a stream of hours
     ready_to_write(scores_path, "--scores", "scores.csv")
+    truth_rows = read_truth(truth) if truth is not None else None  # so is a bad truth
     src = open_source(source, kind="frames", **opts)
     t0 = [0.0]
 
@@ -262,11 +263,10 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
             for f, p in zip(rep.frame_index.tolist(), rep.scores.tolist()):
                 fh.write(f"{f},{p:.6f}\n")
     out: dict[str, Any] = rep.summary()
-    if truth is not None:
-        rows = read_truth(truth)
-        out["frame_metrics"] = evaluate("defect-frames", (rep.frame_index, rep.scores), rows,
-                                        threshold=threshold)
-        out["event_metrics"] = evaluate("defect-events", rep.events, rows)
+    if truth_rows is not None:
+        out["frame_metrics"] = evaluate("defect-frames", (rep.frame_index, rep.scores),
+                                        truth_rows, threshold=threshold)
+        out["event_metrics"] = evaluate("defect-events", rep.events, truth_rows)
     fault = ("the source was lost and did not come back" if rep.source.get("lost") else
              "the file ended before its declared frame count" if rep.source.get("ended_early")
              else None)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Sequence
@@ -196,19 +195,21 @@ def read_events(path: str | Path) -> list[tuple[int, int]]:
 
 def read_frame_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(frame_indices, scores)`` from a CSV with columns ``frame,score`` (as written by
-    ``deepseek manufacturing stream --scores``)."""
+    ``deepseek manufacturing stream --scores``; or as a spreadsheet saved it again:
+    :func:`~deepseek.manufacturing.synthetic.spreadsheet_csv`)."""
     from deepseek.manufacturing.errors import TruthFileError
+    from deepseek.manufacturing.synthetic import spreadsheet_csv
 
     path = Path(path)
     with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM or not
-        rd = csv.DictReader(fh)
+        rd, number = spreadsheet_csv(fh)
         if not {"frame", "score"} <= set(rd.fieldnames or []):
             raise TruthFileError(f"{path}: needs the columns frame,score")
         idx, sc = [], []
         for n, r in enumerate(rd, 2):
             try:
                 idx.append(int(r["frame"]))
-                sc.append(float(r["score"]))
+                sc.append(number(r["score"]))
             except (TypeError, ValueError) as exc:
                 raise TruthFileError(f"{path}, line {n}: unreadable value ({exc})") from None
     return np.asarray(idx, np.int64), np.asarray(sc, np.float64)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -446,16 +446,31 @@ def write_truth(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def spreadsheet_csv(fh: Any) -> tuple[csv.DictReader, Callable[[str], float]]:
+    """A dict reader over the CSV open in ``fh`` as a spreadsheet saves it, and the float
+    parser its numbers need: comma-separated; or, where the header holds no comma,
+    semicolon-separated with decimal commas (a spreadsheet's CSV in a locale that writes
+    0,5) or tab-separated."""
+    head = fh.readline()
+    fh.seek(0)
+    if "," in head or not (";" in head or "\t" in head):
+        return csv.DictReader(fh), float
+    if ";" in head:
+        return csv.DictReader(fh, delimiter=";"), lambda v: float(v.replace(",", "."))
+    return csv.DictReader(fh, delimiter="\t"), float
+
+
 def read_truth(path: str | Path) -> list[dict[str, Any]]:
     """Read a ground-truth CSV written by :func:`write_video`, or any with the columns
     ``frame`` and ``defect`` (one row per frame, by its number: from 0 or 1, gaps and any
-    order allowed; a frame twice is refused)."""
+    order allowed; a frame twice is refused), comma-, semicolon- or tab-separated
+    (:func:`spreadsheet_csv`)."""
     path = Path(path)
     if not path.is_file():
         raise TruthFileError(f"{path}: no such ground-truth file")
     # utf-8-sig: a CSV saved by a spreadsheet on Windows starts with a byte-order mark
     with path.open(newline="", encoding="utf-8-sig") as fh:
-        rd = csv.DictReader(fh)
+        rd, number = spreadsheet_csv(fh)
         missing = [c for c in ("frame", "defect") if c not in (rd.fieldnames or [])]
         if missing:
             more = ", ".join(c for c in TRUTH_COLUMNS if c not in ("frame", "defect"))
@@ -469,7 +484,7 @@ def read_truth(path: str | Path) -> list[dict[str, Any]]:
                 rows.append({
                     "frame": int(r["frame"]), "defect": int(r["defect"]),
                     "partial": int(r.get("partial") or 0),
-                    "width_mm": float(r.get("width_mm") or 0),
+                    "width_mm": number(r.get("width_mm") or "0"),
                     "box": tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1"))
                     if r.get("x0") not in (None, "", "-1") else None,
                     "crack_ids": [int(v) for v in (r.get("crack_ids") or "").split(";") if v],
