@@ -189,6 +189,42 @@ def test_a_mask_kept_under_its_photos_name_is_told_apart_by_content(tmp_path, ca
     assert labelled["part.jpg"].defect and labelled["part.jpg"].source == "mask"
     assert not labelled["other.jpg"].defect and labelled["other.jpg"].source == "mask"
     assert looks_like_mask(np.dstack([mask] * 3)) and not looks_like_mask(photo)
+    colour = np.zeros((48, 64, 3), np.uint8)
+    colour[20:24, 10:40] = (83, 50, 250)  # CVAT's colour for a class, in BGR
+    assert looks_like_mask(colour) and looks_like_mask(np.dstack([colour, colour[..., :1]]))
+    two = colour.copy()
+    two[30:32] = (0, 255, 0)  # a second colour: not a one-class mask
+    assert not looks_like_mask(two) and not looks_like_mask(np.dstack([photo] * 3))
+
+
+def test_a_pascal_voc_or_cvat_segmentation_export_reads_its_class_masks(tmp_path):
+    """Pascal VOC's layout, which CVAT's "Segmentation mask" export writes: photos in
+    JPEGImages/, palette PNG masks of the same stem in SegmentationClass/ (the class's
+    colour on black) and SegmentationObject/ (one colour per instance). The class masks are
+    the labels; neither mask folder is scored as parts (before, scoring the export's folder
+    scored every mask as a part, and its photos had no label)."""
+    from deepseek.manufacturing.images import list_images
+    from deepseek.manufacturing.labelled import read_labelled
+
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject"):
+        (tmp_path / sub).mkdir()
+    for i, cracked in enumerate((True, False, True)):
+        Image.fromarray(_photo(48, 64, seed=i)).save(tmp_path / "JPEGImages" / f"{i}.jpg")
+        index = np.zeros((48, 64), np.uint8)
+        if cracked:
+            index[10 + i:14 + i, 5:50] = 1
+        for sub, colour in (("SegmentationClass", [250, 50, 83]),
+                            ("SegmentationObject", [128, 0, 0])):
+            pal = Image.fromarray(index, mode="P")
+            pal.putpalette([0, 0, 0, *colour] + [0] * (256 * 3 - 6))
+            pal.save(tmp_path / sub / f"{i}.png")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, True)] == [
+        "JPEGImages/0.jpg", "JPEGImages/1.jpg", "JPEGImages/2.jpg"]
+    items = {i.path.name: i for i in read_labelled(tmp_path / "JPEGImages")}
+    assert {n: (i.defect, i.source) for n, i in items.items()} == {
+        "0.jpg": (True, "mask"), "1.jpg": (False, "mask"), "2.jpg": (True, "mask")}
+    assert all(i.label_path.parent.name == "SegmentationClass" for i in items.values())
+    assert int((items["2.jpg"].mask > 0).sum()) == 4 * 45
 
 
 def test_scoring_with_the_packaged_weights_warns(tmp_path, caplog):

@@ -467,15 +467,15 @@ def _natural_key(p: Path) -> list[Any]:
 LABEL_STEM_ENDINGS = ("_mask", "-mask", "_masks", "_label", "-label", "_labels", "_gt",
                       "-gt", "_seg", "_annotation")
 LABEL_FOLDERS = {"mask", "masks", "label", "labels", "gt", "groundtruth", "ground_truth",
-                 "annotations", "segmentation"}
+                 "annotations", "segmentation", "segmentationclass", "segmentationobject"}
 
 
 def is_label_file(p: Path, root: Path | None = None) -> bool:
     """Whether an image file is a mask or label rather than a part image: its stem ends with
     ``_mask``, ``-mask``, ``_masks``, ``_label(s)``, ``_gt``, ``-gt``, ``_seg`` or
     ``_annotation`` (any case), or a folder between ``root`` and it is named ``mask(s)``,
-    ``label(s)``, ``gt``, ``groundTruth``, ``ground_truth``, ``annotations`` or
-    ``segmentation``."""
+    ``label(s)``, ``gt``, ``groundTruth``, ``ground_truth``, ``annotations``,
+    ``segmentation``, or Pascal VOC's ``SegmentationClass`` or ``SegmentationObject``."""
     if p.stem.lower().endswith(LABEL_STEM_ENDINGS):
         return True
     parts = p.parent.relative_to(root).parts if root is not None and p.is_relative_to(root) \
@@ -484,14 +484,17 @@ def is_label_file(p: Path, root: Path | None = None) -> bool:
 
 
 def looks_like_mask(img: np.ndarray) -> bool:
-    """Pixels that are a mask, not a photo: one channel (or equal channels) holding at most
-    two values, one of them 0 (a binary mask, whatever its foreground value)."""
+    """Pixels that are a mask, not a photo: at most two values or colours, one of them black
+    (a binary mask, whatever its foreground value, or a one-class colour mask as Pascal VOC
+    and CVAT save them, a palette PNG read as colour)."""
     if img.ndim == 3:
         if img.shape[2] == 4:
             img = img[:, :, :3]
-        if not all(np.array_equal(img[:, :, 0], img[:, :, c]) for c in range(1, img.shape[2])):
-            return False
-        img = img[:, :, 0]
+        if img.shape[2] == 1:
+            img = img[:, :, 0]
+        else:  # each colour as one number
+            wide = img.astype(np.uint64)
+            img = sum(wide[:, :, c] << np.uint64(16 * c) for c in range(img.shape[2]))
     values = np.unique(img)
     return len(values) <= 2 and values[0] == 0
 

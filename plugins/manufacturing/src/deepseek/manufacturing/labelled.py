@@ -8,7 +8,8 @@ skipped by :func:`deepseek.manufacturing.images.is_label_file`):
    (``005_mask.png``, ``005-gt.png``, ... any ending of
    :data:`~deepseek.manufacturing.images.LABEL_STEM_ENDINGS`) next to it, or a file with the
    same stem in a mask folder (``masks/``, ``mask/``, ``gt/``, ``groundTruth/``,
-   ``ground_truth/``, ``segmentation/``) next to the image or next to its folder
+   ``ground_truth/``, ``segmentation/``, Pascal VOC's ``SegmentationClass/``) next to the image
+   or next to its folder
    (``images/005.jpg`` + ``masks/005.png``), or, as MVTec AD lays them out, beside the split
    under the image folder's name (``test/crack/000.png`` +
    ``ground_truth/crack/000_mask.png``). Any non-zero pixel is defect; an all-zero mask is a
@@ -93,7 +94,10 @@ log = logging.getLogger(__name__)
 
 GOOD_FOLDERS = {"good", "ok", "normal"}
 DEFECT_FOLDERS = {"defect", "defects", "bad", "crack", "cracks", "ng"}
-MASK_FOLDERS = ("masks", "mask", "gt", "groundTruth", "ground_truth", "segmentation")
+#: folders a mask is looked for in; ``SegmentationClass`` is Pascal VOC's (and CVAT's
+#: "Segmentation mask" export's), beside ``JPEGImages``
+MASK_FOLDERS = ("masks", "mask", "gt", "groundTruth", "ground_truth", "segmentation",
+                "SegmentationClass")
 SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "images"}
 #: class names that say a part is good (``ok_front``, ``No defect``, ``NonDefective``): the
 #: label formats with class names (COCO categories, VOC ``<name>``, labelme labels) count every
