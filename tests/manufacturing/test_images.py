@@ -227,6 +227,26 @@ def test_a_pascal_voc_or_cvat_segmentation_export_reads_its_class_masks(tmp_path
     assert int((items["2.jpg"].mask > 0).sum()) == 4 * 45
 
 
+def test_dagm_masks_in_a_label_folder_inside_the_image_folder(tmp_path):
+    """DAGM 2007 keeps each defect's mask in Label/ inside the image folder
+    (Train/Label/0002_label.PNG for Train/0002.PNG, capital suffixes): found as masks,
+    never scored as parts."""
+    from deepseek.manufacturing.images import list_images
+    from deepseek.manufacturing.labelled import read_labelled
+
+    train = tmp_path / "Class1" / "Train"
+    (train / "Label").mkdir(parents=True)
+    for i in (1, 2):
+        Image.fromarray(_photo(48, 64, seed=i)).save(train / f"000{i}.PNG", format="PNG")
+        mask = np.zeros((48, 64), np.uint8)
+        if i == 2:
+            mask[5:30, 10:20] = 255
+        Image.fromarray(mask).save(train / "Label" / f"000{i}_label.PNG", format="PNG")
+    assert [p.name for p in list_images(train, True)] == ["0001.PNG", "0002.PNG"]
+    items = {i.path.name: (i.defect, i.source) for i in read_labelled(train)}
+    assert items == {"0001.PNG": (False, "mask"), "0002.PNG": (True, "mask")}
+
+
 def test_scoring_with_the_packaged_weights_warns(tmp_path, caplog):
     import logging
 
