@@ -310,6 +310,7 @@ class FolderNames:
 
     def __init__(self) -> None:
         self._names: dict[Path, list[str] | None] = {}
+        self._places: dict[Path, list[Path]] = {}
 
     def _listed(self, folder: Path) -> list[str] | None:
         if folder not in self._names:
@@ -322,6 +323,18 @@ class FolderNames:
     def is_dir(self, folder: Path) -> bool:
         """Whether ``folder`` could be listed."""
         return self._listed(folder) is not None
+
+    def mask_folders(self, d: Path) -> list[Path]:
+        """The mask folders that exist for images in folder ``d``, in the order they are
+        looked in: beside the image, beside its folder, and MVTec AD's layout
+        (test/crack/000.png with ground_truth/crack/000_mask.png: the mask folder beside
+        the split, by defect type); never ``d`` itself."""
+        if d not in self._places:
+            places = [base / folder for base in (d, d.parent) for folder in MASK_FOLDERS]
+            places += [d.parent.parent / folder / d.name for folder in MASK_FOLDERS]
+            self._places[d] = [p for p in places
+                               if self.is_dir(p) and p.resolve() != d.resolve()]
+        return self._places[d]
 
     def starting(self, folder: Path, prefix: str) -> list[Path]:
         """The entries of ``folder`` whose names start with ``prefix``, in name order."""
@@ -353,19 +366,14 @@ def _find_mask(img: Path, names: FolderNames | None = None) -> Path | None:
         masks = same_stem_masks([img, *twins])
         if img not in masks and masks:
             return sorted(masks)[0]
-    # beside the image, beside its folder, and MVTec AD's layout: test/crack/000.png with
-    # ground_truth/crack/000_mask.png (the mask folder beside the split, by defect type)
-    places = [base / folder for base in (d, d.parent) for folder in MASK_FOLDERS]
-    places += [d.parent.parent / folder / d.name for folder in MASK_FOLDERS]
-    for place in places:
-        if names.is_dir(place) and place.resolve() != d.resolve():  # never the image's own
-            for cand in names.starting(place, stem):
-                rest = cand.stem[len(stem):].lower()
-                if cand.suffix.lower() in IMAGE_SUFFIXES and (rest == "" or
-                                                              rest in LABEL_STEM_ENDINGS):
-                    return cand
-                if cand.suffix.lower() == ".mat" and rest == "":  # CrackForest's ground truth
-                    return cand
+    for place in names.mask_folders(d):
+        for cand in names.starting(place, stem):
+            rest = cand.stem[len(stem):].lower()
+            if cand.suffix.lower() in IMAGE_SUFFIXES and (rest == "" or
+                                                          rest in LABEL_STEM_ENDINGS):
+                return cand
+            if cand.suffix.lower() == ".mat" and rest == "":  # CrackForest's ground truth
+                return cand
     return None
 
 
