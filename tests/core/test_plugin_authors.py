@@ -218,3 +218,46 @@ def test_weights_file_for_a_registry_model(tiny_plugin, tmp_path):
         ModelLoader.load("test-tiny", weights=path, pretrained=False)
     with pytest.raises(Exception, match="apply to registry names"):
         ModelLoader.load(path, pretrained=True)
+
+
+class _TwoOut(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
+        y = self.a(x)
+        return y, (y.sum(dim=1),)
+
+
+def test_declared_output_names_are_what_the_server_answers_with(caplog):
+    """``outputs`` names what a registered model returns (a returned state's tensors
+    flattened): the server's metadata and answers use them; a list of anything but names
+    is an error naming the plugin's item; a count other than the model returns is served
+    under the default names with a warning."""
+    import numpy as np
+
+    from deepseek.serving.models import ServedModel
+
+    spec = [{"name": "x", "shape": [-1, 4]}]
+
+    class P:
+        @staticmethod
+        @hookimpl
+        def register_models(register):
+            register("named-out", _TwoOut, inputs=spec, outputs=["score", "total"])
+            register("outputs-bad", _TwoOut, inputs=spec, outputs=["score", 3])
+            register("outputs-off", _TwoOut, inputs=spec, outputs=["score"])
+
+    with temporary_plugin(P, name="outs"):
+        err = _info("outs").errors["register_models"]
+        assert "register('outputs-bad', ...): option 'outputs' must be a list of non-empty " \
+               "strings" in err
+        served = ServedModel("m", "named-out", allow_untrained=True)
+        assert [o["name"] for o in served.metadata()["outputs"]] == ["score", "total"]
+        outs = served([np.ones((3, 4), np.float32)])
+        assert served.output_names(len(outs)) == ["score", "total"]
+        with caplog.at_level("WARNING", logger="deepseek.serving.models"):
+            off = ServedModel("o", "outputs-off", allow_untrained=True)
+        assert [o["name"] for o in off.metadata()["outputs"]] == ["output0", "output1"]
+        assert "its registration names 1 outputs (score), it returns 2" in caplog.text

@@ -261,6 +261,9 @@ def test_servable_by_name_as_stateless_clips():
 
     m = ServedModel("defect-3dcnn-lstm", "defect-3dcnn-lstm")
     assert [o["shape"] for o in m.metadata()["outputs"][:2]] == [[-1, -1], [-1, -1, -1, -1]]
+    # named as the streaming export names them, not output0 ... output4
+    assert [o["name"] for o in m.metadata()["outputs"]] == [
+        "logits", "maps", "buffer_out", "h_out", "c_out"]
     outs = m([np.zeros((1, 3, 480, 640), np.uint8)])
     assert [o.shape for o in outs[:2]] == [(1, 3), (1, 3, 30, 40)] and len(outs) == 5
     assert [a.shape for a in m.example_inputs()] == [(1, 1, 480, 640)]   # timed at a frame
@@ -294,8 +297,8 @@ def test_a_trained_model_serves_frames_of_its_own_size_in_steps_of_the_cell(tmp_
         client = th.InferenceServerClient(server.http_url)
         assert client.get_model_metadata("line")["inputs"][0]["shape"] == [-1, -1, -1, -1]
         got = infer(client, clip)
-        np.testing.assert_allclose(got.as_numpy("output0"), logits.numpy(), atol=1e-4)
-        np.testing.assert_allclose(got.as_numpy("output1"), maps.numpy(), atol=1e-4)
+        np.testing.assert_allclose(got.as_numpy("logits"), logits.numpy(), atol=1e-4)
+        np.testing.assert_allclose(got.as_numpy("maps"), maps.numpy(), atol=1e-4)
         url = f"http://{server.http_url}/v2/models/line/infer"
         for shape, said in [((1, 1, 500, 1259), "axis 2 must be a positive multiple of 16"
                                                  r".*pad it to 512"),
@@ -308,4 +311,4 @@ def test_a_trained_model_serves_frames_of_its_own_size_in_steps_of_the_cell(tmp_
             r = httpx.post(url, json=body, timeout=60)
             assert r.status_code == 400 and re.search(said, r.json()["error"]), (shape, r.text)
         small = infer(client, clip[:, :1, :16, :32])      # the smallest frames it takes
-        assert small.as_numpy("output1").shape == (1, 1, 1, 2)
+        assert small.as_numpy("maps").shape == (1, 1, 1, 2)

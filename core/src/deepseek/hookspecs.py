@@ -46,7 +46,7 @@ def register_models(register):  # type: ignore[no-untyped-def]
     Called when the model registry is first built. Call once per model::
 
         register(name, builder, config=None, weights=None, description="", inputs=None,
-                 batching=None)
+                 outputs=None, batching=None)
 
     ``builder(**config)`` returns a ``torch.nn.Module``; ``config`` is the default
     configuration (a JSON-serialisable dict); ``weights`` is the path of packaged
@@ -58,8 +58,10 @@ def register_models(register):  # type: ignore[no-untyped-def]
     free axis then takes positive multiples of it, as a network that downsamples by 16
     needs; the server refuses other sizes with a 400 that says how to pad) and
     ``"example"`` (one concrete shape, for summaries, tracing and the server's timing; by
-    default each free axis is one step); ``batching`` is the server's policy for inputs of
-    different shapes (``{"policy": "pad", "pad_axes": [1]}``).
+    default each free axis is one step); ``outputs`` names what the model returns, in order
+    (a returned state's tensors flattened), as the server answers with them (default:
+    ``output``, or ``output0``, ``output1``...); ``batching`` is the server's policy for
+    inputs of different shapes (``{"policy": "pad", "pad_axes": [1]}``).
     """
 
 

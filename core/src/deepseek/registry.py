@@ -165,6 +165,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "inputs": Option((list, tuple), "input tensors: [{'name', 'dtype', 'shape'}], -1 free "
                          "(optional 'multiple': each axis's step; 'example': one shape)",
                          _tensor_specs),
+        "outputs": Option((list, tuple), "output names, in the order the model returns them "
+                          "(nested tuples, such as a returned state, flattened): what the "
+                          "server calls them", _string_list),
         "batching": Option((dict,), "server batching policy: {'policy': 'bucket'|'pad', ...}"),
         "onnx_export": Option((Callable,), "onnx_export(weights_path) -> path: writes the ONNX "
                               "export shipped beside the weights (default: traced from inputs;"

@@ -54,12 +54,15 @@ class ServedModel:
         self.platform = PLATFORMS.get(self.model.framework, self.model.framework)
         self.version = "1"
         meta_batching = None
+        self._declared_outputs: list[str] | None = None
         if self.model.architecture:
             from deepseek.plugins import models
 
             reg = models()
             if self.model.architecture in reg:
-                meta_batching = reg.entry(self.model.architecture).meta.get("batching")
+                meta = reg.entry(self.model.architecture).meta
+                meta_batching = meta.get("batching")
+                self._declared_outputs = list(meta["outputs"]) if meta.get("outputs") else None
         self.batching = dict(batching or meta_batching or {"policy": "bucket"})
         self.inputs = self._input_specs()
         self.outputs = self._output_specs()
@@ -104,6 +107,13 @@ class ServedModel:
                 probe.append(np.zeros(shape, dtype=_NUMPY.get(s.datatype, np.float32)))
             runs.append(self._as_list(m(*probe)))
         names = ["output"] if len(runs[0]) == 1 else [f"output{i}" for i in range(len(runs[0]))]
+        declared = self._declared_outputs
+        if declared is not None and len(declared) == len(names):
+            names = declared
+        elif declared is not None:
+            log.warning("model %s: its registration names %d outputs (%s), it returns %d; "
+                        "serving them as %s", self.name, len(declared), ", ".join(declared),
+                        len(names), ", ".join(names))
         return [TensorSpec(n, v2_datatype(a), [-1] + [-1 if da != db else int(da)
                                                       for da, db in zip(a.shape[1:], b.shape[1:])])
                 for n, a, b in zip(names, runs[0], runs[1])]

@@ -51,6 +51,9 @@ def register_models(register: Any) -> None:
              # synthetic line's 640 x 480 frame is the example summaries and timings use
              inputs=[{"name": "frames", "dtype": "uint8", "shape": [-1, -1, -1, -1],
                       "multiple": [1, 1, 16, 16], "example": [1, 1, 480, 640]}],
+             # frame logits, the cell map's logits, and the state after the clip (the
+             # streaming export's names)
+             outputs=["logits", "maps", "buffer_out", "h_out", "c_out"],
              # the edge form runs the streaming step (state in, state out; any frame size)
              onnx_export=lazy_callable(M + "model:write_stream_onnx"))
 
