@@ -281,10 +281,57 @@ def test_http_url_of_a_file_is_a_file_not_a_camera(monkeypatch):
             super().__init__([_img(1)], live=live)
             made.append((target, live))
 
+    asked = []
     monkeypatch.setattr(sources, "_CaptureReader", Stub)
-    for url, live in (("http://cam.local/video.mjpg?fps=5", False),
+    # the server's answer decides for a URL with a video suffix: an MJPEG camera's
+    # multipart body is live (the stub stands for http_is_live, tested below)
+    monkeypatch.setattr(sources, "http_is_live",
+                        lambda url: asked.append(url) or "camera" in url)
+    for url, live in (("http://server/video.mjpg?fps=5", False),
                       ("https://server/clips/part_7.MP4", False),
+                      ("http://camera.local/video.mjpg", True),
                       ("http://cam.local/stream", True), ("rtsp://cam/clip.mp4", True)):
         src = sources.open_stream(url)
         assert src.live is live and src.policy == ("drop-oldest" if live else "block")
-    assert [m[1] for m in made] == [False, False, True, True]
+    assert [m[1] for m in made] == [False, False, True, True, True]
+    assert asked == ["http://server/video.mjpg?fps=5", "https://server/clips/part_7.MP4",
+                     "http://camera.local/video.mjpg"]  # only URLs that look like files
+
+
+def test_an_mjpeg_camera_is_told_from_a_file_on_a_server_by_its_answer():
+    """An MJPEG camera (mjpg-streamer, an IP camera) serves /video.mjpg as an endless
+    multipart body: live, so that a dropped connection is reconnected and, if it does not
+    come back, reported (before, read as a file: a drop ended the stream with exit 0). A
+    video file on a server, and a server that cannot be reached, are not live."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from deepseek.manufacturing.sources import http_is_live
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            if self.path.endswith(".mjpg"):
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
+                self.end_headers()
+                self.wfile.write(b"--f\r\nContent-Type: image/jpeg\r\n\r\n")
+            else:
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Length", "4")
+                self.end_headers()
+                self.wfile.write(b"\0\0\0\0")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert http_is_live(f"{base}/video.mjpg")
+        assert not http_is_live(f"{base}/clips/part.mp4")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not http_is_live(f"{base}/video.mjpg", timeout_s=2)  # nothing listens now

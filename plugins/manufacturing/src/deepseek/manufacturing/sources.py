@@ -540,7 +540,9 @@ def open_stream(source: str, **options: Any) -> FrameSource:
     """A network stream (RTSP, HTTP(S), RTMP, UDP, TCP) through FFmpeg, reconnecting when it
     drops (reader ``stream``). An ``http(s)://`` URL whose path ends in a video file suffix
     (``.mp4``, ``.avi`` ...) is a file on a server: read once like a local file (its end is
-    the end, not an outage to reconnect through)."""
+    the end, not an outage to reconnect through), unless the server answers with a
+    ``multipart/x-mixed-replace`` body, as an MJPEG camera does at ``/video.mjpg``
+    (:func:`http_is_live`): that is a live stream."""
     from urllib.parse import urlparse
 
     from deepseek.manufacturing.formats import VIDEO_SUFFIXES
@@ -548,10 +550,26 @@ def open_stream(source: str, **options: Any) -> FrameSource:
     s = str(source)
     url = urlparse(s)
     is_file = url.scheme in ("http", "https") and \
-        url.path.lower().endswith(tuple(VIDEO_SUFFIXES))
+        url.path.lower().endswith(tuple(VIDEO_SUFFIXES)) and not http_is_live(s)
     cv2 = require_cv2("network streams")
     return FrameSource(_CaptureReader(s, live=not is_file, api=cv2.CAP_FFMPEG,
                                       threads=_decode_threads(options)), s, **options)
+
+
+def http_is_live(url: str, timeout_s: float = 5.0) -> bool:
+    """Whether the HTTP(S) server at ``url`` answers with an endless multipart body
+    (``multipart/x-mixed-replace``: an MJPEG camera, mjpg-streamer, a phone's camera app),
+    read from the response's headers alone. False when the server cannot be asked (then
+    opening it says what is wrong)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - http(s)
+            kind = resp.headers.get("Content-Type", "")
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+    return kind.lower().startswith("multipart/")
 
 
 def is_gstreamer_pipeline(source: Any) -> bool:
