@@ -66,6 +66,33 @@ def test_inputs_globs_lists_paths_and_uris(tmp_path):
         expand_inputs([str(tmp_path / "*_note.txt")], lambda s: "a note")
 
 
+def test_a_glob_that_matches_a_folder_and_its_files_takes_the_folder_once(tmp_path):
+    """``parts/**/*`` matches parts/line3 and the files in it: the folder is the input
+    (a step reads a folder whole: a part folder, a DICOM series), and its files are left
+    out with the reason, so that nothing is processed twice (before: the folder's images
+    were scored in the folder's item and again one by one)."""
+    (tmp_path / "line3" / "day1").mkdir(parents=True)
+    for name in ("line3/a.txt", "line3/day1/b.txt", "c.txt"):
+        (tmp_path / name).write_text("1")
+    left: list = []
+    got = expand_inputs([str(tmp_path / "**" / "*")], lambda s: None, left)
+    assert got == [str(tmp_path / "c.txt"), str(tmp_path / "line3")]
+    assert sorted(x["source"] for x in left) == [
+        str(tmp_path / "line3" / "a.txt"), str(tmp_path / "line3" / "day1"),
+        str(tmp_path / "line3" / "day1" / "b.txt")]
+    assert all(x["why"].startswith(f"inside {tmp_path / 'line3'}, which the same pattern")
+               for x in left)
+    # a folder the step leaves out does not cover what is below it
+    left = []
+    got = expand_inputs([str(tmp_path / "**" / "*")],
+                        lambda s: "not mine" if s.endswith("line3") else None, left)
+    assert got == [str(tmp_path / "c.txt"), str(tmp_path / "line3" / "a.txt"),
+                   str(tmp_path / "line3" / "day1")]
+    # files alone, and folders named one by one, are as before
+    assert expand_inputs([str(tmp_path / "**" / "*.txt")]) == [
+        str(tmp_path / n) for n in ("c.txt", "line3/a.txt", "line3/day1/b.txt")]
+
+
 def test_a_recursive_glob_through_a_link_loop_lists_each_file_once(tmp_path):
     """A folder that links back up the tree (or to itself, twice: glob's own search never
     ends there) gives each file once, and a folder linked in from elsewhere is searched."""

@@ -50,6 +50,39 @@ def test_batch_scores_equal_the_command_item_by_item(tmp_path):
                           .read_text())) == 2
 
 
+def test_a_glob_over_a_whole_export_scores_the_photos_folder_once(tmp_path):
+    """`--input 'export/**/*'` over a Pascal VOC / CVAT segmentation export matches its
+    folders and their files: the photos' folder is one input (its photos are not scored
+    again one by one), and the mask folders and a folder of lists are left out with their
+    reasons (before: 5 folder inputs, the masks of two scored as parts, and each photo twice)."""
+    from deepseek.manufacturing.steps import leave_out
+
+    root = tmp_path / "export"
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(root / "JPEGImages" / f"{i}.jpg"),
+                    np.clip(rng.normal(150, 12, (48, 64)), 0, 255).astype(np.uint8))
+        for sub in ("SegmentationClass", "SegmentationObject"):
+            cv2.imwrite(str(root / sub / f"{i}.png"), np.zeros((48, 64, 3), np.uint8))
+    (root / "ImageSets" / "Main" / "train.txt").write_text("0\n1\n")
+    assert leave_out(str(root / "SegmentationClass")) == \
+        "a folder of masks or labels (by its name), not of parts"
+    assert leave_out(str(root / "ImageSets")) == "no part images in this folder or below it"
+    assert leave_out(str(root / "JPEGImages")) is None
+    rep = run_batch("manufacturing score", [str(root / "**" / "*")], tmp_path / "out",
+                    workers=1, progress=False, options={"threshold": 0.5})
+    assert (rep.ok, rep.failed, rep.items) == (1, 0, 1)
+    got = json.loads((tmp_path / "out" / "items" /
+                      f"{item_key(str(root / 'JPEGImages'))}.json").read_text())
+    assert [r["path"] for r in got] == [str(root / "JPEGImages" / f"{i}.jpg") for i in (0, 1)]
+    why = {e["source"]: e["why"] for e in rep.left_out}
+    assert why[str(root / "JPEGImages" / "0.jpg")].startswith(
+        f"inside {root / 'JPEGImages'}, which the same pattern matched")
+    assert why[str(root / "SegmentationObject")].startswith("a folder of masks or labels")
+
+
 def test_a_folder_with_a_damaged_photo_keeps_the_others_scores(tmp_path):
     rng = np.random.default_rng(1)
     day = tmp_path / "day"

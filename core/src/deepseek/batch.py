@@ -117,6 +117,7 @@ def expand_inputs(patterns: Sequence[str],
                 if not found:
                     raise BatchError(f"--input {pattern!r}: every match is left out by the "
                                      f"step ({next(iter(why))}: {next(iter(why.values()))})")
+            found = _outermost(found, dropped)
             out.update(dict.fromkeys(found))
         elif os.path.exists(pattern):
             out[pattern.rstrip("/") if len(pattern) > 1 else pattern] = None
@@ -127,6 +128,28 @@ def expand_inputs(patterns: Sequence[str],
     if left is not None:  # each once, and not one an input names after all
         left += [{"source": f, "why": w} for f, w in dropped.items() if f not in out]
     return list(out)
+
+
+def _outermost(found: list[str], dropped: dict[str, str]) -> list[str]:
+    """The matches of one glob less those inside a folder it also matched (``parts/**/*``
+    matches ``parts/line3`` and ``parts/line3/a.png``): the folder is the input and covers
+    them, so nothing is processed twice; each one left is added to ``dropped`` with why."""
+    folders = {f for f in found if os.path.isdir(f)}
+    if not folders:
+        return found
+    kept = []
+    for f in found:
+        outer, parent = None, os.path.dirname(f)
+        while parent:
+            outer = parent if parent in folders else outer
+            if os.path.dirname(parent) == parent:
+                break
+            parent = os.path.dirname(parent)
+        if outer is None:
+            kept.append(f)
+        else:
+            dropped[f] = f"inside {outer}, which the same pattern matched: an input that covers it"
+    return kept
 
 
 def item_key(source: str) -> str:

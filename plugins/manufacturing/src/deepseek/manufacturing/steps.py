@@ -63,11 +63,24 @@ def calibrated_scorer(model: Any, threshold: float | None, calibration: Any) -> 
 def leave_out(source: str) -> str | None:
     """Why a file a ``deepseek batch manufacturing score`` glob matched is not a part image,
     or None: not an image file, a mask or label (by its name or its folder's, as folder
-    scoring tells them), or a heatmap ``score --heatmaps`` wrote. Folders are kept: the step
-    lists their part images itself."""
-    from deepseek.manufacturing.images import IMAGE_SUFFIXES, is_heatmap, is_label_file
+    scoring tells them), or a heatmap ``score --heatmaps`` wrote. A folder is kept (the step
+    lists its part images itself) unless it is a folder of masks or labels by its name
+    (``masks/``, Pascal VOC's ``SegmentationClass/``) or holds no part image at all."""
+    from deepseek.manufacturing.images import (
+        IMAGE_SUFFIXES,
+        LABEL_FOLDERS,
+        is_heatmap,
+        is_label_file,
+        list_images,
+    )
 
     p = Path(source)
+    if p.is_dir():
+        if p.name.lower() in LABEL_FOLDERS:
+            return "a folder of masks or labels (by its name), not of parts"
+        if not list_images(p, recursive=True):
+            return "no part images in this folder or below it"
+        return None
     if not p.is_file():
         return None
     if p.suffix.lower() not in IMAGE_SUFFIXES:
