@@ -63,6 +63,43 @@ def test_debounce_k_of_n_events_and_json_lines():
     assert len(rep.latencies_s) == 16 and rep.latency_ms["p99"] >= rep.latency_ms["p50"] > 0
 
 
+def test_a_long_stream_keeps_its_last_frames_in_memory_and_every_score_on_disk(tmp_path):
+    """A line that runs for days: the report keeps the records of the last ``keep_frames``
+    frames (a live source: the last LIVE_KEEP_FRAMES; before, every frame's, growing without
+    bound), while the events and every frame's score go to their files as they are decided
+    (before, --scores was written from memory when the stream ended, so a crash lost it)."""
+    from deepseek.manufacturing.stream import LIVE_KEEP_FRAMES
+
+    probs = [0.9 if i % 7 in (0, 1) else 0.1 for i in range(23)]
+    path = tmp_path / "scores.csv"
+    rows_seen = []
+
+    def on_batch(rep, last):  # the file holds every frame decided so far, mid-run
+        rows_seen.append((rep.frames, len(path.read_text().splitlines()) - 1))
+
+    full = _stream(probs, keep_frames=None, max_batch=4).run()
+    rep = _stream(probs, keep_frames=5, max_batch=4, scores=path, on_batch=on_batch).run()
+    assert rep.frames == 23 and rep.frame_index.tolist() == list(range(18, 23))
+    assert len(rep.latencies_s) == len(rep.scores) == len(rep.flags) == 5
+    assert rep.flagged_frames == int(full.flags.sum()) == sum(p >= 0.5 for p in probs)
+    assert [(e.frame, e.end_frame) for e in rep.events] == \
+        [(e.frame, e.end_frame) for e in full.events]
+    summary = rep.summary()
+    assert summary["frames"] == 23 and summary["frames_kept"] == 5
+    assert "frames_kept" not in full.summary()
+    lines = path.read_text().splitlines()
+    assert lines[0] == "frame,score" and len(lines) == 24
+    assert [float(v.split(",")[1]) for v in lines[1:]] == pytest.approx(full.scores.tolist())
+    assert rows_seen and all(frames == rows for frames, rows in rows_seen)
+    live = FrameSource.open("synthetic:?seed=1&frames=4&width=96&height=64")
+    live.live = True  # as a camera or network stream is
+    assert DefectStream(live, DefectNet()).keep_frames == LIVE_KEEP_FRAMES
+    for bad in (0, -3, 2.5, True, "all"):
+        with pytest.raises(ManufacturingError, match="keep_frames="):
+            DefectStream(FrameSource.open("synthetic:?frames=4&width=96&height=64"),
+                         DefectNet(), keep_frames=bad)
+
+
 def test_on_frame_gets_the_newest_frame_of_each_step_with_its_box():
     shown = []
     ds = _stream([0.1, 0.9, 0.2, 0.8], max_batch=2,

@@ -242,7 +242,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
 
     ds = DefectStream(src, model, threshold=threshold, debounce=tuple(debounce),
                       backend=backend, mm_per_px=mm_per_px, on_event=on_event,
-                      events=events_path, on_batch=on_batch,
+                      events=events_path, scores=scores_path, on_batch=on_batch,
                       on_frame=on_frame if show else None)
     try:
         rep = ds.run(max_frames=max_frames)
@@ -256,12 +256,6 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
             cv2.destroyAllWindows()
     if not quiet:
         sys.stderr.write("\n")
-    if scores_path is not None:
-        scores_path.parent.mkdir(parents=True, exist_ok=True)
-        with scores_path.open("w") as fh:
-            fh.write("frame,score\n")
-            for f, p in zip(rep.frame_index.tolist(), rep.scores.tolist()):
-                fh.write(f"{f},{p:.6f}\n")
     out: dict[str, Any] = rep.summary()
     if truth_rows is not None:
         out["frame_metrics"] = evaluate("defect-frames", (rep.frame_index, rep.scores),

@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 #: (median 77) and 8 frames in 1,500 dropped on average, against 12-65 ms (median 37) and
 #: 0.5 at 4 (11 runs each).
 MAX_BATCH = 4
+#: the frames whose records (index, score, flag, latency) a live source's report keeps: the
+#: last hour at 300 fps, about 100 MB; events and ``--scores`` rows go to their files as
+#: they are decided, so nothing of a longer run is lost (see :class:`DefectStream`)
+LIVE_KEEP_FRAMES = 1_000_000
 
 
 @dataclass
@@ -104,15 +108,20 @@ class StreamReport:
     latencies_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     backend: str = ""
     batches: int = 0
+    flagged_frames: int = 0   # over the whole run, kept frames or not
 
     def summary(self) -> dict[str, Any]:
-        """The report's figures as JSON-ready data."""
-        return {"frames": self.frames, "seconds": round(self.seconds, 3),
-                "fps": round(self.fps, 1), "latency_ms": self.latency_ms,
-                "stage_ms_per_frame": self.stage_ms_per_frame, "source": self.source,
-                "events": len(self.events), "flagged_frames": int(self.flags.sum()),
-                "backend": self.backend,
-                "mean_batch": round(self.frames / self.batches, 2) if self.batches else 0}
+        """The report's figures as JSON-ready data (``frames_kept``: how many of the frames
+        the per-frame arrays and the latency percentiles cover, when not all)."""
+        out = {"frames": self.frames, "seconds": round(self.seconds, 3),
+               "fps": round(self.fps, 1), "latency_ms": self.latency_ms,
+               "stage_ms_per_frame": self.stage_ms_per_frame, "source": self.source,
+               "events": len(self.events), "flagged_frames": self.flagged_frames,
+               "backend": self.backend,
+               "mean_batch": round(self.frames / self.batches, 2) if self.batches else 0}
+        if len(self.frame_index) < self.frames:
+            out["frames_kept"] = len(self.frame_index)
+        return out
 
 
 def latency_percentiles(lat_s: np.ndarray) -> dict[str, float]:
@@ -511,7 +520,14 @@ class DefectStream:
 
     ``mm_per_px``: the millimetres one pixel spans on the part, for the crack widths in
     events; by default the source's own (the synthetic line knows its scale), else widths
-    are given in pixels only (``width_px``; ``width_mm`` None)."""
+    are given in pixels only (``width_px``; ``width_mm`` None).
+
+    ``events`` and ``scores`` (a path or an open text file) get the events as JSON lines and
+    each frame's ``frame,score`` row as they are decided, flushed after every step, so a
+    stream of days keeps them on disk, not in memory. The report's per-frame arrays and
+    latency percentiles keep the last ``keep_frames`` frames: all of a file's, the last
+    :data:`LIVE_KEEP_FRAMES` of a live source's (a line that runs for days would otherwise
+    hold every frame's record in memory)."""
 
     def __init__(self, source: Any, model: Any = "defect-3dcnn-lstm", *,
                  threshold: float = 0.5, debounce: tuple[int, int] = (2, 3),
@@ -520,6 +536,8 @@ class DefectStream:
                  mm_per_px: float | None = None,
                  on_event: Callable[[DefectEvent], None] | None = None,
                  events: str | Path | IO[str] | None = None,
+                 scores: str | Path | IO[str] | None = None,
+                 keep_frames: int | None | str = "auto",
                  on_batch: Callable[[StreamReport, dict[str, Any]], None] | None = None,
                  on_frame: Callable[[Any, float, tuple[int, int, int, int] | None], None]
                  | None = None,
@@ -561,7 +579,14 @@ class DefectStream:
         self.mm_per_px: float | None = (float(mm_per_px) if mm_per_px is not None
                                         else self.source.mm_per_px)
         self.on_event, self.on_batch, self.on_frame = on_event, on_batch, on_frame
-        self._events_target = events
+        self._events_target, self._scores_target = events, scores
+        if keep_frames == "auto":
+            keep_frames = LIVE_KEEP_FRAMES if self.source.live else None
+        if keep_frames is not None and (isinstance(keep_frames, bool) or
+                                        not isinstance(keep_frames, int) or keep_frames < 1):
+            raise ManufacturingError(f"keep_frames={keep_frames!r}: a positive number of "
+                                     "frames, None for all, or 'auto'")
+        self.keep_frames: int | None = keep_frames
 
     def warm_up(self) -> None:
         """Build the runtime for the source's frame size before frames arrive."""
@@ -575,25 +600,33 @@ class DefectStream:
         events, latency and rate.
         """
         rep = StreamReport(backend=self.step.name, source=self.source.describe())
-        out: IO[str] | None = None
-        close_out = False
-        if isinstance(self._events_target, (str, Path)):
-            out = Path(self._events_target).open("w")
-            close_out = True
-        elif self._events_target is not None:
-            out = self._events_target
+        opened: list[IO[str]] = []
+
+        def target(where: str | Path | IO[str] | None) -> IO[str] | None:
+            if isinstance(where, (str, Path)):
+                opened.append(Path(where).open("w"))
+                return opened[-1]
+            return where
+
+        out, score_rows = target(self._events_target), target(self._scores_target)
+        if score_rows is not None:
+            score_rows.write("frame,score\n")
         window: collections.deque[bool] = collections.deque(maxlen=self.n)
         active: DefectEvent | None = None
-        idx, scores, flags, lats = [], [], [], []
+        idx: collections.deque[int] = collections.deque(maxlen=self.keep_frames)
+        scores: collections.deque[float] = collections.deque(maxlen=self.keep_frames)
+        flags: collections.deque[bool] = collections.deque(maxlen=self.keep_frames)
+        lats: collections.deque[float] = collections.deque(maxlen=self.keep_frames)
+        seen = 0   # frames decided, kept or not
         stage = collections.Counter()
         t_start = None
         self.warm_up()
         try:
             with self.source:
-                while max_frames is None or len(idx) < max_frames:
+                while max_frames is None or seen < max_frames:
                     t0 = time.perf_counter()
                     want = self.max_batch if max_frames is None else \
-                        min(self.max_batch, max_frames - len(idx))
+                        min(self.max_batch, max_frames - seen)
                     batch = self.source.get(want)
                     if not batch:
                         break
@@ -629,6 +662,12 @@ class DefectStream:
                         idx.append(f.index)
                         scores.append(p)
                         flags.append(flag)
+                        rep.flagged_frames += flag
+                    seen += len(batch)
+                    if score_rows is not None:
+                        score_rows.write("".join(f"{f.index},{float(probs[j]):.6f}\n"
+                                                 for j, f in enumerate(batch)))
+                        score_rows.flush()
                     t4 = time.perf_counter()
                     lats.extend(t4 - f.t_capture for f in batch)
                     stage["wait"] += t1 - t0
@@ -641,7 +680,7 @@ class DefectStream:
                         self.on_frame(f, p, self._box(maps[-1], f.image.shape)
                                       if p >= self.threshold else None)
                     if self.on_batch is not None:
-                        rep.frames = len(idx)
+                        rep.frames = seen
                         rep.seconds = t4 - (t_start or t4)
                         self.on_batch(rep, {"latency_s": lats[-1], "flag": flags[-1],
                                             "events": len(rep.events) + (active is not None)})
@@ -661,10 +700,10 @@ class DefectStream:
                     + "\n")
                 out.flush()
         finally:
-            if close_out and out is not None:
-                out.close()
+            for fh in opened:
+                fh.close()
         t_end = time.perf_counter()
-        rep.frames = len(idx)
+        rep.frames = seen
         rep.seconds = (t_end - t_start) if t_start is not None else 0.0
         live_s = rep.seconds - self.source.stats.outage_s  # outages are not frame time
         rep.fps = rep.frames / live_s if live_s > 0 else 0.0
