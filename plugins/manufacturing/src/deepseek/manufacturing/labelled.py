@@ -309,13 +309,16 @@ class FolderNames:
     (3,000 images beside a masks/ folder: 13.7 s, growing with the square of the count)."""
 
     def __init__(self) -> None:
-        self._names: dict[Path, list[str] | None] = {}
+        # (the name as the file system compares it, the name): on Windows, where glob and
+        # the file system ignore case, a mask Part1_mask.png is 'part1''s as before
+        self._names: dict[Path, list[tuple[str, str]] | None] = {}
         self._places: dict[Path, list[Path]] = {}
 
-    def _listed(self, folder: Path) -> list[str] | None:
+    def _listed(self, folder: Path) -> list[tuple[str, str]] | None:
         if folder not in self._names:
             try:
-                self._names[folder] = sorted(os.listdir(folder))
+                self._names[folder] = sorted((os.path.normcase(n), n)
+                                             for n in os.listdir(folder))
             except OSError:  # no such folder, a file, or unreadable: nothing found there
                 self._names[folder] = None
         return self._names[folder]
@@ -339,9 +342,10 @@ class FolderNames:
     def starting(self, folder: Path, prefix: str) -> list[Path]:
         """The entries of ``folder`` whose names start with ``prefix``, in name order."""
         names = self._listed(folder) or []
-        out, i = [], bisect.bisect_left(names, prefix)
-        while i < len(names) and names[i].startswith(prefix):
-            out.append(folder / names[i])
+        key = os.path.normcase(prefix)
+        out, i = [], bisect.bisect_left(names, (key, ""))
+        while i < len(names) and names[i][0].startswith(key):
+            out.append(folder / names[i][1])
             i += 1
         return out
 
