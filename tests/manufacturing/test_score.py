@@ -66,6 +66,23 @@ def test_a_pattern_stands_for_the_part_images_it_matches(parts):
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts / "*.png"),
                                            "--json"])
     assert res.exit_code == 0 and len(json.loads(res.stdout)) == 2
+    # folders it matches stand for their part images, as a shell's expansion would give
+    # them (before: "matches no part image"); a mask folder it matches is not parts
+    got = image_paths([str(parts / "*")])
+    assert [p.relative_to(parts).as_posix() for p in got] == [
+        "part_2.png", "part_10.png", "line_b/part_1.jpg"]
+
+
+def test_an_image_two_paths_reach_is_scored_once(parts):
+    """`score line line/line_b line/part_2.png`: each image once, where first reached
+    (before, the overlap was scored twice and counted twice in the totals)."""
+    got = image_paths([parts, parts / "line_b", parts / "part_2.png",
+                       str(parts / "**" / "*.jpg")])
+    assert [p.relative_to(parts).as_posix() for p in got] == [
+        "line_b/part_1.jpg", "part_2.png", "part_10.png"]
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts),
+                                           str(parts / "part_2.png"), "--json"])
+    assert res.exit_code == 0 and len(json.loads(res.stdout)) == 3
 
 
 def test_a_photo_smaller_than_one_map_cell_is_scored_with_a_warning(tmp_path, caplog):

@@ -606,10 +606,12 @@ def _below(p: Path, folder: Path) -> Path:
 
 def image_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Image files as given, and the part images of each folder (recursive). A pattern that
-    names no file itself (``photos/*.png``, ``line3/**/*.jpg``: quoted, or from a Windows
-    prompt, which does not expand them) stands for the image files it matches
+    names no file itself (``photos/*.png``, ``line3/**/*.jpg``, ``lines/*``: quoted, or from
+    a Windows prompt, which does not expand them) stands for the image files it matches
     (:func:`deepseek.paths.glob_paths`), in natural order as a folder's, masks, labels,
-    heatmaps and hidden files left out as in a folder."""
+    heatmaps and hidden files left out as in a folder, and for the part images of the
+    folders it matches, as a shell's expansion would. An image that two of ``paths`` reach
+    (a folder and a file or subfolder in it) is listed once, where first reached."""
     out: list[Path] = []
     for item in paths:
         p = Path(item)
@@ -619,7 +621,11 @@ def image_paths(paths: Iterable[str | Path]) -> list[Path]:
             matched = [Path(m) for m in glob_paths(str(item))]
             # the folder the pattern starts from: mask folders below it are not parts
             fixed = list(takewhile(lambda x: not is_pattern(x), Path(item).parts))
-            files = part_images(matched, Path(*fixed) if fixed else Path("."))
+            base = Path(*fixed) if fixed else Path(".")
+            files = part_images([m for m in matched if not m.is_dir()], base)
+            for folder in (m for m in matched if m.is_dir()):
+                if not is_label_file(folder / "part.png", base):  # not a mask folder
+                    files += list_images(folder, recursive=True)
             if not files:
                 raise ManufacturingError(f"{item}: the pattern matches no part image "
                                          f"({len(matched)} match(es) in all; "
@@ -639,4 +645,9 @@ def image_paths(paths: Iterable[str | Path]) -> list[Path]:
             out.append(p)
         else:
             raise ManufacturingError(f"{p}: no such file or folder")
-    return out
+    seen: set[Path] = set()
+    once = [q for q in out if not (q.resolve() in seen or seen.add(q.resolve()))]
+    if len(once) < len(out):
+        log.info("%d image(s) reached by more than one of the paths given are scored once",
+                 len(out) - len(once))
+    return once
