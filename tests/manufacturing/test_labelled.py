@@ -784,11 +784,6 @@ def test_cross_fitted_training_sets_the_threshold_on_out_of_fold_scores(tmp_path
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(tmp_path / "parts"),
                                            "--model", str(weights), "--views", "1"])
     assert res.exit_code == 0 and "from 4 defect" not in res.output
-    # a resumed cross-fit is refused with the fix
-    res = CliRunner().invoke(build_cli(), [
-        "manufacturing", "train", "--out", str(tmp_path / "run"), "--folder",
-        str(tmp_path / "parts"), "--resume"])
-    assert res.exit_code == 2 and "--folds 1" in res.output
 
 
 def test_the_review_shows_what_the_written_model_scores_each_good_image(capsys):
@@ -1061,6 +1056,58 @@ def test_train_help_states_the_hard_negative_default_and_refuses_it_without_a_fo
     res = CliRunner().invoke(build_cli(), ["manufacturing", "train", "--out",
                                            str(tmp_path / "r"), "--hard-negatives", "2"])
     assert res.exit_code == 2 and "--hard-negatives" in res.output
+
+
+def test_an_interrupted_cross_fitted_training_resumes_from_its_finished_folds(tmp_path,
+                                                                             monkeypatch,
+                                                                             caplog):
+    """`train --folder ... --resume` after an interruption takes the folds the run finished
+    (OUT/checkpoints/fold-K.pt) and trains only the rest, giving the model one run gives
+    (before: refused, "--resume continues one model's checkpoints: give --folds 1"). Folds
+    saved with other settings are trained again, with a warning."""
+    import torch
+    from safetensors.torch import load_file
+
+    from deepseek.manufacturing import training
+
+    (tmp_path / "parts").mkdir()
+    for k in range(6):
+        m = _part(tmp_path / "parts" / f"{k}.png", 900 + k,
+                  ((8, 20), (56, 28)) if k % 2 else None, h=48, w=64)
+        cv2.imwrite(str(tmp_path / "parts" / f"{k}_mask.png"), m)
+    opts = dict(folder=tmp_path / "parts", folds=3, crop=32, crops_per_epoch=8, epochs=2,
+                batch_size=4, init="scratch", progress=False, target_fpr=0.34)
+    whole = training.train_model(tmp_path / "whole", **opts)
+
+    trained = []
+    make = training._trainer
+
+    def trainer(net, *a, **k):
+        trained.append(1)
+        if fail_on and len(trained) == fail_on:
+            raise KeyboardInterrupt  # the second fold is stopped before it trains
+        return make(net, *a, **k)
+
+    monkeypatch.setattr(training, "_trainer", trainer)
+    fail_on = 2
+    with pytest.raises(KeyboardInterrupt):
+        training.train_model(tmp_path / "run", **opts)
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert saved == ["fold-0.pt", "start.pt"]
+    trained.clear()
+    fail_on = 0
+    resumed = training.train_model(tmp_path / "run", resume=True, **opts)
+    assert len(trained) == 2  # folds 2 and 3 only
+    a, b = (load_file(str(d / "model.safetensors")) for d in (tmp_path / "whole",
+                                                              tmp_path / "run"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    assert [r["score"] for r in resumed["out_of_fold_scores"]] == pytest.approx(
+        [r["score"] for r in whole["out_of_fold_scores"]], abs=1e-6)
+    # with other settings the saved folds are not this run's: all trained again
+    trained.clear()
+    with caplog.at_level("WARNING", logger="deepseek.manufacturing.training"):
+        training.train_model(tmp_path / "run", resume=True, **{**opts, "epochs": 1})
+    assert len(trained) == 3 and "saved by a run of other images or settings" in caplog.text
 
 
 def test_cross_fitted_fold_models_from_scratch_share_one_start(tmp_path, monkeypatch):

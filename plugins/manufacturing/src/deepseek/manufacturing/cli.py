@@ -670,7 +670,10 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
 @click.option("--val-videos", type=int, default=2, show_default=True,
               help="Synthetic 640x480 videos scored after each epoch (0: none).")
 @click.option("--amp", is_flag=True, help="Mixed precision.")
-@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from OUT/checkpoints (cross-fitted: the "
+                   "folds it finished are taken, the rest trained; the same images and "
+                   "settings give the model one run gives).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--model", default="defect-3dcnn-lstm", show_default=True,
               help="Any registered model that takes uint8 clips [N, T, H, W] and returns frame "

@@ -22,9 +22,11 @@ image AUROC.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -612,9 +614,6 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
     if val_folder is not None and folder is None:
         raise ManufacturingError("val_folder needs folder (training images)")
     cross = folder is not None and val_folder is None and folds > 1
-    if cross and resume:
-        raise ManufacturingError("--resume continues one model's checkpoints: give --folds 1 "
-                                 "or --val-folder with it")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -720,7 +719,9 @@ def train_model(out_dir: str | Path, *, folder: str | Path | None = None, clips:
             net, cfg, history, held, more = _cross_fit(items, build, crops, crop, frames,
                                                       folds, seed, fit,
                                                       hard=(hard, hard_negatives),
-                                                      views=views, rotate=rotate)
+                                                      views=views, rotate=rotate,
+                                                      checkpoints=out / "checkpoints",
+                                                      resume=resume)
             model_for = more.pop("held_out_by")
             data_info.update(more)
             where = f"the out-of-fold scores of all {len(items)} training images"
@@ -1103,23 +1104,83 @@ def _without_validation(items: list, folder: Path, val_folder: Path) -> list:
     return [i for i in items if i.path.resolve() not in held]
 
 
+def _fold_key(items: list, fold: np.ndarray, settings: dict[str, Any]) -> str:
+    """What a fold's results depend on, as one digest: every image (path, pixels, label),
+    the folds dealt, and the training settings."""
+    what = {"images": [(str(it.path), getattr(it, "digest", None), bool(it.defect))
+                       for it in items],
+            "fold": fold.tolist(), **settings}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _finished_folds(where: Path, key: str, k_folds: int
+                    ) -> tuple[dict[int, dict[str, Any]], dict[str, torch.Tensor] | None]:
+    """The folds an earlier run of the same images, folds and settings finished in
+    ``where`` (``fold-K.pt``), and the weights every fold model started from; folds saved
+    by a run of other data or settings are not used (named in a warning)."""
+    start = None
+    if (where / "start.pt").is_file():
+        rec = torch.load(where / "start.pt", weights_only=True)
+        start = rec["state"] if rec.get("key") == key else None
+    done: dict[int, dict[str, Any]] = {}
+    other = []
+    for k in range(k_folds):
+        path = where / f"fold-{k}.pt"
+        if path.is_file():
+            rec = torch.load(path, weights_only=True)
+            if rec.get("key") == key and start is not None:
+                done[k] = rec
+            else:
+                other.append(path.name)
+    if other:
+        log.warning("%s: %s saved by a run of other images or settings (or without its "
+                    "starting weights): not used, trained again", where, ", ".join(other))
+    return done, start
+
+
 def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, folds: int,
                seed: int, fit: dict[str, Any], fold: np.ndarray | None = None,
                pasted: tuple[float, float] | None = None,
                hard: tuple[list[HardSpot], float] = ([], 0.0), views: int = 1,
-               rotate: str = ROTATE) -> tuple[Any, ...]:
+               rotate: str = ROTATE, checkpoints: Path | None = None,
+               resume: bool = False) -> tuple[Any, ...]:
     """Cross-fitting (see :func:`train_model`): (soup net, cfg, history, out-of-fold scores
     at the chosen epoch, data info). ``fold``: each item's fold, when the caller dealt them;
     ``pasted``: good-only training (:func:`train_good_only`): the fold models train on the
     good items with cracks of that darkening pasted in, the defect items (pasted copies)
     are only scored. ``views`` > 1: the chosen epoch's fold models score their folds again
     under those views (the epoch is chosen on the one-view scores); those scores are
-    returned."""
+    returned. ``checkpoints``: a folder each finished fold's results are saved in
+    (``fold-K.pt``: its epochs' weights, held-out scores and history), so that ``resume``
+    takes the folds an interrupted run of the same images and settings finished and trains
+    only the rest (each fold is seeded on its own: the same as in one run)."""
     from deepseek.manufacturing.labelled import fold_groups
 
     if fold is None:
         fold = fold_groups(items, folds, seed)
     k_folds = int(fold.max()) + 1
+    done: dict[int, dict[str, Any]] = {}
+    saved_start: dict[str, torch.Tensor] | None = None
+    key = ""
+    if checkpoints is not None:
+        key = _fold_key(items, fold, {
+            "seed": seed, "crops": crops, "crop": crop, "frames": frames, "pasted": pasted,
+            "hard": [len(hard[0]), hard[1]], "views": views, "rotate": rotate,
+            "fit": {k: v for k, v in fit.items() if k != "progress"}})
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        if resume:
+            done, saved_start = _finished_folds(checkpoints, key, k_folds)
+            log.info("resuming: %d of %d folds finished before (%s)", len(done), k_folds,
+                     checkpoints)
+        else:  # a fresh run: what an earlier one left is not this run's
+            for old in [*checkpoints.glob("fold-*.pt"), checkpoints / "start.pt"]:
+                old.unlink(missing_ok=True)
     if k_folds < folds:
         log.warning("%d folds asked for, %d made: too few groups hold a defect (or a good "
                     "image)", folds, k_folds)
@@ -1131,9 +1192,18 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
     cfg: dict[str, Any] = {}
     t_scoring = [0.0]
     t_start = time.perf_counter()
-    start: dict[str, torch.Tensor] | None = None
+    start: dict[str, torch.Tensor] | None = saved_start if done else None
     for k in range(k_folds):
         train_idx, held_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        if k in done:  # finished by the interrupted run
+            rec = done[k]
+            oof[:, held_idx] = rec["oof"].numpy()
+            for e in range(epochs):
+                states[e].append(rec["states"][e])
+            fold_hist.append(rec["history"])
+            log.info("fold %d of %d: finished before, taken from %s", k + 1, k_folds,
+                     checkpoints)
+            continue
         train = [items[i] for i in train_idx if pasted is None or not items[i].defect]
         held = [items[i] for i in held_idx]
         log.info("fold %d of %d: %d training images (%d defect), %d held out (%d defect)",
@@ -1148,6 +1218,8 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
         # from different random starts scores nothing); from the packaged weights a no-op
         if start is None:
             start = {n: t.detach().clone() for n, t in net.state_dict().items()}
+            if checkpoints is not None:
+                _save_atomic({"key": key, "state": start}, checkpoints / "start.pt")
         else:
             net.load_state_dict(start)
         trainer = _trainer(net, len(dataset), checkpoint_dir=None, cfg=cfg, **fit)
@@ -1170,6 +1242,10 @@ def _cross_fit(items: list, build: Any, crops: int, crop: int, frames: int, fold
         fold_hist.append(trainer.fit(dataset, epochs=epochs, batch_size=fit["batch_size"],
                                      val_data=held, eval_fn=eval_fn, best_metric="val_select",
                                      mode="max"))
+        if checkpoints is not None:
+            _save_atomic({"key": key, "k": k, "oof": torch.from_numpy(oof[:, held_idx].copy()),
+                          "states": [states[e][k] for e in range(epochs)],
+                          "history": fold_hist[k]}, checkpoints / f"fold-{k}.pt")
     history = []
     for e in range(epochs):
         pooled = image_metrics(oof[e], labels)
