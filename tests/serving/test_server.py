@@ -549,6 +549,7 @@ def test_an_onnx_file_declares_its_size_steps_and_timing_example_in_its_metadata
     ("[{", "is not JSON"),
     ({"name": "image"}, "not a list"),
     ([{"name": "img", "multiple": [1, 1, 4, 4]}], "names input 'img'"),
+    ([{"name": ["image"], "multiple": [1, 1, 4, 4]}], "names input ['image']"),
     ([{"name": "image", "multiple": [4, 4]}], "is not 4 positive integers"),
     ([{"name": "image", "multiple": [1, 1, 0, 4]}], "is not 4 positive integers"),
     ([{"name": "image", "example": [1, 1, 8, 8.5]}], "is not 4 positive integers"),

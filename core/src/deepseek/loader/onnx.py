@@ -143,7 +143,7 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         name = item.get("name")
-        if name not in shapes:
+        if not isinstance(name, str) or name not in shapes:
             raise ModelLoadError(f"{bad} names input {name!r}; the graph's inputs are "
                                  f"{sorted(shapes)}")
         shape, entry = shapes[name], {}
