@@ -645,8 +645,9 @@ def image_paths(paths: Iterable[str | Path]) -> list[Path]:
             out.append(p)
         else:
             raise ManufacturingError(f"{p}: no such file or folder")
-    seen: set[Path] = set()
-    once = [q for q in out if not (q.resolve() in seen or seen.add(q.resolve()))]
+    seen: set[str] = set()  # the same path twice; two links to one photo stay two parts
+    once = [q for q in out
+            if not (os.path.abspath(q) in seen or seen.add(os.path.abspath(q)))]
     if len(once) < len(out):
         log.info("%d image(s) reached by more than one of the paths given are scored once",
                  len(out) - len(once))

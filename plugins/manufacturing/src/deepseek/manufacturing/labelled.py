@@ -364,8 +364,8 @@ def _find_mask(img: Path, names: FolderNames | None = None) -> Path | None:
         rest = cand.stem[len(stem):]
         if cand.suffix.lower() in IMAGE_SUFFIXES and rest.lower() in LABEL_STEM_ENDINGS:
             return cand
-    twins = [c for c in beside if c.name.startswith(stem + ".") and c != img
-             and c.suffix.lower() in IMAGE_SUFFIXES]
+    twins = [c for c in beside if os.path.normcase(c.name).startswith(os.path.normcase(stem + "."))
+             and c != img and c.suffix.lower() in IMAGE_SUFFIXES]
     if twins:  # part.png beside part.jpg: the mask when its content is one
         masks = same_stem_masks([img, *twins])
         if img not in masks and masks:
