@@ -277,3 +277,12 @@ def test_a_folder_with_several_formats_loads_what_the_install_runs(tiny_plugin, 
         assert ModelLoader.load(tmp_path).framework == "pytorch"
     assert "loading model.safetensors" in caplog.text
     assert ModelLoader.load(tmp_path, framework="onnx").framework == "onnx"
+    # a folder whose ONNX files have other names (a plugin's exports): named, not guessed
+    other = tmp_path / "run"
+    other.mkdir()
+    save_model(net, other / "model.safetensors", architecture="test-tiny")
+    for name in ("model.still.onnx", "model.stream.onnx"):
+        export_onnx(net, x, other / name)
+    with pytest.raises(ModelLoadError, match="no model.onnx; give one of its ONNX files by "
+                                             "its path: model.still.onnx, model.stream.onnx"):
+        ModelLoader.load(other, framework="onnx")

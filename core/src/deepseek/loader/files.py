@@ -41,10 +41,16 @@ def pick_in_folder(folder: Path, framework: str = "auto") -> Path:
     onnx_file = folder / "model.onnx"
     want_onnx = framework == "onnx" or torch is None
     if want_onnx and onnx_file not in present:
+        # other ONNX files (a plugin's exports: model.still.onnx, model.stream.onnx) are
+        # named, to be given by their path: which of them is meant is not for a guess
+        others = sorted(p.name for p in folder.glob("*.onnx"))
+        them = (f"; give one of its ONNX files by its path: {', '.join(others)}"
+                if others else "")
         if framework != "onnx":
             require_torch(f"{folder} (it holds {', '.join(p.name for p in present)} and no "
-                          "model.onnx; without PyTorch only ONNX files load)")
-        raise ModelLoadError(f"{folder}: framework='onnx' but the folder has no model.onnx")
+                          f"model.onnx; without PyTorch only ONNX files load{them})")
+        raise ModelLoadError(f"{folder}: framework='onnx' but the folder has no "
+                             f"model.onnx{them}")
     chosen = onnx_file if want_onnx else present[0]
     if len(present) > 1:
         log.info("%s holds %s: loading %s (%s)", folder, ", ".join(p.name for p in present),
