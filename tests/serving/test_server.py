@@ -566,3 +566,62 @@ def test_an_onnx_files_declaration_that_does_not_fit_its_graph_is_refused(tmp_pa
     with pytest.raises(ModelLoadError, match="conv.onnx: metadata 'deepseek.inputs'") as err:
         DeepSeekServing(models={"conv": str(path)}, port=0, grpc_port=None)
     assert says in str(err.value)
+
+
+def _identity_onnx(path, elem_type, name="x"):
+    import onnx
+    from onnx import helper
+
+    x = helper.make_tensor_value_info(name, elem_type, ["b", 3])
+    y = helper.make_tensor_value_info("y", elem_type, ["b", 3])
+    graph = helper.make_graph([helper.make_node("Identity", [name], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("elem, datatype, values", [
+    ("UINT16", "UINT16", np.array([[0, 4095, 65535]], np.uint16)),   # a 12/16-bit camera
+    ("INT16", "INT16", np.array([[-300, 0, 32767]], np.int16)),
+    ("UINT32", "UINT32", np.array([[1, 2, 4_000_000_000]], np.uint32)),
+    ("UINT64", "UINT64", np.array([[1, 2, 2 ** 63]], np.uint64)),
+    ("STRING", "BYTES", np.array([[b"ok", "\u00e9t\u00e9".encode(), b""]], dtype=object)),
+])
+def test_onnx_tensors_of_every_protocol_datatype_are_served(tmp_path, elem, datatype, values):
+    """An ONNX file with 16-bit (a 12- or 16-bit camera's frames), 32- or 64-bit unsigned,
+    or string inputs is served as that datatype, and answers what it was sent (before:
+    advertised as FP32, so the right datatype was refused with "must be FP32, got UINT16";
+    strings reached onnxruntime as "b'ok'")."""
+    from onnx import TensorProto
+
+    path = _identity_onnx(tmp_path / "m.onnx", getattr(TensorProto, elem))
+    with DeepSeekServing(models={"m": str(path)}, port=0, grpc_port=0) as s:
+        meta = th.InferenceServerClient(s.http_url).get_model_metadata("m")
+        assert meta["inputs"][0]["datatype"] == datatype == meta["outputs"][0]["datatype"]
+        rest = th.InferInput("x", [1, 3], datatype)
+        rest.set_data_from_numpy(values)
+        got = th.InferenceServerClient(s.http_url).infer("m", [rest]).as_numpy("y")
+        grpc = tg.InferInput("x", [1, 3], datatype)
+        grpc.set_data_from_numpy(values)
+        got2 = tg.InferenceServerClient(s.grpc_address).infer("m", [grpc]).as_numpy("y")
+    for g in (got, got2):
+        assert g.tolist() == values.tolist()
+
+
+def test_an_onnx_string_input_refuses_bytes_that_are_not_text_and_other_types_name_the_tensor(
+        tmp_path):
+    from onnx import TensorProto
+
+    from deepseek.errors import ModelLoadError
+
+    path = _identity_onnx(tmp_path / "s.onnx", TensorProto.STRING)
+    with DeepSeekServing(models={"s": str(path)}, port=0, grpc_port=None) as s:
+        inp = th.InferInput("x", [1, 3], "BYTES")
+        inp.set_data_from_numpy(np.array([[b"a", b"\xff\xfe", b"c"]], dtype=object))
+        with pytest.raises(InferenceServerException, match="BYTES element 1 is not UTF-8 text"):
+            th.InferenceServerClient(s.http_url).infer("s", [inp])
+    bf16 = _identity_onnx(tmp_path / "bf.onnx", TensorProto.BFLOAT16, name="frames")
+    with pytest.raises(ModelLoadError, match=r"bf.onnx: 'frames' is tensor\(bfloat16\), which "
+                                             "the Open Inference Protocol server cannot carry"):
+        DeepSeekServing(models={"b": str(bf16)}, port=0, grpc_port=None)

@@ -12,6 +12,7 @@ from deepseek.errors import ModelLoadError
 from deepseek.loader import LoadedModel, ModelLoader, axis_steps
 from deepseek.serving.protocol import (
     TORCH_NAME_TO_V2,
+    V2_TO_NUMPY,
     InferenceError,
     TensorSpec,
     v2_datatype,
@@ -21,11 +22,33 @@ log = logging.getLogger(__name__)
 
 PLATFORMS = {"pytorch": "pytorch_libtorch", "torchscript": "pytorch_libtorch",
              "onnx": "onnxruntime_onnx"}
-_NUMPY = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64,
-          "INT32": np.int32, "UINT8": np.uint8, "BOOL": np.bool_}
+#: onnxruntime's tensor types and the protocol's datatypes (strings are BYTES)
 _ORT_TO_V2 = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64",
-              "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int8)": "INT8",
-              "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL"}
+              "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16",
+              "tensor(int8)": "INT8", "tensor(uint64)": "UINT64", "tensor(uint32)": "UINT32",
+              "tensor(uint16)": "UINT16", "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL",
+              "tensor(string)": "BYTES"}
+
+
+def _zeros(shape: list[int], datatype: str) -> np.ndarray:
+    """A sample of ``datatype``: zeros, or empty strings for BYTES."""
+    if datatype == "BYTES":
+        return np.full(shape, "", dtype=object)
+    return np.zeros(shape, dtype=V2_TO_NUMPY.get(datatype, np.float32))
+
+
+def _ort_datatype(where: str, name: str, kind: str) -> str:
+    """The protocol's datatype of an onnxruntime input or output type.
+
+    Raises:
+        ModelLoadError: a type the protocol (or numpy) has no datatype for (bfloat16, a
+            sequence or map): naming the model, the tensor and its type."""
+    if kind not in _ORT_TO_V2:
+        raise ModelLoadError(f"{where}: {name!r} is {kind}, which the Open Inference Protocol "
+                             "server cannot carry (it serves "
+                             f"{', '.join(sorted(set(_ORT_TO_V2.values())))}); export the "
+                             "model with another type there")
+    return _ORT_TO_V2[kind]
 
 
 class ServedModel:
@@ -73,9 +96,9 @@ class ServedModel:
         if m.session is not None:
             from deepseek.loader import declared_onnx_inputs
 
-            declared = declared_onnx_inputs(
-                m.session, str(getattr(m, "onnx_path", None) or f"model {self.name!r}"))
-            return [TensorSpec(i.name, _ORT_TO_V2.get(i.type, "FP32"),
+            where = str(getattr(m, "onnx_path", None) or f"model {self.name!r}")
+            declared = declared_onnx_inputs(m.session, where)
+            return [TensorSpec(i.name, _ort_datatype(where, i.name, i.type),
                                [d if isinstance(d, int) else -1 for d in i.shape],
                                declared.get(i.name, {}).get("multiple"),
                                declared.get(i.name, {}).get("example"))
@@ -93,7 +116,8 @@ class ServedModel:
     def _output_specs(self) -> list[TensorSpec]:
         m = self.model
         if m.session is not None:
-            return [TensorSpec(o.name, _ORT_TO_V2.get(o.type, "FP32"),
+            where = str(getattr(m, "onnx_path", None) or f"model {self.name!r}")
+            return [TensorSpec(o.name, _ort_datatype(where, o.name, o.type),
                                [d if isinstance(d, int) else -1 for d in o.shape])
                     for o in m.session.get_outputs()]
         if not all(s.shape for s in self.inputs):
@@ -104,7 +128,7 @@ class ServedModel:
             for s in self.inputs:
                 steps = s.multiple or [1] * len(s.shape)
                 shape = [free * k if d == -1 else d for d, k in zip(s.shape, steps)]
-                probe.append(np.zeros(shape, dtype=_NUMPY.get(s.datatype, np.float32)))
+                probe.append(_zeros(shape, s.datatype))
             runs.append(self._as_list(m(*probe)))
         names = ["output"] if len(runs[0]) == 1 else [f"output{i}" for i in range(len(runs[0]))]
         declared = self._declared_outputs
@@ -150,7 +174,7 @@ class ServedModel:
                 return [1, *s.example[1:]]
             return [k if d == -1 else d for d, k in zip(s.shape, s.multiple or [1] * len(s.shape))]
 
-        return [np.zeros(one(s), dtype=_NUMPY.get(s.datatype, np.float32)) for s in self.inputs]
+        return [_zeros(one(s), s.datatype) for s in self.inputs]
 
     def metadata(self) -> dict[str, Any]:
         """The Open Inference Protocol metadata of the model (inputs, outputs, platform)."""
@@ -171,13 +195,31 @@ class ServedModel:
 
         Raises:
             InferenceError: the model returned another number of outputs than its metadata says
-                (500).
+                (500); a BYTES element for an ONNX string tensor that is not UTF-8 text (400).
         """
+        if self.model.session is not None:  # ONNX strings are text: bytes decoded, not str()'d
+            arrays = [self._text(a, s.name) if s.datatype == "BYTES" else a
+                      for a, s in zip(arrays, self.inputs)]
         outs = self._as_list(self.model(*arrays))
         if len(outs) != len(self.outputs) and self.outputs and self.outputs[0].shape:
             raise InferenceError(f"model '{self.name}' returned {len(outs)} outputs, its "
                                  f"metadata says {len(self.outputs)}", 500)
         return outs
+
+    @staticmethod
+    def _text(arr: np.ndarray, name: str) -> np.ndarray:
+        """A BYTES tensor as the UTF-8 text an ONNX string tensor holds (onnxruntime would
+        read ``b'ab'`` as the five characters ``b'ab'``)."""
+        out = np.empty(arr.shape, dtype=object)
+        flat, dst = arr.reshape(-1), out.reshape(-1)
+        for i, v in enumerate(flat):
+            try:
+                dst[i] = v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)
+            except UnicodeDecodeError as exc:
+                raise InferenceError(f"input '{name}': BYTES element {i} is not UTF-8 text "
+                                     f"({exc.reason} at byte {exc.start}), which the model's "
+                                     "string tensor holds") from None
+        return out
 
     def output_names(self, n: int) -> list[str]:
         """Names for ``n`` outputs: the declared ones, else ``output`` / ``output0``...."""
