@@ -1788,6 +1788,66 @@ def test_labels_are_found_with_each_folder_listed_once(tmp_path, monkeypatch):
     assert labelled._find_mask(images / "3.png") is None  # alone: lists for itself
 
 
+def _runs(mask):
+    """``mask`` as Severstal's EncodedPixels: ``start length`` pairs, pixels counted from 1
+    down each column (written here independently of the reader: from the column-major
+    flattening, run by run)."""
+    flat = (mask.T.reshape(-1) > 0).astype(np.int8)
+    edges = np.flatnonzero(np.diff(np.r_[0, flat, 0]))
+    return " ".join(f"{a + 1} {b - a}" for a, b in zip(edges[0::2], edges[1::2]))
+
+
+def test_a_severstal_run_length_table_labels_its_images(tmp_path, caplog):
+    """Severstal's steel data set (and Kaggle's Airbus ships): ``train.csv`` beside
+    ``train_images/`` lists ImageId, ClassId and EncodedPixels, runs counted down each
+    column from 1; an image it does not list (or lists with no runs) is a good part; each
+    row is one annotation of its class."""
+    root = tmp_path / "severstal"
+    images = root / "train_images"
+    a = _part(images / "a.jpg", 1, ((5, 10), (60, 20)), h=32, w=64)
+    b1 = _part(images / "b.jpg", 2, ((2, 2), (20, 28)), h=32, w=64)
+    b3 = np.zeros_like(b1)
+    b3[5:9, 40:60] = 255
+    _part(images / "c.jpg", 3, h=32, w=64)   # not listed: good
+    _part(images / "d.jpg", 4, h=32, w=64)   # listed with no runs: good
+    (root / "train.csv").write_text(
+        "\ufeffImageId,ClassId,EncodedPixels\n"
+        f"a.jpg,1,{_runs(a)}\nb.jpg,1,{_runs(b1)}\nb.jpg,3,{_runs(b3)}\nd.jpg,2,\n")
+    items = {i.path.name: i for i in read_labelled(images)}
+    assert {n: (i.defect, i.source) for n, i in items.items()} == {
+        "a.jpg": (True, "coco"), "b.jpg": (True, "coco"), "c.jpg": (False, "coco"),
+        "d.jpg": (False, "coco")}
+    assert np.array_equal(items["a.jpg"].mask, (a > 0).astype(np.uint8))
+    assert np.array_equal(items["b.jpg"].mask, ((b1 > 0) | (b3 > 0)).astype(np.uint8))
+    from deepseek.manufacturing.labelled import class_summary
+
+    assert class_summary(list(items.values())) == {
+        "class 1": {"annotations": 2, "images": 2}, "class 3": {"annotations": 1, "images": 1}}
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(images),
+                                           "--evaluate", "--threshold", "0.5"])
+    assert res.exit_code == 0 and "labels: 2 defect of 4 images" in res.output, res.output
+    # a table that lists none of a folder's images says nothing of them
+    other = tmp_path / "other" / "parts"
+    _part(other / "x.png", 5, h=32, w=64)
+    (tmp_path / "other" / "train.csv").write_text("ImageId,EncodedPixels\nzzz.jpg,1 3\n")
+    with pytest.raises(ManufacturingError, match="x.png: no label"):
+        read_labelled(other)
+
+
+@pytest.mark.parametrize("runs, says", [
+    ("1 2 3", "EncodedPixels is not pairs of positive whole numbers"),
+    ("0 4", "EncodedPixels is not pairs of positive whole numbers"),
+    ("1 x", "EncodedPixels is not pairs of positive whole numbers"),
+    ("2040 10", "a run ends at pixel 2049, past the 2048 of the 64x32 image"),
+])
+def test_run_length_tables_that_do_not_fit_name_the_file_and_line(tmp_path, runs, says):
+    images = tmp_path / "train_images"
+    _part(images / "a.jpg", 1, h=32, w=64)
+    (tmp_path / "train.csv").write_text(f"ImageId,ClassId,EncodedPixels\na.jpg,1,{runs}\n")
+    with pytest.raises(ManufacturingError, match=f"train.csv.*{says}"):
+        read_labelled(images)
+
+
 def test_crackforest_matlab_ground_truth_beside_the_images(tmp_path, caplog):
     """CrackForest: image/001.jpg with groundTruth/001.mat, a MATLAB struct whose
     Segmentation labels 1 background and 2 crack (some files also 3, the surface a loop of

@@ -579,7 +579,8 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
 @click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Labelled part images: pixel masks (IMG_mask.png or "
               "masks/IMG.png), a COCO annotation file (_annotations.coco.json, "
-              "annotations/instances_*.json), Pascal VOC boxes (IMG.xml, Annotations/IMG.xml), "
+              "annotations/instances_*.json), a run-length table (Severstal's train.csv: "
+              "ImageId, EncodedPixels), Pascal VOC boxes (IMG.xml, Annotations/IMG.xml), "
               "labelme shapes (IMG.json), YOLO polygon/box labels (labels/.../IMG.txt) or "
               "good/ and defect/ folders; a photo saved twice (equal pixels) is used once "
               "(default: synthetic clips generated for the run).")

@@ -790,11 +790,80 @@ def _coco_entries(js: Path, doc: dict[str, Any]) -> list[CocoEntry]:
     return list(entries.values())
 
 
+#: the columns of a run-length table (Severstal's steel ``train.csv``, Airbus ships'): the
+#: image's file name and its runs; ``ClassId`` is optional
+RLE_CSV_COLUMNS = ("imageid", "encodedpixels")
+
+
+def _rle_csv_candidates(root: Path) -> list[Path]:
+    """CSV files below ``root`` or beside it (Severstal's ``train.csv`` beside
+    ``train_images/``) whose header names ``ImageId`` and ``EncodedPixels``."""
+    from deepseek.paths import files_below
+
+    found = [p for p in files_below(root) if p.suffix.lower() == ".csv"]
+    found += sorted(p for p in root.parent.glob("*.csv") if not p.is_relative_to(root))
+    out = []
+    for path in found:
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as f:
+                head = [c.strip().lower() for c in f.readline().split(",")]
+        except (OSError, UnicodeDecodeError):
+            continue
+        if all(c in head for c in RLE_CSV_COLUMNS):
+            out.append(path)
+    return out
+
+
+def _rle_csv_entries(path: Path) -> list[CocoEntry]:
+    """The images a run-length table lists, as COCO entries of unknown size: each row one
+    annotation of its ``ClassId`` (``class N``; 1 without the column), its
+    ``EncodedPixels`` the runs as ``start length`` pairs, pixels counted from 1 down each
+    column, then across (an empty one: the image is listed, with no defect).
+
+    Raises:
+        ManufacturingError: a row without an image, or runs that are not pairs of positive
+            whole numbers: naming the file and line."""
+    import csv
+
+    entries: dict[str, CocoEntry] = {}
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.DictReader(f)
+        col = {c.strip().lower(): c for c in rows.fieldnames or []}
+        for n, row in enumerate(rows, 2):
+            name = (row.get(col["imageid"]) or "").strip()
+            if not name:
+                raise ManufacturingError(f"{path}, line {n}: no ImageId")
+            entry = entries.setdefault(name, CocoEntry(path, name.replace("\\", "/"), 0, 0, []))
+            runs = (row.get(col["encodedpixels"]) or "").split()
+            if not runs:
+                continue
+            try:
+                pairs = [int(v) for v in runs]
+                if len(pairs) % 2 or min(pairs) < 1:
+                    raise ValueError
+            except ValueError:
+                raise ManufacturingError(
+                    f"{path}, line {n}: EncodedPixels is not pairs of positive whole numbers "
+                    f"(start length ..., pixels counted from 1 down each column)") from None
+            cid = (row.get(col.get("classid", ""), "") or "1").strip() if "classid" in col \
+                else "1"
+            entry.annotations.append({"id": f"line {n}", "category_id": cid,
+                                      "segmentation": {"pairs": pairs}})
+    names = {a["category_id"]: f"class {a['category_id']}"
+             for e in entries.values() for a in e.annotations}
+    for e in entries.values():
+        e.names = names
+    return list(entries.values())
+
+
 def coco_labels(root: Path, files: list[Path]) -> dict[Path, CocoEntry]:
     """The COCO entry of each of ``files`` that a COCO file below ``root`` (or in
     ``annotations/`` beside it) lists: by ``file_name`` relative to the JSON's folder or to
     ``root``, else (for files no entry names so) by the name alone when it is unique among
-    the files and among the entries left.
+    the files and among the entries left. A run-length table (Severstal's or Airbus'
+    ``train.csv``: ``ImageId``, ``EncodedPixels``, below ``root`` or beside it) gives entries
+    the same way, and, as those tables list only the images with a defect (Severstal) or
+    every image (Airbus), an image of ``files`` it does not list is a good part.
 
     Raises:
         ManufacturingError: a malformed entry or annotation, an annotation of an image the
@@ -805,6 +874,9 @@ def coco_labels(root: Path, files: list[Path]) -> dict[Path, CocoEntry]:
         doc = _load_coco(js)
         if doc is not None:
             all_entries += _coco_entries(js, doc)
+    tables = _rle_csv_candidates(root)
+    for table in tables:
+        all_entries += _rle_csv_entries(table)
     if not all_entries:
         return {}
     by_path = {p.resolve(): p for p in files}
@@ -838,6 +910,16 @@ def coco_labels(root: Path, files: list[Path]) -> dict[Path, CocoEntry]:
             take(names[name][0], e)
     log.info("%s: COCO annotations for %d of %d image(s) (%d entries in %d file(s))", root,
              len(out), len(files), len(all_entries), len({e.json for e in all_entries}))
+    # a run-length table lists the defects: the other images of a folder it speaks for
+    # (one holding an image it lists) are good parts; a table that lists none of these
+    # images speaks for none of them
+    covered = {p.parent: e.json for p, e in out.items() if e.json in tables}
+    unlisted = [p for p in files if p not in out and p.parent in covered]
+    for p in unlisted:
+        out[p] = CocoEntry(covered[p.parent], p.name, 0, 0, [])
+    if unlisted:
+        log.info("%s: %d image(s) that %s does not list are good parts", root, len(unlisted),
+                 ", ".join(sorted({covered[p.parent].name for p in unlisted})))
     return out
 
 
@@ -851,12 +933,16 @@ def coco_mask(entry: CocoEntry, img: Path, shape: tuple[int, int]) -> np.ndarray
     """
     h, w = shape
     where = f"{entry.json} ({entry.file_name})"
-    if (entry.height, entry.width) != (h, w):
+    if entry.height and (entry.height, entry.width) != (h, w):  # 0: a table states none
         raise ManufacturingError(f"{where}: says {entry.width}x{entry.height}, the image "
                                  f"{img} is {w}x{h} (read upright by its EXIF orientation); "
                                  "the annotations must be of this picture")
     mask = np.zeros((h, w), np.uint8)
     if not entry.annotations:
+        return mask
+    if all("pairs" in (a.get("segmentation") or {}) for a in entry.annotations):
+        for ann in entry.annotations:  # a run-length table's rows: no pycocotools needed
+            mask |= _pairs_mask(ann["segmentation"]["pairs"], h, w, f"{where}, {ann['id']}")
         return mask
     try:
         from pycocotools import mask as cocomask
@@ -911,6 +997,25 @@ def coco_mask(entry: CocoEntry, img: Path, shape: tuple[int, int]) -> np.ndarray
             raise ManufacturingError(f"{where}: annotation {aid}: {exc}") from None
         mask |= (m.reshape(h, w, -1).max(axis=2) > 0).astype(np.uint8)
     return mask
+
+
+def _pairs_mask(pairs: list[int], h: int, w: int, where: str) -> np.ndarray:
+    """The mask of ``start length`` runs, pixels counted from 1 down each column, then
+    across (Severstal's and Airbus' ``EncodedPixels``).
+
+    Raises:
+        ManufacturingError: a run that reaches past the image (not this image's runs, or an
+            image of another size)."""
+    runs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    starts, ends = runs[:, 0] - 1, runs[:, 0] - 1 + runs[:, 1]
+    if int(ends.max()) > h * w:
+        raise ManufacturingError(f"{where}: a run ends at pixel {int(ends.max())}, past the "
+                                 f"{h * w} of the {w}x{h} image (runs count pixels from 1 down "
+                                 "each column): are these this image's runs?")
+    edge = np.zeros(h * w + 1, np.int32)
+    np.add.at(edge, starts, 1)
+    np.add.at(edge, ends, -1)
+    return (np.cumsum(edge[:-1]) > 0).astype(np.uint8).reshape(w, h).T.copy()
 
 
 def rle_string_counts(text: str) -> list[int]:
@@ -1239,9 +1344,10 @@ def unlabelled(root: str | Path, files: list[Path],
     raise ManufacturingError(
         f"{where}{f' have no label ({names})' if some else ': no label'}: give "
         f"{'each ' if some else ''}a mask ({s}_mask.png or masks/{s}.png), a label file (a "
-        f"COCO JSON listing it, Pascal VOC {s}.xml, labelme {s}.json, YOLO "
-        f"labels/.../{s}.txt), or put {'them' if some else 'it'} in a good/ or defect/ folder "
-        "(a folder of good parts alone: train --good-only, calibrate --all-good)")
+        f"COCO JSON or an ImageId,EncodedPixels table listing it, Pascal VOC {s}.xml, "
+        f"labelme {s}.json, YOLO labels/.../{s}.txt), or put {'them' if some else 'it'} in "
+        "a good/ or defect/ folder (a folder of good parts alone: train --good-only, "
+        "calibrate --all-good)")
 
 
 def read_labelled(root: str | Path, group_pattern: str | None = None,
