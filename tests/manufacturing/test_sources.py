@@ -313,6 +313,11 @@ def test_an_mjpeg_camera_is_told_from_a_file_on_a_server_by_its_answer():
             pass
 
         def do_GET(self):
+            if self.path.startswith("/private/") and \
+                    self.headers.get("Authorization") != "Basic dXNlcjpwQHNz":  # user:p@ss
+                self.send_response(401)
+                self.end_headers()
+                return
             self.send_response(200)
             if self.path.endswith(".mjpg"):
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
@@ -331,6 +336,10 @@ def test_an_mjpeg_camera_is_told_from_a_file_on_a_server_by_its_answer():
         base = f"http://127.0.0.1:{server.server_address[1]}"
         assert http_is_live(f"{base}/video.mjpg")
         assert not http_is_live(f"{base}/clips/part.mp4")
+        # a camera behind a password, given in the URL as FFmpeg takes it
+        port = server.server_address[1]
+        assert http_is_live(f"http://user:p%40ss@127.0.0.1:{port}/private/video.mjpg")
+        assert not http_is_live(f"http://user:wrong@127.0.0.1:{port}/private/video.mjpg")
     finally:
         server.shutdown()
         server.server_close()

@@ -559,13 +559,31 @@ def open_stream(source: str, **options: Any) -> FrameSource:
 def http_is_live(url: str, timeout_s: float = 5.0) -> bool:
     """Whether the HTTP(S) server at ``url`` answers with an endless multipart body
     (``multipart/x-mixed-replace``: an MJPEG camera, mjpg-streamer, a phone's camera app),
-    read from the response's headers alone. False when the server cannot be asked (then
-    opening it says what is wrong)."""
+    read from the response's headers alone. Asked as FFmpeg then opens it: a user and
+    password in the URL sent as basic authentication, a camera's self-signed certificate
+    not checked (FFmpeg checks none by default). False when the server cannot be asked
+    (then opening it says what is wrong)."""
+    import base64
+    import ssl
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    parts = urllib.parse.urlsplit(url)
+    headers = {}
+    if parts.username is not None:
+        who = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(who.encode()).decode()
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - http(s)
+        req = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(req, timeout=timeout_s,  # noqa: S310 - http(s) only
+                                    context=context) as resp:
             kind = resp.headers.get("Content-Type", "")
     except (OSError, ValueError, urllib.error.URLError):
         return False
