@@ -1103,7 +1103,14 @@ def test_an_interrupted_cross_fitted_training_resumes_from_its_finished_folds(tm
     assert a.keys() == b.keys() and all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
     assert [r["score"] for r in resumed["out_of_fold_scores"]] == pytest.approx(
         [r["score"] for r in whole["out_of_fold_scores"]], abs=1e-6)
+    # a damaged fold file is trained again
+    (tmp_path / "run" / "checkpoints" / "fold-1.pt").write_bytes(b"not a checkpoint")
+    trained.clear()
+    with caplog.at_level("WARNING", logger="deepseek.manufacturing.training"):
+        training.train_model(tmp_path / "run", resume=True, **opts)
+    assert len(trained) == 1 and "fold-1.pt saved by a run of other" in caplog.text
     # with other settings the saved folds are not this run's: all trained again
+    caplog.clear()
     trained.clear()
     with caplog.at_level("WARNING", logger="deepseek.manufacturing.training"):
         training.train_model(tmp_path / "run", resume=True, **{**opts, "epochs": 1})

@@ -1107,8 +1107,8 @@ def _without_validation(items: list, folder: Path, val_folder: Path) -> list:
 def _fold_key(items: list, fold: np.ndarray, settings: dict[str, Any]) -> str:
     """What a fold's results depend on, as one digest: every image (path, pixels, label),
     the folds dealt, and the training settings."""
-    what = {"images": [(str(it.path), getattr(it, "digest", None), bool(it.defect))
-                       for it in items],
+    what = {"images": [(str(Path(it.path).resolve()), getattr(it, "digest", None),
+                        bool(it.defect)) for it in items],
             "fold": fold.tolist(), **settings}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -1124,23 +1124,31 @@ def _finished_folds(where: Path, key: str, k_folds: int
     """The folds an earlier run of the same images, folds and settings finished in
     ``where`` (``fold-K.pt``), and the weights every fold model started from; folds saved
     by a run of other data or settings are not used (named in a warning)."""
+    def load(path: Path) -> dict[str, Any]:
+        try:
+            rec = torch.load(path, weights_only=True)
+        except Exception:  # noqa: BLE001 - damaged or not ours: trained again, named below
+            return {}
+        return rec if isinstance(rec, dict) else {}
+
     start = None
     if (where / "start.pt").is_file():
-        rec = torch.load(where / "start.pt", weights_only=True)
-        start = rec["state"] if rec.get("key") == key else None
+        rec = load(where / "start.pt")
+        start = rec.get("state") if rec.get("key") == key else None
     done: dict[int, dict[str, Any]] = {}
     other = []
     for k in range(k_folds):
         path = where / f"fold-{k}.pt"
         if path.is_file():
-            rec = torch.load(path, weights_only=True)
+            rec = load(path)
             if rec.get("key") == key and start is not None:
                 done[k] = rec
             else:
                 other.append(path.name)
     if other:
-        log.warning("%s: %s saved by a run of other images or settings (or without its "
-                    "starting weights): not used, trained again", where, ", ".join(other))
+        log.warning("%s: %s saved by a run of other images or settings (or damaged, or "
+                    "without its starting weights): not used, trained again", where,
+                    ", ".join(other))
     return done, start
 
 
