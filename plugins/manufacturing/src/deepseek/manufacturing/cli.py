@@ -315,7 +315,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
               help="PATH is one labelled folder (masks, YOLO labels or good/ + defect/, as for "
                    "train --folder): also print image AUROC, recall, false-positive rate and "
                    "precision at the threshold, recall at 1 % FPR, and pixel AUROC and AU-PRO "
-                   "where there are masks.")
+                   "where the labels place the defects (good/ parts' pixels count as good).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Use the threshold a calibration file (from `calibrate` on "
                                  "this line's images) set for this model.")
@@ -421,8 +421,9 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         if "pixel" in report:
             px = report["pixel"]
             ref = report["pixel_references"]["darkness"]
-            click.echo(f"pixels ({px['images']} images with masks, {px['regions']} defect "
-                       f"regions): pixel AUROC {px['pixel_auroc']:.4f}, AU-PRO (FPR <= 0.3) "
+            click.echo(f"pixels ({px['images']} images whose defect pixels are known, "
+                       f"{px['regions']} defect regions): pixel AUROC "
+                       f"{px['pixel_auroc']:.4f}, AU-PRO (FPR <= 0.3) "
                        f"{px['au_pro']:.4f}; references: chance 0.5, the images' own "
                        f"darkness {ref['pixel_auroc']:.4f} / {ref['au_pro']:.4f}")
     _unreadable_exit(unreadable)

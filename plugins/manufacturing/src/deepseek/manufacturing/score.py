@@ -365,7 +365,8 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     precision; recall, false-positive rate and precision at the threshold the images were
     scored with; recall at the
     threshold with a false-positive rate <= ``fpr`` on these images; and, over the images
-    with a mask or YOLO label, pixel AUROC and AU-PRO (:func:`~deepseek.manufacturing.metrics.
+    whose defect pixels are known (a mask or label file; a good part in a good/ folder has
+    none), pixel AUROC and AU-PRO (:func:`~deepseek.manufacturing.metrics.
     pixel_metrics`), always beside two references (``pixel_references``): chance (0.5) and
     each image's own darkness as the map, which a model must beat to be said to locate
     cracks. A copy of another scored image (equal pixels, see
@@ -415,10 +416,15 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
         "precision": float(flag[y].sum() / flag.sum()) if flag.any() else float("nan")}
     thr, rec, got = recall_at_fpr(s, y, fpr)
     out[f"recall_at_fpr_{fpr:g}"] = {"threshold": thr, "recall": rec, "fpr": got}
-    located = [r for r in results if items[r.path].mask is not None]
-    if located and any(items[r.path].defect for r in located):
+    # the images whose defect pixels are known: a mask or label file draws them, and a good
+    # part (in a good/ folder) has none, so its pixels count as good, as MVTec AD's protocol
+    # counts its good test images; a defect/ folder's image without a mask is left out
+    located = [r for r in results
+               if items[r.path].mask is not None or not items[r.path].defect]
+    if any(items[r.path].defect for r in located):
         maps = [upsample_map(r.cell_map, (r.height, r.width), r.stride) for r in located]
-        masks = [items[r.path].mask for r in located]
+        masks = [items[r.path].mask if items[r.path].mask is not None
+                 else np.zeros((r.height, r.width), np.uint8) for r in located]
         out["pixel"] = {"images": len(located), **pixel_metrics(maps, masks)}
         # references beside it: a map that knows nothing (0.5), and one that marks the dark
         # pixels (cracks are dark): pixel scores near this baseline say little about a model
