@@ -1882,6 +1882,26 @@ def test_run_length_tables_that_do_not_fit_name_the_file_and_line(tmp_path, runs
         read_labelled(images)
 
 
+def test_visa_layout_normal_and_anomaly_folders_with_masks_beside_them(tmp_path):
+    """VisA (Amazon's Visual Anomaly set): Data/Images/Normal/, Data/Images/Anomaly/, and
+    each anomaly's mask in Data/Masks/Anomaly/ (capital M, a PNG of the photo's stem, the
+    photo a .JPG). Found, and the masks are not parts (before: every anomaly photo had "no
+    label", since neither Anomaly/ nor Masks/ was known)."""
+    from deepseek.manufacturing.images import list_images
+
+    data = tmp_path / "candle" / "Data"
+    _part(data / "Images" / "Normal" / "0000.JPG", 1, h=48, w=64)
+    m = _part(data / "Images" / "Anomaly" / "000.JPG", 2, ((5, 5), (50, 40)), h=48, w=64)
+    (data / "Masks" / "Anomaly").mkdir(parents=True)
+    cv2.imwrite(str(data / "Masks" / "Anomaly" / "000.png"), (m > 0).astype(np.uint8))
+    assert [p.relative_to(data).as_posix() for p in list_images(data, True)] == [
+        "Images/Anomaly/000.JPG", "Images/Normal/0000.JPG"]
+    items = {i.path.name: i for i in read_labelled(data / "Images")}
+    assert items["0000.JPG"].source == "folder" and not items["0000.JPG"].defect
+    assert items["000.JPG"].source == "mask" and items["000.JPG"].defect
+    assert np.array_equal(items["000.JPG"].mask, (m > 0).astype(np.uint8))
+
+
 def test_crackforest_matlab_ground_truth_beside_the_images(tmp_path, caplog):
     """CrackForest: image/001.jpg with groundTruth/001.mat, a MATLAB struct whose
     Segmentation labels 1 background and 2 crack (some files also 3, the surface a loop of

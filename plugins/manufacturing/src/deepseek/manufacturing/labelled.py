@@ -95,7 +95,8 @@ from deepseek.manufacturing.runtime import STRIDE
 log = logging.getLogger(__name__)
 
 GOOD_FOLDERS = {"good", "ok", "normal"}
-DEFECT_FOLDERS = {"defect", "defects", "bad", "crack", "cracks", "ng"}
+#: ``anomaly``: VisA's ``Data/Images/Anomaly/`` (beside ``Normal/``)
+DEFECT_FOLDERS = {"defect", "defects", "bad", "crack", "cracks", "ng", "anomaly"}
 #: folders a mask is looked for in; ``SegmentationClass`` is Pascal VOC's (and CVAT's
 #: "Segmentation mask" export's), beside ``JPEGImages``; ``Label`` is DAGM 2007's, inside
 #: the image folder (``Train/Label/0002_label.PNG`` for ``Train/0002.PNG``)
@@ -327,14 +328,23 @@ class FolderNames:
         """Whether ``folder`` could be listed."""
         return self._listed(folder) is not None
 
+    def _named(self, base: Path, folder: str) -> Path:
+        """``base / folder`` as the folder is spelt there, in any case (VisA's ``Masks/``,
+        a ``GT/``), else as given."""
+        want = folder.lower()
+        hit = next((n for _, n in self._listed(base) or [] if n.lower() == want), None)
+        return base / (hit if hit is not None else folder)
+
     def mask_folders(self, d: Path) -> list[Path]:
         """The mask folders that exist for images in folder ``d``, in the order they are
-        looked in: beside the image, beside its folder, and MVTec AD's layout
-        (test/crack/000.png with ground_truth/crack/000_mask.png: the mask folder beside
-        the split, by defect type); never ``d`` itself."""
+        looked in: beside the image, beside its folder, and, by the image folder's name,
+        in a mask folder beside that folder's parent (MVTec AD's test/crack/000.png with
+        ground_truth/crack/000_mask.png; VisA's Data/Images/Anomaly/000.JPG with
+        Data/Masks/Anomaly/000.png); a folder's name in any case; never ``d`` itself."""
         if d not in self._places:
-            places = [base / folder for base in (d, d.parent) for folder in MASK_FOLDERS]
-            places += [d.parent.parent / folder / d.name for folder in MASK_FOLDERS]
+            folders = list(dict.fromkeys(f.lower() for f in MASK_FOLDERS))
+            places = [self._named(base, f) for base in (d, d.parent) for f in folders]
+            places += [self._named(d.parent.parent, f) / d.name for f in folders]
             self._places[d] = [p for p in places
                                if self.is_dir(p) and p.resolve() != d.resolve()]
         return self._places[d]
