@@ -43,6 +43,15 @@ def test_generate_then_stream_with_truth(tmp_path):
         assert json.loads(res.output) == out[key]
     res = runner.invoke(cli, ["manufacturing", "evaluate", "--pred", truth, "--ref", truth])
     assert res.exit_code == 2 and "neither events" in res.output
+    # the scores saved again by a spreadsheet (a byte-order mark, semicolons, decimal
+    # commas) are told as scores, as they are read
+    again = tmp_path / "sc_excel.csv"
+    again.write_bytes(("\ufeff" + (tmp_path / "sc.csv").read_text().replace(",", ";")
+                       .replace(".", ",")).encode())
+    res = runner.invoke(cli, ["manufacturing", "evaluate", "--pred", str(again),
+                              "--ref", truth, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == out["frame_metrics"]
     # a recording labelled frame by frame (frame, defect: no crack ids) is scored for events
     # too, each run of defect frames one crack; a video's scale is not known, so the widths
     # are in pixels unless --mm-per-px gives it

@@ -933,16 +933,21 @@ def evaluate_cmd(metric: str | None, pred_path: Path, ref_path: Path,
 def _metric_of(pred: Path) -> str:
     """The metric a predictions file is for, by what it holds: JSON lines (``stream
     --events``) are events, a CSV whose header has ``frame`` and ``score`` (``stream
-    --scores``) frame scores."""
+    --scores``, or as a spreadsheet saved it again: read as
+    :func:`~deepseek.manufacturing.metrics.read_frame_scores` reads it) frame scores."""
+    from deepseek.manufacturing.synthetic import spreadsheet_csv
+
     try:
-        with pred.open(errors="replace") as fh:
+        with pred.open(errors="replace", encoding="utf-8-sig", newline="") as fh:
             first = next((line.strip() for line in fh if line.strip()), "")
+            fh.seek(0)
+            header = set(spreadsheet_csv(fh)[0].fieldnames or [])
     except OSError as exc:
         raise click.BadParameter(f"{pred}: cannot read it ({exc.strerror})",
                                  param_hint="--pred") from None
     if first.startswith("{"):
         return "defect-events"
-    if {"frame", "score"} <= {c.strip() for c in first.split(",")}:
+    if {"frame", "score"} <= header:
         return "defect-frames"
     raise click.BadParameter(f"{pred}: neither events (JSON lines, as stream --events writes) "
                              "nor frame scores (a CSV with the columns frame,score, as "
