@@ -476,10 +476,14 @@ def is_label_file(p: Path, root: Path | None = None) -> bool:
     ``_annotation`` (any case), or a folder between ``root`` and it is named ``mask(s)``,
     ``label(s)``, ``gt``, ``groundTruth``, ``ground_truth``, ``annotations``,
     ``segmentation``, or Pascal VOC's ``SegmentationClass`` or ``SegmentationObject``."""
-    if p.stem.lower().endswith(LABEL_STEM_ENDINGS):
-        return True
-    parts = p.parent.relative_to(root).parts if root is not None and p.is_relative_to(root) \
-        else p.parent.parts[-1:]
+    return p.stem.lower().endswith(LABEL_STEM_ENDINGS) or in_label_folder(p.parent, root)
+
+
+def in_label_folder(folder: Path, root: Path | None = None) -> bool:
+    """Whether ``folder``, or a folder between ``root`` and it (without ``root``: its own
+    name), is named as masks and labels are kept (:data:`LABEL_FOLDERS`, any case)."""
+    parts = folder.relative_to(root).parts if root is not None and \
+        folder.is_relative_to(root) else folder.parts[-1:]
     return any(part.lower() in LABEL_FOLDERS for part in parts)
 
 
@@ -624,7 +628,7 @@ def image_paths(paths: Iterable[str | Path]) -> list[Path]:
             base = Path(*fixed) if fixed else Path(".")
             files = part_images([m for m in matched if not m.is_dir()], base)
             for folder in (m for m in matched if m.is_dir()):
-                if not is_label_file(folder / "part.png", base):  # not a mask folder
+                if not in_label_folder(folder, base):
                     files += list_images(folder, recursive=True)
             if not files:
                 raise ManufacturingError(f"{item}: the pattern matches no part image "

@@ -68,7 +68,7 @@ def leave_out(source: str) -> str | None:
     (``masks/``, Pascal VOC's ``SegmentationClass/``) or holds no part image at all."""
     from deepseek.manufacturing.images import (
         IMAGE_SUFFIXES,
-        LABEL_FOLDERS,
+        in_label_folder,
         is_heatmap,
         is_label_file,
         list_images,
@@ -76,7 +76,7 @@ def leave_out(source: str) -> str | None:
 
     p = Path(source)
     if p.is_dir():
-        if p.name.lower() in LABEL_FOLDERS:
+        if in_label_folder(p):
             return "a folder of masks or labels (by its name), not of parts"
         if not list_images(p, recursive=True):
             return "no part images in this folder or below it"
