@@ -391,11 +391,6 @@ def _find_mask(img: Path, names: FolderNames | None = None) -> Path | None:
     return None
 
 
-def glob_escape(s: str) -> str:
-    """``s`` with glob's special characters escaped, for a literal match."""
-    return re.sub(r"([*?\[])", r"[\1]", s)
-
-
 def yolo_label_path(img: Path) -> Path | None:
     """The YOLO label file of an image under ``images/`` (the same path under ``labels/``,
     ``.txt``), or None.
