@@ -49,6 +49,7 @@ CASES = [
     ({"inputs": [GOOD, GOOD]}, 400, "input 'x' appears twice"),
     ({"inputs": [{**GOOD, "shape": [10_000_000_000]}]}, 413,
      r"shape \[10000000000\] has 10000000000 elements; this server takes at most 1048576"),
+    ({"inputs": [{**GOOD, "shape": [0, 4], "data": []}]}, 400, "axis 0 is empty"),
     ({"inputs": [{**GOOD, "shape": [True, 4]}]}, 400, "shape must be a list"),
     ({"inputs": [{**GOOD, "shape": [1, -4]}]}, 400, "shape must be a list"),
     ({"inputs": [{**GOOD, "shape": [1.0, 4]}]}, 400, "shape must be a list"),

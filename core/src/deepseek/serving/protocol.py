@@ -456,13 +456,16 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
                                                zip(s.shape, a.shape)):
             raise InferenceError(f"model '{model}': input '{s.name}' has shape {list(a.shape)}; "
                                  f"expected {s.shape} (-1: any size)")
+        empty = [axis for axis, n in enumerate(a.shape) if n == 0]
+        if empty:  # nothing to infer; onnxruntime aborts the process on some (a conv's batch)
+            raise InferenceError(f"model '{model}': input '{s.name}' has shape "
+                                 f"{list(a.shape)}; axis {empty[0]} is empty; send at least "
+                                 "one item along it")
         off = [(axis, n, m) for axis, (n, m) in enumerate(zip(a.shape, s.multiple or []))
                if axis and (n < m or n % m)]  # the batch axis goes by the batcher's rules
         if off:
             axis, n, m = off[0]
             head = f"model '{model}': input '{s.name}' has shape {list(a.shape)}; axis {axis}"
-            if m == 1:
-                raise InferenceError(f"{head} is empty; send at least one item along it")
             raise InferenceError(
                 f"{head} must be a positive multiple of {m} (past the batch axis the model's "
                 f"sizes go in steps of {list(s.multiple or [])}): pad it to "
