@@ -218,7 +218,7 @@ def test_an_export_scores_with_what_training_stored_beside_the_weights(tmp_path,
                                 "expected": expected})
     res = CliRunner().invoke(build_cli(), ["manufacturing", "export", str(weights)])
     assert res.exit_code == 0, res.output
-    assert "what training stored (threshold 0.42, the photos' scale and views)" in res.output
+    assert "decides at threshold 0.42 (stored by training), views 4, scale 0.75" in res.output
     onnx_path = tmp_path / "model.stream.onnx"
     for path in (onnx_path, still_path_for(onnx_path)):
         assert EXTRA_META_KEY in onnx_metadata(path)

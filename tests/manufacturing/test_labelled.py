@@ -659,6 +659,9 @@ def test_cross_fitting_a_folder_of_parts_each_with_a_defect_side(tmp_path):
         assert f"{e['path']}  look at x {x0}-{x1}, y {y0}-{y1}" in res.output
         # beside it, the model written's score of it (it trained on it as good)
         assert f"trained on: {e['written_model_score']:.4g}" in res.output
+    # the photo decision written beside the exports, and how to serve it
+    assert (tmp_path / "run" / "model.photo.onnx").is_file()
+    assert f"serve with: deepseek serve {tmp_path / 'run' / 'model.photo.onnx'}" in res.output
 
 
 def test_parts_that_all_look_alike_are_not_joined(tmp_path):

@@ -295,10 +295,20 @@ out = {}
 for k, args in cmds.items():
     r = run(cli, args)
     out[k] = [r.exit_code, r.stdout, r.stderr]
+# the photo decision served: part0.png (64 x 96, all 120) over REST
+import urllib.request
+from deepseek.serving import DeepSeekServing
+photo = sys.argv[4].replace(".stream.onnx", ".photo.onnx")
+body = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 64, 96],
+                               "data": [120] * (64 * 96)}]}).encode()
+with DeepSeekServing(models={"line": photo}, port=0, grpc_port=None) as s:
+    req = urllib.request.Request(f"http://{s.http_url}/v2/models/line/infer", data=body,
+                                 headers={"Content-Type": "application/json"})
+    served = json.loads(urllib.request.urlopen(req, timeout=60).read())
 print(json.dumps({"absent": absent, "serve_missing": serve_missing,
                   "backend": det.net.name, "candidates": len(cands),
                   "tick": [tick.framework, list(logits.shape)], "still": still,
-                  "cli": out}))
+                  "served": {o["name"]: o["data"] for o in served["outputs"]}, "cli": out}))
 """
 
 
@@ -346,7 +356,12 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
     assert out["results"]["tick-mlp|500 µs"]["fills"] > 0
     scored = json.loads(cli["score"][1])
     assert [Path(r["path"]).name for r in scored] == ["part0.png", "part1.png"]
-    assert [r["threshold"] for r in json.loads(cli["score_export"][1])] == [0.3125] * 2
+    by_export = json.loads(cli["score_export"][1])
+    assert [r["threshold"] for r in by_export] == [0.3125] * 2
+    # the photo decision served in the edge install decides as score does
+    assert res["served"]["score"][0] == pytest.approx(by_export[0]["score"], abs=1e-5)
+    assert res["served"]["defect"] == [by_export[0]["defect"]]
+    assert res["served"]["threshold"] == [pytest.approx(0.3125)]
     # a video needs OpenCV, which the edge form leaves out: the extra is named
     code, _, err = cli["stream"]
     assert code == 2 and 'pip install "deepseek-manufacturing[video]"' in err, cli["stream"]

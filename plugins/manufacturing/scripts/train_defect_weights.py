@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from deepseek.manufacturing.model import write_stream_onnx
+from deepseek.manufacturing.model import write_packaged_onnx
 from deepseek.manufacturing.training import TRAIN_CRACK_DEPTH, train_model
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "deepseek" / "manufacturing" / "weights"
@@ -50,7 +50,7 @@ def main() -> None:
         shutil.copy(run / f"model{suffix}", WEIGHTS / f"defect-3dcnn-lstm{suffix}")
     (WEIGHTS / "defect-3dcnn-lstm.training.json").write_text(
         json.dumps(summary, indent=2, default=str))
-    write_stream_onnx(WEIGHTS / "defect-3dcnn-lstm.safetensors")
+    write_packaged_onnx(WEIGHTS / "defect-3dcnn-lstm.safetensors")
     print(f"weights written to {WEIGHTS}; history: {res['history']}")
 
 

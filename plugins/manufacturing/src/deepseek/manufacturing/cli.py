@@ -892,6 +892,11 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
         _echo_review(res.get("threshold_review"),
                      ", out of fold" if res.get("folds", 1) > 1 else " among those held out")
         click.echo(f"score with: deepseek manufacturing score PATH --model {res['model']}")
+        if res.get("onnx"):
+            from deepseek.manufacturing.runtime import photo_path_for
+
+            click.echo(f"serve with: deepseek serve {photo_path_for(res['onnx'])} (a photo in, "
+                       "its score and decision at this threshold out)")
 
 
 @manufacturing.command("evaluate")
@@ -997,14 +1002,21 @@ def bench(source: str | None, frames: int, backend: str, realtime: bool, as_json
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the streaming step, a name ending in .stream.onnx "
                    "(default: WEIGHTS' stem + .stream.onnx beside it, where the stream and "
-                   "score look for it); the still-photo graph goes beside it as "
-                   "<name>.still.onnx.")
+                   "score look for it); the still-photo graph and the photo decision go "
+                   "beside it as <name>.still.onnx and <name>.photo.onnx.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Decide in the photo decision at the threshold of this "
+                                 "calibration file (from `calibrate` with these weights) "
+                                 "instead of the one training stored.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-def export(weights: Path, out: Path | None, as_json: bool) -> None:
-    """Export a defect-3dcnn-lstm WEIGHTS file (.safetensors) to ONNX for `stream` and
-    `score` in an edge install (no PyTorch): its streaming step (frame size free) and its
-    still-photo form (each photo encoded once, for `score`). Needs PyTorch and the ONNX tools
-    here (deepseek-manufacturing[full]); `train` writes both itself when they are installed.
+def export(weights: Path, out: Path | None, calibration: Path | None, as_json: bool) -> None:
+    """Export a defect-3dcnn-lstm WEIGHTS file (.safetensors) to ONNX: its streaming step
+    (frame size free) and its still-photo form (each photo encoded once), which `stream` and
+    `score` run in an edge install (no PyTorch), and its photo decision for `deepseek serve`
+    (a gray photo of any size in; its crack probability, the decision at the stored
+    threshold, the cell map and the threshold out, scaled and viewed as `score` does). Needs
+    PyTorch and the ONNX tools here (deepseek-manufacturing[full]); `train` writes all three
+    itself when they are installed.
 
     \b
       deepseek manufacturing export run/model.safetensors
@@ -1012,22 +1024,38 @@ def export(weights: Path, out: Path | None, as_json: bool) -> None:
       # model.still.onnx copied together:
       deepseek manufacturing stream cam:0 --model model.safetensors
       deepseek manufacturing score photos/ --model model.safetensors
+      # served: a photo in, the decision out (REST and gRPC)
+      deepseek serve run/model.photo.onnx
     """
     from deepseek.extras import require
     from deepseek.manufacturing.model import write_stream_onnx
-    from deepseek.manufacturing.runtime import still_path_for
+    from deepseek.manufacturing.runtime import photo_path_for, still_path_for
 
     require("onnx", "exporting to ONNX")
-    path = write_stream_onnx(weights, out)
-    still = still_path_for(path)
+    threshold = threshold_from = None
+    if calibration is not None:
+        from deepseek.manufacturing.calibration import read_calibration
+
+        threshold = float(read_calibration(calibration, str(weights))["threshold"])
+        threshold_from = f"calibration {calibration.name}"
+    path = write_stream_onnx(weights, out, threshold=threshold, threshold_from=threshold_from)
+    still, photo = still_path_for(path), photo_path_for(path)
+    from deepseek.loader import onnx_metadata
+    from deepseek.manufacturing.runtime import PHOTO_META_KEY
+
+    decides = json.loads(onnx_metadata(photo)[PHOTO_META_KEY])
     if as_json:
         click.echo(json.dumps({"onnx": str(path), "still_onnx": str(still),
+                               "photo_onnx": str(photo), "photo_decision": decides,
                                "weights": str(weights)}))
         return
-    from deepseek.manufacturing.score import stored_threshold
-
-    thr = stored_threshold(weights)
-    click.echo(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB) and {still} "
-               f"({still.stat().st_size / 1e3:.0f} kB); source sha256"
-               + (f" and what training stored (threshold {thr:.4g}, the photos' scale and "
-                  "views)" if thr is not None else "") + " recorded in both")
+    kb = {p: f"{p.stat().st_size / 1e3:.0f} kB" for p in (path, still, photo)}
+    click.echo(f"wrote {path} ({kb[path]}), {still} ({kb[still]}) and {photo} ({kb[photo]}); "
+               "source sha256 and what training stored recorded in each")
+    click.echo(f"{photo.name} decides at threshold {decides['threshold']:.6g} "
+               f"({decides['threshold_from']}), views {decides['views']}, scale "
+               f"{decides['scale']:g}: serve it with `deepseek serve {photo}`")
+    if decides["threshold_from"].startswith("none"):
+        click.echo(f"warning: {weights} stores no threshold (not from train --folder): the "
+                   "photo decision flags at 0.5; calibrate it on your parts (deepseek "
+                   "manufacturing calibrate) and export with --calibration", err=True)

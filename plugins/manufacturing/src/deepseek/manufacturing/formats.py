@@ -18,3 +18,6 @@ SCALE_RANGE = (0.25, 2.0)
 #: the bit depths a 16-bit image's pixels may be read over (``train --bit-depth``, with
 #: ``--folder`` or ``--good-only``): an 8- to 14-bit camera's data in 16-bit words
 BIT_DEPTHS = (8, 16)
+#: the views a network can score a photo under (``train --folder --views``): the photo as
+#: it is, or with its three flips
+VIEWS = (1, 4)

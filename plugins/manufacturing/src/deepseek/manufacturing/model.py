@@ -33,6 +33,7 @@ path the stream uses on CPU.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -186,17 +187,24 @@ _STEP_AXES_FREE: dict[str, dict[int, str]] = {
     "logits": {1: "time"}, "maps": {1: "time", 2: "cells_y", 3: "cells_x"}}
 
 
-def write_stream_onnx(weights: str | Path, out: str | Path | None = None) -> Path:
+def write_stream_onnx(weights: str | Path, out: str | Path | None = None, *,
+                      photo: bool = True, threshold: float | None = None,
+                      threshold_from: str | None = None) -> Path:
     """Export the streaming step of the ``defect-3dcnn-lstm`` in ``weights`` (a
     ``.safetensors`` file) with a free frame size to ``out`` (default: ``<stem>.stream.onnx``
-    beside it), and its still-photo form (:func:`export_still_onnx`) beside that
-    (:func:`deepseek.manufacturing.runtime.still_path_for`), each stamped with the weights'
-    sha256; the edge install runs them. Returns the streaming export's path."""
+    beside it), its still-photo form (:func:`export_still_onnx`) beside that
+    (:func:`deepseek.manufacturing.runtime.still_path_for`), and with ``photo`` its
+    photo decision (:func:`export_photo_onnx`, ``<stem>.photo.onnx``, for ``deepseek
+    serve``), each stamped with the weights' sha256; the edge install runs the first two.
+    The photo decision decides at ``threshold`` (a calibration's, named by
+    ``threshold_from``), else at the one training stored, else at 0.5; under the views and
+    at the scale training stored. Returns the streaming export's path."""
     from deepseek.loader import ModelLoader, read_model_config, stamp_onnx
     from deepseek.manufacturing.errors import ManufacturingError
     from deepseek.manufacturing.runtime import (
         NAME,
         STREAM_SUFFIX,
+        photo_path_for,
         refuse_good_parts_model,
         still_path_for,
         stream_path_for,
@@ -211,12 +219,52 @@ def write_stream_onnx(weights: str | Path, out: str | Path | None = None) -> Pat
     arch, cfg = read_model_config(weights)
     if arch != NAME:
         raise ManufacturingError(f"{weights}: architecture {arch!r}, not {NAME}")
+    decision = photo_settings(weights, threshold, threshold_from) if photo else None
     net = ModelLoader.load(weights, device="cpu").module
-    for path, graph in ((out, export_step_onnx(net)), (still_path_for(out),
-                                                        export_still_onnx(net))):
+    graphs = [(out, export_step_onnx(net)), (still_path_for(out), export_still_onnx(net))]
+    if decision is not None:
+        graphs.append((photo_path_for(out), export_photo_onnx(net, **decision)))
+    for path, graph in graphs:
         path.write_bytes(graph)
         stamp_onnx(path, weights, NAME, cfg)
     return out
+
+
+def write_packaged_onnx(weights: str | Path) -> Path:
+    """The edge exports of packaged weights (the registry's ``onnx_export``): the streaming
+    step and the still-photo form, no photo decision (weights trained on the synthetic line
+    have no threshold for real photos to serve)."""
+    return write_stream_onnx(weights, photo=False)
+
+
+def photo_settings(weights: str | Path, threshold: float | None = None,
+                   threshold_from: str | None = None) -> dict[str, Any]:
+    """How the photo decision of ``weights`` decides, from what training stored with them:
+    ``threshold`` (the given one, else the stored one, else 0.5), ``views``, ``scale`` and
+    ``threshold_from`` (where the threshold came from, recorded in the export). A stored
+    setting that no training writes is an error naming the file."""
+    from deepseek.manufacturing.errors import ManufacturingError
+    from deepseek.manufacturing.formats import VIEWS
+    from deepseek.manufacturing.images import stored_setting
+    from deepseek.manufacturing.runtime import stored_extra
+
+    extra = stored_extra(weights)
+    stored = extra.get("threshold")
+    if threshold is None and isinstance(stored, (int, float)) and 0 < stored < 1:
+        threshold, threshold_from = float(stored), "stored by training"
+    elif threshold is None:
+        threshold, threshold_from = 0.5, "none stored: 0.5"
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or \
+            not 0 < threshold < 1:
+        raise ManufacturingError(f"threshold={threshold!r}: give a probability between 0 "
+                                 "and 1")
+    views = extra.get("views", 1)
+    if views not in VIEWS:
+        raise ManufacturingError(f"{weights}: stored views={views!r}, which no training "
+                                 f"writes ({' or '.join(map(str, VIEWS))}); train it again")
+    return {"threshold": float(threshold), "views": int(views),
+            "scale": stored_setting(extra, "scale", weights),
+            "threshold_from": threshold_from or "given"}
 
 
 def export_step_onnx(model: DefectNet, height: int | None = None, width: int | None = None,
@@ -293,6 +341,123 @@ def export_still_onnx(model: DefectNet, frames: int | None = None, opset: int = 
     return _declare_inputs(graph, [{"name": "images", "multiple": [1, STRIDE, STRIDE],
                                     "example": [1, side, side]}],
                            **{FRAMES_META_KEY: str(frames)})
+
+
+#: a part photo's decision (:func:`export_photo_onnx`): its inputs and outputs
+PHOTO_INPUTS, PHOTO_OUTPUTS = ["image"], ["score", "defect", "map", "threshold"]
+#: the photo size the photo graph declares as its example (the server times it on it)
+PHOTO_EXAMPLE = [1, 512, 512]
+
+
+def _resize_axis(x: torch.Tensor, axis: int, scale: float) -> torch.Tensor:
+    """``x`` (float, gray levels) resized along ``axis`` to ``max(1, round(n * scale))`` as
+    :func:`deepseek.manufacturing.images.rescale` places its weights without OpenCV (smaller:
+    each output the area-weighted mean of the inputs under it; larger: linear between the
+    nearest pixel centres, edges repeated), traced with the size free. Each output reads a
+    fixed number of inputs (gathered), so memory follows the output, never ``n_in x n_out``."""
+    n_in = torch._shape_as_tensor(x)[axis]
+    n_out = torch.clamp(torch.round(n_in.double() * scale), min=1).long()
+    ratio = n_in.double() / n_out.double()
+    i = torch.arange(n_out).double()
+    last = (n_in - 1).double()
+    if scale < 1:  # output i spans input [i r, (i + 1) r); r < 1.5 / scale at any size
+        taps = int(math.ceil(1.5 / scale)) + 2
+        lo, hi = i * ratio, (i + 1) * ratio
+        first = torch.floor(lo)
+        out = None
+        for k in range(taps):
+            j = first + k
+            share = (torch.minimum(hi, j + 1) - torch.maximum(lo, j)).clamp(min=0) / ratio
+            term = torch.index_select(x, axis, torch.minimum(j, last).long()) * _along(
+                share.float(), axis, x.dim())
+            out = term if out is None else out + term
+        return out
+    pos = (i + 0.5) * ratio - 0.5
+    below = torch.floor(pos)
+    frac = torch.where((below < 0) | (below >= last), torch.zeros_like(pos), pos - below)
+    below = torch.minimum(below.clamp(min=0), last)
+    above = torch.minimum(below + 1, last)
+    f = _along(frac.float(), axis, x.dim())
+    return (torch.index_select(x, axis, below.long()) * (1 - f)
+            + torch.index_select(x, axis, above.long()) * f)
+
+
+def _along(v: torch.Tensor, axis: int, dims: int) -> torch.Tensor:
+    """A 1-D ``v`` shaped to broadcast along ``axis`` of a ``dims``-dimensional tensor."""
+    shape = [1] * dims
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
+class PhotoDecision(nn.Module):
+    """What ``deepseek manufacturing score`` decides on a gray part photo, as one module
+    (exported by :func:`export_photo_onnx`): ``images (B, H, W)`` uint8 of any size ->
+    ``score (B,)`` (the crack probability), ``defect (B,)`` (score >= threshold), ``map (B,
+    ceil(h/16), ceil(w/16))`` (each cell's probability, on the photo at ``scale``) and
+    ``threshold (B,)``. The photo is resized to the ``scale`` the network was trained at,
+    padded with its edge values to the 16-pixel cell, held for ``frames`` frames and scored
+    under ``views`` (1, or 4 with the flips), the logits averaged as
+    :func:`deepseek.manufacturing.stream.photo_logits` averages them."""
+
+    def __init__(self, net: DefectNet, threshold: float, *, frames: int, views: int = 1,
+                 scale: float = 1.0) -> None:
+        super().__init__()
+        self.net, self.frames, self.views, self.scale = net, int(frames), int(views), scale
+        # the float32 at or above the threshold: a float32 score passes it where score's
+        # float64 comparison passes it
+        thr = torch.tensor(float(threshold), dtype=torch.float32)
+        if float(thr) < threshold:
+            thr = torch.nextafter(thr, torch.tensor(1.0))
+        self.register_buffer("threshold", thr)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``images (B, H, W)`` -> ``(score, defect, map, threshold)`` (see the class)."""
+        x = images.float()
+        if self.scale != 1:  # rounded to gray levels, as a resized 8-bit photo is
+            x = _resize_axis(_resize_axis(x, 1, self.scale), 2, self.scale).round().clamp(0, 255)
+        size = torch._shape_as_tensor(x)
+        h, w = size[1], size[2]
+        x = nn.functional.pad(x[:, None], [0, (STRIDE - w % STRIDE) % STRIDE, 0,
+                                           (STRIDE - h % STRIDE) % STRIDE],
+                              mode="replicate")[:, 0]
+        logits, maps = [], []
+        for view in range(self.views):
+            flips = [d for bit, d in ((1, -1), (2, -2)) if view & bit]
+            lg, mp = self.net.still(torch.flip(x, flips) if flips else x, self.frames)
+            logits.append(lg[:, -1])
+            maps.append(torch.flip(mp[:, -1], flips) if flips else mp[:, -1])
+        logit = torch.stack(logits).mean(0)
+        cells = torch.stack(maps).mean(0)[:, : (h + STRIDE - 1) // STRIDE,
+                                          : (w + STRIDE - 1) // STRIDE]
+        score = 0.5 * (1.0 + torch.tanh(0.5 * logit))  # score_image's sigmoid
+        return (score, score >= self.threshold, 0.5 * (1.0 + torch.tanh(0.5 * cells)),
+                self.threshold.expand_as(score))
+
+
+def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None = None,
+                      views: int = 1, scale: float = 1.0, threshold_from: str = "given",
+                      opset: int = 17) -> bytes:
+    """:class:`PhotoDecision` of ``model`` as an ONNX graph (bytes): input ``image`` (uint8
+    ``B x H x W``, all free: the server serves any photo size), outputs ``score``,
+    ``defect`` (bool), ``map`` and ``threshold``; its settings are recorded in its metadata
+    (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`), with where the threshold came
+    from (``threshold_from``)."""
+    import json
+
+    from deepseek.manufacturing.runtime import FRAMES, FRAMES_META_KEY, PHOTO_META_KEY
+
+    frames = FRAMES if frames is None else int(frames)
+    graph = _export(
+        PhotoDecision(model, threshold, frames=frames, views=views, scale=scale),
+        (torch.zeros(1, 4 * STRIDE, 4 * STRIDE, dtype=torch.uint8),), PHOTO_INPUTS,
+        PHOTO_OUTPUTS,
+        {"image": {0: "batch", 1: "height", 2: "width"}, "score": {0: "batch"},
+         "defect": {0: "batch"}, "map": {0: "batch", 1: "cells_y", 2: "cells_x"},
+         "threshold": {0: "batch"}}, opset)
+    settings = {"threshold": float(threshold), "threshold_from": threshold_from,
+                "views": int(views), "scale": float(scale), "frames": frames}
+    return _declare_inputs(graph, [{"name": "image", "example": PHOTO_EXAMPLE}],
+                           **{FRAMES_META_KEY: str(frames), PHOTO_META_KEY: json.dumps(settings)})
 
 
 def _export(wrapper: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],

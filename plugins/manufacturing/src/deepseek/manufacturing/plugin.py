@@ -55,7 +55,7 @@ def register_models(register: Any) -> None:
              # streaming export's names)
              outputs=["logits", "maps", "buffer_out", "h_out", "c_out"],
              # the edge form runs the streaming step (state in, state out; any frame size)
-             onnx_export=lazy_callable(M + "model:write_stream_onnx"))
+             onnx_export=lazy_callable(M + "model:write_packaged_onnx"))
 
 
 @hookimpl

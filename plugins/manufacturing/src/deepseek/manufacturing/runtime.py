@@ -37,6 +37,7 @@ STRIDE = 16  # pixels per map cell of defect-3dcnn-lstm
 NAME = "defect-3dcnn-lstm"
 STREAM_SUFFIX = ".stream.onnx"
 STILL_SUFFIX = ".still.onnx"
+PHOTO_SUFFIX = ".photo.onnx"
 INPUTS = ["frames", "buffer", "h", "c"]
 OUTPUTS = ["logits", "maps", "buffer_out", "h_out", "c_out"]
 STILL_INPUTS, STILL_OUTPUTS = ["images"], ["logits", "maps"]
@@ -44,6 +45,9 @@ STILL_INPUTS, STILL_OUTPUTS = ["images"], ["logits", "maps"]
 FRAMES = 8
 #: the metadata key of a still-photo export that says how many frames it holds a photo for
 FRAMES_META_KEY = "deepseek.still_frames"
+#: the metadata key of a photo-decision export (``<stem>.photo.onnx``) that records what it
+#: decides with: threshold, views, scale and frames (JSON)
+PHOTO_META_KEY = "deepseek.photo"
 FULL_HINT = 'pip install "deepseek-manufacturing[full]"'
 
 
@@ -117,6 +121,14 @@ def still_path_for(stream: str | Path) -> Path:
     return stream.with_name(stream.name.removesuffix(STREAM_SUFFIX) + STILL_SUFFIX)
 
 
+def photo_path_for(stream: str | Path) -> Path:
+    """Where the photo-decision export that goes with a streaming export lives:
+    ``<stem>.photo.onnx`` beside it (for ``deepseek serve``; ``score`` and the stream do not
+    read it)."""
+    stream = Path(stream)
+    return stream.with_name(stream.name.removesuffix(STREAM_SUFFIX) + PHOTO_SUFFIX)
+
+
 def stream_onnx_for(model: Any) -> tuple[Path, Path | None] | None:
     """The streaming ONNX export for a model reference (registered name, ``.safetensors``
     or ``.stream.onnx`` path) and the weights it must have been exported from (``None`` for
@@ -172,6 +184,12 @@ class OnnxNet:
                 raise ManufacturingError(
                     f"{self.path}: the still-photo export; give the streaming export beside "
                     f"it, {stream} (the still one is found by its name), or the weights")
+            if [i.name for i in ins] == ["image"]:
+                raise ManufacturingError(
+                    f"{self.path}: a photo-decision export, made to be served (deepseek "
+                    f"serve {self.path}: a photo in, its score and decision out); to score "
+                    "or stream here give the streaming export beside it (<stem>"
+                    f"{STREAM_SUFFIX}) or the weights")
             raise ManufacturingError(
                 f"{self.path}: inputs {names} are not those of a streaming export of {NAME} "
                 f"({INPUTS}); write one with `deepseek manufacturing export WEIGHTS`")
@@ -280,12 +298,12 @@ def trained_digests(model: Any) -> set[str] | None:
     """The pixel digests of the images ``model`` learnt from: kept in a good-parts model's
     metadata, or in the ``training.json`` beside weights from ``train`` (None when neither
     says, e.g. the packaged weights or weights moved without their run folder); for an ONNX
-    export (``<stem>.stream.onnx``, ``<stem>.still.onnx``), those of ``<stem>.safetensors``
-    beside it."""
+    export (``<stem>.stream.onnx``, ``.still.onnx``, ``.photo.onnx``), those of
+    ``<stem>.safetensors`` beside it."""
     meta = deepseek_meta(model)
     if meta is None:
         p = Path(str(model))
-        for suffix in (STREAM_SUFFIX, STILL_SUFFIX):
+        for suffix in (STREAM_SUFFIX, STILL_SUFFIX, PHOTO_SUFFIX):
             if p.name.endswith(suffix):  # an export: the weights it was made from
                 p = p.with_name(p.name.removesuffix(suffix) + ".safetensors")
         run = p.with_name("training.json")

@@ -31,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.formats import VIEWS
 from deepseek.manufacturing.runtime import (
     FRAMES,
     STRIDE,
@@ -325,11 +326,10 @@ def pad16(frames: np.ndarray) -> np.ndarray:
 
 # -- still photos -------------------------------------------------------------------------
 
-#: the flips a network can score an image under (``views``): the image as it is, mirrored
-#: left-right, upside down, and both. Training crops are flipped the same ways, so a crack
-#: looks as much a crack in each; the noise of a textured good surface does not agree
-#: between them as well (see :func:`photo_logits`).
-VIEWS = (1, 4)
+# the flips a network can score an image under (``views``, :data:`~deepseek.manufacturing.
+# formats.VIEWS`): the image as it is, mirrored left-right, upside down, and both. Training
+# crops are flipped the same ways, so a crack looks as much a crack in each; the noise of a
+# textured good surface does not agree between them as well (see :func:`photo_logits`).
 
 
 def check_views(views: Any) -> int:

@@ -1,0 +1,199 @@
+"""The photo decision (``<stem>.photo.onnx``): a gray part photo of any size in, the score,
+the decision at the stored (or calibrated) threshold, the cell map and the threshold out,
+as ``deepseek manufacturing score`` gives them; served by ``deepseek serve`` over the Open
+Inference Protocol."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from deepseek.cli import build_cli
+from deepseek.loader import onnx_metadata, save_model
+from deepseek.manufacturing import images as images_mod
+from deepseek.manufacturing.errors import ManufacturingError
+from deepseek.manufacturing.model import PHOTO_OUTPUTS, _resize_axis
+from deepseek.manufacturing.plugin import WEIGHTS
+from deepseek.manufacturing.runtime import PHOTO_META_KEY, photo_path_for
+from deepseek.manufacturing.score import Scorer
+from deepseek.manufacturing.stream import load_net
+from deepseek.serving import DeepSeekServing
+
+CONFIG = {"channels": [16, 32, 32], "temporal": 3, "hidden": 32}
+
+
+def _weights(tmp_path, name: str, **extra) -> str:
+    folder = tmp_path / name
+    folder.mkdir()
+    return str(save_model(load_net("defect-3dcnn-lstm"), folder / "model.safetensors",
+                          architecture="defect-3dcnn-lstm", config=CONFIG, extra=extra or None))
+
+
+def _export(weights: str, *more: str) -> dict:
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", weights, "--json", *more])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output.strip().splitlines()[-1])
+
+
+def _photos(tmp_path, shape, n: int = 2) -> list:
+    rng = np.random.default_rng(sum(shape))
+    paths = []
+    for i in range(n):
+        img = rng.integers(90, 200, shape, dtype=np.uint8)
+        if i == 0:
+            img[shape[0] // 3, :] = 30  # a dark line across the first
+        paths.append(tmp_path / f"part{i}-{shape[0]}x{shape[1]}.png")
+        cv2.imwrite(str(paths[-1]), img)
+    return paths
+
+
+def _run(photo_onnx: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(photo_onnx, providers=["CPUExecutionProvider"])
+    return dict(zip(PHOTO_OUTPUTS, session.run(None, {"image": batch})))
+
+
+@pytest.mark.parametrize("views", [1, 4])
+def test_the_photo_decision_is_what_score_decides(tmp_path, views):
+    """At the stored threshold and views, photos of sizes off the 16-pixel cell (batched
+    when of one size) get score's score, decision and map."""
+    probe = Scorer(_weights(tmp_path, "probe", views=views), threshold=0.5)
+    shapes = [(70, 90), (17, 33), (1, 1)]
+    photos = {s: _photos(tmp_path, s) for s in shapes}
+    scores = sorted(probe.score(p).score for ps in photos.values() for p in ps)
+    threshold = (scores[2] + scores[3]) / 2  # three photos flagged, three not
+    weights = _weights(tmp_path, "run", threshold=threshold, views=views)
+    out = _export(weights)
+    assert out["photo_decision"] == {"threshold": threshold, "threshold_from":
+                                     "stored by training", "views": views, "scale": 1.0,
+                                     "frames": 8}
+    scorer = Scorer(weights)
+    flagged = 0
+    for shape, paths in photos.items():
+        batch = np.stack([images_mod.read_gray(p) for p in paths])
+        got = _run(out["photo_onnx"], batch)
+        for i, p in enumerate(paths):
+            want = scorer.score(p)
+            assert got["score"][i] == pytest.approx(want.score, abs=1e-5)
+            assert bool(got["defect"][i]) == want.defect
+            np.testing.assert_allclose(got["map"][i], want.cell_map, atol=1e-5)
+            assert got["map"][i].shape == (-(-shape[0] // 16), -(-shape[1] // 16))
+            flagged += want.defect
+        assert got["threshold"] == pytest.approx([threshold] * 2, abs=1e-7)
+        assert got["score"].dtype == np.float32 and got["defect"].dtype == np.bool_
+    assert flagged == 3
+
+
+@pytest.mark.parametrize("scale", [0.25, 0.75, 2.0])
+def test_the_resize_in_the_graph_is_the_edge_installs(scale):
+    """Resized in the graph as `rescale` does without OpenCV: the same size, within one gray
+    level, nearly every pixel equal; memory follows the output (each output reads a fixed
+    number of inputs)."""
+    rng = np.random.default_rng(7)
+    for shape in [(37, 50), (1, 5), (3, 2), (64, 48)]:
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        h, w = images_mod.scaled_size(shape, scale)
+        area = scale < 1
+        want = (images_mod._area_mean(img, h, w) if area else
+                images_mod._linear_weights(shape[0], h) @ img.astype(np.float32)
+                @ images_mod._linear_weights(shape[1], w).T)
+        x = torch.from_numpy(img).float()[None]
+        got = _resize_axis(_resize_axis(x, 1, scale), 2, scale)[0].numpy()
+        assert got.shape == (h, w)
+        np.testing.assert_allclose(got, want, atol=1e-3)
+        assert np.abs(np.rint(got) - np.rint(want)).max() <= 1
+
+
+@pytest.mark.parametrize("scale", [0.75, 2.0])
+def test_a_model_trained_at_another_scale_is_resized_in_the_graph(tmp_path, monkeypatch,
+                                                                 scale):
+    weights = _weights(tmp_path, "run", threshold=0.5, scale=scale)
+    out = _export(weights)
+    assert out["photo_decision"]["scale"] == scale
+    monkeypatch.setattr(images_mod, "_cv2_or_none", lambda: None)  # as on the edge install
+    scorer = Scorer(weights)
+    for p in _photos(tmp_path, (70, 90)):
+        want = scorer.score(p)
+        got = _run(out["photo_onnx"], images_mod.read_gray(p)[None])
+        assert got["score"][0] == pytest.approx(want.score, abs=1e-4)
+        assert got["map"][0].shape == want.cell_map.shape
+
+
+def test_a_calibration_sets_the_threshold_of_the_photo_decision(tmp_path):
+    from deepseek.manufacturing.calibration import calibrate, write_calibration
+
+    weights = _weights(tmp_path, "run", threshold=0.9)
+    line = tmp_path / "line"
+    line.mkdir()
+    for p in _photos(tmp_path, (48, 64), n=4):
+        shutil.copy(p, line / p.name)
+    cal = calibrate(line, weights, all_good=True, target_fpr=0.3)
+    path = write_calibration(cal, tmp_path / "line.calibration.json")
+    out = _export(weights, "--calibration", str(path))
+    assert out["photo_decision"]["threshold"] == cal["threshold"] != 0.9
+    assert out["photo_decision"]["threshold_from"] == "calibration line.calibration.json"
+    meta = json.loads(onnx_metadata(out["photo_onnx"])[PHOTO_META_KEY])
+    assert meta["threshold"] == cal["threshold"]
+    # a calibration measured with other weights is refused, nothing written over
+    other = _weights(tmp_path, "other", threshold=0.9)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", other, "--calibration",
+                                           str(path)])
+    assert res.exit_code != 0 and "calibrate this model on the line again" in res.output
+    assert not photo_path_for(other.replace(".safetensors", ".stream.onnx")).exists()
+
+
+def test_weights_without_a_threshold_flag_at_a_half_and_say_so(tmp_path):
+    weights = _weights(tmp_path, "plain")
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", weights])
+    assert res.exit_code == 0, res.output
+    assert "decides at threshold 0.5 (none stored: 0.5)" in res.output
+    assert "stores no threshold" in res.output and "--calibration" in res.output
+    with pytest.raises(ManufacturingError, match="a photo-decision export, made to be served"):
+        load_net(str(tmp_path / "plain" / "model.photo.onnx"))
+    bad = _weights(tmp_path, "bad", threshold=0.5, views=3)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", bad])
+    assert res.exit_code != 0 and "stored views=3, which no training writes" in res.output
+
+
+def test_the_photo_decision_served_and_empty_images_refused(tmp_path):
+    """Over REST: a photo's decision as score gives it; an image with an empty axis (an
+    empty batch aborted onnxruntime, and the server with it) is a 400 and the server goes
+    on serving."""
+    import tritonclient.http as th
+
+    weights = _weights(tmp_path, "run", threshold=0.5)
+    out = _export(weights)
+    photo = _photos(tmp_path, (70, 90), n=1)[0]
+    want = Scorer(weights).score(photo)
+    with DeepSeekServing(models={"line": out["photo_onnx"]}, port=0, grpc_port=None) as server:
+        client = th.InferenceServerClient(server.http_url)
+        meta = client.get_model_metadata("line")
+        assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [
+            ("score", "FP32"), ("defect", "BOOL"), ("map", "FP32"), ("threshold", "FP32")]
+        assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1]}]
+        img = images_mod.read_gray(photo)[None]
+        inp = th.InferInput("image", list(img.shape), "UINT8")
+        inp.set_data_from_numpy(img)
+        got = client.infer("line", [inp])
+        assert got.as_numpy("score")[0] == pytest.approx(want.score, abs=1e-5)
+        assert bool(got.as_numpy("defect")[0]) == want.defect
+        np.testing.assert_allclose(got.as_numpy("map")[0], want.cell_map, atol=1e-5)
+        url = f"http://{server.http_url}/v2/models/line/infer"
+        for shape, axis in (([0, 4, 4], 0), ([1, 0, 5], 1), ([1, 5, 0], 2)):
+            r = httpx.post(url, json={"inputs": [{"name": "image", "datatype": "UINT8",
+                                                  "shape": shape, "data": []}]}, timeout=60)
+            assert r.status_code == 400 and f"axis {axis} is empty" in r.json()["error"]
+        assert client.infer("line", [inp]).as_numpy("score")[0] == pytest.approx(want.score,
+                                                                                abs=1e-5)
+
+
+def test_the_packaged_weights_get_no_photo_decision():
+    assert not (WEIGHTS / "defect-3dcnn-lstm.photo.onnx").exists()
