@@ -320,6 +320,20 @@ def test_rescale_averages_areas_the_same_with_or_without_opencv(monkeypatch):
     for bad in (0.2, 2.01, True, "0.5"):
         with pytest.raises(ManufacturingError, match="scale="):
             check_scale(bad)
+    # without OpenCV each output pixel reads a fixed number of input pixels: a 2 x 20,000
+    # strip enlarged twice allocates about its output, not an n_in x n_out weight matrix
+    import tracemalloc
+
+    strip = np.random.default_rng(1).integers(0, 256, (2, 20_000), np.uint8)
+    with monkeypatch.context() as m:
+        m.setattr(images, "_CV2", False)
+        for s, mask in ((2.0, False), (0.25, False), (2.0, True)):
+            tracemalloc.start()
+            out = rescale_mask(strip > 128, s) if mask else rescale(strip, s)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert out.shape == scaled_size(strip.shape, s)
+            assert peak < 40 * out.size + (1 << 20), (s, mask, peak)
 
 
 @pytest.mark.parametrize("progressive", [False, True])

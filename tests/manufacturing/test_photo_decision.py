@@ -92,24 +92,41 @@ def test_the_photo_decision_is_what_score_decides(tmp_path, views):
     assert flagged == 3
 
 
-@pytest.mark.parametrize("scale", [0.25, 0.75, 2.0])
+class _Resize(torch.nn.Module):
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _resize_axis(_resize_axis(x.float(), 1, self.scale), 2, self.scale)
+
+
+@pytest.mark.parametrize("scale", [0.25, 0.3, 0.75, 1.37, 1.5, 2.0])
 def test_the_resize_in_the_graph_is_the_edge_installs(scale):
-    """Resized in the graph as `rescale` does without OpenCV: the same size, within one gray
-    level, nearly every pixel equal; memory follows the output (each output reads a fixed
-    number of inputs)."""
+    """Resized in the exported graph as `rescale` does without OpenCV, to the bit, at any
+    size (an export that computed the sizes in float32 moved ties in the rounding of 5 % of
+    a 1264 x 500 photo's pixels at 3/4 size)."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+
+    graph = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Resize(scale), (torch.zeros(1, 64, 64, dtype=torch.uint8),), graph,
+                          input_names=["x"], output_names=["y"], opset_version=17,
+                          dynamic_axes={"x": {1: "h", 2: "w"}, "y": {1: "a", 2: "b"}},
+                          dynamo=False)
+    session = ort.InferenceSession(graph.getvalue(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(7)
-    for shape in [(37, 50), (1, 5), (3, 2), (64, 48)]:
+    for shape in [(37, 50), (1, 5), (3, 2), (64, 48), (1264, 500), (1255, 497)]:
         img = rng.integers(0, 256, shape, dtype=np.uint8)
-        h, w = images_mod.scaled_size(shape, scale)
-        area = scale < 1
-        want = (images_mod._area_mean(img, h, w) if area else
-                images_mod._linear_weights(shape[0], h) @ img.astype(np.float32)
-                @ images_mod._linear_weights(shape[1], w).T)
-        x = torch.from_numpy(img).float()[None]
-        got = _resize_axis(_resize_axis(x, 1, scale), 2, scale)[0].numpy()
-        assert got.shape == (h, w)
-        np.testing.assert_allclose(got, want, atol=1e-3)
-        assert np.abs(np.rint(got) - np.rint(want)).max() <= 1
+        want = images_mod.resize_axis(images_mod.resize_axis(img.astype(np.float32), 0, scale),
+                                      1, scale)
+        got = session.run(None, {"x": img[None]})[0][0]
+        assert got.shape == images_mod.scaled_size(shape, scale)
+        assert np.array_equal(got, want), (shape, np.argwhere(got != want)[:3])
 
 
 @pytest.mark.parametrize("scale", [0.75, 2.0])
@@ -120,10 +137,10 @@ def test_a_model_trained_at_another_scale_is_resized_in_the_graph(tmp_path, monk
     assert out["photo_decision"]["scale"] == scale
     monkeypatch.setattr(images_mod, "_cv2_or_none", lambda: None)  # as on the edge install
     scorer = Scorer(weights)
-    for p in _photos(tmp_path, (70, 90)):
+    for p in _photos(tmp_path, (70, 90)) + _photos(tmp_path, (125, 251)):
         want = scorer.score(p)
         got = _run(out["photo_onnx"], images_mod.read_gray(p)[None])
-        assert got["score"][0] == pytest.approx(want.score, abs=1e-4)
+        assert got["score"][0] == pytest.approx(want.score, abs=1e-5)
         assert got["map"][0].shape == want.cell_map.shape
 
 
@@ -143,7 +160,7 @@ def test_a_calibration_sets_the_threshold_of_the_photo_decision(tmp_path):
     meta = json.loads(onnx_metadata(out["photo_onnx"])[PHOTO_META_KEY])
     assert meta["threshold"] == cal["threshold"]
     # a calibration measured with other weights is refused, nothing written over
-    other = _weights(tmp_path, "other", threshold=0.9)
+    other = _weights(tmp_path, "other", threshold=0.8)  # other weights: another file
     res = CliRunner().invoke(build_cli(), ["manufacturing", "export", other, "--calibration",
                                            str(path)])
     assert res.exit_code != 0 and "calibrate this model on the line again" in res.output

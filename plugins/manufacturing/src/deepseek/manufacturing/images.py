@@ -393,36 +393,41 @@ def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
     return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
 
 
-def _area_weights(n_in: int, n_out: int) -> np.ndarray:
-    """``(n_out, n_in)``: the share of each input pixel under each output pixel (rows sum
-    to 1), output pixel i spanning input [i * n_in / n_out, (i + 1) * n_in / n_out)."""
-    edges = np.arange(n_out + 1) * (n_in / n_out)
-    lo, hi = edges[:-1, None], edges[1:, None]
-    j = np.arange(n_in)[None, :]
-    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0, None)
-    return (overlap / (n_in / n_out)).astype(np.float32)
-
-
-def _area_mean(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """``a`` (2-D) at ``h x w``, each value the area-weighted mean of those under it (float32)."""
-    return _area_weights(a.shape[0], h) @ a.astype(np.float32) @ _area_weights(a.shape[1], w).T
-
-
-def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
-    """``(n_out, n_in)``: linear interpolation weights as OpenCV's ``INTER_LINEAR`` places
-    them (pixel centres aligned, output pixel i at input ``(i + 0.5) * n_in / n_out - 0.5``,
-    the edge pixels repeated beyond the first and last centre)."""
-    x = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    lo = np.floor(x).astype(np.int64)
-    frac = x - lo
-    frac[lo < 0] = 0.0
-    frac[lo >= n_in - 1] = 0.0
-    lo = np.clip(lo, 0, n_in - 1)
-    w = np.zeros((n_out, n_in), np.float64)
-    rows = np.arange(n_out)
-    np.add.at(w, (rows, lo), 1.0 - frac)
-    np.add.at(w, (rows, np.minimum(lo + 1, n_in - 1)), frac)
-    return w.astype(np.float32)
+def resize_axis(a: np.ndarray, axis: int, scale: float, area: bool | None = None
+                ) -> np.ndarray:
+    """``a`` (float32) resized along ``axis`` to ``max(1, round(n * scale))`` without OpenCV:
+    ``area`` (default: when smaller), each output the area-weighted mean of the inputs under
+    it, output i spanning input ``[i r, (i + 1) r)`` with ``r = n / n_out`` (OpenCV's
+    ``INTER_AREA``); else linear between the two nearest pixel centres, output i at input
+    ``(i + 0.5) r - 0.5``, the edge pixels repeated beyond the first and last centre
+    (``INTER_LINEAR``). Each output reads a fixed number of inputs, so memory follows the
+    output. The photo decision's graph (:func:`deepseek.manufacturing.model._resize_axis`)
+    does the same arithmetic in the same order, so the two agree to the bit."""
+    n_in = a.shape[axis]
+    n_out = max(1, round(n_in * scale))
+    ratio = n_in / n_out
+    i = np.arange(n_out, dtype=np.float64)
+    last = float(n_in - 1)
+    shape = [1] * a.ndim
+    shape[axis] = -1
+    if scale < 1 if area is None else area:  # an output touches < ceil(r) + 2 inputs
+        lo, hi = i * ratio, (i + 1) * ratio
+        first = np.floor(lo)
+        out = None
+        for k in range(int(np.ceil(1.5 / min(scale, 1.0))) + 2):
+            j = first + k
+            share = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0, None) / ratio
+            term = np.take(a, np.minimum(j, last).astype(np.int64), axis=axis) * \
+                share.astype(np.float32).reshape(shape)
+            out = term if out is None else out + term
+        return out
+    pos = (i + 0.5) * ratio - 0.5
+    below = np.floor(pos)
+    frac = np.where((below < 0) | (below >= last), 0.0, pos - below)
+    below = np.minimum(np.maximum(below, 0), last)
+    f = frac.astype(np.float32).reshape(shape)
+    return (np.take(a, below.astype(np.int64), axis=axis) * (1 - f)
+            + np.take(a, np.minimum(below + 1, last).astype(np.int64), axis=axis) * f)
 
 
 def rescale(image: np.ndarray, scale: float) -> np.ndarray:
@@ -440,11 +445,7 @@ def rescale(image: np.ndarray, scale: float) -> np.ndarray:
     if cv2 is not None:
         return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR if up
                           else cv2.INTER_AREA)
-    if up:
-        f = (_linear_weights(image.shape[0], h) @ image.astype(np.float32)
-             @ _linear_weights(image.shape[1], w).T)
-    else:
-        f = _area_mean(image, h, w)
+    f = resize_axis(resize_axis(image.astype(np.float32), 0, scale), 1, scale)
     return np.clip(np.rint(f), 0, np.iinfo(image.dtype).max).astype(image.dtype)
 
 
@@ -454,8 +455,9 @@ def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
     output pixels over it)."""
     if scale == 1:
         return mask
-    h, w = scaled_size(mask.shape, scale)
-    return (_area_mean(mask > 0, h, w) > 1e-6).astype(np.uint8)
+    m = (mask > 0).astype(np.float32)
+    return (resize_axis(resize_axis(m, 0, scale, area=True), 1, scale, area=True) > 1e-6
+            ).astype(np.uint8)
 
 
 # -- which files are part images ------------------------------------------------------------

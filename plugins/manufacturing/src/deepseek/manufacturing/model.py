@@ -350,22 +350,23 @@ PHOTO_EXAMPLE = [1, 512, 512]
 
 
 def _resize_axis(x: torch.Tensor, axis: int, scale: float) -> torch.Tensor:
-    """``x`` (float, gray levels) resized along ``axis`` to ``max(1, round(n * scale))`` as
-    :func:`deepseek.manufacturing.images.rescale` places its weights without OpenCV (smaller:
-    each output the area-weighted mean of the inputs under it; larger: linear between the
-    nearest pixel centres, edges repeated), traced with the size free. Each output reads a
-    fixed number of inputs (gathered), so memory follows the output, never ``n_in x n_out``."""
-    n_in = torch._shape_as_tensor(x)[axis]
-    n_out = torch.clamp(torch.round(n_in.double() * scale), min=1).long()
-    ratio = n_in.double() / n_out.double()
-    i = torch.arange(n_out).double()
-    last = (n_in - 1).double()
+    """``x`` (float, gray levels) resized along ``axis`` as
+    :func:`deepseek.manufacturing.images.resize_axis` resizes without OpenCV (smaller: area
+    means; larger: linear), the same arithmetic in the same order, traced with the size
+    free. Each output reads a fixed number of inputs (gathered), so memory follows the
+    output, never ``n_in x n_out``."""
+    # sizes as 1-element float64 tensors: the exporter computes 0-d ones (and Python floats
+    # beside them) in float32, which moves ties in the rounding
+    n_in = torch._shape_as_tensor(x)[axis:axis + 1].double()
+    n_out = torch.clamp(torch.round(n_in * torch.tensor([scale], dtype=torch.float64)), min=1)
+    ratio = n_in / n_out
+    i = torch.arange(n_out.long()[0]).double()
+    last = n_in - 1
     if scale < 1:  # output i spans input [i r, (i + 1) r); r < 1.5 / scale at any size
-        taps = int(math.ceil(1.5 / scale)) + 2
         lo, hi = i * ratio, (i + 1) * ratio
         first = torch.floor(lo)
         out = None
-        for k in range(taps):
+        for k in range(int(math.ceil(1.5 / scale)) + 2):
             j = first + k
             share = (torch.minimum(hi, j + 1) - torch.maximum(lo, j)).clamp(min=0) / ratio
             term = torch.index_select(x, axis, torch.minimum(j, last).long()) * _along(
@@ -376,10 +377,9 @@ def _resize_axis(x: torch.Tensor, axis: int, scale: float) -> torch.Tensor:
     below = torch.floor(pos)
     frac = torch.where((below < 0) | (below >= last), torch.zeros_like(pos), pos - below)
     below = torch.minimum(below.clamp(min=0), last)
-    above = torch.minimum(below + 1, last)
     f = _along(frac.float(), axis, x.dim())
     return (torch.index_select(x, axis, below.long()) * (1 - f)
-            + torch.index_select(x, axis, above.long()) * f)
+            + torch.index_select(x, axis, torch.minimum(below + 1, last).long()) * f)
 
 
 def _along(v: torch.Tensor, axis: int, dims: int) -> torch.Tensor:
