@@ -353,3 +353,51 @@ def test_odd_sizes_flip_the_padded_image_so_cells_line_up():
     assert m4.shape == (3, 5)
     np.testing.assert_allclose(logit(m4), want, atol=1e-3)
     assert logit(p4) == pytest.approx(np.mean([logit(p) for p, _ in full]), abs=1e-4)
+
+
+@pytest.mark.parametrize("n", [100, 4096, 4097, 4352, 8000, 12345, 50_000])
+def test_tiles_cover_an_axis_once_on_the_cell_and_overlap(n):
+    from deepseek.manufacturing.stream import TILE, TILE_OVERLAP, tile_spans
+
+    spans = tile_spans(n)
+    assert spans[0][2] == 0 and spans[-1][1] == spans[-1][3] == n
+    assert all(a[3] == b[2] for a, b in zip(spans, spans[1:]))        # cores meet
+    for start, end, core0, core1 in spans:
+        assert start % 16 == 0 and end - start <= TILE and start <= core0 < core1 <= end
+        assert core0 % 16 == 0 and (core1 % 16 == 0 or core1 == n)
+    assert all(a[1] - b[0] >= TILE_OVERLAP - 15 for a, b in zip(spans, spans[1:]))
+    assert len(spans) == (1 if n <= TILE else -(-(n - TILE_OVERLAP) // (TILE - TILE_OVERLAP)))
+
+
+@pytest.mark.parametrize("views", [1, 4])
+def test_a_photo_too_large_to_score_whole_is_scored_in_tiles(monkeypatch, caplog, views):
+    """Above the pixel bound a photo is scored tile by tile (memory stays that of a tile):
+    its logit is the highest tile's, and its map is the tiles' cores put together; under
+    the bound it is scored whole, as before."""
+    from deepseek.manufacturing import stream
+    from deepseek.manufacturing.stream import load_net, photo_logits, tile_spans
+
+    net = load_net("defect-3dcnn-lstm")
+    rng = np.random.default_rng(3)
+    photo = rng.integers(100, 160, (150, 200), dtype=np.uint8)
+    photo[100:103, 130:190] = 30  # a dark line in the last row of tiles
+    whole = photo_logits(net, photo, 4, views)
+    monkeypatch.setattr(stream, "TILE_ABOVE", 150 * 200 - 1)
+    monkeypatch.setattr(stream, "TILE", 96)
+    monkeypatch.setattr(stream, "TILE_OVERLAP", 32)
+    with caplog.at_level(logging.INFO, logger="deepseek.manufacturing.stream"):
+        logit, maps = photo_logits(net, photo, 4, views)
+    assert "a 200 x 150 photo scored in 6 tiles of at most 96 x 96 pixels" in caplog.text
+    assert maps.shape == whole[1].shape == (10, 13)
+    tiles = []
+    for y0, y1, cy0, cy1 in tile_spans(150, 96, 32):
+        for x0, x1, cx0, cx1 in tile_spans(200, 96, 32):
+            lg, mp = photo_logits(net, photo[y0:y1, x0:x1], 4, views)
+            tiles.append(lg)
+            np.testing.assert_array_equal(
+                maps[cy0 // 16: -(-cy1 // 16), cx0 // 16: -(-cx1 // 16)],
+                mp[(cy0 - y0) // 16: -(-(cy1 - y0) // 16), (cx0 - x0) // 16: -(-(cx1 - x0) // 16)])
+    assert logit == max(tiles) and len(tiles) == 6
+    assert int(np.argmax(tiles)) >= 3  # the tile with the line scores highest
+    monkeypatch.setattr(stream, "TILE_ABOVE", 150 * 200)  # at the bound: whole
+    assert photo_logits(net, photo, 4, views)[0] == whole[0]

@@ -370,6 +370,32 @@ def _still(net: Any, images: np.ndarray, frames: int) -> tuple[np.ndarray, np.nd
     return lg.float().cpu().numpy(), mp.float().cpu().numpy()
 
 
+#: a photo (at the model's scale) of more pixels than this is scored in tiles: whole, its
+#: activations would take about 3.5 GB (about 55 MB a megapixel), and a line-scan image of
+#: 16,384 x 50,000 pixels some 45 GB
+TILE_ABOVE = 1 << 26
+#: the side of a tile, at most (4096 x 4096: about 1 GB), and the pixels neighbouring tiles
+#: share (a crack up to this long that a tile boundary cuts lies whole in one of the two)
+TILE, TILE_OVERLAP = 4096, 256
+
+
+def tile_spans(n: int, tile: int = TILE, overlap: int = TILE_OVERLAP
+               ) -> list[tuple[int, int, int, int]]:
+    """How an axis of ``n`` pixels is cut into tiles of at most ``tile`` pixels sharing about
+    ``overlap`` with each neighbour: ``(start, end, core_start, core_end)`` per tile, the
+    starts on the 16-pixel cell, and the cores (the pixels whose map cells the tile gives)
+    meeting at cell boundaries in the middle of each overlap and covering the axis once."""
+    if n <= tile:
+        return [(0, n, 0, n)]
+    k = -(-(n - overlap) // (tile - overlap))  # tiles, spread evenly
+    last = -(-(n - tile) // STRIDE) * STRIDE  # the last tile ends at n and starts on a cell
+    starts = [STRIDE * ((i * last) // (STRIDE * (k - 1))) for i in range(k)]
+    ends = [min(s + tile, n) for s in starts]
+    cuts = [STRIDE * round((a + b) / 2 / STRIDE) for a, b in zip(starts[1:], ends[:-1])]
+    bounds = [0, *cuts, n]
+    return [(s, e, bounds[k], bounds[k + 1]) for k, (s, e) in enumerate(zip(starts, ends))]
+
+
 def photo_logits(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 1
                  ) -> tuple[float, np.ndarray]:
     """The crack logit of one grayscale photo, shown ``frames`` times from a fresh state, and
@@ -378,9 +404,16 @@ def photo_logits(net: Any, image: np.ndarray, frames: int = FRAMES, views: int =
 
     ``views=4``: the photo as it is and flipped left-right, upside down and both (the flips
     of the 16-pixel-padded photo, so that map cells line up), the frame logits and each
-    cell's logits averaged over the four (the maps flipped back first)."""
+    cell's logits averaged over the four (the maps flipped back first).
+
+    A photo of more than :data:`TILE_ABOVE` pixels is scored in overlapping tiles
+    (:func:`tile_spans`), each as a photo of its own, so that memory stays bounded: its
+    logit is the highest tile's and its map is put together from the tiles' cores (logged,
+    with the number of tiles)."""
     check_views(views)
     h, w = image.shape
+    if h * w > TILE_ABOVE:
+        return _tiled_logits(net, image, frames, views)
     still = pad16(image[None])[0]
     # one view at a time: on 2 cores a batch of the four full-size views is slower than
     # four runs of one (cache), with PyTorch and onnxruntime alike
@@ -389,6 +422,26 @@ def photo_logits(net: Any, image: np.ndarray, frames: int = FRAMES, views: int =
     logit = float(np.mean([lg[0, -1] for lg, _ in runs]))
     maps = np.mean([_flip(mp[0, -1], v) for v, (_, mp) in enumerate(runs)], axis=0)
     return logit, maps[: -(-h // STRIDE), : -(-w // STRIDE)]
+
+
+def _tiled_logits(net: Any, image: np.ndarray, frames: int, views: int
+                  ) -> tuple[float, np.ndarray]:
+    """:func:`photo_logits` of a photo too large to score whole, tile by tile."""
+    h, w = image.shape
+    rows, cols = tile_spans(h, TILE, TILE_OVERLAP), tile_spans(w, TILE, TILE_OVERLAP)
+    log.info("a %d x %d photo scored in %d tiles of at most %d x %d pixels (%d shared): its "
+             "score is the highest tile's", w, h, len(rows) * len(cols), TILE, TILE,
+             TILE_OVERLAP)
+    maps = np.empty((-(-h // STRIDE), -(-w // STRIDE)), np.float32)
+    logit = -np.inf
+    for y0, y1, cy0, cy1 in rows:
+        for x0, x1, cx0, cx1 in cols:
+            lg, mp = photo_logits(net, image[y0:y1, x0:x1], frames, views)
+            logit = max(logit, lg)
+            maps[cy0 // STRIDE: -(-cy1 // STRIDE), cx0 // STRIDE: -(-cx1 // STRIDE)] = \
+                mp[(cy0 - y0) // STRIDE: -(-(cy1 - y0) // STRIDE),
+                   (cx0 - x0) // STRIDE: -(-(cx1 - x0) // STRIDE)]
+    return float(logit), maps
 
 
 def _grow(mask: np.ndarray) -> np.ndarray:
