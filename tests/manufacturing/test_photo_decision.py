@@ -74,7 +74,7 @@ def test_the_photo_decision_is_what_score_decides(tmp_path, views):
     out = _export(weights)
     assert out["photo_decision"] == {"threshold": threshold, "threshold_from":
                                      "stored by training", "views": views, "scale": 1.0,
-                                     "frames": 8}
+                                     "bit_depth": None, "frames": 8}
     scorer = Scorer(weights)
     flagged = 0
     for shape, paths in photos.items():
@@ -175,6 +175,9 @@ def test_weights_without_a_threshold_flag_at_a_half_and_say_so(tmp_path):
     assert "stores no threshold" in res.output and "--calibration" in res.output
     with pytest.raises(ManufacturingError, match="a photo-decision export, made to be served"):
         load_net(str(tmp_path / "plain" / "model.photo.onnx"))
+    twelve = _weights(tmp_path, "twelve", threshold=0.5, bit_depth=12)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", twelve])
+    assert res.exit_code == 0 and "send 16-bit photos read over 12 bits" in res.output
     bad = _weights(tmp_path, "bad", threshold=0.5, views=3)
     res = CliRunner().invoke(build_cli(), ["manufacturing", "export", bad])
     assert res.exit_code != 0 and "stored views=3, which no training writes" in res.output

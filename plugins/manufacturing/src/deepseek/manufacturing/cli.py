@@ -1052,9 +1052,11 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
     kb = {p: f"{p.stat().st_size / 1e3:.0f} kB" for p in (path, still, photo)}
     click.echo(f"wrote {path} ({kb[path]}), {still} ({kb[still]}) and {photo} ({kb[photo]}); "
                "source sha256 and what training stored recorded in each")
+    bits = (f"; send 16-bit photos read over {decides['bit_depth']} bits, as 8-bit gray"
+            if decides.get("bit_depth") else "")
     click.echo(f"{photo.name} decides at threshold {decides['threshold']:.6g} "
                f"({decides['threshold_from']}), views {decides['views']}, scale "
-               f"{decides['scale']:g}: serve it with `deepseek serve {photo}`")
+               f"{decides['scale']:g}{bits}: serve it with `deepseek serve {photo}`")
     if decides["threshold_from"].startswith("none"):
         click.echo(f"warning: {weights} stores no threshold (not from train --folder): the "
                    "photo decision flags at 0.5; calibrate it on your parts (deepseek "

@@ -240,7 +240,8 @@ def write_packaged_onnx(weights: str | Path) -> Path:
 def photo_settings(weights: str | Path, threshold: float | None = None,
                    threshold_from: str | None = None) -> dict[str, Any]:
     """How the photo decision of ``weights`` decides, from what training stored with them:
-    ``threshold`` (the given one, else the stored one, else 0.5), ``views``, ``scale`` and
+    ``threshold`` (the given one, else the stored one, else 0.5), ``views``, ``scale``,
+    ``bit_depth`` (what a 16-bit photo is read over before it is sent, recorded only) and
     ``threshold_from`` (where the threshold came from, recorded in the export). A stored
     setting that no training writes is an error naming the file."""
     from deepseek.manufacturing.errors import ManufacturingError
@@ -264,6 +265,7 @@ def photo_settings(weights: str | Path, threshold: float | None = None,
                                  f"writes ({' or '.join(map(str, VIEWS))}); train it again")
     return {"threshold": float(threshold), "views": int(views),
             "scale": stored_setting(extra, "scale", weights),
+            "bit_depth": stored_setting(extra, "bit_depth", weights),
             "threshold_from": threshold_from or "given"}
 
 
@@ -436,12 +438,13 @@ class PhotoDecision(nn.Module):
 
 def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None = None,
                       views: int = 1, scale: float = 1.0, threshold_from: str = "given",
-                      opset: int = 17) -> bytes:
+                      bit_depth: int | None = None, opset: int = 17) -> bytes:
     """:class:`PhotoDecision` of ``model`` as an ONNX graph (bytes): input ``image`` (uint8
     ``B x H x W``, all free: the server serves any photo size), outputs ``score``,
     ``defect`` (bool), ``map`` and ``threshold``; its settings are recorded in its metadata
     (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`), with where the threshold came
-    from (``threshold_from``)."""
+    from (``threshold_from``) and the bit depth a 16-bit photo is read over before it is
+    sent as 8-bit gray (``bit_depth``; None: the full 16 bits)."""
     import json
 
     from deepseek.manufacturing.runtime import FRAMES, FRAMES_META_KEY, PHOTO_META_KEY
@@ -455,7 +458,8 @@ def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None 
          "defect": {0: "batch"}, "map": {0: "batch", 1: "cells_y", 2: "cells_x"},
          "threshold": {0: "batch"}}, opset)
     settings = {"threshold": float(threshold), "threshold_from": threshold_from,
-                "views": int(views), "scale": float(scale), "frames": frames}
+                "views": int(views), "scale": float(scale), "bit_depth": bit_depth,
+                "frames": frames}
     return _declare_inputs(graph, [{"name": "image", "example": PHOTO_EXAMPLE}],
                            **{FRAMES_META_KEY: str(frames), PHOTO_META_KEY: json.dumps(settings)})
 
