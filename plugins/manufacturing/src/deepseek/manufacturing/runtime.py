@@ -46,7 +46,7 @@ FRAMES = 8
 #: the metadata key of a still-photo export that says how many frames it holds a photo for
 FRAMES_META_KEY = "deepseek.still_frames"
 #: the metadata key of a photo-decision export (``<stem>.photo.onnx``) that records what it
-#: decides with: threshold, views, scale and frames (JSON)
+#: decides with (JSON): threshold and where it came from, views, scale, bit depth, frames
 PHOTO_META_KEY = "deepseek.photo"
 FULL_HINT = 'pip install "deepseek-manufacturing[full]"'
 

@@ -387,13 +387,13 @@ def tile_spans(n: int, tile: int = TILE, overlap: int = TILE_OVERLAP
     meeting at cell boundaries in the middle of each overlap and covering the axis once."""
     if n <= tile:
         return [(0, n, 0, n)]
-    k = -(-(n - overlap) // (tile - overlap))  # tiles, spread evenly
+    count = -(-(n - overlap) // (tile - overlap))  # tiles, spread evenly
     last = -(-(n - tile) // STRIDE) * STRIDE  # the last tile ends at n and starts on a cell
-    starts = [STRIDE * ((i * last) // (STRIDE * (k - 1))) for i in range(k)]
+    starts = [STRIDE * ((i * last) // (STRIDE * (count - 1))) for i in range(count)]
     ends = [min(s + tile, n) for s in starts]
     cuts = [STRIDE * round((a + b) / 2 / STRIDE) for a, b in zip(starts[1:], ends[:-1])]
     bounds = [0, *cuts, n]
-    return [(s, e, bounds[k], bounds[k + 1]) for k, (s, e) in enumerate(zip(starts, ends))]
+    return [(s, e, bounds[i], bounds[i + 1]) for i, (s, e) in enumerate(zip(starts, ends))]
 
 
 def photo_logits(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 1
