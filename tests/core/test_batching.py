@@ -88,6 +88,37 @@ def test_the_next_batch_stops_at_the_batch_size():
     assert m.calls == [[0.0], [1.0, 2.0, 3.0, 3.0], [4.0, 5.0, 6.0, 7.0], [8.0]]
 
 
+def test_a_batch_holds_at_most_max_elements_padding_counted():
+    """Requests join while the batch, as it is run, holds no more elements than one request
+    may (a photo model joining eight of the largest photos would need eight times the
+    memory); a request over the bound alone still runs, alone."""
+    async def main(policy, reqs, max_elements):
+        m = GatedModel()
+        b = DynamicBatcher(m, max_batch_size=32, max_elements=max_elements, policy=policy,
+                           pad_axes=(1,) if policy == "pad" else ())
+        b.start()
+        first = asyncio.create_task(b.submit(_req(0)))
+        await m.wait_entered()
+        rest = [asyncio.create_task(b.submit(r)) for r in reqs]
+        await _queued(b, len(reqs))
+        m.gate.set()
+        outs = await asyncio.gather(first, *rest)
+        await b.close()
+        return m.calls, outs
+
+    # rows of 10 elements, 25 allowed: two rows a batch; a 3-row request runs alone
+    calls, _ = asyncio.run(main("bucket", [_req(v, n=3 if v == 3 else 1, width=10)
+                                           for v in (1, 2, 3, 4, 5)], 25))
+    assert calls == [[0.0], [1.0, 2.0], [3.0, 3.0, 3.0], [4.0, 5.0]]
+    # padded along axis 1: a 4-wide row joined to 1-wide ones makes each of them 4 wide
+    calls, outs = asyncio.run(main("pad", [_req(1, width=1), _req(2, width=4),
+                                           _req(3, width=1), _req(4, width=1)], 9))
+    assert calls == [[0.0], [1.0, 2.0], [3.0, 4.0]]  # 2 x 4 = 8; a third row makes 12
+    assert [o[0].shape for o in outs[1:]] == [(1, 1), (1, 4), (1, 1), (1, 1)]
+    with pytest.raises(BatchingError, match="max_elements must be >= 1"):
+        DynamicBatcher(GatedModel(), max_elements=0)
+
+
 def test_an_extra_delay_waits_for_the_batch_to_fill():
     async def main():
         m = GatedModel()

@@ -105,6 +105,13 @@ def test_deep_nesting_wrong_lengths_and_the_server_stays_healthy(server):
     assert 'deepseek_request_errors_total{code="400",model="double",protocol="rest"}' in text
 
 
+def test_joined_requests_hold_no_more_elements_than_one_request_may(server):
+    """The element cap bounds a joined batch too (the batcher's bound, tested in
+    tests/core/test_batching.py), so concurrent large requests never run as one run larger
+    than the largest request allowed."""
+    assert {n: b.max_elements for n, b in server.batchers.items()} == {"double": 1 << 20}
+
+
 def test_a_huge_shape_is_refused_before_anything_is_allocated():
     body = json.dumps({"inputs": [{"name": "x", "shape": [10_000_000_000], "datatype": "FP32",
                                    "parameters": {"binary_data_size": 16}}]}).encode()

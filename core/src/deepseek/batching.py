@@ -6,7 +6,9 @@ its own (the model never runs on the event loop). The policy is the one Triton u
 * a request that arrives while the model is idle runs at once (no waiting to fill a batch,
   so batching never costs latency at low load);
 * requests that arrive while a batch runs are collected, and run together as the next batch
-  as soon as the model is free, up to ``max_batch_size`` samples;
+  as soon as the model is free, up to ``max_batch_size`` samples (and, given
+  ``max_elements``, up to that many tensor elements as the batch is run, padding counted:
+  joining then never makes a model's run larger than one request may be);
 * ``max_delay_ms`` (default 0) is an optional extra wait for a batch to fill, for models whose
   batches are much cheaper per sample than single requests.
 
@@ -90,6 +92,18 @@ def _pad_key(arrays: Sequence[np.ndarray], pad_axes: Sequence[int]) -> tuple:
                  for a in arrays)
 
 
+def _run_elements(batch: Sequence[_Request]) -> int:
+    """The tensor elements of ``batch`` as it is run: per input, all its rows times the
+    largest size of each other axis (a padded batch's padding counted)."""
+    total = 0
+    for i in range(len(batch[0].inputs)):
+        row = 1
+        for axis in range(1, batch[0].inputs[i].ndim):
+            row *= max(r.inputs[i].shape[axis] for r in batch)
+        total += row * sum(r.size for r in batch)
+    return total
+
+
 class DynamicBatcher:
     """Batches calls of ``fn(list_of_input_arrays) -> list_of_output_arrays``.
 
@@ -109,7 +123,8 @@ class DynamicBatcher:
 
     def __init__(self, fn: Callable[[list[np.ndarray]], Sequence[np.ndarray]], *,
                  max_batch_size: int = 32, max_delay_ms: float = 0.0, max_queue: int = 1024,
-                 policy: str = "bucket", pad_axes: Sequence[int] = (), pad_value: float = 0.0,
+                 max_elements: int | None = None, policy: str = "bucket",
+                 pad_axes: Sequence[int] = (), pad_value: float = 0.0,
                  name: str = "model", on_batch: Callable[[int], None] | None = None,
                  on_depth: Callable[[int], None] | None = None,
                  before_run: Callable[[int, int, int], Callable[[float], None] | None]
@@ -119,12 +134,15 @@ class DynamicBatcher:
             raise BatchingError("max_batch_size must be >= 1")
         if max_delay_ms < 0:
             raise BatchingError("max_delay_ms must be >= 0")
+        if max_elements is not None and max_elements < 1:
+            raise BatchingError("max_elements must be >= 1")
         if policy not in ("bucket", "pad"):
             raise BatchingError(f"policy must be 'bucket' or 'pad', got {policy!r}")
         self.fn = fn
         self.max_batch_size = int(max_batch_size)
         self.max_delay = float(max_delay_ms) / 1000.0
         self.max_queue = int(max_queue)
+        self.max_elements = None if max_elements is None else int(max_elements)
         self.policy = policy
         self.pad_axes = tuple(int(a) for a in pad_axes)
         self.pad_value = pad_value
@@ -293,7 +311,8 @@ class DynamicBatcher:
 
     def _take(self, first: _Request) -> list[_Request]:
         """The next batch: requests with the first one's key, in arrival order, up to the
-        batch size (the first always goes in: one larger than a batch runs alone)."""
+        batch size and the element bound (the first always goes in: one larger than a batch
+        runs alone)."""
         batch: list[_Request] = []
         total = 0
         rest: collections.deque[_Request] = collections.deque()
@@ -301,7 +320,10 @@ class DynamicBatcher:
             r = self._queue.popleft()
             if r.future.done():  # cancelled or timed out while waiting
                 continue
-            if r.key == first.key and (not batch or total + r.size <= self.max_batch_size):
+            if r.key == first.key and (not batch or (
+                    total + r.size <= self.max_batch_size and
+                    (self.max_elements is None
+                     or _run_elements([*batch, r]) <= self.max_elements))):
                 batch.append(r)
                 total += r.size
             else:

@@ -51,7 +51,9 @@ class DeepSeekServing:
         max_queue: requests waiting per model before new ones get 503 / UNAVAILABLE.
         timeout_s: per-request time limit (504 / DEADLINE_EXCEEDED).
         max_request_mb: larger requests are refused (413 / RESOURCE_EXHAUSTED).
-        max_elements: tensor elements per request (413 / RESOURCE_EXHAUSTED beyond).
+        max_elements: tensor elements per request (413 / RESOURCE_EXHAUSTED beyond); requests
+            joined into one batch hold at most as many together, so that joining never
+            makes a model's run larger (in memory) than the largest request allowed.
         token: bearer token required on both protocols (default: ``$DEEPSEEK_SERVING_TOKEN``;
             health endpoints stay open for probes, ``/metrics`` too with ``metrics_public``).
         threads: the most intra-op threads any model run gets (a hard ceiling; default: the
@@ -271,6 +273,7 @@ class DeepSeekServing:
             batcher = DynamicBatcher(model, max_batch_size=self.batch_size if batching else 1,
                                      max_delay_ms=self.max_delay_ms if batching else 0.0,
                                      max_queue=self.max_queue,
+                                     max_elements=self.max_elements,
                                      policy=b.get("policy", "bucket"),
                                      pad_axes=b.get("pad_axes", ()),
                                      pad_value=b.get("pad_value", 0.0), name=name,
