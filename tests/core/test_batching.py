@@ -138,6 +138,23 @@ def test_an_extra_delay_waits_for_the_batch_to_fill():
     assert asyncio.run(main()).calls == [[0.0, 1.0, 2.0]]  # closed when full, not at the deadline
 
 
+def test_an_extra_delay_ends_when_the_elements_fill_the_batch():
+    async def main():
+        m = GatedModel()
+        b = DynamicBatcher(m, max_batch_size=32, max_delay_ms=60_000, max_elements=20)
+        b.start()
+        tasks = [asyncio.create_task(b.submit(_req(0, width=10)))]
+        await _queued(b, 1)
+        tasks.append(asyncio.create_task(b.submit(_req(1, width=10))))
+        await m.wait_entered()  # 20 elements: full at once (waiting for 32 rows: a minute)
+        m.gate.set()
+        await asyncio.gather(*tasks)
+        await b.close()
+        return m
+
+    assert asyncio.run(main()).calls == [[0.0, 1.0]]
+
+
 def test_a_bad_request_fails_alone_after_a_few_splits_not_one_by_one():
     async def main():
         m = GatedModel()

@@ -248,8 +248,12 @@ class DynamicBatcher:
         return await self.enqueue(inputs)
 
     # the model's thread: batch after batch until the queue is empty ------------------------
-    def _fill(self, first: _Request) -> int:
-        return sum(r.size for r in self._queue if r.key == first.key and not r.future.done())
+    def _full(self, first: _Request) -> bool:
+        """Whether the requests queued with ``first``'s key fill a batch: its samples, or
+        (given ``max_elements``) its elements, so that waiting for more gains nothing."""
+        same = [r for r in self._queue if r.key == first.key and not r.future.done()]
+        return sum(r.size for r in same) >= self.max_batch_size or (
+            self.max_elements is not None and _run_elements(same) >= self.max_elements)
 
     def _next_batch(self) -> tuple[list[_Request], int] | None:
         """Under the condition: the next batch and the requests still queued, or None when
@@ -265,7 +269,7 @@ class DynamicBatcher:
                 first = self._queue[0]
                 left = first.enqueued + self.max_delay - time.perf_counter()
                 if (self.max_delay <= 0 or self.max_batch_size <= 1 or self._closing or left <= 0
-                        or self._fill(first) >= self.max_batch_size):
+                        or self._full(first)):
                     batch = self._take(first)
                     if batch:
                         return batch, len(self._queue)
