@@ -239,14 +239,76 @@ def test_cli_good_only_then_score(line, tmp_path):
 
     cal = calibrate(root / "good", fitted["model"], all_good=True, progress=False)
     assert cal["trained_on_images"] == cal["expected"]["good_images"] == 10  # every one
-    # a memory holds no crack network: the stream and the ONNX export say where it serves
+    # a memory holds no crack network: the stream says where it serves
     res = CliRunner().invoke(build_cli(), ["manufacturing", "stream", "synthetic:?frames=2",
                                            "--model", fitted["model"], "--quiet"])
     assert res.exit_code != 0
     assert "a good-parts model (patch-memory, train --good-only)" in res.output
     assert "the stream needs a crack network" in res.output
-    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", fitted["model"]])
-    assert res.exit_code != 0 and "the ONNX export needs a crack network" in res.output
+    # train wrote its photo decision beside it, to be served: it decides as score does
+    assert fitted["photo_onnx"] == str(tmp_path / "memory.photo.onnx")
+    _decides_as_score(fitted["photo_onnx"], fitted["model"], [*good, *bad])
+
+
+def _decides_as_score(photo_onnx, model, paths):
+    """The photo decision ``photo_onnx`` gives each photo ``score`` gives it with ``model``
+    (a memory): score, decision, patch map and threshold."""
+    import onnxruntime as ort
+
+    from deepseek.manufacturing.score import Scorer
+
+    session = ort.InferenceSession(photo_onnx, providers=["CPUExecutionProvider"])
+    scorer = Scorer(model)
+    flagged = 0
+    for p in paths:
+        want = scorer.score(p)
+        score, defect, amap, thr = session.run(None, {"image": read_gray(p)[None]})
+        assert score[0] == pytest.approx(want.score, abs=2e-4)
+        assert bool(defect[0]) == want.defect and thr[0] == pytest.approx(scorer.threshold)
+        np.testing.assert_allclose(amap[0], want.cell_map, atol=2e-4)
+        flagged += want.defect
+    assert 0 < flagged < len(paths)
+
+
+def test_a_memorys_photo_decision_is_what_score_decides(line, tmp_path):
+    """`export memory.safetensors` writes the memory's photo decision (here the memory
+    alone; with the crack model's share, the default, in test_cli_good_only_then_score); a
+    calibration's threshold goes in with --calibration, and it is served over REST."""
+    import httpx
+
+    from deepseek.loader import onnx_metadata
+    from deepseek.manufacturing.calibration import calibrate, write_calibration
+    from deepseek.manufacturing.runtime import PHOTO_META_KEY
+    from deepseek.serving import DeepSeekServing
+
+    root, good, bad = line
+    mem = fit_memory(root / "good", target_fpr=0.01, progress=False, folds=3, crack_weight=0)
+    model = str(mem.save(tmp_path / "memory.safetensors"))
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", model, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["photo_onnx"] == str(tmp_path / "memory.photo.onnx")
+    decides = json.loads(onnx_metadata(out["photo_onnx"])[PHOTO_META_KEY])
+    assert decides["threshold"] == mem.threshold and decides["kind"] == "patch-memory"
+    assert decides["crack"] is None
+    _decides_as_score(out["photo_onnx"], model, [*good, *bad])
+    cal = calibrate(root / "test", model, all_good=True, target_fpr=0.5, progress=False)
+    path = write_calibration(cal, tmp_path / "cal.json")
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", model, "--calibration",
+                                           str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["photo_decision"]["threshold"] == cal["threshold"]
+    img = read_gray(bad[0])
+    with DeepSeekServing(models={"line": out["photo_onnx"]}, port=0, grpc_port=None) as server:
+        r = httpx.post(f"http://{server.http_url}/v2/models/line/infer", timeout=60, json={
+            "inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, *img.shape],
+                        "data": img.ravel().tolist()}]})
+    assert r.status_code == 200, r.text
+    got = {o["name"]: o["data"] for o in r.json()["outputs"]}
+    assert got["threshold"] == [pytest.approx(cal["threshold"])]
+    from deepseek.manufacturing.score import Scorer
+
+    assert got["score"][0] == pytest.approx(Scorer(model).score(bad[0]).score, abs=2e-4)
 
 
 def test_the_group_rule_is_given_under_either_name_and_a_broken_one_is_named(tmp_path, line):

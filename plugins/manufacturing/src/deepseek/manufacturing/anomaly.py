@@ -127,10 +127,11 @@ class PatchMemory:
         h, w, d = feats.shape
         q = feats.reshape(-1, d)
         best = torch.full((q.shape[0],), float("inf"))
-        with torch.inference_mode():
-            for s in range(0, len(self._bank_t), 8192):
-                dist = torch.cdist(q, self._bank_t[s:s + 8192])
-                best = torch.minimum(best, dist.min(dim=1).values)
+        with torch.inference_mode():  # 8192 x 8192 distances at most at once (256 MB)
+            for r in range(0, len(q), 8192):
+                for s in range(0, len(self._bank_t), 8192):
+                    dist = torch.cdist(q[r:r + 8192], self._bank_t[s:s + 8192])
+                    best[r:r + 8192] = torch.minimum(best[r:r + 8192], dist.min(dim=1).values)
         return best.reshape(h, w).numpy()
 
     @property
@@ -181,6 +182,146 @@ class PatchMemory:
             raise ManufacturingError(f"{path}: cannot read a good-parts memory (no 'bank')")
         check_backbone(path, meta)
         return cls(tensors["bank"], meta)
+
+
+#: bank patches compared at once with a photo's patches in the memory's photo decision
+#: (its memory: the photo's patches times this, 1 GB for a 16-megapixel photo)
+DECISION_BANK_CHUNK = 1024
+
+
+def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
+                       threshold_from: str = "stored by training", opset: int = 17) -> bytes:
+    """The memory's decision on a gray photo as an ONNX graph (bytes), what ``deepseek
+    manufacturing score --model memory.safetensors`` gives, for ``deepseek serve``: input
+    ``image`` (uint8 ``B x H x W``, any size), outputs ``score`` (the anomaly score: the mean
+    of the top :attr:`PatchMemory.top_fraction` of the patch distances, plus the crack
+    model's share), ``defect`` (score >= threshold), ``map`` (each 8 x 8 patch's distance to
+    the nearest good patch) and ``threshold``; its settings in the metadata
+    (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`). ``threshold``: another
+    threshold than the stored one (a calibration's, named by ``threshold_from``).
+
+    Raises:
+        ManufacturingError: no threshold given and none stored."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from deepseek.manufacturing.model import (
+        PHOTO_EXAMPLE,
+        PHOTO_INPUTS,
+        PHOTO_OUTPUTS,
+        _declare_inputs,
+        _export,
+        photo_graph_logits,
+    )
+    from deepseek.manufacturing.runtime import FRAMES, PHOTO_META_KEY, STRIDE
+
+    threshold = memory.threshold if threshold is None else float(threshold)
+    if threshold is None or not threshold > 0:
+        raise ManufacturingError("the good-parts memory stores no threshold: fit it with "
+                                 "train --good-only, which sets one")
+    crack = memory.crack
+    fraction = memory.top_fraction
+
+    class _MemoryDecision(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = memory.net
+            bank = torch.from_numpy(memory.bank)
+            self.register_buffer("bank", bank)
+            self.register_buffer("bank_sq", (bank * bank).sum(1))
+            thr = torch.tensor(float(threshold), dtype=torch.float32)
+            if float(thr) < threshold:  # a float32 score passes where score's float64 does
+                thr = torch.nextafter(thr, torch.tensor(float("inf")))
+            self.register_buffer("threshold", thr)
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            x = images.float()
+            size = torch._shape_as_tensor(x)
+            h, w = size[1], size[2]
+            f = self._features(x, h, w)                                  # B, D, h8, w8
+            b, d = f.shape[0], f.shape[1]
+            q = f.permute(0, 2, 3, 1).reshape(b, -1, d)                  # B, P, D
+            q_sq = (q * q).sum(-1, keepdim=True)
+            best = None
+            for start in range(0, self.bank.shape[0], DECISION_BANK_CHUNK):
+                chunk = self.bank[start:start + DECISION_BANK_CHUNK]
+                d2 = q_sq - 2.0 * torch.matmul(q, chunk.t()) + \
+                    self.bank_sq[start:start + DECISION_BANK_CHUNK]
+                near = d2.min(-1).values
+                best = near if best is None else torch.minimum(best, near)
+            dist = best.clamp(min=0).sqrt()                               # B, P
+            amap = dist.reshape(b, f.shape[2], f.shape[3])
+            score = self._top_mean(dist)
+            if crack is not None:
+                logit, _ = photo_graph_logits(self.net, x, int(crack.get("frames", FRAMES)),
+                                              int(crack.get("views", CRACK_VIEWS)),
+                                              float(crack.get("scale", CRACK_SCALE)))
+                score = score + float(crack["gain"]) * (logit - float(crack["logit_mean"]))
+            return score, score >= self.threshold, amap, self.threshold.expand_as(score)
+
+        def _features(self, x: torch.Tensor, h: torch.Tensor, w: torch.Tensor
+                      ) -> torch.Tensor:
+            """:func:`patch_features` of photos ``x (B, H, W)``, channels first."""
+            x = F.pad(x[:, None], [0, (STRIDE - w % STRIDE) % STRIDE, 0,
+                                   (STRIDE - h % STRIDE) % STRIDE], mode="replicate")
+            x = x / (x.mean(dim=(2, 3), keepdim=True) + 1.0) - 1.0
+            enc = self.net.encoder
+            f2 = enc[1](enc[0](x * 4.0))
+            f3 = enc[2](f2)
+            up = F.interpolate(f3, size=f2.shape[2:], mode="bilinear", align_corners=False)
+            f = F.avg_pool2d(torch.cat([f2, up], 1), 3, stride=1, padding=1,
+                             count_include_pad=False)
+            return f[:, :, : (h + FEATURE_STRIDE - 1) // FEATURE_STRIDE,
+                     : (w + FEATURE_STRIDE - 1) // FEATURE_STRIDE]
+
+        @staticmethod
+        def _top_mean(dist: torch.Tensor) -> torch.Tensor:
+            """:func:`top_mean` of each row: the mean of its ``fraction`` highest values
+            (at least one; the count in float64, rounded half to even as Python rounds)."""
+            n = torch._shape_as_tensor(dist)[1:2].double()
+            k = torch.minimum(n, torch.clamp(torch.round(
+                n * torch.tensor([fraction], dtype=torch.float64)), min=1)).long()
+            top = torch.sort(dist, dim=1, descending=True).values[:, : k[0]]
+            return top.double().mean(1).float()
+
+    graph = _export(_MemoryDecision(), (torch.zeros(1, 4 * STRIDE, 4 * STRIDE,
+                                                    dtype=torch.uint8),),
+                    PHOTO_INPUTS, PHOTO_OUTPUTS,
+                    {"image": {0: "batch", 1: "height", 2: "width"}, "score": {0: "batch"},
+                     "defect": {0: "batch"}, "map": {0: "batch", 1: "patches_y",
+                                                     2: "patches_x"},
+                     "threshold": {0: "batch"}}, opset)
+    settings = {"kind": KIND, "threshold": float(threshold),
+                "threshold_from": threshold_from, "top_fraction": fraction,
+                "bank": int(memory.bank.shape[0]), "map_stride": FEATURE_STRIDE,
+                "crack": crack, "bit_depth": memory.meta.get("bit_depth")}
+    return _declare_inputs(graph, [{"name": "image", "example": PHOTO_EXAMPLE}],
+                           **{PHOTO_META_KEY: json.dumps(settings)})
+
+
+def write_memory_onnx(path: str | Path, out: str | Path | None = None, *,
+                      threshold: float | None = None, threshold_from: str | None = None
+                      ) -> Path:
+    """Write the photo decision of the memory at ``path`` (:func:`export_memory_onnx`) to
+    ``out`` (default: ``<stem>.photo.onnx`` beside it), stamped with the memory's sha256;
+    returns where."""
+    from deepseek.loader import SOURCE_META_KEY, file_sha256
+    from deepseek.manufacturing.runtime import PHOTO_SUFFIX
+
+    path = Path(path)
+    out = Path(out) if out is not None else path.with_name(
+        path.name.removesuffix(".safetensors") + PHOTO_SUFFIX)
+    if not out.name.endswith(PHOTO_SUFFIX):
+        raise ManufacturingError(f"--out {out}: name the photo decision <name>{PHOTO_SUFFIX}")
+    graph = export_memory_onnx(PatchMemory.load(path), threshold,
+                               threshold_from or "stored by training")
+    import onnx
+
+    model = onnx.load_from_string(graph)
+    model.metadata_props.add(key=SOURCE_META_KEY, value=file_sha256(path))
+    out.write_bytes(model.SerializeToString())
+    return out
 
 
 def check_backbone(path: str | Path, meta: dict[str, Any]) -> None:

@@ -555,13 +555,15 @@ def _good_only_review(model: Any) -> dict[str, Any] | None:
 
 
 def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
-                    review: dict[str, Any] | None = None) -> None:
+                    review: dict[str, Any] | None = None, photo: Path | None = None) -> None:
     """What a good-parts model fitted (a memory or a DRAEM model): JSON, or its line, the
     grouping's warnings, the threshold and what it expects there, the good images that set
-    it (``review``, when the model kept their out-of-fold scores), and how to score."""
+    it (``review``, when the model kept their out-of-fold scores), and how to score (and
+    serve: ``photo``, its photo decision)."""
     if as_json:
         click.echo(json.dumps({"model": str(path), **meta,
-                               **({"threshold_review": review} if review else {})}, indent=2))
+                               **({"threshold_review": review} if review else {}),
+                               **({"photo_onnx": str(photo)} if photo else {})}, indent=2))
         return
     click.echo(what)
     for why in ("regrouped", "skipped"):
@@ -573,6 +575,9 @@ def _echo_good_only(meta: dict[str, Any], path: Path, as_json: bool, what: str,
     click.echo(describe_expectation(meta["expected"], "it, out of fold"))
     _echo_review(review, ", out of fold")
     click.echo(f"score with: deepseek manufacturing score PATH --model {path}")
+    if photo is not None:
+        click.echo(f"serve with: deepseek serve {photo} (a photo in, its anomaly score and "
+                   "decision at this threshold out)")
 
 
 @manufacturing.command("train")
@@ -828,12 +833,19 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                          crack_weight=CRACK_WEIGHT if crack_weight is None else crack_weight,
                          progress=False if as_json else None, bit_depth=bit_depth)
         path = mem.save(out / "memory.safetensors")
+        from deepseek.extras import missing
+
+        photo = None
+        if not missing("onnx"):  # the photo decision to serve, as train --folder writes it
+            from deepseek.manufacturing.anomaly import write_memory_onnx
+
+            photo = write_memory_onnx(path)
         _echo_good_only(mem.meta, path, as_json,
                         f"memory: {path} ({mem.meta['bank']} patches from "
                         f"{mem.meta['fit_images']} good images"
                         + (f"; the crack model's logit counts {mem.crack['weight']:g} of the "
                            f"score" if mem.crack else "; the memory alone") + ")",
-                        review=_good_only_review(mem))
+                        review=_good_only_review(mem), photo=photo)
         return
     from deepseek.manufacturing.training import train_model
 
@@ -1003,7 +1015,8 @@ def bench(source: str | None, frames: int, backend: str, realtime: bool, as_json
               help="Where to write the streaming step, a name ending in .stream.onnx "
                    "(default: WEIGHTS' stem + .stream.onnx beside it, where the stream and "
                    "score look for it); the still-photo graph and the photo decision go "
-                   "beside it as <name>.still.onnx and <name>.photo.onnx.")
+                   "beside it as <name>.still.onnx and <name>.photo.onnx. For a memory: its "
+                   "photo decision, <name>.photo.onnx.")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Decide in the photo decision at the threshold of this "
                                  "calibration file (from `calibrate` with these weights) "
@@ -1014,8 +1027,10 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
     (frame size free) and its still-photo form (each photo encoded once), which `stream` and
     `score` run in an edge install (no PyTorch), and its photo decision for `deepseek serve`
     (a gray photo of any size in; its crack probability, the decision at the stored
-    threshold, the cell map and the threshold out, scaled and viewed as `score` does). Needs
-    PyTorch and the ONNX tools here (deepseek-manufacturing[full]); `train` writes all three
+    threshold, the cell map and the threshold out, scaled and viewed as `score` does). A
+    good-parts memory (train --good-only's memory.safetensors) gets its photo decision
+    alone (the anomaly score, the decision, the patch distances and the threshold). Needs
+    PyTorch and the ONNX tools here (deepseek-manufacturing[full]); `train` writes them
     itself when they are installed.
 
     \b
@@ -1028,8 +1043,10 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
       deepseek serve run/model.photo.onnx
     """
     from deepseek.extras import require
+    from deepseek.loader import onnx_metadata
+    from deepseek.manufacturing.anomaly import is_memory_file
     from deepseek.manufacturing.model import write_stream_onnx
-    from deepseek.manufacturing.runtime import photo_path_for, still_path_for
+    from deepseek.manufacturing.runtime import PHOTO_META_KEY, photo_path_for, still_path_for
 
     require("onnx", "exporting to ONNX")
     threshold = threshold_from = None
@@ -1038,11 +1055,24 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
 
         threshold = float(read_calibration(calibration, str(weights))["threshold"])
         threshold_from = f"calibration {calibration.name}"
+    if is_memory_file(weights):  # a good-parts memory: its photo decision alone
+        from deepseek.manufacturing.anomaly import write_memory_onnx
+
+        photo = write_memory_onnx(weights, out, threshold=threshold,
+                                  threshold_from=threshold_from)
+        decides = json.loads(onnx_metadata(photo)[PHOTO_META_KEY])
+        if as_json:
+            click.echo(json.dumps({"photo_onnx": str(photo), "photo_decision": decides,
+                                   "weights": str(weights)}))
+            return
+        click.echo(f"wrote {photo} ({photo.stat().st_size / 1e3:.0f} kB), the good-parts "
+                   f"memory's photo decision: anomaly score at threshold "
+                   f"{decides['threshold']:.6g} ({decides['threshold_from']}), map of "
+                   f"{decides['map_stride']}-pixel patches; serve it with `deepseek serve "
+                   f"{photo}`")
+        return
     path = write_stream_onnx(weights, out, threshold=threshold, threshold_from=threshold_from)
     still, photo = still_path_for(path), photo_path_for(path)
-    from deepseek.loader import onnx_metadata
-    from deepseek.manufacturing.runtime import PHOTO_META_KEY
-
     decides = json.loads(onnx_metadata(photo)[PHOTO_META_KEY])
     if as_json:
         click.echo(json.dumps({"onnx": str(path), "still_onnx": str(still),

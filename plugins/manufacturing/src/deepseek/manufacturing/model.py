@@ -414,26 +414,35 @@ class PhotoDecision(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``images (B, H, W)`` -> ``(score, defect, map, threshold)`` (see the class)."""
-        x = images.float()
-        if self.scale != 1:  # rounded to gray levels, as a resized 8-bit photo is
-            x = _resize_axis(_resize_axis(x, 1, self.scale), 2, self.scale).round().clamp(0, 255)
-        size = torch._shape_as_tensor(x)
-        h, w = size[1], size[2]
-        x = nn.functional.pad(x[:, None], [0, (STRIDE - w % STRIDE) % STRIDE, 0,
-                                           (STRIDE - h % STRIDE) % STRIDE],
-                              mode="replicate")[:, 0]
-        logits, maps = [], []
-        for view in range(self.views):
-            flips = [d for bit, d in ((1, -1), (2, -2)) if view & bit]
-            lg, mp = self.net.still(torch.flip(x, flips) if flips else x, self.frames)
-            logits.append(lg[:, -1])
-            maps.append(torch.flip(mp[:, -1], flips) if flips else mp[:, -1])
-        logit = torch.stack(logits).mean(0)
-        cells = torch.stack(maps).mean(0)[:, : (h + STRIDE - 1) // STRIDE,
-                                          : (w + STRIDE - 1) // STRIDE]
+        logit, cells = photo_graph_logits(self.net, images.float(), self.frames, self.views,
+                                          self.scale)
         score = 0.5 * (1.0 + torch.tanh(0.5 * logit))  # score_image's sigmoid
         return (score, score >= self.threshold, 0.5 * (1.0 + torch.tanh(0.5 * cells)),
                 self.threshold.expand_as(score))
+
+
+def photo_graph_logits(net: DefectNet, x: torch.Tensor, frames: int, views: int,
+                       scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`deepseek.manufacturing.stream.photo_logits` as traceable torch: gray photos
+    ``x (B, H, W)`` (float, gray levels) resized to ``scale`` (rounded to gray levels, as a
+    resized 8-bit photo is), padded with their edge values to the cell, held for ``frames``
+    frames under ``views`` -> the frame logits ``(B,)`` and the cell logits cut to the
+    resized photo ``(B, ceil(h/16), ceil(w/16))``."""
+    if scale != 1:
+        x = _resize_axis(_resize_axis(x, 1, scale), 2, scale).round().clamp(0, 255)
+    size = torch._shape_as_tensor(x)
+    h, w = size[1], size[2]
+    x = nn.functional.pad(x[:, None], [0, (STRIDE - w % STRIDE) % STRIDE, 0,
+                                       (STRIDE - h % STRIDE) % STRIDE], mode="replicate")[:, 0]
+    logits, maps = [], []
+    for view in range(views):
+        flips = [d for bit, d in ((1, -1), (2, -2)) if view & bit]
+        lg, mp = net.still(torch.flip(x, flips) if flips else x, frames)
+        logits.append(lg[:, -1])
+        maps.append(torch.flip(mp[:, -1], flips) if flips else mp[:, -1])
+    cells = torch.stack(maps).mean(0)[:, : (h + STRIDE - 1) // STRIDE,
+                                      : (w + STRIDE - 1) // STRIDE]
+    return torch.stack(logits).mean(0), cells
 
 
 def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None = None,
