@@ -688,3 +688,26 @@ def test_good_parts_models_read_a_12_bit_camera_over_its_own_range(tmp_path):
                                            "--folds", "2", "--bit-depth", "12", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["bit_depth"] == 12
+
+
+def test_a_memory_maps_a_photo_too_large_to_map_whole_in_tiles(line, monkeypatch):
+    """Above the pixel bound the patch map is put together from overlapping tiles' cores,
+    each tile's patches its own features, as the crack network scores such a photo."""
+    from deepseek.manufacturing import stream
+
+    root, good, bad = line
+    mem = fit_memory(root / "good", target_fpr=0.01, progress=False, folds=3, crack_weight=0)
+    photo = np.concatenate([read_gray(bad[0]), read_gray(good[0])], axis=1)  # 80 x 224
+    whole = mem.anomaly_map(photo)
+    monkeypatch.setattr(stream, "TILE_ABOVE", photo.size - 1)
+    monkeypatch.setattr(stream, "TILE", 96)
+    monkeypatch.setattr(stream, "TILE_OVERLAP", 32)
+    tiled = mem.anomaly_map(photo)
+    assert tiled.shape == whole.shape == (10, 28)
+    for x0, x1, cx0, cx1 in stream.tile_spans(224, 96, 32):
+        part = mem.anomaly_map(photo[:, x0:x1])
+        np.testing.assert_array_equal(tiled[:, cx0 // 8: -(-cx1 // 8)],
+                                      part[:, (cx0 - x0) // 8: -(-(cx1 - x0) // 8)])
+    # the crack (in the first tile) is where the map is highest, tiled or not
+    assert np.unravel_index(tiled.argmax(), tiled.shape)[1] < 14
+    assert np.unravel_index(whole.argmax(), whole.shape)[1] < 14

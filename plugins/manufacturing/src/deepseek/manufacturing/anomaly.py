@@ -118,9 +118,26 @@ class PatchMemory:
         return None if t is None else float(t)
 
     def anomaly_map(self, image: np.ndarray) -> np.ndarray:
-        """Per 8x8 patch: the distance to the nearest good patch in the memory."""
+        """Per 8x8 patch: the distance to the nearest good patch in the memory. A photo of
+        more than :data:`~deepseek.manufacturing.stream.TILE_ABOVE` pixels is mapped in
+        overlapping tiles, as the crack network scores it, so that memory stays that of a
+        tile: each tile's patches are its own features, and the map is the tiles' cores."""
         import torch
 
+        from deepseek.manufacturing import stream
+
+        h, w = image.shape
+        if h * w > stream.TILE_ABOVE:
+            out = np.empty((-(-h // FEATURE_STRIDE), -(-w // FEATURE_STRIDE)), np.float32)
+            spans = [stream.tile_spans(n, stream.TILE, stream.TILE_OVERLAP) for n in (h, w)]
+            for y0, y1, cy0, cy1 in spans[0]:
+                for x0, x1, cx0, cx1 in spans[1]:
+                    part = self.anomaly_map(image[y0:y1, x0:x1])
+                    f = FEATURE_STRIDE
+                    out[cy0 // f: -(-cy1 // f), cx0 // f: -(-cx1 // f)] = \
+                        part[(cy0 - y0) // f: -(-(cy1 - y0) // f),
+                             (cx0 - x0) // f: -(-(cx1 - x0) // f)]
+            return out
         if self._bank_t is None:
             self._bank_t = torch.from_numpy(self.bank)
         feats = torch.from_numpy(patch_features(self.net, image))

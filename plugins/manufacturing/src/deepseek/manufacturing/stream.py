@@ -371,8 +371,8 @@ def _still(net: Any, images: np.ndarray, frames: int) -> tuple[np.ndarray, np.nd
 
 
 #: a photo (at the model's scale) of more pixels than this is scored in tiles: whole, its
-#: activations would take about 3.5 GB (about 55 MB a megapixel), and a line-scan image of
-#: 16,384 x 50,000 pixels some 45 GB
+#: activations would take about 3.3 GB (about 50 MB a megapixel), and a line-scan image of
+#: 16,384 x 50,000 pixels some 40 GB
 TILE_ABOVE = 1 << 26
 #: the side of a tile, at most (4096 x 4096: about 1 GB), and the pixels neighbouring tiles
 #: share (a crack up to this long that a tile boundary cuts lies whole in one of the two)
@@ -387,10 +387,12 @@ def tile_spans(n: int, tile: int = TILE, overlap: int = TILE_OVERLAP
     meeting at cell boundaries in the middle of each overlap and covering the axis once."""
     if n <= tile:
         return [(0, n, 0, n)]
-    count = -(-(n - overlap) // (tile - overlap))  # tiles, spread evenly
-    last = -(-(n - tile) // STRIDE) * STRIDE  # the last tile ends at n and starts on a cell
+    count = -(-(n - overlap) // (tile - overlap))  # as few tiles as the bound allows,
+    # each as long as they need to be to share ``overlap`` (on the cell), spread evenly
+    size = min(tile, -(-(n + (count - 1) * overlap) // (count * STRIDE)) * STRIDE)
+    last = -(-(n - size) // STRIDE) * STRIDE  # the last tile ends at n and starts on a cell
     starts = [STRIDE * ((i * last) // (STRIDE * (count - 1))) for i in range(count)]
-    ends = [min(s + tile, n) for s in starts]
+    ends = [min(s + size, n) for s in starts]
     cuts = [STRIDE * round((a + b) / 2 / STRIDE) for a, b in zip(starts[1:], ends[:-1])]
     bounds = [0, *cuts, n]
     return [(s, e, bounds[i], bounds[i + 1]) for i, (s, e) in enumerate(zip(starts, ends))]
