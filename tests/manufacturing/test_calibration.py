@@ -196,6 +196,8 @@ def test_the_commands(tmp_path, weights, monkeypatch):
     assert "labels to check: the good images scored highest" in res.output
     assert "fix the label and calibrate again" in res.output
     assert out.is_file()
+    assert (f"for the served photo decision: deepseek manufacturing export {weights} "
+            f"--calibration {out}") in res.output
     # an --out under a file is refused before the folder is scored
     import deepseek.manufacturing.calibration as calibration_module
 

@@ -473,6 +473,8 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
         --out line3.calibration.json
     deepseek manufacturing score line3/today --model runs/a/model.safetensors \\
         --calibration line3.calibration.json
+    deepseek manufacturing export runs/a/model.safetensors \\
+        --calibration line3.calibration.json    # the served photo decision at it
     """
     from deepseek.manufacturing.calibration import calibrate, write_calibration
     from deepseek.manufacturing.score import describe_expectation
@@ -491,6 +493,9 @@ def calibrate_cmd(folder: Path, model: str, out: Path, target_fpr: float, all_go
     click.echo(describe_expectation(cal["expected"], "this threshold"))
     _echo_review(cal.get("review"), "", "calibrate again")
     click.echo(f"wrote {out}")
+    if str(model).endswith(".safetensors"):  # a served photo decision decides at its own
+        click.echo(f"for the served photo decision: deepseek manufacturing export {model} "
+                   f"--calibration {out}")
 
 
 def _regex(pattern: str | None) -> str | None:
