@@ -370,7 +370,8 @@ def test_tiles_cover_an_axis_once_on_the_cell_and_overlap(n):
 
 
 @pytest.mark.parametrize("views", [1, 4])
-def test_a_photo_too_large_to_score_whole_is_scored_in_tiles(monkeypatch, caplog, views):
+def test_a_photo_too_large_to_score_whole_is_scored_in_tiles(monkeypatch, caplog, views,
+                                                            tmp_path):
     """Above the pixel bound a photo is scored tile by tile (memory stays that of a tile):
     its logit is the highest tile's, and its map is the tiles' cores put together; under
     the bound it is scored whole, as before."""
@@ -399,5 +400,12 @@ def test_a_photo_too_large_to_score_whole_is_scored_in_tiles(monkeypatch, caplog
                 mp[(cy0 - y0) // 16: -(-(cy1 - y0) // 16), (cx0 - x0) // 16: -(-(cx1 - x0) // 16)])
     assert logit == max(tiles) and len(tiles) == 6
     assert int(np.argmax(tiles)) >= 3  # the tile with the line scores highest
+    # score says so in what it prints for the photo
+    from deepseek.manufacturing.score import Scorer
+
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), photo)
+    assert Scorer("defect-3dcnn-lstm").score(path).to_dict()["tiles"] == 6
     monkeypatch.setattr(stream, "TILE_ABOVE", 150 * 200)  # at the bound: whole
     assert photo_logits(net, photo, 4, views)[0] == whole[0]
+    assert Scorer("defect-3dcnn-lstm").score(path).to_dict()["tiles"] == 1

@@ -41,7 +41,7 @@ from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_pat
     write_heatmap,
 )
 from deepseek.manufacturing.runtime import FRAMES, STRIDE, stored_extra
-from deepseek.manufacturing.stream import VIEWS, check_views, photo_logits
+from deepseek.manufacturing.stream import VIEWS, check_views, photo_logits, tile_count
 
 PACKAGED = "defect-3dcnn-lstm"
 log = logging.getLogger(__name__)
@@ -72,6 +72,10 @@ class ImageScore:
     #: number); not written to CSV or JSON
     cell_map: np.ndarray | None = field(default=None, repr=False, compare=False)
     stride: float = STRIDE
+    #: the tiles the photo was scored in (1: whole; more for a photo over
+    #: :data:`~deepseek.manufacturing.stream.TILE_ABOVE` pixels at the model's scale, whose
+    #: score is then the highest tile's)
+    tiles: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """The score as JSON-ready data (the probability map left out): what ``score --json``
@@ -267,11 +271,12 @@ class Scorer:
         p = Path(path)
         img = read_gray(p, bit_depth=self.bit_depth) if image is None else image
         if self.memory is None:  # at the scale the model was trained at
-            prob, pmap = score_image(self.net, rescale(img, self.scale), self.frames, self.views)
-            stride, shown = STRIDE / self.scale, pmap
+            scaled = rescale(img, self.scale)
+            prob, pmap = score_image(self.net, scaled, self.frames, self.views)
+            stride, shown, tiles = STRIDE / self.scale, pmap, tile_count(scaled.shape)
         else:  # anomaly map: shown at 0..1 with the threshold at the middle of the scale
             prob, pmap = self.memory.score(img)
-            stride = self.memory.stride
+            stride, tiles = self.memory.stride, tile_count(img.shape)
             shown = np.clip(pmap / (2 * self.threshold), 0.0, 1.0)
         if min(img.shape) < stride:
             log.warning("%s: %dx%d pixels, smaller than one cell of the model's map (%g px) "
@@ -286,7 +291,8 @@ class Scorer:
             write_heatmap(written, heatmap_overlay(img, shown, stride))
         return ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob, bool(defect),
                           box, written, self.threshold,
-                          self.views if self.memory is None else 1, self.scale, pmap, stride)
+                          self.views if self.memory is None else 1, self.scale, pmap, stride,
+                          tiles)
 
     def score_files(self, files: list[Path], heatmaps: str | Path | None = None, *,
                     progress: bool | None = None,

@@ -398,6 +398,15 @@ def tile_spans(n: int, tile: int = TILE, overlap: int = TILE_OVERLAP
     return [(s, e, bounds[i], bounds[i + 1]) for i, (s, e) in enumerate(zip(starts, ends))]
 
 
+def tile_count(shape: tuple[int, ...]) -> int:
+    """The tiles :func:`photo_logits` scores a photo of ``shape`` (h, w) in: 1 up to
+    :data:`TILE_ABOVE` pixels."""
+    h, w = shape[:2]
+    if h * w <= TILE_ABOVE:
+        return 1
+    return len(tile_spans(h, TILE, TILE_OVERLAP)) * len(tile_spans(w, TILE, TILE_OVERLAP))
+
+
 def photo_logits(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 1
                  ) -> tuple[float, np.ndarray]:
     """The crack logit of one grayscale photo, shown ``frames`` times from a fresh state, and
@@ -432,7 +441,7 @@ def _tiled_logits(net: Any, image: np.ndarray, frames: int, views: int
     h, w = image.shape
     rows, cols = tile_spans(h, TILE, TILE_OVERLAP), tile_spans(w, TILE, TILE_OVERLAP)
     log.info("a %d x %d photo scored in %d tiles of at most %d x %d pixels (%d shared): its "
-             "score is the highest tile's", w, h, len(rows) * len(cols), TILE, TILE,
+             "score is the highest tile's", w, h, tile_count(image.shape), TILE, TILE,
              TILE_OVERLAP)
     maps = np.empty((-(-h // STRIDE), -(-w // STRIDE)), np.float32)
     logit = -np.inf
