@@ -22,15 +22,17 @@ work, and the edge outputs are compared with the full ones from the same inputs:
   free-size export (edge); per-frame scores compared; then ``score_image`` on synthetic
   photos of KolektorSDD's size (500x1264; 32, --quick 8) under 1 and 4 views, with PyTorch
   (the full install's photo path) and with the packaged still-photo export (edge), and on
-  the edge also through the streaming step alone (an export without its still-photo graph);
-  photo score logits compared;
+  the edge also through the streaming step alone (an export without its still-photo graph),
+  and in the full install through the photo decision (``model.photo.onnx``, the graph
+  ``deepseek serve`` answers photos with) on onnxruntime; photo score logits compared;
 * finance: the ``tick-mlp`` fast path over synthetic ticks (200,000; --quick 50,000):
   compiled from the PyTorch module vs from the safetensors file; per-tick ``on_tick`` latency
   and the ``decide`` loop; decisions compared.
 
 Goals: the edge outputs equal the full ones (candidates within 1e-4 in probability of the
-``full-itk`` ones, stream scores within 1e-4, photo score logits within 1e-3,
-identical tick decisions). Speeds are reported, not goals.
+``full-itk`` ones, stream scores within 1e-4, photo score logits within 1e-3 from the
+still-photo export, the photo decision's probabilities within 1e-5, identical tick
+decisions). Speeds are reported, not goals.
 """
 
 from __future__ import annotations
@@ -138,7 +140,31 @@ def score_photos(net: object, mode: str) -> dict:
         net.still_session = None  # type: ignore[attr-defined]
         res.update(timed("photo_step"))
         res.pop("photo_step_out")
+    if mode == "full-torch":
+        res.update(photo_decision(net, photos))
     return res
+
+
+def photo_decision(net: object, photos: list) -> dict:
+    """The photo decision (``model.photo.onnx``, what ``deepseek serve`` serves for photos:
+    the same path as ``score_image`` in one graph) exported from ``net`` under 1 and 4 views
+    and run on onnxruntime, in-process (no server): ms per photo and the scores, as the
+    float32 probabilities it answers (near 1 their float32 steps, 6e-8, are up to 0.01 in
+    logit, so they are compared as probabilities)."""
+    import onnxruntime as ort
+
+    from deepseek.manufacturing.model import export_photo_onnx
+
+    ms, out = {}, {}
+    for views in (1, 4):
+        graph = export_photo_onnx(net, 0.5, views=views)  # type: ignore[arg-type]
+        session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        session.run(None, {"image": photos[0][None]})  # warm-up
+        t0 = time.perf_counter()
+        out[f"scores_{views}"] = [float(session.run(None, {"image": p[None]})[0][0])
+                                  for p in photos]
+        ms[f"views_{views}"] = (time.perf_counter() - t0) / len(photos) * 1e3
+    return {"photo_decision_ms": ms, "photo_decision_out": out}
 
 
 def work_finance(mode: str, data: str) -> dict:
@@ -275,6 +301,13 @@ def main() -> None:
                                   "export) vs PyTorch under 1 and 4 views, max difference "
                                   f"({inputs['photos']})", float(f"{err:.2e}"), "<= 1e-3",
                                   "logit", err <= 1e-3))
+                a = rows["full-torch"].pop("photo_decision_out")
+                err = max(float(np.abs(np.subtract(a[k], 1 / (1 + np.exp(-np.array(b[k]))))
+                                       ).max()) for k in a)
+                goals.append(goal("manufacturing: photo decision (model.photo.onnx, what "
+                                  "serve answers) scores vs PyTorch under 1 and 4 views, max "
+                                  f"difference ({inputs['photos']})", float(f"{err:.2e}"),
+                                  "<= 1e-5", "probability", err <= 1e-5))
             else:
                 same = edge["out"] == ref["out"]
                 goals.append(goal(f"finance: edge decisions identical to the full install's "
