@@ -100,6 +100,34 @@ def test_a_long_stream_keeps_its_last_frames_in_memory_and_every_score_on_disk(t
                          DefectNet(), keep_frames=bad)
 
 
+def test_large_frames_go_fewer_to_a_step(monkeypatch, caplog):
+    """A step holds at most STEP_PIXELS pixels: frames so large that max_batch of them would
+    pass it are asked of the source fewer at a time (one at the least), from the first
+    step; small ones max_batch at a time, as before."""
+    import logging
+
+    from deepseek.manufacturing import stream
+
+    def asked(n):  # how many frames each step asked the source for
+        src = FrameSource.open(f"synthetic:?seed=1&frames={n}&width=96&height=64")
+        wants, get = [], src.get
+        src.get = lambda want: (wants.append(want), get(want))[1]
+        ds = DefectStream(src, DefectNet(), max_batch=4)
+        ds.step = _Scripted([0.1] * n)
+        assert ds.run().frames == n
+        return set(wants), ds
+
+    assert asked(9)[0] == {4}
+    monkeypatch.setattr(stream, "STEP_PIXELS", 2 * 96 * 64 + 1)  # room for two frames
+    with caplog.at_level(logging.INFO, logger="deepseek.manufacturing.stream"):
+        wants, ds = asked(9)
+    assert wants == {2}
+    assert "frames of 96 x 64: 2 per model step (not 4)" in caplog.text
+    assert ds.frames_per_step(64, 96) == 2 and ds.frames_per_step(65, 96) == 1  # padded: 80
+    monkeypatch.setattr(stream, "STEP_PIXELS", 10)  # smaller than one frame: one at a time
+    assert ds.frames_per_step(64, 96) == 1
+
+
 def test_on_frame_gets_the_newest_frame_of_each_step_with_its_box():
     shown = []
     ds = _stream([0.1, 0.9, 0.2, 0.8], max_batch=2,

@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 #: (median 77) and 8 frames in 1,500 dropped on average, against 12-65 ms (median 37) and
 #: 0.5 at 4 (11 runs each).
 MAX_BATCH = 4
+#: the pixels a model step holds at most (frames times their padded size): frames so large
+#: that ``max_batch`` of them would pass it go fewer to a step, one at the least. A step
+#: takes about 20 MB a megapixel on onnxruntime (a 4000 x 3000 video: 1.46 GB peak at 3-4
+#: frames a step, 0.90 GB at one), so a 33-megapixel camera's frames go 2 at a time
+STEP_PIXELS = 1 << 26
 #: the frames whose records (index, score, flag, latency) a live source's report keeps: the
 #: last hour at 300 fps, about 100 MB; events and ``--scores`` rows go to their files as
 #: they are decided, so nothing of a longer run is lost (see :class:`DefectStream`)
@@ -639,6 +644,7 @@ class DefectStream:
         self.step = make_step(self.net, backend, self.threads)
         self.threshold, self.k, self.n = float(threshold), int(k), int(n)
         self.max_batch = int(max_batch)
+        self._said_per_step = False  # whether the frames' size has cut the step, said once
         # widths in mm only where the scale is known: given, or the source's own
         self.mm_per_px: float | None = (float(mm_per_px) if mm_per_px is not None
                                         else self.source.mm_per_px)
@@ -651,6 +657,22 @@ class DefectStream:
             raise ManufacturingError(f"keep_frames={keep_frames!r}: a positive number of "
                                      "frames, None for all, or 'auto'")
         self.keep_frames: int | None = keep_frames
+
+    def frames_per_step(self, height: int, width: int) -> int:
+        """Frames of ``height x width`` that go to one model step: ``max_batch``, fewer when
+        that many would hold more than :data:`STEP_PIXELS` pixels (padded to the cell), one
+        at the least."""
+        pixels = (-(-height // STRIDE) * STRIDE) * (-(-width // STRIDE) * STRIDE)
+        return max(1, min(self.max_batch, STEP_PIXELS // max(pixels, 1)))
+
+    def _per_step(self, height: int, width: int) -> int:
+        """:meth:`frames_per_step`, said once when it is fewer than ``max_batch``."""
+        n = self.frames_per_step(height, width)
+        if n < self.max_batch and not self._said_per_step:
+            self._said_per_step = True
+            log.info("frames of %d x %d: %d per model step (not %d), so that a step holds at "
+                     "most %d pixels", width, height, n, self.max_batch, STEP_PIXELS)
+        return n
 
     def warm_up(self) -> None:
         """Build the runtime for the source's frame size before frames arrive."""
@@ -685,18 +707,23 @@ class DefectStream:
         stage = collections.Counter()
         t_start = None
         self.warm_up()
+        # frames per step: bounded by their size (known from the source, else from the
+        # first frames), so that a large camera's step does not hold max_batch frames
+        per_step = self.max_batch if self.source.size is None else \
+            self._per_step(*reversed(self.source.size))
         try:
             with self.source:
                 while max_frames is None or seen < max_frames:
                     t0 = time.perf_counter()
-                    want = self.max_batch if max_frames is None else \
-                        min(self.max_batch, max_frames - seen)
+                    want = per_step if max_frames is None else \
+                        min(per_step, max_frames - seen)
                     batch = self.source.get(want)
                     if not batch:
                         break
                     t1 = time.perf_counter()
                     if t_start is None:
                         t_start = batch[0].t_capture
+                        per_step = self._per_step(*batch[0].image.shape[:2])
                     frames = pad16(np.stack([f.image for f in batch]))
                     t2 = time.perf_counter()
                     probs, maps = self.step(frames)
