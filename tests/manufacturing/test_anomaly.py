@@ -299,7 +299,8 @@ def test_a_memorys_photo_decision_is_what_score_decides(line, tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["photo_decision"]["threshold"] == cal["threshold"]
     img = read_gray(bad[0])
-    with DeepSeekServing(models={"line": out["photo_onnx"]}, port=0, grpc_port=None) as server:
+    with DeepSeekServing(models={"line": out["photo_onnx"]}, port=0, grpc_port=None,
+                         calibrate=False) as server:
         r = httpx.post(f"http://{server.http_url}/v2/models/line/infer", timeout=60, json={
             "inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, *img.shape],
                         "data": img.ravel().tolist()}]})

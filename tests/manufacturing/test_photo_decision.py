@@ -193,7 +193,8 @@ def test_the_photo_decision_served_and_empty_images_refused(tmp_path):
     out = _export(weights)
     photo = _photos(tmp_path, (70, 90), n=1)[0]
     want = Scorer(weights).score(photo)
-    with DeepSeekServing(models={"line": out["photo_onnx"]}, port=0, grpc_port=None) as server:
+    with DeepSeekServing(models={"line": out["photo_onnx"]}, port=0, grpc_port=None,
+                         calibrate=False) as server:  # no start-up timing: a test
         client = th.InferenceServerClient(server.http_url)
         meta = client.get_model_metadata("line")
         assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [

@@ -301,7 +301,7 @@ from deepseek.serving import DeepSeekServing
 photo = sys.argv[4].replace(".stream.onnx", ".photo.onnx")
 body = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 64, 96],
                                "data": [120] * (64 * 96)}]}).encode()
-with DeepSeekServing(models={"line": photo}, port=0, grpc_port=None) as s:
+with DeepSeekServing(models={"line": photo}, port=0, grpc_port=None, calibrate=False) as s:
     req = urllib.request.Request(f"http://{s.http_url}/v2/models/line/infer", data=body,
                                  headers={"Content-Type": "application/json"})
     served = json.loads(urllib.request.urlopen(req, timeout=60).read())
