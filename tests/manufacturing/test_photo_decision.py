@@ -216,5 +216,19 @@ def test_the_photo_decision_served_and_empty_images_refused(tmp_path):
                                                                                 abs=1e-5)
 
 
+def test_a_model_folder_holding_the_photo_decision_serves_it(tmp_path):
+    """As KServe serves it (deploy/kserve/inferenceservice-raw.yaml): the folder the storage
+    initializer fills holds the photo decision alone, as model.onnx."""
+    from deepseek.serving.models import ServedModel
+
+    out = _export(_weights(tmp_path, "run", threshold=0.5))
+    folder = tmp_path / "crack-line"
+    folder.mkdir()
+    shutil.copy(out["photo_onnx"], folder / "model.onnx")
+    served = ServedModel("crack-line", str(folder))
+    assert [o.name for o in served.outputs] == PHOTO_OUTPUTS
+    assert served.model.framework == "onnx" and served.inputs[0].datatype == "UINT8"
+
+
 def test_the_packaged_weights_get_no_photo_decision():
     assert not (WEIGHTS / "defect-3dcnn-lstm.photo.onnx").exists()
