@@ -25,7 +25,8 @@ from deepseek.manufacturing.runtime import (
     stream_onnx_for,
 )
 from deepseek.manufacturing.score import score_image
-from deepseek.manufacturing.stream import TorchStep, load_net, make_step
+from deepseek.manufacturing.sources import FrameSource
+from deepseek.manufacturing.stream import DefectStream, TorchStep, load_net, make_step
 
 PACKAGED = WEIGHTS / "defect-3dcnn-lstm.safetensors"
 
@@ -100,6 +101,40 @@ def test_the_exports_served_at_the_edge_take_frames_in_steps_of_the_cell():
     assert r3.status_code == 200, r3.text
     logits = next(o for o in r3.json()["outputs"] if o["name"] == "logits")
     assert logits["shape"] == [1, FRAMES]
+
+
+def test_a_stream_served_frame_by_frame_with_its_state_scores_as_the_stream_does():
+    """A camera's frames sent one request each to the served step, the state a request
+    answers sent with the next (what a client of `deepseek serve model.stream.onnx` does),
+    score every frame as `deepseek manufacturing stream` does (checked the same way on
+    KolektorSDD's val video, 632 frames: docs/manufacturing.md)."""
+    import httpx
+
+    from deepseek.serving import DeepSeekServing
+
+    uri = "synthetic:?seed=4&frames=12&width=96&height=64"
+    want = DefectStream(FrameSource.open(uri), backend="onnxruntime").run().scores
+    with FrameSource.open(uri) as src:
+        frames = [f.image for f in src]
+    step = str(WEIGHTS / "defect-3dcnn-lstm.stream.onnx")
+    state = {"buffer": np.zeros((1, 32, 2, 4, 6), np.float32),
+             "h": np.zeros((1, 1, 32), np.float32), "c": np.zeros((1, 1, 32), np.float32)}
+    got = []
+    with DeepSeekServing(models={"step": step}, port=0, grpc_port=None,
+                         calibrate=False) as server:
+        for image in frames:
+            inputs = [{"name": "frames", "datatype": "UINT8", "shape": [1, 1, 64, 96],
+                       "data": image.ravel().tolist()}]
+            inputs += [{"name": n, "datatype": "FP32", "shape": list(a.shape),
+                        "data": a.ravel().tolist()} for n, a in state.items()]
+            r = httpx.post(f"http://{server.http_url}/v2/models/step/infer",
+                           json={"inputs": inputs}, timeout=60)
+            assert r.status_code == 200, r.text
+            out = {o["name"]: np.array(o["data"], np.float32).reshape(o["shape"])
+                   for o in r.json()["outputs"]}
+            got.append(1 / (1 + np.exp(-float(out["logits"][0, -1]))))
+            state = {"buffer": out["buffer_out"], "h": out["h_out"], "c": out["c_out"]}
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("size", [(48, 64), (96, 160)])
