@@ -1060,6 +1060,15 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
 
         threshold = float(read_calibration(calibration, str(weights))["threshold"])
         threshold_from = f"calibration {calibration.name}"
+    from deepseek.manufacturing.draem import is_draem_file
+    from deepseek.manufacturing.errors import ManufacturingError
+
+    if is_draem_file(weights):
+        raise ManufacturingError(f"{weights}: a DRAEM model (train --good-only --method "
+                                 "draem) has no ONNX export; export a crack network's weights "
+                                 "(train, train --folder) or a good-parts memory (train "
+                                 "--good-only, its default method), whose photo decision "
+                                 "serves")
     if is_memory_file(weights):  # a good-parts memory: its photo decision alone
         from deepseek.manufacturing.anomaly import write_memory_onnx
 
