@@ -126,18 +126,9 @@ class PatchMemory:
 
         from deepseek.manufacturing import stream
 
-        h, w = image.shape
-        if h * w > stream.TILE_ABOVE:
-            out = np.empty((-(-h // FEATURE_STRIDE), -(-w // FEATURE_STRIDE)), np.float32)
-            spans = [stream.tile_spans(n, stream.TILE, stream.TILE_OVERLAP) for n in (h, w)]
-            for y0, y1, cy0, cy1 in spans[0]:
-                for x0, x1, cx0, cx1 in spans[1]:
-                    part = self.anomaly_map(image[y0:y1, x0:x1])
-                    f = FEATURE_STRIDE
-                    out[cy0 // f: -(-cy1 // f), cx0 // f: -(-cx1 // f)] = \
-                        part[(cy0 - y0) // f: -(-(cy1 - y0) // f),
-                             (cx0 - x0) // f: -(-(cx1 - x0) // f)]
-            return out
+        if image.shape[0] * image.shape[1] > stream.TILE_ABOVE:
+            return stream.in_tiles(image, FEATURE_STRIDE,
+                                   lambda tile: (None, self.anomaly_map(tile)))[1]
         if self._bank_t is None:
             self._bank_t = torch.from_numpy(self.bank)
         feats = torch.from_numpy(patch_features(self.net, image))
@@ -224,14 +215,12 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
     from torch import nn
 
     from deepseek.manufacturing.model import (
-        PHOTO_EXAMPLE,
-        PHOTO_INPUTS,
-        PHOTO_OUTPUTS,
-        _declare_inputs,
-        _export,
+        export_decision,
+        float32_threshold,
+        pad_to_cell,
         photo_graph_logits,
     )
-    from deepseek.manufacturing.runtime import FRAMES, PHOTO_META_KEY, STRIDE
+    from deepseek.manufacturing.runtime import FRAMES
 
     threshold = memory.threshold if threshold is None else float(threshold)
     if threshold is None or not threshold > 0:
@@ -247,10 +236,7 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
             bank = torch.from_numpy(memory.bank)
             self.register_buffer("bank", bank)
             self.register_buffer("bank_sq", (bank * bank).sum(1))
-            thr = torch.tensor(float(threshold), dtype=torch.float32)
-            if float(thr) < threshold:  # a float32 score passes where score's float64 does
-                thr = torch.nextafter(thr, torch.tensor(float("inf")))
-            self.register_buffer("threshold", thr)
+            self.register_buffer("threshold", float32_threshold(threshold))
 
         def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
             x = images.float()
@@ -280,8 +266,7 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
         def _features(self, x: torch.Tensor, h: torch.Tensor, w: torch.Tensor
                       ) -> torch.Tensor:
             """:func:`patch_features` of photos ``x (B, H, W)``, channels first."""
-            x = F.pad(x[:, None], [0, (STRIDE - w % STRIDE) % STRIDE, 0,
-                                   (STRIDE - h % STRIDE) % STRIDE], mode="replicate")
+            x = pad_to_cell(x, h, w)
             x = x / (x.mean(dim=(2, 3), keepdim=True) + 1.0) - 1.0
             enc = self.net.encoder
             f2 = enc[1](enc[0](x * 4.0))
@@ -302,19 +287,11 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
             top = torch.sort(dist, dim=1, descending=True).values[:, : k[0]]
             return top.double().mean(1).float()
 
-    graph = _export(_MemoryDecision(), (torch.zeros(1, 4 * STRIDE, 4 * STRIDE,
-                                                    dtype=torch.uint8),),
-                    PHOTO_INPUTS, PHOTO_OUTPUTS,
-                    {"image": {0: "batch", 1: "height", 2: "width"}, "score": {0: "batch"},
-                     "defect": {0: "batch"}, "map": {0: "batch", 1: "patches_y",
-                                                     2: "patches_x"},
-                     "threshold": {0: "batch"}}, opset)
     settings = {"kind": KIND, "threshold": float(threshold),
                 "threshold_from": threshold_from, "top_fraction": fraction,
                 "bank": int(memory.bank.shape[0]), "map_stride": FEATURE_STRIDE,
                 "crack": crack, "bit_depth": memory.meta.get("bit_depth")}
-    return _declare_inputs(graph, [{"name": "image", "example": PHOTO_EXAMPLE}],
-                           **{PHOTO_META_KEY: json.dumps(settings)})
+    return export_decision(_MemoryDecision(), settings, ("patches_y", "patches_x"), opset)
 
 
 def write_memory_onnx(path: str | Path, out: str | Path | None = None, *,

@@ -405,12 +405,7 @@ class PhotoDecision(nn.Module):
                  scale: float = 1.0) -> None:
         super().__init__()
         self.net, self.frames, self.views, self.scale = net, int(frames), int(views), scale
-        # the float32 at or above the threshold: a float32 score passes it where score's
-        # float64 comparison passes it
-        thr = torch.tensor(float(threshold), dtype=torch.float32)
-        if float(thr) < threshold:
-            thr = torch.nextafter(thr, torch.tensor(1.0))
-        self.register_buffer("threshold", thr)
+        self.register_buffer("threshold", float32_threshold(threshold))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``images (B, H, W)`` -> ``(score, defect, map, threshold)`` (see the class)."""
@@ -432,8 +427,7 @@ def photo_graph_logits(net: DefectNet, x: torch.Tensor, frames: int, views: int,
         x = _resize_axis(_resize_axis(x, 1, scale), 2, scale).round().clamp(0, 255)
     size = torch._shape_as_tensor(x)
     h, w = size[1], size[2]
-    x = nn.functional.pad(x[:, None], [0, (STRIDE - w % STRIDE) % STRIDE, 0,
-                                       (STRIDE - h % STRIDE) % STRIDE], mode="replicate")[:, 0]
+    x = pad_to_cell(x, h, w)[:, 0]
     logits, maps = [], []
     for view in range(views):
         flips = [d for bit, d in ((1, -1), (2, -2)) if view & bit]
@@ -445,6 +439,41 @@ def photo_graph_logits(net: DefectNet, x: torch.Tensor, frames: int, views: int,
     return torch.stack(logits).mean(0), cells
 
 
+def float32_threshold(threshold: float) -> torch.Tensor:
+    """The float32 at or above ``threshold``, for a graph's ``score >= threshold``: a float32
+    score passes it where ``score``'s float64 comparison passes ``threshold``."""
+    thr = torch.tensor(float(threshold), dtype=torch.float32)
+    return torch.nextafter(thr, torch.tensor(float("inf"))) if float(thr) < threshold else thr
+
+
+def pad_to_cell(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Photos ``x (B, H, W)`` (``h``, ``w``: their traced size) padded with their edge values
+    to multiples of the 16-pixel cell, as ``(B, 1, H', W')`` (what
+    :func:`deepseek.manufacturing.stream.pad16` does, traceable)."""
+    return nn.functional.pad(x[:, None], [0, (STRIDE - w % STRIDE) % STRIDE, 0,
+                                          (STRIDE - h % STRIDE) % STRIDE], mode="replicate")
+
+
+def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tuple[str, str],
+                    opset: int = 17, **meta: str) -> bytes:
+    """A photo decision ``wrapper`` (a module holding its network as ``net``: ``image`` ->
+    ``score``, ``defect``, ``map``, ``threshold``) as an ONNX graph (bytes), every size free
+    (the map's axes named ``map_axes``), the example photo declared and ``settings`` in its
+    metadata (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`) beside ``meta``."""
+    import json
+
+    from deepseek.manufacturing.runtime import PHOTO_META_KEY
+
+    graph = _export(
+        wrapper, (torch.zeros(1, 4 * STRIDE, 4 * STRIDE, dtype=torch.uint8),), PHOTO_INPUTS,
+        PHOTO_OUTPUTS,
+        {"image": {0: "batch", 1: "height", 2: "width"}, "score": {0: "batch"},
+         "defect": {0: "batch"}, "map": {0: "batch", 1: map_axes[0], 2: map_axes[1]},
+         "threshold": {0: "batch"}}, opset)
+    return _declare_inputs(graph, [{"name": "image", "example": PHOTO_EXAMPLE}],
+                           **{PHOTO_META_KEY: json.dumps(settings), **meta})
+
+
 def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None = None,
                       views: int = 1, scale: float = 1.0, threshold_from: str = "given",
                       bit_depth: int | None = None, opset: int = 17) -> bytes:
@@ -454,23 +483,15 @@ def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None 
     (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`), with where the threshold came
     from (``threshold_from``) and the bit depth a 16-bit photo is read over before it is
     sent as 8-bit gray (``bit_depth``; None: the full 16 bits)."""
-    import json
-
-    from deepseek.manufacturing.runtime import FRAMES, FRAMES_META_KEY, PHOTO_META_KEY
+    from deepseek.manufacturing.runtime import FRAMES, FRAMES_META_KEY
 
     frames = FRAMES if frames is None else int(frames)
-    graph = _export(
-        PhotoDecision(model, threshold, frames=frames, views=views, scale=scale),
-        (torch.zeros(1, 4 * STRIDE, 4 * STRIDE, dtype=torch.uint8),), PHOTO_INPUTS,
-        PHOTO_OUTPUTS,
-        {"image": {0: "batch", 1: "height", 2: "width"}, "score": {0: "batch"},
-         "defect": {0: "batch"}, "map": {0: "batch", 1: "cells_y", 2: "cells_x"},
-         "threshold": {0: "batch"}}, opset)
     settings = {"threshold": float(threshold), "threshold_from": threshold_from,
                 "views": int(views), "scale": float(scale), "bit_depth": bit_depth,
                 "frames": frames}
-    return _declare_inputs(graph, [{"name": "image", "example": PHOTO_EXAMPLE}],
-                           **{FRAMES_META_KEY: str(frames), PHOTO_META_KEY: json.dumps(settings)})
+    return export_decision(
+        PhotoDecision(model, threshold, frames=frames, views=views, scale=scale), settings,
+        ("cells_y", "cells_x"), opset, **{FRAMES_META_KEY: str(frames)})
 
 
 def _export(wrapper: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],

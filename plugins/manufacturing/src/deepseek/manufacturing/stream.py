@@ -444,20 +444,30 @@ def _tiled_logits(net: Any, image: np.ndarray, frames: int, views: int
                   ) -> tuple[float, np.ndarray]:
     """:func:`photo_logits` of a photo too large to score whole, tile by tile."""
     h, w = image.shape
-    rows, cols = tile_spans(h, TILE, TILE_OVERLAP), tile_spans(w, TILE, TILE_OVERLAP)
     log.info("a %d x %d photo scored in %d tiles of at most %d x %d pixels (%d shared): its "
              "score is the highest tile's", w, h, tile_count(image.shape), TILE, TILE,
              TILE_OVERLAP)
-    maps = np.empty((-(-h // STRIDE), -(-w // STRIDE)), np.float32)
-    logit = -np.inf
+    logits, maps = in_tiles(image, STRIDE, lambda tile: photo_logits(net, tile, frames, views))
+    return float(max(logits)), maps
+
+
+def in_tiles(image: np.ndarray, stride: int, run: Any) -> tuple[list[Any], np.ndarray]:
+    """``run(tile) -> (value, map)`` over the tiles of ``image`` (:func:`tile_spans`), each map
+    one value per ``stride`` pixels of its tile: every tile's value, and the map of the
+    whole image put together from the tiles' cores (``stride`` divides the cell, so the
+    cores' bounds fall on map values)."""
+    h, w = image.shape
+    rows, cols = tile_spans(h, TILE, TILE_OVERLAP), tile_spans(w, TILE, TILE_OVERLAP)
+    whole = np.empty((-(-h // stride), -(-w // stride)), np.float32)
+    values = []
     for y0, y1, cy0, cy1 in rows:
         for x0, x1, cx0, cx1 in cols:
-            lg, mp = photo_logits(net, image[y0:y1, x0:x1], frames, views)
-            logit = max(logit, lg)
-            maps[cy0 // STRIDE: -(-cy1 // STRIDE), cx0 // STRIDE: -(-cx1 // STRIDE)] = \
-                mp[(cy0 - y0) // STRIDE: -(-(cy1 - y0) // STRIDE),
-                   (cx0 - x0) // STRIDE: -(-(cx1 - x0) // STRIDE)]
-    return float(logit), maps
+            value, part = run(image[y0:y1, x0:x1])
+            values.append(value)
+            whole[cy0 // stride: -(-cy1 // stride), cx0 // stride: -(-cx1 // stride)] = \
+                part[(cy0 - y0) // stride: -(-(cy1 - y0) // stride),
+                     (cx0 - x0) // stride: -(-(cx1 - x0) // stride)]
+    return values, whole
 
 
 def _grow(mask: np.ndarray) -> np.ndarray:
