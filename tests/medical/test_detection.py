@@ -569,3 +569,40 @@ def test_detect_checks_its_outputs_before_the_detection(tmp_path, monkeypatch):
                                    str(tmp_path)])
     assert res.exit_code == 2
     assert f"--monai-json {tmp_path}: a folder; give the file's name" in res.output
+
+
+def test_the_served_detector_is_timed_at_a_volume_and_refuses_sizes_off_its_step():
+    """``deepseek serve lung-nodule-attention`` times the detector on a 64^3 crop (it was timed
+    at 1 x 1 x 1, which says nothing of the thread count a real volume wants) and answers a
+    crop whose sides are not multiples of 4 with a 400 that says how to pad it, as the
+    network's two stride-2 stages need; a crop on the step is answered as the model does,
+    its outputs named as the network's dict names them (they were output0-2, where the
+    ONNX export says heatmap, size, offset)."""
+    import httpx
+
+    from deepseek.serving import DeepSeekServing
+
+    x = np.random.default_rng(0).random((1, 1, 16, 20, 24), dtype=np.float32)
+    with DeepSeekServing(models={"nodules": "lung-nodule-attention"}, port=0,
+                         grpc_port=None) as s:
+        spec = s.models["nodules"].inputs[0]
+        assert spec.multiple == [1, 1, 4, 4, 4] and spec.example == [1, 1, 64, 64, 64]
+        assert "nodules" in s.calibration  # the 64^3 example ran and was timed
+        url = f"http://{s.http_url}/v2/models/nodules/infer"
+        ok = httpx.post(url, json={"inputs": [{"name": "ct", "shape": list(x.shape),
+                                               "datatype": "FP32",
+                                               "data": x.ravel().tolist()}]}, timeout=60)
+        off = httpx.post(url, json={"inputs": [{"name": "ct", "shape": [1, 1, 16, 20, 22],
+                                                "datatype": "FP32", "data": [0.0] * 7040}]},
+                         timeout=60)
+    assert ok.status_code == 200, ok.text
+    assert [o["name"] for o in ok.json()["outputs"]] == ["heatmap", "size", "offset"]
+    got = {o["name"]: np.array(o["data"], np.float32).reshape(o["shape"])
+           for o in ok.json()["outputs"]}
+    net = ModelLoader().load("lung-nodule-attention").module.eval()
+    with torch.inference_mode():
+        want = net(torch.from_numpy(x))
+    for name in ("heatmap", "size", "offset"):
+        np.testing.assert_allclose(got[name], want[name].numpy(), atol=1e-4)
+    assert off.status_code == 400 and "axis 4" in off.json()["error"]
+    assert "pad it to 24" in off.json()["error"]

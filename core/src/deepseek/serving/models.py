@@ -122,15 +122,18 @@ class ServedModel:
                     for o in m.session.get_outputs()]
         if not all(s.shape for s in self.inputs):
             return [TensorSpec("output", "FP32", [])]
-        runs = []
+        runs, keys = [], None
         for free in (2, 3):  # dims that follow the free input sizes are free outputs too
             probe = []
             for s in self.inputs:
                 steps = s.multiple or [1] * len(s.shape)
                 shape = [free * k if d == -1 else d for d, k in zip(s.shape, steps)]
                 probe.append(_zeros(shape, s.datatype))
-            runs.append(self._as_list(m(*probe)))
-        names = ["output"] if len(runs[0]) == 1 else [f"output{i}" for i in range(len(runs[0]))]
+            out = m(*probe)
+            keys = self._keys(out)
+            runs.append(self._as_list(out))
+        names = keys or (["output"] if len(runs[0]) == 1
+                         else [f"output{i}" for i in range(len(runs[0]))])
         declared = self._declared_outputs
         if declared is not None and len(declared) == len(names):
             names = declared
@@ -141,6 +144,16 @@ class ServedModel:
         return [TensorSpec(n, v2_datatype(a), [-1] + [-1 if da != db else int(da)
                                                       for da, db in zip(a.shape[1:], b.shape[1:])])
                 for n, a, b in zip(names, runs[0], runs[1])]
+
+    @staticmethod
+    def _keys(out: Any) -> list[str] | None:
+        """The output names a model's dict of arrays gives (as its ONNX export names them),
+        else None (a tensor, a tuple, a nested dict: named by position)."""
+        if isinstance(out, dict) and out and all(
+                isinstance(k, str) and not isinstance(v, (list, tuple, dict))
+                for k, v in out.items()):
+            return list(out)
+        return None
 
     @staticmethod
     def _as_list(out: Any) -> list[np.ndarray]:

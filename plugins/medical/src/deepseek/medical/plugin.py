@@ -44,7 +44,10 @@ def register_models(register: Any) -> None:
              config={"base": 12}, weights=str(WEIGHTS / "lung-nodule-attention.safetensors"),
              description="attention 3D CNN (CBAM + attention gate), centre-heatmap lung-nodule "
                          "detector at 1 mm",
-             inputs=[{"name": "ct", "dtype": "float32", "shape": [-1, 1, -1, -1, -1]}])
+             # sizes in steps of 4 (two stride-2 stages); the server times it at 64^3, an
+             # eighth of the detector's 128^3 window (1^3 told it nothing of a real volume)
+             inputs=[{"name": "ct", "dtype": "float32", "shape": [-1, 1, -1, -1, -1],
+                      "multiple": [1, 1, 4, 4, 4], "example": [1, 1, 64, 64, 64]}])
     register("nodule-fpr-3dcnn", lazy_callable(M + "fpr_model:build"), config={"base": 8},
              weights=str(WEIGHTS / "nodule-fpr-3dcnn.safetensors"),
              description="3D CNN on a 32 mm cube around each nodule candidate: the second, "
