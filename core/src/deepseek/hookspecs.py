@@ -59,8 +59,9 @@ def register_models(register):  # type: ignore[no-untyped-def]
     needs; the server refuses other sizes with a 400 that says how to pad) and
     ``"example"`` (one concrete shape, for summaries, tracing and the server's timing; by
     default each free axis is one step); ``outputs`` names what the model returns, in order
-    (a returned state's tensors flattened), as the server answers with them (default:
-    ``output``, or ``output0``, ``output1``...); ``batching`` is the server's policy for
+    (a returned state's tensors flattened), as the server answers with them (default: the
+    keys of a returned dict of tensors, else ``output``, or ``output0``, ``output1``...);
+    ``batching`` is the server's policy for
     inputs of different shapes (``{"policy": "pad", "pad_axes": [1]}``).
     """
 
