@@ -261,21 +261,27 @@ def stream_metric(predictions: Any, references: Any, **options: Any) -> dict[str
 def image_auroc(scores: Any, labels: Any) -> float:
     """Area under the ROC curve of image scores against 0/1 labels (the Mann-Whitney
     statistic; tied scores count one half); NaN when one class is absent."""
-    s = np.asarray(scores, np.float64)
+    s = np.asarray(scores)
+    if s.dtype.kind != "f":
+        s = s.astype(np.float64)
     y = np.asarray(labels).astype(bool)
     if s.shape != y.shape:
         raise ValueError(f"{len(s)} scores for {len(y)} labels")
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if not n_pos or not n_neg:
+    neg = s[~y]
+    neg.sort()
+    return _auroc_sorted(neg, s[y])
+
+
+def _auroc_sorted(neg: np.ndarray, pos: np.ndarray) -> float:
+    """:func:`image_auroc` from the negatives' scores, sorted, and the positives': each
+    positive counts the negatives below it once and those equal to it a half (twice over,
+    in whole numbers). A copy of the negatives is the memory it takes, where ranking every
+    score took some 60 bytes a score (a pixel AUROC has millions)."""
+    if not len(pos) or not len(neg):
         return float("nan")
-    order = np.argsort(s, kind="stable")
-    ranks = np.empty(len(s), np.float64)
-    # average ranks over runs of equal scores (one array operation per run boundary, not a
-    # Python loop per run: a pixel AUROC has millions of runs)
-    starts = np.r_[0, np.flatnonzero(np.diff(s[order])) + 1]
-    ends = np.r_[starts[1:], len(s)]
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    twice = int(np.searchsorted(neg, pos, side="left").sum()) + \
+        int(np.searchsorted(neg, pos, side="right").sum())
+    return twice / 2 / (len(pos) * len(neg))
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -401,57 +407,111 @@ def upsample_map(pmap: Any, shape: tuple[int, int], stride: float) -> np.ndarray
     return up[:h, :w]
 
 
+#: pixel samples :class:`PixelMetrics` keeps at most (about 85 MB of values and labels);
+#: past it the sampling grid is made coarser for every image alike
+MAX_PIXEL_SAMPLES = 1 << 24
+#: values kept of a defect region larger than this: its quantiles, so that the share of it
+#: at or above a threshold is read within about 1/REGION_VALUES
+REGION_VALUES = 4097
+
+
+class PixelMetrics:
+    """Pixel AUROC and AU-PRO (:func:`pixel_metrics`) gathered one image at a time, in
+    bounded memory: each image's map and mask are sampled on a grid (every ``step``-th row
+    and column) and let go; when the samples pass ``max_samples`` the grid is made twice as
+    coarse, for the images already added (every other sample of their grid, which is the
+    coarser grid) and those to come, so every image is sampled alike whatever their number
+    and size. A defect region keeps all its pixels' values up to :data:`REGION_VALUES`, else
+    that many of its quantiles."""
+
+    def __init__(self, fpr_limit: float = 0.3, step: int = 2, levels: int = 200,
+                 max_samples: int = MAX_PIXEL_SAMPLES) -> None:
+        self.fpr_limit, self.levels, self.max_samples = fpr_limit, levels, max_samples
+        self.step = int(step)
+        self.samples = 0
+        self.images = 0
+        self._vals: list[np.ndarray] = []
+        self._labs: list[np.ndarray] = []
+        self._regions: list[np.ndarray] = []  # each region's values, sorted
+
+    def add(self, pixel_map: np.ndarray, mask: np.ndarray) -> None:
+        """One image's map (a value per pixel) and defect mask (non-zero: defect)."""
+        from deepseek.manufacturing.images import require_cv2
+
+        m = np.asarray(pixel_map, np.float32)
+        k = np.asarray(mask) > 0
+        if m.shape != k.shape:
+            raise ValueError(f"a map of {m.shape} for a mask of {k.shape}")
+        self._vals.append(np.ascontiguousarray(m[::self.step, ::self.step]))
+        self._labs.append(np.ascontiguousarray(k[::self.step, ::self.step]))
+        self.samples += self._vals[-1].size
+        self.images += 1
+        while self.samples > self.max_samples and any(v.size > 1 for v in self._vals):
+            self.step *= 2
+            self._vals = [np.ascontiguousarray(v[::2, ::2]) for v in self._vals]
+            self._labs = [np.ascontiguousarray(y[::2, ::2]) for y in self._labs]
+            self.samples = sum(v.size for v in self._vals)
+        if k.any():
+            n, lab = require_cv2("pixel metrics").connectedComponents(k.astype(np.uint8),
+                                                                      connectivity=8)
+            for r in range(1, n):
+                v = np.sort(m[lab == r])
+                if len(v) > REGION_VALUES:
+                    v = v[np.linspace(0, len(v) - 1, REGION_VALUES).round().astype(np.int64)]
+                self._regions.append(v)
+
+    def result(self) -> dict[str, float]:
+        """``pixel_auroc``, ``au_pro``, ``regions`` (as :func:`pixel_metrics`) and
+        ``pixel_step``, the sampling grid's step at the end."""
+        if not self._vals:
+            raise ValueError("no image added")
+        v = np.concatenate([a.ravel() for a in self._vals])
+        y = np.concatenate([a.ravel() for a in self._labs])
+        neg = v[~y]
+        neg.sort()
+        out = {"pixel_auroc": _auroc_sorted(neg, v[y]), "regions": len(self._regions),
+               "au_pro": float("nan"), "pixel_step": self.step}
+        del v, y
+        if not self._regions or not len(neg):
+            return out
+        fpr_limit = self.fpr_limit
+        # thresholds from high to low: quantiles of the defect-free pixels down to fpr_limit
+        qs = np.linspace(0.0, fpr_limit, self.levels)
+        thr = np.quantile(neg, 1.0 - qs)
+        fpr = 1.0 - np.searchsorted(neg, thr, side="left") / len(neg)
+        pro = np.array([np.mean([1.0 - np.searchsorted(r, t, side="left") / len(r)
+                                 for r in self._regions]) for t in thr])
+        keep = fpr <= fpr_limit
+        if not keep.any():
+            return out
+        # the curve from FPR 0 to fpr_limit, held flat beyond its first and last points
+        f = np.r_[0.0, fpr[keep], fpr_limit]
+        p = np.r_[pro[keep][0], pro[keep], pro[keep][-1]]
+        out["au_pro"] = float(np.sum(np.diff(f) * (p[1:] + p[:-1]) / 2) / fpr_limit)
+        return out
+
+
 def pixel_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                  fpr_limit: float = 0.3, step: int = 2, levels: int = 200) -> dict[str, float]:
+                  fpr_limit: float = 0.3, step: int = 2, levels: int = 200,
+                  max_samples: int = MAX_PIXEL_SAMPLES) -> dict[str, float]:
     """Localisation quality of pixel maps (each at its image's size) against defect masks.
 
     * ``pixel_auroc``: ROC AUC over all pixels of all images (every ``step``-th row and column,
-      to bound the memory);
+      coarser where the samples would pass ``max_samples``: :class:`PixelMetrics`);
     * ``au_pro``: the area under the per-region-overlap curve up to a pixel false-positive
       rate of ``fpr_limit``, divided by ``fpr_limit`` (1 is perfect). Per-region overlap at a
       threshold is the mean, over the connected regions of the masks, of the share of each
       region's pixels at or above it, so a small crack weighs as much as a large one; the
       false-positive rate is over the defect-free pixels. ``levels`` thresholds (quantiles of
       the defect-free pixels' values) trace the curve;
-    * ``regions``: the number of defect regions.
+    * ``regions``: the number of defect regions; ``pixel_step``: the grid's step.
     """
-    from deepseek.manufacturing.images import require_cv2
-
-    cv2 = require_cv2("pixel metrics")
     if len(maps) != len(masks):
         raise ValueError(f"{len(maps)} maps for {len(masks)} masks")
-    vals, labs, region_vals = [], [], []
+    acc = PixelMetrics(fpr_limit, step, levels, max_samples)
     for m, k in zip(maps, masks):
-        m = np.asarray(m, np.float32)
-        k = np.asarray(k) > 0
-        if m.shape != k.shape:
-            raise ValueError(f"a map of {m.shape} for a mask of {k.shape}")
-        vals.append(m[::step, ::step].ravel())
-        labs.append(k[::step, ::step].ravel())
-        if k.any():
-            n, lab = cv2.connectedComponents(k.astype(np.uint8), connectivity=8)
-            region_vals += [m[lab == r] for r in range(1, n)]
-    v, y = np.concatenate(vals), np.concatenate(labs)
-    out = {"pixel_auroc": image_auroc(v, y), "regions": len(region_vals),
-           "au_pro": float("nan")}
-    neg = np.sort(v[~y])
-    if not region_vals or not len(neg):
-        return out
-    # thresholds from high to low: quantiles of the defect-free pixels down to fpr_limit
-    qs = np.linspace(0.0, fpr_limit, levels)
-    thr = np.quantile(neg, 1.0 - qs)
-    fpr = 1.0 - np.searchsorted(neg, thr, side="left") / len(neg)
-    sorted_regions = [np.sort(r) for r in region_vals]
-    pro = np.array([np.mean([1.0 - np.searchsorted(r, t, side="left") / len(r)
-                             for r in sorted_regions]) for t in thr])
-    keep = fpr <= fpr_limit
-    if not keep.any():
-        return out
-    # the curve from FPR 0 to fpr_limit, held flat beyond its first and last points
-    f = np.r_[0.0, fpr[keep], fpr_limit]
-    p = np.r_[pro[keep][0], pro[keep], pro[keep][-1]]
-    out["au_pro"] = float(np.sum(np.diff(f) * (p[1:] + p[:-1]) / 2) / fpr_limit)
-    return out
+        acc.add(m, k)
+    return acc.result()
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:

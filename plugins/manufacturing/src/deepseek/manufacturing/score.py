@@ -386,8 +386,8 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     from deepseek.manufacturing.labelled import read_labelled
     from deepseek.manufacturing.metrics import (
         average_precision,
+        PixelMetrics,
         image_auroc,
-        pixel_metrics,
         recall_at_fpr,
         upsample_map,
     )
@@ -428,15 +428,18 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     located = [r for r in results
                if items[r.path].mask is not None or not items[r.path].defect]
     if any(items[r.path].defect for r in located):
-        maps = [upsample_map(r.cell_map, (r.height, r.width), r.stride) for r in located]
-        masks = [items[r.path].mask if items[r.path].mask is not None
-                 else np.zeros((r.height, r.width), np.uint8) for r in located]
-        out["pixel"] = {"images": len(located), **pixel_metrics(maps, masks)}
-        # references beside it: a map that knows nothing (0.5), and one that marks the dark
-        # pixels (cracks are dark): pixel scores near this baseline say little about a model
-        dark = [upsample_map(darkness_cells(items[r.path].image, r.stride), (r.height, r.width),
-                             r.stride) for r in located]
-        base = pixel_metrics(dark, masks)
+        # one image at a time (a folder of 20-megapixel photos held 12.6 GB of full-size
+        # maps for 30 of them); beside the model's maps, the references: a map that knows
+        # nothing (0.5), and one that marks the dark pixels (cracks are dark): pixel scores
+        # near this baseline say little about a model
+        acc, dark = PixelMetrics(), PixelMetrics()
+        for r in located:
+            item, shape = items[r.path], (r.height, r.width)
+            mask = item.mask if item.mask is not None else np.zeros(shape, np.uint8)
+            acc.add(upsample_map(r.cell_map, shape, r.stride), mask)
+            dark.add(upsample_map(darkness_cells(item.image, r.stride), shape, r.stride), mask)
+        out["pixel"] = {"images": len(located), **acc.result()}
+        base = dark.result()
         out["pixel_references"] = {
             "chance": {"pixel_auroc": 0.5},
             "darkness": {"what": "each image's darkness (255 - gray) per map cell",
