@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from deepseek.cli import build_cli
+from deepseek.manufacturing import labelled
 from deepseek.manufacturing.errors import ManufacturingError
 from deepseek.manufacturing.labelled import (
     read_labelled,
@@ -46,7 +47,7 @@ def _part(path, seed, crack=None, h=96, w=128):
     return mask
 
 
-def test_positive_crops_overlap_the_mask_and_negatives_avoid_it(tmp_path):
+def test_positive_crops_overlap_the_mask_and_negatives_avoid_it(tmp_path, monkeypatch):
     mask = _part(tmp_path / "a.png", 0, ((90, 70), (120, 80)), h=160, w=200)
     cv2.imwrite(str(tmp_path / "a_mask.png"), mask)
     [item] = read_labelled(tmp_path)
@@ -61,13 +62,19 @@ def test_positive_crops_overlap_the_mask_and_negatives_avoid_it(tmp_path):
     small = read_labelled(tmp_path)[0]
     x, m = sample_crop(small, 256, True, rng)
     assert x.shape == (256, 256) and m.sum() == (mask > 0).sum()
-    # images over the memory budget are read again on use: the same crops
-    [lazy] = read_labelled(tmp_path, cache_mb=0)
+    # images over the memory budget are kept in a temporary file, or, where its folder has
+    # no room, read again on use: the same crops either way
+    [spilled] = read_labelled(tmp_path, cache_mb=0)
+    assert isinstance(spilled._image, np.memmap) and isinstance(spilled._mask, np.memmap)
+    with monkeypatch.context() as mp:
+        mp.setattr(labelled, "SPILL_FREE", 1 << 62)  # no disk has that much free
+        [lazy] = read_labelled(tmp_path, cache_mb=0)
     assert lazy._image is None and lazy._mask is None
-    for k in range(5):
-        a = sample_crop(item, 64, k % 2 == 0, np.random.default_rng(k))
-        b = sample_crop(lazy, 64, k % 2 == 0, np.random.default_rng(k))
-        assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
+    for other in (spilled, lazy):
+        for k in range(5):
+            a = sample_crop(item, 64, k % 2 == 0, np.random.default_rng(k))
+            b = sample_crop(other, 64, k % 2 == 0, np.random.default_rng(k))
+            assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
 
 
 def test_yolo_polygons_and_boxes(tmp_path):
@@ -1335,11 +1342,15 @@ def test_a_model_trained_at_a_scale_scores_photos_at_it(tmp_path, caplog):
                   ((20, 30), (110, 60)) if k % 2 else None, h=96, w=128)
         cv2.imwrite(str(tmp_path / "parts" / f"{k}_mask.png"), m)
     kept = read_labelled(tmp_path / "parts", scale=0.5)
-    again = read_labelled(tmp_path / "parts", scale=0.5, cache_mb=0)  # read on each use
-    for a, b in zip(kept, again):
+    spilled = read_labelled(tmp_path / "parts", scale=0.5, cache_mb=0)  # in a file
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(labelled, "SPILL_FREE", 1 << 62)
+        again = read_labelled(tmp_path / "parts", scale=0.5, cache_mb=0)  # read on each use
+    for a, b, c in zip(kept, again, spilled):
         assert a.shape == (96, 128) and a.image.shape == a.mask.shape == (48, 64)
-        assert a._image is not None and b._image is None
+        assert a._image is not None and b._image is None and c._image is not None
         assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+        assert np.array_equal(a.image, c.image) and np.array_equal(a.mask, c.mask)
         assert all(0 <= r < 48 for r in a.rows) and all(0 <= c < 64 for c in a.cols)
         assert a.defect == bool(a.rows)  # the 2-pixel line survives the halving
     # one model, its threshold set on a validation folder (read at the scale too)
@@ -1545,10 +1556,14 @@ def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):
     shutil.copy(root / "g1.png", root / "g1_copy.png")
     cv2.imwrite(str(root / "g1_copy_mask.png"), np.zeros_like(a))
     union = np.maximum(a, b) > 0
-    for cache in (2048.0, 0.0):                                   # kept in memory or read again
-        with caplog.at_level("WARNING", logger="deepseek.manufacturing.labelled"):
+    for cache, room in ((2048.0, 0), (0.0, 0), (0.0, 1 << 62)):  # memory, a file, read again
+        with caplog.at_level("WARNING", logger="deepseek.manufacturing.labelled"), \
+                pytest.MonkeyPatch.context() as mp:
+            mp.setattr(labelled, "SPILL_FREE", room)
             caplog.clear()
             items = read_labelled(root, cache_mb=cache)
+        kept = {type(i._mask) for i in items}
+        assert kept == {np.ndarray} if cache else {np.memmap} if not room else {type(None)}
         names = sorted(i.path.name for i in items)
         assert names == ["a.png", "g0.png", "g1.png", "g2.png"]   # 6 files, 4 pictures
         assert "2 image(s) are copies of others" in caplog.text and "z_again.png" in caplog.text
@@ -1875,8 +1890,6 @@ def test_labels_are_found_with_each_folder_listed_once(tmp_path, monkeypatch):
     images beside masks/: 13.7 s before, 0.46 s after); the masks found are the same,
     names that start like another's (1 and 10, 1_mask) and glob's characters included."""
     import os
-
-    import deepseek.manufacturing.labelled as labelled
 
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()

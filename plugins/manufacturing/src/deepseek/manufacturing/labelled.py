@@ -133,8 +133,11 @@ def _good_class_error(where: str, name: object, what: str) -> ManufacturingError
 
 #: label sources that place the defect in the picture (a mask, however it was written)
 PIXEL_LABELS = ("mask", "coco", "voc", "labelme", "yolo")
-#: decoded pixels (and masks) kept in memory by the folder readers, in MB; past it, read again
+#: decoded pixels (and masks) kept in memory by the folder readers, in MB; past it, in a
+#: temporary file (:class:`SpillFile`), else read again on each use
 CACHE_MB = 2048.0
+#: disk space a :class:`SpillFile` leaves free in its folder, in bytes
+SPILL_FREE = 2 * 1024 ** 3
 
 
 @dataclass
@@ -215,6 +218,78 @@ class LabelledImage:
     def keep(self, image: np.ndarray, mask: np.ndarray | None) -> None:
         """Keep an already decoded image and mask (so that they are not decoded again)."""
         self._image, self._mask = image, mask
+
+
+class SpillFile:
+    """Decoded pixels past the memory cache, written once to a temporary file (in the
+    folder ``TMPDIR`` names, else the system's) and read back through the page cache, where
+    they were decoded from the photo file again on every use (a 20-megapixel PNG takes a
+    few tenths of a second, and training reads each image for every crop). The file has no
+    name (it is gone when the process ends) and is mapped once: each image is a view into
+    it. Nothing is written when it would leave less than :data:`SPILL_FREE` of
+    the disk free; those images are read again on use, as before.
+
+    Use: :meth:`put` each image (True when written), then :meth:`finish`, which hands the
+    views to the images."""
+
+    def __init__(self) -> None:
+        self._file: Any = None
+        self._size = 0
+        self._parts: list[tuple[LabelledImage, list[tuple[int, str, tuple[int, ...]]]]] = []
+        self._failed = False
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes written so far."""
+        return self._size
+
+    def put(self, item: LabelledImage, *arrays: np.ndarray | None) -> bool:
+        """Write ``item``'s arrays (the image, and its mask or None) if the disk has room."""
+        import shutil
+        import tempfile
+
+        if self._failed:
+            return False
+        need = sum(a.nbytes for a in arrays if a is not None)
+        folder = tempfile.gettempdir()
+        try:
+            if shutil.disk_usage(folder).free - need < SPILL_FREE:
+                return False
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="deepseek-pixels-")
+            where = []
+            for a in arrays:
+                if a is None:
+                    where.append((-1, "", ()))
+                    continue
+                a = np.ascontiguousarray(a)
+                self._file.seek(self._size)
+                self._file.write(memoryview(a).cast("B"))
+                where.append((self._size, a.dtype.str, a.shape))
+                self._size += -(-a.nbytes // 64) * 64  # each array 64-byte aligned
+        except OSError as exc:  # a full or read-only temporary folder: decode on use
+            log.warning("decoded pixels cannot be kept in %s (%s); the images past the "
+                        "memory cache are read from their files on each use", folder, exc)
+            self._failed = True
+            return False
+        self._parts.append((item, where))
+        return True
+
+    def finish(self) -> None:
+        """Map the file and give each image put its views (copy on write: a change stays in
+        this process, as with pixels kept in memory)."""
+        if self._file is None or not self._parts:
+            return
+        self._file.truncate(self._size)  # the last array's alignment padding
+        self._file.flush()
+        data = np.memmap(self._file, np.uint8, mode="c", shape=(self._size,))
+        self._file.close()  # the mapping keeps the (nameless) file until it is let go
+        for item, where in self._parts:
+            views = [None if off < 0 else
+                     data[off:off + int(np.prod(shape)) * np.dtype(dt).itemsize]
+                     .view(dt).reshape(shape) for off, dt, shape in where]
+            item.keep(*views)
+        self._file, self._parts = None, []
 
 
 def pixel_digest(image: np.ndarray) -> str:
@@ -1387,6 +1462,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     yolo = {p: yolo_label_path(p) for p in files}
     out = []
     budget = cache_mb * 1e6
+    spill = SpillFile()
     mat_other: dict[Path, list[int]] = {}  # MATLAB ground truth: labels read as background
     mostly: list[tuple[Path, float]] = []  # masks that mark most of their image
     names = FolderNames()
@@ -1424,7 +1500,10 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         if cost <= budget:
             item.keep(img, mask)
             budget -= cost
+        else:
+            spill.put(item, img, mask)
         out.append(item)
+    spill.finish()
     _warn_stray_backgrounds(out, root)
     if mostly:
         log.warning("%d mask(s) mark most of their image as defect (%s%s): a mask drawn the "
@@ -1436,17 +1515,30 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     out = set_aside_copies(out)
     n_def = sum(i.defect for i in out)
     unplaced = sum(i.defect and i.source == "folder" for i in out)
-    kept = sum(i._image is not None for i in out)
-    log.info("%s: %d images, %d defect (%d with a location), %d good; %d kept in memory", root,
-             len(out), n_def, n_def - unplaced, len(out) - n_def, kept)
-    if kept < len(out):
-        log.warning("%d of %d images are over the %g MB cache and are read from disk on each "
-                    "use (slower)", len(out) - kept, len(out), cache_mb)
+    _log_kept(root, out, cache_mb, spill)
+    log.info("%s: %d images, %d defect (%d with a location), %d good", root, len(out), n_def,
+             n_def - unplaced, len(out) - n_def)
     if unplaced:
         log.warning("%d defect images have no mask or label file: their crops are taken at "
                     "random and may miss the defect; masks or YOLO labels train better",
                     unplaced)
     return out
+
+
+def _log_kept(root: Path, items: list[LabelledImage], cache_mb: float, spill: SpillFile
+              ) -> None:
+    """Say where the decoded pixels are: in memory, in the temporary file past ``cache_mb``,
+    or (neither) read from their files on each use."""
+    on_disk = sum(isinstance(i._image, np.memmap) for i in items)
+    kept = sum(i._image is not None for i in items) - on_disk
+    left = len(items) - kept - on_disk
+    if on_disk:
+        log.info("%s: %d images kept decoded in memory, %d past the %g MB cache in a "
+                 "temporary file (%.1f GB)", root, kept, on_disk, cache_mb, spill.nbytes / 1e9)
+    if left:
+        log.warning("%d of %d images are over the %g MB cache and are read from their files "
+                    "on each use (slower; the temporary folder, TMPDIR, had no room for them)",
+                    left, len(items), cache_mb)
 
 
 def _warn_mat_labels(mat_other: dict[Path, list[int]]) -> None:
@@ -1729,6 +1821,7 @@ def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
 
     items = []
     budget = cache_mb * 1e6
+    spill = SpillFile()
     for p in files:
         img = read_gray(p, bit_depth=bit_depth)
         item = LabelledImage(p, False, "folder", img.shape,
@@ -1737,7 +1830,11 @@ def good_folds(files: list[Path], root: Path, folds: int, seed: int = 0,
         if img.nbytes <= budget:
             item.keep(img, None)
             budget -= img.nbytes
+        else:
+            spill.put(item, img, None)
         items.append(item)
+    spill.finish()
+    _log_kept(root, items, cache_mb, spill)
     items = set_aside_copies(items)
     info = join_look_alikes(items, rule_given=group_pattern is not None)
     if len(items) < len(files):
