@@ -77,6 +77,28 @@ def test_positive_crops_overlap_the_mask_and_negatives_avoid_it(tmp_path, monkey
             assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
 
 
+def test_a_temporary_folder_held_in_memory_is_told_from_a_disk(tmp_path, monkeypatch):
+    """The images past the memory cache are not written to a tmpfs ``/tmp`` (the file would
+    take the memory the cache spares): by the longest mount point over the folder."""
+    from deepseek.manufacturing.labelled import in_memory_folder
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda1 / ext4 rw 0 0\n"
+                      "tmpfs /tmp tmpfs rw,nosuid 0 0\n"
+                      "/dev/vdb1 /tmp/big\\040disk xfs rw 0 0\n"
+                      "bad line\n")
+    assert in_memory_folder("/tmp", str(mounts))
+    assert in_memory_folder("/tmp/x/y", str(mounts))
+    assert not in_memory_folder("/tmp/big disk/x", str(mounts))
+    assert not in_memory_folder("/tmpfoo", str(mounts)) and not in_memory_folder("/", str(mounts))
+    assert not in_memory_folder("/tmp", str(tmp_path / "none"))  # no table: not known
+    mask = _part(tmp_path / "p" / "a.png", 0, ((10, 10), (50, 20)), h=64, w=64)
+    cv2.imwrite(str(tmp_path / "p" / "a_mask.png"), mask)
+    monkeypatch.setattr(labelled, "in_memory_folder", lambda folder: True)
+    [item] = read_labelled(tmp_path / "p", cache_mb=0)
+    assert item._image is None and item.image.shape == (64, 64)  # read from its file
+
+
 def test_yolo_polygons_and_boxes(tmp_path):
     lab = tmp_path / "l.txt"
     lab.write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n1 0.75 0.5 0.2 0.4\n\n")

@@ -220,6 +220,26 @@ class LabelledImage:
         self._image, self._mask = image, mask
 
 
+def in_memory_folder(folder: str | Path, mounts: str = "/proc/mounts") -> bool:
+    """Whether ``folder`` lies on a file system held in memory (tmpfs, ramfs), by the
+    longest mount point over it in ``mounts``; False where that table cannot be read."""
+    try:
+        table = Path(mounts).read_text().splitlines()
+    except OSError:
+        return False
+    path = os.path.realpath(folder)
+    best, kind = "", ""
+    for line in table:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind in ("tmpfs", "ramfs")
+
+
 class SpillFile:
     """Decoded pixels past the memory cache, written once to a temporary file (in the
     folder ``TMPDIR`` names, else the system's) and read back through the page cache, where
@@ -227,7 +247,9 @@ class SpillFile:
     few tenths of a second, and training reads each image for every crop). The file has no
     name (it is gone when the process ends) and is mapped once: each image is a view into
     it. Nothing is written when it would leave less than :data:`SPILL_FREE` of
-    the disk free; those images are read again on use, as before.
+    the disk free, or when the folder is in memory (tmpfs, as ``/tmp`` is on some systems:
+    the file would take the memory the cache was bounded to spare); those images are read
+    again on use, as before.
 
     Use: :meth:`put` each image (True when written), then :meth:`finish`, which hands the
     views to the images."""
@@ -253,7 +275,7 @@ class SpillFile:
         need = sum(a.nbytes for a in arrays if a is not None)
         folder = tempfile.gettempdir()
         try:
-            if shutil.disk_usage(folder).free - need < SPILL_FREE:
+            if in_memory_folder(folder) or shutil.disk_usage(folder).free - need < SPILL_FREE:
                 return False
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="deepseek-pixels-")
@@ -1537,8 +1559,9 @@ def _log_kept(root: Path, items: list[LabelledImage], cache_mb: float, spill: Sp
                  "temporary file (%.1f GB)", root, kept, on_disk, cache_mb, spill.nbytes / 1e9)
     if left:
         log.warning("%d of %d images are over the %g MB cache and are read from their files "
-                    "on each use (slower; the temporary folder, TMPDIR, had no room for them)",
-                    left, len(items), cache_mb)
+                    "on each use (slower: the temporary folder, TMPDIR, had no room for "
+                    "them or is held in memory; point TMPDIR at a disk)", left, len(items),
+                    cache_mb)
 
 
 def _warn_mat_labels(mat_other: dict[Path, list[int]]) -> None:
