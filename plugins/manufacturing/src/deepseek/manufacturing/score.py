@@ -385,8 +385,8 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     parts, so figures on them read too well."""
     from deepseek.manufacturing.labelled import read_labelled
     from deepseek.manufacturing.metrics import (
-        average_precision,
         PixelMetrics,
+        average_precision,
         image_auroc,
         recall_at_fpr,
         upsample_map,
