@@ -92,10 +92,10 @@ def test_a_batch_holds_at_most_max_elements_padding_counted():
     """Requests join while the batch, as it is run, holds no more elements than one request
     may (a photo model joining eight of the largest photos would need eight times the
     memory); a request over the bound alone still runs, alone."""
-    async def main(policy, reqs, max_elements):
+    async def main(policy, reqs, max_elements, cells=None):
         m = GatedModel()
         b = DynamicBatcher(m, max_batch_size=32, max_elements=max_elements, policy=policy,
-                           pad_axes=(1,) if policy == "pad" else ())
+                           pad_axes=(1,) if policy == "pad" else (), cells=cells)
         b.start()
         first = asyncio.create_task(b.submit(_req(0)))
         await m.wait_entered()
@@ -115,6 +115,12 @@ def test_a_batch_holds_at_most_max_elements_padding_counted():
                                            _req(3, width=1), _req(4, width=1)], 9))
     assert calls == [[0.0], [1.0, 2.0], [3.0, 4.0]]  # 2 x 4 = 8; a third row makes 12
     assert [o[0].shape for o in outs[1:]] == [(1, 1), (1, 4), (1, 1), (1, 1)]
+    # a model that pads each row to 8 itself (a photo graph's cell): rows of 3 count as 8
+    calls, _ = asyncio.run(main("bucket", [_req(v, width=3) for v in (1, 2, 3, 4)], 17,
+                                cells=[[1, 8]]))
+    assert calls == [[0.0], [1.0, 2.0], [3.0, 4.0]]  # without the cell: 5 rows of 3 fit
+    calls, _ = asyncio.run(main("bucket", [_req(v, width=3) for v in (1, 2, 3, 4)], 17))
+    assert calls == [[0.0], [1.0, 2.0, 3.0, 4.0]]
     with pytest.raises(BatchingError, match="max_elements must be >= 1"):
         DynamicBatcher(GatedModel(), max_elements=0)
 

@@ -248,6 +248,17 @@ def test_cli_good_only_then_score(line, tmp_path):
     # train wrote its photo decision beside it, to be served: it decides as score does
     assert fitted["photo_onnx"] == str(tmp_path / "memory.photo.onnx")
     _decides_as_score(fitted["photo_onnx"], fitted["model"], [*good, *bad])
+    # counted by the server as it pads: the crack share's 7/8 size makes 16 cells 19 pixels
+    assert _declared_cell(fitted["photo_onnx"]) == [1, 19, 19]
+
+
+def _declared_cell(photo_onnx):
+    import onnxruntime as ort
+
+    from deepseek.loader import declared_onnx_inputs
+
+    session = ort.InferenceSession(photo_onnx, providers=["CPUExecutionProvider"])
+    return declared_onnx_inputs(session)["image"]["cell"]
 
 
 def _decides_as_score(photo_onnx, model, paths):
@@ -290,7 +301,7 @@ def test_a_memorys_photo_decision_is_what_score_decides(line, tmp_path):
     assert out["photo_onnx"] == str(tmp_path / "memory.photo.onnx")
     decides = json.loads(onnx_metadata(out["photo_onnx"])[PHOTO_META_KEY])
     assert decides["threshold"] == mem.threshold and decides["kind"] == "patch-memory"
-    assert decides["crack"] is None
+    assert decides["crack"] is None and _declared_cell(out["photo_onnx"]) == [1, 16, 16]
     _decides_as_score(out["photo_onnx"], model, [*good, *bad])
     cal = calibrate(root / "test", model, all_good=True, target_fpr=0.5, progress=False)
     path = write_calibration(cal, tmp_path / "cal.json")

@@ -19,7 +19,7 @@ from deepseek.cli import build_cli
 from deepseek.loader import onnx_metadata, save_model
 from deepseek.manufacturing import images as images_mod
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.model import PHOTO_OUTPUTS, _resize_axis
+from deepseek.manufacturing.model import PHOTO_OUTPUTS, _resize_axis, photo_cell
 from deepseek.manufacturing.plugin import WEIGHTS
 from deepseek.manufacturing.runtime import PHOTO_META_KEY, photo_path_for
 from deepseek.manufacturing.score import Scorer
@@ -223,6 +223,48 @@ def test_the_photo_decision_served_and_empty_images_refused(tmp_path):
             assert r.status_code == 400 and f"axis {axis} is empty" in r.json()["error"]
         assert client.infer("line", [inp]).as_numpy("score")[0] == pytest.approx(want.score,
                                                                                 abs=1e-5)
+
+
+def test_photos_are_counted_against_the_element_cap_as_the_graph_pads_them(tmp_path):
+    """The graph pads each photo's sides to its 16-pixel cell, so a batch of 1 x 1 photos
+    ran 256 times the elements it was counted at (40,000 of them, 160,000 elements sent,
+    peaked at 0.47 GB, where a 632,000-element photo takes 0.08 GB; the server's cap of
+    16.8 million let through what would take hundreds). The export declares its cell, and
+    the server counts a request as the graph runs it: past the cap a 413 before anything
+    runs; a photo that fits is answered."""
+    import onnxruntime as ort
+
+    from deepseek.loader import declared_onnx_inputs
+    from deepseek.serving.protocol import run_size
+
+    out = _export(_weights(tmp_path, "run", threshold=0.5))
+    declared = declared_onnx_inputs(ort.InferenceSession(out["photo_onnx"],
+                                                         providers=["CPUExecutionProvider"]))
+    assert declared["image"]["cell"] == [1, 16, 16]
+    assert run_size([500, 1, 1], [1, 16, 16]) == 500 * 256
+    assert run_size([1, 500, 1264], [1, 16, 16]) == 512 * 1264
+    cap = 64 * 64 * 8
+    with DeepSeekServing(models={"line": out["photo_onnx"]}, port=0, grpc_port=None,
+                         calibrate=False, max_elements=cap) as server:
+        assert server.models["line"].inputs[0].cell == [1, 16, 16]
+        url = f"http://{server.http_url}/v2/models/line/infer"
+
+        def send(shape):
+            n = int(np.prod(shape))
+            return httpx.post(url, json={"inputs": [{"name": "image", "datatype": "UINT8",
+                                                     "shape": shape, "data": [100] * n}]},
+                              timeout=60)
+
+        tiny = send([200, 1, 1])  # 200 elements sent, 51,200 run
+        assert tiny.status_code == 413, tiny.text
+        assert "51200 elements as the model runs it" in tiny.json()["error"]
+        strip = send([1, 2, 3000])  # 6,000 sent, 16 x 3008 run
+        assert strip.status_code == 413 and "48128 elements" in strip.json()["error"]
+        ok = send([2, 64, 64])
+        assert ok.status_code == 200, ok.text
+        assert send([8, 1, 1]).status_code == 200  # 2,048 as run: within the cap
+    # a model trained at 3/4 size pads to 16 of its pixels: 22 of the photo's
+    assert photo_cell(0.75) == 22 and photo_cell(2.0) == 8 and photo_cell(1.0) == 16
 
 
 def test_a_model_folder_holding_the_photo_decision_serves_it(tmp_path):

@@ -553,6 +553,7 @@ def test_an_onnx_file_declares_its_size_steps_and_timing_example_in_its_metadata
     ([{"name": "image", "multiple": [4, 4]}], "is not 4 positive integers"),
     ([{"name": "image", "multiple": [1, 1, 0, 4]}], "is not 4 positive integers"),
     ([{"name": "image", "example": [1, 1, 8, 8.5]}], "is not 4 positive integers"),
+    ([{"name": "image", "cell": [1, 1, 16, 0]}], "cell [1, 1, 16, 0] is not 4 positive"),
     ([{"name": "image", "multiple": [1, 1, 4, 4], "example": [1, 1, 6, 8]}],
      "does not fit its shape"),
     ([{"name": "image", "example": [1, 2, 8, 8]}], "does not fit its shape"),

@@ -7,7 +7,8 @@ its own (the model never runs on the event loop). The policy is the one Triton u
   so batching never costs latency at low load);
 * requests that arrive while a batch runs are collected, and run together as the next batch
   as soon as the model is free, up to ``max_batch_size`` samples (and, given
-  ``max_elements``, up to that many tensor elements as the batch is run, padding counted:
+  ``max_elements``, up to that many tensor elements as the batch is run, padding counted,
+  with the padding the model adds itself where ``cells`` gives each input's cell:
   joining then never makes a model's run larger than one request may be);
 * ``max_delay_ms`` (default 0) is an optional extra wait for a batch to fill, for models whose
   batches are much cheaper per sample than single requests.
@@ -92,14 +93,20 @@ def _pad_key(arrays: Sequence[np.ndarray], pad_axes: Sequence[int]) -> tuple:
                  for a in arrays)
 
 
-def _run_elements(batch: Sequence[_Request]) -> int:
+def _run_elements(batch: Sequence[_Request],
+                  cells: Sequence[Sequence[int] | None] | None = None) -> int:
     """The tensor elements of ``batch`` as it is run: per input, all its rows times the
-    largest size of each other axis (a padded batch's padding counted)."""
+    largest size of each other axis (a padded batch's padding counted), each size rounded
+    up to a multiple of the input's cell on that axis where ``cells`` gives one (the
+    padding the model adds itself)."""
     total = 0
     for i in range(len(batch[0].inputs)):
+        cell = cells[i] if cells and i < len(cells) else None
         row = 1
         for axis in range(1, batch[0].inputs[i].ndim):
-            row *= max(r.inputs[i].shape[axis] for r in batch)
+            n = max(r.inputs[i].shape[axis] for r in batch)
+            c = int(cell[axis]) if cell and axis < len(cell) else 1
+            row *= -(-n // c) * c
         total += row * sum(r.size for r in batch)
     return total
 
@@ -123,7 +130,8 @@ class DynamicBatcher:
 
     def __init__(self, fn: Callable[[list[np.ndarray]], Sequence[np.ndarray]], *,
                  max_batch_size: int = 32, max_delay_ms: float = 0.0, max_queue: int = 1024,
-                 max_elements: int | None = None, policy: str = "bucket",
+                 max_elements: int | None = None,
+                 cells: Sequence[Sequence[int] | None] | None = None, policy: str = "bucket",
                  pad_axes: Sequence[int] = (), pad_value: float = 0.0,
                  name: str = "model", on_batch: Callable[[int], None] | None = None,
                  on_depth: Callable[[int], None] | None = None,
@@ -143,6 +151,7 @@ class DynamicBatcher:
         self.max_delay = float(max_delay_ms) / 1000.0
         self.max_queue = int(max_queue)
         self.max_elements = None if max_elements is None else int(max_elements)
+        self.cells = list(cells) if cells else None
         self.policy = policy
         self.pad_axes = tuple(int(a) for a in pad_axes)
         self.pad_value = pad_value
@@ -253,7 +262,8 @@ class DynamicBatcher:
         (given ``max_elements``) its elements, so that waiting for more gains nothing."""
         same = [r for r in self._queue if r.key == first.key and not r.future.done()]
         return sum(r.size for r in same) >= self.max_batch_size or (
-            self.max_elements is not None and _run_elements(same) >= self.max_elements)
+            self.max_elements is not None
+            and _run_elements(same, self.cells) >= self.max_elements)
 
     def _next_batch(self) -> tuple[list[_Request], int] | None:
         """Under the condition: the next batch and the requests still queued, or None when
@@ -327,7 +337,7 @@ class DynamicBatcher:
             if r.key == first.key and (not batch or (
                     total + r.size <= self.max_batch_size and
                     (self.max_elements is None
-                     or _run_elements([*batch, r]) <= self.max_elements))):
+                     or _run_elements([*batch, r], self.cells) <= self.max_elements))):
                 batch.append(r)
                 total += r.size
             else:

@@ -123,7 +123,9 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, dict[str, Any]]:
     """What the ONNX ``session``'s file declares of its inputs beyond the graph's shapes
     (:data:`~deepseek.loader.base.INPUTS_META_KEY`): ``{input name: {"multiple": [...],
-    "example": [...]}}``, empty when it declares nothing. A declaration that does not fit
+    "example": [...], "cell": [...]}}``, empty when it declares nothing (``cell``: each
+    axis's multiple the graph pads the input up to before it runs, so that a request is
+    counted against the server's element cap as the graph runs it). A declaration that does not fit
     the graph (an unknown input, a length other than the input's rank, a step below 1, an
     example off a fixed size or off its steps) is a :class:`ModelLoadError` naming
     ``where``."""
@@ -139,7 +141,7 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
               for i in session.get_inputs()}
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ModelLoadError(f"{bad} is not a list of {{\"name\", \"multiple\", "
-                             "\"example\"}} objects")
+                             "\"example\", \"cell\"}} objects")
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         name = item.get("name")
@@ -147,7 +149,7 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
             raise ModelLoadError(f"{bad} names input {name!r}; the graph's inputs are "
                                  f"{sorted(shapes)}")
         shape, entry = shapes[name], {}
-        for key in ("multiple", "example"):
+        for key in ("multiple", "example", "cell"):
             dims = item.get(key)
             if dims is None:
                 continue

@@ -15,6 +15,7 @@ tens of milliseconds instead of hundreds (health probes keep answering).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,12 +69,15 @@ class TensorSpec:
 
     ``multiple``: each axis's step where the model declares one (a free axis then takes
     positive multiples of it; checked on every request, not part of the protocol's
-    metadata); ``example``: one concrete shape for timing the model."""
+    metadata); ``example``: one concrete shape for timing the model; ``cell``: each axis's
+    multiple the model pads the input up to itself (a photo graph pads to its 16-pixel
+    cell), so that the server counts a request's elements as the model runs them."""
     name: str
     datatype: str
     shape: list[int]  # -1: any size (the first axis is the batch); []: any shape
     multiple: list[int] | None = None
     example: list[int] | None = None
+    cell: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready metadata."""
@@ -436,9 +440,22 @@ def rest_inputs(req: dict, tail: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS
     return arrays
 
 
+def run_size(shape: Sequence[int], cell: Sequence[int] | None) -> int:
+    """The elements of an input of ``shape`` as its model runs it: each axis padded up to a
+    multiple of its ``cell`` (none: as sent)."""
+    n = 1
+    for d, c in zip(shape, cell or [1] * len(shape)):
+        n *= -(-int(d) // int(c)) * int(c)
+    return n
+
+
 def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.ndarray],
-                    datatypes: dict[str, str]) -> list[np.ndarray]:
-    """Check names, datatypes and shapes against the model's inputs; return them in order."""
+                    datatypes: dict[str, str], max_elements: int | None = None
+                    ) -> list[np.ndarray]:
+    """Check names, datatypes and shapes against the model's inputs; return them in order.
+    ``max_elements``: the server's cap, checked here on an input whose model pads it
+    (:attr:`TensorSpec.cell`) as the model runs it (413 past it): a 1 x 1 photo sent a
+    million times over is a million 16 x 16 photos to the model."""
     known = {s.name for s in specs}
     unknown = [n for n in arrays if n not in known]
     if unknown:
@@ -473,6 +490,14 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
         if a.ndim == 0:
             raise InferenceError(f"model '{model}': input '{s.name}' needs a batch axis; got a "
                                  "scalar")
+        if s.cell and max_elements is not None and len(s.cell) == a.ndim:
+            run = run_size(a.shape, s.cell)
+            if run > max_elements:
+                raise InferenceError(
+                    f"model '{model}': input '{s.name}' of shape {list(a.shape)} is "
+                    f"{run} elements as the model runs it (each axis padded to a multiple "
+                    f"of {list(s.cell)}); this server takes at most {max_elements} per "
+                    "input: send fewer or larger images per request", 413)
         out.append(a)
     return out
 

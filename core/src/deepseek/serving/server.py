@@ -274,6 +274,7 @@ class DeepSeekServing:
                                      max_delay_ms=self.max_delay_ms if batching else 0.0,
                                      max_queue=self.max_queue,
                                      max_elements=self.max_elements,
+                                     cells=[s.cell for s in model.inputs],
                                      policy=b.get("policy", "bucket"),
                                      pad_axes=b.get("pad_axes", ()),
                                      pad_value=b.get("pad_value", 0.0), name=name,
@@ -416,7 +417,7 @@ class DeepSeekServing:
         model = self.model(name)
         if not self._accepting:
             raise InferenceError("the server is shutting down; retry on another replica", 503)
-        ordered = validate_inputs(name, model.inputs, arrays, datatypes)
+        ordered = validate_inputs(name, model.inputs, arrays, datatypes, self.max_elements)
         limit = self.timeout_s if timeout_s is None else min(self.timeout_s, timeout_s)
         try:
             # a future, not a coroutine: waiting on it creates no task

@@ -218,9 +218,10 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
         export_decision,
         float32_threshold,
         pad_to_cell,
+        photo_cell,
         photo_graph_logits,
     )
-    from deepseek.manufacturing.runtime import FRAMES
+    from deepseek.manufacturing.runtime import FRAMES, STRIDE
 
     threshold = memory.threshold if threshold is None else float(threshold)
     if threshold is None or not threshold > 0:
@@ -291,7 +292,11 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
                 "threshold_from": threshold_from, "top_fraction": fraction,
                 "bank": int(memory.bank.shape[0]), "map_stride": FEATURE_STRIDE,
                 "crack": crack, "bit_depth": memory.meta.get("bit_depth")}
-    return export_decision(_MemoryDecision(), settings, ("patches_y", "patches_x"), opset)
+    # the patches at the photo's size and the crack share at its scale: the larger cell
+    cell = max(STRIDE, photo_cell(float(crack.get("scale", CRACK_SCALE)))) \
+        if crack is not None else STRIDE
+    return export_decision(_MemoryDecision(), settings, ("patches_y", "patches_x"), opset,
+                           cell=cell)
 
 
 def write_memory_onnx(path: str | Path, out: str | Path | None = None, *,

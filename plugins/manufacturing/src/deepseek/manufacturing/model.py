@@ -454,12 +454,21 @@ def pad_to_cell(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tens
                                           (STRIDE - h % STRIDE) % STRIDE], mode="replicate")
 
 
+def photo_cell(scale: float) -> int:
+    """The 16-pixel cell a photo graph pads to, in the photo's own pixels when the graph
+    scales it by ``scale`` first (rounded up): what the server counts a photo's size up to
+    (a photo of 1 x 1 pixel runs as one cell)."""
+    return max(1, math.ceil(STRIDE / float(scale) - 1e-9))
+
+
 def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tuple[str, str],
-                    opset: int = 17, **meta: str) -> bytes:
+                    opset: int = 17, cell: int = STRIDE, **meta: str) -> bytes:
     """A photo decision ``wrapper`` (a module holding its network as ``net``: ``image`` ->
     ``score``, ``defect``, ``map``, ``threshold``) as an ONNX graph (bytes), every size free
-    (the map's axes named ``map_axes``), the example photo declared and ``settings`` in its
-    metadata (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`) beside ``meta``."""
+    (the map's axes named ``map_axes``), the example photo and the ``cell`` it pads a
+    photo's sides to (in the photo's pixels: :func:`photo_cell`) declared, and ``settings``
+    in its metadata (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`) beside
+    ``meta``."""
     import json
 
     from deepseek.manufacturing.runtime import PHOTO_META_KEY
@@ -470,7 +479,8 @@ def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tupl
         {"image": {0: "batch", 1: "height", 2: "width"}, "score": {0: "batch"},
          "defect": {0: "batch"}, "map": {0: "batch", 1: map_axes[0], 2: map_axes[1]},
          "threshold": {0: "batch"}}, opset)
-    return _declare_inputs(graph, [{"name": "image", "example": PHOTO_EXAMPLE}],
+    return _declare_inputs(graph, [{"name": "image", "example": PHOTO_EXAMPLE,
+                                    "cell": [1, int(cell), int(cell)]}],
                            **{PHOTO_META_KEY: json.dumps(settings), **meta})
 
 
@@ -491,7 +501,8 @@ def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None 
                 "frames": frames}
     return export_decision(
         PhotoDecision(model, threshold, frames=frames, views=views, scale=scale), settings,
-        ("cells_y", "cells_x"), opset, **{FRAMES_META_KEY: str(frames)})
+        ("cells_y", "cells_x"), opset, cell=photo_cell(scale),
+        **{FRAMES_META_KEY: str(frames)})
 
 
 def _export(wrapper: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],
