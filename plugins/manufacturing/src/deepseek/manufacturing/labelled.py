@@ -259,6 +259,7 @@ class SpillFile:
         self._size = 0
         self._parts: list[tuple[LabelledImage, list[tuple[int, str, tuple[int, ...]]]]] = []
         self._failed = False
+        self._ram: bool | None = None  # the temporary folder is held in memory
 
     @property
     def nbytes(self) -> int:
@@ -274,8 +275,10 @@ class SpillFile:
             return False
         need = sum(a.nbytes for a in arrays if a is not None)
         folder = tempfile.gettempdir()
+        if self._ram is None:
+            self._ram = in_memory_folder(folder)
         try:
-            if in_memory_folder(folder) or shutil.disk_usage(folder).free - need < SPILL_FREE:
+            if self._ram or shutil.disk_usage(folder).free - need < SPILL_FREE:
                 return False
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="deepseek-pixels-")
