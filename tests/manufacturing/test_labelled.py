@@ -94,6 +94,14 @@ def test_a_temporary_folder_held_in_memory_is_told_from_a_disk(tmp_path, monkeyp
     assert not in_memory_folder("/tmp", str(tmp_path / "none"))  # no table: not known
     mask = _part(tmp_path / "p" / "a.png", 0, ((10, 10), (50, 20)), h=64, w=64)
     cv2.imwrite(str(tmp_path / "p" / "a_mask.png"), mask)
+    [item] = read_labelled(tmp_path / "p", cache_mb=0, spill=False)  # a one-use reader
+    assert item._image is None and item.image.shape == (64, 64)  # read from its file
+    with monkeypatch.context() as mp:  # a disk with less than a tenth free is left alone
+        mp.setattr(labelled, "SPILL_FREE", 0)
+        mp.setattr(labelled, "SPILL_FREE_SHARE", 1.0)
+        assert read_labelled(tmp_path / "p", cache_mb=0)[0]._image is None
+        mp.setattr(labelled, "SPILL_FREE_SHARE", 0.0)
+        assert read_labelled(tmp_path / "p", cache_mb=0)[0]._image is not None
     monkeypatch.setattr(labelled, "in_memory_folder", lambda folder: True)
     [item] = read_labelled(tmp_path / "p", cache_mb=0)
     assert item._image is None and item.image.shape == (64, 64)  # read from its file

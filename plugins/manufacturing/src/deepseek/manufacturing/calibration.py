@@ -96,7 +96,7 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
                 "out")
         items = distinct_images(plain, bits)
     else:
-        items = read_labelled(folder, group_pattern, bit_depth=bits)
+        items = read_labelled(folder, group_pattern, bit_depth=bits, spill=False)
     files = [it.path for it in items]
     labels = np.array([it.defect for it in items], bool)
     copies = copies_report(items)

@@ -136,8 +136,10 @@ PIXEL_LABELS = ("mask", "coco", "voc", "labelme", "yolo")
 #: decoded pixels (and masks) kept in memory by the folder readers, in MB; past it, in a
 #: temporary file (:class:`SpillFile`), else read again on each use
 CACHE_MB = 2048.0
-#: disk space a :class:`SpillFile` leaves free in its folder, in bytes
+#: disk space a :class:`SpillFile` leaves free in its folder: at least this many bytes and
+#: this share of the disk (a shared host's disk is not filled to its last gigabytes)
 SPILL_FREE = 2 * 1024 ** 3
+SPILL_FREE_SHARE = 0.1
 
 
 @dataclass
@@ -246,10 +248,10 @@ class SpillFile:
     they were decoded from the photo file again on every use (a 20-megapixel PNG takes a
     few tenths of a second, and training reads each image for every crop). The file has no
     name (it is gone when the process ends) and is mapped once: each image is a view into
-    it. Nothing is written when it would leave less than :data:`SPILL_FREE` of
-    the disk free, or when the folder is in memory (tmpfs, as ``/tmp`` is on some systems:
-    the file would take the memory the cache was bounded to spare); those images are read
-    again on use, as before.
+    it. Nothing is written when it would leave less than :data:`SPILL_FREE` (and
+    :data:`SPILL_FREE_SHARE` of the disk) free, or when the folder is in memory (tmpfs, as
+    ``/tmp`` is on some systems: the file would take the memory the cache was bounded to
+    spare); those images are read again on use, as before.
 
     Use: :meth:`put` each image (True when written), then :meth:`finish`, which hands the
     views to the images."""
@@ -278,7 +280,8 @@ class SpillFile:
         if self._ram is None:
             self._ram = in_memory_folder(folder)
         try:
-            if self._ram or shutil.disk_usage(folder).free - need < SPILL_FREE:
+            disk = shutil.disk_usage(folder)
+            if self._ram or disk.free - need < max(SPILL_FREE, disk.total * SPILL_FREE_SHARE):
                 return False
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="deepseek-pixels-")
@@ -1457,12 +1460,13 @@ def unlabelled(root: str | Path, files: list[Path],
 
 def read_labelled(root: str | Path, group_pattern: str | None = None,
                   cache_mb: float = CACHE_MB, scale: float = 1.0,
-                  bit_depth: int | None = None) -> list[LabelledImage]:
+                  bit_depth: int | None = None, spill: bool = True) -> list[LabelledImage]:
     """Every part image below ``root`` with its label (module docstring rules), its pixels
     and mask at ``scale`` (:func:`~deepseek.manufacturing.images.rescale`), a 16-bit file's
     pixels read over ``bit_depth`` bits (:func:`~deepseek.manufacturing.images.read_gray`).
-    Pixels and masks stay in memory up to ``cache_mb`` in all; the rest are read again when
-    used."""
+    Pixels and masks stay in memory up to ``cache_mb`` in all; the rest go to a temporary
+    file (:class:`SpillFile`; ``spill`` False, for a caller that uses each image once:
+    nowhere) or are read again when used."""
     from deepseek.manufacturing.images import (
         IMAGE_SUFFIXES,
         check_bit_depth,
@@ -1487,7 +1491,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     yolo = {p: yolo_label_path(p) for p in files}
     out = []
     budget = cache_mb * 1e6
-    spill = SpillFile()
+    spill_file = SpillFile() if spill else None
     mat_other: dict[Path, list[int]] = {}  # MATLAB ground truth: labels read as background
     mostly: list[tuple[Path, float]] = []  # masks that mark most of their image
     names = FolderNames()
@@ -1525,10 +1529,11 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         if cost <= budget:
             item.keep(img, mask)
             budget -= cost
-        else:
-            spill.put(item, img, mask)
+        elif spill_file is not None:
+            spill_file.put(item, img, mask)
         out.append(item)
-    spill.finish()
+    if spill_file is not None:
+        spill_file.finish()
     _warn_stray_backgrounds(out, root)
     if mostly:
         log.warning("%d mask(s) mark most of their image as defect (%s%s): a mask drawn the "
@@ -1540,7 +1545,7 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     out = set_aside_copies(out)
     n_def = sum(i.defect for i in out)
     unplaced = sum(i.defect and i.source == "folder" for i in out)
-    _log_kept(root, out, cache_mb, spill)
+    _log_kept(root, out, cache_mb, spill_file)
     log.info("%s: %d images, %d defect (%d with a location), %d good", root, len(out), n_def,
              n_def - unplaced, len(out) - n_def)
     if unplaced:
@@ -1550,17 +1555,18 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     return out
 
 
-def _log_kept(root: Path, items: list[LabelledImage], cache_mb: float, spill: SpillFile
-              ) -> None:
+def _log_kept(root: Path, items: list[LabelledImage], cache_mb: float,
+              spill: SpillFile | None) -> None:
     """Say where the decoded pixels are: in memory, in the temporary file past ``cache_mb``,
-    or (neither) read from their files on each use."""
+    or (neither) read from their files on each use (said in a warning where ``spill`` was
+    given and had no room)."""
     on_disk = sum(isinstance(i._image, np.memmap) for i in items)
     kept = sum(i._image is not None for i in items) - on_disk
     left = len(items) - kept - on_disk
-    if on_disk:
+    if on_disk and spill is not None:
         log.info("%s: %d images kept decoded in memory, %d past the %g MB cache in a "
                  "temporary file (%.1f GB)", root, kept, on_disk, cache_mb, spill.nbytes / 1e9)
-    if left:
+    if left and spill is not None:
         log.warning("%d of %d images are over the %g MB cache and are read from their files "
                     "on each use (slower: the temporary folder, TMPDIR, had no room for "
                     "them or is held in memory; point TMPDIR at a disk)", left, len(items),

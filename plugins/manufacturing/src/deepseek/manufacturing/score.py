@@ -392,7 +392,9 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
         upsample_map,
     )
 
-    items = {str(i.path): i for i in read_labelled(root, group_pattern, bit_depth=bit_depth)}
+    # each image's pixels are used once here: none written to a temporary file
+    items = {str(i.path): i for i in read_labelled(root, group_pattern, bit_depth=bit_depth,
+                                                   spill=False)}
     copies = {str(c.path) for i in items.values() for c in i.copies}
     missing = [r.path for r in results if r.path not in items and r.path not in copies]
     if missing:
