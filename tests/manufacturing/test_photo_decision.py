@@ -234,8 +234,8 @@ def test_photos_are_counted_against_the_element_cap_as_the_graph_pads_them(tmp_p
     runs; a photo that fits is answered."""
     import onnxruntime as ort
 
+    from deepseek.batching import run_size
     from deepseek.loader import declared_onnx_inputs
-    from deepseek.serving.protocol import run_size
 
     out = _export(_weights(tmp_path, "run", threshold=0.5))
     declared = declared_onnx_inputs(ort.InferenceSession(out["photo_onnx"],

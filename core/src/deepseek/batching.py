@@ -93,6 +93,15 @@ def _pad_key(arrays: Sequence[np.ndarray], pad_axes: Sequence[int]) -> tuple:
                  for a in arrays)
 
 
+def run_size(shape: Sequence[int], cell: Sequence[int] | None = None) -> int:
+    """The elements of an array of ``shape`` as its model runs it: each axis padded up to a
+    multiple of its ``cell`` (none: as it is)."""
+    n = 1
+    for d, c in zip(shape, cell or [1] * len(shape)):
+        n *= -(-int(d) // int(c)) * int(c)
+    return n
+
+
 def _run_elements(batch: Sequence[_Request],
                   cells: Sequence[Sequence[int] | None] | None = None) -> int:
     """The tensor elements of ``batch`` as it is run: per input, all its rows times the
@@ -102,12 +111,10 @@ def _run_elements(batch: Sequence[_Request],
     total = 0
     for i in range(len(batch[0].inputs)):
         cell = cells[i] if cells and i < len(cells) else None
-        row = 1
-        for axis in range(1, batch[0].inputs[i].ndim):
-            n = max(r.inputs[i].shape[axis] for r in batch)
-            c = int(cell[axis]) if cell and axis < len(cell) else 1
-            row *= -(-n // c) * c
-        total += row * sum(r.size for r in batch)
+        row = [max(r.inputs[i].shape[axis] for r in batch)
+               for axis in range(1, batch[0].inputs[i].ndim)]
+        total += run_size(row, cell[1:] if cell and len(cell) == len(row) + 1 else None) \
+            * sum(r.size for r in batch)
     return total
 
 

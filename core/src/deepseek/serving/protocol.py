@@ -15,7 +15,6 @@ tens of milliseconds instead of hundreds (health probes keep answering).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 import orjson
 import simdjson
 
+from deepseek.batching import run_size
 from deepseek.errors import DeepSeekError
 
 #: elements per input tensor (and per request) unless the server is told otherwise
@@ -438,15 +438,6 @@ def rest_inputs(req: dict, tail: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS
         raise InferenceError(f"{len(tail) - pos} bytes of binary data are not claimed by any "
                              "input's binary_data_size")
     return arrays
-
-
-def run_size(shape: Sequence[int], cell: Sequence[int] | None) -> int:
-    """The elements of an input of ``shape`` as its model runs it: each axis padded up to a
-    multiple of its ``cell`` (none: as sent)."""
-    n = 1
-    for d, c in zip(shape, cell or [1] * len(shape)):
-        n *= -(-int(d) // int(c)) * int(c)
-    return n
 
 
 def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.ndarray],
