@@ -23,15 +23,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_cluster(temp: str, pythonpath: list[str], nodes: int = 2, cpus: int = 1
-                  ) -> tuple[dict[str, str], list[int]]:
+def start_cluster(temp: str, pythonpath: list[str], nodes: int = 2, cpus: int = 1,
+                  attempts: int = 2) -> tuple[dict[str, str], list[int]]:
     """Start a head and ``nodes - 1`` worker nodes of ``cpus`` CPUs each, their workers
     importing from ``pythonpath``; returns ``{"gcs", "client"}`` addresses and the nodes'
-    process groups (give them to :func:`stop_cluster`).
+    process groups (give them to :func:`stop_cluster`). A start that fails is stopped and
+    made again from nothing, on new ports, up to ``attempts`` times in all: on a busy
+    2-core host a raylet once did not register within Ray's fixed 30 s (``ray start``:
+    "The current node timed out during startup"), and a port taken between
+    :func:`free_port` and the node's bind fails the same way.
 
     Raises:
-        RuntimeError: ``ray start`` failed (its output is in the message).
+        RuntimeError: ``ray start`` failed every time (the last output is in the message).
     """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start(os.path.join(temp, str(attempt)), pythonpath, nodes, cpus)
+        except RuntimeError:
+            if attempt == attempts:
+                raise
+    raise RuntimeError("attempts must be 1 or more")
+
+
+def _start(temp: str, pythonpath: list[str], nodes: int, cpus: int
+           ) -> tuple[dict[str, str], list[int]]:
+    os.makedirs(temp, exist_ok=True)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [*pythonpath,
                                                        os.environ.get("PYTHONPATH")]))}

@@ -96,3 +96,25 @@ def test_through_ray_client(cluster, tmp_path):
         got = json.loads((tmp_path / "out" / "items" /
                           f"{item_key(str(folder / f'n{i}.txt'))}.json").read_text())
         assert got == {"name": f"n{i}.txt", "value": 3.0 * i}
+
+
+def test_a_cluster_start_that_fails_is_made_again_from_nothing(monkeypatch, tmp_path):
+    """A raylet that does not register in time fails ``ray start``: the start is made again
+    in a fresh folder, and a start that fails every time says so."""
+    import tests.ray_cluster as rc
+
+    tried = []
+
+    def fake(temp, pythonpath, nodes, cpus):
+        tried.append(temp)
+        if len(tried) == 1:
+            raise RuntimeError("ray start failed: the current node timed out during startup")
+        return {"gcs": "g", "client": "c"}, [1]
+
+    monkeypatch.setattr(rc, "_start", fake)
+    assert rc.start_cluster(str(tmp_path), []) == ({"gcs": "g", "client": "c"}, [1])
+    assert tried == [str(tmp_path / "1"), str(tmp_path / "2")]
+    tried.clear()
+    with pytest.raises(RuntimeError, match="timed out"):
+        rc.start_cluster(str(tmp_path), [], attempts=1)
+    assert tried == [str(tmp_path / "1")]
