@@ -92,10 +92,10 @@ def test_a_batch_holds_at_most_max_elements_padding_counted():
     """Requests join while the batch, as it is run, holds no more elements than one request
     may (a photo model joining eight of the largest photos would need eight times the
     memory); a request over the bound alone still runs, alone."""
-    async def main(policy, reqs, max_elements, cells=None):
+    async def main(policy, reqs, max_elements, cells=None, costs=None):
         m = GatedModel()
         b = DynamicBatcher(m, max_batch_size=32, max_elements=max_elements, policy=policy,
-                           pad_axes=(1,) if policy == "pad" else (), cells=cells)
+                           pad_axes=(1,) if policy == "pad" else (), cells=cells, costs=costs)
         b.start()
         first = asyncio.create_task(b.submit(_req(0)))
         await m.wait_entered()
@@ -121,6 +121,11 @@ def test_a_batch_holds_at_most_max_elements_padding_counted():
     assert calls == [[0.0], [1.0, 2.0], [3.0, 4.0]]  # without the cell: 5 rows of 3 fit
     calls, _ = asyncio.run(main("bucket", [_req(v, width=3) for v in (1, 2, 3, 4)], 17))
     assert calls == [[0.0], [1.0, 2.0, 3.0, 4.0]]
+    # a model that runs 2.5 elements per element sent (a photo graph that enlarges it):
+    # two rows of 3 count as 15, three as 23 (22.5 rounded up), so two a batch again
+    calls, _ = asyncio.run(main("bucket", [_req(v, width=3) for v in (1, 2, 3, 4)], 17,
+                                costs=[2.5]))
+    assert calls == [[0.0], [1.0, 2.0], [3.0, 4.0]]
     with pytest.raises(BatchingError, match="max_elements must be >= 1"):
         DynamicBatcher(GatedModel(), max_elements=0)
 

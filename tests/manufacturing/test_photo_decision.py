@@ -19,7 +19,7 @@ from deepseek.cli import build_cli
 from deepseek.loader import onnx_metadata, save_model
 from deepseek.manufacturing import images as images_mod
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.model import PHOTO_OUTPUTS, _resize_axis, photo_cell
+from deepseek.manufacturing.model import PHOTO_OUTPUTS, _resize_axis, photo_cell, photo_cost
 from deepseek.manufacturing.plugin import WEIGHTS
 from deepseek.manufacturing.runtime import PHOTO_META_KEY, photo_path_for
 from deepseek.manufacturing.score import Scorer
@@ -265,6 +265,49 @@ def test_photos_are_counted_against_the_element_cap_as_the_graph_pads_them(tmp_p
         assert send([8, 1, 1]).status_code == 200  # 2,048 as run: within the cap
     # a model trained at 3/4 size pads to 16 of its pixels: 22 of the photo's
     assert photo_cell(0.75) == 22 and photo_cell(2.0) == 8 and photo_cell(1.0) == 16
+
+
+def test_a_photo_graph_that_enlarges_the_photo_is_counted_at_the_size_it_runs(tmp_path):
+    """A model trained at ``--scale 2`` enlarges each photo twice on each side before it
+    runs, so a photo at the server's cap ran four times the cap's pixels (onnxruntime: a
+    2048 x 2048 photo peaked at 0.74 GB under such a graph, where the same photo takes
+    0.23 GB at scale 1 and a 4096 x 4096 one 0.75 GB). Its export declares a cost of 4 and a
+    cell of 8, and the server counts a photo at both: what fits the cap at scale 1 is a
+    413 at scale 2, with the reason; a quarter of it is answered. Views are not counted
+    (they run one after another), nor is a scale below 1 (the photo is held as sent)."""
+    import onnxruntime as ort
+
+    from deepseek.batching import run_size
+    from deepseek.loader import declared_onnx_inputs
+
+    assert (photo_cost(2.0), photo_cost(1.0), photo_cost(0.75)) == (4.0, 1.0, 1.0)
+    assert run_size([1, 20, 20], [1, 8, 8], 4.0) == 4 * 24 * 24
+    cap = 64 * 64 * 4
+    photos = {}
+    for scale in (1.0, 2.0):
+        out = _export(_weights(tmp_path, f"s{scale}", threshold=0.5, scale=scale, views=4))
+        declared = declared_onnx_inputs(ort.InferenceSession(
+            out["photo_onnx"], providers=["CPUExecutionProvider"]))["image"]
+        assert declared["cell"] == [1, photo_cell(scale), photo_cell(scale)]
+        assert declared.get("cost", 1.0) == photo_cost(scale)
+        photos[scale] = out["photo_onnx"]
+    with DeepSeekServing(models={"plain": photos[1.0], "twice": photos[2.0]},
+                         port=0, grpc_port=None, calibrate=False, max_elements=cap) as server:
+        assert server.models["twice"].inputs[0].cost == 4.0
+
+        def send(model, shape):
+            n = int(np.prod(shape))
+            return httpx.post(f"http://{server.http_url}/v2/models/{model}/infer",
+                              json={"inputs": [{"name": "image", "datatype": "UINT8",
+                                                "shape": shape, "data": [100] * n}]},
+                              timeout=60)
+
+        assert send("plain", [1, 128, 128]).status_code == 200
+        big = send("twice", [1, 128, 128])
+        assert big.status_code == 413, big.text
+        assert "65536 elements as the model runs it" in big.json()["error"]
+        assert "4 elements run per element" in big.json()["error"]
+        assert send("twice", [1, 64, 64]).status_code == 200
 
 
 def test_a_model_folder_holding_the_photo_decision_serves_it(tmp_path):

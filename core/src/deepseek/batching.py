@@ -8,7 +8,8 @@ its own (the model never runs on the event loop). The policy is the one Triton u
 * requests that arrive while a batch runs are collected, and run together as the next batch
   as soon as the model is free, up to ``max_batch_size`` samples (and, given
   ``max_elements``, up to that many tensor elements as the batch is run, padding counted,
-  with the padding the model adds itself where ``cells`` gives each input's cell:
+  with the padding the model adds itself where ``cells`` gives each input's cell, and the
+  elements it runs per element sent where ``costs`` gives them:
   joining then never makes a model's run larger than one request may be);
 * ``max_delay_ms`` (default 0) is an optional extra wait for a batch to fill, for models whose
   batches are much cheaper per sample than single requests.
@@ -41,6 +42,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -93,28 +95,33 @@ def _pad_key(arrays: Sequence[np.ndarray], pad_axes: Sequence[int]) -> tuple:
                  for a in arrays)
 
 
-def run_size(shape: Sequence[int], cell: Sequence[int] | None = None) -> int:
+def run_size(shape: Sequence[int], cell: Sequence[int] | None = None,
+             cost: float = 1.0) -> int:
     """The elements of an array of ``shape`` as its model runs it: each axis padded up to a
-    multiple of its ``cell`` (none: as it is)."""
+    multiple of its ``cell`` (none: as it is), times the model's ``cost`` (the elements it
+    runs per element of the padded input, at least 1: a graph that enlarges a photo twice
+    on each side runs four), rounded up."""
     n = 1
     for d, c in zip(shape, cell or [1] * len(shape)):
         n *= -(-int(d) // int(c)) * int(c)
-    return n
+    return n if cost == 1 else math.ceil(n * float(cost))
 
 
 def _run_elements(batch: Sequence[_Request],
-                  cells: Sequence[Sequence[int] | None] | None = None) -> int:
+                  cells: Sequence[Sequence[int] | None] | None = None,
+                  costs: Sequence[float] | None = None) -> int:
     """The tensor elements of ``batch`` as it is run: per input, all its rows times the
     largest size of each other axis (a padded batch's padding counted), each size rounded
     up to a multiple of the input's cell on that axis where ``cells`` gives one (the
-    padding the model adds itself)."""
+    padding the model adds itself), times the input's cost where ``costs`` gives one."""
     total = 0
     for i in range(len(batch[0].inputs)):
         cell = cells[i] if cells and i < len(cells) else None
+        cost = costs[i] if costs and i < len(costs) else 1.0
         row = [max(r.inputs[i].shape[axis] for r in batch)
                for axis in range(1, batch[0].inputs[i].ndim)]
-        total += run_size(row, cell[1:] if cell and len(cell) == len(row) + 1 else None) \
-            * sum(r.size for r in batch)
+        total += run_size([sum(r.size for r in batch), *row],
+                          [1, *cell[1:]] if cell and len(cell) == len(row) + 1 else None, cost)
     return total
 
 
@@ -138,7 +145,8 @@ class DynamicBatcher:
     def __init__(self, fn: Callable[[list[np.ndarray]], Sequence[np.ndarray]], *,
                  max_batch_size: int = 32, max_delay_ms: float = 0.0, max_queue: int = 1024,
                  max_elements: int | None = None,
-                 cells: Sequence[Sequence[int] | None] | None = None, policy: str = "bucket",
+                 cells: Sequence[Sequence[int] | None] | None = None,
+                 costs: Sequence[float] | None = None, policy: str = "bucket",
                  pad_axes: Sequence[int] = (), pad_value: float = 0.0,
                  name: str = "model", on_batch: Callable[[int], None] | None = None,
                  on_depth: Callable[[int], None] | None = None,
@@ -159,6 +167,7 @@ class DynamicBatcher:
         self.max_queue = int(max_queue)
         self.max_elements = None if max_elements is None else int(max_elements)
         self.cells = list(cells) if cells else None
+        self.costs = [float(c) for c in costs] if costs else None
         self.policy = policy
         self.pad_axes = tuple(int(a) for a in pad_axes)
         self.pad_value = pad_value
@@ -270,7 +279,7 @@ class DynamicBatcher:
         same = [r for r in self._queue if r.key == first.key and not r.future.done()]
         return sum(r.size for r in same) >= self.max_batch_size or (
             self.max_elements is not None
-            and _run_elements(same, self.cells) >= self.max_elements)
+            and _run_elements(same, self.cells, self.costs) >= self.max_elements)
 
     def _next_batch(self) -> tuple[list[_Request], int] | None:
         """Under the condition: the next batch and the requests still queued, or None when
@@ -343,8 +352,8 @@ class DynamicBatcher:
                 continue
             if r.key == first.key and (not batch or (
                     total + r.size <= self.max_batch_size and
-                    (self.max_elements is None
-                     or _run_elements([*batch, r], self.cells) <= self.max_elements))):
+                    (self.max_elements is None or _run_elements(
+                        [*batch, r], self.cells, self.costs) <= self.max_elements))):
                 batch.append(r)
                 total += r.size
             else:

@@ -727,7 +727,9 @@ def demo_cmd(ctx: click.Context, out_dir: Path, patterns: tuple[str, ...], copy_
               help="Per-request time limit in seconds.")
 @click.option("--max-request-mb", type=float, default=64.0, show_default=True)
 @click.option("--max-elements", type=int, default=1 << 24, show_default=True,
-              help="Tensor elements per request (413 / RESOURCE_EXHAUSTED beyond).")
+              help="Tensor elements per request and per batch, as the model runs them (the "
+                   "cell it pads an input to and its cost, where its file declares them) "
+                   "(413 / RESOURCE_EXHAUSTED beyond).")
 @click.option("--memory-budget-mb", type=click.FloatRange(min=1), default=None,
               help="Memory all requests in flight may take while they are decoded and run "
                    "[half the process's memory limit: the cgroup's, else the machine's]. A "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -123,11 +124,14 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, dict[str, Any]]:
     """What the ONNX ``session``'s file declares of its inputs beyond the graph's shapes
     (:data:`~deepseek.loader.base.INPUTS_META_KEY`): ``{input name: {"multiple": [...],
-    "example": [...], "cell": [...]}}``, empty when it declares nothing (``cell``: each
-    axis's multiple the graph pads the input up to before it runs, so that a request is
-    counted against the server's element cap as the graph runs it). A declaration that does not fit
-    the graph (an unknown input, a length other than the input's rank, a step below 1, an
-    example off a fixed size or off its steps) is a :class:`ModelLoadError` naming
+    "example": [...], "cell": [...], "cost": x}}``, empty when it declares nothing (``cell``:
+    each axis's multiple the graph pads the input up to before it runs; ``cost``: the
+    elements the graph runs per element of the padded input, at least 1, e.g. 16 for a
+    graph that enlarges a photo twice on each side and scores it under four flips; both so
+    that a request is counted against the server's element cap as the graph runs it). A
+    declaration that does not fit the graph (an unknown input, a length other than the
+    input's rank, a step below 1, an example off a fixed size or off its steps, a cost
+    that is not a finite number of at least 1) is a :class:`ModelLoadError` naming
     ``where``."""
     raw = session.get_modelmeta().custom_metadata_map.get(INPUTS_META_KEY)
     if not raw:
@@ -141,7 +145,7 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
               for i in session.get_inputs()}
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ModelLoadError(f"{bad} is not a list of {{\"name\", \"multiple\", "
-                             "\"example\", \"cell\"}} objects")
+                             "\"example\", \"cell\", \"cost\"}} objects")
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         name = item.get("name")
@@ -159,6 +163,14 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
                 raise ModelLoadError(f"{bad}: input {name!r}'s {key} {dims!r} is not "
                                      f"{len(shape)} positive integers (its shape {shape})")
             entry[key] = dims
+        cost = item.get("cost")
+        if cost is not None:
+            if (not isinstance(cost, (int, float)) or isinstance(cost, bool)
+                    or not math.isfinite(cost) or cost < 1):
+                raise ModelLoadError(f"{bad}: input {name!r}'s cost {cost!r} is not a finite "
+                                     "number of at least 1 (the elements the graph runs per "
+                                     "element of its padded input)")
+            entry["cost"] = float(cost)
         steps = entry.get("multiple") or [1] * len(shape)
         example = entry.get("example")
         if example and any((d != -1 and e != d) or (d == -1 and e % m)

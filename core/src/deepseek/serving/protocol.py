@@ -71,13 +71,16 @@ class TensorSpec:
     positive multiples of it; checked on every request, not part of the protocol's
     metadata); ``example``: one concrete shape for timing the model; ``cell``: each axis's
     multiple the model pads the input up to itself (a photo graph pads to its 16-pixel
-    cell), so that the server counts a request's elements as the model runs them."""
+    cell) and ``cost`` the elements it runs per element of the padded input (a photo graph
+    that enlarges a photo twice on each side runs four), so that the server counts a
+    request's elements as the model runs them."""
     name: str
     datatype: str
     shape: list[int]  # -1: any size (the first axis is the batch); []: any shape
     multiple: list[int] | None = None
     example: list[int] | None = None
     cell: list[int] | None = None
+    cost: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready metadata."""
@@ -445,8 +448,9 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
                     ) -> list[np.ndarray]:
     """Check names, datatypes and shapes against the model's inputs; return them in order.
     ``max_elements``: the server's cap, checked here on an input whose model pads it
-    (:attr:`TensorSpec.cell`) as the model runs it (413 past it): a 1 x 1 photo sent a
-    million times over is a million 16 x 16 photos to the model."""
+    (:attr:`TensorSpec.cell`) or runs more elements than it is sent (:attr:`TensorSpec.cost`)
+    as the model runs it (413 past it): a 1 x 1 photo sent a million times over is a
+    million 16 x 16 photos to the model."""
     known = {s.name for s in specs}
     unknown = [n for n in arrays if n not in known]
     if unknown:
@@ -481,14 +485,18 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
         if a.ndim == 0:
             raise InferenceError(f"model '{model}': input '{s.name}' needs a batch axis; got a "
                                  "scalar")
-        if s.cell and max_elements is not None and len(s.cell) == a.ndim:
-            run = run_size(a.shape, s.cell)
+        cell = s.cell if s.cell and len(s.cell) == a.ndim else None
+        if (cell or s.cost != 1) and max_elements is not None:
+            run = run_size(a.shape, cell, s.cost)
             if run > max_elements:
+                how = [f"each axis padded to a multiple of {list(cell)}"] if cell else []
+                how += [f"{s.cost:g} elements run per element"] if s.cost != 1 else []
                 raise InferenceError(
                     f"model '{model}': input '{s.name}' of shape {list(a.shape)} is "
-                    f"{run} elements as the model runs it (each axis padded to a multiple "
-                    f"of {list(s.cell)}); this server takes at most {max_elements} per "
-                    "input: send fewer or larger images per request", 413)
+                    f"{run} elements as the model runs it ({'; '.join(how)}); this server "
+                    f"takes at most {max_elements} per input: send fewer or smaller images "
+                    "per request" + (f" (sides at multiples of {list(cell)[1:]} run no "
+                                     "padding)" if cell else ""), 413)
         out.append(a)
     return out
 

@@ -275,6 +275,7 @@ class DeepSeekServing:
                                      max_queue=self.max_queue,
                                      max_elements=self.max_elements,
                                      cells=[s.cell for s in model.inputs],
+                                     costs=[s.cost for s in model.inputs],
                                      policy=b.get("policy", "bucket"),
                                      pad_axes=b.get("pad_axes", ()),
                                      pad_value=b.get("pad_value", 0.0), name=name,

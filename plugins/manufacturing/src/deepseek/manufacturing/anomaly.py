@@ -219,6 +219,7 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
         float32_threshold,
         pad_to_cell,
         photo_cell,
+        photo_cost,
         photo_graph_logits,
     )
     from deepseek.manufacturing.runtime import FRAMES, STRIDE
@@ -292,11 +293,14 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
                 "threshold_from": threshold_from, "top_fraction": fraction,
                 "bank": int(memory.bank.shape[0]), "map_stride": FEATURE_STRIDE,
                 "crack": crack, "bit_depth": memory.meta.get("bit_depth")}
-    # the patches at the photo's size and the crack share at its scale: the larger cell
-    cell = max(STRIDE, photo_cell(float(crack.get("scale", CRACK_SCALE)))) \
-        if crack is not None else STRIDE
+    # the patches at the photo's size and the crack share at its scale: the larger cell and
+    # the larger cost (the two networks run one after the other)
+    cell, cost = STRIDE, 1.0
+    if crack is not None:
+        scale = float(crack.get("scale", CRACK_SCALE))
+        cell, cost = max(STRIDE, photo_cell(scale)), photo_cost(scale)
     return export_decision(_MemoryDecision(), settings, ("patches_y", "patches_x"), opset,
-                           cell=cell)
+                           cell=cell, cost=cost)
 
 
 def write_memory_onnx(path: str | Path, out: str | Path | None = None, *,

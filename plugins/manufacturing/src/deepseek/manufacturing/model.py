@@ -461,14 +461,24 @@ def photo_cell(scale: float) -> int:
     return max(1, math.ceil(STRIDE / float(scale) - 1e-9))
 
 
+def photo_cost(scale: float) -> float:
+    """The pixels a photo graph runs per pixel of the photo padded to its cell: the photo
+    resized by ``scale`` on each side, at least 1 (the photo is held as sent) -- what the
+    server multiplies a photo's size by before it checks it against its element cap. Views
+    are not counted: they run one after another, each on the same memory (onnxruntime, a
+    4096 x 4096 photo: 0.75 GB under one view, 0.76 GB under four)."""
+    return max(1.0, float(scale) ** 2)
+
+
 def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tuple[str, str],
-                    opset: int = 17, cell: int = STRIDE, **meta: str) -> bytes:
+                    opset: int = 17, cell: int = STRIDE, cost: float = 1.0,
+                    **meta: str) -> bytes:
     """A photo decision ``wrapper`` (a module holding its network as ``net``: ``image`` ->
     ``score``, ``defect``, ``map``, ``threshold``) as an ONNX graph (bytes), every size free
-    (the map's axes named ``map_axes``), the example photo and the ``cell`` it pads a
-    photo's sides to (in the photo's pixels: :func:`photo_cell`) declared, and ``settings``
-    in its metadata (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`) beside
-    ``meta``."""
+    (the map's axes named ``map_axes``), the example photo, the ``cell`` it pads a photo's
+    sides to (in the photo's pixels: :func:`photo_cell`) and its ``cost``
+    (:func:`photo_cost`) declared, and ``settings`` in its metadata
+    (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`) beside ``meta``."""
     import json
 
     from deepseek.manufacturing.runtime import PHOTO_META_KEY
@@ -479,8 +489,10 @@ def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tupl
         {"image": {0: "batch", 1: "height", 2: "width"}, "score": {0: "batch"},
          "defect": {0: "batch"}, "map": {0: "batch", 1: map_axes[0], 2: map_axes[1]},
          "threshold": {0: "batch"}}, opset)
-    return _declare_inputs(graph, [{"name": "image", "example": PHOTO_EXAMPLE,
-                                    "cell": [1, int(cell), int(cell)]}],
+    declared = {"name": "image", "example": PHOTO_EXAMPLE, "cell": [1, int(cell), int(cell)]}
+    if cost != 1:
+        declared["cost"] = float(cost)
+    return _declare_inputs(graph, [declared],
                            **{PHOTO_META_KEY: json.dumps(settings), **meta})
 
 
@@ -501,7 +513,7 @@ def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None 
                 "frames": frames}
     return export_decision(
         PhotoDecision(model, threshold, frames=frames, views=views, scale=scale), settings,
-        ("cells_y", "cells_x"), opset, cell=photo_cell(scale),
+        ("cells_y", "cells_x"), opset, cell=photo_cell(scale), cost=photo_cost(scale),
         **{FRAMES_META_KEY: str(frames)})
 
 
