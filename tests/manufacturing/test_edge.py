@@ -90,6 +90,20 @@ def test_the_exports_served_at_the_edge_take_frames_in_steps_of_the_cell():
              "data": [0] * 64 * 70},
             *[{"name": n, "datatype": "FP32", "shape": s, "data": [0.0] * int(np.prod(s))}
               for n, s in state]]})
+        # a buffer whose cells do not match the frames: a 400 naming both (before: the
+        # graph's "Concat node" error from onnxruntime)
+        state[0] = ("buffer", [1, 32, 2, 5, 4])
+        r4 = httpx.post(f"{url}/step/infer", timeout=60, json={"inputs": [
+            {"name": "frames", "datatype": "UINT8", "shape": [1, 1, 64, 64],
+             "data": [0] * 64 * 64},
+            *[{"name": n, "datatype": "FP32", "shape": s, "data": [0.0] * int(np.prod(s))}
+              for n, s in state]]})
+        state[0] = ("buffer", [1, 32, 2, 4, 4])
+        r5 = httpx.post(f"{url}/step/infer", timeout=60, json={"inputs": [
+            {"name": "frames", "datatype": "UINT8", "shape": [1, 1, 64, 64],
+             "data": [0] * 64 * 64},
+            *[{"name": n, "datatype": "FP32", "shape": s, "data": [0.0] * int(np.prod(s))}
+              for n, s in state]]})
         images = np.full((1, 64, 80), 128, np.uint8)
         r3 = httpx.post(f"{url}/still/infer", timeout=60, json={"inputs": [
             {"name": "images", "datatype": "UINT8", "shape": [1, 64, 80],
@@ -98,6 +112,10 @@ def test_the_exports_served_at_the_edge_take_frames_in_steps_of_the_cell():
     assert "pad it to 64" in r.json()["error"]
     assert r2.status_code == 400 and "axis 3" in r2.json()["error"], r2.text
     assert "pad it to 80" in r2.json()["error"]
+    assert r4.status_code == 400, r4.text
+    assert ("input 'buffer' has shape [1, 32, 2, 5, 4]; its axis 3 follows input 'frames' "
+            "axis 2 (64 in steps of 16) and must be 4") in r4.json()["error"]
+    assert r5.status_code == 200, r5.text
     assert r3.status_code == 200, r3.text
     logits = next(o for o in r3.json()["outputs"] if o["name"] == "logits")
     assert logits["shape"] == [1, FRAMES]

@@ -558,6 +558,11 @@ def test_an_onnx_file_declares_its_size_steps_and_timing_example_in_its_metadata
     ([{"name": "image", "cost": "4"}], "cost '4' is not a finite number"),
     ([{"name": "image", "cost": True}], "cost True is not a finite number"),
     ([{"name": "image", "cost": float("nan")}], "cost nan is not a finite number"),
+    ([{"name": "image", "follows": [None, None, ["image", 2, 1], None]}],
+     "follows [None, None, ['image', 2, 1], None] is not 4 entries"),
+    ([{"name": "image", "follows": [None, None, ["frames", 2, 16], None]}],
+     "each null or [another input, its axis"),
+    ([{"name": "image", "follows": [None, None]}], "is not 4 entries"),
     ([{"name": "image", "multiple": [1, 1, 4, 4], "example": [1, 1, 6, 8]}],
      "does not fit its shape"),
     ([{"name": "image", "example": [1, 2, 8, 8]}], "does not fit its shape"),
@@ -571,6 +576,42 @@ def test_an_onnx_files_declaration_that_does_not_fit_its_graph_is_refused(tmp_pa
     with pytest.raises(ModelLoadError, match="conv.onnx: metadata 'deepseek.inputs'") as err:
         DeepSeekServing(models={"conv": str(path)}, port=0, grpc_port=None)
     assert says in str(err.value)
+
+
+def test_an_axis_declared_to_follow_another_inputs_is_checked_before_the_model_runs(tmp_path):
+    """A state whose size follows its frames (``follows``: ``[input, axis, step]``) sent at
+    another size is a 400 that names both inputs and the size it must have, before the
+    graph runs (where it would fail in whichever node first joins them); at its size, the
+    model answers."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "n"])
+    m = helper.make_tensor_value_info("m", TensorProto.FLOAT, ["b", "k"])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", None]) for n in "yz"]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"]),
+                               helper.make_node("Identity", ["m"], ["z"])], "g", [x, m], outs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "pair.onnx"
+    onnx.save(model, str(path))
+    _declare(path, [{"name": "m", "follows": [None, ["x", 1, 4]]}])
+
+    def send(s, n, k):
+        return httpx.post(f"http://{s.http_url}/v2/models/pair/infer", json={"inputs": [
+            {"name": "x", "shape": [1, n], "datatype": "FP32", "data": [0.0] * n},
+            {"name": "m", "shape": [1, k], "datatype": "FP32", "data": [1.0] * k}]})
+
+    with DeepSeekServing(models={"pair": str(path)}, port=0, grpc_port=None,
+                         calibrate=False) as s:
+        assert s.models["pair"].inputs[1].follows == [None, ("x", 1, 4)]
+        off = send(s, 9, 2)
+        ok = send(s, 9, 3)
+    assert off.status_code == 400, off.text
+    assert off.json()["error"] == (
+        "model 'pair': input 'm' has shape [1, 2]; its axis 1 follows input 'x' axis 1 (9 "
+        "in steps of 4) and must be 3: size 'm' to the 'x' it is sent with")
+    assert ok.status_code == 200, ok.text
 
 
 def _identity_onnx(path, elem_type, name="x"):

@@ -124,15 +124,17 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, dict[str, Any]]:
     """What the ONNX ``session``'s file declares of its inputs beyond the graph's shapes
     (:data:`~deepseek.loader.base.INPUTS_META_KEY`): ``{input name: {"multiple": [...],
-    "example": [...], "cell": [...], "cost": x}}``, empty when it declares nothing (``cell``:
-    each axis's multiple the graph pads the input up to before it runs; ``cost``: the
-    elements the graph runs per element of the padded input, at least 1, e.g. 16 for a
-    graph that enlarges a photo twice on each side and scores it under four flips; both so
-    that a request is counted against the server's element cap as the graph runs it). A
-    declaration that does not fit the graph (an unknown input, a length other than the
-    input's rank, a step below 1, an example off a fixed size or off its steps, a cost
-    that is not a finite number of at least 1) is a :class:`ModelLoadError` naming
-    ``where``."""
+    "example": [...], "cell": [...], "cost": x, "follows": [...]}}``, empty when it declares
+    nothing (``cell``: each axis's multiple the graph pads the input up to before it runs;
+    ``cost``: the elements the graph runs per element of the padded input, at least 1, e.g.
+    4 for a graph that enlarges a photo twice on each side; both so that a request is
+    counted against the server's element cap as the graph runs it; ``follows``: per axis,
+    ``null`` or ``[input, axis, step]``, the axis's size the other input's axis in steps of
+    ``step``, rounded up, as a recurrent state follows its frames). A declaration that does
+    not fit the graph (an unknown input, a length other than the input's rank, a step below
+    1, an example off a fixed size or off its steps, a cost that is not a finite number of
+    at least 1, an axis that follows itself or an axis the other input lacks) is a
+    :class:`ModelLoadError` naming ``where``."""
     raw = session.get_modelmeta().custom_metadata_map.get(INPUTS_META_KEY)
     if not raw:
         return {}
@@ -145,7 +147,7 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
               for i in session.get_inputs()}
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ModelLoadError(f"{bad} is not a list of {{\"name\", \"multiple\", "
-                             "\"example\", \"cell\", \"cost\"}} objects")
+                             "\"example\", \"cell\", \"cost\", \"follows\"}} objects")
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         name = item.get("name")
@@ -171,6 +173,9 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
                                      "number of at least 1 (the elements the graph runs per "
                                      "element of its padded input)")
             entry["cost"] = float(cost)
+        follows = item.get("follows")
+        if follows is not None:
+            entry["follows"] = _follows(bad, name, follows, shapes)
         steps = entry.get("multiple") or [1] * len(shape)
         example = entry.get("example")
         if example and any((d != -1 and e != d) or (d == -1 and e % m)
@@ -179,6 +184,24 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
                                  f"its shape {shape} in steps of {steps}")
         out[name] = entry
     return out
+
+
+def _follows(bad: str, name: str, follows: Any,
+             shapes: dict[str, list[int]]) -> list[tuple[str, int, int] | None]:
+    """A declared ``follows`` of input ``name``, checked against the graph's ``shapes``."""
+    rank = len(shapes[name])
+
+    def fits(f: Any) -> bool:
+        return f is None or (
+            isinstance(f, list) and len(f) == 3 and f[0] in shapes and f[0] != name
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in f[1:])
+            and 0 <= f[1] < len(shapes[f[0]]) and f[2] >= 1)
+
+    if not isinstance(follows, list) or len(follows) != rank or not all(map(fits, follows)):
+        raise ModelLoadError(f"{bad}: input {name!r}'s follows {follows!r} is not {rank} "
+                             "entries, each null or [another input, its axis, a step of at "
+                             f"least 1] (the graph's inputs are {sorted(shapes)})")
+    return [None if f is None else (f[0], f[1], f[2]) for f in follows]
 
 
 def export_onnx(module: torch.nn.Module, example_input: Any, path: str | Path, *,

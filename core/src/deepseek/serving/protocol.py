@@ -73,7 +73,9 @@ class TensorSpec:
     multiple the model pads the input up to itself (a photo graph pads to its 16-pixel
     cell) and ``cost`` the elements it runs per element of the padded input (a photo graph
     that enlarges a photo twice on each side runs four), so that the server counts a
-    request's elements as the model runs them."""
+    request's elements as the model runs them; ``follows``: per axis, ``None`` or
+    ``(input, axis, step)``, the size that axis must have: the other input's axis in steps
+    of ``step``, rounded up (a recurrent state's cells follow its frames' size)."""
     name: str
     datatype: str
     shape: list[int]  # -1: any size (the first axis is the batch); []: any shape
@@ -81,6 +83,7 @@ class TensorSpec:
     example: list[int] | None = None
     cell: list[int] | None = None
     cost: float = 1.0
+    follows: list[tuple[str, int, int] | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready metadata."""
@@ -498,7 +501,26 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
                     "per request" + (f" (sides at multiples of {list(cell)[1:]} run no "
                                      "padding)" if cell else ""), 413)
         out.append(a)
+    _check_follows(model, specs, arrays)
     return out
+
+
+def _check_follows(model: str, specs: list[TensorSpec], arrays: dict[str, np.ndarray]) -> None:
+    """Each axis an input declares to follow another input's axis has the size it gives
+    (a 400 naming both before the model runs, not the graph's node that fails on it)."""
+    for s in specs:
+        for axis, f in enumerate(s.follows or []):
+            a = arrays[s.name]
+            if f is None or axis >= a.ndim or f[1] >= arrays[f[0]].ndim:
+                continue
+            n = int(arrays[f[0]].shape[f[1]])
+            want = -(-n // f[2])
+            if a.shape[axis] != want:
+                cells = f" in steps of {f[2]}" if f[2] > 1 else ""
+                raise InferenceError(
+                    f"model '{model}': input '{s.name}' has shape {list(a.shape)}; its axis "
+                    f"{axis} follows input '{f[0]}' axis {f[1]} ({n}{cells}) and must be "
+                    f"{want}: size '{s.name}' to the '{f[0]}' it is sent with")
 
 
 def output_json(names: list[str], outs: list[np.ndarray], requested: list[dict] | None,

@@ -295,10 +295,12 @@ def export_step_onnx(model: DefectNet, height: int | None = None, width: int | N
                     _STEP_AXES_FREE if free else _STEP_AXES, opset)
     if not free:
         return graph
-    # the free frame size goes in steps of the cell; the server times the step at 64 x 64
+    # the free frame size goes in steps of the cell, the buffer's cells follow it; the
+    # server times the step at 64 x 64
     return _declare_inputs(graph, [
         {"name": "frames", "multiple": [1, 1, STRIDE, STRIDE], "example": [1, 1, height, width]},
-        {"name": "buffer", "example": list(state[0].shape)}])
+        {"name": "buffer", "example": list(state[0].shape),
+         "follows": [None, None, None, ["frames", 2, STRIDE], ["frames", 3, STRIDE]]}])
 
 
 def _declare_inputs(graph: bytes, inputs: list[dict[str, Any]], **meta: str) -> bytes:
