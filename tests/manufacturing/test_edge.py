@@ -5,6 +5,7 @@ through the step with the same scores."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -26,7 +27,13 @@ from deepseek.manufacturing.runtime import (
 )
 from deepseek.manufacturing.score import score_image
 from deepseek.manufacturing.sources import FrameSource
-from deepseek.manufacturing.stream import DefectStream, TorchStep, load_net, make_step
+from deepseek.manufacturing.stream import (
+    DefectStream,
+    TorchStep,
+    load_net,
+    make_step,
+    scoring_net,
+)
 
 PACKAGED = WEIGHTS / "defect-3dcnn-lstm.safetensors"
 
@@ -278,7 +285,8 @@ def test_an_export_scores_with_what_training_stored_beside_the_weights(tmp_path,
     photo = tmp_path / "part.png"
     rng = np.random.default_rng(0)
     cv2.imwrite(str(photo), rng.integers(90, 200, (70, 90), dtype=np.uint8))
-    full, edge = Scorer(weights), Scorer(onnx_path)
+    full, edge = Scorer(weights, backend="torch"), Scorer(onnx_path)
+    assert not isinstance(full.net, OnnxNet) and isinstance(edge.net, OnnxNet)
     assert (edge.threshold, edge.scale, edge.views) == (0.42, 0.75, 4)
     assert edge.expected == full.expected == expected
     a, b = full.score(photo), edge.score(photo)
@@ -293,3 +301,73 @@ def test_an_export_scores_with_what_training_stored_beside_the_weights(tmp_path,
     with caplog.at_level("WARNING", logger="deepseek.manufacturing.score"):
         assert Scorer(plain / "model.stream.onnx").threshold == 0.5
     assert any("the export carries no threshold" in r.getMessage() for r in caplog.records)
+
+
+def test_photos_are_scored_on_the_current_exports_beside_the_weights_by_default(tmp_path,
+                                                                               caplog):
+    """`score` in the full install runs the still-photo export on onnxruntime where `train`
+    or `export` left it current beside the weights (about twice PyTorch's speed, the same
+    scores), else PyTorch, saying why; `--backend` chooses, and a choice that cannot be
+    honoured is an error that says what would."""
+    import cv2
+
+    from deepseek.manufacturing.model import DefectNet
+
+    weights = tmp_path / "model.safetensors"
+    shutil.copy(PACKAGED, weights)
+    shutil.copy(WEIGHTS / "defect-3dcnn-lstm.json", tmp_path / "model.json")
+    with caplog.at_level("INFO", logger="deepseek.manufacturing.stream"):
+        assert isinstance(scoring_net(weights), DefectNet)  # no export yet
+    assert any("scoring with PyTorch (" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ManufacturingError, match="no streaming ONNX export"):
+        scoring_net(weights, "onnxruntime")
+    assert CliRunner().invoke(build_cli(), ["manufacturing", "export",
+                                            str(weights)]).exit_code == 0
+    edge = scoring_net(weights)
+    assert isinstance(edge, OnnxNet) and edge.still_session is not None
+    assert isinstance(scoring_net(weights, "torch"), DefectNet)
+    assert isinstance(scoring_net("defect-3dcnn-lstm"), OnnxNet)  # the packaged exports
+    # without the still-photo export each photo would go through the step: PyTorch instead
+    still = still_path_for(edge.path)
+    kept = still.read_bytes()
+    still.unlink()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="deepseek.manufacturing.stream"):
+        assert isinstance(scoring_net(weights), DefectNet)
+    assert any("no still-photo export" in r.getMessage() for r in caplog.records)
+    still.write_bytes(kept)
+    # weights changed after the export: PyTorch, never a stale export
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert isinstance(scoring_net(weights), DefectNet)
+    with pytest.raises(ManufacturingError, match="was not exported from"):
+        scoring_net(weights, "onnxruntime")
+    with pytest.raises(ManufacturingError, match="an ONNX export runs on onnxruntime"):
+        scoring_net(edge.path, "torch")
+    with pytest.raises(ManufacturingError, match="a network in memory runs on PyTorch"):
+        scoring_net(load_net("defect-3dcnn-lstm"), "onnxruntime")
+    with pytest.raises(ManufacturingError, match="backend='tensorrt': use auto"):
+        scoring_net(weights, "tensorrt")
+    # the CLI: the same decisions and scores on either backend
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        img = rng.integers(90, 200, (80, 120), dtype=np.uint8)
+        img[20 + 10 * i, 10:110] = 40
+        cv2.imwrite(str(folder / f"p{i}.png"), img)
+    got = {}
+    for backend in ("auto", "torch", "onnxruntime"):
+        res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(folder), "--model",
+                                               "defect-3dcnn-lstm", "--backend", backend,
+                                               "--json"])
+        assert res.exit_code == 0, res.output
+        got[backend] = json.loads(res.output[res.output.index("["):])
+    for backend in ("torch", "onnxruntime"):
+        for a, b in zip(got["auto"], got[backend]):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+            assert a["defect"] == b["defect"]
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(folder),
+                                           "--backend", "tensorrt"])
+    assert res.exit_code != 0 and "'tensorrt' is not one of" in res.output

@@ -323,10 +323,15 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
               help="Score each image as it is (1) or also flipped left-right, upside down and "
               "both, the logits averaged (4) [the views the model's threshold was set with, "
               "stored by train --folder --views; 1 for other models].")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]),
+              default="auto", show_default=True,
+              help="What runs a crack network: auto takes the ONNX exports beside the weights "
+                   "(train and export write them) on onnxruntime when they are current, "
+                   "about twice as fast as PyTorch with the same scores, else PyTorch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
-          views: str | None, as_json: bool) -> None:
+          views: str | None, backend: str, as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped), or quoted patterns such as
     'line3/**/*.png' (what a Windows prompt passes as typed). Each image is scored alone
@@ -363,7 +368,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                            threshold=threshold if cal is None else float(cal["threshold"]),
                            progress=None if not as_json else False,
                            views=None if views is None else int(views),
-                           unreadable=unreadable, keep_maps=evaluate)
+                           unreadable=unreadable, keep_maps=evaluate, backend=backend)
     unreadable = unreadable or []
     if csv_path is not None:
         write_csv(results, csv_path, unreadable)

@@ -194,15 +194,17 @@ class Scorer:
     for a network) and, where known, what that threshold is expected to give
     (:attr:`expected`: the given one, e.g. a calibration's, else the stored one). A network
     scores under the views (:func:`score_image`) it was trained with unless ``views`` is
-    given (then the stored expectation, set on other scores, is not shown). Loaded once;
-    every image is scored alone from a fresh state."""
+    given (then the stored expectation, set on other scores, is not shown); on ``backend``
+    (:func:`~deepseek.manufacturing.stream.scoring_net`: by default the ONNX exports beside
+    the weights where they are current). Loaded once; every image is scored alone from a
+    fresh state."""
 
     def __init__(self, model: Any = PACKAGED, *, threshold: float | None = None,
                  frames: int = FRAMES, expected: dict[str, Any] | None = None,
-                 views: int | None = None) -> None:
+                 views: int | None = None, backend: str = "auto") -> None:
         from deepseek.manufacturing.anomaly import PatchMemory, is_memory_file
         from deepseek.manufacturing.draem import DraemModel, is_draem_file
-        from deepseek.manufacturing.stream import load_net
+        from deepseek.manufacturing.stream import scoring_net
 
         self.expected = expected
 
@@ -253,7 +255,7 @@ class Scorer:
         self.views = views
         self.scale = stored_scale(model) if memory is None else 1.0
         self.bit_depth = stored_bit_depth(model)
-        self.net = load_net(model).eval() if memory is None else None
+        self.net = scoring_net(model, backend).eval() if memory is None else None
 
     @property
     def box_level(self) -> float:
@@ -297,7 +299,7 @@ class Scorer:
     def score_files(self, files: list[Path], heatmaps: str | Path | None = None, *,
                     progress: bool | None = None,
                     unreadable: list[UnreadableImage] | None = None,
-                    keep_maps: bool = True) -> list[ImageScore]:
+                    keep_maps: bool = True, backend: str = "auto") -> list[ImageScore]:
         """Score image files (as :func:`image_paths` lists them) in order; ``heatmaps``,
         ``unreadable`` and ``keep_maps`` as in :func:`score_images`."""
         from tqdm.auto import tqdm
@@ -343,7 +345,7 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
                  frames: int = FRAMES, progress: bool | None = None,
                  views: int | None = None,
                  unreadable: list[UnreadableImage] | None = None,
-                 keep_maps: bool = True) -> list[ImageScore]:
+                 keep_maps: bool = True, backend: str = "auto") -> list[ImageScore]:
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
     ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` by
     the image's place among the files found (each result names its file). ``views``: see
@@ -357,8 +359,10 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
 
     ``keep_maps=False``: each result's defect map (``cell_map``) is let go once its box and
     heatmap are made, so that a folder of thousands of large photos is scored in bounded
-    memory (the maps are what :func:`evaluate_scores` needs for its pixel figures)."""
-    scorer = Scorer(model, threshold=threshold, frames=frames, views=views)
+    memory (the maps are what :func:`evaluate_scores` needs for its pixel figures).
+    ``backend``: what runs a crack network (:func:`~deepseek.manufacturing.stream.
+    scoring_net`)."""
+    scorer = Scorer(model, threshold=threshold, frames=frames, views=views, backend=backend)
     return scorer.score_files(image_paths(paths), heatmaps, progress=progress,
                               unreadable=unreadable, keep_maps=keep_maps)
 

@@ -249,6 +249,62 @@ def load_net(model: Any = "defect-3dcnn-lstm", onnx: bool | None = None) -> Defe
     return net
 
 
+#: the backends a still photo can be scored on (``score --backend``)
+SCORE_BACKENDS = ("auto", "onnxruntime", "torch")
+
+
+def scoring_net(model: Any, backend: str = "auto") -> DefectNet | OnnxNet:
+    """The network still photos are scored with (``score``, ``calibrate``, a batch).
+
+    ``auto``: the ONNX exports beside the weights (a ``.safetensors`` file or a registered
+    name's packaged weights) where onnxruntime is installed and they are current, the
+    still-photo export among them, else PyTorch, else the exports (which must then exist).
+    onnxruntime scores a photo in about half PyTorch's time on 2 cores (8 against 15 ms a
+    500 x 1264 photo, 0.36 against 0.73 s a 20-megapixel one, where PyTorch spends more
+    time in the kernel than in the network, zeroing fresh memory for each photo's
+    activations), with the same scores (probabilities within 1e-6 and 3e-5 on those).
+    ``onnxruntime``: the exports, or an error that names the command writing them;
+    ``torch``: PyTorch.
+
+    Raises:
+        ManufacturingError: an unknown backend; ``torch`` without PyTorch or for an ONNX
+            file; ``onnxruntime`` without a current export.
+    """
+    from deepseek.extras import missing
+
+    if backend not in SCORE_BACKENDS:
+        raise ManufacturingError(f"backend={backend!r}: use {', '.join(SCORE_BACKENDS)}")
+    onnx_file = isinstance(model, OnnxNet) or str(model).endswith(".onnx")
+    if backend == "torch":
+        if not have_torch():
+            raise ManufacturingError("backend torch needs PyTorch, which is not installed (pip "
+                                     "install \"deepseek-manufacturing[full]\"); this install "
+                                     "scores on onnxruntime (--backend auto)")
+        if onnx_file:
+            raise ManufacturingError(f"{model}: an ONNX export runs on onnxruntime; give "
+                                     "--backend onnxruntime (or auto), or the .safetensors "
+                                     "weights")
+        return load_net(model, onnx=False)
+    if backend == "onnxruntime" and hasattr(model, "forward"):
+        raise ManufacturingError("a network in memory runs on PyTorch (--backend auto or "
+                                 "torch); onnxruntime runs its exports")
+    if backend == "onnxruntime" or onnx_file or not have_torch() or hasattr(model, "forward"):
+        return load_net(model, onnx=backend == "onnxruntime" or None)
+    if missing("runtime"):
+        return load_net(model, onnx=False)
+    try:
+        net = load_onnx_net(model)
+    except ManufacturingError as exc:  # none beside the weights, or a stale one
+        log.info("%s: scoring with PyTorch (%s)", model, exc)
+        return load_net(model, onnx=False)
+    if net.still_session is None:  # each photo through the step: slower than PyTorch
+        log.info("%s: no still-photo export beside %s; scoring with PyTorch", model,
+                 net.path)
+        return load_net(model, onnx=False)
+    log.info("%s: scoring with onnxruntime (%s)", model, net.path)
+    return net
+
+
 def weights_sha256(model: Any) -> str | None:
     """The sha256 of the weights ``model`` names: a file's own, a registered name's packaged
     weights file, None for anything else (a module in memory). What a calibration or a
