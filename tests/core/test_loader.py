@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -286,3 +287,29 @@ def test_a_folder_with_several_formats_loads_what_the_install_runs(tiny_plugin, 
     with pytest.raises(ModelLoadError, match="no model.onnx; give one of its ONNX files by "
                                              "its path: model.still.onnx, model.stream.onnx"):
         ModelLoader.load(other, framework="onnx")
+
+
+def test_onnxruntime_sessions_run_the_threads_this_process_may_use(monkeypatch):
+    """onnxruntime ignores OMP_NUM_THREADS and the cgroup's quota and starts a thread per
+    physical core: a batch worker told to use one core, or a pod limited to 2 CPUs on a
+    64-core node, ran every session on all of them. The sessions the project opens take
+    the threads given, else OMP_NUM_THREADS, else the CPU budget where it is below the
+    machine's cores, else onnxruntime's own choice."""
+    import deepseek.cpus
+    from deepseek.loader import session_options, session_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(deepseek.cpus, "cpu_budget", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert session_threads() == 2  # the pod's 2 CPUs, not the node's 64
+    assert session_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert session_threads() == 1 and session_threads(4) == 4
+    opts = session_options()
+    assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (1, 1)
+    for junk in ("0", "two", ""):  # not a count: as if unset
+        monkeypatch.setenv("OMP_NUM_THREADS", junk)
+        assert session_threads() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # the whole machine: onnxruntime's choice
+    assert session_threads() is None
+    assert session_options().intra_op_num_threads == 0

@@ -371,3 +371,13 @@ def test_photos_are_scored_on_the_current_exports_beside_the_weights_by_default(
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(folder),
                                            "--backend", "tensorrt"])
     assert res.exit_code != 0 and "'tensorrt' is not one of" in res.output
+
+
+def test_the_edge_sessions_run_the_threads_the_process_is_given(monkeypatch):
+    """A `deepseek batch` worker told to use one core (OMP_NUM_THREADS) scores on one:
+    the streaming and still-photo sessions ran onnxruntime's thread per core before,
+    whatever the worker was told."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    edge = load_net("defect-3dcnn-lstm", onnx=True)
+    for session in (edge.session, edge.still_session):
+        assert session.get_session_options().intra_op_num_threads == 1

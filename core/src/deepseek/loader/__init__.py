@@ -60,7 +60,8 @@ _LAZY = {
         "save_model", "read_model_config", "read_model_extra", "load_safetensors_into",
         "pick_in_folder")},
     **{n: _M + "onnx" for n in (
-        "export_onnx", "stamp_onnx", "onnx_metadata", "load_onnx", "declared_onnx_inputs")},
+        "export_onnx", "stamp_onnx", "onnx_metadata", "load_onnx", "declared_onnx_inputs",
+        "session_options", "session_threads")},
     **{n: _M + "packaged" for n in ("packaged_onnx", "export_packaged_onnx")},
     **{n: _M + "registered" for n in (
         "build_registered", "example_from_inputs", "inputs_fit", "fitting_models",

@@ -58,15 +58,7 @@ def load_onnx(path: Path, opts: LoadOptions, *, source: str) -> LoadedModel:
                                  "no CUDAExecutionProvider; install onnxruntime-gpu or use "
                                  "device='cpu'")
         providers.insert(0, "CUDAExecutionProvider")
-    opts = ort.SessionOptions()
-    if not threads:
-        # onnxruntime ignores OMP_NUM_THREADS and takes every core; a process told to use N
-        # threads (a container, one test worker per core) gets N
-        env = os.environ.get("OMP_NUM_THREADS", "")
-        threads = int(env) if env.isdigit() and int(env) > 0 else None
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+    opts = session_options(threads)
     try:
         session = ort.InferenceSession(graph, opts, providers=providers)
     except Exception as exc:
@@ -76,6 +68,37 @@ def load_onnx(path: Path, opts: LoadOptions, *, source: str) -> LoadedModel:
                          session=session, onnx_model=model)
     loaded.onnx_path = Path(path)
     return loaded
+
+
+def session_threads(threads: int | None = None) -> int | None:
+    """The intra-op threads an onnxruntime session of this process should run: ``threads``
+    when given, else ``OMP_NUM_THREADS`` (which onnxruntime ignores, taking every core: a
+    ``deepseek batch`` worker told to use its share, a test worker per core), else the CPU
+    budget where the affinity mask or the cgroup's quota holds it below the machine's
+    cores (:func:`deepseek.cpus.cpu_budget`: a pod limited to 2 CPUs on a 64-core node);
+    None: onnxruntime's own choice, the machine's physical cores."""
+    if threads:
+        return int(threads)
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    from deepseek.cpus import cpu_budget
+
+    budget = cpu_budget()
+    return budget if budget < (os.cpu_count() or budget) else None
+
+
+def session_options(threads: int | None = None) -> Any:
+    """``onnxruntime.SessionOptions`` that run :func:`session_threads` intra-op threads and
+    one inter-op thread (left to onnxruntime where that is None)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    threads = session_threads(threads)
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return opts
 
 
 def stamp_onnx(path: str | Path, source: str | Path, architecture: str,

@@ -169,10 +169,13 @@ class OnnxNet:
         require("runtime", "the defect detector without PyTorch")
         import onnxruntime as ort
 
+        from deepseek.loader import session_options
+
         self.path = Path(path)
         self.source = source or str(path)
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), session_options(),
+                                                providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ManufacturingError(f"{self.path}: not a readable ONNX file ({exc})") from exc
         ins = self.session.get_inputs()
@@ -215,13 +218,14 @@ class OnnxNet:
         holds a photo for, or ``(None, None)`` when there is none."""
         import onnxruntime as ort
 
-        from deepseek.loader import SOURCE_META_KEY
+        from deepseek.loader import SOURCE_META_KEY, session_options
 
         path = still_path_for(self.path)
         if not self.path.name.endswith(STREAM_SUFFIX) or not path.is_file():
             return None, None
         try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), session_options(),
+                                           providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ManufacturingError(f"{path}: not a readable ONNX file ({exc}); delete it or "
                                      "re-export with `deepseek manufacturing export "
