@@ -299,7 +299,7 @@ class Scorer:
     def score_files(self, files: list[Path], heatmaps: str | Path | None = None, *,
                     progress: bool | None = None,
                     unreadable: list[UnreadableImage] | None = None,
-                    keep_maps: bool = True, backend: str = "auto") -> list[ImageScore]:
+                    keep_maps: bool = True) -> list[ImageScore]:
         """Score image files (as :func:`image_paths` lists them) in order; ``heatmaps``,
         ``unreadable`` and ``keep_maps`` as in :func:`score_images`."""
         from tqdm.auto import tqdm
