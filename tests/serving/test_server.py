@@ -563,6 +563,10 @@ def test_an_onnx_file_declares_its_size_steps_and_timing_example_in_its_metadata
     ([{"name": "image", "follows": [None, None, ["frames", 2, 16], None]}],
      "each null or [another input, its axis"),
     ([{"name": "image", "follows": [None, None]}], "is not 4 entries"),
+    ([{"name": "image", "range": [255, 0]}], "range [255, 0] is not [low, high]"),
+    ([{"name": "image", "range": [0]}], "range [0] is not [low, high]"),
+    ([{"name": "image", "range": [0, "255"]}], "is not [low, high], two finite numbers"),
+    ([{"name": "image", "range": [0, float("inf")]}], "is not [low, high], two finite"),
     ([{"name": "image", "multiple": [1, 1, 4, 4], "example": [1, 1, 6, 8]}],
      "does not fit its shape"),
     ([{"name": "image", "example": [1, 2, 8, 8]}], "does not fit its shape"),
@@ -612,6 +616,32 @@ def test_an_axis_declared_to_follow_another_inputs_is_checked_before_the_model_r
         "model 'pair': input 'm' has shape [1, 2]; its axis 1 follows input 'x' axis 1 (9 "
         "in steps of 4) and must be 3: size 'm' to the 'x' it is sent with")
     assert ok.status_code == 200, ok.text
+
+
+def test_values_outside_an_inputs_declared_range_are_refused_not_clipped(tmp_path):
+    """An input that declares the values it takes (``range``: a camera's 12-bit words in
+    16-bit ones take 0 to 4095) is checked on every request: a value outside it is a 400
+    that gives the values sent and the range, before the model runs (a graph would clip it,
+    or index past a table, in silence); values inside it are answered."""
+    from onnx import TensorProto
+
+    path = _declare(_identity_onnx(tmp_path / "words.onnx", TensorProto.UINT16),
+                    [{"name": "x", "range": [0, 4095]}])
+
+    def send(s, values):
+        return httpx.post(f"http://{s.http_url}/v2/models/words/infer", json={"inputs": [
+            {"name": "x", "shape": [1, 3], "datatype": "UINT16", "data": values}]})
+
+    with DeepSeekServing(models={"words": str(path)}, port=0, grpc_port=None,
+                         calibrate=False) as s:
+        assert s.models["words"].inputs[0].range == (0, 4095)
+        over = send(s, [0, 4096, 12])
+        ok = send(s, [0, 4095, 12])
+    assert over.status_code == 400, over.text
+    assert over.json()["error"] == (
+        "model 'words': input 'x' holds values from 0 to 4096; the model takes 0 to 4095: "
+        "send values in that range (the model's declared range; nothing is clipped)")
+    assert ok.status_code == 200 and ok.json()["outputs"][0]["data"] == [0, 4095, 12]
 
 
 def _identity_onnx(path, elem_type, name="x"):

@@ -147,16 +147,19 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, dict[str, Any]]:
     """What the ONNX ``session``'s file declares of its inputs beyond the graph's shapes
     (:data:`~deepseek.loader.base.INPUTS_META_KEY`): ``{input name: {"multiple": [...],
-    "example": [...], "cell": [...], "cost": x, "follows": [...]}}``, empty when it declares
+    "example": [...], "cell": [...], "cost": x, "follows": [...], "range": [lo, hi]}}``, empty
+    when it declares
     nothing (``cell``: each axis's multiple the graph pads the input up to before it runs;
     ``cost``: the elements the graph runs per element of the padded input, at least 1, e.g.
     4 for a graph that enlarges a photo twice on each side; both so that a request is
     counted against the server's element cap as the graph runs it; ``follows``: per axis,
     ``null`` or ``[input, axis, step]``, the axis's size the other input's axis in steps of
-    ``step``, rounded up, as a recurrent state follows its frames). A declaration that does
-    not fit the graph (an unknown input, a length other than the input's rank, a step below
-    1, an example off a fixed size or off its steps, a cost that is not a finite number of
-    at least 1, an axis that follows itself or an axis the other input lacks) is a
+    ``step``, rounded up, as a recurrent state follows its frames; ``range``: ``[low,
+    high]``, the values the graph takes, as a camera's 12-bit words in 16-bit ones take 0 to
+    4095). A declaration that does not fit the graph (an unknown input, a length other than
+    the input's rank, a step below 1, an example off a fixed size or off its steps, a cost
+    that is not a finite number of at least 1, an axis that follows itself or an axis the
+    other input lacks, a range that is not two finite numbers in order) is a
     :class:`ModelLoadError` naming ``where``."""
     raw = session.get_modelmeta().custom_metadata_map.get(INPUTS_META_KEY)
     if not raw:
@@ -170,7 +173,8 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
               for i in session.get_inputs()}
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ModelLoadError(f"{bad} is not a list of {{\"name\", \"multiple\", "
-                             "\"example\", \"cell\", \"cost\", \"follows\"}} objects")
+                             "\"example\", \"cell\", \"cost\", \"follows\", \"range\"}} "
+                             "objects")
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         name = item.get("name")
@@ -199,6 +203,14 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
         follows = item.get("follows")
         if follows is not None:
             entry["follows"] = _follows(bad, name, follows, shapes)
+        span = item.get("range")
+        if span is not None:
+            if (not isinstance(span, list) or len(span) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and math.isfinite(v) for v in span) or span[0] > span[1]):
+                raise ModelLoadError(f"{bad}: input {name!r}'s range {span!r} is not [low, "
+                                     "high], two finite numbers, low <= high")
+            entry["range"] = (span[0], span[1])
         steps = entry.get("multiple") or [1] * len(shape)
         example = entry.get("example")
         if example and any((d != -1 and e != d) or (d == -1 and e % m)

@@ -104,7 +104,8 @@ class ServedModel:
                                declared.get(i.name, {}).get("example"),
                                declared.get(i.name, {}).get("cell"),
                                declared.get(i.name, {}).get("cost", 1.0),
-                               declared.get(i.name, {}).get("follows"))
+                               declared.get(i.name, {}).get("follows"),
+                               declared.get(i.name, {}).get("range"))
                     for i in m.session.get_inputs()]
         if m.inputs:
             return [TensorSpec(i["name"], TORCH_NAME_TO_V2.get(i.get("dtype", "float32"), "FP32"),
