@@ -658,6 +658,7 @@ def test_good_parts_models_read_a_12_bit_camera_over_its_own_range(tmp_path):
     """``train --good-only DIR --bit-depth 12`` (each method): 16-bit photos holding 12-bit
     data read over 0-4095 in fitting, stored with the model, and read so by score and
     calibrate: the same scores as the photos' 8-bit conversion, a pixel over 4095 refused."""
+    from deepseek.loader import declared_onnx_inputs
     from deepseek.manufacturing.calibration import calibrate
     from deepseek.manufacturing.draem import fit_draem
     from deepseek.manufacturing.images import to_gray
@@ -700,6 +701,22 @@ def test_good_parts_models_read_a_12_bit_camera_over_its_own_range(tmp_path):
                                            "--folds", "2", "--bit-depth", "12", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["bit_depth"] == 12
+    # served, the memory's photo decision takes the camera's words as they are (UINT16,
+    # 0-4095 declared) and decides as the same memory fitted on their 8-bit conversion
+    import onnxruntime as ort
+
+    from deepseek.manufacturing.anomaly import export_memory_onnx
+
+    words, gray = (ort.InferenceSession(export_memory_onnx(m), providers=[
+        "CPUExecutionProvider"]) for m in (mem, ref))
+    assert words.get_inputs()[0].type == "tensor(uint16)"
+    assert gray.get_inputs()[0].type == "tensor(uint8)"
+    assert declared_onnx_inputs(words)["image"]["range"] == (0, 4095)
+    twelve = cv2.imread(str(raw / "p5_a.png"), cv2.IMREAD_UNCHANGED)
+    a = words.run(None, {"image": twelve[None]})
+    b = gray.run(None, {"image": to_gray(twelve, bit_depth=12)[None]})
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_a_memory_maps_a_photo_too_large_to_map_whole_in_tiles(line, monkeypatch):

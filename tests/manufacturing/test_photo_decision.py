@@ -310,6 +310,52 @@ def test_a_photo_graph_that_enlarges_the_photo_is_counted_at_the_size_it_runs(tm
         assert send("twice", [1, 64, 64]).status_code == 200
 
 
+def test_a_model_for_a_12_bit_camera_is_served_the_cameras_words(tmp_path):
+    """Weights trained with ``--bit-depth 12`` get a photo decision that takes the camera's
+    16-bit words as they are (UINT16, 0-4095 declared): a line sends its photos as the
+    camera writes them and gets what `score` gives for their files, instead of converting
+    them to 8-bit gray itself exactly as `score` does. A word above 4095 is a 400 (the graph
+    would clip it to white); 8-bit gray is refused by its type."""
+    import onnxruntime as ort
+
+    from deepseek.loader import declared_onnx_inputs
+    from deepseek.manufacturing.score import Scorer
+
+    weights = _weights(tmp_path, "run", threshold=0.5, bit_depth=12)
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", weights])
+    assert res.exit_code == 0, res.output
+    assert "it takes the camera's 12-bit words as UINT16 (0-4095)" in res.output
+    out = _export(weights)
+    assert out["photo_decision"]["bit_depth"] == 12
+    session = ort.InferenceSession(out["photo_onnx"], providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint16)"
+    assert declared_onnx_inputs(session)["image"]["range"] == (0, 4095)
+    rng = np.random.default_rng(12)
+    words = rng.integers(1200, 3400, (70, 90)).astype(np.uint16)
+    words[30, 5:80] = 200  # a dark line
+    cv2.imwrite(str(tmp_path / "part.png"), words)
+    want = Scorer(weights, backend="torch").score(tmp_path / "part.png")
+    with DeepSeekServing(models={"line": out["photo_onnx"]}, port=0, grpc_port=None,
+                         calibrate=False) as server:
+        url = f"http://{server.http_url}/v2/models/line/infer"
+
+        def send(pixels, datatype="UINT16"):
+            return httpx.post(url, timeout=60, json={"inputs": [
+                {"name": "image", "datatype": datatype, "shape": [1, *pixels.shape],
+                 "data": pixels.ravel().tolist()}]})
+
+        ok = send(words)
+        over = words.copy()
+        over[0, 0] = 4096
+        refused, gray = send(over), send((words // 16).astype(np.uint8), "UINT8")
+    assert ok.status_code == 200, ok.text
+    got = {o["name"]: o["data"] for o in ok.json()["outputs"]}
+    assert got["score"][0] == pytest.approx(want.score, abs=1e-5)
+    assert got["defect"][0] == want.defect
+    assert refused.status_code == 400 and "values from 200 to 4096" in refused.json()["error"]
+    assert gray.status_code == 400 and "must be UINT16" in gray.json()["error"]
+
+
 def test_a_model_folder_holding_the_photo_decision_serves_it(tmp_path):
     """As KServe serves it (deploy/kserve/inferenceservice-raw.yaml): the folder the storage
     initializer fills holds the photo decision alone, as model.onnx."""

@@ -201,7 +201,9 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
                        threshold_from: str = "stored by training", opset: int = 17) -> bytes:
     """The memory's decision on a gray photo as an ONNX graph (bytes), what ``deepseek
     manufacturing score --model memory.safetensors`` gives, for ``deepseek serve``: input
-    ``image`` (uint8 ``B x H x W``, any size), outputs ``score`` (the anomaly score: the mean
+    ``image`` (uint8 ``B x H x W``, any size; a memory fitted with ``--bit-depth`` takes the
+    camera's 16-bit words, :class:`~deepseek.manufacturing.model.CameraWords`), outputs
+    ``score`` (the anomaly score: the mean
     of the top :attr:`PatchMemory.top_fraction` of the patch distances, plus the crack
     model's share), ``defect`` (score >= threshold), ``map`` (each 8 x 8 patch's distance to
     the nearest good patch) and ``threshold``; its settings in the metadata
@@ -300,7 +302,7 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
         scale = float(crack.get("scale", CRACK_SCALE))
         cell, cost = max(STRIDE, photo_cell(scale)), photo_cost(scale)
     return export_decision(_MemoryDecision(), settings, ("patches_y", "patches_x"), opset,
-                           cell=cell, cost=cost)
+                           cell=cell, cost=cost, bit_depth=memory.meta.get("bit_depth"))
 
 
 def write_memory_onnx(path: str | Path, out: str | Path | None = None, *,

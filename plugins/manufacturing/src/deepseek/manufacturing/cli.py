@@ -1101,7 +1101,8 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
     kb = {p: f"{p.stat().st_size / 1e3:.0f} kB" for p in (path, still, photo)}
     click.echo(f"wrote {path} ({kb[path]}), {still} ({kb[still]}) and {photo} ({kb[photo]}); "
                "source sha256 and what training stored recorded in each")
-    bits = (f"; send 16-bit photos read over {decides['bit_depth']} bits, as 8-bit gray"
+    bits = (f"; it takes the camera's {decides['bit_depth']}-bit words as UINT16 (0-"
+            f"{(1 << decides['bit_depth']) - 1}), each scaled to gray as `score` reads them"
             if decides.get("bit_depth") else "")
     click.echo(f"{photo.name} decides at threshold {decides['threshold']:.6g} "
                f"({decides['threshold_from']}), views {decides['views']}, scale "

@@ -241,7 +241,7 @@ def photo_settings(weights: str | Path, threshold: float | None = None,
                    threshold_from: str | None = None) -> dict[str, Any]:
     """How the photo decision of ``weights`` decides, from what training stored with them:
     ``threshold`` (the given one, else the stored one, else 0.5), ``views``, ``scale``,
-    ``bit_depth`` (what a 16-bit photo is read over before it is sent, recorded only) and
+    ``bit_depth`` (the bits of the camera words the photo decision then takes) and
     ``threshold_from`` (where the threshold came from, recorded in the export). A stored
     setting that no training writes is an error naming the file."""
     from deepseek.manufacturing.errors import ManufacturingError
@@ -472,41 +472,86 @@ def photo_cost(scale: float) -> float:
     return max(1.0, float(scale) ** 2)
 
 
+class CameraWords(nn.Module):
+    """A photo decision ``inner`` that takes a camera's 16-bit words holding ``bit_depth``
+    bits (a 12-bit camera's 0-4095) instead of 8-bit gray: each word becomes the gray level
+    :func:`deepseek.manufacturing.images.read_gray` reads it as (times 255 / (2^bits - 1)
+    in float32, rounded half to even), so the line sends its photos as the camera writes
+    them and they are scored as ``score`` scores their files. A word above the range would
+    be clipped to white here: the graph declares its range, which the server checks."""
+
+    def __init__(self, inner: nn.Module, bit_depth: int) -> None:
+        super().__init__()
+        self.inner, self.net = inner, inner.net
+        self.register_buffer("gain", torch.tensor(255.0 / ((1 << int(bit_depth)) - 1),
+                                                  dtype=torch.float32))
+
+    def forward(self, words: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``words (B, H, W)`` -> what ``inner`` gives for their gray levels."""
+        return self.inner(torch.round(words.float() * self.gain).clamp(0, 255))
+
+
 def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tuple[str, str],
                     opset: int = 17, cell: int = STRIDE, cost: float = 1.0,
-                    **meta: str) -> bytes:
+                    bit_depth: int | None = None, **meta: str) -> bytes:
     """A photo decision ``wrapper`` (a module holding its network as ``net``: ``image`` ->
     ``score``, ``defect``, ``map``, ``threshold``) as an ONNX graph (bytes), every size free
     (the map's axes named ``map_axes``), the example photo, the ``cell`` it pads a photo's
     sides to (in the photo's pixels: :func:`photo_cell`) and its ``cost``
     (:func:`photo_cost`) declared, and ``settings`` in its metadata
-    (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`) beside ``meta``."""
+    (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`) beside ``meta``. ``image`` is
+    8-bit gray, or with ``bit_depth`` (a model trained with ``--bit-depth``) the camera's
+    16-bit words (:class:`CameraWords`), their range declared."""
     import json
 
     from deepseek.manufacturing.runtime import PHOTO_META_KEY
 
+    if bit_depth:
+        wrapper = CameraWords(wrapper, bit_depth)
     graph = _export(
-        wrapper, (torch.zeros(1, 4 * STRIDE, 4 * STRIDE, dtype=torch.uint8),), PHOTO_INPUTS,
-        PHOTO_OUTPUTS,
+        wrapper, (torch.zeros(1, 4 * STRIDE, 4 * STRIDE,
+                              dtype=torch.int32 if bit_depth else torch.uint8),),
+        PHOTO_INPUTS, PHOTO_OUTPUTS,
         {"image": {0: "batch", 1: "height", 2: "width"}, "score": {0: "batch"},
          "defect": {0: "batch"}, "map": {0: "batch", 1: map_axes[0], 2: map_axes[1]},
          "threshold": {0: "batch"}}, opset)
-    declared = {"name": "image", "example": PHOTO_EXAMPLE, "cell": [1, int(cell), int(cell)]}
+    declared: dict[str, Any] = {"name": "image", "example": PHOTO_EXAMPLE,
+                                "cell": [1, int(cell), int(cell)]}
     if cost != 1:
         declared["cost"] = float(cost)
+    if bit_depth:  # traced from 32-bit integers (PyTorch exports no 16-bit unsigned input)
+        graph = _words_input(graph)
+        declared["range"] = [0, (1 << int(bit_depth)) - 1]
     return _declare_inputs(graph, [declared],
                            **{PHOTO_META_KEY: json.dumps(settings), **meta})
+
+
+def _words_input(graph: bytes) -> bytes:
+    """``graph`` with its ``image`` input typed 16-bit unsigned: the input is only ever cast
+    to float (:class:`CameraWords`), which takes 16-bit words as it takes 32-bit ones."""
+    import onnx
+
+    model = onnx.load_from_string(graph)
+    users = [n for n in model.graph.node if "image" in n.input]
+    if [n.op_type for n in users] != ["Cast"]:
+        raise RuntimeError(f"the photo decision's image feeds {[n.op_type for n in users]}, "
+                           "not one Cast: the exporter changed")
+    (image,) = [i for i in model.graph.input if i.name == "image"]
+    image.type.tensor_type.elem_type = onnx.TensorProto.UINT16
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None = None,
                       views: int = 1, scale: float = 1.0, threshold_from: str = "given",
                       bit_depth: int | None = None, opset: int = 17) -> bytes:
     """:class:`PhotoDecision` of ``model`` as an ONNX graph (bytes): input ``image`` (uint8
-    ``B x H x W``, all free: the server serves any photo size), outputs ``score``,
-    ``defect`` (bool), ``map`` and ``threshold``; its settings are recorded in its metadata
+    ``B x H x W``, all free: the server serves any photo size; with ``bit_depth``, the
+    camera's 16-bit words, :class:`CameraWords`), outputs ``score``, ``defect`` (bool),
+    ``map`` and ``threshold``; its settings are recorded in its metadata
     (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`), with where the threshold came
-    from (``threshold_from``) and the bit depth a 16-bit photo is read over before it is
-    sent as 8-bit gray (``bit_depth``; None: the full 16 bits)."""
+    from (``threshold_from``) and ``bit_depth`` (None: 8-bit gray in; a 16-bit photo is
+    sent read over the full 16 bits)."""
     from deepseek.manufacturing.runtime import FRAMES, FRAMES_META_KEY
 
     frames = FRAMES if frames is None else int(frames)
@@ -516,6 +561,7 @@ def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None 
     return export_decision(
         PhotoDecision(model, threshold, frames=frames, views=views, scale=scale), settings,
         ("cells_y", "cells_x"), opset, cell=photo_cell(scale), cost=photo_cost(scale),
+        bit_depth=bit_depth,
         **{FRAMES_META_KEY: str(frames)})
 
 
