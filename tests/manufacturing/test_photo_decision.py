@@ -177,7 +177,7 @@ def test_weights_without_a_threshold_flag_at_a_half_and_say_so(tmp_path):
         load_net(str(tmp_path / "plain" / "model.photo.onnx"))
     twelve = _weights(tmp_path, "twelve", threshold=0.5, bit_depth=12)
     res = CliRunner().invoke(build_cli(), ["manufacturing", "export", twelve])
-    assert res.exit_code == 0 and "send 16-bit photos read over 12 bits" in res.output
+    assert res.exit_code == 0 and "takes the camera's 12-bit words as UINT16" in res.output
     # a DRAEM model has none: refused, naming what exports
     from safetensors.numpy import save_file
 
