@@ -381,3 +381,37 @@ def test_the_edge_sessions_run_the_threads_the_process_is_given(monkeypatch):
     edge = load_net("defect-3dcnn-lstm", onnx=True)
     for session in (edge.session, edge.still_session):
         assert session.get_session_options().intra_op_num_threads == 1
+
+
+def test_training_scores_held_out_photos_on_the_runtime_score_runs():
+    """The held-out photos that pick the epoch and set the threshold are scored as `score`
+    scores by default: the network's still-photo graph, exported as it stands, on
+    onnxruntime (30 photos of 20 megapixels: 42 s -> 24 s a run, PyTorch's kernel time for
+    fresh activations gone); the same scores as PyTorch's, and a network left as it was."""
+    from deepseek.manufacturing.model import DefectNet
+    from deepseek.manufacturing.runtime import StillGraph
+    from deepseek.manufacturing.training import hard_spots, image_scores, scoring_graph
+
+    net = load_net("defect-3dcnn-lstm")
+    net.train()
+    graph = scoring_graph(net, FRAMES)
+    assert isinstance(graph, StillGraph) and net.training  # exported, the mode restored
+
+    class Item:
+        def __init__(self, image, defect=False):
+            self.image, self.defect = image, defect
+
+    rng = np.random.default_rng(5)
+    items = [Item(rng.integers(80, 200, (40 + 8 * i, 70), dtype=np.uint8)) for i in range(3)]
+    items[1].image[20, 5:65] = 30
+    got = image_scores(net, items)
+    with torch.inference_mode():
+        want = [score_image(net.eval(), it.image, FRAMES)[0] for it in items]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    spots = hard_spots(net, items, per_image=2, progress=False)
+    assert len(spots) == 6 and all(0 < s.weight <= 1 + 1e-6 for s in spots)
+    with pytest.raises(ManufacturingError, match="holds a photo for 8"):
+        graph.still(items[0].image[None, :32, :64], 3)
+    # a network elsewhere than on the CPU, or not this one, is scored by PyTorch as it is
+    other = torch.nn.Conv2d(1, 1, 3)
+    assert scoring_graph(other, FRAMES) is other and not isinstance(other, DefectNet)

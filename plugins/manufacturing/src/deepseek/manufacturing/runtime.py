@@ -157,6 +157,35 @@ def stream_onnx_for(model: Any) -> tuple[Path, Path | None] | None:
     return (path, weights) if path.is_file() else None
 
 
+class StillGraph:
+    """A still-photo graph in memory (:func:`deepseek.manufacturing.model.export_still_onnx`
+    of a network being trained) on onnxruntime: what training scores its held-out photos
+    with, so that the threshold is set on the scores of the runtime that ``score`` runs
+    (:func:`deepseek.manufacturing.stream.scoring_net`), at about half PyTorch's time."""
+
+    def __init__(self, graph: bytes, frames: int) -> None:
+        import onnxruntime as ort
+
+        from deepseek.loader import session_options
+
+        self.session = ort.InferenceSession(graph, session_options(),
+                                            providers=["CPUExecutionProvider"])
+        self.frames = int(frames)
+
+    def eval(self) -> StillGraph:  # the same call as on a torch module
+        """Return the graph itself (the same call as on a torch module)."""
+        return self
+
+    def still(self, images: np.ndarray, frames: int = FRAMES) -> tuple[np.ndarray, np.ndarray]:
+        """Still photos ``images (B, H, W)`` uint8 (multiples of 16) -> frame logits ``(B,
+        frames)`` and map logits ``(B, frames, H/16, W/16)``."""
+        if frames != self.frames:
+            raise ManufacturingError(f"frames={frames}: this still-photo graph holds a photo "
+                                     f"for {self.frames}")
+        lg, mp = self.session.run(None, {"images": np.ascontiguousarray(images)})
+        return lg, mp
+
+
 class OnnxNet:
     """A streaming-step ONNX export of ``defect-3dcnn-lstm`` (see the module docstring)."""
 

@@ -36,6 +36,7 @@ from deepseek.manufacturing.runtime import (
     FRAMES,
     STRIDE,
     OnnxNet,
+    StillGraph,
     have_torch,
     load_onnx_net,
     refuse_good_parts_model,
@@ -417,7 +418,7 @@ def _still(net: Any, images: np.ndarray, frames: int) -> tuple[np.ndarray, np.nd
     encoded once; for an ONNX export its still-photo graph when there is one), or for a
     network in training mode (whose batch norm would see one frame's statistics) each photo
     repeated ``frames`` times through the whole network."""
-    if isinstance(net, OnnxNet):
+    if isinstance(net, (OnnxNet, StillGraph)):
         return net.still(images, frames)
     import torch
 

@@ -125,7 +125,8 @@ class HardSpot(NamedTuple):
 def hard_spots(net: torch.nn.Module, items: list, per_image: int = HARD_SPOTS_PER_IMAGE,
                progress: bool | None = None) -> list[HardSpot]:
     """Hard negatives: each good image of ``items`` scored alone at full size by ``net`` (as
-    ``score`` does), and its ``per_image`` hottest map cells kept with their probabilities.
+    ``score`` does, on its runtime: :func:`scoring_graph`), and its ``per_image`` hottest map
+    cells kept with their probabilities.
     What a model calls a crack on a good part (a speck, a scratch-like edge, a fibre) is what
     training should show it more often than a random crop would."""
     from tqdm.auto import tqdm
@@ -134,10 +135,11 @@ def hard_spots(net: torch.nn.Module, items: list, per_image: int = HARD_SPOTS_PE
 
     was_training = net.training
     net.eval()
+    scorer = scoring_graph(net, FRAMES)
     spots: list[HardSpot] = []
     good = [it for it in items if not it.defect]
     for it in tqdm(good, desc="hard negatives", disable=progress is False or len(good) < 20):
-        pmap = score_image(net, it.image, FRAMES)[1]
+        pmap = score_image(scorer, it.image, FRAMES)[1]
         top = np.argsort(pmap, axis=None)[::-1][:per_image]
         for r, c in zip(*np.unravel_index(top, pmap.shape)):
             spots.append(HardSpot(it, int(r) * STRIDE + STRIDE // 2,
@@ -263,12 +265,31 @@ def image_metrics(scores: np.ndarray, labels: Any) -> dict[str, float]:
 def image_scores(model: torch.nn.Module, items: list, frames: int | None = None,
                  views: int = 1) -> np.ndarray:
     """Each labelled image scored alone at full size, as ``deepseek manufacturing score``
-    does (under ``views``: see :func:`~deepseek.manufacturing.score.score_image`)."""
+    does (under ``views``: see :func:`~deepseek.manufacturing.score.score_image`), and on
+    the runtime it does: a network on the CPU as its still-photo graph on onnxruntime
+    (:func:`scoring_graph`), where that is installed."""
     from deepseek.manufacturing.score import FRAMES, score_image
 
     model.eval()
-    return np.array([score_image(model, it.image, frames or FRAMES, views)[0]
-                     for it in items])
+    frames = frames or FRAMES
+    net = scoring_graph(model, frames)
+    return np.array([score_image(net, it.image, frames, views)[0] for it in items])
+
+
+def scoring_graph(model: torch.nn.Module, frames: int) -> Any:
+    """``model`` as ``score`` runs it by default: its still-photo graph on onnxruntime
+    (:class:`~deepseek.manufacturing.runtime.StillGraph`, exported from the weights as they
+    are now, in a fraction of a second) for a :class:`DefectNet` on the CPU where onnxruntime
+    and the ONNX tools are installed, else ``model`` itself (PyTorch)."""
+    from deepseek.extras import missing
+
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if not isinstance(model, DefectNet) or not on_cpu or missing("onnx"):
+        return model
+    from deepseek.manufacturing.model import export_still_onnx
+    from deepseek.manufacturing.runtime import StillGraph
+
+    return StillGraph(export_still_onnx(model, frames), frames)
 
 
 def evaluate_images(model: torch.nn.Module, items: list, frames: int | None = None
