@@ -634,7 +634,7 @@ def test_values_outside_an_inputs_declared_range_are_refused_not_clipped(tmp_pat
 
     with DeepSeekServing(models={"words": str(path)}, port=0, grpc_port=None,
                          calibrate=False) as s:
-        assert s.models["words"].inputs[0].range == (0, 4095)
+        assert s.models["words"].inputs[0].value_range == (0, 4095)
         over = send(s, [0, 4096, 12])
         ok = send(s, [0, 4095, 12])
     assert over.status_code == 400, over.text

@@ -147,9 +147,9 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, dict[str, Any]]:
     """What the ONNX ``session``'s file declares of its inputs beyond the graph's shapes
     (:data:`~deepseek.loader.base.INPUTS_META_KEY`): ``{input name: {"multiple": [...],
-    "example": [...], "cell": [...], "cost": x, "follows": [...], "range": [lo, hi]}}``, empty
-    when it declares
-    nothing (``cell``: each axis's multiple the graph pads the input up to before it runs;
+    "example": [...], "cell": [...], "cost": x, "follows": [...], "range": [lo, hi]}}``,
+    empty when it declares nothing (``cell``: each axis's multiple the graph pads the input
+    up to before it runs;
     ``cost``: the elements the graph runs per element of the padded input, at least 1, e.g.
     4 for a graph that enlarges a photo twice on each side; both so that a request is
     counted against the server's element cap as the graph runs it; ``follows``: per axis,

@@ -75,9 +75,9 @@ class TensorSpec:
     that enlarges a photo twice on each side runs four), so that the server counts a
     request's elements as the model runs them; ``follows``: per axis, ``None`` or
     ``(input, axis, step)``, the size that axis must have: the other input's axis in steps
-    of ``step``, rounded up (a recurrent state's cells follow its frames' size); ``range``:
-    the lowest and highest value the model takes (a 12-bit camera's words: 0 to 4095),
-    checked on every request."""
+    of ``step``, rounded up (a recurrent state's cells follow its frames' size);
+    ``value_range``: the lowest and highest value the model takes (a 12-bit camera's
+    words: 0 to 4095), checked on every request."""
     name: str
     datatype: str
     shape: list[int]  # -1: any size (the first axis is the batch); []: any shape
@@ -86,7 +86,7 @@ class TensorSpec:
     cell: list[int] | None = None
     cost: float = 1.0
     follows: list[tuple[str, int, int] | None] | None = None
-    range: tuple[float, float] | None = None
+    value_range: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready metadata."""
@@ -491,13 +491,13 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
         if a.ndim == 0:
             raise InferenceError(f"model '{model}': input '{s.name}' needs a batch axis; got a "
                                  "scalar")
-        if s.range is not None and a.dtype.kind in "biuf":
+        if s.value_range is not None and a.dtype.kind in "biuf":
             low, high = a.min(), a.max()
-            if not (s.range[0] <= low and high <= s.range[1]):  # NaN fails too
+            if not (s.value_range[0] <= low and high <= s.value_range[1]):  # NaN fails too
                 raise InferenceError(
                     f"model '{model}': input '{s.name}' holds values from {low} to {high}; the "
-                    f"model takes {s.range[0]:g} to {s.range[1]:g}: send values in that range "
-                    "(the model's declared range; nothing is clipped)")
+                    f"model takes {s.value_range[0]:g} to {s.value_range[1]:g}: send values in "
+                    "that range (the model's declared range; nothing is clipped)")
         cell = s.cell if s.cell and len(s.cell) == a.ndim else None
         if (cell or s.cost != 1) and max_elements is not None:
             run = run_size(a.shape, cell, s.cost)
