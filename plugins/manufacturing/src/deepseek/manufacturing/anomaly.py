@@ -203,10 +203,10 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
     manufacturing score --model memory.safetensors`` gives, for ``deepseek serve``: input
     ``image`` (uint8 ``B x H x W``, any size; a memory fitted with ``--bit-depth`` takes the
     camera's 16-bit words, :class:`~deepseek.manufacturing.model.CameraWords`), outputs
-    ``score`` (the anomaly score: the mean
-    of the top :attr:`PatchMemory.top_fraction` of the patch distances, plus the crack
-    model's share), ``defect`` (score >= threshold), ``map`` (each 8 x 8 patch's distance to
-    the nearest good patch) and ``threshold``; its settings in the metadata
+    ``score`` (the anomaly score: the mean of the top :attr:`PatchMemory.top_fraction` of
+    the patch distances, plus the crack model's share), ``defect`` (score >= threshold),
+    ``map`` (each 8 x 8 patch's distance to the nearest good patch) and ``threshold``; its
+    settings in the metadata
     (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`). ``threshold``: another
     threshold than the stored one (a calibration's, named by ``threshold_from``).
 
