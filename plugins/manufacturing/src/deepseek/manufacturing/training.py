@@ -126,8 +126,9 @@ def hard_spots(net: torch.nn.Module, items: list, per_image: int = HARD_SPOTS_PE
                progress: bool | None = None) -> list[HardSpot]:
     """Hard negatives: each good image of ``items`` scored alone at full size by ``net`` (as
     ``score`` does, on its runtime: :func:`scoring_graph`), and its ``per_image`` hottest map
-    cells kept with their probabilities. What a model calls a crack on a good part (a speck, a scratch-like edge, a fibre) is what
-    training should show it more often than a random crop would."""
+    cells kept with their probabilities. What a model calls a crack on a good part (a
+    speck, a scratch-like edge, a fibre) is what training should show it more often than a
+    random crop would."""
     from tqdm.auto import tqdm
 
     from deepseek.manufacturing.score import FRAMES, score_image
