@@ -21,7 +21,8 @@ work, and the edge outputs are compared with the full ones from the same inputs:
   onnxruntime step exported at run time (the full install's default), and the packaged
   free-size export (edge); per-frame scores compared; then ``score_image`` on synthetic
   photos of KolektorSDD's size (500x1264; 32, --quick 8) under 1 and 4 views, with PyTorch
-  (the full install's photo path) and with the packaged still-photo export (edge), and on
+  (``score --backend torch``; the full install's photo path before 7 Dec 2026) and with the
+  packaged still-photo export (edge, and the full install's default since), and on
   the edge also through the streaming step alone (an export without its still-photo graph),
   and in the full install through the photo decision (``model.photo.onnx``, the graph
   ``deepseek serve`` answers photos with) on onnxruntime; photo score logits compared;
@@ -101,7 +102,7 @@ def work_manufacturing(mode: str, data: str) -> dict:
     res = {"backend": rep.backend, "ready_s": ready, "model_load_s": t_load, "fps": rep.fps,
            "latency_ms": rep.latency_ms, "frames": rep.frames, "out": [float(s) for s in
                                                                        rep.scores]}
-    if mode != "full-onnx":  # photos: the full install scores them with PyTorch
+    if mode != "full-onnx":  # photos: on PyTorch (--backend torch) and on the exports
         res.update(score_photos(net, mode))
     return {**res, "peak_rss_gib": _rss_gib()}
 
