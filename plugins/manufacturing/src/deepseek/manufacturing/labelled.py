@@ -179,6 +179,13 @@ class LabelledImage:
         return rescale(img, self.scale)
 
     @property
+    def has_mask(self) -> bool:
+        """Whether :attr:`mask` is an array (the labels place the defects, or say the image
+        is good), told without drawing or decoding it: only a good/ or defect/ folder's
+        image has none."""
+        return self._mask is not None or self.source != "folder"
+
+    @property
     def mask(self) -> np.ndarray | None:
         """The binary defect mask at ``scale``, an empty one for a known-good image, or None
         when the source has no pixel labels; with the masks of its :attr:`copies` merged.

@@ -432,7 +432,7 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
     # part (in a good/ folder) has none, so its pixels count as good, as MVTec AD's protocol
     # counts its good test images; a defect/ folder's image without a mask is left out
     located = [r for r in results
-               if items[r.path].mask is not None or not items[r.path].defect]
+               if items[r.path].has_mask or not items[r.path].defect]
     if any(items[r.path].defect for r in located):
         # one image at a time (a folder of 20-megapixel photos held 12.6 GB of full-size
         # maps for 30 of them); beside the model's maps, the references: a map that knows
@@ -441,7 +441,9 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
         acc, dark = PixelMetrics(), PixelMetrics()
         for r in located:
             item, shape = items[r.path], (r.height, r.width)
-            mask = item.mask if item.mask is not None else np.zeros(shape, np.uint8)
+            mask = item.mask  # drawn (or read) once: past the cache it is not kept
+            if mask is None:
+                mask = np.zeros(shape, np.uint8)
             acc.add(upsample_map(r.cell_map, shape, r.stride), mask)
             dark.add(upsample_map(darkness_cells(item.image, r.stride), shape, r.stride), mask)
         out["pixel"] = {"images": len(located), **acc.result()}
