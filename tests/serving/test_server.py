@@ -567,6 +567,8 @@ def test_an_onnx_file_declares_its_size_steps_and_timing_example_in_its_metadata
     ([{"name": "image", "range": [0]}], "range [0] is not [low, high]"),
     ([{"name": "image", "range": [0, "255"]}], "is not [low, high], two finite numbers"),
     ([{"name": "image", "range": [0, float("inf")]}], "is not [low, high], two finite"),
+    ([{"name": "image", "decode": 5}], "decode 5 is not the name of a reader"),
+    ([{"name": "image", "decode": " "}], "decode ' ' is not the name of a reader"),
     ([{"name": "image", "multiple": [1, 1, 4, 4], "example": [1, 1, 6, 8]}],
      "does not fit its shape"),
     ([{"name": "image", "example": [1, 2, 8, 8]}], "does not fit its shape"),

@@ -2,7 +2,9 @@
 
 * model: ``builder(**config) -> torch.nn.Module``; every key of the default ``config`` is
   one of its parameters, and every parameter without a default is in ``config``;
-* reader: ``reader(source, **options)``;
+* reader: ``reader(source, **options)``; one of kind ``encoded`` (a model server's decoder of
+  the files a request sends) also takes the keywords ``dtype``, ``max_pixels``, ``reserve``
+  and ``where``;
 * metric: ``metric(predictions, references, **options) -> dict``;
 * pipeline: ``pipeline(input=None, out_dir=PATH, quiet=False) -> PipelineResult``.
 
@@ -241,12 +243,18 @@ def is_generic(suffix: str) -> bool:
     return bool(parts) and all(f".{p}" in GENERIC_SUFFIXES for p in parts)
 
 
+#: what the model server passes a reader of kind ``encoded`` beside the file's bytes
+ENCODED_KEYWORDS = ("dtype", "max_pixels", "reserve", "where")
+
+
 def _reader(sig: inspect.Signature, meta: dict[str, Any]) -> str | None:
     generic = [s for s in meta.get("suffixes") or () if is_generic(s)]
     if generic and meta.get("accepts") is None:
         return (f"it claims the generic suffix(es) {', '.join(generic)}, which many formats "
                 "share: give accepts=PROBE (a check of the file's head) so that dispatch can "
                 "tell its files from other readers' ones")
+    if meta.get("kind") == "encoded":  # a server's decoder: deepseek.serving.encoded
+        return _positional(sig, 1) or _keywords(sig, ENCODED_KEYWORDS)
     return _positional(sig, 1)
 
 

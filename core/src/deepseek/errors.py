@@ -58,6 +58,12 @@ class ModelLoadError(DeepSeekError):
     """A model file or registry entry could not be loaded."""
 
 
+class InputTooLargeError(DeepSeekError):
+    """An input is larger than a limit allows, found before it is decoded (an encoded image
+    whose header gives more pixels than the model server's element cap): the server answers
+    413, not 400."""
+
+
 class UntrustedPickleError(ModelLoadError):
     """A pickled checkpoint was refused because the caller did not say it is trusted."""
 

@@ -36,6 +36,14 @@ def register_readers(register):  # type: ignore[no-untyped-def]
     ``accepts(source) -> bool`` is a cheap probe for sources neither identifies (a DICOM
     folder). ``deepseek.open(source)`` picks a reader by scheme, then suffix, then probe.
     Unknown options and wrong types are errors reported against the plugin.
+
+    A reader of kind ``"encoded"`` decodes a file a model server's request sends, for an
+    ONNX input that declares it (``"decode": NAME`` in the file's ``deepseek.inputs``):
+    ``reader(data, dtype=, max_pixels=, reserve=, where=)`` gets the file's bytes and
+    returns one item of the input (its shape past the batch axis, of numpy ``dtype``). It
+    reads the header first, raises :class:`deepseek.errors.InputTooLargeError` (413) for a
+    picture of more than ``max_pixels`` pixels and calls ``reserve(nbytes)`` with what
+    decoding will hold, both before decoding; its errors name ``where`` (the request's item).
     """
 
 

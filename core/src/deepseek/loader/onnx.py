@@ -147,20 +147,23 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, dict[str, Any]]:
     """What the ONNX ``session``'s file declares of its inputs beyond the graph's shapes
     (:data:`~deepseek.loader.base.INPUTS_META_KEY`): ``{input name: {"multiple": [...],
-    "example": [...], "cell": [...], "cost": x, "follows": [...], "range": [lo, hi]}}``,
-    empty when it declares nothing (``cell``: each axis's multiple the graph pads the input
-    up to before it runs;
+    "example": [...], "cell": [...], "cost": x, "follows": [...], "range": [lo, hi],
+    "decode": reader}}``, empty when it declares nothing (``cell``: each axis's multiple the
+    graph pads the input up to before it runs;
     ``cost``: the elements the graph runs per element of the padded input, at least 1, e.g.
     4 for a graph that enlarges a photo twice on each side; both so that a request is
     counted against the server's element cap as the graph runs it; ``follows``: per axis,
     ``null`` or ``[input, axis, step]``, the axis's size the other input's axis in steps of
     ``step``, rounded up, as a recurrent state follows its frames; ``range``: ``[low,
     high]``, the values the graph takes, as a camera's 12-bit words in 16-bit ones take 0 to
-    4095). A declaration that does not fit the graph (an unknown input, a length other than
-    the input's rank, a step below 1, an example off a fixed size or off its steps, a cost
-    that is not a finite number of at least 1, an axis that follows itself or an axis the
-    other input lacks, a range that is not two finite numbers in order) is a
-    :class:`ModelLoadError` naming ``where``."""
+    4095; ``decode``: the name of a registered reader of kind ``encoded`` that turns an
+    encoded file, sent as a BYTES element, into one item of the input, so that a server
+    takes the file as it is beside the pixels). A declaration that does not fit the graph
+    (an unknown input, a length other than the input's rank, a step below 1, an example off
+    a fixed size or off its steps, a cost that is not a finite number of at least 1, an
+    axis that follows itself or an axis the other input lacks, a range that is not two
+    finite numbers in order, a decode that is not a name) is a :class:`ModelLoadError`
+    naming ``where``."""
     raw = session.get_modelmeta().custom_metadata_map.get(INPUTS_META_KEY)
     if not raw:
         return {}
@@ -173,8 +176,8 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
               for i in session.get_inputs()}
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ModelLoadError(f"{bad} is not a list of {{\"name\", \"multiple\", "
-                             "\"example\", \"cell\", \"cost\", \"follows\", \"range\"}} "
-                             "objects")
+                             "\"example\", \"cell\", \"cost\", \"follows\", \"range\", "
+                             "\"decode\"}} objects")
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         name = item.get("name")
@@ -211,6 +214,12 @@ def declared_onnx_inputs(session: Any, where: str = "ONNX model") -> dict[str, d
                 raise ModelLoadError(f"{bad}: input {name!r}'s range {span!r} is not [low, "
                                      "high], two finite numbers, low <= high")
             entry["range"] = (span[0], span[1])
+        decode = item.get("decode")
+        if decode is not None:
+            if not isinstance(decode, str) or not decode.strip():
+                raise ModelLoadError(f"{bad}: input {name!r}'s decode {decode!r} is not the "
+                                     "name of a reader of kind 'encoded'")
+            entry["decode"] = decode
         steps = entry.get("multiple") or [1] * len(shape)
         example = entry.get("example")
         if example and any((d != -1 and e != d) or (d == -1 and e % m)

@@ -20,6 +20,8 @@ from deepseek.serving.protocol import (
 
 log = logging.getLogger(__name__)
 
+#: the kind of reader that decodes an encoded file a request sends (:data:`TensorSpec.decode`)
+ENCODED_KIND = "encoded"
 PLATFORMS = {"pytorch": "pytorch_libtorch", "torchscript": "pytorch_libtorch",
              "onnx": "onnxruntime_onnx"}
 #: onnxruntime's tensor types and the protocol's datatypes (strings are BYTES)
@@ -49,6 +51,25 @@ def _ort_datatype(where: str, name: str, kind: str) -> str:
                              f"{', '.join(sorted(set(_ORT_TO_V2.values())))}); export the "
                              "model with another type there")
     return _ORT_TO_V2[kind]
+
+
+def _check_decoder(where: str, name: str, reader: str) -> None:
+    """The reader ``reader`` an input declares to decode its files with is registered, of
+    kind ``encoded``.
+
+    Raises:
+        ModelLoadError: it is not, naming the file, the input and the readers there are."""
+    from deepseek.plugins import readers
+
+    reg = readers()
+    if reader in reg and reg.entry(reader).meta.get("kind") == ENCODED_KIND:
+        return
+    there = sorted(e.name for e in reg.entries() if e.meta.get("kind") == ENCODED_KIND)
+    raise ModelLoadError(f"{where}: input {name!r} takes encoded files through reader "
+                         f"{reader!r}, which no installed plugin registers as a reader of "
+                         f"kind {ENCODED_KIND!r} (there are: {', '.join(there) or 'none'}); "
+                         "install the plugin that wrote the model (deepseek plugins lists "
+                         "what is installed)")
 
 
 class ServedModel:
@@ -98,6 +119,9 @@ class ServedModel:
 
             where = str(getattr(m, "onnx_path", None) or f"model {self.name!r}")
             declared = declared_onnx_inputs(m.session, where)
+            for name, d in declared.items():
+                if d.get("decode"):
+                    _check_decoder(where, name, d["decode"])
             return [TensorSpec(i.name, _ort_datatype(where, i.name, i.type),
                                [d if isinstance(d, int) else -1 for d in i.shape],
                                declared.get(i.name, {}).get("multiple"),
@@ -105,7 +129,8 @@ class ServedModel:
                                declared.get(i.name, {}).get("cell"),
                                declared.get(i.name, {}).get("cost", 1.0),
                                declared.get(i.name, {}).get("follows"),
-                               declared.get(i.name, {}).get("range"))
+                               declared.get(i.name, {}).get("range"),
+                               declared.get(i.name, {}).get("decode"))
                     for i in m.session.get_inputs()]
         if m.inputs:
             return [TensorSpec(i["name"], TORCH_NAME_TO_V2.get(i.get("dtype", "float32"), "FP32"),

@@ -77,7 +77,9 @@ class TensorSpec:
     ``(input, axis, step)``, the size that axis must have: the other input's axis in steps
     of ``step``, rounded up (a recurrent state's cells follow its frames' size);
     ``value_range``: the lowest and highest value the model takes (a 12-bit camera's
-    words: 0 to 4095), checked on every request."""
+    words: 0 to 4095), checked on every request; ``decode``: the reader (of kind
+    ``encoded``) that turns an encoded file sent as a BYTES element into one item of the
+    input, so that the input takes such files as well as its own datatype."""
     name: str
     datatype: str
     shape: list[int]  # -1: any size (the first axis is the batch); []: any shape
@@ -87,6 +89,7 @@ class TensorSpec:
     cost: float = 1.0
     follows: list[tuple[str, int, int] | None] | None = None
     value_range: tuple[float, float] | None = None
+    decode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready metadata."""
@@ -468,8 +471,9 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
             raise InferenceError(f"model '{model}': input '{s.name}' is missing")
         a = arrays[s.name]
         if datatypes.get(s.name) != s.datatype:
-            raise InferenceError(f"model '{model}': input '{s.name}' must be {s.datatype}, got "
-                                 f"{datatypes.get(s.name)}")
+            files = " (or BYTES: one encoded file per item)" if s.decode else ""
+            raise InferenceError(f"model '{model}': input '{s.name}' must be "
+                                 f"{s.datatype}{files}, got {datatypes.get(s.name)}")
         if s.shape and len(a.shape) != len(s.shape) or any(d != -1 and d != n for d, n in
                                                zip(s.shape, a.shape)):
             raise InferenceError(f"model '{model}': input '{s.name}' has shape {list(a.shape)}; "

@@ -17,6 +17,7 @@ import numpy as np
 from deepseek import __version__
 from deepseek.batching import DynamicBatcher, QueueFull
 from deepseek.errors import DeepSeekError
+from deepseek.serving.encoded import decode_files, sends_files
 from deepseek.serving.limits import MemoryBudget, decode_cost, guarded_protocol, memory_limit
 from deepseek.serving.models import ServedModel, default_name
 from deepseek.serving.protocol import DEFAULT_MAX_ELEMENTS, InferenceError, validate_inputs
@@ -409,7 +410,8 @@ class DeepSeekServing:
     async def infer(self, name: str, arrays: dict[str, np.ndarray], datatypes: dict[str, str],
                     timeout_s: float | None = None) -> tuple[list[str], list[np.ndarray]]:
         """Validate the inputs, run the model (batched with other requests where its policy allows)
-        and return the output names and arrays.
+        and return the output names and arrays. Encoded files sent to an input that decodes
+        them (:mod:`deepseek.serving.encoded`) are decoded first, off the event loop.
 
         Raises:
             InferenceError: bad inputs (400), a shutting-down server (503), a timeout (504) or a
@@ -418,6 +420,19 @@ class DeepSeekServing:
         model = self.model(name)
         if not self._accepting:
             raise InferenceError("the server is shutting down; retry on another replica", 503)
+        if not sends_files(model.inputs, datatypes):
+            return await self._infer(name, model, arrays, datatypes, timeout_s)
+        arrays, datatypes, held = await asyncio.to_thread(
+            decode_files, name, model.inputs, arrays, datatypes, self.memory, self.max_elements)
+        try:
+            return await self._infer(name, model, arrays, datatypes, timeout_s)
+        finally:
+            for h in held:
+                h.release()
+
+    async def _infer(self, name: str, model: ServedModel, arrays: dict[str, np.ndarray],
+                     datatypes: dict[str, str], timeout_s: float | None
+                     ) -> tuple[list[str], list[np.ndarray]]:
         ordered = validate_inputs(name, model.inputs, arrays, datatypes, self.max_elements)
         limit = self.timeout_s if timeout_s is None else min(self.timeout_s, timeout_s)
         try:
