@@ -431,3 +431,70 @@ def test_a_picture_past_pillows_pixel_limit_is_read_upright_by_opencv(tmp_path, 
     assert np.array_equal(imread(path, decoder="opencv"), want)
     with pytest.raises(ManufacturingError, match=r"big.jpg: .*install OpenCV"):
         imread(path, decoder="pillow")
+
+
+@pytest.mark.parametrize("opencv", [True, False])
+def test_a_photo_sent_as_bytes_decodes_as_score_reads_its_file(tmp_path, opencv, monkeypatch):
+    """What the model server decodes from a photo file a request sends (the reader the
+    photo decisions declare) is what `score` reads from the file, format by format, turned
+    upright by its EXIF orientation, with OpenCV and on the edge form; for a model that takes
+    a camera's 16-bit words, a 16-bit file's gray words, and an 8-bit file refused."""
+    from deepseek.manufacturing.images import decode_photo, one_channel
+
+    paths = _write_cases(tmp_path)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_photo(29, 41)).save(tmp_path / "side.jpg", exif=exif, quality=92)
+    paths.append(tmp_path / "side.jpg")
+    if not opencv:
+        monkeypatch.setattr(images, "_CV2", False)
+    for p in paths:
+        data = p.read_bytes()
+        reserved: list[int] = []
+        got = decode_photo(data, max_pixels=10**6, reserve=reserved.append, where=p.name)
+        assert got.dtype == np.uint8 and np.array_equal(got, read_gray(p)), p.name
+        assert len(reserved) == 1 and reserved[0] >= got.size, p.name
+        if imread(p).dtype == np.uint16:
+            words = decode_photo(data, dtype=np.uint16, where=p.name)
+            assert np.array_equal(words, one_channel(imread(p))), p.name
+        else:
+            with pytest.raises(ManufacturingError, match=f"{p.name}: the file holds uint8 "
+                                                         "pixels; this model takes a camera's "
+                                                         "16-bit words"):
+                decode_photo(data, dtype=np.uint16, where=p.name)
+    assert decode_photo((tmp_path / "side.jpg").read_bytes()).shape == (41, 29)
+
+
+def test_a_photo_sent_as_bytes_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    """A picture past the pixels allowed is refused from its header, nothing decoded (a
+    20 kB PNG can hold a 30,000 x 30,000 picture); a file cut short, a TIFF of several pages
+    and bytes of no image format are refused by name."""
+    from deepseek.errors import InputTooLargeError
+    from deepseek.manufacturing.images import decode_photo
+
+    big = tmp_path / "big.png"
+    Image.new("L", (3000, 2000)).save(big)
+    data = big.read_bytes()
+    assert len(data) < 20_000
+    reserved: list[int] = []
+    with monkeypatch.context() as m:
+        m.setattr(images, "decode_image", None)  # never reached
+        with pytest.raises(InputTooLargeError, match="request: the file is a 3000 x 2000 "
+                                                     r"picture \(6000000 pixels\), over the "
+                                                     "5999999"):
+            decode_photo(data, max_pixels=5_999_999, reserve=reserved.append, where="request")
+    assert reserved == []
+    assert decode_photo(data, max_pixels=6_000_000).shape == (2000, 3000)
+    jpeg = tmp_path / "part.jpg"
+    Image.fromarray(_photo()).save(jpeg, quality=90)
+    with pytest.raises(ManufacturingError, match="item 0: the JPEG is cut short"):
+        decode_photo(jpeg.read_bytes()[:-300], where="item 0")
+    pages = [Image.fromarray(_photo(seed=k)[..., 1]) for k in range(3)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(ManufacturingError, match="item 0: holds 3 pages"):
+        decode_photo((tmp_path / "stack.tif").read_bytes(), where="item 0")
+    with pytest.raises(ManufacturingError, match=r"item 0: 5 bytes that are no image file of "
+                                                 r"a format read here \(they start b'hello'\)"):
+        decode_photo(b"hello", where="item 0")
+    with pytest.raises(ManufacturingError, match="decodes to uint8 or uint16 gray, not float32"):
+        decode_photo(jpeg.read_bytes(), dtype=np.float32)

@@ -5,6 +5,7 @@ Inference Protocol."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -354,6 +355,81 @@ def test_a_model_for_a_12_bit_camera_is_served_the_cameras_words(tmp_path):
     assert got["defect"][0] == want.defect
     assert refused.status_code == 400 and "values from 200 to 4096" in refused.json()["error"]
     assert gray.status_code == 400 and "must be UINT16" in gray.json()["error"]
+
+
+def test_a_photo_file_is_served_as_score_reads_it(tmp_path):
+    """A line sends the camera's file as it is (a BYTES element: REST's binary extension or
+    gRPC) and gets `score`'s answer for that file: a colour PNG converted as `score`
+    converts it, a JPEG turned upright by its EXIF orientation, and for a 12-bit model the
+    16-bit PNG's words; an 8-bit file to that model, a file cut short and a picture past
+    the server's cap (told from its header) are refused with the reason."""
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    from PIL import Image
+
+    from deepseek.loader import declared_onnx_inputs
+
+    rng = np.random.default_rng(5)
+    colour = rng.integers(60, 220, (40, 70, 3), dtype=np.uint8)
+    colour[20, 4:60] = (20, 40, 30)
+    cv2.imwrite(str(tmp_path / "colour.png"), colour)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(colour).save(tmp_path / "side.jpg", exif=exif, quality=90)
+    words = rng.integers(1200, 3400, (36, 50)).astype(np.uint16)
+    words[18, 5:45] = 200
+    cv2.imwrite(str(tmp_path / "words.png"), words)
+    plain = _export(_weights(tmp_path, "plain", threshold=0.5))["photo_onnx"]
+    twelve_weights = _weights(tmp_path, "twelve", threshold=0.5, bit_depth=12)
+    twelve = _export(twelve_weights)["photo_onnx"]
+    import onnxruntime as ort
+
+    assert declared_onnx_inputs(ort.InferenceSession(
+        plain, providers=["CPUExecutionProvider"]))["image"]["decode"] == "part-photo"
+    want = {name: Scorer(str(tmp_path / "plain" / "model.safetensors")).score(tmp_path / name)
+            for name in ("colour.png", "side.jpg")}
+    want["words.png"] = Scorer(twelve_weights).score(tmp_path / "words.png")
+
+    def files(*names):
+        return np.array([(tmp_path / n).read_bytes() for n in names], dtype=object)
+
+    with DeepSeekServing(models={"plain": plain, "twelve": twelve}, port=0, grpc_port=0,
+                         calibrate=False, max_elements=64 * 64) as server:
+        rest = th.InferenceServerClient(server.http_url)
+        grpc = tg.InferenceServerClient(server.grpc_address)
+        got = {}
+        for model, name in (("plain", "colour.png"), ("plain", "side.jpg"),
+                            ("twelve", "words.png")):
+            inp = th.InferInput("image", [1], "BYTES")
+            inp.set_data_from_numpy(files(name), binary_data=True)
+            out = rest.infer(model, [inp])
+            got[name] = (out.as_numpy("score")[0], out.as_numpy("map")[0])
+        side = tg.InferInput("image", [1], "BYTES")
+        side.set_data_from_numpy(files("side.jpg"))
+        side_grpc = grpc.infer("plain", [side])
+
+        def refused(model, data):
+            inp = th.InferInput("image", [1], "BYTES")
+            inp.set_data_from_numpy(np.array([data], dtype=object), binary_data=True)
+            with pytest.raises(Exception) as err:
+                rest.infer(model, [inp])
+            return str(err.value)
+
+        eight = refused("twelve", (tmp_path / "colour.png").read_bytes())
+        cut = refused("plain", (tmp_path / "side.jpg").read_bytes()[:-200])
+        buf = io.BytesIO()
+        Image.new("L", (65, 64)).save(buf, format="PNG")
+        big = refused("plain", buf.getvalue())
+    for name, (score, cell_map) in got.items():
+        assert score == pytest.approx(want[name].score, abs=1e-5), name
+        np.testing.assert_allclose(cell_map, want[name].cell_map, atol=1e-5)
+    assert got["side.jpg"][1].shape[0] > got["side.jpg"][1].shape[1]  # turned upright
+    assert side_grpc.as_numpy("score")[0] == pytest.approx(want["side.jpg"].score, abs=1e-5)
+    assert "[400]" in eight and "the file holds uint8 pixels; this model takes a camera's " \
+        "16-bit words" in eight
+    assert "[400]" in cut and "item 0: the JPEG is cut short" in cut
+    assert "[413]" in big and "the file is a 65 x 64 picture (4160 pixels), over the 4096" \
+        in big
 
 
 def test_a_model_folder_holding_the_photo_decision_serves_it(tmp_path):

@@ -266,7 +266,7 @@ EDGE_ABSENT = ("torch", "onnx", "onnxconverter-common", "matplotlib", "simpleitk
                "opencv-python-headless", "opencv_python_headless.libs", "tritonclient")
 
 EDGE_CHECK = """
-import importlib.util, json, sys
+import importlib.util, json, os, sys
 import numpy as np
 absent = {m: importlib.util.find_spec(m) is None
           for m in ("torch", "onnx", "matplotlib", "SimpleITK", "cv2", "tritonclient")}
@@ -301,14 +301,23 @@ from deepseek.serving import DeepSeekServing
 photo = sys.argv[4].replace(".stream.onnx", ".photo.onnx")
 body = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 64, 96],
                                "data": [120] * (64 * 96)}]}).encode()
+# and part0.png's file as it is (BYTES, binary data), decoded by the plugin's reader
+png = open(os.path.join(sys.argv[3], "part0.png"), "rb").read()
+blob = len(png).to_bytes(4, "little") + png
+head = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                               "parameters": {"binary_data_size": len(blob)}}]}).encode()
 with DeepSeekServing(models={"line": photo}, port=0, grpc_port=None, calibrate=False) as s:
     req = urllib.request.Request(f"http://{s.http_url}/v2/models/line/infer", data=body,
                                  headers={"Content-Type": "application/json"})
     served = json.loads(urllib.request.urlopen(req, timeout=60).read())
+    req = urllib.request.Request(f"http://{s.http_url}/v2/models/line/infer", data=head + blob,
+                                 headers={"Inference-Header-Content-Length": str(len(head))})
+    as_file = json.loads(urllib.request.urlopen(req, timeout=60).read())
 print(json.dumps({"absent": absent, "serve_missing": serve_missing,
                   "backend": det.net.name, "candidates": len(cands),
                   "tick": [tick.framework, list(logits.shape)], "still": still,
-                  "served": {o["name"]: o["data"] for o in served["outputs"]}, "cli": out}))
+                  "served": {o["name"]: o["data"] for o in served["outputs"]},
+                  "as_file": {o["name"]: o["data"] for o in as_file["outputs"]}, "cli": out}))
 """
 
 
@@ -362,6 +371,7 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
     assert res["served"]["score"][0] == pytest.approx(by_export[0]["score"], abs=1e-5)
     assert res["served"]["defect"] == [by_export[0]["defect"]]
     assert res["served"]["threshold"] == [pytest.approx(0.3125)]
+    assert res["as_file"]["score"] == [pytest.approx(by_export[0]["score"], abs=1e-5)]
     # a video needs OpenCV, which the edge form leaves out: the extra is named
     code, _, err = cli["stream"]
     assert code == 2 and 'pip install "deepseek-manufacturing[video]"' in err, cli["stream"]

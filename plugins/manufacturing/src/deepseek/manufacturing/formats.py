@@ -21,3 +21,7 @@ BIT_DEPTHS = (8, 16)
 #: the views a network can score a photo under (``train --folder --views``): the photo as
 #: it is, or with its three flips
 VIEWS = (1, 4)
+
+#: the reader (of kind ``encoded``) the photo decisions declare for their ``image``: a
+#: server decodes a photo file sent as BYTES with it (:func:`images.decode_photo`)
+PHOTO_READER = "part-photo"

@@ -24,7 +24,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import takewhile
 from pathlib import Path
 from typing import Any
@@ -82,29 +82,49 @@ def imread(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
     ``"pillow"``. Raises :class:`ManufacturingError` naming the file when it cannot be
     read."""
     path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ManufacturingError(f"{path}: cannot read the file ({exc.strerror})") from None
+    return decode_image(data, str(path), decoder=decoder, path=path)
+
+
+def decode_image(data: bytes, where: str, *, decoder: str = "auto",
+                 path: Path | None = None) -> np.ndarray:
+    """The pixels of an encoded image (a file's bytes), as :func:`imread` gives them for the
+    file; errors name ``where``. ``path``: the file the bytes are from, where there is one
+    (OpenCV counts a TIFF's pages from it)."""
     if decoder not in ("auto", "opencv", "pillow"):
         raise ManufacturingError(f"decoder={decoder!r}: use auto, opencv or pillow")
     if decoder == "opencv" or (decoder == "auto" and have_cv2()):
         cv2 = require_cv2("decoder='opencv'")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ManufacturingError(f"{path}: cannot read the file ({exc.strerror})") from None
-        _check_complete(path, data)
+        _check_complete(where, data)
         orientation = exif_orientation(data)
         if data[:4] in _TIFF_MAGIC and orientation != 1:
             # OpenCV's TIFF decoder turns some orientations itself and fails on the others
-            return _pillow_read(path)
+            return _pillow_read(data, where)
         buf = np.frombuffer(data, np.uint8)
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
         if img is None or img.size == 0:
-            raise ManufacturingError(f"{path}: OpenCV cannot read this image (damaged, or a "
+            raise ManufacturingError(f"{where}: OpenCV cannot read this image (damaged, or a "
                                      "format it does not know); re-save it as PNG or remove "
                                      "it")
         if data[:4] in _TIFF_MAGIC:
-            _one_page(path, int(cv2.imcount(str(path))))
+            _one_page(where, int(cv2.imcount(str(path))) if path is not None
+                      else _tiff_pages(data))
         return upright(img, orientation)
-    return _pillow_read(path)
+    return _pillow_read(data, where)
+
+
+def _tiff_pages(data: bytes) -> int:
+    """The pages (images) of an encoded TIFF, as Pillow counts them from its directories."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(getattr(im, "n_frames", 1))
+    except (OSError, ValueError, SyntaxError):
+        return 1
 
 
 def exif_orientation(data: bytes) -> int:
@@ -158,7 +178,7 @@ def upright(img: np.ndarray, orientation: int) -> np.ndarray:
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 
 
-def _check_complete(path: Path, data: bytes) -> None:
+def _check_complete(where: str, data: bytes) -> None:
     """Refuse a JPEG cut short (a copy or a camera's write interrupted): OpenCV's decoder
     fills what is missing with gray and returns it (Pillow refuses it), which would score as
     a good part. Its last scan (the last start-of-scan marker; inside a scan every 0xFF byte
@@ -167,40 +187,40 @@ def _check_complete(path: Path, data: bytes) -> None:
         return
     last_scan = data.rfind(b"\xff\xda")
     if last_scan >= 0 and data.find(b"\xff\xd9", last_scan) < 0:
-        raise ManufacturingError(f"{path}: the JPEG is cut short (no end-of-image marker after "
+        raise ManufacturingError(f"{where}: the JPEG is cut short (no end-of-image marker after "
                                  f"its last scan, {len(data)} bytes): copy it again from its "
                                  "source, or remove it")
 
 
-def _one_page(path: Path, pages: int) -> None:
+def _one_page(where: str, pages: int) -> None:
     """Refuse an image file of several pages (a TIFF stack): one file is one part photo,
     and reading its first page only would leave the others unscored without a word."""
     if pages > 1:
-        raise ManufacturingError(f"{path}: holds {pages} pages (images); one file is one part "
+        raise ManufacturingError(f"{where}: holds {pages} pages (images); one file is one part "
                                  "photo here: save each page as a file of its own (e.g. "
                                  "tiffsplit, or Pillow's ImageSequence) and give those")
 
 
-def _pillow_read(path: Path) -> np.ndarray:
+def _pillow_read(data: bytes, where: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             if im.format == "TIFF":
-                _one_page(path, int(getattr(im, "n_frames", 1)))
+                _one_page(where, int(getattr(im, "n_frames", 1)))
             im.load()
             # after load: Pillow's TIFF reader turns the pixels itself and drops the tag
             orientation = im.getexif().get(0x0112, 1)
             arr = _pillow_pixels(im)
     except Image.DecompressionBombError as exc:
-        raise ManufacturingError(f"{path}: {exc}; Pillow reads no picture that large: install "
+        raise ManufacturingError(f"{where}: {exc}; Pillow reads no picture that large: install "
                                  'OpenCV (pip install "deepseek-manufacturing[video]") to read '
                                  "it") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise ManufacturingError(f"{path}: Pillow cannot read this image ({exc}); re-save "
+        raise ManufacturingError(f"{where}: Pillow cannot read this image ({exc}); re-save "
                                  "it as PNG or remove it") from exc
     if arr is None:
-        raise ManufacturingError(f"{path}: pixel mode {im.mode} is not read without OpenCV; "
+        raise ManufacturingError(f"{where}: pixel mode {im.mode} is not read without OpenCV; "
                                  'install it (pip install "deepseek-manufacturing[video]") or '
                                  "re-save the image as 8- or 16-bit gray or RGB PNG")
     return upright(arr, orientation)
@@ -242,6 +262,69 @@ def read_gray(path: str | Path, *, decoder: str = "auto", bit_depth: int | None 
     if img.dtype == np.uint16 and bit_depth is None:
         _warn_low_bits(img, path)
     return to_gray(img, str(path), bit_depth)
+
+
+#: the bytes a decoded pixel holds per channel, by Pillow's mode (other modes: 1)
+_MODE_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
+
+
+def decode_photo(data: bytes, *, dtype: Any = np.uint8, max_pixels: int | None = None,
+                 reserve: Callable[[int], None] | None = None, where: str = "photo"
+                 ) -> np.ndarray:
+    """An encoded part photo (a JPEG, PNG, TIFF, BMP, WebP, PNM or JPEG 2000 file's bytes)
+    as the gray pixels a photo decision takes, read as ``score`` reads the file: turned
+    upright by its EXIF orientation, colour converted with OpenCV's arithmetic, a JPEG cut
+    short or a TIFF of several pages refused. ``dtype`` uint8: 8-bit gray (:func:`read_gray`);
+    uint16: a camera's 16-bit words as they are (gray at 16 bits; a model trained with
+    ``--bit-depth`` scales them in its graph as ``score`` scales the file), where a file of
+    8-bit pixels is refused. The reader of kind ``encoded`` the photo decisions declare
+    (``deepseek serve`` decodes a file sent as BYTES with it).
+
+    The header is read first: a picture of more than ``max_pixels`` pixels is refused with
+    :class:`~deepseek.errors.InputTooLargeError` before any of it is decoded, and
+    ``reserve(nbytes)`` is told what decoding will hold (about) before it starts. Errors
+    name ``where``."""
+    from PIL import Image, UnidentifiedImageError
+
+    from deepseek.errors import InputTooLargeError
+
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise ManufacturingError(f"{where}: a photo decodes to uint8 or uint16 gray, not "
+                                 f"{dtype}")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            (width, height), mode, bands = im.size, im.mode, len(im.getbands())
+    except Image.DecompressionBombError as exc:
+        raise InputTooLargeError(f"{where}: {exc}; send a smaller photo, or its pixels as a "
+                                 "tensor") from None
+    except UnidentifiedImageError:
+        raise ManufacturingError(f"{where}: {len(data)} bytes that are no image file of a "
+                                 f"format read here (they start {data[:8]!r}); send the "
+                                 "photo as JPEG, PNG, TIFF, BMP, WebP, PNM or JPEG 2000") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ManufacturingError(f"{where}: the image file's header cannot be read ({exc}); "
+                                 "send the photo as JPEG, PNG, TIFF, BMP, WebP, PNM or JPEG "
+                                 "2000") from None
+    pixels = width * height
+    if max_pixels is not None and pixels > max_pixels:
+        raise InputTooLargeError(f"{where}: the file is a {width} x {height} picture "
+                                 f"({pixels} pixels), over the {max_pixels} this server "
+                                 "takes per input; send a smaller photo (the header is read, "
+                                 "nothing decoded)")
+    if reserve is not None:  # the decoded channels twice (Pillow's copies), and the gray
+        reserve(pixels * (2 * max(bands, 3 if mode == "P" else 1) * _MODE_BYTES.get(mode, 1)
+                          + dtype.itemsize))
+    img = decode_image(data, where)
+    if dtype == np.uint8:
+        if img.dtype == np.uint16:
+            _warn_low_bits(img, where)
+        return to_gray(img, where)
+    if img.dtype != np.uint16:
+        raise ManufacturingError(f"{where}: the file holds {img.dtype} pixels; this model "
+                                 "takes a camera's 16-bit words (it was trained with "
+                                 "--bit-depth): send the camera's 16-bit image (PNG or TIFF)")
+    return np.ascontiguousarray(one_channel(img, where))
 
 
 def check_bit_depth(bit_depth: int | None) -> int | None:
@@ -324,6 +407,27 @@ def bgr_to_gray(img: np.ndarray) -> np.ndarray:
     return (b * f(0.114) + g * f(0.587) + r * f(0.299)).astype(img.dtype)
 
 
+def one_channel(img: np.ndarray | None, where: str = "frame") -> np.ndarray:
+    """An image's gray channel at its own depth: BGR/BGRA converted (OpenCV's arithmetic),
+    a single channel taken as it is. Raises :class:`FrameError` for an empty frame or one
+    that is not 1, 3 or 4 channels."""
+    if img is None or img.size == 0:
+        raise FrameError(f"{where}: empty frame")
+    if img.ndim == 3:
+        ch = img.shape[2]
+        if ch == 1:
+            return img[:, :, 0]
+        if ch in (3, 4):
+            cv2 = _cv2_or_none()
+            if cv2 is not None and img.dtype in (np.uint8, np.uint16):
+                return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if ch == 3 else cv2.COLOR_BGRA2GRAY)
+            return bgr_to_gray(img)
+        raise FrameError(f"{where}: {ch} channels; expected 1 (gray), 3 (BGR) or 4 (BGRA)")
+    if img.ndim != 2:
+        raise FrameError(f"{where}: array of shape {img.shape} is not an image")
+    return img
+
+
 def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None = None
             ) -> np.ndarray:
     """Any image as 8-bit grayscale: BGR/BGRA converted, 16-bit scaled by ``bit_depth``
@@ -331,22 +435,7 @@ def to_gray(img: np.ndarray | None, where: str = "frame", bit_depth: int | None 
     else as 0..255. Raises :class:`FrameError` for an empty or unsupported frame, for
     16-bit pixels over the ``bit_depth`` given, and for float pixels outside 0..255 or not
     finite (never clipped into gray levels)."""
-    if img is None or img.size == 0:
-        raise FrameError(f"{where}: empty frame")
-    if img.ndim == 3:
-        ch = img.shape[2]
-        if ch == 1:
-            img = img[:, :, 0]
-        elif ch in (3, 4):
-            cv2 = _cv2_or_none()
-            if cv2 is not None and img.dtype in (np.uint8, np.uint16):
-                img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if ch == 3 else cv2.COLOR_BGRA2GRAY)
-            else:
-                img = bgr_to_gray(img)
-        else:
-            raise FrameError(f"{where}: {ch} channels; expected 1 (gray), 3 (BGR) or 4 (BGRA)")
-    elif img.ndim != 2:
-        raise FrameError(f"{where}: array of shape {img.shape} is not an image")
+    img = one_channel(img, where)
     if img.dtype == np.uint8:
         return img
     if img.dtype == np.uint16:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepseek.manufacturing.formats import PHOTO_READER
 from deepseek.manufacturing.runtime import STRIDE
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -501,7 +502,9 @@ def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tupl
     (:func:`photo_cost`) declared, and ``settings`` in its metadata
     (:data:`deepseek.manufacturing.runtime.PHOTO_META_KEY`) beside ``meta``. ``image`` is
     8-bit gray, or with ``bit_depth`` (a model trained with ``--bit-depth``) the camera's
-    16-bit words (:class:`CameraWords`), their range declared."""
+    16-bit words (:class:`CameraWords`), their range declared; it declares the reader
+    :data:`~deepseek.manufacturing.formats.PHOTO_READER` too, so that a server takes the
+    photo's file as well (:func:`deepseek.manufacturing.images.decode_photo`)."""
     import json
 
     from deepseek.manufacturing.runtime import PHOTO_META_KEY
@@ -516,7 +519,7 @@ def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tupl
          "defect": {0: "batch"}, "map": {0: "batch", 1: map_axes[0], 2: map_axes[1]},
          "threshold": {0: "batch"}}, opset)
     declared: dict[str, Any] = {"name": "image", "example": PHOTO_EXAMPLE,
-                                "cell": [1, int(cell), int(cell)]}
+                                "cell": [1, int(cell), int(cell)], "decode": PHOTO_READER}
     if cost != 1:
         declared["cost"] = float(cost)
     if bit_depth:  # traced from 32-bit integers (PyTorch exports no 16-bit unsigned input)

@@ -11,7 +11,7 @@ from typing import Any
 
 from deepseek import hookimpl
 from deepseek.lazy import lazy_callable
-from deepseek.manufacturing.formats import STREAM_SCHEMES, VIDEO_SUFFIXES
+from deepseek.manufacturing.formats import PHOTO_READER, STREAM_SCHEMES, VIDEO_SUFFIXES
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 M = "deepseek.manufacturing."
@@ -37,6 +37,9 @@ def register_readers(register: Any) -> None:
     register("synthetic-line", lazy_callable(M + "sources:open_synthetic"), kind="frames",
              schemes=["synthetic:"],
              description="synthetic production line with cracks (synthetic:?seed=3&frames=300)")
+    register(PHOTO_READER, lazy_callable(M + "images:decode_photo"), kind="encoded",
+             description="an encoded part photo a server request sends (JPEG, PNG, TIFF, ...) "
+                         "-> gray pixels as score reads the file (the photo decisions take it)")
 
 
 @hookimpl
