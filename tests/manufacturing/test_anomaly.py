@@ -740,3 +740,74 @@ def test_a_memory_maps_a_photo_too_large_to_map_whole_in_tiles(line, monkeypatch
     # the crack (in the first tile) is where the map is highest, tiled or not
     assert np.unravel_index(tiled.argmax(), tiled.shape)[1] < 14
     assert np.unravel_index(whole.argmax(), whole.shape)[1] < 14
+
+
+def test_a_memory_scores_through_its_photo_decision_where_pytorch_is_not(line, tmp_path,
+                                                                         monkeypatch):
+    """An install without PyTorch (the edge form) scored no good-parts memory, though it
+    served the memory's photo decision: `score` said it needed PyTorch. It now scores a
+    memory through the photo decision beside it on onnxruntime (``--backend onnxruntime``
+    chooses it anywhere): the same decisions and boxes as on PyTorch, and the same scores
+    where both resize the crack model's view alike (OpenCV, the full install's, rounds a
+    few pixels otherwise); no export, a stale one and a photo past the bound for a whole
+    photo are refused with the fix."""
+    from deepseek.manufacturing import images, runtime, stream
+    from deepseek.manufacturing.anomaly import MemoryGraph, PatchMemory, write_memory_onnx
+    from deepseek.manufacturing.score import Scorer
+
+    root, good, bad = line
+    mem = fit_memory(root / "good", target_fpr=0.01, progress=False, folds=3)
+    assert mem.crack is not None  # the default: with the crack model's share
+    model = mem.save(tmp_path / "memory.safetensors")
+    with pytest.raises(ManufacturingError, match="no photo decision beside it "
+                                                 r"\(memory\.photo\.onnx\).*deepseek "
+                                                 "manufacturing export"):
+        Scorer(model, backend="onnxruntime")
+    write_memory_onnx(model)
+    photos = [*good, *bad]
+    monkeypatch.setattr(images, "_CV2", False)  # both resize the 7/8 view the project's way
+    on_torch = [Scorer(model, backend="torch").score(p, heatmap=tmp_path / f"t{i}.png")
+                for i, p in enumerate(photos)]
+    monkeypatch.setattr(runtime, "have_torch", lambda: False)
+    scorer = Scorer(model)  # auto, without PyTorch
+    assert isinstance(scorer.memory, MemoryGraph) and scorer.threshold == mem.threshold
+    on_graph = [scorer.score(p, heatmap=tmp_path / f"g{i}.png") for i, p in enumerate(photos)]
+    for t, g in zip(on_torch, on_graph):
+        assert g.score == pytest.approx(t.score, abs=1e-4)
+        assert (g.defect, g.box) == (t.defect, t.box)
+        np.testing.assert_allclose(g.cell_map, t.cell_map, atol=1e-4)
+    assert [g.defect for g in on_graph] == [False] * len(good) + [True] * len(bad)
+    with pytest.raises(ManufacturingError, match="backend torch needs PyTorch"):
+        Scorer(model, backend="torch")
+    monkeypatch.setattr(stream, "TILE_ABOVE", 80 * 112 - 1)
+    with pytest.raises(ManufacturingError, match="a 112 x 80 photo is over the 0 megapixels "
+                                                 "a good-parts memory's photo decision"):
+        scorer.score(good[0])
+    PatchMemory(mem.bank, {**mem.meta, "threshold": 9.0}).save(model)  # other weights now
+    with pytest.raises(ManufacturingError, match=r"memory\.photo\.onnx was not exported from"):
+        Scorer(model)
+
+
+def test_a_12_bit_memory_scores_the_cameras_words_through_its_photo_decision(tmp_path,
+                                                                            monkeypatch):
+    from deepseek.manufacturing import runtime
+    from deepseek.manufacturing.anomaly import write_memory_onnx
+    from deepseek.manufacturing.score import Scorer
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(6):
+        img = read_gray(_surface(tmp_path / "tmp" / f"p{i}.png", 300 + i, crack=i == 5))
+        cv2.imwrite(str(raw / f"p{i}_a.png"), (img.astype(np.uint16) * 16 + i))
+    model = fit_memory(raw, folds=2, progress=False, bit_depth=12).save(
+        tmp_path / "m.safetensors")
+    write_memory_onnx(model)
+    want = Scorer(model, backend="torch").score(raw / "p5_a.png")
+    monkeypatch.setattr(runtime, "have_torch", lambda: False)
+    scorer = Scorer(model)
+    assert scorer.memory.takes_words
+    got = scorer.score(raw / "p5_a.png")
+    assert got.score == pytest.approx(want.score, abs=5e-3) and got.defect == want.defect
+    with pytest.raises(ManufacturingError, match="p0.png: the file holds uint8 pixels; this "
+                                                 "model takes a camera's 16-bit words"):
+        scorer.score(tmp_path / "tmp" / "p0.png")

@@ -289,6 +289,8 @@ cmds = {"plugins": ["plugins", "--json"],
         "score": ["manufacturing", "score", sys.argv[3], "--json"],
         "score_export": ["manufacturing", "score", sys.argv[3], "--model", sys.argv[4],
                          "--json"],
+        "score_memory": ["manufacturing", "score", sys.argv[3], "--model", sys.argv[5],
+                         "--json"],
         "stream": ["manufacturing", "stream", "line.mp4", "--max-frames", "40", "--json"],
         "train": ["medical", "train", "--out", sys.argv[1]]}
 out = {}
@@ -349,8 +351,22 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
                          architecture="defect-3dcnn-lstm", config=net.config,
                          extra={"threshold": 0.3125, "views": 1})
     export = write_stream_onnx(trained)
+    # a good-parts memory and its photo decision, which the edge form scores it with
+    from deepseek.manufacturing.anomaly import fit_memory, write_memory_onnx
+    from deepseek.manufacturing.score import Scorer
+
+    rng = np.random.default_rng(7)
+    (tmp_path / "good").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(100, 160, (64, 96), dtype=np.uint8)).save(
+            tmp_path / "good" / f"g{i}.png")
+    memory = fit_memory(tmp_path / "good", folds=2, progress=False).save(
+        tmp_path / "mem" / "memory.safetensors")
+    write_memory_onnx(memory)
+    want_memory = [Scorer(memory, backend="onnxruntime").score(tmp_path / "parts" / p).score
+                   for p in ("part0.png", "part1.png")]
     res = json.loads(_run([py, "-c", EDGE_CHECK, str(tmp_path / "t"), str(ct),
-                           str(tmp_path / "parts"), str(export)], env=env,
+                           str(tmp_path / "parts"), str(export), str(memory)], env=env,
                           cwd=str(tmp_path)).stdout.strip().splitlines()[-1])
     assert all(res["absent"].values()), res["absent"]  # truly absent, not hidden
     assert res["serve_missing"] == []  # the server needs nothing the edge form lacks
@@ -367,6 +383,9 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
     assert [Path(r["path"]).name for r in scored] == ["part0.png", "part1.png"]
     by_export = json.loads(cli["score_export"][1])
     assert [r["threshold"] for r in by_export] == [0.3125] * 2
+    # a good-parts memory scored through its photo decision (before: "needs PyTorch")
+    by_memory = json.loads(cli["score_memory"][1])
+    assert [r["score"] for r in by_memory] == pytest.approx(want_memory, abs=1e-5)
     # the photo decision served in the edge install decides as score does
     assert res["served"]["score"][0] == pytest.approx(by_export[0]["score"], abs=1e-5)
     assert res["served"]["defect"] == [by_export[0]["defect"]]

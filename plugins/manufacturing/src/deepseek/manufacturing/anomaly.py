@@ -192,6 +192,106 @@ class PatchMemory:
         return cls(tensors["bank"], meta)
 
 
+class MemoryGraph:
+    """A good-parts memory scored through its photo decision (``<stem>.photo.onnx`` beside
+    the memory: ``train --good-only`` and ``deepseek manufacturing export MEMORY`` write it)
+    on onnxruntime: how an install without PyTorch (the edge form) scores it with ``score``,
+    ``calibrate`` and ``batch``. The same anomaly score and map as :class:`PatchMemory`, but
+    the crack model's 7/8-size view is resized by the project's resize, as the edge form
+    resizes without OpenCV (the full install's OpenCV moves a score by up to about 0.003).
+    A photo of more than :data:`~deepseek.manufacturing.stream.TILE_ABOVE` pixels is
+    refused: the full install maps it in tiles; the graph would take it whole."""
+
+    stride = FEATURE_STRIDE
+
+    def __init__(self, weights: Path, meta: dict[str, Any], session: Any, path: Path) -> None:
+        self.weights, self.meta, self.session, self.path = weights, meta, session, path
+        #: whether the graph takes a camera's 16-bit words (a memory fitted with --bit-depth)
+        self.takes_words = session.get_inputs()[0].type == "tensor(uint16)"
+
+    @property
+    def threshold(self) -> float | None:
+        """The stored anomaly-score threshold (as :attr:`PatchMemory.threshold`)."""
+        t = self.meta.get("threshold")
+        return None if t is None else float(t)
+
+    @classmethod
+    def load(cls, weights: str | Path) -> MemoryGraph:
+        """The photo decision beside the memory ``weights``, which it must have been
+        exported from.
+
+        Raises:
+            ManufacturingError: none there, a stale one (its recorded source is other
+                weights) or no onnxruntime, each with the command that fixes it."""
+        from deepseek.extras import missing
+        from deepseek.loader import SOURCE_META_KEY, file_sha256, session_options
+        from deepseek.manufacturing.runtime import FULL_HINT, PHOTO_SUFFIX
+
+        weights = Path(weights)
+        meta = memory_meta(weights)
+        if meta is None:
+            raise ManufacturingError(f"{weights}: not a good-parts memory")
+        path = weights.with_name(weights.name.removesuffix(".safetensors") + PHOTO_SUFFIX)
+        redo = (f"write it with `deepseek manufacturing export {weights}` (needs PyTorch: "
+                f"{FULL_HINT}), or score in an install with PyTorch")
+        if missing("runtime"):
+            raise ManufacturingError(f"{weights}: scoring a good-parts memory needs PyTorch or "
+                                     "onnxruntime (pip install \"deepseek-manufacturing[edge]\")")
+        if not path.is_file():
+            raise ManufacturingError(f"{weights}: no photo decision beside it ({path.name}), "
+                                     f"which an install without PyTorch scores with; {redo}")
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), session_options(),
+                                       providers=["CPUExecutionProvider"])
+        recorded = session.get_modelmeta().custom_metadata_map.get(SOURCE_META_KEY)
+        if recorded != file_sha256(weights):
+            raise ManufacturingError(f"{path} was not exported from {weights} (its recorded "
+                                     f"source differs); {redo}")
+        return cls(weights, meta, session, path)
+
+    def score(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        """Anomaly score and map of one photo: 8-bit gray, or the camera's 16-bit words for
+        a graph that takes them (:attr:`takes_words`)."""
+        from deepseek.manufacturing.stream import TILE_ABOVE
+
+        if image.shape[0] * image.shape[1] > TILE_ABOVE:
+            raise ManufacturingError(
+                f"a {image.shape[1]} x {image.shape[0]} photo is over the "
+                f"{TILE_ABOVE // 2**20} megapixels a good-parts memory's photo decision takes "
+                "whole; score it in an install with PyTorch, which maps it in tiles")
+        want = np.uint16 if self.takes_words else np.uint8
+        if image.dtype != want:
+            raise ManufacturingError(f"{self.path} takes {np.dtype(want)} pixels, given "
+                                     f"{image.dtype}")
+        score, amap = self.session.run(["score", "map"], {"image": image[None]})
+        return float(score[0]), amap[0]
+
+
+def load_memory(model: str | Path, backend: str = "auto") -> PatchMemory | MemoryGraph:
+    """The good-parts memory at ``model`` to score with: on PyTorch (``torch``, and ``auto``
+    where PyTorch is installed: the path its threshold was set on), else through its photo
+    decision on onnxruntime (:class:`MemoryGraph`; ``onnxruntime``, and ``auto`` without
+    PyTorch).
+
+    Raises:
+        ManufacturingError: an unknown backend, ``torch`` without PyTorch, or what
+            :meth:`MemoryGraph.load` refuses."""
+    from deepseek.manufacturing.runtime import have_torch
+    from deepseek.manufacturing.stream import SCORE_BACKENDS
+
+    if backend not in SCORE_BACKENDS:
+        raise ManufacturingError(f"backend={backend!r}: use {', '.join(SCORE_BACKENDS)}")
+    if backend == "torch" or (backend == "auto" and have_torch()):
+        if not have_torch():
+            raise ManufacturingError("backend torch needs PyTorch, which is not installed (pip "
+                                     "install \"deepseek-manufacturing[full]\"); this install "
+                                     "scores a memory through its photo decision (--backend "
+                                     "auto)")
+        return PatchMemory.load(model)
+    return MemoryGraph.load(model)
+
+
 #: bank patches compared at once with a photo's patches in the memory's photo decision
 #: (its memory: the photo's patches times this, 1 GB for a 16-megapixel photo)
 DECISION_BANK_CHUNK = 1024

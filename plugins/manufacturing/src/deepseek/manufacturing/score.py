@@ -34,10 +34,12 @@ import numpy as np
 
 from deepseek.manufacturing.errors import ManufacturingError
 from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_paths: here too)
+    decode_photo,
     image_paths,
     read_gray,
     require_cv2,
     rescale,
+    to_gray,
     write_heatmap,
 )
 from deepseek.manufacturing.runtime import FRAMES, STRIDE, stored_extra
@@ -202,7 +204,7 @@ class Scorer:
     def __init__(self, model: Any = PACKAGED, *, threshold: float | None = None,
                  frames: int = FRAMES, expected: dict[str, Any] | None = None,
                  views: int | None = None, backend: str = "auto") -> None:
-        from deepseek.manufacturing.anomaly import PatchMemory, is_memory_file
+        from deepseek.manufacturing.anomaly import is_memory_file, load_memory
         from deepseek.manufacturing.draem import DraemModel, is_draem_file
         from deepseek.manufacturing.stream import scoring_net
 
@@ -215,7 +217,7 @@ class Scorer:
                         "with --model, or set one with deepseek manufacturing calibrate",
                         PACKAGED)
         # a good-parts model (a patch memory or a DRAEM model) scores with its own map
-        memory: Any = PatchMemory.load(model) if is_memory_file(model) else \
+        memory: Any = load_memory(model, backend) if is_memory_file(model) else \
             DraemModel.load(model) if is_draem_file(model) else None
         if memory is not None:
             threshold = memory.threshold if threshold is None else threshold
@@ -271,13 +273,17 @@ class Scorer:
         from deepseek.manufacturing.stream import box_from_map
 
         p = Path(path)
+        words = None
+        if getattr(self.memory, "takes_words", False):  # the graph takes the camera's words
+            words = decode_photo(p.read_bytes(), dtype=np.uint16, where=str(p))
+            image = to_gray(words, str(p), self.bit_depth)
         img = read_gray(p, bit_depth=self.bit_depth) if image is None else image
         if self.memory is None:  # at the scale the model was trained at
             scaled = rescale(img, self.scale)
             prob, pmap = score_image(self.net, scaled, self.frames, self.views)
             stride, shown, tiles = STRIDE / self.scale, pmap, tile_count(scaled.shape)
         else:  # anomaly map: shown at 0..1 with the threshold at the middle of the scale
-            prob, pmap = self.memory.score(img)
+            prob, pmap = self.memory.score(img if words is None else words)
             stride, tiles = self.memory.stride, tile_count(img.shape)
             shown = np.clip(pmap / (2 * self.threshold), 0.0, 1.0)
         if min(img.shape) < stride:
