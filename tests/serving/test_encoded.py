@@ -211,3 +211,24 @@ def test_a_decoder_that_does_not_take_what_the_server_passes_is_not_registered()
         errors = next(i for i in plugin_infos() if i.name == "old-files").errors
     assert "does not take the keyword(s) 'max_pixels', 'reserve', 'where'" in \
         errors["register_readers"]
+
+
+def test_a_json_body_carries_files_as_base64(served):
+    """A JSON body (curl) carries a file as base64 text, said by the input's content_type
+    (MLServer's convention): decoded to its bytes before the reader sees them; text that is
+    not base64, and a content_type the server does not read BYTES as, are a 400."""
+    import base64
+
+    pixels = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    b64 = base64.b64encode(encode(pixels)).decode()
+    ok = _post(served, shape=[1], data=[b64], parameters={"content_type": "base64"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["outputs"][0]["data"] == pixels.ravel().tolist()
+    bad = _post(served, shape=[1], data=["not base64!"], parameters={"content_type": "base64"})
+    assert bad.status_code == 400
+    assert "input 'image': element 0 is not base64 text" in bad.json()["error"]
+    other = _post(served, shape=[1], data=[b64], parameters={"content_type": "pd"})
+    assert other.status_code == 400
+    assert "content_type 'pd' is not one this server reads BYTES as" in other.json()["error"]
+    as_text = _post(served, shape=[1], data=[b64], parameters={"content_type": "str"})
+    assert as_text.status_code == 400 and "not a RAW8 file" in as_text.json()["error"]

@@ -15,6 +15,8 @@ tens of milliseconds instead of hundreds (health probes keep answering).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Any
 
@@ -380,6 +382,28 @@ def _check_params(where: str, params: Any) -> dict:
     return params
 
 
+#: what a BYTES input's ``content_type`` parameter may say over REST: ``str`` (the elements
+#: as they are) or ``base64`` (each element base64 text, decoded to its bytes: how a JSON
+#: body carries a file, as MLServer's codec of that name does)
+BYTES_CONTENT_TYPES = ["str", "base64"]
+
+
+def from_base64(name: str, arr: np.ndarray) -> np.ndarray:
+    """A BYTES tensor whose elements are base64 text, decoded element by element.
+
+    Raises:
+        InferenceError: an element that is not base64 (naming it)."""
+    out = np.empty(arr.shape, dtype=np.object_)
+    flat, dst = arr.reshape(-1), out.reshape(-1)
+    for i, v in enumerate(flat):
+        try:
+            dst[i] = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            raise InferenceError(f"input '{name}': element {i} is not base64 text ({exc}), "
+                                 "which its content_type 'base64' says it is") from None
+    return out
+
+
 def check_request(req: Any) -> None:
     """The V2 request structure: every field of the right type, input names unique."""
     if not isinstance(req, dict):
@@ -406,9 +430,14 @@ def check_request(req: Any) -> None:
             raise InferenceError(f"input '{name}' appears twice in the request")
         seen.add(name)
         check_datatype(name, t["datatype"])
-        size = _check_params(f"input '{name}'", t.get("parameters")).get("binary_data_size")
+        params = _check_params(f"input '{name}'", t.get("parameters"))
+        size = params.get("binary_data_size")
         if size is not None and (not _is_int(size) or size < 0):
             raise InferenceError(f"input '{name}': bad binary_data_size {_short(size)}")
+        kind = params.get("content_type")
+        if t["datatype"] == "BYTES" and kind is not None and kind not in BYTES_CONTENT_TYPES:
+            raise InferenceError(f"input '{name}': content_type {_short(kind)} is not one "
+                                 f"this server reads BYTES as; use {BYTES_CONTENT_TYPES}")
     outputs = req.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list):
@@ -446,6 +475,9 @@ def rest_inputs(req: dict, tail: bytes, max_elements: int = DEFAULT_MAX_ELEMENTS
             arrays[name] = array_from_json(name, t["datatype"], shape, t["data"])
         else:
             raise InferenceError(f"input '{name}': no 'data' and no binary_data_size")
+        if t["datatype"] == "BYTES" and (t.get("parameters") or {}).get(
+                "content_type") == "base64":
+            arrays[name] = from_base64(name, arrays[name])
     if pos != len(tail):
         raise InferenceError(f"{len(tail) - pos} bytes of binary data are not claimed by any "
                              "input's binary_data_size")
