@@ -107,7 +107,8 @@ def test_files_are_decoded_by_the_declared_reader_and_pixels_still_taken(served)
     assert [c["where"] for c in CALLS] == ["model 'same': input 'image' item 0",
                                            "model 'same': input 'image' item 1",
                                            "model 'same': input 'image' item 0"]
-    assert {c["dtype"] for c in CALLS} == {"uint8"} and {c["max_pixels"] for c in CALLS} == {400}
+    assert {c["dtype"] for c in CALLS} == {"uint8"}
+    assert [c["max_pixels"] for c in CALLS] == [400, 400 - 35, 400]  # the cap, less item 0
     assert served.memory.used == 0 and served.memory.peak >= 35
 
 
@@ -135,8 +136,12 @@ def test_bad_files_get_the_readers_reason_and_the_server_goes_on(served):
     assert refused.json()["error"] == "model 'same': input 'image' item 0: not a RAW8 file"
     huge = MAGIC + (500).to_bytes(2, "little") + (500).to_bytes(2, "little")  # no pixels
     big = _post(served, [encode(small), huge])
-    assert big.status_code == 413 and "item 1: 500 x 500 is over 400" in big.json()["error"]
-    assert "decoded" not in CALLS[-1]
+    assert big.status_code == 413 and "item 1: 500 x 500 is over 388" in big.json()["error"]
+    assert "decoded" not in CALLS[-1]  # the cap less item 0's 12 pixels, told from the header
+    twenty = _post(served, [encode(np.zeros((20, 10), np.uint8))] * 2)  # 400 pixels
+    assert twenty.status_code == 200, twenty.text
+    past = _post(served, [encode(np.zeros((20, 10), np.uint8))] * 2 + [encode(small)])
+    assert past.status_code == 413 and "item 2: 3 x 4 is over 0" in past.json()["error"]
     text = _post(served, shape=[1], data=["RAW8\x01\x00\x02\x00AB"])  # its UTF-8 bytes
     assert text.status_code == 200 and text.json()["outputs"][0]["data"] == [65, 66]
     mixed = _post(served, [encode(small), encode(other)])

@@ -24,8 +24,9 @@ from deepseek.serving.protocol import V2_TO_NUMPY, InferenceError, TensorSpec
 
 log = logging.getLogger(__name__)
 
-BINARY_HOW = ("send the file's bytes as binary data: the binary tensor extension over REST "
-              "(tritonclient.http's binary_data=True) or gRPC")
+BINARY_HOW = ("send the file's bytes as binary data (the binary tensor extension over REST, "
+              "tritonclient.http's binary_data=True, or gRPC), or as base64 text with the "
+              "input's parameter content_type 'base64'")
 
 
 def sends_files(specs: list[TensorSpec], datatypes: dict[str, str]) -> bool:
@@ -44,8 +45,9 @@ def decode_files(model: str, specs: list[TensorSpec], arrays: dict[str, np.ndarr
     Raises:
         InferenceError: 400 for a file the reader refuses (its message, naming the item), a
             BYTES tensor of another shape than ``[N]``, text instead of bytes, or items of
-            different sizes; 413 for a file past ``max_elements`` pixels or the per-request
-            memory; 503 when the budget is taken; 500 when the reader fails on its own."""
+            different sizes; 413 for files past ``max_elements`` pixels together or the
+            per-request memory; 503 when the budget is taken; 500 when the reader fails on
+            its own."""
     from deepseek.plugins import readers
 
     arrays, datatypes = dict(arrays), dict(datatypes)
@@ -61,8 +63,11 @@ def decode_files(model: str, specs: list[TensorSpec], arrays: dict[str, np.ndarr
                                      "send [N], one encoded file per item")
             entry = readers().entry(s.decode)
             dtype = np.dtype(V2_TO_NUMPY[s.datatype])
-            items = [_one(head, s, entry, i, data, dtype, memory, max_elements, held)
-                     for i, data in enumerate(files)]
+            items: list[np.ndarray] = []
+            left = int(max_elements)  # the input's pixels together stay within the cap
+            for i, data in enumerate(files):
+                items.append(_one(head, s, entry, i, data, dtype, memory, left, held))
+                left -= items[-1].size
             sizes = {item.shape for item in items}
             if len(sizes) > 1:
                 raise InferenceError(
@@ -81,9 +86,9 @@ def decode_files(model: str, specs: list[TensorSpec], arrays: dict[str, np.ndarr
 
 
 def _one(head: str, spec: TensorSpec, entry: Any, i: int, data: Any, dtype: np.dtype,
-         memory: MemoryBudget, max_elements: int, held: list[Reservation]) -> np.ndarray:
-    """Item ``i`` decoded by reader ``entry`` (a JSON body's strings arrive as their UTF-8
-    bytes, so a binary file needs the binary extension or gRPC)."""
+         memory: MemoryBudget, max_pixels: int, held: list[Reservation]) -> np.ndarray:
+    """Item ``i`` decoded by reader ``entry``, of at most ``max_pixels`` pixels (what the
+    cap leaves after the request's earlier items)."""
     where = f"{head} item {i}"
     if not isinstance(data, (bytes, bytearray)):
         raise InferenceError(f"{where} is {type(data).__name__}, not a file's bytes; "
@@ -94,7 +99,7 @@ def _one(head: str, spec: TensorSpec, entry: Any, i: int, data: Any, dtype: np.d
 
     who = f"reader {entry.name} ({entry.plugin or 'core'})"
     try:
-        item = entry.obj(bytes(data), dtype=dtype, max_pixels=int(max_elements),
+        item = entry.obj(bytes(data), dtype=dtype, max_pixels=max(0, max_pixels),
                          reserve=reserve, where=where)
     except InferenceError:
         raise

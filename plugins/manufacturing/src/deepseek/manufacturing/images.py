@@ -310,8 +310,9 @@ def decode_photo(data: bytes, *, dtype: Any = np.uint8, max_pixels: int | None =
     if max_pixels is not None and pixels > max_pixels:
         raise InputTooLargeError(f"{where}: the file is a {width} x {height} picture "
                                  f"({pixels} pixels), over the {max_pixels} this server "
-                                 "takes per input; send a smaller photo (the header is read, "
-                                 "nothing decoded)")
+                                 "takes for it (its cap per input, less the request's earlier "
+                                 "files); send a smaller photo, or fewer per request (the "
+                                 "header is read, nothing decoded)")
     if reserve is not None:  # the decoded channels twice (Pillow's copies), and the gray
         reserve(pixels * (2 * max(bands, 3 if mode == "P" else 1) * _MODE_BYTES.get(mode, 1)
                           + dtype.itemsize))
