@@ -498,3 +498,52 @@ def test_a_photo_sent_as_bytes_is_refused_before_it_is_decoded(tmp_path, monkeyp
         decode_photo(b"hello", where="item 0")
     with pytest.raises(ManufacturingError, match="decodes to uint8 or uint16 gray, not float32"):
         decode_photo(jpeg.read_bytes(), dtype=np.float32)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on the damaged tags
+@pytest.mark.parametrize("opencv", [True, False])
+def test_damaged_files_are_refused_by_name_never_a_crash(opencv, monkeypatch):
+    """Bytes flipped and cut in photo files (a server request's, a damaged disk's): each is
+    read or refused with an error naming it (too large when a flipped byte makes the header
+    say so), never another exception (Pillow
+    raised SyntaxError for a PNG chunk and TypeError for TIFF directories, which `score`
+    reported as a bug and a server as a 500)."""
+    import io
+
+    from deepseek.errors import InputTooLargeError
+    from deepseek.manufacturing.images import decode_photo
+
+    if not opencv:
+        monkeypatch.setattr(images, "_CV2", False)
+    img = (np.arange(64 * 80 * 3) % 251).astype(np.uint8).reshape(64, 80, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    seeds = {}
+    for fmt, kw in (("PNG", {}), ("TIFF", {"exif": exif}), ("JPEG", {"exif": exif})):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format=fmt, **kw)
+        seeds[fmt] = buf.getvalue()
+    broken_chunk = bytearray(seeds["PNG"])  # Pillow: SyntaxError("broken PNG file")
+    for at, value in ((36, 15), (239, 151), (111, 138)):
+        broken_chunk[at] = value
+    cases = [bytes(broken_chunk)]
+    rng = np.random.default_rng(11)
+    for fmt, data in seeds.items():
+        for _ in range(300):
+            d = bytearray(data)
+            for _ in range(int(rng.integers(1, 12))):
+                d[int(rng.integers(0, len(d)))] = int(rng.integers(0, 256))
+            cases.append(bytes(d[:int(rng.integers(len(d) // 2, len(d) + 1))]))
+    read = 0
+    for i, data in enumerate(cases):
+        try:
+            out = decode_photo(data, max_pixels=10**6, where=f"case {i}")
+        except (ManufacturingError, InputTooLargeError) as exc:  # a size gone wild: 413
+            assert str(exc).startswith(f"case {i}: "), exc
+            continue
+        assert out.dtype == np.uint8 and out.ndim == 2
+        read += 1
+    assert read < len(cases)
+    with pytest.raises(ManufacturingError, match="case 0: Pillow cannot read this image" if
+                       not opencv else "case 0: "):
+        decode_photo(cases[0], where="case 0")

@@ -123,14 +123,14 @@ def _tiff_pages(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return int(getattr(im, "n_frames", 1))
-    except (OSError, ValueError, SyntaxError):
+    except Exception:  # directories Pillow cannot walk: the page OpenCV read
         return 1
 
 
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1-8) of an encoded image, 1 when it has none: how a camera held
     on its side says which way is up. Read from the header only (Pillow opens lazily)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -139,7 +139,7 @@ def exif_orientation(data: bytes) -> int:
         # Pillow refuses to open a picture past its pixel limit even for its header (a
         # 200-megapixel phone photo): read a JPEG's EXIF segment alone
         value = _jpeg_exif_orientation(data)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+    except Exception:  # any header Pillow cannot parse: no orientation told
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
@@ -202,7 +202,7 @@ def _one_page(where: str, pages: int) -> None:
 
 
 def _pillow_read(data: bytes, where: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -216,9 +216,10 @@ def _pillow_read(data: bytes, where: str) -> np.ndarray:
         raise ManufacturingError(f"{where}: {exc}; Pillow reads no picture that large: install "
                                  'OpenCV (pip install "deepseek-manufacturing[video]") to read '
                                  "it") from None
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise ManufacturingError(f"{where}: Pillow cannot read this image ({exc}); re-save "
-                                 "it as PNG or remove it") from exc
+    except Exception as exc:  # a damaged file raises many kinds in Pillow
+        raise ManufacturingError(f"{where}: Pillow cannot read this image "
+                                 f"({type(exc).__name__}: {exc}); re-save it as PNG or remove "
+                                 "it") from exc
     if arr is None:
         raise ManufacturingError(f"{where}: pixel mode {im.mode} is not read without OpenCV; "
                                  'install it (pip install "deepseek-manufacturing[video]") or '
@@ -302,10 +303,10 @@ def decode_photo(data: bytes, *, dtype: Any = np.uint8, max_pixels: int | None =
         raise ManufacturingError(f"{where}: {len(data)} bytes that are no image file of a "
                                  f"format read here (they start {data[:8]!r}); send the "
                                  "photo as JPEG, PNG, TIFF, BMP, WebP, PNM or JPEG 2000") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ManufacturingError(f"{where}: the image file's header cannot be read ({exc}); "
-                                 "send the photo as JPEG, PNG, TIFF, BMP, WebP, PNM or JPEG "
-                                 "2000") from None
+    except Exception as exc:  # a damaged header raises many kinds in Pillow
+        raise ManufacturingError(f"{where}: the image file's header cannot be read "
+                                 f"({type(exc).__name__}: {exc}); send the photo as JPEG, PNG, "
+                                 "TIFF, BMP, WebP, PNM or JPEG 2000") from None
     pixels = width * height
     if max_pixels is not None and pixels > max_pixels:
         raise InputTooLargeError(f"{where}: the file is a {width} x {height} picture "
@@ -317,6 +318,10 @@ def decode_photo(data: bytes, *, dtype: Any = np.uint8, max_pixels: int | None =
         reserve(pixels * (2 * max(bands, 3 if mode == "P" else 1) * _MODE_BYTES.get(mode, 1)
                           + dtype.itemsize))
     img = decode_image(data, where)
+    if img.shape[0] * img.shape[1] != pixels:  # the decoder read other sizes than the header
+        raise ManufacturingError(f"{where}: the header says {width} x {height}, the pixels "
+                                 f"decode to {img.shape[1]} x {img.shape[0]}: a damaged or "
+                                 "inconsistent file; re-save it")
     if dtype == np.uint8:
         if img.dtype == np.uint16:
             _warn_low_bits(img, where)
