@@ -528,7 +528,7 @@ def test_damaged_files_are_refused_by_name_never_a_crash(opencv, monkeypatch):
         broken_chunk[at] = value
     cases = [bytes(broken_chunk)]
     rng = np.random.default_rng(11)
-    for fmt, data in seeds.items():
+    for data in seeds.values():
         for _ in range(300):
             d = bytearray(data)
             for _ in range(int(rng.integers(1, 12))):
