@@ -263,7 +263,7 @@ def _declared_cell(photo_onnx):
 
 def _decides_as_score(photo_onnx, model, paths):
     """The photo decision ``photo_onnx`` gives each photo ``score`` gives it with ``model``
-    (a memory): score, decision, patch map and threshold."""
+    (a memory): score, decision, patch map, threshold and the box around a flagged one."""
     import onnxruntime as ort
 
     from deepseek.manufacturing.score import Scorer
@@ -273,9 +273,10 @@ def _decides_as_score(photo_onnx, model, paths):
     flagged = 0
     for p in paths:
         want = scorer.score(p)
-        score, defect, amap, thr = session.run(None, {"image": read_gray(p)[None]})
+        score, defect, amap, thr, box = session.run(None, {"image": read_gray(p)[None]})
         assert score[0] == pytest.approx(want.score, abs=2e-4)
         assert bool(defect[0]) == want.defect and thr[0] == pytest.approx(scorer.threshold)
+        assert box[0].tolist() == (list(want.box) if want.defect else [-1] * 4)
         np.testing.assert_allclose(amap[0], want.cell_map, atol=2e-4)
         flagged += want.defect
     assert 0 < flagged < len(paths)

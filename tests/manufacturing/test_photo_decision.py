@@ -20,7 +20,12 @@ from deepseek.cli import build_cli
 from deepseek.loader import onnx_metadata, save_model
 from deepseek.manufacturing import images as images_mod
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.model import PHOTO_OUTPUTS, _resize_axis, photo_cell, photo_cost
+from deepseek.manufacturing.model import (
+    DECISION_OUTPUTS,
+    _resize_axis,
+    photo_cell,
+    photo_cost,
+)
 from deepseek.manufacturing.plugin import WEIGHTS
 from deepseek.manufacturing.runtime import PHOTO_META_KEY, photo_path_for
 from deepseek.manufacturing.score import Scorer
@@ -59,13 +64,13 @@ def _run(photo_onnx: str, batch: np.ndarray) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(photo_onnx, providers=["CPUExecutionProvider"])
-    return dict(zip(PHOTO_OUTPUTS, session.run(None, {"image": batch})))
+    return dict(zip(DECISION_OUTPUTS, session.run(None, {"image": batch})))
 
 
 @pytest.mark.parametrize("views", [1, 4])
 def test_the_photo_decision_is_what_score_decides(tmp_path, views):
     """At the stored threshold and views, photos of sizes off the 16-pixel cell (batched
-    when of one size) get score's score, decision and map."""
+    when of one size) get score's score, decision, map and box."""
     probe = Scorer(_weights(tmp_path, "probe", views=views), threshold=0.5)
     shapes = [(70, 90), (17, 33), (1, 1)]
     photos = {s: _photos(tmp_path, s) for s in shapes}
@@ -85,6 +90,7 @@ def test_the_photo_decision_is_what_score_decides(tmp_path, views):
             want = scorer.score(p)
             assert got["score"][i] == pytest.approx(want.score, abs=1e-5)
             assert bool(got["defect"][i]) == want.defect
+            assert got["box"][i].tolist() == (list(want.box) if want.defect else [-1] * 4)
             np.testing.assert_allclose(got["map"][i], want.cell_map, atol=1e-5)
             assert got["map"][i].shape == (-(-shape[0] // 16), -(-shape[1] // 16))
             flagged += want.defect
@@ -208,7 +214,8 @@ def test_the_photo_decision_served_and_empty_images_refused(tmp_path):
         client = th.InferenceServerClient(server.http_url)
         meta = client.get_model_metadata("line")
         assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [
-            ("score", "FP32"), ("defect", "BOOL"), ("map", "FP32"), ("threshold", "FP32")]
+            ("score", "FP32"), ("defect", "BOOL"), ("map", "FP32"), ("threshold", "FP32"),
+            ("box", "INT64")]
         assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1]}]
         img = images_mod.read_gray(photo)[None]
         inp = th.InferInput("image", list(img.shape), "UINT8")
@@ -442,9 +449,55 @@ def test_a_model_folder_holding_the_photo_decision_serves_it(tmp_path):
     folder.mkdir()
     shutil.copy(out["photo_onnx"], folder / "model.onnx")
     served = ServedModel("crack-line", str(folder))
-    assert [o.name for o in served.outputs] == PHOTO_OUTPUTS
+    assert [o.name for o in served.outputs] == DECISION_OUTPUTS
     assert served.model.framework == "onnx" and served.inputs[0].datatype == "UINT8"
 
 
 def test_the_packaged_weights_get_no_photo_decision():
     assert not (WEIGHTS / "defect-3dcnn-lstm.photo.onnx").exists()
+
+
+@pytest.mark.parametrize("stride, level", [(16.0, 0.5), (16 / 0.75, 0.5), (8.0, 3.25)])
+def test_the_box_in_the_graph_is_the_box_score_draws(stride, level):
+    """The photo decision's ``box`` is ``box_from_map``'s, map for map: random maps of hot
+    streaks and specks with gaps of one to three cells (two are bridged, three not), the
+    peak alone when nothing reaches the level, cells of a fractional size (a model trained at
+    3/4 size), photos whose last cell is cut; -1 on each side for a photo not flagged."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from deepseek.manufacturing.model import _with_box
+    from deepseek.manufacturing.stream import box_from_map
+
+    ins = [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", "h", "w"]),
+           helper.make_tensor_value_info("cells", TensorProto.FLOAT, ["batch", "ch", "cw"]),
+           helper.make_tensor_value_info("flag", TensorProto.BOOL, ["batch"])]
+    outs = [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["batch", "ch", "cw"]),
+            helper.make_tensor_value_info("defect", TensorProto.BOOL, ["batch"])]
+    graph = helper.make_graph([helper.make_node("Identity", ["cells"], ["map"]),
+                               helper.make_node("Identity", ["flag"], ["defect"])], "g", ins,
+                              outs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    session = ort.InferenceSession(_with_box(model.SerializeToString(), stride, level),
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(int(stride * 10))
+    for trial in range(60):
+        ch, cw = int(rng.integers(1, 12)), int(rng.integers(1, 30))
+        maps = rng.uniform(0, level * 0.9, (2, ch, cw)).astype(np.float32)
+        for m in maps:
+            for _ in range(int(rng.integers(0, 4))):  # streaks with gaps, and specks
+                r, c = int(rng.integers(0, ch)), int(rng.integers(0, cw))
+                step = int(rng.integers(1, 5))
+                for k in range(int(rng.integers(1, 8))):
+                    if c + k * step < cw:
+                        m[r, c + k * step] = level * float(rng.uniform(1.0, 2.0))
+        shape = (int(ch * stride) - int(rng.integers(0, int(stride))), int(cw * stride))
+        shape = (max(shape[0], 1), shape[1])
+        flags = np.array([True, trial % 3 != 0])
+        box = session.run(["box"], {"image": np.zeros((2, *shape), np.uint8), "cells": maps,
+                                    "flag": flags})[0]
+        for m, b, f in zip(maps, box, flags):
+            want = list(box_from_map(m, shape, level, stride)) if f else [-1] * 4
+            assert b.tolist() == want, (trial, m.round(2).tolist(), shape)

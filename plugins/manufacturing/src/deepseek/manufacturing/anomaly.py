@@ -402,7 +402,8 @@ def export_memory_onnx(memory: PatchMemory, threshold: float | None = None,
         scale = float(crack.get("scale", CRACK_SCALE))
         cell, cost = max(STRIDE, photo_cell(scale)), photo_cost(scale)
     return export_decision(_MemoryDecision(), settings, ("patches_y", "patches_x"), opset,
-                           cell=cell, cost=cost, bit_depth=memory.meta.get("bit_depth"))
+                           cell=cell, cost=cost, bit_depth=memory.meta.get("bit_depth"),
+                           box=(FEATURE_STRIDE, float(np.float32(threshold))))
 
 
 def write_memory_onnx(path: str | Path, out: str | Path | None = None, *,

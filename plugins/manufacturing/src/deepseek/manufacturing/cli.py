@@ -1041,9 +1041,10 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
     (frame size free) and its still-photo form (each photo encoded once), which `stream` and
     `score` run in an edge install (no PyTorch), and its photo decision for `deepseek serve`
     (a gray photo of any size in; its crack probability, the decision at the stored
-    threshold, the cell map and the threshold out, scaled and viewed as `score` does). A
-    good-parts memory (train --good-only's memory.safetensors) gets its photo decision
-    alone (the anomaly score, the decision, the patch distances and the threshold). Needs
+    threshold, the cell map, the threshold and the box score draws out, scaled and viewed as
+    `score` does). A good-parts memory (train --good-only's memory.safetensors) gets its
+    photo decision alone (the anomaly score, the decision, the patch distances, the
+    threshold and the box). Needs
     PyTorch and the ONNX tools here (deepseek-manufacturing[full]); `train` writes them
     itself when they are installed.
 

@@ -37,6 +37,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -350,6 +351,8 @@ def export_still_onnx(model: DefectNet, frames: int | None = None, opset: int = 
 
 #: a part photo's decision (:func:`export_photo_onnx`): its inputs and outputs
 PHOTO_INPUTS, PHOTO_OUTPUTS = ["image"], ["score", "defect", "map", "threshold"]
+#: what a photo decision answers: the traced outputs and the box added after (_with_box)
+DECISION_OUTPUTS = [*PHOTO_OUTPUTS, "box"]
 #: the photo size the photo graph declares as its example (the server times it on it)
 PHOTO_EXAMPLE = [1, 512, 512]
 
@@ -494,9 +497,12 @@ class CameraWords(nn.Module):
 
 def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tuple[str, str],
                     opset: int = 17, cell: int = STRIDE, cost: float = 1.0,
-                    bit_depth: int | None = None, **meta: str) -> bytes:
+                    bit_depth: int | None = None, *, box: tuple[float, float],
+                    **meta: str) -> bytes:
     """A photo decision ``wrapper`` (a module holding its network as ``net``: ``image`` ->
-    ``score``, ``defect``, ``map``, ``threshold``) as an ONNX graph (bytes), every size free
+    ``score``, ``defect``, ``map``, ``threshold``) as an ONNX graph (bytes), with the box
+    ``score`` draws around a flagged photo's defect added (:func:`_with_box`; ``box``: the
+    map's cell in the photo's pixels and the map level of the box's cells), every size free
     (the map's axes named ``map_axes``), the example photo, the ``cell`` it pads a photo's
     sides to (in the photo's pixels: :func:`photo_cell`) and its ``cost``
     (:func:`photo_cost`) declared, and ``settings`` in its metadata
@@ -525,8 +531,99 @@ def export_decision(wrapper: nn.Module, settings: dict[str, Any], map_axes: tupl
     if bit_depth:  # traced from 32-bit integers (PyTorch exports no 16-bit unsigned input)
         graph = _words_input(graph)
         declared["range"] = [0, (1 << int(bit_depth)) - 1]
+    graph = _with_box(graph, *box)
     return _declare_inputs(graph, [declared],
                            **{PHOTO_META_KEY: json.dumps(settings), **meta})
+
+
+def _with_box(graph: bytes, stride: float, level: float) -> bytes:
+    """``graph`` (a photo decision) with a fifth output, ``box`` (INT64 ``B x 4``): the pixel
+    box ``score`` gives a flagged photo (:func:`deepseek.manufacturing.stream.box_from_map`:
+    the cells at or above ``level`` that reach the map's hottest cell through one another,
+    gaps of up to two cells bridged, each cell ``stride`` of the photo's pixels), and -1 on
+    each side for a photo not flagged. The flood runs as a Loop of 3 x 3 max-pools held to
+    the cells within one of a hot cell, until it stops growing."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(graph)
+    g = model.graph
+    p = "box/"
+
+    def const(name: str, value: Any, dtype: Any) -> str:
+        g.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=dtype),
+                                                     p + "c_" + name))
+        return p + "c_" + name
+
+    def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
+        g.node.append(helper.make_node(op, inputs, [p + out], **attrs))
+        return p + out
+
+    level_c, stride_c = const("level", level, np.float32), const("stride", stride, np.float64)
+    one, zero = const("one", 1, np.int64), const("zero", 0, np.int64)
+    unit = const("unit", 1.0, np.float64)
+    axis1 = const("axis1", [1], np.int64)
+    m4 = node("Unsqueeze", ["map", axis1], "m4")
+    hot = node("Cast", [node("GreaterOrEqual", [m4, level_c], "hot_b")], "hot",
+               to=TensorProto.FLOAT)
+    pool = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}
+    reach = node("MaxPool", [hot], "reach", **pool)
+    flat = node("Reshape", [m4, const("flat", [0, -1], np.int64)], "flat")
+    peak = node("ArgMax", [flat], "peak", axis=1, keepdims=1)
+    n = node("Gather", [node("Shape", [flat], "flat_shape"), one], "n", axis=0)
+    pos = node("Unsqueeze", [node("Range", [zero, n, one], "pos1"),
+                             const("axis0", [0], np.int64)], "pos")
+    seed = node("Reshape", [node("Cast", [node("Equal", [pos, peak], "seed_b")], "seed_f",
+                                 to=TensorProto.FLOAT), node("Shape", [m4], "m4_shape")],
+                "seed")
+    body = helper.make_graph(
+        [helper.make_node("MaxPool", ["region_in"], ["grown"], **pool),
+         helper.make_node("Mul", ["grown", reach], ["region_out"]),
+         helper.make_node("Sub", ["region_out", "region_in"], ["gained"]),
+         helper.make_node("ReduceMax", ["gained"], ["most"], keepdims=0),
+         helper.make_node("Greater", ["most", p + "c_nothing"], ["cond_out"])],
+        "box_flood",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("region_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("region_out", TensorProto.FLOAT, None)])
+    const("nothing", 0.0, np.float32)
+    region = node("Loop", [n, const("go", True, np.bool_), seed], "region", body=body)
+    found = node("Mul", [region, hot], "found")
+    any_found = node("Greater", [node("ReduceMax", [found], "found_max", axes=[1, 2, 3],
+                                      keepdims=1), p + "c_nothing"], "any_found")
+    cells = node("Where", [any_found, found, seed], "cells")
+    rows = node("ReduceMax", [cells], "rows", axes=[1, 3], keepdims=0)
+    cols = node("ReduceMax", [cells], "cols", axes=[1, 2], keepdims=0)
+    shape = node("Shape", ["image"], "image_shape")
+    sides = []
+    for name, along, size_axis in (("x", cols, 2), ("y", rows, 1)):
+        first = node("Cast", [node("ArgMax", [along], f"{name}_first", axis=1, keepdims=0)],
+                     f"{name}_first_d", to=TensorProto.DOUBLE)
+        last = node("Cast", [node("ArgMax", [along], f"{name}_last", axis=1, keepdims=0,
+                                  select_last_index=1)], f"{name}_last_d",
+                    to=TensorProto.DOUBLE)
+        side = node("Cast", [node("Gather", [shape, const(f"{name}_axis", size_axis,
+                                                            np.int64)], f"{name}_size",
+                                  axis=0)], f"{name}_size_d", to=TensorProto.DOUBLE)
+        lo = node("Floor", [node("Mul", [first, stride_c], f"{name}_lo_f")], f"{name}_lo")
+        hi = node("Floor", [node("Min", [
+            node("Sub", [side, unit], f"{name}_edge"),
+            node("Sub", [node("Mul", [node("Add", [last, unit], f"{name}_after"), stride_c],
+                              f"{name}_hi_end"), unit], f"{name}_hi_f")], f"{name}_hi_c")],
+                  f"{name}_hi")
+        sides.append((lo, hi))
+    (x0, x1), (y0, y1) = sides
+    cols4 = [node("Unsqueeze", [v, axis1], f"col{i}") for i, v in enumerate((x0, y0, x1, y1))]
+    box_d = node("Concat", cols4, "box_d", axis=1)
+    box_i = node("Cast", [box_d], "box_i", to=TensorProto.INT64)
+    flagged = node("Unsqueeze", ["defect", axis1], "flagged")
+    g.node.append(helper.make_node("Where", [flagged, box_i, const("none", [-1] * 4,
+                                                                  np.int64)], ["box"]))
+    g.output.append(helper.make_tensor_value_info("box", TensorProto.INT64, ["batch", 4]))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 def _words_input(graph: bytes) -> bytes:
@@ -564,7 +661,7 @@ def export_photo_onnx(model: DefectNet, threshold: float, *, frames: int | None 
     return export_decision(
         PhotoDecision(model, threshold, frames=frames, views=views, scale=scale), settings,
         ("cells_y", "cells_x"), opset, cell=photo_cell(scale), cost=photo_cost(scale),
-        bit_depth=bit_depth,
+        bit_depth=bit_depth, box=(STRIDE / scale, 0.5),
         **{FRAMES_META_KEY: str(frames)})
 
 
