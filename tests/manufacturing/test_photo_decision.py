@@ -463,7 +463,6 @@ def test_the_box_in_the_graph_is_the_box_score_draws(stride, level):
     streaks and specks with gaps of one to three cells (two are bridged, three not), the
     peak alone when nothing reaches the level, cells of a fractional size (a model trained at
     3/4 size), photos whose last cell is cut; -1 on each side for a photo not flagged."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
