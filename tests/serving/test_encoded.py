@@ -15,7 +15,7 @@ import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
 from deepseek import hookimpl
-from deepseek.errors import DeepSeekError, InputTooLargeError, ModelLoadError
+from deepseek.errors import DeepSeekError, InputTooLargeError
 from deepseek.plugins import temporary_plugin
 from deepseek.serving import DeepSeekServing
 
@@ -188,17 +188,30 @@ def test_decoded_pixels_count_against_the_memory_budget(tmp_path):
         assert server.memory.used == 0 and server.memory.peak >= (side // 2) ** 2
 
 
-@pytest.mark.parametrize("reader, says", [
-    ("jpeg", "through reader 'jpeg', which no installed plugin registers as a reader of kind "
-             "'encoded' (there are: "),
-    ("raw8-frames", "reader 'raw8-frames', which no installed plugin registers"),
-])
-def test_a_model_whose_decoder_is_not_installed_is_refused_at_start_up(tmp_path, reader,
-                                                                        says):
+@pytest.mark.parametrize("reader", ["jpeg", "raw8-frames"])
+def test_a_model_whose_decoder_is_not_installed_is_served_without_files(tmp_path, reader,
+                                                                        caplog):
+    """An image with the core alone (KServe's edge runtime) serves a photo decision whose
+    reader is in a plugin it lacks: the pixels are answered, a file is a 400 that names the
+    reader and the fix, and start-up says so (before that reader existed such models were
+    served; refusing them would leave an InferenceService never Ready)."""
     with temporary_plugin(RawPlugin, name="raw-files"), \
-            pytest.raises(ModelLoadError, match="same.onnx: input 'image' takes encoded") as err:
-        DeepSeekServing(models={"same": _graph(tmp_path, reader)}, port=0, grpc_port=None)
-    assert says in str(err.value) and "raw8" in str(err.value).split("there are: ")[1]
+            DeepSeekServing(models={"same": _graph(tmp_path, reader)}, port=0, grpc_port=None,
+                            calibrate=False) as server:
+        spec = server.models["same"].inputs[0]
+        pixels = httpx.post(f"http://{server.http_url}/v2/models/same/infer", json={
+            "inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 1, 2],
+                        "data": [3, 4]}]})
+        files = _post(server, [encode(np.zeros((2, 2), np.uint8))])
+    assert spec.decode is None
+    says = (f"same.onnx: input 'image' takes encoded files through reader '{reader}', which "
+            "no installed plugin registers as a reader of kind 'encoded' (there are: ")
+    assert says in spec.decode_missing and "raw8" in spec.decode_missing.split("there are: ")[1]
+    assert says in caplog.text and "serving its image without files" in caplog.text
+    assert pixels.status_code == 200 and pixels.json()["outputs"][0]["data"] == [3, 4]
+    assert files.status_code == 400
+    assert "input 'image' must be UINT8, got BYTES (no files here: " in files.json()["error"]
+    assert "install the plugin that wrote the model to take files" in files.json()["error"]
 
 
 def test_a_decoder_that_does_not_take_what_the_server_passes_is_not_registered():

@@ -53,23 +53,21 @@ def _ort_datatype(where: str, name: str, kind: str) -> str:
     return _ORT_TO_V2[kind]
 
 
-def _check_decoder(where: str, name: str, reader: str) -> None:
-    """The reader ``reader`` an input declares to decode its files with is registered, of
-    kind ``encoded``.
-
-    Raises:
-        ModelLoadError: it is not, naming the file, the input and the readers there are."""
+def _missing_decoder(where: str, name: str, reader: str) -> str | None:
+    """None when the reader ``reader`` an input declares to decode its files with is
+    registered, of kind ``encoded``; else why not, naming the file, the input, the readers
+    there are and the fix. The model is served all the same: its input still takes its own
+    datatype (an image with only the core installed serves a photo decision's pixels)."""
     from deepseek.plugins import readers
 
     reg = readers()
     if reader in reg and reg.entry(reader).meta.get("kind") == ENCODED_KIND:
-        return
+        return None
     there = sorted(e.name for e in reg.entries() if e.meta.get("kind") == ENCODED_KIND)
-    raise ModelLoadError(f"{where}: input {name!r} takes encoded files through reader "
-                         f"{reader!r}, which no installed plugin registers as a reader of "
-                         f"kind {ENCODED_KIND!r} (there are: {', '.join(there) or 'none'}); "
-                         "install the plugin that wrote the model (deepseek plugins lists "
-                         "what is installed)")
+    return (f"{where}: input {name!r} takes encoded files through reader {reader!r}, which no "
+            f"installed plugin registers as a reader of kind {ENCODED_KIND!r} (there are: "
+            f"{', '.join(there) or 'none'}); install the plugin that wrote the model to take "
+            "files (deepseek plugins lists what is installed)")
 
 
 class ServedModel:
@@ -119,19 +117,18 @@ class ServedModel:
 
             where = str(getattr(m, "onnx_path", None) or f"model {self.name!r}")
             declared = declared_onnx_inputs(m.session, where)
-            for name, d in declared.items():
-                if d.get("decode"):
-                    _check_decoder(where, name, d["decode"])
-            return [TensorSpec(i.name, _ort_datatype(where, i.name, i.type),
-                               [d if isinstance(d, int) else -1 for d in i.shape],
-                               declared.get(i.name, {}).get("multiple"),
-                               declared.get(i.name, {}).get("example"),
-                               declared.get(i.name, {}).get("cell"),
-                               declared.get(i.name, {}).get("cost", 1.0),
-                               declared.get(i.name, {}).get("follows"),
-                               declared.get(i.name, {}).get("range"),
-                               declared.get(i.name, {}).get("decode"))
-                    for i in m.session.get_inputs()]
+            specs = []
+            for i in m.session.get_inputs():
+                d = declared.get(i.name, {})
+                why = d.get("decode") and _missing_decoder(where, i.name, d["decode"])
+                if why:
+                    log.warning("%s; serving its %s without files", why, i.name)
+                specs.append(TensorSpec(
+                    i.name, _ort_datatype(where, i.name, i.type),
+                    [n if isinstance(n, int) else -1 for n in i.shape], d.get("multiple"),
+                    d.get("example"), d.get("cell"), d.get("cost", 1.0), d.get("follows"),
+                    d.get("range"), None if why else d.get("decode"), why or None))
+            return specs
         if m.inputs:
             return [TensorSpec(i["name"], TORCH_NAME_TO_V2.get(i.get("dtype", "float32"), "FP32"),
                                [int(d) for d in i["shape"]],

@@ -92,6 +92,8 @@ class TensorSpec:
     follows: list[tuple[str, int, int] | None] | None = None
     value_range: tuple[float, float] | None = None
     decode: str | None = None
+    #: why an input that declares a reader takes no files here (the reader is not installed)
+    decode_missing: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready metadata."""
@@ -504,8 +506,10 @@ def validate_inputs(model: str, specs: list[TensorSpec], arrays: dict[str, np.nd
         a = arrays[s.name]
         if datatypes.get(s.name) != s.datatype:
             files = " (or BYTES: one encoded file per item)" if s.decode else ""
+            why = (f" (no files here: {s.decode_missing})"
+                   if s.decode_missing and datatypes.get(s.name) == "BYTES" else "")
             raise InferenceError(f"model '{model}': input '{s.name}' must be "
-                                 f"{s.datatype}{files}, got {datatypes.get(s.name)}")
+                                 f"{s.datatype}{files}, got {datatypes.get(s.name)}{why}")
         if s.shape and len(a.shape) != len(s.shape) or any(d != -1 and d != n for d, n in
                                                zip(s.shape, a.shape)):
             raise InferenceError(f"model '{model}': input '{s.name}' has shape {list(a.shape)}; "
