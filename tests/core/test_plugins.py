@@ -402,3 +402,23 @@ def test_import_deepseek_does_not_import_torch():
     code = "import sys, deepseek; assert 'torch' not in sys.modules, 'torch imported'; " \
            "from deepseek import ModelLoader; assert 'torch' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_plugin_registered_again_has_its_errors_seen_again():
+    """A plugin removed and registered again (tests, notebooks) registers again: the
+    registries built with it before are dropped, so its errors are recorded the second time
+    too (before, the registry cached with it was reused and its errors, forgotten when it
+    was removed, were not seen)."""
+    from deepseek.plugins import metrics, plugin_infos
+
+    class Twice:
+        @staticmethod
+        @hookimpl
+        def register_metrics(register):
+            register("twice-bad-metric", lambda only: {})
+
+    for _ in range(2):
+        with temporary_plugin(Twice, name="twice"):
+            assert "twice-bad-metric" not in metrics()
+            errors = next(i for i in plugin_infos() if i.name == "twice").errors
+            assert "takes 1 positional argument(s)" in errors["register_metrics"]

@@ -179,9 +179,11 @@ class Plugins:
         return registered
 
     def unregister(self, name: str) -> None:
-        """Remove the plugin registered as ``name`` and forget its errors."""
+        """Remove the plugin registered as ``name`` and forget its errors, and the registries
+        built with it (the same plugin registered again registers again, its errors seen)."""
         self.pm.unregister(name=name)
         self._hook_errors.pop(name, None)
+        self._cache.clear()
 
     @contextlib.contextmanager
     def temporary(self, plugin: object, name: str | None = None) -> Iterator[str]:
