@@ -46,6 +46,9 @@ over seeds, the time and the baseline. Rows, all scored image by image on the va
   half's good photos, the threshold tried on the other half, both ways round, the recall
   and false-alarm rate pooled (no crack used to set it; with about 35 good photos a half, 1 %
   cannot be resolved and the threshold lies above all of them, as ``calibrate`` warns).
+  And the val photos' files sent as they are to ``deepseek serve`` of each model's photo
+  decision over gRPC (``served_files``), as a line sends them: held to ``score``'s
+  decisions, boxes and scores (goals).
   The supervised goals are read from this row
   (the good-only goals from the memory, the default, and from the pasted row), among them
   whether the stored threshold keeps its promise on val: its false alarms at or below the
@@ -313,6 +316,41 @@ def calibrated_halves(model: Path | str, va_y: np.ndarray, va_s: np.ndarray,
     return out
 
 
+def served_replay(model: Path | str, paths: list[Path], results: list) -> dict:
+    """The val photos' files (JPEG as they are) sent one by one over gRPC to ``deepseek
+    serve`` of the run's photo decision (``model.photo.onnx``, which ``train`` writes),
+    started in this process, against ``score``'s ``results`` for them: the decisions, the
+    largest score difference and the boxes; the bytes sent against those of the gray
+    pixels."""
+    import tritonclient.grpc as grpcclient
+
+    from deepseek.manufacturing.runtime import PHOTO_SUFFIX
+    from deepseek.serving import DeepSeekServing
+
+    photo = Path(model).with_name(Path(model).name.removesuffix(".safetensors") +
+                                  PHOTO_SUFFIX)
+    got = []
+    t0 = time.perf_counter()
+    with DeepSeekServing(models={"line": str(photo)}, port=0, grpc_port=0,
+                         calibrate=False) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_address)
+        for p in paths:
+            inp = grpcclient.InferInput("image", [1], "BYTES")
+            inp.set_data_from_numpy(np.array([p.read_bytes()], dtype=object))
+            out = client.infer("line", [inp])
+            got.append((float(out.as_numpy("score")[0]), bool(out.as_numpy("defect")[0]),
+                        out.as_numpy("box")[0].tolist()))
+    seconds = time.perf_counter() - t0
+    return {"photos": len(paths), "seconds": round(seconds, 2),
+            "decisions_equal": all(g[1] == r.defect for g, r in zip(got, results)),
+            "boxes_equal": all(g[2] == (list(r.box) if r.defect else [-1] * 4)
+                               for g, r in zip(got, results)),
+            "max_score_difference": float(max(abs(g[0] - r.score)
+                                              for g, r in zip(got, results))),
+            "bytes_sent": sum(p.stat().st_size for p in paths),
+            "bytes_as_pixels": sum(r.width * r.height for r in results)}
+
+
 def on_val(model: Path | str, thr: float, va_x: list, va_y: np.ndarray, data: Path) -> dict:
     """``model`` (weights, a memory or a DRAEM model) scored on the val split: AUROC, recall
     and false-positive rate at ``thr``, the best recall at <= 1 %, its maps' pixel figures and
@@ -488,6 +526,7 @@ def main() -> None:
         t_fit = time.perf_counter() - t0
         va_r = score_images(va_x, res["model"], progress=False)
         va_s = np.array([r.score for r in va_r])
+        served = served_replay(res["model"], va_x, va_r)
         got = at(va_s, va_y, res["threshold"])
         n_hit = int(round(got["recall"] * va_y.sum()))
         best = recall_at_fpr(va_s, va_y, 0.01)
@@ -522,6 +561,7 @@ def main() -> None:
                     "oof_auroc_by_views": res.get("oof_auroc_by_views")},
                 "val_recall": got["recall"], "val_fpr": round(got["fpr"], 4),
                 "val_recall_ci95": wilson_interval(n_hit, int(va_y.sum())),
+                "served_files": served,
                 "calibrated_on_val_halves": own,
                 "expected": res["expected"], "threshold": res["threshold"],
                 "val_best_recall_at_fpr_0.01": best[1],
@@ -817,6 +857,17 @@ def goals(rows: dict, seeds: int, data_set: DataSet = DATA_SETS["kolektorsdd"]) 
             goal(f"{pre}supervised training on 2 cores within 10 minutes, slowest of {seeds} "
                  "seeds", sup["train_fit_seconds"]["max"], "<= 600", "s",
                  sup["train_fit_seconds"]["max"] <= 600)]
+        # the val files through the server, as a line sends them: score's answers
+        runs = sup["runs"]
+        same = [r["served_files"]["decisions_equal"] and r["served_files"]["boxes_equal"]
+                for r in runs]
+        diff = max(r["served_files"]["max_score_difference"] for r in runs)
+        out += [
+            goal(f"{pre}supervised: the val photos' files served (deepseek serve of "
+                 f"model.photo.onnx, gRPC) get score's decisions and boxes, every one of "
+                 f"{seeds} seeds", sum(same), f"== {seeds}", "seeds", all(same)),
+            goal(f"{pre}supervised: the val photos' files served, largest score difference "
+                 f"from score's, {n}", diff, "<= 1e-5", "probability", diff <= 1e-5)]
         # cracks running another way than in training: a goal for models trained every way
         if "turned_quarter_val_auroc" in sup and all(r.get("rotate") == "any"
                                                      for r in sup["runs"]):
