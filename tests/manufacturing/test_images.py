@@ -463,6 +463,13 @@ def test_a_photo_sent_as_bytes_decodes_as_score_reads_its_file(tmp_path, opencv,
                                                          "16-bit words"):
                 decode_photo(data, dtype=np.uint16, where=p.name)
     assert decode_photo((tmp_path / "side.jpg").read_bytes()).shape == (41, 29)
+    # by name through the reader registry, given a path: the file's bytes
+    import deepseek
+
+    side = tmp_path / "side.jpg"
+    assert np.array_equal(deepseek.open(side, reader="part-photo"), read_gray(side))
+    with pytest.raises(ManufacturingError, match="gone.jpg: cannot read the file"):
+        decode_photo(tmp_path / "gone.jpg")
 
 
 def test_a_photo_sent_as_bytes_is_refused_before_it_is_decoded(tmp_path, monkeypatch):

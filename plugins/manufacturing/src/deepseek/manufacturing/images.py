@@ -269,9 +269,9 @@ def read_gray(path: str | Path, *, decoder: str = "auto", bit_depth: int | None 
 _MODE_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
 
 
-def decode_photo(data: bytes, *, dtype: Any = np.uint8, max_pixels: int | None = None,
-                 reserve: Callable[[int], None] | None = None, where: str = "photo"
-                 ) -> np.ndarray:
+def decode_photo(data: bytes | str | os.PathLike, *, dtype: Any = np.uint8,
+                 max_pixels: int | None = None, reserve: Callable[[int], None] | None = None,
+                 where: str | None = None) -> np.ndarray:
     """An encoded part photo (a JPEG, PNG, TIFF, BMP, WebP, PNM or JPEG 2000 file's bytes)
     as the gray pixels a photo decision takes, read as ``score`` reads the file: turned
     upright by its EXIF orientation, colour converted with OpenCV's arithmetic, a JPEG cut
@@ -279,7 +279,8 @@ def decode_photo(data: bytes, *, dtype: Any = np.uint8, max_pixels: int | None =
     uint16: a camera's 16-bit words as they are (gray at 16 bits; a model trained with
     ``--bit-depth`` scales them in its graph as ``score`` scales the file), where a file of
     8-bit pixels is refused. The reader of kind ``encoded`` the photo decisions declare
-    (``deepseek serve`` decodes a file sent as BYTES with it).
+    (``deepseek serve`` decodes a file sent as BYTES with it); given a path (``deepseek
+    read FILE --reader part-photo``), the file's bytes.
 
     The header is read first: a picture of more than ``max_pixels`` pixels is refused with
     :class:`~deepseek.errors.InputTooLargeError` before any of it is decoded, and
@@ -289,6 +290,13 @@ def decode_photo(data: bytes, *, dtype: Any = np.uint8, max_pixels: int | None =
 
     from deepseek.errors import InputTooLargeError
 
+    if isinstance(data, (str, os.PathLike)):
+        where = where or str(data)
+        try:
+            data = Path(data).read_bytes()
+        except OSError as exc:
+            raise ManufacturingError(f"{where}: cannot read the file ({exc.strerror})") from None
+    where = where or "photo"
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
         raise ManufacturingError(f"{where}: a photo decodes to uint8 or uint16 gray, not "
