@@ -16,6 +16,9 @@ from deepseek.manufacturing.formats import BIT_DEPTHS, SCALE_RANGE
 
 #: exit status of `stream` when its source failed: lost for good, or a file cut short
 EXIT_SOURCE_FAULT = 3
+#: what the served photo decision takes and answers, as export says it
+SERVED_TAKES = ("the photo's pixels, or its file as BYTES; it answers score, defect, map, "
+                "threshold and the box score draws")
 
 SOURCE_HELP = ("SOURCE is a video file, cam:N, an rtsp:// or http:// URL, a GStreamer pipeline "
                "ending in appsink, an image folder, or synthetic:?seed=N&frames=N.")
@@ -1093,7 +1096,7 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
                    f"memory's photo decision: anomaly score at threshold "
                    f"{decides['threshold']:.6g} ({decides['threshold_from']}), map of "
                    f"{decides['map_stride']}-pixel patches; serve it with `deepseek serve "
-                   f"{photo}`")
+                   f"{photo}` ({SERVED_TAKES})")
         return
     path = write_stream_onnx(weights, out, threshold=threshold, threshold_from=threshold_from)
     still, photo = still_path_for(path), photo_path_for(path)
@@ -1111,7 +1114,8 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
             if decides.get("bit_depth") else "")
     click.echo(f"{photo.name} decides at threshold {decides['threshold']:.6g} "
                f"({decides['threshold_from']}), views {decides['views']}, scale "
-               f"{decides['scale']:g}{bits}: serve it with `deepseek serve {photo}`")
+               f"{decides['scale']:g}{bits}: serve it with `deepseek serve {photo}` "
+               f"({SERVED_TAKES})")
     if decides["threshold_from"].startswith("none"):
         click.echo(f"warning: {weights} stores no threshold (not from train --folder): the "
                    "photo decision flags at 0.5; calibrate it on your parts (deepseek "
