@@ -224,8 +224,8 @@ class MemoryGraph:
             ManufacturingError: none there, a stale one (its recorded source is other
                 weights) or no onnxruntime, each with the command that fixes it."""
         from deepseek.extras import missing
-        from deepseek.loader import SOURCE_META_KEY, file_sha256, session_options
-        from deepseek.manufacturing.runtime import FULL_HINT, PHOTO_SUFFIX
+        from deepseek.loader import session_options
+        from deepseek.manufacturing.runtime import FULL_HINT, PHOTO_SUFFIX, exported_from
 
         weights = Path(weights)
         meta = memory_meta(weights)
@@ -244,8 +244,7 @@ class MemoryGraph:
 
         session = ort.InferenceSession(str(path), session_options(),
                                        providers=["CPUExecutionProvider"])
-        recorded = session.get_modelmeta().custom_metadata_map.get(SOURCE_META_KEY)
-        if recorded != file_sha256(weights):
+        if not exported_from(session, weights):
             raise ManufacturingError(f"{path} was not exported from {weights} (its recorded "
                                      f"source differs); {redo}")
         return cls(weights, meta, session, path)

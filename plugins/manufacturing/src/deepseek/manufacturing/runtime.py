@@ -121,6 +121,15 @@ def still_path_for(stream: str | Path) -> Path:
     return stream.with_name(stream.name.removesuffix(STREAM_SUFFIX) + STILL_SUFFIX)
 
 
+def exported_from(session: Any, weights: str | Path) -> bool:
+    """Whether the ONNX ``session``'s file records ``weights`` (their sha256) as its source:
+    an export made from other weights, or from these before they changed, is stale."""
+    from deepseek.loader import SOURCE_META_KEY, file_sha256
+
+    return session.get_modelmeta().custom_metadata_map.get(SOURCE_META_KEY) == \
+        file_sha256(weights)
+
+
 def photo_path_for(stream: str | Path) -> Path:
     """Where the photo-decision export that goes with a streaming export lives:
     ``<stem>.photo.onnx`` beside it (for ``deepseek serve``; ``score`` and the stream do not
@@ -232,10 +241,7 @@ class OnnxNet:
                                      f"{NAME} step (frame size and time must be free)")
         self.channels, self.keep, self.hidden = int(buf[1]), int(buf[2]), int(h[2])
         if weights is not None:
-            from deepseek.loader import SOURCE_META_KEY, file_sha256
-
-            recorded = self.session.get_modelmeta().custom_metadata_map.get(SOURCE_META_KEY)
-            if recorded != file_sha256(weights):
+            if not exported_from(self.session, weights):
                 raise ManufacturingError(
                     f"{self.path} was not exported from {weights} (its recorded source "
                     f"differs): re-export it with `deepseek manufacturing export {weights}` "
