@@ -324,11 +324,10 @@ def served_replay(model: Path | str, paths: list[Path], results: list) -> dict:
     pixels."""
     import tritonclient.grpc as grpcclient
 
-    from deepseek.manufacturing.runtime import PHOTO_SUFFIX
+    from deepseek.manufacturing.runtime import photo_beside
     from deepseek.serving import DeepSeekServing
 
-    photo = Path(model).with_name(Path(model).name.removesuffix(".safetensors") +
-                                  PHOTO_SUFFIX)
+    photo = photo_beside(model)
     got = []
     t0 = time.perf_counter()
     with DeepSeekServing(models={"line": str(photo)}, port=0, grpc_port=0,

@@ -225,13 +225,13 @@ class MemoryGraph:
                 weights) or no onnxruntime, each with the command that fixes it."""
         from deepseek.extras import missing
         from deepseek.loader import session_options
-        from deepseek.manufacturing.runtime import FULL_HINT, PHOTO_SUFFIX, exported_from
+        from deepseek.manufacturing.runtime import FULL_HINT, exported_from, photo_beside
 
         weights = Path(weights)
         meta = memory_meta(weights)
         if meta is None:
             raise ManufacturingError(f"{weights}: not a good-parts memory")
-        path = weights.with_name(weights.name.removesuffix(".safetensors") + PHOTO_SUFFIX)
+        path = photo_beside(weights)
         redo = (f"write it with `deepseek manufacturing export {weights}` (needs PyTorch: "
                 f"{FULL_HINT}), or score in an install with PyTorch")
         if missing("runtime"):
@@ -412,11 +412,10 @@ def write_memory_onnx(path: str | Path, out: str | Path | None = None, *,
     ``out`` (default: ``<stem>.photo.onnx`` beside it), stamped with the memory's sha256;
     returns where."""
     from deepseek.loader import SOURCE_META_KEY, file_sha256
-    from deepseek.manufacturing.runtime import PHOTO_SUFFIX
+    from deepseek.manufacturing.runtime import PHOTO_SUFFIX, photo_beside
 
     path = Path(path)
-    out = Path(out) if out is not None else path.with_name(
-        path.name.removesuffix(".safetensors") + PHOTO_SUFFIX)
+    out = Path(out) if out is not None else photo_beside(path)
     if not out.name.endswith(PHOTO_SUFFIX):
         raise ManufacturingError(f"--out {out}: name the photo decision <name>{PHOTO_SUFFIX}")
     graph = export_memory_onnx(PatchMemory.load(path), threshold,

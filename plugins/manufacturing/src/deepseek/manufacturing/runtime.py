@@ -130,6 +130,13 @@ def exported_from(session: Any, weights: str | Path) -> bool:
         file_sha256(weights)
 
 
+def photo_beside(weights: str | Path) -> Path:
+    """Where the photo decision of a ``.safetensors`` file lives: ``<stem>.photo.onnx``
+    beside it (``train`` and ``export`` write it there)."""
+    weights = Path(weights)
+    return weights.with_name(weights.name.removesuffix(".safetensors") + PHOTO_SUFFIX)
+
+
 def photo_path_for(stream: str | Path) -> Path:
     """Where the photo-decision export that goes with a streaming export lives:
     ``<stem>.photo.onnx`` beside it (for ``deepseek serve``; ``score`` and the stream do not
