@@ -43,8 +43,12 @@ $(DOCS_STAMP): $(STAMP) requirements-docs.txt
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements-docs.txt
 	@touch $@
 
+# the tutorials write their examples under tempfile's folder: a folder of the build's own,
+# removed after it whatever the build's outcome, so that builds leave nothing in /tmp
 docs: $(DOCS_STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/deepseek-docs.XXXXXX") && \
+	  TMPDIR="$$tmp" NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict; \
+	  rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 # The peers of benchmarks/serving.py (MLServer, KServe) in an environment of their own: they
 # are never dependencies of the package. uvloop<0.22: MLServer 1.7's inference workers fail

@@ -190,7 +190,8 @@ def test_callbacks_and_eval_fn():
 @pytest.mark.slow
 def test_ddp_two_ranks_match_single_process(tmp_path):
     script = Path(__file__).with_name("ddp_train.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
+    # TMPDIR: torchrun leaves a folder of its own in the temporary folder after every run
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path),
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
            "2", str(script), str(tmp_path), "4", "2"]

@@ -318,7 +318,7 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path, postgres_url, mo
     assert res.counts() == {"FAIL": 1, "COMPLETE": 2}  # the budget of 3, the killed one in
 
 
-def test_the_test_postgresql_server_dies_with_its_test_process(tmp_path):
+def test_the_test_postgresql_server_dies_with_its_test_process(request):
     """The fixture's own server cannot outlive a killed test run (PR_SET_PDEATHSIG)."""
     import os
     import signal
@@ -327,14 +327,20 @@ def test_the_test_postgresql_server_dies_with_its_test_process(tmp_path):
 
     if not pg_bin("postgres") or os.environ.get("DEEPSEEK_TEST_POSTGRES_URL"):
         pytest.skip("no PostgreSQL server binaries here, or CI's own server is used")
-    code = ("import sys, tempfile, pathlib; sys.path.insert(0, sys.argv[1]); "
-            "from tests.pg import start_postgres; "
-            "url, proc = start_postgres(pathlib.Path(tempfile.mkdtemp(prefix='deepseek-pg-'))); "
-            "print(proc.pid, flush=True); sys.stdin.read()")
+    import shutil
+    import tempfile
     from pathlib import Path
 
+    code = ("import sys, pathlib; sys.path.insert(0, sys.argv[1]); "
+            "from tests.pg import start_postgres; "
+            "url, proc = start_postgres(pathlib.Path(sys.argv[2])); "
+            "print(proc.pid, flush=True); sys.stdin.read()")
     root = str(Path(__file__).resolve().parents[2])
-    parent = subprocess.Popen([sys.executable, "-c", code, root], stdin=subprocess.PIPE,
+    # under /tmp itself (the postgres user cannot enter pytest's folders), made here so that
+    # it is removed here: the killed process cannot clean up after itself
+    pg_dir = tempfile.mkdtemp(prefix="deepseek-pg-")
+    request.addfinalizer(lambda: shutil.rmtree(pg_dir, ignore_errors=True))
+    parent = subprocess.Popen([sys.executable, "-c", code, root, pg_dir], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     pid = int(parent.stdout.readline())
     os.kill(parent.pid, signal.SIGKILL)
