@@ -126,7 +126,13 @@ def main() -> None:
     if args.quick:
         args.videos, args.frames, args.speed_frames = 2, 300, 600
         args.low_contrast_videos = 1
+    # the videos (40 MB in a full run) in a folder removed afterwards, whatever the outcome
+    with tempfile.TemporaryDirectory(prefix="defect-bench-") as tmp:
+        measure(args, Path(tmp))
 
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """The benchmark's runs and goals, its videos written under ``tmp``."""
     import torch
 
     from deepseek.manufacturing.metrics import event_metrics, frame_metrics
@@ -136,7 +142,6 @@ def main() -> None:
     from deepseek.manufacturing.training import BENCH_SEED0
 
     net = load_net("defect-3dcnn-lstm")
-    tmp = Path(tempfile.mkdtemp(prefix="defect-bench-"))
     results: dict = {}
 
     # ---------------------------------------------------------------- speed

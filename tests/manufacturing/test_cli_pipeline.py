@@ -152,6 +152,17 @@ def test_train_and_bench_commands(tmp_path):
     assert json.loads(res.output)["frames"] == 30
 
 
+def test_bench_on_its_own_video_leaves_nothing_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "bench", "--frames", "12",
+                                           "--backend", "onnxruntime", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["frames"] == 12
+    assert list(tmp_path.iterdir()) == []  # the synthetic video went with its folder
+
+
 def test_pipeline_report(tmp_path):
     from deepseek.plugins import pipelines
 

@@ -1010,13 +1010,13 @@ def bench(source: str | None, frames: int, backend: str, realtime: bool, as_json
     from deepseek.manufacturing.synthetic import SyntheticLine, write_video
     from deepseek.readers import open as open_source
 
-    if source is None:
-        tmp = Path(tempfile.mkdtemp(prefix="deepseek-bench-"))
-        source = str(write_video(tmp / "bench.avi", SyntheticLine(seed=700_000,
-                                                                   frames=frames))[0])
-    src = open_source(source, kind="frames", realtime=realtime,
-                      policy="drop-oldest" if realtime else "block")
-    rep = DefectStream(src, backend=backend).run()
+    with tempfile.TemporaryDirectory(prefix="deepseek-bench-") as tmp:
+        if source is None:  # the synthetic video goes with the folder once it is measured
+            source = str(write_video(Path(tmp) / "bench.avi",
+                                     SyntheticLine(seed=700_000, frames=frames))[0])
+        src = open_source(source, kind="frames", realtime=realtime,
+                          policy="drop-oldest" if realtime else "block")
+        rep = DefectStream(src, backend=backend).run()
     if as_json:
         click.echo(json.dumps(rep.summary(), indent=2, default=str))
         return
