@@ -304,3 +304,30 @@ def test_copies_of_an_image_count_once_in_calibration_and_evaluation(tmp_path, w
     assert len(results) == 10                                   # every file is scored ...
     ev = evaluate_scores(results, labelled)
     assert ev["images"] == 9 and ev["copies_left_out"] == 1     # ... and counted once
+
+
+def test_an_evaluation_decodes_no_photo_again(tmp_path, weights, monkeypatch):
+    """score --evaluate: the scoring keeps each photo's digest and darkness per map cell with
+    its map, so the evaluation reads only the labels, with the same figures as from the
+    photos decoded again (copies and the darkness reference included)."""
+    import dataclasses
+    import shutil
+
+    from deepseek.manufacturing import images
+    from deepseek.manufacturing.score import evaluate_scores
+
+    labelled = _parts(tmp_path / "labelled", 9, crack_every=3, seed=5)
+    shutil.copy(labelled / "p001.png", labelled / "p001b.png")
+    shutil.copy(labelled / "p001_mask.png", labelled / "p001b_mask.png")
+    results = score_images([labelled], weights, progress=False)
+    decoded = []
+    read_gray = images.read_gray
+    monkeypatch.setattr(images, "read_gray",
+                        lambda path, **kw: decoded.append(path) or read_gray(path, **kw))
+    ev = evaluate_scores(results, labelled)
+    assert decoded == [] and ev["copies_left_out"] == 1 and ev["pixel"]["images"] == 9
+    bare = [dataclasses.replace(r, pixels=None) for r in results]  # as a caller made them
+    again = evaluate_scores(bare, labelled)
+    assert len(decoded) >= 10  # each photo, the darkness reference's read again
+    assert json.dumps(again) == json.dumps(ev)
+    assert "pixels" not in results[0].to_dict()

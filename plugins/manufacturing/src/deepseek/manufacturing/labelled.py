@@ -83,6 +83,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1467,13 +1468,19 @@ def unlabelled(root: str | Path, files: list[Path],
 
 def read_labelled(root: str | Path, group_pattern: str | None = None,
                   cache_mb: float = CACHE_MB, scale: float = 1.0,
-                  bit_depth: int | None = None, spill: bool = True) -> list[LabelledImage]:
+                  bit_depth: int | None = None, spill: bool = True,
+                  known: Mapping[str, tuple[tuple[int, int], str]] | None = None
+                  ) -> list[LabelledImage]:
     """Every part image below ``root`` with its label (module docstring rules), its pixels
     and mask at ``scale`` (:func:`~deepseek.manufacturing.images.rescale`), a 16-bit file's
     pixels read over ``bit_depth`` bits (:func:`~deepseek.manufacturing.images.read_gray`).
     Pixels and masks stay in memory up to ``cache_mb`` in all; the rest go to a temporary
     file (:class:`SpillFile`; ``spill`` False, for a caller that uses each image once:
-    nowhere) or are read again when used."""
+    nowhere) or are read again when used.
+
+    ``known``: ``{str(path): ((h, w), pixel_digest)}`` of images the caller has already
+    decoded as ``bit_depth`` says (a scoring): those are not decoded here, and their pixels
+    are read again only if used. Only at ``scale`` 1."""
     from deepseek.manufacturing.images import (
         IMAGE_SUFFIXES,
         check_bit_depth,
@@ -1486,6 +1493,9 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
 
     scale = check_scale(scale)
     bit_depth = check_bit_depth(bit_depth)
+    known = known or {}
+    if known and scale != 1:
+        raise ValueError("known images are read at scale 1 only")
 
     root = Path(root)
     if not root.is_dir():
@@ -1503,8 +1513,9 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
     mostly: list[tuple[Path, float]] = []  # masks that mark most of their image
     names = FolderNames()
     for p in files:
-        img = read_gray(p, bit_depth=bit_depth)
-        shape = (int(img.shape[0]), int(img.shape[1]))
+        facts = known.get(str(p))
+        img = read_gray(p, bit_depth=bit_depth) if facts is None else None
+        shape = (int(img.shape[0]), int(img.shape[1])) if img is not None else facts[0]
         folder = _folder_label(p, root)
         label: Path | None = None
         entry = coco.get(p) if coco else None
@@ -1524,7 +1535,8 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
                                      f"but its {source} label says "
                                      f"{'defect' if defect else 'good'}; fix one of them")
         item = LabelledImage(p, defect, source, shape, label, group_of(p, root, group_pattern),
-                             scale=scale, digest=pixel_digest(img),
+                             scale=scale,
+                             digest=pixel_digest(img) if img is not None else facts[1],
                              coco=entry if source == "coco" else None, bit_depth=bit_depth)
         if scale != 1:
             img = rescale(img, scale)
@@ -1532,6 +1544,12 @@ def read_labelled(root: str | Path, group_pattern: str | None = None,
         if mask is not None and defect:
             r, c = np.nonzero(mask)
             item.rows, item.cols = r.tolist(), c.tolist()
+        if img is None:  # known: its pixels are the caller's, read again if used
+            if mask is not None and mask.nbytes <= budget:
+                item._mask = mask
+                budget -= mask.nbytes
+            out.append(item)
+            continue
         cost = img.nbytes + (mask.nbytes if mask is not None else 0)
         if cost <= budget:
             item.keep(img, mask)

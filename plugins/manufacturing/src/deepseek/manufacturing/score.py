@@ -78,13 +78,26 @@ class ImageScore:
     #: :data:`~deepseek.manufacturing.stream.TILE_ABOVE` pixels at the model's scale, whose
     #: score is then the highest tile's)
     tiles: int = 1
+    #: what :func:`evaluate_scores` needs of the pixels scored, kept with the map so that an
+    #: evaluation does not decode each photo again; not written to CSV or JSON
+    pixels: ScoredPixels | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The score as JSON-ready data (the probability map left out): what ``score --json``
         prints.
         """
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ("cell_map", "stride")}
+                if f.name not in ("cell_map", "stride", "pixels")}
+
+
+@dataclass(frozen=True)
+class ScoredPixels:
+    """Of the gray pixels an :class:`ImageScore` was made from (as :func:`read_gray` read
+    them at the model's bit depth): their :func:`~deepseek.manufacturing.labelled.
+    pixel_digest` (copies and training images are told by it) and their darkness per map
+    cell (:func:`darkness_cells`, the pixel reference of :func:`evaluate_scores`)."""
+    digest: str
+    darkness: np.ndarray = field(repr=False, compare=False)
 
 
 def score_image(net: Any, image: np.ndarray, frames: int = FRAMES, views: int = 1
@@ -266,18 +279,27 @@ class Scorer:
         anomaly map."""
         return 0.5 if self.memory is None else self.threshold
 
+    def read(self, path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+        """The gray pixels of the image at ``path`` as :func:`read_gray` gives them at the
+        model's bit depth, and the camera's 16-bit words where the model's graph takes them
+        (a memory of a ``--bit-depth`` camera scored through its photo decision; else
+        None), from one decoding of the file."""
+        p = Path(path)
+        if getattr(self.memory, "takes_words", False):  # the graph takes the camera's words
+            words = decode_photo(p.read_bytes(), dtype=np.uint16, where=str(p))
+            return to_gray(words, str(p), self.bit_depth), words
+        return read_gray(p, bit_depth=self.bit_depth), None
+
     def score(self, path: str | Path, heatmap: str | Path | None = None,
-              image: np.ndarray | None = None) -> ImageScore:
-        """Score the image at ``path`` (``image``: its pixels as :func:`read_gray` gives
-        them, when already read); write its overlay PNG to ``heatmap`` when given."""
+              image: tuple[np.ndarray, np.ndarray | None] | None = None,
+              keep_pixels: bool = False) -> ImageScore:
+        """Score the image at ``path`` (``image``: what :meth:`read` gives, when already
+        read); write its overlay PNG to ``heatmap`` when given. ``keep_pixels``: the result
+        carries :class:`ScoredPixels` for :func:`evaluate_scores`."""
         from deepseek.manufacturing.stream import box_from_map
 
         p = Path(path)
-        words = None
-        if getattr(self.memory, "takes_words", False):  # the graph takes the camera's words
-            words = decode_photo(p.read_bytes(), dtype=np.uint16, where=str(p))
-            image = to_gray(words, str(p), self.bit_depth)
-        img = read_gray(p, bit_depth=self.bit_depth) if image is None else image
+        img, words = self.read(p) if image is None else image
         if self.memory is None:  # at the scale the model was trained at
             scaled = rescale(img, self.scale)
             prob, pmap = score_image(self.net, scaled, self.frames, self.views)
@@ -297,10 +319,15 @@ class Scorer:
         if heatmap is not None:
             written = str(heatmap)
             write_heatmap(written, heatmap_overlay(img, shown, stride))
+        pixels = None
+        if keep_pixels:
+            from deepseek.manufacturing.labelled import pixel_digest
+
+            pixels = ScoredPixels(pixel_digest(img), darkness_cells(img, stride))
         return ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob, bool(defect),
                           box, written, self.threshold,
                           self.views if self.memory is None else 1, self.scale, pmap, stride,
-                          tiles)
+                          tiles, pixels)
 
     def score_files(self, files: list[Path], heatmaps: str | Path | None = None, *,
                     progress: bool | None = None,
@@ -317,14 +344,14 @@ class Scorer:
         for i, p in enumerate(tqdm(files, desc="scoring",
                                    disable=progress is False or len(files) < 20)):
             try:
-                img = read_gray(p, bit_depth=self.bit_depth)
+                read = self.read(p)
             except ManufacturingError as exc:
                 if unreadable is None:
                     raise
                 unreadable.append(UnreadableImage(i, str(p), str(exc)))
                 continue
             r = self.score(p, None if out_dir is None else out_dir / f"{i:05d}-{p.stem}.png",
-                           image=img)
+                           image=read, keep_pixels=keep_maps)
             if not keep_maps:
                 r.cell_map = None
             results.append(r)
@@ -365,7 +392,8 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
 
     ``keep_maps=False``: each result's defect map (``cell_map``) is let go once its box and
     heatmap are made, so that a folder of thousands of large photos is scored in bounded
-    memory (the maps are what :func:`evaluate_scores` needs for its pixel figures).
+    memory (the maps, and the :class:`ScoredPixels` kept with them, are what
+    :func:`evaluate_scores` needs for its pixel figures).
     ``backend``: what runs a crack network (:func:`~deepseek.manufacturing.stream.
     scoring_net`)."""
     scorer = Scorer(model, threshold=threshold, frames=frames, views=views, backend=backend)
@@ -402,9 +430,12 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
         upsample_map,
     )
 
-    # each image's pixels are used once here: none written to a temporary file
+    # each image's pixels are used once here: none written to a temporary file; the images
+    # scored with their ScoredPixels are not decoded again (their digests are known)
+    known = {r.path: ((r.height, r.width), r.pixels.digest) for r in results
+             if r.pixels is not None}
     items = {str(i.path): i for i in read_labelled(root, group_pattern, bit_depth=bit_depth,
-                                                   spill=False)}
+                                                   spill=False, known=known)}
     copies = {str(c.path) for i in items.values() for c in i.copies}
     missing = [r.path for r in results if r.path not in items and r.path not in copies]
     if missing:
@@ -451,7 +482,9 @@ def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.
             if mask is None:
                 mask = np.zeros(shape, np.uint8)
             acc.add(upsample_map(r.cell_map, shape, r.stride), mask)
-            dark.add(upsample_map(darkness_cells(item.image, r.stride), shape, r.stride), mask)
+            cells = (r.pixels.darkness if r.pixels is not None
+                     else darkness_cells(item.image, r.stride))
+            dark.add(upsample_map(cells, shape, r.stride), mask)
         out["pixel"] = {"images": len(located), **acc.result()}
         base = dark.result()
         out["pixel_references"] = {

@@ -31,7 +31,7 @@ def score_step(*, model: str = PACKAGED, threshold: float | None = None,
     def step(path: str) -> list[dict[str, Any]]:
         unreadable: list[UnreadableImage] = []
         results = scorer.score_files(image_paths([path]), progress=False,
-                                     unreadable=unreadable)
+                                     unreadable=unreadable, keep_maps=False)
         if unreadable and not results:
             raise ManufacturingError(unreadable[0].error if len(unreadable) == 1 else
                                      f"{path}: none of its {len(unreadable)} images could "
