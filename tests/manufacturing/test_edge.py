@@ -349,6 +349,15 @@ def test_photos_are_scored_on_the_current_exports_beside_the_weights_by_default(
         scoring_net(load_net("defect-3dcnn-lstm"), "onnxruntime")
     with pytest.raises(ManufacturingError, match="backend='tensorrt': use auto"):
         scoring_net(weights, "tensorrt")
+    with pytest.MonkeyPatch.context() as mp:  # an edge install: torch is not there to ask for
+        from deepseek.manufacturing import stream
+
+        mp.setattr(stream, "have_torch", lambda: False)
+        for ask in (lambda: scoring_net(weights, "torch"), lambda: make_step(edge, "torch")):
+            with pytest.raises(ManufacturingError, match=r"backend torch needs PyTorch, which "
+                               r"is not installed \(pip install \"deepseek-manufacturing"
+                               r"\[full\]\"\); this install (scores on|runs) onnxruntime"):
+                ask()
     # the CLI: the same decisions and scores on either backend
     folder = tmp_path / "parts"
     folder.mkdir()

@@ -276,17 +276,14 @@ def load_memory(model: str | Path, backend: str = "auto") -> PatchMemory | Memor
     Raises:
         ManufacturingError: an unknown backend, ``torch`` without PyTorch, or what
             :meth:`MemoryGraph.load` refuses."""
-    from deepseek.manufacturing.runtime import have_torch
+    from deepseek.manufacturing.runtime import have_torch, torch_missing
     from deepseek.manufacturing.stream import SCORE_BACKENDS
 
     if backend not in SCORE_BACKENDS:
         raise ManufacturingError(f"backend={backend!r}: use {', '.join(SCORE_BACKENDS)}")
     if backend == "torch" or (backend == "auto" and have_torch()):
         if not have_torch():
-            raise ManufacturingError("backend torch needs PyTorch, which is not installed (pip "
-                                     "install \"deepseek-manufacturing[full]\"); this install "
-                                     "scores a memory through its photo decision (--backend "
-                                     "auto)")
+            raise torch_missing("scores a memory through its photo decision")
         return PatchMemory.load(model)
     return MemoryGraph.load(model)
 

@@ -58,6 +58,13 @@ def have_torch() -> bool:
     return not missing("torch")
 
 
+def torch_missing(instead: str) -> ManufacturingError:
+    """The error for ``--backend torch`` where PyTorch is not installed; ``instead``: what
+    this install does with ``--backend auto`` (e.g. "scores on onnxruntime")."""
+    return ManufacturingError(f"backend torch needs PyTorch, which is not installed "
+                              f"({FULL_HINT}); this install {instead} (--backend auto)")
+
+
 def deepseek_meta(path: Any) -> dict[str, Any] | None:
     """The ``deepseek`` JSON metadata in a ``.safetensors`` file's header, read from the header
     alone: what a good-parts model (a patch memory, a DRAEM pair) keeps, its ``kind`` among

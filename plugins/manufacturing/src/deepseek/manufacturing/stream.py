@@ -41,6 +41,7 @@ from deepseek.manufacturing.runtime import (
     load_onnx_net,
     refuse_good_parts_model,
     stored_extra,
+    torch_missing,
 )
 
 if TYPE_CHECKING:
@@ -278,9 +279,7 @@ def scoring_net(model: Any, backend: str = "auto") -> DefectNet | OnnxNet:
     onnx_file = isinstance(model, OnnxNet) or str(model).endswith(".onnx")
     if backend == "torch":
         if not have_torch():
-            raise ManufacturingError("backend torch needs PyTorch, which is not installed (pip "
-                                     "install \"deepseek-manufacturing[full]\"); this install "
-                                     "scores on onnxruntime (--backend auto)")
+            raise torch_missing("scores on onnxruntime")
         if onnx_file:
             raise ManufacturingError(f"{model}: an ONNX export runs on onnxruntime; give "
                                      "--backend onnxruntime (or auto), or the .safetensors "
@@ -358,10 +357,7 @@ def make_step(net: DefectNet | OnnxNet, backend: str = "auto", threads: int | No
     if isinstance(net, OnnxNet):
         if backend == "torch":
             if not have_torch():
-                raise ManufacturingError(
-                    "backend torch needs PyTorch, which is not installed (pip install "
-                    "\"deepseek-manufacturing[full]\"); this install runs onnxruntime "
-                    "(--backend auto)")
+                raise torch_missing("runs onnxruntime")
             raise ManufacturingError(f"{net.source}: an ONNX export runs on onnxruntime; give "
                                      "--backend onnxruntime (or auto), or a .safetensors model")
         return OnnxStep(net, threads)
