@@ -5,7 +5,9 @@ decoded; the pixels are still taken as they are."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import httpx
 import numpy as np
@@ -21,6 +23,7 @@ from deepseek.serving import DeepSeekServing
 
 MAGIC = b"RAW8"
 CALLS: list[dict] = []
+DECODING, GO_ON = threading.Event(), threading.Event()
 
 
 def encode(pixels: np.ndarray) -> bytes:
@@ -40,6 +43,10 @@ def decode_raw(data, *, dtype=np.uint8, max_pixels=None, reserve=None, where="fi
         raise InputTooLargeError(f"{where}: {h} x {w} is over {max_pixels} pixels")
     reserve(h * w)
     CALLS[-1]["decoded"] = True
+    if data[8:] == b"wait":  # a slow decoding: held until the test lets it go on
+        DECODING.set()
+        assert GO_ON.wait(60)
+        return np.zeros((h, w), dtype)
     if len(data) == 9:  # one value for every pixel: a small file of a large picture
         return np.full((h, w), data[8], dtype)
     return np.frombuffer(data[8:8 + h * w], np.uint8).reshape(h, w).astype(dtype)
@@ -250,3 +257,30 @@ def test_a_json_body_carries_files_as_base64(served):
     assert "content_type 'pd' is not one this server reads BYTES as" in other.json()["error"]
     as_text = _post(served, shape=[1], data=[b64], parameters={"content_type": "str"})
     assert as_text.status_code == 400 and "not a RAW8 file" in as_text.json()["error"]
+
+
+def test_a_request_given_up_while_its_files_decode_gives_its_memory_back(served):
+    """A client that gives up (its deadline passed, or it went away) while its files are
+    decoding cancels its request; the decoding goes on to its end in its thread, and what it
+    reserved of the memory budget is given back then (before, it was held for good: a few
+    such requests would leave the server answering 503 to everyone)."""
+    DECODING.clear()
+    GO_ON.clear()
+    loop = served._loop
+    files = np.array([MAGIC + (6).to_bytes(2, "little") + (5).to_bytes(2, "little") + b"wait"],
+                     dtype=object)
+    request = asyncio.run_coroutine_threadsafe(
+        served.infer("same", {"image": files}, {"image": "BYTES"}), loop)
+    assert DECODING.wait(60)
+    assert served.memory.used == 30  # held while the file decodes
+    request.cancel()  # the request's task is cancelled on the server's loop ...
+
+    async def after_the_cancel():
+        return None
+
+    # ... which runs what was asked of it in order: the cancel has been delivered by now
+    asyncio.run_coroutine_threadsafe(after_the_cancel(), loop).result(60)
+    GO_ON.set()
+    # the decoding threads finish (the request's result reaches the loop before this does)
+    asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(60)
+    assert served.memory.used == 0

@@ -85,6 +85,16 @@ def decode_files(model: str, specs: list[TensorSpec], arrays: dict[str, np.ndarr
     return arrays, datatypes, held
 
 
+def release_decoded(job: Any) -> None:
+    """A done callback for a finished :func:`decode_files` job (a future) whose request was
+    given up before it ended: the memory its decoded pixels reserved is given back (a job
+    that raised has given its own back)."""
+    if job.cancelled() or job.exception() is not None:
+        return
+    for h in job.result()[2]:
+        h.release()
+
+
 def _one(head: str, spec: TensorSpec, entry: Any, i: int, data: Any, dtype: np.dtype,
          memory: MemoryBudget, max_pixels: int, held: list[Reservation]) -> np.ndarray:
     """Item ``i`` decoded by reader ``entry``, of at most ``max_pixels`` pixels (what the

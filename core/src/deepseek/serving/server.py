@@ -17,7 +17,7 @@ import numpy as np
 from deepseek import __version__
 from deepseek.batching import DynamicBatcher, QueueFull
 from deepseek.errors import DeepSeekError
-from deepseek.serving.encoded import decode_files, sends_files
+from deepseek.serving.encoded import decode_files, release_decoded, sends_files
 from deepseek.serving.limits import MemoryBudget, decode_cost, guarded_protocol, memory_limit
 from deepseek.serving.models import ServedModel, default_name
 from deepseek.serving.protocol import DEFAULT_MAX_ELEMENTS, InferenceError, validate_inputs
@@ -422,8 +422,17 @@ class DeepSeekServing:
             raise InferenceError("the server is shutting down; retry on another replica", 503)
         if not sends_files(model.inputs, datatypes):
             return await self._infer(name, model, arrays, datatypes, timeout_s)
-        arrays, datatypes, held = await asyncio.to_thread(
-            decode_files, name, model.inputs, arrays, datatypes, self.memory, self.max_elements)
+        # the decoding runs to its end in its thread even when the request is given up (a
+        # client's deadline, a cancelled call): then what it reserved is given back when it
+        # ends, not held for good
+        job = asyncio.get_running_loop().run_in_executor(
+            None, decode_files, name, model.inputs, arrays, datatypes, self.memory,
+            self.max_elements)
+        try:
+            arrays, datatypes, held = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            job.add_done_callback(release_decoded)
+            raise
         try:
             return await self._infer(name, model, arrays, datatypes, timeout_s)
         finally:
