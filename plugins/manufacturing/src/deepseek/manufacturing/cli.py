@@ -335,10 +335,26 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
                    "threshold was set on), else the memory's photo decision beside it "
                    "(memory.photo.onnx) on onnxruntime, about twice as fast, scores within "
                    "about 0.003.")
+@click.option("--watch", is_flag=True,
+              help="PATH is the folder a camera writes its photos into: score the photos "
+                   "there, then each new or rewritten photo once its file is complete, one "
+                   "line (with --json, one JSON object) per photo as it is scored, --csv "
+                   "appended row by row, until Ctrl-C or SIGTERM.")
+@click.option("--new-only", is_flag=True,
+              help="With --watch: leave the photos already in the folder; score what comes.")
+@click.option("--poll", is_flag=True,
+              help="With --watch: look for new photos every 300 ms instead of being told by "
+                   "the system (a network share written by another machine: the system is "
+                   "not told of its changes).")
+@click.option("--settle", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="With --watch: seconds a photo whose file does not decode (still being "
+                   "written, or damaged) waits for its next change before it is reported "
+                   "unreadable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
-          views: str | None, backend: str, as_json: bool) -> None:
+          views: str | None, backend: str, watch: bool, new_only: bool, poll: bool,
+          settle: float, as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped), or quoted patterns such as
     'line3/**/*.png' (what a Windows prompt passes as typed). Each image is scored alone
@@ -351,6 +367,14 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
 
     if evaluate and (len(paths) != 1 or not Path(paths[0]).is_dir()):
         raise click.UsageError("--evaluate takes one labelled folder as PATH")
+    if watch and evaluate:
+        raise click.UsageError("--watch scores photos as they come and --evaluate measures a "
+                               "labelled folder once: give one of them")
+    if watch and (len(paths) != 1 or not Path(paths[0]).is_dir()):
+        raise click.UsageError("--watch takes one folder as PATH: the one the camera writes "
+                               "its photos into")
+    if not watch and (new_only or poll):
+        raise click.UsageError(f"{'--new-only' if new_only else '--poll'} goes with --watch")
     cal = None
     if calibration is not None:
         from deepseek.manufacturing.calibration import read_calibration
@@ -368,6 +392,15 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         from deepseek.manufacturing.labelled import unlabelled
 
         unlabelled(paths[0], list_images(Path(paths[0]), recursive=True))
+    if watch:
+        from deepseek.manufacturing.score import Scorer
+
+        scorer = Scorer(model, threshold=threshold if cal is None else float(cal["threshold"]),
+                        views=None if views is None else int(views), backend=backend,
+                        expected=None if cal is None else cal["expected"])
+        _watch_and_score(scorer, Path(paths[0]), csv_path, heatmaps, as_json,
+                         poll=poll, settle=settle, existing=not new_only)
+        return
     # a damaged photo among a day's parts is listed and the rest scored (exit status 1);
     # --evaluate measures a labelled set, so there it stops the run with the file's name
     unreadable: list[Any] | None = None if evaluate else []
@@ -439,6 +472,71 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                        f"{px['au_pro']:.4f}; references: chance 0.5, the images' own "
                        f"darkness {ref['pixel_auroc']:.4f} / {ref['au_pro']:.4f}")
     _unreadable_exit(unreadable)
+
+
+def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps: Path | None,
+                     as_json: bool, *, poll: bool, settle: float, existing: bool) -> None:
+    """``score --watch``: each result printed (and appended to the CSV) as it is made, until
+    Ctrl-C or SIGTERM; then a summary, and exit status 1 if a photo could not be read."""
+    import csv
+    import signal
+    import threading
+
+    from deepseek.manufacturing.score import CSV_HEADER, UnreadableImage, csv_row
+    from deepseek.manufacturing.watch import watch_folder
+
+    stop = threading.Event()
+    try:  # a service manager's stop (SIGTERM) ends the watch as Ctrl-C does
+        before = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    except ValueError:  # not the main thread (an embedding application's): its own signals
+        before = None
+    counts = {"scored": 0, "flagged": 0, "unreadable": 0}
+    out = None
+    if csv_path is not None:
+        fresh = not csv_path.exists() or csv_path.stat().st_size == 0
+        out = open(csv_path, "a", newline="")  # a watch started again goes on with the file
+        rows = csv.writer(out)
+        if fresh:
+            rows.writerow(CSV_HEADER)
+            out.flush()
+
+    def emit(r: Any) -> None:
+        if isinstance(r, UnreadableImage):
+            counts["unreadable"] += 1
+            click.echo(f"unreadable, not scored: {r.error}", err=True)
+            if as_json:
+                click.echo(json.dumps(r.to_dict()))
+        else:
+            counts["scored"] += 1
+            counts["flagged"] += bool(r.defect)
+            if as_json:
+                click.echo(json.dumps(r.to_dict()))
+            else:
+                box = f"  box {r.box}" if r.box else ""
+                click.echo(f"{r.score:.4f}  {'DEFECT' if r.defect else 'ok    '}  {r.path}{box}")
+        if out is not None:
+            rows.writerow(csv_row(r))
+            out.flush()
+        sys.stdout.flush()
+
+    if not as_json:
+        click.echo(f"watching {folder} at threshold {scorer.threshold:.4g} (Ctrl-C to stop)",
+                   err=True)
+    try:
+        watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
+                     stop=stop, existing=existing)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+        if out is not None:
+            out.close()
+    click.echo(f"watch ended: {counts['scored']} photos scored, {counts['flagged']} flagged as "
+               f"defects, {counts['unreadable']} unreadable"
+               + (f"; rows appended to {csv_path}" if csv_path else ""), err=True)
+    if counts["unreadable"]:
+        raise SystemExit(1)
 
 
 def _unreadable_exit(unreadable: list[Any]) -> None:

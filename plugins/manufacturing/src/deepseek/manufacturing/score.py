@@ -527,13 +527,21 @@ def write_csv(results: list[ImageScore], path: str | Path,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [[r.path, *[""] * 9, r.error] if isinstance(r, UnreadableImage) else
-            [r.path, r.width, r.height, f"{r.score:.6f}", int(r.defect),
-             *(r.box if r.box else ("", "", "", "")), r.heatmap or "", ""]
-            for r in in_file_order(results, unreadable)]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1",
-                    "heatmap", "error"])
-        w.writerows(rows)
+        w.writerow(CSV_HEADER)
+        w.writerows(csv_row(r) for r in in_file_order(results, unreadable))
     return path
+
+
+#: the columns of :func:`write_csv`
+CSV_HEADER = ["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1", "heatmap",
+              "error"]
+
+
+def csv_row(r: ImageScore | UnreadableImage) -> list[Any]:
+    """One image's row of :func:`write_csv` (an unreadable one: its path and error)."""
+    if isinstance(r, UnreadableImage):
+        return [r.path, *[""] * 9, r.error]
+    return [r.path, r.width, r.height, f"{r.score:.6f}", int(r.defect),
+            *(r.box if r.box else ("", "", "", "")), r.heatmap or "", ""]

@@ -1,0 +1,226 @@
+"""score --watch: a folder a camera writes its photos into, each photo scored once its file is
+complete, as `score` scores it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import queue
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deepseek.cli import build_cli
+from deepseek.manufacturing.images import write_heatmap
+from deepseek.manufacturing.score import ImageScore, Scorer, score_images
+from deepseek.manufacturing.watch import watch_folder
+
+ADDED, MODIFIED, DELETED = 1, 2, 3
+
+
+def _photo(seed: int, h: int = 64, w: int = 96, crack: bool = False) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(150, 12, (h, w)), 0, 255).astype(np.uint8)
+    if crack:
+        cv2.line(img, (4, h // 2), (w - 5, h // 2 + 3), 30, 2)
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_photos_are_scored_once_complete_and_once_each(tmp_path):
+    """The photos there first, then each new one once it decodes (a file caught half
+    written waits for its next change; one still refused `settle` seconds after its last
+    change is reported once); a touch or the same bytes again score nothing, a deletion
+    and a new photo under the name score it again; masks, hidden files and the heatmaps the
+    watch writes are never parts. The scores are `score`'s."""
+    root = tmp_path / "line"
+    (root / "sub").mkdir(parents=True)
+    (root / "p0.png").write_bytes(_photo(0))
+    (root / "p0_mask.png").write_bytes(cv2.imencode(".png", np.zeros((64, 96), np.uint8))[1])
+    (root / ".p9.png").write_bytes(_photo(9))
+    clock, got, seen = Clock(), [], []
+    scorer = Scorer("defect-3dcnn-lstm", threshold=0.5)
+    full, crack = _photo(1), _photo(3, crack=True)
+
+    def camera():
+        p1 = root / "p1.png"
+        p1.write_bytes(full[: len(full) // 2])  # caught while it is written
+        yield {(ADDED, str(p1))}
+        seen.append(len(got))
+        clock.now += 1
+        p1.write_bytes(full)
+        yield {(MODIFIED, str(p1))}
+        seen.append(len(got))
+        yield {(MODIFIED, str(p1))}  # the writer's last touch: nothing new
+        seen.append(len(got))
+        cut = root / "p2.jpg"
+        cut.write_bytes(cv2.imencode(".jpg", np.full((32, 32), 128, np.uint8))[1][:200])
+        yield {(ADDED, str(cut))}
+        seen.append(len(got))
+        clock.now += 5  # the settle time passes with no change: reported, once
+        yield set()
+        yield set()
+        seen.append(len(got))
+        (root / "sub" / "p3.png").write_bytes(crack)
+        (root / "sub" / "p3_mask.png").write_bytes(_photo(4))
+        (root / "maps" / "x.png").write_bytes(_photo(5))
+        (root / "p7.png.part").write_bytes(_photo(7))  # written under another suffix first
+        yield {(ADDED, str(root / "sub" / "p3.png")), (ADDED, str(root / "sub" / "p3_mask.png")),
+               (ADDED, str(root / "maps" / "x.png")), (ADDED, str(root / ".p8.png")),
+               (ADDED, str(tmp_path / "elsewhere.png")), (ADDED, str(root / "p7.png.part"))}
+        seen.append(len(got))
+        p1.write_bytes(full)  # the same bytes again
+        yield {(MODIFIED, str(p1))}
+        seen.append(len(got))
+        p1.unlink()
+        yield {(DELETED, str(p1))}
+        p1.write_bytes(_photo(6))  # a new photo under the name
+        yield {(ADDED, str(p1))}
+
+    state = watch_folder(scorer, root, got.append, settle_s=5, heatmaps=root / "maps",
+                         changes=camera(), clock=clock)
+    assert seen == [1, 2, 2, 2, 3, 4, 4]
+    assert [type(r).__name__ for r in got] == ["ImageScore"] * 2 + ["UnreadableImage"] + \
+        ["ImageScore"] * 2
+    assert [r.path for r in got] == [str(root / n) for n in
+                                     ("p0.png", "p1.png", "p2.jpg", "sub/p3.png", "p1.png")]
+    assert got[2].error.startswith(f"{root / 'p2.jpg'}: ")  # the reader's reason
+    scored = [r for r in got if isinstance(r, ImageScore)]
+    assert [r.heatmap for r in scored] == [str(root / "maps" / f"{i:05d}-{n}.png") for i, n in
+                                           ((0, "p0"), (1, "p1"), (3, "p3"), (4, "p1"))]
+    assert all(r.cell_map is None for r in scored)  # nothing kept of a photo once scored
+    assert scored[2].defect and not scored[0].defect
+    again = score_images([root / "p0.png", root / "sub" / "p3.png", root / "p1.png"],
+                         "defect-3dcnn-lstm", threshold=0.5, progress=False)
+    assert [r.score for r in again] == pytest.approx([scored[0].score, scored[2].score,
+                                                      scored[3].score], abs=1e-6)
+    assert not state.waiting
+
+
+def test_a_watch_that_is_stopped_reports_what_is_still_written(tmp_path, caplog):
+    root = tmp_path / "line"
+    root.mkdir()
+    half = root / "p.png"
+    half.write_bytes(_photo(1)[:100])
+
+    def camera():
+        yield {(MODIFIED, str(half))}
+
+    with caplog.at_level("WARNING", logger="deepseek.manufacturing.watch"):
+        state = watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None,
+                             changes=camera(), clock=Clock())
+    assert list(state.waiting) == [half]
+    assert "p.png: still not complete when the watch ended" in caplog.text
+
+
+@pytest.mark.parametrize("poll", [False, True])
+def test_the_folder_is_watched_as_the_system_tells_or_by_polling(tmp_path, poll):
+    """Through watchfiles itself: told by the system (inotify) or polling, as on a network
+    share; the watch ends when its stop event is set."""
+    root = tmp_path / "line"
+    root.mkdir()
+    results: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    scorer = Scorer("defect-3dcnn-lstm", threshold=0.5)
+
+    def run():
+        try:
+            watch_folder(scorer, root, results.put, poll=poll, stop=stop)
+        except BaseException as exc:  # a failure reaches the test, not a thread's log
+            results.put(exc)
+
+    (root / "first.png").write_bytes(_photo(0))
+    watcher = threading.Thread(target=run)
+    watcher.start()
+    try:
+        first = results.get(timeout=120)  # the photo there at the start
+        assert isinstance(first, ImageScore) and first.path == str(root / "first.png")
+        tmp = tmp_path / "writing.png"
+        tmp.write_bytes(_photo(1, crack=True))
+        tmp.rename(root / "new.png")  # as a camera that writes then renames
+        new = results.get(timeout=120)
+        assert isinstance(new, ImageScore), new
+        assert new.path == str(root / "new.png")
+        assert new.score == pytest.approx(scorer.score(root / "new.png").score, abs=1e-6)
+    finally:
+        stop.set()
+        watcher.join(timeout=120)
+    assert not watcher.is_alive()
+    assert results.empty()
+
+
+def test_score_watch_on_the_command_line(tmp_path, monkeypatch):
+    """`score FOLDER --watch`: one JSON object per photo as it is scored (JSON Lines), the
+    CSV appended row by row (a watch started again goes on with it), a summary, status 1
+    when a photo could not be read; --new-only leaves the photos already there."""
+    import watchfiles
+
+    root = tmp_path / "line"
+    root.mkdir()
+    (root / "a.png").write_bytes(_photo(0))
+    events: list[dict[str, bytes]] = []  # each run's camera: files written, one at a time
+
+    def fake_watch(*paths, stop_event=None, force_polling=None, **kw):
+        assert paths == (root,) and kw["watch_filter"] is not None
+        fake_watch.polling = force_polling
+        yield set()  # the watch has begun
+        for name, data in events.pop(0).items():
+            (root / name).write_bytes(data)
+            yield {(ADDED, str(root / name))}
+
+    monkeypatch.setattr(watchfiles, "watch", fake_watch)
+    events.append({"b.png": _photo(1, crack=True), "c.jpg": b"\xff\xd8\xff not a whole JPEG"})
+    table = tmp_path / "scores.csv"
+    line = ["manufacturing", "score", str(root), "--watch", "--json", "--csv", str(table),
+            "--settle", "0", "--threshold", "0.5"]
+    res = CliRunner().invoke(build_cli(), line)
+    assert res.exit_code == 1, res.output
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [r["path"] for r in rows] == [str(root / n) for n in ("a.png", "b.png", "c.jpg")]
+    assert rows[2]["score"] is None and "c.jpg" in rows[2]["error"]
+    assert "watch ended: 2 photos scored, " in res.stderr and "1 unreadable" in res.stderr
+    assert fake_watch.polling is False
+    events.append({"d.png": _photo(2)})
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), "--watch",
+                                           "--new-only", "--poll", "--csv", str(table),
+                                           "--threshold", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert fake_watch.polling is True
+    assert res.stdout.splitlines()[0].endswith(str(root / "d.png"))
+    assert len(res.stdout.splitlines()) == 1  # a, b and c were there before: left
+    with open(table) as f:
+        table_rows = list(csv.reader(f))
+    assert table_rows[0][0] == "path" and [r[0] for r in table_rows[1:]] == \
+        [str(root / n) for n in ("a.png", "b.png", "c.jpg", "d.png")]
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), "--watch",
+                                           "--evaluate"])
+    assert res.exit_code == 2 and "give one of them" in res.output
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root / "a.png"),
+                                           "--watch"])
+    assert res.exit_code == 2 and "--watch takes one folder" in res.output
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), "--poll"])
+    assert res.exit_code == 2 and "--poll goes with --watch" in res.output
+
+
+def test_a_heatmap_in_the_watched_folder_is_not_a_part(tmp_path):
+    root = tmp_path / "line"
+    root.mkdir()
+    write_heatmap(root / "old-map.png", np.zeros((8, 8, 3), np.uint8))
+    got: list = []
+
+    def camera():
+        write_heatmap(root / "new-map.png", np.zeros((8, 8, 3), np.uint8))
+        yield {(ADDED, str(root / "new-map.png"))}
+
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, changes=camera(), clock=Clock())
+    assert got == []  # neither the heatmap there nor the one written is scored
