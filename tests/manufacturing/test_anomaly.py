@@ -812,3 +812,5 @@ def test_a_12_bit_memory_scores_the_cameras_words_through_its_photo_decision(tmp
     with pytest.raises(ManufacturingError, match="p0.png: the file holds uint8 pixels; this "
                                                  "model takes a camera's 16-bit words"):
         scorer.score(tmp_path / "tmp" / "p0.png")
+    with pytest.raises(ManufacturingError, match="gone.png: cannot read the file"):
+        scorer.read(tmp_path / "gone.png")  # moved away after it was listed: named, not raw

@@ -82,11 +82,16 @@ def imread(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
     ``"pillow"``. Raises :class:`ManufacturingError` naming the file when it cannot be
     read."""
     path = Path(path)
+    return decode_image(file_bytes(path), str(path), decoder=decoder, path=path)
+
+
+def file_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file; :class:`ManufacturingError` naming it when it cannot be
+    read (gone, a folder, not allowed)."""
     try:
-        data = path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise ManufacturingError(f"{path}: cannot read the file ({exc.strerror})") from None
-    return decode_image(data, str(path), decoder=decoder, path=path)
 
 
 def decode_image(data: bytes, where: str, *, decoder: str = "auto",
@@ -292,10 +297,7 @@ def decode_photo(data: bytes | str | os.PathLike, *, dtype: Any = np.uint8,
 
     if isinstance(data, (str, os.PathLike)):
         where = where or str(data)
-        try:
-            data = Path(data).read_bytes()
-        except OSError as exc:
-            raise ManufacturingError(f"{where}: cannot read the file ({exc.strerror})") from None
+        data = file_bytes(data)
     where = where or "photo"
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):

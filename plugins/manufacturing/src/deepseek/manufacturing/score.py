@@ -35,6 +35,7 @@ import numpy as np
 from deepseek.manufacturing.errors import ManufacturingError
 from deepseek.manufacturing.images import (  # noqa: F401  (read_gray, image_paths: here too)
     decode_photo,
+    file_bytes,
     image_paths,
     read_gray,
     require_cv2,
@@ -286,7 +287,7 @@ class Scorer:
         None), from one decoding of the file."""
         p = Path(path)
         if getattr(self.memory, "takes_words", False):  # the graph takes the camera's words
-            words = decode_photo(p.read_bytes(), dtype=np.uint16, where=str(p))
+            words = decode_photo(file_bytes(p), dtype=np.uint16, where=str(p))
             return to_gray(words, str(p), self.bit_depth), words
         return read_gray(p, bit_depth=self.bit_depth), None
 
