@@ -224,3 +224,26 @@ def test_a_heatmap_in_the_watched_folder_is_not_a_part(tmp_path):
 
     watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, changes=camera(), clock=Clock())
     assert got == []  # neither the heatmap there nor the one written is scored
+
+
+def test_what_a_watch_remembers_follows_the_folder(tmp_path, monkeypatch):
+    """Photos removed without a reported removal (a missed event) are forgotten once many
+    are remembered, so a watch that runs for days holds what the folder holds."""
+    from deepseek.manufacturing import watch
+
+    monkeypatch.setattr(watch, "PRUNE_AT", 3)
+    root = tmp_path / "line"
+    root.mkdir()
+    got: list = []
+
+    def camera():
+        yield set()
+        for i in range(8):
+            p = root / f"p{i}.png"
+            p.write_bytes(_photo(i))
+            yield {(ADDED, str(p))}
+            p.unlink()  # moved to an archive, and the system said nothing
+
+    state = watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, changes=camera(),
+                         clock=Clock())
+    assert len(got) == 8 and len(state.scored) <= 3 and len(state.digests) <= 3

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 SETTLE_S = 10.0
 #: milliseconds between the checks of photos that wait (and of the stop event)
 TICK_MS = 500
+#: photos remembered as scored past which those no longer in the folder are forgotten (a
+#: removal the system did not report): what a watch holds follows the folder, not the days
+PRUNE_AT = 10_000
 
 Result = ImageScore | UnreadableImage
 
@@ -66,6 +69,7 @@ class FolderWatch:
         self.digests: dict[Path, str] = {}  # of the bytes scored
         self.waiting: dict[Path, _Waiting] = {}
         self.count = 0  # results handed over: each heatmap's number
+        self.prune_at = PRUNE_AT
 
     def local(self, reported: str | Path) -> Path | None:
         """A path the system reported (absolute) as the folder's own paths are written (the
@@ -140,7 +144,16 @@ class FolderWatch:
             self.digests[path] = _file_digest(path)
             out.append(r)
             self.count += 1
+        if len(self.scored) > self.prune_at:
+            self._forget_the_gone()
         return out
+
+    def _forget_the_gone(self) -> None:
+        """Forget the photos scored that are no longer there; look again at twice as many."""
+        for p in [p for p in self.scored if not p.exists()]:
+            del self.scored[p]
+            self.digests.pop(p, None)
+        self.prune_at = max(PRUNE_AT, 2 * len(self.scored))
 
     def _is_part(self, path: Path) -> bool:
         """``path`` among the part images as a folder's reading finds them (a mask saved
