@@ -393,11 +393,10 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
 
         unlabelled(paths[0], list_images(Path(paths[0]), recursive=True))
     if watch:
-        from deepseek.manufacturing.score import Scorer
+        from deepseek.manufacturing.steps import calibrated_scorer
 
-        scorer = Scorer(model, threshold=threshold if cal is None else float(cal["threshold"]),
-                        views=None if views is None else int(views), backend=backend,
-                        expected=None if cal is None else cal["expected"])
+        scorer = calibrated_scorer(model, threshold, calibration, backend=backend,
+                                   views=None if views is None else int(views))
         _watch_and_score(scorer, Path(paths[0]), csv_path, heatmaps, as_json,
                          poll=poll, settle=settle, existing=not new_only)
         return
@@ -425,8 +424,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         _unreadable_exit(unreadable)
         return
     for r in results:
-        box = f"  box {r.box}" if r.box else ""
-        click.echo(f"{r.score:.4f}  {'DEFECT' if r.defect else 'ok    '}  {r.path}{box}")
+        click.echo(_score_line(r))
     n_def = sum(r.defect for r in results)
     click.echo(f"{len(results)} images, {n_def} flagged as defects"
                + (f"; {len(unreadable)} unreadable, not scored" if unreadable else "")
@@ -474,6 +472,12 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     _unreadable_exit(unreadable)
 
 
+def _score_line(r: Any) -> str:
+    """A scored image as ``score`` prints it: score, flag, path and the box of a defect."""
+    box = f"  box {r.box}" if r.box else ""
+    return f"{r.score:.4f}  {'DEFECT' if r.defect else 'ok    '}  {r.path}{box}"
+
+
 def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps: Path | None,
                      as_json: bool, *, poll: bool, settle: float, existing: bool) -> None:
     """``score --watch``: each result printed (and appended to the CSV) as it is made, until
@@ -509,19 +513,14 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
         else:
             counts["scored"] += 1
             counts["flagged"] += bool(r.defect)
-            if as_json:
-                click.echo(json.dumps(r.to_dict()))
-            else:
-                box = f"  box {r.box}" if r.box else ""
-                click.echo(f"{r.score:.4f}  {'DEFECT' if r.defect else 'ok    '}  {r.path}{box}")
+            click.echo(json.dumps(r.to_dict()) if as_json else _score_line(r))
         if out is not None:
             rows.writerow(csv_row(r))
             out.flush()
         sys.stdout.flush()
 
-    if not as_json:
-        click.echo(f"watching {folder} at threshold {scorer.threshold:.4g} (Ctrl-C to stop)",
-                   err=True)
+    click.echo(f"watching {folder} at threshold {scorer.threshold:.4g} (Ctrl-C to stop)",
+               err=True)
     try:
         watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
                      stop=stop, existing=existing)

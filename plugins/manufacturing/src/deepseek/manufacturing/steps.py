@@ -41,23 +41,26 @@ def score_step(*, model: str = PACKAGED, threshold: float | None = None,
     return step
 
 
-def calibrated_scorer(model: Any, threshold: float | None, calibration: Any) -> Scorer:
+def calibrated_scorer(model: Any, threshold: float | None, calibration: Any,
+                      **options: Any) -> Scorer:
     """A :class:`Scorer` at ``threshold``, or at the threshold of a calibration file written
-    for ``model`` by ``calibrate`` (with what it is expected to give).
+    for ``model`` by ``calibrate`` (with what it is expected to give); ``options``: the
+    scorer's others (``views``, ``backend``).
 
     Raises:
         ManufacturingError: both a threshold and a calibration, or a calibration file of
             other weights.
     """
     if calibration is None:
-        return Scorer(model, threshold=threshold)
+        return Scorer(model, threshold=threshold, **options)
     from deepseek.manufacturing.calibration import read_calibration
     from deepseek.manufacturing.errors import ManufacturingError
 
     if threshold is not None:
         raise ManufacturingError("give a threshold or a calibration file, not both")
     cal = read_calibration(calibration, model)
-    return Scorer(model, threshold=float(cal["threshold"]), expected=cal["expected"])
+    return Scorer(model, threshold=float(cal["threshold"]), expected=cal["expected"],
+                  **options)
 
 
 def leave_out(source: str) -> str | None:

@@ -226,17 +226,13 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
 
 
 def _file_digest(path: Path) -> str:
-    """A digest of the file's bytes ("" when it cannot be read: never equal to one made)."""
-    import hashlib
+    """The file's SHA-256 ("" when it cannot be read: never equal to one made)."""
+    from deepseek.loader import file_sha256
 
-    h = hashlib.blake2b(digest_size=16)
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return file_sha256(path)
     except OSError:
         return ""
-    return h.hexdigest()
 
 
 def _wanted(state: FolderWatch, reported: str) -> bool:
