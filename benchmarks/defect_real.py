@@ -48,7 +48,9 @@ over seeds, the time and the baseline. Rows, all scored image by image on the va
   cannot be resolved and the threshold lies above all of them, as ``calibrate`` warns).
   And the val photos' files sent as they are to ``deepseek serve`` of each model's photo
   decision over gRPC (``served_files``), as a line sends them: held to ``score``'s
-  decisions, boxes and scores (goals).
+  decisions, boxes and scores (goals); and written one by one into a folder ``score
+  --watch`` watches (``watched_folder``: the same answers, a goal, and the time from each
+  file's rename into the folder to its result).
   The supervised goals are read from this row
   (the good-only goals from the memory, the default, and from the pasted row), among them
   whether the stored threshold keeps its promise on val: its false alarms at or below the
@@ -350,6 +352,53 @@ def served_replay(model: Path | str, paths: list[Path], results: list) -> dict:
             "bytes_as_pixels": sum(r.width * r.height for r in results)}
 
 
+def watched_replay(model: Path | str, paths: list[Path], results: list) -> dict:
+    """The val photos' files written one by one into a folder ``score --watch`` watches
+    (:func:`~deepseek.manufacturing.watch.watch_folder`, told by the system), each copied
+    beside it and renamed in as a camera that writes then renames does, against ``score``'s
+    ``results``: the decisions, boxes and largest score difference, and the time from each
+    rename to its result."""
+    import os
+    import queue
+    import shutil
+    import tempfile
+    import threading
+
+    from deepseek.manufacturing.score import Scorer
+    from deepseek.manufacturing.watch import watch_folder
+
+    got: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="watched-") as tmp:
+        folder, stage = Path(tmp) / "line", Path(tmp) / "stage"
+        folder.mkdir()
+        stage.mkdir()
+        watcher = threading.Thread(target=watch_folder, daemon=True, kwargs=dict(
+            scorer=Scorer(model), root=folder, emit=lambda r: got.put((time.perf_counter(), r)),
+            stop=stop))
+        watcher.start()
+        waits, out = [], []
+        try:
+            for p in paths:
+                shutil.copy(p, stage / p.name)
+                t0 = time.perf_counter()
+                os.rename(stage / p.name, folder / p.name)
+                t1, r = got.get(timeout=120)
+                waits.append(1000 * (t1 - t0))
+                out.append(r)
+        finally:
+            stop.set()
+            watcher.join(timeout=60)
+    return {"photos": len(paths),
+            "decisions_equal": all(g.defect == r.defect for g, r in zip(out, results)),
+            "boxes_equal": all(g.box == r.box for g, r in zip(out, results)),
+            "max_score_difference": float(max(abs(g.score - r.score)
+                                              for g, r in zip(out, results))),
+            "rename_to_result_ms": {"p50": round(float(np.percentile(waits, 50)), 1),
+                                    "p90": round(float(np.percentile(waits, 90)), 1),
+                                    "max": round(float(max(waits)), 1)}}
+
+
 def on_val(model: Path | str, thr: float, va_x: list, va_y: np.ndarray, data: Path) -> dict:
     """``model`` (weights, a memory or a DRAEM model) scored on the val split: AUROC, recall
     and false-positive rate at ``thr``, the best recall at <= 1 %, its maps' pixel figures and
@@ -526,6 +575,7 @@ def main() -> None:
         va_r = score_images(va_x, res["model"], progress=False)
         va_s = np.array([r.score for r in va_r])
         served = served_replay(res["model"], va_x, va_r)
+        watched = watched_replay(res["model"], va_x, va_r)
         got = at(va_s, va_y, res["threshold"])
         n_hit = int(round(got["recall"] * va_y.sum()))
         best = recall_at_fpr(va_s, va_y, 0.01)
@@ -561,6 +611,7 @@ def main() -> None:
                 "val_recall": got["recall"], "val_fpr": round(got["fpr"], 4),
                 "val_recall_ci95": wilson_interval(n_hit, int(va_y.sum())),
                 "served_files": served,
+                "watched_folder": watched,
                 "calibrated_on_val_halves": own,
                 "expected": res["expected"], "threshold": res["threshold"],
                 "val_best_recall_at_fpr_0.01": best[1],
@@ -867,6 +918,12 @@ def goals(rows: dict, seeds: int, data_set: DataSet = DATA_SETS["kolektorsdd"]) 
                  f"{seeds} seeds", sum(same), f"== {seeds}", "seeds", all(same)),
             goal(f"{pre}supervised: the val photos' files served, largest score difference "
                  f"from score's, {n}", diff, "<= 1e-5", "probability", diff <= 1e-5)]
+        # the val files written one by one into a watched folder (score --watch)
+        same = [r["watched_folder"]["decisions_equal"] and r["watched_folder"]["boxes_equal"]
+                and r["watched_folder"]["max_score_difference"] == 0 for r in runs]
+        out.append(goal(f"{pre}supervised: the val photos renamed one by one into a folder "
+                        f"score --watch watches get score's decisions, boxes and scores, every "
+                        f"one of {seeds} seeds", sum(same), f"== {seeds}", "seeds", all(same)))
         # cracks running another way than in training: a goal for models trained every way
         if "turned_quarter_val_auroc" in sup and all(r.get("rotate") == "any"
                                                      for r in sup["runs"]):
