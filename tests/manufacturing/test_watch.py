@@ -247,3 +247,23 @@ def test_what_a_watch_remembers_follows_the_folder(tmp_path, monkeypatch):
     state = watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, changes=camera(),
                          clock=Clock())
     assert len(got) == 8 and len(state.scored) <= 3 and len(state.digests) <= 3
+
+
+def test_a_watched_folder_that_goes_away_stops_the_watch(tmp_path):
+    """Removed, or its share unmounted: the watch says so and stops (a service manager
+    starts it again), rather than watching nothing for good."""
+    import shutil
+
+    from deepseek.manufacturing.errors import ManufacturingError
+
+    root = tmp_path / "line"
+    root.mkdir()
+
+    def camera():
+        yield set()
+        shutil.rmtree(root)
+        yield set()
+
+    with pytest.raises(ManufacturingError, match="line: the folder is gone .*the watch stops"):
+        watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None, changes=camera(),
+                     clock=Clock())

@@ -526,14 +526,14 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
                      stop=stop, existing=existing)
     except KeyboardInterrupt:
         pass
-    finally:
+    finally:  # the summary also when the watch stops on an error (its folder gone)
         if before is not None:
             signal.signal(signal.SIGTERM, before)
         if out is not None:
             out.close()
-    click.echo(f"watch ended: {counts['scored']} photos scored, {counts['flagged']} flagged as "
-               f"defects, {counts['unreadable']} unreadable"
-               + (f"; rows appended to {csv_path}" if csv_path else ""), err=True)
+        click.echo(f"watch ended: {counts['scored']} photos scored, {counts['flagged']} "
+                   f"flagged as defects, {counts['unreadable']} unreadable"
+                   + (f"; rows appended to {csv_path}" if csv_path else ""), err=True)
     if counts["unreadable"]:
         raise SystemExit(1)
 

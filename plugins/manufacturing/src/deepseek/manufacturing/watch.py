@@ -182,7 +182,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
     ``change`` as watchfiles' ``Change``, or its value: 3 is a deletion).
 
     Raises:
-        ManufacturingError: ``root`` is not a folder.
+        ManufacturingError: ``root`` is not a folder, or stopped being one while watched.
     """
     root = Path(root)
     if not root.is_dir():
@@ -207,6 +207,10 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
                         raise_interrupt=False, force_polling=poll, debounce=1600, step=50)
     first = existing
     for batch in changes:
+        if not root.is_dir():  # a watch that would see nothing more must not look alive
+            raise ManufacturingError(f"{root}: the folder is gone (removed, or its share "
+                                     "unmounted): the watch stops; start it again once the "
+                                     "folder is back")
         if first:  # listed once the watch has begun: a photo written in between is not lost
             first = False
             for p in list_images(root, recursive=True):
