@@ -267,3 +267,26 @@ def test_a_watched_folder_that_goes_away_stops_the_watch(tmp_path):
     with pytest.raises(ManufacturingError, match="line: the folder is gone .*the watch stops"):
         watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None, changes=camera(),
                      clock=Clock())
+
+
+def test_new_only_misses_nothing_written_as_the_watch_begins(tmp_path):
+    """--new-only leaves the photos there at the start; one written, or one of those
+    rewritten, before the system reports changes (no event for it) is still scored, when
+    the folder is listed again at the watch's first report."""
+    import os
+
+    root = tmp_path / "line"
+    root.mkdir()
+    for n in ("old.png", "kept.png"):
+        (root / n).write_bytes(_photo(len(n)))
+    got: list = []
+
+    def camera():
+        (root / "new.png").write_bytes(_photo(7))  # before the watch was told of anything
+        (root / "old.png").write_bytes(_photo(8))
+        os.utime(root / "old.png", ns=(1, 1))  # and its time other than when listed
+        yield set()
+
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, existing=False,
+                 changes=camera(), clock=Clock())
+    assert sorted(r.path for r in got) == [str(root / "new.png"), str(root / "old.png")]

@@ -172,9 +172,9 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
     file still refused ``settle_s`` after its last change), until ``stop`` (an event with
     ``is_set()``) is set or Ctrl-C; returns what it knew at the end.
 
-    ``existing``: score the photos there at the start first, in the folder's order (listed
-    once the watch has begun, with the first changes, so that none written in between is
-    missed); else they are left unless they change.
+    ``existing``: score the photos there at the start first, in the folder's order; else
+    they are left unless they change. The folder is listed again once the watch has begun,
+    with the first changes, so that no photo written or changed in between is missed.
     ``poll``: look for changes every 300 ms instead of being told (network shares, whose
     changes made by other machines the system is not told of). ``heatmaps``: a folder for
     each photo's overlay, ``NNNNN-<stem>.png`` by the order scored; never watched.
@@ -205,14 +205,14 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
         changes = watch(root, watch_filter=lambda _c, p: _wanted(state, p),
                         stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True,
                         raise_interrupt=False, force_polling=poll, debounce=1600, step=50)
-    first = existing
+    first = True
     for batch in changes:
         if not root.is_dir():  # a watch that would see nothing more must not look alive
             raise ManufacturingError(f"{root}: the folder is gone (removed, or its share "
                                      "unmounted): the watch stops; start it again once the "
                                      "folder is back")
-        if first:  # listed once the watch has begun: a photo written in between is not lost
-            first = False
+        if first:  # listed once the watch has begun: a photo written in between is not
+            first = False  # lost (one left by --new-only is passed over unless it changed)
             for p in list_images(root, recursive=True):
                 state.changed(p)
         for change, reported in sorted(batch, key=lambda c: c[1]):
