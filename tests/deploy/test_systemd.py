@@ -1,0 +1,90 @@
+"""deploy/systemd: the line PC's `score --watch` service, checked by systemd's own verifier
+(where it is installed) and its command line by the CLI that will parse it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "deepseek-watch@.service"
+
+
+def _exec_start(text: str) -> list[str]:
+    joined = re.sub(r"\\\n\s*", " ", text)  # continuation lines
+    line = next(x for x in joined.splitlines() if x.startswith("ExecStart="))
+    return shlex.split(line[len("ExecStart="):].replace("%i", "line3"))
+
+
+def test_the_watch_service_starts_a_command_the_cli_takes():
+    from deepseek.cli import build_cli
+
+    args = _exec_start(UNIT.read_text())
+    assert args[0] == "/opt/deepseek/bin/deepseek" and args[1:3] == ["manufacturing", "score"]
+    cli = build_cli()
+    group_ctx = cli.make_context("deepseek", ["manufacturing"], resilient_parsing=True)
+    group = cli.get_command(group_ctx, "manufacturing")
+    score = group.get_command(group_ctx, "score")
+    ctx = score.make_context("score", args[3:])  # unknown options, bad values: refused here
+    assert ctx.params["watch"] and ctx.params["as_json"]
+    assert ctx.params["paths"] == ("/srv/line/line3",)
+    assert str(ctx.params["csv_path"]).startswith("/var/lib/deepseek/line3/")
+    # the CSV lies in the service's state folder, the one place it may write
+    assert "StateDirectory=deepseek/%i" in UNIT.read_text()
+
+
+def test_systemd_verifies_the_watch_service(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian: the systemd package)")
+    deepseek = Path(sys.executable).with_name("deepseek")
+    assert deepseek.is_file()
+    unit = tmp_path / "deepseek-watch@line3.service"  # an instance, with this install's command
+    unit.write_text(UNIT.read_text().replace("/opt/deepseek/bin/deepseek", str(deepseek)))
+    res = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+
+
+def test_the_service_command_ends_on_sigterm_with_its_summary(tmp_path):
+    """Run as systemd runs it (the unit's command, this install's paths): a photo's JSON line
+    on stdout, its CSV row, and on SIGTERM (systemctl stop) a summary and exit status 0."""
+    import json
+    import signal
+    import threading
+
+    import cv2
+    import numpy as np
+
+    line, state = tmp_path / "srv" / "line3", tmp_path / "state"
+    line.mkdir(parents=True)
+    img = np.full((64, 96), 150, np.uint8)
+    cv2.imwrite(str(line / "p0.png"), img)
+    args = _exec_start(UNIT.read_text())
+    args = [str(Path(sys.executable).with_name("deepseek")), *args[1:]]
+    args = [a.replace("/srv/line/line3", str(line)).replace("/var/lib/deepseek/line3",
+                                                            str(state)) for a in args]
+    model = args.index("--model")
+    args[model:model + 2] = ["--threshold", "0.5"]  # the packaged weights stand in for a run's
+    state.mkdir()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    guard = threading.Timer(300, proc.kill)  # a hung watch fails the test, never the suite
+    guard.start()
+    try:
+        first = json.loads(proc.stdout.readline())
+        assert first["path"] == str(line / "p0.png") and first["defect"] is False
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "watch ended: 1 photos scored, 0 flagged as defects, 0 unreadable" in err
+    rows = (state / "scores.csv").read_text().splitlines()
+    assert rows[0].startswith("path,") and rows[1].startswith(str(line / "p0.png"))
