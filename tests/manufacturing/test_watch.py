@@ -208,8 +208,9 @@ def test_score_watch_on_the_command_line(tmp_path, monkeypatch):
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root / "a.png"),
                                            "--watch"])
     assert res.exit_code == 2 and "--watch takes one folder" in res.output
-    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), "--poll"])
-    assert res.exit_code == 2 and "--poll goes with --watch" in res.output
+    for alone in (["--poll"], ["--new-only"], ["--settle", "3"]):
+        res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), *alone])
+        assert res.exit_code == 2 and f"{alone[0]} goes with --watch" in res.output
 
 
 def test_a_heatmap_in_the_watched_folder_is_not_a_part(tmp_path):

@@ -346,15 +346,15 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
               help="With --watch: look for new photos every 300 ms instead of being told by "
                    "the system (a network share written by another machine: the system is "
                    "not told of its changes).")
-@click.option("--settle", type=click.FloatRange(0), default=10.0, show_default=True,
+@click.option("--settle", type=click.FloatRange(0), default=None,
               help="With --watch: seconds a photo whose file does not decode (still being "
                    "written, or damaged) waits for its next change before it is reported "
-                   "unreadable.")
+                   "unreadable [10].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
           views: str | None, backend: str, watch: bool, new_only: bool, poll: bool,
-          settle: float, as_json: bool) -> None:
+          settle: float | None, as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped), or quoted patterns such as
     'line3/**/*.png' (what a Windows prompt passes as typed). Each image is scored alone
@@ -373,8 +373,9 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     if watch and (len(paths) != 1 or not Path(paths[0]).is_dir()):
         raise click.UsageError("--watch takes one folder as PATH: the one the camera writes "
                                "its photos into")
-    if not watch and (new_only or poll):
-        raise click.UsageError(f"{'--new-only' if new_only else '--poll'} goes with --watch")
+    if not watch and (new_only or poll or settle is not None):
+        given = "--new-only" if new_only else "--poll" if poll else "--settle"
+        raise click.UsageError(f"{given} goes with --watch")
     cal = None
     if calibration is not None:
         from deepseek.manufacturing.calibration import read_calibration
@@ -397,8 +398,11 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
 
         scorer = calibrated_scorer(model, threshold, calibration, backend=backend,
                                    views=None if views is None else int(views))
-        _watch_and_score(scorer, Path(paths[0]), csv_path, heatmaps, as_json,
-                         poll=poll, settle=settle, existing=not new_only)
+        from deepseek.manufacturing.watch import SETTLE_S
+
+        _watch_and_score(scorer, Path(paths[0]), csv_path, heatmaps, as_json, poll=poll,
+                         settle=SETTLE_S if settle is None else settle,
+                         existing=not new_only)
         return
     # a damaged photo among a day's parts is listed and the rest scored (exit status 1);
     # --evaluate measures a labelled set, so there it stops the run with the file's name
