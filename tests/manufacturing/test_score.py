@@ -409,3 +409,43 @@ def test_a_photo_too_large_to_score_whole_is_scored_in_tiles(monkeypatch, caplog
     monkeypatch.setattr(stream, "TILE_ABOVE", 150 * 200)  # at the bound: whole
     assert photo_logits(net, photo, 4, views)[0] == whole[0]
     assert Scorer("defect-3dcnn-lstm").score(path).to_dict()["tiles"] == 1
+
+
+def test_the_next_photo_is_decoded_while_one_is_scored(tmp_path, monkeypatch):
+    """A folder is scored with the next photo decoding beside the one being scored (a
+    20-megapixel PNG takes about as long to decode as to score), never further ahead, in
+    order, a damaged photo still listed in its place."""
+    import threading
+    from pathlib import Path
+
+    from deepseek.manufacturing.score import Scorer
+
+    for i in range(4):
+        _part(tmp_path / f"p{i}.png", 48, 64, seed=i)
+    (tmp_path / "p2.png").write_bytes(b"not a png")
+    read, score = Scorer.read, Scorer.score
+    began = {i: threading.Event() for i in range(4)}
+    scored: list[int] = []
+
+    def reading(self, path):
+        i = int(path.stem[1:])
+        assert len(scored) >= i - 1, f"p{i} read before p{i - 2} was scored"  # one ahead
+        began[i].set()
+        return read(self, path)
+
+    def scoring(self, path, *a, **kw):
+        i = int(Path(path).stem[1:])
+        if i + 1 < 4:  # the next photo's decoding has begun before this one is scored
+            assert began[i + 1].wait(60), f"p{i + 1} was not read while p{i} was scored"
+        out = score(self, path, *a, **kw)
+        scored.append(i)
+        return out
+
+    monkeypatch.setattr(Scorer, "read", reading)
+    monkeypatch.setattr(Scorer, "score", scoring)
+    unreadable: list = []
+    got = score_images([tmp_path], "defect-3dcnn-lstm", progress=False, unreadable=unreadable)
+    assert [Path(r.path).name for r in got] == ["p0.png", "p1.png", "p3.png"]
+    assert [(u.index, Path(u.path).name) for u in unreadable] == [(2, "p2.png")]
+    with pytest.raises(ManufacturingError, match="p2.png"):  # without the list: stopped there
+        score_images([tmp_path], "defect-3dcnn-lstm", progress=False)

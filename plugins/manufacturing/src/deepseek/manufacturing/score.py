@@ -335,27 +335,42 @@ class Scorer:
                     unreadable: list[UnreadableImage] | None = None,
                     keep_maps: bool = True) -> list[ImageScore]:
         """Score image files (as :func:`image_paths` lists them) in order; ``heatmaps``,
-        ``unreadable`` and ``keep_maps`` as in :func:`score_images`."""
+        ``unreadable`` and ``keep_maps`` as in :func:`score_images`. The next file is
+        decoded in a thread of its own while one is scored (decoding a 20-megapixel PNG
+        takes about as long as scoring it), so at most two photos are held at once."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm.auto import tqdm
 
         out_dir = Path(heatmaps) if heatmaps is not None else None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
         results = []
-        for i, p in enumerate(tqdm(files, desc="scoring",
-                                   disable=progress is False or len(files) < 20)):
+
+        def read(p: Path) -> tuple[np.ndarray, np.ndarray | None] | ManufacturingError:
             try:
-                read = self.read(p)
-            except ManufacturingError as exc:
-                if unreadable is None:
-                    raise
-                unreadable.append(UnreadableImage(i, str(p), str(exc)))
-                continue
-            r = self.score(p, None if out_dir is None else out_dir / f"{i:05d}-{p.stem}.png",
-                           image=read, keep_pixels=keep_maps)
-            if not keep_maps:
-                r.cell_map = None
-            results.append(r)
+                return self.read(p)
+            except ManufacturingError as exc:  # handed over in the photo's turn
+                return exc
+
+        with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
+            ahead = pool.submit(read, files[0]) if files else None
+            for i, p in enumerate(tqdm(files, desc="scoring",
+                                       disable=progress is False or len(files) < 20)):
+                got = ahead.result()
+                ahead = pool.submit(read, files[i + 1]) if i + 1 < len(files) else None
+                if isinstance(got, ManufacturingError):
+                    if unreadable is None:
+                        if ahead is not None:
+                            ahead.cancel()
+                        raise got
+                    unreadable.append(UnreadableImage(i, str(p), str(got)))
+                    continue
+                r = self.score(p, None if out_dir is None else out_dir / f"{i:05d}-{p.stem}.png",
+                               image=got, keep_pixels=keep_maps)
+                if not keep_maps:
+                    r.cell_map = None
+                results.append(r)
         return results
 
 
