@@ -331,3 +331,21 @@ def test_an_evaluation_decodes_no_photo_again(tmp_path, weights, monkeypatch):
     assert len(decoded) >= 10  # each photo, the darkness reference's read again
     assert json.dumps(again) == json.dumps(ev)
     assert "pixels" not in results[0].to_dict()
+
+
+def test_calibrating_on_labels_decodes_each_photo_once(tmp_path, weights, monkeypatch):
+    """The labelled folder's listing decodes each photo (its digest, copies): the scoring
+    takes those pixels instead of decoding the file again, with the same threshold."""
+    from deepseek.manufacturing import images, score
+
+    labelled = _parts(tmp_path / "labelled", 9, crack_every=3, seed=5)
+    want = calibrate(labelled, weights, target_fpr=0.0, progress=False)
+    decoded = []
+    read_gray = images.read_gray
+    for module in (images, score):  # the listing's decoder and the scorer's
+        monkeypatch.setattr(module, "read_gray",
+                            lambda path, **kw: decoded.append(path) or read_gray(path, **kw))
+    got = calibrate(labelled, weights, target_fpr=0.0, progress=False)
+    photos = [p for p in decoded if not p.stem.endswith("_mask")]
+    assert len(photos) == 9 and len(set(photos)) == 9  # once each
+    assert got["threshold"] == want["threshold"] and got["expected"] == want["expected"]
