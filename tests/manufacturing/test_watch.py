@@ -213,6 +213,19 @@ def test_score_watch_on_the_command_line(tmp_path, monkeypatch):
         assert res.exit_code == 2 and f"{alone[0]} goes with --watch" in res.output
 
 
+def test_heatmaps_written_over_the_watched_folder_are_refused(tmp_path):
+    """--heatmaps at the watched folder (or above it) would leave every photo unread, the
+    heatmaps folder being never watched: refused by name, before anything is scored."""
+    from deepseek.manufacturing.errors import ManufacturingError
+
+    root = tmp_path / "line"
+    root.mkdir()
+    for heat in (root, tmp_path):
+        with pytest.raises(ManufacturingError, match="the watched folder .* lies in it"):
+            watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None, heatmaps=heat,
+                         changes=iter([set()]), clock=Clock())
+
+
 def test_a_heatmap_in_the_watched_folder_is_not_a_part(tmp_path):
     root = tmp_path / "line"
     root.mkdir()

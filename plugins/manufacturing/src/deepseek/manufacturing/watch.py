@@ -65,6 +65,10 @@ class FolderWatch:
         self.scorer, self.root, self.settle_s, self.clock = scorer, Path(root), settle_s, clock
         self._roots = {Path(os.path.abspath(root)), Path(root).resolve()}
         self.heatmaps = None if heatmaps is None else Path(heatmaps).resolve()
+        if self.heatmaps is not None and Path(root).resolve().is_relative_to(self.heatmaps):
+            raise ManufacturingError(f"--heatmaps {heatmaps}: the watched folder {root} lies in "
+                                     "it, so no photo would be read (the heatmaps folder is "
+                                     "never watched); give the heatmaps a folder of their own")
         self.scored: dict[Path, tuple[int, int]] = {}  # (size, mtime) when last scored
         self.digests: dict[Path, str] = {}  # of the bytes scored
         self.waiting: dict[Path, _Waiting] = {}
