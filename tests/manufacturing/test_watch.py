@@ -304,3 +304,21 @@ def test_new_only_misses_nothing_written_as_the_watch_begins(tmp_path):
     watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, existing=False,
                  changes=camera(), clock=Clock())
     assert sorted(r.path for r in got) == [str(root / "new.png"), str(root / "old.png")]
+
+
+def test_a_folder_the_system_cannot_watch_is_said_with_the_fix(tmp_path):
+    """The system's limit on watched folders reached (many subfolders), or a folder it may
+    not read: an error naming the folder and --poll, not a traceback."""
+    from deepseek.manufacturing.errors import ManufacturingError
+
+    root = tmp_path / "line"
+    root.mkdir()
+
+    def limit():
+        yield set()
+        raise OSError("OS file watch limit reached")
+
+    with pytest.raises(ManufacturingError, match=r"line: this folder cannot be watched \(OS "
+                       r"file watch limit reached\); --poll looks for changes"):
+        watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None, changes=limit(),
+                     clock=Clock())

@@ -210,7 +210,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
                         stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True,
                         raise_interrupt=False, force_polling=poll, debounce=1600, step=50)
     first = True
-    for batch in changes:
+    for batch in _told(changes, root, poll):
         if not root.is_dir():  # a watch that would see nothing more must not look alive
             raise ManufacturingError(f"{root}: the folder is gone (removed, or its share "
                                      "unmounted): the watch stops; start it again once the "
@@ -231,6 +231,24 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
         log.warning("%s: still not complete when the watch ended (%s)", path,
                     w.error or "not tried")
     return state
+
+
+def _told(changes: Iterable[set[tuple[Any, str]]], root: Path, poll: bool
+          ) -> Iterable[set[tuple[Any, str]]]:
+    """``changes``, a failure of the watching itself (the system's limit on watched
+    folders, a folder it may not read) said with what to do."""
+    it = iter(changes)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except OSError as exc:
+            fix = ("" if poll else "; --poll looks for changes instead of being told, or raise "
+                   "the system's limit (Linux: sysctl fs.inotify.max_user_watches)")
+            raise ManufacturingError(f"{root}: this folder cannot be watched ({exc}){fix}"
+                                     ) from None
+        yield batch
 
 
 def _file_digest(path: Path) -> str:
