@@ -199,7 +199,10 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
 
     if not existing:  # the photos there now are left: only a change of one scores it
         for p in list_images(root, recursive=True):
-            st = p.stat()
+            try:
+                st = p.stat()
+            except OSError:  # gone since it was listed
+                continue
             state.scored[p] = (st.st_size, st.st_mtime_ns)
     if changes is None:
         from watchfiles import watch
