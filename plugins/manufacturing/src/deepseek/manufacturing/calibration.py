@@ -108,11 +108,12 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
     # each image's map is let go once scored, but for the good images scored highest so far
     # (the review draws their spots): memory stays bounded however many images there are
     results, kept = [], []  # kept: (score, -index) of the good images whose maps are kept
-    words = getattr(scorer.memory, "takes_words", False)  # the camera's words: read again
     for i, f in enumerate(tqdm(files, desc="calibrating", disable=progress is False or
                                (progress is None and len(files) < 20))):
         # the pixels the listing decoded (kept, else decoded once more here), as score reads
-        results.append(scorer.score(f, image=None if words else (items[i].image, None)))
+        # them; the camera's words, where the scorer takes them, are read from the file
+        pixels = None if scorer.takes_words else (items[i].image, None)
+        results.append(scorer.score(f, image=pixels))
         if labels[i]:
             results[i].cell_map = None
             continue

@@ -280,13 +280,19 @@ class Scorer:
         anomaly map."""
         return 0.5 if self.memory is None else self.threshold
 
+    @property
+    def takes_words(self) -> bool:
+        """Whether what scores a photo takes the camera's 16-bit words as well as its gray
+        pixels (a ``--bit-depth`` memory scored through its photo decision)."""
+        return bool(getattr(self.memory, "takes_words", False))
+
     def read(self, path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         """The gray pixels of the image at ``path`` as :func:`read_gray` gives them at the
         model's bit depth, and the camera's 16-bit words where the model's graph takes them
         (a memory of a ``--bit-depth`` camera scored through its photo decision; else
         None), from one decoding of the file."""
         p = Path(path)
-        if getattr(self.memory, "takes_words", False):  # the graph takes the camera's words
+        if self.takes_words:
             words = decode_photo(file_bytes(p), dtype=np.uint16, where=str(p))
             return to_gray(words, str(p), self.bit_depth), words
         return read_gray(p, bit_depth=self.bit_depth), None
