@@ -34,7 +34,8 @@ def test_the_watch_service_starts_a_command_the_cli_takes():
     assert ctx.params["watch"] and ctx.params["as_json"]
     assert ctx.params["paths"] == ("/srv/line/line3",)
     assert str(ctx.params["csv_path"]).startswith("/var/lib/deepseek/line3/")
-    # the CSV lies in the service's state folder, the one place it may write
+    assert str(ctx.params["state_path"]).startswith("/var/lib/deepseek/line3/")
+    # the CSV and the state lie in the service's state folder, the one place it may write
     assert "StateDirectory=deepseek/%i" in UNIT.read_text()
 
 
@@ -53,7 +54,8 @@ def test_systemd_verifies_the_watch_service(tmp_path):
 
 def test_the_service_command_ends_on_sigterm_with_its_summary(tmp_path):
     """Run as systemd runs it (the unit's command, this install's paths): a photo's JSON line
-    on stdout, its CSV row, and on SIGTERM (systemctl stop) a summary and exit status 0."""
+    on stdout, its CSV row, and on SIGTERM (systemctl stop) a summary and exit status 0;
+    started again, it takes up its state and scores nothing twice."""
     import json
     import signal
     import threading
@@ -72,19 +74,39 @@ def test_the_service_command_ends_on_sigterm_with_its_summary(tmp_path):
     model = args.index("--model")
     args[model:model + 2] = ["--threshold", "0.5"]  # the packaged weights stand in for a run's
     state.mkdir()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    guard = threading.Timer(300, proc.kill)  # a hung watch fails the test, never the suite
-    guard.start()
-    try:
+
+    def run(started) -> tuple[str, str]:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        guard = threading.Timer(300, proc.kill)  # a hung watch fails the test, not the suite
+        guard.start()
+        try:
+            started(proc)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            guard.cancel()
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err
+        return out, err
+
+    def first_photo(proc) -> None:
         first = json.loads(proc.stdout.readline())
         assert first["path"] == str(line / "p0.png") and first["defect"] is False
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        guard.cancel()
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+
+    _, err = run(first_photo)
     assert "watch ended: 1 photos scored, 0 flagged as defects, 0 unreadable" in err
     rows = (state / "scores.csv").read_text().splitlines()
     assert rows[0].startswith("path,") and rows[1].startswith(str(line / "p0.png"))
+    said: list[str] = []
+
+    def taken_up(proc) -> None:
+        for line_said in proc.stderr:  # "watching ...", then what it takes up
+            said.append(line_said)
+            if line_said.startswith("taking up"):
+                return
+
+    out, err = run(taken_up)
+    assert said[-1].startswith(f"taking up {state / 'watch-state.jsonl'}: 1 photos there")
+    assert out == "" and "watch ended: 0 photos scored" in err
+    assert len((state / "scores.csv").read_text().splitlines()) == 2

@@ -7,6 +7,7 @@ import csv
 import json
 import queue
 import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -322,3 +323,239 @@ def test_a_folder_the_system_cannot_watch_is_said_with_the_fix(tmp_path):
                        r"file watch limit reached\); --poll looks for changes"):
         watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None, changes=limit(),
                      clock=Clock())
+
+
+def test_a_watch_started_again_takes_up_its_state(tmp_path):
+    """With a state file a watch started again (a restart, a reboot) scores only what is
+    new or changed since it stopped, those written while it was stopped included, even
+    with --new-only; its heatmaps are numbered on, never written over."""
+    import os
+
+    from deepseek.manufacturing.watch import STATE_KIND
+
+    root, maps, kept = tmp_path / "line", tmp_path / "maps", tmp_path / "state.jsonl"
+    root.mkdir()
+    for i in range(2):
+        (root / f"p{i}.png").write_bytes(_photo(i))
+    scorer = Scorer("defect-3dcnn-lstm", threshold=0.5)
+
+    def run(*written: str, existing: bool = True) -> list:
+        got: list = []
+
+        def camera():
+            yield set()
+            for n in written:
+                (root / n).write_bytes(_photo(len(got) + 20))
+                yield {(ADDED, str(root / n))}
+
+        watch_folder(scorer, root, got.append, heatmaps=maps, state=kept, existing=existing,
+                     changes=camera(), clock=Clock())
+        return [(Path(r.path).name, Path(r.heatmap).name) for r in got]
+
+    assert run("p2.png") == [("p0.png", "00000-p0.png"), ("p1.png", "00001-p1.png"),
+                             ("p2.png", "00002-p2.png")]
+    # stopped: a photo written, one rewritten, one touched, one removed
+    (root / "p3.png").write_bytes(_photo(3))
+    (root / "p1.png").write_bytes(_photo(11))
+    os.utime(root / "p0.png", ns=(5, 5))
+    (root / "p2.png").unlink()
+    said: list[str] = []
+    got: list = []
+    watch_folder(scorer, root, got.append, heatmaps=maps, state=kept, say=said.append,
+                 changes=iter([set()]), clock=Clock())
+    assert [(Path(r.path).name, Path(r.heatmap).name) for r in got] == \
+        [("p1.png", "00003-p1.png"), ("p3.png", "00004-p3.png")]
+    assert "2 photos there were scored" in said[0]  # p0 and p1; p2 is gone
+    assert run() == []  # nothing changed: nothing scored
+    (root / "p4.png").write_bytes(_photo(4))  # while stopped: scored although --new-only
+    assert run("p5.png", existing=False) == [("p4.png", "00005-p4.png"),
+                                             ("p5.png", "00006-p5.png")]
+    lines = [json.loads(x) for x in kept.read_text().splitlines()]
+    assert lines[0] == {STATE_KIND: 1, "folder": str(root.resolve()), "next": 5}
+    assert sorted(e["path"] for e in lines[1:]) == \
+        ["p0.png", "p1.png", "p3.png", "p4.png", "p5.png"]
+    assert sorted(os.listdir(maps))[-1] == "00006-p5.png"
+
+
+def test_a_first_start_with_new_only_and_a_state_leaves_the_photos_there(tmp_path):
+    root, kept = tmp_path / "line", tmp_path / "state.jsonl"
+    root.mkdir()
+    (root / "old.png").write_bytes(_photo(0))
+    scorer, got = Scorer("defect-3dcnn-lstm"), []
+    for _ in range(2):  # the first start leaves it; started again, it is still left
+        watch_folder(scorer, root, got.append, state=kept, existing=False,
+                     changes=iter([set()]), clock=Clock())
+    assert got == []
+
+
+def test_a_result_not_handed_over_is_scored_again_after_a_restart(tmp_path):
+    """A photo's line goes into the state once its result is handed over (its CSV row
+    written): a watch stopped in between scores it again rather than losing it."""
+    root, kept = tmp_path / "line", tmp_path / "state.jsonl"
+    root.mkdir()
+    for n in ("a.png", "b.png"):
+        (root / n).write_bytes(_photo(len(n) + ord(n[0])))
+    scorer, got = Scorer("defect-3dcnn-lstm"), []
+
+    def emit(r):
+        if r.path.endswith("b.png"):
+            raise OSError("No space left on device")
+        got.append(r)
+
+    maps = tmp_path / "maps"
+    with pytest.raises(OSError):
+        watch_folder(scorer, root, emit, state=kept, heatmaps=maps, changes=iter([set()]),
+                     clock=Clock())
+    again: list = []
+    watch_folder(scorer, root, again.append, state=kept, heatmaps=maps,
+                 changes=iter([set()]), clock=Clock())
+    assert [Path(r.path).name for r in got + again] == ["a.png", "b.png"]
+    # b's first heatmap (its result never handed over) is not written over
+    assert [Path(r.heatmap).name for r in got + again] == ["00000-a.png", "00002-b.png"]
+
+
+def test_a_state_file_that_is_not_this_watchs_is_refused_untouched(tmp_path, caplog):
+    from deepseek.manufacturing.errors import ManufacturingError
+
+    root = tmp_path / "line"
+    root.mkdir()
+    (root / "a.png").write_bytes(_photo(0))
+    scorer = Scorer("defect-3dcnn-lstm")
+
+    def start(kept, got=None):
+        return watch_folder(scorer, root, (got if got is not None else []).append, state=kept,
+                            changes=iter([set()]), clock=Clock())
+
+    table = tmp_path / "scores.csv"
+    table.write_text("path,width,height\n")
+    with pytest.raises(ManufacturingError, match="scores.csv: not the state a watch keeps"):
+        start(table)
+    assert table.read_text() == "path,width,height\n"
+    other = tmp_path / "other"
+    other.mkdir()
+    kept = tmp_path / "state.jsonl"
+    watch_folder(scorer, other, lambda r: None, state=kept, changes=iter([set()]),
+                 clock=Clock())
+    before = kept.read_bytes()
+    with pytest.raises(ManufacturingError, match=r"the state of the watch of .*other, not of "
+                       r".*line; give each watched folder its own --state"):
+        start(kept)
+    assert kept.read_bytes() == before
+    kept.unlink()
+    start(kept)
+    good = kept.read_text()
+    for bad in ('{"path": "../x.png", "size": 1, "mtime_ns": 1, "sha256": ""}',
+                '{"path": "b.png", "size": -1, "mtime_ns": 1, "sha256": ""}',
+                '{"path": "b.png", "size": true, "mtime_ns": 1, "sha256": ""}', "[]"):
+        kept.write_text(good + bad + "\n")
+        with pytest.raises(ManufacturingError, match="line 3 is not a line a watch writes"):
+            start(kept)
+    kept.write_text(good + '{"path": "a.png", "si')  # cut short as the watch was killed
+    got: list = []
+    with caplog.at_level("WARNING", logger="deepseek.manufacturing.watch"):
+        start(kept, got)
+    assert got == [] and "last line is cut short" in caplog.text  # a.png's line was whole
+
+
+def test_the_state_file_is_written_anew_when_it_doubles(tmp_path, monkeypatch):
+    """A photo rewritten again and again adds a line each time; the file holds no more than
+    about twice what the watch remembers."""
+    from deepseek.manufacturing import watch
+
+    monkeypatch.setattr(watch, "PRUNE_AT", 4)
+    root, kept = tmp_path / "line", tmp_path / "state.jsonl"
+    root.mkdir()
+    got: list = []
+
+    def camera():
+        yield set()
+        for i in range(12):
+            (root / "p.png").write_bytes(_photo(i))
+            yield {(MODIFIED, str(root / "p.png"))}
+            assert len(kept.read_text().splitlines()) <= 2 + 4
+
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, state=kept, changes=camera(),
+                 clock=Clock())
+    assert len(got) == 12
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, state=kept,
+                 changes=iter([set()]), clock=Clock())
+    assert len(got) == 12  # the last bytes are remembered
+
+
+def test_heatmaps_are_numbered_on_after_those_there(tmp_path):
+    root, maps = tmp_path / "line", tmp_path / "maps"
+    root.mkdir()
+    maps.mkdir()
+    write_heatmap(maps / "00041-old.png", np.zeros((8, 8, 3), np.uint8))
+    (maps / "notes-1.png").write_bytes(b"")
+    (root / "a.png").write_bytes(_photo(0))
+    got: list = []
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, heatmaps=maps,
+                 changes=iter([set()]), clock=Clock())
+    assert Path(got[0].heatmap).name == "00042-a.png"
+
+
+def test_score_watch_follows_a_rotated_csv_and_takes_up_its_state(tmp_path, monkeypatch):
+    """The CSV is opened for each row: moved away by a log rotation, the next row starts a
+    new file with its header. --state: started again, the watch scores nothing it scored."""
+    import watchfiles
+
+    root, table, kept = tmp_path / "line", tmp_path / "scores.csv", tmp_path / "state.jsonl"
+    root.mkdir()
+
+    def fake_watch(*paths, **kw):
+        yield set()
+        if not (root / "a.png").exists():
+            (root / "a.png").write_bytes(_photo(0))
+            yield {(ADDED, str(root / "a.png"))}
+            table.rename(tmp_path / "scores.csv.1")  # logrotate's move
+            (root / "b.png").write_bytes(_photo(1))
+            yield {(ADDED, str(root / "b.png"))}
+
+    monkeypatch.setattr(watchfiles, "watch", fake_watch)
+    line = ["manufacturing", "score", str(root), "--watch", "--csv", str(table), "--state",
+            str(kept), "--threshold", "0.5"]
+    res = CliRunner().invoke(build_cli(), line)
+    assert res.exit_code == 0, res.output
+    for name, photo in (("scores.csv.1", "a.png"), ("scores.csv", "b.png")):
+        with open(tmp_path / name) as f:
+            rows = list(csv.reader(f))
+        assert rows[0][0] == "path" and [r[0] for r in rows[1:]] == [str(root / photo)]
+    res = CliRunner().invoke(build_cli(), line)  # started again: nothing new
+    assert res.exit_code == 0, res.output
+    assert res.stdout == "" and f"taking up {kept}: 2 photos there" in res.stderr
+    res = CliRunner().invoke(build_cli(), line[:4] + ["--csv", str(kept), "--state", str(kept)])
+    assert res.exit_code == 2 and "--state and --csv name the same file" in res.output
+    res = CliRunner().invoke(build_cli(), line[:3] + ["--state", str(kept)])
+    assert res.exit_code == 2 and "--state goes with --watch" in res.output
+
+
+def test_score_watch_stops_when_its_csv_cannot_be_written(tmp_path, monkeypatch):
+    """A row that cannot be appended (disk full, its folder gone) stops the watch with an
+    error naming the CSV (exit status 2, so a service manager starts it again), and the
+    photo is not kept as scored in --state: started again, it is scored again."""
+    import shutil
+
+    import watchfiles
+
+    root, out, kept = tmp_path / "line", tmp_path / "out", tmp_path / "state.jsonl"
+    root.mkdir()
+
+    def fake_watch(*paths, **kw):
+        yield set()
+        shutil.rmtree(out, ignore_errors=True)
+        (root / "a.png").write_bytes(_photo(0))
+        yield {(ADDED, str(root / "a.png"))}
+
+    monkeypatch.setattr(watchfiles, "watch", fake_watch)
+    line = ["manufacturing", "score", str(root), "--watch", "--csv", str(out / "scores.csv"),
+            "--state", str(kept), "--threshold", "0.5"]
+    res = CliRunner().invoke(build_cli(), line)
+    assert res.exit_code == 2
+    assert f"--csv {out / 'scores.csv'}: cannot append the row of {root / 'a.png'} (No such " \
+        "file or directory); the watch stops" in res.stderr
+    assert "watch ended: 0 photos scored" in res.stderr and res.stdout == ""
+    monkeypatch.setattr(watchfiles, "watch", lambda *p, **kw: iter([set()]))
+    res = CliRunner().invoke(build_cli(), line)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.split()[-1] == str(root / "a.png")

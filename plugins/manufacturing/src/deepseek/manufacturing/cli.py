@@ -341,7 +341,9 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
                    "line (with --json, one JSON object) per photo as it is scored, --csv "
                    "appended row by row, until Ctrl-C or SIGTERM.")
 @click.option("--new-only", is_flag=True,
-              help="With --watch: leave the photos already in the folder; score what comes.")
+              help="With --watch: leave the photos already in the folder; score what comes "
+                   "(with --state: at its first start; started again, it scores the photos "
+                   "written while it was stopped).")
 @click.option("--poll", is_flag=True,
               help="With --watch: look for new photos every 300 ms instead of being told by "
                    "the system (a network share written by another machine: the system is "
@@ -350,11 +352,17 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
               help="With --watch: seconds a photo whose file does not decode (still being "
                    "written, or damaged) waits for its next change before it is reported "
                    "unreadable [10].")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None,
+              help="With --watch: a file (made when not there) where the watch keeps what "
+                   "it has scored, so that started again (a restart, a reboot) it scores "
+                   "only the photos new or changed since, those written while it was "
+                   "stopped included, not the whole folder again. One per watched folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
           views: str | None, backend: str, watch: bool, new_only: bool, poll: bool,
-          settle: float | None, as_json: bool) -> None:
+          settle: float | None, state_path: Path | None, as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped), or quoted patterns such as
     'line3/**/*.png' (what a Windows prompt passes as typed). Each image is scored alone
@@ -373,9 +381,14 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     if watch and (len(paths) != 1 or not Path(paths[0]).is_dir()):
         raise click.UsageError("--watch takes one folder as PATH: the one the camera writes "
                                "its photos into")
-    if not watch and (new_only or poll or settle is not None):
-        given = "--new-only" if new_only else "--poll" if poll else "--settle"
+    if not watch and (new_only or poll or settle is not None or state_path is not None):
+        given = ("--new-only" if new_only else "--poll" if poll else
+                 "--settle" if settle is not None else "--state")
         raise click.UsageError(f"{given} goes with --watch")
+    if state_path is not None and csv_path is not None and \
+            state_path.resolve() == csv_path.resolve():
+        raise click.UsageError("--state and --csv name the same file: give the state a file "
+                               "of its own")
     cal = None
     if calibration is not None:
         from deepseek.manufacturing.calibration import read_calibration
@@ -387,6 +400,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     from deepseek.paths import ready_folder, ready_to_write
 
     ready_to_write(csv_path, "--csv", "scores.csv")  # before the scoring, not after it
+    ready_to_write(state_path, "--state", "watch-state.jsonl")
     ready_folder(heatmaps, "--heatmaps")
     if evaluate:  # a folder with unlabelled images is refused before, not after, the scoring
         from deepseek.manufacturing.images import list_images
@@ -402,7 +416,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
 
         _watch_and_score(scorer, Path(paths[0]), csv_path, heatmaps, as_json, poll=poll,
                          settle=SETTLE_S if settle is None else settle,
-                         existing=not new_only)
+                         existing=not new_only, state=state_path)
         return
     # a damaged photo among a day's parts is listed and the rest scored (exit status 1);
     # --evaluate measures a labelled set, so there it stops the run with the file's name
@@ -483,13 +497,18 @@ def _score_line(r: Any) -> str:
 
 
 def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps: Path | None,
-                     as_json: bool, *, poll: bool, settle: float, existing: bool) -> None:
-    """``score --watch``: each result printed (and appended to the CSV) as it is made, until
-    Ctrl-C or SIGTERM; then a summary, and exit status 1 if a photo could not be read."""
+                     as_json: bool, *, poll: bool, settle: float, existing: bool,
+                     state: Path | None) -> None:
+    """``score --watch``: each result appended to the CSV and printed as it is made, until
+    Ctrl-C or SIGTERM; then a summary, and exit status 1 if a photo could not be read.
+
+    The CSV is opened for each row, so a log rotation that moves it away (or empties it)
+    is followed: the next row starts a new file, with its header."""
     import csv
     import signal
     import threading
 
+    from deepseek.manufacturing.errors import ManufacturingError
     from deepseek.manufacturing.score import CSV_HEADER, UnreadableImage, csv_row
     from deepseek.manufacturing.watch import watch_folder
 
@@ -499,16 +518,22 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
     except ValueError:  # not the main thread (an embedding application's): its own signals
         before = None
     counts = {"scored": 0, "flagged": 0, "unreadable": 0}
-    out = None
-    if csv_path is not None:
-        fresh = not csv_path.exists() or csv_path.stat().st_size == 0
-        out = open(csv_path, "a", newline="")  # a watch started again goes on with the file
-        rows = csv.writer(out)
-        if fresh:
-            rows.writerow(CSV_HEADER)
-            out.flush()
+
+    def append(r: Any) -> None:
+        """``r``'s row at the end of the CSV (a new or emptied file: the header first)."""
+        try:
+            with open(csv_path, "a", newline="") as out:  # type: ignore[arg-type]
+                rows = csv.writer(out)
+                if out.tell() == 0:
+                    rows.writerow(CSV_HEADER)
+                rows.writerow(csv_row(r))
+        except OSError as exc:
+            raise ManufacturingError(f"--csv {csv_path}: cannot append the row of {r.path} "
+                                     f"({exc.strerror}); the watch stops") from None
 
     def emit(r: Any) -> None:
+        if csv_path is not None:  # the row first: a result printed is also in the file
+            append(r)
         if isinstance(r, UnreadableImage):
             counts["unreadable"] += 1
             click.echo(f"unreadable, not scored: {r.error}", err=True)
@@ -518,23 +543,19 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
             counts["scored"] += 1
             counts["flagged"] += bool(r.defect)
             click.echo(json.dumps(r.to_dict()) if as_json else _score_line(r))
-        if out is not None:
-            rows.writerow(csv_row(r))
-            out.flush()
         sys.stdout.flush()
 
     click.echo(f"watching {folder} at threshold {scorer.threshold:.4g} (Ctrl-C to stop)",
                err=True)
     try:
         watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
-                     stop=stop, existing=existing)
+                     stop=stop, existing=existing, state=state,
+                     say=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:
         pass
     finally:  # the summary also when the watch stops on an error (its folder gone)
         if before is not None:
             signal.signal(signal.SIGTERM, before)
-        if out is not None:
-            out.close()
         click.echo(f"watch ended: {counts['scored']} photos scored, {counts['flagged']} "
                    f"flagged as defects, {counts['unreadable']} unreadable"
                    + (f"; rows appended to {csv_path}" if csv_path else ""), err=True)

@@ -15,13 +15,24 @@ so a photo caught while it is written waits for its next change. One that is sti
 reason), once, until it changes again. A photo is scored again only when its file changes
 (size or modification time) and its bytes differ from those scored, so neither the
 writer's last touches nor a copy of the same photo over it scores it twice.
+
+A watch runs as a service that is started again (a restart, a reboot, its share mounted
+again). With a state file (``score --watch --state FILE``, :class:`WatchState`) it keeps what
+it has scored across those: started again, it scores only the photos new or changed since,
+those written while it was stopped included, rather than the whole folder again (or, with
+``--new-only``, none of those written while it was stopped). A photo's line goes into the
+file after its result is handed over, so a watch stopped in between scores that photo again
+rather than losing it. Heatmaps are numbered on after the last in their folder, never
+written over.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,6 +54,160 @@ TICK_MS = 500
 PRUNE_AT = 10_000
 
 Result = ImageScore | UnreadableImage
+Stamp = tuple[int, int]  # a file's size and modification time (ns)
+
+#: the key of a state file's first line (its value: the format's version)
+STATE_KIND = "deepseek-watch-state"
+
+
+class WatchState:
+    """The file where a watch keeps what it has scored (``score --watch --state FILE``),
+    across its restarts. JSON Lines: a first line naming the folder it is of and the number
+    of the next result (a heatmap's), then one line per photo scored, reported unreadable
+    or passed over (its path below the folder, size, modification time, SHA-256 of the bytes
+    scored, result number), or gone from the folder; a later line of a path replaces the
+    earlier. The file is written anew (to a temporary name, then renamed over it) at the
+    start and whenever it holds twice the lines of what is remembered.
+
+    A last line cut short (the watch killed while writing it) is passed over: its photo is
+    scored again. A file that is not a watch's state, or the state of another folder, is
+    refused before anything is written to it."""
+
+    def __init__(self, path: str | Path, root: str | Path) -> None:
+        self.path, self.folder = Path(path), str(Path(root).resolve())
+        self.lines = 0  # lines in the file
+        self._out: Any = None
+
+    def load(self) -> tuple[dict[str, tuple[Stamp, str]], int] | None:
+        """What the file remembers: path below the folder -> (stamp, SHA-256; "" for a photo
+        not read), and the number of the next result; None when there is no state yet (no
+        file, or an empty one)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._error(f"cannot read it ({exc.strerror})") from None
+        if not raw:
+            return None
+        lines = raw.split(b"\n")
+        if lines[-1]:
+            log.warning("%s: its last line is cut short (the watch was stopped while writing "
+                        "it); that photo is scored again", self.path)
+        head = _json_line(lines[0])
+        if not isinstance(head, dict) or head.get(STATE_KIND) != 1:
+            raise self._error("not the state a watch keeps (its first line is not the one "
+                              "`score --watch --state` writes); give --state a file of its "
+                              "own (it is made)")
+        if head.get("folder") != self.folder:
+            raise self._error(f"the state of the watch of {head.get('folder')}, not of "
+                              f"{self.folder}; give each watched folder its own --state file")
+        seen: dict[str, tuple[Stamp, str]] = {}
+        nxt = _count(head.get("next"))
+        if nxt is None:
+            raise self._error("line 1: its number of the next result is not a count; remove "
+                              "the file to start afresh (the folder is then scored again)")
+        for i, line in enumerate(lines[1:-1], start=2):
+            e = _json_line(line)
+            rel = e.get("path") if isinstance(e, dict) else None
+            if not isinstance(rel, str) or not _below(rel):
+                raise self._bad_line(i, "no path below the folder")
+            if e.get("gone") is True:
+                seen.pop(rel, None)
+                continue
+            size, mtime, n = _count(e.get("size")), _count(e.get("mtime_ns")), _count(e.get("n"))
+            digest = e.get("sha256")
+            if None in (size, mtime) or not isinstance(digest, str) or \
+                    ("n" in e and n is None):
+                raise self._bad_line(i, "its size, time, SHA-256 or number is not one")
+            seen[rel] = ((size, mtime), digest)  # type: ignore[assignment]
+            if n is not None:
+                nxt = max(nxt, n + 1)
+        return seen, nxt
+
+    def rewrite(self, remembered: dict[str, tuple[Stamp, str]], nxt: int) -> None:
+        """Write the file anew with what is remembered (to a temporary name beside it, then
+        renamed over it: a watch stopped meanwhile leaves the file as it was)."""
+        self.close()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps({STATE_KIND: 1, "folder": self.folder, "next": nxt}) + "\n")
+                for rel in sorted(remembered):
+                    (size, mtime), digest = remembered[rel]
+                    fh.write(json.dumps({"path": rel, "size": size, "mtime_ns": mtime,
+                                         "sha256": digest}) + "\n")
+            os.replace(tmp, self.path)
+            self._out = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._error(f"cannot write it ({exc.strerror})") from None
+        self.lines = 1 + len(remembered)
+
+    def add(self, rel: str, stamp: Stamp, digest: str, n: int | None = None) -> None:
+        """A photo scored (``n``: its result's number), reported or passed over."""
+        e: dict[str, Any] = {"path": rel, "size": stamp[0], "mtime_ns": stamp[1],
+                             "sha256": digest}
+        if n is not None:
+            e["n"] = n
+        self._write(e)
+
+    def gone(self, rel: str) -> None:
+        """A photo no longer in the folder."""
+        self._write({"path": rel, "gone": True})
+
+    def close(self) -> None:
+        """Close the file (each line is out already)."""
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        try:
+            self._out.write(json.dumps(entry) + "\n")
+            self._out.flush()
+        except OSError as exc:
+            raise self._error(f"cannot write it ({exc.strerror}); the watch stops, its "
+                              "last photo is scored again when it is started again") from None
+        self.lines += 1
+
+    def _error(self, what: str) -> ManufacturingError:
+        return ManufacturingError(f"--state {self.path}: {what}")
+
+    def _bad_line(self, i: int, why: str) -> ManufacturingError:
+        return self._error(f"line {i} is not a line a watch writes ({why}); remove the file "
+                           "to start afresh (the folder's photos are then scored again)")
+
+
+def _json_line(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def _count(v: Any) -> int | None:
+    """``v`` when it is a whole number >= 0 (not a bool), else None."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _below(rel: str) -> bool:
+    """Whether ``rel`` is a path below a folder (not absolute, no ``..``)."""
+    p = Path(rel)
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts
+
+
+_HEATMAP_NAME = re.compile(r"(\d{5,})-.*\.png")
+
+
+def next_heatmap_number(folder: Path | None) -> int:
+    """One past the largest ``NNNNN`` of the heatmaps named ``NNNNN-<stem>.png`` in
+    ``folder`` (0 when none): a watch started again numbers on, never writing over one."""
+    if folder is None or not folder.is_dir():
+        return 0
+    nums = [int(m.group(1)) for f in os.listdir(folder)
+            if (m := _HEATMAP_NAME.fullmatch(f))]
+    return max(nums, default=-1) + 1
 
 
 @dataclass
@@ -54,10 +219,11 @@ class _Waiting:
 class FolderWatch:
     """What :func:`watch_folder` knows of a folder: the photos scored (with the file's size
     and modification time then) and the photos that wait to be complete. ``clock``: seconds,
-    monotonic (a test's own)."""
+    monotonic (a test's own). ``state``: the file that keeps what is remembered across
+    restarts (:class:`WatchState`, loaded by :func:`watch_folder`)."""
 
     def __init__(self, scorer: Scorer, root: str | Path, *, settle_s: float = SETTLE_S,
-                 heatmaps: str | Path | None = None,
+                 heatmaps: str | Path | None = None, state: WatchState | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if settle_s < 0:
             raise ManufacturingError(f"settle={settle_s}: give the seconds (0 or more) a photo "
@@ -69,11 +235,13 @@ class FolderWatch:
             raise ManufacturingError(f"--heatmaps {heatmaps}: the watched folder {root} lies in "
                                      "it, so no photo would be read (the heatmaps folder is "
                                      "never watched); give the heatmaps a folder of their own")
-        self.scored: dict[Path, tuple[int, int]] = {}  # (size, mtime) when last scored
+        self.scored: dict[Path, Stamp] = {}  # (size, mtime) when last scored
         self.digests: dict[Path, str] = {}  # of the bytes scored
         self.waiting: dict[Path, _Waiting] = {}
-        self.count = 0  # results handed over: each heatmap's number
+        self.count = next_heatmap_number(self.heatmaps)  # the next result's (heatmap's) number
         self.prune_at = PRUNE_AT
+        self.state = state
+        self._unsaved: dict[str, tuple[Path, Stamp, str, int]] = {}  # results not handed over
 
     def local(self, reported: str | Path) -> Path | None:
         """A path the system reported (absolute) as the folder's own paths are written (the
@@ -101,7 +269,8 @@ class FolderWatch:
         """Note a change of ``path``: a photo to score once complete, or gone."""
         if deleted:
             self.waiting.pop(path, None)
-            self.scored.pop(path, None)  # a photo saved again under its name is new
+            if self.scored.pop(path, None) is not None and self.state is not None:
+                self.state.gone(self._rel(path))  # a photo saved again under its name is new
             self.digests.pop(path, None)
         elif self.wants(path):
             self.waiting.pop(path, None)  # the waiting go in the order of their last change
@@ -111,6 +280,8 @@ class FolderWatch:
         """Score the waiting photos whose files are complete, and hand over as unreadable
         those still refused ``settle_s`` after their last change; the others wait."""
         out: list[Result] = []
+        if self.state is not None and self.state.lines > max(PRUNE_AT, 2 * len(self.scored)):
+            self.state.rewrite(self.remembered(), self.count)  # all handed over by now
         for path, w in list(self.waiting.items()):
             try:
                 st = path.stat()
@@ -120,8 +291,8 @@ class FolderWatch:
             stamp = (st.st_size, st.st_mtime_ns)
             if path in self.scored and (self.scored[path] == stamp
                                         or self.digests.get(path) == _file_digest(path)):
-                self.scored[path] = stamp  # touched, or saved again with the same bytes
-                del self.waiting[path]
+                self.pass_over(path, stamp, self.digests.get(path, ""))
+                del self.waiting[path]  # touched, or saved again with the same bytes
                 continue
             if not w.error:  # a refused file is decoded again only once it changes
                 if not self._is_part(path):
@@ -135,6 +306,8 @@ class FolderWatch:
                 if self.clock() - w.changed >= self.settle_s:
                     del self.waiting[path]
                     self.scored[path] = stamp  # not tried again until it changes
+                    self.digests.pop(path, None)
+                    self._unsaved[str(path)] = (path, stamp, "", self.count)
                     out.append(UnreadableImage(self.count, str(path), w.error))
                     self.count += 1
                 continue
@@ -146,11 +319,51 @@ class FolderWatch:
             r.cell_map = None  # a watch runs for days: no map is kept
             self.scored[path] = stamp
             self.digests[path] = _file_digest(path)
+            self._unsaved[str(path)] = (path, stamp, self.digests[path], self.count)
             out.append(r)
             self.count += 1
         if len(self.scored) > self.prune_at:
             self._forget_the_gone()
         return out
+
+    def handed_over(self, r: Result) -> None:
+        """Keep in the state file that ``r`` (from :meth:`ready`) was handed over: once it
+        is, not before, so a watch stopped in between scores its photo again."""
+        saved = self._unsaved.pop(r.path, None)
+        if saved is not None and self.state is not None:
+            path, stamp, digest, n = saved
+            self.state.add(self._rel(path), stamp, digest, n)
+
+    def pass_over(self, path: Path, stamp: Stamp, digest: str = "") -> None:
+        """Remember ``path`` as it is now (``stamp``; ``digest``: its bytes' SHA-256, "" when
+        not read) without scoring it: touched, the same bytes again, or there before a
+        ``--new-only`` watch."""
+        if self.scored.get(path) == stamp and self.digests.get(path, "") == digest:
+            return  # as remembered (a watch started again lists the folder anew)
+        self.scored[path] = stamp
+        if digest:
+            self.digests[path] = digest
+        if self.state is not None:
+            self.state.add(self._rel(path), stamp, digest)
+
+    def remembered(self) -> dict[str, tuple[Stamp, str]]:
+        """What a state file keeps: path below the folder -> (stamp, SHA-256 or "")."""
+        return {self._rel(p): (st, self.digests.get(p, "")) for p, st in self.scored.items()}
+
+    def resume(self, remembered: dict[str, tuple[Stamp, str]], nxt: int) -> int:
+        """Take up what a state file kept: the photos still in the folder, and the numbering
+        of the results (never below the heatmaps' own). Returns how many were taken up."""
+        for rel, (stamp, digest) in remembered.items():
+            p = self.root / rel
+            if p.exists():
+                self.scored[p] = stamp
+                if digest:
+                    self.digests[p] = digest
+        self.count = max(self.count, nxt)
+        return len(self.scored)
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
 
     def _forget_the_gone(self) -> None:
         """Forget the photos scored that are no longer there; look again at twice as many."""
@@ -169,6 +382,7 @@ class FolderWatch:
 def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None], *,
                  settle_s: float = SETTLE_S, heatmaps: str | Path | None = None,
                  poll: bool = False, stop: Any = None, existing: bool = True,
+                 state: str | Path | None = None, say: Callable[[str], None] = log.info,
                  changes: Iterable[set[tuple[Any, str]]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> FolderWatch:
     """Score the part photos in ``root`` (and below it) as they are written, handing each
@@ -179,31 +393,59 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
     ``existing``: score the photos there at the start first, in the folder's order; else
     they are left unless they change. The folder is listed again once the watch has begun,
     with the first changes, so that no photo written or changed in between is missed.
+    ``state``: a file that keeps what the watch has scored (:class:`WatchState`; made when
+    not there): a watch started again with it scores only the photos new or changed since
+    it was stopped (``existing`` then applies to the first start only), and ``say`` is told
+    how many it takes up.
     ``poll``: look for changes every 300 ms instead of being told (network shares, whose
     changes made by other machines the system is not told of). ``heatmaps``: a folder for
-    each photo's overlay, ``NNNNN-<stem>.png`` by the order scored; never watched.
+    each photo's overlay, ``NNNNN-<stem>.png`` by the order scored, numbered on after the
+    heatmaps there; never watched.
     ``changes``: the sets of ``(change, path)`` to act on instead of the folder's own (tests;
     ``change`` as watchfiles' ``Change``, or its value: 3 is a deletion).
 
     Raises:
-        ManufacturingError: ``root`` is not a folder, or stopped being one while watched.
+        ManufacturingError: ``root`` is not a folder, or stopped being one while watched;
+            ``state`` is not a watch's state of this folder, or cannot be written.
     """
     root = Path(root)
     if not root.is_dir():
         raise ManufacturingError(f"{root}: not a folder (--watch takes the folder the camera "
                                  "writes its photos into)")
-    state = FolderWatch(scorer, root, settle_s=settle_s, heatmaps=heatmaps, clock=clock)
-    if heatmaps is not None:
-        Path(heatmaps).mkdir(parents=True, exist_ok=True)
+    kept = WatchState(state, root) if state is not None else None
+    earlier = kept.load() if kept is not None else None
+    watch = FolderWatch(scorer, root, settle_s=settle_s, heatmaps=heatmaps, state=kept,
+                        clock=clock)
+    try:
+        _watch(watch, root, emit, earlier, poll=poll, stop=stop, existing=existing, say=say,
+               changes=changes)
+    finally:
+        if kept is not None:
+            kept.close()
+    return watch
+
+
+def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
+           earlier: tuple[dict[str, tuple[Stamp, str]], int] | None, *, poll: bool,
+           stop: Any, existing: bool, say: Callable[[str], None],
+           changes: Iterable[set[tuple[Any, str]]] | None) -> None:
+    if state.heatmaps is not None:
+        state.heatmaps.mkdir(parents=True, exist_ok=True)
     from deepseek.manufacturing.images import list_images
 
-    if not existing:  # the photos there now are left: only a change of one scores it
-        for p in list_images(root, recursive=True):
+    if state.state is not None:
+        if earlier is not None:
+            n = state.resume(*earlier)
+            say(f"taking up {state.state.path}: {n} photos there were scored (or reported) "
+                "before and are scored again only if they change")
+        state.state.rewrite(state.remembered(), state.count)
+    if not existing and earlier is None:  # the photos there now are left: only a change
+        for p in list_images(root, recursive=True):  # of one scores it
             try:
                 st = p.stat()
             except OSError:  # gone since it was listed
                 continue
-            state.scored[p] = (st.st_size, st.st_mtime_ns)
+            state.pass_over(p, (st.st_size, st.st_mtime_ns))
     if changes is None:
         from watchfiles import watch
 
@@ -228,12 +470,12 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
                 state.changed(path, deleted=int(change) == 3)
         for r in state.ready():
             emit(r)
+            state.handed_over(r)
         if stop is not None and stop.is_set():
             break
     for path, w in state.waiting.items():
         log.warning("%s: still not complete when the watch ended (%s)", path,
                     w.error or "not tried")
-    return state
 
 
 def _told(changes: Iterable[set[tuple[Any, str]]], root: Path, poll: bool
