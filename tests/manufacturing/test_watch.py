@@ -559,3 +559,27 @@ def test_score_watch_stops_when_its_csv_cannot_be_written(tmp_path, monkeypatch)
     res = CliRunner().invoke(build_cli(), line)
     assert res.exit_code == 0, res.output
     assert res.stdout.split()[-1] == str(root / "a.png")
+
+
+def test_a_state_another_watch_holds_is_refused(tmp_path):
+    """Two watches of one folder would score each photo twice and mix their states."""
+    from deepseek.manufacturing.errors import ManufacturingError
+
+    pytest.importorskip("fcntl")
+    root, kept = tmp_path / "line", tmp_path / "state.jsonl"
+    root.mkdir()
+    refused: list[str] = []
+
+    def camera():
+        yield set()
+        try:  # a second watch started while this one runs
+            watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None, state=kept,
+                         changes=iter([set()]), clock=Clock())
+        except ManufacturingError as exc:
+            refused.append(str(exc))
+
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None, state=kept,
+                 changes=camera(), clock=Clock())
+    assert len(refused) == 1 and "another watch running holds it" in refused[0]
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None, state=kept,
+                 changes=iter([set()]), clock=Clock())  # once it ended: taken

@@ -71,12 +71,33 @@ class WatchState:
 
     A last line cut short (the watch killed while writing it) is passed over: its photo is
     scored again. A file that is not a watch's state, or the state of another folder, is
-    refused before anything is written to it."""
+    refused before anything is written to it, and so is a state another watch running
+    holds (a lock on ``<file>.lock`` while the watch runs, where the system has them)."""
 
     def __init__(self, path: str | Path, root: str | Path) -> None:
         self.path, self.folder = Path(path), str(Path(root).resolve())
         self.lines = 0  # lines in the file
         self._out: Any = None
+        self._lock: Any = None
+
+    def hold(self) -> None:
+        """Take the state for this watch: refused while another watch holds it."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here
+            return
+        lock = self.path.with_name(self.path.name + ".lock")
+        try:
+            fh = open(lock, "a")
+        except OSError as exc:
+            raise self._error(f"cannot make its lock {lock} ({exc.strerror})") from None
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise self._error("another watch running holds it (two watches of one folder "
+                              "would score each photo twice); stop that one first") from None
+        self._lock = fh
 
     def load(self) -> tuple[dict[str, tuple[Stamp, str]], int] | None:
         """What the file remembers: path below the folder -> (stamp, SHA-256; "" for a photo
@@ -161,6 +182,13 @@ class WatchState:
         if self._out is not None:
             self._out.close()
             self._out = None
+
+    def release(self) -> None:
+        """Close the file and let another watch take the state."""
+        self.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _write(self, entry: dict[str, Any]) -> None:
         try:
@@ -413,15 +441,17 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
         raise ManufacturingError(f"{root}: not a folder (--watch takes the folder the camera "
                                  "writes its photos into)")
     kept = WatchState(state, root) if state is not None else None
-    earlier = kept.load() if kept is not None else None
-    watch = FolderWatch(scorer, root, settle_s=settle_s, heatmaps=heatmaps, state=kept,
-                        clock=clock)
     try:
+        if kept is not None:
+            kept.hold()
+        earlier = kept.load() if kept is not None else None
+        watch = FolderWatch(scorer, root, settle_s=settle_s, heatmaps=heatmaps, state=kept,
+                            clock=clock)
         _watch(watch, root, emit, earlier, poll=poll, stop=stop, existing=existing, say=say,
                changes=changes)
     finally:
         if kept is not None:
-            kept.close()
+            kept.release()
     return watch
 
 
