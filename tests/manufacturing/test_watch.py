@@ -583,3 +583,26 @@ def test_a_state_another_watch_holds_is_refused(tmp_path):
     assert len(refused) == 1 and "another watch running holds it" in refused[0]
     watch_folder(Scorer("defect-3dcnn-lstm"), root, lambda r: None, state=kept,
                  changes=iter([set()]), clock=Clock())  # once it ended: taken
+
+
+def test_a_photo_completed_without_a_report_is_scored_not_called_unreadable(tmp_path):
+    """Polling (a network share) reports no change made within the second of the one
+    before, so the last bytes of a photo written may never be reported: a refused photo
+    whose file changed since is tried again, reported or not, and scored."""
+    root = tmp_path / "line"
+    root.mkdir()
+    photo, clock, got = _photo(1), Clock(), []
+
+    def camera():
+        yield set()
+        (root / "p.png").write_bytes(photo[: len(photo) // 3])
+        yield {(ADDED, str(root / "p.png"))}
+        (root / "p.png").write_bytes(photo)  # its last bytes: no report
+        clock.now += 1
+        yield set()
+        clock.now += 10  # past the settle time: had it not been tried, it would be reported
+        yield set()
+
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, settle_s=5, changes=camera(),
+                 clock=clock)
+    assert [type(r).__name__ for r in got] == ["ImageScore"]

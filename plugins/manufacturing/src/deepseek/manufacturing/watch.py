@@ -10,7 +10,9 @@ watchfiles.
 
 A file is complete when it decodes: a JPEG cut short, a PNG without its end or a TIFF whose
 strips are not all there is refused by the readers, never scored as what is there so far,
-so a photo caught while it is written waits for its next change. One that is still refused
+so a photo caught while it is written waits for its next change (its size and time looked at
+on every tick, so a change the system does not report, as polling misses one made within
+the second of the one before, is not missed). One that is still refused
 ``settle_s`` seconds after its last change is handed over as unreadable (with the reader's
 reason), once, until it changes again. A photo is scored again only when its file changes
 (size or modification time) and its bytes differ from those scored, so neither the
@@ -241,7 +243,8 @@ def next_heatmap_number(folder: Path | None) -> int:
 @dataclass
 class _Waiting:
     changed: float  # the clock at the file's last change seen
-    error: str = ""
+    error: str = ""  # why it was refused
+    stamp: Stamp | None = None  # the file's when it was refused
 
 
 class FolderWatch:
@@ -322,6 +325,9 @@ class FolderWatch:
                 self.pass_over(path, stamp, self.digests.get(path, ""))
                 del self.waiting[path]  # touched, or saved again with the same bytes
                 continue
+            if w.error and stamp != w.stamp:  # changed since it was refused, reported or
+                w.error, w.changed = "", self.clock()  # not (a poll misses a change made
+                # within the second of the one before: the last bytes of a photo written)
             if not w.error:  # a refused file is decoded again only once it changes
                 if not self._is_part(path):
                     del self.waiting[path]
@@ -329,7 +335,7 @@ class FolderWatch:
                 try:
                     read = self.scorer.read(path)
                 except ManufacturingError as exc:
-                    w.error = str(exc)
+                    w.error, w.stamp = str(exc), stamp
             if w.error:
                 if self.clock() - w.changed >= self.settle_s:
                     del self.waiting[path]
