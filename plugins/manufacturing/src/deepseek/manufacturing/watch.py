@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 SETTLE_S = 10.0
 #: milliseconds between the checks of photos that wait (and of the stop event)
 TICK_MS = 500
+#: seconds a PNG or JPEG without its end marker must stay as it is before it is decoded
+#: (one with bytes after its end; never longer than the settle time); while it changes, it
+#: is being written, so not decoded
+QUIET_S = 1.0
 #: photos remembered as scored past which those no longer in the folder are forgotten (a
 #: removal the system did not report): what a watch holds follows the folder, not the days
 PRUNE_AT = 10_000
@@ -245,6 +249,8 @@ class _Waiting:
     changed: float  # the clock at the file's last change seen
     error: str = ""  # why it was refused
     stamp: Stamp | None = None  # the file's when it was refused
+    seen: Stamp | None = None  # the file's when last looked at
+    since: float = 0.0  # the clock when it was first seen so
 
 
 class FolderWatch:
@@ -328,10 +334,15 @@ class FolderWatch:
             if w.error and stamp != w.stamp:  # changed since it was refused, reported or
                 w.error, w.changed = "", self.clock()  # not (a poll misses a change made
                 # within the second of the one before: the last bytes of a photo written)
+            if stamp != w.seen:
+                w.seen, w.since = stamp, self.clock()
             if not w.error:  # a refused file is decoded again only once it changes
                 if not self._is_part(path):
                     del self.waiting[path]
                     continue
+                if _without_its_end(path) and \
+                        self.clock() - w.since < min(QUIET_S, self.settle_s):
+                    continue  # still being written: not decoded (nor reported) yet
                 try:
                     read = self.scorer.read(path)
                 except ManufacturingError as exc:
@@ -530,6 +541,26 @@ def _told(changes: Iterable[set[tuple[Any, str]]], root: Path, poll: bool
             raise ManufacturingError(f"{root}: this folder cannot be watched ({exc}){fix}"
                                      ) from None
         yield batch
+
+
+#: the first bytes of a format whose files end with a marker, and that marker
+_END_MARKERS = ((b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), (b"\xff\xd8\xff", b"\xff\xd9"))
+
+
+def _without_its_end(path: Path) -> bool:
+    """Whether ``path`` is a PNG or a JPEG (by its first bytes) that does not end with its
+    format's end (the IEND chunk, the EOI marker): most likely one still being written, which
+    the decoders would refuse, some with a line of their own on stderr. Other formats, and
+    files that cannot be read: False (decoding tells)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8))
+            tail = fh.read(8)
+    except OSError:
+        return False
+    return any(head.startswith(h) and not tail.endswith(e) for h, e in _END_MARKERS)
 
 
 def _file_digest(path: Path) -> str:
