@@ -127,7 +127,8 @@ def test_a_watch_that_is_stopped_reports_what_is_still_written(tmp_path, caplog)
 @pytest.mark.parametrize("poll", [False, True])
 def test_the_folder_is_watched_as_the_system_tells_or_by_polling(tmp_path, poll):
     """Through watchfiles itself: told by the system (inotify) or polling, as on a network
-    share; the watch ends when its stop event is set."""
+    share; a folder of photos moved in is read (the system tells of the folder only); the
+    watch ends when its stop event is set."""
     root = tmp_path / "line"
     root.mkdir()
     results: queue.Queue = queue.Queue()
@@ -153,6 +154,13 @@ def test_the_folder_is_watched_as_the_system_tells_or_by_polling(tmp_path, poll)
         assert isinstance(new, ImageScore), new
         assert new.path == str(root / "new.png")
         assert new.score == pytest.approx(scorer.score(root / "new.png").score, abs=1e-6)
+        batch = tmp_path / "batch7"  # a folder of photos moved in: only the folder is told
+        batch.mkdir()
+        for i in range(2):
+            (batch / f"b{i}.png").write_bytes(_photo(10 + i))
+        batch.rename(root / "batch7")
+        moved = sorted(results.get(timeout=120).path for _ in range(2))
+        assert moved == [str(root / "batch7" / f"b{i}.png") for i in range(2)]
     finally:
         stop.set()
         watcher.join(timeout=120)
@@ -641,3 +649,24 @@ def test_a_png_or_jpeg_without_its_end_is_not_decoded_while_it_is_written(tmp_pa
     assert reads == ["p.png", "q.jpg"]  # each decoded once: when whole
     assert [(Path(r.path).name, type(r).__name__) for r in got] == \
         [("p.png", "ImageScore"), ("q.jpg", "ImageScore")]
+
+
+def test_a_folder_made_in_the_watched_one_is_read_when_it_is_told(tmp_path):
+    """A camera's folder per day or per batch: photos written into it before the system
+    watched it are reported by no change of their own; they are found when the folder is."""
+    root = tmp_path / "line"
+    root.mkdir()
+    got: list = []
+
+    def camera():
+        yield set()
+        (root / "day2" / ".tmp").mkdir(parents=True)
+        (root / "day2" / "p.png").write_bytes(_photo(2))
+        (root / "day2" / ".tmp" / "h.png").write_bytes(_photo(3))  # hidden: not a part
+        yield {(ADDED, str(root / "day2"))}
+        (root / "day2" / "q.png").write_bytes(_photo(4))  # written once watched: told
+        yield {(ADDED, str(root / "day2" / "q.png")), (ADDED, str(root / "day2"))}
+
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, changes=camera(),
+                 clock=Clock())
+    assert [Path(r.path).name for r in got] == ["p.png", "q.png"]

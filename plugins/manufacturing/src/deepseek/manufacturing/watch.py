@@ -302,6 +302,16 @@ class FolderWatch:
             return False
         return not any(part.startswith(".") for part in below.parts)
 
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` is a folder below the watched one whose photos are parts (not
+        hidden, not the heatmaps)."""
+        try:
+            below = path.relative_to(self.root)
+        except ValueError:
+            return False
+        return (not any(part.startswith(".") for part in below.parts) and path.is_dir()
+                and (self.heatmaps is None or not path.resolve().is_relative_to(self.heatmaps)))
+
     def changed(self, path: Path, deleted: bool = False) -> None:
         """Note a change of ``path``: a photo to score once complete, or gone."""
         if deleted:
@@ -513,7 +523,12 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
                 state.changed(p)
         for change, reported in sorted(batch, key=lambda c: c[1]):
             path = state.local(reported)
-            if path is not None:
+            if path is None:
+                continue
+            if int(change) != 3 and path.is_dir():  # a folder made or moved in: its photos,
+                for p in list_images(path, recursive=True):  # those written before the
+                    state.changed(p)  # system watched it, or moved in with it (unreported)
+            else:
                 state.changed(path, deleted=int(change) == 3)
         for r in state.ready():
             emit(r)
@@ -574,5 +589,6 @@ def _file_digest(path: Path) -> str:
 
 
 def _wanted(state: FolderWatch, reported: str) -> bool:
+    """Whether a reported change is of a part photo, or of a folder (made or moved in)."""
     path = state.local(reported)
-    return path is not None and state.wants(path)
+    return path is not None and (state.wants(path) or state.holds(path))
