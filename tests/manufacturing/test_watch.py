@@ -181,7 +181,7 @@ def test_score_watch_on_the_command_line(tmp_path, monkeypatch):
 
     def fake_watch(*paths, stop_event=None, force_polling=None, **kw):
         assert paths == (root,) and kw["watch_filter"] is not None
-        fake_watch.polling = force_polling
+        fake_watch.polling, fake_watch.every_ms = force_polling, kw["poll_delay_ms"]
         yield set()  # the watch has begun
         for name, data in events.pop(0).items():
             (root / name).write_bytes(data)
@@ -204,7 +204,7 @@ def test_score_watch_on_the_command_line(tmp_path, monkeypatch):
                                            "--new-only", "--poll", "--csv", str(table),
                                            "--threshold", "0.5"])
     assert res.exit_code == 0, res.output
-    assert fake_watch.polling is True
+    assert fake_watch.polling is True and fake_watch.every_ms == 300
     assert res.stdout.splitlines()[0].endswith(str(root / "d.png"))
     assert len(res.stdout.splitlines()) == 1  # a, b and c were there before: left
     with open(table) as f:
@@ -217,7 +217,12 @@ def test_score_watch_on_the_command_line(tmp_path, monkeypatch):
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root / "a.png"),
                                            "--watch"])
     assert res.exit_code == 2 and "--watch takes one folder" in res.output
-    for alone in (["--poll"], ["--new-only"], ["--settle", "3"]):
+    events.append({})
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), "--watch",
+                                           "--new-only", "--poll-every", "2.5"])
+    assert res.exit_code == 0, res.output
+    assert fake_watch.polling is True and fake_watch.every_ms == 2500  # a large share
+    for alone in (["--poll"], ["--new-only"], ["--settle", "3"], ["--poll-every", "2"]):
         res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), *alone])
         assert res.exit_code == 2 and f"{alone[0]} goes with --watch" in res.output
 

@@ -348,6 +348,11 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
               help="With --watch: look for new photos every 300 ms instead of being told by "
                    "the system (a network share written by another machine: the system is "
                    "not told of its changes).")
+@click.option("--poll-every", type=click.FloatRange(0.05, 3600), default=None,
+              metavar="SECONDS",
+              help="With --watch: poll, looking every SECONDS (each look reads the size and "
+                   "time of every file in the folder: on a large share, look less often) "
+                   "[--poll: 0.3].")
 @click.option("--settle", type=click.FloatRange(0), default=None,
               help="With --watch: seconds a photo whose file does not decode (still being "
                    "written, or damaged) waits for its next change before it is reported "
@@ -362,7 +367,8 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
           views: str | None, backend: str, watch: bool, new_only: bool, poll: bool,
-          settle: float | None, state_path: Path | None, as_json: bool) -> None:
+          poll_every: float | None, settle: float | None, state_path: Path | None,
+          as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped), or quoted patterns such as
     'line3/**/*.png' (what a Windows prompt passes as typed). Each image is scored alone
@@ -381,8 +387,10 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     if watch and (len(paths) != 1 or not Path(paths[0]).is_dir()):
         raise click.UsageError("--watch takes one folder as PATH: the one the camera writes "
                                "its photos into")
-    if not watch and (new_only or poll or settle is not None or state_path is not None):
+    if not watch and (new_only or poll or poll_every is not None or settle is not None
+                      or state_path is not None):
         given = ("--new-only" if new_only else "--poll" if poll else
+                 "--poll-every" if poll_every is not None else
                  "--settle" if settle is not None else "--state")
         raise click.UsageError(f"{given} goes with --watch")
     if state_path is not None and csv_path is not None and \
@@ -414,7 +422,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                                    views=None if views is None else int(views))
         from deepseek.manufacturing.watch import SETTLE_S
 
-        _watch_and_score(scorer, Path(paths[0]), csv_path, heatmaps, as_json, poll=poll,
+        _watch_and_score(scorer, Path(paths[0]), csv_path, heatmaps, as_json,
+                         poll=poll_every if poll_every is not None else poll,
                          settle=SETTLE_S if settle is None else settle,
                          existing=not new_only, state=state_path)
         return
@@ -497,7 +506,7 @@ def _score_line(r: Any) -> str:
 
 
 def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps: Path | None,
-                     as_json: bool, *, poll: bool, settle: float, existing: bool,
+                     as_json: bool, *, poll: bool | float, settle: float, existing: bool,
                      state: Path | None) -> None:
     """``score --watch``: each result appended to the CSV and printed as it is made, until
     Ctrl-C or SIGTERM; then a summary, and exit status 1 if a photo could not be read.

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 SETTLE_S = 10.0
 #: milliseconds between the checks of photos that wait (and of the stop event)
 TICK_MS = 500
+#: seconds between two looks at the folder when polling (``poll=True``)
+POLL_S = 0.3
 #: seconds a PNG or JPEG without its end marker must stay as it is before it is decoded
 #: (one with bytes after its end; never longer than the settle time); while it changes, it
 #: is being written, so not decoded
@@ -436,7 +438,7 @@ class FolderWatch:
 
 def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None], *,
                  settle_s: float = SETTLE_S, heatmaps: str | Path | None = None,
-                 poll: bool = False, stop: Any = None, existing: bool = True,
+                 poll: bool | float = False, stop: Any = None, existing: bool = True,
                  state: str | Path | None = None, say: Callable[[str], None] = log.info,
                  changes: Iterable[set[tuple[Any, str]]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> FolderWatch:
@@ -452,10 +454,11 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
     not there): a watch started again with it scores only the photos new or changed since
     it was stopped (``existing`` then applies to the first start only), and ``say`` is told
     how many it takes up.
-    ``poll``: look for changes every 300 ms instead of being told (network shares, whose
-    changes made by other machines the system is not told of). ``heatmaps``: a folder for
-    each photo's overlay, ``NNNNN-<stem>.png`` by the order scored, numbered on after the
-    heatmaps there; never watched.
+    ``poll``: look for changes every 300 ms (True) or every ``poll`` seconds (a number)
+    instead of being told (network shares, whose changes made by other machines the system
+    is not told of); each look reads the size and time of every file in the folder.
+    ``heatmaps``: a folder for each photo's overlay, ``NNNNN-<stem>.png`` by the order
+    scored, numbered on after the heatmaps there; never watched.
     ``changes``: the sets of ``(change, path)`` to act on instead of the folder's own (tests;
     ``change`` as watchfiles' ``Change``, or its value: 3 is a deletion).
 
@@ -483,7 +486,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
 
 
 def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
-           earlier: tuple[dict[str, tuple[Stamp, str]], int] | None, *, poll: bool,
+           earlier: tuple[dict[str, tuple[Stamp, str]], int] | None, *, poll: bool | float,
            stop: Any, existing: bool, say: Callable[[str], None],
            changes: Iterable[set[tuple[Any, str]]] | None) -> None:
     if state.heatmaps is not None:
@@ -506,11 +509,16 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
     if changes is None:
         from watchfiles import watch
 
+        every = POLL_S if poll is True else float(poll)
+        if poll is not False and every <= 0:
+            raise ManufacturingError(f"poll={poll}: give the seconds between two looks at "
+                                     "the folder (more than 0)")
         log.info("watching %s for part photos (%s)", root,
-                 "polling every 300 ms" if poll else "told by the system")
+                 f"polling every {every:g} s" if poll is not False else "told by the system")
         changes = watch(root, watch_filter=lambda _c, p: _wanted(state, p),
                         stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True,
-                        raise_interrupt=False, force_polling=poll, debounce=1600, step=50)
+                        raise_interrupt=False, force_polling=poll is not False,
+                        poll_delay_ms=max(1, round(every * 1000)), debounce=1600, step=50)
     first = True
     for batch in _told(changes, root, poll):
         if not root.is_dir():  # a watch that would see nothing more must not look alive
@@ -540,7 +548,7 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
                     w.error or "not tried")
 
 
-def _told(changes: Iterable[set[tuple[Any, str]]], root: Path, poll: bool
+def _told(changes: Iterable[set[tuple[Any, str]]], root: Path, poll: bool | float
           ) -> Iterable[set[tuple[Any, str]]]:
     """``changes``, a failure of the watching itself (the system's limit on watched
     folders, a folder it may not read) said with what to do."""
@@ -551,8 +559,9 @@ def _told(changes: Iterable[set[tuple[Any, str]]], root: Path, poll: bool
         except StopIteration:
             return
         except OSError as exc:
-            fix = ("" if poll else "; --poll looks for changes instead of being told, or raise "
-                   "the system's limit (Linux: sysctl fs.inotify.max_user_watches)")
+            fix = ("" if poll is not False else "; --poll looks for changes instead of "
+                   "being told, or raise the system's limit (Linux: sysctl "
+                   "fs.inotify.max_user_watches)")
             raise ManufacturingError(f"{root}: this folder cannot be watched ({exc}){fix}"
                                      ) from None
         yield batch
