@@ -58,6 +58,29 @@ def test_safetensors_round_trip(tiny_plugin, tmp_path, x):
     assert ModelLoader.load(path).config["hidden"] == 12
 
 
+def test_a_save_that_fails_leaves_the_model_there_as_it_was(tiny_plugin, tmp_path, x,
+                                                            monkeypatch):
+    """A model a service loads is replaced whole or not at all: a save that fails midway (a
+    full disk, Ctrl-C) leaves the one there loading as before."""
+    import safetensors.torch
+
+    torch.manual_seed(3)
+    net = TinyNet(hidden=12)
+    path = save_model(net, tmp_path / "run" / "m", architecture="test-tiny",
+                      config={"hidden": 12})
+
+    def full_disk(module, filename, metadata=None):
+        with open(filename, "wb") as fh:
+            fh.write(b"\0" * 10)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_model", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_model(TinyNet(hidden=12), path, architecture="test-tiny", config={"hidden": 12})
+    torch.testing.assert_close(ModelLoader.load(path)(x), net(x), rtol=0, atol=0)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json", "m.safetensors"]
+
+
 def test_torchscript_round_trip(tmp_path, x):
     net = TinyNet().eval()
     path = tmp_path / "m.pt"

@@ -118,3 +118,22 @@ def test_ready_folder_can_check_without_making(tmp_path):
     assert err.value.filename == str(tmp_path / "afile" / "run")
     with pytest.raises(NotADirectoryError):  # the same as making it would say
         ready_folder(tmp_path / "afile" / "run", "--out")
+
+
+def test_written_whole_replaces_the_file_only_once_it_is_written(tmp_path):
+    """A reader sees the old file or the new one, never half of one; a write that fails
+    leaves the old file and no temporary one."""
+    from deepseek.paths import written_whole
+
+    model = tmp_path / "model.safetensors"
+    model.write_text("old")
+    with pytest.raises(OSError, match="No space left"):
+        with written_whole(model) as tmp:
+            tmp.write_text("half of the ne")
+            assert model.read_text() == "old"  # what a reader sees meanwhile
+            raise OSError(28, "No space left on device")
+    assert model.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["model.safetensors"]
+    with written_whole(model) as tmp:
+        tmp.write_text("new")
+    assert model.read_text() == "new" and len(list(tmp_path.iterdir())) == 1

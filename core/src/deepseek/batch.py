@@ -617,9 +617,10 @@ class BatchReport:
 
 
 def _write_whole(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from deepseek.paths import written_whole
+
+    with written_whole(path) as tmp:
+        tmp.write_text(text)
 
 
 def _check_out(out: Path, entry: Any, options: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ wrong (a folder where a file goes) raises :class:`~deepseek.errors.DeepSeekError
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
@@ -19,6 +20,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from deepseek.errors import DeepSeekError
+
+
+@contextlib.contextmanager
+def written_whole(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write its file to, renamed over ``path`` once the
+    writing ends without an error (removed otherwise). A model a service loads, or a file
+    another process reads, is then never seen half written, and a write that fails (a full
+    disk, Ctrl-C) leaves the file that was there as it was.
+
+    >>> with written_whole("model.safetensors") as tmp:  # doctest: +SKIP
+    ...     save_file(tensors, str(tmp))
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def ready_to_write(path: str | Path | None, option: str, example: str) -> None:

@@ -168,6 +168,8 @@ def save_model(module: torch.nn.Module, path: str | Path, *, architecture: str,
     """
     from safetensors.torch import save_model as st_save_model
 
+    from deepseek.paths import written_whole
+
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
@@ -179,8 +181,10 @@ def save_model(module: torch.nn.Module, path: str | Path, *, architecture: str,
     if extra:
         meta[EXTRA_META_KEY] = json.dumps(extra)
         side["extra"] = extra
-    st_save_model(module, str(path), metadata=meta)
-    path.with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n")
+    with written_whole(path) as tmp:  # a service loading it never sees half of it
+        st_save_model(module, str(tmp), metadata=meta)
+    with written_whole(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(side, indent=2) + "\n")
     return path
 
 

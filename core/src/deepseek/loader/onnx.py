@@ -126,7 +126,10 @@ def stamp_onnx(path: str | Path, source: str | Path, architecture: str,
     model.metadata_props.extend(keep)
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
-    onnx.save(model, str(path))
+    from deepseek.paths import written_whole
+
+    with written_whole(path) as tmp:
+        onnx.save(model, str(tmp))
     return Path(path)
 
 
@@ -275,7 +278,10 @@ def export_onnx(module: torch.nn.Module, example_input: Any, path: str | Path, *
         axes = dynamic_axes
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, inputs, str(path), input_names=input_names,
-                          output_names=output_names, dynamic_axes=axes, opset_version=opset,
-                          dynamo=False)
+        from deepseek.paths import written_whole
+
+        with written_whole(path) as tmp:
+            torch.onnx.export(module, inputs, str(tmp), input_names=input_names,
+                              output_names=output_names, dynamic_axes=axes,
+                              opset_version=opset, dynamo=False)
     return path

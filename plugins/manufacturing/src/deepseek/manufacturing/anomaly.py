@@ -175,7 +175,11 @@ class PatchMemory:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"bank": self.bank}, str(path), metadata={"deepseek": json.dumps(self.meta)})
+        from deepseek.paths import written_whole
+
+        with written_whole(path) as tmp:  # a service loading it never sees half of it
+            save_file({"bank": self.bank}, str(tmp),
+                      metadata={"deepseek": json.dumps(self.meta)})
         return path
 
     @classmethod
@@ -421,7 +425,10 @@ def write_memory_onnx(path: str | Path, out: str | Path | None = None, *,
 
     model = onnx.load_from_string(graph)
     model.metadata_props.add(key=SOURCE_META_KEY, value=file_sha256(path))
-    out.write_bytes(model.SerializeToString())
+    from deepseek.paths import written_whole
+
+    with written_whole(out) as tmp:
+        tmp.write_bytes(model.SerializeToString())
     return out
 
 

@@ -168,7 +168,10 @@ def write_calibration(calibration: dict[str, Any], path: str | Path) -> Path:
     """Write a calibration (from :func:`calibrate`) as JSON at ``path``; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(calibration, indent=2) + "\n")
+    from deepseek.paths import written_whole
+
+    with written_whole(path) as tmp:  # a watch started again never reads half of it
+        tmp.write_text(json.dumps(calibration, indent=2) + "\n")
     return path
 
 

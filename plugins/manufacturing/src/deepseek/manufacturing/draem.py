@@ -257,7 +257,10 @@ class DraemModel:
         tensors = {f"fold{k}.{name}": t.detach().contiguous()
                    for k, net in enumerate(self.nets) for name, t in net.state_dict().items()}
         meta = {**self.meta, "kind": KIND, "fold_models": len(self.nets)}
-        save_file(tensors, str(path), metadata={"deepseek": json.dumps(meta)})
+        from deepseek.paths import written_whole
+
+        with written_whole(path) as tmp:  # a service loading it never sees half of it
+            save_file(tensors, str(tmp), metadata={"deepseek": json.dumps(meta)})
         return path
 
     @classmethod

@@ -226,8 +226,11 @@ def write_stream_onnx(weights: str | Path, out: str | Path | None = None, *,
     graphs = [(out, export_step_onnx(net)), (still_path_for(out), export_still_onnx(net))]
     if decision is not None:
         graphs.append((photo_path_for(out), export_photo_onnx(net, **decision)))
+    from deepseek.paths import written_whole
+
     for path, graph in graphs:
-        path.write_bytes(graph)
+        with written_whole(path) as tmp:  # a runtime loading it never sees half of it
+            tmp.write_bytes(graph)
         stamp_onnx(path, weights, NAME, cfg)
     return out
 

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -1135,9 +1134,10 @@ def _fold_key(items: list, fold: np.ndarray, settings: dict[str, Any]) -> str:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from deepseek.paths import written_whole
+
+    with written_whole(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _finished_folds(where: Path, key: str, k_folds: int

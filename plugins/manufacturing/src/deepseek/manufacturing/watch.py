@@ -157,19 +157,18 @@ class WatchState:
     def rewrite(self, remembered: dict[str, tuple[Stamp, str]], nxt: int) -> None:
         """Write the file anew with what is remembered (to a temporary name beside it, then
         renamed over it: a watch stopped meanwhile leaves the file as it was)."""
+        from deepseek.paths import written_whole
+
         self.close()
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
+            with written_whole(self.path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(json.dumps({STATE_KIND: 1, "folder": self.folder, "next": nxt}) + "\n")
                 for rel in sorted(remembered):
                     (size, mtime), digest = remembered[rel]
                     fh.write(json.dumps({"path": rel, "size": size, "mtime_ns": mtime,
                                          "sha256": digest}) + "\n")
-            os.replace(tmp, self.path)
             self._out = open(self.path, "a", encoding="utf-8")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise self._error(f"cannot write it ({exc.strerror})") from None
         self.lines = 1 + len(remembered)
 
