@@ -675,3 +675,34 @@ def test_a_folder_made_in_the_watched_one_is_read_when_it_is_told(tmp_path):
     watch_folder(Scorer("defect-3dcnn-lstm"), root, got.append, changes=camera(),
                  clock=Clock())
     assert [Path(r.path).name for r in got] == ["p.png", "q.png"]
+
+
+def test_a_backlog_is_handed_over_photo_by_photo_and_a_stop_ends_it(tmp_path, caplog):
+    """The photos there at the start are handed over one by one as each is scored (not all
+    at the end), and a stop (SIGTERM) ends the watch after the photo in hand; with its
+    state, the watch started again scores the rest."""
+    root, kept = tmp_path / "line", tmp_path / "state.jsonl"
+    root.mkdir()
+    for i in range(4):
+        (root / f"p{i}.png").write_bytes(_photo(i))
+    scorer = Scorer("defect-3dcnn-lstm")
+    scored_when_handed: list[int] = []
+    stop = threading.Event()
+    score = scorer.score
+    calls: list[str] = []
+    scorer.score = lambda p, *a, **k: (calls.append(p.name), score(p, *a, **k))[1]
+
+    def emit(r):
+        scored_when_handed.append(len(calls))
+        if len(scored_when_handed) == 2:
+            stop.set()  # systemctl stop, while the backlog is scored
+
+    with caplog.at_level("WARNING", logger="deepseek.manufacturing.watch"):
+        watch_folder(scorer, root, emit, state=kept, stop=stop, changes=iter([set(), set()]),
+                     clock=Clock())
+    assert scored_when_handed == [1, 2]  # each handed over once scored; none after the stop
+    assert "2 photo(s) not scored before the watch ended" in caplog.text
+    assert "scored when it is started again with its --state" in caplog.text
+    rest: list = []
+    watch_folder(scorer, root, rest.append, state=kept, changes=iter([set()]), clock=Clock())
+    assert [Path(r.path).name for r in rest] == ["p2.png", "p3.png"]

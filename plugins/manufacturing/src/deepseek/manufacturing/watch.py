@@ -36,7 +36,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,10 +324,12 @@ class FolderWatch:
             self.waiting.pop(path, None)  # the waiting go in the order of their last change
             self.waiting[path] = _Waiting(self.clock())
 
-    def ready(self) -> list[Result]:
+    def ready(self) -> Iterator[Result]:
         """Score the waiting photos whose files are complete, and hand over as unreadable
-        those still refused ``settle_s`` after their last change; the others wait."""
-        out: list[Result] = []
+        those still refused ``settle_s`` after their last change; the others wait. Each
+        result is handed over as it is made (a backlog of photos is not held back until
+        its last is scored; a watch stopped between two is stopped after the photo in
+        hand)."""
         if self.state is not None and self.state.lines > max(PRUNE_AT, 2 * len(self.scored)):
             self.state.rewrite(self.remembered(), self.count)  # all handed over by now
         for path, w in list(self.waiting.items()):
@@ -364,8 +366,8 @@ class FolderWatch:
                     self.scored[path] = stamp  # not tried again until it changes
                     self.digests.pop(path, None)
                     self._unsaved[str(path)] = (path, stamp, "", self.count)
-                    out.append(UnreadableImage(self.count, str(path), w.error))
                     self.count += 1
+                    yield UnreadableImage(self.count - 1, str(path), w.error)
                 continue
             del self.waiting[path]
             heat = None
@@ -376,11 +378,10 @@ class FolderWatch:
             self.scored[path] = stamp
             self.digests[path] = _file_digest(path)
             self._unsaved[str(path)] = (path, stamp, self.digests[path], self.count)
-            out.append(r)
             self.count += 1
+            yield r
         if len(self.scored) > self.prune_at:
             self._forget_the_gone()
-        return out
 
     def handed_over(self, r: Result) -> None:
         """Keep in the state file that ``r`` (from :meth:`ready`) was handed over: once it
@@ -540,11 +541,22 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
         for r in state.ready():
             emit(r)
             state.handed_over(r)
+            if stop is not None and stop.is_set():
+                break  # after the photo in hand
         if stop is not None and stop.is_set():
             break
+    untried = []
     for path, w in state.waiting.items():
-        log.warning("%s: still not complete when the watch ended (%s)", path,
-                    w.error or "not tried")
+        why = w.error or ("no end marker yet" if _without_its_end(path) else "")
+        if why:
+            log.warning("%s: still not complete when the watch ended (%s)", path, why)
+        else:
+            untried.append(path)
+    if untried:
+        log.warning("%d photo(s) not scored before the watch ended (%s%s)%s", len(untried),
+                    untried[0], ", ..." if len(untried) > 1 else "",
+                    "; they are scored when it is started again with its --state"
+                    if state.state is not None else "")
 
 
 def _told(changes: Iterable[set[tuple[Any, str]]], root: Path, poll: bool | float
