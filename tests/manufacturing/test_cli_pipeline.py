@@ -206,3 +206,36 @@ def test_stream_faults_are_events_and_a_non_zero_exit(tmp_path):
     assert "ended before its declared frame count" in res.output
     last = json.loads((tmp_path / "ev2.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "source_ended_early" and last["declared_frames"] == 25
+
+
+def test_stream_as_a_service_appends_and_ends_on_sigterm(tmp_path, monkeypatch):
+    """--append adds to the files a stream started again wrote before; SIGTERM (a service
+    manager's stop) ends the stream as Ctrl-C does, and its handler is put back after."""
+    import os
+    import signal
+
+    from deepseek.manufacturing.stream import DefectStream
+
+    cli = build_cli()
+    line = ["manufacturing", "stream", "synthetic:?seed=5&frames=6&width=96&height=64",
+            "--quiet", "--scores", str(tmp_path / "sc.csv"), "--events",
+            str(tmp_path / "ev.jsonl")]
+    for extra in ([], ["--append"]):
+        res = CliRunner().invoke(cli, line + extra)
+        assert res.exit_code == 0, res.output
+    rows = (tmp_path / "sc.csv").read_text().splitlines()
+    assert rows.count("frame,score") == 1 and len(rows) == 1 + 2 * 6
+    res = CliRunner().invoke(cli, line)  # without: started afresh
+    assert len((tmp_path / "sc.csv").read_text().splitlines()) == 1 + 6
+
+    def run(self, max_frames=None):
+        os.kill(os.getpid(), signal.SIGTERM)  # systemctl stop, while the stream runs
+        for _ in range(10**9):  # the signal lands between two steps
+            pass
+        raise AssertionError("SIGTERM did not stop the stream")
+
+    monkeypatch.setattr(DefectStream, "run", run)
+    before = signal.getsignal(signal.SIGTERM)
+    res = CliRunner().invoke(cli, line)
+    assert res.exit_code == 0 and "interrupted" in res.output, res.output
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -267,3 +267,51 @@ def test_the_batch_a_frame_is_stepped_in_does_not_change_its_score():
     assert len(scores[0]) == 24 and scores[0].max() > 0.5  # a crack is in view
     for s in scores[1:]:
         np.testing.assert_allclose(s, scores[0], atol=1e-5)
+
+
+def test_a_stream_started_again_adds_to_its_files_and_a_live_event_says_when(tmp_path):
+    """A stream run as a service: with append its events and scores go on after the last
+    run's (the scores' header once); the files are written in append mode, so a rotation
+    that copies and truncates them mid-run leaves no hole of zeros; a live source's events
+    carry the UTC time their first frame was captured, a file's none."""
+    import json
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    from tests.manufacturing.test_sources import _Scripted as _Camera
+
+    probs = [0.1, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1]
+    events, scores = tmp_path / "events.jsonl", tmp_path / "scores.csv"
+
+    def run(live=True, append=False, on_batch=None):
+        frames = [np.full((64, 96), 150, np.uint8) for _ in probs]
+        camera = FrameSource(_Camera(frames, live=live), "fake://cam", reconnect_attempts=0)
+        ds = DefectStream(camera, DefectNet(), debounce=(1, 1), max_batch=2, events=events,
+                          scores=scores, append=append, on_batch=on_batch)
+        ds.step = _Scripted(probs)
+        ds.run()
+        recs = [json.loads(x) for x in events.read_text().splitlines()]
+        return [r for r in recs if r["event"] != "source_lost"]  # the fake camera's end
+
+    before = datetime.now(timezone.utc)
+    recs = run()
+    assert [r["event"] for r in recs] == ["defect", "clear"]
+    at = datetime.fromisoformat(recs[0]["at"])
+    assert before - timedelta(seconds=1) <= at <= datetime.now(timezone.utc)
+    assert len(run(append=True)) == 4  # the last run's events kept
+    rows = scores.read_text().splitlines()
+    assert rows.count("frame,score") == 1 and len(rows) == 1 + 2 * len(probs)
+    assert "at" not in run(live=False)[0]  # started afresh; a file's frames have their time_s
+
+    batches: list = []
+
+    def rotated(rep, last):  # logrotate's copytruncate, as the stream writes
+        batches.append(last)
+        if len(batches) == 1:
+            os.truncate(scores, 0)
+
+    run(on_batch=rotated)
+    raw = scores.read_bytes()
+    assert b"\0" not in raw and 0 < len(raw.decode().splitlines()) < len(probs)
+    assert all(int(f) >= 0 and float(p) >= 0 for f, p in
+               (x.split(",") for x in raw.decode().splitlines()))

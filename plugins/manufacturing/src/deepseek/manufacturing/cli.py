@@ -125,9 +125,13 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
 @manufacturing.command("stream")
 @click.argument("source")
 @click.option("--events", "events_path", type=click.Path(path_type=Path), default=None,
-              help="Write events as JSON lines here.")
+              help="Write events as JSON lines here (a live source's carry the UTC time "
+                   "their first frame was captured, \"at\").")
 @click.option("--scores", "scores_path", type=click.Path(path_type=Path), default=None,
               help="Write the score of every frame as CSV (frame,score) here.")
+@click.option("--append", is_flag=True,
+              help="Add to --events and --scores rather than starting them afresh (a stream "
+                   "run as a service, started again after an outage or a reboot).")
 @click.option("--model", default="defect-3dcnn-lstm", show_default=True,
               help="Registry name or .safetensors file.")
 @click.option("--threshold", type=float, default=None,
@@ -165,8 +169,8 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
               "OpenCV with GUI support; q or Esc stops).")
 @click.option("--quiet", is_flag=True, help="No status line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def stream(source: str, events_path: Path | None, scores_path: Path | None, model: str,
-           threshold: float | None,
+def stream(source: str, events_path: Path | None, scores_path: Path | None, append: bool,
+           model: str, threshold: float | None,
            debounce: tuple[int, int], policy: str | None, queue_size: int | None,
            realtime: bool, decode_threads: int,
            fps: float | None, size: tuple[int, int] | None, fit: str, mm_per_px: float | None,
@@ -246,13 +250,24 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, mode
     ds = DefectStream(src, model, threshold=threshold, debounce=tuple(debounce),
                       backend=backend, mm_per_px=mm_per_px, on_event=on_event,
                       events=events_path, scores=scores_path, on_batch=on_batch,
-                      on_frame=on_frame if show else None)
+                      on_frame=on_frame if show else None, append=append)
+    import signal
+
+    def stopped(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:  # a service manager's stop (SIGTERM) ends the stream as Ctrl-C does
+        before = signal.signal(signal.SIGTERM, stopped)
+    except ValueError:  # not the main thread: the embedding application's signals
+        before = None
     try:
         rep = ds.run(max_frames=max_frames)
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
         return
     finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
         if show:
             import cv2
 

@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -83,6 +84,7 @@ class DefectEvent:
     peak_score: float = 0.0
     peak_frame: int | None = None   # the frame with the strongest map evidence, and its box
     peak_box: tuple[int, int, int, int] | None = None
+    at: str | None = None  # a live source's: UTC date and time its first frame was captured
     _peak_logit: float = float("-inf")
     _peak_roi: Any = field(default=None, repr=False)  # pixels around peak_box
 
@@ -656,10 +658,15 @@ class DefectStream:
 
     ``events`` and ``scores`` (a path or an open text file) get the events as JSON lines and
     each frame's ``frame,score`` row as they are decided, flushed after every step, so a
-    stream of days keeps them on disk, not in memory. The report's per-frame arrays and
-    latency percentiles keep the last ``keep_frames`` frames: all of a file's, the last
-    :data:`LIVE_KEEP_FRAMES` of a live source's (a line that runs for days would otherwise
-    hold every frame's record in memory)."""
+    stream of days keeps them on disk, not in memory. A path is started afresh, or with
+    ``append`` added to (a stream started again as a service keeps what it wrote before);
+    either way it is written in append mode, so a log rotation that copies and truncates it
+    leaves no hole. A live source's events carry ``at``, the UTC time their first frame was
+    captured (its frame numbers and ``time_s`` start again with each run).
+
+    The report's per-frame arrays and latency percentiles keep the last ``keep_frames``
+    frames: all of a file's, the last :data:`LIVE_KEEP_FRAMES` of a live source's (a line
+    that runs for days would otherwise hold every frame's record in memory)."""
 
     def __init__(self, source: Any, model: Any = "defect-3dcnn-lstm", *,
                  threshold: float = 0.5, debounce: tuple[int, int] = (2, 3),
@@ -669,7 +676,7 @@ class DefectStream:
                  on_event: Callable[[DefectEvent], None] | None = None,
                  events: str | Path | IO[str] | None = None,
                  scores: str | Path | IO[str] | None = None,
-                 keep_frames: int | None | str = "auto",
+                 keep_frames: int | None | str = "auto", append: bool = False,
                  on_batch: Callable[[StreamReport, dict[str, Any]], None] | None = None,
                  on_frame: Callable[[Any, float, tuple[int, int, int, int] | None], None]
                  | None = None,
@@ -713,6 +720,7 @@ class DefectStream:
                                         else self.source.mm_per_px)
         self.on_event, self.on_batch, self.on_frame = on_event, on_batch, on_frame
         self._events_target, self._scores_target = events, scores
+        self._append = append
         if keep_frames == "auto":
             keep_frames = LIVE_KEEP_FRAMES if self.source.live else None
         if keep_frames is not None and (isinstance(keep_frames, bool) or
@@ -753,12 +761,14 @@ class DefectStream:
 
         def target(where: str | Path | IO[str] | None) -> IO[str] | None:
             if isinstance(where, (str, Path)):
-                opened.append(Path(where).open("w"))
+                if not self._append:
+                    Path(where).open("w").close()
+                opened.append(Path(where).open("a"))
                 return opened[-1]
             return where
 
         out, score_rows = target(self._events_target), target(self._scores_target)
-        if score_rows is not None:
+        if score_rows is not None and (not self._append or score_rows.tell() == 0):
             score_rows.write("frame,score\n")
         window: collections.deque[bool] = collections.deque(maxlen=self.n)
         active: DefectEvent | None = None
@@ -891,6 +901,9 @@ class DefectStream:
                          width_px=None if wpx is None else round(wpx, 2),
                          peak_frame=frame.index, peak_box=box,
                          _peak_logit=float(logit_map.max()))
+        if self.source.live:  # the wall clock when it was captured
+            wall = time.time() - (time.perf_counter() - frame.t_capture)
+            ev.at = datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
         if self.on_event is not None:
             self.on_event(ev)
         return ev
@@ -899,7 +912,8 @@ class DefectStream:
     def _emit(out: IO[str] | None, kind: str, ev: DefectEvent) -> None:
         if out is None:
             return
-        rec = {"event": kind, **{k: v for k, v in asdict(ev).items() if not k.startswith("_")}}
+        rec = {"event": kind, **{k: v for k, v in asdict(ev).items()
+                                 if not k.startswith("_") and not (k == "at" and v is None)}}
         if kind == "clear":
             rec["frame"] = ev.end_frame
             rec["start_frame"] = ev.frame
