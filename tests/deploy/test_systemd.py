@@ -1,5 +1,6 @@
-"""deploy/systemd: the line PC's `score --watch` service, checked by systemd's own verifier
-(where it is installed) and its command line by the CLI that will parse it."""
+"""deploy/systemd: the line PC's `score --watch` and `stream` services, checked by systemd's
+own verifier (where it is installed) and their command lines by the CLI that will parse
+them."""
 
 from __future__ import annotations
 
@@ -12,41 +13,68 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "deepseek-watch@.service"
+UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+UNIT = UNITS / "deepseek-watch@.service"
+STREAM = UNITS / "deepseek-stream@.service"
 
 
-def _exec_start(text: str) -> list[str]:
+def _exec_start(text: str, env: dict[str, str] | None = None) -> list[str]:
     joined = re.sub(r"\\\n\s*", " ", text)  # continuation lines
     line = next(x for x in joined.splitlines() if x.startswith("ExecStart="))
-    return shlex.split(line[len("ExecStart="):].replace("%i", "line3"))
+    words = shlex.split(line[len("ExecStart="):].replace("%i", "line3"))
+    # systemd puts "${NAME}" in as one word, whatever spaces its value holds
+    return [(env or {}).get(w[2:-1], w) if re.fullmatch(r"\$\{\w+\}", w) else w
+            for w in words]
+
+
+def _parsed(args: list[str]) -> dict:
+    """The options ``deepseek manufacturing <command> ...`` would run with (unknown options,
+    bad values: refused here)."""
+    from deepseek.cli import build_cli
+
+    assert args[0] == "/opt/deepseek/bin/deepseek" and args[1] == "manufacturing"
+    cli = build_cli()
+    group_ctx = cli.make_context("deepseek", ["manufacturing"], resilient_parsing=True)
+    command = cli.get_command(group_ctx, "manufacturing").get_command(group_ctx, args[2])
+    return command.make_context(args[2], args[3:]).params
 
 
 def test_the_watch_service_starts_a_command_the_cli_takes():
-    from deepseek.cli import build_cli
-
     args = _exec_start(UNIT.read_text())
-    assert args[0] == "/opt/deepseek/bin/deepseek" and args[1:3] == ["manufacturing", "score"]
-    cli = build_cli()
-    group_ctx = cli.make_context("deepseek", ["manufacturing"], resilient_parsing=True)
-    group = cli.get_command(group_ctx, "manufacturing")
-    score = group.get_command(group_ctx, "score")
-    ctx = score.make_context("score", args[3:])  # unknown options, bad values: refused here
-    assert ctx.params["watch"] and ctx.params["as_json"]
-    assert ctx.params["paths"] == ("/srv/line/line3",)
-    assert str(ctx.params["csv_path"]).startswith("/var/lib/deepseek/line3/")
-    assert str(ctx.params["state_path"]).startswith("/var/lib/deepseek/line3/")
+    assert args[2] == "score"
+    params = _parsed(args)
+    assert params["watch"] and params["as_json"]
+    assert params["paths"] == ("/srv/line/line3",)
+    assert str(params["csv_path"]).startswith("/var/lib/deepseek/line3/")
+    assert str(params["state_path"]).startswith("/var/lib/deepseek/line3/")
     # the CSV and the state lie in the service's state folder, the one place it may write
     assert "StateDirectory=deepseek/%i" in UNIT.read_text()
 
 
-def test_systemd_verifies_the_watch_service(tmp_path):
+def test_the_stream_service_starts_a_command_the_cli_takes():
+    """The camera named in the instance's environment file, a GStreamer pipeline with its
+    spaces included; the events appended in the service's state folder."""
+    text = STREAM.read_text()
+    pipeline = "rtspsrc location=rtsp://10.0.0.7/line3 ! decodebin ! videoconvert ! appsink"
+    args = _exec_start(text, {"SOURCE": pipeline, "MODEL": "/srv/models/line3/m.safetensors"})
+    assert args[2] == "stream"
+    params = _parsed(args)
+    assert params["source"] == pipeline and params["model"] == "/srv/models/line3/m.safetensors"
+    assert params["append"] and params["quiet"]
+    assert str(params["events_path"]).startswith("/var/lib/deepseek/line3/")
+    assert params["scores_path"] is None  # 300 rows a second for days: not by default
+    assert "StateDirectory=deepseek/%i" in text and "EnvironmentFile=" in text
+
+
+@pytest.mark.parametrize("unit_file", [UNIT, STREAM], ids=["watch", "stream"])
+def test_systemd_verifies_the_service(tmp_path, unit_file):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (Debian: the systemd package)")
     deepseek = Path(sys.executable).with_name("deepseek")
     assert deepseek.is_file()
-    unit = tmp_path / "deepseek-watch@line3.service"  # an instance, with this install's command
-    unit.write_text(UNIT.read_text().replace("/opt/deepseek/bin/deepseek", str(deepseek)))
+    unit = tmp_path / unit_file.name.replace("@", "@line3")  # an instance, this install's
+    unit.write_text(unit_file.read_text().replace("/opt/deepseek/bin/deepseek", str(deepseek)))
     res = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr
