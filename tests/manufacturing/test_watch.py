@@ -384,7 +384,7 @@ def test_a_watch_started_again_takes_up_its_state(tmp_path):
     assert run("p5.png", existing=False) == [("p4.png", "00005-p4.png"),
                                              ("p5.png", "00006-p5.png")]
     lines = [json.loads(x) for x in kept.read_text().splitlines()]
-    assert lines[0] == {STATE_KIND: 1, "folder": str(root.resolve()), "next": 5}
+    assert lines[0] == {STATE_KIND: 1, "folder": os.path.abspath(root), "next": 5}
     assert sorted(e["path"] for e in lines[1:]) == \
         ["p0.png", "p1.png", "p3.png", "p4.png", "p5.png"]
     assert sorted(os.listdir(maps))[-1] == "00006-p5.png"
@@ -706,3 +706,25 @@ def test_a_backlog_is_handed_over_photo_by_photo_and_a_stop_ends_it(tmp_path, ca
     rest: list = []
     watch_folder(scorer, root, rest.append, state=kept, changes=iter([set()]), clock=Clock())
     assert [Path(r.path).name for r in rest] == ["p2.png", "p3.png"]
+
+
+def test_a_state_follows_the_folder_as_given_when_its_link_is_moved(tmp_path):
+    """A service watches /srv/line/line3, a link to a share; the share moved (the link
+    pointed elsewhere) is still its folder: the state is taken up, the photos copied over
+    unchanged are not scored again, a different one under a known name is."""
+    import shutil
+
+    old, link, kept = tmp_path / "nas1", tmp_path / "line3", tmp_path / "state.jsonl"
+    old.mkdir()
+    for i in range(2):
+        (old / f"p{i}.png").write_bytes(_photo(i))
+    link.symlink_to(old)
+    scorer, got = Scorer("defect-3dcnn-lstm"), []
+    watch_folder(scorer, link, got.append, state=kept, changes=iter([set()]), clock=Clock())
+    new = tmp_path / "nas2"
+    shutil.copytree(old, new, copy_function=shutil.copy2)  # times kept, as a migration does
+    (new / "p1.png").write_bytes(_photo(7))
+    link.unlink()
+    link.symlink_to(new)
+    watch_folder(scorer, link, got.append, state=kept, changes=iter([set()]), clock=Clock())
+    assert [Path(r.path).name for r in got] == ["p0.png", "p1.png", "p1.png"]

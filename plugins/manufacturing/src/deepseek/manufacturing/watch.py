@@ -83,7 +83,9 @@ class WatchState:
     holds (a lock on ``<file>.lock`` while the watch runs, where the system has them)."""
 
     def __init__(self, path: str | Path, root: str | Path) -> None:
-        self.path, self.folder = Path(path), str(Path(root).resolve())
+        # the folder as the watch is given it (a link to a share moved elsewhere is still
+        # the same watched folder to a service)
+        self.path, self.folder = Path(path), os.path.abspath(root)
         self.lines = 0  # lines in the file
         self._out: Any = None
         self._lock: Any = None
