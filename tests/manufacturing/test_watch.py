@@ -621,39 +621,42 @@ def test_a_photo_completed_without_a_report_is_scored_not_called_unreadable(tmp_
     assert [type(r).__name__ for r in got] == ["ImageScore"]
 
 
-def test_a_png_or_jpeg_without_its_end_is_not_decoded_while_it_is_written(tmp_path):
-    """A PNG without its IEND chunk or a JPEG without its EOI marker is being written: it is
-    not decoded (the decoders would refuse it, libpng with a line on stderr) until it ends,
-    or has stayed as it is for a second (a JPEG with bytes after its end: then scored)."""
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif", ".webp", ".jpg"])
+def test_a_photo_still_being_written_is_not_decoded(tmp_path, suffix):
+    """A PNG without its IEND chunk, a JPEG without its EOI marker, a BMP or WebP shorter
+    than its header says, a TIFF whose strips lie past its end: being written, so not
+    decoded (the decoders would refuse it, with lines of their own on stderr) until whole,
+    or until it has stayed as it is for a second (a JPEG with bytes after its end: then
+    scored)."""
     from deepseek.manufacturing import watch
 
     root = tmp_path / "line"
     root.mkdir()
-    png = _photo(1)
-    jpg = cv2.imencode(".jpg", cv2.imdecode(np.frombuffer(png, np.uint8), 0))[1].tobytes()
+    gray = cv2.imdecode(np.frombuffer(_photo(1, h=96, w=128), np.uint8), 0)
+    whole = cv2.imencode(suffix, gray, [cv2.IMWRITE_WEBP_QUALITY, 101] if suffix == ".webp"
+                         else [])[1].tobytes()
     clock, got, reads = Clock(), [], []
     scorer = Scorer("defect-3dcnn-lstm")
     read = scorer.read
     scorer.read = lambda p, *a, **k: (reads.append(p.name), read(p, *a, **k))[1]
+    photo = root / f"p{suffix}"
 
     def camera():
         yield set()
         for part in (3, 2):  # written in parts, each reported, each tick a look
-            (root / "p.png").write_bytes(png[: len(png) // part])
-            (root / "q.jpg").write_bytes(jpg[: len(jpg) // part])
-            yield {(ADDED, str(root / "p.png")), (ADDED, str(root / "q.jpg"))}
+            photo.write_bytes(whole[: len(whole) // part])
+            yield {(ADDED, str(photo))}
             clock.now += 0.5
             yield set()
-        (root / "p.png").write_bytes(png)
-        (root / "q.jpg").write_bytes(jpg + b"\0" * 64)  # padded after its end
-        yield {(MODIFIED, str(root / "p.png")), (MODIFIED, str(root / "q.jpg"))}
+        photo.write_bytes(whole + (b"\0" * 64 if suffix == ".jpg" else b""))  # padded after
+        yield {(MODIFIED, str(photo))}  # a JPEG's end: decoded once it stays as it is
         clock.now += watch.QUIET_S
         yield set()
 
     watch_folder(scorer, root, got.append, changes=camera(), clock=clock)
-    assert reads == ["p.png", "q.jpg"]  # each decoded once: when whole
+    assert reads == [photo.name]  # decoded once: when whole
     assert [(Path(r.path).name, type(r).__name__) for r in got] == \
-        [("p.png", "ImageScore"), ("q.jpg", "ImageScore")]
+        [(photo.name, "ImageScore")]
 
 
 def test_a_folder_made_in_the_watched_one_is_read_when_it_is_told(tmp_path):

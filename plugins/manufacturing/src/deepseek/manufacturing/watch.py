@@ -53,9 +53,10 @@ SETTLE_S = 10.0
 TICK_MS = 500
 #: seconds between two looks at the folder when polling (``poll=True``)
 POLL_S = 0.3
-#: seconds a PNG or JPEG without its end marker must stay as it is before it is decoded
-#: (one with bytes after its end; never longer than the settle time); while it changes, it
-#: is being written, so not decoded
+#: seconds a photo still being written by its header or end (a PNG or JPEG without its end
+#: marker, a BMP, WebP or TIFF shorter than its header says) must stay as it is before it is
+#: decoded anyway (one with bytes after its end; never longer than the settle time); while
+#: it changes, it is not decoded
 QUIET_S = 1.0
 #: photos remembered as scored past which those no longer in the folder are forgotten (a
 #: removal the system did not report): what a watch holds follows the folder, not the days
@@ -355,7 +356,7 @@ class FolderWatch:
                 if not self._is_part(path):
                     del self.waiting[path]
                     continue
-                if _without_its_end(path) and \
+                if _not_whole_yet(path) and \
                         self.clock() - w.since < min(QUIET_S, self.settle_s):
                     continue  # still being written: not decoded (nor reported) yet
                 try:
@@ -549,7 +550,8 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
             break
     untried = []
     for path, w in state.waiting.items():
-        why = w.error or ("no end marker yet" if _without_its_end(path) else "")
+        why = w.error or ("still being written, by its header or end" if _not_whole_yet(path)
+                          else "")
         if why:
             log.warning("%s: still not complete when the watch ended (%s)", path, why)
         else:
@@ -582,22 +584,54 @@ def _told(changes: Iterable[set[tuple[Any, str]]], root: Path, poll: bool | floa
 
 #: the first bytes of a format whose files end with a marker, and that marker
 _END_MARKERS = ((b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), (b"\xff\xd8\xff", b"\xff\xd9"))
+_TIFF = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF
 
 
-def _without_its_end(path: Path) -> bool:
-    """Whether ``path`` is a PNG or a JPEG (by its first bytes) that does not end with its
-    format's end (the IEND chunk, the EOI marker): most likely one still being written, which
-    the decoders would refuse, some with a line of their own on stderr. Other formats, and
-    files that cannot be read: False (decoding tells)."""
+def _not_whole_yet(path: Path) -> bool:
+    """Whether ``path`` is, by its own header or end, a photo still being written: a PNG
+    without its IEND chunk, a JPEG without its EOI marker, a BMP or WebP shorter than the
+    size its header gives, a TIFF whose directory or strips lie past its end. The decoders
+    would refuse it, some with lines of their own on stderr, and decoding a large photo's
+    first part costs about as much as the whole. Other formats, a file that cannot be read,
+    a header that does not say: False (decoding tells)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 8))
+            head = fh.read(16)
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 8))
             tail = fh.read(8)
     except OSError:
         return False
-    return any(head.startswith(h) and not tail.endswith(e) for h, e in _END_MARKERS)
+    if any(head.startswith(h) for h, _ in _END_MARKERS):
+        return not any(head.startswith(h) and tail.endswith(e) for h, e in _END_MARKERS)
+    if head[:2] == b"BM" and len(head) >= 6:  # the file's size, in its header
+        return size < int.from_bytes(head[2:6], "little")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return size < int.from_bytes(head[4:8], "little") + 8
+    if head[:4] in _TIFF:
+        return _tiff_short(path, size)
+    return False
+
+
+def _tiff_short(path: Path, size: int) -> bool:
+    """Whether the TIFF's first directory, or a strip or tile it lists, lies past ``size``
+    (its header read by Pillow, not its pixels)."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's own on a directory cut short
+        try:
+            with Image.open(path) as im:
+                tags = im.tag_v2
+                offsets = tags.get(273) or tags.get(324)  # StripOffsets, TileOffsets
+                counts = tags.get(279) or tags.get(325)  # their byte counts
+        except Exception:  # the directory is not there yet (or Pillow cannot read it)
+            return True
+    if not offsets or not counts:
+        return False
+    return max(o + c for o, c in zip(offsets, counts)) > size
 
 
 def _file_digest(path: Path) -> str:
