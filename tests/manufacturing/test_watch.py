@@ -731,3 +731,32 @@ def test_a_state_follows_the_folder_as_given_when_its_link_is_moved(tmp_path):
     link.symlink_to(new)
     watch_folder(scorer, link, got.append, state=kept, changes=iter([set()]), clock=Clock())
     assert [Path(r.path).name for r in got] == ["p0.png", "p1.png", "p1.png"]
+
+
+def test_a_photo_written_during_a_long_backlog_waits_for_one_slice_of_it(tmp_path,
+                                                                          monkeypatch):
+    """The photos there at the start (a weekend's, after an outage) are scored a slice at a
+    time; a photo the camera writes meanwhile is scored after the slice in hand, not after
+    the whole backlog."""
+    from deepseek.manufacturing import watch
+
+    monkeypatch.setattr(watch, "BACKLOG_SLICE_S", 1.0)
+    root = tmp_path / "line"
+    root.mkdir()
+    for i in range(4):
+        (root / f"b{i}.png").write_bytes(_photo(i))
+    clock, got = Clock(), []
+
+    def emit(r):
+        got.append(Path(r.path).name)
+        clock.now += 1  # each photo takes the slice's length
+
+    def camera():
+        yield set()  # the folder listed: the backlog
+        (root / "new.png").write_bytes(_photo(9))
+        yield {(ADDED, str(root / "new.png"))}
+        for _ in range(4):
+            yield set()
+
+    watch_folder(Scorer("defect-3dcnn-lstm"), root, emit, changes=camera(), clock=clock)
+    assert got == ["b0.png", "new.png", "b1.png", "b2.png", "b3.png"]

@@ -53,6 +53,9 @@ SETTLE_S = 10.0
 TICK_MS = 500
 #: seconds between two looks at the folder when polling (``poll=True``)
 POLL_S = 0.3
+#: seconds of a backlog (the photos listed at the start, or in a folder moved in) scored
+#: before the watch looks for changes again: a photo written meanwhile waits for one slice
+BACKLOG_SLICE_S = 2.0
 #: seconds a photo still being written by its header or end (a PNG or JPEG without its end
 #: marker, a BMP, WebP or TIFF shorter than its header says) must stay as it is before it is
 #: decoded anyway (one with bytes after its end; never longer than the settle time); while
@@ -278,7 +281,8 @@ class FolderWatch:
                                      "never watched); give the heatmaps a folder of their own")
         self.scored: dict[Path, Stamp] = {}  # (size, mtime) when last scored
         self.digests: dict[Path, str] = {}  # of the bytes scored
-        self.waiting: dict[Path, _Waiting] = {}
+        self.waiting: dict[Path, _Waiting] = {}  # told of: scored first
+        self.backlog: dict[Path, None] = {}  # listed: scored a slice at a time, in order
         self.count = next_heatmap_number(self.heatmaps)  # the next result's (heatmap's) number
         self.prune_at = PRUNE_AT
         self.state = state
@@ -316,8 +320,15 @@ class FolderWatch:
         return (not any(part.startswith(".") for part in below.parts) and path.is_dir()
                 and (self.heatmaps is None or not path.resolve().is_relative_to(self.heatmaps)))
 
+    def listed(self, path: Path) -> None:
+        """Note ``path``, found by listing a folder (not told of a change): a photo of the
+        backlog, unless it waits already."""
+        if path not in self.waiting and self.wants(path):
+            self.backlog[path] = None
+
     def changed(self, path: Path, deleted: bool = False) -> None:
         """Note a change of ``path``: a photo to score once complete, or gone."""
+        self.backlog.pop(path, None)  # told of: no longer behind the backlog
         if deleted:
             self.waiting.pop(path, None)
             if self.scored.pop(path, None) is not None and self.state is not None:
@@ -329,62 +340,78 @@ class FolderWatch:
 
     def ready(self) -> Iterator[Result]:
         """Score the waiting photos whose files are complete, and hand over as unreadable
-        those still refused ``settle_s`` after their last change; the others wait. Each
-        result is handed over as it is made (a backlog of photos is not held back until
-        its last is scored; a watch stopped between two is stopped after the photo in
-        hand)."""
+        those still refused ``settle_s`` after their last change; the others wait. Then the
+        backlog (the photos listed, not told of) for up to :data:`BACKLOG_SLICE_S`, so that a
+        photo written now waits for a slice of a long backlog, not all of it. Each result is
+        handed over as it is made (a watch stopped between two is stopped after the photo
+        in hand)."""
         if self.state is not None and self.state.lines > max(PRUNE_AT, 2 * len(self.scored)):
             self.state.rewrite(self.remembered(), self.count)  # all handed over by now
         for path, w in list(self.waiting.items()):
-            try:
-                st = path.stat()
-            except FileNotFoundError:  # moved away before it was scored
-                del self.waiting[path]
-                continue
-            stamp = (st.st_size, st.st_mtime_ns)
-            if path in self.scored and (self.scored[path] == stamp
-                                        or self.digests.get(path) == _file_digest(path)):
-                self.pass_over(path, stamp, self.digests.get(path, ""))
-                del self.waiting[path]  # touched, or saved again with the same bytes
-                continue
-            if w.error and stamp != w.stamp:  # changed since it was refused, reported or
-                w.error, w.changed = "", self.clock()  # not (a poll misses a change made
-                # within the second of the one before: the last bytes of a photo written)
-            if stamp != w.seen:
-                w.seen, w.since = stamp, self.clock()
-            if not w.error:  # a refused file is decoded again only once it changes
-                if not self._is_part(path):
-                    del self.waiting[path]
-                    continue
-                if _not_whole_yet(path) and \
-                        self.clock() - w.since < min(QUIET_S, self.settle_s):
-                    continue  # still being written: not decoded (nor reported) yet
-                try:
-                    read = self.scorer.read(path)
-                except ManufacturingError as exc:
-                    w.error, w.stamp = str(exc), stamp
-            if w.error:
-                if self.clock() - w.changed >= self.settle_s:
-                    del self.waiting[path]
-                    self.scored[path] = stamp  # not tried again until it changes
-                    self.digests.pop(path, None)
-                    self._unsaved[str(path)] = (path, stamp, "", self.count)
-                    self.count += 1
-                    yield UnreadableImage(self.count - 1, str(path), w.error)
-                continue
-            del self.waiting[path]
-            heat = None
-            if self.heatmaps is not None:
-                heat = self.heatmaps / f"{self.count:05d}-{path.stem}.png"
-            r = self.scorer.score(path, heat, image=read)
-            r.cell_map = None  # a watch runs for days: no map is kept
-            self.scored[path] = stamp
-            self.digests[path] = _file_digest(path)
-            self._unsaved[str(path)] = (path, stamp, self.digests[path], self.count)
-            self.count += 1
-            yield r
+            r = self._settle(path, w)
+            if r is not None:
+                yield r
+        begun = self.clock()
+        while self.backlog and self.clock() - begun < BACKLOG_SLICE_S:
+            path = next(iter(self.backlog))
+            del self.backlog[path]
+            w = self.waiting[path] = _Waiting(self.clock())
+            r = self._settle(path, w)
+            if r is not None:
+                yield r
         if len(self.scored) > self.prune_at:
             self._forget_the_gone()
+
+    def _settle(self, path: Path, w: _Waiting) -> Result | None:
+        """``path``'s result if it is complete (scored), or still refused ``settle_s`` after
+        its last change (unreadable); None while it waits, or when it is not a part photo
+        to score (gone, not a part, as scored before)."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # moved away before it was scored
+            del self.waiting[path]
+            return None
+        stamp = (st.st_size, st.st_mtime_ns)
+        if path in self.scored and (self.scored[path] == stamp
+                                    or self.digests.get(path) == _file_digest(path)):
+            self.pass_over(path, stamp, self.digests.get(path, ""))
+            del self.waiting[path]  # touched, or saved again with the same bytes
+            return None
+        if w.error and stamp != w.stamp:  # changed since it was refused, reported or not
+            w.error, w.changed = "", self.clock()  # (a poll misses a change made within
+            # the second of the one before: the last bytes of a photo written)
+        if stamp != w.seen:
+            w.seen, w.since = stamp, self.clock()
+        if not w.error:  # a refused file is decoded again only once it changes
+            if not self._is_part(path):
+                del self.waiting[path]
+                return None
+            if _not_whole_yet(path) and self.clock() - w.since < min(QUIET_S, self.settle_s):
+                return None  # still being written: not decoded (nor reported) yet
+            try:
+                read = self.scorer.read(path)
+            except ManufacturingError as exc:
+                w.error, w.stamp = str(exc), stamp
+        if w.error:
+            if self.clock() - w.changed < self.settle_s:
+                return None
+            del self.waiting[path]
+            self.scored[path] = stamp  # not tried again until it changes
+            self.digests.pop(path, None)
+            self._unsaved[str(path)] = (path, stamp, "", self.count)
+            self.count += 1
+            return UnreadableImage(self.count - 1, str(path), w.error)
+        del self.waiting[path]
+        heat = None
+        if self.heatmaps is not None:
+            heat = self.heatmaps / f"{self.count:05d}-{path.stem}.png"
+        r = self.scorer.score(path, heat, image=read)
+        r.cell_map = None  # a watch runs for days: no map is kept
+        self.scored[path] = stamp
+        self.digests[path] = _file_digest(path)
+        self._unsaved[str(path)] = (path, stamp, self.digests[path], self.count)
+        self.count += 1
+        return r
 
     def handed_over(self, r: Result) -> None:
         """Keep in the state file that ``r`` (from :meth:`ready`) was handed over: once it
@@ -531,14 +558,14 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
         if first:  # listed once the watch has begun: a photo written in between is not
             first = False  # lost (one left by --new-only is passed over unless it changed)
             for p in list_images(root, recursive=True):
-                state.changed(p)
+                state.listed(p)
         for change, reported in sorted(batch, key=lambda c: c[1]):
             path = state.local(reported)
             if path is None:
                 continue
             if int(change) != 3 and path.is_dir():  # a folder made or moved in: its photos,
                 for p in list_images(path, recursive=True):  # those written before the
-                    state.changed(p)  # system watched it, or moved in with it (unreported)
+                    state.listed(p)  # system watched it, or moved in with it (unreported)
             else:
                 state.changed(path, deleted=int(change) == 3)
         for r in state.ready():
@@ -548,7 +575,7 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
                 break  # after the photo in hand
         if stop is not None and stop.is_set():
             break
-    untried = []
+    untried = list(state.backlog)
     for path, w in state.waiting.items():
         why = w.error or ("still being written, by its header or end" if _not_whole_yet(path)
                           else "")
