@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 
 #: seconds a photo that does not decode waits for a change before it is called unreadable
 SETTLE_S = 10.0
-#: milliseconds between the checks of photos that wait (and of the stop event)
-TICK_MS = 500
+#: milliseconds between the checks of photos that wait (and of the stop event): also the
+#: longest a backlog waits between two slices when nothing is told (at 500 ms a 399-photo
+#: backlog took a third longer; a watch with nothing to do uses 2-3 % of a core either way)
+TICK_MS = 100
 #: seconds between two looks at the folder when polling (``poll=True``)
 POLL_S = 0.3
 #: seconds of a backlog (the photos listed at the start, or in a folder moved in) scored
