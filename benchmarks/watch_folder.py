@@ -51,7 +51,8 @@ FORMATS = (".png", ".tif", ".bmp", ".webp")
 
 
 class Counted:
-    """A scorer whose reads (decodes) are counted per file name."""
+    """A scorer whose reads (decodes) are counted per file name, the scorer's own read put
+    back by :meth:`restore`."""
 
     def __init__(self, scorer: Any) -> None:
         self.scorer, self.reads = scorer, {}
@@ -62,6 +63,9 @@ class Counted:
         name = Path(path).name
         self.reads[name] = self.reads.get(name, 0) + 1
         return self._read(path, *a, **k)
+
+    def restore(self) -> None:
+        self.scorer.read = self._read
 
 
 def watched(scorer: Any, folder: Path, poll: bool) -> tuple[queue.Queue, Any]:
@@ -125,6 +129,7 @@ def replay(scorer: Any, photos: list[Path], ref: dict[str, Any], *, straight: bo
         finally:
             stop.set()
             thread.join(timeout=60)
+            counted.restore()
     scored = [out.get(p.name) for p in photos]
     ok = [r for r in scored if r is not None and not isinstance(r, UnreadableImage)]
     same = len(ok) == len(photos)
@@ -222,6 +227,7 @@ def large_written(scorer: Any, img: np.ndarray, per_format: int) -> dict:
                     sys.stderr.flush()
                     os.dup2(saved, 2)
                     os.close(saved)
+                    counted.restore()
             lines = [x for x in err.read_text(errors="replace").splitlines() if x.strip()]
             reads = [counted.reads.get(f"p{i}{suffix}", 0) for i in range(per_format)]
             out[suffix[1:]] = {
