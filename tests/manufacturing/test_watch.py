@@ -197,6 +197,11 @@ def test_score_watch_on_the_command_line(tmp_path, monkeypatch):
     rows = [json.loads(x) for x in res.stdout.splitlines()]
     assert [r["path"] for r in rows] == [str(root / n) for n in ("a.png", "b.png", "c.jpg")]
     assert rows[2]["score"] is None and "c.jpg" in rows[2]["error"]
+    from datetime import datetime, timedelta, timezone
+
+    for r in rows:  # when each was decided, in UTC
+        at = datetime.fromisoformat(r["scored_at"])
+        assert timedelta(0) <= datetime.now(timezone.utc) - at < timedelta(minutes=10)
     assert "watch ended: 2 photos scored, " in res.stderr and "1 unreadable" in res.stderr
     assert fake_watch.polling is False
     events.append({"d.png": _photo(2)})

@@ -555,6 +555,14 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
             raise ManufacturingError(f"--csv {csv_path}: cannot append the row of {r.path} "
                                      f"({exc.strerror}); the watch stops") from None
 
+    def as_line(r: Any) -> str:
+        """``r`` as one JSON object, with the UTC time it was decided (a file of a day's
+        lines, `--json > line3.jsonl`, says when each part was flagged)."""
+        from datetime import datetime, timezone
+
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        return json.dumps({**r.to_dict(), "scored_at": now})
+
     def emit(r: Any) -> None:
         if csv_path is not None:  # the row first: a result printed is also in the file
             append(r)
@@ -562,11 +570,11 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
             counts["unreadable"] += 1
             click.echo(f"unreadable, not scored: {r.error}", err=True)
             if as_json:
-                click.echo(json.dumps(r.to_dict()))
+                click.echo(as_line(r))
         else:
             counts["scored"] += 1
             counts["flagged"] += bool(r.defect)
-            click.echo(json.dumps(r.to_dict()) if as_json else _score_line(r))
+            click.echo(as_line(r) if as_json else _score_line(r))
         sys.stdout.flush()
 
     click.echo(f"watching {folder} at threshold {scorer.threshold:.4g} (Ctrl-C to stop)",
