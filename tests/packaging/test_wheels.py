@@ -297,6 +297,15 @@ out = {}
 for k, args in cmds.items():
     r = run(cli, args)
     out[k] = [r.exit_code, r.stdout, r.stderr]
+# a camera's folder watched (score --watch's loop) with its state, twice: started again,
+# nothing is scored twice
+from deepseek.manufacturing.score import Scorer
+from deepseek.manufacturing.watch import watch_folder
+watched = []
+for _ in range(2):
+    watch_folder(Scorer(sys.argv[4]), sys.argv[3], watched.append,
+                 state=sys.argv[1] + "-watch.jsonl", changes=iter([set()]))
+watched = [[os.path.basename(r.path), r.score] for r in watched]
 # the photo decision served: part0.png (64 x 96, all 120) over REST
 import urllib.request
 from deepseek.serving import DeepSeekServing
@@ -319,7 +328,8 @@ print(json.dumps({"absent": absent, "serve_missing": serve_missing,
                   "backend": det.net.name, "candidates": len(cands),
                   "tick": [tick.framework, list(logits.shape)], "still": still,
                   "served": {o["name"]: o["data"] for o in served["outputs"]},
-                  "as_file": {o["name"]: o["data"] for o in as_file["outputs"]}, "cli": out}))
+                  "as_file": {o["name"]: o["data"] for o in as_file["outputs"]}, "cli": out,
+                  "watched": watched}))
 """
 
 
@@ -391,6 +401,10 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
     assert res["served"]["defect"] == [by_export[0]["defect"]]
     assert res["served"]["threshold"] == [pytest.approx(0.3125)]
     assert res["as_file"]["score"] == [pytest.approx(by_export[0]["score"], abs=1e-5)]
+    # score --watch's loop on the edge install scores the folder as score does, once
+    assert [w[0] for w in res["watched"]] == ["part0.png", "part1.png"]
+    assert [w[1] for w in res["watched"]] == pytest.approx([r["score"] for r in by_export],
+                                                           abs=1e-6)
     # a video needs OpenCV, which the edge form leaves out: the extra is named
     code, _, err = cli["stream"]
     assert code == 2 and 'pip install "deepseek-manufacturing[video]"' in err, cli["stream"]
