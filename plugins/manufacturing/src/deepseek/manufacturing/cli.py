@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -251,23 +253,16 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
                       backend=backend, mm_per_px=mm_per_px, on_event=on_event,
                       events=events_path, scores=scores_path, on_batch=on_batch,
                       on_frame=on_frame if show else None, append=append)
-    import signal
-
     def stopped(*_: Any) -> None:
         raise KeyboardInterrupt
 
     try:  # a service manager's stop (SIGTERM) ends the stream as Ctrl-C does
-        before = signal.signal(signal.SIGTERM, stopped)
-    except ValueError:  # not the main thread: the embedding application's signals
-        before = None
-    try:
-        rep = ds.run(max_frames=max_frames)
+        with _on_sigterm(stopped):
+            rep = ds.run(max_frames=max_frames)
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
         return
     finally:
-        if before is not None:
-            signal.signal(signal.SIGTERM, before)
         if show:
             import cv2
 
@@ -520,6 +515,24 @@ def _score_line(r: Any) -> str:
     return f"{r.score:.4f}  {'DEFECT' if r.defect else 'ok    '}  {r.path}{box}"
 
 
+@contextlib.contextmanager
+def _on_sigterm(handler: Any) -> Iterator[None]:
+    """``handler`` answers SIGTERM (a service manager's stop) while the block runs, the
+    handler before it put back after; in a thread other than the main one (an embedding
+    application's) the application's own signal handling is left as it is."""
+    import signal
+
+    try:
+        before = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        before = None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
 def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps: Path | None,
                      as_json: bool, *, poll: bool | float, settle: float, existing: bool,
                      state: Path | None) -> None:
@@ -529,7 +542,6 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
     The CSV is opened for each row, so a log rotation that moves it away (or empties it)
     is followed: the next row starts a new file, with its header."""
     import csv
-    import signal
     import threading
 
     from deepseek.manufacturing.errors import ManufacturingError
@@ -537,10 +549,6 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
     from deepseek.manufacturing.watch import watch_folder
 
     stop = threading.Event()
-    try:  # a service manager's stop (SIGTERM) ends the watch as Ctrl-C does
-        before = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    except ValueError:  # not the main thread (an embedding application's): its own signals
-        before = None
     counts = {"scored": 0, "flagged": 0, "unreadable": 0}
 
     def append(r: Any) -> None:
@@ -579,15 +587,14 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
 
     click.echo(f"watching {folder} at threshold {scorer.threshold:.4g} (Ctrl-C to stop)",
                err=True)
-    try:
-        watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
-                     stop=stop, existing=existing, state=state,
-                     say=lambda m: click.echo(m, err=True))
+    try:  # a service manager's stop (SIGTERM) ends the watch as Ctrl-C does
+        with _on_sigterm(lambda *_: stop.set()):
+            watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
+                         stop=stop, existing=existing, state=state,
+                         say=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:
         pass
     finally:  # the summary also when the watch stops on an error (its folder gone)
-        if before is not None:
-            signal.signal(signal.SIGTERM, before)
         click.echo(f"watch ended: {counts['scored']} photos scored, {counts['flagged']} "
                    f"flagged as defects, {counts['unreadable']} unreadable"
                    + (f"; rows appended to {csv_path}" if csv_path else ""), err=True)

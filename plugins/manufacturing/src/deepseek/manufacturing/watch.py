@@ -302,24 +302,21 @@ class FolderWatch:
     def wants(self, path: Path) -> bool:
         """Whether ``path`` names what ``score`` would read as a part photo of the folder (by
         its name; a same-stem mask and a heatmap by content when it is scored)."""
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            return False
-        if self.heatmaps is not None and path.resolve().is_relative_to(self.heatmaps):
-            return False
-        try:
-            below = path.relative_to(self.root)
-        except ValueError:
-            return False
-        return not any(part.startswith(".") for part in below.parts)
+        return path.suffix.lower() in IMAGE_SUFFIXES and self._read_below(path)
 
     def holds(self, path: Path) -> bool:
         """Whether ``path`` is a folder below the watched one whose photos are parts (not
         hidden, not the heatmaps)."""
+        return self._read_below(path) and path.is_dir()
+
+    def _read_below(self, path: Path) -> bool:
+        """Whether ``path`` lies below the watched folder where its photos are read: not
+        hidden (no part of it below the folder starts with a dot), not in the heatmaps."""
         try:
             below = path.relative_to(self.root)
         except ValueError:
             return False
-        return (not any(part.startswith(".") for part in below.parts) and path.is_dir()
+        return (not any(part.startswith(".") for part in below.parts)
                 and (self.heatmaps is None or not path.resolve().is_relative_to(self.heatmaps)))
 
     def listed(self, path: Path) -> None:
