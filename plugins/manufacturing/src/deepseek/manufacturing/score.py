@@ -372,7 +372,7 @@ class Scorer:
                         raise got
                     unreadable.append(UnreadableImage(i, str(p), str(got)))
                     continue
-                r = self.score(p, None if out_dir is None else out_dir / f"{i:05d}-{p.stem}.png",
+                r = self.score(p, None if out_dir is None else out_dir / heatmap_name(i, p),
                                image=got, keep_pixels=keep_maps)
                 if not keep_maps:
                     r.cell_map = None
@@ -559,6 +559,12 @@ def write_csv(results: list[ImageScore], path: str | Path,
 #: the columns of :func:`write_csv`
 CSV_HEADER = ["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1", "heatmap",
               "error"]
+
+
+def heatmap_name(number: int, photo: Path) -> str:
+    """The name of the ``number``-th photo's heatmap (``NNNNN-<stem>.png``), as ``score
+    --heatmaps`` and ``score --watch`` write them."""
+    return f"{number:05d}-{photo.stem}.png"
 
 
 def csv_row(r: ImageScore | UnreadableImage) -> list[Any]:

@@ -43,7 +43,7 @@ from typing import Any
 
 from deepseek.manufacturing.errors import ManufacturingError
 from deepseek.manufacturing.images import IMAGE_SUFFIXES, part_images
-from deepseek.manufacturing.score import ImageScore, Scorer, UnreadableImage
+from deepseek.manufacturing.score import ImageScore, Scorer, UnreadableImage, heatmap_name
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def _below(rel: str) -> bool:
     return bool(rel) and not p.is_absolute() and ".." not in p.parts
 
 
-_HEATMAP_NAME = re.compile(r"(\d{5,})-.*\.png")
+_HEATMAP_NAME = re.compile(r"(\d{5,})-.*\.png")  # what score.heatmap_name writes
 
 
 def next_heatmap_number(folder: Path | None) -> int:
@@ -403,7 +403,7 @@ class FolderWatch:
         del self.waiting[path]
         heat = None
         if self.heatmaps is not None:
-            heat = self.heatmaps / f"{self.count:05d}-{path.stem}.png"
+            heat = self.heatmaps / heatmap_name(self.count, path)
         r = self.scorer.score(path, heat, image=read)
         r.cell_map = None  # a watch runs for days: no map is kept
         self.scored[path] = stamp
