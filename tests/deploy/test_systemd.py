@@ -82,8 +82,9 @@ def test_systemd_verifies_the_service(tmp_path, unit_file):
 
 def test_the_service_command_ends_on_sigterm_with_its_summary(tmp_path):
     """Run as systemd runs it (the unit's command, this install's paths): a photo's JSON line
-    on stdout, its CSV row, and on SIGTERM (systemctl stop) a summary and exit status 0;
-    started again, it takes up its state and scores nothing twice."""
+    on stdout, its CSV row; on SIGHUP (systemctl reload) its model loaded again; on SIGTERM
+    (systemctl stop) a summary and exit status 0; started again, it takes up its state and
+    scores nothing twice."""
     import json
     import signal
     import threading
@@ -121,6 +122,13 @@ def test_the_service_command_ends_on_sigterm_with_its_summary(tmp_path):
     def first_photo(proc) -> None:
         first = json.loads(proc.stdout.readline())
         assert first["path"] == str(line / "p0.png") and first["defect"] is False
+        assert "ExecReload=/bin/kill -HUP $MAINPID" in UNIT.read_text()
+        proc.send_signal(signal.SIGHUP)  # systemctl reload: the model loaded again
+        for said in proc.stderr:
+            if said.startswith("reload:"):
+                assert "reload: scoring with defect-3dcnn-lstm (sha256 " in said
+                return
+        raise AssertionError("the watch said nothing of the reload")
 
     _, err = run(first_photo)
     assert "watch ended: 1 photos scored, 0 flagged as defects, 0 unreadable" in err

@@ -165,6 +165,14 @@ def test_csv_heatmaps_and_cli(parts, tmp_path):
         table = list(csv.DictReader(f))
     assert [float(t["score"]) for t in table] == pytest.approx([r["score"] for r in rows],
                                                                abs=1e-6)
+    # each result names the model that decided it (the packaged weights' file) and the
+    # threshold, in the JSON and the CSV
+    from deepseek.loader.base import file_sha256
+    from deepseek.plugins import models
+
+    packaged = file_sha256(models().entry("defect-3dcnn-lstm").meta["weights"])
+    assert {(r["model_sha256"], r["threshold"]) for r in rows} == {(packaged, 0.5)}
+    assert {(t["model_sha256"], float(t["threshold"])) for t in table} == {(packaged, 0.5)}
     heat = cv2.imread(table[0]["heatmap"])
     assert heat.shape == (96, 144, 3)
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts)])
@@ -274,6 +282,7 @@ def test_a_damaged_photo_is_listed_and_the_others_still_scored(parts, tmp_path):
     assert [t["path"] for t in table] == [r["path"] for r in rows]
     assert [t["score"] == "" for t in table] == [r["score"] is None for r in rows]
     assert table[2]["error"] == rows[2]["error"] and table[0]["error"] == ""
+    assert table[2]["model_sha256"] == table[2]["threshold"] == ""  # not decided
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts)])
     assert res.exit_code == 1 and "3 images, " in res.stdout
     assert "; 2 unreadable, not scored" in res.stdout

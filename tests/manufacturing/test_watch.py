@@ -384,12 +384,14 @@ def test_a_watch_started_again_takes_up_its_state(tmp_path):
     assert [(Path(r.path).name, Path(r.heatmap).name) for r in got] == \
         [("p1.png", "00003-p1.png"), ("p3.png", "00004-p3.png")]
     assert "2 photos there were scored" in said[0]  # p0 and p1; p2 is gone
+    assert len(said) == 1  # by the same model
     assert run() == []  # nothing changed: nothing scored
     (root / "p4.png").write_bytes(_photo(4))  # while stopped: scored although --new-only
     assert run("p5.png", existing=False) == [("p4.png", "00005-p4.png"),
                                              ("p5.png", "00006-p5.png")]
     lines = [json.loads(x) for x in kept.read_text().splitlines()]
-    assert lines[0] == {STATE_KIND: 1, "folder": os.path.abspath(root), "next": 5}
+    assert lines[0] == {STATE_KIND: 1, "folder": os.path.abspath(root), "next": 5,
+                        "model_sha256": scorer.model_sha256, "threshold": 0.5}
     assert sorted(e["path"] for e in lines[1:]) == \
         ["p0.png", "p1.png", "p3.png", "p4.png", "p5.png"]
     assert sorted(os.listdir(maps))[-1] == "00006-p5.png"
@@ -765,3 +767,96 @@ def test_a_photo_written_during_a_long_backlog_waits_for_one_slice_of_it(tmp_pat
 
     watch_folder(Scorer("defect-3dcnn-lstm"), root, emit, changes=camera(), clock=clock)
     assert got == ["b0.png", "new.png", "b1.png", "b2.png", "b3.png"]
+
+
+def _trained(path: Path, threshold: float) -> str:
+    """Weights as `train --folder` writes them (the packaged network, its threshold stored),
+    written whole to ``path`` (replacing what is there, as a training run does)."""
+    import os
+
+    from deepseek.loader import ModelLoader, save_model
+
+    m = ModelLoader.load("defect-3dcnn-lstm", device="cpu")
+    tmp = path.with_name("new-" + path.name)
+    save_model(m.module, tmp, architecture="defect-3dcnn-lstm", config=m.config,
+               extra={"threshold": threshold})
+    os.replace(tmp, path)
+    return str(path)
+
+
+def test_a_watch_loads_its_model_again_on_sighup_and_each_result_names_it(tmp_path,
+                                                                        monkeypatch):
+    """SIGHUP (systemctl reload) loads the model again between two photos: the photos after
+    it are decided by the retrained weights; weights that do not load are said and the
+    model loaded before goes on. Each CSV row and JSON line names the model's SHA-256, the
+    threshold and the time; a CSV with other columns is refused untouched; a watch started
+    again with another model says that the photos it scored keep their results."""
+    import signal
+
+    import watchfiles
+
+    from deepseek.loader.base import file_sha256
+
+    root, run, table = tmp_path / "line", tmp_path / "run", tmp_path / "scores.csv"
+    kept = tmp_path / "state.jsonl"
+    root.mkdir()
+    run.mkdir()
+    weights = _trained(run / "model.safetensors", 0.5)
+    first = file_sha256(weights)
+    shas: dict[str, str] = {}
+
+    def camera(*paths, **kw):
+        yield set()
+        (root / "a.png").write_bytes(_photo(0))
+        yield {(ADDED, str(root / "a.png"))}
+        _trained(run / "model.safetensors", 0.4)  # retrained
+        shas["second"] = file_sha256(weights)
+        signal.raise_signal(signal.SIGHUP)  # systemctl reload
+        (root / "b.png").write_bytes(_photo(1))
+        yield {(ADDED, str(root / "b.png"))}
+        (run / "model.safetensors").write_bytes(b"not weights")  # a bad copy
+        signal.raise_signal(signal.SIGHUP)
+        (root / "c.png").write_bytes(_photo(2))
+        yield {(ADDED, str(root / "c.png"))}
+
+    monkeypatch.setattr(watchfiles, "watch", camera)
+    line = ["manufacturing", "score", str(root), "--watch", "--json", "--csv", str(table),
+            "--state", str(kept), "--model", weights]
+    res = CliRunner().invoke(build_cli(), line)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [(Path(r["path"]).name, r["model_sha256"], r["threshold"]) for r in rows] == \
+        [("a.png", first, 0.5), ("b.png", shas["second"], 0.4),
+         ("c.png", shas["second"], 0.4)]  # the bad copy did not load: the one before goes on
+    assert f"watching {root} with {weights} (sha256 {first[:12]}, threshold 0.5;" in res.stderr
+    assert f"reload: scoring with {weights} (sha256 {shas['second'][:12]}, threshold 0.4) " \
+        f"from the next photo on; before, sha256 {first[:12]}, threshold 0.5" in res.stderr
+    assert f"reload: {weights} did not load (" in res.stderr
+    assert f"still scoring with the model loaded before (sha256 {shas['second'][:12]}, " \
+        "threshold 0.4)" in res.stderr
+    with open(table) as f:
+        got = list(csv.DictReader(f))
+    assert [(t["model_sha256"], float(t["threshold"]), t["scored_at"]) for t in got] == \
+        [(r["model_sha256"], r["threshold"], r["scored_at"]) for r in rows]
+    assert json.loads(kept.read_text().splitlines()[0])["model_sha256"] == shas["second"]
+
+    # started again with another model: what was scored keeps its results, said once
+    third = _trained(run / "model.safetensors", 0.3)
+    monkeypatch.setattr(watchfiles, "watch", lambda *p, **kw: iter([set()]))
+    res = CliRunner().invoke(build_cli(), line)
+    assert res.exit_code == 0, res.output
+    assert res.stdout == ""
+    assert f"it scored with the model sha256 {shas['second'][:12]} at threshold 0.4 when it " \
+        f"stopped, not with this one (sha256 {file_sha256(third)[:12]} at threshold 0.3): " \
+        "the photos it scored keep their results" in res.stderr
+    res = CliRunner().invoke(build_cli(), line)
+    assert res.exit_code == 0 and "when it stopped" not in res.stderr
+
+    # a CSV with other columns (an earlier version's, another tool's) is left as it is
+    other = tmp_path / "other.csv"
+    other.write_text("path,score\nx.png,0.1\n")
+    res = CliRunner().invoke(build_cli(), [*line[:5], "--csv", str(other), "--model", weights])
+    assert res.exit_code == 2
+    assert f"--csv {other}: its columns (path,score) are not those the watch writes (path," \
+        in res.stderr and "give the watch a new CSV, or move this one away" in res.stderr
+    assert other.read_text() == "path,score\nx.png,0.1\n"

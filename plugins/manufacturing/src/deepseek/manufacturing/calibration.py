@@ -175,8 +175,11 @@ def write_calibration(calibration: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def read_calibration(path: str | Path, model: Any) -> dict[str, Any]:
-    """A calibration file, checked to be one measured with ``model``'s weights.
+def read_calibration(path: str | Path, model: Any, sha256: str | None = None
+                     ) -> dict[str, Any]:
+    """A calibration file, checked to be one measured with ``model``'s weights (``sha256``:
+    their digest as loaded, :attr:`~deepseek.manufacturing.score.Scorer.model_sha256`; by
+    default the file's now).
 
     Raises:
         ManufacturingError: an unreadable file, another format, or other weights.
@@ -194,7 +197,7 @@ def read_calibration(path: str | Path, model: Any) -> dict[str, Any]:
 
     # a calibration from before a registered name's weights were digested holds to the name
     want = cal.get("model_sha256")
-    have = weights_sha256(model) if want is not None else None
+    have = (sha256 or weights_sha256(model)) if want is not None else None
     if want != have or (want is None and str(model) != cal.get("model")):
         raise ManufacturingError(
             f"{path}: measured with {cal.get('model')} (sha256 {str(want)[:12]}), not with "

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +257,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
         raise KeyboardInterrupt
 
     try:  # a service manager's stop (SIGTERM) ends the stream as Ctrl-C does
-        with _on_sigterm(stopped):
+        with _on_signal("SIGTERM", stopped):
             rep = ds.run(max_frames=max_frames)
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
@@ -349,7 +349,9 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
               help="PATH is the folder a camera writes its photos into: score the photos "
                    "there, then each new or rewritten photo once its file is complete, one "
                    "line (with --json, one JSON object) per photo as it is scored, --csv "
-                   "appended row by row, until Ctrl-C or SIGTERM.")
+                   "appended row by row, until Ctrl-C or SIGTERM; SIGHUP (systemctl "
+                   "reload) loads the model again from the next photo on. Each result names "
+                   "the model's SHA-256, the threshold and when it was decided.")
 @click.option("--new-only", is_flag=True,
               help="With --watch: leave the photos already in the folder; score what comes "
                    "(with --state: at its first start; started again, it scores the photos "
@@ -428,11 +430,12 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     if watch:
         from deepseek.manufacturing.steps import calibrated_scorer
 
-        scorer = calibrated_scorer(model, threshold, calibration, backend=backend,
-                                   views=None if views is None else int(views))
+        def load() -> Any:  # at the start, and again on SIGHUP
+            return calibrated_scorer(model, threshold, calibration, backend=backend,
+                                     views=None if views is None else int(views))
         from deepseek.manufacturing.watch import SETTLE_S
 
-        _watch_and_score(scorer, Path(paths[0]), csv_path, heatmaps, as_json,
+        _watch_and_score(load, model, Path(paths[0]), csv_path, heatmaps, as_json,
                          poll=poll_every if poll_every is not None else poll,
                          settle=SETTLE_S if settle is None else settle,
                          existing=not new_only, state=state_path)
@@ -516,81 +519,107 @@ def _score_line(r: Any) -> str:
 
 
 @contextlib.contextmanager
-def _on_sigterm(handler: Any) -> Iterator[None]:
-    """``handler`` answers SIGTERM (a service manager's stop) while the block runs, the
-    handler before it put back after; in a thread other than the main one (an embedding
-    application's) the application's own signal handling is left as it is."""
+def _on_signal(name: str, handler: Any) -> Iterator[None]:
+    """``handler`` answers the signal ``name`` (SIGTERM: a service manager's stop; SIGHUP:
+    its reload) while the block runs, the handler before it put back after; in a thread
+    other than the main one (an embedding application's), or where the system has no such
+    signal, the application's own signal handling is left as it is."""
     import signal
 
+    signum = getattr(signal, name, None)
     try:
-        before = signal.signal(signal.SIGTERM, handler)
+        before = None if signum is None else signal.signal(signum, handler)
     except ValueError:  # not the main thread
         before = None
     try:
         yield
     finally:
         if before is not None:
-            signal.signal(signal.SIGTERM, before)
+            signal.signal(signum, before)
 
 
-def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps: Path | None,
-                     as_json: bool, *, poll: bool | float, settle: float, existing: bool,
+def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
+                     csv_path: Path | None, heatmaps: Path | None, as_json: bool, *,
+                     poll: bool | float, settle: float, existing: bool,
                      state: Path | None) -> None:
     """``score --watch``: each result appended to the CSV and printed as it is made, until
     Ctrl-C or SIGTERM; then a summary, and exit status 1 if a photo could not be read.
+    ``load`` makes the scorer, at the start and again on SIGHUP (``systemctl reload``: the
+    model retrained or calibrated anew); a model that does not load then is said, and the
+    one loaded before goes on scoring.
 
     The CSV is opened for each row, so a log rotation that moves it away (or empties it)
-    is followed: the next row starts a new file, with its header."""
+    is followed: the next row starts a new file, with its header. Each row and JSON line
+    names the model's SHA-256 and the threshold that decided it, and when (UTC)."""
     import csv
     import threading
+    from datetime import datetime, timezone
 
     from deepseek.manufacturing.errors import ManufacturingError
-    from deepseek.manufacturing.score import CSV_HEADER, UnreadableImage, csv_row
+    from deepseek.manufacturing.score import UnreadableImage, csv_row
     from deepseek.manufacturing.watch import watch_folder
 
-    stop = threading.Event()
+    header = _watch_csv_header(csv_path)
+    scorer = load()
+    stop, asked = threading.Event(), threading.Event()
     counts = {"scored": 0, "flagged": 0, "unreadable": 0}
 
-    def append(r: Any) -> None:
+    def append(r: Any, at: str) -> None:
         """``r``'s row at the end of the CSV (a new or emptied file: the header first)."""
         try:
             with open(csv_path, "a", newline="") as out:  # type: ignore[arg-type]
                 rows = csv.writer(out)
                 if out.tell() == 0:
-                    rows.writerow(CSV_HEADER)
-                rows.writerow(csv_row(r))
+                    rows.writerow(header)
+                rows.writerow([*csv_row(r), at])
         except OSError as exc:
             raise ManufacturingError(f"--csv {csv_path}: cannot append the row of {r.path} "
                                      f"({exc.strerror}); the watch stops") from None
 
-    def as_line(r: Any) -> str:
-        """``r`` as one JSON object, with the UTC time it was decided (a file of a day's
-        lines, `--json > line3.jsonl`, says when each part was flagged)."""
-        from datetime import datetime, timezone
-
-        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        return json.dumps({**r.to_dict(), "scored_at": now})
-
     def emit(r: Any) -> None:
+        # when it was decided, in UTC (a day's file of lines, `--json > line3.jsonl`, or
+        # of rows says when each part was flagged)
+        at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         if csv_path is not None:  # the row first: a result printed is also in the file
-            append(r)
+            append(r, at)
+        line = json.dumps({**r.to_dict(), "scored_at": at})
         if isinstance(r, UnreadableImage):
             counts["unreadable"] += 1
             click.echo(f"unreadable, not scored: {r.error}", err=True)
             if as_json:
-                click.echo(as_line(r))
+                click.echo(line)
         else:
             counts["scored"] += 1
             counts["flagged"] += bool(r.defect)
-            click.echo(as_line(r) if as_json else _score_line(r))
+            click.echo(line if as_json else _score_line(r))
         sys.stdout.flush()
 
-    click.echo(f"watching {folder} at threshold {scorer.threshold:.4g} (Ctrl-C to stop)",
-               err=True)
-    try:  # a service manager's stop (SIGTERM) ends the watch as Ctrl-C does
-        with _on_sigterm(lambda *_: stop.set()):
+    def reload() -> Any:
+        """On SIGHUP: the model loaded again, or None (not asked; or it does not load, and
+        the one loaded before goes on)."""
+        nonlocal scorer
+        if not asked.is_set():
+            return None
+        asked.clear()
+        was = _model_words(scorer)
+        try:
+            new = load()
+        except Exception as exc:  # noqa: BLE001  (a bad file must not stop the line)
+            click.echo(f"reload: {model} did not load ({exc}); still scoring with the model "
+                       f"loaded before ({was})", err=True)
+            return None
+        scorer = new
+        click.echo(f"reload: scoring with {model} ({_model_words(new)}) from the next photo "
+                   f"on; before, {was}", err=True)
+        return new
+
+    click.echo(f"watching {folder} with {model} ({_model_words(scorer)}; Ctrl-C to stop, "
+               "SIGHUP to load the model again)", err=True)
+    try:  # a service manager's stop (SIGTERM) ends the watch as Ctrl-C does, its reload
+        with _on_signal("SIGTERM", lambda *_: stop.set()), \
+                _on_signal("SIGHUP", lambda *_: asked.set()):  # (SIGHUP) loads the model
             watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
-                         stop=stop, existing=existing, state=state,
+                         stop=stop, existing=existing, state=state, reload=reload,
                          say=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:
         pass
@@ -600,6 +629,46 @@ def _watch_and_score(scorer: Any, folder: Path, csv_path: Path | None, heatmaps:
                    + (f"; rows appended to {csv_path}" if csv_path else ""), err=True)
     if counts["unreadable"]:
         raise SystemExit(1)
+
+
+def _model_words(scorer: Any) -> str:
+    """The model a scorer decides with, in words: its SHA-256's first 12 digits and its
+    threshold."""
+    sha = scorer.model_sha256
+    return (f"sha256 {sha[:12]}" if sha else "no model file") + \
+        f", threshold {scorer.threshold:.4g}"
+
+
+def _watch_csv_header(csv_path: Path | None) -> list[str]:
+    """The columns of ``score --watch``'s CSV (``score``'s and ``scored_at``), checked
+    against those of the CSV there (a watch started again appends to it): one with other
+    columns (another tool's, or an earlier version's) is refused untouched, since rows
+    under the wrong header would be misread.
+
+    Raises:
+        ManufacturingError: the CSV there has other columns, or cannot be read.
+    """
+    import csv
+
+    from deepseek.manufacturing.errors import ManufacturingError
+    from deepseek.manufacturing.score import CSV_HEADER
+
+    header = [*CSV_HEADER, "scored_at"]
+    if csv_path is None:
+        return header
+    try:
+        with open(csv_path, newline="") as fh:
+            there = next(csv.reader(fh), None)
+    except FileNotFoundError:
+        return header
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManufacturingError(f"--csv {csv_path}: cannot read its header ({exc})") from None
+    if there is not None and there != header:
+        raise ManufacturingError(
+            f"--csv {csv_path}: its columns ({','.join(there)[:200]}) are not those the watch "
+            f"writes ({','.join(header)}): rows appended under them would be misread; give "
+            "the watch a new CSV, or move this one away (it is left as it is)")
+    return header
 
 
 def _unreadable_exit(unreadable: list[Any]) -> None:

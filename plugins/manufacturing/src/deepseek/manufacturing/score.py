@@ -55,7 +55,8 @@ class ImageScore:
     """One scored image: path, size, score, defect flag, box, heatmap file, the threshold used,
     the views the score was made under (:func:`score_image`; 1 for a good-parts model) and the
     scale the model scaled the image by before scoring it (``train --folder --scale``; 1 for
-    other models). The size, box and heatmap are in the image's own pixels whatever the scale.
+    other models), and the SHA-256 of the model file that made it. The size, box and heatmap
+    are in the image's own pixels whatever the scale.
     A memory's views and scale are those of its anomaly map; the crack logit that takes a
     share of its score reads the photo as the memory's metadata says (``crack``: 7/8 of its
     size, four views, by default).
@@ -82,6 +83,8 @@ class ImageScore:
     #: what :func:`evaluate_scores` needs of the pixels scored, kept with the map so that an
     #: evaluation does not decode each photo again; not written to CSV or JSON
     pixels: ScoredPixels | None = field(default=None, repr=False, compare=False)
+    #: the SHA-256 of the model file that made the score (:attr:`Scorer.model_sha256`)
+    model_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The score as JSON-ready data (the probability map left out): what ``score --json``
@@ -213,11 +216,31 @@ class Scorer:
     given (then the stored expectation, set on other scores, is not shown); on ``backend``
     (:func:`~deepseek.manufacturing.stream.scoring_net`: by default the ONNX exports beside
     the weights where they are current). Loaded once; every image is scored alone from a
-    fresh state."""
+    fresh state. Each result names the model's file by its SHA-256
+    (:attr:`model_sha256`)."""
 
     def __init__(self, model: Any = PACKAGED, *, threshold: float | None = None,
                  frames: int = FRAMES, expected: dict[str, Any] | None = None,
                  views: int | None = None, backend: str = "auto") -> None:
+        from deepseek.manufacturing.stream import weights_sha256
+
+        # what each result names as the model that made it (a line's record of which
+        # weights decided each part): the file's digest before and after it is loaded, so
+        # that weights replaced while they are read are never named for the others
+        for _ in range(3):
+            sha = weights_sha256(model)
+            self._load(model, threshold, frames, expected, views, backend)
+            if weights_sha256(model) == sha:
+                break
+        else:
+            raise ManufacturingError(f"{model}: the file changed each time it was loaded (it "
+                                     "is being written?); load it once it is written")
+        #: the SHA-256 of the model's file (a registered name's packaged weights; an ONNX
+        #: export's, the weights it was exported from), None where there is no file
+        self.model_sha256 = sha
+
+    def _load(self, model: Any, threshold: float | None, frames: int,
+              expected: dict[str, Any] | None, views: int | None, backend: str) -> None:
         from deepseek.manufacturing.anomaly import is_memory_file, load_memory
         from deepseek.manufacturing.draem import DraemModel, is_draem_file
         from deepseek.manufacturing.stream import scoring_net
@@ -334,7 +357,7 @@ class Scorer:
         return ImageScore(str(p), int(img.shape[1]), int(img.shape[0]), prob, bool(defect),
                           box, written, self.threshold,
                           self.views if self.memory is None else 1, self.scale, pmap, stride,
-                          tiles, pixels)
+                          tiles, pixels, self.model_sha256)
 
     def score_files(self, files: list[Path], heatmaps: str | Path | None = None, *,
                     progress: bool | None = None,
@@ -542,9 +565,10 @@ def in_file_order(results: list[ImageScore], unreadable: Iterable[UnreadableImag
 
 def write_csv(results: list[ImageScore], path: str | Path,
               unreadable: Iterable[UnreadableImage] = ()) -> Path:
-    """Write one CSV row per image (path, size, score, defect, box, heatmap, error); returns
-    the path. ``unreadable`` images (:func:`score_images`) get a row of their own in their
-    place among the files, with the error and the other fields empty."""
+    """Write one CSV row per image (path, size, score, defect, box, heatmap, the threshold and
+    the model's SHA-256 it was decided with, error); returns the path. ``unreadable`` images
+    (:func:`score_images`) get a row of their own in their place among the files, with the
+    error and the other fields empty."""
     import csv
 
     path = Path(path)
@@ -558,7 +582,7 @@ def write_csv(results: list[ImageScore], path: str | Path,
 
 #: the columns of :func:`write_csv`
 CSV_HEADER = ["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1", "heatmap",
-              "error"]
+              "threshold", "model_sha256", "error"]
 
 
 def heatmap_name(number: int, photo: Path) -> str:
@@ -570,6 +594,7 @@ def heatmap_name(number: int, photo: Path) -> str:
 def csv_row(r: ImageScore | UnreadableImage) -> list[Any]:
     """One image's row of :func:`write_csv` (an unreadable one: its path and error)."""
     if isinstance(r, UnreadableImage):
-        return [r.path, *[""] * 9, r.error]
+        return [r.path, *[""] * 11, r.error]
     return [r.path, r.width, r.height, f"{r.score:.6f}", int(r.defect),
-            *(r.box if r.box else ("", "", "", "")), r.heatmap or "", ""]
+            *(r.box if r.box else ("", "", "", "")), r.heatmap or "",
+            "" if r.threshold is None else repr(float(r.threshold)), r.model_sha256 or "", ""]

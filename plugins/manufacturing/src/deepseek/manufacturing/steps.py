@@ -59,8 +59,11 @@ def calibrated_scorer(model: Any, threshold: float | None, calibration: Any,
     if threshold is not None:
         raise ManufacturingError("give a threshold or a calibration file, not both")
     cal = read_calibration(calibration, model)
-    return Scorer(model, threshold=float(cal["threshold"]), expected=cal["expected"],
-                  **options)
+    scorer = Scorer(model, threshold=float(cal["threshold"]), expected=cal["expected"],
+                    **options)
+    # the weights loaded are those it was measured with (not others renamed over them since)
+    read_calibration(calibration, model, scorer.model_sha256)
+    return scorer
 
 
 def leave_out(source: str) -> str | None:

@@ -72,6 +72,14 @@ Stamp = tuple[int, int]  # a file's size and modification time (ns)
 
 #: the key of a state file's first line (its value: the format's version)
 STATE_KIND = "deepseek-watch-state"
+#: what a state file's first line keeps of the model the photos are scored with
+MODEL_KEYS = ("model_sha256", "threshold")
+
+
+def model_named(scorer: Scorer) -> dict[str, Any]:
+    """What names the model ``scorer`` decides with, as each result names it: the SHA-256
+    of its file and the threshold."""
+    return {"model_sha256": scorer.model_sha256, "threshold": scorer.threshold}
 
 
 class WatchState:
@@ -93,6 +101,12 @@ class WatchState:
         # the same watched folder to a service)
         self.path, self.folder = Path(path), os.path.abspath(root)
         self.lines = 0  # lines in the file
+        #: the model the photos are scored with, as the first line names it (its SHA-256
+        #: and threshold: :func:`model_named`)
+        self.model: dict[str, Any] = {}
+        #: the model the first line of the file as found named (empty: none, or a file of
+        #: an earlier version)
+        self.found_model: dict[str, Any] = {}
         self._out: Any = None
         self._lock: Any = None
 
@@ -140,6 +154,7 @@ class WatchState:
             raise self._error(f"the state of the watch of {head.get('folder')}, not of "
                               f"{self.folder}; give each watched folder its own --state file")
         seen: dict[str, tuple[Stamp, str]] = {}
+        self.found_model = {k: head[k] for k in MODEL_KEYS if k in head}
         nxt = _count(head.get("next"))
         if nxt is None:
             raise self._error("line 1: its number of the next result is not a count; remove "
@@ -170,7 +185,8 @@ class WatchState:
         self.close()
         try:
             with written_whole(self.path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps({STATE_KIND: 1, "folder": self.folder, "next": nxt}) + "\n")
+                fh.write(json.dumps({STATE_KIND: 1, "folder": self.folder, "next": nxt,
+                                     **self.model}) + "\n")
                 for rel in sorted(remembered):
                     (size, mtime), digest = remembered[rel]
                     fh.write(json.dumps({"path": rel, "size": size, "mtime_ns": mtime,
@@ -288,7 +304,18 @@ class FolderWatch:
         self.count = next_heatmap_number(self.heatmaps)  # the next result's (heatmap's) number
         self.prune_at = PRUNE_AT
         self.state = state
+        if state is not None:
+            state.model = model_named(scorer)
         self._unsaved: dict[str, tuple[Path, Stamp, str, int]] = {}  # results not handed over
+
+    def swap(self, scorer: Scorer) -> None:
+        """Score the photos from now on with ``scorer`` (a model loaded again: the weights
+        retrained, a line calibrated anew); the state file names it from now on. Called
+        between two photos, once the results made are handed over."""
+        self.scorer = scorer
+        if self.state is not None:
+            self.state.model = model_named(scorer)
+            self.state.rewrite(self.remembered(), self.count)
 
     def local(self, reported: str | Path) -> Path | None:
         """A path the system reported (absolute) as the folder's own paths are written (the
@@ -469,6 +496,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
                  settle_s: float = SETTLE_S, heatmaps: str | Path | None = None,
                  poll: bool | float = False, stop: Any = None, existing: bool = True,
                  state: str | Path | None = None, say: Callable[[str], None] = log.info,
+                 reload: Callable[[], Scorer | None] | None = None,
                  changes: Iterable[set[tuple[Any, str]]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> FolderWatch:
     """Score the part photos in ``root`` (and below it) as they are written, handing each
@@ -482,7 +510,12 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
     ``state``: a file that keeps what the watch has scored (:class:`WatchState`; made when
     not there): a watch started again with it scores only the photos new or changed since
     it was stopped (``existing`` then applies to the first start only), and ``say`` is told
-    how many it takes up.
+    how many it takes up, and, when the model that scored them is not this one, that they
+    keep their results.
+    ``reload``: asked between two photos and on every tick whether to score with another
+    model from then on (a :class:`Scorer` to take, or None): ``score --watch`` loads its
+    model again on SIGHUP (``systemctl reload``) this way, without a photo lost or scored
+    twice.
     ``poll``: look for changes every 300 ms (True) or every ``poll`` seconds (a number)
     instead of being told (network shares, whose changes made by other machines the system
     is not told of); each look reads the size and time of every file in the folder.
@@ -507,7 +540,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
         watch = FolderWatch(scorer, root, settle_s=settle_s, heatmaps=heatmaps, state=kept,
                             clock=clock)
         _watch(watch, root, emit, earlier, poll=poll, stop=stop, existing=existing, say=say,
-               changes=changes)
+               reload=reload, changes=changes)
     finally:
         if kept is not None:
             kept.release()
@@ -517,6 +550,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
 def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
            earlier: tuple[dict[str, tuple[Stamp, str]], int] | None, *, poll: bool | float,
            stop: Any, existing: bool, say: Callable[[str], None],
+           reload: Callable[[], Scorer | None] | None,
            changes: Iterable[set[tuple[Any, str]]] | None) -> None:
     if state.heatmaps is not None:
         state.heatmaps.mkdir(parents=True, exist_ok=True)
@@ -527,6 +561,11 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
             n = state.resume(*earlier)
             say(f"taking up {state.state.path}: {n} photos there were scored (or reported) "
                 "before and are scored again only if they change")
+            was, now = state.state.found_model, state.state.model
+            if n and was and was != now:
+                say(f"it scored with the model {_named(was)} when it stopped, not with this "
+                    f"one ({_named(now)}): the photos it scored keep their results (each "
+                    "result names its model); `score FOLDER` scores them all with this one")
         state.state.rewrite(state.remembered(), state.count)
     if not existing and earlier is None:  # the photos there now are left: only a change
         for p in list_images(root, recursive=True):  # of one scores it
@@ -548,8 +587,14 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
                         stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True,
                         raise_interrupt=False, force_polling=poll is not False,
                         poll_delay_ms=max(1, round(every * 1000)), debounce=1600, step=50)
+    def swap() -> None:
+        new = reload() if reload is not None else None
+        if new is not None:
+            state.swap(new)
+
     first = True
     for batch in _told(changes, root, poll):
+        swap()
         if not root.is_dir():  # a watch that would see nothing more must not look alive
             raise ManufacturingError(f"{root}: the folder is gone (removed, or its share "
                                      "unmounted): the watch stops; start it again once the "
@@ -572,6 +617,7 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
             state.handed_over(r)
             if stop is not None and stop.is_set():
                 break  # after the photo in hand
+            swap()
         if stop is not None and stop.is_set():
             break
     untried = list(state.backlog)
@@ -587,6 +633,13 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
                     untried[0], ", ..." if len(untried) > 1 else "",
                     "; they are scored when it is started again with its --state"
                     if state.state is not None else "")
+
+
+def _named(model: dict[str, Any]) -> str:
+    """A model as a state file's first line names it, in words."""
+    sha, thr = model.get("model_sha256"), model.get("threshold")
+    return (f"sha256 {sha[:12]}" if isinstance(sha, str) else "without a file") + \
+        (f" at threshold {thr:.4g}" if isinstance(thr, (int, float)) else "")
 
 
 def _told(changes: Iterable[set[tuple[Any, str]]], root: Path, poll: bool | float
