@@ -63,6 +63,44 @@ def test_debounce_k_of_n_events_and_json_lines():
     assert len(rep.latencies_s) == 16 and rep.latency_ms["p99"] >= rep.latency_ms["p50"] > 0
 
 
+def test_each_event_names_the_model_file_that_decided_it(tmp_path):
+    """An events file appended to across runs (a service restarted with retrained weights)
+    says which weights decided each event: the SHA-256 of the model file, in each event and
+    in the run's summary; a model given as a module in memory has none."""
+    from deepseek.loader import ModelLoader, save_model
+    from deepseek.loader.base import file_sha256
+
+    m = ModelLoader.load("defect-3dcnn-lstm", device="cpu")
+    weights = save_model(m.module, tmp_path / "model.safetensors",
+                         architecture="defect-3dcnn-lstm", config=m.config)
+    src = FrameSource.open("synthetic:?seed=1&frames=8&width=96&height=64")
+    out = io.StringIO()
+    ds = DefectStream(src, str(weights), debounce=(1, 1), events=out)
+    ds.step = _Scripted([0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1])
+    rep = ds.run()
+    recs = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [r["event"] for r in recs] == ["defect", "clear"]
+    assert {r["model_sha256"] for r in recs} == {file_sha256(weights)}
+    assert rep.summary()["model_sha256"] == file_sha256(weights)
+    assert _stream([0.1]).run().summary()["model_sha256"] is None
+
+
+def test_weights_replaced_while_they_are_loaded_are_loaded_again(monkeypatch):
+    """The digest a result names is that of the bytes loaded: taken before and after, the
+    model loaded again when they differ (a training run renamed its weights over them)."""
+    import deepseek.manufacturing.stream as stream_module
+
+    digests = iter(["old", "new", "new", "new"])
+    monkeypatch.setattr(stream_module, "weights_sha256", lambda _m: next(digests))
+    loads: list[int] = []
+    got = stream_module.loaded_by_digest("m", lambda: loads.append(1) or len(loads))
+    assert got == (2, "new")
+    counter = iter(range(100))
+    monkeypatch.setattr(stream_module, "weights_sha256", lambda _m: str(next(counter)))
+    with pytest.raises(ManufacturingError, match="m: the file changed each time it was "):
+        stream_module.loaded_by_digest("m", lambda: None)
+
+
 def test_a_long_stream_keeps_its_last_frames_in_memory_and_every_score_on_disk(tmp_path):
     """A line that runs for days: the report keeps the records of the last ``keep_frames``
     frames (a live source: the last LIVE_KEEP_FRAMES; before, every frame's, growing without

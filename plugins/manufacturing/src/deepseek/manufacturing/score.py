@@ -222,19 +222,12 @@ class Scorer:
     def __init__(self, model: Any = PACKAGED, *, threshold: float | None = None,
                  frames: int = FRAMES, expected: dict[str, Any] | None = None,
                  views: int | None = None, backend: str = "auto") -> None:
-        from deepseek.manufacturing.stream import weights_sha256
+        from deepseek.manufacturing.stream import loaded_by_digest
 
         # what each result names as the model that made it (a line's record of which
-        # weights decided each part): the file's digest before and after it is loaded, so
-        # that weights replaced while they are read are never named for the others
-        for _ in range(3):
-            sha = weights_sha256(model)
-            self._load(model, threshold, frames, expected, views, backend)
-            if weights_sha256(model) == sha:
-                break
-        else:
-            raise ManufacturingError(f"{model}: the file changed each time it was loaded (it "
-                                     "is being written?); load it once it is written")
+        # weights decided each part)
+        _, sha = loaded_by_digest(model, lambda: self._load(model, threshold, frames,
+                                                            expected, views, backend))
         #: the SHA-256 of the model's file (a registered name's packaged weights; an ONNX
         #: export's, the weights it was exported from), None where there is no file
         self.model_sha256 = sha

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -85,6 +85,7 @@ class DefectEvent:
     peak_frame: int | None = None   # the frame with the strongest map evidence, and its box
     peak_box: tuple[int, int, int, int] | None = None
     at: str | None = None  # a live source's: UTC date and time its first frame was captured
+    model_sha256: str | None = None  # the SHA-256 of the model file that decided it
     _peak_logit: float = float("-inf")
     _peak_roi: Any = field(default=None, repr=False)  # pixels around peak_box
 
@@ -119,6 +120,7 @@ class StreamReport:
     backend: str = ""
     batches: int = 0
     flagged_frames: int = 0   # over the whole run, kept frames or not
+    model_sha256: str | None = None  # of the model file that decided the frames
 
     def summary(self) -> dict[str, Any]:
         """The report's figures as JSON-ready data (``frames_kept``: how many of the frames
@@ -127,7 +129,7 @@ class StreamReport:
                "fps": round(self.fps, 1), "latency_ms": self.latency_ms,
                "stage_ms_per_frame": self.stage_ms_per_frame, "source": self.source,
                "events": len(self.events), "flagged_frames": self.flagged_frames,
-               "backend": self.backend,
+               "backend": self.backend, "model_sha256": self.model_sha256,
                "mean_batch": round(self.frames / self.batches, 2) if self.batches else 0}
         if len(self.frame_index) < self.frames:
             out["frames_kept"] = len(self.frame_index)
@@ -305,6 +307,28 @@ def scoring_net(model: Any, backend: str = "auto") -> DefectNet | OnnxNet:
         return load_net(model, onnx=False)
     log.info("%s: scoring with onnxruntime (%s)", model, net.path)
     return net
+
+
+T = TypeVar("T")
+
+
+def loaded_by_digest(model: Any, load: Callable[[], T]) -> tuple[T, str | None]:
+    """``load()``'s result and the SHA-256 of ``model``'s file (:func:`weights_sha256`) as
+    it was loaded: taken before and after, and loaded again when they differ, so that
+    weights replaced while they were read (a training run writing its new ones) are never
+    named for the others. What each result of ``score`` and each event of ``stream``
+    names as the model that decided it.
+
+    Raises:
+        ManufacturingError: the file changed each of three times it was loaded.
+    """
+    for _ in range(3):
+        sha = weights_sha256(model)
+        got = load()
+        if weights_sha256(model) == sha:
+            return got, sha
+    raise ManufacturingError(f"{model}: the file changed each time it was loaded (it is being "
+                             "written?); load it once it is written")
 
 
 def weights_sha256(model: Any) -> str | None:
@@ -704,7 +728,8 @@ class DefectStream:
                 **(source_options or {})}
         self.source = (source if isinstance(source, FrameSource)
                        else FrameSource.open(source, **opts))
-        self.net = load_net(model)
+        #: the SHA-256 of the model's file, which each event names
+        self.net, self.model_sha256 = loaded_by_digest(model, lambda: load_net(model))
         if scale != 1.0:  # the stream scores frames at the size they come in
             log.warning("%s: trained on part photos scaled by %g (train --scale); the "
                         "stream scores its frames as they come, unscaled: give it frames "
@@ -756,7 +781,8 @@ class DefectStream:
         """Stream frames from the source through the model until it ends (or ``max_frames``): flags,
         events, latency and rate.
         """
-        rep = StreamReport(backend=self.step.name, source=self.source.describe())
+        rep = StreamReport(backend=self.step.name, source=self.source.describe(),
+                           model_sha256=self.model_sha256)
         opened: list[IO[str]] = []
 
         def target(where: str | Path | IO[str] | None) -> IO[str] | None:
@@ -900,7 +926,7 @@ class DefectStream:
                          else round(wpx * self.mm_per_px, 3),
                          width_px=None if wpx is None else round(wpx, 2),
                          peak_frame=frame.index, peak_box=box,
-                         _peak_logit=float(logit_map.max()))
+                         model_sha256=self.model_sha256, _peak_logit=float(logit_map.max()))
         if self.source.live:  # the wall clock when it was captured
             wall = time.time() - (time.perf_counter() - frame.t_capture)
             ev.at = datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
