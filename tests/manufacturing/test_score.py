@@ -175,6 +175,21 @@ def test_csv_heatmaps_and_cli(parts, tmp_path):
     assert {(t["model_sha256"], float(t["threshold"])) for t in table} == {(packaged, 0.5)}
     heat = cv2.imread(table[0]["heatmap"])
     assert heat.shape == (96, 144, 3)
+    # --heatmaps-of flagged: an overlay of each flagged image only (a threshold between the
+    # two scores flags one)
+    middle = sum(r["score"] for r in rows) / 2
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts / "part_2.png"),
+                                           str(parts / "line_b"), "--heatmaps",
+                                           str(tmp_path / "flagged"), "--heatmaps-of",
+                                           "flagged", "--threshold", str(middle), "--json"])
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.stdout)
+    assert [r["defect"] for r in shown] == [r["score"] >= middle for r in rows]
+    assert [r["heatmap"] is not None for r in shown] == [r["defect"] for r in shown]
+    assert len(list((tmp_path / "flagged").iterdir())) == 1
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts),
+                                           "--heatmaps-of", "flagged"])
+    assert res.exit_code == 2 and "--heatmaps-of goes with --heatmaps" in res.output
     res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(parts)])
     assert res.exit_code == 0 and "3 images" in res.output
     # heatmaps written into the folder of parts are never read back as parts

@@ -515,6 +515,57 @@ def test_heatmaps_are_numbered_on_after_those_there(tmp_path):
     assert Path(got[0].heatmap).name == "00042-a.png"
 
 
+def test_heatmaps_of_flagged_photos_only_and_a_heatmap_not_written_holds_up_nothing(
+        tmp_path, caplog):
+    """heatmaps_of="flagged" (a line's watch): an overlay of each flagged photo only. A
+    heatmap that cannot be written (its folder gone: an unmounted disk) is said, and the
+    photo's result goes out without it; the watch goes on."""
+    import shutil
+
+    root, maps = tmp_path / "line", tmp_path / "maps"
+    root.mkdir()
+    photos = {"a.png": _photo(0), "b.png": _photo(1, crack=True), "c.png": _photo(2),
+              "d.png": _photo(3, crack=True)}
+    for name, data in photos.items():
+        (root / name).write_bytes(data)
+    probe = {Path(r.path).name: r.score
+             for r in score_images([root], threshold=0.5, progress=False)}
+    # a threshold between the scores, so that some photos are flagged and some are not
+    ranked = sorted(probe.values())
+    threshold = (ranked[1] + ranked[2]) / 2
+    flagged = {n for n, v in probe.items() if v >= threshold}
+    assert 0 < len(flagged) < len(photos)
+    got: list = []
+    watch_folder(Scorer("defect-3dcnn-lstm", threshold=threshold), root, got.append,
+                 heatmaps=maps, heatmaps_of="flagged", changes=iter([set()]), clock=Clock())
+    assert {Path(r.path).name for r in got if r.heatmap} == flagged
+    assert sorted(p.name.split("-", 1)[1] for p in maps.iterdir()) == sorted(flagged)
+
+    line2 = tmp_path / "line2"
+    line2.mkdir()
+    (line2 / "a.png").write_bytes(_photo(0))
+
+    maps = tmp_path / "maps2"
+
+    def camera():
+        yield set()  # a.png, there at the start: its heatmap written
+        shutil.rmtree(maps)
+        maps.write_text("not a folder any more")  # the heatmaps' disk gone
+        for name in ("e.png", "f.png"):
+            (line2 / name).write_bytes(_photo(5, crack=True))
+            yield {(ADDED, str(line2 / name))}
+
+    got.clear()
+    with caplog.at_level("WARNING"):
+        watch_folder(Scorer("defect-3dcnn-lstm", threshold=1e-6), line2, got.append,
+                     heatmaps=maps, changes=camera(), clock=Clock())
+    assert [(Path(r.path).name, r.defect, r.heatmap is not None) for r in got] == \
+        [("a.png", True, True), ("e.png", True, False), ("f.png", True, False)]
+    for n, name in ((1, "e.png"), (2, "f.png")):
+        assert f"heatmap not written: {maps / f'0000{n}-{name}'}: could not write the " \
+            "heatmap (Not a directory); the photo's result stands" in caplog.text
+
+
 def test_score_watch_follows_a_rotated_csv_and_takes_up_its_state(tmp_path, monkeypatch):
     """The CSV is opened for each row: moved away by a log rotation, the next row starts a
     new file with its header. --state: started again, the watch scores nothing it scored."""

@@ -324,6 +324,11 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
 @click.option("--heatmaps", type=click.Path(path_type=Path), default=None,
               help="Write a crack-probability overlay PNG per image into this folder "
               "(marked as a heatmap, so never read back as a part).")
+@click.option("--heatmaps-of", type=click.Choice(["all", "flagged"]), default="all",
+              show_default=True,
+              help="With --heatmaps: an overlay of every image, or of the flagged ones only "
+                   "(a line's watch: a 20-megapixel overlay takes longer to write than the "
+                   "photo to score, and about 30 MB).")
 @click.option("--evaluate", is_flag=True,
               help="PATH is one labelled folder (masks, YOLO labels or good/ + defect/, as for "
                    "train --folder): also print image AUROC, recall, false-positive rate and "
@@ -378,9 +383,9 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path: Path | None,
           heatmaps: Path | None, evaluate: bool, calibration: Path | None,
-          views: str | None, backend: str, watch: bool, new_only: bool, poll: bool,
-          poll_every: float | None, settle: float | None, state_path: Path | None,
-          as_json: bool) -> None:
+          views: str | None, backend: str, heatmaps_of: str, watch: bool, new_only: bool,
+          poll: bool, poll_every: float | None, settle: float | None,
+          state_path: Path | None, as_json: bool) -> None:
     """Score part images: PATHS are image files and folders (searched recursively; masks and
     labels such as *_mask.png or files under masks/ are skipped), or quoted patterns such as
     'line3/**/*.png' (what a Windows prompt passes as typed). Each image is scored alone
@@ -399,6 +404,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     if watch and (len(paths) != 1 or not Path(paths[0]).is_dir()):
         raise click.UsageError("--watch takes one folder as PATH: the one the camera writes "
                                "its photos into")
+    if heatmaps is None and heatmaps_of != "all":
+        raise click.UsageError("--heatmaps-of goes with --heatmaps")
     if not watch and (new_only or poll or poll_every is not None or settle is not None
                       or state_path is not None):
         given = ("--new-only" if new_only else "--poll" if poll else
@@ -435,7 +442,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                                      views=None if views is None else int(views))
         from deepseek.manufacturing.watch import SETTLE_S
 
-        _watch_and_score(load, model, Path(paths[0]), csv_path, heatmaps, as_json,
+        _watch_and_score(load, model, Path(paths[0]), csv_path, heatmaps, heatmaps_of, as_json,
                          poll=poll_every if poll_every is not None else poll,
                          settle=SETTLE_S if settle is None else settle,
                          existing=not new_only, state=state_path)
@@ -447,7 +454,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                            threshold=threshold if cal is None else float(cal["threshold"]),
                            progress=None if not as_json else False,
                            views=None if views is None else int(views),
-                           unreadable=unreadable, keep_maps=evaluate, backend=backend)
+                           unreadable=unreadable, keep_maps=evaluate, backend=backend,
+                           heatmaps_of=heatmaps_of)
     unreadable = unreadable or []
     if csv_path is not None:
         write_csv(results, csv_path, unreadable)
@@ -539,7 +547,8 @@ def _on_signal(name: str, handler: Any) -> Iterator[None]:
 
 
 def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
-                     csv_path: Path | None, heatmaps: Path | None, as_json: bool, *,
+                     csv_path: Path | None, heatmaps: Path | None, heatmaps_of: str,
+                     as_json: bool, *,
                      poll: bool | float, settle: float, existing: bool,
                      state: Path | None) -> None:
     """``score --watch``: each result appended to the CSV and printed as it is made, until
@@ -620,6 +629,7 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
                 _on_signal("SIGHUP", lambda *_: asked.set()):  # (SIGHUP) loads the model
             watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
                          stop=stop, existing=existing, state=state, reload=reload,
+                         heatmaps_of=heatmaps_of,
                          say=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:
         pass

@@ -33,7 +33,7 @@ import numpy as np
 
 from deepseek.manufacturing.errors import FrameError, ManufacturingError
 from deepseek.manufacturing.formats import BIT_DEPTHS, IMAGE_SUFFIXES, SCALE_RANGE
-from deepseek.paths import files_below, is_pattern
+from deepseek.paths import files_below, is_pattern, written_whole
 
 log = logging.getLogger(__name__)
 
@@ -646,11 +646,13 @@ def write_heatmap(path: str | Path, overlay_bgr: np.ndarray) -> Path:
         raise ManufacturingError(f"{path}: heatmaps are PNG files; name it .png")
     info = PngImagePlugin.PngInfo()
     info.add_text(*HEATMAP_TEXT)
-    try:
-        Image.fromarray(np.ascontiguousarray(overlay_bgr[..., ::-1])).save(
-            path, format="PNG", pnginfo=info, compress_level=1)
+    try:  # whole or not at all: a display that shows the newest heatmap never reads half
+        with written_whole(path) as tmp:  # of one, and a full disk leaves no stub
+            Image.fromarray(np.ascontiguousarray(overlay_bgr[..., ::-1])).save(
+                tmp, format="PNG", pnginfo=info, compress_level=1)
     except OSError as exc:
-        raise ManufacturingError(f"{path}: could not write the heatmap ({exc})") from exc
+        raise ManufacturingError(f"{path}: could not write the heatmap "
+                                 f"({exc.strerror or exc})") from exc
     return path
 
 

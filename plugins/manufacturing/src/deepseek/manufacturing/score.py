@@ -25,7 +25,7 @@ skipped by the rule of :func:`deepseek.manufacturing.images.is_label_file`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -315,10 +315,15 @@ class Scorer:
 
     def score(self, path: str | Path, heatmap: str | Path | None = None,
               image: tuple[np.ndarray, np.ndarray | None] | None = None,
-              keep_pixels: bool = False) -> ImageScore:
+              keep_pixels: bool = False, heatmaps_of: str = "all",
+              heatmap_failed: Callable[[ManufacturingError], None] | None = None
+              ) -> ImageScore:
         """Score the image at ``path`` (``image``: what :meth:`read` gives, when already
-        read); write its overlay PNG to ``heatmap`` when given. ``keep_pixels``: the result
-        carries :class:`ScoredPixels` for :func:`evaluate_scores`."""
+        read); write its overlay PNG to ``heatmap`` when given (``heatmaps_of="flagged"``:
+        only when the image is flagged). ``keep_pixels``: the result carries
+        :class:`ScoredPixels` for :func:`evaluate_scores`. ``heatmap_failed``: told when the
+        heatmap cannot be written (a full disk), the result then made without one; else
+        that raises :class:`ManufacturingError`."""
         from deepseek.manufacturing.stream import box_from_map
 
         p = Path(path)
@@ -339,9 +344,14 @@ class Scorer:
         defect = prob >= self.threshold
         box = box_from_map(pmap, img.shape, self.box_level, stride) if defect else None
         written = None
-        if heatmap is not None:
-            written = str(heatmap)
-            write_heatmap(written, heatmap_overlay(img, shown, stride))
+        if heatmap is not None and (heatmaps_of == "all" or defect):
+            try:
+                write_heatmap(heatmap, heatmap_overlay(img, shown, stride))
+                written = str(heatmap)
+            except ManufacturingError as exc:
+                if heatmap_failed is None:
+                    raise
+                heatmap_failed(exc)
         pixels = None
         if keep_pixels:
             from deepseek.manufacturing.labelled import pixel_digest
@@ -355,7 +365,7 @@ class Scorer:
     def score_files(self, files: list[Path], heatmaps: str | Path | None = None, *,
                     progress: bool | None = None,
                     unreadable: list[UnreadableImage] | None = None,
-                    keep_maps: bool = True) -> list[ImageScore]:
+                    keep_maps: bool = True, heatmaps_of: str = "all") -> list[ImageScore]:
         """Score image files (as :func:`image_paths` lists them) in order; ``heatmaps``,
         ``unreadable`` and ``keep_maps`` as in :func:`score_images`. The next file is
         decoded in a thread of its own while one is scored (decoding a 20-megapixel PNG
@@ -389,7 +399,7 @@ class Scorer:
                     unreadable.append(UnreadableImage(i, str(p), str(got)))
                     continue
                 r = self.score(p, None if out_dir is None else out_dir / heatmap_name(i, p),
-                               image=got, keep_pixels=keep_maps)
+                               image=got, keep_pixels=keep_maps, heatmaps_of=heatmaps_of)
                 if not keep_maps:
                     r.cell_map = None
                 results.append(r)
@@ -416,11 +426,12 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
                  frames: int = FRAMES, progress: bool | None = None,
                  views: int | None = None,
                  unreadable: list[UnreadableImage] | None = None,
-                 keep_maps: bool = True, backend: str = "auto") -> list[ImageScore]:
+                 keep_maps: bool = True, backend: str = "auto",
+                 heatmaps_of: str = "all") -> list[ImageScore]:
     """One :class:`ImageScore` per image (files and folders, see the module docstring); with
-    ``heatmaps`` a PNG overlay per image is written there, named ``NNNNN-<stem>.png`` by
-    the image's place among the files found (each result names its file). ``views``: see
-    :class:`Scorer`.
+    ``heatmaps`` a PNG overlay per image (``heatmaps_of="flagged"``: per flagged image) is
+    written there, named ``NNNNN-<stem>.png`` by the image's place among the files found
+    (each result names its file). ``views``: see :class:`Scorer`.
 
     An image that cannot be read raises :class:`ManufacturingError` naming it, unless
     ``unreadable`` is a list: then each such image is appended to it
@@ -436,7 +447,8 @@ def score_images(paths: Iterable[str | Path], model: Any = PACKAGED, *,
     scoring_net`)."""
     scorer = Scorer(model, threshold=threshold, frames=frames, views=views, backend=backend)
     return scorer.score_files(image_paths(paths), heatmaps, progress=progress,
-                              unreadable=unreadable, keep_maps=keep_maps)
+                              unreadable=unreadable, keep_maps=keep_maps,
+                              heatmaps_of=check_heatmaps_of(heatmaps_of))
 
 
 def evaluate_scores(results: list[ImageScore], root: str | Path, fpr: float = 0.01,
@@ -576,6 +588,17 @@ def write_csv(results: list[ImageScore], path: str | Path,
 #: the columns of :func:`write_csv`
 CSV_HEADER = ["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1", "heatmap",
               "threshold", "model_sha256", "error"]
+
+
+#: which images ``score --heatmaps`` writes an overlay of: every one, or the flagged ones
+HEATMAPS_OF = ("all", "flagged")
+
+
+def check_heatmaps_of(which: str) -> str:
+    """``which`` when it is one of :data:`HEATMAPS_OF`, else an error naming them."""
+    if which not in HEATMAPS_OF:
+        raise ManufacturingError(f"heatmaps_of={which!r}: give one of {', '.join(HEATMAPS_OF)}")
+    return which
 
 
 def heatmap_name(number: int, photo: Path) -> str:

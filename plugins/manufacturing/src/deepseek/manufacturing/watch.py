@@ -43,7 +43,13 @@ from typing import Any
 
 from deepseek.manufacturing.errors import ManufacturingError
 from deepseek.manufacturing.images import IMAGE_SUFFIXES, part_images
-from deepseek.manufacturing.score import ImageScore, Scorer, UnreadableImage, heatmap_name
+from deepseek.manufacturing.score import (
+    ImageScore,
+    Scorer,
+    UnreadableImage,
+    check_heatmaps_of,
+    heatmap_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -286,13 +292,15 @@ class FolderWatch:
 
     def __init__(self, scorer: Scorer, root: str | Path, *, settle_s: float = SETTLE_S,
                  heatmaps: str | Path | None = None, state: WatchState | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, heatmaps_of: str = "all"
+                 ) -> None:
         if settle_s < 0:
             raise ManufacturingError(f"settle={settle_s}: give the seconds (0 or more) a photo "
                                      "that does not decode waits for its file to change")
         self.scorer, self.root, self.settle_s, self.clock = scorer, Path(root), settle_s, clock
         self._roots = {Path(os.path.abspath(root)), Path(root).resolve()}
         self.heatmaps = None if heatmaps is None else Path(heatmaps).resolve()
+        self.heatmaps_of = check_heatmaps_of(heatmaps_of)
         if self.heatmaps is not None and Path(root).resolve().is_relative_to(self.heatmaps):
             raise ManufacturingError(f"--heatmaps {heatmaps}: the watched folder {root} lies in "
                                      "it, so no photo would be read (the heatmaps folder is "
@@ -431,7 +439,11 @@ class FolderWatch:
         heat = None
         if self.heatmaps is not None:
             heat = self.heatmaps / heatmap_name(self.count, path)
-        r = self.scorer.score(path, heat, image=read)
+        # a heatmap that cannot be written (a full disk) is said, and the part's decision
+        # goes out all the same: an overlay never holds up the line
+        r = self.scorer.score(path, heat, image=read, heatmaps_of=self.heatmaps_of,
+                              heatmap_failed=lambda e: log.warning(
+                                  "heatmap not written: %s; the photo's result stands", e))
         r.cell_map = None  # a watch runs for days: no map is kept
         self.scored[path] = stamp
         self.digests[path] = _file_digest(path)
@@ -496,7 +508,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
                  settle_s: float = SETTLE_S, heatmaps: str | Path | None = None,
                  poll: bool | float = False, stop: Any = None, existing: bool = True,
                  state: str | Path | None = None, say: Callable[[str], None] = log.info,
-                 reload: Callable[[], Scorer | None] | None = None,
+                 reload: Callable[[], Scorer | None] | None = None, heatmaps_of: str = "all",
                  changes: Iterable[set[tuple[Any, str]]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> FolderWatch:
     """Score the part photos in ``root`` (and below it) as they are written, handing each
@@ -519,8 +531,10 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
     ``poll``: look for changes every 300 ms (True) or every ``poll`` seconds (a number)
     instead of being told (network shares, whose changes made by other machines the system
     is not told of); each look reads the size and time of every file in the folder.
-    ``heatmaps``: a folder for each photo's overlay, ``NNNNN-<stem>.png`` by the order
-    scored, numbered on after the heatmaps there; never watched.
+    ``heatmaps``: a folder for each photo's overlay (``heatmaps_of="flagged"``: each flagged
+    photo's), ``NNNNN-<stem>.png`` by the order scored, numbered on after the heatmaps there;
+    never watched. One that cannot be written (a full disk) is said, and the result goes
+    out without it.
     ``changes``: the sets of ``(change, path)`` to act on instead of the folder's own (tests;
     ``change`` as watchfiles' ``Change``, or its value: 3 is a deletion).
 
@@ -538,7 +552,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
             kept.hold()
         earlier = kept.load() if kept is not None else None
         watch = FolderWatch(scorer, root, settle_s=settle_s, heatmaps=heatmaps, state=kept,
-                            clock=clock)
+                            clock=clock, heatmaps_of=heatmaps_of)
         _watch(watch, root, emit, earlier, poll=poll, stop=stop, existing=existing, say=say,
                reload=reload, changes=changes)
     finally:
