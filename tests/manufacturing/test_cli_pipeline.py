@@ -239,3 +239,51 @@ def test_stream_as_a_service_appends_and_ends_on_sigterm(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, line)
     assert res.exit_code == 0 and "interrupted" in res.output, res.output
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_stream_loads_its_model_again_on_sighup_without_stopping(tmp_path, monkeypatch):
+    """SIGHUP (systemctl reload): the model is loaded again in a thread while the stream runs
+    on, and decides from the next step; the events say from which frame, the summary how
+    many reloads."""
+    import signal
+    import threading
+
+    from deepseek.loader import ModelLoader, save_model
+    from deepseek.manufacturing.sources import FrameSource
+    from deepseek.manufacturing.stream import DefectStream
+
+    m = ModelLoader.load("defect-3dcnn-lstm", device="cpu")
+    weights = save_model(m.module, tmp_path / "model.safetensors",
+                         architecture="defect-3dcnn-lstm", config=m.config)
+    loaded, real_load, real_get = threading.Event(), DefectStream.load_again, FrameSource.get
+    calls = [0]
+
+    def load_again(self):
+        try:
+            return real_load(self)
+        finally:
+            loaded.set()
+
+    def get(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == 2:
+            signal.raise_signal(signal.SIGHUP)  # systemctl reload, while the stream runs
+        elif calls[0] == 3:  # the next step waits for the loading thread (not a camera)
+            assert loaded.wait(120), "the model was not loaded again"
+        return real_get(self, *a, **k)
+
+    monkeypatch.setattr(DefectStream, "load_again", load_again)
+    monkeypatch.setattr(FrameSource, "get", get)
+    before = signal.getsignal(signal.SIGHUP)
+    events = tmp_path / "ev.jsonl"
+    res = CliRunner().invoke(build_cli(), [
+        "manufacturing", "stream", "synthetic:?seed=5&frames=12&width=96&height=64",
+        "--model", str(weights), "--quiet", "--json", "--events", str(events)])
+    assert res.exit_code == 0, res.output
+    assert f"reload: {weights} loaded (sha256 " in res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["reloads"] == 1 and summary["frames"] == 12
+    models = [json.loads(x) for x in events.read_text().splitlines()
+              if json.loads(x)["event"] == "model"]
+    assert len(models) == 1 and models[0]["model_sha256"] == summary["model_sha256"]
+    assert signal.getsignal(signal.SIGHUP) == before  # put back

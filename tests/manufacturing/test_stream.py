@@ -85,6 +85,58 @@ def test_each_event_names_the_model_file_that_decided_it(tmp_path):
     assert _stream([0.1]).run().summary()["model_sha256"] is None
 
 
+def _weights_file(path, **extra):
+    """The packaged network written as a trained file (``extra``: what training stores)."""
+    import os
+
+    from deepseek.loader import ModelLoader, save_model
+
+    m = ModelLoader.load("defect-3dcnn-lstm", device="cpu")
+    tmp = path.with_name("new-" + path.name)
+    save_model(m.module, tmp, architecture="defect-3dcnn-lstm", config=m.config,
+               extra=extra or None)
+    os.replace(tmp, path)  # as a training run replaces its weights
+    return path
+
+
+def test_a_model_loaded_again_decides_from_the_next_step_on(tmp_path, monkeypatch):
+    """load_again (systemctl reload of the stream's service): the weights retrained in place
+    are loaded while the stream runs on, and decide from its next step, with an events line
+    naming that frame and their SHA-256; weights that do not fit (read over other bits) are
+    refused and the stream goes on with the model it has. The events file still reads."""
+    import deepseek.manufacturing.stream as stream_module
+    from deepseek.loader.base import file_sha256
+    from deepseek.manufacturing.metrics import read_events
+
+    weights = _weights_file(tmp_path / "model.safetensors", threshold=0.5)
+    first = file_sha256(weights)
+    src = FrameSource.open("synthetic:?seed=1&frames=24&width=96&height=64")
+    events = tmp_path / "events.jsonl"
+    # the first model's steps, then the retrained one's
+    steps = iter([_Scripted([0.1] * 24), _Scripted([0.9] * 4 + [0.1] * 20)])
+    monkeypatch.setattr(stream_module, "make_step", lambda *a, **k: next(steps))
+    said: list = []
+
+    def on_batch(rep, last):
+        if rep.batches == 2:  # retrained meanwhile: loaded again while the stream runs
+            _weights_file(weights, threshold=0.4)
+            said.append(ds.load_again())
+            said.append(rep.frames)  # the frames decided by the first model
+            _weights_file(weights, bit_depth=12)
+            with pytest.raises(ManufacturingError, match="read over other bits"):
+                ds.load_again()
+
+    ds = DefectStream(src, str(weights), debounce=(1, 1), events=events, on_batch=on_batch)
+    rep = ds.run()
+    recs = [json.loads(x) for x in events.read_text().splitlines()]
+    second, f = said
+    assert second not in (None, first) and 0 < f < 20
+    assert [(r["event"], r["frame"], r["model_sha256"]) for r in recs] == \
+        [("model", f, second), ("defect", f, second), ("clear", f + 4, second)]
+    assert rep.summary()["model_sha256"] == second and rep.summary()["reloads"] == 1
+    assert read_events(events) == [(f, f + 4)]  # the model's line is not an event
+
+
 def test_weights_replaced_while_they_are_loaded_are_loaded_again(monkeypatch):
     """The digest a result names is that of the bytes loaded: taken before and after, the
     model loaded again when they differ (a training run renamed its weights over them)."""

@@ -181,7 +181,9 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
     """Run the crack detector on SOURCE with a live status line (fps, latency, events).
 
     SOURCE is a video file, cam:N, an rtsp:// or http:// URL, a GStreamer pipeline ending in
-    appsink, an image folder, or synthetic:?seed=N&frames=N.
+    appsink, an image folder, or synthetic:?seed=N&frames=N. SIGTERM ends it as Ctrl-C does;
+    SIGHUP (systemctl reload) loads MODEL again while the stream runs on, deciding from its
+    next step (the events say from which frame).
     """
     from deepseek.evaluation import evaluate
     from deepseek.manufacturing.errors import ManufacturingError
@@ -256,9 +258,25 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
     def stopped(*_: Any) -> None:
         raise KeyboardInterrupt
 
-    try:  # a service manager's stop (SIGTERM) ends the stream as Ctrl-C does
-        with _on_signal("SIGTERM", stopped):
-            rep = ds.run(max_frames=max_frames)
+    def reload_now() -> None:  # in a thread of its own: the stream runs on meanwhile
+        was = (ds.model_sha256 or "")[:12]
+        try:
+            sha = ds.load_again()
+        except Exception as exc:  # noqa: BLE001  (a bad file must not stop the line)
+            click.echo(f"\nreload: {model} did not load ({exc}); still deciding with the "
+                       f"model loaded before (sha256 {was})", err=True)
+            return
+        click.echo(f"\nreload: {model} loaded (sha256 {(sha or '')[:12]}; before, {was}); "
+                   "the stream decides with it from its next step", err=True)
+
+    def reload_asked(*_: Any) -> None:
+        import threading
+
+        threading.Thread(target=reload_now, name="reload", daemon=True).start()
+
+    try:  # a service manager's stop (SIGTERM) ends the stream as Ctrl-C does; its reload
+        with _on_signal("SIGTERM", stopped), _on_signal("SIGHUP", reload_asked):  # (SIGHUP)
+            rep = ds.run(max_frames=max_frames)  # loads the model again, without a gap
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
         return

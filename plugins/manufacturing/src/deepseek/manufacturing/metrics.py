@@ -161,6 +161,9 @@ def event_metrics(events: Sequence[Any], truth: Sequence[dict[str, Any]], slack:
 #: the records of a stream's events file that say the source failed, not that a defect was
 #: seen (:class:`~deepseek.manufacturing.stream.DefectStream`)
 SOURCE_FAULT_EVENTS = ("source_lost", "source_ended_early")
+#: the record of a stream's events file that says which model decides from its frame on (a
+#: model loaded again while the stream ran: ``DefectStream.load_again``)
+MODEL_EVENT = "model"
 
 
 def read_events(path: str | Path) -> list[tuple[int, int]]:
@@ -168,7 +171,7 @@ def read_events(path: str | Path) -> list[tuple[int, int]]:
     ``deepseek manufacturing stream --events``: a ``defect`` record starts an event (``start``
     is read the same way), a ``clear`` record (``frame``: the last, ``start_frame``: the
     first) ends it; an event never cleared ends at its start; the records that say the
-    source failed are not events and are passed over."""
+    source failed or the model was loaded again are not events and are passed over."""
     from deepseek.manufacturing.errors import TruthFileError
 
     path = Path(path)
@@ -185,7 +188,7 @@ def read_events(path: str | Path) -> list[tuple[int, int]]:
                     starts[int(rec["frame"])] = int(rec["frame"])
                 elif kind == "clear":
                     ends[int(rec["start_frame"])] = int(rec["frame"])
-                elif kind not in SOURCE_FAULT_EVENTS:
+                elif kind not in (*SOURCE_FAULT_EVENTS, MODEL_EVENT):
                     raise ValueError(f"unknown event {kind!r} (expected defect or clear, as "
                                      "stream --events writes them)")
             except (ValueError, KeyError, TypeError) as exc:

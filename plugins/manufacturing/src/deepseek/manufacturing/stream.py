@@ -22,6 +22,7 @@ import collections
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -120,7 +121,8 @@ class StreamReport:
     backend: str = ""
     batches: int = 0
     flagged_frames: int = 0   # over the whole run, kept frames or not
-    model_sha256: str | None = None  # of the model file that decided the frames
+    model_sha256: str | None = None  # of the model file that decided the frames (the last)
+    reloads: int = 0  # models loaded again while it ran (DefectStream.load_again)
 
     def summary(self) -> dict[str, Any]:
         """The report's figures as JSON-ready data (``frames_kept``: how many of the frames
@@ -130,6 +132,7 @@ class StreamReport:
                "stage_ms_per_frame": self.stage_ms_per_frame, "source": self.source,
                "events": len(self.events), "flagged_frames": self.flagged_frames,
                "backend": self.backend, "model_sha256": self.model_sha256,
+               "reloads": self.reloads,
                "mean_batch": round(self.frames / self.batches, 2) if self.batches else 0}
         if len(self.frame_index) < self.frames:
             out["frames_kept"] = len(self.frame_index)
@@ -737,6 +740,9 @@ class DefectStream:
                         model, scale)
         self.threads = stream_threads() if threads is None else int(threads)
         self.step = make_step(self.net, backend, self.threads)
+        self._model, self._backend, self._bits = model, backend, bits
+        self._next: tuple[Any, Any, str | None] | None = None  # a model loaded again
+        self._loading, self._handover = threading.Lock(), threading.Lock()
         self.threshold, self.k, self.n = float(threshold), int(k), int(n)
         self.max_batch = int(max_batch)
         self._said_per_step = False  # whether the frames' size has cut the step, said once
@@ -770,12 +776,41 @@ class DefectStream:
                      "most %d pixels", width, height, n, self.max_batch, STEP_PIXELS)
         return n
 
-    def warm_up(self) -> None:
-        """Build the runtime for the source's frame size before frames arrive."""
+    def warm_up(self, step: Any = None) -> None:
+        """Build the runtime (``step``'s; the stream's own by default) for the source's frame
+        size before frames arrive."""
+        step = self.step if step is None else step
         if self.source.size is not None:
             w, h = self.source.size
-            self.step(pad16(np.zeros((1, h, w), np.uint8)))
-            self.step.reset()
+            step(pad16(np.zeros((1, h, w), np.uint8)))
+            step.reset()
+
+    def load_again(self) -> str | None:
+        """Load the stream's model again (its file retrained in place; ``systemctl reload``
+        of the stream's service) in the calling thread, while the stream runs on with the
+        model it has, and hand it over: the stream takes it at its next step, with a fresh
+        temporal state, and writes an ``{"event": "model", ...}`` line naming the frame and
+        the new model's SHA-256 into its events. Returns that SHA-256.
+
+        Raises:
+            ManufacturingError: the model does not load, or was trained on photos read over
+                other bits (``train --bit-depth``) than the source's frames are read at (the
+                stream goes on with the model it has; a new bit depth needs a new start).
+        """
+        from deepseek.manufacturing.images import stored_setting
+
+        with self._loading:  # two reloads asked at once: one after the other
+            model = self._model
+            if stored_setting(stored_extra(model), "bit_depth", model) != self._bits:
+                raise ManufacturingError(f"{model}: trained on photos read over other bits "
+                                         "than this stream reads its frames at; start the "
+                                         "stream again to use it")
+            net, sha = loaded_by_digest(model, lambda: load_net(model))
+            step = make_step(net, self._backend, self.threads)
+            self.warm_up(step)
+            with self._handover:
+                self._next = (net, step, sha)
+            return sha
 
     def run(self, max_frames: int | None = None) -> StreamReport:
         """Stream frames from the source through the model until it ends (or ``max_frames``): flags,
@@ -823,6 +858,8 @@ class DefectStream:
                     if t_start is None:
                         t_start = batch[0].t_capture
                         per_step = self._per_step(*batch[0].image.shape[:2])
+                    if self._next is not None:  # a model loaded again: from this step on
+                        self._take_next(rep, out, batch[0].index)
                     frames = pad16(np.stack([f.image for f in batch]))
                     t2 = time.perf_counter()
                     probs, maps = self.step(frames)
@@ -933,6 +970,24 @@ class DefectStream:
         if self.on_event is not None:
             self.on_event(ev)
         return ev
+
+    def _take_next(self, rep: StreamReport, out: IO[str] | None, frame: int) -> None:
+        """Take the model :meth:`load_again` handed over, deciding from ``frame`` on (its
+        temporal state fresh), and say so in the events."""
+        with self._handover:
+            (self.net, self.step, self.model_sha256), self._next = self._next, None
+        rep.backend, rep.model_sha256 = self.step.name, self.model_sha256
+        rep.reloads += 1
+        log.info("%s loaded again (sha256 %s): deciding from frame %d on", self._model,
+                 (self.model_sha256 or "")[:12], frame)
+        if out is None:
+            return
+        at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        from deepseek.manufacturing.metrics import MODEL_EVENT
+
+        out.write(json.dumps({"event": MODEL_EVENT, "frame": frame,
+                              "model_sha256": self.model_sha256, "at": at}) + "\n")
+        out.flush()
 
     @staticmethod
     def _emit(out: IO[str] | None, kind: str, ev: DefectEvent) -> None:
