@@ -911,3 +911,44 @@ def test_a_watch_loads_its_model_again_on_sighup_and_each_result_names_it(tmp_pa
     assert f"--csv {other}: its columns (path,score) are not those the watch writes (path," \
         in res.stderr and "give the watch a new CSV, or move this one away" in res.stderr
     assert other.read_text() == "path,score\nx.png,0.1\n"
+
+
+def test_a_watch_that_falls_behind_says_so_once_a_minute(tmp_path):
+    """Photos that come faster than they are scored: a photo scored more than BEHIND_S
+    after it was written is said (its delay, the photos waiting), at most once a minute;
+    a backlog at the start (listed, not told of) is not falling behind."""
+    from deepseek.manufacturing.watch import BEHIND_EVERY_S, BEHIND_S
+
+    root = tmp_path / "line"
+    root.mkdir()
+    for i in range(3):  # a backlog: scored slowly, but not behind
+        (root / f"old{i}.png").write_bytes(_photo(i))
+    clock = Clock()
+
+    class Slow(Scorer):  # each photo takes 4 s to score (a slow machine)
+        def score(self, *a, **k):
+            clock.now += 4
+            return super().score(*a, **k)
+
+    def camera():
+        yield set()
+        for burst in (("a", "b", "c"), ("d", "e"), ("f", "g")):
+            for n in burst:
+                (root / f"{n}.png").write_bytes(_photo(ord(n)))
+            yield {(ADDED, str(root / f"{n}.png")) for n in burst}
+            if burst[0] == "d":
+                clock.now += BEHIND_EVERY_S  # a minute later: said again if it lasts
+
+    said: list[str] = []
+    got: list = []
+    watch_folder(Slow("defect-3dcnn-lstm", threshold=0.5), root, got.append, say=said.append,
+                 changes=camera(), clock=clock)
+    assert len(got) == 10
+    behind = [s for s in said if s.startswith("falling behind")]
+    # a: 4 s after it was told (not yet behind); b: 8 s, said; c, d, e within the minute
+    # are not; a minute on, f (4 s) is not behind and g (8 s) is said
+    assert 4 < BEHIND_S < 8 and len(behind) == 2
+    assert behind[0].startswith(f"falling behind: {root / 'b.png'} was scored 8 s after it "
+                                "was written (3 more waiting)")  # c, two of the backlog
+    assert behind[1].startswith(f"falling behind: {root / 'g.png'} was scored 8 s after it "
+                                "was written (0 more waiting)")

@@ -69,6 +69,10 @@ BACKLOG_SLICE_S = 2.0
 #: decoded anyway (one with bytes after its end; never longer than the settle time); while
 #: it changes, it is not decoded
 QUIET_S = 1.0
+#: seconds from a photo's last change to its result past which the watch says it is falling
+#: behind (photos come faster than they are scored), and the seconds between two such lines
+BEHIND_S = 5.0
+BEHIND_EVERY_S = 60.0
 #: photos remembered as scored past which those no longer in the folder are forgotten (a
 #: removal the system did not report): what a watch holds follows the folder, not the days
 PRUNE_AT = 10_000
@@ -312,6 +316,9 @@ class FolderWatch:
         self.count = next_heatmap_number(self.heatmaps)  # the next result's (heatmap's) number
         self.prune_at = PRUNE_AT
         self.state = state
+        #: seconds from the last change of the photo last scored to its result (0 for a
+        #: photo of the backlog, listed rather than told of)
+        self.delay = 0.0
         if state is not None:
             state.model = model_named(scorer)
         self._unsaved: dict[str, tuple[Path, Stamp, str, int]] = {}  # results not handed over
@@ -430,6 +437,7 @@ class FolderWatch:
             if self.clock() - w.changed < self.settle_s:
                 return None
             del self.waiting[path]
+            self.delay = 0.0  # refused for settle_s: not a sign of falling behind
             self.scored[path] = stamp  # not tried again until it changes
             self.digests.pop(path, None)
             self._unsaved[str(path)] = (path, stamp, "", self.count)
@@ -445,6 +453,7 @@ class FolderWatch:
                               heatmap_failed=lambda e: log.warning(
                                   "heatmap not written: %s; the photo's result stands", e))
         r.cell_map = None  # a watch runs for days: no map is kept
+        self.delay = self.clock() - w.changed
         self.scored[path] = stamp
         self.digests[path] = _file_digest(path)
         self._unsaved[str(path)] = (path, stamp, self.digests[path], self.count)
@@ -606,6 +615,19 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
         if new is not None:
             state.swap(new)
 
+    said_behind: float | None = None
+
+    def behind(r: Result) -> None:  # said once a minute at most, while it lasts
+        nonlocal said_behind
+        now = state.clock()
+        if state.delay > BEHIND_S and (said_behind is None
+                                       or now - said_behind >= BEHIND_EVERY_S):
+            said_behind = now
+            say(f"falling behind: {r.path} was scored {state.delay:.0f} s after it was "
+                f"written ({len(state.waiting) + len(state.backlog)} more waiting): the "
+                "photos come faster than this machine scores them (--heatmaps-of flagged, "
+                "fewer --views, or a faster machine)")
+
     first = True
     for batch in _told(changes, root, poll):
         swap()
@@ -629,6 +651,7 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
         for r in state.ready():
             emit(r)
             state.handed_over(r)
+            behind(r)
             if stop is not None and stop.is_set():
                 break  # after the photo in hand
             swap()
