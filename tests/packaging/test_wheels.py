@@ -298,14 +298,16 @@ for k, args in cmds.items():
     r = run(cli, args)
     out[k] = [r.exit_code, r.stdout, r.stderr]
 # a camera's folder watched (score --watch's loop) with its state, twice: started again,
-# nothing is scored twice
+# nothing is scored twice; its model loaded again as SIGHUP does, before the first photo
 from deepseek.manufacturing.score import Scorer
 from deepseek.manufacturing.watch import watch_folder
-watched = []
+watched, again = [], [Scorer(sys.argv[4])]
 for _ in range(2):
     watch_folder(Scorer(sys.argv[4]), sys.argv[3], watched.append,
-                 state=sys.argv[1] + "-watch.jsonl", changes=iter([set()]))
-watched = [[os.path.basename(r.path), r.score] for r in watched]
+                 state=sys.argv[1] + "-watch.jsonl", changes=iter([set()]),
+                 reload=lambda: again.pop() if again else None)
+watched = [[os.path.basename(r.path), r.score, r.model_sha256] for r in watched]
+reloaded = not again
 # the photo decision served: part0.png (64 x 96, all 120) over REST
 import urllib.request
 from deepseek.serving import DeepSeekServing
@@ -329,7 +331,7 @@ print(json.dumps({"absent": absent, "serve_missing": serve_missing,
                   "tick": [tick.framework, list(logits.shape)], "still": still,
                   "served": {o["name"]: o["data"] for o in served["outputs"]},
                   "as_file": {o["name"]: o["data"] for o in as_file["outputs"]}, "cli": out,
-                  "watched": watched}))
+                  "watched": watched, "reloaded": reloaded}))
 """
 
 
@@ -405,6 +407,9 @@ def test_edge_installs_run_inference_without_torch(wheels, tmp_path_factory, tmp
     assert [w[0] for w in res["watched"]] == ["part0.png", "part1.png"]
     assert [w[1] for w in res["watched"]] == pytest.approx([r["score"] for r in by_export],
                                                            abs=1e-6)
+    # each result names the weights the export was made from, whichever path scored it
+    assert res["reloaded"] and {w[2] for w in res["watched"]} == \
+        {r["model_sha256"] for r in by_export} != {None}
     # a video needs OpenCV, which the edge form leaves out: the extra is named
     code, _, err = cli["stream"]
     assert code == 2 and 'pip install "deepseek-manufacturing[video]"' in err, cli["stream"]
