@@ -223,6 +223,11 @@ def test_the_photo_decision_served_and_empty_images_refused(tmp_path):
         got = client.infer("line", [inp])
         assert got.as_numpy("score")[0] == pytest.approx(want.score, abs=1e-5)
         assert bool(got.as_numpy("defect")[0]) == want.defect
+        # the answer names the weights the decision was exported from, as score names them
+        from deepseek.loader.base import file_sha256
+
+        assert got.get_response()["parameters"] == {
+            "model_sha256": file_sha256(out["photo_onnx"]), "weights_sha256": want.model_sha256}
         np.testing.assert_allclose(got.as_numpy("map")[0], want.cell_map, atol=1e-5)
         url = f"http://{server.http_url}/v2/models/line/infer"
         for shape, axis in (([0, 4, 4], 0), ([1, 0, 5], 1), ([1, 5, 0], 2)):

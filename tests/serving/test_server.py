@@ -94,6 +94,27 @@ def test_grpc_inference_and_onnx(grpc_client, http, onnx_file):
     np.testing.assert_allclose(_http_infer(http, "net", "x", X).as_numpy("y"), ref, atol=1e-6)
 
 
+def test_each_answer_names_the_model_file_that_made_it(grpc_client, http, onnx_file):
+    """Over REST and gRPC an answer carries model_sha256, the SHA-256 of the file served (a
+    registered name's packaged weights); a model with no file of its own carries none."""
+    from deepseek.loader.base import file_sha256
+    from deepseek.plugins import models
+
+    want = file_sha256(onnx_file)
+    got = _grpc_infer(grpc_client, "net", "x", X).get_response()
+    assert dict(got.parameters) == {"model_sha256": tg.service_pb2.InferParameter(
+        string_param=want)}
+    assert _http_infer(http, "net", "x", X).get_response()["parameters"] == \
+        {"model_sha256": want}
+    feats = np.zeros((1, 17), np.float32)
+    answer = _http_infer(http, "mlp", "features", feats).get_response()
+    assert answer["parameters"] == \
+        {"model_sha256": file_sha256(models().entry("tick-mlp").meta["weights"])}
+    from deepseek.serving.models import ServedModel
+
+    assert ServedModel("m", torch.nn.Linear(4, 3), allow_untrained=True).identity() == {}
+
+
 def test_plain_json_with_curl_style_request(server):
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
                         "data": [[1, 2, 3, 4]]}], "id": "r1"}

@@ -133,6 +133,8 @@ class InferenceService:
                     raise InferenceError(f"unknown output {w!r}; the outputs are {names}")
             resp = MESSAGES["ModelInferResponse"](model_name=name, model_version=m.version,
                                                   id=request.id)
+            for key, value in m.identity().items():  # which model file answered
+                resp.parameters[key].string_param = value
             for n, a in zip(names, outs):
                 if wanted and n not in wanted:
                     continue

@@ -70,6 +70,50 @@ def _missing_decoder(where: str, name: str, reader: str) -> str | None:
             "files (deepseek plugins lists what is installed)")
 
 
+def _file_of(source: Any) -> tuple[Path, str] | None:
+    """The file a model source names (a path; a registered name's packaged weights) and its
+    SHA-256 now, or None (a module, a name without a file)."""
+    from deepseek.loader.base import file_sha256
+
+    if isinstance(source, (str, Path)) and Path(source).is_file():
+        path = Path(source)
+    elif isinstance(source, str):
+        from deepseek.errors import DeepSeekError
+        from deepseek.plugins import models
+
+        try:
+            weights = models().entry(source).meta.get("weights")
+        except DeepSeekError:  # a zoo name or another kind of source: no file of its own
+            return None
+        if not weights or not Path(weights).is_file():
+            return None
+        path = Path(weights)
+    else:
+        return None
+    return path, file_sha256(path)
+
+
+def _served_sha256(source: Any, loaded: LoadedModel, before: tuple[Path, str] | None
+                   ) -> str | None:
+    """The SHA-256 of the file ``loaded`` came from (``before``: the file and its digest
+    taken before it was loaded; a packaged export loaded instead of its weights: that
+    export's), checked unchanged by the loading, so that a file replaced meanwhile is never
+    named for the model loaded.
+
+    Raises:
+        ModelLoadError: the file changed while it was loaded.
+    """
+    from deepseek.loader.base import file_sha256
+
+    onnx = loaded.onnx_path
+    if before is None or (onnx is not None and Path(onnx) != before[0]):
+        return file_sha256(onnx) if onnx is not None and Path(onnx).is_file() else None
+    if file_sha256(before[0]) != before[1]:
+        raise ModelLoadError(f"{before[0]}: the file changed while it was loaded (being "
+                             "written?); serve it once it is written")
+    return before[1]
+
+
 class ServedModel:
     """Wraps a :class:`LoadedModel`: input/output specs, batching policy, batched call.
 
@@ -83,9 +127,13 @@ class ServedModel:
                  allow_untrained: bool = False) -> None:
         self.name = name
         self.source = str(source) if not hasattr(source, "forward") else type(source).__name__
+        before = _file_of(source)
         self.model: LoadedModel = source if isinstance(source, LoadedModel) else \
             ModelLoader.load(source, framework=framework, precision=precision, device=device,
                              trust_pickle=trust_pickle, onnx_threads=threads)
+        #: what each answer names as the model that made it (:meth:`identity`)
+        self.sha256 = _served_sha256(source, self.model, before)
+        self._identity: dict[str, str] | None = None
         if self.model.trained is False and not allow_untrained:
             raise ModelLoadError(
                 f"model {name!r} ({self.source}) has no trained weights: it was built with "
@@ -214,6 +262,24 @@ class ServedModel:
             return [k if d == -1 else d for d, k in zip(s.shape, s.multiple or [1] * len(s.shape))]
 
         return [_zeros(one(s), s.datatype) for s in self.inputs]
+
+    def identity(self) -> dict[str, str]:
+        """The parameters each answer carries naming the model that made it: ``model_sha256``,
+        the SHA-256 of the file served (a registered name's packaged weights or export), and
+        ``weights_sha256``, the weights an ONNX export records it was made from (what a
+        plugin's own commands name as the model, e.g. ``deepseek manufacturing score``).
+        Empty for a model with no file (a module handed in)."""
+        if self._identity is None:
+            out = {"model_sha256": self.sha256} if self.sha256 else {}
+            if self.model.session is not None:
+                from deepseek.loader import SOURCE_META_KEY
+
+                recorded = self.model.session.get_modelmeta().custom_metadata_map.get(
+                    SOURCE_META_KEY)
+                if recorded:
+                    out["weights_sha256"] = recorded
+            self._identity = out
+        return self._identity
 
     def metadata(self) -> dict[str, Any]:
         """The Open Inference Protocol metadata of the model (inputs, outputs, platform)."""

@@ -140,6 +140,8 @@ def build_app(server: Any) -> Starlette:
             payload, blobs = output_json(names, outs, req.get("outputs"),
                                          bool(params.get("binary_data_output", False)))
             payload.update(model_name=name, model_version=m.version)
+            if m.identity():  # which model file answered (a rollout's, a retrained one's)
+                payload["parameters"] = m.identity()
             if "id" in req:
                 payload["id"] = req["id"]
             head = dumps(payload)
