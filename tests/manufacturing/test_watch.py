@@ -903,7 +903,7 @@ def test_a_watch_loads_its_model_again_on_sighup_and_each_result_names_it(tmp_pa
     res = CliRunner().invoke(build_cli(), line)
     assert res.exit_code == 0 and "when it stopped" not in res.stderr
 
-    # a CSV with other columns (an earlier version's, another tool's) is left as it is
+    # a CSV with other columns (another tool's) is left as it is
     other = tmp_path / "other.csv"
     other.write_text("path,score\nx.png,0.1\n")
     res = CliRunner().invoke(build_cli(), [*line[:5], "--csv", str(other), "--model", weights])
@@ -911,6 +911,21 @@ def test_a_watch_loads_its_model_again_on_sighup_and_each_result_names_it(tmp_pa
     assert f"--csv {other}: its columns (path,score) are not those the watch writes (path," \
         in res.stderr and "give the watch a new CSV, or move this one away" in res.stderr
     assert other.read_text() == "path,score\nx.png,0.1\n"
+    # one an earlier version of the watch began (a line's service after an upgrade): moved
+    # aside as it is, and a new one begun with the new columns
+    earlier = "path,width,height,score,defect,x0,y0,x1,y1,heatmap,error\nx.png,9,9,0.1,0,,,,,,\n"
+    other.write_text(earlier)
+    (root / "d.png").write_bytes(_photo(3))
+    res = CliRunner().invoke(build_cli(), [*line[:5], "--csv", str(other), "--model", weights])
+    assert res.exit_code == 0, res.output
+    (aside,) = tmp_path.glob("other.before-*Z.csv")
+    assert aside.read_text() == earlier
+    assert f"--csv {other}: begun by an earlier version without the columns threshold, " \
+        f"model_sha256, scored_at: moved, as it was, to {aside}; a new other.csv is begun" \
+        in res.stderr
+    with open(other) as f:
+        assert [Path(r["path"]).name for r in csv.DictReader(f)] == \
+            ["a.png", "b.png", "c.png", "d.png"]  # no --state here: the folder scored
 
 
 def test_a_watch_that_falls_behind_says_so_once_a_minute(tmp_path):

@@ -586,7 +586,7 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
     from deepseek.manufacturing.score import UnreadableImage, csv_row
     from deepseek.manufacturing.watch import watch_folder
 
-    header = _watch_csv_header(csv_path)
+    header = _watch_csv_header(csv_path, lambda m: click.echo(m, err=True))
     scorer = load()
     stop, asked = threading.Event(), threading.Event()
     counts = {"scored": 0, "flagged": 0, "unreadable": 0}
@@ -667,19 +667,22 @@ def _model_words(scorer: Any) -> str:
         f", threshold {scorer.threshold:.4g}"
 
 
-def _watch_csv_header(csv_path: Path | None) -> list[str]:
+def _watch_csv_header(csv_path: Path | None, say: Callable[[str], None]) -> list[str]:
     """The columns of ``score --watch``'s CSV (``score``'s and ``scored_at``), checked
-    against those of the CSV there (a watch started again appends to it): one with other
-    columns (another tool's, or an earlier version's) is refused untouched, since rows
-    under the wrong header would be misread.
+    against those of the CSV there (a watch started again appends to it). A CSV an earlier
+    version of the watch began (without the threshold, model and time columns: a line's
+    service after an upgrade) is moved aside whole, to ``<stem>.before-<UTC time><suffix>``
+    beside it, which ``say`` is told, and a new one begun; one with other columns (another
+    tool's) is refused untouched, since rows under the wrong header would be misread.
 
     Raises:
-        ManufacturingError: the CSV there has other columns, or cannot be read.
+        ManufacturingError: the CSV there has other columns, or cannot be read or moved.
     """
     import csv
+    from datetime import datetime, timezone
 
     from deepseek.manufacturing.errors import ManufacturingError
-    from deepseek.manufacturing.score import CSV_HEADER
+    from deepseek.manufacturing.score import CSV_HEADER, EARLIER_CSV_HEADERS
 
     header = [*CSV_HEADER, "scored_at"]
     if csv_path is None:
@@ -691,12 +694,30 @@ def _watch_csv_header(csv_path: Path | None) -> list[str]:
         return header
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ManufacturingError(f"--csv {csv_path}: cannot read its header ({exc})") from None
-    if there is not None and there != header:
-        raise ManufacturingError(
-            f"--csv {csv_path}: its columns ({','.join(there)[:200]}) are not those the watch "
-            f"writes ({','.join(header)}): rows appended under them would be misread; give "
-            "the watch a new CSV, or move this one away (it is left as it is)")
-    return header
+    if there is None or there == header:
+        return header
+    if there in EARLIER_CSV_HEADERS:
+        import os
+
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = csv_path.with_name(f"{csv_path.stem}.before-{stamp}{csv_path.suffix}")
+        try:
+            if aside.exists():  # never over another file
+                raise FileExistsError(17, "File exists")
+            os.rename(csv_path, aside)
+        except OSError as exc:
+            raise ManufacturingError(f"--csv {csv_path}: begun by an earlier version without "
+                                     f"the columns {', '.join(h for h in header if h not in there)}"
+                                     f"; it could not be moved aside to {aside.name} "
+                                     f"({exc.strerror}): move it away yourself") from None
+        say(f"--csv {csv_path}: begun by an earlier version without the columns "
+            f"{', '.join(h for h in header if h not in there)}: moved, as it was, to "
+            f"{aside}; a new {csv_path.name} is begun")
+        return header
+    raise ManufacturingError(
+        f"--csv {csv_path}: its columns ({','.join(there)[:200]}) are not those the watch "
+        f"writes ({','.join(header)}): rows appended under them would be misread; give the "
+        "watch a new CSV, or move this one away (it is left as it is)")
 
 
 def _unreadable_exit(unreadable: list[Any]) -> None:

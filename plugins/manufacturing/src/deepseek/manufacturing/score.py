@@ -588,6 +588,10 @@ def write_csv(results: list[ImageScore], path: str | Path,
 #: the columns of :func:`write_csv`
 CSV_HEADER = ["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1", "heatmap",
               "threshold", "model_sha256", "error"]
+#: the columns ``score --watch``'s CSV had in earlier versions (before 7 Dec 2026: without
+#: the threshold, model and time), which a watch started again after an upgrade moves aside
+EARLIER_CSV_HEADERS = [["path", "width", "height", "score", "defect", "x0", "y0", "x1", "y1",
+                        "heatmap", "error"]]
 
 
 #: which images ``score --heatmaps`` writes an overlay of: every one, or the flagged ones
