@@ -1,4 +1,5 @@
-"""Where the development data of ``../shared/data`` are, when this checkout has them.
+"""Where the development data of ``../shared/data`` are, when this checkout has them, and
+small helpers the tests share.
 
 Tests on real data skip with a reason when the folder is absent (a fresh clone in CI); the
 data are never copied into the repository. ``DEEPSEEK_SHARED_DATA`` points elsewhere.
@@ -7,6 +8,7 @@ data are never copied into the repository. ``DEEPSEEK_SHARED_DATA`` points elsew
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,3 +28,17 @@ def shared_data(name: str) -> Path | None:
     base = Path(os.environ.get("DEEPSEEK_SHARED_DATA", ROOT.parent / "shared" / "data"))
     path = base / name
     return path if path.is_dir() else None
+
+
+def pending_datagrams(sock: socket.socket) -> list[str]:
+    """The datagrams queued on ``sock`` (all sent before this is called), as text: what a
+    service manager was told (:mod:`deepseek.service`)."""
+    out = []
+    sock.setblocking(False)
+    try:
+        while True:
+            out.append(sock.recv(4096).decode())
+    except BlockingIOError:
+        return out
+    finally:
+        sock.settimeout(30)

@@ -84,7 +84,8 @@ def test_the_service_command_ends_on_sigterm_with_its_summary(tmp_path):
     """Run as systemd runs it (the unit's command, this install's paths): a photo's JSON line
     on stdout, its CSV row; on SIGHUP (systemctl reload) its model loaded again; on SIGTERM
     (systemctl stop) a summary and exit status 0; started again, it takes up its state and
-    scores nothing twice."""
+    scores nothing twice. systemd is told (Type=notify) when it is ready, its status, that it
+    is alive (WatchdogSec=) and that it stops."""
     import json
     import signal
     import threading
@@ -104,19 +105,41 @@ def test_the_service_command_ends_on_sigterm_with_its_summary(tmp_path):
     args[model:model + 2] = ["--threshold", "0.5"]  # the packaged weights stand in for a run's
     state.mkdir()
 
+    import os
+    import socket
+
+    from tests.shared import pending_datagrams as _pending
+
+    text = UNIT.read_text()
+    assert "Type=notify" in text and "NotifyAccess=main" in text
+    watchdog_s = int(text.split("WatchdogSec=")[1].split()[0])
+    told: list[str] = []  # what systemd is told (Type=notify)
+
     def run(started) -> tuple[str, str]:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        name = f"deepseek-unit-{os.getpid()}-{len(told)}"
+        manager.bind("\0" + name)
+        manager.settimeout(120)
+        env = {**os.environ, "NOTIFY_SOCKET": "@" + name,
+               "WATCHDOG_USEC": str(watchdog_s * 10**6)}
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
         guard = threading.Timer(300, proc.kill)  # a hung watch fails the test, not the suite
         guard.start()
         try:
+            ready = manager.recv(4096).decode()  # systemctl start returns here
+            assert ready.startswith("READY=1\nSTATUS=watching "), ready
             started(proc)
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=120)
+            told[:] = [ready, *_pending(manager)]
         finally:
             guard.cancel()
+            manager.close()
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode == 0, err
+        assert told[-1] == "STOPPING=1"
         return out, err
 
     def first_photo(proc) -> None:
@@ -132,6 +155,8 @@ def test_the_service_command_ends_on_sigterm_with_its_summary(tmp_path):
 
     _, err = run(first_photo)
     assert "watch ended: 1 photos scored, 0 flagged as defects, 0 unreadable" in err
+    assert "WATCHDOG=1" in told and any(m.startswith("STATUS=1 photos scored, 0 flagged")
+                                        for m in told)
     rows = (state / "scores.csv").read_text().splitlines()
     assert rows[0].startswith("path,") and rows[1].startswith(str(line / "p0.png"))
     said: list[str] = []

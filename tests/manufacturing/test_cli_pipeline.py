@@ -244,42 +244,47 @@ def test_stream_as_a_service_appends_and_ends_on_sigterm(tmp_path, monkeypatch):
 def test_stream_loads_its_model_again_on_sighup_without_stopping(tmp_path, monkeypatch):
     """SIGHUP (systemctl reload): the model is loaded again in a thread while the stream runs
     on, and decides from the next step; the events say from which frame, the summary how
-    many reloads."""
+    many reloads; a service manager (Type=notify) is told ready, the reload and the stop."""
+    import os
     import signal
-    import threading
+    import socket
 
     from deepseek.loader import ModelLoader, save_model
     from deepseek.manufacturing.sources import FrameSource
-    from deepseek.manufacturing.stream import DefectStream
+    from tests.shared import pending_datagrams as _pending
 
     m = ModelLoader.load("defect-3dcnn-lstm", device="cpu")
     weights = save_model(m.module, tmp_path / "model.safetensors",
                          architecture="defect-3dcnn-lstm", config=m.config)
-    loaded, real_load, real_get = threading.Event(), DefectStream.load_again, FrameSource.get
-    calls = [0]
-
-    def load_again(self):
-        try:
-            return real_load(self)
-        finally:
-            loaded.set()
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # systemd's, Type=notify
+    manager.bind("\0" + f"deepseek-stream-{os.getpid()}")
+    manager.settimeout(120)  # a reload that never ends fails the test, not the suite
+    monkeypatch.setenv("NOTIFY_SOCKET", f"@deepseek-stream-{os.getpid()}")
+    real_get, calls, told = FrameSource.get, [0], []
 
     def get(self, *a, **k):
         calls[0] += 1
         if calls[0] == 2:
             signal.raise_signal(signal.SIGHUP)  # systemctl reload, while the stream runs
-        elif calls[0] == 3:  # the next step waits for the loading thread (not a camera)
-            assert loaded.wait(120), "the model was not loaded again"
+        elif calls[0] == 3:  # the next step waits until the reload is told done (a test's
+            while not told or not told[-1].startswith("READY=1\nSTATUS=deciding"):  # order)
+                told.append(manager.recv(4096).decode())
         return real_get(self, *a, **k)
 
-    monkeypatch.setattr(DefectStream, "load_again", load_again)
     monkeypatch.setattr(FrameSource, "get", get)
     before = signal.getsignal(signal.SIGHUP)
     events = tmp_path / "ev.jsonl"
-    res = CliRunner().invoke(build_cli(), [
-        "manufacturing", "stream", "synthetic:?seed=5&frames=12&width=96&height=64",
-        "--model", str(weights), "--quiet", "--json", "--events", str(events)])
+    with manager:
+        res = CliRunner().invoke(build_cli(), [
+            "manufacturing", "stream", "synthetic:?seed=5&frames=12&width=96&height=64",
+            "--model", str(weights), "--quiet", "--json", "--events", str(events)])
+        told += _pending(manager)
     assert res.exit_code == 0, res.output
+    # told: ready once frames flow, the reload around it, the stop
+    assert told[0].startswith("READY=1\nSTATUS=") and told[-1] == "STOPPING=1"
+    reloading = [i for i, m in enumerate(told) if m.startswith("RELOADING=1")]
+    after = [m for m in told[reloading[0] + 1:] if not m.startswith("STATUS=")]
+    assert len(reloading) == 1 and after[0].startswith("READY=1\nSTATUS=deciding with sha256 ")
     assert f"reload: {weights} loaded (sha256 " in res.stderr
     summary = json.loads(res.stdout)
     assert summary["reloads"] == 1 and summary["frames"] == 12

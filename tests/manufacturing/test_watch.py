@@ -841,7 +841,10 @@ def test_a_watch_loads_its_model_again_on_sighup_and_each_result_names_it(tmp_pa
     it are decided by the retrained weights; weights that do not load are said and the
     model loaded before goes on. Each CSV row and JSON line names the model's SHA-256, the
     threshold and the time; a CSV with other columns is refused untouched; a watch started
-    again with another model says that the photos it scored keep their results."""
+    again with another model says that the photos it scored keep their results. A service
+    manager (systemd's Type=notify) is told when the watch is ready, each photo's status,
+    the reloads and the stop."""
+    import os
     import signal
 
     import watchfiles
@@ -873,8 +876,26 @@ def test_a_watch_loads_its_model_again_on_sighup_and_each_result_names_it(tmp_pa
     monkeypatch.setattr(watchfiles, "watch", camera)
     line = ["manufacturing", "score", str(root), "--watch", "--json", "--csv", str(table),
             "--state", str(kept), "--model", weights]
-    res = CliRunner().invoke(build_cli(), line)
+    import socket
+
+    from tests.shared import pending_datagrams as _pending
+
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # systemd's, Type=notify
+    manager.bind("\0" + f"deepseek-watch-{os.getpid()}")
+    monkeypatch.setenv("NOTIFY_SOCKET", f"@deepseek-watch-{os.getpid()}")
+    with manager:
+        res = CliRunner().invoke(build_cli(), line)
+        told = _pending(manager)
+    monkeypatch.delenv("NOTIFY_SOCKET")
     assert res.exit_code == 0, res.output
+    kinds = [m.split("=")[0] if not m.startswith("STATUS=") or "photos scored" not in m
+             else "photo" for m in told]
+    assert kinds == ["READY", "photo", "RELOADING", "READY", "photo", "RELOADING", "READY",
+                     "photo", "STOPPING"]
+    assert told[0] == f"READY=1\nSTATUS=watching {root}: 0 photos there to score"
+    assert told[3].startswith("READY=1\nSTATUS=scoring with sha256 ")
+    assert told[6].startswith("READY=1\nSTATUS=reload failed, still scoring with sha256 ")
+    assert told[7].startswith("STATUS=3 photos scored, ")
     rows = [json.loads(x) for x in res.stdout.splitlines()]
     assert [(Path(r["path"]).name, r["model_sha256"], r["threshold"]) for r in rows] == \
         [("a.png", first, 0.5), ("b.png", shas["second"], 0.4),

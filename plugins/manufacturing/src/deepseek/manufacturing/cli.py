@@ -235,9 +235,24 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
         click.echo(f"defect at frame {ev.frame} (t={ev.time_s:.3f} s) score {ev.score:.3f} "
                    f"box {ev.box}{width}", err=True)
 
+    from deepseek.service import ServiceNotifier
+
+    service = ServiceNotifier()  # systemd's Type=notify: ready, status, reloads, watchdog
+    told = [float("-inf")]  # when the service manager was last given the stream's status
+
     def on_batch(rep: Any, last: dict[str, Any]) -> None:
         if not quiet:
             _status_line(rep, last, t0)
+        service.alive()
+        now = time.monotonic()
+        if now - told[0] >= 1.0:  # frames flow: ready, and its status once a second
+            status = (f"{rep.frames} frames, {last['events']} events, "
+                      f"{rep.frames / max(rep.seconds, 1e-9):.0f} fps")
+            if told[0] == float("-inf"):
+                service.ready(status)
+            else:
+                service.status(status)
+            told[0] = now
 
     def on_frame(frame: Any, p: float, box: Any) -> None:
         import cv2
@@ -260,14 +275,17 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
 
     def reload_now() -> None:  # in a thread of its own: the stream runs on meanwhile
         was = (ds.model_sha256 or "")[:12]
+        service.reloading()
         try:
             sha = ds.load_again()
         except Exception as exc:  # noqa: BLE001  (a bad file must not stop the line)
             click.echo(f"\nreload: {model} did not load ({exc}); still deciding with the "
                        f"model loaded before (sha256 {was})", err=True)
+            service.ready(f"reload failed, still deciding with sha256 {was}: {exc}")
             return
         click.echo(f"\nreload: {model} loaded (sha256 {(sha or '')[:12]}; before, {was}); "
                    "the stream decides with it from its next step", err=True)
+        service.ready(f"deciding with sha256 {(sha or '')[:12]} from the next step")
 
     def reload_asked(*_: Any) -> None:
         import threading
@@ -281,6 +299,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
         click.echo("\ninterrupted", err=True)
         return
     finally:
+        service.stopping()
         if show:
             import cv2
 
@@ -585,7 +604,9 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
     from deepseek.manufacturing.errors import ManufacturingError
     from deepseek.manufacturing.score import UnreadableImage, csv_row
     from deepseek.manufacturing.watch import watch_folder
+    from deepseek.service import ServiceNotifier
 
+    service = ServiceNotifier()  # systemd's Type=notify: ready, status, reloads, watchdog
     header = _watch_csv_header(csv_path, lambda m: click.echo(m, err=True))
     scorer = load()
     stop, asked = threading.Event(), threading.Event()
@@ -620,6 +641,8 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
             counts["flagged"] += bool(r.defect)
             click.echo(line if as_json else _score_line(r))
         sys.stdout.flush()
+        service.status(f"{counts['scored']} photos scored, {counts['flagged']} flagged, "
+                       f"{counts['unreadable']} unreadable; the last at {at}")
 
     def reload() -> Any:
         """On SIGHUP: the model loaded again, or None (not asked; or it does not load, and
@@ -629,15 +652,18 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
             return None
         asked.clear()
         was = _model_words(scorer)
+        service.reloading()
         try:
             new = load()
         except Exception as exc:  # noqa: BLE001  (a bad file must not stop the line)
             click.echo(f"reload: {model} did not load ({exc}); still scoring with the model "
                        f"loaded before ({was})", err=True)
+            service.ready(f"reload failed, still scoring with {was}: {exc}")
             return None
         scorer = new
         click.echo(f"reload: scoring with {model} ({_model_words(new)}) from the next photo "
                    f"on; before, {was}", err=True)
+        service.ready(f"scoring with {_model_words(new)}")
         return new
 
     click.echo(f"watching {folder} with {model} ({_model_words(scorer)}; Ctrl-C to stop, "
@@ -647,11 +673,12 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
                 _on_signal("SIGHUP", lambda *_: asked.set()):  # (SIGHUP) loads the model
             watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
                          stop=stop, existing=existing, state=state, reload=reload,
-                         heatmaps_of=heatmaps_of,
+                         heatmaps_of=heatmaps_of, service=service,
                          say=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:
         pass
     finally:  # the summary also when the watch stops on an error (its folder gone)
+        service.stopping()
         click.echo(f"watch ended: {counts['scored']} photos scored, {counts['flagged']} "
                    f"flagged as defects, {counts['unreadable']} unreadable"
                    + (f"; rows appended to {csv_path}" if csv_path else ""), err=True)

@@ -50,6 +50,7 @@ from deepseek.manufacturing.score import (
     check_heatmaps_of,
     heatmap_name,
 )
+from deepseek.service import ServiceNotifier
 
 log = logging.getLogger(__name__)
 
@@ -518,6 +519,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
                  poll: bool | float = False, stop: Any = None, existing: bool = True,
                  state: str | Path | None = None, say: Callable[[str], None] = log.info,
                  reload: Callable[[], Scorer | None] | None = None, heatmaps_of: str = "all",
+                 service: ServiceNotifier | None = None,
                  changes: Iterable[set[tuple[Any, str]]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> FolderWatch:
     """Score the part photos in ``root`` (and below it) as they are written, handing each
@@ -537,6 +539,9 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
     model from then on (a :class:`Scorer` to take, or None): ``score --watch`` loads its
     model again on SIGHUP (``systemctl reload``) this way, without a photo lost or scored
     twice.
+    ``service``: the service manager told that the watch is ready once the folder is first
+    listed, and that it is alive on every turn of its loop (:class:`~deepseek.service.
+    ServiceNotifier`: systemd's ``Type=notify`` and ``WatchdogSec=``).
     ``poll``: look for changes every 300 ms (True) or every ``poll`` seconds (a number)
     instead of being told (network shares, whose changes made by other machines the system
     is not told of); each look reads the size and time of every file in the folder.
@@ -563,7 +568,7 @@ def watch_folder(scorer: Scorer, root: str | Path, emit: Callable[[Result], None
         watch = FolderWatch(scorer, root, settle_s=settle_s, heatmaps=heatmaps, state=kept,
                             clock=clock, heatmaps_of=heatmaps_of)
         _watch(watch, root, emit, earlier, poll=poll, stop=stop, existing=existing, say=say,
-               reload=reload, changes=changes)
+               reload=reload, changes=changes, service=service or ServiceNotifier({}))
     finally:
         if kept is not None:
             kept.release()
@@ -574,7 +579,7 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
            earlier: tuple[dict[str, tuple[Stamp, str]], int] | None, *, poll: bool | float,
            stop: Any, existing: bool, say: Callable[[str], None],
            reload: Callable[[], Scorer | None] | None,
-           changes: Iterable[set[tuple[Any, str]]] | None) -> None:
+           changes: Iterable[set[tuple[Any, str]]] | None, service: ServiceNotifier) -> None:
     if state.heatmaps is not None:
         state.heatmaps.mkdir(parents=True, exist_ok=True)
     from deepseek.manufacturing.images import list_images
@@ -639,6 +644,7 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
             first = False  # lost (one left by --new-only is passed over unless it changed)
             for p in list_images(root, recursive=True):
                 state.listed(p)
+            service.ready(f"watching {root}: {len(state.backlog)} photos there to score")
         for change, reported in sorted(batch, key=lambda c: c[1]):
             path = state.local(reported)
             if path is None:
@@ -648,10 +654,12 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
                     state.listed(p)  # system watched it, or moved in with it (unreported)
             else:
                 state.changed(path, deleted=int(change) == 3)
+        service.alive()  # on every turn of the loop (ready said first, on the first)
         for r in state.ready():
             emit(r)
             state.handed_over(r)
             behind(r)
+            service.alive()
             if stop is not None and stop.is_set():
                 break  # after the photo in hand
             swap()

@@ -1,0 +1,55 @@
+"""deepseek.service: systemd's notification protocol (Type=notify), as the watch and the
+stream tell a service manager how they stand."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from deepseek.service import ServiceNotifier
+
+from ..shared import pending_datagrams as _pending
+
+
+def _listener(address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(30)  # a message that never comes fails the test, not the suite
+    return sock
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_the_manager_is_told_ready_status_reloads_and_stop(tmp_path, abstract):
+    name = f"deepseek-test-{os.getpid()}-{tmp_path.name}"
+    address = "\0" + name if abstract else str(tmp_path / "notify")
+    with _listener(address) as sock:
+        env = {"NOTIFY_SOCKET": "@" + name if abstract else address,
+               "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}
+        n = ServiceNotifier(env)
+        assert n.active and n.watchdog_s == 1.0
+        n.ready("watching /srv/line\nline3")  # one field stays one line
+        n.status("3 photos scored")
+        n.alive()
+        n.alive()  # within half the interval: one ping
+        n.reloading()
+        n.stopping()
+        got = _pending(sock)
+    assert got[:3] == ["READY=1\nSTATUS=watching /srv/line line3", "STATUS=3 photos scored",
+                       "WATCHDOG=1"]
+    assert got[3].startswith("RELOADING=1\nMONOTONIC_USEC=") and got[4:] == ["STOPPING=1"]
+    assert int(got[3].split("=")[-1]) > 0
+
+
+def test_without_a_manager_nothing_is_sent_and_a_gone_one_stops_nothing(tmp_path, caplog):
+    quiet = ServiceNotifier({})
+    assert not quiet.active and quiet.watchdog_s is None
+    quiet.ready("x")  # nothing to send to: nothing happens
+    quiet.reloading()
+    other = ServiceNotifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1",
+                             "NOTIFY_SOCKET": str(tmp_path / "gone")})
+    assert other.watchdog_s is None  # the watchdog is another process's
+    other.ready()
+    other.status("still going")  # the manager gone: said once, never raised
+    assert caplog.text.count("cannot tell the service manager") == 1
