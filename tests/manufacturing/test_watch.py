@@ -988,3 +988,51 @@ def test_a_watch_that_falls_behind_says_so_once_a_minute(tmp_path):
                                 "was written (3 more waiting)")  # c, two of the backlog
     assert behind[1].startswith(f"falling behind: {root / 'g.png'} was scored 8 s after it "
                                 "was written (0 more waiting)")
+
+
+def test_a_photo_that_stops_the_watch_twice_is_passed_over(tmp_path, caplog):
+    """A photo whose decoding or scoring kills the watch (out of memory, a decoder stuck
+    until the watchdog stops it) would stop the line's scoring for good: started again, the
+    watch tries it once more, and after a second stop in a row it reports it unreadable and
+    scores the others; the photo is tried again once it changes."""
+    from deepseek.manufacturing.watch import MAX_TRIES
+
+    class Killed(BaseException):  # the process killed in the middle of the photo
+        pass
+
+    class Deadly(Scorer):
+        def read(self, path):
+            if Path(path).name == "bad.png":
+                raise Killed
+            return super().read(path)
+
+    root, kept = tmp_path / "line", tmp_path / "state.jsonl"
+    root.mkdir()
+    for name in ("a.png", "bad.png", "c.png"):
+        (root / name).write_bytes(_photo(len(name)))
+    deadly = Deadly("defect-3dcnn-lstm", threshold=0.5)
+    in_hand = tmp_path / "state.jsonl.scoring"
+    got: list = []
+
+    def run(scorer):
+        watch_folder(scorer, root, got.append, state=kept, changes=iter([set()]),
+                     clock=Clock())
+
+    for tries in range(1, MAX_TRIES + 1):
+        with pytest.raises(Killed):
+            run(deadly)
+        assert json.loads(in_hand.read_text()) == {"path": "bad.png", "tries": tries}
+    assert [Path(r.path).name for r in got] == ["a.png"]
+    assert "tried once more" in caplog.text
+    got.clear()
+    run(deadly)  # the third start: passed over, the others scored
+    assert [(Path(r.path).name, type(r).__name__) for r in got] == \
+        [("bad.png", "UnreadableImage"), ("c.png", "ImageScore")]
+    assert f"the watch was stopped {MAX_TRIES} times in a row while it decoded or scored " \
+        "this photo" in got[0].error and not in_hand.exists()
+    got.clear()
+    run(deadly)
+    assert got == []  # reported once, until it changes
+    (root / "bad.png").write_bytes(_photo(99))
+    run(Scorer("defect-3dcnn-lstm", threshold=0.5))
+    assert [(Path(r.path).name, type(r).__name__) for r in got] == [("bad.png", "ImageScore")]

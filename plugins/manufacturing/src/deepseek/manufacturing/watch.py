@@ -74,6 +74,10 @@ QUIET_S = 1.0
 #: behind (photos come faster than they are scored), and the seconds between two such lines
 BEHIND_S = 5.0
 BEHIND_EVERY_S = 60.0
+#: watches in a row that may be stopped while they decode or score one photo (killed out of
+#: memory, stuck and stopped by a watchdog) before the next passes it over as unreadable:
+#: one photo that kills the watch must not stop the line's scoring for good
+MAX_TRIES = 2
 #: photos remembered as scored past which those no longer in the folder are forgotten (a
 #: removal the system did not report): what a watch holds follows the folder, not the days
 PRUNE_AT = 10_000
@@ -225,6 +229,38 @@ class WatchState:
             self._out.close()
             self._out = None
 
+    @property
+    def in_hand_path(self) -> Path:
+        """The file naming the photo the watch is decoding or scoring (``<file>.scoring``):
+        there while it is, removed after; found at a start, that photo stopped the watch
+        before it (killed out of memory, or stuck and stopped by its watchdog)."""
+        return self.path.with_name(self.path.name + ".scoring")
+
+    def in_hand(self) -> tuple[str, int] | None:
+        """The photo (below the folder) whose decoding or scoring a watch before this one
+        did not finish, and how many watches in a row did not; None when the last ended
+        each photo it began (or the file is cut short by the kill)."""
+        try:
+            e = _json_line(self.in_hand_path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._error(f"cannot read {self.in_hand_path.name} ({exc.strerror})") from None
+        rel, n = (e.get("path"), _count(e.get("tries"))) if isinstance(e, dict) else (None, None)
+        return (rel, n) if isinstance(rel, str) and _below(rel) and n else None
+
+    def begin(self, rel: str, tries: int) -> None:
+        """Note that the photo ``rel`` is in hand (its ``tries``-th watch on it)."""
+        try:
+            self.in_hand_path.write_text(json.dumps({"path": rel, "tries": tries}) + "\n")
+        except OSError as exc:
+            raise self._error(f"cannot write {self.in_hand_path.name} ({exc.strerror})"
+                              ) from None
+
+    def end(self) -> None:
+        """Note that the photo in hand is done with (scored, or refused as not whole)."""
+        self.in_hand_path.unlink(missing_ok=True)
+
     def release(self) -> None:
         """Close the file and let another watch take the state."""
         self.close()
@@ -320,6 +356,9 @@ class FolderWatch:
         #: seconds from the last change of the photo last scored to its result (0 for a
         #: photo of the backlog, listed rather than told of)
         self.delay = 0.0
+        #: a photo whose decoding or scoring the watches before did not finish, and how many
+        #: in a row (:meth:`WatchState.in_hand`)
+        self.stopped_on: tuple[Path, int] | None = None
         if state is not None:
             state.model = model_named(scorer)
         self._unsaved: dict[str, tuple[Path, Stamp, str, int]] = {}  # results not handed over
@@ -430,10 +469,21 @@ class FolderWatch:
                 return None
             if _not_whole_yet(path) and self.clock() - w.since < min(QUIET_S, self.settle_s):
                 return None  # still being written: not decoded (nor reported) yet
-            try:
-                read = self.scorer.read(path)
-            except ManufacturingError as exc:
-                w.error, w.stamp = str(exc), stamp
+            tries = self._tries(path)
+            if tries > MAX_TRIES:  # it stopped the watch each time: passed over, said
+                w.error, w.stamp, w.changed = (
+                    f"{path}: the watch was stopped {MAX_TRIES} times in a row while it "
+                    "decoded or scored this photo (killed out of memory, or stuck and "
+                    "stopped by its watchdog); passed over until it changes", stamp,
+                    self.clock() - self.settle_s)
+                self._end()  # reported now: done with
+            else:
+                self._begin(path, tries)
+                try:
+                    read = self.scorer.read(path)
+                except ManufacturingError as exc:
+                    w.error, w.stamp = str(exc), stamp
+                    self._end()
         if w.error:
             if self.clock() - w.changed < self.settle_s:
                 return None
@@ -453,6 +503,7 @@ class FolderWatch:
         r = self.scorer.score(path, heat, image=read, heatmaps_of=self.heatmaps_of,
                               heatmap_failed=lambda e: log.warning(
                                   "heatmap not written: %s; the photo's result stands", e))
+        self._end()
         r.cell_map = None  # a watch runs for days: no map is kept
         self.delay = self.clock() - w.changed
         self.scored[path] = stamp
@@ -460,6 +511,22 @@ class FolderWatch:
         self._unsaved[str(path)] = (path, stamp, self.digests[path], self.count)
         self.count += 1
         return r
+
+    def _tries(self, path: Path) -> int:
+        """Which try this is of ``path``: 1, or one more than the watches in a row that
+        were stopped while they had it in hand."""
+        if self.stopped_on is not None and self.stopped_on[0] == path:
+            return self.stopped_on[1] + 1
+        return 1
+
+    def _begin(self, path: Path, tries: int) -> None:
+        if self.state is not None:
+            self.state.begin(self._rel(path), tries)
+
+    def _end(self) -> None:
+        self.stopped_on = None  # the photo the watches stopped on is done with
+        if self.state is not None:
+            self.state.end()
 
     def handed_over(self, r: Result) -> None:
         """Keep in the state file that ``r`` (from :meth:`ready`) was handed over: once it
@@ -495,6 +562,12 @@ class FolderWatch:
                 if digest:
                     self.digests[p] = digest
         self.count = max(self.count, nxt)
+        if self.state is not None and (stopped := self.state.in_hand()) is not None:
+            self.stopped_on = (self.root / stopped[0], stopped[1])
+            log.warning("%s: the watch before this one was stopped while it decoded or scored "
+                        "this photo (%d time(s) in a row); %s", self.stopped_on[0], stopped[1],
+                        "it is tried once more" if stopped[1] < MAX_TRIES else
+                        "it is passed over, reported unreadable, until it changes")
         return len(self.scored)
 
     def _rel(self, path: Path) -> str:
