@@ -688,6 +688,7 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
                         stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True,
                         raise_interrupt=False, force_polling=poll is not False,
                         poll_delay_ms=max(1, round(every * 1000)), debounce=1600, step=50)
+
     def swap() -> None:
         new = reload() if reload is not None else None
         if new is not None:
