@@ -1001,10 +1001,10 @@ def test_a_photo_that_stops_the_watch_twice_is_passed_over(tmp_path, caplog):
         pass
 
     class Deadly(Scorer):
-        def read(self, path):
+        def read(self, path, data=None):
             if Path(path).name == "bad.png":
                 raise Killed
-            return super().read(path)
+            return super().read(path, data)
 
     root, kept = tmp_path / "line", tmp_path / "state.jsonl"
     root.mkdir()
@@ -1036,3 +1036,28 @@ def test_a_photo_that_stops_the_watch_twice_is_passed_over(tmp_path, caplog):
     (root / "bad.png").write_bytes(_photo(99))
     run(Scorer("defect-3dcnn-lstm", threshold=0.5))
     assert [(Path(r.path).name, type(r).__name__) for r in got] == [("bad.png", "ImageScore")]
+
+
+def test_a_photo_is_read_once_for_its_score_and_its_digest(tmp_path, monkeypatch):
+    """The bytes decoded are the bytes digested (a share is not read twice for a photo, and
+    a photo rewritten between the two reads cannot be kept under the other's digest)."""
+    import hashlib
+
+    import deepseek.manufacturing.watch as watch_module
+
+    root, kept = tmp_path / "line", tmp_path / "state.jsonl"
+    root.mkdir()
+    for i in range(2):
+        (root / f"p{i}.png").write_bytes(_photo(i))
+    reads: list[str] = []
+    real = watch_module.file_bytes
+    monkeypatch.setattr(watch_module, "file_bytes",
+                        lambda p: reads.append(Path(p).name) or real(p))
+    monkeypatch.setattr(watch_module, "_file_digest", lambda p: pytest.fail("read again"))
+    got: list = []
+    watch_folder(Scorer("defect-3dcnn-lstm", threshold=0.5), root, got.append, state=kept,
+                 changes=iter([set()]), clock=Clock())
+    assert len(got) == 2 and reads == ["p0.png", "p1.png"]
+    lines = [json.loads(x) for x in kept.read_text().splitlines()[1:]]
+    assert {e["path"]: e["sha256"] for e in lines} == {
+        f"p{i}.png": hashlib.sha256(_photo(i)).hexdigest() for i in range(2)}

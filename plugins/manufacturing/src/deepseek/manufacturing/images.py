@@ -72,17 +72,19 @@ def have_cv2() -> bool:
 
 
 # -- decoding -------------------------------------------------------------------------------
-def imread(path: str | Path, *, decoder: str = "auto") -> np.ndarray:
+def imread(path: str | Path, *, decoder: str = "auto", data: bytes | None = None
+           ) -> np.ndarray:
     """The pixels of an image file as OpenCV's ``imread(path, IMREAD_UNCHANGED)`` returns
     them: gray ``(h, w)``, BGR ``(h, w, 3)`` or BGRA ``(h, w, 4)``; uint8, uint16 or float32;
     then turned upright by the file's EXIF orientation (which that flag leaves as stored).
     A JPEG cut short and a TIFF of several pages are refused.
 
     ``decoder``: ``"auto"`` (OpenCV when installed, else Pillow), ``"opencv"`` or
-    ``"pillow"``. Raises :class:`ManufacturingError` naming the file when it cannot be
-    read."""
+    ``"pillow"``. ``data``: the file's bytes, read already (a watch digests the bytes it
+    scores). Raises :class:`ManufacturingError` naming the file when it cannot be read."""
     path = Path(path)
-    return decode_image(file_bytes(path), str(path), decoder=decoder, path=path)
+    return decode_image(file_bytes(path) if data is None else data, str(path),
+                        decoder=decoder, path=path)
 
 
 def file_bytes(path: str | Path) -> bytes:
@@ -257,14 +259,15 @@ def _pillow_pixels(im: Any) -> np.ndarray | None:
     return None
 
 
-def read_gray(path: str | Path, *, decoder: str = "auto", bit_depth: int | None = None
-              ) -> np.ndarray:
+def read_gray(path: str | Path, *, decoder: str = "auto", bit_depth: int | None = None,
+              data: bytes | None = None) -> np.ndarray:
     """An image file as 8-bit gray (:func:`imread`, then :func:`to_gray`). A 16-bit file is
     read over the range of ``bit_depth`` bits (a 12-bit camera's data in 16-bit words: 12;
     a pixel above it is refused), by default over the full 16 bits; then the first one whose
     pixels all stay under 4096 (10- or 12-bit data, which would show as gray levels 0-15) is
-    named in a warning with the fix. 8-bit files are read as they are either way."""
-    img = imread(path, decoder=decoder)
+    named in a warning with the fix. 8-bit files are read as they are either way. ``data``:
+    the file's bytes, read already."""
+    img = imread(path, decoder=decoder, data=data)
     if img.dtype == np.uint16 and bit_depth is None:
         _warn_low_bits(img, path)
     return to_gray(img, str(path), bit_depth)

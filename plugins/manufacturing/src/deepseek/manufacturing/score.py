@@ -302,16 +302,18 @@ class Scorer:
         pixels (a ``--bit-depth`` memory scored through its photo decision)."""
         return bool(getattr(self.memory, "takes_words", False))
 
-    def read(self, path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    def read(self, path: str | Path, data: bytes | None = None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
         """The gray pixels of the image at ``path`` as :func:`read_gray` gives them at the
         model's bit depth, and the camera's 16-bit words where the model's graph takes them
         (a memory of a ``--bit-depth`` camera scored through its photo decision; else
-        None), from one decoding of the file."""
+        None), from one decoding of the file (``data``: its bytes, read already)."""
         p = Path(path)
         if self.takes_words:
-            words = decode_photo(file_bytes(p), dtype=np.uint16, where=str(p))
+            words = decode_photo(file_bytes(p) if data is None else data, dtype=np.uint16,
+                                 where=str(p))
             return to_gray(words, str(p), self.bit_depth), words
-        return read_gray(p, bit_depth=self.bit_depth), None
+        return read_gray(p, bit_depth=self.bit_depth, data=data), None
 
     def score(self, path: str | Path, heatmap: str | Path | None = None,
               image: tuple[np.ndarray, np.ndarray | None] | None = None,

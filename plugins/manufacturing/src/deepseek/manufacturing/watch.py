@@ -31,6 +31,7 @@ written over.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from deepseek.manufacturing.errors import ManufacturingError
-from deepseek.manufacturing.images import IMAGE_SUFFIXES, part_images
+from deepseek.manufacturing.images import IMAGE_SUFFIXES, file_bytes, part_images
 from deepseek.manufacturing.score import (
     ImageScore,
     Scorer,
@@ -479,8 +480,11 @@ class FolderWatch:
                 self._end()  # reported now: done with
             else:
                 self._begin(path, tries)
-                try:
-                    read = self.scorer.read(path)
+                try:  # the bytes read once: decoded, and digested as the bytes scored
+                    data = file_bytes(path)
+                    digest = hashlib.sha256(data).hexdigest()
+                    read = self.scorer.read(path, data)
+                    del data
                 except ManufacturingError as exc:
                     w.error, w.stamp = str(exc), stamp
                     self._end()
@@ -507,8 +511,8 @@ class FolderWatch:
         r.cell_map = None  # a watch runs for days: no map is kept
         self.delay = self.clock() - w.changed
         self.scored[path] = stamp
-        self.digests[path] = _file_digest(path)
-        self._unsaved[str(path)] = (path, stamp, self.digests[path], self.count)
+        self.digests[path] = digest
+        self._unsaved[str(path)] = (path, stamp, digest, self.count)
         self.count += 1
         return r
 
