@@ -361,7 +361,8 @@ def test_the_batch_a_frame_is_stepped_in_does_not_change_its_score():
 
 def test_a_stream_started_again_adds_to_its_files_and_a_live_event_says_when(tmp_path):
     """A stream run as a service: with append its events and scores go on after the last
-    run's (the scores' header once); the files are written in append mode, so a rotation
+    run's (the scores' header once; each run's events after a run line, and a file of
+    several runs refused by evaluate); the files are written in append mode, so a rotation
     that copies and truncates them mid-run leaves no hole of zeros; a live source's events
     carry the UTC time their first frame was captured, a file's none."""
     import json
@@ -388,9 +389,24 @@ def test_a_stream_started_again_adds_to_its_files_and_a_live_event_says_when(tmp
     assert [r["event"] for r in recs] == ["defect", "clear"]
     at = datetime.fromisoformat(recs[0]["at"])
     assert before - timedelta(seconds=1) <= at <= datetime.now(timezone.utc)
-    assert len(run(append=True)) == 4  # the last run's events kept
+    again = run(append=True)  # the last run's events kept, this run's after a run line
+    assert [r["event"] for r in again] == ["defect", "clear", "run", "defect", "clear"]
+    assert again[2]["source"] == "fake://cam" and again[2]["model_sha256"] is None
+    assert before - timedelta(seconds=1) <= datetime.fromisoformat(again[2]["at"])
+    from deepseek.manufacturing.errors import TruthFileError
+    from deepseek.manufacturing.metrics import read_events
+
+    with pytest.raises(TruthFileError, match="line 4: a second run"):
+        read_events(events)  # frames numbered from 0 again: no one truth file fits
+    run(append=False)  # started afresh: one run
+    assert read_events(events) == [(1, 4)]
+    run(append=True)  # a service's first run: its run line first, then its events
+    lines = events.read_text().splitlines()
+    first = next(i for i, x in enumerate(lines) if json.loads(x)["event"] == "run")
+    events.write_text("".join(x + "\n" for x in lines[first:]))  # the run before gone
+    assert read_events(events) == [(1, 4)]
     rows = scores.read_text().splitlines()
-    assert rows.count("frame,score") == 1 and len(rows) == 1 + 2 * len(probs)
+    assert rows.count("frame,score") == 1 and len(rows) == 1 + 2 * len(probs)  # two runs
     assert "at" not in run(live=False)[0]  # started afresh; a file's frames have their time_s
 
     batches: list = []

@@ -164,6 +164,9 @@ SOURCE_FAULT_EVENTS = ("source_lost", "source_ended_early")
 #: the record of a stream's events file that says which model decides from its frame on (a
 #: model loaded again while the stream ran: ``DefectStream.load_again``)
 MODEL_EVENT = "model"
+#: the record that begins each run of a stream appended to an events file (``stream
+#: --append``: a service started again); its frame numbers start again after it
+RUN_EVENT = "run"
 
 
 def read_events(path: str | Path) -> list[tuple[int, int]]:
@@ -171,12 +174,15 @@ def read_events(path: str | Path) -> list[tuple[int, int]]:
     ``deepseek manufacturing stream --events``: a ``defect`` record starts an event (``start``
     is read the same way), a ``clear`` record (``frame``: the last, ``start_frame``: the
     first) ends it; an event never cleared ends at its start; the records that say the
-    source failed or the model was loaded again are not events and are passed over."""
+    source failed or the model was loaded again are not events and are passed over. A file
+    of several runs (``stream --append``: a ``run`` record after other records) is refused:
+    its frame numbers start again with each run, so it matches no one truth file."""
     from deepseek.manufacturing.errors import TruthFileError
 
     path = Path(path)
     starts: dict[int, int] = {}
     ends: dict[int, int] = {}
+    records = 0  # before the line read
     with path.open() as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -184,10 +190,17 @@ def read_events(path: str | Path) -> list[tuple[int, int]]:
             try:
                 rec = json.loads(line)
                 kind = rec["event"]
+                records += 1
                 if kind in ("defect", "start"):
                     starts[int(rec["frame"])] = int(rec["frame"])
                 elif kind == "clear":
                     ends[int(rec["start_frame"])] = int(rec["frame"])
+                elif kind == RUN_EVENT:
+                    if records > 1:  # a run after another run's records
+                        raise TruthFileError(
+                            f"{path}, line {n}: a second run (stream --append adds each run "
+                            "to the file, its frames numbered from 0 again): evaluate one "
+                            "run's events, e.g. a recording streamed to a file of its own")
                 elif kind not in (*SOURCE_FAULT_EVENTS, MODEL_EVENT):
                     raise ValueError(f"unknown event {kind!r} (expected defect or clear, as "
                                      "stream --events writes them)")

@@ -686,7 +686,9 @@ class DefectStream:
     ``events`` and ``scores`` (a path or an open text file) get the events as JSON lines and
     each frame's ``frame,score`` row as they are decided, flushed after every step, so a
     stream of days keeps them on disk, not in memory. A path is started afresh, or with
-    ``append`` added to (a stream started again as a service keeps what it wrote before);
+    ``append`` added to (a stream started again as a service keeps what it wrote before;
+    each run's events then follow an ``{"event": "run", ...}`` line: when, the source, the
+    model);
     either way it is written in append mode, so a log rotation that copies and truncates it
     leaves no hole. A live source's events carry ``at``, the UTC time their first frame was
     captured (its frame numbers and ``time_s`` start again with each run).
@@ -831,6 +833,8 @@ class DefectStream:
         out, score_rows = target(self._events_target), target(self._scores_target)
         if score_rows is not None and (not self._append or score_rows.tell() == 0):
             score_rows.write("frame,score\n")
+        if out is not None and self._append:  # each run's events after a line that says
+            self._run_line(out)  # where it begins (frame numbers start again with each run)
         window: collections.deque[bool] = collections.deque(maxlen=self.n)
         active: DefectEvent | None = None
         idx: collections.deque[int] = collections.deque(maxlen=self.keep_frames)
@@ -970,6 +974,16 @@ class DefectStream:
         if self.on_event is not None:
             self.on_event(ev)
         return ev
+
+    def _run_line(self, out: IO[str]) -> None:
+        """The events' line that begins a run appended to the runs before (``append``): when
+        (UTC), from which source, with which model."""
+        from deepseek.manufacturing.metrics import RUN_EVENT
+
+        at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        out.write(json.dumps({"event": RUN_EVENT, "at": at, "source": self.source.uri,
+                              "model_sha256": self.model_sha256}) + "\n")
+        out.flush()
 
     def _take_next(self, rep: StreamReport, out: IO[str] | None, frame: int) -> None:
         """Take the model :meth:`load_again` handed over, deciding from ``frame`` on (its
