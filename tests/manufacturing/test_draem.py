@@ -205,6 +205,7 @@ def test_cli_trains_draem_and_refuses_its_options_elsewhere(line, tmp_path):
     info = json.loads(res.output)
     assert info["kind"] == "draem" and info["steps"] == 2 and info["folds"] == 2
     assert is_draem_file(info["model"])
+    assert info["photo_onnx"] == str(tmp_path / "d" / "draem.photo.onnx")  # to serve
     # the good images that hold the threshold, each with the spot to look at
     review = info["threshold_review"]["good_highest"]
     assert len(review) == 5 and all(Path(e["path"]).parent == root / "good" for e in review)
@@ -224,3 +225,53 @@ def test_cli_trains_draem_and_refuses_its_options_elsewhere(line, tmp_path):
                                    "--good-only", str(root / "good"), "--method", "draem",
                                    "--crack-depth", "0.2", "0.5"])
     assert res.exit_code == 2 and "not with --method draem" in res.output
+
+
+def test_the_photo_decision_decides_as_the_model_does_served_and_without_pytorch(line,
+                                                                               tmp_path):
+    """export writes the DRAEM model's photo decision (the same score and map as PyTorch's
+    within the resize's gray level, at odd sizes too; the box; its threshold); `score
+    --backend onnxruntime` (an install without PyTorch) scores through it with the same
+    decisions, and `deepseek serve` answers with them."""
+    import tritonclient.http as th
+
+    from deepseek.loader import onnx_metadata
+    from deepseek.manufacturing.draem import DraemGraph, load_draem
+    from deepseek.manufacturing.runtime import PHOTO_META_KEY
+    from deepseek.serving import DeepSeekServing
+
+    root, good, bad, model = line
+    path = model.save(tmp_path / "draem.safetensors")
+    res = CliRunner().invoke(build_cli(), ["manufacturing", "export", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    photo = Path(json.loads(res.output.strip().splitlines()[-1])["photo_onnx"])
+    assert photo == tmp_path / "draem.photo.onnx"
+    settings = json.loads(onnx_metadata(photo)[PHOTO_META_KEY])
+    assert settings["kind"] == "draem" and settings["threshold"] == pytest.approx(
+        model.threshold)
+    graph = load_draem(path, "onnxruntime")
+    assert isinstance(graph, DraemGraph) and graph.threshold == pytest.approx(model.threshold)
+    rng = np.random.default_rng(5)
+    sides = [(75, 101), (200, 301), (17, 18)]  # odd, one odd, a photo of a few cells
+    others = [np.clip(rng.normal(140, 20, s), 0, 255).astype(np.uint8) for s in sides]
+    for img in [read_gray(p) for p in (*good, *bad)] + others:
+        want_score, want_map = model.score(img)
+        got_score, got_map = graph.score(img)
+        assert got_map.shape == want_map.shape
+        assert got_score == pytest.approx(want_score, abs=1e-3)
+        assert np.abs(got_map - want_map).max() < 0.01
+    by_graph = [Scorer(str(path), backend="onnxruntime").score(p) for p in (*good, *bad)]
+    by_torch = [Scorer(str(path), backend="torch").score(p) for p in (*good, *bad)]
+    assert [r.defect for r in by_graph] == [r.defect for r in by_torch] == \
+        [False] * len(good) + [True] * len(bad)
+    assert all(r.box is not None for r in by_graph if r.defect)
+    with DeepSeekServing(models={"line": str(photo)}, port=0, grpc_port=None,
+                         calibrate=False) as server:
+        client = th.InferenceServerClient(server.http_url)
+        img = read_gray(bad[0])[None]
+        inp = th.InferInput("image", list(img.shape), "UINT8")
+        inp.set_data_from_numpy(img)
+        got = client.infer("line", [inp])
+        assert got.as_numpy("score")[0] == pytest.approx(by_graph[len(good)].score, abs=1e-5)
+        assert bool(got.as_numpy("defect")[0]) and list(got.as_numpy("box")[0]) == \
+            list(by_graph[len(good)].box)

@@ -207,6 +207,13 @@ class MemoryGraph:
     refused: the full install maps it in tiles; the graph would take it whole."""
 
     stride = FEATURE_STRIDE
+    #: what the model is, in the errors
+    what = "good-parts memory"
+
+    @staticmethod
+    def read_meta(weights: Any) -> dict[str, Any] | None:
+        """The model file's metadata, None when it is not this kind of model."""
+        return memory_meta(weights)
 
     def __init__(self, weights: Path, meta: dict[str, Any], session: Any, path: Path) -> None:
         self.weights, self.meta, self.session, self.path = weights, meta, session, path
@@ -221,7 +228,7 @@ class MemoryGraph:
 
     @classmethod
     def load(cls, weights: str | Path) -> MemoryGraph:
-        """The photo decision beside the memory ``weights``, which it must have been
+        """The photo decision beside the model ``weights``, which it must have been
         exported from.
 
         Raises:
@@ -232,14 +239,14 @@ class MemoryGraph:
         from deepseek.manufacturing.runtime import FULL_HINT, exported_from, photo_beside
 
         weights = Path(weights)
-        meta = memory_meta(weights)
+        meta = cls.read_meta(weights)
         if meta is None:
-            raise ManufacturingError(f"{weights}: not a good-parts memory")
+            raise ManufacturingError(f"{weights}: not a {cls.what}")
         path = photo_beside(weights)
         redo = (f"write it with `deepseek manufacturing export {weights}` (needs PyTorch: "
                 f"{FULL_HINT}), or score in an install with PyTorch")
         if missing("runtime"):
-            raise ManufacturingError(f"{weights}: scoring a good-parts memory needs PyTorch or "
+            raise ManufacturingError(f"{weights}: scoring a {cls.what} needs PyTorch or "
                                      "onnxruntime (pip install \"deepseek-manufacturing[edge]\")")
         if not path.is_file():
             raise ManufacturingError(f"{weights}: no photo decision beside it ({path.name}), "
@@ -261,7 +268,7 @@ class MemoryGraph:
         if image.shape[0] * image.shape[1] > TILE_ABOVE:
             raise ManufacturingError(
                 f"a {image.shape[1]} x {image.shape[0]} photo is over the "
-                f"{TILE_ABOVE // 2**20} megapixels a good-parts memory's photo decision takes "
+                f"{TILE_ABOVE // 2**20} megapixels a {self.what}'s photo decision takes "
                 "whole; score it in an install with PyTorch, which maps it in tiles")
         want = np.uint16 if self.takes_words else np.uint8
         if image.dtype != want:
@@ -280,6 +287,17 @@ def load_memory(model: str | Path, backend: str = "auto") -> PatchMemory | Memor
     Raises:
         ManufacturingError: an unknown backend, ``torch`` without PyTorch, or what
             :meth:`MemoryGraph.load` refuses."""
+    return PatchMemory.load(model) if on_torch(backend, "scores a memory through its photo "
+                                                        "decision") else MemoryGraph.load(model)
+
+
+def on_torch(backend: str, doing: str) -> bool:
+    """Whether a good-parts model is scored on PyTorch with ``backend`` (``torch``, and
+    ``auto`` where PyTorch is installed), else through its photo decision.
+
+    Raises:
+        ManufacturingError: an unknown backend, or ``torch`` without PyTorch (``doing``:
+            what the install without it does instead)."""
     from deepseek.manufacturing.runtime import have_torch, torch_missing
     from deepseek.manufacturing.stream import SCORE_BACKENDS
 
@@ -287,9 +305,9 @@ def load_memory(model: str | Path, backend: str = "auto") -> PatchMemory | Memor
         raise ManufacturingError(f"backend={backend!r}: use {', '.join(SCORE_BACKENDS)}")
     if backend == "torch" or (backend == "auto" and have_torch()):
         if not have_torch():
-            raise torch_missing("scores a memory through its photo decision")
-        return PatchMemory.load(model)
-    return MemoryGraph.load(model)
+            raise torch_missing(doing)
+        return True
+    return False
 
 
 #: bank patches compared at once with a photo's patches in the memory's photo decision
@@ -412,21 +430,37 @@ def write_memory_onnx(path: str | Path, out: str | Path | None = None, *,
     """Write the photo decision of the memory at ``path`` (:func:`export_memory_onnx`) to
     ``out`` (default: ``<stem>.photo.onnx`` beside it), stamped with the memory's sha256;
     returns where."""
-    from deepseek.loader import SOURCE_META_KEY, file_sha256
-    from deepseek.manufacturing.runtime import PHOTO_SUFFIX, photo_beside
-
-    path = Path(path)
-    out = Path(out) if out is not None else photo_beside(path)
-    if not out.name.endswith(PHOTO_SUFFIX):
-        raise ManufacturingError(f"--out {out}: name the photo decision <name>{PHOTO_SUFFIX}")
+    out = decision_path(path, out)  # a wrong name refused before the export
     graph = export_memory_onnx(PatchMemory.load(path), threshold,
                                threshold_from or "stored by training")
+    return write_decision(graph, path, out)
+
+
+def decision_path(path: str | Path, out: str | Path | None) -> Path:
+    """Where the photo decision of the model file ``path`` goes: ``out``, named
+    ``<name>.photo.onnx``, or by default ``<stem>.photo.onnx`` beside the model.
+
+    Raises:
+        ManufacturingError: ``out`` named otherwise."""
+    from deepseek.manufacturing.runtime import PHOTO_SUFFIX, photo_beside
+
+    out = Path(out) if out is not None else photo_beside(Path(path))
+    if not out.name.endswith(PHOTO_SUFFIX):
+        raise ManufacturingError(f"--out {out}: name the photo decision <name>{PHOTO_SUFFIX}")
+    return out
+
+
+def write_decision(graph: bytes, path: str | Path, out: Path) -> Path:
+    """Write a good-parts model's photo decision ``graph`` to ``out``
+    (:func:`decision_path`), stamped with the sha256 of the model file ``path``, whole or
+    not at all; returns ``out``."""
     import onnx
+
+    from deepseek.loader import SOURCE_META_KEY, file_sha256
+    from deepseek.paths import written_whole
 
     model = onnx.load_from_string(graph)
     model.metadata_props.add(key=SOURCE_META_KEY, value=file_sha256(path))
-    from deepseek.paths import written_whole
-
     with written_whole(out) as tmp:
         tmp.write_bytes(model.SerializeToString())
     return out

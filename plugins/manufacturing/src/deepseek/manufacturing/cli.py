@@ -1143,10 +1143,18 @@ def train(out: Path, folder: Path | None, val_folder: Path | None, folds: int | 
                             lr=lr or LR, seed=seed, group_pattern=group_pattern,
                             progress=False if as_json else None, bit_depth=bit_depth)
             path = mem.save(out / "draem.safetensors")
+            from deepseek.extras import missing
+
+            photo = None
+            if not missing("onnx"):  # the photo decision to serve, and to score without
+                from deepseek.manufacturing.draem import write_draem_onnx  # PyTorch
+
+                photo = write_draem_onnx(path)
             _echo_good_only(mem.meta, path, as_json,
                             f"DRAEM model: {path} ({len(mem.nets)} fold models from "
                             f"{mem.meta['fit_images']} good images, "
-                            f"{mem.meta['seconds']:.0f} s)", review=_good_only_review(mem))
+                            f"{mem.meta['seconds']:.0f} s)", review=_good_only_review(mem),
+                            photo=photo)
             return
         mem = fit_memory(good_only, backbone=backbone, target_fpr=target_fpr, seed=seed,
                          folds=folds, group_pattern=group_pattern,
@@ -1338,8 +1346,8 @@ def bench(source: str | None, frames: int, backend: str, realtime: bool, as_json
               help="Where to write the streaming step, a name ending in .stream.onnx "
                    "(default: WEIGHTS' stem + .stream.onnx beside it, where the stream and "
                    "score look for it); the still-photo graph and the photo decision go "
-                   "beside it as <name>.still.onnx and <name>.photo.onnx. For a memory: its "
-                   "photo decision, <name>.photo.onnx.")
+                   "beside it as <name>.still.onnx and <name>.photo.onnx. For a memory or a "
+                   "DRAEM model: its photo decision, <name>.photo.onnx.")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Decide in the photo decision at the threshold of this "
                                  "calibration file (from `calibrate` with these weights) "
@@ -1353,7 +1361,9 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
     threshold, the cell map, the threshold and the box score draws out, scaled and viewed as
     `score` does). A good-parts memory (train --good-only's memory.safetensors) gets its
     photo decision alone (the anomaly score, the decision, the patch distances, the
-    threshold and the box). Needs
+    threshold and the box), and so does a DRAEM model (draem.safetensors: its largest
+    defect probability, the decision, the probability map, the threshold and the box),
+    which an install without PyTorch then scores with too. Needs
     PyTorch and the ONNX tools here (deepseek-manufacturing[full]); `train` writes them
     itself when they are installed.
 
@@ -1380,26 +1390,21 @@ def export(weights: Path, out: Path | None, calibration: Path | None, as_json: b
         threshold = float(read_calibration(calibration, str(weights))["threshold"])
         threshold_from = f"calibration {calibration.name}"
     from deepseek.manufacturing.draem import is_draem_file
-    from deepseek.manufacturing.errors import ManufacturingError
 
-    if is_draem_file(weights):
-        raise ManufacturingError(f"{weights}: a DRAEM model (train --good-only --method "
-                                 "draem) has no ONNX export; export a crack network's weights "
-                                 "(train, train --folder) or a good-parts memory (train "
-                                 "--good-only, its default method), whose photo decision "
-                                 "serves")
-    if is_memory_file(weights):  # a good-parts memory: its photo decision alone
-        from deepseek.manufacturing.anomaly import write_memory_onnx
+    if is_memory_file(weights) or is_draem_file(weights):  # a good-parts model: its photo
+        from deepseek.manufacturing.anomaly import write_memory_onnx  # decision alone
+        from deepseek.manufacturing.draem import write_draem_onnx
 
-        photo = write_memory_onnx(weights, out, threshold=threshold,
-                                  threshold_from=threshold_from)
+        write = write_draem_onnx if is_draem_file(weights) else write_memory_onnx
+        photo = write(weights, out, threshold=threshold, threshold_from=threshold_from)
         decides = json.loads(onnx_metadata(photo)[PHOTO_META_KEY])
         if as_json:
             click.echo(json.dumps({"photo_onnx": str(photo), "photo_decision": decides,
                                    "weights": str(weights)}))
             return
-        click.echo(f"wrote {photo} ({photo.stat().st_size / 1e3:.0f} kB), the good-parts "
-                   f"memory's photo decision: anomaly score at threshold "
+        what = "DRAEM model" if is_draem_file(weights) else "good-parts memory"
+        click.echo(f"wrote {photo} ({photo.stat().st_size / 1e3:.0f} kB), the {what}'s "
+                   f"photo decision: anomaly score at threshold "
                    f"{decides['threshold']:.6g} ({decides['threshold_from']}), map of "
                    f"{decides['map_stride']}-pixel patches; serve it with `deepseek serve "
                    f"{photo}` ({SERVED_TAKES})")

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from deepseek.manufacturing.anomaly import MemoryGraph
 from deepseek.manufacturing.errors import ManufacturingError
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,108 @@ class DraemModel:
         return cls(nets, meta)
 
 
+def export_draem_onnx(model: DraemModel, threshold: float | None = None,
+                      threshold_from: str = "stored by training", opset: int = 17) -> bytes:
+    """The DRAEM model's decision on a gray photo as an ONNX graph (bytes), what ``deepseek
+    manufacturing score --model draem.safetensors`` gives, for ``deepseek serve`` and an
+    install without PyTorch: input ``image`` (uint8 ``B x H x W``, any size; a model fitted
+    with ``--bit-depth`` takes the camera's 16-bit words), outputs ``score`` (the largest
+    value of the map), ``defect`` (score >= threshold), ``map`` (the fold models' mean
+    defect probability, one value per :attr:`DraemModel.stride` pixels), ``threshold`` and
+    the box around a flagged photo's defect. The photo is read at its scale by area means
+    (the project's arithmetic, OpenCV's ``INTER_AREA`` within a gray level, to the same
+    rounded-up size). ``threshold``: another than the stored one (a calibration's, named by
+    ``threshold_from``).
+
+    Raises:
+        ManufacturingError: no threshold given and none stored."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from deepseek.manufacturing.model import (
+        _resize_axis,
+        export_decision,
+        float32_threshold,
+        photo_cell,
+        photo_cost,
+    )
+
+    threshold = model.threshold if threshold is None else float(threshold)
+    if threshold is None or not 0 < threshold < 1:
+        raise ManufacturingError("the DRAEM model stores no threshold: fit it with train "
+                                 "--good-only --method draem, which sets one")
+    scale = float(model.meta.get("scale", SCALE))
+
+    class _DraemDecision(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.ModuleList(model.nets)  # what the exporter keeps in eval mode
+            self.register_buffer("threshold", float32_threshold(threshold))
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            x = images.float()
+            if scale != 1:  # as scaled(): area means to the rounded-up size, gray levels
+                small = _resize_axis(_resize_axis(x, 1, scale, ceil=True), 2, scale,
+                                     ceil=True)
+                # OpenCV rounds half up where the size divides by the new one on both sides
+                # (its whole-factor path: sums of pixels), else half to even
+                n_in, n_out = torch._shape_as_tensor(x), torch._shape_as_tensor(small)
+                whole = ((n_in[1] % n_out[1]) == 0) & ((n_in[2] % n_out[2]) == 0)
+                x = torch.where(whole, torch.floor(small + 0.5), torch.round(small)
+                                ).clamp(0, 255)
+            size = torch._shape_as_tensor(x)
+            h, w = size[1], size[2]
+            x = F.pad(x[:, None], [0, (_MULTIPLE - w % _MULTIPLE) % _MULTIPLE, 0,
+                                   (_MULTIPLE - h % _MULTIPLE) % _MULTIPLE], mode="replicate")
+            x = normalise(x)
+            total = None
+            for net in self.net:
+                p = torch.sigmoid(net(x)[1])
+                total = p if total is None else total + p
+            assert total is not None
+            amap = (total / len(self.net))[:, 0, : (h + 1) // 2, : (w + 1) // 2]
+            score = amap.amax(dim=(1, 2))
+            return score, score >= self.threshold, amap, self.threshold.expand_as(score)
+
+    settings = {"kind": KIND, "threshold": float(threshold), "threshold_from": threshold_from,
+                "scale": scale, "map_stride": model.stride, "fold_models": len(model.nets),
+                "bit_depth": model.meta.get("bit_depth")}
+    cell = photo_cell(scale) * _MULTIPLE // 16  # the read photo padded to the networks'
+    return export_decision(_DraemDecision().eval(), settings, ("map_y", "map_x"), opset,
+                           cell=cell, cost=photo_cost(scale),
+                           bit_depth=model.meta.get("bit_depth"),
+                           box=(model.stride, float(np.float32(threshold))))
+
+
+def write_draem_onnx(path: str | Path, out: str | Path | None = None, *,
+                     threshold: float | None = None, threshold_from: str | None = None
+                     ) -> Path:
+    """Write the photo decision of the DRAEM model at ``path`` (:func:`export_draem_onnx`)
+    to ``out`` (default: ``<stem>.photo.onnx`` beside it), stamped with the model file's
+    sha256; returns where."""
+    from deepseek.manufacturing.anomaly import decision_path, write_decision
+
+    out = decision_path(path, out)  # a wrong name refused before the export
+    graph = export_draem_onnx(DraemModel.load(path), threshold,
+                              threshold_from or "stored by training")
+    return write_decision(graph, path, out)
+
+
+def load_draem(model: str | Path, backend: str = "auto") -> Any:
+    """The DRAEM model at ``model`` to score with: on PyTorch (``torch``, and ``auto`` where
+    PyTorch is installed: the path its threshold was set on), else through its photo
+    decision on onnxruntime (:class:`DraemGraph`).
+
+    Raises:
+        ManufacturingError: an unknown backend, ``torch`` without PyTorch, or what
+            :meth:`~deepseek.manufacturing.anomaly.MemoryGraph.load` refuses."""
+    from deepseek.manufacturing.anomaly import on_torch
+
+    return DraemModel.load(model) if on_torch(backend, "scores a DRAEM model") else \
+        DraemGraph.load(model)
+
+
 def draem_meta(model: Any) -> dict[str, Any] | None:
     """The metadata of a saved :class:`DraemModel` (threshold, what it expects there), read
     from the file's header; None when ``model`` is not one."""
@@ -450,3 +553,19 @@ def fit_draem(folder: str | Path, *, target_fpr: float = 0.003, folds: int = FOL
         scores, items, lambda i: net_map([nets[fold[i]]], items[i].image), meta["threshold"],
         MAP_STRIDE)
     return model
+
+
+
+class DraemGraph(MemoryGraph):
+    """A DRAEM model scored through its photo decision (``<stem>.photo.onnx`` beside it:
+    ``train --good-only --method draem`` and ``deepseek manufacturing export`` write it) on
+    onnxruntime, as an install without PyTorch scores it: the same score and map as
+    :class:`DraemModel` within what the resize's gray level moves."""
+
+    what = "DRAEM model"
+    stride = MAP_STRIDE
+
+    @staticmethod
+    def read_meta(weights: Any) -> dict[str, Any] | None:
+        """The DRAEM model file's metadata (:func:`draem_meta`)."""
+        return draem_meta(weights)

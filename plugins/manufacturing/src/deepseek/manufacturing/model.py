@@ -360,16 +360,19 @@ DECISION_OUTPUTS = [*PHOTO_OUTPUTS, "box"]
 PHOTO_EXAMPLE = [1, 512, 512]
 
 
-def _resize_axis(x: torch.Tensor, axis: int, scale: float) -> torch.Tensor:
+def _resize_axis(x: torch.Tensor, axis: int, scale: float, ceil: bool = False
+                 ) -> torch.Tensor:
     """``x`` (float, gray levels) resized along ``axis`` as
     :func:`deepseek.manufacturing.images.resize_axis` resizes without OpenCV (smaller: area
     means; larger: linear), the same arithmetic in the same order, traced with the size
-    free. Each output reads a fixed number of inputs (gathered), so memory follows the
-    output, never ``n_in x n_out``."""
+    free; ``ceil``: to ``ceil(n * scale)`` rather than the rounded size (what a DRAEM model
+    reads its photos at). Each output reads a fixed number of inputs (gathered), so memory
+    follows the output, never ``n_in x n_out``."""
     # sizes as 1-element float64 tensors: the exporter computes 0-d ones (and Python floats
     # beside them) in float32, which moves ties in the rounding
     n_in = torch._shape_as_tensor(x)[axis:axis + 1].double()
-    n_out = torch.clamp(torch.round(n_in * torch.tensor([scale], dtype=torch.float64)), min=1)
+    target = n_in * torch.tensor([scale], dtype=torch.float64)
+    n_out = torch.clamp(torch.ceil(target) if ceil else torch.round(target), min=1)
     ratio = n_in / n_out
     i = torch.arange(n_out.long()[0]).double()
     last = n_in - 1

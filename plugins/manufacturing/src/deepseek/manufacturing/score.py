@@ -235,7 +235,7 @@ class Scorer:
     def _load(self, model: Any, threshold: float | None, frames: int,
               expected: dict[str, Any] | None, views: int | None, backend: str) -> None:
         from deepseek.manufacturing.anomaly import is_memory_file, load_memory
-        from deepseek.manufacturing.draem import DraemModel, is_draem_file
+        from deepseek.manufacturing.draem import is_draem_file, load_draem
         from deepseek.manufacturing.stream import scoring_net
 
         self.expected = expected
@@ -248,7 +248,7 @@ class Scorer:
                         PACKAGED)
         # a good-parts model (a patch memory or a DRAEM model) scores with its own map
         memory: Any = load_memory(model, backend) if is_memory_file(model) else \
-            DraemModel.load(model) if is_draem_file(model) else None
+            load_draem(model, backend) if is_draem_file(model) else None
         if memory is not None:
             threshold = memory.threshold if threshold is None else threshold
             if threshold is None or not threshold > 0:
