@@ -1061,3 +1061,41 @@ def test_a_photo_is_read_once_for_its_score_and_its_digest(tmp_path, monkeypatch
     lines = [json.loads(x) for x in kept.read_text().splitlines()[1:]]
     assert {e["path"]: e["sha256"] for e in lines} == {
         f"p{i}.png": hashlib.sha256(_photo(i)).hexdigest() for i in range(2)}
+
+
+def test_a_photo_too_large_for_the_memory_is_reported_and_the_watch_goes_on(tmp_path):
+    """A photo the process has not the memory to decode or score (MemoryError) is reported
+    unreadable at once, naming the photo and the fix, and the others are scored; it is not
+    tried again until it changes."""
+    root, kept = tmp_path / "line", tmp_path / "state.jsonl"
+    root.mkdir()
+    for name in ("a.png", "big.png", "huge.png", "c.png"):
+        (root / name).write_bytes(_photo(len(name)))
+
+    class Small(Scorer):  # a process near its memory limit
+        def read(self, path, data=None):
+            if Path(path).name == "huge.png":
+                raise MemoryError
+            return super().read(path, data)
+
+        def score(self, path, *a, **k):
+            if Path(path).name == "big.png":
+                raise MemoryError
+            return super().score(path, *a, **k)
+
+    got: list = []
+
+    def run():
+        watch_folder(Small("defect-3dcnn-lstm", threshold=0.5), root, got.append,
+                     state=kept, changes=iter([set()]), clock=Clock())
+
+    run()
+    assert [(Path(r.path).name, type(r).__name__) for r in got] == [
+        ("a.png", "ImageScore"), ("big.png", "UnreadableImage"),
+        ("c.png", "ImageScore"), ("huge.png", "UnreadableImage")]
+    assert "big.png: not enough memory to score this photo (" in got[1].error
+    assert "huge.png: not enough memory to decode this photo (" in got[3].error
+    assert "MemoryMax=" in got[1].error and not (tmp_path / "state.jsonl.scoring").exists()
+    got.clear()
+    run()
+    assert got == []  # reported once, until they change

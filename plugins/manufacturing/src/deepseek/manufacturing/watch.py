@@ -488,25 +488,29 @@ class FolderWatch:
                 except ManufacturingError as exc:
                     w.error, w.stamp = str(exc), stamp
                     self._end()
+                except MemoryError:  # waiting will not change that: reported at once
+                    w.error, w.stamp, w.changed = (_no_memory(path, "decode"), stamp,
+                                                   self.clock() - self.settle_s)
+                    self._end()
         if w.error:
             if self.clock() - w.changed < self.settle_s:
                 return None
             del self.waiting[path]
-            self.delay = 0.0  # refused for settle_s: not a sign of falling behind
-            self.scored[path] = stamp  # not tried again until it changes
-            self.digests.pop(path, None)
-            self._unsaved[str(path)] = (path, stamp, "", self.count)
-            self.count += 1
-            return UnreadableImage(self.count - 1, str(path), w.error)
+            return self._unreadable(path, stamp, w.error)
         del self.waiting[path]
         heat = None
         if self.heatmaps is not None:
             heat = self.heatmaps / heatmap_name(self.count, path)
         # a heatmap that cannot be written (a full disk) is said, and the part's decision
         # goes out all the same: an overlay never holds up the line
-        r = self.scorer.score(path, heat, image=read, heatmaps_of=self.heatmaps_of,
-                              heatmap_failed=lambda e: log.warning(
-                                  "heatmap not written: %s; the photo's result stands", e))
+        try:
+            r = self.scorer.score(path, heat, image=read, heatmaps_of=self.heatmaps_of,
+                                  heatmap_failed=lambda e: log.warning(
+                                      "heatmap not written: %s; the photo's result stands", e))
+        except MemoryError:  # a photo too large for the memory the watch may use
+            del read
+            self._end()
+            return self._unreadable(path, stamp, _no_memory(path, "score"))
         self._end()
         r.cell_map = None  # a watch runs for days: no map is kept
         self.delay = self.clock() - w.changed
@@ -515,6 +519,16 @@ class FolderWatch:
         self._unsaved[str(path)] = (path, stamp, digest, self.count)
         self.count += 1
         return r
+
+    def _unreadable(self, path: Path, stamp: Stamp, error: str) -> UnreadableImage:
+        """``path`` handed over as unreadable (``error``), not tried again until it
+        changes."""
+        self.delay = 0.0  # refused, not late: not a sign of falling behind
+        self.scored[path] = stamp
+        self.digests.pop(path, None)
+        self._unsaved[str(path)] = (path, stamp, "", self.count)
+        self.count += 1
+        return UnreadableImage(self.count - 1, str(path), error)
 
     def _tries(self, path: Path) -> int:
         """Which try this is of ``path``: 1, or one more than the watches in a row that
@@ -756,6 +770,18 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
                     untried[0], ", ..." if len(untried) > 1 else "",
                     "; they are scored when it is started again with its --state"
                     if state.state is not None else "")
+
+
+def _no_memory(path: Path, doing: str) -> str:
+    """Why a photo the process had not the memory to ``doing`` (decode, score) is not
+    scored."""
+    try:
+        size = f" ({path.stat().st_size / 1e6:.1f} MB)"
+    except OSError:
+        size = ""
+    return (f"{path}: not enough memory to {doing} this photo{size}; passed over until it "
+            "changes (give the watch more memory, e.g. the unit's MemoryMax=, or photos "
+            "within it)")
 
 
 def _named(model: dict[str, Any]) -> str:
