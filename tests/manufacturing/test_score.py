@@ -473,3 +473,36 @@ def test_the_next_photo_is_decoded_while_one_is_scored(tmp_path, monkeypatch):
     assert [(u.index, Path(u.path).name) for u in unreadable] == [(2, "p2.png")]
     with pytest.raises(ManufacturingError, match="p2.png"):  # without the list: stopped there
         score_images([tmp_path], "defect-3dcnn-lstm", progress=False)
+
+
+def test_a_photo_too_large_for_the_memory_is_listed_and_the_others_scored(parts):
+    """A photo the process has not the memory to decode or score (MemoryError) is listed
+    as unreadable in its place, naming it and the fix, and the other photos are scored;
+    without a list to put it in (--evaluate), it stops the run naming it."""
+    from pathlib import Path
+
+    from deepseek.manufacturing.score import Scorer
+
+    class Small(Scorer):  # a process near its memory limit
+        def read(self, path, data=None):
+            if Path(path).name == "part_10.png":
+                raise MemoryError
+            return super().read(path, data)
+
+        def score(self, path, *a, **k):
+            if Path(path).name == "part_1.jpg":
+                raise MemoryError
+            return super().score(path, *a, **k)
+
+    files = image_paths([parts])
+    bad: list = []
+    got = Small(threshold=0.5).score_files(files, unreadable=bad, progress=False)
+    assert [Path(r.path).name for r in got] == ["part_2.png"]
+    where = {Path(f).name: i for i, f in enumerate(files)}  # each in its place
+    assert sorted((u.index, Path(u.path).name) for u in bad) == sorted(
+        (where[n], n) for n in ("part_10.png", "part_1.jpg"))
+    said = {Path(u.path).name: u.error for u in bad}
+    assert "part_10.png: not enough memory to decode this photo (" in said["part_10.png"]
+    assert "part_1.jpg: not enough memory to score this photo (" in said["part_1.jpg"]
+    with pytest.raises(ManufacturingError, match="not enough memory to (decode|score) this "):
+        Small(threshold=0.5).score_files(files, progress=False)  # the first in the order

@@ -386,6 +386,8 @@ class Scorer:
                 return self.read(p)
             except ManufacturingError as exc:  # handed over in the photo's turn
                 return exc
+            except MemoryError:
+                return ManufacturingError(no_memory(p, "decode"))
 
         with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
             ahead = pool.submit(read, files[0]) if files else None
@@ -400,8 +402,17 @@ class Scorer:
                         raise got
                     unreadable.append(UnreadableImage(i, str(p), str(got)))
                     continue
-                r = self.score(p, None if out_dir is None else out_dir / heatmap_name(i, p),
-                               image=got, keep_pixels=keep_maps, heatmaps_of=heatmaps_of)
+                try:
+                    r = self.score(p, None if out_dir is None else out_dir / heatmap_name(i, p),
+                                   image=got, keep_pixels=keep_maps, heatmaps_of=heatmaps_of)
+                except MemoryError:  # this photo too large: the others are still scored
+                    del got
+                    if unreadable is None:
+                        if ahead is not None:
+                            ahead.cancel()
+                        raise ManufacturingError(no_memory(p, "score")) from None
+                    unreadable.append(UnreadableImage(i, str(p), no_memory(p, "score")))
+                    continue
                 if not keep_maps:
                     r.cell_map = None
                 results.append(r)
@@ -605,6 +616,17 @@ def check_heatmaps_of(which: str) -> str:
     if which not in HEATMAPS_OF:
         raise ManufacturingError(f"heatmaps_of={which!r}: give one of {', '.join(HEATMAPS_OF)}")
     return which
+
+
+def no_memory(path: str | Path, doing: str) -> str:
+    """Why a photo the process had not the memory to ``doing`` (decode, score) is not
+    scored, with its size and the fix."""
+    try:
+        size = f" ({Path(path).stat().st_size / 1e6:.1f} MB)"
+    except OSError:
+        size = ""
+    return (f"{path}: not enough memory to {doing} this photo{size}: give the process more "
+            "memory (a service: its unit's MemoryMax=), or photos within it")
 
 
 def heatmap_name(number: int, photo: Path) -> str:

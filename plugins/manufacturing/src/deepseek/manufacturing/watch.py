@@ -50,6 +50,7 @@ from deepseek.manufacturing.score import (
     UnreadableImage,
     check_heatmaps_of,
     heatmap_name,
+    no_memory,
 )
 from deepseek.service import ServiceNotifier
 
@@ -79,6 +80,8 @@ BEHIND_EVERY_S = 60.0
 #: memory, stuck and stopped by a watchdog) before the next passes it over as unreadable:
 #: one photo that kills the watch must not stop the line's scoring for good
 MAX_TRIES = 2
+#: what a photo reported unreadable for want of memory is told
+AGAIN = "; passed over until it changes"
 #: photos remembered as scored past which those no longer in the folder are forgotten (a
 #: removal the system did not report): what a watch holds follows the folder, not the days
 PRUNE_AT = 10_000
@@ -489,7 +492,7 @@ class FolderWatch:
                     w.error, w.stamp = str(exc), stamp
                     self._end()
                 except MemoryError:  # waiting will not change that: reported at once
-                    w.error, w.stamp, w.changed = (_no_memory(path, "decode"), stamp,
+                    w.error, w.stamp, w.changed = (no_memory(path, "decode") + AGAIN, stamp,
                                                    self.clock() - self.settle_s)
                     self._end()
         if w.error:
@@ -510,7 +513,7 @@ class FolderWatch:
         except MemoryError:  # a photo too large for the memory the watch may use
             del read
             self._end()
-            return self._unreadable(path, stamp, _no_memory(path, "score"))
+            return self._unreadable(path, stamp, no_memory(path, "score") + AGAIN)
         self._end()
         r.cell_map = None  # a watch runs for days: no map is kept
         self.delay = self.clock() - w.changed
@@ -770,18 +773,6 @@ def _watch(state: FolderWatch, root: Path, emit: Callable[[Result], None],
                     untried[0], ", ..." if len(untried) > 1 else "",
                     "; they are scored when it is started again with its --state"
                     if state.state is not None else "")
-
-
-def _no_memory(path: Path, doing: str) -> str:
-    """Why a photo the process had not the memory to ``doing`` (decode, score) is not
-    scored."""
-    try:
-        size = f" ({path.stat().st_size / 1e6:.1f} MB)"
-    except OSError:
-        size = ""
-    return (f"{path}: not enough memory to {doing} this photo{size}; passed over until it "
-            "changes (give the watch more memory, e.g. the unit's MemoryMax=, or photos "
-            "within it)")
 
 
 def _named(model: dict[str, Any]) -> str:
