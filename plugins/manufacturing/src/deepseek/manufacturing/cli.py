@@ -585,8 +585,7 @@ def _on_signal(name: str, handler: Any) -> Iterator[None]:
 
 def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
                      csv_path: Path | None, heatmaps: Path | None, heatmaps_of: str,
-                     as_json: bool, *,
-                     poll: bool | float, settle: float, existing: bool,
+                     as_json: bool, *, poll: bool | float, settle: float, existing: bool,
                      state: Path | None) -> None:
     """``score --watch``: each result appended to the CSV and printed as it is made, until
     Ctrl-C or SIGTERM; then a summary, and exit status 1 if a photo could not be read.
