@@ -395,23 +395,19 @@ class Scorer:
                                        disable=progress is False or len(files) < 20)):
                 got = ahead.result()
                 ahead = pool.submit(read, files[i + 1]) if i + 1 < len(files) else None
+                if not isinstance(got, ManufacturingError):
+                    try:
+                        r = self.score(p, None if out_dir is None else
+                                       out_dir / heatmap_name(i, p), image=got,
+                                       keep_pixels=keep_maps, heatmaps_of=heatmaps_of)
+                    except MemoryError:  # this photo too large: the others still scored
+                        got = ManufacturingError(no_memory(p, "score"))
                 if isinstance(got, ManufacturingError):
                     if unreadable is None:
                         if ahead is not None:
                             ahead.cancel()
                         raise got
                     unreadable.append(UnreadableImage(i, str(p), str(got)))
-                    continue
-                try:
-                    r = self.score(p, None if out_dir is None else out_dir / heatmap_name(i, p),
-                                   image=got, keep_pixels=keep_maps, heatmaps_of=heatmaps_of)
-                except MemoryError:  # this photo too large: the others are still scored
-                    del got
-                    if unreadable is None:
-                        if ahead is not None:
-                            ahead.cancel()
-                        raise ManufacturingError(no_memory(p, "score")) from None
-                    unreadable.append(UnreadableImage(i, str(p), no_memory(p, "score")))
                     continue
                 if not keep_maps:
                     r.cell_map = None
