@@ -296,9 +296,9 @@ def export_draem_onnx(model: DraemModel, threshold: float | None = None,
     value of the map), ``defect`` (score >= threshold), ``map`` (the fold models' mean
     defect probability, one value per :attr:`DraemModel.stride` pixels), ``threshold`` and
     the box around a flagged photo's defect. The photo is read at its scale by area means
-    (the project's arithmetic, OpenCV's ``INTER_AREA`` within a gray level, to the same
-    rounded-up size). ``threshold``: another than the stored one (a calibration's, named by
-    ``threshold_from``).
+    to the same rounded-up size as :func:`scaled` reads it with OpenCV's ``INTER_AREA``,
+    rounded to gray levels as OpenCV rounds them. ``threshold``: another than the stored one
+    (a calibration's, named by ``threshold_from``).
 
     Raises:
         ManufacturingError: no threshold given and none stored."""
