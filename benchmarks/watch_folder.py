@@ -22,6 +22,13 @@ lines the decoders printed on stderr, and the time from the last byte to the res
 ratio to the same file written the same way beside the folder and then read and scored in a
 thread at once (the watch's work without the watch; the two alternate).
 
+A model retrained on a running line: the val photos renamed in one at a time, the weights
+written anew half way and the model loaded again as SIGHUP does (``reload``): each photo
+scored once, those after the reload by the new weights (their SHA-256), and the time from
+the rename of the first photo after it to its result, against a restart: a new ``score
+--watch`` process from its start to its ready (systemd's notification, which the benchmark
+receives as systemd would).
+
 A first photo is scored before each replay so that the watch's start is not in its times.
 """
 
@@ -148,6 +155,106 @@ def replay(scorer: Any, photos: list[Path], ref: dict[str, Any], *, straight: bo
                 "max": round(float(max(waits)), 1)}}
 
 
+def retrained(weights: Path, note: str) -> str:
+    """The packaged network written to ``weights`` as a training run writes its weights
+    (threshold 0.5 stored; ``note`` makes each file's bytes its own), renamed over the file
+    there; its SHA-256."""
+    from deepseek.loader import ModelLoader, file_sha256, save_model
+
+    m = ModelLoader.load("defect-3dcnn-lstm", device="cpu")
+    tmp = weights.with_name("new-" + weights.name)
+    save_model(m.module, tmp, architecture="defect-3dcnn-lstm", config=m.config,
+               extra={"threshold": 0.5, "note": note})
+    os.replace(tmp, weights)
+    return file_sha256(weights)
+
+
+def reloaded(photos: list[Path]) -> dict:
+    """The photos renamed into a watch one at a time, the weights retrained in place half
+    way and the model loaded again (as SIGHUP has the watch do); against a restart's new
+    watch process from its start to its ready."""
+    import socket
+    import subprocess
+
+    from deepseek.manufacturing.score import Scorer
+    from deepseek.manufacturing.watch import watch_folder
+
+    half = len(photos) // 2
+    with tempfile.TemporaryDirectory(prefix="reload-") as tmp:
+        tmp = Path(tmp)
+        folder, stage, weights = tmp / "line", tmp / "stage", tmp / "model.safetensors"
+        folder.mkdir()
+        stage.mkdir()
+        first = retrained(weights, "first")
+        asked = threading.Event()
+
+        def reload() -> Any:  # what the watch's SIGHUP handler arranges
+            if not asked.is_set():
+                return None
+            asked.clear()
+            return Scorer(str(weights))
+
+        got: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def run() -> None:
+            try:
+                watch_folder(Scorer(str(weights)), folder,
+                             lambda r: got.put((time.perf_counter(), r)), stop=stop,
+                             reload=reload)
+            except BaseException as exc:  # said, not lost in the thread
+                got.put((time.perf_counter(), exc))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        out, after_ms, second = [], None, None
+        try:
+            for i, p in enumerate(photos):
+                if i == half:  # retrained, then reloaded (systemctl reload)
+                    second = retrained(weights, "second")
+                    asked.set()
+                shutil.copy(p, stage / p.name)
+                t0 = time.perf_counter()
+                os.rename(stage / p.name, folder / p.name)
+                t1, r = result(got)
+                if i == half:
+                    after_ms = 1000 * (t1 - t0)
+                out.append(r)
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        # a restart instead: a new watch process from its start to its ready, as systemd
+        # sees it (Type=notify), on the same folder and weights
+        manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        name = f"deepseek-bench-{os.getpid()}"
+        manager.bind("\0" + name)
+        manager.settimeout(300)
+        cli = Path(sys.executable).with_name("deepseek")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(cli), "manufacturing", "score", str(folder), "--watch",
+                                 "--new-only", "--model", str(weights)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "NOTIFY_SOCKET": "@" + name})
+        try:
+            while not manager.recv(4096).startswith(b"READY=1"):
+                pass
+            restart_s = time.perf_counter() - t0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+            manager.close()
+    names = [Path(r.path).name for r in out]
+    once = sorted(names) == sorted(p.name for p in photos)
+    by_model = [r.model_sha256 for r in out]
+    return {"photos": len(photos), "reloaded_after": half, "scored_once": once,
+            "models_before": sorted(set(by_model[:half])),
+            "models_after": sorted(set(by_model[half:])),
+            "new_model_after": by_model[:half] == [first] * half
+            and by_model[half:] == [second] * (len(photos) - half),
+            "rename_to_result_after_reload_ms": round(after_ms or float("inf"), 1),
+            "restart_to_ready_s": round(restart_s, 2)}
+
+
 def write_slowly(path: Path, data: bytes) -> None:
     """``data`` written to ``path`` in 64 KB writes at :data:`RATE`, as a camera's PC saves
     a large photo."""
@@ -265,8 +372,9 @@ def main() -> None:
     renamed = replay(scorer, photos, ref, straight=False)
     straight = replay(scorer, photos, ref, straight=True)
     large = large_written(scorer, large_photo(photos[0]), per_format)
+    reload = reloaded(photos)
     results = {"renamed_in_told": renamed, "written_straight_polled": straight,
-               "large_written_straight_told": large}
+               "large_written_straight_told": large, "model_reloaded": reload}
     goals = []
     for name, r in (("renamed in (told)", renamed),
                     ("written straight in two halves (polled)", straight)):
@@ -287,6 +395,14 @@ def main() -> None:
                           "a ratio to the same file read and scored at once without a watch",
                           r["ratio_to_unwatched"],
                           "<= 1.5", "ratio", r["ratio_to_unwatched"] <= 1.5))
+    ok = reload["scored_once"] and reload["new_model_after"]
+    goals.append(goal(f"{n} val photos renamed in, the model retrained and reloaded after "
+                      f"{reload['reloaded_after']}: each scored once, those after by the new "
+                      "weights", int(ok), "== 1", "all", ok))
+    ratio = reload["rename_to_result_after_reload_ms"] / 1000 / reload["restart_to_ready_s"]
+    goals.append(goal("rename to result of the first photo after a reload, as a ratio to a "
+                      f"restart (a new watch process to ready: {reload['restart_to_ready_s']} "
+                      "s, same run)", round(ratio, 3), "<= 0.5", "ratio", ratio <= 0.5))
     emit("watch_folder", results, goals,
          sizes={"val_photos": n, "large_per_format": per_format, "large_pixels": "5472x3648",
                 "write_rate_mb_s": RATE / 1e6, "pause_between_halves_s": PAUSE_S})
