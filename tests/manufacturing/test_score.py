@@ -475,25 +475,35 @@ def test_the_next_photo_is_decoded_while_one_is_scored(tmp_path, monkeypatch):
         score_images([tmp_path], "defect-3dcnn-lstm", progress=False)
 
 
+def short_of_memory(decoding: str, scoring: str) -> type:
+    """A :class:`Scorer` class in a process near its memory limit: it runs out of memory
+    (MemoryError) decoding the photo named ``decoding`` and scoring the one named
+    ``scoring``."""
+    from pathlib import Path
+
+    from deepseek.manufacturing.score import Scorer
+
+    class Small(Scorer):
+        def read(self, path, data=None):
+            if Path(path).name == decoding:
+                raise MemoryError
+            return super().read(path, data)
+
+        def score(self, path, *a, **k):
+            if Path(path).name == scoring:
+                raise MemoryError
+            return super().score(path, *a, **k)
+
+    return Small
+
+
 def test_a_photo_too_large_for_the_memory_is_listed_and_the_others_scored(parts):
     """A photo the process has not the memory to decode or score (MemoryError) is listed
     as unreadable in its place, naming it and the fix, and the other photos are scored;
     without a list to put it in (--evaluate), it stops the run naming it."""
     from pathlib import Path
 
-    from deepseek.manufacturing.score import Scorer
-
-    class Small(Scorer):  # a process near its memory limit
-        def read(self, path, data=None):
-            if Path(path).name == "part_10.png":
-                raise MemoryError
-            return super().read(path, data)
-
-        def score(self, path, *a, **k):
-            if Path(path).name == "part_1.jpg":
-                raise MemoryError
-            return super().score(path, *a, **k)
-
+    Small = short_of_memory(decoding="part_10.png", scoring="part_1.jpg")
     files = image_paths([parts])
     bad: list = []
     got = Small(threshold=0.5).score_files(files, unreadable=bad, progress=False)

@@ -1072,17 +1072,9 @@ def test_a_photo_too_large_for_the_memory_is_reported_and_the_watch_goes_on(tmp_
     for name in ("a.png", "big.png", "huge.png", "c.png"):
         (root / name).write_bytes(_photo(len(name)))
 
-    class Small(Scorer):  # a process near its memory limit
-        def read(self, path, data=None):
-            if Path(path).name == "huge.png":
-                raise MemoryError
-            return super().read(path, data)
+    from tests.manufacturing.test_score import short_of_memory
 
-        def score(self, path, *a, **k):
-            if Path(path).name == "big.png":
-                raise MemoryError
-            return super().score(path, *a, **k)
-
+    Small = short_of_memory(decoding="huge.png", scoring="big.png")
     got: list = []
 
     def run():
