@@ -493,3 +493,51 @@ def test_the_reset_command_signs_its_datagram(model, monkeypatch):
                                                "--control-key", "short"])
         assert res.exit_code != 0 and "at least 16" in res.output
     assert srv.counters.resets == 1
+
+
+def test_a_server_run_in_a_terminal_resets_on_kill_hup_and_stops_when_the_terminal_closes(
+        tmp_path, model):
+    """SIGHUP resets the state while the terminal the server was started in is open; the
+    terminal's hangup as its window closes stops the server (its port freed) rather than
+    leaving it running, reset, behind a closed terminal; the counters still reach the file
+    its output goes to."""
+    import json
+    import os
+    import re
+    import signal
+    import sys
+    import threading
+    from pathlib import Path
+
+    from tests.shared import in_a_terminal
+
+    if not hasattr(os, "openpty"):
+        pytest.skip("no pseudo-terminals")
+    deepseek = str(Path(sys.executable).with_name("deepseek"))
+    counters = tmp_path / "counters.json"
+    with counters.open("w") as out:
+        proc, far = in_a_terminal([deepseek, "finance", "serve", "--udp", "127.0.0.1:0",
+                                   "--json"], stdout=out)
+    guard = threading.Timer(300, proc.kill)  # a server that never stops fails the test only
+    guard.start()
+    try:
+        said = b""
+        while (port := re.search(rb"udp://127\.0\.0\.1:(\d+)", said)) is None:
+            said += os.read(far, 4096)  # "serving ... on udp://HOST:PORT" (handlers set)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(60)
+        sock.connect(("127.0.0.1", int(port.group(1))))
+        assert _ask(sock, pack_tick(0, *_args(synthetic_ticks(1, seed=3)[0])))[3] == 0
+        proc.send_signal(signal.SIGHUP)  # kill -HUP, the terminal open: a reset, applied
+        for i, t in enumerate(synthetic_ticks(3, seed=3)[1:], 1):  # before a datagram that
+            assert _ask(sock, pack_tick(i, *_args(t)))[3] == i  # follows the handler's run
+        os.close(far)  # the terminal window closed: its hangup
+        rc = proc.wait(timeout=60)
+        sock.close()
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0
+    told = json.loads(counters.read_text())
+    assert told["resets"] == 1 and told["received"] == 3

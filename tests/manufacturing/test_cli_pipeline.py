@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -292,3 +293,47 @@ def test_stream_loads_its_model_again_on_sighup_without_stopping(tmp_path, monke
               if json.loads(x)["event"] == "model"]
     assert len(models) == 1 and models[0]["model_sha256"] == summary["model_sha256"]
     assert signal.getsignal(signal.SIGHUP) == before  # put back
+
+
+def test_a_stream_run_in_a_terminal_ends_when_the_terminal_closes(tmp_path):
+    """A stream started in a terminal: ``kill -HUP`` while the terminal is open loads the
+    model again; the terminal's hangup as its window closes ends the stream as Ctrl-C does
+    (exit status 0, the service manager told of the stop), not with a reload or a write
+    error on the closed terminal."""
+    import os
+    import signal
+    import socket
+    import sys
+    import threading
+
+    import pytest
+
+    from tests.shared import in_a_terminal, pending_datagrams, told_until
+
+    if not hasattr(os, "openpty"):
+        pytest.skip("no pseudo-terminals")
+    events = tmp_path / "ev.jsonl"
+    args = [str(Path(sys.executable).with_name("deepseek")), "manufacturing", "stream",
+            "synthetic:?seed=5&frames=3000&fps=10&width=96&height=64", "--realtime", "--quiet",
+            "--events", str(events)]  # a camera of 5 minutes
+    name = f"deepseek-stream-tty-{os.getpid()}"
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind("\0" + name)
+    manager.settimeout(120)
+    proc, far = in_a_terminal(args, name)
+    guard = threading.Timer(300, proc.kill)  # a stream that never ends fails the test only
+    guard.start()
+    try:
+        told = told_until(manager, "READY=1")  # frames flow
+        proc.send_signal(signal.SIGHUP)  # kill -HUP, the terminal open: a reload
+        told += told_until(manager, "READY=1\nSTATUS=deciding with ")
+        os.close(far)  # the terminal window closed: its hangup
+        rc = proc.wait(timeout=120)
+        told += pending_datagrams(manager)
+    finally:
+        guard.cancel()
+        manager.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0 and told[-1] == "STOPPING=1"
+    assert sum(m.startswith("RELOADING=1") for m in told) == 1  # the hangup did not reload

@@ -949,6 +949,68 @@ def test_a_watch_loads_its_model_again_on_sighup_and_each_result_names_it(tmp_pa
             ["a.png", "b.png", "c.png", "d.png"]  # no --state here: the folder scored
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="no pseudo-terminals")
+def test_a_watch_run_in_a_terminal_ends_when_the_terminal_closes_and_reloads_on_kill_hup(
+        tmp_path):
+    """SIGHUP means a reload to a service, and to a run in a terminal that is still open
+    (``kill -HUP``); the terminal's own hangup, as its window closes, ends the run as
+    Ctrl-C does (its results kept, its last words not a write error); under ``nohup`` the
+    hangup is ignored and the watch scores on."""
+    import os
+    import signal
+    import socket
+    import sys
+    import threading
+
+    from tests.shared import in_a_terminal, told_until
+    from tests.shared import pending_datagrams as _pending
+
+    root, table = tmp_path / "line", tmp_path / "scores.csv"
+    root.mkdir()
+    (root / "a.png").write_bytes(_photo(0))
+    deepseek = str(Path(sys.executable).with_name("deepseek"))
+    args = [deepseek, "manufacturing", "score", str(root), "--watch", "--csv", str(table),
+            "--threshold", "0.5"]
+
+    def run(nohup: bool) -> tuple[int, list[str]]:
+        name = f"deepseek-tty-{os.getpid()}-{nohup}"
+        manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        manager.bind("\0" + name)
+        manager.settimeout(120)
+        proc, far = in_a_terminal(args, name, nohup=nohup)
+        guard = threading.Timer(300, proc.kill)  # a hung watch fails the test, not the suite
+        guard.start()
+        try:
+            told = told_until(manager, "READY=1")
+            told += told_until(manager, "STATUS=1 photos scored")
+            proc.send_signal(signal.SIGHUP)  # kill -HUP, the terminal open: a reload
+            told += told_until(manager, "READY=1\nSTATUS=scoring with ")
+            os.close(far)  # the terminal window closed: its hangup
+            if nohup:  # ignored: the watch scores on
+                (root / "b.png").write_bytes(_photo(1))
+                told += told_until(manager, "STATUS=2 photos scored")
+                proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=120)
+            told += _pending(manager)
+        finally:
+            guard.cancel()
+            manager.close()
+            if proc.poll() is None:
+                proc.kill()
+        return rc, told
+
+    rc, told = run(nohup=False)
+    assert rc == 0 and told[-1] == "STOPPING=1"
+    assert sum(m.startswith("RELOADING=1") for m in told) == 1  # the hangup did not reload
+    rows = table.read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith(str(root / "a.png"))
+    rc, told = run(nohup=True)
+    assert rc == 0 and told[-1] == "STOPPING=1"
+    assert sum(m.startswith("RELOADING=1") for m in told) == 1
+    rows = table.read_text().splitlines()
+    assert len(rows) == 4 and rows[3].startswith(str(root / "b.png"))  # (a.png again: no --state)
+
+
 def test_a_watch_that_falls_behind_says_so_once_a_minute(tmp_path):
     """Photos that come faster than they are scored: a photo scored more than BEHIND_S
     after it was written is said (its delay, the photos waiting), at most once a minute;

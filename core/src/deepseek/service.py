@@ -10,14 +10,24 @@ and ``WATCHDOG=1`` at least every ``WATCHDOG_USEC`` microseconds where the unit 
 ``WatchdogSec=`` (a process that stops sending is killed and started again). The protocol is
 systemd's documented, stable interface (``sd_notify(3)``); without ``NOTIFY_SOCKET`` (a
 command run by hand, in a container) every call does nothing.
+
+SIGHUP means two things to a long-running command: a service manager's reload
+(``ExecReload=/bin/kill -HUP $MAINPID``), and the hangup of the terminal a command was
+started in, as its window closes. :func:`on_hangup` tells them apart: a hangup ends the run
+as Ctrl-C does (the run held no port or camera past its terminal, and its last words are not
+a write error on the closed terminal), and ``nohup`` keeps it running, as asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +98,69 @@ class ServiceNotifier:
         if now - self._last_ping >= self.watchdog_s:
             self._last_ping = now
             self.notify(watchdog=1)
+
+
+@contextlib.contextmanager
+def on_signal(name: str, handler: Any) -> Iterator[None]:
+    """``handler`` answers the signal ``name`` (``"SIGTERM"``: a service manager's stop;
+    ``"SIGHUP"``: its reload) while the block runs, the handler before it put back after; in
+    a thread other than the main one (an embedding application's), or where the system has
+    no such signal, the application's own signal handling is left as it is."""
+    signum = getattr(signal, name, None)
+    try:
+        before = None if signum is None else signal.signal(signum, handler)
+    except ValueError:  # not the main thread
+        before = None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signum, before)
+
+
+def has_terminal() -> bool:
+    """Whether this process has a controlling terminal: it was started in one, and the
+    terminal is still open."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:  # none (a service; a terminal hung up), or no such device here
+        return False
+    os.close(fd)
+    return True
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def on_hangup(reload: Callable[[], None], stop: Callable[[], None]) -> Iterator[None]:
+    """SIGHUP while the block runs. From a service manager (``systemctl reload``), or sent
+    by hand (``kill -HUP``) while the terminal the run was started in is open: ``reload()``.
+    From that terminal as it closes (its hangup: the terminal is gone): ``stop()``, as
+    Ctrl-C would, once the run's standard streams that were the terminal point at
+    /dev/null, so that its last words are not a write error (those redirected to files get
+    them). Under ``nohup`` (SIGHUP ignored when the run began) the hangup is ignored, as
+    asked, and the run goes on."""
+    started_in_terminal = has_terminal()
+    nohup = hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    ttys = [fd for fd in (0, 1, 2) if _isatty(fd)]
+
+    def hung_up(*_: Any) -> None:
+        if started_in_terminal and not has_terminal():
+            if ttys:  # the closed terminal reads nothing and takes no more output
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in ttys:
+                    os.dup2(null, fd)
+                os.close(null)
+                ttys.clear()
+            if not nohup:
+                stop()
+            return
+        reload()
+
+    with on_signal("SIGHUP", hung_up):
+        yield

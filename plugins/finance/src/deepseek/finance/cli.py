@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 from pathlib import Path
 
 import click
@@ -439,9 +438,11 @@ def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_a
 
     Every field of a tick is validated; a rejected tick is answered with its status and
     never touches the state. SIGHUP (or a signed reset datagram: deepseek finance reset)
-    clears the model's state; SIGTERM stops.
+    clears the model's state; SIGTERM stops, as does the hangup of the terminal it was
+    started in (its window closed; ignored under nohup).
     """
     from deepseek.finance.feed import FeedServer, Limits, parse_address
+    from deepseek.service import on_hangup, on_signal
 
     host, port = parse_address(address)
     limits = Limits(max_jump=max_jump, size_jump=size_jump, max_gap_s=max_gap_s,
@@ -449,16 +450,15 @@ def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_a
                     confirm_s=confirm_s, window=window)
     server = FeedServer(_fastpath(model, trust_pickle), host, port, busy_poll=busy_poll,
                         limits=limits, control_key=control_key)
-    click.echo(f"serving {model} on udp://{server.address[0]}:{server.address[1]}"
-               f"{' (busy-poll)' if busy_poll else ''}"
-               f"{'; no clock window' if not time_window_s else ''}"
-               f"{'' if server.key else '; no control key: reset datagrams are refused'}"
-               "; SIGHUP resets the state, Ctrl-C stops", err=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, lambda *_: server.request_reset())
-    try:
-        server.serve_forever(max_ticks=max_ticks, duration=duration)
+    try:  # SIGHUP resets the state; the hangup of the terminal it runs in stops it
+        with on_signal("SIGTERM", lambda *_: server.stop()), \
+                on_hangup(server.request_reset, server.stop):
+            click.echo(f"serving {model} on udp://{server.address[0]}:{server.address[1]}"
+                       f"{' (busy-poll)' if busy_poll else ''}"
+                       f"{'; no clock window' if not time_window_s else ''}"
+                       f"{'' if server.key else '; no control key: reset datagrams are refused'}"
+                       "; SIGHUP resets the state, Ctrl-C stops", err=True)
+            server.serve_forever(max_ticks=max_ticks, duration=duration)
     except KeyboardInterrupt:
         pass
     finally:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +182,8 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
     SOURCE is a video file, cam:N, an rtsp:// or http:// URL, a GStreamer pipeline ending in
     appsink, an image folder, or synthetic:?seed=N&frames=N. SIGTERM ends it as Ctrl-C does;
     SIGHUP (systemctl reload) loads MODEL again while the stream runs on, deciding from its
-    next step (the events say from which frame).
+    next step (the events say from which frame); the hangup of the terminal it was started
+    in (its window closed) ends it as Ctrl-C does (ignored under nohup).
     """
     from deepseek.evaluation import evaluate
     from deepseek.manufacturing.errors import ManufacturingError
@@ -235,7 +235,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
         click.echo(f"defect at frame {ev.frame} (t={ev.time_s:.3f} s) score {ev.score:.3f} "
                    f"box {ev.box}{width}", err=True)
 
-    from deepseek.service import ServiceNotifier
+    from deepseek.service import ServiceNotifier, on_hangup, on_signal
 
     service = ServiceNotifier()  # systemd's Type=notify: ready, status, reloads, watchdog
     told = [float("-inf")]  # when the service manager was last given the stream's status
@@ -293,7 +293,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
         threading.Thread(target=reload_now, name="reload", daemon=True).start()
 
     try:  # a service manager's stop (SIGTERM) ends the stream as Ctrl-C does; its reload
-        with _on_signal("SIGTERM", stopped), _on_signal("SIGHUP", reload_asked):  # (SIGHUP)
+        with on_signal("SIGTERM", stopped), on_hangup(reload_asked, stopped):  # (SIGHUP)
             rep = ds.run(max_frames=max_frames)  # loads the model again, without a gap
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
@@ -391,8 +391,9 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
               help="PATH is the folder a camera writes its photos into: score the photos "
                    "there, then each new or rewritten photo once its file is complete, one "
                    "line (with --json, one JSON object) per photo as it is scored, --csv "
-                   "appended row by row, until Ctrl-C or SIGTERM; SIGHUP (systemctl "
-                   "reload) loads the model again from the next photo on. Each result names "
+                   "appended row by row, until Ctrl-C, SIGTERM or its terminal's hangup; "
+                   "SIGHUP (systemctl reload, kill -HUP) loads the model again from the next "
+                   "photo on. Each result names "
                    "the model's SHA-256, the threshold and when it was decided.")
 @click.option("--new-only", is_flag=True,
               help="With --watch: leave the photos already in the folder; score what comes "
@@ -563,26 +564,6 @@ def _score_line(r: Any) -> str:
     return f"{r.score:.4f}  {'DEFECT' if r.defect else 'ok    '}  {r.path}{box}"
 
 
-@contextlib.contextmanager
-def _on_signal(name: str, handler: Any) -> Iterator[None]:
-    """``handler`` answers the signal ``name`` (SIGTERM: a service manager's stop; SIGHUP:
-    its reload) while the block runs, the handler before it put back after; in a thread
-    other than the main one (an embedding application's), or where the system has no such
-    signal, the application's own signal handling is left as it is."""
-    import signal
-
-    signum = getattr(signal, name, None)
-    try:
-        before = None if signum is None else signal.signal(signum, handler)
-    except ValueError:  # not the main thread
-        before = None
-    try:
-        yield
-    finally:
-        if before is not None:
-            signal.signal(signum, before)
-
-
 def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
                      csv_path: Path | None, heatmaps: Path | None, heatmaps_of: str,
                      as_json: bool, *, poll: bool | float, settle: float, existing: bool,
@@ -603,7 +584,7 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
     from deepseek.manufacturing.errors import ManufacturingError
     from deepseek.manufacturing.score import UnreadableImage, csv_row
     from deepseek.manufacturing.watch import watch_folder
-    from deepseek.service import ServiceNotifier
+    from deepseek.service import ServiceNotifier, on_hangup, on_signal
 
     service = ServiceNotifier()  # systemd's Type=notify: ready, status, reloads, watchdog
     header = _watch_csv_header(csv_path, lambda m: click.echo(m, err=True))
@@ -668,8 +649,8 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
     click.echo(f"watching {folder} with {model} ({_model_words(scorer)}; Ctrl-C to stop, "
                "SIGHUP to load the model again)", err=True)
     try:  # a service manager's stop (SIGTERM) ends the watch as Ctrl-C does, its reload
-        with _on_signal("SIGTERM", lambda *_: stop.set()), \
-                _on_signal("SIGHUP", lambda *_: asked.set()):  # (SIGHUP) loads the model
+        with on_signal("SIGTERM", lambda *_: stop.set()), \
+                on_hangup(asked.set, stop.set):  # (SIGHUP) loads the model
             watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
                          stop=stop, existing=existing, state=state, reload=reload,
                          heatmaps_of=heatmaps_of, service=service,
