@@ -137,6 +137,41 @@ def test_a_model_loaded_again_decides_from_the_next_step_on(tmp_path, monkeypatc
     assert read_events(events) == [(f, f + 4)]  # the model's line is not an event
 
 
+def test_an_event_open_at_a_reload_ends_with_the_model_that_opened_it(tmp_path,
+                                                                      monkeypatch):
+    """A crack under the camera as the model is loaded again: the event the model before
+    opened ends with the last frame it decided (its clear line before the model line), and
+    the new model opens its own, so that each event names the one model that decided it;
+    the new model's debounce counts its own frames."""
+    import deepseek.manufacturing.stream as stream_module
+    from deepseek.loader.base import file_sha256
+    from deepseek.manufacturing.metrics import read_events
+
+    weights = _weights_file(tmp_path / "model.safetensors", threshold=0.5)
+    first = file_sha256(weights)
+    src = FrameSource.open("synthetic:?seed=1&frames=24&width=96&height=64")
+    events = tmp_path / "events.jsonl"
+    steps = iter([_Scripted([0.9] * 24), _Scripted([0.9] * 6 + [0.1] * 18)])
+    monkeypatch.setattr(stream_module, "make_step", lambda *a, **k: next(steps))
+    said: list = []
+
+    def on_batch(rep, last):
+        if rep.batches == 2:
+            _weights_file(weights, threshold=0.4)  # retrained meanwhile
+            said.extend([ds.load_again(), rep.frames])
+
+    ds = DefectStream(src, str(weights), debounce=(2, 3), max_batch=4, events=events,
+                      on_batch=on_batch)
+    rep = ds.run()
+    second, f = said
+    recs = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [(r["event"], r["frame"], r["model_sha256"]) for r in recs] == \
+        [("defect", 1, first), ("clear", f - 1, first), ("model", f, second),
+         ("defect", f + 1, second), ("clear", f + 8, second)]
+    assert [(e.frame, e.end_frame) for e in rep.events] == [(1, f - 1), (f + 1, f + 8)]
+    assert read_events(events) == [(1, f - 1), (f + 1, f + 8)]
+
+
 def test_weights_replaced_while_they_are_loaded_are_loaded_again(monkeypatch):
     """The digest a result names is that of the bytes loaded: taken before and after, the
     model loaded again when they differ (a training run renamed its weights over them)."""

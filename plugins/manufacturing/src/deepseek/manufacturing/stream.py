@@ -792,7 +792,10 @@ class DefectStream:
         of the stream's service) in the calling thread, while the stream runs on with the
         model it has, and hand it over: the stream takes it at its next step, with a fresh
         temporal state, and writes an ``{"event": "model", ...}`` line naming the frame and
-        the new model's SHA-256 into its events. Returns that SHA-256.
+        the new model's SHA-256 into its events. An event open then ends with the last frame
+        the model before decided (its ``clear`` line comes first), so that each event is
+        decided by the one model it names; the new model opens its own once its frames are
+        flagged (the debounce's k of n, counted afresh). Returns that SHA-256.
 
         Raises:
             ManufacturingError: the model does not load, or was trained on photos read over
@@ -863,6 +866,13 @@ class DefectStream:
                         t_start = batch[0].t_capture
                         per_step = self._per_step(*batch[0].image.shape[:2])
                     if self._next is not None:  # a model loaded again: from this step on
+                        if active is not None:  # each event is one model's: the old one's
+                            active.end_frame = idx[-1]  # ends with the last frame it decided
+                            active.settle_width(self.mm_per_px)
+                            self._emit(out, "clear", active)
+                            rep.events.append(active)
+                            active = None
+                        window.clear()  # the new model's own k of n frames open an event
                         self._take_next(rep, out, batch[0].index)
                     frames = pad16(np.stack([f.image for f in batch]))
                     t2 = time.perf_counter()
