@@ -7,6 +7,7 @@ data are never copied into the repository. ``DEEPSEEK_SHARED_DATA`` points elsew
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -44,29 +45,70 @@ def pending_datagrams(sock: socket.socket) -> list[str]:
         sock.settimeout(30)
 
 
-def in_a_terminal(args: list[str], manager_name: str = "", *, nohup: bool = False,
+class Terminal:
+    """A command run as from a terminal (:func:`in_a_terminal`): ``proc``, the process;
+    ``manager``, the socket a service manager would listen on (``Type=notify``), or None."""
+
+    def __init__(self, proc, far: int, manager) -> None:
+        self.proc, self.manager, self._far = proc, manager, far
+
+    def read(self) -> bytes:
+        """What the command wrote to the terminal since the last read (waits for some)."""
+        return os.read(self._far, 4096)
+
+    def hang_up(self) -> None:
+        """The terminal window closed: the kernel hangs the terminal up."""
+        if self._far is not None:
+            os.close(self._far)
+            self._far = None
+
+
+@contextlib.contextmanager
+def in_a_terminal(args: list[str], *, notify: bool = False, nohup: bool = False,
                   stdout=None):
     """``args`` run as from a terminal: a session of its own whose controlling terminal is a
-    pseudo-terminal (returned: the process and the terminal's far end, whose closing is the
-    terminal window closing), told to notify ``manager_name`` (an abstract socket's name);
-    ``nohup``: SIGHUP ignored from the start, as ``nohup`` does; ``stdout``: a file its
-    standard output is redirected to, rather than the terminal."""
+    pseudo-terminal, the :class:`Terminal` yielded. ``notify``: told to notify a socket
+    (``NOTIFY_SOCKET``) as systemd would be; ``nohup``: SIGHUP ignored from the start, as
+    ``nohup`` does; ``stdout``: a file its standard output is redirected to, rather than the
+    terminal. A command still running after the block, or after 300 s (hung: it fails the
+    test, not the suite), is killed."""
+    import secrets
     import subprocess
     import sys
+    import threading
 
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    manager = None
+    if notify:
+        name = f"deepseek-tty-{os.getpid()}-{secrets.token_hex(4)}"
+        manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        manager.bind("\0" + name)
+        manager.settimeout(120)
+        env["NOTIFY_SOCKET"] = "@" + name
     far, near = os.openpty()
     launch = ("import fcntl, os, signal, sys, termios\n"
               "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
               + ("signal.signal(signal.SIGHUP, signal.SIG_IGN)\n" if nohup else "")
               + "os.execv(sys.argv[1], sys.argv[1:])\n")
-    env = {**os.environ, "NOTIFY_SOCKET": "@" + manager_name} if manager_name else \
-        {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-    env.pop("WATCHDOG_USEC", None)
-    proc = subprocess.Popen([sys.executable, "-c", launch, *args], stdin=near,
-                            stdout=near if stdout is None else stdout,
-                            stderr=near, start_new_session=True, env=env)
-    os.close(near)
-    return proc, far
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", launch, *args], stdin=near,
+                                stdout=near if stdout is None else stdout, stderr=near,
+                                start_new_session=True, env=env)
+    finally:
+        os.close(near)
+    term = Terminal(proc, far, manager)
+    guard = threading.Timer(300, proc.kill)
+    guard.start()
+    try:
+        yield term
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        term.hang_up()
+        if manager is not None:
+            manager.close()
 
 
 def told_until(manager, prefix: str) -> list[str]:

@@ -302,9 +302,7 @@ def test_a_stream_run_in_a_terminal_ends_when_the_terminal_closes(tmp_path):
     error on the closed terminal."""
     import os
     import signal
-    import socket
     import sys
-    import threading
 
     import pytest
 
@@ -316,24 +314,12 @@ def test_a_stream_run_in_a_terminal_ends_when_the_terminal_closes(tmp_path):
     args = [str(Path(sys.executable).with_name("deepseek")), "manufacturing", "stream",
             "synthetic:?seed=5&frames=3000&fps=10&width=96&height=64", "--realtime", "--quiet",
             "--events", str(events)]  # a camera of 5 minutes
-    name = f"deepseek-stream-tty-{os.getpid()}"
-    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    manager.bind("\0" + name)
-    manager.settimeout(120)
-    proc, far = in_a_terminal(args, name)
-    guard = threading.Timer(300, proc.kill)  # a stream that never ends fails the test only
-    guard.start()
-    try:
-        told = told_until(manager, "READY=1")  # frames flow
-        proc.send_signal(signal.SIGHUP)  # kill -HUP, the terminal open: a reload
-        told += told_until(manager, "READY=1\nSTATUS=deciding with ")
-        os.close(far)  # the terminal window closed: its hangup
-        rc = proc.wait(timeout=120)
-        told += pending_datagrams(manager)
-    finally:
-        guard.cancel()
-        manager.close()
-        if proc.poll() is None:
-            proc.kill()
+    with in_a_terminal(args, notify=True) as term:
+        told = told_until(term.manager, "READY=1")  # frames flow
+        term.proc.send_signal(signal.SIGHUP)  # kill -HUP, the terminal open: a reload
+        told += told_until(term.manager, "READY=1\nSTATUS=deciding with ")
+        term.hang_up()  # the terminal window closed
+        rc = term.proc.wait(timeout=120)
+        told += pending_datagrams(term.manager)
     assert rc == 0 and told[-1] == "STOPPING=1"
     assert sum(m.startswith("RELOADING=1") for m in told) == 1  # the hangup did not reload

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,42 +100,56 @@ def _weights_file(path, **extra):
     return path
 
 
-def test_a_model_loaded_again_decides_from_the_next_step_on(tmp_path, monkeypatch):
-    """load_again (systemctl reload of the stream's service): the weights retrained in place
-    are loaded while the stream runs on, and decide from its next step, with an events line
-    naming that frame and their SHA-256; weights that do not fit (read over other bits) are
-    refused and the stream goes on with the model it has. The events file still reads."""
+def _reloaded_after_two_steps(tmp_path, monkeypatch, before, after, then=None, **kw):
+    """A stream of 24 synthetic frames whose model's steps score them ``before``, its weights
+    retrained in place and loaded again after its second step (``load_again``) and their
+    steps scoring ``after`` from there; ``then(ds)`` once that is done. Returns the report,
+    the events' records, the two models' SHA-256 and the first frame the second decided."""
     import deepseek.manufacturing.stream as stream_module
     from deepseek.loader.base import file_sha256
-    from deepseek.manufacturing.metrics import read_events
 
     weights = _weights_file(tmp_path / "model.safetensors", threshold=0.5)
     first = file_sha256(weights)
     src = FrameSource.open("synthetic:?seed=1&frames=24&width=96&height=64")
     events = tmp_path / "events.jsonl"
-    # the first model's steps, then the retrained one's
-    steps = iter([_Scripted([0.1] * 24), _Scripted([0.9] * 4 + [0.1] * 20)])
+    steps = iter([_Scripted(before), _Scripted(after)])
     monkeypatch.setattr(stream_module, "make_step", lambda *a, **k: next(steps))
     said: list = []
 
     def on_batch(rep, last):
         if rep.batches == 2:  # retrained meanwhile: loaded again while the stream runs
             _weights_file(weights, threshold=0.4)
-            said.append(ds.load_again())
-            said.append(rep.frames)  # the frames decided by the first model
-            _weights_file(weights, bit_depth=12)
-            with pytest.raises(ManufacturingError, match="read over other bits"):
-                ds.load_again()
+            said.extend([ds.load_again(), rep.frames])  # (the frames the first decided)
+            if then is not None:
+                then(ds)
 
-    ds = DefectStream(src, str(weights), debounce=(1, 1), events=events, on_batch=on_batch)
+    ds = DefectStream(src, str(weights), events=events, on_batch=on_batch, **kw)
     rep = ds.run()
     recs = [json.loads(x) for x in events.read_text().splitlines()]
     second, f = said
     assert second not in (None, first) and 0 < f < 20
+    return rep, recs, first, second, f
+
+
+def test_a_model_loaded_again_decides_from_the_next_step_on(tmp_path, monkeypatch):
+    """load_again (systemctl reload of the stream's service): the weights retrained in place
+    are loaded while the stream runs on, and decide from its next step, with an events line
+    naming that frame and their SHA-256; weights that do not fit (read over other bits) are
+    refused and the stream goes on with the model it has. The events file still reads."""
+    from deepseek.manufacturing.metrics import read_events
+
+    def not_at_other_bits(ds):
+        _weights_file(Path(ds._model), bit_depth=12)
+        with pytest.raises(ManufacturingError, match="read over other bits"):
+            ds.load_again()
+
+    rep, recs, _, second, f = _reloaded_after_two_steps(
+        tmp_path, monkeypatch, [0.1] * 24, [0.9] * 4 + [0.1] * 20, not_at_other_bits,
+        debounce=(1, 1))
     assert [(r["event"], r["frame"], r["model_sha256"]) for r in recs] == \
         [("model", f, second), ("defect", f, second), ("clear", f + 4, second)]
     assert rep.summary()["model_sha256"] == second and rep.summary()["reloads"] == 1
-    assert read_events(events) == [(f, f + 4)]  # the model's line is not an event
+    assert read_events(tmp_path / "events.jsonl") == [(f, f + 4)]  # the model's line: no event
 
 
 def test_an_event_open_at_a_reload_ends_with_the_model_that_opened_it(tmp_path,
@@ -143,33 +158,16 @@ def test_an_event_open_at_a_reload_ends_with_the_model_that_opened_it(tmp_path,
     opened ends with the last frame it decided (its clear line before the model line), and
     the new model opens its own, so that each event names the one model that decided it;
     the new model's debounce counts its own frames."""
-    import deepseek.manufacturing.stream as stream_module
-    from deepseek.loader.base import file_sha256
     from deepseek.manufacturing.metrics import read_events
 
-    weights = _weights_file(tmp_path / "model.safetensors", threshold=0.5)
-    first = file_sha256(weights)
-    src = FrameSource.open("synthetic:?seed=1&frames=24&width=96&height=64")
-    events = tmp_path / "events.jsonl"
-    steps = iter([_Scripted([0.9] * 24), _Scripted([0.9] * 6 + [0.1] * 18)])
-    monkeypatch.setattr(stream_module, "make_step", lambda *a, **k: next(steps))
-    said: list = []
-
-    def on_batch(rep, last):
-        if rep.batches == 2:
-            _weights_file(weights, threshold=0.4)  # retrained meanwhile
-            said.extend([ds.load_again(), rep.frames])
-
-    ds = DefectStream(src, str(weights), debounce=(2, 3), max_batch=4, events=events,
-                      on_batch=on_batch)
-    rep = ds.run()
-    second, f = said
-    recs = [json.loads(x) for x in events.read_text().splitlines()]
+    rep, recs, first, second, f = _reloaded_after_two_steps(
+        tmp_path, monkeypatch, [0.9] * 24, [0.9] * 6 + [0.1] * 18, debounce=(2, 3),
+        max_batch=4)
     assert [(r["event"], r["frame"], r["model_sha256"]) for r in recs] == \
         [("defect", 1, first), ("clear", f - 1, first), ("model", f, second),
          ("defect", f + 1, second), ("clear", f + 8, second)]
     assert [(e.frame, e.end_frame) for e in rep.events] == [(1, f - 1), (f + 1, f + 8)]
-    assert read_events(events) == [(1, f - 1), (f + 1, f + 8)]
+    assert read_events(tmp_path / "events.jsonl") == [(1, f - 1), (f + 1, f + 8)]
 
 
 def test_weights_replaced_while_they_are_loaded_are_loaded_again(monkeypatch):

@@ -956,11 +956,8 @@ def test_a_watch_run_in_a_terminal_ends_when_the_terminal_closes_and_reloads_on_
     (``kill -HUP``); the terminal's own hangup, as its window closes, ends the run as
     Ctrl-C does (its results kept, its last words not a write error); under ``nohup`` the
     hangup is ignored and the watch scores on."""
-    import os
     import signal
-    import socket
     import sys
-    import threading
 
     from tests.shared import in_a_terminal, told_until
     from tests.shared import pending_datagrams as _pending
@@ -973,31 +970,18 @@ def test_a_watch_run_in_a_terminal_ends_when_the_terminal_closes_and_reloads_on_
             "--threshold", "0.5"]
 
     def run(nohup: bool) -> tuple[int, list[str]]:
-        name = f"deepseek-tty-{os.getpid()}-{nohup}"
-        manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        manager.bind("\0" + name)
-        manager.settimeout(120)
-        proc, far = in_a_terminal(args, name, nohup=nohup)
-        guard = threading.Timer(300, proc.kill)  # a hung watch fails the test, not the suite
-        guard.start()
-        try:
-            told = told_until(manager, "READY=1")
-            told += told_until(manager, "STATUS=1 photos scored")
-            proc.send_signal(signal.SIGHUP)  # kill -HUP, the terminal open: a reload
-            told += told_until(manager, "READY=1\nSTATUS=scoring with ")
-            os.close(far)  # the terminal window closed: its hangup
+        with in_a_terminal(args, notify=True, nohup=nohup) as term:
+            told = told_until(term.manager, "READY=1")
+            told += told_until(term.manager, "STATUS=1 photos scored")
+            term.proc.send_signal(signal.SIGHUP)  # kill -HUP, the terminal open: a reload
+            told += told_until(term.manager, "READY=1\nSTATUS=scoring with ")
+            term.hang_up()  # the terminal window closed
             if nohup:  # ignored: the watch scores on
                 (root / "b.png").write_bytes(_photo(1))
-                told += told_until(manager, "STATUS=2 photos scored")
-                proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=120)
-            told += _pending(manager)
-        finally:
-            guard.cancel()
-            manager.close()
-            if proc.poll() is None:
-                proc.kill()
-        return rc, told
+                told += told_until(term.manager, "STATUS=2 photos scored")
+                term.proc.send_signal(signal.SIGTERM)
+            rc = term.proc.wait(timeout=120)
+            return rc, [*told, *_pending(term.manager)]
 
     rc, told = run(nohup=False)
     assert rc == 0 and told[-1] == "STOPPING=1"
