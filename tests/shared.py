@@ -45,6 +45,27 @@ def pending_datagrams(sock: socket.socket) -> list[str]:
         sock.settimeout(30)
 
 
+class FillingDisk:
+    """os.write as a disk that fills: ``full`` refuses every write (no space); ``room``
+    bytes at most then cut a write short, as a disk that fills in the middle of a line."""
+
+    def __init__(self) -> None:
+        self.full, self.room = False, None
+
+    def __call__(self, fd, data):
+        import errno
+
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if self.room is not None:
+            n = min(len(data), self.room)
+            self.room -= n
+            if n == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return os.write(fd, bytes(data[:n]))
+        return os.write(fd, data)
+
+
 class Terminal:
     """A command run as from a terminal (:func:`in_a_terminal`): ``proc``, the process;
     ``manager``, the socket a service manager would listen on (``Type=notify``), or None."""

@@ -6,6 +6,7 @@ import pytest
 
 from deepseek.errors import DeepSeekError
 from deepseek.paths import ready_folder, ready_to_write
+from tests.shared import FillingDisk
 
 
 def test_ready_to_write_makes_the_folder_and_refuses_a_folder(tmp_path):
@@ -137,3 +138,62 @@ def test_written_whole_replaces_the_file_only_once_it_is_written(tmp_path):
     with written_whole(model) as tmp:
         tmp.write_text("new")
     assert model.read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_appended_lines_are_held_back_while_the_disk_is_full_and_written_in_order(
+        tmp_path, caplog):
+    """A full disk holds lines back, in order, and writes them once it has room (a line cut
+    short is completed, not written twice); past the limit, or an error waiting cannot
+    mend, raises naming the option and the file; lines never written are counted at close;
+    the file is appended to (a rotation that empties it leaves no hole)."""
+    import logging
+
+    from deepseek.errors import DeepSeekError
+    from deepseek.paths import AppendedLines
+
+    path = tmp_path / "events.jsonl"
+    path.write_text("kept\n")
+    disk = FillingDisk()
+    lines = AppendedLines(path, "--events")
+    lines._write = disk
+    assert lines.tell() == 5
+    lines.write("a\n")
+    disk.room = 3  # the disk fills in the middle of "ccc"
+    with caplog.at_level(logging.WARNING, "deepseek.paths"):
+        lines.write("b\n")
+        lines.write("ccc\n")
+        lines.write("d\n")
+        assert lines.held == 2 and path.read_text() == "kept\na\nb\nc"
+        assert "--events " in caplog.text and "held back" in caplog.text
+        disk.room = None  # room again
+        lines.flush()
+    assert lines.held == 0 and path.read_text() == "kept\na\nb\nccc\nd\n"
+    assert "written to again" in caplog.text
+    path.write_text("")  # copytruncate
+    lines.write("e\n")
+    assert path.read_text() == "e\n"
+    assert lines.close() == 0 and lines.close() == 0
+
+    small = AppendedLines(path, "--scores", append=False, hold_bytes=8)
+    assert path.read_text() == "" and small.tell() == 0
+    small._write = disk
+    disk.full = True
+    small.write("1,0.5\n")
+    with pytest.raises(DeepSeekError, match=r"--scores .*events\.jsonl: No space left on "
+                                            r"device.* 2 lines are lost"):
+        small.write("2,0.5\n")
+    small.write("3,0.5\n")
+    with caplog.at_level(logging.ERROR, "deepseek.paths"):
+        assert small.close() == 1
+    assert "the 1 lines held back were never written and are lost" in caplog.text
+
+    def broken(fd, data):
+        import errno
+
+        raise OSError(errno.EIO, "Input/output error")
+
+    other = AppendedLines(path, "--events")
+    other._write = broken
+    with pytest.raises(DeepSeekError, match="cannot write to it .Input/output error"):
+        other.write("x\n")
+    assert other.close() == 1  # (said at error level)

@@ -170,6 +170,45 @@ def test_an_event_open_at_a_reload_ends_with_the_model_that_opened_it(tmp_path,
     assert read_events(tmp_path / "events.jsonl") == [(1, f - 1), (f + 1, f + 8)]
 
 
+def test_a_full_disk_holds_the_streams_lines_back_and_does_not_stop_it(tmp_path,
+                                                                      monkeypatch):
+    """The disk of the events and scores fills while the stream runs: the stream decides on,
+    its lines held back, and once there is room they are written, in order, the files as
+    those of a run whose disk never filled; a disk still full when the stream ends is an
+    error that counts the lines lost (a real full device: /dev/full)."""
+    import os
+
+    from click.testing import CliRunner
+
+    from deepseek.cli import build_cli
+    from deepseek.paths import AppendedLines
+    from tests.shared import FillingDisk
+
+    probs = [0.1, 0.9, 0.9, 0.1, 0.1, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1] * 2
+    _stream(probs, debounce=(1, 1), max_batch=4, events=tmp_path / "whole.jsonl",
+            scores=tmp_path / "whole.csv").run()
+    disk = FillingDisk()
+    monkeypatch.setattr(AppendedLines, "_write", staticmethod(disk))
+
+    def on_batch(rep, last):
+        disk.full = rep.batches in (1, 2, 3)  # full after the first step, room after the fourth
+
+    rep = _stream(probs, debounce=(1, 1), max_batch=4, events=tmp_path / "ev.jsonl",
+                  scores=tmp_path / "sc.csv", on_batch=on_batch).run()
+    assert rep.frames == 24 and len(rep.events) == 4
+    assert (tmp_path / "ev.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
+    assert (tmp_path / "sc.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    monkeypatch.undo()
+    if os.path.exists("/dev/full"):
+        res = CliRunner().invoke(build_cli(), [
+            "manufacturing", "stream", "synthetic:?seed=5&frames=60&width=96&height=64",
+            "--quiet", "--debounce", "1", "1", "--threshold", "0.01", "--events",
+            "/dev/full"])
+        assert res.exit_code == 2 and "--events /dev/full: the disk had no room for the " \
+            "last " in res.output and "lines when the stream ended; they are lost" in \
+            res.output, res.output
+
+
 def test_weights_replaced_while_they_are_loaded_are_loaded_again(monkeypatch):
     """The digest a result names is that of the bytes loaded: taken before and after, the
     model loaded again when they differ (a training run renamed its weights over them)."""

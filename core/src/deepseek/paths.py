@@ -14,12 +14,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import logging
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from deepseek.errors import DeepSeekError
+
+log = logging.getLogger(__name__)
+
+#: what a write refused for want of room (a full disk, a full quota) may be held back for
+FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: the bytes of lines an :class:`AppendedLines` holds back at most while its disk is full
+HOLD_BYTES = 64 * 2**20
 
 
 @contextlib.contextmanager
@@ -40,6 +48,93 @@ def written_whole(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class AppendedLines:
+    """A file of lines a long run appends to as they come (a stream's events, its frame
+    scores), which a full disk does not stop. Lines the disk refuses for want of room (no
+    space, a quota) are held back in memory, in order, and written as soon as it takes
+    them again, up to ``hold_bytes`` (then, and on any other error, :meth:`write` raises,
+    naming ``option`` and the file). The file is opened for appending, so that a log
+    rotation that empties it (``copytruncate``) leaves no hole; ``append=False`` empties it
+    first. Each write goes to the system at once (a reader sees whole lines as they come;
+    a line cut short by a full disk is completed, not written twice)."""
+
+    _write = staticmethod(os.write)
+
+    def __init__(self, path: str | Path, option: str, *, append: bool = True,
+                 hold_bytes: int = HOLD_BYTES) -> None:
+        self.path, self.option, self.hold_bytes = Path(path), option, int(hold_bytes)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
+        self._fd: int | None = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
+        self._held = bytearray()
+        self._refused: OSError | None = None  # why lines are held back now
+
+    @property
+    def held(self) -> int:
+        """The lines held back, not yet in the file."""
+        return self._held.count(b"\n")
+
+    def tell(self) -> int:
+        """The file's size (0: a new or emptied file, which wants its header)."""
+        return os.fstat(self._fd).st_size if self._fd is not None else 0
+
+    def write(self, text: str) -> int:
+        """Append ``text`` (whole lines), after the lines held back."""
+        self._held += text.encode()
+        self._drain()
+        return len(text)
+
+    def flush(self) -> None:
+        """Write what is held back, where the disk takes it now."""
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._held:
+            try:
+                n = self._write(self._fd, self._held)
+            except OSError as exc:
+                if exc.errno not in FULL_ERRORS:
+                    raise DeepSeekError(f"{self.option} {self.path}: cannot write to it "
+                                        f"({exc.strerror})") from None
+                self._hold(exc)
+                return
+            del self._held[:n]
+        if self._refused is not None:
+            log.warning("%s %s: written to again; the lines held back meanwhile are in it, "
+                        "in order", self.option, self.path)
+            self._refused = None
+
+    def _hold(self, exc: OSError) -> None:
+        if self._refused is None:
+            self._refused = exc
+            log.warning("%s %s: %s; its lines are held back in memory, in order (up to %d "
+                        "MiB), and written as soon as there is room: free space there",
+                        self.option, self.path, exc.strerror, self.hold_bytes >> 20)
+        if len(self._held) > self.hold_bytes:
+            lost = self.held
+            self._held.clear()
+            raise DeepSeekError(f"{self.option} {self.path}: {exc.strerror}, for longer than "
+                                f"{self.hold_bytes >> 20} MiB of its lines could be held "
+                                f"back: {lost} lines are lost; free space there (or give "
+                                "another path) and start again")
+
+    def close(self) -> int:
+        """Write what is held back, where the disk takes it, and close the file. Returns
+        the lines it did not take, which are lost (said at error level)."""
+        if self._fd is None:
+            return 0
+        with contextlib.suppress(DeepSeekError):  # said by the write that met it
+            self._drain()
+        lost = self.held
+        os.close(self._fd)
+        self._fd = None
+        self._held.clear()
+        if lost:
+            log.error("%s %s: %s; the %d lines held back were never written and are lost",
+                      self.option, self.path, self._refused.strerror if self._refused
+                      else "not written", lost)
+        return lost
 
 
 def ready_to_write(path: str | Path | None, option: str, example: str) -> None:

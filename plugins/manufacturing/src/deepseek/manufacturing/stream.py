@@ -45,6 +45,7 @@ from deepseek.manufacturing.runtime import (
     stored_extra,
     torch_missing,
 )
+from deepseek.paths import AppendedLines
 
 if TYPE_CHECKING:
     from deepseek.manufacturing.model import DefectNet
@@ -823,17 +824,18 @@ class DefectStream:
         """
         rep = StreamReport(backend=self.step.name, source=self.source.describe(),
                            model_sha256=self.model_sha256)
-        opened: list[IO[str]] = []
+        opened: list[AppendedLines] = []
 
-        def target(where: str | Path | IO[str] | None) -> IO[str] | None:
+        def target(where: str | Path | IO[str] | None, option: str) -> Any:
+            # a file of the stream's lines, which a full disk does not stop: its lines are
+            # held back and written when there is room again (AppendedLines)
             if isinstance(where, (str, Path)):
-                if not self._append:
-                    Path(where).open("w").close()
-                opened.append(Path(where).open("a"))
+                opened.append(AppendedLines(where, option, append=self._append))
                 return opened[-1]
             return where
 
-        out, score_rows = target(self._events_target), target(self._scores_target)
+        out = target(self._events_target, "--events")
+        score_rows = target(self._scores_target, "--scores")
         if score_rows is not None and (not self._append or score_rows.tell() == 0):
             score_rows.write("frame,score\n")
         if out is not None and self._append:  # each run's events after a line that says
@@ -941,8 +943,12 @@ class DefectStream:
                     + "\n")
                 out.flush()
         finally:
-            for fh in opened:
-                fh.close()
+            lost = {fh: fh.close() for fh in opened}  # lines a full disk never took
+        for fh, n in lost.items():
+            if n:
+                raise ManufacturingError(f"{fh.option} {fh.path}: the disk had no room for "
+                                         f"the last {n} lines when the stream ended; they "
+                                         "are lost (see the log): free space there")
         t_end = time.perf_counter()
         rep.frames = seen
         rep.seconds = (t_end - t_start) if t_start is not None else 0.0
