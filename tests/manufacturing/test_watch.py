@@ -632,6 +632,24 @@ def test_score_watch_stops_when_its_csv_cannot_be_written(tmp_path, monkeypatch)
     assert res.stdout.split()[-1] == str(root / "a.png")
 
 
+def test_the_header_read_of_a_watch_csv_is_bounded(tmp_path):
+    """The watch reads the first line of a CSV there to check its columns: at most 64 KiB of
+    it, so a file with no end of line, or a device of endless bytes given by mistake, is
+    refused at once rather than read without end; an empty file (emptied by a rotation) is
+    begun anew."""
+    import os
+
+    from deepseek.manufacturing.cli import _watch_csv_header
+    from deepseek.manufacturing.errors import ManufacturingError
+
+    empty = tmp_path / "scores.csv"
+    empty.write_text("")
+    assert _watch_csv_header(empty, print)[0] == "path"
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ManufacturingError, match="--csv /dev/zero: its columns"):
+            _watch_csv_header(Path("/dev/zero"), print)
+
+
 def test_a_state_another_watch_holds_is_refused(tmp_path):
     """Two watches of one folder would score each photo twice and mix their states."""
     from deepseek.manufacturing.errors import ManufacturingError

@@ -695,8 +695,9 @@ def _watch_csv_header(csv_path: Path | None, say: Callable[[str], None]) -> list
     if csv_path is None:
         return header
     try:
-        with open(csv_path, newline="") as fh:
-            there = next(csv.reader(fh), None)
+        with open(csv_path, newline="") as fh:  # its first line, bounded (a file with
+            first = fh.readline(1 << 16)  # no end of line, a device)
+        there = next(csv.reader([first]), None) if first else None
     except FileNotFoundError:
         return header
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
