@@ -253,5 +253,9 @@ def test_a_path_the_command_cannot_use_is_the_users_error_not_a_bug(tmp_path):
                     "or choose a path on another disk)")
     assert "exists already" in path_error(FileExistsError(errno.EEXIST, "File exists",
                                                           str(tmp_path)))
-    assert path_error(OSError(errno.ENOSPC, "No space left on device")) is None  # no path
+    # a write to a file opened before: the system names no path, the disk is still full
+    assert path_error(OSError(errno.ENOSPC, "No space left on device")) == (
+        "a write failed: No space left on device (the disk is full: free space or choose a "
+        "path on another disk)")
+    assert path_error(OSError(errno.EACCES, "Permission denied")) is None  # no path
     assert path_error(OSError(errno.ECONNREFUSED, "Connection refused", "x")) is None

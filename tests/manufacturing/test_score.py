@@ -202,6 +202,45 @@ def test_csv_heatmaps_and_cli(parts, tmp_path):
     assert "3 heatmap(s) written by `score --heatmaps` are not parts" in res.stderr
 
 
+def test_a_csv_the_disk_has_no_room_for_keeps_the_file_before_and_the_results(
+        parts, tmp_path, monkeypatch):
+    """The CSV is written once the photos are scored: a disk that fills while it is written
+    leaves the CSV there before as it was (no half table), the results are printed all the
+    same, and the error names the CSV (exit status 2); a device is written as it is."""
+    import errno
+    import os
+
+    import deepseek.manufacturing.score as score_module
+
+    table = tmp_path / "s.csv"
+    table.write_text("yesterday's table\n")
+    real_row, rows = score_module.csv_row, [0]
+
+    def row_then_full(r):
+        rows[0] += 1
+        if rows[0] == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_row(r)
+
+    monkeypatch.setattr(score_module, "csv_row", row_then_full)
+    line = ["manufacturing", "score", str(parts), "--threshold", "0.5", "--csv", str(table)]
+    res = CliRunner().invoke(build_cli(), [*line, "--json"])
+    assert res.exit_code == 2
+    assert len(json.loads(res.stdout)) == 3  # the results, printed all the same
+    assert f"--csv {table}: cannot write it (No space left on device); a file there before " \
+        "is left as it was, and the 3 results are printed above" in res.stderr
+    assert table.read_text() == "yesterday's table\n"
+    assert not list(tmp_path.glob(".s.csv*"))  # no temporary left
+    rows[0] = 0
+    res = CliRunner().invoke(build_cli(), line)
+    assert res.exit_code == 2 and "3 images, 1 flagged as defects\n" in res.stdout
+    monkeypatch.undo()
+    if os.path.exists("/dev/full"):  # a device: written as it is, not replaced
+        res = CliRunner().invoke(build_cli(), [*line[:-1], "/dev/full"])
+        assert res.exit_code == 2 and "--csv /dev/full: cannot write it" in res.stderr
+        assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")
+
+
 def test_an_output_that_cannot_be_written_is_refused_before_scoring(parts, tmp_path,
                                                                    monkeypatch):
     import deepseek.manufacturing.score as score_module

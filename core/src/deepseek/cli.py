@@ -97,11 +97,22 @@ _PATH_HINTS = {
 }
 
 
+#: the errors of a write that found no room, which name no file when the file was opened
+#: before the write
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, *([errno.EDQUOT] if hasattr(errno, "EDQUOT") else [])}
+
+
 def path_error(exc: OSError) -> str | None:
     """One line for an OSError that names a path the command could not use (see
-    ``_PATH_HINTS``): the path, the system's reason and what to do; None for any other
-    OSError (a missing file the command expected to find is not the user's to fix here)."""
+    ``_PATH_HINTS``): the path, the system's reason and what to do; for a write that found
+    no room in a file opened before (the system names no path), the reason and what to do;
+    None for any other OSError (a missing file the command expected to find is not the
+    user's to fix here)."""
     hint = _PATH_HINTS.get(exc.errno) if exc.errno is not None else None
+    if hint is not None and exc.filename is None and exc.errno in _NO_ROOM:
+        # a write to a file opened before (the system names none): still the disk's state,
+        # not a bug
+        return f"a write failed: {exc.strerror or type(exc).__name__} ({hint})"
     if hint is None or exc.filename is None:
         return None
     if exc.errno == errno.EEXIST and Path(str(exc.filename)).is_dir():

@@ -454,10 +454,11 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
             state_path.resolve() == csv_path.resolve():
         raise click.UsageError("--state and --csv name the same file: give the state a file "
                                "of its own")
+    from deepseek.manufacturing.errors import ManufacturingError
+
     cal = None
     if calibration is not None:
         from deepseek.manufacturing.calibration import read_calibration
-        from deepseek.manufacturing.errors import ManufacturingError
 
         if threshold is not None:
             raise ManufacturingError("give --threshold or --calibration, not both")
@@ -495,8 +496,14 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                            unreadable=unreadable, keep_maps=evaluate, backend=backend,
                            heatmaps_of=heatmaps_of)
     unreadable = unreadable or []
+    csv_failed = None  # the results are printed all the same, then the CSV's error said
     if csv_path is not None:
-        write_csv(results, csv_path, unreadable)
+        try:
+            write_csv(results, csv_path, unreadable)
+        except OSError as exc:
+            csv_failed = (f"--csv {csv_path}: cannot write it ({exc.strerror}); a file there "
+                          f"before is left as it was, and the {len(results)} results are "
+                          "printed above: free space there or give another path")
     report = None
     if evaluate:
         from deepseek.manufacturing.score import evaluate_scores, stored_bit_depth
@@ -507,6 +514,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
         out = [r.to_dict() for r in in_file_order(results, unreadable)]
         click.echo(json.dumps(out if report is None else {"images": out, "evaluation": report},
                               indent=2))
+        if csv_failed:
+            raise ManufacturingError(csv_failed)
         _unreadable_exit(unreadable)
         return
     for r in results:
@@ -514,7 +523,7 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
     n_def = sum(r.defect for r in results)
     click.echo(f"{len(results)} images, {n_def} flagged as defects"
                + (f"; {len(unreadable)} unreadable, not scored" if unreadable else "")
-               + (f"; written to {csv_path}" if csv_path else "")
+               + (f"; written to {csv_path}" if csv_path and not csv_failed else "")
                + (f"; heatmaps in {heatmaps}" if heatmaps else ""))
     from deepseek.manufacturing.score import (
         describe_expectation,
@@ -555,6 +564,8 @@ def score(paths: tuple[str, ...], model: str, threshold: float | None, csv_path:
                        f"{px['pixel_auroc']:.4f}, AU-PRO (FPR <= 0.3) "
                        f"{px['au_pro']:.4f}; references: chance 0.5, the images' own "
                        f"darkness {ref['pixel_auroc']:.4f} / {ref['au_pro']:.4f}")
+    if csv_failed:
+        raise ManufacturingError(csv_failed)
     _unreadable_exit(unreadable)
 
 

@@ -582,12 +582,19 @@ def write_csv(results: list[ImageScore], path: str | Path,
     """Write one CSV row per image (path, size, score, defect, box, heatmap, the threshold and
     the model's SHA-256 it was decided with, error); returns the path. ``unreadable`` images
     (:func:`score_images`) get a row of their own in their place among the files, with the
-    error and the other fields empty."""
+    error and the other fields empty. A file written whole is renamed into place, so a write
+    that fails (a full disk) leaves the file there before as it was; a device, a pipe or a
+    link there is written as it is."""
+    import contextlib
     import csv
+
+    from deepseek.paths import written_whole
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    whole = not path.is_symlink() and (path.is_file() or not path.exists())
+    with (written_whole(path) if whole else contextlib.nullcontext(path)) as where, \
+            open(where, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_HEADER)
         w.writerows(csv_row(r) for r in in_file_order(results, unreadable))
