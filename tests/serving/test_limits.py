@@ -163,3 +163,64 @@ def test_typed_grpc_contents_decode_and_are_checked():
             stub.ModelInfer(bad, timeout=30)
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "7 values for shape [2, 4]" in exc.value.details()
+
+
+def test_a_request_given_up_while_its_json_is_parsed_keeps_its_memory_until_the_parse_ends(
+        monkeypatch):
+    """A large JSON body is parsed in a worker thread. A request given up meanwhile (the
+    client gone, the server cancelling it) leaves the parse running to its end, so what it
+    reserved of the memory budget stays reserved until then, and is given back when it
+    ends (before, it was given back at once, while the thread still filled that memory)."""
+    import asyncio
+    import contextlib
+    import threading
+
+    import deepseek.serving.rest as rest
+
+    parsing, go_on = threading.Event(), threading.Event()
+    real_parse = rest.parse_rest_request
+
+    def slow_parse(body, header_length):
+        parsing.set()
+        assert go_on.wait(60)
+        return real_parse(body, header_length)
+
+    monkeypatch.setattr(rest, "parse_rest_request", slow_parse)
+    monkeypatch.setattr(rest, "PARSE_OFFLOAD_BYTES", 0)  # every body parsed in a thread
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                   "data": [1, 2, 3, 4]}]}).encode()
+    with DeepSeekServing(models={"d": "test-double"}, port=0, grpc_port=None) as s:
+        app = rest.build_app(s)
+
+        async def given_up() -> None:
+            sent = []
+
+            async def receive():
+                if not sent:
+                    sent.append(1)
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await asyncio.Event().wait()  # the client says nothing more
+
+            async def send(message):
+                pass
+
+            scope = {"type": "http", "http_version": "1.1", "method": "POST",
+                     "scheme": "http", "path": "/v2/models/d/infer", "raw_path": b"",
+                     "root_path": "", "query_string": b"", "server": ("test", 80),
+                     "client": ("test", 1), "headers": [
+                         (b"content-length", str(len(body)).encode()),
+                         (b"content-type", b"application/json")]}
+            task = asyncio.ensure_future(app(scope, receive, send))
+            assert await asyncio.to_thread(parsing.wait, 60)
+            held = s.memory.used
+            assert held >= decode_cost(len(body), binary=False)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert s.memory.used == held  # the parse goes on: its memory stays reserved
+            go_on.set()
+            # the parse's thread ends; its end reaches this loop before the shutdown's does
+            await asyncio.get_running_loop().shutdown_default_executor()
+            assert s.memory.used == 0
+
+        asyncio.run(given_up())

@@ -129,7 +129,17 @@ def build_app(server: Any) -> Starlette:
                 held = server.memory.reserve(decode_cost(len(body), header_length is not None),
                                              f"a request of {len(body)} bytes")
             if len(body) > PARSE_OFFLOAD_BYTES:  # keep the event loop (and probes) free
-                req, arrays = await asyncio.to_thread(decode, body, header_length)
+                # the parse runs to its end in its thread even when the request is given
+                # up (the client gone, the server cancelling it): what it holds stays
+                # reserved until then, not given back while the thread still fills it
+                job = asyncio.get_running_loop().run_in_executor(None, decode, body,
+                                                                 header_length)
+                try:
+                    req, arrays = await asyncio.shield(job)
+                except asyncio.CancelledError:
+                    job.add_done_callback(_released_when_done(held))
+                    held = None
+                    raise
             else:
                 req, arrays = decode(body, header_length)
             datatypes = {t["name"]: t["datatype"] for t in req["inputs"]}
@@ -196,6 +206,16 @@ def build_app(server: Any) -> Starlette:
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed,
                                                        500: internal, Exception: internal})
+
+
+def _released_when_done(held: Any) -> Any:
+    """A done-callback for a parse whose request was given up: ``held`` given back once it
+    ends (its outcome read, so that an error it met is not logged as never retrieved)."""
+    def done(job: asyncio.Future) -> None:
+        held.release()
+        if not job.cancelled():
+            job.exception()
+    return done
 
 
 def _check_version(model: Any, request: Request) -> None:
