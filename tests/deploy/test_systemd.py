@@ -16,6 +16,7 @@ import pytest
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 UNIT = UNITS / "deepseek-watch@.service"
 STREAM = UNITS / "deepseek-stream@.service"
+FEED = UNITS / "deepseek-feed@.service"
 
 
 def _exec_start(text: str, env: dict[str, str] | None = None) -> list[str]:
@@ -28,14 +29,14 @@ def _exec_start(text: str, env: dict[str, str] | None = None) -> list[str]:
 
 
 def _parsed(args: list[str]) -> dict:
-    """The options ``deepseek manufacturing <command> ...`` would run with (unknown options,
-    bad values: refused here)."""
+    """The options ``deepseek <plugin> <command> ...`` would run with (unknown options, bad
+    values: refused here)."""
     from deepseek.cli import build_cli
 
-    assert args[0] == "/opt/deepseek/bin/deepseek" and args[1] == "manufacturing"
+    assert args[0] == "/opt/deepseek/bin/deepseek" and args[1] in ("manufacturing", "finance")
     cli = build_cli()
-    group_ctx = cli.make_context("deepseek", ["manufacturing"], resilient_parsing=True)
-    command = cli.get_command(group_ctx, "manufacturing").get_command(group_ctx, args[2])
+    group_ctx = cli.make_context("deepseek", [args[1]], resilient_parsing=True)
+    command = cli.get_command(group_ctx, args[1]).get_command(group_ctx, args[2])
     return command.make_context(args[2], args[3:]).params
 
 
@@ -66,7 +67,83 @@ def test_the_stream_service_starts_a_command_the_cli_takes():
     assert "StateDirectory=deepseek/%i" in text and "EnvironmentFile=" in text
 
 
-@pytest.mark.parametrize("unit_file", [UNIT, STREAM], ids=["watch", "stream"])
+def test_the_feed_service_starts_a_command_the_cli_takes():
+    """The address and the model named in the instance's environment file, which also holds
+    the control key (the server reads DEEPSEEK_FEED_CONTROL_KEY from its environment)."""
+    text = FEED.read_text()
+    args = _exec_start(text, {"ADDRESS": "127.0.0.1:9999",
+                              "MODEL": "/srv/models/usdm/model.safetensors"})
+    assert args[1:3] == ["finance", "serve"]
+    params = _parsed(args)
+    assert params["address"] == "127.0.0.1:9999" and params["as_json"]
+    assert params["model"] == "/srv/models/usdm/model.safetensors"
+    assert "EnvironmentFile=/etc/deepseek/feed-%i.env" in text
+    assert "DEEPSEEK_FEED_CONTROL_KEY" in text and "ExecReload=/bin/kill -HUP $MAINPID" in text
+
+
+def test_the_feed_service_command_tells_systemd_and_resets_on_reload():
+    """Run as systemd runs it: ready once its port is bound (the address in its status),
+    its counters as its status and watchdog pings while it serves; SIGHUP (systemctl
+    reload) resets the model's state before the next datagram; SIGTERM stops it with its
+    counters on stdout (the journal) and exit status 0."""
+    import json
+    import os
+    import re
+    import signal
+    import socket
+
+    from deepseek.finance.feed import DECISION_STRUCT, pack_tick
+    from deepseek.finance.synthetic import synthetic_ticks
+    from tests.shared import pending_datagrams, told_until
+
+    text = FEED.read_text()
+    assert "Type=notify" in text and "NotifyAccess=main" in text
+    watchdog_s = int(text.split("WatchdogSec=")[1].split()[0])
+    args = _exec_start(text, {"ADDRESS": "127.0.0.1:0", "MODEL": "tick-gru"})
+    args = [str(Path(sys.executable).with_name("deepseek")), *args[1:], "--time-window-s", "0"]
+    name = f"deepseek-feed-unit-{os.getpid()}"
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind("\0" + name)
+    manager.settimeout(120)
+    env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": str(watchdog_s * 10**6)}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        ready = manager.recv(4096).decode()
+        where = re.fullmatch(r"READY=1\nSTATUS=serving tick-gru on udp://127\.0\.0\.1:(\d+)",
+                             ready)
+        assert where, ready
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(60)
+            sock.connect(("127.0.0.1", int(where.group(1))))
+            ticks = synthetic_ticks(4, seed=2)
+
+            def ask(i):
+                t = ticks[i]
+                sock.send(pack_tick(i, int(t["time_ns"]), *(float(t[k]) for k in (
+                    "bid", "ask", "bid_size", "ask_size", "bid_depth", "ask_depth",
+                    "last_px", "last_size")), int(t["side"])))
+                return DECISION_STRUCT.unpack(sock.recv(64))
+
+            assert ask(0)[2:4] == (0, 0)  # status ok, sequence 0
+            proc.send_signal(signal.SIGHUP)  # systemctl reload: a reset, applied before a
+            for i in (1, 2, 3):  # datagram after the handler has run
+                assert ask(i)[2:4] == (0, i)
+        told = [ready, *told_until(manager, "STATUS=4 datagrams, 4 answered")]
+        proc.send_signal(signal.SIGTERM)  # systemctl stop
+        out, err = proc.communicate(timeout=60)
+        told += pending_datagrams(manager)
+    finally:
+        manager.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "WATCHDOG=1" in told and told[-1] == "STOPPING=1"
+    counters = json.loads(out)
+    assert counters["received"] == 4 and counters["answered"] == 4 and counters["resets"] == 1
+
+
+@pytest.mark.parametrize("unit_file", [UNIT, STREAM, FEED], ids=["watch", "stream", "feed"])
 def test_systemd_verifies_the_service(tmp_path, unit_file):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

@@ -439,10 +439,14 @@ def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_a
     Every field of a tick is validated; a rejected tick is answered with its status and
     never touches the state. SIGHUP (or a signed reset datagram: deepseek finance reset)
     clears the model's state; SIGTERM stops, as does the hangup of the terminal it was
-    started in (its window closed; ignored under nohup).
+    started in (its window closed; ignored under nohup). Under systemd (Type=notify) it
+    reports ready once its port is bound, its counters as the service's status, and
+    watchdog pings (deploy/systemd/deepseek-feed@.service).
     """
+    import time
+
     from deepseek.finance.feed import FeedServer, Limits, parse_address
-    from deepseek.service import on_hangup, on_signal
+    from deepseek.service import ServiceNotifier, on_hangup, on_signal
 
     host, port = parse_address(address)
     limits = Limits(max_jump=max_jump, size_jump=size_jump, max_gap_s=max_gap_s,
@@ -450,18 +454,35 @@ def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_a
                     confirm_s=confirm_s, window=window)
     server = FeedServer(_fastpath(model, trust_pickle), host, port, busy_poll=busy_poll,
                         limits=limits, control_key=control_key)
+    service = ServiceNotifier()  # systemd's Type=notify: ready, status, watchdog, stop
+    said = [float("-inf")]
+
+    def every() -> None:  # off the tick path, about every 0.2 s (FeedServer.serve_forever)
+        service.alive()
+        now = time.monotonic()
+        if now - said[0] >= 2.0:
+            said[0] = now
+            c = server.counters
+            service.status(f"{c.received} datagrams, {c.answered} answered, "
+                           f"{sum(c.rejected.values())} ticks rejected, {c.bad_size} of a "
+                           f"wrong size, {c.resets} resets")
+
     try:  # SIGHUP resets the state; the hangup of the terminal it runs in stops it
         with on_signal("SIGTERM", lambda *_: server.stop()), \
                 on_hangup(server.request_reset, server.stop):
-            click.echo(f"serving {model} on udp://{server.address[0]}:{server.address[1]}"
+            where = f"udp://{server.address[0]}:{server.address[1]}"
+            click.echo(f"serving {model} on {where}"
                        f"{' (busy-poll)' if busy_poll else ''}"
                        f"{'; no clock window' if not time_window_s else ''}"
                        f"{'' if server.key else '; no control key: reset datagrams are refused'}"
                        "; SIGHUP resets the state, Ctrl-C stops", err=True)
-            server.serve_forever(max_ticks=max_ticks, duration=duration)
+            service.ready(f"serving {model} on {where}")
+            server.serve_forever(max_ticks=max_ticks, duration=duration,
+                                 every=every if service.active else None)
     except KeyboardInterrupt:
         pass
     finally:
+        service.stopping()
         server.sock.close()
         counters = server.counters.to_dict()
         click.echo(json.dumps(counters) if as_json else

@@ -81,6 +81,7 @@ import threading
 import time
 from bisect import bisect_left, insort
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -477,9 +478,12 @@ class FeedServer:
                                   s2)
         return True
 
-    def serve_forever(self, max_ticks: int | None = None, duration: float | None = None) -> None:
+    def serve_forever(self, max_ticks: int | None = None, duration: float | None = None,
+                      every: Callable[[], None] | None = None) -> None:
         """Answer tick datagrams with decisions until stopped (or ``max_ticks`` ticks, or
-        ``duration`` seconds).
+        ``duration`` seconds). ``every()`` (a service's status and watchdog) is called
+        about every 0.2 s while the loop turns, after a datagram's answer has gone, never
+        between a datagram and its answer.
         """
         sock = self.sock
         inbuf = bytearray(256)
@@ -489,6 +493,9 @@ class FeedServer:
         stop = self._stop
         deadline = time.monotonic() + duration if duration else None
         clock = time.perf_counter_ns
+        period = 200_000_000  # ns between two calls of every()
+        due = clock() + period
+        polls = 0
         if self.busy_poll:
             sock.setblocking(False)
         else:
@@ -499,15 +506,24 @@ class FeedServer:
             except (TimeoutError, BlockingIOError):
                 if deadline is not None and time.monotonic() > deadline:
                     break
+                polls += 1  # busy-polling: the clock read once in 4096 empty polls
+                if every is not None and (not self.busy_poll or (polls & 0xFFF) == 0) \
+                        and (now := clock()) >= due:
+                    every()
+                    due = now + period
                 continue
             except OSError:
                 break  # socket closed by stop()
-            if handle(inbuf, n, out, clock()):
+            now = clock()
+            if handle(inbuf, n, out, now):
                 try:
                     sock.sendto(out, addr)
                     c.answered += 1
                 except OSError as exc:
                     log.warning("could not answer %s: %s", addr, exc)
+            if every is not None and now >= due:  # the receive time the tick was read at
+                every()
+                due = now + period
             if max_ticks is not None and c.received >= max_ticks:
                 break
             if deadline is not None and (c.received & 1023) == 0 and time.monotonic() > deadline:
