@@ -277,7 +277,7 @@ def test_http_url_of_a_file_is_a_file_not_a_camera(monkeypatch):
     made = []
 
     class Stub(_Scripted):
-        def __init__(self, target, live, api=0, threads=0):
+        def __init__(self, target, live, api=0, threads=0, read_timeout_s=None):
             super().__init__([_img(1)], live=live)
             made.append((target, live))
 
@@ -296,6 +296,62 @@ def test_http_url_of_a_file_is_a_file_not_a_camera(monkeypatch):
     assert [m[1] for m in made] == [False, False, True, True, True]
     assert asked == ["http://server/video.mjpg?fps=5", "https://server/clips/part_7.MP4",
                      "http://camera.local/video.mjpg"]  # only URLs that look like files
+
+
+def test_a_network_stream_that_stalls_is_reopened_after_its_read_timeout(monkeypatch):
+    """A camera whose stream goes quiet with its connection open (a stalled network, a hung
+    encoder) is taken as lost after ``read_timeout_s`` without a frame, and reopened, rather
+    than after FFmpeg's own 30 s (9,000 frames of a 300 fps line); a camera that does not
+    answer the reopening is reported lost. Checked on a real FFmpeg reading an MJPEG server
+    that stalls."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from deepseek.manufacturing import sources
+
+    jpeg = cv2.imencode(".jpg", np.full((64, 96), 120, np.uint8))[1].tobytes()
+    stalled, asked = threading.Event(), []
+
+    class Camera(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            asked.append(self.path)
+            if len(asked) > 1:  # it does not answer the reopening
+                self.send_response(503)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
+            self.end_headers()
+            for _ in range(20):
+                self.wfile.write(b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                 b"%d\r\n\r\n%s\r\n" % (len(jpeg), jpeg))
+            self.wfile.flush()
+            stalled.wait(120)  # then quiet, the connection open
+
+    opened = []
+    real = cv2.VideoCapture
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a: opened.append(a) or real(*a))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/stream"
+        with sources.open_stream(url, read_timeout_s=0.5, reconnect_attempts=1,
+                                 reconnect_backoff=0.01) as src:
+            frames = list(src)
+    finally:
+        stalled.set()
+        server.shutdown()
+        server.server_close()
+    assert len(frames) == 20
+    assert src.stats.reconnects == 1 and src.stats.lost
+    params = opened[0][2]
+    timeouts = dict(zip(params[::2], params[1::2]))
+    assert timeouts[cv2.CAP_PROP_READ_TIMEOUT_MSEC] == 500
+    assert timeouts[cv2.CAP_PROP_OPEN_TIMEOUT_MSEC] == 10_000
+    with pytest.raises(SourceError, match="read_timeout_s=0: the seconds without a frame"):
+        sources.open_stream(url, read_timeout_s=0)
 
 
 def test_an_mjpeg_camera_is_told_from_a_file_on_a_server_by_its_answer():

@@ -152,6 +152,11 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
               help="Threads the grabber decodes with (FFmpeg's decoder, OpenCV's pool): one "
                    "core decodes, the model has the rest; 0 leaves it to FFmpeg and OpenCV "
                    "(a large H.264 stream may need several).")
+@click.option("--read-timeout", "read_timeout", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True,
+              help="A network stream (rtsp://, http://) that sends no frame for this many "
+                   "seconds, its connection open, is taken as lost and reopened (FFmpeg's "
+                   "own wait is 30 s).")
 @click.option("--fps", type=float, default=None, help="Nominal fps (folders; overrides files).")
 @click.option("--size", nargs=2, type=int, default=None,
               help="Resize every frame to W H (default: the first frame's size).")
@@ -173,7 +178,7 @@ def _status_line(rep: Any, last: dict[str, Any], t0: list[float]) -> None:
 def stream(source: str, events_path: Path | None, scores_path: Path | None, append: bool,
            model: str, threshold: float | None,
            debounce: tuple[int, int], policy: str | None, queue_size: int | None,
-           realtime: bool, decode_threads: int,
+           realtime: bool, decode_threads: int, read_timeout: float,
            fps: float | None, size: tuple[int, int] | None, fit: str, mm_per_px: float | None,
            backend: str, max_frames: int | None, truth: Path | None, show: bool, quiet: bool,
            as_json: bool) -> None:
@@ -191,7 +196,8 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
     from deepseek.manufacturing.synthetic import read_truth
     from deepseek.readers import open as open_source
 
-    opts: dict[str, Any] = {"realtime": realtime, "fit": fit, "decode_threads": decode_threads}
+    opts: dict[str, Any] = {"realtime": realtime, "fit": fit, "decode_threads": decode_threads,
+                            "read_timeout_s": read_timeout}
     if queue_size:
         opts["queue_size"] = queue_size
     if policy:

@@ -137,6 +137,20 @@ class _Reader:
         pass
 
 
+#: seconds without a frame after which a live network stream is taken as lost and reopened
+#: (FFmpeg's own wait is 30 s: 9,000 frames of a 300 fps line)
+READ_TIMEOUT_S = 5.0
+
+
+def _read_timeout(options: dict[str, Any]) -> float:
+    """The ``read_timeout_s`` option (default :data:`READ_TIMEOUT_S`), checked."""
+    t = options.get("read_timeout_s", READ_TIMEOUT_S)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0.1:
+        raise SourceError(f"read_timeout_s={t!r}: the seconds without a frame after which a "
+                          "network stream is reopened, at least 0.1")
+    return float(t)
+
+
 def _decode_threads(options: dict[str, Any]) -> int:
     """The ``decode_threads`` option (default 1), checked."""
     n = options.get("decode_threads", 1)
@@ -180,7 +194,7 @@ def _release_opencv_pool() -> None:
 
 class _CaptureReader(_Reader):
     def __init__(self, target: str | int, live: bool, api: int | None = None,
-                 threads: int = 0) -> None:
+                 threads: int = 0, read_timeout_s: float | None = None) -> None:
         cv2 = require_cv2("reading video files, cameras and network streams")
         self.cv2 = cv2
         self.target, self.live = target, live
@@ -188,6 +202,12 @@ class _CaptureReader(_Reader):
         # FFmpeg's decoder threads (0: FFmpeg's choice); other backends take no such setting
         self.params = [cv2.CAP_PROP_N_THREADS, threads] \
             if threads and self.api == cv2.CAP_FFMPEG else []
+        if read_timeout_s is not None and live and self.api == cv2.CAP_FFMPEG:
+            # a stream that stalls (the camera or the network gone quiet, the connection
+            # open) ends a read after this long, not FFmpeg's 30 s: it is reopened then
+            ms = round(read_timeout_s * 1000)
+            self.params += [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(ms, 10_000),
+                            cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         self.cap = self._open()
         if self.cap is None:
             if isinstance(target, int):
@@ -288,7 +308,7 @@ class FrameSource:
                  fit: str = "resize", on_size_change: str = "resize", realtime: bool = False,
                  fps: float | None = None, bit_depth: int | None = None,
                  reconnect_attempts: int = 5, reconnect_backoff: float = 0.5,
-                 decode_threads: int = 1) -> None:
+                 decode_threads: int = 1, read_timeout_s: float = READ_TIMEOUT_S) -> None:
         policy = policy or ("drop-oldest" if reader.live or realtime else "block")
         if policy not in POLICIES:
             raise SourceError(f"policy={policy!r}: use one of {', '.join(POLICIES)}")
@@ -300,6 +320,9 @@ class FrameSource:
             raise SourceError("queue_size must be at least 1")
         self.uri, self.policy, self.queue_size = uri, policy, int(queue_size)
         self.decode_threads = _decode_threads({"decode_threads": decode_threads})
+        #: the seconds without a frame after which a network stream is reopened (read by
+        #: the reader :func:`open_stream` makes; other sources have their own)
+        self.read_timeout_s = _read_timeout({"read_timeout_s": read_timeout_s})
         self._pool_held = False
         self.live, self.realtime = reader.live, bool(realtime)
         self.fps = float(fps or reader.fps or 30.0)
@@ -330,7 +353,8 @@ class FrameSource:
         like a camera), ``fps`` (override or set the nominal rate), ``bit_depth`` (for 16-bit
         frames), ``reconnect_attempts``, ``reconnect_backoff`` (seconds, doubled per try),
         ``decode_threads`` (default 1; 0: FFmpeg's and OpenCV's own choice; see the module
-        docstring)."""
+        docstring), ``read_timeout_s`` (a network stream: the seconds without a frame after
+        which it is taken as lost and reopened; default 5)."""
         from deepseek.readers import open as open_source
 
         if isinstance(uri, int):
@@ -553,7 +577,8 @@ def open_stream(source: str, **options: Any) -> FrameSource:
         url.path.lower().endswith(tuple(VIDEO_SUFFIXES)) and not http_is_live(s)
     cv2 = require_cv2("network streams")
     return FrameSource(_CaptureReader(s, live=not is_file, api=cv2.CAP_FFMPEG,
-                                      threads=_decode_threads(options)), s, **options)
+                                      threads=_decode_threads(options),
+                                      read_timeout_s=_read_timeout(options)), s, **options)
 
 
 def http_is_live(url: str, timeout_s: float = 5.0) -> bool:
