@@ -197,3 +197,42 @@ def test_appended_lines_are_held_back_while_the_disk_is_full_and_written_in_orde
     with pytest.raises(DeepSeekError, match="cannot write to it .Input/output error"):
         other.write("x\n")
     assert other.close() == 1  # (said at error level)
+
+
+def test_appended_lines_follow_a_rotation_and_a_folder_that_comes_back(tmp_path, caplog):
+    """A file moved away (logrotate's default) or removed is begun anew at its path at the
+    next write, with its header; an emptied one (copytruncate) gets its header again; a
+    folder that is gone holds the lines back until it is back (a share remounted)."""
+    import logging
+    import shutil
+
+    from deepseek.paths import AppendedLines
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = folder / "scores.csv"
+    rows = AppendedLines(path, "--scores", append=False, header="frame,score\n")
+    assert path.read_text() == "frame,score\n"  # at once, before any row
+    rows.write("0,0.1\n")
+    path.rename(folder / "scores.csv.1")
+    rows.write("1,0.2\n")
+    assert (folder / "scores.csv.1").read_text() == "frame,score\n0,0.1\n"
+    assert path.read_text() == "frame,score\n1,0.2\n"
+    path.write_text("")  # copytruncate
+    rows.write("2,0.3\n")
+    assert path.read_text() == "frame,score\n2,0.3\n"
+    path.unlink()
+    rows.write("3,0.4\n")
+    assert path.read_text() == "frame,score\n3,0.4\n"
+    shutil.rmtree(folder)  # the share unmounted
+    with caplog.at_level(logging.WARNING, "deepseek.paths"):
+        rows.write("4,0.5\n")
+        rows.write("5,0.6\n")
+        assert rows.held == 2 and "No such file or directory" in caplog.text
+        folder.mkdir()  # back
+        rows.write("6,0.7\n")
+    assert path.read_text() == "frame,score\n4,0.5\n5,0.6\n6,0.7\n"
+    assert rows.close() == 0
+    again = AppendedLines(path, "--scores", header="frame,score\n")  # appended: no header
+    again.write("7,0.8\n")
+    assert again.close() == 0 and path.read_text().count("frame,score") == 1

@@ -490,6 +490,21 @@ def test_a_stream_started_again_adds_to_its_files_and_a_live_event_says_when(tmp
 
     run(on_batch=rotated)
     raw = scores.read_bytes()
-    assert b"\0" not in raw and 0 < len(raw.decode().splitlines()) < len(probs)
-    assert all(int(f) >= 0 and float(p) >= 0 for f, p in
-               (x.split(",") for x in raw.decode().splitlines()))
+    lines = raw.decode().splitlines()  # the emptied CSV gets its header again
+    assert b"\0" not in raw and lines[0] == "frame,score" and 0 < len(lines) - 1 < len(probs)
+    assert all(int(f) >= 0 and float(p) >= 0 for f, p in (x.split(",") for x in lines[1:]))
+
+    def moved(rep, last):  # logrotate's default: the files moved away, the stream told not
+        if rep.batches == 1:
+            os.rename(scores, tmp_path / "scores.csv.1")
+            os.rename(events, tmp_path / "events.jsonl.1")
+
+    run(on_batch=moved)  # (its events: the second half of the line in the new file)
+    old, new = ((tmp_path / "scores.csv.1").read_text().splitlines(),
+                scores.read_text().splitlines())
+    assert old[0] == new[0] == "frame,score"  # each file with its header
+    assert [int(x.split(",")[0]) for x in old[1:] + new[1:]] == list(range(len(probs)))
+    moved_events = [json.loads(x)["event"] for x in
+                    (tmp_path / "events.jsonl.1").read_text().splitlines()]
+    assert moved_events == ["defect"] and json.loads(events.read_text().splitlines()[0])[
+        "event"] == "clear"

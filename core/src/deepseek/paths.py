@@ -55,20 +55,30 @@ class AppendedLines:
     scores), which a full disk does not stop. Lines the disk refuses for want of room (no
     space, a quota) are held back in memory, in order, and written as soon as it takes
     them again, up to ``hold_bytes`` (then, and on any other error, :meth:`write` raises,
-    naming ``option`` and the file). The file is opened for appending, so that a log
-    rotation that empties it (``copytruncate``) leaves no hole; ``append=False`` empties it
-    first. Each write goes to the system at once (a reader sees whole lines as they come;
-    a line cut short by a full disk is completed, not written twice)."""
+    naming ``option`` and the file). ``append=False`` empties the file first.
+
+    A log rotation is followed either way it is done: the file is opened for appending, so
+    that one that copies and empties it (``copytruncate``) leaves no hole, and a file moved
+    away or removed (logrotate's default) is begun anew at ``path`` at the next write; a
+    file begun anew, or emptied, gets ``header`` (a CSV's columns) before its lines. A
+    folder that is gone (a share unmounted) holds lines back as a full disk does. Each write
+    goes to the system at once (a reader sees whole lines as they come; a line cut short by
+    a full disk is completed, not written twice)."""
 
     _write = staticmethod(os.write)
+    _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
     def __init__(self, path: str | Path, option: str, *, append: bool = True,
-                 hold_bytes: int = HOLD_BYTES) -> None:
+                 header: str = "", hold_bytes: int = HOLD_BYTES) -> None:
         self.path, self.option, self.hold_bytes = Path(path), option, int(hold_bytes)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
-        self._fd: int | None = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
+        self.header = header.encode()
+        self._fd: int | None = os.open(self.path, self._FLAGS | (0 if append else os.O_TRUNC),
+                                       0o666)
         self._held = bytearray()
+        self._header_left = 0  # bytes of a header put before the lines, not yet written
         self._refused: OSError | None = None  # why lines are held back now
+        if self.header:
+            self._drain()  # an empty file's header, at once
 
     @property
     def held(self) -> int:
@@ -89,7 +99,36 @@ class AppendedLines:
         """Write what is held back, where the disk takes it now."""
         self._drain()
 
+    def _follow(self) -> None:
+        """The file at ``path`` again, where a rotation moved the open one away or removed
+        it (a new one begun), and the header first in an empty one."""
+        try:
+            there = os.stat(self.path)
+        except FileNotFoundError:
+            there = None
+        own = os.fstat(self._fd)
+        size = own.st_size
+        if there is None or (there.st_dev, there.st_ino) != (own.st_dev, own.st_ino):
+            fd = os.open(self.path, self._FLAGS, 0o666)  # (a folder gone: ENOENT, held)
+            os.close(self._fd)
+            self._fd, size = fd, os.fstat(fd).st_size
+            log.info("%s %s: moved away or removed (a log rotation?); its lines go to a new "
+                     "file there", self.option, self.path)
+        if self.header and size == 0 and not self._header_left:
+            self._held[:0] = self.header
+            self._header_left = len(self.header)
+
     def _drain(self) -> None:
+        if not self._held and not self.header:
+            return
+        try:
+            self._follow()
+        except OSError as exc:
+            if exc.errno not in (*FULL_ERRORS, errno.ENOENT):
+                raise DeepSeekError(f"{self.option} {self.path}: cannot open it again "
+                                    f"({exc.strerror})") from None
+            self._hold(exc)
+            return
         while self._held:
             try:
                 n = self._write(self._fd, self._held)
@@ -100,6 +139,7 @@ class AppendedLines:
                 self._hold(exc)
                 return
             del self._held[:n]
+            self._header_left = max(self._header_left - n, 0)
         if self._refused is not None:
             log.warning("%s %s: written to again; the lines held back meanwhile are in it, "
                         "in order", self.option, self.path)
@@ -109,8 +149,9 @@ class AppendedLines:
         if self._refused is None:
             self._refused = exc
             log.warning("%s %s: %s; its lines are held back in memory, in order (up to %d "
-                        "MiB), and written as soon as there is room: free space there",
-                        self.option, self.path, exc.strerror, self.hold_bytes >> 20)
+                        "MiB), and written as soon as it can be: free space there (or bring "
+                        "its folder back)", self.option, self.path, exc.strerror,
+                        self.hold_bytes >> 20)
         if len(self._held) > self.hold_bytes:
             lost = self.held
             self._held.clear()

@@ -826,18 +826,20 @@ class DefectStream:
                            model_sha256=self.model_sha256)
         opened: list[AppendedLines] = []
 
-        def target(where: str | Path | IO[str] | None, option: str) -> Any:
-            # a file of the stream's lines, which a full disk does not stop: its lines are
-            # held back and written when there is room again (AppendedLines)
+        def target(where: str | Path | IO[str] | None, option: str, header: str = "") -> Any:
+            # a file of the stream's lines, which a full disk does not stop (its lines held
+            # back, written when there is room again) and a log rotation does not lose (a
+            # file moved away begun anew, with its header): AppendedLines
             if isinstance(where, (str, Path)):
-                opened.append(AppendedLines(where, option, append=self._append))
+                opened.append(AppendedLines(where, option, append=self._append,
+                                            header=header))
                 return opened[-1]
+            if where is not None and header and (not self._append or where.tell() == 0):
+                where.write(header)
             return where
 
         out = target(self._events_target, "--events")
-        score_rows = target(self._scores_target, "--scores")
-        if score_rows is not None and (not self._append or score_rows.tell() == 0):
-            score_rows.write("frame,score\n")
+        score_rows = target(self._scores_target, "--scores", "frame,score\n")
         if out is not None and self._append:  # each run's events after a line that says
             self._run_line(out)  # where it begins (frame numbers start again with each run)
         window: collections.deque[bool] = collections.deque(maxlen=self.n)
