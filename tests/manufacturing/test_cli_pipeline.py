@@ -323,3 +323,48 @@ def test_a_stream_run_in_a_terminal_ends_when_the_terminal_closes(tmp_path):
         told += pending_datagrams(term.manager)
     assert rc == 0 and told[-1] == "STOPPING=1"
     assert sum(m.startswith("RELOADING=1") for m in told) == 1  # the hangup did not reload
+
+
+def test_a_stream_whose_source_hangs_says_so_and_stops_feeding_the_watchdog(monkeypatch):
+    """A source whose read hangs (a stuck pipeline, a driver) leaves the stream waiting for
+    frames: it feeds the service manager's watchdog only while the source is heard from, so
+    that after STALL_S of silence the watchdog restarts it; it says so once, in the log and
+    in its status."""
+    import os
+    import socket
+    import threading
+
+    import deepseek.manufacturing.sources as sources
+    import deepseek.readers as readers
+    from deepseek.manufacturing.sources import FrameSource
+    from tests.manufacturing.test_sources import _Hanging
+    from tests.shared import pending_datagrams, told_until
+
+    camera = _Hanging([np.full((64, 96), 150, np.uint8) for _ in range(8)])
+    monkeypatch.setattr(sources, "STALL_S", 0.3)
+    monkeypatch.setattr(readers, "open", lambda source, **kw: FrameSource(
+        camera, "fake://cam", reconnect_attempts=0))
+    name = f"deepseek-stall-{os.getpid()}"
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind("\0" + name)
+    manager.settimeout(120)
+    monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # a ping every 0.1 s at most
+    told: list[str] = []
+
+    def manager_side():  # the stall said, the camera's read lets go (its connection drops)
+        told.extend(told_until(manager, "STATUS=stalled"))
+        told.extend(pending_datagrams(manager))  # (what came with it: no ping)
+        camera.release.set()
+
+    side = threading.Thread(target=manager_side, daemon=True)
+    side.start()
+    with manager:
+        res = CliRunner().invoke(build_cli(), ["manufacturing", "stream", "fake://cam",
+                                               "--quiet", "--json"])
+        side.join(120)
+    assert res.exit_code == 3, res.output  # the source lost: its connection dropped
+    assert "fake://cam: no word from the source for 0 s (its read hangs); the service " \
+        "manager's watchdog will restart the stream" in res.stderr
+    stall = next(i for i, m in enumerate(told) if m.startswith("STATUS=stalled: no word"))
+    assert "WATCHDOG=1" in told[:stall] and "WATCHDOG=1" not in told[stall:]

@@ -170,6 +170,40 @@ def _img(v, shape=(32, 48)):
     return np.full(shape, v, np.uint8)
 
 
+class _Hanging(_Scripted):
+    """A fake live camera whose read hangs once its frames are delivered (a stuck pipeline
+    or driver), until ``release`` is set; then the connection drops."""
+
+    def __init__(self, items):
+        super().__init__(items, reopen_ok=False)
+        self.hanging, self.release = threading.Event(), threading.Event()
+
+    def read(self):
+        if self.items:
+            return self.items.pop(0)
+        self.hanging.set()
+        assert self.release.wait(120)
+        return None
+
+
+def test_a_read_that_hangs_is_told_by_the_time_the_source_was_last_heard_from():
+    """``stalled_s`` says how long the grabber has waited on the source (a read that hangs
+    grows it without end); ``get`` calls ``on_wait`` while no frame is there, so that a
+    service's watchdog is fed only while the source is heard from."""
+    camera = _Hanging([_img(1), _img(2)])
+    src = FrameSource(camera, "fake://cam", reconnect_attempts=0)
+    waits = []
+    with src:
+        got = src.get(2)
+        got += src.get(2) if len(got) < 2 else []
+        assert len(got) == 2 and camera.hanging.wait(60)
+        assert src.get(1, timeout=0.3, on_wait=lambda: waits.append(src.stalled_s())) == []
+        assert waits and src.stalled_s() >= 0.25  # waited 0.3 s on a read that hangs
+        camera.release.set()
+        assert src.get(1) == []  # the connection dropped, not reopened: the end
+    assert src.stalled_s() == 0.0 and src.stats.lost
+
+
 def test_live_source_reconnects_then_stops_cleanly():
     items = [_img(1), _img(2), None, _img(3), _img(4)]
     src = FrameSource(_Scripted(items), "fake://cam", reconnect_backoff=0.01,
@@ -224,6 +258,8 @@ class _FakeTime:
 
     def perf_counter(self):
         return self.now
+
+    monotonic = perf_counter
 
     def sleep(self, seconds):
         self.slept += max(0.0, seconds)
@@ -338,7 +374,7 @@ def test_a_network_stream_that_stalls_is_reopened_after_its_read_timeout(monkeyp
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/stream"
         with sources.open_stream(url, read_timeout_s=0.5, reconnect_attempts=1,
-                                 reconnect_backoff=0.01) as src:
+                                 reconnect_backoff=0.01, policy="block") as src:
             frames = list(src)
     finally:
         stalled.set()

@@ -273,7 +273,7 @@ def test_large_frames_go_fewer_to_a_step(monkeypatch, caplog):
     def asked(n):  # how many frames each step asked the source for
         src = FrameSource.open(f"synthetic:?seed=1&frames={n}&width=96&height=64")
         wants, get = [], src.get
-        src.get = lambda want: (wants.append(want), get(want))[1]
+        src.get = lambda want, **kw: (wants.append(want), get(want, **kw))[1]
         ds = DefectStream(src, DefectNet(), max_batch=4)
         ds.step = _Scripted([0.1] * n)
         assert ds.run().frames == n

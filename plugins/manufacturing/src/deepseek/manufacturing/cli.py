@@ -260,6 +260,22 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
                 service.status(status)
             told[0] = now
 
+    stalled = [False]  # said once a stall
+
+    def on_wait() -> None:  # no frame there: alive while the source is heard from, so that
+        from deepseek.manufacturing.sources import STALL_S  # a read that hangs (a stuck
+
+        quiet_s = src.stalled_s()  # pipeline, a driver) ends in the watchdog's restart
+        if quiet_s < STALL_S:
+            stalled[0] = False
+            service.alive()
+        elif not stalled[0]:
+            stalled[0] = True
+            click.echo(f"\n{source}: no word from the source for {quiet_s:.0f} s (its read "
+                       "hangs)" + ("; the service manager's watchdog will restart the stream"
+                                   if service.watchdog_s else ""), err=True)
+            service.status(f"stalled: no word from the source for {quiet_s:.0f} s")
+
     def on_frame(frame: Any, p: float, box: Any) -> None:
         import cv2
 
@@ -275,7 +291,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
     ds = DefectStream(src, model, threshold=threshold, debounce=tuple(debounce),
                       backend=backend, mm_per_px=mm_per_px, on_event=on_event,
                       events=events_path, scores=scores_path, on_batch=on_batch,
-                      on_frame=on_frame if show else None, append=append)
+                      on_frame=on_frame if show else None, append=append, on_wait=on_wait)
     def stopped(*_: Any) -> None:
         raise KeyboardInterrupt
 

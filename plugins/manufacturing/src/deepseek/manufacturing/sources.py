@@ -38,7 +38,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,9 @@ class _Reader:
         pass
 
 
+#: seconds without word from a source (no frame, no failed read, no reconnect attempt: every
+#: reader's own waits are shorter) after which its read is taken as hung
+STALL_S = 30.0
 #: seconds without a frame after which a live network stream is taken as lost and reopened
 #: (FFmpeg's own wait is 30 s: 9,000 frames of a 300 fps line)
 READ_TIMEOUT_S = 5.0
@@ -342,6 +345,9 @@ class FrameSource:
         self._done = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: when the grabber last heard from the source (a frame, a failed read, a reconnect
+        #: attempt), on the monotonic clock: see :meth:`stalled_s`
+        self.last_active = time.monotonic()
 
     @classmethod
     def open(cls, uri: str | int | Path, **options: Any) -> FrameSource:
@@ -365,6 +371,7 @@ class FrameSource:
     def start(self) -> FrameSource:
         """Start the grabbing thread of a live source (once); returns the source."""
         if self._thread is None:
+            self.last_active = time.monotonic()
             self._pool_held = _hold_opencv_pool(self.decode_threads)
             self._thread = threading.Thread(target=self._grab, name="frame-grabber",
                                             daemon=True)
@@ -410,7 +417,9 @@ class FrameSource:
             while not self._stop.is_set():
                 try:
                     img = self._reader.read()
+                    self.last_active = time.monotonic()
                 except FrameError as exc:  # one unreadable image in a folder
+                    self.last_active = time.monotonic()
                     self.stats.frames_rejected += 1
                     self.stats.frames_read += 1
                     n += 1
@@ -466,7 +475,10 @@ class FrameSource:
             log.warning("%s: stream lost; reconnect %d/%d", self.uri, attempt,
                         self.reconnect_attempts)
             self.stats.reconnects += 1
-            if self._reader.reopen():
+            self.last_active = time.monotonic()
+            reopened = self._reader.reopen()
+            self.last_active = time.monotonic()
+            if reopened:
                 self.stats.outage_s += time.perf_counter() - t_lost
                 return True
             delay = min(delay * 2, 10.0)
@@ -478,9 +490,20 @@ class FrameSource:
         return False
 
     # ------------------------------------------------------------------ consumer
-    def get(self, max_frames: int = 1, timeout: float | None = None) -> list[Frame]:
+    def stalled_s(self) -> float:
+        """Seconds since the grabber last heard from the source (a frame, a failed read, a
+        reconnect attempt) while it waits on it: a read that hangs (a pipeline stuck, a
+        driver) grows it without end; 0 once the grabber has ended."""
+        if self._thread is None or self._done:
+            return 0.0
+        return max(time.monotonic() - self.last_active, 0.0)
+
+    def get(self, max_frames: int = 1, timeout: float | None = None,
+            on_wait: Callable[[], None] | None = None) -> list[Frame]:
         """Up to ``max_frames`` queued frames (at least one unless the stream ended; then an
-        empty list). Raises the grabber's error, if it had one, once the queue is empty."""
+        empty list). Raises the grabber's error, if it had one, once the queue is empty.
+        ``on_wait()`` is called about every 0.1 s while no frame is there (a service's
+        watchdog: see :meth:`stalled_s`)."""
         self.start()
         deadline = None if timeout is None else time.perf_counter() + timeout
         with self._cv:
@@ -489,6 +512,8 @@ class FrameSource:
                 if wait <= 0:
                     return []
                 self._cv.wait(wait)
+                if on_wait is not None:
+                    on_wait()
             out = []
             while self._q and len(out) < max_frames:
                 out.append(self._q.popleft())

@@ -678,7 +678,9 @@ class DefectStream:
 
     Callbacks: ``on_event(event)`` when an event starts; ``on_batch(report, last)`` after
     every model step (a status line); ``on_frame(frame, probability, box_or_None)`` with the
-    newest frame of each step (a display).
+    newest frame of each step (a display); ``on_wait()`` about every 0.1 s while it waits for
+    frames (a service's watchdog, which asks the source whether it is stalled:
+    :meth:`FrameSource.stalled_s <deepseek.manufacturing.sources.FrameSource.stalled_s>`).
 
     ``mm_per_px``: the millimetres one pixel spans on the part, for the crack widths in
     events; by default the source's own (the synthetic line knows its scale), else widths
@@ -709,7 +711,7 @@ class DefectStream:
                  keep_frames: int | None | str = "auto", append: bool = False,
                  on_batch: Callable[[StreamReport, dict[str, Any]], None] | None = None,
                  on_frame: Callable[[Any, float, tuple[int, int, int, int] | None], None]
-                 | None = None,
+                 | None = None, on_wait: Callable[[], None] | None = None,
                  source_options: dict[str, Any] | None = None) -> None:
         from deepseek.manufacturing.sources import FrameSource
 
@@ -753,6 +755,7 @@ class DefectStream:
         self.mm_per_px: float | None = (float(mm_per_px) if mm_per_px is not None
                                         else self.source.mm_per_px)
         self.on_event, self.on_batch, self.on_frame = on_event, on_batch, on_frame
+        self.on_wait = on_wait
         self._events_target, self._scores_target = events, scores
         self._append = append
         if keep_frames == "auto":
@@ -862,7 +865,7 @@ class DefectStream:
                     t0 = time.perf_counter()
                     want = per_step if max_frames is None else \
                         min(per_step, max_frames - seen)
-                    batch = self.source.get(want)
+                    batch = self.source.get(want, on_wait=self.on_wait)
                     if not batch:
                         break
                     t1 = time.perf_counter()
