@@ -281,3 +281,15 @@ def test_metric_registered():
     m = get_registry("metric").get("luna16-froc")
     out = m([cand("a", 0, 0, 0, 0.9)], [nod("a", 0, 0, 0, 10)], bootstrap=0)
     assert out["cpm"] == 1.0
+
+
+def test_a_results_csv_that_fails_half_way_leaves_the_one_before(tmp_path):
+    """The results CSV is written whole and renamed into place: a write that fails half way
+    (here a candidate without its coordinates; on a line, a full disk) leaves the file there
+    before as it was, and no half table."""
+    path = tmp_path / "r.csv"
+    write_results([cand("a", 4.9, 0, 0, 0.9)], path)
+    before = path.read_text()
+    with pytest.raises(KeyError):
+        write_results([cand("a", 1, 0, 0, 0.5), {"seriesuid": "b", "probability": 0.2}], path)
+    assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]

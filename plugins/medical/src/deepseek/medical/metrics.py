@@ -102,10 +102,14 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_results(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write candidates as a LUNA16 results CSV at ``path`` (folders made); returns the path."""
+    """Write candidates as a LUNA16 results CSV at ``path`` (folders made); returns the path.
+    The file is written whole under a temporary name and renamed into place, so a write that
+    fails (a full disk) leaves the file there before as it was."""
+    from deepseek.paths import written_whole
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with written_whole(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["seriesuid", "coordX", "coordY", "coordZ", "probability"])
         for r in rows:
