@@ -86,19 +86,20 @@ class Terminal:
 
 @contextlib.contextmanager
 def in_a_terminal(args: list[str], *, notify: bool = False, nohup: bool = False,
-                  stdout=None):
+                  stdout=None, env: dict[str, str] | None = None):
     """``args`` run as from a terminal: a session of its own whose controlling terminal is a
     pseudo-terminal, the :class:`Terminal` yielded. ``notify``: told to notify a socket
     (``NOTIFY_SOCKET``) as systemd would be; ``nohup``: SIGHUP ignored from the start, as
     ``nohup`` does; ``stdout``: a file its standard output is redirected to, rather than the
-    terminal. A command still running after the block, or after 300 s (hung: it fails the
-    test, not the suite), is killed."""
+    terminal; ``env``: more environment. A command still running after the block, or after
+    300 s (hung: it fails the test, not the suite), is killed."""
     import secrets
     import subprocess
     import sys
     import threading
 
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}, **(env or {})}
     manager = None
     if notify:
         name = f"deepseek-tty-{os.getpid()}-{secrets.token_hex(4)}"

@@ -81,35 +81,34 @@ def test_the_feed_service_starts_a_command_the_cli_takes():
     assert "DEEPSEEK_FEED_CONTROL_KEY" in text and "ExecReload=/bin/kill -HUP $MAINPID" in text
 
 
-def test_the_feed_service_command_tells_systemd_and_resets_on_reload():
+def test_the_feed_service_command_tells_systemd_resets_on_reload_and_stops_on_hangup(
+        tmp_path):
     """Run as systemd runs it: ready once its port is bound (the address in its status),
     its counters as its status and watchdog pings while it serves; SIGHUP (systemctl
-    reload) resets the model's state before the next datagram; SIGTERM stops it with its
-    counters on stdout (the journal) and exit status 0."""
+    reload) resets the model's state before the next datagram. Started by hand in a
+    terminal (here a pseudo-terminal), the same SIGHUP resets while the terminal is open,
+    and the terminal's hangup as its window closes stops the server, its port freed (before,
+    it reset and ran on behind the closed terminal): its counters reach the file its output
+    goes to, exit status 0."""
     import json
-    import os
     import re
     import signal
     import socket
 
     from deepseek.finance.feed import DECISION_STRUCT, pack_tick
     from deepseek.finance.synthetic import synthetic_ticks
-    from tests.shared import pending_datagrams, told_until
+    from tests.shared import in_a_terminal, pending_datagrams, told_until
 
     text = FEED.read_text()
     assert "Type=notify" in text and "NotifyAccess=main" in text
     watchdog_s = int(text.split("WatchdogSec=")[1].split()[0])
     args = _exec_start(text, {"ADDRESS": "127.0.0.1:0", "MODEL": "tick-gru"})
     args = [str(Path(sys.executable).with_name("deepseek")), *args[1:], "--time-window-s", "0"]
-    name = f"deepseek-feed-unit-{os.getpid()}"
-    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    manager.bind("\0" + name)
-    manager.settimeout(120)
-    env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": str(watchdog_s * 10**6)}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    try:
-        ready = manager.recv(4096).decode()
+    counters = tmp_path / "counters.json"
+    with counters.open("w") as out, in_a_terminal(
+            args, notify=True, stdout=out,
+            env={"WATCHDOG_USEC": str(watchdog_s * 10**6)}) as term:
+        ready = term.manager.recv(4096).decode()
         where = re.fullmatch(r"READY=1\nSTATUS=serving tick-gru on udp://127\.0\.0\.1:(\d+)",
                              ready)
         assert where, ready
@@ -126,21 +125,17 @@ def test_the_feed_service_command_tells_systemd_and_resets_on_reload():
                 return DECISION_STRUCT.unpack(sock.recv(64))
 
             assert ask(0)[2:4] == (0, 0)  # status ok, sequence 0
-            proc.send_signal(signal.SIGHUP)  # systemctl reload: a reset, applied before a
-            for i in (1, 2, 3):  # datagram after the handler has run
+            term.proc.send_signal(signal.SIGHUP)  # systemctl reload (the terminal open): a
+            for i in (1, 2, 3):  # reset, applied before a datagram after the handler ran
                 assert ask(i)[2:4] == (0, i)
-        told = [ready, *told_until(manager, "STATUS=4 datagrams, 4 answered")]
-        proc.send_signal(signal.SIGTERM)  # systemctl stop
-        out, err = proc.communicate(timeout=60)
-        told += pending_datagrams(manager)
-    finally:
-        manager.close()
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+        told = [ready, *told_until(term.manager, "STATUS=4 datagrams, 4 answered")]
+        term.hang_up()  # the terminal window closed
+        rc = term.proc.wait(timeout=60)
+        told += pending_datagrams(term.manager)
+    assert rc == 0
     assert "WATCHDOG=1" in told and told[-1] == "STOPPING=1"
-    counters = json.loads(out)
-    assert counters["received"] == 4 and counters["answered"] == 4 and counters["resets"] == 1
+    done = json.loads(counters.read_text())
+    assert done["received"] == 4 and done["answered"] == 4 and done["resets"] == 1
 
 
 @pytest.mark.parametrize("unit_file", [UNIT, STREAM, FEED], ids=["watch", "stream", "feed"])
