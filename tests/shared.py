@@ -85,14 +85,14 @@ class Terminal:
 
 
 @contextlib.contextmanager
-def in_a_terminal(args: list[str], *, notify: bool = False, nohup: bool = False,
-                  stdout=None, env: dict[str, str] | None = None):
+def in_a_terminal(args: list[str], *, notify: bool = False, stdout=None,
+                  env: dict[str, str] | None = None):
     """``args`` run as from a terminal: a session of its own whose controlling terminal is a
     pseudo-terminal, the :class:`Terminal` yielded. ``notify``: told to notify a socket
-    (``NOTIFY_SOCKET``) as systemd would be; ``nohup``: SIGHUP ignored from the start, as
-    ``nohup`` does; ``stdout``: a file its standard output is redirected to, rather than the
-    terminal; ``env``: more environment. A command still running after the block, or after
-    300 s (hung: it fails the test, not the suite), is killed."""
+    (``NOTIFY_SOCKET``) as systemd would be; ``stdout``: a file its standard output is
+    redirected to, rather than the terminal; ``env``: more environment. A command still
+    running after the block, or after 300 s (hung: it fails the test, not the suite), is
+    killed."""
     import secrets
     import subprocess
     import sys
@@ -108,10 +108,9 @@ def in_a_terminal(args: list[str], *, notify: bool = False, nohup: bool = False,
         manager.settimeout(120)
         env["NOTIFY_SOCKET"] = "@" + name
     far, near = os.openpty()
-    launch = ("import fcntl, os, signal, sys, termios\n"
-              "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
-              + ("signal.signal(signal.SIGHUP, signal.SIG_IGN)\n" if nohup else "")
-              + "os.execv(sys.argv[1], sys.argv[1:])\n")
+    launch = ("import fcntl, os, sys, termios\n"
+              "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"  # the terminal: this session's own
+              "os.execv(sys.argv[1], sys.argv[1:])\n")
     try:
         proc = subprocess.Popen([sys.executable, "-c", launch, *args], stdin=near,
                                 stdout=near if stdout is None else stdout, stderr=near,

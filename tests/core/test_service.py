@@ -53,3 +53,40 @@ def test_without_a_manager_nothing_is_sent_and_a_gone_one_stops_nothing(tmp_path
     other.ready()
     other.status("still going")  # the manager gone: said once, never raised
     assert caplog.text.count("cannot tell the service manager") == 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="no SIGHUP here")
+def test_a_hangup_is_told_from_a_reload_by_the_terminal_and_nohup_is_kept(monkeypatch):
+    """on_hangup: SIGHUP with no terminal (a service) or with the terminal the run was
+    started in still open (kill -HUP) reloads; once that terminal is gone (its window
+    closed) it stops the run, or, under nohup (SIGHUP ignored when the run began), does
+    nothing; the handler before is put back. (A real pseudo-terminal closed under a running
+    watch is in tests/manufacturing/test_watch.py.)"""
+    import signal
+
+    import deepseek.service as service
+
+    terminal = [False]
+    monkeypatch.setattr(service, "has_terminal", lambda: terminal[0])
+    monkeypatch.setattr(service, "_isatty", lambda fd: False)  # this process's own stay
+    said: list[str] = []
+
+    def hup(started_in_terminal: bool, still_there: bool) -> list[str]:
+        said.clear()
+        terminal[0] = started_in_terminal
+        with service.on_hangup(lambda: said.append("reload"), lambda: said.append("stop")):
+            terminal[0] = still_there
+            signal.raise_signal(signal.SIGHUP)
+        return list(said)
+
+    before = signal.signal(signal.SIGHUP, lambda *_: None)
+    try:
+        assert hup(False, False) == ["reload"]  # a service: systemctl reload
+        assert hup(True, True) == ["reload"]  # kill -HUP beside an open terminal
+        assert hup(True, False) == ["stop"]  # the terminal's own hangup
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup
+        assert hup(True, False) == []  # ignored, as asked
+        assert hup(True, True) == ["reload"]
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # put back
+    finally:
+        signal.signal(signal.SIGHUP, before)

@@ -972,8 +972,8 @@ def test_a_watch_run_in_a_terminal_ends_when_the_terminal_closes_and_reloads_on_
         tmp_path):
     """SIGHUP means a reload to a service, and to a run in a terminal that is still open
     (``kill -HUP``); the terminal's own hangup, as its window closes, ends the run as
-    Ctrl-C does (its results kept, its last words not a write error); under ``nohup`` the
-    hangup is ignored and the watch scores on."""
+    Ctrl-C does (its results kept, its last words not a write error). (``nohup``:
+    tests/core/test_service.py.)"""
     import signal
     import sys
 
@@ -987,30 +987,18 @@ def test_a_watch_run_in_a_terminal_ends_when_the_terminal_closes_and_reloads_on_
     args = [deepseek, "manufacturing", "score", str(root), "--watch", "--csv", str(table),
             "--threshold", "0.5"]
 
-    def run(nohup: bool) -> tuple[int, list[str]]:
-        with in_a_terminal(args, notify=True, nohup=nohup) as term:
-            told = told_until(term.manager, "READY=1")
-            told += told_until(term.manager, "STATUS=1 photos scored")
-            term.proc.send_signal(signal.SIGHUP)  # kill -HUP, the terminal open: a reload
-            told += told_until(term.manager, "READY=1\nSTATUS=scoring with ")
-            term.hang_up()  # the terminal window closed
-            if nohup:  # ignored: the watch scores on
-                (root / "b.png").write_bytes(_photo(1))
-                told += told_until(term.manager, "STATUS=2 photos scored")
-                term.proc.send_signal(signal.SIGTERM)
-            rc = term.proc.wait(timeout=120)
-            return rc, [*told, *_pending(term.manager)]
-
-    rc, told = run(nohup=False)
+    with in_a_terminal(args, notify=True) as term:
+        told = told_until(term.manager, "READY=1")
+        told += told_until(term.manager, "STATUS=1 photos scored")
+        term.proc.send_signal(signal.SIGHUP)  # kill -HUP, the terminal open: a reload
+        told += told_until(term.manager, "READY=1\nSTATUS=scoring with ")
+        term.hang_up()  # the terminal window closed
+        rc = term.proc.wait(timeout=120)
+        told += _pending(term.manager)
     assert rc == 0 and told[-1] == "STOPPING=1"
     assert sum(m.startswith("RELOADING=1") for m in told) == 1  # the hangup did not reload
     rows = table.read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith(str(root / "a.png"))
-    rc, told = run(nohup=True)
-    assert rc == 0 and told[-1] == "STOPPING=1"
-    assert sum(m.startswith("RELOADING=1") for m in told) == 1
-    rows = table.read_text().splitlines()
-    assert len(rows) == 4 and rows[3].startswith(str(root / "b.png"))  # (a.png again: no --state)
 
 
 def test_a_watch_that_falls_behind_says_so_once_a_minute(tmp_path):
