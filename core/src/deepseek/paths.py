@@ -85,10 +85,6 @@ class AppendedLines:
         """The lines held back, not yet in the file."""
         return self._held.count(b"\n")
 
-    def tell(self) -> int:
-        """The file's size (0: a new or emptied file, which wants its header)."""
-        return os.fstat(self._fd).st_size if self._fd is not None else 0
-
     def write(self, text: str) -> int:
         """Append ``text`` (whole lines), after the lines held back."""
         self._held += text.encode()
