@@ -73,10 +73,6 @@ class Terminal:
     def __init__(self, proc, far: int, manager) -> None:
         self.proc, self.manager, self._far = proc, manager, far
 
-    def read(self) -> bytes:
-        """What the command wrote to the terminal since the last read (waits for some)."""
-        return os.read(self._far, 4096)
-
     def hang_up(self) -> None:
         """The terminal window closed: the kernel hangs the terminal up."""
         if self._far is not None:
