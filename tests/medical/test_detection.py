@@ -484,6 +484,17 @@ def test_phantom_texture_is_one_field_in_world_space():
     assert abs(tex.texture(a)[0] - tex.texture(a + 256.0)[0]) < 1e-4
 
 
+def test_a_slab_with_no_room_for_a_nodule_places_none_and_says_why(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="deepseek.medical.synthetic"):
+        thin = ChestPhantom(seed=1, n_nodules=3, z_range=(-10, 10))
+    assert thin.nodules == []
+    assert "needs a slab of 27.0 mm" in caplog.text and "leaves 20.0 mm" in caplog.text
+    # a slab with room: the same seed places them (the check changes nothing there)
+    assert len(ChestPhantom(seed=1, n_nodules=3, z_range=(-40, 40)).nodules) == 3
+
+
 def test_realistic_phantom_vessels_taper_and_blur():
     ph = ChestPhantom(seed=4, n_nodules=0, z_range=(-30, 30), realistic=True)
     radii = np.array([v.radius for v in ph.vessels])

@@ -265,6 +265,15 @@ class ChestPhantom:
         r = self.rng
         out: list[Nodule] = []
         lo, hi = diameters
+        # a nodule is kept 12 mm plus its radius inside each end of the slab (below): a slab
+        # thinner than that for the smallest size can hold none, however long one tries (a
+        # tilted series' slab, which every image row covers, is the usual case)
+        if n > 0 and self.z1 - self.z0 < 24.0 + lo - 1e-6:
+            log.warning("placed no nodules: a nodule of %.1f mm needs a slab of %.1f mm, and "
+                        "z_range (%.1f, %.1f) leaves %.1f mm (more slices, or less gantry "
+                        "tilt, make room)", lo, 24.0 + lo, self.z0, self.z1,
+                        max(self.z1 - self.z0, 0.0))
+            return out
         attempts = 0
         while len(out) < n and attempts < 20000:
             attempts += 1
