@@ -4,13 +4,17 @@ the stratified split, the encoder, the scores against scikit-learn/SciPy, and th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-risk = pytest.importorskip("deepseek.finance.risk")
-pytest.importorskip("sklearn")
+from deepseek.finance import risk
+
+# found, not imported: scikit-learn takes a second to import, paid only where these run
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
+                                reason="scikit-learn is not installed (the finance extra)")
 
 
 def _write(path, text):
