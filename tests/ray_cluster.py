@@ -48,7 +48,11 @@ def start_cluster(temp: str, pythonpath: list[str], nodes: int = 2, cpus: int = 
 def _start(temp: str, pythonpath: list[str], nodes: int, cpus: int
            ) -> tuple[dict[str, str], list[int]]:
     os.makedirs(temp, exist_ok=True)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+    # GRPC_ENABLE_FORK_SUPPORT=0: the head starts a Ray Client server process per connection
+    # by forking from threads busy in gRPC; on a loaded host about one start in twenty died
+    # in the fork (its log: "epoll_wait error: Bad file descriptor"), and Ray took 30-40 s to
+    # say so (0 of 90 with it off, 3 of 70 with it on; docs/batch.md)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "GRPC_ENABLE_FORK_SUPPORT": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [*pythonpath,
                                                        os.environ.get("PYTHONPATH")]))}
     ray_bin = str(Path(sys.executable).with_name("ray"))
