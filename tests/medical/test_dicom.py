@@ -96,6 +96,10 @@ def test_tilt_resample_gives_a_straight_grid(phantom_factory):
     assert not straight.is_sheared
     np.testing.assert_allclose(straight.direction.T @ straight.direction, np.eye(3), atol=1e-9)
     assert len(ph.nodules) == 3
+    # the chest is the untilted series' chest: lungs in every slice (before, the anatomy was
+    # fitted to the slab every row covers, and the lowest slices held none)
+    lung = ((kept.array > -950) & (kept.array < -700)).mean(axis=(1, 2))
+    assert lung.min() > 0.05, np.round(lung, 3)
     for nod in ph.nodules:
         for v in (kept, straight):
             k = np.rint(v.world_to_voxel(nod.center)).astype(int)

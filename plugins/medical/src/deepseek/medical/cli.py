@@ -164,7 +164,8 @@ def convert(path: str, out: Path, spacing: tuple[float, float, float] | None,
 @click.option("--slice-step", type=float, default=2.5, show_default=True, help="mm.")
 @click.option("--nodules", type=int, default=6, show_default=True)
 @click.option("--tilt", "tilt_deg", type=float, default=0.0, show_default=True,
-              help="Gantry tilt in degrees.")
+              help="Gantry tilt in degrees: the same chest through tilted planes, its "
+              "nodules inside the slab every image row covers.")
 @click.option("--noise", type=float, default=15.0, show_default=True, help="HU (std).")
 @click.option("--transfer-syntax", type=click.Choice(
     ["explicit", "implicit", "big-endian", "deflate", "rle", "jpeg-ls", "jpeg2000"]),

@@ -106,8 +106,13 @@ class ChestPhantom:
     def __init__(self, seed: int = 0, z_range: tuple[float, float] = (-150.0, 150.0),
                  n_nodules: int = 6, diameters: tuple[float, float] = (3.0, 30.0),
                  texture: float | None = None, realistic: bool = False,
-                 psf_mm: float | None = None) -> None:
-        """``texture``: standard deviation in HU of a parenchymal texture field in the lungs (see
+                 psf_mm: float | None = None,
+                 nodule_z_range: tuple[float, float] | None = None) -> None:
+        """``z_range``: the slab of the anatomy (mm of z); ``nodule_z_range``: the part of it
+        the nodules lie in, 12 mm plus their radius inside each end (default ``z_range``; a
+        tilted series passes the slab that every image row covers).
+
+        ``texture``: standard deviation in HU of a parenchymal texture field in the lungs (see
         :class:`_Texture`). ``realistic``: lungs closer to real CT (opt-in; the packaged weights
         began on the default smooth lungs and were fine-tuned on these): a vessel tree from
         each hilum that fills its lung by recursive halving of its territory
@@ -131,6 +136,7 @@ class ChestPhantom:
         self.texture = _Texture(seed, float(texture)) if texture > 0 else None
         z0, z1 = z_range
         self.z0, self.z1 = z0, z1
+        self.nodule_z = tuple(float(v) for v in (nodule_z_range or z_range))
         self.zc = 0.5 * (z0 + z1)
         L = z1 - z0
         r = self.rng
@@ -265,14 +271,15 @@ class ChestPhantom:
         r = self.rng
         out: list[Nodule] = []
         lo, hi = diameters
-        # a nodule is kept 12 mm plus its radius inside each end of the slab (below): a slab
+        z0, z1 = self.nodule_z
+        # a nodule is kept 12 mm plus its radius inside each end of its slab (below): a slab
         # thinner than that for the smallest size can hold none, however long one tries (a
         # tilted series' slab, which every image row covers, is the usual case)
-        if n > 0 and self.z1 - self.z0 < 24.0 + lo - 1e-6:
+        if n > 0 and z1 - z0 < 24.0 + lo - 1e-6:
             log.warning("placed no nodules: a nodule of %.1f mm needs a slab of %.1f mm, and "
-                        "z_range (%.1f, %.1f) leaves %.1f mm (more slices, or less gantry "
-                        "tilt, make room)", lo, 24.0 + lo, self.z0, self.z1,
-                        max(self.z1 - self.z0, 0.0))
+                        "the nodules' z range (%.1f, %.1f) leaves %.1f mm (more slices, or "
+                        "less gantry tilt, make room)", lo, 24.0 + lo, z0, z1,
+                        max(z1 - z0, 0.0))
             return out
         attempts = 0
         while len(out) < n and attempts < 20000:
@@ -284,7 +291,7 @@ class ChestPhantom:
             mode = ("pleura", "vessel", "none")[len(out) % 3] if n >= 3 else "none"
             c, ax = self.lungs[int(r.integers(2))]
             p = c + ax * r.uniform(-0.85, 0.85, 3)
-            p[2] = np.clip(p[2], self.z0 + rad + 12, self.z1 - rad - 12)
+            p[2] = np.clip(p[2], z0 + rad + 12, z1 - rad - 12)
             if mode == "vessel":
                 v = self.vessels[int(r.integers(len(self.vessels)))]
                 t = r.uniform(0.2, 0.8)
@@ -302,7 +309,7 @@ class ChestPhantom:
                     if not self._in_lung((p + d_out * (rad + 1.0))[None])[0]:
                         break
                     p = p + d_out * 1.0
-            if not (self.z0 + 10 + rad + 2 <= p[2] <= self.z1 - 10 - rad - 2):
+            if not (z0 + 10 + rad + 2 <= p[2] <= z1 - 10 - rad - 2):
                 continue  # keep every nodule wholly inside the scanned slab
             sphere = p + rad * _fibonacci(24)
             inside = self._in_lung(sphere)
@@ -511,7 +518,9 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
         slice_thickness: nominal SliceThickness (default: the step).
         n_nodules: how many nodules.
         diameters: their diameter range in mm.
-        tilt_deg: gantry tilt about the patient's left-right axis.
+        tilt_deg: gantry tilt about the patient's left-right axis: the chest an untilted
+            series of these slices shows, through tilted planes, its nodules inside the slab
+            that every image row covers (none, with a warning, when that slab is too thin).
         noise: standard deviation of the Gaussian noise in HU.
         transfer_syntax: one of ``explicit``, ``implicit``, ``big-endian``, ``deflate``,
             ``rle``, ``jpeg-ls``, ``jpeg2000`` (lossless ones, so HU survive exactly).
@@ -551,11 +560,14 @@ def write_phantom(out_dir: str | Path, *, seed: int = 0, size: int = 256, slices
     extent = (slices - 1) * slice_step
     z_first = -extent / 2
     # a tilted plane reaches `shift` mm less far along z at the edges of the field of view:
-    # keep the nodules inside the slab that every image row covers
+    # the chest is the one an untilted series of these slices shows, its nodules inside the
+    # slab that every image row covers (before, the whole chest was fitted to that slab, so a
+    # steep tilt over few slices gave lungs in a few slices only)
     shift = abs((size - 1) * ps / 2 * math.sin(theta))
-    phantom = ChestPhantom(seed=seed, z_range=(z_first - 10 + shift,
-                                               z_first + extent + 10 - shift),
-                           n_nodules=n_nodules, diameters=diameters, realistic=realistic)
+    slab = (z_first - 10, z_first + extent + 10)
+    phantom = ChestPhantom(seed=seed, z_range=slab, n_nodules=n_nodules, diameters=diameters,
+                           realistic=realistic,
+                           nodule_z_range=(slab[0] + shift, slab[1] - shift) if shift else None)
     rng = np.random.default_rng(seed + 1)
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     half = (size - 1) * ps / 2
