@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,20 @@ BINARY_FACTOR = 2.5
 def decode_cost(body_bytes: int, binary: bool) -> int:
     """The memory a request of ``body_bytes`` may take while it is decoded and run."""
     return int(math.ceil(body_bytes * (BINARY_FACTOR if binary else JSON_FACTOR)))
+
+
+async def to_thread_to_its_end(given_up: Callable[[asyncio.Future], None],
+                               fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, awaited. A thread cannot be stopped: when the request
+    awaiting it is given up (the client gone, a deadline, a cancelled call), the work runs to
+    its end all the same and ``given_up(job)`` is called then, to give back the memory the
+    work holds only once nothing fills it any more."""
+    job = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(given_up)
+        raise
 
 
 def memory_limit(root: str | Path = "/sys/fs/cgroup",

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deepseek.serving.limits import decode_cost
+from deepseek.serving.limits import decode_cost, to_thread_to_its_end
 from deepseek.serving.protocol import (
     InferenceError,
     dumps,
@@ -129,16 +129,12 @@ def build_app(server: Any) -> Starlette:
                 held = server.memory.reserve(decode_cost(len(body), header_length is not None),
                                              f"a request of {len(body)} bytes")
             if len(body) > PARSE_OFFLOAD_BYTES:  # keep the event loop (and probes) free
-                # the parse runs to its end in its thread even when the request is given
-                # up (the client gone, the server cancelling it): what it holds stays
-                # reserved until then, not given back while the thread still fills it
-                job = asyncio.get_running_loop().run_in_executor(None, decode, body,
-                                                                 header_length)
+                # given up meanwhile, what the parse holds stays reserved until it ends
                 try:
-                    req, arrays = await asyncio.shield(job)
+                    req, arrays = await to_thread_to_its_end(_released_when_done(held),
+                                                             decode, body, header_length)
                 except asyncio.CancelledError:
-                    job.add_done_callback(_released_when_done(held))
-                    held = None
+                    held = None  # given back when the parse ends
                     raise
             else:
                 req, arrays = decode(body, header_length)

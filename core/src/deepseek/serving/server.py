@@ -18,7 +18,13 @@ from deepseek import __version__
 from deepseek.batching import DynamicBatcher, QueueFull
 from deepseek.errors import DeepSeekError
 from deepseek.serving.encoded import decode_files, release_decoded, sends_files
-from deepseek.serving.limits import MemoryBudget, decode_cost, guarded_protocol, memory_limit
+from deepseek.serving.limits import (
+    MemoryBudget,
+    decode_cost,
+    guarded_protocol,
+    memory_limit,
+    to_thread_to_its_end,
+)
 from deepseek.serving.models import ServedModel, default_name
 from deepseek.serving.protocol import DEFAULT_MAX_ELEMENTS, InferenceError, validate_inputs
 from deepseek.serving.threads import Calibration, ThreadPolicy, calibrate, cpu_budget
@@ -422,17 +428,11 @@ class DeepSeekServing:
             raise InferenceError("the server is shutting down; retry on another replica", 503)
         if not sends_files(model.inputs, datatypes):
             return await self._infer(name, model, arrays, datatypes, timeout_s)
-        # the decoding runs to its end in its thread even when the request is given up (a
-        # client's deadline, a cancelled call): then what it reserved is given back when it
-        # ends, not held for good
-        job = asyncio.get_running_loop().run_in_executor(
-            None, decode_files, name, model.inputs, arrays, datatypes, self.memory,
+        # given up meanwhile (a client's deadline, a cancelled call), what the decoding
+        # reserved is given back when it ends, not held for good
+        arrays, datatypes, held = await to_thread_to_its_end(
+            release_decoded, decode_files, name, model.inputs, arrays, datatypes, self.memory,
             self.max_elements)
-        try:
-            arrays, datatypes, held = await asyncio.shield(job)
-        except asyncio.CancelledError:
-            job.add_done_callback(release_decoded)
-            raise
         try:
             return await self._infer(name, model, arrays, datatypes, timeout_s)
         finally:
