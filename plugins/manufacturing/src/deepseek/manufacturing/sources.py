@@ -323,8 +323,9 @@ class FrameSource:
             raise SourceError("queue_size must be at least 1")
         self.uri, self.policy, self.queue_size = uri, policy, int(queue_size)
         self.decode_threads = _decode_threads({"decode_threads": decode_threads})
-        #: the seconds without a frame after which a network stream is reopened (read by
-        #: the reader :func:`open_stream` makes; other sources have their own)
+        #: the seconds without a frame after which a network stream is reopened, checked
+        #: for every source (the reader :func:`open_stream` makes is given the same value;
+        #: other sources have waits of their own)
         self.read_timeout_s = _read_timeout({"read_timeout_s": read_timeout_s})
         self._pool_held = False
         self.live, self.realtime = reader.live, bool(realtime)
