@@ -847,14 +847,6 @@ class DefectStream:
             self._run_line(out)  # where it begins (frame numbers start again with each run)
         window: collections.deque[bool] = collections.deque(maxlen=self.n)
         active: DefectEvent | None = None
-
-        def ended(event: DefectEvent, last: int) -> None:
-            """``event`` over at frame ``last``: its width read, its clear line written."""
-            event.end_frame = last
-            event.settle_width(self.mm_per_px)
-            self._emit(out, "clear", event)
-            rep.events.append(event)
-
         idx: collections.deque[int] = collections.deque(maxlen=self.keep_frames)
         scores: collections.deque[float] = collections.deque(maxlen=self.keep_frames)
         flags: collections.deque[bool] = collections.deque(maxlen=self.keep_frames)
@@ -882,7 +874,7 @@ class DefectStream:
                         per_step = self._per_step(*batch[0].image.shape[:2])
                     if self._next is not None:  # a model loaded again: from this step on
                         if active is not None:  # each event is one model's: the old one's
-                            ended(active, idx[-1])  # ends with the last frame it decided
+                            self._ended(out, rep, active, idx[-1])  # its last frame decided
                             active = None
                         window.clear()  # the new model's own k of n frames open an event
                         self._take_next(rep, out, batch[0].index)
@@ -907,7 +899,7 @@ class DefectStream:
                                 # the event ends (a copy of the pixels around the box)
                                 active._peak_roi = roi_around(f.image, active.peak_box)
                             if len(window) == self.n and not any(window):
-                                ended(active, f.index)
+                                self._ended(out, rep, active, f.index)
                                 active = None
                         idx.append(f.index)
                         scores.append(p)
@@ -935,7 +927,7 @@ class DefectStream:
                         self.on_batch(rep, {"latency_s": lats[-1], "flag": flags[-1],
                                             "events": len(rep.events) + (active is not None)})
             if active is not None:
-                ended(active, idx[-1] if idx else active.frame)
+                self._ended(out, rep, active, idx[-1] if idx else active.frame)
             st = self.source.stats
             if out is not None and (st.lost or st.ended_early):
                 last = idx[-1] if idx else -1
@@ -1022,6 +1014,14 @@ class DefectStream:
         out.write(json.dumps({"event": MODEL_EVENT, "frame": frame,
                               "model_sha256": self.model_sha256, "at": at}) + "\n")
         out.flush()
+
+    def _ended(self, out: Any, rep: StreamReport, event: DefectEvent, last: int) -> None:
+        """``event`` over at frame ``last``: its width read, its clear line written, and it
+        joins the report."""
+        event.end_frame = last
+        event.settle_width(self.mm_per_px)
+        self._emit(out, "clear", event)
+        rep.events.append(event)
 
     @staticmethod
     def _emit(out: IO[str] | None, kind: str, ev: DefectEvent) -> None:
