@@ -35,6 +35,7 @@ def cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_on_a_two_node_cluster(cluster, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -63,6 +64,7 @@ def test_a_worker_killed_mid_run_on_a_two_node_cluster(cluster, tmp_path):
     assert int(redo["worker"].rsplit(":", 1)[1]) != killed
 
 
+@pytest.mark.slow
 def test_medical_detect_on_ray_equals_the_command_scan_by_scan(cluster, tmp_path):
     """The real step (the packaged detector on ONNX Runtime) in Ray actors: each scan's
     result is what `deepseek medical detect SCAN --json` prints, but for the timings."""
@@ -81,6 +83,7 @@ def test_medical_detect_on_ray_equals_the_command_scan_by_scan(cluster, tmp_path
     assert_results_equal_the_command(out, scans)
 
 
+@pytest.mark.slow
 def test_through_ray_client(cluster, tmp_path):
     """ray://HOST:PORT: the driver is outside the cluster (Ray Client), the results the same."""
     folder = tmp_path / "in"

@@ -123,6 +123,7 @@ def test_run_unknown_pipeline_suggests(invoke, tiny_plugin):
     assert "unknown pipeline 'test-pipelin'" in res.output and "test-pipeline" in res.output
 
 
+@pytest.mark.slow
 def test_demo_runs_the_selected_pipelines_into_one_report(invoke, tiny_plugin, tmp_path):
     # the plugins' own pipelines run on small inputs in their own tests; here the demo runs
     # a real one (finance, seconds) beside the test plugin's

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(not zoo.available(), reason="the zoo extra (tran
                                 "not installed; `make install` installs it")
 
 
+@pytest.mark.slow
 def test_the_seeds_first_example_resnet50_in_fp16():
     model = ModelLoader.load("resnet50", framework="pytorch", precision="fp16")
     assert model.framework == "pytorch" and model.trained is False

@@ -81,6 +81,7 @@ def test_the_feed_service_starts_a_command_the_cli_takes():
     assert "DEEPSEEK_FEED_CONTROL_KEY" in text and "ExecReload=/bin/kill -HUP $MAINPID" in text
 
 
+@pytest.mark.slow
 def test_the_feed_service_command_tells_systemd_resets_on_reload_and_stops_on_hangup(
         tmp_path):
     """Run as systemd runs it: ready once its port is bound (the address in its status),
@@ -152,6 +153,7 @@ def test_systemd_verifies_the_service(tmp_path, unit_file):
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr
 
 
+@pytest.mark.slow
 def test_the_service_command_ends_on_sigterm_with_its_summary(tmp_path):
     """Run as systemd runs it (the unit's command, this install's paths): a photo's JSON line
     on stdout, its CSV row; on SIGHUP (systemctl reload) its model loaded again; on SIGTERM

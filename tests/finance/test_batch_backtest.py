@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from deepseek.batch import item_key, run_batch
@@ -11,6 +12,7 @@ from deepseek.cli import build_cli
 from tests.finance.test_backtest import sine_bars
 
 
+@pytest.mark.slow
 def test_batch_backtests_equal_the_command_file_by_file(tmp_path):
     bars = sine_bars(tmp_path / "bars.csv")
     listing = tmp_path / "inputs.txt"
@@ -75,6 +77,7 @@ def test_batch_globs_leave_out_documents_and_the_backtests_own_outputs(tmp_path)
                    "an equity curve written by `finance backtest --out`, not market data"}
 
 
+@pytest.mark.slow
 def test_a_file_named_on_its_own_is_backtested_whatever_it_is(tmp_path):
     from deepseek.finance.backtest_run import leave_out
 

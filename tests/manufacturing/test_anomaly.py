@@ -655,6 +655,7 @@ def test_memory_stores_and_score_prints_its_expected_false_alarm_rate(line, tmp_
     assert res.exit_code == 0 and "expected at" not in res.output
 
 
+@pytest.mark.slow
 def test_good_parts_models_read_a_12_bit_camera_over_its_own_range(tmp_path):
     """``train --good-only DIR --bit-depth 12`` (each method): 16-bit photos holding 12-bit
     data read over 0-4095 in fitting, stored with the model, and read so by score and

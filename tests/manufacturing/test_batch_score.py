@@ -15,6 +15,7 @@ from deepseek.cli import build_cli
 from deepseek.manufacturing.images import write_heatmap
 
 
+@pytest.mark.slow
 def test_batch_scores_equal_the_command_item_by_item(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "line"

@@ -72,6 +72,7 @@ def test_ssim_and_focal_loss_reward_the_right_answer():
     assert float(focal_loss(right, target)) < 1e-4 < float(focal_loss(wrong, target))
 
 
+@pytest.mark.slow
 def test_draem_flags_a_crack_it_never_saw_and_sets_its_threshold(line):
     _, good, bad, model = line
     m = model.meta
@@ -95,6 +96,7 @@ def test_draem_flags_a_crack_it_never_saw_and_sets_its_threshold(line):
         assert (rows, cols) == (-(-h // MAP_STRIDE), -(-w // MAP_STRIDE))
 
 
+@pytest.mark.slow
 def test_draem_leaves_labelled_defects_out_and_measures_recall_on_them(tmp_path):
     folder = tmp_path / "labelled"
     for i in range(6):
@@ -111,6 +113,7 @@ def test_draem_leaves_labelled_defects_out_and_measures_recall_on_them(tmp_path)
     assert "labelled defect images" in m["expected"]["recall_from"]
 
 
+@pytest.mark.slow
 def test_draem_points_at_the_spot_in_a_good_image_that_is_not(tmp_path):
     """A folder of good parts with one cracked part among them (a label's mistake): out of
     fold it scores highest, and the spot kept for the review is the box ``score`` would draw
@@ -195,6 +198,7 @@ def test_bad_inputs_are_refused_with_the_fix(line, tmp_path):
         DraemModel.load(short)
 
 
+@pytest.mark.slow
 def test_cli_trains_draem_and_refuses_its_options_elsewhere(line, tmp_path):
     root = line[0]
     cli = build_cli()

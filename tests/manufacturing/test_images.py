@@ -126,6 +126,7 @@ def test_bad_images_are_named(tmp_path):
         to_gray(np.zeros((0, 3), np.uint8))
 
 
+@pytest.mark.slow
 def test_without_opencv_images_score_and_video_names_the_extra(tmp_path):
     """OpenCV hidden from a child interpreter, as in the edge install: part images decode
     and score; a video, a heatmap and the stream's width say which install brings OpenCV."""

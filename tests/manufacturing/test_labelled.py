@@ -465,6 +465,7 @@ def _train_tiny(tmp_path, output=None, more=()):
     return json.loads((tmp_path / "run" / "training.json").read_text())
 
 
+@pytest.mark.slow
 def test_train_with_the_fine_stem_from_scratch_and_refused_where_it_cannot_start(tmp_path):
     """--stem fine trains from scratch and the model written keeps its stem; with the
     packaged weights (--folder's default start), --good-only or another model it is refused
@@ -1173,6 +1174,7 @@ def test_train_help_states_the_hard_negative_default_and_refuses_it_without_a_fo
     assert res.exit_code == 2 and "--hard-negatives" in res.output
 
 
+@pytest.mark.slow
 def test_an_interrupted_cross_fitted_training_resumes_from_its_finished_folds(tmp_path,
                                                                              monkeypatch,
                                                                              caplog):

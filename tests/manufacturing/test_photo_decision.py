@@ -280,6 +280,7 @@ def test_photos_are_counted_against_the_element_cap_as_the_graph_pads_them(tmp_p
     assert photo_cell(0.75) == 22 and photo_cell(2.0) == 8 and photo_cell(1.0) == 16
 
 
+@pytest.mark.slow
 def test_a_photo_graph_that_enlarges_the_photo_is_counted_at_the_size_it_runs(tmp_path):
     """A model trained at ``--scale 2`` enlarges each photo twice on each side before it
     runs, so a photo at the server's cap ran four times the cap's pixels (onnxruntime: a

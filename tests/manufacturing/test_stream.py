@@ -401,6 +401,7 @@ def test_width_is_read_at_half_the_peak_darkening_of_a_blurred_line(width, depth
     assert w == pytest.approx(width, abs=max(0.6, 0.15 * width))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
 def test_packaged_model_finds_wide_cracks_and_stays_quiet_on_clean_surface(backend):
     """Quality smoke test on an unseen seed (the benchmark measures it properly)."""

@@ -3,11 +3,14 @@ command prints but for the timings (the Ray run is in tests/core/test_batch_ray.
 
 from __future__ import annotations
 
+import pytest
+
 from deepseek.batch import run_batch
 from deepseek.medical.steps import leave_out
 from tests.medical.scans import DETECT_OPTIONS, assert_results_equal_the_command, small_scans
 
 
+@pytest.mark.slow
 def test_batch_detect_equals_the_command_scan_by_scan(tmp_path):
     scans = small_scans(tmp_path, [3, 4])
     (tmp_path / "scan_notes.txt").write_text("reads of scan0003")  # matched, not a scan

@@ -39,6 +39,7 @@ def test_targets_peak_at_the_centre():
     np.testing.assert_allclose(t["offset"][(slice(None), *peak)], [0.0, 0.2, -0.5], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_steps_lower_the_loss(tmp_path):
     res = train_detector(tmp_path, n_patches=8, epochs=3, batch_size=8, val_scans=0,
                          workers=1, base=4, lr=5e-3, progress=False, hard_negatives=0)
@@ -127,6 +128,7 @@ def _luna16_layout(root, subsets=2, shape=(30, 240, 240)):
     return root
 
 
+@pytest.mark.slow
 def test_luna16_layout_patches_and_cli_training(tmp_path):
     root = _luna16_layout(tmp_path / "luna")
     arrays = Luna16Patches(root).arrays(6, seed=0, per_scan=3)
@@ -187,6 +189,7 @@ def test_luna16_folds_validate_on_the_held_out_subset(tmp_path):
         assert res.exit_code == 2 and msg in res.output, res.output
 
 
+@pytest.mark.slow
 def test_hard_negatives_are_the_models_own_false_positives(tmp_path):
     from deepseek.medical.nodule_training import (
         evaluate_volumes,
@@ -269,6 +272,7 @@ def test_monai_box_json_in_world_coordinates(tmp_path):
                     "label": [0], "label_scores": [0.25]}]
 
 
+@pytest.mark.slow
 def test_monai_datalist_round_trips_through_monai(tmp_path):
     from monai.apps.detection.transforms.dictionary import ConvertBoxModed
     from monai.data import load_decathlon_datalist
@@ -302,6 +306,7 @@ def test_detector_on_a_volume_without_lungs():
         "the inside of the body" and "plausible" in det.lung_info["reason"]
 
 
+@pytest.mark.slow
 def test_nodule_pipeline_on_a_given_series(tmp_path):
     from deepseek.plugins import pipelines
 
@@ -582,6 +587,7 @@ def test_detect_checks_its_outputs_before_the_detection(tmp_path, monkeypatch):
     assert f"--monai-json {tmp_path}: a folder; give the file's name" in res.output
 
 
+@pytest.mark.slow
 def test_the_served_detector_is_timed_at_a_volume_and_refuses_sizes_off_its_step():
     """``deepseek serve lung-nodule-attention`` times the detector on a 64^3 crop (it was timed
     at 1 x 1 x 1, which says nothing of the thread count a real volume wants) and answers a

@@ -112,6 +112,7 @@ def test_training_cubes_shift_and_flip_only_when_training():
     assert len(views) > 1 and tr[0]["x"].shape == (1, 32, 32, 32)
 
 
+@pytest.mark.slow
 def test_the_second_stage_rescoring_on_pytorch_and_onnxruntime():
     """The packaged classifier re-scores every candidate: the probability becomes the
     geometric mean of both stages where that is lower than the detector's (both kept),

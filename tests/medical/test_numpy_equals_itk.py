@@ -94,6 +94,7 @@ def test_resample_grid_equals_simpleitk(interp, kind):
         np.testing.assert_allclose(got, want, atol=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tilt", [0.0, 15.0])
 def test_working_grid_and_search_mask_equal_simpleitk_on_a_phantom(phantom_factory, tilt):
     ph = phantom_factory(tilt_deg=tilt, n_nodules=3, size=96, pixel_spacing=3.0)

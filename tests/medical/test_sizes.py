@@ -113,6 +113,7 @@ def test_bad_lidc_files_are_named(tmp_path, text, match):
         read_lidc_xml(tmp_path / "missing.xml")
 
 
+@pytest.mark.slow
 def test_segmented_sizes_of_phantom_nodules():
     """Solid phantom nodules of known diameter, free, on a vessel or on the pleura: the
     volume-equivalent diameter within 10 %, the long axis within 12 % (a sphere's long axis
@@ -141,6 +142,7 @@ def test_segmented_sizes_of_phantom_nodules():
     assert far["size_source"] == "detector" and "outside" in far["size_note"]
 
 
+@pytest.mark.slow
 def test_a_vessel_running_out_of_a_nodule_does_not_lengthen_it():
     """A solid nodule on a vessel whose region stays inside the cube with a vessel stub on
     it (seed 700021: 16.9 mm, long axis 31.8 mm before the compactness rule): the opening

@@ -183,6 +183,7 @@ def test_convert_writes_exact_int16_and_a_sidecar(tmp_path):
     assert side["SliceFindings"]["gaps"][0]["missing_slices"] == 1
 
 
+@pytest.mark.slow
 def test_dicom_io_pipeline_on_phantom(tmp_path):
     res = pipelines().get("medical.dicom-io")(input=None, out_dir=tmp_path, quiet=True)
     assert res.error is None

@@ -54,6 +54,7 @@ def test_budget_refuses_what_cannot_fit_and_what_must_wait(tmp_path):
     assert memory_limit(root, tmp_path / "self") == 4 << 30
 
 
+@pytest.mark.slow
 def test_a_request_over_the_budget_is_refused_before_its_body_is_read():
     """A server process with a 64 MiB budget: a 12 MB JSON request (decoding it would take
     about 7x that) is refused at once, and the server's resident memory does not rise (the
