@@ -349,3 +349,29 @@ def test_calibrating_on_labels_decodes_each_photo_once(tmp_path, weights, monkey
     photos = [p for p in decoded if not p.stem.endswith("_mask")]
     assert len(photos) == 9 and len(set(photos)) == 9  # once each
     assert got["threshold"] == want["threshold"] and got["expected"] == want["expected"]
+
+
+def test_calibrating_on_good_parts_alone_decodes_each_photo_once(tmp_path, weights,
+                                                                  monkeypatch):
+    """--all-good: the listing decodes each photo for its digest (copies, images the model
+    learnt from) and keeps the pixels for the scoring, which gives them back once used."""
+    from deepseek.manufacturing import images, labelled, score
+
+    good = _parts(tmp_path / "good", 8, seed=6)
+    want = calibrate(good, weights, target_fpr=0.0, all_good=True, progress=False)
+    decoded, listed = [], []
+    read_gray = images.read_gray
+    for module in (images, score):  # the listing's decoder and the scorer's
+        monkeypatch.setattr(module, "read_gray",
+                            lambda path, **kw: decoded.append(path) or read_gray(path, **kw))
+    distinct = labelled.distinct_images
+    monkeypatch.setattr(labelled, "distinct_images",
+                        lambda *a, **kw: listed.extend(distinct(*a, **kw)) or listed)
+    got = calibrate(good, weights, target_fpr=0.0, all_good=True, progress=False)
+    assert sorted(decoded) == sorted(good.glob("*.png")) and len(decoded) == 8  # once each
+    assert got["threshold"] == want["threshold"] and got["expected"] == want["expected"]
+    assert len(listed) == 8 and all(it._image is None for it in listed)  # given back
+    # past the memory budget the pixels are decoded again where used, the same pixels
+    again = distinct(sorted(good.glob("*.png")), cache_mb=0)
+    assert all(it._image is None for it in again)
+    np.testing.assert_array_equal(again[0].image, read_gray(again[0].path))

@@ -114,6 +114,7 @@ def calibrate(folder: str | Path, model: Any, *, target_fpr: float = 0.01,
         # them; the camera's words, where the scorer takes them, are read from the file
         pixels = None if scorer.takes_words else (items[i].image, None)
         results.append(scorer.score(f, image=pixels))
+        items[i].let_go()  # used once: the listing's memory goes back as the scoring goes on
         if labels[i]:
             results[i].cell_map = None
             continue

@@ -229,6 +229,11 @@ class LabelledImage:
         """Keep an already decoded image and mask (so that they are not decoded again)."""
         self._image, self._mask = image, mask
 
+    def let_go(self) -> None:
+        """Give back the pixels and mask kept (in memory or a spill file's pages): a caller
+        done with the image; they are read from the files again if used after all."""
+        self._image = self._mask = None
+
 
 def in_memory_folder(folder: str | Path, mounts: str = "/proc/mounts") -> bool:
     """Whether ``folder`` lies on a file system held in memory (tmpfs, ramfs), by the
@@ -387,17 +392,24 @@ def set_aside_copies(items: list[LabelledImage]) -> list[LabelledImage]:
     return out
 
 
-def distinct_images(files: list[Path], bit_depth: int | None = None) -> list[LabelledImage]:
+def distinct_images(files: list[Path], bit_depth: int | None = None,
+                    cache_mb: float = CACHE_MB) -> list[LabelledImage]:
     """Unlabelled image files as good items with copies of an image (equal pixels) set aside
     (:func:`set_aside_copies`: the items kept, in order, each with its copies and digest);
-    ``bit_depth``: as :func:`~deepseek.manufacturing.images.read_gray`."""
+    ``bit_depth``: as :func:`~deepseek.manufacturing.images.read_gray`. The decoded pixels
+    stay with their items up to ``cache_mb`` in all (the rest are decoded again when used);
+    a caller done with an image gives them back with :meth:`LabelledImage.let_go`."""
     from deepseek.manufacturing.images import read_gray
 
-    items = []
+    items, budget = [], cache_mb * 1e6
     for p in files:
         img = read_gray(p, bit_depth=bit_depth)
-        items.append(LabelledImage(p, False, "folder", (int(img.shape[0]), int(img.shape[1])),
-                                   digest=pixel_digest(img), bit_depth=bit_depth))
+        item = LabelledImage(p, False, "folder", (int(img.shape[0]), int(img.shape[1])),
+                             digest=pixel_digest(img), bit_depth=bit_depth)
+        if img.nbytes <= budget:
+            item.keep(img, None)
+            budget -= img.nbytes
+        items.append(item)
     return set_aside_copies(items)
 
 
