@@ -225,6 +225,13 @@ def test_stream_as_a_service_appends_and_ends_on_sigterm(tmp_path, monkeypatch):
         assert res.exit_code == 0, res.output
     rows = (tmp_path / "sc.csv").read_text().splitlines()
     assert rows.count("frame,score") == 1 and len(rows) == 1 + 2 * 6
+    truth = tmp_path / "truth.csv"
+    truth.write_text("frame,defect\n" + "".join(f"{i},0\n" for i in range(6)))
+    for pred, why in (("sc.csv", "frame 0 again"), ("ev.jsonl", "a second run")):
+        # two runs fit no one truth file: said, never read one over the other
+        res = CliRunner().invoke(cli, ["manufacturing", "evaluate", "--pred",
+                                       str(tmp_path / pred), "--ref", str(truth)])
+        assert res.exit_code == 2 and why in res.output, (pred, res.output)
     res = CliRunner().invoke(cli, line)  # without: started afresh
     assert len((tmp_path / "sc.csv").read_text().splitlines()) == 1 + 6
 

@@ -480,6 +480,12 @@ def test_a_stream_started_again_adds_to_its_files_and_a_live_event_says_when(tmp
     assert read_events(events) == [(1, 4)]
     rows = scores.read_text().splitlines()
     assert rows.count("frame,score") == 1 and len(rows) == 1 + 2 * len(probs)  # two runs
+    from deepseek.manufacturing.metrics import read_frame_scores
+
+    # the second run's frame 0 is refused where it comes, not read over the first run's
+    with pytest.raises(TruthFileError, match=rf"line {2 + len(probs)}: frame 0 again "
+                                             r"\(scored on line 2\).*several runs"):
+        read_frame_scores(scores)
     assert "at" not in run(live=False)[0]  # started afresh; a file's frames have their time_s
 
     batches: list = []

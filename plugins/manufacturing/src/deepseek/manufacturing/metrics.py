@@ -212,7 +212,14 @@ def read_events(path: str | Path) -> list[tuple[int, int]]:
 def read_frame_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(frame_indices, scores)`` from a CSV with columns ``frame,score`` (as written by
     ``deepseek manufacturing stream --scores``; or as a spreadsheet saved it again:
-    :func:`~deepseek.manufacturing.synthetic.spreadsheet_csv`)."""
+    :func:`~deepseek.manufacturing.synthetic.spreadsheet_csv`).
+
+    Raises:
+        TruthFileError: no such columns, a value that is not a number, or a frame scored
+            twice: a file of several runs (``stream --append`` adds each run's rows, its
+            frames numbered from 0 again), which no one truth file fits; before, the later
+            row's score silently replaced the earlier's in the evaluation.
+    """
     from deepseek.manufacturing.errors import TruthFileError
     from deepseek.manufacturing.synthetic import spreadsheet_csv
 
@@ -222,12 +229,22 @@ def read_frame_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         if not {"frame", "score"} <= set(rd.fieldnames or []):
             raise TruthFileError(f"{path}: needs the columns frame,score")
         idx, sc = [], []
+        line_of: dict[int, int] = {}  # frame: the line that scored it
         for n, r in enumerate(rd, 2):
             try:
-                idx.append(int(r["frame"]))
+                frame = int(r["frame"])
                 sc.append(number(r["score"]))
             except (TypeError, ValueError) as exc:
                 raise TruthFileError(f"{path}, line {n}: unreadable value ({exc})") from None
+            if frame in line_of:
+                raise TruthFileError(
+                    f"{path}, line {n}: frame {frame} again (scored on line "
+                    f"{line_of[frame]}): a file of several runs (stream --append adds each "
+                    "run's rows, its frames numbered from 0 again) fits no one truth file; "
+                    "evaluate one run's scores, e.g. a recording streamed to a file of its "
+                    "own")
+            line_of[frame] = n
+            idx.append(frame)
     return np.asarray(idx, np.int64), np.asarray(sc, np.float64)
 
 
