@@ -355,6 +355,8 @@ def test_calibrating_on_good_parts_alone_decodes_each_photo_once(tmp_path, weigh
                                                                   monkeypatch):
     """--all-good: the listing decodes each photo for its digest (copies, images the model
     learnt from) and keeps the pixels for the scoring, which gives them back once used."""
+    import shutil
+
     from deepseek.manufacturing import images, labelled, score
 
     good = _parts(tmp_path / "good", 8, seed=6)
@@ -375,3 +377,6 @@ def test_calibrating_on_good_parts_alone_decodes_each_photo_once(tmp_path, weigh
     again = distinct(sorted(good.glob("*.png")), cache_mb=0)
     assert all(it._image is None for it in again)
     np.testing.assert_array_equal(again[0].image, read_gray(again[0].path))
+    shutil.copy(good / "p000.png", good / "p000_again.png")  # a copy's pixels are not kept
+    (first, *_) = distinct(sorted(good.glob("*.png")))
+    assert first._image is not None and [c._image for c in first.copies] == [None]

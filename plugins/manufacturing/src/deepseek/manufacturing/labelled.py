@@ -410,7 +410,11 @@ def distinct_images(files: list[Path], bit_depth: int | None = None,
             item.keep(img, None)
             budget -= img.nbytes
         items.append(item)
-    return set_aside_copies(items)
+    kept = set_aside_copies(items)
+    for it in kept:  # a copy is never scored: its pixels go at once
+        for c in it.copies:
+            c.let_go()
+    return kept
 
 
 def image_digests(items: list[LabelledImage]) -> list[str]:
