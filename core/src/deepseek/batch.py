@@ -338,7 +338,9 @@ class LocalExecutor(_Executor):
         """When a process dies, the pool breaks and every item it held is lost with it, the
         guilty one among the innocent. Those items are then run one at a time (nothing else
         in flight), so that a death there is the item's own: only those deaths count
-        against its ``attempts``."""
+        against its ``attempts``. A death between two sends (the pool found broken when an
+        item is sent) is the same: the items not sent are not tried yet, and wait their
+        turn in a new pool."""
         import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
@@ -366,9 +368,20 @@ class LocalExecutor(_Executor):
                 elif solo is None:
                     batch = [queue.popleft() for _ in range(min(len(queue),
                                                                 2 * self.workers - len(running)))]
-                for source, key in batch:
+                broken = False
+                for n, (source, key) in enumerate(batch):
+                    try:
+                        fut = pool.submit(_run_local, source)
+                    except BrokenProcessPool:  # a process died since the last wait: what
+                        broken = True  # was not sent goes back to where it came from
+                        if solo is not None:
+                            suspects.appendleft(solo)
+                            solo = None
+                        else:
+                            queue.extendleft(reversed(batch[n:]))
+                        break
                     tries[key] = tries.get(key, 0) + 1
-                    running[pool.submit(_run_local, source)] = (source, key)
+                    running[fut] = (source, key)
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 lost: list[tuple[str, str]] = []
                 for fut in finished:
@@ -384,7 +397,7 @@ class LocalExecutor(_Executor):
                     done(_outcome(source, key, res, tries[key]))
                     if (source, key) == solo:
                         solo = None
-                if not lost:
+                if not lost and not broken:
                     continue
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = None
