@@ -1596,6 +1596,7 @@ def test_copies_of_an_image_count_once_and_their_masks_merge(tmp_path, caplog):
             items = read_labelled(root, cache_mb=cache)
         kept = {type(i._mask) for i in items}
         assert kept == {np.ndarray} if cache else {np.memmap} if not room else {type(None)}
+        assert all(c._image is None for i in items for c in i.copies)  # never read again
         names = sorted(i.path.name for i in items)
         assert names == ["a.png", "g0.png", "g1.png", "g2.png"]   # 6 files, 4 pictures
         assert "2 image(s) are copies of others" in caplog.text and "z_again.png" in caplog.text

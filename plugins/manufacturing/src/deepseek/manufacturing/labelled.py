@@ -344,7 +344,8 @@ def pixel_digest(image: np.ndarray) -> str:
 def set_aside_copies(items: list[LabelledImage]) -> list[LabelledImage]:
     """``items`` with each set of copies (equal :attr:`~LabelledImage.digest`) kept once:
     the first with a pixel label, else the first in order; the others are listed in its
-    :attr:`~LabelledImage.copies` and their masks merged into its mask. A warning names them.
+    :attr:`~LabelledImage.copies` and their masks merged into its mask; the pixels a copy
+    kept are let go (the kept image is the one used). A warning names them.
 
     Raises:
         ManufacturingError: two copies labelled one a defect and the other good.
@@ -373,6 +374,8 @@ def set_aside_copies(items: list[LabelledImage]) -> list[LabelledImage]:
         others = [m for m in (c.mask for c in copies) if m is not None] if first.defect else []
         own = first.mask if others else None  # its own label, read before the copies join it
         first.copies = copies
+        for c in copies:  # a copy's pixels are never read again (its mask may be, merged)
+            c._image = None
         if others:
             assert own is not None  # the first with a pixel label was kept
             first.copies_differ = any(not np.array_equal(own, m) for m in others)
@@ -410,11 +413,7 @@ def distinct_images(files: list[Path], bit_depth: int | None = None,
             item.keep(img, None)
             budget -= img.nbytes
         items.append(item)
-    kept = set_aside_copies(items)
-    for it in kept:  # a copy is never scored: its pixels go at once
-        for c in it.copies:
-            c.let_go()
-    return kept
+    return set_aside_copies(items)
 
 
 def image_digests(items: list[LabelledImage]) -> list[str]:
