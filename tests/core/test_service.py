@@ -90,3 +90,71 @@ def test_a_hangup_is_told_from_a_reload_by_the_terminal_and_nohup_is_kept(monkey
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # put back
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+class _SendThatSignals:
+    """A socket's ``send`` that raises ``signum`` in this process the first time, as a second
+    signal arriving while the first one's handler is inside ``SignalEvent.set``."""
+
+    def __init__(self, sock, signum):
+        self.sock, self.signum, self.raised = sock, signum, 0
+
+    def send(self, data):
+        if not self.raised:
+            self.raised += 1
+            import signal
+
+            signal.raise_signal(self.signum)  # handled before this call returns
+        return self.sock.send(data)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_signal_event_is_set_by_a_handler_that_interrupts_its_own_set():
+    """SignalEvent: what a signal handler tells a run's loop. A second signal whose handler
+    runs while the first's is inside ``set`` (a stop sent twice: by a service manager and
+    by the wrapper that passes it on) sets it again and returns; a threading.Event there
+    waits forever on the lock its own thread holds. Nothing is lost between a ``clear`` and
+    a ``set``, and a handler's ``set`` after ``close`` still sets the flag."""
+    import select
+    import signal
+
+    from deepseek.service import SignalEvent, on_signal
+
+    ev = SignalEvent()
+    calls: list[bool] = []
+    assert not ev.is_set() and ev.wait(0) is False
+    ev._write = _SendThatSignals(ev._write, signal.SIGUSR1)
+    with on_signal("SIGUSR1", lambda *_: (calls.append(ev.is_set()), ev.set())):
+        signal.raise_signal(signal.SIGUSR1)  # the first stop; the second comes inside it
+    assert calls == [False, True] and ev._write.raised == 1  # nested: set, then set again
+    assert ev.is_set() and ev.wait() is True  # set: no wait
+    assert select.select([ev._read], [], [], 0)[0]  # the wake-up is there for a waiter
+    ev.clear()
+    assert not ev.is_set() and not select.select([ev._read], [], [], 0)[0]  # drained
+    assert ev.wait(0) is False
+    for _ in range(1_000):  # more wake-ups than the socket buffer holds (278 here): none blocks
+        ev.set()
+    ev.clear()
+    assert not select.select([ev._read], [], [], 0)[0]
+    ev.close()
+    ev.set()  # a handler that runs after the run closed it
+    assert ev.is_set() and ev.wait(5) is True
+
+
+def test_a_signal_event_wakes_a_thread_that_waits_on_it():
+    """The reloader's use: a thread waits, a handler (here another thread) sets it; the
+    waiter wakes whichever of the two comes first (the flag is read before the wait)."""
+    import threading
+
+    from deepseek.service import SignalEvent
+
+    for _ in range(20):
+        ev, woke = SignalEvent(), []
+        waiter = threading.Thread(target=lambda: woke.append(ev.wait()))  # noqa: B023
+        waiter.start()
+        ev.set()
+        waiter.join()
+        assert woke == [True]
+        ev.close()

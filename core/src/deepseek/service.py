@@ -100,6 +100,72 @@ class ServiceNotifier:
             self.notify(watchdog=1)
 
 
+class SignalEvent:
+    """An event that a signal handler may set: what a handler asks of the run (stop; load
+    the model again) is said to its loop through this.
+
+    A :class:`threading.Event` is no place for that. Its ``set`` and ``clear`` hold a lock,
+    and a handler runs in the main thread between two steps of whatever the thread was
+    doing. A handler that sets the event while the main thread holds that lock (in the
+    previous signal's handler: a stop sent twice, by a service manager and the wrapper that
+    forwards it; or in the loop's own ``clear`` after a reload, as a second reload comes)
+    waits for a lock its own thread holds, and the process hangs until it is killed, its
+    summary unsaid. Here ``set`` takes no lock: it sets a flag and writes one byte to a
+    socket pair that :meth:`wait` watches (the wake-up a handler may give: no lock, no
+    allocation that can block). :meth:`is_set` reads the flag, as the loops that poll do
+    (watchfiles' ``stop_event``, the feed server's receive loop); :meth:`wait` suits one
+    waiting thread (a reloader)."""
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+
+    def is_set(self) -> bool:
+        """Whether it is set (and not cleared since)."""
+        return self._flag
+
+    def set(self) -> None:
+        """Set it and wake :meth:`wait`; safe in a signal handler, in any thread, and
+        nested in itself."""
+        self._flag = True
+        try:
+            self._write.send(b"\0")
+        except OSError:  # a wake-up is there already (buffer full), or it is closed
+            pass
+
+    def clear(self) -> None:
+        """Unset it (the flag first: a :meth:`set` in between is kept)."""
+        self._flag = False
+        try:
+            while self._read.recv(4096):
+                pass
+        except OSError:  # drained (BlockingIOError), or closed
+            pass
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until it is set or ``timeout`` seconds pass (None: no limit); whether it is
+        set."""
+        import select
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._flag:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            try:
+                select.select([self._read], [], [], left)
+            except (OSError, ValueError):  # closed while waiting
+                break
+        return self._flag
+
+    def close(self) -> None:
+        """Let go of its socket pair (a later :meth:`set` still sets the flag)."""
+        self._read.close()
+        self._write.close()
+
+
 @contextlib.contextmanager
 def on_signal(name: str, handler: Any) -> Iterator[None]:
     """``handler`` answers the signal ``name`` (``"SIGTERM"``: a service manager's stop;
