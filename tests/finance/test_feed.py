@@ -493,3 +493,47 @@ def test_the_reset_command_signs_its_datagram(model, monkeypatch):
                                                "--control-key", "short"])
         assert res.exit_code != 0 and "at least 16" in res.output
     assert srv.counters.resets == 1
+
+
+def test_the_serve_command_stopped_twice_ends_once_with_its_counters(monkeypatch):
+    """A stop sent twice (a service manager's SIGTERM, and the wrapper's that passes it on,
+    here the second as the server ends): the first ends the receive loop at its next turn
+    (``request_stop``: a flag, no lock), the second is the server's own handler's, and the
+    counters are printed, exit status 0; the handler given to the command is put back after,
+    never run (before, the second stop reached it: a service killed before its counters)."""
+    import json
+    import os
+    import signal
+
+    from click.testing import CliRunner
+
+    from deepseek.cli import build_cli
+    from deepseek.service import ServiceNotifier
+
+    told: list[str] = []
+    serve = FeedServer.serve_forever
+
+    def serve_forever(self, *a, **k):  # systemctl stop as the loop begins: it returns
+        os.kill(os.getpid(), signal.SIGTERM)
+        told.append("stop asked")
+        serve(self, *a, **k)
+
+    def stopping(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        told.append("stopping")
+
+    def outside(*_):
+        told.append("outside")
+
+    monkeypatch.setattr(FeedServer, "serve_forever", serve_forever)
+    monkeypatch.setattr(ServiceNotifier, "stopping", stopping)
+    before = signal.signal(signal.SIGTERM, outside)
+    try:
+        res = CliRunner().invoke(build_cli(), ["finance", "serve", "--udp", "127.0.0.1:0",
+                                               "--json"])
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["received"] == 0
+    assert told == ["stop asked", "stopping"] and after is outside

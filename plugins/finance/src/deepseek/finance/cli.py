@@ -467,9 +467,13 @@ def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_a
                            f"{sum(c.rejected.values())} ticks rejected, {c.bad_size} of a "
                            f"wrong size, {c.resets} resets")
 
-    try:  # SIGHUP resets the state; the hangup of the terminal it runs in stops it
-        with on_signal("SIGTERM", lambda *_: server.stop()), \
-                on_hangup(server.request_reset, server.stop):
+    # SIGHUP resets the state; the hangup of the terminal it runs in stops it. The handlers
+    # only set flags (no lock: one that runs while the thread holds it would wait on
+    # itself) and stay until the counters are out, so that a stop sent twice (a service
+    # manager's, and a wrapper's that passes it on) ends the run once, with its counters.
+    with on_signal("SIGTERM", lambda *_: server.request_stop()), \
+            on_hangup(server.request_reset, server.request_stop):
+        try:
             where = f"udp://{server.address[0]}:{server.address[1]}"
             click.echo(f"serving {model} on {where}"
                        f"{' (busy-poll)' if busy_poll else ''}"
@@ -479,14 +483,14 @@ def serve(address: str, model: str, busy_poll: bool, time_window_s: float, max_a
             service.ready(f"serving {model} on {where}")
             server.serve_forever(max_ticks=max_ticks, duration=duration,
                                  every=every if service.active else None)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        service.stopping()
-        server.sock.close()
-        counters = server.counters.to_dict()
-        click.echo(json.dumps(counters) if as_json else
-                   ", ".join(f"{k} {v}" for k, v in counters.items()))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            service.stopping()
+            server.stop()
+            counters = server.counters.to_dict()
+            click.echo(json.dumps(counters) if as_json else
+                       ", ".join(f"{k} {v}" for k, v in counters.items()))
 
 
 @finance.command("reset")

@@ -88,6 +88,7 @@ from typing import Any
 import numpy as np
 
 from deepseek.finance.errors import FinanceError
+from deepseek.service import SignalEvent
 
 log = logging.getLogger(__name__)
 
@@ -345,9 +346,11 @@ class FeedServer:
 
     ``serve_forever()`` blocks (``busy_poll=True`` spins on a non-blocking socket for the
     lowest latency, at the cost of a core); ``start()`` runs it in a thread; ``stop()``;
-    ``request_reset()`` (safe from a signal handler or another thread) clears the state
-    before the next datagram. ``control_key`` (bytes, at least 16; else the environment's
-    ``DEEPSEEK_FEED_CONTROL_KEY``) signs control datagrams; without one they are refused.
+    ``request_reset()`` and ``request_stop()`` (both safe from a signal handler or another
+    thread: they take no lock) clear the state before the next datagram, and end
+    ``serve_forever()`` at its next turn. ``control_key`` (bytes, at least 16; else the
+    environment's ``DEEPSEEK_FEED_CONTROL_KEY``) signs control datagrams; without one they
+    are refused.
     """
 
     def __init__(self, fastpath: Any, host: str = "127.0.0.1", port: int = 0,
@@ -367,7 +370,7 @@ class FeedServer:
             raise FinanceError(f"cannot bind UDP {host}:{port}: {exc}") from exc
         self.address = self.sock.getsockname()
         self.counters = Counters()
-        self._stop = threading.Event()
+        self._stop = SignalEvent()  # set by a signal handler: takes no lock
         self._reset_requested = False
         self._thread: threading.Thread | None = None
 
@@ -384,6 +387,13 @@ class FeedServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.sock.close()
+        self._stop.close()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to return at its next turn: after the datagram in hand
+        is answered, or within 0.2 s when none comes (at once when busy-polling). Safe in a
+        signal handler, repeated or nested: it takes no lock."""
+        self._stop.set()
 
     def request_reset(self) -> None:
         """Ask the serving loop to reset the model state and guards before the next datagram."""
