@@ -967,6 +967,59 @@ def test_a_watch_loads_its_model_again_on_sighup_and_each_result_names_it(tmp_pa
             ["a.png", "b.png", "c.png", "d.png"]  # no --state here: the folder scored
 
 
+def test_a_watch_stopped_twice_ends_once_with_its_summary(tmp_path, monkeypatch):
+    """A stop sent twice (a service manager's SIGTERM, and the wrapper's that passes it on):
+    the first ends the watch after the photo in hand, the second, as the watch ends, is its
+    own handler's (a flag, no lock), and the summary is said; the handler given to the watch
+    is put back after, never run. Two reloads asked at once load the model once or twice,
+    never hang."""
+    import os
+    import signal
+
+    import watchfiles
+
+    from deepseek.service import ServiceNotifier
+
+    root = tmp_path / "line"
+    root.mkdir()
+    weights = _trained(tmp_path / "model.safetensors", 0.5)
+    told: list[str] = []
+
+    def camera(*paths, **kw):
+        yield set()
+        signal.raise_signal(signal.SIGHUP)  # systemctl reload, twice in a row
+        signal.raise_signal(signal.SIGHUP)
+        (root / "a.png").write_bytes(_photo(0))
+        yield {(ADDED, str(root / "a.png"))}
+        os.kill(os.getpid(), signal.SIGTERM)  # systemctl stop
+        (root / "b.png").write_bytes(_photo(1))
+        if kw["stop_event"].is_set():  # as watchfiles ends on its stop_event
+            return
+        yield {(ADDED, str(root / "b.png"))}
+
+    def stopping(self):  # the stop sent again as the watch ends
+        os.kill(os.getpid(), signal.SIGTERM)
+        told.append("stopping")
+
+    def outside(*_):
+        told.append("outside")
+
+    monkeypatch.setattr(watchfiles, "watch", camera)
+    monkeypatch.setattr(ServiceNotifier, "stopping", stopping)
+    before = signal.signal(signal.SIGTERM, outside)
+    try:
+        res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), "--watch",
+                                               "--json", "--model", weights])
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert res.exit_code == 0, res.output
+    assert [Path(json.loads(x)["path"]).name for x in res.stdout.splitlines()] == ["a.png"]
+    assert res.stderr.count("reload: scoring with ") == 1  # asked twice before one photo
+    assert "watch ended: 1 photos scored, 0 flagged as defects, 0 unreadable" in res.stderr
+    assert told == ["stopping"] and after is outside
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="no pseudo-terminals")
 def test_a_watch_run_in_a_terminal_ends_when_the_terminal_closes_and_reloads_on_kill_hup(
         tmp_path):

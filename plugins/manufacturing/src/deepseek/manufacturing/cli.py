@@ -241,7 +241,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
         click.echo(f"defect at frame {ev.frame} (t={ev.time_s:.3f} s) score {ev.score:.3f} "
                    f"box {ev.box}{width}", err=True)
 
-    from deepseek.service import ServiceNotifier, on_hangup, on_signal
+    from deepseek.service import ServiceNotifier, SignalEvent, on_hangup, on_signal
 
     service = ServiceNotifier()  # systemd's Type=notify: ready, status, reloads, watchdog
     told = [float("-inf")]  # when the service manager was last given the stream's status
@@ -292,8 +292,12 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
                       backend=backend, mm_per_px=mm_per_px, on_event=on_event,
                       events=events_path, scores=scores_path, on_batch=on_batch,
                       on_frame=on_frame if show else None, append=append, on_wait=on_wait)
-    def stopped(*_: Any) -> None:
-        raise KeyboardInterrupt
+    stopping = [False]
+
+    def stopped(*_: Any) -> None:  # once: a second stop must not break the first's ending
+        if not stopping[0]:
+            stopping[0] = True
+            raise KeyboardInterrupt
 
     def reload_now() -> None:  # in a thread of its own: the stream runs on meanwhile
         was = (ds.model_sha256 or "")[:12]
@@ -309,23 +313,39 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
                    "the stream decides with it from its next step", err=True)
         service.ready(f"deciding with sha256 {(sha or '')[:12]} from the next step")
 
-    def reload_asked(*_: Any) -> None:
-        import threading
+    # the handlers only set flags (a SIGHUP handler that started a thread would take
+    # threading's locks, which the main thread it interrupts may hold): this thread waits
+    # for the reloads asked, and the stream runs on while one loads
+    import threading
 
-        threading.Thread(target=reload_now, name="reload", daemon=True).start()
+    asked = SignalEvent()
 
-    try:  # a service manager's stop (SIGTERM) ends the stream as Ctrl-C does; its reload
-        with on_signal("SIGTERM", stopped), on_hangup(reload_asked, stopped):  # (SIGHUP)
-            rep = ds.run(max_frames=max_frames)  # loads the model again, without a gap
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted", err=True)
-        return
-    finally:
-        service.stopping()
-        if show:
-            import cv2
+    def reloader() -> None:
+        try:
+            while asked.wait() and not stopping[0]:
+                asked.clear()
+                reload_now()
+        finally:  # its last user (a handler's set after this is still safe)
+            asked.close()
 
-            cv2.destroyAllWindows()
+    threading.Thread(target=reloader, name="reload", daemon=True).start()
+    # a service manager's stop (SIGTERM) ends the stream as Ctrl-C does; its reload (SIGHUP)
+    # loads the model again, without a gap
+    with on_signal("SIGTERM", stopped), on_hangup(asked.set, stopped):
+        try:
+            rep = ds.run(max_frames=max_frames)
+        except KeyboardInterrupt:
+            stopping[0] = True  # (Ctrl-C, or q in the window) a SIGTERM now changes nothing
+            click.echo("\ninterrupted", err=True)
+            return
+        finally:
+            stopping[0] = True
+            asked.set()  # the reloader ends (after a load under way)
+            service.stopping()
+            if show:
+                import cv2
+
+                cv2.destroyAllWindows()
     if not quiet:
         sys.stderr.write("\n")
     out: dict[str, Any] = rep.summary()
@@ -611,18 +631,17 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
     is followed: the next row starts a new file, with its header. Each row and JSON line
     names the model's SHA-256 and the threshold that decided it, and when (UTC)."""
     import csv
-    import threading
     from datetime import datetime, timezone
 
     from deepseek.manufacturing.errors import ManufacturingError
     from deepseek.manufacturing.score import UnreadableImage, csv_row
     from deepseek.manufacturing.watch import watch_folder
-    from deepseek.service import ServiceNotifier, on_hangup, on_signal
+    from deepseek.service import ServiceNotifier, SignalEvent, on_hangup, on_signal
 
     service = ServiceNotifier()  # systemd's Type=notify: ready, status, reloads, watchdog
     header = _watch_csv_header(csv_path, lambda m: click.echo(m, err=True))
     scorer = load()
-    stop, asked = threading.Event(), threading.Event()
+    stop, asked = SignalEvent(), SignalEvent()  # set by signal handlers: they take no lock
     counts = {"scored": 0, "flagged": 0, "unreadable": 0}
 
     def append(r: Any, at: str) -> None:
@@ -681,20 +700,24 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
 
     click.echo(f"watching {folder} with {model} ({_model_words(scorer)}; Ctrl-C to stop, "
                "SIGHUP to load the model again)", err=True)
-    try:  # a service manager's stop (SIGTERM) ends the watch as Ctrl-C does, its reload
-        with on_signal("SIGTERM", lambda *_: stop.set()), \
-                on_hangup(asked.set, stop.set):  # (SIGHUP) loads the model
+    # a service manager's stop (SIGTERM) ends the watch as Ctrl-C does, its reload (SIGHUP)
+    # loads the model; the handlers stay until the summary is out (a stop sent twice ends
+    # the watch once, with its summary)
+    with on_signal("SIGTERM", lambda *_: stop.set()), on_hangup(asked.set, stop.set):
+        try:
             watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
                          stop=stop, existing=existing, state=state, reload=reload,
                          heatmaps_of=heatmaps_of, service=service,
                          say=lambda m: click.echo(m, err=True))
-    except KeyboardInterrupt:
-        pass
-    finally:  # the summary also when the watch stops on an error (its folder gone)
-        service.stopping()
-        click.echo(f"watch ended: {counts['scored']} photos scored, {counts['flagged']} "
-                   f"flagged as defects, {counts['unreadable']} unreadable"
-                   + (f"; rows appended to {csv_path}" if csv_path else ""), err=True)
+        except KeyboardInterrupt:
+            pass
+        finally:  # the summary also when the watch stops on an error (its folder gone)
+            service.stopping()
+            stop.close()
+            asked.close()
+            click.echo(f"watch ended: {counts['scored']} photos scored, {counts['flagged']} "
+                       f"flagged as defects, {counts['unreadable']} unreadable"
+                       + (f"; rows appended to {csv_path}" if csv_path else ""), err=True)
     if counts["unreadable"]:
         raise SystemExit(1)
 
