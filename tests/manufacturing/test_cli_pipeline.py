@@ -210,11 +210,12 @@ def test_stream_faults_are_events_and_a_non_zero_exit(tmp_path):
 
 def test_stream_as_a_service_appends_and_ends_on_sigterm(tmp_path, monkeypatch):
     """--append adds to the files a stream started again wrote before; SIGTERM (a service
-    manager's stop) ends the stream as Ctrl-C does, and its handler is put back after."""
+    manager's stop) ends the stream after the step in hand with its summary, a stop sent
+    twice ends it once, and its handler is put back after."""
     import os
     import signal
 
-    from deepseek.manufacturing.stream import DefectStream
+    from deepseek.manufacturing.sources import FrameSource
     from deepseek.service import ServiceNotifier
 
     cli = build_cli()
@@ -236,33 +237,46 @@ def test_stream_as_a_service_appends_and_ends_on_sigterm(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, line)  # without: started afresh
     assert len((tmp_path / "sc.csv").read_text().splitlines()) == 1 + 6
 
-    def run(self, max_frames=None):
-        os.kill(os.getpid(), signal.SIGTERM)  # systemctl stop, while the stream runs
-        for _ in range(10**9):  # the signal lands between two steps
-            pass
-        raise AssertionError("SIGTERM did not stop the stream")
+    real_get = FrameSource.get
+    events = tmp_path / "ev.jsonl"
+
+    def get(self, *a, **k):  # systemctl stop while a crack's event is under way
+        lines = [json.loads(x)["event"] for x in events.read_text().splitlines()]
+        if lines and lines[-1] == "defect" and "stop sent" not in told:
+            told.append("stop sent")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_get(self, *a, **k)
 
     def stopping(self):  # the stop sent again (a wrapper passing it on) as the stream ends
         os.kill(os.getpid(), signal.SIGTERM)
         told.append("stopping")
 
-    monkeypatch.setattr(DefectStream, "run", run)
-    monkeypatch.setattr(ServiceNotifier, "stopping", stopping)
     told: list[str] = []
 
     def outside(*_):  # the handler the stream's run is given: put back after it
         told.append("outside")
 
+    monkeypatch.setattr(FrameSource, "get", get)
+    monkeypatch.setattr(ServiceNotifier, "stopping", stopping)
+    long = ["manufacturing", "stream", "synthetic:?seed=5&frames=600&width=96&height=64",
+            "--quiet", "--json", "--events", str(events)]
     before = signal.signal(signal.SIGTERM, outside)
     try:
-        res = CliRunner().invoke(cli, line)
+        res = CliRunner().invoke(cli, long)
         after = signal.getsignal(signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, before)
-    # ended once, by its own handler: the second stop neither broke its ending nor reached
-    # the handler put back after it (before, it did: a process killed before its last words)
-    assert res.exit_code == 0 and "interrupted" in res.output, res.output
-    assert told == ["stopping"] and after is outside
+    # ended after the step in hand, as the source's end would: the event under way ended
+    # at the last frame decided, the summary printed; the second stop neither broke that
+    # nor reached the handler put back after it (before, it did: a process killed before
+    # its last words; and the first one left the event without its end)
+    assert res.exit_code == 0 and "stopped (SIGTERM" in res.stderr, res.output
+    summary = json.loads(res.stdout)
+    assert summary["stopped"] and 0 < summary["frames"] < 600
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [x["event"] for x in lines[-2:]] == ["defect", "clear"]
+    assert lines[-1]["frame"] == summary["frames"] - 1  # synthetic frames count from 0
+    assert told == ["stop sent", "stopping"] and after is outside
 
 
 def test_stream_loads_its_model_again_on_sighup_without_stopping(tmp_path, monkeypatch):
@@ -320,8 +334,8 @@ def test_stream_loads_its_model_again_on_sighup_without_stopping(tmp_path, monke
 
 def test_a_stream_run_in_a_terminal_ends_when_the_terminal_closes(monkeypatch):
     """A stream started in a terminal: the terminal's hangup as its window closes ends the
-    stream as Ctrl-C does (exit status 0, the service manager told of the stop), not with a
-    reload. (Whether the terminal is there is what the process sees of it,
+    stream as a stop does (its summary, exit status 0, the service manager told of the
+    stop), not with a reload. (Whether the terminal is there is what the process sees of it,
     ``deepseek.service.has_terminal``; a real pseudo-terminal closed under a running watch
     is in test_watch.)"""
     import os
@@ -354,7 +368,9 @@ def test_a_stream_run_in_a_terminal_ends_when_the_terminal_closes(monkeypatch):
             "manufacturing", "stream", "synthetic:?seed=5&frames=600&width=96&height=64",
             "--quiet", "--json"])
         told = pending_datagrams(manager)
-    assert res.exit_code == 0 and "interrupted" in res.stderr, res.output
+    assert res.exit_code == 0 and "stopped (SIGTERM, or the terminal closed)" in res.stderr, \
+        res.output
+    assert json.loads(res.stdout)["stopped"]
     assert "reload" not in res.stderr and not any(m.startswith("RELOADING") for m in told)
     assert told[-1] == "STOPPING=1"
 

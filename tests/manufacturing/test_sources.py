@@ -189,7 +189,8 @@ class _Hanging(_Scripted):
 def test_a_read_that_hangs_is_told_by_the_time_the_source_was_last_heard_from():
     """``stalled_s`` says how long the grabber has waited on the source (a read that hangs
     grows it without end); ``get`` calls ``on_wait`` while no frame is there, so that a
-    service's watchdog is fed only while the source is heard from."""
+    service's watchdog is fed only while the source is heard from, and ends its wait when
+    ``on_wait`` says so (a stop asked)."""
     camera = _Hanging([_img(1), _img(2)])
     src = FrameSource(camera, "fake://cam", reconnect_attempts=0)
     waits = []
@@ -199,6 +200,7 @@ def test_a_read_that_hangs_is_told_by_the_time_the_source_was_last_heard_from():
         assert len(got) == 2 and camera.hanging.wait(60)
         assert src.get(1, timeout=0.3, on_wait=lambda: waits.append(src.stalled_s())) == []
         assert waits and src.stalled_s() >= 0.25  # waited 0.3 s on a read that hangs
+        assert src.get(1, on_wait=lambda: True) == []  # a stop asked: the wait ends there
         camera.release.set()
         assert src.get(1) == []  # the connection dropped, not reopened: the end
     assert src.stalled_s() == 0.0 and src.stats.lost

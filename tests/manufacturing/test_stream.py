@@ -64,6 +64,47 @@ def test_debounce_k_of_n_events_and_json_lines():
     assert len(rep.latencies_s) == 16 and rep.latency_ms["p99"] >= rep.latency_ms["p50"] > 0
 
 
+def test_a_stop_ends_the_run_after_the_step_in_hand_or_while_it_waits_for_frames():
+    """``run(stop=...)``: a stop (a service manager's, set by a signal handler) ends the run
+    as the source's end would: between two steps, the event under way ended at the last
+    frame decided; and while no frame comes (a live camera whose read hangs) within one of
+    the source's 0.1 s waits, not when the next frame comes. The report says ``stopped``."""
+    from deepseek.service import SignalEvent
+    from tests.manufacturing.test_sources import _Hanging
+
+    stop = SignalEvent()
+    probs = [0.1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
+    buf = io.StringIO()
+    ds = _stream(probs, debounce=(1, 1), max_batch=2, events=buf,
+                 on_event=lambda ev: stop.set())  # asked as the event starts (frame 1)
+    rep = ds.run(stop=stop)
+    assert rep.stopped and rep.summary()["stopped"] and rep.frames == 2  # its step's
+    lines = [json.loads(v) for v in buf.getvalue().splitlines()]
+    assert [(r["event"], r["frame"]) for r in lines] == [("defect", 1), ("clear", 1)]
+    assert not _stream([0.1, 0.1]).run(stop=SignalEvent()).stopped  # the source's end
+    stop.close()
+
+    camera = _Hanging([np.full((64, 96), 150, np.uint8)])
+    waits: list[int] = []
+    stop = SignalEvent()
+
+    def on_wait():  # the read hangs after one frame: the stop comes while the run waits
+        waits.append(1)
+        if camera.hanging.is_set():  # (the frame is queued by then)
+            stop.set()
+            camera.release.set()  # (so that closing the source does not wait on its read)
+
+    ds = DefectStream(FrameSource(camera, "fake://cam", reconnect_attempts=0), DefectNet(),
+                      on_wait=on_wait)
+    ds.step = _Scripted([0.1])
+    try:
+        rep = ds.run(stop=stop)
+    finally:
+        camera.release.set()  # the grabber's read lets go (the connection drops)
+    assert rep.stopped and rep.frames == 1  # (get's wait ends on it: test_sources)
+    stop.close()
+
+
 def test_each_event_names_the_model_file_that_decided_it(tmp_path):
     """An events file appended to across runs (a service restarted with retrained weights)
     says which weights decided each event: the SHA-256 of the model file, in each event and

@@ -185,10 +185,11 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
     """Run the crack detector on SOURCE with a live status line (fps, latency, events).
 
     SOURCE is a video file, cam:N, an rtsp:// or http:// URL, a GStreamer pipeline ending in
-    appsink, an image folder, or synthetic:?seed=N&frames=N. SIGTERM ends it as Ctrl-C does;
-    SIGHUP (systemctl reload) loads MODEL again while the stream runs on, deciding from its
-    next step (the events say from which frame); the hangup of the terminal it was started
-    in (its window closed) ends it as Ctrl-C does (ignored under nohup).
+    appsink, an image folder, or synthetic:?seed=N&frames=N. SIGTERM ends it after the step
+    in hand, as the source's end would (an event under way ended, the summary printed, exit
+    status 0), as does the hangup of the terminal it was started in (its window closed;
+    ignored under nohup); Ctrl-C interrupts it. SIGHUP (systemctl reload) loads MODEL again
+    while the stream runs on, deciding from its next step (the events say from which frame).
     """
     from deepseek.evaluation import evaluate
     from deepseek.manufacturing.errors import ManufacturingError
@@ -292,12 +293,11 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
                       backend=backend, mm_per_px=mm_per_px, on_event=on_event,
                       events=events_path, scores=scores_path, on_batch=on_batch,
                       on_frame=on_frame if show else None, append=append, on_wait=on_wait)
-    stopping = [False]
-
-    def stopped(*_: Any) -> None:  # once: a second stop must not break the first's ending
-        if not stopping[0]:
-            stopping[0] = True
-            raise KeyboardInterrupt
+    # a service manager's stop (SIGTERM, or the hangup of the terminal the stream runs in)
+    # ends the run after the step in hand, as the source's end would: an event under way
+    # ended, the summary said; the handlers only set flags (one that took a lock, or
+    # started a thread, could wait on a lock the main thread it interrupts holds)
+    stop, asked = SignalEvent(), SignalEvent()
 
     def reload_now() -> None:  # in a thread of its own: the stream runs on meanwhile
         was = (ds.model_sha256 or "")[:12]
@@ -313,34 +313,27 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
                    "the stream decides with it from its next step", err=True)
         service.ready(f"deciding with sha256 {(sha or '')[:12]} from the next step")
 
-    # the handlers only set flags (a SIGHUP handler that started a thread would take
-    # threading's locks, which the main thread it interrupts may hold): this thread waits
-    # for the reloads asked, and the stream runs on while one loads
-    import threading
-
-    asked = SignalEvent()
-
-    def reloader() -> None:
-        try:
-            while asked.wait() and not stopping[0]:
+    def reloader() -> None:  # waits for the reloads asked (SIGHUP); the stream runs on
+        try:  # while one loads
+            while asked.wait() and not stop.is_set():
                 asked.clear()
                 reload_now()
         finally:  # its last user (a handler's set after this is still safe)
             asked.close()
 
+    import threading
+
     threading.Thread(target=reloader, name="reload", daemon=True).start()
-    # a service manager's stop (SIGTERM) ends the stream as Ctrl-C does; its reload (SIGHUP)
-    # loads the model again, without a gap
-    with on_signal("SIGTERM", stopped), on_hangup(asked.set, stopped):
+    with on_signal("SIGTERM", lambda *_: stop.set()), on_hangup(asked.set, stop.set):
         try:
-            rep = ds.run(max_frames=max_frames)
-        except KeyboardInterrupt:
-            stopping[0] = True  # (Ctrl-C, or q in the window) a SIGTERM now changes nothing
+            rep = ds.run(max_frames=max_frames, stop=stop)
+        except KeyboardInterrupt:  # Ctrl-C, or q in the window
             click.echo("\ninterrupted", err=True)
             return
         finally:
-            stopping[0] = True
-            asked.set()  # the reloader ends (after a load under way)
+            stop.set()  # the reloader ends (after a load under way)
+            asked.set()
+            stop.close()
             service.stopping()
             if show:
                 import cv2
@@ -348,6 +341,9 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
                 cv2.destroyAllWindows()
     if not quiet:
         sys.stderr.write("\n")
+    if rep.stopped:
+        click.echo("stopped (SIGTERM, or the terminal closed) after the frames in hand",
+                   err=True)
     out: dict[str, Any] = rep.summary()
     if truth_rows is not None:
         out["frame_metrics"] = evaluate("defect-frames", (rep.frame_index, rep.scores),

@@ -500,11 +500,12 @@ class FrameSource:
         return max(time.monotonic() - self.last_active, 0.0)
 
     def get(self, max_frames: int = 1, timeout: float | None = None,
-            on_wait: Callable[[], None] | None = None) -> list[Frame]:
+            on_wait: Callable[[], Any] | None = None) -> list[Frame]:
         """Up to ``max_frames`` queued frames (at least one unless the stream ended; then an
         empty list). Raises the grabber's error, if it had one, once the queue is empty.
         ``on_wait()`` is called about every 0.1 s while no frame is there (a service's
-        watchdog: see :meth:`stalled_s`)."""
+        watchdog: see :meth:`stalled_s`); when it returns True (a stop asked), the wait ends
+        with the frames there, none if none came."""
         self.start()
         deadline = None if timeout is None else time.perf_counter() + timeout
         with self._cv:
@@ -513,8 +514,8 @@ class FrameSource:
                 if wait <= 0:
                     return []
                 self._cv.wait(wait)
-                if on_wait is not None:
-                    on_wait()
+                if on_wait is not None and on_wait():
+                    break
             out = []
             while self._q and len(out) < max_frames:
                 out.append(self._q.popleft())

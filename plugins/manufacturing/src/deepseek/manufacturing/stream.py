@@ -124,6 +124,7 @@ class StreamReport:
     flagged_frames: int = 0   # over the whole run, kept frames or not
     model_sha256: str | None = None  # of the model file that decided the frames (the last)
     reloads: int = 0  # models loaded again while it ran (DefectStream.load_again)
+    stopped: bool = False  # ended by its ``stop`` (a service manager's), not by its source
 
     def summary(self) -> dict[str, Any]:
         """The report's figures as JSON-ready data (``frames_kept``: how many of the frames
@@ -133,7 +134,7 @@ class StreamReport:
                "stage_ms_per_frame": self.stage_ms_per_frame, "source": self.source,
                "events": len(self.events), "flagged_frames": self.flagged_frames,
                "backend": self.backend, "model_sha256": self.model_sha256,
-               "reloads": self.reloads,
+               "reloads": self.reloads, "stopped": self.stopped,
                "mean_batch": round(self.frames / self.batches, 2) if self.batches else 0}
         if len(self.frame_index) < self.frames:
             out["frames_kept"] = len(self.frame_index)
@@ -821,9 +822,14 @@ class DefectStream:
                 self._next = (net, step, sha)
             return sha
 
-    def run(self, max_frames: int | None = None) -> StreamReport:
+    def run(self, max_frames: int | None = None, stop: Any = None) -> StreamReport:
         """Stream frames from the source through the model until it ends (or ``max_frames``): flags,
         events, latency and rate.
+
+        ``stop``: an event (``is_set()``; a signal handler's, :class:`deepseek.service.
+        SignalEvent`) that ends the run as the source's end would, after the step in hand or
+        while it waits for frames: an event under way is ended at the last frame decided,
+        and the report says ``stopped``.
         """
         rep = StreamReport(backend=self.step.name, source=self.source.describe(),
                            model_sha256=self.model_sha256)
@@ -859,14 +865,24 @@ class DefectStream:
         # first frames), so that a large camera's step does not hold max_batch frames
         per_step = self.max_batch if self.source.size is None else \
             self._per_step(*reversed(self.source.size))
+        on_wait = self.on_wait
+        if stop is not None:
+            def on_wait() -> bool:  # the wait for frames ends on a stop
+                if self.on_wait is not None:
+                    self.on_wait()
+                return stop.is_set()
         try:
             with self.source:
                 while max_frames is None or seen < max_frames:
+                    if stop is not None and stop.is_set():
+                        rep.stopped = True
+                        break
                     t0 = time.perf_counter()
                     want = per_step if max_frames is None else \
                         min(per_step, max_frames - seen)
-                    batch = self.source.get(want, on_wait=self.on_wait)
+                    batch = self.source.get(want, on_wait=on_wait)
                     if not batch:
+                        rep.stopped = stop is not None and stop.is_set()
                         break
                     t1 = time.perf_counter()
                     if t_start is None:
