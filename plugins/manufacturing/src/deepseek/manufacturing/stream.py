@@ -865,12 +865,11 @@ class DefectStream:
         # first frames), so that a large camera's step does not hold max_batch frames
         per_step = self.max_batch if self.source.size is None else \
             self._per_step(*reversed(self.source.size))
-        on_wait = self.on_wait
-        if stop is not None:
-            def on_wait() -> bool:  # the wait for frames ends on a stop
-                if self.on_wait is not None:
-                    self.on_wait()
-                return stop.is_set()
+        def on_wait() -> bool:  # the wait for frames ends on a stop (and only on one: what
+            if self.on_wait is not None:  # the caller's on_wait returns is not asked)
+                self.on_wait()
+            return stop is not None and stop.is_set()
+
         try:
             with self.source:
                 while max_frames is None or seen < max_frames:
