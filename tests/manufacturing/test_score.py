@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 
 import cv2
 import numpy as np
@@ -296,6 +297,10 @@ def test_bad_inputs_name_the_file(tmp_path, parts):
         score_images([tmp_path / "missing.png"])
     with pytest.raises(ManufacturingError, match="notes.txt: not an image"):
         score_images([parts / "notes.txt"])
+    if hasattr(os, "mkfifo"):  # a named pipe under a photo's name: refused, never opened
+        os.mkfifo(tmp_path / "camera.png")  # (a read would wait for a writer forever)
+        with pytest.raises(ManufacturingError, match="camera.png: not a regular file"):
+            score_images([tmp_path / "camera.png"])
     empty = tmp_path / "empty"
     (empty / "masks").mkdir(parents=True)
     _part(empty / "masks" / "m.png", 16, 16, 0)

@@ -759,6 +759,9 @@ def image_paths(paths: Iterable[str | Path]) -> list[Path]:
                 raise ManufacturingError(f"{p}: not an image file "
                                          f"({', '.join(sorted(IMAGE_SUFFIXES))})")
             out.append(p)
+        elif p.exists():  # a named pipe, a socket, a device: a read could wait forever
+            raise ManufacturingError(f"{p}: not a regular file (a named pipe, a socket or a "
+                                     "device); give the photo's file")
         else:
             raise ManufacturingError(f"{p}: no such file or folder")
     seen: set[str] = set()  # the same path twice; two links to one photo stay two parts
