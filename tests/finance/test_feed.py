@@ -116,6 +116,45 @@ def test_replay_measures_round_trips_and_keeps_the_answers(model):
     np.testing.assert_array_equal(res["decisions"], offline)
 
 
+def test_replay_says_when_no_server_answers_and_counts_a_stopped_servers_ticks(model):
+    """No server at the address: a refusal of the first tick (nothing listens on the port),
+    or no answer to the first NO_ANSWER_TICKS (a host that drops them), is an error naming
+    the address, not a run of lost ticks (at --timeout each) or a Python error; a server
+    that stops mid-replay has the rest of the ticks counted lost and refused."""
+    import threading
+
+    from deepseek.finance.feed import NO_ANSWER_TICKS
+
+    ticks = synthetic_ticks(40, seed=5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(FinanceError, match=f"udp://127.0.0.1:{port} refused the first tick: "
+                                           "nothing listens there; start `deepseek finance "
+                                           f"serve --udp 127.0.0.1:{port}` first"):
+        replay(ticks, "127.0.0.1", port, timeout=5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as deaf:  # takes, never answers
+        deaf.bind(("127.0.0.1", 0))
+        with pytest.raises(FinanceError, match=f"no answer from udp://127.0.0.1:"
+                                               f"{deaf.getsockname()[1]} to the first "
+                                               f"{NO_ANSWER_TICKS} ticks"):
+            replay(ticks, *deaf.getsockname(), timeout=0.01)
+    with pytest.raises(FinanceError, match="timeout=0"):
+        replay(ticks, "127.0.0.1", port, timeout=0)
+    server = FeedServer(_fp(model), "127.0.0.1", 0, limits=NO_WINDOW)
+
+    def serve_ten():  # answers 10 ticks, then stops: its port closed
+        server.serve_forever(max_ticks=10)
+        server.sock.close()
+
+    stopping = threading.Thread(target=serve_ten)
+    stopping.start()
+    res = replay(ticks, *server.address, warmup=0)  # (1 s for each answer, as the CLI)
+    stopping.join()
+    assert res["statuses"] == {"ok": 10} and res["lost"] == 30
+    assert res["refused"] >= 29  # (the 11th may go to the socket as it closes, unanswered)
+
+
 # ----------------------------------------------------------------------------- fields
 def test_every_bad_field_has_its_status(server):
     ticks = synthetic_ticks(30, seed=9)

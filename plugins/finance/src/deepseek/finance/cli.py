@@ -536,18 +536,21 @@ def reset_cmd(address: str, control_key: str, timeout: float, as_json: bool) -> 
 @click.argument("data")
 @capture_options
 @click.option("--udp", "address", default="127.0.0.1:9999", show_default=True)
-@click.option("--limit", type=int, default=None, help="Send at most this many ticks.")
-@click.option("--warmup", type=int, default=1000, show_default=True,
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="Send at most this many ticks.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Ticks left out of the percentiles.")
-@click.option("--timeout", type=float, default=1.0, show_default=True,
-              help="Seconds to wait for each answer.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Seconds to wait for each answer.")
 @click.option("--busy-poll", is_flag=True, help="Spin while waiting for answers.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (default: text).")
 def replay_cmd(data: str, symbol: str | None, clock: str | None, order: str | None,
                levels: int | None, address: str, limit: int | None, warmup: int,
                timeout: float, busy_poll: bool, as_json: bool) -> None:
     """Replay DATA to a feed server tick by tick and report the round trip per tick. Ticks
-    keep their recorded times: serve with --time-window-s 0 to accept them."""
+    keep their recorded times: serve with --time-window-s 0 to accept them. Exit status 1
+    when a tick was lost (no answer within --timeout, or refused: the server stopped); 2
+    when no server answers at the address."""
     from deepseek.finance.feed import parse_address, replay
 
     host, port = parse_address(address)

@@ -540,6 +540,11 @@ class FeedServer:
                 break
 
 
+#: ticks in a row that :func:`replay` sends unanswered, before any answer, before it says that
+#: no server answers at the address
+NO_ANSWER_TICKS = 5
+
+
 def replay(ticks: np.ndarray, host: str, port: int, *, timeout: float = 1.0,
            warmup: int = 1000, limit: int | None = None, busy_poll: bool = False,
            keep: bool = False) -> dict[str, Any]:
@@ -547,8 +552,16 @@ def replay(ticks: np.ndarray, host: str, port: int, *, timeout: float = 1.0,
 
     Returns counts and round-trip percentiles in microseconds (after ``warmup`` ticks);
     ``keep``: also each tick's answer, ``decisions`` (-1/0/+1; -2 when not ok or lost) and
-    ``status_codes`` (255: lost), as arrays.
+    ``status_codes`` (255: lost), as arrays. A tick the server's host refuses (nothing
+    listens on the port: the server stopped) is lost, and counted in ``refused``. Before
+    the first answer, a refusal, or :data:`NO_ANSWER_TICKS` ticks in a row without one, is a
+    :class:`FinanceError` naming the address: there is no server to measure there.
     """
+    if timeout <= 0:
+        raise FinanceError(f"timeout={timeout}: give the seconds to wait for each answer "
+                           "(more than 0)")
+    if warmup < 0 or (limit is not None and limit < 0):
+        raise FinanceError(f"warmup={warmup}, limit={limit}: give counts of 0 or more")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect((host, port))
     if busy_poll:
@@ -561,7 +574,7 @@ def replay(ticks: np.ndarray, host: str, port: int, *, timeout: float = 1.0,
     codes = np.full(n, 255, dtype=np.uint8)
     inbuf = bytearray(64)
     statuses: dict[str, int] = {}
-    lost = 0
+    lost = refused = answered = 0
     clock = time.perf_counter_ns
     tt, bid, ask = ticks["time_ns"], ticks["bid"], ticks["ask"]
     bs, as_, bd, ad = ticks["bid_size"], ticks["ask_size"], ticks["bid_depth"], ticks["ask_depth"]
@@ -572,24 +585,39 @@ def replay(ticks: np.ndarray, host: str, port: int, *, timeout: float = 1.0,
                                float(bd[i]), float(ad[i]), float(lp[i]), float(ls[i]),
                                int(sd[i]))
         t0 = clock()
-        sock.send(msg)
         got = None
-        while True:
-            try:
-                got = sock.recv_into(inbuf)
-            except BlockingIOError:
-                if clock() - t0 > timeout * 1e9:
+        try:  # (a refusal of an earlier datagram is told at the next send or receive)
+            sock.send(msg)
+            while True:
+                try:
+                    got = sock.recv_into(inbuf)
+                except BlockingIOError:
+                    if clock() - t0 > timeout * 1e9:
+                        break
+                    continue
+                except TimeoutError:
                     break
-                continue
-            except TimeoutError:
-                break
-            if got == DECISION_SIZE and DECISION_STRUCT.unpack_from(inbuf)[3] == (i & 0xFFFFFFFF):
-                break
+                if got == DECISION_SIZE and \
+                        DECISION_STRUCT.unpack_from(inbuf)[3] == (i & 0xFFFFFFFF):
+                    break
+        except ConnectionRefusedError:
+            got = None
+            refused += 1
         t1 = clock()
         if got != DECISION_SIZE:
             lost += 1
             rtts[i] = -1
+            if not answered and (refused or lost >= NO_ANSWER_TICKS):
+                sock.close()
+                where = f"udp://{host}:{port}"
+                raise FinanceError(
+                    f"{where} refused the first tick: nothing listens there; start "
+                    f"`deepseek finance serve --udp {host}:{port}` first, or give the "
+                    "server's address" if refused else
+                    f"no answer from {where} to the first {lost} ticks ({timeout:g} s each): "
+                    "is a feed server running there, and does a firewall let UDP through?")
             continue
+        answered += 1
         rtts[i] = t1 - t0
         answer = DECISION_STRUCT.unpack_from(inbuf)
         codes[i] = answer[2]
@@ -604,7 +632,8 @@ def replay(ticks: np.ndarray, host: str, port: int, *, timeout: float = 1.0,
     def pct(q: float) -> float:
         return float(np.percentile(valid, q)) if valid.size else float("nan")
 
-    out = {"ticks": n, "lost": lost, "statuses": statuses, "measured": int(valid.size),
+    out = {"ticks": n, "lost": lost, "refused": refused, "statuses": statuses,
+           "measured": int(valid.size),
            "rtt_us": {"p50": pct(50), "p99": pct(99), "p99_9": pct(99.9),
                       "mean": float(valid.mean()) if valid.size else float("nan")}}
     if keep:
