@@ -142,6 +142,130 @@ def test_an_interrupted_study_resumes_and_a_changed_config_is_refused(tmp_path):
         tune(other, lambda p, t: p["x"], storage=url, study="s", progress=False)
 
 
+def test_a_stopped_study_ends_after_the_trial_in_hand_and_resumes(tmp_path, monkeypatch):
+    """A stop (SIGTERM: a service manager's, `timeout`, `kill`) ends the search after the
+    trial in hand, which finishes and counts: no trial is left failed or running, and the
+    study resumes to its budget when started again. `deepseek tune` takes SIGTERM so, says
+    it stopped, and puts the handler it was given back."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from deepseek.cli import build_cli
+    from deepseek.service import SignalEvent
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    cfg = _config(trials=6, sampler="random", seed=1)
+    stop = SignalEvent()
+
+    def objective(p, t):  # the stop comes during the second trial
+        if t.number == 1:
+            stop.set()
+        return p["x"]
+
+    res = tune(cfg, objective, storage=url, study="s", progress=False, stop=stop)
+    assert res.stopped and res.to_dict()["stopped"] and res.counts() == {"COMPLETE": 2}
+    res = tune(cfg, objective, storage=url, study="s", progress=False)
+    evaluated = [t for t in res.trials if t["repeat_of"] is None]  # (the resumed sampler
+    assert not res.stopped and len(evaluated) == 6  # proposes its first two sets again)
+    assert {t["state"] for t in res.trials} == {"COMPLETE"}
+    stop.close()
+
+    import deepseek.tune as tune_module
+
+    def stopped_at_once(config, out_dir=None):  # the pipeline, with a stop in its first trial
+        def objective(params, trial):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return 0.5
+        return objective
+
+    monkeypatch.setattr(tune_module, "pipeline_objective", stopped_at_once)
+    told: list[str] = []
+
+    def outside(*_):
+        told.append("outside")
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    before = signal.signal(signal.SIGTERM, outside)
+    try:
+        out = CliRunner().invoke(build_cli(), [
+            "tune", str(_risk_config(tmp_path / "risk.yaml", 5)), "--storage", db,
+            "--study", "cli", "--out", str(tmp_path / "report"), "--json"])
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["trial_states"] == {"COMPLETE": 1}
+    assert "stopped after the trials in hand (SIGTERM): {'COMPLETE': 1}; the same command " \
+        "resumes the study" in out.stderr
+    assert told == [] and after is outside
+
+
+@pytest.mark.slow
+def test_workers_end_after_their_trials_when_the_tune_command_is_stopped_or_killed(tmp_path):
+    """`deepseek tune CONFIG --workers 2` as `timeout` or a service manager stops it
+    (SIGTERM to it alone): it passes the stop on, each worker ends after its trial in hand,
+    and it exits 0 with its report. Killed outright (SIGKILL, which it cannot pass on), its
+    workers end by themselves after their trials (Linux's parent-death signal). Before, the
+    workers ran the study on to its budget, alone."""
+    import signal
+
+    config = _risk_config(tmp_path / "risk.yaml", 100_000)
+    out = tmp_path / "out"
+    journal = f"journal:{out / 'study.journal'}"
+
+    def started(extra=(), before=frozenset()):
+        proc = subprocess.Popen([sys.executable, "-m", "deepseek.cli", "-q", "tune",
+                                 str(config), "--workers", "2", "--out", str(out), *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while True:  # until each worker has finished a trial (a poll with a deadline)
+            done = [t for t in _trials(journal) if t.state.name == "COMPLETE"]
+            if len({t.user_attrs.get("worker") for t in done} - before) == 2:
+                return proc
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+
+    def gone(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # (a zombie: ended)
+        except FileNotFoundError:
+            return True
+
+    proc = started()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "stopped after the trials in hand (SIGTERM)" in stderr
+    trials = _trials(journal)
+    assert {t.state.name for t in trials} == {"COMPLETE"} and len(trials) < 100_000
+    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in trials}
+    assert len(pids) == 2 and all(gone(p) for p in pids)
+
+    if not sys.platform.startswith("linux"):
+        return
+    proc = started(["--trials", str(len(trials) + 100_000)],  # resumed, then killed
+                   before={t.user_attrs["worker"] for t in trials})
+    proc.kill()
+    proc.communicate(timeout=60)
+    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in _trials(journal)} - pids
+    assert len(pids) == 2
+    deadline = time.monotonic() + 300
+    while not all(gone(p) for p in pids):  # they end by themselves (a poll with a deadline)
+        assert time.monotonic() < deadline, "the workers outlived their killed supervisor"
+        time.sleep(0.1)
+    assert {t.state.name for t in _trials(journal)} == {"COMPLETE"}  # none left running
+
+
+def _trials(journal):
+    """The trials of the journal study `deepseek tune --out` keeps (none before it is made)."""
+    path = journal[len("journal:"):]
+    if not os.path.exists(path):
+        return []
+    return open_study(None, journal, "deepseek-tune").get_trials(deepcopy=False)
+
+
 @pytest.mark.parametrize("space,pattern", [
     ({}, "'space' must name at least one parameter"),
     ({"x": {"type": "float", "low": 1, "high": 1}}, r"low \(1\) must be below high \(1\)"),

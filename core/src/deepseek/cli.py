@@ -535,29 +535,43 @@ def tune_cmd(ctx: click.Context, config: str, storage: str | None, study: str | 
     `deepseek tune CONFIG.yaml` starts or resumes a study; `deepseek tune worker --storage
     URL --study NAME` joins one (from any machine: the study stores its config). The
     config's objective is a registered pipeline and the metrics it reports; see
-    deepseek.tune for the format.
+    deepseek.tune for the format. SIGTERM ends the search after the trials in hand (the
+    workers' too) and the same command resumes it.
     """
     from deepseek.paths import ready_folder
+    from deepseek.service import SignalEvent, on_hangup, on_signal
     from deepseek.tune import TuneConfig, TuneError, run_worker, tune, write_outputs
 
     quiet = ctx.obj["quiet"]
     ready_folder(out_dir, "--out")  # before the trials, not after them
-    if config == "worker":
-        if not storage or not study:
-            raise TuneError("a worker joins an existing study: give --storage URL and "
-                            "--study NAME")
-        if workers != 1:
-            raise TuneError("run several `deepseek tune worker` processes instead of "
-                            "--workers")
-        res = run_worker(storage, study, trials=trials, timeout=timeout_s,
-                         progress=False if quiet else None)
-    else:
-        cfg = TuneConfig.load(config)
-        out = out_dir or Path("reports") / "tune" / (study or "deepseek-tune")
-        res = tune(cfg, storage=storage, study=study, workers=workers, trials=trials,
-                   timeout=timeout_s, out_dir=out, progress=False if quiet else None)
-        if out_dir is None:
-            out_dir = out
+    # SIGTERM (a service manager's stop, `timeout`, `kill`) or the hangup of the terminal it
+    # runs in: the search ends after the trials in hand, its workers' too, and resumes when
+    # started again; SIGHUP from elsewhere changes nothing (there is nothing to reload)
+    stop = SignalEvent()
+    with on_signal("SIGTERM", lambda *_: stop.set()), on_hangup(lambda: None, stop.set):
+        if config == "worker":
+            if not storage or not study:
+                raise TuneError("a worker joins an existing study: give --storage URL and "
+                                "--study NAME")
+            if workers != 1:
+                raise TuneError("run several `deepseek tune worker` processes instead of "
+                                "--workers")
+            res = run_worker(storage, study, trials=trials, timeout=timeout_s,
+                             progress=False if quiet else None, stop=stop)
+        else:
+            cfg = TuneConfig.load(config)
+            out = out_dir or Path("reports") / "tune" / (study or "deepseek-tune")
+            res = tune(cfg, storage=storage, study=study, workers=workers, trials=trials,
+                       timeout=timeout_s, out_dir=out, progress=False if quiet else None,
+                       stop=stop)
+            if out_dir is None:
+                out_dir = out
+    stop.close()
+    if res.stopped:
+        click.echo(f"stopped after the trials in hand (SIGTERM): {res.counts()}; " + (
+            "the same command resumes the study" if storage or workers > 1 else
+            "the study was in memory: give --storage to keep one that can be resumed"),
+            err=True)
     if out_dir is not None and not res.figures:
         from deepseek.tune import open_study
 

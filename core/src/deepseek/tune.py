@@ -37,7 +37,8 @@ budget counts the trials already finished. A trial whose objective raises is rec
 failed and the study goes on. On a database storage every running trial sends a heartbeat
 (every ``heartbeat_interval`` s); a worker that dies (a killed process, a lost machine) leaves
 a trial whose heartbeat stops, which the next worker to start a trial marks failed after
-``grace_period`` s and retries with the same parameters (up to 3 times).
+``grace_period`` s and retries with the same parameters (up to 3 times). A stop (``stop=``;
+SIGTERM to ``deepseek tune``) ends the search after the trials in hand, the workers' too.
 """
 
 from __future__ import annotations
@@ -416,6 +417,7 @@ class TuneResult:
     trials: list[dict[str, Any]]
     figures: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: bool = False  # ended by a stop (SIGTERM) before its budget: it resumes
 
     @property
     def best_params(self) -> dict[str, Any]:
@@ -438,7 +440,8 @@ class TuneResult:
         """The result as JSON-ready data."""
         return {"study": self.study_name, "directions": self.directions, "best": self.best,
                 "trial_states": self.counts(), "trials": self.trials,
-                "figures": [str(f) for f in self.figures], "seconds": self.seconds}
+                "figures": [str(f) for f in self.figures], "seconds": self.seconds,
+                "stopped": self.stopped}
 
 
 def _trial_rows(study: Any) -> list[dict[str, Any]]:
@@ -452,7 +455,7 @@ def _trial_rows(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _result(study: Any, seconds: float) -> TuneResult:
+def _result(study: Any, seconds: float, stopped: bool = False) -> TuneResult:
     optuna = _optuna()
     directions = [d.name.lower() for d in study.directions]
     done = [t for t in study.get_trials(deepcopy=False)
@@ -461,7 +464,8 @@ def _result(study: Any, seconds: float) -> TuneResult:
     if done:
         front = study.best_trials if len(directions) > 1 else [study.best_trial]
         best = [{"number": t.number, "values": t.values, "params": t.params} for t in front]
-    return TuneResult(study.study_name, directions, best, _trial_rows(study), seconds=seconds)
+    return TuneResult(study.study_name, directions, best, _trial_rows(study), seconds=seconds,
+                      stopped=stopped)
 
 
 def retried_trial_number(trial: Any) -> int | None:
@@ -574,15 +578,19 @@ def _objective_wrapper(config: TuneConfig, objective: Callable[[dict[str, Any], 
 
 def optimize(study: Any, config: TuneConfig, objective: Callable[[dict[str, Any], Any], Any],
              trials: int | None = None, timeout: float | None = None,
-             progress: bool | None = None) -> None:
+             progress: bool | None = None, stop: Any = None) -> None:
     """Run trials in this process until the study has ``trials`` finished trials (counting
-    every worker's), or ``timeout`` seconds pass."""
+    every worker's), or ``timeout`` seconds pass, or ``stop`` (an event: ``is_set()``; a
+    service manager's stop, set by a signal handler) is set: then after the trial in hand,
+    which finishes and counts, so that the study resumes where it stopped."""
     _optuna()
     target = trials or config.trials
     run = _objective_wrapper(config, objective)
     left = target - _finished(study)
     if left <= 0:
         log.info("study %s already has %d finished trials", study.study_name, target)
+        return
+    if stop is not None and stop.is_set():
         return
     import sys
 
@@ -606,7 +614,8 @@ def optimize(study: Any, config: TuneConfig, objective: Callable[[dict[str, Any]
         search that only repeats itself (a space too small for the budget) stops too."""
         nonlocal repeats
         repeats += REPEAT_ATTR in trial.user_attrs
-        if _finished(study_) >= target or repeats > 4 * target:
+        if _finished(study_) >= target or repeats > 4 * target or \
+                (stop is not None and stop.is_set()):
             study_.stop()
 
     try:
@@ -620,34 +629,62 @@ def optimize(study: Any, config: TuneConfig, objective: Callable[[dict[str, Any]
                     target)
 
 
-def _worker_main(storage: str, study: str, trials: int | None) -> None:
-    """One local worker process (``--workers K``)."""
-    run_worker(storage, study, trials=trials, progress=False)
+def _worker_main(storage: str, study: str, trials: int | None, parent: int) -> None:
+    """One local worker process (``--workers K``). SIGTERM (the supervising process passes
+    its stop on) ends it after the trial in hand; so does the supervisor's death, however
+    it died (Linux: the parent-death signal), rather than a worker that runs the study on
+    alone."""
+    from deepseek.service import SignalEvent, on_signal
+
+    stop = SignalEvent()
+    with on_signal("SIGTERM", lambda *_: stop.set()):
+        _die_with(parent)
+        run_worker(storage, study, trials=trials, progress=False, stop=stop)
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM to this process when ``parent`` dies (Linux's ``PR_SET_PDEATHSIG``;
+    elsewhere nothing); at once if it is gone already."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_worker(storage: str, study: str, objective: Callable[..., Any] | None = None,
                trials: int | None = None, timeout: float | None = None,
-               progress: bool | None = None) -> TuneResult:
+               progress: bool | None = None, stop: Any = None) -> TuneResult:
     """Join study ``study`` in ``storage`` (its config is stored with it) and run trials
-    until its budget is reached."""
+    until its budget is reached (or ``stop``: :func:`optimize`)."""
     t0 = time.perf_counter()
     s = open_study(None, storage, study)
     config = TuneConfig.from_dict(s.user_attrs[CONFIG_ATTR])
-    optimize(s, config, objective or pipeline_objective(config), trials, timeout, progress)
-    return _result(s, time.perf_counter() - t0)
+    optimize(s, config, objective or pipeline_objective(config), trials, timeout, progress,
+             stop=stop)
+    return _result(s, time.perf_counter() - t0, stopped=stop is not None and stop.is_set())
 
 
 def tune(config: TuneConfig, objective: Callable[[dict[str, Any], Any], Any] | None = None,
          *, storage: str | None = None, study: str | None = None, workers: int = 1,
          trials: int | None = None, timeout: float | None = None,
-         out_dir: str | Path | None = None, progress: bool | None = None) -> TuneResult:
+         out_dir: str | Path | None = None, progress: bool | None = None,
+         stop: Any = None) -> TuneResult:
     """Start (or resume) a study and run it to its trial budget.
 
     ``objective(params, trial)`` defaults to the config's pipeline. ``workers > 1`` starts
     that many local processes on a shared storage (a journal file under ``out_dir`` when no
     storage is given); they need the pipeline objective, since a Python function does not
     travel to other processes. ``out_dir`` receives ``trials.csv``, ``best.json`` and the
-    figures (search history; the Pareto front for two objectives)."""
+    figures (search history; the Pareto front for two objectives). ``stop`` (an event,
+    ``is_set()``: a service manager's stop) ends the search after the trials in hand: this
+    process's, or each worker's (they are sent SIGTERM), and the result says ``stopped``;
+    the study resumes when it is started again."""
     t0 = time.perf_counter()
     if workers < 1:
         raise TuneError(f"workers must be >= 1, got {workers}")
@@ -666,23 +703,33 @@ def tune(config: TuneConfig, objective: Callable[[dict[str, Any], Any], Any] | N
         # fork where there is one: the workers start with this process's imports at once
         # (nothing here has started threads yet; the objective's heavy imports come later)
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        procs = [ctx.Process(target=_worker_main, args=(storage, s.study_name, trials))
+        procs = [ctx.Process(target=_worker_main,
+                             args=(storage, s.study_name, trials, os.getpid()))
                  for _ in range(workers)]
         for p in procs:
             p.start()
+        from multiprocessing.connection import wait as wait_any
+
+        passed_on = False
         with _progress_of(s, config, trials or config.trials, progress) as tick:
-            while any(p.is_alive() for p in procs):
-                for p in procs:
-                    p.join(timeout=1.0)
+            while alive := [p for p in procs if p.is_alive()]:
+                if stop is not None and stop.is_set() and not passed_on:
+                    passed_on = True  # once: each worker ends after its trial in hand
+                    for p in alive:
+                        p.terminate()
+                wait_any([p.sentinel for p in alive], timeout=1.0)
                 tick()
-        failed = [p.exitcode for p in procs if p.exitcode]
+        stopped = stop is not None and stop.is_set()
+        failed = [p.exitcode for p in procs
+                  if p.exitcode and not (stopped and p.exitcode == -15)]
         if failed:
             raise TuneError(f"{len(failed)} of {workers} tuning workers failed (exit codes "
                             f"{failed}); the study keeps what they finished")
     else:
         obj = objective or pipeline_objective(config, out / "trials" if out else None)
-        optimize(s, config, obj, trials, timeout, progress)
-    result = _result(s, time.perf_counter() - t0)
+        optimize(s, config, obj, trials, timeout, progress, stop=stop)
+    result = _result(s, time.perf_counter() - t0,
+                     stopped=stop is not None and stop.is_set())
     if out is not None:
         result.figures = write_outputs(result, s, out)
     return result
