@@ -3,6 +3,7 @@ killed worker, resuming, and the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from pathlib import Path
@@ -271,6 +272,116 @@ def test_the_command_line(numbers, tmp_path):
     run = json.loads((tmp_path / "notes" / "run.json").read_text())
     assert run["left_out"] == [{"source": str(numbers / "n9_note.txt"),
                                 "why": "a note, not a number"}]
+
+
+def test_a_stopped_batch_finishes_the_items_in_hand_and_resumes(numbers, tmp_path,
+                                                                 monkeypatch):
+    """A stop (SIGTERM to `deepseek batch`: a service manager's, `timeout`, `kill`): no item
+    is sent after it, the items in flight finish and are written, run.json says it stopped
+    and how many were not run, the command exits 143 and says so; the same command runs the
+    rest. The handler it was given is put back after."""
+    import os
+    import signal
+
+    import deepseek.batch as batch
+
+    for i in range(5, 30):
+        (numbers / f"n{i}.txt").write_text(str(i + 1))
+    out = tmp_path / "out"
+
+    class FirstWritten:  # a stop that comes as the first result is written
+        def is_set(self):
+            return any((out / "items").iterdir())
+
+    rep = run_batch("test.number", [str(numbers / "*.txt")], out, workers=2, progress=False,
+                    stop=FirstWritten())
+    # at most 2 x 2 items are in flight when the first one ends: they finish, no more start
+    assert rep.stopped and 1 <= rep.ok <= 4 and rep.failed == 0
+    assert rep.not_run == 30 - rep.ok == 30 - len(list((out / "items").iterdir()))
+    run = json.loads((out / "run.json").read_text())
+    assert run["stopped"] and run["not_run"] == rep.not_run
+    rep2 = run_batch("test.number", [str(numbers / "*.txt")], out, workers=2, progress=False)
+    assert not rep2.stopped and (rep2.skipped, rep2.ok, rep2.not_run) == (rep.ok, rep.not_run, 0)
+
+    writes = []
+    write_whole = batch._write_whole
+
+    def written(path, text):  # systemctl stop, as the first item's result is written
+        write_whole(path, text)
+        if "items" in path.parts and not writes:
+            writes.append(path)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    told = []
+
+    def outside(*_):
+        told.append("outside")
+
+    monkeypatch.setattr(batch, "_write_whole", written)
+    before = signal.signal(signal.SIGTERM, outside)
+    try:
+        res = CliRunner().invoke(build_cli(), [
+            "batch", "test", "number", "--input", str(numbers / "*.txt"), "--out",
+            str(tmp_path / "cli"), "--workers", "2"])
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert res.exit_code == 143, res.output
+    assert "input(s) not run; the same command runs them (exit status 143)" in res.stderr
+    assert told == [] and after is outside
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+                    reason="the parent-death signal is Linux's")
+def test_local_workers_end_when_the_batch_command_is_killed(numbers, tmp_path):
+    """A batch driver killed outright (SIGKILL: it cannot pass a stop on) takes its worker
+    processes with it, also workers stuck in a long item (Linux's parent-death signal);
+    before, they were left behind, blocked for good, each holding its model."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    for i in (1, 2):
+        (numbers / f"hang-{i}.txt").write_text("1")
+    script = ("import sys\n"
+              "from deepseek.batch import run_batch\n"
+              "from deepseek.plugins import temporary_plugin\n"
+              "from tests.core.batch_steps import NumberPlugin\n"
+              "with temporary_plugin(NumberPlugin, name='batch-test'):\n"
+              "    run_batch('test.number', [sys.argv[1]], sys.argv[2], workers=2,\n"
+              "              progress=False, options={'hang_marks': sys.argv[3]})\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", script, str(numbers / "hang-*.txt"),
+                             str(tmp_path / "out"), str(marks)], cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    deadline = time.monotonic() + 300
+    try:  # until both workers are stuck in their items (a poll with a deadline)
+        while len(list(marks.glob("*.pid"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    pids = [int(m.read_text()) for m in marks.glob("*.pid")]
+
+    def gone(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # (a zombie: ended)
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 60
+    while not all(gone(p) for p in pids):  # they end (a poll with a deadline)
+        if time.monotonic() > deadline:
+            for p in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, 9)
+            raise AssertionError("the workers outlived their killed driver")
+        time.sleep(0.05)
 
 
 def test_only_a_ray_client_server_that_did_not_start_is_tried_again():

@@ -146,7 +146,7 @@ def test_a_stopped_study_ends_after_the_trial_in_hand_and_resumes(tmp_path, monk
     """A stop (SIGTERM: a service manager's, `timeout`, `kill`) ends the search after the
     trial in hand, which finishes and counts: no trial is left failed or running, and the
     study resumes to its budget when started again. `deepseek tune` takes SIGTERM so, says
-    it stopped, and puts the handler it was given back."""
+    it stopped (exit status 143: not done), and puts the handler it was given back."""
     import signal
 
     from click.testing import CliRunner
@@ -194,10 +194,10 @@ def test_a_stopped_study_ends_after_the_trial_in_hand_and_resumes(tmp_path, monk
         after = signal.getsignal(signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, before)
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 143, out.output
     assert json.loads(out.stdout)["trial_states"] == {"COMPLETE": 1}
     assert "stopped after the trials in hand (SIGTERM): {'COMPLETE': 1}; the same command " \
-        "resumes the study" in out.stderr
+        "resumes the study (exit status 143)" in out.stderr
     assert told == [] and after is outside
 
 
@@ -205,7 +205,7 @@ def test_a_stopped_study_ends_after_the_trial_in_hand_and_resumes(tmp_path, monk
 def test_workers_end_after_their_trials_when_the_tune_command_is_stopped_or_killed(tmp_path):
     """`deepseek tune CONFIG --workers 2` as `timeout` or a service manager stops it
     (SIGTERM to it alone): it passes the stop on, each worker ends after its trial in hand,
-    and it exits 0 with its report. Killed outright (SIGKILL, which it cannot pass on), its
+    and it exits 143 with its report. Killed outright (SIGKILL, which it cannot pass on), its
     workers end by themselves after their trials (Linux's parent-death signal). Before, the
     workers ran the study on to its budget, alone."""
     import signal
@@ -236,7 +236,7 @@ def test_workers_end_after_their_trials_when_the_tune_command_is_stopped_or_kill
     proc = started()
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 143, stderr
     assert "stopped after the trials in hand (SIGTERM)" in stderr
     trials = _trials(journal)
     assert {t.state.name for t in trials} == {"COMPLETE"} and len(trials) < 100_000

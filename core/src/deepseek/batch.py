@@ -258,7 +258,10 @@ def _set_threads(threads: int | None) -> None:
             torch.set_num_threads(threads)
 
 
-def _init_local(spec: StepSpec, threads: int | None) -> None:
+def _init_local(spec: StepSpec, threads: int | None, parent: int) -> None:
+    from deepseek.service import die_with_parent
+
+    die_with_parent(parent)  # (its results could go nowhere)
     _set_threads(threads)
     try:
         _WORKER["step"] = spec.build()
@@ -312,9 +315,10 @@ class _Executor:
         """Let go of what the executor holds (a Ray connection it made)."""
 
     def run(self, items: Iterable[tuple[str, str]], done: Callable[[Outcome], None],
-            attempts: int) -> int:
+            attempts: int, stop: Any = None) -> int:
         """Run every ``(source, key)``; return how many times an item was re-run because its
-        worker died."""
+        worker died. ``stop`` (an event, ``is_set()``: a service manager's stop): no item
+        is sent after it, and the run returns once the items in flight are done."""
         raise NotImplementedError
 
 
@@ -334,7 +338,7 @@ class LocalExecutor(_Executor):
         self.where = f"local: {self.workers} process(es) x {self.threads} thread(s)"
 
     def run(self, items: Iterable[tuple[str, str]], done: Callable[[Outcome], None],
-            attempts: int) -> int:
+            attempts: int, stop: Any = None) -> int:
         """When a process dies, the pool breaks and every item it held is lost with it, the
         guilty one among the innocent. Those items are then run one at a time (nothing else
         in flight), so that a death there is the item's own: only those deaths count
@@ -356,10 +360,16 @@ class LocalExecutor(_Executor):
         solo: tuple[str, str] | None = None
         try:
             while queue or suspects or running:
+                if stop is not None and stop.is_set():
+                    if not running:
+                        break  # the items in flight are done; the rest are not sent
+                    queue.clear()
+                    suspects.clear()
                 if pool is None:
                     pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
                                                initializer=_init_local,
-                                               initargs=(self.spec, self.threads))
+                                               initargs=(self.spec, self.threads,
+                                                         os.getpid()))
                 batch: list[tuple[str, str]] = []
                 if solo is None and suspects:
                     if not running:    # the suspects run alone, one by one
@@ -510,9 +520,9 @@ class RayExecutor(_Executor):
             self.connected = False
 
     def run(self, items: Iterable[tuple[str, str]], done: Callable[[Outcome], None],
-            attempts: int) -> int:
+            attempts: int, stop: Any = None) -> int:
         """Run every ``(source, key)`` on the actors; return how many items were re-run because
-        their actor died.
+        their actor died (``stop``: :meth:`_Executor.run`).
 
         Raises:
             BatchError: no actor could start within the start timeout, or the step could not be
@@ -537,6 +547,10 @@ class RayExecutor(_Executor):
         waited_since = time.monotonic()
         try:
             while queue or running:
+                if stop is not None and stop.is_set():
+                    if not running:
+                        break  # the items in flight are done; the rest are not sent
+                    queue.clear()
                 while queue and idle:
                     actor = idle.pop()
                     source, key = queue.popleft()
@@ -612,6 +626,12 @@ class BatchReport:
     seconds: float
     failures: list[dict[str, str]] = field(default_factory=list)
     left_out: list[dict[str, str]] = field(default_factory=list)
+    stopped: bool = False  # ended by a stop (SIGTERM) before every item ran: it resumes
+
+    @property
+    def not_run(self) -> int:
+        """Items neither done before nor finished in this run (a stopped run's rest)."""
+        return self.items - self.skipped - self.ok - self.failed
 
     @property
     def items_per_s(self) -> float:
@@ -626,7 +646,7 @@ class BatchReport:
                 "skipped_done": self.skipped, "ok": self.ok, "failed": self.failed,
                 "retried_after_worker_death": self.retried, "seconds": round(self.seconds, 3),
                 "items_per_s": round(self.items_per_s, 4), "failures": self.failures,
-                "left_out": self.left_out}
+                "left_out": self.left_out, "stopped": self.stopped, "not_run": self.not_run}
 
 
 def _write_whole(path: Path, text: str) -> None:
@@ -726,7 +746,7 @@ def run_batch(step: str | Sequence[str], inputs: Sequence[str], out_dir: str | P
               options: dict[str, Any] | None = None, cluster: str = "local",
               workers: int | None = None, cpus_per_worker: float = 1.0,
               attempts: int = ATTEMPTS, progress: bool | None = None,
-              executor: _Executor | None = None) -> BatchReport:
+              executor: _Executor | None = None, stop: Any = None) -> BatchReport:
     """Run ``step`` (a step name, or a command's words) over ``inputs`` into ``out_dir``.
 
     Args:
@@ -741,6 +761,9 @@ def run_batch(step: str | Sequence[str], inputs: Sequence[str], out_dir: str | P
         progress: a progress bar with items/s and ETA (default: when stderr is a terminal).
         executor: run on this executor instead of the one ``cluster`` names (tests,
             benchmarks).
+        stop: an event (``is_set()``; SIGTERM to ``deepseek batch``): no item is sent after
+            it, the items in flight finish and are written, the report says ``stopped`` and
+            how many were not run; the same call resumes with those.
 
     Raises:
         BatchError: unknown step or option, no inputs, a folder of another batch.
@@ -804,7 +827,8 @@ def run_batch(step: str | Sequence[str], inputs: Sequence[str], out_dir: str | P
 
         t0 = time.perf_counter()
         try:
-            report.retried = ex.run(todo, done, attempts)
+            report.retried = ex.run(todo, done, attempts, stop=stop)
+            report.stopped = stop is not None and stop.is_set() and report.not_run > 0
         finally:
             report.seconds = time.perf_counter() - t0
             logf.close()

@@ -78,6 +78,11 @@ def _plugin_of(exc: BaseException) -> str | None:
     return owner
 
 
+#: the exit status of a finite job (tune, batch) stopped by SIGTERM before it was done, as a
+#: shell gives a process that SIGTERM ended (128 + 15): the same command resumes it
+EXIT_STOPPED = 143
+
+
 #: what the system's reason means for the path it names, by error number: a path the command
 #: cannot use (an output under a file, a full disk, no permission) is the user's to change,
 #: not a bug in the command
@@ -536,7 +541,7 @@ def tune_cmd(ctx: click.Context, config: str, storage: str | None, study: str | 
     URL --study NAME` joins one (from any machine: the study stores its config). The
     config's objective is a registered pipeline and the metrics it reports; see
     deepseek.tune for the format. SIGTERM ends the search after the trials in hand (the
-    workers' too) and the same command resumes it.
+    workers' too; exit status 143) and the same command resumes it.
     """
     from deepseek.paths import ready_folder
     from deepseek.service import SignalEvent, on_hangup, on_signal
@@ -570,20 +575,22 @@ def tune_cmd(ctx: click.Context, config: str, storage: str | None, study: str | 
     if res.stopped:
         click.echo(f"stopped after the trials in hand (SIGTERM): {res.counts()}; " + (
             "the same command resumes the study" if storage or workers > 1 else
-            "the study was in memory: give --storage to keep one that can be resumed"),
-            err=True)
+            "the study was in memory: give --storage to keep one that can be resumed")
+            + f" (exit status {EXIT_STOPPED})", err=True)
     if out_dir is not None and not res.figures:
         from deepseek.tune import open_study
 
         res.figures = write_outputs(res, open_study(None, storage, res.study_name), out_dir)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
-        return
-    click.echo(f"study {res.study_name}: {res.counts()} in {res.seconds:.1f} s")
-    for b in res.best[:10]:
-        click.echo(f"  trial {b['number']}: {b['values']}  {b['params']}")
-    if out_dir is not None:
-        click.echo(f"report: {Path(out_dir).resolve()}")
+    else:
+        click.echo(f"study {res.study_name}: {res.counts()} in {res.seconds:.1f} s")
+        for b in res.best[:10]:
+            click.echo(f"  trial {b['number']}: {b['values']}  {b['params']}")
+        if out_dir is not None:
+            click.echo(f"report: {Path(out_dir).resolve()}")
+    if res.stopped:
+        ctx.exit(EXIT_STOPPED)
 
 
 @cli.command("batch")
@@ -623,7 +630,8 @@ def batch_cmd(ctx: click.Context, step: tuple[str, ...], inputs: tuple[str, ...]
     as items/KEY.json, exactly what `deepseek STEP INPUT --json` prints; a failing item is
     recorded with its error and the rest go on; a worker that dies has its items run again
     elsewhere. A re-run with the same --out skips the items already done and retries the
-    failed ones. Exit status 1 when any item failed.
+    failed ones. SIGTERM stops it after the items in hand. Exit status 1 when any item
+    failed, 143 when it was stopped before every item ran.
 
     \b
     deepseek batch medical detect --input 'archive/*/' --out results/ -o threshold=0.1
@@ -652,10 +660,20 @@ def batch_cmd(ctx: click.Context, step: tuple[str, ...], inputs: tuple[str, ...]
         raise BatchError("give --input (one or more) and --out, e.g. deepseek batch medical "
                          "detect --input 'scans/*/' --out results/")
     find_step(step)  # an unknown step fails before anything is read
-    report = run_batch(step, inputs, out_dir, options=_parse_options(options),
-                       cluster=cluster, workers=workers, cpus_per_worker=cpus_per_worker,
-                       attempts=attempts, progress=False if (ctx.obj["quiet"] or as_json)
-                       else None)
+    from deepseek.service import SignalEvent, on_hangup, on_signal
+
+    # SIGTERM (a service manager's stop, `timeout`, `kill`) or the hangup of the terminal it
+    # runs in: no item is sent after it, the items in flight are finished and written
+    stop = SignalEvent()
+    with on_signal("SIGTERM", lambda *_: stop.set()), on_hangup(lambda: None, stop.set):
+        report = run_batch(step, inputs, out_dir, options=_parse_options(options),
+                           cluster=cluster, workers=workers, cpus_per_worker=cpus_per_worker,
+                           attempts=attempts, progress=False if (ctx.obj["quiet"] or as_json)
+                           else None, stop=stop)
+    stop.close()
+    if report.stopped:
+        click.echo(f"stopped after the items in hand (SIGTERM): {report.not_run} input(s) not "
+                   f"run; the same command runs them (exit status {EXIT_STOPPED})", err=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -675,6 +693,8 @@ def batch_cmd(ctx: click.Context, step: tuple[str, ...], inputs: tuple[str, ...]
                        f"listed in {Path(report.out_dir) / 'run.json'}", err=True)
         click.echo(f"results: {Path(report.out_dir) / 'items'}; table: "
                    f"{Path(report.out_dir) / 'summary.csv'}")
+    if report.stopped:
+        ctx.exit(EXIT_STOPPED)
     if report.failed:
         ctx.exit(1)
 

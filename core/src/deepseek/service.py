@@ -166,6 +166,22 @@ class SignalEvent:
         self._write.close()
 
 
+def die_with_parent(parent: int) -> None:
+    """SIGTERM to this process when its parent ``parent`` (a pid) dies, however it died
+    (Linux's ``PR_SET_PDEATHSIG``; elsewhere nothing), and at once if it is gone already: a
+    worker process must not outlive the command that started it (a command killed outright
+    cannot pass its stop on). Call it first thing in the worker."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def on_signal(name: str, handler: Any) -> Iterator[None]:
     """``handler`` answers the signal ``name`` (``"SIGTERM"``: a service manager's stop;

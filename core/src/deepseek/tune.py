@@ -629,32 +629,22 @@ def optimize(study: Any, config: TuneConfig, objective: Callable[[dict[str, Any]
                     target)
 
 
+def _stopped_short(study: Any, config: TuneConfig, trials: int | None, stop: Any) -> bool:
+    """Whether ``stop`` ended the search before its budget."""
+    return stop is not None and stop.is_set() and _finished(study) < (trials or config.trials)
+
+
 def _worker_main(storage: str, study: str, trials: int | None, parent: int) -> None:
     """One local worker process (``--workers K``). SIGTERM (the supervising process passes
     its stop on) ends it after the trial in hand; so does the supervisor's death, however
     it died (Linux: the parent-death signal), rather than a worker that runs the study on
     alone."""
-    from deepseek.service import SignalEvent, on_signal
+    from deepseek.service import SignalEvent, die_with_parent, on_signal
 
     stop = SignalEvent()
     with on_signal("SIGTERM", lambda *_: stop.set()):
-        _die_with(parent)
+        die_with_parent(parent)
         run_worker(storage, study, trials=trials, progress=False, stop=stop)
-
-
-def _die_with(parent: int) -> None:
-    """SIGTERM to this process when ``parent`` dies (Linux's ``PR_SET_PDEATHSIG``;
-    elsewhere nothing); at once if it is gone already."""
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent:  # it died before the line above
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_worker(storage: str, study: str, objective: Callable[..., Any] | None = None,
@@ -667,7 +657,7 @@ def run_worker(storage: str, study: str, objective: Callable[..., Any] | None = 
     config = TuneConfig.from_dict(s.user_attrs[CONFIG_ATTR])
     optimize(s, config, objective or pipeline_objective(config), trials, timeout, progress,
              stop=stop)
-    return _result(s, time.perf_counter() - t0, stopped=stop is not None and stop.is_set())
+    return _result(s, time.perf_counter() - t0, stopped=_stopped_short(s, config, trials, stop))
 
 
 def tune(config: TuneConfig, objective: Callable[[dict[str, Any], Any], Any] | None = None,
@@ -729,7 +719,7 @@ def tune(config: TuneConfig, objective: Callable[[dict[str, Any], Any], Any] | N
         obj = objective or pipeline_objective(config, out / "trials" if out else None)
         optimize(s, config, obj, trials, timeout, progress, stop=stop)
     result = _result(s, time.perf_counter() - t0,
-                     stopped=stop is not None and stop.is_set())
+                     stopped=_stopped_short(s, config, trials, stop))
     if out is not None:
         result.figures = write_outputs(result, s, out)
     return result
