@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,59 @@ def test_a_signal_event_wakes_a_thread_that_waits_on_it():
         waiter.join()
         assert woke == [True]
         ev.close()
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+                    reason="the parent-death signal is Linux's")
+def test_a_worker_dies_with_the_parent_that_started_it(tmp_path):
+    """die_with_parent: a worker process (of `deepseek batch`, `tune --workers`, `serve
+    --workers`) gets SIGTERM when the command that started it dies, however it died (here
+    SIGKILL, which no handler sees), and at once when it is gone already."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import deepseek.service
+
+    root = str(Path(deepseek.service.__file__).resolve().parents[1])  # (the package's home)
+    worker = ("import os, sys, threading\n"
+              "from deepseek.service import die_with_parent\n"
+              "die_with_parent(int(sys.argv[1]))\n"
+              "open(sys.argv[2], 'w').write(str(os.getpid()))\n"
+              "threading.Event().wait()\n")
+    parent = ("import subprocess, sys, os, threading\n"
+              "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()),"
+              " sys.argv[2]])\n"
+              "threading.Event().wait()\n")
+    mark = tmp_path / "worker.pid"
+    env = {**os.environ, "PYTHONPATH": root}
+    proc = subprocess.Popen([sys.executable, "-c", parent, worker, str(mark)], env=env)
+    deadline = time.monotonic() + 120
+    try:  # until the worker runs (a poll with a deadline)
+        while not mark.exists() or not mark.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    pid = int(mark.read_text())
+
+    def gone():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # (a zombie: ended)
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 60
+    while not gone():  # it ends (a poll with a deadline)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the worker outlived its killed parent")
+        time.sleep(0.05)
+    # a parent gone before the call: SIGTERM at once
+    late = subprocess.run([sys.executable, "-c", worker, "1", str(tmp_path / "late.pid")],
+                          env=env, timeout=120)
+    assert late.returncode == -signal.SIGTERM and not (tmp_path / "late.pid").exists()

@@ -47,10 +47,15 @@ def _reserved(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-def _worker(options: dict[str, Any], index: int, events: Any) -> None:
-    """One worker process: a DeepSeekServing that reports when it is ready."""
+def _worker(options: dict[str, Any], index: int, events: Any, parent: int) -> None:
+    """One worker process: a DeepSeekServing that reports when it is ready. A supervisor
+    killed outright (it cannot pass a stop on) stops it as SIGTERM does (Linux's
+    parent-death signal): an orphan would go on answering on the shared ports, with the
+    model it loaded, beside a supervisor started again with another."""
+    from deepseek.service import die_with_parent
     from deepseek.serving.server import DeepSeekServing
 
+    die_with_parent(parent)
     try:
         server = DeepSeekServing(**options, reuse_port=True,
                                  on_ready=lambda s: events.put(("ready", index, os.getpid())))
@@ -92,7 +97,7 @@ def serve_workers(options: dict[str, Any], workers: int,
         old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for i in range(workers):
-                p = ctx.Process(target=_worker, args=(resolved, i, events),
+                p = ctx.Process(target=_worker, args=(resolved, i, events, os.getpid()),
                                 name=f"deepseek-worker-{i}", daemon=False)
                 p.start()
                 procs.append(p)
