@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -95,7 +96,10 @@ def make_clips(n: int, seed: int, frames: int = 16, height: int = 128, width: in
     if workers <= 1:
         chunks = [_clips_part(parts[0])]
     else:
-        with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        from deepseek.service import die_with_parent  # (not left rendering alone)
+
+        with concurrent.futures.ProcessPoolExecutor(
+                workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             chunks = list(pool.map(_clips_part, parts))
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 

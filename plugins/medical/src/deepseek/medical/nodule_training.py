@@ -19,6 +19,7 @@ import concurrent.futures
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -54,7 +55,10 @@ def make_patches(n: int, seed: int, workers: int = 2, realistic: bool = False
     if workers <= 1:
         chunks = [_patches_part(parts[0])]
     else:
-        with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        from deepseek.service import die_with_parent  # (not left rendering alone)
+
+        with concurrent.futures.ProcessPoolExecutor(
+                workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             chunks = list(pool.map(_patches_part, parts))
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
