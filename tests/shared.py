@@ -134,3 +134,36 @@ def told_until(manager, prefix: str) -> list[str]:
     while not told or not told[-1].startswith(prefix):
         told.append(manager.recv(4096).decode())
     return told
+
+
+def process_ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended: gone, or a zombie that its parent (one that died,
+    for a worker left behind) has not reaped yet (Linux's ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@contextlib.contextmanager
+def own_sigterm_handler():
+    """The block runs with a SIGTERM handler of the test's own, as a command embedded in an
+    application is given one: yields a dict whose ``"calls"`` counts the signals that
+    reached that handler and whose ``"after"`` is, once the block ends, the handler then
+    in place (a command must put back the one it was given). The handler before is put
+    back after."""
+    import signal
+
+    got: dict = {"calls": 0, "after": None}
+
+    def own(*_):
+        got["calls"] += 1
+
+    got["own"] = own
+    before = signal.signal(signal.SIGTERM, own)
+    try:
+        yield got
+        got["after"] = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)

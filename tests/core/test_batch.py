@@ -15,6 +15,7 @@ from deepseek.batch import BatchError, expand_inputs, item_key, run_batch
 from deepseek.cli import build_cli
 from deepseek.plugins import temporary_plugin
 from tests.core.batch_steps import NumberPlugin
+from tests.shared import own_sigterm_handler, process_ended
 
 
 @pytest.fixture()
@@ -312,23 +313,14 @@ def test_a_stopped_batch_finishes_the_items_in_hand_and_resumes(numbers, tmp_pat
             writes.append(path)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    told = []
-
-    def outside(*_):
-        told.append("outside")
-
     monkeypatch.setattr(batch, "_write_whole", written)
-    before = signal.signal(signal.SIGTERM, outside)
-    try:
+    with own_sigterm_handler() as handler:  # the one the command is given
         res = CliRunner().invoke(build_cli(), [
             "batch", "test", "number", "--input", str(numbers / "*.txt"), "--out",
             str(tmp_path / "cli"), "--workers", "2"])
-        after = signal.getsignal(signal.SIGTERM)
-    finally:
-        signal.signal(signal.SIGTERM, before)
     assert res.exit_code == 143, res.output
     assert "input(s) not run; the same command runs them (exit status 143)" in res.stderr
-    assert told == [] and after is outside
+    assert handler["calls"] == 0 and handler["after"] is handler["own"]
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
@@ -367,15 +359,9 @@ def test_local_workers_end_when_the_batch_command_is_killed(numbers, tmp_path):
         proc.wait(timeout=60)
     pids = [int(m.read_text()) for m in marks.glob("*.pid")]
 
-    def gone(pid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # (a zombie: ended)
-        except FileNotFoundError:
-            return True
 
     deadline = time.monotonic() + 60
-    while not all(gone(p) for p in pids):  # they end (a poll with a deadline)
+    while not all(process_ended(p) for p in pids):  # they end (a poll with a deadline)
         if time.monotonic() > deadline:
             for p in pids:
                 with contextlib.suppress(ProcessLookupError):

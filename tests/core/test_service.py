@@ -12,6 +12,7 @@ import pytest
 from deepseek.service import ServiceNotifier
 
 from ..shared import pending_datagrams as _pending
+from ..shared import process_ended
 
 
 def _listener(address: str) -> socket.socket:
@@ -198,15 +199,9 @@ def test_a_worker_dies_with_the_parent_that_started_it(tmp_path):
         proc.wait(timeout=60)
     pid = int(mark.read_text())
 
-    def gone():
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # (a zombie: ended)
-        except FileNotFoundError:
-            return True
 
     deadline = time.monotonic() + 60
-    while not gone():  # it ends (a poll with a deadline)
+    while not process_ended(pid):  # it ends (a poll with a deadline)
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             raise AssertionError("the worker outlived its killed parent")

@@ -26,6 +26,7 @@ from deepseek.tune import (  # noqa: E402
     run_worker,
     tune,
 )
+from tests.shared import own_sigterm_handler, process_ended  # noqa: E402
 
 SPACE_2D = {"x": {"type": "float", "low": -1.0, "high": 1.0},
             "y": {"type": "float", "low": -1.0, "high": 1.0}}
@@ -180,25 +181,16 @@ def test_a_stopped_study_ends_after_the_trial_in_hand_and_resumes(tmp_path, monk
         return objective
 
     monkeypatch.setattr(tune_module, "pipeline_objective", stopped_at_once)
-    told: list[str] = []
-
-    def outside(*_):
-        told.append("outside")
-
     db = f"sqlite:///{tmp_path / 'cli.db'}"
-    before = signal.signal(signal.SIGTERM, outside)
-    try:
+    with own_sigterm_handler() as handler:  # the one the command is given
         out = CliRunner().invoke(build_cli(), [
             "tune", str(_risk_config(tmp_path / "risk.yaml", 5)), "--storage", db,
             "--study", "cli", "--out", str(tmp_path / "report"), "--json"])
-        after = signal.getsignal(signal.SIGTERM)
-    finally:
-        signal.signal(signal.SIGTERM, before)
     assert out.exit_code == 143, out.output
     assert json.loads(out.stdout)["trial_states"] == {"COMPLETE": 1}
     assert "stopped after the trials in hand (SIGTERM): {'COMPLETE': 1}; the same command " \
         "resumes the study (exit status 143)" in out.stderr
-    assert told == [] and after is outside
+    assert handler["calls"] == 0 and handler["after"] is handler["own"]
 
 
 @pytest.mark.slow
@@ -226,12 +218,6 @@ def test_workers_end_after_their_trials_when_the_tune_command_is_stopped_or_kill
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.1)
 
-    def gone(pid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # (a zombie: ended)
-        except FileNotFoundError:
-            return True
 
     proc = started()
     proc.send_signal(signal.SIGTERM)
@@ -241,7 +227,7 @@ def test_workers_end_after_their_trials_when_the_tune_command_is_stopped_or_kill
     trials = _trials(journal)
     assert {t.state.name for t in trials} == {"COMPLETE"} and len(trials) < 100_000
     pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in trials}
-    assert len(pids) == 2 and all(gone(p) for p in pids)
+    assert len(pids) == 2 and all(process_ended(p) for p in pids)
 
     if not sys.platform.startswith("linux"):
         return
@@ -252,7 +238,7 @@ def test_workers_end_after_their_trials_when_the_tune_command_is_stopped_or_kill
     pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in _trials(journal)} - pids
     assert len(pids) == 2
     deadline = time.monotonic() + 300
-    while not all(gone(p) for p in pids):  # they end by themselves (a poll with a deadline)
+    while not all(process_ended(p) for p in pids):  # they end by themselves (a poll)
         assert time.monotonic() < deadline, "the workers outlived their killed supervisor"
         time.sleep(0.1)
     assert {t.state.name for t in _trials(journal)} == {"COMPLETE"}  # none left running

@@ -37,7 +37,7 @@ from deepseek.finance.feed import (
 from deepseek.finance.synthetic import synthetic_ticks
 from deepseek.finance.ticks import TICK_DTYPE
 from deepseek.loader import ModelLoader
-from tests.shared import shared_data
+from tests.shared import own_sigterm_handler, shared_data
 
 KEY = b"test-control-key-0123456789abcdef"
 NO_WINDOW = Limits(time_window_s=0)
@@ -561,18 +561,12 @@ def test_the_serve_command_stopped_twice_ends_once_with_its_counters(monkeypatch
         os.kill(os.getpid(), signal.SIGTERM)
         told.append("stopping")
 
-    def outside(*_):
-        told.append("outside")
-
     monkeypatch.setattr(FeedServer, "serve_forever", serve_forever)
     monkeypatch.setattr(ServiceNotifier, "stopping", stopping)
-    before = signal.signal(signal.SIGTERM, outside)
-    try:
+    with own_sigterm_handler() as handler:  # the one the command is given
         res = CliRunner().invoke(build_cli(), ["finance", "serve", "--udp", "127.0.0.1:0",
                                                "--json"])
-        after = signal.getsignal(signal.SIGTERM)
-    finally:
-        signal.signal(signal.SIGTERM, before)
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["received"] == 0
-    assert told == ["stop asked", "stopping"] and after is outside
+    assert told == ["stop asked", "stopping"] and handler["calls"] == 0 \
+        and handler["after"] is handler["own"]

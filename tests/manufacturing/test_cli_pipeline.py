@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from deepseek.cli import build_cli
 
-from ..shared import assert_labelled
+from ..shared import assert_labelled, own_sigterm_handler
 
 
 def test_generate_then_stream_with_truth(tmp_path):
@@ -253,19 +253,12 @@ def test_stream_as_a_service_appends_and_ends_on_sigterm(tmp_path, monkeypatch):
 
     told: list[str] = []
 
-    def outside(*_):  # the handler the stream's run is given: put back after it
-        told.append("outside")
-
     monkeypatch.setattr(FrameSource, "get", get)
     monkeypatch.setattr(ServiceNotifier, "stopping", stopping)
     long = ["manufacturing", "stream", "synthetic:?seed=5&frames=600&width=96&height=64",
             "--quiet", "--json", "--events", str(events)]
-    before = signal.signal(signal.SIGTERM, outside)
-    try:
+    with own_sigterm_handler() as handler:  # the one the command is given
         res = CliRunner().invoke(cli, long)
-        after = signal.getsignal(signal.SIGTERM)
-    finally:
-        signal.signal(signal.SIGTERM, before)
     # ended after the step in hand, as the source's end would: the event under way ended
     # at the last frame decided, the summary printed; the second stop neither broke that
     # nor reached the handler put back after it (before, it did: a process killed before
@@ -276,7 +269,8 @@ def test_stream_as_a_service_appends_and_ends_on_sigterm(tmp_path, monkeypatch):
     lines = [json.loads(x) for x in events.read_text().splitlines()]
     assert [x["event"] for x in lines[-2:]] == ["defect", "clear"]
     assert lines[-1]["frame"] == summary["frames"] - 1  # synthetic frames count from 0
-    assert told == ["stop sent", "stopping"] and after is outside
+    assert told == ["stop sent", "stopping"] and handler["calls"] == 0 \
+        and handler["after"] is handler["own"]
 
 
 def test_stream_loads_its_model_again_on_sighup_without_stopping(tmp_path, monkeypatch):

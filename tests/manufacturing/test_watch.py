@@ -18,6 +18,7 @@ from deepseek.cli import build_cli
 from deepseek.manufacturing.images import write_heatmap
 from deepseek.manufacturing.score import ImageScore, Scorer, score_images
 from deepseek.manufacturing.watch import watch_folder
+from tests.shared import own_sigterm_handler
 
 ADDED, MODIFIED, DELETED = 1, 2, 3
 
@@ -1001,23 +1002,17 @@ def test_a_watch_stopped_twice_ends_once_with_its_summary(tmp_path, monkeypatch)
         os.kill(os.getpid(), signal.SIGTERM)
         told.append("stopping")
 
-    def outside(*_):
-        told.append("outside")
-
     monkeypatch.setattr(watchfiles, "watch", camera)
     monkeypatch.setattr(ServiceNotifier, "stopping", stopping)
-    before = signal.signal(signal.SIGTERM, outside)
-    try:
+    with own_sigterm_handler() as handler:  # the one the command is given
         res = CliRunner().invoke(build_cli(), ["manufacturing", "score", str(root), "--watch",
                                                "--json", "--model", weights])
-        after = signal.getsignal(signal.SIGTERM)
-    finally:
-        signal.signal(signal.SIGTERM, before)
     assert res.exit_code == 0, res.output
     assert [Path(json.loads(x)["path"]).name for x in res.stdout.splitlines()] == ["a.png"]
     assert res.stderr.count("reload: scoring with ") == 1  # asked twice before one photo
     assert "watch ended: 1 photos scored, 0 flagged as defects, 0 unreadable" in res.stderr
-    assert told == ["stopping"] and after is outside
+    assert told == ["stopping"] and handler["calls"] == 0 \
+        and handler["after"] is handler["own"]
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="no pseudo-terminals")
