@@ -544,16 +544,15 @@ def tune_cmd(ctx: click.Context, config: str, storage: str | None, study: str | 
     workers' too; exit status 143) and the same command resumes it.
     """
     from deepseek.paths import ready_folder
-    from deepseek.service import SignalEvent, on_hangup, on_signal
+    from deepseek.service import stop_signals
     from deepseek.tune import TuneConfig, TuneError, run_worker, tune, write_outputs
 
     quiet = ctx.obj["quiet"]
     ready_folder(out_dir, "--out")  # before the trials, not after them
     # SIGTERM (a service manager's stop, `timeout`, `kill`) or the hangup of the terminal it
     # runs in: the search ends after the trials in hand, its workers' too, and resumes when
-    # started again; SIGHUP from elsewhere changes nothing (there is nothing to reload)
-    stop = SignalEvent()
-    with on_signal("SIGTERM", lambda *_: stop.set()), on_hangup(lambda: None, stop.set):
+    # started again
+    with stop_signals() as stop:
         if config == "worker":
             if not storage or not study:
                 raise TuneError("a worker joins an existing study: give --storage URL and "
@@ -571,7 +570,6 @@ def tune_cmd(ctx: click.Context, config: str, storage: str | None, study: str | 
                        stop=stop)
             if out_dir is None:
                 out_dir = out
-    stop.close()
     if res.stopped:
         click.echo(f"stopped after the trials in hand (SIGTERM): {res.counts()}; " + (
             "the same command resumes the study" if storage or workers > 1 else
@@ -660,17 +658,15 @@ def batch_cmd(ctx: click.Context, step: tuple[str, ...], inputs: tuple[str, ...]
         raise BatchError("give --input (one or more) and --out, e.g. deepseek batch medical "
                          "detect --input 'scans/*/' --out results/")
     find_step(step)  # an unknown step fails before anything is read
-    from deepseek.service import SignalEvent, on_hangup, on_signal
+    from deepseek.service import stop_signals
 
     # SIGTERM (a service manager's stop, `timeout`, `kill`) or the hangup of the terminal it
     # runs in: no item is sent after it, the items in flight are finished and written
-    stop = SignalEvent()
-    with on_signal("SIGTERM", lambda *_: stop.set()), on_hangup(lambda: None, stop.set):
+    with stop_signals() as stop:
         report = run_batch(step, inputs, out_dir, options=_parse_options(options),
                            cluster=cluster, workers=workers, cpus_per_worker=cpus_per_worker,
                            attempts=attempts, progress=False if (ctx.obj["quiet"] or as_json)
                            else None, stop=stop)
-    stop.close()
     if report.stopped:
         click.echo(f"stopped after the items in hand (SIGTERM): {report.not_run} input(s) not "
                    f"run; the same command runs them (exit status {EXIT_STOPPED})", err=True)

@@ -200,6 +200,22 @@ def on_signal(name: str, handler: Any) -> Iterator[None]:
             signal.signal(signum, before)
 
 
+@contextlib.contextmanager
+def stop_signals(reload: Callable[[], None] | None = None) -> Iterator[SignalEvent]:
+    """The stop a long-running command takes from outside, as a :class:`SignalEvent` its
+    loop reads: set by SIGTERM (a service manager's stop, ``timeout``, ``kill``) and by the
+    hangup of the terminal the run was started in (:func:`on_hangup`); SIGHUP otherwise
+    calls ``reload`` (a reload asked; ``None``: nothing to reload), which must take no lock
+    either. The handlers before are put back when the block ends, and the event closed."""
+    stop = SignalEvent()
+    try:
+        with on_signal("SIGTERM", lambda *_: stop.set()), \
+                on_hangup(reload or (lambda: None), stop.set):
+            yield stop
+    finally:
+        stop.close()
+
+
 def has_terminal() -> bool:
     """Whether this process has a controlling terminal: it was started in one, and the
     terminal is still open."""

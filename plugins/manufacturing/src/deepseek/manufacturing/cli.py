@@ -242,7 +242,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
         click.echo(f"defect at frame {ev.frame} (t={ev.time_s:.3f} s) score {ev.score:.3f} "
                    f"box {ev.box}{width}", err=True)
 
-    from deepseek.service import ServiceNotifier, SignalEvent, on_hangup, on_signal
+    from deepseek.service import ServiceNotifier, SignalEvent, stop_signals
 
     service = ServiceNotifier()  # systemd's Type=notify: ready, status, reloads, watchdog
     told = [float("-inf")]  # when the service manager was last given the stream's status
@@ -297,7 +297,7 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
     # ends the run after the step in hand, as the source's end would: an event under way
     # ended, the summary said; the handlers only set flags (one that took a lock, or
     # started a thread, could wait on a lock the main thread it interrupts holds)
-    stop, asked = SignalEvent(), SignalEvent()
+    asked = SignalEvent()
 
     def reload_now() -> None:  # in a thread of its own: the stream runs on meanwhile
         was = (ds.model_sha256 or "")[:12]
@@ -323,8 +323,8 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
 
     import threading
 
-    threading.Thread(target=reloader, name="reload", daemon=True).start()
-    with on_signal("SIGTERM", lambda *_: stop.set()), on_hangup(asked.set, stop.set):
+    with stop_signals(reload=asked.set) as stop:
+        threading.Thread(target=reloader, name="reload", daemon=True).start()
         try:
             rep = ds.run(max_frames=max_frames, stop=stop)
         except KeyboardInterrupt:  # Ctrl-C, or q in the window
@@ -333,7 +333,6 @@ def stream(source: str, events_path: Path | None, scores_path: Path | None, appe
         finally:
             stop.set()  # the reloader ends (after a load under way)
             asked.set()
-            stop.close()
             service.stopping()
             if show:
                 import cv2
@@ -632,12 +631,12 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
     from deepseek.manufacturing.errors import ManufacturingError
     from deepseek.manufacturing.score import UnreadableImage, csv_row
     from deepseek.manufacturing.watch import watch_folder
-    from deepseek.service import ServiceNotifier, SignalEvent, on_hangup, on_signal
+    from deepseek.service import ServiceNotifier, SignalEvent, stop_signals
 
     service = ServiceNotifier()  # systemd's Type=notify: ready, status, reloads, watchdog
     header = _watch_csv_header(csv_path, lambda m: click.echo(m, err=True))
     scorer = load()
-    stop, asked = SignalEvent(), SignalEvent()  # set by signal handlers: they take no lock
+    asked = SignalEvent()  # set by a signal handler (SIGHUP): it takes no lock
     counts = {"scored": 0, "flagged": 0, "unreadable": 0}
 
     def append(r: Any, at: str) -> None:
@@ -699,7 +698,7 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
     # a service manager's stop (SIGTERM) ends the watch as Ctrl-C does, its reload (SIGHUP)
     # loads the model; the handlers stay until the summary is out (a stop sent twice ends
     # the watch once, with its summary)
-    with on_signal("SIGTERM", lambda *_: stop.set()), on_hangup(asked.set, stop.set):
+    with stop_signals(reload=asked.set) as stop:
         try:
             watch_folder(scorer, folder, emit, settle_s=settle, heatmaps=heatmaps, poll=poll,
                          stop=stop, existing=existing, state=state, reload=reload,
@@ -709,7 +708,6 @@ def _watch_and_score(load: Callable[[], Any], model: str, folder: Path,
             pass
         finally:  # the summary also when the watch stops on an error (its folder gone)
             service.stopping()
-            stop.close()
             asked.close()
             click.echo(f"watch ended: {counts['scored']} photos scored, {counts['flagged']} "
                        f"flagged as defects, {counts['unreadable']} unreadable"
